@@ -1290,6 +1290,203 @@ func (x *RunFailed) GetCode() string {
 	return ""
 }
 
+// StageAttemptDone is a stage worker's report to its coordinator that the
+// provider's stream ended normally. The coordinator builds the stage's output
+// from the deltas it forwarded, so the log and the output always agree.
+type StageAttemptDone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stage         Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Usage         *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Ttft          *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
+	Duration      *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	FinishReason  string                 `protobuf:"bytes,6,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageAttemptDone) Reset() {
+	*x = StageAttemptDone{}
+	mi := &file_qlc_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageAttemptDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageAttemptDone) ProtoMessage() {}
+
+func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageAttemptDone.ProtoReflect.Descriptor instead.
+func (*StageAttemptDone) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StageAttemptDone) GetStage() Stage {
+	if x != nil {
+		return x.Stage
+	}
+	return Stage_STAGE_UNSPECIFIED
+}
+
+func (x *StageAttemptDone) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StageAttemptDone) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *StageAttemptDone) GetTtft() *durationpb.Duration {
+	if x != nil {
+		return x.Ttft
+	}
+	return nil
+}
+
+func (x *StageAttemptDone) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *StageAttemptDone) GetFinishReason() string {
+	if x != nil {
+		return x.FinishReason
+	}
+	return ""
+}
+
+// StageAttemptFailed is a stage worker's report to its coordinator that its
+// attempt failed; the coordinator decides to retry, fall back, or fail the run.
+type StageAttemptFailed struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Stage          Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Attempt        int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Kind           string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"` // stagework.ErrorKind name: auth, rate_limited, server, timeout, bad_request, protocol, connection, internal
+	Message        string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	RetryAfter     *durationpb.Duration   `protobuf:"bytes,5,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	TokensStreamed int32                  `protobuf:"varint,6,opt,name=tokens_streamed,json=tokensStreamed,proto3" json:"tokens_streamed,omitempty"`
+	Retryable      bool                   `protobuf:"varint,7,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	Provider       string                 `protobuf:"bytes,8,opt,name=provider,proto3" json:"provider,omitempty"`
+	HttpStatus     int32                  `protobuf:"varint,9,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StageAttemptFailed) Reset() {
+	*x = StageAttemptFailed{}
+	mi := &file_qlc_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageAttemptFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageAttemptFailed) ProtoMessage() {}
+
+func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageAttemptFailed.ProtoReflect.Descriptor instead.
+func (*StageAttemptFailed) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StageAttemptFailed) GetStage() Stage {
+	if x != nil {
+		return x.Stage
+	}
+	return Stage_STAGE_UNSPECIFIED
+}
+
+func (x *StageAttemptFailed) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StageAttemptFailed) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *StageAttemptFailed) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *StageAttemptFailed) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
+func (x *StageAttemptFailed) GetTokensStreamed() int32 {
+	if x != nil {
+		return x.TokensStreamed
+	}
+	return 0
+}
+
+func (x *StageAttemptFailed) GetRetryable() bool {
+	if x != nil {
+		return x.Retryable
+	}
+	return false
+}
+
+func (x *StageAttemptFailed) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *StageAttemptFailed) GetHttpStatus() int32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
 // RunCancelled ends a run that its owner cancelled.
 type RunCancelled struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1300,7 +1497,7 @@ type RunCancelled struct {
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1509,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1522,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{17}
+	return file_qlc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -1426,7 +1623,26 @@ const file_qlc_proto_rawDesc = "" +
 	"\tRunFailed\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +
-	"\x04code\x18\x03 \x01(\tR\x04code\"&\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\"\x81\x02\n" +
+	"\x10StageAttemptDone\x12#\n" +
+	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
+	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12-\n" +
+	"\x04ttft\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04ttft\x125\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12#\n" +
+	"\rfinish_reason\x18\x06 \x01(\tR\ffinishReason\"\xc1\x02\n" +
+	"\x12StageAttemptFailed\x12#\n" +
+	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12:\n" +
+	"\vretry_after\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\x12'\n" +
+	"\x0ftokens_streamed\x18\x06 \x01(\x05R\x0etokensStreamed\x12\x1c\n" +
+	"\tretryable\x18\a \x01(\bR\tretryable\x12\x1a\n" +
+	"\bprovider\x18\b \x01(\tR\bprovider\x12\x1f\n" +
+	"\vhttp_status\x18\t \x01(\x05R\n" +
+	"httpStatus\"&\n" +
 	"\fRunCancelled\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason*n\n" +
 	"\x05Stage\x12\x15\n" +
@@ -1449,7 +1665,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -1469,9 +1685,11 @@ var file_qlc_proto_goTypes = []any{
 	(*StageRestarted)(nil),        // 15: qlc.v1.StageRestarted
 	(*RunCompleted)(nil),          // 16: qlc.v1.RunCompleted
 	(*RunFailed)(nil),             // 17: qlc.v1.RunFailed
-	(*RunCancelled)(nil),          // 18: qlc.v1.RunCancelled
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*StageAttemptDone)(nil),      // 18: qlc.v1.StageAttemptDone
+	(*StageAttemptFailed)(nil),    // 19: qlc.v1.StageAttemptFailed
+	(*RunCancelled)(nil),          // 20: qlc.v1.RunCancelled
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -1479,29 +1697,35 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
 	10, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
 	1,  // 4: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	19, // 5: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	21, // 5: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	12, // 6: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	13, // 7: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	14, // 8: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
 	15, // 9: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
 	16, // 10: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
 	17, // 11: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	18, // 12: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	20, // 12: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
 	10, // 13: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
 	0,  // 14: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
 	0,  // 15: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
 	0,  // 16: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 17: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	20, // 18: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	20, // 19: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	22, // 18: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	22, // 19: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 20: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 21: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
 	0,  // 22: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	0,  // 23: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 24: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	22, // 25: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	22, // 26: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 27: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	22, // 28: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -1524,7 +1748,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,372 @@
+package actors
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// coordinatorDeps is what every coordinator on a node shares.
+type coordinatorDeps struct {
+	stages    *stagework.Config
+	providers map[string]stagework.Provider
+	retry     stagework.RetryPolicy
+	timeouts  Timeouts
+	metrics   *Metrics
+	logger    *slog.Logger
+}
+
+// retryTick is a coordinator's timer to itself (never leaves its mailbox):
+// the backoff before a retry is over.
+type retryTick struct{ gen int }
+
+// coordinator is the RunCoordinator of one run.
+type coordinator struct {
+	deps    *coordinatorDeps
+	run     *messages.StartRun
+	profile *stagework.Profile
+	hub     *actor.PID
+	logger  *slog.Logger
+	rng     *rand.Rand
+
+	log         []*messages.RunEvent // the run's log; log[i].Seq == i+1
+	subscribers []*actor.PID         // Subscribe-rs, sent every new event
+	stageIdx    int                  // index into profile.Stages of the current stage
+	outputs     map[stagework.Stage]string
+	usage       *messages.Usage
+	cur         *stageAttempt
+	ended       bool
+	timer       *time.Timer
+	timerGen    int
+}
+
+// stageAttempt is the state of the current stage.
+type stageAttempt struct {
+	spec       stagework.StageSpec
+	model      stagework.ModelRef // what this attempt runs on
+	number     int32              // attempt number within the stage, from 1
+	onModel    int                // attempts made on model, this one included
+	onFallback bool
+	worker     *actor.PID // nil while waiting for a retry
+	text       strings.Builder
+	tokens     int32
+}
+
+func newCoordinator(deps *coordinatorDeps) actor.Actor {
+	return &coordinator{deps: deps, logger: deps.logger, outputs: map[stagework.Stage]string{}}
+}
+
+// HandleFailure makes the coordinator its workers' supervisor: a worker that
+// panics is stopped, and its Terminated is handled as a failed attempt.
+func (c *coordinator) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason, _ interface{}) {
+	c.logger.Error("stage worker failed", "worker", child.Id, "reason", fmt.Sprint(reason))
+	sup.StopChildren(child)
+}
+
+func (c *coordinator) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *messages.StartRun:
+		c.start(ctx, m)
+	case *messages.TokenDelta:
+		if c.isCurrent(ctx.Sender()) {
+			c.delta(ctx, m)
+		}
+	case *messages.StageAttemptDone:
+		if c.isCurrent(ctx.Sender()) {
+			c.stageDone(ctx, m)
+		}
+	case *messages.StageAttemptFailed:
+		if c.isCurrent(ctx.Sender()) {
+			c.attemptFailed(ctx, m)
+		}
+	case *actor.Terminated:
+		if c.isCurrent(m.Who) {
+			c.attemptFailed(ctx, &messages.StageAttemptFailed{
+				Stage: toMsgStage(c.cur.spec.Stage), Attempt: c.cur.number, Kind: "internal",
+				Message: "stage worker stopped unexpectedly", Retryable: true,
+				TokensStreamed: c.cur.tokens, Provider: c.cur.model.Provider,
+			})
+		}
+	case *retryTick:
+		if m.gen == c.timerGen && !c.ended && c.cur != nil && c.cur.worker == nil {
+			c.spawnWorker(ctx)
+		}
+	case *messages.CancelRun:
+		c.cancel(ctx, m)
+	case *messages.Subscribe:
+		c.subscribe(ctx, m)
+	case *actor.Stopping:
+		c.stopTimer()
+	}
+}
+
+func (c *coordinator) isCurrent(pid *actor.PID) bool {
+	return !c.ended && c.cur != nil && c.cur.worker != nil && pid != nil && pid.Equal(c.cur.worker)
+}
+
+// start takes a StartRun: a new run, or a resumed one whose prior log says
+// which stages are finished.
+func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
+	if c.run != nil {
+		if ctx.Sender() != nil {
+			ack := &messages.StartRunAck{RunId: m.RunId}
+			if m.RunId != c.run.RunId {
+				ack.Error = "coordinator already runs " + c.run.RunId
+			}
+			ctx.Respond(ack)
+		}
+		return
+	}
+	c.run = m
+	c.hub = pidOf(m.Hub)
+	c.logger = c.deps.logger.With("run_id", m.RunId)
+	seed := uint64(m.GetOptions().GetSeed())
+	c.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	profile, err := c.deps.stages.Profile(m.Profile)
+	if err != nil {
+		if ctx.Sender() != nil {
+			ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: err.Error()})
+		}
+		ctx.Stop(ctx.Self())
+		return
+	}
+	c.profile = profile
+	if ctx.Sender() != nil {
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId})
+	}
+
+	// Rebuild from the prior log: finished stages are kept, an interrupted
+	// one is redone after a StageRestarted.
+	c.log = append(c.log, m.PriorEvents...)
+	var interrupted messages.Stage
+	for _, ev := range m.PriorEvents {
+		switch k := ev.Kind.(type) {
+		case *messages.RunEvent_StageStarted:
+			interrupted = k.StageStarted.Stage
+		case *messages.RunEvent_StageCompleted:
+			c.outputs[toWorkStage(k.StageCompleted.Stage)] = k.StageCompleted.Output
+			c.usage = addUsage(c.usage, k.StageCompleted.Usage)
+			interrupted = messages.Stage_STAGE_UNSPECIFIED
+		}
+		if isTerminal(ev) {
+			c.ended = true
+		}
+	}
+	if c.ended {
+		ctx.Stop(ctx.Self())
+		return
+	}
+	c.logger.Info("run started", "profile", m.Profile, "epoch", m.Epoch, "resumed_at_seq", len(c.log))
+	if interrupted != messages.Stage_STAGE_UNSPECIFIED {
+		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
+			Stage: interrupted, Reason: "coordinator moved to another node; the stage is redone"}}})
+	}
+	c.nextStage(ctx)
+}
+
+// nextStage starts the first stage without output, or completes the run.
+func (c *coordinator) nextStage(ctx actor.Context) {
+	for c.stageIdx < len(c.profile.Stages) {
+		spec := c.profile.Stages[c.stageIdx]
+		if _, done := c.outputs[spec.Stage]; !done {
+			c.cur = &stageAttempt{spec: spec, model: stagework.ModelRef{Provider: spec.Provider, Model: spec.Model}}
+			c.spawnWorker(ctx)
+			return
+		}
+		c.stageIdx++
+	}
+	answer := ""
+	if n := len(c.profile.Stages); n > 0 {
+		answer = c.outputs[c.profile.Stages[n-1].Stage]
+	}
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCompleted{RunCompleted: &messages.RunCompleted{Answer: answer, Usage: c.usage}}})
+}
+
+// spawnWorker opens a new attempt of the current stage.
+func (c *coordinator) spawnWorker(ctx actor.Context) {
+	a := c.cur
+	a.number++
+	a.onModel++
+	a.text.Reset()
+	a.tokens = 0
+	stage := toMsgStage(a.spec.Stage)
+	prov, ok := c.deps.providers[a.model.Provider]
+	if !ok {
+		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.spec.Stage, a.model.Provider))
+		return
+	}
+	prompt, err := stagework.BuildPrompt(a.spec, stagework.PromptInput{
+		Query: c.run.Query, History: history(c.run.GetOptions()), Outputs: c.outputs,
+	})
+	if err != nil {
+		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: %v", a.spec.Stage, err))
+		return
+	}
+	maxTokens := a.spec.MaxTokens
+	if mt := int(c.run.GetOptions().GetMaxTokens()); mt > 0 {
+		maxTokens = mt
+	}
+	req := stagework.Request{
+		Model: a.model.Model, Messages: prompt, Temperature: a.spec.Temperature, MaxTokens: maxTokens,
+		// Each attempt gets its own seed so a simulated fault is not replayed
+		// identically on every retry; the sequence stays deterministic.
+		Seed:  c.run.GetOptions().GetSeed() + int64(a.spec.Stage)*7919 + int64(a.number-1)*1000003,
+		Stage: a.spec.Stage, Query: c.run.Query,
+	}
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
+		Stage: stage, Model: a.model.Model, Provider: a.model.Provider, Attempt: a.number, Fallback: a.onFallback}}})
+	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: a.number, coordinator: ctx.Self(), timeouts: c.deps.timeouts}
+	props := actor.PropsFromProducer(func() actor.Actor { return w })
+	pid, err := ctx.SpawnNamed(props, fmt.Sprintf("%s-%d", a.spec.Stage, a.number))
+	if err != nil {
+		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: cannot start stage worker: %v", a.spec.Stage, err))
+		return
+	}
+	a.worker = pid
+}
+
+func (c *coordinator) delta(ctx actor.Context, m *messages.TokenDelta) {
+	c.cur.text.WriteString(m.Text)
+	c.cur.tokens += m.Tokens
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_TokenDelta{TokenDelta: m}})
+}
+
+func (c *coordinator) stageDone(ctx actor.Context, m *messages.StageAttemptDone) {
+	a := c.cur
+	ctx.Stop(a.worker)
+	a.worker = nil
+	out := a.text.String()
+	c.outputs[a.spec.Stage] = out
+	c.usage = addUsage(c.usage, m.Usage)
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{
+		Stage: toMsgStage(a.spec.Stage), Output: out, Usage: m.Usage, Ttft: m.Ttft, Duration: m.Duration, Model: a.model.Model}}})
+	c.cur = nil
+	c.stageIdx++
+	c.nextStage(ctx)
+}
+
+// attemptFailed applies the retry policy to a failed attempt.
+func (c *coordinator) attemptFailed(ctx actor.Context, m *messages.StageAttemptFailed) {
+	a := c.cur
+	ctx.Stop(a.worker)
+	a.worker = nil
+	c.deps.metrics.providerErrors.WithLabelValues(a.model.Provider, m.Kind).Inc()
+	c.logger.Warn("stage attempt failed", "stage", a.spec.Stage.String(), "attempt", a.number,
+		"provider", a.model.Provider, "model", a.model.Model, "kind", m.Kind, "error", m.Message, "tokens_streamed", m.TokensStreamed)
+	d := c.deps.retry.Decide(stagework.Failure{
+		Retryable: m.Retryable, RetryAfter: m.GetRetryAfter().AsDuration(),
+		AttemptsOnModel: a.onModel, OnFallback: a.onFallback, HasFallback: a.spec.Fallback != nil,
+	}, c.rng)
+	if d.Action == stagework.ActionFail {
+		c.fail(ctx, toMsgStage(a.spec.Stage), m.Kind, fmt.Sprintf("%s failed after %d attempts; last error: %s", a.spec.Stage.Title(), a.number, m.Message))
+		return
+	}
+	if m.TokensStreamed > 0 {
+		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
+			Stage: toMsgStage(a.spec.Stage), Reason: fmt.Sprintf("%s after %d tokens: %s", m.Kind, m.TokensStreamed, m.Message)}}})
+	}
+	if d.Action == stagework.ActionFallback {
+		a.model = *a.spec.Fallback
+		a.onFallback = true
+		a.onModel = 0
+		c.spawnWorker(ctx)
+		return
+	}
+	if d.Wait <= 0 {
+		c.spawnWorker(ctx)
+		return
+	}
+	c.timerGen++
+	gen, self, root := c.timerGen, ctx.Self(), ctx.ActorSystem().Root
+	c.timer = time.AfterFunc(d.Wait, func() { root.Send(self, &retryTick{gen: gen}) })
+}
+
+func (c *coordinator) cancel(ctx actor.Context, m *messages.CancelRun) {
+	if c.ended || c.run == nil {
+		return
+	}
+	if c.cur != nil && c.cur.worker != nil {
+		ctx.Stop(c.cur.worker)
+		c.cur.worker = nil
+	}
+	reason := m.Reason
+	if reason == "" {
+		reason = "cancelled by its owner"
+	}
+	c.logger.Info("run cancelled", "reason", reason)
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCancelled{RunCancelled: &messages.RunCancelled{Reason: reason}}})
+}
+
+func (c *coordinator) subscribe(ctx actor.Context, m *messages.Subscribe) {
+	to := pidOf(m.Subscriber)
+	if to == nil {
+		return
+	}
+	from := m.FromSeq
+	if from < 1 {
+		from = 1
+	}
+	if from <= uint64(len(c.log)) {
+		ctx.Send(to, &messages.RunEventBatch{Events: c.log[from-1:]})
+	}
+	if !c.ended {
+		c.subscribers = append(c.subscribers, to)
+	}
+}
+
+func (c *coordinator) fail(ctx actor.Context, stage messages.Stage, code, reason string) {
+	if c.cur != nil && c.cur.worker != nil {
+		ctx.Stop(c.cur.worker)
+		c.cur.worker = nil
+	}
+	c.logger.Warn("run failed", "code", code, "reason", reason)
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Stage: stage, Code: code}}})
+}
+
+// finish emits the terminal event and stops the coordinator; its children
+// (any worker) stop with it.
+func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
+	c.emit(ctx, ev)
+	c.ended = true
+	c.stopTimer()
+	ctx.Stop(ctx.Self())
+}
+
+// emit numbers an event, logs it, and sends it to the hub and subscribers.
+func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
+	ev.RunId = c.run.RunId
+	ev.Seq = uint64(len(c.log)) + 1
+	ev.Epoch = c.run.Epoch
+	ev.Time = timestamppb.Now()
+	c.log = append(c.log, ev)
+	if c.hub != nil {
+		ctx.Send(c.hub, ev)
+	}
+	for _, s := range c.subscribers {
+		ctx.Send(s, ev)
+	}
+}
+
+func (c *coordinator) stopTimer() {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.timerGen++
+}
+
+func history(o *messages.RunOptions) []stagework.Message {
+	h := make([]stagework.Message, 0, len(o.GetHistory()))
+	for _, m := range o.GetHistory() {
+		h = append(h, stagework.Message{Role: m.Role, Content: m.Content})
+	}
+	return h
+}

@@ -1,0 +1,438 @@
+package actors
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// Errors the Engine returns.
+var (
+	ErrUnknownRun  = errors.New("actors: unknown run")
+	ErrRunFinished = errors.New("actors: run already ended")
+	ErrBusy        = errors.New("actors: too many active runs")
+	ErrShutdown    = errors.New("actors: engine shut down")
+)
+
+// Config configures an Engine. Zero fields take the defaults named on them.
+type Config struct {
+	// Logger receives every log line; lines about a run carry its run_id.
+	// Default slog.Default().
+	Logger *slog.Logger
+	// Stages holds the profiles and provider endpoints. Default
+	// stagework.DefaultConfig().
+	Stages *stagework.Config
+	// Providers maps the provider names used in Stages to clients. Required:
+	// BuildProviders makes them from Stages.
+	Providers map[string]stagework.Provider
+	// Retry is applied to every failed stage attempt. Default
+	// stagework.DefaultRetryPolicy().
+	Retry stagework.RetryPolicy
+	// Timeouts bound each stage attempt's wait on its provider. Default
+	// DefaultTimeouts().
+	Timeouts Timeouts
+	// Hub bounds each run's log and subscribers. Default DefaultHubConfig().
+	Hub HubConfig
+	// MaxActiveRuns refuses new runs (ErrBusy) beyond this many unfinished
+	// ones. Default 1000.
+	MaxActiveRuns int
+	// RetainFinished is how long a finished run's log stays in memory for
+	// status queries and replay. Default 15 minutes.
+	RetainFinished time.Duration
+	// MaxFinished caps how many finished runs are kept; the oldest go first.
+	// Default 10000.
+	MaxFinished int
+	// Registerer receives the engine's Prometheus metrics. Nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns a Config with every default filled except Providers.
+func DefaultConfig() Config {
+	return Config{
+		Logger: slog.Default(), Stages: stagework.DefaultConfig(), Retry: stagework.DefaultRetryPolicy(),
+		Timeouts: DefaultTimeouts(), Hub: DefaultHubConfig(), MaxActiveRuns: 1000, RetainFinished: 15 * time.Minute, MaxFinished: 10000,
+	}
+}
+
+func (c *Config) validate() error {
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Stages == nil {
+		c.Stages = d.Stages
+	}
+	if c.Retry == (stagework.RetryPolicy{}) {
+		c.Retry = d.Retry
+	}
+	if err := c.Retry.Validate(); err != nil {
+		return err
+	}
+	if c.Timeouts.FirstToken == 0 {
+		c.Timeouts.FirstToken = d.Timeouts.FirstToken
+	}
+	if c.Timeouts.Stall == 0 {
+		c.Timeouts.Stall = d.Timeouts.Stall
+	}
+	if c.Timeouts.FirstToken < 0 || c.Timeouts.Stall < 0 {
+		return fmt.Errorf("actors: timeouts must be positive")
+	}
+	if err := c.Hub.validate(); err != nil {
+		return err
+	}
+	if c.MaxActiveRuns == 0 {
+		c.MaxActiveRuns = d.MaxActiveRuns
+	}
+	if c.RetainFinished == 0 {
+		c.RetainFinished = d.RetainFinished
+	}
+	if c.MaxFinished == 0 {
+		c.MaxFinished = d.MaxFinished
+	}
+	if c.MaxActiveRuns < 1 || c.RetainFinished < 0 || c.MaxFinished < 1 {
+		return fmt.Errorf("actors: MaxActiveRuns and MaxFinished must be >= 1 and RetainFinished >= 0")
+	}
+	for _, name := range c.Stages.ProfileNames() {
+		p, _ := c.Stages.Profile(name)
+		for _, s := range p.Stages {
+			refs := []stagework.ModelRef{{Provider: s.Provider, Model: s.Model}}
+			if s.Fallback != nil {
+				refs = append(refs, *s.Fallback)
+			}
+			for _, r := range refs {
+				if _, ok := c.Providers[r.Provider]; !ok {
+					return fmt.Errorf("actors: profile %q stage %s uses provider %q, which has no client", name, s.Stage, r.Provider)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// RunRequest is what a caller asks for when starting a run.
+type RunRequest struct {
+	Tenant  string
+	Profile string
+	Query   string
+	History []stagework.Message
+	// Seed for simulated models; 0 picks a random one (recorded in the run, so a
+	// resumed run replays the same simulated text).
+	Seed int64
+	// MaxTokens overrides every stage's max_tokens when > 0.
+	MaxTokens int
+}
+
+// Engine runs consensus runs on an actor system: it owns the system, the
+// hubs of the runs started through it, and the eviction of finished runs.
+// Its methods are safe for concurrent use and do not block on a run.
+type Engine struct {
+	cfg     Config
+	system  *actor.ActorSystem
+	metrics *Metrics
+	deps    *coordinatorDeps
+	logger  *slog.Logger
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	// mu guards the fields below it.
+	mu       sync.Mutex
+	hubs     map[string]*Hub
+	active   int
+	shutdown bool
+}
+
+// NewEngine starts an actor system and the run machinery on it.
+func NewEngine(cfg Config) (*Engine, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	quiet := cfg.Logger.Handler()
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		// protoactor logs every actor start and dead letter at Info; keep its warnings only.
+		return slog.New(levelFilter{quiet, slog.LevelWarn}).With("lib", "protoactor")
+	}))
+	m := NewMetrics(cfg.Registerer)
+	e := &Engine{
+		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
+		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, metrics: m, logger: cfg.Logger},
+		stop: make(chan struct{}), hubs: map[string]*Hub{},
+	}
+	e.wg.Add(1)
+	go e.evictLoop()
+	return e, nil
+}
+
+// System is the engine's actor system.
+func (e *Engine) System() *actor.ActorSystem { return e.system }
+
+// Stages is the profile configuration runs are started with.
+func (e *Engine) Stages() *stagework.Config { return e.cfg.Stages }
+
+// Metrics are the engine's metrics.
+func (e *Engine) Metrics() *Metrics { return e.metrics }
+
+// StartRun validates the request, starts the run and returns its hub. The
+// run goes on in the background; follow it with Hub.Subscribe.
+func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
+	if _, err := e.cfg.Stages.Profile(req.Profile); err != nil {
+		return nil, err
+	}
+	seed := req.Seed
+	if seed == 0 {
+		n, err := rand.Int(rand.Reader, big.NewInt(math.MaxInt64))
+		if err != nil {
+			return nil, fmt.Errorf("actors: seed: %w", err)
+		}
+		seed = n.Int64() + 1
+	}
+	id, err := NewRunID()
+	if err != nil {
+		return nil, err
+	}
+	hist := make([]*messages.ChatMessage, len(req.History))
+	for i, m := range req.History {
+		hist[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
+	}
+	hub, err := e.launch(&messages.StartRun{
+		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1,
+		Options: &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.logger.Info("run accepted", "run_id", id, "tenant", req.Tenant, "profile", req.Profile, "query_bytes", len(req.Query))
+	return hub, nil
+}
+
+// Resume re-activates a run from its log (StartRun.PriorEvents): finished
+// stages are kept, an interrupted stage is redone after a StageRestarted,
+// and new events carry StartRun.Epoch, which must be higher than the prior
+// events'. This is how a run survives the loss of its coordinator's node.
+func (e *Engine) Resume(start *messages.StartRun) (*Hub, error) {
+	if start.GetRunId() == "" || len(start.GetPriorEvents()) == 0 {
+		return nil, errors.New("actors: Resume needs a run id and the run's prior events")
+	}
+	last := start.PriorEvents[len(start.PriorEvents)-1]
+	if start.Epoch <= last.GetEpoch() {
+		return nil, fmt.Errorf("actors: Resume epoch %d must be above the log's epoch %d", start.Epoch, last.GetEpoch())
+	}
+	if _, err := e.cfg.Stages.Profile(start.Profile); err != nil {
+		return nil, err
+	}
+	return e.launch(start)
+}
+
+// launch creates the run's hub (holding any prior events) and coordinator,
+// and sends the coordinator its StartRun.
+func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
+	id := start.RunId
+	hub := newHub(id, start.Tenant, start.Profile, start.Query, e.cfg.Hub, e.metrics, e.logger)
+	hub.append(start.PriorEvents...)
+
+	e.mu.Lock()
+	switch {
+	case e.shutdown:
+		e.mu.Unlock()
+		return nil, ErrShutdown
+	case e.active >= e.cfg.MaxActiveRuns:
+		e.mu.Unlock()
+		return nil, fmt.Errorf("%w (limit %d)", ErrBusy, e.cfg.MaxActiveRuns)
+	case e.hubs[id] != nil:
+		e.mu.Unlock()
+		return nil, fmt.Errorf("actors: run %s is already in this engine", id)
+	}
+	e.active++
+	e.hubs[id] = hub
+	e.mu.Unlock()
+
+	root := e.system.Root
+	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} }), "hub/"+id)
+	if err != nil {
+		e.forget(id)
+		return nil, fmt.Errorf("actors: spawn hub: %w", err)
+	}
+	deps := e.deps
+	coordPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newCoordinator(deps) }), "run/"+id)
+	if err != nil {
+		root.Stop(hubPID)
+		e.forget(id)
+		return nil, fmt.Errorf("actors: spawn coordinator: %w", err)
+	}
+	hub.mu.Lock()
+	hub.pid, hub.coordinator = hubPID, coordPID
+	hub.mu.Unlock()
+	start.Hub = refOf(hubPID)
+	if len(start.PriorEvents) == 0 {
+		e.metrics.runStarted(start.Profile)
+	}
+	root.Send(coordPID, start)
+	return hub, nil
+}
+
+// Hub returns a run's hub, while the run is in memory.
+func (e *Engine) Hub(runID string) (*Hub, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	h, ok := e.hubs[runID]
+	if !ok {
+		return nil, ErrUnknownRun
+	}
+	return h, nil
+}
+
+// Cancel asks a run's coordinator to cancel it. It returns at once; the run's
+// log ends with RunCancelled when the coordinator has stopped its workers
+// (wait with Hub.WaitDone).
+func (e *Engine) Cancel(runID, reason string) error {
+	h, err := e.Hub(runID)
+	if err != nil {
+		return err
+	}
+	if h.Done() {
+		return ErrRunFinished
+	}
+	e.system.Root.Send(h.Coordinator(), &messages.CancelRun{RunId: runID, Reason: reason})
+	return nil
+}
+
+// Shutdown cancels every unfinished run, waits up to ctx for them to end, and
+// stops the actor system. It is idempotent.
+func (e *Engine) Shutdown(ctx context.Context) {
+	e.mu.Lock()
+	if e.shutdown {
+		e.mu.Unlock()
+		return
+	}
+	e.shutdown = true
+	var live []*Hub
+	for _, h := range e.hubs {
+		live = append(live, h)
+	}
+	e.mu.Unlock()
+	for _, h := range live {
+		if !h.Done() {
+			e.system.Root.Send(h.Coordinator(), &messages.CancelRun{RunId: h.RunID, Reason: "server shutting down"})
+		}
+	}
+	for _, h := range live {
+		_ = h.WaitDone(ctx)
+		h.close()
+	}
+	close(e.stop)
+	e.wg.Wait()
+	e.system.Shutdown()
+}
+
+func (e *Engine) forget(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.hubs[id]; ok {
+		delete(e.hubs, id)
+		e.active--
+	}
+}
+
+// evictLoop drops finished runs older than RetainFinished, and the oldest
+// finished runs beyond MaxFinished; it also keeps the active-run count.
+func (e *Engine) evictLoop() {
+	defer e.wg.Done()
+	period := min(e.cfg.RetainFinished/4, time.Second)
+	if period <= 0 {
+		period = 100 * time.Millisecond
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.evict(time.Now())
+		}
+	}
+}
+
+func (e *Engine) evict(now time.Time) {
+	type done struct {
+		h  *Hub
+		at time.Time
+	}
+	var finished []done
+	e.mu.Lock()
+	active := 0
+	for _, h := range e.hubs {
+		h.mu.Lock()
+		term, at := h.terminal, h.endedAt
+		h.mu.Unlock()
+		if term {
+			finished = append(finished, done{h, at})
+		} else {
+			active++
+		}
+	}
+	e.active = active
+	var drop []*Hub
+	extra := len(finished) - e.cfg.MaxFinished
+	if extra > 0 {
+		// Oldest first.
+		for i := 1; i < len(finished); i++ {
+			for j := i; j > 0 && finished[j].at.Before(finished[j-1].at); j-- {
+				finished[j], finished[j-1] = finished[j-1], finished[j]
+			}
+		}
+	}
+	for i, f := range finished {
+		if i < extra || now.Sub(f.at) >= e.cfg.RetainFinished {
+			drop = append(drop, f.h)
+			delete(e.hubs, f.h.RunID)
+		}
+	}
+	e.mu.Unlock()
+	for _, h := range drop {
+		h.close()
+		if pid := h.PID(); pid != nil {
+			e.system.Root.Stop(pid)
+		}
+	}
+}
+
+var runIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// NewRunID returns "run_" and 160 random bits (32 base-32 characters): more
+// than the 128 bits that make an id unguessable.
+func NewRunID() (string, error) {
+	var b [20]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("actors: run id: %w", err)
+	}
+	return "run_" + runIDEncoding.EncodeToString(b[:]), nil
+}
+
+// levelFilter drops records below a level (protoactor's logger is chatty).
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{f.Handler.WithAttrs(a), f.min}
+}
+
+func (f levelFilter) WithGroup(n string) slog.Handler { return levelFilter{f.Handler.WithGroup(n), f.min} }

@@ -1,0 +1,340 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/qlc-project/qlc/messages"
+)
+
+// HubConfig bounds one run's hub.
+type HubConfig struct {
+	// MaxEvents caps the run's log. Events past it are refused and the run is
+	// cancelled (a run is bounded by its profile's max_tokens, so this is a
+	// safety net). Default 1<<20.
+	MaxEvents int
+	// MaxLag is how many events a subscriber may fall behind before it is
+	// dropped with a Lagged notice. The log is shared, so a lagging subscriber
+	// costs no memory; the bound is about cutting off readers that cannot keep
+	// up instead of letting them stream minutes behind. Default 65536
+	// (about 0.1 s of a run at 500k tokens/s; minutes at human speeds).
+	MaxLag int
+}
+
+// DefaultHubConfig returns the defaults described on each field.
+func DefaultHubConfig() HubConfig { return HubConfig{MaxEvents: 1 << 20, MaxLag: 1 << 16} }
+
+func (c *HubConfig) validate() error {
+	d := DefaultHubConfig()
+	if c.MaxEvents == 0 {
+		c.MaxEvents = d.MaxEvents
+	}
+	if c.MaxLag == 0 {
+		c.MaxLag = d.MaxLag
+	}
+	if c.MaxEvents < 8 || c.MaxLag < 1 {
+		return fmt.Errorf("actors: hub MaxEvents must be >= 8 and MaxLag >= 1 (got %d, %d)", c.MaxEvents, c.MaxLag)
+	}
+	return nil
+}
+
+// Errors a Subscription returns.
+var (
+	// ErrLagged means the subscriber fell more than MaxLag events behind and was
+	// dropped; it may resubscribe from LaggedError.NextSeq.
+	ErrLagged = errors.New("actors: subscriber lagged")
+	// ErrHubClosed means the hub was evicted or the engine shut down.
+	ErrHubClosed = errors.New("actors: run hub closed")
+	// ErrIdle is returned by Subscription.Next when its idle channel fired
+	// before an event arrived (time for a keep-alive).
+	ErrIdle = errors.New("actors: subscription idle")
+)
+
+// LaggedError is returned (wrapping ErrLagged) to a dropped subscriber.
+type LaggedError struct{ NextSeq uint64 }
+
+func (e *LaggedError) Error() string { return fmt.Sprintf("%v: resume from seq %d", ErrLagged, e.NextSeq) }
+
+// Unwrap lets errors.Is(err, ErrLagged) match.
+func (e *LaggedError) Unwrap() error { return ErrLagged }
+
+// Hub is one run's event log and fan-out point (the RunHub). Events arrive
+// through its actor's mailbox, in order, from the run's coordinator; readers
+// are Subscriptions, each read by one goroutine (an SSE or WebSocket writer).
+//
+// The log is append-only and its entries are immutable, so a subscriber reads
+// a slice of it without copying; publishing costs O(1) whatever the number of
+// subscribers: waiting readers share one channel that is closed on append.
+type Hub struct {
+	// Immutable after creation.
+	RunID   string
+	Tenant  string
+	Profile string
+	Query   string
+	Created time.Time
+	cfg     HubConfig
+	metrics *Metrics
+	logger  *slog.Logger
+
+	// mu guards the fields below it.
+	mu          sync.Mutex
+	log         []*messages.RunEvent // log[i].Seq == i+1
+	epoch       uint64
+	terminal    bool      // a RunCompleted/RunFailed/RunCancelled is in the log
+	endedAt     time.Time // when terminal became true
+	closed      bool      // evicted: readers get ErrHubClosed once they are done
+	notify      chan struct{}
+	hasWaiters  bool // someone holds notify: close and replace it on the next append
+	subscribers int
+	coordinator *actor.PID // who to send CancelRun to
+	pid         *actor.PID
+}
+
+func newHub(runID, tenant, profile, query string, cfg HubConfig, m *Metrics, logger *slog.Logger) *Hub {
+	return &Hub{
+		RunID: runID, Tenant: tenant, Profile: profile, Query: query, Created: time.Now(),
+		cfg: cfg, metrics: m, logger: logger.With("run_id", runID),
+		notify: make(chan struct{}),
+	}
+}
+
+// PID is the hub actor's address, where a coordinator sends RunEvents.
+func (h *Hub) PID() *actor.PID {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pid
+}
+
+// Coordinator is the PID of the run's current coordinator.
+func (h *Hub) Coordinator() *actor.PID {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.coordinator
+}
+
+// Done reports whether the run has ended (its log holds a terminal event).
+func (h *Hub) Done() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.terminal
+}
+
+// LastSeq is the seq of the newest event (0 before the first).
+func (h *Hub) LastSeq() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return uint64(len(h.log))
+}
+
+// Events returns the log from fromSeq on (1 = all). The slice must not be modified.
+func (h *Hub) Events(fromSeq uint64) []*messages.RunEvent {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if fromSeq < 1 {
+		fromSeq = 1
+	}
+	if fromSeq > uint64(len(h.log)) {
+		return nil
+	}
+	return h.log[fromSeq-1:]
+}
+
+// WaitDone blocks until the run ends or ctx is done.
+func (h *Hub) WaitDone(ctx context.Context) error {
+	for {
+		h.mu.Lock()
+		if h.terminal {
+			h.mu.Unlock()
+			return nil
+		}
+		if h.closed {
+			h.mu.Unlock()
+			return ErrHubClosed
+		}
+		ch := h.notify
+		h.hasWaiters = true
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Subscribe returns a reader of the log from fromSeq on (fromSeq <= 1 means
+// the whole log). Close it when done.
+func (h *Hub) Subscribe(fromSeq uint64) *Subscription {
+	if fromSeq < 1 {
+		fromSeq = 1
+	}
+	h.mu.Lock()
+	h.subscribers++
+	h.mu.Unlock()
+	h.metrics.subscribers.Inc()
+	return &Subscription{hub: h, next: fromSeq}
+}
+
+// append adds events that arrive from the coordinator. It enforces the log's
+// invariants: a lower epoch than the newest seen is a stale coordinator and is
+// ignored; a seq already in the log is a duplicate and ignored; a gap is
+// refused (it would break every subscriber's transcript).
+func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
+	h.mu.Lock()
+	appended := 0
+	for _, ev := range evs {
+		if ev.GetEpoch() < h.epoch {
+			h.logger.Warn("hub ignored an event from a stale coordinator", "epoch", ev.GetEpoch(), "current_epoch", h.epoch, "seq", ev.GetSeq())
+			continue
+		}
+		n := uint64(len(h.log))
+		switch {
+		case ev.GetSeq() <= n:
+			continue // duplicate (a resend or a resumed coordinator's replay)
+		case ev.GetSeq() > n+1:
+			h.logger.Error("hub refused an event after a gap", "seq", ev.GetSeq(), "last_seq", n)
+			continue
+		case h.terminal:
+			continue
+		case len(h.log) >= h.cfg.MaxEvents:
+			cancelRun = true
+			continue
+		}
+		h.epoch = ev.GetEpoch()
+		h.log = append(h.log, ev)
+		appended++
+		h.metrics.observe(h.Profile, ev)
+		if isTerminal(ev) {
+			h.terminal = true
+			h.endedAt = time.Now()
+		}
+	}
+	wake := appended > 0 && h.hasWaiters
+	var ch chan struct{}
+	if wake {
+		ch = h.notify
+		h.notify = make(chan struct{})
+		h.hasWaiters = false
+	}
+	h.mu.Unlock()
+	if wake {
+		close(ch)
+	}
+	return cancelRun
+}
+
+func (h *Hub) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	close(h.notify)
+	h.notify = make(chan struct{})
+	h.hasWaiters = false
+}
+
+func isTerminal(ev *messages.RunEvent) bool {
+	switch ev.GetKind().(type) {
+	case *messages.RunEvent_RunCompleted, *messages.RunEvent_RunFailed, *messages.RunEvent_RunCancelled:
+		return true
+	}
+	return false
+}
+
+// Subscription reads one run's log in order. It is used by one goroutine.
+type Subscription struct {
+	hub    *Hub
+	next   uint64 // seq of the next event to deliver
+	closed bool
+}
+
+// NextSeq is the seq of the next event Next will return; after a drop it is
+// where a resumed subscription should start.
+func (s *Subscription) NextSeq() uint64 { return s.next }
+
+// Next returns every event from the subscription's position to the end of the
+// log (at least one), blocking until there is one. It returns io.EOF after the
+// run's terminal event was delivered, a *LaggedError if the subscriber fell
+// more than MaxLag events behind (it is then closed), ErrHubClosed if the hub
+// was evicted, ErrIdle if idle fired first (nil: never), or ctx's error. The
+// returned slice is shared and read-only.
+func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*messages.RunEvent, error) {
+	h := s.hub
+	for {
+		h.mu.Lock()
+		n := uint64(len(h.log))
+		if s.next <= n {
+			if n-s.next+1 > uint64(h.cfg.MaxLag) {
+				h.mu.Unlock()
+				h.metrics.droppedSubscribers.Inc()
+				s.Close()
+				return nil, &LaggedError{NextSeq: s.next}
+			}
+			evs := h.log[s.next-1 : n : n]
+			h.mu.Unlock()
+			s.next = n + 1
+			return evs, nil
+		}
+		if h.terminal {
+			h.mu.Unlock()
+			return nil, io.EOF
+		}
+		if h.closed {
+			h.mu.Unlock()
+			return nil, ErrHubClosed
+		}
+		ch := h.notify
+		h.hasWaiters = true
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-idle:
+			return nil, ErrIdle
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Close releases the subscription. It is idempotent.
+func (s *Subscription) Close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.hub.mu.Lock()
+	s.hub.subscribers--
+	s.hub.mu.Unlock()
+	s.hub.metrics.subscribers.Dec()
+}
+
+// hubActor is the hub's mailbox: the coordinator sends it RunEvents.
+type hubActor struct {
+	hub *Hub
+}
+
+func (a *hubActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *messages.RunEvent:
+		a.refuseOverflow(ctx, a.hub.append(m))
+	case *messages.RunEventBatch:
+		a.refuseOverflow(ctx, a.hub.append(m.Events...))
+	}
+}
+
+func (a *hubActor) refuseOverflow(ctx actor.Context, cancel bool) {
+	if cancel {
+		if c := a.hub.Coordinator(); c != nil {
+			ctx.Send(c, &messages.CancelRun{RunId: a.hub.RunID, Reason: fmt.Sprintf("run exceeded the hub's limit of %d events", a.hub.cfg.MaxEvents)})
+		}
+	}
+}

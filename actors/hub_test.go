@@ -1,0 +1,154 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/qlc-project/qlc/messages"
+)
+
+func propsFunc(f func(m any)) *actor.Props {
+	return actor.PropsFromFunc(func(ctx actor.Context) { f(ctx.Message()) })
+}
+
+func delta(seq, epoch uint64, text string) *messages.RunEvent {
+	return &messages.RunEvent{RunId: "r", Seq: seq, Epoch: epoch, Time: timestamppb.Now(),
+		Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: messages.Stage_STAGE_GENERATOR, Text: text, Tokens: 1}}}
+}
+
+func done(seq, epoch uint64) *messages.RunEvent {
+	return &messages.RunEvent{RunId: "r", Seq: seq, Epoch: epoch, Time: timestamppb.Now(),
+		Kind: &messages.RunEvent_RunCancelled{RunCancelled: &messages.RunCancelled{}}}
+}
+
+func testHub(cfg HubConfig) *Hub {
+	if err := cfg.validate(); err != nil {
+		panic(err)
+	}
+	return newHub("r", "t", "p", "q", cfg, NewMetrics(nil), slog.New(slog.DiscardHandler))
+}
+
+func TestHubLogInvariants(t *testing.T) {
+	h := testHub(HubConfig{})
+	h.append(delta(1, 1, "a"), delta(2, 1, "b"))
+	h.append(delta(2, 1, "dup"))   // duplicate: ignored
+	h.append(delta(4, 1, "gap"))   // gap: refused
+	h.append(delta(3, 2, "c"))     // newer epoch: accepted
+	h.append(delta(4, 1, "stale")) // older epoch: ignored
+	h.append(done(4, 2))
+	h.append(delta(5, 2, "late")) // after the end: ignored
+	var text string
+	for _, ev := range h.Events(1) {
+		text += ev.GetTokenDelta().GetText()
+	}
+	if text != "abc" || h.LastSeq() != 4 || !h.Done() {
+		t.Fatalf("log = %q, last seq %d, done %v", text, h.LastSeq(), h.Done())
+	}
+}
+
+func TestSubscriptionReadsInOrderAndEnds(t *testing.T) {
+	h := testHub(HubConfig{})
+	sub := h.Subscribe(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() {
+		for i := uint64(1); i <= 100; i++ {
+			h.append(delta(i, 1, "x"))
+		}
+		h.append(done(101, 1))
+	}()
+	next := uint64(2)
+	for {
+		evs, err := sub.Next(ctx, nil)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.Seq != next {
+				t.Fatalf("got seq %d, want %d", ev.Seq, next)
+			}
+			next++
+		}
+	}
+	if next != 102 {
+		t.Fatalf("subscription ended at %d", next)
+	}
+}
+
+func TestSlowSubscriberIsDroppedNotWaitedFor(t *testing.T) {
+	h := testHub(HubConfig{MaxLag: 10})
+	slow := h.Subscribe(1)
+	fast := h.Subscribe(1)
+	ctx := context.Background()
+	for i := uint64(1); i <= 30; i++ {
+		h.append(delta(i, 1, "x")) // never blocks, whoever reads
+		if _, err := fast.Next(ctx, nil); err != nil {
+			t.Fatalf("fast reader: %v", err)
+		}
+	}
+	_, err := slow.Next(ctx, nil)
+	var lagged *LaggedError
+	if !errors.As(err, &lagged) || !errors.Is(err, ErrLagged) || lagged.NextSeq != 1 {
+		t.Fatalf("slow reader: %v, want lagged at seq 1", err)
+	}
+	// It may resume from where it was, with a fresh subscription.
+	again := h.Subscribe(lagged.NextSeq + 25)
+	evs, err := again.Next(ctx, nil)
+	if err != nil || evs[0].Seq != 26 || len(evs) != 5 {
+		t.Fatalf("resume: %v %d", err, len(evs))
+	}
+}
+
+func TestSubscriptionIdleAndCancel(t *testing.T) {
+	h := testHub(HubConfig{})
+	sub := h.Subscribe(1)
+	idle := make(chan time.Time, 1)
+	idle <- time.Now()
+	if _, err := sub.Next(context.Background(), idle); !errors.Is(err, ErrIdle) {
+		t.Fatalf("want ErrIdle, got %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := sub.Next(ctx, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+	h.close()
+	if _, err := sub.Next(context.Background(), nil); !errors.Is(err, ErrHubClosed) {
+		t.Fatalf("want ErrHubClosed, got %v", err)
+	}
+}
+
+func TestHubRefusesEventsPastItsLimit(t *testing.T) {
+	h := testHub(HubConfig{MaxEvents: 8})
+	var cancel bool
+	for i := uint64(1); i <= 10; i++ {
+		cancel = h.append(delta(i, 1, "x")) || cancel
+	}
+	if !cancel || h.LastSeq() != 8 {
+		t.Fatalf("hub over its limit: cancel=%v last=%d", cancel, h.LastSeq())
+	}
+}
+
+func TestRunIDsAreUnguessable(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		id, err := NewRunID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(id) != 4+32 || seen[id] {
+			t.Fatalf("bad or repeated id %q", id)
+		}
+		seen[id] = true
+	}
+}

@@ -1,0 +1,159 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// stageWorker is the StageWorker: one attempt of one stage. On Started it
+// streams from the provider on a goroutine it owns; on Stopping it cancels
+// that goroutine's context, which aborts the provider request (and closes its
+// connection) at once. It reports to its parent, the coordinator, with
+// messages whose sender is the worker's PID, so the coordinator can tell the
+// current attempt's messages from a stopped attempt's stragglers.
+type stageWorker struct {
+	provider    stagework.Provider
+	req         stagework.Request
+	stage       messages.Stage
+	attempt     int32
+	coordinator *actor.PID
+	timeouts    Timeouts
+	cancel      context.CancelFunc
+}
+
+// Timeouts bound how long a stage worker waits on its provider. A hung or
+// stalled provider is cut off and the attempt fails with kind "timeout"
+// (retryable: the coordinator retries or falls back).
+type Timeouts struct {
+	// FirstToken is the longest wait from the request to the first token.
+	// Default 60 s: a large model on a busy endpoint can take tens of seconds.
+	FirstToken time.Duration
+	// Stall is the longest wait between two tokens. Default 30 s.
+	Stall time.Duration
+}
+
+// DefaultTimeouts returns the defaults described on each field.
+func DefaultTimeouts() Timeouts { return Timeouts{FirstToken: 60 * time.Second, Stall: 30 * time.Second} }
+
+// errWatchdog is the cause given to a worker's context when the watchdog fires.
+type errWatchdog struct{ what string }
+
+func (e errWatchdog) Error() string { return e.what }
+
+func (w *stageWorker) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		c, cancel := context.WithCancelCause(context.Background())
+		w.cancel = func() { cancel(context.Canceled) }
+		go w.stream(c, cancel, ctx.ActorSystem().Root, ctx.Self())
+	case *actor.Stopping:
+		if w.cancel != nil {
+			w.cancel()
+		}
+	}
+}
+
+// stream runs on the worker's goroutine; it ends when the provider's stream
+// does or when ctx is cancelled (the worker stopped: nothing is reported then).
+func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc, root *actor.RootContext, self *actor.PID) {
+	tokens := int32(0)
+	defer func() {
+		if r := recover(); r != nil {
+			w.fail(ctx, root, self, fmt.Errorf("actors: stage worker panicked: %v", r), tokens)
+		}
+	}()
+	start := time.Now()
+	// The watchdog cancels the request when the provider is silent too long:
+	// first for FirstToken, then for Stall after each token.
+	watchdog := time.AfterFunc(w.timeouts.FirstToken, func() {
+		cancel(errWatchdog{fmt.Sprintf("no first token within %v", w.timeouts.FirstToken)})
+	})
+	defer func() { watchdog.Stop() }()
+	s, err := w.provider.Stream(ctx, w.req)
+	if err != nil {
+		w.fail(ctx, root, self, err, 0)
+		return
+	}
+	defer s.Close()
+	var ttft time.Duration
+	for {
+		ch, err := s.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			w.fail(ctx, root, self, err, tokens)
+			return
+		}
+		if ch.Text == "" {
+			continue
+		}
+		if tokens == 0 {
+			ttft = time.Since(start)
+			watchdog.Stop()
+			watchdog = time.AfterFunc(w.timeouts.Stall, func() {
+				cancel(errWatchdog{fmt.Sprintf("no token for %v (stream stalled)", w.timeouts.Stall)})
+			})
+		} else {
+			watchdog.Reset(w.timeouts.Stall)
+		}
+		n := int32(ch.Tokens)
+		if n <= 0 {
+			n = 1
+		}
+		tokens += n
+		root.RequestWithCustomSender(w.coordinator, &messages.TokenDelta{Stage: w.stage, Text: ch.Text, Tokens: n}, self)
+	}
+	usage, ok := s.Usage()
+	if !ok {
+		usage = estimateUsage(w.req, int64(tokens))
+	}
+	root.RequestWithCustomSender(w.coordinator, &messages.StageAttemptDone{
+		Stage: w.stage, Attempt: w.attempt, Usage: toMsgUsage(usage),
+		Ttft: durationpb.New(ttft), Duration: durationpb.New(time.Since(start)),
+	}, self)
+}
+
+func (w *stageWorker) fail(ctx context.Context, root *actor.RootContext, self *actor.PID, err error, tokens int32) {
+	var wd errWatchdog
+	if cause := context.Cause(ctx); errors.As(cause, &wd) {
+		err = &stagework.ProviderError{Kind: stagework.ErrTimeout, Provider: w.provider.Name(), Message: wd.what}
+	} else if ctx.Err() != nil {
+		return // the worker was stopped (cancel, or the coordinator moved on)
+	}
+	f := &messages.StageAttemptFailed{
+		Stage: w.stage, Attempt: w.attempt, TokensStreamed: tokens,
+		Provider: w.provider.Name(), Kind: "internal", Message: err.Error(), Retryable: true,
+	}
+	if pe, ok := stagework.AsProviderError(err); ok {
+		f.Kind = pe.Kind.String()
+		f.Retryable = pe.Retryable()
+		f.HttpStatus = int32(pe.Status)
+		if pe.RetryAfter > 0 {
+			f.RetryAfter = durationpb.New(pe.RetryAfter)
+		}
+	} else if errors.Is(err, context.DeadlineExceeded) {
+		f.Kind = stagework.ErrTimeout.String()
+	}
+	root.RequestWithCustomSender(w.coordinator, f, self)
+}
+
+// estimateUsage counts when the provider sent no usage: completion tokens are
+// the deltas' own counts; prompt tokens are estimated at 4 bytes a token.
+func estimateUsage(req stagework.Request, completion int64) stagework.Usage {
+	var chars int
+	for _, m := range req.Messages {
+		chars += len(m.Content)
+	}
+	prompt := int64((chars + 3) / 4)
+	return stagework.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion, Estimated: true}
+}

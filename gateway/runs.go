@@ -1,0 +1,411 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// createRunRequest is the body of POST /v1/runs.
+type createRunRequest struct {
+	Query     string `json:"query"`
+	Profile   string `json:"profile"`
+	Seed      int64  `json:"seed"`
+	MaxTokens int    `json:"max_tokens"`
+}
+
+// maxTokensLimit bounds a caller's max_tokens override.
+const maxTokensLimit = 1 << 20
+
+func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
+	var req createRunRequest
+	if e := s.decodeJSON(w, r, &req, true); e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := s.checkQuery(req.Query, "query"); e != nil {
+		writeError(w, e)
+		return
+	}
+	if req.Profile == "" {
+		req.Profile = s.engine.Stages().DefaultProfile
+	}
+	if req.MaxTokens < 0 || req.MaxTokens > maxTokensLimit {
+		writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", fmt.Sprintf("max_tokens must be between 0 and %d", maxTokensLimit)))
+		return
+	}
+	hub, e := s.start(actors.RunRequest{Tenant: s.cfg.Tenant, Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens})
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	w.Header().Set("Location", "/v1/runs/"+hub.RunID)
+	writeJSON(w, http.StatusCreated, s.view(hub))
+}
+
+// start starts a run and maps the engine's refusals to API errors.
+func (s *Server) start(req actors.RunRequest) (*actors.Hub, *apiError) {
+	hub, err := s.engine.StartRun(req)
+	switch {
+	case err == nil:
+		return hub, nil
+	case errors.Is(err, stagework.ErrUnknownProfile):
+		return nil, errNotFound("unknown_profile", fmt.Sprintf("unknown profile %q; known profiles: %s", req.Profile, strings.Join(s.engine.Stages().ProfileNames(), ", ")))
+	case errors.Is(err, actors.ErrBusy):
+		return nil, errServer(http.StatusServiceUnavailable, "overloaded", "the server has too many active runs; retry shortly")
+	case errors.Is(err, actors.ErrShutdown):
+		return nil, errServer(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
+	}
+	s.logger.Error("start run failed", "error", err)
+	return nil, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
+}
+
+func (s *Server) checkQuery(q, param string) *apiError {
+	switch {
+	case strings.TrimSpace(q) == "":
+		return errInvalidParam(param, "empty_query", param+" is empty")
+	case len(q) > s.cfg.MaxQueryBytes:
+		return errInvalidParam(param, "query_too_long", fmt.Sprintf("%s is %d bytes; the limit is %d", param, len(q), s.cfg.MaxQueryBytes))
+	}
+	return nil
+}
+
+func (s *Server) hub(w http.ResponseWriter, r *http.Request) (*actors.Hub, bool) {
+	id := r.PathValue("id")
+	hub, err := s.engine.Hub(id)
+	if err != nil || hub.Tenant != s.cfg.Tenant {
+		writeError(w, errNotFound("run_not_found", fmt.Sprintf("no run %q", id)))
+		return nil, false
+	}
+	return hub, true
+}
+
+func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
+	if hub, ok := s.hub(w, r); ok {
+		writeJSON(w, http.StatusOK, s.view(hub))
+	}
+}
+
+func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request) {
+	hub, ok := s.hub(w, r)
+	if !ok {
+		return
+	}
+	switch err := s.engine.Cancel(hub.RunID, "cancelled by request"); {
+	case errors.Is(err, actors.ErrRunFinished):
+		v := s.view(hub)
+		writeError(w, &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "run_finished",
+			Message: fmt.Sprintf("run %s already ended (%s)", hub.RunID, v.Status)})
+		return
+	case err != nil:
+		writeError(w, errNotFound("run_not_found", fmt.Sprintf("no run %q", hub.RunID)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CancelWait)
+	defer cancel()
+	_ = hub.WaitDone(ctx)
+	writeJSON(w, http.StatusOK, s.view(hub))
+}
+
+// fromSeq reads where a reader resumes: the SSE Last-Event-ID header (the
+// last seq it has) or ?from_seq= (the first seq it wants).
+func fromSeq(r *http.Request) (uint64, *apiError) {
+	if v := r.URL.Query().Get("from_seq"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, errInvalidParam("from_seq", "invalid_from_seq", "from_seq must be a non-negative integer")
+		}
+		return n, nil
+	}
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, errInvalidParam("Last-Event-ID", "invalid_last_event_id", "Last-Event-ID must be an event's seq")
+		}
+		return n + 1, nil
+	}
+	return 1, nil
+}
+
+func (s *Server) runEventsSSE(w http.ResponseWriter, r *http.Request) {
+	hub, ok := s.hub(w, r)
+	if !ok {
+		return
+	}
+	from, e := fromSeq(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	sub := hub.Subscribe(from)
+	t := newSSETransport(w, s.cfg.WriteTimeout)
+	err := pump(r.Context(), sub, t, s.cfg.PingInterval)
+	s.logStreamEnd("sse", hub.RunID, sub, err)
+}
+
+func (s *Server) runEventsWS(w http.ResponseWriter, r *http.Request) {
+	hub, ok := s.hub(w, r)
+	if !ok {
+		return
+	}
+	from, e := fromSeq(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	conn, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return // Accept already wrote the HTTP error
+	}
+	defer conn.CloseNow()
+	ctx := conn.CloseRead(r.Context())
+	sub := hub.Subscribe(from)
+	err = pump(ctx, sub, &wsTransport{ctx: ctx, conn: conn, writeTimeout: s.cfg.WriteTimeout}, s.cfg.PingInterval)
+	s.logStreamEnd("websocket", hub.RunID, sub, err)
+	if err == nil {
+		_ = conn.Close(websocket.StatusNormalClosure, "run ended")
+	}
+}
+
+func (s *Server) logStreamEnd(kind, runID string, sub *actors.Subscription, err error) {
+	switch {
+	case errors.Is(err, actors.ErrLagged):
+		s.logger.Warn("stream reader lagged and was dropped", "run_id", runID, "transport", kind, "next_seq", sub.NextSeq())
+	case err != nil && !errors.Is(err, context.Canceled):
+		s.logger.Info("stream ended early", "run_id", runID, "transport", kind, "next_seq", sub.NextSeq(), "error", err)
+	}
+}
+
+// profileView is one entry of GET /v1/profiles.
+type profileView struct {
+	Name        string           `json:"name"`
+	Description string           `json:"description"`
+	Stages      []profileStageVw `json:"stages"`
+}
+
+type profileStageVw struct {
+	Stage    string `json:"stage"`
+	Provider string `json:"provider"`
+	Model    string `json:"model"`
+}
+
+func (s *Server) listProfiles(w http.ResponseWriter, _ *http.Request) {
+	cfg := s.engine.Stages()
+	out := struct {
+		Object  string        `json:"object"`
+		Default string        `json:"default"`
+		Data    []profileView `json:"data"`
+	}{Object: "list", Default: cfg.DefaultProfile, Data: []profileView{}}
+	for _, name := range cfg.ProfileNames() {
+		p, _ := cfg.Profile(name)
+		pv := profileView{Name: name, Description: p.Description}
+		for _, st := range p.Stages {
+			pv.Stages = append(pv.Stages, profileStageVw{Stage: st.Stage.String(), Provider: st.Provider, Model: st.Model})
+		}
+		out.Data = append(out.Data, pv)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// decodeJSON reads a bounded JSON body into v. strict rejects unknown
+// fields (our own API); the OpenAI API ignores them, as OpenAI's does.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any, strict bool) *apiError {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		return &apiError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error", Code: "unsupported_media_type",
+			Message: fmt.Sprintf("Content-Type must be application/json, not %q", ct)}
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(30 * time.Second))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+				Message: fmt.Sprintf("request body exceeds %d bytes", s.cfg.MaxBodyBytes)}
+		}
+		return errInvalid("body_read_error", "could not read the request body: "+err.Error())
+	}
+	return decodeBody(body, v, strict)
+}
+
+// decodeBody parses one JSON value into v with errors a person can act on.
+func decodeBody(body []byte, v any, strict bool) *apiError {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errInvalid("empty_body", "the request body is empty; send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(v); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			return errInvalid("invalid_json", fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn))
+		case errors.As(err, &typ):
+			field := typ.Field
+			if field == "" {
+				return errInvalid("invalid_json", fmt.Sprintf("the body must be a JSON object, not %s", typ.Value))
+			}
+			return errInvalidParam(field, "invalid_type", fmt.Sprintf("field %q must be %s, not %s", field, typ.Type, typ.Value))
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return errInvalid("invalid_json", "malformed JSON: unexpected end of body")
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return errInvalidParam(name, "unknown_field", fmt.Sprintf("unknown field %q", name))
+		}
+		return errInvalid("invalid_json", "malformed JSON: "+err.Error())
+	}
+	if dec.More() {
+		return errInvalid("invalid_json", "malformed JSON: extra data after the object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errInvalid("invalid_json", "malformed JSON: extra data after the object")
+	}
+	return nil
+}
+
+// runView is the run resource (docs/api.md).
+type runView struct {
+	ID        string      `json:"id"`
+	Object    string      `json:"object"`
+	Status    string      `json:"status"`
+	Profile   string      `json:"profile"`
+	Query     string      `json:"query"`
+	CreatedAt time.Time   `json:"created_at"`
+	LastSeq   uint64      `json:"last_seq"`
+	Stages    []stageView `json:"stages"`
+	Answer    string      `json:"answer,omitempty"`
+	Usage     *usageView  `json:"usage,omitempty"`
+	Error     *runError   `json:"error,omitempty"`
+	EventsURL string      `json:"events_url"`
+	WSURL     string      `json:"ws_url"`
+}
+
+type stageView struct {
+	Stage      string     `json:"stage"`
+	Status     string     `json:"status"`
+	Model      string     `json:"model"`
+	Provider   string     `json:"provider"`
+	Attempts   int32      `json:"attempts"`
+	Restarts   int        `json:"restarts"`
+	Output     string     `json:"output"`
+	Tokens     int64      `json:"tokens"`
+	Usage      *usageView `json:"usage,omitempty"`
+	TTFTMs     float64    `json:"ttft_ms"`
+	DurationMs float64    `json:"duration_ms"`
+}
+
+type usageView struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+	Estimated        bool  `json:"estimated,omitempty"`
+}
+
+type runError struct {
+	Message string `json:"message"`
+	Code    string `json:"code"`
+	Stage   string `json:"stage,omitempty"`
+}
+
+func toUsageView(u *messages.Usage) *usageView {
+	if u == nil {
+		return nil
+	}
+	return &usageView{u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.Estimated}
+}
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// view folds a run's log into its resource.
+func (s *Server) view(h *actors.Hub) runView {
+	v := runView{
+		ID: h.RunID, Object: "run", Status: "running", Profile: h.Profile, Query: h.Query, CreatedAt: h.Created.UTC(),
+		EventsURL: "/v1/runs/" + h.RunID + "/events", WSURL: "/v1/runs/" + h.RunID + "/ws",
+	}
+	idx := map[messages.Stage]int{}
+	if p, err := s.engine.Stages().Profile(h.Profile); err == nil {
+		for _, st := range p.Stages {
+			idx[messages.Stage(st.Stage)] = len(v.Stages)
+			v.Stages = append(v.Stages, stageView{Stage: st.Stage.String(), Status: "pending", Model: st.Model, Provider: st.Provider})
+		}
+	}
+	var text []strings.Builder = make([]strings.Builder, len(v.Stages))
+	stage := func(st messages.Stage) int {
+		i, ok := idx[st]
+		if !ok {
+			return -1
+		}
+		return i
+	}
+	evs := h.Events(1)
+	for _, ev := range evs {
+		switch k := ev.Kind.(type) {
+		case *messages.RunEvent_StageStarted:
+			if i := stage(k.StageStarted.Stage); i >= 0 {
+				sv := &v.Stages[i]
+				sv.Status, sv.Model, sv.Provider, sv.Attempts = "running", k.StageStarted.Model, k.StageStarted.Provider, k.StageStarted.Attempt
+				text[i].Reset()
+				sv.Tokens = 0
+			}
+		case *messages.RunEvent_TokenDelta:
+			if i := stage(k.TokenDelta.Stage); i >= 0 {
+				text[i].WriteString(k.TokenDelta.Text)
+				v.Stages[i].Tokens += int64(k.TokenDelta.Tokens)
+			}
+		case *messages.RunEvent_StageRestarted:
+			if i := stage(k.StageRestarted.Stage); i >= 0 {
+				text[i].Reset()
+				v.Stages[i].Tokens = 0
+				v.Stages[i].Restarts++
+			}
+		case *messages.RunEvent_StageCompleted:
+			if i := stage(k.StageCompleted.Stage); i >= 0 {
+				m := k.StageCompleted
+				sv := &v.Stages[i]
+				sv.Status, sv.Model = "completed", m.Model
+				text[i].Reset()
+				text[i].WriteString(m.Output)
+				sv.Usage = toUsageView(m.Usage)
+				sv.TTFTMs, sv.DurationMs = millis(m.GetTtft().AsDuration()), millis(m.GetDuration().AsDuration())
+			}
+		case *messages.RunEvent_RunCompleted:
+			v.Status, v.Answer, v.Usage = "completed", k.RunCompleted.Answer, toUsageView(k.RunCompleted.Usage)
+		case *messages.RunEvent_RunFailed:
+			v.Status = "failed"
+			v.Error = &runError{Message: k.RunFailed.Reason, Code: k.RunFailed.Code, Stage: stageString(k.RunFailed.Stage)}
+			if i := stage(k.RunFailed.Stage); i >= 0 && v.Stages[i].Status == "running" {
+				v.Stages[i].Status = "failed"
+			}
+		case *messages.RunEvent_RunCancelled:
+			v.Status = "cancelled"
+			v.Error = &runError{Message: k.RunCancelled.Reason, Code: "cancelled"}
+			for i := range v.Stages {
+				if v.Stages[i].Status == "running" {
+					v.Stages[i].Status = "cancelled"
+				}
+			}
+		}
+	}
+	for i := range v.Stages {
+		v.Stages[i].Output = text[i].String()
+	}
+	if len(evs) > 0 {
+		v.LastSeq = evs[len(evs)-1].Seq
+	}
+	return v
+}

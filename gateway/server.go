@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/gateway/web"
+)
+
+// Config configures a gateway Server. Zero fields take the defaults named on them.
+type Config struct {
+	// Engine runs the runs. Required.
+	Engine *actors.Engine
+	// Logger receives request and run logs. Default slog.Default().
+	Logger *slog.Logger
+	// Gatherer is served on /metrics. Default prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// Tenant is the tenant every request runs as until API keys exist
+	// (the multi-tenant issue). Default "local".
+	Tenant string
+	// MaxBodyBytes caps a request body. Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxQueryBytes caps a run's question (and a chat request's whole
+	// conversation). Default 32 KiB: far above any typed question, far below
+	// what a stage model's context window takes once four stages add their text.
+	MaxQueryBytes int
+	// PingInterval is how often an idle event stream gets a keep-alive
+	// (SSE ": ping" comment, WebSocket ping). Default 15 s.
+	PingInterval time.Duration
+	// WriteTimeout bounds one write to a streaming client; a client that does
+	// not read for this long is disconnected. Default 30 s.
+	WriteTimeout time.Duration
+	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
+	// before answering (the answer then shows status "cancelled"). Default 2 s.
+	CancelWait time.Duration
+}
+
+// DefaultConfig returns the defaults described on each field (Engine unset).
+func DefaultConfig() Config {
+	return Config{
+		Logger: slog.Default(), Gatherer: prometheus.DefaultGatherer, Tenant: "local",
+		MaxBodyBytes: 1 << 20, MaxQueryBytes: 32 << 10, PingInterval: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second,
+	}
+}
+
+func (c *Config) validate() error {
+	if c.Engine == nil {
+		return errors.New("gateway: Config.Engine is required")
+	}
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Gatherer == nil {
+		c.Gatherer = d.Gatherer
+	}
+	if c.Tenant == "" {
+		c.Tenant = d.Tenant
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.MaxQueryBytes == 0 {
+		c.MaxQueryBytes = d.MaxQueryBytes
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = d.PingInterval
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.CancelWait == 0 {
+		c.CancelWait = d.CancelWait
+	}
+	if c.MaxBodyBytes < 1024 || c.MaxQueryBytes < 1 || c.PingInterval < 0 || c.WriteTimeout < 0 || c.CancelWait < 0 {
+		return fmt.Errorf("gateway: bad limits (MaxBodyBytes >= 1024, MaxQueryBytes >= 1, durations >= 0)")
+	}
+	return nil
+}
+
+// Server is the HTTP gateway. Its handler is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	engine  *actors.Engine
+	logger  *slog.Logger
+	handler http.Handler
+}
+
+// New builds a gateway on cfg.Engine.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, engine: cfg.Engine, logger: cfg.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/runs", s.createRun)
+	mux.HandleFunc("GET /v1/runs/{id}", s.getRun)
+	mux.HandleFunc("DELETE /v1/runs/{id}", s.cancelRun)
+	mux.HandleFunc("GET /v1/runs/{id}/events", s.runEventsSSE)
+	mux.HandleFunc("GET /v1/runs/{id}/ws", s.runEventsWS)
+	mux.HandleFunc("GET /v1/profiles", s.listProfiles)
+	mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
+	mux.HandleFunc("GET /v1/models", s.listModels)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /readyz", s.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	mux.Handle("GET /", web.Handler())
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
+	})
+	s.handler = s.recoverer(mux)
+	return s, nil
+}
+
+// Handler serves the gateway's routes.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if s.engine.System().IsStopped() {
+		writeError(w, errServer(http.StatusServiceUnavailable, "not_ready", "actor system stopped"))
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+// recoverer turns a panic in one request into a 500 for that request alone.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.logger.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				writeError(w, errServer(http.StatusInternalServerError, "internal_error", "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// NewHTTPServer wraps h in an http.Server with timeouts that fit streaming:
+// no overall write timeout (streams are long; each write has its own
+// deadline), but bounded header reads against slow clients.
+func NewHTTPServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: h,
+		// No ReadTimeout: net/http's background read would hit it during a
+		// long stream and cancel the request. Bodies are bounded in size and
+		// read with their own deadline (decodeJSON).
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(_ net.Listener) context.Context { return context.Background() },
+	}
+}
