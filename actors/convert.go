@@ -8,7 +8,7 @@ import (
 )
 
 // The stage numbering is shared: stagework.Stage values equal messages.Stage values.
-func toMsgStage(s stagework.Stage) messages.Stage { return messages.Stage(s) }
+func toMsgStage(s stagework.Stage) messages.Stage  { return messages.Stage(s) }
 func toWorkStage(s messages.Stage) stagework.Stage { return stagework.Stage(s) }
 
 // stageName is the stage's lower-case name ("generator"), as in JSON and metrics.

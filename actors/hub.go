@@ -60,7 +60,9 @@ var (
 // LaggedError is returned (wrapping ErrLagged) to a dropped subscriber.
 type LaggedError struct{ NextSeq uint64 }
 
-func (e *LaggedError) Error() string { return fmt.Sprintf("%v: resume from seq %d", ErrLagged, e.NextSeq) }
+func (e *LaggedError) Error() string {
+	return fmt.Sprintf("%v: resume from seq %d", ErrLagged, e.NextSeq)
+}
 
 // Unwrap lets errors.Is(err, ErrLagged) match.
 func (e *LaggedError) Unwrap() error { return ErrLagged }

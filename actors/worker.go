@@ -42,7 +42,9 @@ type Timeouts struct {
 }
 
 // DefaultTimeouts returns the defaults described on each field.
-func DefaultTimeouts() Timeouts { return Timeouts{FirstToken: 60 * time.Second, Stall: 30 * time.Second} }
+func DefaultTimeouts() Timeouts {
+	return Timeouts{FirstToken: 60 * time.Second, Stall: 30 * time.Second}
+}
 
 // errWatchdog is the cause given to a worker's context when the watchdog fires.
 type errWatchdog struct{ what string }

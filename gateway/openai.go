@@ -20,10 +20,10 @@ const modelPrefix = "qlc-"
 // chatRequest is the part of OpenAI's chat completion request QLC uses;
 // other fields are accepted and ignored, as a drop-in endpoint must.
 type chatRequest struct {
-	Model               string        `json:"model"`
-	Messages            []chatMessage `json:"messages"`
-	Stream              bool          `json:"stream"`
-	StreamOptions       *struct {
+	Model         string        `json:"model"`
+	Messages      []chatMessage `json:"messages"`
+	Stream        bool          `json:"stream"`
+	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	MaxTokens           *int   `json:"max_tokens"`
@@ -350,4 +350,3 @@ func (c *chunkWriter) writeLagged(uint64) error {
 }
 
 func (c *chunkWriter) ping() error { return c.sse.ping() }
-

@@ -14,7 +14,6 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
-
 )
 
 func sdkClient(base string) openai.Client {
