@@ -79,6 +79,10 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		if c.isCurrent(ctx.Sender()) {
 			c.delta(ctx, m)
 		}
+	case *messages.TokenDeltaBatch:
+		if c.isCurrent(ctx.Sender()) {
+			c.deltas(ctx, m.Deltas)
+		}
 	case *messages.StageAttemptDone:
 		if c.isCurrent(ctx.Sender()) {
 			c.stageDone(ctx, m)
@@ -237,6 +241,26 @@ func (c *coordinator) delta(ctx actor.Context, m *messages.TokenDelta) {
 	c.cur.text.WriteString(m.Text)
 	c.cur.tokens += m.Tokens
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_TokenDelta{TokenDelta: m}})
+}
+
+// deltas logs a batch of deltas and sends them on as one RunEventBatch.
+func (c *coordinator) deltas(ctx actor.Context, ds []*messages.TokenDelta) {
+	now := timestamppb.Now()
+	evs := make([]*messages.RunEvent, len(ds))
+	for i, d := range ds {
+		c.cur.text.WriteString(d.Text)
+		c.cur.tokens += d.Tokens
+		evs[i] = &messages.RunEvent{RunId: c.run.RunId, Seq: uint64(len(c.log)) + 1, Epoch: c.run.Epoch, Time: now,
+			Kind: &messages.RunEvent_TokenDelta{TokenDelta: d}}
+		c.log = append(c.log, evs[i])
+	}
+	batch := &messages.RunEventBatch{Events: evs}
+	if c.hub != nil {
+		ctx.Send(c.hub, batch)
+	}
+	for _, s := range c.subscribers {
+		ctx.Send(s, batch)
+	}
 }
 
 func (c *coordinator) stageDone(ctx actor.Context, m *messages.StageAttemptDone) {

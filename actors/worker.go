@@ -46,6 +46,9 @@ func DefaultTimeouts() Timeouts {
 	return Timeouts{FirstToken: 60 * time.Second, Stall: 30 * time.Second}
 }
 
+// maxDeltaBatch bounds one TokenDeltaBatch (and so one RunEventBatch).
+const maxDeltaBatch = 256
+
 // errWatchdog is the cause given to a worker's context when the watchdog fires.
 type errWatchdog struct{ what string }
 
@@ -87,17 +90,37 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 	}
 	defer s.Close()
 	var ttft time.Duration
+	// Chunks the provider has already delivered go out in one batch; a chunk
+	// that the next Recv would have to wait for goes out alone, at once.
+	buffered, _ := s.(stagework.Buffered)
+	var batch []*messages.TokenDelta
+	flush := func() {
+		switch len(batch) {
+		case 0:
+			return
+		case 1:
+			root.RequestWithCustomSender(w.coordinator, batch[0], self)
+		default:
+			root.RequestWithCustomSender(w.coordinator, &messages.TokenDeltaBatch{Deltas: batch}, self)
+		}
+		batch = nil
+	}
 	for {
 		ch, err := s.Recv()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
+			flush()
 			w.fail(ctx, root, self, err, tokens)
 			return
 		}
 		if ch.Text == "" {
 			continue
+		}
+		n := int32(ch.Tokens)
+		if n <= 0 {
+			n = 1
 		}
 		if tokens == 0 {
 			ttft = time.Since(start)
@@ -105,16 +128,15 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 			watchdog = time.AfterFunc(w.timeouts.Stall, func() {
 				cancel(errWatchdog{fmt.Sprintf("no token for %v (stream stalled)", w.timeouts.Stall)})
 			})
-		} else {
-			watchdog.Reset(w.timeouts.Stall)
-		}
-		n := int32(ch.Tokens)
-		if n <= 0 {
-			n = 1
 		}
 		tokens += n
-		root.RequestWithCustomSender(w.coordinator, &messages.TokenDelta{Stage: w.stage, Text: ch.Text, Tokens: n}, self)
+		batch = append(batch, &messages.TokenDelta{Stage: w.stage, Text: ch.Text, Tokens: n})
+		if len(batch) >= maxDeltaBatch || buffered == nil || !buffered.Buffered() {
+			flush()
+			watchdog.Reset(w.timeouts.Stall)
+		}
 	}
+	flush()
 	usage, ok := s.Usage()
 	if !ok {
 		usage = estimateUsage(w.req, int64(tokens))

@@ -44,11 +44,11 @@ type testGateway struct {
 // newTestGateway starts a real QLC gateway (engine + HTTP server on
 // 127.0.0.1) with the given profile file: "" means testProfiles, "default"
 // the built-in profiles, anything else is parsed as a profile file.
-func newTestGateway(t *testing.T, configYAML string) (baseURL string) {
+func newTestGateway(t testing.TB, configYAML string) (baseURL string) {
 	return startGateway(t, configYAML, nil).URL
 }
 
-func startGateway(t *testing.T, configYAML string, mutate func(*Config, *actors.Config)) *testGateway {
+func startGateway(t testing.TB, configYAML string, mutate func(*Config, *actors.Config)) *testGateway {
 	t.Helper()
 	var stages *stagework.Config
 	var err error
@@ -100,7 +100,7 @@ func startGateway(t *testing.T, configYAML string, mutate func(*Config, *actors.
 	return &testGateway{URL: srv.URL, Engine: engine, Reg: reg}
 }
 
-type testLogWriter struct{ t *testing.T }
+type testLogWriter struct{ t testing.TB }
 
 func (w testLogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

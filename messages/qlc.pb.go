@@ -1036,6 +1036,53 @@ func (x *TokenDelta) GetTokens() int32 {
 	return 0
 }
 
+// TokenDeltaBatch carries consecutive deltas of one stage attempt that were
+// ready at once (a stage worker batches only what its provider has already
+// delivered, so batching never delays a token).
+type TokenDeltaBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deltas        []*TokenDelta          `protobuf:"bytes,1,rep,name=deltas,proto3" json:"deltas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenDeltaBatch) Reset() {
+	*x = TokenDeltaBatch{}
+	mi := &file_qlc_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenDeltaBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenDeltaBatch) ProtoMessage() {}
+
+func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenDeltaBatch.ProtoReflect.Descriptor instead.
+func (*TokenDeltaBatch) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TokenDeltaBatch) GetDeltas() []*TokenDelta {
+	if x != nil {
+		return x.Deltas
+	}
+	return nil
+}
+
 // StageCompleted closes a stage; output is its whole text.
 type StageCompleted struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1051,7 +1098,7 @@ type StageCompleted struct {
 
 func (x *StageCompleted) Reset() {
 	*x = StageCompleted{}
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1110,7 @@ func (x *StageCompleted) String() string {
 func (*StageCompleted) ProtoMessage() {}
 
 func (x *StageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1123,7 @@ func (x *StageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageCompleted.ProtoReflect.Descriptor instead.
 func (*StageCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{13}
+	return file_qlc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StageCompleted) GetStage() Stage {
@@ -1134,7 +1181,7 @@ type StageRestarted struct {
 
 func (x *StageRestarted) Reset() {
 	*x = StageRestarted{}
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1193,7 @@ func (x *StageRestarted) String() string {
 func (*StageRestarted) ProtoMessage() {}
 
 func (x *StageRestarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1206,7 @@ func (x *StageRestarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageRestarted.ProtoReflect.Descriptor instead.
 func (*StageRestarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{14}
+	return file_qlc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StageRestarted) GetStage() Stage {
@@ -1187,7 +1234,7 @@ type RunCompleted struct {
 
 func (x *RunCompleted) Reset() {
 	*x = RunCompleted{}
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1246,7 @@ func (x *RunCompleted) String() string {
 func (*RunCompleted) ProtoMessage() {}
 
 func (x *RunCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1259,7 @@ func (x *RunCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCompleted.ProtoReflect.Descriptor instead.
 func (*RunCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{15}
+	return file_qlc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RunCompleted) GetAnswer() string {
@@ -1241,7 +1288,7 @@ type RunFailed struct {
 
 func (x *RunFailed) Reset() {
 	*x = RunFailed{}
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1300,7 @@ func (x *RunFailed) String() string {
 func (*RunFailed) ProtoMessage() {}
 
 func (x *RunFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1313,7 @@ func (x *RunFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFailed.ProtoReflect.Descriptor instead.
 func (*RunFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{16}
+	return file_qlc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunFailed) GetReason() string {
@@ -1307,7 +1354,7 @@ type StageAttemptDone struct {
 
 func (x *StageAttemptDone) Reset() {
 	*x = StageAttemptDone{}
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1366,7 @@ func (x *StageAttemptDone) String() string {
 func (*StageAttemptDone) ProtoMessage() {}
 
 func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1379,7 @@ func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptDone.ProtoReflect.Descriptor instead.
 func (*StageAttemptDone) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{17}
+	return file_qlc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StageAttemptDone) GetStage() Stage {
@@ -1396,7 +1443,7 @@ type StageAttemptFailed struct {
 
 func (x *StageAttemptFailed) Reset() {
 	*x = StageAttemptFailed{}
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1455,7 @@ func (x *StageAttemptFailed) String() string {
 func (*StageAttemptFailed) ProtoMessage() {}
 
 func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1468,7 @@ func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptFailed.ProtoReflect.Descriptor instead.
 func (*StageAttemptFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{18}
+	return file_qlc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StageAttemptFailed) GetStage() Stage {
@@ -1497,7 +1544,7 @@ type RunCancelled struct {
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1556,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1569,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{19}
+	return file_qlc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -1606,7 +1653,9 @@ const file_qlc_proto_rawDesc = "" +
 	"TokenDelta\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
-	"\x06tokens\x18\x03 \x01(\x05R\x06tokens\"\xee\x01\n" +
+	"\x06tokens\x18\x03 \x01(\x05R\x06tokens\"=\n" +
+	"\x0fTokenDeltaBatch\x12*\n" +
+	"\x06deltas\x18\x01 \x03(\v2\x12.qlc.v1.TokenDeltaR\x06deltas\"\xee\x01\n" +
 	"\x0eStageCompleted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12#\n" +
@@ -1665,7 +1714,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -1681,15 +1730,16 @@ var file_qlc_proto_goTypes = []any{
 	(*RunEventBatch)(nil),         // 11: qlc.v1.RunEventBatch
 	(*StageStarted)(nil),          // 12: qlc.v1.StageStarted
 	(*TokenDelta)(nil),            // 13: qlc.v1.TokenDelta
-	(*StageCompleted)(nil),        // 14: qlc.v1.StageCompleted
-	(*StageRestarted)(nil),        // 15: qlc.v1.StageRestarted
-	(*RunCompleted)(nil),          // 16: qlc.v1.RunCompleted
-	(*RunFailed)(nil),             // 17: qlc.v1.RunFailed
-	(*StageAttemptDone)(nil),      // 18: qlc.v1.StageAttemptDone
-	(*StageAttemptFailed)(nil),    // 19: qlc.v1.StageAttemptFailed
-	(*RunCancelled)(nil),          // 20: qlc.v1.RunCancelled
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*TokenDeltaBatch)(nil),       // 14: qlc.v1.TokenDeltaBatch
+	(*StageCompleted)(nil),        // 15: qlc.v1.StageCompleted
+	(*StageRestarted)(nil),        // 16: qlc.v1.StageRestarted
+	(*RunCompleted)(nil),          // 17: qlc.v1.RunCompleted
+	(*RunFailed)(nil),             // 18: qlc.v1.RunFailed
+	(*StageAttemptDone)(nil),      // 19: qlc.v1.StageAttemptDone
+	(*StageAttemptFailed)(nil),    // 20: qlc.v1.StageAttemptFailed
+	(*RunCancelled)(nil),          // 21: qlc.v1.RunCancelled
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -1697,35 +1747,36 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
 	10, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
 	1,  // 4: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	21, // 5: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	22, // 5: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	12, // 6: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	13, // 7: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	14, // 8: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	15, // 9: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	16, // 10: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	17, // 11: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	20, // 12: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	15, // 8: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	16, // 9: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	17, // 10: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	18, // 11: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	21, // 12: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
 	10, // 13: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
 	0,  // 14: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
 	0,  // 15: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	0,  // 16: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 17: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	22, // 18: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	22, // 19: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 20: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 21: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 22: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	0,  // 23: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 24: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	22, // 25: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	22, // 26: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 27: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	22, // 28: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	13, // 16: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 17: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 18: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	23, // 19: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	23, // 20: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 21: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 22: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 23: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	0,  // 24: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 25: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	23, // 26: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	23, // 27: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 28: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	23, // 29: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -1748,7 +1799,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

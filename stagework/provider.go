@@ -59,6 +59,14 @@ type Stream interface {
 	Close() error
 }
 
+// Buffered is an optional interface of a Stream: Buffered reports whether
+// the next Recv will return at once, without waiting on the network or a
+// timer. A caller uses it to batch chunks that have already arrived, so
+// batching never delays a chunk.
+type Buffered interface {
+	Buffered() bool
+}
+
 // Provider starts streamed completions. Implementations are safe for concurrent use.
 type Provider interface {
 	// Name is the provider's kind as written in profiles ("sim", "openai").

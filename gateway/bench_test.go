@@ -1,0 +1,343 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/messages"
+)
+
+// benchProfiles: "bulk" streams 4 stages of 50k tokens each at zero latency.
+const benchProfiles = `
+default_profile: bulk
+providers:
+  bulk: {kind: sim, sim: {output_tokens: 50000, truncate_at_max_tokens: true}}
+  one:  {kind: sim, sim: {output_tokens: 1}}
+  fan:  {kind: sim, sim: {output_tokens: 1000, truncate_at_max_tokens: true}}
+profiles:
+  fan:
+    provider: fan
+    stages:
+      generator: {model: g, max_tokens: 1000}
+      refiner: {model: r, max_tokens: 1000}
+      validator: {model: v, max_tokens: 1000}
+      curator: {model: c, max_tokens: 1000}
+  bulk:
+    provider: bulk
+    stages:
+      generator: {model: g, max_tokens: 50000}
+      refiner: {model: r, max_tokens: 50000}
+      validator: {model: v, max_tokens: 50000}
+      curator: {model: c, max_tokens: 50000}
+  one:
+    provider: one
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`
+
+// BenchmarkStreamToSSE: one run's tokens from the simulated provider (zero
+// latency) through the coordinator, the hub and the SSE writer to a real
+// HTTP client on loopback that reads every event. Reports tokens/s and the
+// whole pipeline's cost per token (the simulator's own cost included; see
+// stagework's BenchmarkSimStream for it alone).
+func BenchmarkStreamToSSE(b *testing.B) {
+	g := startGateway(b, benchProfiles, func(c *Config, e *actors.Config) { e.Hub.MaxLag = 1 << 20 })
+	var tokens int64
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		id := benchCreate(b, g.URL, "bulk")
+		resp, err := http.Get(g.URL + "/v1/runs/" + id + "/events")
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 64<<20) // a coalesced delta can be long
+		for sc.Scan() {
+			line := sc.Bytes()
+			if bytes.HasPrefix(line, []byte("data: ")) && bytes.Contains(line, []byte(`"type":"token_delta"`)) {
+				tokens += countTokens(line)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	el := time.Since(start)
+	runtime.ReadMemStats(&m1)
+	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(tokens), "allocs/token")
+	b.ReportMetric(float64(tokens)/el.Seconds(), "tokens/s")
+	b.ReportMetric(float64(el.Nanoseconds())/float64(tokens), "ns/token")
+}
+
+// countTokens reads "tokens":N from a token_delta event's JSON.
+func countTokens(line []byte) int64 {
+	i := bytes.LastIndex(line, []byte(`"tokens":`))
+	if i < 0 {
+		return 0
+	}
+	var n int64
+	for _, c := range line[i+9:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+func benchCreate(b *testing.B, base, profile string) string {
+	resp, err := http.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How do B-trees stay balanced?","profile":"`+profile+`"}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	i := bytes.Index(buf.Bytes(), []byte(`"id":"`))
+	if resp.StatusCode != 201 || i < 0 {
+		b.Fatalf("create: %d %s", resp.StatusCode, buf.String())
+	}
+	rest := buf.Bytes()[i+6:]
+	return string(rest[:bytes.IndexByte(rest, '"')])
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[min(len(d)-1, int(float64(len(d))*p))]
+}
+
+// BenchmarkAddedTTFT: with a zero-latency provider, the time from sending
+// POST /v1/runs to reading the first token_delta on the run's SSE stream is
+// all QLC's (two HTTP round trips on loopback included). Reports p50/p99.
+func BenchmarkAddedTTFT(b *testing.B) {
+	g := startGateway(b, benchProfiles, nil)
+	lat := make([]time.Duration, 0, b.N)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		resp, err := client.Post(g.URL+"/v1/runs", "application/json", strings.NewReader(`{"query":"q","profile":"one"}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		resp.Body.Close()
+		j := bytes.Index(buf.Bytes(), []byte(`"id":"`))
+		rest := buf.Bytes()[j+6:]
+		id := string(rest[:bytes.IndexByte(rest, '"')])
+		ev, err := client.Get(g.URL + "/v1/runs/" + id + "/events")
+		if err != nil {
+			b.Fatal(err)
+		}
+		br := bufio.NewReader(ev.Body)
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				b.Fatal("stream ended before a token")
+			}
+			if bytes.HasPrefix(line, []byte("event: token_delta")) {
+				break
+			}
+		}
+		lat = append(lat, time.Since(t0))
+		ev.Body.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(lat, 0.5).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds()), "p99-µs")
+}
+
+// BenchmarkAddedTTFTInProcess: the same without HTTP: Engine.StartRun to the
+// first TokenDelta in the run's hub (actor spawns, mailboxes, provider call).
+func BenchmarkAddedTTFTInProcess(b *testing.B) {
+	g := startGateway(b, benchProfiles, nil)
+	lat := make([]time.Duration, 0, b.N)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		h, err := g.Engine.StartRun(actors.RunRequest{Profile: "one", Query: "q", Seed: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub := h.Subscribe(1)
+	wait:
+		for {
+			evs, err := sub.Next(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, ev := range evs {
+				if ev.GetTokenDelta() != nil {
+					break wait
+				}
+			}
+		}
+		lat = append(lat, time.Since(t0))
+		sub.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(lat, 0.5).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds()), "p99-µs")
+}
+
+// BenchmarkCancelLatency: a run streams from a real OpenAI-compatible
+// upstream (an HTTP server on loopback sending a token every 5 ms); DELETE
+// /v1/runs/{id} is sent, and we measure (a) until the upstream server sees
+// its request's context end (connection closed) and (b) until DELETE returns,
+// which it does once the coordinator has stopped its worker and logged
+// RunCancelled. Reports p50/p99 of both.
+func BenchmarkCancelLatency(b *testing.B) {
+	type hold struct{ closed chan time.Time }
+	var mu sync.Mutex
+	var current *hold
+	streaming := make(chan struct{}, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		h := current
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-r.Context().Done():
+				h.closed <- time.Now()
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" t%d\"},\"finish_reason\":null}]}\n\n", n)
+				fl.Flush()
+				if n == 2 {
+					select {
+					case streaming <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}))
+	defer upstream.Close()
+	g := startGateway(b, fmt.Sprintf(`
+providers:
+  up: {kind: openai, base_url: %s/v1}
+profiles:
+  live:
+    provider: up
+    stages: {generator: {model: m}, refiner: {model: m}, validator: {model: m}, curator: {model: m}}
+`, upstream.URL), nil)
+	var toUpstream, toReply []time.Duration
+	client := &http.Client{}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h := &hold{closed: make(chan time.Time, 1)}
+		mu.Lock()
+		current = h
+		mu.Unlock()
+		id := benchCreate(b, g.URL, "live")
+		<-streaming
+		req, _ := http.NewRequest("DELETE", g.URL+"/v1/runs/"+id, nil)
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatalf("DELETE: %v %v", err, resp)
+		}
+		toReply = append(toReply, time.Since(t0))
+		resp.Body.Close()
+		select {
+		case t1 := <-h.closed:
+			toUpstream = append(toUpstream, t1.Sub(t0))
+		case <-time.After(5 * time.Second):
+			b.Fatal("upstream request was never closed")
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(toUpstream, 0.5).Microseconds()), "upstream-closed-p50-µs")
+	b.ReportMetric(float64(percentile(toUpstream, 0.99).Microseconds()), "upstream-closed-p99-µs")
+	b.ReportMetric(float64(percentile(toReply, 0.5).Microseconds()), "all-stopped-p50-µs")
+	b.ReportMetric(float64(percentile(toReply, 0.99).Microseconds()), "all-stopped-p99-µs")
+}
+
+// discardWriter is an http.ResponseWriter that drops what it is given: the
+// fan-out benchmark measures the hub and the SSE encoder, not the kernel.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+func (d *discardWriter) Flush()                      {}
+
+// BenchmarkFanOut: one run (4 × 1000 tokens, zero latency) delivered to N
+// SSE writers at once. Reports tokens delivered per second (all subscribers
+// together) and allocations per delivered token.
+func BenchmarkFanOut(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			g := startGateway(b, benchProfiles, func(c *Config, e *actors.Config) { e.Hub.MaxLag = 1 << 20 })
+			var delivered int64
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				h, err := g.Engine.StartRun(actors.RunRequest{Profile: "fan", Query: "q", Seed: 1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				for s := 0; s < n; s++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						t := newSSETransport(&discardWriter{h: http.Header{}}, 0)
+						cw := &countingTransport{transport: t}
+						if err := pump(context.Background(), h.Subscribe(1), cw, time.Hour); err != nil {
+							b.Error(err)
+						}
+						mu.Lock()
+						delivered += cw.tokens
+						mu.Unlock()
+					}()
+				}
+				wg.Wait()
+			}
+			el := time.Since(start)
+			runtime.ReadMemStats(&m1)
+			b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(delivered), "allocs/delivered-token")
+			b.ReportMetric(float64(delivered)/el.Seconds(), "tokens-delivered/s")
+			b.ReportMetric(float64(el.Nanoseconds())/float64(delivered), "ns/delivered-token")
+		})
+	}
+}
+
+type countingTransport struct {
+	transport
+	tokens int64
+}
+
+func (c *countingTransport) writeEvents(evs []*messages.RunEvent, spans []span) error {
+	for _, ev := range evs {
+		if d := ev.GetTokenDelta(); d != nil {
+			c.tokens += int64(d.Tokens)
+		}
+	}
+	return c.transport.writeEvents(evs, spans)
+}

@@ -1,0 +1,1107 @@
+// QLC web UI: ask a question, watch the four stages stream, read the answer.
+//
+// Plain browser JavaScript, no build step, no dependencies. The contract it
+// follows is docs/api.md. Three rules shape this file:
+//
+//  1. Events are the truth. Every event has a per-run seq; the view remembers
+//     the last seq it applied and ignores anything at or below it, so a
+//     reconnect (ours, or EventSource's own with Last-Event-ID) never shows a
+//     token twice. A coalesced token_delta covers from_seq..seq; if it overlaps
+//     what we already applied, the known prefix is cut off (or, when that
+//     cannot be proven, the whole log is replayed from seq 1).
+//  2. Smooth at thousands of tokens/s: deltas go to per-stage buffers and are
+//     written to the DOM once per animation frame (Text.appendData on one text
+//     node per stage; nothing is re-rendered per token).
+//  3. Model text never reaches innerHTML. Stage output is a text node; the
+//     final answer is rendered by a small markdown renderer that builds DOM
+//     nodes and sets only textContent (escaping is done by the DOM itself).
+'use strict';
+
+(() => {
+  const STAGES = ['generator', 'refiner', 'validator', 'curator'];
+  const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+  const EVENT_TYPES = ['stage_started', 'token_delta', 'stage_completed', 'stage_restarted',
+    'run_completed', 'run_failed', 'run_cancelled', 'lagged'];
+  const STORE_KEY = 'qlc_key'; // API key for local mode (sent as a Bearer token)
+  const STORE_RUNS = 'qlc_runs'; // recent runs: [{id, query, profile, created}]
+  const STORE_PROFILE = 'qlc_profile';
+  const MAX_RECENT = 20;
+  const DELTA_MEMORY = 4096;
+  const CHUNK_CHARS = 2048; // soft size of one output block (see StageView.appendText) // recent deltas remembered to trim overlapping coalesced deltas
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  function store(key, value) {
+    try {
+      if (value === undefined) return localStorage.getItem(key);
+      localStorage.setItem(key, value);
+    } catch (_) { /* storage disabled: run without it */ }
+    return null;
+  }
+
+  // ---------------------------------------------------------------- API
+
+  /** Error carrying the API's OpenAI-shaped error code and the HTTP status. */
+  class APIError extends Error {
+    constructor(status, message, code) {
+      super(message);
+      this.status = status;
+      this.code = code || '';
+    }
+  }
+
+  /**
+   * api calls the QLC HTTP API. Every request goes through here so that an
+   * API key stored in localStorage('qlc_key') is sent as a Bearer token.
+   */
+  async function api(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    const key = store(STORE_KEY);
+    if (key) headers.Authorization = 'Bearer ' + key;
+    const init = { method, headers };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (err) {
+      throw new APIError(0, 'network error: ' + err.message, 'network');
+    }
+    let data = null;
+    const text = await res.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = null; }
+    }
+    if (!res.ok) {
+      const e = data && data.error;
+      throw new APIError(res.status, (e && e.message) || ('HTTP ' + res.status), e && e.code);
+    }
+    return data;
+  }
+
+  /**
+   * eventsURL is the SSE address of a run, resuming at fromSeq.
+   * TODO(auth): EventSource cannot send an Authorization header. When the
+   * gateway requires keys, switch this stream to fetch() + a ReadableStream SSE
+   * reader (which can send the header) or a short-lived, run-scoped stream
+   * token minted by the API. Never put the API key itself in the URL.
+   */
+  function eventsURL(run, fromSeq) {
+    const base = run.events_url || ('/v1/runs/' + encodeURIComponent(run.id) + '/events');
+    return base + (base.includes('?') ? '&' : '?') + 'from_seq=' + fromSeq;
+  }
+
+  // ---------------------------------------------------------------- markdown
+
+  const MAX_DEPTH = 6;
+  const RE_FENCE = /^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)[^`]*$/;
+  const RE_HEADING = /^ {0,3}(#{1,6})(?:\s+(.*?))?\s*#*\s*$/;
+  const RE_HR = /^ {0,3}([-*_])(?:\s*\1){2,}\s*$/;
+  const RE_QUOTE = /^ {0,3}>\s?(.*)$/;
+  const RE_ITEM = /^(\s*)([-*+]|\d{1,9}[.)])\s+(.*)$/;
+  const RE_INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*(?=\S)([\s\S]*?\S)\*\*|__(?=\S)([\s\S]*?\S)__|\*(?=[^\s*])([\s\S]*?[^\s*])\*|(?<![\w\\])_(?=[^\s_])([\s\S]*?[^\s_])_(?!\w)|~~(?=\S)([\s\S]*?\S)~~|\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)/g;
+
+  function el(tag, cls) {
+    const n = document.createElement(tag);
+    if (cls) n.className = cls;
+    return n;
+  }
+
+  /** appendInline parses emphasis, code spans and http(s) links in s into parent. */
+  function appendInline(parent, s, depth) {
+    if (depth > MAX_DEPTH) { parent.appendChild(document.createTextNode(s)); return; }
+    let last = 0;
+    const re = new RegExp(RE_INLINE.source, 'g');
+    let m;
+    while ((m = re.exec(s)) !== null) {
+      if (m.index > last) appendText(parent, s.slice(last, m.index));
+      let node;
+      if (m[1] !== undefined) {
+        node = el('code');
+        node.textContent = m[2].replace(/^ (.*) $/, '$1');
+      } else if (m[3] !== undefined || m[4] !== undefined) {
+        node = el('strong');
+        appendInline(node, m[3] !== undefined ? m[3] : m[4], depth + 1);
+      } else if (m[5] !== undefined || m[6] !== undefined) {
+        node = el('em');
+        appendInline(node, m[5] !== undefined ? m[5] : m[6], depth + 1);
+      } else if (m[7] !== undefined) {
+        node = el('del');
+        appendInline(node, m[7], depth + 1);
+      } else {
+        node = el('a');
+        node.href = m[9]; // the pattern admits only http:// and https:// URLs
+        node.rel = 'noopener noreferrer nofollow';
+        node.target = '_blank';
+        appendInline(node, m[8], depth + 1);
+      }
+      parent.appendChild(node);
+      last = re.lastIndex;
+    }
+    if (last < s.length) appendText(parent, s.slice(last));
+  }
+
+  // appendText writes text, turning single newlines (soft breaks) into <br>.
+  function appendText(parent, s) {
+    const parts = s.split('\n');
+    parts.forEach((p, i) => {
+      if (i > 0) parent.appendChild(el('br'));
+      if (p) parent.appendChild(document.createTextNode(p));
+    });
+  }
+
+  function isBlockStart(line) {
+    return RE_FENCE.test(line) || RE_HEADING.test(line) || RE_HR.test(line) ||
+      RE_QUOTE.test(line) || RE_ITEM.test(line);
+  }
+
+  function indentOf(line) {
+    const m = /^[ \t]*/.exec(line)[0];
+    return m.replace(/\t/g, '    ').length;
+  }
+
+  /** appendBlocks renders markdown lines as block elements into parent. */
+  function appendBlocks(parent, lines, depth) {
+    let i = 0;
+    while (i < lines.length) {
+      const line = lines[i];
+      if (!line.trim()) { i++; continue; }
+      let m;
+      if (depth > MAX_DEPTH) {
+        const p = el('p');
+        appendText(p, lines.slice(i).join('\n'));
+        parent.appendChild(p);
+        return;
+      }
+      if ((m = RE_FENCE.exec(line))) {
+        const fence = m[1];
+        const body = [];
+        i++;
+        while (i < lines.length) {
+          const t = lines[i].trim();
+          if (t.startsWith(fence) && t.replace(/[`~]/g, '') === '' && t[0] === fence[0]) { i++; break; }
+          body.push(lines[i]);
+          i++;
+        }
+        const pre = el('pre');
+        const code = el('code');
+        if (m[2]) code.className = 'language-' + m[2].replace(/[^\w+#-]/g, '');
+        code.textContent = body.join('\n');
+        pre.appendChild(code);
+        parent.appendChild(pre);
+        continue;
+      }
+      if ((m = RE_HEADING.exec(line))) {
+        const h = el('h' + m[1].length);
+        appendInline(h, m[2] || '', depth);
+        parent.appendChild(h);
+        i++;
+        continue;
+      }
+      if (RE_HR.test(line)) {
+        parent.appendChild(el('hr'));
+        i++;
+        continue;
+      }
+      if (RE_QUOTE.test(line)) {
+        const inner = [];
+        while (i < lines.length && (m = RE_QUOTE.exec(lines[i]))) { inner.push(m[1]); i++; }
+        const q = el('blockquote');
+        appendBlocks(q, inner, depth + 1);
+        parent.appendChild(q);
+        continue;
+      }
+      if ((m = RE_ITEM.exec(line))) {
+        i = appendList(parent, lines, i, depth);
+        continue;
+      }
+      const para = [];
+      while (i < lines.length && lines[i].trim() && !(para.length && isBlockStart(lines[i]))) {
+        para.push(lines[i].trim());
+        i++;
+      }
+      const p = el('p');
+      appendInline(p, para.join('\n'), depth);
+      parent.appendChild(p);
+    }
+  }
+
+  // appendList renders the list starting at lines[i]; it returns the index after it.
+  function appendList(parent, lines, i, depth) {
+    const first = RE_ITEM.exec(lines[i]);
+    const baseIndent = indentOf(first[1]);
+    const ordered = /\d/.test(first[2]);
+    const list = el(ordered ? 'ol' : 'ul');
+    if (ordered) {
+      const start = parseInt(first[2], 10);
+      if (start !== 1) list.start = start;
+    }
+    let item = null;
+    let loose = false;
+    const flush = () => {
+      if (!item) return;
+      const li = el('li');
+      const tmp = document.createDocumentFragment();
+      appendBlocks(tmp, item, depth + 1);
+      // A tight item's lone paragraph is written inline, as Markdown does.
+      if (!loose && tmp.firstChild && tmp.firstChild.nodeName === 'P') {
+        const p = tmp.firstChild;
+        while (p.firstChild) li.appendChild(p.firstChild);
+        tmp.removeChild(p);
+      }
+      li.appendChild(tmp);
+      list.appendChild(li);
+      item = null;
+    };
+    while (i < lines.length) {
+      const line = lines[i];
+      const m = RE_ITEM.exec(line);
+      if (m && indentOf(m[1]) <= baseIndent + 1 && /\d/.test(m[2]) === ordered) {
+        flush();
+        item = [m[3]];
+        i++;
+        continue;
+      }
+      if (m && indentOf(m[1]) <= baseIndent + 1) break; // a list of the other kind
+      if (!line.trim()) {
+        // A blank line continues the list only if an indented line or an item follows.
+        let j = i + 1;
+        while (j < lines.length && !lines[j].trim()) j++;
+        if (j < lines.length && (indentOf(lines[j]) > baseIndent ||
+          (RE_ITEM.test(lines[j]) && indentOf(RE_ITEM.exec(lines[j])[1]) <= baseIndent + 1))) {
+          if (item) item.push('');
+          loose = true;
+          i++;
+          continue;
+        }
+        break;
+      }
+      if (indentOf(line) > baseIndent) {
+        item.push(line.replace(new RegExp('^[ \\t]{1,' + (baseIndent + 4) + '}'), ''));
+        i++;
+        continue;
+      }
+      if (isBlockStart(line)) break;
+      item.push(line.trim()); // lazy continuation of the item's paragraph
+      i++;
+    }
+    flush();
+    parent.appendChild(list);
+    return i;
+  }
+
+  /**
+   * renderMarkdown turns model text into a DocumentFragment: headings, lists,
+   * block quotes, fenced code, rules, paragraphs, **bold**, *italic*, `code`,
+   * ~~strike~~ and http(s) links. Raw HTML in the text stays text.
+   */
+  function renderMarkdown(src) {
+    const frag = document.createDocumentFragment();
+    const lines = String(src == null ? '' : src).replace(/\r\n?/g, '\n').split('\n');
+    appendBlocks(frag, lines, 0);
+    return frag;
+  }
+
+  // ---------------------------------------------------------------- formatting
+
+  const nf = new Intl.NumberFormat();
+  function fmtInt(n) { return nf.format(n); }
+  function fmtMs(ms) {
+    if (ms == null || !isFinite(ms)) return '—';
+    if (ms < 1) return ms.toFixed(2) + ' ms';
+    if (ms < 1000) return Math.round(ms) + ' ms';
+    return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
+  }
+  function fmtRate(r) {
+    if (r == null || !isFinite(r) || r <= 0) return '—';
+    return r >= 100 ? fmtInt(Math.round(r)) : r.toFixed(1);
+  }
+  // parseTime reads an RFC 3339 time (any number of fraction digits) as ms since the epoch.
+  function parseTime(s) {
+    if (!s) return NaN;
+    return Date.parse(String(s).replace(/(\.\d{3})\d+/, '$1'));
+  }
+  function ago(iso) {
+    const t = parseTime(iso);
+    if (!isFinite(t)) return '';
+    const s = Math.max(0, (Date.now() - t) / 1000);
+    if (s < 60) return Math.round(s) + 's ago';
+    if (s < 3600) return Math.round(s / 60) + 'm ago';
+    if (s < 86400) return Math.round(s / 3600) + 'h ago';
+    return new Date(t).toLocaleDateString();
+  }
+
+  // ---------------------------------------------------------------- one stage card
+
+  /** StageView is one stage's card. Text arrives in pending and reaches the DOM in flush. */
+  class StageView {
+    constructor(root, name, index) {
+      this.name = name;
+      this.root = root;
+      root.dataset.stage = name;
+      $('.step', root).textContent = String(index + 1);
+      $('.title', root).textContent = name[0].toUpperCase() + name.slice(1);
+      this.out = $('.output', root);
+      this.statusEl = $('.status', root);
+      this.modelEl = $('.model', root);
+      this.providerEl = $('.provider', root);
+      this.badgesEl = $('.badges', root);
+      this.ttftEl = $('.ttft', root);
+      this.tokensEl = $('.tokens', root);
+      this.tpsEl = $('.tps', root);
+      this.noteEl = $('.note', root);
+      this.reset();
+    }
+
+    reset() {
+      this.setText('');
+      this.pending = [];
+      this.tokens = 0;
+      this.streamedTokens = 0;
+      this.startedAt = NaN;
+      this.firstAt = NaN;
+      this.firstTokens = 0;
+      this.lastAt = NaN;
+      this.ttft = null;
+      this.rate = null;
+      this.final = false;
+      this.dirtyStats = true;
+      this.setStatus('pending');
+      this.setModel('', '');
+      this.badgesEl.replaceChildren();
+      this.note('');
+      delete this.root.dataset.resynced;
+      this.restartReason = '';
+      this.root.dataset.streamedTokens = '0';
+    }
+
+    setStatus(s) {
+      this.status = s;
+      this.root.dataset.status = s;
+      this.statusEl.dataset.status = s;
+      this.statusEl.textContent = s;
+    }
+
+    setModel(model, provider) {
+      this.modelEl.textContent = model || '';
+      this.providerEl.textContent = provider ? 'via ' + provider : '';
+    }
+
+    note(msg, bad) {
+      this.noteEl.textContent = msg;
+      this.noteEl.hidden = !msg;
+      this.noteEl.classList.toggle('bad', !!bad);
+    }
+
+    badge(text, cls, title) {
+      const b = el('span', 'badge ' + cls);
+      b.textContent = text;
+      if (title) b.title = title;
+      this.badgesEl.appendChild(b);
+    }
+
+    // clearText discards the current attempt's text (a restart or a new attempt).
+    clearText() {
+      this.setText('');
+      this.pending = [];
+      this.tokens = 0;
+      this.streamedTokens = 0;
+      this.firstAt = NaN;
+      this.lastAt = NaN;
+      this.ttft = null;
+      this.rate = null;
+      this.dirtyStats = true;
+    }
+
+    started(ev, t) {
+      this.clearText();
+      this.final = false;
+      this.startedAt = t;
+      this.setStatus('running');
+      this.setModel(ev.model, ev.provider);
+      this.badgesEl.replaceChildren();
+      if (ev.attempt > 1) this.badge('attempt ' + ev.attempt, 'attempt', 'retried after a provider error');
+      if (ev.fallback) this.badge('fallback', 'fallback', 'the stage fell back to its fallback model');
+      if (this.restartReason) this.badge('restarted', 'restarted', this.restartReason);
+    }
+
+    delta(text, tokens, t) {
+      if (!text && !tokens) return;
+      if (this.status === 'pending') this.setStatus('running');
+      if (text) this.pending.push(text);
+      if (!isFinite(this.firstAt)) {
+        this.firstAt = t;
+        this.firstTokens = tokens;
+        if (isFinite(this.startedAt)) this.ttft = t - this.startedAt;
+      }
+      this.lastAt = t;
+      this.tokens += tokens;
+      this.streamedTokens += tokens;
+      if (this.lastAt > this.firstAt) this.rate = (this.tokens - this.firstTokens) / ((this.lastAt - this.firstAt) / 1000);
+      this.dirtyStats = true;
+    }
+
+    restarted(reason) {
+      this.restartReason = reason || 'restarted';
+      this.clearText();
+      this.setStatus('running');
+      this.note('restarted: ' + this.restartReason);
+    }
+
+    completed(ev) {
+      this.flush();
+      const streamed = this.out.textContent;
+      if (typeof ev.output === 'string' && ev.output !== streamed) {
+        // The log is authoritative; should the stream ever disagree, show the
+        // stage's recorded output and mark the card so tests and users notice.
+        console.warn('qlc: stage ' + this.name + ' stream differs from its output; resynced');
+        this.root.dataset.resynced = 'true';
+        this.setText(ev.output);
+      }
+      if (ev.model) this.modelEl.textContent = ev.model;
+      const usage = ev.usage || {};
+      if (usage.completion_tokens != null) this.tokens = usage.completion_tokens;
+      if (ev.ttft_ms != null) this.ttft = ev.ttft_ms;
+      if (ev.duration_ms != null) {
+        const gen = ev.duration_ms - (ev.ttft_ms || 0);
+        this.rate = gen > 0 ? this.tokens / (gen / 1000) : null;
+      }
+      this.final = true;
+      this.setStatus('completed');
+      this.dirtyStats = true;
+      this.flushStats();
+    }
+
+    failed(reason) {
+      this.flush();
+      this.setStatus('failed');
+      if (reason) this.note(reason, true);
+    }
+
+    cancelled() {
+      this.flush();
+      if (this.status === 'running') this.setStatus('cancelled');
+    }
+
+    // fromResource shows a finished (or snapshotted) stage from GET /v1/runs/{id}.
+    fromResource(s) {
+      this.reset();
+      this.setModel(s.model, s.provider);
+      if (s.attempts > 1) this.badge('attempt ' + s.attempts, 'attempt');
+      if (s.restarts > 0) this.badge('restarted', 'restarted', 'redone ' + s.restarts + ' time(s) after a failure');
+      this.setText(s.output || '');
+      const u = s.usage || {};
+      this.tokens = u.completion_tokens != null ? u.completion_tokens : (s.tokens || 0);
+      this.ttft = s.ttft_ms != null && s.ttft_ms > 0 ? s.ttft_ms : null;
+      const gen = (s.duration_ms || 0) - (s.ttft_ms || 0);
+      this.rate = gen > 0 ? this.tokens / (gen / 1000) : null;
+      this.setStatus(s.status || 'pending');
+      this.final = true;
+      this.dirtyStats = true;
+      this.flushStats();
+    }
+
+    // The output is a column of blocks of about CHUNK_CHARS characters, each one
+    // text node, split after a newline so that the split does not show. Text is
+    // appended to the last block only, so the browser lays out a few KB per
+    // frame, not the stage's whole text.
+    setText(s) {
+      this.out.replaceChildren();
+      this.newChunk();
+      this.out.dataset.empty = 'true';
+      if (s) this.appendText(s);
+    }
+
+    newChunk() {
+      const div = el('div', 'chunk');
+      this.text = document.createTextNode('');
+      div.appendChild(this.text);
+      this.out.appendChild(div);
+      this.chunkLen = 0;
+    }
+
+    appendText(s) {
+      while (s) {
+        if (this.chunkLen >= CHUNK_CHARS) {
+          const nl = s.indexOf('\n');
+          if (nl >= 0) {
+            this.text.appendData(s.slice(0, nl + 1));
+            s = s.slice(nl + 1);
+            this.newChunk();
+            continue;
+          }
+          if (this.chunkLen >= CHUNK_CHARS * 8) this.newChunk(); // no newline for long: split anyway
+        }
+        this.text.appendData(s);
+        this.chunkLen += s.length;
+        if (this.out.dataset.empty) delete this.out.dataset.empty;
+        return;
+      }
+    }
+
+    /** flush writes pending text to the DOM: one append per frame per stage. */
+    flush() {
+      if (this.pending.length) {
+        const chunk = this.pending.length === 1 ? this.pending[0] : this.pending.join('');
+        this.pending = [];
+        const o = this.out;
+        const stick = o.scrollHeight - o.scrollTop - o.clientHeight < 40;
+        this.appendText(chunk);
+        if (stick) o.scrollTop = o.scrollHeight;
+      }
+      this.flushStats();
+    }
+
+    flushStats() {
+      if (!this.dirtyStats) return;
+      this.dirtyStats = false;
+      this.tokensEl.dataset.value = String(this.tokens);
+      this.tokensEl.textContent = fmtInt(this.tokens);
+      this.root.dataset.streamedTokens = String(this.streamedTokens);
+      this.ttftEl.dataset.value = this.ttft == null ? '' : String(this.ttft);
+      this.ttftEl.textContent = fmtMs(this.ttft);
+      this.tpsEl.dataset.value = this.rate == null ? '' : String(this.rate);
+      this.tpsEl.textContent = fmtRate(this.rate);
+    }
+  }
+
+  // ---------------------------------------------------------------- the page
+
+  const ui = {
+    form: null, query: null, profile: null, seed: null, maxTokens: null,
+    runBtn: null, cancelBtn: null, error: null, runStatus: null, runId: null,
+    runUsage: null, answer: null, answerCard: null, conn: null, recent: null,
+    recentEmpty: null, profileDesc: null,
+  };
+  let stages = {}; // name -> StageView
+  let profiles = { default: '', data: [] };
+
+  function showError(msg) {
+    ui.error.textContent = msg || '';
+    ui.error.hidden = !msg;
+  }
+
+  function setConn(state, label) {
+    ui.conn.dataset.state = state;
+    $('.label', ui.conn).textContent = label || state;
+  }
+
+  let rafQueued = false;
+  function scheduleFlush() {
+    if (rafQueued) return;
+    rafQueued = true;
+    requestAnimationFrame(() => {
+      rafQueued = false;
+      for (const name of STAGES) stages[name].flush();
+    });
+  }
+
+  // ---------------------------------------------------------------- one run's view
+
+  /**
+   * RunView follows one run: it owns the EventSource, applies events in seq
+   * order exactly once, and reconnects after lagged notices or errors.
+   */
+  class RunView {
+    constructor(run) {
+      this.run = run;
+      this.id = run.id;
+      this.lastSeq = 0;
+      this.deltas = []; // recent applied deltas {lo, hi, stage, len, tokens}, oldest first
+      this.es = null;
+      this.retries = 0;
+      this.retryTimer = 0;
+      this.connects = 0; // streams opened, for the test and the curious
+      this.closed = false;
+      this.terminal = false;
+      this.status = run.status || 'running';
+      this.usage = null;
+    }
+
+    resetStages() {
+      for (const name of STAGES) stages[name].reset();
+      for (const s of this.run.stages || []) {
+        if (stages[s.stage]) stages[s.stage].setModel(s.model, s.provider);
+      }
+      clearAnswer();
+    }
+
+    start() {
+      this.resetStages();
+      setRunStatus(this.status, this.id);
+      this.connect(1);
+    }
+
+    connect(fromSeq) {
+      if (this.closed) return;
+      this.disconnect();
+      setConn('connecting', 'connecting');
+      this.connects++;
+      const es = new EventSource(eventsURL(this.run, fromSeq));
+      this.es = es;
+      const onEvent = (msg) => {
+        if (es !== this.es) return;
+        let ev;
+        try { ev = JSON.parse(msg.data); } catch (err) {
+          console.warn('qlc: bad event data', err);
+          return;
+        }
+        if (!ev.type) ev.type = msg.type;
+        this.handle(ev);
+      };
+      for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
+      es.onmessage = onEvent; // events sent without an "event:" line
+      es.onopen = () => {
+        if (es !== this.es) return;
+        this.retries = 0;
+        setConn('open', 'live');
+      };
+      es.onerror = () => {
+        if (es !== this.es || this.terminal) return;
+        // Take reconnection into our own hands: resume exactly after the last
+        // applied seq, with backoff, and check the run if the stream keeps failing.
+        this.disconnect();
+        this.retries++;
+        setConn('error', 'reconnecting');
+        const delay = Math.min(5000, 100 * 2 ** Math.min(this.retries - 1, 6));
+        this.retryTimer = setTimeout(() => this.recover(), delay);
+      };
+    }
+
+    async recover() {
+      this.retryTimer = 0;
+      if (this.closed || this.terminal) return;
+      if (this.retries >= 3) {
+        try {
+          const run = await api('GET', '/v1/runs/' + encodeURIComponent(this.id));
+          if (this.closed || this.terminal) return;
+          if (TERMINAL.has(run.status)) {
+            // The run is over and its stream keeps failing (the gateway may
+            // no longer hold its log): show what the run recorded instead.
+            if (run.last_seq > this.lastSeq) this.showResource(run);
+            this.finish(run.status, run);
+            return;
+          }
+        } catch (err) {
+          if (err.status === 404) {
+            this.finish('failed', null, 'run not found');
+            return;
+          }
+        }
+      }
+      this.connect(this.lastSeq + 1);
+    }
+
+    // showResource replaces the stages with a run resource's record of them.
+    showResource(run) {
+      this.resetStages();
+      for (const s of run.stages || []) if (stages[s.stage]) stages[s.stage].fromResource(s);
+      this.lastSeq = run.last_seq || 0;
+      this.deltas = [];
+    }
+
+    disconnect() {
+      if (this.es) {
+        this.es.close();
+        this.es = null;
+      }
+      if (this.retryTimer) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = 0;
+      }
+    }
+
+    close() {
+      this.closed = true;
+      this.disconnect();
+    }
+
+    // resync forgets everything and replays the run's log from seq 1.
+    resync(why) {
+      console.warn('qlc: replaying run from seq 1:', why);
+      this.lastSeq = 0;
+      this.deltas = [];
+      this.resetStages();
+      this.connect(1);
+    }
+
+    /** handle applies one event exactly once (seq dedupe, coalesced-delta trimming). */
+    handle(ev) {
+      if (ev.type === 'lagged') {
+        // Not a log entry. Resume where we are (never past it, so nothing is skipped).
+        const next = Math.min(Number(ev.next_seq) || this.lastSeq + 1, this.lastSeq + 1);
+        setConn('connecting', 'catching up');
+        this.connect(next);
+        return;
+      }
+      const hi = Number(ev.seq);
+      if (!Number.isFinite(hi)) return;
+      if (hi <= this.lastSeq) return; // already applied (replay after a reconnect)
+      const lo = ev.from_seq != null ? Number(ev.from_seq) : hi;
+      if (lo > this.lastSeq + 1) {
+        // A gap: events were skipped. Fetch them rather than show a hole.
+        this.disconnect();
+        this.connect(this.lastSeq + 1);
+        return;
+      }
+      if (lo <= this.lastSeq) {
+        if (ev.type !== 'token_delta') return this.resync('overlapping non-delta event ' + hi);
+        const cut = this.appliedSince(lo, ev.stage);
+        if (cut === null) return this.resync('cannot trim coalesced delta ' + lo + '..' + hi);
+        ev = Object.assign({}, ev, { text: String(ev.text || '').slice(cut.len), tokens: (ev.tokens || 0) - cut.tokens });
+      }
+      this.lastSeq = hi;
+      this.apply(ev, lo, hi);
+    }
+
+    // appliedSince sums the applied deltas of one stage covering exactly lo..lastSeq,
+    // or returns null if they are not all remembered.
+    appliedSince(lo, stage) {
+      let want = this.lastSeq;
+      let len = 0;
+      let tokens = 0;
+      for (let k = this.deltas.length - 1; k >= 0 && want >= lo; k--) {
+        const d = this.deltas[k];
+        if (d.hi !== want || d.stage !== stage || d.lo < lo) return null;
+        len += d.len;
+        tokens += d.tokens;
+        want = d.lo - 1;
+      }
+      return want === lo - 1 ? { len, tokens } : null;
+    }
+
+    apply(ev, lo, hi) {
+      const t = parseTime(ev.time);
+      const st = ev.stage ? stages[ev.stage] : null;
+      switch (ev.type) {
+        case 'stage_started':
+          if (st) st.started(ev, t);
+          this.deltas = [];
+          break;
+        case 'token_delta': {
+          if (!st) break;
+          const text = String(ev.text || '');
+          const tokens = Number(ev.tokens) || 0;
+          st.delta(text, tokens, t);
+          this.deltas.push({ lo, hi, stage: ev.stage, len: text.length, tokens });
+          // Trim in batches so that remembering stays O(1) per delta.
+          if (this.deltas.length > 2 * DELTA_MEMORY) this.deltas.splice(0, this.deltas.length - DELTA_MEMORY);
+          scheduleFlush();
+          break;
+        }
+        case 'stage_completed':
+          if (st) st.completed(ev);
+          this.deltas = [];
+          break;
+        case 'stage_restarted':
+          if (st) st.restarted(ev.reason);
+          this.deltas = [];
+          break;
+        case 'run_completed':
+          this.usage = ev.usage || null;
+          this.finish('completed', null, null, ev.answer);
+          break;
+        case 'run_failed': {
+          const where = ev.stage ? ev.stage + ': ' : '';
+          if (st) st.failed(ev.reason);
+          this.finish('failed', null, where + (ev.reason || 'failed') + (ev.code ? ' (' + ev.code + ')' : ''));
+          break;
+        }
+        case 'run_cancelled':
+          this.finish('cancelled', null, ev.reason ? 'cancelled: ' + ev.reason : null);
+          break;
+        default:
+          break; // a newer server's event type: ignore
+      }
+    }
+
+    // finish ends the view of the run: final status, answer, and no more streaming.
+    finish(status, run, reason, answer) {
+      this.terminal = true;
+      this.status = status;
+      this.disconnect();
+      for (const name of STAGES) {
+        const s = stages[name];
+        if (status === 'cancelled') s.cancelled();
+        else s.flush();
+      }
+      if (run) {
+        if (run.usage) this.usage = run.usage;
+        if (answer == null) answer = run.answer;
+        if (!reason && run.error) reason = run.error.message;
+      }
+      setConn('idle', 'idle');
+      setRunStatus(status, this.id, reason, this.usage);
+      if (status === 'completed' && answer != null) showAnswer(answer);
+      ui.cancelBtn.disabled = true;
+      recentStatus.set(this.id, status);
+      renderRecent();
+    }
+  }
+
+  let current = null; // the RunView on screen
+
+  function setRunStatus(status, id, reason, usage) {
+    ui.runStatus.dataset.status = status;
+    ui.runStatus.textContent = status;
+    ui.runId.textContent = id || '';
+    const bits = [];
+    if (usage && usage.total_tokens != null) bits.push(fmtInt(usage.total_tokens) + ' tokens');
+    if (reason) bits.push(reason);
+    ui.runUsage.textContent = bits.join(' · ');
+    ui.cancelBtn.disabled = status !== 'running';
+  }
+
+  function clearAnswer() {
+    ui.answer.replaceChildren();
+    ui.answer.dataset.status = 'empty';
+    ui.answerCard.hidden = true;
+    ui.answer._raw = '';
+  }
+
+  function showAnswer(text) {
+    ui.answer.replaceChildren(renderMarkdown(text));
+    ui.answer._raw = text;
+    ui.answer.dataset.status = 'done';
+    ui.answerCard.hidden = false;
+  }
+
+  // show puts a run on screen: streamed live if running, else from its resource.
+  function show(run) {
+    if (current) current.close();
+    current = new RunView(run);
+    markRecent(run.id);
+    if (location.hash !== '#' + run.id) history.replaceState(null, '', '#' + run.id);
+    if (TERMINAL.has(run.status)) {
+      current.showResource(run);
+      current.finish(run.status, run);
+      return;
+    }
+    current.start();
+  }
+
+  async function openRun(id) {
+    showError('');
+    try {
+      show(await api('GET', '/v1/runs/' + encodeURIComponent(id)));
+    } catch (err) {
+      showError('Cannot open ' + id + ': ' + err.message);
+    }
+  }
+
+  async function submit(e) {
+    if (e) e.preventDefault();
+    showError('');
+    const query = ui.query.value.trim();
+    if (!query) {
+      showError('Ask a question first.');
+      ui.query.focus();
+      return;
+    }
+    const body = { query, profile: ui.profile.value };
+    const seed = parseInt(ui.seed.value, 10);
+    const maxTokens = parseInt(ui.maxTokens.value, 10);
+    if (seed > 0) body.seed = seed;
+    if (maxTokens > 0) body.max_tokens = maxTokens;
+    ui.runBtn.disabled = true;
+    try {
+      const run = await api('POST', '/v1/runs', body);
+      recentStatus.set(run.id, run.status || 'running');
+      addRecent({ id: run.id, query, profile: run.profile || body.profile, created: run.created_at || new Date().toISOString() });
+      show(run);
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      ui.runBtn.disabled = false;
+    }
+  }
+
+  async function cancel() {
+    if (!current || current.terminal) return;
+    ui.cancelBtn.disabled = true;
+    const view = current;
+    try {
+      const run = await api('DELETE', '/v1/runs/' + encodeURIComponent(view.id));
+      // The stream delivers run_cancelled; if it is not connected, end here.
+      if (!view.es && !view.terminal && TERMINAL.has(run.status)) view.finish(run.status, run);
+    } catch (err) {
+      if (err.status !== 409) { // 409: it had ended already; the stream says how
+        showError('Cancel failed: ' + err.message);
+        if (!view.terminal) ui.cancelBtn.disabled = false;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- profiles
+
+  async function loadProfiles() {
+    try {
+      profiles = await api('GET', '/v1/profiles');
+    } catch (err) {
+      showError('Cannot load profiles: ' + err.message);
+      ui.profile.replaceChildren(new Option('(none)', ''));
+      return;
+    }
+    const want = store(STORE_PROFILE);
+    const names = (profiles.data || []).map((p) => p.name);
+    ui.profile.replaceChildren(...names.map((n) => new Option(n, n)));
+    ui.profile.value = names.includes(want) ? want : (profiles.default || names[0] || '');
+    describeProfile();
+  }
+
+  function describeProfile() {
+    const p = (profiles.data || []).find((x) => x.name === ui.profile.value);
+    if (!p) { ui.profileDesc.textContent = ''; return; }
+    const models = (p.stages || []).map((s) => s.stage + ': ' + s.model).join(' · ');
+    ui.profileDesc.textContent = (p.description ? p.description + ' — ' : '') + models;
+    if (!current) {
+      for (const s of p.stages || []) if (stages[s.stage]) stages[s.stage].setModel(s.model, s.provider);
+    }
+  }
+
+  // ---------------------------------------------------------------- recent runs
+
+  function recentList() {
+    try { return JSON.parse(store(STORE_RUNS) || '[]').filter((r) => r && r.id); } catch (_) { return []; }
+  }
+
+  function addRecent(r) {
+    const list = recentList().filter((x) => x.id !== r.id);
+    list.unshift(r);
+    store(STORE_RUNS, JSON.stringify(list.slice(0, MAX_RECENT)));
+    renderRecent();
+  }
+
+  const recentStatus = new Map(); // id -> status from the server
+
+  function renderRecent() {
+    const list = recentList();
+    ui.recentEmpty.hidden = list.length > 0;
+    ui.recent.replaceChildren(...list.map((r) => {
+      const li = el('li');
+      li.dataset.run = r.id;
+      li.tabIndex = 0;
+      const badge = el('span', 'badge');
+      const st = recentStatus.get(r.id) || '…';
+      badge.dataset.status = st;
+      badge.textContent = st;
+      const q = el('span', 'q');
+      q.textContent = r.query;
+      q.title = r.query;
+      const prof = el('span', 'muted mono');
+      prof.textContent = r.profile || '';
+      const when = el('span', 'when muted');
+      when.textContent = ago(r.created);
+      li.append(badge, q, prof, when);
+      if (current && current.id === r.id) li.setAttribute('aria-current', 'true');
+      return li;
+    }));
+  }
+
+  function markRecent(id) {
+    for (const li of ui.recent.children) {
+      if (li.dataset.run === id) li.setAttribute('aria-current', 'true');
+      else li.removeAttribute('aria-current');
+    }
+  }
+
+  let refreshing = false;
+  async function refreshRecent() {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      await Promise.all(recentList().map(async (r) => {
+        try {
+          const run = await api('GET', '/v1/runs/' + encodeURIComponent(r.id));
+          recentStatus.set(r.id, run.status);
+        } catch (err) {
+          recentStatus.set(r.id, err.status === 404 ? 'gone' : '?');
+        }
+      }));
+    } finally {
+      refreshing = false;
+    }
+    renderRecent();
+  }
+
+  // ---------------------------------------------------------------- start-up
+
+  function init() {
+    for (const k of Object.keys(ui)) {
+      ui[k] = document.getElementById(k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()));
+    }
+    ui.form = document.getElementById('ask');
+    ui.runBtn = document.getElementById('run');
+    ui.cancelBtn = document.getElementById('cancel');
+    ui.answerCard = document.getElementById('answer-card');
+    const tpl = document.getElementById('stage-template');
+    const host = document.getElementById('stages');
+    stages = {};
+    STAGES.forEach((name, i) => {
+      const node = tpl.content.firstElementChild.cloneNode(true);
+      host.appendChild(node);
+      stages[name] = new StageView(node, name, i);
+    });
+
+    ui.form.addEventListener('submit', submit);
+    ui.query.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) submit(e);
+    });
+    ui.cancelBtn.addEventListener('click', cancel);
+    ui.profile.addEventListener('change', () => {
+      store(STORE_PROFILE, ui.profile.value);
+      describeProfile();
+    });
+    ui.recent.addEventListener('click', (e) => {
+      const li = e.target.closest('li[data-run]');
+      if (li) openRun(li.dataset.run);
+    });
+    ui.recent.addEventListener('keydown', (e) => {
+      const li = e.target.closest('li[data-run]');
+      if (li && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); openRun(li.dataset.run); }
+    });
+    document.getElementById('clear-recent').addEventListener('click', () => {
+      store(STORE_RUNS, '[]');
+      recentStatus.clear();
+      renderRecent();
+    });
+    document.getElementById('copy').addEventListener('click', async () => {
+      try { await navigator.clipboard.writeText(ui.answer._raw || ''); } catch (_) { /* not allowed here */ }
+    });
+    window.addEventListener('hashchange', () => {
+      const id = location.hash.slice(1);
+      if (id && (!current || current.id !== id)) openRun(id);
+    });
+
+    renderRecent();
+    loadProfiles();
+    refreshRecent();
+    const id = location.hash.slice(1);
+    if (id.startsWith('run_')) openRun(id);
+    document.documentElement.dataset.ready = 'true';
+  }
+
+  // Hooks for the browser test (gateway/ui_test.go) and for debugging in the console.
+  window.QLC = {
+    renderMarkdown,
+    /** feed applies events to a fresh view of a pretend run, without a network. */
+    feed(events, run) {
+      if (current) current.close();
+      current = new RunView(Object.assign({ id: 'run_test', status: 'running', stages: [] }, run || {}));
+      current.resetStages();
+      current.connect = () => {}; // no network: reconnect requests are recorded instead
+      current.reconnects = 0;
+      const orig = current.resync.bind(current);
+      current.resync = (why) => { current.resyncs = (current.resyncs || 0) + 1; orig(why); };
+      for (const ev of events) current.handle(ev);
+      for (const name of STAGES) stages[name].flush();
+      return { lastSeq: current.lastSeq, resyncs: current.resyncs || 0, status: current.status };
+    },
+    current: () => current && { id: current.id, lastSeq: current.lastSeq, status: current.status, connects: current.connects },
+  };
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+})();

@@ -1,0 +1,87 @@
+package web
+
+import (
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func get(t *testing.T, h http.Handler, method, path string) *http.Response {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	return rec.Result()
+}
+
+func TestHandlerServesTheUI(t *testing.T) {
+	h := Handler()
+	for _, tc := range []struct {
+		path, ctype, contains string
+	}{
+		{"/", "text/html", `<script src="app.js" defer></script>`},
+		{"/app.js", "javascript", "'use strict';"},
+		{"/app.css", "text/css", "prefers-color-scheme: dark"},
+	} {
+		resp := get(t, h, http.MethodGet, tc.path)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: HTTP %d", tc.path, resp.StatusCode)
+			continue
+		}
+		if ct := resp.Header.Get("Content-Type"); !strings.Contains(ct, tc.ctype) {
+			t.Errorf("GET %s: Content-Type %q, want %s", tc.path, ct, tc.ctype)
+		}
+		if !strings.Contains(string(body), tc.contains) {
+			t.Errorf("GET %s: body lacks %q", tc.path, tc.contains)
+		}
+		csp := resp.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+			t.Errorf("GET %s: Content-Security-Policy %q", tc.path, csp)
+		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: no X-Content-Type-Options: nosniff", tc.path)
+		}
+	}
+}
+
+func TestHandlerRejects(t *testing.T) {
+	h := Handler()
+	if resp := get(t, h, http.MethodGet, "/nope.js"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /nope.js: HTTP %d, want 404", resp.StatusCode)
+	}
+	resp := get(t, h, http.MethodPost, "/")
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /: HTTP %d Allow %q, want 405 and GET, HEAD", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	if resp := get(t, h, http.MethodHead, "/app.js"); resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD /app.js: HTTP %d", resp.StatusCode)
+	}
+}
+
+// TestAssetsAreSelfContained guards the offline and no-markup rules: the page
+// loads nothing from another origin, has no inline script or style (the CSP
+// would block them), and app.js never assigns HTML from strings.
+func TestAssetsAreSelfContained(t *testing.T) {
+	external := regexp.MustCompile(`(?i)(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import`)
+	for _, name := range []string{"index.html", "app.css", "app.js"} {
+		b, err := fs.ReadFile(FS, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := external.Find(b); m != nil {
+			t.Errorf("%s refers to another origin: %q", name, m)
+		}
+	}
+	html, _ := fs.ReadFile(FS, "index.html")
+	if regexp.MustCompile(`<script(\s[^>]*)?>\s*[^<\s]`).Match(html) || regexp.MustCompile(`(?i)<style|\sstyle=|\son[a-z]+=`).Match(html) {
+		t.Error("index.html has inline script, style or event handlers; the Content-Security-Policy forbids them")
+	}
+	js, _ := fs.ReadFile(FS, "app.js")
+	if m := regexp.MustCompile(`\.(innerHTML|outerHTML)\s*[+]?=|insertAdjacentHTML|document\.write|\beval\(|new Function\(`).Find(js); m != nil {
+		t.Errorf("app.js builds markup from strings (%q); build DOM nodes and set textContent instead", m)
+	}
+}

@@ -1,0 +1,641 @@
+package stagework
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The profile file. It names provider endpoints and profiles; a profile maps
+// each of the four stages to a provider, a model and its settings. The file is
+// YAML or JSON (JSON is read as YAML). Unknown fields are errors, so a typo
+// never silently falls back to a default. The shipped file, profiles.yaml,
+// is the reference example of every field.
+//
+//	default_profile: balanced            # optional; else "balanced" if defined, else the first name
+//	providers:                           # endpoint name -> ProviderConfig
+//	  sim:    {kind: sim, sim: {ttft: 350ms, itl: 12ms, output_tokens: 800}}
+//	  openai: {kind: openai, base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+//	profiles:                            # profile name -> profile
+//	  balanced:
+//	    description: Four mid-size models.
+//	    provider: sim                    # optional default for the stages below
+//	    stages:                          # all four, by name
+//	      generator: {model: sim-medium, temperature: 0.8, max_tokens: 280, fallback: {model: sim-small}}
+//	      refiner:   {...}
+//	      validator: {...}
+//	      curator:   {...}
+//	prices:                              # optional, model -> USD per 1M tokens
+//	  sim-medium: {input: 1.0, output: 4.0}
+
+//go:embed profiles.yaml
+var defaultProfilesYAML []byte
+
+// ErrUnknownProfile is returned (wrapped) by Config.Profile for a name no profile has.
+var ErrUnknownProfile = errors.New("stagework: unknown profile")
+
+// ErrInvalidConfig is wrapped by every error ParseConfig, LoadConfig and
+// Config.Validate return for a config that is not valid.
+var ErrInvalidConfig = errors.New("stagework: invalid config")
+
+// MaxConfigSize bounds the size of a profile file, in bytes.
+const MaxConfigSize = 1 << 20
+
+// Defaults filled in for stage settings a profile leaves out.
+const (
+	// DefaultTemperature is used when a stage sets no temperature: a middle
+	// value that suits all four stages reasonably.
+	DefaultTemperature = 0.7
+	// DefaultMaxTokens is used when a stage sets no max_tokens: enough for a
+	// long answer, small enough to bound the cost of a run.
+	DefaultMaxTokens = 1024
+	// maxMaxTokens rejects max_tokens values that can only be typos.
+	maxMaxTokens = 1_000_000
+)
+
+// Provider kinds a ProviderConfig may name.
+const (
+	KindSim    = "sim"    // the built-in simulated model (NewSim)
+	KindOpenAI = "openai" // any OpenAI-compatible /v1/chat/completions endpoint
+)
+
+// Config is a parsed, validated profile file.
+type Config struct {
+	// Providers maps an endpoint name (referred to by stages) to its settings.
+	Providers map[string]ProviderConfig
+	// Profiles maps a profile name to the profile. Names are lower case
+	// letters, digits, '.', '-' and '_' (they appear in model ids "qlc-<name>").
+	Profiles map[string]*Profile
+	// DefaultProfile is the profile used when a request names none.
+	DefaultProfile string
+	// Prices maps a model name to its price, for billing. Optional.
+	Prices map[string]Price
+}
+
+// ProviderConfig is one provider endpoint.
+type ProviderConfig struct {
+	// Kind is "sim" (the built-in simulator) or "openai" (an OpenAI-compatible endpoint).
+	Kind string `yaml:"kind"`
+	// BaseURL is the endpoint's API root, e.g. "https://api.openai.com/v1"
+	// (the client appends "/chat/completions"). Kind openai only; required.
+	BaseURL string `yaml:"base_url"`
+	// APIKeyEnv names the environment variable that holds the API key; the
+	// key itself never appears in the file. Kind openai only; empty for
+	// endpoints without auth (a local vLLM or Ollama).
+	APIKeyEnv string `yaml:"api_key_env"`
+	// Headers are extra HTTP headers sent with every request (e.g.
+	// OpenRouter's "HTTP-Referer"). Kind openai only.
+	Headers map[string]string `yaml:"headers"`
+	// Sim configures the simulated model. Kind sim only.
+	Sim SimConfig `yaml:"sim"`
+}
+
+// Profile is a named pipeline: which provider and model serve each stage.
+type Profile struct {
+	// Name is the profile's name (its key in the file).
+	Name string
+	// Description is one line for people (shown in model lists and the UI).
+	Description string
+	// Stages holds all four stages' settings, in pipeline order.
+	Stages []StageSpec
+}
+
+// StageSpec is one stage's settings within a profile.
+type StageSpec struct {
+	// Stage is the stage these settings are for.
+	Stage Stage
+	// Provider names an entry of Config.Providers. In the file it defaults to
+	// the profile's "provider".
+	Provider string
+	// Model is the model name sent to the provider.
+	Model string
+	// Temperature is the sampling temperature, in [0, 2]; DefaultTemperature if unset.
+	Temperature float64
+	// MaxTokens caps the stage's output, > 0; DefaultMaxTokens if unset.
+	MaxTokens int
+	// Fallback is the model tried when the primary fails before its first
+	// token and retries are spent; nil for none. Its provider defaults to the
+	// stage's provider.
+	Fallback *ModelRef
+	// SystemPrompt replaces the stage's default system prompt; empty keeps the
+	// default. A text/template over PromptData.
+	SystemPrompt string
+	// UserTemplate replaces the stage's default user-message template; empty
+	// keeps the default. A text/template over PromptData.
+	UserTemplate string
+}
+
+// ModelRef names a model on a provider.
+type ModelRef struct {
+	// Provider names an entry of Config.Providers.
+	Provider string `yaml:"provider"`
+	// Model is the model name sent to the provider.
+	Model string `yaml:"model"`
+}
+
+// Price is a model's price in US dollars per million tokens.
+type Price struct {
+	// Input is the price of a million prompt tokens.
+	Input float64 `yaml:"input"`
+	// Output is the price of a million completion tokens.
+	Output float64 `yaml:"output"`
+}
+
+// Cost is the price of u in US dollars.
+func (p Price) Cost(u Usage) float64 {
+	return (float64(u.PromptTokens)*p.Input + float64(u.CompletionTokens)*p.Output) / 1e6
+}
+
+// DefaultConfig returns a fresh copy of the built-in profile file
+// (profiles.yaml): the profiles fast, balanced, deep and instant, all on the
+// simulated provider, plus an unused "openai" endpoint as an example. It
+// panics only if the embedded file is broken, which a test rules out.
+func DefaultConfig() *Config {
+	c, err := ParseConfig(defaultProfilesYAML)
+	if err != nil {
+		panic("stagework: embedded profiles.yaml is invalid: " + err.Error())
+	}
+	return c
+}
+
+// DefaultConfigYAML returns the text of the built-in profile file, as a
+// starting point for a custom one.
+func DefaultConfigYAML() []byte { return bytes.Clone(defaultProfilesYAML) }
+
+// LoadConfig reads and parses the profile file at path (YAML or JSON).
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("stagework: load config: %w", err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxConfigSize+1)); err != nil {
+		return nil, fmt.Errorf("stagework: load config %s: %w", path, err)
+	}
+	c, err := ParseConfig(buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses and validates a profile file, YAML or JSON. Every error
+// wraps ErrInvalidConfig and names the offending field (by line for syntax
+// and unknown fields, by path such as profiles.fast.stages.generator.model
+// otherwise); several problems are reported together.
+func ParseConfig(data []byte) (*Config, error) {
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("%w: %d bytes, larger than %d", ErrInvalidConfig, len(data), MaxConfigSize)
+	}
+	var raw rawConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		if errors.Is(err, io.EOF) || strings.TrimSpace(string(data)) == "" {
+			return nil, fmt.Errorf("%w: the file is empty", ErrInvalidConfig)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, explainYAMLError(err))
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: more than one YAML document (one profile file per config)", ErrInvalidConfig)
+	}
+	c, broken, errs := raw.convert()
+	errs = append(errs, c.validate(broken)...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// Validate checks a Config built or changed in code (ParseConfig has already
+// called it) and fills in what may be left out: Profile.Name, DefaultProfile
+// and a fallback's provider. Temperature and MaxTokens are defaulted only when
+// a file is parsed, since zero temperature is a valid choice; here a zero
+// MaxTokens is an error. Every error wraps ErrInvalidConfig.
+func (c *Config) Validate() error {
+	return errors.Join(c.validate(nil)...)
+}
+
+// Profile returns the named profile; the empty name means DefaultProfile.
+// An unknown name gives an error wrapping ErrUnknownProfile.
+func (c *Config) Profile(name string) (*Profile, error) {
+	if name == "" {
+		name = c.DefaultProfile
+	}
+	if p, ok := c.Profiles[name]; ok && p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownProfile, name, strings.Join(c.ProfileNames(), ", "))
+}
+
+// ProfileNames lists the profiles' names, sorted.
+func (c *Config) ProfileNames() []string {
+	return sortedKeys(c.Profiles)
+}
+
+// Price returns the price of model, if the file gives one.
+func (c *Config) Price(model string) (Price, bool) {
+	p, ok := c.Prices[model]
+	return p, ok
+}
+
+// ProviderFactory builds the Provider for one endpoint of a kind stagework
+// does not build itself (openai: see package stagework/openai).
+type ProviderFactory func(name string, pc ProviderConfig) (Provider, error)
+
+// NewProviders builds one Provider per endpoint: kind sim with NewSim, other
+// kinds with factories[kind]. An endpoint whose kind has no factory is left
+// out, unless a profile uses it, which is an error.
+func (c *Config) NewProviders(factories map[string]ProviderFactory) (map[string]Provider, error) {
+	used := map[string]bool{}
+	for _, p := range c.Profiles {
+		for _, sp := range p.Stages {
+			used[sp.Provider] = true
+			if sp.Fallback != nil {
+				used[sp.Fallback.Provider] = true
+			}
+		}
+	}
+	out := make(map[string]Provider, len(c.Providers))
+	for _, name := range sortedKeys(c.Providers) {
+		pc := c.Providers[name]
+		var (
+			p   Provider
+			err error
+		)
+		switch f := factories[pc.Kind]; {
+		case f != nil:
+			p, err = f(name, pc)
+		case pc.Kind == KindSim:
+			p, err = NewSim(name, pc.Sim)
+		case used[name]:
+			err = fmt.Errorf("no factory for kind %q", pc.Kind)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stagework: provider %q: %w", name, err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+// Stage returns the profile's settings for stage s.
+func (p *Profile) Stage(s Stage) (StageSpec, bool) {
+	for _, sp := range p.Stages {
+		if sp.Stage == s {
+			return sp, true
+		}
+	}
+	return StageSpec{}, false
+}
+
+// --- parsing ---
+
+// rawConfig and friends mirror the file; convert turns them into Config.
+type rawConfig struct {
+	Providers      map[string]*ProviderConfig `yaml:"providers"`
+	Profiles       map[string]*rawProfile     `yaml:"profiles"`
+	DefaultProfile string                     `yaml:"default_profile"`
+	Prices         map[string]Price           `yaml:"prices"`
+}
+
+type rawProfile struct {
+	Description string               `yaml:"description"`
+	Provider    string               `yaml:"provider"`
+	Stages      map[string]*rawStage `yaml:"stages"`
+}
+
+type rawStage struct {
+	Provider     string    `yaml:"provider"`
+	Model        string    `yaml:"model"`
+	Temperature  *float64  `yaml:"temperature"`
+	MaxTokens    *int      `yaml:"max_tokens"`
+	Fallback     *ModelRef `yaml:"fallback"`
+	SystemPrompt string    `yaml:"system_prompt"`
+	UserTemplate string    `yaml:"user_template"`
+}
+
+// convert builds the Config. It reports structural problems (unknown or
+// missing stages, empty entries) and the names of the profiles they affect,
+// which validate then does not count stages of again.
+func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) {
+	broken = map[string]bool{}
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	}
+	c = &Config{
+		Providers:      make(map[string]ProviderConfig, len(r.Providers)),
+		Profiles:       make(map[string]*Profile, len(r.Profiles)),
+		DefaultProfile: r.DefaultProfile,
+		Prices:         r.Prices,
+	}
+	for _, name := range sortedKeys(r.Providers) {
+		p := r.Providers[name]
+		if p == nil {
+			bad("providers."+name, "empty (needs at least kind)")
+			continue
+		}
+		c.Providers[name] = *p
+	}
+	for _, name := range sortedKeys(r.Profiles) {
+		rp := r.Profiles[name]
+		path := "profiles." + name
+		if rp == nil {
+			bad(path, "empty (needs stages)")
+			broken[name] = true
+			c.Profiles[name] = &Profile{Name: name}
+			continue
+		}
+		p := &Profile{Name: name, Description: rp.Description}
+		for stageName := range rp.Stages {
+			if _, err := ParseStage(stageName); err != nil || stageName != strings.ToLower(stageName) {
+				bad(path+".stages", "unknown stage %q (the stages are generator, refiner, validator, curator)", stageName)
+				broken[name] = true
+			}
+		}
+		for _, s := range Stages {
+			rs, ok := rp.Stages[s.String()]
+			spath := path + ".stages." + s.String()
+			if !ok {
+				bad(spath, "missing (every profile sets all four stages)")
+				broken[name] = true
+				continue
+			}
+			if rs == nil {
+				bad(spath, "empty (needs at least model)")
+				broken[name] = true
+				continue
+			}
+			sp := StageSpec{
+				Stage:        s,
+				Provider:     rs.Provider,
+				Model:        rs.Model,
+				Temperature:  DefaultTemperature,
+				MaxTokens:    DefaultMaxTokens,
+				SystemPrompt: rs.SystemPrompt,
+				UserTemplate: rs.UserTemplate,
+			}
+			if sp.Provider == "" {
+				sp.Provider = rp.Provider
+			}
+			if rs.Temperature != nil {
+				sp.Temperature = *rs.Temperature
+			}
+			if rs.MaxTokens != nil {
+				sp.MaxTokens = *rs.MaxTokens
+			}
+			if rs.Fallback != nil {
+				fb := *rs.Fallback
+				sp.Fallback = &fb
+			}
+			p.Stages = append(p.Stages, sp)
+		}
+		c.Profiles[name] = p
+	}
+	return c, broken, errs
+}
+
+var (
+	profileNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	endpointRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	envNameRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	headerNameRE  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// validate checks c and fills defaults, returning every problem found, in a
+// stable order. Profiles named in broken were already reported as incomplete.
+func (c *Config) validate(broken map[string]bool) []error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		if format == "" { // path already says what is wrong
+			errs = append(errs, fmt.Errorf("%w: %s", ErrInvalidConfig, path))
+			return
+		}
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	}
+
+	if len(c.Providers) == 0 {
+		bad("providers", "none defined")
+	}
+	for _, name := range sortedKeys(c.Providers) {
+		p := c.Providers[name]
+		path := "providers." + name
+		if !endpointRE.MatchString(name) {
+			bad(path, "bad name (letters, digits, '.', '-', '_'; at most 64)")
+		}
+		switch p.Kind {
+		case KindSim:
+			if p.BaseURL != "" || p.APIKeyEnv != "" || len(p.Headers) > 0 {
+				bad(path, "base_url, api_key_env and headers apply only to kind openai")
+			}
+			for _, msg := range p.Sim.problems() {
+				bad(path+".sim."+msg, "")
+			}
+			c.Providers[name] = p // with the sim's defaults filled in
+		case KindOpenAI:
+			if p.Sim != (SimConfig{}) {
+				bad(path+".sim", "applies only to kind sim")
+			}
+			if p.BaseURL == "" {
+				bad(path+".base_url", "missing (e.g. https://api.openai.com/v1)")
+			} else if u, err := url.Parse(p.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(path+".base_url", "%q is not an http(s) URL", p.BaseURL)
+			}
+			if p.APIKeyEnv != "" && !envNameRE.MatchString(p.APIKeyEnv) {
+				bad(path+".api_key_env", "%q is not an environment variable name", p.APIKeyEnv)
+			}
+			for _, h := range sortedKeys(p.Headers) {
+				if !headerNameRE.MatchString(h) {
+					bad(path+".headers", "%q is not a valid header name", h)
+				}
+				if strings.ContainsAny(p.Headers[h], "\r\n\x00") {
+					bad(path+".headers."+h, "value contains a line break or NUL")
+				}
+			}
+		case "":
+			bad(path+".kind", "missing (sim or openai)")
+		default:
+			bad(path+".kind", "unknown kind %q (sim or openai)", p.Kind)
+		}
+	}
+
+	if len(c.Profiles) == 0 {
+		bad("profiles", "none defined")
+	}
+	for _, name := range sortedKeys(c.Profiles) {
+		p := c.Profiles[name]
+		path := "profiles." + name
+		if p == nil {
+			bad(path, "empty")
+			continue
+		}
+		if !profileNameRE.MatchString(name) {
+			bad(path, "bad name (lower-case letters, digits, '.', '-', '_'; at most 64)")
+		}
+		if p.Name == "" {
+			p.Name = name
+		} else if p.Name != name {
+			bad(path, "Name %q differs from its key", p.Name)
+		}
+		if len(p.Stages) != len(Stages) {
+			if !broken[name] {
+				bad(path+".stages", "has %d stages, needs all four (generator, refiner, validator, curator)", len(p.Stages))
+			}
+			continue
+		}
+		for i := range p.Stages {
+			sp := &p.Stages[i]
+			spath := path + ".stages." + Stages[i].String()
+			if sp.Stage != Stages[i] {
+				bad(path+".stages", "stage %d is %s, want %s (pipeline order)", i, sp.Stage, Stages[i])
+				continue
+			}
+			c.checkRef(&errs, spath, "provider", sp.Provider)
+			if sp.Model == "" {
+				bad(spath+".model", "missing")
+			}
+			if math.IsNaN(sp.Temperature) || sp.Temperature < 0 || sp.Temperature > 2 {
+				bad(spath+".temperature", "%v is outside [0, 2]", sp.Temperature)
+			}
+			if sp.MaxTokens <= 0 || sp.MaxTokens > maxMaxTokens {
+				bad(spath+".max_tokens", "%d is not in [1, %d]", sp.MaxTokens, maxMaxTokens)
+			}
+			if fb := sp.Fallback; fb != nil {
+				if fb.Provider == "" {
+					fb.Provider = sp.Provider
+				}
+				c.checkRef(&errs, spath+".fallback", "provider", fb.Provider)
+				if fb.Model == "" {
+					bad(spath+".fallback.model", "missing")
+				} else if fb.Provider == sp.Provider && fb.Model == sp.Model {
+					bad(spath+".fallback", "is the primary model itself (%s on %s)", fb.Model, fb.Provider)
+				}
+			}
+			if sp.SystemPrompt != "" {
+				if err := checkTemplate(sp.Stage, sp.SystemPrompt); err != nil {
+					bad(spath+".system_prompt", "bad template: %v", err)
+				}
+			}
+			if sp.UserTemplate != "" {
+				if err := checkTemplate(sp.Stage, sp.UserTemplate); err != nil {
+					bad(spath+".user_template", "bad template: %v", err)
+				}
+			}
+		}
+	}
+
+	if c.DefaultProfile == "" {
+		if _, ok := c.Profiles["balanced"]; ok {
+			c.DefaultProfile = "balanced"
+		} else if names := c.ProfileNames(); len(names) > 0 {
+			c.DefaultProfile = names[0]
+		}
+	} else if _, ok := c.Profiles[c.DefaultProfile]; !ok {
+		bad("default_profile", "%q is not a profile (known: %s)", c.DefaultProfile, strings.Join(c.ProfileNames(), ", "))
+	}
+
+	for _, model := range sortedKeys(c.Prices) {
+		pr := c.Prices[model]
+		if model == "" {
+			bad("prices", "empty model name")
+		}
+		if !(pr.Input >= 0 && pr.Output >= 0) || math.IsInf(pr.Input, 0) || math.IsInf(pr.Output, 0) {
+			bad("prices."+model, "input and output must be finite and >= 0")
+		}
+	}
+	return errs
+}
+
+func (c *Config) checkRef(errs *[]error, path, field, provider string) {
+	switch {
+	case provider == "":
+		*errs = append(*errs, fmt.Errorf("%w: %s.%s: missing (set it on the stage or the profile)", ErrInvalidConfig, path, field))
+	default:
+		if _, ok := c.Providers[provider]; !ok {
+			*errs = append(*errs, fmt.Errorf("%w: %s.%s: %q is not a provider (known: %s)", ErrInvalidConfig, path, field, provider, strings.Join(sortedKeys(c.Providers), ", ")))
+		}
+	}
+}
+
+// --- YAML error messages ---
+
+// rawTypes names the file's sections for error messages and lists their fields.
+var rawTypes = map[string]struct {
+	what string
+	typ  reflect.Type
+}{
+	"stagework.rawConfig":      {"the top level", reflect.TypeOf(rawConfig{})},
+	"stagework.rawProfile":     {"a profile", reflect.TypeOf(rawProfile{})},
+	"stagework.rawStage":       {"a stage", reflect.TypeOf(rawStage{})},
+	"stagework.ProviderConfig": {"a provider", reflect.TypeOf(ProviderConfig{})},
+	"stagework.SimConfig":      {"a sim block", reflect.TypeOf(SimConfig{})},
+	"stagework.ModelRef":       {"a fallback", reflect.TypeOf(ModelRef{})},
+	"stagework.Price":          {"a price", reflect.TypeOf(Price{})},
+}
+
+var unknownFieldRE = regexp.MustCompile(`field (.+) not found in type (\S+)`)
+var intoTypeRE = regexp.MustCompile(`into (\*?)(stagework\.\w+)`)
+
+// explainYAMLError rewrites yaml's messages about our internal types into
+// words a person editing the file understands.
+func explainYAMLError(err error) string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	lines := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		e = unknownFieldRE.ReplaceAllStringFunc(e, func(m string) string {
+			sub := unknownFieldRE.FindStringSubmatch(m)
+			t, ok := rawTypes[sub[2]]
+			if !ok {
+				return m
+			}
+			return fmt.Sprintf("unknown field %q in %s (known: %s)", sub[1], t.what, strings.Join(yamlFields(t.typ), ", "))
+		})
+		e = intoTypeRE.ReplaceAllStringFunc(e, func(m string) string {
+			sub := intoTypeRE.FindStringSubmatch(m)
+			if t, ok := rawTypes[sub[2]]; ok {
+				return "into " + t.what
+			}
+			return m
+		})
+		lines = append(lines, e)
+	}
+	return strings.Join(lines, "; ")
+}
+
+func yamlFields(t reflect.Type) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag != "" && tag != "-" {
+			out = append(out, tag)
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
