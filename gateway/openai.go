@@ -78,7 +78,7 @@ func (s *Server) parseChat(req *chatRequest) (*parsedChat, *apiError) {
 		return nil, errInvalidParam("model", "missing_model", "model is required, e.g. \"qlc-"+s.engine.Stages().DefaultProfile+"\"")
 	}
 	profile, ok := strings.CutPrefix(req.Model, modelPrefix)
-	if _, err := s.engine.Stages().Profile(profile); !ok || err != nil {
+	if _, err := s.engine.Stages().Profile(profile); !ok || profile == "" || err != nil {
 		return nil, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: ptr("model"),
 			Message: fmt.Sprintf("The model %q does not exist; use one of: %s", req.Model, strings.Join(s.modelNames(), ", "))}
 	}
