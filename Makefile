@@ -3,7 +3,7 @@ GO        ?= go
 PKGS      := ./...
 RACE_PKGS := ./actors/... ./gateway/... ./stagework/...
 
-.PHONY: run test vet fmt-check unit race bench proto build chaos fuzz images
+.PHONY: run test vet fmt-check bench fuzz proto build
 
 ## run: the whole system on localhost:8080 (one process, simulated models)
 run:
@@ -23,7 +23,19 @@ fmt-check:
 
 ## bench: the figures in BENCHMARKS.md
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/ ./actors/ ./stagework/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20x ./gateway/
+	$(GO) test -run '^$$' -bench . -benchmem ./stagework/...
+	./scripts/idle-rss.sh
+
+## fuzz: each fuzz target for 30 s (interesting inputs land in testdata/fuzz)
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/sse/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseChunk$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/openai/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/
+	$(GO) test -run '^$$' -fuzz '^FuzzNextToken$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRunRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzChatRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzEventJSON$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 
 ## proto: regenerate messages/*.pb.go (Debian's protoc + pinned protoc-gen-go)
 proto:

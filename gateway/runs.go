@@ -223,7 +223,10 @@ func (s *Server) listProfiles(w http.ResponseWriter, _ *http.Request) {
 // decodeJSON reads a bounded JSON body into v. strict rejects unknown
 // fields (our own API); the OpenAI API ignores them, as OpenAI's does.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any, strict bool) *apiError {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+	// JSON is expected; curl's default for -d (form-urlencoded) is let through
+	// because the body is parsed as JSON either way and must be valid JSON.
+	if ct := strings.ToLower(r.Header.Get("Content-Type")); ct != "" && !strings.HasPrefix(ct, "application/json") &&
+		!strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
 		return &apiError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error", Code: "unsupported_media_type",
 			Message: fmt.Sprintf("Content-Type must be application/json, not %q", ct)}
 	}
