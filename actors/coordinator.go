@@ -72,6 +72,19 @@ func (c *coordinator) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, 
 }
 
 func (c *coordinator) Receive(ctx actor.Context) {
+	defer func() {
+		// A bug must end the run with a reason, never restart the
+		// coordinator with an empty state (its parent may be a remote
+		// activator whose strategy is to restart).
+		if r := recover(); r != nil {
+			c.logger.Error("coordinator panicked", "panic", fmt.Sprint(r))
+			if c.run != nil && !c.ended {
+				c.fail(ctx, messages.Stage_STAGE_UNSPECIFIED, "internal", fmt.Sprintf("internal error: %v", r))
+			} else {
+				ctx.Stop(ctx.Self())
+			}
+		}
+	}()
 	switch m := ctx.Message().(type) {
 	case *messages.StartRun:
 		c.start(ctx, m)
@@ -130,6 +143,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		return
 	}
 	c.run = m
+	c.deps.metrics.coordinators.Inc()
 	c.hub = pidOf(m.Hub)
 	c.logger = c.deps.logger.With("run_id", m.RunId)
 	seed := uint64(m.GetOptions().GetSeed())

@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"math"
 	"math/big"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/qlc-project/qlc/messages"
@@ -25,6 +28,7 @@ var (
 	ErrRunFinished = errors.New("actors: run already ended")
 	ErrBusy        = errors.New("actors: too many active runs")
 	ErrShutdown    = errors.New("actors: engine shut down")
+	ErrNoNode      = errors.New("actors: no node took the run")
 )
 
 // Config configures an Engine. Zero fields take the defaults named on them.
@@ -57,7 +61,31 @@ type Config struct {
 	MaxFinished int
 	// Registerer receives the engine's Prometheus metrics. Nil: not registered.
 	Registerer prometheus.Registerer
+	// Remote, when set, starts the actor transport so other processes can
+	// reach this one: a node hosts coordinators for gateways, a gateway's hubs
+	// receive events from nodes. Nil: a single process.
+	Remote *RemoteConfig
+	// Nodes lists the actor-transport addresses ("host:port") of the nodes
+	// that host run coordinators; runs are placed on them in turn, skipping a
+	// node that does not answer. Empty: this process hosts its runs. Needs
+	// Remote. (The cluster issue replaces this list with memberlist.)
+	Nodes []string
+	// SpawnTimeout bounds placing a coordinator on a node. Default 2 s.
+	SpawnTimeout time.Duration
 }
+
+// RemoteConfig configures the actor transport (protoactor remote, gRPC).
+type RemoteConfig struct {
+	// Bind is the "host:port" the transport listens on; port 0 picks one.
+	Bind string
+	// Advertise is the host other processes use to reach this one; default
+	// Bind's host. Under docker compose, the service name.
+	Advertise string
+}
+
+// CoordinatorKind is the actor kind nodes register for remote spawning of
+// run coordinators.
+const CoordinatorKind = "qlc.coordinator"
 
 // DefaultConfig returns a Config with every default filled except Providers.
 func DefaultConfig() Config {
@@ -101,6 +129,17 @@ func (c *Config) validate() error {
 	}
 	if c.MaxFinished == 0 {
 		c.MaxFinished = d.MaxFinished
+	}
+	if c.SpawnTimeout == 0 {
+		c.SpawnTimeout = 2 * time.Second
+	}
+	if len(c.Nodes) > 0 && c.Remote == nil {
+		return errors.New("actors: Nodes needs Remote (the actor transport) to reach them")
+	}
+	if c.Remote != nil {
+		if _, _, err := net.SplitHostPort(c.Remote.Bind); err != nil {
+			return fmt.Errorf("actors: Remote.Bind %q: %w", c.Remote.Bind, err)
+		}
 	}
 	if c.MaxActiveRuns < 1 || c.RetainFinished < 0 || c.MaxFinished < 1 {
 		return fmt.Errorf("actors: MaxActiveRuns and MaxFinished must be >= 1 and RetainFinished >= 0")
@@ -146,12 +185,63 @@ type Engine struct {
 	logger  *slog.Logger
 	stop    chan struct{}
 	wg      sync.WaitGroup
+	remote  *remote.Remote // nil in a single process
 
 	// mu guards the fields below it.
 	mu       sync.Mutex
 	hubs     map[string]*Hub
 	active   int
 	shutdown bool
+	nextNode int // round-robin position in cfg.Nodes
+}
+
+// Address is the actor transport address of this process ("nonhost"
+// without Remote).
+func (e *Engine) Address() string { return e.system.Address() }
+
+// coordinatorProps makes coordinators; a coordinator that panics is stopped
+// (never restarted with empty state), and its hub then ends the run.
+func (e *Engine) coordinatorProps() *actor.Props {
+	deps := e.deps
+	return actor.PropsFromProducer(func() actor.Actor { return newCoordinator(deps) })
+}
+
+// stopOnFailure is the guardian of coordinators spawned from the root: a
+// crashed coordinator is stopped, not restarted with an empty state.
+var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })
+
+// spawnCoordinator places a run's coordinator: on this process, or on the
+// next node of cfg.Nodes that answers.
+func (e *Engine) spawnCoordinator(id string) (*actor.PID, error) {
+	if len(e.cfg.Nodes) == 0 {
+		return e.system.Root.WithGuardian(stopOnFailure).SpawnNamed(e.coordinatorProps(), "run/"+id)
+	}
+	var errs []error
+	for range e.cfg.Nodes {
+		e.mu.Lock()
+		node := e.cfg.Nodes[e.nextNode%len(e.cfg.Nodes)]
+		e.nextNode++
+		e.mu.Unlock()
+		res, err := e.remote.SpawnNamed(node, "run/"+id, CoordinatorKind, e.cfg.SpawnTimeout)
+		if err == nil && res.GetPid() != nil {
+			return res.Pid, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("status %d", res.GetStatusCode())
+		}
+		e.logger.Warn("node did not take a run", "node", node, "run_id", id, "error", err)
+		errs = append(errs, fmt.Errorf("%s: %w", node, err))
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNoNode, errors.Join(errs...))
+}
+
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("actors: pick a port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // NewEngine starts an actor system and the run machinery on it.
@@ -169,6 +259,25 @@ func NewEngine(cfg Config) (*Engine, error) {
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, metrics: m, logger: cfg.Logger},
 		stop: make(chan struct{}), hubs: map[string]*Hub{},
+	}
+	if cfg.Remote != nil {
+		host, portStr, _ := net.SplitHostPort(cfg.Remote.Bind)
+		port, err := strconv.Atoi(portStr)
+		if err != nil {
+			return nil, fmt.Errorf("actors: Remote.Bind port %q: %w", portStr, err)
+		}
+		if port == 0 {
+			// protoactor needs the port up front to name its PIDs: pick a free one.
+			if port, err = freePort(host); err != nil {
+				return nil, err
+			}
+		}
+		opts := []remote.ConfigOption{remote.WithKinds(remote.NewKind(CoordinatorKind, e.coordinatorProps()))}
+		if cfg.Remote.Advertise != "" {
+			opts = append(opts, remote.WithAdvertisedHost(net.JoinHostPort(cfg.Remote.Advertise, strconv.Itoa(port))))
+		}
+		e.remote = remote.NewRemote(system, remote.Configure(host, port, opts...))
+		e.remote.Start()
 	}
 	e.wg.Add(1)
 	go e.evictLoop()
@@ -264,13 +373,13 @@ func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
 		e.forget(id)
 		return nil, fmt.Errorf("actors: spawn hub: %w", err)
 	}
-	deps := e.deps
-	coordPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newCoordinator(deps) }), "run/"+id)
+	coordPID, err := e.spawnCoordinator(id)
 	if err != nil {
 		root.Stop(hubPID)
 		e.forget(id)
 		return nil, fmt.Errorf("actors: spawn coordinator: %w", err)
 	}
+	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coordPID)})
 	hub.mu.Lock()
 	hub.pid, hub.coordinator = hubPID, coordPID
 	hub.mu.Unlock()
@@ -333,6 +442,9 @@ func (e *Engine) Shutdown(ctx context.Context) {
 	}
 	close(e.stop)
 	e.wg.Wait()
+	if e.remote != nil {
+		e.remote.Shutdown(true)
+	}
 	e.system.Shutdown()
 }
 

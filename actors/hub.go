@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qlc-project/qlc/messages"
 )
@@ -232,6 +233,17 @@ func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
 	return cancelRun
 }
 
+// fail ends an unfinished log with a RunFailed of the hub's own making, for
+// when the coordinator that would have ended it is gone.
+func (h *Hub) fail(code, reason string) {
+	h.mu.Lock()
+	ev := &messages.RunEvent{RunId: h.RunID, Seq: uint64(len(h.log)) + 1, Epoch: h.epoch, Time: timestamppb.Now(),
+		Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Code: code}}}
+	h.mu.Unlock()
+	h.logger.Error("run failed: coordinator lost", "code", code, "reason", reason)
+	h.append(ev)
+}
+
 func (h *Hub) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -319,9 +331,13 @@ func (s *Subscription) Close() {
 	s.hub.metrics.subscribers.Dec()
 }
 
-// hubActor is the hub's mailbox: the coordinator sends it RunEvents.
+// hubActor is the hub's mailbox: the coordinator sends it RunEvents. It
+// watches the coordinator: if the coordinator stops before the run's log
+// ends (its node died, or it crashed), the hub ends the log with RunFailed
+// (code "coordinator_lost") so no reader waits for ever.
 type hubActor struct {
-	hub *Hub
+	hub         *Hub
+	coordinator *actor.PID
 }
 
 func (a *hubActor) Receive(ctx actor.Context) {
@@ -330,8 +346,28 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		a.refuseOverflow(ctx, a.hub.append(m))
 	case *messages.RunEventBatch:
 		a.refuseOverflow(ctx, a.hub.append(m.Events...))
+	case *messages.WatchRun:
+		if pid := pidOf(m.Coordinator); pid != nil {
+			a.coordinator = pid
+			ctx.Watch(pid)
+		}
+	case *actor.Terminated:
+		if a.coordinator == nil || !m.Who.Equal(a.coordinator) {
+			return
+		}
+		// Terminated is a system message and overtakes user messages: the
+		// coordinator's last events may still be queued. A note to self
+		// queues behind them, so the check sees them.
+		ctx.Send(ctx.Self(), &coordinatorGone{why: m.Why.String()})
+	case *coordinatorGone:
+		if !a.hub.Done() {
+			a.hub.fail("coordinator_lost", fmt.Sprintf("the run's coordinator stopped unexpectedly (%s); the run cannot continue", m.why))
+		}
 	}
 }
+
+// coordinatorGone is the hub actor's note to itself (never leaves its mailbox).
+type coordinatorGone struct{ why string }
 
 func (a *hubActor) refuseOverflow(ctx actor.Context, cancel bool) {
 	if cancel {

@@ -19,6 +19,7 @@ type Metrics struct {
 	providerErrors     *prometheus.CounterVec   // provider, kind
 	subscribers        prometheus.Gauge
 	droppedSubscribers prometheus.Counter
+	coordinators       prometheus.Counter // coordinators started on this process
 
 	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
 }
@@ -58,13 +59,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		droppedSubscribers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "qlc_subscribers_dropped_total", Help: "Subscribers cut off because they fell too far behind.",
 		}),
+		coordinators: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "qlc_coordinators_started_total", Help: "Run coordinators started on this process (a node hosts them for gateways).",
+		}),
 	}
 	for s := messages.Stage_STAGE_GENERATOR; s <= messages.Stage_STAGE_CURATOR; s++ {
 		m.tokensByStage[s] = m.tokensStreamed.WithLabelValues(stageName(s))
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
-			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers)
+			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators)
 	}
 	return m
 }

@@ -66,6 +66,9 @@ func (s *Server) start(req actors.RunRequest) (*actors.Hub, *apiError) {
 		return nil, errNotFound("unknown_profile", fmt.Sprintf("unknown profile %q; known profiles: %s", req.Profile, strings.Join(s.engine.Stages().ProfileNames(), ", ")))
 	case errors.Is(err, actors.ErrBusy):
 		return nil, errServer(http.StatusServiceUnavailable, "overloaded", "the server has too many active runs; retry shortly")
+	case errors.Is(err, actors.ErrNoNode):
+		s.logger.Error("no node took the run", "error", err)
+		return nil, errServer(http.StatusServiceUnavailable, "no_node", "no node is available to run this; retry shortly")
 	case errors.Is(err, actors.ErrShutdown):
 		return nil, errServer(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
 	}
@@ -391,8 +394,10 @@ func (s *Server) view(h *actors.Hub) runView {
 		case *messages.RunEvent_RunFailed:
 			v.Status = "failed"
 			v.Error = &runError{Message: k.RunFailed.Reason, Code: k.RunFailed.Code, Stage: stageString(k.RunFailed.Stage)}
-			if i := stage(k.RunFailed.Stage); i >= 0 && v.Stages[i].Status == "running" {
-				v.Stages[i].Status = "failed"
+			for i := range v.Stages {
+				if v.Stages[i].Status == "running" {
+					v.Stages[i].Status = "failed"
+				}
 			}
 		case *messages.RunEvent_RunCancelled:
 			v.Status = "cancelled"

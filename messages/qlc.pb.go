@@ -603,6 +603,52 @@ func (x *Subscribe) GetSubscriber() *ActorRef {
 	return nil
 }
 
+// WatchRun tells a run's hub which coordinator produces its log, so the hub
+// can watch it and learn at once when it is gone.
+type WatchRun struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Coordinator   *ActorRef              `protobuf:"bytes,1,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRun) Reset() {
+	*x = WatchRun{}
+	mi := &file_qlc_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRun) ProtoMessage() {}
+
+func (x *WatchRun) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRun.ProtoReflect.Descriptor instead.
+func (*WatchRun) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WatchRun) GetCoordinator() *ActorRef {
+	if x != nil {
+		return x.Coordinator
+	}
+	return nil
+}
+
 // Lagged tells a subscriber it fell behind and was dropped; it may resume from
 // next_seq. It is a notice to one subscriber, not part of the run's log.
 type Lagged struct {
@@ -615,7 +661,7 @@ type Lagged struct {
 
 func (x *Lagged) Reset() {
 	*x = Lagged{}
-	mi := &file_qlc_proto_msgTypes[8]
+	mi := &file_qlc_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +673,7 @@ func (x *Lagged) String() string {
 func (*Lagged) ProtoMessage() {}
 
 func (x *Lagged) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[8]
+	mi := &file_qlc_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +686,7 @@ func (x *Lagged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lagged.ProtoReflect.Descriptor instead.
 func (*Lagged) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{8}
+	return file_qlc_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Lagged) GetRunId() string {
@@ -680,7 +726,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_qlc_proto_msgTypes[9]
+	mi := &file_qlc_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +738,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[9]
+	mi := &file_qlc_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +751,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{9}
+	return file_qlc_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -862,7 +908,7 @@ type RunEventBatch struct {
 
 func (x *RunEventBatch) Reset() {
 	*x = RunEventBatch{}
-	mi := &file_qlc_proto_msgTypes[10]
+	mi := &file_qlc_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +920,7 @@ func (x *RunEventBatch) String() string {
 func (*RunEventBatch) ProtoMessage() {}
 
 func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[10]
+	mi := &file_qlc_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +933,7 @@ func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEventBatch.ProtoReflect.Descriptor instead.
 func (*RunEventBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{10}
+	return file_qlc_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunEventBatch) GetEvents() []*RunEvent {
@@ -912,7 +958,7 @@ type StageStarted struct {
 
 func (x *StageStarted) Reset() {
 	*x = StageStarted{}
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +970,7 @@ func (x *StageStarted) String() string {
 func (*StageStarted) ProtoMessage() {}
 
 func (x *StageStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +983,7 @@ func (x *StageStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageStarted.ProtoReflect.Descriptor instead.
 func (*StageStarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{11}
+	return file_qlc_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StageStarted) GetStage() Stage {
@@ -987,7 +1033,7 @@ type TokenDelta struct {
 
 func (x *TokenDelta) Reset() {
 	*x = TokenDelta{}
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1045,7 @@ func (x *TokenDelta) String() string {
 func (*TokenDelta) ProtoMessage() {}
 
 func (x *TokenDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1058,7 @@ func (x *TokenDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDelta.ProtoReflect.Descriptor instead.
 func (*TokenDelta) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{12}
+	return file_qlc_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TokenDelta) GetStage() Stage {
@@ -1048,7 +1094,7 @@ type TokenDeltaBatch struct {
 
 func (x *TokenDeltaBatch) Reset() {
 	*x = TokenDeltaBatch{}
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1106,7 @@ func (x *TokenDeltaBatch) String() string {
 func (*TokenDeltaBatch) ProtoMessage() {}
 
 func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1119,7 @@ func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDeltaBatch.ProtoReflect.Descriptor instead.
 func (*TokenDeltaBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{13}
+	return file_qlc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TokenDeltaBatch) GetDeltas() []*TokenDelta {
@@ -1098,7 +1144,7 @@ type StageCompleted struct {
 
 func (x *StageCompleted) Reset() {
 	*x = StageCompleted{}
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1156,7 @@ func (x *StageCompleted) String() string {
 func (*StageCompleted) ProtoMessage() {}
 
 func (x *StageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1169,7 @@ func (x *StageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageCompleted.ProtoReflect.Descriptor instead.
 func (*StageCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{14}
+	return file_qlc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StageCompleted) GetStage() Stage {
@@ -1181,7 +1227,7 @@ type StageRestarted struct {
 
 func (x *StageRestarted) Reset() {
 	*x = StageRestarted{}
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1239,7 @@ func (x *StageRestarted) String() string {
 func (*StageRestarted) ProtoMessage() {}
 
 func (x *StageRestarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1252,7 @@ func (x *StageRestarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageRestarted.ProtoReflect.Descriptor instead.
 func (*StageRestarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{15}
+	return file_qlc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StageRestarted) GetStage() Stage {
@@ -1234,7 +1280,7 @@ type RunCompleted struct {
 
 func (x *RunCompleted) Reset() {
 	*x = RunCompleted{}
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1292,7 @@ func (x *RunCompleted) String() string {
 func (*RunCompleted) ProtoMessage() {}
 
 func (x *RunCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1305,7 @@ func (x *RunCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCompleted.ProtoReflect.Descriptor instead.
 func (*RunCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{16}
+	return file_qlc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunCompleted) GetAnswer() string {
@@ -1288,7 +1334,7 @@ type RunFailed struct {
 
 func (x *RunFailed) Reset() {
 	*x = RunFailed{}
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1346,7 @@ func (x *RunFailed) String() string {
 func (*RunFailed) ProtoMessage() {}
 
 func (x *RunFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1359,7 @@ func (x *RunFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFailed.ProtoReflect.Descriptor instead.
 func (*RunFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{17}
+	return file_qlc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunFailed) GetReason() string {
@@ -1354,7 +1400,7 @@ type StageAttemptDone struct {
 
 func (x *StageAttemptDone) Reset() {
 	*x = StageAttemptDone{}
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1412,7 @@ func (x *StageAttemptDone) String() string {
 func (*StageAttemptDone) ProtoMessage() {}
 
 func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1425,7 @@ func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptDone.ProtoReflect.Descriptor instead.
 func (*StageAttemptDone) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{18}
+	return file_qlc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StageAttemptDone) GetStage() Stage {
@@ -1443,7 +1489,7 @@ type StageAttemptFailed struct {
 
 func (x *StageAttemptFailed) Reset() {
 	*x = StageAttemptFailed{}
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1501,7 @@ func (x *StageAttemptFailed) String() string {
 func (*StageAttemptFailed) ProtoMessage() {}
 
 func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1514,7 @@ func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptFailed.ProtoReflect.Descriptor instead.
 func (*StageAttemptFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{19}
+	return file_qlc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StageAttemptFailed) GetStage() Stage {
@@ -1544,7 +1590,7 @@ type RunCancelled struct {
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1602,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1615,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{20}
+	return file_qlc_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -1621,7 +1667,9 @@ const file_qlc_proto_rawDesc = "" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\x120\n" +
 	"\n" +
 	"subscriber\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\n" +
-	"subscriber\":\n" +
+	"subscriber\">\n" +
+	"\bWatchRun\x122\n" +
+	"\vcoordinator\x18\x01 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\":\n" +
 	"\x06Lagged\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\"\xa9\x04\n" +
@@ -1714,7 +1762,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -1725,58 +1773,60 @@ var file_qlc_proto_goTypes = []any{
 	(*StartRunAck)(nil),           // 6: qlc.v1.StartRunAck
 	(*CancelRun)(nil),             // 7: qlc.v1.CancelRun
 	(*Subscribe)(nil),             // 8: qlc.v1.Subscribe
-	(*Lagged)(nil),                // 9: qlc.v1.Lagged
-	(*RunEvent)(nil),              // 10: qlc.v1.RunEvent
-	(*RunEventBatch)(nil),         // 11: qlc.v1.RunEventBatch
-	(*StageStarted)(nil),          // 12: qlc.v1.StageStarted
-	(*TokenDelta)(nil),            // 13: qlc.v1.TokenDelta
-	(*TokenDeltaBatch)(nil),       // 14: qlc.v1.TokenDeltaBatch
-	(*StageCompleted)(nil),        // 15: qlc.v1.StageCompleted
-	(*StageRestarted)(nil),        // 16: qlc.v1.StageRestarted
-	(*RunCompleted)(nil),          // 17: qlc.v1.RunCompleted
-	(*RunFailed)(nil),             // 18: qlc.v1.RunFailed
-	(*StageAttemptDone)(nil),      // 19: qlc.v1.StageAttemptDone
-	(*StageAttemptFailed)(nil),    // 20: qlc.v1.StageAttemptFailed
-	(*RunCancelled)(nil),          // 21: qlc.v1.RunCancelled
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*WatchRun)(nil),              // 9: qlc.v1.WatchRun
+	(*Lagged)(nil),                // 10: qlc.v1.Lagged
+	(*RunEvent)(nil),              // 11: qlc.v1.RunEvent
+	(*RunEventBatch)(nil),         // 12: qlc.v1.RunEventBatch
+	(*StageStarted)(nil),          // 13: qlc.v1.StageStarted
+	(*TokenDelta)(nil),            // 14: qlc.v1.TokenDelta
+	(*TokenDeltaBatch)(nil),       // 15: qlc.v1.TokenDeltaBatch
+	(*StageCompleted)(nil),        // 16: qlc.v1.StageCompleted
+	(*StageRestarted)(nil),        // 17: qlc.v1.StageRestarted
+	(*RunCompleted)(nil),          // 18: qlc.v1.RunCompleted
+	(*RunFailed)(nil),             // 19: qlc.v1.RunFailed
+	(*StageAttemptDone)(nil),      // 20: qlc.v1.StageAttemptDone
+	(*StageAttemptFailed)(nil),    // 21: qlc.v1.StageAttemptFailed
+	(*RunCancelled)(nil),          // 22: qlc.v1.RunCancelled
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
-	10, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
+	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
 	1,  // 4: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	22, // 5: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	12, // 6: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	13, // 7: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	15, // 8: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	16, // 9: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	17, // 10: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	18, // 11: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	21, // 12: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	10, // 13: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 14: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 15: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	13, // 16: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 17: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 18: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	23, // 19: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	23, // 20: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 21: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 22: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 23: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	0,  // 24: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 25: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	23, // 26: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	23, // 27: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 28: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	23, // 29: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	1,  // 5: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	23, // 6: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	13, // 7: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	14, // 8: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	16, // 9: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	17, // 10: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	18, // 11: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	19, // 12: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	22, // 13: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	11, // 14: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 15: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 16: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	14, // 17: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 18: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 19: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	24, // 20: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	24, // 21: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 22: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 23: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 24: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	0,  // 25: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 26: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	24, // 27: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	24, // 28: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 29: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	24, // 30: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -1784,7 +1834,7 @@ func file_qlc_proto_init() {
 	if File_qlc_proto != nil {
 		return
 	}
-	file_qlc_proto_msgTypes[9].OneofWrappers = []any{
+	file_qlc_proto_msgTypes[10].OneofWrappers = []any{
 		(*RunEvent_StageStarted)(nil),
 		(*RunEvent_TokenDelta)(nil),
 		(*RunEvent_StageCompleted)(nil),
@@ -1799,7 +1849,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,6 +1,7 @@
 // Command gateway serves QLC's HTTP API, event streams, OpenAI-compatible
 // endpoint and web UI. With -local it runs the whole system in one process
-// (the run actors embedded), which is what `make run` starts.
+// (the run actors embedded), which is what `make run` starts; with -nodes it
+// places runs on `node` processes and streams their events.
 //
 // Every flag has an environment variable (shown in -help); a flag given on
 // the command line wins.
@@ -16,8 +17,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
 	"github.com/qlc-project/qlc/stagework"
 )
@@ -36,43 +36,24 @@ func main() {
 	}
 }
 
-// env returns the environment's value for key, or def.
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
-
-func envInt(key string, def int) int {
-	if v, ok := os.LookupEnv(key); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
-		}
-	}
-	return def
-}
-
-func envBool(key string) bool {
-	b, _ := strconv.ParseBool(os.Getenv(key))
-	return b
-}
-
 func run(args []string) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	addr := fs.String("addr", env("QLC_ADDR", ":8080"), "listen address (QLC_ADDR)")
-	local := fs.Bool("local", envBool("QLC_LOCAL"), "local mode: text logs, run actors embedded (QLC_LOCAL)")
-	profiles := fs.String("profiles", env("QLC_PROFILES", ""), "profile file, YAML or JSON; empty = the built-in profiles (QLC_PROFILES)")
-	logFormat := fs.String("log-format", env("QLC_LOG_FORMAT", ""), "log format: json or text; default text with -local, else json (QLC_LOG_FORMAT)")
-	logLevel := fs.String("log-level", env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
-	maxQuery := fs.Int("max-query-bytes", envInt("QLC_MAX_QUERY_BYTES", 32<<10), "largest question accepted, in bytes (QLC_MAX_QUERY_BYTES)")
-	maxBody := fs.Int("max-body-bytes", envInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
-	maxRuns := fs.Int("max-active-runs", envInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones (QLC_MAX_ACTIVE_RUNS)")
+	addr := fs.String("addr", cli.Env("QLC_ADDR", ":8080"), "listen address (QLC_ADDR)")
+	local := fs.Bool("local", cli.EnvBool("QLC_LOCAL"), "local mode: text logs, run actors embedded (QLC_LOCAL)")
+	profiles := fs.String("profiles", cli.Env("QLC_PROFILES", ""), "profile file, YAML or JSON; empty = the built-in profiles (QLC_PROFILES)")
+	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", ""), "log format: json or text; default text with -local, else json (QLC_LOG_FORMAT)")
+	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
+	maxQuery := fs.Int("max-query-bytes", cli.EnvInt("QLC_MAX_QUERY_BYTES", 32<<10), "largest question accepted, in bytes (QLC_MAX_QUERY_BYTES)")
+	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
+	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones (QLC_MAX_ACTIVE_RUNS)")
+	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
+	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
+	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 
-	logger, err := newLogger(*logFormat, *logLevel, *local)
+	logger, err := cli.NewLogger(*logFormat, *logLevel, *local)
 	if err != nil {
 		return err
 	}
@@ -93,6 +74,9 @@ func run(args []string) error {
 
 	ecfg := actors.DefaultConfig()
 	ecfg.Logger, ecfg.Stages, ecfg.Providers, ecfg.Registerer, ecfg.MaxActiveRuns = logger, stages, providers, reg, *maxRuns
+	if ecfg.Nodes = cli.SplitList(*nodes); len(ecfg.Nodes) > 0 {
+		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise}
+	}
 	engine, err := actors.NewEngine(ecfg)
 	if err != nil {
 		return err
@@ -111,7 +95,8 @@ func run(args []string) error {
 	}
 	srv := gateway.NewHTTPServer(*addr, gw.Handler(), logger)
 	url := "http://" + displayAddr(ln.Addr().String())
-	logger.Info("QLC gateway listening", "url", url, "local", *local, "profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
+	logger.Info("QLC gateway listening", "url", url, "local", *local, "nodes", ecfg.Nodes, "actor_address", engine.Address(),
+		"profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
 	if *local {
 		fmt.Fprintf(os.Stderr, "\n  QLC is running: open %s in a browser (Ctrl-C stops it)\n\n", url)
 	}
@@ -144,25 +129,4 @@ func displayAddr(a string) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func newLogger(format, level string, local bool) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("bad log level %q: %w", level, err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "" {
-		format = "json"
-		if local {
-			format = "text"
-		}
-	}
-	switch strings.ToLower(format) {
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("bad log format %q (json or text)", format)
 }

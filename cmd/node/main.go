@@ -1,0 +1,111 @@
+// Command node hosts QLC's run actors for gateways: each run's coordinator
+// and its stage workers, which call the model providers. Gateways started
+// with -nodes place runs on nodes over the actor transport (protoactor
+// remote) and receive every event from them. It also serves /healthz,
+// /readyz and /metrics on -ops-addr.
+//
+// Every flag has an environment variable (shown in -help).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/cmd/internal/cli"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "node:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:8090"), "actor transport listen address (QLC_BIND)")
+	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host gateways use to reach this node; default -bind's host (QLC_ADVERTISE)")
+	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz and /metrics; empty = none (QLC_OPS_ADDR)")
+	profiles := fs.String("profiles", cli.Env("QLC_PROFILES", ""), "profile file, YAML or JSON; empty = the built-in profiles (QLC_PROFILES)")
+	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", "json"), "log format: json or text (QLC_LOG_FORMAT)")
+	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := cli.NewLogger(*logFormat, *logLevel, false)
+	if err != nil {
+		return err
+	}
+	stages := stagework.DefaultConfig()
+	if *profiles != "" {
+		if stages, err = stagework.LoadConfig(*profiles); err != nil {
+			return err
+		}
+	}
+	providers, err := actors.BuildProviders(stages, logger)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := actors.DefaultConfig()
+	cfg.Logger, cfg.Stages, cfg.Providers, cfg.Registerer = logger, stages, providers, reg
+	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise}
+	engine, err := actors.NewEngine(cfg)
+	if err != nil {
+		return err
+	}
+	logger.Info("QLC node ready", "actor_address", engine.Address(), "ops", *opsAddr, "profiles", stages.ProfileNames())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	var srv *http.Server
+	if *opsAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, `{"status":"ok"}`) })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if engine.System().IsStopped() {
+				http.Error(w, `{"status":"stopped"}`, http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, `{"status":"ready"}`)
+		})
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		ln, err := net.Listen("tcp", *opsAddr)
+		if err != nil {
+			return err
+		}
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("node shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	engine.Shutdown(sctx)
+	if srv != nil {
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	return nil
+}

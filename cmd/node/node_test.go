@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildFlags are passed to `go build` for the binaries under test (-race
+// when this test runs with -race: each process is then checked on its own).
+var buildFlags []string
+
+var binDir string
+
+// TestMain builds cmd/node and cmd/gateway once; the tests run them as
+// separate processes, as users do.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "qlc-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	for _, c := range []string{"node", "gateway"} {
+		args := append([]string{"build", "-o", filepath.Join(dir, c)}, buildFlags...)
+		args = append(args, "github.com/qlc-project/qlc/cmd/"+c)
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const profiles = `
+default_profile: quick
+providers:
+  quick: {kind: sim, sim: {itl: 1ms, output_tokens: 60}}
+  slow:  {kind: sim, sim: {itl: 20ms, output_tokens: 2000}}
+profiles:
+  quick:
+    provider: quick
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+  slow:
+    provider: slow
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// start runs a binary until the test ends; its output goes to the test log.
+func start(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		logf.Close()
+		b, _ := os.ReadFile(logf.Name())
+		if strings.Contains(string(b), "WARNING: DATA RACE") {
+			t.Errorf("%s: the race detector reported a data race", name)
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, b)
+		}
+	})
+	return cmd
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never became ready", url)
+}
+
+type cluster struct {
+	gw, nodeOps string
+	node        *exec.Cmd
+}
+
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	pf := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nodeAddr, nodeOps, gwAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	c := &cluster{gw: "http://" + gwAddr, nodeOps: "http://" + nodeOps}
+	c.node = start(t, "node", "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "warn")
+	waitReady(t, c.nodeOps+"/readyz")
+	start(t, "gateway", "-addr", gwAddr, "-nodes", nodeAddr, "-bind", "127.0.0.1:0", "-profiles", pf)
+	waitReady(t, c.gw+"/readyz")
+	return c
+}
+
+func postRun(t *testing.T, base, profile string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How do vector clocks work?","profile":"`+profile+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, v
+}
+
+// streamEvents reads a run's SSE stream to its end, checking seqs are
+// contiguous; onEvent sees each event's data.
+func streamEvents(t *testing.T, base, id string, onEvent func(map[string]any)) map[string]any {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/runs/" + id + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	next := 1.0
+	var last map[string]any
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var d map[string]any
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatal(err)
+		}
+		first := d["seq"].(float64)
+		if f, ok := d["from_seq"]; ok {
+			first = f.(float64)
+		}
+		if first != next {
+			t.Fatalf("event starts at seq %v, want %v", first, next)
+		}
+		next = d["seq"].(float64) + 1
+		last = d
+		if onEvent != nil {
+			onEvent(d)
+		}
+	}
+	return last
+}
+
+func metric(t *testing.T, url, series string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// A gateway places runs on a node process; every event crosses the actor
+// transport from the node's coordinator to the gateway's hub.
+func TestRunOnANodeProcess(t *testing.T) {
+	c := startCluster(t)
+	code, v := postRun(t, c.gw, "quick")
+	if code != 201 {
+		t.Fatalf("POST /v1/runs: %d %v", code, v)
+	}
+	last := streamEvents(t, c.gw, v["id"].(string), nil)
+	if last["type"] != "run_completed" || last["answer"] == "" {
+		t.Fatalf("run ended with %v", last)
+	}
+	if got := metric(t, c.nodeOps+"/metrics", "qlc_coordinators_started_total"); got != "1" {
+		t.Fatalf("node started %q coordinators, want 1", got)
+	}
+	if got := metric(t, c.gw+"/metrics", "qlc_coordinators_started_total"); got != "0" {
+		t.Fatalf("gateway started %q coordinators itself, want 0", got)
+	}
+}
+
+// kill -9 of the node mid-run: the gateway learns at once from the broken
+// connection and ends the run with a clear reason; nothing hangs. (Resuming
+// such a run elsewhere is the failover issue.)
+func TestNodeLossEndsRunClearly(t *testing.T) {
+	c := startCluster(t)
+	code, v := postRun(t, c.gw, "slow")
+	if code != 201 {
+		t.Fatalf("POST /v1/runs: %d %v", code, v)
+	}
+	killed := false
+	last := streamEvents(t, c.gw, v["id"].(string), func(d map[string]any) {
+		if d["type"] == "token_delta" && !killed {
+			killed = true
+			_ = c.node.Process.Kill()
+		}
+	})
+	if last["type"] != "run_failed" || last["code"] != "coordinator_lost" {
+		t.Fatalf("run ended with %v, want run_failed/coordinator_lost", last)
+	}
+	code, v = postRun(t, c.gw, "quick")
+	if code != http.StatusServiceUnavailable || v["error"].(map[string]any)["code"] != "no_node" {
+		t.Fatalf("with no node, POST /v1/runs: %d %v", code, v)
+	}
+}
