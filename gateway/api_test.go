@@ -315,3 +315,30 @@ func TestProfilesModelsHealthMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestIdleStreamGetsPings(t *testing.T) {
+	g := startGateway(t, `
+providers:
+  sleepy: {kind: sim, sim: {ttft: 300ms, output_tokens: 3}}
+profiles:
+  sleepy:
+    provider: sleepy
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`, func(c *Config, _ *actors.Config) { c.PingInterval = 20 * time.Millisecond })
+	id := createRun(t, g.URL, "sleepy", "q")
+	resp, err := http.Get(g.URL + "/v1/runs/" + id + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	pings := 0
+	readSSE(t, resp.Body, func(ev sseEvent) bool {
+		if ev.Comment == "ping" && ev.Data == nil {
+			pings++
+		}
+		return ev.Data["type"] != "run_completed"
+	})
+	if pings < 2 {
+		t.Fatalf("got %d pings while the stages waited for their first tokens", pings)
+	}
+}
