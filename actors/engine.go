@@ -443,7 +443,11 @@ func (e *Engine) Shutdown(ctx context.Context) {
 	close(e.stop)
 	e.wg.Wait()
 	if e.remote != nil {
-		e.remote.Shutdown(true)
+		// Not Shutdown(true): protoactor's graceful path writes endpoint
+		// manager fields that in-flight sends read without a lock (a data
+		// race, endpoint_manager.go:105,115). Stopping the gRPC server is
+		// enough: the process is about to exit, which closes the rest.
+		e.remote.Shutdown(false)
 	}
 	e.system.Shutdown()
 }
