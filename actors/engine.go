@@ -17,6 +17,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
@@ -81,6 +83,12 @@ type RemoteConfig struct {
 	// Advertise is the host other processes use to reach this one; default
 	// Bind's host. Under docker compose, the service name.
 	Advertise string
+	// ClusterKey authenticates and encrypts the transport (mutual TLS with a
+	// CA derived from the key, see TransportTLS). Required unless Insecure.
+	ClusterKey []byte
+	// Insecure runs the transport in plain text, without authentication —
+	// only for a single machine's loopback during development. Logged loudly.
+	Insecure bool
 }
 
 // CoordinatorKind is the actor kind nodes register for remote spawning of
@@ -273,6 +281,20 @@ func NewEngine(cfg Config) (*Engine, error) {
 			}
 		}
 		opts := []remote.ConfigOption{remote.WithKinds(remote.NewKind(CoordinatorKind, e.coordinatorProps()))}
+		switch {
+		case len(cfg.Remote.ClusterKey) > 0:
+			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey)
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts,
+				remote.WithServerOptions(grpc.Creds(credentials.NewTLS(srvTLS))),
+				remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(cliTLS))))
+		case cfg.Remote.Insecure:
+			cfg.Logger.Warn("INSECURE: the actor transport runs without a cluster key: any process that reaches it can read and inject messages")
+		default:
+			return nil, errNoKey
+		}
 		if cfg.Remote.Advertise != "" {
 			opts = append(opts, remote.WithAdvertisedHost(net.JoinHostPort(cfg.Remote.Advertise, strconv.Itoa(port))))
 		}

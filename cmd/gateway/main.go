@@ -48,6 +48,7 @@ func run(args []string) error {
 	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones (QLC_MAX_ACTIVE_RUNS)")
 	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
+	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,7 +76,11 @@ func run(args []string) error {
 	ecfg := actors.DefaultConfig()
 	ecfg.Logger, ecfg.Stages, ecfg.Providers, ecfg.Registerer, ecfg.MaxActiveRuns = logger, stages, providers, reg, *maxRuns
 	if ecfg.Nodes = cli.SplitList(*nodes); len(ecfg.Nodes) > 0 {
-		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise}
+		key, err := cli.ClusterKey()
+		if err != nil {
+			return err
+		}
+		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
 	}
 	engine, err := actors.NewEngine(ecfg)
 	if err != nil {

@@ -43,6 +43,7 @@ func run(args []string) error {
 	profiles := fs.String("profiles", cli.Env("QLC_PROFILES", ""), "profile file, YAML or JSON; empty = the built-in profiles (QLC_PROFILES)")
 	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", "json"), "log format: json or text (QLC_LOG_FORMAT)")
 	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
+	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,7 +65,11 @@ func run(args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := actors.DefaultConfig()
 	cfg.Logger, cfg.Stages, cfg.Providers, cfg.Registerer = logger, stages, providers, reg
-	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise}
+	key, err := cli.ClusterKey()
+	if err != nil {
+		return err
+	}
+	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
 	engine, err := actors.NewEngine(cfg)
 	if err != nil {
 		return err

@@ -68,10 +68,17 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// Cluster keys for the tests (base64 of 32 bytes).
+const (
+	testKey  = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	wrongKey = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+)
+
 // start runs a binary until the test ends; its output goes to the test log.
-func start(t *testing.T, name string, args ...string) *exec.Cmd {
+func start(t *testing.T, key, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+key)
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
@@ -123,15 +130,20 @@ type cluster struct {
 
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
+	return startClusterKeys(t, testKey, testKey)
+}
+
+func startClusterKeys(t *testing.T, nodeKey, gatewayKey string) *cluster {
+	t.Helper()
 	pf := filepath.Join(t.TempDir(), "profiles.yaml")
 	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	nodeAddr, nodeOps, gwAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	c := &cluster{gw: "http://" + gwAddr, nodeOps: "http://" + nodeOps}
-	c.node = start(t, "node", "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "warn")
+	c.node = start(t, nodeKey, "node", "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "warn")
 	waitReady(t, c.nodeOps+"/readyz")
-	start(t, "gateway", "-addr", gwAddr, "-nodes", nodeAddr, "-bind", "127.0.0.1:0", "-profiles", pf)
+	start(t, gatewayKey, "gateway", "-addr", gwAddr, "-nodes", nodeAddr, "-bind", "127.0.0.1:0", "-profiles", pf)
 	waitReady(t, c.gw+"/readyz")
 	return c
 }
@@ -246,5 +258,19 @@ func TestNodeLossEndsRunClearly(t *testing.T) {
 	code, v = postRun(t, c.gw, "quick")
 	if code != http.StatusServiceUnavailable || v["error"].(map[string]any)["code"] != "no_node" {
 		t.Fatalf("with no node, POST /v1/runs: %d %v", code, v)
+	}
+}
+
+// A gateway without the cluster key cannot place a run on the node: the
+// transport's mutual TLS refuses it, so it can neither inject messages nor
+// receive events.
+func TestGatewayWithoutTheKeyIsRefused(t *testing.T) {
+	c := startClusterKeys(t, testKey, wrongKey)
+	code, v := postRun(t, c.gw, "quick")
+	if code != http.StatusServiceUnavailable || v["error"].(map[string]any)["code"] != "no_node" {
+		t.Fatalf("POST /v1/runs through a gateway with the wrong key: %d %v", code, v)
+	}
+	if got := metric(t, c.nodeOps+"/metrics", "qlc_coordinators_started_total"); got != "0" {
+		t.Fatalf("the node started %q coordinators for an outsider", got)
 	}
 }
