@@ -1,9 +1,11 @@
 # QLC — see README.md. Every target works on a fresh machine with Go 1.26.
 GO        ?= go
 PKGS      := ./...
-RACE_PKGS := ./actors/... ./gateway/... ./stagework/... ./cmd/...
+# `docker compose` (plugin) where present, else the standalone docker-compose.
+COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+RACE_PKGS := ./actors/... ./gateway/... ./stagework/... ./tokenizer/... ./cmd/...
 
-.PHONY: run test vet fmt-check bench fuzz proto build
+.PHONY: run test vet fmt-check bench fuzz proto build images compose-up compose-down integ tokenizer-corpus bench-tokenizer tokenizer-generate
 
 ## run: the whole system on localhost:8080 (one process, simulated models)
 run:
@@ -36,6 +38,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRunRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzChatRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEventJSON$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 30s -fuzzminimizetime 2s ./tokenizer/
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
 
 ## proto: regenerate messages/*.pb.go (Debian's protoc + pinned protoc-gen-go)
 proto:
@@ -45,3 +49,35 @@ proto:
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+
+## images: static linux binaries in bin/linux/ and the FROM-scratch images
+images:
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o bin/linux/ ./cmd/node ./cmd/gateway
+	$(COMPOSE) build
+
+## integ: the compose cluster end to end (skipped, saying so, without a Docker engine)
+integ:
+	./scripts/integ.sh
+
+## compose-up / compose-down: three nodes and a gateway in docker (http://localhost:8080)
+compose-up: images
+	$(COMPOSE) up -d
+	@for i in $$(seq 120); do curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && { echo "QLC cluster is up: http://localhost:8080"; exit 0; }; sleep 0.5; done; \
+	  $(COMPOSE) ps; $(COMPOSE) logs --tail 30; echo "the gateway did not become ready"; exit 1
+compose-down:
+	$(COMPOSE) down -v
+
+## tokenizer-corpus: build the >= 20 MB corpus from Debian packages and compare every document with the reference
+tokenizer-corpus:
+	bash tokenizer/corpus/build.sh
+	QLC_TOKENIZER_CORPUS=$(CURDIR)/tokenizer/corpus/data $(GO) test -count=1 -run 'TestCorpus$$' -timeout 30m -v ./tokenizer/ | grep -E 'docs,|^(ok|FAIL|---)'
+
+## bench-tokenizer: single-thread encode throughput on the corpus, worst cases, Count allocations
+bench-tokenizer: tokenizer-corpus
+	QLC_TOKENIZER_CORPUS=$(CURDIR)/tokenizer/corpus/data GOMAXPROCS=1 taskset -c 0 $(GO) test -run '^$$' -bench 'Encode|Classify' -benchtime 1x ./tokenizer/
+	GOMAXPROCS=1 taskset -c 0 $(GO) test -run '^$$' -bench 'Count' -benchtime 2000x ./tokenizer/
+	GOMAXPROCS=1 taskset -c 0 $(GO) test -run '^$$' -bench WorstCase -benchtime 3x ./tokenizer/
+
+## tokenizer-generate: regenerate the Unicode 16 tables (needs QLC_REGEX_SYNTAX_TABLES=<rust regex checkout>/regex-syntax/src/unicode_tables)
+tokenizer-generate:
+	$(GO) generate ./tokenizer/

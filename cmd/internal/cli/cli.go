@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Env returns the environment's value for key, or def.
@@ -92,4 +94,20 @@ func ClusterKey() ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("cluster key: want base64 or hex of 16, 24 or 32 bytes (e.g. `openssl rand -base64 32`)")
+}
+
+// HealthCheck is the `healthcheck URL` subcommand of QLC's binaries: images
+// are FROM scratch (no curl), so a container's health check runs the binary
+// itself. It returns nil if GET url answers 200 within 2 s.
+func HealthCheck(url string) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+	}
+	return nil
 }

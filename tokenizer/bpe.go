@@ -1,0 +1,351 @@
+package tokenizer
+
+import (
+	"math/bits"
+	"slices"
+)
+
+// Byte-pair merging of one piece that is not itself a token, as tiktoken's
+// _byte_pair_merge: repeatedly merge the adjacent pair whose concatenation has
+// the lowest rank, the leftmost one on ties, until no pair is a token.
+// Short pieces use tiktoken's O(n·m) scan over a small array; pieces of
+// largePiece bytes or more use a priority queue over a linked list,
+// so that a megabyte of one letter stays linear-ish instead of quadratic.
+
+const largePiece = 128
+
+// treeMin is the piece length from which mergeSmall keeps a min-tree.
+const treeMin = 24
+
+// pairCache remembers rank(bytes(a)+bytes(b)) for recent token pairs (a, b):
+// the merges of long pieces repeat (the bytes of a CJK character, a common
+// suffix) although the pieces do not, and this small table stays in the L2
+// cache where the rank table does not. Direct mapped.
+type pairCache [1 << 13]struct {
+	key  uint64 // 1<<63 | a<<32 | b; 0 when empty
+	rank uint32
+}
+
+// pairRank returns the rank of s = bytes(a)+bytes(b).
+func (v *vocab) pairRank(pc *pairCache, a, b uint32, s string) uint32 {
+	if len(s) > v.maxLen {
+		return noRank
+	}
+	key := 1<<63 | uint64(a)<<32 | uint64(b)
+	e := &pc[(key*0x9E3779B97F4A7C15)>>(64-13)]
+	if e.key == key {
+		return e.rank
+	}
+	r := v.rankOf(s)
+	e.key, e.rank = key, r
+	return r
+}
+
+// smallScratch holds the arrays of mergeSmall. Parts are indexed by their
+// first byte; key[i] = rank<<32 | i orders merges by rank, then leftmost, and
+// is ^0 once part i has been merged into its left neighbour.
+type smallScratch struct {
+	key        [largePiece]uint64
+	tree       [2 * largePiece]uint64 // min-tree over key for longer pieces
+	next, prev [largePiece]int32
+	tok        [largePiece]uint32
+}
+
+// mergeSmall appends the tokens of p (2 <= len(p) < largePiece) to dst. Each
+// round finds the minimum key with a branch-free scan over all n slots.
+func (v *vocab) mergeSmall(dst []int, p string, ms *smallScratch, pc *pairCache) []int {
+	n := len(p)
+	key, next, prev, tok := ms.key[:n], ms.next[:n], ms.prev[:n], ms.tok[:n]
+	for i := 0; i < n; i++ {
+		r := noRank
+		if i+1 < n {
+			r = v.pair2[uint16(p[i])<<8|uint16(p[i+1])]
+		}
+		key[i] = uint64(r)<<32 | uint64(i)
+		next[i] = int32(i + 1)
+		prev[i] = int32(i - 1)
+		tok[i] = v.byte1[p[i]]
+	}
+	// Pieces of treeMin bytes or more keep a min-tree over the keys (root
+	// tree[1], leaves tree[size+i]) so that a round costs O(log n) instead
+	// of a scan of all n keys.
+	size := 0
+	tree := ms.tree[:]
+	set := func(i int32, k uint64) {
+		key[i] = k
+		if size == 0 {
+			return
+		}
+		x := size + int(i)
+		tree[x] = k
+		for x > 1 {
+			x >>= 1
+			m := min(tree[2*x], tree[2*x+1])
+			if tree[x] == m { // the ancestors' minima are unchanged too
+				break
+			}
+			tree[x] = m
+		}
+	}
+	if n >= treeMin {
+		size = 1
+		for size < n {
+			size <<= 1
+		}
+		copy(tree[size:], key)
+		for x := size + n; x < 2*size; x++ {
+			tree[x] = ^uint64(0)
+		}
+		for x := size - 1; x >= 1; x-- {
+			tree[x] = min(tree[2*x], tree[2*x+1])
+		}
+	}
+	for {
+		var m uint64
+		if size > 0 {
+			m = tree[1]
+		} else {
+			m = key[0]
+			for _, k := range key[1:] {
+				m = min(m, k)
+			}
+		}
+		r := uint32(m >> 32)
+		if r == noRank {
+			break
+		}
+		i := int32(uint32(m))
+		j := next[i]
+		nj := next[j]
+		set(j, ^uint64(0))
+		tok[i] = r
+		next[i] = nj
+		nr := noRank
+		if int(nj) < n {
+			prev[nj] = i
+			nr = v.pairRank(pc, r, tok[nj], p[i:endOf(next, nj, n)])
+		}
+		set(i, uint64(nr)<<32|uint64(i))
+		if pi := prev[i]; pi >= 0 {
+			set(pi, uint64(v.pairRank(pc, tok[pi], r, p[pi:nj]))<<32|uint64(pi))
+		}
+	}
+	for i := int32(0); int(i) < n; i = next[i] {
+		dst = append(dst, int(tok[i]))
+	}
+	return dst
+}
+
+// endOf is the end of part j: the start of the part after it, or n.
+func endOf(next []int32, j int32, n int) int {
+	if e := next[j]; int(e) < n {
+		return int(e)
+	}
+	return n
+}
+
+// mergeScratch holds the reusable arrays of mergeLarge.
+type mergeScratch struct {
+	next, prev []int32
+	rank, tok  []uint32
+	q          radixQueue
+}
+
+// radixQueue is the priority queue of mergeLarge: keys rank<<32 | start,
+// popped in increasing order. It is a radix heap on the rank (buckets by the
+// highest bit in which a rank differs from the current one), and the keys of
+// the current rank are sorted once and popped in order. A merge never pushes
+// a key of the current rank (the pair's bytes would be longer than the token
+// just made), and almost never a lower one (a longer token ranks later); any
+// key of rank <= the current one goes to a side heap, and pop takes the
+// smaller of the two heads, so the order is exactly (rank, start) whatever
+// the vocabulary. One letter repeated for megabytes costs a sort and a few
+// passes instead of a binary heap's log n cache misses per merge.
+type radixQueue struct {
+	last    uint32       // rank of cur
+	n       int          // keys in buckets
+	buckets [33][]uint64 // bucket b: keys whose rank differs from last first at bit b-1
+	cur     []uint64     // keys of rank last, sorted; cur[pos:] are not popped yet
+	pos     int
+	side    []uint64 // 8-ary min-heap of keys of rank <= last
+}
+
+func (q *radixQueue) reset() {
+	q.last, q.n, q.pos = 0, 0, 0
+	for i := range q.buckets {
+		q.buckets[i] = q.buckets[i][:0]
+	}
+	q.cur = q.cur[:0]
+	q.side = q.side[:0]
+}
+
+func (q *radixQueue) push(x uint64) {
+	r := uint32(x >> 32)
+	if r <= q.last {
+		q.side = push(q.side, x)
+		return
+	}
+	b := bits.Len32(r ^ q.last)
+	q.buckets[b] = append(q.buckets[b], x)
+	q.n++
+}
+
+func (q *radixQueue) pop() (uint64, bool) {
+	if q.pos == len(q.cur) && q.n > 0 {
+		b := 1
+		for len(q.buckets[b]) == 0 {
+			b++
+		}
+		bk := q.buckets[b]
+		m := uint32(bk[0] >> 32)
+		for _, x := range bk[1:] {
+			m = min(m, uint32(x>>32))
+		}
+		q.last, q.cur, q.pos = m, q.cur[:0], 0
+		for _, x := range bk {
+			if r := uint32(x >> 32); r == m {
+				q.cur = append(q.cur, x)
+			} else { // r > m: lands in a lower bucket
+				nb := bits.Len32(r ^ m)
+				q.buckets[nb] = append(q.buckets[nb], x)
+			}
+		}
+		q.buckets[b] = bk[:0]
+		q.n -= len(q.cur)
+		slices.Sort(q.cur) // usually sorted already: pushed left to right
+	}
+	if len(q.side) > 0 && (q.pos == len(q.cur) || q.side[0] < q.cur[q.pos]) {
+		x := q.side[0]
+		last := len(q.side) - 1
+		q.side[0] = q.side[last]
+		q.side = q.side[:last]
+		if last > 0 {
+			siftDown(q.side, 0)
+		}
+		return x, true
+	}
+	if q.pos == len(q.cur) {
+		return 0, false
+	}
+	q.pos++
+	return q.cur[q.pos-1], true
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// mergeLarge appends the tokens of p (len(p) >= 2) to dst using a heap.
+// Node i is the part starting at byte i; next/prev link the live parts and
+// rank[i] is the rank of merging part i with its successor.
+func (v *vocab) mergeLarge(dst []int, p string, ms *mergeScratch, pc *pairCache) []int {
+	n := len(p)
+	ms.next = grow(ms.next, n)
+	ms.prev = grow(ms.prev, n)
+	ms.rank = grow(ms.rank, n)
+	ms.tok = grow(ms.tok, n)
+	q := &ms.q
+	q.reset()
+	next, prev, rank, tok := ms.next, ms.prev, ms.rank, ms.tok
+	for i := 0; i < n; i++ {
+		next[i] = int32(i + 1)
+		prev[i] = int32(i - 1)
+		rank[i] = noRank
+		tok[i] = v.byte1[p[i]]
+		if i+1 < n {
+			rank[i] = v.pair2[uint16(p[i])<<8|uint16(p[i+1])]
+			if rank[i] != noRank {
+				q.push(uint64(rank[i])<<32 | uint64(i))
+			}
+		}
+	}
+	// end(i) is the start of the part after i (n at the end).
+	pairRank := func(i int32) uint32 {
+		j := next[i]
+		if int(j) >= n {
+			return noRank
+		}
+		e := next[j]
+		return v.pairRank(pc, tok[i], tok[j], p[i:e])
+	}
+	for {
+		top, ok := q.pop()
+		if !ok {
+			break
+		}
+		i, r := int32(uint32(top)), uint32(top>>32)
+		if rank[i] != r { // stale: the part changed or was merged away
+			continue
+		}
+		// merge i with its successor j
+		j := next[i]
+		nj := next[j]
+		next[i] = nj
+		if int(nj) < n {
+			prev[nj] = i
+		}
+		rank[j] = noRank
+		tok[i] = r
+		rank[i] = pairRank(i)
+		if rank[i] != noRank {
+			q.push(uint64(rank[i])<<32 | uint64(i))
+		}
+		if pi := prev[i]; pi >= 0 {
+			rank[pi] = pairRank(pi)
+			if rank[pi] != noRank {
+				q.push(uint64(rank[pi])<<32 | uint64(pi))
+			}
+		}
+	}
+	for i := int32(0); int(i) < n; i = next[i] {
+		dst = append(dst, int(tok[i]))
+	}
+	return dst
+}
+
+// The heap is 8-ary: the 8 children of node k are 8k+1..8k+8, one 64-byte
+// cache line, which makes it about half as deep as a binary heap and far
+// kinder to the cache on the megabyte-long pieces it exists for.
+const heapD = 8
+
+func push(h []uint64, x uint64) []uint64 {
+	h = append(h, x)
+	k := len(h) - 1
+	for k > 0 {
+		parent := (k - 1) / heapD
+		if h[parent] <= x {
+			break
+		}
+		h[k] = h[parent]
+		k = parent
+	}
+	h[k] = x
+	return h
+}
+
+func siftDown(h []uint64, k int) {
+	n := len(h)
+	x := h[k]
+	for {
+		c := heapD*k + 1
+		if c >= n {
+			break
+		}
+		end := min(c+heapD, n)
+		m := c
+		for j := c + 1; j < end; j++ {
+			if h[j] < h[m] {
+				m = j
+			}
+		}
+		if x <= h[m] {
+			break
+		}
+		h[k] = h[m]
+		k = m
+	}
+	h[k] = x
+}

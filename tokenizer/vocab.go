@@ -1,0 +1,253 @@
+package tokenizer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math/bits"
+	"strconv"
+)
+
+// The official rank files published with OpenAI's tiktoken, byte for byte
+// (see vocab/LICENSE). They are checked against the SHA-256 below when loaded.
+//
+//go:embed vocab/cl100k_base.tiktoken vocab/o200k_base.tiktoken
+var vocabFS embed.FS
+
+const noRank = ^uint32(0)
+
+// slot is one entry of the open-addressing rank table. Tokens of up to 8
+// bytes are compared in the slot alone; longer ones also against the arena.
+type slot struct {
+	key  uint64 // first 8 bytes of the token, little endian, zero padded
+	rank uint32
+	n    uint32 // token length; 0 marks an empty slot
+}
+
+// vocab maps token bytes to ranks (= token ids) and back. Immutable once built.
+type vocab struct {
+	slots []slot
+	tags  []uint8 // one byte of each slot's hash (never 0), 0 if empty: misses stay in this small array
+	mask  uint64
+	arena string   // all token bytes, in rank order
+	off   []uint32 // token r is arena[off[r]:off[r+1]]; empty for unused ranks
+
+	byte1  [256]uint32 // rank of each single byte (all are tokens)
+	pair2  []uint32    // rank of the 2-byte token b0<<8|b1, or noRank
+	maxLen int         // longest token
+}
+
+// loadVocab parses an embedded .tiktoken file after checking its SHA-256.
+func loadVocab(file, wantSHA string) (*vocab, error) {
+	data, err := vocabFS.ReadFile("vocab/" + file)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: vocabulary %s: %w", file, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != wantSHA {
+		return nil, fmt.Errorf("tokenizer: vocabulary %s: %w: sha256 %s, want %s", file, ErrCorruptVocabulary, got, wantSHA)
+	}
+	return parseVocab(data)
+}
+
+func parseVocab(data []byte) (*vocab, error) {
+	type entry struct{ start, end, rank uint32 }
+	var entries []entry
+	buf := make([]byte, 0, len(data)/2)
+	maxRank := uint32(0)
+	for line := 1; len(data) > 0; line++ {
+		nl := bytes.IndexByte(data, '\n')
+		var ln []byte
+		if nl < 0 {
+			ln, data = data, nil
+		} else {
+			ln, data = data[:nl], data[nl+1:]
+		}
+		if len(ln) == 0 {
+			continue
+		}
+		sp := bytes.IndexByte(ln, ' ')
+		if sp < 0 {
+			return nil, fmt.Errorf("tokenizer: vocabulary line %d: %w: no space", line, ErrCorruptVocabulary)
+		}
+		r, err := strconv.ParseUint(string(ln[sp+1:]), 10, 32)
+		if err != nil || r >= 1<<24 {
+			return nil, fmt.Errorf("tokenizer: vocabulary line %d: %w: bad rank", line, ErrCorruptVocabulary)
+		}
+		start := len(buf)
+		var err2 error
+		if buf, err2 = base64.StdEncoding.AppendDecode(buf, ln[:sp]); err2 != nil || len(buf) == start {
+			return nil, fmt.Errorf("tokenizer: vocabulary line %d: %w: bad base64", line, ErrCorruptVocabulary)
+		}
+		entries = append(entries, entry{uint32(start), uint32(len(buf)), uint32(r)})
+		maxRank = max(maxRank, uint32(r))
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("tokenizer: %w: empty vocabulary", ErrCorruptVocabulary)
+	}
+	// Re-lay the arena in rank order so that off[] is monotonic.
+	v := &vocab{off: make([]uint32, maxRank+2)}
+	byRank := make([]int32, maxRank+1)
+	for i := range byRank {
+		byRank[i] = -1
+	}
+	for i, e := range entries {
+		if byRank[e.rank] >= 0 {
+			return nil, fmt.Errorf("tokenizer: %w: rank %d twice", ErrCorruptVocabulary, e.rank)
+		}
+		byRank[e.rank] = int32(i)
+	}
+	arena := make([]byte, 0, len(buf))
+	for r := range byRank {
+		v.off[r] = uint32(len(arena))
+		if i := byRank[r]; i >= 0 {
+			arena = append(arena, buf[entries[i].start:entries[i].end]...)
+		}
+	}
+	v.off[maxRank+1] = uint32(len(arena))
+	v.arena = string(arena)
+	size := 1 << bits.Len(uint(len(entries))*2) // load factor <= 0.5
+	v.slots = make([]slot, size)
+	v.tags = make([]uint8, size)
+	v.mask = uint64(size - 1)
+	for r := range byRank {
+		if byRank[r] < 0 {
+			continue
+		}
+		tok := v.arena[v.off[r]:v.off[r+1]]
+		if _, ok := v.lookup(tok); ok {
+			return nil, fmt.Errorf("tokenizer: %w: token of rank %d twice", ErrCorruptVocabulary, r)
+		}
+		v.maxLen = max(v.maxLen, len(tok))
+		k := load8(tok)
+		h := hashKey(k, tok)
+		for i := h & v.mask; ; i = (i + 1) & v.mask {
+			if v.tags[i] == 0 {
+				v.slots[i] = slot{key: k, rank: uint32(r), n: uint32(len(tok))}
+				v.tags[i] = tagOf(h)
+				break
+			}
+		}
+	}
+	v.pair2 = make([]uint32, 1<<16)
+	for i := range v.pair2 {
+		v.pair2[i] = v.rank(string([]byte{byte(i >> 8), byte(i)}))
+	}
+	for b := range v.byte1 {
+		r, ok := v.lookup(string([]byte{byte(b)}))
+		if !ok {
+			return nil, fmt.Errorf("tokenizer: %w: byte %#x is no token", ErrCorruptVocabulary, b)
+		}
+		v.byte1[b] = r
+	}
+	return v, nil
+}
+
+// rankOf is rank with fast paths for 2-byte and over-long strings.
+func (v *vocab) rankOf(s string) uint32 {
+	switch {
+	case len(s) == 2:
+		return v.pair2[uint16(s[0])<<8|uint16(s[1])]
+	case len(s) > v.maxLen:
+		return noRank
+	}
+	r, _ := v.lookup(s)
+	return r
+}
+
+// load8 returns the first (up to) 8 bytes of s, little endian, zero padded.
+func load8(s string) uint64 {
+	if len(s) >= 8 {
+		return binary.LittleEndian.Uint64(unsafeBytes(s[:8]))
+	}
+	var k uint64
+	switch len(s) {
+	case 7:
+		k = uint64(s[6])<<48 | uint64(s[5])<<40 | uint64(s[4])<<32 | uint64(binary.LittleEndian.Uint32(unsafeBytes(s[:4])))
+	case 6:
+		k = uint64(s[5])<<40 | uint64(s[4])<<32 | uint64(binary.LittleEndian.Uint32(unsafeBytes(s[:4])))
+	case 5:
+		k = uint64(s[4])<<32 | uint64(binary.LittleEndian.Uint32(unsafeBytes(s[:4])))
+	case 4:
+		k = uint64(binary.LittleEndian.Uint32(unsafeBytes(s[:4])))
+	case 3:
+		k = uint64(s[2])<<16 | uint64(s[1])<<8 | uint64(s[0])
+	case 2:
+		k = uint64(s[1])<<8 | uint64(s[0])
+	case 1:
+		k = uint64(s[0])
+	}
+	return k
+}
+
+// keyAt is load8(text[i:i+n]) with one unaligned load when text has 8
+// bytes from i.
+func keyAt(text string, i, n int) uint64 {
+	if i+8 <= len(text) {
+		k := binary.LittleEndian.Uint64(unsafeBytes(text[i : i+8]))
+		if n < 8 {
+			k &= 1<<(8*uint(n)) - 1
+		}
+		return k
+	}
+	return load8(text[i : i+n])
+}
+
+// hashKey hashes a token given its first 8 bytes k.
+func hashKey(k uint64, s string) uint64 {
+	h := (k ^ uint64(len(s))<<58) * 0x9E3779B97F4A7C15
+	for i := 8; i < len(s); i += 8 {
+		h = (h ^ load8(s[i:])) * 0xC2B2AE3D27D4EB4F
+		h ^= h >> 29
+	}
+	return h ^ h>>32
+}
+
+// tagOf is the tag byte of hash h: its top byte, never 0.
+func tagOf(h uint64) uint8 {
+	return uint8(h>>56) | 1
+}
+
+// lookup returns the rank of the token s.
+func (v *vocab) lookup(s string) (uint32, bool) {
+	k := load8(s)
+	return v.lookupKey(s, k, hashKey(k, s))
+}
+
+// lookupKey is lookup given k = load8(s) and h = hashKey(k, s).
+func (v *vocab) lookupKey(s string, k, h uint64) (uint32, bool) {
+	n := uint32(len(s))
+	tag := tagOf(h)
+	for i := h & v.mask; ; i = (i + 1) & v.mask {
+		t := v.tags[i]
+		if t == tag {
+			sl := &v.slots[i]
+			if sl.n == n && sl.key == k && (n <= 8 || v.arena[v.off[sl.rank]+8:v.off[sl.rank+1]] == s[8:]) {
+				return sl.rank, true
+			}
+		} else if t == 0 {
+			return noRank, false
+		}
+	}
+}
+
+// rank is lookup returning noRank on a miss.
+func (v *vocab) rank(s string) uint32 {
+	r, _ := v.lookup(s)
+	return r
+}
+
+// token returns the bytes of rank r, or "" when r is not a token.
+func (v *vocab) token(r int) string {
+	if r < 0 || r+1 >= len(v.off) {
+		return ""
+	}
+	return v.arena[v.off[r]:v.off[r+1]]
+}
+
+// size is the number of ranks (one more than the largest).
+func (v *vocab) size() int { return len(v.off) - 1 }
