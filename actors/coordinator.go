@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -16,6 +17,9 @@ import (
 
 // coordinatorDeps is what every coordinator on a node shares.
 type coordinatorDeps struct {
+	draining atomic.Bool  // refuse new runs (the node is leaving)
+	hosted   atomic.Int64 // coordinators running on this process
+
 	stages    *stagework.Config
 	providers map[string]stagework.Provider
 	retry     stagework.RetryPolicy
@@ -44,6 +48,7 @@ type coordinator struct {
 	usage       *messages.Usage
 	cur         *stageAttempt
 	ended       bool
+	counted     bool // counted in deps.hosted
 	timer       *time.Timer
 	timerGen    int
 }
@@ -122,6 +127,10 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.subscribe(ctx, m)
 	case *actor.Stopping:
 		c.stopTimer()
+		if c.counted {
+			c.counted = false
+			c.deps.hosted.Add(-1)
+		}
 	}
 }
 
@@ -142,7 +151,16 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		}
 		return
 	}
+	if c.deps.draining.Load() {
+		if ctx.Sender() != nil {
+			ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: "node is draining"})
+		}
+		ctx.Stop(ctx.Self())
+		return
+	}
 	c.run = m
+	c.counted = true
+	c.deps.hosted.Add(1)
 	c.deps.metrics.coordinators.Inc()
 	c.hub = pidOf(m.Hub)
 	c.logger = c.deps.logger.With("run_id", m.RunId)

@@ -218,11 +218,18 @@ func (e *Engine) coordinatorProps() *actor.Props {
 // crashed coordinator is stopped, not restarted with an empty state.
 var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })
 
-// spawnCoordinator places a run's coordinator: on this process, or on the
-// next node of cfg.Nodes that answers.
-func (e *Engine) spawnCoordinator(id string) (*actor.PID, error) {
+// placeRun starts a run's coordinator and hands it its StartRun: on this
+// process, or on the next node of cfg.Nodes that takes it (a node that does
+// not answer, or is draining, is skipped).
+func (e *Engine) placeRun(start *messages.StartRun) (*actor.PID, error) {
+	id := start.RunId
 	if len(e.cfg.Nodes) == 0 {
-		return e.system.Root.WithGuardian(stopOnFailure).SpawnNamed(e.coordinatorProps(), "run/"+id)
+		pid, err := e.system.Root.WithGuardian(stopOnFailure).SpawnNamed(e.coordinatorProps(), "run/"+id)
+		if err != nil {
+			return nil, err
+		}
+		e.system.Root.Send(pid, start)
+		return pid, nil
 	}
 	var errs []error
 	for range e.cfg.Nodes {
@@ -230,18 +237,58 @@ func (e *Engine) spawnCoordinator(id string) (*actor.PID, error) {
 		node := e.cfg.Nodes[e.nextNode%len(e.cfg.Nodes)]
 		e.nextNode++
 		e.mu.Unlock()
-		res, err := e.remote.SpawnNamed(node, "run/"+id, CoordinatorKind, e.cfg.SpawnTimeout)
-		if err == nil && res.GetPid() != nil {
-			return res.Pid, nil
-		}
+		pid, err := e.startOn(node, start)
 		if err == nil {
-			err = fmt.Errorf("status %d", res.GetStatusCode())
+			return pid, nil
 		}
 		e.logger.Warn("node did not take a run", "node", node, "run_id", id, "error", err)
 		errs = append(errs, fmt.Errorf("%s: %w", node, err))
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoNode, errors.Join(errs...))
 }
+
+// startOn spawns the coordinator on node and waits for its StartRunAck.
+func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, error) {
+	res, err := e.remote.SpawnNamed(node, "run/"+start.RunId, CoordinatorKind, e.cfg.SpawnTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if res.GetPid() == nil {
+		return nil, fmt.Errorf("spawn refused (status %d)", res.GetStatusCode())
+	}
+	reply, err := e.system.Root.RequestFuture(res.Pid, start, e.cfg.SpawnTimeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("no StartRunAck: %w", err)
+	}
+	if ack, ok := reply.(*messages.StartRunAck); !ok || ack.Error != "" {
+		return nil, fmt.Errorf("run refused: %v", reply)
+	}
+	return res.Pid, nil
+}
+
+// Drain makes this process refuse new runs and waits until the runs it
+// hosts have ended, or ctx is done. It returns how many were still running.
+// A node calls it on SIGTERM, after leaving the cluster, so a rolling
+// restart loses no run.
+func (e *Engine) Drain(ctx context.Context) int {
+	e.deps.draining.Store(true)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := int(e.deps.hosted.Load())
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+		}
+	}
+}
+
+// Hosted is how many run coordinators run on this process now.
+func (e *Engine) Hosted() int { return int(e.deps.hosted.Load()) }
 
 func freePort(host string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -395,21 +442,23 @@ func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
 		e.forget(id)
 		return nil, fmt.Errorf("actors: spawn hub: %w", err)
 	}
-	coordPID, err := e.spawnCoordinator(id)
+	start.Hub = refOf(hubPID)
+	if len(start.PriorEvents) == 0 {
+		e.metrics.runStarted(start.Profile)
+	}
+	coordPID, err := e.placeRun(start)
 	if err != nil {
 		root.Stop(hubPID)
 		e.forget(id)
-		return nil, fmt.Errorf("actors: spawn coordinator: %w", err)
+		if len(start.PriorEvents) == 0 {
+			e.metrics.runNotStarted()
+		}
+		return nil, fmt.Errorf("actors: start coordinator: %w", err)
 	}
 	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coordPID)})
 	hub.mu.Lock()
 	hub.pid, hub.coordinator = hubPID, coordPID
 	hub.mu.Unlock()
-	start.Hub = refOf(hubPID)
-	if len(start.PriorEvents) == 0 {
-		e.metrics.runStarted(start.Profile)
-	}
-	root.Send(coordPID, start)
 	return hub, nil
 }
 

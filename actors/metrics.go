@@ -100,6 +100,9 @@ func (m *Metrics) runStarted(profile string) {
 	m.activeRuns.Inc()
 }
 
+// runNotStarted undoes runStarted for a run no node took.
+func (m *Metrics) runNotStarted() { m.activeRuns.Dec() }
+
 func (m *Metrics) runEnded(profile, outcome string) {
 	m.runsEnded.WithLabelValues(profile, outcome).Inc()
 	m.activeRuns.Dec()

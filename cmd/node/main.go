@@ -50,6 +50,7 @@ func run(args []string) error {
 	profiles := fs.String("profiles", cli.Env("QLC_PROFILES", ""), "profile file, YAML or JSON; empty = the built-in profiles (QLC_PROFILES)")
 	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", "json"), "log format: json or text (QLC_LOG_FORMAT)")
 	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
+	drainTimeout := fs.Duration("drain-timeout", cli.EnvDuration("QLC_DRAIN_TIMEOUT", time.Minute), "on SIGTERM, how long to wait for hosted runs to finish (QLC_DRAIN_TIMEOUT)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -109,6 +110,14 @@ func run(args []string) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+	}
+	// Drain: refuse new runs, let hosted ones finish, then stop.
+	logger.Info("node draining: refusing new runs, finishing hosted ones", "hosted", engine.Hosted(), "timeout", *drainTimeout)
+	dctx, dcancel := context.WithTimeout(context.Background(), *drainTimeout)
+	left := engine.Drain(dctx)
+	dcancel()
+	if left > 0 {
+		logger.Warn("drain timed out; stopping runs still hosted", "runs", left)
 	}
 	logger.Info("node shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -49,12 +49,16 @@ default_profile: quick
 providers:
   quick: {kind: sim, sim: {itl: 1ms, output_tokens: 60}}
   slow:  {kind: sim, sim: {itl: 20ms, output_tokens: 2000}}
+  medium: {kind: sim, sim: {itl: 4ms, output_tokens: 150}}
 profiles:
   quick:
     provider: quick
     stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
   slow:
     provider: slow
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+  medium:
+    provider: medium
     stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
 `
 
@@ -272,5 +276,60 @@ func TestGatewayWithoutTheKeyIsRefused(t *testing.T) {
 	}
 	if got := metric(t, c.nodeOps+"/metrics", "qlc_coordinators_started_total"); got != "0" {
 		t.Fatalf("the node started %q coordinators for an outsider", got)
+	}
+}
+
+// SIGTERM drains a node: it refuses new runs (the gateway places them on
+// another node) and finishes the runs it hosts before it exits. No run is lost.
+func TestNodeDrainsOnSIGTERM(t *testing.T) {
+	pf := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n1, n1ops, n2, n2ops, gw := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	node1 := start(t, testKey, "node", "-bind", n1, "-ops-addr", n1ops, "-profiles", pf, "-log-level", "warn")
+	start(t, testKey, "node", "-bind", n2, "-ops-addr", n2ops, "-profiles", pf, "-log-level", "warn")
+	waitReady(t, "http://"+n1ops+"/readyz")
+	waitReady(t, "http://"+n2ops+"/readyz")
+	start(t, testKey, "gateway", "-addr", gw, "-nodes", n1+","+n2, "-profiles", pf)
+	base := "http://" + gw
+	waitReady(t, base+"/readyz")
+
+	code, a := postRun(t, base, "medium") // round robin: node1
+	if code != 201 {
+		t.Fatalf("POST: %d %v", code, a)
+	}
+	if got := metric(t, "http://"+n1ops+"/metrics", "qlc_coordinators_started_total"); got != "1" {
+		t.Fatalf("node1 hosts %q runs, want the first one", got)
+	}
+	if err := node1.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New runs go to node2, whichever node the round robin offers first.
+	var others []string
+	for i := 0; i < 2; i++ {
+		code, v := postRun(t, base, "quick")
+		if code != 201 {
+			t.Fatalf("POST during drain: %d %v", code, v)
+		}
+		others = append(others, v["id"].(string))
+	}
+	if got := metric(t, "http://"+n1ops+"/metrics", "qlc_coordinators_started_total"); got != "1" {
+		t.Fatalf("a draining node took new runs: %s", got)
+	}
+	for _, id := range append([]string{a["id"].(string)}, others...) {
+		if last := streamEvents(t, base, id, nil); last["type"] != "run_completed" {
+			t.Fatalf("run %s ended with %v", id, last)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- node1.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("node1 exited with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("node1 did not exit after draining")
 	}
 }

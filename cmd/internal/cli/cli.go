@@ -32,6 +32,16 @@ func EnvInt(key string, def int) int {
 	return def
 }
 
+// EnvDuration returns key's duration value (time.ParseDuration), or def.
+func EnvDuration(key string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(key); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
 // EnvBool returns key's boolean value (strconv.ParseBool), false if unset.
 func EnvBool(key string) bool {
 	b, _ := strconv.ParseBool(os.Getenv(key))
