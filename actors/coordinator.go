@@ -123,6 +123,15 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *messages.CancelRun:
 		c.cancel(ctx, m)
+	case *messages.RunEventAck:
+		if c.ended && m.Seq >= uint64(len(c.log)) {
+			ctx.Stop(ctx.Self())
+		}
+	case *actor.ReceiveTimeout:
+		if c.ended {
+			c.logger.Warn("run's hub never acknowledged the end of the log; stopping", "last_seq", len(c.log))
+			ctx.Stop(ctx.Self())
+		}
 	case *messages.Subscribe:
 		c.subscribe(ctx, m)
 	case *actor.Stopping:
@@ -143,7 +152,7 @@ func (c *coordinator) isCurrent(pid *actor.PID) bool {
 func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	if c.run != nil {
 		if ctx.Sender() != nil {
-			ack := &messages.StartRunAck{RunId: m.RunId}
+			ack := &messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self())}
 			if m.RunId != c.run.RunId {
 				ack.Error = "coordinator already runs " + c.run.RunId
 			}
@@ -176,7 +185,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	}
 	c.profile = profile
 	if ctx.Sender() != nil {
-		ctx.Respond(&messages.StartRunAck{RunId: m.RunId})
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self())})
 	}
 
 	// Rebuild from the prior log: finished stages are kept, an interrupted
@@ -361,6 +370,8 @@ func (c *coordinator) cancel(ctx actor.Context, m *messages.CancelRun) {
 	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCancelled{RunCancelled: &messages.RunCancelled{Reason: reason}}})
 }
 
+// subscribe sends the log from m.FromSeq on to a subscriber and, unless it
+// is the run's hub asking for a resend, every later event too.
 func (c *coordinator) subscribe(ctx actor.Context, m *messages.Subscribe) {
 	to := pidOf(m.Subscriber)
 	if to == nil {
@@ -373,7 +384,7 @@ func (c *coordinator) subscribe(ctx actor.Context, m *messages.Subscribe) {
 	if from <= uint64(len(c.log)) {
 		ctx.Send(to, &messages.RunEventBatch{Events: c.log[from-1:]})
 	}
-	if !c.ended {
+	if !c.ended && !to.Equal(c.hub) {
 		c.subscribers = append(c.subscribers, to)
 	}
 }
@@ -387,13 +398,26 @@ func (c *coordinator) fail(ctx actor.Context, stage messages.Stage, code, reason
 	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Stage: stage, Code: code}}})
 }
 
-// finish emits the terminal event and stops the coordinator; its children
-// (any worker) stop with it.
+// finishLinger is how long a finished coordinator waits for its hub to
+// acknowledge the whole log before stopping anyway.
+const finishLinger = 10 * time.Second
+
+// finish emits the terminal event and stops the worker; the coordinator
+// itself stops when the hub acknowledges the whole log (RunEventAck), so it
+// can resend what the transport lost, or after finishLinger.
 func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 	c.emit(ctx, ev)
 	c.ended = true
 	c.stopTimer()
-	ctx.Stop(ctx.Self())
+	if c.cur != nil && c.cur.worker != nil {
+		ctx.Stop(c.cur.worker)
+		c.cur.worker = nil
+	}
+	if c.hub == nil {
+		ctx.Stop(ctx.Self())
+		return
+	}
+	ctx.SetReceiveTimeout(finishLinger)
 }
 
 // emit numbers an event, logs it, and sends it to the hub and subscribers.

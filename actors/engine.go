@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
@@ -91,8 +92,11 @@ type RemoteConfig struct {
 	Insecure bool
 }
 
-// CoordinatorKind is the actor kind nodes register for remote spawning of
-// run coordinators.
+// maxTransportMsg bounds one gRPC message of the actor transport (64 MiB).
+const maxTransportMsg = 64 << 20
+
+// CoordinatorKind names the actor kind of run coordinators (announced by
+// nodes that host them).
 const CoordinatorKind = "qlc.coordinator"
 
 // DefaultConfig returns a Config with every default filled except Providers.
@@ -247,23 +251,49 @@ func (e *Engine) placeRun(start *messages.StartRun) (*actor.PID, error) {
 	return nil, fmt.Errorf("%w: %w", ErrNoNode, errors.Join(errs...))
 }
 
-// startOn spawns the coordinator on node and waits for its StartRunAck.
+// startOn hands StartRun to node's run starter, which spawns the
+// coordinator there; the coordinator's StartRunAck names it. One round trip.
 func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, error) {
-	res, err := e.remote.SpawnNamed(node, "run/"+start.RunId, CoordinatorKind, e.cfg.SpawnTimeout)
-	if err != nil {
-		return nil, err
-	}
-	if res.GetPid() == nil {
-		return nil, fmt.Errorf("spawn refused (status %d)", res.GetStatusCode())
-	}
-	reply, err := e.system.Root.RequestFuture(res.Pid, start, e.cfg.SpawnTimeout).Result()
+	reply, err := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, e.cfg.SpawnTimeout).Result()
 	if err != nil {
 		return nil, fmt.Errorf("no StartRunAck: %w", err)
 	}
-	if ack, ok := reply.(*messages.StartRunAck); !ok || ack.Error != "" {
-		return nil, fmt.Errorf("run refused: %v", reply)
+	ack, ok := reply.(*messages.StartRunAck)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("unexpected answer %T", reply)
+	case ack.Error != "":
+		return nil, fmt.Errorf("run refused: %s", ack.Error)
+	case pidOf(ack.Coordinator) == nil:
+		return nil, errors.New("StartRunAck names no coordinator")
 	}
-	return res.Pid, nil
+	return pidOf(ack.Coordinator), nil
+}
+
+// starterName is the well-known name of every process's run starter.
+const starterName = "qlc-run-starter"
+
+// runStarter is a node's entry point for runs placed by gateways: it spawns
+// a coordinator per StartRun (as its child, stopped if it fails) and
+// forwards the StartRun with the gateway as sender, so the coordinator's
+// StartRunAck goes straight back.
+type runStarter struct{ e *Engine }
+
+func (s *runStarter) Receive(ctx actor.Context) {
+	m, ok := ctx.Message().(*messages.StartRun)
+	if !ok {
+		return
+	}
+	if s.e.deps.draining.Load() {
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: "node is draining"})
+		return
+	}
+	pid, err := ctx.SpawnNamed(s.e.coordinatorProps(), "run/"+m.RunId)
+	if err != nil {
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: "cannot start coordinator: " + err.Error()})
+		return
+	}
+	ctx.Forward(pid)
 }
 
 // Drain makes this process refuse new runs and waits until the runs it
@@ -327,26 +357,39 @@ func NewEngine(cfg Config) (*Engine, error) {
 				return nil, err
 			}
 		}
-		opts := []remote.ConfigOption{remote.WithKinds(remote.NewKind(CoordinatorKind, e.coordinatorProps()))}
+		opts := []remote.ConfigOption{
+			// protoactor sends up to this many envelopes in one gRPC message;
+			// with 256-delta batches, 1000 (its default) can pass gRPC's
+			// 4 MiB limit, and a refused message is lost (at most once).
+			remote.WithEndpointWriterBatchSize(64),
+		}
+		srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxTransportMsg)}
+		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg))}
 		switch {
 		case len(cfg.Remote.ClusterKey) > 0:
 			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey)
 			if err != nil {
 				return nil, err
 			}
-			opts = append(opts,
-				remote.WithServerOptions(grpc.Creds(credentials.NewTLS(srvTLS))),
-				remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(cliTLS))))
+			srvOpts = append(srvOpts, grpc.Creds(credentials.NewTLS(srvTLS)))
+			dialOpts = append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(cliTLS)))
 		case cfg.Remote.Insecure:
 			cfg.Logger.Warn("INSECURE: the actor transport runs without a cluster key: any process that reaches it can read and inject messages")
+			dialOpts = append(dialOpts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		default:
 			return nil, errNoKey
 		}
+		opts = append(opts, remote.WithServerOptions(srvOpts...), remote.WithDialOptions(dialOpts...))
 		if cfg.Remote.Advertise != "" {
 			opts = append(opts, remote.WithAdvertisedHost(net.JoinHostPort(cfg.Remote.Advertise, strconv.Itoa(port))))
 		}
 		e.remote = remote.NewRemote(system, remote.Configure(host, port, opts...))
 		e.remote.Start()
+		props := actor.PropsFromProducer(func() actor.Actor { return &runStarter{e: e} },
+			actor.WithSupervisor(stopOnFailure))
+		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
+			return nil, fmt.Errorf("actors: run starter: %w", err)
+		}
 	}
 	e.wg.Add(1)
 	go e.evictLoop()

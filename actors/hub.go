@@ -190,6 +190,13 @@ func (h *Hub) Subscribe(fromSeq uint64) *Subscription {
 // ignored; a seq already in the log is a duplicate and ignored; a gap is
 // refused (it would break every subscriber's transcript).
 func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
+	cancelRun, _ = h.appendEvents(evs)
+	return cancelRun
+}
+
+// appendEvents is append that also reports a gap: gapFrom > 0 is the first
+// missing seq (the transport lost a message; the coordinator resends).
+func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom uint64) {
 	h.mu.Lock()
 	appended := 0
 	for _, ev := range evs {
@@ -202,7 +209,10 @@ func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
 		case ev.GetSeq() <= n:
 			continue // duplicate (a resend or a resumed coordinator's replay)
 		case ev.GetSeq() > n+1:
-			h.logger.Error("hub refused an event after a gap", "seq", ev.GetSeq(), "last_seq", n)
+			if gapFrom == 0 {
+				h.logger.Warn("hub saw a gap in the run's log; asking the coordinator to resend", "seq", ev.GetSeq(), "last_seq", n)
+			}
+			gapFrom = n + 1
 			continue
 		case h.terminal:
 			continue
@@ -230,7 +240,7 @@ func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
 	if wake {
 		close(ch)
 	}
-	return cancelRun
+	return cancelRun, gapFrom
 }
 
 // fail ends an unfinished log with a RunFailed of the hub's own making, for
@@ -338,18 +348,22 @@ func (s *Subscription) Close() {
 type hubActor struct {
 	hub         *Hub
 	coordinator *actor.PID
+	resendFrom  uint64 // last resend asked for, so a burst of late events asks once
+	pendingGap  uint64 // a gap seen before the coordinator was known
+	acked       bool   // the terminal event was acknowledged to the coordinator
 }
 
 func (a *hubActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.RunEvent:
-		a.refuseOverflow(ctx, a.hub.append(m))
+		a.received(ctx, []*messages.RunEvent{m})
 	case *messages.RunEventBatch:
-		a.refuseOverflow(ctx, a.hub.append(m.Events...))
+		a.received(ctx, m.Events)
 	case *messages.WatchRun:
 		if pid := pidOf(m.Coordinator); pid != nil {
 			a.coordinator = pid
 			ctx.Watch(pid)
+			a.followUp(ctx, a.pendingGap)
 		}
 	case *actor.Terminated:
 		if a.coordinator == nil || !m.Who.Equal(a.coordinator) {
@@ -368,6 +382,34 @@ func (a *hubActor) Receive(ctx actor.Context) {
 
 // coordinatorGone is the hub actor's note to itself (never leaves its mailbox).
 type coordinatorGone struct{ why string }
+
+// received logs events, asks for a resend after a gap (the actor transport
+// is at most once), and acknowledges the terminal event so the coordinator
+// may stop.
+func (a *hubActor) received(ctx actor.Context, evs []*messages.RunEvent) {
+	cancel, gapFrom := a.hub.appendEvents(evs)
+	a.refuseOverflow(ctx, cancel)
+	a.followUp(ctx, gapFrom)
+}
+
+// followUp asks the coordinator to resend from gapFrom (> 0), and
+// acknowledges a complete log, once the coordinator is known.
+func (a *hubActor) followUp(ctx actor.Context, gapFrom uint64) {
+	if a.coordinator == nil {
+		if gapFrom > 0 {
+			a.pendingGap = gapFrom
+		}
+		return
+	}
+	if gapFrom > 0 && gapFrom != a.resendFrom && gapFrom > a.hub.LastSeq() {
+		a.resendFrom = gapFrom
+		ctx.Send(a.coordinator, &messages.Subscribe{RunId: a.hub.RunID, FromSeq: gapFrom, Subscriber: refOf(ctx.Self())})
+	}
+	if !a.acked && a.hub.Done() {
+		a.acked = true
+		ctx.Send(a.coordinator, &messages.RunEventAck{RunId: a.hub.RunID, Seq: a.hub.LastSeq()})
+	}
+}
 
 func (a *hubActor) refuseOverflow(ctx actor.Context, cancel bool) {
 	if cancel {

@@ -152,3 +152,56 @@ func TestRunIDsAreUnguessable(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// The actor transport is at most once: a hub that sees a gap asks the
+// coordinator to resend from the first missing seq, and acknowledges the
+// complete log so the coordinator may stop.
+func TestHubAsksForResendAfterAGapAndAcksTheEnd(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	root := e.System().Root
+	full := []*messages.RunEvent{delta(1, 1, "a"), delta(2, 1, "b"), delta(3, 1, "c"), delta(4, 1, "d"), done(5, 1)}
+	asked := make(chan uint64, 4)
+	acked := make(chan uint64, 4)
+	coord := root.Spawn(propsFunc(func(m any) {
+		switch m := m.(type) {
+		case *messages.Subscribe:
+			asked <- m.FromSeq
+			root.Send(pidOf(m.Subscriber), &messages.RunEventBatch{Events: full[m.FromSeq-1:]})
+		case *messages.RunEventAck:
+			acked <- m.Seq
+		}
+	}))
+	h := testHub(HubConfig{})
+	hub := root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: h} }))
+	root.Send(hub, &messages.RunEventBatch{Events: full[:2]})
+	root.Send(hub, full[3]) // seq 3 was lost
+	root.Send(hub, &messages.WatchRun{Coordinator: refOf(coord)})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	select {
+	case from := <-asked:
+		if from != 3 {
+			t.Fatalf("resend asked from %d, want 3", from)
+		}
+	case <-ctx.Done():
+		t.Fatal("the hub never asked for a resend")
+	}
+	if err := h.WaitDone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case seq := <-acked:
+		if seq != 5 {
+			t.Fatalf("acked seq %d, want 5", seq)
+		}
+	case <-ctx.Done():
+		t.Fatal("the hub never acknowledged the end of the log")
+	}
+	var text string
+	for _, ev := range h.Events(1) {
+		text += ev.GetTokenDelta().GetText()
+	}
+	if text != "abcd" {
+		t.Fatalf("log after resend: %q", text)
+	}
+}

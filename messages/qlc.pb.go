@@ -438,7 +438,8 @@ func (x *StartRun) GetEpoch() uint64 {
 type StartRunAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"` // empty when accepted
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`             // empty when accepted
+	Coordinator   *ActorRef              `protobuf:"bytes,3,opt,name=coordinator,proto3" json:"coordinator,omitempty"` // the run's coordinator, when accepted
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -485,6 +486,13 @@ func (x *StartRunAck) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *StartRunAck) GetCoordinator() *ActorRef {
+	if x != nil {
+		return x.Coordinator
+	}
+	return nil
 }
 
 // CancelRun stops a run: the coordinator stops its workers, whose provider
@@ -898,6 +906,61 @@ func (*RunEvent_RunFailed) isRunEvent_Kind() {}
 
 func (*RunEvent_RunCancelled) isRunEvent_Kind() {}
 
+// RunEventAck tells a coordinator its run's hub has logged everything up to
+// seq, the terminal event included; the coordinator may then stop (until
+// then it stays to resend what the at-most-once transport lost).
+type RunEventAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunEventAck) Reset() {
+	*x = RunEventAck{}
+	mi := &file_qlc_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunEventAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunEventAck) ProtoMessage() {}
+
+func (x *RunEventAck) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunEventAck.ProtoReflect.Descriptor instead.
+func (*RunEventAck) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RunEventAck) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunEventAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // RunEventBatch carries consecutive events of one run in one message.
 type RunEventBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -908,7 +971,7 @@ type RunEventBatch struct {
 
 func (x *RunEventBatch) Reset() {
 	*x = RunEventBatch{}
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +983,7 @@ func (x *RunEventBatch) String() string {
 func (*RunEventBatch) ProtoMessage() {}
 
 func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +996,7 @@ func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEventBatch.ProtoReflect.Descriptor instead.
 func (*RunEventBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{11}
+	return file_qlc_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunEventBatch) GetEvents() []*RunEvent {
@@ -958,7 +1021,7 @@ type StageStarted struct {
 
 func (x *StageStarted) Reset() {
 	*x = StageStarted{}
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1033,7 @@ func (x *StageStarted) String() string {
 func (*StageStarted) ProtoMessage() {}
 
 func (x *StageStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1046,7 @@ func (x *StageStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageStarted.ProtoReflect.Descriptor instead.
 func (*StageStarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{12}
+	return file_qlc_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StageStarted) GetStage() Stage {
@@ -1033,7 +1096,7 @@ type TokenDelta struct {
 
 func (x *TokenDelta) Reset() {
 	*x = TokenDelta{}
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1108,7 @@ func (x *TokenDelta) String() string {
 func (*TokenDelta) ProtoMessage() {}
 
 func (x *TokenDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1121,7 @@ func (x *TokenDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDelta.ProtoReflect.Descriptor instead.
 func (*TokenDelta) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{13}
+	return file_qlc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TokenDelta) GetStage() Stage {
@@ -1094,7 +1157,7 @@ type TokenDeltaBatch struct {
 
 func (x *TokenDeltaBatch) Reset() {
 	*x = TokenDeltaBatch{}
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1169,7 @@ func (x *TokenDeltaBatch) String() string {
 func (*TokenDeltaBatch) ProtoMessage() {}
 
 func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1182,7 @@ func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDeltaBatch.ProtoReflect.Descriptor instead.
 func (*TokenDeltaBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{14}
+	return file_qlc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TokenDeltaBatch) GetDeltas() []*TokenDelta {
@@ -1144,7 +1207,7 @@ type StageCompleted struct {
 
 func (x *StageCompleted) Reset() {
 	*x = StageCompleted{}
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1219,7 @@ func (x *StageCompleted) String() string {
 func (*StageCompleted) ProtoMessage() {}
 
 func (x *StageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1232,7 @@ func (x *StageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageCompleted.ProtoReflect.Descriptor instead.
 func (*StageCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{15}
+	return file_qlc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StageCompleted) GetStage() Stage {
@@ -1227,7 +1290,7 @@ type StageRestarted struct {
 
 func (x *StageRestarted) Reset() {
 	*x = StageRestarted{}
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1302,7 @@ func (x *StageRestarted) String() string {
 func (*StageRestarted) ProtoMessage() {}
 
 func (x *StageRestarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1315,7 @@ func (x *StageRestarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageRestarted.ProtoReflect.Descriptor instead.
 func (*StageRestarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{16}
+	return file_qlc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StageRestarted) GetStage() Stage {
@@ -1280,7 +1343,7 @@ type RunCompleted struct {
 
 func (x *RunCompleted) Reset() {
 	*x = RunCompleted{}
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1355,7 @@ func (x *RunCompleted) String() string {
 func (*RunCompleted) ProtoMessage() {}
 
 func (x *RunCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1368,7 @@ func (x *RunCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCompleted.ProtoReflect.Descriptor instead.
 func (*RunCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{17}
+	return file_qlc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunCompleted) GetAnswer() string {
@@ -1334,7 +1397,7 @@ type RunFailed struct {
 
 func (x *RunFailed) Reset() {
 	*x = RunFailed{}
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1409,7 @@ func (x *RunFailed) String() string {
 func (*RunFailed) ProtoMessage() {}
 
 func (x *RunFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1422,7 @@ func (x *RunFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFailed.ProtoReflect.Descriptor instead.
 func (*RunFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{18}
+	return file_qlc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunFailed) GetReason() string {
@@ -1400,7 +1463,7 @@ type StageAttemptDone struct {
 
 func (x *StageAttemptDone) Reset() {
 	*x = StageAttemptDone{}
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1475,7 @@ func (x *StageAttemptDone) String() string {
 func (*StageAttemptDone) ProtoMessage() {}
 
 func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1488,7 @@ func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptDone.ProtoReflect.Descriptor instead.
 func (*StageAttemptDone) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{19}
+	return file_qlc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StageAttemptDone) GetStage() Stage {
@@ -1489,7 +1552,7 @@ type StageAttemptFailed struct {
 
 func (x *StageAttemptFailed) Reset() {
 	*x = StageAttemptFailed{}
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1564,7 @@ func (x *StageAttemptFailed) String() string {
 func (*StageAttemptFailed) ProtoMessage() {}
 
 func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1577,7 @@ func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptFailed.ProtoReflect.Descriptor instead.
 func (*StageAttemptFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{20}
+	return file_qlc_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StageAttemptFailed) GetStage() Stage {
@@ -1590,7 +1653,7 @@ type RunCancelled struct {
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1665,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1678,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{21}
+	return file_qlc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -1655,10 +1718,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\aoptions\x18\x05 \x01(\v2\x12.qlc.v1.RunOptionsR\aoptions\x12\"\n" +
 	"\x03hub\x18\x06 \x01(\v2\x10.qlc.v1.ActorRefR\x03hub\x123\n" +
 	"\fprior_events\x18\a \x03(\v2\x10.qlc.v1.RunEventR\vpriorEvents\x12\x14\n" +
-	"\x05epoch\x18\b \x01(\x04R\x05epoch\":\n" +
+	"\x05epoch\x18\b \x01(\x04R\x05epoch\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\":\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
+	"\vcoordinator\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\":\n" +
 	"\tCancelRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"o\n" +
@@ -1688,7 +1752,10 @@ const file_qlc_proto_rawDesc = "" +
 	"\n" +
 	"run_failed\x18\x0f \x01(\v2\x11.qlc.v1.RunFailedH\x00R\trunFailed\x12;\n" +
 	"\rrun_cancelled\x18\x10 \x01(\v2\x14.qlc.v1.RunCancelledH\x00R\frunCancelledB\x06\n" +
-	"\x04kind\"9\n" +
+	"\x04kind\"6\n" +
+	"\vRunEventAck\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"9\n" +
 	"\rRunEventBatch\x12(\n" +
 	"\x06events\x18\x01 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"\x9b\x01\n" +
 	"\fStageStarted\x12#\n" +
@@ -1762,7 +1829,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -1776,57 +1843,59 @@ var file_qlc_proto_goTypes = []any{
 	(*WatchRun)(nil),              // 9: qlc.v1.WatchRun
 	(*Lagged)(nil),                // 10: qlc.v1.Lagged
 	(*RunEvent)(nil),              // 11: qlc.v1.RunEvent
-	(*RunEventBatch)(nil),         // 12: qlc.v1.RunEventBatch
-	(*StageStarted)(nil),          // 13: qlc.v1.StageStarted
-	(*TokenDelta)(nil),            // 14: qlc.v1.TokenDelta
-	(*TokenDeltaBatch)(nil),       // 15: qlc.v1.TokenDeltaBatch
-	(*StageCompleted)(nil),        // 16: qlc.v1.StageCompleted
-	(*StageRestarted)(nil),        // 17: qlc.v1.StageRestarted
-	(*RunCompleted)(nil),          // 18: qlc.v1.RunCompleted
-	(*RunFailed)(nil),             // 19: qlc.v1.RunFailed
-	(*StageAttemptDone)(nil),      // 20: qlc.v1.StageAttemptDone
-	(*StageAttemptFailed)(nil),    // 21: qlc.v1.StageAttemptFailed
-	(*RunCancelled)(nil),          // 22: qlc.v1.RunCancelled
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*RunEventAck)(nil),           // 12: qlc.v1.RunEventAck
+	(*RunEventBatch)(nil),         // 13: qlc.v1.RunEventBatch
+	(*StageStarted)(nil),          // 14: qlc.v1.StageStarted
+	(*TokenDelta)(nil),            // 15: qlc.v1.TokenDelta
+	(*TokenDeltaBatch)(nil),       // 16: qlc.v1.TokenDeltaBatch
+	(*StageCompleted)(nil),        // 17: qlc.v1.StageCompleted
+	(*StageRestarted)(nil),        // 18: qlc.v1.StageRestarted
+	(*RunCompleted)(nil),          // 19: qlc.v1.RunCompleted
+	(*RunFailed)(nil),             // 20: qlc.v1.RunFailed
+	(*StageAttemptDone)(nil),      // 21: qlc.v1.StageAttemptDone
+	(*StageAttemptFailed)(nil),    // 22: qlc.v1.StageAttemptFailed
+	(*RunCancelled)(nil),          // 23: qlc.v1.RunCancelled
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
 	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
-	1,  // 4: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 5: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	23, // 6: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	13, // 7: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	14, // 8: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	16, // 9: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	17, // 10: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	18, // 11: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	19, // 12: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	22, // 13: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	11, // 14: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 15: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 16: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	14, // 17: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 18: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 19: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	24, // 20: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	24, // 21: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 22: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 23: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 24: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	0,  // 25: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 26: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	24, // 27: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	24, // 28: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 29: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	24, // 30: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	24, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 11: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 12: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 13: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	23, // 14: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	11, // 15: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 16: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 17: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 18: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 19: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 20: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	25, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	25, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 24: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 25: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	0,  // 26: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 27: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	25, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	25, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 30: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	25, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -1849,7 +1918,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -62,7 +62,7 @@ profiles:
     stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
 `
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +79,7 @@ const (
 )
 
 // start runs a binary until the test ends; its output goes to the test log.
-func start(t *testing.T, key, name string, args ...string) *exec.Cmd {
+func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+key)
@@ -112,7 +112,7 @@ func start(t *testing.T, key, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func waitReady(t *testing.T, url string) {
+func waitReady(t testing.TB, url string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

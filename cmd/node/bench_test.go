@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/gateway"
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// benchProfiles: "bulk" streams 4 × 50 000 tokens at zero latency; "one"
+// streams one token per stage; "hold" keeps a coordinator alive.
+const benchProfiles = `
+providers:
+  bulk: {kind: sim, sim: {output_tokens: 50000, truncate_at_max_tokens: true}}
+  one:  {kind: sim, sim: {output_tokens: 1}}
+  hold: {kind: sim, sim: {itl: 50ms, output_tokens: 100000}}
+profiles:
+  bulk:
+    provider: bulk
+    stages:
+      generator: {model: g, max_tokens: 50000}
+      refiner: {model: r, max_tokens: 50000}
+      validator: {model: v, max_tokens: 50000}
+      curator: {model: c, max_tokens: 50000}
+  one:
+    provider: one
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+  hold:
+    provider: hold
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`
+
+// crossNode starts a node process and, in this process, a gateway (engine
+// with the actor transport + HTTP server) that places runs on it.
+func crossNode(b *testing.B) (*actors.Engine, string) {
+	b.Helper()
+	pf := filepath.Join(b.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(benchProfiles), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	nodeAddr, nodeOps := freeAddr(b), freeAddr(b)
+	start(b, testKey, "node", "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "error")
+	waitReady(b, "http://"+nodeOps+"/readyz")
+
+	stages, err := stagework.ParseConfig([]byte(benchProfiles))
+	if err != nil {
+		b.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	providers, _ := actors.BuildProviders(stages, logger)
+	key, _ := base64.StdEncoding.DecodeString(testKey)
+	cfg := actors.DefaultConfig()
+	cfg.Logger, cfg.Stages, cfg.Providers = logger, stages, providers
+	cfg.Remote = &actors.RemoteConfig{Bind: "127.0.0.1:0", ClusterKey: key}
+	cfg.Nodes = []string{nodeAddr}
+	cfg.Hub.MaxLag = 1 << 20
+	engine, err := actors.NewEngine(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Engine: engine, Logger: logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(gw.Handler())
+	b.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		engine.Shutdown(ctx)
+	})
+	return engine, srv.URL
+}
+
+func pct(d []time.Duration, p float64) float64 {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return float64(d[min(len(d)-1, int(float64(len(d))*p))].Microseconds())
+}
+
+func createB(b *testing.B, c *http.Client, base, profile string) string {
+	resp, err := c.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How does gossip converge?","profile":"`+profile+`","seed":3}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	i := bytes.Index(body, []byte(`"id":"`))
+	if resp.StatusCode != 201 || i < 0 {
+		b.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	rest := body[i+6:]
+	return string(rest[:bytes.IndexByte(rest, '"')])
+}
+
+// BenchmarkCrossNodeStreamToSSE: the coordinator and its workers on a node
+// process, the hub on this process's gateway, a real SSE client reading
+// every event. Compare with gateway's BenchmarkStreamToSSE (one process).
+func BenchmarkCrossNodeStreamToSSE(b *testing.B) {
+	_, base := crossNode(b)
+	client := &http.Client{}
+	var tokens int64
+	b.ResetTimer()
+	t0 := time.Now()
+	for i := 0; i < b.N; i++ {
+		id := createB(b, client, base, "bulk")
+		resp, err := client.Get(base + "/v1/runs/" + id + "/events")
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			if bytes.HasPrefix(line, []byte("data: ")) && bytes.Contains(line, []byte(`"type":"token_delta"`)) {
+				j := bytes.LastIndex(line, []byte(`"tokens":`))
+				var n int64
+				for _, c := range line[j+9:] {
+					if c < '0' || c > '9' {
+						break
+					}
+					n = n*10 + int64(c-'0')
+				}
+				tokens += n
+			}
+		}
+		resp.Body.Close()
+	}
+	el := time.Since(t0)
+	b.ReportMetric(float64(tokens)/el.Seconds(), "tokens/s")
+	b.ReportMetric(float64(el.Nanoseconds())/float64(tokens), "ns/token")
+}
+
+// BenchmarkCrossNodeTTFT: POST /v1/runs → first token_delta on the SSE
+// stream, with the coordinator placed on the node process (spawn, ack,
+// provider call and the first event all cross the transport).
+func BenchmarkCrossNodeTTFT(b *testing.B) {
+	_, base := crossNode(b)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		id := createB(b, client, base, "one")
+		resp, err := client.Get(base + "/v1/runs/" + id + "/events")
+		if err != nil {
+			b.Fatal(err)
+		}
+		br := bufio.NewReader(resp.Body)
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				b.Fatal("stream ended before a token")
+			}
+			if bytes.HasPrefix(line, []byte("event: token_delta")) {
+				break
+			}
+		}
+		lat = append(lat, time.Since(t0))
+		resp.Body.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(pct(lat, 0.5), "p50-µs")
+	b.ReportMetric(pct(lat, 0.99), "p99-µs")
+}
+
+// BenchmarkRemoteRoundTrip: request/response between this process and a
+// coordinator on the node process through protoactor remote (mutual TLS):
+// a repeated StartRun is answered with a StartRunAck.
+func BenchmarkRemoteRoundTrip(b *testing.B) {
+	engine, _ := crossNode(b)
+	h, err := engine.StartRun(actors.RunRequest{Profile: "hold", Query: "q", Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pid := h.Coordinator()
+	msg := &messages.StartRun{RunId: h.RunID}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := engine.System().Root.RequestFuture(pid, msg, 2*time.Second).Result(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	b.ReportMetric(pct(lat, 0.5), "p50-µs")
+	b.ReportMetric(pct(lat, 0.99), "p99-µs")
+	_ = engine.Cancel(h.RunID, "bench over")
+}
