@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -73,8 +74,36 @@ type Config struct {
 	// node that does not answer. Empty: this process hosts its runs. Needs
 	// Remote. (The cluster issue replaces this list with memberlist.)
 	Nodes []string
+	// Placer chooses the nodes a run's coordinator is offered to, replacing
+	// Nodes (the cluster's membership is one). Needs Remote.
+	Placer Placer
 	// SpawnTimeout bounds placing a coordinator on a node. Default 2 s.
 	SpawnTimeout time.Duration
+}
+
+// Placer chooses where run coordinators go. Candidates is called once per
+// run, concurrently from many requests, and must not block.
+type Placer interface {
+	// Candidates returns the actor addresses of the nodes to offer runID
+	// to, best first; the engine tries them in order until one takes it.
+	// Empty: no node is available.
+	Candidates(runID string) []string
+}
+
+// roundRobin is the Placer for a fixed list of nodes (Config.Nodes).
+type roundRobin struct {
+	nodes []string
+	next  atomic.Uint64
+}
+
+func (r *roundRobin) Candidates(string) []string {
+	n := uint64(len(r.nodes))
+	first := r.next.Add(1) - 1
+	out := make([]string, 0, n)
+	for i := uint64(0); i < n; i++ {
+		out = append(out, r.nodes[(first+i)%n])
+	}
+	return out
 }
 
 // RemoteConfig configures the actor transport (protoactor remote, gRPC).
@@ -145,8 +174,11 @@ func (c *Config) validate() error {
 	if c.SpawnTimeout == 0 {
 		c.SpawnTimeout = 2 * time.Second
 	}
-	if len(c.Nodes) > 0 && c.Remote == nil {
-		return errors.New("actors: Nodes needs Remote (the actor transport) to reach them")
+	if (len(c.Nodes) > 0 || c.Placer != nil) && c.Remote == nil {
+		return errors.New("actors: Nodes and Placer need Remote (the actor transport) to reach nodes")
+	}
+	if c.Placer == nil && len(c.Nodes) > 0 {
+		c.Placer = &roundRobin{nodes: c.Nodes}
 	}
 	if c.Remote != nil {
 		if _, _, err := net.SplitHostPort(c.Remote.Bind); err != nil {
@@ -204,7 +236,6 @@ type Engine struct {
 	hubs     map[string]*Hub
 	active   int
 	shutdown bool
-	nextNode int // round-robin position in cfg.Nodes
 }
 
 // Address is the actor transport address of this process ("nonhost"
@@ -215,7 +246,7 @@ func (e *Engine) Address() string { return e.system.Address() }
 // (never restarted with empty state), and its hub then ends the run.
 func (e *Engine) coordinatorProps() *actor.Props {
 	deps := e.deps
-	return actor.PropsFromProducer(func() actor.Actor { return newCoordinator(deps) })
+	return actor.PropsFromProducer(func() actor.Actor { return newCoordinator(deps) }, actor.WithMailbox(e.metrics.mailbox("coordinator")))
 }
 
 // stopOnFailure is the guardian of coordinators spawned from the root: a
@@ -227,27 +258,31 @@ var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
 // not answer, or is draining, is skipped).
 func (e *Engine) placeRun(start *messages.StartRun) (*actor.PID, error) {
 	id := start.RunId
-	if len(e.cfg.Nodes) == 0 {
+	if e.cfg.Placer == nil {
 		pid, err := e.system.Root.WithGuardian(stopOnFailure).SpawnNamed(e.coordinatorProps(), "run/"+id)
 		if err != nil {
+			e.metrics.placements.WithLabelValues("failed").Inc()
 			return nil, err
 		}
+		e.metrics.placements.WithLabelValues("local").Inc()
 		e.system.Root.Send(pid, start)
 		return pid, nil
 	}
 	var errs []error
-	for range e.cfg.Nodes {
-		e.mu.Lock()
-		node := e.cfg.Nodes[e.nextNode%len(e.cfg.Nodes)]
-		e.nextNode++
-		e.mu.Unlock()
+	for _, node := range e.cfg.Placer.Candidates(id) {
 		pid, err := e.startOn(node, start)
 		if err == nil {
+			e.metrics.placements.WithLabelValues("remote").Inc()
 			return pid, nil
 		}
+		e.metrics.placements.WithLabelValues("refused").Inc()
 		e.logger.Warn("node did not take a run", "node", node, "run_id", id, "error", err)
 		errs = append(errs, fmt.Errorf("%s: %w", node, err))
 	}
+	if len(errs) == 0 {
+		errs = append(errs, errors.New("no node hosts run coordinators"))
+	}
+	e.metrics.placements.WithLabelValues("failed").Inc()
 	return nil, fmt.Errorf("%w: %w", ErrNoNode, errors.Join(errs...))
 }
 
@@ -280,6 +315,12 @@ const starterName = "qlc-run-starter"
 type runStarter struct{ e *Engine }
 
 func (s *runStarter) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(stopHosted); ok {
+		for _, c := range ctx.Children() {
+			ctx.Stop(c)
+		}
+		return
+	}
 	m, ok := ctx.Message().(*messages.StartRun)
 	if !ok {
 		return
@@ -316,6 +357,41 @@ func (e *Engine) Drain(ctx context.Context) int {
 		}
 	}
 }
+
+// NodeLost ends the unfinished runs whose coordinator ran on the node at
+// the actor address addr (the cluster declared it dead). A broken
+// connection tells the hubs by itself; a partitioned or paused node is
+// found only by the failure detector, which calls this.
+func (e *Engine) NodeLost(addr string) int {
+	e.mu.Lock()
+	var lost []*Hub
+	for _, h := range e.hubs {
+		if c := h.Coordinator(); c != nil && c.Address == addr && !h.Done() {
+			lost = append(lost, h)
+		}
+	}
+	e.mu.Unlock()
+	for _, h := range lost {
+		h.fail("coordinator_lost", fmt.Sprintf("the node %s running the run's coordinator was declared dead; the run cannot continue", addr))
+	}
+	return len(lost)
+}
+
+// StopHosted stops every run coordinator hosted here (for gateways, their
+// hubs end the runs): a fenced node must stop its actors before it rejoins
+// the cluster under a new identity.
+func (e *Engine) StopHosted() {
+	if e.remote != nil {
+		e.system.Root.Send(actor.NewPID(e.system.Address(), starterName), stopHosted{})
+	}
+}
+
+// stopHosted is the engine's order to its run starter (never leaves this process).
+type stopHosted struct{}
+
+// StopAccepting makes this process refuse new runs at once (the first step
+// of a drain; Drain waits for the hosted ones).
+func (e *Engine) StopAccepting() { e.deps.draining.Store(true) }
 
 // Hosted is how many run coordinators run on this process now.
 func (e *Engine) Hosted() int { return int(e.deps.hosted.Load()) }
@@ -363,8 +439,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 			// 4 MiB limit, and a refused message is lost (at most once).
 			remote.WithEndpointWriterBatchSize(64),
 		}
-		srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxTransportMsg)}
-		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg))}
+		srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxTransportMsg), grpc.StatsHandler(transportStats{m})}
+		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg)), grpc.WithStatsHandler(transportStats{m})}
 		switch {
 		case len(cfg.Remote.ClusterKey) > 0:
 			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey)
@@ -480,7 +556,8 @@ func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
 	e.mu.Unlock()
 
 	root := e.system.Root
-	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} }), "hub/"+id)
+	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
+		actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+id)
 	if err != nil {
 		e.forget(id)
 		return nil, fmt.Errorf("actors: spawn hub: %w", err)

@@ -1,7 +1,12 @@
 package actors
 
 import (
+	"context"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/stats"
 
 	"github.com/qlc-project/qlc/messages"
 )
@@ -19,7 +24,11 @@ type Metrics struct {
 	providerErrors     *prometheus.CounterVec   // provider, kind
 	subscribers        prometheus.Gauge
 	droppedSubscribers prometheus.Counter
-	coordinators       prometheus.Counter // coordinators started on this process
+	coordinators       prometheus.Counter       // coordinators started on this process
+	mailboxDepth       *prometheus.HistogramVec // actor kind
+	transportMsgs      *prometheus.CounterVec   // direction
+	transportBytes     *prometheus.CounterVec   // direction
+	placements         *prometheus.CounterVec   // outcome
 
 	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
 }
@@ -62,13 +71,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		coordinators: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "qlc_coordinators_started_total", Help: "Run coordinators started on this process (a node hosts them for gateways).",
 		}),
+		mailboxDepth: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "qlc_mailbox_depth", Help: "Messages waiting in an actor's mailbox when it takes the next one, by actor kind.",
+			Buckets: []float64{0, 1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384},
+		}, []string{"kind"}),
+		transportMsgs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_transport_messages_total", Help: "gRPC messages (protoactor batches) over the actor transport, by direction (sent, received).",
+		}, []string{"direction"}),
+		transportBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_transport_bytes_total", Help: "Wire bytes over the actor transport, by direction (sent, received).",
+		}, []string{"direction"}),
+		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_placements_total", Help: "Run placements, by outcome: local, remote, refused (a node said no or did not answer; the next was tried), failed (no node took it).",
+		}, []string{"outcome"}),
 	}
 	for s := messages.Stage_STAGE_GENERATOR; s <= messages.Stage_STAGE_CURATOR; s++ {
 		m.tokensByStage[s] = m.tokensStreamed.WithLabelValues(stageName(s))
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
-			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators)
+			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
+			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements)
 	}
 	return m
 }
@@ -106,4 +129,41 @@ func (m *Metrics) runNotStarted() { m.activeRuns.Dec() }
 func (m *Metrics) runEnded(profile, outcome string) {
 	m.runsEnded.WithLabelValues(profile, outcome).Inc()
 	m.activeRuns.Dec()
+}
+
+// mailbox returns a mailbox producer whose mailboxes report their depth to
+// qlc_mailbox_depth{kind}: each mailbox counts posted minus taken messages,
+// and observes the count each time its actor takes one.
+func (m *Metrics) mailbox(kind string) actor.MailboxProducer {
+	h := m.mailboxDepth.WithLabelValues(kind)
+	return func() actor.Mailbox { return actor.Unbounded(&depthMiddleware{h: h})() }
+}
+
+type depthMiddleware struct {
+	h     prometheus.Observer
+	depth atomic.Int64
+}
+
+func (d *depthMiddleware) MailboxStarted()     {}
+func (d *depthMiddleware) MessagePosted(any)   { d.depth.Add(1) }
+func (d *depthMiddleware) MessageReceived(any) { d.h.Observe(float64(d.depth.Add(-1))) }
+func (d *depthMiddleware) MailboxEmpty()       {}
+
+// transportStats counts the actor transport's gRPC messages and bytes.
+type transportStats struct{ m *Metrics }
+
+func (t transportStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (t transportStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (t transportStats) HandleConn(context.Context, stats.ConnStats) {}
+func (t transportStats) HandleRPC(_ context.Context, s stats.RPCStats) {
+	switch p := s.(type) {
+	case *stats.InPayload:
+		t.m.transportMsgs.WithLabelValues("received").Inc()
+		t.m.transportBytes.WithLabelValues("received").Add(float64(p.WireLength))
+	case *stats.OutPayload:
+		t.m.transportMsgs.WithLabelValues("sent").Inc()
+		t.m.transportBytes.WithLabelValues("sent").Add(float64(p.WireLength))
+	}
 }

@@ -53,6 +53,9 @@ func run(args []string) error {
 	maxQuery := fs.Int("max-query-bytes", cli.EnvInt("QLC_MAX_QUERY_BYTES", 32<<10), "largest question accepted, in bytes (QLC_MAX_QUERY_BYTES)")
 	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
 	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones (QLC_MAX_ACTIVE_RUNS)")
+	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of cluster members; runs are then placed on the cluster's nodes (QLC_SEEDS)")
+	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:0"), "gossip (memberlist) listen address, with -seeds (QLC_GOSSIP_BIND)")
+	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
 	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
@@ -82,16 +85,31 @@ func run(args []string) error {
 
 	ecfg := actors.DefaultConfig()
 	ecfg.Logger, ecfg.Stages, ecfg.Providers, ecfg.Registerer, ecfg.MaxActiveRuns = logger, stages, providers, reg, *maxRuns
-	if ecfg.Nodes = cli.SplitList(*nodes); len(ecfg.Nodes) > 0 {
-		key, err := cli.ClusterKey()
-		if err != nil {
-			return err
-		}
+	key, err := cli.ClusterKey()
+	if err != nil {
+		return err
+	}
+	var members *cli.Membership
+	switch ecfg.Nodes = cli.SplitList(*nodes); {
+	case *seeds != "":
+		members = cli.NewMembership(cli.MembershipConfig{
+			Base: cli.Hostname("gateway"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
+			Key: key, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
+		})
+		ecfg.Placer, ecfg.Nodes = members, nil
+		fallthrough
+	case len(ecfg.Nodes) > 0:
 		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
 	}
 	engine, err := actors.NewEngine(ecfg)
 	if err != nil {
 		return err
+	}
+	if members != nil {
+		if err := members.Run(engine); err != nil {
+			return err
+		}
+		defer members.Close()
 	}
 	gcfg := gateway.DefaultConfig()
 	gcfg.Engine, gcfg.Logger, gcfg.Gatherer = engine, logger, reg
@@ -107,7 +125,7 @@ func run(args []string) error {
 	}
 	srv := gateway.NewHTTPServer(*addr, gw.Handler(), logger)
 	url := "http://" + displayAddr(ln.Addr().String())
-	logger.Info("QLC gateway listening", "url", url, "local", *local, "nodes", ecfg.Nodes, "actor_address", engine.Address(),
+	logger.Info("QLC gateway listening", "url", url, "local", *local, "nodes", ecfg.Nodes, "seeds", *seeds, "actor_address", engine.Address(),
 		"profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
 	if *local {
 		fmt.Fprintf(os.Stderr, "\n  QLC is running: open %s in a browser (Ctrl-C stops it)\n\n", url)
@@ -121,6 +139,9 @@ func run(args []string) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+	}
+	if members != nil {
+		_ = members.Leave(2 * time.Second)
 	}
 	logger.Info("shutting down: cancelling active runs")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -54,7 +54,7 @@ func crossNode(b *testing.B) (*actors.Engine, string) {
 		b.Fatal(err)
 	}
 	nodeAddr, nodeOps := freeAddr(b), freeAddr(b)
-	start(b, testKey, "node", "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "error")
+	start(b, testKey, "node", "-gossip-bind", freeAddr(b), "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "error")
 	waitReady(b, "http://"+nodeOps+"/readyz")
 
 	stages, err := stagework.ParseConfig([]byte(benchProfiles))

@@ -51,6 +51,10 @@ func run(args []string) error {
 	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", "json"), "log format: json or text (QLC_LOG_FORMAT)")
 	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
 	drainTimeout := fs.Duration("drain-timeout", cli.EnvDuration("QLC_DRAIN_TIMEOUT", time.Minute), "on SIGTERM, how long to wait for hosted runs to finish (QLC_DRAIN_TIMEOUT)")
+	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of members to join; empty = start a cluster (QLC_SEEDS)")
+	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:7946"), "gossip (memberlist) listen address, TCP and UDP (QLC_GOSSIP_BIND)")
+	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
+	disable := fs.String("disable-features", cli.Env("QLC_DISABLE_FEATURES", ""), "CPU features to pretend absent, e.g. avx2 (QLC_DISABLE_FEATURES)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,6 +86,15 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	members := cli.NewMembership(cli.MembershipConfig{
+		Base: cli.Hostname("node"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
+		Key: key, Insecure: *insecure, Kinds: []string{cli.KindCoordinator}, DisableFeatures: cli.SplitList(*disable),
+		Logger: logger, Registerer: reg,
+	})
+	if err := members.Run(engine); err != nil {
+		return err
+	}
+	defer members.Close()
 	logger.Info("QLC node ready", "actor_address", engine.Address(), "ops", *opsAddr, "profiles", stages.ProfileNames())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -111,7 +124,12 @@ func run(args []string) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Drain: refuse new runs, let hosted ones finish, then stop.
+	// Refuse new runs at once, leave the cluster (gateways stop offering
+	// runs here), let hosted runs finish, then stop.
+	engine.StopAccepting()
+	if err := members.Leave(2 * time.Second); err != nil {
+		logger.Warn("cluster leave", "error", err)
+	}
 	logger.Info("node draining: refusing new runs, finishing hosted ones", "hosted", engine.Hosted(), "timeout", *drainTimeout)
 	dctx, dcancel := context.WithTimeout(context.Background(), *drainTimeout)
 	left := engine.Drain(dctx)

@@ -145,7 +145,7 @@ func startClusterKeys(t *testing.T, nodeKey, gatewayKey string) *cluster {
 	}
 	nodeAddr, nodeOps, gwAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	c := &cluster{gw: "http://" + gwAddr, nodeOps: "http://" + nodeOps}
-	c.node = start(t, nodeKey, "node", "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "warn")
+	c.node = start(t, nodeKey, "node", "-gossip-bind", freeAddr(t), "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "warn")
 	waitReady(t, c.nodeOps+"/readyz")
 	start(t, gatewayKey, "gateway", "-addr", gwAddr, "-nodes", nodeAddr, "-bind", "127.0.0.1:0", "-profiles", pf)
 	waitReady(t, c.gw+"/readyz")
@@ -287,8 +287,8 @@ func TestNodeDrainsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	n1, n1ops, n2, n2ops, gw := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
-	node1 := start(t, testKey, "node", "-bind", n1, "-ops-addr", n1ops, "-profiles", pf, "-log-level", "warn")
-	start(t, testKey, "node", "-bind", n2, "-ops-addr", n2ops, "-profiles", pf, "-log-level", "warn")
+	node1 := start(t, testKey, "node", "-gossip-bind", freeAddr(t), "-bind", n1, "-ops-addr", n1ops, "-profiles", pf, "-log-level", "warn")
+	start(t, testKey, "node", "-gossip-bind", freeAddr(t), "-bind", n2, "-ops-addr", n2ops, "-profiles", pf, "-log-level", "warn")
 	waitReady(t, "http://"+n1ops+"/readyz")
 	waitReady(t, "http://"+n2ops+"/readyz")
 	start(t, testKey, "gateway", "-addr", gw, "-nodes", n1+","+n2, "-profiles", pf)

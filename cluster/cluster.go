@@ -1,0 +1,762 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Errors returned by Leave (and wrapped by FenceCause).
+var (
+	// ErrShutdown: the Cluster was shut down.
+	ErrShutdown = errors.New("cluster: shut down")
+	// ErrFenced: this member learnt that the others declared it dead and fenced itself.
+	ErrFenced = errors.New("cluster: fenced")
+)
+
+// Cluster is this process's membership in the cluster: a memberlist instance plus the goroutines that
+// publish topology, announce load, re-join seeds and fence. All methods are safe for concurrent use.
+//
+// Goroutines (each stopped by Shutdown, which waits for them): the topology loop (sole sender on
+// Updates), the maintenance loop (load announcements, fence notices, fencing decisions) and the re-join
+// loop (the only caller of memberlist's Join after Start, which may block up to TCPTimeout per seed).
+type Cluster struct {
+	cfg      Config
+	log      *slog.Logger
+	ml       *memberlist.Memberlist
+	met      *metrics
+	self     string
+	feat     uint64
+	load     atomic.Int64
+	draining atomic.Bool // announced in metadata once Leave starts
+
+	joinFailures atomic.Int64 // join attempts where no seed answered (tests read it)
+
+	// life serialises Leave, fencing and Shutdown (memberlist panics on Leave after Shutdown).
+	life     sync.Mutex
+	closed   bool // Shutdown called
+	left     bool // Leave called
+	isFenced bool
+
+	// mu guards the fields below. Lock order: memberlist's internal node lock, then mu (memberlist calls
+	// our delegates with its lock held), so mu is never held while calling memberlist.
+	mu         sync.Mutex
+	view       map[string]Member
+	graceful   map[string]bool // names that left saying so (not declared dead); pruned with tombstones
+	tomb       tombstones
+	fenceCause error
+
+	snap     atomic.Pointer[[]Member] // sorted alive members, rebuilt under mu
+	inactive atomic.Bool              // fenced or shut down: delegates ignore events
+
+	kick        chan struct{}    // cap 1: view changed → topology loop
+	loadKick    chan struct{}    // cap 1: SetLoad → maintenance loop
+	bump        chan struct{}    // cap 1: a member left our view → re-announce ourselves at once
+	notices     chan fenceNotice // bounded: refused identities to notify; dropped when full
+	accusations chan accusation  // bounded: accusations to evaluate; dropped when full (more will come)
+	updates     chan Topology    // unbuffered; the topology loop holds at most one pending snapshot
+	fenced      chan struct{}
+	stop        chan struct{}
+	wg          sync.WaitGroup
+}
+
+// Start validates cfg, creates the memberlist instance (listening at once), tries to join Seeds, and
+// starts the background goroutines. If no seed answers, Start still succeeds: the node runs alone and the
+// re-join loop keeps trying (every RejoinInterval/4 while it knows no other member). Start blocks for at
+// most about TCPTimeout per unreachable seed.
+func Start(cfg Config) (*Cluster, error) {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "cluster", "node", cfg.NodeName),
+		met:         newMetrics(cfg.Registerer),
+		self:        cfg.NodeName,
+		feat:        localFeatures(cfg.DisableFeatures),
+		view:        make(map[string]Member),
+		kick:        make(chan struct{}, 1),
+		loadKick:    make(chan struct{}, 1),
+		bump:        make(chan struct{}, 1),
+		notices:     make(chan fenceNotice, 64),
+		accusations: make(chan accusation, 16),
+		updates:     make(chan Topology),
+		fenced:      make(chan struct{}),
+		stop:        make(chan struct{}),
+	}
+	empty := []Member{}
+	c.snap.Store(&empty)
+	worst := meta{Load: 1<<31 - 1, Features: ^uint64(0), RemoteAddr: cfg.RemoteAddr, Version: cfg.Version, Kinds: cfg.Kinds}
+	if n := len(worst.encode()); n > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("cluster: metadata is %d bytes, memberlist allows %d (shorten kinds, version or remote address)", n, memberlist.MetaMaxSize)
+	}
+
+	mc, err := c.memberlistConfig()
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.ClusterKey) == 0 {
+		c.log.Warn("cluster: INSECURE: gossip is neither encrypted nor authenticated; any process on the network can join (local development only)")
+	}
+	c.ml, err = memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start memberlist: %w", err)
+	}
+	if seeds := c.seeds(); len(seeds) > 0 {
+		if n, err := c.ml.Join(seeds); err != nil {
+			c.met.joinFailures.Inc()
+			c.joinFailures.Add(1)
+			c.log.Warn("cluster: no seed answered yet; retrying in the background", "seeds", seeds, "err", err)
+		} else {
+			c.log.Info("cluster: joined", "seeds_contacted", n)
+		}
+	}
+	c.wg.Add(3)
+	go c.topologyLoop()
+	go c.maintenanceLoop()
+	go c.rejoinLoop()
+	return c, nil
+}
+
+func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
+	cfg := c.cfg
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeName
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
+	mc.IndirectChecks = cfg.IndirectChecks
+	mc.GossipInterval = cfg.GossipInterval
+	mc.GossipNodes = cfg.GossipNodes
+	mc.RetransmitMult = cfg.RetransmitMult
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
+	mc.TCPTimeout = cfg.TCPTimeout
+	mc.AwarenessMaxMultiplier = cfg.AwarenessMaxMultiplier
+	mc.DeadNodeReclaimTime = 0 // a dead name is never reused; see fence.go
+	mc.Label = cfg.ClusterName
+	if len(cfg.ClusterKey) > 0 {
+		mc.SecretKey = cfg.ClusterKey
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	mc.Logger = log.New(&logWriter{log: c.log, m: c.met}, "", 0)
+	d := &delegate{c: c}
+	mc.Delegate = d
+	mc.Events = d
+	mc.Alive = d
+	if cfg.AdvertiseAddr != "" {
+		host, port, _ := splitHostPort(cfg.AdvertiseAddr)
+		ip, err := resolveIP(host)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: advertise address: %w", err)
+		}
+		mc.AdvertiseAddr = ip
+		mc.AdvertisePort = port
+	}
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+		return mc, nil
+	}
+	host, port, _ := splitHostPort(cfg.BindAddr)
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	mc.BindAddr = host
+	mc.BindPort = port
+	if cfg.AdvertiseAddr == "" {
+		mc.AdvertisePort = port
+	}
+	return mc, nil
+}
+
+func resolveIP(host string) (string, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String(), nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return "", err
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("%s: no address", host)
+	}
+	return ips[0].String(), nil
+}
+
+// seeds returns Seeds without our own address.
+func (c *Cluster) seeds() []string {
+	self := c.Self().GossipAddr
+	out := make([]string, 0, len(c.cfg.Seeds))
+	for _, s := range c.cfg.Seeds {
+		if s != self && s != c.cfg.AdvertiseAddr {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Name returns this member's name.
+func (c *Cluster) Name() string { return c.self }
+
+// Self returns this member as announced (current load, features minus DisableFeatures).
+func (c *Cluster) Self() Member {
+	m := Member{
+		Name:       c.self,
+		RemoteAddr: c.cfg.RemoteAddr,
+		Version:    c.cfg.Version,
+		Kinds:      slices.Clone(c.cfg.Kinds),
+		Features:   featureNames(c.feat),
+		Load:       int(c.load.Load()),
+	}
+	c.mu.Lock()
+	if v, ok := c.view[c.self]; ok {
+		m.GossipAddr = v.GossipAddr
+	}
+	c.mu.Unlock()
+	return m
+}
+
+// Members returns the alive (and suspect) members, self included, sorted by name; empty once fenced or
+// shut down. It does not block on the network.
+func (c *Cluster) Members() []Member {
+	return cloneMembers(*c.snap.Load())
+}
+
+func cloneMembers(ms []Member) []Member {
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		m.Kinds = slices.Clone(m.Kinds)
+		m.Features = slices.Clone(m.Features)
+		out[i] = m
+	}
+	return out
+}
+
+// Updates returns the channel of topology changes (joins, leaves, failures, metadata changes other than
+// load). One goroutine sends, in order. It never blocks memberlist: if the reader is slow, changes are
+// coalesced into one pending Topology whose Joined/Left/Changed are relative to the last Topology the
+// reader received. The channel is closed by Shutdown.
+func (c *Cluster) Updates() <-chan Topology { return c.updates }
+
+// Owner returns the member hosting kind that ranks first for key by rendezvous hashing over the current
+// members (see Topology.Owner). For cluster-unique keyed actors (a tenant's limiter).
+func (c *Cluster) Owner(kind, key string) (Member, bool) {
+	m, ok := ownerOf(*c.snap.Load(), kind, key)
+	c.placed("owner", kind, ok)
+	return cloneMember(m), ok
+}
+
+// PickLeastLoaded chooses a member hosting kind for new work identified by key (a run id), preferring
+// low load: "power of d choices" with d = PlacementChoices (default 2), the choices being the d members
+// ranked highest by rendezvous hashing of key. The less loaded wins; ties go to the better ranked.
+// Why not the least loaded of all: load is gossiped (lagging by up to LoadUpdateInterval), so every
+// caller would send a burst of new runs to the same node until its load update arrives; two choices
+// bound the imbalance without herding, and every caller picks the same member for the same key and load.
+func (c *Cluster) PickLeastLoaded(kind, key string) (Member, bool) {
+	m, ok := pickLeastLoaded(*c.snap.Load(), kind, key, c.cfg.PlacementChoices)
+	c.placed("least_loaded", kind, ok)
+	return cloneMember(m), ok
+}
+
+func cloneMember(m Member) Member {
+	m.Kinds = slices.Clone(m.Kinds)
+	m.Features = slices.Clone(m.Features)
+	return m
+}
+
+func (c *Cluster) placed(method, kind string, ok bool) {
+	res := "ok"
+	if !ok {
+		res = "none"
+	}
+	c.met.placements.WithLabelValues(method, kind, res).Inc()
+}
+
+// SetLoad sets the load (active runs) announced in metadata. It never blocks: announcements are sent
+// by the maintenance loop at most once per LoadUpdateInterval, always with the latest value.
+func (c *Cluster) SetLoad(active int) {
+	if active < 0 {
+		active = 0
+	}
+	if c.load.Swap(int64(active)) == int64(active) {
+		return
+	}
+	select {
+	case c.loadKick <- struct{}{}:
+	default:
+	}
+}
+
+// Fenced returns a channel closed when this member learns that the others declared it dead (see
+// fence.go). By then memberlist is shut down; the caller stops its actors, calls Shutdown, and starts a
+// new Cluster with a new NodeName (NewNodeName).
+func (c *Cluster) Fenced() <-chan struct{} { return c.fenced }
+
+// FenceCause returns nil, or an error wrapping ErrFenced that says who declared us dead and why we
+// accepted it.
+func (c *Cluster) FenceCause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fenceCause
+}
+
+// Leave announces a graceful departure and waits up to timeout for it to be gossiped; the others see us
+// leave at once instead of after failure detection. Membership keeps running (so in-flight work can be
+// handed off) until Shutdown; seeds are no longer re-joined. Calling it twice is harmless. It returns
+// ErrShutdown or ErrFenced when there is nothing to leave.
+func (c *Cluster) Leave(timeout time.Duration) error {
+	c.life.Lock()
+	defer c.life.Unlock()
+	switch {
+	case c.closed:
+		return ErrShutdown
+	case c.isFenced:
+		return ErrFenced
+	}
+	c.left = true
+	// Say "draining" first, so others stop placing work here and know, when
+	// we are gone, that we left on purpose (memberlist does not tell a
+	// leave from a death in NotifyLeave).
+	c.draining.Store(true)
+	if err := c.ml.UpdateNode(timeout / 2); err != nil {
+		c.log.Warn("cluster: could not announce draining", "err", err)
+	}
+	time.Sleep(min(timeout/4, 4*c.cfg.GossipInterval))
+	if err := c.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops memberlist (without Leave: call Leave first for a graceful exit) and every goroutine
+// this package started, waits for them, and closes Updates. It is idempotent and safe to call
+// concurrently; later calls return nil at once.
+func (c *Cluster) Shutdown() error {
+	c.life.Lock()
+	if c.closed {
+		c.life.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.inactive.Store(true)
+	c.life.Unlock()
+	close(c.stop)
+	err := c.ml.Shutdown()
+	c.wg.Wait()
+	close(c.updates)
+	if err != nil {
+		return fmt.Errorf("cluster: shutdown: %w", err)
+	}
+	return nil
+}
+
+// fence is called by the maintenance loop once an accusation is accepted.
+func (c *Cluster) fence(reason string) {
+	c.life.Lock()
+	defer c.life.Unlock()
+	if c.closed || c.isFenced || c.left {
+		return
+	}
+	c.isFenced = true
+	c.inactive.Store(true)
+	c.mu.Lock()
+	c.fenceCause = fmt.Errorf("%w: %s", ErrFenced, reason)
+	c.view = map[string]Member{}
+	c.rebuildLocked()
+	c.mu.Unlock()
+	c.met.fencings.Inc()
+	c.log.Error("cluster: FENCED: the cluster declared this member dead; stopping membership", "reason", reason)
+	close(c.fenced)
+	if err := c.ml.Shutdown(); err != nil {
+		c.log.Warn("cluster: memberlist shutdown after fencing", "err", err)
+	}
+	c.kickTopology()
+}
+
+// rebuildLocked publishes the view as the sorted snapshot. c.mu must be held.
+func (c *Cluster) rebuildLocked() {
+	ms := make([]Member, 0, len(c.view))
+	for _, m := range c.view {
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b Member) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	c.snap.Store(&ms)
+	c.met.members.Set(float64(len(ms)))
+	c.met.tombstoned.Set(float64(len(c.tomb.at)))
+}
+
+func (c *Cluster) kickTopology() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// topologyLoop is the only sender on Updates. It holds at most one pending Topology, recomputed against
+// the last delivered one at every kick.
+func (c *Cluster) topologyLoop() {
+	defer c.wg.Done()
+	var (
+		last    []Member
+		pending *Topology
+		epoch   uint64
+	)
+	c.kickTopology() // deliver the initial view
+	for {
+		var out chan<- Topology
+		var next Topology
+		if pending != nil {
+			out, next = c.updates, *pending
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-c.kick:
+			cur := *c.snap.Load()
+			t := diffTopology(last, cur)
+			c.mu.Lock()
+			for _, m := range t.Left {
+				if c.graceful[m.Name] {
+					t.Departed = append(t.Departed, m)
+				}
+			}
+			c.mu.Unlock()
+			if len(t.Joined) == 0 && len(t.Left) == 0 && len(t.Changed) == 0 && last != nil {
+				pending = nil // back to what the reader has (or only load changed)
+				continue
+			}
+			if pending == nil {
+				epoch++
+			}
+			t.Epoch = epoch
+			pending = &t
+		case out <- next:
+			last = next.Members
+			pending = nil
+			c.met.topologies.Inc()
+		}
+	}
+}
+
+// diffTopology builds the Topology for cur relative to prev (both sorted by name).
+func diffTopology(prev, cur []Member) Topology {
+	t := Topology{Members: cloneMembers(cur)}
+	old := make(map[string]Member, len(prev))
+	for _, m := range prev {
+		old[m.Name] = m
+	}
+	for _, m := range t.Members {
+		o, ok := old[m.Name]
+		switch {
+		case !ok:
+			t.Joined = append(t.Joined, m)
+		case !sameButLoad(o, m):
+			t.Changed = append(t.Changed, m)
+		}
+		delete(old, m.Name)
+	}
+	for _, m := range prev {
+		if _, gone := old[m.Name]; gone {
+			t.Left = append(t.Left, m)
+		}
+	}
+	return t
+}
+
+func sameButLoad(a, b Member) bool {
+	return a.GossipAddr == b.GossipAddr && a.RemoteAddr == b.RemoteAddr && a.Version == b.Version &&
+		slices.Equal(a.Kinds, b.Kinds) && slices.Equal(a.Features, b.Features)
+}
+
+// maintenanceLoop announces load (rate-limited), sends fence notices and evaluates accusations.
+func (c *Cluster) maintenanceLoop() {
+	defer c.wg.Done()
+	var (
+		lastLoad   time.Time
+		loadTimer  *time.Timer
+		loadFire   <-chan time.Time
+		lastNotice = map[string]time.Time{}
+	)
+	defer func() {
+		if loadTimer != nil {
+			loadTimer.Stop()
+		}
+	}()
+	announce := func() {
+		lastLoad = time.Now()
+		// The broadcast is queued at once; the timeout only bounds how long we wait for it to go out.
+		if err := c.ml.UpdateNode(4 * c.cfg.GossipInterval); err != nil {
+			c.log.Debug("cluster: load announcement not yet gossiped", "err", err)
+		}
+	}
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.loadKick:
+			if c.inactive.Load() || loadFire != nil {
+				continue
+			}
+			if wait := c.cfg.LoadUpdateInterval - time.Since(lastLoad); wait > 0 {
+				loadTimer = time.NewTimer(wait)
+				loadFire = loadTimer.C
+				continue
+			}
+			announce()
+		case <-c.bump:
+			// Raise our incarnation: dead/suspect messages about us that the other side of a partition
+			// produced (with the incarnation it last knew) are then ignored as stale when it heals,
+			// instead of killing us here (memberlist accepts a dead message whose incarnation equals
+			// the one it holds).
+			if !c.inactive.Load() {
+				announce()
+			}
+		case <-loadFire:
+			loadFire, loadTimer = nil, nil
+			if !c.inactive.Load() {
+				announce()
+			}
+		case n := <-c.notices:
+			now := time.Now()
+			if c.inactive.Load() || now.Sub(lastNotice[n.Target]) < noticeInterval {
+				continue
+			}
+			for t, at := range lastNotice {
+				if now.Sub(at) > noticeInterval {
+					delete(lastNotice, t)
+				}
+			}
+			lastNotice[n.Target] = now
+			c.mu.Lock()
+			n.Accuser = c.self
+			n.AccuserCount, n.AccuserMin = c.sideLocked()
+			c.mu.Unlock()
+			if err := c.ml.SendToAddress(memberlist.Address{Addr: n.addr}, n.encode()); err != nil {
+				c.log.Debug("cluster: fence notice not sent", "to", n.Target, "err", err)
+				continue
+			}
+			c.met.noticesSent.Inc()
+		case a := <-c.accusations:
+			c.mu.Lock()
+			names := make(map[string]struct{}, len(c.view))
+			for n := range c.view {
+				names[n] = struct{}{}
+			}
+			c.mu.Unlock()
+			if len(names) == 0 { // fenced or not started
+				continue
+			}
+			if ok, reason := decide(c.self, names, a); ok {
+				c.fence(reason)
+			} else {
+				c.log.Info("cluster: ignoring accusation from the minority side of a healed partition", "accuser", a.Accuser, "its_members", a.AccuserCount, "ours", len(names))
+			}
+		}
+	}
+}
+
+// sideLocked returns our view's size and smallest name. c.mu must be held.
+func (c *Cluster) sideLocked() (int, string) {
+	min := ""
+	for n := range c.view {
+		if min == "" || n < min {
+			min = n
+		}
+	}
+	return len(c.view), min
+}
+
+// rejoinLoop re-joins the seeds every RejoinInterval (every RejoinInterval/4 while we know no other
+// member): this heals partitions, which memberlist does not re-merge by itself, and finds seeds that
+// started after us. Each attempt resolves DNS names again.
+func (c *Cluster) rejoinLoop() {
+	defer c.wg.Done()
+	t := time.NewTimer(c.rejoinWait())
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		c.life.Lock()
+		active := !c.closed && !c.left && !c.isFenced
+		c.life.Unlock()
+		if seeds := c.seeds(); active && len(seeds) > 0 {
+			if _, err := c.ml.Join(seeds); err != nil {
+				c.met.joinFailures.Inc()
+				c.joinFailures.Add(1)
+				c.log.Debug("cluster: re-join found no seed", "seeds", seeds, "err", err)
+			}
+		}
+		t.Reset(c.rejoinWait())
+	}
+}
+
+func (c *Cluster) rejoinWait() time.Duration {
+	if len(*c.snap.Load()) <= 1 {
+		return c.cfg.RejoinInterval / 4
+	}
+	return c.cfg.RejoinInterval
+}
+
+// delegate implements memberlist's Delegate, EventDelegate and AliveDelegate. memberlist calls them with
+// its node lock held (events and alive) or from its packet/stream goroutines; none of them blocks or
+// calls back into memberlist.
+type delegate struct{ c *Cluster }
+
+// NodeMeta encodes our metadata with the current load.
+func (d *delegate) NodeMeta(limit int) []byte {
+	c := d.c
+	b := meta{Load: int(c.load.Load()), Features: c.feat, RemoteAddr: c.cfg.RemoteAddr, Version: c.cfg.Version, Kinds: c.cfg.Kinds,
+		Draining: c.draining.Load()}.encode()
+	if len(b) > limit { // Start checked the worst case against MetaMaxSize
+		return nil
+	}
+	return b
+}
+
+// NotifyMsg receives fence notices.
+func (d *delegate) NotifyMsg(b []byte) {
+	n, err := decodeFenceNotice(b)
+	if err != nil || n.Target != d.c.self || d.c.inactive.Load() {
+		return
+	}
+	d.c.accuse(n.accusation)
+}
+
+func (c *Cluster) accuse(a accusation) {
+	select {
+	case c.accusations <- a:
+	default:
+	}
+}
+
+// GetBroadcasts: we broadcast nothing of our own.
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState is sent on every push/pull: our side and our recent tombstones.
+func (d *delegate) LocalState(join bool) []byte {
+	c := d.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, min := c.sideLocked()
+	return pushState{Sender: c.self, Count: n, Min: min, Dead: c.tomb.recent(maxStateTombstones)}.encode()
+}
+
+// MergeRemoteState looks for our own name among the sender's tombstones.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	c := d.c
+	if c.inactive.Load() {
+		return
+	}
+	s, err := decodePushState(buf)
+	if err != nil {
+		return
+	}
+	if slices.Contains(s.Dead, c.self) {
+		c.accuse(accusation{Accuser: s.Sender, AccuserCount: s.Count, AccuserMin: s.Min, Via: "push-pull"})
+	}
+}
+
+// NotifyAlive refuses alive messages for tombstoned names, and asks the maintenance loop to tell that
+// address it is fenced.
+func (d *delegate) NotifyAlive(n *memberlist.Node) error {
+	c := d.c
+	if n.Name == c.self {
+		return nil
+	}
+	c.mu.Lock()
+	dead := c.tomb.has(n.Name, time.Now(), c.cfg.TombstoneTTL)
+	c.mu.Unlock()
+	if !dead {
+		return nil
+	}
+	c.met.refusedAlive.Inc()
+	select {
+	case c.notices <- fenceNotice{Target: n.Name, addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}:
+	default:
+	}
+	return fmt.Errorf("cluster: %s was declared dead; it must rejoin under a new name", n.Name)
+}
+
+// NotifyJoin adds a member to the view.
+func (d *delegate) NotifyJoin(n *memberlist.Node) { d.upsert(n, true) }
+
+// NotifyUpdate refreshes a member's metadata.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.upsert(n, false) }
+
+func (d *delegate) upsert(n *memberlist.Node, join bool) {
+	c := d.c
+	if c.inactive.Load() {
+		return
+	}
+	m, err := memberFromMeta(n.Name, net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), n.Meta)
+	if err != nil {
+		c.log.Warn("cluster: member metadata unreadable; it will not be chosen for placement", "member", n.Name, "err", err)
+	}
+	c.mu.Lock()
+	_, existed := c.view[n.Name]
+	c.view[n.Name] = m
+	c.rebuildLocked()
+	c.mu.Unlock()
+	if join && !existed {
+		c.met.joins.Inc()
+		c.log.Info("cluster: member joined", "member", n.Name, "kinds", m.Kinds, "remote", m.RemoteAddr)
+	}
+	c.kickTopology()
+}
+
+// NotifyLeave removes a member from the view and tombstones its name.
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	c := d.c
+	if c.inactive.Load() || n.Name == c.self {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	wasDraining := c.view[n.Name].Draining
+	delete(c.view, n.Name)
+	c.tomb.prune(now, c.cfg.TombstoneTTL)
+	c.tomb.add(n.Name, now)
+	if c.graceful == nil || len(c.graceful) > 4096 {
+		c.graceful = map[string]bool{} // bounded; only recent departures matter
+	}
+	if wasDraining {
+		c.graceful[n.Name] = true
+	}
+	c.rebuildLocked()
+	c.mu.Unlock()
+	c.met.leaves.Inc()
+	c.log.Info("cluster: member left or declared dead", "member", n.Name)
+	c.kickTopology()
+	select {
+	case c.bump <- struct{}{}:
+	default:
+	}
+}

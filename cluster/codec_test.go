@@ -1,0 +1,173 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseKey(t *testing.T) {
+	k32 := bytes.Repeat([]byte{0xab}, 32)
+	k16 := []byte("0123456789abcdef")
+	ok := map[string][]byte{
+		hex.EncodeToString(k32):                             k32,
+		" " + base64.StdEncoding.EncodeToString(k16) + "\n": k16,
+		base64.RawURLEncoding.EncodeToString(k32):           k32,
+		base64.StdEncoding.EncodeToString(k32[:24]):         k32[:24],
+	}
+	for in, want := range ok {
+		got, err := ParseKey(in)
+		if err != nil {
+			t.Fatalf("ParseKey(%q): %v", in, err)
+		}
+		if want != nil && !bytes.Equal(got, want) {
+			t.Fatalf("ParseKey(%q) = %x", in, got)
+		}
+		if len(got) != 16 && len(got) != 24 && len(got) != 32 {
+			t.Fatalf("len %d", len(got))
+		}
+	}
+	for _, in := range []string{"", "   ", "zz", hex.EncodeToString(k16[:10]), base64.StdEncoding.EncodeToString(k16[:15]), "not a key at all!", "0123456789abcdef0123456789abcdeg"} {
+		_, err := ParseKey(in)
+		if !errors.Is(err, ErrBadKey) {
+			t.Fatalf("ParseKey(%q): %v, want ErrBadKey", in, err)
+		}
+		if in != "" && len(in) > 4 && strings.Contains(err.Error(), strings.TrimSpace(in)) {
+			t.Fatalf("error echoes the key: %v", err)
+		}
+	}
+}
+
+func TestMetaRoundTrip(t *testing.T) {
+	m := meta{Load: 300, Features: 0b1011, RemoteAddr: "10.1.2.3:8090", Version: "v0.1.0", Kinds: []string{"coordinator", "tokenizer"}}
+	b := m.encode()
+	got, err := decodeMeta(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Load != m.Load || got.Features != m.Features || got.RemoteAddr != m.RemoteAddr || got.Version != m.Version || !slices.Equal(got.Kinds, m.Kinds) {
+		t.Fatalf("round trip: %+v", got)
+	}
+	// A later version may append fields.
+	b2 := append(append([]byte{}, b...), 9, 9, 9)
+	b2[0] = 2
+	if got, err := decodeMeta(b2); err != nil || got.RemoteAddr != m.RemoteAddr {
+		t.Fatalf("forward compatibility: %v", err)
+	}
+	for i := range b[:len(b)-1] { // every truncation fails cleanly...
+		if _, err := decodeMeta(b[:i]); err == nil {
+			t.Fatalf("truncated to %d bytes accepted", i)
+		}
+	}
+	// ...but the encoding without its trailing flags is the older format.
+	if got, err := decodeMeta(b[:len(b)-1]); err != nil || got.Draining || got.RemoteAddr != m.RemoteAddr {
+		t.Fatalf("metadata without flags: %+v %v", got, err)
+	}
+	m.Draining = true
+	if got, err := decodeMeta(m.encode()); err != nil || !got.Draining {
+		t.Fatalf("draining flag lost: %+v %v", got, err)
+	}
+	if names := featureNames(localFeatures([]string{"avx2"})); slices.Contains(names, "avx2") {
+		t.Fatal("disabled feature still present")
+	}
+}
+
+func TestWireRoundTrip(t *testing.T) {
+	n := fenceNotice{Target: "old", accusation: accusation{Accuser: "a", AccuserCount: 3, AccuserMin: "a"}}
+	got, err := decodeFenceNotice(n.encode())
+	if err != nil || got.Target != "old" || got.Accuser != "a" || got.AccuserCount != 3 || got.AccuserMin != "a" {
+		t.Fatalf("notice: %+v %v", got, err)
+	}
+	s := pushState{Sender: "a", Count: 2, Min: "a", Dead: []string{"x", "y"}}
+	gs, err := decodePushState(s.encode())
+	if err != nil || gs.Sender != "a" || gs.Count != 2 || !slices.Equal(gs.Dead, s.Dead) {
+		t.Fatalf("state: %+v %v", gs, err)
+	}
+	if _, err := decodePushState(n.encode()); err == nil {
+		t.Fatal("notice decoded as state")
+	}
+}
+
+func FuzzDecodeMeta(f *testing.F) {
+	f.Add(meta{Load: 1, Features: 3, RemoteAddr: "h:1", Version: "v", Kinds: []string{"k"}}.encode())
+	f.Add([]byte{1, 0, 0, 0, 0, 200})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMeta(b)
+		if err != nil {
+			return
+		}
+		// What decodes re-encodes to something that decodes to the same value.
+		m2, err := decodeMeta(m.encode())
+		if err != nil || m2.Load != m.Load || m2.RemoteAddr != m.RemoteAddr || !slices.Equal(m2.Kinds, m.Kinds) {
+			t.Fatalf("re-encode mismatch: %+v vs %+v (%v)", m, m2, err)
+		}
+	})
+}
+
+func FuzzDecodeWire(f *testing.F) {
+	f.Add(fenceNotice{Target: "t", accusation: accusation{Accuser: "a", AccuserCount: 2, AccuserMin: "a"}}.encode())
+	f.Add(pushState{Sender: "s", Count: 1, Min: "s", Dead: []string{"d"}}.encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if n, err := decodeFenceNotice(b); err == nil {
+			if _, err := decodeFenceNotice(n.encode()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s, err := decodePushState(b); err == nil {
+			if _, err := decodePushState(s.encode()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func FuzzParseKey(f *testing.F) {
+	f.Add("0123456789abcdef0123456789abcdef")
+	f.Add("MDEyMzQ1Njc4OWFiY2RlZg==")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseKey(s)
+		if err == nil && len(k) != 16 && len(k) != 24 && len(k) != 32 {
+			t.Fatalf("accepted a %d-byte key", len(k))
+		}
+	})
+}
+
+func TestDecide(t *testing.T) {
+	view := func(ns ...string) map[string]struct{} {
+		m := map[string]struct{}{}
+		for _, n := range ns {
+			m[n] = struct{}{}
+		}
+		return m
+	}
+	cases := []struct {
+		name  string
+		view  map[string]struct{}
+		a     accusation
+		fence bool
+	}{
+		{"accuser alive in our view: one-sided, fence", view("c", "a", "b"), accusation{Accuser: "a", AccuserCount: 1, AccuserMin: "a"}, true},
+		{"minority side fences", view("c"), accusation{Accuser: "a", AccuserCount: 2, AccuserMin: "a"}, true},
+		{"majority side stays", view("a", "b"), accusation{Accuser: "c", AccuserCount: 1, AccuserMin: "c"}, false},
+		{"tie: side without the smallest name fences", view("c", "d"), accusation{Accuser: "a", AccuserCount: 2, AccuserMin: "a"}, true},
+		{"tie: side with the smallest name stays", view("a", "b"), accusation{Accuser: "c", AccuserCount: 2, AccuserMin: "c"}, false},
+		{"unknown accuser counts as the other side", view("x", "y", "z"), accusation{Accuser: "new", AccuserCount: 1, AccuserMin: "new"}, false},
+	}
+	for _, tc := range cases {
+		self := ""
+		for n := range tc.view {
+			if n != tc.a.Accuser {
+				self = n
+				break
+			}
+		}
+		if got, _ := decide(self, tc.view, tc.a); got != tc.fence {
+			t.Errorf("%s: fence=%v", tc.name, got)
+		}
+	}
+}

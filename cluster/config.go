@@ -1,0 +1,295 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures one membership instance. Start copies it; changing a Config after Start has no effect.
+// Durations left at zero are filled from DefaultConfig by validate; every other zero value is documented.
+type Config struct {
+	// NodeName is this member's memberlist name. It must be unique in the cluster for the whole life of the
+	// cluster: a name that the others have declared dead (or that left) is refused for TombstoneTTL, so a
+	// process that restarts after a crash, or after being fenced, must use a NEW name (see NewNodeName).
+	// Default: NewNodeName(hostname).
+	NodeName string
+
+	// BindAddr is the "host:port" gossip listens on, UDP and TCP. Port 0 picks a free port (tests).
+	// Ignored when Transport is set. Default "0.0.0.0:7946".
+	BindAddr string
+
+	// AdvertiseAddr is the "host:port" other members use to reach this one. Default: the address of
+	// BindAddr (a private IP of this host when BindAddr is 0.0.0.0), same port.
+	AdvertiseAddr string
+
+	// Seeds are "host:port" addresses of members to join through. DNS names are allowed and are resolved
+	// again at every join attempt (compose service names, Kubernetes headless services). Our own
+	// AdvertiseAddr may be listed (every node of a compose file can share one seed list). Empty: start a
+	// new cluster and wait for others to join us.
+	Seeds []string
+
+	// ClusterKey is the gossip encryption key (AES-GCM through memberlist's keyring): 16, 24 or 32 bytes.
+	// Required unless Insecure. Every packet and push/pull stream is encrypted and authenticated with it,
+	// so a process without the key can neither join, read, nor inject gossip. See ParseKey.
+	ClusterKey []byte
+
+	// Insecure allows running without ClusterKey (local development only). It is logged at WARN level.
+	Insecure bool
+
+	// ClusterName separates clusters that share a network (and possibly a key): it is memberlist's Label,
+	// sent in front of every packet and used as GCM associated data. Default "qlc".
+	ClusterName string
+
+	// Kinds are the actor kinds this process hosts, e.g. "coordinator", "tokenizer", "gateway".
+	Kinds []string
+
+	// RemoteAddr is this process's actor-transport address (protoactor remote), announced in metadata.
+	RemoteAddr string
+
+	// Version is the software version, announced in metadata.
+	Version string
+
+	// DisableFeatures are CPU features to pretend are absent (e.g. "avx2"), so tests and operators can
+	// build mixed clusters on one machine. Names must be in KnownFeatures.
+	DisableFeatures []string
+
+	// ProbeInterval is the SWIM probe period: every interval this member pings one other member.
+	// Default 100 ms (memberlist's LAN preset: 1 s). Detection time is about ProbeInterval plus the
+	// suspicion timeout (SuspicionMult × ProbeInterval) plus gossip; 100 ms gives ~0.4–0.5 s on loopback.
+	ProbeInterval time.Duration
+
+	// ProbeTimeout is how long to wait for a direct ack before asking IndirectChecks peers to probe.
+	// Must be < ProbeInterval (memberlist issue #149). Default 50 ms: a LAN round trip is < 1 ms, the rest
+	// is headroom for scheduling delay on a busy host.
+	ProbeTimeout time.Duration
+
+	// SuspicionMult scales the suspicion timeout: SuspicionMult × max(1, log10(n)) × ProbeInterval.
+	// Default 2: with k = SuspicionMult-2 = 0 confirmations needed, the timeout is the minimum (200 ms for
+	// n < 10) instead of starting at SuspicionMaxTimeoutMult × that and shrinking.
+	SuspicionMult int
+
+	// SuspicionMaxTimeoutMult bounds the suspicion timeout when confirmations are expected (k > 0).
+	// Default 2, so raising SuspicionMult cannot silently give multi-second detection (research §4.2).
+	SuspicionMaxTimeoutMult int
+
+	// IndirectChecks is how many peers are asked to probe a member that missed a direct ack. Default 2.
+	IndirectChecks int
+
+	// GossipInterval is the period of gossip rounds (dissemination of alive/suspect/dead and metadata).
+	// Default 50 ms, so a death is known by everyone one or two rounds after it is declared.
+	GossipInterval time.Duration
+
+	// GossipNodes is how many random members each gossip round goes to. Default 3 (covers a small
+	// cluster in one round).
+	GossipNodes int
+
+	// RetransmitMult is how many times each broadcast is retransmitted: RetransmitMult × log(n+1).
+	// Default 3.
+	RetransmitMult int
+
+	// PushPullInterval is the period of full state exchange with one random member. Default 10 s; the
+	// periodic seed re-join (RejoinInterval) does the heavy lifting of healing partitions.
+	PushPullInterval time.Duration
+
+	// GossipToTheDeadTime is how long we keep gossiping to members we declared dead, so a member that
+	// comes back (paused, partitioned) hears about it. Default 15 s.
+	GossipToTheDeadTime time.Duration
+
+	// TCPTimeout bounds push/pull, join and TCP-fallback probes. Default 1 s (loopback/LAN).
+	TCPTimeout time.Duration
+
+	// AwarenessMaxMultiplier lets a member that misses acks (it is probably the slow one) stretch its own
+	// probe timeouts up to this factor (memberlist's Lifeguard). Default 8.
+	AwarenessMaxMultiplier int
+
+	// RejoinInterval is the period at which Seeds are joined again, always: memberlist does not re-merge
+	// a healed partition by itself, and a node that started before its seeds needs to find them.
+	// While we know no other member, joins are retried every RejoinInterval/4. Default 3 s.
+	RejoinInterval time.Duration
+
+	// LoadUpdateInterval is the minimum time between two load announcements (each is a metadata
+	// broadcast to the cluster). SetLoad never blocks; the newest value is sent. Default 250 ms.
+	LoadUpdateInterval time.Duration
+
+	// TombstoneTTL is how long a name declared dead (or left) is refused after it left our view.
+	// Default 1 h. At most maxTombstones names are kept (oldest dropped first).
+	TombstoneTTL time.Duration
+
+	// PlacementChoices is d in "power of d choices" for PickLeastLoaded: the d highest rendezvous-ranked
+	// candidates for the key are compared and the least loaded wins. 0 means the default 2; a value >= the
+	// number of candidates means "least loaded of all" (ties broken by rendezvous rank).
+	PlacementChoices int
+
+	// Transport replaces the network (tests: NewMemNetwork; fault injection and byte counts:
+	// WrapTransport). nil means real UDP+TCP sockets on BindAddr. The Cluster shuts it down.
+	Transport memberlist.NodeAwareTransport
+
+	// Logger receives this package's and memberlist's logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// Registerer receives the qlc_cluster_* metrics. nil: metrics are kept but not registered.
+	// A second Cluster (after fencing) on the same Registerer reuses the collectors already registered.
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns the LAN-tuned defaults described on each Config field. NodeName, Seeds,
+// ClusterKey, Kinds, RemoteAddr and Version are left for the caller.
+func DefaultConfig() Config {
+	return Config{
+		BindAddr:                "0.0.0.0:7946",
+		ClusterName:             "qlc",
+		ProbeInterval:           100 * time.Millisecond,
+		ProbeTimeout:            50 * time.Millisecond,
+		SuspicionMult:           2,
+		SuspicionMaxTimeoutMult: 2,
+		IndirectChecks:          2,
+		GossipInterval:          50 * time.Millisecond,
+		GossipNodes:             3,
+		RetransmitMult:          3,
+		PushPullInterval:        10 * time.Second,
+		GossipToTheDeadTime:     15 * time.Second,
+		TCPTimeout:              time.Second,
+		AwarenessMaxMultiplier:  8,
+		RejoinInterval:          3 * time.Second,
+		LoadUpdateInterval:      250 * time.Millisecond,
+		TombstoneTTL:            time.Hour,
+		PlacementChoices:        2,
+	}
+}
+
+// NewNodeName returns base followed by "-" and 8 random hex digits: a name that was never used before, as
+// a member needs after a restart or a fencing. An empty base uses the host name.
+func NewNodeName(base string) string {
+	if base == "" {
+		base, _ = os.Hostname()
+		if base == "" {
+			base = "node"
+		}
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return base + "-" + hex.EncodeToString(b[:])
+}
+
+// maxTombstones bounds the tombstone set (memory and the size of the push/pull state).
+const maxTombstones = 4096
+
+// validate fills defaults and rejects bad values. It returns a copy.
+func (c Config) validate() (Config, error) {
+	d := DefaultConfig()
+	if c.NodeName == "" {
+		c.NodeName = NewNodeName("")
+	}
+	if c.Transport == nil {
+		if c.BindAddr == "" {
+			c.BindAddr = d.BindAddr
+		}
+		if _, _, err := splitHostPort(c.BindAddr); err != nil {
+			return c, fmt.Errorf("cluster: bind address: %w", err)
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if _, _, err := splitHostPort(c.AdvertiseAddr); err != nil {
+			return c, fmt.Errorf("cluster: advertise address: %w", err)
+		}
+	}
+	for _, s := range c.Seeds {
+		if _, _, err := splitHostPort(s); err != nil {
+			return c, fmt.Errorf("cluster: seed %q: %w", s, err)
+		}
+	}
+	switch len(c.ClusterKey) {
+	case 0:
+		if !c.Insecure {
+			return c, errors.New("cluster: a cluster key is required (set Insecure for local development)")
+		}
+	case 16, 24, 32:
+	default:
+		return c, fmt.Errorf("cluster: cluster key is %d bytes, want 16, 24 or 32", len(c.ClusterKey))
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = d.ClusterName
+	}
+	if len(c.ClusterName) > memberlist.LabelMaxSize {
+		return c, fmt.Errorf("cluster: cluster name longer than %d bytes", memberlist.LabelMaxSize)
+	}
+	for _, k := range c.Kinds {
+		if k == "" {
+			return c, errors.New("cluster: empty kind")
+		}
+	}
+	for _, f := range c.DisableFeatures {
+		if featureBit(strings.ToLower(f)) < 0 {
+			return c, fmt.Errorf("cluster: unknown CPU feature %q in DisableFeatures (known: %s)", f, strings.Join(KnownFeatures(), ", "))
+		}
+	}
+	durs := []struct {
+		p   *time.Duration
+		def time.Duration
+	}{
+		{&c.ProbeInterval, d.ProbeInterval}, {&c.ProbeTimeout, d.ProbeTimeout},
+		{&c.GossipInterval, d.GossipInterval}, {&c.PushPullInterval, d.PushPullInterval},
+		{&c.GossipToTheDeadTime, d.GossipToTheDeadTime}, {&c.TCPTimeout, d.TCPTimeout},
+		{&c.RejoinInterval, d.RejoinInterval}, {&c.LoadUpdateInterval, d.LoadUpdateInterval},
+		{&c.TombstoneTTL, d.TombstoneTTL},
+	}
+	for _, x := range durs {
+		if *x.p < 0 {
+			return c, errors.New("cluster: negative duration in config")
+		}
+		if *x.p == 0 {
+			*x.p = x.def
+		}
+	}
+	ints := []struct {
+		p   *int
+		def int
+	}{
+		{&c.SuspicionMult, d.SuspicionMult}, {&c.SuspicionMaxTimeoutMult, d.SuspicionMaxTimeoutMult},
+		{&c.IndirectChecks, d.IndirectChecks}, {&c.GossipNodes, d.GossipNodes},
+		{&c.RetransmitMult, d.RetransmitMult}, {&c.AwarenessMaxMultiplier, d.AwarenessMaxMultiplier},
+		{&c.PlacementChoices, d.PlacementChoices},
+	}
+	for _, x := range ints {
+		if *x.p < 0 {
+			return c, errors.New("cluster: negative count in config")
+		}
+		if *x.p == 0 {
+			*x.p = x.def
+		}
+	}
+	if c.ProbeTimeout >= c.ProbeInterval {
+		return c, fmt.Errorf("cluster: ProbeTimeout %v must be below ProbeInterval %v", c.ProbeTimeout, c.ProbeInterval)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Seeds = append([]string(nil), c.Seeds...)
+	c.Kinds = append([]string(nil), c.Kinds...)
+	c.DisableFeatures = append([]string(nil), c.DisableFeatures...)
+	c.ClusterKey = append([]byte(nil), c.ClusterKey...)
+	return c, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", s)
+	}
+	return host, p, nil
+}

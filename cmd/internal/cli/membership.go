@@ -1,0 +1,214 @@
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/cluster"
+)
+
+// Kinds a process announces in the cluster.
+const (
+	KindCoordinator = "coordinator" // hosts run coordinators (nodes)
+	KindGateway     = "gateway"     // hosts run hubs and the HTTP edge
+	KindTokenizer   = "tokenizer"   // hosts tokenizer actors (nodes with the CPU features)
+)
+
+// MembershipConfig is what a command knows about its place in the cluster.
+type MembershipConfig struct {
+	Base            string   // node name prefix (a fresh suffix is added at every (re)join)
+	Bind, Advertise string   // gossip addresses
+	Seeds           []string // host:port, DNS names allowed
+	Key             []byte
+	Insecure        bool
+	Kinds           []string
+	DisableFeatures []string
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+}
+
+// Membership keeps a process in the cluster: it starts memberlist
+// membership, feeds topology changes to the engine from one goroutine,
+// announces the engine's load, and on fencing stops the hosted actors and
+// rejoins under a new name. It also places runs (actors.Placer).
+type Membership struct {
+	cfg    MembershipConfig
+	engine *actors.Engine
+
+	mu sync.Mutex // guards c
+	c  *cluster.Cluster
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// NewMembership prepares membership; Run joins. In between (while the
+// engine, which needs the Membership as its Placer, is built) Candidates
+// returns nothing.
+func NewMembership(cfg MembershipConfig) *Membership {
+	return &Membership{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// metricsOnce: the cluster registers its metrics once per process; a
+// rejoin after fencing reuses them.
+var metricsOnce sync.Once
+
+func (m *Membership) start() (*cluster.Cluster, error) {
+	cc := cluster.DefaultConfig()
+	cc.NodeName = cluster.NewNodeName(m.cfg.Base)
+	cc.BindAddr, cc.AdvertiseAddr, cc.Seeds = m.cfg.Bind, m.cfg.Advertise, m.cfg.Seeds
+	cc.ClusterKey, cc.Insecure = m.cfg.Key, m.cfg.Insecure
+	cc.Kinds, cc.DisableFeatures = m.cfg.Kinds, m.cfg.DisableFeatures
+	cc.Logger = m.cfg.Logger
+	if m.engine != nil {
+		cc.RemoteAddr = m.engine.Address()
+	}
+	metricsOnce.Do(func() { cc.Registerer = m.cfg.Registerer })
+	return cluster.Start(cc)
+}
+
+// Run joins the cluster, announcing the engine's actor address, and serves
+// topology changes until Close. Call it once.
+func (m *Membership) Run(engine *actors.Engine) error {
+	m.engine = engine
+	c, err := m.start()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.c = c
+	m.mu.Unlock()
+	go m.loop()
+	return nil
+}
+
+func (m *Membership) current() *cluster.Cluster {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.c
+}
+
+// loop is the one goroutine through which topology changes reach the
+// engine; it also announces load and handles fencing.
+func (m *Membership) loop() {
+	defer close(m.done)
+	load := time.NewTicker(250 * time.Millisecond)
+	defer load.Stop()
+	for {
+		c := m.current()
+		select {
+		case <-m.stop:
+			return
+		case t, ok := <-c.Updates():
+			if !ok {
+				// Closed by Shutdown (ours, or the fencing's): wait for the fence path.
+				select {
+				case <-m.stop:
+					return
+				case <-c.Fenced():
+				}
+				m.rejoin(c)
+				continue
+			}
+			for _, gone := range t.Left {
+				// A member that departed gracefully is draining: its runs go on.
+				if gone.RemoteAddr != "" && !slices.ContainsFunc(t.Departed, func(d cluster.Member) bool { return d.Name == gone.Name }) {
+					if n := m.engine.NodeLost(gone.RemoteAddr); n > 0 {
+						m.cfg.Logger.Warn("member left the cluster; its runs ended", "member", gone.Name, "runs", n)
+					}
+				}
+			}
+			m.cfg.Logger.Info("cluster topology", "epoch", t.Epoch, "members", len(t.Members), "joined", names(t.Joined), "left", names(t.Left))
+		case <-load.C:
+			c.SetLoad(m.engine.Hosted())
+		case <-c.Fenced():
+			m.rejoin(c)
+		}
+	}
+}
+
+// rejoin: the others declared this process dead. Its coordinators may
+// already run elsewhere, so it stops them, then joins under a new name.
+func (m *Membership) rejoin(old *cluster.Cluster) {
+	m.cfg.Logger.Error("fenced: the cluster declared this process dead; stopping hosted runs and rejoining under a new name", "cause", old.FenceCause())
+	m.engine.StopHosted()
+	_ = old.Shutdown()
+	for {
+		c, err := m.start()
+		if err == nil {
+			m.mu.Lock()
+			m.c = c
+			m.mu.Unlock()
+			m.cfg.Logger.Info("rejoined the cluster", "name", c.Name())
+			return
+		}
+		m.cfg.Logger.Error("rejoin failed; retrying", "error", err)
+		select {
+		case <-m.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func names(ms []cluster.Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// Candidates places a run's coordinator: the less loaded of the two
+// rendezvous-ranked coordinator hosts for the run id (cluster.PickLeastLoaded),
+// then every other coordinator host as a fallback.
+func (m *Membership) Candidates(runID string) []string {
+	c := m.current()
+	if c == nil {
+		return nil
+	}
+	var out []string
+	if first, ok := c.PickLeastLoaded(KindCoordinator, runID); ok && first.RemoteAddr != "" {
+		out = append(out, first.RemoteAddr)
+	}
+	for _, mem := range c.Members() {
+		if mem.Has(KindCoordinator) && !mem.Draining && mem.RemoteAddr != "" && !slices.Contains(out, mem.RemoteAddr) {
+			out = append(out, mem.RemoteAddr)
+		}
+	}
+	return out
+}
+
+// Leave leaves the cluster gracefully (others stop placing work here).
+func (m *Membership) Leave(timeout time.Duration) error {
+	if c := m.current(); c != nil {
+		return c.Leave(timeout)
+	}
+	return nil
+}
+
+// Close stops the loop and membership. Idempotent.
+func (m *Membership) Close() {
+	m.once.Do(func() {
+		close(m.stop)
+		if c := m.current(); c != nil {
+			<-m.done
+			_ = c.Shutdown()
+		}
+	})
+}
+
+// Hostname is the default name base for members.
+func Hostname(role string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return role + "-" + h
+	}
+	return role
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+type member struct {
+	cmd              *exec.Cmd
+	gossip, ops, act string
+}
+
+// memberCluster is nodes and a gateway that find each other with memberlist.
+type memberCluster struct {
+	t     *testing.T
+	pf    string
+	seed  string // gossip address of the first node
+	nodes []*member
+	gw    string
+}
+
+func (c *memberCluster) addNode(extra ...string) *member {
+	t := c.t
+	m := &member{gossip: freeAddr(t), ops: freeAddr(t), act: freeAddr(t)}
+	args := []string{"-gossip-bind", m.gossip, "-bind", m.act, "-ops-addr", m.ops, "-profiles", c.pf, "-log-level", "warn"}
+	if c.seed != "" {
+		args = append(args, "-seeds", c.seed)
+	} else {
+		c.seed = m.gossip
+	}
+	m.cmd = start(t, testKey, "node", append(args, extra...)...)
+	waitReady(t, "http://"+m.ops+"/readyz")
+	c.nodes = append(c.nodes, m)
+	return m
+}
+
+// waitMembers polls the gateway's view until it has n members.
+func (c *memberCluster) waitMembers(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if metric(c.t, c.gw+"/metrics", "qlc_cluster_members_alive") == strconv.Itoa(n) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("the gateway never saw %d members (has %s)", n, metric(c.t, c.gw+"/metrics", "qlc_cluster_members_alive"))
+}
+
+func startMemberCluster(t *testing.T, nodes int) *memberCluster {
+	t.Helper()
+	pf := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &memberCluster{t: t, pf: pf}
+	for i := 0; i < nodes; i++ {
+		c.addNode()
+	}
+	gw := freeAddr(t)
+	start(t, testKey, "gateway", "-addr", gw, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
+	c.gw = "http://" + gw
+	waitReady(t, c.gw+"/readyz")
+	c.waitMembers(nodes + 1)
+	return c
+}
+
+func (c *memberCluster) hosted(m *member) int {
+	n, _ := strconv.Atoi(metric(c.t, "http://"+m.ops+"/metrics", "qlc_coordinators_started_total"))
+	return n
+}
+
+// expectedAnswers runs the same runs in one process (no cluster) for the
+// transcript comparison.
+func expectedAnswers(t *testing.T, seeds []int64) map[int64]string {
+	t.Helper()
+	stages, err := stagework.ParseConfig([]byte(profiles))
+	if err != nil {
+		t.Fatal(err)
+	}
+	providers, _ := actors.BuildProviders(stages, nil)
+	cfg := actors.DefaultConfig()
+	cfg.Stages, cfg.Providers = stages, providers
+	e, err := actors.NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(context.Background())
+	out := map[int64]string{}
+	for _, s := range seeds {
+		h, err := e.StartRun(actors.RunRequest{Profile: "quick", Query: "How do vector clocks work?", Seed: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := h.WaitDone(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		evs := h.Events(1)
+		out[s] = evs[len(evs)-1].GetRunCompleted().GetAnswer()
+	}
+	return out
+}
+
+func postSeeded(t *testing.T, base string, seed int64) string {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/runs", "application/json",
+		strings.NewReader(`{"query":"How do vector clocks work?","profile":"quick","seed":`+strconv.FormatInt(seed, 10)+`}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("POST: %d %v", resp.StatusCode, err)
+	}
+	return v.ID
+}
+
+// Three node processes and a gateway find each other with memberlist; runs
+// are spread over the nodes and every transcript is the one a single process
+// produces for the same seed. A fourth node joins and takes new runs; a node
+// that leaves (SIGTERM) finishes its runs first and gets no new ones.
+func TestClusterSpreadsRunsJoinAndLeave(t *testing.T) {
+	c := startMemberCluster(t, 3)
+	seeds := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9}
+	want := expectedAnswers(t, seeds)
+	for _, s := range seeds {
+		id := postSeeded(t, c.gw, s)
+		last := streamEvents(t, c.gw, id, nil)
+		if last["type"] != "run_completed" || last["answer"] != want[s] {
+			t.Fatalf("seed %d: cluster run ended %v; its answer must equal the one-process run's", s, last["type"])
+		}
+	}
+	busy := 0
+	total := 0
+	for _, n := range c.nodes {
+		if h := c.hosted(n); h > 0 {
+			busy++
+			total += h
+		}
+	}
+	if busy < 2 || total != len(seeds) {
+		t.Fatalf("runs landed on %d nodes (%d runs), want them spread", busy, total)
+	}
+
+	// Join: a fourth node receives new coordinators.
+	n4 := c.addNode()
+	c.waitMembers(5)
+	for s := int64(100); s < 120 && c.hosted(n4) == 0; s++ {
+		if last := streamEvents(t, c.gw, postSeeded(t, c.gw, s), nil); last["type"] != "run_completed" {
+			t.Fatalf("run ended with %v", last)
+		}
+	}
+	if c.hosted(n4) == 0 {
+		t.Fatal("the new node never received a run")
+	}
+
+	// Leave: SIGTERM a node while it hosts a run; the run completes, the
+	// node exits cleanly, and new runs go to the others.
+	leaving := c.nodes[0]
+	var id string
+	for i := 0; i < 20; i++ {
+		before := c.hosted(leaving)
+		code, v := postRun(t, c.gw, "medium")
+		if code != 201 {
+			t.Fatalf("POST: %d %v", code, v)
+		}
+		if c.hosted(leaving) > before {
+			id = v["id"].(string)
+			break
+		}
+	}
+	if id == "" {
+		t.Fatal("no run landed on the node to drain")
+	}
+	if err := leaving.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if last := streamEvents(t, c.gw, id, nil); last["type"] != "run_completed" {
+		t.Fatalf("the draining node's run ended with %v", last)
+	}
+	done := make(chan error, 1)
+	go func() { done <- leaving.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the leaving node exited with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the leaving node did not exit")
+	}
+	c.waitMembers(4)
+	for s := int64(200); s < 206; s++ {
+		if last := streamEvents(t, c.gw, postSeeded(t, c.gw, s), nil); last["type"] != "run_completed" {
+			t.Fatalf("after the leave, a run ended with %v", last)
+		}
+	}
+}
