@@ -5,7 +5,7 @@ PKGS      := ./...
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 RACE_PKGS := ./actors/... ./gateway/... ./stagework/... ./tokenizer/... ./cmd/...
 
-.PHONY: run test vet fmt-check bench fuzz proto build images compose-up compose-down integ tokenizer-corpus bench-tokenizer tokenizer-generate
+.PHONY: run test vet fmt-check bench fuzz proto build images compose-up compose-down integ cluster tokenizer-corpus bench-tokenizer tokenizer-generate
 
 ## run: the whole system on localhost:8080 (one process, simulated models)
 run:
@@ -54,6 +54,10 @@ build:
 images:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o bin/linux/ ./cmd/node ./cmd/gateway
 	$(COMPOSE) build
+
+## cluster: three nodes and a gateway as local processes (http://localhost:8080)
+cluster:
+	./scripts/cluster.sh
 
 ## integ: the compose cluster end to end (skipped, saying so, without a Docker engine)
 integ:

@@ -43,6 +43,9 @@ type Config struct {
 	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
 	// before answering (the answer then shows status "cancelled"). Default 2 s.
 	CancelWait time.Duration
+	// Ready, if set, is asked by /readyz besides the actor system: e.g. in a
+	// cluster, whether any node hosts run coordinators. It must not block.
+	Ready func() error
 }
 
 // DefaultConfig returns the defaults described on each field (Engine unset).
@@ -130,6 +133,12 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	if s.engine.System().IsStopped() {
 		writeError(w, errServer(http.StatusServiceUnavailable, "not_ready", "actor system stopped"))
 		return
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeError(w, errServer(http.StatusServiceUnavailable, "not_ready", err.Error()))
+			return
+		}
 	}
 	writeJSON(w, 200, map[string]string{"status": "ready"})
 }

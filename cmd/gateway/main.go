@@ -114,6 +114,9 @@ func run(args []string) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.Engine, gcfg.Logger, gcfg.Gatherer = engine, logger, reg
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes = *maxQuery, int64(*maxBody)
+	if members != nil {
+		gcfg.Ready = members.Ready
+	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err

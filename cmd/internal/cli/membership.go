@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"slices"
@@ -184,6 +185,15 @@ func (m *Membership) Candidates(runID string) []string {
 		}
 	}
 	return out
+}
+
+// Ready reports whether any member hosts run coordinators (a gateway's
+// readiness).
+func (m *Membership) Ready() error {
+	if len(m.Candidates("")) == 0 {
+		return errors.New("no cluster member hosts run coordinators yet")
+	}
+	return nil
 }
 
 // Leave leaves the cluster gracefully (others stop placing work here).
