@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/big"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/asynkron/protoactor-go/router"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -79,6 +81,16 @@ type Config struct {
 	Placer Placer
 	// SpawnTimeout bounds placing a coordinator on a node. Default 2 s.
 	SpawnTimeout time.Duration
+	// Tokenizer hosts a pool of tokenizer actors here: set it only where the
+	// CPU runs the tokenizer's SIMD path (AVX2).
+	Tokenizer bool
+	// TokenizerPlacer chooses capable hosts for CountTokens (the cluster);
+	// nil: this process's own tokenizer actors if Tokenizer, else the local
+	// fallback. Needs Remote.
+	TokenizerPlacer TokenizerPlacer
+	// TokenizerTimeout bounds a tokenizer host's answer before the request
+	// is counted here instead. Default 250 ms.
+	TokenizerTimeout time.Duration
 }
 
 // Placer chooses where run coordinators go. Candidates is called once per
@@ -173,6 +185,9 @@ func (c *Config) validate() error {
 	}
 	if c.SpawnTimeout == 0 {
 		c.SpawnTimeout = 2 * time.Second
+	}
+	if c.TokenizerTimeout == 0 {
+		c.TokenizerTimeout = 250 * time.Millisecond
 	}
 	if (len(c.Nodes) > 0 || c.Placer != nil) && c.Remote == nil {
 		return errors.New("actors: Nodes and Placer need Remote (the actor transport) to reach nodes")
@@ -465,6 +480,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 			actor.WithSupervisor(stopOnFailure))
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
+		}
+	}
+	if cfg.Tokenizer {
+		props := router.NewRoundRobinPool(max(2, runtime.GOMAXPROCS(0)),
+			actor.WithProducer(func() actor.Actor { return &tokenizerActor{metrics: m} }))
+		if _, err := system.Root.SpawnNamed(props, tokenizerName); err != nil {
+			return nil, fmt.Errorf("actors: tokenizer pool: %w", err)
 		}
 	}
 	e.wg.Add(1)

@@ -29,6 +29,7 @@ type Metrics struct {
 	transportMsgs      *prometheus.CounterVec   // direction
 	transportBytes     *prometheus.CounterVec   // direction
 	placements         *prometheus.CounterVec   // outcome
+	tokenizerRequests  *prometheus.CounterVec   // path
 
 	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
 }
@@ -81,6 +82,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		transportBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_transport_bytes_total", Help: "Wire bytes over the actor transport, by direction (sent, received).",
 		}, []string{"direction"}),
+		tokenizerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_tokenizer_requests_total", Help: "CountTokens requests, by path: served (by this process's tokenizer actors), remote (sent to a capable host), local-fallback (no capable host answered: counted here, scalar path).",
+		}, []string{"path"}),
 		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_placements_total", Help: "Run placements, by outcome: local, remote, refused (a node said no or did not answer; the next was tried), failed (no node took it).",
 		}, []string{"outcome"}),
@@ -91,7 +95,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements)
+			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests)
 	}
 	return m
 }

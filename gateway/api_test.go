@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/tokenizer"
 	"io"
 	"net/http"
 	"strconv"
@@ -340,5 +341,47 @@ profiles:
 	})
 	if pings < 2 {
 		t.Fatalf("got %d pings while the stages waited for their first tokens", pings)
+	}
+}
+
+func TestTokenize(t *testing.T) {
+	for _, withActors := range []bool{true, false} {
+		g := startGateway(t, "", func(_ *Config, e *actors.Config) { e.Tokenizer = withActors })
+		var out struct {
+			Tokens      []int
+			Count       int
+			Encoding    string
+			Approximate bool
+			Label       string
+			ServedBy    string `json:"served_by"`
+		}
+		text := "Hello, 世界! QLC counts tokens exactly."
+		if code := do(t, "POST", g.URL+"/v1/tokenize", `{"model":"gpt-4o","text":"`+text+`"}`, &out); code != 200 {
+			t.Fatalf("tokenize: %d", code)
+		}
+		enc, _ := tokenizer.Get(tokenizer.O200kBase)
+		want, _ := enc.Encode(text)
+		if out.Count != len(want) || len(out.Tokens) != len(want) || out.Encoding != "o200k_base" || out.Approximate {
+			t.Fatalf("tokenize gpt-4o: %+v, want %v", out, want)
+		}
+		for i := range want {
+			if out.Tokens[i] != want[i] {
+				t.Fatalf("token %d: %d, want %d", i, out.Tokens[i], want[i])
+			}
+		}
+		if wantServed := map[bool]string{true: "nonhost", false: "local-fallback"}[withActors]; out.ServedBy != wantServed {
+			t.Fatalf("served by %q, want %q", out.ServedBy, wantServed)
+		}
+		do(t, "POST", g.URL+"/v1/tokenize", `{"model":"llama-3.1-70b","text":"hi there"}`, &out)
+		if !out.Approximate || !strings.Contains(out.Label, "approximate") {
+			t.Fatalf("a non-OpenAI model must be labelled approximate: %+v", out)
+		}
+		var e struct{ Error apiError }
+		if code := do(t, "POST", g.URL+"/v1/tokenize", `{"encoding":"p50k","text":"x"}`, &e); code != 400 || e.Error.Code != "tokenize_failed" {
+			t.Fatalf("unknown encoding: %d %+v", code, e.Error)
+		}
+		if code := do(t, "POST", g.URL+"/v1/tokenize", `{"text":"x"}`, &e); code != 400 || e.Error.Code != "missing_model" {
+			t.Fatalf("no model: %d %+v", code, e.Error)
+		}
 	}
 }

@@ -1688,6 +1688,215 @@ func (x *RunCancelled) GetReason() string {
 	return ""
 }
 
+// CountTokens asks a tokenizer actor to count (and with with_tokens, to
+// encode) texts. encoding ("cl100k_base", "o200k_base") wins over model; a
+// model without a known encoding is counted approximately, and says so.
+type CountTokens struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Encoding      string                 `protobuf:"bytes,2,opt,name=encoding,proto3" json:"encoding,omitempty"`
+	Texts         []string               `protobuf:"bytes,3,rep,name=texts,proto3" json:"texts,omitempty"`
+	WithTokens    bool                   `protobuf:"varint,4,opt,name=with_tokens,json=withTokens,proto3" json:"with_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTokens) Reset() {
+	*x = CountTokens{}
+	mi := &file_qlc_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTokens) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTokens) ProtoMessage() {}
+
+func (x *CountTokens) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTokens.ProtoReflect.Descriptor instead.
+func (*CountTokens) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CountTokens) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CountTokens) GetEncoding() string {
+	if x != nil {
+		return x.Encoding
+	}
+	return ""
+}
+
+func (x *CountTokens) GetTexts() []string {
+	if x != nil {
+		return x.Texts
+	}
+	return nil
+}
+
+func (x *CountTokens) GetWithTokens() bool {
+	if x != nil {
+		return x.WithTokens
+	}
+	return false
+}
+
+// TokenIDs is one text's token ids.
+type TokenIDs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []int32                `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenIDs) Reset() {
+	*x = TokenIDs{}
+	mi := &file_qlc_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenIDs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenIDs) ProtoMessage() {}
+
+func (x *TokenIDs) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenIDs.ProtoReflect.Descriptor instead.
+func (*TokenIDs) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TokenIDs) GetIds() []int32 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// TokenCounts answers CountTokens: counts[i] (and tokens[i]) are texts[i]'s.
+type TokenCounts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Counts        []int64                `protobuf:"varint,1,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	Tokens        []*TokenIDs            `protobuf:"bytes,2,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Encoding      string                 `protobuf:"bytes,3,opt,name=encoding,proto3" json:"encoding,omitempty"`
+	Approximate   bool                   `protobuf:"varint,4,opt,name=approximate,proto3" json:"approximate,omitempty"`
+	Label         string                 `protobuf:"bytes,5,opt,name=label,proto3" json:"label,omitempty"`                       // e.g. "o200k_base (approximate for llama-3.1-70b)"
+	ServedBy      string                 `protobuf:"bytes,6,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"` // the actor address of the process that counted
+	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenCounts) Reset() {
+	*x = TokenCounts{}
+	mi := &file_qlc_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenCounts) ProtoMessage() {}
+
+func (x *TokenCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenCounts.ProtoReflect.Descriptor instead.
+func (*TokenCounts) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TokenCounts) GetCounts() []int64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *TokenCounts) GetTokens() []*TokenIDs {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *TokenCounts) GetEncoding() string {
+	if x != nil {
+		return x.Encoding
+	}
+	return ""
+}
+
+func (x *TokenCounts) GetApproximate() bool {
+	if x != nil {
+		return x.Approximate
+	}
+	return false
+}
+
+func (x *TokenCounts) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *TokenCounts) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
+	}
+	return ""
+}
+
+func (x *TokenCounts) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -1808,7 +2017,23 @@ const file_qlc_proto_rawDesc = "" +
 	"\vhttp_status\x18\t \x01(\x05R\n" +
 	"httpStatus\"&\n" +
 	"\fRunCancelled\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason*n\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"v\n" +
+	"\vCountTokens\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
+	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x14\n" +
+	"\x05texts\x18\x03 \x03(\tR\x05texts\x12\x1f\n" +
+	"\vwith_tokens\x18\x04 \x01(\bR\n" +
+	"withTokens\"\x1c\n" +
+	"\bTokenIDs\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\x05R\x03ids\"\xd6\x01\n" +
+	"\vTokenCounts\x12\x16\n" +
+	"\x06counts\x18\x01 \x03(\x03R\x06counts\x12(\n" +
+	"\x06tokens\x18\x02 \x03(\v2\x10.qlc.v1.TokenIDsR\x06tokens\x12\x1a\n" +
+	"\bencoding\x18\x03 \x01(\tR\bencoding\x12 \n" +
+	"\vapproximate\x18\x04 \x01(\bR\vapproximate\x12\x14\n" +
+	"\x05label\x18\x05 \x01(\tR\x05label\x12\x1b\n" +
+	"\tserved_by\x18\x06 \x01(\tR\bservedBy\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error*n\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -1829,7 +2054,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -1855,8 +2080,11 @@ var file_qlc_proto_goTypes = []any{
 	(*StageAttemptDone)(nil),      // 21: qlc.v1.StageAttemptDone
 	(*StageAttemptFailed)(nil),    // 22: qlc.v1.StageAttemptFailed
 	(*RunCancelled)(nil),          // 23: qlc.v1.RunCancelled
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*CountTokens)(nil),           // 24: qlc.v1.CountTokens
+	(*TokenIDs)(nil),              // 25: qlc.v1.TokenIDs
+	(*TokenCounts)(nil),           // 26: qlc.v1.TokenCounts
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -1866,7 +2094,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	24, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	27, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -1880,22 +2108,23 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 18: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 19: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 20: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	25, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	25, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	28, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	28, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
 	0,  // 25: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
 	0,  // 26: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 27: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	25, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	25, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	28, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	28, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 30: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	25, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	28, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 32: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -1918,7 +2147,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

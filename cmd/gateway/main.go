@@ -96,10 +96,15 @@ func run(args []string) error {
 			Base: cli.Hostname("gateway"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
 			Key: key, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
 		})
-		ecfg.Placer, ecfg.Nodes = members, nil
+		ecfg.Placer, ecfg.TokenizerPlacer, ecfg.Nodes = members, members, nil
 		fallthrough
 	case len(ecfg.Nodes) > 0:
 		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
+	}
+	if members == nil {
+		// One process (or fixed nodes): this process counts tokens itself,
+		// with tokenizer actors if its CPU runs the SIMD path.
+		ecfg.Tokenizer = cli.TokenizerCapable(nil)
 	}
 	engine, err := actors.NewEngine(ecfg)
 	if err != nil {

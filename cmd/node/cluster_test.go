@@ -210,3 +210,41 @@ func TestClusterSpreadsRunsJoinAndLeave(t *testing.T) {
 		}
 	}
 }
+
+// Mixed capabilities: a node that lacks AVX2 (pretended) hosts no tokenizer
+// actors; tokenization requests go to a capable node.
+func TestTokenizerRunsOnlyOnCapableNodes(t *testing.T) {
+	pf := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &memberCluster{t: t, pf: pf}
+	weak := c.addNode("-disable-features", "avx2")
+	strong := c.addNode()
+	gw := freeAddr(t)
+	start(t, testKey, "gateway", "-addr", gw, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
+	c.gw = "http://" + gw
+	waitReady(t, c.gw+"/readyz")
+	c.waitMembers(3)
+	for i := 0; i < 5; i++ {
+		resp, err := http.Post(c.gw+"/v1/tokenize", "application/json", strings.NewReader(`{"model":"gpt-4","text":"mixed clusters `+strconv.Itoa(i)+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			Count    int
+			ServedBy string `json:"served_by"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil || out.Count == 0 || out.ServedBy != strong.act {
+			t.Fatalf("tokenize %d: %+v %v, want it served by the capable node %s", i, out, err, strong.act)
+		}
+	}
+	if got := metric(t, "http://"+strong.ops+"/metrics", `qlc_tokenizer_requests_total{path="served"}`); got != "5" {
+		t.Fatalf("the capable node served %q requests, want 5", got)
+	}
+	if got := metric(t, "http://"+weak.ops+"/metrics", `qlc_tokenizer_requests_total{path="served"}`); got != "" {
+		t.Fatalf("the node without AVX2 served tokenizer requests: %q", got)
+	}
+}

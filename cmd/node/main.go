@@ -82,13 +82,17 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
+	kinds := []string{cli.KindCoordinator}
+	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {
+		kinds = append(kinds, cli.KindTokenizer)
+	}
 	engine, err := actors.NewEngine(cfg)
 	if err != nil {
 		return err
 	}
 	members := cli.NewMembership(cli.MembershipConfig{
 		Base: cli.Hostname("node"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-		Key: key, Insecure: *insecure, Kinds: []string{cli.KindCoordinator}, DisableFeatures: cli.SplitList(*disable),
+		Key: key, Insecure: *insecure, Kinds: kinds, DisableFeatures: cli.SplitList(*disable),
 		Logger: logger, Registerer: reg,
 	})
 	if err := members.Run(engine); err != nil {

@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"strings"
+
 	"errors"
+	"github.com/klauspost/cpuid/v2"
 	"log/slog"
 	"os"
 	"slices"
@@ -187,6 +190,26 @@ func (m *Membership) Candidates(runID string) []string {
 	return out
 }
 
+// TokenizerHosts returns the actor addresses of members hosting tokenizer
+// actors: the rendezvous owner of key first (so equal requests meet warm
+// caches), then the others.
+func (m *Membership) TokenizerHosts(key string) []string {
+	c := m.current()
+	if c == nil {
+		return nil
+	}
+	var out []string
+	if first, ok := c.Owner(KindTokenizer, key); ok && first.RemoteAddr != "" {
+		out = append(out, first.RemoteAddr)
+	}
+	for _, mem := range c.Members() {
+		if mem.Has(KindTokenizer) && !mem.Draining && mem.RemoteAddr != "" && !slices.Contains(out, mem.RemoteAddr) {
+			out = append(out, mem.RemoteAddr)
+		}
+	}
+	return out
+}
+
 // Ready reports whether any member hosts run coordinators (a gateway's
 // readiness).
 func (m *Membership) Ready() error {
@@ -221,4 +244,10 @@ func Hostname(role string) string {
 		return role + "-" + h
 	}
 	return role
+}
+
+// TokenizerCapable reports whether this CPU runs the tokenizer's SIMD path
+// (AVX2), unless disabled names it (tests build mixed clusters on one machine).
+func TokenizerCapable(disabled []string) bool {
+	return cpuid.CPU.Supports(cpuid.AVX2) && !slices.ContainsFunc(disabled, func(f string) bool { return strings.EqualFold(f, "avx2") })
 }

@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/messages"
+)
+
+// tokenizeRequest is the body of POST /v1/tokenize: a model (its encoding,
+// or an approximation for non-OpenAI models) or an encoding, and the text.
+type tokenizeRequest struct {
+	Model    string `json:"model"`
+	Encoding string `json:"encoding"`
+	Text     string `json:"text"`
+}
+
+func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
+	var req tokenizeRequest
+	if e := s.decodeJSON(w, r, &req, true); e != nil {
+		writeError(w, e)
+		return
+	}
+	if req.Model == "" && req.Encoding == "" {
+		writeError(w, errInvalidParam("model", "missing_model", `give "model" (e.g. "gpt-4o") or "encoding" ("cl100k_base", "o200k_base")`))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	tc, err := s.engine.CountTokens(ctx, &messages.CountTokens{Model: req.Model, Encoding: req.Encoding, Texts: []string{req.Text}, WithTokens: true})
+	if err != nil {
+		if errors.Is(err, actors.ErrTokenize) {
+			writeError(w, errInvalid("tokenize_failed", err.Error()))
+			return
+		}
+		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "tokenizer failed"))
+		return
+	}
+	tokens := []int32{}
+	if len(tc.Tokens) > 0 && tc.Tokens[0].Ids != nil {
+		tokens = tc.Tokens[0].Ids
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"tokens": tokens, "count": tc.Counts[0], "encoding": tc.Encoding,
+		"approximate": tc.Approximate, "label": tc.Label, "served_by": tc.ServedBy,
+	})
+}
