@@ -26,6 +26,7 @@ import (
 
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
+	"github.com/qlc-project/qlc/tokenizer"
 )
 
 // Errors the Engine returns.
@@ -483,6 +484,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 		}
 	}
 	if cfg.Tokenizer {
+		// Load the vocabularies now, not on the first request.
+		for _, name := range []string{tokenizer.Cl100kBase, tokenizer.O200kBase} {
+			if _, err := tokenizer.Get(name); err != nil {
+				return nil, fmt.Errorf("actors: tokenizer: %w", err)
+			}
+		}
 		props := router.NewRoundRobinPool(max(2, runtime.GOMAXPROCS(0)),
 			actor.WithProducer(func() actor.Actor { return &tokenizerActor{metrics: m} }))
 		if _, err := system.Root.SpawnNamed(props, tokenizerName); err != nil {

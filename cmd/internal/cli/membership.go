@@ -60,10 +60,6 @@ func NewMembership(cfg MembershipConfig) *Membership {
 	return &Membership{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-// metricsOnce: the cluster registers its metrics once per process; a
-// rejoin after fencing reuses them.
-var metricsOnce sync.Once
-
 func (m *Membership) start() (*cluster.Cluster, error) {
 	cc := cluster.DefaultConfig()
 	cc.NodeName = cluster.NewNodeName(m.cfg.Base)
@@ -74,7 +70,7 @@ func (m *Membership) start() (*cluster.Cluster, error) {
 	if m.engine != nil {
 		cc.RemoteAddr = m.engine.Address()
 	}
-	metricsOnce.Do(func() { cc.Registerer = m.cfg.Registerer })
+	cc.Registerer = m.cfg.Registerer // a rejoin reuses the registered metrics
 	return cluster.Start(cc)
 }
 
