@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -248,16 +249,29 @@ func (c *coordinator) spawnWorker(ctx actor.Context) {
 		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.spec.Stage, a.model.Provider))
 		return
 	}
-	prompt, err := stagework.BuildPrompt(a.spec, stagework.PromptInput{
-		Query: c.run.Query, History: history(c.run.GetOptions()), Outputs: c.outputs,
-	})
-	if err != nil {
-		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: %v", a.spec.Stage, err))
-		return
-	}
 	maxTokens := a.spec.MaxTokens
 	if mt := int(c.run.GetOptions().GetMaxTokens()); mt > 0 {
 		maxTokens = mt
+	}
+	// Fit the prompt into this attempt's model's context window, trimming
+	// earlier stages' outputs (never the question) if it must.
+	spec := a.spec
+	spec.Model, spec.MaxTokens = a.model.Model, maxTokens
+	counter, err := counterFor(spec.Model)
+	if err != nil {
+		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: token counter: %v", a.spec.Stage, err))
+		return
+	}
+	prompt, promptTokens, notes, err := stagework.FitPrompt(spec, stagework.PromptInput{
+		Query: c.run.Query, History: history(c.run.GetOptions()), Outputs: c.outputs,
+	}, stagework.ContextWindowOf(spec), counter)
+	switch {
+	case errors.Is(err, stagework.ErrPromptTooLong):
+		c.fail(ctx, stage, "prompt_too_long", fmt.Sprintf("%s: %v", a.spec.Stage.Title(), err))
+		return
+	case err != nil:
+		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: %v", a.spec.Stage, err))
+		return
 	}
 	req := stagework.Request{
 		Model: a.model.Model, Messages: prompt, Temperature: a.spec.Temperature, MaxTokens: maxTokens,
@@ -267,8 +281,10 @@ func (c *coordinator) spawnWorker(ctx actor.Context) {
 		Stage: a.spec.Stage, Query: c.run.Query,
 	}
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
-		Stage: stage, Model: a.model.Model, Provider: a.model.Provider, Attempt: a.number, Fallback: a.onFallback}}})
-	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: a.number, coordinator: ctx.Self(), timeouts: c.deps.timeouts}
+		Stage: stage, Model: a.model.Model, Provider: a.model.Provider, Attempt: a.number, Fallback: a.onFallback,
+		Note: strings.Join(notes, "; "), PromptTokens: int64(promptTokens)}}})
+	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: a.number, coordinator: ctx.Self(),
+		timeouts: c.deps.timeouts, counter: counter, promptTokens: int64(promptTokens)}
 	props := actor.PropsFromProducer(func() actor.Actor { return w })
 	pid, err := ctx.SpawnNamed(props, fmt.Sprintf("%s-%d", a.spec.Stage, a.number))
 	if err != nil {

@@ -462,3 +462,52 @@ func TestCoordinatorServesSubscribe(t *testing.T) {
 	}
 	_ = e.Cancel(h.RunID, "done")
 }
+
+// A stage whose model's context window cannot hold all earlier outputs gets
+// them trimmed (longest first, never the question), and StageStarted says so.
+func TestPromptsAreFittedToTheContextWindow(t *testing.T) {
+	stages, err := stagework.ParseConfig([]byte(`
+providers:
+  sim: {kind: sim, sim: {output_tokens: 600}}
+profiles:
+  narrow:
+    provider: sim
+    stages:
+      generator: {model: gpt-4o, max_tokens: 600}
+      refiner: {model: gpt-4o, max_tokens: 600}
+      validator: {model: gpt-4o, max_tokens: 600}
+      curator: {model: gpt-4o, max_tokens: 600, context_window: 1200}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := newTestEngine(t, func(c *Config) {
+		c.Stages = stages
+		c.Providers, _ = BuildProviders(stages, nil)
+	})
+	h, err := e.StartRun(RunRequest{Profile: "narrow", Query: "Why do distributed systems need consensus?", Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(t, h, 1)
+	checkTranscript(t, evs, 1)
+	var curator *messages.StageStarted
+	for _, ev := range evs {
+		if s := ev.GetStageStarted(); s != nil && s.Stage == messages.Stage_STAGE_CURATOR {
+			curator = s
+		}
+	}
+	if curator == nil || !strings.Contains(curator.Note, "trimmed the") || curator.PromptTokens > 1200-600 {
+		t.Fatalf("the curator's prompt was not fitted: %+v", curator)
+	}
+	if terminal(evs).GetRunCompleted() == nil {
+		t.Fatalf("run: %v", terminal(evs))
+	}
+
+	// A question that cannot fit even alone fails the run clearly.
+	h, _ = e.StartRun(RunRequest{Profile: "narrow", Query: strings.Repeat("consensus ", 700), Seed: 5})
+	evs = collect(t, h, 1)
+	if f := terminal(evs).GetRunFailed(); f == nil || f.Code != "prompt_too_long" {
+		t.Fatalf("want prompt_too_long, got %v", terminal(evs))
+	}
+}

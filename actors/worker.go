@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,6 +29,9 @@ type stageWorker struct {
 	coordinator *actor.PID
 	timeouts    Timeouts
 	cancel      context.CancelFunc
+	// counter and promptTokens count usage when the provider reports none.
+	counter      stagework.TokenCounter
+	promptTokens int64
 }
 
 // Timeouts bound how long a stage worker waits on its provider. A hung or
@@ -94,6 +98,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 	// that the next Recv would have to wait for goes out alone, at once.
 	buffered, _ := s.(stagework.Buffered)
 	var batch []*messages.TokenDelta
+	var output strings.Builder // for counting usage if the provider sends none
 	flush := func() {
 		switch len(batch) {
 		case 0:
@@ -130,6 +135,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 			})
 		}
 		tokens += n
+		output.WriteString(ch.Text)
 		batch = append(batch, &messages.TokenDelta{Stage: w.stage, Text: ch.Text, Tokens: n})
 		if len(batch) >= maxDeltaBatch || buffered == nil || !buffered.Buffered() {
 			flush()
@@ -139,7 +145,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 	flush()
 	usage, ok := s.Usage()
 	if !ok {
-		usage = estimateUsage(w.req, int64(tokens))
+		usage = w.countUsage(output.String())
 	}
 	root.RequestWithCustomSender(w.coordinator, &messages.StageAttemptDone{
 		Stage: w.stage, Attempt: w.attempt, Usage: toMsgUsage(usage),
@@ -171,13 +177,9 @@ func (w *stageWorker) fail(ctx context.Context, root *actor.RootContext, self *a
 	root.RequestWithCustomSender(w.coordinator, f, self)
 }
 
-// estimateUsage counts when the provider sent no usage: completion tokens are
-// the deltas' own counts; prompt tokens are estimated at 4 bytes a token.
-func estimateUsage(req stagework.Request, completion int64) stagework.Usage {
-	var chars int
-	for _, m := range req.Messages {
-		chars += len(m.Content)
-	}
-	prompt := int64((chars + 3) / 4)
-	return stagework.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion, Estimated: true}
+// countUsage counts usage with QLC's tokenizer when the provider sent none
+// (Estimated: the count is ours, exact for OpenAI models, approximate for others).
+func (w *stageWorker) countUsage(output string) stagework.Usage {
+	completion := int64(w.counter.Count(output))
+	return stagework.Usage{PromptTokens: w.promptTokens, CompletionTokens: completion, TotalTokens: w.promptTokens + completion, Estimated: true}
 }

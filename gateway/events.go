@@ -115,6 +115,11 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span) []byte {
 		b = strconv.AppendInt(b, int64(m.Attempt), 10)
 		b = append(b, `,"fallback":`...)
 		b = strconv.AppendBool(b, m.Fallback)
+		b = append(b, `,"prompt_tokens":`...)
+		b = strconv.AppendInt(b, m.PromptTokens, 10)
+		if m.Note != "" {
+			b = appendStr(b, "note", m.Note)
+		}
 	case *messages.RunEvent_StageCompleted:
 		m := k.StageCompleted
 		b = appendStage(b, m.Stage)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/qlc-project/qlc/tokenizer"
 )
 
 func sdkClient(base string) openai.Client {
@@ -204,4 +206,42 @@ profiles:
 		t.Fatalf("garbage provider called %d times, want 2 (the policy's attempts)", calls.Load())
 	}
 	waitStatus(t, g.URL, good, "completed", &v)
+}
+
+// A provider that reports no usage: QLC counts it with its tokenizer (exact
+// for OpenAI models) and marks it estimated.
+func TestUsageIsCountedWhenTheProviderSendsNone(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, piece := range []string{"Consensus", " means", " agreement", "."} {
+			fmt.Fprintf(w, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}]}\n\n", piece)
+		}
+		fmt.Fprint(w, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer upstream.Close()
+	g := startGateway(t, fmt.Sprintf(`
+providers:
+  up: {kind: openai, base_url: %s/v1}
+profiles:
+  counted:
+    provider: up
+    stages: {generator: {model: gpt-4o}, refiner: {model: gpt-4o}, validator: {model: gpt-4o}, curator: {model: gpt-4o}}
+`, upstream.URL), nil)
+	id := createRun(t, g.URL, "counted", "What is consensus?")
+	var v runView
+	waitStatus(t, g.URL, id, "completed", &v)
+	enc, _ := tokenizer.Get(tokenizer.O200kBase)
+	want := int64(enc.Count("Consensus means agreement."))
+	hub, _ := g.Engine.Hub(id)
+	prompts := map[string]int64{}
+	for _, ev := range hub.Events(1) {
+		if s := ev.GetStageStarted(); s != nil {
+			prompts[stageString(s.Stage)] = s.PromptTokens
+		}
+	}
+	for _, s := range v.Stages {
+		if s.Usage == nil || !s.Usage.Estimated || s.Usage.CompletionTokens != want || s.Usage.PromptTokens != prompts[s.Stage] || s.Usage.PromptTokens < 10 {
+			t.Fatalf("stage %s usage %+v, want %d completion tokens and the %d prompt tokens QLC counted", s.Stage, s.Usage, want, prompts[s.Stage])
+		}
+	}
 }

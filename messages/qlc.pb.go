@@ -1009,12 +1009,16 @@ func (x *RunEventBatch) GetEvents() []*RunEvent {
 // StageStarted opens a stage attempt. attempt counts from 1; a retry or a
 // fallback after an error opens a new attempt with a new StageStarted.
 type StageStarted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stage         Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
-	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
-	Provider      string                 `protobuf:"bytes,3,opt,name=provider,proto3" json:"provider,omitempty"`
-	Attempt       int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Fallback      bool                   `protobuf:"varint,5,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stage    Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Model    string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Provider string                 `protobuf:"bytes,3,opt,name=provider,proto3" json:"provider,omitempty"`
+	Attempt  int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Fallback bool                   `protobuf:"varint,5,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// note tells people what was done to the prompt, e.g. which earlier
+	// outputs were trimmed to fit the model's context window.
+	Note          string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	PromptTokens  int64  `protobuf:"varint,7,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"` // the prompt's size as counted by QLC's tokenizer
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1082,6 +1086,20 @@ func (x *StageStarted) GetFallback() bool {
 		return x.Fallback
 	}
 	return false
+}
+
+func (x *StageStarted) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *StageStarted) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
 }
 
 // TokenDelta is streamed output of the stage's current attempt.
@@ -1966,13 +1984,15 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"9\n" +
 	"\rRunEventBatch\x12(\n" +
-	"\x06events\x18\x01 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"\x9b\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"\xd4\x01\n" +
 	"\fStageStarted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x03 \x01(\tR\bprovider\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x1a\n" +
-	"\bfallback\x18\x05 \x01(\bR\bfallback\"]\n" +
+	"\bfallback\x18\x05 \x01(\bR\bfallback\x12\x12\n" +
+	"\x04note\x18\x06 \x01(\tR\x04note\x12#\n" +
+	"\rprompt_tokens\x18\a \x01(\x03R\fpromptTokens\"]\n" +
 	"\n" +
 	"TokenDelta\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +

@@ -124,6 +124,11 @@ type StageSpec struct {
 	Temperature float64
 	// MaxTokens caps the stage's output, > 0; DefaultMaxTokens if unset.
 	MaxTokens int
+	// ContextWindow is the model's context window in tokens (prompt and
+	// output together); the prompt is fitted into ContextWindow - MaxTokens
+	// by trimming earlier stages' outputs (never the question). 0: the
+	// window of a known model (ContextWindowOf), else no fitting.
+	ContextWindow int
 	// Fallback is the model tried when the primary fails before its first
 	// token and retries are spent; nil for none. Its provider defaults to the
 	// stage's provider.
@@ -325,6 +330,7 @@ type rawStage struct {
 	Model        string    `yaml:"model"`
 	Temperature  *float64  `yaml:"temperature"`
 	MaxTokens    *int      `yaml:"max_tokens"`
+	Context      *int      `yaml:"context_window"`
 	Fallback     *ModelRef `yaml:"fallback"`
 	SystemPrompt string    `yaml:"system_prompt"`
 	UserTemplate string    `yaml:"user_template"`
@@ -398,6 +404,9 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 			}
 			if rs.MaxTokens != nil {
 				sp.MaxTokens = *rs.MaxTokens
+			}
+			if rs.Context != nil {
+				sp.ContextWindow = *rs.Context
 			}
 			if rs.Fallback != nil {
 				fb := *rs.Fallback
@@ -514,6 +523,9 @@ func (c *Config) validate(broken map[string]bool) []error {
 			}
 			if sp.MaxTokens <= 0 || sp.MaxTokens > maxMaxTokens {
 				bad(spath+".max_tokens", "%d is not in [1, %d]", sp.MaxTokens, maxMaxTokens)
+			}
+			if sp.ContextWindow < 0 || (sp.ContextWindow > 0 && sp.ContextWindow <= sp.MaxTokens) {
+				bad(spath+".context_window", "%d must be 0 (unknown) or larger than max_tokens (%d)", sp.ContextWindow, sp.MaxTokens)
 			}
 			if fb := sp.Fallback; fb != nil {
 				if fb.Provider == "" {
