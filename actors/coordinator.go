@@ -136,6 +136,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	case *messages.Subscribe:
 		c.subscribe(ctx, m)
 	case *actor.Stopping:
+		c.ended = true // a stopping coordinator starts nothing new
 		c.stopTimer()
 		if c.counted {
 			c.counted = false

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
@@ -388,9 +389,44 @@ func (e *Engine) NodeLost(addr string) int {
 	}
 	e.mu.Unlock()
 	for _, h := range lost {
-		h.fail("coordinator_lost", fmt.Sprintf("the node %s running the run's coordinator was declared dead; the run cannot continue", addr))
+		e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
 	}
 	return len(lost)
+}
+
+// maxFailovers bounds how often one run moves: a run that kills every node
+// it lands on must end.
+const maxFailovers = 3
+
+// failover moves a run whose coordinator was lost to a live node: the new
+// coordinator resumes from the hub's copy of the log with a higher epoch
+// (finished stages are kept; the interrupted one is redone after a
+// StageRestarted), and the hub ignores anything the old one might still
+// send. If no node takes it, the run ends with RunFailed.
+func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
+	prior, epoch, n, ok := h.beginFailover(lost)
+	if !ok {
+		return
+	}
+	if n > maxFailovers {
+		h.endFailover(nil)
+		h.fail("coordinator_lost", fmt.Sprintf("%s; the run already moved %d times and is not moved again", why, maxFailovers))
+		return
+	}
+	start := proto.Clone(h.start).(*messages.StartRun)
+	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
+	t0 := time.Now()
+	pid, err := e.placeRun(start)
+	if err != nil {
+		h.endFailover(nil)
+		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))
+		return
+	}
+	h.endFailover(pid)
+	e.metrics.failovers.Inc()
+	e.system.Root.Send(h.PID(), &messages.WatchRun{Coordinator: refOf(pid)})
+	e.logger.Warn("run moved to a new coordinator", "run_id", h.RunID, "reason", why, "epoch", start.Epoch,
+		"resumed_at_seq", len(prior), "node", pid.Address, "took", time.Since(t0))
 }
 
 // StopHosted stops every run coordinator hosted here (for gateways, their
@@ -567,6 +603,9 @@ func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
 	id := start.RunId
 	hub := newHub(id, start.Tenant, start.Profile, start.Query, e.cfg.Hub, e.metrics, e.logger)
 	hub.append(start.PriorEvents...)
+	hub.start = proto.Clone(start).(*messages.StartRun)
+	hub.start.PriorEvents = nil
+	hub.onLost = e.failover
 
 	e.mu.Lock()
 	switch {

@@ -511,3 +511,53 @@ profiles:
 		t.Fatalf("want prompt_too_long, got %v", terminal(evs))
 	}
 }
+
+// A coordinator that disappears mid-run (here: stopped from outside) is
+// replaced: the run resumes from the hub's log with a higher epoch and
+// completes, without recomputing finished stages.
+func TestLostCoordinatorIsReplaced(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	h, err := e.StartRun(RunRequest{Profile: "slow", Query: "q", Seed: 2, MaxTokens: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sub := h.Subscribe(1)
+	defer sub.Close()
+	old := h.Coordinator()
+	stopped := false
+	var evs []*messages.RunEvent
+	for {
+		batch, err := sub.Next(ctx, nil)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, batch...)
+		for _, ev := range batch {
+			if d := ev.GetTokenDelta(); d != nil && d.Stage == messages.Stage_STAGE_REFINER && !stopped {
+				stopped = true
+				e.System().Root.Stop(old)
+			}
+		}
+	}
+	checkTranscript(t, evs, 1)
+	if terminal(evs).GetRunCompleted() == nil {
+		t.Fatalf("run should complete on a new coordinator: %v", terminal(evs))
+	}
+	restarts, generators := 0, 0
+	for _, ev := range evs {
+		if r := ev.GetStageRestarted(); r != nil && r.Stage == messages.Stage_STAGE_REFINER {
+			restarts++
+		}
+		if s := ev.GetStageStarted(); s != nil && s.Stage == messages.Stage_STAGE_GENERATOR {
+			generators++
+		}
+	}
+	if restarts != 1 || generators != 1 || terminal(evs).Epoch != 2 {
+		t.Fatalf("restarts %d, generator runs %d, final epoch %d", restarts, generators, terminal(evs).Epoch)
+	}
+}

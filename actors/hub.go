@@ -98,6 +98,14 @@ type Hub struct {
 	subscribers int
 	coordinator *actor.PID // who to send CancelRun to
 	pid         *actor.PID
+	start       *messages.StartRun // how the run was started (for a failover)
+	failingOver bool               // a failover is placing a new coordinator
+	minEpoch    uint64             // events below it are refused (a replaced coordinator's)
+	failovers   int                // failovers so far
+
+	// onLost is called (on its own goroutine) when the coordinator is gone
+	// before the log ended; the engine moves the run (failover).
+	onLost func(h *Hub, lost *actor.PID, why string)
 }
 
 func newHub(runID, tenant, profile, query string, cfg HubConfig, m *Metrics, logger *slog.Logger) *Hub {
@@ -200,7 +208,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 	h.mu.Lock()
 	appended := 0
 	for _, ev := range evs {
-		if ev.GetEpoch() < h.epoch {
+		if ev.GetEpoch() < h.epoch || ev.GetEpoch() < h.minEpoch {
 			h.logger.Warn("hub ignored an event from a stale coordinator", "epoch", ev.GetEpoch(), "current_epoch", h.epoch, "seq", ev.GetSeq())
 			continue
 		}
@@ -247,7 +255,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 // when the coordinator that would have ended it is gone.
 func (h *Hub) fail(code, reason string) {
 	h.mu.Lock()
-	ev := &messages.RunEvent{RunId: h.RunID, Seq: uint64(len(h.log)) + 1, Epoch: h.epoch, Time: timestamppb.Now(),
+	ev := &messages.RunEvent{RunId: h.RunID, Seq: uint64(len(h.log)) + 1, Epoch: max(h.epoch, h.minEpoch), Time: timestamppb.Now(),
 		Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Code: code}}}
 	h.mu.Unlock()
 	h.logger.Error("run failed: coordinator lost", "code", code, "reason", reason)
@@ -372,16 +380,46 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		// Terminated is a system message and overtakes user messages: the
 		// coordinator's last events may still be queued. A note to self
 		// queues behind them, so the check sees them.
-		ctx.Send(ctx.Self(), &coordinatorGone{why: m.Why.String()})
+		ctx.Send(ctx.Self(), &coordinatorGone{who: m.Who, why: m.Why.String()})
 	case *coordinatorGone:
-		if !a.hub.Done() {
-			a.hub.fail("coordinator_lost", fmt.Sprintf("the run's coordinator stopped unexpectedly (%s); the run cannot continue", m.why))
+		if !a.hub.Done() && a.hub.onLost != nil {
+			go a.hub.onLost(a.hub, m.who, fmt.Sprintf("the run's coordinator stopped unexpectedly (%s)", m.why))
 		}
 	}
 }
 
 // coordinatorGone is the hub actor's note to itself (never leaves its mailbox).
-type coordinatorGone struct{ why string }
+type coordinatorGone struct {
+	who *actor.PID
+	why string
+}
+
+// beginFailover claims the right to move the run away from lost: false if
+// the run ended, another failover is under way, or lost is no longer the
+// run's coordinator (it already moved).
+func (h *Hub) beginFailover(lost *actor.PID) (prior []*messages.RunEvent, epoch uint64, n int, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.terminal || h.failingOver || h.coordinator == nil || !h.coordinator.Equal(lost) {
+		return nil, 0, 0, false
+	}
+	h.failingOver = true
+	h.failovers++
+	// Fence the old coordinator now: the new one resumes from exactly this
+	// log, so nothing the old one still sends may enter it.
+	h.minEpoch = h.epoch + 1
+	return h.log[:len(h.log):len(h.log)], h.epoch, h.failovers, true
+}
+
+// endFailover records the run's new coordinator (nil: the failover failed).
+func (h *Hub) endFailover(coordinator *actor.PID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failingOver = false
+	if coordinator != nil {
+		h.coordinator = coordinator
+	}
+}
 
 // received logs events, asks for a resend after a gap (the actor transport
 // is at most once), and acknowledges the terminal event so the coordinator

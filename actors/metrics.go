@@ -30,6 +30,7 @@ type Metrics struct {
 	transportBytes     *prometheus.CounterVec   // direction
 	placements         *prometheus.CounterVec   // outcome
 	tokenizerRequests  *prometheus.CounterVec   // path
+	failovers          prometheus.Counter
 
 	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
 }
@@ -85,6 +86,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tokenizerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_tokenizer_requests_total", Help: "CountTokens requests, by path: served (by this process's tokenizer actors), remote (sent to a capable host), local-fallback (no capable host answered: counted here, scalar path).",
 		}, []string{"path"}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "qlc_failovers_total", Help: "Runs moved to a new coordinator after theirs was lost.",
+		}),
 		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_placements_total", Help: "Run placements, by outcome: local, remote, refused (a node said no or did not answer; the next was tried), failed (no node took it).",
 		}, []string{"outcome"}),
@@ -95,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests)
+			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers)
 	}
 	return m
 }
