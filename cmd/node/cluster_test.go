@@ -158,6 +158,7 @@ func TestClusterSpreadsRunsJoinAndLeave(t *testing.T) {
 	}
 
 	// Join: a fourth node receives new coordinators.
+	t0 := time.Now()
 	n4 := c.addNode()
 	c.waitMembers(5)
 	for s := int64(100); s < 120 && c.hosted(n4) == 0; s++ {
@@ -168,6 +169,7 @@ func TestClusterSpreadsRunsJoinAndLeave(t *testing.T) {
 	if c.hosted(n4) == 0 {
 		t.Fatal("the new node never received a run")
 	}
+	t.Logf("figure: node process start → serving its first coordinator: %v (runs posted back to back)", time.Since(t0))
 
 	// Leave: SIGTERM a node while it hosts a run; the run completes, the
 	// node exits cleanly, and new runs go to the others.

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config is one invocation's settings; every field is a flag.
+type Config struct {
+	// Scenario is kill, pause, provider, rolling, or all (each in turn,
+	// each on a fresh cluster).
+	Scenario string
+	// Runs is how many runs a scenario starts at least; the load goes on
+	// until every fault was injected (at most 10× Runs). 0: the scenario's
+	// default (kill 40, pause 30, provider 40, rolling 30).
+	Runs int
+	// Concurrency is how many runs are in flight at once.
+	Concurrency int
+	// Faults is how many faults a scenario injects: kills, pauses, or nodes
+	// rolled. 0: the scenario's default (kill 10, pause 2, rolling 3). The
+	// provider scenario injects faults through the simulator's rates instead.
+	Faults int
+	// Timeout bounds a whole scenario, cluster start-up included.
+	Timeout time.Duration
+	// RunTimeout is how long a run may take from its POST; a run without a
+	// terminal event by then is LOST. 0: 60 s, or 150 s for provider (a
+	// hung provider is only cut off after the 60 s first-token timeout).
+	RunTimeout time.Duration
+	// CancelRate is the share of runs cancelled (DELETE) mid-stream.
+	CancelRate float64
+	// PauseMin and PauseMax bound a SIGSTOP (pause), drawn uniformly.
+	PauseMin, PauseMax time.Duration
+	// FaultRate is the provider scenario's error/429/cut rate per request
+	// (each faulty endpoint draws its own kind); HangRate its hang and stall
+	// rates.
+	FaultRate, HangRate float64
+	// Nodes is the cluster's size.
+	Nodes int
+	// Seed drives every random choice of the suite (which runs are
+	// cancelled, which run's node is hit, when). 0: from the clock.
+	Seed uint64
+	// KeepLogs keeps the processes' logs (they are kept anyway when a
+	// scenario fails).
+	KeepLogs bool
+}
+
+// DefaultConfig returns the defaults described on each field.
+func DefaultConfig() Config {
+	return Config{Scenario: "all", Concurrency: 6, Timeout: 5 * time.Minute, CancelRate: 0.1,
+		PauseMin: 5 * time.Second, PauseMax: 15 * time.Second, FaultRate: 0.1, HangRate: 0.02, Nodes: 3}
+}
+
+var scenarios = []string{"kill", "pause", "provider", "rolling"}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Scenario != "all" && !contains(scenarios, c.Scenario):
+		return fmt.Errorf("chaos: unknown scenario %q (want %s or all)", c.Scenario, strings.Join(scenarios, ", "))
+	case c.Runs < 0 || c.Faults < 0:
+		return errors.New("chaos: -runs and -faults must be >= 0")
+	case c.Concurrency < 1 || c.Concurrency > 200:
+		return errors.New("chaos: -concurrency must be 1..200")
+	case c.Timeout <= 0 || c.RunTimeout < 0:
+		return errors.New("chaos: -timeout must be > 0 and -run-timeout >= 0")
+	case c.CancelRate < 0 || c.CancelRate > 1:
+		return errors.New("chaos: -cancel-rate must be 0..1")
+	case c.PauseMin <= 0 || c.PauseMax < c.PauseMin:
+		return errors.New("chaos: want 0 < -pause-min <= -pause-max")
+	case c.FaultRate < 0 || c.HangRate < 0 || c.FaultRate+2*c.HangRate > 1:
+		return errors.New("chaos: want -fault-rate, -hang-rate >= 0 and fault-rate + 2×hang-rate <= 1")
+	case c.Nodes < 2 || c.Nodes > 9:
+		return errors.New("chaos: -nodes must be 2..9 (a run needs a live node to move to)")
+	}
+	if c.Seed == 0 {
+		c.Seed = uint64(time.Now().UnixNano())
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, provider, rolling, or all")
+	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs per scenario, at least (0: the scenario's default)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "runs in flight at once")
+	fs.IntVar(&cfg.Faults, "faults", cfg.Faults, "faults per scenario (0: the scenario's default)")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each scenario")
+	fs.DurationVar(&cfg.RunTimeout, "run-timeout", cfg.RunTimeout, "a run not ended this long after its POST is LOST (0: 60s, provider 150s)")
+	fs.Float64Var(&cfg.CancelRate, "cancel-rate", cfg.CancelRate, "share of runs cancelled mid-stream")
+	fs.DurationVar(&cfg.PauseMin, "pause-min", cfg.PauseMin, "shortest SIGSTOP (pause)")
+	fs.DurationVar(&cfg.PauseMax, "pause-max", cfg.PauseMax, "longest SIGSTOP (pause)")
+	fs.Float64Var(&cfg.FaultRate, "fault-rate", cfg.FaultRate, "provider: error / 429 / cut rate per request")
+	fs.Float64Var(&cfg.HangRate, "hang-rate", cfg.HangRate, "provider: hang and stall rate per request")
+	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "cluster size")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the suite's random choices (0: from the clock)")
+	fs.BoolVar(&cfg.KeepLogs, "keep-logs", cfg.KeepLogs, "keep the processes' logs")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	command := "go run ./chaos " + strings.Join(args, " ")
+	if !strings.Contains(command, "-seed") {
+		command += fmt.Sprintf(" -seed %d", cfg.Seed)
+	}
+	command = strings.Join(strings.Fields(command), " ")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	progress := func(format string, a ...any) {
+		fmt.Fprintf(os.Stderr, "%s chaos: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
+	}
+	bin, err := os.MkdirTemp("", "qlc-chaos-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 2
+	}
+	defer os.RemoveAll(bin)
+	progress("building cmd/node and cmd/gateway")
+	if err := buildBinaries(bin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	list := scenarios
+	if cfg.Scenario != "all" {
+		list = []string{cfg.Scenario}
+	}
+	var reps []*report
+	code := 0
+	for i, name := range list {
+		if ctx.Err() != nil {
+			break
+		}
+		c := cfg
+		c.Seed = cfg.Seed + uint64(i)
+		rep, err := runScenario(ctx, name, c, bin, command, progress)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 2
+			continue
+		}
+		rep.write(os.Stdout)
+		reps = append(reps, rep)
+		if !rep.ok() && code == 0 {
+			code = 1
+		}
+	}
+	if len(reps) > 1 {
+		summary(os.Stdout, reps)
+	}
+	if ctx.Err() != nil && code == 0 {
+		code = 1 // interrupted: the figures are incomplete
+	}
+	return code
+}

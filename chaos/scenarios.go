@@ -1,0 +1,393 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// profiles is the suite's profile file: ~3 s runs on the simulator (about
+// 50 ms to the first token, then 150 tokens 5 ms apart, per stage), and a
+// faulty profile whose four stages each sit on an endpoint with one kind of
+// fault, all with a reliable fallback.
+func profiles(faultRate, hangRate float64) string {
+	const base = `ttft: 50ms, ttft_jitter: 20ms, itl: 5ms, itl_jitter: 2ms, output_tokens: 150`
+	return fmt.Sprintf(`default_profile: steady
+providers:
+  steady:  {kind: sim, sim: {%[1]s}}
+  backup:  {kind: sim, sim: {%[1]s}}
+  limited: {kind: sim, sim: {%[1]s, error_rate: %[2]g, error_kind: rate_limited, retry_after: 200ms}}
+  broken:  {kind: sim, sim: {%[1]s, error_rate: %[2]g, error_kind: server}}
+  cutting: {kind: sim, sim: {%[1]s, cut_rate: %[2]g, cut_after: 40, error_rate: %[4]g, error_kind: connection}}
+  hanging: {kind: sim, sim: {%[1]s, hang_rate: %[3]g, stall_rate: %[3]g, stall_after: 30, error_rate: %[4]g, error_kind: timeout}}
+profiles:
+  steady:
+    description: Every stage on a healthy simulated model; about 3 s a run.
+    provider: steady
+    stages:
+      generator: {model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      refiner:   {model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      validator: {model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      curator:   {model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+  faulty:
+    description: Each stage on an endpoint with one kind of fault (429, 5xx, cuts, hangs and stalls), with a healthy fallback.
+    stages:
+      generator: {provider: limited, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      refiner:   {provider: broken,  model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      validator: {provider: cutting, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      curator:   {provider: hanging, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+`, base, faultRate, hangRate, faultRate/2)
+}
+
+// scenario is one scenario's parameters and fault injector.
+type scenario struct {
+	runs, faults int
+	profile      string
+	runTimeout   time.Duration
+	// inject injects the faults while the load runs; it returns a
+	// description of what it did.
+	inject func(ctx context.Context, s *env) string
+}
+
+// env is what an injector works with.
+type env struct {
+	cfg      Config
+	c        *cluster
+	d        *driver
+	rng      *rand.Rand
+	rep      *report
+	progress func(string, ...any)
+	faults   int
+}
+
+func scenarioFor(name string, cfg Config) scenario {
+	def := func(v, d int) int {
+		if v == 0 {
+			return d
+		}
+		return v
+	}
+	rt := cfg.RunTimeout
+	if rt == 0 {
+		rt = 60 * time.Second
+	}
+	switch name {
+	case "kill":
+		return scenario{runs: def(cfg.Runs, 40), faults: def(cfg.Faults, 10), profile: "steady", runTimeout: rt, inject: injectKills}
+	case "pause":
+		return scenario{runs: def(cfg.Runs, 30), faults: def(cfg.Faults, 2), profile: "steady", runTimeout: rt, inject: injectPauses}
+	case "provider":
+		if cfg.RunTimeout == 0 {
+			rt = 150 * time.Second
+		}
+		return scenario{runs: def(cfg.Runs, 40), profile: "faulty", runTimeout: rt, inject: func(context.Context, *env) string {
+			return fmt.Sprintf("simulated provider: 429 / 5xx / cut+connection / hang+stall+timeout, each on one stage, at rate %g (cut), %g (hang, stall)", cfg.FaultRate, cfg.HangRate)
+		}}
+	default: // rolling
+		return scenario{runs: def(cfg.Runs, 30), faults: def(cfg.Faults, cfg.Nodes), profile: "steady", runTimeout: rt, inject: injectRolling}
+	}
+}
+
+// runScenario starts a fresh cluster, runs the load and the faults, checks
+// every run and stops the cluster.
+func runScenario(parent context.Context, name string, cfg Config, bin, command string, progress func(string, ...any)) (*report, error) {
+	sc := scenarioFor(name, cfg)
+	ctx, cancel := context.WithTimeout(parent, cfg.Timeout)
+	defer cancel()
+	t0 := time.Now()
+	dir, err := os.MkdirTemp("", "qlc-chaos-"+name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	c, err := newCluster(bin, dir, profiles(cfg.FaultRate, cfg.HangRate), progress)
+	if err != nil {
+		return nil, err
+	}
+	keep := cfg.KeepLogs
+	defer func() {
+		c.shutdown()
+		if keep {
+			progress("%s: logs kept in %s", name, dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+	progress("%s: starting %d nodes and a gateway (seed %d)", name, cfg.Nodes, cfg.Seed)
+	for i := 0; i < cfg.Nodes; i++ {
+		if _, err := c.startNode(); err != nil {
+			keep = true
+			return nil, err
+		}
+	}
+	if err := c.startGateway(); err != nil {
+		keep = true
+		return nil, err
+	}
+	if err := c.waitMembers(cfg.Nodes+1, 20*time.Second); err != nil {
+		keep = true
+		return nil, err
+	}
+
+	rep := newReport(name, command+" -scenario "+name)
+	if cfg.Scenario == name {
+		rep.command = command
+	}
+	d := newDriver(c.gwURL, sc.profile, cfg.CancelRate, sc.runTimeout, cfg.Seed)
+	e := &env{cfg: cfg, c: c, d: d, rng: rand.New(rand.NewPCG(cfg.Seed^0x5eed, cfg.Seed)), rep: rep, progress: progress, faults: sc.faults}
+	var injecting atomic.Bool
+	injecting.Store(true)
+	loadDone := make(chan struct{})
+	go func() { // owned by runScenario: it waits on loadDone
+		defer close(loadDone)
+		d.load(ctx, cfg.Concurrency, func(started int) bool {
+			return started < sc.runs || (injecting.Load() && started < 10*sc.runs)
+		})
+	}()
+	progress("%s: load of %d concurrent runs (profile %s)", name, cfg.Concurrency, sc.profile)
+	fctx, fcancel := context.WithCancel(ctx)
+	go func() { // stops the injector once the load has ended
+		select {
+		case <-loadDone:
+			fcancel()
+		case <-fctx.Done():
+		}
+	}()
+	rep.faults = sc.inject(fctx, e)
+	fcancel()
+	injecting.Store(false)
+	<-loadDone
+	progress("%s: load done", name)
+
+	rep.add(d.resultsCopy())
+	if rep.lost == 0 {
+		rep.quiescentTokens = quiescentTokens(c)
+	}
+	if v, ok := metric(c.gwURL+"/metrics", "qlc_failovers_total"); ok {
+		rep.extra = append(rep.extra, [2]string{"failovers (gateway qlc_failovers_total)", fmt.Sprint(v)})
+	}
+	rep.wall = time.Since(t0)
+	if !rep.ok() {
+		keep = true
+	}
+	return rep, nil
+}
+
+// quiescentTokens is how many tokens the live nodes stream in 2 s while no
+// run is active (a cancelled or moved run still streaming would show).
+func quiescentTokens(c *cluster) float64 {
+	sum := func() float64 {
+		var s float64
+		for _, n := range c.liveNodes() {
+			v, _ := metric("http://"+n.ops+"/metrics", "qlc_tokens_streamed_total")
+			s += v
+		}
+		return s
+	}
+	a := sum()
+	time.Sleep(2 * time.Second)
+	return sum() - a
+}
+
+// sleep waits d or until ctx ends; false when ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// pickVictim waits for a run that is streaming on a live node and returns
+// that node, after a random delay (a random point of a random stage).
+func (e *env) pickVictim(ctx context.Context) *proc {
+	for ctx.Err() == nil {
+		runs := e.d.streaming()
+		e.rng.Shuffle(len(runs), func(i, j int) { runs[i], runs[j] = runs[j], runs[i] })
+		for _, r := range runs {
+			if pl, ok := e.c.pl.of(r.id); ok {
+				if n := e.c.node(pl.node); n != nil && !n.exited() {
+					if !sleep(ctx, time.Duration(e.rng.IntN(200))*time.Millisecond) {
+						return nil
+					}
+					return n
+				}
+			}
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+	return nil
+}
+
+// markAffected starts the recovery clock of every run in flight whose
+// coordinator is on node; it returns how many.
+func (e *env) markAffected(node string, at time.Time) int {
+	n := 0
+	for _, r := range e.d.inflightRuns() {
+		if pl, ok := e.c.pl.of(r.id); ok && pl.node == node && r.fault(at) {
+			n++
+		}
+	}
+	return n
+}
+
+func injectKills(ctx context.Context, e *env) string {
+	done, affected := 0, 0
+	var replace []time.Duration
+	for done < e.faults && ctx.Err() == nil {
+		v := e.pickVictim(ctx)
+		if v == nil {
+			break
+		}
+		at := time.Now()
+		if err := v.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			continue
+		}
+		v.killed = true
+		n := e.markAffected(v.name, at)
+		affected += n
+		done++
+		e.c.removeNode(v)
+		<-v.done
+		e.progress("kill %d/%d: kill -9 %s (%d runs in flight there)", done, e.faults, v.name, n)
+		t := time.Now()
+		nn, err := e.c.startNode()
+		if err != nil {
+			e.progress("kill: replacement node: %v", err)
+			break
+		}
+		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
+			e.progress("kill: %v", err)
+		}
+		replace = append(replace, time.Since(t))
+		e.progress("kill: %s joined", nn.name)
+		if !sleep(ctx, 500*time.Millisecond+time.Duration(e.rng.IntN(1000))*time.Millisecond) {
+			break
+		}
+	}
+	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the killed nodes", fmt.Sprint(affected)},
+		[2]string{"replacement node start → member of the cluster (p50 / max)", distShort(replace)})
+	return fmt.Sprintf("%d × kill -9 of a node hosting a streaming run's coordinator (each replaced by a new node)", done)
+}
+
+func injectPauses(ctx context.Context, e *env) string {
+	done, affected := 0, 0
+	var rejoin []time.Duration
+	for done < e.faults && ctx.Err() == nil {
+		v := e.pickVictim(ctx)
+		if v == nil {
+			break
+		}
+		fencings, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total")
+		d := e.cfg.PauseMin + time.Duration(e.rng.Int64N(int64(e.cfg.PauseMax-e.cfg.PauseMin)+1))
+		at := time.Now()
+		if err := v.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			continue
+		}
+		n := e.markAffected(v.name, at)
+		affected += n
+		done++
+		e.progress("pause %d/%d: SIGSTOP %s for %v (%d runs in flight there)", done, e.faults, v.name, d.Round(time.Millisecond), n)
+		sleep(context.Background(), d) // never leave a node stopped
+		_ = v.cmd.Process.Signal(syscall.SIGCONT)
+		t := time.Now()
+		deadline := t.Add(30 * time.Second)
+		for {
+			if f, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total"); f > fencings {
+				break
+			}
+			if time.Now().After(deadline) {
+				e.progress("pause: %s never fenced itself after SIGCONT", v.name)
+				e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: never fenced itself within 30 s of SIGCONT", v.name))
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 30*time.Second); err != nil {
+			e.progress("pause: %v", err)
+		}
+		rejoin = append(rejoin, time.Since(t))
+		e.progress("pause: %s fenced and rejoined after %v", v.name, time.Since(t).Round(time.Millisecond))
+		if !sleep(ctx, time.Second+time.Duration(e.rng.IntN(1000))*time.Millisecond) {
+			break
+		}
+	}
+	var fenced float64
+	for _, n := range e.c.liveNodes() {
+		f, _ := metric("http://"+n.ops+"/metrics", "qlc_cluster_fencings_total")
+		fenced += f
+	}
+	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the paused nodes", fmt.Sprint(affected)},
+		[2]string{"SIGCONT → fenced and member again (p50 / max)", distShort(rejoin)},
+		[2]string{"fencings (nodes' qlc_cluster_fencings_total)", fmt.Sprint(fenced)})
+	return fmt.Sprintf("%d × SIGSTOP %v–%v of a node hosting a streaming run's coordinator, then SIGCONT", done, e.cfg.PauseMin, e.cfg.PauseMax)
+}
+
+func injectRolling(ctx context.Context, e *env) string {
+	done, onDraining := 0, 0
+	var drains []time.Duration
+	badExit := 0
+	for done < e.faults && ctx.Err() == nil {
+		if !sleep(ctx, time.Second+time.Duration(e.rng.IntN(1000))*time.Millisecond) {
+			break
+		}
+		v := e.c.liveNodes()[0] // the oldest
+		nn, err := e.c.startNode()
+		if err != nil {
+			e.progress("rolling: replacement node: %v", err)
+			break
+		}
+		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
+			e.progress("rolling: %v", err)
+		}
+		n := 0
+		for _, r := range e.d.inflightRuns() {
+			if pl, ok := e.c.pl.of(r.id); ok && pl.node == v.name {
+				n++
+			}
+		}
+		onDraining += n
+		t := time.Now()
+		if err := v.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			continue
+		}
+		v.terminated = true
+		e.c.removeNode(v)
+		done++
+		e.progress("rolling %d/%d: SIGTERM %s (%d runs in flight there), %s replaces it", done, e.faults, v.name, n, nn.name)
+		select {
+		case <-v.done:
+		case <-time.After(90 * time.Second):
+			e.progress("rolling: %s did not exit within 90 s; killing it", v.name)
+			_ = v.cmd.Process.Kill()
+			<-v.done
+		}
+		drains = append(drains, time.Since(t))
+		if v.exitErr != nil {
+			badExit++
+			e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: exited with %v after SIGTERM", v.name, v.exitErr))
+		}
+		e.progress("rolling: %s exited after %v (%v)", v.name, time.Since(t).Round(time.Millisecond), v.exitErr)
+		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
+			e.progress("rolling: %v", err)
+		}
+	}
+	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the draining nodes", fmt.Sprint(onDraining)},
+		[2]string{"SIGTERM → process exit (p50 / max)", distShort(drains)},
+		[2]string{"nodes that exited non-zero", fmt.Sprint(badExit)})
+	return fmt.Sprintf("%d × SIGTERM (drain) of the oldest node, a new node started first", done)
+}
+
+func distShort(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%s / %s", ms(pct(ds, 0.5)), ms(slices.Max(ds)))
+}
