@@ -343,8 +343,11 @@ func (c *coordinator) attemptFailed(ctx actor.Context, m *messages.StageAttemptF
 	c.deps.metrics.providerErrors.WithLabelValues(a.model.Provider, m.Kind).Inc()
 	c.logger.Warn("stage attempt failed", "stage", a.spec.Stage.String(), "attempt", a.number,
 		"provider", a.model.Provider, "model", a.model.Model, "kind", m.Kind, "error", m.Message, "tokens_streamed", m.TokensStreamed)
+	// A first-token or stall timeout goes to the fallback model at once, if
+	// there is one (a model that hung once is likely to hang again).
+	retryable := m.Retryable && !(m.Kind == stagework.ErrTimeout.String() && a.spec.Fallback != nil && !a.onFallback)
 	d := c.deps.retry.Decide(stagework.Failure{
-		Retryable: m.Retryable, RetryAfter: m.GetRetryAfter().AsDuration(),
+		Retryable: retryable, RetryAfter: m.GetRetryAfter().AsDuration(),
 		AttemptsOnModel: a.onModel, OnFallback: a.onFallback, HasFallback: a.spec.Fallback != nil,
 	}, c.rng)
 	if d.Action == stagework.ActionFail {

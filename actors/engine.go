@@ -468,6 +468,16 @@ func NewEngine(cfg Config) (*Engine, error) {
 		return slog.New(levelFilter{quiet, slog.LevelWarn}).With("lib", "protoactor")
 	}))
 	m := NewMetrics(cfg.Registerer)
+	if cfg.Registerer != nil {
+		for name, p := range cfg.Providers {
+			if g, ok := p.(*stagework.Guarded); ok {
+				_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name: "qlc_provider_breaker_state", Help: "Circuit breaker state per provider endpoint: 0 closed, 1 half open, 2 open.",
+					ConstLabels: prometheus.Labels{"provider": name},
+				}, func() float64 { return float64(g.State()) }))
+			}
+		}
+	}
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, metrics: m, logger: cfg.Logger},

@@ -54,5 +54,17 @@ func BuildProviders(cfg *stagework.Config, logger *slog.Logger) (map[string]stag
 			return nil, fmt.Errorf("actors: provider %q: unknown kind %q", name, pc.Kind)
 		}
 	}
+	// Every endpoint gets its circuit breaker (and rate limits, if set).
+	for name, p := range out {
+		pc := cfg.Providers[name]
+		b := pc.Breaker
+		switch b.Failures {
+		case -1:
+			b.Failures = 0
+		case 0:
+			b.Failures = 5
+		}
+		out[name] = stagework.Guard(p, name, b, pc.RateLimit, nil)
+	}
 	return out, nil
 }

@@ -310,6 +310,7 @@ func TestProfilesModelsHealthMetrics(t *testing.T) {
 		`qlc_stage_ttft_seconds_count{stage="generator"} 1`,
 		fmt.Sprintf(`qlc_tokens_streamed_total{stage="generator"} %d`, v.Stages[0].Tokens),
 		"qlc_active_runs 0", "qlc_subscribers 0", "qlc_subscribers_dropped_total 0",
+		`qlc_provider_breaker_state{provider="sim"} 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -99,6 +99,12 @@ type ProviderConfig struct {
 	Headers map[string]string `yaml:"headers"`
 	// Sim configures the simulated model. Kind sim only.
 	Sim SimConfig `yaml:"sim"`
+	// Breaker is the endpoint's circuit breaker: failures (consecutive,
+	// default 5; -1 disables it) and open_for (default 30s).
+	Breaker BreakerConfig `yaml:"breaker"`
+	// RateLimit bounds the endpoint's requests and tokens per minute
+	// (token buckets; 0 = unbounded).
+	RateLimit RateLimit `yaml:"rate_limit"`
 }
 
 // Profile is a named pipeline: which provider and model serve each stage.
@@ -446,6 +452,12 @@ func (c *Config) validate(broken map[string]bool) []error {
 		path := "providers." + name
 		if !endpointRE.MatchString(name) {
 			bad(path, "bad name (letters, digits, '.', '-', '_'; at most 64)")
+		}
+		if p.Breaker.Failures < -1 || p.Breaker.OpenFor < 0 {
+			bad(path+".breaker", "failures must be -1 (off), 0 (default 5) or more, open_for not negative")
+		}
+		if p.RateLimit.RequestsPerMinute < 0 || p.RateLimit.TokensPerMinute < 0 {
+			bad(path+".rate_limit", "limits must not be negative")
 		}
 		switch p.Kind {
 		case KindSim:

@@ -129,6 +129,9 @@ func (e *ProviderError) Unwrap() error { return e.Err }
 
 // Retryable says whether the same request may succeed if sent again.
 func (e *ProviderError) Retryable() bool {
+	if errors.Is(e.Err, errCircuitOpen) {
+		return false // the breaker says the endpoint is down: go to the fallback
+	}
 	switch e.Kind {
 	case ErrRateLimited, ErrServer, ErrTimeout, ErrConnection, ErrProtocol:
 		return true
