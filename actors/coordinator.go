@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qlc-project/qlc/messages"
@@ -135,6 +136,15 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *messages.Subscribe:
 		c.subscribe(ctx, m)
+	case *messages.FindRun:
+		if c.run == nil {
+			ctx.Respond(&messages.RunFound{})
+			return
+		}
+		st := proto.Clone(c.run).(*messages.StartRun)
+		st.PriorEvents = nil
+		ctx.Respond(&messages.RunFound{Start: st, Coordinator: refOf(ctx.Self())})
+		c.subscribe(ctx, &messages.Subscribe{RunId: m.RunId, FromSeq: 1, Subscriber: m.Subscriber})
 	case *actor.Stopping:
 		c.ended = true // a stopping coordinator starts nothing new
 		c.stopTimer()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -332,10 +333,21 @@ const starterName = "qlc-run-starter"
 type runStarter struct{ e *Engine }
 
 func (s *runStarter) Receive(ctx actor.Context) {
-	if _, ok := ctx.Message().(stopHosted); ok {
+	switch m := ctx.Message().(type) {
+	case stopHosted:
 		for _, c := range ctx.Children() {
 			ctx.Stop(c)
 		}
+		return
+	case *messages.FindRun:
+		want := ctx.Self().Id + "/run/" + m.RunId
+		for _, c := range ctx.Children() {
+			if c.Id == want {
+				ctx.Forward(c)
+				return
+			}
+		}
+		ctx.Respond(&messages.RunFound{}) // not here
 		return
 	}
 	m, ok := ctx.Message().(*messages.StartRun)
@@ -444,6 +456,57 @@ type stopHosted struct{}
 // StopAccepting makes this process refuse new runs at once (the first step
 // of a drain; Drain waits for the hosted ones).
 func (e *Engine) StopAccepting() { e.deps.draining.Store(true) }
+
+// Attach finds a run that this gateway does not know (its readers come
+// from a gateway that died): it asks every coordinator host, and the
+// coordinator that has the run sends its whole log to a new hub here and
+// every later event. Needs a Placer (the cluster). The run stays the
+// tenant's: the hub carries the StartRun's tenant.
+func (e *Engine) Attach(runID string) (*Hub, error) {
+	if h, err := e.Hub(runID); err == nil {
+		return h, nil
+	}
+	if e.cfg.Placer == nil || !strings.HasPrefix(runID, "run_") {
+		return nil, ErrUnknownRun
+	}
+	hub := newHub(runID, "", "", "", e.cfg.Hub, e.metrics, e.logger)
+	root := e.system.Root
+	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
+		actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
+	if err != nil {
+		return e.Hub(runID) // attached concurrently
+	}
+	hub.pid = hubPID
+	for _, node := range e.cfg.Placer.Candidates(runID) {
+		res, err := root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID, Subscriber: refOf(hubPID)}, e.cfg.SpawnTimeout/2).Result()
+		found, ok := res.(*messages.RunFound)
+		if err != nil || !ok || found.Start == nil || pidOf(found.Coordinator) == nil {
+			continue
+		}
+		st := found.Start
+		hub.Tenant, hub.Profile, hub.Query = st.Tenant, st.Profile, st.Query
+		hub.start = st
+		hub.onLost = e.failover
+		coord := pidOf(found.Coordinator)
+		hub.mu.Lock()
+		hub.coordinator = coord
+		hub.mu.Unlock()
+		e.mu.Lock()
+		if other, ok := e.hubs[runID]; ok {
+			e.mu.Unlock()
+			root.Stop(hubPID)
+			return other, nil
+		}
+		e.hubs[runID] = hub
+		e.active++
+		e.mu.Unlock()
+		root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
+		e.logger.Info("attached to a run started by another gateway", "run_id", runID, "coordinator", coord.Address)
+		return hub, nil
+	}
+	root.Stop(hubPID)
+	return nil, ErrUnknownRun
+}
 
 // Hosted is how many run coordinators run on this process now.
 func (e *Engine) Hosted() int { return int(e.deps.hosted.Load()) }

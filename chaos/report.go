@@ -28,6 +28,8 @@ type report struct {
 	examples                                    []string
 	recovery                                    []time.Duration
 	resumes                                     []time.Duration
+	slowest                                     string // the run with the longest recovery
+	slowestRec                                  time.Duration
 	unrecovered                                 int
 	restartGaps                                 []time.Duration
 	restarts, retries, fallbacks, reconnects    int
@@ -79,6 +81,11 @@ func (r *report) add(results []*runResult) {
 			}
 		}
 		r.recovery = append(r.recovery, x.recovered...)
+		for _, d := range x.recovered {
+			if d > r.slowestRec {
+				r.slowest, r.slowestRec = x.id, d
+			}
+		}
 		r.resumes = append(r.resumes, x.resumes...)
 		r.unrecovered += x.lostFault
 		r.restartGaps = append(r.restartGaps, x.restartGaps...)
@@ -182,6 +189,9 @@ func (r *report) write(w io.Writer) {
 	row("tokens after a cancel", must0(r.tokensAfterCancel))
 	row("tokens streamed with no run active (2 s)", must0(int(r.quiescentTokens)))
 	row("recovery, fault → next token of an affected run (p50 / p99 / max)", dist(r.recovery))
+	if r.slowest != "" {
+		row("slowest recovery", fmt.Sprintf("%s (%s)", r.slowest, ms(r.slowestRec)))
+	}
 	row("fault → the run's redo event (stage_restarted / stage_started) (p50 / p99 / max)", dist(r.resumes))
 	if r.unrecovered > 0 {
 		row("affected runs that ended with no new token", fmt.Sprint(r.unrecovered))

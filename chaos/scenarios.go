@@ -16,6 +16,10 @@ import (
 // faulty profile whose four stages each sit on an endpoint with one kind of
 // fault, all with a reliable fallback.
 func profiles(faultRate, hangRate float64) string {
+	hang := "" // the simulator refuses stall_after without a stall rate
+	if hangRate > 0 {
+		hang = fmt.Sprintf("hang_rate: %g, stall_rate: %g, stall_after: 30,", hangRate, hangRate)
+	}
 	const base = `ttft: 50ms, ttft_jitter: 20ms, itl: 5ms, itl_jitter: 2ms, output_tokens: 150`
 	return fmt.Sprintf(`default_profile: steady
 providers:
@@ -24,7 +28,7 @@ providers:
   limited: {kind: sim, sim: {%[1]s, error_rate: %[2]g, error_kind: rate_limited, retry_after: 200ms}}
   broken:  {kind: sim, sim: {%[1]s, error_rate: %[2]g, error_kind: server}}
   cutting: {kind: sim, sim: {%[1]s, cut_rate: %[2]g, cut_after: 40, error_rate: %[4]g, error_kind: connection}}
-  hanging: {kind: sim, sim: {%[1]s, hang_rate: %[3]g, stall_rate: %[3]g, stall_after: 30, error_rate: %[4]g, error_kind: timeout}}
+  hanging: {kind: sim, sim: {%[1]s, %[5]s error_rate: %[4]g, error_kind: timeout}}
 profiles:
   steady:
     description: Every stage on a healthy simulated model; about 3 s a run.
@@ -41,7 +45,7 @@ profiles:
       refiner:   {provider: broken,  model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
       validator: {provider: cutting, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
       curator:   {provider: hanging, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
-`, base, faultRate, hangRate, faultRate/2)
+`, base, faultRate, hangRate, faultRate/2, hang)
 }
 
 // scenario is one scenario's parameters and fault injector.

@@ -89,6 +89,11 @@ func (s *Server) checkQuery(q, param string) *apiError {
 func (s *Server) hub(w http.ResponseWriter, r *http.Request) (*actors.Hub, bool) {
 	id := r.PathValue("id")
 	hub, err := s.engine.Hub(id)
+	if err != nil {
+		// A run this gateway does not know may be one whose gateway died:
+		// find its coordinator in the cluster and follow it from here.
+		hub, err = s.engine.Attach(id)
+	}
 	if err != nil || hub.Tenant != s.cfg.Tenant {
 		writeError(w, errNotFound("run_not_found", fmt.Sprintf("no run %q", id)))
 		return nil, false

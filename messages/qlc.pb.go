@@ -1915,6 +1915,115 @@ func (x *TokenCounts) GetError() string {
 	return ""
 }
 
+// FindRun asks a node's run starter for a run's coordinator (a gateway
+// taking over the readers of a gateway that died). If the node hosts it, the
+// coordinator answers RunFound and subscribes subscriber from seq 1.
+type FindRun struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Subscriber    *ActorRef              `protobuf:"bytes,2,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindRun) Reset() {
+	*x = FindRun{}
+	mi := &file_qlc_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindRun) ProtoMessage() {}
+
+func (x *FindRun) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindRun.ProtoReflect.Descriptor instead.
+func (*FindRun) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *FindRun) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *FindRun) GetSubscriber() *ActorRef {
+	if x != nil {
+		return x.Subscriber
+	}
+	return nil
+}
+
+// RunFound answers FindRun: how the run was started (prior_events empty),
+// and its coordinator.
+type RunFound struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         *StartRun              `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	Coordinator   *ActorRef              `protobuf:"bytes,2,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunFound) Reset() {
+	*x = RunFound{}
+	mi := &file_qlc_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunFound) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunFound) ProtoMessage() {}
+
+func (x *RunFound) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunFound.ProtoReflect.Descriptor instead.
+func (*RunFound) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RunFound) GetStart() *StartRun {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *RunFound) GetCoordinator() *ActorRef {
+	if x != nil {
+		return x.Coordinator
+	}
+	return nil
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -2053,7 +2162,15 @@ const file_qlc_proto_rawDesc = "" +
 	"\vapproximate\x18\x04 \x01(\bR\vapproximate\x12\x14\n" +
 	"\x05label\x18\x05 \x01(\tR\x05label\x12\x1b\n" +
 	"\tserved_by\x18\x06 \x01(\tR\bservedBy\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error*n\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"R\n" +
+	"\aFindRun\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x120\n" +
+	"\n" +
+	"subscriber\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\n" +
+	"subscriber\"f\n" +
+	"\bRunFound\x12&\n" +
+	"\x05start\x18\x01 \x01(\v2\x10.qlc.v1.StartRunR\x05start\x122\n" +
+	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator*n\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -2074,7 +2191,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -2103,8 +2220,10 @@ var file_qlc_proto_goTypes = []any{
 	(*CountTokens)(nil),           // 24: qlc.v1.CountTokens
 	(*TokenIDs)(nil),              // 25: qlc.v1.TokenIDs
 	(*TokenCounts)(nil),           // 26: qlc.v1.TokenCounts
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*FindRun)(nil),               // 27: qlc.v1.FindRun
+	(*RunFound)(nil),              // 28: qlc.v1.RunFound
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -2114,7 +2233,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	27, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	29, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -2128,23 +2247,26 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 18: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 19: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 20: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	28, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	28, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	30, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	30, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
 	0,  // 25: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
 	0,  // 26: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 27: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	28, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	28, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	30, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	30, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 30: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	28, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	30, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	25, // 32: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	1,  // 33: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 34: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 35: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -2167,7 +2289,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

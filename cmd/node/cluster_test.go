@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -375,4 +377,96 @@ func TestRunSurvivesKillOfItsNode(t *testing.T) {
 	if got := metric(t, c.gw+"/metrics", "qlc_failovers_total"); got != "1" {
 		t.Fatalf("failovers: %q", got)
 	}
+}
+
+// A gateway dies while its client streams a run: the client reconnects to
+// another gateway with Last-Event-ID and gets exactly the events it missed,
+// then the live stream, to the end.
+func TestReadersMoveToAnotherGateway(t *testing.T) {
+	c := startMemberCluster(t, 1)
+	gwB := freeAddr(t)
+	start(t, testKey, "gateway", "-addr", gwB, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
+	waitReady(t, "http://"+gwB+"/readyz")
+	gwA := c.gw
+	// The gateway process to kill is the one startMemberCluster started: find it by its address.
+	code, v := postRun(t, gwA, "medium")
+	if code != 201 {
+		t.Fatalf("POST: %d %v", code, v)
+	}
+	id := v["id"].(string)
+	resp, err := http.Get(gwA + "/v1/runs/" + id + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastSeq float64
+	buf := make([]byte, 0, 1<<16)
+	tmp := make([]byte, 4096)
+	for lastSeq < 20 {
+		n, err := resp.Body.Read(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf = append(buf, tmp[:n]...)
+		for _, line := range strings.Split(string(buf), "\n") {
+			if idv, ok := strings.CutPrefix(line, "id: "); ok {
+				if f, err := strconv.ParseFloat(idv, 64); err == nil && f > lastSeq {
+					lastSeq = f
+				}
+			}
+		}
+	}
+	resp.Body.Close()
+	killGateway(t, gwA)
+
+	req, _ := http.NewRequest("GET", "http://"+gwB+"/v1/runs/"+id+"/events", nil)
+	req.Header.Set("Last-Event-ID", strconv.FormatFloat(lastSeq, 'f', 0, 64))
+	resp2, err := http.DefaultClient.Do(req)
+	if err != nil || resp2.StatusCode != 200 {
+		t.Fatalf("reconnect to the other gateway: %v %v", err, resp2)
+	}
+	defer resp2.Body.Close()
+	next := lastSeq + 1
+	var last map[string]any
+	sc := bufioScanner(resp2.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var d map[string]any
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatal(err)
+		}
+		first := d["seq"].(float64)
+		if f, ok := d["from_seq"]; ok {
+			first = f.(float64)
+		}
+		if first != next {
+			t.Fatalf("after reconnecting: event starts at %v, want %v", first, next)
+		}
+		next = d["seq"].(float64) + 1
+		last = d
+	}
+	if last == nil || last["type"] != "run_completed" {
+		t.Fatalf("the resumed stream ended with %v", last)
+	}
+}
+
+func bufioScanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	return sc
+}
+
+// killGateway kill -9s the gateway process listening on base (http://addr).
+func killGateway(t *testing.T, base string) {
+	t.Helper()
+	addr := strings.TrimPrefix(base, "http://")
+	for _, p := range procs {
+		if p.addr == addr {
+			_ = p.cmd.Process.Kill()
+			return
+		}
+	}
+	t.Fatalf("no gateway process at %s", addr)
 }

@@ -78,10 +78,24 @@ const (
 	wrongKey = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
 )
 
+// procs records started processes by their -addr (gateways), for tests that kill one.
+var procs []struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
 // start runs a binary until the test ends; its output goes to the test log.
 func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	for i, a := range args {
+		if a == "-addr" && i+1 < len(args) {
+			procs = append(procs, struct {
+				addr string
+				cmd  *exec.Cmd
+			}{args[i+1], cmd})
+		}
+	}
 	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+key)
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
