@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"io"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
