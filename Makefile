@@ -5,7 +5,7 @@ PKGS      := ./...
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 RACE_PKGS := ./actors/... ./gateway/... ./stagework/... ./tokenizer/... ./cmd/...
 
-.PHONY: run test vet fmt-check bench fuzz proto build images compose-up compose-down integ cluster tokenizer-corpus bench-tokenizer tokenizer-generate
+.PHONY: run test vet fmt-check bench fuzz proto build images compose-up compose-down integ cluster chaos chaos-smoke tokenizer-corpus bench-tokenizer tokenizer-generate
 
 ## run: the whole system on localhost:8080 (one process, simulated models)
 run:
@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEventJSON$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 30s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadSSE$$' -fuzztime 30s -fuzzminimizetime 2s ./chaos/
 
 ## proto: regenerate messages/*.pb.go (Debian's protoc + pinned protoc-gen-go)
 proto:
@@ -58,6 +59,14 @@ images:
 ## cluster: three nodes and a gateway as local processes (http://localhost:8080)
 cluster:
 	./scripts/cluster.sh
+
+## chaos: every fault scenario (kill, pause, provider, rolling) against local processes; prints figure tables
+chaos:
+	$(GO) run ./chaos -scenario all
+
+## chaos-smoke: the short version (about 70 s)
+chaos-smoke:
+	$(GO) run ./chaos -scenario all -runs 12 -faults 3 -concurrency 4 -pause-min 2s -pause-max 3s -hang-rate 0 -timeout 90s
 
 ## integ: the compose cluster end to end (skipped, saying so, without a Docker engine)
 integ:

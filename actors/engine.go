@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -274,7 +275,7 @@ var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
 // placeRun starts a run's coordinator and hands it its StartRun: on this
 // process, or on the next node of cfg.Nodes that takes it (a node that does
 // not answer, or is draining, is skipped).
-func (e *Engine) placeRun(start *messages.StartRun) (*actor.PID, error) {
+func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.PID, error) {
 	id := start.RunId
 	if e.cfg.Placer == nil {
 		pid, err := e.system.Root.WithGuardian(stopOnFailure).SpawnNamed(e.coordinatorProps(), "run/"+id)
@@ -288,6 +289,9 @@ func (e *Engine) placeRun(start *messages.StartRun) (*actor.PID, error) {
 	}
 	var errs []error
 	for _, node := range e.cfg.Placer.Candidates(id) {
+		if slices.Contains(exclude, node) {
+			continue // the node just lost (membership may not know yet)
+		}
 		pid, err := e.startOn(node, start)
 		if err == nil {
 			e.metrics.placements.WithLabelValues("remote").Inc()
@@ -407,8 +411,9 @@ func (e *Engine) NodeLost(addr string) int {
 }
 
 // maxFailovers bounds how often one run moves: a run that kills every node
-// it lands on must end.
-const maxFailovers = 3
+// it lands on must end. Chaos runs kill nodes under a run several times in
+// a row, so the bound is generous.
+const maxFailovers = 10
 
 // failover moves a run whose coordinator was lost to a live node: the new
 // coordinator resumes from the hub's copy of the log with a higher epoch
@@ -428,7 +433,7 @@ func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
 	start := proto.Clone(h.start).(*messages.StartRun)
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
 	t0 := time.Now()
-	pid, err := e.placeRun(start)
+	pid, err := e.placeRun(start, lost.Address)
 	if err != nil {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))
