@@ -148,14 +148,24 @@ func fromSeq(r *http.Request) (uint64, *apiError) {
 	return 1, nil
 }
 
-func (s *Server) runEventsSSE(w http.ResponseWriter, r *http.Request) {
+// streamTarget is the run and the first seq a stream request asks for (or
+// the error it was answered with).
+func (s *Server) streamTarget(w http.ResponseWriter, r *http.Request) (*actors.Hub, uint64, bool) {
 	hub, ok := s.hub(w, r)
 	if !ok {
-		return
+		return nil, 0, false
 	}
 	from, e := fromSeq(r)
 	if e != nil {
 		writeError(w, e)
+		return nil, 0, false
+	}
+	return hub, from, true
+}
+
+func (s *Server) runEventsSSE(w http.ResponseWriter, r *http.Request) {
+	hub, from, ok := s.streamTarget(w, r)
+	if !ok {
 		return
 	}
 	sub := hub.Subscribe(from)
@@ -165,13 +175,8 @@ func (s *Server) runEventsSSE(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) runEventsWS(w http.ResponseWriter, r *http.Request) {
-	hub, ok := s.hub(w, r)
+	hub, from, ok := s.streamTarget(w, r)
 	if !ok {
-		return
-	}
-	from, e := fromSeq(r)
-	if e != nil {
-		writeError(w, e)
 		return
 	}
 	conn, err := websocket.Accept(w, r, nil)

@@ -29,19 +29,7 @@ import (
 	"github.com/qlc-project/qlc/stagework"
 )
 
-func main() {
-	if len(os.Args) == 3 && os.Args[1] == "healthcheck" {
-		if err := cli.HealthCheck(os.Args[2]); err != nil {
-			fmt.Fprintln(os.Stderr, "unhealthy:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("gateway", run) }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -425,37 +423,10 @@ func TestReadersMoveToAnotherGateway(t *testing.T) {
 		t.Fatalf("reconnect to the other gateway: %v %v", err, resp2)
 	}
 	defer resp2.Body.Close()
-	next := lastSeq + 1
-	var last map[string]any
-	sc := bufioScanner(resp2.Body)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		var d map[string]any
-		if err := json.Unmarshal([]byte(line), &d); err != nil {
-			t.Fatal(err)
-		}
-		first := d["seq"].(float64)
-		if f, ok := d["from_seq"]; ok {
-			first = f.(float64)
-		}
-		if first != next {
-			t.Fatalf("after reconnecting: event starts at %v, want %v", first, next)
-		}
-		next = d["seq"].(float64) + 1
-		last = d
-	}
+	last := readEvents(t, resp2.Body, lastSeq+1, nil)
 	if last == nil || last["type"] != "run_completed" {
 		t.Fatalf("the resumed stream ended with %v", last)
 	}
-}
-
-func bufioScanner(r io.Reader) *bufio.Scanner {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	return sc
 }
 
 // killGateway kill -9s the gateway process listening on base (http://addr).

@@ -28,19 +28,7 @@ import (
 	"github.com/qlc-project/qlc/stagework"
 )
 
-func main() {
-	if len(os.Args) == 3 && os.Args[1] == "healthcheck" {
-		if err := cli.HealthCheck(os.Args[2]); err != nil {
-			fmt.Fprintln(os.Stderr, "unhealthy:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "node:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("node", run) }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)

@@ -189,9 +189,17 @@ func streamEvents(t *testing.T, base, id string, onEvent func(map[string]any)) m
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	return readEvents(t, resp.Body, 1, onEvent)
+}
+
+// readEvents parses an SSE body that must start at seq from and have no
+// gap or repeat (coalesced deltas cover from_seq..seq); it returns the last
+// event's data.
+func readEvents(t *testing.T, body io.Reader, from float64, onEvent func(map[string]any)) map[string]any {
+	t.Helper()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	next := 1.0
+	next := from
 	var last map[string]any
 	for sc.Scan() {
 		line, ok := strings.CutPrefix(sc.Text(), "data: ")

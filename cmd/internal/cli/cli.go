@@ -121,3 +121,20 @@ func HealthCheck(url string) error {
 	}
 	return nil
 }
+
+// Main is a command's main: `name healthcheck URL` checks a server's
+// health (for container health checks: images are FROM scratch, without
+// curl), anything else runs run with the arguments. Errors exit 1.
+func Main(name string, run func(args []string) error) {
+	if len(os.Args) == 3 && os.Args[1] == "healthcheck" {
+		if err := HealthCheck(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "unhealthy:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
