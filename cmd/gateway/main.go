@@ -20,13 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
-	"github.com/qlc-project/qlc/stagework"
 )
 
 func main() { cli.Main("gateway", run) }
@@ -58,21 +54,12 @@ func run(args []string) error {
 	}
 	slog.SetDefault(logger)
 
-	stages := stagework.DefaultConfig()
-	if *profiles != "" {
-		if stages, err = stagework.LoadConfig(*profiles); err != nil {
-			return err
-		}
-	}
-	providers, err := actors.BuildProviders(stages, logger)
+	ecfg, reg, err := cli.EngineBase(*profiles, logger)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	ecfg := actors.DefaultConfig()
-	ecfg.Logger, ecfg.Stages, ecfg.Providers, ecfg.Registerer, ecfg.MaxActiveRuns = logger, stages, providers, reg, *maxRuns
+	stages := ecfg.Stages
+	ecfg.MaxActiveRuns = *maxRuns
 	key, err := cli.ClusterKey()
 	if err != nil {
 		return err

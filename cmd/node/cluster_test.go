@@ -77,6 +77,24 @@ func startMemberCluster(t *testing.T, nodes int) *memberCluster {
 	return c
 }
 
+// runOn posts runs until one lands on m (placement spreads them), and
+// returns its id; the others run elsewhere.
+func (c *memberCluster) runOn(m *member, profile string) string {
+	c.t.Helper()
+	for i := 0; i < 20; i++ {
+		before := c.hosted(m)
+		code, v := postRun(c.t, c.gw, profile)
+		if code != 201 {
+			c.t.Fatalf("POST: %d %v", code, v)
+		}
+		if c.hosted(m) > before {
+			return v["id"].(string)
+		}
+	}
+	c.t.Fatalf("no run landed on the node at %s", m.act)
+	return ""
+}
+
 func (c *memberCluster) hosted(m *member) int {
 	n, _ := strconv.Atoi(metric(c.t, "http://"+m.ops+"/metrics", "qlc_coordinators_started_total"))
 	return n
@@ -174,21 +192,7 @@ func TestClusterSpreadsRunsJoinAndLeave(t *testing.T) {
 	// Leave: SIGTERM a node while it hosts a run; the run completes, the
 	// node exits cleanly, and new runs go to the others.
 	leaving := c.nodes[0]
-	var id string
-	for i := 0; i < 20; i++ {
-		before := c.hosted(leaving)
-		code, v := postRun(t, c.gw, "medium")
-		if code != 201 {
-			t.Fatalf("POST: %d %v", code, v)
-		}
-		if c.hosted(leaving) > before {
-			id = v["id"].(string)
-			break
-		}
-	}
-	if id == "" {
-		t.Fatal("no run landed on the node to drain")
-	}
+	id := c.runOn(leaving, "medium")
 	if err := leaving.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -274,20 +278,7 @@ func TestTokenizerRunsOnlyOnCapableNodes(t *testing.T) {
 func TestPausedNodeFencesAndRejoins(t *testing.T) {
 	c := startMemberCluster(t, 2)
 	victim := c.nodes[1]
-	var id string
-	for i := 0; i < 20 && id == ""; i++ {
-		before := c.hosted(victim)
-		code, v := postRun(t, c.gw, "medium")
-		if code != 201 {
-			t.Fatalf("POST: %d %v", code, v)
-		}
-		if c.hosted(victim) > before {
-			id = v["id"].(string)
-		}
-	}
-	if id == "" {
-		t.Fatal("no run landed on the node to pause")
-	}
+	id := c.runOn(victim, "medium")
 	if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -327,20 +318,7 @@ func TestPausedNodeFencesAndRejoins(t *testing.T) {
 func TestRunSurvivesKillOfItsNode(t *testing.T) {
 	c := startMemberCluster(t, 2)
 	victim := c.nodes[0]
-	var id string
-	for i := 0; i < 20 && id == ""; i++ {
-		before := c.hosted(victim)
-		code, v := postRun(t, c.gw, "medium")
-		if code != 201 {
-			t.Fatalf("POST: %d %v", code, v)
-		}
-		if c.hosted(victim) > before {
-			id = v["id"].(string)
-		}
-	}
-	if id == "" {
-		t.Fatal("no run landed on the node to kill")
-	}
+	id := c.runOn(victim, "medium")
 	completedBefore := map[string]bool{}
 	killed := false
 	var afterKill []map[string]any

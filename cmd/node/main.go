@@ -19,13 +19,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cmd/internal/cli"
-	"github.com/qlc-project/qlc/stagework"
 )
 
 func main() { cli.Main("node", run) }
@@ -51,20 +48,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	stages := stagework.DefaultConfig()
-	if *profiles != "" {
-		if stages, err = stagework.LoadConfig(*profiles); err != nil {
-			return err
-		}
-	}
-	providers, err := actors.BuildProviders(stages, logger)
+	cfg, reg, err := cli.EngineBase(*profiles, logger)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg := actors.DefaultConfig()
-	cfg.Logger, cfg.Stages, cfg.Providers, cfg.Registerer = logger, stages, providers, reg
+	stages := cfg.Stages
 	key, err := cli.ClusterKey()
 	if err != nil {
 		return err

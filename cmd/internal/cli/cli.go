@@ -3,9 +3,14 @@
 package cli
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/stagework"
 	"log/slog"
 	"net/http"
 	"os"
@@ -137,4 +142,27 @@ func Main(name string, run func(args []string) error) {
 		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)
 	}
+}
+
+// EngineBase is what every command builds the same way: the profiles (the
+// file at path, or the built-in ones), their provider clients, and a
+// metrics registry with the Go and process collectors, set into an
+// actors.Config with the logger.
+func EngineBase(path string, logger *slog.Logger) (actors.Config, *prometheus.Registry, error) {
+	cfg := actors.DefaultConfig()
+	stages := stagework.DefaultConfig()
+	if path != "" {
+		var err error
+		if stages, err = stagework.LoadConfig(path); err != nil {
+			return cfg, nil, err
+		}
+	}
+	providers, err := actors.BuildProviders(stages, logger)
+	if err != nil {
+		return cfg, nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Logger, cfg.Stages, cfg.Providers, cfg.Registerer = logger, stages, providers, reg
+	return cfg, reg, nil
 }
