@@ -95,6 +95,10 @@ type Config struct {
 	// TokenizerTimeout bounds a tokenizer host's answer before the request
 	// is counted here instead. Default 250 ms.
 	TokenizerTimeout time.Duration
+	// PreloadTokenizer loads the vocabularies at start (nodes: the first
+	// request must not pay for it) instead of on first use (a local
+	// process: ~45 MB less while idle).
+	PreloadTokenizer bool
 }
 
 // Placer chooses where run coordinators go. Candidates is called once per
@@ -598,8 +602,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 		}
 	}
 	if cfg.Tokenizer {
-		// Load the vocabularies now, not on the first request.
 		for _, name := range []string{tokenizer.Cl100kBase, tokenizer.O200kBase} {
+			if !cfg.PreloadTokenizer {
+				break
+			}
 			if _, err := tokenizer.Get(name); err != nil {
 				return nil, fmt.Errorf("actors: tokenizer: %w", err)
 			}

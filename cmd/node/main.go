@@ -60,6 +60,7 @@ func run(args []string) error {
 	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
 	kinds := []string{cli.KindCoordinator}
 	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {
+		cfg.PreloadTokenizer = true
 		kinds = append(kinds, cli.KindTokenizer)
 	}
 	engine, err := actors.NewEngine(cfg)
