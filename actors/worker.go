@@ -180,6 +180,10 @@ func (w *stageWorker) fail(ctx context.Context, root *actor.RootContext, self *a
 // countUsage counts usage with QLC's tokenizer when the provider sent none
 // (Estimated: the count is ours, exact for OpenAI models, approximate for others).
 func (w *stageWorker) countUsage(output string) stagework.Usage {
+	prompt := w.promptTokens
+	if prompt == 0 { // not counted when the prompt was built (no context window to fit)
+		prompt = int64(stagework.PromptTokens(w.req.Messages, w.counter))
+	}
 	completion := int64(w.counter.Count(output))
-	return stagework.Usage{PromptTokens: w.promptTokens, CompletionTokens: completion, TotalTokens: w.promptTokens + completion, Estimated: true}
+	return stagework.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion, Estimated: true}
 }

@@ -115,8 +115,10 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span) []byte {
 		b = strconv.AppendInt(b, int64(m.Attempt), 10)
 		b = append(b, `,"fallback":`...)
 		b = strconv.AppendBool(b, m.Fallback)
-		b = append(b, `,"prompt_tokens":`...)
-		b = strconv.AppendInt(b, m.PromptTokens, 10)
+		if m.PromptTokens > 0 {
+			b = append(b, `,"prompt_tokens":`...)
+			b = strconv.AppendInt(b, m.PromptTokens, 10)
+		}
 		if m.Note != "" {
 			b = appendStr(b, "note", m.Note)
 		}

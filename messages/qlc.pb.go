@@ -1018,7 +1018,7 @@ type StageStarted struct {
 	// note tells people what was done to the prompt, e.g. which earlier
 	// outputs were trimmed to fit the model's context window.
 	Note          string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
-	PromptTokens  int64  `protobuf:"varint,7,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"` // the prompt's size as counted by QLC's tokenizer
+	PromptTokens  int64  `protobuf:"varint,7,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"` // the prompt's size as counted by QLC's tokenizer (0: not counted, no context window to fit)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

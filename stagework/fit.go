@@ -73,16 +73,17 @@ func PromptTokens(msgs []Message, c TokenCounter) int {
 // tokens by trimming earlier stages' outputs, the longest first (never the
 // question or the history). It returns the prompt, its token count, and one
 // note per trimmed output for people ("trimmed the Generator's output from
-// 5210 to 2048 tokens"). window 0 means no limit.
+// 5210 to 2048 tokens"). window 0 means no limit; the prompt is then not
+// counted (the count returned is 0).
 func FitPrompt(spec StageSpec, in PromptInput, window int, c TokenCounter) ([]Message, int, []string, error) {
 	msgs, err := BuildPrompt(spec, in)
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	n := PromptTokens(msgs, c)
 	if window <= 0 {
-		return msgs, n, nil, nil
+		return msgs, 0, nil, nil // no window: nothing to fit, and no count on the TTFT path
 	}
+	n := PromptTokens(msgs, c)
 	budget := window - spec.MaxTokens
 	if n <= budget {
 		return msgs, n, nil, nil
