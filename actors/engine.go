@@ -254,6 +254,8 @@ type Engine struct {
 	wg      sync.WaitGroup
 	remote  *remote.Remote // nil in a single process
 
+	tokenBatch tokenBatcher // requests for remote tokenizer actors
+
 	// mu guards the fields below it.
 	mu       sync.Mutex
 	hubs     map[string]*Hub

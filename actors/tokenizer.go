@@ -96,9 +96,18 @@ type tokenizerActor struct {
 }
 
 func (a *tokenizerActor) Receive(ctx actor.Context) {
-	if m, ok := ctx.Message().(*messages.CountTokens); ok {
+	switch m := ctx.Message().(type) {
+	case *messages.CountTokens:
 		a.metrics.tokenizerRequests.WithLabelValues("served").Inc()
 		ctx.Respond(countTokens(m, ctx.ActorSystem().Address(), false))
+	case *messages.CountTokensBatch:
+		out := &messages.TokenCountsBatch{Results: make([]*messages.TokenCounts, len(m.Requests))}
+		for i, r := range m.Requests {
+			out.Results[i] = countTokens(r, ctx.ActorSystem().Address(), false)
+		}
+		a.metrics.tokenizerRequests.WithLabelValues("served").Add(float64(len(m.Requests)))
+		a.metrics.tokenizerBatches.Observe(float64(len(m.Requests)))
+		ctx.Respond(out)
 	}
 }
 
@@ -110,39 +119,126 @@ type TokenizerPlacer interface {
 }
 
 // CountTokens counts texts on a tokenizer actor: on a capable host chosen by
-// Config.TokenizerPlacer, else on this process's own tokenizer actor; when
+// Config.TokenizerPlacer, else on this process's own tokenizer actors; when
 // no capable host answers within Config.TokenizerTimeout it counts here, on
 // the generic path, and says so in ServedBy ("local-fallback").
+//
+// Requests to other hosts are batched adaptively: while a batch is in
+// flight, new requests wait and leave together when it returns (at most
+// maxTokenBatch); a node with nothing in flight sends at once.
 func (e *Engine) CountTokens(ctx context.Context, m *messages.CountTokens) (*messages.TokenCounts, error) {
-	var hosts []string
+	var tc *messages.TokenCounts
 	if e.cfg.TokenizerPlacer != nil {
-		key := m.Model + m.Encoding
-		if len(m.Texts) > 0 {
-			key += m.Texts[0]
+		p := &pendingCount{req: m, done: make(chan *messages.TokenCounts, 1)}
+		e.tokenBatch.enqueue(e, p)
+		select {
+		case tc = <-p.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		hosts = e.cfg.TokenizerPlacer.TokenizerHosts(key)
-	} else if e.cfg.Tokenizer {
-		hosts = []string{e.system.Address()}
+	} else {
+		tc = e.countOn(ctx, []string{e.system.Address()}, m, e.cfg.Tokenizer)
 	}
+	if tc.Error != "" {
+		return nil, fmt.Errorf("%w: %s", ErrTokenize, tc.Error)
+	}
+	return tc, nil
+}
+
+// countOn asks hosts' tokenizer actors in turn (if ask), then counts here.
+func (e *Engine) countOn(ctx context.Context, hosts []string, m *messages.CountTokens, ask bool) *messages.TokenCounts {
 	for _, h := range hosts[:min(len(hosts), 2)] {
+		if !ask {
+			break
+		}
 		timeout := e.cfg.TokenizerTimeout
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 			timeout = time.Until(d)
 		}
 		res, err := e.system.Root.RequestFuture(actor.NewPID(h, tokenizerName), m, timeout).Result()
 		if tc, ok := res.(*messages.TokenCounts); ok && err == nil {
-			if tc.Error != "" {
-				return nil, fmt.Errorf("%w: %s", ErrTokenize, tc.Error)
+			if h != e.system.Address() {
+				e.metrics.tokenizerRequests.WithLabelValues("remote").Inc()
 			}
-			e.metrics.tokenizerRequests.WithLabelValues("remote").Inc()
-			return tc, nil
+			return tc
 		}
 		e.logger.Warn("tokenizer host did not answer; trying the next or counting here", "host", h, "error", err)
 	}
 	e.metrics.tokenizerRequests.WithLabelValues("local-fallback").Inc()
-	tc := countTokens(m, "local-fallback", true)
-	if tc.Error != "" {
-		return nil, fmt.Errorf("%w: %s", ErrTokenize, tc.Error)
+	return countTokens(m, "local-fallback", true)
+}
+
+// maxTokenBatch bounds one CountTokensBatch.
+const maxTokenBatch = 64
+
+type pendingCount struct {
+	req  *messages.CountTokens
+	done chan *messages.TokenCounts // cap 1
+}
+
+// tokenBatcher gathers a node's requests for remote tokenizer actors.
+type tokenBatcher struct {
+	mu       sync.Mutex
+	queue    []*pendingCount
+	inFlight bool
+}
+
+// enqueue adds p; if no batch is in flight it starts one (on a goroutine
+// that keeps sending batches until the queue is empty).
+func (b *tokenBatcher) enqueue(e *Engine, p *pendingCount) {
+	b.mu.Lock()
+	b.queue = append(b.queue, p)
+	if b.inFlight {
+		b.mu.Unlock()
+		return
 	}
-	return tc, nil
+	b.inFlight = true
+	b.mu.Unlock()
+	go b.drain(e)
+}
+
+func (b *tokenBatcher) drain(e *Engine) {
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), maxTokenBatch)
+		if n == 0 {
+			b.inFlight = false
+			b.mu.Unlock()
+			return
+		}
+		batch := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		b.mu.Unlock()
+		e.sendBatch(batch)
+	}
+}
+
+// sendBatch sends one batch to a capable host (the rendezvous owner of its
+// first request, then another), falling back to local counting.
+func (e *Engine) sendBatch(batch []*pendingCount) {
+	first := batch[0].req
+	key := first.Model + first.Encoding
+	if len(first.Texts) > 0 {
+		key += first.Texts[0]
+	}
+	msg := &messages.CountTokensBatch{Requests: make([]*messages.CountTokens, len(batch))}
+	for i, p := range batch {
+		msg.Requests[i] = p.req
+	}
+	hosts := e.cfg.TokenizerPlacer.TokenizerHosts(key)
+	for _, h := range hosts[:min(2, len(hosts))] {
+		res, err := e.system.Root.RequestFuture(actor.NewPID(h, tokenizerName), msg, e.cfg.TokenizerTimeout).Result()
+		if out, ok := res.(*messages.TokenCountsBatch); ok && err == nil && len(out.Results) == len(batch) {
+			e.metrics.tokenizerRequests.WithLabelValues("remote").Add(float64(len(batch)))
+			for i, p := range batch {
+				p.done <- out.Results[i]
+			}
+			return
+		}
+		e.logger.Warn("tokenizer host did not answer a batch; trying the next or counting here", "host", h, "error", err)
+	}
+	for _, p := range batch {
+		e.metrics.tokenizerRequests.WithLabelValues("local-fallback").Inc()
+		p.done <- countTokens(p.req, "local-fallback", true)
+	}
 }

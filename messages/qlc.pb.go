@@ -1777,6 +1777,97 @@ func (x *CountTokens) GetWithTokens() bool {
 	return false
 }
 
+// CountTokensBatch carries requests a node gathered while its previous
+// batch was in flight (adaptive batching: an idle node sends at once).
+type CountTokensBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*CountTokens         `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTokensBatch) Reset() {
+	*x = CountTokensBatch{}
+	mi := &file_qlc_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTokensBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTokensBatch) ProtoMessage() {}
+
+func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTokensBatch.ProtoReflect.Descriptor instead.
+func (*CountTokensBatch) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CountTokensBatch) GetRequests() []*CountTokens {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// TokenCountsBatch answers CountTokensBatch, results[i] for requests[i].
+type TokenCountsBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*TokenCounts         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenCountsBatch) Reset() {
+	*x = TokenCountsBatch{}
+	mi := &file_qlc_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenCountsBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenCountsBatch) ProtoMessage() {}
+
+func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenCountsBatch.ProtoReflect.Descriptor instead.
+func (*TokenCountsBatch) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TokenCountsBatch) GetResults() []*TokenCounts {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // TokenIDs is one text's token ids.
 type TokenIDs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1787,7 +1878,7 @@ type TokenIDs struct {
 
 func (x *TokenIDs) Reset() {
 	*x = TokenIDs{}
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1890,7 @@ func (x *TokenIDs) String() string {
 func (*TokenIDs) ProtoMessage() {}
 
 func (x *TokenIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +1903,7 @@ func (x *TokenIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIDs.ProtoReflect.Descriptor instead.
 func (*TokenIDs) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{24}
+	return file_qlc_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TokenIDs) GetIds() []int32 {
@@ -1838,7 +1929,7 @@ type TokenCounts struct {
 
 func (x *TokenCounts) Reset() {
 	*x = TokenCounts{}
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1941,7 @@ func (x *TokenCounts) String() string {
 func (*TokenCounts) ProtoMessage() {}
 
 func (x *TokenCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1954,7 @@ func (x *TokenCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCounts.ProtoReflect.Descriptor instead.
 func (*TokenCounts) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{25}
+	return file_qlc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TokenCounts) GetCounts() []int64 {
@@ -1928,7 +2019,7 @@ type FindRun struct {
 
 func (x *FindRun) Reset() {
 	*x = FindRun{}
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2031,7 @@ func (x *FindRun) String() string {
 func (*FindRun) ProtoMessage() {}
 
 func (x *FindRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2044,7 @@ func (x *FindRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindRun.ProtoReflect.Descriptor instead.
 func (*FindRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{26}
+	return file_qlc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FindRun) GetRunId() string {
@@ -1982,7 +2073,7 @@ type RunFound struct {
 
 func (x *RunFound) Reset() {
 	*x = RunFound{}
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2085,7 @@ func (x *RunFound) String() string {
 func (*RunFound) ProtoMessage() {}
 
 func (x *RunFound) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2098,7 @@ func (x *RunFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFound.ProtoReflect.Descriptor instead.
 func (*RunFound) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{27}
+	return file_qlc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RunFound) GetStart() *StartRun {
@@ -2152,7 +2243,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x14\n" +
 	"\x05texts\x18\x03 \x03(\tR\x05texts\x12\x1f\n" +
 	"\vwith_tokens\x18\x04 \x01(\bR\n" +
-	"withTokens\"\x1c\n" +
+	"withTokens\"C\n" +
+	"\x10CountTokensBatch\x12/\n" +
+	"\brequests\x18\x01 \x03(\v2\x13.qlc.v1.CountTokensR\brequests\"A\n" +
+	"\x10TokenCountsBatch\x12-\n" +
+	"\aresults\x18\x01 \x03(\v2\x13.qlc.v1.TokenCountsR\aresults\"\x1c\n" +
 	"\bTokenIDs\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\x05R\x03ids\"\xd6\x01\n" +
 	"\vTokenCounts\x12\x16\n" +
@@ -2191,7 +2286,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -2218,12 +2313,14 @@ var file_qlc_proto_goTypes = []any{
 	(*StageAttemptFailed)(nil),    // 22: qlc.v1.StageAttemptFailed
 	(*RunCancelled)(nil),          // 23: qlc.v1.RunCancelled
 	(*CountTokens)(nil),           // 24: qlc.v1.CountTokens
-	(*TokenIDs)(nil),              // 25: qlc.v1.TokenIDs
-	(*TokenCounts)(nil),           // 26: qlc.v1.TokenCounts
-	(*FindRun)(nil),               // 27: qlc.v1.FindRun
-	(*RunFound)(nil),              // 28: qlc.v1.RunFound
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*CountTokensBatch)(nil),      // 25: qlc.v1.CountTokensBatch
+	(*TokenCountsBatch)(nil),      // 26: qlc.v1.TokenCountsBatch
+	(*TokenIDs)(nil),              // 27: qlc.v1.TokenIDs
+	(*TokenCounts)(nil),           // 28: qlc.v1.TokenCounts
+	(*FindRun)(nil),               // 29: qlc.v1.FindRun
+	(*RunFound)(nil),              // 30: qlc.v1.RunFound
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -2233,7 +2330,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	29, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	31, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -2247,26 +2344,28 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 18: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 19: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 20: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	30, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	30, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	32, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	32, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
 	0,  // 25: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
 	0,  // 26: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 27: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	30, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	30, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	32, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	32, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 30: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	30, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 32: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 33: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 34: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 35: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	32, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	24, // 32: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	28, // 33: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	27, // 34: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 35: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 36: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 37: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -2289,7 +2388,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +70,7 @@ func crossNode(b *testing.B) (*actors.Engine, string) {
 	cfg.Logger, cfg.Stages, cfg.Providers = logger, stages, providers
 	cfg.Remote = &actors.RemoteConfig{Bind: "127.0.0.1:0", ClusterKey: key}
 	cfg.Nodes = []string{nodeAddr}
+	cfg.TokenizerPlacer = staticHosts{nodeAddr}
 	cfg.Hub.MaxLag = 1 << 20
 	engine, err := actors.NewEngine(cfg)
 	if err != nil {
@@ -219,4 +222,60 @@ func streamOne(b *testing.B, c *http.Client, base, id string) {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+}
+
+// staticHosts is a TokenizerPlacer for a fixed list of hosts.
+type staticHosts []string
+
+func (s staticHosts) TokenizerHosts(string) []string { return s }
+
+// BenchmarkTokenizerThroughput: tokens counted per second through
+// tokenizer actors, 8 concurrent callers of ~1 KB texts: on this process's
+// own actors ("local"), and on a node's across the transport with adaptive
+// batching ("remote-batched").
+func BenchmarkTokenizerThroughput(b *testing.B) {
+	text := strings.Repeat("Consensus needs a quorum; leases bound clock drift. ", 20)
+	run := func(b *testing.B, e *actors.Engine) {
+		var tokens atomic.Int64
+		var wg sync.WaitGroup
+		per := max(1, b.N/8)
+		b.ResetTimer()
+		t0 := time.Now()
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < per; i++ {
+					tc, err := e.CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					tokens.Add(tc.Counts[0])
+				}
+			}()
+		}
+		wg.Wait()
+		b.ReportMetric(float64(tokens.Load())/time.Since(t0).Seconds(), "tokens/s")
+	}
+	b.Run("local", func(b *testing.B) {
+		cfg := actors.DefaultConfig()
+		stages, _ := stagework.ParseConfig([]byte(benchProfiles))
+		cfg.Stages = stages
+		cfg.Providers, _ = actors.BuildProviders(stages, nil)
+		cfg.Tokenizer, cfg.PreloadTokenizer = true, true
+		e, err := actors.NewEngine(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Shutdown(context.Background())
+		run(b, e)
+	})
+	b.Run("remote-batched", func(b *testing.B) {
+		e, _ := crossNode(b)
+		for i := 0; i < 20; i++ { // warm up the connection
+			_, _ = e.CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
+		}
+		run(b, e)
+	})
 }

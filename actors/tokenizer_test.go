@@ -1,0 +1,98 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
+	"github.com/qlc-project/qlc/tokenizer"
+)
+
+// hostsFunc is a TokenizerPlacer from a function.
+type hostsFunc func(string) []string
+
+func (f hostsFunc) TokenizerHosts(k string) []string { return f(k) }
+
+// Concurrent requests for tokenizer actors leave in batches while one is in
+// flight, and every answer is exact and goes to its own caller.
+func TestTokenizerRequestsAreBatched(t *testing.T) {
+	var e *Engine
+	e, _ = newTestEngine(t, func(c *Config) {
+		c.Tokenizer = true
+		c.TokenizerPlacer = hostsFunc(func(string) []string { return []string{e.Address()} })
+	})
+	enc, _ := tokenizer.Get(tokenizer.Cl100kBase)
+	const n = 300
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			text := strings.Repeat(fmt.Sprintf("request %d says hello; ", i), i%7+1)
+			tc, err := e.CountTokens(context.Background(), &messages.CountTokens{Encoding: tokenizer.Cl100kBase, Texts: []string{text}})
+			switch {
+			case err != nil:
+				errs <- err
+			case tc.Counts[0] != int64(enc.Count(text)) || tc.ServedBy != e.Address():
+				errs <- fmt.Errorf("request %d: %+v, want %d served by %s", i, tc, enc.Count(text), e.Address())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	batches := testutil.CollectAndCount(e.metrics.tokenizerBatches)
+	if batches != 1 {
+		t.Fatalf("histogram series: %d", batches)
+	}
+	m := &dtoHistogram{}
+	m.read(t, e)
+	if m.sum != n || m.count >= n {
+		t.Fatalf("%v requests in %v batches: want all %d, in fewer batches", m.sum, m.count, n)
+	}
+}
+
+// A 100 KB prompt is fitted (counted, trimmed, counted again) with the real
+// tokenizer: the latency a stage worker pays.
+func BenchmarkFitPrompt100KB(b *testing.B) {
+	counter, err := counterFor("gpt-4o")
+	if err != nil {
+		b.Fatal(err)
+	}
+	long := strings.Repeat("The refiner added detail about quorum intersection and leader leases. ", 1500) // ~100 KB
+	spec := stagework.StageSpec{Stage: stagework.StageCurator, Model: "gpt-4o", MaxTokens: 1000}
+	in := stagework.PromptInput{Query: "How does Raft stay safe?", Outputs: map[stagework.Stage]string{
+		stagework.StageGenerator: long[:20000], stagework.StageRefiner: long, stagework.StageValidator: long[:10000]}}
+	b.SetBytes(int64(len(long) + 30000))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, _, notes, err := stagework.FitPrompt(spec, in, 16000, counter); err != nil || len(notes) == 0 {
+			b.Fatal(err, notes)
+		}
+	}
+}
+
+// dtoHistogram reads the batch-size histogram's sum and count.
+type dtoHistogram struct{ sum, count float64 }
+
+func (d *dtoHistogram) read(t *testing.T, e *Engine) {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 1)
+	e.metrics.tokenizerBatches.Collect(ch)
+	var m dto.Metric
+	if err := (<-ch).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	d.sum, d.count = m.GetHistogram().GetSampleSum(), float64(m.GetHistogram().GetSampleCount())
+}
