@@ -762,8 +762,9 @@ func (e *Engine) Cancel(runID, reason string) error {
 	return nil
 }
 
-// Shutdown cancels every unfinished run, waits up to ctx for them to end, and
-// stops the actor system. It is idempotent.
+// Shutdown cancels every unfinished run hosted in this process, waits up to
+// ctx for them to end, and stops the actor system. Runs hosted on other
+// nodes go on: another gateway can take their readers over. It is idempotent.
 func (e *Engine) Shutdown(ctx context.Context) {
 	e.mu.Lock()
 	if e.shutdown {
@@ -776,13 +777,19 @@ func (e *Engine) Shutdown(ctx context.Context) {
 		live = append(live, h)
 	}
 	e.mu.Unlock()
+	// Runs whose coordinator lives in this process end with it; runs on
+	// other nodes go on (their readers reconnect to another gateway).
+	var ending []*Hub
 	for _, h := range live {
-		if !h.Done() {
-			e.system.Root.Send(h.Coordinator(), &messages.CancelRun{RunId: h.RunID, Reason: "server shutting down"})
+		if c := h.Coordinator(); !h.Done() && c != nil && c.Address == e.system.Address() {
+			e.system.Root.Send(c, &messages.CancelRun{RunId: h.RunID, Reason: "server shutting down"})
+			ending = append(ending, h)
 		}
 	}
-	for _, h := range live {
+	for _, h := range ending {
 		_ = h.WaitDone(ctx)
+	}
+	for _, h := range live {
 		h.close()
 	}
 	close(e.stop)

@@ -126,7 +126,7 @@ func run(args []string) error {
 	if members != nil {
 		_ = members.Leave(2 * time.Second)
 	}
-	logger.Info("shutting down: cancelling active runs")
+	logger.Info("shutting down: runs hosted here are cancelled; runs on nodes go on for other gateways")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	engine.Shutdown(sctx)

@@ -355,10 +355,17 @@ func TestRunSurvivesKillOfItsNode(t *testing.T) {
 	}
 }
 
-// A gateway dies while its client streams a run: the client reconnects to
-// another gateway with Last-Event-ID and gets exactly the events it missed,
-// then the live stream, to the end.
+// A gateway dies (kill -9) or is restarted (SIGTERM) while its client
+// streams a run: the client reconnects to another gateway with
+// Last-Event-ID and gets exactly the events it missed, then the live
+// stream, to the end.
 func TestReadersMoveToAnotherGateway(t *testing.T) {
+	for _, sig := range []os.Signal{os.Kill, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) { readersMove(t, sig) })
+	}
+}
+
+func readersMove(t *testing.T, sig os.Signal) {
 	c := startMemberCluster(t, 1)
 	gwB := freeAddr(t)
 	start(t, testKey, "gateway", "-addr", gwB, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
@@ -392,7 +399,7 @@ func TestReadersMoveToAnotherGateway(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	killGateway(t, gwA)
+	signalGateway(t, gwA, sig)
 
 	req, _ := http.NewRequest("GET", "http://"+gwB+"/v1/runs/"+id+"/events", nil)
 	req.Header.Set("Last-Event-ID", strconv.FormatFloat(lastSeq, 'f', 0, 64))
@@ -407,13 +414,13 @@ func TestReadersMoveToAnotherGateway(t *testing.T) {
 	}
 }
 
-// killGateway kill -9s the gateway process listening on base (http://addr).
-func killGateway(t *testing.T, base string) {
+// signalGateway signals the gateway process listening on base (http://addr).
+func signalGateway(t *testing.T, base string, sig os.Signal) {
 	t.Helper()
 	addr := strings.TrimPrefix(base, "http://")
 	for _, p := range procs {
 		if p.addr == addr {
-			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Process.Signal(sig)
 			return
 		}
 	}
