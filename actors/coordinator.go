@@ -26,6 +26,8 @@ type coordinatorDeps struct {
 	providers map[string]stagework.Provider
 	retry     stagework.RetryPolicy
 	timeouts  Timeouts
+	ttft      ttftStats     // recent TTFTs per endpoint model (hedging)
+	hedgeWait time.Duration // hedge delay before there are enough TTFT samples
 	metrics   *Metrics
 	logger    *slog.Logger
 }
@@ -63,6 +65,9 @@ type stageAttempt struct {
 	onModel    int                // attempts made on model, this one included
 	onFallback bool
 	worker     *actor.PID // nil while waiting for a retry
+	hedge      *actor.PID // a hedge on the fallback racing the primary, until one streams
+	hedgeTimer *time.Timer
+	started    time.Time // when the primary of this attempt started (TTFT)
 	text       strings.Builder
 	tokens     int32
 }
@@ -97,22 +102,27 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.start(ctx, m)
 	case *messages.TokenDelta:
 		if c.isCurrent(ctx.Sender()) {
+			c.settleHedge(ctx, ctx.Sender())
 			c.delta(ctx, m)
 		}
 	case *messages.TokenDeltaBatch:
 		if c.isCurrent(ctx.Sender()) {
+			c.settleHedge(ctx, ctx.Sender())
 			c.deltas(ctx, m.Deltas)
 		}
 	case *messages.StageAttemptDone:
 		if c.isCurrent(ctx.Sender()) {
+			c.settleHedge(ctx, ctx.Sender())
 			c.stageDone(ctx, m)
 		}
 	case *messages.StageAttemptFailed:
-		if c.isCurrent(ctx.Sender()) {
+		if c.isCurrent(ctx.Sender()) && !c.hedgeLoses(ctx, ctx.Sender()) {
 			c.attemptFailed(ctx, m)
 		}
+	case *hedgeTick:
+		c.startHedge(ctx, m.attempt)
 	case *actor.Terminated:
-		if c.isCurrent(m.Who) {
+		if c.isCurrent(m.Who) && !c.hedgeLoses(ctx, m.Who) {
 			c.attemptFailed(ctx, &messages.StageAttemptFailed{
 				Stage: toMsgStage(c.cur.spec.Stage), Attempt: c.cur.number, Kind: "internal",
 				Message: "stage worker stopped unexpectedly", Retryable: true,
@@ -156,7 +166,39 @@ func (c *coordinator) Receive(ctx actor.Context) {
 }
 
 func (c *coordinator) isCurrent(pid *actor.PID) bool {
-	return !c.ended && c.cur != nil && c.cur.worker != nil && pid != nil && pid.Equal(c.cur.worker)
+	if c.ended || c.cur == nil || pid == nil {
+		return false
+	}
+	return (c.cur.worker != nil && pid.Equal(c.cur.worker)) || (c.cur.hedge != nil && pid.Equal(c.cur.hedge))
+}
+
+// settleHedge decides a hedge race when one side (from) streams or ends:
+// from wins. A winning hedge becomes the stage's attempt, announced by its
+// own StageStarted; the loser is stopped. won says whether from is still
+// the current worker afterwards.
+func (c *coordinator) settleHedge(ctx actor.Context, from *actor.PID) {
+	a := c.cur
+	if a.hedgeTimer != nil {
+		a.hedgeTimer.Stop()
+		a.hedgeTimer = nil
+	}
+	if a.hedge == nil {
+		return
+	}
+	if from.Equal(a.hedge) {
+		ctx.Stop(a.worker)
+		a.worker, a.hedge = a.hedge, nil
+		a.model, a.onFallback, a.onModel = *a.spec.Fallback, true, 1
+		a.number++
+		c.deps.metrics.hedges.WithLabelValues("won").Inc()
+		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
+			Stage: toMsgStage(a.spec.Stage), Model: a.model.Model, Provider: a.model.Provider, Attempt: a.number, Fallback: true,
+			Note: "hedged: the primary sent no first token within its recent p95; the fallback streamed first"}}})
+		return
+	}
+	ctx.Stop(a.hedge)
+	a.hedge = nil
+	c.deps.metrics.hedges.WithLabelValues("lost").Inc()
 }
 
 // start takes a StartRun: a new run, or a resumed one whose prior log says
@@ -254,24 +296,42 @@ func (c *coordinator) spawnWorker(ctx actor.Context) {
 	a.onModel++
 	a.text.Reset()
 	a.tokens = 0
-	stage := toMsgStage(a.spec.Stage)
-	prov, ok := c.deps.providers[a.model.Provider]
+	a.started = time.Now()
+	pid, ok := c.startWorker(ctx, a.model, a.number, "")
 	if !ok {
-		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.spec.Stage, a.model.Provider))
 		return
+	}
+	a.worker = pid
+	if a.spec.Hedge && a.spec.Fallback != nil && !a.onFallback {
+		wait := c.deps.ttft.p95(a.model.Provider+"/"+a.model.Model, c.deps.hedgeWait)
+		gen, self, root := a.number, ctx.Self(), ctx.ActorSystem().Root
+		a.hedgeTimer = time.AfterFunc(wait, func() { root.Send(self, &hedgeTick{attempt: gen}) })
+	}
+}
+
+// startWorker fits the prompt for model, announces the attempt (unless it
+// is a hedge, announced only if it wins) and spawns its worker. On failure
+// it has failed the run and returns false.
+func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, number int32, role string) (*actor.PID, bool) {
+	a := c.cur
+	stage := toMsgStage(a.spec.Stage)
+	prov, ok := c.deps.providers[model.Provider]
+	if !ok {
+		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.spec.Stage, model.Provider))
+		return nil, false
 	}
 	maxTokens := a.spec.MaxTokens
 	if mt := int(c.run.GetOptions().GetMaxTokens()); mt > 0 {
 		maxTokens = mt
 	}
-	// Fit the prompt into this attempt's model's context window, trimming
-	// earlier stages' outputs (never the question) if it must.
+	// Fit the prompt into this model's context window, trimming earlier
+	// stages' outputs (never the question) if it must.
 	spec := a.spec
-	spec.Model, spec.MaxTokens = a.model.Model, maxTokens
+	spec.Model, spec.MaxTokens = model.Model, maxTokens
 	counter, err := counterFor(spec.Model)
 	if err != nil {
 		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: token counter: %v", a.spec.Stage, err))
-		return
+		return nil, false
 	}
 	prompt, promptTokens, notes, err := stagework.FitPrompt(spec, stagework.PromptInput{
 		Query: c.run.Query, History: history(c.run.GetOptions()), Outputs: c.outputs,
@@ -279,30 +339,68 @@ func (c *coordinator) spawnWorker(ctx actor.Context) {
 	switch {
 	case errors.Is(err, stagework.ErrPromptTooLong):
 		c.fail(ctx, stage, "prompt_too_long", fmt.Sprintf("%s: %v", a.spec.Stage.Title(), err))
-		return
+		return nil, false
 	case err != nil:
 		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: %v", a.spec.Stage, err))
-		return
+		return nil, false
 	}
 	req := stagework.Request{
-		Model: a.model.Model, Messages: prompt, Temperature: a.spec.Temperature, MaxTokens: maxTokens,
+		Model: model.Model, Messages: prompt, Temperature: a.spec.Temperature, MaxTokens: maxTokens,
 		// Each attempt gets its own seed so a simulated fault is not replayed
 		// identically on every retry; the sequence stays deterministic.
-		Seed:  c.run.GetOptions().GetSeed() + int64(a.spec.Stage)*7919 + int64(a.number-1)*1000003,
+		Seed:  c.run.GetOptions().GetSeed() + int64(a.spec.Stage)*7919 + int64(number-1)*1000003,
 		Stage: a.spec.Stage, Query: c.run.Query,
 	}
-	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
-		Stage: stage, Model: a.model.Model, Provider: a.model.Provider, Attempt: a.number, Fallback: a.onFallback,
-		Note: strings.Join(notes, "; "), PromptTokens: int64(promptTokens)}}})
-	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: a.number, coordinator: ctx.Self(),
+	if role == "" {
+		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
+			Stage: stage, Model: model.Model, Provider: model.Provider, Attempt: number, Fallback: a.onFallback,
+			Note: strings.Join(notes, "; "), PromptTokens: int64(promptTokens)}}})
+	}
+	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: number, coordinator: ctx.Self(),
 		timeouts: c.deps.timeouts, counter: counter, promptTokens: int64(promptTokens)}
-	props := actor.PropsFromProducer(func() actor.Actor { return w })
-	pid, err := ctx.SpawnNamed(props, fmt.Sprintf("%s-%d", a.spec.Stage, a.number))
+	name := fmt.Sprintf("%s-%d", a.spec.Stage, number)
+	if role != "" {
+		name += "-" + role
+	}
+	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }), name)
 	if err != nil {
 		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: cannot start stage worker: %v", a.spec.Stage, err))
+		return nil, false
+	}
+	return pid, true
+}
+
+// hedgeLoses handles the failure of one side of an undecided hedge race:
+// the other side simply goes on alone. It reports whether it did so (the
+// failure then needs no retry).
+func (c *coordinator) hedgeLoses(ctx actor.Context, failed *actor.PID) bool {
+	a := c.cur
+	if a.hedge == nil {
+		return false
+	}
+	if failed.Equal(a.hedge) {
+		ctx.Stop(a.hedge)
+		a.hedge = nil
+		c.deps.metrics.hedges.WithLabelValues("failed").Inc()
+		return true
+	}
+	// The primary failed first: the hedge is the attempt now.
+	c.settleHedge(ctx, a.hedge)
+	return true
+}
+
+// startHedge starts the fallback beside a primary that has not streamed.
+func (c *coordinator) startHedge(ctx actor.Context, attempt int32) {
+	a := c.cur
+	if c.ended || a == nil || a.number != attempt || a.worker == nil || a.hedge != nil || a.tokens > 0 || a.onFallback {
 		return
 	}
-	a.worker = pid
+	a.hedgeTimer = nil
+	pid, ok := c.startWorker(ctx, *a.spec.Fallback, a.number+1, "hedge")
+	if ok {
+		a.hedge = pid
+		c.deps.metrics.hedges.WithLabelValues("started").Inc()
+	}
 }
 
 func (c *coordinator) delta(ctx actor.Context, m *messages.TokenDelta) {
@@ -335,6 +433,9 @@ func (c *coordinator) stageDone(ctx actor.Context, m *messages.StageAttemptDone)
 	a := c.cur
 	ctx.Stop(a.worker)
 	a.worker = nil
+	if ttft := m.GetTtft().AsDuration(); ttft > 0 {
+		c.deps.ttft.observe(a.model.Provider+"/"+a.model.Model, ttft)
+	}
 	out := a.text.String()
 	c.outputs[a.spec.Stage] = out
 	c.usage = addUsage(c.usage, m.Usage)
@@ -388,10 +489,7 @@ func (c *coordinator) cancel(ctx actor.Context, m *messages.CancelRun) {
 	if c.ended || c.run == nil {
 		return
 	}
-	if c.cur != nil && c.cur.worker != nil {
-		ctx.Stop(c.cur.worker)
-		c.cur.worker = nil
-	}
+	c.stopWorkers(ctx)
 	reason := m.Reason
 	if reason == "" {
 		reason = "cancelled by its owner"
@@ -420,10 +518,7 @@ func (c *coordinator) subscribe(ctx actor.Context, m *messages.Subscribe) {
 }
 
 func (c *coordinator) fail(ctx actor.Context, stage messages.Stage, code, reason string) {
-	if c.cur != nil && c.cur.worker != nil {
-		ctx.Stop(c.cur.worker)
-		c.cur.worker = nil
-	}
+	c.stopWorkers(ctx)
 	c.logger.Warn("run failed", "code", code, "reason", reason)
 	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Stage: stage, Code: code}}})
 }
@@ -439,10 +534,7 @@ func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 	c.emit(ctx, ev)
 	c.ended = true
 	c.stopTimer()
-	if c.cur != nil && c.cur.worker != nil {
-		ctx.Stop(c.cur.worker)
-		c.cur.worker = nil
-	}
+	c.stopWorkers(ctx)
 	if c.hub == nil {
 		ctx.Stop(ctx.Self())
 		return
@@ -462,6 +554,26 @@ func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
 	}
 	for _, s := range c.subscribers {
 		ctx.Send(s, ev)
+	}
+}
+
+// stopWorkers stops the current attempt's worker and any hedge racing it
+// (a cancel must stop every provider request at once).
+func (c *coordinator) stopWorkers(ctx actor.Context) {
+	if c.cur == nil {
+		return
+	}
+	if c.cur.worker != nil {
+		ctx.Stop(c.cur.worker)
+		c.cur.worker = nil
+	}
+	if c.cur.hedge != nil {
+		ctx.Stop(c.cur.hedge)
+		c.cur.hedge = nil
+	}
+	if c.cur.hedgeTimer != nil {
+		c.cur.hedgeTimer.Stop()
+		c.cur.hedgeTimer = nil
 	}
 }
 

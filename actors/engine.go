@@ -58,6 +58,9 @@ type Config struct {
 	// Timeouts bound each stage attempt's wait on its provider. Default
 	// DefaultTimeouts().
 	Timeouts Timeouts
+	// HedgeWait is when a hedged stage starts its fallback while the
+	// primary's endpoint has too few recent TTFT samples for a p95. Default 2 s.
+	HedgeWait time.Duration
 	// Hub bounds each run's log and subscribers. Default DefaultHubConfig().
 	Hub HubConfig
 	// MaxActiveRuns refuses new runs (ErrBusy) beyond this many unfinished
@@ -169,6 +172,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Retry.Validate(); err != nil {
 		return err
+	}
+	if c.HedgeWait <= 0 {
+		c.HedgeWait = 2 * time.Second
 	}
 	if c.Timeouts.FirstToken == 0 {
 		c.Timeouts.FirstToken = d.Timeouts.FirstToken
@@ -554,7 +560,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
-		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, metrics: m, logger: cfg.Logger},
+		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger},
 		stop: make(chan struct{}), hubs: map[string]*Hub{},
 	}
 	if cfg.Remote != nil {

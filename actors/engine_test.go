@@ -561,3 +561,58 @@ func TestLostCoordinatorIsReplaced(t *testing.T) {
 		t.Fatalf("restarts %d, generator runs %d, final epoch %d", restarts, generators, terminal(evs).Epoch)
 	}
 }
+
+// Hedging: a primary with no first token by the hedge delay races the
+// fallback; the fallback streams first and becomes the stage's attempt,
+// announced by its own StageStarted; the slow primary is stopped.
+func TestHedgedStageKeepsTheFirstToStream(t *testing.T) {
+	stages, err := stagework.ParseConfig([]byte(`
+providers:
+  slowstart: {kind: sim, sim: {ttft: 3s, output_tokens: 20}}
+  quick:     {kind: sim, sim: {output_tokens: 20}}
+profiles:
+  hedged:
+    provider: quick
+    stages:
+      generator: {provider: slowstart, model: big, hedge: true, fallback: {provider: quick, model: small}}
+      refiner: {model: r}
+      validator: {model: v}
+      curator: {model: c}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := newTestEngine(t, func(c *Config) {
+		c.Stages = stages
+		c.Providers, _ = BuildProviders(stages, nil)
+		c.HedgeWait = 50 * time.Millisecond
+	})
+	h, err := e.StartRun(RunRequest{Profile: "hedged", Query: "q", Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(t, h, 1)
+	checkTranscript(t, evs, 1)
+	var gen []*messages.StageStarted
+	for _, ev := range evs {
+		if s := ev.GetStageStarted(); s != nil && s.Stage == messages.Stage_STAGE_GENERATOR {
+			gen = append(gen, s)
+		}
+		if c := ev.GetStageCompleted(); c != nil && c.Stage == messages.Stage_STAGE_GENERATOR && c.Model != "small" {
+			t.Fatalf("the generator completed on %s, want the hedge's model", c.Model)
+		}
+	}
+	if len(gen) != 2 || gen[0].Model != "big" || gen[1].Model != "small" || !gen[1].Fallback || !strings.Contains(gen[1].Note, "hedged") {
+		t.Fatalf("generator attempts: %v", gen)
+	}
+	if terminal(evs).GetRunCompleted() == nil {
+		t.Fatalf("run: %v", terminal(evs))
+	}
+	if got := testutil.ToFloat64(e.metrics.hedges.WithLabelValues("won")); got != 1 {
+		t.Fatalf("hedges won: %v", got)
+	}
+	// The primary's provider request was stopped: its 3 s first token never came.
+	if d := terminal(evs).GetTime().AsTime().Sub(evs[0].GetTime().AsTime()); d > 2*time.Second {
+		t.Fatalf("the run waited for the slow primary (%v)", d)
+	}
+}

@@ -32,6 +32,7 @@ type Metrics struct {
 	tokenizerRequests  *prometheus.CounterVec   // path
 	failovers          prometheus.Counter
 	tokenizerBatches   prometheus.Histogram
+	hedges             *prometheus.CounterVec // outcome
 
 	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
 }
@@ -87,6 +88,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tokenizerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_tokenizer_requests_total", Help: "CountTokens requests, by path: served (by this process's tokenizer actors), remote (sent to a capable host), local-fallback (no capable host answered: counted here, scalar path).",
 		}, []string{"path"}),
+		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_hedges_total", Help: "Hedged stage attempts, by outcome: started, won (the fallback streamed first), lost, failed.",
+		}, []string{"outcome"}),
 		tokenizerBatches: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "qlc_tokenizer_batch_size", Help: "Requests per CountTokensBatch served by this process's tokenizer actors.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
@@ -104,7 +108,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches)
+			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges)
 	}
 	return m
 }

@@ -135,6 +135,11 @@ type StageSpec struct {
 	// by trimming earlier stages' outputs (never the question). 0: the
 	// window of a known model (ContextWindowOf), else no fitting.
 	ContextWindow int
+	// Hedge (opt-in) starts the same stage on the fallback model when the
+	// primary has sent no first token by its endpoint's recent p95 time to
+	// first token, and keeps whichever streams first ("The Tail at Scale").
+	// Needs Fallback.
+	Hedge bool
 	// Fallback is the model tried when the primary fails before its first
 	// token and retries are spent; nil for none. Its provider defaults to the
 	// stage's provider.
@@ -337,6 +342,7 @@ type rawStage struct {
 	Temperature  *float64  `yaml:"temperature"`
 	MaxTokens    *int      `yaml:"max_tokens"`
 	Context      *int      `yaml:"context_window"`
+	Hedge        bool      `yaml:"hedge"`
 	Fallback     *ModelRef `yaml:"fallback"`
 	SystemPrompt string    `yaml:"system_prompt"`
 	UserTemplate string    `yaml:"user_template"`
@@ -414,6 +420,7 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 			if rs.Context != nil {
 				sp.ContextWindow = *rs.Context
 			}
+			sp.Hedge = rs.Hedge
 			if rs.Fallback != nil {
 				fb := *rs.Fallback
 				sp.Fallback = &fb
@@ -535,6 +542,9 @@ func (c *Config) validate(broken map[string]bool) []error {
 			}
 			if sp.MaxTokens <= 0 || sp.MaxTokens > maxMaxTokens {
 				bad(spath+".max_tokens", "%d is not in [1, %d]", sp.MaxTokens, maxMaxTokens)
+			}
+			if sp.Hedge && sp.Fallback == nil {
+				bad(spath+".hedge", "needs a fallback model to hedge with")
 			}
 			if sp.ContextWindow < 0 || (sp.ContextWindow > 0 && sp.ContextWindow <= sp.MaxTokens) {
 				bad(spath+".context_window", "%d must be 0 (unknown) or larger than max_tokens (%d)", sp.ContextWindow, sp.MaxTokens)
