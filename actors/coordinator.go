@@ -154,7 +154,9 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		st := proto.Clone(c.run).(*messages.StartRun)
 		st.PriorEvents = nil
 		ctx.Respond(&messages.RunFound{Start: st, Coordinator: refOf(ctx.Self())})
-		c.subscribe(ctx, &messages.Subscribe{RunId: m.RunId, FromSeq: 1, Subscriber: m.Subscriber})
+		if m.Subscriber != nil {
+			c.subscribe(ctx, &messages.Subscribe{RunId: m.RunId, FromSeq: 1, Subscriber: m.Subscriber})
+		}
 	case *actor.Stopping:
 		c.ended = true // a stopping coordinator starts nothing new
 		c.stopTimer()

@@ -475,10 +475,10 @@ type stopHosted struct{}
 func (e *Engine) StopAccepting() { e.deps.draining.Store(true) }
 
 // Attach finds a run that this gateway does not know (its readers come
-// from a gateway that died): it asks every coordinator host, and the
-// coordinator that has the run sends its whole log to a new hub here and
-// every later event. Needs a Placer (the cluster). The run stays the
-// tenant's: the hub carries the StartRun's tenant.
+// from a gateway that died): it asks every coordinator host; the one that
+// has the run says how it was started, and a new hub here then subscribes
+// to it from seq 1 (the whole log, then every later event). Needs a Placer
+// (the cluster). The run stays its tenant's: the hub carries the tenant.
 func (e *Engine) Attach(runID string) (*Hub, error) {
 	if h, err := e.Hub(runID); err == nil {
 		return h, nil
@@ -486,42 +486,38 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	if e.cfg.Placer == nil || !strings.HasPrefix(runID, "run_") {
 		return nil, ErrUnknownRun
 	}
-	hub := newHub(runID, "", "", "", e.cfg.Hub, e.metrics, e.logger)
 	root := e.system.Root
-	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
-		actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
-	if err != nil {
-		return e.Hub(runID) // attached concurrently
-	}
-	hub.pid = hubPID
 	for _, node := range e.cfg.Placer.Candidates(runID) {
-		res, err := root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID, Subscriber: refOf(hubPID)}, e.cfg.SpawnTimeout/2).Result()
+		res, err := root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2).Result()
 		found, ok := res.(*messages.RunFound)
 		if err != nil || !ok || found.Start == nil || pidOf(found.Coordinator) == nil {
 			continue
 		}
-		st := found.Start
-		hub.Tenant, hub.Profile, hub.Query = st.Tenant, st.Profile, st.Query
-		hub.start = st
-		hub.onLost = e.failover
-		coord := pidOf(found.Coordinator)
-		hub.mu.Lock()
-		hub.coordinator = coord
-		hub.mu.Unlock()
+		st, coord := found.Start, pidOf(found.Coordinator)
+		hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
+		hub.start, hub.onLost, hub.coordinator = st, e.failover, coord
 		e.mu.Lock()
 		if other, ok := e.hubs[runID]; ok {
 			e.mu.Unlock()
-			root.Stop(hubPID)
-			return other, nil
+			return other, nil // attached concurrently
 		}
 		e.hubs[runID] = hub
 		e.active++
 		e.mu.Unlock()
+		hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
+			actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
+		if err != nil {
+			e.forget(runID)
+			return nil, fmt.Errorf("actors: spawn hub: %w", err)
+		}
+		hub.mu.Lock()
+		hub.pid = hubPID
+		hub.mu.Unlock()
 		root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
+		root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
 		e.logger.Info("attached to a run started by another gateway", "run_id", runID, "coordinator", coord.Address)
 		return hub, nil
 	}
-	root.Stop(hubPID)
 	return nil, ErrUnknownRun
 }
 

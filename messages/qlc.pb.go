@@ -2008,7 +2008,8 @@ func (x *TokenCounts) GetError() string {
 
 // FindRun asks a node's run starter for a run's coordinator (a gateway
 // taking over the readers of a gateway that died). If the node hosts it, the
-// coordinator answers RunFound and subscribes subscriber from seq 1.
+// coordinator answers RunFound (and, if subscriber is set, subscribes it
+// from seq 1; a gateway rather sends Subscribe once its hub is ready).
 type FindRun struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
