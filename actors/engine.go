@@ -417,7 +417,9 @@ func (e *Engine) NodeLost(addr string) int {
 	}
 	e.mu.Unlock()
 	for _, h := range lost {
-		e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
+		// Each on its own goroutine: placing a run may take round trips, and
+		// the caller is the cluster's topology loop.
+		go e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
 	}
 	return len(lost)
 }
@@ -451,9 +453,14 @@ func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
 		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))
 		return
 	}
-	h.endFailover(pid)
+	cancelled := h.endFailover(pid)
 	e.metrics.failovers.Inc()
 	e.system.Root.Send(h.PID(), &messages.WatchRun{Coordinator: refOf(pid)})
+	if cancelled != "" {
+		// A cancel that arrived while the run was moving went to the lost
+		// coordinator: repeat it to the new one.
+		e.system.Root.Send(pid, &messages.CancelRun{RunId: h.RunID, Reason: cancelled})
+	}
 	e.logger.Warn("run moved to a new coordinator", "run_id", h.RunID, "reason", why, "epoch", start.Epoch,
 		"resumed_at_seq", len(prior), "node", pid.Address, "took", time.Since(t0))
 }
@@ -760,7 +767,7 @@ func (e *Engine) Cancel(runID, reason string) error {
 	if h.Done() {
 		return ErrRunFinished
 	}
-	e.system.Root.Send(h.Coordinator(), &messages.CancelRun{RunId: runID, Reason: reason})
+	e.system.Root.Send(h.noteCancel(reason), &messages.CancelRun{RunId: runID, Reason: reason})
 	return nil
 }
 

@@ -102,6 +102,7 @@ type Hub struct {
 	failingOver bool               // a failover is placing a new coordinator
 	minEpoch    uint64             // events below it are refused (a replaced coordinator's)
 	failovers   int                // failovers so far
+	cancelled   string             // a cancel's reason, kept to repeat it to a coordinator that replaces a lost one
 
 	// onLost is called (on its own goroutine) when the coordinator is gone
 	// before the log ended; the engine moves the run (failover).
@@ -411,14 +412,30 @@ func (h *Hub) beginFailover(lost *actor.PID) (prior []*messages.RunEvent, epoch 
 	return h.log[:len(h.log):len(h.log)], h.epoch, h.failovers, true
 }
 
-// endFailover records the run's new coordinator (nil: the failover failed).
-func (h *Hub) endFailover(coordinator *actor.PID) {
+// endFailover records the run's new coordinator (nil: the failover failed)
+// and returns the reason of a cancel asked for meanwhile ("" if none).
+func (h *Hub) endFailover(coordinator *actor.PID) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.failingOver = false
 	if coordinator != nil {
 		h.coordinator = coordinator
 	}
+	return h.cancelled
+}
+
+// noteCancel records a cancel (so a failover repeats it) and returns the
+// coordinator to send it to.
+func (h *Hub) noteCancel(reason string) *actor.PID {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cancelled == "" {
+		h.cancelled = reason
+		if reason == "" {
+			h.cancelled = "cancelled by its owner"
+		}
+	}
+	return h.coordinator
 }
 
 // received logs events, asks for a resend after a gap (the actor transport
