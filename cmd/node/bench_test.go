@@ -279,3 +279,42 @@ func BenchmarkTokenizerThroughput(b *testing.B) {
 		run(b, e)
 	})
 }
+
+// BenchmarkCrossNodeTTFTInProcess: Engine.StartRun on the gateway to the
+// first TokenDelta in its hub, with the coordinator placed on the node
+// process — the cluster's own share of TTFT, without the HTTP requests.
+func BenchmarkCrossNodeTTFTInProcess(b *testing.B) {
+	e, _ := crossNode(b)
+	ctx := context.Background()
+	first := func() time.Duration {
+		t0 := time.Now()
+		h, err := e.StartRun(actors.RunRequest{Profile: "one", Query: "q", Seed: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub := h.Subscribe(1)
+		defer sub.Close()
+		for {
+			evs, err := sub.Next(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, ev := range evs {
+				if ev.GetTokenDelta() != nil {
+					return time.Since(t0)
+				}
+			}
+		}
+	}
+	for i := 0; i < 5; i++ { // warm up the TLS connections
+		first()
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		lat = append(lat, first())
+	}
+	b.StopTimer()
+	b.ReportMetric(pct(lat, 0.5), "p50-µs")
+	b.ReportMetric(pct(lat, 0.99), "p99-µs")
+}
