@@ -59,7 +59,7 @@ func BenchmarkStreamToSSE(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		id := benchCreate(b, g.URL, "bulk")
+		id := benchCreate(b, http.DefaultClient, g.URL, "bulk")
 		resp, err := http.Get(g.URL + "/v1/runs/" + id + "/events")
 		if err != nil {
 			b.Fatal(err)
@@ -100,8 +100,8 @@ func countTokens(line []byte) int64 {
 	return n
 }
 
-func benchCreate(b *testing.B, base, profile string) string {
-	resp, err := http.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How do B-trees stay balanced?","profile":"`+profile+`"}`))
+func benchCreate(b *testing.B, c *http.Client, base, profile string) string {
+	resp, err := c.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How do B-trees stay balanced?","profile":"`+profile+`"}`))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -131,16 +131,7 @@ func BenchmarkAddedTTFT(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		resp, err := client.Post(g.URL+"/v1/runs", "application/json", strings.NewReader(`{"query":"q","profile":"one"}`))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		resp.Body.Close()
-		j := bytes.Index(buf.Bytes(), []byte(`"id":"`))
-		rest := buf.Bytes()[j+6:]
-		id := string(rest[:bytes.IndexByte(rest, '"')])
+		id := benchCreate(b, client, g.URL, "one")
 		ev, err := client.Get(g.URL + "/v1/runs/" + id + "/events")
 		if err != nil {
 			b.Fatal(err)
@@ -250,7 +241,7 @@ profiles:
 		mu.Lock()
 		current = h
 		mu.Unlock()
-		id := benchCreate(b, g.URL, "live")
+		id := benchCreate(b, client, g.URL, "live")
 		<-streaming
 		req, _ := http.NewRequest("DELETE", g.URL+"/v1/runs/"+id, nil)
 		t0 := time.Now()
