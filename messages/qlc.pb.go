@@ -343,7 +343,10 @@ type StartRun struct {
 	PriorEvents []*RunEvent `protobuf:"bytes,7,rep,name=prior_events,json=priorEvents,proto3" json:"prior_events,omitempty"`
 	// epoch fences coordinators: a resumed run gets a higher epoch and the hub
 	// ignores events from a lower one.
-	Epoch         uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// weight is the tenant's share in the node's weighted-fair run queue
+	// (used when the node is at capacity); 0 counts as 1.
+	Weight        uint32 `protobuf:"varint,9,opt,name=weight,proto3" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -430,6 +433,13 @@ func (x *StartRun) GetPriorEvents() []*RunEvent {
 func (x *StartRun) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
+	}
+	return 0
+}
+
+func (x *StartRun) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
 	}
 	return 0
 }
@@ -2116,6 +2126,612 @@ func (x *RunFound) GetCoordinator() *ActorRef {
 	return nil
 }
 
+// TenantLimits are a tenant's limits as the gateway knows them; 0 = none.
+// version orders changes (the admin API bumps it): a limiter keeps the
+// highest it has seen.
+type TenantLimits struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	RequestsPerMinute int64                  `protobuf:"varint,1,opt,name=requests_per_minute,json=requestsPerMinute,proto3" json:"requests_per_minute,omitempty"`
+	TokensPerMinute   int64                  `protobuf:"varint,2,opt,name=tokens_per_minute,json=tokensPerMinute,proto3" json:"tokens_per_minute,omitempty"`
+	ConcurrentRuns    int64                  `protobuf:"varint,3,opt,name=concurrent_runs,json=concurrentRuns,proto3" json:"concurrent_runs,omitempty"`
+	TokenBudget       int64                  `protobuf:"varint,4,opt,name=token_budget,json=tokenBudget,proto3" json:"token_budget,omitempty"`
+	// budget_period: "day", "week", "month" (calendar, UTC) or "" (the budget
+	// never resets).
+	BudgetPeriod  string `protobuf:"bytes,5,opt,name=budget_period,json=budgetPeriod,proto3" json:"budget_period,omitempty"`
+	Version       int64  `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantLimits) Reset() {
+	*x = TenantLimits{}
+	mi := &file_qlc_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantLimits) ProtoMessage() {}
+
+func (x *TenantLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
+func (*TenantLimits) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TenantLimits) GetRequestsPerMinute() int64 {
+	if x != nil {
+		return x.RequestsPerMinute
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetTokensPerMinute() int64 {
+	if x != nil {
+		return x.TokensPerMinute
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetConcurrentRuns() int64 {
+	if x != nil {
+		return x.ConcurrentRuns
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetTokenBudget() int64 {
+	if x != nil {
+		return x.TokenBudget
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetBudgetPeriod() string {
+	if x != nil {
+		return x.BudgetPeriod
+	}
+	return ""
+}
+
+func (x *TenantLimits) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// Admit asks a tenant's limiter for a run: tokens is the run's reservation
+// (an upper bound of what it can use). The gateway has written the
+// reservation to its ledger before asking, so a limiter rebuilt from the
+// ledgers never misses it.
+type Admit struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	RunId  string                 `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Limits *TenantLimits          `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
+	Tokens int64                  `protobuf:"varint,4,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// view names the set of limiter hosts the gateway saw; a limiter built
+	// under another view rebuilds from the ledgers first (ownership moved).
+	View          string `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Admit) Reset() {
+	*x = Admit{}
+	mi := &file_qlc_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admit) ProtoMessage() {}
+
+func (x *Admit) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admit.ProtoReflect.Descriptor instead.
+func (*Admit) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Admit) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Admit) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *Admit) GetLimits() *TenantLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *Admit) GetTokens() int64 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+func (x *Admit) GetView() string {
+	if x != nil {
+		return x.View
+	}
+	return ""
+}
+
+// AdmitReply answers Admit. When refused, limit names the limit
+// ("requests_per_minute", "tokens_per_minute", "concurrent_runs",
+// "token_budget") and retry_after_ms when to try again.
+type AdmitReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Limit         string                 `protobuf:"bytes,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	RetryAfterMs  int64                  `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdmitReply) Reset() {
+	*x = AdmitReply{}
+	mi := &file_qlc_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdmitReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdmitReply) ProtoMessage() {}
+
+func (x *AdmitReply) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdmitReply.ProtoReflect.Descriptor instead.
+func (*AdmitReply) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AdmitReply) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *AdmitReply) GetLimit() string {
+	if x != nil {
+		return x.Limit
+	}
+	return ""
+}
+
+func (x *AdmitReply) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *AdmitReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// Settle ends a run's reservation at its actual token count (prompt +
+// completion). Answered with SettleAck; a Settle for an unknown run is
+// acknowledged and ignored.
+type Settle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	RunId         string                 `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Tokens        int64                  `protobuf:"varint,3,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settle) Reset() {
+	*x = Settle{}
+	mi := &file_qlc_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settle) ProtoMessage() {}
+
+func (x *Settle) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settle.ProtoReflect.Descriptor instead.
+func (*Settle) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Settle) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Settle) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *Settle) GetTokens() int64 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+type SettleAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleAck) Reset() {
+	*x = SettleAck{}
+	mi := &file_qlc_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleAck) ProtoMessage() {}
+
+func (x *SettleAck) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleAck.ProtoReflect.Descriptor instead.
+func (*SettleAck) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{34}
+}
+
+// LedgerQuery asks a gateway's ledger what a limiter needs to rebuild a
+// tenant's state: usage since since_unix_ms (the last minute) and since
+// period_start_unix_ms (the budget period), and open reservations.
+type LedgerQuery struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Tenant            string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	SinceUnixMs       int64                  `protobuf:"varint,2,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	PeriodStartUnixMs int64                  `protobuf:"varint,3,opt,name=period_start_unix_ms,json=periodStartUnixMs,proto3" json:"period_start_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LedgerQuery) Reset() {
+	*x = LedgerQuery{}
+	mi := &file_qlc_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerQuery) ProtoMessage() {}
+
+func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerQuery.ProtoReflect.Descriptor instead.
+func (*LedgerQuery) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LedgerQuery) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *LedgerQuery) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *LedgerQuery) GetPeriodStartUnixMs() int64 {
+	if x != nil {
+		return x.PeriodStartUnixMs
+	}
+	return 0
+}
+
+// LedgerEntry is one run in a LedgerState: a settled run (settled = true,
+// tokens actual) or an open reservation.
+type LedgerEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Tokens        int64                  `protobuf:"varint,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	AtUnixMs      int64                  `protobuf:"varint,3,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"` // when it was admitted
+	Settled       bool                   `protobuf:"varint,4,opt,name=settled,proto3" json:"settled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerEntry) Reset() {
+	*x = LedgerEntry{}
+	mi := &file_qlc_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerEntry) ProtoMessage() {}
+
+func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
+func (*LedgerEntry) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *LedgerEntry) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetTokens() int64 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetSettled() bool {
+	if x != nil {
+		return x.Settled
+	}
+	return false
+}
+
+// LedgerState answers LedgerQuery.
+type LedgerState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Recent        []*LedgerEntry         `protobuf:"bytes,1,rep,name=recent,proto3" json:"recent,omitempty"`                                  // admitted since since_unix_ms, settled or open
+	Open          []*LedgerEntry         `protobuf:"bytes,2,rep,name=open,proto3" json:"open,omitempty"`                                      // every open reservation
+	PeriodTokens  int64                  `protobuf:"varint,3,opt,name=period_tokens,json=periodTokens,proto3" json:"period_tokens,omitempty"` // settled tokens of runs admitted since the period start
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerState) Reset() {
+	*x = LedgerState{}
+	mi := &file_qlc_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerState) ProtoMessage() {}
+
+func (x *LedgerState) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerState.ProtoReflect.Descriptor instead.
+func (*LedgerState) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LedgerState) GetRecent() []*LedgerEntry {
+	if x != nil {
+		return x.Recent
+	}
+	return nil
+}
+
+func (x *LedgerState) GetOpen() []*LedgerEntry {
+	if x != nil {
+		return x.Open
+	}
+	return nil
+}
+
+func (x *LedgerState) GetPeriodTokens() int64 {
+	if x != nil {
+		return x.PeriodTokens
+	}
+	return 0
+}
+
+func (x *LedgerState) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// RegistryChange carries changes to tenants and keys between gateways
+// (the admin API on one gateway, the others apply them). Rows are JSON;
+// the newest updated_at wins.
+type RegistryChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenants       [][]byte               `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	Keys          [][]byte               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	WantAll       bool                   `protobuf:"varint,3,opt,name=want_all,json=wantAll,proto3" json:"want_all,omitempty"` // the receiver answers with its whole registry
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegistryChange) Reset() {
+	*x = RegistryChange{}
+	mi := &file_qlc_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegistryChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegistryChange) ProtoMessage() {}
+
+func (x *RegistryChange) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegistryChange.ProtoReflect.Descriptor instead.
+func (*RegistryChange) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RegistryChange) GetTenants() [][]byte {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *RegistryChange) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *RegistryChange) GetWantAll() bool {
+	if x != nil {
+		return x.WantAll
+	}
+	return false
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -2137,7 +2753,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\x86\x02\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\x9e\x02\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -2146,7 +2762,8 @@ const file_qlc_proto_rawDesc = "" +
 	"\aoptions\x18\x05 \x01(\v2\x12.qlc.v1.RunOptionsR\aoptions\x12\"\n" +
 	"\x03hub\x18\x06 \x01(\v2\x10.qlc.v1.ActorRefR\x03hub\x123\n" +
 	"\fprior_events\x18\a \x03(\v2\x10.qlc.v1.RunEventR\vpriorEvents\x12\x14\n" +
-	"\x05epoch\x18\b \x01(\x04R\x05epoch\"n\n" +
+	"\x05epoch\x18\b \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06weight\x18\t \x01(\rR\x06weight\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
@@ -2266,7 +2883,50 @@ const file_qlc_proto_rawDesc = "" +
 	"subscriber\"f\n" +
 	"\bRunFound\x12&\n" +
 	"\x05start\x18\x01 \x01(\v2\x10.qlc.v1.StartRunR\x05start\x122\n" +
-	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator*n\n" +
+	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\"\xf5\x01\n" +
+	"\fTenantLimits\x12.\n" +
+	"\x13requests_per_minute\x18\x01 \x01(\x03R\x11requestsPerMinute\x12*\n" +
+	"\x11tokens_per_minute\x18\x02 \x01(\x03R\x0ftokensPerMinute\x12'\n" +
+	"\x0fconcurrent_runs\x18\x03 \x01(\x03R\x0econcurrentRuns\x12!\n" +
+	"\ftoken_budget\x18\x04 \x01(\x03R\vtokenBudget\x12#\n" +
+	"\rbudget_period\x18\x05 \x01(\tR\fbudgetPeriod\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\"\x90\x01\n" +
+	"\x05Admit\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12,\n" +
+	"\x06limits\x18\x03 \x01(\v2\x14.qlc.v1.TenantLimitsR\x06limits\x12\x16\n" +
+	"\x06tokens\x18\x04 \x01(\x03R\x06tokens\x12\x12\n" +
+	"\x04view\x18\x05 \x01(\tR\x04view\"r\n" +
+	"\n" +
+	"AdmitReply\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\tR\x05limit\x12$\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"O\n" +
+	"\x06Settle\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06tokens\x18\x03 \x01(\x03R\x06tokens\"\v\n" +
+	"\tSettleAck\"z\n" +
+	"\vLedgerQuery\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\"\n" +
+	"\rsince_unix_ms\x18\x02 \x01(\x03R\vsinceUnixMs\x12/\n" +
+	"\x14period_start_unix_ms\x18\x03 \x01(\x03R\x11periodStartUnixMs\"t\n" +
+	"\vLedgerEntry\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06tokens\x18\x02 \x01(\x03R\x06tokens\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\x12\x18\n" +
+	"\asettled\x18\x04 \x01(\bR\asettled\"\x9e\x01\n" +
+	"\vLedgerState\x12+\n" +
+	"\x06recent\x18\x01 \x03(\v2\x13.qlc.v1.LedgerEntryR\x06recent\x12'\n" +
+	"\x04open\x18\x02 \x03(\v2\x13.qlc.v1.LedgerEntryR\x04open\x12#\n" +
+	"\rperiod_tokens\x18\x03 \x01(\x03R\fperiodTokens\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"Y\n" +
+	"\x0eRegistryChange\x12\x18\n" +
+	"\atenants\x18\x01 \x03(\fR\atenants\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\fR\x04keys\x12\x19\n" +
+	"\bwant_all\x18\x03 \x01(\bR\awantAll*n\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -2287,7 +2947,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -2320,8 +2980,17 @@ var file_qlc_proto_goTypes = []any{
 	(*TokenCounts)(nil),           // 28: qlc.v1.TokenCounts
 	(*FindRun)(nil),               // 29: qlc.v1.FindRun
 	(*RunFound)(nil),              // 30: qlc.v1.RunFound
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(*TenantLimits)(nil),          // 31: qlc.v1.TenantLimits
+	(*Admit)(nil),                 // 32: qlc.v1.Admit
+	(*AdmitReply)(nil),            // 33: qlc.v1.AdmitReply
+	(*Settle)(nil),                // 34: qlc.v1.Settle
+	(*SettleAck)(nil),             // 35: qlc.v1.SettleAck
+	(*LedgerQuery)(nil),           // 36: qlc.v1.LedgerQuery
+	(*LedgerEntry)(nil),           // 37: qlc.v1.LedgerEntry
+	(*LedgerState)(nil),           // 38: qlc.v1.LedgerState
+	(*RegistryChange)(nil),        // 39: qlc.v1.RegistryChange
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -2331,7 +3000,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	31, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	40, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -2345,28 +3014,31 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 18: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 19: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 20: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	32, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	32, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	41, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	41, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
 	0,  // 25: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
 	0,  // 26: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 27: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	32, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	32, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	41, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	41, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 30: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	32, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	41, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	24, // 32: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
 	28, // 33: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
 	27, // 34: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
 	1,  // 35: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
 	5,  // 36: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
 	1,  // 37: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	31, // 38: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	37, // 39: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	37, // 40: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -2389,7 +3061,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
