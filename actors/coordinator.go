@@ -70,6 +70,16 @@ type stageAttempt struct {
 	started    time.Time // when the primary of this attempt started (TTFT)
 	text       strings.Builder
 	tokens     int32
+	bill       attemptPrompt // the current worker's prompt, to bill a void attempt
+	hedgeBill  attemptPrompt // the hedge's, until it wins
+}
+
+// attemptPrompt is what an attempt sent its model, kept to bill the attempt
+// if it is cut off (its usage then never comes from the provider).
+type attemptPrompt struct {
+	prompt  []stagework.Message
+	tokens  int64 // counted when fitted to a context window; 0: not counted yet
+	counter stagework.TokenCounter
 }
 
 func newCoordinator(deps *coordinatorDeps) actor.Actor {
@@ -190,6 +200,7 @@ func (c *coordinator) settleHedge(ctx actor.Context, from *actor.PID) {
 	if from.Equal(a.hedge) {
 		ctx.Stop(a.worker)
 		a.worker, a.hedge = a.hedge, nil
+		a.bill = a.hedgeBill
 		a.model, a.onFallback, a.onModel = *a.spec.Fallback, true, 1
 		a.number++
 		c.deps.metrics.hedges.WithLabelValues("won").Inc()
@@ -248,10 +259,18 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	// one is redone after a StageRestarted.
 	c.log = append(c.log, m.PriorEvents...)
 	var interrupted messages.Stage
+	var void *messages.StageStarted // the interrupted attempt
+	var voidText strings.Builder    // and what it streamed
 	for _, ev := range m.PriorEvents {
 		switch k := ev.Kind.(type) {
 		case *messages.RunEvent_StageStarted:
 			interrupted = k.StageStarted.Stage
+			void = k.StageStarted
+			voidText.Reset()
+		case *messages.RunEvent_TokenDelta:
+			voidText.WriteString(k.TokenDelta.Text)
+		case *messages.RunEvent_StageRestarted:
+			voidText.Reset()
 		case *messages.RunEvent_StageCompleted:
 			c.outputs[toWorkStage(k.StageCompleted.Stage)] = k.StageCompleted.Output
 			c.usage = addUsage(c.usage, k.StageCompleted.Usage)
@@ -268,7 +287,8 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	c.logger.Info("run started", "profile", m.Profile, "epoch", m.Epoch, "resumed_at_seq", len(c.log))
 	if interrupted != messages.Stage_STAGE_UNSPECIFIED {
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
-			Stage: interrupted, Reason: "coordinator moved to another node; the stage is redone"}}})
+			Stage: interrupted, Reason: "coordinator moved to another node; the stage is redone",
+			Usage: movedUsage(void, voidText.String())}}})
 	}
 	c.nextStage(ctx)
 }
@@ -357,6 +377,12 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
 			Stage: stage, Model: model.Model, Provider: model.Provider, Attempt: number, Fallback: a.onFallback,
 			Note: strings.Join(notes, "; "), PromptTokens: int64(promptTokens)}}})
+	}
+	bill := attemptPrompt{prompt: prompt, tokens: int64(promptTokens), counter: counter}
+	if role == "" {
+		a.bill = bill
+	} else {
+		a.hedgeBill = bill
 	}
 	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: number, coordinator: ctx.Self(),
 		timeouts: c.deps.timeouts, counter: counter, promptTokens: int64(promptTokens)}
@@ -469,7 +495,9 @@ func (c *coordinator) attemptFailed(ctx actor.Context, m *messages.StageAttemptF
 	}
 	if m.TokensStreamed > 0 {
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
-			Stage: toMsgStage(a.spec.Stage), Reason: fmt.Sprintf("%s after %d tokens: %s", m.Kind, m.TokensStreamed, m.Message)}}})
+			Stage: toMsgStage(a.spec.Stage), Reason: fmt.Sprintf("%s after %d tokens: %s", m.Kind, m.TokensStreamed, m.Message),
+			Usage: c.voidUsage()}}})
+		a.text.Reset() // void, and billed: a cancel before the retry must not bill it again
 	}
 	if d.Action == stagework.ActionFallback {
 		a.model = *a.spec.Fallback
@@ -491,13 +519,14 @@ func (c *coordinator) cancel(ctx actor.Context, m *messages.CancelRun) {
 	if c.ended || c.run == nil {
 		return
 	}
+	usage := c.voidUsage()
 	c.stopWorkers(ctx)
 	reason := m.Reason
 	if reason == "" {
 		reason = "cancelled by its owner"
 	}
 	c.logger.Info("run cancelled", "reason", reason)
-	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCancelled{RunCancelled: &messages.RunCancelled{Reason: reason}}})
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCancelled{RunCancelled: &messages.RunCancelled{Reason: reason, Usage: usage}}})
 }
 
 // subscribe sends the log from m.FromSeq on to a subscriber and, unless it
@@ -520,9 +549,10 @@ func (c *coordinator) subscribe(ctx actor.Context, m *messages.Subscribe) {
 }
 
 func (c *coordinator) fail(ctx actor.Context, stage messages.Stage, code, reason string) {
+	usage := c.voidUsage()
 	c.stopWorkers(ctx)
 	c.logger.Warn("run failed", "code", code, "reason", reason)
-	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Stage: stage, Code: code}}})
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Stage: stage, Code: code, Usage: usage}}})
 }
 
 // finishLinger is how long a finished coordinator waits for its hub to
@@ -593,4 +623,36 @@ func history(o *messages.RunOptions) []stagework.Message {
 		h = append(h, stagework.Message{Role: m.Role, Content: m.Content})
 	}
 	return h
+}
+
+// voidUsage is what the current stage attempt has used so far — its prompt
+// and the text it streamed — billed when the attempt is cut off (restarted,
+// cancelled, failed), since its provider then reports no usage. Nil when no
+// attempt is under way. Counting happens here, off the token path.
+func (c *coordinator) voidUsage() *messages.Usage {
+	a := c.cur
+	if a == nil || a.bill.counter == nil || (a.worker == nil && a.text.Len() == 0) {
+		return nil
+	}
+	prompt := a.bill.tokens
+	if prompt == 0 {
+		prompt = int64(stagework.PromptTokens(a.bill.prompt, a.bill.counter))
+	}
+	completion := int64(a.bill.counter.Count(a.text.String()))
+	return &messages.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion, Estimated: true}
+}
+
+// movedUsage bills the attempt a failover interrupted: the tokens it
+// streamed, and its prompt if it was counted (the prompt itself died with
+// the old coordinator).
+func movedUsage(started *messages.StageStarted, text string) *messages.Usage {
+	if started == nil {
+		return nil
+	}
+	completion := int64(0)
+	if counter, err := counterFor(started.Model); err == nil {
+		completion = int64(counter.Count(text))
+	}
+	return &messages.Usage{PromptTokens: started.PromptTokens, CompletionTokens: completion,
+		TotalTokens: started.PromptTokens + completion, Estimated: true}
 }

@@ -98,6 +98,13 @@ type Config struct {
 	// TokenizerTimeout bounds a tokenizer host's answer before the request
 	// is counted here instead. Default 250 ms.
 	TokenizerTimeout time.Duration
+	// Limiters tells where tenant limiters live (a gateway in a cluster:
+	// the nodes); nil: in this process.
+	Limiters LimiterPlacer
+	// LedgerHosts lists the actor addresses of the processes whose ledgers a
+	// tenant limiter hosted here rebuilds from (in a cluster: the gateways).
+	// Nil: this process alone.
+	LedgerHosts func() []string
 	// PreloadTokenizer loads the vocabularies at start (nodes: the first
 	// request must not pay for it) instead of on first use (a local
 	// process: ~45 MB less while idle).
@@ -472,6 +479,9 @@ func (e *Engine) StopHosted() {
 	if e.remote != nil {
 		e.system.Root.Send(actor.NewPID(e.system.Address(), starterName), stopHosted{})
 	}
+	// Tenant limiters here may be stale once the cluster moved on: the next
+	// Admit rebuilds them from the ledgers.
+	e.system.Root.Send(actor.NewPID(e.system.Address(), limitersName), stopHosted{})
 }
 
 // stopHosted is the engine's order to its run starter (never leaves this process).
@@ -611,6 +621,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
+	}
+	ledgers := cfg.LedgerHosts
+	if ledgers == nil {
+		self := system.Address()
+		ledgers = func() []string { return []string{self} }
+	}
+	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers} }), limitersName); err != nil {
+		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
 	if cfg.Tokenizer {
 		for _, name := range []string{tokenizer.Cl100kBase, tokenizer.O200kBase} {

@@ -1309,9 +1309,12 @@ func (x *StageCompleted) GetModel() string {
 // is redone (after a mid-stream failure, or a failover of the coordinator).
 // Subscribers discard the stage's partial text.
 type StageRestarted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stage         Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stage  Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// usage is what the void attempt used (its prompt and the tokens it
+	// streamed): billed, though its text is discarded.
+	Usage         *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1358,6 +1361,13 @@ func (x *StageRestarted) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *StageRestarted) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
 }
 
 // RunCompleted ends a run successfully; answer is the Curator's output.
@@ -1415,10 +1425,12 @@ func (x *RunCompleted) GetUsage() *Usage {
 
 // RunFailed ends a run with a reason a person can act on.
 type RunFailed struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
-	Stage         Stage                  `protobuf:"varint,2,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
-	Code          string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"` // machine-readable: provider_error, auth, rate_limited, timeout, internal, ...
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	Stage  Stage                  `protobuf:"varint,2,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Code   string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"` // machine-readable: provider_error, auth, rate_limited, timeout, internal, ...
+	// usage is what the failed stage's last attempt used.
+	Usage         *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1472,6 +1484,13 @@ func (x *RunFailed) GetCode() string {
 		return x.Code
 	}
 	return ""
+}
+
+func (x *RunFailed) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
 }
 
 // StageAttemptDone is a stage worker's report to its coordinator that the
@@ -1673,8 +1692,11 @@ func (x *StageAttemptFailed) GetHttpStatus() int32 {
 
 // RunCancelled ends a run that its owner cancelled.
 type RunCancelled struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// usage is what the interrupted stage used up to the cancel (finished
+	// stages carry theirs on StageCompleted).
+	Usage         *Usage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1714,6 +1736,13 @@ func (x *RunCancelled) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *RunCancelled) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
 }
 
 // CountTokens asks a tokenizer actor to count (and with with_tokens, to
@@ -2227,9 +2256,14 @@ type Admit struct {
 	Tokens int64                  `protobuf:"varint,4,opt,name=tokens,proto3" json:"tokens,omitempty"`
 	// view names the set of limiter hosts the gateway saw; a limiter built
 	// under another view rebuilds from the ledgers first (ownership moved).
-	View          string `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	View string `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
+	// The tenant's budget period, computed by the gateway (UTC calendar):
+	// usage admitted before period_start does not count; a refusal for the
+	// budget says to retry at period_end. 0: the budget never resets.
+	PeriodStartUnixMs int64 `protobuf:"varint,6,opt,name=period_start_unix_ms,json=periodStartUnixMs,proto3" json:"period_start_unix_ms,omitempty"`
+	PeriodEndUnixMs   int64 `protobuf:"varint,7,opt,name=period_end_unix_ms,json=periodEndUnixMs,proto3" json:"period_end_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Admit) Reset() {
@@ -2295,6 +2329,20 @@ func (x *Admit) GetView() string {
 		return x.View
 	}
 	return ""
+}
+
+func (x *Admit) GetPeriodStartUnixMs() int64 {
+	if x != nil {
+		return x.PeriodStartUnixMs
+	}
+	return 0
+}
+
+func (x *Admit) GetPeriodEndUnixMs() int64 {
+	if x != nil {
+		return x.PeriodEndUnixMs
+	}
+	return 0
 }
 
 // AdmitReply answers Admit. When refused, limit names the limit
@@ -2824,17 +2872,19 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12-\n" +
 	"\x04ttft\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04ttft\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
-	"\x05model\x18\x06 \x01(\tR\x05model\"M\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\"r\n" +
 	"\x0eStageRestarted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"K\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
+	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\"K\n" +
 	"\fRunCompleted\x12\x16\n" +
 	"\x06answer\x18\x01 \x01(\tR\x06answer\x12#\n" +
-	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\\\n" +
+	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x81\x01\n" +
 	"\tRunFailed\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +
-	"\x04code\x18\x03 \x01(\tR\x04code\"\x81\x02\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12#\n" +
+	"\x05usage\x18\x04 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x81\x02\n" +
 	"\x10StageAttemptDone\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
@@ -2853,9 +2903,10 @@ const file_qlc_proto_rawDesc = "" +
 	"\tretryable\x18\a \x01(\bR\tretryable\x12\x1a\n" +
 	"\bprovider\x18\b \x01(\tR\bprovider\x12\x1f\n" +
 	"\vhttp_status\x18\t \x01(\x05R\n" +
-	"httpStatus\"&\n" +
+	"httpStatus\"K\n" +
 	"\fRunCancelled\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"v\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
+	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"v\n" +
 	"\vCountTokens\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x14\n" +
@@ -2890,13 +2941,15 @@ const file_qlc_proto_rawDesc = "" +
 	"\x0fconcurrent_runs\x18\x03 \x01(\x03R\x0econcurrentRuns\x12!\n" +
 	"\ftoken_budget\x18\x04 \x01(\x03R\vtokenBudget\x12#\n" +
 	"\rbudget_period\x18\x05 \x01(\tR\fbudgetPeriod\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x03R\aversion\"\x90\x01\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\"\xee\x01\n" +
 	"\x05Admit\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12,\n" +
 	"\x06limits\x18\x03 \x01(\v2\x14.qlc.v1.TenantLimitsR\x06limits\x12\x16\n" +
 	"\x06tokens\x18\x04 \x01(\x03R\x06tokens\x12\x12\n" +
-	"\x04view\x18\x05 \x01(\tR\x04view\"r\n" +
+	"\x04view\x18\x05 \x01(\tR\x04view\x12/\n" +
+	"\x14period_start_unix_ms\x18\x06 \x01(\x03R\x11periodStartUnixMs\x12+\n" +
+	"\x12period_end_unix_ms\x18\a \x01(\x03R\x0fperiodEndUnixMs\"r\n" +
 	"\n" +
 	"AdmitReply\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
@@ -3017,28 +3070,31 @@ var file_qlc_proto_depIdxs = []int32{
 	41, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
 	41, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 24: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 25: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	0,  // 26: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 27: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	41, // 28: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	41, // 29: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 30: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	41, // 31: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	24, // 32: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	28, // 33: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	27, // 34: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 35: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 36: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 37: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	31, // 38: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	37, // 39: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	37, // 40: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	4,  // 24: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 25: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 26: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 27: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	0,  // 28: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 29: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	41, // 30: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	41, // 31: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 32: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	41, // 33: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	4,  // 34: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	24, // 35: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	28, // 36: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	27, // 37: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 38: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 39: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 40: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	31, // 41: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	37, // 42: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	37, // 43: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }

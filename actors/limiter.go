@@ -1,0 +1,474 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/qlc-project/qlc/messages"
+)
+
+// Tenant limiters: one actor per tenant holds the tenant's request, token,
+// concurrency and budget counters for the whole cluster. Gateways ask it
+// (Admit) before starting a run and tell it the run's real token count when
+// the run ends (Settle); the reservation made at admission is an upper bound
+// of what the run can use, so concurrent admissions can never overrun a
+// budget.
+//
+// Where a tenant's limiter lives is decided by the gateway (LimiterPlacer:
+// the rendezvous owner of the tenant among the nodes). The limiter keeps no
+// durable state of its own: when it starts, or when the set of limiter hosts
+// has changed (its ownership may have moved), it rebuilds its counters from
+// the gateways' ledgers (LedgerQuery), which record every reservation before
+// it is asked for, and every settled run.
+
+// limitersName is the well-known name of every process's limiter parent.
+const limitersName = "qlc-limiters"
+
+// ledgerName is the well-known name of a gateway's ledger actor.
+const ledgerName = "qlc-ledger"
+
+// registryName is the well-known name of a gateway's tenant registry actor.
+const registryName = "qlc-registry"
+
+// LimiterPlacer tells a gateway where tenant limiters live.
+type LimiterPlacer interface {
+	// LimiterHost returns the actor address of tenant's limiter and a name
+	// for the set of limiter hosts the answer was drawn from ("" when none).
+	LimiterHost(tenant string) (addr, view string, ok bool)
+}
+
+// Errors of the tenant services.
+var (
+	ErrNoLimiter = errors.New("actors: no tenant limiter is reachable")
+	ErrNoLedger  = errors.New("actors: this process serves no ledger")
+)
+
+// limiterWindow is the span of the per-minute limits.
+const limiterWindow = time.Minute
+
+// limiterIdle is how long a tenant's limiter lives without a message; a
+// later one rebuilds from the ledgers.
+const limiterIdle = 2 * time.Minute
+
+// ledgerTimeout bounds one gateway's answer to a LedgerQuery.
+const ledgerTimeout = 2 * time.Second
+
+// limiterParent routes Admit and Settle to per-tenant children, spawning
+// them on first use (a virtual actor per tenant).
+type limiterParent struct {
+	ledgers func() []string // actor addresses of the processes serving ledgers
+}
+
+func (p *limiterParent) Receive(ctx actor.Context) {
+	var tenant string
+	switch m := ctx.Message().(type) {
+	case *messages.Admit:
+		tenant = m.Tenant
+	case *messages.Settle:
+		tenant = m.Tenant
+	case stopHosted:
+		for _, c := range ctx.Children() {
+			ctx.Stop(c)
+		}
+		return
+	default:
+		return
+	}
+	if tenant == "" {
+		ctx.Respond(&messages.AdmitReply{Message: "no tenant named"})
+		return
+	}
+	name := ctx.Self().Id + "/" + tenant
+	for _, c := range ctx.Children() {
+		if c.Id == name {
+			ctx.Forward(c)
+			return
+		}
+	}
+	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, open: map[string]int64{}}
+	}), tenant)
+	if err != nil {
+		ctx.Respond(&messages.AdmitReply{Message: "cannot start the tenant's limiter: " + err.Error()})
+		return
+	}
+	ctx.Forward(pid)
+}
+
+// admitted is one run in the per-minute window.
+type admitted struct {
+	at     time.Time
+	run    string
+	tokens int64
+}
+
+// pendingMsg is a message that arrived while the limiter was rebuilding.
+type pendingMsg struct {
+	msg    proto.Message
+	sender *actor.PID
+}
+
+// rebuilt carries the ledgers' answers back to the limiter.
+type rebuilt struct {
+	view, periodKey string
+	states          []*messages.LedgerState
+	failed          int
+	now             time.Time
+}
+
+// tenantLimiter holds one tenant's counters.
+type tenantLimiter struct {
+	tenant  string
+	ledgers func() []string
+
+	limits  *messages.TenantLimits
+	built   bool
+	view    string // the limiter hosts' view it was built under
+	period  int64  // period_start_unix_ms the budget counters are for
+	window  []admitted
+	open    map[string]int64 // run id -> reserved tokens, until settled
+	used    int64            // settled tokens in the period
+	pending []pendingMsg
+	busy    bool // a rebuild is under way
+}
+
+func (l *tenantLimiter) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		ctx.SetReceiveTimeout(limiterIdle)
+	case *actor.ReceiveTimeout:
+		if !l.busy {
+			ctx.Stop(ctx.Self())
+		}
+	case *messages.Admit:
+		if m.GetLimits().GetVersion() >= l.limits.GetVersion() {
+			l.limits = m.Limits
+		}
+		if l.busy || !l.built || m.View != l.view || (l.limits.GetTokenBudget() > 0 && m.PeriodStartUnixMs != l.period) {
+			l.pending = append(l.pending, pendingMsg{msg: m, sender: ctx.Sender()})
+			l.rebuild(ctx, m.View, m.PeriodStartUnixMs)
+			return
+		}
+		ctx.Respond(l.admit(m, time.Now()))
+	case *messages.Settle:
+		if l.busy {
+			l.pending = append(l.pending, pendingMsg{msg: m, sender: ctx.Sender()})
+			return
+		}
+		l.settle(m)
+		ctx.Respond(&messages.SettleAck{})
+	case *rebuilt:
+		l.apply(m)
+		pending := l.pending
+		l.pending = nil
+		for _, p := range pending {
+			switch pm := p.msg.(type) {
+			case *messages.Admit:
+				if pm.View != l.view || (l.limits.GetTokenBudget() > 0 && pm.PeriodStartUnixMs != l.period) {
+					// Views disagree while membership settles: answer from
+					// this state rather than rebuild again and again.
+					l.view, l.period = pm.View, pm.PeriodStartUnixMs
+				}
+				reply := l.admit(pm, time.Now())
+				if p.sender != nil {
+					ctx.Send(p.sender, reply)
+				}
+			case *messages.Settle:
+				l.settle(pm)
+				if p.sender != nil {
+					ctx.Send(p.sender, &messages.SettleAck{})
+				}
+			}
+		}
+	}
+}
+
+// rebuild asks every ledger for the tenant's recent usage and open
+// reservations; the answers come back as a rebuilt message.
+func (l *tenantLimiter) rebuild(ctx actor.Context, view string, periodStart int64) {
+	if l.busy {
+		return
+	}
+	l.busy = true
+	self, system := ctx.Self(), ctx.ActorSystem()
+	now := time.Now()
+	q := &messages.LedgerQuery{Tenant: l.tenant, SinceUnixMs: now.Add(-limiterWindow).UnixMilli(), PeriodStartUnixMs: periodStart}
+	hosts := l.ledgers()
+	go func() {
+		out := &rebuilt{view: view, periodKey: fmt.Sprint(periodStart), now: now}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, h := range hosts {
+			wg.Go(func() {
+				r, err := system.Root.RequestFuture(actor.NewPID(h, ledgerName), q, ledgerTimeout).Result()
+				st, ok := r.(*messages.LedgerState)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil || !ok || st.Error != "" {
+					out.failed++
+					return
+				}
+				out.states = append(out.states, st)
+			})
+		}
+		wg.Wait()
+		system.Root.Send(self, out)
+	}()
+	l.period = periodStart
+}
+
+// apply replaces the counters with what the ledgers hold.
+func (l *tenantLimiter) apply(r *rebuilt) {
+	l.busy, l.built, l.view = false, true, r.view
+	l.window = l.window[:0]
+	l.open = map[string]int64{}
+	l.used = 0
+	seen := map[string]bool{}
+	for _, st := range r.states {
+		l.used += st.PeriodTokens
+		for _, e := range st.Open {
+			l.open[e.RunId] = e.Tokens
+		}
+		for _, e := range st.Recent {
+			if seen[e.RunId] {
+				continue
+			}
+			seen[e.RunId] = true
+			l.window = append(l.window, admitted{at: time.UnixMilli(e.AtUnixMs), run: e.RunId, tokens: e.Tokens})
+		}
+	}
+	sortWindow(l.window)
+}
+
+func sortWindow(w []admitted) {
+	// Insertion sort: the ledgers' answers are each sorted, and short.
+	for i := 1; i < len(w); i++ {
+		for j := i; j > 0 && w[j].at.Before(w[j-1].at); j-- {
+			w[j], w[j-1] = w[j-1], w[j]
+		}
+	}
+}
+
+// admit decides one run against the limits at now.
+func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitReply {
+	lim := l.limits
+	cut := now.Add(-limiterWindow)
+	i := 0
+	for i < len(l.window) && !l.window[i].at.After(cut) {
+		i++
+	}
+	l.window = l.window[i:]
+	if _, dup := l.open[m.RunId]; dup {
+		return &messages.AdmitReply{Ok: true} // a repeated Admit (the gateway retried)
+	}
+	retryAt := func(i int) int64 { // when window[i] leaves the window
+		return max(1, l.window[i].at.Add(limiterWindow).Sub(now).Milliseconds())
+	}
+	if rpm := lim.GetRequestsPerMinute(); rpm > 0 && int64(len(l.window))+1 > rpm {
+		return refuse("requests_per_minute", retryAt(len(l.window)-int(rpm)),
+			fmt.Sprintf("tenant is over its limit of %d requests per minute", rpm))
+	}
+	if tpm := lim.GetTokensPerMinute(); tpm > 0 {
+		if m.Tokens > tpm {
+			return refuse("tokens_per_minute", limiterWindow.Milliseconds(),
+				fmt.Sprintf("this run reserves %d tokens (its prompt and every stage's max_tokens), more than the tenant's %d tokens per minute; lower max_tokens or choose a smaller profile", m.Tokens, tpm))
+		}
+		var sum int64
+		for _, a := range l.window {
+			sum += a.tokens
+		}
+		if sum+m.Tokens > tpm {
+			// Retry when enough of the window has expired.
+			need, k := sum+m.Tokens-tpm, 0
+			for ; k < len(l.window) && need > 0; k++ {
+				need -= l.window[k].tokens
+			}
+			return refuse("tokens_per_minute", retryAt(max(0, k-1)),
+				fmt.Sprintf("tenant is over its limit of %d tokens per minute (%d used or reserved in the last minute, this run reserves %d)", tpm, sum, m.Tokens))
+		}
+	}
+	if c := lim.GetConcurrentRuns(); c > 0 && int64(len(l.open))+1 > c {
+		return refuse("concurrent_runs", 1000, fmt.Sprintf("tenant already has %d runs going; its limit is %d", len(l.open), c))
+	}
+	if b := lim.GetTokenBudget(); b > 0 {
+		var reserved int64
+		for _, t := range l.open {
+			reserved += t
+		}
+		if l.used+reserved+m.Tokens > b {
+			retry := int64(0)
+			if m.PeriodEndUnixMs > 0 {
+				retry = max(1000, m.PeriodEndUnixMs-now.UnixMilli())
+			}
+			if reserved > 0 && l.used+m.Tokens <= b {
+				retry = 1000 // running runs may settle for less than they reserved
+			}
+			return refuse("token_budget", retry,
+				fmt.Sprintf("tenant's token budget of %d is used up for this period (%d used, %d reserved by running runs, this run reserves %d)", b, l.used, reserved, m.Tokens))
+		}
+	}
+	l.window = append(l.window, admitted{at: now, run: m.RunId, tokens: m.Tokens})
+	l.open[m.RunId] = m.Tokens
+	return &messages.AdmitReply{Ok: true}
+}
+
+func refuse(limit string, retryMS int64, msg string) *messages.AdmitReply {
+	return &messages.AdmitReply{Limit: limit, RetryAfterMs: retryMS, Message: msg}
+}
+
+// settle ends a reservation at the run's real count.
+func (l *tenantLimiter) settle(m *messages.Settle) {
+	if _, ok := l.open[m.RunId]; !ok {
+		return // not reserved here: the ledger the next rebuild reads has it
+	}
+	delete(l.open, m.RunId)
+	l.used += m.Tokens
+	for i := range l.window {
+		if l.window[i].run == m.RunId {
+			l.window[i].tokens = m.Tokens
+			break
+		}
+	}
+}
+
+// serviceActor answers requests by calling fn off the actor's goroutine (fn
+// may block on a database), replying to the sender.
+type serviceActor struct {
+	fn func(proto.Message) proto.Message
+}
+
+func (s *serviceActor) Receive(ctx actor.Context) {
+	m, ok := ctx.Message().(proto.Message)
+	if !ok {
+		return
+	}
+	sender, root := ctx.Sender(), ctx.ActorSystem().Root
+	go func() {
+		reply := s.fn(m)
+		if sender != nil && reply != nil {
+			root.Send(sender, reply)
+		}
+	}()
+}
+
+// ServeLedger makes this process answer LedgerQuery with fn (a gateway's
+// usage ledger), for the tenant limiters of the cluster.
+func (e *Engine) ServeLedger(fn func(*messages.LedgerQuery) *messages.LedgerState) error {
+	return e.serve(ledgerName, func(m proto.Message) proto.Message {
+		if q, ok := m.(*messages.LedgerQuery); ok {
+			return fn(q)
+		}
+		return nil
+	})
+}
+
+// ServeRegistry makes this process apply RegistryChange messages from other
+// gateways with fn; fn's answer (nil for none) goes back to the sender.
+func (e *Engine) ServeRegistry(fn func(*messages.RegistryChange) *messages.RegistryChange) error {
+	return e.serve(registryName, func(m proto.Message) proto.Message {
+		if c, ok := m.(*messages.RegistryChange); ok {
+			if r := fn(c); r != nil {
+				return r
+			}
+		}
+		return nil
+	})
+}
+
+func (e *Engine) serve(name string, fn func(proto.Message) proto.Message) error {
+	_, err := e.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &serviceActor{fn: fn} }), name)
+	if err != nil {
+		return fmt.Errorf("actors: serve %s: %w", name, err)
+	}
+	return nil
+}
+
+// SendRegistry sends a registry change to the gateway at addr, and waits
+// for its answer when change.WantAll.
+func (e *Engine) SendRegistry(ctx context.Context, addr string, change *messages.RegistryChange) (*messages.RegistryChange, error) {
+	pid := actor.NewPID(addr, registryName)
+	if !change.WantAll {
+		e.system.Root.Send(pid, change)
+		return nil, nil
+	}
+	r, err := e.request(ctx, pid, change)
+	if err != nil {
+		return nil, err
+	}
+	rc, ok := r.(*messages.RegistryChange)
+	if !ok {
+		return nil, fmt.Errorf("actors: registry answered %T", r)
+	}
+	return rc, nil
+}
+
+func (e *Engine) request(ctx context.Context, pid *actor.PID, m proto.Message) (any, error) {
+	timeout := 2 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if timeout <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	return e.system.Root.RequestFuture(pid, m, timeout).Result()
+}
+
+// limiterPID is tenant's limiter parent: on the host the LimiterPlacer
+// names, or in this process without one.
+func (e *Engine) limiterPID(tenant string) (*actor.PID, string, error) {
+	if e.cfg.Limiters == nil {
+		return actor.NewPID(e.system.Address(), limitersName), "", nil
+	}
+	addr, view, ok := e.cfg.Limiters.LimiterHost(tenant)
+	if !ok {
+		return nil, "", ErrNoLimiter
+	}
+	return actor.NewPID(addr, limitersName), view, nil
+}
+
+// Admit asks the tenant's limiter for a run (m.View is filled here). The
+// caller has recorded the reservation in its ledger first.
+func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitReply, error) {
+	pid, view, err := e.limiterPID(m.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	if e.cfg.Limiters != nil {
+		m.View = view
+	}
+	r, err := e.request(ctx, pid, m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
+	}
+	reply, ok := r.(*messages.AdmitReply)
+	if !ok {
+		return nil, fmt.Errorf("%w: answered %T", ErrNoLimiter, r)
+	}
+	return reply, nil
+}
+
+// Settle tells the tenant's limiter a run's real token count, retrying a
+// lost message a few times (the transport is at-most-once). A limiter that
+// never hears it still learns the count from the ledger when it rebuilds.
+func (e *Engine) Settle(ctx context.Context, tenant, runID string, tokens int64) error {
+	var err error
+	for try := 0; try < 3; try++ {
+		var pid *actor.PID
+		if pid, _, err = e.limiterPID(tenant); err != nil {
+			return err
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err = e.request(sctx, pid, &messages.Settle{Tenant: tenant, RunId: runID, Tokens: tokens})
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: settle %s: %w", ErrNoLimiter, runID, err)
+}
