@@ -66,6 +66,15 @@ type Config struct {
 	// MaxActiveRuns refuses new runs (ErrBusy) beyond this many unfinished
 	// ones. Default 1000.
 	MaxActiveRuns int
+	// RunSlots is how many runs this process executes at once; beyond it,
+	// runs wait in a weighted-fair queue per tenant (StartRun.weight), and
+	// their coordinators answer Subscribe and CancelRun meanwhile. 0: no limit.
+	RunSlots int
+	// RunSlotHeadroom is how many of the RunSlots no single tenant may take,
+	// so another tenant's run starts at once on a node full of a flooding
+	// tenant's runs. 0: RunSlots/8, at least 1 (none if RunSlots is 1);
+	// negative: none. Must be below RunSlots.
+	RunSlotHeadroom int
 	// RetainFinished is how long a finished run's log stays in memory for
 	// status queries and replay. Default 15 minutes.
 	RetainFinished time.Duration
@@ -221,6 +230,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("actors: Remote.Bind %q: %w", c.Remote.Bind, err)
 		}
 	}
+	if c.RunSlots < 0 || (c.RunSlots > 0 && c.RunSlotHeadroom >= c.RunSlots) {
+		return fmt.Errorf("actors: RunSlots must be >= 0 and RunSlotHeadroom below it (got %d, %d)", c.RunSlots, c.RunSlotHeadroom)
+	}
 	if c.MaxActiveRuns < 1 || c.RetainFinished < 0 || c.MaxFinished < 1 {
 		return fmt.Errorf("actors: MaxActiveRuns and MaxFinished must be >= 1 and RetainFinished >= 0")
 	}
@@ -243,7 +255,11 @@ func (c *Config) validate() error {
 
 // RunRequest is what a caller asks for when starting a run.
 type RunRequest struct {
-	Tenant  string
+	// ID names the run; empty: a new id (NewRunID).
+	ID     string
+	Tenant string
+	// Weight is the tenant's share when a node is at capacity (0: 1).
+	Weight  uint32
 	Profile string
 	Query   string
 	History []stagework.Message
@@ -573,7 +589,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
-		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger},
+		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
+			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{},
 	}
 	if cfg.Remote != nil {
@@ -673,16 +690,19 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 		}
 		seed = n.Int64() + 1
 	}
-	id, err := NewRunID()
-	if err != nil {
-		return nil, err
+	id := req.ID
+	if id == "" {
+		var err error
+		if id, err = NewRunID(); err != nil {
+			return nil, err
+		}
 	}
 	hist := make([]*messages.ChatMessage, len(req.History))
 	for i, m := range req.History {
 		hist[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
 	}
 	hub, err := e.launch(&messages.StartRun{
-		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1,
+		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options: &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
 	})
 	if err != nil {

@@ -168,7 +168,16 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	hub, e := s.start(actors.RunRequest{Tenant: s.cfg.Tenant, Profile: p.profile, Query: p.query, History: p.history, Seed: p.seed, MaxTokens: p.maxTokens})
+	who := principalOf(r)
+	if req.Stream {
+		done, e := s.streamSlot(who)
+		if e != nil {
+			writeError(w, e)
+			return
+		}
+		defer done()
+	}
+	hub, e := s.start(who, actors.RunRequest{Profile: p.profile, Query: p.query, History: p.history, Seed: p.seed, MaxTokens: p.maxTokens})
 	if e != nil {
 		writeError(w, e)
 		return

@@ -47,7 +47,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", fmt.Sprintf("max_tokens must be between 0 and %d", maxTokensLimit)))
 		return
 	}
-	hub, e := s.start(actors.RunRequest{Tenant: s.cfg.Tenant, Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens})
+	hub, e := s.start(principalOf(r), actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens})
 	if e != nil {
 		writeError(w, e)
 		return
@@ -56,14 +56,25 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, s.view(hub))
 }
 
-// start starts a run and maps the engine's refusals to API errors.
-func (s *Server) start(req actors.RunRequest) (*actors.Hub, *apiError) {
+// start admits a run for p (its tenant's profiles and limits), starts it,
+// has it billed when it ends, and maps refusals to API errors.
+func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiError) {
+	if _, err := s.engine.Stages().Profile(req.Profile); err != nil {
+		return nil, s.profileError(req.Profile)
+	}
+	adm, e := s.admit(p, &req)
+	if e != nil {
+		return nil, e
+	}
 	hub, err := s.engine.StartRun(req)
-	switch {
-	case err == nil:
+	if err == nil {
+		s.account(hub, adm)
 		return hub, nil
+	}
+	s.release(adm)
+	switch {
 	case errors.Is(err, stagework.ErrUnknownProfile):
-		return nil, errNotFound("unknown_profile", fmt.Sprintf("unknown profile %q; known profiles: %s", req.Profile, strings.Join(s.engine.Stages().ProfileNames(), ", ")))
+		return nil, s.profileError(req.Profile)
 	case errors.Is(err, actors.ErrBusy):
 		return nil, errServer(http.StatusServiceUnavailable, "overloaded", "the server has too many active runs; retry shortly")
 	case errors.Is(err, actors.ErrNoNode):
@@ -74,6 +85,10 @@ func (s *Server) start(req actors.RunRequest) (*actors.Hub, *apiError) {
 	}
 	s.logger.Error("start run failed", "error", err)
 	return nil, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
+}
+
+func (s *Server) profileError(name string) *apiError {
+	return errNotFound("unknown_profile", fmt.Sprintf("unknown profile %q; known profiles: %s", name, strings.Join(s.engine.Stages().ProfileNames(), ", ")))
 }
 
 func (s *Server) checkQuery(q, param string) *apiError {
@@ -94,7 +109,9 @@ func (s *Server) hub(w http.ResponseWriter, r *http.Request) (*actors.Hub, bool)
 		// find its coordinator in the cluster and follow it from here.
 		hub, err = s.engine.Attach(id)
 	}
-	if err != nil || hub.Tenant != s.cfg.Tenant {
+	// Another tenant's run is "not found", exactly like a missing one: run
+	// ids leak nothing.
+	if err != nil || hub.Tenant != principalOf(r).tenantID() {
 		writeError(w, errNotFound("run_not_found", fmt.Sprintf("no run %q", id)))
 		return nil, false
 	}
@@ -168,6 +185,12 @@ func (s *Server) runEventsSSE(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	done, e := s.streamSlot(principalOf(r))
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	defer done()
 	sub := hub.Subscribe(from)
 	t := newSSETransport(w, s.cfg.WriteTimeout)
 	err := pump(r.Context(), sub, t, s.cfg.PingInterval)
@@ -179,6 +202,12 @@ func (s *Server) runEventsWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	done, e := s.streamSlot(principalOf(r))
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	defer done()
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept already wrote the HTTP error

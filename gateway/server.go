@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,9 +26,27 @@ type Config struct {
 	Logger *slog.Logger
 	// Gatherer is served on /metrics. Default prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
-	// Tenant is the tenant every request runs as until API keys exist
-	// (the multi-tenant issue). Default "local".
+	// Tenancy holds tenants, API keys and the usage ledger: every /v1/
+	// request then needs "Authorization: Bearer <key>", runs are admitted
+	// against the tenant's limits cluster-wide, and every run is billed in
+	// the ledger. Nil: no keys, every request runs as Tenant (a single-user
+	// embedding; the gateway command always sets it).
+	Tenancy *Tenancy
+	// Tenant is the tenant every request runs as without Tenancy. Default
+	// "local".
 	Tenant string
+	// DevKeys, in local mode, is given to a web UI on this machine
+	// (GET /ui/session), so nobody pastes a key. Nil: the UI asks for one.
+	DevKeys *DevKeys
+	// Registerer receives the gateway's metrics (per tenant, bounded).
+	// Default prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
+	// AdmitTimeout bounds the tenant limiter's answer. Default 2 s.
+	AdmitTimeout time.Duration
+	// MaxStreamsPerKey caps a key's concurrent event streams (SSE, WebSocket,
+	// streamed chat completions) when its tenant sets no max_streams.
+	// Default 64; negative: no cap.
+	MaxStreamsPerKey int
 	// MaxBodyBytes caps a request body. Default 1 MiB.
 	MaxBodyBytes int64
 	// MaxQueryBytes caps a run's question (and a chat request's whole
@@ -51,7 +70,8 @@ type Config struct {
 // DefaultConfig returns the defaults described on each field (Engine unset).
 func DefaultConfig() Config {
 	return Config{
-		Logger: slog.Default(), Gatherer: prometheus.DefaultGatherer, Tenant: "local",
+		Logger: slog.Default(), Gatherer: prometheus.DefaultGatherer, Registerer: prometheus.DefaultRegisterer, Tenant: "local",
+		AdmitTimeout: 2 * time.Second, MaxStreamsPerKey: 64,
 		MaxBodyBytes: 1 << 20, MaxQueryBytes: 32 << 10, PingInterval: 15 * time.Second,
 		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second,
 	}
@@ -70,6 +90,12 @@ func (c *Config) validate() error {
 	}
 	if c.Tenant == "" {
 		c.Tenant = d.Tenant
+	}
+	if c.AdmitTimeout == 0 {
+		c.AdmitTimeout = d.AdmitTimeout
+	}
+	if c.MaxStreamsPerKey == 0 {
+		c.MaxStreamsPerKey = d.MaxStreamsPerKey
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = d.MaxBodyBytes
@@ -96,8 +122,15 @@ func (c *Config) validate() error {
 type Server struct {
 	cfg     Config
 	engine  *actors.Engine
+	tenancy *Tenancy
 	logger  *slog.Logger
 	handler http.Handler
+	metrics *gatewayMetrics
+
+	streamsMu sync.Mutex
+	streams   map[string]int // open event streams per key id
+
+	accounting sync.WaitGroup // runs waiting to be billed
 }
 
 // New builds a gateway on cfg.Engine.
@@ -105,7 +138,13 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, engine: cfg.Engine, logger: cfg.Logger}
+	s := &Server{cfg: cfg, engine: cfg.Engine, tenancy: cfg.Tenancy, logger: cfg.Logger,
+		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}}
+	if s.tenancy != nil {
+		if err := s.engine.ServeLedger(s.ledgerState); err != nil {
+			return nil, err
+		}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/runs", s.createRun)
 	mux.HandleFunc("GET /v1/runs/{id}", s.getRun)
@@ -116,6 +155,17 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	mux.HandleFunc("GET /v1/models", s.listModels)
 	mux.HandleFunc("POST /v1/tokenize", s.tokenize)
+	mux.HandleFunc("GET /v1/usage", s.getUsage)
+	if s.tenancy != nil {
+		mux.HandleFunc("POST /v1/admin/tenants", s.adminCreateTenant)
+		mux.HandleFunc("GET /v1/admin/tenants", s.adminListTenants)
+		mux.HandleFunc("GET /v1/admin/tenants/{id}", s.adminGetTenant)
+		mux.HandleFunc("PATCH /v1/admin/tenants/{id}", s.adminPatchTenant)
+		mux.HandleFunc("POST /v1/admin/tenants/{id}/keys", s.adminCreateKey)
+		mux.HandleFunc("DELETE /v1/admin/keys/{key_id}", s.adminRevokeKey)
+		mux.HandleFunc("GET /v1/admin/audit", s.adminAudit)
+	}
+	mux.HandleFunc("GET /ui/session", s.uiSession)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
@@ -123,8 +173,27 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
 	})
-	s.handler = s.recoverer(mux)
+	s.handler = s.recoverer(s.withAuth(mux))
+	if s.tenancy != nil {
+		go s.recoverOpen()
+	}
 	return s, nil
+}
+
+// Close waits (until ctx is done) for the runs admitted here to be billed
+// in the ledger: call it after the engine has ended its runs.
+func (s *Server) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.accounting.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gateway: runs still unbilled at shutdown: %w", ctx.Err())
+	}
 }
 
 // Handler serves the gateway's routes.

@@ -17,12 +17,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
+	"github.com/qlc-project/qlc/gateway/store"
 )
 
 func main() { cli.Main("gateway", run) }
@@ -43,9 +45,17 @@ func run(args []string) error {
 	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
+	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, usage ledger, audit) and, in local mode, dev-keys.json (QLC_DATA_DIR)")
+	tenantsFile := fs.String("tenants", cli.Env("QLC_TENANTS", ""), "tenants file (YAML or JSON): tenants, their keys and limits, admin keys (QLC_TENANTS)")
+	tlsCert := fs.String("tls-cert", cli.Env("QLC_TLS_CERT", ""), "PEM certificate (chain) for HTTPS on -addr; with -tls-key (QLC_TLS_CERT)")
+	tlsKey := fs.String("tls-key", cli.Env("QLC_TLS_KEY", ""), "PEM private key for -tls-cert (QLC_TLS_KEY)")
+	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
 	}
 
 	logger, err := cli.NewLogger(*logFormat, *logLevel, *local)
@@ -71,7 +81,7 @@ func run(args []string) error {
 			Base: cli.Hostname("gateway"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
 			Key: key, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
 		})
-		ecfg.Placer, ecfg.TokenizerPlacer, ecfg.Nodes = members, members, nil
+		ecfg.Placer, ecfg.TokenizerPlacer, ecfg.Limiters, ecfg.Nodes = members, members, members, nil
 		fallthrough
 	case len(ecfg.Nodes) > 0:
 		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
@@ -91,8 +101,21 @@ func run(args []string) error {
 		}
 		defer members.Close()
 	}
+	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local, logger)
+	if err != nil {
+		return err
+	}
+	defer tenancy.Store().Close()
+	if members != nil {
+		self := engine.Address()
+		if err := tenancy.Replicate(engine, func() []string { return members.Gateways(self) }, time.Minute); err != nil {
+			return err
+		}
+		defer tenancy.Close()
+	}
 	gcfg := gateway.DefaultConfig()
-	gcfg.Engine, gcfg.Logger, gcfg.Gatherer = engine, logger, reg
+	gcfg.Engine, gcfg.Logger, gcfg.Gatherer, gcfg.Registerer = engine, logger, reg, reg
+	gcfg.Tenancy, gcfg.DevKeys, gcfg.MaxStreamsPerKey = tenancy, devKeys, *maxStreams
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes = *maxQuery, int64(*maxBody)
 	if members != nil {
 		gcfg.Ready = members.Ready
@@ -107,7 +130,11 @@ func run(args []string) error {
 		return err
 	}
 	srv := gateway.NewHTTPServer(*addr, gw.Handler(), logger)
-	url := "http://" + displayAddr(ln.Addr().String())
+	scheme := "http://"
+	if *tlsCert != "" {
+		scheme = "https://"
+	}
+	url := scheme + displayAddr(ln.Addr().String())
 	logger.Info("QLC gateway listening", "url", url, "local", *local, "nodes", ecfg.Nodes, "seeds", *seeds, "actor_address", engine.Address(),
 		"profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
 	if *local {
@@ -117,7 +144,13 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if *tlsCert != "" {
+			errc <- srv.ServeTLS(ln, *tlsCert, *tlsKey)
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -130,10 +163,55 @@ func run(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	engine.Shutdown(sctx)
+	if err := gw.Close(sctx); err != nil {
+		logger.Error("shutdown", "error", err)
+	}
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// openTenancy opens the store in dataDir and loads the tenants: from the
+// tenants file, QLC_ADMIN_KEY, and in local mode the dev tenant (made on
+// first start and written to dataDir/dev-keys.json).
+func openTenancy(dataDir, tenantsFile string, local bool, logger *slog.Logger) (*gateway.Tenancy, *gateway.DevKeys, error) {
+	st, err := store.Open(filepath.Join(dataDir, "qlc.db"))
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := gateway.NewTenancy(st, logger)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	fail := func(err error) (*gateway.Tenancy, *gateway.DevKeys, error) {
+		st.Close()
+		return nil, nil, err
+	}
+	if tenantsFile != "" {
+		if err := t.LoadTenantsFile(tenantsFile); err != nil {
+			return fail(err)
+		}
+	}
+	if k := os.Getenv("QLC_ADMIN_KEY"); k != "" {
+		if err := t.AddAdminKey(k); err != nil {
+			return fail(fmt.Errorf("QLC_ADMIN_KEY: %w", err))
+		}
+	}
+	if !local {
+		return t, nil, nil
+	}
+	path := filepath.Join(dataDir, "dev-keys.json")
+	dk, created, err := t.EnsureDevKeys(path)
+	if err != nil {
+		return fail(err)
+	}
+	if created {
+		logger.Info("local mode: created the dev tenant and an admin key", "file", path)
+	}
+	fmt.Fprintf(os.Stderr, "\n  API keys for local use are in %s (tenant_key, admin_key); the web UI uses them by itself\n", path)
+	return t, &dk, nil
 }
 
 func displayAddr(a string) string {

@@ -63,11 +63,19 @@ func run(args []string) error {
 		cfg.PreloadTokenizer = true
 		kinds = append(kinds, cli.KindTokenizer)
 	}
+	var members *cli.Membership
+	// Tenant limiters hosted here rebuild from the gateways' ledgers.
+	cfg.LedgerHosts = func() []string {
+		if members == nil {
+			return nil
+		}
+		return members.Gateways("")
+	}
 	engine, err := actors.NewEngine(cfg)
 	if err != nil {
 		return err
 	}
-	members := cli.NewMembership(cli.MembershipConfig{
+	members = cli.NewMembership(cli.MembershipConfig{
 		Base: cli.Hostname("node"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
 		Key: key, Insecure: *insecure, Kinds: kinds, DisableFeatures: cli.SplitList(*disable),
 		Logger: logger, Registerer: reg,

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"hash/fnv"
+	"strconv"
 	"strings"
 
 	"errors"
@@ -200,6 +202,49 @@ func (m *Membership) TokenizerHosts(key string) []string {
 	}
 	for _, mem := range c.Members() {
 		if mem.Has(KindTokenizer) && !mem.Draining && mem.RemoteAddr != "" && !slices.Contains(out, mem.RemoteAddr) {
+			out = append(out, mem.RemoteAddr)
+		}
+	}
+	return out
+}
+
+// LimiterHost places tenant limiters: the rendezvous owner of the tenant
+// among the members hosting run coordinators (and not draining). view names
+// that set of members, so a limiter knows when ownership may have moved.
+func (m *Membership) LimiterHost(tenant string) (string, string, bool) {
+	c := m.current()
+	if c == nil {
+		return "", "", false
+	}
+	owner, ok := c.Owner(KindCoordinator, "tenant/"+tenant)
+	if !ok || owner.RemoteAddr == "" {
+		return "", "", false
+	}
+	var names []string
+	for _, mem := range c.Members() {
+		if mem.Has(KindCoordinator) && !mem.Draining {
+			names = append(names, mem.Name)
+		}
+	}
+	slices.Sort(names)
+	h := fnv.New64a()
+	for _, n := range names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+	}
+	return owner.RemoteAddr, strconv.FormatUint(h.Sum64(), 36), true
+}
+
+// Gateways returns the actor addresses of the gateways in the cluster
+// (their ledgers and tenant registries), except the address skip.
+func (m *Membership) Gateways(skip string) []string {
+	c := m.current()
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, mem := range c.Members() {
+		if mem.Has(KindGateway) && mem.RemoteAddr != "" && mem.RemoteAddr != skip {
 			out = append(out, mem.RemoteAddr)
 		}
 	}

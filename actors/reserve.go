@@ -1,0 +1,64 @@
+package actors
+
+import (
+	"fmt"
+
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// reserveOutputOverhead bounds what an earlier stage's output adds to a
+// later prompt besides its own tokens (a trim marker, separators).
+const reserveOutputOverhead = 16
+
+// Reservation is an upper bound of the tokens (prompt + completion, every
+// stage) req can use when no attempt is retried: what a tenant's limiter
+// reserves at admission. Stage k's prompt is its template with the question
+// and history, plus every earlier stage's whole max_tokens (capped by the
+// model's context window); its output is at most its max_tokens (or
+// req.MaxTokens). Counting is local (no tokenizer actor round trip); a
+// retried or restarted attempt uses more than this, and is billed.
+func (e *Engine) Reservation(req RunRequest) (int64, error) {
+	p, err := e.cfg.Stages.Profile(req.Profile)
+	if err != nil {
+		return 0, err
+	}
+	empty := map[stagework.Stage]string{}
+	for _, st := range p.Stages {
+		empty[st.Stage] = ""
+	}
+	var total, earlier int64
+	for _, st := range p.Stages {
+		out := int64(st.MaxTokens)
+		if req.MaxTokens > 0 {
+			out = int64(req.MaxTokens)
+		}
+		spec := st
+		spec.MaxTokens = int(out)
+		// A fallback may be another model with another tokenizer: count with
+		// the larger.
+		var prompt int64
+		models := []string{st.Model}
+		if st.Fallback != nil {
+			models = append(models, st.Fallback.Model)
+		}
+		for _, m := range models {
+			spec.Model = m
+			counter, err := counterFor(m)
+			if err != nil {
+				return 0, fmt.Errorf("actors: reservation: %w", err)
+			}
+			msgs, err := stagework.BuildPrompt(spec, stagework.PromptInput{Query: req.Query, History: req.History, Outputs: empty})
+			if err != nil {
+				return 0, fmt.Errorf("actors: reservation: %w", err)
+			}
+			n := int64(stagework.PromptTokens(msgs, counter)) + earlier
+			if w := int64(stagework.ContextWindowOf(spec)); w > 0 {
+				n = min(n, w-out)
+			}
+			prompt = max(prompt, n)
+		}
+		total += prompt + out
+		earlier += out + reserveOutputOverhead
+	}
+	return total, nil
+}

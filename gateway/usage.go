@@ -1,0 +1,256 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// maxRunWait bounds how long the ledger waits for one run to end.
+const maxRunWait = 24 * time.Hour
+
+// account waits for an admitted run to end, writes its usage record to the
+// ledger (exactly once: the record is keyed by run id, and its reservation
+// is removed in the same transaction), and settles the tenant's limiter at
+// the run's real token count.
+func (s *Server) account(hub *actors.Hub, a *admission) {
+	s.accounting.Add(1)
+	go func() {
+		defer s.accounting.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), maxRunWait)
+		err := hub.WaitDone(ctx)
+		cancel()
+		u := usageFromLog(hub.Events(1), s.engine.Stages(), a)
+		if err != nil {
+			u.Status = "abandoned"
+		}
+		s.settle(u, a)
+	}()
+}
+
+// settle records u and tells the limiter.
+func (s *Server) settle(u store.Usage, a *admission) {
+	s.metrics.observeRun(u)
+	if s.tenancy == nil {
+		return
+	}
+	if _, err := s.tenancy.Store().RecordUsage(u); err != nil {
+		// The reservation stays in the ledger: the budget stays reserved
+		// (never overrun), and the next start retries the record.
+		s.logger.Error("ledger: record usage", "run_id", u.RunID, "tenant", u.TenantID, "error", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.engine.Settle(ctx, a.tenant, a.runID, u.TotalTokens); err != nil {
+		s.logger.Warn("tenant limiter: settle (its next rebuild reads the ledger)", "run_id", a.runID, "error", err)
+	}
+}
+
+// usageFromLog bills a run from its log: every finished stage's usage, and
+// what void attempts (restarted, cancelled, failed) used, each at its
+// model's price.
+func usageFromLog(evs []*messages.RunEvent, prices *stagework.Config, a *admission) store.Usage {
+	u := store.Usage{RunID: a.runID, TenantID: a.tenant, Profile: a.profile, AdmittedAt: a.at, Status: "abandoned", EndedAt: time.Now().UTC()}
+	byStage := map[messages.Stage]int{} // index into u.Stages
+	model := map[messages.Stage]*messages.StageStarted{}
+	started := map[messages.Stage]time.Time{}
+	add := func(st messages.Stage, m string, us *messages.Usage, at time.Time) {
+		if us == nil || st == messages.Stage_STAGE_UNSPECIFIED {
+			return
+		}
+		i, ok := byStage[st]
+		if !ok {
+			i = len(u.Stages)
+			byStage[st] = i
+			u.Stages = append(u.Stages, store.StageUsage{Stage: stageName(st)})
+		}
+		s := &u.Stages[i]
+		if m != "" {
+			s.Model = m
+		}
+		if ss := model[st]; ss != nil {
+			s.Provider = ss.Provider
+		}
+		s.PromptTokens += us.PromptTokens
+		s.CompletionTokens += us.CompletionTokens
+		if p, ok := prices.Price(m); ok {
+			s.CostUSD += p.Cost(stagework.Usage{PromptTokens: us.PromptTokens, CompletionTokens: us.CompletionTokens})
+		}
+		if t0, ok := started[st]; ok && !at.IsZero() {
+			s.DurationMS = at.Sub(t0).Milliseconds()
+		}
+	}
+	var current messages.Stage
+	for _, ev := range evs {
+		at := ev.GetTime().AsTime()
+		switch k := ev.Kind.(type) {
+		case *messages.RunEvent_StageStarted:
+			current = k.StageStarted.Stage
+			model[current] = k.StageStarted
+			if _, ok := started[current]; !ok {
+				started[current] = at
+			}
+		case *messages.RunEvent_TokenDelta:
+			if u.TTFTMS == 0 {
+				u.TTFTMS = max(1, at.Sub(a.at).Milliseconds())
+			}
+		case *messages.RunEvent_StageCompleted:
+			add(k.StageCompleted.Stage, k.StageCompleted.Model, k.StageCompleted.Usage, at)
+		case *messages.RunEvent_StageRestarted:
+			add(k.StageRestarted.Stage, model[k.StageRestarted.Stage].GetModel(), k.StageRestarted.Usage, at)
+		case *messages.RunEvent_RunCompleted:
+			u.Status, u.EndedAt = "completed", at
+		case *messages.RunEvent_RunCancelled:
+			add(current, model[current].GetModel(), k.RunCancelled.Usage, at)
+			u.Status, u.EndedAt = "cancelled", at
+		case *messages.RunEvent_RunFailed:
+			st := k.RunFailed.Stage
+			if st == messages.Stage_STAGE_UNSPECIFIED {
+				st = current
+			}
+			add(st, model[st].GetModel(), k.RunFailed.Usage, at)
+			u.Status, u.EndedAt = "failed", at
+		}
+	}
+	for _, s := range u.Stages {
+		u.PromptTokens += s.PromptTokens
+		u.CompletionTokens += s.CompletionTokens
+		u.CostUSD += s.CostUSD
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	u.EndedAt = u.EndedAt.UTC()
+	if d := u.EndedAt.Sub(a.at); d > 0 {
+		u.DurationMS = d.Milliseconds()
+	}
+	return u
+}
+
+func stageName(s messages.Stage) string {
+	switch s {
+	case messages.Stage_STAGE_GENERATOR:
+		return "generator"
+	case messages.Stage_STAGE_REFINER:
+		return "refiner"
+	case messages.Stage_STAGE_VALIDATOR:
+		return "validator"
+	case messages.Stage_STAGE_CURATOR:
+		return "curator"
+	}
+	return s.String()
+}
+
+// recoverOpen accounts the runs a previous life of this gateway admitted
+// but did not record (it was killed): a run still going on a node is
+// followed again (its coordinator replays the whole log) and billed when it
+// ends; one that cannot be found is recorded "abandoned", with no tokens
+// (what it used died with its log), and its reservation released.
+func (s *Server) recoverOpen() {
+	if s.tenancy == nil {
+		return
+	}
+	open, err := s.tenancy.Store().OpenReservations("")
+	if err != nil {
+		s.logger.Error("ledger: open reservations", "error", err)
+		return
+	}
+	for _, r := range open {
+		a := &admission{tenant: r.TenantID, runID: r.RunID, profile: r.Profile, reserved: r.Tokens, at: r.At.UTC()}
+		if hub, err := s.engine.Attach(r.RunID); err == nil {
+			s.logger.Info("ledger: following a run admitted before this gateway restarted", "run_id", r.RunID, "tenant", r.TenantID)
+			s.account(hub, a)
+			continue
+		}
+		s.logger.Warn("ledger: a run admitted before this gateway restarted is gone; recorded as abandoned", "run_id", r.RunID, "tenant", r.TenantID)
+		u := store.Usage{RunID: r.RunID, TenantID: r.TenantID, Profile: r.Profile, Status: "abandoned", AdmittedAt: a.at, EndedAt: time.Now().UTC()}
+		s.settle(u, a)
+	}
+}
+
+// getUsage serves GET /v1/usage?from=&to=[&tenant=]: a tenant sees its own
+// records; an admin key sees every tenant's (or one, with tenant=).
+func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
+	if s.tenancy == nil {
+		writeError(w, errNotFound("unknown_endpoint", "usage is recorded only with tenancy on"))
+		return
+	}
+	p := principalOf(r)
+	q := r.URL.Query()
+	from, e := timeParam(q.Get("from"), "from", time.Now().UTC().AddDate(0, 0, -30))
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	to, e := timeParam(q.Get("to"), "to", time.Now().UTC().Add(time.Minute))
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	if !to.After(from) {
+		writeError(w, errInvalidParam("to", "invalid_range", "to must be after from"))
+		return
+	}
+	limit := 10000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, errInvalidParam("limit", "invalid_limit", "limit must be between 1 and 10000"))
+			return
+		}
+		limit = n
+	}
+	tenant := p.tenantID()
+	if p.admin {
+		tenant = q.Get("tenant") // "" = all
+	} else if q.Has("tenant") && q.Get("tenant") != tenant {
+		writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "admin_key_required",
+			Message: "a tenant key sees only its own usage"})
+		return
+	}
+	recs, err := s.tenancy.Store().Usage(tenant, from, to, limit)
+	if err != nil {
+		s.logger.Error("ledger: usage", "error", err)
+		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "could not read the ledger"))
+		return
+	}
+	if recs == nil {
+		recs = []store.Usage{}
+	}
+	var sum struct {
+		Runs             int     `json:"runs"`
+		PromptTokens     int64   `json:"prompt_tokens"`
+		CompletionTokens int64   `json:"completion_tokens"`
+		TotalTokens      int64   `json:"total_tokens"`
+		CostUSD          float64 `json:"cost_usd"`
+	}
+	for _, u := range recs {
+		sum.Runs++
+		sum.PromptTokens += u.PromptTokens
+		sum.CompletionTokens += u.CompletionTokens
+		sum.TotalTokens += u.TotalTokens
+		sum.CostUSD += u.CostUSD
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "from": from, "to": to, "data": recs, "totals": sum})
+}
+
+// timeParam reads an RFC 3339 time or Unix seconds; def if empty.
+func timeParam(v, name string, def time.Time) (time.Time, *apiError) {
+	if v == "" {
+		return def, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t.UTC(), nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 && n < 1<<40 {
+		return time.Unix(n, 0).UTC(), nil
+	}
+	return time.Time{}, errInvalidParam(name, "invalid_time", name+" must be an RFC 3339 time (2026-11-26T00:00:00Z) or Unix seconds")
+}
+
+var errUnknownProfile = stagework.ErrUnknownProfile
