@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 type coordinatorDeps struct {
 	draining atomic.Bool  // refuse new runs (the node is leaving)
 	hosted   atomic.Int64 // coordinators running on this process
+	slots    *runSlots    // the process's run slots: runs start in weighted-fair order per tenant
 
 	stages    *stagework.Config
 	providers map[string]stagework.Provider
@@ -35,6 +37,44 @@ type coordinatorDeps struct {
 // retryTick is a coordinator's timer to itself (never leaves its mailbox):
 // the backoff before a retry is over.
 type retryTick struct{ gen int }
+
+// slotGranted is the run slots' word to a coordinator whose run waited for
+// a slot: it holds one now (never leaves its mailbox).
+type slotGranted struct{}
+
+// slotState is where a coordinator's run is with its run slot.
+type slotState uint8
+
+const (
+	slotNone     slotState = iota // not asked for yet
+	slotWaiting                   // queued in deps.slots
+	slotHeld                      // holds a slot
+	slotReleased                  // given back (or left the queue); never asked again
+)
+
+// admit takes a run slot for the run and starts its first stage, or queues
+// the run: the first stage then starts on slotGranted. A resumed run asks
+// too (its new node's slots are what it uses). The key carries the epoch so
+// a lost coordinator's late release never frees its successor's slot.
+func (c *coordinator) admit(ctx actor.Context) {
+	c.slotKey = c.run.RunId + "@" + strconv.FormatUint(c.run.Epoch, 10)
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	if !c.deps.slots.acquire(c.run.Tenant, max(c.run.Weight, 1), c.slotKey, func() { root.Send(self, &slotGranted{}) }) {
+		c.slot = slotWaiting
+		c.logger.Debug("run waits for a run slot", "tenant", c.run.Tenant)
+		return
+	}
+	c.slot = slotHeld
+	c.nextStage(ctx)
+}
+
+// releaseSlot gives the run's slot back, or leaves the queue; once.
+func (c *coordinator) releaseSlot() {
+	if c.slot == slotWaiting || c.slot == slotHeld {
+		c.deps.slots.release(c.run.Tenant, c.slotKey)
+	}
+	c.slot = slotReleased
+}
 
 // coordinator is the RunCoordinator of one run.
 type coordinator struct {
@@ -53,6 +93,8 @@ type coordinator struct {
 	cur         *stageAttempt
 	ended       bool
 	counted     bool // counted in deps.hosted
+	slot        slotState
+	slotKey     string // the run's key in deps.slots
 	timer       *time.Timer
 	timerGen    int
 }
@@ -143,6 +185,11 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		if m.gen == c.timerGen && !c.ended && c.cur != nil && c.cur.worker == nil {
 			c.spawnWorker(ctx)
 		}
+	case *slotGranted:
+		if c.slot == slotWaiting && !c.ended {
+			c.slot = slotHeld
+			c.nextStage(ctx)
+		}
 	case *messages.CancelRun:
 		c.cancel(ctx, m)
 	case *messages.RunEventAck:
@@ -170,6 +217,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		c.ended = true // a stopping coordinator starts nothing new
 		c.stopTimer()
+		c.releaseSlot()
 		if c.counted {
 			c.counted = false
 			c.deps.hosted.Add(-1)
@@ -290,7 +338,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 			Stage: interrupted, Reason: "coordinator moved to another node; the stage is redone",
 			Usage: movedUsage(void, voidText.String())}}})
 	}
-	c.nextStage(ctx)
+	c.admit(ctx)
 }
 
 // nextStage starts the first stage without output, or completes the run.
@@ -563,6 +611,10 @@ const finishLinger = 10 * time.Second
 // itself stops when the hub acknowledges the whole log (RunEventAck), so it
 // can resend what the transport lost, or after finishLinger.
 func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
+	// The run does no more work: its slot is free before anyone sees the
+	// end (a client that starts its next run then finds it), and the
+	// lingering coordinator holds none.
+	c.releaseSlot()
 	c.emit(ctx, ev)
 	c.ended = true
 	c.stopTimer()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,7 +93,7 @@ func (p *limiterParent) Receive(ctx actor.Context) {
 		}
 	}
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, open: map[string]int64{}}
+		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, open: map[string]int64{}, granted: map[string]bool{}}
 	}), tenant)
 	if err != nil {
 		ctx.Respond(&messages.AdmitReply{Message: "cannot start the tenant's limiter: " + err.Error()})
@@ -122,6 +123,15 @@ type rebuilt struct {
 	now             time.Time
 }
 
+// refresh asks a limiter to re-read the ledgers (see ledgerRefresh).
+type refresh struct{}
+
+// ledgerRefresh is when a limiter re-reads the ledgers while it holds
+// reservations it learned only from them: their Admit may have been decided
+// by another limiter (ownership moving) and refused there, in which case
+// the gateway has dropped them and only a re-read frees them.
+const ledgerRefresh = 15 * time.Second
+
 // tenantLimiter holds one tenant's counters.
 type tenantLimiter struct {
 	tenant  string
@@ -133,6 +143,7 @@ type tenantLimiter struct {
 	period  int64  // period_start_unix_ms the budget counters are for
 	window  []admitted
 	open    map[string]int64 // run id -> reserved tokens, until settled
+	granted map[string]bool  // runs this limiter admitted (an Admit repeated for one is granted again)
 	used    int64            // settled tokens in the period
 	pending []pendingMsg
 	busy    bool // a rebuild is under way
@@ -163,6 +174,10 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 		}
 		l.settle(m)
 		ctx.Respond(&messages.SettleAck{})
+	case *refresh:
+		if l.built && !l.busy {
+			l.rebuild(ctx, l.view, l.period)
+		}
 	case *rebuilt:
 		l.apply(m)
 		pending := l.pending
@@ -184,6 +199,13 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 				if p.sender != nil {
 					ctx.Send(p.sender, &messages.SettleAck{})
 				}
+			}
+		}
+		for run := range l.open {
+			if !l.granted[run] {
+				self, root := ctx.Self(), ctx.ActorSystem().Root
+				time.AfterFunc(ledgerRefresh, func() { root.Send(self, &refresh{}) })
+				break
 			}
 		}
 	}
@@ -228,6 +250,7 @@ func (l *tenantLimiter) apply(r *rebuilt) {
 	l.busy, l.built, l.view = false, true, r.view
 	l.window = l.window[:0]
 	l.open = map[string]int64{}
+	l.granted = map[string]bool{}
 	l.used = 0
 	seen := map[string]bool{}
 	for _, st := range r.states {
@@ -264,8 +287,19 @@ func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitR
 		i++
 	}
 	l.window = l.window[i:]
-	if _, dup := l.open[m.RunId]; dup {
-		return &messages.AdmitReply{Ok: true} // a repeated Admit (the gateway retried)
+	if _, open := l.open[m.RunId]; open {
+		if l.granted[m.RunId] {
+			return &messages.AdmitReply{Ok: true} // a repeated Admit (the gateway retried)
+		}
+		// Known only from the ledger: the gateway wrote the reservation
+		// before asking, and this is the asking. Decide it like any other.
+		delete(l.open, m.RunId)
+		for i := range l.window {
+			if l.window[i].run == m.RunId {
+				l.window = slices.Delete(l.window, i, i+1)
+				break
+			}
+		}
 	}
 	retryAt := func(i int) int64 { // when window[i] leaves the window
 		return max(1, l.window[i].at.Add(limiterWindow).Sub(now).Milliseconds())
@@ -315,6 +349,7 @@ func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitR
 	}
 	l.window = append(l.window, admitted{at: now, run: m.RunId, tokens: m.Tokens})
 	l.open[m.RunId] = m.Tokens
+	l.granted[m.RunId] = true
 	return &messages.AdmitReply{Ok: true}
 }
 
@@ -328,6 +363,7 @@ func (l *tenantLimiter) settle(m *messages.Settle) {
 		return // not reserved here: the ledger the next rebuild reads has it
 	}
 	delete(l.open, m.RunId)
+	delete(l.granted, m.RunId)
 	l.used += m.Tokens
 	for i := range l.window {
 		if l.window[i].run == m.RunId {

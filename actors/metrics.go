@@ -35,6 +35,10 @@ type Metrics struct {
 	hedges             *prometheus.CounterVec // outcome
 
 	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
+
+	slots        atomic.Pointer[runSlots] // read by the two gauges below; nil: no slots yet
+	slotsInUse   prometheus.GaugeFunc
+	slotsWaiting prometheus.GaugeFunc
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -102,13 +106,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "qlc_placements_total", Help: "Run placements, by outcome: local, remote, refused (a node said no or did not answer; the next was tried), failed (no node took it).",
 		}, []string{"outcome"}),
 	}
+	m.slotsInUse = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "qlc_run_slots_in_use", Help: "Runs holding one of this process's run slots (Config.RunSlots).",
+	}, func() float64 { return float64(m.slots.Load().stats().Running) })
+	m.slotsWaiting = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "qlc_runs_waiting_for_slot", Help: "Runs queued for a run slot of this process, in weighted-fair order per tenant.",
+	}, func() float64 { return float64(m.slots.Load().stats().Waiting) })
 	for s := messages.Stage_STAGE_GENERATOR; s <= messages.Stage_STAGE_CURATOR; s++ {
 		m.tokensByStage[s] = m.tokensStreamed.WithLabelValues(stageName(s))
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges)
+			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges,
+			m.slotsInUse, m.slotsWaiting)
 	}
 	return m
 }
@@ -183,4 +194,10 @@ func (t transportStats) HandleRPC(_ context.Context, s stats.RPCStats) {
 		t.m.transportMsgs.WithLabelValues("sent").Inc()
 		t.m.transportBytes.WithLabelValues("sent").Add(float64(p.WireLength))
 	}
+}
+
+// useRunSlots makes the run-slot gauges report s, and returns s.
+func (m *Metrics) useRunSlots(s *runSlots) *runSlots {
+	m.slots.Store(s)
+	return s
 }

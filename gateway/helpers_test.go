@@ -76,7 +76,7 @@ func startGateway(t testing.TB, configYAML string, mutate func(*Config, *actors.
 	ecfg.Logger, ecfg.Stages, ecfg.Providers, ecfg.Registerer = logger, stages, providers, reg
 	ecfg.Retry = stagework.RetryPolicy{AttemptsPerModel: 2, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
 	gcfg := DefaultConfig()
-	gcfg.Logger, gcfg.Gatherer = logger, reg
+	gcfg.Logger, gcfg.Gatherer, gcfg.Registerer = logger, reg, reg
 	if mutate != nil {
 		mutate(&gcfg, &ecfg)
 	}

@@ -1,0 +1,108 @@
+package store
+
+import (
+	"database/sql"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkReserveRecordUsage measures the durable cost of one admitted run:
+// a Reserve and a RecordUsage, two commits to the WAL. "serial" is one
+// caller; "parallel" is GOMAXPROCS callers sharing the write connection.
+func BenchmarkReserveRecordUsage(b *testing.B) {
+	b.Run("serial", func(b *testing.B) {
+		s := openTemp(b)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			benchRun(b, s, i)
+			i++
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	})
+	b.Run("parallel", func(b *testing.B) {
+		s := openTemp(b)
+		b.ReportAllocs()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				benchRun(b, s, int(next.Add(1)))
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	})
+}
+
+// benchRun reserves and settles the i-th run.
+func benchRun(b *testing.B, s *Store, i int) {
+	run := "r" + strconv.Itoa(i)
+	now := base.Add(time.Duration(i) * time.Millisecond)
+	if err := s.Reserve(Reservation{RunID: run, TenantID: "t1", Profile: "fast", Tokens: 4000, At: now}); err != nil {
+		b.Fatal(err)
+	}
+	if ok, err := s.RecordUsage(usageOf(run, "t1", now, 1234)); err != nil || !ok {
+		b.Fatalf("RecordUsage = %v, %v", ok, err)
+	}
+}
+
+// BenchmarkLedgerSince measures a limiter rebuild of a tenant whose ledger
+// holds rows runs (one in twenty still open) spread over 30 days, with as
+// many runs of another tenant beside it. "since=1h" asks for the last hour
+// (rows/720 entries); "since=all" returns every row. Both also sum the
+// settled tokens of the current month (13 of the 30 days).
+func BenchmarkLedgerSince(b *testing.B) {
+	for _, rows := range []int{1000, 10000} {
+		s := openTemp(b)
+		span := 30 * 24 * time.Hour
+		step := span / time.Duration(rows)
+		start := base.Add(-span)
+		if err := s.withTx(func(tx *sql.Tx) error {
+			for _, tenant := range []string{"t1", "t2"} {
+				for i := range rows {
+					u := usageOf(fmt.Sprintf("%s-%06d", tenant, i), tenant, start.Add(time.Duration(i)*step), 1000)
+					if i%20 == 0 {
+						if _, err := tx.Exec(`INSERT INTO reservations (run_id, tenant_id, profile, tokens, at) VALUES (?, ?, ?, ?, ?)`,
+							u.RunID, tenant, u.Profile, 4000, u.AdmittedAt.UnixNano()); err != nil {
+							return err
+						}
+						continue
+					}
+					args, err := usageArgs(u)
+					if err != nil {
+						return err
+					}
+					if _, err := tx.Exec(`INSERT INTO usage (`+usageColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		period := Limits{BudgetPeriod: PeriodMonth}.PeriodStart(base)
+		for _, c := range []struct {
+			name  string
+			since time.Time
+		}{
+			{"since=1h", base.Add(-time.Hour)},
+			{"since=all", time.Time{}},
+		} {
+			b.Run(fmt.Sprintf("rows=%d/%s", rows, c.name), func(b *testing.B) {
+				b.ReportAllocs()
+				var entries int
+				for b.Loop() {
+					recent, sum, err := s.LedgerSince("t1", c.since, period)
+					if err != nil || sum == 0 {
+						b.Fatalf("LedgerSince = %d entries, sum %d, %v", len(recent), sum, err)
+					}
+					entries = len(recent)
+				}
+				b.ReportMetric(float64(entries), "entries")
+			})
+		}
+	}
+}
