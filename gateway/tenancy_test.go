@@ -30,6 +30,13 @@ type tenantGateway struct {
 
 func startTenantGateway(t *testing.T, mutate func(*Config, *actors.Config)) *tenantGateway {
 	t.Helper()
+	return startTenantGatewayProfiles(t, "", mutate)
+}
+
+// startTenantGatewayProfiles is startTenantGateway with a profile file (as
+// startGateway takes it).
+func startTenantGatewayProfiles(t *testing.T, profiles string, mutate func(*Config, *actors.Config)) *tenantGateway {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "qlc.db"))
 	if err != nil {
@@ -43,7 +50,7 @@ func startTenantGateway(t *testing.T, mutate func(*Config, *actors.Config)) *ten
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := startGateway(t, "", func(c *Config, e *actors.Config) {
+	tg := startGateway(t, profiles, func(c *Config, e *actors.Config) {
 		c.Tenancy, c.DevKeys = tn, &dk
 		if mutate != nil {
 			mutate(c, e)

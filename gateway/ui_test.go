@@ -1,7 +1,9 @@
 package gateway
 
 // Browser tests of the web UI (gateway/web), in real headless Chromium driven
-// with chromedp against a real gateway (newTestGateway). They need Debian's
+// with chromedp against a real gateway (uiBackend) behind a uiFront, which
+// plays the API key contract, records what the page sends, and can cut its
+// event streams or answer with rate limit errors. They need Debian's
 // chromium (apt-get install -y chromium; .ci/run installs it). A machine
 // without it FAILS these tests on purpose: the UI is part of the product.
 //
@@ -9,20 +11,28 @@ package gateway
 // directory to keep screenshots of the pages the tests see.
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	"unicode"
+	"unicode/utf16"
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/log"
@@ -150,13 +160,17 @@ func (b *uiBrowser) listen(ev any) {
 }
 
 // noProblems fails the test if the page threw or logged an error (a CSP
-// violation, a failed request, a bug in app.js).
-func (b *uiBrowser) noProblems(t *testing.T) {
+// violation, a failed request, a bug in app.js), except for problems that
+// contain one of expected: the browser logs every HTTP error answer, also
+// those a test provokes on purpose.
+func (b *uiBrowser) noProblems(t *testing.T, expected ...string) {
 	t.Helper()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, p := range b.problems {
-		t.Errorf("page reported: %s", p)
+		if !slices.ContainsFunc(expected, func(e string) bool { return strings.Contains(p, e) }) {
+			t.Errorf("page reported: %s", p)
+		}
 	}
 }
 
@@ -282,9 +296,15 @@ type uiRun struct {
 	} `json:"stages"`
 }
 
-func getUIRun(t *testing.T, base, id string) uiRun {
+// run reads a run from the gateway behind the front, with the tests' key.
+func (f *uiFront) run(t *testing.T, id string) uiRun {
 	t.Helper()
-	resp, err := http.Get(base + "/v1/runs/" + id)
+	req, err := http.NewRequest(http.MethodGet, f.backend+"/v1/runs/"+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.key)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET run: %v", err)
 	}
@@ -297,6 +317,315 @@ func getUIRun(t *testing.T, base, id string) uiRun {
 		t.Fatalf("GET run: decode: %v", err)
 	}
 	return r
+}
+
+
+// uiBackend starts the gateway the browser tests reach through a uiFront: its
+// address, the tenant key the tests act with, and whether the gateway checks
+// keys itself. Until it does, the front plays the gateway's part of the auth
+// contract (401 for a missing or unknown key). Enabling real auth is this one
+// line: start the gateway with tenancy and uiTestConfig's profiles, e.g.
+//
+//	g := startTenantGateway(t, …); return g.URL, g.Dev.TenantKey, true
+func uiBackend(t *testing.T) (base, key string, checksKeys bool) {
+	g := startTenantGatewayProfiles(t, uiTestConfig, nil)
+	return g.URL, g.Dev.TenantKey, true
+}
+
+// uiFrontOptions say how a uiFront treats the page. They are fixed when the
+// front starts.
+type uiFrontOptions struct {
+	// local makes GET /ui/session answer with the tenant's key, as the gateway does in
+	// local mode to a browser on loopback; otherwise it is a 404.
+	local bool
+	// cutAfter[i] cuts event stream i (counted over the front's life) after
+	// that many whole frames, in the middle of the next one, with a clean
+	// end of the response: the page must drop the half frame and resume.
+	cutAfter []int
+	// crlf ends the event streams' lines with CRLF instead of LF.
+	crlf bool
+	// refuse, if set, may answer a /v1 request (after the key check) with an
+	// error instead of passing it on. It is called with the front's lock held.
+	refuse func(r *http.Request) *uiRefusal
+}
+
+// uiRefusal is an error the front answers with instead of the gateway.
+type uiRefusal struct {
+	err        *apiError
+	retryAfter string // the Retry-After header, if any
+}
+
+// uiRequest is one /v1 request the page made, as the front saw it.
+type uiRequest struct {
+	Method, Path, Query string
+	Auth                string // the Authorization header
+	LastEventID         string // the Last-Event-ID header
+	Status              int
+	ErrMsg              string // for an error answer: its error.message
+	Stream              int    // for event streams: its number (0, 1, …), else -1
+	LastID              string // for event streams: the id of the last whole frame sent
+}
+
+// uiFront stands between the browser and the gateway: it serves
+// GET /ui/session (local mode or not), checks the API key of every /v1
+// request when the gateway does not yet, records what the page sent, and
+// passes requests on. It copies event streams frame by frame itself, each
+// frame in two writes (a frame split across reads), so that it can cut them.
+type uiFront struct {
+	URL        string
+	backend    string
+	key        string // the key the page must send
+	checkKeys  bool   // the front refuses requests without key (the gateway does not)
+	opts       uiFrontOptions
+	proxy      *httputil.ReverseProxy
+	streamPath *regexp.Regexp
+
+	mu       sync.Mutex // guards the fields below and calls to opts.refuse
+	requests []uiRequest
+	streams  int            // event streams opened so far
+	open     map[string]int // run id -> its event streams being served now
+}
+
+// newUIFront starts a gateway (uiBackend) behind a front; the test's cleanup stops both.
+func newUIFront(t *testing.T, opts uiFrontOptions) *uiFront {
+	t.Helper()
+	backend, key, checksKeys := uiBackend(t)
+	target, err := url.Parse(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &uiFront{
+		backend: backend, key: key, checkKeys: !checksKeys, opts: opts,
+		proxy:      &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target) }},
+		streamPath: regexp.MustCompile(`^/v1/runs/([^/]+)/events$`),
+		open:       map[string]int{},
+	}
+	srv := httptest.NewServer(f)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	f.URL = srv.URL
+	return f
+}
+
+func (f *uiFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/ui/session" {
+		if !f.opts.local {
+			http.NotFound(w, r)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"tenant": "dev", "tenant_key": f.key})
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, "/v1/") {
+		f.proxy.ServeHTTP(w, r)
+		return
+	}
+	rec := uiRequest{
+		Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Stream: -1,
+		Auth: r.Header.Get("Authorization"), LastEventID: r.Header.Get("Last-Event-ID"),
+	}
+	sw := &uiStatusWriter{ResponseWriter: w}
+	defer func() {
+		rec.Status = sw.status
+		var e struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		if sw.status >= 400 && json.Unmarshal(sw.body.Bytes(), &e) == nil {
+			rec.ErrMsg = e.Error.Message
+		}
+		f.mu.Lock()
+		f.requests = append(f.requests, rec)
+		f.mu.Unlock()
+	}()
+	if no := f.refusal(r); no != nil {
+		if no.retryAfter != "" {
+			sw.Header().Set("Retry-After", no.retryAfter)
+		}
+		writeError(sw, no.err)
+		return
+	}
+	if m := f.streamPath.FindStringSubmatch(r.URL.Path); m != nil && r.Method == http.MethodGet {
+		f.stream(sw, r, m[1], &rec)
+		return
+	}
+	f.proxy.ServeHTTP(sw, r)
+}
+
+// refusal is the error a request gets from the front, or nil to pass it on.
+func (f *uiFront) refusal(r *http.Request) *uiRefusal {
+	if f.checkKeys {
+		switch auth := r.Header.Get("Authorization"); {
+		case auth == "":
+			return &uiRefusal{err: uiAuthError("missing API key: send Authorization: Bearer <key>")}
+		case auth != "Bearer "+f.key:
+			return &uiRefusal{err: uiAuthError("unknown API key")}
+		}
+	}
+	if f.opts.refuse == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opts.refuse(r)
+}
+
+func uiAuthError(msg string) *apiError {
+	return &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key", Message: msg}
+}
+
+// stream copies a run's event stream from the gateway frame by frame, each
+// frame in two flushed writes, cutting it as opts.cutAfter says.
+func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, rec *uiRequest) {
+	f.mu.Lock()
+	n := f.streams
+	f.streams++
+	f.open[runID]++
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.open[runID]--
+		f.mu.Unlock()
+	}()
+	rec.Stream = n
+	cut := -1
+	if n < len(f.opts.cutAfter) {
+		cut = f.opts.cutAfter[n]
+	}
+
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, f.backend+r.URL.RequestURI(), nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	for _, h := range []string{"Authorization", "Last-Event-ID", "Accept"} {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for _, h := range []string{"Content-Type", "Cache-Control", "Retry-After"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(w, resp.Body)
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	write := func(b []byte) bool {
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	br := bufio.NewReader(resp.Body)
+	var frame []byte
+	for frames := 0; ; {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			return // the run ended, or the page went away
+		}
+		frame = append(frame, line...)
+		if len(line) != 1 {
+			continue // a frame ends with an empty line
+		}
+		if frames == cut {
+			write(frame[:len(frame)/2])
+			return // a clean end of the response, half way through a frame
+		}
+		out, split := frame, len(frame)/2
+		if f.opts.crlf {
+			out = bytes.ReplaceAll(frame, []byte("\n"), []byte("\r\n"))
+			split = bytes.IndexByte(out, '\r') + 1 // between a CR and its LF
+		}
+		if !write(out[:split]) || !write(out[split:]) {
+			return
+		}
+		if id, ok := bytes.CutPrefix(frame, []byte("id: ")); ok {
+			rec.LastID = string(id[:bytes.IndexByte(id, '\n')])
+		}
+		frames++
+		frame = frame[:0]
+	}
+}
+
+// uiStatusWriter records the status of a response, and the body of an error answer.
+type uiStatusWriter struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer // an error answer's first 4 KiB
+}
+
+func (w *uiStatusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *uiStatusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if w.status >= 400 && w.body.Len() < 4<<10 {
+		w.body.Write(b[:min(len(b), 4<<10-w.body.Len())])
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController (the proxy's flushes) reach the real writer.
+func (w *uiStatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// seen returns the /v1 requests the page has made so far.
+func (f *uiFront) seen() []uiRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.requests)
+}
+
+// openStreams is how many event streams of a run the front is serving now.
+func (f *uiFront) openStreams(runID string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.open[runID]
+}
+
+// checkKeySent fails the test for each request in reqs that did not carry
+// the tenant's key as a Bearer token, or carried it in its address.
+func (f *uiFront) checkKeySent(t *testing.T, reqs []uiRequest) {
+	t.Helper()
+	if len(reqs) == 0 {
+		t.Error("the page made no /v1 request")
+	}
+	for _, r := range reqs {
+		if r.Auth != "Bearer "+f.key {
+			t.Errorf("%s %s: Authorization %q, want the tenant's key as a Bearer token", r.Method, r.Path, f.redact(r.Auth))
+		}
+		if strings.Contains(r.Query, f.key) || strings.Contains(r.Path, f.key) {
+			t.Errorf("%s %s: the API key is in the address", r.Method, r.Path)
+		}
+	}
+}
+
+// redact shows whether an Authorization header held the tenant's key, without printing a key.
+func (f *uiFront) redact(auth string) string {
+	switch {
+	case auth == "":
+		return ""
+	case auth == "Bearer "+f.key:
+		return "Bearer <the tenant's key>"
+	}
+	return "Bearer <another key>"
 }
 
 // startRun loads the UI, picks a profile, asks a question and clicks Run.
@@ -319,9 +648,9 @@ func (b *uiBrowser) startRun(t *testing.T, base, profile, question string) {
 // four stages stream to completion and that what the page shows is, character
 // for character, what the run recorded: no token lost or shown twice.
 func TestUIRunStreamsAllStages(t *testing.T) {
-	base := newTestGateway(t, uiTestConfig)
+	f := newUIFront(t, uiFrontOptions{local: true})
 	b := newUIBrowser(t)
-	b.startRun(t, base, "quick", "Why is the sky blue? Explain <b>briefly</b> & clearly.")
+	b.startRun(t, f.URL, "quick", "Why is the sky blue? Explain <b>briefly</b> & clearly.")
 
 	b.waitFor(t, "the run to end", `['completed','failed','cancelled'].includes(document.querySelector('#run-status').dataset.status)`)
 	st := b.state(t)
@@ -329,7 +658,7 @@ func TestUIRunStreamsAllStages(t *testing.T) {
 	if st.RunStatus != "completed" {
 		t.Fatalf("run status on the page = %q, want completed; page: %s", st.RunStatus, b.stateJSON(t))
 	}
-	run := getUIRun(t, base, st.RunID)
+	run := f.run(t, st.RunID)
 	if run.Status != "completed" {
 		t.Fatalf("GET run: status %q, want completed", run.Status)
 	}
@@ -404,6 +733,7 @@ func TestUIRunStreamsAllStages(t *testing.T) {
 	if uiLetters(again.Answer) != uiLetters(st.Answer) {
 		t.Error("the answer panel differs after reload")
 	}
+	f.checkKeySent(t, f.seen()) // local mode: the page used the session's key for every call
 	b.noProblems(t)
 }
 
@@ -411,9 +741,9 @@ func TestUIRunStreamsAllStages(t *testing.T) {
 // generator is streaming, and checks that the page and the API agree that it
 // was cancelled and that no more text arrives.
 func TestUICancelStopsStream(t *testing.T) {
-	base := newTestGateway(t, uiTestConfig)
+	f := newUIFront(t, uiFrontOptions{local: true})
 	b := newUIBrowser(t)
-	b.startRun(t, base, "slow", "Write a long essay about consensus algorithms.")
+	b.startRun(t, f.URL, "slow", "Write a long essay about consensus algorithms.")
 
 	b.waitFor(t, "generator text", `Number(document.querySelector('[data-stage="generator"]').dataset.streamedTokens) >= 5`)
 	b.do(t, "cancel", chromedp.Click(chromedp.ID("cancel")))
@@ -439,7 +769,7 @@ func TestUICancelStopsStream(t *testing.T) {
 		t.Error("the cancel button is still enabled after the run ended")
 	}
 
-	run := getUIRun(t, base, st.RunID)
+	run := f.run(t, st.RunID)
 	if run.Status != "cancelled" {
 		t.Fatalf("GET run: status %q, want cancelled", run.Status)
 	}
@@ -459,13 +789,14 @@ func TestUICancelStopsStream(t *testing.T) {
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
 		<-tick.C
-		if now := getUIRun(t, base, st.RunID); now.LastSeq != run.LastSeq || now.Stages[0].Output != run.Stages[0].Output {
+		if now := f.run(t, st.RunID); now.LastSeq != run.LastSeq || now.Stages[0].Output != run.Stages[0].Output {
 			t.Fatalf("the run kept going after the cancel: last_seq %d -> %d", run.LastSeq, now.LastSeq)
 		}
 	}
 	if after := b.state(t); after.Stages[0].Text != st.Stages[0].Text {
 		t.Errorf("generator text on the page grew after the cancel: %d -> %d chars", len(st.Stages[0].Text), len(after.Stages[0].Text))
 	}
+	f.checkKeySent(t, f.seen()) // local mode: the page used the session's key for every call
 	b.noProblems(t)
 }
 
@@ -474,9 +805,9 @@ func TestUICancelStopsStream(t *testing.T) {
 // checks its markdown renderer against hostile input. These cases are hard to
 // provoke from a real gateway on demand but happen after reconnects.
 func TestUIStreamLogic(t *testing.T) {
-	base := newTestGateway(t, uiTestConfig)
+	f := newUIFront(t, uiFrontOptions{local: true})
 	b := newUIBrowser(t)
-	b.do(t, "load the UI", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("query")))
+	b.do(t, "load the UI", chromedp.Navigate(f.URL+"/"), chromedp.WaitVisible(chromedp.ID("query")))
 	b.waitFor(t, "the page script", `window.QLC !== undefined && document.documentElement.dataset.ready === 'true'`)
 
 	type feedResult struct {
@@ -521,6 +852,25 @@ func TestUIStreamLogic(t *testing.T) {
 		}
 		if rs := uiEval[string](t, b, `document.querySelector('[data-stage="generator"]').dataset.resynced || ''`); rs != "" {
 			t.Error("the page resynced although the stream was consistent")
+		}
+	})
+
+	t.Run("overlapping coalesced deltas twice in a row", func(t *testing.T) {
+		// After a lagged reader resumes early, each coalesced delta starts at
+		// the same old seq: each must be cut by all the text shown before it.
+		r := feed(`[
+		  {seq:1, type:'stage_started', stage:'curator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'curator', text:'a', tokens:1},
+		  {seq:3, type:'token_delta', stage:'curator', text:'b', tokens:1},
+		  {seq:5, from_seq:2, type:'token_delta', stage:'curator', text:'abcd', tokens:4},
+		  {seq:7, from_seq:2, type:'token_delta', stage:'curator', text:'abcdef', tokens:6},
+		  {seq:8, from_seq:2, type:'token_delta', stage:'curator', text:'abcdefg', tokens:7}
+		]`)
+		if r.LastSeq != 8 || r.Resyncs != 0 {
+			t.Errorf("lastSeq %d resyncs %d, want 8 and 0", r.LastSeq, r.Resyncs)
+		}
+		if c := stage("curator"); c.Text != "abcdefg" || c.Tokens != "7" {
+			t.Errorf("curator: text %q tokens %s, want \"abcdefg\" and 7", c.Text, c.Tokens)
 		}
 	})
 
@@ -644,6 +994,441 @@ func TestUIStreamLogic(t *testing.T) {
 			t.Errorf("links: %q (only http(s) links may become anchors)", got.Links)
 		}
 	})
+	b.noProblems(t)
+}
+
+// uiRunEnded is true once the page shows the run as over.
+const uiRunEnded = `['completed','failed','cancelled'].includes(document.querySelector('#run-status').dataset.status)`
+
+// uiWaitUntil polls cond until it is true, or fails the test after uiWait.
+func uiWaitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(uiWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: still not so after %v", what, uiWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// uiAuthView is what the page shows about its API key.
+type uiAuthView struct {
+	FormHidden   bool    `json:"formHidden"`
+	SavedHidden  bool    `json:"savedHidden"`
+	Tenant       string  `json:"tenant"`
+	TenantHidden bool    `json:"tenantHidden"`
+	Msg          string  `json:"msg"`
+	Input        string  `json:"input"`
+	Stored       *string `json:"stored"`
+	KeyInPage    bool    `json:"keyInPage"`
+}
+
+// authView reads the key's part of the page, and whether key shows anywhere in it.
+func (b *uiBrowser) authView(t *testing.T, key string) uiAuthView {
+	t.Helper()
+	return uiEval[uiAuthView](t, b, `(() => {
+	  const q = (s) => document.querySelector(s);
+	  const key = `+strconv.Quote(key)+`;
+	  return {
+	    formHidden: q('#key-form').hidden,
+	    savedHidden: q('#key-saved').hidden,
+	    tenant: q('#tenant').textContent,
+	    tenantHidden: q('#tenant').hidden,
+	    msg: q('#key-msg').hidden ? '' : q('#key-msg').textContent,
+	    input: q('#api-key').value,
+	    stored: localStorage.getItem('qlc.apiKey'),
+	    keyInPage: document.documentElement.outerHTML.includes(key) || document.body.innerText.includes(key),
+	  };
+	})()`)
+}
+
+// checkTranscript fails the test unless the page shows, character for
+// character, each stage's output as the run recorded it, streamed cleanly.
+func checkTranscript(t *testing.T, st uiState, run uiRun) {
+	t.Helper()
+	if len(st.Stages) != len(run.Stages) {
+		t.Fatalf("page has %d stages, the run %d", len(st.Stages), len(run.Stages))
+	}
+	for i, ps := range st.Stages {
+		rs := run.Stages[i]
+		if ps.Text == "" || ps.Text != rs.Output {
+			t.Errorf("%s: page text differs from the run's output (%d vs %d chars)", ps.Stage, len(ps.Text), len(rs.Output))
+		}
+		if ps.Resynced != "" {
+			t.Errorf("%s: the streamed text differed from stage_completed.output and the page had to resync", ps.Stage)
+		}
+		if want := strconv.FormatInt(rs.Usage.CompletionTokens, 10); ps.Tokens != want {
+			t.Errorf("%s: page shows %s tokens, the run says %s", ps.Stage, ps.Tokens, want)
+		}
+	}
+}
+
+// TestUILocalModeUsesSessionKey: in local mode GET /ui/session gives the page
+// its key, so the user is never asked for one; the page sends it with every
+// call (the event stream too), keeps it out of localStorage and out of the
+// page, and aborts a run's stream when another run is put on screen.
+func TestUILocalModeUsesSessionKey(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "quick", "What is a quorum?")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed", st.RunStatus)
+	}
+	checkTranscript(t, st, f.run(t, st.RunID))
+
+	av := b.authView(t, f.key)
+	if !av.FormHidden || !av.SavedHidden || av.Msg != "" {
+		t.Errorf("local mode: key field hidden %v, \"saved\" hidden %v, message %q; want no key asked for", av.FormHidden, av.SavedHidden, av.Msg)
+	}
+	if av.TenantHidden || !strings.Contains(av.Tenant, "dev") {
+		t.Errorf("local mode: tenant label %q (hidden %v), want it to name tenant dev", av.Tenant, av.TenantHidden)
+	}
+	if av.Stored != nil {
+		t.Error("local mode: the session's key was saved in localStorage")
+	}
+	if av.KeyInPage {
+		t.Error("the API key is in the page's HTML or text")
+	}
+	reqs := f.seen()
+	f.checkKeySent(t, reqs)
+	for _, want := range []string{"GET /v1/profiles", "POST /v1/runs", "GET /v1/runs/" + st.RunID + "/events"} {
+		if !slices.ContainsFunc(reqs, func(r uiRequest) bool { return r.Method+" "+r.Path == want }) {
+			t.Errorf("the page never sent %s", want)
+		}
+	}
+
+	// A slow run streams; putting the first run back on screen aborts its
+	// stream (the run itself goes on).
+	quickID := st.RunID
+	b.do(t, "ask a slow question",
+		chromedp.SetValue(chromedp.ID("profile"), "slow"),
+		chromedp.SetValue(chromedp.ID("query"), "Tell me everything about Paxos."),
+		chromedp.Click(chromedp.ID("run")),
+	)
+	b.waitFor(t, "the slow run to stream", fmt.Sprintf(`document.querySelector('#run-id').textContent !== %q &&
+		Number(document.querySelector('[data-stage="generator"]').dataset.streamedTokens) >= 3`, quickID))
+	slowID := b.state(t).RunID
+	if n := f.openStreams(slowID); n != 1 {
+		t.Fatalf("%d event streams of the slow run are open, want 1", n)
+	}
+	b.do(t, "open the first run again", chromedp.Click(chromedp.CSS(`#recent li[data-run="`+quickID+`"]`)))
+	b.waitFor(t, "the first run on screen", fmt.Sprintf(`document.querySelector('#run-id').textContent === %q &&
+		document.querySelector('#run-status').dataset.status === 'completed'`, quickID))
+	uiWaitUntil(t, "the slow run's stream to be aborted", func() bool { return f.openStreams(slowID) == 0 })
+	if r := f.run(t, slowID); r.Status != "running" {
+		t.Errorf("the slow run is %s: the page, not the run's end, should have closed its stream", r.Status)
+	}
+	f.checkKeySent(t, f.seen())
+	b.noProblems(t)
+}
+
+// TestUIAPIKeyEntry: without a local session the page shows a key field. It
+// still tries the API without a key (a gateway may not need one); the 401
+// makes it ask. A wrong key is refused, forgotten and asked for again; the
+// right one is saved, sent with every call, survives a reload and can be
+// forgotten.
+func TestUIAPIKeyEntry(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: false})
+	if !f.checkKeys {
+		t.Log("the gateway checks API keys itself")
+	}
+	b := newUIBrowser(t)
+	b.do(t, "load the UI", chromedp.Navigate(f.URL+"/"), chromedp.WaitVisible(chromedp.ID("query")))
+	b.waitFor(t, "the key field to ask", `!document.querySelector('#key-form').hidden &&
+		/needs an API key/.test(document.querySelector('#key-msg').textContent)`)
+	av := b.authView(t, f.key)
+	if !av.TenantHidden || !av.SavedHidden {
+		t.Errorf("no session: tenant hidden %v, \"saved\" hidden %v, want both hidden", av.TenantHidden, av.SavedHidden)
+	}
+	typ := uiEval[string](t, b, `document.querySelector('#api-key').type + ' ' + document.querySelector('#api-key').autocomplete`)
+	if typ != "password off" {
+		t.Errorf("key field: type and autocomplete %q, want \"password off\"", typ)
+	}
+	for _, r := range f.seen() {
+		if r.Auth != "" || r.Status != http.StatusUnauthorized {
+			t.Errorf("before a key was given: %s %s sent %q and got HTTP %d, want no key and 401", r.Method, r.Path, f.redact(r.Auth), r.Status)
+		} else if r.ErrMsg == "" || !strings.Contains(av.Msg, r.ErrMsg) {
+			t.Errorf("key message %q, want it to give the server's reason %q", av.Msg, r.ErrMsg)
+		}
+	}
+
+	// A wrong key: refused, not kept, asked for again.
+	b.do(t, "save a wrong key", chromedp.SendKeys(chromedp.ID("api-key"), "qlc_not_a_key"), chromedp.Click(chromedp.ID("key-save")))
+	b.waitFor(t, "the wrong key to be refused", `!document.querySelector('#key-form').hidden &&
+		/not accepted/.test(document.querySelector('#key-msg').textContent)`)
+	b.screenshot(t, "key-refused")
+	av = b.authView(t, f.key)
+	if av.Stored != nil || av.Input != "" {
+		t.Errorf("after a refused key: localStorage %v, field %q; want both empty", av.Stored != nil, av.Input)
+	}
+	wrong := 0
+	for _, r := range f.seen() {
+		if r.Auth == "Bearer qlc_not_a_key" {
+			wrong++
+			if r.Status != http.StatusUnauthorized {
+				t.Errorf("%s %s with the wrong key: HTTP %d", r.Method, r.Path, r.Status)
+			} else if r.ErrMsg == "" || !strings.Contains(av.Msg, r.ErrMsg) {
+				t.Errorf("key message %q, want it to give the server's reason %q", av.Msg, r.ErrMsg)
+			}
+		}
+	}
+	if wrong == 0 {
+		t.Error("the page never tried the key it was given")
+	}
+
+	// The right key: saved, and from now on sent with every call.
+	before := len(f.seen())
+	b.do(t, "save the right key", chromedp.SendKeys(chromedp.ID("api-key"), f.key), chromedp.Click(chromedp.ID("key-save")))
+	b.startRunLoaded(t, "quick", "Is a key a secret?")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed", st.RunStatus)
+	}
+	checkTranscript(t, st, f.run(t, st.RunID))
+	b.screenshot(t, "key-saved")
+	av = b.authView(t, f.key)
+	if av.Stored == nil || *av.Stored != f.key {
+		t.Error("the accepted key is not in localStorage qlc.apiKey")
+	}
+	if !av.FormHidden || av.SavedHidden || av.Input != "" || av.Msg != "" {
+		t.Errorf("after saving: field hidden %v, \"saved\" hidden %v, field value kept %v, message %q", av.FormHidden, av.SavedHidden, av.Input != "", av.Msg)
+	}
+	if av.KeyInPage {
+		t.Error("the API key is in the page's HTML or text")
+	}
+	f.checkKeySent(t, f.seen()[before:])
+
+	// A reload uses the saved key without asking.
+	before = len(f.seen())
+	b.do(t, "reload", chromedp.Reload())
+	b.waitFor(t, "the run again", fmt.Sprintf(`document.querySelector('#run-status').dataset.status === 'completed' &&
+		document.querySelector('#run-id').textContent === %q`, st.RunID))
+	if av = b.authView(t, f.key); !av.FormHidden || av.SavedHidden {
+		t.Errorf("after a reload: field hidden %v, \"saved\" hidden %v; want the saved key used", av.FormHidden, av.SavedHidden)
+	}
+	f.checkKeySent(t, f.seen()[before:])
+
+	// Forget key: gone from storage, and the field asks again.
+	b.do(t, "forget the key", chromedp.Click(chromedp.ID("key-forget")))
+	b.waitFor(t, "the key field", `!document.querySelector('#key-form').hidden`)
+	if av = b.authView(t, f.key); av.Stored != nil || !av.SavedHidden {
+		t.Errorf("after Forget key: stored %v, \"saved\" hidden %v", av.Stored != nil, av.SavedHidden)
+	}
+	b.noProblems(t, "status of 401", "/ui/session")
+}
+
+// startRunLoaded asks a question on the page already loaded, once profile is
+// offered, and waits for the run to start.
+func (b *uiBrowser) startRunLoaded(t *testing.T, profile, question string) {
+	t.Helper()
+	b.startRunLoadedNoWait(t, profile, question)
+	b.waitFor(t, "the run to start", `document.querySelector('#run-id').textContent.startsWith('run_')`)
+}
+
+// TestUIStreamResumes cuts the page's event stream twice in the middle of a
+// frame (after whole frames sent each in two pieces, with CRLF line ends).
+// The page must drop each half frame, resume with Last-Event-ID at the last
+// event it applied, and end with every stage's text exactly once.
+func TestUIStreamResumes(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true, cutAfter: []int{20, 3}, crlf: true})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "quick", "Resume me, please.")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed; page: %s", st.RunStatus, b.stateJSON(t))
+	}
+	run := f.run(t, st.RunID)
+	checkTranscript(t, st, run)
+	if got, want := uiEval[int64](t, b, `QLC.current().lastSeq`), run.LastSeq; got != want {
+		t.Errorf("page applied events up to seq %d, the run's log ends at %d", got, want)
+	}
+
+	var streams []uiRequest
+	for _, r := range f.seen() {
+		if r.Stream >= 0 {
+			streams = append(streams, r)
+		}
+	}
+	if len(streams) < 3 {
+		t.Fatalf("%d event streams, want at least 3 (two cut, one to the end)", len(streams))
+	}
+	slices.SortFunc(streams, func(a, b uiRequest) int { return a.Stream - b.Stream })
+	if streams[0].LastEventID != "" {
+		t.Errorf("first stream sent Last-Event-ID %q, want none", streams[0].LastEventID)
+	}
+	for i := 1; i < 3; i++ {
+		prev := streams[i-1]
+		if prev.LastID == "" {
+			t.Fatalf("stream %d was cut before any whole frame", i-1)
+		}
+		if streams[i].LastEventID != prev.LastID {
+			t.Errorf("stream %d resumed with Last-Event-ID %q, want %q (the last whole event of stream %d)",
+				i, streams[i].LastEventID, prev.LastID, i-1)
+		}
+	}
+	if n := uiEval[int](t, b, `QLC.current().connects`); n != len(streams) {
+		t.Errorf("the page counts %d connections, the front saw %d streams", n, len(streams))
+	}
+	f.checkKeySent(t, f.seen())
+	b.noProblems(t)
+}
+
+// TestUILimitsAreShown: a 429 (with Retry-After) and a 403 from the API reach
+// the user with the server's message, and a 429 on the event stream is waited
+// out before the stream resumes.
+func TestUILimitsAreShown(t *testing.T) {
+	var posts, streams int
+	refuse := func(r *http.Request) *uiRefusal {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/runs":
+			posts++
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if posts == 1 {
+				return &uiRefusal{retryAfter: "7", err: &apiError{Status: http.StatusTooManyRequests,
+					Type: "rate_limit_error", Code: "runs_per_minute", Message: "tenant dev: over 2 runs per minute"}}
+			}
+			if bytes.Contains(body, []byte(`"profile":"slow"`)) {
+				return &uiRefusal{err: &apiError{Status: http.StatusForbidden,
+					Type: "invalid_request_error", Code: "profile_not_allowed", Message: "profile slow is not allowed for tenant dev"}}
+			}
+		case strings.HasSuffix(r.URL.Path, "/events"):
+			streams++
+			if streams == 1 {
+				return &uiRefusal{retryAfter: "1", err: &apiError{Status: http.StatusTooManyRequests,
+					Type: "rate_limit_error", Code: "concurrent_streams", Message: "tenant dev: too many open event streams"}}
+			}
+		}
+		return nil
+	}
+	f := newUIFront(t, uiFrontOptions{local: true, refuse: refuse})
+	b := newUIBrowser(t)
+	errText := `document.querySelector('#error').hidden ? '' : document.querySelector('#error').textContent`
+
+	b.do(t, "load the UI", chromedp.Navigate(f.URL+"/"), chromedp.WaitVisible(chromedp.ID("query")))
+	b.startRunLoadedNoWait(t, "quick", "One too many?")
+	b.waitFor(t, "the rate limit message", `/over 2 runs per minute/.test(`+errText+`)`)
+	b.screenshot(t, "rate-limited")
+	if msg := uiEval[string](t, b, errText); !strings.Contains(msg, "retry in 7 s") {
+		t.Errorf("429 message %q, want it to say retry in 7 s", msg)
+	}
+	if id := uiEval[string](t, b, `document.querySelector('#run-id').textContent`); id != "" {
+		t.Errorf("a refused run is on screen: %q", id)
+	}
+
+	b.startRunLoadedNoWait(t, "slow", "Am I allowed?")
+	b.waitFor(t, "the profile message", `/profile slow is not allowed for tenant dev/.test(`+errText+`)`)
+
+	b.startRunLoadedNoWait(t, "quick", "And now?")
+	b.waitFor(t, "the stream's rate limit message", `/too many open event streams.*retry in 1 s/.test(`+errText+`)`)
+	b.waitFor(t, "the run to end", uiRunEnded)
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed", st.RunStatus)
+	}
+	checkTranscript(t, st, f.run(t, st.RunID))
+	if msg := uiEval[string](t, b, errText); msg != "" {
+		t.Errorf("error still shown after the stream recovered: %q", msg)
+	}
+	f.checkKeySent(t, f.seen())
+	b.noProblems(t, "status of 429", "status of 403")
+}
+
+// startRunLoadedNoWait asks a question on the loaded page without waiting
+// for a run to start (it may be refused).
+func (b *uiBrowser) startRunLoadedNoWait(t *testing.T, profile, question string) {
+	t.Helper()
+	b.waitFor(t, "the profile list", fmt.Sprintf(`document.querySelector('#profile option[value=%q]') !== null`, profile))
+	b.do(t, "ask a question",
+		chromedp.SetValue(chromedp.ID("profile"), profile),
+		chromedp.SetValue(chromedp.ID("query"), question),
+		chromedp.Click(chromedp.ID("run")),
+	)
+}
+
+// TestUISSEParser checks the page's SSE parser (the one the event stream
+// uses) in Chromium against a hand-made stream: comments, CRLF, CR and LF
+// line ends, multi-line data, fields without a space or a value, an id with
+// NUL (ignored), unknown fields, retry, and a last event the stream's end
+// interrupts. Like nats' FuzzParser, it feeds the stream cut at every pair of
+// places (and, as bytes through TextDecoder, at every byte, inside UTF-8
+// sequences too) and wants the same events each time.
+func TestUISSEParser(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true})
+	b := newUIBrowser(t)
+	b.do(t, "load the UI", chromedp.Navigate(f.URL+"/"), chromedp.WaitVisible(chromedp.ID("query")))
+	b.waitFor(t, "the page script", `window.QLC !== undefined && document.documentElement.dataset.ready === 'true'`)
+
+	const stream = ": ping\r\n\r\n" +
+		"id: 1\nevent: token_delta\ndata: {\"text\":\"Grüße 😀\"}\n\n" +
+		"id: 2\r\nevent:x\r\ndata: l1\r\ndata:l2\r\ndata\r\n\r\n" +
+		"data: cr\r\r" +
+		"id: 3\x00\ndata: nul id\n\n" +
+		"retry: 77\nfoo: bar\nnocolon\ndata:  two spaces\n\n" +
+		"event: run_completed\n\n" +
+		"id\ndata: no id\n\n" +
+		"data: cut off"
+	type result struct {
+		Whole      [][]string `json:"whole"`
+		Retry      int        `json:"retry"`
+		Cuts       int        `json:"cuts"`
+		Mismatches int        `json:"mismatches"`
+		First      string     `json:"first"`
+	}
+	got := uiEval[result](t, b, `(() => {
+	  const stream = `+strconv.Quote(stream)+`;
+	  let retry = 0;
+	  const parse = (chunks) => {
+	    const out = [];
+	    const p = new QLC.SSEParser((type, data, id) => out.push([type, data, id]), (c) => out.push(['#', c]));
+	    for (const c of chunks) p.push(c);
+	    p.end();
+	    retry = p.retry;
+	    return out;
+	  };
+	  const whole = parse([stream]);
+	  const want = JSON.stringify(whole);
+	  let cuts = 0, mismatches = 0, first = '';
+	  const check = (how, out) => {
+	    cuts++;
+	    if (JSON.stringify(out) !== want) { mismatches++; if (!first) first = how + ': ' + JSON.stringify(out); }
+	  };
+	  for (let i = 0; i <= stream.length; i++) {
+	    for (let j = i; j <= stream.length; j++) {
+	      check('cut at ' + i + ',' + j, parse([stream.slice(0, i), stream.slice(i, j), stream.slice(j)]));
+	    }
+	  }
+	  const bytes = new TextEncoder().encode(stream);
+	  for (let i = 0; i <= bytes.length; i++) {
+	    const dec = new TextDecoder();
+	    check('byte cut at ' + i, parse([dec.decode(bytes.slice(0, i), { stream: true }), dec.decode(bytes.slice(i), { stream: true })]));
+	  }
+	  return { whole, retry, cuts, mismatches, first };
+	})()`)
+	want := [][]string{
+		{"#", "ping"},
+		{"token_delta", `{"text":"Grüße 😀"}`, "1"},
+		{"x", "l1\nl2\n", "2"},
+		{"message", "cr", "2"},
+		{"message", "nul id", "2"},
+		{"message", " two spaces", "2"},
+		{"message", "no id", ""},
+	}
+	if !slices.EqualFunc(got.Whole, want, slices.Equal) {
+		t.Errorf("parsed\n%q\nwant\n%q", got.Whole, want)
+	}
+	if got.Retry != 77 {
+		t.Errorf("retry %d, want 77", got.Retry)
+	}
+	n16 := len(utf16.Encode([]rune(stream))) // JavaScript strings count UTF-16 units
+	if wantCuts := (n16+1)*(n16+2)/2 + len(stream) + 1; got.Cuts != wantCuts || got.Mismatches != 0 {
+		t.Errorf("%d of %d cut streams (want %d) parsed differently; first: %s", got.Mismatches, got.Cuts, wantCuts, got.First)
+	}
 	b.noProblems(t)
 }
 

@@ -38,6 +38,8 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
 	maxQuery := fs.Int("max-query-bytes", cli.EnvInt("QLC_MAX_QUERY_BYTES", 32<<10), "largest question accepted, in bytes (QLC_MAX_QUERY_BYTES)")
 	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
+	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
+	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
 	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones (QLC_MAX_ACTIVE_RUNS)")
 	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of cluster members; runs are then placed on the cluster's nodes (QLC_SEEDS)")
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:0"), "gossip (memberlist) listen address, with -seeds (QLC_GOSSIP_BIND)")
@@ -46,6 +48,7 @@ func run(args []string) error {
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
 	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, usage ledger, audit) and, in local mode, dev-keys.json (QLC_DATA_DIR)")
+	devKeysFlag := fs.Bool("dev-keys", cli.EnvBool("QLC_DEV_KEYS"), "as -local does: make a dev tenant and an admin key in <data-dir>/dev-keys.json, which the web UI on this machine uses by itself (QLC_DEV_KEYS)")
 	tenantsFile := fs.String("tenants", cli.Env("QLC_TENANTS", ""), "tenants file (YAML or JSON): tenants, their keys and limits, admin keys (QLC_TENANTS)")
 	tlsCert := fs.String("tls-cert", cli.Env("QLC_TLS_CERT", ""), "PEM certificate (chain) for HTTPS on -addr; with -tls-key (QLC_TLS_CERT)")
 	tlsKey := fs.String("tls-key", cli.Env("QLC_TLS_KEY", ""), "PEM private key for -tls-cert (QLC_TLS_KEY)")
@@ -70,6 +73,7 @@ func run(args []string) error {
 	}
 	stages := ecfg.Stages
 	ecfg.MaxActiveRuns = *maxRuns
+	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	key, err := cli.ClusterKey()
 	if err != nil {
 		return err
@@ -101,7 +105,7 @@ func run(args []string) error {
 		}
 		defer members.Close()
 	}
-	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local, logger)
+	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local || *devKeysFlag, logger)
 	if err != nil {
 		return err
 	}
@@ -173,9 +177,9 @@ func run(args []string) error {
 }
 
 // openTenancy opens the store in dataDir and loads the tenants: from the
-// tenants file, QLC_ADMIN_KEY, and in local mode the dev tenant (made on
-// first start and written to dataDir/dev-keys.json).
-func openTenancy(dataDir, tenantsFile string, local bool, logger *slog.Logger) (*gateway.Tenancy, *gateway.DevKeys, error) {
+// tenants file, QLC_ADMIN_KEY, and with dev the dev tenant (made on first
+// start and written to dataDir/dev-keys.json).
+func openTenancy(dataDir, tenantsFile string, dev bool, logger *slog.Logger) (*gateway.Tenancy, *gateway.DevKeys, error) {
 	st, err := store.Open(filepath.Join(dataDir, "qlc.db"))
 	if err != nil {
 		return nil, nil, err
@@ -199,7 +203,10 @@ func openTenancy(dataDir, tenantsFile string, local bool, logger *slog.Logger) (
 			return fail(fmt.Errorf("QLC_ADMIN_KEY: %w", err))
 		}
 	}
-	if !local {
+	if !dev {
+		if tenantsFile == "" && os.Getenv("QLC_ADMIN_KEY") == "" {
+			logger.Warn("no tenants file and no QLC_ADMIN_KEY: only tenants already in the store can use this gateway (see -tenants, -dev-keys)")
+		}
 		return t, nil, nil
 	}
 	path := filepath.Join(dataDir, "dev-keys.json")
@@ -208,7 +215,7 @@ func openTenancy(dataDir, tenantsFile string, local bool, logger *slog.Logger) (
 		return fail(err)
 	}
 	if created {
-		logger.Info("local mode: created the dev tenant and an admin key", "file", path)
+		logger.Info("created the dev tenant and an admin key", "file", path)
 	}
 	fmt.Fprintf(os.Stderr, "\n  API keys for local use are in %s (tenant_key, admin_key); the web UI uses them by itself\n", path)
 	return t, &dk, nil

@@ -35,6 +35,8 @@ func run(args []string) error {
 	profiles := fs.String("profiles", cli.Env("QLC_PROFILES", ""), "profile file, YAML or JSON; empty = the built-in profiles (QLC_PROFILES)")
 	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", "json"), "log format: json or text (QLC_LOG_FORMAT)")
 	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
+	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
+	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
 	drainTimeout := fs.Duration("drain-timeout", cli.EnvDuration("QLC_DRAIN_TIMEOUT", time.Minute), "on SIGTERM, how long to wait for hosted runs to finish (QLC_DRAIN_TIMEOUT)")
 	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of members to join; empty = start a cluster (QLC_SEEDS)")
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:7946"), "gossip (memberlist) listen address, TCP and UDP (QLC_GOSSIP_BIND)")
@@ -57,6 +59,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.RunSlots, cfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
 	kinds := []string{cli.KindCoordinator}
 	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {

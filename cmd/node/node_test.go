@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,9 +40,45 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	// Every gateway of the tests knows the test tenant (tenantsFile); every
+	// request carries its key unless it sets another.
+	tf := filepath.Join(dir, "tenants.yaml")
+	if err := os.WriteFile(tf, []byte(tenantsYAML), 0o600); err != nil {
+		panic(err)
+	}
+	tenantsFile = tf
+	http.DefaultTransport = withKey{http.DefaultTransport}
+	http.DefaultClient.Transport = http.DefaultTransport
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// The tests' tenant, its key, and an admin key (tenantsYAML).
+const (
+	testTenantKey = "qlc_testtenantkey0000000000000000"
+	testAdminKey  = "qlc_testadminkey00000000000000000"
+)
+
+const tenantsYAML = `
+admin_keys: [` + testAdminKey + `]
+tenants:
+  - id: test
+    name: Test tenant
+    keys: [` + testTenantKey + `]
+`
+
+var tenantsFile string
+
+// withKey sends the test tenant's key with every request that has none.
+type withKey struct{ next http.RoundTripper }
+
+func (w withKey) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+testTenantKey)
+	}
+	return w.next.RoundTrip(r)
 }
 
 const profiles = `
@@ -97,6 +134,10 @@ func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 		}
 	}
 	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+key)
+	if name == "gateway" {
+		// Its own store (a restarted gateway reuses the folder of its -addr).
+		cmd.Env = append(cmd.Env, "QLC_TENANTS="+tenantsFile, "QLC_DATA_DIR="+gatewayDataDir(t, args))
+	}
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +165,25 @@ func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
+}
+
+// gatewayDirs keeps each gateway address's data folder, so a gateway
+// restarted on the same -addr finds its ledger.
+var gatewayDirs sync.Map
+
+func gatewayDataDir(t testing.TB, args []string) string {
+	addr := ""
+	for i, a := range args {
+		if a == "-addr" && i+1 < len(args) {
+			addr = args[i+1]
+		}
+	}
+	if d, ok := gatewayDirs.Load(addr); ok && addr != "" {
+		return d.(string)
+	}
+	d := t.TempDir()
+	gatewayDirs.Store(addr, d)
+	return d
 }
 
 func waitReady(t testing.TB, url string) {

@@ -10,7 +10,8 @@
 //  2. Many goroutines call its methods at once. Writes go through a single
 //     write connection (database/sql queues callers for it), so writers of
 //     one process never see SQLITE_BUSY; reads use a small pool of read-only
-//     connections and, thanks to WAL, never wait for the writer.
+//     connections and, thanks to WAL, never wait for the writer. Statements
+//     are prepared once per connection and cached.
 //  3. Close closes both pools; SQLite checkpoints the WAL on the last close.
 //
 // Admission protocol: Reserve records a run's upper-bound token reservation

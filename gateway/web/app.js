@@ -1,64 +1,97 @@
 // QLC web UI: ask a question, watch the four stages stream, read the answer.
 //
 // Plain browser JavaScript, no build step, no dependencies. The contract it
-// follows is docs/api.md. Three rules shape this file:
+// follows is docs/api.md. Four rules shape this file:
 //
 //  1. Events are the truth. Every event has a per-run seq; the view remembers
 //     the last seq it applied and ignores anything at or below it, so a
-//     reconnect (ours, or EventSource's own with Last-Event-ID) never shows a
-//     token twice. A coalesced token_delta covers from_seq..seq; if it overlaps
-//     what we already applied, the known prefix is cut off (or, when that
-//     cannot be proven, the whole log is replayed from seq 1).
+//     reconnect (which resumes with Last-Event-ID) never shows a token twice.
+//     A coalesced token_delta covers from_seq..seq; if it overlaps what we
+//     already applied, the known prefix is cut off (or, when that cannot be
+//     proven, the whole log is replayed from seq 1).
 //  2. Smooth at thousands of tokens/s: deltas go to per-stage buffers and are
 //     written to the DOM once per animation frame (Text.appendData on one text
 //     node per stage; nothing is re-rendered per token).
 //  3. Model text never reaches innerHTML. Stage output is a text node; the
 //     final answer is rendered by a small markdown renderer that builds DOM
 //     nodes and sets only textContent (escaping is done by the DOM itself).
+//  4. The API key travels only in the Authorization header. It comes from the
+//     gateway's local session (GET /ui/session, local mode on loopback) or from
+//     the user (kept in localStorage); it is never put in a URL, in the page's
+//     text or in the console. That is why the event stream is read with
+//     fetch() and SSEParser rather than EventSource, which cannot send headers.
 'use strict';
 
 (() => {
   const STAGES = ['generator', 'refiner', 'validator', 'curator'];
   const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
-  const EVENT_TYPES = ['stage_started', 'token_delta', 'stage_completed', 'stage_restarted',
-    'run_completed', 'run_failed', 'run_cancelled', 'lagged'];
-  const STORE_KEY = 'qlc_key'; // API key for local mode (sent as a Bearer token)
+  const STORE_KEY = 'qlc.apiKey'; // the API key the user gave (sent as a Bearer token)
   const STORE_RUNS = 'qlc_runs'; // recent runs: [{id, query, profile, created}]
   const STORE_PROFILE = 'qlc_profile';
   const MAX_RECENT = 20;
-  const DELTA_MEMORY = 4096;
-  const CHUNK_CHARS = 2048; // soft size of one output block (see StageView.appendText) // recent deltas remembered to trim overlapping coalesced deltas
+  const DELTA_MEMORY = 4096; // recent deltas remembered to trim overlapping coalesced deltas
+  const CHUNK_CHARS = 2048; // soft size of one output block (see StageView.appendText)
+  const RE_KEY = /^[\x21-\x7e]{1,512}$/; // what fits in an Authorization header: visible ASCII
 
   const $ = (sel, root = document) => root.querySelector(sel);
 
+  // store reads key (no value), removes it (value null) or sets it.
   function store(key, value) {
     try {
       if (value === undefined) return localStorage.getItem(key);
-      localStorage.setItem(key, value);
+      if (value === null) localStorage.removeItem(key);
+      else localStorage.setItem(key, value);
     } catch (_) { /* storage disabled: run without it */ }
     return null;
   }
 
   // ---------------------------------------------------------------- API
 
-  /** Error carrying the API's OpenAI-shaped error code and the HTTP status. */
+  /**
+   * APIError carries the API's OpenAI-shaped error code, the HTTP status and,
+   * for a 429, the seconds the server asked us to wait (Retry-After).
+   */
   class APIError extends Error {
-    constructor(status, message, code) {
+    constructor(status, message, code, retryAfter) {
       super(message);
       this.status = status;
       this.code = code || '';
+      this.retryAfter = retryAfter == null ? null : retryAfter;
     }
   }
 
+  // retryAfterSeconds reads a Retry-After header: seconds, or an HTTP date.
+  function retryAfterSeconds(v) {
+    if (!v) return null;
+    if (/^\s*\d+\s*$/.test(v)) return parseInt(v, 10);
+    const t = Date.parse(v);
+    return isFinite(t) ? Math.max(0, Math.ceil((t - Date.now()) / 1000)) : null;
+  }
+
   /**
-   * api calls the QLC HTTP API. Every request goes through here so that an
-   * API key stored in localStorage('qlc_key') is sent as a Bearer token.
+   * responseError turns a failed response into an APIError with the server's
+   * message; a 429's message says when to retry.
+   */
+  async function responseError(res) {
+    let data = null;
+    try { data = JSON.parse(await res.text()); } catch (_) { data = null; }
+    const e = data && data.error;
+    let msg = (e && e.message) || ('HTTP ' + res.status);
+    const wait = res.status === 429 ? retryAfterSeconds(res.headers.get('Retry-After')) : null;
+    if (wait != null) msg += ' — retry in ' + wait + ' s';
+    return new APIError(res.status, msg, e && e.code, wait);
+  }
+
+  /**
+   * api calls the QLC HTTP API. Every request goes through here (the event
+   * stream through RunView.stream) so that the API key is sent as a Bearer
+   * token and a 401 asks the user for a key.
    */
   async function api(method, path, body) {
+    const key = await authKey();
     const headers = { Accept: 'application/json' };
-    const key = store(STORE_KEY);
     if (key) headers.Authorization = 'Bearer ' + key;
-    const init = { method, headers };
+    const init = { method, headers, cache: 'no-store' };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -69,28 +102,224 @@
     } catch (err) {
       throw new APIError(0, 'network error: ' + err.message, 'network');
     }
-    let data = null;
-    const text = await res.text();
-    if (text) {
-      try { data = JSON.parse(text); } catch (_) { data = null; }
-    }
     if (!res.ok) {
-      const e = data && data.error;
-      throw new APIError(res.status, (e && e.message) || ('HTTP ' + res.status), e && e.code);
+      const err = await responseError(res);
+      if (res.status === 401) authFailed(key, err.message);
+      throw err;
     }
-    return data;
+    const text = await res.text();
+    if (!text) return null;
+    try { return JSON.parse(text); } catch (_) { return null; }
+  }
+
+  /** eventsURL is the SSE address of a run. Where to resume goes in a header, Last-Event-ID. */
+  function eventsURL(run) {
+    return run.events_url || ('/v1/runs/' + encodeURIComponent(run.id) + '/events');
+  }
+
+  // ---------------------------------------------------------------- API key
+
+  /**
+   * auth is the API key in use and where it came from: 'session' (the
+   * gateway's local mode gave it; never stored), 'stored' (the user typed it;
+   * kept in localStorage) or '' (none: requests go without one, and a 401 asks).
+   */
+  const auth = { key: '', source: '', tenant: '' };
+  let authReady = Promise.resolve(); // settles once the key for the next request is known
+
+  /** authKey is the key to send, once the start-up session check is done. */
+  async function authKey() {
+    await authReady;
+    return auth.key;
+  }
+
+  function validKey(k) { return typeof k === 'string' && RE_KEY.test(k); }
+
+  /**
+   * loadSession asks the gateway for a local session: in local mode, and only
+   * to a browser on loopback, GET /ui/session answers with the dev tenant's
+   * key, so nobody pastes a key on their own machine. Elsewhere it is a 404
+   * and the key the user saved (if any) is used.
+   */
+  async function loadSession() {
+    let s = null;
+    try {
+      const res = await fetch('/ui/session', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      if (res.ok) s = await res.json();
+    } catch (_) { s = null; } // no local session: fall back to a saved key
+    if (s && validKey(s.tenant_key)) {
+      auth.key = s.tenant_key;
+      auth.source = 'session';
+      auth.tenant = String(s.tenant || '');
+    } else {
+      const saved = store(STORE_KEY);
+      auth.key = validKey(saved) ? saved : '';
+      auth.source = auth.key ? 'stored' : '';
+      auth.tenant = '';
+    }
+    renderAuth();
+  }
+
+  // renderAuth shows where the key comes from, and the key field when there is none.
+  function renderAuth(msg) {
+    const local = auth.source === 'session';
+    ui.tenant.textContent = local ? 'local · tenant ' + (auth.tenant || '?') : '';
+    ui.tenant.hidden = !local;
+    ui.keySaved.hidden = auth.source !== 'stored';
+    ui.keyForm.hidden = auth.source !== '';
+    ui.keyMsg.textContent = msg || '';
+    ui.keyMsg.hidden = !msg;
+  }
+
+  // askKey shows the key field with msg saying why, and puts the cursor in it.
+  function askKey(msg) {
+    renderAuth(msg);
+    ui.apiKey.focus();
+  }
+
+  function saveKey(e) {
+    e.preventDefault();
+    const key = ui.apiKey.value.trim();
+    if (!validKey(key)) {
+      askKey('An API key is 1 to 512 letters, digits and symbols, without spaces.');
+      return;
+    }
+    ui.apiKey.value = ''; // the key lives in localStorage now, not in the page
+    auth.key = key;
+    auth.source = 'stored';
+    store(STORE_KEY, key);
+    renderAuth();
+    afterAuth();
+  }
+
+  function forgetKey() {
+    store(STORE_KEY, null);
+    auth.key = '';
+    auth.source = '';
+    askKey('Key forgotten. Enter an API key to use the gateway.');
   }
 
   /**
-   * eventsURL is the SSE address of a run, resuming at fromSeq.
-   * TODO(auth): EventSource cannot send an Authorization header. When the
-   * gateway requires keys, switch this stream to fetch() + a ReadableStream SSE
-   * reader (which can send the header) or a short-lived, run-scoped stream
-   * token minted by the API. Never put the API key itself in the URL.
+   * authFailed handles a 401 to a request sent with usedKey: a saved key is
+   * forgotten and the user asked again. A local session's key is fetched once
+   * more first (the gateway may have restarted with a new one). A 401 to a
+   * key that is no longer in use is stale and changes nothing.
    */
-  function eventsURL(run, fromSeq) {
-    const base = run.events_url || ('/v1/runs/' + encodeURIComponent(run.id) + '/events');
-    return base + (base.includes('?') ? '&' : '?') + 'from_seq=' + fromSeq;
+  async function authFailed(usedKey, message) {
+    if (usedKey !== auth.key) return;
+    if (auth.source === 'session') {
+      auth.key = '';
+      auth.source = '';
+      authReady = loadSession();
+      await authReady;
+      if (auth.key && auth.key !== usedKey) {
+        afterAuth();
+        return;
+      }
+    }
+    if (auth.source === 'stored' || store(STORE_KEY) === usedKey) store(STORE_KEY, null);
+    auth.key = '';
+    auth.source = '';
+    askKey(usedKey ?
+      'The API key was not accepted (' + message + '). Enter a valid key.' :
+      'This gateway needs an API key (' + message + ').');
+  }
+
+  // afterAuth loads again what a missing or refused key kept from loading.
+  function afterAuth() {
+    showError('');
+    loadProfiles();
+    refreshRecent();
+    if (current && current.waitingForKey) {
+      current.connect(current.lastSeq + 1);
+    } else if (!current) {
+      const id = location.hash.slice(1);
+      if (id.startsWith('run_')) openRun(id);
+    }
+  }
+
+  // ---------------------------------------------------------------- event stream
+
+  /**
+   * SSEParser reads a text/event-stream as the HTML standard's "event stream
+   * interpretation" does, from text chunks cut anywhere (even inside a CRLF):
+   * lines end in CRLF, LF or CR; "field: value" loses one space after the
+   * colon; data lines are joined with "\n"; a blank line dispatches the event;
+   * lines starting with ":" are comments; an event that the stream's end
+   * interrupts is dropped (end). It is pure: no DOM, no network, no clock.
+   *
+   * onEvent(type, data, id) is called once per event: type is "message" when
+   * the event had no "event:" line, id the last "id:" seen on this stream.
+   * onComment(text), if given, is called once per comment (": ping").
+   */
+  class SSEParser {
+    constructor(onEvent, onComment) {
+      this.onEvent = onEvent;
+      this.onComment = onComment || null;
+      this.eol = /\r\n|\r|\n/g;
+      this.buf = ''; // a line begun but not ended; never holds a line end
+      this.skipLF = false; // the last chunk ended in CR: an LF first in the next one is its pair
+      this.type = '';
+      this.data = [];
+      this.id = '';
+      this.retry = null; // the "retry:" field, in ms (our own backoff decides, but it is parsed)
+    }
+
+    /** push parses the next chunk of decoded text. */
+    push(chunk) {
+      let s = String(chunk);
+      if (!s) return; // an empty chunk must not use up skipLF
+      if (this.skipLF) {
+        this.skipLF = false;
+        if (s[0] === '\n') s = s.slice(1);
+      }
+      const eol = this.eol;
+      eol.lastIndex = this.buf.length; // only the new text can hold a line end
+      s = this.buf + s;
+      let start = 0;
+      let m;
+      while ((m = eol.exec(s)) !== null) {
+        const line = s.slice(start, m.index);
+        start = eol.lastIndex;
+        if (m[0] === '\r' && start === s.length) this.skipLF = true;
+        this.line(line);
+      }
+      this.buf = start === 0 ? s : s.slice(start);
+    }
+
+    /** end is the end of the stream: an event without its blank line is dropped. */
+    end() {
+      this.buf = '';
+      this.skipLF = false;
+      this.type = '';
+      this.data = [];
+    }
+
+    line(l) {
+      if (l === '') {
+        const type = this.type;
+        const data = this.data;
+        this.type = '';
+        this.data = [];
+        if (data.length) this.onEvent(type || 'message', data.join('\n'), this.id);
+        return;
+      }
+      if (l[0] === ':') {
+        if (this.onComment) this.onComment(l[1] === ' ' ? l.slice(2) : l.slice(1));
+        return;
+      }
+      const c = l.indexOf(':');
+      const field = c < 0 ? l : l.slice(0, c);
+      let value = c < 0 ? '' : l.slice(c + 1);
+      if (value[0] === ' ') value = value.slice(1);
+      switch (field) {
+        case 'event': this.type = value; break;
+        case 'data': this.data.push(value); break;
+        case 'id': if (!value.includes('\0')) this.id = value; break;
+        case 'retry': if (/^\d+$/.test(value)) this.retry = Number(value); break;
+        default: break; // unknown fields are ignored, as the standard says
+      }
+    }
   }
 
   // ---------------------------------------------------------------- markdown
@@ -574,6 +803,7 @@
     runBtn: null, cancelBtn: null, error: null, runStatus: null, runId: null,
     runUsage: null, answer: null, answerCard: null, conn: null, recent: null,
     recentEmpty: null, profileDesc: null,
+    tenant: null, keyForm: null, apiKey: null, keySaved: null, keyForget: null, keyMsg: null,
   };
   let stages = {}; // name -> StageView
   let profiles = { default: '', data: [] };
@@ -581,6 +811,12 @@
   function showError(msg) {
     ui.error.textContent = msg || '';
     ui.error.hidden = !msg;
+  }
+
+  // reportError shows what failed and the server's message. A 401 is told by
+  // the key field instead (authFailed), not twice.
+  function reportError(what, err) {
+    if (err.status !== 401) showError(what + err.message);
   }
 
   function setConn(state, label) {
@@ -601,8 +837,9 @@
   // ---------------------------------------------------------------- one run's view
 
   /**
-   * RunView follows one run: it owns the EventSource, applies events in seq
-   * order exactly once, and reconnects after lagged notices or errors.
+   * RunView follows one run: it owns the event stream (one fetch at a time,
+   * aborted when the view closes), applies events in seq order exactly once,
+   * and reconnects after lagged notices, errors and early ends.
    */
   class RunView {
     constructor(run) {
@@ -610,7 +847,9 @@
       this.id = run.id;
       this.lastSeq = 0;
       this.deltas = []; // recent applied deltas {lo, hi, stage, len, tokens}, oldest first
-      this.es = null;
+      this.ctl = null; // the AbortController of the stream being read, if any
+      this.waitingForKey = false; // the stream was refused with a 401; afterAuth resumes it
+      this.errorShown = false; // the stream put a message in #error; clear it once live again
       this.retries = 0;
       this.retryTimer = 0;
       this.connects = 0; // streams opened, for the test and the curious
@@ -637,37 +876,114 @@
     connect(fromSeq) {
       if (this.closed) return;
       this.disconnect();
+      this.waitingForKey = false;
       setConn('connecting', 'connecting');
       this.connects++;
-      const es = new EventSource(eventsURL(this.run, fromSeq));
-      this.es = es;
-      const onEvent = (msg) => {
-        if (es !== this.es) return;
-        let ev;
-        try { ev = JSON.parse(msg.data); } catch (err) {
-          console.warn('qlc: bad event data', err);
-          return;
+      const ctl = new AbortController();
+      this.ctl = ctl;
+      this.stream(ctl, fromSeq);
+    }
+
+    /**
+     * stream reads one connection of the run's event stream, from fromSeq,
+     * until the run ends (finish aborts it), the connection fails or ends
+     * early (retry), or ctl is aborted because the view moved on. Everything
+     * it does after an await first checks that ctl is still the view's
+     * stream. Network failures are handled here; a bug in applying an event
+     * is left to surface as an unhandled rejection, which the page reports.
+     */
+    async stream(ctl, fromSeq) {
+      const live = () => ctl === this.ctl;
+      const key = await authKey();
+      if (!live()) return;
+      const headers = { Accept: 'text/event-stream' };
+      if (key) headers.Authorization = 'Bearer ' + key;
+      // Resume right after the last applied seq, as EventSource would with the last id it saw.
+      if (fromSeq > 1) headers['Last-Event-ID'] = String(fromSeq - 1);
+      let res;
+      try {
+        res = await fetch(eventsURL(this.run), { headers, cache: 'no-store', signal: ctl.signal });
+      } catch (_) {
+        if (live()) this.retry();
+        return;
+      }
+      if (!live()) return;
+      if (!res.ok) {
+        const err = await responseError(res);
+        if (live()) this.refused(err, key);
+        return;
+      }
+      this.retries = 0;
+      if (this.errorShown) {
+        this.errorShown = false;
+        showError('');
+      }
+      setConn('open', 'live');
+      const parser = new SSEParser((type, data) => {
+        if (live()) this.message(type, data);
+      });
+      const reader = res.body.getReader();
+      const text = new TextDecoder();
+      for (;;) {
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch (_) {
+          break; // aborted by us, or the connection failed: live() tells which
         }
-        if (!ev.type) ev.type = msg.type;
-        this.handle(ev);
-      };
-      for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
-      es.onmessage = onEvent; // events sent without an "event:" line
-      es.onopen = () => {
-        if (es !== this.es) return;
-        this.retries = 0;
-        setConn('open', 'live');
-      };
-      es.onerror = () => {
-        if (es !== this.es || this.terminal) return;
-        // Take reconnection into our own hands: resume exactly after the last
-        // applied seq, with backoff, and check the run if the stream keeps failing.
-        this.disconnect();
-        this.retries++;
-        setConn('error', 'reconnecting');
-        const delay = Math.min(5000, 100 * 2 ** Math.min(this.retries - 1, 6));
-        this.retryTimer = setTimeout(() => this.recover(), delay);
-      };
+        if (chunk.done || !live()) break;
+        parser.push(text.decode(chunk.value, { stream: true }));
+      }
+      parser.end();
+      if (live() && !this.terminal) this.retry(); // the stream ended before the run did
+    }
+
+    // message applies one SSE event; type is its "event:" line.
+    message(type, data) {
+      let ev;
+      try { ev = JSON.parse(data); } catch (err) {
+        console.warn('qlc: bad event data', err);
+        return;
+      }
+      if (!ev.type) ev.type = type;
+      this.handle(ev);
+    }
+
+    // refused handles a stream request the gateway answered with an error.
+    refused(err, key) {
+      this.disconnect();
+      switch (err.status) {
+        case 401: // wait for a key; afterAuth resumes from here
+          this.waitingForKey = true;
+          setConn('error', 'API key needed');
+          authFailed(key, err.message);
+          return;
+        case 403:
+          setConn('error', 'refused');
+          showError('Cannot follow ' + this.id + ': ' + err.message);
+          return;
+        case 404:
+          this.finish('failed', null, 'run not found');
+          return;
+        case 429: // over a limit: wait as long as the gateway says, at least our backoff
+          this.errorShown = true;
+          showError('Event stream: ' + err.message);
+          this.retry(err.retryAfter == null ? null : err.retryAfter * 1000, 'rate limited');
+          return;
+        default:
+          this.retry();
+      }
+    }
+
+    // retry reconnects after a failed or early-ended stream: it resumes exactly
+    // after the last applied seq, with backoff (at least minDelay ms), and
+    // checks the run itself if the stream keeps failing (recover).
+    retry(minDelay, label) {
+      this.disconnect();
+      this.retries++;
+      const backoff = Math.min(5000, 100 * 2 ** Math.min(this.retries - 1, 6));
+      setConn('error', label || 'reconnecting');
+      this.retryTimer = setTimeout(() => this.recover(), Math.max(backoff, minDelay || 0));
     }
 
     async recover() {
@@ -703,9 +1019,9 @@
     }
 
     disconnect() {
-      if (this.es) {
-        this.es.close();
-        this.es = null;
+      if (this.ctl) {
+        this.ctl.abort();
+        this.ctl = null;
       }
       if (this.retryTimer) {
         clearTimeout(this.retryTimer);
@@ -739,7 +1055,7 @@
       const hi = Number(ev.seq);
       if (!Number.isFinite(hi)) return;
       if (hi <= this.lastSeq) return; // already applied (replay after a reconnect)
-      const lo = ev.from_seq != null ? Number(ev.from_seq) : hi;
+      let lo = ev.from_seq != null ? Number(ev.from_seq) : hi;
       if (lo > this.lastSeq + 1) {
         // A gap: events were skipped. Fetch them rather than show a hole.
         this.disconnect();
@@ -751,6 +1067,9 @@
         const cut = this.appliedSince(lo, ev.stage);
         if (cut === null) return this.resync('cannot trim coalesced delta ' + lo + '..' + hi);
         ev = Object.assign({}, ev, { text: String(ev.text || '').slice(cut.len), tokens: (ev.tokens || 0) - cut.tokens });
+        // What is left covers only the new seqs; remembering it as lo..hi
+        // would make the next overlapping delta be cut short.
+        lo = this.lastSeq + 1;
       }
       this.lastSeq = hi;
       this.apply(ev, lo, hi);
@@ -887,7 +1206,7 @@
     try {
       show(await api('GET', '/v1/runs/' + encodeURIComponent(id)));
     } catch (err) {
-      showError('Cannot open ' + id + ': ' + err.message);
+      reportError('Cannot open ' + id + ': ', err);
     }
   }
 
@@ -912,7 +1231,7 @@
       addRecent({ id: run.id, query, profile: run.profile || body.profile, created: run.created_at || new Date().toISOString() });
       show(run);
     } catch (err) {
-      showError(err.message);
+      reportError('Run not started: ', err);
     } finally {
       ui.runBtn.disabled = false;
     }
@@ -925,10 +1244,10 @@
     try {
       const run = await api('DELETE', '/v1/runs/' + encodeURIComponent(view.id));
       // The stream delivers run_cancelled; if it is not connected, end here.
-      if (!view.es && !view.terminal && TERMINAL.has(run.status)) view.finish(run.status, run);
+      if (!view.ctl && !view.terminal && TERMINAL.has(run.status)) view.finish(run.status, run);
     } catch (err) {
       if (err.status !== 409) { // 409: it had ended already; the stream says how
-        showError('Cancel failed: ' + err.message);
+        reportError('Cancel failed: ', err);
         if (!view.terminal) ui.cancelBtn.disabled = false;
       }
     }
@@ -940,7 +1259,7 @@
     try {
       profiles = await api('GET', '/v1/profiles');
     } catch (err) {
-      showError('Cannot load profiles: ' + err.message);
+      reportError('Cannot load profiles: ', err);
       ui.profile.replaceChildren(new Option('(none)', ''));
       return;
     }
@@ -1046,6 +1365,8 @@
     });
 
     ui.form.addEventListener('submit', submit);
+    ui.keyForm.addEventListener('submit', saveKey);
+    ui.keyForget.addEventListener('click', forgetKey);
     ui.query.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) submit(e);
     });
@@ -1075,17 +1396,21 @@
       if (id && (!current || current.id !== id)) openRun(id);
     });
 
+    // Every API call waits for the session check (authKey), so none goes out
+    // without the local key when there is one.
+    authReady = loadSession();
     renderRecent();
     loadProfiles();
     refreshRecent();
     const id = location.hash.slice(1);
     if (id.startsWith('run_')) openRun(id);
-    document.documentElement.dataset.ready = 'true';
+    authReady.then(() => { document.documentElement.dataset.ready = 'true'; });
   }
 
   // Hooks for the browser test (gateway/ui_test.go) and for debugging in the console.
   window.QLC = {
     renderMarkdown,
+    SSEParser,
     /** feed applies events to a fresh view of a pretend run, without a network. */
     feed(events, run) {
       if (current) current.close();
@@ -1099,7 +1424,10 @@
       for (const name of STAGES) stages[name].flush();
       return { lastSeq: current.lastSeq, resyncs: current.resyncs || 0, status: current.status };
     },
-    current: () => current && { id: current.id, lastSeq: current.lastSeq, status: current.status, connects: current.connects },
+    current: () => current && {
+      id: current.id, lastSeq: current.lastSeq, status: current.status,
+      connects: current.connects, streaming: current.ctl !== null, waitingForKey: current.waitingForKey,
+    },
   };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);

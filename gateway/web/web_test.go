@@ -85,3 +85,36 @@ func TestAssetsAreSelfContained(t *testing.T) {
 		t.Errorf("app.js builds markup from strings (%q); build DOM nodes and set textContent instead", m)
 	}
 }
+
+// TestAPIKeyRules guards the API key rules that can be read from the files:
+// the key field is a password field the browser does not fill or remember,
+// the event stream is read with fetch (EventSource cannot send the key in a
+// header), and no console call or address is built from the key.
+func TestAPIKeyRules(t *testing.T) {
+	html, _ := fs.ReadFile(FS, "index.html")
+	field := regexp.MustCompile(`<input[^>]*\sid="api-key"[^>]*>`).Find(html)
+	if field == nil {
+		t.Fatal("index.html has no #api-key field")
+	}
+	for _, attr := range []string{`type="password"`, `autocomplete="off"`} {
+		if !strings.Contains(string(field), attr) {
+			t.Errorf("the API key field %s lacks %s", field, attr)
+		}
+	}
+	if regexp.MustCompile(`<input[^>]*\sid="api-key"[^>]*\svalue=`).Match(html) {
+		t.Error("the API key field has a value in the markup")
+	}
+	js, _ := fs.ReadFile(FS, "app.js")
+	if regexp.MustCompile(`new\s+EventSource\b`).Match(js) {
+		t.Error("app.js opens an EventSource, which cannot send the Authorization header")
+	}
+	if !strings.Contains(string(js), `'Last-Event-ID'`) {
+		t.Error("app.js does not resume event streams with a Last-Event-ID header")
+	}
+	if m := regexp.MustCompile(`console\.\w+\([^;]*\b(auth\.key|apiKey|usedKey|key)\b`).Find(js); m != nil {
+		t.Errorf("app.js logs something built from the API key: %q", m)
+	}
+	if m := regexp.MustCompile(`[?&]\w*(key|token)\w*=`).Find(js); m != nil {
+		t.Errorf("app.js puts a key in an address: %q", m)
+	}
+}
