@@ -319,14 +319,9 @@ func (f *uiFront) run(t *testing.T, id string) uiRun {
 	return r
 }
 
-
-// uiBackend starts the gateway the browser tests reach through a uiFront: its
-// address, the tenant key the tests act with, and whether the gateway checks
-// keys itself. Until it does, the front plays the gateway's part of the auth
-// contract (401 for a missing or unknown key). Enabling real auth is this one
-// line: start the gateway with tenancy and uiTestConfig's profiles, e.g.
-//
-//	g := startTenantGateway(t, …); return g.URL, g.Dev.TenantKey, true
+// uiBackend starts the gateway the browser tests reach through a uiFront: a
+// real gateway with tenancy on (it checks keys itself), its address and the
+// dev tenant's key.
 func uiBackend(t *testing.T) (base, key string, checksKeys bool) {
 	g := startTenantGatewayProfiles(t, uiTestConfig, nil)
 	return g.URL, g.Dev.TenantKey, true
