@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -272,9 +273,10 @@ func (c *cluster) startGateway() error {
 	for _, n := range c.liveNodes() {
 		seeds = append(seeds, n.gossip)
 	}
+	data := filepath.Join(c.dir, "gateway-data")
 	p, err := c.start("gateway", "gateway", []string{"-addr", addr, "-seeds", strings.Join(seeds, ","),
 		"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.profiles,
-		"-log-format", "json", "-log-level", "warn"}, nil)
+		"-log-format", "json", "-log-level", "warn", "-data-dir", data, "-dev-keys"}, nil)
 	if err != nil {
 		return err
 	}
@@ -282,7 +284,7 @@ func (c *cluster) startGateway() error {
 	if err := waitHTTP(c.gwURL+"/readyz", 20*time.Second, p.done); err != nil {
 		return fmt.Errorf("chaos: gateway: %w (log %s)", err, p.logPath)
 	}
-	return nil
+	return loadKey(data)
 }
 
 // removeNode drops a node from the live set (it was killed or drained).
@@ -398,10 +400,41 @@ func metric(url, name string) (float64, bool) {
 // httpClient is for short requests; streams use streamClient.
 var httpClient = &http.Client{
 	Timeout:   30 * time.Second,
-	Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second},
+	Transport: withKey{&http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}},
 }
 
 // streamClient has no overall timeout: streams are bounded by contexts.
 var streamClient = &http.Client{
-	Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second},
+	Transport: withKey{&http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}},
+}
+
+// apiKey is the dev tenant's key of the chaos gateway (read from its
+// dev-keys.json once it has started).
+var apiKey atomic.Value
+
+// withKey sends apiKey with every request.
+type withKey struct{ next http.RoundTripper }
+
+func (w withKey) RoundTrip(r *http.Request) (*http.Response, error) {
+	if k, _ := apiKey.Load().(string); k != "" && r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+k)
+	}
+	return w.next.RoundTrip(r)
+}
+
+// loadKey reads the dev tenant's key a gateway wrote in dataDir.
+func loadKey(dataDir string) error {
+	b, err := os.ReadFile(filepath.Join(dataDir, "dev-keys.json"))
+	if err != nil {
+		return fmt.Errorf("chaos: gateway keys: %w", err)
+	}
+	var k struct {
+		TenantKey string `json:"tenant_key"`
+	}
+	if err := json.Unmarshal(b, &k); err != nil || k.TenantKey == "" {
+		return fmt.Errorf("chaos: gateway keys: bad dev-keys.json: %v", err)
+	}
+	apiKey.Store(k.TenantKey)
+	return nil
 }
