@@ -4,5 +4,8 @@
 FROM scratch
 ARG BIN=node
 COPY bin/linux/${BIN} /qlc
+# The gateway's store lives in /data (a volume under compose); created here
+# so a new volume is writable by the unprivileged user.
+COPY --chown=65534:65534 deploy/data /data
 USER 65534:65534
 ENTRYPOINT ["/qlc"]

@@ -39,6 +39,7 @@ type testGateway struct {
 	URL    string
 	Engine *actors.Engine
 	Reg    *prometheus.Registry
+	Server *Server
 }
 
 // newTestGateway starts a real QLC gateway (engine + HTTP server on
@@ -97,7 +98,7 @@ func startGateway(t testing.TB, configYAML string, mutate func(*Config, *actors.
 		srv.CloseClientConnections()
 		srv.Close()
 	})
-	return &testGateway{URL: srv.URL, Engine: engine, Reg: reg}
+	return &testGateway{URL: srv.URL, Engine: engine, Reg: reg, Server: gw}
 }
 
 type testLogWriter struct{ t testing.TB }

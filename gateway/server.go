@@ -229,18 +229,55 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// NewHTTPServer wraps h in an http.Server with timeouts that fit streaming:
-// no overall write timeout (streams are long; each write has its own
-// deadline), but bounded header reads against slow clients.
+// EdgeLimits bounds what a client may do at the HTTP edge, before a request
+// reaches the gateway's handler. DefaultEdgeLimits gives the values
+// NewHTTPServer uses.
+type EdgeLimits struct {
+	// ReadHeaderTimeout bounds reading a request's line and headers: a client
+	// that sends them slowly (slowloris) is disconnected. Zero: no bound.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection may wait for its next
+	// request. Zero: no bound (the server sets no ReadTimeout for net/http to
+	// fall back on).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps a request's line and headers; a larger request gets
+	// 431 from net/http (which allows 4 KiB of slack on top). Zero: net/http's
+	// default (1 MiB).
+	MaxHeaderBytes int
+}
+
+// DefaultEdgeLimits returns the limits NewHTTPServer uses.
+func DefaultEdgeLimits() EdgeLimits {
+	return EdgeLimits{
+		// 10 s: a real client sends its headers in one packet; a slow mobile
+		// link still needs far less.
+		ReadHeaderTimeout: 10 * time.Second,
+		// 120 s: long enough for a browser tab to reuse its connection between
+		// polls, short enough that idle connections do not pile up.
+		IdleTimeout: 120 * time.Second,
+		// 64 KiB: an API key and a few cookies take under 1 KiB.
+		MaxHeaderBytes: 64 << 10,
+	}
+}
+
+// NewHTTPServer wraps h in an http.Server with DefaultEdgeLimits: see
+// NewHTTPServerWith.
 func NewHTTPServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
+	return NewHTTPServerWith(addr, h, logger, DefaultEdgeLimits())
+}
+
+// NewHTTPServerWith wraps h in an http.Server with timeouts that fit
+// streaming: no overall write timeout (streams are long; each write has its
+// own deadline), but header reads bounded by lim against slow clients.
+func NewHTTPServerWith(addr string, h http.Handler, logger *slog.Logger, lim EdgeLimits) *http.Server {
 	return &http.Server{
 		Addr: addr, Handler: h,
 		// No ReadTimeout: net/http's background read would hit it during a
 		// long stream and cancel the request. Bodies are bounded in size and
 		// read with their own deadline (decodeJSON).
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(_ net.Listener) context.Context { return context.Background() },
 	}

@@ -28,14 +28,14 @@ type tenantGateway struct {
 	Dir     string
 }
 
-func startTenantGateway(t *testing.T, mutate func(*Config, *actors.Config)) *tenantGateway {
+func startTenantGateway(t testing.TB, mutate func(*Config, *actors.Config)) *tenantGateway {
 	t.Helper()
 	return startTenantGatewayProfiles(t, "", mutate)
 }
 
 // startTenantGatewayProfiles is startTenantGateway with a profile file (as
 // startGateway takes it).
-func startTenantGatewayProfiles(t *testing.T, profiles string, mutate func(*Config, *actors.Config)) *tenantGateway {
+func startTenantGatewayProfiles(t testing.TB, profiles string, mutate func(*Config, *actors.Config)) *tenantGateway {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "qlc.db"))

@@ -14,9 +14,11 @@ export COMPOSE_PROJECT_NAME=qlcinteg
 trap '$COMPOSE down -v --remove-orphans >/dev/null 2>&1 || true' EXIT
 make --no-print-directory compose-up COMPOSE="$COMPOSE"
 base=http://127.0.0.1:8080
+key=qlc_composetenant000000000000000dev # deploy/tenants.dev.yaml
+auth="Authorization: Bearer $key"
 ids=()
 for i in $(seq 6); do
-  id=$(curl -fsS "$base/v1/runs" -H 'Content-Type: application/json' \
+  id=$(curl -fsS "$base/v1/runs" -H "$auth" -H 'Content-Type: application/json' \
         -d "{\"query\":\"integration question $i: how does gossip spread?\",\"profile\":\"instant\",\"seed\":$i}" |
        python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
   ids+=("$id")
@@ -25,7 +27,7 @@ fail=0
 for id in "${ids[@]}"; do
   status=""
   for _ in $(seq 100); do
-    status=$(curl -fsS "$base/v1/runs/$id" | python3 -c '
+    status=$(curl -fsS "$base/v1/runs/$id" -H "$auth" | python3 -c '
 import sys, json
 d = json.load(sys.stdin)
 ok = d["status"] == "completed" and all(s["status"] == "completed" and s["output"] for s in d["stages"]) and d["answer"]
@@ -37,7 +39,14 @@ print("ok" if ok else d["status"])')
   [ "$status" = ok ] || fail=1
 done
 # The OpenAI-compatible endpoint through the cluster.
-curl -fsS "$base/v1/chat/completions" -H 'Content-Type: application/json' \
+curl -fsS "$base/v1/chat/completions" -H "$auth" -H 'Content-Type: application/json' \
   -d '{"model":"qlc-instant","messages":[{"role":"user","content":"What is a quorum?"}]}' |
   python3 -c 'import sys,json; d=json.load(sys.stdin); assert d["choices"][0]["message"]["content"]; print("chat completion: ok")' || fail=1
+# Without a key: 401.
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/models")
+[ "$code" = 401 ] && echo "no key: 401 ok" || { echo "no key: HTTP $code (want 401)"; fail=1; }
+# The usage ledger billed the runs (billing follows the end of a run).
+sleep 1
+curl -fsS "$base/v1/usage" -H "$auth" |
+  python3 -c 'import sys,json; d=json.load(sys.stdin); n=d["totals"]["runs"]; assert n >= 7, n; print("usage ledger: %d runs billed, %d tokens" % (n, d["totals"]["total_tokens"]))' || fail=1
 [ $fail = 0 ] && echo "make integ: PASS" || { $COMPOSE logs --tail 50; echo "make integ: FAIL"; exit 1; }
