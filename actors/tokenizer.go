@@ -55,19 +55,8 @@ func countTokens(m *messages.CountTokens, servedBy string, generic bool) *messag
 		out.Error = fmt.Sprintf("texts hold %d bytes; the limit is %d", total, maxTokenizeBytes)
 		return out
 	}
-	var enc *tokenizer.Encoding
-	var err error
-	if m.Encoding != "" {
-		enc, err = tokenizer.Get(m.Encoding)
-		out.Label = m.Encoding
-	} else {
-		var r tokenizer.Resolution
-		r, err = tokenizer.ResolveModel(m.Model, tokenizer.Approximate)
-		enc, out.Approximate, out.Label = r.Encoding, r.Approximate, r.Label()
-	}
-	if err == nil && generic {
-		enc, err = genericEncoding(enc.Name())
-	}
+	enc, label, approx, err := resolveEncoding(m.Model, m.Encoding, generic)
+	out.Label, out.Approximate = label, approx
 	if err != nil {
 		out.Error = err.Error()
 		return out
@@ -90,7 +79,51 @@ func countTokens(m *messages.CountTokens, servedBy string, generic bool) *messag
 	return out
 }
 
-// tokenizerActor answers CountTokens.
+// resolveEncoding finds the encoding of a request (encoding wins over
+// model; an unknown model gets the approximate encoding, labelled).
+func resolveEncoding(model, encoding string, generic bool) (enc *tokenizer.Encoding, label string, approximate bool, err error) {
+	if encoding != "" {
+		enc, err = tokenizer.Get(encoding)
+		label = encoding
+	} else {
+		var r tokenizer.Resolution
+		r, err = tokenizer.ResolveModel(model, tokenizer.Approximate)
+		enc, approximate, label = r.Encoding, r.Approximate, r.Label()
+	}
+	if err == nil && generic {
+		enc, err = genericEncoding(enc.Name())
+	}
+	return enc, label, approximate, err
+}
+
+// fitToBudget does the work of FitToBudget (see countTokens for generic).
+func fitToBudget(m *messages.FitToBudget, servedBy string, generic bool) *messages.FittedText {
+	out := &messages.FittedText{ServedBy: servedBy}
+	switch {
+	case len(m.Text) > maxTokenizeBytes:
+		out.Error = fmt.Sprintf("text holds %d bytes; the limit is %d", len(m.Text), maxTokenizeBytes)
+		return out
+	case m.MaxTokens < 0:
+		out.Error = "max_tokens must not be negative"
+		return out
+	}
+	enc, label, approx, err := resolveEncoding(m.Model, m.Encoding, generic)
+	if err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	out.Encoding, out.Label, out.Approximate = enc.Name(), label, approx
+	out.OriginalTokens = int64(enc.Count(m.Text))
+	if out.OriginalTokens <= m.MaxTokens {
+		out.Text, out.Tokens = m.Text, out.OriginalTokens
+		return out
+	}
+	cut, n := enc.Truncate(m.Text, int(m.MaxTokens))
+	out.Text, out.Tokens, out.Truncated = cut, int64(n), true
+	return out
+}
+
+// tokenizerActor answers CountTokens, CountTokensBatch and FitToBudget.
 type tokenizerActor struct {
 	metrics *Metrics
 }
@@ -108,7 +141,49 @@ func (a *tokenizerActor) Receive(ctx actor.Context) {
 		a.metrics.tokenizerRequests.WithLabelValues("served").Add(float64(len(m.Requests)))
 		a.metrics.tokenizerBatches.Observe(float64(len(m.Requests)))
 		ctx.Respond(out)
+	case *messages.FitToBudget:
+		a.metrics.tokenizerRequests.WithLabelValues("served").Inc()
+		ctx.Respond(fitToBudget(m, ctx.ActorSystem().Address(), false))
 	}
+}
+
+// FitToBudget cuts m.Text to at most m.MaxTokens tokens at a token boundary
+// on a tokenizer actor (a capable host from Config.TokenizerPlacer, else
+// this process's own), or here on the generic path when none answers in
+// time (ServedBy "local-fallback"). Not batched: a fit carries one large
+// text.
+func (e *Engine) FitToBudget(ctx context.Context, m *messages.FitToBudget) (*messages.FittedText, error) {
+	var hosts []string
+	ask := e.cfg.Tokenizer
+	if e.cfg.TokenizerPlacer != nil {
+		hosts, ask = e.cfg.TokenizerPlacer.TokenizerHosts(m.Model+m.Encoding), true
+	} else {
+		hosts = []string{e.system.Address()}
+	}
+	var out *messages.FittedText
+	for _, h := range hosts[:min(len(hosts), 2)] {
+		if !ask {
+			break
+		}
+		timeout := e.cfg.TokenizerTimeout
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+			timeout = time.Until(d)
+		}
+		res, err := e.system.Root.RequestFuture(actor.NewPID(h, tokenizerName), m, timeout).Result()
+		if ft, ok := res.(*messages.FittedText); ok && err == nil {
+			out = ft
+			break
+		}
+		e.logger.Warn("tokenizer host did not answer a fit; trying the next or fitting here", "host", h, "error", err)
+	}
+	if out == nil {
+		e.metrics.tokenizerRequests.WithLabelValues("local-fallback").Inc()
+		out = fitToBudget(m, "local-fallback", true)
+	}
+	if out.Error != "" {
+		return nil, fmt.Errorf("%w: %s", ErrTokenize, out.Error)
+	}
+	return out, nil
 }
 
 // TokenizerPlacer chooses the hosts of tokenizer actors for a request.

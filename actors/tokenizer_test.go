@@ -2,10 +2,12 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -95,4 +97,48 @@ func (d *dtoHistogram) read(t *testing.T, e *Engine) {
 		t.Fatal(err)
 	}
 	d.sum, d.count = m.GetHistogram().GetSampleSum(), float64(m.GetHistogram().GetSampleCount())
+}
+
+func TestFitToBudget(t *testing.T) {
+	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 200)
+	for _, onActors := range []bool{true, false} {
+		e, _ := newTestEngine(t, func(c *Config) { c.Tokenizer = onActors })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ref, err := tokenizer.Get(tokenizer.Cl100kBase)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full := int64(ref.Count(text))
+		// Fits: unchanged.
+		ft, err := e.FitToBudget(ctx, &messages.FitToBudget{Model: "gpt-4", Text: text, MaxTokens: full})
+		if err != nil || ft.Truncated || ft.Text != text || ft.Tokens != full || ft.Encoding != tokenizer.Cl100kBase {
+			t.Fatalf("fitting text: %+v %v", ft, err)
+		}
+		wantServer := "local-fallback"
+		if onActors {
+			wantServer = e.Address()
+		}
+		if ft.ServedBy != wantServer {
+			t.Fatalf("served by %q; want %q", ft.ServedBy, wantServer)
+		}
+		// Cut: a prefix at a token boundary, as long as the budget allows.
+		ft, err = e.FitToBudget(ctx, &messages.FitToBudget{Encoding: tokenizer.Cl100kBase, Text: text, MaxTokens: 101})
+		if err != nil || !ft.Truncated || ft.OriginalTokens != full || ft.Tokens != 101 || !strings.HasPrefix(text, ft.Text) ||
+			int64(ref.Count(ft.Text)) != ft.Tokens {
+			t.Fatalf("cut to 101 tokens: %+v %v", ft, err)
+		}
+		ids := ref.EncodeOrdinary(text)
+		if want, err := ref.Decode(ids[:101]); err != nil || ft.Text != string(want) {
+			t.Fatalf("the cut is not at the 101st token's end: %q", ft.Text[len(ft.Text)-20:])
+		}
+		for _, bad := range []*messages.FitToBudget{
+			{Encoding: "nope", Text: "x", MaxTokens: 1},
+			{Encoding: tokenizer.Cl100kBase, Text: "x", MaxTokens: -1},
+		} {
+			if _, err := e.FitToBudget(ctx, bad); !errors.Is(err, ErrTokenize) {
+				t.Fatalf("%+v: err %v; want ErrTokenize", bad, err)
+			}
+		}
+	}
 }

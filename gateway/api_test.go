@@ -384,5 +384,26 @@ func TestTokenize(t *testing.T) {
 		if code := do(t, "POST", g.URL+"/v1/tokenize", `{"text":"x"}`, &e); code != 400 || e.Error.Code != "missing_model" {
 			t.Fatalf("no model: %d %+v", code, e.Error)
 		}
+		// max_tokens: the text cut at a token boundary (FitToBudget).
+		var fit struct {
+			Text          string
+			Count         int
+			Truncated     bool
+			OriginalCount int    `json:"original_count"`
+			ServedBy      string `json:"served_by"`
+		}
+		if code := do(t, "POST", g.URL+"/v1/tokenize", `{"model":"gpt-4o","text":"`+text+`","max_tokens":3}`, &fit); code != 200 {
+			t.Fatalf("fit: %d", code)
+		}
+		cut, _ := enc.Decode(want[:3])
+		if !fit.Truncated || fit.Count != 3 || fit.OriginalCount != len(want) || fit.Text != string(cut) {
+			t.Fatalf("fit to 3 tokens: %+v; want %q", fit, cut)
+		}
+		if wantServed := map[bool]string{true: "nonhost", false: "local-fallback"}[withActors]; fit.ServedBy != wantServed {
+			t.Fatalf("fit served by %q, want %q", fit.ServedBy, wantServed)
+		}
+		if code := do(t, "POST", g.URL+"/v1/tokenize", `{"model":"gpt-4o","text":"x","max_tokens":-1}`, &e); code != 400 || e.Error.Code != "invalid_max_tokens" {
+			t.Fatalf("negative max_tokens: %d %+v", code, e.Error)
+		}
 	}
 }

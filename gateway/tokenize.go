@@ -16,6 +16,9 @@ type tokenizeRequest struct {
 	Model    string `json:"model"`
 	Encoding string `json:"encoding"`
 	Text     string `json:"text"`
+	// MaxTokens, when set, asks for the text cut to at most that many
+	// tokens at a token boundary (FitToBudget) instead of its tokens.
+	MaxTokens *int64 `json:"max_tokens"`
 }
 
 func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
@@ -30,6 +33,26 @@ func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
+	if req.MaxTokens != nil {
+		if *req.MaxTokens < 0 {
+			writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", "max_tokens must not be negative"))
+			return
+		}
+		ft, err := s.engine.FitToBudget(ctx, &messages.FitToBudget{Model: req.Model, Encoding: req.Encoding, Text: req.Text, MaxTokens: *req.MaxTokens})
+		if err != nil {
+			if errors.Is(err, actors.ErrTokenize) {
+				writeError(w, errInvalid("tokenize_failed", err.Error()))
+				return
+			}
+			writeError(w, errServer(http.StatusInternalServerError, "internal_error", "tokenizer failed"))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"text": ft.Text, "count": ft.Tokens, "truncated": ft.Truncated, "original_count": ft.OriginalTokens,
+			"encoding": ft.Encoding, "approximate": ft.Approximate, "label": ft.Label, "served_by": ft.ServedBy,
+		})
+		return
+	}
 	tc, err := s.engine.CountTokens(ctx, &messages.CountTokens{Model: req.Model, Encoding: req.Encoding, Texts: []string{req.Text}, WithTokens: true})
 	if err != nil {
 		if errors.Is(err, actors.ErrTokenize) {

@@ -2780,6 +2780,186 @@ func (x *RegistryChange) GetWantAll() bool {
 	return false
 }
 
+// FitToBudget asks a tokenizer actor to cut text to at most max_tokens
+// tokens, at a token boundary (model's encoding, or encoding).
+type FitToBudget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Encoding      string                 `protobuf:"bytes,2,opt,name=encoding,proto3" json:"encoding,omitempty"`
+	Text          string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	MaxTokens     int64                  `protobuf:"varint,4,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FitToBudget) Reset() {
+	*x = FitToBudget{}
+	mi := &file_qlc_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FitToBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FitToBudget) ProtoMessage() {}
+
+func (x *FitToBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FitToBudget.ProtoReflect.Descriptor instead.
+func (*FitToBudget) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *FitToBudget) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *FitToBudget) GetEncoding() string {
+	if x != nil {
+		return x.Encoding
+	}
+	return ""
+}
+
+func (x *FitToBudget) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *FitToBudget) GetMaxTokens() int64 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+// FittedText answers FitToBudget: text (text itself when it fits) and its
+// token count; truncated says whether it was cut.
+type FittedText struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Text           string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	Tokens         int64                  `protobuf:"varint,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	Truncated      bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	OriginalTokens int64                  `protobuf:"varint,4,opt,name=original_tokens,json=originalTokens,proto3" json:"original_tokens,omitempty"`
+	Encoding       string                 `protobuf:"bytes,5,opt,name=encoding,proto3" json:"encoding,omitempty"`
+	Approximate    bool                   `protobuf:"varint,6,opt,name=approximate,proto3" json:"approximate,omitempty"`
+	Label          string                 `protobuf:"bytes,7,opt,name=label,proto3" json:"label,omitempty"`
+	ServedBy       string                 `protobuf:"bytes,8,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	Error          string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FittedText) Reset() {
+	*x = FittedText{}
+	mi := &file_qlc_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FittedText) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FittedText) ProtoMessage() {}
+
+func (x *FittedText) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FittedText.ProtoReflect.Descriptor instead.
+func (*FittedText) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FittedText) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *FittedText) GetTokens() int64 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+func (x *FittedText) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *FittedText) GetOriginalTokens() int64 {
+	if x != nil {
+		return x.OriginalTokens
+	}
+	return 0
+}
+
+func (x *FittedText) GetEncoding() string {
+	if x != nil {
+		return x.Encoding
+	}
+	return ""
+}
+
+func (x *FittedText) GetApproximate() bool {
+	if x != nil {
+		return x.Approximate
+	}
+	return false
+}
+
+func (x *FittedText) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *FittedText) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
+	}
+	return ""
+}
+
+func (x *FittedText) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -2979,7 +3159,24 @@ const file_qlc_proto_rawDesc = "" +
 	"\x0eRegistryChange\x12\x18\n" +
 	"\atenants\x18\x01 \x03(\fR\atenants\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\fR\x04keys\x12\x19\n" +
-	"\bwant_all\x18\x03 \x01(\bR\awantAll*n\n" +
+	"\bwant_all\x18\x03 \x01(\bR\awantAll\"r\n" +
+	"\vFitToBudget\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
+	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\x04 \x01(\x03R\tmaxTokens\"\x86\x02\n" +
+	"\n" +
+	"FittedText\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x16\n" +
+	"\x06tokens\x18\x02 \x01(\x03R\x06tokens\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12'\n" +
+	"\x0foriginal_tokens\x18\x04 \x01(\x03R\x0eoriginalTokens\x12\x1a\n" +
+	"\bencoding\x18\x05 \x01(\tR\bencoding\x12 \n" +
+	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x14\n" +
+	"\x05label\x18\a \x01(\tR\x05label\x12\x1b\n" +
+	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error*n\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -3000,7 +3197,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -3042,8 +3239,10 @@ var file_qlc_proto_goTypes = []any{
 	(*LedgerEntry)(nil),           // 37: qlc.v1.LedgerEntry
 	(*LedgerState)(nil),           // 38: qlc.v1.LedgerState
 	(*RegistryChange)(nil),        // 39: qlc.v1.RegistryChange
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
+	(*FitToBudget)(nil),           // 40: qlc.v1.FitToBudget
+	(*FittedText)(nil),            // 41: qlc.v1.FittedText
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -3053,7 +3252,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	40, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	42, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -3067,8 +3266,8 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 18: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 19: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 20: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	41, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	41, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	43, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	43, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 25: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -3076,10 +3275,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 27: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
 	0,  // 28: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 29: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	41, // 30: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	41, // 31: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	43, // 30: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	43, // 31: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 32: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	41, // 33: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	43, // 33: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	4,  // 34: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
 	24, // 35: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
 	28, // 36: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
@@ -3117,7 +3316,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -268,6 +268,21 @@ func TestTokenizerRunsOnlyOnCapableNodes(t *testing.T) {
 	if got := metric(t, "http://"+weak.ops+"/metrics", `qlc_tokenizer_requests_total{path="served"}`); got != "" {
 		t.Fatalf("the node without AVX2 served tokenizer requests: %q", got)
 	}
+	// FitToBudget is served by the capable node too.
+	resp, err := http.Post(c.gw+"/v1/tokenize", "application/json", strings.NewReader(`{"model":"gpt-4","text":"one two three four five six","max_tokens":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var fit struct {
+		Text      string
+		Count     int
+		Truncated bool
+		ServedBy  string `json:"served_by"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&fit); err != nil || fit.Text != "one two three" || fit.Count != 3 || !fit.Truncated || fit.ServedBy != strong.act {
+		t.Fatalf("fit to 3 tokens across the cluster: %+v %v", fit, err)
+	}
 }
 
 // A false suspicion: a node paused (SIGSTOP) past the failure detector's
