@@ -953,3 +953,33 @@ func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
 func (f levelFilter) WithGroup(n string) slog.Handler {
 	return levelFilter{f.Handler.WithGroup(n), f.min}
 }
+
+// Restore makes a finished run readable again from its stored log (a
+// gateway that restarted: the run's coordinator is long gone). The log
+// must hold the whole run, seq 1 to a terminal event. The hub is kept like
+// any finished run (Config.RetainFinished from now).
+func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time, log []*messages.RunEvent) (*Hub, error) {
+	if len(log) == 0 || !isTerminal(log[len(log)-1]) {
+		return nil, fmt.Errorf("actors: restore %s: the log does not end the run", runID)
+	}
+	for i, ev := range log {
+		if ev.GetSeq() != uint64(i+1) {
+			return nil, fmt.Errorf("actors: restore %s: event %d has seq %d", runID, i+1, ev.GetSeq())
+		}
+	}
+	h := newHub(runID, tenant, profile, query, e.cfg.Hub, e.metrics, e.logger)
+	h.Created = created
+	h.log = log
+	h.epoch = log[len(log)-1].GetEpoch()
+	h.terminal, h.endedAt = true, time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.shutdown {
+		return nil, ErrShutdown
+	}
+	if old, ok := e.hubs[runID]; ok {
+		return old, nil
+	}
+	e.hubs[runID] = h
+	return h, nil
+}

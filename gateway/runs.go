@@ -105,6 +105,12 @@ func (s *Server) hub(w http.ResponseWriter, r *http.Request) (*actors.Hub, bool)
 	id := r.PathValue("id")
 	hub, err := s.engine.Hub(id)
 	if err != nil {
+		// A run that ended before this gateway (re)started: from its store.
+		if h := s.restore(id); h != nil {
+			hub, err = h, nil
+		}
+	}
+	if err != nil {
 		// A run this gateway does not know may be one whose gateway died:
 		// find its coordinator in the cluster and follow it from here.
 		hub, err = s.engine.Attach(id)

@@ -43,6 +43,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// AdmitTimeout bounds the tenant limiter's answer. Default 2 s.
 	AdmitTimeout time.Duration
+	// KeepRuns is how long finished runs' logs stay in the store, readable
+	// after a restart (their usage records stay for good). Default 7 days.
+	KeepRuns time.Duration
 	// MaxStreamsPerKey caps a key's concurrent event streams (SSE, WebSocket,
 	// streamed chat completions) when its tenant sets no max_streams.
 	// Default 64; negative: no cap.
@@ -71,7 +74,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Logger: slog.Default(), Gatherer: prometheus.DefaultGatherer, Registerer: prometheus.DefaultRegisterer, Tenant: "local",
-		AdmitTimeout: 2 * time.Second, MaxStreamsPerKey: 64,
+		AdmitTimeout: 2 * time.Second, MaxStreamsPerKey: 64, KeepRuns: 7 * 24 * time.Hour,
 		MaxBodyBytes: 1 << 20, MaxQueryBytes: 32 << 10, PingInterval: 15 * time.Second,
 		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second,
 	}
@@ -93,6 +96,9 @@ func (c *Config) validate() error {
 	}
 	if c.AdmitTimeout == 0 {
 		c.AdmitTimeout = d.AdmitTimeout
+	}
+	if c.KeepRuns == 0 {
+		c.KeepRuns = d.KeepRuns
 	}
 	if c.MaxStreamsPerKey == 0 {
 		c.MaxStreamsPerKey = d.MaxStreamsPerKey
@@ -131,6 +137,8 @@ type Server struct {
 	streams   map[string]int // open event streams per key id
 
 	accounting sync.WaitGroup // runs waiting to be billed
+	stop       chan struct{}  // closed by Close
+	closeOnce  sync.Once
 }
 
 // New builds a gateway on cfg.Engine.
@@ -139,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, engine: cfg.Engine, tenancy: cfg.Tenancy, logger: cfg.Logger,
-		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}}
+		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}, stop: make(chan struct{})}
 	if s.tenancy != nil {
 		if err := s.engine.ServeLedger(s.ledgerState); err != nil {
 			return nil, err
@@ -176,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 	s.handler = s.recoverer(s.withAuth(mux))
 	if s.tenancy != nil {
 		go s.recoverOpen()
+		go s.keepRuns()
 	}
 	return s, nil
 }
@@ -183,6 +192,7 @@ func New(cfg Config) (*Server, error) {
 // Close waits (until ctx is done) for the runs admitted here to be billed
 // in the ledger: call it after the engine has ended its runs.
 func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.stop) })
 	done := make(chan struct{})
 	go func() {
 		s.accounting.Wait()

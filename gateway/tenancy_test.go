@@ -732,3 +732,37 @@ func runEvents(t *testing.T, base, key, id string) []sseEvent {
 	})
 	return evs
 }
+
+// TestFinishedRunsOutliveTheGateway: a gateway started again on the same
+// store still serves a finished run (resource and events), to its tenant only.
+func TestFinishedRunsOutliveTheGateway(t *testing.T) {
+	g := startTenantGateway(t, nil)
+	_, other := newTenant(t, g, "other", "")
+	_, _, run, _ := postRun(t, g.URL, g.Dev.TenantKey, "instant")
+	var before runView
+	waitStatusKey(t, g.URL, g.Dev.TenantKey, run.ID, "completed", &before)
+	evs := runEvents(t, g.URL, g.Dev.TenantKey, run.ID)
+	waitUsage(t, g.URL, g.Dev.TenantKey, 1) // billed, so kept
+
+	// A second gateway (a fresh engine: the run is not in memory) on the same store.
+	g2 := startGateway(t, "", func(c *Config, _ *actors.Config) { c.Tenancy = g.Tenancy })
+	var after runView
+	if code, _ := call(t, "GET", g2.URL+"/v1/runs/"+run.ID, g.Dev.TenantKey, "", &after); code != 200 {
+		t.Fatalf("finished run on the restarted gateway: %d", code)
+	}
+	if after.Status != "completed" || after.Answer != before.Answer || after.Answer == "" || after.LastSeq != before.LastSeq {
+		t.Fatalf("restored run: %+v; before %+v", after, before)
+	}
+	evs2 := runEvents(t, g2.URL, g.Dev.TenantKey, run.ID)
+	if len(evs2) != len(evs) {
+		t.Fatalf("restored log has %d events; the run had %d", len(evs2), len(evs))
+	}
+	for i := range evs {
+		if evs[i].ID != evs2[i].ID || evs[i].Event != evs2[i].Event {
+			t.Fatalf("event %d: %s %s; was %s %s", i, evs2[i].ID, evs2[i].Event, evs[i].ID, evs[i].Event)
+		}
+	}
+	if code, _ := call(t, "GET", g2.URL+"/v1/runs/"+run.ID, other, "", nil); code != 404 {
+		t.Fatalf("another tenant reads the kept run: %d", code)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/store"
 	"github.com/qlc-project/qlc/messages"
@@ -26,21 +28,26 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 		ctx, cancel := context.WithTimeout(context.Background(), maxRunWait)
 		err := hub.WaitDone(ctx)
 		cancel()
-		u := usageFromLog(hub.Events(1), s.engine.Stages(), a)
+		evs := hub.Events(1)
+		u := usageFromLog(evs, s.engine.Stages(), a)
+		var run *store.FinishedRun
 		if err != nil {
 			u.Status = "abandoned"
+		} else if log, merr := proto.Marshal(&messages.RunEventBatch{Events: evs}); merr == nil {
+			run = &store.FinishedRun{RunID: hub.RunID, TenantID: hub.Tenant, Profile: hub.Profile, Query: hub.Query,
+				CreatedAt: hub.Created, EndedAt: u.EndedAt, Log: log}
 		}
-		s.settle(u, a)
+		s.settle(u, a, run)
 	}()
 }
 
-// settle records u and tells the limiter.
-func (s *Server) settle(u store.Usage, a *admission) {
+// settle records u (and the finished run, if any) and tells the limiter.
+func (s *Server) settle(u store.Usage, a *admission, run *store.FinishedRun) {
 	s.metrics.observeRun(u)
 	if s.tenancy == nil {
 		return
 	}
-	if _, err := s.tenancy.Store().RecordUsage(u); err != nil {
+	if _, err := s.tenancy.Store().RecordRun(u, run); err != nil {
 		// The reservation stays in the ledger: the budget stays reserved
 		// (never overrun), and the next start retries the record.
 		s.logger.Error("ledger: record usage", "run_id", u.RunID, "tenant", u.TenantID, "error", err)
@@ -169,7 +176,48 @@ func (s *Server) recoverOpen() {
 		}
 		s.logger.Warn("ledger: a run admitted before this gateway restarted is gone; recorded as abandoned", "run_id", r.RunID, "tenant", r.TenantID)
 		u := store.Usage{RunID: r.RunID, TenantID: r.TenantID, Profile: r.Profile, Status: "abandoned", AdmittedAt: a.at, EndedAt: time.Now().UTC()}
-		s.settle(u, a)
+		s.settle(u, a, nil)
+	}
+}
+
+// restore reads a finished run this gateway kept (it may have restarted
+// since): nil if it has none.
+func (s *Server) restore(runID string) *actors.Hub {
+	if s.tenancy == nil {
+		return nil
+	}
+	r, err := s.tenancy.Store().Run(runID)
+	if err != nil {
+		return nil
+	}
+	var batch messages.RunEventBatch
+	if err := proto.Unmarshal(r.Log, &batch); err != nil {
+		s.logger.Error("ledger: a kept run's log does not decode", "run_id", runID, "error", err)
+		return nil
+	}
+	hub, err := s.engine.Restore(r.RunID, r.TenantID, r.Profile, r.Query, r.CreatedAt, batch.Events)
+	if err != nil {
+		s.logger.Error("ledger: restore a kept run", "run_id", runID, "error", err)
+		return nil
+	}
+	return hub
+}
+
+// keepRuns prunes kept runs older than Config.KeepRuns, now and hourly.
+func (s *Server) keepRuns() {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := s.tenancy.Store().PruneRuns(time.Now().Add(-s.cfg.KeepRuns)); err != nil {
+			s.logger.Error("ledger: prune kept runs", "error", err)
+		} else if n > 0 {
+			s.logger.Info("ledger: pruned kept runs", "runs", n)
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
 	}
 }
 

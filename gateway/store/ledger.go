@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -202,12 +203,52 @@ const insertUsageSQL = `INSERT INTO usage (` + usageColumns + `)
 // returns (false, nil): never a duplicate. The first call returns (true, nil)
 // once the record is committed.
 func (s *Store) RecordUsage(u Usage) (bool, error) {
+	return s.RecordRun(u, nil)
+}
+
+// FinishedRun is a finished run kept so it can be read after its gateway
+// restarted: how it was started and its whole log (a protobuf
+// RunEventBatch, opaque here).
+type FinishedRun struct {
+	RunID     string
+	TenantID  string
+	Profile   string
+	Query     string
+	CreatedAt time.Time
+	EndedAt   time.Time
+	Log       []byte
+}
+
+// RecordRun is RecordUsage that also keeps run (when not nil) in the same
+// transaction.
+func (s *Store) RecordRun(u Usage, run *FinishedRun) (bool, error) {
 	args, err := usageArgs(u)
 	if err != nil {
 		return false, fmt.Errorf("store: record usage of run %q: %w", u.RunID, err)
 	}
+	var runArgs []any
+	if run != nil {
+		if run.RunID != u.RunID || len(run.Log) == 0 {
+			return false, fmt.Errorf("store: record run %q: a log of the same run is required: %w", u.RunID, ErrInvalid)
+		}
+		created, err := requiredTimeArg(run.CreatedAt, "created_at")
+		if err != nil {
+			return false, fmt.Errorf("store: record run %q: %w", u.RunID, err)
+		}
+		ended, err := requiredTimeArg(run.EndedAt, "ended_at")
+		if err != nil {
+			return false, fmt.Errorf("store: record run %q: %w", u.RunID, err)
+		}
+		runArgs = []any{run.RunID, run.TenantID, run.Profile, run.Query, created, ended, run.Log}
+	}
 	var inserted bool
 	err = s.withTx(func(tx *sql.Tx) error {
+		if runArgs != nil {
+			if _, err := s.txExec(tx, `INSERT INTO runs (run_id, tenant_id, profile, query, created_at, ended_at, log)
+				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`, runArgs...); err != nil {
+				return err
+			}
+		}
 		res, err := s.txExec(tx, insertUsageSQL, args...)
 		if err != nil {
 			return err
@@ -355,4 +396,30 @@ func (s *Store) LedgerSince(tenantID string, since, periodStart time.Time) (rece
 		return nil, 0, fmt.Errorf("store: ledger of %q: period sum: %w", tenantID, err)
 	}
 	return recent, periodTokens, nil
+}
+
+// Run returns a finished run kept by RecordRun; ErrNotFound if none.
+func (s *Store) Run(runID string) (FinishedRun, error) {
+	var r FinishedRun
+	var created, ended int64
+	err := s.queryRow(`SELECT run_id, tenant_id, profile, query, created_at, ended_at, log FROM runs WHERE run_id = ?`, runID).
+		Scan(&r.RunID, &r.TenantID, &r.Profile, &r.Query, &created, &ended, &r.Log)
+	if errors.Is(err, sql.ErrNoRows) {
+		return FinishedRun{}, fmt.Errorf("store: run %q: %w", runID, ErrNotFound)
+	}
+	if err != nil {
+		return FinishedRun{}, fmt.Errorf("store: run %q: %w", runID, err)
+	}
+	r.CreatedAt, r.EndedAt = time.Unix(0, created).UTC(), time.Unix(0, ended).UTC()
+	return r, nil
+}
+
+// PruneRuns deletes kept runs that ended before cutoff (their usage
+// records stay); it returns how many.
+func (s *Store) PruneRuns(cutoff time.Time) (int64, error) {
+	res, err := s.exec(`DELETE FROM runs WHERE ended_at < ?`, boundArg(cutoff, 0))
+	if err != nil {
+		return 0, fmt.Errorf("store: prune runs: %w", err)
+	}
+	return res.RowsAffected()
 }

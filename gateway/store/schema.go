@@ -75,6 +75,19 @@ var migrations = [][]string{
 		`CREATE INDEX IF NOT EXISTS usage_tenant_ended ON usage (tenant_id, ended_at, run_id)`,
 		`CREATE INDEX IF NOT EXISTS usage_ended ON usage (ended_at, run_id)`,
 	},
+	// 2: finished runs' logs, so a restarted gateway still serves them.
+	{
+		`CREATE TABLE IF NOT EXISTS runs (
+			run_id     TEXT PRIMARY KEY,
+			tenant_id  TEXT NOT NULL,
+			profile    TEXT NOT NULL,
+			query      TEXT NOT NULL,
+			created_at INTEGER NOT NULL,
+			ended_at   INTEGER NOT NULL,
+			log        BLOB NOT NULL -- a protobuf RunEventBatch
+		) WITHOUT ROWID`,
+		`CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at)`,
+	},
 }
 
 // migrate brings the database behind db to the newest version, len(migrations). It is idempotent:
