@@ -93,6 +93,7 @@ type coordinator struct {
 	cur         *stageAttempt
 	ended       bool
 	counted     bool // counted in deps.hosted
+	acked       bool // the hub acknowledged the whole, finished log
 	slot        slotState
 	slotKey     string // the run's key in deps.slots
 	timer       *time.Timer
@@ -193,12 +194,22 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	case *messages.CancelRun:
 		c.cancel(ctx, m)
 	case *messages.RunEventAck:
-		if c.ended && m.Seq >= uint64(len(c.log)) {
-			ctx.Stop(ctx.Self())
+		if c.ended && !c.acked && m.Seq >= uint64(len(c.log)) {
+			// The hub has the whole log. Keep it a while longer anyway, not
+			// counted as hosted work: a gateway that dies before it has
+			// stored the finished run can still find it here (FindRun).
+			c.acked = true
+			if c.counted {
+				c.counted = false
+				c.deps.hosted.Add(-1)
+			}
+			ctx.SetReceiveTimeout(keepAfterAck)
 		}
 	case *actor.ReceiveTimeout:
 		if c.ended {
-			c.logger.Warn("run's hub never acknowledged the end of the log; stopping", "last_seq", len(c.log))
+			if !c.acked {
+				c.logger.Warn("run's hub never acknowledged the end of the log; stopping", "last_seq", len(c.log))
+			}
 			ctx.Stop(ctx.Self())
 		}
 	case *messages.Subscribe:
@@ -606,6 +617,10 @@ func (c *coordinator) fail(ctx actor.Context, stage messages.Stage, code, reason
 // finishLinger is how long a finished coordinator waits for its hub to
 // acknowledge the whole log before stopping anyway.
 const finishLinger = 10 * time.Second
+
+// keepAfterAck is how long a finished coordinator keeps the log after its
+// hub has it all, for a gateway that restarts before it stored the run.
+const keepAfterAck = 30 * time.Second
 
 // finish emits the terminal event and stops the worker; the coordinator
 // itself stops when the hub acknowledges the whole log (RunEventAck), so it

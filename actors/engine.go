@@ -983,3 +983,10 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 	e.hubs[runID] = h
 	return h, nil
 }
+
+// ShuttingDown reports whether Shutdown has begun.
+func (e *Engine) ShuttingDown() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.shutdown
+}

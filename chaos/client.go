@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -37,6 +38,18 @@ func (s *runState) fault(t time.Time) bool {
 		return false
 	}
 	s.faultAt, s.resumed = t, false
+	return true
+}
+
+// faultReader starts the recovery clock for a fault of the reader's path
+// (the gateway), not of the run: the next token received ends it.
+func (s *runState) faultReader(t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || !s.faultAt.IsZero() {
+		return false
+	}
+	s.faultAt, s.resumed = t, true
 	return true
 }
 
@@ -222,6 +235,9 @@ func (d *driver) stream(ctx context.Context, id string, from uint64, fn func(eve
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return fmt.Errorf("chaos: events: HTTP %d: %w", resp.StatusCode, errUnavailable)
+		}
 		return fmt.Errorf("chaos: events: HTTP %d", resp.StatusCode)
 	}
 	return readSSE(resp.Body, fn)
@@ -326,6 +342,8 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 		}
 		if err != nil && !errors.Is(err, context.Canceled) {
 			time.Sleep(100 * time.Millisecond)
+		} else {
+			time.Sleep(20 * time.Millisecond) // a stream that ended early: no spinning
 		}
 		r.reconnects++
 	}
@@ -351,8 +369,13 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 		// Anything the run still produced would show here.
 		time.Sleep(time.Second)
 	}
+	// Both reads retry while the gateway is unreachable (restarting), as a
+	// client does; a wrong answer is not retried.
 	var replay []event
-	if err := d.stream(cctx, id, 1, func(e event) bool { replay = append(replay, e); return true }); err != nil {
+	if err := retryUnreachable(cctx, func() error {
+		replay = replay[:0]
+		return d.stream(cctx, id, 1, func(e event) bool { replay = append(replay, e); return true })
+	}); err != nil {
 		r.defects = append(r.defects, "replay: "+err.Error())
 	}
 	rt := analyze(replay)
@@ -365,7 +388,11 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 	if s := compareSegments(t.segments, rt.segments); s != "" {
 		r.defects = append(r.defects, s)
 	}
-	v, err := d.get(cctx, id)
+	var v *runView
+	err := retryUnreachable(cctx, func() (err error) {
+		v, err = d.get(cctx, id)
+		return err
+	})
 	if err != nil {
 		r.defects = append(r.defects, "resource: "+err.Error())
 		return r
@@ -389,4 +416,23 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 		}
 	}
 	return r
+}
+
+// errUnavailable is a 503: the gateway is shutting down (or not ready).
+var errUnavailable = errors.New("service unavailable")
+
+// retryUnreachable calls fn until it succeeds or fails with something else
+// than a refused or reset connection (a gateway restarting), or ctx ends.
+func retryUnreachable(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil || !(errors.Is(err, errUnavailable) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -70,7 +70,8 @@ type proc struct {
 	done               chan struct{} // closed when the process has exited
 	exitErr            error         // set before done is closed
 	sink               *logSink
-	killed, terminated bool // set by the scenario that ended it
+	killed, terminated bool   // set by the scenario that ended it
+	uid                uint32 // a uid of its own (partition scenario), else 0
 }
 
 func (p *proc) exited() bool {
@@ -166,6 +167,9 @@ type cluster struct {
 	all   []*proc
 	gw    *proc
 	gwURL string
+	gwN   int // gateway processes started
+	// ownUIDs runs every node under a uid of its own (partitions).
+	ownUIDs bool
 }
 
 func newCluster(bin, dir, profiles string, progress func(string, ...any)) (*cluster, error) {
@@ -181,6 +185,11 @@ func newCluster(bin, dir, profiles string, progress func(string, ...any)) (*clus
 }
 
 func (c *cluster) start(name, binary string, args []string, pl *placements) (*proc, error) {
+	return c.startAs(name, binary, args, pl, 0)
+}
+
+// startAs is start under uid (0: this program's).
+func (c *cluster) startAs(name, binary string, args []string, pl *placements, uid uint32) (*proc, error) {
 	logPath := filepath.Join(c.dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -193,11 +202,15 @@ func (c *cluster) start(name, binary string, args []string, pl *placements) (*pr
 	cmd.Stdout, cmd.Stderr = p.sink, p.sink
 	// The children die with this program, however it ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if uid != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid}
+		cmd.Dir = "/"
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("chaos: start %s: %w", name, err)
 	}
-	p.cmd, p.started = cmd, time.Now()
+	p.cmd, p.started, p.uid = cmd, time.Now(), uid
 	go func() { // owned by the process: ends when it exits
 		p.exitErr = cmd.Wait()
 		f.Close()
@@ -242,14 +255,19 @@ func (c *cluster) startNode() (*proc, error) {
 	}
 	c.mu.Lock()
 	c.seq++
-	name := fmt.Sprintf("node-%d", c.seq)
+	seq := c.seq
+	name := fmt.Sprintf("node-%d", seq)
 	c.mu.Unlock()
 	args := []string{"-gossip-bind", addrs[0], "-bind", addrs[1], "-ops-addr", addrs[2], "-profiles", c.profiles,
 		"-log-format", "json", "-log-level", "info", "-drain-timeout", "60s"}
 	if len(seeds) > 0 {
 		args = append(args, "-seeds", strings.Join(seeds, ","))
 	}
-	p, err := c.start(name, "node", args, c.pl)
+	var uid uint32
+	if c.ownUIDs {
+		uid = uint32(firstNodeUID + seq)
+	}
+	p, err := c.startAs(name, "node", args, c.pl, uid)
 	if err != nil {
 		return nil, err
 	}
@@ -269,12 +287,25 @@ func (c *cluster) startGateway() error {
 	if err != nil {
 		return err
 	}
+	return c.startGatewayOn(addr)
+}
+
+// startGatewayOn starts a gateway listening on addr with the cluster's
+// gateway data folder (a restart finds its store: ledger, kept runs).
+func (c *cluster) startGatewayOn(addr string) error {
 	var seeds []string
 	for _, n := range c.liveNodes() {
 		seeds = append(seeds, n.gossip)
 	}
 	data := filepath.Join(c.dir, "gateway-data")
-	p, err := c.start("gateway", "gateway", []string{"-addr", addr, "-seeds", strings.Join(seeds, ","),
+	c.mu.Lock()
+	c.gwN++
+	name := "gateway"
+	if c.gwN > 1 {
+		name = fmt.Sprintf("gateway-%d", c.gwN)
+	}
+	c.mu.Unlock()
+	p, err := c.start(name, "gateway", []string{"-addr", addr, "-seeds", strings.Join(seeds, ","),
 		"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.profiles,
 		"-log-format", "json", "-log-level", "warn", "-data-dir", data, "-dev-keys"}, nil)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -92,6 +93,10 @@ func scenarioFor(name string, cfg Config) scenario {
 		return scenario{runs: def(cfg.Runs, 40), profile: "faulty", runTimeout: rt, inject: func(context.Context, *env) string {
 			return fmt.Sprintf("simulated provider: 429 / 5xx / cut+connection / hang+stall+timeout, each on one stage, at rate %g (cut), %g (hang, stall)", cfg.FaultRate, cfg.HangRate)
 		}}
+	case "partition":
+		return scenario{runs: def(cfg.Runs, 30), faults: def(cfg.Faults, 2), profile: "steady", runTimeout: rt, inject: injectPartitions}
+	case "gateway":
+		return scenario{runs: def(cfg.Runs, 30), faults: def(cfg.Faults, 4), profile: "steady", runTimeout: rt, inject: injectGatewayRestarts}
 	default: // rolling
 		return scenario{runs: def(cfg.Runs, 30), faults: def(cfg.Faults, cfg.Nodes), profile: "steady", runTimeout: rt, inject: injectRolling}
 	}
@@ -111,6 +116,28 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 	c, err := newCluster(bin, dir, profiles(cfg.FaultRate, cfg.HangRate), progress)
 	if err != nil {
 		return nil, err
+	}
+	if name == "partition" {
+		if err := partitionSupport(); err != nil {
+			os.RemoveAll(dir)
+			rep := newReport(name, command+" -scenario "+name)
+			rep.faults = "SKIPPED — " + err.Error()
+			progress("partition: skipped: %v", err)
+			return rep, nil
+		}
+		if err := firewallUp(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		defer firewallDown()
+		// Nodes run under uids of their own: they must reach the binaries
+		// and the profile file.
+		for _, d := range []string{bin, dir} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				return nil, fmt.Errorf("chaos: %w", err)
+			}
+		}
+		c.ownUIDs = true
 	}
 	keep := cfg.KeepLogs
 	defer func() {
@@ -394,4 +421,113 @@ func distShort(ds []time.Duration) string {
 		return "–"
 	}
 	return fmt.Sprintf("%s / %s", ms(pct(ds, 0.5)), ms(slices.Max(ds)))
+}
+
+// injectPartitions cuts a node hosting a streaming run's coordinator off the
+// network (iptables, see partition.go) for PauseMin–PauseMax, then heals.
+// Only the failure detector can tell (no connection breaks at once); the
+// runs move, and the node, back on the network, learns it was declared
+// dead, fences itself and rejoins under a new name.
+func injectPartitions(ctx context.Context, e *env) string {
+	done, affected := 0, 0
+	var rejoin []time.Duration
+	for done < e.faults && ctx.Err() == nil {
+		v := e.pickVictim(ctx)
+		if v == nil {
+			break
+		}
+		fencings, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total")
+		d := e.cfg.PauseMin + time.Duration(e.rng.Int64N(int64(e.cfg.PauseMax-e.cfg.PauseMin)+1))
+		at := time.Now()
+		if err := cutOff(v); err != nil {
+			e.progress("partition: %v", err)
+			break
+		}
+		n := e.markAffected(v.name, at)
+		affected += n
+		done++
+		e.progress("partition %d/%d: %s cut off for %v (%d runs in flight there)", done, e.faults, v.name, d.Round(time.Millisecond), n)
+		sleep(context.Background(), d) // never leave a node cut off
+		if err := heal(); err != nil {
+			e.progress("partition: heal: %v", err)
+			break
+		}
+		t := time.Now()
+		deadline := t.Add(30 * time.Second)
+		for {
+			if f, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total"); f > fencings {
+				break
+			}
+			if time.Now().After(deadline) {
+				e.progress("partition: %s never fenced itself after the heal", v.name)
+				e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: never fenced itself within 30 s of the heal", v.name))
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 30*time.Second); err != nil {
+			e.progress("partition: %v", err)
+		}
+		rejoin = append(rejoin, time.Since(t))
+		e.progress("partition: %s fenced and rejoined %v after the heal", v.name, time.Since(t).Round(time.Millisecond))
+		if !sleep(ctx, time.Second+time.Duration(e.rng.IntN(1000))*time.Millisecond) {
+			break
+		}
+	}
+	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the cut-off nodes", fmt.Sprint(affected)},
+		[2]string{"heal → fenced and member again (p50 / max)", distShort(rejoin)})
+	return fmt.Sprintf("%d × a node hosting a streaming run's coordinator cut off the network (iptables) for %v–%v, then healed", done, e.cfg.PauseMin, e.cfg.PauseMax)
+}
+
+// injectGatewayRestarts restarts the gateway (kill -9 and SIGTERM in turn)
+// on the same address and store while clients stream: they reconnect with
+// the last seq they saw (the driver's streams do), and the new gateway finds
+// each run's coordinator in the cluster (or, for a run that ended, its store).
+func injectGatewayRestarts(ctx context.Context, e *env) string {
+	done, affected := 0, 0
+	var down []time.Duration
+	addr := strings.TrimPrefix(e.c.gwURL, "http://")
+	for done < e.faults && ctx.Err() == nil {
+		if !sleep(ctx, 1500*time.Millisecond+time.Duration(e.rng.IntN(1000))*time.Millisecond) {
+			break
+		}
+		e.c.mu.Lock()
+		gw := e.c.gw
+		e.c.mu.Unlock()
+		kill := done%2 == 0
+		sig, how := syscall.SIGTERM, "SIGTERM"
+		if kill {
+			sig, how = syscall.SIGKILL, "kill -9"
+		}
+		at := time.Now()
+		n := 0
+		for _, r := range e.d.inflightRuns() {
+			if r.faultReader(at) {
+				n++
+			}
+		}
+		if err := gw.cmd.Process.Signal(sig); err != nil {
+			e.progress("gateway: %v", err)
+			break
+		}
+		gw.killed, gw.terminated = kill, !kill
+		select {
+		case <-gw.done:
+		case <-time.After(30 * time.Second):
+			e.progress("gateway: %s did not exit within 30 s of SIGTERM; killing it", gw.name)
+			_ = gw.cmd.Process.Kill()
+			<-gw.done
+		}
+		if err := e.c.startGatewayOn(addr); err != nil {
+			e.progress("gateway: restart: %v", err)
+			break
+		}
+		down = append(down, time.Since(at))
+		affected += n
+		done++
+		e.progress("gateway %d/%d: %s of the gateway (%d runs streaming), back after %v", done, e.faults, how, n, time.Since(at).Round(time.Millisecond))
+	}
+	e.rep.extra = append(e.rep.extra, [2]string{"runs in flight at the restarts", fmt.Sprint(affected)},
+		[2]string{"gateway signalled → ready again (p50 / max)", distShort(down)})
+	return fmt.Sprintf("%d × gateway restart (kill -9 and SIGTERM in turn, same address and store) while clients stream", done)
 }

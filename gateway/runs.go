@@ -174,6 +174,13 @@ func fromSeq(r *http.Request) (uint64, *apiError) {
 // streamTarget is the run and the first seq a stream request asks for (or
 // the error it was answered with).
 func (s *Server) streamTarget(w http.ResponseWriter, r *http.Request) (*actors.Hub, uint64, bool) {
+	if s.engine.ShuttingDown() {
+		// Its streams end: the reader goes to another gateway (or this one,
+		// restarted) with its last seq.
+		writeError(w, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down", RetryAfter: 1,
+			Message: "this gateway is shutting down; reconnect (another gateway serves the run)"})
+		return nil, 0, false
+	}
 	hub, ok := s.hub(w, r)
 	if !ok {
 		return nil, 0, false

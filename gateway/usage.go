@@ -26,8 +26,21 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 	go func() {
 		defer s.accounting.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), maxRunWait)
+		go func() { // ends with this goroutine (cancel) or at Close
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		err := hub.WaitDone(ctx)
 		cancel()
+		if err != nil && !hub.Done() && isClosed(s.stop) {
+			// The gateway stops while the run goes on (on a node): its
+			// reservation stays open in the ledger, and the next start
+			// follows the run again and bills it.
+			return
+		}
 		evs := hub.Events(1)
 		u := usageFromLog(evs, s.engine.Stages(), a)
 		var run *store.FinishedRun
@@ -161,6 +174,18 @@ func stageName(s messages.Stage) string {
 func (s *Server) recoverOpen() {
 	if s.tenancy == nil {
 		return
+	}
+	if s.cfg.Ready != nil {
+		// In a cluster, the nodes that may still run these must be known
+		// before they are looked for.
+		deadline := time.Now().Add(30 * time.Second)
+		for s.cfg.Ready() != nil && time.Now().Before(deadline) {
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 	open, err := s.tenancy.Store().OpenReservations("")
 	if err != nil {
@@ -302,3 +327,12 @@ func timeParam(v, name string, def time.Time) (time.Time, *apiError) {
 }
 
 var errUnknownProfile = stagework.ErrUnknownProfile
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
