@@ -282,6 +282,10 @@ type Engine struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	remote  *remote.Remote // nil in a single process
+	// coordRoot spawns this process's own coordinators under a guardian
+	// that stops (never restarts) one that fails. Its own root context:
+	// WithGuardian changes the context it is called on.
+	coordRoot *actor.RootContext
 
 	tokenBatch tokenBatcher // requests for remote tokenizer actors
 
@@ -313,7 +317,7 @@ var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
 func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.PID, error) {
 	id := start.RunId
 	if e.cfg.Placer == nil {
-		pid, err := e.system.Root.WithGuardian(stopOnFailure).SpawnNamed(e.coordinatorProps(), "run/"+id)
+		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), "run/"+id)
 		if err != nil {
 			e.metrics.placements.WithLabelValues("failed").Inc()
 			return nil, err
@@ -592,6 +596,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{},
+		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
 	if cfg.Remote != nil {
 		host, portStr, _ := net.SplitHostPort(cfg.Remote.Bind)

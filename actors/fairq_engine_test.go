@@ -232,6 +232,60 @@ func TestRunSlotsHeadroomThroughEngine(t *testing.T) {
 	wantSlots(t, e, 0, 0)
 }
 
+// On 8 slots, tenant a fills 7 alone and queues more; b's first run starts
+// at once in the headroom slot. While both are active each may hold 4:
+// the slot a's ending run frees goes to b's waiting run, the next one a's
+// run frees stays free though a's runs wait (a holds more than its half),
+// and b's next run takes it at once.
+func TestRunSlotsShareCapThroughEngine(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) { c.RunSlots = 8 }) // headroom 1
+	var as []*Hub
+	for i := range 10 {
+		as = append(as, startSlow(t, e, "a", int64(i+1)))
+	}
+	wantSlots(t, e, 7, 3)
+	var aRunning, aQueued []*Hub
+	pollUntilTrue(t, "a's seven running runs to start", func() bool {
+		aRunning, aQueued = nil, nil
+		for _, h := range as {
+			if started(h) {
+				aRunning = append(aRunning, h)
+			} else {
+				aQueued = append(aQueued, h)
+			}
+		}
+		return len(aRunning) == 7
+	})
+	b0 := startSlow(t, e, "b", 100)
+	pollUntilTrue(t, "b's first run to start at once", func() bool { return started(b0) })
+	b1 := startSlow(t, e, "b", 101)
+	wantSlots(t, e, 8, 4)
+
+	cancelAndWait(t, e, aRunning[0])
+	pollUntilTrue(t, "b's second run to start", func() bool { return started(b1) })
+	wantSlots(t, e, 8, 3)
+	cancelAndWait(t, e, aRunning[1])
+	wantSlots(t, e, 7, 3) // the slot stays free: a holds 5 of its 4
+	if r, w := e.deps.slots.tenantStats("a"); r != 5 || w != 3 || e.deps.slots.share("a") != 4 {
+		t.Fatalf("a: %d running, %d waiting, share %d; want 5, 3, 4", r, w, e.deps.slots.share("a"))
+	}
+	b2 := startSlow(t, e, "b", 102)
+	pollUntilTrue(t, "b's third run to start at once", func() bool { return started(b2) })
+	wantSlots(t, e, 8, 3)
+	for _, h := range aQueued {
+		if started(h) {
+			t.Fatal("a's queued run started while a held more than its share")
+		}
+	}
+	if st := e.deps.slots.stats(); st.Active != 2 || st.Tenants != 2 {
+		t.Fatalf("stats %+v, want 2 active tenants", st)
+	}
+	for _, h := range append(append(aRunning[2:], aQueued...), b0, b1, b2) {
+		cancelAndWait(t, e, h)
+	}
+	wantSlots(t, e, 0, 0)
+}
+
 // Runs that complete by themselves give their slots back: many runs of two
 // tenants through two slots all complete, and the slots end free.
 func TestRunSlotsAllRunsComplete(t *testing.T) {

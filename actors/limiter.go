@@ -58,7 +58,7 @@ const limiterWindow = time.Minute
 const limiterIdle = 2 * time.Minute
 
 // ledgerTimeout bounds one gateway's answer to a LedgerQuery.
-const ledgerTimeout = 2 * time.Second
+const ledgerTimeout = time.Second
 
 // limiterParent routes Admit and Settle to per-tenant children, spawning
 // them on first use (a virtual actor per tenant).
@@ -468,25 +468,43 @@ func (e *Engine) limiterPID(tenant string) (*actor.PID, string, error) {
 	return actor.NewPID(addr, limitersName), view, nil
 }
 
-// Admit asks the tenant's limiter for a run (m.View is filled here). The
-// caller has recorded the reservation in its ledger first.
+// admitAttempt bounds one try of Admit: a limiter whose node just died
+// does not answer, and the next try goes to the new owner.
+const admitAttempt = 600 * time.Millisecond
+
+// Admit asks the tenant's limiter for a run (m.View is filled here), trying
+// again, at the owner of the moment, until ctx ends. The caller has recorded
+// the reservation in its ledger first. A repeated Admit is answered as the
+// first (the limiter knows the runs it granted).
 func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitReply, error) {
-	pid, view, err := e.limiterPID(m.Tenant)
-	if err != nil {
-		return nil, err
+	for {
+		pid, view, err := e.limiterPID(m.Tenant)
+		if err != nil {
+			return nil, err
+		}
+		if e.cfg.Limiters != nil {
+			m.View = view
+		}
+		actx, cancel := context.WithTimeout(ctx, admitAttempt)
+		r, err := e.request(actx, pid, m)
+		cancel()
+		if err == nil {
+			reply, ok := r.(*messages.AdmitReply)
+			if !ok {
+				return nil, fmt.Errorf("%w: answered %T", ErrNoLimiter, r)
+			}
+			return reply, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
+		}
+		e.logger.Warn("tenant limiter did not answer; asking again", "tenant", m.Tenant, "host", pid.Address, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	if e.cfg.Limiters != nil {
-		m.View = view
-	}
-	r, err := e.request(ctx, pid, m)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
-	}
-	reply, ok := r.(*messages.AdmitReply)
-	if !ok {
-		return nil, fmt.Errorf("%w: answered %T", ErrNoLimiter, r)
-	}
-	return reply, nil
 }
 
 // Settle tells the tenant's limiter a run's real token count, retrying a

@@ -1,9 +1,16 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/qlc-project/qlc/actors"
@@ -135,4 +142,110 @@ func replaceInvalid(s string) string {
 		i += n
 	}
 	return b.String()
+}
+
+// rawHTTP writes a request as it goes on the wire, with its Content-Length.
+func rawHTTP(method, target, body string, headers ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: qlc\r\n", method, target)
+	for _, h := range headers {
+		b.WriteString(h + "\r\n")
+	}
+	if body != "" {
+		fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))
+	}
+	b.WriteString("\r\n" + body)
+	return []byte(b.String())
+}
+
+// fuzzProfiles has one profile, "instant": every run a fuzz input starts
+// ends within milliseconds, so none piles up.
+const fuzzProfiles = `
+default_profile: instant
+providers:
+  sim: {kind: sim, sim: {output_tokens: 20}}
+profiles:
+  instant:
+    description: zero latency
+    provider: sim
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`
+
+// FuzzHTTPRequest: any bytes that parse as an HTTP request are served by a
+// gateway with tenancy on without a panic and without a 5xx other than 503
+// (a refusal to retry); every error answer under /v1/ is OpenAI's JSON
+// error. An input with no Authorization header gets the dev tenant's key
+// (the admin key under /v1/admin/) when its length is even, so half the
+// inputs get past authentication. The gateway has only fuzzProfiles, so the
+// runs inputs start end at once.
+func FuzzHTTPRequest(f *testing.F) {
+	js := "Content-Type: application/json"
+	for _, seed := range [][]byte{
+		rawHTTP("GET", "/healthz", ""),
+		rawHTTP("GET", "/v1/models", ""),
+		rawHTTP("GET", "/v1/profiles", ""),
+		rawHTTP("POST", "/v1/runs", `{"query":"why is the sky blue?","profile":"instant","seed":3,"max_tokens":20}`, js),
+		rawHTTP("POST", "/v1/runs", `{"query":`, js),
+		rawHTTP("POST", "/v1/runs", `{"query":"q","profile":"slow"}`, "Content-Type: text/plain"),
+		rawHTTP("POST", "/v1/runs", `{"query":"q","profile":"slow"}`, js),
+		rawHTTP("POST", "/v1/chat/completions", `{"model":"qlc-instant","messages":[{"role":"user","content":"hi"}]}`, js),
+		rawHTTP("POST", "/v1/chat/completions", `{"model":"qlc-instant","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}]}`, js),
+		rawHTTP("POST", "/v1/tokenize", `{"model":"gpt-4o","text":"hello world"}`, js),
+		rawHTTP("GET", "/v1/usage?from=2026-01-01T00:00:00Z&to=1893456000&limit=5", ""),
+		rawHTTP("POST", "/v1/admin/tenants", `{"name":"fuzz","limits":{"requests_per_minute":5,"profiles":["instant"]}}`, js),
+		rawHTTP("PATCH", "/v1/admin/tenants/nope", `{"limits":{"max_streams":1}}`, js),
+		rawHTTP("GET", "/v1/admin/audit?from=0", ""),
+		rawHTTP("GET", "/v1/runs/run_nope/events?from_seq=2", "", "Last-Event-ID: 1"),
+		rawHTTP("GET", "/v1/runs/run_nope/ws", "", "Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="),
+		rawHTTP("DELETE", "/v1/runs/run_nope", ""),
+		rawHTTP("GET", "/v1/models", "", "Authorization: Bearer qlc_notakey"),
+		rawHTTP("OPTIONS", "/v1/runs", ""),
+		rawHTTP("GET", "/ui/session", "", "X-Forwarded-For: 203.0.113.9"),
+		[]byte("POST /v1/runs HTTP/1.1\r\nHost: qlc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"que\r\n8\r\nry\":\"q\"}\r\n0\r\n\r\n"),
+	} {
+		// The same request with both parities of length: trailing bytes
+		// after a request are not read.
+		f.Add(seed)
+		f.Add(append(seed, '\n'))
+	}
+	p := newTenancyServer(f, fuzzProfiles, func(c *Config, e *actors.Config) {
+		c.MaxBodyBytes, c.CancelWait = 64<<10, 50*time.Millisecond
+		// Fuzzing starts thousands of runs: keep few finished ones.
+		e.RetainFinished, e.MaxFinished = time.Second, 64
+	})
+	h := p.gw.Handler()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
+		if err != nil {
+			return
+		}
+		if req.Header.Get("Authorization") == "" && len(data)%2 == 0 {
+			key := p.dev.TenantKey
+			if strings.HasPrefix(req.URL.Path, "/v1/admin/") {
+				key = p.dev.AdminKey
+			}
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		req.RemoteAddr = "127.0.0.1:40000"
+		// A server's request context ends with its connection; this one
+		// ends with the input, so nothing it started outlives it for long.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req.WithContext(ctx))
+		status := rec.Code
+		if status >= 500 && status != http.StatusServiceUnavailable {
+			t.Fatalf("%s %s: HTTP %d %s", req.Method, req.URL, status, rec.Body.Bytes())
+		}
+		if status < 400 || !strings.HasPrefix(req.URL.Path, "/v1/") {
+			return
+		}
+		if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Fatalf("%s %s: HTTP %d with Content-Type %q: %q", req.Method, req.URL, status, ct, rec.Body.Bytes())
+		}
+		var e apiErrorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == nil || e.Error.Code == "" || e.Error.Message == "" || e.Error.Type == "" {
+			t.Fatalf("%s %s: HTTP %d without an OpenAI-style error (%v): %q", req.Method, req.URL, status, err, rec.Body.Bytes())
+		}
+	})
 }

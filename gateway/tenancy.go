@@ -354,14 +354,15 @@ func (t *Tenancy) Replicate(engine *actors.Engine, peers func() []string, interv
 	if err := engine.ServeRegistry(t.receive); err != nil {
 		return err
 	}
+	stop, done := t.stop, t.done
 	go func() {
-		defer close(t.done)
+		defer close(done)
 		t.pull()
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for {
 			select {
-			case <-t.stop:
+			case <-stop:
 				return
 			case <-tick.C:
 				t.pull()
@@ -374,12 +375,12 @@ func (t *Tenancy) Replicate(engine *actors.Engine, peers func() []string, interv
 // Close stops replication.
 func (t *Tenancy) Close() {
 	t.mu.Lock()
-	stop := t.stop
+	stop, done := t.stop, t.done
 	t.stop = nil
 	t.mu.Unlock()
 	if stop != nil {
 		close(stop)
-		<-t.done
+		<-done
 	}
 }
 
