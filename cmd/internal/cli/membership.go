@@ -53,6 +53,37 @@ type Membership struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+
+	lostMu sync.Mutex
+	lost   map[string]time.Time // actor address → when its member was declared dead
+}
+
+// lostWarmup is how long an actor address declared dead is offered runs
+// only after every other node: protoactor's endpoint to it may still be in
+// its reconnect wait (2 s per failed dial), and a run placed there waits
+// with it — a node that was cut off and rejoins at the same address.
+const lostWarmup = 5 * time.Second
+
+func (m *Membership) markLost(addr string) {
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	if m.lost == nil {
+		m.lost = map[string]time.Time{}
+	}
+	now := time.Now()
+	for a, t := range m.lost {
+		if now.Sub(t) > lostWarmup {
+			delete(m.lost, a)
+		}
+	}
+	m.lost[addr] = now
+}
+
+func (m *Membership) recentlyLost(addr string) bool {
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	t, ok := m.lost[addr]
+	return ok && time.Since(t) < lostWarmup
 }
 
 // NewMembership prepares membership; Run joins. In between (while the
@@ -122,6 +153,7 @@ func (m *Membership) loop() {
 			for _, gone := range t.Left {
 				// A member that departed gracefully is draining: its runs go on.
 				if gone.RemoteAddr != "" && !slices.ContainsFunc(t.Departed, func(d cluster.Member) bool { return d.Name == gone.Name }) {
+					m.markLost(gone.RemoteAddr)
 					if n := m.engine.NodeLost(gone.RemoteAddr); n > 0 {
 						m.cfg.Logger.Warn("member left the cluster; its runs ended", "member", gone.Name, "runs", n)
 					}
@@ -185,6 +217,17 @@ func (m *Membership) Candidates(runID string) []string {
 			out = append(out, mem.RemoteAddr)
 		}
 	}
+	// Addresses just declared dead (and back) go last.
+	slices.SortStableFunc(out, func(a, b string) int {
+		la, lb := m.recentlyLost(a), m.recentlyLost(b)
+		switch {
+		case la == lb:
+			return 0
+		case la:
+			return 1
+		}
+		return -1
+	})
 	return out
 }
 
