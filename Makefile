@@ -29,7 +29,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./stagework/...
 	./scripts/idle-rss.sh
 
-## fuzz: each fuzz target for 30 s (interesting inputs land in testdata/fuzz)
+## fuzz: each fuzz target for 30 s (failing inputs land in testdata/fuzz; keep interesting ones there by hand)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/sse/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChunk$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/openai/
@@ -38,6 +38,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRunRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzChatRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEventJSON$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzHTTPRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTenantsFile$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 30s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadSSE$$' -fuzztime 30s -fuzzminimizetime 2s ./chaos/

@@ -170,9 +170,9 @@ func startEdgeGateway(t *testing.T, lim EdgeLimits, mutate func(*Config, *actors
 // edgeClient bounds every request of these tests.
 var edgeClient = &http.Client{Timeout: 30 * time.Second}
 
-// send sends a request with key (none if ""), a Content-Type (none if "")
+// edgeSend sends a request with key (none if ""), a Content-Type (none if "")
 // and a raw body, and returns the answer with its body read.
-func send(t *testing.T, method, url, key, ctype string, body []byte, hdr ...string) (*http.Response, []byte) {
+func edgeSend(t *testing.T, method, url, key, ctype string, body []byte, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -380,12 +380,11 @@ func TestEdgeIdleConnectionIsClosed(t *testing.T) {
 }
 
 // TestEdgeSlowBodyIsCutOff: a client that sends its headers, then dribbles
-// its body a byte at a time, gets a clear error when decodeJSON's read
-// deadline (30 s) passes, and no run is created. It takes 30 s, so it runs
-// beside the other tests.
+// its body a byte at a time, gets a clear error (408) when the body read
+// deadline (BodyReadTimeout, 2 s here) passes, and no run is created.
 func TestEdgeSlowBodyIsCutOff(t *testing.T) {
 	t.Parallel()
-	g := startEdgeGateway(t, DefaultEdgeLimits(), nil)
+	g := startEdgeGateway(t, DefaultEdgeLimits(), func(c *Config, _ *actors.Config) { c.BodyReadTimeout = 2 * time.Second })
 	_, key := newTenant(t, g.tenantGateway, "dribbler", "")
 	c, err := net.Dial("tcp", g.Addr)
 	if err != nil {
@@ -422,7 +421,7 @@ func TestEdgeSlowBodyIsCutOff(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	checkAPIError(t, "dribbled body", resp.StatusCode, resp.Header, body, http.StatusBadRequest, "body_read_error", "timeout")
+	checkAPIError(t, "dribbled body", resp.StatusCode, resp.Header, body, http.StatusRequestTimeout, "body_timeout", "did not arrive within 2s")
 	if !resp.Close {
 		t.Errorf("the answer to a half-read body keeps the connection open")
 	}
@@ -442,10 +441,10 @@ func TestEdgeHeaderTooLarge(t *testing.T) {
 	lim.MaxHeaderBytes = 2 << 10
 	g := startEdgeGateway(t, lim, nil)
 	url := g.URL + "/v1/models"
-	if resp, body := send(t, "GET", url, g.Dev.TenantKey, "", nil, "X-Pad", strings.Repeat("p", 1<<10)); resp.StatusCode != 200 {
+	if resp, body := edgeSend(t, "GET", url, g.Dev.TenantKey, "", nil, "X-Pad", strings.Repeat("p", 1<<10)); resp.StatusCode != 200 {
 		t.Fatalf("1 KiB header: %d %s", resp.StatusCode, body)
 	}
-	resp, body := send(t, "GET", url, g.Dev.TenantKey, "", nil, "X-Pad", strings.Repeat("p", 16<<10))
+	resp, body := edgeSend(t, "GET", url, g.Dev.TenantKey, "", nil, "X-Pad", strings.Repeat("p", 16<<10))
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("16 KiB header: %d %s; want 431", resp.StatusCode, body)
 	}
@@ -463,7 +462,7 @@ func TestEdgeHeaderTooLarge(t *testing.T) {
 	if r.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("400 headers: %d; want 431", r.StatusCode)
 	}
-	if resp, body := send(t, "GET", url, g.Dev.TenantKey, "", nil); resp.StatusCode != 200 {
+	if resp, body := edgeSend(t, "GET", url, g.Dev.TenantKey, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("after the 431s: %d %s", resp.StatusCode, body)
 	}
 }
@@ -482,7 +481,7 @@ func TestEdgeBodyTooLarge(t *testing.T) {
 		{"POST", "/v1/admin/tenants", g.Dev.AdminKey},
 		{"PATCH", "/v1/admin/tenants/" + DevTenantID, g.Dev.AdminKey},
 	} {
-		resp, body := send(t, ep.method, g.URL+ep.path, ep.key, "application/json", big)
+		resp, body := edgeSend(t, ep.method, g.URL+ep.path, ep.key, "application/json", big)
 		checkAPIError(t, ep.method+" "+ep.path, resp.StatusCode, resp.Header, body, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprint(limit))
 	}
 	// Chunked: no Content-Length to refuse up front.
@@ -501,7 +500,7 @@ func TestEdgeBodyTooLarge(t *testing.T) {
 	checkAPIError(t, "chunked body", resp.StatusCode, resp.Header, body, http.StatusRequestEntityTooLarge, "body_too_large", "exceeds")
 	// Just within the limit: read, and the run starts.
 	q := strings.Repeat("y", limit-len(`{"query":""}`))
-	if resp, body := send(t, "POST", g.URL+"/v1/runs", g.Dev.TenantKey, "application/json", []byte(`{"query":"`+q+`"}`)); resp.StatusCode != 201 {
+	if resp, body := edgeSend(t, "POST", g.URL+"/v1/runs", g.Dev.TenantKey, "application/json", []byte(`{"query":"`+q+`"}`)); resp.StatusCode != 201 {
 		t.Fatalf("a body of exactly %d bytes: %d %s", limit, resp.StatusCode, body)
 	}
 }
@@ -514,17 +513,17 @@ func TestEdgeQueryTooLong(t *testing.T) {
 	g := startEdgeGateway(t, DefaultEdgeLimits(), func(c *Config, _ *actors.Config) { c.MaxQueryBytes = limit })
 	key := g.Dev.TenantKey
 	at := strings.Repeat("q", limit)
-	if resp, body := send(t, "POST", g.URL+"/v1/runs", key, "application/json", []byte(`{"query":"`+at+`"}`)); resp.StatusCode != 201 {
+	if resp, body := edgeSend(t, "POST", g.URL+"/v1/runs", key, "application/json", []byte(`{"query":"`+at+`"}`)); resp.StatusCode != 201 {
 		t.Fatalf("a query of %d bytes: %d %s", limit, resp.StatusCode, body)
 	}
-	resp, body := send(t, "POST", g.URL+"/v1/runs", key, "application/json", []byte(`{"query":"`+at+`q"}`))
+	resp, body := edgeSend(t, "POST", g.URL+"/v1/runs", key, "application/json", []byte(`{"query":"`+at+`q"}`))
 	checkAPIError(t, "long query", resp.StatusCode, resp.Header, body, 400, "query_too_long", fmt.Sprint(limit))
 	// Multi-byte text counts in bytes: 501 × "é" is 1002 bytes.
-	resp, body = send(t, "POST", g.URL+"/v1/runs", key, "application/json", []byte(`{"query":"`+strings.Repeat("é", 501)+`"}`))
+	resp, body = edgeSend(t, "POST", g.URL+"/v1/runs", key, "application/json", []byte(`{"query":"`+strings.Repeat("é", 501)+`"}`))
 	checkAPIError(t, "long multi-byte query", resp.StatusCode, resp.Header, body, 400, "query_too_long", "1002 bytes")
 	// A chat conversation counts whole: a short question after a long history.
 	chat := fmt.Sprintf(`{"model":"qlc-instant","messages":[{"role":"system","content":%q},{"role":"user","content":"hi"}]}`, at)
-	resp, body = send(t, "POST", g.URL+"/v1/chat/completions", key, "application/json", []byte(chat))
+	resp, body = edgeSend(t, "POST", g.URL+"/v1/chat/completions", key, "application/json", []byte(chat))
 	checkAPIError(t, "long conversation", resp.StatusCode, resp.Header, body, 400, "query_too_long", "conversation")
 	var e apiErrorBody
 	_ = json.Unmarshal(body, &e)
@@ -568,7 +567,7 @@ func TestEdgeStreamsPerKeyMixWebSocketAndSSE(t *testing.T) {
 	// refused checks the three kinds of stream are each refused with 429.
 	refused := func(when string) {
 		t.Helper()
-		resp, body := send(t, "GET", events, key, "", nil)
+		resp, body := edgeSend(t, "GET", events, key, "", nil)
 		checkAPIError(t, when+": SSE", resp.StatusCode, resp.Header, body, 429, "max_streams", "limit is 2")
 		if resp.Header.Get("Retry-After") == "" {
 			t.Errorf("%s: SSE 429 without Retry-After", when)
@@ -584,7 +583,7 @@ func TestEdgeStreamsPerKeyMixWebSocketAndSSE(t *testing.T) {
 		wbody, _ := io.ReadAll(wresp.Body)
 		checkAPIError(t, when+": WebSocket", wresp.StatusCode, wresp.Header, wbody, 429, "max_streams", "limit is 2")
 		chat := `{"model":"qlc-instant","stream":true,"messages":[{"role":"user","content":"hi"}]}`
-		resp, body = send(t, "POST", g.URL+"/v1/chat/completions", key, "application/json", []byte(chat))
+		resp, body = edgeSend(t, "POST", g.URL+"/v1/chat/completions", key, "application/json", []byte(chat))
 		checkAPIError(t, when+": streamed chat", resp.StatusCode, resp.Header, body, 429, "max_streams", "limit is 2")
 	}
 
@@ -600,7 +599,7 @@ func TestEdgeStreamsPerKeyMixWebSocketAndSSE(t *testing.T) {
 	refused("SSE + WebSocket open")
 
 	// A chat completion that does not stream takes no slot.
-	resp, body := send(t, "POST", g.URL+"/v1/chat/completions", key, "application/json",
+	resp, body := edgeSend(t, "POST", g.URL+"/v1/chat/completions", key, "application/json",
 		[]byte(`{"model":"qlc-instant","messages":[{"role":"user","content":"hi"}]}`))
 	if resp.StatusCode != 200 {
 		t.Fatalf("a blocking chat completion at the stream limit: %d %s", resp.StatusCode, body)
@@ -723,6 +722,9 @@ func TestEdgeBadInputIsRefusedClearly(t *testing.T) {
 		live <- evs
 	}()
 	tenantsBefore := len(adminTenants(t, g))
+	if code, _ := call(t, "GET", g.URL+"/v1/runs/"+bRun.ID, bKey, "", &v); code != 200 || v.Status != "running" {
+		t.Fatalf("the bystander's run before the bad input: %d %s; want it running", code, v.Status)
+	}
 
 	long := strings.Repeat("n", 201)
 	deep := `{"query":"q","profile":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}`
@@ -862,7 +864,7 @@ func TestEdgeBadInputIsRefusedClearly(t *testing.T) {
 		if c.body != "" || c.method == "POST" {
 			body = []byte(c.body)
 		}
-		resp, data := send(t, c.method, g.URL+c.path, key, ctype, body, c.hdr...)
+		resp, data := edgeSend(t, c.method, g.URL+c.path, key, ctype, body, c.hdr...)
 		if resp.StatusCode >= 500 {
 			t.Errorf("%s: HTTP %d %s", c.name, resp.StatusCode, data)
 			continue
@@ -1046,7 +1048,7 @@ func streamedText(evs []sseEvent) string {
 // not carry.
 func TestEdgeInvalidUTF8QueryIsStoredValid(t *testing.T) {
 	g := startEdgeGateway(t, DefaultEdgeLimits(), nil)
-	resp, body := send(t, "POST", g.URL+"/v1/runs", g.Dev.TenantKey, "application/json", []byte("{\"query\":\"caf\xe9 \xff?\"}"))
+	resp, body := edgeSend(t, "POST", g.URL+"/v1/runs", g.Dev.TenantKey, "application/json", []byte("{\"query\":\"caf\xe9 \xff?\"}"))
 	if resp.StatusCode != 201 {
 		t.Fatalf("invalid UTF-8 query: %d %s", resp.StatusCode, body)
 	}

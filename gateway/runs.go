@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -285,7 +286,7 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any, stric
 		return &apiError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error", Code: "unsupported_media_type",
 			Message: fmt.Sprintf("Content-Type must be application/json, not %q", ct)}
 	}
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -293,7 +294,11 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any, stric
 			return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
 				Message: fmt.Sprintf("request body exceeds %d bytes", s.cfg.MaxBodyBytes)}
 		}
-		return errInvalid("body_read_error", "could not read the request body: "+err.Error())
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "body_timeout",
+				Message: fmt.Sprintf("the request body did not arrive within %v", s.cfg.BodyReadTimeout)}
+		}
+		return errInvalid("body_read_error", "could not read the request body (the connection broke or the body is malformed)")
 	}
 	return decodeBody(body, v, strict)
 }

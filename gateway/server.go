@@ -43,6 +43,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// AdmitTimeout bounds the tenant limiter's answer. Default 2 s.
 	AdmitTimeout time.Duration
+	// BodyReadTimeout bounds reading a request body (slow clients get 408).
+	// Default 30 s.
+	BodyReadTimeout time.Duration
 	// KeepRuns is how long finished runs' logs stay in the store, readable
 	// after a restart (their usage records stay for good). Default 7 days.
 	KeepRuns time.Duration
@@ -74,7 +77,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Logger: slog.Default(), Gatherer: prometheus.DefaultGatherer, Registerer: prometheus.DefaultRegisterer, Tenant: "local",
-		AdmitTimeout: 2 * time.Second, MaxStreamsPerKey: 64, KeepRuns: 7 * 24 * time.Hour,
+		AdmitTimeout: 2 * time.Second, MaxStreamsPerKey: 64, KeepRuns: 7 * 24 * time.Hour, BodyReadTimeout: 30 * time.Second,
 		MaxBodyBytes: 1 << 20, MaxQueryBytes: 32 << 10, PingInterval: 15 * time.Second,
 		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second,
 	}
@@ -96,6 +99,9 @@ func (c *Config) validate() error {
 	}
 	if c.AdmitTimeout == 0 {
 		c.AdmitTimeout = d.AdmitTimeout
+	}
+	if c.BodyReadTimeout == 0 {
+		c.BodyReadTimeout = d.BodyReadTimeout
 	}
 	if c.KeepRuns == 0 {
 		c.KeepRuns = d.KeepRuns

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,6 +53,10 @@ func run(args []string) error {
 	tenantsFile := fs.String("tenants", cli.Env("QLC_TENANTS", ""), "tenants file (YAML or JSON): tenants, their keys and limits, admin keys (QLC_TENANTS)")
 	tlsCert := fs.String("tls-cert", cli.Env("QLC_TLS_CERT", ""), "PEM certificate (chain) for HTTPS on -addr; with -tls-key (QLC_TLS_CERT)")
 	tlsKey := fs.String("tls-key", cli.Env("QLC_TLS_KEY", ""), "PEM private key for -tls-cert (QLC_TLS_KEY)")
+	readHeaderTimeout := fs.Duration("read-header-timeout", cli.EnvDuration("QLC_READ_HEADER_TIMEOUT", 10*time.Second), "a client must send its request headers within this (slowloris) (QLC_READ_HEADER_TIMEOUT)")
+	bodyTimeout := fs.Duration("body-read-timeout", cli.EnvDuration("QLC_BODY_READ_TIMEOUT", 30*time.Second), "a client must send its request body within this (QLC_BODY_READ_TIMEOUT)")
+	idleTimeout := fs.Duration("idle-timeout", cli.EnvDuration("QLC_IDLE_TIMEOUT", 120*time.Second), "an idle keep-alive connection is closed after this (QLC_IDLE_TIMEOUT)")
+	maxHeader := fs.Int("max-header-bytes", cli.EnvInt("QLC_MAX_HEADER_BYTES", 64<<10), "largest request header block, in bytes (QLC_MAX_HEADER_BYTES)")
 	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	if err := fs.Parse(args); err != nil {
@@ -120,7 +125,7 @@ func run(args []string) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.Engine, gcfg.Logger, gcfg.Gatherer, gcfg.Registerer = engine, logger, reg, reg
 	gcfg.Tenancy, gcfg.DevKeys, gcfg.MaxStreamsPerKey = tenancy, devKeys, *maxStreams
-	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes = *maxQuery, int64(*maxBody)
+	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes, gcfg.BodyReadTimeout = *maxQuery, int64(*maxBody), *bodyTimeout
 	if members != nil {
 		gcfg.Ready = members.Ready
 	}
@@ -129,11 +134,22 @@ func run(args []string) error {
 		return err
 	}
 
+	var tlsConf *tls.Config
+	if *tlsCert != "" {
+		// Loaded before listening: a bad certificate is an error at start.
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("-tls-cert/-tls-key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	srv := gateway.NewHTTPServer(*addr, gw.Handler(), logger)
+	srv := gateway.NewHTTPServerWith(*addr, gw.Handler(), logger, gateway.EdgeLimits{
+		ReadHeaderTimeout: *readHeaderTimeout, IdleTimeout: *idleTimeout, MaxHeaderBytes: *maxHeader})
+	srv.TLSConfig = tlsConf
 	scheme := "http://"
 	if *tlsCert != "" {
 		scheme = "https://"
@@ -149,8 +165,8 @@ func run(args []string) error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() {
-		if *tlsCert != "" {
-			errc <- srv.ServeTLS(ln, *tlsCert, *tlsKey)
+		if tlsConf != nil {
+			errc <- srv.ServeTLS(ln, "", "")
 			return
 		}
 		errc <- srv.Serve(ln)
