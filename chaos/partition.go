@@ -34,6 +34,13 @@ func partitionSupport() error {
 	if _, err := exec.LookPath("iptables"); err != nil {
 		return errors.New("the partition scenario needs iptables")
 	}
+	// Root in a container may still lack CAP_NET_ADMIN: try a chain.
+	const probe = "QLC-CHAOS-PROBE"
+	_ = exec.Command("iptables", "-X", probe).Run()
+	if err := iptables("-N", probe); err != nil {
+		return fmt.Errorf("the partition scenario cannot change the firewall here: %w", err)
+	}
+	_ = exec.Command("iptables", "-X", probe).Run()
 	return nil
 }
 
