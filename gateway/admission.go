@@ -59,6 +59,12 @@ func (s *Server) withAuth(next http.Handler) http.Handler {
 	})
 }
 
+// allows reports whether the principal's tenant may run profile.
+func (p principal) allows(profile string) bool {
+	l := p.tenant.Limits.Profiles
+	return len(l) == 0 || slices.Contains(l, profile)
+}
+
 // admission is a run admitted for a tenant: its reservation in the ledger
 // and at the tenant's limiter, until the run is accounted.
 type admission struct {

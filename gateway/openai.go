@@ -140,7 +140,9 @@ func (s *Server) modelNames() []string {
 	return out
 }
 
-func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
+// listModels lists the profiles as models: those the tenant may use.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	who := principalOf(r)
 	type model struct {
 		ID      string `json:"id"`
 		Object  string `json:"object"`
@@ -152,7 +154,9 @@ func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
 	for _, n := range s.modelNames() {
-		out.Data = append(out.Data, model{ID: n, Object: "model", Created: 0, OwnedBy: "qlc"})
+		if who.allows(strings.TrimPrefix(n, modelPrefix)) {
+			out.Data = append(out.Data, model{ID: n, Object: "model", Created: 0, OwnedBy: "qlc"})
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

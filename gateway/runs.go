@@ -42,7 +42,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Profile == "" {
-		req.Profile = s.engine.Stages().DefaultProfile
+		req.Profile = s.defaultProfile(principalOf(r))
 	}
 	if req.MaxTokens < 0 || req.MaxTokens > maxTokensLimit {
 		writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", fmt.Sprintf("max_tokens must be between 0 and %d", maxTokensLimit)))
@@ -86,6 +86,17 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	}
 	s.logger.Error("start run failed", "error", err)
 	return nil, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
+}
+
+// defaultProfile is the profile a request naming none runs: the
+// configuration's default, or the tenant's first allowed profile if the
+// default is not one of them.
+func (s *Server) defaultProfile(p principal) string {
+	def := s.engine.Stages().DefaultProfile
+	if !p.allows(def) {
+		return p.tenant.Limits.Profiles[0]
+	}
+	return def
 }
 
 func (s *Server) profileError(name string) *apiError {
@@ -258,14 +269,19 @@ type profileStageVw struct {
 	Model    string `json:"model"`
 }
 
-func (s *Server) listProfiles(w http.ResponseWriter, _ *http.Request) {
+// listProfiles lists the profiles the tenant may use, and its default.
+func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 	cfg := s.engine.Stages()
+	who := principalOf(r)
 	out := struct {
 		Object  string        `json:"object"`
 		Default string        `json:"default"`
 		Data    []profileView `json:"data"`
-	}{Object: "list", Default: cfg.DefaultProfile, Data: []profileView{}}
+	}{Object: "list", Default: s.defaultProfile(who), Data: []profileView{}}
 	for _, name := range cfg.ProfileNames() {
+		if !who.allows(name) {
+			continue
+		}
 		p, _ := cfg.Profile(name)
 		pv := profileView{Name: name, Description: p.Description}
 		for _, st := range p.Stages {

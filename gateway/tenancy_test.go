@@ -215,6 +215,20 @@ func TestAdminAPI(t *testing.T) {
 	if code, _, _, e := postRun(t, g.URL, key, "slow"); code != 403 || e.Error.Code != "profile_not_allowed" {
 		t.Fatalf("profile outside the tenant's list: %d %+v", code, e)
 	}
+	// The tenant sees only its profiles (and models), and its default is one of them.
+	var profs struct {
+		Default string
+		Data    []struct{ Name string }
+	}
+	call(t, "GET", g.URL+"/v1/profiles", key, "", &profs)
+	if len(profs.Data) != 1 || profs.Data[0].Name != "instant" || profs.Default != "instant" {
+		t.Fatalf("profiles for a tenant limited to instant: %+v", profs)
+	}
+	var models struct{ Data []struct{ ID string } }
+	call(t, "GET", g.URL+"/v1/models", key, "", &models)
+	if len(models.Data) != 1 || models.Data[0].ID != "qlc-instant" {
+		t.Fatalf("models for a tenant limited to instant: %+v", models)
+	}
 	// Same name twice: conflict. Bad limits: 400.
 	if code, _ := call(t, "POST", g.URL+"/v1/admin/tenants", g.Dev.AdminKey, `{"name":"acme"}`, &e); code != 409 {
 		t.Fatalf("duplicate tenant: %d", code)
