@@ -336,7 +336,7 @@ func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitR
 			reserved += t
 		}
 		if l.used+reserved+m.Tokens > b {
-			retry := int64(0)
+			retry := int64(time.Hour / time.Millisecond) // a budget that never resets: until an admin raises it
 			if m.PeriodEndUnixMs > 0 {
 				retry = max(1000, m.PeriodEndUnixMs-now.UnixMilli())
 			}

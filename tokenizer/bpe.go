@@ -14,45 +14,62 @@ import (
 
 const largePiece = 128
 
-// treeMin is the piece length from which mergeSmall keeps a min-tree.
-const treeMin = 24
+// blockMin is the piece length from which mergeSmall keeps the minimum key
+// of each block of minBlock keys, so that a round reads about n/minBlock + 3·minBlock
+// keys instead of all n.
+const (
+	blockMin = 24
+	minBlock = 8
+)
 
 // pairCache remembers rank(bytes(a)+bytes(b)) for recent token pairs (a, b):
 // the merges of long pieces repeat (the bytes of a CJK character, a common
 // suffix) although the pieces do not, and this small table stays in the L2
-// cache where the rank table does not. Direct mapped.
-type pairCache [1 << 13]struct {
-	key  uint64 // 1<<63 | a<<32 | b; 0 when empty
-	rank uint32
-}
+// cache where the rank table does not. Direct mapped; each entry packs
+// pairValid | a<<40 | b<<20 | rank into 8 bytes (ranks are below
+// maxVocabRank, noRank is stored as pairNoRank), so 256 KB hold 32768 pairs.
+type pairCache [1 << pairBits]uint64
+
+const (
+	pairBits   = 15
+	pairValid  = 1 << 60
+	pairNoRank = 1<<20 - 1
+)
 
 // pairRank returns the rank of s = bytes(a)+bytes(b).
 func (v *vocab) pairRank(pc *pairCache, a, b uint32, s string) uint32 {
 	if len(s) > v.maxLen {
 		return noRank
 	}
-	key := 1<<63 | uint64(a)<<32 | uint64(b)
-	e := &pc[(key*0x9E3779B97F4A7C15)>>(64-13)]
-	if e.key == key {
-		return e.rank
+	key := pairValid>>20 | uint64(a)<<20 | uint64(b)
+	e := &pc[(key*0x9E3779B97F4A7C15)>>(64-pairBits)]
+	if x := *e; x>>20 == key {
+		if r := uint32(x) & pairNoRank; r != pairNoRank {
+			return r
+		}
+		return noRank
 	}
 	r := v.rankOf(s)
-	e.key, e.rank = key, r
+	*e = key<<20 | uint64(min(r, pairNoRank))
 	return r
 }
 
 // smallScratch holds the arrays of mergeSmall. Parts are indexed by their
 // first byte; key[i] = rank<<32 | i orders merges by rank, then leftmost, and
-// is ^0 once part i has been merged into its left neighbour.
+// is ^0 once part i has been merged into its left neighbour (or for padding).
 type smallScratch struct {
 	key        [largePiece]uint64
-	tree       [2 * largePiece]uint64 // min-tree over key for longer pieces
+	bmin       [largePiece / minBlock]uint64 // bmin[b]: least of key[minBlock*b:][:minBlock]
 	next, prev [largePiece]int32
 	tok        [largePiece]uint32
 }
 
-// mergeSmall appends the tokens of p (2 <= len(p) < largePiece) to dst. Each
-// round finds the minimum key with a branch-free scan over all n slots.
+// mergeSmall appends the tokens of p (2 <= len(p) < largePiece) to dst.
+// Each round takes the least key (lowest rank, then leftmost), merges that
+// part with the next one and re-ranks the two pairs the new part is in.
+// Short pieces find the least key with a branch-free scan of all n keys;
+// from blockMin bytes the scan reads the block minima and only the (at most
+// three) blocks a round changed are rescanned.
 func (v *vocab) mergeSmall(dst []int, p string, ms *smallScratch, pc *pairCache) []int {
 	n := len(p)
 	key, next, prev, tok := ms.key[:n], ms.next[:n], ms.prev[:n], ms.tok[:n]
@@ -66,44 +83,24 @@ func (v *vocab) mergeSmall(dst []int, p string, ms *smallScratch, pc *pairCache)
 		prev[i] = int32(i - 1)
 		tok[i] = v.byte1[p[i]]
 	}
-	// Pieces of treeMin bytes or more keep a min-tree over the keys (root
-	// tree[1], leaves tree[size+i]) so that a round costs O(log n) instead
-	// of a scan of all n keys.
-	size := 0
-	tree := ms.tree[:]
-	set := func(i int32, k uint64) {
-		key[i] = k
-		if size == 0 {
-			return
+	nb := 0 // blocks; 0 for a plain scan
+	if n >= blockMin {
+		nb = (n + minBlock - 1) / minBlock
+		for i := n; i < nb*minBlock; i++ {
+			ms.key[i] = ^uint64(0)
 		}
-		x := size + int(i)
-		tree[x] = k
-		for x > 1 {
-			x >>= 1
-			m := min(tree[2*x], tree[2*x+1])
-			if tree[x] == m { // the ancestors' minima are unchanged too
-				break
-			}
-			tree[x] = m
+		for b := range nb {
+			ms.bmin[b] = minOf(&ms.key, b)
 		}
 	}
-	if n >= treeMin {
-		size = 1
-		for size < n {
-			size <<= 1
-		}
-		copy(tree[size:], key)
-		for x := size + n; x < 2*size; x++ {
-			tree[x] = ^uint64(0)
-		}
-		for x := size - 1; x >= 1; x-- {
-			tree[x] = min(tree[2*x], tree[2*x+1])
-		}
-	}
+	bmin := ms.bmin[:nb]
 	for {
 		var m uint64
-		if size > 0 {
-			m = tree[1]
+		if nb > 0 {
+			m = bmin[0]
+			for _, k := range bmin[1:] {
+				m = min(m, k)
+			}
 		} else {
 			m = key[0]
 			for _, k := range key[1:] {
@@ -114,10 +111,11 @@ func (v *vocab) mergeSmall(dst []int, p string, ms *smallScratch, pc *pairCache)
 		if r == noRank {
 			break
 		}
+		// Merge part i with its successor j into the token r.
 		i := int32(uint32(m))
 		j := next[i]
 		nj := next[j]
-		set(j, ^uint64(0))
+		key[j] = ^uint64(0)
 		tok[i] = r
 		next[i] = nj
 		nr := noRank
@@ -125,15 +123,34 @@ func (v *vocab) mergeSmall(dst []int, p string, ms *smallScratch, pc *pairCache)
 			prev[nj] = i
 			nr = v.pairRank(pc, r, tok[nj], p[i:endOf(next, nj, n)])
 		}
-		set(i, uint64(nr)<<32|uint64(i))
-		if pi := prev[i]; pi >= 0 {
-			set(pi, uint64(v.pairRank(pc, tok[pi], r, p[pi:nj]))<<32|uint64(pi))
+		key[i] = uint64(nr)<<32 | uint64(i)
+		pi := prev[i]
+		if pi >= 0 {
+			key[pi] = uint64(v.pairRank(pc, tok[pi], r, p[pi:nj]))<<32 | uint64(pi)
+		}
+		if nb > 0 { // pi < i < j: rescan their blocks, each once
+			bi, bj := int(i)/minBlock, int(j)/minBlock
+			bmin[bi] = minOf(&ms.key, bi)
+			if bj != bi {
+				bmin[bj] = minOf(&ms.key, bj)
+			}
+			if pi >= 0 {
+				if bp := int(pi) / minBlock; bp != bi {
+					bmin[bp] = minOf(&ms.key, bp)
+				}
+			}
 		}
 	}
 	for i := int32(0); int(i) < n; i = next[i] {
 		dst = append(dst, int(tok[i]))
 	}
 	return dst
+}
+
+// minOf returns the least key of block b.
+func minOf(key *[largePiece]uint64, b int) uint64 {
+	k := key[b*minBlock : b*minBlock+minBlock : b*minBlock+minBlock]
+	return min(min(min(k[0], k[1]), min(k[2], k[3])), min(min(k[4], k[5]), min(k[6], k[7])))
 }
 
 // endOf is the end of part j: the start of the part after it, or n.

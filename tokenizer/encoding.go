@@ -185,26 +185,6 @@ type scratch struct {
 	buf   []byte // replacement text for invalid UTF-8
 }
 
-// The piece cache remembers the tokens of recent pieces, so that hot pieces
-// are found in a small table that stays in the L2 cache instead of the
-// multi-megabyte rank table, and BPE merging runs once per distinct piece
-// (per pooled scratch) instead of once per occurrence. Direct mapped; one
-// entry is one 64-byte cache line.
-const (
-	cacheSize  = 1 << 12
-	cachePiece = 32 // longest cached piece, bytes
-	cacheToks  = 6  // most tokens of a cached piece
-)
-
-type pieceCache [cacheSize]cacheEntry
-
-type cacheEntry struct {
-	n, nt uint8
-	toks  [cacheToks]uint32
-	key   uint64               // first 8 bytes of the piece (load8)
-	rest  [cachePiece - 8]byte // the bytes after those
-}
-
 // maxPooled bounds the memory a pooled scratch keeps (inputs above ~4 MB
 // get fresh buffers that are dropped after the call).
 const maxPooled = 4 << 20
@@ -260,26 +240,43 @@ func (e *Encoding) encodeOrdinary(dst []int, text string, sc *scratch, limit int
 	for i := 0; i < n; {
 		j := scan.next(i)
 		p := text[i:j]
+		start := i
 		i = j
-		if len(p) == 1 {
+		switch {
+		case len(p) == 1:
 			dst = append(dst, int(v.byte1[p[0]]))
-		} else if len(p) <= cachePiece {
-			k := keyAt(text, i-len(p), len(p))
+		case len(p) <= shortPiece:
+			lo, hi := pieceKey(text, start, len(p))
+			set := cache.set(lo, hi, len(p))
+			if ce := set.find(lo, hi, len(p)); ce != nil {
+				if ce.nt == 1 {
+					dst = append(dst, int(ce.toks[0]))
+				} else {
+					for _, t := range ce.toks[:ce.nt] {
+						dst = append(dst, int(t))
+					}
+				}
+				break
+			}
+			dst = e.encodeShortMiss(dst, p, lo, hi, set, sc)
+		case len(p) <= longPiece:
+			k := keyAt(text, start, 8)
 			h := hashKey(k, p)
-			ce := &cache[(h>>20)&(cacheSize-1)]
-			if ce.key == k && int(ce.n) == len(p) && (len(p) <= 8 || string(ce.rest[:len(p)-8]) == p[8:]) {
+			if ce := cache.longSlot(h); ce.holds(p, k) {
 				for _, t := range ce.toks[:ce.nt] {
 					dst = append(dst, int(t))
 				}
-			} else {
-				dst = e.encodeMiss(dst, p, k, h, sc, ce)
+				break
 			}
-		} else if r, ok := v.lookup(p); ok {
-			dst = append(dst, int(r))
-		} else if len(p) < largePiece {
-			dst = v.mergeSmall(dst, p, &sc.small, sc.pairs)
-		} else {
-			dst = v.mergeLarge(dst, p, &sc.ms, sc.pairs)
+			dst = e.encodeLongMiss(dst, p, k, h, sc)
+		default:
+			if r, ok := v.lookup(p); ok {
+				dst = append(dst, int(r))
+			} else if len(p) < largePiece {
+				dst = v.mergeSmall(dst, p, &sc.small, sc.pairs)
+			} else {
+				dst = v.mergeLarge(dst, p, &sc.ms, sc.pairs)
+			}
 		}
 		if limit >= 0 && len(dst)-base >= limit {
 			break
@@ -288,21 +285,46 @@ func (e *Encoding) encodeOrdinary(dst []int, text string, sc *scratch, limit int
 	return dst
 }
 
-// encodeMiss appends the tokens of a piece of at most cachePiece bytes that
-// missed the piece cache, and remembers them in ce.
-func (e *Encoding) encodeMiss(dst []int, p string, k, h uint64, sc *scratch, ce *cacheEntry) []int {
+// encodeShortMiss appends the tokens of a piece of 2..shortPiece bytes that
+// missed its short-cache set, and remembers them there (or, when they are
+// more than shortToks, in the long cache, which it checks first).
+func (e *Encoding) encodeShortMiss(dst []int, p string, lo, hi uint64, set *shortSet, sc *scratch) []int {
+	h := hashKey(lo, p)
+	start := len(dst)
+	if r, ok := e.v.lookupKey(p, lo, h); ok {
+		dst = append(dst, int(r))
+		set.put(lo, hi, len(p), dst[start:])
+		return dst
+	}
+	le := sc.cache.longSlot(h)
+	if le.holds(p, lo) {
+		for _, t := range le.toks[:le.nt] {
+			dst = append(dst, int(t))
+		}
+		return dst
+	}
+	dst = e.v.mergeSmall(dst, p, &sc.small, sc.pairs)
+	toks := dst[start:]
+	switch {
+	case len(toks) <= shortToks:
+		set.put(lo, hi, len(p), toks)
+	case len(toks) <= longToks:
+		le.put(p, lo, toks)
+	}
+	return dst
+}
+
+// encodeLongMiss appends the tokens of a piece of shortPiece+1..longPiece
+// bytes that missed the long cache, and remembers them there.
+func (e *Encoding) encodeLongMiss(dst []int, p string, k, h uint64, sc *scratch) []int {
 	start := len(dst)
 	if r, ok := e.v.lookupKey(p, k, h); ok {
 		dst = append(dst, int(r))
 	} else {
 		dst = e.v.mergeSmall(dst, p, &sc.small, sc.pairs)
 	}
-	if nt := len(dst) - start; nt <= cacheToks {
-		ce.key, ce.n, ce.nt = k, uint8(len(p)), uint8(nt)
-		copy(ce.rest[:], p[min(8, len(p)):])
-		for i, t := range dst[start:] {
-			ce.toks[i] = uint32(t)
-		}
+	if toks := dst[start:]; len(toks) <= longToks {
+		sc.cache.longSlot(h).put(p, k, toks)
 	}
 	return dst
 }

@@ -20,6 +20,10 @@ var vocabFS embed.FS
 
 const noRank = ^uint32(0)
 
+// maxVocabRank bounds the ranks a rank file may hold (cl100k's and o200k's
+// are below 1<<18); the pair cache packs ranks into 20 bits.
+const maxVocabRank = 1<<20 - 1
+
 // slot is one entry of the open-addressing rank table. Tokens of up to 8
 // bytes are compared in the slot alone; longer ones also against the arena.
 type slot struct {
@@ -75,7 +79,7 @@ func parseVocab(data []byte) (*vocab, error) {
 			return nil, fmt.Errorf("tokenizer: vocabulary line %d: %w: no space", line, ErrCorruptVocabulary)
 		}
 		r, err := strconv.ParseUint(string(ln[sp+1:]), 10, 32)
-		if err != nil || r >= 1<<24 {
+		if err != nil || r >= maxVocabRank {
 			return nil, fmt.Errorf("tokenizer: vocabulary line %d: %w: bad rank", line, ErrCorruptVocabulary)
 		}
 		start := len(buf)
@@ -182,19 +186,6 @@ func load8(s string) uint64 {
 		k = uint64(s[0])
 	}
 	return k
-}
-
-// keyAt is load8(text[i:i+n]) with one unaligned load when text has 8
-// bytes from i.
-func keyAt(text string, i, n int) uint64 {
-	if i+8 <= len(text) {
-		k := binary.LittleEndian.Uint64(unsafeBytes(text[i : i+8]))
-		if n < 8 {
-			k &= 1<<(8*uint(n)) - 1
-		}
-		return k
-	}
-	return load8(text[i : i+n])
 }
 
 // hashKey hashes a token given its first 8 bytes k.
