@@ -133,6 +133,9 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span) []byte {
 	case *messages.RunEvent_StageRestarted:
 		b = appendStage(b, k.StageRestarted.Stage)
 		b = appendStr(b, "reason", k.StageRestarted.Reason)
+		if u := k.StageRestarted.Usage; u != nil {
+			b = appendUsage(b, u)
+		}
 	case *messages.RunEvent_RunCompleted:
 		b = appendStr(b, "answer", k.RunCompleted.Answer)
 		b = appendUsage(b, k.RunCompleted.Usage)
@@ -142,8 +145,14 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span) []byte {
 			b = appendStage(b, k.RunFailed.Stage)
 		}
 		b = appendStr(b, "code", k.RunFailed.Code)
+		if u := k.RunFailed.Usage; u != nil {
+			b = appendUsage(b, u)
+		}
 	case *messages.RunEvent_RunCancelled:
 		b = appendStr(b, "reason", k.RunCancelled.Reason)
+		if u := k.RunCancelled.Usage; u != nil {
+			b = appendUsage(b, u)
+		}
 	}
 	return append(b, '}')
 }
