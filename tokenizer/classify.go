@@ -17,10 +17,13 @@ const (
 	mSpace         // [\t\n\v\f\r ]
 	mNL            // [\r\n]
 	mHi            // [\x80-\xff]
+	mLower         // [a-z]
+	mOther         // none of letter, digit, space, hi (ASCII punctuation and controls)
 	nMasks
 )
 
-// blockMasks holds the masks of one 64-byte block; bit i is byte i of the block.
+// blockMasks holds the masks of one 64-byte block (one cache line); bit i is
+// byte i of the block.
 type blockMasks [nMasks]uint64
 
 // byteBits[b] has bit k set when byte b belongs to mask k.
@@ -64,7 +67,7 @@ func classifyGeneric(dst []blockMasks, src []byte) {
 				hi |= (v >> mHi & 1) << sh
 			}
 		}
-		dst[k>>6] = blockMasks{l, u, d, s, nl, hi}
+		dst[k>>6] = blockMasks{l, u, d, s, nl, hi, l &^ u, ^(l | d | s | hi)}
 	}
 }
 
@@ -73,7 +76,8 @@ type classifyFunc func(dst []blockMasks, src []byte)
 
 // classifyString classifies s into dst (len(dst) >= (len(s)+63)/64), using
 // fn for the full blocks and the generic path for a zero-padded tail.
-// Padding bytes are NUL, which is in no mask.
+// Padding bytes are NUL, which is in mOther only, and that mask is cleared
+// past the end: no bit of any mask is set past len(s).
 func classifyString(fn classifyFunc, dst []blockMasks, s string, tail *[64]byte) {
 	full := len(s) &^ 63
 	if full > 0 {
@@ -83,5 +87,6 @@ func classifyString(fn classifyFunc, dst []blockMasks, s string, tail *[64]byte)
 		*tail = [64]byte{}
 		copy(tail[:], s[full:])
 		classifyGeneric(dst[full>>6:], tail[:])
+		dst[full>>6][mOther] &= 1<<uint(rest) - 1
 	}
 }

@@ -2,13 +2,15 @@
 
 #include "textflag.h"
 
-// One 32-byte half of a block: load at off(SI), store the six 32-bit masks at
-// moff(DI) + 8*k (k = letter, upper, digit, space, nl, hi; see classify.go).
+// One 32-byte half of a block: load at off(SI), store the eight 32-bit masks at
+// moff(DI) + 8*k (k = letter, upper, digit, space, nl, hi, lower, other; see
+// classify.go). BX gathers letter|digit|space|hi for other = ^BX.
 // Constants: Y7='\r' Y8='A' Y9='a' Y10='0' Y11=9 (also '\t') Y12=25 Y13=4 Y14=' ' Y15='\n'.
 #define HALF(off, moff) \
 	VMOVDQU off(SI), Y0 \
 	VPMOVMSKB Y0, AX \
 	MOVL AX, (40+moff)(DI) \
+	MOVL AX, BX \
 	VPSUBB Y8, Y0, Y1 \
 	VPMINUB Y12, Y1, Y2 \
 	VPCMPEQB Y2, Y1, Y2 \
@@ -17,14 +19,18 @@
 	VPSUBB Y9, Y0, Y1 \
 	VPMINUB Y12, Y1, Y3 \
 	VPCMPEQB Y3, Y1, Y3 \
+	VPMOVMSKB Y3, AX \
+	MOVL AX, (48+moff)(DI) \
 	VPOR Y2, Y3, Y3 \
 	VPMOVMSKB Y3, AX \
 	MOVL AX, (0+moff)(DI) \
+	ORL AX, BX \
 	VPSUBB Y10, Y0, Y1 \
 	VPMINUB Y11, Y1, Y2 \
 	VPCMPEQB Y2, Y1, Y2 \
 	VPMOVMSKB Y2, AX \
 	MOVL AX, (16+moff)(DI) \
+	ORL AX, BX \
 	VPCMPEQB Y15, Y0, Y3 \
 	VPCMPEQB Y7, Y0, Y4 \
 	VPOR Y3, Y4, Y4 \
@@ -36,7 +42,10 @@
 	VPCMPEQB Y14, Y0, Y3 \
 	VPOR Y2, Y3, Y2 \
 	VPMOVMSKB Y2, AX \
-	MOVL AX, (24+moff)(DI)
+	MOVL AX, (24+moff)(DI) \
+	ORL AX, BX \
+	NOTL BX \
+	MOVL BX, (56+moff)(DI)
 
 #define BCAST(val, X, Y) \
 	MOVL $val, AX \
@@ -64,7 +73,7 @@ loop:
 	HALF(0, 0)
 	HALF(32, 4)
 	ADDQ $64, SI
-	ADDQ $48, DI
+	ADDQ $64, DI
 	DECQ CX
 	JNZ  loop
 	VZEROUPPER

@@ -46,20 +46,22 @@
 // # Speed
 //
 // Each 64-byte block of input is first classified into bit masks (letters,
-// upper case, digits, spaces, newlines, bytes >= 0x80) so that runs are
-// measured with one count of trailing zeros. On amd64 CPUs with AVX2
-// (detected at run time with cpuid) the masks come from hand-written assembly
-// (classify_amd64.s); elsewhere, or with Config.Generic, from portable Go
-// (classifyGeneric, the reference for the assembly). Build with the purego
-// tag to leave the assembly out.
+// upper and lower case, digits, spaces, newlines, other ASCII, bytes >= 0x80:
+// one cache line per block) so that runs are measured with one count of
+// trailing zeros. On amd64 CPUs with AVX2 (detected at run time with cpuid)
+// the masks come from hand-written assembly (classify_amd64.s); elsewhere, or
+// with Config.Generic, from portable Go (classifyGeneric, the reference for
+// the assembly). Build with the purego tag to leave the assembly out.
 //
 // Tokens are found in an open-addressing table whose slots hold the first 8
 // bytes of each token, with one byte of each slot's hash kept in a separate
 // small array so that misses rarely touch the large one. Each pooled scratch
-// keeps a piece cache (recent pieces and their tokens, 4096 entries of one
-// cache line) and a pair cache (rank of two adjacent tokens' bytes), so the
-// hot entries stay in L2. Pieces that are not a token merge as in tiktoken;
-// from 24 bytes a min-tree replaces the linear scan for the lowest rank, and
-// from 128 bytes a radix-heap queue over a linked list takes over, so a
-// megabyte of one letter merges in linear time, not quadratic.
+// keeps a piece cache (piececache.go: recent pieces and their tokens, 16384
+// pieces of up to 16 bytes in a 2-way set-associative table of 32-byte
+// entries, and 2048 pieces of up to 32 bytes) and a pair cache (the rank of
+// two adjacent tokens' bytes, 32768 pairs of 8 bytes), about 900 KB in all,
+// so that the hot entries stay in L2. Pieces that are not a token merge as
+// in tiktoken; from 12 bytes the scan for the lowest rank reads per-block
+// minima, and from 128 bytes a radix-heap queue over a linked list takes
+// over, so a megabyte of one letter merges in linear time, not quadratic.
 package tokenizer

@@ -197,7 +197,7 @@ func (e *Encoding) getScratch() *scratch {
 }
 
 func (e *Encoding) putScratch(s *scratch) {
-	if cap(s.masks)*48 > maxPooled || cap(s.toks)*8 > maxPooled || s.ms.q.n*8 > maxPooled || cap(s.ms.next)*4 > maxPooled || cap(s.buf) > maxPooled {
+	if cap(s.masks)*64 > maxPooled || cap(s.toks)*8 > maxPooled || s.ms.q.n*8 > maxPooled || cap(s.ms.next)*4 > maxPooled || cap(s.buf) > maxPooled {
 		return
 	}
 	e.pool.Put(s)
@@ -248,27 +248,21 @@ func (e *Encoding) encodeOrdinary(dst []int, text string, sc *scratch, limit int
 		case len(p) <= shortPiece:
 			lo, hi := pieceKey(text, start, len(p))
 			set := cache.set(lo, hi, len(p))
-			if ce := set.find(lo, hi, len(p)); ce != nil {
-				if ce.nt == 1 {
-					dst = append(dst, int(ce.toks[0]))
-				} else {
-					for _, t := range ce.toks[:ce.nt] {
-						dst = append(dst, int(t))
-					}
-				}
-				break
+			if ce := set.find(lo, hi, len(p)); ce == nil {
+				dst = e.encodeShortMiss(dst, p, lo, hi, set, sc)
+			} else if ce.nt == 1 {
+				dst = append(dst, int(ce.toks[0]))
+			} else {
+				dst = appendToks(dst, ce.toks[:ce.nt])
 			}
-			dst = e.encodeShortMiss(dst, p, lo, hi, set, sc)
 		case len(p) <= longPiece:
 			k := keyAt(text, start, 8)
 			h := hashKey(k, p)
 			if ce := cache.longSlot(h); ce.holds(p, k) {
-				for _, t := range ce.toks[:ce.nt] {
-					dst = append(dst, int(t))
-				}
-				break
+				dst = appendToks(dst, ce.toks[:ce.nt])
+			} else {
+				dst = e.encodeLongMiss(dst, p, k, h, sc)
 			}
-			dst = e.encodeLongMiss(dst, p, k, h, sc)
 		default:
 			if r, ok := v.lookup(p); ok {
 				dst = append(dst, int(r))
@@ -281,6 +275,14 @@ func (e *Encoding) encodeOrdinary(dst []int, text string, sc *scratch, limit int
 		if limit >= 0 && len(dst)-base >= limit {
 			break
 		}
+	}
+	return dst
+}
+
+// appendToks appends cached tokens to dst.
+func appendToks(dst []int, toks []uint32) []int {
+	for _, t := range toks {
+		dst = append(dst, int(t))
 	}
 	return dst
 }
@@ -298,10 +300,7 @@ func (e *Encoding) encodeShortMiss(dst []int, p string, lo, hi uint64, set *shor
 	}
 	le := sc.cache.longSlot(h)
 	if le.holds(p, lo) {
-		for _, t := range le.toks[:le.nt] {
-			dst = append(dst, int(t))
-		}
-		return dst
+		return appendToks(dst, le.toks[:le.nt])
 	}
 	dst = e.v.mergeSmall(dst, p, &sc.small, sc.pairs)
 	toks := dst[start:]

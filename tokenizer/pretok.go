@@ -21,12 +21,6 @@ import "math/bits"
 // bytes are measured on the block masks (classify.go); code points >= 0x80 are
 // decoded and looked up in the Unicode 16 class table.
 
-// Pseudo mask kinds derived from the stored ones.
-const (
-	kLower = nMasks + iota // [a-z]
-	kOther                 // not letter, digit, space or hi
-)
-
 type scanner struct {
 	s     string
 	n     int
@@ -34,26 +28,14 @@ type scanner struct {
 	o200k bool
 }
 
-// maskBits returns mask kind of block b.
-func (sc *scanner) maskBits(b int, kind int) uint64 {
-	mk := &sc.m[b]
-	switch kind {
-	case kLower:
-		return mk[mLetter] &^ mk[mUpper]
-	case kOther:
-		return ^(mk[mLetter] | mk[mDigit] | mk[mSpace] | mk[mHi])
-	}
-	return mk[kind]
-}
-
-// run returns the end of the run of ASCII bytes of the given kind that starts at i.
+// run returns the end of the run of ASCII bytes of the given kind that
+// starts at i <= n. Mask bits past n are all 0 (see classifyString), so a
+// run never goes past the end of the text.
 func (sc *scanner) run(kind int, i int) int {
 	for i < sc.n {
 		sh := uint(i & 63)
-		x := ^(sc.maskBits(i>>6, kind) >> sh)
-		t := bits.TrailingZeros64(x)
-		if t < 64-int(sh) {
-			return min(i+t, sc.n)
+		if t := bits.TrailingZeros64(^(sc.m[i>>6][kind] >> sh)); t < 64-int(sh) {
+			return i + t
 		}
 		i += 64 - int(sh)
 	}
@@ -67,7 +49,7 @@ func (sc *scanner) classRun(kind int, want uint8, i int) int {
 		if i >= sc.n || sc.s[i] < 0x80 {
 			return i
 		}
-		c, sz := classAt(sc.s, i)
+		c, sz := classAtHi(sc.s, i)
 		if c&want == 0 {
 			return i
 		}
@@ -81,11 +63,11 @@ func (sc *scanner) letters(i int) int { return sc.classRun(mLetter, cL, i) }
 // others returns the end of the [^\s\p{L}\p{N}]+ run at i.
 func (sc *scanner) others(i int) int {
 	for {
-		i = sc.run(kOther, i)
+		i = sc.run(mOther, i)
 		if i >= sc.n || sc.s[i] < 0x80 {
 			return i
 		}
-		c, sz := classAt(sc.s, i)
+		c, sz := classAtHi(sc.s, i)
 		if c&(cL|cN|cWS) != 0 {
 			return i
 		}
@@ -178,7 +160,7 @@ func (sc *scanner) whitespace(i int) int {
 		if j >= sc.n || sc.s[j] < 0x80 {
 			break
 		}
-		c, sz := classAt(sc.s, j)
+		c, sz := classAtHi(sc.s, j)
 		if c&cWS == 0 {
 			break
 		}
@@ -217,12 +199,14 @@ func (sc *scanner) next(i int) int {
 func (sc *scanner) nextCl100k(i int) int {
 	s, n := sc.s, sc.n
 	b := s[i]
-	if b == '\'' { // '(?i:[sdmt]|ll|ve|re)
+	c, sz := byteClass[b], 1
+	if c&cHi != 0 {
+		c, sz = classAtHi(s, i)
+	} else if b == '\'' { // '(?i:[sdmt]|ll|ve|re)
 		if e := sc.contraction(i); e > i {
 			return e
 		}
 	}
-	c, sz := classAt(s, i)
 	if c&cL != 0 { // \p{L}++
 		return sc.letters(i + sz)
 	}
@@ -230,7 +214,11 @@ func (sc *scanner) nextCl100k(i int) int {
 		return sc.digits(i)
 	}
 	if b != '\r' && b != '\n' && i+sz < n { // [^\r\n\p{L}\p{N}]?+\p{L}++
-		if c2, sz2 := classAt(s, i+sz); c2&cL != 0 {
+		c2, sz2 := byteClass[s[i+sz]], 1
+		if c2&cHi != 0 {
+			c2, sz2 = classAtHi(s, i+sz)
+		}
+		if c2&cL != 0 {
 			return sc.letters(i + sz + sz2)
 		}
 	}
@@ -254,7 +242,7 @@ func (sc *scanner) uRun(i int) (int, int) {
 		if i >= sc.n || sc.s[i] < 0x80 {
 			return i, lastW
 		}
-		c, sz := classAt(sc.s, i)
+		c, sz := classAtHi(sc.s, i)
 		if c&cU == 0 {
 			return i, lastW
 		}
@@ -266,14 +254,18 @@ func (sc *scanner) uRun(i int) (int, int) {
 }
 
 // wRun returns the end of the [\p{Ll}\p{Lm}\p{Lo}\p{M}]* run at i.
-func (sc *scanner) wRun(i int) int { return sc.classRun(kLower, cW, i) }
+func (sc *scanner) wRun(i int) int { return sc.classRun(mLower, cW, i) }
 
 // matchUW matches U*W+ at i with backtracking: the W+ either follows the
 // whole U run or is the last W character inside it. Returns -1 on no match.
 func (sc *scanner) matchUW(i int) int {
 	e, lastW := sc.uRun(i)
 	if e < sc.n {
-		if c, _ := classAt(sc.s, e); c&cW != 0 {
+		c := byteClass[sc.s[e]]
+		if c&cHi != 0 {
+			c, _ = classAtHi(sc.s, e)
+		}
+		if c&cW != 0 {
 			return sc.wRun(e)
 		}
 	}
@@ -292,7 +284,10 @@ func (sc *scanner) matchUplusW(i int) int {
 func (sc *scanner) nextO200k(i int) int {
 	s, n := sc.s, sc.n
 	b := s[i]
-	c, sz := classAt(s, i)
+	c, sz := byteClass[b], 1
+	if c&cHi != 0 {
+		c, sz = classAtHi(s, i)
+	}
 	isP := c&(cL|cN) == 0 && b != '\r' && b != '\n'
 	// P? U* W+ C?
 	if isP && i+sz < n {

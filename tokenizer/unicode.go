@@ -19,10 +19,18 @@ const (
 	cM              // \p{M}
 )
 
-// asciiClass holds the class bits of the 128 ASCII code points.
-var asciiClass = func() (t [128]uint8) {
+// cHi marks, in byteClass, a byte that starts (or continues) a multi-byte
+// code point, whose class classAtHi decodes.
+const cHi = 1 << 7
+
+// byteClass holds the class bits of the 128 ASCII code points, and cHi for
+// the bytes >= 0x80.
+var byteClass = func() (t [256]uint8) {
 	for c := 0; c < 128; c++ {
 		t[c] = uniStage2[int(uniStage1[0])<<8|c]
+	}
+	for c := 128; c < 256; c++ {
+		t[c] = cHi
 	}
 	return t
 }()
@@ -38,10 +46,15 @@ func runeClass(r rune) uint8 {
 // classAt decodes the code point at s[i] and returns its class bits and width.
 // Invalid UTF-8 never reaches here: the encoder replaces it first.
 func classAt(s string, i int) (uint8, int) {
-	c := s[i]
-	if c < utf8.RuneSelf {
-		return asciiClass[c], 1
+	if c := byteClass[s[i]]; c&cHi == 0 {
+		return c, 1
 	}
+	return classAtHi(s, i)
+}
+
+// classAtHi is classAt for a code point that starts with a byte >= 0x80.
+// The scanner's hot paths test byteClass themselves and call it only then.
+func classAtHi(s string, i int) (uint8, int) {
 	r, sz := utf8.DecodeRuneInString(s[i:])
 	return runeClass(r), sz
 }

@@ -21,16 +21,32 @@ var vocabFS embed.FS
 const noRank = ^uint32(0)
 
 // maxVocabRank bounds the ranks a rank file may hold (cl100k's and o200k's
-// are below 1<<18); the pair cache packs ranks into 20 bits.
+// are below 1<<18): rank-table slots and the pair cache keep ranks in 20 bits
+// (the pair cache's pairNoRank is maxVocabRank itself, so ranks stay below it).
 const maxVocabRank = 1<<20 - 1
 
+// maxTokenLen bounds the length of a token (cl100k's and o200k's longest are
+// 128 bytes); a slot keeps it in 8 bits.
+const maxTokenLen = 255
+
 // slot is one entry of the open-addressing rank table. Tokens of up to 8
-// bytes are compared in the slot alone; longer ones also against the arena.
+// bytes are compared in the slot alone; longer ones also against their bytes
+// in the arena, whose offset the slot holds so that a lookup waits for at
+// most three cache misses (tag, slot, arena), not four (and off[rank]).
 type slot struct {
 	key  uint64 // first 8 bytes of the token, little endian, zero padded
-	rank uint32
-	n    uint32 // token length; 0 marks an empty slot
+	info uint64 // arena offset<<28 | length<<20 | rank (see slotInfo)
 }
+
+// slotInfo packs a token's rank (< maxVocabRank), length (<= maxTokenLen)
+// and arena offset into slot.info; rank, len and off unpack them.
+func slotInfo(rank, n, off uint32) uint64 {
+	return uint64(off)<<28 | uint64(n)<<20 | uint64(rank)
+}
+
+func (sl *slot) rank() uint32 { return uint32(sl.info) & maxVocabRank }
+func (sl *slot) len() uint32  { return uint32(sl.info>>20) & maxTokenLen }
+func (sl *slot) off() uint64  { return sl.info >> 28 }
 
 // vocab maps token bytes to ranks (= token ids) and back. Immutable once built.
 type vocab struct {
@@ -126,12 +142,15 @@ func parseVocab(data []byte) (*vocab, error) {
 		if _, ok := v.lookup(tok); ok {
 			return nil, fmt.Errorf("tokenizer: %w: token of rank %d twice", ErrCorruptVocabulary, r)
 		}
+		if len(tok) > maxTokenLen {
+			return nil, fmt.Errorf("tokenizer: %w: token of rank %d is %d bytes long (at most %d)", ErrCorruptVocabulary, r, len(tok), maxTokenLen)
+		}
 		v.maxLen = max(v.maxLen, len(tok))
 		k := load8(tok)
 		h := hashKey(k, tok)
 		for i := h & v.mask; ; i = (i + 1) & v.mask {
 			if v.tags[i] == 0 {
-				v.slots[i] = slot{key: k, rank: uint32(r), n: uint32(len(tok))}
+				v.slots[i] = slot{key: k, info: slotInfo(uint32(r), uint32(len(tok)), v.off[r])}
 				v.tags[i] = tagOf(h)
 				break
 			}
@@ -217,8 +236,10 @@ func (v *vocab) lookupKey(s string, k, h uint64) (uint32, bool) {
 		t := v.tags[i]
 		if t == tag {
 			sl := &v.slots[i]
-			if sl.n == n && sl.key == k && (n <= 8 || v.arena[v.off[sl.rank]+8:v.off[sl.rank+1]] == s[8:]) {
-				return sl.rank, true
+			if sl.key == k && sl.len() == n {
+				if off := sl.off(); n <= 8 || v.arena[off+8:off+uint64(n)] == s[8:] {
+					return sl.rank(), true
+				}
 			}
 		} else if t == 0 {
 			return noRank, false
