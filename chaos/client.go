@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,9 @@ type runState struct {
 	mu        sync.Mutex
 	streaming bool // a token arrived
 	ended     bool
+	endedAt   time.Time // when the terminal event arrived
 	lastAt    time.Time // when the last event arrived
+	hist      []mark    // every event so far: a fault may be marked after it happened
 	faultAt   time.Time // a fault hit its coordinator; zero: none pending
 	resumed   bool      // since faultAt: a stage_restarted or stage_started arrived
 	recovered []time.Duration
@@ -30,26 +33,40 @@ type runState struct {
 	lostFault int             // faults after which the run ended with no new token
 }
 
-// fault notes that the run's coordinator was hit at t.
+// mark is an event's type and arrival time.
+type mark struct {
+	typ string
+	at  time.Time
+}
+
+// fault notes that the run's coordinator was hit at t. t may be in the
+// past (a docker command returns after its fault took effect): the events
+// that arrived since count.
 func (s *runState) fault(t time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended || !s.faultAt.IsZero() {
-		return false
-	}
-	s.faultAt, s.resumed = t, false
-	return true
+	return s.markFault(t, false)
 }
 
 // faultReader starts the recovery clock for a fault of the reader's path
 // (the gateway), not of the run: the next token received ends it.
 func (s *runState) faultReader(t time.Time) bool {
+	return s.markFault(t, true)
+}
+
+func (s *runState) markFault(t time.Time, resumed bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended || !s.faultAt.IsZero() {
+	if (s.ended && s.endedAt.Before(t)) || !s.faultAt.IsZero() {
 		return false
 	}
-	s.faultAt, s.resumed = t, true
+	s.faultAt, s.resumed = t, resumed
+	for _, m := range s.hist {
+		if s.faultAt.IsZero() {
+			break // recovered (or ended) already
+		}
+		if !m.at.Before(t) {
+			s.step(m)
+		}
+	}
 	return true
 }
 
@@ -63,21 +80,28 @@ func (s *runState) observe(e event) {
 		s.streaming = true
 	}
 	if terminal(e.Type) {
-		s.ended = true
+		s.ended, s.endedAt = true, e.at
 	}
+	m := mark{e.Type, e.at}
+	s.hist = append(s.hist, m)
+	s.step(m)
+}
+
+// step moves a pending fault's clock on by one event.
+func (s *runState) step(m mark) {
 	if s.faultAt.IsZero() {
 		return
 	}
 	switch {
-	case e.Type == evStageRestarted || e.Type == evStageStarted:
+	case m.typ == evStageRestarted || m.typ == evStageStarted:
 		if !s.resumed {
-			s.resumes = append(s.resumes, e.at.Sub(s.faultAt))
+			s.resumes = append(s.resumes, m.at.Sub(s.faultAt))
 		}
 		s.resumed = true
-	case e.Type == evTokenDelta && s.resumed:
-		s.recovered = append(s.recovered, e.at.Sub(s.faultAt))
+	case m.typ == evTokenDelta && s.resumed:
+		s.recovered = append(s.recovered, m.at.Sub(s.faultAt))
 		s.faultAt = time.Time{}
-	case terminal(e.Type):
+	case terminal(m.typ):
 		s.lostFault++
 		s.faultAt = time.Time{}
 	}
@@ -418,6 +442,17 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 	return r
 }
 
+// unreachable says whether err means the gateway could not be reached or
+// was going away: a refused or reset connection, a 503, or a connection
+// closed before any answer — what a client sees of a restarting gateway
+// behind a proxy (docker's published ports) that accepts the connection
+// and then has nowhere to forward it.
+func unreachable(err error) bool {
+	var ue *url.Error
+	return errors.Is(err, errUnavailable) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || (errors.As(err, &ue) && errors.Is(ue.Err, io.EOF))
+}
+
 // errUnavailable is a 503: the gateway is shutting down (or not ready).
 var errUnavailable = errors.New("service unavailable")
 
@@ -426,7 +461,7 @@ var errUnavailable = errors.New("service unavailable")
 func retryUnreachable(ctx context.Context, fn func() error) error {
 	for {
 		err := fn()
-		if err == nil || !(errors.Is(err, errUnavailable) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		if err == nil || !unreachable(err) {
 			return err
 		}
 		select {

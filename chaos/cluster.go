@@ -18,23 +18,32 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
+
+// moduleDir is the folder of the module that holds the working directory
+// (the QLC repository).
+func moduleDir() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("chaos: go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("chaos: run from inside the QLC module (go run ./chaos)")
+	}
+	return filepath.Dir(gomod), nil
+}
 
 // buildBinaries builds cmd/node and cmd/gateway into dir, from the module
 // that holds the working directory.
 func buildBinaries(dir string) error {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := moduleDir()
 	if err != nil {
-		return fmt.Errorf("chaos: go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return errors.New("chaos: run from inside the QLC module (go run ./chaos)")
+		return err
 	}
 	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/node", "./cmd/gateway")
-	cmd.Dir = filepath.Dir(gomod)
+	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("chaos: go build: %w\n%s", err, b)
 	}
@@ -60,18 +69,26 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// proc is one node or gateway process.
+// proc is one node or gateway: a local process, or one incarnation of a
+// compose container (from a start to the exit that follows).
 type proc struct {
 	name               string
-	cmd                *exec.Cmd
-	gossip, act, ops   string // node addresses (ops: /metrics)
+	ops                string // node: host:port of /metrics and /readyz
 	logPath            string
 	started            time.Time
 	done               chan struct{} // closed when the process has exited
 	exitErr            error         // set before done is closed
+	exitedAt           time.Time     // set before done is closed
 	sink               *logSink
-	killed, terminated bool   // set by the scenario that ended it
-	uid                uint32 // a uid of its own (partition scenario), else 0
+	killed, terminated bool // set by the scenario that ended it
+
+	// Local processes.
+	cmd         *exec.Cmd
+	gossip, act string // node addresses
+	uid         uint32 // a uid of its own (partition scenario), else 0
+
+	// Compose containers.
+	service, container string // compose service, container id
 }
 
 func (p *proc) exited() bool {
@@ -153,226 +170,6 @@ func (s *logSink) line(l []byte) {
 	if json.Unmarshal(l, &v) == nil && v.RunID != "" {
 		s.pl.record(v.RunID, s.node, v.Epoch)
 	}
-}
-
-// cluster is the processes of one scenario.
-type cluster struct {
-	bin, dir, key, profiles string
-	pl                      *placements
-	progress                func(format string, args ...any)
-
-	mu    sync.Mutex
-	seq   int
-	nodes []*proc // started and not ended by a fault (paused ones included)
-	all   []*proc
-	gw    *proc
-	gwURL string
-	gwN   int // gateway processes started
-	// ownUIDs runs every node under a uid of its own (partitions).
-	ownUIDs bool
-}
-
-func newCluster(bin, dir, profiles string, progress func(string, ...any)) (*cluster, error) {
-	key, err := randomKey()
-	if err != nil {
-		return nil, err
-	}
-	pf := filepath.Join(dir, "profiles.yaml")
-	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
-		return nil, fmt.Errorf("chaos: %w", err)
-	}
-	return &cluster{bin: bin, dir: dir, key: key, profiles: pf, pl: &placements{runs: map[string]placement{}}, progress: progress}, nil
-}
-
-func (c *cluster) start(name, binary string, args []string, pl *placements) (*proc, error) {
-	return c.startAs(name, binary, args, pl, 0)
-}
-
-// startAs is start under uid (0: this program's).
-func (c *cluster) startAs(name, binary string, args []string, pl *placements, uid uint32) (*proc, error) {
-	logPath := filepath.Join(c.dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("chaos: %w", err)
-	}
-	p := &proc{name: name, logPath: logPath, done: make(chan struct{})}
-	p.sink = &logSink{f: f, node: name, pl: pl}
-	cmd := exec.Command(filepath.Join(c.bin, binary), args...)
-	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+c.key)
-	cmd.Stdout, cmd.Stderr = p.sink, p.sink
-	// The children die with this program, however it ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if uid != 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid}
-		cmd.Dir = "/"
-	}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("chaos: start %s: %w", name, err)
-	}
-	p.cmd, p.started, p.uid = cmd, time.Now(), uid
-	go func() { // owned by the process: ends when it exits
-		p.exitErr = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	c.mu.Lock()
-	c.all = append(c.all, p)
-	c.mu.Unlock()
-	return p, nil
-}
-
-func (c *cluster) liveNodes() []*proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*proc(nil), c.nodes...)
-}
-
-func (c *cluster) node(name string) *proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, n := range c.nodes {
-		if n.name == name {
-			return n
-		}
-	}
-	return nil
-}
-
-// startNode starts a node that joins the live ones and waits until it is ready.
-func (c *cluster) startNode() (*proc, error) {
-	var addrs [3]string
-	for i := range addrs {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		addrs[i] = a
-	}
-	var seeds []string
-	for _, n := range c.liveNodes() {
-		seeds = append(seeds, n.gossip)
-	}
-	c.mu.Lock()
-	c.seq++
-	seq := c.seq
-	name := fmt.Sprintf("node-%d", seq)
-	c.mu.Unlock()
-	args := []string{"-gossip-bind", addrs[0], "-bind", addrs[1], "-ops-addr", addrs[2], "-profiles", c.profiles,
-		"-log-format", "json", "-log-level", "info", "-drain-timeout", "60s"}
-	if len(seeds) > 0 {
-		args = append(args, "-seeds", strings.Join(seeds, ","))
-	}
-	var uid uint32
-	if c.ownUIDs {
-		uid = uint32(firstNodeUID + seq)
-	}
-	p, err := c.startAs(name, "node", args, c.pl, uid)
-	if err != nil {
-		return nil, err
-	}
-	p.gossip, p.act, p.ops = addrs[0], addrs[1], addrs[2]
-	if err := waitHTTP("http://"+p.ops+"/readyz", 20*time.Second, p.done); err != nil {
-		return nil, fmt.Errorf("chaos: %s: %w (log %s)", name, err, p.logPath)
-	}
-	c.mu.Lock()
-	c.nodes = append(c.nodes, p)
-	c.mu.Unlock()
-	return p, nil
-}
-
-// startGateway starts the gateway, seeded with every live node.
-func (c *cluster) startGateway() error {
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	return c.startGatewayOn(addr)
-}
-
-// startGatewayOn starts a gateway listening on addr with the cluster's
-// gateway data folder (a restart finds its store: ledger, kept runs).
-func (c *cluster) startGatewayOn(addr string) error {
-	var seeds []string
-	for _, n := range c.liveNodes() {
-		seeds = append(seeds, n.gossip)
-	}
-	data := filepath.Join(c.dir, "gateway-data")
-	c.mu.Lock()
-	c.gwN++
-	name := "gateway"
-	if c.gwN > 1 {
-		name = fmt.Sprintf("gateway-%d", c.gwN)
-	}
-	c.mu.Unlock()
-	p, err := c.start(name, "gateway", []string{"-addr", addr, "-seeds", strings.Join(seeds, ","),
-		"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.profiles,
-		"-log-format", "json", "-log-level", "warn", "-data-dir", data, "-dev-keys"}, nil)
-	if err != nil {
-		return err
-	}
-	c.gw, c.gwURL = p, "http://"+addr
-	if err := waitHTTP(c.gwURL+"/readyz", 20*time.Second, p.done); err != nil {
-		return fmt.Errorf("chaos: gateway: %w (log %s)", err, p.logPath)
-	}
-	return loadKey(data)
-}
-
-// removeNode drops a node from the live set (it was killed or drained).
-func (c *cluster) removeNode(p *proc) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, n := range c.nodes {
-		if n == p {
-			c.nodes = append(c.nodes[:i], c.nodes[i+1:]...)
-			return
-		}
-	}
-}
-
-// waitMembers polls the gateway until it counts n live members (itself
-// included).
-func (c *cluster) waitMembers(n int, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	var got float64
-	for time.Now().Before(deadline) {
-		v, ok := metric(c.gwURL+"/metrics", "qlc_cluster_members_alive")
-		if ok && int(v) == n {
-			return nil
-		}
-		got = v
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("chaos: the gateway never saw %d members (sees %v)", n, got)
-}
-
-// shutdown ends every process still running: SIGCONT (a paused one must be
-// able to act on the signal), SIGTERM, then SIGKILL after a grace period.
-func (c *cluster) shutdown() {
-	c.mu.Lock()
-	procs := append([]*proc(nil), c.all...)
-	gw := c.gw
-	c.mu.Unlock()
-	stop := func(p *proc) {
-		if p == nil || p.exited() {
-			return
-		}
-		_ = p.cmd.Process.Signal(syscall.SIGCONT)
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
-	stop(gw) // first: it cancels what is still active
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Add(1)
-		go func() { defer wg.Done(); stop(p) }()
-	}
-	wg.Wait()
 }
 
 // waitHTTP polls url until it answers 200, the deadline passes or died closes.

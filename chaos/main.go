@@ -14,8 +14,8 @@ import (
 
 // Config is one invocation's settings; every field is a flag.
 type Config struct {
-	// Scenario is kill, pause, provider, rolling, or all (each in turn,
-	// each on a fresh cluster).
+	// Scenario is kill, pause, partition, gateway, provider, rolling, or
+	// all (each in turn, each on a fresh cluster).
 	Scenario string
 	// Runs is how many runs a scenario starts at least; the load goes on
 	// until every fault was injected (at most 10× Runs). 0: the scenario's
@@ -41,7 +41,8 @@ type Config struct {
 	// (each faulty endpoint draws its own kind); HangRate its hang and stall
 	// rates.
 	FaultRate, HangRate float64
-	// Nodes is the cluster's size.
+	// Nodes is the cluster's size (compose: it must be the number of node
+	// services in docker-compose.yml).
 	Nodes int
 	// Seed drives every random choice of the suite (which runs are
 	// cancelled, which run's node is hit, when). 0: from the clock.
@@ -49,12 +50,17 @@ type Config struct {
 	// KeepLogs keeps the processes' logs (they are kept anyway when a
 	// scenario fails).
 	KeepLogs bool
+	// Backend is what runs the cluster: "local" (processes of this program
+	// on loopback, built from the working tree) or "compose" (the
+	// repository's docker-compose.yml, with images built from the working
+	// tree; needs a Docker engine).
+	Backend string
 }
 
 // DefaultConfig returns the defaults described on each field.
 func DefaultConfig() Config {
 	return Config{Scenario: "all", Concurrency: 6, Timeout: 5 * time.Minute, CancelRate: 0.1,
-		PauseMin: 5 * time.Second, PauseMax: 15 * time.Second, FaultRate: 0.1, HangRate: 0.02, Nodes: 3}
+		PauseMin: 5 * time.Second, PauseMax: 15 * time.Second, FaultRate: 0.1, HangRate: 0.02, Nodes: 3, Backend: "local"}
 }
 
 var scenarios = []string{"kill", "pause", "partition", "gateway", "provider", "rolling"}
@@ -77,6 +83,8 @@ func (c *Config) validate() error {
 		return errors.New("chaos: want -fault-rate, -hang-rate >= 0 and fault-rate + 2×hang-rate <= 1")
 	case c.Nodes < 2 || c.Nodes > 9:
 		return errors.New("chaos: -nodes must be 2..9 (a run needs a live node to move to)")
+	case c.Backend != "local" && c.Backend != "compose":
+		return fmt.Errorf("chaos: unknown backend %q (want local or compose)", c.Backend)
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -114,6 +122,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "cluster size")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the suite's random choices (0: from the clock)")
 	fs.BoolVar(&cfg.KeepLogs, "keep-logs", cfg.KeepLogs, "keep the processes' logs")
+	fs.StringVar(&cfg.Backend, "backend", cfg.Backend, "what runs the cluster: local (processes) or compose (docker compose)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -138,8 +147,18 @@ func run(args []string) int {
 		return 2
 	}
 	defer os.RemoveAll(bin)
-	progress("building cmd/node and cmd/gateway")
-	if err := buildBinaries(bin); err != nil {
+	if cfg.Backend == "compose" {
+		if _, err := docker(20*time.Second, "info", "--format", "{{.ServerVersion}}"); err != nil {
+			fmt.Fprintf(os.Stderr, "chaos: -backend compose needs a Docker engine: %v\n", err)
+			return 2
+		}
+		progress("building the images (static cmd/node and cmd/gateway in bin/linux/, then %s build)", strings.Join(composeCommand(), " "))
+		err = buildImages()
+	} else {
+		progress("building cmd/node and cmd/gateway")
+		err = buildBinaries(bin)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}

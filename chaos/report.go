@@ -14,6 +14,7 @@ import (
 // report is one scenario's figures.
 type report struct {
 	scenario string
+	backend  string // "" (local processes) or "docker compose"
 	command  string
 	faults   string // what was injected, e.g. "10 × kill -9"
 	wall     time.Duration
@@ -164,7 +165,7 @@ func machine() string {
 }
 
 func (r *report) write(w io.Writer) {
-	fmt.Fprintf(w, "\n### chaos: %s\n\n", r.scenario)
+	fmt.Fprintf(w, "\n### chaos: %s%s\n\n", r.scenario, backendSuffix(r.backend))
 	fmt.Fprintf(w, "`%s` — %s, %s\n\n", r.command, machine(), r.wall.Round(time.Second))
 	fmt.Fprintf(w, "| figure | value |\n|---|---|\n")
 	row := func(k, v string) { fmt.Fprintf(w, "| %s | %s |\n", k, v) }
@@ -210,9 +211,17 @@ func (r *report) write(w io.Writer) {
 	}
 }
 
+// backendSuffix is " (backend)" for a backend other than local processes, else "".
+func backendSuffix(backend string) string {
+	if backend == "" {
+		return ""
+	}
+	return " (" + backend + ")"
+}
+
 // summary is one row per scenario.
 func summary(w io.Writer, reps []*report) {
-	fmt.Fprintf(w, "\n### chaos summary\n\n%s\n\n", machine())
+	fmt.Fprintf(w, "\n### chaos summary%s\n\n%s\n\n", backendSuffix(reps[0].backend), machine())
 	fmt.Fprintln(w, "| scenario | faults | started | completed | failed | cancelled | lost | defects | tokens after cancel | recovery p50 / p99 / max |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range reps {

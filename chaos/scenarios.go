@@ -6,9 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -62,7 +60,8 @@ type scenario struct {
 // env is what an injector works with.
 type env struct {
 	cfg      Config
-	c        *cluster
+	c        fleet
+	w        faultWords
 	d        *driver
 	rng      *rand.Rand
 	rep      *report
@@ -102,8 +101,9 @@ func scenarioFor(name string, cfg Config) scenario {
 	}
 }
 
-// runScenario starts a fresh cluster, runs the load and the faults, checks
-// every run and stops the cluster.
+// runScenario starts a fresh cluster on cfg.Backend, runs the load and the
+// faults, checks every run and stops the cluster. bin holds the local
+// backend's binaries.
 func runScenario(parent context.Context, name string, cfg Config, bin, command string, progress func(string, ...any)) (*report, error) {
 	sc := scenarioFor(name, cfg)
 	ctx, cancel := context.WithTimeout(parent, cfg.Timeout)
@@ -113,32 +113,17 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 	if err != nil {
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
-	c, err := newCluster(bin, dir, profiles(cfg.FaultRate, cfg.HangRate), progress)
+	var c fleet
+	if cfg.Backend == "compose" {
+		c, err = newComposeCluster(dir, profiles(cfg.FaultRate, cfg.HangRate), progress)
+	} else {
+		c, err = newLocalCluster(bin, dir, profiles(cfg.FaultRate, cfg.HangRate), progress)
+	}
 	if err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
-	if name == "partition" {
-		if err := partitionSupport(); err != nil {
-			os.RemoveAll(dir)
-			rep := newReport(name, command+" -scenario "+name)
-			rep.faults = "SKIPPED — " + err.Error()
-			progress("partition: skipped: %v", err)
-			return rep, nil
-		}
-		if err := firewallUp(); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		defer firewallDown()
-		// Nodes run under uids of their own: they must reach the binaries
-		// and the profile file.
-		for _, d := range []string{bin, dir} {
-			if err := os.Chmod(d, 0o755); err != nil {
-				return nil, fmt.Errorf("chaos: %w", err)
-			}
-		}
-		c.ownUIDs = true
-	}
+	w := c.words()
 	keep := cfg.KeepLogs
 	defer func() {
 		c.shutdown()
@@ -148,14 +133,16 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 			os.RemoveAll(dir)
 		}
 	}()
-	progress("%s: starting %d nodes and a gateway (seed %d)", name, cfg.Nodes, cfg.Seed)
-	for i := 0; i < cfg.Nodes; i++ {
-		if _, err := c.startNode(); err != nil {
-			keep = true
-			return nil, err
-		}
+	progress("%s: starting %d nodes and a gateway%s (seed %d)", name, cfg.Nodes, backendSuffix(w.backend), cfg.Seed)
+	skip, err := c.start(ctx, name, cfg.Nodes)
+	if skip != nil {
+		rep := newReport(name, command+" -scenario "+name)
+		rep.backend = w.backend
+		rep.faults = "SKIPPED — " + skip.Error()
+		progress("%s: skipped: %v", name, skip)
+		return rep, nil
 	}
-	if err := c.startGateway(); err != nil {
+	if err != nil {
 		keep = true
 		return nil, err
 	}
@@ -165,11 +152,12 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 	}
 
 	rep := newReport(name, command+" -scenario "+name)
+	rep.backend = w.backend
 	if cfg.Scenario == name {
 		rep.command = command
 	}
-	d := newDriver(c.gwURL, sc.profile, cfg.CancelRate, sc.runTimeout, cfg.Seed)
-	e := &env{cfg: cfg, c: c, d: d, rng: rand.New(rand.NewPCG(cfg.Seed^0x5eed, cfg.Seed)), rep: rep, progress: progress, faults: sc.faults}
+	d := newDriver(c.gatewayURL(), sc.profile, cfg.CancelRate, sc.runTimeout, cfg.Seed)
+	e := &env{cfg: cfg, c: c, w: w, d: d, rng: rand.New(rand.NewPCG(cfg.Seed^0x5eed, cfg.Seed)), rep: rep, progress: progress, faults: sc.faults}
 	var injecting atomic.Bool
 	injecting.Store(true)
 	loadDone := make(chan struct{})
@@ -198,9 +186,10 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 	if rep.lost == 0 {
 		rep.quiescentTokens = quiescentTokens(c)
 	}
-	if v, ok := metric(c.gwURL+"/metrics", "qlc_failovers_total"); ok {
+	if v, ok := metric(c.gatewayURL()+"/metrics", "qlc_failovers_total"); ok {
 		rep.extra = append(rep.extra, [2]string{"failovers (gateway qlc_failovers_total)", fmt.Sprint(v)})
 	}
+	rep.extra = append(rep.extra, c.extras()...)
 	rep.wall = time.Since(t0)
 	if !rep.ok() {
 		keep = true
@@ -210,7 +199,7 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 
 // quiescentTokens is how many tokens the live nodes stream in 2 s while no
 // run is active (a cancelled or moved run still streaming would show).
-func quiescentTokens(c *cluster) float64 {
+func quiescentTokens(c fleet) float64 {
 	sum := func() float64 {
 		var s float64
 		for _, n := range c.liveNodes() {
@@ -243,7 +232,7 @@ func (e *env) pickVictim(ctx context.Context) *proc {
 		runs := e.d.streaming()
 		e.rng.Shuffle(len(runs), func(i, j int) { runs[i], runs[j] = runs[j], runs[i] })
 		for _, r := range runs {
-			if pl, ok := e.c.pl.of(r.id); ok {
+			if pl, ok := e.c.placements().of(r.id); ok {
 				if n := e.c.node(pl.node); n != nil && !n.exited() {
 					if !sleep(ctx, time.Duration(e.rng.IntN(200))*time.Millisecond) {
 						return nil
@@ -257,14 +246,29 @@ func (e *env) pickVictim(ctx context.Context) *proc {
 	return nil
 }
 
-// markAffected starts the recovery clock of every run in flight whose
-// coordinator is on node; it returns how many.
-func (e *env) markAffected(node string, at time.Time) int {
-	n := 0
+// onNode returns the runs in flight whose coordinator is on node.
+func (e *env) onNode(node string) []*runState {
+	var out []*runState
 	for _, r := range e.d.inflightRuns() {
-		if pl, ok := e.c.pl.of(r.id); ok && pl.node == node && r.fault(at) {
+		if pl, ok := e.c.placements().of(r.id); ok && pl.node == node {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// markAffected starts, at the fault's time at, the recovery clock of the
+// runs in before (taken just before the fault: by the time a docker
+// command returns, runs may have moved) and of those still placed on node;
+// it returns how many.
+func (e *env) markAffected(before []*runState, node string, at time.Time) int {
+	n := 0
+	seen := map[*runState]bool{}
+	for _, r := range append(before, e.onNode(node)...) {
+		if !seen[r] && r.fault(at) {
 			n++
 		}
+		seen[r] = true
 	}
 	return n
 }
@@ -277,19 +281,19 @@ func injectKills(ctx context.Context, e *env) string {
 		if v == nil {
 			break
 		}
-		at := time.Now()
-		if err := v.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		before := e.onNode(v.name)
+		at, err := e.c.kill(v)
+		if err != nil {
+			e.progress("kill: %s: %v", v.name, err)
 			continue
 		}
-		v.killed = true
-		n := e.markAffected(v.name, at)
+		n := e.markAffected(before, v.name, at)
 		affected += n
 		done++
-		e.c.removeNode(v)
 		<-v.done
-		e.progress("kill %d/%d: kill -9 %s (%d runs in flight there)", done, e.faults, v.name, n)
+		e.progress("kill %d/%d: %s %s (%d runs in flight there)", done, e.faults, e.w.kill, v.name, n)
 		t := time.Now()
-		nn, err := e.c.startNode()
+		nn, err := e.c.replace(v)
 		if err != nil {
 			e.progress("kill: replacement node: %v", err)
 			break
@@ -305,7 +309,25 @@ func injectKills(ctx context.Context, e *env) string {
 	}
 	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the killed nodes", fmt.Sprint(affected)},
 		[2]string{"replacement node start → member of the cluster (p50 / max)", distShort(replace)})
-	return fmt.Sprintf("%d × kill -9 of a node hosting a streaming run's coordinator (each replaced by a new node)", done)
+	return fmt.Sprintf("%d × %s of a node hosting a streaming run's coordinator (%s)", done, e.w.kill, e.w.replaced)
+}
+
+// waitFenced waits until node v counts more fencings than before (it
+// learnt it was declared dead and rejoined under a new name), at most 30 s
+// after since, which names the moment it was let go ("SIGCONT", "the heal").
+func (e *env) waitFenced(v *proc, before float64, since string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if f, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total"); f > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.progress("%s: %s never fenced itself after %s", e.rep.scenario, v.name, since)
+			e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: never fenced itself within 30 s of %s", v.name, since))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func injectPauses(ctx context.Context, e *env) string {
@@ -318,29 +340,22 @@ func injectPauses(ctx context.Context, e *env) string {
 		}
 		fencings, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total")
 		d := e.cfg.PauseMin + time.Duration(e.rng.Int64N(int64(e.cfg.PauseMax-e.cfg.PauseMin)+1))
-		at := time.Now()
-		if err := v.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		before := e.onNode(v.name)
+		at, err := e.c.pause(v)
+		if err != nil {
+			e.progress("pause: %s: %v", v.name, err)
 			continue
 		}
-		n := e.markAffected(v.name, at)
+		n := e.markAffected(before, v.name, at)
 		affected += n
 		done++
-		e.progress("pause %d/%d: SIGSTOP %s for %v (%d runs in flight there)", done, e.faults, v.name, d.Round(time.Millisecond), n)
+		e.progress("pause %d/%d: %s %s for %v (%d runs in flight there)", done, e.faults, e.w.pause, v.name, d.Round(time.Millisecond), n)
 		sleep(context.Background(), d) // never leave a node stopped
-		_ = v.cmd.Process.Signal(syscall.SIGCONT)
-		t := time.Now()
-		deadline := t.Add(30 * time.Second)
-		for {
-			if f, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total"); f > fencings {
-				break
-			}
-			if time.Now().After(deadline) {
-				e.progress("pause: %s never fenced itself after SIGCONT", v.name)
-				e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: never fenced itself within 30 s of SIGCONT", v.name))
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := e.c.resume(v); err != nil {
+			e.progress("pause: %s: %v", v.name, err)
 		}
+		t := time.Now()
+		e.waitFenced(v, fencings, e.w.resume)
 		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 30*time.Second); err != nil {
 			e.progress("pause: %v", err)
 		}
@@ -356,11 +371,15 @@ func injectPauses(ctx context.Context, e *env) string {
 		fenced += f
 	}
 	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the paused nodes", fmt.Sprint(affected)},
-		[2]string{"SIGCONT → fenced and member again (p50 / max)", distShort(rejoin)},
+		[2]string{e.w.resume + " → fenced and member again (p50 / max)", distShort(rejoin)},
 		[2]string{"fencings (nodes' qlc_cluster_fencings_total)", fmt.Sprint(fenced)})
-	return fmt.Sprintf("%d × SIGSTOP %v–%v of a node hosting a streaming run's coordinator, then SIGCONT", done, e.cfg.PauseMin, e.cfg.PauseMax)
+	return fmt.Sprintf("%d × %s %v–%v of a node hosting a streaming run's coordinator, then %s", done, e.w.pause, e.cfg.PauseMin, e.cfg.PauseMax, e.w.resume)
 }
 
+// injectRolling drains the oldest node (SIGTERM) and replaces it, node by
+// node: where the backend can add a node (local) the new one starts first;
+// where it restarts the node's own slot (compose) it starts once the old
+// one has exited.
 func injectRolling(ctx context.Context, e *env) string {
 	done, onDraining := 0, 0
 	var drains []time.Duration
@@ -370,50 +389,59 @@ func injectRolling(ctx context.Context, e *env) string {
 			break
 		}
 		v := e.c.liveNodes()[0] // the oldest
-		nn, err := e.c.startNode()
-		if err != nil {
-			e.progress("rolling: replacement node: %v", err)
-			break
-		}
-		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
-			e.progress("rolling: %v", err)
-		}
-		n := 0
-		for _, r := range e.d.inflightRuns() {
-			if pl, ok := e.c.pl.of(r.id); ok && pl.node == v.name {
-				n++
+		var nn *proc
+		if !e.c.inPlace() {
+			var err error
+			if nn, err = e.c.replace(v); err != nil {
+				e.progress("rolling: replacement node: %v", err)
+				break
+			}
+			if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
+				e.progress("rolling: %v", err)
 			}
 		}
+		n := len(e.onNode(v.name))
 		onDraining += n
 		t := time.Now()
-		if err := v.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := e.c.terminate(v); err != nil {
+			e.progress("rolling: %s: %v", v.name, err)
 			continue
 		}
-		v.terminated = true
-		e.c.removeNode(v)
 		done++
-		e.progress("rolling %d/%d: SIGTERM %s (%d runs in flight there), %s replaces it", done, e.faults, v.name, n, nn.name)
+		if nn != nil {
+			e.progress("rolling %d/%d: %s %s (%d runs in flight there), %s replaces it", done, e.faults, e.w.term, v.name, n, nn.name)
+		} else {
+			e.progress("rolling %d/%d: %s %s (%d runs in flight there)", done, e.faults, e.w.term, v.name, n)
+		}
 		select {
 		case <-v.done:
 		case <-time.After(90 * time.Second):
 			e.progress("rolling: %s did not exit within 90 s; killing it", v.name)
-			_ = v.cmd.Process.Kill()
+			_, _ = e.c.kill(v)
 			<-v.done
 		}
 		drains = append(drains, time.Since(t))
 		if v.exitErr != nil {
 			badExit++
-			e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: exited with %v after SIGTERM", v.name, v.exitErr))
+			e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: exited with %v after %s", v.name, v.exitErr, e.w.term))
 		}
 		e.progress("rolling: %s exited after %v (%v)", v.name, time.Since(t).Round(time.Millisecond), v.exitErr)
+		if e.c.inPlace() {
+			var err error
+			if nn, err = e.c.replace(v); err != nil {
+				e.progress("rolling: restart: %v", err)
+				break
+			}
+			e.progress("rolling: %s replaces %s", nn.name, v.name)
+		}
 		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
 			e.progress("rolling: %v", err)
 		}
 	}
 	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the draining nodes", fmt.Sprint(onDraining)},
-		[2]string{"SIGTERM → process exit (p50 / max)", distShort(drains)},
+		[2]string{e.w.term + " → process exit (p50 / max)", distShort(drains)},
 		[2]string{"nodes that exited non-zero", fmt.Sprint(badExit)})
-	return fmt.Sprintf("%d × SIGTERM (drain) of the oldest node, a new node started first", done)
+	return fmt.Sprintf("%d × %s (drain) of the oldest node, %s", done, e.w.term, e.w.rolled)
 }
 
 func distShort(ds []time.Duration) string {
@@ -424,10 +452,11 @@ func distShort(ds []time.Duration) string {
 }
 
 // injectPartitions cuts a node hosting a streaming run's coordinator off the
-// network (iptables, see partition.go) for PauseMin–PauseMax, then heals.
-// Only the failure detector can tell (no connection breaks at once); the
-// runs move, and the node, back on the network, learns it was declared
-// dead, fences itself and rejoins under a new name.
+// network (local: iptables, see partition.go; compose: docker network
+// disconnect) for PauseMin–PauseMax, then heals. Only the failure detector
+// can tell (no connection breaks at once); the runs move, and the node,
+// back on the network, learns it was declared dead, fences itself and
+// rejoins under a new name.
 func injectPartitions(ctx context.Context, e *env) string {
 	done, affected := 0, 0
 	var rejoin []time.Duration
@@ -438,33 +467,23 @@ func injectPartitions(ctx context.Context, e *env) string {
 		}
 		fencings, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total")
 		d := e.cfg.PauseMin + time.Duration(e.rng.Int64N(int64(e.cfg.PauseMax-e.cfg.PauseMin)+1))
-		at := time.Now()
-		if err := cutOff(v); err != nil {
+		before := e.onNode(v.name)
+		at, err := e.c.cut(v)
+		if err != nil {
 			e.progress("partition: %v", err)
 			break
 		}
-		n := e.markAffected(v.name, at)
+		n := e.markAffected(before, v.name, at)
 		affected += n
 		done++
 		e.progress("partition %d/%d: %s cut off for %v (%d runs in flight there)", done, e.faults, v.name, d.Round(time.Millisecond), n)
 		sleep(context.Background(), d) // never leave a node cut off
-		if err := heal(); err != nil {
+		if err := e.c.heal(v); err != nil {
 			e.progress("partition: heal: %v", err)
 			break
 		}
 		t := time.Now()
-		deadline := t.Add(30 * time.Second)
-		for {
-			if f, _ := metric("http://"+v.ops+"/metrics", "qlc_cluster_fencings_total"); f > fencings {
-				break
-			}
-			if time.Now().After(deadline) {
-				e.progress("partition: %s never fenced itself after the heal", v.name)
-				e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: never fenced itself within 30 s of the heal", v.name))
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		e.waitFenced(v, fencings, "the heal")
 		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 30*time.Second); err != nil {
 			e.progress("partition: %v", err)
 		}
@@ -476,7 +495,7 @@ func injectPartitions(ctx context.Context, e *env) string {
 	}
 	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the cut-off nodes", fmt.Sprint(affected)},
 		[2]string{"heal → fenced and member again (p50 / max)", distShort(rejoin)})
-	return fmt.Sprintf("%d × a node hosting a streaming run's coordinator cut off the network (iptables) for %v–%v, then healed", done, e.cfg.PauseMin, e.cfg.PauseMax)
+	return fmt.Sprintf("%d × a node hosting a streaming run's coordinator %s for %v–%v, then healed", done, e.w.cut, e.cfg.PauseMin, e.cfg.PauseMax)
 }
 
 // injectGatewayRestarts restarts the gateway (kill -9 and SIGTERM in turn)
@@ -486,41 +505,26 @@ func injectPartitions(ctx context.Context, e *env) string {
 func injectGatewayRestarts(ctx context.Context, e *env) string {
 	done, affected := 0, 0
 	var down []time.Duration
-	addr := strings.TrimPrefix(e.c.gwURL, "http://")
 	for done < e.faults && ctx.Err() == nil {
 		if !sleep(ctx, 1500*time.Millisecond+time.Duration(e.rng.IntN(1000))*time.Millisecond) {
 			break
 		}
-		e.c.mu.Lock()
-		gw := e.c.gw
-		e.c.mu.Unlock()
 		kill := done%2 == 0
-		sig, how := syscall.SIGTERM, "SIGTERM"
+		how := e.w.term
 		if kill {
-			sig, how = syscall.SIGKILL, "kill -9"
+			how = e.w.kill
 		}
-		at := time.Now()
-		n := 0
-		for _, r := range e.d.inflightRuns() {
-			if r.faultReader(at) {
-				n++
-			}
-		}
-		if err := gw.cmd.Process.Signal(sig); err != nil {
+		runs := e.d.inflightRuns()
+		at, err := e.c.restartGateway(kill)
+		if err != nil {
 			e.progress("gateway: %v", err)
 			break
 		}
-		gw.killed, gw.terminated = kill, !kill
-		select {
-		case <-gw.done:
-		case <-time.After(30 * time.Second):
-			e.progress("gateway: %s did not exit within 30 s of SIGTERM; killing it", gw.name)
-			_ = gw.cmd.Process.Kill()
-			<-gw.done
-		}
-		if err := e.c.startGatewayOn(addr); err != nil {
-			e.progress("gateway: restart: %v", err)
-			break
+		n := 0
+		for _, r := range runs {
+			if r.faultReader(at) {
+				n++
+			}
 		}
 		down = append(down, time.Since(at))
 		affected += n
@@ -529,5 +533,5 @@ func injectGatewayRestarts(ctx context.Context, e *env) string {
 	}
 	e.rep.extra = append(e.rep.extra, [2]string{"runs in flight at the restarts", fmt.Sprint(affected)},
 		[2]string{"gateway signalled → ready again (p50 / max)", distShort(down)})
-	return fmt.Sprintf("%d × gateway restart (kill -9 and SIGTERM in turn, same address and store) while clients stream", done)
+	return fmt.Sprintf("%d × gateway restart (%s) while clients stream", done, e.w.gateway)
 }
