@@ -62,7 +62,7 @@ images:
 cluster:
 	./scripts/cluster.sh
 
-## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 6 min);
+## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 5 min);
 ## against local processes, saying so, where there is no Docker engine; prints figure tables
 chaos:
 	@if docker info >/dev/null 2>&1; then \

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// localCluster is the local backend: nodes and a gateway as processes of
+// this program on loopback, each with free ports of its own. A killed or
+// drained node is replaced by a new process with new ports.
+type localCluster struct {
+	bin, dir, key, profiles string
+	pl                      *placements
+	progress                func(format string, args ...any)
+
+	mu    sync.Mutex
+	seq   int
+	nodes []*proc // started and not ended by a fault (paused ones included)
+	all   []*proc
+	gw    *proc
+	gwURL string
+	gwN   int // gateway processes started
+	// ownUIDs runs every node under a uid of its own (partitions).
+	ownUIDs bool
+	// firewall: the partition chains are up (shutdown removes them).
+	firewall bool
+}
+
+var _ fleet = (*localCluster)(nil)
+
+// newLocalCluster prepares a cluster of the binaries in bin, writing its
+// profile file and the processes' logs into dir.
+func newLocalCluster(bin, dir, profiles string, progress func(string, ...any)) (*localCluster, error) {
+	key, err := randomKey()
+	if err != nil {
+		return nil, err
+	}
+	pf := filepath.Join(dir, "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	return &localCluster{bin: bin, dir: dir, key: key, profiles: pf, pl: &placements{runs: map[string]placement{}}, progress: progress}, nil
+}
+
+func (c *localCluster) start(_ context.Context, scenario string, nodes int) (skip, err error) {
+	if scenario == "partition" {
+		if err := partitionSupport(); err != nil {
+			return err, nil
+		}
+		if err := firewallUp(); err != nil {
+			return nil, err
+		}
+		c.firewall = true
+		// Nodes run under uids of their own: they must reach the binaries
+		// and the profile file.
+		for _, d := range []string{c.bin, c.dir} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				return nil, fmt.Errorf("chaos: %w", err)
+			}
+		}
+		c.ownUIDs = true
+	}
+	for i := 0; i < nodes; i++ {
+		if _, err := c.startNode(); err != nil {
+			return nil, err
+		}
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	return nil, c.startGatewayOn(addr)
+}
+
+func (c *localCluster) spawn(name, binary string, args []string, pl *placements) (*proc, error) {
+	return c.spawnAs(name, binary, args, pl, 0)
+}
+
+// spawnAs is spawn under uid (0: this program's).
+func (c *localCluster) spawnAs(name, binary string, args []string, pl *placements, uid uint32) (*proc, error) {
+	logPath := filepath.Join(c.dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	p := &proc{name: name, logPath: logPath, done: make(chan struct{})}
+	p.sink = &logSink{f: f, node: name, pl: pl}
+	cmd := exec.Command(filepath.Join(c.bin, binary), args...)
+	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+c.key)
+	cmd.Stdout, cmd.Stderr = p.sink, p.sink
+	// The children die with this program, however it ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if uid != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid}
+		cmd.Dir = "/"
+	}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("chaos: start %s: %w", name, err)
+	}
+	p.cmd, p.started, p.uid = cmd, time.Now(), uid
+	go func() { // owned by the process: ends when it exits
+		p.exitErr = cmd.Wait()
+		p.exitedAt = time.Now()
+		f.Close()
+		close(p.done)
+	}()
+	c.mu.Lock()
+	c.all = append(c.all, p)
+	c.mu.Unlock()
+	return p, nil
+}
+
+func (c *localCluster) liveNodes() []*proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*proc(nil), c.nodes...)
+}
+
+func (c *localCluster) node(name string) *proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (c *localCluster) placements() *placements { return c.pl }
+
+func (c *localCluster) gatewayURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gwURL
+}
+
+func (c *localCluster) waitMembers(n int, within time.Duration) error {
+	return waitMembers(c.gatewayURL(), n, within)
+}
+
+// startNode starts a node that joins the live ones and waits until it is ready.
+func (c *localCluster) startNode() (*proc, error) {
+	var addrs [3]string
+	for i := range addrs {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		addrs[i] = a
+	}
+	var seeds []string
+	for _, n := range c.liveNodes() {
+		seeds = append(seeds, n.gossip)
+	}
+	c.mu.Lock()
+	c.seq++
+	seq := c.seq
+	name := fmt.Sprintf("node-%d", seq)
+	c.mu.Unlock()
+	args := []string{"-gossip-bind", addrs[0], "-bind", addrs[1], "-ops-addr", addrs[2], "-profiles", c.profiles,
+		"-log-format", "json", "-log-level", "info", "-drain-timeout", "60s"}
+	if len(seeds) > 0 {
+		args = append(args, "-seeds", strings.Join(seeds, ","))
+	}
+	var uid uint32
+	if c.ownUIDs {
+		uid = uint32(firstNodeUID + seq)
+	}
+	p, err := c.spawnAs(name, "node", args, c.pl, uid)
+	if err != nil {
+		return nil, err
+	}
+	p.gossip, p.act, p.ops = addrs[0], addrs[1], addrs[2]
+	if err := waitHTTP("http://"+p.ops+"/readyz", 20*time.Second, p.done); err != nil {
+		return nil, fmt.Errorf("chaos: %s: %w (log %s)", name, err, p.logPath)
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, p)
+	c.mu.Unlock()
+	return p, nil
+}
+
+// startGatewayOn starts a gateway listening on addr with the cluster's
+// gateway data folder (a restart finds its store: ledger, kept runs).
+func (c *localCluster) startGatewayOn(addr string) error {
+	var seeds []string
+	for _, n := range c.liveNodes() {
+		seeds = append(seeds, n.gossip)
+	}
+	data := filepath.Join(c.dir, "gateway-data")
+	c.mu.Lock()
+	c.gwN++
+	name := "gateway"
+	if c.gwN > 1 {
+		name = fmt.Sprintf("gateway-%d", c.gwN)
+	}
+	c.mu.Unlock()
+	p, err := c.spawn(name, "gateway", []string{"-addr", addr, "-seeds", strings.Join(seeds, ","),
+		"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.profiles,
+		"-log-format", "json", "-log-level", "warn", "-data-dir", data, "-dev-keys"}, nil)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.gw, c.gwURL = p, "http://"+addr
+	c.mu.Unlock()
+	if err := waitHTTP("http://"+addr+"/readyz", 20*time.Second, p.done); err != nil {
+		return fmt.Errorf("chaos: gateway: %w (log %s)", err, p.logPath)
+	}
+	return loadKey(data)
+}
+
+// removeNode drops a node from the live set (it was killed or drained).
+func (c *localCluster) removeNode(p *proc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, n := range c.nodes {
+		if n == p {
+			c.nodes = append(c.nodes[:i], c.nodes[i+1:]...)
+			return
+		}
+	}
+}
+
+func (c *localCluster) kill(p *proc) (time.Time, error) {
+	at := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return at, err
+	}
+	p.killed = true
+	c.removeNode(p)
+	return at, nil
+}
+
+func (c *localCluster) terminate(p *proc) error {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	p.terminated = true
+	c.removeNode(p)
+	return nil
+}
+
+// replace starts a new node with new ports (old plays no part).
+func (c *localCluster) replace(*proc) (*proc, error) { return c.startNode() }
+
+func (c *localCluster) inPlace() bool { return false }
+
+func (c *localCluster) pause(p *proc) (time.Time, error) {
+	at := time.Now()
+	return at, p.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+func (c *localCluster) resume(p *proc) error { return p.cmd.Process.Signal(syscall.SIGCONT) }
+
+func (c *localCluster) cut(p *proc) (time.Time, error) {
+	at := time.Now()
+	return at, cutOff(p)
+}
+
+func (c *localCluster) heal(*proc) error { return heal() }
+
+func (c *localCluster) restartGateway(kill bool) (time.Time, error) {
+	c.mu.Lock()
+	gw, addr := c.gw, strings.TrimPrefix(c.gwURL, "http://")
+	c.mu.Unlock()
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	at := time.Now()
+	if err := gw.cmd.Process.Signal(sig); err != nil {
+		return at, fmt.Errorf("chaos: gateway: %w", err)
+	}
+	gw.killed, gw.terminated = kill, !kill
+	select {
+	case <-gw.done:
+	case <-time.After(30 * time.Second):
+		c.progress("gateway: %s did not exit within 30 s of SIGTERM; killing it", gw.name)
+		_ = gw.cmd.Process.Kill()
+		<-gw.done
+	}
+	if err := c.startGatewayOn(addr); err != nil {
+		return at, fmt.Errorf("restart: %w", err)
+	}
+	return at, nil
+}
+
+func (c *localCluster) words() faultWords {
+	return faultWords{kill: "kill -9", replaced: "each replaced by a new node", pause: "SIGSTOP", resume: "SIGCONT",
+		cut: "cut off the network (iptables)", term: "SIGTERM", rolled: "a new node started first",
+		gateway: "kill -9 and SIGTERM in turn, same address and store"}
+}
+
+func (c *localCluster) extras() [][2]string { return nil }
+
+// shutdown ends every process still running: SIGCONT (a paused one must be
+// able to act on the signal), SIGTERM, then SIGKILL after a grace period;
+// then removes the partition scenario's firewall chains.
+func (c *localCluster) shutdown() {
+	c.mu.Lock()
+	procs := append([]*proc(nil), c.all...)
+	gw := c.gw
+	c.mu.Unlock()
+	stop := func(p *proc) {
+		if p == nil || p.exited() {
+			return
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	stop(gw) // first: it cancels what is still active
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() { defer wg.Done(); stop(p) }()
+	}
+	wg.Wait()
+	if c.firewall {
+		firewallDown()
+	}
+}
