@@ -995,3 +995,15 @@ func (e *Engine) ShuttingDown() bool {
 	defer e.mu.Unlock()
 	return e.shutdown
 }
+
+// ResetEndpoint drops the actor transport's connection state for addr, so
+// the next message dials it afresh: for a process that came back at the
+// same address (a restarted gateway, a node that rejoined), whose old
+// endpoint may sit in protoactor's 2 s reconnect wait. Watchers of actors
+// at addr are told they terminated (they did: the process is new).
+func (e *Engine) ResetEndpoint(addr string) {
+	if e.remote == nil || addr == "" || addr == e.system.Address() {
+		return
+	}
+	e.system.EventStream.Publish(&remote.EndpointTerminatedEvent{Address: addr})
+}

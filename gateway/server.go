@@ -195,10 +195,16 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Stop tells the server it is going away: runs still going (on nodes)
+// are no longer waited for; their reservations stay open in the ledger, and
+// the next start follows them again and bills them. Call it before the
+// engine's Shutdown when runs live on nodes; Close calls it too.
+func (s *Server) Stop() { s.closeOnce.Do(func() { close(s.stop) }) }
+
 // Close waits (until ctx is done) for the runs admitted here to be billed
 // in the ledger: call it after the engine has ended its runs.
 func (s *Server) Close(ctx context.Context) error {
-	s.closeOnce.Do(func() { close(s.stop) })
+	s.Stop()
 	done := make(chan struct{})
 	go func() {
 		s.accounting.Wait()

@@ -66,6 +66,9 @@ func (s *Server) settle(u store.Usage, a *admission, run *store.FinishedRun) {
 		s.logger.Error("ledger: record usage", "run_id", u.RunID, "tenant", u.TenantID, "error", err)
 		return
 	}
+	if s.engine.ShuttingDown() {
+		return // the ledger has it; a limiter reads it when it rebuilds
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.engine.Settle(ctx, a.tenant, a.runID, u.TotalTokens); err != nil {

@@ -182,6 +182,9 @@ func run(args []string) error {
 	logger.Info("shutting down: runs hosted here are cancelled; runs on nodes go on for other gateways")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if members != nil {
+		gw.Stop() // runs on nodes go on: the next start bills them
+	}
 	engine.Shutdown(sctx)
 	if err := gw.Close(sctx); err != nil {
 		logger.Error("shutdown", "error", err)

@@ -56,6 +56,8 @@ type Membership struct {
 
 	lostMu sync.Mutex
 	lost   map[string]time.Time // actor address → when its member was declared dead
+
+	names map[string]string // actor address → the member last seen there (loop only)
 }
 
 // lostWarmup is how long an actor address declared dead is offered runs
@@ -149,6 +151,20 @@ func (m *Membership) loop() {
 				}
 				m.rejoin(c)
 				continue
+			}
+			for _, j := range t.Joined {
+				// A new process at an address another member had (a restart,
+				// a rejoin under a new name): dial it afresh.
+				if j.RemoteAddr == "" {
+					continue
+				}
+				if m.names == nil {
+					m.names = map[string]string{}
+				}
+				if prev, ok := m.names[j.RemoteAddr]; ok && prev != j.Name {
+					m.engine.ResetEndpoint(j.RemoteAddr)
+				}
+				m.names[j.RemoteAddr] = j.Name
 			}
 			for _, gone := range t.Left {
 				// A member that departed gracefully is draining: its runs go on.
