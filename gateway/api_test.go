@@ -107,6 +107,33 @@ func TestRunOverSSE(t *testing.T) {
 	}
 }
 
+// TestStreamedCreate: POST /v1/runs with "stream": true answers with the
+// run's whole event stream, the same as GET …/events would.
+func TestStreamedCreate(t *testing.T) {
+	base := newTestGateway(t, "")
+	resp, err := http.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"What is a vector clock?","profile":"instant","stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	id := resp.Header.Get("X-QLC-Run-Id")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" || id == "" || resp.Header.Get("Location") != "/v1/runs/"+id {
+		t.Fatalf("streamed create: %d %v", resp.StatusCode, resp.Header)
+	}
+	tr := newTranscript(t, 1)
+	readSSE(t, resp.Body, func(ev sseEvent) bool {
+		tr.add(ev.Data)
+		return true
+	})
+	if tr.terminal == nil || tr.terminal["type"] != "run_completed" {
+		t.Fatalf("streamed create ended without run_completed: %v", tr.types)
+	}
+	var v runView
+	if code := do(t, "GET", base+"/v1/runs/"+id, "", &v); code != 200 || v.Answer != tr.terminal["answer"] || v.LastSeq != tr.next-1 {
+		t.Fatalf("the run behind the stream: %d %+v", code, v)
+	}
+}
+
 func TestSSEResumesAfterLastEventID(t *testing.T) {
 	base := newTestGateway(t, "")
 	id := createRun(t, base, "instant", "q")

@@ -26,6 +26,11 @@ type createRunRequest struct {
 	Profile   string `json:"profile"`
 	Seed      int64  `json:"seed"`
 	MaxTokens int    `json:"max_tokens"`
+	// Stream answers with the run's event stream (SSE, as GET
+	// /v1/runs/{id}/events from seq 1) instead of the run resource: one
+	// round trip to the first token. The run does not depend on the
+	// connection: a reader that drops resumes with GET and Last-Event-ID.
+	Stream bool `json:"stream"`
 }
 
 // maxTokensLimit bounds a caller's max_tokens override.
@@ -48,12 +53,28 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", fmt.Sprintf("max_tokens must be between 0 and %d", maxTokensLimit)))
 		return
 	}
-	hub, e := s.start(principalOf(r), actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens})
+	who := principalOf(r)
+	if req.Stream {
+		done, e := s.streamSlot(who)
+		if e != nil {
+			writeError(w, e)
+			return
+		}
+		defer done()
+	}
+	hub, e := s.start(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens})
 	if e != nil {
 		writeError(w, e)
 		return
 	}
 	w.Header().Set("Location", "/v1/runs/"+hub.RunID)
+	if req.Stream {
+		w.Header().Set("X-QLC-Run-Id", hub.RunID)
+		sub := hub.Subscribe(1)
+		err := pump(r.Context(), sub, newSSETransport(w, s.cfg.WriteTimeout), s.cfg.PingInterval)
+		s.logStreamEnd("sse", hub.RunID, sub, err)
+		return
+	}
 	writeJSON(w, http.StatusCreated, s.view(hub))
 }
 

@@ -151,22 +151,46 @@ func BenchmarkCrossNodeStreamToSSE(b *testing.B) {
 // BenchmarkCrossNodeTTFT: POST /v1/runs → first token_delta on the SSE
 // stream, with the coordinator placed on the node process (spawn, ack,
 // provider call and the first event all cross the transport).
+//
+// Sub-benchmarks: "post+get" is the two requests (create, then follow the
+// events); "streamed-post" is one (POST with "stream": true answers with
+// the event stream).
 func BenchmarkCrossNodeTTFT(b *testing.B) {
 	_, base := crossNode(b)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	var lat []time.Duration
 	// Warm up: the first run also opens the transport's TLS connections.
 	for i := 0; i < 5; i++ {
 		streamOne(b, client, base, createB(b, client, base, "one"))
 	}
+	b.Run("post+get", func(b *testing.B) {
+		ttft(b, func() *http.Response {
+			id := createB(b, client, base, "one")
+			resp, err := client.Get(base + "/v1/runs/" + id + "/events")
+			if err != nil {
+				b.Fatal(err)
+			}
+			return resp
+		})
+	})
+	b.Run("streamed-post", func(b *testing.B) {
+		ttft(b, func() *http.Response {
+			resp, err := client.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How does gossip converge?","profile":"one","seed":3,"stream":true}`))
+			if err != nil || resp.StatusCode != 200 {
+				b.Fatalf("streamed create: %v %v", err, resp)
+			}
+			return resp
+		})
+	})
+}
+
+// ttft times open (the requests that lead to an event stream) to the
+// stream's first token_delta.
+func ttft(b *testing.B, open func() *http.Response) {
+	var lat []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		id := createB(b, client, base, "one")
-		resp, err := client.Get(base + "/v1/runs/" + id + "/events")
-		if err != nil {
-			b.Fatal(err)
-		}
+		resp := open()
 		br := bufio.NewReader(resp.Body)
 		for {
 			line, err := br.ReadSlice('\n')
