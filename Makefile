@@ -26,8 +26,16 @@ fmt-check:
 ## bench: the figures in BENCHMARKS.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20x ./gateway/
+	$(GO) test -run '^$$' -bench Admission -benchtime 2000x ./gateway/
 	$(GO) test -run '^$$' -bench . -benchmem ./stagework/...
+	$(GO) test -run '^$$' -bench . -benchtime 1s ./gateway/store/
+	$(GO) test -run '^$$' -bench FairSharing -benchtime 1x ./actors/
+	$(GO) test -run '^$$' -bench FitPrompt100KB ./actors/
+	$(GO) test -run '^$$' -bench 'CrossNode|Remote' -benchtime 300x ./cmd/node/
+	$(GO) test -run '^$$' -bench AdmissionCluster -benchtime 200x ./cmd/node/
+	$(GO) test -run '^$$' -bench TokenizerThroughput -benchtime 20000x ./cmd/node/
 	./scripts/idle-rss.sh
+	@echo "tokenizer figures: make tokenizer-corpus && make bench-tokenizer
 
 ## fuzz: each fuzz target for 30 s (failing inputs land in testdata/fuzz; keep interesting ones there by hand)
 fuzz:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bin=$(mktemp -d)/qlc-gateway
 go build -o "$bin" ./cmd/gateway
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" -local -addr "127.0.0.1:$port" -log-level warn 2>/dev/null &
+"$bin" -local -addr "127.0.0.1:$port" -data-dir "$(dirname "$bin")/data" -log-level warn 2>/dev/null &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
