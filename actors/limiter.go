@@ -250,6 +250,7 @@ func (l *tenantLimiter) apply(r *rebuilt) {
 	l.busy, l.built, l.view = false, true, r.view
 	l.window = l.window[:0]
 	l.open = map[string]int64{}
+	kept := l.granted // runs this limiter granted stay its own (not re-decided)
 	l.granted = map[string]bool{}
 	l.used = 0
 	seen := map[string]bool{}
@@ -267,6 +268,11 @@ func (l *tenantLimiter) apply(r *rebuilt) {
 		}
 	}
 	sortWindow(l.window)
+	for run := range l.open {
+		if kept[run] {
+			l.granted[run] = true
+		}
+	}
 }
 
 func sortWindow(w []admitted) {
