@@ -130,7 +130,7 @@ type refresh struct{}
 // reservations it learned only from them: their Admit may have been decided
 // by another limiter (ownership moving) and refused there, in which case
 // the gateway has dropped them and only a re-read frees them.
-const ledgerRefresh = 15 * time.Second
+var ledgerRefresh = 15 * time.Second
 
 // tenantLimiter holds one tenant's counters.
 type tenantLimiter struct {

@@ -174,3 +174,38 @@ func TestLimiterNeverOverrunsUnderARace(t *testing.T) {
 		t.Fatalf("granted %d tokens against a budget of %d (each run %d)", g, budget, each)
 	}
 }
+
+// TestLimiterRereadsReservationsKnownOnlyFromTheLedger: a reservation the
+// limiter learned from the ledger but never granted (another owner refused
+// it during a change of owner, and the gateway dropped it) is freed at the
+// next re-read of the ledger.
+func TestLimiterRereadsReservationsKnownOnlyFromTheLedger(t *testing.T) {
+	old := ledgerRefresh
+	ledgerRefresh = 50 * time.Millisecond
+	t.Cleanup(func() { ledgerRefresh = old })
+	e, ledger := newLimiterEngine(t)
+	ledger.state = &messages.LedgerState{Open: []*messages.LedgerEntry{{RunId: "ghost", Tokens: 5, AtUnixMs: time.Now().UnixMilli()}}}
+	lim := &messages.TenantLimits{ConcurrentRuns: 1}
+	if r := admit(t, e, &messages.Admit{Tenant: "g", RunId: "x", Limits: lim, Tokens: 1}); r.Ok || r.Limit != "concurrent_runs" {
+		t.Fatalf("the ledger's open reservation was not counted: %+v", r)
+	}
+	ledger.mu.Lock()
+	ledger.state = &messages.LedgerState{} // the gateway dropped it
+	ledger.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := admit(t, e, &messages.Admit{Tenant: "g", RunId: "y", Limits: lim, Tokens: 1})
+		if r.Ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dropped reservation still holds the tenant's only slot: %+v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The run it granted is its own: later re-reads do not free it.
+	time.Sleep(3 * ledgerRefresh)
+	if r := admit(t, e, &messages.Admit{Tenant: "g", RunId: "z", Limits: lim, Tokens: 1}); r.Ok {
+		t.Fatal("a second run was admitted beside the granted one")
+	}
+}
