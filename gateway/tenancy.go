@@ -272,7 +272,8 @@ func (t *Tenancy) UpdateTenant(id string, name *string, limits *store.Limits) (s
 	return tn, nil
 }
 
-// CreateKey adds a key for tenant id ("" with admin... see createAdminKey).
+// CreateKey makes and registers a new key for tenant tenantID; the key is
+// returned in clear (the only time).
 func (t *Tenancy) CreateKey(tenantID string) (string, store.Key, error) {
 	if _, ok := t.Tenant(tenantID); !ok {
 		return "", store.Key{}, errTenantUnknown
