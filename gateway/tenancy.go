@@ -211,7 +211,7 @@ func newTenantID() (string, error) {
 
 // Errors of registry changes (the admin API maps them to statuses).
 var (
-	errTenantExists  = errors.New("a tenant with that name exists")
+	errTenantExists  = errors.New("a tenant with that name or id exists")
 	errTenantUnknown = errors.New("no such tenant")
 	errKeyUnknown    = errors.New("no such key")
 )
@@ -226,7 +226,7 @@ func (t *Tenancy) CreateTenant(id, name string, limits store.Limits) (store.Tena
 	for _, tn := range t.tenants {
 		if !tn.Deleted && (tn.Name == name || tn.ID == id) {
 			t.mu.RUnlock()
-			return store.Tenant{}, "", store.Key{}, errTenantExists
+			return store.Tenant{}, "", store.Key{}, fmt.Errorf("%w: %q (id %s)", errTenantExists, tn.Name, tn.ID)
 		}
 	}
 	t.mu.RUnlock()
@@ -253,7 +253,7 @@ func (t *Tenancy) CreateTenant(id, name string, limits store.Limits) (store.Tena
 func (t *Tenancy) UpdateTenant(id string, name *string, limits *store.Limits) (store.Tenant, error) {
 	tn, ok := t.Tenant(id)
 	if !ok {
-		return store.Tenant{}, errTenantUnknown
+		return store.Tenant{}, fmt.Errorf("%w: %q", errTenantUnknown, id)
 	}
 	if limits != nil {
 		if err := limits.Validate(); err != nil {
@@ -276,7 +276,7 @@ func (t *Tenancy) UpdateTenant(id string, name *string, limits *store.Limits) (s
 // returned in clear (the only time).
 func (t *Tenancy) CreateKey(tenantID string) (string, store.Key, error) {
 	if _, ok := t.Tenant(tenantID); !ok {
-		return "", store.Key{}, errTenantUnknown
+		return "", store.Key{}, fmt.Errorf("%w: %q", errTenantUnknown, tenantID)
 	}
 	key, err := NewKey()
 	if err != nil {
@@ -316,7 +316,7 @@ func (t *Tenancy) RevokeKey(id string) (store.Key, error) {
 	k, ok := t.keys[id]
 	t.mu.RUnlock()
 	if !ok {
-		return store.Key{}, errKeyUnknown
+		return store.Key{}, fmt.Errorf("%w: %q", errKeyUnknown, id)
 	}
 	if !k.RevokedAt.IsZero() {
 		return k, nil
