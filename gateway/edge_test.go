@@ -738,7 +738,7 @@ func TestEdgeBadInputIsRefusedClearly(t *testing.T) {
 		{name: "query a number", method: "POST", path: "/v1/runs", body: `{"query":5}`, status: 400, code: "invalid_type", mention: "query"},
 		{name: "seed a string", method: "POST", path: "/v1/runs", body: `{"query":"q","seed":"x"}`, status: 400, code: "invalid_type", mention: "seed"},
 		{name: "max_tokens a fraction", method: "POST", path: "/v1/runs", body: `{"query":"q","max_tokens":1.5}`, status: 400, code: "invalid_type", mention: "max_tokens"},
-		{name: "unknown field", method: "POST", path: "/v1/runs", body: `{"query":"q","stream":true}`, status: 400, code: "unknown_field", mention: "stream"},
+		{name: "unknown field", method: "POST", path: "/v1/runs", body: `{"query":"q","temperature":0.5}`, status: 400, code: "unknown_field", mention: "temperature"},
 		{name: "huge seed", method: "POST", path: "/v1/runs", body: `{"query":"q","seed":1e400}`, status: 400, code: "invalid_type", mention: "seed"},
 		{name: "huge max_tokens", method: "POST", path: "/v1/runs", body: `{"query":"q","max_tokens":99999999999999999999}`, status: 400, code: "invalid_type", mention: "max_tokens"},
 		{name: "negative max_tokens", method: "POST", path: "/v1/runs", body: `{"query":"q","max_tokens":-1}`, status: 400, code: "invalid_max_tokens", mention: "max_tokens"},

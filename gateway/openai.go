@@ -234,7 +234,10 @@ func (s *Server) chatBlocking(w http.ResponseWriter, r *http.Request, hub *actor
 	case *messages.RunEvent_RunFailed:
 		writeError(w, runFailedError(k.RunFailed))
 	case *messages.RunEvent_RunCancelled:
-		writeError(w, errServer(http.StatusInternalServerError, "run_cancelled", "the run was cancelled: "+k.RunCancelled.Reason))
+		// Cancelled on purpose (DELETE /v1/runs/{id}, or the server going
+		// away): a conflict with the request, not a server fault.
+		writeError(w, &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "run_cancelled",
+			Message: "the run was cancelled: " + k.RunCancelled.Reason})
 	}
 }
 
