@@ -256,6 +256,8 @@ type tokenBatcher struct {
 	mu       sync.Mutex
 	queue    []*pendingCount
 	inFlight bool
+	hold     chan struct{} // tests: batches wait for it to close before leaving
+	enqueued int           // requests ever queued (tests)
 }
 
 // enqueue adds p; if no batch is in flight it starts one (on a goroutine
@@ -263,6 +265,7 @@ type tokenBatcher struct {
 func (b *tokenBatcher) enqueue(e *Engine, p *pendingCount) {
 	b.mu.Lock()
 	b.queue = append(b.queue, p)
+	b.enqueued++
 	if b.inFlight {
 		b.mu.Unlock()
 		return
@@ -283,7 +286,11 @@ func (b *tokenBatcher) drain(e *Engine) {
 		}
 		batch := b.queue[:n:n]
 		b.queue = b.queue[n:]
+		hold := b.hold
 		b.mu.Unlock()
+		if hold != nil {
+			<-hold
+		}
 		e.sendBatch(batch)
 	}
 }
