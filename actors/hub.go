@@ -407,9 +407,12 @@ func (h *Hub) beginFailover(lost *actor.PID) (prior []*messages.RunEvent, epoch 
 	h.failingOver = true
 	h.failovers++
 	// Fence the old coordinator now: the new one resumes from exactly this
-	// log, so nothing the old one still sends may enter it.
-	h.minEpoch = h.epoch + 1
-	return h.log[:len(h.log):len(h.log)], h.epoch, h.failovers, true
+	// log, so nothing the old one still sends may enter it. The old one's
+	// epoch is the highest of the log's, the run's start and an earlier
+	// move's (a coordinator lost before its first event reached the log).
+	cur := max(h.epoch, h.start.GetEpoch(), h.minEpoch)
+	h.minEpoch = cur + 1
+	return h.log[:len(h.log):len(h.log)], cur, h.failovers, true
 }
 
 // endFailover records the run's new coordinator (nil: the failover failed)

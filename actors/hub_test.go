@@ -205,3 +205,33 @@ func TestHubAsksForResendAfterAGapAndAcksTheEnd(t *testing.T) {
 		t.Fatalf("log after resend: %q", text)
 	}
 }
+
+// TestFailoverBeforeTheFirstEventFences: a coordinator lost before any of
+// its events reached the log (epoch 1, from its StartRun) is fenced all the
+// same, and so is a replacement lost in turn before its first event.
+func TestFailoverBeforeTheFirstEventFences(t *testing.T) {
+	h := newHub("r", "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), slog.New(slog.DiscardHandler))
+	h.start = &messages.StartRun{RunId: "r", Epoch: 1}
+	first := actor.NewPID("node-a:1", "run/r")
+	h.coordinator = first
+	_, epoch, _, ok := h.beginFailover(first)
+	if !ok || epoch != 1 {
+		t.Fatalf("failover of a coordinator that logged nothing: epoch %d ok %v; want the old epoch 1", epoch, ok)
+	}
+	second := actor.NewPID("node-b:1", "run/r")
+	h.endFailover(second)
+	h.append(&messages.RunEvent{RunId: "r", Seq: 1, Epoch: 1, Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{}}})
+	if n := len(h.Events(1)); n != 0 {
+		t.Fatalf("the fenced coordinator's event entered the log (%d events)", n)
+	}
+	_, epoch, _, ok = h.beginFailover(second)
+	if !ok || epoch != 2 {
+		t.Fatalf("second failover: epoch %d ok %v; want 2 (the first replacement's)", epoch, ok)
+	}
+	h.endFailover(actor.NewPID("node-c:1", "run/r"))
+	h.append(&messages.RunEvent{RunId: "r", Seq: 1, Epoch: 2, Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{}}})
+	h.append(&messages.RunEvent{RunId: "r", Seq: 1, Epoch: 3, Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{}}})
+	if evs := h.Events(1); len(evs) != 1 || evs[0].Epoch != 3 {
+		t.Fatalf("log after two failovers: %v; want the epoch-3 event only", evs)
+	}
+}

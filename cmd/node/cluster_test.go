@@ -294,6 +294,25 @@ func TestPausedNodeFencesAndRejoins(t *testing.T) {
 	c := startMemberCluster(t, 2)
 	victim := c.nodes[1]
 	id := c.runOn(victim, "medium")
+	// Pause it mid-stage (a run paused before its first event would move
+	// without a stage_restarted: nothing to redo).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		resp, err := http.Get(c.gw + "/v1/runs/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct {
+			LastSeq int `json:"last_seq"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if v.LastSeq >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the run on the victim streams nothing")
+		}
+	}
 	if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
