@@ -450,7 +450,10 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 func unreachable(err error) bool {
 	var ue *url.Error
 	return errors.Is(err, errUnavailable) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || (errors.As(err, &ue) && errors.Is(ue.Err, io.EOF))
+		errors.Is(err, io.ErrUnexpectedEOF) || (errors.As(err, &ue) && errors.Is(ue.Err, io.EOF)) ||
+		// net/http's name for a connection closed before any answer (its
+		// error value is not exported).
+		strings.Contains(err.Error(), "server closed idle connection")
 }
 
 // errUnavailable is a 503: the gateway is shutting down (or not ready).
