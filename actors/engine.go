@@ -110,6 +110,10 @@ type Config struct {
 	// Limiters tells where tenant limiters live (a gateway in a cluster:
 	// the nodes); nil: in this process.
 	Limiters LimiterPlacer
+	// LimiterView, on a node, is the node's own view of the limiter hosts
+	// for a tenant (the same name a gateway's LimiterPlacer gives): a tenant
+	// limiter here answers only gateways that see the same. Nil: no check.
+	LimiterView func(tenant string) string
 	// LedgerHosts lists the actor addresses of the processes whose ledgers a
 	// tenant limiter hosted here rebuilds from (in a cluster: the gateways).
 	// Nil: this process alone.
@@ -649,7 +653,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		self := system.Address()
 		ledgers = func() []string { return []string{self} }
 	}
-	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers} }), limitersName); err != nil {
+	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers, view: cfg.LimiterView} }), limitersName); err != nil {
 		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
 	if cfg.Tokenizer {

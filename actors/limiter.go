@@ -64,6 +64,9 @@ const ledgerTimeout = time.Second
 // them on first use (a virtual actor per tenant).
 type limiterParent struct {
 	ledgers func() []string // actor addresses of the processes serving ledgers
+	// view, on a node, is this node's own view of the limiter hosts (the
+	// LimiterPlacer's view for the tenant); nil: none (one process).
+	view func(tenant string) string
 }
 
 func (p *limiterParent) Receive(ctx actor.Context) {
@@ -89,6 +92,16 @@ func (p *limiterParent) Receive(ctx actor.Context) {
 	for _, c := range ctx.Children() {
 		if c.Id == name {
 			ctx.Forward(c)
+			return
+		}
+	}
+	if m, ok := ctx.Message().(*messages.Admit); ok && p.view != nil && m.View != "" {
+		// A limiter decides only while the gateway's view of the limiter
+		// hosts is this node's too: two nodes that each believe they own
+		// the tenant (membership views that disagree) must not both grant.
+		if own := p.view(tenant); own != m.View {
+			ctx.Respond(&messages.AdmitReply{Limit: viewMismatch, RetryAfterMs: 50,
+				Message: "the gateway's and this node's views of the cluster differ; ask again"})
 			return
 		}
 	}
@@ -474,6 +487,10 @@ func (e *Engine) limiterPID(tenant string) (*actor.PID, string, error) {
 	return actor.NewPID(addr, limitersName), view, nil
 }
 
+// viewMismatch is AdmitReply.Limit when the limiter's node sees another set
+// of limiter hosts than the gateway: not a refusal, ask again.
+const viewMismatch = "view_mismatch"
+
 // admitAttempt bounds one try of Admit: a limiter whose node just died
 // does not answer, and the next try goes to the new owner.
 const admitAttempt = 600 * time.Millisecond
@@ -499,7 +516,10 @@ func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitR
 			if !ok {
 				return nil, fmt.Errorf("%w: answered %T", ErrNoLimiter, r)
 			}
-			return reply, nil
+			if reply.Limit != viewMismatch {
+				return reply, nil
+			}
+			err = errors.New(reply.Message) // membership is settling: ask again
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -207,5 +208,26 @@ func TestLimiterRereadsReservationsKnownOnlyFromTheLedger(t *testing.T) {
 	time.Sleep(3 * ledgerRefresh)
 	if r := admit(t, e, &messages.Admit{Tenant: "g", RunId: "z", Limits: lim, Tokens: 1}); r.Ok {
 		t.Fatal("a second run was admitted beside the granted one")
+	}
+}
+
+// TestLimiterAnswersOnlyTheSameView: a limiter on a node whose view of the
+// limiter hosts differs from the gateway's does not decide (two nodes that
+// each believe they own a tenant must not both grant); the gateway asks
+// again until its time is up.
+func TestLimiterAnswersOnlyTheSameView(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.LimiterView = func(string) string { return "v1" } })
+	l := &fakeLedger{}
+	if err := e.ServeLedger(l.answer); err != nil {
+		t.Fatal(err)
+	}
+	lim := &messages.TenantLimits{ConcurrentRuns: 5}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if r, err := e.Admit(ctx, &messages.Admit{Tenant: "v", RunId: "a", Limits: lim, Tokens: 1, View: "v2"}); !errors.Is(err, ErrNoLimiter) {
+		t.Fatalf("another view: %+v %v; want ErrNoLimiter once the time is up", r, err)
+	}
+	if r := admit(t, e, &messages.Admit{Tenant: "v", RunId: "b", Limits: lim, Tokens: 1, View: "v1"}); !r.Ok {
+		t.Fatalf("the same view: %+v", r)
 	}
 }

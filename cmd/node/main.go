@@ -74,6 +74,15 @@ func run(args []string) error {
 		}
 		return members.Gateways("")
 	}
+	// Tenant limiters here answer only gateways that see the same limiter
+	// hosts as this node.
+	cfg.LimiterView = func(tenant string) string {
+		if members == nil {
+			return ""
+		}
+		_, view, _ := members.LimiterHost(tenant)
+		return view
+	}
 	engine, err := actors.NewEngine(cfg)
 	if err != nil {
 		return err
