@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -131,6 +132,7 @@ type pendingMsg struct {
 // rebuilt carries the ledgers' answers back to the limiter.
 type rebuilt struct {
 	view, periodKey string
+	period          int64
 	states          []*messages.LedgerState
 	failed          int
 	now             time.Time
@@ -138,6 +140,16 @@ type rebuilt struct {
 
 // refresh asks a limiter to re-read the ledgers (see ledgerRefresh).
 type refresh struct{}
+
+// reread repeats a rebuild that a ledger did not answer.
+type reread struct {
+	view   string
+	period int64
+}
+
+// ledgerRetry is the pause before reading the ledgers again after one did
+// not answer.
+const ledgerRetry = 100 * time.Millisecond
 
 // ledgerRefresh is when a limiter re-reads the ledgers while it holds
 // reservations it learned only from them: their Admit may have been decided
@@ -191,7 +203,21 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 		if l.built && !l.busy {
 			l.rebuild(ctx, l.view, l.period)
 		}
+	case *reread:
+		if !l.busy {
+			l.rebuild(ctx, m.view, m.period)
+		}
 	case *rebuilt:
+		if m.failed > 0 {
+			// A ledger did not answer: its reservations would be missing,
+			// and deciding without them could overrun a budget. Ask again
+			// (the gateway's Admit waits, or fails closed with a 503).
+			l.busy = false
+			l.logger(ctx).Warn("tenant limiter: a ledger did not answer; reading the ledgers again", "tenant", l.tenant, "failed", m.failed)
+			self, root, view, period := ctx.Self(), ctx.ActorSystem().Root, m.view, m.period
+			time.AfterFunc(ledgerRetry, func() { root.Send(self, &reread{view: view, period: period}) })
+			return
+		}
 		l.apply(m)
 		pending := l.pending
 		l.pending = nil
@@ -236,7 +262,10 @@ func (l *tenantLimiter) rebuild(ctx actor.Context, view string, periodStart int6
 	q := &messages.LedgerQuery{Tenant: l.tenant, SinceUnixMs: now.Add(-limiterWindow).UnixMilli(), PeriodStartUnixMs: periodStart}
 	hosts := l.ledgers()
 	go func() {
-		out := &rebuilt{view: view, periodKey: fmt.Sprint(periodStart), now: now}
+		out := &rebuilt{view: view, periodKey: fmt.Sprint(periodStart), period: periodStart, now: now}
+		if len(hosts) == 0 {
+			out.failed = 1 // no ledger known yet (membership still forming): not an empty ledger
+		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, h := range hosts {
@@ -552,3 +581,6 @@ func (e *Engine) Settle(ctx context.Context, tenant, runID string, tokens int64)
 	}
 	return fmt.Errorf("%w: settle %s: %w", ErrNoLimiter, runID, err)
 }
+
+// logger is the actor system's logger (limiters have no engine at hand).
+func (l *tenantLimiter) logger(ctx actor.Context) *slog.Logger { return ctx.Logger() }

@@ -231,3 +231,27 @@ func TestLimiterAnswersOnlyTheSameView(t *testing.T) {
 		t.Fatalf("the same view: %+v", r)
 	}
 }
+
+// TestLimiterWaitsForEveryLedger: a ledger that does not answer is asked
+// again; the limiter decides only with every ledger's reservations.
+func TestLimiterWaitsForEveryLedger(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	var calls atomic.Int64
+	now := time.Now().UnixMilli()
+	if err := e.ServeLedger(func(*messages.LedgerQuery) *messages.LedgerState {
+		if calls.Add(1) == 1 {
+			return &messages.LedgerState{Error: "database is locked"} // the first read fails
+		}
+		return &messages.LedgerState{Open: []*messages.LedgerEntry{{RunId: "held", Tokens: 90, AtUnixMs: now}}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Deciding without the ledger would admit it: 90 of 100 are reserved.
+	r := admit(t, e, &messages.Admit{Tenant: "w", RunId: "x", Limits: &messages.TenantLimits{TokenBudget: 100}, Tokens: 20})
+	if r.Ok || r.Limit != "token_budget" {
+		t.Fatalf("decided without a ledger's reservations: %+v", r)
+	}
+	if calls.Load() < 2 {
+		t.Fatalf("the failed ledger was read %d times; want it read again", calls.Load())
+	}
+}
