@@ -72,7 +72,7 @@ func run(args []string) error {
 		if members == nil {
 			return nil
 		}
-		return members.Gateways("")
+		return members.LedgerHosts()
 	}
 	// Tenant limiters here answer only gateways that see the same limiter
 	// hosts as this node.

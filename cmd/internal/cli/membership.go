@@ -58,7 +58,17 @@ type Membership struct {
 	lost   map[string]time.Time // actor address → when its member was declared dead
 
 	names map[string]string // actor address → the member last seen there (loop only)
+
+	lostGateways map[string]time.Time // gateway actor address → when it was declared dead (guarded by lostMu)
 }
+
+// ledgerGrace is how long a gateway declared dead is still asked for its
+// ledger when a tenant limiter rebuilds: a false suspicion (CPU
+// starvation) fences a gateway that comes back within a second or two
+// with the same ledger, and a limiter that rebuilt without its
+// reservations could overrun a budget. Until then a rebuild that cannot
+// read it waits (admissions of the tenants concerned fail closed).
+const ledgerGrace = 10 * time.Second
 
 // lostWarmup is how long an actor address declared dead is offered runs
 // only after every other node: protoactor's endpoint to it may still be in
@@ -170,6 +180,14 @@ func (m *Membership) loop() {
 				// A member that departed gracefully is draining: its runs go on.
 				if gone.RemoteAddr != "" && !slices.ContainsFunc(t.Departed, func(d cluster.Member) bool { return d.Name == gone.Name }) {
 					m.markLost(gone.RemoteAddr)
+					if gone.Has(KindGateway) {
+						m.lostMu.Lock()
+						if m.lostGateways == nil {
+							m.lostGateways = map[string]time.Time{}
+						}
+						m.lostGateways[gone.RemoteAddr] = time.Now()
+						m.lostMu.Unlock()
+					}
 					if n := m.engine.NodeLost(gone.RemoteAddr); n > 0 {
 						m.cfg.Logger.Warn("member left the cluster; its runs ended", "member", gone.Name, "runs", n)
 					}
@@ -305,6 +323,23 @@ func (m *Membership) Gateways(skip string) []string {
 	for _, mem := range c.Members() {
 		if mem.Has(KindGateway) && mem.RemoteAddr != "" && mem.RemoteAddr != skip {
 			out = append(out, mem.RemoteAddr)
+		}
+	}
+	return out
+}
+
+// LedgerHosts returns the gateways whose ledgers a tenant limiter rebuilds
+// from: the members, and those declared dead within ledgerGrace.
+func (m *Membership) LedgerHosts() []string {
+	out := m.Gateways("")
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	for addr, at := range m.lostGateways {
+		switch {
+		case time.Since(at) > ledgerGrace:
+			delete(m.lostGateways, addr)
+		case !slices.Contains(out, addr):
+			out = append(out, addr)
 		}
 	}
 	return out
