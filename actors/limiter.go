@@ -524,21 +524,24 @@ const viewMismatch = "view_mismatch"
 // does not answer, and the next try goes to the new owner.
 const admitAttempt = 600 * time.Millisecond
 
-// Admit asks the tenant's limiter for a run (m.View is filled here), trying
-// again, at the owner of the moment, until ctx ends. The caller has recorded
-// the reservation in its ledger first. A repeated Admit is answered as the
-// first (the limiter knows the runs it granted).
+// Admit asks the tenant's limiter for a run (the view is filled in here),
+// trying again, at the owner of the moment, until ctx ends. The caller has
+// recorded the reservation in its ledger first. A repeated Admit is
+// answered as the first (the limiter knows the runs it granted). m is not
+// changed: each try sends its own copy (an earlier one may still be on its
+// way through the transport).
 func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitReply, error) {
 	for {
 		pid, view, err := e.limiterPID(m.Tenant)
 		if err != nil {
 			return nil, err
 		}
+		try := proto.Clone(m).(*messages.Admit)
 		if e.cfg.Limiters != nil {
-			m.View = view
+			try.View = view
 		}
 		actx, cancel := context.WithTimeout(ctx, admitAttempt)
-		r, err := e.request(actx, pid, m)
+		r, err := e.request(actx, pid, try)
 		cancel()
 		if err == nil {
 			reply, ok := r.(*messages.AdmitReply)
