@@ -291,7 +291,6 @@ func logFileName(name string) string {
 type composeCluster struct {
 	dir, profiles string
 	cc            []string // the compose CLI
-	pl            *placements
 	progress      func(format string, args ...any)
 
 	file    string            // the scenario's compose file, once written
@@ -299,11 +298,7 @@ type composeCluster struct {
 	ops     map[string]string // service → its published 127.0.0.1 address (node: ops port; gateway: API)
 	upped   bool              // `up` was run: shutdown takes the project down
 
-	mu           sync.Mutex
-	nodes        []*proc // live node incarnations, oldest first
-	all          []*proc
-	gw           *proc
-	gwURL        string
+	roster       // its mu guards the fields below too; nodes: live incarnations, oldest first
 	incarnations map[string]int      // service → incarnations started
 	paused       map[*proc]bool      // paused now
 	cutIP        map[*proc]string    // cut off now: its address before
@@ -329,7 +324,7 @@ func newComposeCluster(dir, profiles string, progress func(string, ...any)) (*co
 	if err := os.Chmod(pf, 0o644); err != nil { // whatever the umask
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
-	return &composeCluster{dir: dir, profiles: pf, cc: composeCommand(), engine: localEngine(), pl: &placements{runs: map[string]placement{}},
+	return &composeCluster{dir: dir, profiles: pf, cc: composeCommand(), engine: localEngine(), roster: newRoster(),
 		progress: progress, ops: map[string]string{}, incarnations: map[string]int{}, paused: map[*proc]bool{},
 		cutIP: map[*proc]string{}, followers: map[*proc]*exec.Cmd{}, waiters: map[*proc]*exec.Cmd{}, selfStarted: map[string]int{}}, nil
 }
@@ -551,43 +546,6 @@ func (c *composeCluster) attach(service, id string, since time.Time, pl *placeme
 		close(p.done)
 	}()
 	return p, nil
-}
-
-func (c *composeCluster) liveNodes() []*proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*proc(nil), c.nodes...)
-}
-
-func (c *composeCluster) node(name string) *proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, n := range c.nodes {
-		if n.name == name {
-			return n
-		}
-	}
-	return nil
-}
-
-func (c *composeCluster) placements() *placements { return c.pl }
-
-func (c *composeCluster) gatewayURL() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.gwURL
-}
-
-func (c *composeCluster) waitMembers(n int, within time.Duration) error {
-	return waitMembers(c.gatewayURL(), n, within)
-}
-
-func (c *composeCluster) removeNode(p *proc) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if i := slices.Index(c.nodes, p); i >= 0 {
-		c.nodes = slices.Delete(c.nodes, i, i+1)
-	}
 }
 
 // kill is `docker kill -s KILL`: docker counts it as a stop by hand, so the

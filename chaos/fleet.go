@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -105,4 +107,56 @@ func waitMembers(gwURL string, n int, within time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("chaos: the gateway never saw %d members (sees %v)", n, got)
+}
+
+// roster is what both backends keep of their processes: the live nodes,
+// every process started, the gateway, and the run placements read from the
+// logs. Its mu also guards the backend's own fields.
+type roster struct {
+	pl    *placements
+	mu    sync.Mutex
+	nodes []*proc // started and not ended by a fault (paused ones included)
+	all   []*proc
+	gw    *proc
+	gwURL string
+}
+
+func newRoster() roster { return roster{pl: &placements{runs: map[string]placement{}}} }
+
+func (r *roster) liveNodes() []*proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*proc(nil), r.nodes...)
+}
+
+func (r *roster) node(name string) *proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (r *roster) placements() *placements { return r.pl }
+
+func (r *roster) gatewayURL() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gwURL
+}
+
+func (r *roster) waitMembers(n int, within time.Duration) error {
+	return waitMembers(r.gatewayURL(), n, within)
+}
+
+// removeNode drops a node from the live set (it was killed or drained).
+func (r *roster) removeNode(p *proc) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i := slices.Index(r.nodes, p); i >= 0 {
+		r.nodes = slices.Delete(r.nodes, i, i+1)
+	}
 }

@@ -17,16 +17,11 @@ import (
 // drained node is replaced by a new process with new ports.
 type localCluster struct {
 	bin, dir, key, profiles string
-	pl                      *placements
 	progress                func(format string, args ...any)
 
-	mu    sync.Mutex
-	seq   int
-	nodes []*proc // started and not ended by a fault (paused ones included)
-	all   []*proc
-	gw    *proc
-	gwURL string
-	gwN   int // gateway processes started
+	roster // its mu guards the fields below too
+	seq    int
+	gwN    int // gateway processes started
 	// ownUIDs runs every node under a uid of its own (partitions).
 	ownUIDs bool
 	// firewall: the partition chains are up (shutdown removes them).
@@ -46,7 +41,7 @@ func newLocalCluster(bin, dir, profiles string, progress func(string, ...any)) (
 	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
-	return &localCluster{bin: bin, dir: dir, key: key, profiles: pf, pl: &placements{runs: map[string]placement{}}, progress: progress}, nil
+	return &localCluster{bin: bin, dir: dir, key: key, profiles: pf, roster: newRoster(), progress: progress}, nil
 }
 
 func (c *localCluster) start(_ context.Context, scenario string, nodes int) (skip, err error) {
@@ -116,35 +111,6 @@ func (c *localCluster) spawnAs(name, binary string, args []string, pl *placement
 	c.all = append(c.all, p)
 	c.mu.Unlock()
 	return p, nil
-}
-
-func (c *localCluster) liveNodes() []*proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*proc(nil), c.nodes...)
-}
-
-func (c *localCluster) node(name string) *proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, n := range c.nodes {
-		if n.name == name {
-			return n
-		}
-	}
-	return nil
-}
-
-func (c *localCluster) placements() *placements { return c.pl }
-
-func (c *localCluster) gatewayURL() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.gwURL
-}
-
-func (c *localCluster) waitMembers(n int, within time.Duration) error {
-	return waitMembers(c.gatewayURL(), n, within)
 }
 
 // startNode starts a node that joins the live ones and waits until it is ready.
@@ -217,18 +183,6 @@ func (c *localCluster) startGatewayOn(addr string) error {
 		return fmt.Errorf("chaos: gateway: %w (log %s)", err, p.logPath)
 	}
 	return loadKey(data)
-}
-
-// removeNode drops a node from the live set (it was killed or drained).
-func (c *localCluster) removeNode(p *proc) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, n := range c.nodes {
-		if n == p {
-			c.nodes = append(c.nodes[:i], c.nodes[i+1:]...)
-			return
-		}
-	}
 }
 
 func (c *localCluster) kill(p *proc) (time.Time, error) {
