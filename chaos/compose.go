@@ -298,7 +298,7 @@ type composeCluster struct {
 	ops     map[string]string // service → its published 127.0.0.1 address (node: ops port; gateway: API)
 	upped   bool              // `up` was run: shutdown takes the project down
 
-	roster       // its mu guards the fields below too; nodes: live incarnations, oldest first
+	roster                           // its mu guards the fields below too; nodes: live incarnations, oldest first
 	incarnations map[string]int      // service → incarnations started
 	paused       map[*proc]bool      // paused now
 	cutIP        map[*proc]string    // cut off now: its address before
