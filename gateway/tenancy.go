@@ -216,6 +216,19 @@ var (
 	errKeyUnknown    = errors.New("no such key")
 )
 
+// ErrKeyRevoked: the key was revoked. A revoked key id is a tombstone: no
+// restart, environment variable, tenants file or peer makes it valid again;
+// re-enabling takes a new key.
+var ErrKeyRevoked = errors.New("gateway: the key was revoked and stays revoked (make a new key)")
+
+// revoked reports whether key id is known and revoked.
+func (t *Tenancy) revoked(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	k, ok := t.keys[id]
+	return ok && !k.RevokedAt.IsZero()
+}
+
 // CreateTenant adds a tenant with one key, returned in clear (the only time).
 func (t *Tenancy) CreateTenant(id, name string, limits store.Limits) (store.Tenant, string, store.Key, error) {
 	if err := limits.Validate(); err != nil {
@@ -298,7 +311,10 @@ func (t *Tenancy) addKeyHash(hash []byte, tenantID string, admin bool) (store.Ke
 	old, exists := t.keys[k.ID]
 	t.mu.RUnlock()
 	if exists {
-		if old.RevokedAt.IsZero() && old.TenantID == tenantID && old.Admin == admin {
+		if !old.RevokedAt.IsZero() {
+			return store.Key{}, fmt.Errorf("%w (key id %s)", ErrKeyRevoked, old.ID)
+		}
+		if old.TenantID == tenantID && old.Admin == admin {
 			return old, nil
 		}
 		k.CreatedAt, k.UpdatedAt = old.CreatedAt, versionAfter(old.UpdatedAt)
@@ -621,10 +637,14 @@ func (t *Tenancy) applyFile(f *TenantsFile, version time.Time) error {
 	return nil
 }
 
-// fileKey registers a key from the file unless a newer change (a revocation)
-// is stored.
+// fileKey registers a key from the file unless a newer change is stored; a
+// revoked key stays revoked whatever the file's mtime (a warning says so).
 func (t *Tenancy) fileKey(hash []byte, tenantID string, admin bool, version time.Time) error {
 	k := store.Key{ID: keyIDOf(hash), TenantID: tenantID, Admin: admin, Hash: hash, CreatedAt: version, UpdatedAt: version}
+	if t.revoked(k.ID) {
+		t.logger.Warn("the tenants file lists a revoked key: it stays revoked (list a new key)", "key_id", k.ID, "tenant", tenantID)
+		return nil
+	}
 	_, err := t.putKey(k)
 	return err
 }
@@ -643,11 +663,12 @@ const DevTenantID = "dev"
 
 // EnsureDevKeys makes sure the dev tenant and its keys exist: read from
 // path if it exists (re-registered if the store lost them), else made and
-// written there (mode 0600, its folder 0700 with a .gitignore). created says
-// whether the file is new.
+// written there (mode 0600, its folder 0700 with a .gitignore). A key of the
+// file that was revoked stays revoked: a new one replaces it in the file.
+// created says whether the file is new.
 func (t *Tenancy) EnsureDevKeys(path string) (DevKeys, bool, error) {
 	var dk DevKeys
-	created := false
+	created, rewrite := false, false
 	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -669,6 +690,21 @@ func (t *Tenancy) EnsureDevKeys(path string) (DevKeys, bool, error) {
 	default:
 		return DevKeys{}, false, fmt.Errorf("gateway: dev keys: %w", err)
 	}
+	// A revoked dev key stays revoked: make a new one in its place.
+	for _, f := range []struct {
+		key  *string
+		what string
+	}{{&dk.TenantKey, "tenant"}, {&dk.AdminKey, "admin"}} {
+		if created || !t.revoked(KeyID(*f.key)) {
+			continue
+		}
+		old := KeyID(*f.key)
+		if *f.key, err = NewKey(); err != nil {
+			return DevKeys{}, false, err
+		}
+		rewrite = true
+		t.logger.Warn("the dev "+f.what+" key was revoked: made a new one", "revoked_key_id", old, "key_id", KeyID(*f.key), "file", path)
+	}
 	if _, ok := t.Tenant(dk.Tenant); !ok {
 		now := time.Now().UTC()
 		if _, err := t.putTenant(store.Tenant{ID: dk.Tenant, Name: "Local development", CreatedAt: now, UpdatedAt: now}); err != nil {
@@ -681,7 +717,7 @@ func (t *Tenancy) EnsureDevKeys(path string) (DevKeys, bool, error) {
 	if _, err := t.addKey(dk.AdminKey, "", true); err != nil {
 		return DevKeys{}, false, err
 	}
-	if created {
+	if created || rewrite {
 		dir := filepath.Dir(path)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return DevKeys{}, false, fmt.Errorf("gateway: dev keys: %w", err)
@@ -724,6 +760,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 }
 
 // AddAdminKey registers key (in clear, or "sha256:<hex>") as an admin key.
+// A revoked key is not registered again: the error wraps ErrKeyRevoked.
 func (t *Tenancy) AddAdminKey(key string) error {
 	hash, err := parseFileKey(key)
 	if err != nil {

@@ -218,7 +218,11 @@ func openTenancy(dataDir, tenantsFile string, dev bool, logger *slog.Logger) (*g
 		}
 	}
 	if k := os.Getenv("QLC_ADMIN_KEY"); k != "" {
-		if err := t.AddAdminKey(k); err != nil {
+		switch err := t.AddAdminKey(k); {
+		case errors.Is(err, gateway.ErrKeyRevoked):
+			// A revoked key stays revoked; the gateway still serves its tenants.
+			logger.Warn("QLC_ADMIN_KEY is not registered: set a new admin key", "error", err)
+		case err != nil:
 			return fail(fmt.Errorf("QLC_ADMIN_KEY: %w", err))
 		}
 	}

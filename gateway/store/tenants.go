@@ -22,7 +22,11 @@ type Tenant struct {
 }
 
 // Key is an API key's public record. Like tenants, keys replicate with
-// last-writer-wins on UpdatedAt; revoking sets RevokedAt and bumps UpdatedAt.
+// last-writer-wins on UpdatedAt, with one exception: a revoked key is a
+// tombstone. Revoking sets RevokedAt and bumps UpdatedAt; once a key id is
+// revoked, no later row (a restart that registers the key again, an
+// environment variable, a tenants file with a newer mtime, a peer's older
+// "add" arriving late) makes it valid again. Re-enabling takes a new key.
 type Key struct {
 	ID        string    `json:"id"`        // public key id (non-secret)
 	TenantID  string    `json:"tenant_id"` // "" for an admin key
@@ -141,9 +145,13 @@ func (s *Store) Tenant(id string) (Tenant, error) {
 }
 
 // PutKey inserts or replaces a key if it is new or k.UpdatedAt is AFTER the
-// stored row's (last-writer-wins; equal timestamps: keep the stored one). It
-// reports whether the row was applied. k must have an ID, a SHA-256 Hash, a
-// non-zero UpdatedAt, and a TenantID exactly when it is not Admin.
+// stored row's (last-writer-wins; equal timestamps: keep the stored one),
+// except that a revocation is final: a revoked row replaces an unrevoked one
+// whatever their versions, and nothing replaces a revoked row but a revoked
+// one with an earlier RevokedAt (so two gateways that revoke the same key at
+// once converge on the first revocation). It reports whether the row was
+// applied. k must have an ID, a SHA-256 Hash, a non-zero UpdatedAt, and a
+// TenantID exactly when it is not Admin.
 func (s *Store) PutKey(k Key) (bool, error) {
 	args, err := keyArgs(k)
 	if err != nil {
@@ -155,7 +163,10 @@ func (s *Store) PutKey(k Key) (bool, error) {
 			tenant_id = excluded.tenant_id, admin = excluded.admin, hash = excluded.hash,
 			created_at = excluded.created_at, revoked_at = excluded.revoked_at,
 			updated_at = excluded.updated_at
-		WHERE excluded.updated_at > keys.updated_at`, args...)
+		WHERE CASE
+			WHEN keys.revoked_at IS NULL THEN excluded.revoked_at IS NOT NULL OR excluded.updated_at > keys.updated_at
+			ELSE excluded.revoked_at IS NOT NULL AND excluded.revoked_at < keys.revoked_at
+		END`, args...)
 	if err != nil {
 		return false, fmt.Errorf("store: put key %q: %w", k.ID, err)
 	}

@@ -198,6 +198,57 @@ func TestKeyRoundTripAndLWW(t *testing.T) {
 	}
 }
 
+// TestRevokedKeyIsATombstone: once a key id is revoked, no later "add" of
+// it (a restart registering it again, a tenants file with a newer mtime, a
+// peer's copy) makes it valid; a revoked row wins over any unrevoked one,
+// and two revocations converge on the earlier.
+func TestRevokedKeyIsATombstone(t *testing.T) {
+	s := openTemp(t)
+	k := Key{ID: "kt", TenantID: "t1", Hash: hashOf("qlc_tombstone_secret"), CreatedAt: at(1), UpdatedAt: at(1)}
+	if ok, err := s.PutKey(k); err != nil || !ok {
+		t.Fatalf("PutKey = %v, %v", ok, err)
+	}
+	revoked := k
+	revoked.RevokedAt, revoked.UpdatedAt = at(time.Minute), at(time.Minute)
+	if ok, err := s.PutKey(revoked); err != nil || !ok {
+		t.Fatalf("revoke = %v, %v", ok, err)
+	}
+	for name, d := range map[string]time.Duration{"an hour later": time.Hour, "a year later": 365 * 24 * time.Hour} {
+		again := k
+		again.CreatedAt, again.UpdatedAt = at(d), at(d)
+		if ok, err := s.PutKey(again); err != nil || ok {
+			t.Errorf("an unrevoked row %s replaced the revoked one: %v, %v", name, ok, err)
+		}
+	}
+	if got, err := s.Key("kt"); err != nil || !got.RevokedAt.Equal(revoked.RevokedAt) {
+		t.Fatalf("after re-adds: %+v, %v; want revoked at %v", got, err, revoked.RevokedAt)
+	}
+	// A later revocation keeps the first; an earlier one (a peer that revoked
+	// first) replaces it, so every replica ends with the same row.
+	later := revoked
+	later.RevokedAt, later.UpdatedAt = at(2*time.Minute), at(2*time.Minute)
+	if ok, err := s.PutKey(later); err != nil || ok {
+		t.Errorf("a later revocation replaced an earlier one: %v, %v", ok, err)
+	}
+	earlier := revoked
+	earlier.RevokedAt, earlier.UpdatedAt = at(30*time.Second), at(30*time.Second)
+	if ok, err := s.PutKey(earlier); err != nil || !ok {
+		t.Errorf("an earlier revocation was not applied: %v, %v", ok, err)
+	}
+	// A revocation wins over an unrevoked row with a newer version (a gateway
+	// that re-registered the key from a file after the revocation was made
+	// elsewhere receives the revocation).
+	k2 := Key{ID: "kt2", Admin: true, Hash: hashOf("qlc_tombstone_secret_2"), CreatedAt: at(1), UpdatedAt: at(time.Hour)}
+	if ok, err := s.PutKey(k2); err != nil || !ok {
+		t.Fatalf("PutKey = %v, %v", ok, err)
+	}
+	rev2 := k2
+	rev2.UpdatedAt, rev2.RevokedAt = at(time.Minute), at(time.Minute)
+	if ok, err := s.PutKey(rev2); err != nil || !ok {
+		t.Errorf("an older revocation lost to a newer add: %v, %v", ok, err)
+	}
+}
+
 func TestPutKeyRejects(t *testing.T) {
 	s := openTemp(t)
 	tests := []struct {
