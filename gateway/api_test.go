@@ -302,7 +302,8 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestProfilesModelsHealthMetrics(t *testing.T) {
-	base := newTestGateway(t, "")
+	g := startGateway(t, "", nil)
+	base := g.URL
 	var p struct {
 		Default string
 		Data    []profileView
@@ -325,7 +326,12 @@ func TestProfilesModelsHealthMetrics(t *testing.T) {
 	id := createRun(t, base, "instant", "q")
 	var v runView
 	waitStatus(t, base, id, "completed", &v)
-	resp, err := http.Get(base + "/metrics")
+	// Metrics are on the ops handler; the public one has no keys here, so
+	// no metrics at all.
+	if code := do(t, "GET", base+"/metrics", "", nil); code != http.StatusNotFound {
+		t.Fatalf("/metrics on the public handler without tenancy: %d; want 404", code)
+	}
+	resp, err := http.Get(g.OpsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,20 @@
 package gateway
 
 import (
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/store"
 	"github.com/qlc-project/qlc/messages"
 )
@@ -114,5 +122,212 @@ func TestRevocationReplicatesAsTombstone(t *testing.T) {
 	}
 	if err := b.AddAdminKey(key); err == nil {
 		t.Fatal("a revoked key was registered again as an admin key")
+	}
+}
+
+// TestKeyStrength: keys in clear with less than 128 bits of estimated
+// entropy, or made of an obvious pattern, are refused in a tenants file
+// and as QLC_ADMIN_KEY; random keys and sha256: entries are accepted.
+func TestKeyStrength(t *testing.T) {
+	weak := []string{
+		"qlc_0123456789abcdef0123",            // a sequence (the old tests' key)
+		"qlc_testadminkey00000000000000000",   // words and a run of zeros
+		"qlc_composetenant000000000000000dev", // the compose file's key
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		"abcdefghijklmnopqrstuvwxyzabcdefghijklmnop",
+		"passwordpasswordpasswordpasswordpassword",
+		"Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#",
+		"0f3a9c2b7e",         // random but short: 10 × log2(36)
+		"qlc_k3v9m2x8p4q7w1", // 14 random characters
+		"",
+	}
+	for _, k := range weak {
+		if err := checkKeyStrength(k); !errors.Is(err, errWeakKey) {
+			t.Errorf("weak key %q (%.0f bits) accepted", k, keyBits(k))
+		} else if k != "" && strings.Contains(err.Error(), k) {
+			t.Errorf("the error shows the key: %v", err)
+		}
+		if _, err := ParseTenantsFile([]byte("admin_keys: [\"" + k + "\"]")); err == nil {
+			t.Errorf("tenants file: weak admin key %q accepted", k)
+		}
+		if _, err := ParseTenantsFile([]byte("tenants: [{name: a, keys: [\"" + k + "\"]}]")); err == nil {
+			t.Errorf("tenants file: weak tenant key %q accepted", k)
+		}
+		if err := openTestTenancy(t).AddAdminKey(k); err == nil {
+			t.Errorf("QLC_ADMIN_KEY: weak key %q accepted", k)
+		}
+	}
+	strong := []string{
+		"qlc_Rv7kQ2mXw9ZpL4tBn8YcJ3sHd6GfA1eU",
+		"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", // openssl rand -hex 32
+		"3q2+7wAAAAB/hX0R5kYxQm1pT8vZs4LcJgWnEoYbDu8=",                     // base64 of 32 bytes
+		"sha256:" + strings.Repeat("ab", 32),                               // a hash: not checkable
+	}
+	for _, k := range strong {
+		if _, err := parseFileKey(k); err != nil {
+			t.Errorf("strong key %q (%.0f bits) refused: %v", k, keyBits(k), err)
+		}
+	}
+	// Keys in NewKey's format pass: 20000 of them from a seeded generator
+	// (so the test is repeatable; over 10^6 random ones the lowest estimate
+	// seen was 131 bits).
+	rng := rand.NewChaCha8([32]byte{'q', 'l', 'c'})
+	enc := base32.StdEncoding.WithPadding(base32.NoPadding)
+	lowest := math.Inf(1)
+	for range 20000 {
+		var b [20]byte
+		_, _ = rng.Read(b[:])
+		lowest = min(lowest, keyBits(keyPrefix+strings.ToLower(enc.EncodeToString(b[:]))))
+	}
+	if k, err := NewKey(); err != nil || keyBits(k) < MinKeyBits {
+		t.Fatalf("NewKey: %.0f bits, %v", keyBits(k), err)
+	}
+	if lowest < MinKeyBits {
+		t.Fatalf("a NewKey key scored %.0f bits; want >= %d", lowest, MinKeyBits)
+	}
+	t.Logf("lowest estimate over 20000 keys in NewKey's format: %.0f bits", lowest)
+}
+
+// get sends GET url with Host host (if not "") and the headers hdr (name,
+// value, …) and returns the status and the body.
+func get(t *testing.T, url, host string, hdr ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestUISessionOnlyForLocalRequests: GET /ui/session hands the dev key only
+// to a loopback peer that named the server localhost, 127.0.0.1 or [::1],
+// with no forwarding header: a page whose name was rebound to 127.0.0.1
+// (DNS rebinding) or a request through a proxy gets 404 and no key.
+func TestUISessionOnlyForLocalRequests(t *testing.T) {
+	g := startTenantGateway(t, nil)
+	_, port, _ := strings.Cut(strings.TrimPrefix(g.URL, "http://"), ":")
+	for _, host := range []string{"", "localhost:" + port, "LOCALHOST", "127.0.0.1:" + port, "[::1]:" + port, "[::1]"} {
+		if code, body := get(t, g.URL+"/ui/session", host); code != 200 || !strings.Contains(body, g.Dev.TenantKey) {
+			t.Errorf("Host %q: HTTP %d; want 200 with the key", host, code)
+		}
+	}
+	refused := []struct {
+		host string
+		hdr  []string
+	}{
+		{host: "rebind.evil.example:" + port},
+		{host: "rebind.evil.example"},
+		{host: "localhost.evil.example:" + port},
+		{host: "127.0.0.1.nip.io:" + port},
+		{host: "10.0.0.5:" + port},
+		{hdr: []string{"X-Forwarded-For", "203.0.113.9"}},
+		{hdr: []string{"X-Real-IP", "203.0.113.9"}},
+		{hdr: []string{"Forwarded", "for=203.0.113.9"}},
+		{hdr: []string{"X-Forwarded-Host", "evil.example"}},
+		{hdr: []string{"X-Forwarded-Proto", "https"}},
+		{hdr: []string{"Via", "1.1 proxy"}},
+	}
+	for _, c := range refused {
+		code, body := get(t, g.URL+"/ui/session", c.host, c.hdr...)
+		if code != http.StatusNotFound || strings.Contains(body, g.Dev.TenantKey) {
+			t.Errorf("Host %q %v: HTTP %d (key handed out: %v); want 404 without the key",
+				c.host, c.hdr, code, strings.Contains(body, g.Dev.TenantKey))
+		}
+	}
+}
+
+// TestLocalModeRefusesForeignHosts: in local mode every request whose Host
+// is not a loopback name is refused with 421, an OpenAI-shaped error on
+// /v1/ and plain text elsewhere, on the public and the ops handler.
+func TestLocalModeRefusesForeignHosts(t *testing.T) {
+	g := startTenantGateway(t, func(c *Config, _ *actors.Config) { c.LocalOnly = true })
+	for _, base := range []string{g.URL, g.OpsURL} {
+		for _, p := range []string{"/healthz", "/readyz", "/metrics", "/", "/ui/session", "/v1/models"} {
+			code, body := get(t, base+p, "rebind.evil.example:8080", "Authorization", "Bearer "+g.Dev.AdminKey)
+			if code != http.StatusMisdirectedRequest || strings.Contains(body, g.Dev.TenantKey) || strings.Contains(body, "qlc_") {
+				t.Errorf("%s%s with a foreign Host: HTTP %d %q; want 421", base, p, code, body)
+			}
+			if !strings.Contains(body, "local mode") {
+				t.Errorf("%s%s: the refusal does not say why: %q", base, p, body)
+			}
+		}
+	}
+	code, body := get(t, g.URL+"/v1/models", "rebind.evil.example", "Authorization", "Bearer "+g.Dev.TenantKey)
+	var e errBody
+	if err := json.Unmarshal([]byte(body), &e); err != nil || code != 421 || e.Error.Code != "misdirected_request" || e.Error.Type == "" {
+		t.Errorf("/v1/ refusal: HTTP %d %q; want the OpenAI error shape", code, body)
+	}
+	if code, body := get(t, g.URL+"/", "evil.example"); strings.HasPrefix(strings.TrimSpace(body), "{") || code != 421 {
+		t.Errorf("UI refusal: HTTP %d %q; want plain text", code, body)
+	}
+	// Loopback names are served.
+	for _, host := range []string{"", "localhost:8080", "127.0.0.1", "[::1]:8080"} {
+		if code, _ := get(t, g.URL+"/v1/models", host, "Authorization", "Bearer "+g.Dev.TenantKey); code != 200 {
+			t.Errorf("Host %q: HTTP %d; want 200", host, code)
+		}
+		if code, _ := get(t, g.OpsURL+"/metrics", host); code != 200 {
+			t.Errorf("ops Host %q: HTTP %d; want 200", host, code)
+		}
+	}
+}
+
+// TestMetricsAreNotPublic: /metrics names tenants and what they use, so the
+// public handler serves it only to an admin key (401 without a key, 403 to
+// a tenant key); the ops handler serves it, with the per-tenant series,
+// without a key. Health and readiness need no key on either.
+func TestMetricsAreNotPublic(t *testing.T) {
+	g := startTenantGateway(t, nil)
+	_, _, run, _ := postRun(t, g.URL, g.Dev.TenantKey, "instant")
+	var done runView
+	waitStatusKey(t, g.URL, g.Dev.TenantKey, run.ID, "completed", &done)
+	waitUsage(t, g.URL, g.Dev.TenantKey, 1)
+	const series = `qlc_tenant_runs_total{status="completed",tenant="dev"} 1`
+	for _, c := range []struct {
+		key  string
+		want int
+	}{{"", 401}, {g.Dev.TenantKey, 403}, {"qlc_" + strings.Repeat("x", 32), 401}} {
+		hdr := []string{}
+		if c.key != "" {
+			hdr = []string{"Authorization", "Bearer " + c.key}
+		}
+		code, body := get(t, g.URL+"/metrics", "", hdr...)
+		if code != c.want || strings.Contains(body, "qlc_tenant") {
+			t.Errorf("public /metrics with key %q: HTTP %d; want %d and no series", c.key, code, c.want)
+		}
+		var e errBody
+		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Code == "" {
+			t.Errorf("public /metrics refusal is not an OpenAI error: %q", body)
+		}
+	}
+	if code, body := get(t, g.URL+"/metrics", "", "Authorization", "Bearer "+g.Dev.AdminKey); code != 200 || !strings.Contains(body, series) {
+		t.Errorf("public /metrics with the admin key: HTTP %d, series present %v", code, strings.Contains(body, series))
+	}
+	if code, body := get(t, g.OpsURL+"/metrics", ""); code != 200 || !strings.Contains(body, series) {
+		t.Errorf("ops /metrics: HTTP %d, series present %v", code, strings.Contains(body, series))
+	}
+	for _, base := range []string{g.URL, g.OpsURL} {
+		for _, p := range []string{"/healthz", "/readyz"} {
+			if code, _ := get(t, base+p, ""); code != 200 {
+				t.Errorf("%s%s without a key: HTTP %d", base, p, code)
+			}
+		}
+	}
+	// The ops handler is only that: no API, no UI.
+	for _, p := range []string{"/v1/models", "/", "/ui/session"} {
+		if code, _ := get(t, g.OpsURL+p, ""); code != 404 {
+			t.Errorf("ops %s: HTTP %d; want 404", p, code)
+		}
 	}
 }

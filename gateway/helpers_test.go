@@ -37,6 +37,7 @@ profiles:
 
 type testGateway struct {
 	URL    string
+	OpsURL string // Server.OpsHandler: /healthz, /readyz, /metrics without a key
 	Engine *actors.Engine
 	Reg    *prometheus.Registry
 	Server *Server
@@ -91,14 +92,16 @@ func startGateway(t testing.TB, configYAML string, mutate func(*Config, *actors.
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(gw.Handler())
+	ops := httptest.NewServer(gw.OpsHandler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		engine.Shutdown(ctx)
 		srv.CloseClientConnections()
 		srv.Close()
+		ops.Close()
 	})
-	return &testGateway{URL: srv.URL, Engine: engine, Reg: reg, Server: gw}
+	return &testGateway{URL: srv.URL, OpsURL: ops.URL, Engine: engine, Reg: reg, Server: gw}
 }
 
 type testLogWriter struct{ t testing.TB }

@@ -159,7 +159,7 @@ profiles:
 
 func metricValue(t *testing.T, g *testGateway, series string) string {
 	t.Helper()
-	resp, err := http.Get(g.URL + "/metrics")
+	resp, err := http.Get(g.OpsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,9 @@ type Config struct {
 	Engine *actors.Engine
 	// Logger receives request and run logs. Default slog.Default().
 	Logger *slog.Logger
-	// Gatherer is served on /metrics. Default prometheus.DefaultGatherer.
+	// Gatherer is served on /metrics: by OpsHandler to anyone, and on the
+	// public handler only to an admin key (its series name tenants and what
+	// they use). Default prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
 	// Tenancy holds tenants, API keys and the usage ledger: every /v1/
 	// request then needs "Authorization: Bearer <key>", runs are admitted
@@ -37,7 +39,15 @@ type Config struct {
 	Tenant string
 	// DevKeys, in local mode, is given to a web UI on this machine
 	// (GET /ui/session), so nobody pastes a key. Nil: the UI asks for one.
+	// It is given only to a loopback peer that addressed the server as
+	// localhost, 127.0.0.1 or [::1], with no proxy's forwarding header
+	// (local.go: DNS rebinding and proxies).
 	DevKeys *DevKeys
+	// LocalOnly (local mode) refuses every request whose Host header is not
+	// localhost, 127.0.0.1 or [::1] with 421 Misdirected Request, on the
+	// public and the ops handler: a page on another site that rebinds its
+	// name to this machine gets nothing.
+	LocalOnly bool
 	// Registerer receives the gateway's metrics (per tenant, bounded).
 	// Default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
@@ -139,6 +149,9 @@ type Server struct {
 	handler http.Handler
 	metrics *gatewayMetrics
 
+	opsHandler     http.Handler // /healthz, /readyz, /metrics without a key
+	metricsHandler http.Handler // Config.Gatherer in Prometheus' text format
+
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per key id
 
@@ -153,7 +166,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, engine: cfg.Engine, tenancy: cfg.Tenancy, logger: cfg.Logger,
-		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}, stop: make(chan struct{})}
+		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}, stop: make(chan struct{}),
+		metricsHandler: promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})}
 	if s.tenancy != nil {
 		if err := s.engine.ServeLedger(s.ledgerState); err != nil {
 			return nil, err
@@ -179,15 +193,20 @@ func New(cfg Config) (*Server, error) {
 		mux.HandleFunc("DELETE /v1/admin/keys/{key_id}", s.adminRevokeKey)
 		mux.HandleFunc("GET /v1/admin/audit", s.adminAudit)
 	}
-	mux.HandleFunc("GET /ui/session", s.uiSession)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.Handle("GET /ui/session", s.localSession(http.HandlerFunc(s.uiSession)))
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.ready)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /metrics", s.publicMetrics)
 	mux.Handle("/", web.Handler())
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
 	})
-	s.handler = s.recoverer(s.withAuth(mux))
+	s.handler = s.recoverer(s.loopbackOnly(s.withAuth(mux)))
+	ops := http.NewServeMux()
+	ops.HandleFunc("GET /healthz", s.healthz)
+	ops.HandleFunc("GET /readyz", s.ready)
+	ops.Handle("GET /metrics", s.metricsHandler)
+	s.opsHandler = s.recoverer(s.loopbackOnly(ops))
 	if s.tenancy != nil {
 		go s.recoverOpen()
 		go s.keepRuns()
@@ -218,8 +237,41 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 }
 
-// Handler serves the gateway's routes.
+// Handler serves the gateway's public routes: the API, the web UI, and
+// /healthz and /readyz without a key; /metrics there needs an admin key.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// OpsHandler serves /healthz, /readyz and /metrics without a key: serve it
+// on an address only operators reach (cmd/gateway's -ops-addr, loopback by
+// default), never on the public one.
+func (s *Server) OpsHandler() http.Handler { return s.opsHandler }
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// publicMetrics serves /metrics on the public handler to an admin key only:
+// its series name tenants and what they run and spend. Without tenancy
+// there are no keys, and metrics are on OpsHandler alone.
+func (s *Server) publicMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.tenancy == nil {
+		writeError(w, errNotFound("unknown_endpoint", "metrics are served on the ops address, not here"))
+		return
+	}
+	p, e := s.tenancy.authenticate(r)
+	if e != nil {
+		s.metrics.authFailures.WithLabelValues(e.Code).Inc()
+		e.Message += " (/metrics here needs an admin key; the ops address serves it without one)"
+		writeError(w, e)
+		return
+	}
+	if !p.admin {
+		writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "admin_key_required",
+			Message: "/metrics needs an admin key (or use the ops address)"})
+		return
+	}
+	s.metricsHandler.ServeHTTP(w, r)
+}
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	if s.engine.System().IsStopped() {

@@ -568,6 +568,8 @@ func ParseTenantsFile(data []byte) (*TenantsFile, error) {
 }
 
 // parseFileKey turns a file's key (clear, or "sha256:<hex>") into its hash.
+// A key in clear must have MinKeyBits of entropy (checkKeyStrength); a hash
+// cannot be checked and is taken as it is.
 func parseFileKey(k string) ([]byte, error) {
 	if h, ok := strings.CutPrefix(k, "sha256:"); ok {
 		b, err := hex.DecodeString(h)
@@ -576,8 +578,8 @@ func parseFileKey(k string) ([]byte, error) {
 		}
 		return b, nil
 	}
-	if len(k) < 16 {
-		return nil, errors.New("a key must be at least 16 characters (use NewKey's, or `qlc-admin newkey`)")
+	if err := checkKeyStrength(k); err != nil {
+		return nil, err
 	}
 	return keyHash(k), nil
 }

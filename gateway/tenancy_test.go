@@ -153,8 +153,9 @@ func TestKeysAreRequired(t *testing.T) {
 	if code, _ := call(t, "GET", g.URL+"/v1/models", g.Dev.TenantKey, "", nil); code != 200 {
 		t.Fatalf("good key: %d", code)
 	}
-	// Health, readiness, metrics and the UI need no key.
-	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/"} {
+	// Health, readiness and the UI need no key (metrics do: see
+	// TestMetricsAreNotPublic).
+	for _, p := range []string{"/healthz", "/readyz", "/"} {
 		if code, _ := call(t, "GET", g.URL+p, "", "", nil); code != 200 {
 			t.Fatalf("%s without a key: %d", p, code)
 		}
@@ -443,8 +444,8 @@ func TestUsageLedger(t *testing.T) {
 	if code, _ := call(t, "GET", g.URL+"/v1/usage?tenant=other", g.Dev.TenantKey, "", &e); code != 403 {
 		t.Fatalf("a tenant asking for another's usage: %d", code)
 	}
-	// Per-tenant metrics.
-	resp, err := http.Get(g.URL + "/metrics")
+	// Per-tenant metrics (on the ops handler).
+	resp, err := http.Get(g.OpsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -603,7 +604,7 @@ func TestTenantsFile(t *testing.T) {
 admin_keys: ["sha256:` + strings.Repeat("ab", 32) + `"]
 tenants:
   - name: Acme Corp
-    keys: ["qlc_0123456789abcdef0123"]
+    keys: ["qlc_h3Kp9WzQ7vLm2XcT8bNr5YfD4sGj6AeU"]
     limits: {requests_per_minute: 60, token_budget: 1000, budget_period: month, profiles: [instant], weight: 2}
   - id: beta
     name: Beta
@@ -647,7 +648,7 @@ tenants:
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest("GET", "http://x/", nil)
-	req.Header.Set("Authorization", "Bearer qlc_0123456789abcdef0123")
+	req.Header.Set("Authorization", "Bearer qlc_h3Kp9WzQ7vLm2XcT8bNr5YfD4sGj6AeU")
 	if p, e := tn.authenticate(req); e != nil || p.tenantID() != "acme-corp" {
 		t.Fatalf("file key: %+v %v", p, e)
 	}
@@ -664,13 +665,24 @@ tenants:
 }
 
 func FuzzParseTenantsFile(f *testing.F) {
-	f.Add([]byte("tenants: [{name: a, keys: [qlc_0123456789abcdef0123], limits: {token_budget: 5}}]"))
+	f.Add([]byte("tenants: [{name: a, keys: [qlc_h3Kp9WzQ7vLm2XcT8bNr5YfD4sGj6AeU], limits: {token_budget: 5}}]"))
 	f.Add([]byte("admin_keys: [x]"))
 	f.Add([]byte("{}"))
+	// Weak keys (refused), a strong one and a hash (accepted).
+	f.Add([]byte("admin_keys: [qlc_testadminkey00000000000000000]"))
+	f.Add([]byte("tenants: [{name: a, keys: [qlc_0123456789abcdef0123]}]"))
+	f.Add([]byte("tenants: [{name: a, keys: [passwordpasswordpasswordpassword]}]"))
+	f.Add([]byte("admin_keys: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, 'sha256:" + strings.Repeat("ab", 32) + "']"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tf, err := ParseTenantsFile(data)
 		if err != nil {
 			return
+		}
+		// Every key accepted in clear has the entropy MinKeyBits asks.
+		for _, k := range tf.AdminKeys {
+			if !strings.HasPrefix(k, "sha256:") && keyBits(k) < MinKeyBits {
+				t.Fatalf("accepted a weak admin key (%.0f bits)", keyBits(k))
+			}
 		}
 		for _, tn := range tf.Tenants {
 			if !validID(tn.ID) || strings.TrimSpace(tn.Name) == "" || tn.Limits.Validate() != nil {

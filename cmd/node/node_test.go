@@ -56,8 +56,8 @@ func TestMain(m *testing.M) {
 
 // The tests' tenant, its key, and an admin key (tenantsYAML).
 const (
-	testTenantKey = "qlc_testtenantkey0000000000000000"
-	testAdminKey  = "qlc_testadminkey00000000000000000"
+	testTenantKey = "qlc_Wq4Tn8Kz2Lx7Rv3Mc9Pb5Hy6Jd1Gf0Se"
+	testAdminKey  = "qlc_Ad7Mn2Qx9Kv4Lz8Rt3Wc6Pb1Hy5Jg0Fe"
 )
 
 const tenantsYAML = `
