@@ -211,6 +211,14 @@ func get(t *testing.T, url, host string, hdr ...string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// short is s cut to 120 bytes, for messages.
+func short(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "…"
+	}
+	return s
+}
+
 // TestUISessionOnlyForLocalRequests: GET /ui/session hands the dev key only
 // to a loopback peer that named the server localhost, 127.0.0.1 or [::1],
 // with no forwarding header: a page whose name was rebound to 127.0.0.1
@@ -257,20 +265,20 @@ func TestLocalModeRefusesForeignHosts(t *testing.T) {
 		for _, p := range []string{"/healthz", "/readyz", "/metrics", "/", "/ui/session", "/v1/models"} {
 			code, body := get(t, base+p, "rebind.evil.example:8080", "Authorization", "Bearer "+g.Dev.AdminKey)
 			if code != http.StatusMisdirectedRequest || strings.Contains(body, g.Dev.TenantKey) || strings.Contains(body, "qlc_") {
-				t.Errorf("%s%s with a foreign Host: HTTP %d %q; want 421", base, p, code, body)
+				t.Errorf("%s%s with a foreign Host: HTTP %d %q; want 421", base, p, code, short(body))
 			}
 			if !strings.Contains(body, "local mode") {
-				t.Errorf("%s%s: the refusal does not say why: %q", base, p, body)
+				t.Errorf("%s%s: the refusal does not say why: %q", base, p, short(body))
 			}
 		}
 	}
 	code, body := get(t, g.URL+"/v1/models", "rebind.evil.example", "Authorization", "Bearer "+g.Dev.TenantKey)
 	var e errBody
 	if err := json.Unmarshal([]byte(body), &e); err != nil || code != 421 || e.Error.Code != "misdirected_request" || e.Error.Type == "" {
-		t.Errorf("/v1/ refusal: HTTP %d %q; want the OpenAI error shape", code, body)
+		t.Errorf("/v1/ refusal: HTTP %d %q; want the OpenAI error shape", code, short(body))
 	}
 	if code, body := get(t, g.URL+"/", "evil.example"); strings.HasPrefix(strings.TrimSpace(body), "{") || code != 421 {
-		t.Errorf("UI refusal: HTTP %d %q; want plain text", code, body)
+		t.Errorf("UI refusal: HTTP %d %q; want plain text", code, short(body))
 	}
 	// Loopback names are served.
 	for _, host := range []string{"", "localhost:8080", "127.0.0.1", "[::1]:8080"} {
@@ -308,7 +316,7 @@ func TestMetricsAreNotPublic(t *testing.T) {
 		}
 		var e errBody
 		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Code == "" {
-			t.Errorf("public /metrics refusal is not an OpenAI error: %q", body)
+			t.Errorf("public /metrics refusal is not an OpenAI error: %q", short(body))
 		}
 	}
 	if code, body := get(t, g.URL+"/metrics", "", "Authorization", "Bearer "+g.Dev.AdminKey); code != 200 || !strings.Contains(body, series) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -110,7 +111,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	}
 	env := []string{"QLC_ADMIN_KEY=" + envAdmin}
 	addr := freeAddr(t)
-	args := []string{"-local", "-addr", addr, "-data-dir", data, "-profiles", profiles, "-tenants", tenants}
+	args := []string{"-local", "-addr", addr, "-data-dir", data, "-profiles", profiles, "-tenants", tenants, "-ops-addr", "none"}
 	base := "http://" + addr
 
 	p := startProc(t, bin, env, args...)
@@ -162,5 +163,53 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	var s map[string]string
 	if code := doJSON(t, http.DefaultClient, "GET", base+"/ui/session", "", "", &s); code != 200 || s["tenant_key"] != dk2.TenantKey {
 		t.Errorf("/ui/session after the restart: HTTP %d, new key handed out: %v", code, s["tenant_key"] == dk2.TenantKey)
+	}
+}
+
+// TestOpsListener: the gateway serves /metrics without a key only on
+// -ops-addr (with /healthz and /readyz); on -addr, /metrics needs an admin
+// key, and health and readiness need none. In local mode, a request to
+// either address that names another host is refused (DNS rebinding).
+func TestOpsListener(t *testing.T) {
+	bin := buildGateway(t)
+	dir := t.TempDir()
+	profiles := filepath.Join(dir, "profiles.yaml")
+	if err := os.WriteFile(profiles, []byte(tlsProfiles), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, ops := freeAddr(t), freeAddr(t)
+	p := startProc(t, bin, nil, "-local", "-addr", addr, "-ops-addr", ops, "-data-dir", dir, "-profiles", profiles)
+	base, opsBase := "http://"+addr, "http://"+ops
+	waitHealthy(t, http.DefaultClient, base+"/readyz")
+	dk := readDevKeys(t, dir)
+	for _, c := range []struct {
+		url, key string
+		want     int
+	}{
+		{base + "/healthz", "", 200}, {base + "/readyz", "", 200},
+		{base + "/metrics", "", 401}, {base + "/metrics", dk.TenantKey, 403}, {base + "/metrics", dk.AdminKey, 200},
+		{opsBase + "/healthz", "", 200}, {opsBase + "/readyz", "", 200}, {opsBase + "/metrics", "", 200},
+		{opsBase + "/v1/models", dk.TenantKey, 404},
+	} {
+		if code := status(t, c.url, c.key); code != c.want {
+			t.Errorf("GET %s (key given: %v): HTTP %d; want %d", c.url, c.key != "", code, c.want)
+		}
+	}
+	for _, u := range []string{base + "/ui/session", base + "/v1/models", opsBase + "/metrics"} {
+		req, _ := http.NewRequest("GET", u, nil)
+		req.Host = "rebind.evil.example"
+		req.Header.Set("Authorization", "Bearer "+dk.TenantKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Errorf("GET %s with Host rebind.evil.example: HTTP %d; want 421", u, resp.StatusCode)
+		}
+	}
+	p.stop(t)
+	if !strings.Contains(p.out.String(), ops) {
+		t.Errorf("the startup log does not name the ops address %s", ops)
 	}
 }

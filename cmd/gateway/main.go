@@ -59,6 +59,7 @@ func run(args []string) error {
 	maxHeader := fs.Int("max-header-bytes", cli.EnvInt("QLC_MAX_HEADER_BYTES", 64<<10), "largest request header block, in bytes (QLC_MAX_HEADER_BYTES)")
 	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
+	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -125,6 +126,7 @@ func run(args []string) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.Engine, gcfg.Logger, gcfg.Gatherer, gcfg.Registerer = engine, logger, reg, reg
 	gcfg.Tenancy, gcfg.DevKeys, gcfg.MaxStreamsPerKey = tenancy, devKeys, *maxStreams
+	gcfg.LocalOnly = *local // only requests addressed to localhost: no DNS rebinding to the dev keys
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes, gcfg.BodyReadTimeout = *maxQuery, int64(*maxBody), *bodyTimeout
 	if members != nil {
 		gcfg.Ready = members.Ready
@@ -149,6 +151,11 @@ func run(args []string) error {
 	}
 	srv := gateway.NewHTTPServerWith(*addr, gw.Handler(), logger, gateway.EdgeLimits{
 		ReadHeaderTimeout: *readHeaderTimeout, IdleTimeout: *idleTimeout, MaxHeaderBytes: *maxHeader})
+	opsSrv, opsLn, err := listenOps(*opsAddr, *local, gw.OpsHandler(), logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv.TLSConfig = tlsConf
 	scheme := "http://"
 	if *tlsCert != "" {
@@ -157,13 +164,18 @@ func run(args []string) error {
 	url := scheme + displayAddr(ln.Addr().String())
 	logger.Info("QLC gateway listening", "url", url, "local", *local, "nodes", ecfg.Nodes, "seeds", *seeds, "actor_address", engine.Address(),
 		"profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
+	if opsLn != nil {
+		logger.Info("QLC gateway ops listener: /healthz, /readyz, /metrics (no key: keep it private)", "url", "http://"+opsLn.Addr().String())
+	} else {
+		logger.Info("no ops listener (-ops-addr): /metrics on the API address needs an admin key")
+	}
 	if *local {
 		fmt.Fprintf(os.Stderr, "\n  QLC is running: open %s in a browser (Ctrl-C stops it)\n\n", url)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2) // the API server and the ops server
 	go func() {
 		if tlsConf != nil {
 			errc <- srv.ServeTLS(ln, "", "")
@@ -171,6 +183,9 @@ func run(args []string) error {
 		}
 		errc <- srv.Serve(ln)
 	}()
+	if opsSrv != nil {
+		go func() { errc <- opsSrv.Serve(opsLn) }()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -189,10 +204,40 @@ func run(args []string) error {
 	if err := gw.Close(sctx); err != nil {
 		logger.Error("shutdown", "error", err)
 	}
+	if opsSrv != nil {
+		_ = opsSrv.Shutdown(sctx)
+	}
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// localOpsAddr is -ops-addr's default with -local: loopback, next to
+// `make run`'s localhost:8080.
+const localOpsAddr = "127.0.0.1:9080"
+
+// listenOps listens on the ops address: addr, or with local and no addr
+// localOpsAddr (if that port is taken, e.g. by a second local gateway, it
+// warns and serves no ops listener rather than fail); "none" or, outside
+// local mode, "": no listener (nil, nil, nil).
+func listenOps(addr string, local bool, h http.Handler, logger *slog.Logger) (*http.Server, net.Listener, error) {
+	byDefault := false
+	switch {
+	case addr == "none", addr == "" && !local:
+		return nil, nil, nil
+	case addr == "":
+		addr, byDefault = localOpsAddr, true
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if byDefault {
+			logger.Warn("the default ops address is taken: no ops listener (set -ops-addr)", "addr", addr, "error", err)
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("-ops-addr: %w", err)
+	}
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}, ln, nil
 }
 
 // openTenancy opens the store in dataDir and loads the tenants: from the

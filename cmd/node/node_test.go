@@ -136,7 +136,8 @@ func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+key)
 	if name == "gateway" {
 		// Its own store (a restarted gateway reuses the folder of its -addr).
-		cmd.Env = append(cmd.Env, "QLC_TENANTS="+tenantsFile, "QLC_DATA_DIR="+gatewayDataDir(t, args))
+		cmd.Env = append(cmd.Env, "QLC_TENANTS="+tenantsFile, "QLC_DATA_DIR="+gatewayDataDir(t, args),
+			"QLC_OPS_ADDR=none") // no fixed ops port: tests read /metrics on -addr with the admin key
 	}
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
@@ -286,9 +287,14 @@ func readEvents(t *testing.T, body io.Reader, from float64, onEvent func(map[str
 	return last
 }
 
+// metric reads series from the /metrics at url: a node's ops address, or a
+// gateway's API address, where /metrics needs an admin key (sent always;
+// nodes ignore it).
 func metric(t *testing.T, url, series string) string {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
