@@ -198,11 +198,19 @@ func metric(url, name string) (float64, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	// The gateway serves /metrics on its API address to an admin key only
+	// (nodes' ops addresses ignore the header).
+	if k, _ := adminKey.Load().(string); k != "" {
+		req.Header.Set("Authorization", "Bearer "+k)
+	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return 0, false
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false
+	}
 	var sum float64
 	found := false
 	sc := bufio.NewScanner(resp.Body)
@@ -240,6 +248,10 @@ var streamClient = &http.Client{
 // dev-keys.json once it has started).
 var apiKey atomic.Value
 
+// adminKey is the chaos gateway's admin key, which its /metrics asks for
+// (from dev-keys.json, or the compose tenants file's admin_keys).
+var adminKey atomic.Value
+
 // withKey sends apiKey with every request.
 type withKey struct{ next http.RoundTripper }
 
@@ -259,10 +271,12 @@ func loadKey(dataDir string) error {
 	}
 	var k struct {
 		TenantKey string `json:"tenant_key"`
+		AdminKey  string `json:"admin_key"`
 	}
 	if err := json.Unmarshal(b, &k); err != nil || k.TenantKey == "" {
 		return fmt.Errorf("chaos: gateway keys: bad dev-keys.json: %v", err)
 	}
 	apiKey.Store(k.TenantKey)
+	adminKey.Store(k.AdminKey)
 	return nil
 }

@@ -243,20 +243,29 @@ func rewriteCompose(resolved []byte, plan composePlan) ([]byte, error) {
 }
 
 // tenantKey is the first key of the tenant "dev" (else of the first tenant)
-// in a tenants file: the key the suite's requests carry.
+// in a tenants file: the key the suite's requests carry. The file's first
+// plain admin key is kept in adminKey, for the gateway's /metrics.
 func tenantKey(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("chaos: tenants file: %w", err)
 	}
 	var f struct {
-		Tenants []struct {
+		AdminKeys []string `yaml:"admin_keys"`
+		Tenants   []struct {
 			ID   string   `yaml:"id"`
 			Keys []string `yaml:"keys"`
 		} `yaml:"tenants"`
 	}
 	if err := yaml.Unmarshal(b, &f); err != nil {
 		return "", fmt.Errorf("chaos: tenants file %s: %w", path, err)
+	}
+	// The gateway's /metrics asks for an admin key.
+	for _, k := range f.AdminKeys {
+		if !strings.HasPrefix(k, "sha256:") {
+			adminKey.Store(k)
+			break
+		}
 	}
 	for _, dev := range []bool{true, false} { // the tenant "dev" first
 		for _, t := range f.Tenants {

@@ -49,9 +49,27 @@ func (s *Server) audit(r *http.Request, action, target string, detail any) {
 }
 
 type createTenantRequest struct {
-	ID     string       `json:"id"`
-	Name   string       `json:"name"`
-	Limits store.Limits `json:"limits"`
+	ID     string        `json:"id"`
+	Name   string        `json:"name"`
+	Limits limitsRequest `json:"limits"`
+}
+
+// limitsRequest is store.Limits as the admin API reads it: concurrent_runs
+// absent (nil) takes the gateway's default for new tenants
+// (Tenancy.DefaultConcurrentRuns); 0 given is "no limit".
+type limitsRequest struct {
+	store.Limits
+	ConcurrentRuns *int64 `json:"concurrent_runs"` // shadows Limits.ConcurrentRuns when decoding
+}
+
+// limits resolves the request's limits with t's default.
+func (l limitsRequest) limits(t *Tenancy) store.Limits {
+	out := l.Limits
+	out.ConcurrentRuns = t.DefaultConcurrentRuns()
+	if l.ConcurrentRuns != nil {
+		out.ConcurrentRuns = *l.ConcurrentRuns
+	}
+	return out
 }
 
 func (s *Server) adminCreateTenant(w http.ResponseWriter, r *http.Request) {
@@ -68,11 +86,12 @@ func (s *Server) adminCreateTenant(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidParam("id", "invalid_id", "id must be 1-64 letters, digits, '-' or '_'"))
 		return
 	}
-	if e := s.checkProfiles(req.Limits); e != nil {
+	limits := req.Limits.limits(s.tenancy)
+	if e := s.checkProfiles(limits); e != nil {
 		writeError(w, e)
 		return
 	}
-	tn, key, k, err := s.tenancy.CreateTenant(req.ID, req.Name, req.Limits)
+	tn, key, k, err := s.tenancy.CreateTenant(req.ID, req.Name, limits)
 	if e := adminError(err); e != nil {
 		writeError(w, e)
 		return
@@ -106,8 +125,8 @@ func (s *Server) adminGetTenant(w http.ResponseWriter, r *http.Request) {
 // patchTenantRequest: a field present replaces the stored one; limits are
 // replaced whole (send every limit the tenant should keep).
 type patchTenantRequest struct {
-	Name   *string       `json:"name"`
-	Limits *store.Limits `json:"limits"`
+	Name   *string        `json:"name"`
+	Limits *limitsRequest `json:"limits"`
 }
 
 func (s *Server) adminPatchTenant(w http.ResponseWriter, r *http.Request) {
@@ -124,19 +143,29 @@ func (s *Server) adminPatchTenant(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidParam("name", "invalid_name", "name must be 1-200 bytes"))
 		return
 	}
+	var limits *store.Limits
 	if req.Limits != nil {
-		if e := s.checkProfiles(*req.Limits); e != nil {
+		l := req.Limits.limits(s.tenancy)
+		if e := s.checkProfiles(l); e != nil {
 			writeError(w, e)
 			return
 		}
+		limits = &l
 	}
-	tn, err := s.tenancy.UpdateTenant(r.PathValue("id"), req.Name, req.Limits)
+	tn, err := s.tenancy.UpdateTenant(r.PathValue("id"), req.Name, limits)
 	if e := adminError(err); e != nil {
 		writeError(w, e)
 		return
 	}
-	s.audit(r, "tenant.update", tn.ID, req)
+	s.audit(r, "tenant.update", tn.ID, patchTenantAudit{Name: req.Name, Limits: limits})
 	writeJSON(w, http.StatusOK, s.tenantView(tn))
+}
+
+// patchTenantAudit is what the audit log keeps of a PATCH: the limits as
+// applied (with the default concurrent_runs filled in).
+type patchTenantAudit struct {
+	Name   *string       `json:"name,omitempty"`
+	Limits *store.Limits `json:"limits,omitempty"`
 }
 
 func (s *Server) adminCreateKey(w http.ResponseWriter, r *http.Request) {

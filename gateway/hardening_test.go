@@ -339,3 +339,77 @@ func TestMetricsAreNotPublic(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultConcurrentRuns: a tenant created without concurrent_runs (admin
+// API or tenants file) gets the gateway's default, so a flood from it is
+// refused past the default while another tenant's runs are still admitted;
+// 0 given is no limit; a PATCH whose limits omit it gets the default too.
+func TestDefaultConcurrentRuns(t *testing.T) {
+	g := startTenantGateway(t, nil)
+	if got := g.Tenancy.DefaultConcurrentRuns(); got != DefaultConcurrentRuns || DefaultConcurrentRuns <= 0 {
+		t.Fatalf("default concurrent runs %d (const %d); want a positive default", got, DefaultConcurrentRuns)
+	}
+	if err := g.Tenancy.SetDefaultConcurrentRuns(-1); err == nil {
+		t.Fatal("a negative default was accepted")
+	}
+	if err := g.Tenancy.SetDefaultConcurrentRuns(2); err != nil {
+		t.Fatal(err)
+	}
+	limitsOf := func(id string) store.Limits {
+		t.Helper()
+		var v tenantView
+		if code, _ := call(t, "GET", g.URL+"/v1/admin/tenants/"+id, g.Dev.AdminKey, "", &v); code != 200 {
+			t.Fatalf("GET tenant %s: %d", id, code)
+		}
+		return v.Limits
+	}
+	flood, floodKey := newTenant(t, g, "flood", `{"requests_per_minute":1000}`)
+	open, _ := newTenant(t, g, "open", `{"concurrent_runs":0}`)
+	five, _ := newTenant(t, g, "five", `{"concurrent_runs":5}`)
+	_, otherKey := newTenant(t, g, "other", "")
+	for id, want := range map[string]int64{flood: 2, open: 0, five: 5} {
+		if got := limitsOf(id).ConcurrentRuns; got != want {
+			t.Errorf("tenant %s: concurrent_runs %d; want %d", id, got, want)
+		}
+	}
+	if l := limitsOf(flood); l.RequestsPerMinute != 1000 {
+		t.Errorf("the other limits were lost: %+v", l)
+	}
+	// PATCH replaces limits whole: without concurrent_runs, the default.
+	if code, _ := call(t, "PATCH", g.URL+"/v1/admin/tenants/"+five, g.Dev.AdminKey, `{"limits":{"requests_per_minute":50}}`, nil); code != 200 {
+		t.Fatalf("PATCH: %d", code)
+	}
+	if got := limitsOf(five).ConcurrentRuns; got != 2 {
+		t.Errorf("after a PATCH without concurrent_runs: %d; want the default 2", got)
+	}
+	// A flood from one tenant stops at the default; another is admitted.
+	for i := range 2 {
+		if code, _, _, e := postRun(t, g.URL, floodKey, "slow"); code != http.StatusCreated {
+			t.Fatalf("flood run %d: HTTP %d %+v", i, code, e)
+		}
+	}
+	code, _, _, e := postRun(t, g.URL, floodKey, "slow")
+	if code != http.StatusTooManyRequests || e.Error.Code != "concurrent_runs" {
+		t.Fatalf("third concurrent run of a tenant with the default: HTTP %d %+v; want 429 concurrent_runs", code, e)
+	}
+	if code, _, _, e := postRun(t, g.URL, otherKey, "slow"); code != http.StatusCreated {
+		t.Fatalf("another tenant during the flood: HTTP %d %+v", code, e)
+	}
+	// The tenants file: absent is the default, 0 is no limit.
+	file := filepath.Join(t.TempDir(), "tenants.yaml")
+	if err := os.WriteFile(file, []byte(`tenants:
+  - {id: filed, name: Filed}
+  - {id: filed-open, name: Filed open, limits: {concurrent_runs: 0}}
+  - {id: filed-seven, name: Filed seven, limits: {concurrent_runs: 7, weight: 2}}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Tenancy.LoadTenantsFile(file); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]int64{"filed": 2, "filed-open": 0, "filed-seven": 7} {
+		if tn, ok := g.Tenancy.Tenant(id); !ok || tn.Limits.ConcurrentRuns != want {
+			t.Errorf("file tenant %s: %+v; want concurrent_runs %d", id, tn.Limits, want)
+		}
+	}
+}

@@ -42,6 +42,9 @@ type Tenancy struct {
 	mu      sync.RWMutex
 	tenants map[string]store.Tenant
 	keys    map[string]store.Key // by key id
+	// defaultRuns is concurrent_runs for a tenant created (admin API, tenants
+	// file) without one; 0: no limit.
+	defaultRuns int64
 
 	// Set by Replicate: the engine that reaches the other gateways.
 	engine *actors.Engine
@@ -58,7 +61,7 @@ func NewTenancy(st *store.Store, logger *slog.Logger) (*Tenancy, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	t := &Tenancy{st: st, logger: logger, tenants: map[string]store.Tenant{}, keys: map[string]store.Key{}}
+	t := &Tenancy{st: st, logger: logger, tenants: map[string]store.Tenant{}, keys: map[string]store.Key{}, defaultRuns: DefaultConcurrentRuns}
 	tenants, err := st.Tenants()
 	if err != nil {
 		return nil, fmt.Errorf("gateway: load tenants: %w", err)
@@ -74,6 +77,34 @@ func NewTenancy(st *store.Store, logger *slog.Logger) (*Tenancy, error) {
 		t.keys[k.ID] = k
 	}
 	return t, nil
+}
+
+// DefaultConcurrentRuns is concurrent_runs for a tenant whose limits (admin
+// API, tenants file) do not set it: enough for any interactive use, far
+// below the engine's MaxActiveRuns (1000), so one tenant cannot hold every
+// run slot. Change it with SetDefaultConcurrentRuns (cmd/gateway's
+// -default-concurrent-runs).
+const DefaultConcurrentRuns = 16
+
+// SetDefaultConcurrentRuns sets concurrent_runs for tenants created or
+// updated without one from now on; 0: no limit. Negative values are an
+// error.
+func (t *Tenancy) SetDefaultConcurrentRuns(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("gateway: default concurrent runs %d is negative (0 is no limit)", n)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.defaultRuns = n
+	return nil
+}
+
+// DefaultConcurrentRuns is concurrent_runs for a tenant whose limits do
+// not set it.
+func (t *Tenancy) DefaultConcurrentRuns() int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.defaultRuns
 }
 
 // Store is the registry's (and the ledger's) store.
@@ -495,6 +526,10 @@ func (t *Tenancy) broadcast(ts []store.Tenant, ks []store.Key) {
 //	             concurrent_runs: 20, token_budget: 5000000, budget_period: month,
 //	             profiles: [fast, balanced], weight: 1, max_streams: 32}
 //
+// A tenant without concurrent_runs gets the Tenancy's default
+// (DefaultConcurrentRuns); concurrent_runs: 0 is no limit. Keys in clear
+// need MinKeyBits of entropy.
+//
 // Its rows are versioned by the file's modification time: a file edited
 // after an admin API change wins, an older one does not undo it.
 type TenantsFile struct {
@@ -504,6 +539,9 @@ type TenantsFile struct {
 		Name   string       `yaml:"name" json:"name"`
 		Keys   []string     `yaml:"keys" json:"keys"`
 		Limits store.Limits `yaml:"limits" json:"limits"`
+		// runsSet: the file gives limits.concurrent_runs (else the
+		// Tenancy's default applies).
+		runsSet bool
 	} `yaml:"tenants" json:"tenants"`
 }
 
@@ -532,6 +570,17 @@ func ParseTenantsFile(data []byte) (*TenantsFile, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
+	}
+	// Which tenants set concurrent_runs (absent: the default applies).
+	var given struct {
+		Tenants []struct {
+			Limits map[string]any `yaml:"limits"`
+		} `yaml:"tenants"`
+	}
+	if err := yaml.Unmarshal(data, &given); err == nil && len(given.Tenants) == len(f.Tenants) {
+		for i, tn := range given.Tenants {
+			_, f.Tenants[i].runsSet = tn.Limits["concurrent_runs"]
+		}
 	}
 	seen := map[string]bool{}
 	for i, tn := range f.Tenants {
@@ -616,6 +665,9 @@ func slug(name string) string {
 func (t *Tenancy) applyFile(f *TenantsFile, version time.Time) error {
 	for _, tf := range f.Tenants {
 		old, exists := t.Tenant(tf.ID)
+		if !tf.runsSet {
+			tf.Limits.ConcurrentRuns = t.DefaultConcurrentRuns()
+		}
 		tn := store.Tenant{ID: tf.ID, Name: strings.TrimSpace(tf.Name), Limits: tf.Limits, CreatedAt: version, UpdatedAt: version}
 		if exists {
 			tn.CreatedAt = old.CreatedAt

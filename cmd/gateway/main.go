@@ -59,6 +59,7 @@ func run(args []string) error {
 	maxHeader := fs.Int("max-header-bytes", cli.EnvInt("QLC_MAX_HEADER_BYTES", 64<<10), "largest request header block, in bytes (QLC_MAX_HEADER_BYTES)")
 	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
+	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
 	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -111,7 +112,7 @@ func run(args []string) error {
 		}
 		defer members.Close()
 	}
-	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local || *devKeysFlag, logger)
+	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local || *devKeysFlag, int64(*defaultRuns), logger)
 	if err != nil {
 		return err
 	}
@@ -243,7 +244,7 @@ func listenOps(addr string, local bool, h http.Handler, logger *slog.Logger) (*h
 // openTenancy opens the store in dataDir and loads the tenants: from the
 // tenants file, QLC_ADMIN_KEY, and with dev the dev tenant (made on first
 // start and written to dataDir/dev-keys.json).
-func openTenancy(dataDir, tenantsFile string, dev bool, logger *slog.Logger) (*gateway.Tenancy, *gateway.DevKeys, error) {
+func openTenancy(dataDir, tenantsFile string, dev bool, defaultRuns int64, logger *slog.Logger) (*gateway.Tenancy, *gateway.DevKeys, error) {
 	st, err := store.Open(filepath.Join(dataDir, "qlc.db"))
 	if err != nil {
 		return nil, nil, err
@@ -256,6 +257,9 @@ func openTenancy(dataDir, tenantsFile string, dev bool, logger *slog.Logger) (*g
 	fail := func(err error) (*gateway.Tenancy, *gateway.DevKeys, error) {
 		st.Close()
 		return nil, nil, err
+	}
+	if err := t.SetDefaultConcurrentRuns(defaultRuns); err != nil {
+		return fail(fmt.Errorf("-default-concurrent-runs: %w", err))
 	}
 	if tenantsFile != "" {
 		if err := t.LoadTenantsFile(tenantsFile); err != nil {
