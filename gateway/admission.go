@@ -132,11 +132,11 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 	}
 	if err != nil {
 		// The limiter may have granted it all the same: take it back.
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.goBackground(func() {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 			defer cancel()
 			_ = s.engine.Settle(ctx, a.tenant, id, 0)
-		}()
+		})
 		s.logger.Error("tenant limiter unreachable", "tenant", a.tenant, "error", err)
 		s.metrics.refused.WithLabelValues(s.metrics.tenant(a.tenant), "limiter_unavailable").Inc()
 		return nil, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "limiter_unavailable", RetryAfter: 1,

@@ -70,6 +70,12 @@ func FuzzChatRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Cleanup(func() { // goleak (main_test.go) holds every test to this
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		engine.Shutdown(ctx)
+		_ = s.Close(ctx)
+	})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req chatRequest
 		if e := decodeBody(body, &req, false); e != nil {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/base32"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -411,5 +413,69 @@ func TestDefaultConcurrentRuns(t *testing.T) {
 		if tn, ok := g.Tenancy.Tenant(id); !ok || tn.Limits.ConcurrentRuns != want {
 			t.Errorf("file tenant %s: %+v; want concurrent_runs %d", id, tn.Limits, want)
 		}
+	}
+}
+
+// TestCloseWaitsForItsGoroutines: Server.Close stops the gateway's
+// background goroutines (recoverOpen, here inside a readiness check of a
+// cluster that is not ready; keepRuns) and returns only once they have
+// ended; a second Close is harmless. (goleak in main_test.go checks every
+// test of the package for leaks at its end.)
+func TestCloseWaitsForItsGoroutines(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	p := newTenancyServer(t, "", func(c *Config, _ *actors.Config) {
+		c.Ready = func() error {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-release
+			return errors.New("no node yet")
+		}
+	})
+	select {
+	case <-entered: // recoverOpen is waiting for the cluster
+	case <-time.After(10 * time.Second):
+		t.Fatal("recoverOpen never asked whether the cluster is ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.engine.Shutdown(ctx)
+	closed := make(chan error, 1)
+	go func() { closed <- p.gw.Close(ctx) }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while recoverOpen was still running", err)
+	case <-time.After(300 * time.Millisecond): // Close cannot return before release
+	}
+	close(release)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return once recoverOpen could end")
+	}
+	st := stacks()
+	for _, f := range []string{"gateway.(*Server).recoverOpen", "gateway.(*Server).keepRuns"} {
+		if strings.Contains(st, f) {
+			t.Errorf("%s still runs after Close returned", f)
+		}
+	}
+	if err := p.gw.Close(ctx); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+}
+
+// stacks is every goroutine's stack.
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }

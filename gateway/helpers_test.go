@@ -97,6 +97,9 @@ func startGateway(t testing.TB, configYAML string, mutate func(*Config, *actors.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		engine.Shutdown(ctx)
+		if err := gw.Close(ctx); err != nil {
+			t.Logf("gateway close: %v", err)
+		}
 		srv.CloseClientConnections()
 		srv.Close()
 		ops.Close()

@@ -155,8 +155,17 @@ type Server struct {
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per key id
 
-	accounting sync.WaitGroup // runs waiting to be billed
-	stop       chan struct{}  // closed by Close
+	// Goroutines, each owned by the Server and waited for by Close: the
+	// runs waiting to be billed (accounting), and the background work
+	// (bg: recoverOpen, keepRuns, a limiter's settle after a failed admit).
+	// stop (and ctx, cancelled with it) tells them to end.
+	accounting sync.WaitGroup
+	bgMu       sync.Mutex // guards bgClosed and bg.Add against Close's bg.Wait
+	bgClosed   bool
+	bg         sync.WaitGroup
+	stop       chan struct{} // closed by Stop
+	ctx        context.Context
+	cancel     context.CancelFunc
 	closeOnce  sync.Once
 }
 
@@ -168,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, engine: cfg.Engine, tenancy: cfg.Tenancy, logger: cfg.Logger,
 		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}, stop: make(chan struct{}),
 		metricsHandler: promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.tenancy != nil {
 		if err := s.engine.ServeLedger(s.ledgerState); err != nil {
 			return nil, err
@@ -208,24 +218,48 @@ func New(cfg Config) (*Server, error) {
 	ops.Handle("GET /metrics", s.metricsHandler)
 	s.opsHandler = s.recoverer(s.loopbackOnly(ops))
 	if s.tenancy != nil {
-		go s.recoverOpen()
-		go s.keepRuns()
+		s.goBackground(s.recoverOpen)
+		s.goBackground(s.keepRuns)
 	}
 	return s, nil
+}
+
+// goBackground runs f in a goroutine that Close waits for; f must end soon
+// after s.stop is closed. After Close has begun, f is not started (it
+// reports false).
+func (s *Server) goBackground(f func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgClosed {
+		return false
+	}
+	s.bg.Go(f)
+	return true
 }
 
 // Stop tells the server it is going away: runs still going (on nodes)
 // are no longer waited for; their reservations stay open in the ledger, and
 // the next start follows them again and bills them. Call it before the
 // engine's Shutdown when runs live on nodes; Close calls it too.
-func (s *Server) Stop() { s.closeOnce.Do(func() { close(s.stop) }) }
+func (s *Server) Stop() {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.cancel()
+	})
+}
 
-// Close waits (until ctx is done) for the runs admitted here to be billed
-// in the ledger: call it after the engine has ended its runs.
+// Close stops the server's background goroutines and waits (until ctx is
+// done) for them and for the runs admitted here to be billed in the ledger:
+// call it after the engine has ended its runs. Calling it again is safe (it
+// waits again).
 func (s *Server) Close(ctx context.Context) error {
 	s.Stop()
+	s.bgMu.Lock()
+	s.bgClosed = true
+	s.bgMu.Unlock()
 	done := make(chan struct{})
-	go func() {
+	go func() { // ends when both groups are done, even after ctx gave up
+		s.bg.Wait()
 		s.accounting.Wait()
 		close(done)
 	}()

@@ -25,14 +25,7 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 	s.accounting.Add(1)
 	go func() {
 		defer s.accounting.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), maxRunWait)
-		go func() { // ends with this goroutine (cancel) or at Close
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := context.WithTimeout(s.ctx, maxRunWait) // cancelled by Stop too
 		err := hub.WaitDone(ctx)
 		cancel()
 		if err != nil && !hub.Done() && isClosed(s.stop) {
