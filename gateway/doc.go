@@ -1,8 +1,10 @@
 // Package gateway is QLC's HTTP edge: the run API (create, status, cancel),
 // run event streams over SSE and WebSocket, the OpenAI-compatible
-// /v1/chat/completions and /v1/models, the embedded web UI, and the
-// operational endpoints /healthz, /readyz and /metrics. The API is described
-// in docs/api.md.
+// /v1/chat/completions and /v1/models, tokenization, tenants with their keys
+// and limits, the usage ledger, the embedded web UI, and the operational
+// endpoints. The API is described in docs/api.md.
+//
+// # Streams
 //
 // Every stream is a Subscription to a run's hub (package actors) pumped into a
 // transport (transport.go): SSE (sse.go), WebSocket (ws.go) or an OpenAI
@@ -13,12 +15,56 @@
 // hub allows gets a lagged notice and is disconnected; it may resume from the
 // sequence number in the notice.
 //
-// Life cycle:
+// # Tenancy
 //
-//  1. New validates a Config (an actors.Engine is required) and builds the
-//     routes.
-//  2. Handler serves them; wrap it in an http.Server with the timeouts from
-//     Config (cmd/gateway does).
+// With Config.Tenancy (tenancy.go; cmd/gateway always sets it) every /v1/
+// request carries "Authorization: Bearer <key>":
+//
+//   - Keys are random ("qlc_" and 160 bits), shown once, stored only as
+//     SHA-256 hashes in the store (gateway/store), compared in constant time
+//     and never logged. A tenant key runs queries and sees only its tenant's
+//     runs (another tenant's run is a 404, exactly like a missing one); an
+//     admin key manages tenants (admin.go: /v1/admin/…, every change audited)
+//     and reads every tenant's usage. Keys given in clear in a tenants file or
+//     QLC_ADMIN_KEY need MinKeyBits of entropy (keystrength.go).
+//   - A revoked key id is a tombstone: no restart, environment variable,
+//     tenants file or peer brings it back (the store's PutKey refuses any
+//     unrevoked row over a revoked one); re-enabling takes a new key.
+//   - Limits per tenant (requests and tokens per minute, concurrent runs,
+//     token budget per period, allowed profiles, fair-share weight, event
+//     streams per key) are enforced cluster-wide: admission.go reserves the
+//     run's upper-bound token count in the ledger, then asks the tenant's
+//     limiter actor (one per tenant in the cluster, rebuilt from every
+//     gateway's ledger after a loss). A tenant created without
+//     concurrent_runs gets Tenancy.DefaultConcurrentRuns.
+//   - The usage ledger (usage.go) bills every run from its event log exactly
+//     once (keyed by run id), settles the limiter at the real count, and keeps
+//     finished runs' logs for Config.KeepRuns; a gateway restarted after a
+//     crash follows the runs it had admitted again (recoverOpen) and bills
+//     them.
+//   - The registry (tenants and keys) is replicated between the cluster's
+//     gateways (Tenancy.Replicate): a change is pushed to every peer, and each
+//     gateway pulls the others' registries at start and every minute; the row
+//     with the latest version wins (last-writer-wins), except that a
+//     revocation always wins.
+//   - In local mode (Config.DevKeys) a dev tenant's key is handed to the web
+//     UI on this machine only (local.go: loopback peer, loopback Host, no
+//     forwarding header), and Config.LocalOnly refuses requests addressed to
+//     any other host name (DNS rebinding).
+//
+// # Life cycle
+//
+//  1. New validates a Config (an actors.Engine is required), builds the
+//     routes and, with Tenancy, starts its background goroutines
+//     (recoverOpen, keepRuns), all owned by the Server.
+//  2. Handler serves the public routes: the API, the UI, /healthz and
+//     /readyz (/metrics only to an admin key); OpsHandler serves /healthz,
+//     /readyz and /metrics without a key, for an address only operators
+//     reach. Wrap them in http.Servers (NewHTTPServerWith; cmd/gateway does).
 //  3. Every request gets a clear OpenAI-shaped error on bad input; nothing a
 //     request does can affect another run.
+//  4. Stop (when runs live on nodes and must go on), then, after the engine's
+//     Shutdown, Close: it stops the background goroutines and waits for them
+//     and for the runs admitted here to be billed. Close is idempotent.
+//     Tenancy.Close stops registry replication; the store is closed last.
 package gateway

@@ -15,9 +15,9 @@ for i in 1 2 3; do
   pids+=($!)
 done
 ./bin/gateway -addr "${QLC_ADDR:-127.0.0.1:8080}" -seeds 127.0.0.1:7946 -gossip-bind 127.0.0.1:7950 \
-  -bind 127.0.0.1:8095 -log-format text -dev-keys >.qlc/cluster/gateway.log 2>&1 &
+  -bind 127.0.0.1:8095 -ops-addr 127.0.0.1:9093 -log-format text -dev-keys >.qlc/cluster/gateway.log 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break; sleep 0.1; done
-echo "QLC cluster: 3 nodes + gateway — open http://localhost:8080 (node metrics on :9090-9092, logs in .qlc/cluster/; API keys in .qlc/dev-keys.json)."
+echo "QLC cluster: 3 nodes + gateway — open http://localhost:8080 (metrics: nodes on 127.0.0.1:9090-9092, gateway on 127.0.0.1:9093; logs in .qlc/cluster/; API keys in .qlc/dev-keys.json)."
 echo "Ctrl-C stops it."
 wait
