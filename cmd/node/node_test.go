@@ -66,6 +66,7 @@ tenants:
   - id: test
     name: Test tenant
     keys: [` + testTenantKey + `]
+    limits: {concurrent_runs: 0} # no limit (the default is 16)
 `
 
 var tenantsFile string

@@ -46,7 +46,7 @@ var benchTenants int
 func benchAdmission(b *testing.B, base, profile string) {
 	benchTenants++
 	tn := createTenant(b, base, fmt.Sprintf("bench-%d", benchTenants), fmt.Sprintf("Admission bench %d", benchTenants),
-		map[string]any{"requests_per_minute": 1_000_000, "token_budget": int64(1) << 50})
+		map[string]any{"requests_per_minute": 1_000_000, "token_budget": int64(1) << 50, "concurrent_runs": 0})
 	var ids []string
 	defer func() {
 		// Cancel what still runs, so the processes stop at once.

@@ -434,7 +434,7 @@ func TestBudgetHoldsAcrossTwoGateways(t *testing.T) {
 	r := reservation(t, "slow")
 	const slots = 40
 	budget := slots * r
-	tn := createTenant(t, a, "budget-two-gateways", "Budget across two gateways", map[string]any{"token_budget": budget})
+	tn := createTenant(t, a, "budget-two-gateways", "Budget across two gateways", map[string]any{"token_budget": budget, "concurrent_runs": 0}) // the budget alone limits
 	waitKeyStatus(t, b, tn.key, 200, 10*time.Second)
 
 	// "slow" runs last minutes: none settles while the others are admitted.
@@ -563,7 +563,7 @@ func TestBudgetSurvivesNodeLoss(t *testing.T) {
 	r := reservation(t, "medium")
 	const slots = 30
 	budget := slots * r
-	tn := createTenant(t, gw.base, "budget-node-loss", "Budget through a node loss", map[string]any{"token_budget": budget})
+	tn := createTenant(t, gw.base, "budget-node-loss", "Budget through a node loss", map[string]any{"token_budget": budget, "concurrent_runs": 0}) // the budget alone limits
 	victim := c.limiterHost(gw, tn.id)
 
 	type admittedRun struct {
