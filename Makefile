@@ -44,7 +44,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/sse/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChunk$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/openai/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/
-	$(GO) test -run '^$$' -fuzz '^FuzzNextToken$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/
+	$(GO) test -run '^$$' -fuzz '^FuzzNextToken$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/sim/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRunRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzChatRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEventJSON$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
