@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/stats"
 
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // Metrics are the run pipeline's Prometheus metrics. Label sets are bounded by
@@ -34,7 +35,7 @@ type Metrics struct {
 	tokenizerBatches   prometheus.Histogram
 	hedges             *prometheus.CounterVec // outcome
 
-	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
+	tokensByStage [stagework.NumStages + 1]prometheus.Counter // resolved once: the per-token path does no label lookup
 
 	slots        atomic.Pointer[runSlots] // read by the two gauges below; nil: no slots yet
 	slotsInUse   prometheus.GaugeFunc
@@ -112,8 +113,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.slotsWaiting = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "qlc_runs_waiting_for_slot", Help: "Runs queued for a run slot of this process, in weighted-fair order per tenant.",
 	}, func() float64 { return float64(m.slots.Load().stats().Waiting) })
-	for s := messages.Stage_STAGE_GENERATOR; s <= messages.Stage_STAGE_CURATOR; s++ {
-		m.tokensByStage[s] = m.tokensStreamed.WithLabelValues(stageName(s))
+	for _, s := range stagework.Stages {
+		m.tokensByStage[toMsgStage(s)] = m.tokensStreamed.WithLabelValues(s.String())
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
