@@ -565,15 +565,6 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 // Hosted is how many run coordinators run on this process now.
 func (e *Engine) Hosted() int { return int(e.deps.hosted.Load()) }
 
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("actors: pick a port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // NewEngine starts an actor system and the run machinery on it.
 func NewEngine(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
@@ -608,12 +599,6 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("actors: Remote.Bind port %q: %w", portStr, err)
 		}
-		if port == 0 {
-			// protoactor needs the port up front to name its PIDs: pick a free one.
-			if port, err = freePort(host); err != nil {
-				return nil, err
-			}
-		}
 		opts := []remote.ConfigOption{
 			// protoactor sends up to this many envelopes in one gRPC message;
 			// with 256-delta batches, 1000 (its default) can pass gRPC's
@@ -637,11 +622,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, errNoKey
 		}
 		opts = append(opts, remote.WithServerOptions(srvOpts...), remote.WithDialOptions(dialOpts...))
-		if cfg.Remote.Advertise != "" {
-			opts = append(opts, remote.WithAdvertisedHost(net.JoinHostPort(cfg.Remote.Advertise, strconv.Itoa(port))))
+		// Port 0 picks a free port: see startRemote.
+		if e.remote, err = startRemote(system, host, port, cfg.Remote.Advertise, opts); err != nil {
+			return nil, err
 		}
-		e.remote = remote.NewRemote(system, remote.Configure(host, port, opts...))
-		e.remote.Start()
 		props := actor.PropsFromProducer(func() actor.Actor { return &runStarter{e: e} },
 			actor.WithSupervisor(stopOnFailure))
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {

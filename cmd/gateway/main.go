@@ -59,6 +59,7 @@ func run(args []string) error {
 	maxHeader := fs.Int("max-header-bytes", cli.EnvInt("QLC_MAX_HEADER_BYTES", 64<<10), "largest request header block, in bytes (QLC_MAX_HEADER_BYTES)")
 	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
+	addrFile := cli.AddrFileFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -159,6 +160,17 @@ func run(args []string) error {
 		"profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
 	if *local {
 		fmt.Fprintf(os.Stderr, "\n  QLC is running: open %s in a browser (Ctrl-C stops it)\n\n", url)
+	}
+
+	bound := cli.Addrs{HTTP: ln.Addr().String()}
+	if ecfg.Remote != nil {
+		bound.Actor = engine.Address()
+	}
+	if members != nil {
+		bound.Gossip = members.GossipAddr()
+	}
+	if err := cli.WriteAddrs(*addrFile, bound); err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -43,6 +43,7 @@ func run(args []string) error {
 	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
 	disable := fs.String("disable-features", cli.Env("QLC_DISABLE_FEATURES", ""), "CPU features to pretend absent, e.g. avx2 (QLC_DISABLE_FEATURES)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
+	addrFile := cli.AddrFileFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,6 +103,7 @@ func run(args []string) error {
 	defer stop()
 	errc := make(chan error, 1)
 	var srv *http.Server
+	bound := cli.Addrs{Actor: engine.Address(), Gossip: members.GossipAddr()}
 	if *opsAddr != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, `{"status":"ok"}`) })
@@ -119,6 +121,10 @@ func run(args []string) error {
 		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- srv.Serve(ln) }()
+		bound.Ops = ln.Addr().String()
+	}
+	if err := cli.WriteAddrs(*addrFile, bound); err != nil {
+		return err
 	}
 	select {
 	case err := <-errc:

@@ -127,6 +127,7 @@ func (m *Membership) Run(engine *actors.Engine) error {
 	if err != nil {
 		return err
 	}
+	m.cfg.Bind = pinGossipPort(m.cfg.Bind, c) // a rejoin binds the same port
 	m.mu.Lock()
 	m.c = c
 	m.mu.Unlock()
