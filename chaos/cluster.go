@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,14 +58,37 @@ func randomKey() (string, error) {
 	return base64.StdEncoding.EncodeToString(b), nil
 }
 
-// freeAddr is a loopback address with a port that was free a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("chaos: free port: %w", err)
+// listenAddrs is what a node or gateway writes to its -addr-file once it
+// listens (cmd/internal/cli.Addrs): the addresses it bound. The local
+// backend starts every process with port 0 and reads them back.
+type listenAddrs struct {
+	HTTP   string `json:"http"`
+	Ops    string `json:"ops"`
+	Actor  string `json:"actor"`
+	Gossip string `json:"gossip"`
+}
+
+// waitAddrs polls path until the process has written its addresses.
+func waitAddrs(path string, within time.Duration, died <-chan struct{}) (listenAddrs, error) {
+	deadline := time.Now().Add(within)
+	for {
+		var a listenAddrs
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if err = json.Unmarshal(b, &a); err == nil {
+				return a, nil
+			}
+		}
+		select {
+		case <-died:
+			return a, errors.New("the process exited")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return a, fmt.Errorf("no addresses in %s within %v: %v", path, within, err)
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // proc is one node or gateway: a local process, or one incarnation of a

@@ -863,3 +863,18 @@ func (e *engineAPI) kill(id string) error {
 	}
 	return nil
 }
+
+// freeAddr is a loopback address with a port that was free a moment ago.
+// Only the compose backend uses it: the compose file must name the host
+// port each container publishes, and a container restarted in place keeps
+// it. (Publishing "127.0.0.1::9090" and asking `docker compose port` would
+// avoid the race, but a restart may then move the port.) The local backend
+// binds port 0 and reads the ports back (-addr-file).
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("chaos: free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
