@@ -365,10 +365,7 @@ func TestUnreachableBehindAProxy(t *testing.T) {
 	if err == nil || !unreachable(err) {
 		t.Fatalf("closed before an answer: err %v, unreachable %v", err, err != nil && unreachable(err))
 	}
-	closed, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	closed := refusedAddr(t)
 	if _, err := httpClient.Get("http://" + closed + "/"); err == nil || !unreachable(err) {
 		t.Fatalf("refused: err %v", err)
 	}
