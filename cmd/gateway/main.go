@@ -79,21 +79,25 @@ func run(args []string) error {
 	stages := ecfg.Stages
 	ecfg.MaxActiveRuns = *maxRuns
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
-	key, err := cli.ClusterKey()
+	ring, err := cli.LoadKeyring(os.Getenv, !*local)
 	if err != nil {
 		return err
 	}
+	if err := cli.CheckInsecure(*insecure, map[string]string{"bind": *bind, "advertise": *advertise, "gossip-bind": *gossipBind, "gossip-advertise": *gossipAdvertise}); err != nil {
+		return err
+	}
+	key := ring.Primary
 	var members *cli.Membership
 	switch ecfg.Nodes = cli.SplitList(*nodes); {
 	case *seeds != "":
 		members = cli.NewMembership(cli.MembershipConfig{
 			Base: cli.Hostname("gateway"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-			Key: key, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
+			Key: key, SecondaryKeys: ring.Secondary, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
 		})
 		ecfg.Placer, ecfg.TokenizerPlacer, ecfg.Limiters, ecfg.Nodes = members, members, members, nil
 		fallthrough
 	case len(ecfg.Nodes) > 0:
-		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
+		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
 	}
 	if members == nil {
 		// One process (or fixed nodes): this process counts tokens itself,

@@ -55,12 +55,16 @@ func run(args []string) error {
 		return err
 	}
 	stages := cfg.Stages
-	key, err := cli.ClusterKey()
+	ring, err := cli.LoadKeyring(os.Getenv, true)
 	if err != nil {
 		return err
 	}
+	if err := cli.CheckInsecure(*insecure, map[string]string{"bind": *bind, "advertise": *advertise, "gossip-bind": *gossipBind, "gossip-advertise": *gossipAdvertise}); err != nil {
+		return err
+	}
+	key := ring.Primary
 	cfg.RunSlots, cfg.RunSlotHeadroom = *runSlots, *slotHeadroom
-	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
+	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
 	kinds := []string{cli.KindCoordinator}
 	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {
 		cfg.PreloadTokenizer = true
@@ -89,7 +93,7 @@ func run(args []string) error {
 	}
 	members = cli.NewMembership(cli.MembershipConfig{
 		Base: cli.Hostname("node"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-		Key: key, Insecure: *insecure, Kinds: kinds, DisableFeatures: cli.SplitList(*disable),
+		Key: key, SecondaryKeys: ring.Secondary, Insecure: *insecure, Kinds: kinds, DisableFeatures: cli.SplitList(*disable),
 		Logger: logger, Registerer: reg,
 	})
 	if err := members.Run(engine); err != nil {
