@@ -185,7 +185,7 @@ func TestClusterKeyRotationLosesNoRun(t *testing.T) {
 // start with a one-line error; so does a gateway in a cluster.
 func TestKeyAndInsecureRefusals(t *testing.T) {
 	published := "cWxjLWRldi1jbHVzdGVyLWtleS0wMDAwMDAwMDAwMDA=" // the old compose default
-	short := "MDEyMzQ1Njc4OWFiY2RlZg=="                      // 16 bytes
+	short := "MDEyMzQ1Njc4OWFiY2RlZg=="                         // 16 bytes
 	for _, c := range []struct {
 		name, bin, key string
 		args           []string
