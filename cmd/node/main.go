@@ -42,7 +42,7 @@ func run(args []string) error {
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:7946"), "gossip (memberlist) listen address, TCP and UDP (QLC_GOSSIP_BIND)")
 	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
 	disable := fs.String("disable-features", cli.Env("QLC_DISABLE_FEATURES", ""), "CPU features to pretend absent, e.g. avx2 (QLC_DISABLE_FEATURES)")
-	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
+	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
