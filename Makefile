@@ -70,10 +70,12 @@ proto:
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
 
-## images: static linux binaries in bin/linux/ and the FROM-scratch images
+## images: static linux binaries in bin/linux/ and the FROM-scratch images (the Dockerfile's
+## prebuilt target: nothing is pulled; `docker compose up --build` builds from source instead)
 images:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o bin/linux/ ./cmd/node ./cmd/gateway
-	$(COMPOSE) build
+	docker build -q --target prebuilt --build-arg BIN=node -t qlc-node:dev .
+	docker build -q --target prebuilt --build-arg BIN=gateway -t qlc-gateway:dev .
 
 ## cluster: three nodes and a gateway as local processes (http://localhost:8080)
 cluster:
@@ -97,13 +99,13 @@ chaos-smoke:
 integ:
 	./scripts/integ.sh
 
-## compose-up / compose-down: three nodes and a gateway in docker (http://localhost:8080)
+## compose-up / compose-down: three nodes and a gateway in docker (http://localhost:8080). The
+## cluster key and the first admin key are made on first use in .qlc/compose.env (0600) and reused;
+## compose-up adds a key of the tenant dev there. ./scripts/compose.sh runs any compose command with them.
 compose-up: images
-	$(COMPOSE) up -d
-	@for i in $$(seq 120); do curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && { echo "QLC cluster is up: http://localhost:8080"; exit 0; }; sleep 0.5; done; \
-	  $(COMPOSE) ps; $(COMPOSE) logs --tail 30; echo "the gateway did not become ready"; exit 1
+	COMPOSE="$(COMPOSE)" ./scripts/compose-up.sh
 compose-down:
-	$(COMPOSE) down -v
+	COMPOSE="$(COMPOSE)" ./scripts/compose.sh down -v
 
 ## tokenizer-corpus: build the >= 20 MB corpus from Debian packages and compare every document with the reference
 tokenizer-corpus:

@@ -158,7 +158,11 @@ type RemoteConfig struct {
 	Advertise string
 	// ClusterKey authenticates and encrypts the transport (mutual TLS with a
 	// CA derived from the key, see TransportTLS). Required unless Insecure.
+	// This process's certificate is signed by this key's CA.
 	ClusterKey []byte
+	// SecondaryKeys are further keys of the cluster keyring (key rotation,
+	// docs/keys.md): certificates signed by their CAs are accepted too.
+	SecondaryKeys [][]byte
 	// Insecure runs the transport in plain text, without authentication —
 	// only for a single machine's loopback during development. Logged loudly.
 	Insecure bool
@@ -609,7 +613,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg)), grpc.WithStatsHandler(transportStats{m})}
 		switch {
 		case len(cfg.Remote.ClusterKey) > 0:
-			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey)
+			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey, cfg.Remote.SecondaryKeys...)
 			if err != nil {
 				return nil, err
 			}

@@ -560,8 +560,8 @@ func parseFileKey(k string) ([]byte, error) {
 		}
 		return b, nil
 	}
-	if len(k) < 16 {
-		return nil, errors.New("a key must be at least 16 characters (use NewKey's, or `qlc-admin newkey`)")
+	if err := checkKeyStrength(k); err != nil {
+		return nil, err
 	}
 	return keyHash(k), nil
 }

@@ -603,7 +603,7 @@ func TestTenantsFile(t *testing.T) {
 admin_keys: ["sha256:` + strings.Repeat("ab", 32) + `"]
 tenants:
   - name: Acme Corp
-    keys: ["qlc_0123456789abcdef0123"]
+    keys: ["qlc_9f3c1a7e5b2d8046c1e9a3f7b5d20864e1c3a5f7"]
     limits: {requests_per_minute: 60, token_budget: 1000, budget_period: month, profiles: [instant], weight: 2}
   - id: beta
     name: Beta
@@ -647,7 +647,7 @@ tenants:
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest("GET", "http://x/", nil)
-	req.Header.Set("Authorization", "Bearer qlc_0123456789abcdef0123")
+	req.Header.Set("Authorization", "Bearer qlc_9f3c1a7e5b2d8046c1e9a3f7b5d20864e1c3a5f7")
 	if p, e := tn.authenticate(req); e != nil || p.tenantID() != "acme-corp" {
 		t.Fatalf("file key: %+v %v", p, e)
 	}
@@ -664,7 +664,7 @@ tenants:
 }
 
 func FuzzParseTenantsFile(f *testing.F) {
-	f.Add([]byte("tenants: [{name: a, keys: [qlc_0123456789abcdef0123], limits: {token_budget: 5}}]"))
+	f.Add([]byte("tenants: [{name: a, keys: [qlc_9f3c1a7e5b2d8046c1e9a3f7b5d20864e1c3a5f7], limits: {token_budget: 5}}]"))
 	f.Add([]byte("admin_keys: [x]"))
 	f.Add([]byte("{}"))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -47,7 +47,7 @@ func run(args []string) error {
 	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
 	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
-	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
+	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
 	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, usage ledger, audit) and, in local mode, dev-keys.json (QLC_DATA_DIR)")
 	devKeysFlag := fs.Bool("dev-keys", cli.EnvBool("QLC_DEV_KEYS"), "as -local does: make a dev tenant and an admin key in <data-dir>/dev-keys.json, which the web UI on this machine uses by itself (QLC_DEV_KEYS)")
 	tenantsFile := fs.String("tenants", cli.Env("QLC_TENANTS", ""), "tenants file (YAML or JSON): tenants, their keys and limits, admin keys (QLC_TENANTS)")
@@ -80,21 +80,25 @@ func run(args []string) error {
 	stages := ecfg.Stages
 	ecfg.MaxActiveRuns = *maxRuns
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
-	key, err := cli.ClusterKey()
+	ring, err := cli.LoadKeyring(os.Getenv, !*local)
 	if err != nil {
 		return err
 	}
+	if err := cli.CheckInsecure(*insecure, map[string]string{"bind": *bind, "advertise": *advertise, "gossip-bind": *gossipBind, "gossip-advertise": *gossipAdvertise}); err != nil {
+		return err
+	}
+	key := ring.Primary
 	var members *cli.Membership
 	switch ecfg.Nodes = cli.SplitList(*nodes); {
 	case *seeds != "":
 		members = cli.NewMembership(cli.MembershipConfig{
 			Base: cli.Hostname("gateway"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-			Key: key, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
+			Key: key, SecondaryKeys: ring.Secondary, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
 		})
 		ecfg.Placer, ecfg.TokenizerPlacer, ecfg.Limiters, ecfg.Nodes = members, members, members, nil
 		fallthrough
 	case len(ecfg.Nodes) > 0:
-		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
+		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
 	}
 	if members == nil {
 		// One process (or fixed nodes): this process counts tokens itself,

@@ -57,8 +57,8 @@ func TestMain(m *testing.M) {
 
 // The tests' tenant, its key, and an admin key (tenantsYAML).
 const (
-	testTenantKey = "qlc_testtenantkey0000000000000000"
-	testAdminKey  = "qlc_testadminkey00000000000000000"
+	testTenantKey = "qlc_t3stk7mq2xv9rzp4wd8nfy6hjc5bg1sa"
+	testAdminKey  = "qlc_adm9k2xq7vz4mp8rw3ny6fj5hc1tbg0l"
 )
 
 const tenantsYAML = `
