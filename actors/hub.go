@@ -107,6 +107,9 @@ type Hub struct {
 	// onLost is called (on its own goroutine) when the coordinator is gone
 	// before the log ended; the engine moves the run (failover).
 	onLost func(h *Hub, lost *actor.PID, why string)
+	// onEnd is called once, without the hub's lock, by whoever appended the
+	// terminal event; it must not block. Set before the hub is shared.
+	onEnd func(h *Hub)
 }
 
 func newHub(runID, tenant, profile, query string, cfg HubConfig, m *Metrics, logger *slog.Logger) *Hub {
@@ -207,7 +210,7 @@ func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
 // missing seq (the transport lost a message; the coordinator resends).
 func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom uint64) {
 	h.mu.Lock()
-	appended := 0
+	appended, ended := 0, false
 	for _, ev := range evs {
 		if ev.GetEpoch() < h.epoch || ev.GetEpoch() < h.minEpoch {
 			h.logger.Warn("hub ignored an event from a stale coordinator", "epoch", ev.GetEpoch(), "current_epoch", h.epoch, "seq", ev.GetSeq())
@@ -236,6 +239,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 		if isTerminal(ev) {
 			h.terminal = true
 			h.endedAt = time.Now()
+			ended = true
 		}
 	}
 	wake := appended > 0 && h.hasWaiters
@@ -248,6 +252,9 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 	h.mu.Unlock()
 	if wake {
 		close(ch)
+	}
+	if ended && h.onEnd != nil {
+		h.onEnd(h)
 	}
 	return cancelRun, gapFrom
 }
