@@ -37,8 +37,11 @@ var (
 	ErrUnknownRun  = errors.New("actors: unknown run")
 	ErrRunFinished = errors.New("actors: run already ended")
 	ErrBusy        = errors.New("actors: too many active runs")
-	ErrShutdown    = errors.New("actors: engine shut down")
-	ErrNoNode      = errors.New("actors: no node took the run")
+	// ErrOverShare comes with ErrBusy when the refused run's tenant holds
+	// its share of MaxActiveRuns (others still have room).
+	ErrOverShare = errors.New("actors: the tenant holds its share of the active runs")
+	ErrShutdown  = errors.New("actors: engine shut down")
+	ErrNoNode    = errors.New("actors: no node took the run")
 )
 
 // Config configures an Engine. Zero fields take the defaults named on them.
@@ -912,8 +915,8 @@ func (e *Engine) busy(tenant string) error {
 	share := e.admission.share(tenant)
 	st := e.admission.stats()
 	if running >= share && share > 0 {
-		return fmt.Errorf("%w: tenant %q holds %d, its share of the %d this engine takes (%d tenants active)",
-			ErrBusy, tenant, running, e.cfg.MaxActiveRuns, st.Active)
+		return fmt.Errorf("%w: %w: %d runs, its share of the %d this engine keeps (%d tenants active)",
+			ErrBusy, ErrOverShare, running, e.cfg.MaxActiveRuns, st.Active)
 	}
 	return fmt.Errorf("%w (limit %d, %d tenants active)", ErrBusy, e.cfg.MaxActiveRuns, st.Active)
 }
