@@ -673,7 +673,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.remote = remote.NewRemote(system, remote.Configure(host, port, opts...))
 		e.remote.Start()
 		props := actor.PropsFromProducer(func() actor.Actor { return &runStarter{e: e} },
-			actor.WithSupervisor(stopOnFailure))
+			actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("run-starter")))
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
@@ -683,7 +683,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 		self := system.Address()
 		ledgers = func() []string { return []string{self} }
 	}
-	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers, view: cfg.LimiterView} }), limitersName); err != nil {
+	limiterMailbox := m.mailbox("limiter")
+	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &limiterParent{ledgers: ledgers, view: cfg.LimiterView, mailbox: limiterMailbox}
+	}, actor.WithMailbox(limiterMailbox)), limitersName); err != nil {
 		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
 	if cfg.Tokenizer {
@@ -696,7 +699,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			}
 		}
 		props := router.NewRoundRobinPool(max(2, runtime.GOMAXPROCS(0)),
-			actor.WithProducer(func() actor.Actor { return &tokenizerActor{metrics: m} }))
+			actor.WithProducer(func() actor.Actor { return &tokenizerActor{metrics: m} }), actor.WithMailbox(m.mailbox("tokenizer")))
 		if _, err := system.Root.SpawnNamed(props, tokenizerName); err != nil {
 			return nil, fmt.Errorf("actors: tokenizer pool: %w", err)
 		}

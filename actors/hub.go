@@ -389,12 +389,39 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		// coordinator's last events may still be queued. A note to self
 		// queues behind them, so the check sees them.
 		ctx.Send(ctx.Self(), &coordinatorGone{who: m.Who, why: m.Why.String()})
+	case lostEvents:
+		// The mailbox was full and dropped events: ask for everything
+		// after the log's end (even a gap asked for before).
+		if !a.hub.Done() {
+			a.resendFrom = 0
+			a.followUp(ctx, a.hub.LastSeq()+1)
+		}
+	case *messages.Lagged:
+		// The coordinator follows too many subscribers already and sent
+		// the log so far only: ask again in a while (a follower that
+		// polls), until it has room.
+		if !a.hub.Done() && a.coordinator != nil {
+			self, root := ctx.Self(), ctx.ActorSystem().Root
+			time.AfterFunc(resubscribeAfter, func() { root.Send(self, resubscribe{}) })
+		}
+	case resubscribe:
+		if !a.hub.Done() && a.coordinator != nil {
+			ctx.Send(a.coordinator, &messages.Subscribe{RunId: a.hub.RunID, FromSeq: a.hub.LastSeq() + 1, Subscriber: refOf(ctx.Self())})
+		}
 	case *coordinatorGone:
 		if !a.hub.Done() && a.hub.onLost != nil {
 			go a.hub.onLost(a.hub, m.who, fmt.Sprintf("the run's coordinator stopped unexpectedly (%s)", m.why))
 		}
 	}
 }
+
+// resubscribe is the hub actor's note to itself to follow its coordinator
+// again after a Lagged (never leaves its mailbox).
+type resubscribe struct{}
+
+// resubscribeAfter is how long a hub refused as a live subscriber waits
+// before it asks again.
+const resubscribeAfter = time.Second
 
 // coordinatorGone is the hub actor's note to itself (never leaves its mailbox).
 type coordinatorGone struct {

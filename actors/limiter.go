@@ -68,6 +68,8 @@ type limiterParent struct {
 	// view, on a node, is this node's own view of the limiter hosts (the
 	// LimiterPlacer's view for the tenant); nil: none (one process).
 	view func(tenant string) string
+	// mailbox makes the tenant limiters' mailboxes (bounded, mailbox.go).
+	mailbox actor.MailboxProducer
 }
 
 func (p *limiterParent) Receive(ctx actor.Context) {
@@ -108,7 +110,7 @@ func (p *limiterParent) Receive(ctx actor.Context) {
 	}
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, open: map[string]int64{}, granted: map[string]bool{}}
-	}), tenant)
+	}, actor.WithMailbox(p.mailbox)), tenant)
 	if err != nil {
 		ctx.Respond(&messages.AdmitReply{Message: "cannot start the tenant's limiter: " + err.Error()})
 		return
@@ -187,6 +189,9 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 			l.limits = m.Limits
 		}
 		if l.busy || !l.built || m.View != l.view || (l.limits.GetTokenBudget() > 0 && m.PeriodStartUnixMs != l.period) {
+			if len(l.pending) >= maxPendingAdmits {
+				return // dropped like an Admit that finds the mailbox full: the gateway asks again
+			}
 			l.pending = append(l.pending, pendingMsg{msg: m, sender: ctx.Sender()})
 			l.rebuild(ctx, m.View, m.PeriodStartUnixMs)
 			return
