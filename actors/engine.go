@@ -321,6 +321,8 @@ type Engine struct {
 	// slots from launch until its hub has the terminal event (or it is
 	// forgotten). It has its own lock, taken after mu where both are held.
 	admission *runSlots
+	// misses remembers run ids no node knew (Attach), briefly.
+	misses *negativeCache
 
 	// mu guards the fields below it.
 	mu       sync.Mutex
@@ -548,6 +550,9 @@ func (e *Engine) StopAccepting() { e.deps.draining.Store(true) }
 // has the run says how it was started, and a new hub here then subscribes
 // to it from seq 1 (the whole log, then every later event). Needs a Placer
 // (the cluster). The run stays its tenant's: the hub carries the tenant.
+// The hosts are asked together under one deadline (findRun), and an id
+// none of them knew is remembered for a moment (negativeCache): asking
+// again for it then costs nothing.
 func (e *Engine) Attach(runID string) (*Hub, error) {
 	if h, err := e.Hub(runID); err == nil {
 		return h, nil
@@ -555,40 +560,60 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	if e.cfg.Placer == nil || !strings.HasPrefix(runID, "run_") {
 		return nil, ErrUnknownRun
 	}
-	root := e.system.Root
-	for _, node := range e.cfg.Placer.Candidates(runID) {
-		res, err := root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2).Result()
-		found, ok := res.(*messages.RunFound)
-		if err != nil || !ok || found.Start == nil || pidOf(found.Coordinator) == nil {
-			continue
-		}
-		st, coord := found.Start, pidOf(found.Coordinator)
-		hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
-		hub.start, hub.onLost, hub.onEnd, hub.coordinator = st, e.failover, e.runEnded, coord
-		e.mu.Lock()
-		if other, ok := e.hubs[runID]; ok {
-			e.mu.Unlock()
-			return other, nil // attached concurrently
-		}
-		e.hubs[runID] = hub
-		// Admitted by the gateway that died: counted, never refused.
-		e.admission.hold(st.Tenant, st.Weight, runID)
-		e.mu.Unlock()
-		hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
-			actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
-		if err != nil {
-			e.forget(runID)
-			return nil, fmt.Errorf("actors: spawn hub: %w", err)
-		}
-		hub.mu.Lock()
-		hub.pid = hubPID
-		hub.mu.Unlock()
-		root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
-		root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
-		e.logger.Info("attached to a run started by another gateway", "run_id", runID, "coordinator", coord.Address)
-		return hub, nil
+	if e.misses.missed(runID) {
+		return nil, ErrUnknownRun
 	}
-	return nil, ErrUnknownRun
+	found := e.findRun(runID)
+	if found == nil {
+		e.misses.add(runID)
+		return nil, ErrUnknownRun
+	}
+	root := e.system.Root
+	st, coord := found.Start, pidOf(found.Coordinator)
+	hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
+	hub.start, hub.onLost, hub.onEnd, hub.coordinator = st, e.failover, e.runEnded, coord
+	e.mu.Lock()
+	if other, ok := e.hubs[runID]; ok {
+		e.mu.Unlock()
+		return other, nil // attached concurrently
+	}
+	e.hubs[runID] = hub
+	e.misses.forget(runID)
+	// Admitted by the gateway that died: counted, never refused.
+	e.admission.hold(st.Tenant, st.Weight, runID)
+	e.mu.Unlock()
+	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
+		actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
+	if err != nil {
+		e.forget(runID)
+		return nil, fmt.Errorf("actors: spawn hub: %w", err)
+	}
+	hub.mu.Lock()
+	hub.pid = hubPID
+	hub.mu.Unlock()
+	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
+	root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
+	e.logger.Info("attached to a run started by another gateway", "run_id", runID, "coordinator", coord.Address)
+	return hub, nil
+}
+
+// findRun asks every coordinator host at once whether it has runID, and
+// returns an answer that has it; nil if none does. The questions go out
+// together and share one deadline, SpawnTimeout/2: a node that does not
+// answer costs that bound once, not once per node in turn.
+func (e *Engine) findRun(runID string) *messages.RunFound {
+	nodes := e.cfg.Placer.Candidates(runID)
+	futures := make([]*actor.Future, len(nodes))
+	for i, node := range nodes {
+		futures[i] = e.system.Root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2)
+	}
+	for _, f := range futures {
+		res, err := f.Result() // all started together: the waits overlap
+		if found, ok := res.(*messages.RunFound); err == nil && ok && found.Start != nil && pidOf(found.Coordinator) != nil {
+			return found
+		}
+	}
+	return nil
 }
 
 // Hosted is how many run coordinators run on this process now.
@@ -630,6 +655,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{},
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
+		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
 	if cfg.Remote != nil {
@@ -801,6 +827,7 @@ func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
 	}
 	e.hubs[id] = hub
 	e.mu.Unlock()
+	e.misses.forget(id)
 
 	root := e.system.Root
 	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
