@@ -33,8 +33,9 @@ import (
 //	kind         bound  full: what is dropped, and how the sender recovers
 //	hub          4096   RunEvent, RunEventBatch. A lostEvents note is queued (once until taken) and
 //	                    the hub asks the coordinator to resend from its last seq: the log stays whole.
-//	coordinator  1024   Subscribe, FindRun from other processes. The asker times out and asks again
-//	                    (Attach tries the next node; a hub asks again at its next gap). Worker
+//	coordinator  1024   FindRun, and Subscribe of a new subscriber (from seq 1), from other gateways:
+//	                    the asker times out (Attach answers "not found"; the client asks again). A
+//	                    hub's resend after a gap (from seq > 1) is kept: it asks once per gap. Worker
 //	                    deltas, attempt results, CancelRun and RunEventAck are kept: dropping them
 //	                    would corrupt or never stop the run, and the protocol bounds them.
 //	limiter      4096   Admit (the gateway's Engine.Admit tries again until its AdmitTimeout, then
@@ -70,8 +71,12 @@ var mailboxPolicies = map[string]mailboxPolicy{
 		return false
 	}},
 	"coordinator": {Size: 1024, Drop: func(m any) bool {
-		switch m.(type) {
-		case *messages.Subscribe, *messages.FindRun:
+		switch m := m.(type) {
+		case *messages.Subscribe:
+			// A resend its hub asks after a gap (from_seq > 1) is kept: the
+			// hub asks once per gap. A new subscriber (from seq 1) may go.
+			return m.GetFromSeq() <= 1
+		case *messages.FindRun:
 			return true
 		}
 		return false
