@@ -142,6 +142,8 @@ type Server struct {
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per key id
 
+	adm admissionState // cheap refusals remembered; seams for tests (admission.go)
+
 	accounting sync.WaitGroup // runs waiting to be billed
 	stop       chan struct{}  // closed by Close
 	closeOnce  sync.Once

@@ -41,7 +41,8 @@ func run(args []string) error {
 	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
 	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
-	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones (QLC_MAX_ACTIVE_RUNS)")
+	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones, shared among the active tenants by weight (QLC_MAX_ACTIVE_RUNS)")
+	runHeadroom := fs.Int("active-run-headroom", cli.EnvInt("QLC_ACTIVE_RUN_HEADROOM", 0), "active runs no single tenant may hold, kept for the others; 0 = max-active-runs/8, -1 = none (QLC_ACTIVE_RUN_HEADROOM)")
 	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of cluster members; runs are then placed on the cluster's nodes (QLC_SEEDS)")
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:0"), "gossip (memberlist) listen address, with -seeds (QLC_GOSSIP_BIND)")
 	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
@@ -78,7 +79,7 @@ func run(args []string) error {
 		return err
 	}
 	stages := ecfg.Stages
-	ecfg.MaxActiveRuns = *maxRuns
+	ecfg.MaxActiveRuns, ecfg.ActiveRunHeadroom = *maxRuns, *runHeadroom
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	ring, err := cli.LoadKeyring(os.Getenv, !*local)
 	if err != nil {
