@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -175,6 +176,9 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	case *hedgeTick:
 		c.startHedge(ctx, m.attempt)
 	case *actor.Terminated:
+		if c.unsubscribe(m.Who) {
+			return
+		}
 		if c.isCurrent(m.Who) && !c.hedgeLoses(ctx, m.Who) {
 			c.attemptFailed(ctx, &messages.StageAttemptFailed{
 				Stage: toMsgStage(c.cur.spec.Stage), Attempt: c.cur.number, Kind: "internal",
@@ -602,9 +606,39 @@ func (c *coordinator) subscribe(ctx actor.Context, m *messages.Subscribe) {
 	if from <= uint64(len(c.log)) {
 		ctx.Send(to, &messages.RunEventBatch{Events: c.log[from-1:]})
 	}
-	if !c.ended && !to.Equal(c.hub) {
-		c.subscribers = append(c.subscribers, to)
+	if c.ended || to.Equal(c.hub) {
+		return
 	}
+	for _, s := range c.subscribers {
+		if s.Equal(to) {
+			return // already follows (a resubscribe after a gap)
+		}
+	}
+	if len(c.subscribers) >= maxSubscribers {
+		// Refused as a live subscriber: it has the log so far, and is told
+		// so (a hub asks again in a while).
+		c.logger.Warn("run has too many subscribers; one gets the log so far only", "subscriber", to.String(), "limit", maxSubscribers)
+		ctx.Send(to, &messages.Lagged{RunId: c.run.GetRunId(), NextSeq: uint64(len(c.log)) + 1})
+		return
+	}
+	ctx.Watch(to) // a subscriber that stops (its hub evicted, its gateway gone) is removed
+	c.subscribers = append(c.subscribers, to)
+}
+
+// maxSubscribers bounds a run's live subscribers besides its hub: the hubs
+// of other gateways that took readers over (Engine.Attach), one per
+// gateway. Beyond it a subscriber gets the log so far and a Lagged.
+const maxSubscribers = 64
+
+// unsubscribe removes a subscriber that terminated; false if pid is none.
+func (c *coordinator) unsubscribe(pid *actor.PID) bool {
+	for i, s := range c.subscribers {
+		if s.Equal(pid) {
+			c.subscribers = slices.Delete(c.subscribers, i, i+1)
+			return true
+		}
+	}
+	return false
 }
 
 func (c *coordinator) fail(ctx actor.Context, stage messages.Stage, code, reason string) {

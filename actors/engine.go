@@ -37,8 +37,11 @@ var (
 	ErrUnknownRun  = errors.New("actors: unknown run")
 	ErrRunFinished = errors.New("actors: run already ended")
 	ErrBusy        = errors.New("actors: too many active runs")
-	ErrShutdown    = errors.New("actors: engine shut down")
-	ErrNoNode      = errors.New("actors: no node took the run")
+	// ErrOverShare comes with ErrBusy when the refused run's tenant holds
+	// its share of MaxActiveRuns (others still have room).
+	ErrOverShare = errors.New("actors: the tenant holds its share of the active runs")
+	ErrShutdown  = errors.New("actors: engine shut down")
+	ErrNoNode    = errors.New("actors: no node took the run")
 )
 
 // Config configures an Engine. Zero fields take the defaults named on them.
@@ -63,9 +66,19 @@ type Config struct {
 	HedgeWait time.Duration
 	// Hub bounds each run's log and subscribers. Default DefaultHubConfig().
 	Hub HubConfig
-	// MaxActiveRuns refuses new runs (ErrBusy) beyond this many unfinished
-	// ones. Default 1000.
+	// MaxActiveRuns bounds the unfinished runs (running or queued for a run
+	// slot) this engine keeps, shared among tenants like the run slots
+	// (runSlots' rules 1 and 2, without the queue): each tenant active in
+	// the last few seconds may hold its weighted share (StartRun.weight),
+	// a tenant alone all but ActiveRunHeadroom of them, and a run beyond
+	// its tenant's share or the total is refused at once (ErrBusy). So one
+	// tenant flooding the engine leaves room for another's runs. Default
+	// 1000.
 	MaxActiveRuns int
+	// ActiveRunHeadroom is how many of MaxActiveRuns no single tenant may
+	// hold. 0: MaxActiveRuns/8, at least 1 (none if MaxActiveRuns is 1);
+	// negative: none. Must be below MaxActiveRuns.
+	ActiveRunHeadroom int
 	// RunSlots is how many runs this process executes at once; beyond it,
 	// runs wait in a weighted-fair queue per tenant (StartRun.weight), and
 	// their coordinators answer Subscribe and CancelRun meanwhile. 0: no limit.
@@ -81,6 +94,11 @@ type Config struct {
 	// MaxFinished caps how many finished runs are kept; the oldest go first.
 	// Default 10000.
 	MaxFinished int
+	// MaxFinishedPerTenant caps how many of one tenant's finished runs are
+	// kept (its oldest go first), so one tenant's thousands of runs cannot
+	// push every other tenant's out of memory. Default 1000 (at most
+	// MaxFinished).
+	MaxFinishedPerTenant int
 	// Registerer receives the engine's Prometheus metrics. Nil: not registered.
 	Registerer prometheus.Registerer
 	// Remote, when set, starts the actor transport so other processes can
@@ -158,7 +176,11 @@ type RemoteConfig struct {
 	Advertise string
 	// ClusterKey authenticates and encrypts the transport (mutual TLS with a
 	// CA derived from the key, see TransportTLS). Required unless Insecure.
+	// This process's certificate is signed by this key's CA.
 	ClusterKey []byte
+	// SecondaryKeys are further keys of the cluster keyring (key rotation,
+	// docs/keys.md): certificates signed by their CAs are accepted too.
+	SecondaryKeys [][]byte
 	// Insecure runs the transport in plain text, without authentication —
 	// only for a single machine's loopback during development. Logged loudly.
 	Insecure bool
@@ -175,7 +197,7 @@ const CoordinatorKind = "qlc.coordinator"
 func DefaultConfig() Config {
 	return Config{
 		Logger: slog.Default(), Stages: stagework.DefaultConfig(), Retry: stagework.DefaultRetryPolicy(),
-		Timeouts: DefaultTimeouts(), Hub: DefaultHubConfig(), MaxActiveRuns: 1000, RetainFinished: 15 * time.Minute, MaxFinished: 10000,
+		Timeouts: DefaultTimeouts(), Hub: DefaultHubConfig(), MaxActiveRuns: 1000, RetainFinished: 15 * time.Minute, MaxFinished: 10000, MaxFinishedPerTenant: 1000,
 	}
 }
 
@@ -217,6 +239,9 @@ func (c *Config) validate() error {
 	if c.MaxFinished == 0 {
 		c.MaxFinished = d.MaxFinished
 	}
+	if c.MaxFinishedPerTenant == 0 {
+		c.MaxFinishedPerTenant = min(d.MaxFinishedPerTenant, c.MaxFinished)
+	}
 	if c.SpawnTimeout == 0 {
 		c.SpawnTimeout = 2 * time.Second
 	}
@@ -237,8 +262,11 @@ func (c *Config) validate() error {
 	if c.RunSlots < 0 || (c.RunSlots > 0 && c.RunSlotHeadroom >= c.RunSlots) {
 		return fmt.Errorf("actors: RunSlots must be >= 0 and RunSlotHeadroom below it (got %d, %d)", c.RunSlots, c.RunSlotHeadroom)
 	}
-	if c.MaxActiveRuns < 1 || c.RetainFinished < 0 || c.MaxFinished < 1 {
-		return fmt.Errorf("actors: MaxActiveRuns and MaxFinished must be >= 1 and RetainFinished >= 0")
+	if c.MaxActiveRuns < 1 || c.RetainFinished < 0 || c.MaxFinished < 1 || c.MaxFinishedPerTenant < 1 {
+		return fmt.Errorf("actors: MaxActiveRuns, MaxFinished and MaxFinishedPerTenant must be >= 1 and RetainFinished >= 0")
+	}
+	if c.ActiveRunHeadroom >= c.MaxActiveRuns {
+		return fmt.Errorf("actors: ActiveRunHeadroom must be below MaxActiveRuns (got %d, %d)", c.ActiveRunHeadroom, c.MaxActiveRuns)
 	}
 	for _, name := range c.Stages.ProfileNames() {
 		p, _ := c.Stages.Profile(name)
@@ -293,10 +321,16 @@ type Engine struct {
 
 	tokenBatch tokenBatcher // requests for remote tokenizer actors
 
+	// admission shares MaxActiveRuns among tenants: a run holds one of its
+	// slots from launch until its hub has the terminal event (or it is
+	// forgotten). It has its own lock, taken after mu where both are held.
+	admission *runSlots
+	// misses remembers run ids no node knew (Attach), briefly.
+	misses *negativeCache
+
 	// mu guards the fields below it.
 	mu       sync.Mutex
 	hubs     map[string]*Hub
-	active   int
 	shutdown bool
 }
 
@@ -520,6 +554,9 @@ func (e *Engine) StopAccepting() { e.deps.draining.Store(true) }
 // has the run says how it was started, and a new hub here then subscribes
 // to it from seq 1 (the whole log, then every later event). Needs a Placer
 // (the cluster). The run stays its tenant's: the hub carries the tenant.
+// The hosts are asked together under one deadline (findRun), and an id
+// none of them knew is remembered for a moment (negativeCache): asking
+// again for it then costs nothing.
 func (e *Engine) Attach(runID string) (*Hub, error) {
 	if h, err := e.Hub(runID); err == nil {
 		return h, nil
@@ -527,52 +564,64 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	if e.cfg.Placer == nil || !strings.HasPrefix(runID, "run_") {
 		return nil, ErrUnknownRun
 	}
-	root := e.system.Root
-	for _, node := range e.cfg.Placer.Candidates(runID) {
-		res, err := root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2).Result()
-		found, ok := res.(*messages.RunFound)
-		if err != nil || !ok || found.Start == nil || pidOf(found.Coordinator) == nil {
-			continue
-		}
-		st, coord := found.Start, pidOf(found.Coordinator)
-		hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
-		hub.start, hub.onLost, hub.coordinator = st, e.failover, coord
-		e.mu.Lock()
-		if other, ok := e.hubs[runID]; ok {
-			e.mu.Unlock()
-			return other, nil // attached concurrently
-		}
-		e.hubs[runID] = hub
-		e.active++
-		e.mu.Unlock()
-		hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
-			actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
-		if err != nil {
-			e.forget(runID)
-			return nil, fmt.Errorf("actors: spawn hub: %w", err)
-		}
-		hub.mu.Lock()
-		hub.pid = hubPID
-		hub.mu.Unlock()
-		root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
-		root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
-		e.logger.Info("attached to a run started by another gateway", "run_id", runID, "coordinator", coord.Address)
-		return hub, nil
+	if e.misses.missed(runID) {
+		return nil, ErrUnknownRun
 	}
-	return nil, ErrUnknownRun
+	found := e.findRun(runID)
+	if found == nil {
+		e.misses.add(runID)
+		return nil, ErrUnknownRun
+	}
+	root := e.system.Root
+	st, coord := found.Start, pidOf(found.Coordinator)
+	hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
+	hub.start, hub.onLost, hub.onEnd, hub.coordinator = st, e.failover, e.runEnded, coord
+	e.mu.Lock()
+	if other, ok := e.hubs[runID]; ok {
+		e.mu.Unlock()
+		return other, nil // attached concurrently
+	}
+	e.hubs[runID] = hub
+	e.misses.forget(runID)
+	// Admitted by the gateway that died: counted, never refused.
+	e.admission.hold(st.Tenant, st.Weight, runID)
+	e.mu.Unlock()
+	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
+		actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
+	if err != nil {
+		e.forget(runID)
+		return nil, fmt.Errorf("actors: spawn hub: %w", err)
+	}
+	hub.mu.Lock()
+	hub.pid = hubPID
+	hub.mu.Unlock()
+	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
+	root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
+	e.logger.Info("attached to a run started by another gateway", "run_id", runID, "coordinator", coord.Address)
+	return hub, nil
+}
+
+// findRun asks every coordinator host at once whether it has runID, and
+// returns an answer that has it; nil if none does. The questions go out
+// together and share one deadline, SpawnTimeout/2: a node that does not
+// answer costs that bound once, not once per node in turn.
+func (e *Engine) findRun(runID string) *messages.RunFound {
+	nodes := e.cfg.Placer.Candidates(runID)
+	futures := make([]*actor.Future, len(nodes))
+	for i, node := range nodes {
+		futures[i] = e.system.Root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2)
+	}
+	for _, f := range futures {
+		res, err := f.Result() // all started together: the waits overlap
+		if found, ok := res.(*messages.RunFound); err == nil && ok && found.Start != nil && pidOf(found.Coordinator) != nil {
+			return found
+		}
+	}
+	return nil
 }
 
 // Hosted is how many run coordinators run on this process now.
 func (e *Engine) Hosted() int { return int(e.deps.hosted.Load()) }
-
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("actors: pick a port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // NewEngine starts an actor system and the run machinery on it.
 func NewEngine(cfg Config) (*Engine, error) {
@@ -600,6 +649,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{},
+		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
+		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
 	if cfg.Remote != nil {
@@ -607,12 +658,6 @@ func NewEngine(cfg Config) (*Engine, error) {
 		port, err := strconv.Atoi(portStr)
 		if err != nil {
 			return nil, fmt.Errorf("actors: Remote.Bind port %q: %w", portStr, err)
-		}
-		if port == 0 {
-			// protoactor needs the port up front to name its PIDs: pick a free one.
-			if port, err = freePort(host); err != nil {
-				return nil, err
-			}
 		}
 		opts := []remote.ConfigOption{
 			// protoactor sends up to this many envelopes in one gRPC message;
@@ -624,7 +669,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg)), grpc.WithStatsHandler(transportStats{m})}
 		switch {
 		case len(cfg.Remote.ClusterKey) > 0:
-			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey)
+			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey, cfg.Remote.SecondaryKeys...)
 			if err != nil {
 				return nil, err
 			}
@@ -637,13 +682,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, errNoKey
 		}
 		opts = append(opts, remote.WithServerOptions(srvOpts...), remote.WithDialOptions(dialOpts...))
-		if cfg.Remote.Advertise != "" {
-			opts = append(opts, remote.WithAdvertisedHost(net.JoinHostPort(cfg.Remote.Advertise, strconv.Itoa(port))))
+		// Port 0 picks a free port: see startRemote.
+		if e.remote, err = startRemote(system, host, port, cfg.Remote.Advertise, opts); err != nil {
+			return nil, err
 		}
-		e.remote = remote.NewRemote(system, remote.Configure(host, port, opts...))
-		e.remote.Start()
 		props := actor.PropsFromProducer(func() actor.Actor { return &runStarter{e: e} },
-			actor.WithSupervisor(stopOnFailure))
+			actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("run-starter")))
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
@@ -653,7 +697,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 		self := system.Address()
 		ledgers = func() []string { return []string{self} }
 	}
-	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers, view: cfg.LimiterView} }), limitersName); err != nil {
+	limiterMailbox := m.mailbox("limiter")
+	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &limiterParent{ledgers: ledgers, view: cfg.LimiterView, mailbox: limiterMailbox}
+	}, actor.WithMailbox(limiterMailbox)), limitersName); err != nil {
 		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
 	if cfg.Tokenizer {
@@ -666,7 +713,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			}
 		}
 		props := router.NewRoundRobinPool(max(2, runtime.GOMAXPROCS(0)),
-			actor.WithProducer(func() actor.Actor { return &tokenizerActor{metrics: m} }))
+			actor.WithProducer(func() actor.Actor { return &tokenizerActor{metrics: m} }), actor.WithMailbox(m.mailbox("tokenizer")))
 		if _, err := system.Root.SpawnNamed(props, tokenizerName); err != nil {
 			return nil, fmt.Errorf("actors: tokenizer pool: %w", err)
 		}
@@ -748,22 +795,27 @@ func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
 	hub.start = proto.Clone(start).(*messages.StartRun)
 	hub.start.PriorEvents = nil
 	hub.onLost = e.failover
+	hub.onEnd = e.runEnded
 
 	e.mu.Lock()
 	switch {
 	case e.shutdown:
 		e.mu.Unlock()
 		return nil, ErrShutdown
-	case e.active >= e.cfg.MaxActiveRuns:
-		e.mu.Unlock()
-		return nil, fmt.Errorf("%w (limit %d)", ErrBusy, e.cfg.MaxActiveRuns)
 	case e.hubs[id] != nil:
 		e.mu.Unlock()
 		return nil, fmt.Errorf("actors: run %s is already in this engine", id)
 	}
-	e.active++
+	if len(start.PriorEvents) > 0 {
+		// A resumed run was admitted before: count it, never refuse it.
+		e.admission.hold(start.Tenant, start.Weight, id)
+	} else if !e.admission.tryAcquire(start.Tenant, start.Weight, id) {
+		e.mu.Unlock()
+		return nil, e.busy(start.Tenant)
+	}
 	e.hubs[id] = hub
 	e.mu.Unlock()
+	e.misses.forget(id)
 
 	root := e.system.Root
 	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
@@ -863,14 +915,40 @@ func (e *Engine) Shutdown(ctx context.Context) {
 func (e *Engine) forget(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, ok := e.hubs[id]; ok {
+	if h, ok := e.hubs[id]; ok {
 		delete(e.hubs, id)
-		e.active--
+		e.admission.release(h.Tenant, id)
 	}
 }
 
-// evictLoop drops finished runs older than RetainFinished, and the oldest
-// finished runs beyond MaxFinished; it also keeps the active-run count.
+// runEnded is every hub's onEnd: the run's log is complete, and its slot
+// of MaxActiveRuns goes back at once (the next run of a tenant at its
+// share is admitted without waiting for evict).
+func (e *Engine) runEnded(h *Hub) { e.admission.release(h.Tenant, h.RunID) }
+
+// busy is the refusal of a run beyond its tenant's share of MaxActiveRuns,
+// or beyond MaxActiveRuns.
+func (e *Engine) busy(tenant string) error {
+	running, _ := e.admission.tenantStats(tenant)
+	share := e.admission.share(tenant)
+	st := e.admission.stats()
+	if running >= share && share > 0 {
+		return fmt.Errorf("%w: %w: %d runs, its share of the %d this engine keeps (%d tenants active)",
+			ErrBusy, ErrOverShare, running, e.cfg.MaxActiveRuns, st.Active)
+	}
+	return fmt.Errorf("%w (limit %d, %d tenants active)", ErrBusy, e.cfg.MaxActiveRuns, st.Active)
+}
+
+// ActiveRuns is how many unfinished runs this engine counts against
+// MaxActiveRuns, and how many of them are tenant's.
+func (e *Engine) ActiveRuns(tenant string) (total, ofTenant int) {
+	ofTenant, _ = e.admission.tenantStats(tenant)
+	return e.admission.stats().Running, ofTenant
+}
+
+// evictLoop drops finished runs older than RetainFinished, the oldest of a
+// tenant's finished runs beyond MaxFinishedPerTenant, and the oldest
+// finished runs beyond MaxFinished.
 func (e *Engine) evictLoop() {
 	defer e.wg.Done()
 	period := min(e.cfg.RetainFinished/4, time.Second)
@@ -889,48 +967,84 @@ func (e *Engine) evictLoop() {
 	}
 }
 
+// finishedRun is a finished run as evict saw it.
+type finishedRun struct {
+	h  *Hub
+	at time.Time // when its log ended
+}
+
+// evict drops finished runs (see evictLoop). It holds Engine.mu only to
+// copy the finished runs out (O(n)) and to delete the chosen ones: the
+// sort, O(n log n), runs outside the lock, so StartRun and Hub lookups
+// wait for no sort. A run chosen while unlocked is deleted only if the
+// engine still holds that very hub (Restore may have put it back since).
 func (e *Engine) evict(now time.Time) {
-	type done struct {
-		h  *Hub
-		at time.Time
-	}
-	var finished []done
+	var finished []finishedRun
 	e.mu.Lock()
-	active := 0
 	for _, h := range e.hubs {
 		h.mu.Lock()
 		term, at := h.terminal, h.endedAt
 		h.mu.Unlock()
 		if term {
-			finished = append(finished, done{h, at})
-		} else {
-			active++
-		}
-	}
-	e.active = active
-	var drop []*Hub
-	extra := len(finished) - e.cfg.MaxFinished
-	if extra > 0 {
-		// Oldest first.
-		for i := 1; i < len(finished); i++ {
-			for j := i; j > 0 && finished[j].at.Before(finished[j-1].at); j-- {
-				finished[j], finished[j-1] = finished[j-1], finished[j]
-			}
-		}
-	}
-	for i, f := range finished {
-		if i < extra || now.Sub(f.at) >= e.cfg.RetainFinished {
-			drop = append(drop, f.h)
-			delete(e.hubs, f.h.RunID)
+			finished = append(finished, finishedRun{h, at})
 		}
 	}
 	e.mu.Unlock()
-	for _, h := range drop {
+	for _, f := range finished {
+		// A finished run's slot of MaxActiveRuns went back when its log
+		// ended (onEnd); this catches one that ended without it (a resumed
+		// run whose prior log was already complete). Idempotent.
+		e.admission.release(f.h.Tenant, f.h.RunID)
+	}
+	e.drop(e.chooseEvictions(finished, now))
+}
+
+// drop deletes the hubs chosen while Engine.mu was released that the
+// engine still holds (not a hub put back for the same run since), and
+// closes them.
+func (e *Engine) drop(hubs []*Hub) {
+	if len(hubs) == 0 {
+		return
+	}
+	e.mu.Lock()
+	n := 0
+	for _, h := range hubs {
+		if e.hubs[h.RunID] == h {
+			delete(e.hubs, h.RunID)
+			hubs[n] = h
+			n++
+		}
+	}
+	hubs = hubs[:n]
+	e.mu.Unlock()
+	for _, h := range hubs {
 		h.close()
 		if pid := h.PID(); pid != nil {
 			e.system.Root.Stop(pid)
 		}
 	}
+}
+
+// chooseEvictions picks the finished runs to drop: those older than
+// RetainFinished, then each tenant's oldest beyond MaxFinishedPerTenant (one
+// tenant's thousands of runs do not push every other tenant's out), then the
+// oldest beyond MaxFinished. It sorts finished in place.
+func (e *Engine) chooseEvictions(finished []finishedRun, now time.Time) []*Hub {
+	slices.SortFunc(finished, func(a, b finishedRun) int { return b.at.Compare(a.at) }) // newest first
+	var drop []*Hub
+	kept, perTenant := 0, map[string]int{}
+	for _, f := range finished {
+		switch {
+		case now.Sub(f.at) >= e.cfg.RetainFinished,
+			perTenant[f.h.Tenant] >= e.cfg.MaxFinishedPerTenant,
+			kept >= e.cfg.MaxFinished:
+			drop = append(drop, f.h)
+		default:
+			kept++
+			perTenant[f.h.Tenant]++
+		}
+	}
+	return drop
 }
 
 var runIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

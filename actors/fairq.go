@@ -470,3 +470,58 @@ func (s *runSlots) expire(gen uint64) {
 		w.grant()
 	}
 }
+
+// tryAcquire takes a slot for run runID of tenant if it can have one now
+// under the rules above, and otherwise refuses it (false) without queuing:
+// the engine's admission of active runs (Config.MaxActiveRuns) answers at
+// once instead of waiting. It is meant for a scheduler whose runs never
+// wait (no acquire): the run queues for the length of one settle and, if
+// not granted, leaves again, so its tenant counts as active only while its
+// share is computed.
+func (s *runSlots) tryAcquire(tenant string, weight uint32, runID string) bool {
+	if s == nil {
+		return true
+	}
+	if s.acquire(tenant, weight, runID, func() {}) {
+		return true
+	}
+	s.release(tenant, runID)
+	return false
+}
+
+// hold counts run runID of tenant as holding a slot whatever the shares
+// and the capacity say: for a run that was admitted before and must not
+// be refused now (one resumed or attached after a failure elsewhere). It
+// may take the scheduler above its capacity; later runs then wait (or are
+// refused) until enough slots are released.
+func (s *runSlots) hold(tenant string, weight uint32, runID string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.held[runID]; ok {
+		return
+	}
+	t := s.tenants[tenant]
+	if t == nil {
+		t = &slotTenant{name: tenant, vtime: s.vnow}
+		s.tenants[tenant] = t
+	}
+	t.weight = min(uint64(max(weight, 1)), maxShareWeight)
+	if len(t.queue) == 0 {
+		t.vtime = max(t.vtime, s.vnow)
+	}
+	s.take(t, &slotWaiter{runID: runID, weight: weight}, s.now())
+}
+
+// holds reports whether run runID holds a slot.
+func (s *runSlots) holds(runID string) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.held[runID]
+	return ok
+}

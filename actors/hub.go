@@ -107,6 +107,9 @@ type Hub struct {
 	// onLost is called (on its own goroutine) when the coordinator is gone
 	// before the log ended; the engine moves the run (failover).
 	onLost func(h *Hub, lost *actor.PID, why string)
+	// onEnd is called once, without the hub's lock, by whoever appended the
+	// terminal event; it must not block. Set before the hub is shared.
+	onEnd func(h *Hub)
 }
 
 func newHub(runID, tenant, profile, query string, cfg HubConfig, m *Metrics, logger *slog.Logger) *Hub {
@@ -207,7 +210,7 @@ func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
 // missing seq (the transport lost a message; the coordinator resends).
 func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom uint64) {
 	h.mu.Lock()
-	appended := 0
+	appended, ended := 0, false
 	for _, ev := range evs {
 		if ev.GetEpoch() < h.epoch || ev.GetEpoch() < h.minEpoch {
 			h.logger.Warn("hub ignored an event from a stale coordinator", "epoch", ev.GetEpoch(), "current_epoch", h.epoch, "seq", ev.GetSeq())
@@ -236,6 +239,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 		if isTerminal(ev) {
 			h.terminal = true
 			h.endedAt = time.Now()
+			ended = true
 		}
 	}
 	wake := appended > 0 && h.hasWaiters
@@ -248,6 +252,9 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 	h.mu.Unlock()
 	if wake {
 		close(ch)
+	}
+	if ended && h.onEnd != nil {
+		h.onEnd(h)
 	}
 	return cancelRun, gapFrom
 }
@@ -382,12 +389,39 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		// coordinator's last events may still be queued. A note to self
 		// queues behind them, so the check sees them.
 		ctx.Send(ctx.Self(), &coordinatorGone{who: m.Who, why: m.Why.String()})
+	case lostEvents:
+		// The mailbox was full and dropped events: ask for everything
+		// after the log's end (even a gap asked for before).
+		if !a.hub.Done() {
+			a.resendFrom = 0
+			a.followUp(ctx, a.hub.LastSeq()+1)
+		}
+	case *messages.Lagged:
+		// The coordinator follows too many subscribers already and sent
+		// the log so far only: ask again in a while (a follower that
+		// polls), until it has room.
+		if !a.hub.Done() && a.coordinator != nil {
+			self, root := ctx.Self(), ctx.ActorSystem().Root
+			time.AfterFunc(resubscribeAfter, func() { root.Send(self, resubscribe{}) })
+		}
+	case resubscribe:
+		if !a.hub.Done() && a.coordinator != nil {
+			ctx.Send(a.coordinator, &messages.Subscribe{RunId: a.hub.RunID, FromSeq: a.hub.LastSeq() + 1, Subscriber: refOf(ctx.Self())})
+		}
 	case *coordinatorGone:
 		if !a.hub.Done() && a.hub.onLost != nil {
 			go a.hub.onLost(a.hub, m.who, fmt.Sprintf("the run's coordinator stopped unexpectedly (%s)", m.why))
 		}
 	}
 }
+
+// resubscribe is the hub actor's note to itself to follow its coordinator
+// again after a Lagged (never leaves its mailbox).
+type resubscribe struct{}
+
+// resubscribeAfter is how long a hub refused as a live subscriber waits
+// before it asks again.
+const resubscribeAfter = time.Second
 
 // coordinatorGone is the hub actor's note to itself (never leaves its mailbox).
 type coordinatorGone struct {

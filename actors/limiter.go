@@ -68,6 +68,8 @@ type limiterParent struct {
 	// view, on a node, is this node's own view of the limiter hosts (the
 	// LimiterPlacer's view for the tenant); nil: none (one process).
 	view func(tenant string) string
+	// mailbox makes the tenant limiters' mailboxes (bounded, mailbox.go).
+	mailbox actor.MailboxProducer
 }
 
 func (p *limiterParent) Receive(ctx actor.Context) {
@@ -108,7 +110,7 @@ func (p *limiterParent) Receive(ctx actor.Context) {
 	}
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, open: map[string]int64{}, granted: map[string]bool{}}
-	}), tenant)
+	}, actor.WithMailbox(p.mailbox)), tenant)
 	if err != nil {
 		ctx.Respond(&messages.AdmitReply{Message: "cannot start the tenant's limiter: " + err.Error()})
 		return
@@ -187,6 +189,9 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 			l.limits = m.Limits
 		}
 		if l.busy || !l.built || m.View != l.view || (l.limits.GetTokenBudget() > 0 && m.PeriodStartUnixMs != l.period) {
+			if len(l.pending) >= maxPendingAdmits {
+				return // dropped like an Admit that finds the mailbox full: the gateway asks again
+			}
 			l.pending = append(l.pending, pendingMsg{msg: m, sender: ctx.Sender()})
 			l.rebuild(ctx, m.View, m.PeriodStartUnixMs)
 			return
@@ -290,7 +295,16 @@ func (l *tenantLimiter) rebuild(ctx actor.Context, view string, periodStart int6
 // apply replaces the counters with what the ledgers hold.
 func (l *tenantLimiter) apply(r *rebuilt) {
 	l.busy, l.built, l.view = false, true, r.view
-	l.window = l.window[:0]
+	// Requests that are not runs (Admit.request) are in no ledger: this
+	// limiter keeps the ones it counted (a limiter that takes the tenant
+	// over from another node starts without them: at most a minute's).
+	var requests []admitted
+	for _, a := range l.window {
+		if a.run == "" {
+			requests = append(requests, a)
+		}
+	}
+	l.window = append(l.window[:0:0], requests...)
 	l.open = map[string]int64{}
 	kept := l.granted // runs this limiter granted stay its own (not re-decided)
 	l.granted = map[string]bool{}
@@ -326,16 +340,36 @@ func sortWindow(w []admitted) {
 	}
 }
 
-// admit decides one run against the limits at now.
+// admit decides one Admit at now: a run (recorded when granted), a
+// precheck (decided as a run of m.Tokens, recording nothing), or a request
+// that is not a run (counted against requests_per_minute only).
+//
+// The checks are all cheap (counters in memory); what makes a refusal
+// expensive is the gateway's work before asking: counting the run's
+// reservation (tokenizing its prompts) and writing it to the ledger. So
+// the gateway asks a precheck first with a lower bound of the reservation
+// (the stages' output tokens, known without tokenizing): a run the
+// precheck refuses would be refused by the real Admit too (every check
+// grows with the tokens), and the gateway answers 429 having tokenized
+// and written nothing. A precheck records nothing, so a granted precheck
+// followed by a refused Admit (another gateway's run came first) is
+// possible and harmless: the real Admit, after the ledger write, decides
+// alone, which keeps the budget exact.
 func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitReply {
-	lim := l.limits
 	cut := now.Add(-limiterWindow)
 	i := 0
 	for i < len(l.window) && !l.window[i].at.After(cut) {
 		i++
 	}
 	l.window = l.window[i:]
-	if _, open := l.open[m.RunId]; open {
+	if m.Request {
+		if r := l.checkRequests(now); r != nil {
+			return r
+		}
+		l.window = append(l.window, admitted{at: now}) // no run: nothing to settle
+		return &messages.AdmitReply{Ok: true}
+	}
+	if _, open := l.open[m.RunId]; open && !m.Precheck {
 		if l.granted[m.RunId] {
 			return &messages.AdmitReply{Ok: true} // a repeated Admit (the gateway retried)
 		}
@@ -349,12 +383,41 @@ func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitR
 			}
 		}
 	}
-	retryAt := func(i int) int64 { // when window[i] leaves the window
-		return max(1, l.window[i].at.Add(limiterWindow).Sub(now).Milliseconds())
+	if r := l.check(m, now); r != nil {
+		return r
 	}
-	if rpm := lim.GetRequestsPerMinute(); rpm > 0 && int64(len(l.window))+1 > rpm {
-		return refuse("requests_per_minute", retryAt(len(l.window)-int(rpm)),
+	if m.Precheck {
+		return &messages.AdmitReply{Ok: true}
+	}
+	l.window = append(l.window, admitted{at: now, run: m.RunId, tokens: m.Tokens})
+	l.open[m.RunId] = m.Tokens
+	l.granted[m.RunId] = true
+	return &messages.AdmitReply{Ok: true}
+}
+
+// retryAt is how long until window[i] leaves the window.
+func (l *tenantLimiter) retryAt(i int, now time.Time) int64 {
+	return max(1, l.window[i].at.Add(limiterWindow).Sub(now).Milliseconds())
+}
+
+// checkRequests refuses one more request beyond requests_per_minute.
+func (l *tenantLimiter) checkRequests(now time.Time) *messages.AdmitReply {
+	if rpm := l.limits.GetRequestsPerMinute(); rpm > 0 && int64(len(l.window))+1 > rpm {
+		return refuse("requests_per_minute", l.retryAt(len(l.window)-int(rpm), now),
 			fmt.Sprintf("tenant is over its limit of %d requests per minute", rpm))
+	}
+	return nil
+}
+
+// check decides a run of m.Tokens against every limit, cheapest first;
+// nil grants it. It changes nothing.
+func (l *tenantLimiter) check(m *messages.Admit, now time.Time) *messages.AdmitReply {
+	lim := l.limits
+	if r := l.checkRequests(now); r != nil {
+		return r
+	}
+	if c := lim.GetConcurrentRuns(); c > 0 && int64(len(l.open))+1 > c {
+		return refuse("concurrent_runs", 1000, fmt.Sprintf("tenant already has %d runs going; its limit is %d", len(l.open), c))
 	}
 	if tpm := lim.GetTokensPerMinute(); tpm > 0 {
 		if m.Tokens > tpm {
@@ -371,12 +434,9 @@ func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitR
 			for ; k < len(l.window) && need > 0; k++ {
 				need -= l.window[k].tokens
 			}
-			return refuse("tokens_per_minute", retryAt(max(0, k-1)),
+			return refuse("tokens_per_minute", l.retryAt(max(0, k-1), now),
 				fmt.Sprintf("tenant is over its limit of %d tokens per minute (%d used or reserved in the last minute, this run reserves %d)", tpm, sum, m.Tokens))
 		}
-	}
-	if c := lim.GetConcurrentRuns(); c > 0 && int64(len(l.open))+1 > c {
-		return refuse("concurrent_runs", 1000, fmt.Sprintf("tenant already has %d runs going; its limit is %d", len(l.open), c))
 	}
 	if b := lim.GetTokenBudget(); b > 0 {
 		var reserved int64
@@ -395,10 +455,7 @@ func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitR
 				fmt.Sprintf("tenant's token budget of %d is used up for this period (%d used, %d reserved by running runs, this run reserves %d)", b, l.used, reserved, m.Tokens))
 		}
 	}
-	l.window = append(l.window, admitted{at: now, run: m.RunId, tokens: m.Tokens})
-	l.open[m.RunId] = m.Tokens
-	l.granted[m.RunId] = true
-	return &messages.AdmitReply{Ok: true}
+	return nil
 }
 
 func refuse(limit string, retryMS int64, msg string) *messages.AdmitReply {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/stats"
 
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // Metrics are the run pipeline's Prometheus metrics. Label sets are bounded by
@@ -26,6 +27,7 @@ type Metrics struct {
 	droppedSubscribers prometheus.Counter
 	coordinators       prometheus.Counter       // coordinators started on this process
 	mailboxDepth       *prometheus.HistogramVec // actor kind
+	mailboxDropped     *prometheus.CounterVec   // actor kind
 	transportMsgs      *prometheus.CounterVec   // direction
 	transportBytes     *prometheus.CounterVec   // direction
 	placements         *prometheus.CounterVec   // outcome
@@ -34,7 +36,7 @@ type Metrics struct {
 	tokenizerBatches   prometheus.Histogram
 	hedges             *prometheus.CounterVec // outcome
 
-	tokensByStage [5]prometheus.Counter // resolved once: the per-token path does no label lookup
+	tokensByStage [stagework.NumStages + 1]prometheus.Counter // resolved once: the per-token path does no label lookup
 
 	slots        atomic.Pointer[runSlots] // read by the two gauges below; nil: no slots yet
 	slotsInUse   prometheus.GaugeFunc
@@ -83,6 +85,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "qlc_mailbox_depth", Help: "Messages waiting in an actor's mailbox when it takes the next one, by actor kind.",
 			Buckets: []float64{0, 1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384},
 		}, []string{"kind"}),
+		mailboxDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_mailbox_dropped_total", Help: "Messages dropped because the receiving actor's mailbox was full, by actor kind (see actors/mailbox.go for what each kind drops and how the sender recovers).",
+		}, []string{"kind"}),
 		transportMsgs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_transport_messages_total", Help: "gRPC messages (protoactor batches) over the actor transport, by direction (sent, received).",
 		}, []string{"direction"}),
@@ -112,13 +117,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.slotsWaiting = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "qlc_runs_waiting_for_slot", Help: "Runs queued for a run slot of this process, in weighted-fair order per tenant.",
 	}, func() float64 { return float64(m.slots.Load().stats().Waiting) })
-	for s := messages.Stage_STAGE_GENERATOR; s <= messages.Stage_STAGE_CURATOR; s++ {
-		m.tokensByStage[s] = m.tokensStreamed.WithLabelValues(stageName(s))
+	for _, s := range stagework.Stages {
+		m.tokensByStage[toMsgStage(s)] = m.tokensStreamed.WithLabelValues(s.String())
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges,
+			m.mailboxDepth, m.mailboxDropped, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges,
 			m.slotsInUse, m.slotsWaiting)
 	}
 	return m
@@ -159,12 +164,19 @@ func (m *Metrics) runEnded(profile, outcome string) {
 	m.activeRuns.Dec()
 }
 
-// mailbox returns a mailbox producer whose mailboxes report their depth to
+// mailbox returns a mailbox producer for an actor kind: bounded by the
+// kind's mailboxPolicy (mailbox.go; unbounded for a kind without one),
+// counting drops in qlc_mailbox_dropped_total{kind}, and reporting depth to
 // qlc_mailbox_depth{kind}: each mailbox counts posted minus taken messages,
 // and observes the count each time its actor takes one.
 func (m *Metrics) mailbox(kind string) actor.MailboxProducer {
 	h := m.mailboxDepth.WithLabelValues(kind)
-	return func() actor.Mailbox { return actor.Unbounded(&depthMiddleware{h: h})() }
+	p, ok := mailboxPolicies[kind]
+	if !ok {
+		return func() actor.Mailbox { return actor.Unbounded(&depthMiddleware{h: h})() }
+	}
+	dropped := m.mailboxDropped.WithLabelValues(kind)
+	return func() actor.Mailbox { return newBoundedMailbox(p, dropped.Inc, &depthMiddleware{h: h}) }
 }
 
 type depthMiddleware struct {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/stagework/openai"
+	"github.com/qlc-project/qlc/stagework/sim"
 )
 
 // BuildProviders makes a client for every provider endpoint in cfg. API keys
@@ -28,7 +29,7 @@ func BuildProviders(cfg *stagework.Config, logger *slog.Logger) (map[string]stag
 		pc := cfg.Providers[name]
 		switch pc.Kind {
 		case stagework.KindSim:
-			p, err := stagework.NewSim(name, pc.Sim)
+			p, err := sim.New(name, pc.Sim)
 			if err != nil {
 				return nil, fmt.Errorf("actors: provider %q: %w", name, err)
 			}

@@ -62,3 +62,23 @@ func (e *Engine) Reservation(req RunRequest) (int64, error) {
 	}
 	return total, nil
 }
+
+// ReservationFloor is a lower bound of Reservation(req) that needs no
+// tokenizing: the stages' output tokens (every stage's max_tokens, or
+// req.MaxTokens). A gateway asks a tenant's limiter with it before paying
+// for the real count (see Admit.precheck).
+func (e *Engine) ReservationFloor(req RunRequest) (int64, error) {
+	p, err := e.cfg.Stages.Profile(req.Profile)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, st := range p.Stages {
+		out := int64(st.MaxTokens)
+		if req.MaxTokens > 0 {
+			out = int64(req.MaxTokens)
+		}
+		total += out
+	}
+	return total, nil
+}

@@ -91,3 +91,66 @@ func TestTransportTLSAdmitsOnlyKeyHolders(t *testing.T) {
 		t.Fatal("a short key must be refused")
 	}
 }
+
+// Key rotation (docs/keys.md): a process presents the certificate of its
+// primary key's CA and accepts those of every key in its ring. Two
+// processes connect, both ways, when each one's primary is in the other's
+// ring — the mixes of the three rolling phases — and never when their
+// rings are disjoint.
+func TestTransportTLSKeyring(t *testing.T) {
+	old := bytes.Repeat([]byte{1}, 32)
+	next := bytes.Repeat([]byte{2}, 32)
+	other := bytes.Repeat([]byte{3}, 32)
+	type ring struct {
+		name  string
+		keys  [][]byte
+		srv   *tls.Config
+		cli   *tls.Config
+		addrs string
+	}
+	mk := func(name string, keys ...[]byte) *ring {
+		srv, cli, err := TransportTLS(keys[0], keys[1:]...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &ring{name: name, keys: keys, srv: srv, cli: cli}
+		r.addrs = serveTLS(t, srv)
+		return r
+	}
+	before := mk("[old]", old)
+	phase1 := mk("[old,+new]", old, next)
+	phase2 := mk("[new,+old]", next, old)
+	after := mk("[new]", next)
+	stranger := mk("[other]", other)
+	strangerRing := mk("[other,+new]", other, next) // accepts new, but presents other
+
+	for _, c := range []struct {
+		a, b *ring
+		ok   bool
+	}{
+		{before, phase1, true},  // phase 1 under way
+		{phase1, phase2, true},  // phase 2 under way
+		{before, phase2, false}, // phase 1 skipped: [old] cannot verify a new certificate
+		{phase2, after, true},   // phase 3 under way
+		{phase1, after, false},  // phase 2 skipped
+		{before, after, false},  // disjoint
+		{stranger, before, false},
+		{stranger, after, false},
+		{strangerRing, after, false}, // its certificate is from a key [new] does not hold
+		{strangerRing, phase2, false},
+	} {
+		for _, dir := range [][2]*ring{{c.a, c.b}, {c.b, c.a}} {
+			server, client := dir[0], dir[1]
+			err := roundTrip(server.addrs, client.cli)
+			if c.ok && err != nil {
+				t.Errorf("client %s → server %s: %v, want a connection", client.name, server.name, err)
+			}
+			if !c.ok && err == nil {
+				t.Errorf("client %s → server %s connected, want a refusal", client.name, server.name)
+			}
+		}
+	}
+	if _, _, err := TransportTLS(old, []byte("short")); err == nil {
+		t.Fatal("a short secondary key must be refused")
+	}
+}

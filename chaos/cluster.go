@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,14 +58,37 @@ func randomKey() (string, error) {
 	return base64.StdEncoding.EncodeToString(b), nil
 }
 
-// freeAddr is a loopback address with a port that was free a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("chaos: free port: %w", err)
+// listenAddrs is what a node or gateway writes to its -addr-file once it
+// listens (cmd/internal/cli.Addrs): the addresses it bound. The local
+// backend starts every process with port 0 and reads them back.
+type listenAddrs struct {
+	HTTP   string `json:"http"`
+	Ops    string `json:"ops"`
+	Actor  string `json:"actor"`
+	Gossip string `json:"gossip"`
+}
+
+// waitAddrs polls path until the process has written its addresses.
+func waitAddrs(path string, within time.Duration, died <-chan struct{}) (listenAddrs, error) {
+	deadline := time.Now().Add(within)
+	for {
+		var a listenAddrs
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if err = json.Unmarshal(b, &a); err == nil {
+				return a, nil
+			}
+		}
+		select {
+		case <-died:
+			return a, errors.New("the process exited")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return a, fmt.Errorf("no addresses in %s within %v: %v", path, within, err)
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // proc is one node or gateway: a local process, or one incarnation of a
@@ -200,7 +222,7 @@ func metric(url, name string) (float64, bool) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	// The gateway serves /metrics on its API address to an admin key only
 	// (nodes' ops addresses ignore the header).
-	if k, _ := adminKey.Load().(string); k != "" {
+	if k, _ := metricsKey.Load().(string); k != "" {
 		req.Header.Set("Authorization", "Bearer "+k)
 	}
 	resp, err := httpClient.Do(req)
@@ -248,9 +270,9 @@ var streamClient = &http.Client{
 // dev-keys.json once it has started).
 var apiKey atomic.Value
 
-// adminKey is the chaos gateway's admin key, which its /metrics asks for
+// metricsKey is the chaos gateway's admin key, which its /metrics asks for
 // (from dev-keys.json, or the compose tenants file's admin_keys).
-var adminKey atomic.Value
+var metricsKey atomic.Value
 
 // withKey sends apiKey with every request.
 type withKey struct{ next http.RoundTripper }
@@ -277,6 +299,6 @@ func loadKey(dataDir string) error {
 		return fmt.Errorf("chaos: gateway keys: bad dev-keys.json: %v", err)
 	}
 	apiKey.Store(k.TenantKey)
-	adminKey.Store(k.AdminKey)
+	metricsKey.Store(k.AdminKey)
 	return nil
 }

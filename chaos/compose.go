@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,7 +56,8 @@ func composeCommand() []string {
 }
 
 // buildImages does what `make images` does: static linux binaries in
-// bin/linux/, then the images of docker-compose.yml (FROM scratch).
+// bin/linux/, then the FROM-scratch images docker-compose.yml names
+// (qlc-node:dev, qlc-gateway:dev) from the Dockerfile's prebuilt target.
 func buildImages() error {
 	root, err := moduleDir()
 	if err != nil {
@@ -65,14 +69,17 @@ func buildImages() error {
 	if b, err := gobuild.CombinedOutput(); err != nil {
 		return fmt.Errorf("chaos: go build (linux, static): %w\n%s", err, b)
 	}
-	cc := composeCommand()
-	args := append(slices.Clone(cc[1:]), "-p", composeProject, "-f", filepath.Join(root, "docker-compose.yml"), "build")
+	// The Dockerfile's prebuilt target, as make images builds it: nothing
+	// is pulled (compose's default target builds from source in a golang
+	// image, which needs a registry).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, cc[0], args...)
-	build.Dir = root
-	if b, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("chaos: %s build: %w\n%s", strings.Join(cc, " "), err, b)
+	for _, bin := range []string{"node", "gateway"} {
+		build := exec.CommandContext(ctx, "docker", "build", "-q", "--target", "prebuilt", "--build-arg", "BIN="+bin, "-t", "qlc-"+bin+":dev", ".")
+		build.Dir = root
+		if b, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("chaos: docker build (%s image): %w\n%s", bin, err, b)
+		}
 	}
 	return nil
 }
@@ -90,6 +97,9 @@ type composeLayout struct {
 type composePlan struct {
 	// key is every service's QLC_CLUSTER_KEY (fresh per scenario).
 	key string
+	// adminKey is the gateway's QLC_ADMIN_KEY (fresh per scenario): it
+	// mints the suite's tenant key when the tenants file has none.
+	adminKey string
 	// profiles is the host path of the scenario's profile file, mounted
 	// read-only at profilesTarget in every service.
 	profiles string
@@ -197,7 +207,7 @@ func mountSource(svc map[string]any, target string) string {
 
 // rewriteCompose applies plan to a resolved compose file: each service's
 // ports become plan's one port on 127.0.0.1, its environment gains the
-// cluster key, QLC_PROFILES and composeEnv, and the profile file is mounted.
+// cluster key (the gateway's also the admin key), QLC_PROFILES and composeEnv, and the profile file is mounted.
 // Everything else (images, healthchecks, restart policy, network, the
 // gateway's volume) stays as the repository has it.
 func rewriteCompose(resolved []byte, plan composePlan) ([]byte, error) {
@@ -232,6 +242,9 @@ func rewriteCompose(resolved []byte, plan composePlan) ([]byte, error) {
 		}
 		env["QLC_PROFILES"] = profilesTarget
 		env["QLC_CLUSTER_KEY"] = plan.key
+		if kind == "gateway" && plan.adminKey != "" {
+			env["QLC_ADMIN_KEY"] = plan.adminKey
+		}
 		vols, _ := svc["volumes"].([]any)
 		svc["volumes"] = append(vols, map[string]any{"type": "bind", "source": plan.profiles, "target": profilesTarget, "read_only": true})
 	}
@@ -242,30 +255,23 @@ func rewriteCompose(resolved []byte, plan composePlan) ([]byte, error) {
 	return out, nil
 }
 
-// tenantKey is the first key of the tenant "dev" (else of the first tenant)
-// in a tenants file: the key the suite's requests carry. The file's first
-// plain admin key is kept in adminKey, for the gateway's /metrics.
-func tenantKey(path string) (string, error) {
+// tenantOf is the tenant the suite's requests run as, from a tenants file:
+// "dev", else the first one listed (id "" if none), and its first key in
+// clear if the file has one ("" otherwise: the repository's file ships no
+// key, and the suite mints one with the admin key, mintTenantKey).
+func tenantOf(path string) (id, key string, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("chaos: tenants file: %w", err)
+		return "", "", fmt.Errorf("chaos: tenants file: %w", err)
 	}
 	var f struct {
-		AdminKeys []string `yaml:"admin_keys"`
-		Tenants   []struct {
+		Tenants []struct {
 			ID   string   `yaml:"id"`
 			Keys []string `yaml:"keys"`
 		} `yaml:"tenants"`
 	}
 	if err := yaml.Unmarshal(b, &f); err != nil {
-		return "", fmt.Errorf("chaos: tenants file %s: %w", path, err)
-	}
-	// The gateway's /metrics asks for an admin key.
-	for _, k := range f.AdminKeys {
-		if !strings.HasPrefix(k, "sha256:") {
-			adminKey.Store(k)
-			break
-		}
+		return "", "", fmt.Errorf("chaos: tenants file %s: %w", path, err)
 	}
 	for _, dev := range []bool{true, false} { // the tenant "dev" first
 		for _, t := range f.Tenants {
@@ -274,12 +280,51 @@ func tenantKey(path string) (string, error) {
 			}
 			for _, k := range t.Keys {
 				if !strings.HasPrefix(k, "sha256:") {
-					return k, nil
+					return t.ID, k, nil
 				}
+			}
+			if id == "" {
+				id = t.ID
 			}
 		}
 	}
-	return "", fmt.Errorf("chaos: tenants file %s: no tenant with a plain key (a sha256: digest cannot be sent)", path)
+	return id, "", nil
+}
+
+// randomAdminKey is a fresh admin key for the gateway: qlc_ and 40 hex digits.
+func randomAdminKey() (string, error) {
+	b := make([]byte, 20)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("chaos: admin key: %w", err)
+	}
+	return "qlc_" + hex.EncodeToString(b), nil
+}
+
+// mintTenantKey makes a key of tenant (or, if tenant is "", of a new tenant
+// "chaos") through the gateway's admin API at base, with adminKey.
+func mintTenantKey(base, adminKey, tenant string) (string, error) {
+	target, body := base+"/v1/admin/tenants/"+url.PathEscape(tenant)+"/keys", ""
+	if tenant == "" {
+		target, body = base+"/v1/admin/tenants", `{"name":"chaos","id":"chaos"}`
+	}
+	req, err := http.NewRequest("POST", target, strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("chaos: mint a tenant key: %w", err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Key string `json:"key"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusCreated || v.Key == "" {
+		return "", fmt.Errorf("chaos: mint a tenant key: HTTP %d (%v)", resp.StatusCode, err)
+	}
+	return v.Key, nil
 }
 
 // dockerTime is t as `docker logs --since` reads it.
@@ -319,6 +364,8 @@ type composeCluster struct {
 	stops sync.WaitGroup // docker stop commands running aside (terminate)
 
 	engine *engineAPI // the engine's API on its local socket, or nil: the CLI
+
+	env []string // the scenario's secrets, for the compose CLI (the repository's file requires them)
 }
 
 var _ fleet = (*composeCluster)(nil)
@@ -356,6 +403,7 @@ func (c *composeCluster) compose(timeout time.Duration, file string, args ...str
 	full := append(append(slices.Clone(c.cc[1:]), "-p", composeProject, "-f", file), args...)
 	cmd := exec.CommandContext(ctx, c.cc[0], full...)
 	cmd.Dir = filepath.Dir(file)
+	cmd.Env = append(os.Environ(), c.env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -390,6 +438,18 @@ func (c *composeCluster) start(_ context.Context, _ string, nodes int) (skip, er
 	if err != nil {
 		return nil, err
 	}
+	// The repository's compose file ships no secret and refuses to resolve
+	// without them: fresh ones per scenario.
+	key, err := randomKey()
+	if err != nil {
+		return nil, err
+	}
+	adminKey, err := randomAdminKey()
+	if err != nil {
+		return nil, err
+	}
+	c.env = []string{"QLC_CLUSTER_KEY=" + key, "QLC_ADMIN_KEY=" + adminKey}
+	metricsKey.Store(adminKey) // the gateway's /metrics on its API port asks for it
 	resolved, err := c.compose(time.Minute, filepath.Join(root, "docker-compose.yml"), "config")
 	if err != nil {
 		return nil, err
@@ -401,11 +461,7 @@ func (c *composeCluster) start(_ context.Context, _ string, nodes int) (skip, er
 	if len(layout.nodes) != nodes {
 		return nil, fmt.Errorf("chaos: docker-compose.yml has %d node services; -nodes must be %d with -backend compose", len(layout.nodes), len(layout.nodes))
 	}
-	key, err := randomKey()
-	if err != nil {
-		return nil, err
-	}
-	plan := composePlan{key: key, profiles: c.profiles, ports: map[string]int{}}
+	plan := composePlan{key: key, adminKey: adminKey, profiles: c.profiles, ports: map[string]int{}}
 	for _, s := range append(slices.Clone(layout.nodes), layout.gateway) {
 		a, err := freeAddr()
 		if err != nil {
@@ -420,10 +476,10 @@ func (c *composeCluster) start(_ context.Context, _ string, nodes int) (skip, er
 		return nil, err
 	}
 	file := filepath.Join(c.dir, "compose.yaml")
-	if err := os.WriteFile(file, out, 0o644); err != nil {
+	if err := os.WriteFile(file, out, 0o600); err != nil { // it holds the scenario's keys
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
-	tk, err := tenantKey(layout.tenants)
+	tenant, tk, err := tenantOf(layout.tenants)
 	if err != nil {
 		return nil, err
 	}
@@ -472,6 +528,11 @@ func (c *composeCluster) start(_ context.Context, _ string, nodes int) (skip, er
 		c.network = f[0]
 	} else {
 		return nil, fmt.Errorf("chaos: the gateway's container is on %d networks (%s); want one", len(f), nets)
+	}
+	if tk == "" {
+		if tk, err = mintTenantKey(c.gwURL, adminKey, tenant); err != nil {
+			return nil, err
+		}
 	}
 	apiKey.Store(tk)
 	return nil, nil
@@ -871,4 +932,19 @@ func (e *engineAPI) kill(id string) error {
 		return fmt.Errorf("chaos: docker engine API: kill %s: HTTP %d: %s", id, resp.StatusCode, bytes.TrimSpace(b))
 	}
 	return nil
+}
+
+// freeAddr is a loopback address with a port that was free a moment ago.
+// Only the compose backend uses it: the compose file must name the host
+// port each container publishes, and a container restarted in place keeps
+// it. (Publishing "127.0.0.1::9090" and asking `docker compose port` would
+// avoid the race, but a restart may then move the port.) The local backend
+// binds port 0 and reads the ports back (-addr-file).
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("chaos: free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }

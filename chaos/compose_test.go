@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -140,7 +141,7 @@ func TestLayoutRejects(t *testing.T) {
 // 127.0.0.1:8080 is gone), mounts the profile file everywhere, sets the
 // cluster key and the suite's log settings, and keeps the rest.
 func TestRewriteCompose(t *testing.T) {
-	plan := composePlan{key: "chaoskey", profiles: "/tmp/x/profiles.yaml", ports: map[string]int{"gateway": 41000, "node1": 41001, "node2": 41002}}
+	plan := composePlan{key: "chaoskey", adminKey: "qlc_chaosadmin", profiles: "/tmp/x/profiles.yaml", ports: map[string]int{"gateway": 41000, "node1": 41001, "node2": 41002}}
 	out, err := rewriteCompose([]byte(resolvedV1), plan)
 	if err != nil {
 		t.Fatal(err)
@@ -166,10 +167,10 @@ func TestRewriteCompose(t *testing.T) {
 		}
 	}
 	gw := svcs["gateway"]
-	if env := gw["environment"].(map[string]any); env["QLC_LOG_LEVEL"] != "warn" || env["QLC_DRAIN_TIMEOUT"] != nil {
+	if env := gw["environment"].(map[string]any); env["QLC_LOG_LEVEL"] != "warn" || env["QLC_DRAIN_TIMEOUT"] != nil || env["QLC_ADMIN_KEY"] != "qlc_chaosadmin" {
 		t.Errorf("gateway environment %v", env)
 	}
-	if env := svcs["node1"]["environment"].(map[string]any); env["QLC_LOG_LEVEL"] != "info" || env["QLC_DRAIN_TIMEOUT"] != "60s" {
+	if env := svcs["node1"]["environment"].(map[string]any); env["QLC_LOG_LEVEL"] != "info" || env["QLC_DRAIN_TIMEOUT"] != "60s" || env["QLC_ADMIN_KEY"] != nil {
 		t.Errorf("node environment %v", env)
 	}
 	if vols := gw["volumes"].([]any); len(vols) != 3 || vols[1] != "gateway-data:/data:rw" {
@@ -199,7 +200,7 @@ func TestRewriteComposeWantsAPortForEveryService(t *testing.T) {
 	}
 }
 
-func TestTenantKey(t *testing.T) {
+func TestTenantOf(t *testing.T) {
 	dir := t.TempDir()
 	write := func(s string) string {
 		p := filepath.Join(dir, "tenants.yaml")
@@ -208,24 +209,60 @@ func TestTenantKey(t *testing.T) {
 		}
 		return p
 	}
-	k, err := tenantKey(write("tenants:\n  - {id: acme, keys: [qlc_acme]}\n  - {id: dev, keys: [\"sha256:ab\", qlc_dev]}\n"))
-	if err != nil || k != "qlc_dev" {
-		t.Fatalf("key %q, %v; want the dev tenant's plain key", k, err)
+	id, k, err := tenantOf(write("tenants:\n  - {id: acme, keys: [qlc_acme]}\n  - {id: dev, keys: [\"sha256:ab\", qlc_dev]}\n"))
+	if err != nil || id != "dev" || k != "qlc_dev" {
+		t.Fatalf("%q %q, %v; want the dev tenant's plain key", id, k, err)
 	}
-	k, err = tenantKey(write("tenants:\n  - {id: acme, keys: [qlc_acme]}\n"))
-	if err != nil || k != "qlc_acme" {
-		t.Fatalf("key %q, %v; want the first tenant's", k, err)
+	id, k, err = tenantOf(write("tenants:\n  - {id: acme, keys: [qlc_acme]}\n"))
+	if err != nil || id != "acme" || k != "qlc_acme" {
+		t.Fatalf("%q %q, %v; want the first tenant's", id, k, err)
 	}
-	if _, err := tenantKey(write("tenants:\n  - {id: dev, keys: [\"sha256:ab\"]}\n")); err == nil {
-		t.Fatal("a digest-only file gave a key")
+	id, k, err = tenantOf(write("tenants:\n  - {id: dev, keys: [\"sha256:ab\"]}\n"))
+	if err != nil || id != "dev" || k != "" {
+		t.Fatalf("digest only: %q %q, %v; want the tenant dev and no key (one is minted)", id, k, err)
 	}
-	if _, err := tenantKey(filepath.Join(dir, "none.yaml")); err == nil {
-		t.Fatal("a missing file gave a key")
+	if _, _, err := tenantOf(filepath.Join(dir, "none.yaml")); err == nil {
+		t.Fatal("a missing file gave a tenant")
 	}
-	// The file the compose gateway mounts.
-	k, err = tenantKey("../deploy/tenants.dev.yaml")
-	if err != nil || !strings.HasPrefix(k, "qlc_") {
-		t.Fatalf("deploy/tenants.dev.yaml: key %q, %v", k, err)
+	// The file the compose gateway mounts: the tenant dev, and no usable key
+	// (keys are generated: make compose-up, or the suite's admin key).
+	id, k, err = tenantOf("../deploy/tenants.dev.yaml")
+	if err != nil || id != "dev" || k != "" {
+		t.Fatalf("deploy/tenants.dev.yaml: %q %q, %v; want the tenant dev without a key in clear", id, k, err)
+	}
+}
+
+// The suite mints its tenant key with the admin key it gave the gateway.
+func TestMintTenantKey(t *testing.T) {
+	admin, err := randomAdminKey()
+	if err != nil || !strings.HasPrefix(admin, "qlc_") || len(admin) != 44 {
+		t.Fatalf("admin key %q, %v", admin, err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+admin {
+			w.WriteHeader(401)
+			return
+		}
+		switch {
+		case r.Method == "POST" && r.URL.Path == "/v1/admin/tenants/dev/keys":
+			w.WriteHeader(201)
+			_, _ = w.Write([]byte(`{"key":"qlc_minted","key_id":"key_1"}`))
+		case r.Method == "POST" && r.URL.Path == "/v1/admin/tenants":
+			w.WriteHeader(201)
+			_, _ = w.Write([]byte(`{"id":"chaos","key":"qlc_newtenant"}`))
+		default:
+			w.WriteHeader(404)
+		}
+	}))
+	defer srv.Close()
+	if k, err := mintTenantKey(srv.URL, admin, "dev"); err != nil || k != "qlc_minted" {
+		t.Fatalf("dev: %q, %v", k, err)
+	}
+	if k, err := mintTenantKey(srv.URL, admin, ""); err != nil || k != "qlc_newtenant" {
+		t.Fatalf("no tenant: %q, %v", k, err)
+	}
+	if _, err := mintTenantKey(srv.URL, "qlc_wrong", "dev"); err == nil {
+		t.Fatal("a refused admin key gave a tenant key")
 	}
 }
 
@@ -365,10 +402,7 @@ func TestUnreachableBehindAProxy(t *testing.T) {
 	if err == nil || !unreachable(err) {
 		t.Fatalf("closed before an answer: err %v, unreachable %v", err, err != nil && unreachable(err))
 	}
-	closed, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	closed := refusedAddr(t)
 	if _, err := httpClient.Get("http://" + closed + "/"); err == nil || !unreachable(err) {
 		t.Fatalf("refused: err %v", err)
 	}

@@ -13,8 +13,10 @@ import (
 )
 
 // localCluster is the local backend: nodes and a gateway as processes of
-// this program on loopback, each with free ports of its own. A killed or
-// drained node is replaced by a new process with new ports.
+// this program on loopback. Each binds port 0 for every listener and writes
+// the ports it got to its -addr-file, which the backend reads. A killed or
+// drained node is replaced by a new process with new ports; a restarted
+// gateway binds the address it had.
 type localCluster struct {
 	bin, dir, key, profiles string
 	progress                func(format string, args ...any)
@@ -67,11 +69,7 @@ func (c *localCluster) start(_ context.Context, scenario string, nodes int) (ski
 			return nil, err
 		}
 	}
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	return nil, c.startGatewayOn(addr)
+	return nil, c.startGatewayOn("127.0.0.1:0")
 }
 
 func (c *localCluster) spawn(name, binary string, args []string, pl *placements) (*proc, error) {
@@ -115,14 +113,6 @@ func (c *localCluster) spawnAs(name, binary string, args []string, pl *placement
 
 // startNode starts a node that joins the live ones and waits until it is ready.
 func (c *localCluster) startNode() (*proc, error) {
-	var addrs [3]string
-	for i := range addrs {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		addrs[i] = a
-	}
 	var seeds []string
 	for _, n := range c.liveNodes() {
 		seeds = append(seeds, n.gossip)
@@ -132,20 +122,28 @@ func (c *localCluster) startNode() (*proc, error) {
 	seq := c.seq
 	name := fmt.Sprintf("node-%d", seq)
 	c.mu.Unlock()
-	args := []string{"-gossip-bind", addrs[0], "-bind", addrs[1], "-ops-addr", addrs[2], "-profiles", c.profiles,
-		"-log-format", "json", "-log-level", "info", "-drain-timeout", "60s"}
-	if len(seeds) > 0 {
-		args = append(args, "-seeds", strings.Join(seeds, ","))
-	}
 	var uid uint32
 	if c.ownUIDs {
 		uid = uint32(firstNodeUID + seq)
+	}
+	addrFile, err := c.addrFile(name, uid)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-ops-addr", "127.0.0.1:0", "-addr-file", addrFile,
+		"-profiles", c.profiles, "-log-format", "json", "-log-level", "info", "-drain-timeout", "60s"}
+	if len(seeds) > 0 {
+		args = append(args, "-seeds", strings.Join(seeds, ","))
 	}
 	p, err := c.spawnAs(name, "node", args, c.pl, uid)
 	if err != nil {
 		return nil, err
 	}
-	p.gossip, p.act, p.ops = addrs[0], addrs[1], addrs[2]
+	a, err := waitAddrs(addrFile, 20*time.Second, p.done)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %s: %w (log %s)", name, err, p.logPath)
+	}
+	p.gossip, p.act, p.ops = a.Gossip, a.Actor, a.Ops
 	if err := waitHTTP("http://"+p.ops+"/readyz", 20*time.Second, p.done); err != nil {
 		return nil, fmt.Errorf("chaos: %s: %w (log %s)", name, err, p.logPath)
 	}
@@ -155,8 +153,10 @@ func (c *localCluster) startNode() (*proc, error) {
 	return p, nil
 }
 
-// startGatewayOn starts a gateway listening on addr with the cluster's
-// gateway data folder (a restart finds its store: ledger, kept runs).
+// startGatewayOn starts a gateway listening on addr (port 0 at first; a
+// restart binds the address the gateway had, as a restarted service does)
+// with the cluster's gateway data folder (a restart finds its store:
+// ledger, kept runs).
 func (c *localCluster) startGatewayOn(addr string) error {
 	var seeds []string
 	for _, n := range c.liveNodes() {
@@ -170,12 +170,21 @@ func (c *localCluster) startGatewayOn(addr string) error {
 		name = fmt.Sprintf("gateway-%d", c.gwN)
 	}
 	c.mu.Unlock()
-	p, err := c.spawn(name, "gateway", []string{"-addr", addr, "-seeds", strings.Join(seeds, ","),
+	addrFile, err := c.addrFile(name, 0)
+	if err != nil {
+		return err
+	}
+	p, err := c.spawn(name, "gateway", []string{"-addr", addr, "-addr-file", addrFile, "-seeds", strings.Join(seeds, ","),
 		"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.profiles,
 		"-log-format", "json", "-log-level", "warn", "-data-dir", data, "-dev-keys"}, nil)
 	if err != nil {
 		return err
 	}
+	a, err := waitAddrs(addrFile, 20*time.Second, p.done)
+	if err != nil {
+		return fmt.Errorf("chaos: gateway: %w (log %s)", err, p.logPath)
+	}
+	addr = a.HTTP
 	c.mu.Lock()
 	c.gw, c.gwURL = p, "http://"+addr
 	c.mu.Unlock()
@@ -183,6 +192,21 @@ func (c *localCluster) startGatewayOn(addr string) error {
 		return fmt.Errorf("chaos: gateway: %w (log %s)", err, p.logPath)
 	}
 	return loadKey(data)
+}
+
+// addrFile is a fresh path for name's -addr-file, in a folder of its own
+// that uid (a node's own uid in the partition scenario) may write in.
+func (c *localCluster) addrFile(name string, uid uint32) (string, error) {
+	dir, err := os.MkdirTemp(c.dir, name+"-addrs-")
+	if err != nil {
+		return "", fmt.Errorf("chaos: %w", err)
+	}
+	if uid != 0 {
+		if err := os.Chown(dir, int(uid), int(uid)); err != nil {
+			return "", fmt.Errorf("chaos: %w", err)
+		}
+	}
+	return filepath.Join(dir, "addrs.json"), nil
 }
 
 func (c *localCluster) kill(p *proc) (time.Time, error) {

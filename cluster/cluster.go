@@ -147,7 +147,12 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mc.DeadNodeReclaimTime = 0 // a dead name is never reused; see fence.go
 	mc.Label = cfg.ClusterName
 	if len(cfg.ClusterKey) > 0 {
-		mc.SecretKey = cfg.ClusterKey
+		// The primary encrypts; every key of the ring decrypts (rotation, docs/keys.md).
+		ring, err := memberlist.NewKeyring(cfg.SecondaryKeys, cfg.ClusterKey)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: keyring: %w", err)
+		}
+		mc.Keyring = ring
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}

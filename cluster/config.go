@@ -44,6 +44,12 @@ type Config struct {
 	// so a process without the key can neither join, read, nor inject gossip. See ParseKey.
 	ClusterKey []byte
 
+	// SecondaryKeys are further keys of the keyring, each 16, 24 or 32 bytes: packets encrypted with any
+	// of them are accepted, while ClusterKey (the primary) encrypts what this member sends. A key is
+	// rotated in three rolling phases (docs/keys.md): add the new key here everywhere, make it the
+	// primary everywhere, then drop the old one. Requires ClusterKey.
+	SecondaryKeys [][]byte
+
 	// Insecure allows running without ClusterKey (local development only). It is logged at WARN level.
 	Insecure bool
 
@@ -218,6 +224,19 @@ func (c Config) validate() (Config, error) {
 	default:
 		return c, fmt.Errorf("cluster: cluster key is %d bytes, want 16, 24 or 32", len(c.ClusterKey))
 	}
+	if len(c.SecondaryKeys) > 0 && len(c.ClusterKey) == 0 {
+		return c, errors.New("cluster: secondary keys without a primary cluster key")
+	}
+	secondary := make([][]byte, 0, len(c.SecondaryKeys))
+	for i, k := range c.SecondaryKeys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return c, fmt.Errorf("cluster: secondary key %d is %d bytes, want 16, 24 or 32", i+1, len(k))
+		}
+		secondary = append(secondary, append([]byte(nil), k...))
+	}
+	c.SecondaryKeys = secondary
 	if c.ClusterName == "" {
 		c.ClusterName = d.ClusterName
 	}

@@ -26,7 +26,7 @@
 //     runs (another tenant's run is a 404, exactly like a missing one); an
 //     admin key manages tenants (admin.go: /v1/admin/…, every change audited)
 //     and reads every tenant's usage. Keys given in clear in a tenants file or
-//     QLC_ADMIN_KEY need MinKeyBits of entropy (keystrength.go).
+//     QLC_ADMIN_KEY need minKeyBits of entropy (keystrength.go).
 //   - A revoked key id is a tombstone: no restart, environment variable,
 //     tenants file or peer brings it back (the store's PutKey refuses any
 //     unrevoked row over a revoked one); re-enabling takes a new key.

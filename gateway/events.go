@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // Event type names, as in SSE "event:" lines and the JSON "type" field.
@@ -40,16 +41,11 @@ func eventType(ev *messages.RunEvent) string {
 	return "unknown"
 }
 
+// stageString is a stage's name on the wire ("generator", from stagework's
+// stage table), "" for a value that is not a stage.
 func stageString(s messages.Stage) string {
-	switch s {
-	case messages.Stage_STAGE_GENERATOR:
-		return "generator"
-	case messages.Stage_STAGE_REFINER:
-		return "refiner"
-	case messages.Stage_STAGE_VALIDATOR:
-		return "validator"
-	case messages.Stage_STAGE_CURATOR:
-		return "curator"
+	if st := stagework.Stage(s); st.Valid() {
+		return st.String()
 	}
 	return ""
 }

@@ -1,73 +1,74 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strings"
 )
 
-// MinKeyBits is the entropy a key given in clear (tenants file,
-// QLC_ADMIN_KEY) must have at least, as estimated by keyBits.
-const MinKeyBits = 128
+// minKeyBits is the least estimated entropy of a key given in clear in a
+// tenants file or QLC_ADMIN_KEY: 128 bits (NewKey's keys have 160; so has
+// `openssl rand -hex 20`).
+const minKeyBits = 128
 
-// errWeakKey: a key given in clear is too easy to guess.
-var errWeakKey = errors.New("gateway: key too guessable")
-
-// checkKeyStrength refuses a key given in clear whose estimated entropy is
-// below MinKeyBits. The error never contains the key.
-func checkKeyStrength(key string) error {
-	if bits := keyBits(key); bits < MinKeyBits {
-		return fmt.Errorf("%w: about %d bits of entropy, at least %d needed (random keys only: `openssl rand -hex 32`, "+
-			"or a key the admin API made; a key you cannot show in clear may be listed as sha256:<64 hex digits>)",
-			errWeakKey, int(bits), MinKeyBits)
+// keyBits estimates the entropy of a key given in clear, in bits: the
+// characters after the "qlc_" prefix, each worth log2 of the smallest
+// alphabet that holds them all (hex 16; then digits 10, lower case 26, upper
+// case 26 and anything else 33, added up by the classes present), except
+// the characters an obvious pattern predicts, which add nothing:
+//
+//   - a run of 4 or more characters that each repeat the one before or each
+//     go one up or each one down ("0000…" padding, "abcd", "4321") counts
+//     as its first character;
+//   - a character that ends a 4-character sequence seen earlier in the key
+//     (a pasted part repeated: "ab12ab12…", "passwordpassword").
+//
+// It cannot tell a random key from a guessable word of the same shape; it
+// refuses keys too short or too regular to have been drawn at random. A
+// random key rarely loses a character to these rules: keys in NewKey's
+// format score 150 bits or more (TestKeyPatterns).
+func keyBits(key string) float64 {
+	body := strings.TrimPrefix(key, keyPrefix)
+	if body == "" {
+		return 0
 	}
-	return nil
+	hexLower, hexUpper := true, true
+	var digit, lower, upper, other bool
+	for _, r := range body {
+		switch {
+		case r >= '0' && r <= '9':
+			digit = true
+		case r >= 'a' && r <= 'z':
+			lower = true
+			hexUpper = false
+			hexLower = hexLower && r <= 'f'
+		case r >= 'A' && r <= 'Z':
+			upper = true
+			hexLower = false
+			hexUpper = hexUpper && r <= 'F'
+		default:
+			other, hexLower, hexUpper = true, false, false
+		}
+	}
+	alphabet := 16.0
+	if !hexLower && !hexUpper {
+		alphabet = 0
+		for _, c := range []struct {
+			present bool
+			size    float64
+		}{{digit, 10}, {lower, 26}, {upper, 26}, {other, 33}} {
+			if c.present {
+				alphabet += c.size
+			}
+		}
+	}
+	return float64(len(body)-predicted(body)) * math.Log2(alphabet)
 }
 
-// keyBits estimates the entropy of key, in bits: its length times log2 of
-// the alphabet made by the character classes it uses (lower case 26, upper
-// case 26, digits 10, anything else 33), where the known "qlc_" prefix
-// counts for nothing and neither do characters that an obvious pattern
-// predicts: 4 or more steps in a row that each repeat the character before
-// or each go one up or each one down (aaaaa, 00000, abcde, 54321), and a
-// character that ends a 4-character sequence seen earlier in the key
-// (abcdXabcdX…, a pasted part repeated). A random key rarely loses a
-// character to these rules; one made by NewKey (32 base-32 characters,
-// ~165 bits by this estimate, 150 without a digit) stays above MinKeyBits.
-func keyBits(key string) float64 {
-	s := strings.TrimPrefix(key, keyPrefix)
-	if s == "" {
-		return 0
-	}
-	var lower, upper, digit, other bool
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= 'a' && c <= 'z':
-			lower = true
-		case c >= 'A' && c <= 'Z':
-			upper = true
-		case c >= '0' && c <= '9':
-			digit = true
-		default:
-			other = true
-		}
-	}
-	alphabet := 0
-	for _, c := range []struct {
-		used bool
-		n    int
-	}{{lower, 26}, {upper, 26}, {digit, 10}, {other, 33}} {
-		if c.used {
-			alphabet += c.n
-		}
-	}
-	if alphabet < 2 {
-		return 0
-	}
-	predicted := make([]bool, len(s))
-	// Runs: positions i where s[i]-s[i-1] is 0, +1 or -1 and the same as
-	// s[i-1]-s[i-2], counted when 4 or more such steps follow one another.
+// predicted counts the characters of s that keyBits' patterns predict.
+func predicted(s string) int {
+	pred := make([]bool, len(s))
+	// Runs: 3 or more steps in a row of the same 0, +1 or -1.
 	for i := 1; i < len(s); {
 		d := int(s[i]) - int(s[i-1])
 		j := i
@@ -76,9 +77,9 @@ func keyBits(key string) float64 {
 				j++
 			}
 		}
-		if j-i >= 4 {
+		if j-i >= 3 {
 			for k := i; k < j; k++ {
-				predicted[k] = true
+				pred[k] = true
 			}
 		}
 		i = max(j, i+1)
@@ -88,15 +89,24 @@ func keyBits(key string) float64 {
 	for i := 3; i < len(s); i++ {
 		g := s[i-3 : i+1]
 		if seen[g] {
-			predicted[i] = true
+			pred[i] = true
 		}
 		seen[g] = true
 	}
 	n := 0
-	for _, p := range predicted {
-		if !p {
+	for _, p := range pred {
+		if p {
 			n++
 		}
 	}
-	return float64(n) * math.Log2(float64(alphabet))
+	return n
+}
+
+// checkKeyStrength refuses a key given in clear whose estimated entropy is
+// under minKeyBits. The error never echoes the key.
+func checkKeyStrength(key string) error {
+	if b := keyBits(key); b < minKeyBits {
+		return fmt.Errorf("a key needs at least %d bits of entropy, this one has about %.0f (too short or too regular): make one with `openssl rand -hex 20` (prefix qlc_), or give its \"sha256:<hex>\"", minKeyBits, b)
+	}
+	return nil
 }

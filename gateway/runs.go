@@ -97,8 +97,15 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	switch {
 	case errors.Is(err, stagework.ErrUnknownProfile):
 		return nil, s.profileError(req.Profile)
+	case errors.Is(err, actors.ErrOverShare):
+		// The engine is shared among the tenants with runs: this one holds
+		// its share, others still have room (their runs are admitted).
+		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "active_runs_share", RetryAfter: 1,
+			Message: "this tenant holds its share of the server's active runs (limit active_runs_share); retry when one of its runs ends"}
 	case errors.Is(err, actors.ErrBusy):
-		return nil, errServer(http.StatusServiceUnavailable, "overloaded", "the server has too many active runs; retry shortly")
+		e := errServer(http.StatusServiceUnavailable, "overloaded", "the server has too many active runs; retry shortly")
+		e.RetryAfter = 1
+		return nil, e
 	case errors.Is(err, actors.ErrNoNode):
 		s.logger.Error("no node took the run", "error", err)
 		return nil, errServer(http.StatusServiceUnavailable, "no_node", "no node is available to run this; retry shortly")

@@ -155,6 +155,8 @@ type Server struct {
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per key id
 
+	adm admissionState // cheap refusals remembered; seams for tests (admission.go)
+
 	// Goroutines, each owned by the Server and waited for by Close: the
 	// runs waiting to be billed (accounting), and the background work
 	// (bg: recoverOpen, keepRuns, a limiter's settle after a failed admit).
@@ -338,8 +340,8 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 }
 
 // EdgeLimits bounds what a client may do at the HTTP edge, before a request
-// reaches the gateway's handler. DefaultEdgeLimits gives the values
-// NewHTTPServer uses.
+// reaches the gateway's handler. DefaultEdgeLimits gives the defaults
+// (cmd/gateway's flags start from the same values).
 type EdgeLimits struct {
 	// ReadHeaderTimeout bounds reading a request's line and headers: a client
 	// that sends them slowly (slowloris) is disconnected. Zero: no bound.
@@ -354,7 +356,7 @@ type EdgeLimits struct {
 	MaxHeaderBytes int
 }
 
-// DefaultEdgeLimits returns the limits NewHTTPServer uses.
+// DefaultEdgeLimits returns the default limits, each with its reason.
 func DefaultEdgeLimits() EdgeLimits {
 	return EdgeLimits{
 		// 10 s: a real client sends its headers in one packet; a slow mobile
@@ -366,12 +368,6 @@ func DefaultEdgeLimits() EdgeLimits {
 		// 64 KiB: an API key and a few cookies take under 1 KiB.
 		MaxHeaderBytes: 64 << 10,
 	}
-}
-
-// NewHTTPServer wraps h in an http.Server with DefaultEdgeLimits: see
-// NewHTTPServerWith.
-func NewHTTPServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
-	return NewHTTPServerWith(addr, h, logger, DefaultEdgeLimits())
 }
 
 // NewHTTPServerWith wraps h in an http.Server with timeouts that fit

@@ -528,7 +528,7 @@ func (t *Tenancy) broadcast(ts []store.Tenant, ks []store.Key) {
 //
 // A tenant without concurrent_runs gets the Tenancy's default
 // (DefaultConcurrentRuns); concurrent_runs: 0 is no limit. Keys in clear
-// need MinKeyBits of entropy.
+// need minKeyBits (128) of entropy.
 //
 // Its rows are versioned by the file's modification time: a file edited
 // after an admin API change wins, an older one does not undo it.
@@ -617,7 +617,7 @@ func ParseTenantsFile(data []byte) (*TenantsFile, error) {
 }
 
 // parseFileKey turns a file's key (clear, or "sha256:<hex>") into its hash.
-// A key in clear must have MinKeyBits of entropy (checkKeyStrength); a hash
+// A key in clear must have minKeyBits of entropy (checkKeyStrength); a hash
 // cannot be checked and is taken as it is.
 func parseFileKey(k string) ([]byte, error) {
 	if h, ok := strings.CutPrefix(k, "sha256:"); ok {

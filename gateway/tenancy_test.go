@@ -604,7 +604,7 @@ func TestTenantsFile(t *testing.T) {
 admin_keys: ["sha256:` + strings.Repeat("ab", 32) + `"]
 tenants:
   - name: Acme Corp
-    keys: ["qlc_h3Kp9WzQ7vLm2XcT8bNr5YfD4sGj6AeU"]
+    keys: ["qlc_9f3c1a7e5b2d8046c1e9a3f7b5d20864e1c3a5f7"]
     limits: {requests_per_minute: 60, token_budget: 1000, budget_period: month, profiles: [instant], weight: 2}
   - id: beta
     name: Beta
@@ -648,7 +648,7 @@ tenants:
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest("GET", "http://x/", nil)
-	req.Header.Set("Authorization", "Bearer qlc_h3Kp9WzQ7vLm2XcT8bNr5YfD4sGj6AeU")
+	req.Header.Set("Authorization", "Bearer qlc_9f3c1a7e5b2d8046c1e9a3f7b5d20864e1c3a5f7")
 	if p, e := tn.authenticate(req); e != nil || p.tenantID() != "acme-corp" {
 		t.Fatalf("file key: %+v %v", p, e)
 	}
@@ -665,7 +665,7 @@ tenants:
 }
 
 func FuzzParseTenantsFile(f *testing.F) {
-	f.Add([]byte("tenants: [{name: a, keys: [qlc_h3Kp9WzQ7vLm2XcT8bNr5YfD4sGj6AeU], limits: {token_budget: 5}}]"))
+	f.Add([]byte("tenants: [{name: a, keys: [qlc_9f3c1a7e5b2d8046c1e9a3f7b5d20864e1c3a5f7], limits: {token_budget: 5}}]"))
 	f.Add([]byte("admin_keys: [x]"))
 	f.Add([]byte("{}"))
 	// Weak keys (refused), a strong one and a hash (accepted).
@@ -678,9 +678,9 @@ func FuzzParseTenantsFile(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Every key accepted in clear has the entropy MinKeyBits asks.
+		// Every key accepted in clear has the entropy minKeyBits asks.
 		for _, k := range tf.AdminKeys {
-			if !strings.HasPrefix(k, "sha256:") && keyBits(k) < MinKeyBits {
+			if !strings.HasPrefix(k, "sha256:") && keyBits(k) < minKeyBits {
 				t.Fatalf("accepted a weak admin key (%.0f bits)", keyBits(k))
 			}
 		}

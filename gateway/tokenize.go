@@ -31,13 +31,19 @@ func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidParam("model", "missing_model", `give "model" (e.g. "gpt-4o") or "encoding" ("cl100k_base", "o200k_base")`))
 		return
 	}
+	if req.MaxTokens != nil && *req.MaxTokens < 0 {
+		writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", "max_tokens must not be negative"))
+		return
+	}
+	// A tokenize request is a request: it counts against the tenant's
+	// requests_per_minute like a run (429 with Retry-After beyond it).
+	if e := s.countRequest(principalOf(r)); e != nil {
+		writeError(w, e)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	if req.MaxTokens != nil {
-		if *req.MaxTokens < 0 {
-			writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", "max_tokens must not be negative"))
-			return
-		}
 		ft, err := s.engine.FitToBudget(ctx, &messages.FitToBudget{Model: req.Model, Encoding: req.Encoding, Text: req.Text, MaxTokens: *req.MaxTokens})
 		if err != nil {
 			if errors.Is(err, actors.ErrTokenize) {

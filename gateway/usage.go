@@ -85,7 +85,7 @@ func usageFromLog(evs []*messages.RunEvent, prices *stagework.Config, a *admissi
 		if !ok {
 			i = len(u.Stages)
 			byStage[st] = i
-			u.Stages = append(u.Stages, store.StageUsage{Stage: stageName(st)})
+			u.Stages = append(u.Stages, store.StageUsage{Stage: stageString(st)})
 		}
 		s := &u.Stages[i]
 		if m != "" {
@@ -146,20 +146,6 @@ func usageFromLog(evs []*messages.RunEvent, prices *stagework.Config, a *admissi
 		u.DurationMS = d.Milliseconds()
 	}
 	return u
-}
-
-func stageName(s messages.Stage) string {
-	switch s {
-	case messages.Stage_STAGE_GENERATOR:
-		return "generator"
-	case messages.Stage_STAGE_REFINER:
-		return "refiner"
-	case messages.Stage_STAGE_VALIDATOR:
-		return "validator"
-	case messages.Stage_STAGE_CURATOR:
-		return "curator"
-	}
-	return s.String()
 }
 
 // recoverOpen accounts the runs a previous life of this gateway admitted

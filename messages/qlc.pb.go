@@ -2262,8 +2262,17 @@ type Admit struct {
 	// budget says to retry at period_end. 0: the budget never resets.
 	PeriodStartUnixMs int64 `protobuf:"varint,6,opt,name=period_start_unix_ms,json=periodStartUnixMs,proto3" json:"period_start_unix_ms,omitempty"`
 	PeriodEndUnixMs   int64 `protobuf:"varint,7,opt,name=period_end_unix_ms,json=periodEndUnixMs,proto3" json:"period_end_unix_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// precheck asks only whether a run of at least `tokens` tokens could be
+	// admitted now (requests and tokens per minute, concurrent runs, budget),
+	// recording nothing: the gateway asks it before the expensive steps
+	// (counting the run's reservation, writing it to the ledger), so a
+	// refused run costs neither. The real Admit that follows decides.
+	Precheck bool `protobuf:"varint,8,opt,name=precheck,proto3" json:"precheck,omitempty"`
+	// request counts one request that is not a run (e.g. POST /v1/tokenize)
+	// against requests_per_minute: no tokens, no run, nothing to settle.
+	Request       bool `protobuf:"varint,9,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Admit) Reset() {
@@ -2343,6 +2352,20 @@ func (x *Admit) GetPeriodEndUnixMs() int64 {
 		return x.PeriodEndUnixMs
 	}
 	return 0
+}
+
+func (x *Admit) GetPrecheck() bool {
+	if x != nil {
+		return x.Precheck
+	}
+	return false
+}
+
+func (x *Admit) GetRequest() bool {
+	if x != nil {
+		return x.Request
+	}
+	return false
 }
 
 // AdmitReply answers Admit. When refused, limit names the limit
@@ -3121,7 +3144,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\x0fconcurrent_runs\x18\x03 \x01(\x03R\x0econcurrentRuns\x12!\n" +
 	"\ftoken_budget\x18\x04 \x01(\x03R\vtokenBudget\x12#\n" +
 	"\rbudget_period\x18\x05 \x01(\tR\fbudgetPeriod\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x03R\aversion\"\xee\x01\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\"\xa4\x02\n" +
 	"\x05Admit\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12,\n" +
@@ -3129,7 +3152,9 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06tokens\x18\x04 \x01(\x03R\x06tokens\x12\x12\n" +
 	"\x04view\x18\x05 \x01(\tR\x04view\x12/\n" +
 	"\x14period_start_unix_ms\x18\x06 \x01(\x03R\x11periodStartUnixMs\x12+\n" +
-	"\x12period_end_unix_ms\x18\a \x01(\x03R\x0fperiodEndUnixMs\"r\n" +
+	"\x12period_end_unix_ms\x18\a \x01(\x03R\x0fperiodEndUnixMs\x12\x1a\n" +
+	"\bprecheck\x18\b \x01(\bR\bprecheck\x12\x18\n" +
+	"\arequest\x18\t \x01(\bR\arequest\"r\n" +
 	"\n" +
 	"AdmitReply\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +

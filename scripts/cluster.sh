@@ -6,7 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .qlc/cluster bin
 go build -o bin/ ./cmd/node ./cmd/gateway
-export QLC_CLUSTER_KEY=${QLC_CLUSTER_KEY:-$(head -c 32 /dev/urandom | base64)}
+# A fresh cluster key per start unless one is set (QLC_CLUSTER_KEY, or a
+# keyring in QLC_CLUSTER_KEY_FILE: docs/keys.md).
+if [ -z "${QLC_CLUSTER_KEY:-}" ] && [ -z "${QLC_CLUSTER_KEY_FILE:-}" ]; then
+  QLC_CLUSTER_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+  export QLC_CLUSTER_KEY
+fi
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; echo; echo "cluster stopped"' EXIT INT TERM
 for i in 1 2 3; do

@@ -11,11 +11,15 @@ if ! docker info >/dev/null 2>&1; then
 fi
 COMPOSE=${COMPOSE:-$(docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)}
 export COMPOSE_PROJECT_NAME=qlcinteg
-trap '$COMPOSE down -v --remove-orphans >/dev/null 2>&1 || true' EXIT
+export COMPOSE
+trap './scripts/compose.sh down -v --remove-orphans >/dev/null 2>&1 || true' EXIT
 make --no-print-directory compose-up COMPOSE="$COMPOSE"
 base=http://127.0.0.1:8080
-key=qlc_composetenant000000000000000dev # deploy/tenants.dev.yaml
+# The tenant key compose-up minted with the generated admin key (no key ships with the repository).
+key=$(sed -n 's/^QLC_TENANT_KEY=//p' .qlc/compose.env | tail -n 1)
 auth="Authorization: Bearer $key"
+# The secrets file is the owner's only.
+[ "$(stat -c %a .qlc/compose.env)" = 600 ] || { echo "make integ: .qlc/compose.env is not mode 0600"; exit 1; }
 ids=()
 for i in $(seq 6); do
   id=$(curl -fsS "$base/v1/runs" -H "$auth" -H 'Content-Type: application/json' \
@@ -49,4 +53,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/models")
 sleep 1
 curl -fsS "$base/v1/usage" -H "$auth" |
   python3 -c 'import sys,json; d=json.load(sys.stdin); n=d["totals"]["runs"]; assert n >= 7, n; print("usage ledger: %d runs billed, %d tokens" % (n, d["totals"]["total_tokens"]))' || fail=1
-[ $fail = 0 ] && echo "make integ: PASS" || { $COMPOSE logs --tail 50; echo "make integ: FAIL"; exit 1; }
+# The admin key manages tenants; the tenant key does not.
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/admin/tenants" -H "$auth")
+[ "$code" = 403 ] && echo "tenant key on the admin API: 403 ok" || { echo "tenant key on the admin API: HTTP $code (want 403)"; fail=1; }
+admin=$(sed -n 's/^QLC_ADMIN_KEY=//p' .qlc/compose.env | tail -n 1)
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/admin/tenants" -H "Authorization: Bearer $admin")
+[ "$code" = 200 ] && echo "generated admin key: 200 ok" || { echo "generated admin key: HTTP $code (want 200)"; fail=1; }
+[ $fail = 0 ] && echo "make integ: PASS" || { ./scripts/compose.sh logs --tail 50; echo "make integ: FAIL"; exit 1; }

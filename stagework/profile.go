@@ -66,7 +66,7 @@ const (
 
 // Provider kinds a ProviderConfig may name.
 const (
-	KindSim    = "sim"    // the built-in simulated model (NewSim)
+	KindSim    = "sim"    // the built-in simulated model (package stagework/sim)
 	KindOpenAI = "openai" // any OpenAI-compatible /v1/chat/completions endpoint
 )
 
@@ -266,48 +266,6 @@ func (c *Config) ProfileNames() []string {
 func (c *Config) Price(model string) (Price, bool) {
 	p, ok := c.Prices[model]
 	return p, ok
-}
-
-// ProviderFactory builds the Provider for one endpoint of a kind stagework
-// does not build itself (openai: see package stagework/openai).
-type ProviderFactory func(name string, pc ProviderConfig) (Provider, error)
-
-// NewProviders builds one Provider per endpoint: kind sim with NewSim, other
-// kinds with factories[kind]. An endpoint whose kind has no factory is left
-// out, unless a profile uses it, which is an error.
-func (c *Config) NewProviders(factories map[string]ProviderFactory) (map[string]Provider, error) {
-	used := map[string]bool{}
-	for _, p := range c.Profiles {
-		for _, sp := range p.Stages {
-			used[sp.Provider] = true
-			if sp.Fallback != nil {
-				used[sp.Fallback.Provider] = true
-			}
-		}
-	}
-	out := make(map[string]Provider, len(c.Providers))
-	for _, name := range sortedKeys(c.Providers) {
-		pc := c.Providers[name]
-		var (
-			p   Provider
-			err error
-		)
-		switch f := factories[pc.Kind]; {
-		case f != nil:
-			p, err = f(name, pc)
-		case pc.Kind == KindSim:
-			p, err = NewSim(name, pc.Sim)
-		case used[name]:
-			err = fmt.Errorf("no factory for kind %q", pc.Kind)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("stagework: provider %q: %w", name, err)
-		}
-		out[name] = p
-	}
-	return out, nil
 }
 
 // Stage returns the profile's settings for stage s.

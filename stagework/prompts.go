@@ -150,9 +150,6 @@ var defaultPrompts = map[Stage]stagePrompt{
 // DefaultSystemPrompt is the built-in system prompt of stage s ("" for an unknown stage).
 func DefaultSystemPrompt(s Stage) string { return defaultPrompts[s].system }
 
-// DefaultUserTemplate is the built-in user-message template of stage s ("" for an unknown stage).
-func DefaultUserTemplate(s Stage) string { return defaultPrompts[s].user }
-
 // BuildPrompt builds the messages one stage sends to its model: the system
 // message first, then the conversation history, then the user message with the
 // question and the earlier outputs the stage reads:

@@ -24,8 +24,7 @@ func (s *scripted) Stream(ctx context.Context, req Request) (Stream, error) {
 	if s.failing.Load() {
 		return nil, &ProviderError{Kind: ErrServer, Provider: "scripted", Status: 503}
 	}
-	sim, _ := NewSim("sim", SimConfig{OutputTokens: 3})
-	return sim.Stream(ctx, req)
+	return tokens{Tokens: 3}.Stream(ctx, req)
 }
 
 func TestBreakerOpensAndRecovers(t *testing.T) {
@@ -58,8 +57,8 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 }
 
 func TestBadRequestsDoNotTripTheBreaker(t *testing.T) {
-	sim, _ := NewSim("sim", SimConfig{OutputTokens: 3, ErrorRate: 1, ErrorKind: "bad_request"})
-	g := Guard(sim, "ep", BreakerConfig{Failures: 2}, RateLimit{}, nil)
+	bad := tokens{Err: &ProviderError{Kind: ErrBadRequest, Provider: "tokens", Status: 400}}
+	g := Guard(bad, "ep", BreakerConfig{Failures: 2}, RateLimit{}, nil)
 	for i := 0; i < 5; i++ {
 		_, _ = g.Stream(context.Background(), Request{Model: "m", Stage: StageGenerator, Query: "q"})
 	}
@@ -69,8 +68,8 @@ func TestBadRequestsDoNotTripTheBreaker(t *testing.T) {
 }
 
 func TestRateLimitWaitsThenRefusesPastTheDeadline(t *testing.T) {
-	sim, _ := NewSim("sim", SimConfig{OutputTokens: 1})
-	g := Guard(sim, "ep", BreakerConfig{}, RateLimit{RequestsPerMinute: 60}, nil) // 1/s, burst 6
+	one := tokens{Tokens: 1}
+	g := Guard(one, "ep", BreakerConfig{}, RateLimit{RequestsPerMinute: 60}, nil) // 1/s, burst 6
 	req := Request{Model: "m", Stage: StageGenerator, Query: "q"}
 	for i := 0; i < 6; i++ {
 		if _, _, err := drain(g, context.Background(), req); err != io.EOF {
@@ -85,7 +84,7 @@ func TestRateLimitWaitsThenRefusesPastTheDeadline(t *testing.T) {
 		t.Fatalf("the 7th request: %v", err)
 	}
 	// Token bucket: a request larger than what is left waits; past the deadline it is refused.
-	gt := Guard(sim, "ep", BreakerConfig{}, RateLimit{TokensPerMinute: 1000}, nil)
+	gt := Guard(one, "ep", BreakerConfig{}, RateLimit{TokensPerMinute: 1000}, nil)
 	if _, _, err := drain(gt, context.Background(), Request{Model: "m", Stage: StageGenerator, Query: "q", MaxTokens: 900}); err != io.EOF {
 		t.Fatal(err)
 	}

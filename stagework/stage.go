@@ -9,46 +9,94 @@ import (
 // Stage is one step of the consensus pipeline. The values match messages.Stage.
 type Stage int
 
-// The four stages, in pipeline order.
+// The four stages, in pipeline order. Their names, titles and roles are in
+// stageTable; nothing else in QLC lists them.
 const (
-	StageGenerator Stage = iota + 1 // drafts a first answer
-	StageRefiner                    // deepens and corrects the draft
-	StageValidator                  // checks facts, logic and code; lists problems
-	StageCurator                    // writes the final answer from all of it
+	StageGenerator Stage = iota + 1
+	StageRefiner
+	StageValidator
+	StageCurator
 )
 
-// Stages lists the pipeline's stages in order.
-var Stages = []Stage{StageGenerator, StageRefiner, StageValidator, StageCurator}
-
-var stageNames = map[Stage]string{
-	StageGenerator: "generator",
-	StageRefiner:   "refiner",
-	StageValidator: "validator",
-	StageCurator:   "curator",
+// StageInfo describes a stage: its name on the wire, its display title and
+// its role, for people (the web UI shows them) and for code that must list
+// the stages (metrics, usage records).
+type StageInfo struct {
+	// Stage is the stage's value (equal to its messages.Stage).
+	Stage Stage `json:"-"`
+	// Name is the lower-case name used in profiles, JSON, metrics and the
+	// store ("generator"): Stage.String.
+	Name string `json:"name"`
+	// Title is the display name ("Generator"): Stage.Title.
+	Title string `json:"title"`
+	// Role says in a few words what the stage does.
+	Role string `json:"role"`
 }
+
+// stageTable is the one table of the stages, in pipeline order: entry i is
+// Stage i+1. Every other list of stage names (the gateway's JSON, metrics,
+// the web UI, Stages) is derived from it.
+var stageTable = [...]StageInfo{
+	{StageGenerator, "generator", "Generator", "drafts a first answer"},
+	{StageRefiner, "refiner", "Refiner", "deepens and corrects the draft"},
+	{StageValidator, "validator", "Validator", "checks facts, logic and code; lists problems"},
+	{StageCurator, "curator", "Curator", "writes the final answer from all of it"},
+}
+
+// NumStages is the number of stages; Stage values run from 1 to NumStages.
+const NumStages = len(stageTable)
+
+// Stages lists the pipeline's stages in order.
+var Stages = func() []Stage {
+	out := make([]Stage, len(stageTable))
+	for i, in := range stageTable {
+		out[i] = in.Stage
+	}
+	return out
+}()
+
+// StageTable returns the stages' names, titles and roles in pipeline order
+// (a fresh copy).
+func StageTable() []StageInfo { return append([]StageInfo(nil), stageTable[:]...) }
 
 // ErrUnknownStage is returned by ParseStage for a name that is not a stage.
 var ErrUnknownStage = errors.New("stagework: unknown stage")
 
-// String is the stage's lower-case name, as used in profiles, JSON and metrics.
+// Valid reports whether s is one of the pipeline's stages.
+func (s Stage) Valid() bool { return s >= 1 && int(s) <= len(stageTable) }
+
+// Info returns s's entry of the stage table; ok is false for a value that is
+// not a stage.
+func (s Stage) Info() (info StageInfo, ok bool) {
+	if !s.Valid() {
+		return StageInfo{}, false
+	}
+	return stageTable[s-1], true
+}
+
+// String is the stage's lower-case name, as used in profiles, JSON and
+// metrics; "stage(N)" for a value that is not a stage.
 func (s Stage) String() string {
-	if n, ok := stageNames[s]; ok {
-		return n
+	if s.Valid() {
+		return stageTable[s-1].Name
 	}
 	return fmt.Sprintf("stage(%d)", int(s))
 }
 
-// Title is the stage's display name ("Generator").
+// Title is the stage's display name ("Generator"); "Stage(N)" for a value
+// that is not a stage.
 func (s Stage) Title() string {
-	n := s.String()
-	return strings.ToUpper(n[:1]) + n[1:]
+	if s.Valid() {
+		return stageTable[s-1].Title
+	}
+	return fmt.Sprintf("Stage(%d)", int(s))
 }
 
 // ParseStage maps a stage name (any case) to its Stage.
 func ParseStage(name string) (Stage, error) {
-	for s, n := range stageNames {
-		if strings.EqualFold(n, name) {
-			return s, nil
+	for _, in := range stageTable {
+		if strings.EqualFold(in.Name, name) {
+			return in.Stage, nil
 		}
 	}
 	return 0, fmt.Errorf("%w %q", ErrUnknownStage, name)

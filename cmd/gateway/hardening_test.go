@@ -13,22 +13,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
 )
 
 // gatewayProc is a running gateway binary that a test stops itself (to
-// start it again on the same data folder).
+// start it again on the same data folder), and the addresses it bound.
 type gatewayProc struct {
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	done chan struct{}
+	cmd   *exec.Cmd
+	out   *bytes.Buffer
+	done  chan struct{}
+	addrs cli.Addrs
 }
 
-// startProc starts bin with args and extra environment (on top of
-// gatewayEnv); it is stopped at the end of the test if still running.
+// startProc starts bin on port 0 with args and extra environment (on top of
+// gatewayEnv), and waits for the addresses it bound (-addr-file); it is
+// stopped at the end of the test if still running.
 func startProc(t *testing.T, bin string, env []string, args ...string) *gatewayProc {
 	t.Helper()
-	p := &gatewayProc{cmd: exec.Command(bin, args...), out: &bytes.Buffer{}, done: make(chan struct{})}
+	path := filepath.Join(t.TempDir(), "addrs.json")
+	p := &gatewayProc{cmd: exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-addr-file", path}, args...)...),
+		out: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = append(gatewayEnv(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -41,7 +46,23 @@ func startProc(t *testing.T, bin string, env []string, args ...string) *gatewayP
 			t.Logf("gateway output:\n%s", p.out.String())
 		}
 	})
-	return p
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		a, err := cli.ReadAddrs(path)
+		if err == nil {
+			p.addrs = a
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("the gateway exited: %s", p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway wrote no addresses: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // stop sends SIGTERM and waits for the process to end (killing it after
@@ -110,11 +131,10 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"QLC_ADMIN_KEY=" + envAdmin}
-	addr := freeAddr(t)
-	args := []string{"-local", "-addr", addr, "-data-dir", data, "-profiles", profiles, "-tenants", tenants, "-ops-addr", "none"}
-	base := "http://" + addr
+	args := []string{"-local", "-data-dir", data, "-profiles", profiles, "-tenants", tenants, "-ops-addr", "none"}
 
 	p := startProc(t, bin, env, args...)
+	base := "http://" + p.addrs.HTTP
 	waitHealthy(t, http.DefaultClient, base+"/readyz")
 	dk := readDevKeys(t, data)
 	for name, k := range map[string]string{"dev tenant": dk.TenantKey, "file tenant": fileTenant, "kept file tenant": keptTenant} {
@@ -138,7 +158,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	if err := os.Chtimes(tenants, now, now); err != nil {
 		t.Fatal(err)
 	}
-	startProc(t, bin, env, args...)
+	base = "http://" + startProc(t, bin, env, args...).addrs.HTTP
 	waitHealthy(t, http.DefaultClient, base+"/readyz")
 	for name, k := range map[string]string{"dev tenant": dk.TenantKey, "file tenant": fileTenant} {
 		if code := status(t, base+"/v1/models", k); code != http.StatusUnauthorized {
@@ -177,9 +197,12 @@ func TestOpsListener(t *testing.T) {
 	if err := os.WriteFile(profiles, []byte(tlsProfiles), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr, ops := freeAddr(t), freeAddr(t)
-	p := startProc(t, bin, nil, "-local", "-addr", addr, "-ops-addr", ops, "-data-dir", dir, "-profiles", profiles)
-	base, opsBase := "http://"+addr, "http://"+ops
+	p := startProc(t, bin, nil, "-local", "-ops-addr", "127.0.0.1:0", "-data-dir", dir, "-profiles", profiles)
+	ops := p.addrs.Ops
+	if ops == "" {
+		t.Fatal("the address file names no ops address")
+	}
+	base, opsBase := "http://"+p.addrs.HTTP, "http://"+ops
 	waitHealthy(t, http.DefaultClient, base+"/readyz")
 	dk := readDevKeys(t, dir)
 	for _, c := range []struct {

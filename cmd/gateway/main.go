@@ -41,13 +41,14 @@ func run(args []string) error {
 	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
 	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
-	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones (QLC_MAX_ACTIVE_RUNS)")
+	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones, shared among the active tenants by weight (QLC_MAX_ACTIVE_RUNS)")
+	runHeadroom := fs.Int("active-run-headroom", cli.EnvInt("QLC_ACTIVE_RUN_HEADROOM", 0), "active runs no single tenant may hold, kept for the others; 0 = max-active-runs/8, -1 = none (QLC_ACTIVE_RUN_HEADROOM)")
 	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of cluster members; runs are then placed on the cluster's nodes (QLC_SEEDS)")
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:0"), "gossip (memberlist) listen address, with -seeds (QLC_GOSSIP_BIND)")
 	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
 	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
-	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
+	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
 	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, usage ledger, audit) and, in local mode, dev-keys.json (QLC_DATA_DIR)")
 	devKeysFlag := fs.Bool("dev-keys", cli.EnvBool("QLC_DEV_KEYS"), "as -local does: make a dev tenant and an admin key in <data-dir>/dev-keys.json, which the web UI on this machine uses by itself (QLC_DEV_KEYS)")
 	tenantsFile := fs.String("tenants", cli.Env("QLC_TENANTS", ""), "tenants file (YAML or JSON): tenants, their keys and limits, admin keys (QLC_TENANTS)")
@@ -59,6 +60,7 @@ func run(args []string) error {
 	maxHeader := fs.Int("max-header-bytes", cli.EnvInt("QLC_MAX_HEADER_BYTES", 64<<10), "largest request header block, in bytes (QLC_MAX_HEADER_BYTES)")
 	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
+	addrFile := cli.AddrFileFlag(fs)
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
 	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
@@ -79,23 +81,27 @@ func run(args []string) error {
 		return err
 	}
 	stages := ecfg.Stages
-	ecfg.MaxActiveRuns = *maxRuns
+	ecfg.MaxActiveRuns, ecfg.ActiveRunHeadroom = *maxRuns, *runHeadroom
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
-	key, err := cli.ClusterKey()
+	ring, err := cli.LoadKeyring(os.Getenv, !*local)
 	if err != nil {
 		return err
 	}
+	if err := cli.CheckInsecure(*insecure, map[string]string{"bind": *bind, "advertise": *advertise, "gossip-bind": *gossipBind, "gossip-advertise": *gossipAdvertise}); err != nil {
+		return err
+	}
+	key := ring.Primary
 	var members *cli.Membership
 	switch ecfg.Nodes = cli.SplitList(*nodes); {
 	case *seeds != "":
 		members = cli.NewMembership(cli.MembershipConfig{
 			Base: cli.Hostname("gateway"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-			Key: key, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
+			Key: key, SecondaryKeys: ring.Secondary, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
 		})
 		ecfg.Placer, ecfg.TokenizerPlacer, ecfg.Limiters, ecfg.Nodes = members, members, members, nil
 		fallthrough
 	case len(ecfg.Nodes) > 0:
-		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
+		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
 	}
 	if members == nil {
 		// One process (or fixed nodes): this process counts tokens itself,
@@ -172,6 +178,20 @@ func run(args []string) error {
 	}
 	if *local {
 		fmt.Fprintf(os.Stderr, "\n  QLC is running: open %s in a browser (Ctrl-C stops it)\n\n", url)
+	}
+
+	bound := cli.Addrs{HTTP: ln.Addr().String()}
+	if opsLn != nil {
+		bound.Ops = opsLn.Addr().String()
+	}
+	if ecfg.Remote != nil {
+		bound.Actor = engine.Address()
+	}
+	if members != nil {
+		bound.Gossip = members.GossipAddr()
+	}
+	if err := cli.WriteAddrs(*addrFile, bound); err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

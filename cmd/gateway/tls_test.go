@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qlc-project/qlc/cmd/internal/cli"
 )
 
 // tlsProfiles: one simulated profile whose runs end at once.
@@ -52,7 +54,7 @@ func TestTLSListener(t *testing.T) {
 
 	t.Run("cert without key", func(t *testing.T) {
 		for _, args := range [][]string{{"-tls-cert", certFile}, {"-tls-key", keyFile}} {
-			out, code := runToExit(t, bin, append([]string{"-local", "-addr", freeAddr(t), "-data-dir", t.TempDir()}, args...)...)
+			out, code := runToExit(t, bin, append([]string{"-local", "-addr", "127.0.0.1:0", "-data-dir", t.TempDir()}, args...)...)
 			if code == 0 || !strings.Contains(out, "-tls-cert and -tls-key go together") {
 				t.Fatalf("%v: exit %d, output %q; want a non-zero exit naming both flags", args, code, out)
 			}
@@ -60,15 +62,14 @@ func TestTLSListener(t *testing.T) {
 	})
 	t.Run("unreadable key", func(t *testing.T) {
 		missing := filepath.Join(dir, "missing-key.pem")
-		out, code := runToExit(t, bin, "-local", "-addr", freeAddr(t), "-data-dir", t.TempDir(), "-tls-cert", certFile, "-tls-key", missing)
+		out, code := runToExit(t, bin, "-local", "-addr", "127.0.0.1:0", "-data-dir", t.TempDir(), "-tls-cert", certFile, "-tls-key", missing)
 		if code == 0 || !strings.Contains(out, "missing-key.pem") {
 			t.Fatalf("exit %d, output %q; want a non-zero exit naming the key file", code, out)
 		}
 	})
 
-	addr := freeAddr(t)
 	dataDir := t.TempDir()
-	startGateway(t, bin, "-local", "-addr", addr, "-data-dir", dataDir, "-profiles", profiles, "-tls-cert", certFile, "-tls-key", keyFile)
+	addr := startGateway(t, bin, "-local", "-data-dir", dataDir, "-profiles", profiles, "-tls-cert", certFile, "-tls-key", keyFile)
 	base := "https://" + addr
 	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	waitHealthy(t, client, base+"/healthz")
@@ -184,11 +185,13 @@ func runToExit(t *testing.T, bin string, args ...string) (string, int) {
 	return "", 0
 }
 
-// startGateway runs the binary until the test ends; its output is shown if
+// startGateway runs the binary on port 0 until the test ends, and returns
+// the address it listens on (from its -addr-file). Its output is shown if
 // the test fails.
-func startGateway(t *testing.T, bin string, args ...string) {
+func startGateway(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	path := filepath.Join(t.TempDir(), "addrs.json")
+	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-addr-file", path}, args...)...)
 	cmd.Env = gatewayEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -209,6 +212,17 @@ func startGateway(t *testing.T, bin string, args ...string) {
 			t.Logf("gateway output:\n%s", out.String())
 		}
 	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		a, err := cli.ReadAddrs(path)
+		if err == nil {
+			return a.HTTP
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway wrote no addresses: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func waitHealthy(t *testing.T, c *http.Client, url string) {
@@ -227,16 +241,6 @@ func waitHealthy(t *testing.T, c *http.Client, url string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // devKeys is <data-dir>/dev-keys.json, written by local mode.

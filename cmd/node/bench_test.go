@@ -55,9 +55,8 @@ func crossNode(b *testing.B) (*actors.Engine, string) {
 	if err := os.WriteFile(pf, []byte(benchProfiles), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	nodeAddr, nodeOps := freeAddr(b), freeAddr(b)
-	start(b, testKey, "node", "-gossip-bind", freeAddr(b), "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "error")
-	waitReady(b, "http://"+nodeOps+"/readyz")
+	_, na := launchNode(b, testKey, "-profiles", pf, "-log-level", "error")
+	nodeAddr := na.Actor
 
 	stages, err := stagework.ParseConfig([]byte(benchProfiles))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/stagework"
 )
 
@@ -33,15 +34,17 @@ type memberCluster struct {
 
 func (c *memberCluster) addNode(extra ...string) *member {
 	t := c.t
-	m := &member{gossip: freeAddr(t), ops: freeAddr(t), act: freeAddr(t)}
-	args := []string{"-gossip-bind", m.gossip, "-bind", m.act, "-ops-addr", m.ops, "-profiles", c.pf, "-log-level", "warn"}
+	args := []string{"-profiles", c.pf, "-log-level", "warn"}
 	if c.seed != "" {
 		args = append(args, "-seeds", c.seed)
-	} else {
+	}
+	m := &member{}
+	var a cli.Addrs
+	m.cmd, a = launchNode(t, testKey, append(args, extra...)...)
+	m.gossip, m.ops, m.act = a.Gossip, a.Ops, a.Actor
+	if c.seed == "" {
 		c.seed = m.gossip
 	}
-	m.cmd = start(t, testKey, "node", append(args, extra...)...)
-	waitReady(t, "http://"+m.ops+"/readyz")
 	c.nodes = append(c.nodes, m)
 	return m
 }
@@ -69,10 +72,7 @@ func startMemberCluster(t *testing.T, nodes int) *memberCluster {
 	for i := 0; i < nodes; i++ {
 		c.addNode()
 	}
-	gw := freeAddr(t)
-	start(t, testKey, "gateway", "-addr", gw, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
-	c.gw = "http://" + gw
-	waitReady(t, c.gw+"/readyz")
+	_, c.gw, _ = launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
 	c.waitMembers(nodes + 1)
 	return c
 }
@@ -227,10 +227,7 @@ func TestTokenizerRunsOnlyOnCapableNodes(t *testing.T) {
 	c := &memberCluster{t: t, pf: pf}
 	weak := c.addNode("-disable-features", "avx2")
 	strong := c.addNode()
-	gw := freeAddr(t)
-	start(t, testKey, "gateway", "-addr", gw, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
-	c.gw = "http://" + gw
-	waitReady(t, c.gw+"/readyz")
+	_, c.gw, _ = launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
 	c.waitMembers(3)
 	type answer struct {
 		Count    int
@@ -401,9 +398,7 @@ func TestReadersMoveToAnotherGateway(t *testing.T) {
 
 func readersMove(t *testing.T, sig os.Signal) {
 	c := startMemberCluster(t, 1)
-	gwB := freeAddr(t)
-	start(t, testKey, "gateway", "-addr", gwB, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
-	waitReady(t, "http://"+gwB+"/readyz")
+	_, gwB, _ := launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
 	gwA := c.gw
 	// The gateway process to kill is the one startMemberCluster started: find it by its address.
 	code, v := postRun(t, gwA, "medium")
@@ -435,7 +430,7 @@ func readersMove(t *testing.T, sig os.Signal) {
 	resp.Body.Close()
 	signalGateway(t, gwA, sig)
 
-	req, _ := http.NewRequest("GET", "http://"+gwB+"/v1/runs/"+id+"/events", nil)
+	req, _ := http.NewRequest("GET", gwB+"/v1/runs/"+id+"/events", nil)
 	req.Header.Set("Last-Event-ID", strconv.FormatFloat(lastSeq, 'f', 0, 64))
 	resp2, err := http.DefaultClient.Do(req)
 	if err != nil || resp2.StatusCode != 200 {

@@ -42,7 +42,8 @@ func run(args []string) error {
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:7946"), "gossip (memberlist) listen address, TCP and UDP (QLC_GOSSIP_BIND)")
 	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
 	disable := fs.String("disable-features", cli.Env("QLC_DISABLE_FEATURES", ""), "CPU features to pretend absent, e.g. avx2 (QLC_DISABLE_FEATURES)")
-	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run the actor transport without a cluster key: loopback development only (QLC_INSECURE)")
+	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
+	addrFile := cli.AddrFileFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,12 +56,16 @@ func run(args []string) error {
 		return err
 	}
 	stages := cfg.Stages
-	key, err := cli.ClusterKey()
+	ring, err := cli.LoadKeyring(os.Getenv, true)
 	if err != nil {
 		return err
 	}
+	if err := cli.CheckInsecure(*insecure, map[string]string{"bind": *bind, "advertise": *advertise, "gossip-bind": *gossipBind, "gossip-advertise": *gossipAdvertise}); err != nil {
+		return err
+	}
+	key := ring.Primary
 	cfg.RunSlots, cfg.RunSlotHeadroom = *runSlots, *slotHeadroom
-	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, Insecure: *insecure}
+	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
 	kinds := []string{cli.KindCoordinator}
 	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {
 		cfg.PreloadTokenizer = true
@@ -89,7 +94,7 @@ func run(args []string) error {
 	}
 	members = cli.NewMembership(cli.MembershipConfig{
 		Base: cli.Hostname("node"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-		Key: key, Insecure: *insecure, Kinds: kinds, DisableFeatures: cli.SplitList(*disable),
+		Key: key, SecondaryKeys: ring.Secondary, Insecure: *insecure, Kinds: kinds, DisableFeatures: cli.SplitList(*disable),
 		Logger: logger, Registerer: reg,
 	})
 	if err := members.Run(engine); err != nil {
@@ -102,6 +107,7 @@ func run(args []string) error {
 	defer stop()
 	errc := make(chan error, 1)
 	var srv *http.Server
+	bound := cli.Addrs{Actor: engine.Address(), Gossip: members.GossipAddr()}
 	if *opsAddr != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, `{"status":"ok"}`) })
@@ -119,6 +125,10 @@ func run(args []string) error {
 		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- srv.Serve(ln) }()
+		bound.Ops = ln.Addr().String()
+	}
+	if err := cli.WriteAddrs(*addrFile, bound); err != nil {
+		return err
 	}
 	select {
 	case err := <-errc:

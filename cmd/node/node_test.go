@@ -5,16 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qlc-project/qlc/cmd/internal/cli"
 )
 
 // buildFlags are passed to `go build` for the binaries under test (-race
@@ -56,8 +57,8 @@ func TestMain(m *testing.M) {
 
 // The tests' tenant, its key, and an admin key (tenantsYAML).
 const (
-	testTenantKey = "qlc_Wq4Tn8Kz2Lx7Rv3Mc9Pb5Hy6Jd1Gf0Se"
-	testAdminKey  = "qlc_Ad7Mn2Qx9Kv4Lz8Rt3Wc6Pb1Hy5Jg0Fe"
+	testTenantKey = "qlc_t3stk7mq2xv9rzp4wd8nfy6hjc5bg1sa"
+	testAdminKey  = "qlc_adm9k2xq7vz4mp8rw3ny6fj5hc1tbg0l"
 )
 
 const tenantsYAML = `
@@ -100,14 +101,64 @@ profiles:
     stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
 `
 
-func freeAddr(t testing.TB) string {
+// Every listener of the processes under test binds port 0; each process
+// writes the addresses it bound to its -addr-file, and launch reads them
+// back (no port is guessed: a port picked by listening and closing can be
+// taken by another process before the command binds it).
+var (
+	nodeListen    = []string{"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-ops-addr", "127.0.0.1:0"}
+	gatewayListen = []string{"-addr", "127.0.0.1:0"}
+)
+
+// launch starts a binary as start does, with -addr-file, and returns it
+// with the addresses it bound, once it listens.
+func launch(t testing.TB, key, name string, args ...string) (*exec.Cmd, cli.Addrs) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	path := filepath.Join(t.TempDir(), name+"-addrs.json")
+	cmd := start(t, key, name, append(args, "-addr-file", path)...)
+	var a cli.Addrs
+	waitUntil(t, 30*time.Second, name+" to write its addresses", func() bool {
+		var err error
+		a, err = cli.ReadAddrs(path)
+		return err == nil
+	})
+	if a.HTTP != "" {
+		procs = append(procs, struct {
+			addr string
+			cmd  *exec.Cmd
+		}{a.HTTP, cmd})
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return cmd, a
+}
+
+// launchNode starts a node on port 0 and waits until it is ready.
+func launchNode(t testing.TB, key string, args ...string) (*exec.Cmd, cli.Addrs) {
+	t.Helper()
+	cmd, a := launch(t, key, "node", append(slices.Clone(nodeListen), args...)...)
+	waitReady(t, "http://"+a.Ops+"/readyz")
+	return cmd, a
+}
+
+// launchGateway starts a gateway on port 0 and waits until it is ready;
+// base is its URL.
+func launchGateway(t testing.TB, key string, args ...string) (cmd *exec.Cmd, base string, a cli.Addrs) {
+	t.Helper()
+	cmd, a = launch(t, key, "gateway", append(slices.Clone(gatewayListen), args...)...)
+	base = "http://" + a.HTTP
+	waitReady(t, base+"/readyz")
+	return cmd, base, a
+}
+
+// waitUntil polls cond until it holds, failing the test after d.
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Cluster keys for the tests (base64 of 32 bytes).
@@ -116,28 +167,22 @@ const (
 	wrongKey = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
 )
 
-// procs records started processes by their -addr (gateways), for tests that kill one.
+// procs records the gateway processes launch started, by their HTTP
+// address, for tests that signal one.
 var procs []struct {
 	addr string
 	cmd  *exec.Cmd
 }
 
 // start runs a binary until the test ends; its output goes to the test log.
+// A gateway gets its own store (QLC_DATA_DIR; a -data-dir flag wins, which
+// is how a restart finds its ledger).
 func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
-	for i, a := range args {
-		if a == "-addr" && i+1 < len(args) {
-			procs = append(procs, struct {
-				addr string
-				cmd  *exec.Cmd
-			}{args[i+1], cmd})
-		}
-	}
 	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+key)
 	if name == "gateway" {
-		// Its own store (a restarted gateway reuses the folder of its -addr).
-		cmd.Env = append(cmd.Env, "QLC_TENANTS="+tenantsFile, "QLC_DATA_DIR="+gatewayDataDir(t, args),
+		cmd.Env = append(cmd.Env, "QLC_TENANTS="+tenantsFile, "QLC_DATA_DIR="+t.TempDir(),
 			"QLC_OPS_ADDR=none") // no fixed ops port: tests read /metrics on -addr with the admin key
 	}
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
@@ -167,25 +212,6 @@ func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
-}
-
-// gatewayDirs keeps each gateway address's data folder, so a gateway
-// restarted on the same -addr finds its ledger.
-var gatewayDirs sync.Map
-
-func gatewayDataDir(t testing.TB, args []string) string {
-	addr := ""
-	for i, a := range args {
-		if a == "-addr" && i+1 < len(args) {
-			addr = args[i+1]
-		}
-	}
-	if d, ok := gatewayDirs.Load(addr); ok && addr != "" {
-		return d.(string)
-	}
-	d := t.TempDir()
-	gatewayDirs.Store(addr, d)
-	return d
 }
 
 func waitReady(t testing.TB, url string) {
@@ -219,12 +245,10 @@ func startClusterKeys(t *testing.T, nodeKey, gatewayKey string) *cluster {
 	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nodeAddr, nodeOps, gwAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	c := &cluster{gw: "http://" + gwAddr, nodeOps: "http://" + nodeOps}
-	c.node = start(t, nodeKey, "node", "-gossip-bind", freeAddr(t), "-bind", nodeAddr, "-ops-addr", nodeOps, "-profiles", pf, "-log-level", "warn")
-	waitReady(t, c.nodeOps+"/readyz")
-	start(t, gatewayKey, "gateway", "-addr", gwAddr, "-nodes", nodeAddr, "-bind", "127.0.0.1:0", "-profiles", pf)
-	waitReady(t, c.gw+"/readyz")
+	c := &cluster{}
+	node, na := launchNode(t, nodeKey, "-profiles", pf, "-log-level", "warn")
+	c.node, c.nodeOps = node, "http://"+na.Ops
+	_, c.gw, _ = launchGateway(t, gatewayKey, "-nodes", na.Actor, "-bind", "127.0.0.1:0", "-profiles", pf)
 	return c
 }
 
@@ -375,14 +399,10 @@ func TestNodeDrainsOnSIGTERM(t *testing.T) {
 	if err := os.WriteFile(pf, []byte(profiles), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n1, n1ops, n2, n2ops, gw := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
-	node1 := start(t, testKey, "node", "-gossip-bind", freeAddr(t), "-bind", n1, "-ops-addr", n1ops, "-profiles", pf, "-log-level", "warn")
-	start(t, testKey, "node", "-gossip-bind", freeAddr(t), "-bind", n2, "-ops-addr", n2ops, "-profiles", pf, "-log-level", "warn")
-	waitReady(t, "http://"+n1ops+"/readyz")
-	waitReady(t, "http://"+n2ops+"/readyz")
-	start(t, testKey, "gateway", "-addr", gw, "-nodes", n1+","+n2, "-profiles", pf)
-	base := "http://" + gw
-	waitReady(t, base+"/readyz")
+	node1, a1 := launchNode(t, testKey, "-profiles", pf, "-log-level", "warn")
+	_, a2 := launchNode(t, testKey, "-profiles", pf, "-log-level", "warn")
+	n1ops := a1.Ops
+	_, base, _ := launchGateway(t, testKey, "-nodes", a1.Actor+","+a2.Actor, "-profiles", pf)
 
 	code, a := postRun(t, base, "medium") // round robin: node1
 	if code != 201 {

@@ -30,10 +30,7 @@ func BenchmarkAdmissionCluster(b *testing.B) {
 		}
 	})
 	b.Run("limiter=in-process", func(b *testing.B) {
-		addr := freeAddr(b)
-		base := "http://" + addr
-		start(b, testKey, "gateway", "-local", "-addr", addr, "-profiles", writeProfiles(b), "-log-level", "warn")
-		waitReady(b, base+"/readyz")
+		_, base, _ := launchGateway(b, testKey, "-local", "-profiles", writeProfiles(b), "-log-level", "warn")
 		for _, profile := range []string{"quick", "slow"} {
 			b.Run("runs="+profile, func(b *testing.B) { benchAdmission(b, base, profile) })
 		}

@@ -94,15 +94,17 @@ func writeProfiles(tb testing.TB) string {
 func (c *tcluster) addNode() *member {
 	tb := c.tb
 	tb.Helper()
-	m := &member{gossip: freeAddr(tb), ops: freeAddr(tb), act: freeAddr(tb)}
-	args := []string{"-gossip-bind", m.gossip, "-bind", m.act, "-ops-addr", m.ops, "-profiles", c.pf, "-log-level", "warn"}
+	args := []string{"-profiles", c.pf, "-log-level", "warn"}
 	if c.seed != "" {
 		args = append(args, "-seeds", c.seed)
-	} else {
+	}
+	m := &member{}
+	var a cli.Addrs
+	m.cmd, a = launchNode(tb, testKey, args...)
+	m.gossip, m.ops, m.act = a.Gossip, a.Ops, a.Actor
+	if c.seed == "" {
 		c.seed = m.gossip
 	}
-	m.cmd = start(tb, testKey, "node", args...)
-	waitReady(tb, "http://"+m.ops+"/readyz")
 	c.nodes = append(c.nodes, m)
 	return m
 }
@@ -110,10 +112,8 @@ func (c *tcluster) addNode() *member {
 func (c *tcluster) addGateway() *tgateway {
 	tb := c.tb
 	tb.Helper()
-	addr := freeAddr(tb)
-	g := &tgateway{base: "http://" + addr}
-	g.cmd = start(tb, testKey, "gateway", "-addr", addr, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
-	waitReady(tb, g.base+"/readyz")
+	g := &tgateway{}
+	g.cmd, g.base, _ = launchGateway(tb, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
 	c.gws = append(c.gws, g)
 	return g
 }
@@ -691,11 +691,9 @@ func TestBudgetSurvivesNodeLoss(t *testing.T) {
 // sum of its records.
 func TestLedgerSurvivesKillOfTheGateway(t *testing.T) {
 	pf := writeProfiles(t)
-	addr := freeAddr(t)
-	base := "http://" + addr
-	args := []string{"-local", "-addr", addr, "-data-dir", t.TempDir(), "-profiles", pf}
-	gw := start(t, testKey, "gateway", args...)
-	waitReady(t, base+"/readyz")
+	// Each restart listens on a new port (port 0) with the same data folder.
+	args := []string{"-local", "-data-dir", t.TempDir(), "-profiles", pf}
+	gw, base, _ := launchGateway(t, testKey, args...)
 
 	recorded := map[string]store.Usage{} // every record seen so far, by run id
 	for round := 1; round <= 2; round++ {
@@ -758,8 +756,7 @@ func TestLedgerSurvivesKillOfTheGateway(t *testing.T) {
 		}
 		_ = gw.Wait()
 		t0 := time.Now()
-		gw = start(t, testKey, "gateway", args...)
-		waitReady(t, base+"/readyz")
+		gw, base, _ = launchGateway(t, testKey, args...)
 
 		// Every admitted run is accounted after the restart.
 		u := waitUsage(t, base, testTenantKey, 20*time.Second, func(u usageList) bool {

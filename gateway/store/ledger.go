@@ -219,8 +219,24 @@ type FinishedRun struct {
 	Log       []byte
 }
 
+// DefaultRunsPerTenant is how many finished runs a store keeps per tenant
+// unless SetRunsPerTenant says otherwise: one tenant's thousands of runs
+// cannot push every other tenant's out of the store (or fill the disk)
+// before PruneRuns' age limit does.
+const DefaultRunsPerTenant = 10000
+
+// SetRunsPerTenant sets how many finished runs RecordRun keeps per tenant,
+// the newest; 0 keeps every one (until PruneRuns).
+func (s *Store) SetRunsPerTenant(n int) { s.runsPerTenant.Store(int64(max(n, 0))) }
+
+// trimRunsSQL deletes a tenant's kept runs older than its newest ?3 (the
+// one at that offset, by the runs_tenant_ended index, and all older).
+const trimRunsSQL = `DELETE FROM runs WHERE tenant_id = ?1 AND ended_at <= (
+	SELECT ended_at FROM runs WHERE tenant_id = ?1 ORDER BY ended_at DESC LIMIT 1 OFFSET ?2)`
+
 // RecordRun is RecordUsage that also keeps run (when not nil) in the same
-// transaction.
+// transaction, and deletes the tenant's oldest kept runs beyond its cap
+// (SetRunsPerTenant).
 func (s *Store) RecordRun(u Usage, run *FinishedRun) (bool, error) {
 	args, err := usageArgs(u)
 	if err != nil {
@@ -244,9 +260,17 @@ func (s *Store) RecordRun(u Usage, run *FinishedRun) (bool, error) {
 	var inserted bool
 	err = s.withTx(func(tx *sql.Tx) error {
 		if runArgs != nil {
-			if _, err := s.txExec(tx, `INSERT INTO runs (run_id, tenant_id, profile, query, created_at, ended_at, log)
-				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`, runArgs...); err != nil {
+			res, err := s.txExec(tx, `INSERT INTO runs (run_id, tenant_id, profile, query, created_at, ended_at, log)
+				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`, runArgs...)
+			if err != nil {
 				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				if keep := s.runsPerTenant.Load(); keep > 0 {
+					if _, err := s.txExec(tx, trimRunsSQL, run.TenantID, keep); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		res, err := s.txExec(tx, insertUsageSQL, args...)

@@ -88,6 +88,10 @@ var migrations = [][]string{
 		) WITHOUT ROWID`,
 		`CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at)`,
 	},
+	// 3: a tenant's kept runs by age, for the per-tenant cap of RecordRun.
+	{
+		`CREATE INDEX IF NOT EXISTS runs_tenant_ended ON runs (tenant_id, ended_at)`,
+	},
 }
 
 // migrate brings the database behind db to the newest version, len(migrations). It is idempotent:

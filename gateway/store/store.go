@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -50,6 +51,11 @@ type Store struct {
 	// stmts caches prepared statements by stmtKey. The SQL texts are
 	// constants of this package, so the cache is bounded.
 	stmts sync.Map
+
+	// runsPerTenant caps the finished runs kept per tenant (RecordRun
+	// deletes a tenant's oldest beyond it); 0: no cap. Default
+	// DefaultRunsPerTenant; SetRunsPerTenant changes it.
+	runsPerTenant atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,6 +114,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: read pool: %w", path, err)
 	}
 	s := &Store{w: w, r: r}
+	s.runsPerTenant.Store(DefaultRunsPerTenant)
 	for _, q := range txStatements {
 		if _, err := s.prep(true, q); err != nil {
 			s.Close()

@@ -23,7 +23,9 @@
 'use strict';
 
 (() => {
-  const STAGES = ['generator', 'refiner', 'validator', 'curator'];
+  // The stages' names in pipeline order, read at start-up from the table the
+  // gateway writes into the page (stagework's stage table; see stageTable()).
+  let STAGES = [];
   const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
   const STORE_KEY = 'qlc.apiKey'; // the API key the user gave (sent as a Bearer token)
   const STORE_RUNS = 'qlc_runs'; // recent runs: [{id, query, profile, created}]
@@ -566,12 +568,14 @@
 
   /** StageView is one stage's card. Text arrives in pending and reaches the DOM in flush. */
   class StageView {
-    constructor(root, name, index) {
+    constructor(root, info, index) {
+      const name = info.name;
       this.name = name;
       this.root = root;
       root.dataset.stage = name;
       $('.step', root).textContent = String(index + 1);
-      $('.title', root).textContent = name[0].toUpperCase() + name.slice(1);
+      $('.title', root).textContent = info.title || name;
+      if (info.role) $('.title', root).title = info.role;
       this.out = $('.output', root);
       this.statusEl = $('.status', root);
       this.modelEl = $('.model', root);
@@ -1347,6 +1351,17 @@
 
   // ---------------------------------------------------------------- start-up
 
+  /** stageTable reads the stages the gateway wrote into #stages' data-stages. */
+  function stageTable(host) {
+    try {
+      const list = JSON.parse(host.dataset.stages || '[]');
+      if (Array.isArray(list)) return list.filter((s) => s && typeof s.name === 'string' && s.name);
+    } catch (e) {
+      console.error('qlc: unreadable stage table in the page', e);
+    }
+    return [];
+  }
+
   function init() {
     for (const k of Object.keys(ui)) {
       ui[k] = document.getElementById(k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()));
@@ -1357,11 +1372,13 @@
     ui.answerCard = document.getElementById('answer-card');
     const tpl = document.getElementById('stage-template');
     const host = document.getElementById('stages');
+    const table = stageTable(host);
+    STAGES = table.map((s) => s.name);
     stages = {};
-    STAGES.forEach((name, i) => {
+    table.forEach((info, i) => {
       const node = tpl.content.firstElementChild.cloneNode(true);
       host.appendChild(node);
-      stages[name] = new StageView(node, name, i);
+      stages[info.name] = new StageView(node, info, i);
     });
 
     ui.form.addEventListener('submit', submit);

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"encoding/json"
+	"html"
 	"io"
 	"io/fs"
 	"net/http"
@@ -8,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/qlc-project/qlc/stagework"
 )
 
 func get(t *testing.T, h http.Handler, method, path string) *http.Response {
@@ -116,5 +120,46 @@ func TestAPIKeyRules(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`[?&]\w*(key|token)\w*=`).Find(js); m != nil {
 		t.Errorf("app.js puts a key in an address: %q", m)
+	}
+}
+
+// TestPageCarriesTheStageTable checks that "/" holds stagework's stage table
+// in #stages' data-stages, in order and with titles, and that app.js has no
+// list of stage names of its own.
+func TestPageCarriesTheStageTable(t *testing.T) {
+	resp := get(t, Handler(), http.MethodGet, "/")
+	body, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.Contains(ct, "text/html") {
+		t.Fatalf("GET /: HTTP %d, Content-Type %q", resp.StatusCode, ct)
+	}
+	m := regexp.MustCompile(`<section id="stages"[^>]*\sdata-stages="([^"]*)"`).FindSubmatch(body)
+	if m == nil {
+		t.Fatal("GET /: #stages has no data-stages attribute")
+	}
+	var got []stagework.StageInfo
+	if err := json.Unmarshal([]byte(html.UnescapeString(string(m[1]))), &got); err != nil {
+		t.Fatalf("data-stages is not JSON: %v (%s)", err, m[1])
+	}
+	want := stagework.StageTable()
+	if len(got) != len(want) {
+		t.Fatalf("data-stages has %d stages, want %d", len(got), len(want))
+	}
+	for i := range want {
+		w := want[i]
+		w.Stage = 0 // not on the wire
+		if got[i] != w {
+			t.Errorf("stage %d = %+v, want %+v", i, got[i], w)
+		}
+	}
+	js, _ := fs.ReadFile(FS, "app.js")
+	if regexp.MustCompile(`\[\s*'generator'`).Match(js) {
+		t.Error("app.js lists the stage names itself")
+	}
+	// HEAD and the old address of the page still work.
+	if resp := get(t, Handler(), http.MethodHead, "/"); resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD /: HTTP %d", resp.StatusCode)
+	}
+	if resp := get(t, Handler(), http.MethodGet, "/index.html"); resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "./" {
+		t.Errorf("GET /index.html: HTTP %d Location %q, want a redirect to ./", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }

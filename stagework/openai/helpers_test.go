@@ -119,18 +119,6 @@ func drain(s stagework.Stream) (string, int, error) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // waitChan waits for ch to close or deliver, with a deadline.
 func waitChan[T any](t testing.TB, what string, d time.Duration, ch <-chan T) T {
 	t.Helper()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -307,13 +306,8 @@ func TestOversizeLine(t *testing.T) {
 }
 
 func TestConnectionRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, err = newProvider(t, "http://"+addr+"/v1").Stream(context.Background(), testRequest())
+	addr := refusedAddr(t)
+	_, err := newProvider(t, "http://"+addr+"/v1").Stream(context.Background(), testRequest())
 	pe := mustKind(t, err, stagework.ErrConnection)
 	if !strings.Contains(pe.Message, "connection refused") || !pe.Retryable() {
 		t.Fatalf("message %q", pe.Message)

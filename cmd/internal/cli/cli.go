@@ -6,8 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/stagework"
@@ -85,30 +83,6 @@ func NewLogger(format, level string, local bool) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("bad log format %q (json or text)", format)
-}
-
-// ClusterKey reads the cluster key from the environment variable
-// QLC_CLUSTER_KEY (base64 or hex of 16, 24 or 32 bytes) or the file named by
-// QLC_CLUSTER_KEY_FILE. It returns nil if neither is set. The key is never
-// taken from a flag, which other users of the machine could read.
-func ClusterKey() ([]byte, error) {
-	v := strings.TrimSpace(os.Getenv("QLC_CLUSTER_KEY"))
-	if f := os.Getenv("QLC_CLUSTER_KEY_FILE"); v == "" && f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("cluster key file: %w", err)
-		}
-		v = strings.TrimSpace(string(b))
-	}
-	if v == "" {
-		return nil, nil
-	}
-	for _, dec := range []func(string) ([]byte, error){hex.DecodeString, base64.StdEncoding.DecodeString, base64.RawURLEncoding.DecodeString} {
-		if b, err := dec(v); err == nil && (len(b) == 16 || len(b) == 24 || len(b) == 32) {
-			return b, nil
-		}
-	}
-	return nil, fmt.Errorf("cluster key: want base64 or hex of 16, 24 or 32 bytes (e.g. `openssl rand -base64 32`)")
 }
 
 // HealthCheck is the `healthcheck URL` subcommand of QLC's binaries: images

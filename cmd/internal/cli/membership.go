@@ -31,7 +31,8 @@ type MembershipConfig struct {
 	Base            string   // node name prefix (a fresh suffix is added at every (re)join)
 	Bind, Advertise string   // gossip addresses
 	Seeds           []string // host:port, DNS names allowed
-	Key             []byte
+	Key             []byte   // primary cluster key
+	SecondaryKeys   [][]byte // further keys accepted (rotation)
 	Insecure        bool
 	Kinds           []string
 	DisableFeatures []string
@@ -109,7 +110,7 @@ func (m *Membership) start() (*cluster.Cluster, error) {
 	cc := cluster.DefaultConfig()
 	cc.NodeName = cluster.NewNodeName(m.cfg.Base)
 	cc.BindAddr, cc.AdvertiseAddr, cc.Seeds = m.cfg.Bind, m.cfg.Advertise, m.cfg.Seeds
-	cc.ClusterKey, cc.Insecure = m.cfg.Key, m.cfg.Insecure
+	cc.ClusterKey, cc.SecondaryKeys, cc.Insecure = m.cfg.Key, m.cfg.SecondaryKeys, m.cfg.Insecure
 	cc.Kinds, cc.DisableFeatures = m.cfg.Kinds, m.cfg.DisableFeatures
 	cc.Logger = m.cfg.Logger
 	if m.engine != nil {
@@ -127,6 +128,7 @@ func (m *Membership) Run(engine *actors.Engine) error {
 	if err != nil {
 		return err
 	}
+	m.cfg.Bind = pinGossipPort(m.cfg.Bind, c) // a rejoin binds the same port
 	m.mu.Lock()
 	m.c = c
 	m.mu.Unlock()

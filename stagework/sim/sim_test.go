@@ -1,4 +1,4 @@
-package stagework
+package sim
 
 import (
 	"context"
@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // drain streams req to the end and returns the text, the token count and the
 // error that ended it (io.EOF on success).
-func drain(p Provider, ctx context.Context, req Request) (string, int, error) {
+func drain(p stagework.Provider, ctx context.Context, req stagework.Request) (string, int, error) {
 	st, err := p.Stream(ctx, req)
 	if err != nil {
 		return "", 0, err
@@ -32,16 +34,16 @@ func drain(p Provider, ctx context.Context, req Request) (string, int, error) {
 	}
 }
 
-func newSim(t testing.TB, cfg SimConfig) *Sim {
+func newSim(t testing.TB, cfg stagework.SimConfig) *Provider {
 	t.Helper()
-	s, err := NewSim("test", cfg)
+	s, err := New("test", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func mustDrain(t *testing.T, p Provider, req Request) (string, int) {
+func mustDrain(t *testing.T, p stagework.Provider, req stagework.Request) (string, int) {
 	t.Helper()
 	text, n, err := drain(p, context.Background(), req)
 	if err != io.EOF {
@@ -63,20 +65,84 @@ func waitResult[T any](t *testing.T, ch <-chan T) T {
 	}
 }
 
-var baseReq = Request{Model: "sim-medium", Stage: StageGenerator, Query: "What is the CAP theorem?", Seed: 42}
+var baseReq = stagework.Request{Model: "sim-medium", Stage: stagework.StageGenerator, Query: "What is the CAP theorem?", Seed: 42}
+
+// TestDefaultConfigSimEndpoints builds every sim endpoint of the shipped
+// profile file, as actors.BuildProviders does, and checks the settings
+// arrive (defaults filled in).
+func TestDefaultConfigSimEndpoints(t *testing.T) {
+	c := stagework.DefaultConfig()
+	n := 0
+	for name, pc := range c.Providers {
+		if pc.Kind != stagework.KindSim {
+			continue
+		}
+		n++
+		p, err := New(name, pc.Sim)
+		if err != nil {
+			t.Fatalf("provider %s: %v", name, err)
+		}
+		if p.Name() != stagework.KindSim || p.Config() != pc.Sim || p.Config().OutputTokens == 0 {
+			t.Errorf("provider %s: name %q, config %+v, want %+v", name, p.Name(), p.Config(), pc.Sim)
+		}
+	}
+	if n < 2 {
+		t.Fatalf("the shipped profile file has %d sim endpoints", n)
+	}
+	if p, _ := New("sim", c.Providers["sim"].Sim); p.Config().ITL != 12*time.Millisecond {
+		t.Errorf("sim endpoint built with the wrong config: %+v", p.Config())
+	}
+}
+
+// TestDefaultProfilesDemoDuration runs every stage of the shipped profiles on
+// their simulators with a clock that only adds up the waits, and checks that
+// a whole run lasts what a person watching the demo expects.
+func TestDefaultProfilesDemoDuration(t *testing.T) {
+	c := stagework.DefaultConfig()
+	want := map[string][2]time.Duration{
+		"instant":  {0, 0},
+		"fast":     {3 * time.Second, 6 * time.Second},
+		"balanced": {10 * time.Second, 20 * time.Second},
+		"deep":     {20 * time.Second, 60 * time.Second},
+	}
+	tokens := map[string]int{}
+	for name, bounds := range want {
+		p, _ := c.Profile(name)
+		var total time.Duration
+		for _, sp := range p.Stages {
+			sim, err := New(sp.Provider, c.Providers[sp.Provider].Sim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sim.sleep = func(_ context.Context, d time.Duration) error { total += d; return nil }
+			_, n, err := drain(sim, context.Background(), stagework.Request{Model: sp.Model, Stage: sp.Stage, MaxTokens: sp.MaxTokens, Query: "What is the CAP theorem?"})
+			if err != io.EOF {
+				t.Fatalf("%s %s: %v", name, sp.Stage, err)
+			}
+			tokens[name] += n
+		}
+		t.Logf("profile %-8s %5d tokens, %v simulated", name, tokens[name], total)
+		if total < bounds[0] || total > bounds[1] {
+			t.Errorf("profile %s: a run takes %v, want %v to %v", name, total, bounds[0], bounds[1])
+		}
+	}
+	if !(tokens["fast"] < tokens["balanced"] && tokens["balanced"] < tokens["deep"]) {
+		t.Errorf("token counts do not grow fast < balanced < deep: %v", tokens)
+	}
+}
 
 func TestSimDeterministic(t *testing.T) {
-	sim := newSim(t, SimConfig{})
+	sim := newSim(t, stagework.SimConfig{})
 	a, _ := mustDrain(t, sim, baseReq)
-	b, _ := mustDrain(t, newSim(t, SimConfig{}), baseReq)
+	b, _ := mustDrain(t, newSim(t, stagework.SimConfig{}), baseReq)
 	if a != b {
 		t.Fatalf("same request, different text:\n%s\n---\n%s", a, b)
 	}
-	variants := map[string]func(*Request){
-		"seed":  func(r *Request) { r.Seed = 43 },
-		"query": func(r *Request) { r.Query = "What is the PACELC theorem?" },
-		"stage": func(r *Request) { r.Stage = StageRefiner },
-		"model": func(r *Request) { r.Model = "sim-large" },
+	variants := map[string]func(*stagework.Request){
+		"seed":  func(r *stagework.Request) { r.Seed = 43 },
+		"query": func(r *stagework.Request) { r.Query = "What is the PACELC theorem?" },
+		"stage": func(r *stagework.Request) { r.Stage = stagework.StageRefiner },
+		"model": func(r *stagework.Request) { r.Model = "sim-large" },
 	}
 	for name, change := range variants {
 		req := baseReq
@@ -89,15 +155,15 @@ func TestSimDeterministic(t *testing.T) {
 	// Seed 0 falls back to the config's seed.
 	req := baseReq
 	req.Seed = 0
-	x, _ := mustDrain(t, newSim(t, SimConfig{Seed: 1}), req)
-	y, _ := mustDrain(t, newSim(t, SimConfig{Seed: 2}), req)
-	z, _ := mustDrain(t, newSim(t, SimConfig{Seed: 1}), req)
+	x, _ := mustDrain(t, newSim(t, stagework.SimConfig{Seed: 1}), req)
+	y, _ := mustDrain(t, newSim(t, stagework.SimConfig{Seed: 2}), req)
+	z, _ := mustDrain(t, newSim(t, stagework.SimConfig{Seed: 1}), req)
 	if x == y || x != z {
 		t.Error("Request.Seed 0 does not use SimConfig.Seed")
 	}
 	req.Seed = 7
-	x, _ = mustDrain(t, newSim(t, SimConfig{Seed: 1}), req)
-	y, _ = mustDrain(t, newSim(t, SimConfig{Seed: 2}), req)
+	x, _ = mustDrain(t, newSim(t, stagework.SimConfig{Seed: 1}), req)
+	y, _ = mustDrain(t, newSim(t, stagework.SimConfig{Seed: 2}), req)
 	if x != y {
 		t.Error("a request's own seed does not override SimConfig.Seed")
 	}
@@ -105,13 +171,13 @@ func TestSimDeterministic(t *testing.T) {
 
 func TestSimOutputTokensExact(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 17, 60, 220, 1000, 5000, 100_000} {
-		for _, stage := range Stages {
-			if n == 100_000 && stage != StageCurator {
+		for _, stage := range stagework.Stages {
+			if n == 100_000 && stage != stagework.StageCurator {
 				continue // one long run is enough
 			}
 			for _, q := range []string{"What is the CAP theorem?", "Write a Go function that parses durations"} {
-				sim := newSim(t, SimConfig{OutputTokens: n})
-				req := Request{Stage: stage, Query: q, Seed: int64(n), Messages: []Message{{Role: "user", Content: strings.Repeat("x", 400)}}}
+				sim := newSim(t, stagework.SimConfig{OutputTokens: n})
+				req := stagework.Request{Stage: stage, Query: q, Seed: int64(n), Messages: []stagework.Message{{Role: "user", Content: strings.Repeat("x", 400)}}}
 				st, err := sim.Stream(context.Background(), req)
 				if err != nil {
 					t.Fatal(err)
@@ -152,8 +218,8 @@ func TestSimOutputTokensExact(t *testing.T) {
 }
 
 func TestSimLongOutputKeepsStructure(t *testing.T) {
-	sim := newSim(t, SimConfig{OutputTokens: 100_000})
-	text, _ := mustDrain(t, sim, Request{Stage: StageGenerator, Query: "What is Raft?"})
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 100_000})
+	text, _ := mustDrain(t, sim, stagework.Request{Stage: stagework.StageGenerator, Query: "What is Raft?"})
 	if !strings.Contains(text, "\n\n150. **") {
 		t.Error("a 100k-token draft has no 150th point")
 	}
@@ -164,10 +230,10 @@ func TestSimLongOutputKeepsStructure(t *testing.T) {
 
 func TestSimMaxTokens(t *testing.T) {
 	for _, max := range []int{1, 10, 50, 120, 300} {
-		for _, stage := range Stages {
-			req := Request{Stage: stage, Query: "How do I tune PostgreSQL?", MaxTokens: max, Seed: int64(max)}
+		for _, stage := range stagework.Stages {
+			req := stagework.Request{Stage: stage, Query: "How do I tune PostgreSQL?", MaxTokens: max, Seed: int64(max)}
 			// Default: written to fit, ending a little under the cap.
-			text, n := mustDrain(t, newSim(t, SimConfig{OutputTokens: 800}), req)
+			text, n := mustDrain(t, newSim(t, stagework.SimConfig{OutputTokens: 800}), req)
 			if n > max || n < max-max/10 {
 				t.Errorf("%s fit, max %d: %d tokens", stage, max, n)
 			}
@@ -175,28 +241,28 @@ func TestSimMaxTokens(t *testing.T) {
 				t.Errorf("%s fit, max %d: the answer does not end with a full sentence: %q", stage, max, text[len(text)-40:])
 			}
 			// Truncating: the 800-token answer, cut at exactly the cap.
-			cut, n := mustDrain(t, newSim(t, SimConfig{OutputTokens: 800, TruncateAtMax: true}), req)
+			cut, n := mustDrain(t, newSim(t, stagework.SimConfig{OutputTokens: 800, TruncateAtMax: true}), req)
 			if n != max {
 				t.Errorf("%s truncate, max %d: %d tokens", stage, max, n)
 			}
-			full, _ := mustDrain(t, newSim(t, SimConfig{OutputTokens: 800}), Request{Stage: stage, Query: req.Query, Seed: req.Seed})
+			full, _ := mustDrain(t, newSim(t, stagework.SimConfig{OutputTokens: 800}), stagework.Request{Stage: stage, Query: req.Query, Seed: req.Seed})
 			if !strings.HasPrefix(full, cut) {
 				t.Errorf("%s truncate, max %d: not a prefix of the whole answer:\n%s", stage, max, cut)
 			}
 		}
 	}
 	// A cap above the natural length changes nothing.
-	_, n := mustDrain(t, newSim(t, SimConfig{OutputTokens: 90}), Request{Query: "q", MaxTokens: 1000})
+	_, n := mustDrain(t, newSim(t, stagework.SimConfig{OutputTokens: 90}), stagework.Request{Query: "q", MaxTokens: 1000})
 	if n != 90 {
 		t.Errorf("cap above length: %d tokens", n)
 	}
 }
 
 func TestSimOutputJitter(t *testing.T) {
-	sim := newSim(t, SimConfig{OutputTokens: 200, OutputTokensJitter: 20})
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 200, OutputTokensJitter: 20})
 	seen := map[int]bool{}
 	for seed := range int64(40) {
-		_, n := mustDrain(t, sim, Request{Query: "q", Seed: seed + 1})
+		_, n := mustDrain(t, sim, stagework.Request{Query: "q", Seed: seed + 1})
 		if n < 180 || n > 220 {
 			t.Errorf("seed %d: %d tokens, want 200±20", seed, n)
 		}
@@ -221,16 +287,16 @@ func TestSimTextShapesAndTopic(t *testing.T) {
 		{"Tell me about my options for caching in Node.js", "your options for caching in Node.js", "```javascript"},
 		{"Why is the sky blue?", "why is the sky blue", ""},
 	}
-	shapes := map[Stage][]string{
-		StageGenerator: {"**Draft.**", "\n\n1. **", "\n\n2. **", "\n\n3. **", "**In short:**"},
-		StageRefiner:   {"## Refined answer", "**Corrections to the draft:**", "\n### ", "**Example.**", "**Bottom line:**"},
-		StageValidator: {"## Validation report", "**Facts:**", "**Logic:**", "**Completeness:**", "**Issues found:**\n1. ", "**Verdict:**"},
-		StageCurator:   {"# ", "## Key points", "\n- **", "## Conclusion"},
+	shapes := map[stagework.Stage][]string{
+		stagework.StageGenerator: {"**Draft.**", "\n\n1. **", "\n\n2. **", "\n\n3. **", "**In short:**"},
+		stagework.StageRefiner:   {"## Refined answer", "**Corrections to the draft:**", "\n### ", "**Example.**", "**Bottom line:**"},
+		stagework.StageValidator: {"## Validation report", "**Facts:**", "**Logic:**", "**Completeness:**", "**Issues found:**\n1. ", "**Verdict:**"},
+		stagework.StageCurator:   {"# ", "## Key points", "\n- **", "## Conclusion"},
 	}
-	sim := newSim(t, SimConfig{OutputTokens: 400})
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 400})
 	for _, tt := range tests {
-		for _, stage := range Stages {
-			text, _ := mustDrain(t, sim, Request{Stage: stage, Query: tt.query, Model: "m"})
+		for _, stage := range stagework.Stages {
+			text, _ := mustDrain(t, sim, stagework.Request{Stage: stage, Query: tt.query, Model: "m"})
 			if !strings.Contains(text, tt.topic) {
 				t.Errorf("%s on %q does not mention %q:\n%s", stage, tt.query, tt.topic, text)
 			}
@@ -240,7 +306,7 @@ func TestSimTextShapesAndTopic(t *testing.T) {
 				}
 			}
 			hasFence := strings.Contains(text, "```")
-			if stage == StageRefiner || stage == StageCurator {
+			if stage == stagework.StageRefiner || stage == stagework.StageCurator {
 				if tt.code != "" && !strings.Contains(text, tt.code+"\n") {
 					t.Errorf("%s on %q lacks a %s block:\n%s", stage, tt.query, tt.code, text)
 				}
@@ -251,7 +317,7 @@ func TestSimTextShapesAndTopic(t *testing.T) {
 					t.Errorf("%s on %q: unbalanced code fence", stage, tt.query)
 				}
 			}
-			if stage == StageValidator && (tt.code != "") != strings.Contains(text, "**Code:**") {
+			if stage == stagework.StageValidator && (tt.code != "") != strings.Contains(text, "**Code:**") {
 				t.Errorf("validator on %q: Code line present = %v, want %v", tt.query, strings.Contains(text, "**Code:**"), tt.code != "")
 			}
 			if strings.Contains(text, "{") && tt.code == "" {
@@ -263,10 +329,10 @@ func TestSimTextShapesAndTopic(t *testing.T) {
 
 func TestSimTextVaries(t *testing.T) {
 	// Different questions and seeds should not read the same apart from the topic.
-	sim := newSim(t, SimConfig{OutputTokens: 300})
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 300})
 	intros := map[string]bool{}
 	for seed := range int64(12) {
-		text, _ := mustDrain(t, sim, Request{Stage: StageGenerator, Query: "What is X?", Seed: seed + 1})
+		text, _ := mustDrain(t, sim, stagework.Request{Stage: stagework.StageGenerator, Query: "What is X?", Seed: seed + 1})
 		intros[strings.SplitN(text, "\n", 2)[0]] = true
 	}
 	if len(intros) < 3 {
@@ -362,32 +428,32 @@ func FuzzNextToken(f *testing.F) {
 func TestSimErrorKinds(t *testing.T) {
 	tests := []struct {
 		kind   string
-		want   ErrorKind
+		want   stagework.ErrorKind
 		status int
 	}{
-		{"rate_limited", ErrRateLimited, 429},
-		{"server", ErrServer, 500},
-		{"auth", ErrAuth, 401},
-		{"timeout", ErrTimeout, 0},
-		{"bad_request", ErrBadRequest, 400},
-		{"protocol", ErrProtocol, 0},
-		{"connection", ErrConnection, 0},
-		{"", ErrServer, 500},
+		{"rate_limited", stagework.ErrRateLimited, 429},
+		{"server", stagework.ErrServer, 500},
+		{"auth", stagework.ErrAuth, 401},
+		{"timeout", stagework.ErrTimeout, 0},
+		{"bad_request", stagework.ErrBadRequest, 400},
+		{"protocol", stagework.ErrProtocol, 0},
+		{"connection", stagework.ErrConnection, 0},
+		{"", stagework.ErrServer, 500},
 	}
 	for _, tt := range tests {
-		sim := newSim(t, SimConfig{ErrorRate: 1, ErrorKind: tt.kind, RetryAfter: 3 * time.Second})
+		sim := newSim(t, stagework.SimConfig{ErrorRate: 1, ErrorKind: tt.kind, RetryAfter: 3 * time.Second})
 		st, err := sim.Stream(context.Background(), baseReq)
 		if st != nil {
 			t.Errorf("%s: got a stream with the error", tt.kind)
 		}
-		pe, ok := AsProviderError(err)
+		pe, ok := stagework.AsProviderError(err)
 		if !ok {
 			t.Fatalf("%s: err %v is not a *ProviderError", tt.kind, err)
 		}
 		if pe.Kind != tt.want || pe.Provider != "sim" || pe.Status != tt.status {
 			t.Errorf("%s: %+v", tt.kind, pe)
 		}
-		if (pe.RetryAfter == 3*time.Second) != (tt.want == ErrRateLimited) {
+		if (pe.RetryAfter == 3*time.Second) != (tt.want == stagework.ErrRateLimited) {
 			t.Errorf("%s: RetryAfter %v", tt.kind, pe.RetryAfter)
 		}
 		if !strings.Contains(err.Error(), "simulated") {
@@ -395,14 +461,14 @@ func TestSimErrorKinds(t *testing.T) {
 		}
 	}
 	// The default Retry-After.
-	_, err := newSim(t, SimConfig{ErrorRate: 1, ErrorKind: "rate_limited"}).Stream(context.Background(), baseReq)
-	if pe, _ := AsProviderError(err); pe == nil || pe.RetryAfter != DefaultSimRetryAfter {
+	_, err := newSim(t, stagework.SimConfig{ErrorRate: 1, ErrorKind: "rate_limited"}).Stream(context.Background(), baseReq)
+	if pe, _ := stagework.AsProviderError(err); pe == nil || pe.RetryAfter != stagework.DefaultSimRetryAfter {
 		t.Errorf("default RetryAfter: %v", err)
 	}
 }
 
 func TestSimErrorMidStream(t *testing.T) {
-	sim := newSim(t, SimConfig{ErrorRate: 1, ErrorKind: "server", ErrorAfter: 5})
+	sim := newSim(t, stagework.SimConfig{ErrorRate: 1, ErrorKind: "server", ErrorAfter: 5})
 	st, err := sim.Stream(context.Background(), baseReq)
 	if err != nil {
 		t.Fatal(err)
@@ -413,8 +479,8 @@ func TestSimErrorMidStream(t *testing.T) {
 		}
 	}
 	_, err = st.Recv()
-	pe, ok := AsProviderError(err)
-	if !ok || pe.Kind != ErrServer || pe.Status != 0 || !strings.Contains(pe.Message, "after 5 tokens") {
+	pe, ok := stagework.AsProviderError(err)
+	if !ok || pe.Kind != stagework.ErrServer || pe.Status != 0 || !strings.Contains(pe.Message, "after 5 tokens") {
 		t.Fatalf("mid-stream error = %v", err)
 	}
 	if _, err2 := st.Recv(); err2 != err {
@@ -425,15 +491,15 @@ func TestSimErrorMidStream(t *testing.T) {
 	}
 
 	// An error placed after the end replaces the end.
-	sim = newSim(t, SimConfig{OutputTokens: 10, ErrorRate: 1, ErrorAfter: 50})
+	sim = newSim(t, stagework.SimConfig{OutputTokens: 10, ErrorRate: 1, ErrorAfter: 50})
 	_, n, err := drain(sim, context.Background(), baseReq)
-	if n != 10 || !errors.As(err, new(*ProviderError)) {
+	if n != 10 || !errors.As(err, new(*stagework.ProviderError)) {
 		t.Errorf("error after the end: %d tokens, %v", n, err)
 	}
 }
 
 func TestSimErrorRateAndRetries(t *testing.T) {
-	cfg := SimConfig{Seed: 9, ErrorRate: 0.3}
+	cfg := stagework.SimConfig{Seed: 9, ErrorRate: 0.3}
 	a, b := newSim(t, cfg), newSim(t, cfg)
 	var seqA, seqB []bool
 	for range 1000 {
@@ -460,24 +526,24 @@ func TestSimErrorRateAndRetries(t *testing.T) {
 }
 
 func TestSimCut(t *testing.T) {
-	sim := newSim(t, SimConfig{CutRate: 1, CutAfter: 7})
+	sim := newSim(t, stagework.SimConfig{CutRate: 1, CutAfter: 7})
 	text, n, err := drain(sim, context.Background(), baseReq)
-	pe, ok := AsProviderError(err)
-	if !ok || pe.Kind != ErrProtocol || !strings.Contains(pe.Message, "stream cut") || !errors.Is(err, io.ErrUnexpectedEOF) {
+	pe, ok := stagework.AsProviderError(err)
+	if !ok || pe.Kind != stagework.ErrProtocol || !strings.Contains(pe.Message, "stream cut") || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("cut: %v", err)
 	}
 	if n != 7 || text == "" {
 		t.Errorf("cut after 7: got %d tokens", n)
 	}
 	// cut_after 0: cut before the first token.
-	_, n, err = drain(newSim(t, SimConfig{CutRate: 1}), context.Background(), baseReq)
+	_, n, err = drain(newSim(t, stagework.SimConfig{CutRate: 1}), context.Background(), baseReq)
 	if n != 0 || !strings.Contains(fmt.Sprint(err), "stream cut after 0 tokens") {
 		t.Errorf("cut at 0: %d tokens, %v", n, err)
 	}
 }
 
 func TestSimHangUntilContextEnds(t *testing.T) {
-	sim := newSim(t, SimConfig{HangRate: 1})
+	sim := newSim(t, stagework.SimConfig{HangRate: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	st, err := sim.Stream(ctx, baseReq)
@@ -504,7 +570,7 @@ func TestSimHangUntilContextEnds(t *testing.T) {
 }
 
 func TestSimStall(t *testing.T) {
-	sim := newSim(t, SimConfig{StallRate: 1, StallAfter: 3})
+	sim := newSim(t, stagework.SimConfig{StallRate: 1, StallAfter: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	_, n, err := drain(sim, ctx, baseReq)
@@ -515,7 +581,7 @@ func TestSimStall(t *testing.T) {
 
 func TestSimCancelMidStreamRealClock(t *testing.T) {
 	// The first token is immediate; the second would take an hour.
-	sim := newSim(t, SimConfig{ITL: time.Hour})
+	sim := newSim(t, stagework.SimConfig{ITL: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := sim.Stream(ctx, baseReq)
 	if err != nil {
@@ -537,7 +603,7 @@ func TestSimCancelMidStreamRealClock(t *testing.T) {
 }
 
 func TestSimRealClockDelivers(t *testing.T) {
-	sim := newSim(t, SimConfig{TTFT: time.Millisecond, ITL: 50 * time.Microsecond, OutputTokens: 20})
+	sim := newSim(t, stagework.SimConfig{TTFT: time.Millisecond, ITL: 50 * time.Microsecond, OutputTokens: 20})
 	if _, n := mustDrain(t, sim, baseReq); n != 20 {
 		t.Errorf("%d tokens", n)
 	}
@@ -546,12 +612,12 @@ func TestSimRealClockDelivers(t *testing.T) {
 func TestSimContextAlreadyDone(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := newSim(t, SimConfig{}).Stream(ctx, baseReq); !errors.Is(err, context.Canceled) {
+	if _, err := newSim(t, stagework.SimConfig{}).Stream(ctx, baseReq); !errors.Is(err, context.Canceled) {
 		t.Errorf("Stream on a cancelled context = %v", err)
 	}
 	// Cancelled between Stream and Recv: Recv reports it before any token.
 	ctx, cancel = context.WithCancel(context.Background())
-	st, err := newSim(t, SimConfig{}).Stream(ctx, baseReq)
+	st, err := newSim(t, stagework.SimConfig{}).Stream(ctx, baseReq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,8 +628,8 @@ func TestSimContextAlreadyDone(t *testing.T) {
 }
 
 func TestSimLatencyWaits(t *testing.T) {
-	cfg := SimConfig{TTFT: 250 * time.Millisecond, ITL: 12 * time.Millisecond, OutputTokens: 30}
-	record := func(cfg SimConfig) []time.Duration {
+	cfg := stagework.SimConfig{TTFT: 250 * time.Millisecond, ITL: 12 * time.Millisecond, OutputTokens: 30}
+	record := func(cfg stagework.SimConfig) []time.Duration {
 		sim := newSim(t, cfg)
 		var waits []time.Duration
 		sim.sleep = func(ctx context.Context, d time.Duration) error { waits = append(waits, d); return ctx.Err() }
@@ -598,7 +664,7 @@ func TestSimLatencyWaits(t *testing.T) {
 		t.Error("jitter is not deterministic for a seed")
 	}
 	// Faults also wait their turn: a cut arrives when its token would have.
-	cfg = SimConfig{TTFT: time.Second, CutRate: 1, CutAfter: 0}
+	cfg = stagework.SimConfig{TTFT: time.Second, CutRate: 1, CutAfter: 0}
 	sim := newSim(t, cfg)
 	var got []time.Duration
 	sim.sleep = func(ctx context.Context, d time.Duration) error { got = append(got, d); return nil }
@@ -609,7 +675,7 @@ func TestSimLatencyWaits(t *testing.T) {
 }
 
 func TestSimZeroLatencyIsFreeOfTimersAndAllocs(t *testing.T) {
-	sim := newSim(t, SimConfig{OutputTokens: 100_000})
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 100_000})
 	sim.sleep = func(context.Context, time.Duration) error {
 		t.Fatal("a zero-latency stream waited")
 		return nil
@@ -635,7 +701,7 @@ func TestSimZeroLatencyIsFreeOfTimersAndAllocs(t *testing.T) {
 }
 
 func TestSimClose(t *testing.T) {
-	sim := newSim(t, SimConfig{OutputTokens: 5})
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 5})
 	st, err := sim.Stream(context.Background(), baseReq)
 	if err != nil {
 		t.Fatal(err)
@@ -662,8 +728,8 @@ func TestSimClose(t *testing.T) {
 	}
 }
 
-func TestNewSimRejectsBadConfig(t *testing.T) {
-	for _, cfg := range []SimConfig{
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []stagework.SimConfig{
 		{ITL: -1},
 		{ErrorRate: 2},
 		{ErrorRate: 0.5, CutRate: 0.4, HangRate: 0.2},
@@ -671,27 +737,27 @@ func TestNewSimRejectsBadConfig(t *testing.T) {
 		{ErrorRate: 1, ErrorKind: "unknown"},
 		{OutputTokens: -1},
 	} {
-		if _, err := NewSim("bad", cfg); err == nil || !strings.HasPrefix(err.Error(), `stagework: sim "bad": `) {
-			t.Errorf("NewSim(%+v) = %v", cfg, err)
+		if _, err := New("bad", cfg); err == nil || !strings.HasPrefix(err.Error(), `sim: endpoint "bad": `) {
+			t.Errorf("New(%+v) = %v", cfg, err)
 		}
 	}
-	s := newSim(t, SimConfig{})
-	if s.Name() != "sim" || s.Config().OutputTokens != DefaultSimOutputTokens || s.Config().ErrorKind != "server" {
+	s := newSim(t, stagework.SimConfig{})
+	if s.Name() != "sim" || s.Config().OutputTokens != stagework.DefaultSimOutputTokens || s.Config().ErrorKind != "server" {
 		t.Errorf("defaults: name %q, %+v", s.Name(), s.Config())
 	}
 }
 
 func TestSimConcurrent(t *testing.T) {
-	sim := newSim(t, SimConfig{OutputTokens: 50, ErrorRate: 0.2, CutRate: 0.2, CutAfter: 10})
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 50, ErrorRate: 0.2, CutRate: 0.2, CutAfter: 10})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	outcomes := map[string]int{}
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 50 {
-				_, n, err := drain(sim, context.Background(), Request{Query: "q", Seed: int64(g*100 + i), Stage: Stages[i%4]})
+				_, n, err := drain(sim, context.Background(), stagework.Request{Query: "q", Seed: int64(g*100 + i), Stage: stagework.Stages[i%4]})
 				key := "ok"
-				if pe, ok := AsProviderError(err); ok {
+				if pe, ok := stagework.AsProviderError(err); ok {
 					key = pe.Kind.String()
 				} else if err != io.EOF || n != 50 {
 					key = fmt.Sprintf("unexpected %v after %d", err, n)
@@ -713,7 +779,7 @@ func TestSimConcurrent(t *testing.T) {
 // whole completion including writing its text.
 func BenchmarkSimStream(b *testing.B) {
 	b.Run("recv", func(b *testing.B) {
-		sim := newSim(b, SimConfig{OutputTokens: 10_000})
+		sim := newSim(b, stagework.SimConfig{OutputTokens: 10_000})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		s, err := sim.Stream(ctx, baseReq)
@@ -736,9 +802,9 @@ func BenchmarkSimStream(b *testing.B) {
 		b.SetBytes(int64(bytes / max(b.N, 1)))
 	})
 	for _, n := range []int{220, 2000} {
-		for _, stage := range []Stage{StageGenerator, StageCurator} {
+		for _, stage := range []stagework.Stage{stagework.StageGenerator, stagework.StageCurator} {
 			b.Run(fmt.Sprintf("request/%s/tokens=%d", stage, n), func(b *testing.B) {
-				sim := newSim(b, SimConfig{OutputTokens: n})
+				sim := newSim(b, stagework.SimConfig{OutputTokens: n})
 				req := baseReq
 				req.Stage = stage
 				req.Query = "How do I reverse a linked list in Go?"

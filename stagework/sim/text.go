@@ -1,10 +1,12 @@
-package stagework
+package sim
 
 import (
 	"math/rand/v2"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // This file writes the simulated model's text: a stage-shaped Markdown answer
@@ -644,7 +646,7 @@ var simPads = func() [][]string {
 		}
 	}
 	if len(pads) < 9 {
-		panic("stagework: simPads must cover 2 to 8 tokens")
+		panic("sim: simPads must cover 2 to 8 tokens")
 	}
 	return pads
 }()
@@ -760,7 +762,7 @@ func (d *simDoc) pad(n int) string {
 // newSimText writes the text of one simulated completion: target tokens long,
 // then cut to limit tokens (limit <= 0: no cut). planSeed orders the topics
 // (the same for every stage of a question); textSeed picks the phrases.
-func newSimText(stage Stage, topic simTopic, planSeed, textSeed uint64, target, limit int) (string, []int32) {
+func newSimText(stage stagework.Stage, topic simTopic, planSeed, textSeed uint64, target, limit int) (string, []int32) {
 	d := &simDoc{
 		rng:   rand.New(rand.NewPCG(textSeed, textSeed^0x9e3779b97f4a7c15)),
 		topic: topic,
@@ -778,11 +780,11 @@ func newSimText(stage Stage, topic simTopic, planSeed, textSeed uint64, target, 
 
 	var f simFrame
 	switch stage {
-	case StageRefiner:
+	case stagework.StageRefiner:
 		f = d.refiner()
-	case StageValidator:
+	case stagework.StageValidator:
 		f = d.validator()
-	case StageCurator:
+	case stagework.StageCurator:
 		f = d.curator()
 	default:
 		f = d.generator()
