@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,14 @@ const rotatedKey = "bmV3LWtleS1uZXcta2V5LW5ldy1rZXktbmV3LWtleSE="
 // process gives for its seed), and at the end a process holding only the
 // old key can no longer join.
 func TestClusterKeyRotationLosesNoRun(t *testing.T) {
+	if slices.Contains(buildFlags, "-race") {
+		// Five race-instrumented processes under steady load starve two
+		// cores: members are falsely declared dead and fenced, which is not
+		// what this test is about (and it takes 5 min instead of 50 s). The
+		// keyring's concurrency is covered by the -race runs of cluster and
+		// actors.
+		t.Skip("the rotation under load is tested without -race (members are falsely suspected on a starved machine)")
+	}
 	c := startMemberCluster(t, 3)
 	gwB := freeAddr(t)
 	gwArgs := func(addr string) []string {
