@@ -90,47 +90,28 @@ type Config struct {
 	// Nodes lists the actor-transport addresses ("host:port") of the nodes
 	// that host run coordinators; runs are placed on them in turn, skipping a
 	// node that does not answer. Empty: this process hosts its runs. Needs
-	// Remote. (The cluster issue replaces this list with memberlist.)
+	// Remote. A fixed deployment without membership; a cluster uses Topology.
 	Nodes []string
-	// Placer chooses the nodes a run's coordinator is offered to, replacing
-	// Nodes (the cluster's membership is one). Needs Remote.
-	Placer Placer
+	// Topology is the engine's view of the cluster (package topology
+	// implements it over memberlist): where runs, tokenizer work and tenant
+	// limiters go, which processes serve ledgers, and the events the engine
+	// acts on (a node lost, an address reused, this process fenced). It
+	// replaces Nodes. Nil: a single process (or fixed Nodes): this process
+	// hosts its tenant limiters and ledger, and counts tokens itself.
+	// Addresses other than this process's are reached over Remote.
+	Topology Topology
 	// SpawnTimeout bounds placing a coordinator on a node. Default 2 s.
 	SpawnTimeout time.Duration
 	// Tokenizer hosts a pool of tokenizer actors here: set it only where the
 	// CPU runs the tokenizer's SIMD path (AVX2).
 	Tokenizer bool
-	// TokenizerPlacer chooses capable hosts for CountTokens (the cluster);
-	// nil: this process's own tokenizer actors if Tokenizer, else the local
-	// fallback. Needs Remote.
-	TokenizerPlacer TokenizerPlacer
 	// TokenizerTimeout bounds a tokenizer host's answer before the request
 	// is counted here instead. Default 250 ms.
 	TokenizerTimeout time.Duration
-	// Limiters tells where tenant limiters live (a gateway in a cluster:
-	// the nodes); nil: in this process.
-	Limiters LimiterPlacer
-	// LimiterView, on a node, is the node's own view of the limiter hosts
-	// for a tenant (the same name a gateway's LimiterPlacer gives): a tenant
-	// limiter here answers only gateways that see the same. Nil: no check.
-	LimiterView func(tenant string) string
-	// LedgerHosts lists the actor addresses of the processes whose ledgers a
-	// tenant limiter hosted here rebuilds from (in a cluster: the gateways).
-	// Nil: this process alone.
-	LedgerHosts func() []string
 	// PreloadTokenizer loads the vocabularies at start (nodes: the first
 	// request must not pay for it) instead of on first use (a local
 	// process: ~45 MB less while idle).
 	PreloadTokenizer bool
-}
-
-// Placer chooses where run coordinators go. Candidates is called once per
-// run, concurrently from many requests, and must not block.
-type Placer interface {
-	// Candidates returns the actor addresses of the nodes to offer runID
-	// to, best first; the engine tries them in order until one takes it.
-	// Empty: no node is available.
-	Candidates(runID string) []string
 }
 
 // roundRobin is the Placer for a fixed list of nodes (Config.Nodes).
@@ -166,10 +147,6 @@ type RemoteConfig struct {
 
 // maxTransportMsg bounds one gRPC message of the actor transport (64 MiB).
 const maxTransportMsg = 64 << 20
-
-// CoordinatorKind names the actor kind of run coordinators (announced by
-// nodes that host them).
-const CoordinatorKind = "qlc.coordinator"
 
 // DefaultConfig returns a Config with every default filled except Providers.
 func DefaultConfig() Config {
@@ -223,11 +200,11 @@ func (c *Config) validate() error {
 	if c.TokenizerTimeout == 0 {
 		c.TokenizerTimeout = 250 * time.Millisecond
 	}
-	if (len(c.Nodes) > 0 || c.Placer != nil) && c.Remote == nil {
-		return errors.New("actors: Nodes and Placer need Remote (the actor transport) to reach nodes")
+	if len(c.Nodes) > 0 && c.Remote == nil {
+		return errors.New("actors: Nodes need Remote (the actor transport) to reach nodes")
 	}
-	if c.Placer == nil && len(c.Nodes) > 0 {
-		c.Placer = &roundRobin{nodes: c.Nodes}
+	if len(c.Nodes) > 0 && c.Topology != nil {
+		return errors.New("actors: Nodes and Topology exclude each other")
 	}
 	if c.Remote != nil {
 		if _, _, err := net.SplitHostPort(c.Remote.Bind); err != nil {
@@ -293,6 +270,12 @@ type Engine struct {
 
 	tokenBatch tokenBatcher // requests for remote tokenizer actors
 
+	// placer places coordinators: the Topology, a round robin over
+	// Config.Nodes, or nil (this process hosts its runs).
+	placer Placer
+	// topo is Config.Topology (nil: a single process).
+	topo Topology
+
 	// mu guards the fields below it.
 	mu       sync.Mutex
 	hubs     map[string]*Hub
@@ -320,7 +303,7 @@ var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
 // not answer, or is draining, is skipped).
 func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.PID, error) {
 	id := start.RunId
-	if e.cfg.Placer == nil {
+	if e.placer == nil {
 		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), "run/"+id)
 		if err != nil {
 			e.metrics.placements.WithLabelValues("failed").Inc()
@@ -331,7 +314,7 @@ func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.P
 		return pid, nil
 	}
 	var errs []error
-	for _, node := range e.cfg.Placer.Candidates(id) {
+	for _, node := range e.placer.Candidates(id) {
 		if slices.Contains(exclude, node) {
 			continue // the node just lost (membership may not know yet)
 		}
@@ -448,9 +431,9 @@ func (e *Engine) NodeLost(addr string) int {
 	}
 	e.mu.Unlock()
 	for _, h := range lost {
-		// Each on its own goroutine: placing a run may take round trips, and
-		// the caller is the cluster's topology loop.
-		go e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
+		// Each on its own goroutine (failover): placing a run may take round
+		// trips, and the caller is the engine's topology goroutine.
+		e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
 	}
 	return len(lost)
 }
@@ -460,12 +443,36 @@ func (e *Engine) NodeLost(addr string) int {
 // a row, so the bound is generous.
 const maxFailovers = 10
 
-// failover moves a run whose coordinator was lost to a live node: the new
+// failover moves a run whose coordinator was lost (see moveRun) on a
+// goroutine that Shutdown waits for; it does not block. After Shutdown has
+// begun it does nothing: the process is going away, and runs on other
+// nodes go on for other gateways. It is the hubs' onLost.
+func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
+	e.goOwned(func() { e.moveRun(h, lost, why) })
+}
+
+// goOwned runs f on a goroutine that Shutdown waits for, unless Shutdown
+// has begun (then it returns false and f does not run).
+func (e *Engine) goOwned(f func()) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.shutdown {
+		return false
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// moveRun moves a run whose coordinator was lost to a live node: the new
 // coordinator resumes from the hub's copy of the log with a higher epoch
 // (finished stages are kept; the interrupted one is redone after a
 // StageRestarted), and the hub ignores anything the old one might still
 // send. If no node takes it, the run ends with RunFailed.
-func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
+func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 	prior, epoch, n, ok := h.beginFailover(lost)
 	if !ok {
 		return
@@ -524,11 +531,11 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	if h, err := e.Hub(runID); err == nil {
 		return h, nil
 	}
-	if e.cfg.Placer == nil || !strings.HasPrefix(runID, "run_") {
+	if e.placer == nil || !strings.HasPrefix(runID, "run_") {
 		return nil, ErrUnknownRun
 	}
 	root := e.system.Root
-	for _, node := range e.cfg.Placer.Candidates(runID) {
+	for _, node := range e.placer.Candidates(runID) {
 		res, err := root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2).Result()
 		found, ok := res.(*messages.RunFound)
 		if err != nil || !ok || found.Start == nil || pidOf(found.Coordinator) == nil {
@@ -599,8 +606,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom))},
-		stop: make(chan struct{}), hubs: map[string]*Hub{},
+		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
+	}
+	switch {
+	case cfg.Topology != nil:
+		e.placer = cfg.Topology
+	case len(cfg.Nodes) > 0:
+		e.placer = &roundRobin{nodes: cfg.Nodes}
 	}
 	if cfg.Remote != nil {
 		host, portStr, _ := net.SplitHostPort(cfg.Remote.Bind)
@@ -648,12 +661,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
 	}
-	ledgers := cfg.LedgerHosts
-	if ledgers == nil {
-		self := system.Address()
-		ledgers = func() []string { return []string{self} }
+	self := system.Address()
+	ledgers, view := func() []string { return []string{self} }, (func(string) string)(nil)
+	if cfg.Topology != nil {
+		// Tenant limiters hosted here rebuild from the gateways' ledgers, and
+		// answer only gateways that see the same limiter hosts as this node.
+		ledgers, view = cfg.Topology.LedgerHosts, cfg.Topology.LimiterView
 	}
-	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers, view: cfg.LimiterView} }), limitersName); err != nil {
+	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers, view: view} }), limitersName); err != nil {
 		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
 	if cfg.Tokenizer {
@@ -673,7 +688,51 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e.wg.Add(1)
 	go e.evictLoop()
+	if e.topo != nil {
+		// Last: the cluster learns our address only once we can serve it.
+		events, err := e.topo.Join(system.Address(), e.Hosted)
+		if err != nil {
+			e.Shutdown(context.Background())
+			return nil, fmt.Errorf("actors: join the cluster: %w", err)
+		}
+		e.wg.Add(1)
+		go e.watchTopology(events)
+	}
 	return e, nil
+}
+
+// watchTopology is the one goroutine that acts on topology events: runs
+// whose coordinator's node was lost move to a live node, a process that
+// came back at a known address is dialled afresh, and on fencing the actors
+// hosted here stop before the process rejoins under a new name. It ends
+// when the engine shuts down or the Topology closes the channel.
+func (e *Engine) watchTopology(events <-chan TopologyEvent) {
+	defer e.wg.Done()
+	for {
+		var ev TopologyEvent
+		select {
+		case <-e.stop:
+			return
+		case x, ok := <-events:
+			if !ok {
+				return
+			}
+			ev = x
+		}
+		switch ev.Kind {
+		case NodeLost:
+			if n := e.NodeLost(ev.Addr); n > 0 {
+				e.logger.Warn("member declared dead; moving its runs", "member", ev.Member, "address", ev.Addr, "runs", n)
+			}
+		case AddressReused:
+			e.ResetEndpoint(ev.Addr)
+		case Fenced:
+			e.logger.Error("fenced: stopping the runs and limiters hosted here", "cause", ev.Member)
+			e.StopHosted()
+		case Rejoined:
+			e.logger.Info("back in the cluster", "member", ev.Member)
+		}
+	}
 }
 
 // System is the engine's actor system.

@@ -38,13 +38,6 @@ const ledgerName = "qlc-ledger"
 // registryName is the well-known name of a gateway's tenant registry actor.
 const registryName = "qlc-registry"
 
-// LimiterPlacer tells a gateway where tenant limiters live.
-type LimiterPlacer interface {
-	// LimiterHost returns the actor address of tenant's limiter and a name
-	// for the set of limiter hosts the answer was drawn from ("" when none).
-	LimiterHost(tenant string) (addr, view string, ok bool)
-}
-
 // Errors of the tenant services.
 var (
 	ErrNoLimiter = errors.New("actors: no tenant limiter is reachable")
@@ -506,10 +499,10 @@ func (e *Engine) request(ctx context.Context, pid *actor.PID, m proto.Message) (
 // limiterPID is tenant's limiter parent: on the host the LimiterPlacer
 // names, or in this process without one.
 func (e *Engine) limiterPID(tenant string) (*actor.PID, string, error) {
-	if e.cfg.Limiters == nil {
+	if e.topo == nil {
 		return actor.NewPID(e.system.Address(), limitersName), "", nil
 	}
-	addr, view, ok := e.cfg.Limiters.LimiterHost(tenant)
+	addr, view, ok := e.topo.LimiterHost(tenant)
 	if !ok {
 		return nil, "", ErrNoLimiter
 	}
@@ -537,7 +530,7 @@ func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitR
 			return nil, err
 		}
 		try := proto.Clone(m).(*messages.Admit)
-		if e.cfg.Limiters != nil {
+		if e.topo != nil {
 			try.View = view
 		}
 		actx, cancel := context.WithTimeout(ctx, admitAttempt)

@@ -216,7 +216,11 @@ func TestLimiterRereadsReservationsKnownOnlyFromTheLedger(t *testing.T) {
 // each believe they own a tenant must not both grant); the gateway asks
 // again until its time is up.
 func TestLimiterAnswersOnlyTheSameView(t *testing.T) {
-	e, _ := newTestEngine(t, func(c *Config) { c.LimiterView = func(string) string { return "v1" } })
+	// One process plays the gateway (LimiterHost: its view) and the node
+	// (LimiterView: "v1"); without Remote its address is "nonhost".
+	topo := &viewTopology{StaticTopology: StaticTopology{Limiters: []string{"nonhost"}, Ledgers: []string{"nonhost"}, View: "v1"}}
+	topo.gateway.Store("v2")
+	e, _ := newTestEngine(t, func(c *Config) { c.Topology = topo })
 	l := &fakeLedger{}
 	if err := e.ServeLedger(l.answer); err != nil {
 		t.Fatal(err)
@@ -224,10 +228,11 @@ func TestLimiterAnswersOnlyTheSameView(t *testing.T) {
 	lim := &messages.TenantLimits{ConcurrentRuns: 5}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if r, err := e.Admit(ctx, &messages.Admit{Tenant: "v", RunId: "a", Limits: lim, Tokens: 1, View: "v2"}); !errors.Is(err, ErrNoLimiter) {
+	if r, err := e.Admit(ctx, &messages.Admit{Tenant: "v", RunId: "a", Limits: lim, Tokens: 1}); !errors.Is(err, ErrNoLimiter) {
 		t.Fatalf("another view: %+v %v; want ErrNoLimiter once the time is up", r, err)
 	}
-	if r := admit(t, e, &messages.Admit{Tenant: "v", RunId: "b", Limits: lim, Tokens: 1, View: "v1"}); !r.Ok {
+	topo.gateway.Store("v1")
+	if r := admit(t, e, &messages.Admit{Tenant: "v", RunId: "b", Limits: lim, Tokens: 1}); !r.Ok {
 		t.Fatalf("the same view: %+v", r)
 	}
 }
@@ -254,4 +259,16 @@ func TestLimiterWaitsForEveryLedger(t *testing.T) {
 	if calls.Load() < 2 {
 		t.Fatalf("the failed ledger was read %d times; want it read again", calls.Load())
 	}
+}
+
+// viewTopology is a StaticTopology whose gateway side (LimiterHost) may see
+// another view than its node side (LimiterView).
+type viewTopology struct {
+	StaticTopology
+	gateway atomic.Value // string
+}
+
+func (v *viewTopology) LimiterHost(tenant string) (string, string, bool) {
+	addr, _, ok := v.StaticTopology.LimiterHost(tenant)
+	return addr, v.gateway.Load().(string), ok
 }

@@ -18,9 +18,6 @@ import (
 // tokenizer's SIMD path).
 const tokenizerName = "qlc-tokenizer"
 
-// TokenizerKind names the actor kind of tokenizer actors.
-const TokenizerKind = "qlc.tokenizer"
-
 // maxTokenizeBytes bounds the text of one CountTokens.
 const maxTokenizeBytes = 8 << 20
 
@@ -148,15 +145,15 @@ func (a *tokenizerActor) Receive(ctx actor.Context) {
 }
 
 // FitToBudget cuts m.Text to at most m.MaxTokens tokens at a token boundary
-// on a tokenizer actor (a capable host from Config.TokenizerPlacer, else
+// on a tokenizer actor (a capable host from Config.Topology, else
 // this process's own), or here on the generic path when none answers in
 // time (ServedBy "local-fallback"). Not batched: a fit carries one large
 // text.
 func (e *Engine) FitToBudget(ctx context.Context, m *messages.FitToBudget) (*messages.FittedText, error) {
 	var hosts []string
 	ask := e.cfg.Tokenizer
-	if e.cfg.TokenizerPlacer != nil {
-		hosts, ask = e.cfg.TokenizerPlacer.TokenizerHosts(m.Model+m.Encoding), true
+	if e.topo != nil {
+		hosts, ask = e.topo.TokenizerHosts(m.Model+m.Encoding), true
 	} else {
 		hosts = []string{e.system.Address()}
 	}
@@ -186,15 +183,8 @@ func (e *Engine) FitToBudget(ctx context.Context, m *messages.FitToBudget) (*mes
 	return out, nil
 }
 
-// TokenizerPlacer chooses the hosts of tokenizer actors for a request.
-// Candidates must not block.
-type TokenizerPlacer interface {
-	// TokenizerHosts returns the actor addresses of capable hosts, best first.
-	TokenizerHosts(key string) []string
-}
-
 // CountTokens counts texts on a tokenizer actor: on a capable host chosen by
-// Config.TokenizerPlacer, else on this process's own tokenizer actors; when
+// Config.Topology, else on this process's own tokenizer actors; when
 // no capable host answers within Config.TokenizerTimeout it counts here, on
 // the generic path, and says so in ServedBy ("local-fallback").
 //
@@ -203,7 +193,7 @@ type TokenizerPlacer interface {
 // maxTokenBatch); a node with nothing in flight sends at once.
 func (e *Engine) CountTokens(ctx context.Context, m *messages.CountTokens) (*messages.TokenCounts, error) {
 	var tc *messages.TokenCounts
-	if e.cfg.TokenizerPlacer != nil {
+	if e.topo != nil {
 		p := &pendingCount{req: m, done: make(chan *messages.TokenCounts, 1)}
 		e.tokenBatch.enqueue(e, p)
 		select {
@@ -307,7 +297,7 @@ func (e *Engine) sendBatch(batch []*pendingCount) {
 	for i, p := range batch {
 		msg.Requests[i] = p.req
 	}
-	hosts := e.cfg.TokenizerPlacer.TokenizerHosts(key)
+	hosts := e.topo.TokenizerHosts(key)
 	for _, h := range hosts[:min(2, len(hosts))] {
 		res, err := e.system.Root.RequestFuture(actor.NewPID(h, tokenizerName), msg, e.cfg.TokenizerTimeout).Result()
 		if out, ok := res.(*messages.TokenCountsBatch); ok && err == nil && len(out.Results) == len(batch) {

@@ -18,18 +18,13 @@ import (
 	"github.com/qlc-project/qlc/tokenizer"
 )
 
-// hostsFunc is a TokenizerPlacer from a function.
-type hostsFunc func(string) []string
-
-func (f hostsFunc) TokenizerHosts(k string) []string { return f(k) }
-
 // Concurrent requests for tokenizer actors leave in batches while one is in
 // flight, and every answer is exact and goes to its own caller.
 func TestTokenizerRequestsAreBatched(t *testing.T) {
 	var e *Engine
 	e, _ = newTestEngine(t, func(c *Config) {
 		c.Tokenizer = true
-		c.TokenizerPlacer = hostsFunc(func(string) []string { return []string{e.Address()} })
+		c.Topology = &StaticTopology{Tokenizers: []string{"nonhost"}} // this process (no Remote)
 	})
 	enc, _ := tokenizer.Get(tokenizer.Cl100kBase)
 	const n = 300

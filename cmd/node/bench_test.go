@@ -69,8 +69,7 @@ func crossNode(b *testing.B) (*actors.Engine, string) {
 	cfg := actors.DefaultConfig()
 	cfg.Logger, cfg.Stages, cfg.Providers = logger, stages, providers
 	cfg.Remote = &actors.RemoteConfig{Bind: "127.0.0.1:0", ClusterKey: key}
-	cfg.Nodes = []string{nodeAddr}
-	cfg.TokenizerPlacer = staticHosts{nodeAddr}
+	cfg.Topology = &actors.StaticTopology{Nodes: []string{nodeAddr}, Tokenizers: []string{nodeAddr}}
 	cfg.Hub.MaxLag = 1 << 20
 	engine, err := actors.NewEngine(cfg)
 	if err != nil {
@@ -247,11 +246,6 @@ func streamOne(b *testing.B, c *http.Client, base, id string) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 }
-
-// staticHosts is a TokenizerPlacer for a fixed list of hosts.
-type staticHosts []string
-
-func (s staticHosts) TokenizerHosts(string) []string { return s }
 
 // BenchmarkTokenizerThroughput: tokens counted per second through
 // tokenizer actors, 8 concurrent callers of ~1 KB texts: on this process's
