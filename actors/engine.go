@@ -268,7 +268,10 @@ type Engine struct {
 	// WithGuardian changes the context it is called on.
 	coordRoot *actor.RootContext
 
-	tokenBatch tokenBatcher // requests for remote tokenizer actors
+	// The engine's clients, built on its actor system and Topology.
+	tokens   *TokenizerClient
+	limits   *LimiterClient
+	services *Services
 
 	// placer places coordinators: the Topology, a round robin over
 	// Config.Nodes, or nil (this process hosts its runs).
@@ -615,6 +618,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 	case len(cfg.Nodes) > 0:
 		e.placer = &roundRobin{nodes: cfg.Nodes}
 	}
+	tcfg := TokenizerClientConfig{Local: cfg.Tokenizer, Timeout: cfg.TokenizerTimeout, Metrics: m, Logger: cfg.Logger}
+	var limiters LimiterPlacer
+	if cfg.Topology != nil {
+		tcfg.Hosts, limiters = cfg.Topology, cfg.Topology
+	}
+	e.tokens = NewTokenizerClient(system, tcfg)
+	e.limits = NewLimiterClient(system, limiters, cfg.Logger)
+	e.services = NewServices(system, ServicesConfig{Logger: cfg.Logger})
 	if cfg.Remote != nil {
 		host, portStr, _ := net.SplitHostPort(cfg.Remote.Bind)
 		port, err := strconv.Atoi(portStr)
@@ -734,6 +745,16 @@ func (e *Engine) watchTopology(events <-chan TopologyEvent) {
 		}
 	}
 }
+
+// Tokenizer is the engine's tokenizer client (CountTokens, FitToBudget).
+func (e *Engine) Tokenizer() *TokenizerClient { return e.tokens }
+
+// Limiter is the engine's client of the tenant limiters (Admit, Settle).
+func (e *Engine) Limiter() *LimiterClient { return e.limits }
+
+// Services serves this process's ledger and tenant registry to the
+// cluster and sends registry changes.
+func (e *Engine) Services() *Services { return e.services }
 
 // System is the engine's actor system.
 func (e *Engine) System() *actor.ActorSystem { return e.system }
@@ -909,6 +930,8 @@ func (e *Engine) Shutdown(ctx context.Context) {
 	}
 	close(e.stop)
 	e.wg.Wait()
+	e.tokens.Close()
+	e.services.Close()
 	if e.remote != nil {
 		// Not Shutdown(true): protoactor's graceful path writes endpoint
 		// manager fields that in-flight sends read without a lock (a data

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -12,13 +13,33 @@ import (
 	"github.com/qlc-project/qlc/messages"
 )
 
+// LimiterClient asks tenant limiters to admit runs and settles them: a
+// gateway's side of the tenant limits. Its methods are safe for concurrent
+// use and block until the limiter answers or ctx ends; it starts no
+// goroutine.
+type LimiterClient struct {
+	system *actor.ActorSystem
+	placer LimiterPlacer // nil: this process's limiters
+	logger *slog.Logger
+}
+
+// NewLimiterClient returns a client sending from system to the limiters
+// placer names (the cluster's Topology), or with a nil placer to this
+// process's own.
+func NewLimiterClient(system *actor.ActorSystem, placer LimiterPlacer, logger *slog.Logger) *LimiterClient {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &LimiterClient{system: system, placer: placer, logger: logger}
+}
+
 // limiterPID is tenant's limiter parent: on the host the LimiterPlacer
 // names, or in this process without one.
-func (e *Engine) limiterPID(tenant string) (*actor.PID, string, error) {
-	if e.topo == nil {
-		return actor.NewPID(e.system.Address(), limitersName), "", nil
+func (c *LimiterClient) limiterPID(tenant string) (*actor.PID, string, error) {
+	if c.placer == nil {
+		return actor.NewPID(c.system.Address(), limitersName), "", nil
 	}
-	addr, view, ok := e.topo.LimiterHost(tenant)
+	addr, view, ok := c.placer.LimiterHost(tenant)
 	if !ok {
 		return nil, "", ErrNoLimiter
 	}
@@ -39,18 +60,18 @@ const admitAttempt = 600 * time.Millisecond
 // answered as the first (the limiter knows the runs it granted). m is not
 // changed: each try sends its own copy (an earlier one may still be on its
 // way through the transport).
-func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitReply, error) {
+func (c *LimiterClient) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitReply, error) {
 	for {
-		pid, view, err := e.limiterPID(m.Tenant)
+		pid, view, err := c.limiterPID(m.Tenant)
 		if err != nil {
 			return nil, err
 		}
 		try := proto.Clone(m).(*messages.Admit)
-		if e.topo != nil {
+		if c.placer != nil {
 			try.View = view
 		}
 		actx, cancel := context.WithTimeout(ctx, admitAttempt)
-		r, err := e.request(actx, pid, try)
+		r, err := request(c.system, actx, pid, try)
 		cancel()
 		if err == nil {
 			reply, ok := r.(*messages.AdmitReply)
@@ -65,7 +86,7 @@ func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitR
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
 		}
-		e.logger.Warn("tenant limiter did not answer; asking again", "tenant", m.Tenant, "host", pid.Address, "error", err)
+		c.logger.Warn("tenant limiter did not answer; asking again", "tenant", m.Tenant, "host", pid.Address, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
@@ -77,15 +98,15 @@ func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitR
 // Settle tells the tenant's limiter a run's real token count, retrying a
 // lost message a few times (the transport is at-most-once). A limiter that
 // never hears it still learns the count from the ledger when it rebuilds.
-func (e *Engine) Settle(ctx context.Context, tenant, runID string, tokens int64) error {
+func (c *LimiterClient) Settle(ctx context.Context, tenant, runID string, tokens int64) error {
 	var err error
 	for try := 0; try < 3; try++ {
 		var pid *actor.PID
-		if pid, _, err = e.limiterPID(tenant); err != nil {
+		if pid, _, err = c.limiterPID(tenant); err != nil {
 			return err
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err = e.request(sctx, pid, &messages.Settle{Tenant: tenant, RunId: runID, Tokens: tokens})
+		_, err = request(c.system, sctx, pid, &messages.Settle{Tenant: tenant, RunId: runID, Tokens: tokens})
 		cancel()
 		if err == nil {
 			return nil
@@ -93,4 +114,3 @@ func (e *Engine) Settle(ctx context.Context, tenant, runID string, tokens int64)
 	}
 	return fmt.Errorf("%w: settle %s: %w", ErrNoLimiter, runID, err)
 }
-

@@ -31,9 +31,9 @@ func TestTokenizerRequestsAreBatched(t *testing.T) {
 	// The first batch waits until every request is queued: the others must
 	// leave in batches of at most maxTokenBatch, whatever the scheduling.
 	hold := make(chan struct{})
-	e.tokenBatch.mu.Lock()
-	e.tokenBatch.hold = hold
-	e.tokenBatch.mu.Unlock()
+	e.tokens.batch.mu.Lock()
+	e.tokens.batch.hold = hold
+	e.tokens.batch.mu.Unlock()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -41,7 +41,7 @@ func TestTokenizerRequestsAreBatched(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			text := strings.Repeat(fmt.Sprintf("request %d says hello; ", i), i%7+1)
-			tc, err := e.CountTokens(context.Background(), &messages.CountTokens{Encoding: tokenizer.Cl100kBase, Texts: []string{text}})
+			tc, err := e.Tokenizer().CountTokens(context.Background(), &messages.CountTokens{Encoding: tokenizer.Cl100kBase, Texts: []string{text}})
 			switch {
 			case err != nil:
 				errs <- err
@@ -51,9 +51,9 @@ func TestTokenizerRequestsAreBatched(t *testing.T) {
 		}()
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		e.tokenBatch.mu.Lock()
-		queued := e.tokenBatch.enqueued
-		e.tokenBatch.mu.Unlock()
+		e.tokens.batch.mu.Lock()
+		queued := e.tokens.batch.enqueued
+		e.tokens.batch.mu.Unlock()
 		if queued == n || time.Now().After(deadline) {
 			break
 		}
@@ -123,7 +123,7 @@ func TestFitToBudget(t *testing.T) {
 		}
 		full := int64(ref.Count(text))
 		// Fits: unchanged.
-		ft, err := e.FitToBudget(ctx, &messages.FitToBudget{Model: "gpt-4", Text: text, MaxTokens: full})
+		ft, err := e.Tokenizer().FitToBudget(ctx, &messages.FitToBudget{Model: "gpt-4", Text: text, MaxTokens: full})
 		if err != nil || ft.Truncated || ft.Text != text || ft.Tokens != full || ft.Encoding != tokenizer.Cl100kBase {
 			t.Fatalf("fitting text: %+v %v", ft, err)
 		}
@@ -135,7 +135,7 @@ func TestFitToBudget(t *testing.T) {
 			t.Fatalf("served by %q; want %q", ft.ServedBy, wantServer)
 		}
 		// Cut: a prefix at a token boundary, as long as the budget allows.
-		ft, err = e.FitToBudget(ctx, &messages.FitToBudget{Encoding: tokenizer.Cl100kBase, Text: text, MaxTokens: 101})
+		ft, err = e.Tokenizer().FitToBudget(ctx, &messages.FitToBudget{Encoding: tokenizer.Cl100kBase, Text: text, MaxTokens: 101})
 		if err != nil || !ft.Truncated || ft.OriginalTokens != full || ft.Tokens != 101 || !strings.HasPrefix(text, ft.Text) ||
 			int64(ref.Count(ft.Text)) != ft.Tokens {
 			t.Fatalf("cut to 101 tokens: %+v %v", ft, err)
@@ -148,7 +148,7 @@ func TestFitToBudget(t *testing.T) {
 			{Encoding: "nope", Text: "x", MaxTokens: 1},
 			{Encoding: tokenizer.Cl100kBase, Text: "x", MaxTokens: -1},
 		} {
-			if _, err := e.FitToBudget(ctx, bad); !errors.Is(err, ErrTokenize) {
+			if _, err := e.Tokenizer().FitToBudget(ctx, bad); !errors.Is(err, ErrTokenize) {
 				t.Fatalf("%+v: err %v; want ErrTokenize", bad, err)
 			}
 		}

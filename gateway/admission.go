@@ -122,7 +122,7 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AdmitTimeout)
-	reply, err := s.engine.Admit(ctx, m)
+	reply, err := s.engine.Limiter().Admit(ctx, m)
 	cancel()
 	s.metrics.admission.Observe(time.Since(start).Seconds())
 	if err != nil || !reply.Ok {
@@ -135,7 +135,7 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_ = s.engine.Settle(ctx, a.tenant, id, 0)
+			_ = s.engine.Limiter().Settle(ctx, a.tenant, id, 0)
 		}()
 		s.logger.Error("tenant limiter unreachable", "tenant", a.tenant, "error", err)
 		s.metrics.refused.WithLabelValues(s.metrics.tenant(a.tenant), "limiter_unavailable").Inc()
@@ -177,7 +177,7 @@ func (s *Server) release(a *admission) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if err := s.engine.Settle(ctx, a.tenant, a.runID, 0); err != nil {
+	if err := s.engine.Limiter().Settle(ctx, a.tenant, a.runID, 0); err != nil {
 		s.logger.Warn("tenant limiter: settle", "run_id", a.runID, "error", err)
 	}
 }

@@ -38,7 +38,7 @@ func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", "max_tokens must not be negative"))
 			return
 		}
-		ft, err := s.engine.FitToBudget(ctx, &messages.FitToBudget{Model: req.Model, Encoding: req.Encoding, Text: req.Text, MaxTokens: *req.MaxTokens})
+		ft, err := s.engine.Tokenizer().FitToBudget(ctx, &messages.FitToBudget{Model: req.Model, Encoding: req.Encoding, Text: req.Text, MaxTokens: *req.MaxTokens})
 		if err != nil {
 			if errors.Is(err, actors.ErrTokenize) {
 				writeError(w, errInvalid("tokenize_failed", err.Error()))
@@ -53,7 +53,7 @@ func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	tc, err := s.engine.CountTokens(ctx, &messages.CountTokens{Model: req.Model, Encoding: req.Encoding, Texts: []string{req.Text}, WithTokens: true})
+	tc, err := s.engine.Tokenizer().CountTokens(ctx, &messages.CountTokens{Model: req.Model, Encoding: req.Encoding, Texts: []string{req.Text}, WithTokens: true})
 	if err != nil {
 		if errors.Is(err, actors.ErrTokenize) {
 			writeError(w, errInvalid("tokenize_failed", err.Error()))

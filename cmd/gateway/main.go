@@ -118,7 +118,7 @@ func run(args []string) error {
 	defer tenancy.Store().Close()
 	if members != nil {
 		self := engine.Address()
-		if err := tenancy.Replicate(engine, func() []string { return members.Gateways(self) }, time.Minute); err != nil {
+		if err := tenancy.Replicate(engine.Services(), func() []string { return members.Gateways(self) }, time.Minute); err != nil {
 			return err
 		}
 		defer tenancy.Close()

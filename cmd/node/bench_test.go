@@ -264,7 +264,7 @@ func BenchmarkTokenizerThroughput(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for i := 0; i < per; i++ {
-					tc, err := e.CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
+					tc, err := e.Tokenizer().CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
 					if err != nil {
 						b.Error(err)
 						return
@@ -292,7 +292,7 @@ func BenchmarkTokenizerThroughput(b *testing.B) {
 	b.Run("remote-batched", func(b *testing.B) {
 		e, _ := crossNode(b)
 		for i := 0; i < 20; i++ { // warm up the connection
-			_, _ = e.CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
+			_, _ = e.Tokenizer().CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
 		}
 		run(b, e)
 	})
