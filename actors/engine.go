@@ -420,11 +420,11 @@ func (e *Engine) Drain(ctx context.Context) int {
 	}
 }
 
-// NodeLost ends the unfinished runs whose coordinator ran on the node at
+// nodeLost moves the unfinished runs whose coordinator ran on the node at
 // the actor address addr (the cluster declared it dead). A broken
 // connection tells the hubs by itself; a partitioned or paused node is
 // found only by the failure detector, which calls this.
-func (e *Engine) NodeLost(addr string) int {
+func (e *Engine) nodeLost(addr string) int {
 	e.mu.Lock()
 	var lost []*Hub
 	for _, h := range e.hubs {
@@ -506,10 +506,10 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 		"resumed_at_seq", len(prior), "node", pid.Address, "took", time.Since(t0))
 }
 
-// StopHosted stops every run coordinator hosted here (for gateways, their
+// stopHostedActors stops every run coordinator hosted here (for gateways, their
 // hubs end the runs): a fenced node must stop its actors before it rejoins
 // the cluster under a new identity.
-func (e *Engine) StopHosted() {
+func (e *Engine) stopHostedActors() {
 	if e.remote != nil {
 		e.system.Root.Send(actor.NewPID(e.system.Address(), starterName), stopHosted{})
 	}
@@ -679,7 +679,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		// answer only gateways that see the same limiter hosts as this node.
 		ledgers, view = cfg.Topology.LedgerHosts, cfg.Topology.LimiterView
 	}
-	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers, view: view} }), limitersName); err != nil {
+	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &limiterParent{ledgers: ledgers, view: view, spawn: e.goOwned} }), limitersName); err != nil {
 		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
 	if cfg.Tokenizer {
@@ -732,14 +732,14 @@ func (e *Engine) watchTopology(events <-chan TopologyEvent) {
 		}
 		switch ev.Kind {
 		case NodeLost:
-			if n := e.NodeLost(ev.Addr); n > 0 {
+			if n := e.nodeLost(ev.Addr); n > 0 {
 				e.logger.Warn("member declared dead; moving its runs", "member", ev.Member, "address", ev.Addr, "runs", n)
 			}
 		case AddressReused:
-			e.ResetEndpoint(ev.Addr)
+			e.resetEndpoint(ev.Addr)
 		case Fenced:
 			e.logger.Error("fenced: stopping the runs and limiters hosted here", "cause", ev.Member)
-			e.StopHosted()
+			e.stopHostedActors()
 		case Rejoined:
 			e.logger.Info("back in the cluster", "member", ev.Member)
 		}
@@ -1082,12 +1082,12 @@ func (e *Engine) ShuttingDown() bool {
 	return e.shutdown
 }
 
-// ResetEndpoint drops the actor transport's connection state for addr, so
+// resetEndpoint drops the actor transport's connection state for addr, so
 // the next message dials it afresh: for a process that came back at the
 // same address (a restarted gateway, a node that rejoined), whose old
 // endpoint may sit in protoactor's 2 s reconnect wait. Watchers of actors
 // at addr are told they terminated (they did: the process is new).
-func (e *Engine) ResetEndpoint(addr string) {
+func (e *Engine) resetEndpoint(addr string) {
 	if e.remote == nil || addr == "" || addr == e.system.Address() {
 		return
 	}

@@ -60,6 +60,9 @@ type limiterParent struct {
 	// view, on a node, is this node's own view of the limiter hosts (the
 	// LimiterPlacer's view for the tenant); nil: none (one process).
 	view func(tenant string) string
+	// spawn runs a limiter's ledger reads on a goroutine the engine's
+	// Shutdown waits for (Engine.goOwned); false: shutting down, not run.
+	spawn func(func()) bool
 }
 
 func (p *limiterParent) Receive(ctx actor.Context) {
@@ -99,7 +102,7 @@ func (p *limiterParent) Receive(ctx actor.Context) {
 		}
 	}
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, open: map[string]int64{}, granted: map[string]bool{}}
+		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, spawn: p.spawn, open: map[string]int64{}, granted: map[string]bool{}}
 	}), tenant)
 	if err != nil {
 		ctx.Respond(&messages.AdmitReply{Message: "cannot start the tenant's limiter: " + err.Error()})
@@ -153,6 +156,7 @@ var ledgerRefresh = 15 * time.Second
 type tenantLimiter struct {
 	tenant  string
 	ledgers func() []string
+	spawn   func(func()) bool // see limiterParent.spawn
 
 	limits  *messages.TenantLimits
 	built   bool
@@ -253,7 +257,9 @@ func (l *tenantLimiter) rebuild(ctx actor.Context, view string, periodStart int6
 	now := time.Now()
 	q := &messages.LedgerQuery{Tenant: l.tenant, SinceUnixMs: now.Add(-limiterWindow).UnixMilli(), PeriodStartUnixMs: periodStart}
 	hosts := l.ledgers()
-	go func() {
+	// A false spawn means the engine is shutting down: the limiter stays
+	// busy and answers nothing more, as the process is going away.
+	l.spawn(func() {
 		out := &rebuilt{view: view, periodKey: fmt.Sprint(periodStart), period: periodStart, now: now}
 		if len(hosts) == 0 {
 			out.failed = 1 // no ledger known yet (membership still forming): not an empty ledger
@@ -275,7 +281,7 @@ func (l *tenantLimiter) rebuild(ctx actor.Context, view string, periodStart int6
 		}
 		wg.Wait()
 		system.Root.Send(self, out)
-	}()
+	})
 	l.period = periodStart
 }
 
