@@ -253,7 +253,15 @@ type RunRequest struct {
 
 // Engine runs consensus runs on an actor system: it owns the system, the
 // hubs of the runs started through it, and the eviction of finished runs.
-// Its methods are safe for concurrent use and do not block on a run.
+// Its methods are safe for concurrent use and do not block on a run. Its
+// clients (Tokenizer, Limiter, Services) are built on the same system and
+// Topology.
+//
+// Goroutines, each waited for by Shutdown: the eviction loop; with a
+// Topology, the one goroutine that consumes its events; one per run being
+// moved to a new coordinator (failover) and one per tenant limiter reading
+// the ledgers (both started through goOwned, which refuses once Shutdown
+// has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
 	cfg     Config
 	system  *actor.ActorSystem
