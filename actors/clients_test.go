@@ -224,8 +224,26 @@ func TestEngineTopologyEvents(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e.Shutdown(ctx)
+	release := make(chan struct{})
+	if !e.goOwned(func() { <-release }) {
+		t.Fatal("goOwned refused before Shutdown")
+	}
+	down := make(chan struct{})
+	go func() {
+		e.Shutdown(ctx)
+		close(down)
+	}()
+	select {
+	case <-down:
+		t.Fatal("Shutdown returned while an owned goroutine runs")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-down
 	e.Shutdown(ctx) // idempotent
+	if e.goOwned(func() { t.Error("ran after Shutdown") }) {
+		t.Fatal("goOwned started a goroutine after Shutdown")
+	}
 
 	bad := &eventTopology{joinErr: errors.New("no seed")}
 	cfg := DefaultConfig()
