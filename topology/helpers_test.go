@@ -37,27 +37,30 @@ type member struct {
 	addr string // its actor address (made up: no actor system runs)
 
 	mu         sync.Mutex
-	transports []*cluster.FaultTransport // one per (re)join, the current last
+	transports []*faultTransport // one per (re)join, the current last
 	evs        []actors.TopologyEvent
 	recorded   chan struct{} // closed when the event channel is
+}
+
+// faultTransport is a member's transport and its gossip address.
+type faultTransport struct {
+	*cluster.FaultTransport
+	gossip string
 }
 
 // transport is the member's current memberlist transport.
 func (m *member) transport() *cluster.FaultTransport {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.transports[len(m.transports)-1]
+	return m.transports[len(m.transports)-1].FaultTransport
 }
 
-// gossip is the member's current gossip address (a seed for others).
+// gossip is the member's gossip address (a seed for others; the same
+// across rejoins).
 func (m *member) gossip() string {
-	ms := m.Members()
-	for _, x := range ms {
-		if x.Name == m.Name() {
-			return x.GossipAddr
-		}
-	}
-	return ""
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.transports[0].gossip
 }
 
 // events returns the events so far.
@@ -99,12 +102,26 @@ func start(t *testing.T, n *cluster.MemNetwork, base, addr string, o memberOpts)
 		cc.Seeds = append(cc.Seeds, s.gossip())
 	}
 	cfg.Cluster = cc
+	// Slower than the defaults, so a loaded test machine does not suspect
+	// members falsely; a pause is still found within a second or two.
+	cc.ProbeInterval, cc.ProbeTimeout = 200*time.Millisecond, 150*time.Millisecond
 	cfg.NewTransport = func() memberlist.NodeAwareTransport {
-		ft := cluster.WrapTransport(n.NewTransport())
+		// A rejoin binds the same gossip address, as a process does: the
+		// others' seeds keep working.
 		m.mu.Lock()
+		defer m.mu.Unlock()
+		var mt *cluster.MemTransport
+		if len(m.transports) == 0 {
+			mt = n.NewTransport()
+		} else {
+			var err error
+			if mt, err = n.NewTransportAt(m.transports[0].gossip); err != nil {
+				panic(err) // the previous instance shut its transport down first
+			}
+		}
+		ft := &faultTransport{FaultTransport: cluster.WrapTransport(mt), gossip: mt.Addr()}
 		m.transports = append(m.transports, ft)
-		m.mu.Unlock()
-		return ft
+		return ft.FaultTransport
 	}
 	if o.tune != nil {
 		o.tune(&cfg)
