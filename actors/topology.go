@@ -100,6 +100,7 @@ const (
 	Rejoined
 )
 
+// String names the kind for logs.
 func (k TopologyEventKind) String() string {
 	switch k {
 	case NodeLost:
