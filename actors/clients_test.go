@@ -210,10 +210,11 @@ func TestEngineTopologyEvents(t *testing.T) {
 		t.Fatal("load of an idle engine")
 	}
 	// Unbuffered: each send returns once the engine's goroutine took it.
+	handled := make(chan struct{})
 	for _, ev := range []TopologyEvent{
 		{Kind: NodeLost, Addr: "gone:1", Member: "n-1"},
 		{Kind: AddressReused, Addr: "back:1", Member: "n-2"},
-		{Kind: Fenced, Member: "declared dead"},
+		{Kind: Fenced, Member: "declared dead", Done: func() { close(handled) }},
 		{Kind: Rejoined, Member: "n-3"},
 	} {
 		select {
@@ -221,6 +222,11 @@ func TestEngineTopologyEvents(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("the engine does not read its topology events (%v)", ev.Kind)
 		}
+	}
+	select {
+	case <-handled:
+	default: // Rejoined was taken, so Fenced was handled before it
+		t.Fatal("the engine did not call Fenced's Done")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

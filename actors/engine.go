@@ -748,6 +748,9 @@ func (e *Engine) watchTopology(events <-chan TopologyEvent) {
 		case Fenced:
 			e.logger.Error("fenced: stopping the runs and limiters hosted here", "cause", ev.Member)
 			e.stopHostedActors()
+			if ev.Done != nil {
+				ev.Done()
+			}
 		case Rejoined:
 			e.logger.Info("back in the cluster", "member", ev.Member)
 		}

@@ -92,8 +92,8 @@ const (
 	// transport's state for Addr so the next message dials it afresh.
 	AddressReused
 	// Fenced: the cluster declared this process dead. The engine stops the
-	// actors it hosts (their runs may already go on elsewhere) before the
-	// implementation rejoins under a new name.
+	// actors it hosts (their runs may already go on elsewhere), then calls
+	// Done; the implementation rejoins under a new name after that.
 	Fenced
 	// Rejoined: this process is a member again, under a new name, after
 	// Fenced. Addr is empty.
@@ -123,6 +123,11 @@ type TopologyEvent struct {
 	// Member names the member concerned, or the reason of a fencing (for
 	// logs).
 	Member string
+	// Done, when set (Fenced), is called by the engine once it has acted on
+	// the event (told the actors hosted here to stop): the implementation
+	// rejoins only then, so no run placed here after the rejoin is stopped
+	// by a late reaction to the fencing. It does not block.
+	Done func()
 }
 
 // StaticTopology is a Topology over fixed lists, without events: for tests

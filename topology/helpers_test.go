@@ -141,6 +141,9 @@ func start(t *testing.T, n *cluster.MemNetwork, base, addr string, o memberOpts)
 			m.mu.Lock()
 			m.evs = append(m.evs, ev)
 			m.mu.Unlock()
+			if ev.Done != nil {
+				ev.Done() // as the engine does once it stopped its actors
+			}
 		}
 	}()
 	t.Cleanup(func() {

@@ -320,7 +320,16 @@ func (m *Membership) rejoin(old *cluster.Cluster) bool {
 	if cause != nil {
 		reason = cause.Error()
 	}
-	if !m.send(actors.TopologyEvent{Kind: actors.Fenced, Member: reason}) {
+	// Rejoin only once the engine has told its actors to stop: a late stop
+	// would hit runs placed here after the rejoin.
+	handled := make(chan struct{})
+	var once sync.Once
+	if !m.send(actors.TopologyEvent{Kind: actors.Fenced, Member: reason, Done: func() { once.Do(func() { close(handled) }) }}) {
+		return false
+	}
+	select {
+	case <-handled:
+	case <-m.stop:
 		return false
 	}
 	_ = old.Shutdown()
