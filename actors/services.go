@@ -93,6 +93,7 @@ func (s *Services) start(work func()) bool {
 // service is one served name: fn answers the messages it accepts, busy
 // answers them when no worker is free (nil: no answer).
 type service struct {
+	name   string
 	accept func(proto.Message) bool
 	fn     func(proto.Message) proto.Message
 	busy   func(proto.Message) proto.Message
@@ -120,6 +121,7 @@ func (a *serviceActor) Receive(ctx actor.Context) {
 	}) {
 		return
 	}
+	a.s.cfg.Logger.Warn("every service worker is busy; answering busy", "service", a.svc.name, "workers", a.s.cfg.Workers)
 	if reply := a.svc.busy(m); sender != nil && reply != nil {
 		ctx.Send(sender, reply)
 	}
@@ -151,6 +153,7 @@ func (s *Services) ServeRegistry(fn func(*messages.RegistryChange) *messages.Reg
 }
 
 func (s *Services) serve(name string, svc service) error {
+	svc.name = name
 	_, err := s.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &serviceActor{s: s, svc: svc} }), name)
 	if err != nil {
 		return fmt.Errorf("actors: serve %s: %w", name, err)
