@@ -21,10 +21,13 @@ import (
 // Concurrent requests for tokenizer actors leave in batches while one is in
 // flight, and every answer is exact and goes to its own caller.
 func TestTokenizerRequestsAreBatched(t *testing.T) {
-	var e *Engine
-	e, _ = newTestEngine(t, func(c *Config) {
+	e, _ := newTestEngine(t, func(c *Config) {
 		c.Tokenizer = true
 		c.Topology = &StaticTopology{Tokenizers: []string{"nonhost"}} // this process (no Remote)
+		// A batch of 64 under -race on a loaded machine can take longer
+		// than the default 250 ms; this test is about batching, not the
+		// fallback.
+		c.TokenizerTimeout = 10 * time.Second
 	})
 	enc, _ := tokenizer.Get(tokenizer.Cl100kBase)
 	const n = 300
