@@ -157,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, engine: cfg.Engine, tenancy: cfg.Tenancy, logger: cfg.Logger,
 		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}, stop: make(chan struct{})}
 	if s.tenancy != nil {
-		if err := s.engine.ServeLedger(s.ledgerState); err != nil {
+		if err := s.engine.Services().ServeLedger(s.ledgerState); err != nil {
 			return nil, err
 		}
 	}
