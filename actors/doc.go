@@ -15,6 +15,32 @@
 //     subscribers, each with a bounded lag; a subscriber that falls further
 //     behind is dropped with a Lagged notice and never slows the run.
 //
+// Around them, one of each per process:
+//
+//   - run starter (engine.go, "qlc-run-starter"): a node's entry point for
+//     runs placed by gateways; it spawns coordinators as its children,
+//     answers FindRun, and stops them all when the process is fenced.
+//   - fair queue of run slots (fairq.go): not an actor but the coordinators'
+//     shared admission: a node runs at most Config.RunSlots runs at once and
+//     hands freed slots to waiting runs in weighted-fair order per tenant.
+//   - tokenizer pool (tokenizer.go, "qlc-tokenizer"): a round-robin pool of
+//     tokenizer actors, only on hosts whose CPU runs the SIMD path; other
+//     processes reach it through a TokenizerClient, which batches requests
+//     and counts locally on the scalar path when no host answers in time.
+//   - tenant limiters (limiter.go, "qlc-limiters"): a parent that spawns
+//     one virtual actor per tenant, holding its request, token, concurrency
+//     and budget counters for the whole cluster, rebuilt from the gateways'
+//     ledgers; gateways reach them through a LimiterClient (Admit, Settle).
+//   - ledger and registry services (services.go, "qlc-ledger",
+//     "qlc-registry"): a gateway's usage ledger and tenant registry, served
+//     to limiters and other gateways by a bounded pool of workers.
+//
+// Where actors live in a cluster is the Topology's business (topology.go):
+// an interface the engine depends on, implemented over memberlist by
+// package topology; the engine consumes its events (a node lost: move its
+// runs; an address reused: dial it afresh; this process fenced: stop what
+// it hosts) on one goroutine.
+//
 // Life cycle of a run:
 //
 //  1. Engine.StartRun checks the profile, picks an unguessable run id and a

@@ -108,47 +108,28 @@ type Config struct {
 	// Nodes lists the actor-transport addresses ("host:port") of the nodes
 	// that host run coordinators; runs are placed on them in turn, skipping a
 	// node that does not answer. Empty: this process hosts its runs. Needs
-	// Remote. (The cluster issue replaces this list with memberlist.)
+	// Remote. A fixed deployment without membership; a cluster uses Topology.
 	Nodes []string
-	// Placer chooses the nodes a run's coordinator is offered to, replacing
-	// Nodes (the cluster's membership is one). Needs Remote.
-	Placer Placer
+	// Topology is the engine's view of the cluster (package topology
+	// implements it over memberlist): where runs, tokenizer work and tenant
+	// limiters go, which processes serve ledgers, and the events the engine
+	// acts on (a node lost, an address reused, this process fenced). It
+	// replaces Nodes. Nil: a single process (or fixed Nodes): this process
+	// hosts its tenant limiters and ledger, and counts tokens itself.
+	// Addresses other than this process's are reached over Remote.
+	Topology Topology
 	// SpawnTimeout bounds placing a coordinator on a node. Default 2 s.
 	SpawnTimeout time.Duration
 	// Tokenizer hosts a pool of tokenizer actors here: set it only where the
 	// CPU runs the tokenizer's SIMD path (AVX2).
 	Tokenizer bool
-	// TokenizerPlacer chooses capable hosts for CountTokens (the cluster);
-	// nil: this process's own tokenizer actors if Tokenizer, else the local
-	// fallback. Needs Remote.
-	TokenizerPlacer TokenizerPlacer
 	// TokenizerTimeout bounds a tokenizer host's answer before the request
 	// is counted here instead. Default 250 ms.
 	TokenizerTimeout time.Duration
-	// Limiters tells where tenant limiters live (a gateway in a cluster:
-	// the nodes); nil: in this process.
-	Limiters LimiterPlacer
-	// LimiterView, on a node, is the node's own view of the limiter hosts
-	// for a tenant (the same name a gateway's LimiterPlacer gives): a tenant
-	// limiter here answers only gateways that see the same. Nil: no check.
-	LimiterView func(tenant string) string
-	// LedgerHosts lists the actor addresses of the processes whose ledgers a
-	// tenant limiter hosted here rebuilds from (in a cluster: the gateways).
-	// Nil: this process alone.
-	LedgerHosts func() []string
 	// PreloadTokenizer loads the vocabularies at start (nodes: the first
 	// request must not pay for it) instead of on first use (a local
 	// process: ~45 MB less while idle).
 	PreloadTokenizer bool
-}
-
-// Placer chooses where run coordinators go. Candidates is called once per
-// run, concurrently from many requests, and must not block.
-type Placer interface {
-	// Candidates returns the actor addresses of the nodes to offer runID
-	// to, best first; the engine tries them in order until one takes it.
-	// Empty: no node is available.
-	Candidates(runID string) []string
 }
 
 // roundRobin is the Placer for a fixed list of nodes (Config.Nodes).
@@ -188,10 +169,6 @@ type RemoteConfig struct {
 
 // maxTransportMsg bounds one gRPC message of the actor transport (64 MiB).
 const maxTransportMsg = 64 << 20
-
-// CoordinatorKind names the actor kind of run coordinators (announced by
-// nodes that host them).
-const CoordinatorKind = "qlc.coordinator"
 
 // DefaultConfig returns a Config with every default filled except Providers.
 func DefaultConfig() Config {
@@ -248,11 +225,11 @@ func (c *Config) validate() error {
 	if c.TokenizerTimeout == 0 {
 		c.TokenizerTimeout = 250 * time.Millisecond
 	}
-	if (len(c.Nodes) > 0 || c.Placer != nil) && c.Remote == nil {
-		return errors.New("actors: Nodes and Placer need Remote (the actor transport) to reach nodes")
+	if len(c.Nodes) > 0 && c.Remote == nil {
+		return errors.New("actors: Nodes need Remote (the actor transport) to reach nodes")
 	}
-	if c.Placer == nil && len(c.Nodes) > 0 {
-		c.Placer = &roundRobin{nodes: c.Nodes}
+	if len(c.Nodes) > 0 && c.Topology != nil {
+		return errors.New("actors: Nodes and Topology exclude each other")
 	}
 	if c.Remote != nil {
 		if _, _, err := net.SplitHostPort(c.Remote.Bind); err != nil {
@@ -304,7 +281,15 @@ type RunRequest struct {
 
 // Engine runs consensus runs on an actor system: it owns the system, the
 // hubs of the runs started through it, and the eviction of finished runs.
-// Its methods are safe for concurrent use and do not block on a run.
+// Its methods are safe for concurrent use and do not block on a run. Its
+// clients (Tokenizer, Limiter, Services) are built on the same system and
+// Topology.
+//
+// Goroutines, each waited for by Shutdown: the eviction loop; with a
+// Topology, the one goroutine that consumes its events; one per run being
+// moved to a new coordinator (failover) and one per tenant limiter reading
+// the ledgers (both started through goOwned, which refuses once Shutdown
+// has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
 	cfg     Config
 	system  *actor.ActorSystem
@@ -319,7 +304,16 @@ type Engine struct {
 	// WithGuardian changes the context it is called on.
 	coordRoot *actor.RootContext
 
-	tokenBatch tokenBatcher // requests for remote tokenizer actors
+	// The engine's clients, built on its actor system and Topology.
+	tokens   *TokenizerClient
+	limits   *LimiterClient
+	services *Services
+
+	// placer places coordinators: the Topology, a round robin over
+	// Config.Nodes, or nil (this process hosts its runs).
+	placer Placer
+	// topo is Config.Topology (nil: a single process).
+	topo Topology
 
 	// admission shares MaxActiveRuns among tenants: a run holds one of its
 	// slots from launch until its hub has the terminal event (or it is
@@ -354,7 +348,7 @@ var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
 // not answer, or is draining, is skipped).
 func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.PID, error) {
 	id := start.RunId
-	if e.cfg.Placer == nil {
+	if e.placer == nil {
 		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), "run/"+id)
 		if err != nil {
 			e.metrics.placements.WithLabelValues("failed").Inc()
@@ -365,7 +359,7 @@ func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.P
 		return pid, nil
 	}
 	var errs []error
-	for _, node := range e.cfg.Placer.Candidates(id) {
+	for _, node := range e.placer.Candidates(id) {
 		if slices.Contains(exclude, node) {
 			continue // the node just lost (membership may not know yet)
 		}
@@ -468,11 +462,11 @@ func (e *Engine) Drain(ctx context.Context) int {
 	}
 }
 
-// NodeLost ends the unfinished runs whose coordinator ran on the node at
+// nodeLost moves the unfinished runs whose coordinator ran on the node at
 // the actor address addr (the cluster declared it dead). A broken
 // connection tells the hubs by itself; a partitioned or paused node is
 // found only by the failure detector, which calls this.
-func (e *Engine) NodeLost(addr string) int {
+func (e *Engine) nodeLost(addr string) int {
 	e.mu.Lock()
 	var lost []*Hub
 	for _, h := range e.hubs {
@@ -482,9 +476,9 @@ func (e *Engine) NodeLost(addr string) int {
 	}
 	e.mu.Unlock()
 	for _, h := range lost {
-		// Each on its own goroutine: placing a run may take round trips, and
-		// the caller is the cluster's topology loop.
-		go e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
+		// Each on its own goroutine (failover): placing a run may take round
+		// trips, and the caller is the engine's topology goroutine.
+		e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
 	}
 	return len(lost)
 }
@@ -494,12 +488,36 @@ func (e *Engine) NodeLost(addr string) int {
 // a row, so the bound is generous.
 const maxFailovers = 10
 
-// failover moves a run whose coordinator was lost to a live node: the new
+// failover moves a run whose coordinator was lost (see moveRun) on a
+// goroutine that Shutdown waits for; it does not block. After Shutdown has
+// begun it does nothing: the process is going away, and runs on other
+// nodes go on for other gateways. It is the hubs' onLost.
+func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
+	e.goOwned(func() { e.moveRun(h, lost, why) })
+}
+
+// goOwned runs f on a goroutine that Shutdown waits for, unless Shutdown
+// has begun (then it returns false and f does not run).
+func (e *Engine) goOwned(f func()) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.shutdown {
+		return false
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// moveRun moves a run whose coordinator was lost to a live node: the new
 // coordinator resumes from the hub's copy of the log with a higher epoch
 // (finished stages are kept; the interrupted one is redone after a
 // StageRestarted), and the hub ignores anything the old one might still
 // send. If no node takes it, the run ends with RunFailed.
-func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
+func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 	prior, epoch, n, ok := h.beginFailover(lost)
 	if !ok {
 		return
@@ -530,10 +548,10 @@ func (e *Engine) failover(h *Hub, lost *actor.PID, why string) {
 		"resumed_at_seq", len(prior), "node", pid.Address, "took", time.Since(t0))
 }
 
-// StopHosted stops every run coordinator hosted here (for gateways, their
+// stopHostedActors stops every run coordinator hosted here (for gateways, their
 // hubs end the runs): a fenced node must stop its actors before it rejoins
 // the cluster under a new identity.
-func (e *Engine) StopHosted() {
+func (e *Engine) stopHostedActors() {
 	if e.remote != nil {
 		e.system.Root.Send(actor.NewPID(e.system.Address(), starterName), stopHosted{})
 	}
@@ -561,7 +579,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	if h, err := e.Hub(runID); err == nil {
 		return h, nil
 	}
-	if e.cfg.Placer == nil || !strings.HasPrefix(runID, "run_") {
+	if e.placer == nil || !strings.HasPrefix(runID, "run_") {
 		return nil, ErrUnknownRun
 	}
 	if e.misses.missed(runID) {
@@ -606,7 +624,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 // together and share one deadline, SpawnTimeout/2: a node that does not
 // answer costs that bound once, not once per node in turn.
 func (e *Engine) findRun(runID string) *messages.RunFound {
-	nodes := e.cfg.Placer.Candidates(runID)
+	nodes := e.placer.Candidates(runID)
 	futures := make([]*actor.Future, len(nodes))
 	for i, node := range nodes {
 		futures[i] = e.system.Root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2)
@@ -648,11 +666,25 @@ func NewEngine(cfg Config) (*Engine, error) {
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom))},
-		stop: make(chan struct{}), hubs: map[string]*Hub{},
+		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
+	switch {
+	case cfg.Topology != nil:
+		e.placer = cfg.Topology
+	case len(cfg.Nodes) > 0:
+		e.placer = &roundRobin{nodes: cfg.Nodes}
+	}
+	tcfg := TokenizerClientConfig{Local: cfg.Tokenizer, Timeout: cfg.TokenizerTimeout, Metrics: m, Logger: cfg.Logger}
+	var limiters LimiterPlacer
+	if cfg.Topology != nil {
+		tcfg.Hosts, limiters = cfg.Topology, cfg.Topology
+	}
+	e.tokens = NewTokenizerClient(system, tcfg)
+	e.limits = NewLimiterClient(system, limiters, cfg.Logger)
+	e.services = NewServices(system, ServicesConfig{Logger: cfg.Logger})
 	if cfg.Remote != nil {
 		host, portStr, _ := net.SplitHostPort(cfg.Remote.Bind)
 		port, err := strconv.Atoi(portStr)
@@ -692,14 +724,16 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
 	}
-	ledgers := cfg.LedgerHosts
-	if ledgers == nil {
-		self := system.Address()
-		ledgers = func() []string { return []string{self} }
+	self := system.Address()
+	ledgers, view := func() []string { return []string{self} }, (func(string) string)(nil)
+	if cfg.Topology != nil {
+		// Tenant limiters hosted here rebuild from the gateways' ledgers, and
+		// answer only gateways that see the same limiter hosts as this node.
+		ledgers, view = cfg.Topology.LedgerHosts, cfg.Topology.LimiterView
 	}
 	limiterMailbox := m.mailbox("limiter")
 	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &limiterParent{ledgers: ledgers, view: cfg.LimiterView, mailbox: limiterMailbox}
+		return &limiterParent{ledgers: ledgers, view: view, spawn: e.goOwned, mailbox: limiterMailbox}
 	}, actor.WithMailbox(limiterMailbox)), limitersName); err != nil {
 		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
@@ -720,8 +754,65 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e.wg.Add(1)
 	go e.evictLoop()
+	if e.topo != nil {
+		// Last: the cluster learns our address only once we can serve it.
+		events, err := e.topo.Join(system.Address(), e.Hosted)
+		if err != nil {
+			e.Shutdown(context.Background())
+			return nil, fmt.Errorf("actors: join the cluster: %w", err)
+		}
+		e.wg.Add(1)
+		go e.watchTopology(events)
+	}
 	return e, nil
 }
+
+// watchTopology is the one goroutine that acts on topology events: runs
+// whose coordinator's node was lost move to a live node, a process that
+// came back at a known address is dialled afresh, and on fencing the actors
+// hosted here stop before the process rejoins under a new name. It ends
+// when the engine shuts down or the Topology closes the channel.
+func (e *Engine) watchTopology(events <-chan TopologyEvent) {
+	defer e.wg.Done()
+	for {
+		var ev TopologyEvent
+		select {
+		case <-e.stop:
+			return
+		case x, ok := <-events:
+			if !ok {
+				return
+			}
+			ev = x
+		}
+		switch ev.Kind {
+		case NodeLost:
+			if n := e.nodeLost(ev.Addr); n > 0 {
+				e.logger.Warn("member declared dead; moving its runs", "member", ev.Member, "address", ev.Addr, "runs", n)
+			}
+		case AddressReused:
+			e.resetEndpoint(ev.Addr)
+		case Fenced:
+			e.logger.Error("fenced: stopping the runs and limiters hosted here", "cause", ev.Member)
+			e.stopHostedActors()
+			if ev.Done != nil {
+				ev.Done()
+			}
+		case Rejoined:
+			e.logger.Info("back in the cluster", "member", ev.Member)
+		}
+	}
+}
+
+// Tokenizer is the engine's tokenizer client (CountTokens, FitToBudget).
+func (e *Engine) Tokenizer() *TokenizerClient { return e.tokens }
+
+// Limiter is the engine's client of the tenant limiters (Admit, Settle).
+func (e *Engine) Limiter() *LimiterClient { return e.limits }
+
+// Services serves this process's ledger and tenant registry to the
+// cluster and sends registry changes.
+func (e *Engine) Services() *Services { return e.services }
 
 // System is the engine's actor system.
 func (e *Engine) System() *actor.ActorSystem { return e.system }
@@ -902,6 +993,8 @@ func (e *Engine) Shutdown(ctx context.Context) {
 	}
 	close(e.stop)
 	e.wg.Wait()
+	e.tokens.Close()
+	e.services.Close()
 	if e.remote != nil {
 		// Not Shutdown(true): protoactor's graceful path writes endpoint
 		// manager fields that in-flight sends read without a lock (a data
@@ -1114,12 +1207,12 @@ func (e *Engine) ShuttingDown() bool {
 	return e.shutdown
 }
 
-// ResetEndpoint drops the actor transport's connection state for addr, so
+// resetEndpoint drops the actor transport's connection state for addr, so
 // the next message dials it afresh: for a process that came back at the
 // same address (a restarted gateway, a node that rejoined), whose old
 // endpoint may sit in protoactor's 2 s reconnect wait. Watchers of actors
 // at addr are told they terminated (they did: the process is new).
-func (e *Engine) ResetEndpoint(addr string) {
+func (e *Engine) resetEndpoint(addr string) {
 	if e.remote == nil || addr == "" || addr == e.system.Address() {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 
 // countingPlacer offers runs to the engine itself and counts the lookups.
 type countingPlacer struct {
+	StaticTopology
 	self  func() string
 	calls atomic.Int64
 }
@@ -27,7 +28,7 @@ func TestAttachRemembersUnknownRuns(t *testing.T) {
 	placer := &countingPlacer{self: func() string { return e.Address() }}
 	e = newSlotEngine(t, "", func(c *Config) {
 		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
-		c.Placer = placer
+		c.Topology = placer
 	})
 	var mu sync.Mutex
 	now := time.Now()

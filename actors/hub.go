@@ -104,8 +104,9 @@ type Hub struct {
 	failovers   int                // failovers so far
 	cancelled   string             // a cancel's reason, kept to repeat it to a coordinator that replaces a lost one
 
-	// onLost is called (on its own goroutine) when the coordinator is gone
-	// before the log ended; the engine moves the run (failover).
+	// onLost is called from the hub actor when the coordinator is gone
+	// before the log ended; it must not block: the engine moves the run on
+	// a goroutine it owns (Engine.failover).
 	onLost func(h *Hub, lost *actor.PID, why string)
 	// onEnd is called once, without the hub's lock, by whoever appended the
 	// terminal event; it must not block. Set before the hub is shared.
@@ -410,7 +411,7 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		}
 	case *coordinatorGone:
 		if !a.hub.Done() && a.hub.onLost != nil {
-			go a.hub.onLost(a.hub, m.who, fmt.Sprintf("the run's coordinator stopped unexpectedly (%s)", m.why))
+			a.hub.onLost(a.hub, m.who, fmt.Sprintf("the run's coordinator stopped unexpectedly (%s)", m.why))
 		}
 	}
 }

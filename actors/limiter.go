@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,13 +37,6 @@ const ledgerName = "qlc-ledger"
 // registryName is the well-known name of a gateway's tenant registry actor.
 const registryName = "qlc-registry"
 
-// LimiterPlacer tells a gateway where tenant limiters live.
-type LimiterPlacer interface {
-	// LimiterHost returns the actor address of tenant's limiter and a name
-	// for the set of limiter hosts the answer was drawn from ("" when none).
-	LimiterHost(tenant string) (addr, view string, ok bool)
-}
-
 // Errors of the tenant services.
 var (
 	ErrNoLimiter = errors.New("actors: no tenant limiter is reachable")
@@ -70,6 +62,9 @@ type limiterParent struct {
 	view func(tenant string) string
 	// mailbox makes the tenant limiters' mailboxes (bounded, mailbox.go).
 	mailbox actor.MailboxProducer
+	// spawn runs a limiter's ledger reads on a goroutine the engine's
+	// Shutdown waits for (Engine.goOwned); false: shutting down, not run.
+	spawn func(func()) bool
 }
 
 func (p *limiterParent) Receive(ctx actor.Context) {
@@ -109,7 +104,7 @@ func (p *limiterParent) Receive(ctx actor.Context) {
 		}
 	}
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, open: map[string]int64{}, granted: map[string]bool{}}
+		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, spawn: p.spawn, open: map[string]int64{}, granted: map[string]bool{}}
 	}, actor.WithMailbox(p.mailbox)), tenant)
 	if err != nil {
 		ctx.Respond(&messages.AdmitReply{Message: "cannot start the tenant's limiter: " + err.Error()})
@@ -163,6 +158,7 @@ var ledgerRefresh = 15 * time.Second
 type tenantLimiter struct {
 	tenant  string
 	ledgers func() []string
+	spawn   func(func()) bool // see limiterParent.spawn
 
 	limits  *messages.TenantLimits
 	built   bool
@@ -266,7 +262,9 @@ func (l *tenantLimiter) rebuild(ctx actor.Context, view string, periodStart int6
 	now := time.Now()
 	q := &messages.LedgerQuery{Tenant: l.tenant, SinceUnixMs: now.Add(-limiterWindow).UnixMilli(), PeriodStartUnixMs: periodStart}
 	hosts := l.ledgers()
-	go func() {
+	// A false spawn means the engine is shutting down: the limiter stays
+	// busy and answers nothing more, as the process is going away.
+	l.spawn(func() {
 		out := &rebuilt{view: view, periodKey: fmt.Sprint(periodStart), period: periodStart, now: now}
 		if len(hosts) == 0 {
 			out.failed = 1 // no ledger known yet (membership still forming): not an empty ledger
@@ -288,7 +286,7 @@ func (l *tenantLimiter) rebuild(ctx actor.Context, view string, periodStart int6
 		}
 		wg.Wait()
 		system.Root.Send(self, out)
-	}()
+	})
 	l.period = periodStart
 }
 
@@ -476,170 +474,6 @@ func (l *tenantLimiter) settle(m *messages.Settle) {
 			break
 		}
 	}
-}
-
-// serviceActor answers requests by calling fn off the actor's goroutine (fn
-// may block on a database), replying to the sender.
-type serviceActor struct {
-	fn func(proto.Message) proto.Message
-}
-
-func (s *serviceActor) Receive(ctx actor.Context) {
-	m, ok := ctx.Message().(proto.Message)
-	if !ok {
-		return
-	}
-	sender, root := ctx.Sender(), ctx.ActorSystem().Root
-	go func() {
-		reply := s.fn(m)
-		if sender != nil && reply != nil {
-			root.Send(sender, reply)
-		}
-	}()
-}
-
-// ServeLedger makes this process answer LedgerQuery with fn (a gateway's
-// usage ledger), for the tenant limiters of the cluster.
-func (e *Engine) ServeLedger(fn func(*messages.LedgerQuery) *messages.LedgerState) error {
-	return e.serve(ledgerName, func(m proto.Message) proto.Message {
-		if q, ok := m.(*messages.LedgerQuery); ok {
-			return fn(q)
-		}
-		return nil
-	})
-}
-
-// ServeRegistry makes this process apply RegistryChange messages from other
-// gateways with fn; fn's answer (nil for none) goes back to the sender.
-func (e *Engine) ServeRegistry(fn func(*messages.RegistryChange) *messages.RegistryChange) error {
-	return e.serve(registryName, func(m proto.Message) proto.Message {
-		if c, ok := m.(*messages.RegistryChange); ok {
-			if r := fn(c); r != nil {
-				return r
-			}
-		}
-		return nil
-	})
-}
-
-func (e *Engine) serve(name string, fn func(proto.Message) proto.Message) error {
-	_, err := e.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &serviceActor{fn: fn} }), name)
-	if err != nil {
-		return fmt.Errorf("actors: serve %s: %w", name, err)
-	}
-	return nil
-}
-
-// SendRegistry sends a registry change to the gateway at addr, and waits
-// for its answer when change.WantAll.
-func (e *Engine) SendRegistry(ctx context.Context, addr string, change *messages.RegistryChange) (*messages.RegistryChange, error) {
-	pid := actor.NewPID(addr, registryName)
-	if !change.WantAll {
-		e.system.Root.Send(pid, change)
-		return nil, nil
-	}
-	r, err := e.request(ctx, pid, change)
-	if err != nil {
-		return nil, err
-	}
-	rc, ok := r.(*messages.RegistryChange)
-	if !ok {
-		return nil, fmt.Errorf("actors: registry answered %T", r)
-	}
-	return rc, nil
-}
-
-func (e *Engine) request(ctx context.Context, pid *actor.PID, m proto.Message) (any, error) {
-	timeout := 2 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	if timeout <= 0 {
-		return nil, context.DeadlineExceeded
-	}
-	return e.system.Root.RequestFuture(pid, m, timeout).Result()
-}
-
-// limiterPID is tenant's limiter parent: on the host the LimiterPlacer
-// names, or in this process without one.
-func (e *Engine) limiterPID(tenant string) (*actor.PID, string, error) {
-	if e.cfg.Limiters == nil {
-		return actor.NewPID(e.system.Address(), limitersName), "", nil
-	}
-	addr, view, ok := e.cfg.Limiters.LimiterHost(tenant)
-	if !ok {
-		return nil, "", ErrNoLimiter
-	}
-	return actor.NewPID(addr, limitersName), view, nil
-}
-
-// viewMismatch is AdmitReply.Limit when the limiter's node sees another set
-// of limiter hosts than the gateway: not a refusal, ask again.
-const viewMismatch = "view_mismatch"
-
-// admitAttempt bounds one try of Admit: a limiter whose node just died
-// does not answer, and the next try goes to the new owner.
-const admitAttempt = 600 * time.Millisecond
-
-// Admit asks the tenant's limiter for a run (the view is filled in here),
-// trying again, at the owner of the moment, until ctx ends. The caller has
-// recorded the reservation in its ledger first. A repeated Admit is
-// answered as the first (the limiter knows the runs it granted). m is not
-// changed: each try sends its own copy (an earlier one may still be on its
-// way through the transport).
-func (e *Engine) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitReply, error) {
-	for {
-		pid, view, err := e.limiterPID(m.Tenant)
-		if err != nil {
-			return nil, err
-		}
-		try := proto.Clone(m).(*messages.Admit)
-		if e.cfg.Limiters != nil {
-			try.View = view
-		}
-		actx, cancel := context.WithTimeout(ctx, admitAttempt)
-		r, err := e.request(actx, pid, try)
-		cancel()
-		if err == nil {
-			reply, ok := r.(*messages.AdmitReply)
-			if !ok {
-				return nil, fmt.Errorf("%w: answered %T", ErrNoLimiter, r)
-			}
-			if reply.Limit != viewMismatch {
-				return reply, nil
-			}
-			err = errors.New(reply.Message) // membership is settling: ask again
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
-		}
-		e.logger.Warn("tenant limiter did not answer; asking again", "tenant", m.Tenant, "host", pid.Address, "error", err)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %w", ErrNoLimiter, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// Settle tells the tenant's limiter a run's real token count, retrying a
-// lost message a few times (the transport is at-most-once). A limiter that
-// never hears it still learns the count from the ledger when it rebuilds.
-func (e *Engine) Settle(ctx context.Context, tenant, runID string, tokens int64) error {
-	var err error
-	for try := 0; try < 3; try++ {
-		var pid *actor.PID
-		if pid, _, err = e.limiterPID(tenant); err != nil {
-			return err
-		}
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err = e.request(sctx, pid, &messages.Settle{Tenant: tenant, RunId: runID, Tokens: tokens})
-		cancel()
-		if err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: settle %s: %w", ErrNoLimiter, runID, err)
 }
 
 // logger is the actor system's logger (limiters have no engine at hand).

@@ -33,7 +33,7 @@ func newLimiterEngine(t *testing.T) (*Engine, *fakeLedger) {
 	t.Helper()
 	e, _ := newTestEngine(t, nil)
 	l := &fakeLedger{}
-	if err := e.ServeLedger(l.answer); err != nil {
+	if err := e.Services().ServeLedger(l.answer); err != nil {
 		t.Fatal(err)
 	}
 	return e, l
@@ -43,7 +43,7 @@ func admit(t *testing.T, e *Engine, m *messages.Admit) *messages.AdmitReply {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := e.Admit(ctx, m)
+	r, err := e.Limiter().Admit(ctx, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,13 +98,13 @@ func TestLimiterSettlesToTheActualCount(t *testing.T) {
 		t.Fatalf("second run while the first runs: %+v; want concurrent_runs", r)
 	}
 	// The run used 30 of the 90 it reserved: 70 are left.
-	if err := e.Settle(ctx, "a", "r1", 30); err != nil {
+	if err := e.Limiter().Settle(ctx, "a", "r1", 30); err != nil {
 		t.Fatal(err)
 	}
 	if r := admit(t, e, &messages.Admit{Tenant: "a", RunId: "r3", Limits: lim, Tokens: 70}); !r.Ok {
 		t.Fatalf("a run reserving exactly what is left was refused: %s", r.Message)
 	}
-	if err := e.Settle(ctx, "a", "r3", 70); err != nil {
+	if err := e.Limiter().Settle(ctx, "a", "r3", 70); err != nil {
 		t.Fatal(err)
 	}
 	if r := admit(t, e, &messages.Admit{Tenant: "a", RunId: "r4", Limits: lim, Tokens: 1}); r.Ok || r.Limit != "token_budget" {
@@ -216,18 +216,23 @@ func TestLimiterRereadsReservationsKnownOnlyFromTheLedger(t *testing.T) {
 // each believe they own a tenant must not both grant); the gateway asks
 // again until its time is up.
 func TestLimiterAnswersOnlyTheSameView(t *testing.T) {
-	e, _ := newTestEngine(t, func(c *Config) { c.LimiterView = func(string) string { return "v1" } })
+	// One process plays the gateway (LimiterHost: its view) and the node
+	// (LimiterView: "v1"); without Remote its address is "nonhost".
+	topo := &viewTopology{StaticTopology: StaticTopology{Limiters: []string{"nonhost"}, Ledgers: []string{"nonhost"}, View: "v1"}}
+	topo.gateway.Store("v2")
+	e, _ := newTestEngine(t, func(c *Config) { c.Topology = topo })
 	l := &fakeLedger{}
-	if err := e.ServeLedger(l.answer); err != nil {
+	if err := e.Services().ServeLedger(l.answer); err != nil {
 		t.Fatal(err)
 	}
 	lim := &messages.TenantLimits{ConcurrentRuns: 5}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if r, err := e.Admit(ctx, &messages.Admit{Tenant: "v", RunId: "a", Limits: lim, Tokens: 1, View: "v2"}); !errors.Is(err, ErrNoLimiter) {
+	if r, err := e.Limiter().Admit(ctx, &messages.Admit{Tenant: "v", RunId: "a", Limits: lim, Tokens: 1}); !errors.Is(err, ErrNoLimiter) {
 		t.Fatalf("another view: %+v %v; want ErrNoLimiter once the time is up", r, err)
 	}
-	if r := admit(t, e, &messages.Admit{Tenant: "v", RunId: "b", Limits: lim, Tokens: 1, View: "v1"}); !r.Ok {
+	topo.gateway.Store("v1")
+	if r := admit(t, e, &messages.Admit{Tenant: "v", RunId: "b", Limits: lim, Tokens: 1}); !r.Ok {
 		t.Fatalf("the same view: %+v", r)
 	}
 }
@@ -238,7 +243,7 @@ func TestLimiterWaitsForEveryLedger(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	var calls atomic.Int64
 	now := time.Now().UnixMilli()
-	if err := e.ServeLedger(func(*messages.LedgerQuery) *messages.LedgerState {
+	if err := e.Services().ServeLedger(func(*messages.LedgerQuery) *messages.LedgerState {
 		if calls.Add(1) == 1 {
 			return &messages.LedgerState{Error: "database is locked"} // the first read fails
 		}
@@ -254,4 +259,16 @@ func TestLimiterWaitsForEveryLedger(t *testing.T) {
 	if calls.Load() < 2 {
 		t.Fatalf("the failed ledger was read %d times; want it read again", calls.Load())
 	}
+}
+
+// viewTopology is a StaticTopology whose gateway side (LimiterHost) may see
+// another view than its node side (LimiterView).
+type viewTopology struct {
+	StaticTopology
+	gateway atomic.Value // string
+}
+
+func (v *viewTopology) LimiterHost(tenant string) (string, string, bool) {
+	addr, _, ok := v.StaticTopology.LimiterHost(tenant)
+	return addr, v.gateway.Load().(string), ok
 }

@@ -18,27 +18,25 @@ import (
 	"github.com/qlc-project/qlc/tokenizer"
 )
 
-// hostsFunc is a TokenizerPlacer from a function.
-type hostsFunc func(string) []string
-
-func (f hostsFunc) TokenizerHosts(k string) []string { return f(k) }
-
 // Concurrent requests for tokenizer actors leave in batches while one is in
 // flight, and every answer is exact and goes to its own caller.
 func TestTokenizerRequestsAreBatched(t *testing.T) {
-	var e *Engine
-	e, _ = newTestEngine(t, func(c *Config) {
+	e, _ := newTestEngine(t, func(c *Config) {
 		c.Tokenizer = true
-		c.TokenizerPlacer = hostsFunc(func(string) []string { return []string{e.Address()} })
+		c.Topology = &StaticTopology{Tokenizers: []string{"nonhost"}} // this process (no Remote)
+		// A batch of 64 under -race on a loaded machine can take longer
+		// than the default 250 ms; this test is about batching, not the
+		// fallback.
+		c.TokenizerTimeout = 10 * time.Second
 	})
 	enc, _ := tokenizer.Get(tokenizer.Cl100kBase)
 	const n = 300
 	// The first batch waits until every request is queued: the others must
 	// leave in batches of at most maxTokenBatch, whatever the scheduling.
 	hold := make(chan struct{})
-	e.tokenBatch.mu.Lock()
-	e.tokenBatch.hold = hold
-	e.tokenBatch.mu.Unlock()
+	e.tokens.batch.mu.Lock()
+	e.tokens.batch.hold = hold
+	e.tokens.batch.mu.Unlock()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -46,7 +44,7 @@ func TestTokenizerRequestsAreBatched(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			text := strings.Repeat(fmt.Sprintf("request %d says hello; ", i), i%7+1)
-			tc, err := e.CountTokens(context.Background(), &messages.CountTokens{Encoding: tokenizer.Cl100kBase, Texts: []string{text}})
+			tc, err := e.Tokenizer().CountTokens(context.Background(), &messages.CountTokens{Encoding: tokenizer.Cl100kBase, Texts: []string{text}})
 			switch {
 			case err != nil:
 				errs <- err
@@ -56,9 +54,9 @@ func TestTokenizerRequestsAreBatched(t *testing.T) {
 		}()
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		e.tokenBatch.mu.Lock()
-		queued := e.tokenBatch.enqueued
-		e.tokenBatch.mu.Unlock()
+		e.tokens.batch.mu.Lock()
+		queued := e.tokens.batch.enqueued
+		e.tokens.batch.mu.Unlock()
 		if queued == n || time.Now().After(deadline) {
 			break
 		}
@@ -128,7 +126,7 @@ func TestFitToBudget(t *testing.T) {
 		}
 		full := int64(ref.Count(text))
 		// Fits: unchanged.
-		ft, err := e.FitToBudget(ctx, &messages.FitToBudget{Model: "gpt-4", Text: text, MaxTokens: full})
+		ft, err := e.Tokenizer().FitToBudget(ctx, &messages.FitToBudget{Model: "gpt-4", Text: text, MaxTokens: full})
 		if err != nil || ft.Truncated || ft.Text != text || ft.Tokens != full || ft.Encoding != tokenizer.Cl100kBase {
 			t.Fatalf("fitting text: %+v %v", ft, err)
 		}
@@ -140,7 +138,7 @@ func TestFitToBudget(t *testing.T) {
 			t.Fatalf("served by %q; want %q", ft.ServedBy, wantServer)
 		}
 		// Cut: a prefix at a token boundary, as long as the budget allows.
-		ft, err = e.FitToBudget(ctx, &messages.FitToBudget{Encoding: tokenizer.Cl100kBase, Text: text, MaxTokens: 101})
+		ft, err = e.Tokenizer().FitToBudget(ctx, &messages.FitToBudget{Encoding: tokenizer.Cl100kBase, Text: text, MaxTokens: 101})
 		if err != nil || !ft.Truncated || ft.OriginalTokens != full || ft.Tokens != 101 || !strings.HasPrefix(text, ft.Text) ||
 			int64(ref.Count(ft.Text)) != ft.Tokens {
 			t.Fatalf("cut to 101 tokens: %+v %v", ft, err)
@@ -153,7 +151,7 @@ func TestFitToBudget(t *testing.T) {
 			{Encoding: "nope", Text: "x", MaxTokens: 1},
 			{Encoding: tokenizer.Cl100kBase, Text: "x", MaxTokens: -1},
 		} {
-			if _, err := e.FitToBudget(ctx, bad); !errors.Is(err, ErrTokenize) {
+			if _, err := e.Tokenizer().FitToBudget(ctx, bad); !errors.Is(err, ErrTokenize) {
 				t.Fatalf("%+v: err %v; want ErrTokenize", bad, err)
 			}
 		}

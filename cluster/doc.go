@@ -1,6 +1,8 @@
 // Package cluster is QLC's membership and placement library: who is in the cluster, what each member
 // can host, and which member should run a given actor. It is built on hashicorp/memberlist (SWIM gossip,
-// the one failure detector in QLC) and knows nothing of actors: package actors wires it to protoactor.
+// the one failure detector in QLC) and knows nothing of actors. Package topology (beside it) implements
+// the actor engine's Topology interface over it: placement of runs, tokenizer work and tenant limiters,
+// and the events the engine acts on (a member lost, an address reused, this process fenced).
 //
 // Life cycle of one member:
 //

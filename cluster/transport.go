@@ -37,16 +37,38 @@ func (n *MemNetwork) NewTransport() *MemTransport {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.port++
+	t := n.newLocked(n.port)
+	n.byAddr[t.addr] = t
+	return t
+}
+
+// NewTransportAt returns an endpoint at addr, a "127.0.0.1:<port>" that an endpoint of n had before
+// (as a process restarting on the same gossip port), or an error if an open endpoint has it.
+func (n *MemNetwork) NewTransportAt(addr string) (*MemTransport, error) {
+	host, port, err := splitHostPort(addr)
+	if err != nil || host != "127.0.0.1" {
+		return nil, fmt.Errorf("cluster: mem transport address %q: want 127.0.0.1:<port>", addr)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.byAddr[addr]; ok {
+		return nil, fmt.Errorf("cluster: mem transport address %s in use", addr)
+	}
+	t := n.newLocked(port)
+	n.byAddr[addr] = t
+	return t, nil
+}
+
+func (n *MemNetwork) newLocked(port int) *MemTransport {
 	t := &MemTransport{
 		net:     n,
 		ip:      net.IPv4(127, 0, 0, 1).To4(),
-		port:    n.port,
+		port:    port,
 		packets: make(chan *memberlist.Packet, 1024),
 		streams: make(chan net.Conn, 64),
 		done:    make(chan struct{}),
 	}
 	t.addr = net.JoinHostPort(t.ip.String(), strconv.Itoa(t.port))
-	n.byAddr[t.addr] = t
 	return t
 }
 
@@ -136,7 +158,9 @@ func (t *MemTransport) StreamCh() <-chan net.Conn { return t.streams }
 func (t *MemTransport) Shutdown() error {
 	t.shutOnce.Do(func() {
 		t.net.mu.Lock()
-		delete(t.net.byAddr, t.addr)
+		if t.net.byAddr[t.addr] == t { // not a later endpoint at the same address
+			delete(t.net.byAddr, t.addr)
+		}
 		t.net.mu.Unlock()
 		close(t.done)
 	})

@@ -203,7 +203,7 @@ func (s *Server) countRequest(p principal) *apiError {
 		return s.refusal(tenant, r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AdmitTimeout)
-	reply, err := s.engine.Admit(ctx, &messages.Admit{Tenant: tenant, Request: true, Limits: limitsOf(p)})
+	reply, err := s.engine.Limiter().Admit(ctx, &messages.Admit{Tenant: tenant, Request: true, Limits: limitsOf(p)})
 	cancel()
 	if err != nil {
 		return s.limiterUnavailable(tenant, err)
@@ -257,7 +257,7 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 			return nil, s.profileError(req.Profile)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AdmitTimeout)
-		reply, err := s.engine.Admit(ctx, &messages.Admit{Tenant: tenant, Precheck: true, Tokens: floor, Limits: limitsOf(p),
+		reply, err := s.engine.Limiter().Admit(ctx, &messages.Admit{Tenant: tenant, Precheck: true, Tokens: floor, Limits: limitsOf(p),
 			PeriodStartUnixMs: periodStart, PeriodEndUnixMs: periodEnd})
 		cancel()
 		if err != nil {
@@ -297,7 +297,7 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 	m := &messages.Admit{Tenant: a.tenant, RunId: id, Tokens: tokens, Limits: limitsOf(p),
 		PeriodStartUnixMs: periodStart, PeriodEndUnixMs: periodEnd}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AdmitTimeout)
-	reply, err := s.engine.Admit(ctx, m)
+	reply, err := s.engine.Limiter().Admit(ctx, m)
 	cancel()
 	s.metrics.admission.Observe(time.Since(start).Seconds())
 	if err != nil || !reply.Ok {
@@ -310,7 +310,7 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 		s.goBackground(func() {
 			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 			defer cancel()
-			_ = s.engine.Settle(ctx, a.tenant, id, 0)
+			_ = s.engine.Limiter().Settle(ctx, a.tenant, id, 0)
 		})
 		return nil, s.limiterUnavailable(a.tenant, err)
 	}
@@ -353,7 +353,7 @@ func (s *Server) release(a *admission) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if err := s.engine.Settle(ctx, a.tenant, a.runID, 0); err != nil {
+	if err := s.engine.Limiter().Settle(ctx, a.tenant, a.runID, 0); err != nil {
 		s.logger.Warn("tenant limiter: settle", "run_id", a.runID, "error", err)
 	}
 }

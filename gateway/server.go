@@ -181,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 		metricsHandler: promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.tenancy != nil {
-		if err := s.engine.ServeLedger(s.ledgerState); err != nil {
+		if err := s.engine.Services().ServeLedger(s.ledgerState); err != nil {
 			return nil, err
 		}
 	}

@@ -46,8 +46,8 @@ type Tenancy struct {
 	// file) without one; 0: no limit.
 	defaultRuns int64
 
-	// Set by Replicate: the engine that reaches the other gateways.
-	engine *actors.Engine
+	// Set by Replicate: the services that reach the other gateways.
+	engine *actors.Services
 	peers  func() []string
 	stop   chan struct{}
 	done   chan struct{}
@@ -394,7 +394,7 @@ func (t *Tenancy) keysOf(tenantID string) []store.Key {
 // Replicate sends every later registry change to the gateways peers()
 // names (actor addresses; this process excluded by the caller), answers
 // theirs, pulls their registries now and then every interval. Call once.
-func (t *Tenancy) Replicate(engine *actors.Engine, peers func() []string, interval time.Duration) error {
+func (t *Tenancy) Replicate(engine *actors.Services, peers func() []string, interval time.Duration) error {
 	t.mu.Lock()
 	t.engine, t.peers = engine, peers
 	t.stop, t.done = make(chan struct{}), make(chan struct{})

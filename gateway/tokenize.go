@@ -44,7 +44,7 @@ func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	if req.MaxTokens != nil {
-		ft, err := s.engine.FitToBudget(ctx, &messages.FitToBudget{Model: req.Model, Encoding: req.Encoding, Text: req.Text, MaxTokens: *req.MaxTokens})
+		ft, err := s.engine.Tokenizer().FitToBudget(ctx, &messages.FitToBudget{Model: req.Model, Encoding: req.Encoding, Text: req.Text, MaxTokens: *req.MaxTokens})
 		if err != nil {
 			if errors.Is(err, actors.ErrTokenize) {
 				writeError(w, errInvalid("tokenize_failed", err.Error()))
@@ -59,7 +59,7 @@ func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	tc, err := s.engine.CountTokens(ctx, &messages.CountTokens{Model: req.Model, Encoding: req.Encoding, Texts: []string{req.Text}, WithTokens: true})
+	tc, err := s.engine.Tokenizer().CountTokens(ctx, &messages.CountTokens{Model: req.Model, Encoding: req.Encoding, Texts: []string{req.Text}, WithTokens: true})
 	if err != nil {
 		if errors.Is(err, actors.ErrTokenize) {
 			writeError(w, errInvalid("tokenize_failed", err.Error()))

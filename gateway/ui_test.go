@@ -38,6 +38,8 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // uiTestConfig gives the browser tests two simulated profiles: "quick" streams
@@ -68,8 +70,15 @@ profiles:
       curator:   {model: sim-small, max_tokens: 4000}
 `
 
-// uiStages are the stage names the UI marks with data-stage, in order.
-var uiStages = []string{"generator", "refiner", "validator", "curator"}
+// uiStages are the stage names the UI marks with data-stage, in order: the
+// stage table's, which the page carries.
+var uiStages = func() []string {
+	var names []string
+	for _, in := range stagework.StageTable() {
+		names = append(names, in.Name)
+	}
+	return names
+}()
 
 // uiWait bounds every wait for the page; the quick run needs well under a second.
 const uiWait = 60 * time.Second
@@ -211,6 +220,8 @@ type uiState struct {
 	AnswerSt  string `json:"answerStatus"`
 	Stages    []struct {
 		Stage    string `json:"stage"`
+		Title    string `json:"title"`
+		Role     string `json:"role"`
 		Status   string `json:"status"`
 		Text     string `json:"text"`
 		Tokens   string `json:"tokens"`
@@ -232,6 +243,8 @@ const uiStateJS = `(() => {
     answerStatus: q('#answer').dataset.status,
     stages: [...document.querySelectorAll('[data-stage]')].map((s) => ({
       stage: s.dataset.stage,
+      title: q('.title', s).textContent,
+      role: q('.title', s).title,
       status: s.dataset.status,
       text: q('.output', s).textContent,
       tokens: q('.tokens', s).dataset.value,
@@ -664,6 +677,9 @@ func TestUIRunStreamsAllStages(t *testing.T) {
 		ps, rs := st.Stages[i], run.Stages[i]
 		if ps.Stage != name || rs.Stage != name {
 			t.Fatalf("stage %d: page %q, run %q, want %q", i, ps.Stage, rs.Stage, name)
+		}
+		if in := stagework.StageTable()[i]; ps.Title != in.Title || ps.Role != in.Role {
+			t.Errorf("%s: card titled %q with role %q, want the stage table's %q, %q", name, ps.Title, ps.Role, in.Title, in.Role)
 		}
 		if ps.Status != "completed" {
 			t.Errorf("%s: page status %q, want completed", name, ps.Status)

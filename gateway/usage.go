@@ -64,7 +64,7 @@ func (s *Server) settle(u store.Usage, a *admission, run *store.FinishedRun) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.engine.Settle(ctx, a.tenant, a.runID, u.TotalTokens); err != nil {
+	if err := s.engine.Limiter().Settle(ctx, a.tenant, a.runID, u.TotalTokens); err != nil {
 		s.logger.Warn("tenant limiter: settle (its next rebuild reads the ledger)", "run_id", a.runID, "error", err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
 	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/topology"
 )
 
 func main() { cli.Main("gateway", run) }
@@ -91,14 +92,20 @@ func run(args []string) error {
 		return err
 	}
 	key := ring.Primary
-	var members *cli.Membership
+	var members *topology.Membership
 	switch ecfg.Nodes = cli.SplitList(*nodes); {
 	case *seeds != "":
-		members = cli.NewMembership(cli.MembershipConfig{
-			Base: cli.Hostname("gateway"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-			Key: key, SecondaryKeys: ring.Secondary, Insecure: *insecure, Kinds: []string{cli.KindGateway}, Logger: logger, Registerer: reg,
-		})
-		ecfg.Placer, ecfg.TokenizerPlacer, ecfg.Limiters, ecfg.Nodes = members, members, members, nil
+		tc := topology.DefaultConfig()
+		tc.NameBase = cli.Hostname("gateway")
+		tc.Cluster.BindAddr, tc.Cluster.AdvertiseAddr, tc.Cluster.Seeds = *gossipBind, *gossipAdvertise, cli.SplitList(*seeds)
+		tc.Cluster.ClusterKey, tc.Cluster.SecondaryKeys, tc.Cluster.Insecure = key, ring.Secondary, *insecure
+		tc.Cluster.Kinds = []string{actors.KindGateway}
+		tc.Cluster.Logger, tc.Cluster.Registerer = logger, reg
+		if members, err = topology.New(tc); err != nil {
+			return err
+		}
+		defer members.Close() // after the engine's Shutdown (defers run last first)
+		ecfg.Topology, ecfg.Nodes = members, nil
 		fallthrough
 	case len(ecfg.Nodes) > 0:
 		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
@@ -108,15 +115,9 @@ func run(args []string) error {
 		// with tokenizer actors if its CPU runs the SIMD path.
 		ecfg.Tokenizer = cli.TokenizerCapable(nil)
 	}
-	engine, err := actors.NewEngine(ecfg)
+	engine, err := actors.NewEngine(ecfg) // joins the cluster with a Topology
 	if err != nil {
 		return err
-	}
-	if members != nil {
-		if err := members.Run(engine); err != nil {
-			return err
-		}
-		defer members.Close()
 	}
 	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local || *devKeysFlag, int64(*defaultRuns), logger)
 	if err != nil {
@@ -125,7 +126,7 @@ func run(args []string) error {
 	defer tenancy.Store().Close()
 	if members != nil {
 		self := engine.Address()
-		if err := tenancy.Replicate(engine, func() []string { return members.Gateways(self) }, time.Minute); err != nil {
+		if err := tenancy.Replicate(engine.Services(), func() []string { return members.Gateways(self) }, time.Minute); err != nil {
 			return err
 		}
 		defer tenancy.Close()

@@ -68,8 +68,7 @@ func crossNode(b *testing.B) (*actors.Engine, string) {
 	cfg := actors.DefaultConfig()
 	cfg.Logger, cfg.Stages, cfg.Providers = logger, stages, providers
 	cfg.Remote = &actors.RemoteConfig{Bind: "127.0.0.1:0", ClusterKey: key}
-	cfg.Nodes = []string{nodeAddr}
-	cfg.TokenizerPlacer = staticHosts{nodeAddr}
+	cfg.Topology = &actors.StaticTopology{Nodes: []string{nodeAddr}, Tokenizers: []string{nodeAddr}}
 	cfg.Hub.MaxLag = 1 << 20
 	engine, err := actors.NewEngine(cfg)
 	if err != nil {
@@ -247,11 +246,6 @@ func streamOne(b *testing.B, c *http.Client, base, id string) {
 	resp.Body.Close()
 }
 
-// staticHosts is a TokenizerPlacer for a fixed list of hosts.
-type staticHosts []string
-
-func (s staticHosts) TokenizerHosts(string) []string { return s }
-
 // BenchmarkTokenizerThroughput: tokens counted per second through
 // tokenizer actors, 8 concurrent callers of ~1 KB texts: on this process's
 // own actors ("local"), and on a node's across the transport with adaptive
@@ -269,7 +263,7 @@ func BenchmarkTokenizerThroughput(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for i := 0; i < per; i++ {
-					tc, err := e.CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
+					tc, err := e.Tokenizer().CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
 					if err != nil {
 						b.Error(err)
 						return
@@ -297,7 +291,7 @@ func BenchmarkTokenizerThroughput(b *testing.B) {
 	b.Run("remote-batched", func(b *testing.B) {
 		e, _ := crossNode(b)
 		for i := 0; i < 20; i++ { // warm up the connection
-			_, _ = e.CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
+			_, _ = e.Tokenizer().CountTokens(context.Background(), &messages.CountTokens{Encoding: "cl100k_base", Texts: []string{text}})
 		}
 		run(b, e)
 	})

@@ -23,6 +23,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cmd/internal/cli"
+	"github.com/qlc-project/qlc/topology"
 )
 
 func main() { cli.Main("node", run) }
@@ -66,41 +67,27 @@ func run(args []string) error {
 	key := ring.Primary
 	cfg.RunSlots, cfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
-	kinds := []string{cli.KindCoordinator}
+	kinds := []string{actors.KindCoordinator}
 	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {
 		cfg.PreloadTokenizer = true
-		kinds = append(kinds, cli.KindTokenizer)
+		kinds = append(kinds, actors.KindTokenizer)
 	}
-	var members *cli.Membership
-	// Tenant limiters hosted here rebuild from the gateways' ledgers.
-	cfg.LedgerHosts = func() []string {
-		if members == nil {
-			return nil
-		}
-		return members.LedgerHosts()
-	}
-	// Tenant limiters here answer only gateways that see the same limiter
-	// hosts as this node.
-	cfg.LimiterView = func(tenant string) string {
-		if members == nil {
-			return ""
-		}
-		_, view, _ := members.LimiterHost(tenant)
-		return view
-	}
-	engine, err := actors.NewEngine(cfg)
+	tc := topology.DefaultConfig()
+	tc.NameBase = cli.Hostname("node")
+	tc.Cluster.BindAddr, tc.Cluster.AdvertiseAddr, tc.Cluster.Seeds = *gossipBind, *gossipAdvertise, cli.SplitList(*seeds)
+	tc.Cluster.ClusterKey, tc.Cluster.SecondaryKeys, tc.Cluster.Insecure = key, ring.Secondary, *insecure
+	tc.Cluster.Kinds, tc.Cluster.DisableFeatures = kinds, cli.SplitList(*disable)
+	tc.Cluster.Logger, tc.Cluster.Registerer = logger, reg
+	members, err := topology.New(tc)
 	if err != nil {
 		return err
 	}
-	members = cli.NewMembership(cli.MembershipConfig{
-		Base: cli.Hostname("node"), Bind: *gossipBind, Advertise: *gossipAdvertise, Seeds: cli.SplitList(*seeds),
-		Key: key, SecondaryKeys: ring.Secondary, Insecure: *insecure, Kinds: kinds, DisableFeatures: cli.SplitList(*disable),
-		Logger: logger, Registerer: reg,
-	})
-	if err := members.Run(engine); err != nil {
+	defer members.Close() // after the engine's Shutdown (defers run last first)
+	cfg.Topology = members
+	engine, err := actors.NewEngine(cfg) // joins the cluster
+	if err != nil {
 		return err
 	}
-	defer members.Close()
 	logger.Info("QLC node ready", "actor_address", engine.Address(), "ops", *opsAddr, "profiles", stages.ProfileNames())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

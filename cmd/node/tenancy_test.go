@@ -138,7 +138,7 @@ func (c *tcluster) hosted(m *member) string {
 }
 
 // limiterHost returns the node hosting tenant's limiter as gateway g places
-// it (cli.Membership.LimiterHost: the rendezvous owner of "tenant/<id>"
+// it (topology.Membership.LimiterHost: the rendezvous owner of "tenant/<id>"
 // among the coordinator hosts), computed with the cluster package from the
 // members g logged as joined (and not since gone).
 func (c *tcluster) limiterHost(g *tgateway, tenant string) *member {
@@ -163,7 +163,7 @@ func (c *tcluster) limiterHost(g *tgateway, tenant string) *member {
 			members = slices.DeleteFunc(members, func(m qcluster.Member) bool { return m.Name == l.Member })
 		}
 	}
-	owner, ok := qcluster.Topology{Members: members}.Owner(cli.KindCoordinator, "tenant/"+tenant)
+	owner, ok := qcluster.Topology{Members: members}.Owner(actors.KindCoordinator, "tenant/"+tenant)
 	if !ok {
 		c.tb.Fatalf("the gateway's log names no coordinator host (members %v)", members)
 	}
@@ -622,7 +622,7 @@ func TestBudgetSurvivesNodeLoss(t *testing.T) {
 	// again at the new owner (the gateway logs each retry with the host).
 	if unavailable["limiter_unavailable"] == 0 &&
 		!strings.Contains(gw.logText(t), `"msg":"tenant limiter did not answer; asking again","tenant":"`+tn.id+`","host":"`+victim.act+`"`) {
-		t.Errorf("no admission failed on, or was retried after, the dead limiter: was the killed node %s the limiter's (limiterHost mirrors cli.Membership.LimiterHost)?", victim.act)
+		t.Errorf("no admission failed on, or was retried after, the dead limiter: was the killed node %s the limiter's (limiterHost mirrors topology.Membership.LimiterHost)?", victim.act)
 	}
 
 	// Every run ends (those on the dead node on the other) and is billed once.

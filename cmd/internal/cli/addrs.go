@@ -5,11 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-
-	"github.com/qlc-project/qlc/cluster"
 )
 
 // Addrs are the addresses a process listens on, as bound: where an address
@@ -83,28 +80,4 @@ func ReadAddrs(path string) (Addrs, error) {
 		return a, errors.New("addr file " + path + ": no address")
 	}
 	return a, nil
-}
-
-// GossipAddr is this member's gossip address as announced (host:port, the
-// port as bound when -gossip-bind says 0); empty before Run.
-func (m *Membership) GossipAddr() string {
-	if c := m.current(); c != nil {
-		return c.Self().GossipAddr
-	}
-	return ""
-}
-
-// pinGossipPort returns bind with a port 0 replaced by the port c listens on
-// (memberlist announces the port it bound), so that a rejoin after fencing
-// listens where the other members, and their -seeds, knew this one.
-func pinGossipPort(bind string, c *cluster.Cluster) string {
-	host, port, err := net.SplitHostPort(bind)
-	if err != nil || port != "0" {
-		return bind
-	}
-	_, bound, err := net.SplitHostPort(c.Self().GossipAddr)
-	if err != nil || bound == "0" {
-		return bind
-	}
-	return net.JoinHostPort(host, bound)
 }

@@ -4,16 +4,10 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/qlc-project/qlc/cluster"
 )
 
 func TestAddrFileRoundTrip(t *testing.T) {
@@ -73,39 +67,5 @@ func TestAddrFileFlag(t *testing.T) {
 	}
 	if err := fl.Parse([]string{"-addr-file", "/from/flag"}); err != nil || *p != "/from/flag" {
 		t.Errorf("flag: %q, %v", *p, err)
-	}
-}
-
-// A member started on gossip port 0 announces the port it bound, and a
-// rejoin after fencing binds that port again.
-func TestGossipPortZero(t *testing.T) {
-	cc := cluster.DefaultConfig()
-	cc.NodeName = "n1"
-	cc.BindAddr = "127.0.0.1:0"
-	cc.Insecure = true
-	cc.Logger = slog.New(slog.DiscardHandler)
-	cc.Registerer = prometheus.NewRegistry()
-	c, err := cluster.Start(cc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Shutdown()
-	m := &Membership{c: c}
-	addr := m.GossipAddr()
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host != "127.0.0.1" || port == "0" {
-		t.Fatalf("GossipAddr() = %q, want 127.0.0.1 and the bound port", addr)
-	}
-	if got := pinGossipPort("127.0.0.1:0", c); got != addr {
-		t.Errorf("pinGossipPort(port 0) = %q, want %q", got, addr)
-	}
-	if got := pinGossipPort("0.0.0.0:0", c); got != "0.0.0.0:"+port {
-		t.Errorf("pinGossipPort(0.0.0.0:0) = %q", got)
-	}
-	if got := pinGossipPort("127.0.0.1:7946", c); got != "127.0.0.1:7946" {
-		t.Errorf("a set port changed: %q", got)
-	}
-	if (&Membership{}).GossipAddr() != "" {
-		t.Error("GossipAddr before Run is not empty")
 	}
 }

@@ -3,18 +3,21 @@
 package cli
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"fmt"
-	"github.com/qlc-project/qlc/actors"
-	"github.com/qlc-project/qlc/stagework"
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/klauspost/cpuid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // Env returns the environment's value for key, or def.
@@ -139,4 +142,18 @@ func EngineBase(path string, logger *slog.Logger) (actors.Config, *prometheus.Re
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Logger, cfg.Stages, cfg.Providers, cfg.Registerer = logger, stages, providers, reg
 	return cfg, reg, nil
+}
+
+// Hostname is the default name base for members.
+func Hostname(role string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return role + "-" + h
+	}
+	return role
+}
+
+// TokenizerCapable reports whether this CPU runs the tokenizer's SIMD path
+// (AVX2), unless disabled names it (tests build mixed clusters on one machine).
+func TokenizerCapable(disabled []string) bool {
+	return cpuid.CPU.Supports(cpuid.AVX2) && !slices.ContainsFunc(disabled, func(f string) bool { return strings.EqualFold(f, "avx2") })
 }

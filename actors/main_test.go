@@ -1,0 +1,12 @@
+package actors
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package if a test leaves a goroutine of ours behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

@@ -1,0 +1,146 @@
+package topology
+
+import (
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/cluster"
+)
+
+// Candidates places a run's coordinator: the less loaded of the two
+// rendezvous-ranked coordinator hosts for the run id
+// (cluster.PickLeastLoaded), then every other coordinator host that is not
+// draining; addresses declared dead within LostWarmup go last.
+func (m *Membership) Candidates(runID string) []string {
+	c := m.current()
+	if c == nil {
+		return nil
+	}
+	first, ok := c.PickLeastLoaded(actors.KindCoordinator, runID)
+	return order(first, ok, c.Members(), actors.KindCoordinator, m.recentlyLost)
+}
+
+// TokenizerHosts returns the actor addresses of members hosting tokenizer
+// actors: the rendezvous owner of key first (so equal requests meet warm
+// caches), then the others (not draining).
+func (m *Membership) TokenizerHosts(key string) []string {
+	c := m.current()
+	if c == nil {
+		return nil
+	}
+	ms := c.Members()
+	first, ok := cluster.Topology{Members: ms}.Owner(actors.KindTokenizer, key)
+	return order(first, ok, ms, actors.KindTokenizer, nil)
+}
+
+// order lists first (if ok), then every other member hosting kind that is
+// not draining and has an actor address, in members' order; with lost,
+// the addresses it reports go last (the others keep their order).
+func order(first cluster.Member, ok bool, members []cluster.Member, kind string, lost func(string) bool) []string {
+	var out []string
+	if ok && first.RemoteAddr != "" {
+		out = append(out, first.RemoteAddr)
+	}
+	for _, mem := range members {
+		if mem.Has(kind) && !mem.Draining && mem.RemoteAddr != "" && !slices.Contains(out, mem.RemoteAddr) {
+			out = append(out, mem.RemoteAddr)
+		}
+	}
+	if lost == nil {
+		return out
+	}
+	slices.SortStableFunc(out, func(a, b string) int {
+		la, lb := lost(a), lost(b)
+		switch {
+		case la == lb:
+			return 0
+		case la:
+			return 1
+		}
+		return -1
+	})
+	return out
+}
+
+// LimiterHost places tenant limiters: the rendezvous owner of the tenant
+// among the members hosting run coordinators (and not draining). view
+// names that set of members, so a limiter knows when ownership may have
+// moved, and refuses a gateway that sees another set.
+func (m *Membership) LimiterHost(tenant string) (addr, view string, ok bool) {
+	c := m.current()
+	if c == nil {
+		return "", "", false
+	}
+	return limiterHost(c.Members(), tenant)
+}
+
+// LimiterView is this process's own view of tenant's limiter hosts (see
+// LimiterHost).
+func (m *Membership) LimiterView(tenant string) string {
+	_, view, _ := m.LimiterHost(tenant)
+	return view
+}
+
+// limiterHost decides LimiterHost from one snapshot of the members.
+func limiterHost(members []cluster.Member, tenant string) (string, string, bool) {
+	owner, ok := cluster.Topology{Members: members}.Owner(actors.KindCoordinator, "tenant/"+tenant)
+	if !ok || owner.RemoteAddr == "" {
+		return "", "", false
+	}
+	return owner.RemoteAddr, viewOf(members), true
+}
+
+// viewOf names the set of limiter hosts: a hash of the sorted names of the
+// members hosting run coordinators, not draining.
+func viewOf(members []cluster.Member) string {
+	var ns []string
+	for _, mem := range members {
+		if mem.Has(actors.KindCoordinator) && !mem.Draining {
+			ns = append(ns, mem.Name)
+		}
+	}
+	slices.Sort(ns)
+	h := fnv.New64a()
+	for _, n := range ns {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+	}
+	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+// Gateways returns the actor addresses of the gateways in the cluster
+// (their ledgers and tenant registries), except the address skip.
+func (m *Membership) Gateways(skip string) []string {
+	c := m.current()
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, mem := range c.Members() {
+		if mem.Has(actors.KindGateway) && mem.RemoteAddr != "" && mem.RemoteAddr != skip {
+			out = append(out, mem.RemoteAddr)
+		}
+	}
+	return out
+}
+
+// LedgerHosts returns the gateways whose ledgers a tenant limiter rebuilds
+// from: the members, and those declared dead within LedgerGrace.
+func (m *Membership) LedgerHosts() []string {
+	out := m.Gateways("")
+	now := time.Now()
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	for addr, at := range m.lostGateways {
+		switch {
+		case now.Sub(at) > m.cfg.LedgerGrace:
+			delete(m.lostGateways, addr)
+		case !slices.Contains(out, addr):
+			out = append(out, addr)
+		}
+	}
+	return out
+}
