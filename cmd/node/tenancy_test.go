@@ -439,6 +439,13 @@ func TestBudgetHoldsAcrossTwoGateways(t *testing.T) {
 
 	// "slow" runs last minutes: none settles while the others are admitted.
 	attempts := 300
+	if raceEnabled {
+		// Race-built processes on two cores answer a 300-request burst's
+		// limiter calls after AdmitTimeout (every POST 503, on the base
+		// before issue 10 too); 60 still races 1.5× the budget. The full
+		// burst runs in make test's pass without -race.
+		attempts = 60
+	}
 	if n, err := strconv.Atoi(os.Getenv("QLC_BUDGET_RACE_N")); err == nil && n > 0 && n <= 5000 {
 		attempts = n
 	}

@@ -381,12 +381,10 @@ func (s *Store) LedgerSince(tenantID string, since, periodStart time.Time) (rece
 	if tenantID == "" {
 		return nil, 0, fmt.Errorf("store: ledger: empty tenant: %w", ErrInvalid)
 	}
-	ctx := context.Background()
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, 0, fmt.Errorf("store: ledger of %q: %w", tenantID, err)
-	}
-	defer tx.Rollback()
+	// Prepare before taking a connection for the transaction: preparing
+	// needs a connection of the same pool, and readers that all hold one in
+	// a transaction while waiting for another would wait for ever (seen:
+	// TestConcurrentReserveAndRecord hung on the statements' first use).
 	recentStmt, err := s.prep(false, ledgerRecentSQL)
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: ledger of %q: %w", tenantID, err)
@@ -395,6 +393,12 @@ func (s *Store) LedgerSince(tenantID string, since, periodStart time.Time) (rece
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: ledger of %q: %w", tenantID, err)
 	}
+	ctx := context.Background()
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: ledger of %q: %w", tenantID, err)
+	}
+	defer tx.Rollback()
 	lo := boundArg(since, math.MinInt64)
 	rows, err := tx.StmtContext(ctx, recentStmt).QueryContext(ctx, tenantID, lo, tenantID, lo)
 	if err != nil {
