@@ -93,8 +93,9 @@ type coordinator struct {
 	usage       *messages.Usage
 	cur         *stageAttempt
 	ended       bool
-	counted     bool // counted in deps.hosted
-	acked       bool // the hub acknowledged the whole, finished log
+	counted     bool      // counted in deps.hosted
+	acked       bool      // the hub acknowledged the whole, finished log
+	endedAt     time.Time // when the terminal event was logged (resends stop finishLinger after)
 	slot        slotState
 	slotKey     string // the run's key in deps.slots
 	timer       *time.Timer
@@ -211,6 +212,14 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *actor.ReceiveTimeout:
 		if c.ended {
+			if !c.acked && time.Since(c.endedAt) < finishLinger && c.hub != nil {
+				// The transport is at most once: the end, or events before
+				// it, may be lost (an endpoint reset when a falsely fenced
+				// gateway rejoins). The last event again makes the hub see
+				// the gap and ask for the rest, or acknowledge again.
+				ctx.Send(c.hub, c.log[len(c.log)-1])
+				return
+			}
 			if !c.acked {
 				c.logger.Warn("run's hub never acknowledged the end of the log; stopping", "last_seq", len(c.log))
 			}
@@ -672,8 +681,13 @@ func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 		ctx.Stop(ctx.Self())
 		return
 	}
-	ctx.SetReceiveTimeout(finishLinger)
+	c.endedAt = time.Now()
+	ctx.SetReceiveTimeout(resendEnd)
 }
+
+// resendEnd is how often a finished coordinator resends its last event to a
+// hub that has not acknowledged the whole log.
+const resendEnd = 500 * time.Millisecond
 
 // emit numbers an event, logs it, and sends it to the hub and subscribers.
 func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {

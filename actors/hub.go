@@ -365,9 +365,10 @@ func (s *Subscription) Close() {
 type hubActor struct {
 	hub         *Hub
 	coordinator *actor.PID
-	resendFrom  uint64 // last resend asked for, so a burst of late events asks once
-	pendingGap  uint64 // a gap seen before the coordinator was known
-	acked       bool   // the terminal event was acknowledged to the coordinator
+	resendFrom  uint64    // last resend asked for, so a burst of late events asks once
+	resendAt    time.Time // when it was asked: asked again after resendRetry (the ask, or its answer, may be lost)
+	pendingGap  uint64    // a gap seen before the coordinator was known
+	acked       bool      // the terminal event was acknowledged to the coordinator
 }
 
 func (a *hubActor) Receive(ctx actor.Context) {
@@ -480,10 +481,19 @@ func (h *Hub) noteCancel(reason string) *actor.PID {
 // is at most once), and acknowledges the terminal event so the coordinator
 // may stop.
 func (a *hubActor) received(ctx actor.Context, evs []*messages.RunEvent) {
+	wasDone := a.hub.Done()
 	cancel, gapFrom := a.hub.appendEvents(evs)
 	a.refuseOverflow(ctx, cancel)
 	a.followUp(ctx, gapFrom)
+	if wasDone && a.acked && a.coordinator != nil {
+		// A finished coordinator resends its last event until acknowledged:
+		// the acknowledgement was lost (at most once), so send it again.
+		ctx.Send(a.coordinator, &messages.RunEventAck{RunId: a.hub.RunID, Seq: a.hub.LastSeq()})
+	}
 }
+
+// resendRetry is how long a hub waits before asking again for the same gap.
+const resendRetry = 250 * time.Millisecond
 
 // followUp asks the coordinator to resend from gapFrom (> 0), and
 // acknowledges a complete log, once the coordinator is known.
@@ -494,8 +504,8 @@ func (a *hubActor) followUp(ctx actor.Context, gapFrom uint64) {
 		}
 		return
 	}
-	if gapFrom > 0 && gapFrom != a.resendFrom && gapFrom > a.hub.LastSeq() {
-		a.resendFrom = gapFrom
+	if gapFrom > 0 && gapFrom > a.hub.LastSeq() && (gapFrom != a.resendFrom || time.Since(a.resendAt) >= resendRetry) {
+		a.resendFrom, a.resendAt = gapFrom, time.Now()
 		ctx.Send(a.coordinator, &messages.Subscribe{RunId: a.hub.RunID, FromSeq: gapFrom, Subscriber: refOf(ctx.Self())})
 	}
 	if !a.acked && a.hub.Done() {
