@@ -85,20 +85,8 @@ func (c *TokenizerClient) FitToBudget(ctx context.Context, m *messages.FitToBudg
 		hosts = []string{c.system.Address()}
 	}
 	var out *messages.FittedText
-	for _, h := range hosts[:min(len(hosts), 2)] {
-		if !ask {
-			break
-		}
-		timeout := c.cfg.Timeout
-		if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-			timeout = time.Until(d)
-		}
-		res, err := c.system.Root.RequestFuture(actor.NewPID(h, tokenizerName), m, timeout).Result()
-		if ft, ok := res.(*messages.FittedText); ok && err == nil {
-			out = ft
-			break
-		}
-		c.cfg.Logger.Warn("tokenizer host did not answer a fit; trying the next or fitting here", "host", h, "error", err)
+	if ask {
+		out, _ = askTokenizer[*messages.FittedText](ctx, c, hosts, m, "fit")
 	}
 	if out == nil {
 		c.cfg.Metrics.tokenizerRequests.WithLabelValues("local-fallback").Inc()
@@ -145,25 +133,36 @@ func (c *TokenizerClient) CountTokens(ctx context.Context, m *messages.CountToke
 
 // countOn asks hosts' tokenizer actors in turn (if ask), then counts here.
 func (c *TokenizerClient) countOn(ctx context.Context, hosts []string, m *messages.CountTokens, ask bool) *messages.TokenCounts {
-	for _, h := range hosts[:min(len(hosts), 2)] {
-		if !ask {
-			break
-		}
-		timeout := c.cfg.Timeout
-		if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-			timeout = time.Until(d)
-		}
-		res, err := c.system.Root.RequestFuture(actor.NewPID(h, tokenizerName), m, timeout).Result()
-		if tc, ok := res.(*messages.TokenCounts); ok && err == nil {
+	if ask {
+		if tc, h := askTokenizer[*messages.TokenCounts](ctx, c, hosts, m, "count"); tc != nil {
 			if h != c.system.Address() {
 				c.cfg.Metrics.tokenizerRequests.WithLabelValues("remote").Inc()
 			}
 			return tc
 		}
-		c.cfg.Logger.Warn("tokenizer host did not answer; trying the next or counting here", "host", h, "error", err)
 	}
 	c.cfg.Metrics.tokenizerRequests.WithLabelValues("local-fallback").Inc()
 	return countTokens(m, "local-fallback", true)
+}
+
+// askTokenizer asks the tokenizer actors of the first two hosts in turn, each
+// within Config.Timeout (cut to ctx's deadline), and returns the first answer
+// of type T and the host that gave it; the zero T when none answered (the
+// caller then works here).
+func askTokenizer[T any](ctx context.Context, c *TokenizerClient, hosts []string, m any, what string) (T, string) {
+	var zero T
+	for _, h := range hosts[:min(len(hosts), 2)] {
+		timeout := c.cfg.Timeout
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+			timeout = time.Until(d)
+		}
+		res, err := c.system.Root.RequestFuture(actor.NewPID(h, tokenizerName), m, timeout).Result()
+		if v, ok := res.(T); ok && err == nil {
+			return v, h
+		}
+		c.cfg.Logger.Warn("tokenizer host did not answer; trying the next or working here", "host", h, "request", what, "error", err)
+	}
+	return zero, ""
 }
 
 // maxTokenBatch bounds one CountTokensBatch.

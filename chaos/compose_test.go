@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/qlc-project/qlc/internal/testnet"
 )
 
 // resolvedV1 is what docker-compose 1.29 prints for the repository's
@@ -402,7 +404,7 @@ func TestUnreachableBehindAProxy(t *testing.T) {
 	if err == nil || !unreachable(err) {
 		t.Fatalf("closed before an answer: err %v, unreachable %v", err, err != nil && unreachable(err))
 	}
-	closed := refusedAddr(t)
+	closed := testnet.RefusedAddr(t)
 	if _, err := httpClient.Get("http://" + closed + "/"); err == nil || !unreachable(err) {
 		t.Fatalf("refused: err %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qlc-project/qlc/internal/testnet"
 	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/stagework/sse"
 )
@@ -306,7 +307,7 @@ func TestOversizeLine(t *testing.T) {
 }
 
 func TestConnectionRefused(t *testing.T) {
-	addr := refusedAddr(t)
+	addr := testnet.RefusedAddr(t)
 	_, err := newProvider(t, "http://"+addr+"/v1").Stream(context.Background(), testRequest())
 	pe := mustKind(t, err, stagework.ErrConnection)
 	if !strings.Contains(pe.Message, "connection refused") || !pe.Retryable() {

@@ -1,16 +1,16 @@
 //go:build !unix
 
-package openai
+package testnet
 
 import (
 	"net"
 	"testing"
 )
 
-// refusedAddr is a loopback address where connections are refused: a port
+// RefusedAddr is a loopback address where connections are refused: a port
 // that was free a moment ago (unix systems hold it bound; see
-// refused_unix_test.go).
-func refusedAddr(t testing.TB) string {
+// refused_unix.go).
+func RefusedAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package testnet
 
 import (
 	"net"
@@ -9,11 +9,11 @@ import (
 	"testing"
 )
 
-// refusedAddr is a loopback address where connections are refused for the
+// RefusedAddr is a loopback address where connections are refused for the
 // whole test: a TCP socket bound to a port but not listening, so no other
 // process can take the port. (Listening and closing would free it for
 // anyone, and the test would then reach whatever took it.)
-func refusedAddr(t testing.TB) string {
+func RefusedAddr(t testing.TB) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
