@@ -57,6 +57,7 @@ type Cluster struct {
 
 	snap     atomic.Pointer[[]Member] // sorted alive members, rebuilt under mu
 	inactive atomic.Bool              // fenced or shut down: delegates ignore events
+	gone     atomic.Bool              // memberlist's Leave was called: our node state is no longer announced
 
 	kick        chan struct{}    // cap 1: view changed → topology loop
 	loadKick    chan struct{}    // cap 1: SetLoad → maintenance loop
@@ -334,6 +335,8 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		return ErrShutdown
 	case c.isFenced:
 		return ErrFenced
+	case c.left:
+		return nil // memberlist's Leave is done or under way
 	}
 	c.left = true
 	// Say "draining" first, so others stop placing work here and know, when
@@ -344,6 +347,10 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		c.log.Warn("cluster: could not announce draining", "err", err)
 	}
 	time.Sleep(min(timeout/4, 4*c.cfg.GossipInterval))
+	// From here on nothing announces our state again: an UpdateNode after
+	// memberlist's Leave would say we are alive again, and once memberlist
+	// reaped our own left state (GossipToTheDeadTime) it panics.
+	c.gone.Store(true)
 	if err := c.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
@@ -513,6 +520,9 @@ func (c *Cluster) maintenanceLoop() {
 		}
 	}()
 	announce := func() {
+		if c.gone.Load() {
+			return
+		}
 		lastLoad = time.Now()
 		// The broadcast is queued at once; the timeout only bounds how long we wait for it to go out.
 		if err := c.ml.UpdateNode(4 * c.cfg.GossipInterval); err != nil {

@@ -203,3 +203,38 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal("oversized metadata accepted")
 	}
 }
+
+// A member that left keeps draining (its load changes as runs finish) until
+// Shutdown; those changes are not announced: an announcement after Leave
+// would tell the others it is alive again, and once memberlist has reaped
+// the left member's own state it panicked (UpdateNode on a missing node;
+// seen when a node drained longer than GossipToTheDeadTime).
+func TestLoadChangesAfterLeaveAreNotAnnounced(t *testing.T) {
+	done := checkGoroutines(t)
+	n := NewMemNetwork()
+	t0, t1 := n.NewTransport(), n.NewTransport()
+	cfg0, cfg1 := testConfig("a", t0), testConfig("b", t1, t0.Addr())
+	for _, c := range []*Config{&cfg0, &cfg1} {
+		c.GossipToTheDeadTime = 200 * time.Millisecond
+	}
+	c0 := mustStart(t, cfg0)
+	c1 := mustStart(t, cfg1)
+	waitFor(t, 5*time.Second, "join", func() bool { return len(c0.Members()) == 2 })
+	if err := c1.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "a sees b leave", func() bool { return len(c0.Members()) == 1 })
+	// Past GossipToTheDeadTime: b's memberlist reaps its own left state.
+	time.Sleep(4 * cfg1.GossipToTheDeadTime)
+	for i := range 5 {
+		c1.SetLoad(i + 1)
+		time.Sleep(2 * cfg1.LoadUpdateInterval)
+	}
+	time.Sleep(10 * cfg1.GossipInterval)
+	if ms := c0.Members(); len(ms) != 1 {
+		t.Fatalf("a member that left came back after announcing its load: a sees %v", names(ms))
+	}
+	_ = c1.Shutdown()
+	_ = c0.Shutdown()
+	done()
+}
