@@ -248,18 +248,18 @@ func batchBody(b []byte, first, n int, sent time.Time) []byte {
 }
 
 // Drive publishes the tokens, then the end.
-func (s *centrifugoServer) Drive(ctx context.Context) (int, error) {
-	var sent int
+func (s *centrifugoServer) Drive(ctx context.Context) (sourceStats, error) {
+	var st sourceStats
 	var err error
 	if s.cfg.Mode == modeFull {
-		sent, err = publishFull(ctx, s.cfg, s.call)
+		st.Sent, err = publishFull(ctx, s.cfg, s.call)
 	} else {
-		sent, err = publishPaced(ctx, s.cfg, s.call, time.Now, sleepCtx)
+		st, err = publishPaced(ctx, s.cfg, s.call, time.Now, sleepCtx)
 	}
-	s.sent = sent
+	s.sent = st.Sent
 	// The end goes out even after an error, so the readers stop.
-	endErr := s.call(context.WithoutCancel(ctx), "publish", publishBody(nil, sent+1, "run_completed", time.Now()))
-	return sent, errors.Join(err, endErr)
+	endErr := s.call(context.WithoutCancel(ctx), "publish", publishBody(nil, st.Sent+1, "run_completed", time.Now()))
+	return st, errors.Join(err, endErr)
 }
 
 // apiCall is one call to the server's API (centrifugoServer.call).
@@ -270,26 +270,30 @@ type apiCall func(ctx context.Context, method string, body []byte) error
 // when the publisher is late (the API answered slowly); so the publisher
 // catches up instead of stretching the run, as QLC's simulator does.
 // Each carries the time it was sent. Stops at the first error or when ctx
-// ends; returns how many were sent.
+// ends; returns how many were sent, and how late the last one went out.
 //
 // now and sleep are the clock (time.Now and sleepCtx; a test's fake).
-func publishPaced(ctx context.Context, cfg fanConfig, call apiCall, now func() time.Time, sleep func(context.Context, time.Duration) error) (int, error) {
+func publishPaced(ctx context.Context, cfg fanConfig, call apiCall, now func() time.Time, sleep func(context.Context, time.Duration) error) (sourceStats, error) {
 	iv := cfg.interval()
 	start := now()
 	var buf []byte
+	var st sourceStats
 	for i := range cfg.Tokens {
 		due := start.Add(time.Duration(i) * iv)
 		if wait := due.Sub(now()); wait > 0 {
 			if err := sleep(ctx, wait); err != nil {
-				return i, err
+				return st, err
 			}
 		}
-		buf = publishBody(buf[:0], i+1, "token_delta", now())
+		at := now()
+		st.Lag = at.Sub(due)
+		buf = publishBody(buf[:0], i+1, "token_delta", at)
 		if err := call(ctx, "publish", buf); err != nil {
-			return i, err
+			return st, err
 		}
+		st.Sent++
 	}
-	return cfg.Tokens, nil
+	return st, nil
 }
 
 // publishFull publishes batches of cfg.Batch tokens back to back (the next

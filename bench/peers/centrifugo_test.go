@@ -120,9 +120,9 @@ func TestPublishPaced(t *testing.T) {
 		}
 		return nil
 	}
-	n, err := publishPaced(context.Background(), cfg, call, clk.Now, clk.Sleep)
-	if err != nil || n != 30 || len(sends) != 30 {
-		t.Fatalf("sent %d (%d calls): %v", n, len(sends), err)
+	st, err := publishPaced(context.Background(), cfg, call, clk.Now, clk.Sleep)
+	if err != nil || st.Sent != 30 || len(sends) != 30 || st.Lag != 0 {
+		t.Fatalf("sent %+v (%d calls): %v", st, len(sends), err)
 	}
 	for i, at := range sends {
 		want := start.Add(time.Duration(i) * 10 * time.Millisecond)
@@ -135,9 +135,16 @@ func TestPublishPaced(t *testing.T) {
 	}
 
 	boom := errors.New("boom")
-	n, err = publishPaced(context.Background(), cfg, func(context.Context, string, []byte) error { return boom }, time.Now, sleepCtx)
-	if n != 0 || !errors.Is(err, boom) {
-		t.Fatalf("error: %d %v", n, err)
+	st, err = publishPaced(context.Background(), cfg, func(context.Context, string, []byte) error { return boom }, time.Now, sleepCtx)
+	if st.Sent != 0 || !errors.Is(err, boom) {
+		t.Fatalf("error: %+v %v", st, err)
+	}
+	// A publisher held back to the end reports how late its last token was.
+	clk = &fakeClock{t: time.Unix(1000, 0)}
+	slow := func(context.Context, string, []byte) error { clk.t = clk.t.Add(15 * time.Millisecond); return nil }
+	st, err = publishPaced(context.Background(), fanConfig{Tokens: 10, Rate: 100}, slow, clk.Now, clk.Sleep)
+	if err != nil || st.Sent != 10 || st.Lag != 45*time.Millisecond {
+		t.Fatalf("held back: %+v %v", st, err)
 	}
 }
 

@@ -72,16 +72,24 @@ type fanServer interface {
 	// WarmSeq is the seq of the last warm-up token.
 	WarmSeq() uint64
 	// Drive makes the source send its tokens, once every reader is
-	// subscribed, and returns when it has (at once when the server is its
-	// own source). sent is the number of tokens the source sent, 0 when
-	// the server is its own source.
-	Drive(ctx context.Context) (sent int, err error)
+	// subscribed, and returns when it has (at once, with zero stats, when
+	// the server is its own source).
+	Drive(ctx context.Context) (sourceStats, error)
 	// Expected is how many tokens a reader that read to the end must have
 	// got (the run's, or what Drive sent), and how many of them come after
 	// the warm-up.
 	Expected() (total, measured uint64)
 	// Close stops the server.
 	Close()
+}
+
+// sourceStats is what an external source (the publisher) did.
+type sourceStats struct {
+	// Sent is how many tokens it sent.
+	Sent int
+	// Lag is how late its last token went out against the schedule (paced):
+	// a server whose API answers slowly holds the publisher back.
+	Lag time.Duration
 }
 
 // roundResult is what one round measured.
@@ -91,7 +99,8 @@ type roundResult struct {
 	Readers int    `json:"readers"`
 	Round   int    `json:"round"`
 
-	Sent         int     `json:"source_sent,omitempty"` // tokens the publisher sent (Centrifugo)
+	Sent         int     `json:"source_sent,omitempty"`   // tokens the publisher sent (Centrifugo)
+	SourceLagMs  float64 `json:"source_lag_ms,omitempty"` // how late its last token went out (paced)
 	Subscribed   int     `json:"subscribed"`
 	ConnectSecs  float64 `json:"connect_s"`
 	Done         int     `json:"readers_done"`
@@ -203,7 +212,7 @@ func runFanRound(ctx context.Context, t fanTarget, cfg fanConfig, round int, cli
 		return res, err
 	}
 	self0, _ := cpuTime(os.Getpid())
-	sent, derr := srv.Drive(rctx)
+	src, derr := srv.Drive(rctx)
 	readersDone := make(chan struct{})
 	go func() { wg.Wait(); close(readersDone) }()
 	select {
@@ -244,7 +253,7 @@ func runFanRound(ctx context.Context, t fanTarget, cfg fanConfig, round int, cli
 	if derr != nil && res.FirstProblem == "" {
 		res.FirstProblem = "source: " + derr.Error()
 	}
-	res.Sent = sent
+	res.Sent, res.SourceLagMs = src.Sent, ms(src.Lag)
 	if res.Subscribed < cfg.Readers && res.FirstProblem == "" {
 		res.FirstProblem = fmt.Sprintf("only %d of %d readers subscribed", res.Subscribed, cfg.Readers)
 	}

@@ -61,7 +61,7 @@ func (f *fakeFan) ReaderRequest(i int) (*http.Request, error) {
 	return http.NewRequest(http.MethodGet, f.srv.URL+"/?i="+strconv.Itoa(i), nil)
 }
 
-func (f *fakeFan) Drive(context.Context) (int, error) {
+func (f *fakeFan) Drive(context.Context) (sourceStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for seq := 1; seq <= f.tokens+1; seq++ {
@@ -78,7 +78,7 @@ func (f *fakeFan) Drive(context.Context) (int, error) {
 	for _, ch := range f.conns {
 		close(ch)
 	}
-	return f.tokens, nil
+	return sourceStats{Sent: f.tokens}, nil
 }
 
 // A round against a server in this process: every reader subscribes, the
@@ -162,5 +162,5 @@ func (b *blockingFan) Start(ctx context.Context, cfg fanConfig) (fanServer, erro
 	return b, nil
 }
 
-func (b *blockingFan) Drive(context.Context) (int, error) { return 0, nil }
-func (b *blockingFan) Close()                             { close(b.release); b.srv.Close() }
+func (b *blockingFan) Drive(context.Context) (sourceStats, error) { return sourceStats{}, nil }
+func (b *blockingFan) Close()                                     { close(b.release); b.srv.Close() }

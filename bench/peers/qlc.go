@@ -276,4 +276,4 @@ func (g *qlcGateway) ReaderRequest(int) (*http.Request, error) {
 }
 
 // Drive: the run is its own source; it started at Prepare.
-func (g *qlcGateway) Drive(context.Context) (int, error) { return 0, nil }
+func (g *qlcGateway) Drive(context.Context) (sourceStats, error) { return sourceStats{}, nil }

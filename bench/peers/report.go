@@ -117,9 +117,18 @@ func writeFanTable(w io.Writer, rows []fanRow, rate float64) {
 			r.pick(func(x roundResult) float64 { return x.RSSIdleMiB }).format(0),
 			r.pick(func(x roundResult) float64 { return x.RSSPeakMiB }).format(0),
 			r.pick(func(x roundResult) float64 { return x.RSSAfterMiB }).format(0),
-			lost, r.Readers*len(r.Rounds),
-			r.pick(func(x roundResult) float64 { return x.SourceRate }).format(0))
+			lost, r.Readers*len(r.Rounds), sourceCell(r))
 	}
+}
+
+// sourceCell is the source's rate, and for a publisher held back by the
+// server's API, how late its last token went out against the schedule.
+func sourceCell(r fanRow) string {
+	cell := r.pick(func(x roundResult) float64 { return x.SourceRate }).format(0)
+	if lag := r.pick(func(x roundResult) float64 { return x.SourceLagMs / 1000 }); lag.Med >= 0.05 {
+		cell += ", last sent " + lag.format(1) + " s late"
+	}
+	return cell
 }
 
 // writeComparisons writes, for each configuration both targets ran, QLC's

@@ -27,7 +27,8 @@ func TestFanTableAndGoals(t *testing.T) {
 	for round := 1; round <= 3; round++ {
 		rs = append(rs,
 			roundResult{Target: "QLC", Mode: modePaced, Readers: 1000, Round: round, DeliveriesPerS: 100_000, P99ms: 50, CPUPerDelivery: 1},
-			roundResult{Target: "Centrifugo", Mode: modePaced, Readers: 1000, Round: round, DeliveriesPerS: 50_000 + float64(round), P99ms: 80, CPUPerDelivery: 3},
+			roundResult{Target: "Centrifugo", Mode: modePaced, Readers: 1000, Round: round, DeliveriesPerS: 50_000 + float64(round), P99ms: 80, CPUPerDelivery: 3,
+				SourceRate: 44, SourceLagMs: 7000},
 			roundResult{Target: "QLC", Mode: modeFull, Readers: 1000, Round: round, DeliveriesPerS: 1e6, P99ms: 90, CPUPerDelivery: 0.1, Lost: 1},
 		)
 	}
@@ -37,7 +38,8 @@ func TestFanTableAndGoals(t *testing.T) {
 	}
 	var b strings.Builder
 	writeFanTable(&b, rows, 100)
-	if out := b.String(); strings.Count(out, "\n") != 5 || !strings.Contains(out, "| 1000 | full speed | QLC | 1000.0 k |") || !strings.Contains(out, "| 3 of 3000 |") {
+	if out := b.String(); strings.Count(out, "\n") != 5 || !strings.Contains(out, "| 1000 | full speed | QLC | 1000.0 k |") || !strings.Contains(out, "| 3 of 3000 |") ||
+		!strings.Contains(out, "| 44, last sent 7.0 s late |") {
 		t.Fatalf("table:\n%s", out)
 	}
 	b.Reset()
