@@ -21,6 +21,8 @@ if [ ! -x "$bin/centrifugo-$CENTRIFUGO_VERSION" ]; then
   # Outside this module: its go.mod stays as it is.
   (cd "$tmp" && GOBIN="$tmp" "$GO" install "github.com/centrifugal/centrifugo/v6@$CENTRIFUGO_VERSION")
   mv "$tmp/centrifugo" "$bin/centrifugo-$CENTRIFUGO_VERSION"
+  rm -rf "$tmp"
+  trap - EXIT
 fi
 "$GO" build -o "$bin/qlc-gateway" ./cmd/gateway
 "$GO" build -o "$bin/bench-peers" ./bench/peers
