@@ -44,15 +44,18 @@
 // simulated model, the run's actors and its ledger run in the process
 // measured); Centrifugo's source is this program, its API work is counted.
 //
-// TTFT: a zero-latency OpenAI-compatible mock in this process; answers one
-// at a time direct, through httputil.ReverseProxy{FlushInterval: -1} (the
-// floor), and through QLC's /v1/chat/completions on a profile whose last
-// stage (peers-one; the first three are one-token simulated stages) or
-// whose four stages (peers-four; compared with four requests in a row
-// through the proxy) use the mock. TTFT = request sent → first chunk with
-// non-empty content; "added per token" = the difference of the stream time
-// (first token → [DONE]) ÷ (tokens − 1), paired with the floor round by
-// round.
+// TTFT: a zero-latency OpenAI-compatible mock in this process (each chunk
+// written and flushed on its own); answers one at a time direct, through
+// httputil.ReverseProxy{FlushInterval: -1} (the floor), and through QLC's
+// /v1/chat/completions on a profile whose last stage (peers-one; the first
+// three are one-token simulated stages) or whose four stages (peers-four;
+// its floor is four requests in a row through the proxy) use the mock, at
+// several answer lengths (-ttft-tokens 50,1000). TTFT = request sent →
+// first chunk with non-empty content (not the role chunk); E2E = → [DONE].
+// What QLC adds is paired with the floor of the same shape and length
+// round by round; the added cost per token is the slope of the added E2E
+// (and TTFT) between the shortest and the longest answer, per token the
+// upstream streamed.
 //
 // Rounds of every configuration (-rounds) run interleaved in random order
 // across targets (-seed), as gwbench does; tables give the median and the

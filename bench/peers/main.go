@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -72,7 +73,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.fan.Dials, "dials", 50, "readers connecting at once")
 	fs.DurationVar(&o.fan.Settle, "settle", 1500*time.Millisecond, "wait after a server starts (idle RSS) and after its readers leave (RSS after)")
 	fs.DurationVar(&o.fan.Deadline, "deadline", 60*time.Second, "longest a round may take once readers connect")
-	fs.IntVar(&o.ttft.Tokens, "ttft-tokens", 500, "TTFT: tokens of each answer from the mock")
+	ttftTokens := fs.String("ttft-tokens", "50,1000", "TTFT: answer lengths (tokens a stage from the mock), comma-separated; two or more give the added cost per token")
 	fs.IntVar(&o.ttft.Requests, "ttft-requests", 100, "TTFT: measured answers per arm and round")
 	fs.IntVar(&o.ttft.Warm, "ttft-warm", 10, "TTFT: warm-up answers per arm and round")
 	fs.BoolVar(&o.skipFan, "skip-fanout", false, "skip the fan-out part")
@@ -87,6 +88,13 @@ func parseFlags(args []string) (*options, error) {
 		return nil, err
 	}
 	o.targets, o.modes = splitList(*targets), splitList(*modes)
+	for _, s := range splitList(*ttftTokens) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 2 || n > 100_000 {
+			return nil, fmt.Errorf("-ttft-tokens: %q is not a count in [2, 100000]", s)
+		}
+		o.ttft.Tokens = append(o.ttft.Tokens, n)
+	}
 	for _, s := range splitList(*readers) {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 10000 {
@@ -113,7 +121,7 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-tokens, -full-tokens, -full-max: out of range")
 	case o.fan.Warm < 0 || o.fan.Warm >= o.fan.Tokens || o.fan.Warm >= o.fullTokens || o.fan.Warm >= o.fan.FullMax:
 		return nil, errors.New("-warm: must be below -tokens, -full-tokens and -full-max")
-	case o.ttft.Tokens < 2 || o.ttft.Tokens > 100_000 || o.ttft.Requests < 1 || o.ttft.Requests > 10_000 || o.ttft.Warm < 0 || o.ttft.Warm > 10_000:
+	case len(o.ttft.Tokens) == 0 || o.ttft.Requests < 1 || o.ttft.Requests > 10_000 || o.ttft.Warm < 0 || o.ttft.Warm > 10_000:
 		return nil, errors.New("-ttft-tokens, -ttft-requests, -ttft-warm: out of range")
 	case o.fan.Batch < 1 || o.fan.Batch > 10_000 || o.fan.Dials < 1:
 		return nil, errors.New("-batch, -dials: out of range")
@@ -277,7 +285,8 @@ func problemSuffix(p string) string {
 func runTTFTPart(ctx context.Context, o *options, work string, rng *rand.Rand, deadline time.Time, logf func(string, ...any)) ([]ttftRow, []ttftRound, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	mockBase, err := serveLoopback(sctx, &mockUpstream{tokens: o.ttft.Tokens})
+	longest := slices.Max(o.ttft.Tokens)
+	mockBase, err := serveLoopback(sctx, &mockUpstream{tokens: longest})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -286,31 +295,36 @@ func runTTFTPart(ctx context.Context, o *options, work string, rng *rand.Rand, d
 	if err != nil {
 		return nil, nil, err
 	}
-	g, err := startQLC(ctx, o.gatewayBin, work, "qlc-ttft", qlcProfileFile(o.fan, leadIn(1), mockBase+"/v1", o.ttft.Tokens))
+	// The profiles' stages allow the longest answer; each request's
+	// max_tokens (which QLC applies to every stage) asks for its length.
+	g, err := startQLC(ctx, o.gatewayBin, work, "qlc-ttft", qlcProfileFile(o.fan, leadIn(1), mockBase+"/v1", longest))
 	if err != nil {
 		return nil, nil, err
 	}
 	defer g.close()
 	const path = "/v1/chat/completions"
-	arms := []ttftArm{
-		{Name: armDirect1, Stages: 1, Calls: 1, URL: mockBase + path, Model: "bench-model"},
-		{Name: armProxy1, Stages: 1, Calls: 1, URL: proxyBase + path, Model: "bench-model"},
-		{Name: armQLC1, Stages: 1, Calls: 1, URL: g.base + path, Key: g.key, Model: "qlc-" + profOne},
-		{Name: armProxy4, Stages: 4, Calls: 4, URL: proxyBase + path, Model: "bench-model"},
-		{Name: armQLC4, Stages: 4, Calls: 1, URL: g.base + path, Key: g.key, Model: "qlc-" + profFour},
+	var arms []ttftArm
+	for _, k := range o.ttft.Tokens {
+		arms = append(arms,
+			ttftArm{Name: armDirect1, Stages: 1, Calls: 1, Tokens: k, URL: mockBase + path, Model: "bench-model"},
+			ttftArm{Name: armProxy1, Stages: 1, Calls: 1, Tokens: k, URL: proxyBase + path, Model: "bench-model"},
+			ttftArm{Name: armQLC1, Stages: 1, Calls: 1, Tokens: k, URL: g.base + path, Key: g.key, Model: "qlc-" + profOne},
+			ttftArm{Name: armProxy4, Stages: 4, Calls: 4, Tokens: k, URL: proxyBase + path, Model: "bench-model"},
+			ttftArm{Name: armQLC4, Stages: 4, Calls: 1, Tokens: k, URL: g.base + path, Key: g.key, Model: "qlc-" + profFour},
+		)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DisableCompression = true
 	client := &http.Client{Transport: tr, Timeout: 60 * time.Second}
 	cfg := o.ttft
 	cfg.Rounds = o.rounds
-	logf("TTFT: %d arms × %d rounds × (%d + %d) answers of %d tokens", len(arms), cfg.Rounds, cfg.Warm, cfg.Requests, cfg.Tokens)
+	logf("TTFT: %d arms × %d rounds × (%d + %d) answers of %v tokens a stage", len(arms), cfg.Rounds, cfg.Warm, cfg.Requests, cfg.Tokens)
 	rounds, err := runTTFT(ctx, client, arms, cfg, rng, deadline)
 	var rows []ttftRow
 	for _, a := range arms {
 		row := ttftRow{Arm: a}
 		for _, r := range rounds {
-			if r.Arm == a.Name {
+			if r.Arm == a.Name && r.Tokens == a.Tokens {
 				row.Rounds = append(row.Rounds, r)
 			}
 		}
@@ -358,9 +372,9 @@ func writeReport(w io.Writer, o *options, rep *report, ttft []ttftRow) {
 		fmt.Fprintln(w)
 	}
 	if len(ttft) > 0 {
-		fmt.Fprintf(w, "TTFT and per-token cost over the floor: a zero-latency OpenAI-compatible mock (in the benchmark process) streaming %d tokens, one request at a time, %d answers per arm and round after %d of warm-up, %d round(s) in random arm order; median (range) of the rounds' figures.\n\n",
+		fmt.Fprintf(w, "TTFT and per-token cost over the floor: a zero-latency OpenAI-compatible mock (in the benchmark process) streaming %v tokens a stage (each chunk written and flushed on its own), one request at a time, %d answers per arm, length and round after %d of warm-up, %d round(s) in random order; median (range) of the rounds' figures. TTFT: request sent → first chunk with content; E2E: → `[DONE]`.\n\n",
 			o.ttft.Tokens, o.ttft.Requests, o.ttft.Warm, o.rounds)
-		writeTTFTTable(w, ttft, o.ttft.Tokens)
+		writeTTFTTable(w, ttft)
 		fmt.Fprintln(w)
 	}
 	if len(rep.Problems) > 0 {

@@ -175,45 +175,102 @@ func verdict(ok bool) string {
 	return "NOT met"
 }
 
-// ttftRow is one arm's rounds.
+// ttftRow is one arm's rounds (the arm at one answer length).
 type ttftRow struct {
 	Arm    ttftArm
 	Rounds []ttftRound
 }
 
-// writeTTFTTable writes the TTFT table: per arm TTFT p50/p99 and the
-// stream time (first token → [DONE]), and for QLC the difference to the
-// floor (the proxy arm with the same number of stages), paired round by
-// round, as added TTFT and added time per token.
-func writeTTFTTable(w io.Writer, rows []ttftRow, tokens int) {
-	floor := map[int]ttftRow{}
-	for _, r := range rows {
-		if r.Arm.Name == armProxy1 || r.Arm.Name == armProxy4 {
-			floor[r.Arm.Stages] = r
-		}
+// isFloor reports whether an arm is a floor (the proxy, one or four calls).
+func isFloor(a ttftArm) bool { return a.Name == armProxy1 || a.Name == armProxy4 }
+
+// addedOverFloor returns, for each round of r, r's p50 TTFT and median E2E
+// minus its floor's (the proxy arm of the same stages and length) in the
+// same round; ok is false for a floor or an arm without one.
+func addedOverFloor(r ttftRow, rows []ttftRow) (ttft, e2e []float64, ok bool) {
+	if isFloor(r.Arm) {
+		return nil, nil, false
 	}
-	fmt.Fprintf(w, "| stages | path | TTFT p50 ms | TTFT p99 ms | stream p50 ms (%d tokens) | added TTFT p50 over the proxy, ms | added per token over the proxy, ns |\n", tokens)
-	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|")
-	for _, r := range rows {
-		var p50, p99, stream, addT, addTok []float64
-		f, hasFloor := floor[r.Arm.Stages]
+	for _, f := range rows {
+		if !isFloor(f.Arm) || f.Arm.Stages != r.Arm.Stages || f.Arm.Tokens != r.Arm.Tokens {
+			continue
+		}
 		for _, x := range r.Rounds {
-			p50 = append(p50, x.TTFT["p50"])
-			p99 = append(p99, x.TTFT["p99"])
-			stream = append(stream, x.Stream)
-			if !hasFloor || f.Arm.Name == r.Arm.Name {
-				continue
-			}
 			for _, y := range f.Rounds {
 				if y.Round == x.Round {
-					addT = append(addT, x.TTFT["p50"]-y.TTFT["p50"])
-					addTok = append(addTok, (x.Stream-y.Stream)*1e6/float64(max(tokens-1, 1)))
+					ttft = append(ttft, x.TTFT["p50"]-y.TTFT["p50"])
+					e2e = append(e2e, x.E2E-y.E2E)
 				}
 			}
 		}
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s |\n", r.Arm.Stages, r.Arm.Name,
-			summary(p50).format(3), summary(p99).format(3), summary(stream).format(2),
-			summary(addT).format(3), summary(addTok).format(0))
+		return ttft, e2e, true
+	}
+	return nil, nil, false
+}
+
+// writeTTFTTable writes the TTFT table (a row per arm and answer length:
+// TTFT p50/p99, E2E, and what QLC adds over its floor, paired round by
+// round), then for each non-floor arm measured at several lengths the
+// added cost per token: the slope of the added E2E (and TTFT) between the
+// shortest and the longest answer, per token the upstream streamed (a
+// four-stage answer streams four times its length).
+func writeTTFTTable(w io.Writer, rows []ttftRow) {
+	fmt.Fprintln(w, "| tokens a stage | stages | path | TTFT p50 ms | TTFT p99 ms | E2E p50 ms | added TTFT p50 over the floor, ms | added E2E p50 over the floor, ms |")
+	fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		var p50, p99, e2e []float64
+		for _, x := range r.Rounds {
+			p50 = append(p50, x.TTFT["p50"])
+			p99 = append(p99, x.TTFT["p99"])
+			e2e = append(e2e, x.E2E)
+		}
+		addT, addE, ok := addedOverFloor(r, rows)
+		at, ae := "–", "–"
+		if ok {
+			at, ae = summary(addT).format(3), summary(addE).format(3)
+		}
+		fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s | %s | %s |\n", r.Arm.Tokens, r.Arm.Stages, r.Arm.Name,
+			summary(p50).format(3), summary(p99).format(3), summary(e2e).format(3), at, ae)
+	}
+	fmt.Fprintln(w)
+	type key struct {
+		name   string
+		stages int
+	}
+	type point struct {
+		tokens    int
+		ttft, e2e float64
+	}
+	var order []key
+	points := map[key][]point{}
+	for _, r := range rows {
+		addT, addE, ok := addedOverFloor(r, rows)
+		if !ok || len(addE) == 0 {
+			continue
+		}
+		k := key{r.Arm.Name, r.Arm.Stages}
+		if _, seen := points[k]; !seen {
+			order = append(order, k)
+		}
+		points[k] = append(points[k], point{r.Arm.Tokens, summary(addT).Med, summary(addE).Med})
+	}
+	for _, k := range order {
+		ps := points[k]
+		lo, hi := ps[0], ps[0]
+		for _, p := range ps {
+			if p.tokens < lo.tokens {
+				lo = p
+			}
+			if p.tokens > hi.tokens {
+				hi = p
+			}
+		}
+		if hi.tokens == lo.tokens {
+			continue
+		}
+		per := float64((hi.tokens - lo.tokens) * k.stages)
+		fmt.Fprintf(w, "- %s: added per token over the floor (%d → %d tokens a stage): E2E **%.0f ns**, TTFT %.0f ns\n",
+			k.name, lo.tokens, hi.tokens, (hi.e2e-lo.e2e)*1e6/per, (hi.ttft-lo.ttft)*1e6/per)
 	}
 }
 

@@ -199,14 +199,15 @@ func chatStream(ctx context.Context, client *http.Client, url, key, model string
 	}
 }
 
-// ttftArm is one way to get an answer: direct to the mock, through the
-// floor proxy, or through QLC; stages is how many streamed completions in
-// a row make one answer (four, for a four-stage pipeline done by hand
-// through a proxy; QLC does its four in one request).
+// ttftArm is one way to get an answer of Tokens tokens a stage: direct to
+// the mock, through the floor proxy, or through QLC; Calls is how many
+// streamed completions in a row make one answer (four, for a four-stage
+// pipeline done by hand through a proxy; QLC does its four in one request).
 type ttftArm struct {
 	Name   string
-	Stages int // 1 or 4: the profile's shape, for grouping in the table
+	Stages int // 1 or 4: the profile's shape, pairing QLC with its floor
 	Calls  int // requests per answer
+	Tokens int // max_tokens of each request: the mock's answer length
 	URL    string
 	Key    string
 	Model  string
@@ -219,14 +220,14 @@ type ttftSample struct {
 }
 
 // measureArm times one answer of arm: its Calls requests one after the
-// other, each of tokens tokens.
-func measureArm(ctx context.Context, client *http.Client, arm ttftArm, tokens int) (ttftSample, error) {
+// other.
+func measureArm(ctx context.Context, client *http.Client, arm ttftArm) (ttftSample, error) {
 	start := time.Now()
 	for i := range arm.Calls {
 		callStart := time.Now()
-		t, err := chatStream(ctx, client, arm.URL, arm.Key, arm.Model, tokens)
+		t, err := chatStream(ctx, client, arm.URL, arm.Key, arm.Model, arm.Tokens)
 		if err != nil {
-			return ttftSample{}, fmt.Errorf("%s: %w", arm.Name, err)
+			return ttftSample{}, fmt.Errorf("%s, %d tokens: %w", arm.Name, arm.Tokens, err)
 		}
 		if i == arm.Calls-1 {
 			before := callStart.Sub(start)
@@ -238,25 +239,28 @@ func measureArm(ctx context.Context, client *http.Client, arm ttftArm, tokens in
 
 // ttftConfig says how much the TTFT part measures.
 type ttftConfig struct {
-	Tokens   int // tokens of each stage's answer
-	Requests int // measured answers per arm and round
-	Warm     int // answers per arm and round before measuring
+	Tokens   []int // answer lengths (tokens a stage), each measured
+	Requests int   // measured answers per arm, length and round
+	Warm     int   // answers per arm, length and round before measuring
 	Rounds   int
 }
 
-// ttftRound is one arm's answers in one round.
+// ttftRound is one arm's answers of one length in one round.
 type ttftRound struct {
 	Arm     string             `json:"arm"`
+	Tokens  int                `json:"tokens"`
 	Round   int                `json:"round"`
 	Samples []ttftSample       `json:"-"`
 	TTFT    map[string]float64 `json:"ttft_ms"`       // p50, p99
+	E2E     float64            `json:"e2e_ms_p50"`    // request sent → [DONE], median
 	Stream  float64            `json:"stream_ms_p50"` // E2E - TTFT, median
 	Load1   float64            `json:"loadavg_1m"`
 }
 
-// runTTFT measures every arm for cfg.Rounds rounds; within a round the
-// arms go in a random order (rng), each with its warm-up first, one
-// request at a time (concurrency 1). A bound on time: it stops at budget.
+// runTTFT measures every arm (each at its length) for cfg.Rounds rounds;
+// within a round the arms go in a random order (rng), each with its
+// warm-up first, one request at a time (concurrency 1). No arm starts
+// after deadline (errBudget).
 func runTTFT(ctx context.Context, client *http.Client, arms []ttftArm, cfg ttftConfig, rng *rand.Rand, deadline time.Time) ([]ttftRound, error) {
 	var out []ttftRound
 	for r := range cfg.Rounds {
@@ -267,24 +271,26 @@ func runTTFT(ctx context.Context, client *http.Client, arms []ttftArm, cfg ttftC
 				return out, errBudget
 			}
 			for range cfg.Warm {
-				if _, err := measureArm(ctx, client, arm, cfg.Tokens); err != nil {
+				if _, err := measureArm(ctx, client, arm); err != nil {
 					return out, err
 				}
 			}
-			tr := ttftRound{Arm: arm.Name, Round: r + 1, Load1: loadAvg()}
+			tr := ttftRound{Arm: arm.Name, Tokens: arm.Tokens, Round: r + 1, Load1: loadAvg()}
 			for range cfg.Requests {
-				s, err := measureArm(ctx, client, arm, cfg.Tokens)
+				s, err := measureArm(ctx, client, arm)
 				if err != nil {
 					return out, err
 				}
 				tr.Samples = append(tr.Samples, s)
 			}
 			ttft := make([]time.Duration, len(tr.Samples))
+			e2e := make([]time.Duration, len(tr.Samples))
 			stream := make([]time.Duration, len(tr.Samples))
 			for i, s := range tr.Samples {
-				ttft[i], stream[i] = s.TTFT, s.E2E-s.TTFT
+				ttft[i], e2e[i], stream[i] = s.TTFT, s.E2E, s.E2E-s.TTFT
 			}
 			tr.TTFT = map[string]float64{"p50": ms(percentile(ttft, 0.5)), "p99": ms(percentile(ttft, 0.99))}
+			tr.E2E = ms(percentile(e2e, 0.5))
 			tr.Stream = ms(percentile(stream, 0.5))
 			out = append(out, tr)
 		}

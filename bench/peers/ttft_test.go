@@ -117,29 +117,31 @@ func TestRunTTFT(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := "/v1/chat/completions"
-	arms := []ttftArm{
-		{Name: armProxy1, Stages: 1, Calls: 1, URL: proxy + path, Model: "m"},
-		{Name: "other", Stages: 1, Calls: 1, URL: mock + path, Model: "m"},
-		{Name: armProxy4, Stages: 4, Calls: 4, URL: proxy + path, Model: "m"},
+	var arms []ttftArm
+	for _, k := range []int{2, 10} {
+		arms = append(arms,
+			ttftArm{Name: armProxy1, Stages: 1, Calls: 1, Tokens: k, URL: proxy + path, Model: "m"},
+			ttftArm{Name: "other", Stages: 1, Calls: 1, Tokens: k, URL: mock + path, Model: "m"},
+			ttftArm{Name: armProxy4, Stages: 4, Calls: 4, Tokens: k, URL: proxy + path, Model: "m"})
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
-	four, err := measureArm(ctx, client, arms[2], 10)
+	four, err := measureArm(ctx, client, arms[5])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if calls.Load() != 4 || four.TTFT <= 0 || four.E2E < four.TTFT {
 		t.Fatalf("four calls: %d requests, %+v", calls.Load(), four)
 	}
-	rounds, err := runTTFT(ctx, client, arms, ttftConfig{Tokens: 10, Requests: 5, Warm: 1, Rounds: 2}, rand.New(rand.NewPCG(1, 1)), time.Now().Add(time.Minute))
-	if err != nil || len(rounds) != 6 {
+	rounds, err := runTTFT(ctx, client, arms, ttftConfig{Requests: 5, Warm: 1, Rounds: 2}, rand.New(rand.NewPCG(1, 1)), time.Now().Add(time.Minute))
+	if err != nil || len(rounds) != 12 {
 		t.Fatalf("%d rounds: %v", len(rounds), err)
 	}
 	var rows []ttftRow
 	for _, a := range arms {
 		row := ttftRow{Arm: a}
 		for _, r := range rounds {
-			if r.Arm == a.Name {
-				if len(r.Samples) != 5 || r.TTFT["p99"] < r.TTFT["p50"] {
+			if r.Arm == a.Name && r.Tokens == a.Tokens {
+				if len(r.Samples) != 5 || r.TTFT["p99"] < r.TTFT["p50"] || r.E2E < r.TTFT["p50"] {
 					t.Fatalf("round %+v", r)
 				}
 				row.Rounds = append(row.Rounds, r)
@@ -148,13 +150,16 @@ func TestRunTTFT(t *testing.T) {
 		rows = append(rows, row)
 	}
 	var b strings.Builder
-	writeTTFTTable(&b, rows, 10)
+	writeTTFTTable(&b, rows)
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 5 || !strings.HasSuffix(lines[2], "| – | – |") || strings.HasSuffix(lines[3], "| – | – |") {
+	// Header, rule, 6 rows, a blank line, one per-token line ("other"
+	// against the one-call floor; the floors have none).
+	if len(lines) != 10 || !strings.HasSuffix(lines[2], "| – | – |") || strings.HasSuffix(lines[3], "| – | – |") ||
+		!strings.HasPrefix(lines[9], "- other: added per token over the floor (2 → 10 tokens a stage)") {
 		t.Fatalf("table:\n%s", b.String())
 	}
 	// Past the time budget, nothing more is measured.
-	if r, err := runTTFT(ctx, client, arms, ttftConfig{Tokens: 10, Requests: 5, Rounds: 2}, rand.New(rand.NewPCG(1, 1)), time.Now()); err != errBudget || len(r) != 0 {
+	if r, err := runTTFT(ctx, client, arms, ttftConfig{Requests: 5, Rounds: 2}, rand.New(rand.NewPCG(1, 1)), time.Now()); err != errBudget || len(r) != 0 {
 		t.Fatalf("after the budget: %d rounds, %v", len(r), err)
 	}
 }
