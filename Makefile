@@ -47,7 +47,7 @@ bench:
 	@echo "tokenizer figures: make tokenizer-corpus && make bench-tokenizer
 
 ## bench-peers: QLC side by side with Centrifugo v6.9.1 (uni_sse) and httputil.ReverseProxy, the
-## table of BENCHMARKS.md's issue 11 (about 8 min, bounded; Centrifugo is built once into .qlc/bin,
+## table of BENCHMARKS.md's issue 11 (about 5 min, bounded; Centrifugo is built once into .qlc/bin,
 ## outside go.mod; under flock /tmp/qlc-bench.lock). Shrink it: BENCH_PEERS_ARGS="-rounds 1 -readers 100"
 .PHONY: bench-peers
 bench-peers:

@@ -175,9 +175,12 @@ func (s *centrifugoServer) Expected() (uint64, uint64) {
 func (s *centrifugoServer) Protocol() protocol            { return protoCentrifugo }
 func (s *centrifugoServer) WarmSeq() uint64               { return uint64(max(s.cfg.Warm, 0)) }
 func (s *centrifugoServer) Prepare(context.Context) error { return nil }
-func (s *centrifugoServer) Close()                        { s.proc.stop(15 * time.Second); _ = os.RemoveAll(s.dir) }
-func (s *centrifugoServer) apiURL(method string) string   { return s.base + "/api/" + method }
-func (s *centrifugoServer) connectParam() string          { return `{"token":"` + s.token + `"}` }
+
+// Close stops the server; its folder (config, log) goes with the run's
+// work folder.
+func (s *centrifugoServer) Close()                      { s.proc.stop(15 * time.Second) }
+func (s *centrifugoServer) apiURL(method string) string { return s.base + "/api/" + method }
+func (s *centrifugoServer) connectParam() string        { return `{"token":"` + s.token + `"}` }
 func (s *centrifugoServer) readerURL() string {
 	return s.base + "/connection/uni_sse?cf_connect=" + url.QueryEscape(s.connectParam())
 }

@@ -164,7 +164,9 @@ func run(args []string, stdout io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	deadline := time.Now().Add(o.budget)
-	work, err := os.MkdirTemp("", "bench-peers-*") // 0700: the generated keys stay private
+	// Every server's folder (config or data, generated keys, log) is in
+	// here: 0700, removed at the end (unless -keep).
+	work, err := os.MkdirTemp("", "bench-peers-*")
 	if err != nil {
 		return err
 	}

@@ -195,10 +195,10 @@ func startQLC(ctx context.Context, bin, work, name, profiles string) (*qlcGatewa
 	return g, nil
 }
 
-// close stops the gateway and removes its folder (the keys with it).
+// close stops the gateway; its folder (data, keys, log) goes with the
+// run's work folder.
 func (g *qlcGateway) close() {
 	g.proc.stop(15 * time.Second)
-	_ = os.RemoveAll(g.dir)
 }
 
 // post sends a JSON POST with the tenant's key.
