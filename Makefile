@@ -46,6 +46,13 @@ bench:
 	./scripts/idle-rss.sh
 	@echo "tokenizer figures: make tokenizer-corpus && make bench-tokenizer
 
+## bench-peers: QLC side by side with Centrifugo v6.9.1 (uni_sse) and httputil.ReverseProxy, the
+## table of BENCHMARKS.md's issue 11 (about 5 min, bounded; Centrifugo is built once into .qlc/bin,
+## outside go.mod; under flock /tmp/qlc-bench.lock). Shrink it: BENCH_PEERS_ARGS="-rounds 1 -readers 100"
+.PHONY: bench-peers
+bench-peers:
+	GO="$(GO)" BENCH_PEERS_ARGS="$(BENCH_PEERS_ARGS)" ./scripts/bench-peers.sh
+
 ## fuzz: each fuzz target for 30 s (failing inputs land in testdata/fuzz; keep interesting ones there by hand)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/sse/
@@ -60,6 +67,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 30s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadSSE$$' -fuzztime 30s -fuzzminimizetime 2s ./chaos/
+	$(GO) test -run '^$$' -fuzz '^FuzzSSEReader$$' -fuzztime 30s -fuzzminimizetime 2s ./bench/peers/
 
 ## proto: regenerate messages/*.pb.go (Debian's protoc + pinned protoc-gen-go)
 proto:
