@@ -75,6 +75,13 @@ type Config struct {
 	// WriteTimeout bounds one write to a streaming client; a client that does
 	// not read for this long is disconnected. Default 30 s.
 	WriteTimeout time.Duration
+	// MaxEventBytes bounds one event on the wire, framing included: an SSE
+	// event (its id, event and data lines), a WebSocket message, an OpenAI
+	// stream chunk. Token deltas are coalesced only up to it and a longer
+	// delta is split into parts; reasons and notes are cut to fit; stage
+	// outputs and answers are not repeated in events (docs/api.md). Default
+	// DefaultMaxEventBytes (16 KiB); at least MinMaxEventBytes (1 KiB).
+	MaxEventBytes int
 	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
 	// before answering (the answer then shows status "cancelled"). Default 2 s.
 	CancelWait time.Duration
@@ -89,7 +96,7 @@ func DefaultConfig() Config {
 		Logger: slog.Default(), Gatherer: prometheus.DefaultGatherer, Registerer: prometheus.DefaultRegisterer, Tenant: "local",
 		AdmitTimeout: 2 * time.Second, MaxStreamsPerKey: 64, KeepRuns: 7 * 24 * time.Hour, BodyReadTimeout: 30 * time.Second,
 		MaxBodyBytes: 1 << 20, MaxQueryBytes: 32 << 10, PingInterval: 15 * time.Second,
-		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second,
+		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second, MaxEventBytes: DefaultMaxEventBytes,
 	}
 }
 
@@ -133,6 +140,12 @@ func (c *Config) validate() error {
 	}
 	if c.CancelWait == 0 {
 		c.CancelWait = d.CancelWait
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = d.MaxEventBytes
+	}
+	if c.MaxEventBytes < MinMaxEventBytes {
+		return fmt.Errorf("gateway: MaxEventBytes must be at least %d bytes (got %d)", MinMaxEventBytes, c.MaxEventBytes)
 	}
 	if c.MaxBodyBytes < 1024 || c.MaxQueryBytes < 1 || c.PingInterval < 0 || c.WriteTimeout < 0 || c.CancelWait < 0 {
 		return fmt.Errorf("gateway: bad limits (MaxBodyBytes >= 1024, MaxQueryBytes >= 1, durations >= 0)")

@@ -822,13 +822,19 @@ func TestUIStreamLogic(t *testing.T) {
 	b.waitFor(t, "the page script", `window.QLC !== undefined && document.documentElement.dataset.ready === 'true'`)
 
 	type feedResult struct {
-		LastSeq int64 `json:"lastSeq"`
-		Resyncs int   `json:"resyncs"`
-		Status  string
+		LastSeq     int64  `json:"lastSeq"`
+		Resyncs     int    `json:"resyncs"`
+		Status      string `json:"status"`
+		Reconnects  int    `json:"reconnects"`
+		ResumedWith string `json:"resumedWith"`
+	}
+	feedRun := func(events, run string) feedResult {
+		t.Helper()
+		return uiEval[feedResult](t, b, `QLC.feed(`+events+`, `+run+`)`)
 	}
 	feed := func(events string) feedResult {
 		t.Helper()
-		return uiEval[feedResult](t, b, `QLC.feed(`+events+`)`)
+		return feedRun(events, "null")
 	}
 	stage := func(name string) struct{ Text, Tokens, Status, Note, Badges string } {
 		t.Helper()
@@ -852,7 +858,7 @@ func TestUIStreamLogic(t *testing.T) {
 		  {seq:7, from_seq:6, type:'token_delta', stage:'generator', text:'!😀', tokens:2},
 		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
 		  {seq:7, from_seq:2, type:'token_delta', stage:'generator', text:'Hello wörld!😀', tokens:6},
-		  {seq:8, type:'stage_completed', stage:'generator', model:'m1', output:'Hello wörld!😀', usage:{completion_tokens:6}, ttft_ms:1, duration_ms:5}
+		  {seq:8, type:'stage_completed', stage:'generator', model:'m1', output_bytes:17, usage:{completion_tokens:6}, ttft_ms:1, duration_ms:5}
 		]`)
 		if r.LastSeq != 8 || r.Resyncs != 0 {
 			t.Errorf("lastSeq %d resyncs %d, want 8 and 0", r.LastSeq, r.Resyncs)
@@ -863,6 +869,60 @@ func TestUIStreamLogic(t *testing.T) {
 		}
 		if rs := uiEval[string](t, b, `document.querySelector('[data-stage="generator"]').dataset.resynced || ''`); rs != "" {
 			t.Error("the page resynced although the stream was consistent")
+		}
+	})
+
+	t.Run("a delta split into parts", func(t *testing.T) {
+		// "Héllo!! x": seq 2 is 8 bytes sent as 3 parts, one of them twice.
+		r := feed(`[
+		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'llo', tokens:0, part:{offset:3, end:6, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'!!', tokens:5, part:{offset:6, end:8, size:8}},
+		  {seq:3, type:'token_delta', stage:'generator', text:' x', tokens:1},
+		  {seq:4, type:'stage_completed', stage:'generator', model:'m1', output_bytes:10, usage:{completion_tokens:6}, ttft_ms:1, duration_ms:5}
+		]`)
+		if r.LastSeq != 4 || r.Resyncs != 0 || r.Reconnects != 0 {
+			t.Errorf("lastSeq %d resyncs %d reconnects %d, want 4, 0, 0", r.LastSeq, r.Resyncs, r.Reconnects)
+		}
+		if g := stage("generator"); g.Text != "Héllo!! x" || g.Tokens != "6" || g.Status != "completed" {
+			t.Errorf("generator: %+v", g)
+		}
+		if rs := uiEval[string](t, b, `document.querySelector('[data-stage="generator"]').dataset.resynced || ''`); rs != "" {
+			t.Error("the page resynced although output_bytes matched the streamed text")
+		}
+		// Dropped between two parts, the page resumes inside the delta.
+		r = feed(`[
+		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {type:'lagged', next_seq:2}
+		]`)
+		if r.LastSeq != 1 || r.Reconnects != 1 || r.ResumedWith != "2:3" {
+			t.Errorf("after a lagged notice inside a split delta: lastSeq %d, %d reconnects with Last-Event-ID %q; want 1, 1, \"2:3\"", r.LastSeq, r.Reconnects, r.ResumedWith)
+		}
+		// A part after a hole is not shown: the page fetches what is missing.
+		r = feed(`[
+		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'!!', tokens:5, part:{offset:6, end:8, size:8}}
+		]`)
+		if g := stage("generator"); r.LastSeq != 1 || r.Reconnects != 1 || r.ResumedWith != "2:3" || g.Text != "Hé" {
+			t.Errorf("a hole between parts: lastSeq %d, %d reconnects with %q, text %q; want 1, 1, \"2:3\", \"Hé\"", r.LastSeq, r.Reconnects, r.ResumedWith, g.Text)
+		}
+	})
+
+	t.Run("the answer is the final stage's streamed text", func(t *testing.T) {
+		r := feedRun(`[
+		  {seq:1, type:'stage_started', stage:'curator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'curator', text:'**Yes**, ', tokens:2},
+		  {seq:3, type:'token_delta', stage:'curator', text:'naïvely.', tokens:2},
+		  {seq:4, type:'stage_completed', stage:'curator', model:'m1', output_bytes:18, usage:{completion_tokens:4}, ttft_ms:1, duration_ms:5},
+		  {seq:5, type:'run_completed', answer_bytes:18, usage:{total_tokens:9}}
+		]`, `{stages:[{stage:'generator'},{stage:'refiner'},{stage:'validator'},{stage:'curator'}]}`)
+		st := b.state(t)
+		if r.Status != "completed" || st.AnswerSt != "done" || st.Answer != "Yes, naïvely." {
+			t.Errorf("status %q, answer panel %q %q; want completed, done, \"Yes, naïvely.\"", r.Status, st.AnswerSt, st.Answer)
 		}
 	})
 
