@@ -335,8 +335,11 @@ func (f *uiFront) run(t *testing.T, id string) uiRun {
 // uiBackend starts the gateway the browser tests reach through a uiFront: a
 // real gateway with tenancy on (it checks keys itself), its address and the
 // dev tenant's key.
-func uiBackend(t *testing.T) (base, key string, checksKeys bool) {
-	g := startTenantGatewayProfiles(t, uiTestConfig, nil)
+func uiBackend(t *testing.T, profiles string) (base, key string, checksKeys bool) {
+	if profiles == "" {
+		profiles = uiTestConfig
+	}
+	g := startTenantGatewayProfiles(t, profiles, nil)
 	return g.URL, g.Dev.TenantKey, true
 }
 
@@ -352,6 +355,12 @@ type uiFrontOptions struct {
 	cutAfter []int
 	// crlf ends the event streams' lines with CRLF instead of LF.
 	crlf bool
+	// cutInParts cuts each of the first cutInParts event streams in the
+	// middle of a frame after the third part of a split delta that is not
+	// the delta's last (the page must resume inside the delta).
+	cutInParts int
+	// profiles is the gateway's profile file; "" is uiTestConfig.
+	profiles string
 	// refuse, if set, may answer a /v1 request (after the key check) with an
 	// error instead of passing it on. It is called with the front's lock held.
 	refuse func(r *http.Request) *uiRefusal
@@ -397,7 +406,7 @@ type uiFront struct {
 // newUIFront starts a gateway (uiBackend) behind a front; the test's cleanup stops both.
 func newUIFront(t *testing.T, opts uiFrontOptions) *uiFront {
 	t.Helper()
-	backend, key, checksKeys := uiBackend(t)
+	backend, key, checksKeys := uiBackend(t, opts.profiles)
 	target, err := url.Parse(backend)
 	if err != nil {
 		t.Fatal(err)
@@ -538,6 +547,7 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 	}
 	br := bufio.NewReader(resp.Body)
 	var frame []byte
+	parts := 0 // frames of parts that are not their delta's last
 	for frames := 0; ; {
 		line, err := br.ReadBytes('\n')
 		if err != nil {
@@ -547,7 +557,7 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 		if len(line) != 1 {
 			continue // a frame ends with an empty line
 		}
-		if frames == cut {
+		if frames == cut || (n < f.opts.cutInParts && parts == 3) {
 			write(frame[:len(frame)/2])
 			return // a clean end of the response, half way through a frame
 		}
@@ -561,6 +571,9 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 		}
 		if id, ok := bytes.CutPrefix(frame, []byte("id: ")); ok {
 			rec.LastID = string(id[:bytes.IndexByte(id, '\n')])
+			if strings.Contains(rec.LastID, ":") {
+				parts++
+			}
 		}
 		frames++
 		frame = frame[:0]
@@ -1527,4 +1540,41 @@ func uiLetters(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestUIShowsHugeStages: the page follows a run with a 200 000-token stage
+// and a stage whose whole output is one 443 KB delta (split into parts on
+// the wire), through a front that cuts its streams between two parts: the
+// page resumes inside the delta (Last-Event-ID "seq:end"), shows every
+// stage's output character for character without a resync, and the answer
+// — which no event carries — from the final stage's streamed text.
+func TestUIShowsHugeStages(t *testing.T) {
+	up := startUpstream(t, nil, []string{awkwardText(200000), " and", " done."})
+	f := newUIFront(t, uiFrontOptions{local: true, cutInParts: 2, profiles: hugeProfiles(up.URL)})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "huge", "Explain everything.")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	st := b.state(t)
+	run := f.run(t, st.RunID)
+	if st.RunStatus != "completed" || run.Status != "completed" {
+		t.Fatalf("page says %q, the run %q", st.RunStatus, run.Status)
+	}
+	for i, ps := range st.Stages {
+		if ps.Text != run.Stages[i].Output || ps.Resynced != "" {
+			t.Errorf("%s: page text %d chars, the run's output %d; resynced %q", ps.Stage, len(ps.Text), len(run.Stages[i].Output), ps.Resynced)
+		}
+	}
+	if st.AnswerSt != "done" || uiLetters(st.Answer) != uiLetters(uiStripMarkdown(run.Answer)) {
+		t.Errorf("answer panel %q: %d chars, the run's answer %d", st.AnswerSt, len(st.Answer), len(run.Answer))
+	}
+	inside := 0
+	for _, r := range f.seen() {
+		if r.Stream >= 0 && strings.Contains(r.LastEventID, ":") {
+			inside++
+		}
+	}
+	if inside < 2 {
+		t.Errorf("the page resumed inside a split delta %d times, the front cut 2 streams there", inside)
+	}
+	b.noProblems(t)
 }
