@@ -355,9 +355,10 @@ type uiFrontOptions struct {
 	cutAfter []int
 	// crlf ends the event streams' lines with CRLF instead of LF.
 	crlf bool
-	// cutInParts cuts each of the first cutInParts event streams in the
-	// middle of a frame after the third part of a split delta that is not
-	// the delta's last (the page must resume inside the delta).
+	// cutInParts is how many event streams the front cuts in the middle of
+	// a frame after the third part of a split delta that is not the delta's
+	// last (the page must resume inside the delta): the first streams that
+	// get that far.
 	cutInParts int
 	// profiles is the gateway's profile file; "" is uiTestConfig.
 	profiles string
@@ -398,6 +399,7 @@ type uiFront struct {
 	streamPath *regexp.Regexp
 
 	mu       sync.Mutex // guards the fields below and calls to opts.refuse
+	partCuts int        // streams cut between two parts so far
 	requests []uiRequest
 	streams  int            // event streams opened so far
 	open     map[string]int // run id -> its event streams being served now
@@ -557,7 +559,7 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 		if len(line) != 1 {
 			continue // a frame ends with an empty line
 		}
-		if frames == cut || (n < f.opts.cutInParts && parts == 3) {
+		if frames == cut || (parts == 3 && f.cutInParts()) {
 			write(frame[:len(frame)/2])
 			return // a clean end of the response, half way through a frame
 		}
@@ -578,6 +580,18 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 		frames++
 		frame = frame[:0]
 	}
+}
+
+// cutInParts reports whether a stream that got three parts into a split
+// delta is to be cut there (opts.cutInParts), and counts it.
+func (f *uiFront) cutInParts() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.partCuts >= f.opts.cutInParts {
+		return false
+	}
+	f.partCuts++
+	return true
 }
 
 // uiStatusWriter records the status of a response, and the body of an error answer.
@@ -1568,13 +1582,17 @@ func TestUIShowsHugeStages(t *testing.T) {
 		t.Errorf("answer panel %q: %d chars, the run's answer %d", st.AnswerSt, len(st.Answer), len(run.Answer))
 	}
 	inside := 0
+	var resumes []string
 	for _, r := range f.seen() {
-		if r.Stream >= 0 && strings.Contains(r.LastEventID, ":") {
-			inside++
+		if r.Stream >= 0 {
+			resumes = append(resumes, fmt.Sprintf("#%d %q→%q", r.Stream, r.LastEventID, r.LastID))
+			if strings.Contains(r.LastEventID, ":") {
+				inside++
+			}
 		}
 	}
 	if inside < 2 {
-		t.Errorf("the page resumed inside a split delta %d times, the front cut 2 streams there", inside)
+		t.Errorf("the page resumed inside a split delta %d times, the front cut 2 streams there; streams (Last-Event-ID → last id sent): %s", inside, strings.Join(resumes, ", "))
 	}
 	b.noProblems(t)
 }
