@@ -34,7 +34,9 @@ cover:
 
 ## bench: the figures in BENCHMARKS.md
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20x ./gateway/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20x -skip IdleSubscriberMemory ./gateway/
+	$(GO) test -run '^$$' -bench IdleSubscriberMemory -benchtime 1x ./gateway/
+	$(GO) test -run '^$$' -bench 'IdleSSESubscribers|SSEReadersRSS' -benchtime 1x ./cmd/gateway/
 	$(GO) test -run '^$$' -bench Admission -benchtime 2000x ./gateway/
 	$(GO) test -run '^$$' -bench . -benchmem ./stagework/...
 	$(GO) test -run '^$$' -bench . -benchtime 1s ./gateway/store/
@@ -62,6 +64,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRunRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzChatRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEventJSON$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResume$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPRequest$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTenantsFile$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 30s -fuzzminimizetime 2s ./tokenizer/

@@ -21,16 +21,29 @@ type HubConfig struct {
 	// cancelled (a run is bounded by its profile's max_tokens, so this is a
 	// safety net). Default 1<<20.
 	MaxEvents int
-	// MaxLag is how many events a subscriber may fall behind before it is
-	// dropped with a Lagged notice. The log is shared, so a lagging subscriber
-	// costs no memory; the bound is about cutting off readers that cannot keep
-	// up instead of letting them stream minutes behind. Default 65536
-	// (about 0.1 s of a run at 500k tokens/s; minutes at human speeds).
+	// MaxLag is how many events a reader of a live run may fall behind
+	// before it can be dropped with a Lagged notice: it is dropped when, at
+	// a read, it is more than MaxLag events behind *and* further behind than
+	// at its previous read (it cannot keep up with the producer). A reader
+	// whose lag shrinks between reads (it is catching up) is never dropped,
+	// nor is a reader of a finished run, nor the first read of a
+	// subscription (so resuming from a Lagged notice always makes progress).
+	// The log is shared, so a lagging subscriber costs no memory; the bound
+	// is about cutting off readers that cannot keep up instead of letting
+	// them stream minutes behind. Default 65536 (about 0.1 s of a run at
+	// 500k tokens/s; minutes at human speeds).
 	MaxLag int
+	// MaxBatch is the most events one Subscription.Next returns. It bounds
+	// the work a reader does between two lag checks (and so how long a
+	// cancelled or lagging reader keeps writing), not memory: a batch is a
+	// slice of the shared log. Default 4096.
+	MaxBatch int
 }
 
 // DefaultHubConfig returns the defaults described on each field.
-func DefaultHubConfig() HubConfig { return HubConfig{MaxEvents: 1 << 20, MaxLag: 1 << 16} }
+func DefaultHubConfig() HubConfig {
+	return HubConfig{MaxEvents: 1 << 20, MaxLag: 1 << 16, MaxBatch: 4096}
+}
 
 func (c *HubConfig) validate() error {
 	d := DefaultHubConfig()
@@ -40,16 +53,20 @@ func (c *HubConfig) validate() error {
 	if c.MaxLag == 0 {
 		c.MaxLag = d.MaxLag
 	}
-	if c.MaxEvents < 8 || c.MaxLag < 1 {
-		return fmt.Errorf("actors: hub MaxEvents must be >= 8 and MaxLag >= 1 (got %d, %d)", c.MaxEvents, c.MaxLag)
+	if c.MaxBatch == 0 {
+		c.MaxBatch = d.MaxBatch
+	}
+	if c.MaxEvents < 8 || c.MaxLag < 1 || c.MaxBatch < 1 {
+		return fmt.Errorf("actors: hub MaxEvents must be >= 8, MaxLag and MaxBatch >= 1 (got %d, %d, %d)", c.MaxEvents, c.MaxLag, c.MaxBatch)
 	}
 	return nil
 }
 
 // Errors a Subscription returns.
 var (
-	// ErrLagged means the subscriber fell more than MaxLag events behind and was
-	// dropped; it may resubscribe from LaggedError.NextSeq.
+	// ErrLagged means the subscriber of a live run fell more than MaxLag
+	// events behind and kept falling further behind, and was dropped; it may
+	// resubscribe from LaggedError.NextSeq (whose first read always delivers).
 	ErrLagged = errors.New("actors: subscriber lagged")
 	// ErrHubClosed means the hub was evicted or the engine shut down.
 	ErrHubClosed = errors.New("actors: run hub closed")
@@ -195,7 +212,7 @@ func (h *Hub) Subscribe(fromSeq uint64) *Subscription {
 	h.subscribers++
 	h.mu.Unlock()
 	h.metrics.subscribers.Inc()
-	return &Subscription{hub: h, next: fromSeq}
+	return &Subscription{hub: h, next: fromSeq, lastLag: freshLag}
 }
 
 // append adds events that arrive from the coordinator. It enforces the log's
@@ -292,37 +309,48 @@ func isTerminal(ev *messages.RunEvent) bool {
 }
 
 // Subscription reads one run's log in order. It is used by one goroutine.
+// It is a cursor into the shared log: whatever the log holds and however far
+// behind its reader is, it costs these few words.
 type Subscription struct {
-	hub    *Hub
-	next   uint64 // seq of the next event to deliver
-	closed bool
+	hub     *Hub
+	next    uint64 // seq of the next event to deliver
+	lastLag uint64 // events pending at the previous read; freshLag: none to compare with
+	closed  bool
 }
+
+// freshLag is a Subscription's lastLag before a read it could be dropped
+// at: its first, and the first after it caught up with the log.
+const freshLag = ^uint64(0)
 
 // NextSeq is the seq of the next event Next will return; after a drop it is
 // where a resumed subscription should start.
 func (s *Subscription) NextSeq() uint64 { return s.next }
 
-// Next returns every event from the subscription's position to the end of the
-// log (at least one), blocking until there is one. It returns io.EOF after the
-// run's terminal event was delivered, a *LaggedError if the subscriber fell
-// more than MaxLag events behind (it is then closed), ErrHubClosed if the hub
-// was evicted, ErrIdle if idle fired first (nil: never), or ctx's error. The
-// returned slice is shared and read-only.
+// Next returns the events from the subscription's position on (at least
+// one, at most MaxBatch), blocking until there is one. It returns io.EOF
+// after the run's terminal event was delivered, a *LaggedError if the run is
+// live and the subscriber is more than MaxLag events behind and further
+// behind than at its previous read (it is then closed), ErrHubClosed if the
+// hub was evicted, ErrIdle if idle fired first (nil: never), or ctx's error.
+// A finished run's log is delivered whole, from any seq. The returned slice
+// is shared and read-only.
 func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*messages.RunEvent, error) {
 	h := s.hub
 	for {
 		h.mu.Lock()
 		n := uint64(len(h.log))
 		if s.next <= n {
-			if n-s.next+1 > uint64(h.cfg.MaxLag) {
+			lag := n - s.next + 1
+			if !h.terminal && lag > uint64(h.cfg.MaxLag) && s.lastLag != freshLag && lag > s.lastLag {
 				h.mu.Unlock()
 				h.metrics.droppedSubscribers.Inc()
 				s.Close()
 				return nil, &LaggedError{NextSeq: s.next}
 			}
-			evs := h.log[s.next-1 : n : n]
+			end := min(n, s.next-1+uint64(h.cfg.MaxBatch))
+			evs := h.log[s.next-1 : end : end]
 			h.mu.Unlock()
-			s.next = n + 1
+			s.next, s.lastLag = end+1, lag
 			return evs, nil
 		}
 		if h.terminal {
@@ -333,6 +361,8 @@ func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*mess
 			h.mu.Unlock()
 			return nil, ErrHubClosed
 		}
+		// Caught up: whatever arrives next, the reader was keeping up.
+		s.lastLag = freshLag
 		ch := h.notify
 		h.hasWaiters = true
 		h.mu.Unlock()

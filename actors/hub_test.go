@@ -86,27 +86,98 @@ func TestSubscriptionReadsInOrderAndEnds(t *testing.T) {
 }
 
 func TestSlowSubscriberIsDroppedNotWaitedFor(t *testing.T) {
-	h := testHub(HubConfig{MaxLag: 10})
+	h := testHub(HubConfig{MaxLag: 10, MaxBatch: 4})
 	slow := h.Subscribe(1)
 	fast := h.Subscribe(1)
 	ctx := context.Background()
-	for i := uint64(1); i <= 30; i++ {
-		h.append(delta(i, 1, "x")) // never blocks, whoever reads
-		if _, err := fast.Next(ctx, nil); err != nil {
-			t.Fatalf("fast reader: %v", err)
+	next := func(s *Subscription) []*messages.RunEvent {
+		t.Helper()
+		evs, err := s.Next(ctx, nil)
+		if err != nil {
+			t.Fatalf("reader: %v", err)
 		}
+		return evs
 	}
+	h.append(delta(1, 1, "x"))
+	next(fast)
+	if evs := next(slow); len(evs) != 1 { // its first read delivers
+		t.Fatalf("slow reader's first read: %d events", len(evs))
+	}
+	for i := uint64(2); i <= 30; i++ {
+		h.append(delta(i, 1, "x")) // never blocks, whoever reads
+		next(fast)
+	}
+	// The slow reader is 29 events behind, more than MaxLag and more than
+	// at its previous read: the run is live and it cannot keep up.
 	_, err := slow.Next(ctx, nil)
 	var lagged *LaggedError
-	if !errors.As(err, &lagged) || !errors.Is(err, ErrLagged) || lagged.NextSeq != 1 {
-		t.Fatalf("slow reader: %v, want lagged at seq 1", err)
+	if !errors.As(err, &lagged) || !errors.Is(err, ErrLagged) || lagged.NextSeq != 2 {
+		t.Fatalf("slow reader: %v, want lagged at seq 2", err)
 	}
-	// It may resume from where it was, with a fresh subscription.
-	again := h.Subscribe(lagged.NextSeq + 25)
-	evs, err := again.Next(ctx, nil)
-	if err != nil || evs[0].Seq != 26 || len(evs) != 5 {
-		t.Fatalf("resume: %v %d", err, len(evs))
+	// It resumes from where it was, with a fresh subscription, whose first
+	// read delivers (a bounded batch) although it is still far behind.
+	again := h.Subscribe(lagged.NextSeq)
+	if evs := next(again); evs[0].Seq != 2 || len(evs) != 4 {
+		t.Fatalf("resume: first event %d, %d events; want 2 and a batch of 4", evs[0].Seq, len(evs))
 	}
+}
+
+// TestReplayIsNeverRefused: a reader of a finished run gets its whole log
+// from any seq, in bounded batches, however long the log is compared with
+// MaxLag; a reader far behind a live run that catches up (its lag shrinks
+// between reads) is never dropped.
+func TestReplayIsNeverRefused(t *testing.T) {
+	ctx := context.Background()
+	readAll := func(s *Subscription, from uint64) (n int, err error) {
+		want := from
+		for {
+			evs, err := s.Next(ctx, nil)
+			if err != nil {
+				return n, err
+			}
+			if len(evs) > 16 {
+				t.Fatalf("a batch of %d events, MaxBatch is 16", len(evs))
+			}
+			for _, ev := range evs {
+				if ev.Seq != want {
+					t.Fatalf("seq %d, want %d", ev.Seq, want)
+				}
+				want++
+				n++
+			}
+		}
+	}
+
+	t.Run("finished", func(t *testing.T) {
+		h := testHub(HubConfig{MaxLag: 10, MaxBatch: 16})
+		for i := uint64(1); i <= 1000; i++ {
+			h.append(delta(i, 1, "x"))
+		}
+		h.append(done(1001, 1))
+		for _, from := range []uint64{1, 2, 500, 1001} {
+			n, err := readAll(h.Subscribe(from), from)
+			if err != io.EOF || n != int(1002-from) {
+				t.Fatalf("from %d: %d events, %v; want %d and EOF", from, n, err, 1002-from)
+			}
+		}
+	})
+
+	t.Run("live, catching up", func(t *testing.T) {
+		h := testHub(HubConfig{MaxLag: 10, MaxBatch: 16})
+		for i := uint64(1); i <= 1000; i++ {
+			h.append(delta(i, 1, "x"))
+		}
+		sub := h.Subscribe(1)
+		got := 0
+		for seq := uint64(1001); got < 1000; seq++ {
+			evs, err := sub.Next(ctx, nil)
+			if err != nil {
+				t.Fatalf("after %d events: %v (its lag shrinks at every read)", got, err)
+			}
+			got += len(evs)
+			h.append(delta(seq, 1, "x")) // the producer goes on, slower than the reader
+		}
+	})
 }
 
 func TestSubscriptionIdleAndCancel(t *testing.T) {

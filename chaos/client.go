@@ -250,8 +250,10 @@ func (d *driver) post(ctx context.Context, n int) (string, string) {
 
 // stream reads the run's events from seq from until the stream ends or fn
 // returns false.
-func (d *driver) stream(ctx context.Context, id string, from uint64, fn func(event) bool) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/v1/runs/"+id+"/events?from_seq="+strconv.FormatUint(from, 10), nil)
+// stream reads a run's events from from (a seq, or "seq:bytes" inside a
+// split delta; see resumeAt) until fn returns false or the stream ends.
+func (d *driver) stream(ctx context.Context, id string, from string, fn func(event) bool) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/v1/runs/"+id+"/events?from_seq="+from, nil)
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := streamClient.Do(req)
 	if err != nil {
@@ -324,20 +326,23 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 	rctx, rcancel := context.WithTimeout(ctx, d.runTimeout)
 	defer rcancel()
 	var live []event
-	next := uint64(1)
+	next, partEnd := uint64(1), 0 // where to resume
 	tokens := 0
 	var cancelDone chan int
 	var restartAt time.Time
 	ended := false
 	for !ended && rctx.Err() == nil {
-		err := d.stream(rctx, id, next, func(e event) bool {
+		err := d.stream(rctx, id, resumeAt(next, partEnd), func(e event) bool {
 			live = append(live, e)
 			st.observe(e)
 			if e.Type == evLagged {
 				return false // resume from next
 			}
-			if e.Seq >= next {
-				next = e.Seq + 1
+			switch {
+			case !e.last():
+				next, partEnd = e.Seq, e.Part.End
+			case e.Seq >= next:
+				next, partEnd = e.Seq+1, 0
 			}
 			switch {
 			case e.Type == evStageRestarted:
@@ -398,7 +403,7 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 	var replay []event
 	if err := retryUnreachable(cctx, func() error {
 		replay = replay[:0]
-		return d.stream(cctx, id, 1, func(e event) bool { replay = append(replay, e); return true })
+		return d.stream(cctx, id, "1", func(e event) bool { replay = append(replay, e); return true })
 	}); err != nil {
 		r.defects = append(r.defects, "replay: "+err.Error())
 	}

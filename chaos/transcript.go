@@ -23,20 +23,36 @@ const (
 
 // event is one SSE event's data, with the time it was read.
 type event struct {
-	Seq      uint64 `json:"seq"`
-	FromSeq  uint64 `json:"from_seq"`
-	Type     string `json:"type"`
-	Stage    string `json:"stage"`
-	Text     string `json:"text"`
-	Output   string `json:"output"`
-	Answer   string `json:"answer"`
-	Reason   string `json:"reason"`
-	Code     string `json:"code"`
-	Attempt  int    `json:"attempt"`
-	Fallback bool   `json:"fallback"`
-	NextSeq  uint64 `json:"next_seq"`
+	Seq         uint64 `json:"seq"`
+	FromSeq     uint64 `json:"from_seq"`
+	Type        string `json:"type"`
+	Stage       string `json:"stage"`
+	Text        string `json:"text"`
+	Part        *part  `json:"part"`         // a part of a delta too long for one event
+	OutputBytes *int   `json:"output_bytes"` // stage_completed: the length of the stage's text
+	AnswerBytes *int   `json:"answer_bytes"` // run_completed: the length of the final stage's text
+	Reason      string `json:"reason"`
+	Code        string `json:"code"`
+	Attempt     int    `json:"attempt"`
+	Fallback    bool   `json:"fallback"`
+	NextSeq     uint64 `json:"next_seq"`
 
 	at time.Time
+}
+
+// part says which bytes of a split delta's text an event carries.
+type part struct{ Offset, End, Size int }
+
+// last reports whether e completes its seq (it is not a part, or the last part).
+func (e event) last() bool { return e.Part == nil || e.Part.End >= e.Part.Size }
+
+// resumeAt is the from_seq that resumes after the events read so far: the
+// next seq, or "seq:bytes" inside a split delta.
+func resumeAt(next uint64, partEnd int) string {
+	if partEnd > 0 {
+		return fmt.Sprintf("%d:%d", next, partEnd)
+	}
+	return fmt.Sprint(next)
 }
 
 // first is the first seq the event covers (coalesced deltas cover several).
@@ -100,7 +116,7 @@ type transcript struct {
 	defects  []string          // "kind: detail"
 	term     *event            // the terminal event, if any
 	text     map[string]string // per stage, after applying stage_restarted
-	outputs  map[string]string // per stage, from stage_completed
+	outputs  map[string]string // per stage, its streamed text when it completed
 	segments []string          // a signature independent of coalescing
 	restarts int
 	retries  int // stage_started with attempt > 1
@@ -110,11 +126,13 @@ type transcript struct {
 // analyze checks one reader's events: every seq exactly once and in order
 // from 1, nothing after the terminal event, deltas only for the running
 // stage, no redo of streamed text without a stage_restarted, no finished
-// stage recomputed, and each stage_completed output equal to the stage's
-// streamed text.
+// stage recomputed, the parts of a split delta in order, and each
+// stage_completed's output_bytes equal to the length of the stage's streamed
+// text.
 func analyze(evs []event) *transcript {
 	t := &transcript{text: map[string]string{}, outputs: map[string]string{}}
 	next := uint64(1)
+	partEnd := 0 // bytes of seq next received in parts
 	cur := ""
 	var seg strings.Builder
 	flush := func() {
@@ -131,7 +149,35 @@ func analyze(evs []event) *transcript {
 			t.defects = append(t.defects, fmt.Sprintf("after-terminal: seq %d (%s) after %s at seq %d", e.Seq, e.Type, t.term.Type, t.term.Seq))
 			continue
 		}
+		if e.Part != nil {
+			switch {
+			case e.Seq < next:
+				t.defects = append(t.defects, fmt.Sprintf("duplicate: part %d-%d of seq %d again (expected %d)", e.Part.Offset, e.Part.End, e.Seq, next))
+				continue
+			case e.Seq > next:
+				t.defects = append(t.defects, fmt.Sprintf("missing: seqs %d..%d", next, e.Seq-1))
+			case e.Part.Offset < partEnd:
+				t.defects = append(t.defects, fmt.Sprintf("duplicate: part %d-%d of seq %d, bytes to %d were read", e.Part.Offset, e.Part.End, e.Seq, partEnd))
+				continue
+			case e.Part.Offset > partEnd:
+				t.defects = append(t.defects, fmt.Sprintf("missing: bytes %d-%d of seq %d", partEnd, e.Part.Offset, e.Seq))
+			}
+			next, partEnd = e.Seq, e.Part.End
+			if !e.last() {
+				if e.Type != evTokenDelta || e.Stage != cur {
+					t.defects = append(t.defects, fmt.Sprintf("stray-delta: part of seq %d (%s) for stage %s while %q runs", e.Seq, e.Type, e.Stage, cur))
+				}
+				t.text[e.Stage] += e.Text
+				seg.WriteString(e.Text)
+				continue
+			}
+			partEnd = 0
+		} else if partEnd > 0 {
+			t.defects = append(t.defects, fmt.Sprintf("missing: bytes %d.. of seq %d", partEnd, next))
+			next, partEnd = next+1, 0 // reported: not again as a missing seq
+		}
 		switch first := e.first(); {
+		case e.Part != nil:
 		case first > next:
 			t.defects = append(t.defects, fmt.Sprintf("missing: seqs %d..%d", next, first-1))
 		case first < next && e.Seq < next:
@@ -174,14 +220,24 @@ func analyze(evs []event) *transcript {
 			t.text[e.Stage] = ""
 			t.segments = append(t.segments, fmt.Sprintf("%d %s %s", e.Seq, e.Type, e.Stage))
 		case evStageCompleted:
-			if got := t.text[e.Stage]; got != e.Output {
-				t.defects = append(t.defects, fmt.Sprintf("text-mismatch: stage %s streamed %d bytes but completed (seq %d) with an output of %d bytes%s",
-					e.Stage, len(got), e.Seq, len(e.Output), firstDiff(got, e.Output)))
+			got := t.text[e.Stage]
+			if e.OutputBytes == nil || *e.OutputBytes != len(got) {
+				n := -1
+				if e.OutputBytes != nil {
+					n = *e.OutputBytes
+				}
+				t.defects = append(t.defects, fmt.Sprintf("text-mismatch: stage %s streamed %d bytes but completed (seq %d) with output_bytes %d",
+					e.Stage, len(got), e.Seq, n))
 			}
-			t.outputs[e.Stage] = e.Output
-			t.segments = append(t.segments, fmt.Sprintf("%d %s %s %q", e.Seq, e.Type, e.Stage, e.Output))
+			t.outputs[e.Stage] = got
+			t.segments = append(t.segments, fmt.Sprintf("%d %s %s %q", e.Seq, e.Type, e.Stage, got))
 		default:
-			t.segments = append(t.segments, fmt.Sprintf("%d %s %s %q %q", e.Seq, e.Type, e.Code, e.Reason, e.Answer))
+			t.segments = append(t.segments, fmt.Sprintf("%d %s %s %q", e.Seq, e.Type, e.Code, e.Reason))
+			if e.Type == evRunCompleted {
+				if c, ok := t.outputs["curator"]; ok && (e.AnswerBytes == nil || *e.AnswerBytes != len(c)) {
+					t.defects = append(t.defects, fmt.Sprintf("answer: run_completed's answer_bytes (%v) is not the length of the curator's output (%d bytes)", e.AnswerBytes, len(c)))
+				}
+			}
 			if terminal(e.Type) {
 				term := e
 				t.term = &term
@@ -275,11 +331,8 @@ func compareResource(t *transcript, v *runView) []string {
 		}
 	}
 	if t.term.Type == evRunCompleted {
-		if v.Answer != t.term.Answer {
-			d = append(d, "resource-answer: the resource's answer differs from run_completed's"+firstDiff(t.term.Answer, v.Answer))
-		}
-		if c, ok := t.outputs["curator"]; ok && c != t.term.Answer {
-			d = append(d, "answer: run_completed's answer differs from the curator's output"+firstDiff(c, t.term.Answer))
+		if c := t.outputs["curator"]; v.Answer != c {
+			d = append(d, "resource-answer: the resource's answer differs from the curator's streamed output"+firstDiff(c, v.Answer))
 		}
 	}
 	return d

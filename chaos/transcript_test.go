@@ -10,7 +10,12 @@ import (
 )
 
 func ev(seq uint64, typ, stage, text string) event {
-	return event{Seq: seq, Type: typ, Stage: stage, Text: text, Output: text}
+	return event{Seq: seq, Type: typ, Stage: stage, Text: text}
+}
+
+// completed is a stage_completed for an output of n bytes.
+func completed(seq uint64, stage string, n int) event {
+	return event{Seq: seq, Type: evStageCompleted, Stage: stage, OutputBytes: &n}
 }
 
 func kinds(t *transcript) []string {
@@ -31,8 +36,8 @@ func TestAnalyzeCleanRunWithRestart(t *testing.T) {
 		ev(3, evStageRestarted, "generator", ""),
 		{Seq: 4, Type: evStageStarted, Stage: "generator", Attempt: 2, Fallback: true},
 		{Seq: 6, FromSeq: 5, Type: evTokenDelta, Stage: "generator", Text: "Hello"},
-		{Seq: 7, Type: evStageCompleted, Stage: "generator", Output: "Hello"},
-		{Seq: 8, Type: evRunCompleted, Answer: ""},
+		completed(7, "generator", 5),
+		{Seq: 8, Type: evRunCompleted},
 	}
 	tr := analyze(evs)
 	if len(tr.defects) != 0 || tr.term == nil || tr.term.Seq != 8 || tr.restarts != 1 || tr.fallback != 1 || tr.retries != 1 {
@@ -47,6 +52,28 @@ func TestAnalyzeCleanRunWithRestart(t *testing.T) {
 	}
 }
 
+// partOf is a token_delta carrying bytes off..end of a size-byte delta.
+func partOf(seq uint64, off, end, size int, text string) event {
+	return event{Seq: seq, Type: evTokenDelta, Stage: "generator", Text: text, Part: &part{Offset: off, End: end, Size: size}}
+}
+
+// A delta split into parts, read whole or resumed inside, is one seq with
+// the same text as the delta unsplit.
+func TestAnalyzeSplitDelta(t *testing.T) {
+	start := event{Seq: 1, Type: evStageStarted, Stage: "generator", Attempt: 1}
+	whole := analyze([]event{start, ev(2, evTokenDelta, "generator", "Hello"), completed(3, "generator", 5)})
+	split := analyze([]event{start, partOf(2, 0, 2, 5, "He"), partOf(2, 2, 4, 5, "ll"), partOf(2, 4, 5, 5, "o"), completed(3, "generator", 5)})
+	if len(split.defects) != 0 {
+		t.Fatalf("defects %v", split.defects)
+	}
+	if d := compareSegments(whole.segments, split.segments); d != "" {
+		t.Fatal(d)
+	}
+	if split.outputs["generator"] != "Hello" {
+		t.Fatalf("output %q", split.outputs["generator"])
+	}
+}
+
 func TestAnalyzeFindsDefects(t *testing.T) {
 	cases := []struct {
 		name string
@@ -56,9 +83,12 @@ func TestAnalyzeFindsDefects(t *testing.T) {
 		{"missing", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, ev(3, evTokenDelta, "generator", "x")}, []string{"missing"}},
 		{"duplicate", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, ev(2, evTokenDelta, "generator", "x"), ev(2, evTokenDelta, "generator", "x")}, []string{"duplicate"}},
 		{"overlap", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, ev(2, evTokenDelta, "generator", "x"), {Seq: 3, FromSeq: 2, Type: evTokenDelta, Stage: "generator"}}, []string{"reordered"}},
-		{"text", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, ev(2, evTokenDelta, "generator", "ab"), {Seq: 3, Type: evStageCompleted, Stage: "generator", Output: "abc"}}, []string{"text-mismatch"}},
+		{"text", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, ev(2, evTokenDelta, "generator", "ab"), completed(3, "generator", 3)}, []string{"text-mismatch"}},
+		{"part again", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, partOf(2, 0, 2, 4, "ab"), partOf(2, 0, 2, 4, "ab")}, []string{"duplicate"}},
+		{"part missing", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, partOf(2, 0, 2, 4, "ab"), ev(3, evTokenDelta, "generator", "x")}, []string{"missing"}},
+		{"answer", []event{{Seq: 1, Type: evStageStarted, Stage: "curator"}, ev(2, evTokenDelta, "curator", "ab"), completed(3, "curator", 2), {Seq: 4, Type: evRunCompleted}}, []string{"answer"}},
 		{"unmarked redo", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, ev(2, evTokenDelta, "generator", "ab"), {Seq: 3, Type: evStageStarted, Stage: "generator"}}, []string{"unmarked-redo"}},
-		{"recomputed", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, {Seq: 2, Type: evStageCompleted, Stage: "generator"}, {Seq: 3, Type: evStageStarted, Stage: "generator"}}, []string{"recomputed"}},
+		{"recomputed", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, completed(2, "generator", 0), {Seq: 3, Type: evStageStarted, Stage: "generator"}}, []string{"recomputed"}},
 		{"stray", []event{{Seq: 1, Type: evStageStarted, Stage: "generator"}, ev(2, evTokenDelta, "refiner", "x")}, []string{"stray-delta"}},
 		{"after end", []event{{Seq: 1, Type: evRunCancelled}, ev(2, evTokenDelta, "generator", "x")}, []string{"after-terminal"}},
 	}
@@ -72,7 +102,7 @@ func TestAnalyzeFindsDefects(t *testing.T) {
 func TestCompareResource(t *testing.T) {
 	tr := analyze([]event{
 		{Seq: 1, Type: evStageStarted, Stage: "curator"}, ev(2, evTokenDelta, "curator", "A"),
-		{Seq: 3, Type: evStageCompleted, Stage: "curator", Output: "A"}, {Seq: 4, Type: evRunCompleted, Answer: "A"},
+		completed(3, "curator", 1), {Seq: 4, Type: evRunCompleted, AnswerBytes: ptrTo(1)},
 	})
 	v := &runView{Status: "completed", LastSeq: 4, Answer: "A"}
 	v.Stages = append(v.Stages, struct {
@@ -88,6 +118,8 @@ func TestCompareResource(t *testing.T) {
 		t.Fatalf("want last_seq and output defects, got %v", d)
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }
 
 const sseSample = "id: 1\nevent: stage_started\ndata: {\"seq\":1,\"type\":\"stage_started\",\"stage\":\"generator\"}\n\n" +
 	": ping\n\n" +

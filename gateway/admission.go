@@ -362,7 +362,7 @@ func (s *Server) release(a *admission) {
 // the returned func. Over the limit: 429.
 func (s *Server) streamSlot(p principal) (func(), *apiError) {
 	if s.tenancy == nil {
-		return func() {}, nil
+		return s.streamOpened(), nil
 	}
 	limit := p.tenant.Limits.MaxStreams
 	if limit == 0 {
@@ -375,13 +375,25 @@ func (s *Server) streamSlot(p principal) (func(), *apiError) {
 			Message: fmt.Sprintf("this key already has %d event streams open; its limit is %d", s.streams[p.keyID], limit)}
 	}
 	s.streams[p.keyID]++
+	closed := s.streamOpened()
 	return func() {
 		s.streamsMu.Lock()
-		defer s.streamsMu.Unlock()
 		if s.streams[p.keyID]--; s.streams[p.keyID] <= 0 {
 			delete(s.streams, p.keyID)
 		}
+		s.streamsMu.Unlock()
+		closed()
 	}, nil
+}
+
+// streamOpened counts an event stream for the memory release (release.go)
+// and returns what to call when it ends.
+func (s *Server) streamOpened() func() {
+	if s.mem == nil {
+		return func() {}
+	}
+	s.mem.opened()
+	return s.mem.closed
 }
 
 // isLoopback reports whether r came from this machine.

@@ -23,6 +23,7 @@ import (
 type transcript struct {
 	t        *testing.T
 	next     uint64
+	partEnd  float64 // text bytes of seq next received in parts so far
 	texts    map[string]*strings.Builder
 	partial  map[string]bool // stages joined mid-way (a resumed stream): their text is a tail
 	types    []string
@@ -40,8 +41,25 @@ func (tr *transcript) add(d map[string]any) {
 	if f, ok := d["from_seq"]; ok {
 		first = uint64(f.(float64))
 	}
-	if first != tr.next {
-		tr.t.Fatalf("event %s covers seq %d..%d, want it to start at %d", d["type"], first, seq, tr.next)
+	if part, ok := d["part"].(map[string]any); ok {
+		// A part of a split delta: parts of seq next come in order.
+		if seq != tr.next || part["offset"] != tr.partEnd || d["type"] != "token_delta" {
+			tr.t.Fatalf("part %v of seq %d, want seq %d from byte %v", part, seq, tr.next, tr.partEnd)
+		}
+		tr.partEnd = part["end"].(float64)
+		if tr.partEnd < part["size"].(float64) {
+			stage := d["stage"].(string)
+			if tr.texts[stage] == nil {
+				tr.texts[stage] = &strings.Builder{}
+				tr.partial[stage] = true
+			}
+			tr.texts[stage].WriteString(d["text"].(string))
+			return
+		}
+		tr.partEnd, first = 0, seq // the last part completes the event
+	}
+	if first != tr.next || tr.partEnd != 0 {
+		tr.t.Fatalf("event %s covers seq %d..%d, want it to start at %d (byte %v)", d["type"], first, seq, tr.next, tr.partEnd)
 	}
 	tr.next = seq + 1
 	typ := d["type"].(string)
@@ -58,8 +76,11 @@ func (tr *transcript) add(d map[string]any) {
 	case "token_delta":
 		tr.texts[stage].WriteString(d["text"].(string))
 	case "stage_completed":
-		if got := tr.texts[stage].String(); got != d["output"] && !tr.partial[stage] {
-			tr.t.Fatalf("%s: streamed text differs from its output", stage)
+		if _, ok := d["output"]; ok {
+			tr.t.Fatalf("%s: stage_completed repeats the output", stage)
+		}
+		if n := tr.texts[stage].Len(); float64(n) != d["output_bytes"] && !tr.partial[stage] {
+			tr.t.Fatalf("%s: streamed %d bytes, output_bytes %v", stage, n, d["output_bytes"])
 		}
 	case "run_completed", "run_failed", "run_cancelled":
 		tr.terminal = d
@@ -94,7 +115,8 @@ func TestRunOverSSE(t *testing.T) {
 	if code := do(t, "GET", base+"/v1/runs/"+id, "", &v); code != 200 {
 		t.Fatalf("GET run: %d", code)
 	}
-	if v.Status != "completed" || len(v.Stages) != 4 || v.Answer == "" || v.Answer != tr.terminal["answer"] || v.Usage == nil {
+	if v.Status != "completed" || len(v.Stages) != 4 || v.Answer == "" || v.Answer != tr.texts["curator"].String() ||
+		float64(len(v.Answer)) != tr.terminal["answer_bytes"] || v.Usage == nil {
 		t.Fatalf("run view: %+v", v)
 	}
 	for _, s := range v.Stages {
@@ -129,7 +151,7 @@ func TestStreamedCreate(t *testing.T) {
 		t.Fatalf("streamed create ended without run_completed: %v", tr.types)
 	}
 	var v runView
-	if code := do(t, "GET", base+"/v1/runs/"+id, "", &v); code != 200 || v.Answer != tr.terminal["answer"] || v.LastSeq != tr.next-1 {
+	if code := do(t, "GET", base+"/v1/runs/"+id, "", &v); code != 200 || v.Answer != tr.texts["curator"].String() || v.LastSeq != tr.next-1 {
 		t.Fatalf("the run behind the stream: %d %+v", code, v)
 	}
 }

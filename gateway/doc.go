@@ -8,12 +8,25 @@
 //
 // Every stream is a Subscription to a run's hub (package actors) pumped into a
 // transport (transport.go): SSE (sse.go), WebSocket (ws.go) or an OpenAI
-// chunk stream (openai.go). A pump writes whatever is pending in one write and
-// one flush; when a reader is behind, consecutive token deltas of a stage are
-// coalesced into one event, so a slow link costs fewer, larger writes, and the
-// first token is never held back. A reader that falls further behind than the
-// hub allows gets a lagged notice and is disconnected; it may resume from the
-// sequence number in the notice.
+// chunk stream (openai.go). A pump writes what is pending (at most a batch of
+// the hub's MaxBatch events) and flushes; when a reader is behind, consecutive
+// token deltas of a stage are coalesced into one event, so a slow link costs
+// fewer, larger writes, and the first token is never held back.
+//
+// No event on the wire is longer than Config.MaxEventBytes, framing included
+// (events.go): coalescing stops at the bound, a delta too long for one event
+// is sent in parts (same seq, resumable inside with "seq:bytes"), long reasons
+// are cut, and stage outputs and answers are not repeated in events (readers
+// have them from the deltas; the run resource serves them). A transport keeps
+// no buffer between writes: it encodes into a pooled one, so a connected
+// reader costs its cursor, a timer and its connection, whatever it was sent.
+// When many streams close, Config.FreeMemoryAfter gives their memory back to
+// the OS (release.go).
+//
+// A reader of a finished run gets its whole log from any seq; one of a live
+// run that falls further behind between two reads while more than the hub's
+// MaxLag events behind gets a lagged notice and is disconnected; it resumes
+// from the sequence number in the notice, and its first read always delivers.
 //
 // # Tenancy
 //
@@ -55,8 +68,8 @@
 // # Life cycle
 //
 //  1. New validates a Config (an actors.Engine is required), builds the
-//     routes and, with Tenancy, starts its background goroutines
-//     (recoverOpen, keepRuns), all owned by the Server.
+//     routes and starts its background goroutines (the memory release and,
+//     with Tenancy, recoverOpen and keepRuns), all owned by the Server.
 //  2. Handler serves the public routes: the API, the UI, /healthz and
 //     /readyz (/metrics only to an admin key); OpsHandler serves /healthz,
 //     /readyz and /metrics without a key, for an address only operators

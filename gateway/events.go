@@ -50,34 +50,98 @@ func stageString(s messages.Stage) string {
 	return ""
 }
 
-// span is what a reader is sent for a part of a batch: one event, or (when
-// hi-lo > 1) consecutive token deltas of one stage coalesced into one.
-type span struct{ lo, hi int }
+// Bounds on one event on the wire (Config.MaxEventBytes).
+const (
+	// DefaultMaxEventBytes is the default bound on one event on the wire:
+	// 16 KiB, a quarter of the 64 KiB line limit of Go's bufio.Scanner and of
+	// many SSE libraries, and one TLS record.
+	DefaultMaxEventBytes = 16 << 10
+	// MinMaxEventBytes is the smallest bound accepted: it leaves room for an
+	// event's fixed fields (wireOverhead) and a few hundred bytes of text.
+	MinMaxEventBytes = 1024
+	// wireOverhead bounds what an event holds besides its long text (a
+	// delta's text, a reason, a note), framing included: SSE "id:",
+	// "event:" and "data:" lines, an OpenAI chunk's envelope. The largest,
+	// an OpenAI chunk with a 128-byte model name, is under 400 bytes; a
+	// token_delta part with 20-digit numbers everywhere under 350.
+	wireOverhead = 640
+	// shortFieldMax bounds each short string (model, provider, code): they
+	// come from the configuration and are normally a few bytes.
+	shortFieldMax = 128
+)
 
-// coalesce splits a batch of events into spans, merging runs of consecutive
-// token deltas of the same stage. A batch of one event is one span: a reader
-// that keeps up sees every event as it was logged.
-func coalesce(dst []span, evs []*messages.RunEvent) []span {
-	dst = dst[:0]
-	for i := 0; i < len(evs); {
-		j := i + 1
-		if d := evs[i].GetTokenDelta(); d != nil {
-			for j < len(evs) {
-				n := evs[j].GetTokenDelta()
-				if n == nil || n.Stage != d.Stage {
-					break
-				}
-				j++
-			}
-		}
-		dst = append(dst, span{i, j})
-		i = j
-	}
-	return dst
+// textBudget is how many encoded (escaped) bytes of long text one event
+// may carry under the bound max.
+func textBudget(max int) int { return max - wireOverhead }
+
+// span is one event on the wire: evs[lo:hi] (when hi-lo > 1, consecutive
+// token deltas of one stage coalesced into one), or, when to > 0, the text
+// bytes [from, to) of the delta evs[lo] alone: a part of a delta too long
+// for one event, or the rest of one a reader resumed inside.
+type span struct {
+	lo, hi   int
+	from, to int
 }
 
-// appendEventJSON writes the JSON of a span of evs (see docs/api.md).
-func appendEventJSON(b []byte, evs []*messages.RunEvent, s span) []byte {
+// isPart reports whether the span is a part of one delta's text.
+func (s span) isPart() bool { return s.to > 0 }
+
+// spanner cuts a batch of events into spans that each fit the bound:
+// consecutive deltas of one stage are coalesced until their escaped text
+// would pass budget; a delta whose text alone would is cut into parts at
+// character boundaries. A batch of one small event is one span: a reader
+// that keeps up sees every event as it was logged. It allocates nothing.
+type spanner struct {
+	evs    []*messages.RunEvent
+	i      int // the next event
+	off    int // text bytes of evs[i] already sent (a part, or a resume inside it)
+	budget int // textBudget
+}
+
+// next returns the next span, false at the end of the batch.
+func (p *spanner) next() (span, bool) {
+	if p.i >= len(p.evs) {
+		return span{}, false
+	}
+	i := p.i
+	d := p.evs[i].GetTokenDelta()
+	if d == nil {
+		p.i, p.off = i+1, 0
+		return span{lo: i, hi: i + 1}, true
+	}
+	if p.off == 0 {
+		if n := escapedLen(d.Text); n <= p.budget {
+			j := i + 1
+			for ; j < len(p.evs); j++ {
+				e := p.evs[j].GetTokenDelta()
+				if e == nil || e.Stage != d.Stage {
+					break
+				}
+				m := escapedLen(e.Text)
+				if n+m > p.budget {
+					break
+				}
+				n += m
+			}
+			p.i = j
+			return span{lo: i, hi: j}, true
+		}
+	}
+	from := p.off
+	to := from + escapedPrefix(d.Text[from:], p.budget)
+	if to >= len(d.Text) {
+		p.i, p.off = i+1, 0
+	} else {
+		p.off = to
+	}
+	return span{lo: i, hi: i + 1, from: from, to: to}, true
+}
+
+// appendEventJSON writes the JSON of a span of evs (see docs/api.md). Long
+// free text (reasons, notes) is cut to long encoded bytes, short strings to
+// shortFieldMax; a span from the spanner with long = textBudget(max) then
+// encodes, framing included, within max.
+func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byte {
 	last := evs[s.hi-1]
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, last.Seq, 10)
@@ -88,25 +152,42 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span) []byte {
 	b = append(b, `,"type":"`...)
 	b = append(b, eventType(last)...)
 	b = append(b, `","time":"`...)
-	b = last.GetTime().AsTime().UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendTime(b, last)
 	b = append(b, '"')
 	switch k := last.GetKind().(type) {
 	case *messages.RunEvent_TokenDelta:
 		b = appendStage(b, k.TokenDelta.Stage)
 		b = append(b, `,"text":"`...)
 		var tokens int64
-		for _, ev := range evs[s.lo:s.hi] {
-			d := ev.GetTokenDelta()
-			b = appendEscaped(b, d.Text)
-			tokens += int64(d.Tokens)
+		if s.isPart() {
+			t := k.TokenDelta.Text
+			b = appendEscaped(b, t[s.from:s.to])
+			if s.to == len(t) {
+				tokens = int64(k.TokenDelta.Tokens) // on the last part only: parts add up
+			}
+		} else {
+			for _, ev := range evs[s.lo:s.hi] {
+				d := ev.GetTokenDelta()
+				b = appendEscaped(b, d.Text)
+				tokens += int64(d.Tokens)
+			}
 		}
 		b = append(b, `","tokens":`...)
 		b = strconv.AppendInt(b, tokens, 10)
+		if s.isPart() {
+			b = append(b, `,"part":{"offset":`...)
+			b = strconv.AppendInt(b, int64(s.from), 10)
+			b = append(b, `,"end":`...)
+			b = strconv.AppendInt(b, int64(s.to), 10)
+			b = append(b, `,"size":`...)
+			b = strconv.AppendInt(b, int64(len(k.TokenDelta.Text)), 10)
+			b = append(b, '}')
+		}
 	case *messages.RunEvent_StageStarted:
 		m := k.StageStarted
 		b = appendStage(b, m.Stage)
-		b = appendStr(b, "model", m.Model)
-		b = appendStr(b, "provider", m.Provider)
+		b = appendStrMax(b, "model", m.Model, shortFieldMax)
+		b = appendStrMax(b, "provider", m.Provider, shortFieldMax)
 		b = append(b, `,"attempt":`...)
 		b = strconv.AppendInt(b, int64(m.Attempt), 10)
 		b = append(b, `,"fallback":`...)
@@ -116,41 +197,58 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span) []byte {
 			b = strconv.AppendInt(b, m.PromptTokens, 10)
 		}
 		if m.Note != "" {
-			b = appendStr(b, "note", m.Note)
+			b = appendStrMax(b, "note", m.Note, long)
 		}
 	case *messages.RunEvent_StageCompleted:
+		// The output is not repeated: it is the exact concatenation of the
+		// attempt's deltas, which the reader has; output_bytes checks it,
+		// and the run resource serves it whole.
 		m := k.StageCompleted
 		b = appendStage(b, m.Stage)
-		b = appendStr(b, "model", m.Model)
-		b = appendStr(b, "output", m.Output)
+		b = appendStrMax(b, "model", m.Model, shortFieldMax)
+		b = append(b, `,"output_bytes":`...)
+		b = strconv.AppendInt(b, int64(len(m.Output)), 10)
 		b = appendUsage(b, m.Usage)
 		b = appendMillis(b, "ttft_ms", m.GetTtft().AsDuration())
 		b = appendMillis(b, "duration_ms", m.GetDuration().AsDuration())
 	case *messages.RunEvent_StageRestarted:
 		b = appendStage(b, k.StageRestarted.Stage)
-		b = appendStr(b, "reason", k.StageRestarted.Reason)
+		b = appendStrMax(b, "reason", k.StageRestarted.Reason, long)
 		if u := k.StageRestarted.Usage; u != nil {
 			b = appendUsage(b, u)
 		}
 	case *messages.RunEvent_RunCompleted:
-		b = appendStr(b, "answer", k.RunCompleted.Answer)
+		// The answer is the final stage's output: see StageCompleted.
+		b = append(b, `,"answer_bytes":`...)
+		b = strconv.AppendInt(b, int64(len(k.RunCompleted.Answer)), 10)
 		b = appendUsage(b, k.RunCompleted.Usage)
 	case *messages.RunEvent_RunFailed:
-		b = appendStr(b, "reason", k.RunFailed.Reason)
+		b = appendStrMax(b, "reason", k.RunFailed.Reason, long)
 		if k.RunFailed.Stage != messages.Stage_STAGE_UNSPECIFIED {
 			b = appendStage(b, k.RunFailed.Stage)
 		}
-		b = appendStr(b, "code", k.RunFailed.Code)
+		b = appendStrMax(b, "code", k.RunFailed.Code, shortFieldMax)
 		if u := k.RunFailed.Usage; u != nil {
 			b = appendUsage(b, u)
 		}
 	case *messages.RunEvent_RunCancelled:
-		b = appendStr(b, "reason", k.RunCancelled.Reason)
+		b = appendStrMax(b, "reason", k.RunCancelled.Reason, long)
 		if u := k.RunCancelled.Usage; u != nil {
 			b = appendUsage(b, u)
 		}
 	}
 	return append(b, '}')
+}
+
+// appendTime writes an event's time in RFC 3339 (UTC); a time outside
+// years 0-9999 (never logged, but the encoding is bounded) is written as
+// the zero time.
+func appendTime(b []byte, ev *messages.RunEvent) []byte {
+	t := ev.GetTime().AsTime().UTC()
+	if y := t.Year(); y < 0 || y > 9999 {
+		t = time.Time{}
+	}
+	return t.AppendFormat(b, time.RFC3339Nano)
 }
 
 func appendStage(b []byte, s messages.Stage) []byte {
@@ -159,11 +257,13 @@ func appendStage(b []byte, s messages.Stage) []byte {
 	return append(b, '"')
 }
 
-func appendStr(b []byte, key, val string) []byte {
+// appendStrMax writes ,"key":"val" with val cut to at most max encoded
+// bytes (see appendEscapedMax).
+func appendStrMax(b []byte, key, val string, max int) []byte {
 	b = append(b, ',', '"')
 	b = append(b, key...)
 	b = append(b, `":"`...)
-	b = appendEscaped(b, val)
+	b = appendEscapedMax(b, val, max)
 	return append(b, '"')
 }
 
@@ -188,6 +288,78 @@ func appendUsage(b []byte, u *messages.Usage) []byte {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// escapedUnit returns the length in s of its first unit of escaping (one
+// byte, a rune, or an invalid byte) and the length of its escaped form.
+// appendEscaped escapes each unit on its own, so s cut between units
+// escapes to the same text in pieces as whole.
+func escapedUnit(s string) (in, out int) {
+	c := s[0]
+	if c < utf8.RuneSelf {
+		switch {
+		case c >= 0x20 && c != '"' && c != '\\':
+			return 1, 1
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			return 1, 2
+		}
+		return 1, 6
+	}
+	r, size := utf8.DecodeRuneInString(s)
+	if r == utf8.RuneError && size == 1 {
+		return 1, 6 // \ufffd
+	}
+	if r == '\u2028' || r == '\u2029' {
+		return size, 6
+	}
+	return size, size
+}
+
+// escapedLen is len(appendEscaped(nil, s)), without writing it.
+func escapedLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf && c >= 0x20 && c != '"' && c != '\\' {
+			i++
+			n++
+			continue
+		}
+		in, out := escapedUnit(s[i:])
+		i += in
+		n += out
+	}
+	return n
+}
+
+// escapedPrefix returns the length of the longest prefix of s, cut between
+// units, whose escaped form is at most max bytes (at least one unit if
+// max >= 6, the longest a unit escapes to).
+func escapedPrefix(s string, max int) int {
+	n := 0
+	for i := 0; i < len(s); {
+		in, out := escapedUnit(s[i:])
+		if n+out > max {
+			return i
+		}
+		i += in
+		n += out
+	}
+	return len(s)
+}
+
+// ellipsis ends a string appendEscapedMax cut.
+const ellipsis = "…"
+
+// appendEscapedMax is appendEscaped with the escaped text bounded to max
+// bytes: a longer s is cut between characters and ends with "…".
+func appendEscapedMax(b []byte, s string, max int) []byte {
+	if escapedLen(s) <= max {
+		return appendEscaped(b, s)
+	}
+	n := escapedPrefix(s, max-len(ellipsis))
+	b = appendEscaped(b, s[:n])
+	return append(b, ellipsis...)
+}
 
 // appendEscaped writes s as the inside of a JSON string. Invalid UTF-8
 // becomes U+FFFD; U+2028 and U+2029 are escaped so the JSON is also valid JS.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,40 +101,115 @@ func FuzzChatRequest(f *testing.F) {
 	})
 }
 
-// FuzzEventJSON: every event the gateway writes is valid JSON whose text
-// fields decode to the event's text (invalid UTF-8 becomes U+FFFD).
+// FuzzEventJSON: every wire event the gateway writes is valid JSON no
+// longer than the bound (framing included), and the texts of the wire
+// events of a batch — deltas coalesced up to the bound, a long delta split
+// into parts — decode to the deltas' texts (each delta sanitised on its own:
+// invalid UTF-8 becomes U+FFFD), whether read whole or resumed after any
+// part; a long reason is cut, never overflows. Inputs are repeated (rep) so
+// that they pass the smallest bound.
 func FuzzEventJSON(f *testing.F) {
 	for _, s := range []string{"hello", "", "\"quote\" \\ back\n\t\r\x00\x1f", "日本語 🎉", "\u2028\u2029", "\xff\xfe broken \xe6\x97", "</script>"} {
-		f.Add(s, "second")
+		f.Add(s, "second", uint16(0))
+		f.Add(s, "\x01", uint16(700))
 	}
-	f.Fuzz(func(t *testing.T, a, b string) {
+	f.Fuzz(func(t *testing.T, a, b string, rep uint16) {
+		long := strings.Repeat(a, 1+int(rep)%512)
 		evs := []*messages.RunEvent{
 			{Seq: 1, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 1, Text: a, Tokens: 1}}},
 			{Seq: 2, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 1, Text: b, Tokens: 2}}},
-			{Seq: 3, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b, Code: "x"}}},
+			{Seq: 3, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 1, Text: long, Tokens: 3}}},
+			{Seq: 4, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 2, Text: b + long, Tokens: 4}}},
+			{Seq: 5, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b + long, Code: b}}},
 		}
-		for _, sp := range coalesce(nil, evs) {
-			out := appendEventJSON(nil, evs, sp)
-			var d map[string]any
-			if err := json.Unmarshal(out, &d); err != nil {
-				t.Fatalf("invalid JSON %q: %v", out, err)
+		want := map[uint64]string{}
+		for _, ev := range evs[:4] {
+			want[ev.Seq] = replaceInvalid(ev.GetTokenDelta().Text)
+		}
+		for _, max := range []int{MinMaxEventBytes, 4096, DefaultMaxEventBytes} {
+			// read decodes the wire events of evs from off bytes into
+			// evs[0]: the text and tokens read per seq, and the resume
+			// points of the parts.
+			type resume struct {
+				seq uint64
+				at  int
 			}
-			// Each delta is sanitised on its own, so a reader sees the same
-			// text whether or not its deltas were coalesced.
-			want := ""
-			for _, ev := range evs[sp.lo:sp.hi] {
-				if td := ev.GetTokenDelta(); td != nil {
-					want += replaceInvalid(td.Text)
-				} else {
-					want = replaceInvalid(ev.GetRunFailed().Reason)
+			read := func(evs []*messages.RunEvent, off int) (text map[uint64]string, tokens map[uint64]int64, resumes []resume) {
+				text, tokens = map[uint64]string{}, map[uint64]int64{}
+				sp := spanner{evs: evs, off: off, budget: textBudget(max)}
+				for s, ok := sp.next(); ok; s, ok = sp.next() {
+					wire := appendSSEEvent(nil, evs, s, max)
+					if len(wire) > max {
+						t.Fatalf("bound %d: an SSE event of %d bytes", max, len(wire))
+					}
+					out := appendEventJSON(nil, evs, s, textBudget(max))
+					var d struct {
+						Seq     uint64
+						Type    string
+						FromSeq uint64 `json:"from_seq"`
+						Text    *string
+						Tokens  int64
+						Reason  string
+						Part    *struct{ Offset, End, Size int }
+					}
+					if err := json.Unmarshal(out, &d); err != nil {
+						t.Fatalf("invalid JSON %q: %v", out, err)
+					}
+					if !bytes.Contains(wire, out) {
+						t.Fatalf("the SSE event does not carry the JSON")
+					}
+					if d.Type == evRunFailed {
+						full := replaceInvalid(a + b + long)
+						if d.Reason != full && !(strings.HasSuffix(d.Reason, "…") && strings.HasPrefix(full, strings.TrimSuffix(d.Reason, "…"))) {
+							t.Fatalf("reason %q is not %q nor a prefix of it", d.Reason, full)
+						}
+						continue
+					}
+					if d.Part != nil {
+						if !s.isPart() || d.Part.Offset != s.from || d.Part.End != s.to || d.Part.Size != len(evs[s.lo].GetTokenDelta().Text) {
+							t.Fatalf("part %+v for span %+v", *d.Part, s)
+						}
+						if d.Part.End < d.Part.Size {
+							resumes = append(resumes, resume{d.Seq, d.Part.End})
+						}
+					}
+					text[d.Seq] += *d.Text
+					tokens[d.Seq] += d.Tokens
 				}
+				return text, tokens, resumes
 			}
-			got, _ := d["text"].(string)
-			if got == "" {
-				got, _ = d["reason"].(string)
+			text, tokens, resumes := read(evs, 0)
+			// Coalesced spans put their text under their last seq.
+			var got, all strings.Builder
+			for seq := uint64(1); seq <= 4; seq++ {
+				got.WriteString(text[seq])
+				all.WriteString(want[seq])
 			}
-			if got != want {
-				t.Fatalf("text %q came back as %q", want, got)
+			if got.String() != all.String() {
+				t.Fatalf("bound %d: text %q came back as %q", max, all.String(), got.String())
+			}
+			var n int64
+			for _, v := range tokens {
+				n += v
+			}
+			if n != 10 {
+				t.Fatalf("bound %d: %d tokens, want 10", max, n)
+			}
+			// A reader resumed after a part gets exactly the rest of that
+			// delta, then the events after it.
+			if len(resumes) > 3 { // the first, one in the middle, the last
+				resumes = []resume{resumes[0], resumes[len(resumes)/2], resumes[len(resumes)-1]}
+			}
+			for _, r := range resumes {
+				for i, ev := range evs {
+					if ev.Seq != r.seq {
+						continue
+					}
+					rest, _, _ := read(evs[i:], r.at)
+					if w := replaceInvalid(ev.GetTokenDelta().Text[r.at:]); rest[r.seq] != w {
+						t.Fatalf("bound %d: resumed at %d:%d, read %q, want %q", max, r.seq, r.at, rest[r.seq], w)
+					}
+				}
 			}
 		}
 	})
@@ -252,6 +328,40 @@ func FuzzHTTPRequest(f *testing.F) {
 		var e apiErrorBody
 		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == nil || e.Error.Code == "" || e.Error.Message == "" || e.Error.Type == "" {
 			t.Fatalf("%s %s: HTTP %d without an OpenAI-style error (%v): %q", req.Method, req.URL, status, err, rec.Body.Bytes())
+		}
+	})
+}
+
+// FuzzParseResume: a resume position ("seq" or "seq:bytes", as in
+// Last-Event-ID and from_seq) parses only when it is one, and the ids the
+// gateway writes parse back to what they say.
+func FuzzParseResume(f *testing.F) {
+	for _, s := range []string{"0", "1", "42", "18446744073709551615", "7:0", "7:123", "7:", ":7", "7:-1", "+7", "7:2147483648", "7:1:2", " 7", "", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		seq, skip, ok := parseResume(s)
+		if !ok {
+			return
+		}
+		// Only digits, with at most one colon between two numbers.
+		head, tail, split := strings.Cut(s, ":")
+		digits := func(x string) bool { return x != "" && strings.Trim(x, "0123456789") == "" }
+		if skip < 0 || !digits(head) || (split && !digits(tail)) || (!split && skip != 0) {
+			t.Fatalf("%q parsed as %d, %d", s, seq, skip)
+		}
+		canon := strconv.FormatUint(seq, 10)
+		if split {
+			canon += ":" + strconv.Itoa(skip)
+		}
+		if s2, k2, _ := parseResume(canon); s2 != seq || k2 != skip {
+			t.Fatalf("%q parsed as %d, %d; its canonical form %q as %d, %d", s, seq, skip, canon, s2, k2)
+		}
+		// What appendEventID writes for a part parses back to it.
+		evs := []*messages.RunEvent{{Seq: seq, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Text: strings.Repeat("x", min(skip, 1<<16)+1)}}}}
+		id := string(appendEventID(nil, evs, span{lo: 0, hi: 1, from: 0, to: min(skip, 1<<16)}))
+		if s2, k2, ok := parseResume(id); !ok || s2 != seq || (min(skip, 1<<16) > 0 && k2 != min(skip, 1<<16)) {
+			t.Fatalf("id %q parsed as %d, %d, %v", id, s2, k2, ok)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -147,20 +148,28 @@ type sseEvent struct {
 	ID, Event string
 	Data      map[string]any
 	Comment   string
+	Size      int // bytes on the wire, framing included
 }
 
 // readSSE parses an event stream until EOF, calling each(ev); each returns
-// false to stop reading.
+// false to stop reading. It reads as many SSE clients do, with Go's
+// bufio.Scanner and its default 64 KiB line limit, and fails the test on
+// an event (framing included) longer than DefaultMaxEventBytes.
 func readSSE(t *testing.T, body io.Reader, each func(sseEvent) bool) {
 	t.Helper()
 	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	var ev sseEvent
 	var data strings.Builder
+	size := 0
 	for sc.Scan() {
 		line := sc.Text()
+		size += len(line) + 1
+		if line == "" && size > DefaultMaxEventBytes {
+			t.Fatalf("an SSE event of %d bytes (id %q, event %q), over the %d-byte bound", size, ev.ID, ev.Event, DefaultMaxEventBytes)
+		}
 		switch {
 		case line == "":
+			ev.Size, size = size, 0
 			if data.Len() > 0 || ev.Comment != "" {
 				if data.Len() > 0 {
 					if err := json.Unmarshal([]byte(data.String()), &ev.Data); err != nil {
@@ -182,6 +191,9 @@ func readSSE(t *testing.T, body io.Reader, each func(sseEvent) bool) {
 			data.WriteString(line[6:])
 		}
 	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		t.Fatalf("an SSE line passed bufio.Scanner's default limit (%d bytes)", bufio.MaxScanTokenSize)
+	}
 }
 
 // createRun posts a run and returns its id.
@@ -193,4 +205,17 @@ func createRun(t *testing.T, base, profile, query string) string {
 		t.Fatalf("create run: HTTP %d", code)
 	}
 	return v.ID
+}
+
+// waitUntil polls cond every few milliseconds until it is true, or fails
+// the test after a minute.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: still not so after a minute", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

@@ -194,13 +194,13 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		s.chatBlocking(w, r, hub, c)
 		return
 	}
-	t := newSSETransport(w, s.cfg.WriteTimeout)
+	t := newSSETransport(w, s.cfg.WriteTimeout, s.cfg.MaxEventBytes)
 	c.sse = t
 	if err := c.writeRole(); err != nil {
 		s.cancelIfRunning(hub, "client disconnected")
 		return
 	}
-	err := pump(r.Context(), hub.Subscribe(1), c, s.cfg.PingInterval)
+	err := pump(r.Context(), hub.Subscribe(1), c, s.cfg.PingInterval, 0)
 	if err != nil && !errors.Is(err, errChatEnded) {
 		// The client went away (or could not keep up): nothing may keep
 		// streaming or billing for it.
@@ -251,7 +251,9 @@ var errChatEnded = errors.New("gateway: chat stream ended")
 // chunkWriter is the transport of an OpenAI streamed chat completion: it
 // writes the final stage's deltas as chat.completion.chunk events and ends
 // with a finish chunk, the usage chunk when asked for, and [DONE]. Earlier
-// stages produce nothing but keep-alive comments while they run.
+// stages produce nothing but keep-alive comments while they run. Deltas are
+// coalesced and split as for the run's own stream, so no chunk is longer
+// than the server's MaxEventBytes.
 type chunkWriter struct {
 	sse     *sseTransport
 	id      string
@@ -260,7 +262,6 @@ type chunkWriter struct {
 	final   messages.Stage
 	usage   bool
 	sent    bool // content of the final stage was sent
-	buf     []byte
 }
 
 func (c *chunkWriter) head(b []byte) []byte {
@@ -269,7 +270,7 @@ func (c *chunkWriter) head(b []byte) []byte {
 	b = append(b, `","object":"chat.completion.chunk","created":`...)
 	b = strconv.AppendInt(b, c.created, 10)
 	b = append(b, `,"model":"`...)
-	b = appendEscaped(b, c.model)
+	b = appendEscapedMax(b, c.model, shortFieldMax)
 	return append(b, `","system_fingerprint":null,"choices":[`...)
 }
 
@@ -282,16 +283,31 @@ func (c *chunkWriter) tail(b []byte) []byte {
 }
 
 func (c *chunkWriter) writeRole() error {
-	b := c.head(c.buf[:0])
+	bp := getBuf(writeBufSize(c.sse.max))
+	defer putBuf(bp)
+	b := c.head(*bp)
 	b = append(b, `{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}`...)
-	c.buf = c.tail(b)
-	return c.sse.write(c.buf)
+	b = c.tail(b)
+	if err := c.sse.write(b); err != nil {
+		return err
+	}
+	return c.sse.flush()
 }
 
-func (c *chunkWriter) writeEvents(evs []*messages.RunEvent, spans []span) error {
-	b := c.buf[:0]
+func (c *chunkWriter) writeEvents(evs []*messages.RunEvent, off int) error {
+	max := c.sse.max
+	bp := getBuf(writeBufSize(max))
+	defer putBuf(bp)
+	b := *bp
 	var end error
-	for _, s := range spans {
+	sp := spanner{evs: evs, off: off, budget: textBudget(max)}
+	for s, ok := sp.next(); ok && end == nil; s, ok = sp.next() {
+		if len(b)+max > cap(b) {
+			if err := c.sse.write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
 		last := evs[s.hi-1]
 		switch k := last.Kind.(type) {
 		case *messages.RunEvent_TokenDelta:
@@ -300,15 +316,19 @@ func (c *chunkWriter) writeEvents(evs []*messages.RunEvent, spans []span) error 
 			}
 			b = c.head(b)
 			b = append(b, `{"index":0,"delta":{"content":"`...)
-			for _, ev := range evs[s.lo:s.hi] {
-				b = appendEscaped(b, ev.GetTokenDelta().Text)
+			if s.isPart() {
+				b = appendEscaped(b, k.TokenDelta.Text[s.from:s.to])
+			} else {
+				for _, ev := range evs[s.lo:s.hi] {
+					b = appendEscaped(b, ev.GetTokenDelta().Text)
+				}
 			}
 			b = append(b, `"},"logprobs":null,"finish_reason":null}`...)
 			b = c.tail(b)
 			c.sent = true
 		case *messages.RunEvent_StageRestarted:
 			if k.StageRestarted.Stage == c.final && c.sent {
-				b = appendChunkError(b, "server_error", "stage_restarted", "the final stage was restarted after streaming began ("+k.StageRestarted.Reason+"); retry the request")
+				b = appendChunkError(b, "server_error", "stage_restarted", "the final stage was restarted after streaming began ("+k.StageRestarted.Reason+"); retry the request", textBudget(max))
 				end = errChatEnded
 			}
 		case *messages.RunEvent_RunCompleted:
@@ -316,13 +336,17 @@ func (c *chunkWriter) writeEvents(evs []*messages.RunEvent, spans []span) error 
 			b = append(b, `{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}`...)
 			b = c.tail(b)
 			if c.usage {
+				if err := c.sse.write(b); err != nil {
+					return err
+				}
+				b = b[:0]
 				u := k.RunCompleted.Usage
 				b = append(b, `data: {"id":"`...)
 				b = append(b, c.id...)
 				b = append(b, `","object":"chat.completion.chunk","created":`...)
 				b = strconv.AppendInt(b, c.created, 10)
 				b = append(b, `,"model":"`...)
-				b = appendEscaped(b, c.model)
+				b = appendEscapedMax(b, c.model, shortFieldMax)
 				b = append(b, `","system_fingerprint":null,"choices":[]`...)
 				b = appendUsage(b, u)
 				b = append(b, "}\n\n"...)
@@ -330,29 +354,27 @@ func (c *chunkWriter) writeEvents(evs []*messages.RunEvent, spans []span) error 
 			b = append(b, "data: [DONE]\n\n"...)
 			end = errChatEnded
 		case *messages.RunEvent_RunFailed:
-			b = appendChunkError(b, "server_error", "run_failed", "the consensus run failed: "+k.RunFailed.Reason)
+			b = appendChunkError(b, "server_error", "run_failed", "the consensus run failed: "+k.RunFailed.Reason, textBudget(max))
 			end = errChatEnded
 		case *messages.RunEvent_RunCancelled:
-			b = appendChunkError(b, "server_error", "run_cancelled", "the run was cancelled: "+k.RunCancelled.Reason)
+			b = appendChunkError(b, "server_error", "run_cancelled", "the run was cancelled: "+k.RunCancelled.Reason, textBudget(max))
 			end = errChatEnded
 		}
-		if end != nil {
-			break
-		}
 	}
-	c.buf = b
-	if len(b) > 0 {
-		if err := c.sse.write(b); err != nil {
-			return err
-		}
+	if err := c.sse.write(b); err != nil {
+		return err
+	}
+	if err := c.sse.flush(); err != nil {
+		return err
 	}
 	return end
 }
 
-// appendChunkError writes an error event after HTTP 200, as OpenAI does.
-func appendChunkError(b []byte, typ, code, msg string) []byte {
+// appendChunkError writes an error event after HTTP 200, as OpenAI does; the
+// message is cut to long encoded bytes.
+func appendChunkError(b []byte, typ, code, msg string, long int) []byte {
 	b = append(b, `data: {"error":{"message":"`...)
-	b = appendEscaped(b, msg)
+	b = appendEscapedMax(b, msg, long)
 	b = append(b, `","type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","param":null,"code":"`...)
@@ -361,8 +383,13 @@ func appendChunkError(b []byte, typ, code, msg string) []byte {
 }
 
 func (c *chunkWriter) writeLagged(uint64) error {
-	b := appendChunkError(c.buf[:0], "server_error", "lagged", "the client fell too far behind the stream")
-	return c.sse.write(b)
+	bp := getBuf(writeBufSize(c.sse.max))
+	defer putBuf(bp)
+	b := appendChunkError(*bp, "server_error", "lagged", "the client fell too far behind the stream", textBudget(c.sse.max))
+	if err := c.sse.write(b); err != nil {
+		return err
+	}
+	return c.sse.flush()
 }
 
 func (c *chunkWriter) ping() error { return c.sse.ping() }

@@ -71,7 +71,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 	if req.Stream {
 		w.Header().Set("X-QLC-Run-Id", hub.RunID)
 		sub := hub.Subscribe(1)
-		err := pump(r.Context(), sub, newSSETransport(w, s.cfg.WriteTimeout), s.cfg.PingInterval)
+		err := pump(r.Context(), sub, newSSETransport(w, s.cfg.WriteTimeout, s.cfg.MaxEventBytes), s.cfg.PingInterval, 0)
 		s.logStreamEnd("sse", hub.RunID, sub, err)
 		return
 	}
@@ -192,49 +192,74 @@ func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request) {
 }
 
 // fromSeq reads where a reader resumes: the SSE Last-Event-ID header (the
-// last seq it has) or ?from_seq= (the first seq it wants).
-func fromSeq(r *http.Request) (uint64, *apiError) {
+// last event it has) or ?from_seq= (the first event it wants). Either may
+// be "seq:bytes" for a reader inside a delta that was split into parts: it
+// has the first bytes bytes of event seq's text (the id of the last part it
+// read, or its part.end), and the stream resumes with the rest. It returns
+// the first seq to read and how many text bytes of it to skip.
+func fromSeq(r *http.Request) (seq uint64, skip int, e *apiError) {
 	if v := r.URL.Query().Get("from_seq"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return 0, errInvalidParam("from_seq", "invalid_from_seq", "from_seq must be a non-negative integer")
+		n, b, ok := parseResume(v)
+		if !ok {
+			return 0, 0, errInvalidParam("from_seq", "invalid_from_seq", "from_seq must be a seq (a non-negative integer), or seq:bytes to resume inside a split delta")
 		}
-		return n, nil
+		return n, b, nil
 	}
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return 0, errInvalidParam("Last-Event-ID", "invalid_last_event_id", "Last-Event-ID must be an event's seq")
+		n, b, ok := parseResume(strings.TrimSpace(v))
+		if !ok {
+			return 0, 0, errInvalidParam("Last-Event-ID", "invalid_last_event_id", "Last-Event-ID must be an event's id")
 		}
-		return n + 1, nil
+		if b > 0 || strings.Contains(v, ":") {
+			return n, b, nil // inside event n
+		}
+		return n + 1, 0, nil
 	}
-	return 1, nil
+	return 1, 0, nil
 }
 
-// streamTarget is the run and the first seq a stream request asks for (or
-// the error it was answered with).
-func (s *Server) streamTarget(w http.ResponseWriter, r *http.Request) (*actors.Hub, uint64, bool) {
+// parseResume parses "seq" or "seq:bytes" (both non-negative decimal, bytes
+// below 2^31).
+func parseResume(v string) (seq uint64, skip int, ok bool) {
+	head, tail, split := strings.Cut(v, ":")
+	n, err := strconv.ParseUint(head, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	if !split {
+		return n, 0, true
+	}
+	b, err := strconv.ParseUint(tail, 10, 31)
+	if err != nil {
+		return 0, 0, false
+	}
+	return n, int(b), true
+}
+
+// streamTarget is the run, the first seq and the text bytes of it to skip
+// that a stream request asks for (or the error it was answered with).
+func (s *Server) streamTarget(w http.ResponseWriter, r *http.Request) (*actors.Hub, uint64, int, bool) {
 	if s.engine.ShuttingDown() {
 		// Its streams end: the reader goes to another gateway (or this one,
 		// restarted) with its last seq.
 		writeError(w, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down", RetryAfter: 1,
 			Message: "this gateway is shutting down; reconnect (another gateway serves the run)"})
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
 	hub, ok := s.hub(w, r)
 	if !ok {
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
-	from, e := fromSeq(r)
+	from, skip, e := fromSeq(r)
 	if e != nil {
 		writeError(w, e)
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
-	return hub, from, true
+	return hub, from, skip, true
 }
 
 func (s *Server) runEventsSSE(w http.ResponseWriter, r *http.Request) {
-	hub, from, ok := s.streamTarget(w, r)
+	hub, from, skip, ok := s.streamTarget(w, r)
 	if !ok {
 		return
 	}
@@ -245,13 +270,13 @@ func (s *Server) runEventsSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	defer done()
 	sub := hub.Subscribe(from)
-	t := newSSETransport(w, s.cfg.WriteTimeout)
-	err := pump(r.Context(), sub, t, s.cfg.PingInterval)
+	t := newSSETransport(w, s.cfg.WriteTimeout, s.cfg.MaxEventBytes)
+	err := pump(r.Context(), sub, t, s.cfg.PingInterval, skip)
 	s.logStreamEnd("sse", hub.RunID, sub, err)
 }
 
 func (s *Server) runEventsWS(w http.ResponseWriter, r *http.Request) {
-	hub, from, ok := s.streamTarget(w, r)
+	hub, from, skip, ok := s.streamTarget(w, r)
 	if !ok {
 		return
 	}
@@ -268,7 +293,7 @@ func (s *Server) runEventsWS(w http.ResponseWriter, r *http.Request) {
 	defer conn.CloseNow()
 	ctx := conn.CloseRead(r.Context())
 	sub := hub.Subscribe(from)
-	err = pump(ctx, sub, &wsTransport{ctx: ctx, conn: conn, writeTimeout: s.cfg.WriteTimeout}, s.cfg.PingInterval)
+	err = pump(ctx, sub, &wsTransport{ctx: ctx, conn: conn, writeTimeout: s.cfg.WriteTimeout, max: s.cfg.MaxEventBytes}, s.cfg.PingInterval, skip)
 	s.logStreamEnd("websocket", hub.RunID, sub, err)
 	if err == nil {
 		_ = conn.Close(websocket.StatusNormalClosure, "run ended")

@@ -75,6 +75,21 @@ type Config struct {
 	// WriteTimeout bounds one write to a streaming client; a client that does
 	// not read for this long is disconnected. Default 30 s.
 	WriteTimeout time.Duration
+	// MaxEventBytes bounds one event on the wire, framing included: an SSE
+	// event (its id, event and data lines), a WebSocket message, an OpenAI
+	// stream chunk. Token deltas are coalesced only up to it and a longer
+	// delta is split into parts; reasons and notes are cut to fit; stage
+	// outputs and answers are not repeated in events (docs/api.md). Default
+	// DefaultMaxEventBytes (16 KiB); at least MinMaxEventBytes (1 KiB).
+	MaxEventBytes int
+	// FreeMemoryAfter: when at least this many event streams have closed
+	// since the most were open, and at most half of that peak remain, the
+	// gateway returns the memory they held to the OS (two GCs and
+	// runtime/debug.FreeOSMemory) once streams stopped closing for a second,
+	// at most every 10 s. Without it a quiet gateway keeps its peak RSS for
+	// minutes after readers leave (no allocation, so no GC). Default 256;
+	// negative: never.
+	FreeMemoryAfter int
 	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
 	// before answering (the answer then shows status "cancelled"). Default 2 s.
 	CancelWait time.Duration
@@ -89,7 +104,8 @@ func DefaultConfig() Config {
 		Logger: slog.Default(), Gatherer: prometheus.DefaultGatherer, Registerer: prometheus.DefaultRegisterer, Tenant: "local",
 		AdmitTimeout: 2 * time.Second, MaxStreamsPerKey: 64, KeepRuns: 7 * 24 * time.Hour, BodyReadTimeout: 30 * time.Second,
 		MaxBodyBytes: 1 << 20, MaxQueryBytes: 32 << 10, PingInterval: 15 * time.Second,
-		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second,
+		WriteTimeout: 30 * time.Second, CancelWait: 2 * time.Second, MaxEventBytes: DefaultMaxEventBytes,
+		FreeMemoryAfter: 256,
 	}
 }
 
@@ -134,6 +150,15 @@ func (c *Config) validate() error {
 	if c.CancelWait == 0 {
 		c.CancelWait = d.CancelWait
 	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = d.MaxEventBytes
+	}
+	if c.FreeMemoryAfter == 0 {
+		c.FreeMemoryAfter = d.FreeMemoryAfter
+	}
+	if c.MaxEventBytes < MinMaxEventBytes {
+		return fmt.Errorf("gateway: MaxEventBytes must be at least %d bytes (got %d)", MinMaxEventBytes, c.MaxEventBytes)
+	}
 	if c.MaxBodyBytes < 1024 || c.MaxQueryBytes < 1 || c.PingInterval < 0 || c.WriteTimeout < 0 || c.CancelWait < 0 {
 		return fmt.Errorf("gateway: bad limits (MaxBodyBytes >= 1024, MaxQueryBytes >= 1, durations >= 0)")
 	}
@@ -154,6 +179,7 @@ type Server struct {
 
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per key id
+	mem       *memRelease    // nil: Config.FreeMemoryAfter < 0
 
 	adm admissionState // cheap refusals remembered; seams for tests (admission.go)
 
@@ -222,6 +248,10 @@ func New(cfg Config) (*Server, error) {
 	if s.tenancy != nil {
 		s.goBackground(s.recoverOpen)
 		s.goBackground(s.keepRuns)
+	}
+	if cfg.FreeMemoryAfter > 0 {
+		s.mem = newMemRelease(cfg.FreeMemoryAfter)
+		s.goBackground(func() { s.mem.run(s.stop) })
 	}
 	return s, nil
 }

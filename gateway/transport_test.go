@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,25 +11,46 @@ import (
 	"github.com/qlc-project/qlc/messages"
 )
 
-func TestCoalesceMergesOnlyConsecutiveDeltasOfOneStage(t *testing.T) {
-	d := func(seq uint64, st messages.Stage) *messages.RunEvent {
-		return &messages.RunEvent{Seq: seq, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: st, Text: "x", Tokens: 1}}}
+// spansOf runs a spanner over evs.
+func spansOf(evs []*messages.RunEvent, off, budget int) []span {
+	var out []span
+	sp := spanner{evs: evs, off: off, budget: budget}
+	for s, ok := sp.next(); ok; s, ok = sp.next() {
+		out = append(out, s)
+	}
+	return out
+}
+
+func TestSpannerCoalescesWithinTheBoundAndSplitsLongDeltas(t *testing.T) {
+	d := func(seq uint64, st messages.Stage, text string) *messages.RunEvent {
+		return &messages.RunEvent{Seq: seq, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: st, Text: text, Tokens: 1}}}
 	}
 	other := &messages.RunEvent{Seq: 4, Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{Stage: 1}}}
-	evs := []*messages.RunEvent{d(1, 1), d(2, 1), d(3, 1), other, d(5, 2), d(6, 3), d(7, 3)}
-	got := coalesce(nil, evs)
-	want := []span{{0, 3}, {3, 4}, {4, 5}, {5, 7}}
-	if len(got) != len(want) {
+	evs := []*messages.RunEvent{d(1, 1, "x"), d(2, 1, "x"), d(3, 1, "x"), other, d(5, 2, "x"), d(6, 3, "x"), d(7, 3, "x")}
+	// Only consecutive deltas of one stage merge.
+	if got, want := spansOf(evs, 0, 100), []span{{lo: 0, hi: 3}, {lo: 3, hi: 4}, {lo: 4, hi: 5}, {lo: 5, hi: 7}}; !slices.Equal(got, want) {
 		t.Fatalf("spans %v, want %v", got, want)
 	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("spans %v, want %v", got, want)
-		}
-	}
 	// One pending event is one span: a reader that keeps up gets every event as logged.
-	if s := coalesce(nil, evs[:1]); len(s) != 1 || s[0] != (span{0, 1}) {
-		t.Fatalf("single event: %v", s)
+	if got := spansOf(evs[:1], 0, 100); !slices.Equal(got, []span{{lo: 0, hi: 1}}) {
+		t.Fatalf("single event: %v", got)
+	}
+	// Coalescing stops before the escaped text passes the budget: "\n" is
+	// two bytes escaped.
+	evs = []*messages.RunEvent{d(1, 1, "ab"), d(2, 1, "\n\n"), d(3, 1, "c")}
+	if got, want := spansOf(evs, 0, 6), []span{{lo: 0, hi: 2}, {lo: 2, hi: 3}}; !slices.Equal(got, want) {
+		t.Fatalf("bounded coalescing: %v, want %v", got, want)
+	}
+	// A delta longer than the budget is cut into parts between characters
+	// (é is 2 bytes, \x01 escapes to 6), never coalesced.
+	evs = []*messages.RunEvent{d(1, 1, "a"), d(2, 1, "éééé\x01z"), d(3, 1, "b")}
+	want := []span{{lo: 0, hi: 1}, {lo: 1, hi: 2, from: 0, to: 6}, {lo: 1, hi: 2, from: 6, to: 8}, {lo: 1, hi: 2, from: 8, to: 9}, {lo: 1, hi: 2, from: 9, to: 10}, {lo: 2, hi: 3}}
+	if got := spansOf(evs, 0, 6); !slices.Equal(got, want) {
+		t.Fatalf("split: %v, want %v", got, want)
+	}
+	// A reader resumed inside a delta gets the rest of it as a part.
+	if got := spansOf(evs[1:], 6, 100); !slices.Equal(got, []span{{lo: 0, hi: 1, from: 6, to: 10}, {lo: 1, hi: 2}}) {
+		t.Fatalf("resume: %v", got)
 	}
 }
 
@@ -40,7 +62,7 @@ type blockingTransport struct {
 	lagged  uint64
 }
 
-func (b *blockingTransport) writeEvents([]*messages.RunEvent, []span) error {
+func (b *blockingTransport) writeEvents([]*messages.RunEvent, int) error {
 	if b.writes == 0 {
 		<-b.release
 	}
@@ -50,34 +72,43 @@ func (b *blockingTransport) writeEvents([]*messages.RunEvent, []span) error {
 func (b *blockingTransport) writeLagged(n uint64) error { b.lagged = n; return nil }
 func (b *blockingTransport) ping() error                { return nil }
 
+// TestPumpDropsALaggingReaderWithoutSlowingTheRun: a reader stuck in a write
+// while the live run goes on is dropped with a resumable seq once it is more
+// than MaxLag behind and further behind than at its last read; the run does
+// not wait for it.
 func TestPumpDropsALaggingReaderWithoutSlowingTheRun(t *testing.T) {
 	g := startGateway(t, "", func(_ *Config, e *actors.Config) { e.Hub.MaxLag = 10 })
-	h, err := g.Engine.StartRun(actors.RunRequest{Profile: "instant", Query: "q", Seed: 1})
+	h, err := g.Engine.StartRun(actors.RunRequest{Profile: "slow", Query: "q", Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Wait for the first event so the stuck reader's first write holds it.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer func() { _ = g.Engine.Cancel(h.RunID, "test over") }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for h.LastSeq() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the run's first event", func() bool { return h.LastSeq() > 0 })
+	first := h.LastSeq()
 	bt := &blockingTransport{release: make(chan struct{})}
 	errc := make(chan error, 1)
-	go func() { errc <- pump(ctx, h.Subscribe(1), bt, time.Hour) }()
-	// The run finishes while the reader is stuck.
-	if err := h.WaitDone(ctx); err != nil {
-		t.Fatal(err)
-	}
+	go func() { errc <- pump(ctx, h.Subscribe(1), bt, time.Hour, 0) }()
+	// The run goes on while the reader is stuck.
+	waitUntil(t, "the run to go 20 events past the stuck reader", func() bool { return h.LastSeq() > first+20 })
 	close(bt.release)
 	err = <-errc
 	var lagged *actors.LaggedError
-	if !errors.As(err, &lagged) || bt.lagged != lagged.NextSeq || lagged.NextSeq < 1 || !h.Done() {
-		t.Fatalf("pump: %v, notice %d", err, bt.lagged)
+	// Its first read delivered (next_seq ≥ 2); it was dropped more than
+	// MaxLag events behind.
+	if !errors.As(err, &lagged) || bt.lagged != lagged.NextSeq || lagged.NextSeq < 2 || lagged.NextSeq+10 > h.LastSeq() {
+		t.Fatalf("pump: %v, notice %d (log at %d)", err, bt.lagged, h.LastSeq())
 	}
-	// A fresh subscription from the notice's seq gets exactly the rest.
-	if evs := h.Events(lagged.NextSeq); evs[0].Seq != lagged.NextSeq {
-		t.Fatalf("resume from %d starts at %d", lagged.NextSeq, evs[0].Seq)
+	if h.Done() {
+		t.Fatal("the run ended: the test needs a live run")
+	}
+	// A fresh subscription from the notice's seq makes progress at once.
+	again := h.Subscribe(lagged.NextSeq)
+	defer again.Close()
+	evs, err := again.Next(ctx, nil)
+	if err != nil || evs[0].Seq != lagged.NextSeq {
+		t.Fatalf("resume from %d: %v", lagged.NextSeq, err)
 	}
 	if got := metricValue(t, g, "qlc_subscribers_dropped_total"); got != "1" {
 		t.Fatalf("dropped subscribers metric = %q", got)

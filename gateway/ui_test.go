@@ -335,8 +335,11 @@ func (f *uiFront) run(t *testing.T, id string) uiRun {
 // uiBackend starts the gateway the browser tests reach through a uiFront: a
 // real gateway with tenancy on (it checks keys itself), its address and the
 // dev tenant's key.
-func uiBackend(t *testing.T) (base, key string, checksKeys bool) {
-	g := startTenantGatewayProfiles(t, uiTestConfig, nil)
+func uiBackend(t *testing.T, profiles string) (base, key string, checksKeys bool) {
+	if profiles == "" {
+		profiles = uiTestConfig
+	}
+	g := startTenantGatewayProfiles(t, profiles, nil)
 	return g.URL, g.Dev.TenantKey, true
 }
 
@@ -352,6 +355,13 @@ type uiFrontOptions struct {
 	cutAfter []int
 	// crlf ends the event streams' lines with CRLF instead of LF.
 	crlf bool
+	// cutInParts is how many event streams the front cuts in the middle of
+	// a frame after the third part of a split delta that is not the delta's
+	// last (the page must resume inside the delta): the first streams that
+	// get that far.
+	cutInParts int
+	// profiles is the gateway's profile file; "" is uiTestConfig.
+	profiles string
 	// refuse, if set, may answer a /v1 request (after the key check) with an
 	// error instead of passing it on. It is called with the front's lock held.
 	refuse func(r *http.Request) *uiRefusal
@@ -389,6 +399,7 @@ type uiFront struct {
 	streamPath *regexp.Regexp
 
 	mu       sync.Mutex // guards the fields below and calls to opts.refuse
+	partCuts int        // streams cut between two parts so far
 	requests []uiRequest
 	streams  int            // event streams opened so far
 	open     map[string]int // run id -> its event streams being served now
@@ -397,7 +408,7 @@ type uiFront struct {
 // newUIFront starts a gateway (uiBackend) behind a front; the test's cleanup stops both.
 func newUIFront(t *testing.T, opts uiFrontOptions) *uiFront {
 	t.Helper()
-	backend, key, checksKeys := uiBackend(t)
+	backend, key, checksKeys := uiBackend(t, opts.profiles)
 	target, err := url.Parse(backend)
 	if err != nil {
 		t.Fatal(err)
@@ -538,6 +549,7 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 	}
 	br := bufio.NewReader(resp.Body)
 	var frame []byte
+	parts := 0 // frames of parts that are not their delta's last
 	for frames := 0; ; {
 		line, err := br.ReadBytes('\n')
 		if err != nil {
@@ -547,7 +559,7 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 		if len(line) != 1 {
 			continue // a frame ends with an empty line
 		}
-		if frames == cut {
+		if frames == cut || (parts == 3 && f.cutInParts()) {
 			write(frame[:len(frame)/2])
 			return // a clean end of the response, half way through a frame
 		}
@@ -561,10 +573,25 @@ func (f *uiFront) stream(w http.ResponseWriter, r *http.Request, runID string, r
 		}
 		if id, ok := bytes.CutPrefix(frame, []byte("id: ")); ok {
 			rec.LastID = string(id[:bytes.IndexByte(id, '\n')])
+			if strings.Contains(rec.LastID, ":") {
+				parts++
+			}
 		}
 		frames++
 		frame = frame[:0]
 	}
+}
+
+// cutInParts reports whether a stream that got three parts into a split
+// delta is to be cut there (opts.cutInParts), and counts it.
+func (f *uiFront) cutInParts() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.partCuts >= f.opts.cutInParts {
+		return false
+	}
+	f.partCuts++
+	return true
 }
 
 // uiStatusWriter records the status of a response, and the body of an error answer.
@@ -822,13 +849,19 @@ func TestUIStreamLogic(t *testing.T) {
 	b.waitFor(t, "the page script", `window.QLC !== undefined && document.documentElement.dataset.ready === 'true'`)
 
 	type feedResult struct {
-		LastSeq int64 `json:"lastSeq"`
-		Resyncs int   `json:"resyncs"`
-		Status  string
+		LastSeq     int64  `json:"lastSeq"`
+		Resyncs     int    `json:"resyncs"`
+		Status      string `json:"status"`
+		Reconnects  int    `json:"reconnects"`
+		ResumedWith string `json:"resumedWith"`
+	}
+	feedRun := func(events, run string) feedResult {
+		t.Helper()
+		return uiEval[feedResult](t, b, `QLC.feed(`+events+`, `+run+`)`)
 	}
 	feed := func(events string) feedResult {
 		t.Helper()
-		return uiEval[feedResult](t, b, `QLC.feed(`+events+`)`)
+		return feedRun(events, "null")
 	}
 	stage := func(name string) struct{ Text, Tokens, Status, Note, Badges string } {
 		t.Helper()
@@ -852,7 +885,7 @@ func TestUIStreamLogic(t *testing.T) {
 		  {seq:7, from_seq:6, type:'token_delta', stage:'generator', text:'!😀', tokens:2},
 		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
 		  {seq:7, from_seq:2, type:'token_delta', stage:'generator', text:'Hello wörld!😀', tokens:6},
-		  {seq:8, type:'stage_completed', stage:'generator', model:'m1', output:'Hello wörld!😀', usage:{completion_tokens:6}, ttft_ms:1, duration_ms:5}
+		  {seq:8, type:'stage_completed', stage:'generator', model:'m1', output_bytes:17, usage:{completion_tokens:6}, ttft_ms:1, duration_ms:5}
 		]`)
 		if r.LastSeq != 8 || r.Resyncs != 0 {
 			t.Errorf("lastSeq %d resyncs %d, want 8 and 0", r.LastSeq, r.Resyncs)
@@ -863,6 +896,60 @@ func TestUIStreamLogic(t *testing.T) {
 		}
 		if rs := uiEval[string](t, b, `document.querySelector('[data-stage="generator"]').dataset.resynced || ''`); rs != "" {
 			t.Error("the page resynced although the stream was consistent")
+		}
+	})
+
+	t.Run("a delta split into parts", func(t *testing.T) {
+		// "Héllo!! x": seq 2 is 8 bytes sent as 3 parts, one of them twice.
+		r := feed(`[
+		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'llo', tokens:0, part:{offset:3, end:6, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'!!', tokens:5, part:{offset:6, end:8, size:8}},
+		  {seq:3, type:'token_delta', stage:'generator', text:' x', tokens:1},
+		  {seq:4, type:'stage_completed', stage:'generator', model:'m1', output_bytes:10, usage:{completion_tokens:6}, ttft_ms:1, duration_ms:5}
+		]`)
+		if r.LastSeq != 4 || r.Resyncs != 0 || r.Reconnects != 0 {
+			t.Errorf("lastSeq %d resyncs %d reconnects %d, want 4, 0, 0", r.LastSeq, r.Resyncs, r.Reconnects)
+		}
+		if g := stage("generator"); g.Text != "Héllo!! x" || g.Tokens != "6" || g.Status != "completed" {
+			t.Errorf("generator: %+v", g)
+		}
+		if rs := uiEval[string](t, b, `document.querySelector('[data-stage="generator"]').dataset.resynced || ''`); rs != "" {
+			t.Error("the page resynced although output_bytes matched the streamed text")
+		}
+		// Dropped between two parts, the page resumes inside the delta.
+		r = feed(`[
+		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {type:'lagged', next_seq:2}
+		]`)
+		if r.LastSeq != 1 || r.Reconnects != 1 || r.ResumedWith != "2:3" {
+			t.Errorf("after a lagged notice inside a split delta: lastSeq %d, %d reconnects with Last-Event-ID %q; want 1, 1, \"2:3\"", r.LastSeq, r.Reconnects, r.ResumedWith)
+		}
+		// A part after a hole is not shown: the page fetches what is missing.
+		r = feed(`[
+		  {seq:1, type:'stage_started', stage:'generator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'generator', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {seq:2, type:'token_delta', stage:'generator', text:'!!', tokens:5, part:{offset:6, end:8, size:8}}
+		]`)
+		if g := stage("generator"); r.LastSeq != 1 || r.Reconnects != 1 || r.ResumedWith != "2:3" || g.Text != "Hé" {
+			t.Errorf("a hole between parts: lastSeq %d, %d reconnects with %q, text %q; want 1, 1, \"2:3\", \"Hé\"", r.LastSeq, r.Reconnects, r.ResumedWith, g.Text)
+		}
+	})
+
+	t.Run("the answer is the final stage's streamed text", func(t *testing.T) {
+		r := feedRun(`[
+		  {seq:1, type:'stage_started', stage:'curator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', stage:'curator', text:'**Yes**, ', tokens:2},
+		  {seq:3, type:'token_delta', stage:'curator', text:'naïvely.', tokens:2},
+		  {seq:4, type:'stage_completed', stage:'curator', model:'m1', output_bytes:18, usage:{completion_tokens:4}, ttft_ms:1, duration_ms:5},
+		  {seq:5, type:'run_completed', answer_bytes:18, usage:{total_tokens:9}}
+		]`, `{stages:[{stage:'generator'},{stage:'refiner'},{stage:'validator'},{stage:'curator'}]}`)
+		st := b.state(t)
+		if r.Status != "completed" || st.AnswerSt != "done" || st.Answer != "Yes, naïvely." {
+			t.Errorf("status %q, answer panel %q %q; want completed, done, \"Yes, naïvely.\"", r.Status, st.AnswerSt, st.Answer)
 		}
 	})
 
@@ -1467,4 +1554,45 @@ func uiLetters(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestUIShowsHugeStages: the page follows a run with a 200 000-token stage
+// and a stage whose whole output is one 443 KB delta (split into parts on
+// the wire), through a front that cuts its streams between two parts: the
+// page resumes inside the delta (Last-Event-ID "seq:end"), shows every
+// stage's output character for character without a resync, and the answer
+// — which no event carries — from the final stage's streamed text.
+func TestUIShowsHugeStages(t *testing.T) {
+	up := startUpstream(t, nil, []string{awkwardText(200000), " and", " done."})
+	f := newUIFront(t, uiFrontOptions{local: true, cutInParts: 2, profiles: hugeProfiles(up.URL)})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "huge", "Explain everything.")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	st := b.state(t)
+	run := f.run(t, st.RunID)
+	if st.RunStatus != "completed" || run.Status != "completed" {
+		t.Fatalf("page says %q, the run %q", st.RunStatus, run.Status)
+	}
+	for i, ps := range st.Stages {
+		if ps.Text != run.Stages[i].Output || ps.Resynced != "" {
+			t.Errorf("%s: page text %d chars, the run's output %d; resynced %q", ps.Stage, len(ps.Text), len(run.Stages[i].Output), ps.Resynced)
+		}
+	}
+	if st.AnswerSt != "done" || uiLetters(st.Answer) != uiLetters(uiStripMarkdown(run.Answer)) {
+		t.Errorf("answer panel %q: %d chars, the run's answer %d", st.AnswerSt, len(st.Answer), len(run.Answer))
+	}
+	inside := 0
+	var resumes []string
+	for _, r := range f.seen() {
+		if r.Stream >= 0 {
+			resumes = append(resumes, fmt.Sprintf("#%d %q→%q", r.Stream, r.LastEventID, r.LastID))
+			if strings.Contains(r.LastEventID, ":") {
+				inside++
+			}
+		}
+	}
+	if inside < 2 {
+		t.Errorf("the page resumed inside a split delta %d times, the front cut 2 streams there; streams (Last-Event-ID → last id sent): %s", inside, strings.Join(resumes, ", "))
+	}
+	b.noProblems(t)
 }

@@ -14,18 +14,21 @@ import (
 // (4000-4999 are free for applications); the close reason holds next_seq.
 const wsLaggedCode websocket.StatusCode = 4000
 
-// wsTransport writes each event (or coalesced span) as one text message.
+// wsTransport writes each wire event (an event, a coalesced span, or a part
+// of a split delta) as one text message of at most max bytes.
 type wsTransport struct {
 	ctx          context.Context
 	conn         *websocket.Conn
 	writeTimeout time.Duration
-	buf          []byte
+	max          int // Config.MaxEventBytes
 }
 
-func (t *wsTransport) writeEvents(evs []*messages.RunEvent, spans []span) error {
-	for _, s := range spans {
-		t.buf = appendEventJSON(t.buf[:0], evs, s)
-		if err := t.write(t.buf); err != nil {
+func (t *wsTransport) writeEvents(evs []*messages.RunEvent, off int) error {
+	bp := getBuf(t.max)
+	defer putBuf(bp)
+	sp := spanner{evs: evs, off: off, budget: textBudget(t.max)}
+	for s, ok := sp.next(); ok; s, ok = sp.next() {
+		if err := t.write(appendEventJSON((*bp)[:0], evs, s, textBudget(t.max))); err != nil {
 			return err
 		}
 	}
@@ -33,10 +36,11 @@ func (t *wsTransport) writeEvents(evs []*messages.RunEvent, spans []span) error 
 }
 
 func (t *wsTransport) writeLagged(nextSeq uint64) error {
-	b := append(t.buf[:0], `{"type":"lagged","next_seq":`...)
+	bp := getBuf(t.max)
+	defer putBuf(bp)
+	b := append(*bp, `{"type":"lagged","next_seq":`...)
 	b = strconv.AppendUint(b, nextSeq, 10)
 	b = append(b, '}')
-	t.buf = b
 	if err := t.write(b); err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ type gatewayProc struct {
 // startProc starts bin on port 0 with args and extra environment (on top of
 // gatewayEnv), and waits for the addresses it bound (-addr-file); it is
 // stopped at the end of the test if still running.
-func startProc(t *testing.T, bin string, env []string, args ...string) *gatewayProc {
+func startProc(t testing.TB, bin string, env []string, args ...string) *gatewayProc {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "addrs.json")
 	p := &gatewayProc{cmd: exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-addr-file", path}, args...)...),
@@ -67,7 +67,7 @@ func startProc(t *testing.T, bin string, env []string, args ...string) *gatewayP
 
 // stop sends SIGTERM and waits for the process to end (killing it after
 // 15 s). Stopping twice is a no-op.
-func (p *gatewayProc) stop(t *testing.T) {
+func (p *gatewayProc) stop(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.done:

@@ -59,6 +59,8 @@ func run(args []string) error {
 	bodyTimeout := fs.Duration("body-read-timeout", cli.EnvDuration("QLC_BODY_READ_TIMEOUT", 30*time.Second), "a client must send its request body within this (QLC_BODY_READ_TIMEOUT)")
 	idleTimeout := fs.Duration("idle-timeout", cli.EnvDuration("QLC_IDLE_TIMEOUT", 120*time.Second), "an idle keep-alive connection is closed after this (QLC_IDLE_TIMEOUT)")
 	maxHeader := fs.Int("max-header-bytes", cli.EnvInt("QLC_MAX_HEADER_BYTES", 64<<10), "largest request header block, in bytes (QLC_MAX_HEADER_BYTES)")
+	maxEvent := fs.Int("max-event-bytes", cli.EnvInt("QLC_MAX_EVENT_BYTES", gateway.DefaultMaxEventBytes), fmt.Sprintf("largest event on an event stream (SSE event, WebSocket message, OpenAI chunk), framing included, in bytes; at least %d (QLC_MAX_EVENT_BYTES)", gateway.MinMaxEventBytes))
+	freeMem := fs.Int("free-memory-after", cli.EnvInt("QLC_FREE_MEMORY_AFTER", 256), "when this many event streams closed since the most were open (and at most half remain), return their memory to the OS once streams stop closing; -1 = never (QLC_FREE_MEMORY_AFTER)")
 	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	addrFile := cli.AddrFileFlag(fs)
@@ -136,6 +138,7 @@ func run(args []string) error {
 	gcfg.Tenancy, gcfg.DevKeys, gcfg.MaxStreamsPerKey = tenancy, devKeys, *maxStreams
 	gcfg.LocalOnly = *local // only requests addressed to localhost: no DNS rebinding to the dev keys
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes, gcfg.BodyReadTimeout = *maxQuery, int64(*maxBody), *bodyTimeout
+	gcfg.MaxEventBytes, gcfg.FreeMemoryAfter = *maxEvent, *freeMem
 	if members != nil {
 		gcfg.Ready = members.Ready
 	}

@@ -140,7 +140,7 @@ func TestTLSListener(t *testing.T) {
 }
 
 // buildGateway builds this command into a temporary folder.
-func buildGateway(t *testing.T) string {
+func buildGateway(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "gateway")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/qlc-project/qlc/cmd/gateway").CombinedOutput()
@@ -249,7 +249,7 @@ type devKeys struct {
 	AdminKey  string `json:"admin_key"`
 }
 
-func readDevKeys(t *testing.T, dataDir string) devKeys {
+func readDevKeys(t testing.TB, dataDir string) devKeys {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dataDir, "dev-keys.json"))
 	if err != nil {
@@ -293,7 +293,7 @@ func doJSON(t *testing.T, c *http.Client, method, url, key, body string, out any
 // selfSignedCert writes an ECDSA P-256 certificate for 127.0.0.1 and
 // localhost, and its key, into dir, and returns their paths and a pool
 // that trusts the certificate.
-func selfSignedCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+func selfSignedCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

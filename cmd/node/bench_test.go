@@ -84,6 +84,7 @@ func crossNode(b *testing.B) (*actors.Engine, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		engine.Shutdown(ctx)
+		_ = gw.Close(ctx) // its background goroutines
 	})
 	return engine, srv.URL
 }

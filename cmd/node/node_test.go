@@ -279,14 +279,17 @@ func streamEvents(t *testing.T, base, id string, onEvent func(map[string]any)) m
 }
 
 // readEvents parses an SSE body that must start at seq from and have no
-// gap or repeat (coalesced deltas cover from_seq..seq); it returns the last
-// event's data.
+// gap or repeat (coalesced deltas cover from_seq..seq; a delta split into
+// parts comes in order); it returns the last event's data. Events do not
+// repeat the answer: on run_completed it rebuilds it from the final stage's
+// deltas, checks it against answer_bytes, and puts it in the returned data
+// as "answer" (when the stream began at seq 1).
 func readEvents(t *testing.T, body io.Reader, from float64, onEvent func(map[string]any)) map[string]any {
 	t.Helper()
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	sc := bufio.NewScanner(body) // default 64 KiB line limit: events are bounded
 	next := from
 	var last map[string]any
+	texts := map[string]string{}
 	for sc.Scan() {
 		line, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
@@ -303,11 +306,32 @@ func readEvents(t *testing.T, body io.Reader, from float64, onEvent func(map[str
 		if first != next {
 			t.Fatalf("event starts at seq %v, want %v", first, next)
 		}
+		stage, _ := d["stage"].(string)
+		switch d["type"] {
+		case "stage_started", "stage_restarted":
+			texts[stage] = ""
+		case "token_delta":
+			texts[stage] += d["text"].(string)
+		case "run_completed":
+			if from == 1 {
+				if answer := texts["curator"]; d["answer_bytes"] == float64(len(answer)) {
+					d["answer"] = answer
+				} else {
+					t.Fatalf("answer_bytes %v, the curator streamed %d bytes", d["answer_bytes"], len(answer))
+				}
+			}
+		}
+		if p, ok := d["part"].(map[string]any); ok && p["end"].(float64) < p["size"].(float64) {
+			continue // more parts of this seq follow
+		}
 		next = d["seq"].(float64) + 1
 		last = d
 		if onEvent != nil {
 			onEvent(d)
 		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading events: %v", err)
 	}
 	return last
 }

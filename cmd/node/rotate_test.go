@@ -286,6 +286,7 @@ func followRun(gateways []string, id string, timeout time.Duration) runResult {
 	r := runResult{id: id}
 	deadline := time.Now().Add(timeout)
 	next := 1.0
+	texts := map[string]string{} // per stage, from its deltas
 	for try := 0; time.Now().Before(deadline); try++ {
 		base := gateways[try%len(gateways)]
 		req, _ := http.NewRequest("GET", base+"/v1/runs/"+id+"/events", nil)
@@ -304,8 +305,7 @@ func followRun(gateways []string, id string, timeout time.Duration) runResult {
 		// a starved machine, its hub gone) is left for the other gateway, as
 		// a client with a read timeout does; the seqs must still join up.
 		stall := time.AfterFunc(stallTimeout, func() { resp.Body.Close() })
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<24)
+		sc := bufio.NewScanner(resp.Body) // default 64 KiB line limit: events are bounded
 		for sc.Scan() {
 			line, ok := strings.CutPrefix(sc.Text(), "data: ")
 			if !ok {
@@ -329,10 +329,19 @@ func followRun(gateways []string, id string, timeout time.Duration) runResult {
 				return r
 			}
 			next = s + 1
+			stage, _ := d["stage"].(string)
 			switch d["type"] {
+			case "stage_started", "stage_restarted":
+				texts[stage] = ""
+			case "token_delta":
+				texts[stage] += d["text"].(string)
 			case "run_completed":
 				resp.Body.Close()
-				r.answer, _ = d["answer"].(string)
+				// Events do not repeat the answer: it is the curator's text.
+				r.answer = texts["curator"]
+				if d["answer_bytes"] != float64(len(r.answer)) {
+					r.err = fmt.Errorf("answer_bytes %v, the curator streamed %d bytes", d["answer_bytes"], len(r.answer))
+				}
 				return r
 			case "run_failed", "run_cancelled":
 				resp.Body.Close()

@@ -8,7 +8,13 @@
 //     reconnect (which resumes with Last-Event-ID) never shows a token twice.
 //     A coalesced token_delta covers from_seq..seq; if it overlaps what we
 //     already applied, the known prefix is cut off (or, when that cannot be
-//     proven, the whole log is replayed from seq 1).
+//     proven, the whole log is replayed from seq 1). A delta too long for one
+//     event comes in parts (part.offset..part.end of part.size bytes); its seq
+//     counts as applied after its last part, and a reconnect in between
+//     resumes inside it (Last-Event-ID "seq:end"). Events do not repeat stage
+//     outputs or the answer: the stage's streamed text is its output
+//     (stage_completed.output_bytes checks it; on a mismatch the run resource
+//     is read), and the answer is the final stage's output.
 //  2. Smooth at thousands of tokens/s: deltas go to per-stage buffers and are
 //     written to the DOM once per animation frame (Text.appendData on one text
 //     node per stage; nothing is re-rendered per token).
@@ -36,6 +42,25 @@
   const RE_KEY = /^[\x21-\x7e]{1,512}$/; // what fits in an Authorization header: visible ASCII
 
   const $ = (sel, root = document) => root.querySelector(sel);
+
+  // utf8Len is the length of s in UTF-8 bytes (a lone surrogate counts as
+  // U+FFFD, as TextEncoder writes it), without encoding it.
+  function utf8Len(s) {
+    let n = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80) n += 1;
+      else if (c < 0x800) n += 2;
+      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+        const d = s.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d <= 0xdfff) {
+          n += 4;
+          i++;
+        } else n += 3;
+      } else n += 3;
+    }
+    return n;
+  }
 
   // store reads key (no value), removes it (value null) or sets it.
   function store(key, value) {
@@ -683,15 +708,26 @@
       this.note('restarted: ' + this.restartReason);
     }
 
+    // completed closes the stage. It returns false when the streamed text
+    // does not match the output the run recorded (output_bytes): the caller
+    // then shows the run resource's output (resyncOutputs).
     completed(ev) {
       this.flush();
       const streamed = this.out.textContent;
-      if (typeof ev.output === 'string' && ev.output !== streamed) {
+      let ok = true;
+      if (typeof ev.output === 'string') { // a server from before outputs left the events
+        if (ev.output !== streamed) {
+          ok = false;
+          this.setText(ev.output);
+        }
+      } else if (typeof ev.output_bytes === 'number' && utf8Len(streamed) !== ev.output_bytes) {
+        ok = false;
+      }
+      if (!ok) {
         // The log is authoritative; should the stream ever disagree, show the
         // stage's recorded output and mark the card so tests and users notice.
         console.warn('qlc: stage ' + this.name + ' stream differs from its output; resynced');
         this.root.dataset.resynced = 'true';
-        this.setText(ev.output);
       }
       if (ev.model) this.modelEl.textContent = ev.model;
       const usage = ev.usage || {};
@@ -705,6 +741,7 @@
       this.setStatus('completed');
       this.dirtyStats = true;
       this.flushStats();
+      return ok;
     }
 
     failed(reason) {
@@ -851,6 +888,7 @@
       this.id = run.id;
       this.lastSeq = 0;
       this.deltas = []; // recent applied deltas {lo, hi, stage, len, tokens}, oldest first
+      this.clearPart();
       this.ctl = null; // the AbortController of the stream being read, if any
       this.waitingForKey = false; // the stream was refused with a 401; afterAuth resumes it
       this.errorShown = false; // the stream put a message in #error; clear it once live again
@@ -861,6 +899,13 @@
       this.terminal = false;
       this.status = run.status || 'running';
       this.usage = null;
+    }
+
+    // clearPart forgets a split delta begun (seq lastSeq+1, bytes up to partEnd).
+    clearPart() {
+      this.partEnd = 0;
+      this.partLen = 0;
+      this.partTokens = 0;
     }
 
     resetStages() {
@@ -902,8 +947,8 @@
       if (!live()) return;
       const headers = { Accept: 'text/event-stream' };
       if (key) headers.Authorization = 'Bearer ' + key;
-      // Resume right after the last applied seq, as EventSource would with the last id it saw.
-      if (fromSeq > 1) headers['Last-Event-ID'] = String(fromSeq - 1);
+      const resume = this.resumeID(fromSeq);
+      if (resume) headers['Last-Event-ID'] = resume;
       let res;
       try {
         res = await fetch(eventsURL(this.run), { headers, cache: 'no-store', signal: ctl.signal });
@@ -940,6 +985,14 @@
       }
       parser.end();
       if (live() && !this.terminal) this.retry(); // the stream ended before the run did
+    }
+
+    // resumeID is the Last-Event-ID that resumes at fromSeq, as EventSource
+    // would send the last id it saw: "seq:bytes" inside a split delta we hold
+    // part of, else the seq before; "" from seq 1.
+    resumeID(fromSeq) {
+      if (this.partEnd > 0 && fromSeq === this.lastSeq + 1) return fromSeq + ':' + this.partEnd;
+      return fromSeq > 1 ? String(fromSeq - 1) : '';
     }
 
     // message applies one SSE event; type is its "event:" line.
@@ -1020,6 +1073,7 @@
       for (const s of run.stages || []) if (stages[s.stage]) stages[s.stage].fromResource(s);
       this.lastSeq = run.last_seq || 0;
       this.deltas = [];
+      this.clearPart();
     }
 
     disconnect() {
@@ -1043,6 +1097,7 @@
       console.warn('qlc: replaying run from seq 1:', why);
       this.lastSeq = 0;
       this.deltas = [];
+      this.clearPart();
       this.resetStages();
       this.connect(1);
     }
@@ -1059,6 +1114,8 @@
       const hi = Number(ev.seq);
       if (!Number.isFinite(hi)) return;
       if (hi <= this.lastSeq) return; // already applied (replay after a reconnect)
+      if (ev.part && ev.type === 'token_delta') return this.handlePart(ev, hi);
+      if (this.partEnd > 0) return this.resync('split delta ' + (this.lastSeq + 1) + ' came back whole');
       let lo = ev.from_seq != null ? Number(ev.from_seq) : hi;
       if (lo > this.lastSeq + 1) {
         // A gap: events were skipped. Fetch them rather than show a hole.
@@ -1077,6 +1134,40 @@
       }
       this.lastSeq = hi;
       this.apply(ev, lo, hi);
+    }
+
+    /**
+     * handlePart applies a part of a delta that was too long for one event:
+     * bytes part.offset..part.end of its part.size. Parts come in order; the
+     * seq is applied with the last one.
+     */
+    handlePart(ev, hi) {
+      const p = ev.part;
+      if (hi > this.lastSeq + 1 || p.offset > this.partEnd) {
+        // A gap: fetch what is missing rather than show a hole.
+        this.disconnect();
+        this.connect(this.lastSeq + 1);
+        return;
+      }
+      if (p.offset < this.partEnd) {
+        if (p.end <= this.partEnd) return; // a part we have
+        return this.resync('overlapping part of delta ' + hi);
+      }
+      const st = stages[ev.stage];
+      const text = String(ev.text || '');
+      const tokens = Number(ev.tokens) || 0;
+      if (st) {
+        st.delta(text, tokens, parseTime(ev.time));
+        scheduleFlush();
+      }
+      this.partEnd = p.end;
+      this.partLen += text.length;
+      this.partTokens += tokens;
+      if (p.end >= p.size) {
+        this.lastSeq = hi;
+        this.deltas.push({ lo: hi, hi, stage: ev.stage, len: this.partLen, tokens: this.partTokens });
+        this.clearPart();
+      }
     }
 
     // appliedSince sums the applied deltas of one stage covering exactly lo..lastSeq,
@@ -1115,17 +1206,20 @@
           break;
         }
         case 'stage_completed':
-          if (st) st.completed(ev);
+          if (st && !st.completed(ev)) this.resyncOutputs();
           this.deltas = [];
           break;
         case 'stage_restarted':
           if (st) st.restarted(ev.reason);
           this.deltas = [];
           break;
-        case 'run_completed':
+        case 'run_completed': {
           this.usage = ev.usage || null;
-          this.finish('completed', null, null, ev.answer);
+          const answer = typeof ev.answer === 'string' ? ev.answer : this.streamedAnswer(ev.answer_bytes);
+          this.finish('completed', null, null, answer);
+          if (answer == null) this.answerFromResource();
           break;
+        }
         case 'run_failed': {
           const where = ev.stage ? ev.stage + ': ' : '';
           if (st) st.failed(ev.reason);
@@ -1137,6 +1231,44 @@
           break;
         default:
           break; // a newer server's event type: ignore
+      }
+    }
+
+    // streamedAnswer is the final stage's streamed text if it has the
+    // answer's length (run_completed.answer_bytes), else null.
+    streamedAnswer(bytes) {
+      const list = this.run.stages || [];
+      const name = list.length ? list[list.length - 1].stage : STAGES[STAGES.length - 1];
+      const st = stages[name];
+      if (!st || st.status !== 'completed') return null;
+      st.flush();
+      const text = st.out.textContent;
+      return utf8Len(text) === Number(bytes) ? text : null;
+    }
+
+    // answerFromResource shows the answer the run resource holds (the stream
+    // did not give it intact).
+    async answerFromResource() {
+      try {
+        const run = await api('GET', '/v1/runs/' + encodeURIComponent(this.id));
+        if (current === this && run && typeof run.answer === 'string') showAnswer(run.answer);
+      } catch (err) {
+        console.warn('qlc: could not read the answer', err);
+      }
+    }
+
+    // resyncOutputs shows each completed stage's output as the run resource
+    // records it (a stage's stream disagreed with its output_bytes).
+    async resyncOutputs() {
+      try {
+        const run = await api('GET', '/v1/runs/' + encodeURIComponent(this.id));
+        if (current !== this || !run) return;
+        for (const s of run.stages || []) {
+          const st = stages[s.stage];
+          if (st && s.status === 'completed' && st.root.dataset.resynced) st.setText(s.output || '');
+        }
+      } catch (err) {
+        console.warn('qlc: could not read the run', err);
       }
     }
 
@@ -1433,13 +1565,21 @@
       if (current) current.close();
       current = new RunView(Object.assign({ id: 'run_test', status: 'running', stages: [] }, run || {}));
       current.resetStages();
-      current.connect = () => {}; // no network: reconnect requests are recorded instead
       current.reconnects = 0;
+      current.resumedWith = null;
+      // No network: reconnect requests are recorded instead.
+      current.connect = (fromSeq) => {
+        current.reconnects++;
+        current.resumedWith = current.resumeID(fromSeq);
+      };
       const orig = current.resync.bind(current);
       current.resync = (why) => { current.resyncs = (current.resyncs || 0) + 1; orig(why); };
       for (const ev of events) current.handle(ev);
       for (const name of STAGES) stages[name].flush();
-      return { lastSeq: current.lastSeq, resyncs: current.resyncs || 0, status: current.status };
+      return {
+        lastSeq: current.lastSeq, resyncs: current.resyncs || 0, status: current.status,
+        reconnects: current.reconnects, resumedWith: current.resumedWith,
+      };
     },
     current: () => current && {
       id: current.id, lastSeq: current.lastSeq, status: current.status,
