@@ -23,12 +23,16 @@ type frame struct {
 	FromSeq uint64 // first seq of a coalesced span; Seq otherwise
 	Time    time.Time
 	HasTime bool
+	// Part is set on a part of a delta too long for one event
+	// ("part":{"offset","end","size"}): only its last part (end == size)
+	// counts the delta, so a split delta is delivered once.
+	Part, LastPart bool
 }
 
 // Tokens is how many log entries (tokens, for token deltas) the frame
 // carries: seq - from_seq + 1.
 func (f frame) Tokens() uint64 {
-	if f.Seq == 0 || f.FromSeq > f.Seq {
+	if f.Seq == 0 || f.FromSeq > f.Seq || (f.Part && !f.LastPart) {
 		return 0
 	}
 	return f.Seq - f.FromSeq + 1
@@ -39,6 +43,9 @@ var (
 	keyFromSeq = []byte(`"from_seq":`)
 	keyType    = []byte(`"type":"`)
 	keyTime    = []byte(`"time":"`)
+	keyPart    = []byte(`"part":{`)
+	keyEnd     = []byte(`"end":`)
+	keySize    = []byte(`"size":`)
 	tokenDelta = []byte("token_delta")
 )
 
@@ -50,6 +57,15 @@ func parseFrame(data []byte) frame {
 	}
 	if v, ok := uintAfter(data, keyFromSeq); ok && v <= f.Seq {
 		f.FromSeq = v
+	}
+	if i := bytes.Index(data, keyPart); i >= 0 {
+		part := data[i+len(keyPart):]
+		if j := bytes.IndexByte(part, '}'); j >= 0 {
+			part = part[:j]
+		}
+		end, okEnd := uintAfter(part, keyEnd)
+		size, okSize := uintAfter(part, keySize)
+		f.Part, f.LastPart = true, okEnd && okSize && end == size
 	}
 	f.Type = stringAfter(data, keyType)
 	if s := stringAfter(data, keyTime); s != nil {

@@ -21,6 +21,8 @@ func TestParseFrame(t *testing.T) {
 		{"tricky text", `{"seq":3,"type":"token_delta","time":"2026-12-06T16:56:09.123456789Z","text":"\"seq\":99 \"time\":\"x\""}`, "token_delta", 3, 3, 1, true},
 		{"centrifugo push", `{"channel":"bench","pub":{"data":{"seq":7,"type":"token_delta","time":"2026-12-06T16:56:09.123456789Z","stage":"curator","text":" tok7","tokens":1},"offset":7}}`, "token_delta", 7, 7, 1, true},
 		{"run completed", `{"seq":40,"type":"run_completed","time":"2026-12-06T16:56:09.123456789Z","answer":"…"}`, "run_completed", 40, 40, 1, true},
+		{"first part of a split delta", `{"seq":5,"type":"token_delta","time":"2026-12-06T16:56:09.123456789Z","stage":"generator","part":{"offset":0,"end":16000,"size":40000},"text":"x","tokens":0}`, "token_delta", 5, 5, 0, true},
+		{"last part of a split delta", `{"seq":5,"type":"token_delta","time":"2026-12-06T16:56:09.123456789Z","stage":"generator","part":{"offset":32000,"end":40000,"size":40000},"text":"x","tokens":1}`, "token_delta", 5, 5, 1, true},
 		{"lagged", `{"type":"lagged","next_seq":3}`, "lagged", 0, 0, 0, false},
 		{"bad time", `{"seq":1,"type":"token_delta","time":"yesterday"}`, "token_delta", 1, 1, 1, false},
 		{"from_seq above seq is ignored", `{"seq":2,"from_seq":5,"type":"token_delta"}`, "token_delta", 2, 2, 1, false},
