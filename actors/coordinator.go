@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -427,16 +428,31 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: token counter: %v", a.spec.Stage, err))
 		return nil, false
 	}
-	prompt, promptTokens, notes, err := stagework.FitPrompt(spec, stagework.PromptInput{
-		Query: c.run.Query, History: history(c.run.GetOptions()), Outputs: c.outputs,
-	}, stagework.ContextWindowOf(spec), counter)
-	switch {
-	case errors.Is(err, stagework.ErrPromptTooLong):
-		c.fail(ctx, stage, "prompt_too_long", fmt.Sprintf("%s: %v", a.spec.Stage.Title(), err))
-		return nil, false
-	case err != nil:
-		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: %v", a.spec.Stage, err))
-		return nil, false
+	in := stagework.PromptInput{Query: c.run.Query, History: history(c.run.GetOptions()), Outputs: c.outputs}
+	window := stagework.ContextWindowOf(spec)
+	// A prompt that surely fits needs no counting before it is sent: it is
+	// counted (for StageStarted and the bill) once its request is on its
+	// way, off the stage boundary's critical path. Otherwise it is fitted
+	// (counted, trimmed if it must) first.
+	var prompt []stagework.Message
+	var promptTokens int
+	var notes []string
+	countLater := false
+	if window > 0 {
+		if msgs, err := stagework.BuildPrompt(spec, in); err == nil && surelyFits(msgs, window-maxTokens) {
+			prompt, countLater = msgs, true
+		}
+	}
+	if !countLater {
+		prompt, promptTokens, notes, err = stagework.FitPrompt(spec, in, window, counter)
+		switch {
+		case errors.Is(err, stagework.ErrPromptTooLong):
+			c.fail(ctx, stage, "prompt_too_long", fmt.Sprintf("%s: %v", a.spec.Stage.Title(), err))
+			return nil, false
+		case err != nil:
+			c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: %v", a.spec.Stage, err))
+			return nil, false
+		}
 	}
 	req := stagework.Request{
 		Model: model.Model, Messages: prompt, Temperature: a.spec.Temperature, MaxTokens: maxTokens,
@@ -444,6 +460,20 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 		// identically on every retry; the sequence stays deterministic.
 		Seed:  c.run.GetOptions().GetSeed() + int64(a.spec.Stage)*7919 + int64(number-1)*1000003,
 		Stage: a.spec.Stage, Query: c.run.Query,
+	}
+	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: number, coordinator: ctx.Self(),
+		timeouts: c.deps.timeouts, counter: counter}
+	w.promptTokens.Store(int64(promptTokens))
+	name := fmt.Sprintf("%s-%d", a.spec.Stage, number)
+	if role != "" {
+		name += "-" + role
+	}
+	pid, spawnErr := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }), name)
+	if countLater {
+		// The worker's deltas queue behind this message: StageStarted
+		// still comes first in the log.
+		promptTokens = stagework.PromptTokens(prompt, counter)
+		w.promptTokens.Store(int64(promptTokens))
 	}
 	if role == "" {
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
@@ -456,19 +486,34 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 	} else {
 		a.hedgeBill = bill
 	}
-	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: number, coordinator: ctx.Self(),
-		timeouts: c.deps.timeouts, counter: counter, promptTokens: int64(promptTokens)}
-	name := fmt.Sprintf("%s-%d", a.spec.Stage, number)
-	if role != "" {
-		name += "-" + role
-	}
-	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }), name)
-	if err != nil {
-		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: cannot start stage worker: %v", a.spec.Stage, err))
+	if spawnErr != nil {
+		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: cannot start stage worker: %v", a.spec.Stage, spawnErr))
 		return nil, false
 	}
 	return pid, true
 }
+
+// surelyFits reports whether msgs fit budget tokens without counting them:
+// a token of a byte-level BPE (every encoding package tokenizer has) is at
+// least one byte, so text is at most as many tokens as bytes — three per
+// byte of invalid UTF-8, which becomes U+FFFD before it is encoded — plus
+// PromptTokens' per-message overhead.
+func surelyFits(msgs []stagework.Message, budget int) bool {
+	n := stagework.PromptTokens(msgs, byteCounter{})
+	return n <= budget
+}
+
+// byteCounter counts an upper bound of any byte-level BPE's tokens.
+type byteCounter struct{}
+
+func (byteCounter) Count(s string) int {
+	if utf8.ValidString(s) {
+		return len(s)
+	}
+	return 3 * len(s)
+}
+
+func (byteCounter) Truncate(s string, n int) (string, int) { return s[:min(n, len(s))], min(n, len(s)) }
 
 // hedgeLoses handles the failure of one side of an undecided hedge race:
 // the other side simply goes on alone. It reports whether it did so (the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -30,8 +31,10 @@ type stageWorker struct {
 	timeouts    Timeouts
 	cancel      context.CancelFunc
 	// counter and promptTokens count usage when the provider reports none.
+	// promptTokens is the prompt's count, 0 until the coordinator has it
+	// (it may count after the spawn); the worker counts itself if need be.
 	counter      stagework.TokenCounter
-	promptTokens int64
+	promptTokens atomic.Int64
 }
 
 // Timeouts bound how long a stage worker waits on its provider. A hung or
@@ -180,7 +183,7 @@ func (w *stageWorker) fail(ctx context.Context, root *actor.RootContext, self *a
 // countUsage counts usage with QLC's tokenizer when the provider sent none
 // (Estimated: the count is ours, exact for OpenAI models, approximate for others).
 func (w *stageWorker) countUsage(output string) stagework.Usage {
-	prompt := w.promptTokens
+	prompt := w.promptTokens.Load()
 	if prompt == 0 { // not counted when the prompt was built (no context window to fit)
 		prompt = int64(stagework.PromptTokens(w.req.Messages, w.counter))
 	}

@@ -31,6 +31,10 @@
 //     kind its code says (ErrServer by default); bad JSON is ErrProtocol.
 //  4. Close releases the stream; call it always (it is idempotent).
 //
+// Between Recv calls, Buffered (stagework.Buffered) says whether the next
+// Recv returns at once because its chunk was read already; a stage worker
+// sends such chunks together. It never reads from the connection.
+//
 // Cancelling ctx at any point — while dialing, during the TLS handshake,
 // while waiting for headers or for the first token, mid-stream — aborts the
 // request at once: an HTTP/1.1 connection is closed, an HTTP/2 stream is

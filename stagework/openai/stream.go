@@ -48,6 +48,11 @@ type stream struct {
 
 	err      error // sticky: io.EOF once finished, or the failure
 	released bool
+
+	// What Buffered decoded ahead for Recv: a text chunk, or [DONE] seen.
+	peek   stagework.Chunk
+	peeked bool
+	done   bool
 }
 
 // Recv returns the next text chunk, io.EOF at the end of the stream, a
@@ -59,56 +64,97 @@ func (s *stream) Recv() (stagework.Chunk, error) {
 	select {
 	case <-s.sctx.Done():
 		// Cancelled or timed out while the caller was away: do not hand out
-		// chunks that were already buffered.
+		// chunks that were already buffered (nor one Buffered decoded).
 		return stagework.Chunk{}, s.endOfInput(context.Cause(s.sctx))
 	default:
 	}
-	var ci chunkInfo
+	if s.peeked {
+		s.peeked = false
+		return s.peek, nil
+	}
 	for {
-		ev, err := s.dec.Next()
-		if err != nil {
-			return stagework.Chunk{}, s.endOfInput(err)
-		}
-		if len(bytes.TrimSpace(ev.Data)) == 0 {
-			continue // an empty event carries nothing
-		}
-		if string(ev.Type) == "error" {
-			return stagework.Chunk{}, s.fail(s.errorEvent(ev.Data))
-		}
-		if bytes.HasPrefix(ev.Data, doneMarker) {
+		if s.done {
 			return stagework.Chunk{}, s.finishOK(true)
 		}
-		if err := parseChunk(ev.Data, &ci); err != nil {
-			return stagework.Chunk{}, s.fail(s.p.newError(stagework.ErrProtocol, 0, "",
-				fmt.Sprintf("malformed chunk #%d (%v): %s", s.events+1, err, snippet(ev.Data, 120)), err))
-		}
-		s.events++
-		if ci.hasError() {
-			return stagework.Chunk{}, s.fail(s.errorEvent(ev.Data))
-		}
-		if ci.hasUsage {
-			// Some servers repeat a running total on every chunk (vLLM's
-			// continuous_usage_stats): the last one is the total.
-			s.usage, s.hasUsage = ci.usage, true
-			if s.usage.TotalTokens == 0 {
-				s.usage.TotalTokens = s.usage.PromptTokens + s.usage.CompletionTokens
-			}
-		}
-		if ci.finishReason != "" {
-			s.finish = ci.finishReason
-			if ci.finishReason == "error" { // OpenRouter marks a failed generation so
-				return stagework.Chunk{}, s.fail(s.p.newError(stagework.ErrServer, 0, "finish_reason_error",
-					"generation ended with finish_reason \"error\"", nil))
-			}
-		}
-		if ci.content != "" {
-			if s.chunks == 0 && s.firstTimer != nil {
-				s.firstTimer.Stop()
-			}
-			s.chunks++
-			return stagework.Chunk{Text: ci.content, Tokens: 1}, nil
+		if ch, ok, err := s.step(); ok {
+			return ch, err
 		}
 	}
+}
+
+// Buffered reports whether the next Recv returns at once (stagework.Buffered):
+// a text chunk, or the stream's end or failure, is in what was read already.
+// To know, it decodes buffered events that carry no text, and a text chunk,
+// which Recv then returns; it never reads from the connection. It answers
+// false for [DONE] (Recv then drains the body, which may wait on the
+// network) so a caller sends what it holds first.
+func (s *stream) Buffered() bool {
+	for {
+		switch {
+		case s.peeked || s.err != nil:
+			return true
+		case s.done || s.dec == nil || !s.dec.Ready():
+			return false
+		}
+		if ch, ok, err := s.step(); ok {
+			if err == nil {
+				s.peek, s.peeked = ch, true
+			}
+			return true
+		}
+	}
+}
+
+// step decodes one event: ok with what Recv returns (a text chunk, or the
+// stream's end or failure as err), not ok for an event that carries no text.
+// [DONE] is only noted (done): Recv acts on it.
+func (s *stream) step() (ch stagework.Chunk, ok bool, err error) {
+	ev, err := s.dec.Next()
+	if err != nil {
+		return stagework.Chunk{}, true, s.endOfInput(err)
+	}
+	if len(bytes.TrimSpace(ev.Data)) == 0 {
+		return stagework.Chunk{}, false, nil // an empty event carries nothing
+	}
+	if string(ev.Type) == "error" {
+		return stagework.Chunk{}, true, s.fail(s.errorEvent(ev.Data))
+	}
+	if bytes.HasPrefix(ev.Data, doneMarker) {
+		s.done = true
+		return stagework.Chunk{}, false, nil
+	}
+	var ci chunkInfo
+	if err := parseChunk(ev.Data, &ci); err != nil {
+		return stagework.Chunk{}, true, s.fail(s.p.newError(stagework.ErrProtocol, 0, "",
+			fmt.Sprintf("malformed chunk #%d (%v): %s", s.events+1, err, snippet(ev.Data, 120)), err))
+	}
+	s.events++
+	if ci.hasError() {
+		return stagework.Chunk{}, true, s.fail(s.errorEvent(ev.Data))
+	}
+	if ci.hasUsage {
+		// Some servers repeat a running total on every chunk (vLLM's
+		// continuous_usage_stats): the last one is the total.
+		s.usage, s.hasUsage = ci.usage, true
+		if s.usage.TotalTokens == 0 {
+			s.usage.TotalTokens = s.usage.PromptTokens + s.usage.CompletionTokens
+		}
+	}
+	if ci.finishReason != "" {
+		s.finish = ci.finishReason
+		if ci.finishReason == "error" { // OpenRouter marks a failed generation so
+			return stagework.Chunk{}, true, s.fail(s.p.newError(stagework.ErrServer, 0, "finish_reason_error",
+				"generation ended with finish_reason \"error\"", nil))
+		}
+	}
+	if ci.content == "" {
+		return stagework.Chunk{}, false, nil
+	}
+	if s.chunks == 0 && s.firstTimer != nil {
+		s.firstTimer.Stop()
+	}
+	s.chunks++
+	return stagework.Chunk{Text: ci.content, Tokens: 1}, true, nil
 }
 
 // Usage is the provider's last usage report; valid after Recv returned io.EOF.

@@ -162,6 +162,39 @@ func (d *Decoder) Retry() (time.Duration, bool) { return d.retry, d.hasRetry }
 // decoded.
 func (d *Decoder) Buffered() int { return d.w - d.r }
 
+// Ready reports whether Next will return without reading from the reader:
+// an event, or an error, is already buffered. It may answer false when Next
+// would not block (it does not decode what it cannot be sure of), never
+// true when Next would. It consumes nothing.
+func (d *Decoder) Ready() bool {
+	if d.err != nil || d.rerr != nil {
+		return true
+	}
+	b := d.buf[d.r:d.w]
+	if d.skipLF && len(b) > 0 && b[0] == '\n' {
+		b = b[1:]
+	}
+	hasData := false
+	for {
+		i := indexEOL(b)
+		if i < 0 {
+			return false // no complete line left: Next would read
+		}
+		line := b[:i]
+		if len(line) == 0 {
+			if hasData {
+				return true // the blank line that dispatches the event
+			}
+		} else if name, _, _ := bytes.Cut(line, []byte{':'}); string(name) == "data" {
+			hasData = true
+		}
+		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+			i++
+		}
+		b = b[i+1:]
+	}
+}
+
 // Next returns the next event. At a clean end of input (between events) it
 // returns io.EOF; if the input ends inside an event it returns ErrIncomplete.
 // Other errors are ErrLineTooLong, ErrEventTooLarge (both wrapped) or the

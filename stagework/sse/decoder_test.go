@@ -47,16 +47,21 @@ func (r result) String() string {
 func equalResults(a, b result) bool { return a.String() == b.String() }
 
 // decodeAll runs a Decoder over rd to the end and copies out what it saw.
+// Before every Next it asks Ready, and a Next that reads after Ready said
+// it would not fails the test.
 func decodeAll(t testing.TB, rd io.Reader, cfg Config) result {
 	t.Helper()
 	var res result
 	cfg.OnComment = func(c []byte) { res.comments = append(res.comments, string(c)) }
-	d, err := NewDecoder(rd, cfg)
+	g := &guardedReader{t: t, r: rd}
+	d, err := NewDecoder(g, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for {
+		g.ready = d.Ready()
 		ev, err := d.Next()
+		g.ready = false
 		if err != nil {
 			res.err = err
 			break
@@ -74,6 +79,56 @@ func decodeAll(t testing.TB, rd io.Reader, cfg Config) result {
 	}
 	res.retry, res.hasRetry = d.Retry()
 	return res
+}
+
+// guardedReader fails the test when read while ready is set.
+type guardedReader struct {
+	t     testing.TB
+	r     io.Reader
+	ready bool
+}
+
+func (g *guardedReader) Read(p []byte) (int, error) {
+	if g.ready {
+		g.t.Fatal("Next read from the reader after Ready reported an event buffered")
+	}
+	return g.r.Read(p)
+}
+
+// TestReadyWhenAnEventIsBuffered: Ready says so when a whole event (data
+// and its blank line) is buffered, whatever the line endings, and not for a
+// partial event, a blank line without data, or comments alone.
+func TestReadyWhenAnEventIsBuffered(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []bool // Ready before each Next until the end
+	}{
+		{"data: a\n\ndata: b\n\n", []bool{false, true, false}},
+		{"data: a\r\n\r\ndata: b\r\n\r\n", []bool{false, true, false}},
+		{"data: a\r\rdata: b\r\r", []bool{false, true, false}},
+		{"data: a\n\n: ping\n\nevent: x\ndata: b\ndata: c\n\n", []bool{false, true, false}},
+		{"data: a\n\n: ping\n\n", []bool{false, false}},
+		{"data: a\n\ndata: b\n", []bool{false, false}},
+		{"data: a\n\n\nid: 1\n\n", []bool{false, false}},
+	} {
+		d, err := NewDecoder(strings.NewReader(tc.in), Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []bool
+		for {
+			got = append(got, d.Ready())
+			if _, err := d.Next(); err != nil {
+				break
+			}
+		}
+		// At the end the reader's EOF is known: Ready is true (Next
+		// returns it at once) after a read saw it, which the last
+		// entry may or may not reflect; compare all but the last.
+		if fmt.Sprint(got[:len(got)-1]) != fmt.Sprint(tc.want[:len(tc.want)-1]) {
+			t.Errorf("%q: Ready %v, want %v", tc.in, got, tc.want)
+		}
+	}
 }
 
 // chunkReader returns its input in pieces whose sizes cycle through sizes.
