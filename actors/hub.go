@@ -120,6 +120,7 @@ type Hub struct {
 	minEpoch    uint64             // events below it are refused (a replaced coordinator's)
 	failovers   int                // failovers so far
 	cancelled   string             // a cancel's reason, kept to repeat it to a coordinator that replaces a lost one
+	gapWarned   uint64             // the missing seq last warned about: a gap is logged once, not once per late event
 
 	// onLost is called from the hub actor when the coordinator is gone
 	// before the log ended; it must not block: the engine moves the run on
@@ -239,7 +240,8 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 		case ev.GetSeq() <= n:
 			continue // duplicate (a resend or a resumed coordinator's replay)
 		case ev.GetSeq() > n+1:
-			if gapFrom == 0 {
+			if gapFrom == 0 && h.gapWarned != n+1 {
+				h.gapWarned = n + 1
 				h.logger.Warn("hub saw a gap in the run's log; asking the coordinator to resend", "seq", ev.GetSeq(), "last_seq", n)
 			}
 			gapFrom = n + 1

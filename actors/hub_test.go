@@ -1,10 +1,12 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +52,28 @@ func TestHubLogInvariants(t *testing.T) {
 	}
 	if text != "abc" || h.LastSeq() != 4 || !h.Done() {
 		t.Fatalf("log = %q, last seq %d, done %v", text, h.LastSeq(), h.Done())
+	}
+}
+
+// A gap is warned about once: when the hub's mailbox overflowed during a
+// zero-latency burst, every later event arrived after the gap and each
+// logged the same warning (thousands of lines for one lost batch).
+func TestHubWarnsOncePerGap(t *testing.T) {
+	var out bytes.Buffer
+	h := newHub("r", "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), slog.New(slog.NewTextHandler(&out, nil)))
+	h.append(delta(1, 1, "a"))
+	for seq := uint64(3); seq < 200; seq++ {
+		h.append(delta(seq, 1, "late"))
+	}
+	if n := strings.Count(out.String(), "saw a gap"); n != 1 {
+		t.Fatalf("one gap at seq 2 warned %d times", n)
+	}
+	h.append(delta(2, 1, "b"), delta(3, 1, "c")) // the resend fills it
+	for seq := uint64(5); seq < 50; seq++ {
+		h.append(delta(seq, 1, "late"))
+	}
+	if n := strings.Count(out.String(), "saw a gap"); n != 2 {
+		t.Fatalf("a second gap (at seq 4) warned %d times in all; want 2", n)
 	}
 }
 
