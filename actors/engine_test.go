@@ -85,7 +85,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func newTestEngine(t *testing.T, mutate func(*Config)) (*Engine, *prometheus.Registry) {
 	t.Helper()
-	stages, err := stagework.ParseConfig([]byte(testProfiles))
+	e, reg, _ := newProfileEngine(t, testProfiles, mutate)
+	return e, reg
+}
+
+// newProfileEngine is newTestEngine running the profiles and providers of
+// a stagework config (YAML) instead of testProfiles; it returns the config.
+func newProfileEngine(t *testing.T, profiles string, mutate func(*Config)) (*Engine, *prometheus.Registry, *stagework.Config) {
+	t.Helper()
+	stages, err := stagework.ParseConfig([]byte(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +117,7 @@ func newTestEngine(t *testing.T, mutate func(*Config)) (*Engine, *prometheus.Reg
 		defer cancel()
 		e.Shutdown(ctx)
 	})
-	return e, reg
+	return e, reg, stages
 }
 
 // collect reads a run's whole log through a subscription.
@@ -466,7 +474,7 @@ func TestCoordinatorServesSubscribe(t *testing.T) {
 // A stage whose model's context window cannot hold all earlier outputs gets
 // them trimmed (longest first, never the question), and StageStarted says so.
 func TestPromptsAreFittedToTheContextWindow(t *testing.T) {
-	stages, err := stagework.ParseConfig([]byte(`
+	e, _, _ := newProfileEngine(t, `
 providers:
   sim: {kind: sim, sim: {output_tokens: 600}}
 profiles:
@@ -477,14 +485,7 @@ profiles:
       refiner: {model: gpt-4o, max_tokens: 600}
       validator: {model: gpt-4o, max_tokens: 600}
       curator: {model: gpt-4o, max_tokens: 600, context_window: 1200}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, _ := newTestEngine(t, func(c *Config) {
-		c.Stages = stages
-		c.Providers, _ = BuildProviders(stages, nil)
-	})
+`, nil)
 	h, err := e.StartRun(RunRequest{Profile: "narrow", Query: "Why do distributed systems need consensus?", Seed: 5})
 	if err != nil {
 		t.Fatal(err)
@@ -566,7 +567,7 @@ func TestLostCoordinatorIsReplaced(t *testing.T) {
 // fallback; the fallback streams first and becomes the stage's attempt,
 // announced by its own StageStarted; the slow primary is stopped.
 func TestHedgedStageKeepsTheFirstToStream(t *testing.T) {
-	stages, err := stagework.ParseConfig([]byte(`
+	e, _, _ := newProfileEngine(t, `
 providers:
   slowstart: {kind: sim, sim: {ttft: 3s, output_tokens: 20}}
   quick:     {kind: sim, sim: {output_tokens: 20}}
@@ -578,13 +579,7 @@ profiles:
       refiner: {model: r}
       validator: {model: v}
       curator: {model: c}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, _ := newTestEngine(t, func(c *Config) {
-		c.Stages = stages
-		c.Providers, _ = BuildProviders(stages, nil)
+`, func(c *Config) {
 		c.HedgeWait = 50 * time.Millisecond
 	})
 	h, err := e.StartRun(RunRequest{Profile: "hedged", Query: "q", Seed: 3})

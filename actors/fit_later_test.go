@@ -34,21 +34,14 @@ func TestByteBoundCoversEveryCount(t *testing.T) {
 // TestPromptCountedAfterSpawnIsExact: a prompt that surely fits is sent
 // before it is counted; StageStarted still carries its exact count.
 func TestPromptCountedAfterSpawnIsExact(t *testing.T) {
-	stages, err := stagework.ParseConfig([]byte(`
+	e, _, stages := newProfileEngine(t, `
 providers:
   sim: {kind: sim, sim: {output_tokens: 50}}
 profiles:
   wide:
     provider: sim
     stages: {generator: {model: gpt-4o}, refiner: {model: gpt-4o}, validator: {model: gpt-4o}, curator: {model: gpt-4o}}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, _ := newTestEngine(t, func(c *Config) {
-		c.Stages = stages
-		c.Providers, _ = BuildProviders(stages, nil)
-	})
+`, nil)
 	h, err := e.StartRun(RunRequest{Profile: "wide", Query: "Why do distributed systems need consensus? 東京 🌸", Seed: 5})
 	if err != nil {
 		t.Fatal(err)

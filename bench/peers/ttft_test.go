@@ -19,15 +19,7 @@ import (
 func TestMockProxyAndChatStream(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mock, err := serveLoopback(ctx, &mockUpstream{tokens: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu, _ := url.Parse(mock)
-	proxy, err := serveLoopback(ctx, newFloorProxy(mu))
-	if err != nil {
-		t.Fatal(err)
-	}
+	mock, proxy := mockAndFloor(t, ctx, 20)
 	client := &http.Client{Timeout: 10 * time.Second}
 	for _, base := range []string{mock, proxy} {
 		resp, err := client.Post(base+"/v1/chat/completions", "application/json",
@@ -170,19 +162,27 @@ func TestRunTTFT(t *testing.T) {
 func TestFloorProxyKeepsAnswersWhole(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mock, err := serveLoopback(ctx, &mockUpstream{tokens: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu, _ := url.Parse(mock)
-	proxy, err := serveLoopback(ctx, newFloorProxy(mu))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, proxy := mockAndFloor(t, ctx, 10)
 	client := &http.Client{Timeout: 10 * time.Second}
 	for i := range 400 {
 		if _, err := chatStream(ctx, client, proxy+"/v1/chat/completions", "", "m", 10); err != nil {
 			t.Fatalf("answer %d: %v", i, err)
 		}
 	}
+}
+
+// mockAndFloor serves a zero-latency mock streaming tokens a request, and
+// the floor proxy in front of it, on loopback until ctx ends.
+func mockAndFloor(t *testing.T, ctx context.Context, tokens int) (mock, proxy string) {
+	t.Helper()
+	mock, err := serveLoopback(ctx, &mockUpstream{tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu, _ := url.Parse(mock)
+	proxy, err = serveLoopback(ctx, newFloorProxy(mu))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mock, proxy
 }
