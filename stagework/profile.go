@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -107,20 +108,64 @@ type ProviderConfig struct {
 	RateLimit RateLimit `yaml:"rate_limit"`
 }
 
-// Profile is a named pipeline: which provider and model serve each stage.
+// Profile is a named pipeline: its strategy and which provider and model
+// serve each step.
 type Profile struct {
 	// Name is the profile's name (its key in the file).
 	Name string
 	// Description is one line for people (shown in model lists and the UI).
 	Description string
-	// Stages holds all four stages' settings, in pipeline order.
+	// Strategy is the shape of the run's graph: StrategyChain (also when
+	// empty), StrategyMoA, StrategyCouncil or StrategyVote.
+	Strategy string
+	// Stages holds the run's steps, every step after the steps it reads
+	// (its Inputs); the last step is the Final one. A chain's are its four
+	// stages in pipeline order.
 	Stages []StageSpec
 }
 
-// StageSpec is one stage's settings within a profile.
+// IsChain reports whether the profile is the four-stage chain.
+func (p *Profile) IsChain() bool { return p.Strategy == "" || p.Strategy == StrategyChain }
+
+// Step returns the profile's step with the given id.
+func (p *Profile) Step(id string) (StageSpec, bool) {
+	for _, sp := range p.Stages {
+		if sp.StepID() == id {
+			return sp, true
+		}
+	}
+	return StageSpec{}, false
+}
+
+// StageSpec is one step's settings within a profile (a chain's steps are
+// its stages).
 type StageSpec struct {
-	// Stage is the stage these settings are for.
+	// Stage is the step's role: a chain's stage, or a strategy's role.
 	Stage Stage
+	// ID is the step's id, unique within the profile: a chain stage's name
+	// ("generator"); "p<layer>.<n>" and "aggregator" (moa); "m<n>",
+	// "r<n>" and "chairman" (council); "s<n>", "judge" and "answer" (vote).
+	// Empty means the stage's name (StepID).
+	ID string
+	// Inputs are the ids of the steps whose outputs this step reads, in
+	// the order its prompt shows them. A chain stage reads the stage
+	// before it.
+	Inputs []string
+	// MinInputs is how many of Inputs must finish for the step to run
+	// (0: all of them). An input that fails is left out while enough
+	// remain; the run fails when fewer than MinInputs can finish.
+	MinInputs int
+	// Deadline, when MinInputs of Inputs have finished, is how long after
+	// the step's first input started it waits for the rest; then it
+	// starts without them (they are stopped and left out). 0: it waits for
+	// every input that has not failed.
+	Deadline time.Duration
+	// Final marks the step whose output is the run's answer (the last).
+	Final bool
+	// Layer is a moa proposer's layer, from 1; 0 for other steps.
+	Layer int
+	// Method is a tally step's method: VoteMajority or VoteJudge.
+	Method string
 	// Provider names an entry of Config.Providers. In the file it defaults to
 	// the profile's "provider".
 	Provider string
@@ -150,6 +195,14 @@ type StageSpec struct {
 	// UserTemplate replaces the stage's default user-message template; empty
 	// keeps the default. A text/template over PromptData.
 	UserTemplate string
+}
+
+// StepID is the step's id: ID, or the stage's name when ID is empty.
+func (sp StageSpec) StepID() string {
+	if sp.ID != "" {
+		return sp.ID
+	}
+	return sp.Stage.String()
 }
 
 // ModelRef names a model on a provider.

@@ -19,7 +19,17 @@ type PromptInput struct {
 	History []Message
 	// Outputs holds the finished outputs of the earlier stages. Each stage
 	// requires the outputs it reads (see BuildPrompt); others are ignored.
+	// Chain stages only.
 	Outputs map[Stage]string
+	// Inputs are the outputs of the steps a strategy's step reads
+	// (StageSpec.Inputs that finished), in the order of StageSpec.Inputs.
+	Inputs []StepOutput
+	// Left are the step's inputs that were left out (failed, too slow),
+	// with their Reason; a synthesis prompt names them.
+	Left []StepOutput
+	// Ranking is a council's aggregate ranking of its members' answers,
+	// best first (the chairman's prompt).
+	Ranking []RankEntry
 }
 
 // ErrMissingOutput is returned by BuildPrompt when a stage's prompt needs an

@@ -6,16 +6,26 @@ import (
 	"strings"
 )
 
-// Stage is one step of the consensus pipeline. The values match messages.Stage.
+// Stage is the role of one step of a run: one of the chain's four stages, or
+// a role of the parallel strategies (moa, council, vote). The values match
+// messages.Stage.
 type Stage int
 
-// The four stages, in pipeline order. Their names, titles and roles are in
-// stageTable; nothing else in QLC lists them.
+// The roles. The first four are the chain's stages, in pipeline order. Their
+// names, titles and roles are in stageTable; nothing else in QLC lists them.
 const (
 	StageGenerator Stage = iota + 1
 	StageRefiner
 	StageValidator
 	StageCurator
+	StageProposer   // moa: answers (layer 1) or re-answers from the previous layer's answers
+	StageAggregator // moa: synthesises the last layer's answers into the final one
+	StageMember     // council: answers the question
+	StageRanker     // council: ranks the members' anonymised answers
+	StageChairman   // council: writes the final answer from the answers and the ranking
+	StageSample     // vote: one independent sample
+	StageJudge      // vote: picks the most consistent sample
+	StageTally      // vote (and a council without a chairman): the chosen answer; no model call
 )
 
 // StageInfo describes a stage: its name on the wire, its display title and
@@ -41,23 +51,41 @@ var stageTable = [...]StageInfo{
 	{StageRefiner, "refiner", "Refiner", "deepens and corrects the draft"},
 	{StageValidator, "validator", "Validator", "checks facts, logic and code; lists problems"},
 	{StageCurator, "curator", "Curator", "writes the final answer from all of it"},
+	{StageProposer, "proposer", "Proposer", "answers on its own, or from the previous layer's answers"},
+	{StageAggregator, "aggregator", "Aggregator", "synthesises the proposers' answers into the final one"},
+	{StageMember, "member", "Member", "answers the question for the council"},
+	{StageRanker, "ranker", "Ranker", "ranks the members' anonymised answers"},
+	{StageChairman, "chairman", "Chairman", "writes the final answer from the answers and their ranking"},
+	{StageSample, "sample", "Sample", "one independent sample of an answer"},
+	{StageJudge, "judge", "Judge", "picks the most consistent sample"},
+	{StageTally, "tally", "Answer", "the chosen answer, by majority or by the judge"},
 }
 
-// NumStages is the number of stages; Stage values run from 1 to NumStages.
+// NumStages is the number of roles; Stage values run from 1 to NumStages.
 const NumStages = len(stageTable)
 
-// Stages lists the pipeline's stages in order.
+// numChainStages is how many of stageTable's entries are the chain's stages.
+const numChainStages = 4
+
+// Stages lists the chain's four stages in pipeline order.
 var Stages = func() []Stage {
-	out := make([]Stage, len(stageTable))
-	for i, in := range stageTable {
+	out := make([]Stage, numChainStages)
+	for i, in := range stageTable[:numChainStages] {
 		out[i] = in.Stage
 	}
 	return out
 }()
 
-// StageTable returns the stages' names, titles and roles in pipeline order
-// (a fresh copy).
-func StageTable() []StageInfo { return append([]StageInfo(nil), stageTable[:]...) }
+// Chain reports whether s is one of the chain's four stages.
+func (s Stage) Chain() bool { return s >= 1 && int(s) <= numChainStages }
+
+// StageTable returns the chain's stages' names, titles and roles in
+// pipeline order (a fresh copy).
+func StageTable() []StageInfo { return append([]StageInfo(nil), stageTable[:numChainStages]...) }
+
+// RoleTable returns every role's name, title and description: the chain's
+// stages, then the strategies' roles (a fresh copy).
+func RoleTable() []StageInfo { return append([]StageInfo(nil), stageTable[:]...) }
 
 // ErrUnknownStage is returned by ParseStage for a name that is not a stage.
 var ErrUnknownStage = errors.New("stagework: unknown stage")
