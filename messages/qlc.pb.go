@@ -29,25 +29,43 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Stage names one step of the consensus pipeline, in pipeline order.
+// Stage is the role of one step of a run: the chain's four stages in
+// pipeline order, then the parallel strategies' roles (stagework.Stage has
+// the same values).
 type Stage int32
 
 const (
 	Stage_STAGE_UNSPECIFIED Stage = 0
-	Stage_STAGE_GENERATOR   Stage = 1 // drafts a first answer
-	Stage_STAGE_REFINER     Stage = 2 // deepens and corrects the draft
-	Stage_STAGE_VALIDATOR   Stage = 3 // checks facts, logic and code; lists problems
-	Stage_STAGE_CURATOR     Stage = 4 // writes the final answer from all of it
+	Stage_STAGE_GENERATOR   Stage = 1  // drafts a first answer
+	Stage_STAGE_REFINER     Stage = 2  // deepens and corrects the draft
+	Stage_STAGE_VALIDATOR   Stage = 3  // checks facts, logic and code; lists problems
+	Stage_STAGE_CURATOR     Stage = 4  // writes the final answer from all of it
+	Stage_STAGE_PROPOSER    Stage = 5  // moa: answers, or re-answers from the previous layer's answers
+	Stage_STAGE_AGGREGATOR  Stage = 6  // moa: synthesises the last layer's answers
+	Stage_STAGE_MEMBER      Stage = 7  // council: answers
+	Stage_STAGE_RANKER      Stage = 8  // council: ranks the members' anonymised answers
+	Stage_STAGE_CHAIRMAN    Stage = 9  // council: writes the final answer
+	Stage_STAGE_SAMPLE      Stage = 10 // vote: one sample
+	Stage_STAGE_JUDGE       Stage = 11 // vote: picks the most consistent sample
+	Stage_STAGE_TALLY       Stage = 12 // vote: the chosen answer (no model call)
 )
 
 // Enum value maps for Stage.
 var (
 	Stage_name = map[int32]string{
-		0: "STAGE_UNSPECIFIED",
-		1: "STAGE_GENERATOR",
-		2: "STAGE_REFINER",
-		3: "STAGE_VALIDATOR",
-		4: "STAGE_CURATOR",
+		0:  "STAGE_UNSPECIFIED",
+		1:  "STAGE_GENERATOR",
+		2:  "STAGE_REFINER",
+		3:  "STAGE_VALIDATOR",
+		4:  "STAGE_CURATOR",
+		5:  "STAGE_PROPOSER",
+		6:  "STAGE_AGGREGATOR",
+		7:  "STAGE_MEMBER",
+		8:  "STAGE_RANKER",
+		9:  "STAGE_CHAIRMAN",
+		10: "STAGE_SAMPLE",
+		11: "STAGE_JUDGE",
+		12: "STAGE_TALLY",
 	}
 	Stage_value = map[string]int32{
 		"STAGE_UNSPECIFIED": 0,
@@ -55,6 +73,14 @@ var (
 		"STAGE_REFINER":     2,
 		"STAGE_VALIDATOR":   3,
 		"STAGE_CURATOR":     4,
+		"STAGE_PROPOSER":    5,
+		"STAGE_AGGREGATOR":  6,
+		"STAGE_MEMBER":      7,
+		"STAGE_RANKER":      8,
+		"STAGE_CHAIRMAN":    9,
+		"STAGE_SAMPLE":      10,
+		"STAGE_JUDGE":       11,
+		"STAGE_TALLY":       12,
 	}
 )
 
@@ -737,6 +763,10 @@ type RunEvent struct {
 	//	*RunEvent_RunCompleted
 	//	*RunEvent_RunFailed
 	//	*RunEvent_RunCancelled
+	//	*RunEvent_RunPlanned
+	//	*RunEvent_StepSkipped
+	//	*RunEvent_Ranking
+	//	*RunEvent_StepNote
 	Kind          isRunEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -870,6 +900,42 @@ func (x *RunEvent) GetRunCancelled() *RunCancelled {
 	return nil
 }
 
+func (x *RunEvent) GetRunPlanned() *RunPlanned {
+	if x != nil {
+		if x, ok := x.Kind.(*RunEvent_RunPlanned); ok {
+			return x.RunPlanned
+		}
+	}
+	return nil
+}
+
+func (x *RunEvent) GetStepSkipped() *StepSkipped {
+	if x != nil {
+		if x, ok := x.Kind.(*RunEvent_StepSkipped); ok {
+			return x.StepSkipped
+		}
+	}
+	return nil
+}
+
+func (x *RunEvent) GetRanking() *Ranking {
+	if x != nil {
+		if x, ok := x.Kind.(*RunEvent_Ranking); ok {
+			return x.Ranking
+		}
+	}
+	return nil
+}
+
+func (x *RunEvent) GetStepNote() *StepNote {
+	if x != nil {
+		if x, ok := x.Kind.(*RunEvent_StepNote); ok {
+			return x.StepNote
+		}
+	}
+	return nil
+}
+
 type isRunEvent_Kind interface {
 	isRunEvent_Kind()
 }
@@ -902,6 +968,22 @@ type RunEvent_RunCancelled struct {
 	RunCancelled *RunCancelled `protobuf:"bytes,16,opt,name=run_cancelled,json=runCancelled,proto3,oneof"`
 }
 
+type RunEvent_RunPlanned struct {
+	RunPlanned *RunPlanned `protobuf:"bytes,17,opt,name=run_planned,json=runPlanned,proto3,oneof"`
+}
+
+type RunEvent_StepSkipped struct {
+	StepSkipped *StepSkipped `protobuf:"bytes,18,opt,name=step_skipped,json=stepSkipped,proto3,oneof"`
+}
+
+type RunEvent_Ranking struct {
+	Ranking *Ranking `protobuf:"bytes,19,opt,name=ranking,proto3,oneof"`
+}
+
+type RunEvent_StepNote struct {
+	StepNote *StepNote `protobuf:"bytes,20,opt,name=step_note,json=stepNote,proto3,oneof"`
+}
+
 func (*RunEvent_StageStarted) isRunEvent_Kind() {}
 
 func (*RunEvent_TokenDelta) isRunEvent_Kind() {}
@@ -915,6 +997,14 @@ func (*RunEvent_RunCompleted) isRunEvent_Kind() {}
 func (*RunEvent_RunFailed) isRunEvent_Kind() {}
 
 func (*RunEvent_RunCancelled) isRunEvent_Kind() {}
+
+func (*RunEvent_RunPlanned) isRunEvent_Kind() {}
+
+func (*RunEvent_StepSkipped) isRunEvent_Kind() {}
+
+func (*RunEvent_Ranking) isRunEvent_Kind() {}
+
+func (*RunEvent_StepNote) isRunEvent_Kind() {}
 
 // RunEventAck tells a coordinator its run's hub has logged everything up to
 // seq, the terminal event included; the coordinator may then stop (until
@@ -1027,8 +1117,13 @@ type StageStarted struct {
 	Fallback bool                   `protobuf:"varint,5,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	// note tells people what was done to the prompt, e.g. which earlier
 	// outputs were trimmed to fit the model's context window.
-	Note          string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
-	PromptTokens  int64  `protobuf:"varint,7,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"` // the prompt's size as counted by QLC's tokenizer (0: not counted, no context window to fit)
+	Note         string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	PromptTokens int64  `protobuf:"varint,7,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"` // the prompt's size as counted by QLC's tokenizer (0: not counted, no context window to fit)
+	// step is the step's id; empty means the stage's name (a chain's
+	// stages). Every event of a step carries the same rule.
+	Step string `protobuf:"bytes,8,opt,name=step,proto3" json:"step,omitempty"`
+	// final marks the step whose text is the run's answer.
+	Final         bool `protobuf:"varint,9,opt,name=final,proto3" json:"final,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1112,12 +1207,27 @@ func (x *StageStarted) GetPromptTokens() int64 {
 	return 0
 }
 
+func (x *StageStarted) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StageStarted) GetFinal() bool {
+	if x != nil {
+		return x.Final
+	}
+	return false
+}
+
 // TokenDelta is streamed output of the stage's current attempt.
 type TokenDelta struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stage         Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
 	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
 	Tokens        int32                  `protobuf:"varint,3,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	Step          string                 `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"` // empty: the stage's name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1171,6 +1281,13 @@ func (x *TokenDelta) GetTokens() int32 {
 		return x.Tokens
 	}
 	return 0
+}
+
+func (x *TokenDelta) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
 }
 
 // TokenDeltaBatch carries consecutive deltas of one stage attempt that were
@@ -1229,6 +1346,7 @@ type StageCompleted struct {
 	Ttft          *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
 	Duration      *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
 	Model         string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	Step          string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"` // empty: the stage's name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1305,6 +1423,13 @@ func (x *StageCompleted) GetModel() string {
 	return ""
 }
 
+func (x *StageCompleted) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
 // StageRestarted says the stage's streamed text so far is void and the stage
 // is redone (after a mid-stream failure, or a failover of the coordinator).
 // Subscribers discard the stage's partial text.
@@ -1315,6 +1440,7 @@ type StageRestarted struct {
 	// usage is what the void attempt used (its prompt and the tokens it
 	// streamed): billed, though its text is discarded.
 	Usage         *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Step          string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"` // empty: the stage's name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1368,6 +1494,13 @@ func (x *StageRestarted) GetUsage() *Usage {
 		return x.Usage
 	}
 	return nil
+}
+
+func (x *StageRestarted) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
 }
 
 // RunCompleted ends a run successfully; answer is the Curator's output.
@@ -1431,6 +1564,7 @@ type RunFailed struct {
 	Code   string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"` // machine-readable: provider_error, auth, rate_limited, timeout, internal, ...
 	// usage is what the failed stage's last attempt used.
 	Usage         *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
+	Step          string `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"` // the step that failed, when one did (empty for a chain's stage: its name)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1493,6 +1627,13 @@ func (x *RunFailed) GetUsage() *Usage {
 	return nil
 }
 
+func (x *RunFailed) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
 // StageAttemptDone is a stage worker's report to its coordinator that the
 // provider's stream ended normally. The coordinator builds the stage's output
 // from the deltas it forwarded, so the log and the output always agree.
@@ -1504,6 +1645,7 @@ type StageAttemptDone struct {
 	Ttft          *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
 	Duration      *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
 	FinishReason  string                 `protobuf:"bytes,6,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	Step          string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1580,6 +1722,13 @@ func (x *StageAttemptDone) GetFinishReason() string {
 	return ""
 }
 
+func (x *StageAttemptDone) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
 // StageAttemptFailed is a stage worker's report to its coordinator that its
 // attempt failed; the coordinator decides to retry, fall back, or fail the run.
 type StageAttemptFailed struct {
@@ -1593,6 +1742,7 @@ type StageAttemptFailed struct {
 	Retryable      bool                   `protobuf:"varint,7,opt,name=retryable,proto3" json:"retryable,omitempty"`
 	Provider       string                 `protobuf:"bytes,8,opt,name=provider,proto3" json:"provider,omitempty"`
 	HttpStatus     int32                  `protobuf:"varint,9,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	Step           string                 `protobuf:"bytes,10,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1690,6 +1840,452 @@ func (x *StageAttemptFailed) GetHttpStatus() int32 {
 	return 0
 }
 
+func (x *StageAttemptFailed) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+// RunPlanned is the first event of a run of a parallel strategy (moa,
+// council, vote): its steps, so a reader can lay them out before they
+// start. A chain's run has none (its four stages are known).
+type RunPlanned struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Strategy      string                 `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Steps         []*PlannedStep         `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunPlanned) Reset() {
+	*x = RunPlanned{}
+	mi := &file_qlc_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunPlanned) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunPlanned) ProtoMessage() {}
+
+func (x *RunPlanned) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunPlanned.ProtoReflect.Descriptor instead.
+func (*RunPlanned) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RunPlanned) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *RunPlanned) GetSteps() []*PlannedStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// PlannedStep is one step of a RunPlanned.
+type PlannedStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Stage         Stage                  `protobuf:"varint,2,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Model         string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Provider      string                 `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`
+	Inputs        []string               `protobuf:"bytes,5,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	MinInputs     int32                  `protobuf:"varint,6,opt,name=min_inputs,json=minInputs,proto3" json:"min_inputs,omitempty"`
+	Final         bool                   `protobuf:"varint,7,opt,name=final,proto3" json:"final,omitempty"`
+	Layer         int32                  `protobuf:"varint,8,opt,name=layer,proto3" json:"layer,omitempty"` // a moa proposer's layer, from 1
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedStep) Reset() {
+	*x = PlannedStep{}
+	mi := &file_qlc_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedStep) ProtoMessage() {}
+
+func (x *PlannedStep) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedStep.ProtoReflect.Descriptor instead.
+func (*PlannedStep) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PlannedStep) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *PlannedStep) GetStage() Stage {
+	if x != nil {
+		return x.Stage
+	}
+	return Stage_STAGE_UNSPECIFIED
+}
+
+func (x *PlannedStep) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *PlannedStep) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *PlannedStep) GetInputs() []string {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *PlannedStep) GetMinInputs() int32 {
+	if x != nil {
+		return x.MinInputs
+	}
+	return 0
+}
+
+func (x *PlannedStep) GetFinal() bool {
+	if x != nil {
+		return x.Final
+	}
+	return false
+}
+
+func (x *PlannedStep) GetLayer() int32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+// StepSkipped says a step of a parallel strategy is left out: it failed
+// (retries and fallback spent), ran past its deadline while its readers
+// had enough without it, or could not run for lack of inputs. The run goes
+// on without it; the steps that read it name it in their prompts.
+type StepSkipped struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Stage         Stage                  `protobuf:"varint,2,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Code          string                 `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`   // failed, deadline, no_inputs
+	Usage         *Usage                 `protobuf:"bytes,5,opt,name=usage,proto3" json:"usage,omitempty"` // what its cut-off attempt used (billed)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepSkipped) Reset() {
+	*x = StepSkipped{}
+	mi := &file_qlc_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepSkipped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepSkipped) ProtoMessage() {}
+
+func (x *StepSkipped) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepSkipped.ProtoReflect.Descriptor instead.
+func (*StepSkipped) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *StepSkipped) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepSkipped) GetStage() Stage {
+	if x != nil {
+		return x.Stage
+	}
+	return Stage_STAGE_UNSPECIFIED
+}
+
+func (x *StepSkipped) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *StepSkipped) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *StepSkipped) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// Ranking is one ranker's parsed ranking of the answers it saw, or the
+// council's aggregate of every parsed ranking (aggregate; step empty).
+type Ranking struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Aggregate     bool                   `protobuf:"varint,2,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
+	Ranked        []*RankedStep          `protobuf:"bytes,3,rep,name=ranked,proto3" json:"ranked,omitempty"` // best first
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ranking) Reset() {
+	*x = Ranking{}
+	mi := &file_qlc_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ranking) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ranking) ProtoMessage() {}
+
+func (x *Ranking) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ranking.ProtoReflect.Descriptor instead.
+func (*Ranking) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Ranking) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Ranking) GetAggregate() bool {
+	if x != nil {
+		return x.Aggregate
+	}
+	return false
+}
+
+func (x *Ranking) GetRanked() []*RankedStep {
+	if x != nil {
+		return x.Ranked
+	}
+	return nil
+}
+
+// RankedStep is one answer's place in a Ranking.
+type RankedStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Label         string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`                                  // its anonymous label ("A")
+	AverageRank   float64                `protobuf:"fixed64,3,opt,name=average_rank,json=averageRank,proto3" json:"average_rank,omitempty"` // 1 = best (an aggregate's mean; a ranker's place)
+	Votes         int32                  `protobuf:"varint,4,opt,name=votes,proto3" json:"votes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RankedStep) Reset() {
+	*x = RankedStep{}
+	mi := &file_qlc_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankedStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankedStep) ProtoMessage() {}
+
+func (x *RankedStep) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankedStep.ProtoReflect.Descriptor instead.
+func (*RankedStep) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RankedStep) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *RankedStep) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *RankedStep) GetAverageRank() float64 {
+	if x != nil {
+		return x.AverageRank
+	}
+	return 0
+}
+
+func (x *RankedStep) GetVotes() int32 {
+	if x != nil {
+		return x.Votes
+	}
+	return 0
+}
+
+// StepNote tells readers something about a step that is not an error of
+// the run: a ranking that could not be parsed (raw holds the start of the
+// text), a judge whose pick could not be read, a fallback to the
+// best-ranked answer.
+type StepNote struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // ranking_unparsed, choice_unparsed, majority, answer_fallback
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Raw           string                 `protobuf:"bytes,4,opt,name=raw,proto3" json:"raw,omitempty"` // at most 2 KiB
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepNote) Reset() {
+	*x = StepNote{}
+	mi := &file_qlc_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepNote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepNote) ProtoMessage() {}
+
+func (x *StepNote) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepNote.ProtoReflect.Descriptor instead.
+func (*StepNote) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StepNote) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepNote) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *StepNote) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *StepNote) GetRaw() string {
+	if x != nil {
+		return x.Raw
+	}
+	return ""
+}
+
 // RunCancelled ends a run that its owner cancelled.
 type RunCancelled struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1703,7 +2299,7 @@ type RunCancelled struct {
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +2311,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +2324,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{22}
+	return file_qlc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -1760,7 +2356,7 @@ type CountTokens struct {
 
 func (x *CountTokens) Reset() {
 	*x = CountTokens{}
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +2368,7 @@ func (x *CountTokens) String() string {
 func (*CountTokens) ProtoMessage() {}
 
 func (x *CountTokens) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +2381,7 @@ func (x *CountTokens) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokens.ProtoReflect.Descriptor instead.
 func (*CountTokens) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{23}
+	return file_qlc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CountTokens) GetModel() string {
@@ -1827,7 +2423,7 @@ type CountTokensBatch struct {
 
 func (x *CountTokensBatch) Reset() {
 	*x = CountTokensBatch{}
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2435,7 @@ func (x *CountTokensBatch) String() string {
 func (*CountTokensBatch) ProtoMessage() {}
 
 func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2448,7 @@ func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokensBatch.ProtoReflect.Descriptor instead.
 func (*CountTokensBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{24}
+	return file_qlc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CountTokensBatch) GetRequests() []*CountTokens {
@@ -1872,7 +2468,7 @@ type TokenCountsBatch struct {
 
 func (x *TokenCountsBatch) Reset() {
 	*x = TokenCountsBatch{}
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2480,7 @@ func (x *TokenCountsBatch) String() string {
 func (*TokenCountsBatch) ProtoMessage() {}
 
 func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2493,7 @@ func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCountsBatch.ProtoReflect.Descriptor instead.
 func (*TokenCountsBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{25}
+	return file_qlc_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TokenCountsBatch) GetResults() []*TokenCounts {
@@ -1917,7 +2513,7 @@ type TokenIDs struct {
 
 func (x *TokenIDs) Reset() {
 	*x = TokenIDs{}
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2525,7 @@ func (x *TokenIDs) String() string {
 func (*TokenIDs) ProtoMessage() {}
 
 func (x *TokenIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2538,7 @@ func (x *TokenIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIDs.ProtoReflect.Descriptor instead.
 func (*TokenIDs) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{26}
+	return file_qlc_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TokenIDs) GetIds() []int32 {
@@ -1968,7 +2564,7 @@ type TokenCounts struct {
 
 func (x *TokenCounts) Reset() {
 	*x = TokenCounts{}
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2576,7 @@ func (x *TokenCounts) String() string {
 func (*TokenCounts) ProtoMessage() {}
 
 func (x *TokenCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2589,7 @@ func (x *TokenCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCounts.ProtoReflect.Descriptor instead.
 func (*TokenCounts) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{27}
+	return file_qlc_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TokenCounts) GetCounts() []int64 {
@@ -2059,7 +2655,7 @@ type FindRun struct {
 
 func (x *FindRun) Reset() {
 	*x = FindRun{}
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2667,7 @@ func (x *FindRun) String() string {
 func (*FindRun) ProtoMessage() {}
 
 func (x *FindRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2680,7 @@ func (x *FindRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindRun.ProtoReflect.Descriptor instead.
 func (*FindRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{28}
+	return file_qlc_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FindRun) GetRunId() string {
@@ -2113,7 +2709,7 @@ type RunFound struct {
 
 func (x *RunFound) Reset() {
 	*x = RunFound{}
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2721,7 @@ func (x *RunFound) String() string {
 func (*RunFound) ProtoMessage() {}
 
 func (x *RunFound) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2734,7 @@ func (x *RunFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFound.ProtoReflect.Descriptor instead.
 func (*RunFound) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{29}
+	return file_qlc_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RunFound) GetStart() *StartRun {
@@ -2174,7 +2770,7 @@ type TenantLimits struct {
 
 func (x *TenantLimits) Reset() {
 	*x = TenantLimits{}
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2782,7 @@ func (x *TenantLimits) String() string {
 func (*TenantLimits) ProtoMessage() {}
 
 func (x *TenantLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2795,7 @@ func (x *TenantLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
 func (*TenantLimits) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{30}
+	return file_qlc_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TenantLimits) GetRequestsPerMinute() int64 {
@@ -2277,7 +2873,7 @@ type Admit struct {
 
 func (x *Admit) Reset() {
 	*x = Admit{}
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2885,7 @@ func (x *Admit) String() string {
 func (*Admit) ProtoMessage() {}
 
 func (x *Admit) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2898,7 @@ func (x *Admit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admit.ProtoReflect.Descriptor instead.
 func (*Admit) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{31}
+	return file_qlc_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Admit) GetTenant() string {
@@ -2383,7 +2979,7 @@ type AdmitReply struct {
 
 func (x *AdmitReply) Reset() {
 	*x = AdmitReply{}
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2991,7 @@ func (x *AdmitReply) String() string {
 func (*AdmitReply) ProtoMessage() {}
 
 func (x *AdmitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +3004,7 @@ func (x *AdmitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitReply.ProtoReflect.Descriptor instead.
 func (*AdmitReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{32}
+	return file_qlc_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AdmitReply) GetOk() bool {
@@ -2453,7 +3049,7 @@ type Settle struct {
 
 func (x *Settle) Reset() {
 	*x = Settle{}
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2465,7 +3061,7 @@ func (x *Settle) String() string {
 func (*Settle) ProtoMessage() {}
 
 func (x *Settle) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2478,7 +3074,7 @@ func (x *Settle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settle.ProtoReflect.Descriptor instead.
 func (*Settle) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{33}
+	return file_qlc_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Settle) GetTenant() string {
@@ -2510,7 +3106,7 @@ type SettleAck struct {
 
 func (x *SettleAck) Reset() {
 	*x = SettleAck{}
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +3118,7 @@ func (x *SettleAck) String() string {
 func (*SettleAck) ProtoMessage() {}
 
 func (x *SettleAck) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +3131,7 @@ func (x *SettleAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleAck.ProtoReflect.Descriptor instead.
 func (*SettleAck) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{34}
+	return file_qlc_proto_rawDescGZIP(), []int{40}
 }
 
 // LedgerQuery asks a gateway's ledger what a limiter needs to rebuild a
@@ -2552,7 +3148,7 @@ type LedgerQuery struct {
 
 func (x *LedgerQuery) Reset() {
 	*x = LedgerQuery{}
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +3160,7 @@ func (x *LedgerQuery) String() string {
 func (*LedgerQuery) ProtoMessage() {}
 
 func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +3173,7 @@ func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerQuery.ProtoReflect.Descriptor instead.
 func (*LedgerQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{35}
+	return file_qlc_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LedgerQuery) GetTenant() string {
@@ -2615,7 +3211,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +3223,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +3236,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{36}
+	return file_qlc_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LedgerEntry) GetRunId() string {
@@ -2684,7 +3280,7 @@ type LedgerState struct {
 
 func (x *LedgerState) Reset() {
 	*x = LedgerState{}
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +3292,7 @@ func (x *LedgerState) String() string {
 func (*LedgerState) ProtoMessage() {}
 
 func (x *LedgerState) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +3305,7 @@ func (x *LedgerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerState.ProtoReflect.Descriptor instead.
 func (*LedgerState) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{37}
+	return file_qlc_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LedgerState) GetRecent() []*LedgerEntry {
@@ -2754,7 +3350,7 @@ type RegistryChange struct {
 
 func (x *RegistryChange) Reset() {
 	*x = RegistryChange{}
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +3362,7 @@ func (x *RegistryChange) String() string {
 func (*RegistryChange) ProtoMessage() {}
 
 func (x *RegistryChange) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +3375,7 @@ func (x *RegistryChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryChange.ProtoReflect.Descriptor instead.
 func (*RegistryChange) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{38}
+	return file_qlc_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RegistryChange) GetTenants() [][]byte {
@@ -2817,7 +3413,7 @@ type FitToBudget struct {
 
 func (x *FitToBudget) Reset() {
 	*x = FitToBudget{}
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +3425,7 @@ func (x *FitToBudget) String() string {
 func (*FitToBudget) ProtoMessage() {}
 
 func (x *FitToBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +3438,7 @@ func (x *FitToBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FitToBudget.ProtoReflect.Descriptor instead.
 func (*FitToBudget) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{39}
+	return file_qlc_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FitToBudget) GetModel() string {
@@ -2892,7 +3488,7 @@ type FittedText struct {
 
 func (x *FittedText) Reset() {
 	*x = FittedText{}
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3500,7 @@ func (x *FittedText) String() string {
 func (*FittedText) ProtoMessage() {}
 
 func (x *FittedText) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3513,7 @@ func (x *FittedText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FittedText.ProtoReflect.Descriptor instead.
 func (*FittedText) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{40}
+	return file_qlc_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FittedText) GetText() string {
@@ -3032,7 +3628,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcoordinator\x18\x01 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\":\n" +
 	"\x06Lagged\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
-	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\"\xa9\x04\n" +
+	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\"\xf8\x05\n" +
 	"\bRunEvent\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
@@ -3047,13 +3643,18 @@ const file_qlc_proto_rawDesc = "" +
 	"\rrun_completed\x18\x0e \x01(\v2\x14.qlc.v1.RunCompletedH\x00R\frunCompleted\x122\n" +
 	"\n" +
 	"run_failed\x18\x0f \x01(\v2\x11.qlc.v1.RunFailedH\x00R\trunFailed\x12;\n" +
-	"\rrun_cancelled\x18\x10 \x01(\v2\x14.qlc.v1.RunCancelledH\x00R\frunCancelledB\x06\n" +
+	"\rrun_cancelled\x18\x10 \x01(\v2\x14.qlc.v1.RunCancelledH\x00R\frunCancelled\x125\n" +
+	"\vrun_planned\x18\x11 \x01(\v2\x12.qlc.v1.RunPlannedH\x00R\n" +
+	"runPlanned\x128\n" +
+	"\fstep_skipped\x18\x12 \x01(\v2\x13.qlc.v1.StepSkippedH\x00R\vstepSkipped\x12+\n" +
+	"\aranking\x18\x13 \x01(\v2\x0f.qlc.v1.RankingH\x00R\aranking\x12/\n" +
+	"\tstep_note\x18\x14 \x01(\v2\x10.qlc.v1.StepNoteH\x00R\bstepNoteB\x06\n" +
 	"\x04kind\"6\n" +
 	"\vRunEventAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"9\n" +
 	"\rRunEventBatch\x12(\n" +
-	"\x06events\x18\x01 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"\xd4\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"\xfe\x01\n" +
 	"\fStageStarted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1a\n" +
@@ -3061,40 +3662,47 @@ const file_qlc_proto_rawDesc = "" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bfallback\x18\x05 \x01(\bR\bfallback\x12\x12\n" +
 	"\x04note\x18\x06 \x01(\tR\x04note\x12#\n" +
-	"\rprompt_tokens\x18\a \x01(\x03R\fpromptTokens\"]\n" +
+	"\rprompt_tokens\x18\a \x01(\x03R\fpromptTokens\x12\x12\n" +
+	"\x04step\x18\b \x01(\tR\x04step\x12\x14\n" +
+	"\x05final\x18\t \x01(\bR\x05final\"q\n" +
 	"\n" +
 	"TokenDelta\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
-	"\x06tokens\x18\x03 \x01(\x05R\x06tokens\"=\n" +
+	"\x06tokens\x18\x03 \x01(\x05R\x06tokens\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\"=\n" +
 	"\x0fTokenDeltaBatch\x12*\n" +
-	"\x06deltas\x18\x01 \x03(\v2\x12.qlc.v1.TokenDeltaR\x06deltas\"\xee\x01\n" +
+	"\x06deltas\x18\x01 \x03(\v2\x12.qlc.v1.TokenDeltaR\x06deltas\"\x82\x02\n" +
 	"\x0eStageCompleted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12#\n" +
 	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12-\n" +
 	"\x04ttft\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04ttft\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
-	"\x05model\x18\x06 \x01(\tR\x05model\"r\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x12\n" +
+	"\x04step\x18\a \x01(\tR\x04step\"\x86\x01\n" +
 	"\x0eStageRestarted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
-	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\"K\n" +
+	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\"K\n" +
 	"\fRunCompleted\x12\x16\n" +
 	"\x06answer\x18\x01 \x01(\tR\x06answer\x12#\n" +
-	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x81\x01\n" +
+	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x95\x01\n" +
 	"\tRunFailed\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12#\n" +
-	"\x05usage\x18\x04 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x81\x02\n" +
+	"\x05usage\x18\x04 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12\x12\n" +
+	"\x04step\x18\x05 \x01(\tR\x04step\"\x95\x02\n" +
 	"\x10StageAttemptDone\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
 	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12-\n" +
 	"\x04ttft\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04ttft\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12#\n" +
-	"\rfinish_reason\x18\x06 \x01(\tR\ffinishReason\"\xc1\x02\n" +
+	"\rfinish_reason\x18\x06 \x01(\tR\ffinishReason\x12\x12\n" +
+	"\x04step\x18\a \x01(\tR\x04step\"\xd5\x02\n" +
 	"\x12StageAttemptFailed\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
@@ -3106,7 +3714,44 @@ const file_qlc_proto_rawDesc = "" +
 	"\tretryable\x18\a \x01(\bR\tretryable\x12\x1a\n" +
 	"\bprovider\x18\b \x01(\tR\bprovider\x12\x1f\n" +
 	"\vhttp_status\x18\t \x01(\x05R\n" +
-	"httpStatus\"K\n" +
+	"httpStatus\x12\x12\n" +
+	"\x04step\x18\n" +
+	" \x01(\tR\x04step\"S\n" +
+	"\n" +
+	"RunPlanned\x12\x1a\n" +
+	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12)\n" +
+	"\x05steps\x18\x02 \x03(\v2\x13.qlc.v1.PlannedStepR\x05steps\"\xdb\x01\n" +
+	"\vPlannedStep\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12#\n" +
+	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1a\n" +
+	"\bprovider\x18\x04 \x01(\tR\bprovider\x12\x16\n" +
+	"\x06inputs\x18\x05 \x03(\tR\x06inputs\x12\x1d\n" +
+	"\n" +
+	"min_inputs\x18\x06 \x01(\x05R\tminInputs\x12\x14\n" +
+	"\x05final\x18\a \x01(\bR\x05final\x12\x14\n" +
+	"\x05layer\x18\b \x01(\x05R\x05layer\"\x97\x01\n" +
+	"\vStepSkipped\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12#\n" +
+	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\tR\x04code\x12#\n" +
+	"\x05usage\x18\x05 \x01(\v2\r.qlc.v1.UsageR\x05usage\"g\n" +
+	"\aRanking\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x1c\n" +
+	"\taggregate\x18\x02 \x01(\bR\taggregate\x12*\n" +
+	"\x06ranked\x18\x03 \x03(\v2\x12.qlc.v1.RankedStepR\x06ranked\"o\n" +
+	"\n" +
+	"RankedStep\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12!\n" +
+	"\faverage_rank\x18\x03 \x01(\x01R\vaverageRank\x12\x14\n" +
+	"\x05votes\x18\x04 \x01(\x05R\x05votes\"^\n" +
+	"\bStepNote\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x10\n" +
+	"\x03raw\x18\x04 \x01(\tR\x03raw\"K\n" +
 	"\fRunCancelled\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
 	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"v\n" +
@@ -3201,13 +3846,22 @@ const file_qlc_proto_rawDesc = "" +
 	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x14\n" +
 	"\x05label\x18\a \x01(\tR\x05label\x12\x1b\n" +
 	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error*n\n" +
+	"\x05error\x18\t \x01(\tR\x05error*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
 	"\rSTAGE_REFINER\x10\x02\x12\x13\n" +
 	"\x0fSTAGE_VALIDATOR\x10\x03\x12\x11\n" +
-	"\rSTAGE_CURATOR\x10\x04B%Z#github.com/qlc-project/qlc/messagesb\x06proto3"
+	"\rSTAGE_CURATOR\x10\x04\x12\x12\n" +
+	"\x0eSTAGE_PROPOSER\x10\x05\x12\x14\n" +
+	"\x10STAGE_AGGREGATOR\x10\x06\x12\x10\n" +
+	"\fSTAGE_MEMBER\x10\a\x12\x10\n" +
+	"\fSTAGE_RANKER\x10\b\x12\x12\n" +
+	"\x0eSTAGE_CHAIRMAN\x10\t\x12\x10\n" +
+	"\fSTAGE_SAMPLE\x10\n" +
+	"\x12\x0f\n" +
+	"\vSTAGE_JUDGE\x10\v\x12\x0f\n" +
+	"\vSTAGE_TALLY\x10\fB%Z#github.com/qlc-project/qlc/messagesb\x06proto3"
 
 var (
 	file_qlc_proto_rawDescOnce sync.Once
@@ -3222,7 +3876,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -3247,27 +3901,33 @@ var file_qlc_proto_goTypes = []any{
 	(*RunFailed)(nil),             // 20: qlc.v1.RunFailed
 	(*StageAttemptDone)(nil),      // 21: qlc.v1.StageAttemptDone
 	(*StageAttemptFailed)(nil),    // 22: qlc.v1.StageAttemptFailed
-	(*RunCancelled)(nil),          // 23: qlc.v1.RunCancelled
-	(*CountTokens)(nil),           // 24: qlc.v1.CountTokens
-	(*CountTokensBatch)(nil),      // 25: qlc.v1.CountTokensBatch
-	(*TokenCountsBatch)(nil),      // 26: qlc.v1.TokenCountsBatch
-	(*TokenIDs)(nil),              // 27: qlc.v1.TokenIDs
-	(*TokenCounts)(nil),           // 28: qlc.v1.TokenCounts
-	(*FindRun)(nil),               // 29: qlc.v1.FindRun
-	(*RunFound)(nil),              // 30: qlc.v1.RunFound
-	(*TenantLimits)(nil),          // 31: qlc.v1.TenantLimits
-	(*Admit)(nil),                 // 32: qlc.v1.Admit
-	(*AdmitReply)(nil),            // 33: qlc.v1.AdmitReply
-	(*Settle)(nil),                // 34: qlc.v1.Settle
-	(*SettleAck)(nil),             // 35: qlc.v1.SettleAck
-	(*LedgerQuery)(nil),           // 36: qlc.v1.LedgerQuery
-	(*LedgerEntry)(nil),           // 37: qlc.v1.LedgerEntry
-	(*LedgerState)(nil),           // 38: qlc.v1.LedgerState
-	(*RegistryChange)(nil),        // 39: qlc.v1.RegistryChange
-	(*FitToBudget)(nil),           // 40: qlc.v1.FitToBudget
-	(*FittedText)(nil),            // 41: qlc.v1.FittedText
-	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
+	(*RunPlanned)(nil),            // 23: qlc.v1.RunPlanned
+	(*PlannedStep)(nil),           // 24: qlc.v1.PlannedStep
+	(*StepSkipped)(nil),           // 25: qlc.v1.StepSkipped
+	(*Ranking)(nil),               // 26: qlc.v1.Ranking
+	(*RankedStep)(nil),            // 27: qlc.v1.RankedStep
+	(*StepNote)(nil),              // 28: qlc.v1.StepNote
+	(*RunCancelled)(nil),          // 29: qlc.v1.RunCancelled
+	(*CountTokens)(nil),           // 30: qlc.v1.CountTokens
+	(*CountTokensBatch)(nil),      // 31: qlc.v1.CountTokensBatch
+	(*TokenCountsBatch)(nil),      // 32: qlc.v1.TokenCountsBatch
+	(*TokenIDs)(nil),              // 33: qlc.v1.TokenIDs
+	(*TokenCounts)(nil),           // 34: qlc.v1.TokenCounts
+	(*FindRun)(nil),               // 35: qlc.v1.FindRun
+	(*RunFound)(nil),              // 36: qlc.v1.RunFound
+	(*TenantLimits)(nil),          // 37: qlc.v1.TenantLimits
+	(*Admit)(nil),                 // 38: qlc.v1.Admit
+	(*AdmitReply)(nil),            // 39: qlc.v1.AdmitReply
+	(*Settle)(nil),                // 40: qlc.v1.Settle
+	(*SettleAck)(nil),             // 41: qlc.v1.SettleAck
+	(*LedgerQuery)(nil),           // 42: qlc.v1.LedgerQuery
+	(*LedgerEntry)(nil),           // 43: qlc.v1.LedgerEntry
+	(*LedgerState)(nil),           // 44: qlc.v1.LedgerState
+	(*RegistryChange)(nil),        // 45: qlc.v1.RegistryChange
+	(*FitToBudget)(nil),           // 46: qlc.v1.FitToBudget
+	(*FittedText)(nil),            // 47: qlc.v1.FittedText
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 49: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -3277,48 +3937,57 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	42, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	48, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
 	18, // 11: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
 	19, // 12: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
 	20, // 13: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	23, // 14: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	11, // 15: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 16: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 17: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 18: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 19: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 20: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	43, // 21: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	43, // 22: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 23: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 24: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 25: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 26: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 27: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	0,  // 28: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 29: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	43, // 30: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	43, // 31: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 32: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	43, // 33: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	4,  // 34: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	24, // 35: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	28, // 36: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	27, // 37: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 38: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 39: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 40: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	31, // 41: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	37, // 42: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	37, // 43: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	29, // 14: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	23, // 15: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	25, // 16: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	26, // 17: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	28, // 18: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	11, // 19: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 20: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 21: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 22: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 23: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 24: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	49, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	49, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 27: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 28: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 29: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 30: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 31: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	0,  // 32: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 33: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	49, // 34: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	49, // 35: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 36: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	49, // 37: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	24, // 38: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 39: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 40: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 41: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	27, // 42: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 43: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	30, // 44: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	34, // 45: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	33, // 46: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 47: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 48: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 49: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	37, // 50: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	43, // 51: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	43, // 52: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -3334,6 +4003,10 @@ func file_qlc_proto_init() {
 		(*RunEvent_RunCompleted)(nil),
 		(*RunEvent_RunFailed)(nil),
 		(*RunEvent_RunCancelled)(nil),
+		(*RunEvent_RunPlanned)(nil),
+		(*RunEvent_StepSkipped)(nil),
+		(*RunEvent_Ranking)(nil),
+		(*RunEvent_StepNote)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3341,7 +4014,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   41,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

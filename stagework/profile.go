@@ -151,14 +151,17 @@ type StageSpec struct {
 	// the order its prompt shows them. A chain stage reads the stage
 	// before it.
 	Inputs []string
-	// MinInputs is how many of Inputs must finish for the step to run
-	// (0: all of them). An input that fails is left out while enough
-	// remain; the run fails when fewer than MinInputs can finish.
+	// MinInputs is how many of Inputs must finish for the step to run. A
+	// step runs once every input has finished or been left out (failed,
+	// or stopped past its Deadline), if at least MinInputs finished; with
+	// fewer, the run fails, naming the inputs that did not finish and why.
+	// 0: the step runs on whatever finished (a council's chairman without
+	// rankings, a vote's tally without its judge).
 	MinInputs int
-	// Deadline, when MinInputs of Inputs have finished, is how long after
-	// the step's first input started it waits for the rest; then it
-	// starts without them (they are stopped and left out). 0: it waits for
-	// every input that has not failed.
+	// Deadline is the step's own time limit, from its start: past it, an
+	// unfinished step is stopped and left out as soon as every step that
+	// reads it has MinInputs other finished inputs (until then it goes
+	// on: a straggler is still wanted). 0: no deadline.
 	Deadline time.Duration
 	// Final marks the step whose output is the run's answer (the last).
 	Final bool
@@ -166,6 +169,8 @@ type StageSpec struct {
 	Layer int
 	// Method is a tally step's method: VoteMajority or VoteJudge.
 	Method string
+	// src is where the step comes from in the profile file, for errors.
+	src string
 	// Provider names an entry of Config.Providers. In the file it defaults to
 	// the profile's "provider".
 	Provider string
@@ -344,7 +349,22 @@ type rawConfig struct {
 type rawProfile struct {
 	Description string               `yaml:"description"`
 	Provider    string               `yaml:"provider"`
+	Strategy    string               `yaml:"strategy"`
 	Stages      map[string]*rawStage `yaml:"stages"`
+	// The parallel strategies' shapes (strategy.go says what each means).
+	Layers       int           `yaml:"layers"`
+	Proposers    []*rawStage   `yaml:"proposers"`
+	Aggregator   *rawStage     `yaml:"aggregator"`
+	MinProposers *int          `yaml:"min_proposers"`
+	Members      []*rawStage   `yaml:"members"`
+	Chairman     *rawStage     `yaml:"chairman"`
+	MinMembers   *int          `yaml:"min_members"`
+	Samples      []*rawStage   `yaml:"samples"`
+	Count        int           `yaml:"count"`
+	Method       string        `yaml:"method"`
+	Judge        *rawStage     `yaml:"judge"`
+	MinSamples   *int          `yaml:"min_samples"`
+	StepDeadline time.Duration `yaml:"step_deadline"`
 }
 
 type rawStage struct {
@@ -390,9 +410,26 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 			c.Profiles[name] = &Profile{Name: name}
 			continue
 		}
-		p := &Profile{Name: name, Description: rp.Description}
+		p := &Profile{Name: name, Description: rp.Description, Strategy: rp.Strategy}
+		if !p.IsChain() {
+			if rp.Stages != nil {
+				bad(path+".stages", "applies only to strategy chain (strategy %s has its own shape)", rp.Strategy)
+			}
+			steps, errs2 := rp.expand(path)
+			errs = append(errs, errs2...)
+			if len(errs2) > 0 {
+				broken[name] = true
+			}
+			p.Stages = steps
+			c.Profiles[name] = p
+			continue
+		}
+		if rp.usesStrategyFields() {
+			bad(path, "proposers, aggregator, members, chairman, samples, judge, layers, count, method, min_* and step_deadline apply only to strategies moa, council and vote")
+			broken[name] = true
+		}
 		for stageName := range rp.Stages {
-			if _, err := ParseStage(stageName); err != nil || stageName != strings.ToLower(stageName) {
+			if st, err := ParseStage(stageName); err != nil || !st.Chain() || stageName != strings.ToLower(stageName) {
 				bad(path+".stages", "unknown stage %q (the stages are generator, refiner, validator, curator)", stageName)
 				broken[name] = true
 			}
@@ -410,32 +447,11 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 				broken[name] = true
 				continue
 			}
-			sp := StageSpec{
-				Stage:        s,
-				Provider:     rs.Provider,
-				Model:        rs.Model,
-				Temperature:  DefaultTemperature,
-				MaxTokens:    DefaultMaxTokens,
-				SystemPrompt: rs.SystemPrompt,
-				UserTemplate: rs.UserTemplate,
+			sp := rs.spec(s, rp.Provider)
+			if prev := len(p.Stages); prev > 0 {
+				sp.Inputs, sp.MinInputs = []string{p.Stages[prev-1].StepID()}, 1
 			}
-			if sp.Provider == "" {
-				sp.Provider = rp.Provider
-			}
-			if rs.Temperature != nil {
-				sp.Temperature = *rs.Temperature
-			}
-			if rs.MaxTokens != nil {
-				sp.MaxTokens = *rs.MaxTokens
-			}
-			if rs.Context != nil {
-				sp.ContextWindow = *rs.Context
-			}
-			sp.Hedge = rs.Hedge
-			if rs.Fallback != nil {
-				fb := *rs.Fallback
-				sp.Fallback = &fb
-			}
+			sp.Final = s == StageCurator
 			p.Stages = append(p.Stages, sp)
 		}
 		c.Profiles[name] = p
@@ -443,9 +459,240 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 	return c, broken, errs
 }
 
+// spec turns a step's settings into a StageSpec with defaults filled in.
+func (rs *rawStage) spec(role Stage, profileProvider string) StageSpec {
+	sp := StageSpec{
+		Stage:        role,
+		Provider:     rs.Provider,
+		Model:        rs.Model,
+		Temperature:  DefaultTemperature,
+		MaxTokens:    DefaultMaxTokens,
+		SystemPrompt: rs.SystemPrompt,
+		UserTemplate: rs.UserTemplate,
+		Hedge:        rs.Hedge,
+	}
+	if sp.Provider == "" {
+		sp.Provider = profileProvider
+	}
+	if rs.Temperature != nil {
+		sp.Temperature = *rs.Temperature
+	}
+	if rs.MaxTokens != nil {
+		sp.MaxTokens = *rs.MaxTokens
+	}
+	if rs.Context != nil {
+		sp.ContextWindow = *rs.Context
+	}
+	if rs.Fallback != nil {
+		fb := *rs.Fallback
+		sp.Fallback = &fb
+	}
+	return sp
+}
+
+func (rp *rawProfile) usesStrategyFields() bool {
+	return rp.Layers != 0 || rp.Proposers != nil || rp.Aggregator != nil || rp.MinProposers != nil ||
+		rp.Members != nil || rp.Chairman != nil || rp.MinMembers != nil || rp.Samples != nil ||
+		rp.Count != 0 || rp.Method != "" || rp.Judge != nil || rp.MinSamples != nil || rp.StepDeadline != 0
+}
+
+// expand builds a strategy profile's steps from its shape. Problems of
+// the shape are reported with the path of the field; each step's own
+// settings are checked later by validate, under its id.
+func (rp *rawProfile) expand(path string) (steps []StageSpec, errs []error) {
+	bad := func(p, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, p, fmt.Sprintf(format, args...)))
+	}
+	// only names fields that another strategy uses and this one does not.
+	only := func(field string, set bool, strategies string) {
+		if set {
+			bad(path+"."+field, "applies only to strategy %s", strategies)
+		}
+	}
+	list := func(field string, raw []*rawStage, role Stage) []StageSpec {
+		switch {
+		case len(raw) == 0:
+			bad(path+"."+field, "missing (a list of at least two steps, each at least {model: …})")
+			return nil
+		case len(raw) > MaxParallel:
+			bad(path+"."+field, "%d steps; at most %d", len(raw), MaxParallel)
+			return nil
+		}
+		out := make([]StageSpec, 0, len(raw))
+		for i, rs := range raw {
+			if rs == nil {
+				bad(fmt.Sprintf("%s.%s[%d]", path, field, i), "empty (needs at least model)")
+				continue
+			}
+			sp := rs.spec(role, rp.Provider)
+			sp.src = fmt.Sprintf("%s.%s[%d]", path, field, i)
+			out = append(out, sp)
+		}
+		return out
+	}
+	one := func(field string, rs *rawStage, role Stage) (StageSpec, bool) {
+		if rs == nil {
+			bad(path+"."+field, "missing (needs at least model)")
+			return StageSpec{}, false
+		}
+		sp := rs.spec(role, rp.Provider)
+		sp.src = path + "." + field
+		return sp, true
+	}
+	minOf := func(field string, v *int, n int) int {
+		if v == nil {
+			return n
+		}
+		if *v < 1 || *v > n {
+			bad(path+"."+field, "%d is not in [1, %d] (the number of steps it counts)", *v, n)
+			return n
+		}
+		return *v
+	}
+	ids := func(ss []StageSpec) []string {
+		out := make([]string, len(ss))
+		for i, s := range ss {
+			out[i] = s.ID
+		}
+		return out
+	}
+	if rp.StepDeadline < 0 {
+		bad(path+".step_deadline", "%v is negative", rp.StepDeadline)
+	}
+	switch rp.Strategy {
+	case StrategyMoA:
+		only("members", rp.Members != nil, StrategyCouncil)
+		only("chairman", rp.Chairman != nil, StrategyCouncil)
+		only("min_members", rp.MinMembers != nil, StrategyCouncil)
+		only("samples", rp.Samples != nil, StrategyVote)
+		only("count", rp.Count != 0, StrategyVote)
+		only("method", rp.Method != "", StrategyVote)
+		only("judge", rp.Judge != nil, StrategyVote)
+		only("min_samples", rp.MinSamples != nil, StrategyVote)
+		layers := rp.Layers
+		if layers == 0 {
+			layers = 1
+		}
+		if layers < 1 || layers > MaxLayers {
+			bad(path+".layers", "%d is not in [1, %d]", rp.Layers, MaxLayers)
+			layers = 1
+		}
+		proposers := list("proposers", rp.Proposers, StageProposer)
+		min := minOf("min_proposers", rp.MinProposers, len(proposers))
+		var prev []string
+		for l := 1; l <= layers; l++ {
+			var layer []StageSpec
+			for i, sp := range proposers {
+				sp.ID = fmt.Sprintf("p%d.%d", l, i+1)
+				sp.Layer, sp.Deadline = l, rp.StepDeadline
+				if l > 1 {
+					sp.Inputs, sp.MinInputs = prev, min
+				}
+				layer = append(layer, sp)
+			}
+			steps = append(steps, layer...)
+			prev = ids(layer)
+		}
+		if agg, ok := one("aggregator", rp.Aggregator, StageAggregator); ok {
+			agg.ID, agg.Inputs, agg.MinInputs, agg.Final = "aggregator", prev, min, true
+			steps = append(steps, agg)
+		}
+	case StrategyCouncil:
+		only("layers", rp.Layers != 0, StrategyMoA)
+		only("proposers", rp.Proposers != nil, StrategyMoA)
+		only("aggregator", rp.Aggregator != nil, StrategyMoA)
+		only("min_proposers", rp.MinProposers != nil, StrategyMoA)
+		only("samples", rp.Samples != nil, StrategyVote)
+		only("count", rp.Count != 0, StrategyVote)
+		only("method", rp.Method != "", StrategyVote)
+		only("judge", rp.Judge != nil, StrategyVote)
+		only("min_samples", rp.MinSamples != nil, StrategyVote)
+		members := list("members", rp.Members, StageMember)
+		min := minOf("min_members", rp.MinMembers, len(members))
+		for i := range members {
+			members[i].ID, members[i].Deadline = fmt.Sprintf("m%d", i+1), rp.StepDeadline
+		}
+		steps = append(steps, members...)
+		// Each member ranks the answers, on its own model: one ranker
+		// per member, reading every member's answer.
+		var rankers []StageSpec
+		for i, m := range members {
+			r := m
+			r.Stage, r.ID, r.Inputs, r.MinInputs, r.Deadline = StageRanker, fmt.Sprintf("r%d", i+1), ids(members), min, rp.StepDeadline
+			r.SystemPrompt, r.UserTemplate = "", ""
+			r.Temperature = 0
+			rankers = append(rankers, r)
+		}
+		steps = append(steps, rankers...)
+		if ch, ok := one("chairman", rp.Chairman, StageChairman); ok {
+			// The chairman follows the rankings and reads the answers they
+			// ranked (StepPromptInputs); with no ranking it still writes
+			// the answer from the members' answers.
+			ch.ID, ch.Inputs, ch.MinInputs, ch.Final = "chairman", ids(rankers), 0, true
+			steps = append(steps, ch)
+		}
+	case StrategyVote:
+		only("layers", rp.Layers != 0, StrategyMoA)
+		only("proposers", rp.Proposers != nil, StrategyMoA)
+		only("aggregator", rp.Aggregator != nil, StrategyMoA)
+		only("min_proposers", rp.MinProposers != nil, StrategyMoA)
+		only("members", rp.Members != nil, StrategyCouncil)
+		only("chairman", rp.Chairman != nil, StrategyCouncil)
+		only("min_members", rp.MinMembers != nil, StrategyCouncil)
+		models := list("samples", rp.Samples, StageSample)
+		count := rp.Count
+		if count == 0 {
+			count = len(models)
+		}
+		if count < 1 || count > MaxParallel {
+			bad(path+".count", "%d is not in [1, %d]", rp.Count, MaxParallel)
+			count = len(models)
+		}
+		var samples []StageSpec
+		for i := 0; i < count && len(models) > 0; i++ {
+			sp := models[i%len(models)]
+			sp.ID, sp.Deadline = fmt.Sprintf("s%d", i+1), rp.StepDeadline
+			samples = append(samples, sp)
+		}
+		min := minOf("min_samples", rp.MinSamples, len(samples))
+		steps = append(steps, samples...)
+		method := rp.Method
+		if method == "" {
+			method = VoteMajority
+			if rp.Judge != nil {
+				method = VoteJudge
+			}
+		}
+		tally := StageSpec{Stage: StageTally, ID: "answer", Inputs: ids(samples), MinInputs: min,
+			Final: true, Method: method, Model: method, MaxTokens: 1}
+		switch method {
+		case VoteMajority:
+			if rp.Judge != nil {
+				bad(path+".judge", "applies only to method judge")
+			}
+		case VoteJudge:
+			if j, ok := one("judge", rp.Judge, StageJudge); ok {
+				j.ID, j.Inputs, j.MinInputs = "judge", ids(samples), min
+				steps = append(steps, j)
+				// The tally follows the judge's pick, or takes the
+				// majority of the samples if the judge fails.
+				tally.Inputs, tally.MinInputs = []string{"judge"}, 0
+			}
+		default:
+			bad(path+".method", "unknown method %q (majority or judge)", rp.Method)
+		}
+		steps = append(steps, tally)
+	case "":
+	default:
+		bad(path+".strategy", "unknown strategy %q (chain, moa, council or vote)", rp.Strategy)
+	}
+	return steps, errs
+}
+
 var (
 	profileNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 	endpointRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	stepIDRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
 	envNameRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	headerNameRE  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
@@ -531,6 +778,12 @@ func (c *Config) validate(broken map[string]bool) []error {
 		} else if p.Name != name {
 			bad(path, "Name %q differs from its key", p.Name)
 		}
+		if !p.IsChain() {
+			if !broken[name] {
+				c.validateSteps(&errs, path, p)
+			}
+			continue
+		}
 		if len(p.Stages) != len(Stages) {
 			if !broken[name] {
 				bad(path+".stages", "has %d stages, needs all four (generator, refiner, validator, curator)", len(p.Stages))
@@ -544,43 +797,7 @@ func (c *Config) validate(broken map[string]bool) []error {
 				bad(path+".stages", "stage %d is %s, want %s (pipeline order)", i, sp.Stage, Stages[i])
 				continue
 			}
-			c.checkRef(&errs, spath, "provider", sp.Provider)
-			if sp.Model == "" {
-				bad(spath+".model", "missing")
-			}
-			if math.IsNaN(sp.Temperature) || sp.Temperature < 0 || sp.Temperature > 2 {
-				bad(spath+".temperature", "%v is outside [0, 2]", sp.Temperature)
-			}
-			if sp.MaxTokens <= 0 || sp.MaxTokens > maxMaxTokens {
-				bad(spath+".max_tokens", "%d is not in [1, %d]", sp.MaxTokens, maxMaxTokens)
-			}
-			if sp.Hedge && sp.Fallback == nil {
-				bad(spath+".hedge", "needs a fallback model to hedge with")
-			}
-			if sp.ContextWindow < 0 || (sp.ContextWindow > 0 && sp.ContextWindow <= sp.MaxTokens) {
-				bad(spath+".context_window", "%d must be 0 (unknown) or larger than max_tokens (%d)", sp.ContextWindow, sp.MaxTokens)
-			}
-			if fb := sp.Fallback; fb != nil {
-				if fb.Provider == "" {
-					fb.Provider = sp.Provider
-				}
-				c.checkRef(&errs, spath+".fallback", "provider", fb.Provider)
-				if fb.Model == "" {
-					bad(spath+".fallback.model", "missing")
-				} else if fb.Provider == sp.Provider && fb.Model == sp.Model {
-					bad(spath+".fallback", "is the primary model itself (%s on %s)", fb.Model, fb.Provider)
-				}
-			}
-			if sp.SystemPrompt != "" {
-				if err := checkTemplate(sp.Stage, sp.SystemPrompt); err != nil {
-					bad(spath+".system_prompt", "bad template: %v", err)
-				}
-			}
-			if sp.UserTemplate != "" {
-				if err := checkTemplate(sp.Stage, sp.UserTemplate); err != nil {
-					bad(spath+".user_template", "bad template: %v", err)
-				}
-			}
+			c.checkStep(&errs, spath, sp)
 		}
 	}
 
@@ -604,6 +821,113 @@ func (c *Config) validate(broken map[string]bool) []error {
 		}
 	}
 	return errs
+}
+
+// checkStep checks one step's own settings (provider, model, sampling,
+// fallback, templates) and fills its fallback's provider.
+func (c *Config) checkStep(errs *[]error, spath string, sp *StageSpec) {
+	bad := func(path, format string, args ...any) {
+		*errs = append(*errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	}
+	c.checkRef(errs, spath, "provider", sp.Provider)
+	if sp.Model == "" {
+		bad(spath+".model", "missing")
+	}
+	if math.IsNaN(sp.Temperature) || sp.Temperature < 0 || sp.Temperature > 2 {
+		bad(spath+".temperature", "%v is outside [0, 2]", sp.Temperature)
+	}
+	if sp.MaxTokens <= 0 || sp.MaxTokens > maxMaxTokens {
+		bad(spath+".max_tokens", "%d is not in [1, %d]", sp.MaxTokens, maxMaxTokens)
+	}
+	if sp.Hedge && sp.Fallback == nil {
+		bad(spath+".hedge", "needs a fallback model to hedge with")
+	}
+	if sp.ContextWindow < 0 || (sp.ContextWindow > 0 && sp.ContextWindow <= sp.MaxTokens) {
+		bad(spath+".context_window", "%d must be 0 (unknown) or larger than max_tokens (%d)", sp.ContextWindow, sp.MaxTokens)
+	}
+	if fb := sp.Fallback; fb != nil {
+		if fb.Provider == "" {
+			fb.Provider = sp.Provider
+		}
+		c.checkRef(errs, spath+".fallback", "provider", fb.Provider)
+		if fb.Model == "" {
+			bad(spath+".fallback.model", "missing")
+		} else if fb.Provider == sp.Provider && fb.Model == sp.Model {
+			bad(spath+".fallback", "is the primary model itself (%s on %s)", fb.Model, fb.Provider)
+		}
+	}
+	if sp.SystemPrompt != "" {
+		if err := checkTemplate(sp.Stage, sp.SystemPrompt); err != nil {
+			bad(spath+".system_prompt", "bad template: %v", err)
+		}
+	}
+	if sp.UserTemplate != "" {
+		if err := checkTemplate(sp.Stage, sp.UserTemplate); err != nil {
+			bad(spath+".user_template", "bad template: %v", err)
+		}
+	}
+}
+
+// validateSteps checks a strategy profile's graph: step ids unique, every
+// input an earlier step, minimums within the inputs, one final step and
+// it last; and each step's own settings.
+func (c *Config) validateSteps(errs *[]error, path string, p *Profile) {
+	bad := func(path, format string, args ...any) {
+		*errs = append(*errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	}
+	switch p.Strategy {
+	case StrategyMoA, StrategyCouncil, StrategyVote:
+	default:
+		bad(path+".strategy", "unknown strategy %q (chain, moa, council or vote)", p.Strategy)
+		return
+	}
+	if len(p.Stages) < 2 {
+		bad(path, "strategy %s needs at least two steps, has %d", p.Strategy, len(p.Stages))
+		return
+	}
+	seen := map[string]bool{}
+	for i := range p.Stages {
+		sp := &p.Stages[i]
+		id := sp.StepID()
+		spath := sp.src
+		if spath == "" {
+			spath = path + ".steps." + id
+		}
+		if sp.ID == "" || !stepIDRE.MatchString(sp.ID) {
+			bad(spath, "step id %q must be letters, digits, '.', '-', '_' (at most 32)", sp.ID)
+		} else if seen[id] {
+			bad(spath, "step id %q is used twice", id)
+		}
+		if !sp.Stage.Valid() {
+			bad(spath, "unknown role %d", int(sp.Stage))
+			continue
+		}
+		for _, in := range sp.Inputs {
+			if !seen[in] {
+				bad(spath, "input %q is not an earlier step", in)
+			}
+		}
+		if sp.MinInputs < 0 || sp.MinInputs > len(sp.Inputs) {
+			bad(spath, "needs %d of its %d inputs", sp.MinInputs, len(sp.Inputs))
+		}
+		if sp.Deadline < 0 {
+			bad(spath+".step_deadline", "%v is negative", sp.Deadline)
+		}
+		if sp.Final != (i == len(p.Stages)-1) {
+			bad(spath, "the last step, and only it, is the final one (its output is the answer)")
+		}
+		seen[id] = true
+		if sp.Stage == StageTally {
+			if sp.Method != VoteMajority && sp.Method != VoteJudge {
+				bad(spath+".method", "unknown method %q (majority or judge)", sp.Method)
+			}
+			if sp.Provider != "" || sp.Fallback != nil {
+				bad(spath, "a tally calls no model (no provider or fallback)")
+			}
+			continue
+		}
+		c.checkStep(errs, spath, sp)
+	}
 }
 
 func (c *Config) checkRef(errs *[]error, path, field, provider string) {

@@ -48,7 +48,7 @@ func TestStageTable(t *testing.T) {
 }
 
 func TestStageOutsideTheTable(t *testing.T) {
-	for _, s := range []Stage{0, -1, 5, 99} {
+	for _, s := range []Stage{0, -1, Stage(NumStages + 1), 99} {
 		if s.Valid() {
 			t.Errorf("%d is valid", int(s))
 		}
@@ -56,8 +56,31 @@ func TestStageOutsideTheTable(t *testing.T) {
 			t.Errorf("%d has an entry", int(s))
 		}
 	}
-	if Stage(0).String() != "stage(0)" || Stage(5).Title() != "Stage(5)" {
-		t.Errorf("String %q Title %q", Stage(0).String(), Stage(5).Title())
+	if Stage(0).String() != "stage(0)" || Stage(99).Title() != "Stage(99)" {
+		t.Errorf("String %q Title %q", Stage(0).String(), Stage(99).Title())
+	}
+}
+
+func TestRolesBesideTheChain(t *testing.T) {
+	if len(Stages) != 4 || len(StageTable()) != 4 {
+		t.Fatalf("the chain has 4 stages: Stages %v, StageTable %d", Stages, len(StageTable()))
+	}
+	for _, s := range Stages {
+		if !s.Chain() {
+			t.Errorf("%s is not a chain stage", s)
+		}
+	}
+	roles := RoleTable()
+	if len(roles) != NumStages {
+		t.Fatalf("RoleTable has %d entries, NumStages %d", len(roles), NumStages)
+	}
+	for _, in := range roles[4:] {
+		if in.Stage.Chain() || !in.Stage.Valid() {
+			t.Errorf("%s: Chain %v Valid %v", in.Name, in.Stage.Chain(), in.Stage.Valid())
+		}
+		if got, err := ParseStage(in.Name); err != nil || got != in.Stage {
+			t.Errorf("ParseStage(%q) = %v, %v", in.Name, got, err)
+		}
 	}
 }
 
