@@ -14,6 +14,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qlc-project/qlc/messages"
@@ -38,7 +39,14 @@ type coordinatorDeps struct {
 
 // retryTick is a coordinator's timer to itself (never leaves its mailbox):
 // the backoff before a retry is over.
-type retryTick struct{ gen int }
+type retryTick struct {
+	step string
+	gen  int
+}
+
+// deadlineTick is a coordinator's timer to itself: a running step's
+// deadline has passed (never leaves its mailbox).
+type deadlineTick struct{ gen int }
 
 // slotGranted is the run slots' word to a coordinator whose run waited for
 // a slot: it holds one now (never leaves its mailbox).
@@ -67,7 +75,7 @@ func (c *coordinator) admit(ctx actor.Context) {
 		return
 	}
 	c.slot = slotHeld
-	c.nextStage(ctx)
+	c.advance(ctx)
 }
 
 // releaseSlot gives the run's slot back, or leaves the queue; once.
@@ -78,41 +86,49 @@ func (c *coordinator) releaseSlot() {
 	c.slot = slotReleased
 }
 
-// coordinator is the RunCoordinator of one run.
+// coordinator is the RunCoordinator of one run: it runs the profile's
+// graph of steps (a chain's four stages one after another; a parallel
+// strategy's independent steps at once), each step's attempts in a stage
+// worker it supervises, and logs every event.
 type coordinator struct {
 	deps    *coordinatorDeps
 	run     *messages.StartRun
 	profile *stagework.Profile
+	graph   *stagework.Graph
 	hub     *actor.PID
 	logger  *slog.Logger
 	rng     *rand.Rand
 
 	log         []*messages.RunEvent // the run's log; log[i].Seq == i+1
 	subscribers []*actor.PID         // Subscribe-rs, sent every new event
-	stageIdx    int                  // index into profile.Stages of the current stage
-	outputs     map[stagework.Stage]string
+	running     []*stageAttempt      // the steps under way, in start order
+	rankings    map[string][]int     // a council ranker's parsed ranking (indices into the answers it saw, best first)
+	lastFailure string               // the kind of the last failure that left a step out
 	usage       *messages.Usage
-	cur         *stageAttempt
 	ended       bool
 	counted     bool      // counted in deps.hosted
 	acked       bool      // the hub acknowledged the whole, finished log
 	endedAt     time.Time // when the terminal event was logged (resends stop finishLinger after)
 	slot        slotState
 	slotKey     string // the run's key in deps.slots
-	timer       *time.Timer
-	timerGen    int
+	deadline    *time.Timer
+	deadlineGen int
 }
 
-// stageAttempt is the state of the current stage.
+// stageAttempt is the state of one running step.
 type stageAttempt struct {
 	spec       stagework.StageSpec
+	step       string             // the step's id
+	wireStep   string             // the step id on the wire: empty for a chain's stage
 	model      stagework.ModelRef // what this attempt runs on
-	number     int32              // attempt number within the stage, from 1
+	number     int32              // attempt number within the step, from 1
 	onModel    int                // attempts made on model, this one included
 	onFallback bool
 	worker     *actor.PID // nil while waiting for a retry
 	hedge      *actor.PID // a hedge on the fallback racing the primary, until one streams
 	hedgeTimer *time.Timer
+	retry      *time.Timer
+	retryGen   int
 	started    time.Time // when the primary of this attempt started (TTFT)
 	text       strings.Builder
 	tokens     int32
@@ -129,7 +145,7 @@ type attemptPrompt struct {
 }
 
 func newCoordinator(deps *coordinatorDeps) actor.Actor {
-	return &coordinator{deps: deps, logger: deps.logger, outputs: map[stagework.Stage]string{}}
+	return &coordinator{deps: deps, logger: deps.logger, rankings: map[string][]int{}}
 }
 
 // HandleFailure makes the coordinator its workers' supervisor: a worker that
@@ -147,7 +163,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		if r := recover(); r != nil {
 			c.logger.Error("coordinator panicked", "panic", fmt.Sprint(r))
 			if c.run != nil && !c.ended {
-				c.fail(ctx, messages.Stage_STAGE_UNSPECIFIED, "internal", fmt.Sprintf("internal error: %v", r))
+				c.fail(ctx, nil, "internal", fmt.Sprintf("internal error: %v", r))
 			} else {
 				ctx.Stop(ctx.Self())
 			}
@@ -157,45 +173,49 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	case *messages.StartRun:
 		c.start(ctx, m)
 	case *messages.TokenDelta:
-		if c.isCurrent(ctx.Sender()) {
-			c.settleHedge(ctx, ctx.Sender())
-			c.delta(ctx, m)
+		if a := c.attemptOf(ctx.Sender()); a != nil {
+			c.settleHedge(ctx, a, ctx.Sender())
+			c.delta(ctx, a, m)
 		}
 	case *messages.TokenDeltaBatch:
-		if c.isCurrent(ctx.Sender()) {
-			c.settleHedge(ctx, ctx.Sender())
-			c.deltas(ctx, m.Deltas)
+		if a := c.attemptOf(ctx.Sender()); a != nil {
+			c.settleHedge(ctx, a, ctx.Sender())
+			c.deltas(ctx, a, m.Deltas)
 		}
 	case *messages.StageAttemptDone:
-		if c.isCurrent(ctx.Sender()) {
-			c.settleHedge(ctx, ctx.Sender())
-			c.stageDone(ctx, m)
+		if a := c.attemptOf(ctx.Sender()); a != nil {
+			c.settleHedge(ctx, a, ctx.Sender())
+			c.stageDone(ctx, a, m)
 		}
 	case *messages.StageAttemptFailed:
-		if c.isCurrent(ctx.Sender()) && !c.hedgeLoses(ctx, ctx.Sender()) {
-			c.attemptFailed(ctx, m)
+		if a := c.attemptOf(ctx.Sender()); a != nil && !c.hedgeLoses(ctx, a, ctx.Sender()) {
+			c.attemptFailed(ctx, a, m)
 		}
 	case *hedgeTick:
-		c.startHedge(ctx, m.attempt)
+		c.startHedge(ctx, m.step, m.attempt)
 	case *actor.Terminated:
 		if c.unsubscribe(m.Who) {
 			return
 		}
-		if c.isCurrent(m.Who) && !c.hedgeLoses(ctx, m.Who) {
-			c.attemptFailed(ctx, &messages.StageAttemptFailed{
-				Stage: toMsgStage(c.cur.spec.Stage), Attempt: c.cur.number, Kind: "internal",
+		if a := c.attemptOf(m.Who); a != nil && !c.hedgeLoses(ctx, a, m.Who) {
+			c.attemptFailed(ctx, a, &messages.StageAttemptFailed{
+				Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Attempt: a.number, Kind: "internal",
 				Message: "stage worker stopped unexpectedly", Retryable: true,
-				TokensStreamed: c.cur.tokens, Provider: c.cur.model.Provider,
+				TokensStreamed: a.tokens, Provider: a.model.Provider,
 			})
 		}
 	case *retryTick:
-		if m.gen == c.timerGen && !c.ended && c.cur != nil && c.cur.worker == nil {
-			c.spawnWorker(ctx)
+		if a := c.attemptByStep(m.step); a != nil && m.gen == a.retryGen && !c.ended && a.worker == nil {
+			c.spawnWorker(ctx, a)
+		}
+	case *deadlineTick:
+		if m.gen == c.deadlineGen && !c.ended {
+			c.advance(ctx)
 		}
 	case *slotGranted:
 		if c.slot == slotWaiting && !c.ended {
 			c.slot = slotHeld
-			c.nextStage(ctx)
+			c.advance(ctx)
 		}
 	case *messages.CancelRun:
 		c.cancel(ctx, m)
@@ -241,7 +261,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *actor.Stopping:
 		c.ended = true // a stopping coordinator starts nothing new
-		c.stopTimer()
+		c.stopTimers()
 		c.releaseSlot()
 		if c.counted {
 			c.counted = false
@@ -250,19 +270,40 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	}
 }
 
-func (c *coordinator) isCurrent(pid *actor.PID) bool {
-	if c.ended || c.cur == nil || pid == nil {
-		return false
+// attemptOf returns the running step whose worker or hedge is pid.
+func (c *coordinator) attemptOf(pid *actor.PID) *stageAttempt {
+	if c.ended || pid == nil {
+		return nil
 	}
-	return (c.cur.worker != nil && pid.Equal(c.cur.worker)) || (c.cur.hedge != nil && pid.Equal(c.cur.hedge))
+	for _, a := range c.running {
+		if (a.worker != nil && pid.Equal(a.worker)) || (a.hedge != nil && pid.Equal(a.hedge)) {
+			return a
+		}
+	}
+	return nil
+}
+
+// attemptByStep returns the running step with the given id.
+func (c *coordinator) attemptByStep(step string) *stageAttempt {
+	for _, a := range c.running {
+		if a.step == step {
+			return a
+		}
+	}
+	return nil
+}
+
+// removeAttempt forgets a step that is no longer running.
+func (c *coordinator) removeAttempt(a *stageAttempt) {
+	if i := slices.Index(c.running, a); i >= 0 {
+		c.running = slices.Delete(c.running, i, i+1)
+	}
 }
 
 // settleHedge decides a hedge race when one side (from) streams or ends:
-// from wins. A winning hedge becomes the stage's attempt, announced by its
-// own StageStarted; the loser is stopped. won says whether from is still
-// the current worker afterwards.
-func (c *coordinator) settleHedge(ctx actor.Context, from *actor.PID) {
-	a := c.cur
+// from wins. A winning hedge becomes the step's attempt, announced by its
+// own StageStarted; the loser is stopped.
+func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *actor.PID) {
 	if a.hedgeTimer != nil {
 		a.hedgeTimer.Stop()
 		a.hedgeTimer = nil
@@ -278,7 +319,7 @@ func (c *coordinator) settleHedge(ctx actor.Context, from *actor.PID) {
 		a.number++
 		c.deps.metrics.hedges.WithLabelValues("won").Inc()
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
-			Stage: toMsgStage(a.spec.Stage), Model: a.model.Model, Provider: a.model.Provider, Attempt: a.number, Fallback: true,
+			Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Final: a.spec.Final, Model: a.model.Model, Provider: a.model.Provider, Attempt: a.number, Fallback: true,
 			Note: "hedged: the primary sent no first token within its recent p95; the fallback streamed first"}}})
 		return
 	}
@@ -288,7 +329,7 @@ func (c *coordinator) settleHedge(ctx actor.Context, from *actor.PID) {
 }
 
 // start takes a StartRun: a new run, or a resumed one whose prior log says
-// which stages are finished.
+// which steps are finished.
 func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	if c.run != nil {
 		if ctx.Sender() != nil {
@@ -324,30 +365,53 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		return
 	}
 	c.profile = profile
+	c.graph = stagework.NewGraph(profile)
 	if ctx.Sender() != nil {
 		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self())})
 	}
 
-	// Rebuild from the prior log: finished stages are kept, an interrupted
-	// one is redone after a StageRestarted.
+	// Rebuild from the prior log: finished steps are kept, interrupted
+	// ones are redone after a StageRestarted each.
 	c.log = append(c.log, m.PriorEvents...)
-	var interrupted messages.Stage
-	var void *messages.StageStarted // the interrupted attempt
-	var voidText strings.Builder    // and what it streamed
+	type interrupted struct {
+		started *messages.StageStarted
+		text    strings.Builder
+	}
+	var open []string // interrupted steps, in start order
+	void := map[string]*interrupted{}
 	for _, ev := range m.PriorEvents {
 		switch k := ev.Kind.(type) {
 		case *messages.RunEvent_StageStarted:
-			interrupted = k.StageStarted.Stage
-			void = k.StageStarted
-			voidText.Reset()
+			id := stepOf(k.StageStarted.Step, k.StageStarted.Stage)
+			if void[id] == nil {
+				open = append(open, id)
+				void[id] = &interrupted{}
+			}
+			void[id].started = k.StageStarted
+			void[id].text.Reset()
 		case *messages.RunEvent_TokenDelta:
-			voidText.WriteString(k.TokenDelta.Text)
+			if v := void[stepOf(k.TokenDelta.Step, k.TokenDelta.Stage)]; v != nil {
+				v.text.WriteString(k.TokenDelta.Text)
+			}
 		case *messages.RunEvent_StageRestarted:
-			voidText.Reset()
+			if v := void[stepOf(k.StageRestarted.Step, k.StageRestarted.Stage)]; v != nil {
+				v.text.Reset()
+			}
 		case *messages.RunEvent_StageCompleted:
-			c.outputs[toWorkStage(k.StageCompleted.Stage)] = k.StageCompleted.Output
+			id := stepOf(k.StageCompleted.Step, k.StageCompleted.Stage)
+			c.graph.Finish(id, k.StageCompleted.Model, k.StageCompleted.Output)
 			c.usage = addUsage(c.usage, k.StageCompleted.Usage)
-			interrupted = messages.Stage_STAGE_UNSPECIFIED
+			delete(void, id)
+		case *messages.RunEvent_StepSkipped:
+			c.graph.LeaveOut(k.StepSkipped.Step, k.StepSkipped.Reason)
+			if k.StepSkipped.Usage != nil {
+				c.usage = addUsage(c.usage, k.StepSkipped.Usage)
+			}
+			delete(void, k.StepSkipped.Step)
+		case *messages.RunEvent_Ranking:
+			if !k.Ranking.Aggregate {
+				c.rankings[k.Ranking.Step] = rankingIndices(k.Ranking)
+			}
 		}
 		if isTerminal(ev) {
 			c.ended = true
@@ -357,62 +421,163 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		ctx.Stop(ctx.Self())
 		return
 	}
-	c.logger.Info("run started", "profile", m.Profile, "epoch", m.Epoch, "resumed_at_seq", len(c.log))
-	if interrupted != messages.Stage_STAGE_UNSPECIFIED {
+	c.logger.Info("run started", "profile", m.Profile, "strategy", profile.Strategy, "epoch", m.Epoch, "resumed_at_seq", len(c.log))
+	if len(m.PriorEvents) == 0 && !profile.IsChain() {
+		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunPlanned{RunPlanned: planOf(profile)}})
+	}
+	for _, id := range open {
+		v := void[id]
+		if v == nil {
+			continue
+		}
+		spec, _ := c.graph.Spec(id)
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
-			Stage: interrupted, Reason: "coordinator moved to another node; the stage is redone",
-			Usage: movedUsage(void, voidText.String())}}})
+			Stage: toMsgStage(spec.Stage), Step: wireStep(spec), Reason: "coordinator moved to another node; the step is redone",
+			Usage: movedUsage(v.started, v.text.String())}}})
 	}
 	c.admit(ctx)
 }
 
-// nextStage starts the first stage without output, or completes the run.
-func (c *coordinator) nextStage(ctx actor.Context) {
-	for c.stageIdx < len(c.profile.Stages) {
-		spec := c.profile.Stages[c.stageIdx]
-		if _, done := c.outputs[spec.Stage]; !done {
-			c.cur = &stageAttempt{spec: spec, model: stagework.ModelRef{Provider: spec.Provider, Model: spec.Model}}
-			c.spawnWorker(ctx)
-			return
-		}
-		c.stageIdx++
+// stepOf is the step id an event names: its step, else its stage's name.
+func stepOf(step string, stage messages.Stage) string {
+	if step != "" {
+		return step
 	}
-	answer := ""
-	if n := len(c.profile.Stages); n > 0 {
-		answer = c.outputs[c.profile.Stages[n-1].Stage]
-	}
-	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCompleted{RunCompleted: &messages.RunCompleted{Answer: answer, Usage: c.usage}}})
+	return toWorkStage(stage).String()
 }
 
-// spawnWorker opens a new attempt of the current stage.
-func (c *coordinator) spawnWorker(ctx actor.Context) {
-	a := c.cur
+// wireStep is the step id a step's events carry: none for a chain's
+// stage (its name says it), the id for a strategy's step.
+func wireStep(sp stagework.StageSpec) string {
+	if sp.Stage.Chain() {
+		return ""
+	}
+	return sp.StepID()
+}
+
+// planOf describes a profile's steps for RunPlanned.
+func planOf(p *stagework.Profile) *messages.RunPlanned {
+	plan := &messages.RunPlanned{Strategy: p.Strategy}
+	for _, sp := range p.Stages {
+		plan.Steps = append(plan.Steps, &messages.PlannedStep{Step: sp.StepID(), Stage: toMsgStage(sp.Stage), Model: sp.Model,
+			Provider: sp.Provider, Inputs: sp.Inputs, MinInputs: int32(sp.MinInputs), Final: sp.Final, Layer: int32(sp.Layer)})
+	}
+	return plan
+}
+
+// advance does what the graph says: leaves out steps past their deadline
+// that nobody waits for, starts every step whose inputs are resolved,
+// and completes the run once the final step is done, or fails it when a
+// step can never run.
+func (c *coordinator) advance(ctx actor.Context) {
+	for !c.ended {
+		start, cut, err := c.graph.Next(time.Now())
+		if err != nil {
+			c.fail(ctx, nil, c.failureCode(), err.Error())
+			return
+		}
+		for _, id := range cut {
+			if a := c.attemptByStep(id); a != nil {
+				c.leaveOut(ctx, a, "deadline", fmt.Sprintf("did not finish within its step deadline of %v; its readers went on without it", a.spec.Deadline))
+			}
+		}
+		for _, id := range start {
+			if c.ended {
+				return
+			}
+			c.startStep(ctx, id)
+		}
+		if len(start) == 0 && len(cut) == 0 {
+			break
+		}
+	}
+	if c.ended {
+		return
+	}
+	if c.graph.Done() {
+		c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCompleted{RunCompleted: &messages.RunCompleted{Answer: c.graph.Answer(), Usage: c.usage}}})
+		return
+	}
+	if len(c.running) == 0 {
+		c.fail(ctx, nil, "internal", "internal error: no step can run and the answer is not written")
+		return
+	}
+	c.armDeadline(ctx)
+}
+
+// armDeadline sets the timer for the next running step's deadline.
+func (c *coordinator) armDeadline(ctx actor.Context) {
+	if c.deadline != nil {
+		c.deadline.Stop()
+		c.deadline = nil
+	}
+	at := c.graph.NextDeadline()
+	if at.IsZero() {
+		return
+	}
+	c.deadlineGen++
+	gen, self, root := c.deadlineGen, ctx.Self(), ctx.ActorSystem().Root
+	c.deadline = time.AfterFunc(max(time.Until(at), time.Millisecond), func() { root.Send(self, &deadlineTick{gen: gen}) })
+}
+
+// failureCode is the code a run fails with when its steps cannot go on:
+// the kind of the last failure that left a step out, else "timeout" (left
+// out past a deadline).
+func (c *coordinator) failureCode() string {
+	if c.lastFailure != "" {
+		return c.lastFailure
+	}
+	return "timeout"
+}
+
+// startStep starts a step the graph says is ready: a model step gets a
+// worker; a tally is decided at once.
+func (c *coordinator) startStep(ctx actor.Context, id string) {
+	spec, _ := c.graph.Spec(id)
+	if spec.Stage == stagework.StageTally {
+		c.tally(ctx, spec)
+		return
+	}
+	if spec.Stage == stagework.StageChairman {
+		c.emitAggregateRanking(ctx, spec)
+	}
+	a := &stageAttempt{spec: spec, step: id, wireStep: wireStep(spec), model: stagework.ModelRef{Provider: spec.Provider, Model: spec.Model}}
+	c.running = append(c.running, a)
+	c.graph.Start(id, time.Now())
+	c.spawnWorker(ctx, a)
+}
+
+// spawnWorker opens a new attempt of a step.
+func (c *coordinator) spawnWorker(ctx actor.Context, a *stageAttempt) {
 	a.number++
 	a.onModel++
 	a.text.Reset()
 	a.tokens = 0
 	a.started = time.Now()
-	pid, ok := c.startWorker(ctx, a.model, a.number, "")
+	pid, ok := c.startWorker(ctx, a, a.model, a.number, "")
 	if !ok {
 		return
 	}
 	a.worker = pid
 	if a.spec.Hedge && a.spec.Fallback != nil && !a.onFallback {
 		wait := c.deps.ttft.p95(a.model.Provider+"/"+a.model.Model, c.deps.hedgeWait)
-		gen, self, root := a.number, ctx.Self(), ctx.ActorSystem().Root
-		a.hedgeTimer = time.AfterFunc(wait, func() { root.Send(self, &hedgeTick{attempt: gen}) })
+		step, gen, self, root := a.step, a.number, ctx.Self(), ctx.ActorSystem().Root
+		a.hedgeTimer = time.AfterFunc(wait, func() { root.Send(self, &hedgeTick{step: step, attempt: gen}) })
 	}
 }
+
+// stepSeedStride separates the seeds of a strategy's steps, so three
+// proposers on one simulated model do not write the same text.
+const stepSeedStride = 104729
 
 // startWorker fits the prompt for model, announces the attempt (unless it
 // is a hedge, announced only if it wins) and spawns its worker. On failure
 // it has failed the run and returns false.
-func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, number int32, role string) (*actor.PID, bool) {
-	a := c.cur
+func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stagework.ModelRef, number int32, role string) (*actor.PID, bool) {
 	stage := toMsgStage(a.spec.Stage)
 	prov, ok := c.deps.providers[model.Provider]
 	if !ok {
-		c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.spec.Stage, model.Provider))
+		c.fail(ctx, a, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.step, model.Provider))
 		return nil, false
 	}
 	maxTokens := a.spec.MaxTokens
@@ -420,15 +585,15 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 		maxTokens = mt
 	}
 	// Fit the prompt into this model's context window, trimming earlier
-	// stages' outputs (never the question) if it must.
+	// steps' outputs (never the question) if it must.
 	spec := a.spec
 	spec.Model, spec.MaxTokens = model.Model, maxTokens
 	counter, err := counterFor(spec.Model)
 	if err != nil {
-		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: token counter: %v", a.spec.Stage, err))
+		c.fail(ctx, a, "internal", fmt.Sprintf("%s: token counter: %v", a.step, err))
 		return nil, false
 	}
-	in := stagework.PromptInput{Query: c.run.Query, History: history(c.run.GetOptions()), Outputs: c.outputs}
+	in := c.graph.PromptInput(a.step, c.run.Query, history(c.run.GetOptions()), c.aggregateRanking(a.spec))
 	window := stagework.ContextWindowOf(spec)
 	// A prompt that surely fits needs no counting before it is sent: it is
 	// counted (for StageStarted and the bill) once its request is on its
@@ -447,24 +612,28 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 		prompt, promptTokens, notes, err = stagework.FitPrompt(spec, in, window, counter)
 		switch {
 		case errors.Is(err, stagework.ErrPromptTooLong):
-			c.fail(ctx, stage, "prompt_too_long", fmt.Sprintf("%s: %v", a.spec.Stage.Title(), err))
+			c.fail(ctx, a, "prompt_too_long", fmt.Sprintf("%s: %v", stepTitle(a.spec), err))
 			return nil, false
 		case err != nil:
-			c.fail(ctx, stage, "bad_profile", fmt.Sprintf("%s: %v", a.spec.Stage, err))
+			c.fail(ctx, a, "bad_profile", fmt.Sprintf("%s: %v", a.step, err))
 			return nil, false
 		}
+	}
+	seed := c.run.GetOptions().GetSeed() + int64(a.spec.Stage)*7919 + int64(number-1)*1000003
+	if !a.spec.Stage.Chain() {
+		seed += int64(slices.IndexFunc(c.profile.Stages, func(s stagework.StageSpec) bool { return s.StepID() == a.step })+1) * stepSeedStride
 	}
 	req := stagework.Request{
 		Model: model.Model, Messages: prompt, Temperature: a.spec.Temperature, MaxTokens: maxTokens,
 		// Each attempt gets its own seed so a simulated fault is not replayed
 		// identically on every retry; the sequence stays deterministic.
-		Seed:  c.run.GetOptions().GetSeed() + int64(a.spec.Stage)*7919 + int64(number-1)*1000003,
+		Seed:  seed,
 		Stage: a.spec.Stage, Query: c.run.Query,
 	}
-	w := &stageWorker{provider: prov, req: req, stage: stage, attempt: number, coordinator: ctx.Self(),
+	w := &stageWorker{provider: prov, req: req, stage: stage, step: a.wireStep, attempt: number, coordinator: ctx.Self(),
 		timeouts: c.deps.timeouts, counter: counter}
 	w.promptTokens.Store(int64(promptTokens))
-	name := fmt.Sprintf("%s-%d", a.spec.Stage, number)
+	name := fmt.Sprintf("%s-%d", a.step, number)
 	if role != "" {
 		name += "-" + role
 	}
@@ -477,7 +646,7 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 	}
 	if role == "" {
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
-			Stage: stage, Model: model.Model, Provider: model.Provider, Attempt: number, Fallback: a.onFallback,
+			Stage: stage, Step: a.wireStep, Final: a.spec.Final, Model: model.Model, Provider: model.Provider, Attempt: number, Fallback: a.onFallback,
 			Note: strings.Join(notes, "; "), PromptTokens: int64(promptTokens)}}})
 	}
 	bill := attemptPrompt{prompt: prompt, tokens: int64(promptTokens), counter: counter}
@@ -487,10 +656,19 @@ func (c *coordinator) startWorker(ctx actor.Context, model stagework.ModelRef, n
 		a.hedgeBill = bill
 	}
 	if spawnErr != nil {
-		c.fail(ctx, stage, "internal", fmt.Sprintf("%s: cannot start stage worker: %v", a.spec.Stage, spawnErr))
+		c.fail(ctx, a, "internal", fmt.Sprintf("%s: cannot start stage worker: %v", a.step, spawnErr))
 		return nil, false
 	}
 	return pid, true
+}
+
+// stepTitle names a step for people: a chain stage's title ("Refiner"),
+// else its role and id ("Proposer p1.2").
+func stepTitle(sp stagework.StageSpec) string {
+	if sp.Stage.Chain() {
+		return sp.Stage.Title()
+	}
+	return sp.Stage.Title() + " " + sp.StepID()
 }
 
 // surelyFits reports whether msgs fit budget tokens without counting them:
@@ -518,8 +696,7 @@ func (byteCounter) Truncate(s string, n int) (string, int) { return s[:min(n, le
 // hedgeLoses handles the failure of one side of an undecided hedge race:
 // the other side simply goes on alone. It reports whether it did so (the
 // failure then needs no retry).
-func (c *coordinator) hedgeLoses(ctx actor.Context, failed *actor.PID) bool {
-	a := c.cur
+func (c *coordinator) hedgeLoses(ctx actor.Context, a *stageAttempt, failed *actor.PID) bool {
 	if a.hedge == nil {
 		return false
 	}
@@ -530,37 +707,37 @@ func (c *coordinator) hedgeLoses(ctx actor.Context, failed *actor.PID) bool {
 		return true
 	}
 	// The primary failed first: the hedge is the attempt now.
-	c.settleHedge(ctx, a.hedge)
+	c.settleHedge(ctx, a, a.hedge)
 	return true
 }
 
 // startHedge starts the fallback beside a primary that has not streamed.
-func (c *coordinator) startHedge(ctx actor.Context, attempt int32) {
-	a := c.cur
+func (c *coordinator) startHedge(ctx actor.Context, step string, attempt int32) {
+	a := c.attemptByStep(step)
 	if c.ended || a == nil || a.number != attempt || a.worker == nil || a.hedge != nil || a.tokens > 0 || a.onFallback {
 		return
 	}
 	a.hedgeTimer = nil
-	pid, ok := c.startWorker(ctx, *a.spec.Fallback, a.number+1, "hedge")
+	pid, ok := c.startWorker(ctx, a, *a.spec.Fallback, a.number+1, "hedge")
 	if ok {
 		a.hedge = pid
 		c.deps.metrics.hedges.WithLabelValues("started").Inc()
 	}
 }
 
-func (c *coordinator) delta(ctx actor.Context, m *messages.TokenDelta) {
-	c.cur.text.WriteString(m.Text)
-	c.cur.tokens += m.Tokens
+func (c *coordinator) delta(ctx actor.Context, a *stageAttempt, m *messages.TokenDelta) {
+	a.text.WriteString(m.Text)
+	a.tokens += m.Tokens
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_TokenDelta{TokenDelta: m}})
 }
 
 // deltas logs a batch of deltas and sends them on as one RunEventBatch.
-func (c *coordinator) deltas(ctx actor.Context, ds []*messages.TokenDelta) {
+func (c *coordinator) deltas(ctx actor.Context, a *stageAttempt, ds []*messages.TokenDelta) {
 	now := timestamppb.Now()
 	evs := make([]*messages.RunEvent, len(ds))
 	for i, d := range ds {
-		c.cur.text.WriteString(d.Text)
-		c.cur.tokens += d.Tokens
+		a.text.WriteString(d.Text)
+		a.tokens += d.Tokens
 		evs[i] = &messages.RunEvent{RunId: c.run.RunId, Seq: uint64(len(c.log)) + 1, Epoch: c.run.Epoch, Time: now,
 			Kind: &messages.RunEvent_TokenDelta{TokenDelta: d}}
 		c.log = append(c.log, evs[i])
@@ -574,30 +751,31 @@ func (c *coordinator) deltas(ctx actor.Context, ds []*messages.TokenDelta) {
 	}
 }
 
-func (c *coordinator) stageDone(ctx actor.Context, m *messages.StageAttemptDone) {
-	a := c.cur
+func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.StageAttemptDone) {
 	ctx.Stop(a.worker)
 	a.worker = nil
+	c.stopAttemptTimers(a)
 	if ttft := m.GetTtft().AsDuration(); ttft > 0 {
 		c.deps.ttft.observe(a.model.Provider+"/"+a.model.Model, ttft)
 	}
 	out := a.text.String()
-	c.outputs[a.spec.Stage] = out
 	c.usage = addUsage(c.usage, m.Usage)
+	c.removeAttempt(a)
+	c.graph.Finish(a.step, a.model.Model, out)
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{
-		Stage: toMsgStage(a.spec.Stage), Output: out, Usage: m.Usage, Ttft: m.Ttft, Duration: m.Duration, Model: a.model.Model}}})
-	c.cur = nil
-	c.stageIdx++
-	c.nextStage(ctx)
+		Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Output: out, Usage: m.Usage, Ttft: m.Ttft, Duration: m.Duration, Model: a.model.Model}}})
+	if a.spec.Stage == stagework.StageRanker {
+		c.ranked(ctx, a.spec, out)
+	}
+	c.advance(ctx)
 }
 
 // attemptFailed applies the retry policy to a failed attempt.
-func (c *coordinator) attemptFailed(ctx actor.Context, m *messages.StageAttemptFailed) {
-	a := c.cur
+func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messages.StageAttemptFailed) {
 	ctx.Stop(a.worker)
 	a.worker = nil
 	c.deps.metrics.providerErrors.WithLabelValues(a.model.Provider, m.Kind).Inc()
-	c.logger.Warn("stage attempt failed", "stage", a.spec.Stage.String(), "attempt", a.number,
+	c.logger.Warn("stage attempt failed", "step", a.step, "stage", a.spec.Stage.String(), "attempt", a.number,
 		"provider", a.model.Provider, "model", a.model.Model, "kind", m.Kind, "error", m.Message, "tokens_streamed", m.TokensStreamed)
 	// A first-token or stall timeout goes to the fallback model at once, if
 	// there is one (a model that hung once is likely to hang again).
@@ -607,36 +785,244 @@ func (c *coordinator) attemptFailed(ctx actor.Context, m *messages.StageAttemptF
 		AttemptsOnModel: a.onModel, OnFallback: a.onFallback, HasFallback: a.spec.Fallback != nil,
 	}, c.rng)
 	if d.Action == stagework.ActionFail {
-		c.fail(ctx, toMsgStage(a.spec.Stage), m.Kind, fmt.Sprintf("%s failed after %d attempts; last error: %s", a.spec.Stage.Title(), a.number, m.Message))
+		reason := fmt.Sprintf("%s failed after %d attempts; last error: %s", stepTitle(a.spec), a.number, m.Message)
+		c.stepFailed(ctx, a, m.Kind, reason)
 		return
 	}
 	if m.TokensStreamed > 0 {
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
-			Stage: toMsgStage(a.spec.Stage), Reason: fmt.Sprintf("%s after %d tokens: %s", m.Kind, m.TokensStreamed, m.Message),
-			Usage: c.voidUsage()}}})
+			Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Reason: fmt.Sprintf("%s after %d tokens: %s", m.Kind, m.TokensStreamed, m.Message),
+			Usage: voidUsage(a)}}})
 		a.text.Reset() // void, and billed: a cancel before the retry must not bill it again
 	}
 	if d.Action == stagework.ActionFallback {
 		a.model = *a.spec.Fallback
 		a.onFallback = true
 		a.onModel = 0
-		c.spawnWorker(ctx)
+		c.spawnWorker(ctx, a)
 		return
 	}
 	if d.Wait <= 0 {
-		c.spawnWorker(ctx)
+		c.spawnWorker(ctx, a)
 		return
 	}
-	c.timerGen++
-	gen, self, root := c.timerGen, ctx.Self(), ctx.ActorSystem().Root
-	c.timer = time.AfterFunc(d.Wait, func() { root.Send(self, &retryTick{gen: gen}) })
+	a.retryGen++
+	step, gen, self, root := a.step, a.retryGen, ctx.Self(), ctx.ActorSystem().Root
+	a.retry = time.AfterFunc(d.Wait, func() { root.Send(self, &retryTick{step: step, gen: gen}) })
+}
+
+// stepFailed handles a step whose retries and fallback are spent. A chain's
+// stage fails the run; so does a strategy's final step, except a council's
+// chairman, whose answer falls back to the best-ranked member's. Any other
+// step is left out and named to the steps that read it; the run fails
+// only if too few inputs remain for one of them (advance decides).
+func (c *coordinator) stepFailed(ctx actor.Context, a *stageAttempt, kind, reason string) {
+	if a.spec.Stage.Chain() || (a.spec.Final && a.spec.Stage != stagework.StageChairman) {
+		c.fail(ctx, a, kind, reason)
+		return
+	}
+	c.lastFailure = kind
+	if a.spec.Stage == stagework.StageChairman {
+		c.leaveOut(ctx, a, "failed", reason)
+		c.chairmanFallback(ctx, a.spec, reason)
+		return
+	}
+	c.leaveOut(ctx, a, "failed", reason)
+	c.advance(ctx)
+}
+
+// leaveOut stops a running step and logs that it is left out (billing
+// what its cut-off attempt used).
+func (c *coordinator) leaveOut(ctx actor.Context, a *stageAttempt, code, reason string) {
+	usage := voidUsage(a)
+	c.stopAttempt(ctx, a)
+	c.removeAttempt(a)
+	c.graph.LeaveOut(a.step, reason)
+	if usage != nil {
+		c.usage = addUsage(c.usage, usage)
+	}
+	c.logger.Info("step left out", "step", a.step, "code", code, "reason", reason)
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StepSkipped{StepSkipped: &messages.StepSkipped{
+		Step: a.step, Stage: toMsgStage(a.spec.Stage), Reason: reason, Code: code, Usage: usage}}})
+}
+
+// maxNoteRaw bounds the raw model text a StepNote quotes.
+const maxNoteRaw = 2048
+
+// ranked parses a ranker's output into its ranking of the answers it saw,
+// logged as a Ranking; one that cannot be parsed is a StepNote with the
+// raw text, and that ranker's vote is left out.
+func (c *coordinator) ranked(ctx actor.Context, spec stagework.StageSpec, out string) {
+	shown, _ := c.graph.Shown(spec.StepID())
+	order, err := stagework.ParseRanking(out, len(shown))
+	if err != nil {
+		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StepNote{StepNote: &messages.StepNote{
+			Step: spec.StepID(), Kind: "ranking_unparsed",
+			Message: fmt.Sprintf("%s's ranking could not be read (%v); its vote is left out", spec.StepID(), err),
+			Raw:     truncateUTF8(out, maxNoteRaw)}}})
+		return
+	}
+	c.rankings[spec.StepID()] = order
+	r := &messages.Ranking{Step: spec.StepID()}
+	for place, i := range order {
+		r.Ranked = append(r.Ranked, &messages.RankedStep{Step: shown[i].ID, Label: shown[i].Label, AverageRank: float64(place + 1), Votes: 1})
+	}
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_Ranking{Ranking: r}})
+}
+
+// rankingIndices turns a logged ranker's Ranking back into indices of the
+// answers it saw (their labels' order), for a resumed run.
+func rankingIndices(r *messages.Ranking) []int {
+	out := make([]int, 0, len(r.Ranked))
+	for _, e := range r.Ranked {
+		for i := 0; i < stagework.MaxParallel; i++ {
+			if stagework.Label(i) == e.Label {
+				out = append(out, i)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// aggregateRanking is the council's ranking for a chairman (nil for any
+// other step): every parsed ranking of the answers, averaged.
+func (c *coordinator) aggregateRanking(spec stagework.StageSpec) []stagework.RankEntry {
+	if spec.Stage != stagework.StageChairman {
+		return nil
+	}
+	shown, _ := c.graph.Shown(spec.StepID())
+	ids, labels := make([]string, len(shown)), make([]string, len(shown))
+	for i, s := range shown {
+		ids[i], labels[i] = s.ID, s.Label
+	}
+	var rankings [][]int
+	for _, r := range spec.Inputs {
+		if order, ok := c.rankings[r]; ok {
+			rankings = append(rankings, order)
+		}
+	}
+	if len(rankings) == 0 {
+		return nil
+	}
+	return stagework.AggregateRanking(ids, labels, rankings)
+}
+
+// emitAggregateRanking logs the council's ranking as the chairman starts.
+func (c *coordinator) emitAggregateRanking(ctx actor.Context, spec stagework.StageSpec) {
+	entries := c.aggregateRanking(spec)
+	if len(entries) == 0 {
+		return
+	}
+	r := &messages.Ranking{Aggregate: true}
+	for _, e := range entries {
+		r.Ranked = append(r.Ranked, &messages.RankedStep{Step: e.ID, Label: e.Label, AverageRank: e.AverageRank, Votes: int32(e.Votes)})
+	}
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_Ranking{Ranking: r}})
+}
+
+// chairmanFallback writes a council's answer when its chairman (and the
+// chairman's fallback model) failed: the best-ranked member's answer, or
+// the first member's when no ranking could be read.
+func (c *coordinator) chairmanFallback(ctx actor.Context, chair stagework.StageSpec, why string) {
+	shown, _ := c.graph.Shown(chair.StepID())
+	if len(shown) == 0 {
+		c.fail(ctx, nil, c.failureCode(), why+"; no member's answer is left to fall back to")
+		return
+	}
+	pick, how := shown[0], "no ranking could be read, so the first member's answer is given"
+	if entries := c.aggregateRanking(chair); len(entries) > 0 {
+		for _, s := range shown {
+			if s.ID == entries[0].ID {
+				pick, how = s, fmt.Sprintf("the best-ranked answer (%s, average rank %.2f) is given", s.ID, entries[0].AverageRank)
+			}
+		}
+	}
+	note := fmt.Sprintf("the chairman failed (%s); %s", why, how)
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StepNote{StepNote: &messages.StepNote{Step: chair.StepID(), Kind: "answer_fallback", Message: note}}})
+	c.synthStep(ctx, "answer", stagework.StageTally, "best-ranked:"+pick.ID, note, pick.Text)
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCompleted{RunCompleted: &messages.RunCompleted{Answer: pick.Text, Usage: c.usage}}})
+}
+
+// tally decides a vote: the judge's pick if it answered and its pick can
+// be read, else the majority of the samples' final answers.
+func (c *coordinator) tally(ctx actor.Context, spec stagework.StageSpec) {
+	shown, _ := c.graph.Shown(spec.StepID())
+	texts := make([]string, len(shown))
+	for i, s := range shown {
+		texts[i] = s.Text
+	}
+	pick, note := -1, ""
+	if spec.Method == stagework.VoteJudge {
+		judge := "judge"
+		if len(spec.Inputs) > 0 {
+			judge = spec.Inputs[0]
+		}
+		if out, _, ok := c.graph.Output(judge); ok {
+			i, err := stagework.ParseChoice(out, len(shown))
+			if err == nil {
+				pick, note = i, fmt.Sprintf("the judge picked %s (Response %s) as the most consistent", shown[i].ID, shown[i].Label)
+			} else {
+				c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StepNote{StepNote: &messages.StepNote{
+					Step: judge, Kind: "choice_unparsed", Message: fmt.Sprintf("the judge's pick could not be read (%v); the majority decides", err),
+					Raw: truncateUTF8(out, maxNoteRaw)}}})
+			}
+		} else {
+			c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StepNote{StepNote: &messages.StepNote{
+				Step: judge, Kind: "majority", Message: "the judge gave no answer (" + c.graph.Reason(judge) + "); the majority decides"}}})
+		}
+	}
+	if pick < 0 {
+		if w, votes, ok := stagework.Majority(texts); ok {
+			answer, _ := stagework.FinalAnswer(texts[w])
+			pick, note = w, fmt.Sprintf("majority: %d of %d samples answered %q; %s's answer is given", votes, len(texts), answer, shown[w].ID)
+		} else if len(shown) > 0 {
+			pick, note = 0, fmt.Sprintf("no sample stated a final answer; %s's answer is given", shown[0].ID)
+		}
+	}
+	if pick < 0 {
+		c.fail(ctx, nil, c.failureCode(), "vote: no sample answered")
+		return
+	}
+	c.graph.Start(spec.StepID(), time.Now())
+	c.synthStep(ctx, spec.StepID(), stagework.StageTally, spec.Method+":"+shown[pick].ID, note, shown[pick].Text)
+}
+
+// synthStep logs a step QLC writes itself, without a model (a vote's
+// tally, a council's fallback answer): started, its whole text as one
+// delta, completed; it is the run's final step.
+func (c *coordinator) synthStep(ctx actor.Context, id string, role stagework.Stage, model, note, text string) {
+	stage := toMsgStage(role)
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
+		Stage: stage, Step: id, Final: true, Model: model, Provider: "qlc", Attempt: 1, Note: note}}})
+	if text != "" {
+		tokens := int32(0)
+		if counter, err := counterFor(model); err == nil {
+			tokens = int32(counter.Count(text))
+		}
+		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: stage, Step: id, Text: text, Tokens: tokens}}})
+	}
+	c.graph.Finish(id, model, text)
+	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{
+		Stage: stage, Step: id, Output: text, Model: model, Duration: durationpb.New(0)}}})
+}
+
+// truncateUTF8 cuts s to at most n bytes at a character boundary.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func (c *coordinator) cancel(ctx actor.Context, m *messages.CancelRun) {
 	if c.ended || c.run == nil {
 		return
 	}
-	usage := c.voidUsage()
+	usage := c.runningUsage()
 	c.stopWorkers(ctx)
 	reason := m.Reason
 	if reason == "" {
@@ -695,11 +1081,17 @@ func (c *coordinator) unsubscribe(pid *actor.PID) bool {
 	return false
 }
 
-func (c *coordinator) fail(ctx actor.Context, stage messages.Stage, code, reason string) {
-	usage := c.voidUsage()
+// fail ends the run with a reason; a is the step that failed (nil when
+// the run fails as a whole). Every running step is stopped and billed.
+func (c *coordinator) fail(ctx actor.Context, a *stageAttempt, code, reason string) {
+	usage := c.runningUsage()
 	c.stopWorkers(ctx)
+	ev := &messages.RunFailed{Reason: reason, Code: code, Usage: usage}
+	if a != nil {
+		ev.Stage, ev.Step = toMsgStage(a.spec.Stage), a.wireStep
+	}
 	c.logger.Warn("run failed", "code", code, "reason", reason)
-	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Stage: stage, Code: code, Usage: usage}}})
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunFailed{RunFailed: ev}})
 }
 
 // finishLinger is how long a finished coordinator waits for its hub to
@@ -710,7 +1102,7 @@ const finishLinger = 10 * time.Second
 // hub has it all, for a gateway that restarts before it stored the run.
 const keepAfterAck = 30 * time.Second
 
-// finish emits the terminal event and stops the worker; the coordinator
+// finish emits the terminal event and stops the workers; the coordinator
 // itself stops when the hub acknowledges the whole log (RunEventAck), so it
 // can resend what the transport lost, or after finishLinger.
 func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
@@ -720,7 +1112,7 @@ func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 	c.releaseSlot()
 	c.emit(ctx, ev)
 	c.ended = true
-	c.stopTimer()
+	c.stopTimers()
 	c.stopWorkers(ctx)
 	if c.hub == nil {
 		ctx.Stop(ctx.Self())
@@ -749,32 +1141,48 @@ func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
 	}
 }
 
-// stopWorkers stops the current attempt's worker and any hedge racing it
-// (a cancel must stop every provider request at once).
+// stopAttempt stops a step's worker, any hedge racing it and its timers.
+func (c *coordinator) stopAttempt(ctx actor.Context, a *stageAttempt) {
+	if a.worker != nil {
+		ctx.Stop(a.worker)
+		a.worker = nil
+	}
+	if a.hedge != nil {
+		ctx.Stop(a.hedge)
+		a.hedge = nil
+	}
+	c.stopAttemptTimers(a)
+}
+
+func (c *coordinator) stopAttemptTimers(a *stageAttempt) {
+	if a.hedgeTimer != nil {
+		a.hedgeTimer.Stop()
+		a.hedgeTimer = nil
+	}
+	if a.retry != nil {
+		a.retry.Stop()
+		a.retry = nil
+	}
+	a.retryGen++
+}
+
+// stopWorkers stops every running step's worker and hedge (a cancel must
+// stop every provider request at once).
 func (c *coordinator) stopWorkers(ctx actor.Context) {
-	if c.cur == nil {
-		return
-	}
-	if c.cur.worker != nil {
-		ctx.Stop(c.cur.worker)
-		c.cur.worker = nil
-	}
-	if c.cur.hedge != nil {
-		ctx.Stop(c.cur.hedge)
-		c.cur.hedge = nil
-	}
-	if c.cur.hedgeTimer != nil {
-		c.cur.hedgeTimer.Stop()
-		c.cur.hedgeTimer = nil
+	for _, a := range c.running {
+		c.stopAttempt(ctx, a)
 	}
 }
 
-func (c *coordinator) stopTimer() {
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
+func (c *coordinator) stopTimers() {
+	for _, a := range c.running {
+		c.stopAttemptTimers(a)
 	}
-	c.timerGen++
+	if c.deadline != nil {
+		c.deadline.Stop()
+		c.deadline = nil
+	}
+	c.deadlineGen++
 }
 
 func history(o *messages.RunOptions) []stagework.Message {
@@ -785,12 +1193,24 @@ func history(o *messages.RunOptions) []stagework.Message {
 	return h
 }
 
-// voidUsage is what the current stage attempt has used so far — its prompt
-// and the text it streamed — billed when the attempt is cut off (restarted,
-// cancelled, failed), since its provider then reports no usage. Nil when no
-// attempt is under way. Counting happens here, off the token path.
-func (c *coordinator) voidUsage() *messages.Usage {
-	a := c.cur
+// runningUsage is what the running steps have used so far, billed when
+// they are cut off together (cancel, a failed run); nil when none ran.
+func (c *coordinator) runningUsage() *messages.Usage {
+	var u *messages.Usage
+	for _, a := range c.running {
+		if v := voidUsage(a); v != nil {
+			u = addUsage(u, v)
+		}
+	}
+	return u
+}
+
+// voidUsage is what a step's current attempt has used so far — its prompt
+// and the text it streamed — billed when the attempt is cut off
+// (restarted, cancelled, failed, left out), since its provider then
+// reports no usage. Nil when no attempt is under way. Counting happens
+// here, off the token path.
+func voidUsage(a *stageAttempt) *messages.Usage {
 	if a == nil || a.bill.counter == nil || (a.worker == nil && a.text.Len() == 0) {
 		return nil
 	}

@@ -49,4 +49,7 @@ func (s *ttftStats) p95(key string, def time.Duration) time.Duration {
 
 // hedgeTick is a coordinator's timer to itself: the primary of attempt has
 // had its p95 time to send a first token.
-type hedgeTick struct{ attempt int32 }
+type hedgeTick struct {
+	step    string
+	attempt int32
+}

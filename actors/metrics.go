@@ -117,8 +117,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.slotsWaiting = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "qlc_runs_waiting_for_slot", Help: "Runs queued for a run slot of this process, in weighted-fair order per tenant.",
 	}, func() float64 { return float64(m.slots.Load().stats().Waiting) })
-	for _, s := range stagework.Stages {
-		m.tokensByStage[toMsgStage(s)] = m.tokensStreamed.WithLabelValues(s.String())
+	for _, r := range stagework.RoleTable() {
+		m.tokensByStage[toMsgStage(r.Stage)] = m.tokensStreamed.WithLabelValues(r.Name)
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,

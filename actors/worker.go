@@ -26,6 +26,7 @@ type stageWorker struct {
 	provider    stagework.Provider
 	req         stagework.Request
 	stage       messages.Stage
+	step        string // the step's id; empty for a chain's stage (its name)
 	attempt     int32
 	coordinator *actor.PID
 	timeouts    Timeouts
@@ -139,7 +140,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 		}
 		tokens += n
 		output.WriteString(ch.Text)
-		batch = append(batch, &messages.TokenDelta{Stage: w.stage, Text: ch.Text, Tokens: n})
+		batch = append(batch, &messages.TokenDelta{Stage: w.stage, Step: w.step, Text: ch.Text, Tokens: n})
 		if len(batch) >= maxDeltaBatch || buffered == nil || !buffered.Buffered() {
 			flush()
 			watchdog.Reset(w.timeouts.Stall)
@@ -151,7 +152,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 		usage = w.countUsage(output.String())
 	}
 	root.RequestWithCustomSender(w.coordinator, &messages.StageAttemptDone{
-		Stage: w.stage, Attempt: w.attempt, Usage: toMsgUsage(usage),
+		Stage: w.stage, Step: w.step, Attempt: w.attempt, Usage: toMsgUsage(usage),
 		Ttft: durationpb.New(ttft), Duration: durationpb.New(time.Since(start)),
 	}, self)
 }
@@ -164,7 +165,7 @@ func (w *stageWorker) fail(ctx context.Context, root *actor.RootContext, self *a
 		return // the worker was stopped (cancel, or the coordinator moved on)
 	}
 	f := &messages.StageAttemptFailed{
-		Stage: w.stage, Attempt: w.attempt, TokensStreamed: tokens,
+		Stage: w.stage, Step: w.step, Attempt: w.attempt, TokensStreamed: tokens,
 		Provider: w.provider.Name(), Kind: "internal", Message: err.Error(), Retryable: true,
 	}
 	if pe, ok := stagework.AsProviderError(err); ok {
