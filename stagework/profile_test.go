@@ -305,7 +305,7 @@ func TestConfigProfileLookup(t *testing.T) {
 	if !errors.Is(err, ErrUnknownProfile) {
 		t.Fatalf("turbo: %v", err)
 	}
-	if !strings.Contains(err.Error(), `"turbo"`) || !strings.Contains(err.Error(), "balanced, deep, fast") {
+	if !strings.Contains(err.Error(), `"turbo"`) || !strings.Contains(err.Error(), "balanced, council, deep, fast") {
 		t.Errorf("error should name the profile and list the known ones: %v", err)
 	}
 	names := c.ProfileNames()
@@ -373,6 +373,26 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("no default profile: %v", err)
 		}
 		for _, p := range c.Profiles {
+			if !p.IsChain() {
+				// A strategy's graph: every step's inputs come before it,
+				// and a fresh graph can start something.
+				seen := map[string]bool{}
+				for _, sp := range p.Stages {
+					for _, in := range sp.Inputs {
+						if !seen[in] {
+							t.Fatalf("profile %s: step %s reads %q, not an earlier step", p.Name, sp.StepID(), in)
+						}
+					}
+					seen[sp.StepID()] = true
+					if _, ok := c.Providers[sp.Provider]; !ok && sp.Stage != StageTally {
+						t.Fatalf("step %s refers to missing provider %q", sp.StepID(), sp.Provider)
+					}
+				}
+				if start, _, err := NewGraph(p).Next(time.Now()); err != nil || len(start) == 0 {
+					t.Fatalf("profile %s: a fresh graph starts %v, %v", p.Name, start, err)
+				}
+				continue
+			}
 			if len(p.Stages) != 4 {
 				t.Fatalf("profile %s has %d stages", p.Name, len(p.Stages))
 			}

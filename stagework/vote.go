@@ -8,7 +8,7 @@ var ErrUnparsable = errors.New("stagework: output cannot be parsed")
 
 // Label is the anonymous label of the i-th answer (0-based) in a ranker's
 // or judge's prompt: "A", "B", … "P" (MaxParallel answers at most).
-func Label(i int) string { panic("TODO") }
+func Label(i int) string { return string(rune('A' + i)) }
 
 // ParseRanking reads a ranker's output: the "FINAL RANKING:" list of the n
 // labelled responses ("1. Response C"), best first, with fallbacks for
