@@ -3,6 +3,7 @@ package stagework
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -75,6 +76,11 @@ func PromptTokens(msgs []Message, c TokenCounter) int {
 // note per trimmed output for people ("trimmed the Generator's output from
 // 5210 to 2048 tokens"). window 0 means no limit; the prompt is then not
 // counted (the count returned is 0).
+//
+// A strategy's step has its inputs' texts (in.Inputs) trimmed the same way,
+// longest first, each note naming the input's step and model ("trimmed the
+// output of p1.2 (model gpt-4o) from …"). Neither in.Outputs nor in.Inputs
+// of the caller is changed.
 func FitPrompt(spec StageSpec, in PromptInput, window int, c TokenCounter) ([]Message, int, []string, error) {
 	msgs, err := BuildPrompt(spec, in)
 	if err != nil {
@@ -88,41 +94,53 @@ func FitPrompt(spec StageSpec, in PromptInput, window int, c TokenCounter) ([]Me
 	if n <= budget {
 		return msgs, n, nil, nil
 	}
+	// The texts that may give: the chain's outputs in stage order, then the
+	// inputs in their order (ties go to the earlier).
+	var units []fitUnit
 	outputs := make(map[Stage]string, len(in.Outputs))
 	for s, o := range in.Outputs {
 		outputs[s] = o
 	}
 	in.Outputs = outputs
-	sizes := map[Stage]int{}
-	for s, o := range outputs {
-		sizes[s] = c.Count(o)
+	for s := Stage(1); int(s) <= NumStages; s++ {
+		if o, ok := outputs[s]; ok {
+			units = append(units, fitUnit{stage: s, input: -1, text: o})
+		}
 	}
-	original := map[Stage]int{}
-	for s, sz := range sizes {
-		original[s] = sz
+	in.Inputs = append([]StepOutput(nil), in.Inputs...)
+	for i, o := range in.Inputs {
+		units = append(units, fitUnit{input: i, text: o.Text})
+	}
+	for i := range units {
+		units[i].size = c.Count(units[i].text)
+		units[i].original = units[i].size
 	}
 	markerTokens := c.Count(trimMarker)
-	trimmed := map[Stage]bool{}
 	for n > budget {
-		// The longest output still holding text gives first.
-		var longest Stage
-		for s, sz := range sizes {
-			if sz > sizes[longest] || (sz == sizes[longest] && s < longest) {
-				longest = s
+		// The longest text still holding more than the marker gives first.
+		longest := -1
+		for i, u := range units {
+			if longest < 0 || u.size > units[longest].size {
+				longest = i
 			}
 		}
-		if sizes[longest] <= markerTokens {
+		if longest < 0 || units[longest].size <= markerTokens {
 			return nil, n, nil, fmt.Errorf("%w: the question and history need %d tokens; %s's window of %d leaves %d for the prompt",
 				ErrPromptTooLong, n, spec.Model, window, budget)
 		}
-		keep := max(0, sizes[longest]-(n-budget)-markerTokens)
-		text := strings.TrimSuffix(outputs[longest], trimMarker)
-		cut, k := c.Truncate(text, keep)
-		outputs[longest] = cut + trimMarker
-		trimmed[longest] = true
-		sizes[longest] = k + markerTokens
+		u := &units[longest]
+		keep := max(0, u.size-(n-budget)-markerTokens)
+		cut, k := c.Truncate(strings.TrimSuffix(u.text, trimMarker), keep)
+		u.text = cut + trimMarker
+		u.trimmed = true
+		u.size = k + markerTokens
 		if k == 0 {
-			sizes[longest] = 0 // only the marker is left: nothing more to give
+			u.size = 0 // only the marker is left: nothing more to give
+		}
+		if u.input >= 0 {
+			in.Inputs[u.input].Text = u.text
+		} else {
+			outputs[u.stage] = u.text
 		}
 		if msgs, err = BuildPrompt(spec, in); err != nil {
 			return nil, 0, nil, err
@@ -130,11 +148,36 @@ func FitPrompt(spec StageSpec, in PromptInput, window int, c TokenCounter) ([]Me
 		n = PromptTokens(msgs, c)
 	}
 	var notes []string
-	for _, s := range Stages {
-		if trimmed[s] {
-			notes = append(notes, fmt.Sprintf("trimmed the %s's output from %d to %d tokens to fit %s's context window of %d",
-				s.Title(), original[s], c.Count(strings.TrimSuffix(outputs[s], trimMarker)), spec.Model, window))
+	for _, u := range units {
+		if !u.trimmed {
+			continue
 		}
+		now := c.Count(strings.TrimSuffix(u.text, trimMarker))
+		if u.input < 0 {
+			notes = append(notes, fmt.Sprintf("trimmed the %s's output from %d to %d tokens to fit %s's context window of %d",
+				u.stage.Title(), u.original, now, spec.Model, window))
+			continue
+		}
+		o := in.Inputs[u.input]
+		who := o.ID
+		if who == "" {
+			who = "input " + strconv.Itoa(u.input+1)
+		}
+		if o.Model != "" {
+			who += " (model " + o.Model + ")"
+		}
+		notes = append(notes, fmt.Sprintf("trimmed the output of %s from %d to %d tokens to fit %s's context window of %d",
+			who, u.original, now, spec.Model, window))
 	}
 	return msgs, n, notes, nil
+}
+
+// fitUnit is one text FitPrompt may trim: a chain stage's output (input
+// -1) or the input-th of PromptInput.Inputs.
+type fitUnit struct {
+	stage          Stage
+	input          int
+	text           string
+	size, original int
+	trimmed        bool
 }
