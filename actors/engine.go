@@ -248,13 +248,16 @@ func (c *Config) validate() error {
 	for _, name := range c.Stages.ProfileNames() {
 		p, _ := c.Stages.Profile(name)
 		for _, s := range p.Stages {
+			if s.Stage == stagework.StageTally {
+				continue // calls no model
+			}
 			refs := []stagework.ModelRef{{Provider: s.Provider, Model: s.Model}}
 			if s.Fallback != nil {
 				refs = append(refs, *s.Fallback)
 			}
 			for _, r := range refs {
 				if _, ok := c.Providers[r.Provider]; !ok {
-					return fmt.Errorf("actors: profile %q stage %s uses provider %q, which has no client", name, s.Stage, r.Provider)
+					return fmt.Errorf("actors: profile %q stage %s uses provider %q, which has no client", name, s.StepID(), r.Provider)
 				}
 			}
 		}

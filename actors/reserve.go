@@ -26,11 +26,26 @@ func (e *Engine) Reservation(req RunRequest) (int64, error) {
 	for _, st := range p.Stages {
 		empty[st.Stage] = ""
 	}
+	outOf := map[string]int64{} // each step's output bound
 	var total, earlier int64
 	for _, st := range p.Stages {
 		out := int64(st.MaxTokens)
 		if req.MaxTokens > 0 {
 			out = int64(req.MaxTokens)
+		}
+		outOf[st.StepID()] = out
+		if st.Stage == stagework.StageTally {
+			continue // no model call: its text is a sample's, already counted
+		}
+		in := stagework.PromptInput{Query: req.Query, History: req.History, Outputs: empty}
+		if !p.IsChain() {
+			// A strategy's step reads only the steps it reads, not every
+			// earlier one.
+			in.Outputs, earlier = nil, 0
+			for i, r := range p.Reads(st.StepID()) {
+				in.Inputs = append(in.Inputs, stagework.StepOutput{ID: r, Label: stagework.Label(i)})
+				earlier += outOf[r] + reserveOutputOverhead
+			}
 		}
 		spec := st
 		spec.MaxTokens = int(out)
@@ -47,7 +62,7 @@ func (e *Engine) Reservation(req RunRequest) (int64, error) {
 			if err != nil {
 				return 0, fmt.Errorf("actors: reservation: %w", err)
 			}
-			msgs, err := stagework.BuildPrompt(spec, stagework.PromptInput{Query: req.Query, History: req.History, Outputs: empty})
+			msgs, err := stagework.BuildPrompt(spec, in)
 			if err != nil {
 				return 0, fmt.Errorf("actors: reservation: %w", err)
 			}
@@ -74,6 +89,9 @@ func (e *Engine) ReservationFloor(req RunRequest) (int64, error) {
 	}
 	var total int64
 	for _, st := range p.Stages {
+		if st.Stage == stagework.StageTally {
+			continue
+		}
 		out := int64(st.MaxTokens)
 		if req.MaxTokens > 0 {
 			out = int64(req.MaxTokens)

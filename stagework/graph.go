@@ -209,18 +209,7 @@ func (g *Graph) shortOf(sp StageSpec, done int) error {
 // inputs — for a chairman, the answers its rankers ranked; for a tally,
 // the samples (behind its judge).
 func (g *Graph) Shown(id string) (shown, left []StepOutput) {
-	sp, ok := g.Spec(id)
-	if !ok {
-		return nil, nil
-	}
-	inputs := sp.Inputs
-	if (sp.Stage == StageChairman || sp.Stage == StageTally) && len(inputs) > 0 {
-		// Both follow steps (rankers, a judge) that read the answers.
-		if first, ok := g.Spec(inputs[0]); ok && (first.Stage == StageRanker || first.Stage == StageJudge) {
-			inputs = first.Inputs
-		}
-	}
-	for _, in := range inputs {
+	for _, in := range g.p.Reads(id) {
 		i := g.index[in]
 		out := StepOutput{ID: in, Role: g.p.Stages[i].Stage, Model: g.p.Stages[i].Model}
 		switch g.state[i] {
@@ -233,6 +222,22 @@ func (g *Graph) Shown(id string) (shown, left []StepOutput) {
 		}
 	}
 	return shown, left
+}
+
+// Reads returns the ids of the steps whose outputs step id's prompt shows:
+// its inputs — but for a chairman or a tally, which follow steps that read
+// the answers (rankers, a judge), those steps' inputs: the answers.
+func (p *Profile) Reads(id string) []string {
+	sp, ok := p.Step(id)
+	if !ok {
+		return nil
+	}
+	if (sp.Stage == StageChairman || sp.Stage == StageTally) && len(sp.Inputs) > 0 {
+		if first, ok := p.Step(sp.Inputs[0]); ok && (first.Stage == StageRanker || first.Stage == StageJudge) {
+			return first.Inputs
+		}
+	}
+	return sp.Inputs
 }
 
 // PromptInput is what step id's prompt is built from: the question and
