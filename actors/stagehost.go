@@ -66,6 +66,11 @@ func (h *stageHost) Receive(ctx actor.Context) {
 }
 
 func (h *stageHost) refuse(ctx actor.Context, m *messages.StartStep, busy bool, reason string) {
+	if busy {
+		h.deps.metrics.stepOffers.WithLabelValues("busy").Inc()
+	} else {
+		h.deps.metrics.stepOffers.WithLabelValues("refused").Inc()
+	}
 	if to := pidOf(m.Coordinator); to != nil {
 		ctx.Send(to, &messages.StepRefused{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Busy: busy, Reason: reason})
 	}
@@ -95,6 +100,7 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 		return
 	}
 	h.waiting[key] = m
+	h.deps.metrics.stepOffers.WithLabelValues("queued").Inc()
 	ctx.Send(pidOf(m.Coordinator), &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Queued: true})
 }
 
@@ -128,4 +134,5 @@ func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 		return
 	}
 	h.running[pid.Id] = m
+	h.deps.metrics.stepOffers.WithLabelValues("started").Inc()
 }
