@@ -55,6 +55,9 @@
 //     finished runs' logs for Config.KeepRuns; a gateway restarted after a
 //     crash follows the runs it had admitted again (recoverOpen) and bills
 //     them.
+//   - Batches (batch.go: POST /v1/runs/batch) are kept in the store; a
+//     dispatcher starts their items as ordinary runs, at most the tenant's
+//     concurrent_runs at once, and a restarted gateway takes them up again.
 //   - The registry (tenants and keys) is replicated between the cluster's
 //     gateways (Tenancy.Replicate): a change is pushed to every peer, and each
 //     gateway pulls the others' registries at start and every minute; the row
@@ -69,7 +72,8 @@
 //
 //  1. New validates a Config (an actors.Engine is required), builds the
 //     routes and starts its background goroutines (the memory release and,
-//     with Tenancy, recoverOpen and keepRuns), all owned by the Server.
+//     with Tenancy, recoverOpen, keepRuns and the batch dispatcher), all
+//     owned by the Server.
 //  2. Handler serves the public routes: the API, the UI, /healthz and
 //     /readyz (/metrics only to an admin key); OpsHandler serves /healthz,
 //     /readyz and /metrics without a key, for an address only operators

@@ -44,6 +44,7 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 				CreatedAt: hub.Created, EndedAt: u.EndedAt, Log: log}
 		}
 		s.settle(u, a, run)
+		s.batches.runEnded(hub) // a batch item's run: its outcome, and its slot is free (batch.go)
 	}()
 }
 
