@@ -10,8 +10,12 @@
 // transport (transport.go): SSE (sse.go), WebSocket (ws.go) or an OpenAI
 // chunk stream (openai.go). A pump writes what is pending (at most a batch of
 // the hub's MaxBatch events) and flushes; when a reader is behind, consecutive
-// token deltas of a stage are coalesced into one event, so a slow link costs
-// fewer, larger writes, and the first token is never held back.
+// token deltas of one step are coalesced into one event, so a slow link costs
+// fewer, larger writes, and the first token is never held back. A run of a
+// parallel strategy (moa, council, vote) has several steps streaming at
+// once: their deltas interleave in the log, every step event names its step,
+// and everything that rebuilds a step's text or bills it (steps.go: the run
+// resource's steps, the ledger's per-step rows) keys by step id.
 //
 // No event on the wire is longer than Config.MaxEventBytes, framing included
 // (events.go): coalescing stops at the bound, a delta too long for one event
