@@ -307,9 +307,9 @@ type uiRun struct {
 			CompletionTokens int64 `json:"completion_tokens"`
 		} `json:"usage"`
 	} `json:"stages"`
-	// Steps is a strategy run's steps, when the run resource lists them.
+	// Steps is the run's steps, when the run resource lists them (by id).
 	Steps []struct {
-		Step   string `json:"step"`
+		ID     string `json:"id"`
 		Status string `json:"status"`
 		Output string `json:"output"`
 	} `json:"steps"`
@@ -1990,8 +1990,8 @@ func checkStepTexts(t *testing.T, v uiStepsView, log uiRunLog, res uiRun) {
 		if s.Status != "completed" {
 			continue
 		}
-		if c := v.card(t, s.Step); c.Text != s.Output {
-			t.Errorf("%s: page text differs from the run resource's output (%d vs %d chars)", s.Step, len(c.Text), len(s.Output))
+		if c := v.card(t, s.ID); c.Text != s.Output {
+			t.Errorf("%s: page text differs from the run resource's output (%d vs %d chars)", s.ID, len(c.Text), len(s.Output))
 		}
 	}
 }
@@ -2044,12 +2044,19 @@ func TestUIMoaShowsStepsSideBySide(t *testing.T) {
 		}
 	}
 
+	// The page is read in the same poll that sees them streaming (a later
+	// read could find them done).
 	b.waitFor(t, "three proposers streaming at once", `(() => {
 	  const c = [...document.querySelectorAll('#stages [data-stage="proposer"]')];
-	  return c.length === 3 && c.every((s) => s.dataset.status === 'running' && Number(s.dataset.streamedTokens) >= 3);
+	  const ok = c.length === 3 && c.every((s) => s.dataset.status === 'running' && Number(s.dataset.streamedTokens) >= 3);
+	  if (ok) window.uiLive = `+uiStepsJS+`;
+	  return ok || `+uiRunEnded+`;
 	})()`)
+	if !uiEval[bool](t, b, `window.uiLive !== undefined`) {
+		t.Fatalf("the run ended and the page never showed three proposers streaming at once; page: %s", b.stateJSON(t))
+	}
+	live := uiEval[uiStepsView](t, b, `window.uiLive`)
 	b.screenshot(t, "streaming")
-	live := b.steps(t)
 	if live.Layout != "strategy" {
 		t.Errorf("layout %q while streaming, want strategy", live.Layout)
 	}
@@ -2445,4 +2452,56 @@ func TestUIStrategyStreamLogic(t *testing.T) {
 		}
 	})
 	b.noProblems(t)
+}
+
+// TestUIStrategyRunFromResource opens a finished moa run (one proposer
+// skipped) whose event stream the gateway keeps refusing: the page gives
+// up on the stream and shows the run resource's steps instead, laid out as
+// the stream would have: the proposers side by side with their outputs, the
+// skipped one greyed with its reason, the aggregator below, the answer.
+func TestUIStrategyRunFromResource(t *testing.T) {
+	refuse := func(r *http.Request) *uiRefusal {
+		if strings.HasSuffix(r.URL.Path, "/events") {
+			return &uiRefusal{err: &apiError{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "unavailable", Message: "no streams today"}}
+		}
+		return nil
+	}
+	f := newUIFront(t, uiFrontOptions{local: true, refuse: refuse, profiles: uiStrategyProfiles(startUIModel(t))})
+	var started uiRun
+	if code, _ := call(t, http.MethodPost, f.backend+"/v1/runs", f.key, `{"query":"From the record, please.","profile":"moadead"}`, &started); code != http.StatusCreated && code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("POST /v1/runs: HTTP %d", code)
+	}
+	var run uiRun
+	uiWaitUntil(t, "the run to end", func() bool {
+		run = f.run(t, started.ID)
+		return run.Status == "completed"
+	})
+	log := f.events(t, run.ID)
+
+	b := newUIBrowser(t)
+	b.do(t, "open the run", chromedp.Navigate(f.URL+"/#"+run.ID), chromedp.WaitVisible(chromedp.ID("query")))
+	b.waitFor(t, "the run from its resource", `document.querySelector('#answer').dataset.status === 'done'`)
+	b.screenshot(t, "from-resource")
+	if st := b.state(t); st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed", st.RunStatus)
+	}
+	streams := 0
+	for _, r := range f.seen() {
+		if strings.HasSuffix(r.Path, "/events") {
+			streams++
+		}
+	}
+	if streams == 0 {
+		t.Error("the page never tried the event stream")
+	}
+	v := b.steps(t)
+	checkSideBySide(t, v, "p1.1", "p1.2", "p1.3")
+	checkFinalBelow(t, v, "aggregator", "p1.1", "p1.2", "p1.3")
+	checkStepTexts(t, v, log, run)
+	skip := log.of("step_skipped")
+	if dead := v.card(t, "p1.3"); len(skip) != 1 || dead.Status != "skipped" || !strings.Contains(dead.Note, skip[0].Reason) {
+		t.Errorf("p1.3: status %q, note %q; want skipped with the reason of %+v", dead.Status, dead.Note, skip)
+	}
+	checkAnswer(t, b, run)
+	b.noProblems(t, "status of 503")
 }

@@ -864,10 +864,15 @@
       const gen = (s.duration_ms || 0) - (s.ttft_ms || 0);
       this.rate = gen > 0 ? this.tokens / (gen / 1000) : null;
       this.setStatus(s.status || 'pending');
-      if (s.status === 'skipped') {
-        this.root.dataset.skipped = String(s.code || 'skipped');
-        this.note('skipped' + (s.reason ? ': ' + s.reason : ''));
+      if (s.note) this.note(String(s.note), false, true);
+      if (s.status === 'skipped' || s.skipped) {
+        const sk = s.skipped || s;
+        this.setStatus('skipped');
+        this.root.dataset.skipped = String(sk.code || 'skipped');
+        this.note('skipped: ' + String(sk.reason || sk.code || 'left out') + (sk.code ? ' (' + sk.code + ')' : ''));
       }
+      if (Array.isArray(s.ranking)) this.setRanking(s.ranking);
+      for (const n of Array.isArray(s.notes) ? s.notes : []) this.addNote(n);
       this.final = true;
       this.dirtyStats = true;
       this.flushStats();
@@ -942,6 +947,20 @@
   /** stepOf is an event's step id: its step, or (a chain's stage, an old log) its stage. */
   function stepOf(step, stage) {
     return typeof step === 'string' && step ? step : (typeof stage === 'string' ? stage : '');
+  }
+
+  /**
+   * idOf is the step id of an entry of a list of steps: run_planned's
+   * (step), the run resource's or a profile's (id), or a list of stages (stage).
+   */
+  function idOf(s) {
+    return stepOf(s.step || s.id, s.stage);
+  }
+
+  /** planOf turns a list of steps or stages into run_planned's shape (step ids in step). */
+  function planOf(list) {
+    return (Array.isArray(list) ? list : []).filter((s) => s && typeof s === 'object')
+      .map((s) => Object.assign({}, s, { step: idOf(s), title: undefined }));
   }
 
   /**
@@ -1375,11 +1394,12 @@
     showResource(run) {
       clearAnswer();
       if (Array.isArray(run.steps) && strategyOfRun(run) !== 'chain') {
-        Steps.plan(strategyOfRun(run), run.steps);
+        Steps.plan(strategyOfRun(run), planOf(run.steps));
         for (const s of run.steps) {
-          const v = Steps.get(stepOf(s.step, s.stage));
+          const v = Steps.get(idOf(s));
           if (v) v.fromResource(s);
         }
+        if (Array.isArray(run.ranking) && run.ranking.length) Steps.ranking(run.ranking);
       } else {
         this.resetStages();
         for (const s of run.stages || []) {
@@ -1604,7 +1624,7 @@
         if (current !== this || !run) return;
         const list = Array.isArray(run.steps) ? run.steps : (run.stages || []);
         for (const s of list) {
-          const st = Steps.get(stepOf(s.step, s.stage));
+          const st = Steps.get(idOf(s));
           if (st && s.status === 'completed' && st.root.dataset.resynced) st.setText(s.output || '');
         }
       } catch (err) {
@@ -1743,16 +1763,21 @@
     return 'chain';
   }
 
+  /** stepsOfProfile are a profile's steps (a gateway before steps lists only stages). */
+  function stepsOfProfile(p) {
+    return Array.isArray(p.steps) && p.steps.length ? p.steps : (Array.isArray(p.stages) ? p.stages : []);
+  }
+
   /** strategyOfProfile is a profile's strategy: chain, moa, council, vote (or a newer one). */
   function strategyOfProfile(p) {
     if (!p) return 'chain';
-    return typeof p.strategy === 'string' && p.strategy ? p.strategy : strategyOfStages(p.stages);
+    return typeof p.strategy === 'string' && p.strategy ? p.strategy : strategyOfStages(stepsOfProfile(p));
   }
 
   /** strategyOfRun is a run's strategy, from the run, its steps or stages, or its profile. */
   function strategyOfRun(run) {
     if (typeof run.strategy === 'string' && run.strategy) return run.strategy;
-    if (Array.isArray(run.steps) && run.steps.some((s) => s && s.step && s.step !== s.stage)) {
+    if (Array.isArray(run.steps) && run.steps.some((s) => s && idOf(s) !== s.stage)) {
       return strategyOfStages(run.steps) === 'chain' ? 'steps' : strategyOfStages(run.steps);
     }
     const byStages = strategyOfStages(run.stages);
@@ -1804,7 +1829,7 @@
     const p = (profiles.data || []).find((x) => x.name === ui.profile.value);
     if (!p) { ui.profileDesc.textContent = ''; return; }
     const strategy = strategyOfProfile(p);
-    const list = Array.isArray(p.stages) ? p.stages : [];
+    const list = stepsOfProfile(p);
     let models;
     if (strategy === 'chain') {
       models = list.map((s) => s.stage + ': ' + s.model).join(' · ');
@@ -1828,17 +1853,16 @@
       }
       return;
     }
-    // A preview of the run's layout; the run's run_planned lays out the real one.
+    // A preview of the run's layout; the run's run_planned lays out the
+    // real one. A gateway before steps gives roles only: ids are made up,
+    // and the last step is taken for the final one.
+    const named = list.some((s) => s.id || s.step);
     const last = list.length - 1;
-    const marked = list.some((s) => s.final != null);
     const count = new Map();
-    Steps.plan(strategy, list.map((s, i) => {
+    Steps.plan(strategy, named ? planOf(list) : list.map((s, i) => {
       const n = (count.get(s.stage) || 0) + 1;
       count.set(s.stage, n);
-      return {
-        step: s.step || (s.stage + ' ' + n), stage: s.stage, model: s.model, provider: s.provider,
-        final: marked ? !!s.final : i === last, layer: s.layer,
-      };
+      return { step: s.stage + ' ' + n, stage: s.stage, model: s.model, provider: s.provider, final: i === last };
     }));
   }
 
