@@ -307,6 +307,12 @@ type uiRun struct {
 			CompletionTokens int64 `json:"completion_tokens"`
 		} `json:"usage"`
 	} `json:"stages"`
+	// Steps is the run's steps, when the run resource lists them (by id).
+	Steps []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+		Output string `json:"output"`
+	} `json:"steps"`
 }
 
 // run reads a run from the gateway behind the front, with the tests' key.
@@ -1595,4 +1601,907 @@ func TestUIShowsHugeStages(t *testing.T) {
 		t.Errorf("the page resumed inside a split delta %d times, the front cut 2 streams there; streams (Last-Event-ID → last id sent): %s", inside, strings.Join(resumes, ", "))
 	}
 	b.noProblems(t)
+}
+
+// uiStrategyProfiles gives the strategy tests their profiles: a chain
+// ("quick"); a moa of three simulated proposers streaming 150 tokens 4 ms
+// apart (long enough for the test to see all three stream at once, and
+// their deltas interleave in the log); a council whose members (and so its
+// rankers) are uiModel's models at upURL, which write rankings a parser can
+// read; a vote of three samples; and "moadead", a moa whose third
+// proposer's provider refuses every request (an auth error, not retried),
+// so that proposer is skipped and the run goes on with two.
+func uiStrategyProfiles(upURL string) string {
+	return fmt.Sprintf(`
+default_profile: quick
+providers:
+  simfast: {kind: sim, sim: {ttft: 1ms, itl: 1ms, output_tokens: 120}}
+  simpaced: {kind: sim, sim: {ttft: 1ms, itl: 4ms, output_tokens: 150}}
+  simdead: {kind: sim, sim: {ttft: 1ms, error_rate: 1, error_kind: auth}}
+  up: {kind: openai, base_url: %s/v1}
+profiles:
+  quick:
+    description: Simulated chain, 1 ms per token (UI test).
+    provider: simfast
+    stages:
+      generator: {model: sim-small, max_tokens: 400}
+      refiner:   {model: sim-medium, max_tokens: 400}
+      validator: {model: sim-small, max_tokens: 400}
+      curator:   {model: sim-large, max_tokens: 400}
+  moa:
+    description: Mixture-of-Agents of three simulated models (UI test).
+    strategy: moa
+    provider: simpaced
+    proposers:
+      - {model: sim-small, max_tokens: 400}
+      - {model: sim-medium, max_tokens: 400}
+      - {model: sim-large, max_tokens: 400}
+    aggregator: {provider: simfast, model: sim-large, max_tokens: 400}
+  council:
+    description: Council of three models that rank each other (UI test).
+    strategy: council
+    provider: up
+    members:
+      - {model: council-1, max_tokens: 400}
+      - {model: council-2, max_tokens: 400}
+      - {model: council-3, max_tokens: 400}
+    chairman: {provider: simfast, model: sim-large, max_tokens: 400}
+  vote:
+    description: Vote of three simulated samples (UI test).
+    strategy: vote
+    provider: simfast
+    samples:
+      - {model: sim-small, max_tokens: 400}
+      - {model: sim-medium, max_tokens: 400}
+    count: 3
+    method: majority
+  moadead:
+    description: Mixture-of-Agents with a proposer that always fails (UI test).
+    strategy: moa
+    provider: simfast
+    proposers:
+      - {model: sim-small, max_tokens: 400}
+      - {model: sim-medium, max_tokens: 400}
+      - {provider: simdead, model: sim-large, max_tokens: 400}
+    aggregator: {model: sim-large, max_tokens: 400}
+    min_proposers: 2
+`, upURL)
+}
+
+// uiRankings are the orders in which uiModel's models rank the council's
+// answers, best first, by model.
+var uiRankings = map[string][]string{
+	"council-1": {"B", "A", "C"},
+	"council-2": {"B", "C", "A"},
+	"council-3": {"A", "B", "C"},
+}
+
+// startUIModel serves an OpenAI-compatible chat endpoint for a council: it
+// streams a member's answer in 60 small deltas 2 ms apart (so the members'
+// deltas interleave in the run's log), and answers a ranker (its prompt is
+// stagework's ranker prompt) with an evaluation and a FINAL RANKING in the
+// model's order of uiRankings. The test's cleanup stops it.
+func startUIModel(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct {
+			Model string `json:"model"`
+		}
+		_ = json.Unmarshal(body, &req)
+		var deltas []string
+		if bytes.Contains(body, []byte("You are a Ranker")) {
+			deltas = append(deltas, "Each response ", "was read ", "with care.\n\n", "FINAL RANKING:\n")
+			for i, l := range uiRankings[req.Model] {
+				deltas = append(deltas, fmt.Sprintf("%d. Response %s\n", i+1, l))
+			}
+		} else {
+			for i := range 60 {
+				deltas = append(deltas, fmt.Sprintf("%s says %d. ", req.Model, i))
+			}
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		for _, d := range deltas {
+			content, _ := json.Marshal(d)
+			fmt.Fprintf(w, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%s},\"finish_reason\":null}]}\n\n", content)
+			if rc.Flush() != nil {
+				return
+			}
+			select { // pace the stream like a model; stop when the gateway hangs up
+			case <-time.After(2 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintf(w, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\ndata: [DONE]\n\n", len(deltas), len(deltas)+10)
+		_ = rc.Flush()
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// uiEvent is one event of a run's log as the event stream sends it (the
+// fields the strategy tests look at).
+type uiEvent struct {
+	Seq       int64  `json:"seq"`
+	FromSeq   int64  `json:"from_seq"`
+	Type      string `json:"type"`
+	Step      string `json:"step"`
+	Stage     string `json:"stage"`
+	Text      string `json:"text"`
+	Final     bool   `json:"final"`
+	Model     string `json:"model"`
+	Reason    string `json:"reason"`
+	Code      string `json:"code"`
+	Aggregate bool   `json:"aggregate"`
+	Ranked    []struct {
+		Step        string  `json:"step"`
+		Label       string  `json:"label"`
+		AverageRank float64 `json:"average_rank"`
+		Votes       int     `json:"votes"`
+	} `json:"ranked"`
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+	Usage   struct {
+		CompletionTokens int64 `json:"completion_tokens"`
+	} `json:"usage"`
+	Steps []struct {
+		Step  string `json:"step"`
+		Stage string `json:"stage"`
+		Final bool   `json:"final"`
+	} `json:"steps"`
+}
+
+// step is the event's step id: its step, else (a chain's stage) its stage.
+func (e uiEvent) step() string {
+	if e.Step != "" {
+		return e.Step
+	}
+	return e.Stage
+}
+
+// uiRunLog is a finished run's log, read from the gateway's event stream
+// (every event, from seq 1), and each step's text rebuilt from its own deltas.
+type uiRunLog struct {
+	events []uiEvent
+	texts  map[string]string // step id -> its last attempt's streamed text
+	tokens map[string]int64  // step id -> completion tokens (stage_completed's usage)
+}
+
+// events reads a finished run's whole event stream from the gateway.
+func (f *uiFront) events(t *testing.T, id string) uiRunLog {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, f.backend+"/v1/runs/"+id+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET events: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/runs/%s/events: HTTP %d", id, resp.StatusCode)
+	}
+	log := uiRunLog{texts: map[string]string{}, tokens: map[string]int64{}}
+	text := map[string]*strings.Builder{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var ev uiEvent
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatalf("event %q: %v", data, err)
+		}
+		log.events = append(log.events, ev)
+		switch id := ev.step(); ev.Type {
+		case "stage_started", "stage_restarted":
+			text[id] = &strings.Builder{}
+		case "token_delta": // a part of a long delta is the next piece of its text too
+			if text[id] == nil {
+				text[id] = &strings.Builder{}
+			}
+			text[id].WriteString(ev.Text)
+		case "stage_completed":
+			log.tokens[id] = ev.Usage.CompletionTokens
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read events: %v", err)
+	}
+	for id, b := range text {
+		log.texts[id] = b.String()
+	}
+	return log
+}
+
+// of returns the log's events of one type.
+func (l uiRunLog) of(typ string) []uiEvent {
+	var out []uiEvent
+	for _, ev := range l.events {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// uiStepCard is one step's card as the page shows it, and where.
+type uiStepCard struct {
+	Step     string   `json:"step"`
+	Stage    string   `json:"stage"`
+	Title    string   `json:"title"`
+	Status   string   `json:"status"`
+	Final    bool     `json:"final"`
+	Text     string   `json:"text"`
+	Tokens   string   `json:"tokens"`
+	Streamed int      `json:"streamed"`
+	Model    string   `json:"model"`
+	Note     string   `json:"note"`
+	Ranking  string   `json:"ranking"`
+	Notes    []string `json:"notes"`
+	Resynced string   `json:"resynced"`
+	Row      string   `json:"row"`
+	Opacity  float64  `json:"opacity"`
+	Filter   string   `json:"filter"`
+	Left     float64  `json:"left"`
+	Right    float64  `json:"right"`
+	Top      float64  `json:"top"`
+	Bottom   float64  `json:"bottom"`
+}
+
+// uiStepsView is the page's steps: how they are laid out, each card, and
+// the aggregate ranking's rows and place.
+type uiStepsView struct {
+	Layout string       `json:"layout"`
+	Cards  []uiStepCard `json:"cards"`
+	Agg    [][]string   `json:"agg"`
+	AggTop float64      `json:"aggTop"`
+	AggBot float64      `json:"aggBottom"`
+}
+
+const uiStepsJS = `(() => {
+  const q = (s, r) => r.querySelector(s);
+  const host = document.querySelector('#stages');
+  const agg = host.querySelector('.ranking-agg');
+  const ar = agg ? agg.getBoundingClientRect() : null;
+  return {
+    layout: host.dataset.layout || '',
+    agg: agg ? [...agg.querySelectorAll('tbody tr')].map((tr) => [...tr.cells].map((c) => c.textContent)) : null,
+    aggTop: ar ? ar.top : 0,
+    aggBottom: ar ? ar.bottom : 0,
+    cards: [...host.querySelectorAll('.stage[data-step]')].map((s) => {
+      const r = s.getBoundingClientRect();
+      const cs = getComputedStyle(s);
+      const row = s.closest('.step-row');
+      return {
+        step: s.dataset.step, stage: s.dataset.stage, title: q('.title', s).textContent,
+        status: s.dataset.status, final: !!s.dataset.final,
+        text: q('.output', s).textContent, tokens: q('.tokens', s).dataset.value,
+        streamed: Number(s.dataset.streamedTokens), model: q('.model', s).textContent,
+        note: q('.note', s).hidden ? '' : q('.note', s).textContent,
+        ranking: q('.ranking', s).hidden ? '' : q('.rk-order', s).textContent,
+        notes: [...s.querySelectorAll('.step-note > p')].map((p) => p.textContent),
+        resynced: s.dataset.resynced || '', row: row ? row.dataset.row : '',
+        opacity: Number(cs.opacity), filter: cs.filter,
+        left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+      };
+    }),
+  };
+})()`
+
+func (b *uiBrowser) steps(t *testing.T) uiStepsView {
+	t.Helper()
+	return uiEval[uiStepsView](t, b, uiStepsJS)
+}
+
+// card is the card of step id, or fails the test.
+func (v uiStepsView) card(t *testing.T, id string) uiStepCard {
+	t.Helper()
+	for _, c := range v.Cards {
+		if c.Step == id {
+			return c
+		}
+	}
+	t.Fatalf("no card for step %q on the page; cards: %v", id, v.steps())
+	panic("unreachable")
+}
+
+func (v uiStepsView) steps() []string {
+	var ids []string
+	for _, c := range v.Cards {
+		ids = append(ids, c.Step)
+	}
+	return ids
+}
+
+// checkSideBySide fails the test unless the cards of ids are one row of
+// columns in that order: the same top, each to the right of the one before
+// with at most a gap between them, and none overlapping.
+func checkSideBySide(t *testing.T, v uiStepsView, ids ...string) {
+	t.Helper()
+	for i, id := range ids {
+		c := v.card(t, id)
+		if c.Row != "parallel" {
+			t.Errorf("%s: in a %q row, want a row of parallel steps", id, c.Row)
+		}
+		if c.Right-c.Left < 150 {
+			t.Errorf("%s: %.0f px wide, too narrow for a column", id, c.Right-c.Left)
+		}
+		if i == 0 {
+			continue
+		}
+		prev := v.card(t, ids[i-1])
+		if d := c.Top - prev.Top; d < -1 || d > 1 {
+			t.Errorf("%s is %.1f px lower than %s: not side by side", id, d, ids[i-1])
+		}
+		if gap := c.Left - prev.Right; gap < 0 || gap > 40 {
+			t.Errorf("%s starts %.1f px after %s ends, want it right beside it (0..40 px)", id, gap, ids[i-1])
+		}
+	}
+}
+
+// checkFinalBelow fails the test unless the final step's card spans the
+// columns of ids and lies below them.
+func checkFinalBelow(t *testing.T, v uiStepsView, final string, ids ...string) {
+	t.Helper()
+	f := v.card(t, final)
+	if !f.Final || f.Row != "final" {
+		t.Errorf("%s: final %v, row %q; want the final step's full-width row", final, f.Final, f.Row)
+	}
+	first, last := v.card(t, ids[0]), v.card(t, ids[len(ids)-1])
+	if f.Left > first.Left+1 || f.Right < last.Right-1 {
+		t.Errorf("%s spans %.0f..%.0f px, the columns above %.0f..%.0f: not full width", final, f.Left, f.Right, first.Left, last.Right)
+	}
+	for _, id := range ids {
+		if c := v.card(t, id); f.Top < c.Bottom {
+			t.Errorf("%s (top %.0f) is not below %s (bottom %.0f)", final, f.Top, id, c.Bottom)
+		}
+	}
+}
+
+// checkStepTexts fails the test unless every step's card shows, character
+// for character, the text the run's log streamed for it (rebuilt per step
+// from its interleaved deltas) and its completion tokens, and, when the run
+// resource lists steps, the output it records.
+func checkStepTexts(t *testing.T, v uiStepsView, log uiRunLog, res uiRun) {
+	t.Helper()
+	for _, c := range v.Cards {
+		want, ok := log.texts[c.Step]
+		if !ok {
+			continue // never started (a plan's step the run did not need)
+		}
+		if c.Text != want {
+			t.Errorf("%s: page text differs from the step's streamed text (%d vs %d chars)\npage: %q\nlog:  %q", c.Step, len(c.Text), len(want), c.Text, want)
+		}
+		if c.Resynced != "" {
+			t.Errorf("%s: the page had to resync the step's text", c.Step)
+		}
+		if n, ok := log.tokens[c.Step]; ok && c.Tokens != strconv.FormatInt(n, 10) {
+			t.Errorf("%s: page shows %s tokens, stage_completed says %d", c.Step, c.Tokens, n)
+		}
+	}
+	for _, s := range res.Steps {
+		if s.Status != "completed" {
+			continue
+		}
+		if c := v.card(t, s.ID); c.Text != s.Output {
+			t.Errorf("%s: page text differs from the run resource's output (%d vs %d chars)", s.ID, len(c.Text), len(s.Output))
+		}
+	}
+}
+
+// checkInterleaved fails the test unless the deltas of steps ids interleave
+// in the log: the point of keying text by step.
+func checkInterleaved(t *testing.T, log uiRunLog, ids ...string) {
+	t.Helper()
+	switches, last := 0, ""
+	for _, ev := range log.of("token_delta") {
+		if !slices.Contains(ids, ev.step()) {
+			continue
+		}
+		if last != "" && ev.step() != last {
+			switches++
+		}
+		last = ev.step()
+	}
+	if switches < len(ids) {
+		t.Errorf("the deltas of %v switch steps %d times in the log: they did not stream at once, so this test proves less than it should", ids, switches)
+	}
+}
+
+// checkAnswer fails the test unless the answer panel shows the run's answer.
+func checkAnswer(t *testing.T, b *uiBrowser, run uiRun) {
+	t.Helper()
+	st := b.state(t)
+	if st.AnswerSt != "done" || run.Answer == "" || uiLetters(st.Answer) != uiLetters(uiStripMarkdown(run.Answer)) {
+		t.Errorf("answer panel %q: %q; the run's answer: %q", st.AnswerSt, st.Answer, run.Answer)
+	}
+}
+
+// TestUIMoaShowsStepsSideBySide runs a moa profile in the browser: while the
+// three proposers stream, their cards are columns side by side, all running
+// at once; at the end each shows exactly the text the log streamed for it
+// (their deltas interleave), the aggregator is below them full width and
+// its text is the answer. Reloaded, the page shows the same from the log.
+// Then a chain run on the same page still shows its four stages in a row.
+func TestUIMoaShowsStepsSideBySide(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true, profiles: uiStrategyProfiles(startUIModel(t))})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "moa", "Which consensus method suits a small team?")
+	proposers := []string{"p1.1", "p1.2", "p1.3"}
+
+	// The profile picker groups the profiles by strategy.
+	for prof, group := range map[string]string{"quick": "Chain", "moa": "Mixture-of-Agents", "council": "Council", "vote": "Vote"} {
+		got := uiEval[string](t, b, fmt.Sprintf(`document.querySelector('#profile option[value=%q]').parentElement.label || ''`, prof))
+		if got != group {
+			t.Errorf("profile %s is listed under %q, want %q", prof, got, group)
+		}
+	}
+
+	// The page is read in the same poll that sees them streaming (a later
+	// read could find them done).
+	b.waitFor(t, "three proposers streaming at once", `(() => {
+	  const c = [...document.querySelectorAll('#stages [data-stage="proposer"]')];
+	  const ok = c.length === 3 && c.every((s) => s.dataset.status === 'running' && Number(s.dataset.streamedTokens) >= 3);
+	  if (ok) window.uiLive = `+uiStepsJS+`;
+	  return ok || `+uiRunEnded+`;
+	})()`)
+	if !uiEval[bool](t, b, `window.uiLive !== undefined`) {
+		t.Fatalf("the run ended and the page never showed three proposers streaming at once; page: %s", b.stateJSON(t))
+	}
+	live := uiEval[uiStepsView](t, b, `window.uiLive`)
+	b.screenshot(t, "streaming")
+	if live.Layout != "strategy" {
+		t.Errorf("layout %q while streaming, want strategy", live.Layout)
+	}
+	checkSideBySide(t, live, proposers...)
+	if agg := live.card(t, "aggregator"); agg.Status != "pending" || agg.Title != "Aggregator" {
+		t.Errorf("aggregator while the proposers stream: status %q, title %q; want pending, Aggregator", agg.Status, agg.Title)
+	}
+
+	b.waitFor(t, "the run to end", uiRunEnded)
+	b.screenshot(t, "completed")
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed; page: %s", st.RunStatus, b.stateJSON(t))
+	}
+	run, log := f.run(t, st.RunID), f.events(t, st.RunID)
+	checkInterleaved(t, log, proposers...)
+	v := b.steps(t)
+	if got, want := v.steps(), append(slices.Clone(proposers), "aggregator"); !slices.Equal(got, want) {
+		t.Fatalf("cards %v, want %v", got, want)
+	}
+	for _, c := range v.Cards {
+		if c.Status != "completed" || c.Text == "" || c.Model == "" {
+			t.Errorf("%s: status %q, %d chars, model %q", c.Step, c.Status, len(c.Text), c.Model)
+		}
+		if c.Step != "aggregator" && c.Title != "Proposer" {
+			t.Errorf("%s: titled %q, want Proposer", c.Step, c.Title)
+		}
+	}
+	checkSideBySide(t, v, proposers...)
+	checkFinalBelow(t, v, "aggregator", proposers...)
+	checkStepTexts(t, v, log, run)
+	if agg := v.card(t, "aggregator"); uiLetters(agg.Text) != uiLetters(run.Answer) {
+		t.Error("the aggregator's text is not the run's answer")
+	}
+	checkAnswer(t, b, run)
+
+	// Reloaded, the finished run is replayed from its log: the same steps, the same texts.
+	b.do(t, "reload", chromedp.Reload())
+	b.waitFor(t, "the finished run", fmt.Sprintf(`document.querySelector('#run-id').textContent === %q &&
+		document.querySelector('#run-status').dataset.status === 'completed' && document.querySelectorAll('#stages .stage[data-step]').length === 4 &&
+		document.querySelector('#answer').dataset.status === 'done'`, run.ID))
+	again := b.steps(t)
+	checkSideBySide(t, again, proposers...)
+	checkFinalBelow(t, again, "aggregator", proposers...)
+	checkStepTexts(t, again, log, run)
+	checkAnswer(t, b, run)
+
+	// A chain run on the same page: its four stages in one row, as before.
+	b.startRunLoaded(t, "quick", "And as a chain?")
+	b.waitFor(t, "the chain run to end", uiRunEnded+` && document.querySelector('#run-id').textContent !== `+strconv.Quote(run.ID))
+	chain := b.state(t)
+	if chain.RunStatus != "completed" {
+		t.Fatalf("chain run status on the page = %q, want completed", chain.RunStatus)
+	}
+	cv := b.steps(t)
+	if cv.Layout != "chain" || !slices.Equal(cv.steps(), uiStages) {
+		t.Fatalf("chain run: layout %q, cards %v; want chain, %v", cv.Layout, cv.steps(), uiStages)
+	}
+	for i := 1; i < len(cv.Cards); i++ {
+		if a, c := cv.Cards[i-1], cv.Cards[i]; c.Top != a.Top || c.Left < a.Right {
+			t.Errorf("chain: %s is not beside %s", c.Step, a.Step)
+		}
+	}
+	checkTranscript(t, chain, f.run(t, chain.RunID))
+	b.noProblems(t)
+}
+
+// TestUICouncilShowsRankings runs a council whose members rank each other:
+// the members stream side by side, each ranker's card shows its ranking
+// ("B > A > C", from its ranking event), the aggregate ranking is a table
+// above the chairman, and the chairman's text is the answer.
+func TestUICouncilShowsRankings(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true, profiles: uiStrategyProfiles(startUIModel(t))})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "council", "Is a council wiser than one model?")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	b.screenshot(t, "completed")
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed; page: %s", st.RunStatus, b.stateJSON(t))
+	}
+	run, log := f.run(t, st.RunID), f.events(t, st.RunID)
+	members, rankers := []string{"m1", "m2", "m3"}, []string{"r1", "r2", "r3"}
+	checkInterleaved(t, log, members...)
+	v := b.steps(t)
+	checkSideBySide(t, v, members...)
+	checkSideBySide(t, v, rankers...)
+	checkFinalBelow(t, v, "chairman", rankers...)
+	checkStepTexts(t, v, log, run)
+	checkAnswer(t, b, run)
+
+	var aggregate *uiEvent
+	ranked := 0
+	for _, ev := range log.of("ranking") {
+		if ev.Aggregate {
+			aggregate = &ev
+			continue
+		}
+		ranked++
+		var labels []string
+		for _, r := range ev.Ranked {
+			labels = append(labels, r.Label)
+		}
+		if got, want := v.card(t, ev.Step).Ranking, strings.Join(labels, " > "); got != want {
+			t.Errorf("%s: page shows ranking %q, its ranking event says %q", ev.Step, got, want)
+		}
+	}
+	if ranked != len(rankers) || aggregate == nil {
+		t.Fatalf("the log has %d rankers' rankings and aggregate %v; want 3 and one (the test's models rank)", ranked, aggregate != nil)
+	}
+	var want [][]string
+	for _, r := range aggregate.Ranked {
+		want = append(want, []string{r.Label, r.Step, strconv.FormatFloat(r.AverageRank, 'f', 2, 64), strconv.Itoa(r.Votes)})
+	}
+	if !slices.EqualFunc(v.Agg, want, slices.Equal) {
+		t.Errorf("aggregate ranking table %q, want %q", v.Agg, want)
+	}
+	if chair := v.card(t, "chairman"); v.AggBot > chair.Top || v.AggTop < v.card(t, "r1").Bottom {
+		t.Errorf("the aggregate ranking (%.0f..%.0f px) is not between the rankers and the chairman (top %.0f)", v.AggTop, v.AggBot, chair.Top)
+	}
+	b.noProblems(t)
+}
+
+// TestUIVoteShowsAnswer runs a vote: three samples side by side, and the
+// tally's answer step below them with the chosen sample's text, which is
+// the answer.
+func TestUIVoteShowsAnswer(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true, profiles: uiStrategyProfiles(startUIModel(t))})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "vote", "Pick one answer, please.")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	b.screenshot(t, "completed")
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed; page: %s", st.RunStatus, b.stateJSON(t))
+	}
+	run, log := f.run(t, st.RunID), f.events(t, st.RunID)
+	samples := []string{"s1", "s2", "s3"}
+	v := b.steps(t)
+	checkSideBySide(t, v, samples...)
+	checkFinalBelow(t, v, "answer", samples...)
+	checkStepTexts(t, v, log, run)
+	answer := v.card(t, "answer")
+	if answer.Status != "completed" || answer.Text != run.Answer || answer.Title != "Answer" {
+		t.Errorf("answer step: status %q, titled %q, shows the run's answer: %v", answer.Status, answer.Title, answer.Text == run.Answer)
+	}
+	for _, ev := range log.of("stage_started") {
+		if ev.step() == "answer" && answer.Model != ev.Model {
+			t.Errorf("answer step shows model %q, its stage_started says %q", answer.Model, ev.Model)
+		}
+	}
+	checkAnswer(t, b, run)
+	b.noProblems(t)
+}
+
+// TestUISkippedStepIsGreyed runs a moa whose third proposer always fails:
+// its column stays beside the others, greyed, with the reason its
+// step_skipped event gives; the run completes with the other two.
+func TestUISkippedStepIsGreyed(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true, profiles: uiStrategyProfiles(startUIModel(t))})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "moadead", "Go on without the broken one.")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	b.screenshot(t, "completed")
+	st := b.state(t)
+	if st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed; page: %s", st.RunStatus, b.stateJSON(t))
+	}
+	run, log := f.run(t, st.RunID), f.events(t, st.RunID)
+	skips := log.of("step_skipped")
+	if len(skips) != 1 || skips[0].Step != "p1.3" || skips[0].Reason == "" {
+		t.Fatalf("step_skipped events %+v, want one for p1.3 with a reason", skips)
+	}
+	v := b.steps(t)
+	checkSideBySide(t, v, "p1.1", "p1.2", "p1.3")
+	checkFinalBelow(t, v, "aggregator", "p1.1", "p1.2", "p1.3")
+	checkStepTexts(t, v, log, run)
+	dead := v.card(t, "p1.3")
+	if dead.Status != "skipped" || !strings.Contains(dead.Note, skips[0].Reason) || !strings.Contains(dead.Note, skips[0].Code) {
+		t.Errorf("p1.3: status %q, note %q; want skipped, with the reason %q (%s)", dead.Status, dead.Note, skips[0].Reason, skips[0].Code)
+	}
+	if dead.Opacity >= 0.9 || !strings.Contains(dead.Filter, "grayscale") {
+		t.Errorf("p1.3 is not greyed out: opacity %v, filter %q", dead.Opacity, dead.Filter)
+	}
+	for _, id := range []string{"p1.1", "p1.2", "aggregator"} {
+		if c := v.card(t, id); c.Status != "completed" || c.Opacity != 1 {
+			t.Errorf("%s: status %q, opacity %v; want completed and not greyed", id, c.Status, c.Opacity)
+		}
+	}
+	checkAnswer(t, b, run)
+	b.noProblems(t)
+}
+
+// TestUIStrategyStreamLogic feeds the page hand-made strategy runs: the
+// deltas of parallel steps interleave, repeat, come coalesced over what was
+// shown and split in parts, and each step's card must show exactly its own
+// text; skipped steps, rankings, notes (with raw model text, which must stay
+// text), a final step the plan did not name, and a resume inside one step's
+// split delta. These are hard to provoke from a real gateway on demand.
+func TestUIStrategyStreamLogic(t *testing.T) {
+	f := newUIFront(t, uiFrontOptions{local: true})
+	b := newUIBrowser(t)
+	b.do(t, "load the UI", chromedp.Navigate(f.URL+"/"), chromedp.WaitVisible(chromedp.ID("query")))
+	b.waitFor(t, "the page script", `window.QLC !== undefined && document.documentElement.dataset.ready === 'true'`)
+	type feedResult struct {
+		LastSeq     int64  `json:"lastSeq"`
+		Resyncs     int    `json:"resyncs"`
+		Status      string `json:"status"`
+		Reconnects  int    `json:"reconnects"`
+		ResumedWith string `json:"resumedWith"`
+	}
+	feed := func(events string) feedResult {
+		t.Helper()
+		return uiEval[feedResult](t, b, `QLC.feed(`+events+`, null)`)
+	}
+	const moaPlan = `{seq:1, type:'run_planned', strategy:'moa', steps:[
+	    {step:'p1.1', stage:'proposer', model:'ma', provider:'sim', layer:1},
+	    {step:'p1.2', stage:'proposer', model:'mb', provider:'sim', layer:1},
+	    {step:'p1.3', stage:'proposer', model:'mc', provider:'sim', layer:1},
+	    {step:'aggregator', stage:'aggregator', model:'md', provider:'sim', final:true, inputs:['p1.1','p1.2','p1.3'], min_inputs:2}]},
+	  {seq:2, type:'stage_started', step:'p1.1', stage:'proposer', model:'ma', provider:'sim', attempt:1},
+	  {seq:3, type:'stage_started', step:'p1.2', stage:'proposer', model:'mb', provider:'sim', attempt:1},
+	  {seq:4, type:'stage_started', step:'p1.3', stage:'proposer', model:'mc', provider:'sim', attempt:1}`
+
+	t.Run("interleaved steps, coalesced overlap, parts, a skip", func(t *testing.T) {
+		r := feed(`[` + moaPlan + `,
+		  {seq:5, type:'token_delta', step:'p1.1', stage:'proposer', text:'One ', tokens:1},
+		  {seq:6, type:'token_delta', step:'p1.2', stage:'proposer', text:'Zwei ', tokens:1},
+		  {seq:7, type:'token_delta', step:'p1.1', stage:'proposer', text:'two ', tokens:1},
+		  {seq:8, type:'token_delta', step:'p1.3', stage:'proposer', text:'trois', tokens:1},
+		  {seq:8, type:'token_delta', step:'p1.3', stage:'proposer', text:'trois', tokens:1},
+		  {seq:6, type:'token_delta', step:'p1.2', stage:'proposer', text:'Zwei ', tokens:1},
+		  {seq:9, type:'token_delta', step:'p1.2', stage:'proposer', text:'drei ', tokens:1},
+		  {seq:10, from_seq:9, type:'token_delta', step:'p1.2', stage:'proposer', text:'drei vier', tokens:2},
+		  {seq:11, type:'token_delta', step:'p1.1', stage:'proposer', text:'thr', tokens:0, part:{offset:0, end:3, size:6}},
+		  {seq:11, type:'token_delta', step:'p1.1', stage:'proposer', text:'thr', tokens:0, part:{offset:0, end:3, size:6}},
+		  {seq:11, type:'token_delta', step:'p1.1', stage:'proposer', text:'ee!', tokens:1, part:{offset:3, end:6, size:6}},
+		  {seq:12, type:'step_skipped', step:'p1.3', stage:'proposer', reason:'ran past its 20s deadline', code:'deadline'},
+		  {seq:13, type:'stage_completed', step:'p1.1', stage:'proposer', model:'ma', output_bytes:14, usage:{completion_tokens:3}, ttft_ms:1, duration_ms:5},
+		  {seq:14, type:'stage_completed', step:'p1.2', stage:'proposer', model:'mb', output_bytes:14, usage:{completion_tokens:3}, ttft_ms:1, duration_ms:5},
+		  {seq:15, type:'stage_started', step:'aggregator', stage:'aggregator', final:true, model:'md', provider:'sim', attempt:1},
+		  {seq:16, type:'token_delta', step:'aggregator', stage:'aggregator', text:'**Both** agree.', tokens:3},
+		  {seq:17, type:'stage_completed', step:'aggregator', stage:'aggregator', model:'md', output_bytes:15, usage:{completion_tokens:3}, ttft_ms:1, duration_ms:5},
+		  {seq:18, type:'run_completed', answer_bytes:15, usage:{total_tokens:12}}
+		]`)
+		if r.LastSeq != 18 || r.Resyncs != 0 || r.Reconnects != 0 || r.Status != "completed" {
+			t.Errorf("lastSeq %d, resyncs %d, reconnects %d, status %q; want 18, 0, 0, completed", r.LastSeq, r.Resyncs, r.Reconnects, r.Status)
+		}
+		v := b.steps(t)
+		want := map[string][3]string{ // text, status, tokens
+			"p1.1": {"One two three!", "completed", "3"}, "p1.2": {"Zwei drei vier", "completed", "3"},
+			"p1.3": {"trois", "skipped", "1"}, "aggregator": {"**Both** agree.", "completed", "3"},
+		}
+		if !slices.Equal(v.steps(), []string{"p1.1", "p1.2", "p1.3", "aggregator"}) || v.Layout != "strategy" {
+			t.Fatalf("layout %q, cards %v", v.Layout, v.steps())
+		}
+		for id, w := range want {
+			c := v.card(t, id)
+			if c.Text != w[0] || c.Status != w[1] || c.Tokens != w[2] || c.Resynced != "" {
+				t.Errorf("%s: text %q, status %q, tokens %s, resynced %q; want %q, %s, %s", id, c.Text, c.Status, c.Tokens, c.Resynced, w[0], w[1], w[2])
+			}
+		}
+		if c := v.card(t, "p1.3"); !strings.Contains(c.Note, "ran past its 20s deadline") || !strings.Contains(c.Note, "deadline") {
+			t.Errorf("p1.3's note %q, want the skip's reason", c.Note)
+		}
+		checkSideBySide(t, v, "p1.1", "p1.2", "p1.3")
+		checkFinalBelow(t, v, "aggregator", "p1.1", "p1.2", "p1.3")
+		if st := b.state(t); st.AnswerSt != "done" || st.Answer != "Both agree." {
+			t.Errorf("answer panel %q %q, want the aggregator's text", st.AnswerSt, st.Answer)
+		}
+	})
+
+	t.Run("a resume inside one step's split delta", func(t *testing.T) {
+		r := feed(`[` + moaPlan + `,
+		  {seq:5, type:'token_delta', step:'p1.2', stage:'proposer', text:'x', tokens:1},
+		  {seq:6, type:'token_delta', step:'p1.1', stage:'proposer', text:'Hé', tokens:0, part:{offset:0, end:3, size:8}},
+		  {type:'lagged', next_seq:6}
+		]`)
+		if r.LastSeq != 5 || r.Reconnects != 1 || r.ResumedWith != "6:3" {
+			t.Errorf("lastSeq %d, %d reconnects with Last-Event-ID %q; want 5, 1, \"6:3\"", r.LastSeq, r.Reconnects, r.ResumedWith)
+		}
+		v := b.steps(t)
+		if a, c := v.card(t, "p1.1").Text, v.card(t, "p1.2").Text; a != "Hé" || c != "x" {
+			t.Errorf("p1.1 %q, p1.2 %q; want \"Hé\" and \"x\"", a, c)
+		}
+	})
+
+	t.Run("a restart voids one step only", func(t *testing.T) {
+		feed(`[` + moaPlan + `,
+		  {seq:5, type:'token_delta', step:'p1.1', stage:'proposer', text:'lost ', tokens:1},
+		  {seq:6, type:'token_delta', step:'p1.2', stage:'proposer', text:'kept ', tokens:1},
+		  {seq:7, type:'stage_restarted', step:'p1.1', stage:'proposer', reason:'node lost'},
+		  {seq:8, type:'stage_started', step:'p1.1', stage:'proposer', model:'ma', provider:'sim', attempt:2},
+		  {seq:9, type:'token_delta', step:'p1.1', stage:'proposer', text:'again', tokens:1},
+		  {seq:10, type:'token_delta', step:'p1.2', stage:'proposer', text:'too', tokens:1}
+		]`)
+		v := b.steps(t)
+		if c := v.card(t, "p1.1"); c.Text != "again" || !strings.Contains(c.Note, "restarted: node lost") {
+			t.Errorf("p1.1: text %q, note %q; want \"again\" and the restart", c.Text, c.Note)
+		}
+		if c := v.card(t, "p1.2"); c.Text != "kept too" || c.Note != "" {
+			t.Errorf("p1.2: text %q, note %q; want \"kept too\" and no note", c.Text, c.Note)
+		}
+	})
+
+	t.Run("council: rankings, notes, a fallback answer", func(t *testing.T) {
+		r := feed(`[
+		  {seq:1, type:'run_planned', strategy:'council', steps:[
+		    {step:'m1', stage:'member', model:'ma'}, {step:'m2', stage:'member', model:'mb'},
+		    {step:'r1', stage:'ranker', model:'ma', inputs:['m1','m2']}, {step:'r2', stage:'ranker', model:'mb', inputs:['m1','m2']},
+		    {step:'chairman', stage:'chairman', model:'mc', final:true, inputs:['m1','m2','r1','r2']}]},
+		  {seq:2, type:'stage_started', step:'m1', stage:'member', model:'ma', attempt:1},
+		  {seq:3, type:'stage_started', step:'m2', stage:'member', model:'mb', attempt:1},
+		  {seq:4, type:'token_delta', step:'m2', stage:'member', text:'Second.', tokens:1},
+		  {seq:5, type:'token_delta', step:'m1', stage:'member', text:'First.', tokens:1},
+		  {seq:6, type:'stage_completed', step:'m1', stage:'member', output_bytes:6, usage:{completion_tokens:1}},
+		  {seq:7, type:'stage_completed', step:'m2', stage:'member', output_bytes:7, usage:{completion_tokens:1}},
+		  {seq:8, type:'stage_started', step:'r1', stage:'ranker', model:'ma', attempt:1},
+		  {seq:9, type:'stage_started', step:'r2', stage:'ranker', model:'mb', attempt:1},
+		  {seq:10, type:'stage_completed', step:'r1', stage:'ranker', output_bytes:0, usage:{completion_tokens:0}},
+		  {seq:11, type:'ranking', step:'r1', aggregate:false, ranked:[{step:'m2', label:'B', average_rank:1, votes:1}, {step:'m1', label:'A', average_rank:2, votes:1}]},
+		  {seq:12, type:'stage_completed', step:'r2', stage:'ranker', output_bytes:0, usage:{completion_tokens:0}},
+		  {seq:13, type:'step_note', step:'r2', kind:'ranking_unparsed', message:"r2's ranking could not be read", raw:'<img src=x onerror="window.pwned=true"> no list'},
+		  {seq:14, type:'ranking', aggregate:true, ranked:[{step:'m2', label:'B', average_rank:1, votes:1}, {step:'m1', label:'A', average_rank:2, votes:1}]},
+		  {seq:15, type:'stage_started', step:'chairman', stage:'chairman', final:true, model:'mc', attempt:1},
+		  {seq:16, type:'token_delta', step:'chairman', stage:'chairman', text:'half', tokens:1},
+		  {seq:17, type:'step_skipped', step:'chairman', stage:'chairman', reason:'Chairman failed: HTTP 500', code:'failed'},
+		  {seq:18, type:'stage_started', step:'answer', stage:'tally', final:true, model:'best-ranked', provider:'qlc', attempt:1},
+		  {seq:19, type:'step_note', step:'answer', kind:'answer_fallback', message:'the best-ranked answer, m2, is given'},
+		  {seq:20, type:'step_note', step:'gone', kind:'majority', message:'a note about no card'},
+		  {seq:21, type:'token_delta', step:'answer', stage:'tally', text:'Second.', tokens:0},
+		  {seq:22, type:'stage_completed', step:'answer', stage:'tally', output_bytes:7, usage:{completion_tokens:0}},
+		  {seq:23, type:'run_completed', answer_bytes:7}
+		]`)
+		if r.LastSeq != 23 || r.Resyncs != 0 || r.Status != "completed" {
+			t.Errorf("lastSeq %d, resyncs %d, status %q; want 23, 0, completed", r.LastSeq, r.Resyncs, r.Status)
+		}
+		v := b.steps(t)
+		if !slices.Equal(v.steps(), []string{"m1", "m2", "r1", "r2", "chairman", "answer"}) {
+			t.Fatalf("cards %v", v.steps())
+		}
+		if c := v.card(t, "m1"); c.Text != "First." {
+			t.Errorf("m1 text %q", c.Text)
+		}
+		if c := v.card(t, "r1"); c.Ranking != "B > A" {
+			t.Errorf("r1 ranking %q, want \"B > A\"", c.Ranking)
+		}
+		if c := v.card(t, "r2"); c.Ranking != "" || len(c.Notes) != 1 || c.Notes[0] != "r2's ranking could not be read" {
+			t.Errorf("r2: ranking %q, notes %q; want none and the note", c.Ranking, c.Notes)
+		}
+		raw := uiEval[struct {
+			Text  string `json:"text"`
+			Bad   int    `json:"bad"`
+			Pwned bool   `json:"pwned"`
+		}](t, b, `({text: document.querySelector('[data-step="r2"] .step-note pre.raw').textContent,
+		  bad: document.querySelectorAll('#stages img').length, pwned: window.pwned === true})`)
+		if raw.Text != `<img src=x onerror="window.pwned=true"> no list` || raw.Bad != 0 || raw.Pwned {
+			t.Errorf("the note's raw text: %q, %d img elements, pwned %v; want it as text", raw.Text, raw.Bad, raw.Pwned)
+		}
+		if want := [][]string{{"B", "m2", "1.00", "1"}, {"A", "m1", "2.00", "1"}}; !slices.EqualFunc(v.Agg, want, slices.Equal) {
+			t.Errorf("aggregate table %q, want %q", v.Agg, want)
+		}
+		chair, ans := v.card(t, "chairman"), v.card(t, "answer")
+		if chair.Status != "skipped" || chair.Text != "half" || !strings.Contains(chair.Note, "HTTP 500") {
+			t.Errorf("chairman: status %q, text %q, note %q", chair.Status, chair.Text, chair.Note)
+		}
+		if ans.Row != "final" || !ans.Final || ans.Status != "completed" || ans.Title != "Answer" || ans.Top < chair.Bottom {
+			t.Errorf("answer step: row %q, final %v, status %q, title %q, below the chairman %v", ans.Row, ans.Final, ans.Status, ans.Title, ans.Top >= chair.Bottom)
+		}
+		if len(ans.Notes) != 1 || !strings.Contains(ans.Notes[0], "best-ranked") {
+			t.Errorf("answer step notes %q", ans.Notes)
+		}
+		if v.AggBot > chair.Top {
+			t.Error("the aggregate ranking is not above the chairman")
+		}
+		if n := uiEval[string](t, b, `document.querySelector('#stages .run-notes').textContent`); n != "gone: a note about no card" {
+			t.Errorf("run notices %q", n)
+		}
+		if st := b.state(t); st.AnswerSt != "done" || st.Answer != "Second." {
+			t.Errorf("answer panel %q %q, want the fallback answer step's text", st.AnswerSt, st.Answer)
+		}
+	})
+
+	t.Run("a chain's events with step still fill the four stages", func(t *testing.T) {
+		feed(`[
+		  {seq:1, type:'stage_started', step:'generator', stage:'generator', model:'m1', provider:'sim', attempt:1},
+		  {seq:2, type:'token_delta', step:'generator', stage:'generator', text:'draft', tokens:1},
+		  {seq:3, type:'token_delta', stage:'generator', text:' (old log)', tokens:1}
+		]`)
+		v := b.steps(t)
+		if v.Layout != "chain" || !slices.Equal(v.steps(), uiStages) || v.card(t, "generator").Text != "draft (old log)" {
+			t.Errorf("layout %q, cards %v, generator %q", v.Layout, v.steps(), v.card(t, "generator").Text)
+		}
+	})
+	b.noProblems(t)
+}
+
+// TestUIStrategyRunFromResource opens a finished moa run (one proposer
+// skipped) whose event stream the gateway keeps refusing: the page gives
+// up on the stream and shows the run resource's steps instead, laid out as
+// the stream would have: the proposers side by side with their outputs, the
+// skipped one greyed with its reason, the aggregator below, the answer.
+func TestUIStrategyRunFromResource(t *testing.T) {
+	refuse := func(r *http.Request) *uiRefusal {
+		if strings.HasSuffix(r.URL.Path, "/events") {
+			return &uiRefusal{err: &apiError{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "unavailable", Message: "no streams today"}}
+		}
+		return nil
+	}
+	f := newUIFront(t, uiFrontOptions{local: true, refuse: refuse, profiles: uiStrategyProfiles(startUIModel(t))})
+	var started uiRun
+	if code, _ := call(t, http.MethodPost, f.backend+"/v1/runs", f.key, `{"query":"From the record, please.","profile":"moadead"}`, &started); code != http.StatusCreated && code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("POST /v1/runs: HTTP %d", code)
+	}
+	var run uiRun
+	uiWaitUntil(t, "the run to end", func() bool {
+		run = f.run(t, started.ID)
+		return run.Status == "completed"
+	})
+	log := f.events(t, run.ID)
+
+	b := newUIBrowser(t)
+	b.do(t, "open the run", chromedp.Navigate(f.URL+"/#"+run.ID), chromedp.WaitVisible(chromedp.ID("query")))
+	b.waitFor(t, "the run from its resource", `document.querySelector('#answer').dataset.status === 'done'`)
+	b.screenshot(t, "from-resource")
+	if st := b.state(t); st.RunStatus != "completed" {
+		t.Fatalf("run status on the page = %q, want completed", st.RunStatus)
+	}
+	streams := 0
+	for _, r := range f.seen() {
+		if strings.HasSuffix(r.Path, "/events") {
+			streams++
+		}
+	}
+	if streams == 0 {
+		t.Error("the page never tried the event stream")
+	}
+	v := b.steps(t)
+	checkSideBySide(t, v, "p1.1", "p1.2", "p1.3")
+	checkFinalBelow(t, v, "aggregator", "p1.1", "p1.2", "p1.3")
+	checkStepTexts(t, v, log, run)
+	skip := log.of("step_skipped")
+	if dead := v.card(t, "p1.3"); len(skip) != 1 || dead.Status != "skipped" || !strings.Contains(dead.Note, skip[0].Reason) {
+		t.Errorf("p1.3: status %q, note %q; want skipped with the reason of %+v", dead.Status, dead.Note, skip)
+	}
+	checkAnswer(t, b, run)
+	b.noProblems(t, "status of 503")
 }

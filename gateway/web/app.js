@@ -1,7 +1,14 @@
-// QLC web UI: ask a question, watch the four stages stream, read the answer.
+// QLC web UI: ask a question, watch the steps stream, read the answer.
 //
 // Plain browser JavaScript, no build step, no dependencies. The contract it
-// follows is docs/api.md. Four rules shape this file:
+// follows is docs/api.md. A chain run shows its four stages side by side; a
+// strategy run (moa, council, vote) announces its steps first (run_planned),
+// and the page lays them out in rows: parallel steps (a layer's proposers,
+// the members, the rankers, the samples) as columns side by side, the final
+// step (aggregator, chairman, answer) full width below. Every event names
+// its step (the stage's name for a chain, and for logs from before steps),
+// and every step's text is rebuilt from its own deltas: parallel steps'
+// deltas interleave in the log. Four rules shape this file:
 //
 //  1. Events are the truth. Every event has a per-run seq; the view remembers
 //     the last seq it applied and ignores anything at or below it, so a
@@ -15,9 +22,9 @@
 //     outputs or the answer: the stage's streamed text is its output
 //     (stage_completed.output_bytes checks it; on a mismatch the run resource
 //     is read), and the answer is the final stage's output.
-//  2. Smooth at thousands of tokens/s: deltas go to per-stage buffers and are
+//  2. Smooth at thousands of tokens/s: deltas go to per-step buffers and are
 //     written to the DOM once per animation frame (Text.appendData on one text
-//     node per stage; nothing is re-rendered per token).
+//     node per step; nothing is re-rendered per token).
 //  3. Model text never reaches innerHTML. Stage output is a text node; the
 //     final answer is rendered by a small markdown renderer that builds DOM
 //     nodes and sets only textContent (escaping is done by the DOM itself).
@@ -29,16 +36,21 @@
 'use strict';
 
 (() => {
-  // The stages' names in pipeline order, read at start-up from the table the
-  // gateway writes into the page (stagework's stage table; see stageTable()).
+  // The chain's stages' names in pipeline order, read at start-up from the
+  // table the gateway writes into the page (stagework's stage table; see
+  // stageTable()), and every role's title and description (the role table:
+  // the chain's stages and the strategies' roles), by name.
   let STAGES = [];
+  let ROLES = new Map();
+  // How the strategies are named in the profile picker; an unknown one by its own name.
+  const STRATEGY_TITLES = { chain: 'Chain', moa: 'Mixture-of-Agents', council: 'Council', vote: 'Vote' };
   const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
   const STORE_KEY = 'qlc.apiKey'; // the API key the user gave (sent as a Bearer token)
   const STORE_RUNS = 'qlc_runs'; // recent runs: [{id, query, profile, created}]
   const STORE_PROFILE = 'qlc_profile';
   const MAX_RECENT = 20;
   const DELTA_MEMORY = 4096; // recent deltas remembered to trim overlapping coalesced deltas
-  const CHUNK_CHARS = 2048; // soft size of one output block (see StageView.appendText)
+  const CHUNK_CHARS = 2048; // soft size of one output block (see StepView.appendText)
   const RE_KEY = /^[\x21-\x7e]{1,512}$/; // what fits in an Authorization header: visible ASCII
 
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -589,18 +601,36 @@
     return new Date(t).toLocaleDateString();
   }
 
-  // ---------------------------------------------------------------- one stage card
+  // ---------------------------------------------------------------- one step's card
 
-  /** StageView is one stage's card. Text arrives in pending and reaches the DOM in flush. */
-  class StageView {
+  /**
+   * StepView is one step's card: a chain's stage, or a strategy's proposer,
+   * member, ranker, sample, judge or final step. info is {step, stage, title,
+   * role, model, provider, final, inputs, min_inputs}; index numbers a
+   * chain's stages (the card shows the step's id otherwise). Text arrives in
+   * pending and reaches the DOM in flush.
+   */
+  let startCount = 0; // stage_started events applied, to know which final step started last
+
+  class StepView {
     constructor(root, info, index) {
-      const name = info.name;
+      this.order = 0;
+      const name = info.step || info.stage;
       this.name = name;
+      this.info = info;
       this.root = root;
-      root.dataset.stage = name;
-      $('.step', root).textContent = String(index + 1);
-      $('.title', root).textContent = info.title || name;
-      if (info.role) $('.title', root).title = info.role;
+      root.dataset.stage = info.stage || name;
+      root.dataset.step = name;
+      if (info.final) root.dataset.final = 'true';
+      const badge = $('.step', root);
+      if (index >= 0) badge.textContent = String(index + 1);
+      else {
+        badge.textContent = name;
+        badge.classList.add('sid');
+      }
+      const role = ROLES.get(info.stage) || {};
+      $('.title', root).textContent = info.title || role.title || info.stage || name;
+      if (info.role || role.role) $('.title', root).title = info.role || role.role;
       this.out = $('.output', root);
       this.statusEl = $('.status', root);
       this.modelEl = $('.model', root);
@@ -610,7 +640,11 @@
       this.tokensEl = $('.tokens', root);
       this.tpsEl = $('.tps', root);
       this.noteEl = $('.note', root);
+      this.notesEl = $('.notes', root);
+      this.rankingEl = $('.ranking', root);
+      this.inputsEl = $('.inputs', root);
       this.reset();
+      this.setInputs(info.inputs, info.min_inputs);
     }
 
     reset() {
@@ -627,10 +661,13 @@
       this.final = false;
       this.dirtyStats = true;
       this.setStatus('pending');
-      this.setModel('', '');
+      this.setModel(this.info.model, this.info.provider);
       this.badgesEl.replaceChildren();
       this.note('');
+      this.notesEl.replaceChildren();
+      this.setRanking(null);
       delete this.root.dataset.resynced;
+      delete this.root.dataset.skipped;
       this.restartReason = '';
       this.root.dataset.streamedTokens = '0';
     }
@@ -647,10 +684,50 @@
       this.providerEl.textContent = provider ? 'via ' + provider : '';
     }
 
-    note(msg, bad) {
+    // setInputs says which steps this one reads, and how many it needs.
+    setInputs(inputs, min) {
+      const list = Array.isArray(inputs) ? inputs.filter((x) => typeof x === 'string') : [];
+      const need = Number(min) > 0 && Number(min) < list.length ? ' (at least ' + Number(min) + ')' : '';
+      this.inputsEl.textContent = list.length ? 'reads ' + list.join(', ') + need : '';
+      this.inputsEl.hidden = !list.length;
+    }
+
+    // note shows one line about the step: a failure (bad), what was done
+    // to its prompt or how a tally chose (info), a restart or a skip.
+    note(msg, bad, info) {
       this.noteEl.textContent = msg;
       this.noteEl.hidden = !msg;
       this.noteEl.classList.toggle('bad', !!bad);
+      this.noteEl.classList.toggle('info', !!info);
+    }
+
+    // addNote shows a step_note: its message, and the raw text it is about (if any) folded away.
+    addNote(ev) {
+      const div = el('div', 'step-note');
+      div.dataset.kind = String(ev.kind || '');
+      const p = el('p');
+      p.textContent = String(ev.message || ev.kind || 'note');
+      div.appendChild(p);
+      if (ev.raw) {
+        const d = el('details');
+        const sum = el('summary');
+        sum.textContent = 'raw text';
+        const pre = el('pre', 'raw');
+        pre.textContent = String(ev.raw);
+        d.append(sum, pre);
+        div.appendChild(d);
+      }
+      this.notesEl.appendChild(div);
+    }
+
+    // setRanking shows a ranker's order of the answers it saw ("B > A > C"),
+    // best first; each label's step is in the tooltip.
+    setRanking(ranked) {
+      const list = Array.isArray(ranked) ? ranked : [];
+      const order = $('.rk-order', this.rankingEl);
+      order.textContent = list.map((r) => String(r.label || r.step || '?')).join(' > ');
+      this.rankingEl.title = list.map((r) => String(r.label || '?') + ' = ' + String(r.step || '?')).join(', ');
+      this.rankingEl.hidden = !list.length;
     }
 
     badge(text, cls, title) {
@@ -674,15 +751,19 @@
     }
 
     started(ev, t) {
+      this.order = ++startCount;
       this.clearText();
       this.final = false;
       this.startedAt = t;
       this.setStatus('running');
       this.setModel(ev.model, ev.provider);
+      if (ev.final) this.root.dataset.final = 'true';
       this.badgesEl.replaceChildren();
       if (ev.attempt > 1) this.badge('attempt ' + ev.attempt, 'attempt', 'retried after a provider error');
-      if (ev.fallback) this.badge('fallback', 'fallback', 'the stage fell back to its fallback model');
+      if (ev.fallback) this.badge('fallback', 'fallback', 'the step fell back to its fallback model');
       if (this.restartReason) this.badge('restarted', 'restarted', this.restartReason);
+      // A note says what was done to the prompt, or how a tally chose its answer.
+      if (ev.note) this.note((this.restartReason ? 'restarted: ' + this.restartReason + ' · ' : '') + String(ev.note), false, !this.restartReason);
     }
 
     delta(text, tokens, t) {
@@ -708,7 +789,7 @@
       this.note('restarted: ' + this.restartReason);
     }
 
-    // completed closes the stage. It returns false when the streamed text
+    // completed closes the step. It returns false when the streamed text
     // does not match the output the run recorded (output_bytes): the caller
     // then shows the run resource's output (resyncOutputs).
     completed(ev) {
@@ -725,8 +806,8 @@
       }
       if (!ok) {
         // The log is authoritative; should the stream ever disagree, show the
-        // stage's recorded output and mark the card so tests and users notice.
-        console.warn('qlc: stage ' + this.name + ' stream differs from its output; resynced');
+        // step's recorded output and mark the card so tests and users notice.
+        console.warn('qlc: step ' + this.name + ' stream differs from its output; resynced');
         this.root.dataset.resynced = 'true';
       }
       if (ev.model) this.modelEl.textContent = ev.model;
@@ -744,6 +825,21 @@
       return ok;
     }
 
+    // skipped greys the step out: it failed, ran past its deadline or had
+    // too few inputs, and the run goes on without it. Text it streamed stays.
+    skipped(ev) {
+      this.flush();
+      const u = ev.usage || {};
+      if (u.completion_tokens != null) {
+        this.tokens = u.completion_tokens;
+        this.dirtyStats = true;
+      }
+      this.setStatus('skipped');
+      this.root.dataset.skipped = String(ev.code || 'skipped');
+      this.note('skipped: ' + String(ev.reason || ev.code || 'left out') + (ev.code ? ' (' + ev.code + ')' : ''));
+      this.flushStats();
+    }
+
     failed(reason) {
       this.flush();
       this.setStatus('failed');
@@ -755,7 +851,7 @@
       if (this.status === 'running') this.setStatus('cancelled');
     }
 
-    // fromResource shows a finished (or snapshotted) stage from GET /v1/runs/{id}.
+    // fromResource shows a finished (or snapshotted) step from GET /v1/runs/{id}.
     fromResource(s) {
       this.reset();
       this.setModel(s.model, s.provider);
@@ -768,6 +864,15 @@
       const gen = (s.duration_ms || 0) - (s.ttft_ms || 0);
       this.rate = gen > 0 ? this.tokens / (gen / 1000) : null;
       this.setStatus(s.status || 'pending');
+      if (s.note) this.note(String(s.note), false, true);
+      if (s.status === 'skipped' || s.skipped) {
+        const sk = s.skipped || s;
+        this.setStatus('skipped');
+        this.root.dataset.skipped = String(sk.code || 'skipped');
+        this.note('skipped: ' + String(sk.reason || sk.code || 'left out') + (sk.code ? ' (' + sk.code + ')' : ''));
+      }
+      if (Array.isArray(s.ranking)) this.setRanking(s.ranking);
+      for (const n of Array.isArray(s.notes) ? s.notes : []) this.addNote(n);
       this.final = true;
       this.dirtyStats = true;
       this.flushStats();
@@ -776,7 +881,7 @@
     // The output is a column of blocks of about CHUNK_CHARS characters, each one
     // text node, split after a newline so that the split does not show. Text is
     // appended to the last block only, so the browser lays out a few KB per
-    // frame, not the stage's whole text.
+    // frame, not the step's whole text.
     setText(s) {
       this.out.replaceChildren();
       this.newChunk();
@@ -811,7 +916,7 @@
       }
     }
 
-    /** flush writes pending text to the DOM: one append per frame per stage. */
+    /** flush writes pending text to the DOM: one append per frame per step. */
     flush() {
       if (this.pending.length) {
         const chunk = this.pending.length === 1 ? this.pending[0] : this.pending.join('');
@@ -837,6 +942,216 @@
     }
   }
 
+  // ---------------------------------------------------------------- the steps' layout
+
+  /** stepOf is an event's step id: its step, or (a chain's stage, an old log) its stage. */
+  function stepOf(step, stage) {
+    return typeof step === 'string' && step ? step : (typeof stage === 'string' ? stage : '');
+  }
+
+  /**
+   * idOf is the step id of an entry of a list of steps: run_planned's
+   * (step), the run resource's or a profile's (id), or a list of stages (stage).
+   */
+  function idOf(s) {
+    return stepOf(s.step || s.id, s.stage);
+  }
+
+  /** planOf turns a list of steps or stages into run_planned's shape (step ids in step). */
+  function planOf(list) {
+    return (Array.isArray(list) ? list : []).filter((s) => s && typeof s === 'object')
+      .map((s) => Object.assign({}, s, { step: idOf(s), title: undefined }));
+  }
+
+  /**
+   * Steps is what #stages shows: a chain's four stage cards in one row
+   * (kind 'chain'), or a strategy run's steps (kind 'strategy') in rows of
+   * parallel steps, the aggregate ranking, then the final step(s) full
+   * width. It owns the cards (views, by step id) and their DOM.
+   */
+  const Steps = {
+    host: null,
+    tpl: null,
+    kind: '',
+    views: new Map(), // step id -> StepView
+    rows: new Map(), // group key -> {root, cols, title, stage, layer, n}
+    finals: null, // the element holding the final rows
+    agg: null, // the aggregate ranking panel
+    notes: null, // run-level notices (a step_note of no known step)
+
+    get(id) { return this.views.get(id) || null; },
+    all() { return this.views.values(); },
+
+    card(info, index) {
+      const node = this.tpl.content.firstElementChild.cloneNode(true);
+      const v = new StepView(node, info, index);
+      this.views.set(v.name, v);
+      return v;
+    },
+
+    /** chain lays out the chain's stages (kept, and reset, if they are on screen). */
+    chain() {
+      if (this.kind === 'chain') {
+        for (const v of this.all()) v.reset();
+        return;
+      }
+      this.clear('chain');
+      STAGES.forEach((name, i) => {
+        const info = ROLES.get(name) || { name };
+        this.host.appendChild(this.card({ step: name, stage: name, title: info.title, role: info.role }, i).root);
+      });
+    },
+
+    clear(kind) {
+      this.kind = kind;
+      this.host.dataset.layout = kind;
+      this.host.replaceChildren();
+      this.views = new Map();
+      this.rows = new Map();
+      this.finals = null;
+      this.agg = null;
+      this.notes = null;
+    },
+
+    /**
+     * plan lays out a strategy run's steps (run_planned's, or the run
+     * resource's): parallel steps grouped by role and layer, in the order
+     * the plan names them, then the final steps. strategy may be ''.
+     */
+    plan(strategy, steps) {
+      this.clear('strategy');
+      this.host.dataset.strategy = String(strategy || '');
+      this.notes = el('div', 'run-notes');
+      this.notes.hidden = true;
+      this.finals = el('div', 'final-rows');
+      this.host.append(this.notes, this.finals);
+      for (const s of Array.isArray(steps) ? steps : []) {
+        if (s && typeof s === 'object') this.add(s);
+      }
+    },
+
+    /**
+     * add places a step's card: a final step in a full-width row of its own
+     * at the end, any other beside the steps of its role and layer. It
+     * returns the step's view (the one there already, if any).
+     */
+    add(s) {
+      const id = stepOf(s.step, s.stage);
+      if (!id) return null;
+      if (this.views.has(id)) return this.views.get(id);
+      if (this.kind !== 'strategy') return null;
+      const stage = String(s.stage || '');
+      const v = this.card({
+        step: id, stage, model: s.model, provider: s.provider, final: !!s.final,
+        inputs: s.inputs, min_inputs: s.min_inputs, layer: s.layer,
+      }, -1);
+      if (s.final) {
+        const row = this.row('final', stage, 0, id);
+        row.cols.appendChild(v.root);
+        row.n++;
+        this.finals.appendChild(row.root);
+      } else {
+        const layer = Number(s.layer) || 0;
+        let row = this.rows.get(stage + '|' + layer);
+        if (!row) {
+          row = this.row('parallel', stage, layer, stage + '|' + layer);
+          this.host.insertBefore(row.root, this.agg || this.finals);
+        }
+        row.cols.appendChild(v.root);
+        row.n++;
+        row.cols.style.setProperty('--cols', String(row.n));
+        this.title(row);
+      }
+      return v;
+    },
+
+    row(kind, stage, layer, key) {
+      const root = el('section', 'step-row');
+      root.dataset.row = kind;
+      root.dataset.role = stage;
+      if (layer) root.dataset.layer = String(layer);
+      const head = el('header', 'row-head');
+      const title = el('h3');
+      const sub = el('span', 'muted');
+      head.append(title, sub);
+      const cols = el('div', 'cols');
+      root.append(head, cols);
+      const row = { root, cols, title, sub, stage, layer, n: 0, kind };
+      this.rows.set(kind === 'final' ? 'final|' + key : key, row);
+      this.title(row);
+      return row;
+    },
+
+    // title names a row: "Proposers · layer 1  3 in parallel", "Chairman  final answer".
+    title(row) {
+      const t = (ROLES.get(row.stage) || {}).title || row.stage || 'Step';
+      if (row.kind === 'final') {
+        row.title.textContent = t;
+        row.sub.textContent = 'final answer';
+        return;
+      }
+      row.title.textContent = (row.n > 1 && !/s$/.test(t) ? t + 's' : t) + (row.layer ? ' · layer ' + row.layer : '');
+      row.sub.textContent = row.n > 1 ? row.n + ' in parallel' : '';
+    },
+
+    /** ranking shows the council's aggregate ranking, above the final step. */
+    ranking(ranked) {
+      if (this.kind !== 'strategy') return;
+      if (!this.agg) {
+        this.agg = el('section', 'ranking-agg card');
+        this.host.insertBefore(this.agg, this.finals);
+      }
+      const h = el('h3');
+      h.textContent = 'Aggregate ranking';
+      const table = el('table');
+      const head = el('tr');
+      for (const c of ['Label', 'Step', 'Avg rank', 'Votes']) {
+        const th = el('th');
+        th.textContent = c;
+        head.appendChild(th);
+      }
+      const thead = el('thead');
+      thead.appendChild(head);
+      const body = el('tbody');
+      for (const r of Array.isArray(ranked) ? ranked : []) {
+        const tr = el('tr');
+        tr.dataset.step = String(r.step || '');
+        const avg = Number(r.average_rank);
+        for (const c of [r.label, r.step, isFinite(avg) ? avg.toFixed(2) : '—', r.votes]) {
+          const td = el('td');
+          td.textContent = c == null ? '' : String(c);
+          tr.appendChild(td);
+        }
+        body.appendChild(tr);
+      }
+      table.append(thead, body);
+      this.agg.replaceChildren(h, table);
+    },
+
+    /** notice shows a step_note whose step has no card. */
+    notice(ev) {
+      if (!this.notes) return;
+      const p = el('p', 'step-note');
+      p.dataset.kind = String(ev.kind || '');
+      p.textContent = (ev.step ? ev.step + ': ' : '') + String(ev.message || ev.kind || 'note');
+      this.notes.appendChild(p);
+      this.notes.hidden = false;
+    },
+
+    /**
+     * final is the view whose text is the answer: the final step started
+     * last (a council's fallback "answer" follows its failed chairman),
+     * else the chain's last stage.
+     */
+    final() {
+      let last = null;
+      for (const v of this.all()) {
+        if (v.root.dataset.final && v.order > 0 && (!last || v.order > last.order)) last = v;
+      }
+      return last || this.get(STAGES[STAGES.length - 1]);
+    },
+  };
+
   // ---------------------------------------------------------------- the page
 
   const ui = {
@@ -846,7 +1161,6 @@
     recentEmpty: null, profileDesc: null,
     tenant: null, keyForm: null, apiKey: null, keySaved: null, keyForget: null, keyMsg: null,
   };
-  let stages = {}; // name -> StageView
   let profiles = { default: '', data: [] };
 
   function showError(msg) {
@@ -871,7 +1185,7 @@
     rafQueued = true;
     requestAnimationFrame(() => {
       rafQueued = false;
-      for (const name of STAGES) stages[name].flush();
+      for (const v of Steps.all()) v.flush();
     });
   }
 
@@ -887,7 +1201,7 @@
       this.run = run;
       this.id = run.id;
       this.lastSeq = 0;
-      this.deltas = []; // recent applied deltas {lo, hi, stage, len, tokens}, oldest first
+      this.deltas = []; // recent applied deltas {lo, hi, step, len, tokens}, oldest first
       this.clearPart();
       this.ctl = null; // the AbortController of the stream being read, if any
       this.waitingForKey = false; // the stream was refused with a 401; afterAuth resumes it
@@ -908,10 +1222,17 @@
       this.partTokens = 0;
     }
 
+    // resetStages empties the cards: a chain's four stages, or, for a
+    // strategy run, none until its run_planned lays its steps out.
     resetStages() {
-      for (const name of STAGES) stages[name].reset();
-      for (const s of this.run.stages || []) {
-        if (stages[s.stage]) stages[s.stage].setModel(s.model, s.provider);
+      if (strategyOfRun(this.run) === 'chain') {
+        Steps.chain();
+        for (const s of this.run.stages || []) {
+          const v = Steps.get(s.stage);
+          if (v) v.setModel(s.model, s.provider);
+        }
+      } else {
+        Steps.plan(strategyOfRun(this.run), []);
       }
       clearAnswer();
     }
@@ -1067,10 +1388,25 @@
       this.connect(this.lastSeq + 1);
     }
 
-    // showResource replaces the stages with a run resource's record of them.
+    // showResource replaces the steps with a run resource's record of them:
+    // its steps (a strategy run's, laid out as run_planned would), else its
+    // stages (a chain's).
     showResource(run) {
-      this.resetStages();
-      for (const s of run.stages || []) if (stages[s.stage]) stages[s.stage].fromResource(s);
+      clearAnswer();
+      if (Array.isArray(run.steps) && strategyOfRun(run) !== 'chain') {
+        Steps.plan(strategyOfRun(run), planOf(run.steps));
+        for (const s of run.steps) {
+          const v = Steps.get(idOf(s));
+          if (v) v.fromResource(s);
+        }
+        if (Array.isArray(run.ranking) && run.ranking.length) Steps.ranking(run.ranking);
+      } else {
+        this.resetStages();
+        for (const s of run.stages || []) {
+          const v = Steps.get(s.stage);
+          if (v) v.fromResource(s);
+        }
+      }
       this.lastSeq = run.last_seq || 0;
       this.deltas = [];
       this.clearPart();
@@ -1125,7 +1461,7 @@
       }
       if (lo <= this.lastSeq) {
         if (ev.type !== 'token_delta') return this.resync('overlapping non-delta event ' + hi);
-        const cut = this.appliedSince(lo, ev.stage);
+        const cut = this.appliedSince(lo, stepOf(ev.step, ev.stage));
         if (cut === null) return this.resync('cannot trim coalesced delta ' + lo + '..' + hi);
         ev = Object.assign({}, ev, { text: String(ev.text || '').slice(cut.len), tokens: (ev.tokens || 0) - cut.tokens });
         // What is left covers only the new seqs; remembering it as lo..hi
@@ -1153,7 +1489,8 @@
         if (p.end <= this.partEnd) return; // a part we have
         return this.resync('overlapping part of delta ' + hi);
       }
-      const st = stages[ev.stage];
+      const id = stepOf(ev.step, ev.stage);
+      const st = Steps.get(id);
       const text = String(ev.text || '');
       const tokens = Number(ev.tokens) || 0;
       if (st) {
@@ -1165,20 +1502,22 @@
       this.partTokens += tokens;
       if (p.end >= p.size) {
         this.lastSeq = hi;
-        this.deltas.push({ lo: hi, hi, stage: ev.stage, len: this.partLen, tokens: this.partTokens });
+        this.deltas.push({ lo: hi, hi, step: id, len: this.partLen, tokens: this.partTokens });
         this.clearPart();
       }
     }
 
-    // appliedSince sums the applied deltas of one stage covering exactly lo..lastSeq,
-    // or returns null if they are not all remembered.
-    appliedSince(lo, stage) {
+    // appliedSince sums the applied deltas of one step covering exactly lo..lastSeq,
+    // or returns null if they are not all remembered. (A coalesced delta
+    // covers consecutive deltas of one step only: no other step's event lies
+    // between its from_seq and its seq.)
+    appliedSince(lo, step) {
       let want = this.lastSeq;
       let len = 0;
       let tokens = 0;
       for (let k = this.deltas.length - 1; k >= 0 && want >= lo; k--) {
         const d = this.deltas[k];
-        if (d.hi !== want || d.stage !== stage || d.lo < lo) return null;
+        if (d.hi !== want || d.step !== step || d.lo < lo) return null;
         len += d.len;
         tokens += d.tokens;
         want = d.lo - 1;
@@ -1188,8 +1527,15 @@
 
     apply(ev, lo, hi) {
       const t = parseTime(ev.time);
-      const st = ev.stage ? stages[ev.stage] : null;
+      const id = stepOf(ev.step, ev.stage);
+      // A step the plan did not name (a council's fallback answer) gets a
+      // card when it starts; other events of unknown steps are ignored.
+      const st = ev.type === 'stage_started' ? Steps.add(ev) : (id ? Steps.get(id) : null);
       switch (ev.type) {
+        case 'run_planned':
+          Steps.plan(ev.strategy, ev.steps);
+          this.deltas = [];
+          break;
         case 'stage_started':
           if (st) st.started(ev, t);
           this.deltas = [];
@@ -1199,7 +1545,7 @@
           const text = String(ev.text || '');
           const tokens = Number(ev.tokens) || 0;
           st.delta(text, tokens, t);
-          this.deltas.push({ lo, hi, stage: ev.stage, len: text.length, tokens });
+          this.deltas.push({ lo, hi, step: id, len: text.length, tokens });
           // Trim in batches so that remembering stays O(1) per delta.
           if (this.deltas.length > 2 * DELTA_MEMORY) this.deltas.splice(0, this.deltas.length - DELTA_MEMORY);
           scheduleFlush();
@@ -1213,6 +1559,20 @@
           if (st) st.restarted(ev.reason);
           this.deltas = [];
           break;
+        case 'step_skipped':
+          if (st) st.skipped(ev);
+          this.deltas = [];
+          break;
+        case 'ranking':
+          if (ev.aggregate) Steps.ranking(ev.ranked);
+          else if (st) st.setRanking(ev.ranked);
+          this.deltas = [];
+          break;
+        case 'step_note':
+          if (st) st.addNote(ev);
+          else Steps.notice(ev);
+          this.deltas = [];
+          break;
         case 'run_completed': {
           this.usage = ev.usage || null;
           const answer = typeof ev.answer === 'string' ? ev.answer : this.streamedAnswer(ev.answer_bytes);
@@ -1221,7 +1581,7 @@
           break;
         }
         case 'run_failed': {
-          const where = ev.stage ? ev.stage + ': ' : '';
+          const where = id ? id + ': ' : '';
           if (st) st.failed(ev.reason);
           this.finish('failed', null, where + (ev.reason || 'failed') + (ev.code ? ' (' + ev.code + ')' : ''));
           break;
@@ -1234,12 +1594,10 @@
       }
     }
 
-    // streamedAnswer is the final stage's streamed text if it has the
+    // streamedAnswer is the final step's streamed text if it has the
     // answer's length (run_completed.answer_bytes), else null.
     streamedAnswer(bytes) {
-      const list = this.run.stages || [];
-      const name = list.length ? list[list.length - 1].stage : STAGES[STAGES.length - 1];
-      const st = stages[name];
+      const st = Steps.final();
       if (!st || st.status !== 'completed') return null;
       st.flush();
       const text = st.out.textContent;
@@ -1257,14 +1615,16 @@
       }
     }
 
-    // resyncOutputs shows each completed stage's output as the run resource
-    // records it (a stage's stream disagreed with its output_bytes).
+    // resyncOutputs shows each completed step's output as the run resource
+    // records it (a step's stream disagreed with its output_bytes): its
+    // steps (by id) if it has them, else its stages (a chain's).
     async resyncOutputs() {
       try {
         const run = await api('GET', '/v1/runs/' + encodeURIComponent(this.id));
         if (current !== this || !run) return;
-        for (const s of run.stages || []) {
-          const st = stages[s.stage];
+        const list = Array.isArray(run.steps) ? run.steps : (run.stages || []);
+        for (const s of list) {
+          const st = Steps.get(idOf(s));
           if (st && s.status === 'completed' && st.root.dataset.resynced) st.setText(s.output || '');
         }
       } catch (err) {
@@ -1277,8 +1637,7 @@
       this.terminal = true;
       this.status = status;
       this.disconnect();
-      for (const name of STAGES) {
-        const s = stages[name];
+      for (const s of Steps.all()) {
         if (status === 'cancelled') s.cancelled();
         else s.flush();
       }
@@ -1323,13 +1682,15 @@
     ui.answerCard.hidden = false;
   }
 
-  // show puts a run on screen: streamed live if running, else from its resource.
+  // show puts a run on screen: streamed live if running, else from its
+  // resource. A finished strategy run is replayed from its log, which alone
+  // holds its rankings, notes and skipped steps.
   function show(run) {
     if (current) current.close();
     current = new RunView(run);
     markRecent(run.id);
     if (location.hash !== '#' + run.id) history.replaceState(null, '', '#' + run.id);
-    if (TERMINAL.has(run.status)) {
+    if (TERMINAL.has(run.status) && strategyOfRun(run) === 'chain') {
       current.showResource(run);
       current.finish(run.status, run);
       return;
@@ -1391,6 +1752,40 @@
 
   // ---------------------------------------------------------------- profiles
 
+  // strategyOfStages tells a strategy from the roles of a profile's or a
+  // run's stages (for a gateway that does not name it): proposers are a
+  // moa's, members a council's, samples a vote's.
+  function strategyOfStages(list) {
+    const roles = new Set((Array.isArray(list) ? list : []).map((s) => s && s.stage));
+    if (roles.has('proposer') || roles.has('aggregator')) return 'moa';
+    if (roles.has('member') || roles.has('ranker') || roles.has('chairman')) return 'council';
+    if (roles.has('sample') || roles.has('judge') || roles.has('tally')) return 'vote';
+    return 'chain';
+  }
+
+  /** stepsOfProfile are a profile's steps (a gateway before steps lists only stages). */
+  function stepsOfProfile(p) {
+    return Array.isArray(p.steps) && p.steps.length ? p.steps : (Array.isArray(p.stages) ? p.stages : []);
+  }
+
+  /** strategyOfProfile is a profile's strategy: chain, moa, council, vote (or a newer one). */
+  function strategyOfProfile(p) {
+    if (!p) return 'chain';
+    return typeof p.strategy === 'string' && p.strategy ? p.strategy : strategyOfStages(stepsOfProfile(p));
+  }
+
+  /** strategyOfRun is a run's strategy, from the run, its steps or stages, or its profile. */
+  function strategyOfRun(run) {
+    if (typeof run.strategy === 'string' && run.strategy) return run.strategy;
+    if (Array.isArray(run.steps) && run.steps.some((s) => s && idOf(s) !== s.stage)) {
+      return strategyOfStages(run.steps) === 'chain' ? 'steps' : strategyOfStages(run.steps);
+    }
+    const byStages = strategyOfStages(run.stages);
+    if (byStages !== 'chain') return byStages;
+    const p = (profiles.data || []).find((x) => x.name === run.profile);
+    return p ? strategyOfProfile(p) : 'chain';
+  }
+
   async function loadProfiles() {
     try {
       profiles = await api('GET', '/v1/profiles');
@@ -1400,20 +1795,75 @@
       return;
     }
     const want = store(STORE_PROFILE);
-    const names = (profiles.data || []).map((p) => p.name);
-    ui.profile.replaceChildren(...names.map((n) => new Option(n, n)));
+    const list = (profiles.data || []).filter((p) => p && typeof p.name === 'string');
+    const names = list.map((p) => p.name);
+    // Profiles are listed by strategy (a group each) once there is more than a chain.
+    const groups = new Map(Object.keys(STRATEGY_TITLES).map((k) => [k, []]));
+    for (const p of list) {
+      const k = strategyOfProfile(p);
+      if (!groups.has(k)) groups.set(k, []);
+      const o = new Option(p.name, p.name);
+      o.dataset.strategy = k;
+      if (p.description) o.title = p.description;
+      groups.get(k).push(o);
+    }
+    const used = [...groups].filter(([, opts]) => opts.length);
+    if (used.length > 1 || (used.length === 1 && used[0][0] !== 'chain')) {
+      ui.profile.replaceChildren(...used.map(([k, opts]) => {
+        const g = document.createElement('optgroup');
+        g.label = STRATEGY_TITLES[k] || k;
+        g.dataset.strategy = k;
+        g.append(...opts);
+        return g;
+      }));
+    } else {
+      ui.profile.replaceChildren(...used.flatMap(([, opts]) => opts));
+    }
     ui.profile.value = names.includes(want) ? want : (profiles.default || names[0] || '');
     describeProfile();
   }
 
+  // describeProfile says what the chosen profile does, and, with no run on
+  // screen, lays out its steps.
   function describeProfile() {
     const p = (profiles.data || []).find((x) => x.name === ui.profile.value);
     if (!p) { ui.profileDesc.textContent = ''; return; }
-    const models = (p.stages || []).map((s) => s.stage + ': ' + s.model).join(' · ');
-    ui.profileDesc.textContent = (p.description ? p.description + ' — ' : '') + models;
-    if (!current) {
-      for (const s of p.stages || []) if (stages[s.stage]) stages[s.stage].setModel(s.model, s.provider);
+    const strategy = strategyOfProfile(p);
+    const list = stepsOfProfile(p);
+    let models;
+    if (strategy === 'chain') {
+      models = list.map((s) => s.stage + ': ' + s.model).join(' · ');
+    } else {
+      // "3 proposers: a, b, c · aggregator: d"
+      const byRole = new Map();
+      for (const s of list) {
+        if (!byRole.has(s.stage)) byRole.set(s.stage, []);
+        byRole.get(s.stage).push(s.model);
+      }
+      models = [...byRole].map(([role, ms]) => (ms.length > 1 ? ms.length + ' ' + role + 's' : role) + ': ' + ms.join(', ')).join(' · ');
     }
+    const kind = STRATEGY_TITLES[strategy] || strategy;
+    ui.profileDesc.textContent = kind + ' — ' + (p.description ? p.description + ' — ' : '') + models;
+    if (current) return;
+    if (strategy === 'chain') {
+      Steps.chain();
+      for (const s of list) {
+        const v = Steps.get(s.stage);
+        if (v) v.setModel(s.model, s.provider);
+      }
+      return;
+    }
+    // A preview of the run's layout; the run's run_planned lays out the
+    // real one. A gateway before steps gives roles only: ids are made up,
+    // and the last step is taken for the final one.
+    const named = list.some((s) => s.id || s.step);
+    const last = list.length - 1;
+    const count = new Map();
+    Steps.plan(strategy, named ? planOf(list) : list.map((s, i) => {
+      const n = (count.get(s.stage) || 0) + 1;
+      count.set(s.stage, n);
+      return { step: s.stage + ' ' + n, stage: s.stage, model: s.model, provider: s.provider, final: i === last };
+    }));
   }
 
   // ---------------------------------------------------------------- recent runs
@@ -1483,13 +1933,16 @@
 
   // ---------------------------------------------------------------- start-up
 
-  /** stageTable reads the stages the gateway wrote into #stages' data-stages. */
-  function stageTable(host) {
+  /**
+   * stageTable reads a table the gateway wrote into #stages: data-stages
+   * (the chain's stages) or data-roles (every role).
+   */
+  function stageTable(host, attr) {
     try {
-      const list = JSON.parse(host.dataset.stages || '[]');
+      const list = JSON.parse(host.dataset[attr] || '[]');
       if (Array.isArray(list)) return list.filter((s) => s && typeof s.name === 'string' && s.name);
     } catch (e) {
-      console.error('qlc: unreadable stage table in the page', e);
+      console.error('qlc: unreadable ' + attr + ' table in the page', e);
     }
     return [];
   }
@@ -1502,16 +1955,12 @@
     ui.runBtn = document.getElementById('run');
     ui.cancelBtn = document.getElementById('cancel');
     ui.answerCard = document.getElementById('answer-card');
-    const tpl = document.getElementById('stage-template');
-    const host = document.getElementById('stages');
-    const table = stageTable(host);
+    Steps.tpl = document.getElementById('stage-template');
+    Steps.host = document.getElementById('stages');
+    const table = stageTable(Steps.host, 'stages');
     STAGES = table.map((s) => s.name);
-    stages = {};
-    table.forEach((info, i) => {
-      const node = tpl.content.firstElementChild.cloneNode(true);
-      host.appendChild(node);
-      stages[info.name] = new StageView(node, info, i);
-    });
+    ROLES = new Map([...table, ...stageTable(Steps.host, 'roles')].map((s) => [s.name, s]));
+    Steps.chain();
 
     ui.form.addEventListener('submit', submit);
     ui.keyForm.addEventListener('submit', saveKey);
@@ -1575,7 +2024,7 @@
       const orig = current.resync.bind(current);
       current.resync = (why) => { current.resyncs = (current.resyncs || 0) + 1; orig(why); };
       for (const ev of events) current.handle(ev);
-      for (const name of STAGES) stages[name].flush();
+      for (const v of Steps.all()) v.flush();
       return {
         lastSeq: current.lastSeq, resyncs: current.resyncs || 0, status: current.status,
         reconnects: current.reconnects, resumedWith: current.resumedWith,

@@ -23,23 +23,38 @@ var FS embed.FS
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; " +
 	"img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
-// stagesAttr is the placeholder in index.html that page fills with the stage
-// table.
-const stagesAttr = `data-stages=""`
+// stagesAttr and rolesAttr are the placeholders in index.html that page
+// fills with the stage table and the role table.
+const (
+	stagesAttr = `data-stages=""`
+	rolesAttr  = `data-roles=""`
+)
 
-// page is index.html with the stages' names, titles and roles (stagework's
-// stage table, as JSON) in the data-stages attribute of #stages, so app.js
-// holds no list of its own and has them before any API call.
+// page is index.html with the chain's stages' names, titles and roles
+// (stagework's stage table, as JSON) in the data-stages attribute of
+// #stages, and every role's (the strategies' too: stagework's role table)
+// in data-roles, so app.js holds no list of its own and has them before any
+// API call.
 func page() []byte {
 	b, err := fs.ReadFile(FS, "index.html")
-	if err != nil || bytes.Count(b, []byte(stagesAttr)) != 1 {
-		panic("web: index.html is missing or lacks its one " + stagesAttr) // ruled out by a test
-	}
-	table, err := json.Marshal(stagework.StageTable())
 	if err != nil {
-		panic("web: " + err.Error())
+		panic("web: index.html is missing") // ruled out by a test
 	}
-	return bytes.Replace(b, []byte(stagesAttr), []byte(`data-stages="`+html.EscapeString(string(table))+`"`), 1)
+	for _, a := range []struct {
+		attr  string
+		table []stagework.StageInfo
+	}{{stagesAttr, stagework.StageTable()}, {rolesAttr, stagework.RoleTable()}} {
+		if bytes.Count(b, []byte(a.attr)) != 1 {
+			panic("web: index.html lacks its one " + a.attr) // ruled out by a test
+		}
+		table, err := json.Marshal(a.table)
+		if err != nil {
+			panic("web: " + err.Error())
+		}
+		name, _, _ := bytes.Cut([]byte(a.attr), []byte("="))
+		b = bytes.Replace(b, []byte(a.attr), []byte(string(name)+`="`+html.EscapeString(string(table))+`"`), 1)
+	}
+	return b
 }
 
 // Handler serves the UI: "/" is index.html (with the stage table filled in),

@@ -124,8 +124,8 @@ func TestAPIKeyRules(t *testing.T) {
 }
 
 // TestPageCarriesTheStageTable checks that "/" holds stagework's stage table
-// in #stages' data-stages, in order and with titles, and that app.js has no
-// list of stage names of its own.
+// in #stages' data-stages and its role table in data-roles, in order and
+// with titles, and that app.js has no list of stage names of its own.
 func TestPageCarriesTheStageTable(t *testing.T) {
 	resp := get(t, Handler(), http.MethodGet, "/")
 	body, _ := io.ReadAll(resp.Body)
@@ -149,6 +149,27 @@ func TestPageCarriesTheStageTable(t *testing.T) {
 		w.Stage = 0 // not on the wire
 		if got[i] != w {
 			t.Errorf("stage %d = %+v, want %+v", i, got[i], w)
+		}
+	}
+	// data-roles holds every role's title (the strategies' too), for the
+	// cards of a strategy run's steps.
+	m = regexp.MustCompile(`<section id="stages"[^>]*\sdata-roles="([^"]*)"`).FindSubmatch(body)
+	if m == nil {
+		t.Fatal("GET /: #stages has no data-roles attribute")
+	}
+	var roles []stagework.StageInfo
+	if err := json.Unmarshal([]byte(html.UnescapeString(string(m[1]))), &roles); err != nil {
+		t.Fatalf("data-roles is not JSON: %v (%s)", err, m[1])
+	}
+	wantRoles := stagework.RoleTable()
+	if len(roles) != len(wantRoles) {
+		t.Fatalf("data-roles has %d roles, want %d", len(roles), len(wantRoles))
+	}
+	for i := range wantRoles {
+		w := wantRoles[i]
+		w.Stage = 0
+		if roles[i] != w {
+			t.Errorf("role %d = %+v, want %+v", i, roles[i], w)
 		}
 	}
 	js, _ := fs.ReadFile(FS, "app.js")
