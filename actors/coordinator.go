@@ -1260,14 +1260,14 @@ func (c *coordinator) cancel(ctx actor.Context, m *messages.CancelRun) {
 	if c.ended || c.run == nil {
 		return
 	}
-	usage := c.runningUsage()
+	usage, per := c.runningUsage()
 	c.stopWorkers(ctx)
 	reason := m.Reason
 	if reason == "" {
 		reason = "cancelled by its owner"
 	}
 	c.logger.Info("run cancelled", "reason", reason)
-	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCancelled{RunCancelled: &messages.RunCancelled{Reason: reason, Usage: usage}}})
+	c.finish(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunCancelled{RunCancelled: &messages.RunCancelled{Reason: reason, Usage: usage, StepUsage: per}}})
 }
 
 // subscribe sends the log from m.FromSeq on to a subscriber and, unless it
@@ -1322,9 +1322,9 @@ func (c *coordinator) unsubscribe(pid *actor.PID) bool {
 // fail ends the run with a reason; a is the step that failed (nil when
 // the run fails as a whole). Every running step is stopped and billed.
 func (c *coordinator) fail(ctx actor.Context, a *stageAttempt, code, reason string) {
-	usage := c.runningUsage()
+	usage, per := c.runningUsage()
 	c.stopWorkers(ctx)
-	ev := &messages.RunFailed{Reason: reason, Code: code, Usage: usage}
+	ev := &messages.RunFailed{Reason: reason, Code: code, Usage: usage, StepUsage: per}
 	if a != nil {
 		ev.Stage, ev.Step = toMsgStage(a.spec.Stage), a.wireStep
 	}
@@ -1440,15 +1440,21 @@ func history(o *messages.RunOptions) []stagework.Message {
 }
 
 // runningUsage is what the running steps have used so far, billed when
-// they are cut off together (cancel, a failed run); nil when none ran.
-func (c *coordinator) runningUsage() *messages.Usage {
+// they are cut off together (cancel, a failed run): the sum, and each
+// step's share when more than one step used something; nil when none ran.
+func (c *coordinator) runningUsage() (*messages.Usage, []*messages.StepUsage) {
 	var u *messages.Usage
+	var per []*messages.StepUsage
 	for _, a := range c.running {
 		if v := voidUsage(a); v != nil {
 			u = addUsage(u, v)
+			per = append(per, &messages.StepUsage{Step: a.step, Stage: toMsgStage(a.spec.Stage), Usage: v})
 		}
 	}
-	return u
+	if len(per) < 2 {
+		per = nil
+	}
+	return u, per
 }
 
 // voidUsage is what a step's current attempt has used so far — its prompt

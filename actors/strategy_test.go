@@ -392,6 +392,14 @@ func TestCancelStopsEveryParallelStep(t *testing.T) {
 	if c.Usage.GetCompletionTokens() < 3 {
 		t.Errorf("cancel billed %v for three streaming steps", c.Usage)
 	}
+	// Each step's share, exactly: they add up to the total.
+	var sum int64
+	for _, su := range c.StepUsage {
+		sum += su.Usage.GetTotalTokens()
+	}
+	if len(c.StepUsage) != 3 || sum != c.Usage.GetTotalTokens() {
+		t.Errorf("step_usage %v does not split %v over the three steps", c.StepUsage, c.Usage)
+	}
 	n := len(evs)
 	time.Sleep(100 * time.Millisecond)
 	if len(h.Events(1)) != n {

@@ -199,7 +199,7 @@ func (f *runFold) event(ev *messages.RunEvent) {
 			failed = f.step(stepOf(m.Step, m.Stage), m.Stage)
 			f.err.Step = failed.id
 		}
-		f.billRunning(m.Usage, failed, at)
+		f.billRunning(m.Usage, m.StepUsage, failed, at)
 		for _, s := range f.steps {
 			switch {
 			case s == failed:
@@ -214,7 +214,7 @@ func (f *runFold) event(ev *messages.RunEvent) {
 	case *messages.RunEvent_RunCancelled:
 		f.status, f.endedAt = "cancelled", at
 		f.err = &runError{Message: k.RunCancelled.Reason, Code: "cancelled"}
-		f.billRunning(k.RunCancelled.Usage, nil, at)
+		f.billRunning(k.RunCancelled.Usage, k.RunCancelled.StepUsage, nil, at)
 		for _, s := range f.steps {
 			if s.status == "running" || s.status == "restarted" {
 				s.status = "cancelled"
@@ -253,13 +253,21 @@ func (f *runFold) billStep(s *stepFold, model string, u *messages.Usage, at time
 
 // billRunning bills what a run's end cut off (RunFailed's and
 // RunCancelled's usage: the sum of every running step's void attempt) to
-// the steps that were running. The log has only the sum: it is split by
-// what each had used as far as the log tells (its prompt_tokens, the
-// tokens it streamed), evenly when that is nothing, so the rows add up to
-// it exactly. With no step running it goes to failed, else to the step
+// the steps that were running: exactly by per (the coordinator's split)
+// when the log has it; else (logs from before it) split by what each had
+// used as far as the log tells (its prompt_tokens, the tokens it
+// streamed), evenly when that is nothing, so the rows add up to it
+// exactly. With no step running it goes to failed, else to the step
 // started last.
-func (f *runFold) billRunning(u *messages.Usage, failed *stepFold, at time.Time) {
+func (f *runFold) billRunning(u *messages.Usage, per []*messages.StepUsage, failed *stepFold, at time.Time) {
 	if u == nil {
+		return
+	}
+	if len(per) > 0 {
+		for _, p := range per {
+			s := f.step(stepOf(p.Step, p.Stage), p.Stage)
+			f.billStep(s, s.model, p.Usage, at)
+		}
 		return
 	}
 	var running []*stepFold

@@ -1563,8 +1563,11 @@ type RunFailed struct {
 	Stage  Stage                  `protobuf:"varint,2,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
 	Code   string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"` // machine-readable: provider_error, auth, rate_limited, timeout, internal, ...
 	// usage is what the failed stage's last attempt used.
-	Usage         *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
-	Step          string `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"` // the step that failed, when one did (empty for a chain's stage: its name)
+	Usage *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
+	Step  string `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"` // the step that failed, when one did (empty for a chain's stage: its name)
+	// step_usage splits usage by the steps that were running (parallel
+	// strategies), exactly; empty when one step or none ran.
+	StepUsage     []*StepUsage `protobuf:"bytes,6,rep,name=step_usage,json=stepUsage,proto3" json:"step_usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1634,6 +1637,74 @@ func (x *RunFailed) GetStep() string {
 	return ""
 }
 
+func (x *RunFailed) GetStepUsage() []*StepUsage {
+	if x != nil {
+		return x.StepUsage
+	}
+	return nil
+}
+
+// StepUsage is what one step's cut-off attempt used.
+type StepUsage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Stage         Stage                  `protobuf:"varint,2,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Usage         *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepUsage) Reset() {
+	*x = StepUsage{}
+	mi := &file_qlc_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepUsage) ProtoMessage() {}
+
+func (x *StepUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepUsage.ProtoReflect.Descriptor instead.
+func (*StepUsage) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StepUsage) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepUsage) GetStage() Stage {
+	if x != nil {
+		return x.Stage
+	}
+	return Stage_STAGE_UNSPECIFIED
+}
+
+func (x *StepUsage) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // StageAttemptDone is a stage worker's report to its coordinator that the
 // provider's stream ended normally. The coordinator builds the stage's output
 // from the deltas it forwarded, so the log and the output always agree.
@@ -1652,7 +1723,7 @@ type StageAttemptDone struct {
 
 func (x *StageAttemptDone) Reset() {
 	*x = StageAttemptDone{}
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1735,7 @@ func (x *StageAttemptDone) String() string {
 func (*StageAttemptDone) ProtoMessage() {}
 
 func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1748,7 @@ func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptDone.ProtoReflect.Descriptor instead.
 func (*StageAttemptDone) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{20}
+	return file_qlc_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StageAttemptDone) GetStage() Stage {
@@ -1749,7 +1820,7 @@ type StageAttemptFailed struct {
 
 func (x *StageAttemptFailed) Reset() {
 	*x = StageAttemptFailed{}
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1832,7 @@ func (x *StageAttemptFailed) String() string {
 func (*StageAttemptFailed) ProtoMessage() {}
 
 func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1845,7 @@ func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptFailed.ProtoReflect.Descriptor instead.
 func (*StageAttemptFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{21}
+	return file_qlc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StageAttemptFailed) GetStage() Stage {
@@ -1860,7 +1931,7 @@ type RunPlanned struct {
 
 func (x *RunPlanned) Reset() {
 	*x = RunPlanned{}
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1943,7 @@ func (x *RunPlanned) String() string {
 func (*RunPlanned) ProtoMessage() {}
 
 func (x *RunPlanned) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1956,7 @@ func (x *RunPlanned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPlanned.ProtoReflect.Descriptor instead.
 func (*RunPlanned) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{22}
+	return file_qlc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunPlanned) GetStrategy() string {
@@ -1919,7 +1990,7 @@ type PlannedStep struct {
 
 func (x *PlannedStep) Reset() {
 	*x = PlannedStep{}
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2002,7 @@ func (x *PlannedStep) String() string {
 func (*PlannedStep) ProtoMessage() {}
 
 func (x *PlannedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2015,7 @@ func (x *PlannedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedStep.ProtoReflect.Descriptor instead.
 func (*PlannedStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{23}
+	return file_qlc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PlannedStep) GetStep() string {
@@ -2020,7 +2091,7 @@ type StepSkipped struct {
 
 func (x *StepSkipped) Reset() {
 	*x = StepSkipped{}
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2103,7 @@ func (x *StepSkipped) String() string {
 func (*StepSkipped) ProtoMessage() {}
 
 func (x *StepSkipped) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2116,7 @@ func (x *StepSkipped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepSkipped.ProtoReflect.Descriptor instead.
 func (*StepSkipped) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{24}
+	return file_qlc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StepSkipped) GetStep() string {
@@ -2096,7 +2167,7 @@ type Ranking struct {
 
 func (x *Ranking) Reset() {
 	*x = Ranking{}
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2179,7 @@ func (x *Ranking) String() string {
 func (*Ranking) ProtoMessage() {}
 
 func (x *Ranking) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2192,7 @@ func (x *Ranking) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ranking.ProtoReflect.Descriptor instead.
 func (*Ranking) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{25}
+	return file_qlc_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Ranking) GetStep() string {
@@ -2158,7 +2229,7 @@ type RankedStep struct {
 
 func (x *RankedStep) Reset() {
 	*x = RankedStep{}
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2241,7 @@ func (x *RankedStep) String() string {
 func (*RankedStep) ProtoMessage() {}
 
 func (x *RankedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2254,7 @@ func (x *RankedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedStep.ProtoReflect.Descriptor instead.
 func (*RankedStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{26}
+	return file_qlc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RankedStep) GetStep() string {
@@ -2230,7 +2301,7 @@ type StepNote struct {
 
 func (x *StepNote) Reset() {
 	*x = StepNote{}
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2313,7 @@ func (x *StepNote) String() string {
 func (*StepNote) ProtoMessage() {}
 
 func (x *StepNote) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2326,7 @@ func (x *StepNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepNote.ProtoReflect.Descriptor instead.
 func (*StepNote) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{27}
+	return file_qlc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StepNote) GetStep() string {
@@ -2292,14 +2363,17 @@ type RunCancelled struct {
 	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// usage is what the interrupted stage used up to the cancel (finished
 	// stages carry theirs on StageCompleted).
-	Usage         *Usage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	Usage *Usage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	// step_usage splits usage by the steps that were running (parallel
+	// strategies), exactly; empty when one step or none ran.
+	StepUsage     []*StepUsage `protobuf:"bytes,3,rep,name=step_usage,json=stepUsage,proto3" json:"step_usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2385,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2398,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{28}
+	return file_qlc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -2337,6 +2411,13 @@ func (x *RunCancelled) GetReason() string {
 func (x *RunCancelled) GetUsage() *Usage {
 	if x != nil {
 		return x.Usage
+	}
+	return nil
+}
+
+func (x *RunCancelled) GetStepUsage() []*StepUsage {
+	if x != nil {
+		return x.StepUsage
 	}
 	return nil
 }
@@ -2356,7 +2437,7 @@ type CountTokens struct {
 
 func (x *CountTokens) Reset() {
 	*x = CountTokens{}
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2368,7 +2449,7 @@ func (x *CountTokens) String() string {
 func (*CountTokens) ProtoMessage() {}
 
 func (x *CountTokens) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2381,7 +2462,7 @@ func (x *CountTokens) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokens.ProtoReflect.Descriptor instead.
 func (*CountTokens) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{29}
+	return file_qlc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CountTokens) GetModel() string {
@@ -2423,7 +2504,7 @@ type CountTokensBatch struct {
 
 func (x *CountTokensBatch) Reset() {
 	*x = CountTokensBatch{}
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2516,7 @@ func (x *CountTokensBatch) String() string {
 func (*CountTokensBatch) ProtoMessage() {}
 
 func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2529,7 @@ func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokensBatch.ProtoReflect.Descriptor instead.
 func (*CountTokensBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{30}
+	return file_qlc_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CountTokensBatch) GetRequests() []*CountTokens {
@@ -2468,7 +2549,7 @@ type TokenCountsBatch struct {
 
 func (x *TokenCountsBatch) Reset() {
 	*x = TokenCountsBatch{}
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2480,7 +2561,7 @@ func (x *TokenCountsBatch) String() string {
 func (*TokenCountsBatch) ProtoMessage() {}
 
 func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2493,7 +2574,7 @@ func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCountsBatch.ProtoReflect.Descriptor instead.
 func (*TokenCountsBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{31}
+	return file_qlc_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TokenCountsBatch) GetResults() []*TokenCounts {
@@ -2513,7 +2594,7 @@ type TokenIDs struct {
 
 func (x *TokenIDs) Reset() {
 	*x = TokenIDs{}
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2606,7 @@ func (x *TokenIDs) String() string {
 func (*TokenIDs) ProtoMessage() {}
 
 func (x *TokenIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2619,7 @@ func (x *TokenIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIDs.ProtoReflect.Descriptor instead.
 func (*TokenIDs) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{32}
+	return file_qlc_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TokenIDs) GetIds() []int32 {
@@ -2564,7 +2645,7 @@ type TokenCounts struct {
 
 func (x *TokenCounts) Reset() {
 	*x = TokenCounts{}
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2657,7 @@ func (x *TokenCounts) String() string {
 func (*TokenCounts) ProtoMessage() {}
 
 func (x *TokenCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2670,7 @@ func (x *TokenCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCounts.ProtoReflect.Descriptor instead.
 func (*TokenCounts) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{33}
+	return file_qlc_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TokenCounts) GetCounts() []int64 {
@@ -2655,7 +2736,7 @@ type FindRun struct {
 
 func (x *FindRun) Reset() {
 	*x = FindRun{}
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2748,7 @@ func (x *FindRun) String() string {
 func (*FindRun) ProtoMessage() {}
 
 func (x *FindRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2761,7 @@ func (x *FindRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindRun.ProtoReflect.Descriptor instead.
 func (*FindRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{34}
+	return file_qlc_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FindRun) GetRunId() string {
@@ -2709,7 +2790,7 @@ type RunFound struct {
 
 func (x *RunFound) Reset() {
 	*x = RunFound{}
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2802,7 @@ func (x *RunFound) String() string {
 func (*RunFound) ProtoMessage() {}
 
 func (x *RunFound) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2815,7 @@ func (x *RunFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFound.ProtoReflect.Descriptor instead.
 func (*RunFound) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{35}
+	return file_qlc_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RunFound) GetStart() *StartRun {
@@ -2770,7 +2851,7 @@ type TenantLimits struct {
 
 func (x *TenantLimits) Reset() {
 	*x = TenantLimits{}
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2863,7 @@ func (x *TenantLimits) String() string {
 func (*TenantLimits) ProtoMessage() {}
 
 func (x *TenantLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +2876,7 @@ func (x *TenantLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
 func (*TenantLimits) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{36}
+	return file_qlc_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TenantLimits) GetRequestsPerMinute() int64 {
@@ -2873,7 +2954,7 @@ type Admit struct {
 
 func (x *Admit) Reset() {
 	*x = Admit{}
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +2966,7 @@ func (x *Admit) String() string {
 func (*Admit) ProtoMessage() {}
 
 func (x *Admit) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +2979,7 @@ func (x *Admit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admit.ProtoReflect.Descriptor instead.
 func (*Admit) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{37}
+	return file_qlc_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Admit) GetTenant() string {
@@ -2979,7 +3060,7 @@ type AdmitReply struct {
 
 func (x *AdmitReply) Reset() {
 	*x = AdmitReply{}
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3072,7 @@ func (x *AdmitReply) String() string {
 func (*AdmitReply) ProtoMessage() {}
 
 func (x *AdmitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3085,7 @@ func (x *AdmitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitReply.ProtoReflect.Descriptor instead.
 func (*AdmitReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{38}
+	return file_qlc_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AdmitReply) GetOk() bool {
@@ -3049,7 +3130,7 @@ type Settle struct {
 
 func (x *Settle) Reset() {
 	*x = Settle{}
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3142,7 @@ func (x *Settle) String() string {
 func (*Settle) ProtoMessage() {}
 
 func (x *Settle) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3155,7 @@ func (x *Settle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settle.ProtoReflect.Descriptor instead.
 func (*Settle) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{39}
+	return file_qlc_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Settle) GetTenant() string {
@@ -3106,7 +3187,7 @@ type SettleAck struct {
 
 func (x *SettleAck) Reset() {
 	*x = SettleAck{}
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3118,7 +3199,7 @@ func (x *SettleAck) String() string {
 func (*SettleAck) ProtoMessage() {}
 
 func (x *SettleAck) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3131,7 +3212,7 @@ func (x *SettleAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleAck.ProtoReflect.Descriptor instead.
 func (*SettleAck) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{40}
+	return file_qlc_proto_rawDescGZIP(), []int{41}
 }
 
 // LedgerQuery asks a gateway's ledger what a limiter needs to rebuild a
@@ -3148,7 +3229,7 @@ type LedgerQuery struct {
 
 func (x *LedgerQuery) Reset() {
 	*x = LedgerQuery{}
-	mi := &file_qlc_proto_msgTypes[41]
+	mi := &file_qlc_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3160,7 +3241,7 @@ func (x *LedgerQuery) String() string {
 func (*LedgerQuery) ProtoMessage() {}
 
 func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[41]
+	mi := &file_qlc_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3173,7 +3254,7 @@ func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerQuery.ProtoReflect.Descriptor instead.
 func (*LedgerQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{41}
+	return file_qlc_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LedgerQuery) GetTenant() string {
@@ -3211,7 +3292,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_qlc_proto_msgTypes[42]
+	mi := &file_qlc_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3304,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[42]
+	mi := &file_qlc_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3317,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{42}
+	return file_qlc_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LedgerEntry) GetRunId() string {
@@ -3280,7 +3361,7 @@ type LedgerState struct {
 
 func (x *LedgerState) Reset() {
 	*x = LedgerState{}
-	mi := &file_qlc_proto_msgTypes[43]
+	mi := &file_qlc_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3292,7 +3373,7 @@ func (x *LedgerState) String() string {
 func (*LedgerState) ProtoMessage() {}
 
 func (x *LedgerState) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[43]
+	mi := &file_qlc_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3305,7 +3386,7 @@ func (x *LedgerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerState.ProtoReflect.Descriptor instead.
 func (*LedgerState) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{43}
+	return file_qlc_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LedgerState) GetRecent() []*LedgerEntry {
@@ -3350,7 +3431,7 @@ type RegistryChange struct {
 
 func (x *RegistryChange) Reset() {
 	*x = RegistryChange{}
-	mi := &file_qlc_proto_msgTypes[44]
+	mi := &file_qlc_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +3443,7 @@ func (x *RegistryChange) String() string {
 func (*RegistryChange) ProtoMessage() {}
 
 func (x *RegistryChange) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[44]
+	mi := &file_qlc_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +3456,7 @@ func (x *RegistryChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryChange.ProtoReflect.Descriptor instead.
 func (*RegistryChange) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{44}
+	return file_qlc_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RegistryChange) GetTenants() [][]byte {
@@ -3413,7 +3494,7 @@ type FitToBudget struct {
 
 func (x *FitToBudget) Reset() {
 	*x = FitToBudget{}
-	mi := &file_qlc_proto_msgTypes[45]
+	mi := &file_qlc_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3506,7 @@ func (x *FitToBudget) String() string {
 func (*FitToBudget) ProtoMessage() {}
 
 func (x *FitToBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[45]
+	mi := &file_qlc_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3519,7 @@ func (x *FitToBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FitToBudget.ProtoReflect.Descriptor instead.
 func (*FitToBudget) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{45}
+	return file_qlc_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FitToBudget) GetModel() string {
@@ -3488,7 +3569,7 @@ type FittedText struct {
 
 func (x *FittedText) Reset() {
 	*x = FittedText{}
-	mi := &file_qlc_proto_msgTypes[46]
+	mi := &file_qlc_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3581,7 @@ func (x *FittedText) String() string {
 func (*FittedText) ProtoMessage() {}
 
 func (x *FittedText) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[46]
+	mi := &file_qlc_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3594,7 @@ func (x *FittedText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FittedText.ProtoReflect.Descriptor instead.
 func (*FittedText) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{46}
+	return file_qlc_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FittedText) GetText() string {
@@ -3611,7 +3692,7 @@ type StartStep struct {
 
 func (x *StartStep) Reset() {
 	*x = StartStep{}
-	mi := &file_qlc_proto_msgTypes[47]
+	mi := &file_qlc_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3623,7 +3704,7 @@ func (x *StartStep) String() string {
 func (*StartStep) ProtoMessage() {}
 
 func (x *StartStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[47]
+	mi := &file_qlc_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3636,7 +3717,7 @@ func (x *StartStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
 func (*StartStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{47}
+	return file_qlc_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StartStep) GetRunId() string {
@@ -3773,7 +3854,7 @@ type StepAccepted struct {
 
 func (x *StepAccepted) Reset() {
 	*x = StepAccepted{}
-	mi := &file_qlc_proto_msgTypes[48]
+	mi := &file_qlc_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +3866,7 @@ func (x *StepAccepted) String() string {
 func (*StepAccepted) ProtoMessage() {}
 
 func (x *StepAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[48]
+	mi := &file_qlc_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +3879,7 @@ func (x *StepAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAccepted.ProtoReflect.Descriptor instead.
 func (*StepAccepted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{48}
+	return file_qlc_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StepAccepted) GetStep() string {
@@ -3852,7 +3933,7 @@ type StepRefused struct {
 
 func (x *StepRefused) Reset() {
 	*x = StepRefused{}
-	mi := &file_qlc_proto_msgTypes[49]
+	mi := &file_qlc_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3864,7 +3945,7 @@ func (x *StepRefused) String() string {
 func (*StepRefused) ProtoMessage() {}
 
 func (x *StepRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[49]
+	mi := &file_qlc_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3877,7 +3958,7 @@ func (x *StepRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepRefused.ProtoReflect.Descriptor instead.
 func (*StepRefused) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{49}
+	return file_qlc_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StepRefused) GetStep() string {
@@ -3929,7 +4010,7 @@ type CancelStep struct {
 
 func (x *CancelStep) Reset() {
 	*x = CancelStep{}
-	mi := &file_qlc_proto_msgTypes[50]
+	mi := &file_qlc_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +4022,7 @@ func (x *CancelStep) String() string {
 func (*CancelStep) ProtoMessage() {}
 
 func (x *CancelStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[50]
+	mi := &file_qlc_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +4035,7 @@ func (x *CancelStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelStep.ProtoReflect.Descriptor instead.
 func (*CancelStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{50}
+	return file_qlc_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CancelStep) GetRunId() string {
@@ -4101,13 +4182,19 @@ const file_qlc_proto_rawDesc = "" +
 	"\x04step\x18\x04 \x01(\tR\x04step\"K\n" +
 	"\fRunCompleted\x12\x16\n" +
 	"\x06answer\x18\x01 \x01(\tR\x06answer\x12#\n" +
-	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x95\x01\n" +
+	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\xc7\x01\n" +
 	"\tRunFailed\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12#\n" +
 	"\x05usage\x18\x04 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12\x12\n" +
-	"\x04step\x18\x05 \x01(\tR\x04step\"\x95\x02\n" +
+	"\x04step\x18\x05 \x01(\tR\x04step\x120\n" +
+	"\n" +
+	"step_usage\x18\x06 \x03(\v2\x11.qlc.v1.StepUsageR\tstepUsage\"i\n" +
+	"\tStepUsage\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12#\n" +
+	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12#\n" +
+	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x95\x02\n" +
 	"\x10StageAttemptDone\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
@@ -4164,10 +4251,12 @@ const file_qlc_proto_rawDesc = "" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x10\n" +
-	"\x03raw\x18\x04 \x01(\tR\x03raw\"K\n" +
+	"\x03raw\x18\x04 \x01(\tR\x03raw\"}\n" +
 	"\fRunCancelled\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
-	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"v\n" +
+	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\x120\n" +
+	"\n" +
+	"step_usage\x18\x03 \x03(\v2\x11.qlc.v1.StepUsageR\tstepUsage\"v\n" +
 	"\vCountTokens\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x14\n" +
@@ -4328,7 +4417,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -4351,39 +4440,40 @@ var file_qlc_proto_goTypes = []any{
 	(*StageRestarted)(nil),        // 18: qlc.v1.StageRestarted
 	(*RunCompleted)(nil),          // 19: qlc.v1.RunCompleted
 	(*RunFailed)(nil),             // 20: qlc.v1.RunFailed
-	(*StageAttemptDone)(nil),      // 21: qlc.v1.StageAttemptDone
-	(*StageAttemptFailed)(nil),    // 22: qlc.v1.StageAttemptFailed
-	(*RunPlanned)(nil),            // 23: qlc.v1.RunPlanned
-	(*PlannedStep)(nil),           // 24: qlc.v1.PlannedStep
-	(*StepSkipped)(nil),           // 25: qlc.v1.StepSkipped
-	(*Ranking)(nil),               // 26: qlc.v1.Ranking
-	(*RankedStep)(nil),            // 27: qlc.v1.RankedStep
-	(*StepNote)(nil),              // 28: qlc.v1.StepNote
-	(*RunCancelled)(nil),          // 29: qlc.v1.RunCancelled
-	(*CountTokens)(nil),           // 30: qlc.v1.CountTokens
-	(*CountTokensBatch)(nil),      // 31: qlc.v1.CountTokensBatch
-	(*TokenCountsBatch)(nil),      // 32: qlc.v1.TokenCountsBatch
-	(*TokenIDs)(nil),              // 33: qlc.v1.TokenIDs
-	(*TokenCounts)(nil),           // 34: qlc.v1.TokenCounts
-	(*FindRun)(nil),               // 35: qlc.v1.FindRun
-	(*RunFound)(nil),              // 36: qlc.v1.RunFound
-	(*TenantLimits)(nil),          // 37: qlc.v1.TenantLimits
-	(*Admit)(nil),                 // 38: qlc.v1.Admit
-	(*AdmitReply)(nil),            // 39: qlc.v1.AdmitReply
-	(*Settle)(nil),                // 40: qlc.v1.Settle
-	(*SettleAck)(nil),             // 41: qlc.v1.SettleAck
-	(*LedgerQuery)(nil),           // 42: qlc.v1.LedgerQuery
-	(*LedgerEntry)(nil),           // 43: qlc.v1.LedgerEntry
-	(*LedgerState)(nil),           // 44: qlc.v1.LedgerState
-	(*RegistryChange)(nil),        // 45: qlc.v1.RegistryChange
-	(*FitToBudget)(nil),           // 46: qlc.v1.FitToBudget
-	(*FittedText)(nil),            // 47: qlc.v1.FittedText
-	(*StartStep)(nil),             // 48: qlc.v1.StartStep
-	(*StepAccepted)(nil),          // 49: qlc.v1.StepAccepted
-	(*StepRefused)(nil),           // 50: qlc.v1.StepRefused
-	(*CancelStep)(nil),            // 51: qlc.v1.CancelStep
-	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
+	(*StepUsage)(nil),             // 21: qlc.v1.StepUsage
+	(*StageAttemptDone)(nil),      // 22: qlc.v1.StageAttemptDone
+	(*StageAttemptFailed)(nil),    // 23: qlc.v1.StageAttemptFailed
+	(*RunPlanned)(nil),            // 24: qlc.v1.RunPlanned
+	(*PlannedStep)(nil),           // 25: qlc.v1.PlannedStep
+	(*StepSkipped)(nil),           // 26: qlc.v1.StepSkipped
+	(*Ranking)(nil),               // 27: qlc.v1.Ranking
+	(*RankedStep)(nil),            // 28: qlc.v1.RankedStep
+	(*StepNote)(nil),              // 29: qlc.v1.StepNote
+	(*RunCancelled)(nil),          // 30: qlc.v1.RunCancelled
+	(*CountTokens)(nil),           // 31: qlc.v1.CountTokens
+	(*CountTokensBatch)(nil),      // 32: qlc.v1.CountTokensBatch
+	(*TokenCountsBatch)(nil),      // 33: qlc.v1.TokenCountsBatch
+	(*TokenIDs)(nil),              // 34: qlc.v1.TokenIDs
+	(*TokenCounts)(nil),           // 35: qlc.v1.TokenCounts
+	(*FindRun)(nil),               // 36: qlc.v1.FindRun
+	(*RunFound)(nil),              // 37: qlc.v1.RunFound
+	(*TenantLimits)(nil),          // 38: qlc.v1.TenantLimits
+	(*Admit)(nil),                 // 39: qlc.v1.Admit
+	(*AdmitReply)(nil),            // 40: qlc.v1.AdmitReply
+	(*Settle)(nil),                // 41: qlc.v1.Settle
+	(*SettleAck)(nil),             // 42: qlc.v1.SettleAck
+	(*LedgerQuery)(nil),           // 43: qlc.v1.LedgerQuery
+	(*LedgerEntry)(nil),           // 44: qlc.v1.LedgerEntry
+	(*LedgerState)(nil),           // 45: qlc.v1.LedgerState
+	(*RegistryChange)(nil),        // 46: qlc.v1.RegistryChange
+	(*FitToBudget)(nil),           // 47: qlc.v1.FitToBudget
+	(*FittedText)(nil),            // 48: qlc.v1.FittedText
+	(*StartStep)(nil),             // 49: qlc.v1.StartStep
+	(*StepAccepted)(nil),          // 50: qlc.v1.StepAccepted
+	(*StepRefused)(nil),           // 51: qlc.v1.StepRefused
+	(*CancelStep)(nil),            // 52: qlc.v1.CancelStep
+	(*timestamppb.Timestamp)(nil), // 53: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 54: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -4393,61 +4483,65 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	52, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	53, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
 	18, // 11: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
 	19, // 12: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
 	20, // 13: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	29, // 14: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	23, // 15: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	25, // 16: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	26, // 17: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	28, // 18: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	30, // 14: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 15: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 16: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 17: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 18: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
 	11, // 19: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
 	0,  // 20: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
 	0,  // 21: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
 	15, // 22: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 23: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	53, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	53, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	54, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	54, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 27: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 28: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 29: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
 	0,  // 30: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
 	4,  // 31: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	0,  // 32: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 33: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	53, // 34: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	53, // 35: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 36: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	53, // 37: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	24, // 38: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 39: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 40: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 41: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	27, // 42: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 43: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	30, // 44: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	34, // 45: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	33, // 46: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 47: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 48: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 49: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	37, // 50: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	43, // 51: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	43, // 52: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 53: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 54: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 55: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	1,  // 56: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	21, // 32: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 33: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 34: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 35: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 36: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	54, // 37: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	54, // 38: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 39: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	54, // 40: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 41: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 42: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 43: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 44: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 45: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 46: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 47: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 48: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 49: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 50: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 51: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 52: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 53: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 54: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	44, // 55: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 56: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 57: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 58: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 59: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	1,  // 60: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -4474,7 +4568,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   51,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
