@@ -337,7 +337,7 @@ func TestProfilesModelsHealthMetrics(t *testing.T) {
 		Object string
 		Data   []struct{ ID, Object string }
 	}
-	if do(t, "GET", base+"/v1/models", "", &m); m.Object != "list" || len(m.Data) != 2 || m.Data[0].ID != "qlc-instant" || m.Data[1].ID != "qlc-slow" {
+	if do(t, "GET", base+"/v1/models", "", &m); m.Object != "list" || len(m.Data) != 4 || m.Data[0].ID != "qlc-instant" || m.Data[1].ID != "qlc-slow" {
 		t.Fatalf("models: %+v", m)
 	}
 	for _, path := range []string{"/healthz", "/readyz"} {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/messages"
@@ -66,6 +67,7 @@ func (m chatMessage) text() (string, error) {
 // parsed is a validated chat request.
 type parsedChat struct {
 	profile   string
+	thinking  bool // the model is qlc-<profile>-thinking
 	query     string
 	history   []stagework.Message
 	maxTokens int
@@ -77,8 +79,8 @@ func (s *Server) parseChat(req *chatRequest) (*parsedChat, *apiError) {
 	if req.Model == "" {
 		return nil, errInvalidParam("model", "missing_model", "model is required, e.g. \"qlc-"+s.engine.Stages().DefaultProfile+"\"")
 	}
-	profile, ok := strings.CutPrefix(req.Model, modelPrefix)
-	if _, err := s.engine.Stages().Profile(profile); !ok || profile == "" || err != nil {
+	profile, thinking, ok := s.resolveModel(req.Model)
+	if !ok {
 		return nil, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: ptr("model"),
 			Message: fmt.Sprintf("The model %q does not exist; use one of: %s", req.Model, strings.Join(s.modelNames(), ", "))}
 	}
@@ -88,7 +90,7 @@ func (s *Server) parseChat(req *chatRequest) (*parsedChat, *apiError) {
 	if len(req.Messages) == 0 {
 		return nil, errInvalidParam("messages", "empty_messages", "messages must hold at least one user message")
 	}
-	p := &parsedChat{profile: profile, usage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
+	p := &parsedChat{profile: profile, thinking: thinking, usage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
 	total := 0
 	for i, m := range req.Messages {
 		txt, err := m.text()
@@ -132,15 +134,63 @@ func (s *Server) parseChat(req *chatRequest) (*parsedChat, *apiError) {
 
 func ptr[T any](v T) *T { return &v }
 
-func (s *Server) modelNames() []string {
-	var out []string
-	for _, n := range s.engine.Stages().ProfileNames() {
-		out = append(out, modelPrefix+n)
+// resolveModel maps an OpenAI model name to a profile: "qlc-<profile>",
+// or "qlc-<profile>-thinking" for the same profile with its earlier steps
+// streamed as reasoning. A profile's own name wins: with profiles "x" and
+// "x-thinking" both defined, "qlc-x-thinking" is the profile x-thinking
+// (and the thinking variant of x is not reachable; /v1/models does not
+// list it).
+func (s *Server) resolveModel(model string) (profile string, thinking, ok bool) {
+	name, ok := strings.CutPrefix(model, modelPrefix)
+	if !ok || name == "" {
+		return "", false, false
+	}
+	stages := s.engine.Stages()
+	if _, err := stages.Profile(name); err == nil {
+		return name, false, true
+	}
+	if base, cut := strings.CutSuffix(name, thinkingSuffix); cut && base != "" {
+		if _, err := stages.Profile(base); err == nil {
+			return base, true, true
+		}
+	}
+	return "", false, false
+}
+
+// thinkingSuffix ends the name of a profile's thinking model.
+const thinkingSuffix = "-thinking"
+
+// modelEntry is one model of /v1/models: its name and the profile it runs.
+type modelEntry struct{ name, profile string }
+
+// models lists every model: "qlc-<profile>" for each profile, then
+// "qlc-<profile>-thinking" for each profile whose thinking name is not
+// itself a profile's name (see resolveModel).
+func (s *Server) models() []modelEntry {
+	stages := s.engine.Stages()
+	names := stages.ProfileNames()
+	out := make([]modelEntry, 0, 2*len(names))
+	for _, n := range names {
+		out = append(out, modelEntry{modelPrefix + n, n})
+	}
+	for _, n := range names {
+		if _, err := stages.Profile(n + thinkingSuffix); err != nil {
+			out = append(out, modelEntry{modelPrefix + n + thinkingSuffix, n})
+		}
 	}
 	return out
 }
 
-// listModels lists the profiles as models: those the tenant may use.
+func (s *Server) modelNames() []string {
+	var out []string
+	for _, m := range s.models() {
+		out = append(out, m.name)
+	}
+	return out
+}
+
+// listModels lists the profiles as models (see models): those the tenant
+// may use.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	who := principalOf(r)
 	type model struct {
@@ -153,9 +203,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
-	for _, n := range s.modelNames() {
-		if who.allows(strings.TrimPrefix(n, modelPrefix)) {
-			out.Data = append(out.Data, model{ID: n, Object: "model", Created: 0, OwnedBy: "qlc"})
+	for _, m := range s.models() {
+		if who.allows(m.profile) {
+			out.Data = append(out.Data, model{ID: m.name, Object: "model", Created: 0, OwnedBy: "qlc"})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -187,9 +237,14 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("X-QLC-Run-Id", hub.RunID)
-	prof, _ := s.engine.Stages().Profile(p.profile)
-	final := messages.Stage(prof.Stages[len(prof.Stages)-1].Stage)
-	c := &chunkWriter{id: "chatcmpl-" + strings.TrimPrefix(hub.RunID, "run_"), model: req.Model, created: time.Now().Unix(), final: final, usage: p.usage}
+	final := ""
+	if prof, err := s.engine.Stages().Profile(p.profile); err == nil && len(prof.Stages) > 0 {
+		// The profile's last step is the final one until a StageStarted
+		// says otherwise (a council's fallback answer).
+		final = prof.Stages[len(prof.Stages)-1].StepID()
+	}
+	c := &chunkWriter{id: "chatcmpl-" + strings.TrimPrefix(hub.RunID, "run_"), model: req.Model, created: time.Now().Unix(), usage: p.usage,
+		view: newChatView(final, p.thinking)}
 	if !req.Stream {
 		s.chatBlocking(w, r, hub, c)
 		return
@@ -225,11 +280,20 @@ func (s *Server) chatBlocking(w http.ResponseWriter, r *http.Request, hub *actor
 	switch k := evs[len(evs)-1].Kind.(type) {
 	case *messages.RunEvent_RunCompleted:
 		u := k.RunCompleted.Usage
+		msg := map[string]any{"role": "assistant", "content": k.RunCompleted.Answer, "refusal": nil}
+		if c.view.thinking {
+			// The same reasoning a streamed completion sends, whole.
+			var rs reasoningText
+			for _, ev := range evs {
+				c.view.add(ev, &rs)
+			}
+			c.view.drain(&rs)
+			msg["reasoning_content"] = rs.String()
+		}
 		writeJSON(w, http.StatusOK, map[string]any{
 			"id": c.id, "object": "chat.completion", "created": c.created, "model": c.model, "system_fingerprint": nil,
-			"choices": []map[string]any{{"index": 0, "message": map[string]any{"role": "assistant", "content": k.RunCompleted.Answer, "refusal": nil},
-				"logprobs": nil, "finish_reason": "stop"}},
-			"usage": map[string]int64{"prompt_tokens": u.GetPromptTokens(), "completion_tokens": u.GetCompletionTokens(), "total_tokens": u.GetTotalTokens()},
+			"choices": []map[string]any{{"index": 0, "message": msg, "logprobs": nil, "finish_reason": "stop"}},
+			"usage":   map[string]int64{"prompt_tokens": u.GetPromptTokens(), "completion_tokens": u.GetCompletionTokens(), "total_tokens": u.GetTotalTokens()},
 		})
 	case *messages.RunEvent_RunFailed:
 		writeError(w, runFailedError(k.RunFailed))
@@ -245,24 +309,50 @@ func runFailedError(f *messages.RunFailed) *apiError {
 	return errServer(http.StatusBadGateway, "run_failed", "the consensus run failed: "+f.Reason)
 }
 
+// reasoningText collects a chatView's reasoning (a non-streamed completion).
+type reasoningText struct{ strings.Builder }
+
+func (r *reasoningText) reasoning(s string) { r.WriteString(s) }
+func (r *reasoningText) content(string)     {}
+
 // errChatEnded ends a chunk stream once the run's outcome was written.
 var errChatEnded = errors.New("gateway: chat stream ended")
 
 // chunkWriter is the transport of an OpenAI streamed chat completion: it
-// writes the final stage's deltas as chat.completion.chunk events and ends
-// with a finish chunk, the usage chunk when asked for, and [DONE]. Earlier
-// stages produce nothing but keep-alive comments while they run. Deltas are
-// coalesced and split as for the run's own stream, so no chunk is longer
-// than the server's MaxEventBytes.
+// writes what its chatView makes of the run's events as
+// chat.completion.chunk events — the final step's text as delta.content,
+// and for a -thinking model every earlier step's text as
+// delta.reasoning_content — and ends with a finish chunk, the usage chunk
+// when asked for, and [DONE]. Without -thinking, earlier steps produce
+// nothing but keep-alive comments while they run. Consecutive text of one
+// field within a batch is coalesced into one chunk and a longer text is
+// split, so no chunk is longer than the server's MaxEventBytes. Between
+// batches it holds its view's state: for steps whose reasoning waits, the
+// log's own events (shared, read-only), never a copy of their text.
 type chunkWriter struct {
 	sse     *sseTransport
 	id      string
 	model   string
 	created int64
-	final   messages.Stage
 	usage   bool
-	sent    bool // content of the final stage was sent
+	view    chatView
+
+	// The batch being encoded, during writeEvents only (a transport holds
+	// no buffer between calls).
+	b       []byte
+	open    chunkField // the field of the text chunk open at the end of b
+	openLen int        // escaped text bytes in it
+	err     error      // the first write error of the batch
 }
+
+// chunkField is the delta field a text chunk carries.
+type chunkField uint8
+
+const (
+	fieldNone chunkField = iota
+	fieldContent
+	fieldReasoning
+)
 
 func (c *chunkWriter) head(b []byte) []byte {
 	b = append(b, `data: {"id":"`...)
@@ -294,74 +384,122 @@ func (c *chunkWriter) writeRole() error {
 	return c.sse.flush()
 }
 
+func (c *chunkWriter) reasoning(s string) { c.text(fieldReasoning, s) }
+func (c *chunkWriter) content(s string)   { c.text(fieldContent, s) }
+
+// text appends s to the open chunk of field f, opening chunks as needed.
+func (c *chunkWriter) text(f chunkField, s string) {
+	budget := textBudget(c.sse.max)
+	for len(s) > 0 && c.err == nil {
+		if c.open != f || c.openLen >= budget {
+			c.closeChunk()
+			c.room(c.sse.max)
+			c.b = c.head(c.b)
+			if f == fieldReasoning {
+				c.b = append(c.b, `{"index":0,"delta":{"reasoning_content":"`...)
+			} else {
+				c.b = append(c.b, `{"index":0,"delta":{"content":"`...)
+			}
+			c.open, c.openLen = f, 0
+		}
+		n := len(s)
+		if escapedLen(s) > budget-c.openLen {
+			if n = escapedPrefix(s, budget-c.openLen); n == 0 {
+				c.openLen = budget // the next unit does not fit: a new chunk
+				continue
+			}
+		}
+		l := len(c.b)
+		c.b = appendEscaped(c.b, s[:n])
+		c.openLen += len(c.b) - l
+		s = s[n:]
+	}
+}
+
+// closeChunk ends the open text chunk, if any.
+func (c *chunkWriter) closeChunk() {
+	if c.open == fieldNone {
+		return
+	}
+	c.b = append(c.b, `"},"logprobs":null,"finish_reason":null}`...)
+	c.b = c.tail(c.b)
+	c.open = fieldNone
+}
+
+// room makes room for n more bytes in the batch's buffer, writing out what
+// it holds when needed. No text chunk may be open.
+func (c *chunkWriter) room(n int) {
+	if len(c.b)+n > cap(c.b) && c.err == nil {
+		c.err = c.sse.write(c.b)
+		c.b = c.b[:0]
+	}
+}
+
 func (c *chunkWriter) writeEvents(evs []*messages.RunEvent, off int) error {
 	max := c.sse.max
 	bp := getBuf(writeBufSize(max))
-	defer putBuf(bp)
-	b := *bp
+	c.b, c.open, c.err = *bp, fieldNone, nil
+	defer func() {
+		*bp, c.b = c.b, nil
+		putBuf(bp)
+	}()
 	var end error
-	sp := spanner{evs: evs, off: off, budget: textBudget(max)}
-	for s, ok := sp.next(); ok && end == nil; s, ok = sp.next() {
-		if len(b)+max > cap(b) {
-			if err := c.sse.write(b); err != nil {
-				return err
+	for i, ev := range evs {
+		if i == 0 && off > 0 {
+			if d := ev.GetTokenDelta(); d != nil && off < len(d.Text) {
+				// A reader resumed inside a delta: the rest of it.
+				ev = &messages.RunEvent{Seq: ev.Seq, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{
+					Stage: d.Stage, Step: d.Step, Text: d.Text[off:], Tokens: d.Tokens}}}
 			}
-			b = b[:0]
 		}
-		last := evs[s.hi-1]
-		switch k := last.Kind.(type) {
-		case *messages.RunEvent_TokenDelta:
-			if k.TokenDelta.Stage != c.final {
-				continue
-			}
-			b = c.head(b)
-			b = append(b, `{"index":0,"delta":{"content":"`...)
-			if s.isPart() {
-				b = appendEscaped(b, k.TokenDelta.Text[s.from:s.to])
-			} else {
-				for _, ev := range evs[s.lo:s.hi] {
-					b = appendEscaped(b, ev.GetTokenDelta().Text)
-				}
-			}
-			b = append(b, `"},"logprobs":null,"finish_reason":null}`...)
-			b = c.tail(b)
-			c.sent = true
-		case *messages.RunEvent_StageRestarted:
-			if k.StageRestarted.Stage == c.final && c.sent {
-				b = appendChunkError(b, "server_error", "stage_restarted", "the final stage was restarted after streaming began ("+k.StageRestarted.Reason+"); retry the request", textBudget(max))
-				end = errChatEnded
-			}
+		if code, msg := c.view.add(ev, c); code != "" {
+			c.closeChunk()
+			c.room(max)
+			c.b = appendChunkError(c.b, "server_error", code, msg, textBudget(max))
+			end = errChatEnded
+		}
+		switch k := ev.Kind.(type) {
 		case *messages.RunEvent_RunCompleted:
-			b = c.head(b)
-			b = append(b, `{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}`...)
-			b = c.tail(b)
+			c.view.drain(c)
+			c.closeChunk()
+			c.room(max)
+			c.b = c.head(c.b)
+			c.b = append(c.b, `{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}`...)
+			c.b = c.tail(c.b)
 			if c.usage {
-				if err := c.sse.write(b); err != nil {
-					return err
-				}
-				b = b[:0]
-				u := k.RunCompleted.Usage
-				b = append(b, `data: {"id":"`...)
-				b = append(b, c.id...)
-				b = append(b, `","object":"chat.completion.chunk","created":`...)
-				b = strconv.AppendInt(b, c.created, 10)
-				b = append(b, `,"model":"`...)
-				b = appendEscapedMax(b, c.model, shortFieldMax)
-				b = append(b, `","system_fingerprint":null,"choices":[]`...)
-				b = appendUsage(b, u)
-				b = append(b, "}\n\n"...)
+				c.room(max)
+				c.b = append(c.b, `data: {"id":"`...)
+				c.b = append(c.b, c.id...)
+				c.b = append(c.b, `","object":"chat.completion.chunk","created":`...)
+				c.b = strconv.AppendInt(c.b, c.created, 10)
+				c.b = append(c.b, `,"model":"`...)
+				c.b = appendEscapedMax(c.b, c.model, shortFieldMax)
+				c.b = append(c.b, `","system_fingerprint":null,"choices":[]`...)
+				c.b = appendUsage(c.b, k.RunCompleted.Usage)
+				c.b = append(c.b, "}\n\n"...)
 			}
-			b = append(b, "data: [DONE]\n\n"...)
+			c.b = append(c.b, "data: [DONE]\n\n"...)
 			end = errChatEnded
 		case *messages.RunEvent_RunFailed:
-			b = appendChunkError(b, "server_error", "run_failed", "the consensus run failed: "+k.RunFailed.Reason, textBudget(max))
+			c.closeChunk()
+			c.room(max)
+			c.b = appendChunkError(c.b, "server_error", "run_failed", "the consensus run failed: "+k.RunFailed.Reason, textBudget(max))
 			end = errChatEnded
 		case *messages.RunEvent_RunCancelled:
-			b = appendChunkError(b, "server_error", "run_cancelled", "the run was cancelled: "+k.RunCancelled.Reason, textBudget(max))
+			c.closeChunk()
+			c.room(max)
+			c.b = appendChunkError(c.b, "server_error", "run_cancelled", "the run was cancelled: "+k.RunCancelled.Reason, textBudget(max))
 			end = errChatEnded
 		}
+		if end != nil || c.err != nil {
+			break
+		}
 	}
-	if err := c.sse.write(b); err != nil {
+	c.closeChunk()
+	if c.err != nil {
+		return c.err
+	}
+	if err := c.sse.write(c.b); err != nil {
 		return err
 	}
 	if err := c.sse.flush(); err != nil {
@@ -393,3 +531,382 @@ func (c *chunkWriter) writeLagged(uint64) error {
 }
 
 func (c *chunkWriter) ping() error { return c.sse.ping() }
+
+// chatSink receives what a chatView makes of a run's events, in order.
+type chatSink interface {
+	reasoning(s string) // text of delta.reasoning_content
+	content(s string)   // text of delta.content: the answer
+}
+
+// chatView turns a run's log into what an OpenAI chat client sees: the
+// final step's text as the answer (content) and, for a -thinking model,
+// every earlier step's text as reasoning. It depends only on the events,
+// in seq order, never on how they were batched: a streamed and a
+// non-streamed completion carry the same reasoning.
+//
+// Parallel steps' tokens interleave in the log; the reasoning shows one
+// step at a time, in the order the steps started, each whole after a
+// header line ("### Proposer p1.2 · sim-medium"). The first started step is
+// live: its header goes out as it starts and its tokens as they arrive.
+// The others wait: the view holds the log's own events (their deltas, or
+// the output of a step that completed), never a copy of their text. When
+// the live step ends, every waiting step that ended since goes out whole,
+// in start order, and the first one still under way becomes live (its
+// text so far, then its tokens as they arrive). Between steps come short
+// lines: a step left out, a restart (then the redo), a ranking, a note.
+//
+// The final step is the one whose StageStarted says final (the profile's
+// last step until then): a council whose chairman failed gets a synthetic
+// final step "answer". If the final step's text that already went out as
+// content becomes void (restarted, left out, replaced), add says the
+// stream cannot go on.
+type chatView struct {
+	thinking bool
+	final    string // the final step's id
+	sent     bool   // some of the final step's text went out as content
+
+	// queue holds reasoning not yet wholly out, in start order; queue[0]
+	// is live once headOut. steps indexes its items by step id.
+	queue   []*viewItem
+	steps   map[string]*viewItem
+	headOut bool // queue[0]'s header and text so far are out: its tokens go out as they arrive
+	closing bool // queue[0] ended; it leaves the queue at the next event not about it (its ranking or note follow it)
+	nl      int  // trailing newlines of the reasoning so far (at most 2); -1 before any
+	note    string
+}
+
+// viewItem is a step of the reasoning, or a line on its own (line != "").
+type viewItem struct {
+	id, title, model string
+	line             string
+	deltas           []*messages.TokenDelta // text of its current attempt while it waits
+	output           string                 // its whole text, once it completed while waiting
+	done             bool                   // output is set
+	ended            bool                   // completed or left out
+	before, after    []string               // lines after its header (restarts) and after its text
+}
+
+func newChatView(final string, thinking bool) chatView {
+	return chatView{final: final, thinking: thinking, steps: map[string]*viewItem{}, nl: -1}
+}
+
+// maxLine bounds a line of reasoning (a note, a reason) in bytes.
+const maxLine = 1024
+
+// synthProvider is the provider of a step QLC writes itself (a tally).
+const synthProvider = "qlc"
+
+// add applies one event. A non-empty code (with a message) says the
+// stream cannot go on.
+func (v *chatView) add(ev *messages.RunEvent, out chatSink) (code, msg string) {
+	if v.closing && !v.aboutHead(ev) {
+		v.advance(out)
+	}
+	switch k := ev.Kind.(type) {
+	case *messages.RunEvent_TokenDelta:
+		d := k.TokenDelta
+		id := chatStepID(d.Step, d.Stage)
+		if id == v.final {
+			if d.Text != "" {
+				out.content(d.Text)
+				v.sent = true
+			}
+			return "", ""
+		}
+		if it := v.steps[id]; it != nil {
+			if v.live(it) {
+				v.write(out, d.Text)
+			} else {
+				it.deltas = append(it.deltas, d)
+			}
+		}
+	case *messages.RunEvent_StageStarted:
+		m := k.StageStarted
+		id := chatStepID(m.Step, m.Stage)
+		if m.Final {
+			if id != v.final {
+				if v.sent {
+					return "final_step_replaced", fmt.Sprintf("the answer's step %s was replaced by %s after streaming began; retry the request", v.final, id)
+				}
+				v.final = id
+			}
+			if v.thinking && m.Provider == synthProvider && m.Note != "" && m.Note != v.note {
+				v.addLine(out, "", "— "+m.Note)
+			}
+			return "", ""
+		}
+		if !v.thinking {
+			return "", ""
+		}
+		if it := v.steps[id]; it != nil {
+			it.model = m.Model // a new attempt
+			return "", ""
+		}
+		it := &viewItem{id: id, title: chatStepTitle(m.Stage, id), model: m.Model}
+		v.steps[id] = it
+		v.queue = append(v.queue, it)
+		if len(v.queue) == 1 {
+			v.promote(out)
+		}
+	case *messages.RunEvent_StageCompleted:
+		c := k.StageCompleted
+		id := chatStepID(c.Step, c.Stage)
+		if it := v.steps[id]; it != nil && id != v.final {
+			it.ended = true
+			if v.live(it) {
+				v.closing = true
+			} else {
+				it.output, it.done, it.deltas = c.Output, true, nil
+			}
+		}
+	case *messages.RunEvent_StageRestarted:
+		r := k.StageRestarted
+		id := chatStepID(r.Step, r.Stage)
+		if id == v.final {
+			if v.sent {
+				return "stage_restarted", "the final stage was restarted after streaming began (" + r.Reason + "); retry the request"
+			}
+			return "", ""
+		}
+		if it := v.steps[id]; it != nil {
+			line := "— " + id + " restarted (" + r.Reason + "); redone below"
+			if v.live(it) {
+				v.line(out, line)
+			} else {
+				it.deltas = nil
+				it.before = append(it.before, line)
+			}
+		}
+	case *messages.RunEvent_StepSkipped:
+		s := k.StepSkipped
+		id := chatStepID(s.Step, s.Stage)
+		line := "— " + id + " left out: " + s.Reason
+		if id == v.final {
+			if v.sent {
+				return "final_step_failed", "the answer's step " + id + " failed after streaming began (" + s.Reason + "); retry the request"
+			}
+			if v.thinking {
+				v.addLine(out, "", line)
+			}
+			return "", ""
+		}
+		it := v.steps[id]
+		switch {
+		case !v.thinking:
+		case it == nil: // it never started
+			v.addLine(out, "", line)
+		case v.live(it):
+			it.ended = true
+			v.line(out, line)
+			v.closing = true
+		default:
+			it.ended = true
+			it.after = append(it.after, line)
+		}
+	case *messages.RunEvent_Ranking:
+		if v.thinking {
+			v.addLine(out, k.Ranking.Step, rankingLine(k.Ranking))
+		}
+	case *messages.RunEvent_StepNote:
+		if v.thinking {
+			v.addLine(out, k.StepNote.Step, "— "+k.StepNote.Message)
+			v.note = k.StepNote.Message
+		}
+	}
+	return "", ""
+}
+
+// aboutHead reports whether ev is a ranking or a note of queue[0].
+func (v *chatView) aboutHead(ev *messages.RunEvent) bool {
+	step := ""
+	switch k := ev.Kind.(type) {
+	case *messages.RunEvent_Ranking:
+		step = k.Ranking.Step
+	case *messages.RunEvent_StepNote:
+		step = k.StepNote.Step
+	default:
+		return false
+	}
+	return step != "" && len(v.queue) > 0 && v.queue[0].id == step
+}
+
+// live reports whether it is queue[0] and out so far.
+func (v *chatView) live(it *viewItem) bool {
+	return v.headOut && len(v.queue) > 0 && v.queue[0] == it
+}
+
+// addLine adds a line about step (none: about the run): after the step's
+// text if it has not all gone out yet, else at the end of the queue.
+func (v *chatView) addLine(out chatSink, step, line string) {
+	if it := v.steps[step]; step != "" && it != nil {
+		if v.live(it) {
+			v.line(out, line)
+		} else {
+			it.after = append(it.after, line)
+		}
+		return
+	}
+	if len(v.queue) == 0 {
+		v.line(out, line)
+		return
+	}
+	v.queue = append(v.queue, &viewItem{line: line, ended: true})
+}
+
+// advance takes the ended live step out of the queue and puts out what
+// follows it.
+func (v *chatView) advance(out chatSink) {
+	v.closing = false
+	v.pop()
+	v.promote(out)
+}
+
+// promote puts out queue[0] and, while it has ended, the items after it,
+// until one is under way: that one is live.
+func (v *chatView) promote(out chatSink) {
+	v.headOut = false
+	for len(v.queue) > 0 {
+		it := v.queue[0]
+		v.flush(out, it)
+		if !it.ended {
+			v.headOut = true
+			return
+		}
+		v.pop()
+	}
+}
+
+// drain puts out everything left, whole (at the end of the run).
+func (v *chatView) drain(out chatSink) {
+	v.closing = false
+	if v.headOut {
+		v.pop()
+	}
+	v.headOut = false
+	for len(v.queue) > 0 {
+		v.flush(out, v.queue[0])
+		v.pop()
+	}
+}
+
+func (v *chatView) pop() {
+	if len(v.queue) == 0 {
+		return
+	}
+	it := v.queue[0]
+	v.queue[0] = nil
+	v.queue = v.queue[1:]
+	if it.id != "" && v.steps[it.id] == it {
+		delete(v.steps, it.id)
+	}
+}
+
+// flush puts out what of it waited: its header, lines and text so far.
+func (v *chatView) flush(out chatSink, it *viewItem) {
+	if it.line != "" {
+		v.line(out, it.line)
+		return
+	}
+	h := "### " + it.title
+	if it.model != "" {
+		h += " · " + cutLine(it.model, shortFieldMax)
+	}
+	v.write(out, v.brk()+h+"\n\n")
+	for _, l := range it.before {
+		v.line(out, l)
+	}
+	if it.done {
+		v.write(out, it.output)
+	}
+	for _, d := range it.deltas {
+		v.write(out, d.Text)
+	}
+	for _, l := range it.after {
+		v.line(out, l)
+	}
+	it.before, it.after, it.deltas, it.output = nil, nil, nil, ""
+}
+
+// line puts out a line on its own.
+func (v *chatView) line(out chatSink, s string) {
+	v.write(out, v.brk()+cutLine(s, maxLine)+"\n\n")
+}
+
+// brk is what starts a new paragraph after the reasoning so far.
+func (v *chatView) brk() string {
+	if v.nl < 0 {
+		return ""
+	}
+	return "\n\n"[v.nl:]
+}
+
+func (v *chatView) write(out chatSink, s string) {
+	if s == "" {
+		return
+	}
+	out.reasoning(s)
+	n := 0
+	for n < 2 && n < len(s) && s[len(s)-1-n] == '\n' {
+		n++
+	}
+	if n == len(s) && v.nl > 0 {
+		n = min(2, v.nl+n)
+	}
+	v.nl = n
+}
+
+// rankingLine is a ranking on one line: "Ranking by r1: B (m2), A (m1)",
+// or the council's "Council ranking: B (m2, 1.33), A (m1, 2.00)".
+func rankingLine(r *messages.Ranking) string {
+	var b strings.Builder
+	if r.Aggregate {
+		b.WriteString("Council ranking: ")
+	} else {
+		b.WriteString("Ranking by " + r.Step + ": ")
+	}
+	for i, e := range r.Ranked {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(e.Label + " (" + e.Step)
+		if r.Aggregate {
+			b.WriteString(", " + strconv.FormatFloat(e.AverageRank, 'f', 2, 64))
+		}
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// chatStepID is the step id an event names: its step, else (a chain's
+// stage) its stage's name.
+func chatStepID(step string, stage messages.Stage) string {
+	if step != "" {
+		return step
+	}
+	return stageString(stage)
+}
+
+// chatStepTitle names a step for people: a chain stage's title
+// ("Refiner"), else its role's and its id ("Proposer p1.2").
+func chatStepTitle(stage messages.Stage, id string) string {
+	st := stagework.Stage(stage)
+	if !st.Valid() {
+		return id
+	}
+	if st.Chain() {
+		return st.Title()
+	}
+	return st.Title() + " " + id
+}
+
+// cutLine cuts s to at most n bytes at a character boundary, marking the cut.
+func cutLine(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n -= len(ellipsis)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + ellipsis
+}

@@ -97,7 +97,7 @@ func TestOpenAISDKErrors(t *testing.T) {
 		t.Fatalf("unknown model: %v", err)
 	}
 	models, err := client.Models.List(context.Background())
-	if err != nil || len(models.Data) != 2 || models.Data[0].ID != "qlc-instant" {
+	if err != nil || len(models.Data) != 4 || models.Data[0].ID != "qlc-instant" {
 		t.Fatalf("models: %v %+v", err, models)
 	}
 }

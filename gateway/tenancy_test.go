@@ -227,7 +227,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	var models struct{ Data []struct{ ID string } }
 	call(t, "GET", g.URL+"/v1/models", key, "", &models)
-	if len(models.Data) != 1 || models.Data[0].ID != "qlc-instant" {
+	if len(models.Data) != 2 || models.Data[0].ID != "qlc-instant" || models.Data[1].ID != "qlc-instant-thinking" {
 		t.Fatalf("models for a tenant limited to instant: %+v", models)
 	}
 	// Same name twice: conflict. Bad limits: 400.
