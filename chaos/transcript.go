@@ -411,25 +411,26 @@ type runView struct {
 	Status  string     `json:"status"`
 	LastSeq uint64     `json:"last_seq"`
 	Answer  string     `json:"answer"`
-	Stages  []stepView `json:"stages"`
-	Steps   []stepView `json:"steps"` // where a gateway lists steps apart
+	Stages  []stepView `json:"stages"` // a chain's stages (all a gateway without steps lists)
+	Steps   []stepView `json:"steps"`  // every step (a chain's stages too)
 	Error   *struct {
 		Message string `json:"message"`
 		Code    string `json:"code"`
 	} `json:"error"`
 }
 
-// stepView is one step (or a chain's stage) of the run resource.
+// stepView is one entry of the run resource's steps (id) or, on a gateway
+// without steps, of its stages (stage).
 type stepView struct {
-	Step   string `json:"step"` // absent on older gateways: the stage names it
+	ID     string `json:"id"`
 	Stage  string `json:"stage"`
 	Status string `json:"status"`
 	Output string `json:"output"`
 }
 
 func (s stepView) id() string {
-	if s.Step != "" {
-		return s.Step
+	if s.ID != "" {
+		return s.ID
 	}
 	return s.Stage
 }

@@ -242,17 +242,17 @@ func TestAnalyzeParallelSteps(t *testing.T) {
 
 	v := &runView{Status: "completed", LastSeq: 22, Answer: "final"}
 	for _, s := range []string{"p1.1", "p1.2", "p1.3"} {
-		v.Stages = append(v.Stages, stepView{Step: s, Stage: "proposer", Status: "completed", Output: want[s]})
+		v.Steps = append(v.Steps, stepView{ID: s, Stage: "proposer", Status: "completed", Output: want[s]})
 	}
-	v.Stages = append(v.Stages, stepView{Step: "aggregator", Stage: "aggregator", Status: "completed", Output: "final"})
+	v.Steps = append(v.Steps, stepView{ID: "aggregator", Stage: "aggregator", Status: "completed", Output: "final"})
 	if d := compareResource(tr, v); len(d) != 0 {
 		t.Fatalf("agreeing resource: %v", d)
 	}
-	v.Stages[0].Output = "acACD" // the voided attempt's text kept
+	v.Steps[0].Output = "acACD" // the voided attempt's text kept
 	if d := compareResource(tr, v); len(d) != 1 || !strings.HasPrefix(d[0], "resource-output: step p1.1") {
 		t.Fatalf("want p1.1's output defect, got %v", d)
 	}
-	v.Stages[0].Output, v.Answer = "ACD", "ACD"
+	v.Steps[0].Output, v.Answer = "ACD", "ACD"
 	if d := compareResource(tr, v); len(d) != 1 || !strings.HasPrefix(d[0], "resource-answer") {
 		t.Fatalf("want the answer defect, got %v", d)
 	}
@@ -375,15 +375,15 @@ func TestCompareResourceUnfinishedSteps(t *testing.T) {
 	if len(tr.defects) != 0 {
 		t.Fatal(tr.defects)
 	}
-	v := &runView{Status: "cancelled", LastSeq: 10, Stages: []stepView{
-		{Step: "p1.1", Stage: "proposer", Status: "cancelled", Output: "abc"},
-		{Step: "p1.2", Stage: "proposer", Status: "cancelled", Output: "y"},
-		{Step: "aggregator", Stage: "aggregator", Status: "pending"},
+	v := &runView{Status: "cancelled", LastSeq: 10, Steps: []stepView{
+		{ID: "p1.1", Stage: "proposer", Status: "cancelled", Output: "abc"},
+		{ID: "p1.2", Stage: "proposer", Status: "cancelled", Output: "y"},
+		{ID: "aggregator", Stage: "aggregator", Status: "pending"},
 	}}
 	if d := compareResource(tr, v); len(d) != 0 {
 		t.Fatalf("agreeing resource: %v", d)
 	}
-	v.Stages[1].Output = "xy"
+	v.Steps[1].Output = "xy"
 	if d := compareResource(tr, v); len(d) != 1 || !strings.HasPrefix(d[0], "resource-output: step p1.2") {
 		t.Fatalf("want p1.2's text defect, got %v", d)
 	}
