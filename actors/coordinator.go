@@ -26,6 +26,11 @@ type coordinatorDeps struct {
 	draining atomic.Bool  // refuse new runs (the node is leaving)
 	hosted   atomic.Int64 // coordinators running on this process
 	slots    *runSlots    // the process's run slots: runs start in weighted-fair order per tenant
+	// stageSlots bound the parallel steps' attempts this process runs
+	// (its stage host's workers), fair among tenants.
+	stageSlots *runSlots
+	// stepHosts lists the processes to offer a parallel step to, best first.
+	stepHosts func(key string) []string
 
 	stages    *stagework.Config
 	providers map[string]stagework.Provider
@@ -134,7 +139,39 @@ type stageAttempt struct {
 	tokens     int32
 	bill       attemptPrompt // the current worker's prompt, to bill a void attempt
 	hedgeBill  attemptPrompt // the hedge's, until it wins
+	// A parallel step's attempt runs on a stage host of some node: until
+	// its worker announces itself (StepAccepted), placing (or
+	// hedgePlacing, for a hedge) tracks the offer.
+	placing, hedgePlacing *placement
+	avoid                 map[string]bool // hosts where an attempt of this step was lost
 }
+
+// placement is an offer of one attempt of a parallel step to stage hosts,
+// best first, until one runs it.
+type placement struct {
+	req     *messages.StartStep
+	hosts   []string // left to offer it to
+	first   string   // the best host, where it queues if every host is busy
+	host    string   // offered to now
+	queued  bool     // host queued it for a free slot
+	tried   []string // why earlier hosts did not run it
+	timer   *time.Timer
+	gen     int
+	didWait bool // already asked a host to queue it
+}
+
+// acceptTick is a coordinator's timer to itself: the stage host offered a
+// step has not answered (never leaves its mailbox).
+type acceptTick struct {
+	step, role string
+	attempt    int32
+	gen        int
+}
+
+// stepAcceptTimeout is how long a stage host has to answer a StartStep
+// (a refusal, a queue, or the worker's StepAccepted) before the step is
+// offered to the next host.
+const stepAcceptTimeout = 5 * time.Second
 
 // attemptPrompt is what an attempt sent its model, kept to bill the attempt
 // if it is cut off (its usage then never comes from the provider).
@@ -193,8 +230,24 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *hedgeTick:
 		c.startHedge(ctx, m.step, m.attempt)
+	case *messages.StepAccepted:
+		c.stepAccepted(ctx, m)
+	case *messages.StepRefused:
+		if a, pl := c.placementOf(m.Step, m.Role, m.Attempt); pl != nil {
+			pl.tried = append(pl.tried, fmt.Sprintf("%s: %s", pl.host, m.Reason))
+			c.offer(ctx, a, pl)
+		}
+	case *acceptTick:
+		if a, pl := c.placementOf(m.step, m.role, m.attempt); pl != nil && pl.gen == m.gen && !pl.queued {
+			pl.tried = append(pl.tried, fmt.Sprintf("%s: no answer within %v", pl.host, stepAcceptTimeout))
+			c.avoidHost(a, pl.host)
+			c.offer(ctx, a, pl)
+		}
 	case *actor.Terminated:
 		if c.unsubscribe(m.Who) {
+			return
+		}
+		if c.hostLost(ctx, m.Who) {
 			return
 		}
 		if a := c.attemptOf(m.Who); a != nil && !c.hedgeLoses(ctx, a, m.Who) {
@@ -558,7 +611,7 @@ func (c *coordinator) spawnWorker(ctx actor.Context, a *stageAttempt) {
 	if !ok {
 		return
 	}
-	a.worker = pid
+	a.worker = pid // nil while a stage host is being offered the attempt
 	if a.spec.Hedge && a.spec.Fallback != nil && !a.onFallback {
 		wait := c.deps.ttft.p95(a.model.Provider+"/"+a.model.Model, c.deps.hedgeWait)
 		step, gen, self, root := a.step, a.number, ctx.Self(), ctx.ActorSystem().Root
@@ -630,6 +683,30 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		Seed:  seed,
 		Stage: a.spec.Stage, Query: c.run.Query,
 	}
+	if !a.spec.Stage.Chain() && c.deps.stepHosts != nil {
+		// A parallel step runs on a stage host, here or on another node.
+		if countLater {
+			promptTokens = stagework.PromptTokens(prompt, counter)
+		}
+		bill := attemptPrompt{prompt: prompt, tokens: int64(promptTokens), counter: counter}
+		if role == "" {
+			a.bill = bill
+			c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
+				Stage: stage, Step: a.wireStep, Final: a.spec.Final, Model: model.Model, Provider: model.Provider, Attempt: number, Fallback: a.onFallback,
+				Note: strings.Join(notes, "; "), PromptTokens: int64(promptTokens)}}})
+		} else {
+			a.hedgeBill = bill
+		}
+		st := &messages.StartStep{RunId: c.run.RunId, Tenant: c.run.Tenant, Weight: max(c.run.Weight, 1), Step: a.step, Stage: stage,
+			Attempt: number, Role: role, Coordinator: refOf(ctx.Self()), Provider: model.Provider, Model: model.Model,
+			Temperature: req.Temperature, MaxTokens: int32(req.MaxTokens), Seed: req.Seed, Query: req.Query, PromptTokens: int64(promptTokens)}
+		st.Messages = make([]*messages.ChatMessage, len(prompt))
+		for i, m := range prompt {
+			st.Messages[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
+		}
+		c.place(ctx, a, st)
+		return nil, true
+	}
 	w := &stageWorker{provider: prov, req: req, stage: stage, step: a.wireStep, attempt: number, coordinator: ctx.Self(),
 		timeouts: c.deps.timeouts, counter: counter}
 	w.promptTokens.Store(int64(promptTokens))
@@ -660,6 +737,153 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		return nil, false
 	}
 	return pid, true
+}
+
+// place offers a parallel step's attempt to the stage hosts, best first.
+func (c *coordinator) place(ctx actor.Context, a *stageAttempt, st *messages.StartStep) {
+	hosts := c.deps.stepHosts(c.run.RunId + "/" + a.step)
+	// Hosts where this step was lost go last: their node is likely gone
+	// and membership may not know it yet.
+	slices.SortStableFunc(hosts, func(x, y string) int {
+		ax, ay := a.avoid[x], a.avoid[y]
+		switch {
+		case ax == ay:
+			return 0
+		case ax:
+			return 1
+		}
+		return -1
+	})
+	pl := &placement{req: st, hosts: hosts}
+	if len(hosts) > 0 {
+		pl.first = hosts[0]
+	}
+	if st.Role == "" {
+		a.placing = pl
+	} else {
+		a.hedgePlacing = pl
+	}
+	c.offer(ctx, a, pl)
+}
+
+// offer sends the attempt to the next host; when every host refused
+// because it was busy, the best one is asked to queue it; when none can
+// run it, the attempt fails (the retry policy decides what next).
+func (c *coordinator) offer(ctx actor.Context, a *stageAttempt, pl *placement) {
+	if pl.timer != nil {
+		pl.timer.Stop()
+		pl.timer = nil
+	}
+	pl.gen++
+	pl.queued = false
+	var host string
+	switch {
+	case len(pl.hosts) > 0:
+		host, pl.hosts = pl.hosts[0], pl.hosts[1:]
+	case !pl.didWait && pl.first != "":
+		host, pl.didWait = pl.first, true
+		pl.req.Queue = true
+	default:
+		why := "no node could run it: " + strings.Join(pl.tried, "; ")
+		if pl.req.Role != "" {
+			a.hedgePlacing = nil // the primary goes on alone
+			return
+		}
+		a.placing = nil
+		c.attemptFailed(ctx, a, &messages.StageAttemptFailed{Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Attempt: a.number,
+			Kind: "internal", Message: why, Retryable: true, Provider: a.model.Provider})
+		return
+	}
+	pl.host = host
+	ctx.Send(actor.NewPID(host, stageHostName), pl.req)
+	step, role, attempt, gen, self, root := a.step, pl.req.Role, pl.req.Attempt, pl.gen, ctx.Self(), ctx.ActorSystem().Root
+	pl.timer = time.AfterFunc(stepAcceptTimeout, func() { root.Send(self, &acceptTick{step: step, role: role, attempt: attempt, gen: gen}) })
+}
+
+// placementOf finds the open placement a stage host's answer is about.
+func (c *coordinator) placementOf(step, role string, attempt int32) (*stageAttempt, *placement) {
+	a := c.attemptByStep(step)
+	if a == nil || c.ended {
+		return nil, nil
+	}
+	pl := a.placing
+	if role != "" {
+		pl = a.hedgePlacing
+	}
+	if pl == nil || pl.req.Attempt != attempt {
+		return nil, nil
+	}
+	return a, pl
+}
+
+// stepAccepted takes a stage host's or worker's StepAccepted: the attempt
+// is queued there, or its worker runs (it is watched from now on). A
+// worker of an attempt no longer wanted is stopped.
+func (c *coordinator) stepAccepted(ctx actor.Context, m *messages.StepAccepted) {
+	a, pl := c.placementOf(m.Step, m.Role, m.Attempt)
+	worker := pidOf(m.Worker)
+	if pl == nil {
+		if worker != nil {
+			ctx.Stop(worker)
+		}
+		return
+	}
+	if pl.timer != nil {
+		pl.timer.Stop()
+		pl.timer = nil
+	}
+	if m.Queued {
+		pl.queued = true
+		ctx.Watch(actor.NewPID(pl.host, stageHostName)) // its node's loss ends the wait
+		return
+	}
+	if worker == nil {
+		return
+	}
+	ctx.Watch(worker)
+	if m.Role == "" {
+		a.worker, a.placing = worker, nil
+	} else {
+		a.hedge, a.hedgePlacing = worker, nil
+	}
+}
+
+// hostLost handles the loss of a stage host where a step was queued: the
+// step is offered to the next host. It reports whether who was one.
+func (c *coordinator) hostLost(ctx actor.Context, who *actor.PID) bool {
+	if who.Id != stageHostName {
+		return false
+	}
+	for _, a := range c.running {
+		for _, pl := range []*placement{a.placing, a.hedgePlacing} {
+			if pl != nil && pl.queued && pl.host == who.Address {
+				pl.tried = append(pl.tried, pl.host+": its node was lost")
+				c.avoidHost(a, pl.host)
+				c.offer(ctx, a, pl)
+			}
+		}
+	}
+	return true
+}
+
+// cancelPlacement withdraws an offer: a queued attempt leaves its host's
+// queue; a worker that starts anyway is stopped when it announces itself.
+func (c *coordinator) cancelPlacement(ctx actor.Context, a *stageAttempt, pl *placement) {
+	if pl.timer != nil {
+		pl.timer.Stop()
+		pl.timer = nil
+	}
+	if pl.host != "" {
+		ctx.Send(actor.NewPID(pl.host, stageHostName), &messages.CancelStep{RunId: c.run.RunId, Step: a.step,
+			Attempt: pl.req.Attempt, Role: pl.req.Role, Tenant: c.run.Tenant})
+	}
+}
+
+func (c *coordinator) avoidHost(a *stageAttempt, host string) {
+	if a.avoid == nil {
+		a.avoid = map[string]bool{}
+	}
+	a.avoid[host] = true
 }
 
 // stepTitle names a step for people: a chain stage's title ("Refiner"),
@@ -714,13 +938,13 @@ func (c *coordinator) hedgeLoses(ctx actor.Context, a *stageAttempt, failed *act
 // startHedge starts the fallback beside a primary that has not streamed.
 func (c *coordinator) startHedge(ctx actor.Context, step string, attempt int32) {
 	a := c.attemptByStep(step)
-	if c.ended || a == nil || a.number != attempt || a.worker == nil || a.hedge != nil || a.tokens > 0 || a.onFallback {
+	if c.ended || a == nil || a.number != attempt || a.worker == nil || a.hedge != nil || a.hedgePlacing != nil || a.tokens > 0 || a.onFallback {
 		return
 	}
 	a.hedgeTimer = nil
 	pid, ok := c.startWorker(ctx, a, *a.spec.Fallback, a.number+1, "hedge")
 	if ok {
-		a.hedge = pid
+		a.hedge = pid // nil while placed: set on its StepAccepted
 		c.deps.metrics.hedges.WithLabelValues("started").Inc()
 	}
 }
@@ -754,6 +978,10 @@ func (c *coordinator) deltas(ctx actor.Context, a *stageAttempt, ds []*messages.
 func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.StageAttemptDone) {
 	ctx.Stop(a.worker)
 	a.worker = nil
+	if a.hedgePlacing != nil {
+		c.cancelPlacement(ctx, a, a.hedgePlacing)
+		a.hedgePlacing = nil
+	}
 	c.stopAttemptTimers(a)
 	if ttft := m.GetTtft().AsDuration(); ttft > 0 {
 		c.deps.ttft.observe(a.model.Provider+"/"+a.model.Model, ttft)
@@ -772,7 +1000,12 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 
 // attemptFailed applies the retry policy to a failed attempt.
 func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messages.StageAttemptFailed) {
-	ctx.Stop(a.worker)
+	if a.worker != nil {
+		if a.worker.Address != ctx.Self().Address && m.Kind == "internal" {
+			c.avoidHost(a, a.worker.Address) // its node is likely gone
+		}
+		ctx.Stop(a.worker)
+	}
 	a.worker = nil
 	c.deps.metrics.providerErrors.WithLabelValues(a.model.Provider, m.Kind).Inc()
 	c.logger.Warn("stage attempt failed", "step", a.step, "stage", a.spec.Stage.String(), "attempt", a.number,
@@ -1150,6 +1383,14 @@ func (c *coordinator) stopAttempt(ctx actor.Context, a *stageAttempt) {
 	if a.hedge != nil {
 		ctx.Stop(a.hedge)
 		a.hedge = nil
+	}
+	if a.placing != nil {
+		c.cancelPlacement(ctx, a, a.placing)
+		a.placing = nil
+	}
+	if a.hedgePlacing != nil {
+		c.cancelPlacement(ctx, a, a.hedgePlacing)
+		a.hedgePlacing = nil
 	}
 	c.stopAttemptTimers(a)
 }

@@ -88,6 +88,12 @@ type Config struct {
 	// tenant's runs. 0: RunSlots/8, at least 1 (none if RunSlots is 1);
 	// negative: none. Must be below RunSlots.
 	RunSlotHeadroom int
+	// StageSlots is how many stage attempts of parallel strategies' steps
+	// (moa, council, vote) this process runs at once, for runs
+	// coordinated here or on other nodes; beyond it a step is offered to
+	// another node, or waits in a weighted-fair queue per tenant. A
+	// chain's stages run under their run's slot. 0: no limit.
+	StageSlots int
 	// RetainFinished is how long a finished run's log stays in memory for
 	// status queries and replay. Default 15 minutes.
 	RetainFinished time.Duration
@@ -235,6 +241,9 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(c.Remote.Bind); err != nil {
 			return fmt.Errorf("actors: Remote.Bind %q: %w", c.Remote.Bind, err)
 		}
+	}
+	if c.StageSlots < 0 {
+		return fmt.Errorf("actors: StageSlots must be >= 0 (got %d)", c.StageSlots)
 	}
 	if c.RunSlots < 0 || (c.RunSlots > 0 && c.RunSlotHeadroom >= c.RunSlots) {
 		return fmt.Errorf("actors: RunSlots must be >= 0 and RunSlotHeadroom below it (got %d, %d)", c.RunSlots, c.RunSlotHeadroom)
@@ -557,6 +566,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 func (e *Engine) stopHostedActors() {
 	if e.remote != nil {
 		e.system.Root.Send(actor.NewPID(e.system.Address(), starterName), stopHosted{})
+		e.system.Root.Send(actor.NewPID(e.system.Address(), stageHostName), stopHosted{})
 	}
 	// Tenant limiters here may be stale once the cluster moved on: the next
 	// Admit rebuilds them from the ledgers.
@@ -644,6 +654,23 @@ func (e *Engine) findRun(runID string) *messages.RunFound {
 // Hosted is how many run coordinators run on this process now.
 func (e *Engine) Hosted() int { return int(e.deps.hosted.Load()) }
 
+// load is what this process announces as its load: the runs it hosts and
+// the stage attempts it runs for parallel steps.
+func (e *Engine) load() int { return e.Hosted() + e.deps.stageSlots.stats().Running }
+
+// stepHosts lists the processes to offer a parallel step to, best first:
+// on a cluster, the coordinator hosts by the placer's order for key (the
+// less loaded of two rendezvous choices first: steps spread); else this
+// process.
+func (e *Engine) stepHosts(key string) []string {
+	if e.placer != nil {
+		if hosts := e.placer.Candidates(key); len(hosts) > 0 {
+			return hosts
+		}
+	}
+	return []string{e.system.Address()}
+}
+
 // NewEngine starts an actor system and the run machinery on it.
 func NewEngine(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
@@ -668,7 +695,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
-			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom))},
+			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, 0)},
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
@@ -680,6 +707,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	case len(cfg.Nodes) > 0:
 		e.placer = &roundRobin{nodes: cfg.Nodes}
 	}
+	e.deps.stepHosts = e.stepHosts
 	tcfg := TokenizerClientConfig{Local: cfg.Tokenizer, Timeout: cfg.TokenizerTimeout, Metrics: m, Logger: cfg.Logger}
 	var limiters LimiterPlacer
 	if cfg.Topology != nil {
@@ -727,6 +755,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
 	}
+	hostProps := actor.PropsFromProducer(func() actor.Actor { return newStageHost(e.deps) },
+		actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("stage-host")))
+	if _, err := system.Root.SpawnNamed(hostProps, stageHostName); err != nil {
+		return nil, fmt.Errorf("actors: stage host: %w", err)
+	}
 	self := system.Address()
 	ledgers, view := func() []string { return []string{self} }, (func(string) string)(nil)
 	if cfg.Topology != nil {
@@ -759,7 +792,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	go e.evictLoop()
 	if e.topo != nil {
 		// Last: the cluster learns our address only once we can serve it.
-		events, err := e.topo.Join(system.Address(), e.Hosted)
+		events, err := e.topo.Join(system.Address(), e.load)
 		if err != nil {
 			e.Shutdown(context.Background())
 			return nil, fmt.Errorf("actors: join the cluster: %w", err)

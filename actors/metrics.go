@@ -35,6 +35,7 @@ type Metrics struct {
 	failovers          prometheus.Counter
 	tokenizerBatches   prometheus.Histogram
 	hedges             *prometheus.CounterVec // outcome
+	stepOffers         *prometheus.CounterVec // outcome
 
 	tokensByStage [stagework.NumStages + 1]prometheus.Counter // resolved once: the per-token path does no label lookup
 
@@ -97,6 +98,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tokenizerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_tokenizer_requests_total", Help: "CountTokens requests, by path: served (by this process's tokenizer actors), remote (sent to a capable host), local-fallback (no capable host answered: counted here, scalar path).",
 		}, []string{"path"}),
+		stepOffers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_stage_host_steps_total", Help: "Parallel steps offered to this process's stage host, by outcome: started (a worker runs it), busy (refused at capacity), queued (waits for a stage slot), refused (draining, no such provider).",
+		}, []string{"outcome"}),
 		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_hedges_total", Help: "Hedged stage attempts, by outcome: started, won (the fallback streamed first), lost, failed.",
 		}, []string{"outcome"}),
@@ -123,7 +127,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.mailboxDropped, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges,
+			m.mailboxDepth, m.mailboxDropped, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges, m.stepOffers,
 			m.slotsInUse, m.slotsWaiting)
 	}
 	return m

@@ -36,6 +36,11 @@ type stageWorker struct {
 	// (it may count after the spawn); the worker counts itself if need be.
 	counter      stagework.TokenCounter
 	promptTokens atomic.Int64
+	// accept, for a worker a stage host started for a coordinator on any
+	// node, is sent to the coordinator first (with this worker's PID), and
+	// the worker watches the coordinator: it stops when the coordinator
+	// is gone. Nil for a worker the coordinator spawned itself.
+	accept *messages.StepAccepted
 }
 
 // Timeouts bound how long a stage worker waits on its provider. A hung or
@@ -63,11 +68,22 @@ type errWatchdog struct{ what string }
 func (e errWatchdog) Error() string { return e.what }
 
 func (w *stageWorker) Receive(ctx actor.Context) {
-	switch ctx.Message().(type) {
+	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		if w.accept != nil {
+			// Before any delta: the coordinator learns this PID first
+			// (one sender, one order).
+			w.accept.Worker = refOf(ctx.Self())
+			ctx.Request(w.coordinator, w.accept)
+			ctx.Watch(w.coordinator)
+		}
 		c, cancel := context.WithCancelCause(context.Background())
 		w.cancel = func() { cancel(context.Canceled) }
 		go w.stream(c, cancel, ctx.ActorSystem().Root, ctx.Self())
+	case *actor.Terminated:
+		if w.accept != nil && m.Who.Equal(w.coordinator) {
+			ctx.Stop(ctx.Self()) // its run is gone (ended, or its node lost)
+		}
 	case *actor.Stopping:
 		if w.cancel != nil {
 			w.cancel()

@@ -3579,6 +3579,419 @@ func (x *FittedText) GetError() string {
 	return ""
 }
 
+// StartStep asks a node's stage host to run one attempt of a run's step
+// in a stage worker there, reporting to coordinator (steps of a parallel
+// strategy spread over the cluster's nodes). The host answers
+// StepRefused, or its worker announces itself with StepAccepted before it
+// streams anything.
+type StartStep struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	RunId        string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Tenant       string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Weight       uint32                 `protobuf:"varint,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	Step         string                 `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	Stage        Stage                  `protobuf:"varint,5,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Attempt      int32                  `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Role         string                 `protobuf:"bytes,7,opt,name=role,proto3" json:"role,omitempty"` // "" for the attempt, "hedge" for a hedge racing it
+	Coordinator  *ActorRef              `protobuf:"bytes,8,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	Provider     string                 `protobuf:"bytes,9,opt,name=provider,proto3" json:"provider,omitempty"`
+	Model        string                 `protobuf:"bytes,10,opt,name=model,proto3" json:"model,omitempty"`
+	Messages     []*ChatMessage         `protobuf:"bytes,11,rep,name=messages,proto3" json:"messages,omitempty"`
+	Temperature  float64                `protobuf:"fixed64,12,opt,name=temperature,proto3" json:"temperature,omitempty"`
+	MaxTokens    int32                  `protobuf:"varint,13,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	Seed         int64                  `protobuf:"varint,14,opt,name=seed,proto3" json:"seed,omitempty"`
+	Query        string                 `protobuf:"bytes,15,opt,name=query,proto3" json:"query,omitempty"`
+	PromptTokens int64                  `protobuf:"varint,16,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"` // 0: not counted yet (the worker counts if it must)
+	// queue: wait for a free stage slot (fair among tenants) instead of
+	// refusing at once when the node is at capacity.
+	Queue         bool `protobuf:"varint,17,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartStep) Reset() {
+	*x = StartStep{}
+	mi := &file_qlc_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartStep) ProtoMessage() {}
+
+func (x *StartStep) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
+func (*StartStep) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *StartStep) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *StartStep) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *StartStep) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *StartStep) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StartStep) GetStage() Stage {
+	if x != nil {
+		return x.Stage
+	}
+	return Stage_STAGE_UNSPECIFIED
+}
+
+func (x *StartStep) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StartStep) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *StartStep) GetCoordinator() *ActorRef {
+	if x != nil {
+		return x.Coordinator
+	}
+	return nil
+}
+
+func (x *StartStep) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *StartStep) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *StartStep) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *StartStep) GetTemperature() float64 {
+	if x != nil {
+		return x.Temperature
+	}
+	return 0
+}
+
+func (x *StartStep) GetMaxTokens() int32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *StartStep) GetSeed() int64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *StartStep) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *StartStep) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *StartStep) GetQueue() bool {
+	if x != nil {
+		return x.Queue
+	}
+	return false
+}
+
+// StepAccepted is a stage worker's first message to its coordinator (or,
+// with queued, the host's word that the attempt waits for a slot there).
+type StepAccepted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Worker        *ActorRef              `protobuf:"bytes,4,opt,name=worker,proto3" json:"worker,omitempty"`
+	Queued        bool                   `protobuf:"varint,5,opt,name=queued,proto3" json:"queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepAccepted) Reset() {
+	*x = StepAccepted{}
+	mi := &file_qlc_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepAccepted) ProtoMessage() {}
+
+func (x *StepAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepAccepted.ProtoReflect.Descriptor instead.
+func (*StepAccepted) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *StepAccepted) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepAccepted) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StepAccepted) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *StepAccepted) GetWorker() *ActorRef {
+	if x != nil {
+		return x.Worker
+	}
+	return nil
+}
+
+func (x *StepAccepted) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
+}
+
+// StepRefused is a stage host's answer when it does not run a StartStep:
+// busy (at capacity; try another node, or queue) or not at all (draining,
+// provider not configured).
+type StepRefused struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Busy          bool                   `protobuf:"varint,4,opt,name=busy,proto3" json:"busy,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepRefused) Reset() {
+	*x = StepRefused{}
+	mi := &file_qlc_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepRefused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepRefused) ProtoMessage() {}
+
+func (x *StepRefused) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepRefused.ProtoReflect.Descriptor instead.
+func (*StepRefused) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *StepRefused) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepRefused) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StepRefused) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *StepRefused) GetBusy() bool {
+	if x != nil {
+		return x.Busy
+	}
+	return false
+}
+
+func (x *StepRefused) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CancelStep withdraws a StartStep that waits for a slot on a stage host.
+type CancelStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Step          string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Role          string                 `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	Tenant        string                 `protobuf:"bytes,5,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelStep) Reset() {
+	*x = CancelStep{}
+	mi := &file_qlc_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelStep) ProtoMessage() {}
+
+func (x *CancelStep) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelStep.ProtoReflect.Descriptor instead.
+func (*CancelStep) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CancelStep) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CancelStep) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *CancelStep) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *CancelStep) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CancelStep) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -3846,7 +4259,46 @@ const file_qlc_proto_rawDesc = "" +
 	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x14\n" +
 	"\x05label\x18\a \x01(\tR\x05label\x12\x1b\n" +
 	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error*\x84\x02\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xf6\x03\n" +
+	"\tStartStep\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06weight\x18\x03 \x01(\rR\x06weight\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\x12#\n" +
+	"\x05stage\x18\x05 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04role\x18\a \x01(\tR\x04role\x122\n" +
+	"\vcoordinator\x18\b \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\x1a\n" +
+	"\bprovider\x18\t \x01(\tR\bprovider\x12\x14\n" +
+	"\x05model\x18\n" +
+	" \x01(\tR\x05model\x12/\n" +
+	"\bmessages\x18\v \x03(\v2\x13.qlc.v1.ChatMessageR\bmessages\x12 \n" +
+	"\vtemperature\x18\f \x01(\x01R\vtemperature\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\r \x01(\x05R\tmaxTokens\x12\x12\n" +
+	"\x04seed\x18\x0e \x01(\x03R\x04seed\x12\x14\n" +
+	"\x05query\x18\x0f \x01(\tR\x05query\x12#\n" +
+	"\rprompt_tokens\x18\x10 \x01(\x03R\fpromptTokens\x12\x14\n" +
+	"\x05queue\x18\x11 \x01(\bR\x05queue\"\x92\x01\n" +
+	"\fStepAccepted\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12(\n" +
+	"\x06worker\x18\x04 \x01(\v2\x10.qlc.v1.ActorRefR\x06worker\x12\x16\n" +
+	"\x06queued\x18\x05 \x01(\bR\x06queued\"{\n" +
+	"\vStepRefused\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x12\n" +
+	"\x04busy\x18\x04 \x01(\bR\x04busy\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"}\n" +
+	"\n" +
+	"CancelStep\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12\x16\n" +
+	"\x06tenant\x18\x05 \x01(\tR\x06tenant*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -3876,7 +4328,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -3926,8 +4378,12 @@ var file_qlc_proto_goTypes = []any{
 	(*RegistryChange)(nil),        // 45: qlc.v1.RegistryChange
 	(*FitToBudget)(nil),           // 46: qlc.v1.FitToBudget
 	(*FittedText)(nil),            // 47: qlc.v1.FittedText
-	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 49: google.protobuf.Duration
+	(*StartStep)(nil),             // 48: qlc.v1.StartStep
+	(*StepAccepted)(nil),          // 49: qlc.v1.StepAccepted
+	(*StepRefused)(nil),           // 50: qlc.v1.StepRefused
+	(*CancelStep)(nil),            // 51: qlc.v1.CancelStep
+	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -3937,7 +4393,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	48, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	52, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -3955,8 +4411,8 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 22: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 23: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	49, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	49, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	53, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	53, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 27: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 28: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 29: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -3964,10 +4420,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 31: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
 	0,  // 32: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 33: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	49, // 34: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	49, // 35: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	53, // 34: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	53, // 35: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 36: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	49, // 37: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	53, // 37: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	24, // 38: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 39: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 40: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -3983,11 +4439,15 @@ var file_qlc_proto_depIdxs = []int32{
 	37, // 50: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
 	43, // 51: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
 	43, // 52: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	0,  // 53: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 54: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 55: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	1,  // 56: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -4014,7 +4474,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   47,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

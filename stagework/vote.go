@@ -99,12 +99,10 @@ func ParseRanking(text string, n int) ([]int, error) {
 			end = headers[k+1][0]
 		}
 		section := masked[headers[k][1]:end]
-		found := false
 		for _, labels := range [][]int{listItems(section), mentions(section), letterLists(section)} {
 			if len(labels) == 0 {
 				continue
 			}
-			found = true
 			r, err := acceptRanking(labels, n)
 			if err == nil {
 				return r, nil
@@ -113,11 +111,11 @@ func ParseRanking(text string, n int) ([]int, error) {
 				firstErr = err
 			}
 		}
-		if found && firstErr == nil {
-			firstErr = errors.New("names no response")
-		}
 	}
-	if firstErr == nil {
+	if firstErr == nil { // no section names any response
+		if r, err := acceptRanking(nil, n); err == nil {
+			return r, nil // one response: there is nothing to rank
+		}
 		firstErr = errors.New("names no response")
 	}
 	return nil, fmt.Errorf("%w: the FINAL RANKING %s", ErrUnparsable, firstErr)

@@ -85,6 +85,8 @@ func TestParseRanking(t *testing.T) {
 		{"responses plural is no label", "FINAL RANKING:\nRESPONSES A and B tie\n1. Response B\n2. Response A", 2, []int{1, 0}},
 		{"n=1", "FINAL RANKING:\n1. Response A", 1, []int{0}},
 		{"n=1 nothing named", "Only one response.", 1, []int{0}},
+		{"n=1 empty header", "FINAL RANKING:", 1, []int{0}},
+		{"n=1 beyond", "FINAL RANKING:\n1. Response B", 1, nil},
 		{"n=0", "FINAL RANKING:\n1. Response A", 0, nil},
 		{"n=27", "FINAL RANKING:\n1. Response A", 27, nil},
 	}

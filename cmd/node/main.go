@@ -37,6 +37,7 @@ func run(args []string) error {
 	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", "json"), "log format: json or text (QLC_LOG_FORMAT)")
 	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
 	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
+	stageSlots := fs.Int("stage-slots", cli.EnvInt("QLC_STAGE_SLOTS", 128), "stage attempts of parallel strategies (moa, council, vote) run here at once, for runs coordinated on any node; beyond, a step goes to another node or waits in a weighted-fair queue per tenant; 0 = no limit (QLC_STAGE_SLOTS)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
 	drainTimeout := fs.Duration("drain-timeout", cli.EnvDuration("QLC_DRAIN_TIMEOUT", time.Minute), "on SIGTERM, how long to wait for hosted runs to finish (QLC_DRAIN_TIMEOUT)")
 	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of members to join; empty = start a cluster (QLC_SEEDS)")
@@ -66,6 +67,7 @@ func run(args []string) error {
 	}
 	key := ring.Primary
 	cfg.RunSlots, cfg.RunSlotHeadroom = *runSlots, *slotHeadroom
+	cfg.StageSlots = *stageSlots
 	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
 	kinds := []string{actors.KindCoordinator}
 	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {

@@ -281,7 +281,7 @@ func streamEvents(t *testing.T, base, id string, onEvent func(map[string]any)) m
 // readEvents parses an SSE body that must start at seq from and have no
 // gap or repeat (coalesced deltas cover from_seq..seq; a delta split into
 // parts comes in order); it returns the last event's data. Events do not
-// repeat the answer: on run_completed it rebuilds it from the final stage's
+// repeat the answer: on run_completed it rebuilds it from the final step's
 // deltas, checks it against answer_bytes, and puts it in the returned data
 // as "answer" (when the stream began at seq 1).
 func readEvents(t *testing.T, body io.Reader, from float64, onEvent func(map[string]any)) map[string]any {
@@ -290,6 +290,7 @@ func readEvents(t *testing.T, body io.Reader, from float64, onEvent func(map[str
 	next := from
 	var last map[string]any
 	texts := map[string]string{}
+	final := ""
 	for sc.Scan() {
 		line, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
@@ -306,18 +307,24 @@ func readEvents(t *testing.T, body io.Reader, from float64, onEvent func(map[str
 		if first != next {
 			t.Fatalf("event starts at seq %v, want %v", first, next)
 		}
-		stage, _ := d["stage"].(string)
+		step, _ := d["step"].(string) // parallel steps interleave: text is kept per step
+		if step == "" {
+			step, _ = d["stage"].(string)
+		}
 		switch d["type"] {
 		case "stage_started", "stage_restarted":
-			texts[stage] = ""
+			texts[step] = ""
+			if d["type"] == "stage_started" && (d["final"] == true || step == "curator") {
+				final = step
+			}
 		case "token_delta":
-			texts[stage] += d["text"].(string)
+			texts[step] += d["text"].(string)
 		case "run_completed":
 			if from == 1 {
-				if answer := texts["curator"]; d["answer_bytes"] == float64(len(answer)) {
+				if answer := texts[final]; d["answer_bytes"] == float64(len(answer)) {
 					d["answer"] = answer
 				} else {
-					t.Fatalf("answer_bytes %v, the curator streamed %d bytes", d["answer_bytes"], len(answer))
+					t.Fatalf("answer_bytes %v, the final step (%s) streamed %d bytes", d["answer_bytes"], final, len(answer))
 				}
 			}
 		}

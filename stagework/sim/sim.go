@@ -7,6 +7,8 @@ import (
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,17 @@ import (
 // a plausible, stage-shaped answer about the question, deterministically for a
 // seed, with configurable latency and injected faults. It needs no network. A
 // Provider is safe for concurrent use.
+//
+// The strategies' roles get texts shaped by their role too, and those that a
+// program reads parse: a ranker evaluates the responses its prompt shows and
+// ends with a FINAL RANKING of them all (stagework.ParseRanking), in an order
+// drawn from the seed; a sample ends with "Final answer: X" (FinalAnswer), X
+// one of a few answers derived from the question; a judge ends with "Most
+// consistent: Response X" (ParseChoice), X the first response giving the
+// majority's answer. Written to fit max_tokens, these end lines are kept
+// whole; cut at max_tokens (truncate_at_max_tokens), they may be lost, as a
+// real model's would. Steps that should differ (a vote's samples) need
+// different Request.Seeds.
 type Provider struct {
 	name      string
 	cfg       stagework.SimConfig
@@ -147,7 +160,11 @@ func (s *Provider) Stream(ctx context.Context, req stagework.Request) (stagework
 		}
 	}
 	target = max(target, 1)
-	text, ends := newSimText(req.Stage, s.topic(req.Query), planSeed, textSeed, target, limit)
+	var prompt *simPrompt
+	if req.Stage.Valid() && !req.Stage.Chain() {
+		prompt = readPrompt(req)
+	}
+	text, ends := newSimText(req.Stage, s.topic(req.Query), planSeed, textSeed, target, limit, prompt)
 
 	st := &simStream{
 		ctx:     ctx,
@@ -401,4 +418,62 @@ func mix64(x uint64) uint64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return x
+}
+
+// simPrompt is what a strategy's step finds in its prompt: the labelled
+// responses it is shown (a later moa layer, the aggregator, the council's
+// rankers and chairman, the judge), and the question.
+type simPrompt struct {
+	query     string
+	responses []simResponse
+}
+
+// simResponse is one labelled response in a prompt.
+type simResponse struct {
+	label string // "A"
+	text  string
+}
+
+var (
+	// responseTagRE is a response as the default prompts fence it.
+	responseTagRE = regexp.MustCompile(`(?s)<response label="([A-Z])"[^>]*>\n?(.*?)\n?</response>`)
+	// responseHeaderRE is a "Response A" heading line, as a custom template
+	// might show responses instead.
+	responseHeaderRE = regexp.MustCompile(`(?m)^[ \t#*>_-]*Response ([A-Z])\b[ \t*_:.)-]*$`)
+)
+
+// readPrompt finds the labelled responses in req's last user message: in
+// <response label="X"> tags, else under "Response X" heading lines. A label
+// shown twice counts once (the first).
+func readPrompt(req stagework.Request) *simPrompt {
+	p := &simPrompt{query: req.Query}
+	user := ""
+	for i := len(req.Messages) - 1; i >= 0; i-- {
+		if req.Messages[i].Role == "user" {
+			user = req.Messages[i].Content
+			break
+		}
+	}
+	seen := map[string]bool{}
+	add := func(label, text string) {
+		if !seen[label] {
+			seen[label] = true
+			p.responses = append(p.responses, simResponse{label: label, text: text})
+		}
+	}
+	if ms := responseTagRE.FindAllStringSubmatch(user, -1); len(ms) > 0 {
+		for _, m := range ms {
+			add(m[1], m[2])
+		}
+		return p
+	}
+	hs := responseHeaderRE.FindAllStringSubmatchIndex(user, -1)
+	for k, h := range hs {
+		end := len(user)
+		if k+1 < len(hs) {
+			end = hs[k+1][0]
+		}
+		add(user[h[2]:h[3]], strings.TrimSpace(user[h[1]:end]))
+	}
+	return p
 }

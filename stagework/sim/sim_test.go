@@ -823,3 +823,327 @@ func BenchmarkSimStream(b *testing.B) {
 		}
 	}
 }
+
+// --- the strategies' roles ---
+
+// stepPrompt builds role's prompt (stagework's default) over inputs.
+func stepPrompt(t testing.TB, spec stagework.StageSpec, query string, inputs []string) []stagework.Message {
+	t.Helper()
+	in := stagework.PromptInput{Query: query}
+	for i, text := range inputs {
+		in.Inputs = append(in.Inputs, stagework.StepOutput{ID: fmt.Sprintf("x%d", i+1), Model: "sim-medium", Text: text})
+	}
+	msgs, err := stagework.BuildPrompt(spec, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// sampleTexts are n samples' outputs for query, with seeds from seed on.
+func sampleTexts(t *testing.T, sim *Provider, query string, n int, seed int64) []string {
+	t.Helper()
+	msgs := stepPrompt(t, stagework.StageSpec{Stage: stagework.StageSample}, query, nil)
+	out := make([]string, n)
+	for i := range out {
+		out[i], _ = mustDrain(t, sim, stagework.Request{Model: "sim-medium", Stage: stagework.StageSample, Query: query, Seed: seed + int64(i), Messages: msgs})
+	}
+	return out
+}
+
+func TestSimRankerOutputParses(t *testing.T) {
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 300})
+	const q = "Which consensus algorithm should I use?"
+	for n := 2; n <= stagework.MaxParallel; n++ {
+		answers := sampleTexts(t, sim, q, n, 1)
+		msgs := stepPrompt(t, stagework.StageSpec{Stage: stagework.StageRanker, ID: "r1"}, q, answers)
+		perms := map[string]bool{}
+		for seed := int64(1); seed <= 12; seed++ {
+			req := stagework.Request{Model: "sim-medium", Stage: stagework.StageRanker, Query: q, Seed: seed, Messages: msgs}
+			text, _ := mustDrain(t, sim, req)
+			got, err := stagework.ParseRanking(text, n)
+			if err != nil {
+				t.Fatalf("n=%d seed %d: %v\n%s", n, seed, err, text)
+			}
+			perms[fmt.Sprint(got)] = true
+			if !strings.Contains(text, "\n\nFINAL RANKING:\n1. Response ") {
+				t.Errorf("n=%d seed %d: no FINAL RANKING block:\n%s", n, seed, text)
+			}
+			lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+			if last := lines[len(lines)-1]; last != fmt.Sprintf("%d. Response %s", n, stagework.Label(got[n-1])) {
+				t.Errorf("n=%d seed %d: text after the ranking: %q", n, seed, last)
+			}
+			if n <= 6 {
+				for i := range n {
+					if !strings.Contains(text, "**Response "+stagework.Label(i)+".**") {
+						t.Errorf("n=%d seed %d: Response %s is not evaluated:\n%s", n, seed, stagework.Label(i), text)
+					}
+				}
+			}
+			again, _ := mustDrain(t, sim, req)
+			if again != text {
+				t.Fatalf("n=%d seed %d: not deterministic", n, seed)
+			}
+		}
+		if len(perms) < min(3, n) {
+			t.Errorf("n=%d: 12 seeds gave %d rankings: %v", n, len(perms), perms)
+		}
+	}
+}
+
+func TestSimSampleAnswers(t *testing.T) {
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 200})
+	for _, q := range []string{"Which consensus algorithm should I use?", "Should I use Raft or Paxos?", "What is 17 * 23?", "Is Go, Rust or Python best for a CLI tool?"} {
+		cands, _ := sampleAnswers(q)
+		if cands[0] == cands[1] || cands[1] == cands[2] || cands[0] == cands[2] {
+			t.Fatalf("%q: candidates %q are not distinct", q, cands)
+		}
+		norm := map[string]int{}
+		for i, c := range cands {
+			a, _ := stagework.FinalAnswer("Final answer: " + c)
+			norm[a] = i
+		}
+		counts := [3]int{}
+		const runs = 300
+		agree, split := 0, 0
+		texts := sampleTexts(t, sim, q, runs, 1)
+		for i, text := range texts {
+			lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+			if !strings.HasPrefix(lines[len(lines)-1], "Final answer: ") {
+				t.Fatalf("%q seed %d: the last line is not the final answer:\n%s", q, i+1, text)
+			}
+			a, ok := stagework.FinalAnswer(text)
+			k, known := norm[a]
+			if !ok || !known {
+				t.Fatalf("%q seed %d: answer %q (%v) is not a candidate of %q", q, i+1, a, ok, cands)
+			}
+			counts[k]++
+			if i%3 == 2 { // a vote of three samples
+				if _, votes, _ := stagework.Majority(texts[i-2 : i+1]); votes >= 2 {
+					agree++
+				} else {
+					split++
+				}
+			}
+		}
+		if p := float64(counts[0]) / runs; p < 0.5 || p > 0.7 || counts[1] < runs/10 || counts[2] < runs/10 {
+			t.Errorf("%q: answers drawn %v times, want about 60/20/20%%", q, counts)
+		}
+		if agree < 70 || split < 3 {
+			t.Errorf("%q: of 100 three-sample votes %d had a majority and %d did not; want most but not all", q, agree, split)
+		}
+	}
+	// Options a question offers are the answers; a number gets numbers.
+	if c, lower := sampleAnswers("Should I use Raft or Paxos?"); lower || !(c[0] == "Raft" && c[1] == "Paxos" || c[0] == "Paxos" && c[1] == "Raft") {
+		t.Errorf("Raft or Paxos: %q", c)
+	}
+	if c, _ := sampleAnswers("Is Go, Rust or Python best?"); fmt.Sprint(c[:]) != "[Go Rust Python]" && fmt.Sprint(c[:]) != "[Rust Python Go]" && fmt.Sprint(c[:]) != "[Python Go Rust]" {
+		t.Errorf("Go, Rust or Python: %q", c)
+	}
+	if c, _ := sampleAnswers("What is 17 * 23?"); strings.Trim(c[0]+c[1]+c[2], "0123456789") != "" {
+		t.Errorf("numeric question: %q", c)
+	}
+}
+
+func TestSimJudgePicksTheMajority(t *testing.T) {
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 250})
+	const q = "Should I use Raft or Paxos?"
+	for n := 2; n <= 6; n++ {
+		for seed := int64(1); seed <= 10; seed++ {
+			samples := sampleTexts(t, sim, q, n, seed*100)
+			msgs := stepPrompt(t, stagework.StageSpec{Stage: stagework.StageJudge}, q, samples)
+			text, _ := mustDrain(t, sim, stagework.Request{Model: "sim-large", Stage: stagework.StageJudge, Query: q, Seed: seed, Messages: msgs})
+			got, err := stagework.ParseChoice(text, n)
+			if err != nil {
+				t.Fatalf("n=%d seed %d: %v\n%s", n, seed, err, text)
+			}
+			want, _, _ := stagework.Majority(samples)
+			if got != want {
+				t.Errorf("n=%d seed %d: judge picked %s, the majority is %s:\n%s", n, seed, stagework.Label(got), stagework.Label(want), text)
+			}
+			if !strings.HasSuffix(strings.TrimRight(text, "\n"), "\n\nMost consistent: Response "+stagework.Label(want)) {
+				t.Errorf("n=%d seed %d: does not end with its choice:\n%s", n, seed, text)
+			}
+			a, _ := stagework.FinalAnswer(samples[0])
+			if !strings.Contains(text, "- Response A: “"+a+"”.") {
+				t.Errorf("n=%d seed %d: does not report Response A's answer %q:\n%s", n, seed, a, text)
+			}
+		}
+	}
+	// Samples without answers: the first response.
+	msgs := stepPrompt(t, stagework.StageSpec{Stage: stagework.StageJudge}, q, []string{"", "  "})
+	text, _ := mustDrain(t, sim, stagework.Request{Stage: stagework.StageJudge, Query: q, Messages: msgs})
+	if got, err := stagework.ParseChoice(text, 2); err != nil || got != 0 || !strings.Contains(text, "no clear final answer") {
+		t.Errorf("no answers: %d, %v:\n%s", got, err, text)
+	}
+}
+
+func TestSimAnswerRoles(t *testing.T) {
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 400})
+	const q = "How do I reverse a linked list in Go?"
+	inputs := []string{"first answer", "second answer", "third answer"}
+	tests := []struct {
+		spec    stagework.StageSpec
+		inputs  []string
+		want    []string
+		notWant []string
+	}{
+		{stagework.StageSpec{Stage: stagework.StageProposer, Layer: 1}, nil, []string{"# Reversing a linked list in Go\n\n", "## Main points\n\n- **", "```go\n", "## Summary\n\n"}, []string{"previous layer", "Response"}},
+		{stagework.StageSpec{Stage: stagework.StageProposer, Layer: 2}, inputs, []string{"# Reversing", "previous layer", "3 ", "## Main points\n\n- **", "## Summary\n\n"}, []string{"Response"}},
+		{stagework.StageSpec{Stage: stagework.StageAggregator}, inputs, []string{"# Reversing", "## Key points\n\n- **", "## Conclusion\n\n"}, []string{"Response", "previous layer"}},
+		{stagework.StageSpec{Stage: stagework.StageMember}, nil, []string{"# Reversing", "## Key points\n\n- **", "## Bottom line\n\n"}, []string{"Response"}},
+		{stagework.StageSpec{Stage: stagework.StageChairman}, inputs, []string{"# Reversing", "## What matters most\n\n- **", "## Conclusion\n\n"}, []string{"Response"}},
+	}
+	for _, tt := range tests {
+		req := stagework.Request{Model: "sim-large", Stage: tt.spec.Stage, Query: q, Seed: 3, Messages: stepPrompt(t, tt.spec, q, tt.inputs)}
+		text, _ := mustDrain(t, sim, req)
+		for _, w := range tt.want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s (layer %d) lacks %q:\n%s", tt.spec.Stage, tt.spec.Layer, w, text)
+			}
+		}
+		for _, w := range tt.notWant {
+			if strings.Contains(text, w) {
+				t.Errorf("%s (layer %d) has %q:\n%s", tt.spec.Stage, tt.spec.Layer, w, text)
+			}
+		}
+		if strings.Count(text, "```")%2 != 0 || strings.Contains(strings.ReplaceAll(text, "{\n", ""), "{T}") {
+			t.Errorf("%s: unbalanced fence or unexpanded placeholder:\n%s", tt.spec.Stage, text)
+		}
+		req.Seed = 4
+		if other, _ := mustDrain(t, sim, req); other == text {
+			t.Errorf("%s: another seed wrote the same text", tt.spec.Stage)
+		}
+	}
+	// Each role writes its own text for the same request.
+	seen := map[string]stagework.Stage{}
+	for _, st := range []stagework.Stage{stagework.StageCurator, stagework.StageProposer, stagework.StageAggregator, stagework.StageMember, stagework.StageChairman} {
+		text, _ := mustDrain(t, sim, stagework.Request{Stage: st, Query: q, Seed: 9})
+		if other, dup := seen[text]; dup {
+			t.Errorf("%s and %s wrote the same text", st, other)
+		}
+		seen[text] = st
+	}
+}
+
+// strategyRequests are a request of every strategy role, prompts included,
+// over n inputs.
+func strategyRequests(t *testing.T, sim *Provider, query string, n int) []stagework.Request {
+	samples := sampleTexts(t, sim, query, n, 7)
+	var reqs []stagework.Request
+	for _, spec := range []stagework.StageSpec{
+		{Stage: stagework.StageProposer, Layer: 1}, {Stage: stagework.StageProposer, Layer: 2}, {Stage: stagework.StageAggregator},
+		{Stage: stagework.StageMember}, {Stage: stagework.StageRanker}, {Stage: stagework.StageChairman},
+		{Stage: stagework.StageSample}, {Stage: stagework.StageJudge},
+	} {
+		var in []string
+		if spec.Stage != stagework.StageMember && spec.Stage != stagework.StageSample && spec.Layer != 1 {
+			in = samples
+		}
+		reqs = append(reqs, stagework.Request{Model: "sim-medium", Stage: spec.Stage, Query: query, Messages: stepPrompt(t, spec, query, in)})
+	}
+	return reqs
+}
+
+// programPart is what a program reads from a role's output, or "" for a
+// role whose output no program reads.
+func programPart(t *testing.T, stage stagework.Stage, text string, n int) string {
+	t.Helper()
+	switch stage {
+	case stagework.StageRanker:
+		r, err := stagework.ParseRanking(text, n)
+		if err != nil {
+			t.Fatalf("ranker: %v\n%s", err, text)
+		}
+		return fmt.Sprint(r)
+	case stagework.StageSample:
+		a, ok := stagework.FinalAnswer(text)
+		if !ok || !strings.Contains(text, "Final answer: ") {
+			t.Fatalf("sample: no final answer:\n%s", text)
+		}
+		return a
+	case stagework.StageJudge:
+		c, err := stagework.ParseChoice(text, n)
+		if err != nil || !strings.Contains(text, "Most consistent: ") {
+			t.Fatalf("judge: %v\n%s", err, text)
+		}
+		return stagework.Label(c)
+	}
+	return ""
+}
+
+func TestSimStrategyMaxTokens(t *testing.T) {
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 800})
+	cut := newSim(t, stagework.SimConfig{OutputTokens: 800, TruncateAtMax: true})
+	for _, n := range []int{2, 6} {
+		for _, req := range strategyRequests(t, sim, "How do I tune PostgreSQL?", n) {
+			full, _ := mustDrain(t, sim, req)
+			want := programPart(t, req.Stage, full, n)
+			for _, max := range []int{1, 10, 50, 120, 300} {
+				req.MaxTokens, req.Seed = max, int64(max)
+				full, _ := mustDrain(t, sim, stagework.Request{Model: req.Model, Stage: req.Stage, Query: req.Query, Seed: req.Seed, Messages: req.Messages})
+				want = programPart(t, req.Stage, full, n)
+				// Written to fit: a little under the cap, the end a program reads intact.
+				text, got := mustDrain(t, sim, req)
+				if got > max || got < max-max/10 {
+					t.Errorf("%s n=%d fit, max %d: %d tokens", req.Stage, n, max, got)
+				}
+				if c := countTokens(text); c != got {
+					t.Errorf("%s n=%d fit, max %d: %d tokens re-tokenize to %d", req.Stage, n, max, got, c)
+				}
+				if max >= 50 {
+					if part := programPart(t, req.Stage, text, n); part != want {
+						t.Errorf("%s n=%d fit, max %d: reads %q, the whole answer %q:\n%s", req.Stage, n, max, part, want, text)
+					}
+				}
+				// Truncated: exactly the cap, a prefix of the whole answer.
+				text, got = mustDrain(t, cut, req)
+				if got != max || !strings.HasPrefix(full, text) {
+					t.Errorf("%s n=%d truncate, max %d: %d tokens, prefix %v", req.Stage, n, max, got, strings.HasPrefix(full, text))
+				}
+			}
+		}
+	}
+}
+
+func TestSimStrategyOutputTokensExact(t *testing.T) {
+	for _, size := range []int{1, 2, 3, 17, 60, 220, 1000} {
+		sim := newSim(t, stagework.SimConfig{OutputTokens: size})
+		for _, q := range []string{"What is the CAP theorem?", "Write a Go function that parses durations"} {
+			for _, req := range strategyRequests(t, newSim(t, stagework.SimConfig{OutputTokens: 120}), q, 4) {
+				req.Seed = int64(size)
+				text, n := mustDrain(t, sim, req)
+				if n != size || countTokens(text) != size {
+					t.Errorf("%s, %d tokens asked, %q: got %d, re-tokenized %d:\n%s", req.Stage, size, q, n, countTokens(text), text)
+				}
+				if !utf8.ValidString(text) {
+					t.Errorf("%s: invalid UTF-8", req.Stage)
+				}
+				if size >= 220 {
+					programPart(t, req.Stage, text, 4)
+				}
+			}
+		}
+	}
+}
+
+func TestSimReadPrompt(t *testing.T) {
+	// The default prompts' tags.
+	msgs := stepPrompt(t, stagework.StageSpec{Stage: stagework.StageRanker}, "q", []string{"one\nFinal answer: 1", "two"})
+	p := readPrompt(stagework.Request{Query: "q", Messages: msgs})
+	if len(p.responses) != 2 || p.responses[0].label != "A" || p.responses[0].text != "one\nFinal answer: 1" || p.responses[1].label != "B" {
+		t.Fatalf("tags: %+v", p.responses)
+	}
+	// A custom template's headings, and a label shown twice.
+	custom := "Rank these.\n\n### Response A\nfirst text\n\n**Response B:**\nsecond text\nResponse B\nagain\n\nEnd with FINAL RANKING:"
+	p = readPrompt(stagework.Request{Messages: []stagework.Message{{Role: "system", Content: "Response Z"}, {Role: "user", Content: custom}}})
+	if len(p.responses) != 2 || p.responses[0].text != "first text" || p.responses[1].label != "B" || p.responses[1].text != "second text" {
+		t.Fatalf("headings: %+v", p.responses)
+	}
+	// No responses: the ranker says so and its ranking is empty.
+	sim := newSim(t, stagework.SimConfig{OutputTokens: 100})
+	text, _ := mustDrain(t, sim, stagework.Request{Stage: stagework.StageRanker, Query: "q", Messages: []stagework.Message{{Role: "user", Content: "nothing here"}}})
+	if !strings.Contains(text, "No labelled responses") || !strings.HasSuffix(strings.TrimRight(text, "\n"), "FINAL RANKING:") {
+		t.Errorf("no responses:\n%s", text)
+	}
+}

@@ -761,8 +761,9 @@ func (d *simDoc) pad(n int) string {
 
 // newSimText writes the text of one simulated completion: target tokens long,
 // then cut to limit tokens (limit <= 0: no cut). planSeed orders the topics
-// (the same for every stage of a question); textSeed picks the phrases.
-func newSimText(stage stagework.Stage, topic simTopic, planSeed, textSeed uint64, target, limit int) (string, []int32) {
+// (the same for every stage of a question); textSeed picks the phrases. p is
+// what a strategy's step found in its prompt (nil for the chain's stages).
+func newSimText(stage stagework.Stage, topic simTopic, planSeed, textSeed uint64, target, limit int, p *simPrompt) (string, []int32) {
 	d := &simDoc{
 		rng:   rand.New(rand.NewPCG(textSeed, textSeed^0x9e3779b97f4a7c15)),
 		topic: topic,
@@ -786,6 +787,14 @@ func newSimText(stage stagework.Stage, topic simTopic, planSeed, textSeed uint64
 		f = d.validator()
 	case stagework.StageCurator:
 		f = d.curator()
+	case stagework.StageProposer, stagework.StageAggregator, stagework.StageMember, stagework.StageChairman:
+		f = d.answer(stage, p)
+	case stagework.StageRanker:
+		f = d.ranker(p)
+	case stagework.StageSample:
+		f = d.sample(p)
+	case stagework.StageJudge:
+		f = d.judge(p)
 	default:
 		f = d.generator()
 	}
@@ -807,6 +816,10 @@ type simFrame struct {
 	extra []string
 	// tail closes the document.
 	tail []string
+	// keepTail: the tail carries what a program reads (a ranking, a final
+	// answer, a choice), so when the frame is longer than the document, the
+	// head is cut rather than the tail.
+	keepTail bool
 }
 
 type simPart struct {
@@ -823,6 +836,10 @@ func (d *simDoc) assemble(f simFrame, target int) {
 	tc := countTokens(tail)
 	head, hc := d.fitHead(f.head, target-tc-f.minBody)
 	if hc+tc >= target {
+		if f.keepTail {
+			d.keepTail(head, tail, tc, target)
+			return
+		}
 		d.w.add(head)
 		d.w.add(tail)
 		return
@@ -870,6 +887,35 @@ func (d *simDoc) assemble(f simFrame, target int) {
 	if newline {
 		d.w.add("\n")
 	}
+}
+
+// keepTail writes a frame too long for target tokens with its tail whole:
+// the head cut to the room left, or, if the tail alone is target tokens or
+// more, the tail from its first line, cut at target. (At a writer's limit
+// below target the text is cut there, as a model cut at max_tokens is.)
+func (d *simDoc) keepTail(head, tail string, tc, target int) {
+	if tc >= target {
+		if t := strings.TrimLeft(tail, "\n"); countTokens(t) >= target {
+			tail = t
+		}
+		lim := d.w.limit
+		d.w.limit = min(lim, target)
+		d.w.add(tail)
+		d.w.limit = lim
+		return
+	}
+	// A head cut after a line break would merge it with the tail's.
+	room := target - tc
+	hw := tokWriter{limit: room}
+	hw.add(head)
+	if n := len(hw.ends); n > 0 && hw.buf[len(hw.buf)-1] == '\n' {
+		hw.buf, hw.ends = hw.buf[:0], hw.ends[:0]
+		hw.limit = room + 1
+		hw.add(head)
+		tail = strings.TrimLeft(tail, "\n")
+	}
+	d.w.add(string(hw.buf))
+	d.w.add(tail)
 }
 
 // fitHead joins the head's parts, leaving out droppable ones (highest drop
@@ -1039,4 +1085,376 @@ func itoa(n int) string {
 		n /= 10
 	}
 	return string(b[i:])
+}
+
+// --- the strategies' roles ---
+//
+// Their texts are shaped like the chain's, from the same machinery; what a
+// program reads from them (a ranker's FINAL RANKING, a sample's final
+// answer, a judge's choice) is in the frame's tail, which keepTail keeps
+// whole when the text is written to fit max_tokens.
+
+var (
+	propIntros = []string{
+		"{Title} is easiest to get right by separating what it is, how it behaves in practice, and where it tends to fail.",
+		"A direct answer on {T}: the essentials first, then the practical details and the caveats.",
+		"{Title} comes down to a handful of decisions; the points below take them in order of importance.",
+	}
+	propSynths = []string{
+		"This answer combines the {N} responses of the previous layer: it keeps what they agree on, settles where they differ, and corrects what did not hold up.",
+		"Built from the previous layer's {N} responses: their common ground on {a} is kept, their disagreements are resolved on the merits, and a gap they all left is filled.",
+		"The {N} earlier responses agree on the fundamentals; this version keeps those, drops a claim about {a} that did not survive checking, and adds what was missing.",
+	}
+	rankIntros = []string{
+		"Each response is judged on accuracy, completeness and clarity.",
+		"The responses, one by one, judged on correctness first and then on depth and clarity.",
+		"Evaluation of each response against the question as asked.",
+	}
+	rankBest = []string{
+		"The strongest answer: accurate throughout, and its treatment of {a} is precise and well supported.",
+		"Complete and correct; it explains {a} better than the others and grounds it in a concrete example.",
+		"Clear, correct and well organised; the only response that also covers {b} properly.",
+	}
+	rankMiddle = []string{
+		"Solid on {a}, but thinner on {b} than the best answer.",
+		"Mostly accurate; the part on {a} is useful, though it stays general where the question needs specifics.",
+		"Correct as far as it goes, but it spends too long on {a} and too little on {b}.",
+	}
+	rankWorst = []string{
+		"The weakest: vague on {a}, and one of its claims about {b} is not supported.",
+		"It covers the basics, but misses {a} entirely and overstates what {b} can do.",
+		"Readable, but shallow: it restates the question's terms without explaining {a}.",
+	}
+	rankCompares = []string{
+		"Response {X} handles {a} more precisely than Response {Y}.",
+		"Where Response {X} gives a concrete example, Response {Y} stays abstract.",
+		"Response {Y} makes a fair point on {a}, but Response {X} makes it better and with fewer caveats missing.",
+		"On {a}, Response {X} and Response {Y} agree; Response {X} explains why.",
+	}
+	rankSingle = []string{
+		"With a single response there is nothing to compare it against; it is judged on its own merits.",
+		"Its treatment of {a} is the part most worth keeping.",
+	}
+	sampleOpeners = []string{
+		"Let me work through {T} step by step before committing to an answer.",
+		"Step by step first, then one answer.",
+		"Reasoning briefly through the question, then committing to one answer.",
+	}
+	sampleConcludes = []string{
+		"Weighing these steps, the answer is: {X}.",
+		"Putting the steps together points to one answer: {X}.",
+		"Taken together, the steps settle on {X}.",
+	}
+	judgeRemarks = []string{
+		"Response {X} states its answer plainly, and its steps on {a} support it.",
+		"The agreeing responses reach their answer by similar steps, which makes the agreement more convincing.",
+		"Where a response differs, its reasoning on {a} rests on an assumption the others do not make.",
+		"Response {X}'s reasoning is the clearest of those that share the majority answer.",
+	}
+)
+
+// answer: a complete answer to the question, in the curator's shape, by a
+// moa proposer (one of the first layer, or one that combines the previous
+// layer's responses), the aggregator, a council member or the chairman.
+func (d *simDoc) answer(stage stagework.Stage, p *simPrompt) simFrame {
+	intros, key, end := curSummaries, "Key points", "Conclusion"
+	switch stage {
+	case stagework.StageProposer:
+		intros, key, end = propIntros, "Main points", "Summary"
+	case stagework.StageMember:
+		end = "Bottom line"
+	case stagework.StageChairman:
+		key = "What matters most"
+	}
+	f := simFrame{
+		head: []simPart{{"# " + d.topic.title + "\n\n" + d.fill(d.pick(intros), 0, 1, 2), 0}},
+		tail: []string{"\n\n## " + end + "\n\n", d.fill(d.pick(curConclusions), 0, 1, 2)},
+	}
+	if stage == stagework.StageProposer && p != nil && len(p.responses) > 0 {
+		synth := strings.ReplaceAll(d.pick(propSynths), "{N}", itoa(len(p.responses)))
+		f.head = append(f.head, simPart{"\n\n*" + d.fill(synth, 1, 2, 3) + "*", 1})
+	}
+	f.minBody = 40
+	if d.topic.code {
+		f.extra = []string{"\n\n## Example\n\n", d.fill(d.pick(curCodeIntros), 0, 1, 2), "\n\n", d.codeBlock()}
+	}
+	// A point is one block (the first opens the key points' section), so
+	// a point that does not fit leaves no half; it is tried again with one
+	// sentence, then the next point is.
+	point, headed, short, last := 0, false, false, -1
+	off := d.rng.IntN(4)
+	f.body = func() string {
+		switch {
+		case last < 0:
+		case len(d.w.ends) > last: // the last point was taken
+			headed, short = true, false
+			point++
+		case !short:
+			short = true
+		default:
+			short = false
+			point++
+		}
+		last = len(d.w.ends)
+		s := ""
+		if !headed {
+			s = "\n\n## " + key
+		}
+		j := off + point/len(d.plan)
+		s += "\n\n- **" + d.aspect(point).title + ".** " + d.line(point, j+1)
+		if !short {
+			s += " " + d.line(point, j+2)
+		}
+		return s
+	}
+	return f
+}
+
+// paragraph returns a body function writing sentences as one paragraph: the
+// first that the document takes opens it after a blank line, the others
+// follow it. It tells from the writer whether its last sentence was taken.
+func (d *simDoc) paragraph(next func() string) func() string {
+	started, last := false, -1
+	return func() string {
+		if last >= 0 && len(d.w.ends) > last {
+			started = true
+		}
+		last = len(d.w.ends)
+		if started {
+			return " " + next()
+		}
+		return "\n\n" + next()
+	}
+}
+
+// ranker: an evaluation of each response its prompt shows, comparisons,
+// and the "FINAL RANKING:" list of them all, in an order drawn from the seed.
+func (d *simDoc) ranker(p *simPrompt) simFrame {
+	var labels []string
+	if p != nil {
+		for _, r := range p.responses {
+			labels = append(labels, r.label)
+		}
+	}
+	order := d.rng.Perm(len(labels)) // order[k]: the index of the k-th best
+	place := make([]int, len(labels))
+	for k, i := range order {
+		place[i] = k
+	}
+	f := simFrame{head: []simPart{{d.pick(rankIntros), 0}}, minBody: 20, keepTail: true}
+	if len(labels) == 0 {
+		f.head[0].text = "No labelled responses were found to evaluate."
+	}
+	for i, l := range labels {
+		bank := rankMiddle
+		switch {
+		case place[i] == 0:
+			bank = rankBest
+		case place[i] == len(labels)-1:
+			bank = rankWorst
+		}
+		f.head = append(f.head, simPart{"\n\n**Response " + l + ".** " + d.fill(d.pick(bank), i, i+1, i+2), 1})
+	}
+	var tail strings.Builder
+	tail.WriteString("\n\nFINAL RANKING:")
+	for k, i := range order {
+		tail.WriteString("\n" + itoa(k+1) + ". Response " + labels[i])
+	}
+	f.tail = []string{tail.String()}
+	pair, off := 0, d.rng.IntN(len(rankCompares))
+	f.body = d.paragraph(func() string {
+		pair++
+		if len(labels) < 2 {
+			return d.fill(rankSingle[pair%len(rankSingle)], pair, pair+1, pair+2)
+		}
+		k := (pair - 1) % (len(labels) - 1) // compare the k-th best with the next
+		s := d.fill(rankCompares[(off+pair)%len(rankCompares)], pair, pair+1, pair+2)
+		s = strings.ReplaceAll(s, "{X}", labels[order[k]])
+		return strings.ReplaceAll(s, "{Y}", labels[order[k+1]])
+	})
+	return f
+}
+
+// sampleAnswers are the short answers a question's samples choose from:
+// the same for every sample of a question (they depend on the question
+// alone), the first the most likely. A question offering options ("Raft
+// or Paxos?") gets those; one with a number in it, numbers; others, short
+// pieces of advice. lower says the answers are common words, not names,
+// so a sentence may start them in lower case.
+func sampleAnswers(query string) (cands [3]string, lower bool) {
+	h := hashSeed(0, "", 0, query)
+	generic := func(skip int) []string {
+		n := len(sampleGeneric)
+		i := int(h % uint64(n))
+		var out []string
+		for k := 0; len(out) < 3; k++ {
+			if c := sampleGeneric[(i+k*7)%n]; k >= skip {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	if opts := queryOptions(query); len(opts) >= 2 {
+		first := int(h % uint64(len(opts)))
+		var out []string
+		for k := range opts {
+			out = append(out, opts[(first+k)%len(opts)])
+		}
+		out = append(out, generic(0)...)
+		return [3]string{out[0], out[1], out[2]}, false
+	}
+	if strings.ContainsAny(query, "0123456789") {
+		base := 2 + int(h%998)
+		return [3]string{itoa(base), itoa(base + 1 + int((h>>16)%9)), itoa(2*base + 1 + int((h>>32)%9))}, false
+	}
+	g := generic(0)
+	return [3]string{g[0], g[1], g[2]}, true
+}
+
+// sampleGeneric are short answers that fit most practical questions; the
+// stride sampleAnswers walks them with (7) is prime to their number.
+var sampleGeneric = []string{
+	"start simple and measure", "it depends on scale", "keep the default", "favour correctness over speed",
+	"use the standard approach", "test it on real data first", "avoid it unless you need it", "yes, with care",
+	"no, not in most cases", "make the trade-off explicit",
+}
+
+// optionSkip are words next to "or" that are no option ("now or never" is).
+var optionSkip = setOf("a", "an", "the", "it", "this", "that", "these", "those", "i", "you", "we", "me", "not", "to", "be",
+	"do", "is", "are", "either", "both", "more", "less", "so", "and", "than")
+
+// queryOptions finds the alternatives a question offers: "Should I use Raft
+// or Paxos?" → Raft, Paxos; "Go, Rust or Python?" → Go, Rust, Python.
+func queryOptions(query string) []string {
+	words := strings.Fields(topicSentence(query))
+	clean := func(w string) string {
+		return strings.TrimFunc(w, func(r rune) bool { return !isWordRune(r) && r != '+' && r != '#' })
+	}
+	for i := 1; i+1 < len(words); i++ {
+		if !strings.EqualFold(words[i], "or") {
+			continue
+		}
+		opts := []string{clean(words[i-1]), clean(words[i+1])}
+		for j := i - 2; j >= 0 && strings.HasSuffix(words[j], ","); j-- {
+			opts = append([]string{clean(words[j])}, opts...)
+		}
+		var out []string
+		seen := map[string]bool{}
+		for _, o := range opts {
+			if o != "" && !seen[strings.ToLower(o)] && !optionSkip[strings.ToLower(o)] {
+				seen[strings.ToLower(o)] = true
+				out = append(out, o)
+			}
+		}
+		if len(out) >= 2 {
+			return out
+		}
+	}
+	return nil
+}
+
+// sample: brief step-by-step reasoning, then "Final answer: X", X the
+// question's likeliest answer with probability 0.6, each other candidate
+// with 0.2.
+func (d *simDoc) sample(p *simPrompt) simFrame {
+	query := ""
+	if p != nil {
+		query = p.query
+	}
+	cands, lower := sampleAnswers(query)
+	answer := cands[0]
+	switch u := d.rng.Float64(); {
+	case u >= 0.8:
+		answer = cands[2]
+	case u >= 0.6:
+		answer = cands[1]
+	}
+	said, line := answer, answer
+	if lower {
+		r, size := utf8.DecodeRuneInString(answer)
+		line = string(unicode.ToUpper(r)) + answer[size:]
+	}
+	f := simFrame{
+		head:     []simPart{{d.fill(d.pick(sampleOpeners), 0, 1, 2), 0}},
+		extra:    []string{"\n\n", strings.ReplaceAll(d.pick(sampleConcludes), "{X}", said)},
+		tail:     []string{"\n\nFinal answer: ", line},
+		minBody:  20,
+		keepTail: true,
+	}
+	step := 0
+	off := d.rng.IntN(4)
+	f.body = func() string {
+		s := "\n\n**Step " + itoa(step+1) + ".** " + d.line(step, off+step/len(d.plan))
+		step++
+		return s
+	}
+	return f
+}
+
+// judge: the final answer of each response its prompt shows, which agree,
+// and "Most consistent: Response X", X the first response giving the
+// majority's answer (the first response when none gives one).
+func (d *simDoc) judge(p *simPrompt) simFrame {
+	var rs []simResponse
+	if p != nil {
+		rs = p.responses
+	}
+	texts := make([]string, len(rs))
+	for i, r := range rs {
+		texts[i] = r.text
+	}
+	pick, votes, ok := stagework.Majority(texts)
+	choice := "A"
+	if len(rs) > 0 {
+		choice = rs[pick].label
+	}
+	f := simFrame{
+		head:     []simPart{{"Comparing the final answers of the " + itoa(len(rs)) + " responses:", 0}},
+		tail:     []string{"\n\nMost consistent: Response ", choice},
+		minBody:  20,
+		keepTail: true,
+	}
+	if len(rs) == 0 {
+		f.head[0].text = "No labelled responses were found to compare."
+	}
+	var agree []string
+	majority := ""
+	if ok {
+		majority, _ = stagework.FinalAnswer(texts[pick])
+	}
+	for _, r := range rs {
+		a, has := stagework.FinalAnswer(r.text)
+		line := "no clear final answer"
+		if has {
+			line = "“" + a + "”"
+			if a == majority {
+				agree = append(agree, r.label)
+			}
+		}
+		f.head = append(f.head, simPart{"\n- Response " + r.label + ": " + line + ".", 1})
+	}
+	switch {
+	case ok && votes >= 2:
+		f.head = append(f.head, simPart{"\n\n" + joinLabels(agree) + " agree (" + itoa(votes) + " of " + itoa(len(rs)) + "); that is the consensus.", 2})
+	case ok && len(rs) > 1:
+		f.head = append(f.head, simPart{"\n\nNo two responses agree, so the first answer stands unless its reasoning fails.", 2})
+	}
+	k, off := 0, d.rng.IntN(len(judgeRemarks))
+	f.body = d.paragraph(func() string {
+		s := d.fill(judgeRemarks[(off+k)%len(judgeRemarks)], k, k+1, k+2)
+		k++
+		return strings.ReplaceAll(s, "{X}", choice)
+	})
+	return f
+}
+
+// joinLabels lists labels as "Responses A, C and D" ("Response A" for one).
+func joinLabels(labels []string) string {
+	switch len(labels) {
+	case 0:
+		return "No responses"
+	case 1:
+		return "Response " + labels[0]
+	}
+	return "Responses " + strings.Join(labels[:len(labels)-1], ", ") + " and " + labels[len(labels)-1]
 }
