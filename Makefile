@@ -42,6 +42,8 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s ./gateway/store/
 	$(GO) test -run '^$$' -bench FairSharing -benchtime 1x ./actors/
 	$(GO) test -run '^$$' -bench FitPrompt100KB ./actors/
+	$(GO) test -run '^$$' -bench MoAWallTime -benchtime 3x ./actors/
+	$(GO) test -run '^$$' -bench StragglerDeadline -benchtime 10x ./actors/
 	$(GO) test -run '^$$' -bench 'CrossNode|Remote' -benchtime 300x ./cmd/node/
 	$(GO) test -run '^$$' -bench AdmissionCluster -benchtime 200x ./cmd/node/
 	$(GO) test -run '^$$' -bench TokenizerThroughput -benchtime 20000x ./cmd/node/

@@ -361,6 +361,11 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 		a.hedgeTimer.Stop()
 		a.hedgeTimer = nil
 	}
+	if a.hedgePlacing != nil && a.worker != nil && from.Equal(a.worker) {
+		// The primary streamed before the hedge's worker even started.
+		c.cancelPlacement(ctx, a, a.hedgePlacing)
+		a.hedgePlacing = nil
+	}
 	if a.hedge == nil {
 		return
 	}

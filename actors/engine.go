@@ -654,6 +654,16 @@ func (e *Engine) findRun(runID string) *messages.RunFound {
 // Hosted is how many run coordinators run on this process now.
 func (e *Engine) Hosted() int { return int(e.deps.hosted.Load()) }
 
+// stageSlotHeadroom keeps an eighth of the stage slots for tenants other
+// than any one (none below 8 slots: a step is offered to other nodes
+// before it waits).
+func stageSlotHeadroom(slots int) int {
+	if slots < 8 {
+		return -1
+	}
+	return slots / 8
+}
+
 // load is what this process announces as its load: the runs it hosts and
 // the stage attempts it runs for parallel steps.
 func (e *Engine) load() int { return e.Hosted() + e.deps.stageSlots.stats().Running }
@@ -695,7 +705,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
-			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, 0)},
+			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),

@@ -452,3 +452,34 @@ func TestStrategyRolesHaveTokenMetrics(t *testing.T) {
 		}
 	}
 }
+
+// With two stage slots, a three-proposer run's third proposer waits for a
+// slot (one process: no other node to offer it to): never more than two
+// steps stream at once, and the run completes.
+func TestStageSlotsBoundParallelSteps(t *testing.T) {
+	e, _, _ := newProfileEngine(t, strategyProfiles, func(c *Config) { c.StageSlots = 2 })
+	evs, l := runStrategy(t, e, "moa", 13)
+	if terminal(evs).GetRunCompleted() == nil {
+		t.Fatalf("run ended %v", terminal(evs))
+	}
+	// A step holds its slot from its first delta (at the latest) to its
+	// completion.
+	open, most := 0, 0
+	for _, ev := range evs {
+		switch k := ev.Kind.(type) {
+		case *messages.RunEvent_TokenDelta:
+			if l.firstSeq[k.TokenDelta.Step] == ev.Seq {
+				open++
+				most = max(most, open)
+			}
+		case *messages.RunEvent_StageCompleted:
+			open--
+		}
+	}
+	if most != 2 {
+		t.Errorf("%d steps streamed at once with 2 stage slots", most)
+	}
+	if got := testutil.ToFloat64(e.metrics.stepOffers.WithLabelValues("queued")); got < 1 {
+		t.Errorf("no step queued for a slot (queued = %v)", got)
+	}
+}

@@ -10,8 +10,12 @@
 // transport (transport.go): SSE (sse.go), WebSocket (ws.go) or an OpenAI
 // chunk stream (openai.go). A pump writes what is pending (at most a batch of
 // the hub's MaxBatch events) and flushes; when a reader is behind, consecutive
-// token deltas of a stage are coalesced into one event, so a slow link costs
-// fewer, larger writes, and the first token is never held back.
+// token deltas of one step are coalesced into one event, so a slow link costs
+// fewer, larger writes, and the first token is never held back. A run of a
+// parallel strategy (moa, council, vote) has several steps streaming at
+// once: their deltas interleave in the log, every step event names its step,
+// and everything that rebuilds a step's text or bills it (steps.go: the run
+// resource's steps, the ledger's per-step rows) keys by step id.
 //
 // No event on the wire is longer than Config.MaxEventBytes, framing included
 // (events.go): coalescing stops at the bound, a delta too long for one event
@@ -55,6 +59,9 @@
 //     finished runs' logs for Config.KeepRuns; a gateway restarted after a
 //     crash follows the runs it had admitted again (recoverOpen) and bills
 //     them.
+//   - Batches (batch.go: POST /v1/runs/batch) are kept in the store; a
+//     dispatcher starts their items as ordinary runs, at most the tenant's
+//     concurrent_runs at once, and a restarted gateway takes them up again.
 //   - The registry (tenants and keys) is replicated between the cluster's
 //     gateways (Tenancy.Replicate): a change is pushed to every peer, and each
 //     gateway pulls the others' registries at start and every minute; the row
@@ -69,7 +76,8 @@
 //
 //  1. New validates a Config (an actors.Engine is required), builds the
 //     routes and starts its background goroutines (the memory release and,
-//     with Tenancy, recoverOpen and keepRuns), all owned by the Server.
+//     with Tenancy, recoverOpen, keepRuns and the batch dispatcher), all
+//     owned by the Server.
 //  2. Handler serves the public routes: the API, the UI, /healthz and
 //     /readyz (/metrics only to an admin key); OpsHandler serves /healthz,
 //     /readyz and /metrics without a key, for an address only operators

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -18,6 +19,10 @@ const (
 	evRunCompleted   = "run_completed"
 	evRunFailed      = "run_failed"
 	evRunCancelled   = "run_cancelled"
+	evRunPlanned     = "run_planned"
+	evStepSkipped    = "step_skipped"
+	evRanking        = "ranking"
+	evStepNote       = "step_note"
 	evLagged         = "lagged"
 )
 
@@ -37,6 +42,14 @@ func eventType(ev *messages.RunEvent) string {
 		return evRunFailed
 	case *messages.RunEvent_RunCancelled:
 		return evRunCancelled
+	case *messages.RunEvent_RunPlanned:
+		return evRunPlanned
+	case *messages.RunEvent_StepSkipped:
+		return evStepSkipped
+	case *messages.RunEvent_Ranking:
+		return evRanking
+	case *messages.RunEvent_StepNote:
+		return evStepNote
 	}
 	return "unknown"
 }
@@ -48,6 +61,15 @@ func stageString(s messages.Stage) string {
 		return st.String()
 	}
 	return ""
+}
+
+// stepOf is the id of the step an event names: its step, or for a chain's
+// stage (whose events carry no step) the stage's name.
+func stepOf(step string, stage messages.Stage) string {
+	if step != "" {
+		return step
+	}
+	return stageString(stage)
 }
 
 // Bounds on one event on the wire (Config.MaxEventBytes).
@@ -62,12 +84,22 @@ const (
 	// wireOverhead bounds what an event holds besides its long text (a
 	// delta's text, a reason, a note), framing included: SSE "id:",
 	// "event:" and "data:" lines, an OpenAI chunk's envelope. The largest,
-	// an OpenAI chunk with a 128-byte model name, is under 400 bytes; a
-	// token_delta part with 20-digit numbers everywhere under 350.
+	// a stage_started with 128-byte model and provider names, a 64-byte
+	// step and 20-digit numbers everywhere, is under 600 bytes with its SSE
+	// framing (TestStepEventsFitTheBound); an OpenAI chunk with a 128-byte
+	// model name under 400; a token_delta part under 400.
 	wireOverhead = 640
 	// shortFieldMax bounds each short string (model, provider, code): they
 	// come from the configuration and are normally a few bytes.
 	shortFieldMax = 128
+	// stepFieldMax bounds a step id on the wire (a profile's ids are at
+	// most 32 bytes: "p1.2", "m3", "aggregator").
+	stepFieldMax = 64
+	// sseFraming bounds an SSE event's framing around its JSON: "id: " and
+	// a 20-digit seq (":end" only for a delta's part), "\nevent: " and the
+	// longest type, "\ndata: ", "\n\n". Events whose JSON has no long text
+	// to cut (run_planned, ranking) are fitted to max - sseFraming.
+	sseFraming = 64
 )
 
 // textBudget is how many encoded (escaped) bytes of long text one event
@@ -75,7 +107,7 @@ const (
 func textBudget(max int) int { return max - wireOverhead }
 
 // span is one event on the wire: evs[lo:hi] (when hi-lo > 1, consecutive
-// token deltas of one stage coalesced into one), or, when to > 0, the text
+// token deltas of one step coalesced into one), or, when to > 0, the text
 // bytes [from, to) of the delta evs[lo] alone: a part of a delta too long
 // for one event, or the rest of one a reader resumed inside.
 type span struct {
@@ -87,7 +119,7 @@ type span struct {
 func (s span) isPart() bool { return s.to > 0 }
 
 // spanner cuts a batch of events into spans that each fit the bound:
-// consecutive deltas of one stage are coalesced until their escaped text
+// consecutive deltas of one step are coalesced until their escaped text
 // would pass budget; a delta whose text alone would is cut into parts at
 // character boundaries. A batch of one small event is one span: a reader
 // that keeps up sees every event as it was logged. It allocates nothing.
@@ -114,7 +146,9 @@ func (p *spanner) next() (span, bool) {
 			j := i + 1
 			for ; j < len(p.evs); j++ {
 				e := p.evs[j].GetTokenDelta()
-				if e == nil || e.Stage != d.Stage {
+				// Parallel steps' deltas interleave in the log: only a
+				// run of one step's deltas is one text.
+				if e == nil || e.Stage != d.Stage || e.Step != d.Step {
 					break
 				}
 				m := escapedLen(e.Text)
@@ -140,8 +174,10 @@ func (p *spanner) next() (span, bool) {
 // appendEventJSON writes the JSON of a span of evs (see docs/api.md). Long
 // free text (reasons, notes) is cut to long encoded bytes, short strings to
 // shortFieldMax; a span from the spanner with long = textBudget(max) then
-// encodes, framing included, within max.
+// encodes, framing included, within max. Events with lists (run_planned,
+// ranking) are fitted to max - sseFraming (see appendPlan, appendRanked).
 func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byte {
+	start := len(b)
 	last := evs[s.hi-1]
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, last.Seq, 10)
@@ -154,9 +190,12 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 	b = append(b, `","time":"`...)
 	b = appendTime(b, last)
 	b = append(b, '"')
+	// fit is how long a list event's JSON may be, closing brace included:
+	// the bound less the SSE framing.
+	fit := long + wireOverhead - sseFraming
 	switch k := last.GetKind().(type) {
 	case *messages.RunEvent_TokenDelta:
-		b = appendStage(b, k.TokenDelta.Stage)
+		b = appendStep(b, k.TokenDelta.Stage, k.TokenDelta.Step)
 		b = append(b, `,"text":"`...)
 		var tokens int64
 		if s.isPart() {
@@ -185,13 +224,16 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 		}
 	case *messages.RunEvent_StageStarted:
 		m := k.StageStarted
-		b = appendStage(b, m.Stage)
+		b = appendStep(b, m.Stage, m.Step)
 		b = appendStrMax(b, "model", m.Model, shortFieldMax)
 		b = appendStrMax(b, "provider", m.Provider, shortFieldMax)
 		b = append(b, `,"attempt":`...)
 		b = strconv.AppendInt(b, int64(m.Attempt), 10)
 		b = append(b, `,"fallback":`...)
 		b = strconv.AppendBool(b, m.Fallback)
+		if m.Final {
+			b = append(b, `,"final":true`...)
+		}
 		if m.PromptTokens > 0 {
 			b = append(b, `,"prompt_tokens":`...)
 			b = strconv.AppendInt(b, m.PromptTokens, 10)
@@ -204,7 +246,7 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 		// attempt's deltas, which the reader has; output_bytes checks it,
 		// and the run resource serves it whole.
 		m := k.StageCompleted
-		b = appendStage(b, m.Stage)
+		b = appendStep(b, m.Stage, m.Step)
 		b = appendStrMax(b, "model", m.Model, shortFieldMax)
 		b = append(b, `,"output_bytes":`...)
 		b = strconv.AppendInt(b, int64(len(m.Output)), 10)
@@ -212,23 +254,24 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 		b = appendMillis(b, "ttft_ms", m.GetTtft().AsDuration())
 		b = appendMillis(b, "duration_ms", m.GetDuration().AsDuration())
 	case *messages.RunEvent_StageRestarted:
-		b = appendStage(b, k.StageRestarted.Stage)
+		b = appendStep(b, k.StageRestarted.Stage, k.StageRestarted.Step)
 		b = appendStrMax(b, "reason", k.StageRestarted.Reason, long)
 		if u := k.StageRestarted.Usage; u != nil {
 			b = appendUsage(b, u)
 		}
 	case *messages.RunEvent_RunCompleted:
-		// The answer is the final stage's output: see StageCompleted.
+		// The answer is the final step's output: see StageCompleted.
 		b = append(b, `,"answer_bytes":`...)
 		b = strconv.AppendInt(b, int64(len(k.RunCompleted.Answer)), 10)
 		b = appendUsage(b, k.RunCompleted.Usage)
 	case *messages.RunEvent_RunFailed:
-		b = appendStrMax(b, "reason", k.RunFailed.Reason, long)
-		if k.RunFailed.Stage != messages.Stage_STAGE_UNSPECIFIED {
-			b = appendStage(b, k.RunFailed.Stage)
+		m := k.RunFailed
+		b = appendStrMax(b, "reason", m.Reason, long)
+		if m.Stage != messages.Stage_STAGE_UNSPECIFIED || m.Step != "" {
+			b = appendStep(b, m.Stage, m.Step)
 		}
-		b = appendStrMax(b, "code", k.RunFailed.Code, shortFieldMax)
-		if u := k.RunFailed.Usage; u != nil {
+		b = appendStrMax(b, "code", m.Code, shortFieldMax)
+		if u := m.Usage; u != nil {
 			b = appendUsage(b, u)
 		}
 	case *messages.RunEvent_RunCancelled:
@@ -236,8 +279,163 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 		if u := k.RunCancelled.Usage; u != nil {
 			b = appendUsage(b, u)
 		}
+	case *messages.RunEvent_RunPlanned:
+		b = appendStrMax(b, "strategy", k.RunPlanned.Strategy, shortFieldMax)
+		b = appendPlan(b, k.RunPlanned.Steps, fit-(len(b)-start)-1)
+	case *messages.RunEvent_StepSkipped:
+		m := k.StepSkipped
+		b = appendStep(b, m.Stage, m.Step)
+		b = appendStrMax(b, "reason", m.Reason, long)
+		b = appendStrMax(b, "code", m.Code, shortFieldMax)
+		if u := m.Usage; u != nil {
+			b = appendUsage(b, u)
+		}
+	case *messages.RunEvent_Ranking:
+		m := k.Ranking
+		if !m.Aggregate || m.Step != "" {
+			b = appendStrMax(b, "step", m.Step, stepFieldMax)
+		}
+		b = append(b, `,"aggregate":`...)
+		b = strconv.AppendBool(b, m.Aggregate)
+		b = appendRanked(b, m.Ranked, fit-(len(b)-start)-1)
+	case *messages.RunEvent_StepNote:
+		m := k.StepNote
+		b = appendStrMax(b, "step", m.Step, stepFieldMax)
+		b = appendStrMax(b, "kind", m.Kind, shortFieldMax)
+		// The message and the raw text share the long budget: the message
+		// (a sentence) first, at most half of it.
+		n := len(b)
+		b = appendStrMax(b, "message", m.Message, long/2)
+		if m.Raw != "" {
+			b = appendStrMax(b, "raw", m.Raw, max(long-(len(b)-n), len(ellipsis)+6))
+		}
 	}
 	return append(b, '}')
+}
+
+// planTiers are the ways a run_planned's steps are written, tried in turn
+// until the event fits its bound: whole; without each step's inputs
+// (readers derive them, see docs/api.md); with model and provider names
+// cut to 32 bytes as well (each step's stage_started has them whole). A
+// plan that fits none of them (only a bound near MinMaxEventBytes does
+// that) is cut: its first steps, "truncated":true and "step_count".
+var planTiers = [...]struct {
+	inputs bool
+	names  int
+}{{true, shortFieldMax}, {false, shortFieldMax}, {false, 32}}
+
+// appendPlan writes run_planned's "steps" (and "inputs_omitted",
+// "truncated", "step_count" when it had to), in at most room bytes.
+func appendPlan(b []byte, steps []*messages.PlannedStep, room int) []byte {
+	start := len(b)
+	for _, t := range planTiers {
+		b = b[:start]
+		if !t.inputs {
+			b = append(b, `,"inputs_omitted":true`...)
+		}
+		b = append(b, `,"steps":[`...)
+		for i, p := range steps {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendPlannedStep(b, p, t.inputs, t.names)
+		}
+		b = append(b, ']')
+		if len(b)-start <= room {
+			return b
+		}
+	}
+	// Cut: as many steps as fit before the tail.
+	b = b[:start]
+	b = append(b, `,"inputs_omitted":true,"truncated":true,"step_count":`...)
+	b = strconv.AppendInt(b, int64(len(steps)), 10)
+	b = append(b, `,"steps":[`...)
+	for i, p := range steps {
+		n := len(b)
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendPlannedStep(b, p, false, 32)
+		if len(b)-start+1 > room {
+			b = b[:n]
+			break
+		}
+	}
+	return append(b, ']')
+}
+
+func appendPlannedStep(b []byte, p *messages.PlannedStep, inputs bool, names int) []byte {
+	b = append(b, `{"step":"`...)
+	b = appendEscapedMax(b, stepOf(p.Step, p.Stage), stepFieldMax)
+	b = append(b, `","stage":"`...)
+	b = append(b, stageString(p.Stage)...)
+	b = append(b, '"')
+	b = appendStrMax(b, "model", p.Model, names)
+	b = appendStrMax(b, "provider", p.Provider, names)
+	if inputs {
+		b = append(b, `,"inputs":[`...)
+		for i, in := range p.Inputs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = appendEscapedMax(b, in, stepFieldMax)
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"min_inputs":`...)
+	b = strconv.AppendInt(b, int64(p.MinInputs), 10)
+	b = append(b, `,"final":`...)
+	b = strconv.AppendBool(b, p.Final)
+	b = append(b, `,"layer":`...)
+	b = strconv.AppendInt(b, int64(p.Layer), 10)
+	return append(b, '}')
+}
+
+// appendRanked writes a ranking's "ranked" list, best first, in at most
+// room bytes: the entries that fit, and "truncated":true if not all did
+// (a council has at most 16 answers: only a bound near MinMaxEventBytes
+// cuts it).
+func appendRanked(b []byte, ranked []*messages.RankedStep, room int) []byte {
+	const tail = `,"truncated":true`
+	start := len(b)
+	b = append(b, `,"ranked":[`...)
+	for i, r := range ranked {
+		n := len(b)
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"step":"`...)
+		b = appendEscapedMax(b, r.Step, stepFieldMax)
+		b = append(b, `","label":"`...)
+		b = appendEscapedMax(b, r.Label, 8)
+		b = append(b, `","average_rank":`...)
+		b = appendFloat(b, r.AverageRank)
+		b = append(b, `,"votes":`...)
+		b = strconv.AppendInt(b, int64(r.Votes), 10)
+		b = append(b, '}')
+		// Room for the closing bracket, and for the tail unless this is
+		// the last entry.
+		need := len(b) - start + 1
+		if i < len(ranked)-1 {
+			need += len(tail)
+		}
+		if need > room {
+			b = append(b[:n], ']')
+			return append(b, tail...)
+		}
+	}
+	return append(b, ']')
+}
+
+// appendFloat writes x as a JSON number (0 for NaN and infinities, which
+// JSON has not).
+func appendFloat(b []byte, x float64) []byte {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		x = 0
+	}
+	return strconv.AppendFloat(b, x, 'g', -1, 64)
 }
 
 // appendTime writes an event's time in RFC 3339 (UTC); a time outside
@@ -251,8 +449,12 @@ func appendTime(b []byte, ev *messages.RunEvent) []byte {
 	return t.AppendFormat(b, time.RFC3339Nano)
 }
 
-func appendStage(b []byte, s messages.Stage) []byte {
-	b = append(b, `,"stage":"`...)
+// appendStep writes a step event's ,"step":"…","stage":"…": the step id
+// (for a chain's stage, its name) and its role.
+func appendStep(b []byte, s messages.Stage, step string) []byte {
+	b = append(b, `,"step":"`...)
+	b = appendEscapedMax(b, stepOf(step, s), stepFieldMax)
+	b = append(b, `","stage":"`...)
 	b = append(b, stageString(s)...)
 	return append(b, '"')
 }
@@ -353,10 +555,13 @@ const ellipsis = "…"
 // appendEscapedMax is appendEscaped with the escaped text bounded to max
 // bytes: a longer s is cut between characters and ends with "…".
 func appendEscapedMax(b []byte, s string, max int) []byte {
-	if escapedLen(s) <= max {
+	// escapedPrefix reads at most max bytes' worth: a long s costs no more
+	// than a short one.
+	n := escapedPrefix(s, max)
+	if n == len(s) {
 		return appendEscaped(b, s)
 	}
-	n := escapedPrefix(s, max-len(ellipsis))
+	n = escapedPrefix(s[:n], max-len(ellipsis))
 	b = appendEscaped(b, s[:n])
 	return append(b, ellipsis...)
 }

@@ -103,11 +103,13 @@ func FuzzChatRequest(f *testing.F) {
 
 // FuzzEventJSON: every wire event the gateway writes is valid JSON no
 // longer than the bound (framing included), and the texts of the wire
-// events of a batch — deltas coalesced up to the bound, a long delta split
+// events of a batch — deltas coalesced up to the bound (only a run of one
+// step's deltas: parallel steps' deltas interleave), a long delta split
 // into parts — decode to the deltas' texts (each delta sanitised on its own:
 // invalid UTF-8 becomes U+FFFD), whether read whole or resumed after any
-// part; a long reason is cut, never overflows. Inputs are repeated (rep) so
-// that they pass the smallest bound.
+// part; a long reason is cut, never overflows; a plan or a ranking that
+// does not fit is cut and says so. Inputs are repeated (rep) so that they
+// pass the smallest bound.
 func FuzzEventJSON(f *testing.F) {
 	for _, s := range []string{"hello", "", "\"quote\" \\ back\n\t\r\x00\x1f", "日本語 🎉", "\u2028\u2029", "\xff\xfe broken \xe6\x97", "</script>"} {
 		f.Add(s, "second", uint16(0))
@@ -115,15 +117,45 @@ func FuzzEventJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, a, b string, rep uint16) {
 		long := strings.Repeat(a, 1+int(rep)%512)
+		proposer := messages.Stage_STAGE_PROPOSER
+		model := a + long
+		planned := func(n int) []*messages.PlannedStep { // a moa's plan with a fuzzed model name, n per layer
+			var out []*messages.PlannedStep
+			for l := 1; l <= 2; l++ {
+				for i := 1; i <= n; i++ {
+					out = append(out, &messages.PlannedStep{Step: fmt.Sprintf("p%d.%d", l, i), Stage: proposer, Model: model, Provider: b,
+						Inputs: []string{"p1.1", b}, MinInputs: 1, Layer: int32(l)})
+				}
+			}
+			return out
+		}
+		var ranked []*messages.RankedStep
+		for i := 0; i < 16; i++ {
+			ranked = append(ranked, &messages.RankedStep{Step: fmt.Sprintf("m%d", i+1), Label: stagework.Label(i), AverageRank: float64(i) + 1.0/3, Votes: int32(i)})
+		}
 		evs := []*messages.RunEvent{
 			{Seq: 1, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 1, Text: a, Tokens: 1}}},
 			{Seq: 2, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 1, Text: b, Tokens: 2}}},
 			{Seq: 3, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 1, Text: long, Tokens: 3}}},
 			{Seq: 4, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: 2, Text: b + long, Tokens: 4}}},
-			{Seq: 5, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b + long, Code: b}}},
+			// Parallel steps of one role: interleaved, never coalesced together.
+			{Seq: 5, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: proposer, Step: "p1.1", Text: a, Tokens: 5}}},
+			{Seq: 6, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: proposer, Step: "p1.2", Text: b, Tokens: 6}}},
+			{Seq: 7, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: proposer, Step: "p1.2", Text: long, Tokens: 7}}},
+			{Seq: 8, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: proposer, Step: "p1.1", Text: a, Tokens: 8}}},
+			{Seq: 9, Kind: &messages.RunEvent_RunPlanned{RunPlanned: &messages.RunPlanned{Strategy: b, Steps: planned(1 + int(rep)%16)}}},
+			{Seq: 10, Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{Stage: proposer, Step: a, Model: model, Provider: b + long, Note: long + b, Final: true}}},
+			{Seq: 11, Kind: &messages.RunEvent_StepSkipped{StepSkipped: &messages.StepSkipped{Step: a, Stage: proposer, Reason: a + b + long, Code: b,
+				Usage: &messages.Usage{PromptTokens: 1}}}},
+			{Seq: 12, Kind: &messages.RunEvent_Ranking{Ranking: &messages.Ranking{Step: a, Ranked: ranked[:1+int(rep)%16]}}},
+			{Seq: 13, Kind: &messages.RunEvent_Ranking{Ranking: &messages.Ranking{Aggregate: true, Ranked: ranked}}},
+			{Seq: 14, Kind: &messages.RunEvent_StepNote{StepNote: &messages.StepNote{Step: b, Kind: a, Message: a + long, Raw: b + long}}},
+			{Seq: 15, Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{Stage: proposer, Step: b, Reason: long}}},
+			{Seq: 16, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b + long, Code: b, Step: a, Stage: proposer}}},
 		}
+		const deltas, tokensAll = 8, 36
 		want := map[uint64]string{}
-		for _, ev := range evs[:4] {
+		for _, ev := range evs[:deltas] {
 			want[ev.Seq] = replaceInvalid(ev.GetTokenDelta().Text)
 		}
 		for _, max := range []int{MinMaxEventBytes, 4096, DefaultMaxEventBytes} {
@@ -147,10 +179,15 @@ func FuzzEventJSON(f *testing.F) {
 						Seq     uint64
 						Type    string
 						FromSeq uint64 `json:"from_seq"`
+						Step    *string
 						Text    *string
 						Tokens  int64
 						Reason  string
 						Part    *struct{ Offset, End, Size int }
+						Steps   []map[string]any
+						Ranked  []map[string]any
+						Count   int  `json:"step_count"`
+						Cut     bool `json:"truncated"`
 					}
 					if err := json.Unmarshal(out, &d); err != nil {
 						t.Fatalf("invalid JSON %q: %v", out, err)
@@ -158,11 +195,41 @@ func FuzzEventJSON(f *testing.F) {
 					if !bytes.Contains(wire, out) {
 						t.Fatalf("the SSE event does not carry the JSON")
 					}
-					if d.Type == evRunFailed {
+					if d.Type != eventType(evs[s.hi-1]) {
+						t.Fatalf("type %q for a %T", d.Type, evs[s.hi-1].Kind)
+					}
+					switch d.Type {
+					case evRunFailed, evStepSkipped:
 						full := replaceInvalid(a + b + long)
 						if d.Reason != full && !(strings.HasSuffix(d.Reason, "…") && strings.HasPrefix(full, strings.TrimSuffix(d.Reason, "…"))) {
 							t.Fatalf("reason %q is not %q nor a prefix of it", d.Reason, full)
 						}
+						if d.Step == nil {
+							t.Fatalf("%s without its step", d.Type)
+						}
+						continue
+					case evRunPlanned:
+						// Whole, or cut, and says so.
+						n := len(evs[s.hi-1].GetRunPlanned().Steps)
+						if len(d.Steps) != n && (!d.Cut || d.Count != n || len(d.Steps) > n) {
+							t.Fatalf("bound %d: a plan of %d steps came with %d (truncated %v, step_count %d)", max, n, len(d.Steps), d.Cut, d.Count)
+						}
+						continue
+					case evRanking:
+						n := len(evs[s.hi-1].GetRanking().Ranked)
+						if len(d.Ranked) != n && !d.Cut {
+							t.Fatalf("bound %d: a ranking of %d came with %d, not marked truncated", max, n, len(d.Ranked))
+						}
+						continue
+					case evTokenDelta:
+						// A coalesced span is one step's deltas.
+						for _, ev := range evs[s.lo:s.hi] {
+							td := ev.GetTokenDelta()
+							if d.Step == nil || *d.Step != stepOf(td.Step, td.Stage) {
+								t.Fatalf("a token_delta of step %v covers seq %d of step %q", d.Step, ev.Seq, stepOf(td.Step, td.Stage))
+							}
+						}
+					default:
 						continue
 					}
 					if d.Part != nil {
@@ -181,7 +248,7 @@ func FuzzEventJSON(f *testing.F) {
 			text, tokens, resumes := read(evs, 0)
 			// Coalesced spans put their text under their last seq.
 			var got, all strings.Builder
-			for seq := uint64(1); seq <= 4; seq++ {
+			for seq := uint64(1); seq <= deltas; seq++ {
 				got.WriteString(text[seq])
 				all.WriteString(want[seq])
 			}
@@ -192,8 +259,8 @@ func FuzzEventJSON(f *testing.F) {
 			for _, v := range tokens {
 				n += v
 			}
-			if n != 10 {
-				t.Fatalf("bound %d: %d tokens, want 10", max, n)
+			if n != tokensAll {
+				t.Fatalf("bound %d: %d tokens, want %d", max, n, tokensAll)
 			}
 			// A reader resumed after a part gets exactly the rest of that
 			// delta, then the events after it.

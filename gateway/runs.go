@@ -311,15 +311,38 @@ func (s *Server) logStreamEnd(kind, runID string, sub *actors.Subscription, err 
 
 // profileView is one entry of GET /v1/profiles.
 type profileView struct {
-	Name        string           `json:"name"`
-	Description string           `json:"description"`
-	Stages      []profileStageVw `json:"stages"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Strategy    string `json:"strategy"`
+	// Steps are the profile's steps in plan order (a chain's four stages).
+	Steps []profileStepVw `json:"steps"`
+	// Stages are a chain profile's four stages, as before steps existed;
+	// empty for a parallel strategy (see Steps).
+	Stages []profileStageVw `json:"stages"`
 }
 
 type profileStageVw struct {
 	Stage    string `json:"stage"`
 	Provider string `json:"provider"`
 	Model    string `json:"model"`
+}
+
+// profileStepVw is one step of a profile: what a run's run_planned says
+// of it (docs/api.md), with its display title.
+type profileStepVw struct {
+	ID        string   `json:"id"`
+	Stage     string   `json:"stage"`
+	Title     string   `json:"title"`
+	Provider  string   `json:"provider"`
+	Model     string   `json:"model"`
+	Inputs    []string `json:"inputs"`
+	MinInputs int      `json:"min_inputs"`
+	Final     bool     `json:"final"`
+	Layer     int      `json:"layer"`
+	// Method is a vote's tally method (majority or judge).
+	Method string `json:"method,omitempty"`
+	// DeadlineMs is the step's own time limit (0: none).
+	DeadlineMs float64 `json:"deadline_ms,omitempty"`
 }
 
 // listProfiles lists the profiles the tenant may use, and its default.
@@ -336,9 +359,21 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		p, _ := cfg.Profile(name)
-		pv := profileView{Name: name, Description: p.Description}
+		pv := profileView{Name: name, Description: p.Description, Strategy: p.Strategy, Steps: []profileStepVw{}, Stages: []profileStageVw{}}
+		if p.IsChain() {
+			pv.Strategy = stagework.StrategyChain
+		}
 		for _, st := range p.Stages {
-			pv.Stages = append(pv.Stages, profileStageVw{Stage: st.Stage.String(), Provider: st.Provider, Model: st.Model})
+			inputs := st.Inputs
+			if inputs == nil {
+				inputs = []string{}
+			}
+			pv.Steps = append(pv.Steps, profileStepVw{ID: st.StepID(), Stage: st.Stage.String(), Title: stepTitle(st.StepID(), messages.Stage(st.Stage)),
+				Provider: st.Provider, Model: st.Model, Inputs: inputs, MinInputs: st.MinInputs, Final: st.Final, Layer: st.Layer,
+				Method: st.Method, DeadlineMs: millis(st.Deadline)})
+			if p.IsChain() {
+				pv.Stages = append(pv.Stages, profileStageVw{Stage: st.Stage.String(), Provider: st.Provider, Model: st.Model})
+			}
 		}
 		out.Data = append(out.Data, pv)
 	}
@@ -412,13 +447,22 @@ func decodeBody(body []byte, v any, strict bool) *apiError {
 
 // runView is the run resource (docs/api.md).
 type runView struct {
-	ID        string      `json:"id"`
-	Object    string      `json:"object"`
-	Status    string      `json:"status"`
-	Profile   string      `json:"profile"`
-	Query     string      `json:"query"`
-	CreatedAt time.Time   `json:"created_at"`
-	LastSeq   uint64      `json:"last_seq"`
+	ID        string    `json:"id"`
+	Object    string    `json:"object"`
+	Status    string    `json:"status"`
+	Profile   string    `json:"profile"`
+	Query     string    `json:"query"`
+	CreatedAt time.Time `json:"created_at"`
+	LastSeq   uint64    `json:"last_seq"`
+	Strategy  string    `json:"strategy"`
+	// Steps are every step of the run, in plan order (a chain's four
+	// stages; a strategy's steps), with their outputs.
+	Steps []stepView `json:"steps"`
+	// Ranking is a council's aggregate ranking of its members' answers
+	// (best first), once its chairman starts.
+	Ranking []rankView `json:"ranking,omitempty"`
+	// Stages are a chain run's four stages, as before steps existed; empty
+	// for a run of a parallel strategy (see Steps).
 	Stages    []stageView `json:"stages"`
 	Answer    string      `json:"answer,omitempty"`
 	Usage     *usageView  `json:"usage,omitempty"`
@@ -452,6 +496,7 @@ type runError struct {
 	Message string `json:"message"`
 	Code    string `json:"code"`
 	Stage   string `json:"stage,omitempty"`
+	Step    string `json:"step,omitempty"` // the step that failed, when one did
 }
 
 func toUsageView(u *messages.Usage) *usageView {
@@ -467,16 +512,41 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (s *Server) view(h *actors.Hub) runView {
 	v := runView{
 		ID: h.RunID, Object: "run", Status: "running", Profile: h.Profile, Query: h.Query, CreatedAt: h.Created.UTC(),
-		EventsURL: "/v1/runs/" + h.RunID + "/events", WSURL: "/v1/runs/" + h.RunID + "/ws",
+		EventsURL: "/v1/runs/" + h.RunID + "/events", WSURL: "/v1/runs/" + h.RunID + "/ws", Stages: []stageView{},
 	}
+	evs := h.Events(1)
+	p, _ := s.engine.Stages().Profile(h.Profile)
+	f := newRunFold(p, s.engine.Stages(), true)
+	f.fold(evs)
+	v.Strategy, v.Steps, v.Ranking = f.strategy, f.views(), f.ranking
+	if f.strategy == "" {
+		v.Strategy = stagework.StrategyChain // a run of a parallel strategy logs its plan first
+	}
+	if v.Strategy == stagework.StrategyChain {
+		v.Stages = chainStages(p, evs, v.Steps)
+	}
+	if len(evs) > 0 {
+		v.LastSeq = evs[len(evs)-1].Seq
+	}
+	v.Status, v.Error = f.status, f.err
+	if f.status == "completed" {
+		v.Answer, v.Usage = f.answer, toUsageView(f.usage)
+	}
+	return v
+}
+
+// chainStages folds a chain run's log into its "stages" (the resource's
+// shape from before steps; kept as it was). A stage's output is its
+// step's (the same string: a huge output is held once).
+func chainStages(p *stagework.Profile, evs []*messages.RunEvent, steps []stepView) []stageView {
+	stages := []stageView{}
 	idx := map[messages.Stage]int{}
-	if p, err := s.engine.Stages().Profile(h.Profile); err == nil {
+	if p != nil && p.IsChain() {
 		for _, st := range p.Stages {
-			idx[messages.Stage(st.Stage)] = len(v.Stages)
-			v.Stages = append(v.Stages, stageView{Stage: st.Stage.String(), Status: "pending", Model: st.Model, Provider: st.Provider})
+			idx[messages.Stage(st.Stage)] = len(stages)
+			stages = append(stages, stageView{Stage: st.Stage.String(), Status: "pending", Model: st.Model, Provider: st.Provider})
 		}
 	}
-	var text []strings.Builder = make([]strings.Builder, len(v.Stages))
 	stage := func(st messages.Stage) int {
 		i, ok := idx[st]
 		if !ok {
@@ -484,62 +554,51 @@ func (s *Server) view(h *actors.Hub) runView {
 		}
 		return i
 	}
-	evs := h.Events(1)
 	for _, ev := range evs {
 		switch k := ev.Kind.(type) {
 		case *messages.RunEvent_StageStarted:
 			if i := stage(k.StageStarted.Stage); i >= 0 {
-				sv := &v.Stages[i]
+				sv := &stages[i]
 				sv.Status, sv.Model, sv.Provider, sv.Attempts = "running", k.StageStarted.Model, k.StageStarted.Provider, k.StageStarted.Attempt
-				text[i].Reset()
 				sv.Tokens = 0
 			}
 		case *messages.RunEvent_TokenDelta:
 			if i := stage(k.TokenDelta.Stage); i >= 0 {
-				text[i].WriteString(k.TokenDelta.Text)
-				v.Stages[i].Tokens += int64(k.TokenDelta.Tokens)
+				stages[i].Tokens += int64(k.TokenDelta.Tokens)
 			}
 		case *messages.RunEvent_StageRestarted:
 			if i := stage(k.StageRestarted.Stage); i >= 0 {
-				text[i].Reset()
-				v.Stages[i].Tokens = 0
-				v.Stages[i].Restarts++
+				stages[i].Tokens = 0
+				stages[i].Restarts++
 			}
 		case *messages.RunEvent_StageCompleted:
 			if i := stage(k.StageCompleted.Stage); i >= 0 {
 				m := k.StageCompleted
-				sv := &v.Stages[i]
+				sv := &stages[i]
 				sv.Status, sv.Model = "completed", m.Model
-				text[i].Reset()
-				text[i].WriteString(m.Output)
 				sv.Usage = toUsageView(m.Usage)
 				sv.TTFTMs, sv.DurationMs = millis(m.GetTtft().AsDuration()), millis(m.GetDuration().AsDuration())
 			}
-		case *messages.RunEvent_RunCompleted:
-			v.Status, v.Answer, v.Usage = "completed", k.RunCompleted.Answer, toUsageView(k.RunCompleted.Usage)
 		case *messages.RunEvent_RunFailed:
-			v.Status = "failed"
-			v.Error = &runError{Message: k.RunFailed.Reason, Code: k.RunFailed.Code, Stage: stageString(k.RunFailed.Stage)}
-			for i := range v.Stages {
-				if v.Stages[i].Status == "running" {
-					v.Stages[i].Status = "failed"
+			for i := range stages {
+				if stages[i].Status == "running" {
+					stages[i].Status = "failed"
 				}
 			}
 		case *messages.RunEvent_RunCancelled:
-			v.Status = "cancelled"
-			v.Error = &runError{Message: k.RunCancelled.Reason, Code: "cancelled"}
-			for i := range v.Stages {
-				if v.Stages[i].Status == "running" {
-					v.Stages[i].Status = "cancelled"
+			for i := range stages {
+				if stages[i].Status == "running" {
+					stages[i].Status = "cancelled"
 				}
 			}
 		}
 	}
-	for i := range v.Stages {
-		v.Stages[i].Output = text[i].String()
+	for i := range stages {
+		for _, st := range steps {
+			if st.ID == stages[i].Stage {
+				stages[i].Output = st.Output
+			}
+		}
 	}
-	if len(evs) > 0 {
-		v.LastSeq = evs[len(evs)-1].Seq
-	}
-	return v
+	return stages
 }

@@ -183,9 +183,12 @@ type Server struct {
 
 	adm admissionState // cheap refusals remembered; seams for tests (admission.go)
 
+	batches *batchManager // POST /v1/runs/batch (batch.go); nil without Tenancy
+
 	// Goroutines, each owned by the Server and waited for by Close: the
 	// runs waiting to be billed (accounting), and the background work
-	// (bg: recoverOpen, keepRuns, a limiter's settle after a failed admit).
+	// (bg: recoverOpen, keepRuns, a limiter's settle after a failed admit,
+	// the batch dispatcher and its watchers: batch.go).
 	// stop (and ctx, cancelled with it) tells them to end.
 	accounting sync.WaitGroup
 	bgMu       sync.Mutex // guards bgClosed and bg.Add against Close's bg.Wait
@@ -239,15 +242,17 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
 	})
-	s.handler = s.recoverer(s.loopbackOnly(s.withAuth(mux)))
+	s.handler = s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux))))
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", s.healthz)
 	ops.HandleFunc("GET /readyz", s.ready)
 	ops.Handle("GET /metrics", s.metricsHandler)
 	s.opsHandler = s.recoverer(s.loopbackOnly(ops))
 	if s.tenancy != nil {
+		s.batches = newBatchManager(s) // before recoverOpen: the runs it bills tell it (runEnded)
 		s.goBackground(s.recoverOpen)
 		s.goBackground(s.keepRuns)
+		s.goBackground(s.batches.run)
 	}
 	if cfg.FreeMemoryAfter > 0 {
 		s.mem = newMemRelease(cfg.FreeMemoryAfter)

@@ -31,6 +31,15 @@ func TestSpannerCoalescesWithinTheBoundAndSplitsLongDeltas(t *testing.T) {
 	if got, want := spansOf(evs, 0, 100), []span{{lo: 0, hi: 3}, {lo: 3, hi: 4}, {lo: 4, hi: 5}, {lo: 5, hi: 7}}; !slices.Equal(got, want) {
 		t.Fatalf("spans %v, want %v", got, want)
 	}
+	// Parallel steps of one role interleave in the log: only consecutive
+	// deltas of one step merge.
+	sd := func(seq uint64, step string) *messages.RunEvent {
+		return &messages.RunEvent{Seq: seq, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Stage: messages.Stage_STAGE_PROPOSER, Step: step, Text: "x", Tokens: 1}}}
+	}
+	steps := []*messages.RunEvent{sd(1, "p1.1"), sd(2, "p1.1"), sd(3, "p1.2"), sd(4, "p1.1"), sd(5, "p1.3"), sd(6, "p1.3")}
+	if got, want := spansOf(steps, 0, 100), []span{{lo: 0, hi: 2}, {lo: 2, hi: 3}, {lo: 3, hi: 4}, {lo: 4, hi: 6}}; !slices.Equal(got, want) {
+		t.Fatalf("steps' spans %v, want %v", got, want)
+	}
 	// One pending event is one span: a reader that keeps up gets every event as logged.
 	if got := spansOf(evs[:1], 0, 100); !slices.Equal(got, []span{{lo: 0, hi: 1}}) {
 		t.Fatalf("single event: %v", got)

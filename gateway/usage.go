@@ -44,6 +44,7 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 				CreatedAt: hub.Created, EndedAt: u.EndedAt, Log: log}
 		}
 		s.settle(u, a, run)
+		s.batches.runEnded(hub) // a batch item's run: its outcome, and its slot is free (batch.go)
 	}()
 }
 
@@ -69,72 +70,21 @@ func (s *Server) settle(u store.Usage, a *admission, run *store.FinishedRun) {
 	}
 }
 
-// usageFromLog bills a run from its log: every finished stage's usage, and
-// what void attempts (restarted, cancelled, failed) used, each at its
-// model's price.
+// usageFromLog bills a run from its log: every step's usage — finished
+// steps', and what void attempts (restarted, left out, cancelled, failed)
+// used — each at its model's price, one row per step (runFold).
 func usageFromLog(evs []*messages.RunEvent, prices *stagework.Config, a *admission) store.Usage {
 	u := store.Usage{RunID: a.runID, TenantID: a.tenant, Profile: a.profile, AdmittedAt: a.at, Status: "abandoned", EndedAt: time.Now().UTC()}
-	byStage := map[messages.Stage]int{} // index into u.Stages
-	model := map[messages.Stage]*messages.StageStarted{}
-	started := map[messages.Stage]time.Time{}
-	add := func(st messages.Stage, m string, us *messages.Usage, at time.Time) {
-		if us == nil || st == messages.Stage_STAGE_UNSPECIFIED {
-			return
-		}
-		i, ok := byStage[st]
-		if !ok {
-			i = len(u.Stages)
-			byStage[st] = i
-			u.Stages = append(u.Stages, store.StageUsage{Stage: stageString(st)})
-		}
-		s := &u.Stages[i]
-		if m != "" {
-			s.Model = m
-		}
-		if ss := model[st]; ss != nil {
-			s.Provider = ss.Provider
-		}
-		s.PromptTokens += us.PromptTokens
-		s.CompletionTokens += us.CompletionTokens
-		if p, ok := prices.Price(m); ok {
-			s.CostUSD += p.Cost(stagework.Usage{PromptTokens: us.PromptTokens, CompletionTokens: us.CompletionTokens})
-		}
-		if t0, ok := started[st]; ok && !at.IsZero() {
-			s.DurationMS = at.Sub(t0).Milliseconds()
-		}
+	p, _ := prices.Profile(a.profile)
+	f := newRunFold(p, prices, false)
+	f.fold(evs)
+	if f.status != "running" {
+		u.Status, u.EndedAt = f.status, f.endedAt
 	}
-	var current messages.Stage
-	for _, ev := range evs {
-		at := ev.GetTime().AsTime()
-		switch k := ev.Kind.(type) {
-		case *messages.RunEvent_StageStarted:
-			current = k.StageStarted.Stage
-			model[current] = k.StageStarted
-			if _, ok := started[current]; !ok {
-				started[current] = at
-			}
-		case *messages.RunEvent_TokenDelta:
-			if u.TTFTMS == 0 {
-				u.TTFTMS = max(1, at.Sub(a.at).Milliseconds())
-			}
-		case *messages.RunEvent_StageCompleted:
-			add(k.StageCompleted.Stage, k.StageCompleted.Model, k.StageCompleted.Usage, at)
-		case *messages.RunEvent_StageRestarted:
-			add(k.StageRestarted.Stage, model[k.StageRestarted.Stage].GetModel(), k.StageRestarted.Usage, at)
-		case *messages.RunEvent_RunCompleted:
-			u.Status, u.EndedAt = "completed", at
-		case *messages.RunEvent_RunCancelled:
-			add(current, model[current].GetModel(), k.RunCancelled.Usage, at)
-			u.Status, u.EndedAt = "cancelled", at
-		case *messages.RunEvent_RunFailed:
-			st := k.RunFailed.Stage
-			if st == messages.Stage_STAGE_UNSPECIFIED {
-				st = current
-			}
-			add(st, model[st].GetModel(), k.RunFailed.Usage, at)
-			u.Status, u.EndedAt = "failed", at
-		}
+	if !f.firstAt.IsZero() {
+		u.TTFTMS = max(1, f.firstAt.Sub(a.at).Milliseconds())
 	}
+	u.Stages = f.rows()
 	for _, s := range u.Stages {
 		u.PromptTokens += s.PromptTokens
 		u.CompletionTokens += s.CompletionTokens
@@ -284,7 +234,12 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		TotalTokens      int64   `json:"total_tokens"`
 		CostUSD          float64 `json:"cost_usd"`
 	}
-	for _, u := range recs {
+	for i, u := range recs {
+		for j := range u.Stages {
+			if u.Stages[j].Step == "" {
+				recs[i].Stages[j].Step = u.Stages[j].Stage // a row from before steps: a chain's stage
+			}
+		}
 		sum.Runs++
 		sum.PromptTokens += u.PromptTokens
 		sum.CompletionTokens += u.CompletionTokens

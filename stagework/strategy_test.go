@@ -366,3 +366,30 @@ func TestGraphChainIsSequential(t *testing.T) {
 		t.Error("refiner runs without the generator")
 	}
 }
+
+// The documented example for real models parses, and uses every strategy.
+func TestRealModelsExampleProfiles(t *testing.T) {
+	c, err := LoadConfig("../deploy/profiles.real-models.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, name := range c.ProfileNames() {
+		p, _ := c.Profile(name)
+		s := p.Strategy
+		if s == "" {
+			s = StrategyChain
+		}
+		seen[s] = true
+		for _, sp := range p.Stages {
+			if sp.Stage != StageTally && c.Providers[sp.Provider].Kind != KindOpenAI {
+				t.Errorf("%s: step %s is on %q, not a real endpoint", name, sp.StepID(), sp.Provider)
+			}
+		}
+	}
+	for _, s := range []string{StrategyChain, StrategyMoA, StrategyCouncil, StrategyVote} {
+		if !seen[s] {
+			t.Errorf("no example profile uses strategy %s", s)
+		}
+	}
+}

@@ -363,12 +363,18 @@ func FinalAnswer(text string) (answer string, ok bool) {
 }
 
 // normalizeAnswer puts an answer in the form samples' answers are compared
-// in: \boxed{} unwrapped, Markdown marks dropped, lower case, spaces
-// collapsed, surrounding punctuation and brackets trimmed.
-// Only the first maxAnswerBytes of s count: a short answer is short, and
-// the bound keeps the trimming below cheap on any input.
+// in: lower case, Markdown marks dropped, \boxed{} unwrapped, spaces
+// collapsed, surrounding punctuation and brackets trimmed. Only the first
+// maxAnswerBytes of s count (after lower-casing, which may lengthen it): a
+// short answer is short, and the bound keeps the trimming cheap on any
+// input. Every step after the bound only removes text, so a normalised
+// answer normalises to itself.
 func normalizeAnswer(s string) string {
 	s = strings.TrimSpace(s)
+	if len(s) > 4*maxAnswerBytes {
+		s = s[:4*maxAnswerBytes]
+	}
+	s = strings.ToLower(strings.ToValidUTF8(s, "\uFFFD"))
 	if len(s) > maxAnswerBytes {
 		cut := maxAnswerBytes
 		for cut > 0 && !utf8.RuneStart(s[cut]) {
@@ -376,6 +382,7 @@ func normalizeAnswer(s string) string {
 		}
 		s = s[:cut]
 	}
+	s = strings.NewReplacer("**", "", "__", "", "*", "", "`", "").Replace(s)
 	if i := strings.LastIndex(s, `\boxed{`); i >= 0 {
 		s = s[i+len(`\boxed{`):]
 		depth := 1
@@ -392,8 +399,7 @@ func normalizeAnswer(s string) string {
 			}
 		}
 	}
-	s = strings.NewReplacer("**", "", "__", "", "*", "", "`", "").Replace(s)
-	s = strings.Join(strings.Fields(strings.ToLower(s)), " ")
+	s = strings.Join(strings.Fields(s), " ")
 	for {
 		t := trimAnswer(s)
 		if t == s {

@@ -179,6 +179,7 @@ func TestFinalAnswer(t *testing.T) {
 		{"The final answer is: $42$", "42"},
 		{"Final answer: \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"},
 		{"So the answer is $\\boxed{7}$.", "7"},
+		{"Final answer: \\BoXed{00", "00"}, // lower case first, then an unclosed box is read to the end
 		{"Final answer: (B)", "b"},
 		{"Final answer: B.", "b"},
 		{"Final answer: \"The Quick  Brown\tFox\"", "the quick brown fox"},

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // strategyProfiles: a six-proposer Mixture-of-Agents whose proposers
@@ -50,5 +51,79 @@ func TestParallelStepsSpreadOverTheCluster(t *testing.T) {
 	}
 	if total != 7 {
 		t.Errorf("the nodes started %d steps, want 7 (6 proposers and the aggregator)", total)
+	}
+}
+
+// A node running some of a six-proposer run's steps (not its coordinator)
+// is killed while they stream: those steps are redone on the other nodes,
+// no finished step is recomputed, and the run completes.
+func TestParallelStepsSurviveKillOfAStageHost(t *testing.T) {
+	pf := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(strategyProfiles), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &memberCluster{t: t, pf: pf}
+	for i := 0; i < 3; i++ {
+		c.addNode("-stage-slots", "2")
+	}
+	_, c.gw, _ = launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
+	c.waitMembers(4)
+	before := make([]int, len(c.nodes))
+	for i, m := range c.nodes {
+		before[i] = c.hosted(m)
+	}
+	code, v := postRun(t, c.gw, "moa6")
+	if code != 201 {
+		t.Fatalf("POST: %d %v", code, v)
+	}
+	coordinator := -1
+	waitUntil(t, 10*time.Second, "the run's coordinator", func() bool {
+		for i, m := range c.nodes {
+			if c.hosted(m) > before[i] {
+				coordinator = i
+				return true
+			}
+		}
+		return false
+	})
+	victim := c.nodes[(coordinator+1)%len(c.nodes)]
+	streaming, completed := map[string]bool{}, map[string]bool{}
+	killed := false
+	var afterKill []map[string]any
+	last := streamEvents(t, c.gw, v["id"].(string), func(d map[string]any) {
+		step, _ := d["step"].(string)
+		if killed {
+			afterKill = append(afterKill, d)
+			return
+		}
+		switch d["type"] {
+		case "token_delta":
+			streaming[step] = true
+		case "stage_completed":
+			completed[step] = true
+		}
+		if len(streaming) >= 6 && len(completed) == 0 {
+			killed = true
+			_ = victim.cmd.Process.Kill()
+		}
+	})
+	if !killed {
+		t.Fatal("the six proposers never streamed at once")
+	}
+	if last["type"] != "run_completed" {
+		t.Fatalf("the run ended with %v", last)
+	}
+	restarted := 0
+	for _, d := range afterKill {
+		step, _ := d["step"].(string)
+		if d["type"] == "stage_restarted" {
+			restarted++
+		}
+		if d["type"] == "stage_started" && completed[step] {
+			t.Fatalf("finished step %s was recomputed", step)
+		}
+	}
+	if restarted == 0 {
+		t.Fatal("no step was restarted after its stage host was killed")
 	}
 }

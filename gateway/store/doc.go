@@ -37,8 +37,10 @@
 //   - A run's CostUSD is an INTEGER count of nano-dollars (1e-9 USD): SQL sums
 //     over any number of rows are exact, and any value with at most nine
 //     decimals round-trips exactly. Finer fractions are rounded to the
-//     nearest nano-dollar. Stage costs live in the stages JSON column, where
-//     float64 text round-trips exactly.
+//     nearest nano-dollar. Per-step rows (a chain's stages, a parallel
+//     strategy's steps) live in the stages JSON column, where float64 text
+//     round-trips exactly; fields added to them (step, status) need no
+//     migration, and rows written before read with them empty.
 //   - A nil slice is stored as NULL and an empty one as '[]', so both
 //     round-trip as they were given.
 //   - No foreign keys: tenants and keys are replicated between gateways with

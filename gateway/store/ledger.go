@@ -110,8 +110,15 @@ const (
 	StatusAbandoned = "abandoned" // the gateway lost track of the run (e.g. restarted)
 )
 
-// StageUsage is the usage of one stage of a run.
+// StageUsage is the usage of one step of a run (a chain's stage, or a
+// step of a parallel strategy): every attempt billed to it, void ones
+// included. Rows recorded before steps existed have no Step: their step is
+// their Stage (a chain's step id is its stage's name). Both live in the
+// stages JSON column, so no migration was needed to add them.
 type StageUsage struct {
+	// Step is the step's id ("generator", "p1.2", "m3", "chairman").
+	Step string `json:"step,omitempty"`
+	// Stage is the step's role ("generator", "proposer", "member").
 	Stage            string  `json:"stage"`
 	Model            string  `json:"model"`
 	Provider         string  `json:"provider"`
@@ -119,6 +126,10 @@ type StageUsage struct {
 	CompletionTokens int64   `json:"completion_tokens"`
 	CostUSD          float64 `json:"cost_usd"`
 	DurationMS       int64   `json:"duration_ms"`
+	// Status is how the step ended: completed, skipped (left out; what its
+	// cut-off attempt used is billed), failed, cancelled, or restarted
+	// (its last attempt was voided and the run ended before a new one).
+	Status string `json:"status,omitempty"`
 }
 
 // Usage is the settled record of one run.
@@ -182,7 +193,7 @@ func usageArgs(u Usage) ([]any, error) {
 	}
 	for _, st := range u.Stages {
 		if math.IsNaN(st.CostUSD) || math.IsInf(st.CostUSD, 0) {
-			return nil, fmt.Errorf("stage %q: cost_usd %v: %w", st.Stage, st.CostUSD, ErrInvalid)
+			return nil, fmt.Errorf("stage %q (step %q): cost_usd %v: %w", st.Stage, st.Step, st.CostUSD, ErrInvalid)
 		}
 	}
 	stages, err := jsonArg(u.Stages)

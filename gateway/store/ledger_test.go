@@ -112,6 +112,42 @@ func TestUsageRoundTrip(t *testing.T) {
 	}
 }
 
+// TestStepRowsNeedNoMigration: per-step rows (step, status) round-trip in
+// the stages JSON column, and a row written before steps existed (no step,
+// no status) still reads, with them empty.
+func TestStepRowsNeedNoMigration(t *testing.T) {
+	s := openTemp(t)
+	u := usageOf("run-steps", "t1", at(0), 30)
+	u.Stages = []StageUsage{
+		{Step: "p1.1", Stage: "proposer", Model: "m1", Provider: "p", PromptTokens: 5, CompletionTokens: 6, CostUSD: 0.25, DurationMS: 7, Status: "completed"},
+		{Step: "p1.2", Stage: "proposer", Model: "m2", Provider: "p", PromptTokens: 5, Status: "skipped"},
+	}
+	if _, err := s.RecordUsage(u); err != nil {
+		t.Fatal(err)
+	}
+	old := usageOf("run-old", "t1", at(1), 30)
+	old.Stages = nil
+	if _, err := s.RecordUsage(old); err != nil {
+		t.Fatal(err)
+	}
+	// As an earlier binary wrote it.
+	if _, err := s.w.Exec(`UPDATE usage SET stages = ? WHERE run_id = 'run-old'`,
+		`[{"stage":"generator","model":"g","provider":"sim","prompt_tokens":1,"completion_tokens":2,"cost_usd":0.5,"duration_ms":3}]`); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Usage("t1", time.Time{}, time.Time{}, 0)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Usage = %v, %v", got, err)
+	}
+	if !reflect.DeepEqual(got[0].Stages, u.Stages) {
+		t.Errorf("step rows %+v, want %+v", got[0].Stages, u.Stages)
+	}
+	want := []StageUsage{{Stage: "generator", Model: "g", Provider: "sim", PromptTokens: 1, CompletionTokens: 2, CostUSD: 0.5, DurationMS: 3}}
+	if !reflect.DeepEqual(got[1].Stages, want) {
+		t.Errorf("an old row reads as %+v, want %+v", got[1].Stages, want)
+	}
+}
+
 func TestUsageCostExact(t *testing.T) {
 	s := openTemp(t)
 	// Costs with up to nine decimals round-trip exactly, and a SQL sum over

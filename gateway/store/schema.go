@@ -92,6 +92,42 @@ var migrations = [][]string{
 	{
 		`CREATE INDEX IF NOT EXISTS runs_tenant_ended ON runs (tenant_id, ended_at)`,
 	},
+	// 4: batches of runs (POST /v1/runs/batch) and their items, so a
+	// restarted gateway serves them and starts their queued items.
+	{
+		`CREATE TABLE IF NOT EXISTS batches (
+			id           TEXT PRIMARY KEY,
+			tenant_id    TEXT NOT NULL,
+			total        INTEGER NOT NULL,
+			created_at   INTEGER NOT NULL,
+			cancelled_at INTEGER, -- NULL: not cancelled
+			ended_at     INTEGER  -- NULL: items still queued or running
+		) WITHOUT ROWID`,
+		`CREATE INDEX IF NOT EXISTS batches_tenant ON batches (tenant_id, created_at)`,
+		`CREATE INDEX IF NOT EXISTS batches_ended ON batches (ended_at)`,
+		// A rowid table: an item holds its query and answer, which may be
+		// long (WITHOUT ROWID suits small rows only).
+		`CREATE TABLE IF NOT EXISTS batch_items (
+			batch_id      TEXT NOT NULL,
+			idx           INTEGER NOT NULL,
+			custom_id     TEXT NOT NULL,
+			query         TEXT NOT NULL,
+			profile       TEXT NOT NULL,
+			seed          INTEGER NOT NULL,
+			max_tokens    INTEGER NOT NULL,
+			status        TEXT NOT NULL, -- queued starting running completed failed cancelled
+			run_id        TEXT NOT NULL, -- '' before the item's run started
+			answer        TEXT NOT NULL,
+			error_code    TEXT NOT NULL,
+			error_message TEXT NOT NULL,
+			attempts      INTEGER NOT NULL, -- runs started for it (a requeue after a shutdown starts another)
+			started_at    INTEGER,
+			ended_at      INTEGER,
+			UNIQUE (batch_id, idx)
+		)`,
+		`CREATE UNIQUE INDEX IF NOT EXISTS batch_items_custom ON batch_items (batch_id, custom_id)`,
+		`CREATE INDEX IF NOT EXISTS batch_items_status ON batch_items (batch_id, status, idx)`,
+	},
 }
 
 // migrate brings the database behind db to the newest version, len(migrations). It is idempotent:

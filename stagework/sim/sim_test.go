@@ -1147,3 +1147,24 @@ func TestSimReadPrompt(t *testing.T) {
 		t.Errorf("no responses:\n%s", text)
 	}
 }
+
+func TestSimStrategyDeterministic(t *testing.T) {
+	cfg := stagework.SimConfig{OutputTokens: 260}
+	for _, req := range strategyRequests(t, newSim(t, cfg), "What is the CAP theorem?", 4) {
+		req.Seed = 11
+		a, _ := mustDrain(t, newSim(t, cfg), req)
+		b, _ := mustDrain(t, newSim(t, cfg), req)
+		if a != b {
+			t.Errorf("%s: same request, different text", req.Stage)
+		}
+		distinct := map[string]bool{a: true}
+		for seed := int64(12); seed < 16; seed++ {
+			req.Seed = seed
+			c, _ := mustDrain(t, newSim(t, cfg), req)
+			distinct[c] = true
+		}
+		if len(distinct) < 4 {
+			t.Errorf("%s: 5 seeds wrote %d distinct texts", req.Stage, len(distinct))
+		}
+	}
+}
