@@ -94,7 +94,7 @@ images:
 cluster:
 	./scripts/cluster.sh
 
-## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 5 min);
+## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 6 min);
 ## against local processes, saying so, where there is no Docker engine; prints figure tables
 chaos:
 	@if docker info >/dev/null 2>&1; then \
@@ -104,7 +104,7 @@ chaos:
 	  $(GO) run ./chaos -scenario all; \
 	fi
 
-## chaos-smoke: the short version (about 70 s)
+## chaos-smoke: the short version (about 2 min)
 chaos-smoke:
 	$(GO) run ./chaos -scenario all -runs 12 -faults 3 -concurrency 4 -pause-min 2s -pause-max 3s -hang-rate 0 -timeout 90s
 

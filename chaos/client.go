@@ -23,11 +23,12 @@ type runState struct {
 	mu        sync.Mutex
 	streaming bool // a token arrived
 	ended     bool
-	endedAt   time.Time // when the terminal event arrived
-	lastAt    time.Time // when the last event arrived
-	hist      []mark    // every event so far: a fault may be marked after it happened
-	faultAt   time.Time // a fault hit its coordinator; zero: none pending
-	resumed   bool      // since faultAt: a stage_restarted or stage_started arrived
+	endedAt   time.Time       // when the terminal event arrived
+	lastAt    time.Time       // when the last event arrived
+	hist      []mark          // every event so far: a fault may be marked after it happened
+	faultAt   time.Time       // a fault hit its coordinator; zero: none pending
+	resumed   bool            // since faultAt: a stage_restarted or stage_started arrived
+	live      map[string]bool // steps that streamed a token since their stage_started
 	recovered []time.Duration
 	resumes   []time.Duration // fault → the resuming stage_restarted / stage_started
 	lostFault int             // faults after which the run ended with no new token
@@ -76,8 +77,15 @@ func (s *runState) observe(e event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastAt = e.at
-	if e.Type == evTokenDelta {
+	switch e.Type {
+	case evTokenDelta:
 		s.streaming = true
+		if s.live == nil {
+			s.live = map[string]bool{}
+		}
+		s.live[e.step()] = true
+	case evStageStarted, evStageRestarted, evStageCompleted, evStepSkipped:
+		delete(s.live, e.step())
 	}
 	if terminal(e.Type) {
 		s.ended, s.endedAt = true, e.at
@@ -186,18 +194,29 @@ func (d *driver) load(ctx context.Context, concurrency int, more func(started in
 }
 
 // streaming returns runs in flight that have streamed a token.
-func (d *driver) streaming() []*runState {
+func (d *driver) streaming() []*runState { return d.streamingSteps(0) }
+
+// streamingSteps returns runs in flight with at least n steps streaming at
+// once (each has streamed a token since it started and has not ended).
+func (d *driver) streamingSteps(n int) []*runState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []*runState
 	for _, s := range d.inflight {
 		s.mu.Lock()
-		if s.streaming && !s.ended {
+		if s.streaming && !s.ended && len(s.live) >= n {
 			out = append(out, s)
 		}
 		s.mu.Unlock()
 	}
 	return out
+}
+
+// liveSteps is how many of the run's steps are streaming now.
+func (s *runState) liveSteps() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
 }
 
 func (d *driver) inflightRuns() []*runState {

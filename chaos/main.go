@@ -14,18 +14,20 @@ import (
 
 // Config is one invocation's settings; every field is a flag.
 type Config struct {
-	// Scenario is kill, pause, partition, gateway, provider, rolling, or
-	// all (each in turn, each on a fresh cluster).
+	// Scenario is kill, pause, partition, gateway, provider, rolling,
+	// parallel, or all (each in turn, each on a fresh cluster).
 	Scenario string
 	// Runs is how many runs a scenario starts at least; the load goes on
 	// until every fault was injected (at most 10× Runs). 0: the scenario's
-	// default (kill 40, pause 30, provider 40, rolling 30).
+	// default (kill 40, pause 30, provider 40, rolling 30, parallel 30;
+	// parallel starts 20 at least).
 	Runs int
 	// Concurrency is how many runs are in flight at once.
 	Concurrency int
-	// Faults is how many faults a scenario injects: kills, pauses, or nodes
-	// rolled. 0: the scenario's default (kill 10, pause 2, rolling 3). The
-	// provider scenario injects faults through the simulator's rates instead.
+	// Faults is how many faults a scenario injects: kills, pauses, nodes
+	// rolled, or (parallel) kills and drains. 0: the scenario's default
+	// (kill 10, pause 2, rolling 3, parallel 6). The provider scenario
+	// injects faults through the simulator's rates instead.
 	Faults int
 	// Timeout bounds a whole scenario, cluster start-up included.
 	Timeout time.Duration
@@ -33,7 +35,8 @@ type Config struct {
 	// terminal event by then is LOST. 0: 60 s, or 150 s for provider (a
 	// hung provider is only cut off after the 60 s first-token timeout).
 	RunTimeout time.Duration
-	// CancelRate is the share of runs cancelled (DELETE) mid-stream.
+	// CancelRate is the share of runs cancelled (DELETE) mid-stream (the
+	// parallel scenario: at least 0.2 unless 0).
 	CancelRate float64
 	// PauseMin and PauseMax bound a SIGSTOP (pause), drawn uniformly.
 	PauseMin, PauseMax time.Duration
@@ -63,7 +66,7 @@ func DefaultConfig() Config {
 		PauseMin: 5 * time.Second, PauseMax: 15 * time.Second, FaultRate: 0.1, HangRate: 0.02, Nodes: 3, Backend: "local"}
 }
 
-var scenarios = []string{"kill", "pause", "partition", "gateway", "provider", "rolling"}
+var scenarios = []string{"kill", "pause", "partition", "gateway", "provider", "rolling", "parallel"}
 
 func (c *Config) validate() error {
 	switch {
@@ -108,7 +111,7 @@ func main() {
 func run(args []string) int {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, or all")
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs per scenario, at least (0: the scenario's default)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "runs in flight at once")
 	fs.IntVar(&cfg.Faults, "faults", cfg.Faults, "faults per scenario (0: the scenario's default)")

@@ -11,9 +11,11 @@ import (
 )
 
 // profiles is the suite's profile file: ~3 s runs on the simulator (about
-// 50 ms to the first token, then 150 tokens 5 ms apart, per stage), and a
+// 50 ms to the first token, then 150 tokens 5 ms apart, per stage), a
 // faulty profile whose four stages each sit on an endpoint with one kind of
-// fault, all with a reliable fallback.
+// fault, all with a reliable fallback, and moa: the built-in moa's shape
+// (three proposers at once, min_proposers 2, an aggregator) in two layers
+// of ~1.5 s each, so most of a ~4 s run has three steps streaming at once.
 func profiles(faultRate, hangRate float64) string {
 	hang := "" // the simulator refuses stall_after without a stall rate
 	if hangRate > 0 {
@@ -28,6 +30,7 @@ providers:
   broken:  {kind: sim, sim: {%[1]s, error_rate: %[2]g, error_kind: server}}
   cutting: {kind: sim, sim: {%[1]s, cut_rate: %[2]g, cut_after: 40, error_rate: %[4]g, error_kind: connection}}
   hanging: {kind: sim, sim: {%[1]s, %[5]s error_rate: %[4]g, error_kind: timeout}}
+  long:    {kind: sim, sim: {ttft: 50ms, ttft_jitter: 20ms, itl: 10ms, itl_jitter: 3ms, output_tokens: 150}}
 profiles:
   steady:
     description: Every stage on a healthy simulated model; about 3 s a run.
@@ -44,6 +47,18 @@ profiles:
       refiner:   {provider: broken,  model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
       validator: {provider: cutting, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
       curator:   {provider: hanging, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+  moa:
+    description: Mixture-of-Agents, two layers of three proposers streaming at once, then an aggregator; about 4 s a run.
+    strategy: moa
+    provider: steady
+    layers: 2
+    proposers:
+      - {provider: long, model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      - {provider: long, model: sim-b, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+      - {provider: long, model: sim-c, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+    aggregator: {model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
+    min_proposers: 2
+    step_deadline: 20s
 `, base, faultRate, hangRate, faultRate/2, hang)
 }
 
@@ -52,6 +67,7 @@ type scenario struct {
 	runs, faults int
 	profile      string
 	runTimeout   time.Duration
+	cancelRate   float64
 	// inject injects the faults while the load runs; it returns a
 	// description of what it did.
 	inject func(ctx context.Context, s *env) string
@@ -80,7 +96,21 @@ func scenarioFor(name string, cfg Config) scenario {
 	if rt == 0 {
 		rt = 60 * time.Second
 	}
+	sc := scenarioOf(name, cfg, def, rt)
+	sc.cancelRate = cfg.CancelRate
+	if name == "parallel" && cfg.CancelRate > 0 {
+		// At least a fifth: a few of its ~20 runs are cancelled while
+		// parallel steps stream.
+		sc.cancelRate = max(cfg.CancelRate, 0.2)
+	}
+	return sc
+}
+
+func scenarioOf(name string, cfg Config, def func(v, d int) int, rt time.Duration) scenario {
 	switch name {
+	case "parallel":
+		// At least 20 runs (issue 12's figure), whatever -runs says.
+		return scenario{runs: max(def(cfg.Runs, 30), 20), faults: def(cfg.Faults, 6), profile: "moa", runTimeout: rt, inject: injectParallel}
 	case "kill":
 		return scenario{runs: def(cfg.Runs, 40), faults: def(cfg.Faults, 10), profile: "steady", runTimeout: rt, inject: injectKills}
 	case "pause":
@@ -156,7 +186,7 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 	if cfg.Scenario == name {
 		rep.command = command
 	}
-	d := newDriver(c.gatewayURL(), sc.profile, cfg.CancelRate, sc.runTimeout, cfg.Seed)
+	d := newDriver(c.gatewayURL(), sc.profile, sc.cancelRate, sc.runTimeout, cfg.Seed)
 	e := &env{cfg: cfg, c: c, w: w, d: d, rng: rand.New(rand.NewPCG(cfg.Seed^0x5eed, cfg.Seed)), rep: rep, progress: progress, faults: sc.faults}
 	var injecting atomic.Bool
 	injecting.Store(true)
@@ -534,4 +564,113 @@ func injectGatewayRestarts(ctx context.Context, e *env) string {
 	e.rep.extra = append(e.rep.extra, [2]string{"runs in flight at the restarts", fmt.Sprint(affected)},
 		[2]string{"gateway signalled → ready again (p50 / max)", distShort(down)})
 	return fmt.Sprintf("%d × gateway restart (%s) while clients stream", done, e.w.gateway)
+}
+
+// pickParallelVictim is pickVictim for a run with at least two steps
+// streaming at once; after 3 s without one it takes any streaming run (a
+// gateway without step ids shows parallel steps as one). It also returns
+// how many steps of the run streamed when it was picked.
+func (e *env) pickParallelVictim(ctx context.Context) (*proc, int) {
+	since := time.Now()
+	for ctx.Err() == nil {
+		runs := e.d.streamingSteps(2)
+		if len(runs) == 0 && time.Since(since) > 3*time.Second {
+			runs = e.d.streaming()
+		}
+		e.rng.Shuffle(len(runs), func(i, j int) { runs[i], runs[j] = runs[j], runs[i] })
+		for _, r := range runs {
+			if pl, ok := e.c.placements().of(r.id); ok {
+				if n := e.c.node(pl.node); n != nil && !n.exited() {
+					if !sleep(ctx, time.Duration(e.rng.IntN(200))*time.Millisecond) {
+						return nil, 0
+					}
+					return n, r.liveSteps()
+				}
+			}
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+	return nil, 0
+}
+
+// injectParallel hits the node hosting the coordinator of a run whose
+// parallel steps stream (moa: three proposers at once): kill -9 twice, then
+// a drain (SIGTERM), in turn; each node is replaced. A killed node's runs
+// move: the steps that finished are kept, the ones streaming are redone.
+func injectParallel(ctx context.Context, e *env) string {
+	kills, terms, affected, parallel := 0, 0, 0, 0
+	var replace []time.Duration
+	for kills+terms < e.faults && ctx.Err() == nil {
+		v, steps := e.pickParallelVictim(ctx)
+		if v == nil {
+			break
+		}
+		if steps >= 2 {
+			parallel++
+		}
+		n := 0
+		if (kills+terms)%3 == 2 { // a drain: the node finishes its runs, then leaves
+			if !e.c.inPlace() {
+				if _, err := e.c.replace(v); err != nil {
+					e.progress("parallel: replacement node: %v", err)
+					break
+				}
+				if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
+					e.progress("parallel: %v", err)
+				}
+			}
+			n = len(e.onNode(v.name))
+			if err := e.c.terminate(v); err != nil {
+				e.progress("parallel: %s: %v", v.name, err)
+				continue
+			}
+			terms++
+			e.progress("parallel %d/%d: %s %s (%d runs in flight there, %d steps of one streaming)", kills+terms, e.faults, e.w.term, v.name, n, steps)
+			select {
+			case <-v.done:
+			case <-time.After(90 * time.Second):
+				e.progress("parallel: %s did not exit within 90 s; killing it", v.name)
+				_, _ = e.c.kill(v)
+				<-v.done
+			}
+			if v.exitErr != nil {
+				e.rep.examples = append(e.rep.examples, fmt.Sprintf("%s: exited with %v after %s", v.name, v.exitErr, e.w.term))
+			}
+			if e.c.inPlace() {
+				if _, err := e.c.replace(v); err != nil {
+					e.progress("parallel: restart: %v", err)
+					break
+				}
+			}
+		} else {
+			before := e.onNode(v.name)
+			at, err := e.c.kill(v)
+			if err != nil {
+				e.progress("parallel: %s: %v", v.name, err)
+				continue
+			}
+			n = e.markAffected(before, v.name, at)
+			kills++
+			<-v.done
+			e.progress("parallel %d/%d: %s %s (%d runs in flight there, %d steps of one streaming)", kills+terms, e.faults, e.w.kill, v.name, n, steps)
+			t := time.Now()
+			if _, err := e.c.replace(v); err != nil {
+				e.progress("parallel: replacement node: %v", err)
+				break
+			}
+			replace = append(replace, time.Since(t))
+		}
+		affected += n
+		if err := e.c.waitMembers(len(e.c.liveNodes())+1, 20*time.Second); err != nil {
+			e.progress("parallel: %v", err)
+		}
+		if !sleep(ctx, 500*time.Millisecond+time.Duration(e.rng.IntN(1000))*time.Millisecond) {
+			break
+		}
+	}
+	e.rep.extra = append(e.rep.extra, [2]string{"in-flight runs on the hit nodes", fmt.Sprint(affected)},
+		[2]string{"faults while ≥ 2 steps of the picked run streamed", fmt.Sprintf("%d of %d", parallel, kills+terms)},
+		[2]string{"replacement node start → member of the cluster (p50 / max)", distShort(replace)})
+	return fmt.Sprintf("%d × %s and %d × %s (drain) of a node hosting the coordinator of a run whose parallel steps stream (%s)",
+		kills, e.w.kill, terms, e.w.term, e.w.replaced)
 }
