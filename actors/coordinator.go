@@ -29,8 +29,10 @@ type coordinatorDeps struct {
 	// stageSlots bound the parallel steps' attempts this process runs
 	// (its stage host's workers), fair among tenants.
 	stageSlots *runSlots
-	// stepHosts lists the processes to offer a parallel step to, best first.
+	// stepHosts lists the processes to offer a parallel step to, best
+	// first; hostLost says whether an address's endpoint broke recently.
 	stepHosts func(key string) []string
+	hostLost  func(addr string) bool
 
 	stages    *stagework.Config
 	providers map[string]stagework.Provider
@@ -171,7 +173,7 @@ type acceptTick struct {
 // stepAcceptTimeout is how long a stage host has to answer a StartStep
 // (a refusal, a queue, or the worker's StepAccepted) before the step is
 // offered to the next host.
-const stepAcceptTimeout = 5 * time.Second
+const stepAcceptTimeout = 2 * time.Second
 
 // attemptPrompt is what an attempt sent its model, kept to bill the attempt
 // if it is cut off (its usage then never comes from the provider).
@@ -749,8 +751,9 @@ func (c *coordinator) place(ctx actor.Context, a *stageAttempt, st *messages.Sta
 	hosts := c.deps.stepHosts(c.run.RunId + "/" + a.step)
 	// Hosts where this step was lost go last: their node is likely gone
 	// and membership may not know it yet.
+	lost := func(h string) bool { return a.avoid[h] || (c.deps.hostLost != nil && c.deps.hostLost(h)) }
 	slices.SortStableFunc(hosts, func(x, y string) int {
-		ax, ay := a.avoid[x], a.avoid[y]
+		ax, ay := lost(x), lost(y)
 		switch {
 		case ax == ay:
 			return 0

@@ -303,14 +303,15 @@ type RunRequest struct {
 // the ledgers (both started through goOwned, which refuses once Shutdown
 // has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
-	cfg     Config
-	system  *actor.ActorSystem
-	metrics *Metrics
-	deps    *coordinatorDeps
-	logger  *slog.Logger
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	remote  *remote.Remote // nil in a single process
+	cfg       Config
+	lostHosts sync.Map // actor address -> time.Time its endpoint broke
+	system    *actor.ActorSystem
+	metrics   *Metrics
+	deps      *coordinatorDeps
+	logger    *slog.Logger
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	remote    *remote.Remote // nil in a single process
 	// coordRoot spawns this process's own coordinators under a guardian
 	// that stops (never restarts) one that fails. Its own root context:
 	// WithGuardian changes the context it is called on.
@@ -717,7 +718,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	case len(cfg.Nodes) > 0:
 		e.placer = &roundRobin{nodes: cfg.Nodes}
 	}
-	e.deps.stepHosts = e.stepHosts
+	e.deps.stepHosts, e.deps.hostLost = e.stepHosts, e.hostLost
 	tcfg := TokenizerClientConfig{Local: cfg.Tokenizer, Timeout: cfg.TokenizerTimeout, Metrics: m, Logger: cfg.Logger}
 	var limiters LimiterPlacer
 	if cfg.Topology != nil {
@@ -764,6 +765,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
+		// A broken endpoint is a host to offer steps to last (a killed
+		// node's connections break at once; membership takes seconds).
+		system.EventStream.Subscribe(func(evt any) {
+			if t, ok := evt.(*remote.EndpointTerminatedEvent); ok {
+				e.lostHosts.Store(t.Address, time.Now())
+			}
+		})
 	}
 	hostProps := actor.PropsFromProducer(func() actor.Actor { return newStageHost(e.deps) },
 		actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("stage-host")))
@@ -1263,4 +1271,16 @@ func (e *Engine) resetEndpoint(addr string) {
 		return
 	}
 	e.system.EventStream.Publish(&remote.EndpointTerminatedEvent{Address: addr})
+	e.lostHosts.Delete(addr) // it is back, not lost
+}
+
+// lostHostMemory is how long an address whose actor endpoint broke counts
+// as lost when placing steps (membership declares it dead within seconds).
+const lostHostMemory = 30 * time.Second
+
+// hostLost reports whether addr's actor endpoint broke recently (its
+// process died, or its connection did): a step is offered there last.
+func (e *Engine) hostLost(addr string) bool {
+	at, ok := e.lostHosts.Load(addr)
+	return ok && time.Since(at.(time.Time)) < lostHostMemory
 }
