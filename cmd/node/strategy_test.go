@@ -42,12 +42,15 @@ func TestParallelStepsSpreadOverTheCluster(t *testing.T) {
 		t.Fatalf("the run ended with %v", last)
 	}
 	total := 0
+	var counts []int
+	defer func() { t.Logf("steps started per node: %v", counts) }()
 	for i, m := range c.nodes {
 		n, _ := strconv.Atoi(metric(t, "http://"+m.ops+"/metrics", `qlc_stage_host_steps_total{outcome="started"}`))
 		if n == 0 {
 			t.Errorf("node %d ran no step of the six-proposer run", i)
 		}
 		total += n
+		counts = append(counts, n)
 	}
 	if total != 7 {
 		t.Errorf("the nodes started %d steps, want 7 (6 proposers and the aggregator)", total)
