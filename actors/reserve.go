@@ -17,7 +17,11 @@ const reserveOutputOverhead = 16
 // model's context window); its output is at most its max_tokens (or
 // req.MaxTokens). Counting is local (no tokenizer actor round trip); a
 // retried or restarted attempt uses more than this, and is billed.
-func (e *Engine) Reservation(req RunRequest) (int64, error) {
+func (e *Engine) Reservation(req RunRequest) (int64, error) { return e.reservation(req, false) }
+
+// reservation is Reservation; exact counts every prompt whole (the
+// reference the cheaper count is tested against).
+func (e *Engine) reservation(req RunRequest, exact bool) (int64, error) {
 	p, err := e.cfg.Stages.Profile(req.Profile)
 	if err != nil {
 		return 0, err
@@ -27,6 +31,7 @@ func (e *Engine) Reservation(req RunRequest) (int64, error) {
 		empty[st.Stage] = ""
 	}
 	outOf := map[string]int64{} // each step's output bound
+	counters := reserveCounters{query: req.Query, exact: exact, by: map[string]*reserveCounter{}}
 	var total, earlier int64
 	for _, st := range p.Stages {
 		out := int64(st.MaxTokens)
@@ -58,7 +63,7 @@ func (e *Engine) Reservation(req RunRequest) (int64, error) {
 		}
 		for _, m := range models {
 			spec.Model = m
-			counter, err := counterFor(m)
+			counter, err := counters.of(m)
 			if err != nil {
 				return 0, fmt.Errorf("actors: reservation: %w", err)
 			}
@@ -99,4 +104,26 @@ func (e *Engine) ReservationFloor(req RunRequest) (int64, error) {
 		total += out
 	}
 	return total, nil
+}
+
+// reserveCounters holds one reserveCounter per encoding for a reservation:
+// the question is counted once per encoding, not once per step and model.
+type reserveCounters struct {
+	query string
+	exact bool
+	by    map[string]*reserveCounter
+}
+
+func (r reserveCounters) of(model string) (stagework.TokenCounter, error) {
+	c, err := counterFor(model)
+	if err != nil || r.exact {
+		return c, err
+	}
+	enc := c.(modelCounter).enc.Name()
+	rc := r.by[enc]
+	if rc == nil {
+		rc = newReserveCounter(c, enc, r.query)
+		r.by[enc] = rc
+	}
+	return rc, nil
 }
