@@ -70,4 +70,3 @@ func TestReservationBoundsTheExactCount(t *testing.T) {
 		}
 	}
 }
-
