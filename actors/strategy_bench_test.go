@@ -40,6 +40,24 @@ func timesOf(evs []*messages.RunEvent) map[string]*stepTimes {
 	return out
 }
 
+// benchEngine starts an engine on stages' profiles and providers, shut
+// down when the benchmark ends.
+func benchEngine(b *testing.B, stages *stagework.Config) *Engine {
+	b.Helper()
+	providers, err := BuildProviders(stages, testLogger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Stages, cfg.Providers, cfg.Logger, cfg.Registerer = stages, providers, testLogger(b), prometheus.NewRegistry()
+	e, err := NewEngine(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Shutdown(context.Background()) })
+	return e
+}
+
 // BenchmarkMoAWallTime runs the built-in `moa` profile (three proposers on
 // three simulated models of different speeds, then an aggregator; the
 // latencies `make run` shows) and compares each run's wall time (first
@@ -49,16 +67,7 @@ func timesOf(evs []*messages.RunEvent) map[string]*stepTimes {
 // three proposers streamed at once, least over runs), wall_s.
 func BenchmarkMoAWallTime(b *testing.B) {
 	cfg := DefaultConfig()
-	providers, err := BuildProviders(cfg.Stages, testLogger(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Providers, cfg.Logger, cfg.Registerer = providers, testLogger(b), prometheus.NewRegistry()
-	e, err := NewEngine(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Shutdown(context.Background())
+	e := benchEngine(b, cfg.Stages)
 	p, _ := cfg.Stages.Profile("moa")
 	var proposers []string
 	for _, sp := range p.Stages {
@@ -131,17 +140,7 @@ profiles:
 	if err != nil {
 		b.Fatal(err)
 	}
-	providers, err := BuildProviders(stages, testLogger(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Stages, cfg.Providers, cfg.Logger, cfg.Registerer = stages, providers, testLogger(b), prometheus.NewRegistry()
-	e, err := NewEngine(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Shutdown(context.Background())
+	e := benchEngine(b, stages)
 	var late []float64
 	for i := 0; i < b.N; i++ {
 		h, err := e.StartRun(RunRequest{Tenant: "t", Profile: "straggler", Query: "q", Seed: int64(i + 1)})

@@ -18,10 +18,10 @@ const strategyProfiles = profiles + `
     aggregator: {provider: quick, model: agg}
 `
 
-// In a three-node cluster where each node runs at most two stage attempts
-// at once, a six-proposer run uses all three nodes: a node at capacity
-// refuses the step and the coordinator offers it to the next.
-func TestParallelStepsSpreadOverTheCluster(t *testing.T) {
+// startStageCluster starts three nodes that run at most two stage attempts
+// at once each, and a gateway, on strategyProfiles.
+func startStageCluster(t *testing.T) *memberCluster {
+	t.Helper()
 	pf := filepath.Join(t.TempDir(), "profiles.yaml")
 	if err := os.WriteFile(pf, []byte(strategyProfiles), 0o644); err != nil {
 		t.Fatal(err)
@@ -32,6 +32,14 @@ func TestParallelStepsSpreadOverTheCluster(t *testing.T) {
 	}
 	_, c.gw, _ = launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
 	c.waitMembers(4)
+	return c
+}
+
+// In a three-node cluster where each node runs at most two stage attempts
+// at once, a six-proposer run uses all three nodes: a node at capacity
+// refuses the step and the coordinator offers it to the next.
+func TestParallelStepsSpreadOverTheCluster(t *testing.T) {
+	c := startStageCluster(t)
 
 	code, v := postRun(t, c.gw, "moa6")
 	if code != 201 {
@@ -61,16 +69,7 @@ func TestParallelStepsSpreadOverTheCluster(t *testing.T) {
 // is killed while they stream: those steps are redone on the other nodes,
 // no finished step is recomputed, and the run completes.
 func TestParallelStepsSurviveKillOfAStageHost(t *testing.T) {
-	pf := filepath.Join(t.TempDir(), "profiles.yaml")
-	if err := os.WriteFile(pf, []byte(strategyProfiles), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := &memberCluster{t: t, pf: pf}
-	for i := 0; i < 3; i++ {
-		c.addNode("-stage-slots", "2")
-	}
-	_, c.gw, _ = launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
-	c.waitMembers(4)
+	c := startStageCluster(t)
 	before := make([]int, len(c.nodes))
 	for i, m := range c.nodes {
 		before[i] = c.hosted(m)
