@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,6 +167,35 @@ func TestEvictCapsFinishedRunsPerTenant(t *testing.T) {
 	}
 }
 
+// Finished runs are bounded by the memory their logs hold, too: with room
+// for about three runs of 10 KB answers, the newest three stay.
+func TestEvictBoundsFinishedRunsByBytes(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) { c.MaxFinishedBytes = 3*(10<<10+eventOverheadBytes) + 100 })
+	t0 := time.Now()
+	big := strings.Repeat("x", 10<<10)
+	for i := range 6 {
+		id := fmt.Sprintf("run_%d", i)
+		log := []*messages.RunEvent{{RunId: id, Seq: 1, Epoch: 1,
+			Kind: &messages.RunEvent_RunCompleted{RunCompleted: &messages.RunCompleted{Answer: big}}}}
+		h, err := e.Restore(id, "t", "instant", "q", t0, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		h.endedAt = t0.Add(time.Duration(i) * time.Millisecond)
+		h.mu.Unlock()
+	}
+	e.evict(t0.Add(time.Second))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := range 6 {
+		_, kept := e.hubs[fmt.Sprintf("run_%d", i)]
+		if kept != (i >= 3) {
+			t.Errorf("run_%d kept %v, want only the newest three", i, kept)
+		}
+	}
+}
+
 // A run chosen for eviction while the lock was released, and put back in
 // between (Restore after a Hub miss), is not dropped: evict deletes only
 // the hub it chose.
@@ -174,7 +204,7 @@ func TestEvictKeepsAHubPutBackMeanwhile(t *testing.T) {
 	t0 := time.Now()
 	old := restoreFinished(t, e, "run_x", "a", t0.Add(-time.Hour))
 	newer := restoreFinished(t, e, "run_y", "a", t0)
-	drop := e.chooseEvictions([]finishedRun{{old, t0.Add(-time.Hour)}, {newer, t0}}, t0)
+	drop := e.chooseEvictions([]finishedRun{{old, t0.Add(-time.Hour), 0}, {newer, t0, 0}}, t0)
 	if len(drop) != 1 || drop[0] != old {
 		t.Fatalf("chose %v, want run_x", drop)
 	}

@@ -105,6 +105,10 @@ type Config struct {
 	// push every other tenant's out of memory. Default 1000 (at most
 	// MaxFinished).
 	MaxFinishedPerTenant int
+	// MaxFinishedBytes bounds the memory the finished runs kept hold (an
+	// estimate from their logs); beyond it the oldest go first (they stay
+	// in the gateway's store). Default 256 MiB; negative: no bound.
+	MaxFinishedBytes int64
 	// Registerer receives the engine's Prometheus metrics. Nil: not registered.
 	Registerer prometheus.Registerer
 	// Remote, when set, starts the actor transport so other processes can
@@ -180,7 +184,7 @@ const maxTransportMsg = 64 << 20
 func DefaultConfig() Config {
 	return Config{
 		Logger: slog.Default(), Stages: stagework.DefaultConfig(), Retry: stagework.DefaultRetryPolicy(),
-		Timeouts: DefaultTimeouts(), Hub: DefaultHubConfig(), MaxActiveRuns: 1000, RetainFinished: 15 * time.Minute, MaxFinished: 10000, MaxFinishedPerTenant: 1000,
+		Timeouts: DefaultTimeouts(), Hub: DefaultHubConfig(), MaxActiveRuns: 1000, RetainFinished: 15 * time.Minute, MaxFinished: 10000, MaxFinishedPerTenant: 1000, MaxFinishedBytes: 256 << 20,
 	}
 }
 
@@ -221,6 +225,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxFinished == 0 {
 		c.MaxFinished = d.MaxFinished
+	}
+	if c.MaxFinishedBytes == 0 {
+		c.MaxFinishedBytes = d.MaxFinishedBytes
 	}
 	if c.MaxFinishedPerTenant == 0 {
 		c.MaxFinishedPerTenant = min(d.MaxFinishedPerTenant, c.MaxFinished)
@@ -1116,8 +1123,9 @@ func (e *Engine) evictLoop() {
 
 // finishedRun is a finished run as evict saw it.
 type finishedRun struct {
-	h  *Hub
-	at time.Time // when its log ended
+	h     *Hub
+	at    time.Time // when its log ended
+	bytes int64     // its log's estimated memory
 }
 
 // evict drops finished runs (see evictLoop). It holds Engine.mu only to
@@ -1130,10 +1138,10 @@ func (e *Engine) evict(now time.Time) {
 	e.mu.Lock()
 	for _, h := range e.hubs {
 		h.mu.Lock()
-		term, at := h.terminal, h.endedAt
+		term, at, size := h.terminal, h.endedAt, h.heapBytes
 		h.mu.Unlock()
 		if term {
-			finished = append(finished, finishedRun{h, at})
+			finished = append(finished, finishedRun{h, at, size})
 		}
 	}
 	e.mu.Unlock()
@@ -1175,19 +1183,21 @@ func (e *Engine) drop(hubs []*Hub) {
 // chooseEvictions picks the finished runs to drop: those older than
 // RetainFinished, then each tenant's oldest beyond MaxFinishedPerTenant (one
 // tenant's thousands of runs do not push every other tenant's out), then the
-// oldest beyond MaxFinished. It sorts finished in place.
+// oldest beyond MaxFinished or MaxFinishedBytes. It sorts finished in place.
 func (e *Engine) chooseEvictions(finished []finishedRun, now time.Time) []*Hub {
 	slices.SortFunc(finished, func(a, b finishedRun) int { return b.at.Compare(a.at) }) // newest first
 	var drop []*Hub
-	kept, perTenant := 0, map[string]int{}
+	kept, keptBytes, perTenant := 0, int64(0), map[string]int{}
 	for _, f := range finished {
 		switch {
 		case now.Sub(f.at) >= e.cfg.RetainFinished,
 			perTenant[f.h.Tenant] >= e.cfg.MaxFinishedPerTenant,
-			kept >= e.cfg.MaxFinished:
+			kept >= e.cfg.MaxFinished,
+			e.cfg.MaxFinishedBytes > 0 && kept > 0 && keptBytes+f.bytes > e.cfg.MaxFinishedBytes:
 			drop = append(drop, f.h)
 		default:
 			kept++
+			keptBytes += f.bytes
 			perTenant[f.h.Tenant]++
 		}
 	}
@@ -1240,6 +1250,9 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 	h := newHub(runID, tenant, profile, query, e.cfg.Hub, e.metrics, e.logger)
 	h.Created = created
 	h.log = log
+	for _, ev := range log {
+		h.heapBytes += eventHeapBytes(ev)
+	}
 	h.epoch = log[len(log)-1].GetEpoch()
 	h.terminal, h.endedAt = true, time.Now()
 	e.mu.Lock()

@@ -109,6 +109,7 @@ type Hub struct {
 	epoch       uint64
 	terminal    bool      // a RunCompleted/RunFailed/RunCancelled is in the log
 	endedAt     time.Time // when terminal became true
+	heapBytes   int64     // an estimate of the memory the log holds (eventHeapBytes per event)
 	closed      bool      // evicted: readers get ErrHubClosed once they are done
 	notify      chan struct{}
 	hasWaiters  bool // someone holds notify: close and replace it on the next append
@@ -254,6 +255,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 		}
 		h.epoch = ev.GetEpoch()
 		h.log = append(h.log, ev)
+		h.heapBytes += eventHeapBytes(ev)
 		appended++
 		h.metrics.observe(h.Profile, ev)
 		if isTerminal(ev) {
@@ -552,4 +554,23 @@ func (a *hubActor) refuseOverflow(ctx actor.Context, cancel bool) {
 			ctx.Send(c, &messages.CancelRun{RunId: a.hub.RunID, Reason: fmt.Sprintf("run exceeded the hub's limit of %d events", a.hub.cfg.MaxEvents)})
 		}
 	}
+}
+
+// eventOverheadBytes is what one logged event costs in memory besides its
+// text: the RunEvent, its oneof wrapper and kind, its timestamp, the
+// log's slot (measured: about 300 bytes per token event of a finished run).
+const eventOverheadBytes = 300
+
+// eventHeapBytes estimates the memory one logged event holds.
+func eventHeapBytes(ev *messages.RunEvent) int64 {
+	n := int64(eventOverheadBytes)
+	switch k := ev.GetKind().(type) {
+	case *messages.RunEvent_TokenDelta:
+		n += int64(len(k.TokenDelta.Text))
+	case *messages.RunEvent_StageCompleted:
+		n += int64(len(k.StageCompleted.Output))
+	case *messages.RunEvent_RunCompleted:
+		n += int64(len(k.RunCompleted.Answer))
+	}
+	return n
 }
