@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -39,6 +40,15 @@ type Metrics struct {
 
 	tokensByStage [stagework.NumStages + 1]prometheus.Counter // resolved once: the per-token path does no label lookup
 
+	// The OpenTelemetry GenAI semantic conventions' metrics, in
+	// Prometheus names, per model (gen_ai_request_model, at most
+	// maxModelLabels values, then "other") and stage (role).
+	genaiDuration *prometheus.HistogramVec
+	genaiTTFT     *prometheus.HistogramVec
+	genaiPerToken *prometheus.HistogramVec
+	genaiTokens   *prometheus.HistogramVec
+	modelLabels   modelLabels
+
 	slots        atomic.Pointer[runSlots] // read by the two gauges below; nil: no slots yet
 	slotsInUse   prometheus.GaugeFunc
 	slotsWaiting prometheus.GaugeFunc
@@ -60,6 +70,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "qlc_stage_duration_seconds", Help: "Stage duration from its (last) start to its completion.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
 		}, []string{"stage"}),
+		genaiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gen_ai_client_operation_duration_seconds", Help: "GenAI operation duration (OpenTelemetry gen_ai.client.operation.duration): a stage attempt that completed, from its request to its last token.",
+			Buckets: []float64{0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92},
+		}, []string{"gen_ai_operation_name", "gen_ai_request_model", "stage"}),
+		genaiTTFT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gen_ai_server_time_to_first_token_seconds", Help: "Time to first token of a completed stage attempt (OpenTelemetry gen_ai.server.time_to_first_token).",
+			Buckets: []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0},
+		}, []string{"gen_ai_request_model", "stage"}),
+		genaiPerToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gen_ai_server_time_per_output_token_seconds", Help: "Time per output token after the first, of a completed stage attempt (OpenTelemetry gen_ai.server.time_per_output_token).",
+			Buckets: []float64{0.0001, 0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5},
+		}, []string{"gen_ai_request_model", "stage"}),
+		genaiTokens: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gen_ai_client_token_usage", Help: "Tokens used by a completed stage attempt, by type: input (prompt) or output (OpenTelemetry gen_ai.client.token.usage).",
+			Buckets: []float64{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864},
+		}, []string{"gen_ai_token_type", "gen_ai_request_model", "stage"}),
 		stageTTFT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "qlc_stage_ttft_seconds", Help: "Stage time to first token, as seen by the stage worker.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
@@ -128,6 +154,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
 			m.mailboxDepth, m.mailboxDropped, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges, m.stepOffers,
+			m.genaiDuration, m.genaiTTFT, m.genaiPerToken, m.genaiTokens,
 			m.slotsInUse, m.slotsWaiting)
 	}
 	return m
@@ -141,9 +168,11 @@ func (m *Metrics) observe(profile string, ev *messages.RunEvent) {
 			m.tokensByStage[s].Add(float64(k.TokenDelta.GetTokens()))
 		}
 	case *messages.RunEvent_StageCompleted:
-		st := stageName(k.StageCompleted.GetStage())
-		m.stageDuration.WithLabelValues(st).Observe(k.StageCompleted.GetDuration().AsDuration().Seconds())
-		m.stageTTFT.WithLabelValues(st).Observe(k.StageCompleted.GetTtft().AsDuration().Seconds())
+		c := k.StageCompleted
+		st := stageName(c.GetStage())
+		m.stageDuration.WithLabelValues(st).Observe(c.GetDuration().AsDuration().Seconds())
+		m.stageTTFT.WithLabelValues(st).Observe(c.GetTtft().AsDuration().Seconds())
+		m.observeGenAI(st, c)
 	case *messages.RunEvent_StageRestarted:
 		m.stageRestarts.WithLabelValues(stageName(k.StageRestarted.GetStage())).Inc()
 	case *messages.RunEvent_RunCompleted:
@@ -153,6 +182,56 @@ func (m *Metrics) observe(profile string, ev *messages.RunEvent) {
 	case *messages.RunEvent_RunCancelled:
 		m.runEnded(profile, "cancelled")
 	}
+}
+
+// observeGenAI records a completed stage attempt in the GenAI metrics; a
+// step QLC writes itself (a tally, provider "qlc": no duration) is not a
+// model call.
+func (m *Metrics) observeGenAI(stage string, c *messages.StageCompleted) {
+	dur, ttft := c.GetDuration().AsDuration(), c.GetTtft().AsDuration()
+	if dur <= 0 {
+		return
+	}
+	model := m.modelLabels.of(c.GetModel())
+	m.genaiDuration.WithLabelValues("chat", model, stage).Observe(dur.Seconds())
+	if ttft > 0 {
+		m.genaiTTFT.WithLabelValues(model, stage).Observe(ttft.Seconds())
+	}
+	u := c.GetUsage()
+	if out := u.GetCompletionTokens(); out > 1 && dur > ttft {
+		m.genaiPerToken.WithLabelValues(model, stage).Observe((dur - ttft).Seconds() / float64(out-1))
+	}
+	if u != nil {
+		m.genaiTokens.WithLabelValues("input", model, stage).Observe(float64(u.GetPromptTokens()))
+		m.genaiTokens.WithLabelValues("output", model, stage).Observe(float64(u.GetCompletionTokens()))
+	}
+}
+
+// maxModelLabels bounds the gen_ai_request_model values a process reports
+// (models come from the profiles, but a series per model must not grow
+// without bound); later models are reported as "other".
+const maxModelLabels = 64
+
+// modelLabels admits model names as label values, up to maxModelLabels.
+type modelLabels struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (l *modelLabels) of(model string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen[model] {
+		return model
+	}
+	if l.seen == nil {
+		l.seen = map[string]bool{}
+	}
+	if len(l.seen) >= maxModelLabels {
+		return "other"
+	}
+	l.seen[model] = true
+	return model
 }
 
 func (m *Metrics) runStarted(profile string) {
