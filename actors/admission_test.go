@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -216,4 +217,50 @@ func TestEvictKeepsAHubPutBackMeanwhile(t *testing.T) {
 	if h, err := e.Hub("run_x"); err != nil || h != back {
 		t.Fatalf("the hub put back was dropped: %v", err)
 	}
+}
+
+// Near its memory budget a process drops its finished runs from memory
+// (the newest kept) and refuses new runs; back under it, it takes them.
+func TestMemoryBudgetShedsThenRefuses(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) { c.MemoryBudget = 100 << 20 })
+	t0 := time.Now()
+	for i := range 4 {
+		restoreFinished(t, e, fmt.Sprintf("run_m%d", i), "t", t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	e.checkMemory(50 << 20) // 50 %: nothing happens
+	if n := len(e.hubsSnapshot()); n != 4 {
+		t.Fatalf("%d runs kept at half the budget, want 4", n)
+	}
+	e.checkMemory(85 << 20) // past 80 %: finished runs leave memory
+	if hubs := e.hubsSnapshot(); len(hubs) != 1 || hubs[0] != "run_m3" {
+		t.Fatalf("kept %v past 80 %%, want only the newest", hubs)
+	}
+	if _, err := e.StartRun(RunRequest{Tenant: "t", Profile: "instant", Query: "q"}); err != nil {
+		t.Fatalf("a run refused at 85 %%: %v", err)
+	}
+	e.checkMemory(97 << 20) // past 95 %: new runs are refused
+	_, err := e.StartRun(RunRequest{Tenant: "t", Profile: "instant", Query: "q"})
+	if !errors.Is(err, ErrBusy) || !errors.Is(err, ErrMemoryBudget) {
+		t.Fatalf("StartRun past 95 %%: %v, want ErrBusy and ErrMemoryBudget", err)
+	}
+	e.checkMemory(92 << 20) // between 90 and 95 %: still refused (hysteresis)
+	if _, err := e.StartRun(RunRequest{Tenant: "t", Profile: "instant", Query: "q"}); !errors.Is(err, ErrMemoryBudget) {
+		t.Fatalf("StartRun at 92 %% after 97 %%: %v", err)
+	}
+	e.checkMemory(60 << 20)
+	if _, err := e.StartRun(RunRequest{Tenant: "t", Profile: "instant", Query: "q"}); err != nil {
+		t.Fatalf("a run refused back under the budget: %v", err)
+	}
+}
+
+// hubsSnapshot lists the runs the engine holds, sorted.
+func (e *Engine) hubsSnapshot() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.hubs))
+	for id := range e.hubs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"math/big"
+	"runtime/metrics"
 	"net"
 	"runtime"
 	"slices"
@@ -40,6 +41,9 @@ var (
 	// ErrOverShare comes with ErrBusy when the refused run's tenant holds
 	// its share of MaxActiveRuns (others still have room).
 	ErrOverShare = errors.New("actors: the tenant holds its share of the active runs")
+	// ErrMemoryBudget comes with ErrBusy when the process is near its
+	// memory budget (Config.MemoryBudget).
+	ErrMemoryBudget = errors.New("actors: the process is near its memory budget")
 	ErrShutdown  = errors.New("actors: engine shut down")
 	ErrNoNode    = errors.New("actors: no node took the run")
 )
@@ -109,6 +113,13 @@ type Config struct {
 	// estimate from their logs); beyond it the oldest go first (they stay
 	// in the gateway's store). Default 256 MiB; negative: no bound.
 	MaxFinishedBytes int64
+	// MemoryBudget is the heap this process may use, in bytes (0: none).
+	// Past 80 % of it, finished runs are dropped from memory (oldest
+	// first; they stay in the gateway's store); past 95 %, new runs are
+	// refused (ErrBusy with ErrMemoryBudget) until the heap is back under
+	// 90 %. The commands set it (and GOMEMLIMIT) from the container's
+	// memory limit.
+	MemoryBudget int64
 	// Registerer receives the engine's Prometheus metrics. Nil: not registered.
 	Registerer prometheus.Registerer
 	// Remote, when set, starts the actor transport so other processes can
@@ -311,6 +322,7 @@ type RunRequest struct {
 // has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
 	cfg       Config
+	overMem   atomic.Bool // past the memory budget's refusal mark
 	lostHosts sync.Map // actor address -> time.Time its endpoint broke
 	system    *actor.ActorSystem
 	metrics   *Metrics
@@ -890,6 +902,9 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	if _, err := e.cfg.Stages.Profile(req.Profile); err != nil {
 		return nil, err
 	}
+	if e.overMem.Load() {
+		return nil, fmt.Errorf("%w: %w (%d bytes)", ErrBusy, ErrMemoryBudget, e.cfg.MemoryBudget)
+	}
 	seed := req.Seed
 	if seed == 0 {
 		n, err := rand.Int(rand.Reader, big.NewInt(math.MaxInt64))
@@ -1116,9 +1131,68 @@ func (e *Engine) evictLoop() {
 		case <-e.stop:
 			return
 		case <-t.C:
+			e.checkMemory(heapInUse())
 			e.evict(time.Now())
 		}
 	}
+}
+
+// heapInUse reads the heap's live objects' bytes (runtime/metrics: no
+// stop of the world).
+func heapInUse() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
+}
+
+// checkMemory applies the memory budget to a heap reading: past 80 % it
+// drops every finished run from memory but the newest, past 95 % it
+// refuses new runs until the heap is under 90 % again.
+func (e *Engine) checkMemory(heap int64) {
+	b := e.cfg.MemoryBudget
+	if b <= 0 {
+		return
+	}
+	switch {
+	case heap > b*95/100:
+		if !e.overMem.Swap(true) {
+			e.logger.Warn("near the memory budget: new runs are refused", "heap_bytes", heap, "budget_bytes", b)
+		}
+	case heap < b*90/100:
+		if e.overMem.Swap(false) {
+			e.logger.Info("back under the memory budget: new runs are taken", "heap_bytes", heap, "budget_bytes", b)
+		}
+	}
+	if heap > b*80/100 {
+		e.shedFinished()
+	}
+}
+
+// shedFinished drops the finished runs from memory, the newest kept (its
+// readers are likeliest); they stay in the gateway's store.
+func (e *Engine) shedFinished() {
+	var finished []finishedRun
+	e.mu.Lock()
+	for _, h := range e.hubs {
+		h.mu.Lock()
+		if h.terminal {
+			finished = append(finished, finishedRun{h, h.endedAt, h.heapBytes})
+		}
+		h.mu.Unlock()
+	}
+	e.mu.Unlock()
+	if len(finished) < 2 {
+		return
+	}
+	slices.SortFunc(finished, func(a, b finishedRun) int { return b.at.Compare(a.at) })
+	drop := make([]*Hub, 0, len(finished)-1)
+	for _, f := range finished[1:] {
+		drop = append(drop, f.h)
+	}
+	e.drop(drop)
 }
 
 // finishedRun is a finished run as evict saw it.

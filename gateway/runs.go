@@ -102,6 +102,10 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 		// its share, others still have room (their runs are admitted).
 		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "active_runs_share", RetryAfter: 1,
 			Message: "this tenant holds its share of the server's active runs (limit active_runs_share); retry when one of its runs ends"}
+	case errors.Is(err, actors.ErrMemoryBudget):
+		e := errServer(http.StatusServiceUnavailable, "memory_budget", "the server is near its memory budget; retry shortly")
+		e.RetryAfter = 2
+		return nil, e
 	case errors.Is(err, actors.ErrBusy):
 		e := errServer(http.StatusServiceUnavailable, "overloaded", "the server has too many active runs; retry shortly")
 		e.RetryAfter = 1

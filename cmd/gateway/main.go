@@ -42,6 +42,7 @@ func run(args []string) error {
 	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
 	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
 	stageSlots := fs.Int("stage-slots", cli.EnvInt("QLC_STAGE_SLOTS", 128), "stage attempts of parallel strategies (moa, council, vote) run here at once, for runs coordinated on any node; beyond, a step goes to another node or waits in a weighted-fair queue per tenant; 0 = no limit (QLC_STAGE_SLOTS)")
+	memBudget := fs.String("memory-budget", cli.Env("QLC_MEMORY_BUDGET", ""), "heap budget (bytes or KiB/MiB/GiB): past 80 % finished runs leave memory, past 95 % new runs get 503 memory_budget; also the Go runtime's memory limit unless GOMEMLIMIT is set; empty: 90 % of the cgroup v2 memory limit, if any; none: off (QLC_MEMORY_BUDGET)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
 	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones, shared among the active tenants by weight (QLC_MAX_ACTIVE_RUNS)")
 	runHeadroom := fs.Int("active-run-headroom", cli.EnvInt("QLC_ACTIVE_RUN_HEADROOM", 0), "active runs no single tenant may hold, kept for the others; 0 = max-active-runs/8, -1 = none (QLC_ACTIVE_RUN_HEADROOM)")
@@ -88,6 +89,12 @@ func run(args []string) error {
 	ecfg.MaxActiveRuns, ecfg.ActiveRunHeadroom = *maxRuns, *runHeadroom
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	ecfg.StageSlots = *stageSlots
+	budget, err := cli.MemoryBudget(*memBudget, cli.CgroupMemoryMax())
+	if err != nil {
+		return err
+	}
+	cli.ApplyMemoryBudget(budget)
+	ecfg.MemoryBudget = budget
 	ring, err := cli.LoadKeyring(os.Getenv, !*local)
 	if err != nil {
 		return err
