@@ -284,6 +284,13 @@ func (c *coordinator) Receive(ctx actor.Context) {
 				c.counted = false
 				c.deps.hosted.Add(-1)
 			}
+			if c.hub.Address == ctx.Self().Address {
+				// The hub is in this process: the log is there (and in
+				// the gateway's store), shared with ours; keeping ours
+				// would only keep the memory.
+				ctx.Stop(ctx.Self())
+				return
+			}
 			ctx.SetReceiveTimeout(keepAfterAck)
 		}
 	case *actor.ReceiveTimeout:

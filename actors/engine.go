@@ -240,6 +240,10 @@ func (c *Config) validate() error {
 	if c.MaxFinishedBytes == 0 {
 		c.MaxFinishedBytes = d.MaxFinishedBytes
 	}
+	if c.MemoryBudget > 0 && c.MaxFinishedBytes > 0 {
+		// Finished runs take at most a quarter of the budget.
+		c.MaxFinishedBytes = min(c.MaxFinishedBytes, max(c.MemoryBudget/4, 1))
+	}
 	if c.MaxFinishedPerTenant == 0 {
 		c.MaxFinishedPerTenant = min(d.MaxFinishedPerTenant, c.MaxFinished)
 	}
@@ -1126,21 +1130,34 @@ func (e *Engine) evictLoop() {
 	}
 	t := time.NewTicker(period)
 	defer t.Stop()
+	// The memory budget is checked more often than runs are evicted: a
+	// flood of runs fills memory within a second.
+	var memTick <-chan time.Time
+	if e.cfg.MemoryBudget > 0 {
+		mt := time.NewTicker(memoryCheckEvery)
+		defer mt.Stop()
+		memTick = mt.C
+	}
 	for {
 		select {
 		case <-e.stop:
 			return
-		case <-t.C:
+		case <-memTick:
 			e.checkMemory(heapInUse())
+		case <-t.C:
 			e.evict(time.Now())
 		}
 	}
 }
 
-// heapInUse reads the heap's live objects' bytes (runtime/metrics: no
-// stop of the world).
+// memoryCheckEvery is how often the heap is compared with MemoryBudget.
+const memoryCheckEvery = 100 * time.Millisecond
+
+// heapInUse reads the heap the last garbage collection found live
+// (runtime/metrics: no stop of the world; garbage not yet collected does
+// not count, so a process that merely allocates fast is not refused).
 func heapInUse() int64 {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
 		return 0
