@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"math"
 	"math/big"
-	"runtime/metrics"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,8 +44,8 @@ var (
 	// ErrMemoryBudget comes with ErrBusy when the process is near its
 	// memory budget (Config.MemoryBudget).
 	ErrMemoryBudget = errors.New("actors: the process is near its memory budget")
-	ErrShutdown  = errors.New("actors: engine shut down")
-	ErrNoNode    = errors.New("actors: no node took the run")
+	ErrShutdown     = errors.New("actors: engine shut down")
+	ErrNoNode       = errors.New("actors: no node took the run")
 )
 
 // Config configures an Engine. Zero fields take the defaults named on them.
@@ -327,7 +327,7 @@ type RunRequest struct {
 type Engine struct {
 	cfg       Config
 	overMem   atomic.Bool // past the memory budget's refusal mark
-	lostHosts sync.Map // actor address -> time.Time its endpoint broke
+	lostHosts sync.Map    // actor address -> time.Time its endpoint broke
 	system    *actor.ActorSystem
 	metrics   *Metrics
 	deps      *coordinatorDeps
