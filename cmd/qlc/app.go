@@ -76,7 +76,9 @@ func (a *app) tty() bool {
 }
 
 // color reports whether to use ANSI styles (a terminal, and NO_COLOR unset).
-func (a *app) color() bool { return a.tty() && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb" }
+func (a *app) color() bool {
+	return a.tty() && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+}
 
 // printJSON writes v indented.
 func (a *app) printJSON(v any) error {

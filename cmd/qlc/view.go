@@ -229,8 +229,18 @@ func (v *view) footer(st *client.StepState) {
 	v.print(v.style(sDim, "  ") + strings.Join(parts, v.style(sDim, " · ")) + "\n")
 }
 
+// ms formats milliseconds for people: 0.03ms, 12.5ms, 2.31s.
 func ms(x float64) string {
-	return (time.Duration(x * float64(time.Millisecond))).Round(100 * time.Microsecond).String()
+	switch {
+	case x <= 0:
+		return "-"
+	case x < 1:
+		return fmt.Sprintf("%.2fms", x)
+	case x < 1000:
+		return fmt.Sprintf("%.1fms", x)
+	default:
+		return fmt.Sprintf("%.2fs", x/1000)
+	}
 }
 
 // interrupted ends a live line before an error is printed.
@@ -287,7 +297,7 @@ func (v *view) end(took time.Duration, cost *float64) {
 	default:
 		line = v.style(sRed+sBold, "● "+f.Status+": "+oneLine(reasonOf(f.End)))
 	}
-	parts := []string{line, "in " + took.Round(time.Millisecond).String(), fmt.Sprintf("%d steps", len(f.Steps))}
+	parts := []string{line + " in " + took.Round(time.Millisecond).String(), fmt.Sprintf("%d steps", len(f.Steps))}
 	if f.End != nil && f.End.Usage != nil {
 		u := f.End.Usage
 		parts = append(parts, fmt.Sprintf("%d tokens (%d prompt + %d completion)", u.TotalTokens, u.PromptTokens, u.CompletionTokens))
