@@ -63,6 +63,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	code := 1
 	var ee *exitError
+	if !errors.As(err, &ee) && ctx.Err() != nil {
+		err = &exitError{code: 130, err: errors.New("interrupted")}
+	}
 	if errors.As(err, &ee) {
 		code = ee.code
 		if ee.err == nil {
