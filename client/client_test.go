@@ -146,6 +146,9 @@ func TestAPIErrors(t *testing.T) {
 	if _, err := c.Events(ctx, "run_nope", "").Next(); !client.IsCode(err, "run_not_found") {
 		t.Fatalf("unknown run's events: %v", err)
 	}
+	if _, err := c.EventsWS(ctx, "run_nope", "").Next(); !client.IsCode(err, "run_not_found") {
+		t.Fatalf("unknown run's WebSocket: %v", err)
+	}
 	_, err = c.CreateRun(ctx, client.RunRequest{Query: "x", Profile: "nope"})
 	if !errors.As(err, &e) || e.Status != 404 || e.Code != "unknown_profile" || !strings.Contains(err.Error(), "unknown_profile") {
 		t.Fatalf("unknown profile: %v", err)

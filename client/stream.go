@@ -30,8 +30,8 @@ type Stream struct {
 	last Cursor // id of the last event returned: Last-Event-ID
 	from string // ?from_seq= for the next connection (initial or after lagged); wins over last
 
-	body       io.ReadCloser
-	rd         *sseReader
+	ws         bool // WebSocket instead of SSE
+	src        source
 	failures   int // reconnects in a row without an event
 	reconnects int // every reconnect, for the curious
 	done       bool
@@ -64,11 +64,25 @@ func (s *Stream) Close() error {
 }
 
 func (s *Stream) drop() {
-	if s.body != nil {
-		s.body.Close()
+	if s.src != nil {
+		s.src.close()
 	}
-	s.body, s.rd = nil, nil
+	s.src = nil
 }
+
+// source is one connection's events: an SSE body or a WebSocket.
+type source interface {
+	next() (Event, error)
+	close()
+}
+
+type sseSource struct {
+	body io.ReadCloser
+	rd   *sseReader
+}
+
+func (s *sseSource) next() (Event, error) { return s.rd.next() }
+func (s *sseSource) close()               { s.body.Close() }
 
 // Next returns the next event of the run's log (never a `lagged`: the
 // stream reconnects from its next_seq by itself).
@@ -81,15 +95,19 @@ func (s *Stream) Next() (Event, error) {
 			s.drop()
 			return Event{}, err
 		}
-		if s.rd == nil {
-			if err := s.connect(); err != nil {
+		if s.src == nil {
+			connect := s.connect
+			if s.ws {
+				connect = s.connectWS
+			}
+			if err := connect(); err != nil {
 				if err := s.wait(err); err != nil {
 					return Event{}, err
 				}
 				continue
 			}
 		}
-		ev, err := s.rd.next()
+		ev, err := s.src.next()
 		if err != nil {
 			s.drop()
 			if errors.Is(err, ErrBadEvent) {
@@ -143,7 +161,7 @@ func (s *Stream) connect() error {
 		defer resp.Body.Close()
 		return readAPIError(resp)
 	}
-	s.body, s.rd = resp.Body, newSSEReader(resp.Body)
+	s.src = &sseSource{body: resp.Body, rd: newSSEReader(resp.Body)}
 	return nil
 }
 
