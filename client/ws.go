@@ -91,4 +91,3 @@ func (s *Stream) connectWS() error {
 	s.src = &wsSource{ctx: s.ctx, conn: conn}
 	return nil
 }
-
