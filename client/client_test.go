@@ -339,3 +339,32 @@ func TestSSEReadBoundaries(t *testing.T) {
 		t.Fatalf("events %v text %q", ids, f.Steps["g"].Text.String())
 	}
 }
+
+// A `lagged` reader reconnects from next_seq; a 503 is retried.
+func TestStreamLaggedAndRetryable(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.URL.Query().Get("from_seq")+"|"+r.Header.Get("Last-Event-ID"))
+		n := len(asked)
+		mu.Unlock()
+		switch n {
+		case 1:
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "id: 1\ndata: {\"seq\":1,\"type\":\"stage_started\",\"step\":\"g\"}\n\nevent: lagged\ndata: {\"type\":\"lagged\",\"next_seq\":2}\n\n")
+		case 2:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(503)
+			io.WriteString(w, `{"error":{"message":"shutting down","type":"server_error","code":"shutting_down"}}`)
+		default:
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "id: 2\ndata: {\"seq\":2,\"type\":\"run_completed\"}\n\n")
+		}
+	}))
+	defer srv.Close()
+	f, evs := readAll(t, newClient(t, srv.URL, "").Events(context.Background(), "r", ""))
+	if len(evs) != 2 || f.Status != "completed" || fmt.Sprint(asked) != "[| 2| 2|]" {
+		t.Fatalf("%d events, status %s, asked %q", len(evs), f.Status, asked)
+	}
+}
