@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -366,5 +367,22 @@ func TestStreamLaggedAndRetryable(t *testing.T) {
 	f, evs := readAll(t, newClient(t, srv.URL, "").Events(context.Background(), "r", ""))
 	if len(evs) != 2 || f.Status != "completed" || fmt.Sprint(asked) != "[| 2| 2|]" {
 		t.Fatalf("%d events, status %s, asked %q", len(evs), f.Status, asked)
+	}
+}
+
+func TestChatCompletionAndModels(t *testing.T) {
+	g := clienttest.Start(t, "")
+	c := newClient(t, g.URL, g.TenantKey)
+	ctx := context.Background()
+	ms, err := c.Models(ctx)
+	if err != nil || !slices.Contains(ms, "qlc-moa") || !slices.Contains(ms, "qlc-moa-thinking") {
+		t.Fatalf("models %v %v", ms, err)
+	}
+	cc, err := c.Chat(ctx, client.ChatRequest{Model: "qlc-moa-thinking", Messages: []client.ChatMessage{{Role: "user", Content: "what is TCP?"}}})
+	if err != nil || len(cc.Choices) != 1 || cc.Choices[0].Message.Content == "" || cc.Choices[0].Message.ReasoningContent == "" || cc.Usage == nil {
+		t.Fatalf("chat %+v %v", cc, err)
+	}
+	if _, err := c.Chat(ctx, client.ChatRequest{Model: "qlc-nope", Messages: []client.ChatMessage{{Role: "user", Content: "x"}}}); !client.IsCode(err, "model_not_found") {
+		t.Fatalf("unknown model: %v", err)
 	}
 }
