@@ -17,7 +17,9 @@ import (
 // last event it returned as Last-Event-ID — "seq:end" inside a split
 // delta — so its reader gets every event once, in order. It waits between
 // attempts (doubling, or the server's Retry-After) and gives up after
-// Config.MaxReconnects attempts in a row without an event.
+// Config.MaxReconnects attempts in a row without an event. A stream that
+// never reached the gateway (a wrong address, nothing listening) returns
+// that error at once.
 //
 // A Stream is used by one goroutine. Next blocks until an event arrives,
 // the run's log ends (io.EOF after its run_completed, run_failed or
@@ -35,6 +37,7 @@ type Stream struct {
 	failures   int // reconnects in a row without an event
 	reconnects int // every reconnect, for the curious
 	done       bool
+	connected  bool // a connection was made once
 }
 
 // Events opens runID's event stream. from is where to start: "" for the
@@ -101,12 +104,19 @@ func (s *Stream) Next() (Event, error) {
 				connect = s.connectWS
 			}
 			if err := connect(); err != nil {
+				var ae *APIError
+				if !s.connected && !errors.As(err, &ae) && s.ctx.Err() == nil {
+					// Never reached the gateway: a wrong address, not a
+					// dropped connection; say so at once.
+					return Event{}, err
+				}
 				if err := s.wait(err); err != nil {
 					return Event{}, err
 				}
 				continue
 			}
 		}
+		s.connected = true
 		ev, err := s.src.next()
 		if err != nil {
 			s.drop()

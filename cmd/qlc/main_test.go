@@ -435,9 +435,11 @@ func TestErrorsAreOneLine(t *testing.T) {
 			t.Errorf("qlc %v: exit %d, stdout %q, stderr %q; want exit %d and one line with %q", tc.args, code, out, errs, tc.code, tc.want)
 		}
 	}
-	_, errs, code := qlc(t, "http://127.0.0.1:1", "k", "", "profiles")
-	if code != 1 || !strings.Contains(errs, "cannot reach the gateway at http://127.0.0.1:1") {
-		t.Errorf("no gateway: exit %d %q", code, errs)
+	for _, args := range [][]string{{"profiles"}, {"tail", "run_x"}, {"ask", "hi"}} {
+		_, errs, code := qlc(t, "http://127.0.0.1:1", "k", "", args...)
+		if code != 1 || !strings.Contains(errs, "cannot reach the gateway at http://127.0.0.1:1") || strings.Count(errs, "\n") != 1 {
+			t.Errorf("qlc %v without a gateway: exit %d %q", args, code, errs)
+		}
 	}
 }
 
