@@ -1,0 +1,228 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qlc-project/qlc/client"
+)
+
+// adminCmd groups the admin API (an admin key: --admin-key, QLC_ADMIN_KEY
+// or the config file's admin_key; else --api-key).
+func (a *app) adminCmd() *cobra.Command {
+	c := &cobra.Command{Use: "admin", Short: "Tenants, keys and the audit log (admin key)"}
+	c.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	tenants := &cobra.Command{
+		Use:   "tenants",
+		Short: "List tenants (subcommands: create, show, update)",
+		Args:  exactArgs(0, "no arguments (or a subcommand: create, show, update)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			ts, err := c.AdminTenants(a.ctx)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(ts)
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "TENANT\tNAME\tKEYS\tLIMITS\tCREATED")
+			for _, t := range ts {
+				live := 0
+				for _, k := range t.Keys {
+					if k.RevokedAt.IsZero() {
+						live++
+					}
+				}
+				lim, _ := json.Marshal(t.Limits)
+				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\n", t.ID, t.Name, live, len(t.Keys), lim, when(t.CreatedAt))
+			}
+			return tw.Flush()
+		},
+	}
+	var id, limits, name string
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a tenant and its first key (the key is shown only now)",
+		Args:  exactArgs(1, "a tenant name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nt := client.NewTenant{Name: args[0], ID: id}
+			if limits != "" {
+				var l client.Limits
+				if err := json.Unmarshal([]byte(limits), &l); err != nil {
+					return usageErr("--limits: %v", err)
+				}
+				nt.Limits = &l
+			}
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			k, err := c.AdminCreateTenant(a.ctx, nt)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(k)
+			}
+			fmt.Fprintf(a.stdout, "tenant  %s\nkey_id  %s\nkey     %s\n", k.TenantID, k.KeyID, k.Key)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&id, "id", "", "tenant id (default: made from the name)")
+	create.Flags().StringVar(&limits, "limits", "", `limits as JSON, e.g. '{"requests_per_minute":60}'`)
+	show := &cobra.Command{
+		Use: "show TENANT_ID", Short: "Show a tenant with its limits and keys", Args: exactArgs(1, "a tenant id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			t, err := c.AdminTenant(a.ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.printJSON(t)
+		},
+	}
+	update := &cobra.Command{
+		Use: "update TENANT_ID", Short: "Rename a tenant or replace its limits", Args: exactArgs(1, "a tenant id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var p client.TenantPatch
+			if cmd.Flags().Changed("name") {
+				p.Name = &name
+			}
+			if limits != "" {
+				var l client.Limits
+				if err := json.Unmarshal([]byte(limits), &l); err != nil {
+					return usageErr("--limits: %v", err)
+				}
+				p.Limits = &l
+			}
+			if p.Name == nil && p.Limits == nil {
+				return usageErr("update needs --name or --limits")
+			}
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			t, err := c.AdminUpdateTenant(a.ctx, args[0], p)
+			if err != nil {
+				return err
+			}
+			return a.printJSON(t)
+		},
+	}
+	update.Flags().StringVar(&name, "name", "", "new name")
+	update.Flags().StringVar(&limits, "limits", "", "limits as JSON (replaces the whole set)")
+	tenants.AddCommand(create, show, update)
+
+	keys := &cobra.Command{
+		Use:   "keys [TENANT_ID]",
+		Short: "List keys (subcommands: create, revoke)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usageErr("keys takes at most a tenant id")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			ts, err := c.AdminTenants(a.ctx)
+			if err != nil {
+				return err
+			}
+			type row struct {
+				Tenant string `json:"tenant"`
+				client.KeyInfo
+			}
+			var rows []row
+			for _, t := range ts {
+				if len(args) == 1 && t.ID != args[0] {
+					continue
+				}
+				for _, k := range t.Keys {
+					rows = append(rows, row{t.ID, k})
+				}
+			}
+			if a.jsonOut {
+				return a.printJSON(rows)
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "KEY_ID\tTENANT\tCREATED\tREVOKED")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, r.Tenant, when(r.CreatedAt), when(r.RevokedAt))
+			}
+			return tw.Flush()
+		},
+	}
+	keys.AddCommand(&cobra.Command{
+		Use: "create TENANT_ID", Short: "Issue a new key for a tenant (shown only now)", Args: exactArgs(1, "a tenant id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			k, err := c.AdminCreateKey(a.ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(k)
+			}
+			fmt.Fprintf(a.stdout, "key_id  %s\nkey     %s\n", k.KeyID, k.Key)
+			return nil
+		},
+	}, &cobra.Command{
+		Use: "revoke KEY_ID", Short: "Revoke a key for good", Args: exactArgs(1, "a key id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			at, err := c.AdminRevokeKey(a.ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "key %s revoked at %s\n", args[0], when(at))
+			return nil
+		},
+	})
+
+	var from, to string
+	audit := &cobra.Command{
+		Use: "audit", Short: "The admin audit log", Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(true)
+			if err != nil {
+				return err
+			}
+			es, err := c.AdminAudit(a.ctx, from, to)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(es)
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "SEQ\tAT\tACTOR\tACTION\tTARGET\tDETAIL")
+			for _, e := range es {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, when(e.At), e.Actor, e.Action, e.Target, strings.TrimSpace(e.Detail))
+			}
+			return tw.Flush()
+		},
+	}
+	audit.Flags().StringVar(&from, "from", "", "since (RFC 3339 or Unix seconds)")
+	audit.Flags().StringVar(&to, "to", "", "until (RFC 3339 or Unix seconds)")
+	c.AddCommand(tenants, keys, audit)
+	return c
+}
