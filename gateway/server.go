@@ -16,6 +16,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/web"
+	"github.com/qlc-project/qlc/stagework/discover"
 )
 
 // Config configures a gateway Server. Zero fields take the defaults named on them.
@@ -361,6 +362,10 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 // recoverer turns a panic in one request into a 500 for that request alone.
 func (s *Server) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer says it is QLC, so that local model discovery (ours
+		// or another gateway's on this machine) never takes QLC for a model
+		// server (discover.QLCHeader).
+		w.Header().Set(discover.QLCHeader, "qlc")
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
