@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 
@@ -108,8 +109,9 @@ func Apply(c *stagework.Config, servers []Server) (Added, error) {
 	for i, s := range servers {
 		base := "local-" + string(s.Kind)
 		if provTaken(base) {
-			_, port, _ := strings.Cut(s.Addr[strings.LastIndex(s.Addr, "]")+1:], ":")
-			base += "-" + port
+			if _, port, err := net.SplitHostPort(s.Addr); err == nil {
+				base += "-" + port
+			}
 		}
 		names[i] = unique(base, provTaken)
 		newProv[names[i]] = true
