@@ -26,6 +26,7 @@ import (
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
 	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/stagework/discover"
 	"github.com/qlc-project/qlc/topology"
 )
 
@@ -66,6 +67,7 @@ func run(args []string) error {
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	addrFile := cli.AddrFileFlag(fs)
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
+	discoverLocal := cli.AutoFlag(fs, "discover-local", "QLC_DISCOVER_LOCAL", "at start, look for model servers on this machine's loopback (Ollama 11434, llama.cpp 8080/8081, vLLM 8000, LM Studio 1234) and add a provider for each and the profiles local, local-moa, local-council and local-vote; default: on with -local when runs execute here, else off")
 	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -113,6 +115,17 @@ func run(args []string) error {
 		fallthrough
 	case len(ecfg.Nodes) > 0:
 		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
+	}
+	lookLocal, err := cli.DiscoverLocalEnabled(discoverLocal, *local, *seeds != "" || len(ecfg.Nodes) > 0)
+	if err != nil {
+		return err
+	}
+	if lookLocal {
+		// Before the engine starts: its profiles and providers are fixed
+		// for its lifetime.
+		if _, err := cli.DiscoverLocal(context.Background(), &ecfg, discover.DefaultConfig(), *addr, logger); err != nil {
+			return err
+		}
 	}
 	if members == nil {
 		// One process (or fixed nodes): this process counts tokens itself,
