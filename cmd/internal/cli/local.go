@@ -5,12 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/stagework/discover"
 )
 
@@ -111,11 +113,21 @@ func DiscoverLocal(ctx context.Context, ecfg *actors.Config, dcfg discover.Confi
 	if err != nil {
 		return discover.Added{}, err
 	}
-	providers, err := actors.BuildProviders(ecfg.Stages, logger)
+	// Clients for the new endpoints only: the file's are built already.
+	only := &stagework.Config{Providers: map[string]stagework.ProviderConfig{}}
+	for _, name := range added.Providers {
+		only.Providers[name] = ecfg.Stages.Providers[name]
+	}
+	providers, err := actors.BuildProviders(only, logger)
 	if err != nil {
 		return discover.Added{}, err
 	}
-	ecfg.Providers = providers
+	merged := maps.Clone(ecfg.Providers)
+	if merged == nil {
+		merged = map[string]stagework.Provider{}
+	}
+	maps.Copy(merged, providers)
+	ecfg.Providers = merged
 	for _, s := range res.Servers {
 		ids := make([]string, len(s.Models))
 		for j, m := range s.Models {

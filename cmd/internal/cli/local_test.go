@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/qlc-project/qlc/actors"
-	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/stagework/discover"
 )
 
@@ -86,8 +84,10 @@ func TestDiscoverLocalAddsProvidersAndProfiles(t *testing.T) {
 	defer self.Close()
 	port := func(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }
 
-	ecfg := actors.DefaultConfig()
-	ecfg.Stages = stagework.DefaultConfig()
+	ecfg, _, err := EngineBase("", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	dcfg := discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: port(vllm)}, {Kind: discover.LlamaCpp, Port: port(self)}}}
 	added, err := DiscoverLocal(context.Background(), &ecfg, dcfg, ":"+strconv.Itoa(port(self)), slog.New(slog.DiscardHandler))
 	if err != nil {
