@@ -478,3 +478,31 @@ func firstF(f ...float64) float64 {
 	}
 	return 0
 }
+
+// ParseTargets reads a list of targets as "kind:port" items separated by
+// commas, e.g. "ollama:11434,vllm:8001" (kinds: ollama, llamacpp, vllm,
+// lmstudio), for a server on a port of its own. Empty means
+// DefaultTargets().
+func ParseTargets(s string) ([]Target, error) {
+	if strings.TrimSpace(s) == "" {
+		return DefaultTargets(), nil
+	}
+	var out []Target
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		kind, port, ok := strings.Cut(item, ":")
+		k := Kind(strings.ToLower(strings.TrimSpace(kind)))
+		n, err := strconv.Atoi(strings.TrimSpace(port))
+		switch {
+		case !ok || err != nil || n < 1 || n > 65535:
+			return nil, fmt.Errorf("discover: %q is not kind:port (e.g. ollama:11434)", item)
+		case k != Ollama && k != LlamaCpp && k != VLLM && k != LMStudio:
+			return nil, fmt.Errorf("discover: unknown server kind %q (ollama, llamacpp, vllm or lmstudio)", kind)
+		}
+		out = append(out, Target{Kind: k, Port: n})
+	}
+	return out, nil
+}

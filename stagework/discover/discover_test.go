@@ -256,3 +256,18 @@ func TestParamsFromName(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTargets(t *testing.T) {
+	if got, err := ParseTargets(""); err != nil || !slices.Equal(got, DefaultTargets()) {
+		t.Fatalf("empty: %v %v", got, err)
+	}
+	got, err := ParseTargets(" ollama:11500, VLLM:8001 ,")
+	if err != nil || !slices.Equal(got, []Target{{Ollama, 11500}, {VLLM, 8001}}) {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range []string{"ollama", "ollama:x", "ollama:0", "ollama:70000", "tgi:8080", ":8080", "10.0.0.1:8080"} {
+		if _, err := ParseTargets(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
