@@ -102,3 +102,58 @@ func TestLocalModelsDiscoveredListedAndRun(t *testing.T) {
 		t.Fatalf("discovery on QLC's port: %+v %v", res, err)
 	}
 }
+
+// POST /v1/admin/discover-local looks again on demand: a server started
+// after the gateway is reported as new (restart_required), the one in use
+// with its provider; only an admin key may ask; with discovery off it is a
+// 404.
+func TestLocalDiscoveryOnDemand(t *testing.T) {
+	listModels := func(ids string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte(`{"object":"list","data":[` + ids + `]}`))
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	portOf := func(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }
+	first := listModels(`{"id":"a-7b","owned_by":"vllm"}`)
+	dcfg := discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: portOf(first)}}, Hosts: []string{"127.0.0.1"}}
+	res, err := discover.Discover(context.Background(), dcfg)
+	if err != nil || len(res.Servers) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"}`)
+	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
+	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
+		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
+			t.Fatal(err)
+		}
+		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
+			t.Fatal(err)
+		}
+		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
+	})
+	var out struct {
+		Servers []struct {
+			Kind, Provider string
+			Models         []string
+		}
+		Profiles        []string
+		RestartRequired bool `json:"restart_required"`
+	}
+	if code, _ := call(t, "POST", g.URL+"/v1/admin/discover-local", g.Dev.AdminKey, "", &out); code != http.StatusOK {
+		t.Fatalf("HTTP %d", code)
+	}
+	if len(out.Servers) != 2 || out.Servers[0].Provider != "local-vllm" || out.Servers[1].Provider != "" || out.Servers[1].Kind != "lmstudio" ||
+		out.Servers[1].Models[0] != "b-3b" || !out.RestartRequired || len(out.Profiles) != 1 || out.Profiles[0] != "local" {
+		t.Fatalf("%+v", out)
+	}
+	var e struct{ Error struct{ Code string } }
+	if code, _ := call(t, "POST", g.URL+"/v1/admin/discover-local", g.Dev.TenantKey, "", &e); code != http.StatusForbidden {
+		t.Fatalf("a tenant key: HTTP %d", code)
+	}
+	off := startTenantGatewayProfiles(t, "", nil)
+	if code, _ := call(t, "POST", off.URL+"/v1/admin/discover-local", off.Dev.AdminKey, "", &e); code != http.StatusNotFound || e.Error.Code != "local_discovery_off" {
+		t.Fatalf("discovery off: HTTP %d %+v", code, e)
+	}
+}

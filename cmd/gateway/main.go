@@ -121,10 +121,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	dcfg := discover.DefaultConfig()
 	if lookLocal {
 		// Before the engine starts: its profiles and providers are fixed
 		// for its lifetime.
-		dcfg := discover.DefaultConfig()
 		if dcfg.Targets, err = discover.ParseTargets(*discoverPorts); err != nil {
 			return fmt.Errorf("-discover-ports: %w", err)
 		}
@@ -159,6 +159,9 @@ func run(args []string) error {
 	gcfg.LocalOnly = *local // only requests addressed to localhost: no DNS rebinding to the dev keys
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes, gcfg.BodyReadTimeout = *maxQuery, int64(*maxBody), *bodyTimeout
 	gcfg.MaxEventBytes, gcfg.FreeMemoryAfter = *maxEvent, *freeMem
+	if lookLocal { // POST /v1/admin/discover-local looks again
+		gcfg.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
+	}
 	if members != nil {
 		gcfg.Ready = members.Ready
 	}
