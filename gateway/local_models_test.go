@@ -157,3 +157,45 @@ func TestLocalDiscoveryOnDemand(t *testing.T) {
 		t.Fatalf("discovery off: HTTP %d %+v", code, e)
 	}
 }
+
+// The web UI's profile picker offers the local profiles, marked as on this
+// machine, and a run of local-moa from the page completes on the local
+// server.
+func TestUILocalModelsInThePicker(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"object":"list","data":[{"id":"x-8b","owned_by":"vllm"},{"id":"y-2b","owned_by":"vllm"}]}`))
+	})
+	mux.Handle("POST /v1/chat/completions", &openai.Mock{Tokens: 5})
+	fake := httptest.NewServer(mux)
+	defer fake.Close()
+	res, err := discover.Discover(context.Background(), discover.Config{
+		Targets: []discover.Target{{Kind: discover.VLLM, Port: fake.Listener.Addr().(*net.TCPAddr).Port}}, Hosts: []string{"127.0.0.1"}})
+	if err != nil || len(res.Servers) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	f := newUIFront(t, uiFrontOptions{local: true, mutate: func(_ *Config, ec *actors.Config) {
+		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
+			t.Fatal(err)
+		}
+		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
+			t.Fatal(err)
+		}
+	}})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "local-moa", "What runs on this machine?")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	if st := b.state(t); st.RunStatus != "completed" {
+		t.Fatalf("local-moa run on the page: %q", st.RunStatus)
+	}
+	labels := uiEval[map[string]string](t, b, `Object.fromEntries([...document.querySelectorAll('#profile option')].map((o) => [o.value, o.textContent]))`)
+	for _, name := range []string{"local", "local-moa", "local-council", "local-vote"} {
+		if labels[name] != name+" · this machine" {
+			t.Errorf("picker option %s reads %q", name, labels[name])
+		}
+	}
+	if labels["quick"] != "quick" {
+		t.Errorf("picker option quick reads %q", labels["quick"])
+	}
+	b.noProblems(t)
+}
