@@ -213,14 +213,25 @@ func Discover(ctx context.Context, cfg Config) (Result, error) {
 	var res Result
 	found := map[int]bool{}
 	for _, p := range probes { // in Targets × Hosts order: the first host wins a port
-		switch {
-		case p.server != nil && !found[p.target.Port]:
+		if p.server != nil && !found[p.target.Port] {
 			found[p.target.Port] = true
 			res.Servers = append(res.Servers, *p.server)
-		case p.skip != nil:
-			cfg.Logger.Debug("local model server skipped", "addr", p.skip.Addr, "kind", p.skip.Kind, "reason", p.skip.Reason)
-			res.Skipped = append(res.Skipped, *p.skip)
 		}
+	}
+	// A port is skipped once per reason (a server on 127.0.0.1 and ::1
+	// is one server), and not at all where a server was found.
+	type portReason struct {
+		port   int
+		reason string
+	}
+	said := map[portReason]bool{}
+	for _, p := range probes {
+		if p.skip == nil || found[p.target.Port] || said[portReason{p.target.Port, p.skip.Reason}] {
+			continue
+		}
+		said[portReason{p.target.Port, p.skip.Reason}] = true
+		cfg.Logger.Debug("local model server skipped", "addr", p.skip.Addr, "kind", p.skip.Kind, "reason", p.skip.Reason)
+		res.Skipped = append(res.Skipped, *p.skip)
 	}
 	return res, nil
 }
@@ -288,7 +299,7 @@ func probeOne(ctx context.Context, c *http.Client, t Target, host string, timeou
 				}
 			}
 			return found(srv, models, skip)
-		} else if errors.Is(err, errQLC) || ctx.Err() != nil || isRefused(err) {
+		} else if err != nil && (errors.Is(err, errQLC) || ctx.Err() != nil || isRefused(err)) {
 			return fail(err)
 		}
 		// Not Ollama's own API: try the OpenAI one.

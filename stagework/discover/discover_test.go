@@ -271,3 +271,30 @@ func TestParseTargets(t *testing.T) {
 		}
 	}
 }
+
+// A server on ::1 only is found there; one on both loopbacks is one server.
+func TestDiscoverIPv6LoopbackAndBoth(t *testing.T) {
+	ln6, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	port := ln6.Addr().(*net.TCPAddr).Port
+	h := listing(map[string]string{"/v1/models": vllmJSON})
+	go func() { _ = http.Serve(ln6, h) }()
+	defer ln6.Close()
+	res := discoverT(t, Config{Targets: []Target{{VLLM, port}}})
+	want := "[::1]:" + strconv.Itoa(port)
+	if len(res.Servers) != 1 || res.Servers[0].Addr != want || res.Servers[0].BaseURL != "http://"+want+"/v1" {
+		t.Fatalf("%+v", res)
+	}
+	ln4, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Skipf("port %d is taken on 127.0.0.1: %v", port, err)
+	}
+	go func() { _ = http.Serve(ln4, h) }()
+	defer ln4.Close()
+	res = discoverT(t, Config{Targets: []Target{{VLLM, port}}})
+	if len(res.Servers) != 1 || res.Servers[0].Addr != "127.0.0.1:"+strconv.Itoa(port) || len(res.Skipped) != 0 {
+		t.Fatalf("%+v", res)
+	}
+}
