@@ -198,6 +198,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 		Object  string `json:"object"`
 		Created int64  `json:"created"`
 		OwnedBy string `json:"owned_by"`
+		// Local marks a model whose profile runs on the model servers
+		// found on this machine (stagework/discover).
+		Local bool `json:"local,omitempty"`
 	}
 	out := struct {
 		Object string  `json:"object"`
@@ -205,7 +208,8 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	}{Object: "list", Data: []model{}}
 	for _, m := range s.models() {
 		if who.allows(m.profile) {
-			out.Data = append(out.Data, model{ID: m.name, Object: "model", Created: 0, OwnedBy: "qlc"})
+			p, _ := s.engine.Stages().Profile(m.profile)
+			out.Data = append(out.Data, model{ID: m.name, Object: "model", Created: 0, OwnedBy: "qlc", Local: p != nil && p.Local})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

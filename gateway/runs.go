@@ -318,6 +318,9 @@ type profileView struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	Strategy    string `json:"strategy"`
+	// Local marks a profile generated from the model servers found on
+	// this machine (stagework/discover).
+	Local bool `json:"local"`
 	// Steps are the profile's steps in plan order (a chain's four stages).
 	Steps []profileStepVw `json:"steps"`
 	// Stages are a chain profile's four stages, as before steps existed;
@@ -363,7 +366,7 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		p, _ := cfg.Profile(name)
-		pv := profileView{Name: name, Description: p.Description, Strategy: p.Strategy, Steps: []profileStepVw{}, Stages: []profileStageVw{}}
+		pv := profileView{Name: name, Description: p.Description, Strategy: p.Strategy, Local: p.Local, Steps: []profileStepVw{}, Stages: []profileStageVw{}}
 		if p.IsChain() {
 			pv.Strategy = stagework.StrategyChain
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/web"
+	"github.com/qlc-project/qlc/stagework/discover"
 )
 
 // Config configures a gateway Server. Zero fields take the defaults named on them.
@@ -90,6 +91,11 @@ type Config struct {
 	// minutes after readers leave (no allocation, so no GC). Default 256;
 	// negative: never.
 	FreeMemoryAfter int
+	// DiscoverLocal looks again for model servers on this machine, for
+	// POST /v1/admin/discover-local (admin key), which reports what it
+	// finds against the providers in use. Nil: the endpoint answers 404
+	// (discovery is off).
+	DiscoverLocal func(context.Context) (discover.Result, error)
 	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
 	// before answering (the answer then shows status "cancelled"). Default 2 s.
 	CancelWait time.Duration
@@ -233,6 +239,7 @@ func New(cfg Config) (*Server, error) {
 		mux.HandleFunc("POST /v1/admin/tenants/{id}/keys", s.adminCreateKey)
 		mux.HandleFunc("DELETE /v1/admin/keys/{key_id}", s.adminRevokeKey)
 		mux.HandleFunc("GET /v1/admin/audit", s.adminAudit)
+		mux.HandleFunc("POST /v1/admin/discover-local", s.adminDiscoverLocal)
 	}
 	mux.Handle("GET /ui/session", s.localSession(http.HandlerFunc(s.uiSession)))
 	mux.HandleFunc("GET /healthz", s.healthz)
@@ -361,6 +368,10 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 // recoverer turns a panic in one request into a 500 for that request alone.
 func (s *Server) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer says it is QLC, so that local model discovery (ours
+		// or another gateway's on this machine) never takes QLC for a model
+		// server (discover.QLCHeader).
+		w.Header().Set(discover.QLCHeader, "qlc")
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {

@@ -39,6 +39,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/stagework"
 )
 
@@ -341,11 +342,11 @@ func (f *uiFront) run(t *testing.T, id string) uiRun {
 // uiBackend starts the gateway the browser tests reach through a uiFront: a
 // real gateway with tenancy on (it checks keys itself), its address and the
 // dev tenant's key.
-func uiBackend(t *testing.T, profiles string) (base, key string, checksKeys bool) {
+func uiBackend(t *testing.T, profiles string, mutate func(*Config, *actors.Config)) (base, key string, checksKeys bool) {
 	if profiles == "" {
 		profiles = uiTestConfig
 	}
-	g := startTenantGatewayProfiles(t, profiles, nil)
+	g := startTenantGatewayProfiles(t, profiles, mutate)
 	return g.URL, g.Dev.TenantKey, true
 }
 
@@ -368,6 +369,8 @@ type uiFrontOptions struct {
 	cutInParts int
 	// profiles is the gateway's profile file; "" is uiTestConfig.
 	profiles string
+	// mutate, if set, changes the gateway's configs before it starts.
+	mutate func(*Config, *actors.Config)
 	// refuse, if set, may answer a /v1 request (after the key check) with an
 	// error instead of passing it on. It is called with the front's lock held.
 	refuse func(r *http.Request) *uiRefusal
@@ -414,7 +417,7 @@ type uiFront struct {
 // newUIFront starts a gateway (uiBackend) behind a front; the test's cleanup stops both.
 func newUIFront(t *testing.T, opts uiFrontOptions) *uiFront {
 	t.Helper()
-	backend, key, checksKeys := uiBackend(t, opts.profiles)
+	backend, key, checksKeys := uiBackend(t, opts.profiles, opts.mutate)
 	target, err := url.Parse(backend)
 	if err != nil {
 		t.Fatal(err)

@@ -118,6 +118,10 @@ type Profile struct {
 	// Strategy is the shape of the run's graph: StrategyChain (also when
 	// empty), StrategyMoA, StrategyCouncil or StrategyVote.
 	Strategy string
+	// Local marks a profile generated from the model servers found on
+	// this machine (package stagework/discover); a profile file cannot
+	// set it.
+	Local bool
 	// Stages holds the run's steps, every step after the steps it reads
 	// (its Inputs); the last step is the Final one. A chain's are its four
 	// stages in pipeline order.

@@ -26,6 +26,7 @@ import (
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
 	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/stagework/discover"
 	"github.com/qlc-project/qlc/topology"
 )
 
@@ -67,6 +68,8 @@ func run(args []string) error {
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	addrFile := cli.AddrFileFlag(fs)
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
+	discoverLocal := cli.AutoFlag(fs, "discover-local", "QLC_DISCOVER_LOCAL", "at start, look for model servers on this machine's loopback (Ollama 11434, llama.cpp 8080/8081, vLLM 8000, LM Studio 1234) and add a provider for each and the profiles local, local-moa, local-council and local-vote; default: on with -local when runs execute here, else off")
+	discoverPorts := fs.String("discover-ports", cli.Env("QLC_DISCOVER_PORTS", ""), "ports -discover-local looks at, as kind:port items (kinds ollama, llamacpp, vllm, lmstudio), e.g. ollama:11434,vllm:8001; empty = the usual ports; always on loopback (QLC_DISCOVER_PORTS)")
 	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -121,6 +124,21 @@ func run(args []string) error {
 	case len(ecfg.Nodes) > 0:
 		ecfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
 	}
+	lookLocal, err := cli.DiscoverLocalEnabled(discoverLocal, *local, *seeds != "" || len(ecfg.Nodes) > 0)
+	if err != nil {
+		return err
+	}
+	dcfg := discover.DefaultConfig()
+	if lookLocal {
+		// Before the engine starts: its profiles and providers are fixed
+		// for its lifetime.
+		if dcfg.Targets, err = discover.ParseTargets(*discoverPorts); err != nil {
+			return fmt.Errorf("-discover-ports: %w", err)
+		}
+		if _, err := cli.DiscoverLocal(context.Background(), &ecfg, dcfg, *addr, logger); err != nil {
+			return err
+		}
+	}
 	if members == nil {
 		// One process (or fixed nodes): this process counts tokens itself,
 		// with tokenizer actors if its CPU runs the SIMD path.
@@ -148,6 +166,9 @@ func run(args []string) error {
 	gcfg.LocalOnly = *local // only requests addressed to localhost: no DNS rebinding to the dev keys
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes, gcfg.BodyReadTimeout = *maxQuery, int64(*maxBody), *bodyTimeout
 	gcfg.MaxEventBytes, gcfg.FreeMemoryAfter = *maxEvent, *freeMem
+	if lookLocal { // POST /v1/admin/discover-local looks again
+		gcfg.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
+	}
 	if members != nil {
 		gcfg.Ready = members.Ready
 	}

@@ -1802,8 +1802,10 @@
     for (const p of list) {
       const k = strategyOfProfile(p);
       if (!groups.has(k)) groups.set(k, []);
-      const o = new Option(p.name, p.name);
+      // A profile on the model servers found on this machine says so.
+      const o = new Option(p.local ? p.name + ' · this machine' : p.name, p.name);
       o.dataset.strategy = k;
+      if (p.local) o.dataset.local = '1';
       if (p.description) o.title = p.description;
       groups.get(k).push(o);
     }

@@ -1,0 +1,201 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/stagework/discover"
+	"github.com/qlc-project/qlc/stagework/openai"
+)
+
+// A model server on this machine is found, its generated profiles are
+// listed as local, and runs of local and local-moa complete with its text.
+// The fake server speaks vLLM's model list and OpenAI's streamed chat
+// completions (openai.Mock: " t0 t1 t2 t3").
+func TestLocalModelsDiscoveredListedAndRun(t *testing.T) {
+	mock := &openai.Mock{Tokens: 4}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"object":"list","data":[{"id":"local-8b","object":"model","owned_by":"vllm","max_model_len":8192},{"id":"local-3b","object":"model","owned_by":"vllm"}]}`))
+	})
+	mux.Handle("POST /v1/chat/completions", mock)
+	fake := httptest.NewServer(mux)
+	defer fake.Close()
+	port := fake.Listener.Addr().(*net.TCPAddr).Port
+
+	res, err := discover.Discover(context.Background(), discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: port}}})
+	if err != nil || len(res.Servers) != 1 {
+		t.Fatalf("discover: %+v %v", res, err)
+	}
+	g := startGateway(t, "", func(_ *Config, ec *actors.Config) {
+		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
+			t.Fatal(err)
+		}
+		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	var profiles struct{ Data []profileView }
+	if code := do(t, "GET", g.URL+"/v1/profiles", "", &profiles); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	local := map[string]profileView{}
+	for _, p := range profiles.Data {
+		if p.Local {
+			local[p.Name] = p
+		} else if strings.Contains(p.Description, "(local)") {
+			t.Errorf("%s: described local but not marked", p.Name)
+		}
+	}
+	for _, name := range []string{"local", "local-moa", "local-council", "local-vote"} {
+		if p, ok := local[name]; !ok || !strings.HasSuffix(p.Description, "(local)") {
+			t.Errorf("/v1/profiles: %s missing or not labelled local: %+v", name, p)
+		}
+	}
+	if len(local) != 4 {
+		t.Errorf("local profiles: %v", local)
+	}
+	var models struct {
+		Data []struct {
+			ID    string
+			Local bool
+		}
+	}
+	do(t, "GET", g.URL+"/v1/models", "", &models)
+	marked := map[string]bool{}
+	for _, m := range models.Data {
+		marked[m.ID] = m.Local
+	}
+	if !marked["qlc-local"] || !marked["qlc-local-moa"] || marked["qlc-instant"] {
+		t.Errorf("/v1/models local marks: %v", marked)
+	}
+
+	for _, profile := range []string{"local", "local-moa"} {
+		id := createRun(t, g.URL, profile, "What is a local model?")
+		var v runView
+		waitUntil(t, profile+" run to end", func() bool {
+			do(t, "GET", g.URL+"/v1/runs/"+id, "", &v)
+			return v.Status != "running" && v.Status != "queued" && v.Status != "pending"
+		})
+		if v.Status != "completed" || !strings.Contains(v.Answer, "t0 t1 t2 t3") {
+			t.Fatalf("%s run: status %q, answer %q, error %+v", profile, v.Status, v.Answer, v.Error)
+		}
+	}
+	// local: four stages; local-moa: two proposers and the aggregator.
+	if n := mock.Requests(); n != 4+3 {
+		t.Errorf("the fake server answered %d requests, want 7", n)
+	}
+
+	// The gateway says it is QLC: discovery on its port skips it.
+	u, _ := url.Parse(g.URL)
+	p, _ := strconv.Atoi(u.Port())
+	res, err = discover.Discover(context.Background(), discover.Config{Targets: []discover.Target{{Kind: discover.LlamaCpp, Port: p}}, Hosts: []string{"127.0.0.1"}})
+	if err != nil || len(res.Servers) != 0 || len(res.Skipped) != 1 || res.Skipped[0].Reason != "QLC itself" {
+		t.Fatalf("discovery on QLC's port: %+v %v", res, err)
+	}
+}
+
+// POST /v1/admin/discover-local looks again on demand: a server started
+// after the gateway is reported as new (restart_required), the one in use
+// with its provider; only an admin key may ask; with discovery off it is a
+// 404.
+func TestLocalDiscoveryOnDemand(t *testing.T) {
+	listModels := func(ids string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte(`{"object":"list","data":[` + ids + `]}`))
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	portOf := func(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }
+	first := listModels(`{"id":"a-7b","owned_by":"vllm"}`)
+	dcfg := discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: portOf(first)}}, Hosts: []string{"127.0.0.1"}}
+	res, err := discover.Discover(context.Background(), dcfg)
+	if err != nil || len(res.Servers) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"}`)
+	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
+	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
+		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
+			t.Fatal(err)
+		}
+		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
+			t.Fatal(err)
+		}
+		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
+	})
+	var out struct {
+		Servers []struct {
+			Kind, Provider string
+			Models         []string
+		}
+		Profiles        []string
+		RestartRequired bool `json:"restart_required"`
+	}
+	if code, _ := call(t, "POST", g.URL+"/v1/admin/discover-local", g.Dev.AdminKey, "", &out); code != http.StatusOK {
+		t.Fatalf("HTTP %d", code)
+	}
+	if len(out.Servers) != 2 || out.Servers[0].Provider != "local-vllm" || out.Servers[1].Provider != "" || out.Servers[1].Kind != "lmstudio" ||
+		out.Servers[1].Models[0] != "b-3b" || !out.RestartRequired || len(out.Profiles) != 1 || out.Profiles[0] != "local" {
+		t.Fatalf("%+v", out)
+	}
+	var e struct{ Error struct{ Code string } }
+	if code, _ := call(t, "POST", g.URL+"/v1/admin/discover-local", g.Dev.TenantKey, "", &e); code != http.StatusForbidden {
+		t.Fatalf("a tenant key: HTTP %d", code)
+	}
+	off := startTenantGatewayProfiles(t, "", nil)
+	if code, _ := call(t, "POST", off.URL+"/v1/admin/discover-local", off.Dev.AdminKey, "", &e); code != http.StatusNotFound || e.Error.Code != "local_discovery_off" {
+		t.Fatalf("discovery off: HTTP %d %+v", code, e)
+	}
+}
+
+// The web UI's profile picker offers the local profiles, marked as on this
+// machine, and a run of local-moa from the page completes on the local
+// server.
+func TestUILocalModelsInThePicker(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"object":"list","data":[{"id":"x-8b","owned_by":"vllm"},{"id":"y-2b","owned_by":"vllm"}]}`))
+	})
+	mux.Handle("POST /v1/chat/completions", &openai.Mock{Tokens: 5})
+	fake := httptest.NewServer(mux)
+	defer fake.Close()
+	res, err := discover.Discover(context.Background(), discover.Config{
+		Targets: []discover.Target{{Kind: discover.VLLM, Port: fake.Listener.Addr().(*net.TCPAddr).Port}}, Hosts: []string{"127.0.0.1"}})
+	if err != nil || len(res.Servers) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	f := newUIFront(t, uiFrontOptions{local: true, mutate: func(_ *Config, ec *actors.Config) {
+		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
+			t.Fatal(err)
+		}
+		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
+			t.Fatal(err)
+		}
+	}})
+	b := newUIBrowser(t)
+	b.startRun(t, f.URL, "local-moa", "What runs on this machine?")
+	b.waitFor(t, "the run to end", uiRunEnded)
+	if st := b.state(t); st.RunStatus != "completed" {
+		t.Fatalf("local-moa run on the page: %q", st.RunStatus)
+	}
+	labels := uiEval[map[string]string](t, b, `Object.fromEntries([...document.querySelectorAll('#profile option')].map((o) => [o.value, o.textContent]))`)
+	for _, name := range []string{"local", "local-moa", "local-council", "local-vote"} {
+		if labels[name] != name+" · this machine" {
+			t.Errorf("picker option %s reads %q", name, labels[name])
+		}
+	}
+	if labels["quick"] != "quick" {
+		t.Errorf("picker option quick reads %q", labels["quick"])
+	}
+	b.noProblems(t)
+}
