@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,8 @@ type Metrics struct {
 	slots        atomic.Pointer[runSlots] // read by the two gauges below; nil: no slots yet
 	slotsInUse   prometheus.GaugeFunc
 	slotsWaiting prometheus.GaugeFunc
+
+	slow SlowWatcher // Config.Slow; nil: none
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -144,6 +147,7 @@ func (m *Metrics) observe(profile string, ev *messages.RunEvent) {
 		st := stageName(k.StageCompleted.GetStage())
 		m.stageDuration.WithLabelValues(st).Observe(k.StageCompleted.GetDuration().AsDuration().Seconds())
 		m.stageTTFT.WithLabelValues(st).Observe(k.StageCompleted.GetTtft().AsDuration().Seconds())
+		m.stageDone(k.StageCompleted)
 	case *messages.RunEvent_StageRestarted:
 		m.stageRestarts.WithLabelValues(stageName(k.StageRestarted.GetStage())).Inc()
 	case *messages.RunEvent_RunCompleted:
@@ -152,6 +156,20 @@ func (m *Metrics) observe(profile string, ev *messages.RunEvent) {
 		m.runEnded(profile, "failed")
 	case *messages.RunEvent_RunCancelled:
 		m.runEnded(profile, "cancelled")
+	}
+}
+
+// firstToken tells Config.Slow a run's time to its first token delta.
+func (m *Metrics) firstToken(since time.Time) {
+	if m.slow != nil {
+		m.slow.FirstToken(time.Since(since))
+	}
+}
+
+// stageDone tells Config.Slow a completed stage's duration.
+func (m *Metrics) stageDone(sc *messages.StageCompleted) {
+	if m.slow != nil {
+		m.slow.StageDone(sc.GetDuration().AsDuration())
 	}
 }
 
