@@ -26,6 +26,7 @@ import (
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
 	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/internal/ops"
 	"github.com/qlc-project/qlc/topology"
 )
 
@@ -66,7 +67,8 @@ func run(args []string) error {
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	addrFile := cli.AddrFileFlag(fs)
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
-	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
+	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz, /metrics and /debug/pprof/ without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
+	opsFlags := cli.AddOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,6 +86,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	stopRecorder, err := opsFlags.StartFlightRecorder(&ecfg, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopRecorder()
 	stages := ecfg.Stages
 	ecfg.MaxActiveRuns, ecfg.ActiveRunHeadroom = *maxRuns, *runHeadroom
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
@@ -138,6 +145,7 @@ func run(args []string) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.Engine, gcfg.Logger, gcfg.Gatherer, gcfg.Registerer = engine, logger, reg, reg
 	gcfg.Tenancy, gcfg.DevKeys, gcfg.MaxStreamsPerKey = tenancy, devKeys, *maxStreams
+	gcfg.Ops = ops.Pprof()  // the ops listener only
 	gcfg.LocalOnly = *local // only requests addressed to localhost: no DNS rebinding to the dev keys
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes, gcfg.BodyReadTimeout = *maxQuery, int64(*maxBody), *bodyTimeout
 	gcfg.MaxEventBytes, gcfg.FreeMemoryAfter = *maxEvent, *freeMem
@@ -178,7 +186,7 @@ func run(args []string) error {
 	logger.Info("QLC gateway listening", "url", url, "local", *local, "nodes", ecfg.Nodes, "seeds", *seeds, "actor_address", engine.Address(),
 		"profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
 	if opsLn != nil {
-		logger.Info("QLC gateway ops listener: /healthz, /readyz, /metrics (no key: keep it private)", "url", "http://"+opsLn.Addr().String())
+		logger.Info("QLC gateway ops listener: /healthz, /readyz, /metrics, /debug/pprof/ (no key: keep it private)", "url", "http://"+opsLn.Addr().String())
 	} else {
 		logger.Info("no ops listener (-ops-addr): /metrics on the API address needs an admin key")
 	}

@@ -13,16 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func TestWithPprof(t *testing.T) {
-	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "inner "+r.URL.Path) })
-	srv := httptest.NewServer(WithPprof(inner))
+func TestPprof(t *testing.T) {
+	srv := httptest.NewServer(Pprof())
 	defer srv.Close()
 	for path, want := range map[string]string{
 		"/debug/pprof/":                  "goroutine",
 		"/debug/pprof/heap?debug=1":      "heap profile",
 		"/debug/pprof/goroutine?debug=1": "goroutine profile",
 		"/debug/pprof/cmdline":           "ops.test",
-		"/metrics":                       "inner /metrics",
 	} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
@@ -33,6 +31,14 @@ func TestWithPprof(t *testing.T) {
 		if resp.StatusCode != 200 || !bytes.Contains(body, []byte(want)) {
 			t.Errorf("GET %s: %d, body lacks %q: %.200s", path, resp.StatusCode, want, body)
 		}
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("GET /metrics: %d, want 404", resp.StatusCode)
 	}
 }
 
