@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,5 +41,29 @@ func TestMailboxQueuedDrainsAfterARun(t *testing.T) {
 	collect(t, h, 1)
 	for _, k := range []string{"hub", "coordinator"} {
 		waitUntil(t, k+" mailboxes drained", func() bool { return e.metrics.mailboxQueued.Depth(k) == 0 })
+	}
+}
+
+// BenchmarkDepthMiddleware is what every message costs the mailbox depth
+// metrics (a post and a take), in parallel, each goroutine its own mailbox:
+// shared, all counting in the kind's qlc_mailbox_queued (as they do); own,
+// each its own counter (what the shared counter's contention costs).
+func BenchmarkDepthMiddleware(b *testing.B) {
+	m := NewMetrics(nil)
+	for _, shared := range []bool{true, false} {
+		b.Run(map[bool]string{true: "shared", false: "own"}[shared], func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				q := m.mailboxQueued.kind("hub")
+				if !shared {
+					q = new(atomic.Int64)
+				}
+				d := &depthMiddleware{h: m.mailboxDepth.WithLabelValues("hub"), queued: q}
+				for pb.Next() {
+					d.MessagePosted(nil)
+					d.MessageReceived(nil)
+				}
+			})
+		})
 	}
 }
