@@ -184,6 +184,7 @@ func (r *FlightRecorder) writer() {
 		case <-r.stop:
 			return
 		case reason := <-r.wake:
+			r.prune(r.cfg.Keep - 1) // room for this one first: never more than Keep files
 			path, err := r.write(reason)
 			if err != nil {
 				r.cfg.Logger.Warn("flight recorder: could not write the trace", "reason", reason, "error", err)
@@ -191,7 +192,6 @@ func (r *FlightRecorder) writer() {
 			}
 			r.recordings.WithLabelValues(reason).Inc()
 			r.cfg.Logger.Info("flight recorder: slow run, trace of the last seconds written (go tool trace FILE)", "reason", reason, "file", path)
-			r.prune()
 		}
 	}
 }
@@ -218,13 +218,13 @@ func (r *FlightRecorder) write(reason string) (string, error) {
 	return path, os.Rename(tmp, path)
 }
 
-// prune deletes all but the newest Keep recordings.
-func (r *FlightRecorder) prune() {
+// prune deletes all but the newest keep recordings.
+func (r *FlightRecorder) prune(keep int) {
 	files, err := Recordings(r.cfg.Dir)
-	if err != nil || len(files) <= r.cfg.Keep {
+	if err != nil || len(files) <= keep {
 		return
 	}
-	for _, f := range files[:len(files)-r.cfg.Keep] {
+	for _, f := range files[:len(files)-keep] {
 		if err := os.Remove(f); err != nil {
 			r.cfg.Logger.Warn("flight recorder: could not delete an old trace", "file", f, "error", err)
 		}
