@@ -6,7 +6,7 @@ COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker comp
 COVER_PKGS ?= $(PKGS)
 RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/...
 
-.PHONY: run test vet fmt-check cover bench fuzz proto build images compose-up compose-down integ cluster chaos chaos-smoke tokenizer-corpus bench-tokenizer tokenizer-generate
+.PHONY: run test vet fmt-check cover bench profile fuzz proto build images compose-up compose-down integ cluster chaos chaos-smoke tokenizer-corpus bench-tokenizer tokenizer-generate
 
 ## run: the whole system on localhost:8080 (one process, simulated models)
 run:
@@ -49,6 +49,13 @@ bench:
 	$(GO) test -run '^$$' -bench TokenizerThroughput -benchtime 20000x ./cmd/node/
 	./scripts/idle-rss.sh
 	@echo "tokenizer figures: make tokenizer-corpus && make bench-tokenizer
+
+## profile: a gateway and two nodes as processes under bounded load (20 s of 8 concurrent runs on the
+## instant profile), CPU and heap profiles from each ops listener (/debug/pprof), rendered as SVG and
+## text top listings into .qlc/profile/<time>/ (installs Debian's graphviz for the SVGs when missing).
+## Shorter or harder: make profile PROFILE_SECONDS=10 PROFILE_CONCURRENCY=32 PROFILE_RUN=quick
+profile:
+	GO="$(GO)" PROFILE_SECONDS="$(PROFILE_SECONDS)" PROFILE_CONCURRENCY="$(PROFILE_CONCURRENCY)" PROFILE_RUN="$(PROFILE_RUN)" ./scripts/profile.sh
 
 ## bench-peers: QLC side by side with Centrifugo v6.9.1 (uni_sse) and httputil.ReverseProxy, the
 ## table of BENCHMARKS.md's issue 11 (about 5 min, bounded; Centrifugo is built once into .qlc/bin,

@@ -120,6 +120,8 @@ type coordinator struct {
 	slotKey     string // the run's key in deps.slots
 	deadline    *time.Timer
 	deadlineGen int
+	started     time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
+	sawToken    bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
 }
 
 // stageAttempt is the state of one running step.
@@ -416,6 +418,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		return
 	}
 	c.run = m
+	c.started, c.sawToken = time.Now(), len(m.PriorEvents) > 0
 	c.counted = true
 	c.deps.hosted.Add(1)
 	c.deps.metrics.coordinators.Inc()
@@ -972,6 +975,10 @@ func (c *coordinator) delta(ctx actor.Context, a *stageAttempt, m *messages.Toke
 
 // deltas logs a batch of deltas and sends them on as one RunEventBatch.
 func (c *coordinator) deltas(ctx actor.Context, a *stageAttempt, ds []*messages.TokenDelta) {
+	if !c.sawToken {
+		c.sawToken = true
+		c.deps.metrics.firstToken(c.started)
+	}
 	now := timestamppb.Now()
 	evs := make([]*messages.RunEvent, len(ds))
 	for i, d := range ds {
@@ -1381,6 +1388,9 @@ func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
 	ev.Epoch = c.run.Epoch
 	ev.Time = timestamppb.Now()
 	c.log = append(c.log, ev)
+	if sc := ev.GetStageCompleted(); sc != nil {
+		c.deps.metrics.stageDone(sc) // on the node that ran it (the gateway's hub tells its own process)
+	}
 	if c.hub != nil {
 		ctx.Send(c.hub, ev)
 	}

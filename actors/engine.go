@@ -151,6 +151,22 @@ type Config struct {
 	// request must not pay for it) instead of on first use (a local
 	// process: ~45 MB less while idle).
 	PreloadTokenizer bool
+	// Slow, if set, is told each run's time to first token and each
+	// completed stage attempt's duration (package internal/ops's flight
+	// recorder writes a trace when one is past its threshold). Nil: none.
+	Slow SlowWatcher
+}
+
+// SlowWatcher hears how long runs take to their first token and stages to
+// complete. Its methods are called concurrently, some with a hub's lock
+// held: they must not block.
+type SlowWatcher interface {
+	// FirstToken is told, once per run and process, the time from the
+	// run's start (its hub's creation on a gateway; its coordinator's
+	// start on a node) to its first token delta.
+	FirstToken(d time.Duration)
+	// StageDone is told each completed stage's duration (StageCompleted).
+	StageDone(d time.Duration)
 }
 
 // roundRobin is the Placer for a fixed list of nodes (Config.Nodes).
@@ -716,6 +732,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		return slog.New(levelFilter{quiet, slog.LevelWarn}).With("lib", "protoactor")
 	}))
 	m := NewMetrics(cfg.Registerer)
+	m.slow = cfg.Slow
 	if cfg.Registerer != nil {
 		for name, p := range cfg.Providers {
 			if g, ok := p.(*stagework.Guarded); ok {

@@ -122,6 +122,7 @@ type Hub struct {
 	failovers   int                // failovers so far
 	cancelled   string             // a cancel's reason, kept to repeat it to a coordinator that replaces a lost one
 	gapWarned   uint64             // the missing seq last warned about: a gap is logged once, not once per late event
+	sawToken    bool               // a TokenDelta is in the log (Config.Slow was told the run's TTFT)
 
 	// onLost is called from the hub actor when the coordinator is gone
 	// before the log ended; it must not block: the engine moves the run on
@@ -258,6 +259,10 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 		h.heapBytes += eventHeapBytes(ev)
 		appended++
 		h.metrics.observe(h.Profile, ev)
+		if !h.sawToken && ev.GetTokenDelta() != nil { // the first delta only: the per-token path stays as it was
+			h.sawToken = true
+			h.metrics.firstToken(h.Created)
+		}
 		if isTerminal(ev) {
 			h.terminal = true
 			h.endedAt = time.Now()

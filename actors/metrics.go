@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,7 @@ type Metrics struct {
 	coordinators       prometheus.Counter       // coordinators started on this process
 	mailboxDepth       *prometheus.HistogramVec // actor kind
 	mailboxDropped     *prometheus.CounterVec   // actor kind
+	mailboxQueued      *queuedByKind            // actor kind
 	transportMsgs      *prometheus.CounterVec   // direction
 	transportBytes     *prometheus.CounterVec   // direction
 	placements         *prometheus.CounterVec   // outcome
@@ -52,6 +54,8 @@ type Metrics struct {
 	slots        atomic.Pointer[runSlots] // read by the two gauges below; nil: no slots yet
 	slotsInUse   prometheus.GaugeFunc
 	slotsWaiting prometheus.GaugeFunc
+
+	slow SlowWatcher // Config.Slow; nil: none
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -141,6 +145,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "qlc_placements_total", Help: "Run placements, by outcome: local, remote, refused (a node said no or did not answer; the next was tried), failed (no node took it).",
 		}, []string{"outcome"}),
 	}
+	m.mailboxQueued = &queuedByKind{desc: prometheus.NewDesc("qlc_mailbox_queued",
+		"Messages queued now in this process's actor mailboxes, summed by actor kind (qlc_mailbox_depth: the depth each message found).", []string{"kind"}, nil),
+		kinds: map[string]*atomic.Int64{}}
 	m.slotsInUse = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "qlc_run_slots_in_use", Help: "Runs holding one of this process's run slots (Config.RunSlots).",
 	}, func() float64 { return float64(m.slots.Load().stats().Running) })
@@ -153,7 +160,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.mailboxDropped, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges, m.stepOffers,
+			m.mailboxDepth, m.mailboxDropped, m.mailboxQueued, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges, m.stepOffers,
 			m.genaiDuration, m.genaiTTFT, m.genaiPerToken, m.genaiTokens,
 			m.slotsInUse, m.slotsWaiting)
 	}
@@ -173,6 +180,7 @@ func (m *Metrics) observe(profile string, ev *messages.RunEvent) {
 		m.stageDuration.WithLabelValues(st).Observe(c.GetDuration().AsDuration().Seconds())
 		m.stageTTFT.WithLabelValues(st).Observe(c.GetTtft().AsDuration().Seconds())
 		m.observeGenAI(st, c)
+		m.stageDone(c)
 	case *messages.RunEvent_StageRestarted:
 		m.stageRestarts.WithLabelValues(stageName(k.StageRestarted.GetStage())).Inc()
 	case *messages.RunEvent_RunCompleted:
@@ -234,6 +242,20 @@ func (l *modelLabels) of(model string) string {
 	return model
 }
 
+// firstToken tells Config.Slow a run's time to its first token delta.
+func (m *Metrics) firstToken(since time.Time) {
+	if m.slow != nil {
+		m.slow.FirstToken(time.Since(since))
+	}
+}
+
+// stageDone tells Config.Slow a completed stage's duration.
+func (m *Metrics) stageDone(sc *messages.StageCompleted) {
+	if m.slow != nil {
+		m.slow.StageDone(sc.GetDuration().AsDuration())
+	}
+}
+
 func (m *Metrics) runStarted(profile string) {
 	m.runsStarted.WithLabelValues(profile).Inc()
 	m.activeRuns.Inc()
@@ -251,26 +273,68 @@ func (m *Metrics) runEnded(profile, outcome string) {
 // kind's mailboxPolicy (mailbox.go; unbounded for a kind without one),
 // counting drops in qlc_mailbox_dropped_total{kind}, and reporting depth to
 // qlc_mailbox_depth{kind}: each mailbox counts posted minus taken messages,
-// and observes the count each time its actor takes one.
+// and observes the count each time its actor takes one; the kind's
+// mailboxes together count theirs in qlc_mailbox_queued{kind}.
 func (m *Metrics) mailbox(kind string) actor.MailboxProducer {
 	h := m.mailboxDepth.WithLabelValues(kind)
+	q := m.mailboxQueued.kind(kind)
 	p, ok := mailboxPolicies[kind]
 	if !ok {
-		return func() actor.Mailbox { return actor.Unbounded(&depthMiddleware{h: h})() }
+		return func() actor.Mailbox { return actor.Unbounded(&depthMiddleware{h: h, queued: q})() }
 	}
 	dropped := m.mailboxDropped.WithLabelValues(kind)
-	return func() actor.Mailbox { return newBoundedMailbox(p, dropped.Inc, &depthMiddleware{h: h}) }
+	return func() actor.Mailbox { return newBoundedMailbox(p, dropped.Inc, &depthMiddleware{h: h, queued: q}) }
 }
 
 type depthMiddleware struct {
-	h     prometheus.Observer
-	depth atomic.Int64
+	h      prometheus.Observer
+	queued *atomic.Int64 // shared by the kind's mailboxes
+	depth  atomic.Int64
 }
 
-func (d *depthMiddleware) MailboxStarted()     {}
-func (d *depthMiddleware) MessagePosted(any)   { d.depth.Add(1) }
-func (d *depthMiddleware) MessageReceived(any) { d.h.Observe(float64(d.depth.Add(-1))) }
-func (d *depthMiddleware) MailboxEmpty()       {}
+func (d *depthMiddleware) MailboxStarted() {}
+func (d *depthMiddleware) MessagePosted(any) {
+	d.depth.Add(1)
+	d.queued.Add(1)
+}
+func (d *depthMiddleware) MessageReceived(any) {
+	d.queued.Add(-1)
+	d.h.Observe(float64(d.depth.Add(-1)))
+}
+func (d *depthMiddleware) MailboxEmpty() {}
+
+// queuedByKind is qlc_mailbox_queued: a counter per actor kind, shared by
+// its mailboxes (an atomic add per message, no label lookup), read at scrape.
+type queuedByKind struct {
+	desc *prometheus.Desc
+	// mu guards kinds (written once per kind; the counters are atomic).
+	mu    sync.Mutex
+	kinds map[string]*atomic.Int64
+}
+
+func (q *queuedByKind) kind(k string) *atomic.Int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c := q.kinds[k]
+	if c == nil {
+		c = new(atomic.Int64)
+		q.kinds[k] = c
+	}
+	return c
+}
+
+// Depth is the messages queued now in the kind's mailboxes.
+func (q *queuedByKind) Depth(k string) int64 { return q.kind(k).Load() }
+
+func (q *queuedByKind) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc }
+
+func (q *queuedByKind) Collect(ch chan<- prometheus.Metric) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for k, c := range q.kinds {
+		ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(max(c.Load(), 0)), k)
+	}
+}
 
 // transportStats counts the actor transport's gRPC messages and bytes.
 type transportStats struct{ m *Metrics }

@@ -80,8 +80,8 @@
 //     owned by the Server.
 //  2. Handler serves the public routes: the API, the UI, /healthz and
 //     /readyz (/metrics only to an admin key); OpsHandler serves /healthz,
-//     /readyz and /metrics without a key, for an address only operators
-//     reach. Wrap them in http.Servers (NewHTTPServerWith; cmd/gateway does).
+//     /readyz and /metrics without a key, and Config.Ops's paths (cmd/gateway:
+//     /debug/pprof/), for an address only operators reach. Wrap them in http.Servers (NewHTTPServerWith; cmd/gateway does).
 //  3. Every request gets a clear OpenAI-shaped error on bad input; nothing a
 //     request does can affect another run.
 //  4. Stop (when runs live on nodes and must go on), then, after the engine's

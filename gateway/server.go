@@ -49,6 +49,11 @@ type Config struct {
 	// public and the ops handler: a page on another site that rebinds its
 	// name to this machine gets nothing.
 	LocalOnly bool
+	// Ops, if set, serves the paths of OpsHandler other than /healthz,
+	// /readyz and /metrics (cmd/gateway: net/http/pprof under
+	// /debug/pprof/), behind the same LocalOnly check. Never served on the
+	// public handler. Nil: 404 there.
+	Ops http.Handler
 	// Registerer receives the gateway's metrics (per tenant, bounded).
 	// Default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
@@ -254,6 +259,9 @@ func New(cfg Config) (*Server, error) {
 	ops.HandleFunc("GET /healthz", s.healthz)
 	ops.HandleFunc("GET /readyz", s.ready)
 	ops.Handle("GET /metrics", s.metricsHandler)
+	if cfg.Ops != nil {
+		ops.Handle("/", cfg.Ops)
+	}
 	s.opsHandler = s.recoverer(s.loopbackOnly(ops))
 	if s.tenancy != nil {
 		s.batches = newBatchManager(s) // before recoverOpen: the runs it bills tell it (runEnded)

@@ -26,6 +26,7 @@ import (
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/gateway"
 	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/internal/ops"
 	"github.com/qlc-project/qlc/stagework/discover"
 	"github.com/qlc-project/qlc/topology"
 )
@@ -70,7 +71,8 @@ func run(args []string) error {
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
 	discoverLocal := cli.AutoFlag(fs, "discover-local", "QLC_DISCOVER_LOCAL", "at start, look for model servers on this machine's loopback (Ollama 11434, llama.cpp 8080/8081, vLLM 8000, LM Studio 1234) and add a provider for each and the profiles local, local-moa, local-council and local-vote; default: on with -local when runs execute here, else off")
 	discoverPorts := fs.String("discover-ports", cli.Env("QLC_DISCOVER_PORTS", ""), "ports -discover-local looks at, as kind:port items (kinds ollama, llamacpp, vllm, lmstudio), e.g. ollama:11434,vllm:8001; empty = the usual ports; always on loopback (QLC_DISCOVER_PORTS)")
-	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
+	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz, /metrics and /debug/pprof/ without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
+	opsFlags := cli.AddOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,6 +90,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	stopRecorder, err := opsFlags.StartFlightRecorder(&ecfg, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopRecorder()
 	stages := ecfg.Stages
 	ecfg.MaxActiveRuns, ecfg.ActiveRunHeadroom = *maxRuns, *runHeadroom
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
@@ -163,6 +170,7 @@ func run(args []string) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.Engine, gcfg.Logger, gcfg.Gatherer, gcfg.Registerer = engine, logger, reg, reg
 	gcfg.Tenancy, gcfg.DevKeys, gcfg.MaxStreamsPerKey = tenancy, devKeys, *maxStreams
+	gcfg.Ops = ops.Pprof()  // the ops listener only
 	gcfg.LocalOnly = *local // only requests addressed to localhost: no DNS rebinding to the dev keys
 	gcfg.MaxQueryBytes, gcfg.MaxBodyBytes, gcfg.BodyReadTimeout = *maxQuery, int64(*maxBody), *bodyTimeout
 	gcfg.MaxEventBytes, gcfg.FreeMemoryAfter = *maxEvent, *freeMem
@@ -206,7 +214,7 @@ func run(args []string) error {
 	logger.Info("QLC gateway listening", "url", url, "local", *local, "nodes", ecfg.Nodes, "seeds", *seeds, "actor_address", engine.Address(),
 		"profiles", stages.ProfileNames(), "default_profile", stages.DefaultProfile)
 	if opsLn != nil {
-		logger.Info("QLC gateway ops listener: /healthz, /readyz, /metrics (no key: keep it private)", "url", "http://"+opsLn.Addr().String())
+		logger.Info("QLC gateway ops listener: /healthz, /readyz, /metrics, /debug/pprof/ (no key: keep it private)", "url", "http://"+opsLn.Addr().String())
 	} else {
 		logger.Info("no ops listener (-ops-addr): /metrics on the API address needs an admin key")
 	}

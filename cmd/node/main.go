@@ -2,7 +2,7 @@
 // and its stage workers, which call the model providers. Gateways started
 // with -nodes place runs on nodes over the actor transport (protoactor
 // remote) and receive every event from them. It also serves /healthz,
-// /readyz and /metrics on -ops-addr.
+// /readyz, /metrics and /debug/pprof/ on -ops-addr.
 //
 // Every flag has an environment variable (shown in -help).
 package main
@@ -23,6 +23,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cmd/internal/cli"
+	"github.com/qlc-project/qlc/internal/ops"
 	"github.com/qlc-project/qlc/topology"
 )
 
@@ -32,7 +33,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:8090"), "actor transport listen address (QLC_BIND)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host gateways use to reach this node; default -bind's host (QLC_ADVERTISE)")
-	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz and /metrics; empty = none (QLC_OPS_ADDR)")
+	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", "127.0.0.1:9090"), "address of /healthz, /readyz, /metrics and /debug/pprof/ (keep it private); empty = none (QLC_OPS_ADDR)")
 	profiles := fs.String("profiles", cli.Env("QLC_PROFILES", ""), "profile file, YAML or JSON; empty = the built-in profiles (QLC_PROFILES)")
 	logFormat := fs.String("log-format", cli.Env("QLC_LOG_FORMAT", "json"), "log format: json or text (QLC_LOG_FORMAT)")
 	logLevel := fs.String("log-level", cli.Env("QLC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (QLC_LOG_LEVEL)")
@@ -47,6 +48,7 @@ func run(args []string) error {
 	disable := fs.String("disable-features", cli.Env("QLC_DISABLE_FEATURES", ""), "CPU features to pretend absent, e.g. avx2 (QLC_DISABLE_FEATURES)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
 	addrFile := cli.AddrFileFlag(fs)
+	opsFlags := cli.AddOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +60,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	stopRecorder, err := opsFlags.StartFlightRecorder(&cfg, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopRecorder()
 	stages := cfg.Stages
 	ring, err := cli.LoadKeyring(os.Getenv, true)
 	if err != nil {
@@ -115,6 +122,7 @@ func run(args []string) error {
 			fmt.Fprintln(w, `{"status":"ready"}`)
 		})
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle(ops.PprofPrefix, ops.Pprof())
 		ln, err := net.Listen("tcp", *opsAddr)
 		if err != nil {
 			return err
