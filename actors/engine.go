@@ -46,6 +46,10 @@ var (
 	ErrMemoryBudget = errors.New("actors: the process is near its memory budget")
 	ErrShutdown     = errors.New("actors: engine shut down")
 	ErrNoNode       = errors.New("actors: no node took the run")
+	// ErrLookupIncomplete: no node that answered has the run, but some
+	// did not answer in time (a loaded or unreachable node may have it):
+	// ask again shortly rather than conclude it does not exist.
+	ErrLookupIncomplete = errors.New("actors: not every node answered whether it has the run")
 )
 
 // Config configures an Engine. Zero fields take the defaults named on them.
@@ -341,16 +345,17 @@ type RunRequest struct {
 // the ledgers (both started through goOwned, which refuses once Shutdown
 // has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
-	cfg       Config
-	overMem   atomic.Bool // past the memory budget's refusal mark
-	lostHosts sync.Map    // actor address -> time.Time its endpoint broke
-	system    *actor.ActorSystem
-	metrics   *Metrics
-	deps      *coordinatorDeps
-	logger    *slog.Logger
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	remote    *remote.Remote // nil in a single process
+	cfg        Config
+	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)
+	overMem    atomic.Bool                                  // past the memory budget's refusal mark
+	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
+	system     *actor.ActorSystem
+	metrics    *Metrics
+	deps       *coordinatorDeps
+	logger     *slog.Logger
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	remote     *remote.Remote // nil in a single process
 	// coordRoot spawns this process's own coordinators under a guardian
 	// that stops (never restarts) one that fails. Its own root context:
 	// WithGuardian changes the context it is called on.
@@ -638,8 +643,11 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	if e.misses.missed(runID) {
 		return nil, ErrUnknownRun
 	}
-	found := e.findRun(runID)
+	found, complete := e.findRun(runID)
 	if found == nil {
+		if !complete {
+			return nil, ErrLookupIncomplete
+		}
 		e.misses.add(runID)
 		return nil, ErrUnknownRun
 	}
@@ -673,22 +681,42 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 }
 
 // findRun asks every coordinator host at once whether it has runID, and
-// returns an answer that has it; nil if none does. The questions go out
-// together and share one deadline, SpawnTimeout/2: a node that does not
-// answer costs that bound once, not once per node in turn.
-func (e *Engine) findRun(runID string) *messages.RunFound {
+// returns an answer that has it; nil if none does, with complete false
+// when some node did not answer. The questions go out together and share
+// one deadline, SpawnTimeout/2: a node that does not answer costs that
+// bound once, not once per node in turn.
+func (e *Engine) findRun(runID string) (found *messages.RunFound, complete bool) {
 	nodes := e.placer.Candidates(runID)
-	futures := make([]*actor.Future, len(nodes))
+	answers := make([]func() (any, error), len(nodes))
 	for i, node := range nodes {
-		futures[i] = e.system.Root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2)
+		answers[i] = e.askFindRun(node, runID)
 	}
-	for _, f := range futures {
-		res, err := f.Result() // all started together: the waits overlap
-		if found, ok := res.(*messages.RunFound); err == nil && ok && found.Start != nil && pidOf(found.Coordinator) != nil {
-			return found
+	complete = true
+	for _, answer := range answers {
+		res, err := answer() // all asked together: the waits overlap
+		if err != nil {
+			complete = false
+			continue
+		}
+		if found, ok := res.(*messages.RunFound); ok && found.Start != nil && pidOf(found.Coordinator) != nil {
+			return found, true
 		}
 	}
-	return nil
+	return nil, complete
+}
+
+// askFindRun sends FindRun to node's run starter and returns the wait for
+// its answer (a variable: tests stand in for silent nodes).
+var askFindRunVia = func(e *Engine, node, runID string) func() (any, error) {
+	f := e.system.Root.RequestFuture(actor.NewPID(node, starterName), &messages.FindRun{RunId: runID}, e.cfg.SpawnTimeout/2)
+	return f.Result
+}
+
+func (e *Engine) askFindRun(node, runID string) func() (any, error) {
+	if e.findRunVia != nil {
+		return e.findRunVia(node, runID)
+	}
+	return askFindRunVia(e, node, runID)
 }
 
 // Hosted is how many run coordinators run on this process now.

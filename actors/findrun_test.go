@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 )
 
 // countingPlacer offers runs to the engine itself and counts the lookups.
@@ -83,3 +85,43 @@ func TestNegativeCacheIsBounded(t *testing.T) {
 		t.Error("a forgotten id is still missed")
 	}
 }
+
+// A lookup that a node did not answer is not a "no such run": Attach says
+// so (ErrLookupIncomplete), and the miss is not remembered.
+func TestAttachDoesNotConcludeFromASilentNode(t *testing.T) {
+	var e *Engine
+	placer := &silentPlacer{self: func() string { return e.Address() }, silent: "127.0.0.1:1"}
+	e = newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Topology = placer
+	})
+	e.findRunVia = func(node, runID string) func() (any, error) {
+		if node == placer.silent {
+			return func() (any, error) { return nil, actor.ErrTimeout }
+		}
+		return askFindRunVia(e, node, runID)
+	}
+	const id = "run_silentsilentsilentsilent0000"
+	if _, err := e.Attach(id); !errors.Is(err, ErrLookupIncomplete) || errors.Is(err, ErrUnknownRun) {
+		t.Fatalf("a lookup a node did not answer: %v, want ErrLookupIncomplete", err)
+	}
+	if e.misses.missed(id) {
+		t.Fatal("an incomplete lookup was remembered as a miss")
+	}
+	// Once every node answers, an unknown run is unknown.
+	e.findRunVia = nil
+	placer.silent = e.Address()
+	if _, err := e.Attach(id); !errors.Is(err, ErrUnknownRun) {
+		t.Fatalf("every node answered: %v, want ErrUnknownRun", err)
+	}
+}
+
+// silentPlacer offers runs to the engine itself and to a node that does
+// not answer.
+type silentPlacer struct {
+	StaticTopology
+	self   func() string
+	silent string
+}
+
+func (p *silentPlacer) Candidates(string) []string { return []string{p.self(), p.silent} }

@@ -159,6 +159,15 @@ func (s *Server) hub(w http.ResponseWriter, r *http.Request) (*actors.Hub, bool)
 		// find its coordinator in the cluster and follow it from here.
 		hub, err = s.engine.Attach(id)
 	}
+	if errors.Is(err, actors.ErrLookupIncomplete) {
+		// Some node did not answer whether it has the run (loaded, or
+		// being declared dead): not a "no such run". Says nothing of
+		// whose run it is.
+		e := errServer(http.StatusServiceUnavailable, "run_lookup_incomplete", "not every node answered in time; retry shortly")
+		e.RetryAfter = 1
+		writeError(w, e)
+		return nil, false
+	}
 	// Another tenant's run is "not found", exactly like a missing one: run
 	// ids leak nothing.
 	if err != nil || hub.Tenant != principalOf(r).tenantID() {

@@ -430,9 +430,20 @@ func readersMove(t *testing.T, sig os.Signal) {
 	resp.Body.Close()
 	signalGateway(t, gwA, sig)
 
-	req, _ := http.NewRequest("GET", gwB+"/v1/runs/"+id+"/events", nil)
-	req.Header.Set("Last-Event-ID", strconv.FormatFloat(lastSeq, 'f', 0, 64))
-	resp2, err := http.DefaultClient.Do(req)
+	// A client retries a 503 (a node did not answer the lookup in time,
+	// e.g. on a loaded machine) after its Retry-After, as clients do.
+	var resp2 *http.Response
+	for attempt := 0; ; attempt++ {
+		req, _ := http.NewRequest("GET", gwB+"/v1/runs/"+id+"/events", nil)
+		req.Header.Set("Last-Event-ID", strconv.FormatFloat(lastSeq, 'f', 0, 64))
+		resp2, err = http.DefaultClient.Do(req)
+		if err == nil && resp2.StatusCode == http.StatusServiceUnavailable && attempt < 5 {
+			resp2.Body.Close()
+			time.Sleep(time.Second)
+			continue
+		}
+		break
+	}
 	if err != nil || resp2.StatusCode != 200 {
 		t.Fatalf("reconnect to the other gateway: %v %v", err, resp2)
 	}
