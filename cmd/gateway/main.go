@@ -66,6 +66,7 @@ func run(args []string) error {
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	addrFile := cli.AddrFileFlag(fs)
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
+	retain := fs.Duration("retain-finished", cli.EnvDuration("QLC_RETAIN_FINISHED", actors.DefaultConfig().RetainFinished), "how long a finished run's log stays in memory for late readers (then it is read from the store) (QLC_RETAIN_FINISHED)")
 	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz and /metrics without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -88,6 +89,7 @@ func run(args []string) error {
 	ecfg.MaxActiveRuns, ecfg.ActiveRunHeadroom = *maxRuns, *runHeadroom
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	ecfg.StageSlots = *stageSlots
+	ecfg.RetainFinished = *retain
 	ring, err := cli.LoadKeyring(os.Getenv, !*local)
 	if err != nil {
 		return err
