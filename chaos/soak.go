@@ -538,7 +538,10 @@ func groupGoroutines(dump string) []string {
 			if strings.HasPrefix(l, "\t") {
 				continue
 			}
-			fn, _, _ := strings.Cut(l, "(")
+			fn := l // "pkg.(*T).Method(args…)": the name is all before the last "("
+			if i := strings.LastIndexByte(l, '('); i > 0 {
+				fn = l[:i]
+			}
 			if rest, ok := strings.CutPrefix(l, "created by "); ok {
 				created, _, _ = strings.Cut(rest, " in goroutine")
 				break
