@@ -112,10 +112,11 @@ chaos-smoke:
 ## Last-Event-ID resumes, two tenants, a node replaced every minute) for $(SOAK); RSS, heap,
 ## goroutines and open files of each process sampled every second; fails on an upward trend after
 ## warm-up or goroutines that do not come back. Table on stdout; samples.csv, SVG plots and
-## report.md in .qlc/soak/. The documented run: SOAK=1h make soak
+## report.md in .qlc/soak/. The documented run: SOAK=1h make soak. SOAK_FAULT_EVERY=0: no replacements
 SOAK ?= 3m
+SOAK_FAULT_EVERY ?= 1m
 soak:
-	$(GO) run ./chaos -scenario soak -duration $(SOAK) -concurrency 6
+	$(GO) run ./chaos -scenario soak -duration $(SOAK) -fault-every $(SOAK_FAULT_EVERY) -concurrency 6
 
 ## integ: the compose cluster end to end (skipped, saying so, without a Docker engine)
 integ:

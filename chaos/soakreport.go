@@ -66,7 +66,8 @@ func (r *soakReport) suspects() []string {
 }
 
 // judgeSoak judges every process's series over the analysis window
-// [warmup, loadEnd) and its goroutines after coolStart.
+// [warmup, loadEnd) (for a process first sampled at t > 0: [t+warmup,
+// loadEnd)) and its goroutines after coolStart.
 func judgeSoak(samples []soakSample, warmup, loadEnd, coolStart float64) *soakReport {
 	rep := &soakReport{warmup: warmup}
 	var procs []string
@@ -76,10 +77,19 @@ func judgeSoak(samples []soakSample, warmup, loadEnd, coolStart float64) *soakRe
 		}
 	}
 	for _, p := range procs {
+		// A process started during the load (a replacement node) warms up
+		// too: its window starts a warm-up after its first sample.
+		from := warmup
+		for _, s := range samples {
+			if s.proc == p {
+				from = max(warmup, s.at+warmup)
+				break
+			}
+		}
 		for ki, k := range soakKinds {
 			var ts, vs []float64
 			for _, s := range samples {
-				if s.proc == p && s.at >= warmup && s.at < loadEnd && s.at < coolStart && !math.IsNaN(s.figures[ki]) {
+				if s.proc == p && s.at >= from && s.at < loadEnd && s.at < coolStart && !math.IsNaN(s.figures[ki]) {
 					ts, vs = append(ts, s.at), append(vs, s.figures[ki])
 				}
 			}
@@ -176,7 +186,7 @@ func (r *soakReport) write(w io.Writer) {
 		t.mu.Unlock()
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "Analysis window: after a warm-up of %.0f s until the load stops; gateway's finished runs retained %v. "+
+	fmt.Fprintf(w, "Analysis window: after a warm-up of %.0f s (a node started later: as long after its start) until the load stops; gateway's finished runs retained %v. "+
 		"A series LEAKs if its least-squares line rises > %.0f %% of its mean over the window (and above a floor), with t > %.0f, R² ≥ %.1f, and its last half still rises > %.0f %%.\n\n",
 		r.warmup, r.retain, leakGrowth*100, leakT, leakR2, leakTail*100)
 	fmt.Fprintln(w, "| process | series | start | end | min | max | slope /min | growth over window | R² | verdict |")
