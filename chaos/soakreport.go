@@ -43,6 +43,7 @@ type soakReport struct {
 	faults      int
 	retain      time.Duration
 	warmup      float64 // seconds
+	loadEnd     float64 // seconds: the load stopped (the plots mark it)
 	tally       *soakRun
 	lines       []soakLine
 	settles     []soakSettle
@@ -69,7 +70,7 @@ func (r *soakReport) suspects() []string {
 // [warmup, loadEnd) (for a process first sampled at t > 0: [t+warmup,
 // loadEnd)) and its goroutines after coolStart.
 func judgeSoak(samples []soakSample, warmup, loadEnd, coolStart float64) *soakReport {
-	rep := &soakReport{warmup: warmup}
+	rep := &soakReport{warmup: warmup, loadEnd: min(loadEnd, coolStart)}
 	var procs []string
 	for _, s := range samples {
 		if !slices.Contains(procs, s.proc) {
@@ -268,7 +269,7 @@ func (r *soakReport) save(dir string, samples []soakSample) error {
 		return fmt.Errorf("chaos: %w", err)
 	}
 	for ki, k := range soakKinds {
-		if err := os.WriteFile(filepath.Join(dir, k.name+".svg"), []byte(svgPlot(k, ki, samples, r.warmup)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, k.name+".svg"), []byte(svgPlot(k, ki, samples, r.warmup, r.loadEnd)), 0o644); err != nil {
 			return fmt.Errorf("chaos: %w", err)
 		}
 	}
@@ -284,8 +285,8 @@ func (r *soakReport) save(dir string, samples []soakSample) error {
 }
 
 // svgPlot draws series ki of every process against time: one polyline per
-// process, a dashed line where warm-up ends.
-func svgPlot(k seriesKind, ki int, samples []soakSample, warmup float64) string {
+// process, dashed lines where warm-up ends and where the load ends.
+func svgPlot(k seriesKind, ki int, samples []soakSample, warmup, loadEnd float64) string {
 	const W, H, L, R, T, B = 900.0, 360.0, 70.0, 170.0, 30.0, 40.0
 	var procs []string
 	maxT, maxV := 1.0, 0.0
@@ -319,6 +320,8 @@ func svgPlot(k seriesKind, ki int, samples []soakSample, warmup float64) string 
 	}
 	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="gray" stroke-dasharray="4 4"/><text x="%.1f" y="%.0f" fill="gray">warm-up</text>`+"\n",
 		x(warmup), T, x(warmup), H-B, x(warmup)+3, T+12)
+	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="gray" stroke-dasharray="4 4"/><text x="%.1f" y="%.0f" fill="gray">load ends</text>`+"\n",
+		x(loadEnd), T, x(loadEnd), H-B, x(loadEnd)+3, T+12)
 	for pi, p := range procs {
 		col := colors[pi%len(colors)]
 		var pts []string
