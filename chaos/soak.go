@@ -178,7 +178,7 @@ func runSoak(ctx context.Context, cfg Config, bin, command string, progress func
 		if time.Now().After(warmEnd) {
 			phase.set("load")
 		}
-		if cfg.FaultEvery > 0 && time.Now().After(nextFault) && loadEnd.Sub(time.Now()) > 20*time.Second {
+		if cfg.FaultEvery > 0 && time.Now().After(nextFault) && time.Until(loadEnd) > 20*time.Second {
 			if err := soakFault(c, progress); err != nil {
 				progress("soak: fault: %v", err)
 			} else {
@@ -208,12 +208,15 @@ func runSoak(ctx context.Context, cfg Config, bin, command string, progress func
 	rep.profiles = map[string][]string{}
 	for _, p := range rep.suspects() {
 		c.mu.Lock()
-		i := slices.IndexFunc(c.all, func(x *proc) bool { return x.name == p })
+		var target *proc
+		if i := slices.IndexFunc(c.all, func(x *proc) bool { return x.name == p }); i >= 0 {
+			target = c.all[i]
+		}
 		c.mu.Unlock()
-		if i < 0 {
+		if target == nil {
 			continue
 		}
-		groups, err := goroutineProfile(c.all[i])
+		groups, err := goroutineProfile(target)
 		if err != nil {
 			progress("soak: goroutine dump of %s: %v", p, err)
 			continue
