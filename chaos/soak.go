@@ -141,7 +141,11 @@ func runSoak(ctx context.Context, cfg Config, bin, command string, progress func
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
-			s := sampleAll(c, time.Since(t0).Seconds(), phase.get())
+			at, ph := time.Since(t0).Seconds(), phase.get()
+			if ph == "warmup" && at >= warmup.Seconds() {
+				ph = "load" // the fault loop may be busy replacing a node
+			}
+			s := sampleAll(c, at, ph)
 			smu.Lock()
 			samples = append(samples, s...)
 			smu.Unlock()
