@@ -211,6 +211,10 @@ type RemoteConfig struct {
 // maxTransportMsg bounds one gRPC message of the actor transport (64 MiB).
 const maxTransportMsg = 64 << 20
 
+// dialTimeout bounds a dial of the actor transport to another process
+// (TCP and TLS); a peer that does not answer within it counts as down.
+const dialTimeout = 5 * time.Second
+
 // DefaultConfig returns a Config with every default filled except Providers.
 func DefaultConfig() Config {
 	return Config{
@@ -808,7 +812,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 			remote.WithEndpointWriterBatchSize(64),
 		}
 		srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxTransportMsg), grpc.StatsHandler(transportStats{m})}
-		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg)), grpc.WithStatsHandler(transportStats{m})}
+		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg)), grpc.WithStatsHandler(transportStats{m}),
+			// protoactor's endpoint writer does not close the connection of
+			// a dial whose Receive stream fails (a departed node's address):
+			// each retry left a ClientConn redialling for ever (the soak
+			// suite saw ~30 goroutines per departed node in every node). A
+			// blocking dial with a deadline fails in Dial itself, which then
+			// closes its connection; a refused connection fails at once.
+			grpc.WithBlock(), grpc.FailOnNonTempDialError(true), grpc.WithTimeout(dialTimeout)} //nolint:staticcheck // see above
 		switch {
 		case len(cfg.Remote.ClusterKey) > 0:
 			srvTLS, cliTLS, err := TransportTLS(cfg.Remote.ClusterKey, cfg.Remote.SecondaryKeys...)

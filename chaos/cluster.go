@@ -217,6 +217,15 @@ func waitHTTP(url string, within time.Duration, died <-chan struct{}) error {
 // metric reads a Prometheus text endpoint and sums the samples of name (all
 // label sets). ok is false when the endpoint did not answer or has no sample.
 func metric(url, name string) (float64, bool) {
+	v, ok := metrics(url, name)[name]
+	return v, ok
+}
+
+// metrics reads a Prometheus text endpoint once and sums, for each of
+// names, its samples (all label sets); a name without a sample (or an
+// endpoint that did not answer) is absent from the map.
+func metrics(url string, names ...string) map[string]float64 {
+	out := map[string]float64{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -227,32 +236,31 @@ func metric(url, name string) (float64, bool) {
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return 0, false
+		return out
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, false
+		return out
 	}
-	var sum float64
-	found := false
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			sum += v
-			found = true
+		for _, name := range names {
+			rest, ok := strings.CutPrefix(line, name)
+			if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+				continue
+			}
+			f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+			if len(f) == 0 {
+				continue
+			}
+			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+				out[name] += v
+			}
 		}
 	}
-	return sum, found
+	return out
 }
 
 // httpClient is for short requests; streams use streamClient.

@@ -28,6 +28,11 @@
 //     and with the run resource (GET /v1/runs/{id}).
 //  6. Stop everything it started (compose: down -v) and print the table.
 //
+// -scenario soak (not part of all; soak.go) is a soak suite instead: a
+// local cluster under a steady mixed load for -duration, each process's
+// RSS, heap, goroutines and open files sampled every second, and a slope
+// test per series after warm-up (soakstat.go).
+//
 // The program exits 1 when a run was lost, a transcript defect was found or
 // tokens were streamed after a cancel; 2 when the cluster could not be set
 // up. See chaos/README.md.

@@ -28,6 +28,9 @@ type localCluster struct {
 	ownUIDs bool
 	// firewall: the partition chains are up (shutdown removes them).
 	firewall bool
+	// gwArgs are extra flags of every gateway process (the soak suite's
+	// -retain-finished).
+	gwArgs []string
 }
 
 var _ fleet = (*localCluster)(nil)
@@ -174,9 +177,9 @@ func (c *localCluster) startGatewayOn(addr string) error {
 	if err != nil {
 		return err
 	}
-	p, err := c.spawn(name, "gateway", []string{"-addr", addr, "-addr-file", addrFile, "-seeds", strings.Join(seeds, ","),
+	p, err := c.spawn(name, "gateway", append([]string{"-addr", addr, "-addr-file", addrFile, "-seeds", strings.Join(seeds, ","),
 		"-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.profiles,
-		"-log-format", "json", "-log-level", "warn", "-data-dir", data, "-dev-keys"}, nil)
+		"-log-format", "json", "-log-level", "warn", "-data-dir", data, "-dev-keys"}, c.gwArgs...), nil)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,9 @@ import (
 // Config is one invocation's settings; every field is a flag.
 type Config struct {
 	// Scenario is kill, pause, partition, gateway, provider, rolling,
-	// parallel, or all (each in turn, each on a fresh cluster).
+	// parallel, or all (each in turn, each on a fresh cluster); or soak
+	// (soak.go: not part of all), which takes Duration, FaultEvery and
+	// SoakDir.
 	Scenario string
 	// Runs is how many runs a scenario starts at least; the load goes on
 	// until every fault was injected (at most 10× Runs). 0: the scenario's
@@ -58,19 +60,28 @@ type Config struct {
 	// repository's docker-compose.yml, with images built from the working
 	// tree; needs a Docker engine).
 	Backend string
+	// Duration is how long the soak suite loads the cluster.
+	Duration time.Duration
+	// FaultEvery is how often the soak suite replaces a node (a new node,
+	// then SIGTERM of the youngest); 0: never.
+	FaultEvery time.Duration
+	// SoakDir is where the soak suite writes samples.csv, its plots and
+	// report.md (relative: to the module's folder).
+	SoakDir string
 }
 
 // DefaultConfig returns the defaults described on each field.
 func DefaultConfig() Config {
 	return Config{Scenario: "all", Concurrency: 6, Timeout: 5 * time.Minute, CancelRate: 0.1,
-		PauseMin: 5 * time.Second, PauseMax: 15 * time.Second, FaultRate: 0.1, HangRate: 0.02, Nodes: 3, Backend: "local"}
+		PauseMin: 5 * time.Second, PauseMax: 15 * time.Second, FaultRate: 0.1, HangRate: 0.02, Nodes: 3, Backend: "local",
+		Duration: 3 * time.Minute, FaultEvery: time.Minute, SoakDir: ".qlc/soak"}
 }
 
 var scenarios = []string{"kill", "pause", "partition", "gateway", "provider", "rolling", "parallel"}
 
 func (c *Config) validate() error {
 	switch {
-	case c.Scenario != "all" && !contains(scenarios, c.Scenario):
+	case c.Scenario != "all" && c.Scenario != "soak" && !contains(scenarios, c.Scenario):
 		return fmt.Errorf("chaos: unknown scenario %q (want %s or all)", c.Scenario, strings.Join(scenarios, ", "))
 	case c.Runs < 0 || c.Faults < 0:
 		return errors.New("chaos: -runs and -faults must be >= 0")
@@ -88,6 +99,10 @@ func (c *Config) validate() error {
 		return errors.New("chaos: -nodes must be 2..9 (a run needs a live node to move to)")
 	case c.Backend != "local" && c.Backend != "compose":
 		return fmt.Errorf("chaos: unknown backend %q (want local or compose)", c.Backend)
+	case c.Scenario == "soak" && c.Backend != "local":
+		return errors.New("chaos: -scenario soak runs on the local backend only (it samples the processes it started)")
+	case c.Duration < 20*time.Second || c.Duration > 24*time.Hour || c.FaultEvery < 0:
+		return errors.New("chaos: want 20s <= -duration <= 24h and -fault-every >= 0")
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -111,7 +126,7 @@ func main() {
 func run(args []string) int {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all")
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all; or soak")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs per scenario, at least (0: the scenario's default)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "runs in flight at once")
 	fs.IntVar(&cfg.Faults, "faults", cfg.Faults, "faults per scenario (0: the scenario's default)")
@@ -126,6 +141,9 @@ func run(args []string) int {
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the suite's random choices (0: from the clock)")
 	fs.BoolVar(&cfg.KeepLogs, "keep-logs", cfg.KeepLogs, "keep the processes' logs")
 	fs.StringVar(&cfg.Backend, "backend", cfg.Backend, "what runs the cluster: local (processes) or compose (docker compose)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "soak: how long the load runs")
+	fs.DurationVar(&cfg.FaultEvery, "fault-every", cfg.FaultEvery, "soak: replace a node (SIGTERM) this often; 0: never")
+	fs.StringVar(&cfg.SoakDir, "soak-dir", cfg.SoakDir, "soak: where samples.csv, the plots and report.md go")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -164,6 +182,9 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
+	}
+	if cfg.Scenario == "soak" {
+		return runSoak(ctx, cfg, bin, command, progress)
 	}
 	list := scenarios
 	if cfg.Scenario != "all" {
