@@ -179,6 +179,7 @@ func (c *Config) validate() error {
 // Server is the HTTP gateway. Its handler is safe for concurrent use.
 type Server struct {
 	cfg     Config
+	started time.Time // when New ran: reservations before it are a previous life's (recoverOpen)
 	engine  *actors.Engine
 	tenancy *Tenancy
 	logger  *slog.Logger
@@ -216,7 +217,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, engine: cfg.Engine, tenancy: cfg.Tenancy, logger: cfg.Logger,
+	s := &Server{cfg: cfg, started: time.Now(), engine: cfg.Engine, tenancy: cfg.Tenancy, logger: cfg.Logger,
 		metrics: newGatewayMetrics(cfg.Registerer), streams: map[string]int{}, stop: make(chan struct{}),
 		metricsHandler: promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -125,6 +125,9 @@ func (s *Server) recoverOpen() {
 		return
 	}
 	for _, r := range open {
+		if !r.At.Before(s.started) {
+			continue // admitted by this life (recoverOpen runs beside new requests): its own accounting bills it
+		}
 		a := &admission{tenant: r.TenantID, runID: r.RunID, profile: r.Profile, reserved: r.Tokens, at: r.At.UTC()}
 		if hub, err := s.engine.Attach(r.RunID); err == nil {
 			s.logger.Info("ledger: following a run admitted before this gateway restarted", "run_id", r.RunID, "tenant", r.TenantID)
