@@ -1247,16 +1247,7 @@ func (e *Engine) checkMemory(heap int64) {
 // shedFinished drops the finished runs from memory, the newest kept (its
 // readers are likeliest); they stay in the gateway's store.
 func (e *Engine) shedFinished() {
-	var finished []finishedRun
-	e.mu.Lock()
-	for _, h := range e.hubs {
-		h.mu.Lock()
-		if h.terminal {
-			finished = append(finished, finishedRun{h, h.endedAt, h.heapBytes})
-		}
-		h.mu.Unlock()
-	}
-	e.mu.Unlock()
+	finished := e.finishedRuns()
 	if len(finished) < 2 {
 		return
 	}
@@ -1266,6 +1257,23 @@ func (e *Engine) shedFinished() {
 		drop = append(drop, f.h)
 	}
 	e.drop(drop)
+}
+
+// finishedRuns copies out the finished runs the engine holds, holding
+// Engine.mu only for the copy (O(n)).
+func (e *Engine) finishedRuns() []finishedRun {
+	var finished []finishedRun
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, h := range e.hubs {
+		h.mu.Lock()
+		term, at, size := h.terminal, h.endedAt, h.heapBytes
+		h.mu.Unlock()
+		if term {
+			finished = append(finished, finishedRun{h, at, size})
+		}
+	}
+	return finished
 }
 
 // finishedRun is a finished run as evict saw it.
@@ -1281,17 +1289,7 @@ type finishedRun struct {
 // wait for no sort. A run chosen while unlocked is deleted only if the
 // engine still holds that very hub (Restore may have put it back since).
 func (e *Engine) evict(now time.Time) {
-	var finished []finishedRun
-	e.mu.Lock()
-	for _, h := range e.hubs {
-		h.mu.Lock()
-		term, at, size := h.terminal, h.endedAt, h.heapBytes
-		h.mu.Unlock()
-		if term {
-			finished = append(finished, finishedRun{h, at, size})
-		}
-	}
-	e.mu.Unlock()
+	finished := e.finishedRuns()
 	for _, f := range finished {
 		// A finished run's slot of MaxActiveRuns went back when its log
 		// ended (onEnd); this catches one that ended without it (a resumed
