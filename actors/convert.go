@@ -18,6 +18,10 @@ func toMsgUsage(u stagework.Usage) *messages.Usage {
 	return &messages.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, Estimated: u.Estimated}
 }
 
+func fromMsgUsage(u *messages.Usage) stagework.Usage {
+	return stagework.Usage{PromptTokens: u.GetPromptTokens(), CompletionTokens: u.GetCompletionTokens(), TotalTokens: u.GetTotalTokens(), Estimated: u.GetEstimated()}
+}
+
 func addUsage(a, b *messages.Usage) *messages.Usage {
 	if a == nil {
 		a = &messages.Usage{}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -25,7 +26,10 @@ import (
 type coordinatorDeps struct {
 	draining atomic.Bool  // refuse new runs (the node is leaving)
 	hosted   atomic.Int64 // coordinators running on this process
-	slots    *runSlots    // the process's run slots: runs start in weighted-fair order per tenant
+	// hostedRuns says what each counted coordinator is doing (run@epoch →
+	// *hostedRun), for a drain that waits on them to say what it waits for.
+	hostedRuns sync.Map
+	slots      *runSlots // the process's run slots: runs start in weighted-fair order per tenant
 	// stageSlots bound the parallel steps' attempts this process runs
 	// (its stage host's workers), fair among tenants.
 	stageSlots *runSlots
@@ -38,10 +42,53 @@ type coordinatorDeps struct {
 	providers map[string]stagework.Provider
 	retry     stagework.RetryPolicy
 	timeouts  Timeouts
-	ttft      ttftStats     // recent TTFTs per endpoint model (hedging)
-	hedgeWait time.Duration // hedge delay before there are enough TTFT samples
-	metrics   *Metrics
-	logger    *slog.Logger
+	telemetry *Telemetry // live statistics per endpoint model (hedging reads its TTFT p95)
+	// finishLinger is how long a finished coordinator resends its end to a
+	// hub that does not acknowledge the log (Config.FinishLinger).
+	finishLinger time.Duration
+	hedgeWait    time.Duration // hedge delay before there are enough TTFT samples
+	metrics      *Metrics
+	logger       *slog.Logger
+}
+
+// hostedRun is what a hosted coordinator is doing now, for Drain's report.
+type hostedRun struct {
+	since time.Time
+	state atomic.Pointer[string]
+}
+
+// host counts the coordinator as hosted work (Drain waits for it).
+func (c *coordinator) host(state string) {
+	c.counted = true
+	c.deps.hosted.Add(1)
+	h := &hostedRun{since: time.Now()}
+	h.state.Store(&state)
+	c.hostedAs = h
+	c.deps.hostedRuns.Store(c.hostKey(), h)
+}
+
+// hostKey names the coordinator in deps.hostedRuns: a run may come back
+// to this node under a new epoch while its old coordinator lingers.
+func (c *coordinator) hostKey() string {
+	return c.run.RunId + "@" + strconv.FormatUint(c.run.Epoch, 10)
+}
+
+// hostState records what the hosted coordinator waits for now.
+func (c *coordinator) hostState(state string) {
+	if c.hostedAs != nil {
+		c.hostedAs.state.Store(&state)
+	}
+}
+
+// unhost stops counting the coordinator as hosted work; once.
+func (c *coordinator) unhost() {
+	if !c.counted {
+		return
+	}
+	c.counted = false
+	c.deps.hosted.Add(-1)
+	c.deps.hostedRuns.CompareAndDelete(c.hostKey(), c.hostedAs)
+	c.hostedAs = nil
 }
 
 // retryTick is a coordinator's timer to itself (never leaves its mailbox):
@@ -78,10 +125,12 @@ func (c *coordinator) admit(ctx actor.Context) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	if !c.deps.slots.acquire(c.run.Tenant, max(c.run.Weight, 1), c.slotKey, func() { root.Send(self, &slotGranted{}) }) {
 		c.slot = slotWaiting
+		c.hostState("waiting for a run slot")
 		c.logger.Debug("run waits for a run slot", "tenant", c.run.Tenant)
 		return
 	}
 	c.slot = slotHeld
+	c.hostState("running")
 	c.advance(ctx)
 }
 
@@ -113,9 +162,10 @@ type coordinator struct {
 	lastFailure string               // the kind of the last failure that left a step out
 	usage       *messages.Usage
 	ended       bool
-	counted     bool      // counted in deps.hosted
-	acked       bool      // the hub acknowledged the whole, finished log
-	endedAt     time.Time // when the terminal event was logged (resends stop finishLinger after)
+	counted     bool       // counted in deps.hosted
+	hostedAs    *hostedRun // its entry in deps.hostedRuns while counted
+	acked       bool       // the hub acknowledged the whole, finished log
+	endedAt     time.Time  // when the terminal event was logged (resends stop finishLinger after)
 	slot        slotState
 	slotKey     string // the run's key in deps.slots
 	deadline    *time.Timer
@@ -272,6 +322,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	case *slotGranted:
 		if c.slot == slotWaiting && !c.ended {
 			c.slot = slotHeld
+			c.hostState("running")
 			c.advance(ctx)
 		}
 	case *messages.CancelRun:
@@ -282,10 +333,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 			// counted as hosted work: a gateway that dies before it has
 			// stored the finished run can still find it here (FindRun).
 			c.acked = true
-			if c.counted {
-				c.counted = false
-				c.deps.hosted.Add(-1)
-			}
+			c.unhost()
 			if c.hub.Address == ctx.Self().Address {
 				// The hub is in this process: the log is there (and in
 				// the gateway's store), shared with ours; keeping ours
@@ -297,12 +345,15 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *actor.ReceiveTimeout:
 		if c.ended {
-			if !c.acked && time.Since(c.endedAt) < finishLinger && c.hub != nil {
+			if !c.acked && time.Since(c.endedAt) < c.deps.finishLinger && c.hub != nil {
 				// The transport is at most once: the end, or events before
 				// it, may be lost (an endpoint reset when a falsely fenced
 				// gateway rejoins). The last event again makes the hub see
 				// the gap and ask for the rest, or acknowledge again.
 				ctx.Send(c.hub, c.log[len(c.log)-1])
+				// A receive timeout fires once (protoactor cancels it
+				// before delivering it): arm the next resend.
+				ctx.SetReceiveTimeout(resendEnd)
 				return
 			}
 			if !c.acked {
@@ -327,10 +378,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.ended = true // a stopping coordinator starts nothing new
 		c.stopTimers()
 		c.releaseSlot()
-		if c.counted {
-			c.counted = false
-			c.deps.hosted.Add(-1)
-		}
+		c.unhost()
 	}
 }
 
@@ -419,8 +467,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	}
 	c.run = m
 	c.started, c.sawToken = time.Now(), len(m.PriorEvents) > 0
-	c.counted = true
-	c.deps.hosted.Add(1)
+	c.host("starting")
 	c.deps.metrics.coordinators.Inc()
 	c.hub = pidOf(m.Hub)
 	c.logger = c.deps.logger.With("run_id", m.RunId)
@@ -630,7 +677,7 @@ func (c *coordinator) spawnWorker(ctx actor.Context, a *stageAttempt) {
 	}
 	a.worker = pid // nil while a stage host is being offered the attempt
 	if a.spec.Hedge && a.spec.Fallback != nil && !a.onFallback {
-		wait := c.deps.ttft.p95(a.model.Provider+"/"+a.model.Model, c.deps.hedgeWait)
+		wait := c.deps.telemetry.TTFTQuantile(a.model.Provider, a.model.Model, 0.95, hedgeMinSamples, c.deps.hedgeWait)
 		step, gen, self, root := a.step, a.number, ctx.Self(), ctx.ActorSystem().Root
 		a.hedgeTimer = time.AfterFunc(wait, func() { root.Send(self, &hedgeTick{step: step, attempt: gen}) })
 	}
@@ -1005,9 +1052,12 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 		a.hedgePlacing = nil
 	}
 	c.stopAttemptTimers(a)
-	if ttft := m.GetTtft().AsDuration(); ttft > 0 {
-		c.deps.ttft.observe(a.model.Provider+"/"+a.model.Model, ttft)
+	var cost float64
+	if p, ok := c.deps.stages.Price(a.model.Model); ok {
+		cost = p.Cost(fromMsgUsage(m.Usage))
 	}
+	c.deps.telemetry.AttemptDone(a.model.Provider, a.model.Model, m.GetTtft().AsDuration(), m.GetDuration().AsDuration(), m.Itl,
+		m.GetUsage().GetPromptTokens(), m.GetUsage().GetCompletionTokens(), cost)
 	out := a.text.String()
 	c.usage = addUsage(c.usage, m.Usage)
 	c.removeAttempt(a)
@@ -1030,6 +1080,7 @@ func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messa
 	}
 	a.worker = nil
 	c.deps.metrics.providerErrors.WithLabelValues(a.model.Provider, m.Kind).Inc()
+	c.deps.telemetry.AttemptFailed(a.model.Provider, a.model.Model, m.Kind, m.HttpStatus)
 	c.logger.Warn("stage attempt failed", "step", a.step, "stage", a.spec.Stage.String(), "attempt", a.number,
 		"provider", a.model.Provider, "model", a.model.Model, "kind", m.Kind, "error", m.Message, "tokens_streamed", m.TokensStreamed)
 	// A first-token or stall timeout goes to the fallback model at once, if
@@ -1350,7 +1401,8 @@ func (c *coordinator) fail(ctx actor.Context, a *stageAttempt, code, reason stri
 }
 
 // finishLinger is how long a finished coordinator waits for its hub to
-// acknowledge the whole log before stopping anyway.
+// acknowledge the whole log before stopping anyway (the default of
+// Config.FinishLinger).
 const finishLinger = 10 * time.Second
 
 // keepAfterAck is how long a finished coordinator keeps the log after its
@@ -1374,6 +1426,7 @@ func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 		return
 	}
 	c.endedAt = time.Now()
+	c.hostState("ended, waiting for its hub to acknowledge the log")
 	ctx.SetReceiveTimeout(resendEnd)
 }
 

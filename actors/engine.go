@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -72,6 +73,14 @@ type Config struct {
 	// HedgeWait is when a hedged stage starts its fallback while the
 	// primary's endpoint has too few recent TTFT samples for a p95. Default 2 s.
 	HedgeWait time.Duration
+	// TelemetryWindow is the window of the live model statistics (see
+	// Telemetry). Default TelemetryWindow.
+	TelemetryWindow time.Duration
+	// FinishLinger is how long a finished coordinator resends the end of
+	// its log to a hub that has not acknowledged it (a hub lost with its
+	// gateway, or one that moved the run to a newer coordinator), before it
+	// stops and frees the log. Default 10 s.
+	FinishLinger time.Duration
 	// Hub bounds each run's log and subscribers. Default DefaultHubConfig().
 	Hub HubConfig
 	// MaxActiveRuns bounds the unfinished runs (running or queued for a run
@@ -510,17 +519,49 @@ func (e *Engine) Drain(ctx context.Context) int {
 	e.deps.draining.Store(true)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	report := time.Now().Add(drainReport)
 	for {
 		n := int(e.deps.hosted.Load())
 		if n == 0 {
 			return 0
 		}
+		if time.Now().After(report) {
+			report = time.Now().Add(drainReport)
+			e.logger.Warn("node draining: runs still hosted", "runs", n, "waiting_on", e.HostedRuns(8))
+		}
 		select {
 		case <-ctx.Done():
+			e.logger.Warn("node draining: gave up waiting", "runs", n, "waiting_on", e.HostedRuns(8))
 			return n
 		case <-t.C:
 		}
 	}
+}
+
+// drainReport is how often a drain says what it still waits for.
+const drainReport = 5 * time.Second
+
+// HostedRuns describes up to max of the runs hosted here, oldest first: the
+// run id, what its coordinator does now, and for how long it has been hosted
+// ("run_x: running (3.2s)").
+func (e *Engine) HostedRuns(max int) []string {
+	type entry struct {
+		id    string
+		since time.Time
+		state string
+	}
+	var all []entry
+	e.deps.hostedRuns.Range(func(k, v any) bool {
+		h := v.(*hostedRun)
+		all = append(all, entry{k.(string), h.since, *h.state.Load()})
+		return true
+	})
+	slices.SortFunc(all, func(a, b entry) int { return a.since.Compare(b.since) })
+	out := make([]string, 0, min(max, len(all)))
+	for _, x := range all[:min(max, len(all))] {
+		out = append(out, fmt.Sprintf("%s: %s (%s)", x.id, x.state, time.Since(x.since).Round(100*time.Millisecond)))
+	}
+	return out
 }
 
 // nodeLost moves the unfinished runs whose coordinator ran on the node at
@@ -778,6 +819,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
+			telemetry: NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),

@@ -179,7 +179,9 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 	case *actor.ReceiveTimeout:
 		if !l.busy {
 			ctx.Stop(ctx.Self())
+			return
 		}
+		ctx.SetReceiveTimeout(limiterIdle) // it fires once: idle again later
 	case *messages.Admit:
 		if m.GetLimits().GetVersion() >= l.limits.GetVersion() {
 			l.limits = m.Limits

@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -80,5 +82,78 @@ func TestFinishedCoordinatorResendsUntilAcknowledged(t *testing.T) {
 	}
 	if err := root.StopFuture(hubPID).Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A finished coordinator whose hub never acknowledges (its gateway died,
+// or the run moved to a newer coordinator whose hub ignores this one)
+// resends its last event every resendEnd until FinishLinger, then stops:
+// it is no longer hosted work, so a drain does not wait for it. Before,
+// the first resend was the last (protoactor's receive timeout fires once
+// unless re-armed): the coordinator kept its log until the process ended,
+// and a node draining under a rolling restart waited its whole drain
+// timeout for it.
+func TestFinishedCoordinatorWithoutAckStopsAfterLinger(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.FinishLinger = 2 * time.Second })
+	root := e.System().Root
+	var (
+		mu   sync.Mutex
+		ends int // terminal events the silent hub received
+	)
+	hubPID := root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		var evs []*messages.RunEvent
+		switch m := ctx.Message().(type) {
+		case *messages.RunEvent:
+			evs = []*messages.RunEvent{m}
+		case *messages.RunEventBatch:
+			evs = m.Events
+		}
+		for _, ev := range evs {
+			if ev.GetRunCompleted() != nil {
+				mu.Lock()
+				ends++
+				mu.Unlock()
+			}
+		}
+	}))
+	const id = "run_silenthubsilenthubsilenthub0"
+	coord, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), "run/"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		switch ctx.Message().(type) {
+		case *actor.Started:
+			ctx.Watch(coord)
+		case *actor.Terminated:
+			close(stopped)
+		}
+	}))
+	root.Send(coord, &messages.StartRun{RunId: id, Tenant: "a", Profile: "instant", Query: "q", Hub: refOf(hubPID), Epoch: 1})
+	pollUntilTrue(t, "the run to end", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return ends > 0
+	})
+	if e.Hosted() != 1 {
+		t.Fatalf("hosted %d while the end is unacknowledged, want 1 (%v)", e.Hosted(), e.HostedRuns(4))
+	}
+	if got := e.HostedRuns(4); len(got) != 1 || !strings.Contains(got[0], id+"@1: ended, waiting for its hub") {
+		t.Fatalf("HostedRuns = %q", got)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the coordinator did not stop within 30 s of an unacknowledged end (FinishLinger 2 s); hosted %v", e.HostedRuns(4))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The first copy, then one every resendEnd (500 ms) for 2 s.
+	if ends < 3 {
+		t.Fatalf("the hub got the end %d times, want the first and at least 2 resends", ends)
+	}
+	if e.Hosted() != 0 || len(e.HostedRuns(4)) != 0 {
+		t.Fatalf("hosted %d %v after the coordinator stopped", e.Hosted(), e.HostedRuns(4))
 	}
 }

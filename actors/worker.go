@@ -119,6 +119,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 	buffered, _ := s.(stagework.Buffered)
 	var batch []*messages.TokenDelta
 	var output strings.Builder // for counting usage if the provider sends none
+	var itl ITLRecorder
 	flush := func() {
 		switch len(batch) {
 		case 0:
@@ -155,6 +156,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 			})
 		}
 		tokens += n
+		itl.Chunk(time.Now(), int(n))
 		output.WriteString(ch.Text)
 		batch = append(batch, &messages.TokenDelta{Stage: w.stage, Step: w.step, Text: ch.Text, Tokens: n})
 		if len(batch) >= maxDeltaBatch || buffered == nil || !buffered.Buffered() {
@@ -169,7 +171,7 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 	}
 	root.RequestWithCustomSender(w.coordinator, &messages.StageAttemptDone{
 		Stage: w.stage, Step: w.step, Attempt: w.attempt, Usage: toMsgUsage(usage),
-		Ttft: durationpb.New(ttft), Duration: durationpb.New(time.Since(start)),
+		Ttft: durationpb.New(ttft), Duration: durationpb.New(time.Since(start)), Itl: itl.Encode(),
 	}, self)
 }
 

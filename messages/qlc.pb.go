@@ -1709,14 +1709,18 @@ func (x *StepUsage) GetUsage() *Usage {
 // provider's stream ended normally. The coordinator builds the stage's output
 // from the deltas it forwarded, so the log and the output always agree.
 type StageAttemptDone struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stage         Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Usage         *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
-	Ttft          *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
-	Duration      *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
-	FinishReason  string                 `protobuf:"bytes,6,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
-	Step          string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Stage        Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Attempt      int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Usage        *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Ttft         *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
+	Duration     *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	FinishReason string                 `protobuf:"bytes,6,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	Step         string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
+	// itl is the attempt's inter-token latencies, one sample per token (a
+	// chunk of k tokens after a gap g counts k times g/k), in seconds, as an
+	// encoded DDSketch (github.com/DataDog/sketches-go); empty below 2 tokens.
+	Itl           []byte `protobuf:"bytes,8,opt,name=itl,proto3" json:"itl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1798,6 +1802,13 @@ func (x *StageAttemptDone) GetStep() string {
 		return x.Step
 	}
 	return ""
+}
+
+func (x *StageAttemptDone) GetItl() []byte {
+	if x != nil {
+		return x.Itl
+	}
+	return nil
 }
 
 // StageAttemptFailed is a stage worker's report to its coordinator that its
@@ -4073,6 +4084,240 @@ func (x *CancelStep) GetTenant() string {
 	return ""
 }
 
+// ModelStatsQuery asks a node's run starter for its live statistics per
+// (endpoint, model): the stage attempts its coordinators ran.
+type ModelStatsQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelStatsQuery) Reset() {
+	*x = ModelStatsQuery{}
+	mi := &file_qlc_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelStatsQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelStatsQuery) ProtoMessage() {}
+
+func (x *ModelStatsQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelStatsQuery.ProtoReflect.Descriptor instead.
+func (*ModelStatsQuery) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{52}
+}
+
+// ModelStats are one node's statistics of one (endpoint, model) over its
+// recent window (between window and twice window long). Sketches are
+// encoded DDSketches of seconds, mergeable across nodes.
+type ModelStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"` // the provider name in the profiles file
+	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Attempts      int64                  `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"` // finished attempts: succeeded + failed
+	Succeeded     int64                  `protobuf:"varint,4,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Errors        map[string]int64       `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`                            // failed attempts by kind (timeout, rate_limited, server, ...)
+	HttpStatus    map[int32]int64        `protobuf:"bytes,6,rep,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // failed attempts by upstream HTTP status, where there was one
+	Ttft          []byte                 `protobuf:"bytes,7,opt,name=ttft,proto3" json:"ttft,omitempty"`
+	Itl           []byte                 `protobuf:"bytes,8,opt,name=itl,proto3" json:"itl,omitempty"`
+	InputTokens   int64                  `protobuf:"varint,9,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	OutputTokens  int64                  `protobuf:"varint,10,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	StreamSeconds float64                `protobuf:"fixed64,11,opt,name=stream_seconds,json=streamSeconds,proto3" json:"stream_seconds,omitempty"` // after the first token, summed: output_tokens / stream_seconds is tokens/s
+	CostUsd       float64                `protobuf:"fixed64,12,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`
+	Window        *durationpb.Duration   `protobuf:"bytes,13,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelStats) Reset() {
+	*x = ModelStats{}
+	mi := &file_qlc_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelStats) ProtoMessage() {}
+
+func (x *ModelStats) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelStats.ProtoReflect.Descriptor instead.
+func (*ModelStats) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ModelStats) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ModelStats) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelStats) GetAttempts() int64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *ModelStats) GetSucceeded() int64 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *ModelStats) GetErrors() map[string]int64 {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *ModelStats) GetHttpStatus() map[int32]int64 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return nil
+}
+
+func (x *ModelStats) GetTtft() []byte {
+	if x != nil {
+		return x.Ttft
+	}
+	return nil
+}
+
+func (x *ModelStats) GetItl() []byte {
+	if x != nil {
+		return x.Itl
+	}
+	return nil
+}
+
+func (x *ModelStats) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *ModelStats) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *ModelStats) GetStreamSeconds() float64 {
+	if x != nil {
+		return x.StreamSeconds
+	}
+	return 0
+}
+
+func (x *ModelStats) GetCostUsd() float64 {
+	if x != nil {
+		return x.CostUsd
+	}
+	return 0
+}
+
+func (x *ModelStats) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// ModelStatsReply answers ModelStatsQuery.
+type ModelStatsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Models        []*ModelStats          `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"` // the node's actor address
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelStatsReply) Reset() {
+	*x = ModelStatsReply{}
+	mi := &file_qlc_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelStatsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelStatsReply) ProtoMessage() {}
+
+func (x *ModelStatsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelStatsReply.ProtoReflect.Descriptor instead.
+func (*ModelStatsReply) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ModelStatsReply) GetModels() []*ModelStats {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *ModelStatsReply) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -4194,7 +4439,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\tStepUsage\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12#\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12#\n" +
-	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\x95\x02\n" +
+	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\xa7\x02\n" +
 	"\x10StageAttemptDone\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
@@ -4202,7 +4447,8 @@ const file_qlc_proto_rawDesc = "" +
 	"\x04ttft\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04ttft\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12#\n" +
 	"\rfinish_reason\x18\x06 \x01(\tR\ffinishReason\x12\x12\n" +
-	"\x04step\x18\a \x01(\tR\x04step\"\xd5\x02\n" +
+	"\x04step\x18\a \x01(\tR\x04step\x12\x10\n" +
+	"\x03itl\x18\b \x01(\fR\x03itl\"\xd5\x02\n" +
 	"\x12StageAttemptFailed\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
@@ -4387,7 +4633,34 @@ const file_qlc_proto_rawDesc = "" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12\x16\n" +
-	"\x06tenant\x18\x05 \x01(\tR\x06tenant*\x84\x02\n" +
+	"\x06tenant\x18\x05 \x01(\tR\x06tenant\"\x11\n" +
+	"\x0fModelStatsQuery\"\xd2\x04\n" +
+	"\n" +
+	"ModelStats\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\x03R\battempts\x12\x1c\n" +
+	"\tsucceeded\x18\x04 \x01(\x03R\tsucceeded\x126\n" +
+	"\x06errors\x18\x05 \x03(\v2\x1e.qlc.v1.ModelStats.ErrorsEntryR\x06errors\x12C\n" +
+	"\vhttp_status\x18\x06 \x03(\v2\".qlc.v1.ModelStats.HttpStatusEntryR\n" +
+	"httpStatus\x12\x12\n" +
+	"\x04ttft\x18\a \x01(\fR\x04ttft\x12\x10\n" +
+	"\x03itl\x18\b \x01(\fR\x03itl\x12!\n" +
+	"\finput_tokens\x18\t \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\n" +
+	" \x01(\x03R\foutputTokens\x12%\n" +
+	"\x0estream_seconds\x18\v \x01(\x01R\rstreamSeconds\x12\x19\n" +
+	"\bcost_usd\x18\f \x01(\x01R\acostUsd\x121\n" +
+	"\x06window\x18\r \x01(\v2\x19.google.protobuf.DurationR\x06window\x1a9\n" +
+	"\vErrorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a=\n" +
+	"\x0fHttpStatusEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"Q\n" +
+	"\x0fModelStatsReply\x12*\n" +
+	"\x06models\x18\x01 \x03(\v2\x12.qlc.v1.ModelStatsR\x06models\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -4417,7 +4690,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -4472,8 +4745,13 @@ var file_qlc_proto_goTypes = []any{
 	(*StepAccepted)(nil),          // 50: qlc.v1.StepAccepted
 	(*StepRefused)(nil),           // 51: qlc.v1.StepRefused
 	(*CancelStep)(nil),            // 52: qlc.v1.CancelStep
-	(*timestamppb.Timestamp)(nil), // 53: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 54: google.protobuf.Duration
+	(*ModelStatsQuery)(nil),       // 53: qlc.v1.ModelStatsQuery
+	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
+	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
+	nil,                           // 56: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 57: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 58: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 59: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -4483,7 +4761,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	53, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	58, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -4501,8 +4779,8 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 22: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 23: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 24: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	54, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	54, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	59, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	59, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 27: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 28: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 29: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -4513,10 +4791,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 34: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 35: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 36: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	54, // 37: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	54, // 38: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	59, // 37: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	59, // 38: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 39: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	54, // 40: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	59, // 40: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	25, // 41: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 42: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 43: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -4537,11 +4815,15 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 58: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
 	2,  // 59: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
 	1,  // 60: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	61, // [61:61] is the sub-list for method output_type
-	61, // [61:61] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	56, // 61: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	57, // 62: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	59, // 63: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 64: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -4568,7 +4850,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   52,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -200,7 +200,7 @@ func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
+			dumpGoroutines(cmd, done)
 		}
 		logf.Close()
 		b, _ := os.ReadFile(logf.Name())
@@ -212,6 +212,20 @@ func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
+}
+
+// dumpGoroutines ends a process that ignored SIGTERM with SIGQUIT, which
+// makes a Go program print every goroutine's stack to its log (the
+// test's report on a hung shutdown), and kills it if that did not end it.
+// done is closed when the process has been waited for.
+func dumpGoroutines(cmd *exec.Cmd, done <-chan struct{}) {
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
 }
 
 func waitReady(t testing.TB, url string) {

@@ -368,7 +368,8 @@ func stopProcess(t *testing.T, cmd *exec.Cmd) {
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("pid %d did not exit within 30 s of SIGTERM", cmd.Process.Pid)
+		dumpGoroutines(cmd, done)
+		t.Fatalf("pid %d did not exit within 30 s of SIGTERM (its goroutines are in its log)", cmd.Process.Pid)
 	}
 }
 
