@@ -479,6 +479,9 @@ type runStarter struct{ e *Engine }
 
 func (s *runStarter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *messages.ModelStatsQuery:
+		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address})
+		return
 	case stopHosted:
 		for _, c := range ctx.Children() {
 			ctx.Stop(c)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/qlc-project/qlc/messages"
@@ -133,7 +134,7 @@ func (t *Telemetry) AttemptDone(endpoint, model string, ttft, duration time.Dura
 		_ = w.ttft.Add(ttft.Seconds())
 	}
 	if len(itl) > 0 {
-		_ = w.itl.DecodeAndMergeWith(itl) // a worker's sketch; a bad one is dropped whole or in part
+		mergeEncoded(&w.itl, itl) // a worker's sketch; a bad one is dropped
 	}
 	w.inputTokens += input
 	w.outputTkns += output
@@ -267,4 +268,206 @@ func (r *ITLRecorder) Encode() []byte {
 	var b []byte
 	r.s.Encode(&b, false)
 	return b
+}
+
+// ModelStatsView is the cluster's merged statistics of one (endpoint,
+// model), as GET /v1/stats/models shows them. Latencies are in
+// milliseconds; a quantile is absent (nil) without samples.
+type ModelStatsView struct {
+	Endpoint string `json:"endpoint"`
+	Model    string `json:"model"`
+	// WindowSeconds: the statistics cover between one and two windows.
+	WindowSeconds float64 `json:"window_seconds"`
+	Nodes         int     `json:"nodes"` // nodes that ran attempts of it in the window
+	Attempts      int64   `json:"attempts"`
+	Succeeded     int64   `json:"succeeded"`
+	Failed        int64   `json:"failed"`
+	ErrorRate     float64 `json:"error_rate"`   // failed / attempts
+	TimeoutRate   float64 `json:"timeout_rate"` // failed with kind timeout / attempts
+	// Errors counts failed attempts by kind; HTTPStatus by upstream status.
+	Errors     map[string]int64 `json:"errors"`
+	HTTPStatus map[string]int64 `json:"http_status"`
+	TTFTms     Quantiles        `json:"ttft_ms"`
+	ITLms      Quantiles        `json:"itl_ms"` // per token, TTFT excluded
+	// TokensPerSecond is output tokens over the time spent streaming after
+	// the first token, of the attempts that succeeded.
+	TokensPerSecond *float64 `json:"tokens_per_second"`
+	InputTokens     int64    `json:"input_tokens"`
+	OutputTokens    int64    `json:"output_tokens"`
+	CostUSD         float64  `json:"cost_usd"`
+	// Price is the profiles file's declared price per 1000 tokens, if any.
+	Price *PricePer1K `json:"price_per_1k,omitempty"`
+}
+
+// PricePer1K is a model's price in US dollars per 1000 tokens.
+type PricePer1K struct {
+	Input  float64 `json:"input_usd"`
+	Output float64 `json:"output_usd"`
+}
+
+// Quantiles of a latency in milliseconds, with the sample count.
+type Quantiles struct {
+	Count int64    `json:"count"`
+	P50   *float64 `json:"p50"`
+	P90   *float64 `json:"p90"`
+	P95   *float64 `json:"p95"`
+	P99   *float64 `json:"p99"`
+	Max   *float64 `json:"max"`
+}
+
+// MergeModelStats merges the nodes' replies into one view per (endpoint,
+// model), sorted. A sketch that does not decode is left out (the counts
+// still add up).
+func MergeModelStats(replies []*messages.ModelStatsReply) []ModelStatsView {
+	type acc struct {
+		v         ModelStatsView
+		ttft, itl *ddsketch.DDSketch
+	}
+	byKey := map[modelKey]*acc{}
+	for _, r := range replies {
+		for _, m := range r.GetModels() {
+			k := modelKey{m.GetEndpoint(), m.GetModel()}
+			a := byKey[k]
+			if a == nil {
+				a = &acc{v: ModelStatsView{Endpoint: k.endpoint, Model: k.model, Errors: map[string]int64{}, HTTPStatus: map[string]int64{}},
+					ttft: newSketch(), itl: newSketch()}
+				byKey[k] = a
+			}
+			v := &a.v
+			v.Nodes++
+			v.WindowSeconds = max(v.WindowSeconds, m.GetWindow().AsDuration().Seconds())
+			v.Attempts += m.GetAttempts()
+			v.Succeeded += m.GetSucceeded()
+			for kind, n := range m.GetErrors() {
+				v.Errors[kind] += n
+				v.Failed += n
+			}
+			for st, n := range m.GetHttpStatus() {
+				v.HTTPStatus[fmt.Sprint(st)] += n
+			}
+			v.InputTokens += m.GetInputTokens()
+			v.OutputTokens += m.GetOutputTokens()
+			v.CostUSD += m.GetCostUsd()
+			if tps := m.GetStreamSeconds(); tps > 0 {
+				s := 0.0
+				if v.TokensPerSecond != nil {
+					s = *v.TokensPerSecond
+				}
+				s += tps // summed seconds for now; divided below
+				v.TokensPerSecond = &s
+			}
+			mergeEncoded(&a.ttft, m.GetTtft())
+			mergeEncoded(&a.itl, m.GetItl())
+		}
+	}
+	out := make([]ModelStatsView, 0, len(byKey))
+	for _, a := range byKey {
+		v := a.v
+		if v.Attempts > 0 {
+			v.ErrorRate = float64(v.Failed) / float64(v.Attempts)
+			v.TimeoutRate = float64(v.Errors["timeout"]) / float64(v.Attempts)
+		}
+		if v.TokensPerSecond != nil {
+			tps := float64(v.OutputTokens) / *v.TokensPerSecond
+			v.TokensPerSecond = &tps
+		}
+		v.TTFTms, v.ITLms = quantilesMs(a.ttft), quantilesMs(a.itl)
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b ModelStatsView) int {
+		return strings.Compare(a.Endpoint+"\x00"+a.Model, b.Endpoint+"\x00"+b.Model)
+	})
+	return out
+}
+
+// mergeEncoded merges the encoded sketch b into *dst, or nothing if b does
+// not decode or holds values outside [0, maxSketchSeconds]. It decodes into
+// a sketch of its own and merges into a copy of *dst under recover: the
+// library panics on some malformed input, in the decode or in the merge
+// (found by FuzzMergeModelStats; kept in testdata), and a half-merged
+// sketch would be wrong.
+func mergeEncoded(dst **ddsketch.DDSketch, b []byte) (ok bool) {
+	if len(b) == 0 {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	tmp := newSketch()
+	if tmp.DecodeAndMergeWith(b) != nil || tmp.IsEmpty() {
+		return false
+	}
+	lo, err1 := tmp.GetMinValue()
+	hi, err2 := tmp.GetMaxValue()
+	if err1 != nil || err2 != nil || lo < 0 || hi > maxSketchSeconds || math.IsNaN(tmp.GetCount()) || math.IsInf(tmp.GetCount(), 0) {
+		return false
+	}
+	cand := (*dst).Copy()
+	if cand.MergeWith(tmp) != nil {
+		return false
+	}
+	*dst = cand
+	return true
+}
+
+// maxSketchSeconds bounds the latencies a sketch from a peer may hold (a
+// day): anything beyond is not a latency QLC measured.
+const maxSketchSeconds = 86400
+
+func quantilesMs(s *ddsketch.DDSketch) Quantiles {
+	q := Quantiles{Count: int64(math.Round(s.GetCount()))}
+	if s.IsEmpty() {
+		return q
+	}
+	vals, err := s.GetValuesAtQuantiles([]float64{0.5, 0.9, 0.95, 0.99, 1})
+	if err != nil {
+		return q
+	}
+	ms := make([]float64, len(vals))
+	for i, v := range vals {
+		ms[i] = math.Round(v*1e6) / 1e3 // seconds → ms, to the µs
+	}
+	q.P50, q.P90, q.P95, q.P99, q.Max = &ms[0], &ms[1], &ms[2], &ms[3], &ms[4]
+	return q
+}
+
+// ModelStats returns the cluster's live statistics per (endpoint, model):
+// every coordinator host is asked together (under one deadline, like
+// Attach's lookup) and the sketches merged; complete is false when a node
+// did not answer (its attempts are missing). Without a cluster, this
+// process's own. Each view gets the profiles file's declared price.
+//
+// A query to each node rather than gossip: the sketches are a few KiB per
+// model, more than memberlist's metadata holds (512 bytes), and merging
+// them exactly on demand costs one round trip per node only when asked.
+func (e *Engine) ModelStats() (views []ModelStatsView, complete bool) {
+	var replies []*messages.ModelStatsReply
+	complete = true
+	if e.placer == nil || e.remote == nil {
+		replies = append(replies, &messages.ModelStatsReply{Models: e.deps.telemetry.Snapshot(), Node: e.Address()})
+	} else {
+		nodes := e.placer.Candidates("")
+		waits := make([]func() (any, error), len(nodes))
+		for i, node := range nodes {
+			waits[i] = e.system.Root.RequestFuture(actor.NewPID(node, starterName), &messages.ModelStatsQuery{}, e.cfg.SpawnTimeout/2).Result
+		}
+		for _, wait := range waits {
+			res, err := wait()
+			r, ok := res.(*messages.ModelStatsReply)
+			if err != nil || !ok {
+				complete = false
+				continue
+			}
+			replies = append(replies, r)
+		}
+	}
+	views = MergeModelStats(replies)
+	for i := range views {
+		if p, ok := e.cfg.Stages.Price(views[i].Model); ok {
+			views[i].Price = &PricePer1K{Input: p.Input / 1000, Output: p.Output / 1000}
+		}
+	}
+	return views, complete
 }

@@ -26,7 +26,8 @@ func principalOf(r *http.Request) principal {
 }
 
 // withAuth authenticates every /v1/ request: a tenant key for the API, an
-// admin key for /v1/admin/ (and, besides, GET /v1/usage for every tenant).
+// admin key for /v1/admin/ (and, besides, GET /v1/usage for every tenant and
+// GET /v1/stats/models for every model).
 // Without Tenancy (a single-user embedding), requests run as Config.Tenant.
 func (s *Server) withAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,7 +51,7 @@ func (s *Server) withAuth(next http.Handler) http.Handler {
 				writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "admin_key_required",
 					Message: "this endpoint needs an admin key"})
 				return
-			case p.admin && !adminPath && !(r.Method == http.MethodGet && r.URL.Path == "/v1/usage"):
+			case p.admin && !adminPath && !(r.Method == http.MethodGet && (r.URL.Path == "/v1/usage" || r.URL.Path == "/v1/stats/models")):
 				writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "tenant_key_required",
 					Message: "admin keys manage tenants; use a tenant's key for this endpoint"})
 				return

@@ -237,6 +237,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/models", s.listModels)
 	mux.HandleFunc("POST /v1/tokenize", s.tokenize)
 	mux.HandleFunc("GET /v1/usage", s.getUsage)
+	mux.HandleFunc("GET /v1/stats/models", s.modelStats)
 	if s.tenancy != nil {
 		mux.HandleFunc("POST /v1/admin/tenants", s.adminCreateTenant)
 		mux.HandleFunc("GET /v1/admin/tenants", s.adminListTenants)

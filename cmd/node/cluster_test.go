@@ -174,6 +174,10 @@ func TestClusterSpreadsRunsJoinAndLeave(t *testing.T) {
 	if busy < 2 || total != len(seeds) {
 		t.Fatalf("runs landed on %d nodes (%d runs), want them spread", busy, total)
 	}
+	// The cluster's model statistics merge every node's telemetry: the
+	// gateway (which coordinates nothing) sees each stage model's attempts
+	// of all the runs, from the nodes that ran them.
+	checkModelStats(t, c.gw, "quick", "g", len(seeds), busy)
 
 	// Join: a fourth node receives new coordinators.
 	t0 := time.Now()
@@ -465,4 +469,40 @@ func signalGateway(t *testing.T, base string, sig os.Signal) {
 		}
 	}
 	t.Fatalf("no gateway process at %s", addr)
+}
+
+// checkModelStats asks the gateway for the cluster's model statistics and
+// checks endpoint/model's attempts (each a success with a TTFT) and how
+// many nodes ran them.
+func checkModelStats(t *testing.T, gw, endpoint, model string, attempts, nodes int) {
+	t.Helper()
+	resp, err := http.Get(gw + "/v1/stats/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var stats struct {
+		Complete bool
+		Data     []struct {
+			Endpoint, Model     string
+			Nodes               int
+			Attempts, Succeeded int
+			TTFT                struct{ Count int } `json:"ttft_ms"`
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/stats/models: HTTP %d %v", resp.StatusCode, err)
+	}
+	if !stats.Complete {
+		t.Fatal("model stats: a node did not answer")
+	}
+	for _, m := range stats.Data {
+		if m.Endpoint == endpoint && m.Model == model {
+			if m.Attempts != attempts || m.Succeeded != attempts || m.TTFT.Count != attempts || m.Nodes != nodes {
+				t.Fatalf("model stats of %s/%s: %+v; want %d attempts from %d nodes", endpoint, model, m, attempts, nodes)
+			}
+			return
+		}
+	}
+	t.Fatalf("model stats: no %s/%s in %+v", endpoint, model, stats.Data)
 }

@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/stagework"
+)
+
+// modelStats serves GET /v1/stats/models: the cluster's live statistics
+// per (endpoint, model) — TTFT and inter-token latency quantiles, tokens
+// per second, error and timeout rates by kind and HTTP status, tokens and
+// cost — merged from every node's telemetry window (actors.Telemetry). A
+// tenant key sees the models of the profiles it may use, each listed even
+// before it has run (zero attempts); an admin key sees every model. When a
+// node did not answer, "complete" is false and its attempts are missing.
+func (s *Server) modelStats(w http.ResponseWriter, r *http.Request) {
+	who := principalOf(r)
+	cfg := s.engine.Stages()
+	type key struct{ endpoint, model string }
+	allowed := map[key]bool{}
+	var order []key
+	for _, name := range cfg.ProfileNames() {
+		if !who.admin && !who.allows(name) {
+			continue
+		}
+		p, _ := cfg.Profile(name)
+		for _, st := range p.Stages {
+			for _, m := range []struct{ provider, model string }{{st.Provider, st.Model}, fallbackOf(st.Fallback)} {
+				k := key{m.provider, m.model}
+				if m.model != "" && !allowed[k] {
+					allowed[k] = true
+					order = append(order, k)
+				}
+			}
+		}
+	}
+	views, complete := s.engine.ModelStats()
+	seen := map[key]bool{}
+	data := []actors.ModelStatsView{}
+	for _, v := range views {
+		k := key{v.Endpoint, v.Model}
+		if !who.admin && !allowed[k] {
+			continue
+		}
+		seen[k] = true
+		data = append(data, v)
+	}
+	for _, k := range order {
+		if seen[k] {
+			continue
+		}
+		v := actors.ModelStatsView{Endpoint: k.endpoint, Model: k.model, Errors: map[string]int64{}, HTTPStatus: map[string]int64{}}
+		if p, ok := cfg.Price(k.model); ok {
+			v.Price = &actors.PricePer1K{Input: p.Input / 1000, Output: p.Output / 1000}
+		}
+		data = append(data, v)
+	}
+	slices.SortFunc(data, func(a, b actors.ModelStatsView) int {
+		if a.Endpoint != b.Endpoint {
+			if a.Endpoint < b.Endpoint {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case a.Model < b.Model:
+			return -1
+		case a.Model > b.Model:
+			return 1
+		}
+		return 0
+	})
+	writeJSON(w, http.StatusOK, struct {
+		Object   string                  `json:"object"`
+		Complete bool                    `json:"complete"`
+		Data     []actors.ModelStatsView `json:"data"`
+	}{"list", complete, data})
+}
+
+func fallbackOf(m *stagework.ModelRef) struct{ provider, model string } {
+	if m == nil {
+		return struct{ provider, model string }{}
+	}
+	return struct{ provider, model string }{m.Provider, m.Model}
+}
