@@ -359,6 +359,7 @@ type RunRequest struct {
 // has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
 	cfg        Config
+	stats      statsCache                                   // the cluster's model statistics, for estimates
 	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)
 	overMem    atomic.Bool                                  // past the memory budget's refusal mark
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
@@ -1029,9 +1030,14 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	for i, m := range req.History {
 		hist[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
 	}
+	var estimate *messages.RunEstimate
+	if est, err := e.Estimate(req.Profile, req.Query, req.History, req.MaxTokens); err == nil {
+		estimate = toMsgEstimate(est)
+	}
 	hub, err := e.launch(&messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
-		Options: &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
+		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
+		Estimate: estimate,
 	})
 	if err != nil {
 		return nil, err

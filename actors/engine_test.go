@@ -91,7 +91,7 @@ func newTestEngine(t *testing.T, mutate func(*Config)) (*Engine, *prometheus.Reg
 
 // newProfileEngine is newTestEngine running the profiles and providers of
 // a stagework config (YAML) instead of testProfiles; it returns the config.
-func newProfileEngine(t *testing.T, profiles string, mutate func(*Config)) (*Engine, *prometheus.Registry, *stagework.Config) {
+func newProfileEngine(t testing.TB, profiles string, mutate func(*Config)) (*Engine, *prometheus.Registry, *stagework.Config) {
 	t.Helper()
 	stages, err := stagework.ParseConfig([]byte(profiles))
 	if err != nil {

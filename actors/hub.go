@@ -155,6 +155,14 @@ func (h *Hub) Coordinator() *actor.PID {
 	return h.coordinator
 }
 
+// Estimate is the run's predicted latency and cost when it was admitted
+// (nil for a run started before estimates existed).
+func (h *Hub) Estimate() *messages.RunEstimate {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.start.GetEstimate()
+}
+
 // Done reports whether the run has ended (its log holds a terminal event).
 func (h *Hub) Done() bool {
 	h.mu.Lock()

@@ -313,6 +313,7 @@ type Quantiles struct {
 	P95   *float64 `json:"p95"`
 	P99   *float64 `json:"p99"`
 	Max   *float64 `json:"max"`
+	Mean  *float64 `json:"mean"`
 }
 
 // MergeModelStats merges the nodes' replies into one view per (endpoint,
@@ -430,6 +431,8 @@ func quantilesMs(s *ddsketch.DDSketch) Quantiles {
 		ms[i] = math.Round(v*1e6) / 1e3 // seconds → ms, to the µs
 	}
 	q.P50, q.P90, q.P95, q.P99, q.Max = &ms[0], &ms[1], &ms[2], &ms[3], &ms[4]
+	mean := math.Round(s.GetSum()/s.GetCount()*1e6) / 1e3
+	q.Mean = &mean
 	return q
 }
 

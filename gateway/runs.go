@@ -479,12 +479,35 @@ type runView struct {
 	Ranking []rankView `json:"ranking,omitempty"`
 	// Stages are a chain run's four stages, as before steps existed; empty
 	// for a run of a parallel strategy (see Steps).
-	Stages    []stageView `json:"stages"`
-	Answer    string      `json:"answer,omitempty"`
-	Usage     *usageView  `json:"usage,omitempty"`
-	Error     *runError   `json:"error,omitempty"`
-	EventsURL string      `json:"events_url"`
-	WSURL     string      `json:"ws_url"`
+	Stages []stageView `json:"stages"`
+	Answer string      `json:"answer,omitempty"`
+	Usage  *usageView  `json:"usage,omitempty"`
+	Error  *runError   `json:"error,omitempty"`
+	// Estimate is the run's predicted latency and cost, made when it was
+	// admitted; Actual what happened, once it did (for comparing).
+	Estimate  *estimateView `json:"estimate,omitempty"`
+	EventsURL string        `json:"events_url"`
+	WSURL     string        `json:"ws_url"`
+}
+
+// estimateView is a run's estimate (stagework.EstimateRun): the answer's
+// first token and last token from the run's start, tokens and cost, and
+// whether it came from live telemetry or the profiles file.
+type estimateView struct {
+	AnswerTTFTMs float64 `json:"answer_ttft_ms"`
+	DurationMs   float64 `json:"duration_ms"`
+	PromptTokens int64   `json:"prompt_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	CostUSD      float64 `json:"cost_usd"`
+	Basis        string  `json:"basis"`
+}
+
+func toEstimateView(e *messages.RunEstimate) *estimateView {
+	if e == nil {
+		return nil
+	}
+	return &estimateView{AnswerTTFTMs: millis(e.GetAnswerTtft().AsDuration()), DurationMs: millis(e.GetDuration().AsDuration()),
+		PromptTokens: e.GetPromptTokens(), OutputTokens: e.GetOutputTokens(), CostUSD: e.GetCostUsd(), Basis: e.GetBasis()}
 }
 
 type stageView struct {
@@ -545,6 +568,7 @@ func (s *Server) view(h *actors.Hub) runView {
 		v.LastSeq = evs[len(evs)-1].Seq
 	}
 	v.Status, v.Error = f.status, f.err
+	v.Estimate = toEstimateView(h.Estimate())
 	if f.status == "completed" {
 		v.Answer, v.Usage = f.answer, toUsageView(f.usage)
 	}

@@ -127,3 +127,35 @@ func runKey(t *testing.T, base, key, profile string) string {
 	}
 	return v.ID
 }
+
+// The run resource carries the run's estimate, made at admission: from the
+// profiles file before the models have run, from the cluster's telemetry
+// once each has run a few attempts.
+func TestRunEstimateInRunResource(t *testing.T) {
+	g := startGateway(t, `
+providers:
+  sim: {kind: sim, sim: {ttft: 5ms, itl: 1ms, output_tokens: 20}}
+profiles:
+  p:
+    provider: sim
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+prices:
+  c: {input: 1, output: 1}
+`, nil)
+	id := createRun(t, g.URL, "p", "How do vector clocks work?")
+	var v runView
+	waitStatus(t, g.URL, id, "completed", &v)
+	e := v.Estimate
+	// Four stages of 5 ms + 19 × 1 ms; the answer's first token after three.
+	if e == nil || e.Basis != "declared" || e.AnswerTTFTMs != 77 || e.DurationMs != 96 || e.OutputTokens != 80 || e.PromptTokens <= 0 || e.CostUSD <= 0 {
+		t.Fatalf("estimate before any telemetry: %+v", e)
+	}
+	waitUntil(t, "an estimate from telemetry", func() bool {
+		id := createRun(t, g.URL, "p", "How do vector clocks work?")
+		waitStatus(t, g.URL, id, "completed", &v)
+		return v.Estimate != nil && v.Estimate.Basis == "telemetry"
+	})
+	if v.Estimate.AnswerTTFTMs <= 0 || v.Estimate.DurationMs < v.Estimate.AnswerTTFTMs {
+		t.Fatalf("estimate from telemetry: %+v", v.Estimate)
+	}
+}

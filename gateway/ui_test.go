@@ -295,11 +295,12 @@ func (b *uiBrowser) screenshot(t *testing.T, name string) {
 
 // uiRun is the part of the run resource (GET /v1/runs/{id}) the tests compare.
 type uiRun struct {
-	ID      string `json:"id"`
-	Status  string `json:"status"`
-	LastSeq int64  `json:"last_seq"`
-	Answer  string `json:"answer"`
-	Stages  []struct {
+	ID       string        `json:"id"`
+	Status   string        `json:"status"`
+	Estimate *estimateView `json:"estimate"`
+	LastSeq  int64         `json:"last_seq"`
+	Answer   string        `json:"answer"`
+	Stages   []struct {
 		Stage  string `json:"stage"`
 		Status string `json:"status"`
 		Model  string `json:"model"`
@@ -754,6 +755,15 @@ func TestUIRunStreamsAllStages(t *testing.T) {
 	}
 	if got, want := uiLetters(st.Answer), uiLetters(uiStripMarkdown(run.Answer)); got != want {
 		t.Errorf("answer panel text differs from the run's answer\npanel:  %q\nanswer: %q", st.Answer, run.Answer)
+	}
+	// The run's estimate (made at admission) stays beside it on the page.
+	if run.Estimate == nil {
+		t.Fatal("GET run: no estimate")
+	}
+	est := uiEval[string](t, b, `document.querySelector('#run-estimate').textContent`)
+	basis := uiEval[string](t, b, `document.querySelector('#run-estimate').dataset.basis`)
+	if basis != run.Estimate.Basis || !strings.Contains(est, "answer in ~") || !strings.Contains(est, "done in ~") {
+		t.Errorf("estimate on the page: %q (basis %q); the run's: %+v", est, basis, run.Estimate)
 	}
 	scripts := uiEval[int](t, b, `document.querySelectorAll('#answer script, #answer img, #answer iframe, [data-stage] .output > :not(div.chunk), [data-stage] .output .chunk *').length`)
 	if scripts != 0 {

@@ -372,7 +372,9 @@ type StartRun struct {
 	Epoch uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// weight is the tenant's share in the node's weighted-fair run queue
 	// (used when the node is at capacity); 0 counts as 1.
-	Weight        uint32 `protobuf:"varint,9,opt,name=weight,proto3" json:"weight,omitempty"`
+	Weight uint32 `protobuf:"varint,9,opt,name=weight,proto3" json:"weight,omitempty"`
+	// estimate is the run's predicted latency and cost when it was admitted.
+	Estimate      *RunEstimate `protobuf:"bytes,10,opt,name=estimate,proto3" json:"estimate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -468,6 +470,13 @@ func (x *StartRun) GetWeight() uint32 {
 		return x.Weight
 	}
 	return 0
+}
+
+func (x *StartRun) GetEstimate() *RunEstimate {
+	if x != nil {
+		return x.Estimate
+	}
+	return nil
 }
 
 // StartRunAck tells the starter the coordinator accepted (or refused) a run.
@@ -4318,6 +4327,92 @@ func (x *ModelStatsReply) GetNode() string {
 	return ""
 }
 
+// RunEstimate is a run's predicted latency and cost, made when it was
+// admitted (stagework.EstimateRun).
+type RunEstimate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AnswerTtft    *durationpb.Duration   `protobuf:"bytes,1,opt,name=answer_ttft,json=answerTtft,proto3" json:"answer_ttft,omitempty"`
+	Duration      *durationpb.Duration   `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	PromptTokens  int64                  `protobuf:"varint,3,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	OutputTokens  int64                  `protobuf:"varint,4,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	CostUsd       float64                `protobuf:"fixed64,5,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`
+	Basis         string                 `protobuf:"bytes,6,opt,name=basis,proto3" json:"basis,omitempty"` // telemetry, declared or mixed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunEstimate) Reset() {
+	*x = RunEstimate{}
+	mi := &file_qlc_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunEstimate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunEstimate) ProtoMessage() {}
+
+func (x *RunEstimate) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunEstimate.ProtoReflect.Descriptor instead.
+func (*RunEstimate) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *RunEstimate) GetAnswerTtft() *durationpb.Duration {
+	if x != nil {
+		return x.AnswerTtft
+	}
+	return nil
+}
+
+func (x *RunEstimate) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *RunEstimate) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *RunEstimate) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *RunEstimate) GetCostUsd() float64 {
+	if x != nil {
+		return x.CostUsd
+	}
+	return 0
+}
+
+func (x *RunEstimate) GetBasis() string {
+	if x != nil {
+		return x.Basis
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -4339,7 +4434,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\x9e\x02\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\xcf\x02\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -4349,7 +4444,9 @@ const file_qlc_proto_rawDesc = "" +
 	"\x03hub\x18\x06 \x01(\v2\x10.qlc.v1.ActorRefR\x03hub\x123\n" +
 	"\fprior_events\x18\a \x03(\v2\x10.qlc.v1.RunEventR\vpriorEvents\x12\x14\n" +
 	"\x05epoch\x18\b \x01(\x04R\x05epoch\x12\x16\n" +
-	"\x06weight\x18\t \x01(\rR\x06weight\"n\n" +
+	"\x06weight\x18\t \x01(\rR\x06weight\x12/\n" +
+	"\bestimate\x18\n" +
+	" \x01(\v2\x13.qlc.v1.RunEstimateR\bestimate\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
@@ -4660,7 +4757,15 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"Q\n" +
 	"\x0fModelStatsReply\x12*\n" +
 	"\x06models\x18\x01 \x03(\v2\x12.qlc.v1.ModelStatsR\x06models\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node*\x84\x02\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xfb\x01\n" +
+	"\vRunEstimate\x12:\n" +
+	"\vanswer_ttft\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"answerTtft\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12#\n" +
+	"\rprompt_tokens\x18\x03 \x01(\x03R\fpromptTokens\x12#\n" +
+	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12\x19\n" +
+	"\bcost_usd\x18\x05 \x01(\x01R\acostUsd\x12\x14\n" +
+	"\x05basis\x18\x06 \x01(\tR\x05basis*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -4690,7 +4795,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -4748,82 +4853,86 @@ var file_qlc_proto_goTypes = []any{
 	(*ModelStatsQuery)(nil),       // 53: qlc.v1.ModelStatsQuery
 	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
 	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
-	nil,                           // 56: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 57: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 58: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 59: google.protobuf.Duration
+	(*RunEstimate)(nil),           // 56: qlc.v1.RunEstimate
+	nil,                           // 57: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 58: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 59: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 60: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
 	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
-	1,  // 4: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 5: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 6: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	58, // 7: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 8: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 9: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 10: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 11: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 12: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 13: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 14: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 15: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 16: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 17: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 18: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 19: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 20: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 21: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 22: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 23: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 24: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	59, // 25: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	59, // 26: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 27: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 28: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 29: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 30: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 31: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 32: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 33: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 34: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 35: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 36: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	59, // 37: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	59, // 38: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 39: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	59, // 40: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 41: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 42: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 43: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 44: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 45: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 46: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 47: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 48: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 49: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 50: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 51: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 52: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 53: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 54: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	44, // 55: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 56: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 57: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 58: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 59: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	1,  // 60: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	56, // 61: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	57, // 62: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	59, // 63: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 64: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	56, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
+	1,  // 5: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 6: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 7: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	59, // 8: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 9: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 10: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 11: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 12: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 13: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 14: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	30, // 15: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 16: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 17: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 18: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 19: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	11, // 20: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 21: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 22: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 23: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 24: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 25: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	60, // 26: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	60, // 27: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 28: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 29: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 30: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 31: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 32: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	21, // 33: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 34: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 35: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 36: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 37: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	60, // 38: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	60, // 39: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 40: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	60, // 41: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 42: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 43: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 44: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 45: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 46: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 47: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 48: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 49: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 50: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 51: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 52: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 53: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 54: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 55: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	44, // 56: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 57: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 58: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 59: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 60: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	1,  // 61: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	57, // 62: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	58, // 63: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	60, // 64: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 65: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	60, // 66: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	60, // 67: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	68, // [68:68] is the sub-list for method output_type
+	68, // [68:68] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -4850,7 +4959,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   57,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

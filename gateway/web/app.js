@@ -1157,7 +1157,7 @@
   const ui = {
     form: null, query: null, profile: null, seed: null, maxTokens: null,
     runBtn: null, cancelBtn: null, error: null, runStatus: null, runId: null,
-    runUsage: null, answer: null, answerCard: null, conn: null, recent: null,
+    runUsage: null, runEstimate: null, answer: null, answerCard: null, conn: null, recent: null,
     recentEmpty: null, profileDesc: null,
     tenant: null, keyForm: null, apiKey: null, keySaved: null, keyForget: null, keyMsg: null,
   };
@@ -1668,6 +1668,22 @@
     ui.cancelBtn.disabled = status !== 'running';
   }
 
+  // showEstimate shows the run's estimate, made when it was admitted: when
+  // its answer should start and end, and what it should cost; the
+  // estimate stays beside the run as it streams and after it ends.
+  function showEstimate(est) {
+    if (!est) {
+      ui.runEstimate.textContent = '';
+      ui.runEstimate.dataset.basis = '';
+      return;
+    }
+    const bits = ['estimate: answer in ~' + fmtMs(est.answer_ttft_ms), 'done in ~' + fmtMs(est.duration_ms)];
+    if (est.cost_usd > 0) bits.push('~$' + (est.cost_usd < 0.01 ? est.cost_usd.toPrecision(2) : est.cost_usd.toFixed(2)));
+    bits.push(est.basis === 'telemetry' ? '(from live model statistics)' : est.basis === 'mixed' ? '(partly from live model statistics)' : '(from the profile file)');
+    ui.runEstimate.textContent = bits.join(' · ');
+    ui.runEstimate.dataset.basis = est.basis || '';
+  }
+
   function clearAnswer() {
     ui.answer.replaceChildren();
     ui.answer.dataset.status = 'empty';
@@ -1688,6 +1704,7 @@
   function show(run) {
     if (current) current.close();
     current = new RunView(run);
+    showEstimate(run.estimate);
     markRecent(run.id);
     if (location.hash !== '#' + run.id) history.replaceState(null, '', '#' + run.id);
     if (TERMINAL.has(run.status) && strategyOfRun(run) === 'chain') {
