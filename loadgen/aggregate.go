@@ -72,6 +72,8 @@ func (a *aggregate) add(r *Result) {
 	case "cancel-missed":
 		a.probes.CancelTried++
 		a.probes.CancelMissed++
+	case "reconnect-missed":
+		a.probes.ReconnectMissed++
 	case "reconnect":
 		a.probes.ReconnectTried++
 		a.probes.Reconnects += r.Reconnects

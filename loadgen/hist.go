@@ -147,6 +147,9 @@ func (h *Hist) CDF(maxPoints int) []CDFPoint {
 		}
 		seen += c
 		v := min(max(histValue(i), h.min), h.max)
+		if seen == h.n {
+			v = h.max // the last point is the exact max
+		}
 		pts = append(pts, CDFPoint{time.Duration(v), float64(seen) / float64(h.n)})
 	}
 	if maxPoints > 1 && len(pts) > maxPoints {

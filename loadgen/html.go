@@ -14,8 +14,8 @@ import (
 var reportHTML string
 
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
-	"f1": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
-	"f2": func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) },
+	"f1":  func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"f2":  func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) },
 	"pct": func(v float64) string { return fmt.Sprintf("%+.2f %%", v) },
 	"lat": func(rep *Report) []latRow {
 		var rows []latRow

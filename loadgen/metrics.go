@@ -130,7 +130,7 @@ type Agreement struct {
 	Source string         `json:"source"`
 	Rows   []AgreementRow `json:"rows"`
 	// MaxAbsDiffPct is the largest |difference| over the latency rows.
-	MaxAbsDiffPct float64 `json:"max_abs_diff_pct"`
+	MaxAbsDiffPct float64  `json:"max_abs_diff_pct"`
 	Notes         []string `json:"notes,omitempty"`
 }
 

@@ -54,6 +54,9 @@ type ProbeSummary struct {
 	ReconnectTried   int `json:"reconnect_tried"`
 	Reconnects       int `json:"reconnects"`
 	ReconnectGapFree int `json:"reconnect_gap_free"`
+	// ReconnectMissed runs ended before their drop point (not counted
+	// in ReconnectTried).
+	ReconnectMissed int `json:"reconnect_missed"`
 	// SeqGaps counts seqs missing or repeated over every run stream.
 	SeqGaps int `json:"seq_gaps"`
 }

@@ -273,6 +273,7 @@ func (r *runner) doRun(ctx context.Context, p plan, m *measure) {
 		}
 	}()
 	var streamErr error
+	dropped := false
 	for {
 		ev, err := s.Next()
 		if err == io.EOF {
@@ -290,10 +291,14 @@ func (r *runner) doRun(ctx context.Context, p plan, m *measure) {
 		}
 		if p.probe == "reconnect" && m.res.Events == p.dropAfter {
 			s.Drop()
+			dropped = true
 		}
 	}
 	s.Close()
 	m.res.Reconnects = s.Reconnects()
+	if p.probe == "reconnect" && !dropped {
+		m.res.Probe = "reconnect-missed" // the run ended within fewer events
+	}
 	if probe != nil {
 		probe.finish(m)
 	}
