@@ -76,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(nodes, "node", "NAME=URL of a node's /metrics, sampled every second for per-node load (repeatable)")
 	jsonOut := fs.String("json", "qlc-load.json", "JSON results file (\"\": none)")
 	htmlOut := fs.String("html", "qlc-load.html", "HTML report (\"\": none)")
+	agreeWithin := fs.Float64("agree-within", 0, "with -server-metrics: exit 3 when a latency differs from the server's by more than this many per cent (0: no check)")
 	progress := fs.String("progress", "auto", "live progress line on stderr: auto (when a terminal), on, off")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -136,6 +137,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		fmt.Fprintf(stdout, "wrote %s\n", out)
+	}
+	if *agreeWithin > 0 {
+		switch ag := rep.Agreement; {
+		case ag == nil || len(ag.Rows) == 0:
+			fmt.Fprintln(stderr, "qlc-load: -agree-within: no comparison with the server was made (give -server-metrics)")
+			code = 3
+		case ag.MaxAbsDiffPct > *agreeWithin:
+			fmt.Fprintf(stderr, "qlc-load: the load's latencies differ from the server's by up to %.2f %% (more than %g %%)\n", ag.MaxAbsDiffPct, *agreeWithin)
+			code = 3
+		default:
+			fmt.Fprintf(stdout, "agreement: within %.2f %% of the server's figures (bound %g %%)\n", ag.MaxAbsDiffPct, *agreeWithin)
+		}
 	}
 	if rep.Interrupted {
 		fmt.Fprintf(stderr, "qlc-load: interrupted after %.1f s\n", time.Since(start).Seconds())
