@@ -38,7 +38,10 @@ func mustRun(t *testing.T, ctx context.Context, cfg Config) *Report {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimRight(string(p), "\n")); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
 
 func newTestClient(t *testing.T, g *clienttest.Gateway) *client.Client {
 	cc := client.DefaultConfig()

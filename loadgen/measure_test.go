@@ -22,14 +22,14 @@ func TestMeasureRunEvents(t *testing.T) {
 		{Seq: 1, Type: client.EventRunPlanned, Steps: []client.PlannedStep{{Step: "p1"}, {Step: "p2"}, {Step: "agg", Final: true}}, Received: at(5)},
 		{Seq: 2, Type: client.EventStageStarted, Step: "p1", Received: at(6)},
 		{Seq: 3, Type: client.EventStageStarted, Step: "p2", Received: at(6)},
-		{Seq: 4, Type: client.EventTokenDelta, Step: "p1", Text: "a", Tokens: 1, Received: at(100)}, // TTFT any
-		{Seq: 5, Type: client.EventTokenDelta, Step: "p2", Text: "b", Tokens: 1, Received: at(110)}, // p2's first: no ITL
+		{Seq: 4, Type: client.EventTokenDelta, Step: "p1", Text: "a", Tokens: 1, Received: at(100)},  // TTFT any
+		{Seq: 5, Type: client.EventTokenDelta, Step: "p2", Text: "b", Tokens: 1, Received: at(110)},  // p2's first: no ITL
 		{Seq: 6, Type: client.EventTokenDelta, Step: "p1", Text: "cd", Tokens: 2, Received: at(120)}, // 2 gaps of 10
 		{Seq: 7, Type: client.EventStageCompleted, Step: "p1", Received: at(121)},
 		{Seq: 8, Type: client.EventStageCompleted, Step: "p2", Received: at(121)},
 		{Seq: 9, Type: client.EventStageStarted, Step: "agg", Final: true, Received: at(130)},
-		{Seq: 10, Type: client.EventTokenDelta, Step: "agg", Text: "x", Tokens: 1, Received: at(300)}, // TTFT answer
-		{Seq: 11, Type: client.EventTokenDelta, Step: "agg", Text: "y", Tokens: 1, Received: at(340)}, // gap 40
+		{Seq: 10, Type: client.EventTokenDelta, Step: "agg", Text: "x", Tokens: 1, Received: at(300)},                // TTFT answer
+		{Seq: 11, Type: client.EventTokenDelta, Step: "agg", Text: "y", Tokens: 1, Received: at(340)},                // gap 40
 		{Seq: 12, FromSeq: 12, Type: client.EventTokenDelta, Step: "agg", Text: "zzz", Tokens: 4, Received: at(380)}, // 4 gaps of 10
 		{Seq: 13, Type: client.EventStageCompleted, Step: "agg", Received: at(381)},
 		{Seq: 14, Type: client.EventRunCompleted, Usage: &client.Usage{CompletionTokens: 10}, Received: at(400)},
