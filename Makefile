@@ -4,7 +4,7 @@ PKGS      := ./...
 # `docker compose` (plugin) where present, else the standalone docker-compose.
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COVER_PKGS ?= $(PKGS)
-RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/...
+RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/... ./loadgen/... ./client/...
 
 .PHONY: run test vet fmt-check cover bench profile fuzz proto build images compose-up compose-down integ cluster chaos chaos-smoke soak tokenizer-corpus bench-tokenizer tokenizer-generate
 
@@ -64,6 +64,21 @@ profile:
 bench-peers:
 	GO="$(GO)" BENCH_PEERS_ARGS="$(BENCH_PEERS_ARGS)" ./scripts/bench-peers.sh
 
+## load: qlc-load against a gateway already running (make run in another terminal):
+## LOAD_ARGS are qlc-load's flags (default: 40 runs of `fast`, 4 at a time); the
+## report goes to .qlc/qlc-load.{json,html}
+LOAD_ARGS ?= -profile fast -c 4 -n 40 -d 2m
+.PHONY: load load-agreement
+load:
+	@mkdir -p .qlc
+	QLC_API_KEY=$${QLC_API_KEY:-$$(sed -n 's/.*"tenant_key": *"\([^"]*\)".*/\1/p' .qlc/dev-keys.json)} \
+	  $(GO) run ./cmd/qlc-load $(LOAD_ARGS) -json .qlc/qlc-load.json -html .qlc/qlc-load.html
+
+## load-agreement: qlc-load against the gateway as `make run` starts it, compared with the
+## gateway's own histograms and usage ledger; fails past AGREE_WITHIN % (5); ~1 min
+load-agreement:
+	GO="$(GO)" LOAD_ARGS="$(LOAD_ARGS)" ./scripts/load-agreement.sh
+
 ## fuzz: each fuzz target for 30 s (failing inputs land in testdata/fuzz; keep interesting ones there by hand)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime 30s -fuzzminimizetime 2s ./stagework/sse/
@@ -79,6 +94,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 30s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzMergeModelStats$$' -fuzztime 30s -fuzzminimizetime 2s ./actors/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
+	$(GO) test -run '^$$' -fuzz '^FuzzSSEFrames$$' -fuzztime 30s -fuzzminimizetime 2s ./client/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseChatChunk$$' -fuzztime 30s -fuzzminimizetime 2s ./client/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMix$$' -fuzztime 30s -fuzzminimizetime 2s ./loadgen/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadSSE$$' -fuzztime 30s -fuzzminimizetime 2s ./chaos/
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEReader$$' -fuzztime 30s -fuzzminimizetime 2s ./bench/peers/
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -93,6 +92,10 @@ type Event struct {
 
 	// JSON is the event's data exactly as received.
 	JSON json.RawMessage `json:"-"`
+	// Received is when the event's last byte was read from the connection
+	// (the read that completed it), taken before its JSON was parsed: a
+	// load generator's arrival time, free of the reader's own parsing.
+	Received time.Time `json:"-"`
 }
 
 // Terminal reports whether the event ends the run's log.
@@ -104,10 +107,32 @@ func (e *Event) Terminal() bool {
 // bufio.Reader, so no line length limit applies (the gateway keeps events
 // within 16 KiB anyway).
 type sseReader struct {
-	r *bufio.Reader
+	r     *bufio.Reader
+	stamp *stampReader
+	data  []byte // the current event's data, reused
 }
 
-func newSSEReader(r io.Reader) *sseReader { return &sseReader{r: bufio.NewReaderSize(r, 16<<10)} }
+func newSSEReader(r io.Reader) *sseReader {
+	st := &stampReader{r: r}
+	return &sseReader{r: bufio.NewReaderSize(st, 16<<10), stamp: st}
+}
+
+// stampReader notes when each read from the connection returned bytes.
+// The buffered reader above it reads only when it has run out, so when an
+// event's last line is taken from the buffer, the latest read is the one
+// that delivered that line's end: the event's arrival time.
+type stampReader struct {
+	r  io.Reader
+	at time.Time
+}
+
+func (s *stampReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.at = time.Now()
+	}
+	return n, err
+}
 
 // ErrBadEvent is returned for an event whose data is not an event's JSON.
 var ErrBadEvent = errors.New("client: bad event")
@@ -116,49 +141,77 @@ var ErrBadEvent = errors.New("client: bad event")
 // skipped). A stream that ends mid-event returns io.ErrUnexpectedEOF; one
 // that ends between events io.EOF.
 func (s *sseReader) next() (Event, error) {
+	f, err := s.nextFrame()
+	if err != nil {
+		return Event{}, err
+	}
+	ev := Event{}
+	if err := json.Unmarshal(f.Data, &ev); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	ev.ID, ev.JSON, ev.Received = f.ID, append(json.RawMessage(nil), f.Data...), f.Received
+	if ev.Type == "" {
+		ev.Type = f.Event
+	}
+	return ev, nil
+}
+
+// frame is one SSE event as framed on the wire, before its data is parsed.
+type frame struct {
+	ID, Event string
+	// Data is the event's data lines joined by "\n"; valid until the next
+	// call.
+	Data []byte
+	// Received: see Event.Received.
+	Received time.Time
+}
+
+// nextFrame returns the next SSE event that has data.
+func (s *sseReader) nextFrame() (frame, error) {
 	var id, typ string
-	var data bytes.Buffer
+	s.data = s.data[:0]
 	hasData, partial := false, false
 	for {
-		line, err := s.r.ReadString('\n')
-		if err != nil {
-			if err == io.EOF && (partial || line != "") {
-				return Event{}, io.ErrUnexpectedEOF
+		line, err := s.r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A line longer than the buffer: gather it whole.
+			long := append([]byte(nil), line...)
+			for err == bufio.ErrBufferFull {
+				line, err = s.r.ReadSlice('\n')
+				long = append(long, line...)
 			}
-			return Event{}, err
+			line = long
 		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		if line == "" {
+		if err != nil {
+			if err == io.EOF && (partial || len(line) != 0) {
+				return frame{}, io.ErrUnexpectedEOF
+			}
+			return frame{}, err
+		}
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(line) == 0 {
 			if !hasData {
 				id, typ, partial = "", "", false
 				continue
 			}
-			ev := Event{}
-			if err := json.Unmarshal(data.Bytes(), &ev); err != nil {
-				return Event{}, fmt.Errorf("%w: %v", ErrBadEvent, err)
-			}
-			ev.ID, ev.JSON = id, append(json.RawMessage(nil), data.Bytes()...)
-			if ev.Type == "" {
-				ev.Type = typ
-			}
-			return ev, nil
+			return frame{ID: id, Event: typ, Data: s.data, Received: s.stamp.at}, nil
 		}
 		partial = true
-		if strings.HasPrefix(line, ":") {
+		if line[0] == ':' {
 			continue
 		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(field) {
 		case "id":
-			id = value
+			id = string(value)
 		case "event":
-			typ = value
+			typ = string(value)
 		case "data":
 			if hasData {
-				data.WriteByte('\n')
+				s.data = append(s.data, '\n')
 			}
-			data.WriteString(value)
+			s.data = append(s.data, value...)
 			hasData = true
 		}
 	}

@@ -217,3 +217,50 @@ func (s *Stream) wait(cause error) error {
 		return s.ctx.Err()
 	}
 }
+
+// RunID is the id of the run whose events the stream reads.
+func (s *Stream) RunID() string { return s.runID }
+
+// Drop closes the current connection as if the network had cut it; the
+// next Next reconnects at once from the stream's cursor (Last-Event-ID, or
+// ?from_seq= over WebSocket), exactly as after a real drop. It counts as a
+// reconnect. A load generator uses it to probe resumption.
+func (s *Stream) Drop() {
+	if s.src != nil && !s.done {
+		s.drop()
+		s.reconnects++
+	}
+}
+
+// CreateRunStream starts a run with "stream": true (POST /v1/runs answers
+// with the run's event stream from seq 1, on the same connection) and
+// returns that stream; the run's id is Stream.RunID (the X-QLC-Run-Id
+// header). Should the connection drop, the stream resumes as Events does,
+// from GET /v1/runs/{id}/events with Last-Event-ID: the run does not
+// depend on the connection. A refusal is an *APIError.
+func (c *Client) CreateRunStream(ctx context.Context, req RunRequest) (*Stream, error) {
+	body := struct {
+		RunRequest
+		Stream bool `json:"stream"`
+	}{req, true}
+	hr, err := c.newRequest(ctx, "POST", "/v1/runs", body)
+	if err != nil {
+		return nil, err
+	}
+	hr.Header.Set("Accept", "text/event-stream")
+	resp, err := c.cfg.HTTPClient.Do(hr)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, readAPIError(resp)
+	}
+	id := resp.Header.Get("X-QLC-Run-Id")
+	if id == "" || resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("client: POST /v1/runs with stream: HTTP %d without X-QLC-Run-Id (a gateway too old for \"stream\": true?)", resp.StatusCode)
+	}
+	return &Stream{c: c, ctx: ctx, runID: id, connected: true,
+		src: &sseSource{body: resp.Body, rd: newSSEReader(resp.Body)}}, nil
+}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -31,6 +32,7 @@ type wsSource struct {
 
 func (s *wsSource) next() (Event, error) {
 	typ, data, err := s.conn.Read(s.ctx)
+	at := time.Now()
 	if err != nil {
 		if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
 			return Event{}, io.EOF
@@ -44,7 +46,7 @@ func (s *wsSource) next() (Event, error) {
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrBadEvent, err)
 	}
-	ev.JSON = data
+	ev.JSON, ev.Received = data, at
 	if ev.Type != EventLagged {
 		// The id SSE would give it.
 		ev.ID = strconv.FormatUint(ev.Seq, 10)
