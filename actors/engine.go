@@ -76,6 +76,9 @@ type Config struct {
 	// TelemetryWindow is the window of the live model statistics (see
 	// Telemetry). Default TelemetryWindow.
 	TelemetryWindow time.Duration
+	// RunCache bounds the response cache (completed runs' logs kept for
+	// identical requests, and identical requests in flight sharing a run).
+	RunCache RunCacheConfig
 	// FinishLinger is how long a finished coordinator resends the end of
 	// its log to a hub that has not acknowledged it (a hub lost with its
 	// gateway, or one that moved the run to a newer coordinator), before it
@@ -344,6 +347,9 @@ type RunRequest struct {
 	Seed int64
 	// MaxTokens overrides every stage's max_tokens when > 0.
 	MaxTokens int
+	// NoCache: the run is not answered from the response cache, shares no
+	// identical run in flight, and its log is not kept for others.
+	NoCache bool
 }
 
 // Engine runs consensus runs on an actor system: it owns the system, the
@@ -360,6 +366,7 @@ type RunRequest struct {
 type Engine struct {
 	cfg        Config
 	stats      statsCache                                   // the cluster's model statistics, for estimates
+	cache      *runCache                                    // the response cache; nil when off
 	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)
 	overMem    atomic.Bool                                  // past the memory budget's refusal mark
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
@@ -821,7 +828,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		}
 	}
 	e := &Engine{
-		cfg: cfg, system: system, metrics: m, logger: cfg.Logger,
+		cfg: cfg, system: system, metrics: m, logger: cfg.Logger, cache: newRunCache(cfg.RunCache),
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			telemetry: NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
@@ -1034,15 +1041,80 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	if est, err := e.Estimate(req.Profile, req.Query, req.History, req.MaxTokens); err == nil {
 		estimate = toMsgEstimate(est)
 	}
-	hub, err := e.launch(&messages.StartRun{
+	start := &messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
 		Estimate: estimate,
-	})
+	}
+	hub, err := e.startCached(req, start)
 	if err != nil {
 		return nil, err
 	}
-	e.logger.Info("run accepted", "run_id", id, "tenant", req.Tenant, "profile", req.Profile, "query_bytes", len(req.Query))
+	e.logger.Info("run accepted", "run_id", id, "tenant", req.Tenant, "profile", req.Profile, "query_bytes", len(req.Query),
+		"cached_from", start.CachedFrom)
+	return hub, nil
+}
+
+// leaderWait bounds how long a request waits for an identical run that
+// another request is starting (placing it on a node) before it starts its
+// own.
+const leaderWait = 5 * time.Second
+
+// startCached starts the run through the response cache: a request whose
+// answer is reproducible (cacheKey) is answered from a kept log of an
+// identical run, or shares an identical run in flight (its log followed
+// from seq 1), or starts the run and leads it for the others; its log is
+// kept when it completes. Any other request starts its run.
+func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, error) {
+	p, _ := e.cfg.Stages.Profile(req.Profile)
+	key, ok := cacheKey(req, p)
+	if !ok || e.cache == nil {
+		return e.launch(start, nil)
+	}
+	if ent, hit := e.cache.get(key); hit {
+		e.metrics.runCache.WithLabelValues("hit").Inc()
+		start.CachedFrom = ent.from
+		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
+	}
+	existing, mine := e.cache.lead(key)
+	if existing != nil {
+		select {
+		case <-existing.ready:
+		case <-time.After(leaderWait):
+		}
+		if leader := existing.hub; leader != nil {
+			// Followed live; or, if it has just completed (its log not kept
+			// yet), replayed from its hub.
+			evs := leader.Events(1)
+			switch {
+			case len(evs) == 0 || !isTerminal(evs[len(evs)-1]):
+				e.metrics.runCache.WithLabelValues("shared").Inc()
+				start.CachedFrom = leader.RunID
+				return e.launch(start, &replaySource{leader: leader, from: leader.RunID})
+			case evs[len(evs)-1].GetRunCompleted() != nil:
+				e.metrics.runCache.WithLabelValues("hit").Inc()
+				start.CachedFrom = leader.RunID
+				return e.launch(start, &replaySource{events: evs, from: leader.RunID})
+			}
+		}
+		if ent, hit := e.cache.get(key); hit { // it ended meanwhile
+			e.metrics.runCache.WithLabelValues("hit").Inc()
+			start.CachedFrom = ent.from
+			return e.launch(start, &replaySource{events: ent.events, from: ent.from})
+		}
+		e.metrics.runCache.WithLabelValues("miss").Inc()
+		return e.launch(start, nil)
+	}
+	e.metrics.runCache.WithLabelValues("miss").Inc()
+	hub, err := e.launch(start, nil)
+	if err != nil {
+		e.cache.started(key, mine, nil)
+		return nil, err
+	}
+	e.cache.started(key, mine, hub)
+	if hub.setCacheKey(key) { // it ended before: onEnd did not see the key
+		e.cache.ended(key, hub)
+	}
 	return hub, nil
 }
 
@@ -1061,12 +1133,14 @@ func (e *Engine) Resume(start *messages.StartRun) (*Hub, error) {
 	if _, err := e.cfg.Stages.Profile(start.Profile); err != nil {
 		return nil, err
 	}
-	return e.launch(start)
+	return e.launch(start, nil)
 }
 
 // launch creates the run's hub (holding any prior events) and coordinator,
-// and sends the coordinator its StartRun.
-func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
+// and sends the coordinator its StartRun. With a replay source, a replayer
+// in this process stands in for the coordinator (a cached or shared run:
+// no model is called, and nothing to move elsewhere if it were lost).
+func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, error) {
 	id := start.RunId
 	hub := newHub(id, start.Tenant, start.Profile, start.Query, e.cfg.Hub, e.metrics, e.logger)
 	hub.append(start.PriorEvents...)
@@ -1106,7 +1180,15 @@ func (e *Engine) launch(start *messages.StartRun) (*Hub, error) {
 	if len(start.PriorEvents) == 0 {
 		e.metrics.runStarted(start.Profile)
 	}
-	coordPID, err := e.placeRun(start)
+	var coordPID *actor.PID
+	if replay != nil {
+		hub.onLost = nil
+		coordPID, err = e.coordRoot.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+			return &replayer{runID: id, hub: hubPID, src: *replay, linger: e.deps.finishLinger}
+		}, actor.WithMailbox(e.metrics.mailbox("replayer"))), "replay/"+id)
+	} else {
+		coordPID, err = e.placeRun(start)
+	}
 	if err != nil {
 		root.Stop(hubPID)
 		e.forget(id)
@@ -1204,7 +1286,12 @@ func (e *Engine) forget(id string) {
 // runEnded is every hub's onEnd: the run's log is complete, and its slot
 // of MaxActiveRuns goes back at once (the next run of a tenant at its
 // share is admitted without waiting for evict).
-func (e *Engine) runEnded(h *Hub) { e.admission.release(h.Tenant, h.RunID) }
+func (e *Engine) runEnded(h *Hub) {
+	e.admission.release(h.Tenant, h.RunID)
+	if key := h.getCacheKey(); key != "" && e.cache != nil {
+		e.cache.ended(key, h)
+	}
+}
 
 // busy is the refusal of a run beyond its tenant's share of MaxActiveRuns,
 // or beyond MaxActiveRuns.

@@ -123,6 +123,7 @@ type Hub struct {
 	cancelled   string             // a cancel's reason, kept to repeat it to a coordinator that replaces a lost one
 	gapWarned   uint64             // the missing seq last warned about: a gap is logged once, not once per late event
 	sawToken    bool               // a TokenDelta is in the log (Config.Slow was told the run's TTFT)
+	cacheKey    string             // the response cache's key of a run led for others (onEnd keeps its log)
 
 	// onLost is called from the hub actor when the coordinator is gone
 	// before the log ended; it must not block: the engine moves the run on
@@ -153,6 +154,30 @@ func (h *Hub) Coordinator() *actor.PID {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.coordinator
+}
+
+// setCacheKey marks the run as the one that identical requests share
+// (Engine.startCached); it reports whether the run has ended already.
+func (h *Hub) setCacheKey(key string) (ended bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cacheKey = key
+	return h.terminal
+}
+
+func (h *Hub) getCacheKey() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cacheKey
+}
+
+// CachedFrom names the run whose log this run replays (served from the
+// response cache, or shared with an identical run in flight): no model
+// was called for it. Empty for a run of its own.
+func (h *Hub) CachedFrom() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.start.GetCachedFrom()
 }
 
 // Estimate is the run's predicted latency and cost when it was admitted

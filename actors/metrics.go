@@ -25,6 +25,7 @@ type Metrics struct {
 	tokensStreamed     *prometheus.CounterVec   // stage
 	stageRestarts      *prometheus.CounterVec   // stage
 	providerErrors     *prometheus.CounterVec   // provider, kind
+	runCache           *prometheus.CounterVec   // result: hit, shared, miss
 	subscribers        prometheus.Gauge
 	droppedSubscribers prometheus.Counter
 	coordinators       prometheus.Counter       // coordinators started on this process
@@ -103,6 +104,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		providerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_provider_errors_total", Help: "Failed stage attempts, by provider and error kind.",
 		}, []string{"provider", "kind"}),
+		runCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_run_cache_requests_total",
+			Help: "Cacheable run requests by result: hit (replayed a kept log), shared (followed an identical run in flight), miss (ran the models).",
+		}, []string{"result"}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "qlc_subscribers", Help: "Open event subscriptions (SSE, WebSocket, OpenAI streams).",
 		}),
@@ -159,7 +164,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
-			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.subscribers, m.droppedSubscribers, m.coordinators,
+			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.runCache, m.subscribers, m.droppedSubscribers, m.coordinators,
 			m.mailboxDepth, m.mailboxDropped, m.mailboxQueued, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges, m.stepOffers,
 			m.genaiDuration, m.genaiTTFT, m.genaiPerToken, m.genaiTokens,
 			m.slotsInUse, m.slotsWaiting)

@@ -264,6 +264,10 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 		b = append(b, `,"answer_bytes":`...)
 		b = strconv.AppendInt(b, int64(len(k.RunCompleted.Answer)), 10)
 		b = appendUsage(b, k.RunCompleted.Usage)
+		if k.RunCompleted.Cached {
+			b = append(b, `,"cached":true`...)
+			b = appendStrMax(b, "cached_from", k.RunCompleted.CachedFrom, shortFieldMax)
+		}
 	case *messages.RunEvent_RunFailed:
 		m := k.RunFailed
 		b = appendStrMax(b, "reason", m.Reason, long)

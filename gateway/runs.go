@@ -31,6 +31,25 @@ type createRunRequest struct {
 	// round trip to the first token. The run does not depend on the
 	// connection: a reader that drops resumes with GET and Last-Event-ID.
 	Stream bool `json:"stream"`
+	// Cache false: the run calls the models even if an identical one was
+	// kept or is in flight (also Cache-Control: no-cache).
+	Cache *bool `json:"cache"`
+}
+
+// noCache reports whether a request opts out of the response cache: a
+// "cache": false field, or Cache-Control: no-cache / no-store.
+func noCache(r *http.Request, field *bool) bool {
+	if field != nil && !*field {
+		return true
+	}
+	for _, v := range r.Header.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			if d = strings.ToLower(strings.TrimSpace(d)); d == "no-cache" || d == "no-store" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // maxTokensLimit bounds a caller's max_tokens override.
@@ -62,7 +81,8 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		}
 		defer done()
 	}
-	hub, e := s.start(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens})
+	hub, e := s.start(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens,
+		NoCache: noCache(r, req.Cache)})
 	if e != nil {
 		writeError(w, e)
 		return
@@ -483,8 +503,12 @@ type runView struct {
 	Answer string      `json:"answer,omitempty"`
 	Usage  *usageView  `json:"usage,omitempty"`
 	Error  *runError   `json:"error,omitempty"`
+	// Cached: the run was answered from the response cache, or shared an
+	// identical run in flight (CachedFrom): no model was called for it.
+	Cached     bool   `json:"cached,omitempty"`
+	CachedFrom string `json:"cached_from,omitempty"`
 	// Estimate is the run's predicted latency and cost, made when it was
-	// admitted; Actual what happened, once it did (for comparing).
+	// admitted.
 	Estimate  *estimateView `json:"estimate,omitempty"`
 	EventsURL string        `json:"events_url"`
 	WSURL     string        `json:"ws_url"`
@@ -569,6 +593,9 @@ func (s *Server) view(h *actors.Hub) runView {
 	}
 	v.Status, v.Error = f.status, f.err
 	v.Estimate = toEstimateView(h.Estimate())
+	if from := h.CachedFrom(); from != "" {
+		v.Cached, v.CachedFrom = true, from
+	}
 	if f.status == "completed" {
 		v.Answer, v.Usage = f.answer, toUsageView(f.usage)
 	}

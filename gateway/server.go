@@ -88,6 +88,11 @@ type Config struct {
 	// outputs and answers are not repeated in events (docs/api.md). Default
 	// DefaultMaxEventBytes (16 KiB); at least MinMaxEventBytes (1 KiB).
 	MaxEventBytes int
+	// CachedBilling is the share of the original run's tokens and cost a
+	// run served from the response cache (or sharing an identical run in
+	// flight) is billed: 0 (the default) bills nothing, 1 the full run.
+	// Its ledger rows say "cached" either way.
+	CachedBilling float64
 	// FreeMemoryAfter: when at least this many event streams have closed
 	// since the most were open, and at most half of that peak remain, the
 	// gateway returns the memory they held to the OS (two GCs and

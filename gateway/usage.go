@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -36,6 +37,9 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 		}
 		evs := hub.Events(1)
 		u := usageFromLog(evs, s.engine.Stages(), a)
+		if hub.CachedFrom() != "" {
+			billCached(&u, s.cfg.CachedBilling)
+		}
 		var run *store.FinishedRun
 		if err != nil {
 			u.Status = "abandoned"
@@ -96,6 +100,24 @@ func usageFromLog(evs []*messages.RunEvent, prices *stagework.Config, a *admissi
 		u.DurationMS = d.Milliseconds()
 	}
 	return u
+}
+
+// billCached bills a run served from the response cache ratio (0 to 1) of
+// what the run it replays used, each step's row marked "cached".
+func billCached(u *store.Usage, ratio float64) {
+	ratio = min(max(ratio, 0), 1)
+	u.PromptTokens, u.CompletionTokens, u.CostUSD = 0, 0, 0
+	for i := range u.Stages {
+		st := &u.Stages[i]
+		st.PromptTokens = int64(math.Round(float64(st.PromptTokens) * ratio))
+		st.CompletionTokens = int64(math.Round(float64(st.CompletionTokens) * ratio))
+		st.CostUSD *= ratio
+		st.Status = "cached"
+		u.PromptTokens += st.PromptTokens
+		u.CompletionTokens += st.CompletionTokens
+		u.CostUSD += st.CostUSD
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 }
 
 // recoverOpen accounts the runs a previous life of this gateway admitted

@@ -374,7 +374,10 @@ type StartRun struct {
 	// (used when the node is at capacity); 0 counts as 1.
 	Weight uint32 `protobuf:"varint,9,opt,name=weight,proto3" json:"weight,omitempty"`
 	// estimate is the run's predicted latency and cost when it was admitted.
-	Estimate      *RunEstimate `protobuf:"bytes,10,opt,name=estimate,proto3" json:"estimate,omitempty"`
+	Estimate *RunEstimate `protobuf:"bytes,10,opt,name=estimate,proto3" json:"estimate,omitempty"`
+	// cached_from names the run whose log this run replays (a cache hit, or
+	// an identical run in flight); empty for a run that calls models.
+	CachedFrom    string `protobuf:"bytes,11,opt,name=cached_from,json=cachedFrom,proto3" json:"cached_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -477,6 +480,13 @@ func (x *StartRun) GetEstimate() *RunEstimate {
 		return x.Estimate
 	}
 	return nil
+}
+
+func (x *StartRun) GetCachedFrom() string {
+	if x != nil {
+		return x.CachedFrom
+	}
+	return ""
 }
 
 // StartRunAck tells the starter the coordinator accepted (or refused) a run.
@@ -1514,9 +1524,14 @@ func (x *StageRestarted) GetStep() string {
 
 // RunCompleted ends a run successfully; answer is the Curator's output.
 type RunCompleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Answer        string                 `protobuf:"bytes,1,opt,name=answer,proto3" json:"answer,omitempty"`
-	Usage         *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Answer string                 `protobuf:"bytes,1,opt,name=answer,proto3" json:"answer,omitempty"`
+	Usage  *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	// cached: the run was served from the response cache or shared an
+	// identical run in flight (its log is that run's); usage is what that
+	// run used, not billed again unless the operator says so.
+	Cached        bool   `protobuf:"varint,3,opt,name=cached,proto3" json:"cached,omitempty"`
+	CachedFrom    string `protobuf:"bytes,4,opt,name=cached_from,json=cachedFrom,proto3" json:"cached_from,omitempty"` // the run whose log this is
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1563,6 +1578,20 @@ func (x *RunCompleted) GetUsage() *Usage {
 		return x.Usage
 	}
 	return nil
+}
+
+func (x *RunCompleted) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
+}
+
+func (x *RunCompleted) GetCachedFrom() string {
+	if x != nil {
+		return x.CachedFrom
+	}
+	return ""
 }
 
 // RunFailed ends a run with a reason a person can act on.
@@ -4434,7 +4463,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\xcf\x02\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\xf0\x02\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -4446,7 +4475,9 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05epoch\x18\b \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06weight\x18\t \x01(\rR\x06weight\x12/\n" +
 	"\bestimate\x18\n" +
-	" \x01(\v2\x13.qlc.v1.RunEstimateR\bestimate\"n\n" +
+	" \x01(\v2\x13.qlc.v1.RunEstimateR\bestimate\x12\x1f\n" +
+	"\vcached_from\x18\v \x01(\tR\n" +
+	"cachedFrom\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
@@ -4521,10 +4552,13 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
 	"\x05usage\x18\x03 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12\x12\n" +
-	"\x04step\x18\x04 \x01(\tR\x04step\"K\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\"\x84\x01\n" +
 	"\fRunCompleted\x12\x16\n" +
 	"\x06answer\x18\x01 \x01(\tR\x06answer\x12#\n" +
-	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\"\xc7\x01\n" +
+	"\x05usage\x18\x02 \x01(\v2\r.qlc.v1.UsageR\x05usage\x12\x16\n" +
+	"\x06cached\x18\x03 \x01(\bR\x06cached\x12\x1f\n" +
+	"\vcached_from\x18\x04 \x01(\tR\n" +
+	"cachedFrom\"\xc7\x01\n" +
 	"\tRunFailed\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12#\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x12\n" +

@@ -118,6 +118,12 @@ type Profile struct {
 	// Strategy is the shape of the run's graph: StrategyChain (also when
 	// empty), StrategyMoA, StrategyCouncil or StrategyVote.
 	Strategy string
+	// CacheUnseeded lets the response cache answer a request without a seed
+	// from an earlier identical run even though its steps sample (a
+	// temperature above 0): the operator accepts the same answer for the
+	// same question. Without it, only seeded requests, or profiles whose
+	// every step has temperature 0, are cached.
+	CacheUnseeded bool
 	// Local marks a profile generated from the model servers found on
 	// this machine (package stagework/discover); a profile file cannot
 	// set it.
@@ -355,6 +361,9 @@ type rawProfile struct {
 	Provider    string               `yaml:"provider"`
 	Strategy    string               `yaml:"strategy"`
 	Stages      map[string]*rawStage `yaml:"stages"`
+	// CacheUnseeded lets the response cache serve runs of this profile
+	// that carry no seed (see Profile.CacheUnseeded).
+	CacheUnseeded bool `yaml:"cache_unseeded"`
 	// The parallel strategies' shapes (strategy.go says what each means).
 	Layers       int           `yaml:"layers"`
 	Proposers    []*rawStage   `yaml:"proposers"`
@@ -414,7 +423,7 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 			c.Profiles[name] = &Profile{Name: name}
 			continue
 		}
-		p := &Profile{Name: name, Description: rp.Description, Strategy: rp.Strategy}
+		p := &Profile{Name: name, Description: rp.Description, Strategy: rp.Strategy, CacheUnseeded: rp.CacheUnseeded}
 		if !p.IsChain() {
 			if rp.Stages != nil {
 				bad(path+".stages", "applies only to strategy chain (strategy %s has its own shape)", rp.Strategy)
