@@ -97,7 +97,7 @@ func BenchmarkStageBoundary(b *testing.B) {
 // gaps (see BenchmarkStageBoundary).
 func boundaryRun(b *testing.B, e *Engine, profile string) (bounds, gaps []time.Duration) {
 	b.Helper()
-	h, err := e.StartRun(RunRequest{Profile: profile, Query: "How do B-trees stay balanced?", Seed: 1})
+	h, err := e.StartRun(RunRequest{Profile: profile, Query: "How do B-trees stay balanced?", Seed: 1, NoCache: true})
 	if err != nil {
 		b.Fatal(err)
 	}

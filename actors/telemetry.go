@@ -451,7 +451,7 @@ func (e *Engine) ModelStats() (views []ModelStatsView, complete bool) {
 	if e.placer == nil || e.remote == nil {
 		replies = append(replies, &messages.ModelStatsReply{Models: e.deps.telemetry.Snapshot(), Node: e.Address()})
 	} else {
-		nodes := e.placer.Candidates("")
+		nodes := e.coordinatorHosts()
 		waits := make([]func() (any, error), len(nodes))
 		for i, node := range nodes {
 			waits[i] = e.system.Root.RequestFuture(actor.NewPID(node, starterName), &messages.ModelStatsQuery{}, e.cfg.SpawnTimeout/2).Result
@@ -473,4 +473,13 @@ func (e *Engine) ModelStats() (views []ModelStatsView, complete bool) {
 		}
 	}
 	return views, complete
+}
+
+// coordinatorHosts lists the nodes that host coordinators, without moving a
+// round robin on (asking them must not change where the next run goes).
+func (e *Engine) coordinatorHosts() []string {
+	if rr, ok := e.placer.(*roundRobin); ok {
+		return append([]string(nil), rr.nodes...)
+	}
+	return e.placer.Candidates("")
 }

@@ -163,7 +163,7 @@ func BenchmarkAddedTTFTInProcess(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		h, err := g.Engine.StartRun(actors.RunRequest{Profile: "one", Query: "q", Seed: 1})
+		h, err := g.Engine.StartRun(actors.RunRequest{Profile: "one", Query: "q", Seed: 1, NoCache: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -290,7 +290,7 @@ func BenchmarkFanOut(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
-				h, err := g.Engine.StartRun(actors.RunRequest{Profile: "fan", Query: "q", Seed: 1})
+				h, err := g.Engine.StartRun(actors.RunRequest{Profile: "fan", Query: "q", Seed: 1, NoCache: true})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -95,7 +95,7 @@ func pct(d []time.Duration, p float64) float64 {
 }
 
 func createB(b *testing.B, c *http.Client, base, profile string) string {
-	resp, err := c.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How does gossip converge?","profile":"`+profile+`","seed":3}`))
+	resp, err := c.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How does gossip converge?","profile":"`+profile+`","seed":3,"cache":false}`))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func BenchmarkCrossNodeTTFT(b *testing.B) {
 	})
 	b.Run("streamed-post", func(b *testing.B) {
 		ttft(b, func() *http.Response {
-			resp, err := client.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How does gossip converge?","profile":"one","seed":3,"stream":true}`))
+			resp, err := client.Post(base+"/v1/runs", "application/json", strings.NewReader(`{"query":"How does gossip converge?","profile":"one","seed":3,"stream":true,"cache":false}`))
 			if err != nil || resp.StatusCode != 200 {
 				b.Fatalf("streamed create: %v %v", err, resp)
 			}
@@ -213,7 +213,7 @@ func ttft(b *testing.B, open func() *http.Response) {
 // a repeated StartRun is answered with a StartRunAck.
 func BenchmarkRemoteRoundTrip(b *testing.B) {
 	engine, _ := crossNode(b)
-	h, err := engine.StartRun(actors.RunRequest{Profile: "hold", Query: "q", Seed: 1})
+	h, err := engine.StartRun(actors.RunRequest{Profile: "hold", Query: "q", Seed: 1, NoCache: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func BenchmarkCrossNodeTTFTInProcess(b *testing.B) {
 	ctx := context.Background()
 	first := func() time.Duration {
 		t0 := time.Now()
-		h, err := e.StartRun(actors.RunRequest{Profile: "one", Query: "q", Seed: 1})
+		h, err := e.StartRun(actors.RunRequest{Profile: "one", Query: "q", Seed: 1, NoCache: true})
 		if err != nil {
 			b.Fatal(err)
 		}
