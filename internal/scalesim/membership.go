@@ -112,7 +112,7 @@ type Result struct {
 	// load. A wait that timed out is recorded as Timeout and counted in
 	// Missed.
 	Join, Death, Meta []time.Duration
-	Missed             int
+	Missed            int
 	// BytesPerMember is gossip sent per member per second over the steady
 	// window (packets and streams, after encryption); PacketBytesPerMember
 	// and StreamBytesPerMember split it (streams: push/pull, joins).
@@ -135,6 +135,12 @@ type Result struct {
 	MinView, Fenced int
 	// Goroutines is the process's goroutine count with N members running.
 	Goroutines int
+	// StartLagMax is the longest timer lateness while the members started
+	// (a stall there makes false suspicions, and fencings, likely).
+	StartLagMax time.Duration
+	// Failed says why the simulation stopped early ("" if it did not); the
+	// error returned says the same.
+	Failed string
 }
 
 // member is one simulated process: a cluster instance and its counting
@@ -203,10 +209,14 @@ func (s *sim) add() (*member, error) {
 	return m, nil
 }
 
+// alive returns the members running and not fenced: a fenced member (a
+// false death under CPU starvation) has stopped its membership and sees
+// nobody, so waiting for it to see a change would only time out; it is
+// counted in Result.Fenced instead.
 func (s *sim) alive() []*member {
 	var out []*member
 	for _, m := range s.all {
-		if !m.dead {
+		if !m.dead && !isClosed(m.c.Fenced()) {
 			out = append(out, m)
 		}
 	}
@@ -264,6 +274,7 @@ func SimulateMembership(ctx context.Context, cfg Config) (Result, error) {
 	// 1. Start N members and wait until each sees N. Members() copies the
 	// view: read it every 200 ms only.
 	t0 := time.Now()
+	startLag := startLagProbe()
 	for range cfg.N {
 		if _, err := s.add(); err != nil {
 			return res, fmt.Errorf("scalesim: start member %d: %w", len(s.all)+1, err)
@@ -273,15 +284,18 @@ func SimulateMembership(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	startTimeout := max(60*time.Second, time.Duration(cfg.N)*200*time.Millisecond) * scale
-	if _, ok := waitAll(ctx, t0, s.all, 200*time.Millisecond, startTimeout, func(m *member) bool {
+	_, ok := waitAll(ctx, t0, s.all, 200*time.Millisecond, startTimeout, func(m *member) bool {
 		return len(m.c.Members()) == cfg.N
-	}); !ok {
+	})
+	res.StartLagMax = quantile(startLag.stop(), 1)
+	if !ok {
 		lo, hi, full := cfg.N, 0, 0
 		for _, m := range s.all {
 			v := len(m.c.Members())
 			lo, hi, full = min(lo, v), max(hi, v), full+b2i(v == cfg.N)
 		}
-		return res, fmt.Errorf("scalesim: %d members did not all see each other within %v (views %d..%d, %d complete)", cfg.N, startTimeout, lo, hi, full)
+		res.Failed = fmt.Sprintf("%d members did not all see each other within %v (views %d..%d, %d complete; longest stall while starting %v)", cfg.N, startTimeout, lo, hi, full, res.StartLagMax.Round(time.Millisecond))
+		return res, errors.New("scalesim: " + res.Failed)
 	}
 	res.Start = time.Since(t0) / scale
 	res.Goroutines = runtime.NumGoroutine()
@@ -298,7 +312,7 @@ func SimulateMembership(ctx context.Context, cfg Config) (Result, error) {
 	cpu0 := cpuTime()
 	lag := startLagProbe()
 	w0 := time.Now()
-	ok := sleep(ctx, cfg.Steady)
+	ok = sleep(ctx, cfg.Steady)
 	window := time.Since(w0)
 	lags := lag.stop()
 	cpu := cpuTime() - cpu0

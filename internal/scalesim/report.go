@@ -72,17 +72,24 @@ func WriteMembershipTable(w io.Writer, rs []Result) {
 	fmt.Fprintln(w, "| members | reps | join → all (median / max) | death → all (median / max) | metadata change → all (median / max) | waits timed out |")
 	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rs {
+		if r.Failed != "" {
+			fmt.Fprintf(w, "| %d | – | %s | | | |\n", r.N, r.Failed)
+			continue
+		}
 		fmt.Fprintf(w, "| %d | %d | %s / %s | %s / %s | %s / %s | %d |\n", r.N, len(r.Join),
 			ms(quantile(r.Join, 0.5)), ms(quantile(r.Join, 1)), ms(quantile(r.Death, 0.5)), ms(quantile(r.Death, 1)),
 			ms(quantile(r.Meta, 0.5)), ms(quantile(r.Meta, 1)), r.Missed)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| members | bytes/member/s (packets + streams) | busiest member B/s | packets/member/s | CPU (of all cores) | timer lag p99 / max | min view | fenced | goroutines |")
-	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| members | bytes/member/s (packets + streams) | busiest member B/s | packets/member/s | packet loss | CPU (of all cores) | timer lag p99 / max (start max) | min view | fenced | goroutines |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %d | %.0f (%.0f + %.0f) | %.0f | %.1f | %.0f %% | %s / %s | %d | %d | %d |\n", r.N,
+		if r.Failed != "" {
+			continue
+		}
+		fmt.Fprintf(w, "| %d | %.0f (%.0f + %.0f) | %.0f | %.1f | %.2f %% | %.0f %% | %s / %s (%s) | %d | %d | %d |\n", r.N,
 			r.BytesPerMember, r.PacketBytesPerMember, r.StreamBytesPerMember, r.MaxBytesPerMember, r.PacketsPerMember,
-			100*r.CPU, ms(r.LagP99), ms(r.LagMax), r.MinView, r.Fenced, r.Goroutines)
+			100*r.Loss, 100*r.CPU, ms(r.LagP99), ms(r.LagMax), ms(r.StartLagMax), r.MinView, r.Fenced, r.Goroutines)
 	}
 }
 
