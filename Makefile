@@ -50,6 +50,15 @@ bench:
 	./scripts/idle-rss.sh
 	@echo "tokenizer figures: make tokenizer-corpus && make bench-tokenizer
 
+## scalesim: the tables of docs/scale.md — run placement at 10–500 nodes (about 3 min), then membership with
+## 50–500 in-process members of the shipped configuration (about 5 min; two busy cores, under flock
+## /tmp/qlc-bench.lock). Other sizes or a stretched time scale (the starvation check):
+## make scalesim SCALESIM_ARGS="-what membership -members 250,500 -scale 4"
+SCALESIM_ARGS ?=
+.PHONY: scalesim
+scalesim:
+	flock /tmp/qlc-bench.lock $(GO) run ./cmd/qlc-scalesim $(SCALESIM_ARGS)
+
 ## profile: a gateway and two nodes as processes under bounded load (20 s of 8 concurrent runs on the
 ## instant profile), CPU and heap profiles from each ops listener (/debug/pprof), rendered as SVG and
 ## text top listings into .qlc/profile/<time>/ (installs Debian's graphviz for the SVGs when missing).

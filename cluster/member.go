@@ -56,6 +56,14 @@ type Topology struct {
 // hashing. Adding or removing one of n candidates moves only the keys it wins or owned (~1/n of them).
 func (t Topology) Owner(kind, key string) (Member, bool) { return ownerOf(t.Members, kind, key) }
 
+// PickLeastLoaded is Cluster.PickLeastLoaded over this view with d choices: of the d members hosting
+// kind (and not draining) ranked highest by rendezvous hashing of key, the least loaded (ties: the better
+// ranked). A pure function of the members' names and announced loads, so simulations and tests can place
+// with the code the cluster places with.
+func (t Topology) PickLeastLoaded(kind, key string, d int) (Member, bool) {
+	return pickLeastLoaded(t.Members, kind, key, d)
+}
+
 func ownerOf(members []Member, kind, key string) (Member, bool) {
 	var best Member
 	var bestScore uint64

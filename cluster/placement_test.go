@@ -81,6 +81,10 @@ func TestPickLeastLoaded(t *testing.T) {
 		if again, _ := pickLeastLoaded(ms, "coordinator", key, 2); again.Name != m.Name {
 			t.Fatal("not deterministic")
 		}
+		// The exported form is the same function.
+		if pub, _ := (Topology{Members: ms}).PickLeastLoaded("coordinator", key, 2); pub.Name != m.Name {
+			t.Fatalf("Topology.PickLeastLoaded picked %s, pickLeastLoaded %s", pub.Name, m.Name)
+		}
 		if all, _ := pickLeastLoaded(ms, "coordinator", key, 3); all.Name != ms[1].Name {
 			t.Fatalf("d=all picked %s, load %d", all.Name, all.Load)
 		}
@@ -136,4 +140,16 @@ func TestPickLeastLoadedLive(t *testing.T) {
 			t.Fatalf("picked %s (load %d), want c1", m.Name, m.Load)
 		}
 	}
+	// Member looks one name up in the same view.
+	for i, want := range []int{4, 1, 9} {
+		m, ok := cs[2].Member(fmt.Sprintf("c%d", i))
+		if !ok || m.Load != want || m.GossipAddr == "" || !m.Has("coordinator") {
+			t.Fatalf("Member(c%d) = %+v, %v; want load %d", i, m, ok, want)
+		}
+	}
+	if _, ok := cs[2].Member("c3"); ok {
+		t.Fatal("Member found a name that never joined")
+	}
+	_ = cs[1].Shutdown()
+	waitFor(t, 5*time.Second, "c1 gone from c2's view", func() bool { _, ok := cs[2].Member("c1"); return !ok })
 }
