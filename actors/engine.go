@@ -1360,7 +1360,8 @@ func heapInUse() int64 {
 }
 
 // checkMemory applies the memory budget to a heap reading: past 80 % it
-// drops every finished run from memory but the newest, past 95 % it
+// drops every finished run from memory but the newest, and the response
+// cache's kept logs; past 95 % it
 // refuses new runs until the heap is under 90 % again.
 func (e *Engine) checkMemory(heap int64) {
 	b := e.cfg.MemoryBudget
@@ -1379,6 +1380,9 @@ func (e *Engine) checkMemory(heap int64) {
 	}
 	if heap > b*80/100 {
 		e.shedFinished()
+		if e.cache != nil {
+			e.cache.clear() // kept logs are the first memory to give back
+		}
 	}
 }
 

@@ -213,6 +213,15 @@ func (c *runCache) ended(key string, h *Hub) (kept bool) {
 	return kept
 }
 
+// clear drops every kept log (runs in flight stay shared).
+func (c *runCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = map[string]*list.Element{}
+	c.lru.Init()
+	c.bytes = 0
+}
+
 // stats are the number of logs kept and their bytes.
 func (c *runCache) stats() (entries int, bytes int64) {
 	c.mu.Lock()

@@ -105,6 +105,14 @@ func TestRunCacheBounds(t *testing.T) {
 	if _, ok := c.get("k3"); ok {
 		t.Fatal("an expired log was served")
 	}
+	c.put("k4", "r4", ev(100))
+	c.clear() // the memory budget's shedding
+	if n, b := c.stats(); n != 0 || b != 0 {
+		t.Fatalf("after clear: %d logs, %d bytes", n, b)
+	}
+	if _, ok := c.get("k4"); ok {
+		t.Fatal("a cleared log was served")
+	}
 }
 
 func waitRun(t *testing.T, h *Hub) []*messages.RunEvent {
