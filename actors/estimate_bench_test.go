@@ -124,4 +124,3 @@ func quantile(xs []float64, q float64) float64 {
 	slices.Sort(s)
 	return s[int(math.Ceil(q*float64(len(s))))-1]
 }
-
