@@ -163,7 +163,20 @@ integ:
 compose-up: images
 	COMPOSE="$(COMPOSE)" ./scripts/compose-up.sh
 compose-down:
-	COMPOSE="$(COMPOSE)" ./scripts/compose.sh down -v
+	COMPOSE="$(COMPOSE)" ./scripts/compose.sh --profile observability down -v
+
+## observability-up: compose-up, then the profile observability: Prometheus (http://localhost:9091),
+## Grafana with the QLC dashboard (http://localhost:3000) and Jaeger (http://localhost:16686). Pulls
+## their images: for machines that can. compose-down stops everything.
+.PHONY: observability-up dashboard
+observability-up: compose-up
+	COMPOSE="$(COMPOSE)" ./scripts/compose.sh --profile observability up -d prometheus grafana jaeger
+
+## dashboard: deploy/grafana's tests alone (make test runs them too): the dashboard's structure, the
+## provisioning files, and every panel's query evaluated by Debian's prometheus (apt-get install
+## prometheus) scraping three nodes and a gateway under load, each query's series and peak listed; about 30 s
+dashboard:
+	$(GO) test -count=1 -v ./deploy/grafana/
 
 ## tokenizer-corpus: build the >= 20 MB corpus from Debian packages and compare every document with the reference
 tokenizer-corpus:

@@ -2,11 +2,14 @@ package actors
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // A run's completed stage attempts are in the GenAI metrics, by model and
@@ -54,5 +57,20 @@ func TestModelLabelsAreBounded(t *testing.T) {
 	}
 	if got := l.of("m0"); got != "m0" {
 		t.Errorf("a known model reported as %q", got)
+	}
+}
+
+// qlc_stage_restarts_total has every stage's series at 0 before any
+// restart (Prometheus's increase() misses a series born at 1: the
+// dashboard's first restart after a start would not show).
+func TestStageRestartSeriesStartAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	want := "# HELP qlc_stage_restarts_total Stages whose streamed text was voided and redone.\n# TYPE qlc_stage_restarts_total counter\n"
+	for _, r := range stagework.RoleTable() {
+		want += fmt.Sprintf("qlc_stage_restarts_total{stage=%q} 0\n", r.Name)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "qlc_stage_restarts_total"); err != nil {
+		t.Errorf("before any restart: %v", err)
 	}
 }

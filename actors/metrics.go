@@ -161,6 +161,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, func() float64 { return float64(m.slots.Load().stats().Waiting) })
 	for _, r := range stagework.RoleTable() {
 		m.tokensByStage[toMsgStage(r.Stage)] = m.tokensStreamed.WithLabelValues(r.Name)
+		// Every stage's restart series exists from the start at 0: a
+		// series born at 1 has no increase in Prometheus, so the first
+		// restart after a process starts would never show on a dashboard.
+		m.stageRestarts.WithLabelValues(r.Name)
 	}
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,

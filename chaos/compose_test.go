@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -192,6 +193,27 @@ func TestRewriteCompose(t *testing.T) {
 	}
 	if got := decodeServices(t, out)["gateway"]["ports"]; !reflect.DeepEqual(got, []any{"127.0.0.1:1:8080"}) {
 		t.Errorf("long syntax: gateway ports %v", got)
+	}
+}
+
+// The observability profile's services (docker-compose 1.29's `config`
+// lists them with their profiles) are neither nodes nor rewritten: the
+// suite does not start them, and the rewritten file leaves them out.
+func TestRewriteComposeLeavesProfileServicesOut(t *testing.T) {
+	withProfiles := strings.Replace(resolvedV1, "services:\n", "services:\n"+
+		"  prometheus:\n    image: prom/prometheus:v2.53.2\n    profiles: [observability]\n"+
+		"  node9:\n    image: qlc-node:dev\n    profiles: [observability]\n", 1)
+	l, err := layoutOf([]byte(withProfiles))
+	if err != nil || !slices.Equal(l.nodes, []string{"node1", "node2"}) {
+		t.Fatalf("layout %+v, %v: want the profile's services left out", l, err)
+	}
+	out, err := rewriteCompose([]byte(withProfiles), composePlan{key: "k", profiles: "/p", ports: map[string]int{"gateway": 1, "node1": 2, "node2": 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs := decodeServices(t, out)
+	if _, ok := svcs["prometheus"]; ok || len(svcs) != 3 {
+		t.Fatalf("rewritten services %v: want gateway, node1, node2 only", slices.Sorted(maps.Keys(svcs)))
 	}
 }
 
