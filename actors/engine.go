@@ -827,6 +827,16 @@ func NewEngine(cfg Config) (*Engine, error) {
 			}
 		}
 	}
+	// Every endpoint's failure series and the cache's results exist from
+	// the start at 0 (a series born at 1 has no increase in Prometheus).
+	for name := range cfg.Providers {
+		for _, kind := range providerErrorKinds {
+			m.providerErrors.WithLabelValues(name, kind)
+		}
+	}
+	for _, r := range []string{"hit", "shared", "miss"} {
+		m.runCache.WithLabelValues(r)
+	}
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger, cache: newRunCache(cfg.RunCache),
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
@@ -1053,6 +1063,13 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	e.logger.Info("run accepted", "run_id", id, "tenant", req.Tenant, "profile", req.Profile, "query_bytes", len(req.Query),
 		"cached_from", start.CachedFrom)
 	return hub, nil
+}
+
+// providerErrorKinds are the kinds of a failed stage attempt (the
+// provider errors' kinds, and internal).
+var providerErrorKinds = []string{
+	stagework.ErrAuth.String(), stagework.ErrRateLimited.String(), stagework.ErrServer.String(), stagework.ErrTimeout.String(),
+	stagework.ErrBadRequest.String(), stagework.ErrProtocol.String(), stagework.ErrConnection.String(), "internal",
 }
 
 // leaderWait bounds how long a request waits for an identical run that

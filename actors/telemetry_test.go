@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/qlc-project/qlc/messages"
 )
 
@@ -172,4 +174,23 @@ func FuzzMergeModelStats(f *testing.F) {
 			t.Fatalf("views: %+v", views)
 		}
 	})
+}
+
+// Failure and cache series exist at 0 from the start: a series born at 1
+// has no increase in Prometheus, so the first failure after a process
+// starts would never show on a dashboard.
+func TestFailureSeriesStartAtZero(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	for _, kind := range providerErrorKinds {
+		if got := testutil.ToFloat64(e.metrics.providerErrors.WithLabelValues("sim", kind)); got != 0 {
+			t.Fatalf("%s: %v", kind, got)
+		}
+	}
+	// sim's 8 kinds among every endpoint's; the cache's 3 results.
+	if n := testutil.CollectAndCount(e.metrics.providerErrors); n < len(providerErrorKinds)*len(e.cfg.Providers) {
+		t.Fatalf("%d provider error series before any failure, want %d", n, len(providerErrorKinds)*len(e.cfg.Providers))
+	}
+	if n := testutil.CollectAndCount(e.metrics.runCache); n != 3 {
+		t.Fatalf("%d cache series, want 3", n)
+	}
 }

@@ -44,6 +44,11 @@ func newGatewayMetrics(reg prometheus.Registerer) *gatewayMetrics {
 			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 1}}),
 		labels: map[string]bool{},
 	}
+	// Series that exist from the start at 0: one born at 1 has no increase
+	// in Prometheus, so the first failure after a start would not show.
+	for _, code := range []string{"missing_api_key", "invalid_api_key"} {
+		m.authFailures.WithLabelValues(code)
+	}
 	if reg != nil {
 		m.runs = register(reg, m.runs)
 		m.tokens = register(reg, m.tokens)
