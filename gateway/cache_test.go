@@ -202,3 +202,65 @@ func TestCachedRunBillingAndTenants(t *testing.T) {
 		t.Fatalf("another tenant's identical request: cached %v, %d calls", w.Cached, calls.Load())
 	}
 }
+
+// Through the OpenAI endpoint: a repeated seeded chat completion is
+// answered from the cache (the same content, no upstream call), streamed
+// or not; Cache-Control: no-cache calls the models again.
+func TestChatCompletionFromTheCache(t *testing.T) {
+	up, calls := upstreamCounting(t)
+	g := startGateway(t, fmt.Sprintf(cacheTestProfiles, up.URL), nil)
+	chat := func(stream bool, header http.Header) string {
+		t.Helper()
+		body := fmt.Sprintf(`{"model":"qlc-chain","seed":9,"stream":%v,"messages":[{"role":"user","content":"Why is the sky blue?"}]}`, stream)
+		req, _ := http.NewRequest("POST", g.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, vs := range header {
+			req.Header[k] = vs
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("HTTP %d: %s", resp.StatusCode, data)
+		}
+		if !stream {
+			var v struct {
+				Choices []struct{ Message struct{ Content string } }
+			}
+			if err := json.Unmarshal(data, &v); err != nil || len(v.Choices) != 1 {
+				t.Fatalf("%s: %v", data, err)
+			}
+			return v.Choices[0].Message.Content
+		}
+		var text strings.Builder
+		for _, line := range strings.Split(string(data), "\n") {
+			payload, ok := strings.CutPrefix(line, "data: ")
+			if !ok || payload == "[DONE]" {
+				continue
+			}
+			var c struct {
+				Choices []struct{ Delta struct{ Content string } }
+			}
+			if json.Unmarshal([]byte(payload), &c) == nil && len(c.Choices) > 0 {
+				text.WriteString(c.Choices[0].Delta.Content)
+			}
+		}
+		return text.String()
+	}
+	first := chat(false, nil)
+	if first == "" || calls.Load() != 4 {
+		t.Fatalf("first: %q, %d upstream calls", first, calls.Load())
+	}
+	if again := chat(false, nil); again != first || calls.Load() != 4 {
+		t.Fatalf("repeated: %q, %d upstream calls; want %q from the cache", again, calls.Load(), first)
+	}
+	if streamed := chat(true, nil); streamed != first || calls.Load() != 4 {
+		t.Fatalf("streamed: %q, %d upstream calls; want %q from the cache", streamed, calls.Load(), first)
+	}
+	if fresh := chat(false, http.Header{"Cache-Control": {"no-cache"}}); fresh != first || calls.Load() != 8 {
+		t.Fatalf("no-cache: %q, %d upstream calls; want the models called again", fresh, calls.Load())
+	}
+}
