@@ -902,6 +902,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if e.remote, err = startRemote(system, host, port, cfg.Remote.Advertise, opts); err != nil {
 			return nil, err
 		}
+		if e.cache != nil {
+			cacheProps := actor.PropsFromProducer(func() actor.Actor { return &cacheServer{cache: e.cache} },
+				actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("run-cache")))
+			if _, err := system.Root.SpawnNamed(cacheProps, cacheName); err != nil {
+				return nil, fmt.Errorf("actors: run cache: %w", err)
+			}
+		}
 		props := actor.PropsFromProducer(func() actor.Actor { return &runStarter{e: e} },
 			actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("run-starter")))
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
@@ -1093,6 +1100,11 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 		start.CachedFrom = ent.from
 		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
 	}
+	if ent, hit := e.remoteCacheGet(key); hit {
+		e.metrics.runCache.WithLabelValues("hit").Inc()
+		start.CachedFrom = ent.from
+		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
+	}
 	existing, mine := e.cache.lead(key)
 	if existing != nil {
 		select {
@@ -1129,8 +1141,8 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 		return nil, err
 	}
 	e.cache.started(key, mine, hub)
-	if hub.setCacheKey(key) { // it ended before: onEnd did not see the key
-		e.cache.ended(key, hub)
+	if hub.setCacheKey(key) && e.cache.ended(key, hub) { // it ended before: onEnd did not see the key
+		e.remoteCachePut(key, hub.RunID, hub.Events(1))
 	}
 	return hub, nil
 }
@@ -1306,7 +1318,9 @@ func (e *Engine) forget(id string) {
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {
-		e.cache.ended(key, h)
+		if e.cache.ended(key, h) {
+			e.remoteCachePut(key, h.RunID, h.Events(1))
+		}
 	}
 }
 

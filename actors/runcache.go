@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"strconv"
 	"strings"
@@ -394,4 +395,90 @@ func (r *replayer) finish(ctx actor.Context, ev *messages.RunEvent) {
 	r.ended, r.endedAt = true, time.Now()
 	ctx.Send(r.hub, &messages.RunEventBatch{Events: []*messages.RunEvent{ev}})
 	ctx.SetReceiveTimeout(resendEnd)
+}
+
+// cacheName is the actor on every process with a transport that serves
+// the response cache keys it owns to the other gateways.
+const cacheName = "qlc-run-cache"
+
+// Bounds of the cluster-wide cache: a lookup waits at most
+// cacheLookupTimeout for the owner (then it is a miss, never a wrong
+// answer), and logs above maxCacheTransfer stay with the gateway that ran
+// them (the transport's messages are bounded).
+const (
+	cacheLookupTimeout = 250 * time.Millisecond
+	maxCacheTransfer   = 1 << 20
+)
+
+// cacheOwner is the gateway that keeps key cluster-wide: the rendezvous
+// choice among the gateways (the highest hash of key and address); ""
+// without a cluster.
+func (e *Engine) cacheOwner(key string) string {
+	if e.topo == nil || e.remote == nil {
+		return ""
+	}
+	var best string
+	var bestH uint64
+	for _, gw := range e.topo.Gateways("") {
+		h := fnv.New64a()
+		h.Write([]byte(key))
+		h.Write([]byte{0})
+		h.Write([]byte(gw))
+		if v := h.Sum64(); best == "" || v > bestH {
+			best, bestH = gw, v
+		}
+	}
+	return best
+}
+
+// remoteCacheGet asks key's owner, when it is another gateway, for the log
+// it keeps; a log found is kept here too.
+func (e *Engine) remoteCacheGet(key string) (*cacheEntry, bool) {
+	owner := e.cacheOwner(key)
+	if owner == "" || owner == e.Address() {
+		return nil, false
+	}
+	res, err := e.system.Root.RequestFuture(actor.NewPID(owner, cacheName), &messages.CacheLookup{Key: key}, cacheLookupTimeout).Result()
+	ent, ok := res.(*messages.CacheEntry)
+	if err != nil || !ok || !ent.Found || len(ent.Events) == 0 || ent.Events[len(ent.Events)-1].GetRunCompleted() == nil {
+		return nil, false
+	}
+	e.cache.put(key, ent.From, ent.Events)
+	return &cacheEntry{key: key, from: ent.From, events: ent.Events}, true
+}
+
+// remoteCachePut gives a completed run's log to key's owner, when it is
+// another gateway (at most once: a lost one is a later miss).
+func (e *Engine) remoteCachePut(key, from string, evs []*messages.RunEvent) {
+	owner := e.cacheOwner(key)
+	if owner == "" || owner == e.Address() {
+		return
+	}
+	size := 0
+	for _, ev := range evs {
+		size += proto.Size(ev)
+	}
+	if size > maxCacheTransfer {
+		return
+	}
+	e.system.Root.Send(actor.NewPID(owner, cacheName), &messages.CacheStore{Key: key, From: from, Events: evs})
+}
+
+// cacheServer is the cacheName actor: it answers lookups of the keys this
+// process keeps and keeps the logs other gateways give it.
+type cacheServer struct{ cache *runCache }
+
+func (s *cacheServer) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *messages.CacheLookup:
+		if ent, ok := s.cache.get(m.Key); ok {
+			ctx.Respond(&messages.CacheEntry{Found: true, From: ent.from, Events: ent.events})
+			return
+		}
+		ctx.Respond(&messages.CacheEntry{})
+	case *messages.CacheStore:
+		if n := len(m.Events); m.Key != "" && n > 0 && m.Events[n-1].GetRunCompleted() != nil {
+			s.cache.put(m.Key, m.From, m.Events)
+		}
+	}
 }

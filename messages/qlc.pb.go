@@ -4442,6 +4442,174 @@ func (x *RunEstimate) GetBasis() string {
 	return ""
 }
 
+// CacheLookup asks the gateway that owns a response cache key (its
+// rendezvous owner among the gateways) for the log it keeps under it.
+type CacheLookup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheLookup) Reset() {
+	*x = CacheLookup{}
+	mi := &file_qlc_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheLookup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheLookup) ProtoMessage() {}
+
+func (x *CacheLookup) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheLookup.ProtoReflect.Descriptor instead.
+func (*CacheLookup) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *CacheLookup) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// CacheEntry answers CacheLookup: found, the run whose log it is, the log.
+type CacheEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	Events        []*RunEvent            `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheEntry) Reset() {
+	*x = CacheEntry{}
+	mi := &file_qlc_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheEntry) ProtoMessage() {}
+
+func (x *CacheEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheEntry.ProtoReflect.Descriptor instead.
+func (*CacheEntry) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CacheEntry) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *CacheEntry) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *CacheEntry) GetEvents() []*RunEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// CacheStore gives a completed run's log to the owner of its cache key.
+type CacheStore struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	Events        []*RunEvent            `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheStore) Reset() {
+	*x = CacheStore{}
+	mi := &file_qlc_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheStore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheStore) ProtoMessage() {}
+
+func (x *CacheStore) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheStore.ProtoReflect.Descriptor instead.
+func (*CacheStore) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CacheStore) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheStore) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *CacheStore) GetEvents() []*RunEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -4799,7 +4967,19 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x03 \x01(\x03R\fpromptTokens\x12#\n" +
 	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12\x19\n" +
 	"\bcost_usd\x18\x05 \x01(\x01R\acostUsd\x12\x14\n" +
-	"\x05basis\x18\x06 \x01(\tR\x05basis*\x84\x02\n" +
+	"\x05basis\x18\x06 \x01(\tR\x05basis\"\x1f\n" +
+	"\vCacheLookup\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"`\n" +
+	"\n" +
+	"CacheEntry\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12(\n" +
+	"\x06events\x18\x03 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"\\\n" +
+	"\n" +
+	"CacheStore\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12(\n" +
+	"\x06events\x18\x03 \x03(\v2\x10.qlc.v1.RunEventR\x06events*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -4829,7 +5009,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -4888,10 +5068,13 @@ var file_qlc_proto_goTypes = []any{
 	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
 	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
 	(*RunEstimate)(nil),           // 56: qlc.v1.RunEstimate
-	nil,                           // 57: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 58: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 59: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 60: google.protobuf.Duration
+	(*CacheLookup)(nil),           // 57: qlc.v1.CacheLookup
+	(*CacheEntry)(nil),            // 58: qlc.v1.CacheEntry
+	(*CacheStore)(nil),            // 59: qlc.v1.CacheStore
+	nil,                           // 60: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 61: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 62: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 63: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -4902,7 +5085,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 5: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 6: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 7: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	59, // 8: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	62, // 8: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 9: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 10: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 11: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -4920,8 +5103,8 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 23: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 24: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 25: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	60, // 26: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	60, // 27: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	63, // 26: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	63, // 27: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 28: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 29: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 30: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -4932,10 +5115,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 35: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 36: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 37: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	60, // 38: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	60, // 39: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	63, // 38: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	63, // 39: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 40: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	60, // 41: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	63, // 41: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	25, // 42: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 43: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 44: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -4956,17 +5139,19 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 59: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
 	2,  // 60: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
 	1,  // 61: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	57, // 62: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	58, // 63: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	60, // 64: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	60, // 62: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	61, // 63: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	63, // 64: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
 	54, // 65: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	60, // 66: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	60, // 67: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	68, // [68:68] is the sub-list for method output_type
-	68, // [68:68] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	63, // 66: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	63, // 67: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	11, // 68: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	11, // 69: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -4993,7 +5178,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   58,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

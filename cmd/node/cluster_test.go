@@ -506,3 +506,40 @@ func checkModelStats(t *testing.T, gw, endpoint, model string, attempts, nodes i
 	}
 	t.Fatalf("model stats: no %s/%s in %+v", endpoint, model, stats.Data)
 }
+
+// The response cache is cluster-wide: a seeded run completed through one
+// gateway answers the identical request through the other (from the key's
+// owner among the gateways), with the same answer and no model called;
+// with that gateway gone, the other still answers (a kept copy, or a miss
+// that runs the models: never a wrong answer).
+func TestCacheAcrossGateways(t *testing.T) {
+	c := startMemberCluster(t, 1)
+	gwB, gwBURL, _ := launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
+	c.waitMembers(3)
+	first := postSeeded(t, c.gw, 77)
+	last := streamEvents(t, c.gw, first, nil)
+	if last["type"] != "run_completed" {
+		t.Fatalf("first run ended with %v", last)
+	}
+	answer := last["answer"]
+	waitUntil(t, 10*time.Second, "the run's log kept by the key's owner", func() bool {
+		id := postSeeded(t, gwBURL, 77)
+		l := streamEvents(t, gwBURL, id, nil)
+		if l["type"] != "run_completed" || l["answer"] != answer {
+			t.Fatalf("through gateway B: %v, want the first run's answer", l)
+		}
+		return l["cached"] == true && l["cached_from"] == first
+	})
+	started := c.hosted(c.nodes[0])
+	// Gateway B gone: gateway A still answers the same, from its copy.
+	if err := gwB.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	id := postSeeded(t, c.gw, 77)
+	if l := streamEvents(t, c.gw, id, nil); l["type"] != "run_completed" || l["answer"] != answer {
+		t.Fatalf("after gateway B died: %v", l)
+	}
+	if got := c.hosted(c.nodes[0]); got != started && got != started+1 {
+		t.Fatalf("coordinators %d → %d", started, got)
+	}
+}
