@@ -677,7 +677,12 @@ func (c *coordinator) spawnWorker(ctx actor.Context, a *stageAttempt) {
 	}
 	a.worker = pid // nil while a stage host is being offered the attempt
 	if a.spec.Hedge && a.spec.Fallback != nil && !a.onFallback {
-		wait := c.deps.telemetry.TTFTQuantile(a.model.Provider, a.model.Model, 0.95, hedgeMinSamples, c.deps.hedgeWait)
+		wait, speculative := hedgeDelay(c.deps.telemetry, a.spec, a.model, c.deps.hedgeWait)
+		if speculative {
+			c.deps.metrics.hedges.WithLabelValues("speculative").Inc()
+			c.logger.Info("speculative start: the primary's p95 TTFT is over the step's budget", "step", a.step,
+				"model", a.model.Model, "ttft_budget", a.spec.TTFTBudget)
+		}
 		step, gen, self, root := a.step, a.number, ctx.Self(), ctx.ActorSystem().Root
 		a.hedgeTimer = time.AfterFunc(wait, func() { root.Send(self, &hedgeTick{step: step, attempt: gen}) })
 	}

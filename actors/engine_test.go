@@ -611,3 +611,59 @@ profiles:
 		t.Fatalf("the run waited for the slow primary (%v)", d)
 	}
 }
+
+// A step with a TTFT budget starts its fallback at once — speculatively —
+// when its primary's recent p95 TTFT is over the budget (measured live),
+// and keeps whichever streams first; before there are enough samples it
+// hedges after HedgeWait as usual.
+func TestSpeculativeStartWhenPrimaryIsOverBudget(t *testing.T) {
+	e, _, _ := newProfileEngine(t, `
+providers:
+  slowstart: {kind: sim, sim: {ttft: 150ms, output_tokens: 5}}
+  quick:     {kind: sim, sim: {ttft: 1ms, output_tokens: 5}}
+profiles:
+  budget:
+    provider: quick
+    stages:
+      generator: {provider: slowstart, model: big, hedge: true, ttft_budget: 50ms, fallback: {provider: quick, model: small}}
+      refiner: {model: r}
+      validator: {model: v}
+      curator: {model: c}
+`, func(c *Config) {
+		c.HedgeWait = time.Hour // no hedge while the primary's p95 is unknown
+	})
+	genModel := func(evs []*messages.RunEvent) string {
+		for _, ev := range evs {
+			if c := ev.GetStageCompleted(); c != nil && c.Stage == messages.Stage_STAGE_GENERATOR {
+				return c.Model
+			}
+		}
+		return ""
+	}
+	for s := int64(1); s <= hedgeMinSamples; s++ { // the primary's TTFTs: 150 ms, over the budget
+		h, err := e.StartRun(RunRequest{Profile: "budget", Query: "q", Seed: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := genModel(collect(t, h, 1)); m != "big" {
+			t.Fatalf("warm-up run %d: the generator completed on %q, want the primary (no hedge yet)", s, m)
+		}
+	}
+	if got := testutil.ToFloat64(e.metrics.hedges.WithLabelValues("speculative")); got != 0 {
+		t.Fatalf("speculative starts before the p95 was known: %v", got)
+	}
+	h, err := e.StartRun(RunRequest{Profile: "budget", Query: "q", Seed: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(t, h, 1)
+	if m := genModel(evs); m != "small" {
+		t.Fatalf("the generator completed on %q, want the fallback started at once", m)
+	}
+	if got := testutil.ToFloat64(e.metrics.hedges.WithLabelValues("speculative")); got != 1 {
+		t.Fatalf("speculative starts: %v, want 1", got)
+	}
+	if terminal(evs).GetRunCompleted() == nil {
+		t.Fatalf("run: %v", terminal(evs))
+	}
+}

@@ -137,7 +137,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "qlc_stage_host_steps_total", Help: "Parallel steps offered to this process's stage host, by outcome: started (a worker runs it), busy (refused at capacity), queued (waits for a stage slot), refused (draining, no such provider).",
 		}, []string{"outcome"}),
 		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qlc_hedges_total", Help: "Hedged stage attempts, by outcome: started, won (the fallback streamed first), lost, failed.",
+			Name: "qlc_hedges_total", Help: "Hedged stage attempts, by outcome: started, speculative (started at once: the primary's p95 TTFT is over the step's ttft_budget), won (the fallback streamed first), lost, failed.",
 		}, []string{"outcome"}),
 		tokenizerBatches: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "qlc_tokenizer_batch_size", Help: "Requests per CountTokensBatch served by this process's tokenizer actors.",

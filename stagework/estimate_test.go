@@ -3,6 +3,7 @@ package stagework
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,5 +118,31 @@ profiles:
 	est = EstimateRun(p, 5, measured, c.Price)
 	if want := 120 * time.Millisecond; !near(est.AnswerTTFT, want) || est.Basis != "telemetry" {
 		t.Fatalf("vote on telemetry: %v %q, want %v", est.AnswerTTFT, est.Basis, want)
+	}
+}
+
+// ttft_budget needs hedge (and so a fallback); the error names the field.
+func TestTTFTBudgetNeedsHedge(t *testing.T) {
+	_, err := ParseConfig([]byte(`
+providers:
+  sim: {kind: sim}
+profiles:
+  p:
+    provider: sim
+    stages: {generator: {model: g, ttft_budget: 1s}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`))
+	if err == nil || !strings.Contains(err.Error(), "generator.ttft_budget") {
+		t.Fatalf("err = %v, want one naming generator.ttft_budget", err)
+	}
+	c := parseEstimateConfig(t, `
+providers:
+  sim: {kind: sim}
+profiles:
+  p:
+    provider: sim
+    stages: {generator: {model: g, hedge: true, ttft_budget: 1s, fallback: {model: h}}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`)
+	if p, _ := c.Profile("p"); p.Stages[0].TTFTBudget != time.Second {
+		t.Fatalf("ttft_budget: %v", p.Stages[0].TTFTBudget)
 	}
 }

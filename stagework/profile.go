@@ -200,6 +200,12 @@ type StageSpec struct {
 	// first token, and keeps whichever streams first ("The Tail at Scale").
 	// Needs Fallback.
 	Hedge bool
+	// TTFTBudget (optional, with Hedge) is the step's time-to-first-token
+	// budget: when its primary model's recent p95 TTFT (live telemetry) is
+	// above it, the fallback starts at once beside the primary — a
+	// speculative start — instead of after that p95; the first to stream
+	// wins, the other is cancelled and billed for what it used.
+	TTFTBudget time.Duration
 	// Fallback is the model tried when the primary fails before its first
 	// token and retries are spent; nil for none. Its provider defaults to the
 	// stage's provider.
@@ -381,15 +387,16 @@ type rawProfile struct {
 }
 
 type rawStage struct {
-	Provider     string    `yaml:"provider"`
-	Model        string    `yaml:"model"`
-	Temperature  *float64  `yaml:"temperature"`
-	MaxTokens    *int      `yaml:"max_tokens"`
-	Context      *int      `yaml:"context_window"`
-	Hedge        bool      `yaml:"hedge"`
-	Fallback     *ModelRef `yaml:"fallback"`
-	SystemPrompt string    `yaml:"system_prompt"`
-	UserTemplate string    `yaml:"user_template"`
+	Provider     string        `yaml:"provider"`
+	Model        string        `yaml:"model"`
+	Temperature  *float64      `yaml:"temperature"`
+	MaxTokens    *int          `yaml:"max_tokens"`
+	Context      *int          `yaml:"context_window"`
+	Hedge        bool          `yaml:"hedge"`
+	TTFTBudget   time.Duration `yaml:"ttft_budget"`
+	Fallback     *ModelRef     `yaml:"fallback"`
+	SystemPrompt string        `yaml:"system_prompt"`
+	UserTemplate string        `yaml:"user_template"`
 }
 
 // convert builds the Config. It reports structural problems (unknown or
@@ -483,6 +490,7 @@ func (rs *rawStage) spec(role Stage, profileProvider string) StageSpec {
 		SystemPrompt: rs.SystemPrompt,
 		UserTemplate: rs.UserTemplate,
 		Hedge:        rs.Hedge,
+		TTFTBudget:   rs.TTFTBudget,
 	}
 	if sp.Provider == "" {
 		sp.Provider = profileProvider
@@ -854,6 +862,9 @@ func (c *Config) checkStep(errs *[]error, spath string, sp *StageSpec) {
 	}
 	if sp.Hedge && sp.Fallback == nil {
 		bad(spath+".hedge", "needs a fallback model to hedge with")
+	}
+	if sp.TTFTBudget < 0 || (sp.TTFTBudget > 0 && !sp.Hedge) {
+		bad(spath+".ttft_budget", "%v needs hedge: true (and a fallback) and must not be negative", sp.TTFTBudget)
 	}
 	if sp.ContextWindow < 0 || (sp.ContextWindow > 0 && sp.ContextWindow <= sp.MaxTokens) {
 		bad(spath+".context_window", "%d must be 0 (unknown) or larger than max_tokens (%d)", sp.ContextWindow, sp.MaxTokens)
