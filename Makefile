@@ -102,6 +102,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTenantsFile$$' -fuzztime 30s -fuzzminimizetime 2s ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 30s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzMergeModelStats$$' -fuzztime 30s -fuzzminimizetime 2s ./actors/
+	$(GO) test -run '^$$' -fuzz '^FuzzSign$$' -fuzztime 30s -fuzzminimizetime 2s ./internal/neardup/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEFrames$$' -fuzztime 30s -fuzzminimizetime 2s ./client/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChatChunk$$' -fuzztime 30s -fuzzminimizetime 2s ./client/

@@ -834,7 +834,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			m.providerErrors.WithLabelValues(name, kind)
 		}
 	}
-	for _, r := range []string{"hit", "shared", "miss"} {
+	for _, r := range []string{"hit", "near", "shared", "miss"} {
 		m.runCache.WithLabelValues(r)
 	}
 	e := &Engine{
@@ -1105,6 +1105,12 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 		start.CachedFrom = ent.from
 		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
 	}
+	scope := nearScope(req, p)
+	if ent, hit := e.cache.getNear(scope, req.Query); hit {
+		e.metrics.runCache.WithLabelValues("near").Inc()
+		start.CachedFrom = ent.from
+		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
+	}
 	existing, mine := e.cache.lead(key)
 	if existing != nil {
 		select {
@@ -1141,7 +1147,7 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 		return nil, err
 	}
 	e.cache.started(key, mine, hub)
-	if hub.setCacheKey(key) && e.cache.ended(key, hub) { // it ended before: onEnd did not see the key
+	if hub.setCacheKey(key, scope) && e.cache.ended(key, hub) { // it ended before: onEnd did not see the key
 		e.remoteCachePut(key, hub.RunID, hub.Events(1))
 	}
 	return hub, nil

@@ -124,6 +124,7 @@ type Hub struct {
 	gapWarned   uint64             // the missing seq last warned about: a gap is logged once, not once per late event
 	sawToken    bool               // a TokenDelta is in the log (Config.Slow was told the run's TTFT)
 	cacheKey    string             // the response cache's key of a run led for others (onEnd keeps its log)
+	nearScope   string             // and its near-duplicate scope ("" when its profile does not opt in)
 
 	// onLost is called from the hub actor when the coordinator is gone
 	// before the log ended; it must not block: the engine moves the run on
@@ -158,11 +159,17 @@ func (h *Hub) Coordinator() *actor.PID {
 
 // setCacheKey marks the run as the one that identical requests share
 // (Engine.startCached); it reports whether the run has ended already.
-func (h *Hub) setCacheKey(key string) (ended bool) {
+func (h *Hub) setCacheKey(key, nearScope string) (ended bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.cacheKey = key
+	h.cacheKey, h.nearScope = key, nearScope
 	return h.terminal
+}
+
+func (h *Hub) getNearScope() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.nearScope
 }
 
 func (h *Hub) getCacheKey() string {

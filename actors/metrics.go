@@ -106,7 +106,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"provider", "kind"}),
 		runCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_run_cache_requests_total",
-			Help: "Cacheable run requests by result: hit (replayed a kept log), shared (followed an identical run in flight), miss (ran the models).",
+			Help: "Cacheable run requests by result: hit (replayed a kept log), near (replayed the kept log of a near-duplicate question), shared (followed an identical run in flight), miss (ran the models).",
 		}, []string{"result"}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "qlc_subscribers", Help: "Open event subscriptions (SSE, WebSocket, OpenAI streams).",

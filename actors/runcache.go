@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/qlc-project/qlc/internal/neardup"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 )
@@ -56,6 +58,7 @@ type runCache struct {
 	lru      list.List                // front: most recently used
 	bytes    int64
 	inflight map[string]*inflightRun
+	near     map[string][]nearEntry // scope → kept questions, oldest first
 }
 
 type cacheEntry struct {
@@ -87,7 +90,32 @@ func newRunCache(cfg RunCacheConfig) *runCache {
 		cfg.TTL = DefaultRunCacheTTL
 	}
 	return &runCache{maxBytes: cfg.MaxBytes, maxEntry: cfg.MaxEntryBytes, ttl: cfg.TTL, now: time.Now,
-		entries: map[string]*list.Element{}, inflight: map[string]*inflightRun{}}
+		entries: map[string]*list.Element{}, inflight: map[string]*inflightRun{}, near: map[string][]nearEntry{}}
+}
+
+// nearScope is the key of a request without its question: near-duplicate
+// questions are looked for among the kept runs of the same scope; "" when
+// the profile does not opt in.
+func nearScope(req RunRequest, p *stagework.Profile) string {
+	if p == nil || !p.CacheNearDuplicates {
+		return ""
+	}
+	r := req
+	r.Query = ""
+	k, ok := cacheKey(r, p)
+	if !ok {
+		return ""
+	}
+	return k
+}
+
+// maxNearPerScope bounds the kept questions compared with a new one of the
+// same scope (the newest kept).
+const maxNearPerScope = 256
+
+type nearEntry struct {
+	sig neardup.Signature
+	key string
 }
 
 // cacheKey is the key of a request, and whether it may be cached at all:
@@ -198,6 +226,50 @@ func (c *runCache) started(key string, r *inflightRun, hub *Hub) {
 	close(r.ready)
 }
 
+// getNear returns a kept log whose question is a near-duplicate of query
+// in scope (the newest that matches).
+func (c *runCache) getNear(scope, query string) (*cacheEntry, bool) {
+	if scope == "" {
+		return nil, false
+	}
+	sig := neardup.Sign(query)
+	c.mu.Lock()
+	cands := slices.Clone(c.near[scope])
+	c.mu.Unlock()
+	for i := len(cands) - 1; i >= 0; i-- {
+		if neardup.Match(sig, cands[i].sig) {
+			if ent, ok := c.get(cands[i].key); ok {
+				return ent, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// addNear remembers a kept run's question in scope.
+func (c *runCache) addNear(scope, query, key string) {
+	sig := neardup.Sign(query)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := append(c.near[scope], nearEntry{sig: sig, key: key})
+	if len(l) > maxNearPerScope {
+		l = slices.Delete(l, 0, len(l)-maxNearPerScope)
+	}
+	c.near[scope] = l
+	if len(c.near) > maxNearScopes {
+		for s := range c.near { // any other scope goes: the map stays bounded
+			if s != scope {
+				delete(c.near, s)
+				break
+			}
+		}
+	}
+}
+
+// maxNearScopes bounds the scopes (tenant × profile × settings) with
+// near-duplicate indexes.
+const maxNearScopes = 4096
+
 // ended is a led run's end: its log is kept if it completed, and the key
 // is free for the next run.
 func (c *runCache) ended(key string, h *Hub) (kept bool) {
@@ -205,6 +277,9 @@ func (c *runCache) ended(key string, h *Hub) (kept bool) {
 	// the other.
 	if evs := h.Events(1); len(evs) > 0 && evs[len(evs)-1].GetRunCompleted() != nil {
 		kept = c.put(key, h.RunID, evs)
+		if scope := h.getNearScope(); kept && scope != "" {
+			c.addNear(scope, h.Query, key)
+		}
 	}
 	c.mu.Lock()
 	if r, ok := c.inflight[key]; ok && r.hub == h {
@@ -219,6 +294,7 @@ func (c *runCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.entries = map[string]*list.Element{}
+	c.near = map[string][]nearEntry{}
 	c.lru.Init()
 	c.bytes = 0
 }

@@ -31,6 +31,10 @@ profiles:
   slow:
     provider: slow
     stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+  near:
+    provider: sim
+    cache_near_duplicates: true
+    stages: {generator: {model: g}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
 `
 
 // Which requests may be cached, and what their key covers.
@@ -286,4 +290,42 @@ func BenchmarkCacheHitFirstEvent(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(quantile(lat, 0.5), "p50-µs")
 	b.ReportMetric(quantile(lat, 0.99), "p99-µs")
+}
+
+// A profile that opts in answers a near-duplicate question from a kept
+// run (the same seed and settings); a question with another name or a
+// negation is not one; a profile that does not opt in needs the exact
+// question.
+func TestNearDuplicateQuestionFromTheCache(t *testing.T) {
+	e, _, _ := newProfileEngine(t, cacheProfiles, nil)
+	run := func(profile, q string) *Hub {
+		t.Helper()
+		h, err := e.StartRun(RunRequest{Tenant: "a", Profile: profile, Query: q, Seed: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitRun(t, h)
+		return h
+	}
+	first := run("near", "How does Raft elect a leader?")
+	for _, c := range []struct {
+		q         string
+		fromFirst bool
+	}{
+		{"how does raft elect its leader", true},
+		{"How does Paxos elect a leader?", false},
+		{"How does Raft not elect a leader?", false},
+	} {
+		h := run("near", c.q)
+		if got := h.CachedFrom() == first.RunID; got != c.fromFirst {
+			t.Errorf("%q: cached from the first run %v, want %v (cached from %q)", c.q, got, c.fromFirst, h.CachedFrom())
+		}
+	}
+	plain := run("sampled", "How does Raft elect a leader?")
+	if h := run("sampled", "how does raft elect its leader"); h.CachedFrom() != "" {
+		t.Errorf("a profile without cache_near_duplicates answered a reworded question from %s (%s)", h.CachedFrom(), plain.RunID)
+	}
+	if got := testutil.ToFloat64(e.metrics.runCache.WithLabelValues("near")); got != 1 {
+		t.Fatalf("near hits %v, want 1", got)
+	}
 }

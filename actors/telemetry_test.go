@@ -186,11 +186,11 @@ func TestFailureSeriesStartAtZero(t *testing.T) {
 			t.Fatalf("%s: %v", kind, got)
 		}
 	}
-	// sim's 8 kinds among every endpoint's; the cache's 3 results.
+	// sim's 8 kinds among every endpoint's; the cache's 4 results.
 	if n := testutil.CollectAndCount(e.metrics.providerErrors); n < len(providerErrorKinds)*len(e.cfg.Providers) {
 		t.Fatalf("%d provider error series before any failure, want %d", n, len(providerErrorKinds)*len(e.cfg.Providers))
 	}
-	if n := testutil.CollectAndCount(e.metrics.runCache); n != 3 {
-		t.Fatalf("%d cache series, want 3", n)
+	if n := testutil.CollectAndCount(e.metrics.runCache); n != 4 {
+		t.Fatalf("%d cache series, want 4", n)
 	}
 }

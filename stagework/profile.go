@@ -124,6 +124,12 @@ type Profile struct {
 	// same question. Without it, only seeded requests, or profiles whose
 	// every step has temperature 0, are cached.
 	CacheUnseeded bool
+	// CacheNearDuplicates (opt-in) lets the response cache answer a
+	// question worded differently from a kept run's but the same question
+	// (package internal/neardup: the same negations, numbers and names, and
+	// an estimated similarity of their content words ≥ 0.75), everything
+	// else about the request identical.
+	CacheNearDuplicates bool
 	// Local marks a profile generated from the model servers found on
 	// this machine (package stagework/discover); a profile file cannot
 	// set it.
@@ -370,6 +376,9 @@ type rawProfile struct {
 	// CacheUnseeded lets the response cache serve runs of this profile
 	// that carry no seed (see Profile.CacheUnseeded).
 	CacheUnseeded bool `yaml:"cache_unseeded"`
+	// CacheNearDuplicates lets the response cache answer a question that
+	// is a near-duplicate of a kept one (see Profile.CacheNearDuplicates).
+	CacheNearDuplicates bool `yaml:"cache_near_duplicates"`
 	// The parallel strategies' shapes (strategy.go says what each means).
 	Layers       int           `yaml:"layers"`
 	Proposers    []*rawStage   `yaml:"proposers"`
@@ -430,7 +439,8 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 			c.Profiles[name] = &Profile{Name: name}
 			continue
 		}
-		p := &Profile{Name: name, Description: rp.Description, Strategy: rp.Strategy, CacheUnseeded: rp.CacheUnseeded}
+		p := &Profile{Name: name, Description: rp.Description, Strategy: rp.Strategy, CacheUnseeded: rp.CacheUnseeded,
+			CacheNearDuplicates: rp.CacheNearDuplicates}
 		if !p.IsChain() {
 			if rp.Stages != nil {
 				bad(path+".stages", "applies only to strategy chain (strategy %s has its own shape)", rp.Strategy)
