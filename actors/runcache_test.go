@@ -308,6 +308,8 @@ func TestNearDuplicateQuestionFromTheCache(t *testing.T) {
 		return h
 	}
 	first := run("near", "How does Raft elect a leader?")
+	// The log is kept by the run's end hook, just after its end is logged.
+	pollUntilTrue(t, "the first run's log kept", func() bool { n, _ := e.cache.stats(); return n == 1 })
 	for _, c := range []struct {
 		q         string
 		fromFirst bool
@@ -322,6 +324,7 @@ func TestNearDuplicateQuestionFromTheCache(t *testing.T) {
 		}
 	}
 	plain := run("sampled", "How does Raft elect a leader?")
+	pollUntilTrue(t, "the plain run's log kept", func() bool { n, _ := e.cache.stats(); return n >= 4 }) // first, Paxos, "not", plain
 	if h := run("sampled", "how does raft elect its leader"); h.CachedFrom() != "" {
 		t.Errorf("a profile without cache_near_duplicates answered a reworded question from %s (%s)", h.CachedFrom(), plain.RunID)
 	}
