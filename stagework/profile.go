@@ -1021,3 +1021,19 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// The tiers a question is put in by its complexity (package
+// stagework/route), cheapest first. Config.Routing maps each to a
+// profile.
+const (
+	TierSimple   = "simple"
+	TierStandard = "standard"
+	TierComplex  = "complex"
+)
+
+// Tiers lists the tiers, cheapest first.
+var Tiers = []string{TierSimple, TierStandard, TierComplex}
+
+// AutoProfile is the profile name (and "qlc-auto" the model) that asks
+// for the profile routing picks for the question (Config.Routing).
+const AutoProfile = "auto"
