@@ -350,6 +350,10 @@ type RunRequest struct {
 	// NoCache: the run is not answered from the response cache, shares no
 	// identical run in flight, and its log is not kept for others.
 	NoCache bool
+	// Routing is how Profile was chosen for a request that asked for
+	// profile "auto" (recorded in the run, shown in its resource); nil
+	// when the request named its profile.
+	Routing *messages.RunRouting
 }
 
 // Engine runs consensus runs on an actor system: it owns the system, the
@@ -1061,7 +1065,7 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	start := &messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
-		Estimate: estimate,
+		Estimate: estimate, Routing: req.Routing,
 	}
 	hub, err := e.startCached(req, start)
 	if err != nil {

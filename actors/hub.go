@@ -195,6 +195,14 @@ func (h *Hub) Estimate() *messages.RunEstimate {
 	return h.start.GetEstimate()
 }
 
+// Routing is how the run's profile was chosen when the request asked
+// for profile "auto" (nil otherwise).
+func (h *Hub) Routing() *messages.RunRouting {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.start.GetRouting()
+}
+
 // Done reports whether the run has ended (its log holds a terminal event).
 func (h *Hub) Done() bool {
 	h.mu.Lock()

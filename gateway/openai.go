@@ -146,11 +146,18 @@ func (s *Server) resolveModel(model string) (profile string, thinking, ok bool) 
 		return "", false, false
 	}
 	stages := s.engine.Stages()
-	if _, err := stages.Profile(name); err == nil {
+	exists := func(n string) bool {
+		if n == stagework.AutoProfile {
+			return stages.Routing != nil // "qlc-auto": routing picks the profile
+		}
+		_, err := stages.Profile(n)
+		return err == nil
+	}
+	if exists(name) {
 		return name, false, true
 	}
 	if base, cut := strings.CutSuffix(name, thinkingSuffix); cut && base != "" {
-		if _, err := stages.Profile(base); err == nil {
+		if exists(base) {
 			return base, true, true
 		}
 	}
@@ -170,10 +177,17 @@ func (s *Server) models() []modelEntry {
 	stages := s.engine.Stages()
 	names := stages.ProfileNames()
 	out := make([]modelEntry, 0, 2*len(names))
+	if stages.Routing != nil {
+		names = append([]string{stagework.AutoProfile}, names...)
+	}
 	for _, n := range names {
 		out = append(out, modelEntry{modelPrefix + n, n})
 	}
 	for _, n := range names {
+		if n == stagework.AutoProfile {
+			out = append(out, modelEntry{modelPrefix + n + thinkingSuffix, n})
+			continue
+		}
 		if _, err := stages.Profile(n + thinkingSuffix); err != nil {
 			out = append(out, modelEntry{modelPrefix + n + thinkingSuffix, n})
 		}
@@ -207,7 +221,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
 	for _, m := range s.models() {
-		if who.allows(m.profile) {
+		if who.allows(m.profile) || m.profile == stagework.AutoProfile && s.autoAllowed(who) {
 			p, _ := s.engine.Stages().Profile(m.profile)
 			out.Data = append(out.Data, model{ID: m.name, Object: "model", Created: 0, OwnedBy: "qlc", Local: p != nil && p.Local})
 		}
@@ -243,7 +257,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-QLC-Run-Id", hub.RunID)
 	final := ""
-	if prof, err := s.engine.Stages().Profile(p.profile); err == nil && len(prof.Stages) > 0 {
+	if prof, err := s.engine.Stages().Profile(hub.Profile); err == nil && len(prof.Stages) > 0 {
 		// The profile's last step is the final one until a StageStarted
 		// says otherwise (a council's fallback answer).
 		final = prof.Stages[len(prof.Stages)-1].StepID()

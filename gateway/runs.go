@@ -101,6 +101,9 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 // start admits a run for p (its tenant's profiles and limits), starts it,
 // has it billed when it ends, and maps refusals to API errors.
 func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiError) {
+	if e := s.routeAuto(p, &req); e != nil {
+		return nil, e
+	}
 	if _, err := s.engine.Stages().Profile(req.Profile); err != nil {
 		return nil, s.profileError(req.Profile)
 	}
@@ -389,7 +392,14 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 		Object  string        `json:"object"`
 		Default string        `json:"default"`
 		Data    []profileView `json:"data"`
+		// Routing maps each complexity tier to the profile a run asked
+		// for with profile "auto" runs (absent: the server has no routing,
+		// or the tenant may run none of its profiles).
+		Routing map[string]string `json:"routing,omitempty"`
 	}{Object: "list", Default: s.defaultProfile(who), Data: []profileView{}}
+	if s.autoAllowed(who) {
+		out.Routing = cfg.Routing
+	}
 	for _, name := range cfg.ProfileNames() {
 		if !who.allows(name) {
 			continue
@@ -509,9 +519,12 @@ type runView struct {
 	CachedFrom string `json:"cached_from,omitempty"`
 	// Estimate is the run's predicted latency and cost, made when it was
 	// admitted.
-	Estimate  *estimateView `json:"estimate,omitempty"`
-	EventsURL string        `json:"events_url"`
-	WSURL     string        `json:"ws_url"`
+	Estimate *estimateView `json:"estimate,omitempty"`
+	// Routing says how the profile was chosen for a run asked for with
+	// profile "auto": the question's tier, why, and the profile.
+	Routing   *routingView `json:"routing,omitempty"`
+	EventsURL string       `json:"events_url"`
+	WSURL     string       `json:"ws_url"`
 }
 
 // estimateView is a run's estimate (stagework.EstimateRun): the answer's
@@ -593,6 +606,7 @@ func (s *Server) view(h *actors.Hub) runView {
 	}
 	v.Status, v.Error = f.status, f.err
 	v.Estimate = toEstimateView(h.Estimate())
+	v.Routing = toRoutingView(h.Routing())
 	if from := h.CachedFrom(); from != "" {
 		v.Cached, v.CachedFrom = true, from
 	}

@@ -377,7 +377,10 @@ type StartRun struct {
 	Estimate *RunEstimate `protobuf:"bytes,10,opt,name=estimate,proto3" json:"estimate,omitempty"`
 	// cached_from names the run whose log this run replays (a cache hit, or
 	// an identical run in flight); empty for a run that calls models.
-	CachedFrom    string `protobuf:"bytes,11,opt,name=cached_from,json=cachedFrom,proto3" json:"cached_from,omitempty"`
+	CachedFrom string `protobuf:"bytes,11,opt,name=cached_from,json=cachedFrom,proto3" json:"cached_from,omitempty"`
+	// routing is how a run asked for with profile "auto" chose its profile
+	// (stagework/route); nil for a run that named its profile.
+	Routing       *RunRouting `protobuf:"bytes,12,opt,name=routing,proto3" json:"routing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +490,13 @@ func (x *StartRun) GetCachedFrom() string {
 		return x.CachedFrom
 	}
 	return ""
+}
+
+func (x *StartRun) GetRouting() *RunRouting {
+	if x != nil {
+		return x.Routing
+	}
+	return nil
 }
 
 // StartRunAck tells the starter the coordinator accepted (or refused) a run.
@@ -4356,6 +4366,69 @@ func (x *ModelStatsReply) GetNode() string {
 	return ""
 }
 
+// RunRouting is the decision that picked a run's profile for profile
+// "auto": the question's complexity tier, the reasons (short phrases such
+// as "code block" or "3 parts"), and the profile the tier mapped to.
+type RunRouting struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tier          string                 `protobuf:"bytes,1,opt,name=tier,proto3" json:"tier,omitempty"`
+	Reasons       []string               `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Profile       string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunRouting) Reset() {
+	*x = RunRouting{}
+	mi := &file_qlc_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunRouting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunRouting) ProtoMessage() {}
+
+func (x *RunRouting) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunRouting.ProtoReflect.Descriptor instead.
+func (*RunRouting) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *RunRouting) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *RunRouting) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *RunRouting) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
 // RunEstimate is a run's predicted latency and cost, made when it was
 // admitted (stagework.EstimateRun).
 type RunEstimate struct {
@@ -4372,7 +4445,7 @@ type RunEstimate struct {
 
 func (x *RunEstimate) Reset() {
 	*x = RunEstimate{}
-	mi := &file_qlc_proto_msgTypes[55]
+	mi := &file_qlc_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4457,7 @@ func (x *RunEstimate) String() string {
 func (*RunEstimate) ProtoMessage() {}
 
 func (x *RunEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[55]
+	mi := &file_qlc_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4470,7 @@ func (x *RunEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEstimate.ProtoReflect.Descriptor instead.
 func (*RunEstimate) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{55}
+	return file_qlc_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RunEstimate) GetAnswerTtft() *durationpb.Duration {
@@ -4453,7 +4526,7 @@ type CacheLookup struct {
 
 func (x *CacheLookup) Reset() {
 	*x = CacheLookup{}
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4465,7 +4538,7 @@ func (x *CacheLookup) String() string {
 func (*CacheLookup) ProtoMessage() {}
 
 func (x *CacheLookup) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4478,7 +4551,7 @@ func (x *CacheLookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheLookup.ProtoReflect.Descriptor instead.
 func (*CacheLookup) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{56}
+	return file_qlc_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CacheLookup) GetKey() string {
@@ -4500,7 +4573,7 @@ type CacheEntry struct {
 
 func (x *CacheEntry) Reset() {
 	*x = CacheEntry{}
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4512,7 +4585,7 @@ func (x *CacheEntry) String() string {
 func (*CacheEntry) ProtoMessage() {}
 
 func (x *CacheEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4525,7 +4598,7 @@ func (x *CacheEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheEntry.ProtoReflect.Descriptor instead.
 func (*CacheEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{57}
+	return file_qlc_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CacheEntry) GetFound() bool {
@@ -4561,7 +4634,7 @@ type CacheStore struct {
 
 func (x *CacheStore) Reset() {
 	*x = CacheStore{}
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4573,7 +4646,7 @@ func (x *CacheStore) String() string {
 func (*CacheStore) ProtoMessage() {}
 
 func (x *CacheStore) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4586,7 +4659,7 @@ func (x *CacheStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStore.ProtoReflect.Descriptor instead.
 func (*CacheStore) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{58}
+	return file_qlc_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CacheStore) GetKey() string {
@@ -4631,7 +4704,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\xf0\x02\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\x9e\x03\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -4645,7 +4718,8 @@ const file_qlc_proto_rawDesc = "" +
 	"\bestimate\x18\n" +
 	" \x01(\v2\x13.qlc.v1.RunEstimateR\bestimate\x12\x1f\n" +
 	"\vcached_from\x18\v \x01(\tR\n" +
-	"cachedFrom\"n\n" +
+	"cachedFrom\x12,\n" +
+	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
@@ -4959,7 +5033,12 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"Q\n" +
 	"\x0fModelStatsReply\x12*\n" +
 	"\x06models\x18\x01 \x03(\v2\x12.qlc.v1.ModelStatsR\x06models\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xfb\x01\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"T\n" +
+	"\n" +
+	"RunRouting\x12\x12\n" +
+	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x18\n" +
+	"\areasons\x18\x02 \x03(\tR\areasons\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\"\xfb\x01\n" +
 	"\vRunEstimate\x12:\n" +
 	"\vanswer_ttft\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"answerTtft\x125\n" +
@@ -5009,7 +5088,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5067,91 +5146,93 @@ var file_qlc_proto_goTypes = []any{
 	(*ModelStatsQuery)(nil),       // 53: qlc.v1.ModelStatsQuery
 	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
 	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
-	(*RunEstimate)(nil),           // 56: qlc.v1.RunEstimate
-	(*CacheLookup)(nil),           // 57: qlc.v1.CacheLookup
-	(*CacheEntry)(nil),            // 58: qlc.v1.CacheEntry
-	(*CacheStore)(nil),            // 59: qlc.v1.CacheStore
-	nil,                           // 60: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 61: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 62: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 63: google.protobuf.Duration
+	(*RunRouting)(nil),            // 56: qlc.v1.RunRouting
+	(*RunEstimate)(nil),           // 57: qlc.v1.RunEstimate
+	(*CacheLookup)(nil),           // 58: qlc.v1.CacheLookup
+	(*CacheEntry)(nil),            // 59: qlc.v1.CacheEntry
+	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
+	nil,                           // 61: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 62: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 64: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
 	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
-	56, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
-	1,  // 5: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 6: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 7: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	62, // 8: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 9: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 10: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 11: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 12: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 13: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 14: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 15: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 16: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 17: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 18: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 19: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 20: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 21: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 22: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 23: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 24: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 25: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	63, // 26: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	63, // 27: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 28: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 29: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 30: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 31: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 32: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 33: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 34: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 35: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 36: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 37: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	63, // 38: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	63, // 39: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 40: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	63, // 41: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 42: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 43: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 44: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 45: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 46: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 47: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 48: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 49: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 50: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 51: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 52: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 53: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 54: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 55: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	44, // 56: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 57: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 58: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 59: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 60: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	1,  // 61: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	60, // 62: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	61, // 63: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	63, // 64: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 65: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	63, // 66: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	63, // 67: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 68: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 69: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	70, // [70:70] is the sub-list for method output_type
-	70, // [70:70] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	57, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
+	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
+	1,  // 6: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 7: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 8: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	63, // 9: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 10: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 11: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 12: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 13: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 14: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 15: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	30, // 16: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 17: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 18: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 19: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 20: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	11, // 21: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 22: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 23: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 24: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 25: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 26: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	64, // 27: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	64, // 28: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 29: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 30: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 31: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 32: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 33: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	21, // 34: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 35: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 36: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 37: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 38: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	64, // 39: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	64, // 40: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 41: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	64, // 42: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 43: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 44: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 45: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 46: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 47: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 48: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 49: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 50: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 51: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 52: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 53: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 54: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 55: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 56: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	44, // 57: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 58: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 59: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 60: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 61: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	1,  // 62: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	61, // 63: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	62, // 64: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	64, // 65: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 66: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	64, // 67: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	64, // 68: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	11, // 69: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	11, // 70: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	71, // [71:71] is the sub-list for method output_type
+	71, // [71:71] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -5178,7 +5259,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   61,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -39,6 +40,8 @@ import (
 //	      curator:   {...}
 //	prices:                              # optional, model -> USD per 1M tokens
 //	  sim-medium: {input: 1.0, output: 4.0}
+//	routing:                             # optional, tier -> profile, for profile "auto"
+//	  {simple: fast, standard: balanced, complex: deep}
 
 //go:embed profiles.yaml
 var defaultProfilesYAML []byte
@@ -82,6 +85,12 @@ type Config struct {
 	DefaultProfile string
 	// Prices maps a model name to its price, for billing. Optional.
 	Prices map[string]Price
+	// Routing maps each complexity tier (Tiers) to the profile a run asked
+	// for with profile AutoProfile ("auto", model "qlc-auto") runs when
+	// its question falls in that tier (package stagework/route). Nil: the
+	// file has no routing and "auto" is refused. When set, every tier is
+	// mapped and every profile named exists.
+	Routing map[string]string
 }
 
 // ProviderConfig is one provider endpoint.
@@ -366,6 +375,7 @@ type rawConfig struct {
 	Profiles       map[string]*rawProfile     `yaml:"profiles"`
 	DefaultProfile string                     `yaml:"default_profile"`
 	Prices         map[string]Price           `yaml:"prices"`
+	Routing        map[string]string          `yaml:"routing"`
 }
 
 type rawProfile struct {
@@ -421,6 +431,7 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 		Profiles:       make(map[string]*Profile, len(r.Profiles)),
 		DefaultProfile: r.DefaultProfile,
 		Prices:         r.Prices,
+		Routing:        r.Routing,
 	}
 	for _, name := range sortedKeys(r.Providers) {
 		p := r.Providers[name]
@@ -842,6 +853,28 @@ func (c *Config) validate(broken map[string]bool) []error {
 		bad("default_profile", "%q is not a profile (known: %s)", c.DefaultProfile, strings.Join(c.ProfileNames(), ", "))
 	}
 
+	if _, ok := c.Profiles[AutoProfile]; ok {
+		bad("profiles."+AutoProfile, "the name %q is reserved: it asks for the profile routing picks", AutoProfile)
+	}
+	if c.Routing != nil {
+		for _, tier := range sortedKeys(c.Routing) {
+			if !slices.Contains(Tiers, tier) {
+				bad("routing."+tier, "unknown tier (tiers: %s)", strings.Join(Tiers, ", "))
+				continue
+			}
+			if name := c.Routing[tier]; name == "" {
+				bad("routing."+tier, "missing profile")
+			} else if _, ok := c.Profiles[name]; !ok {
+				bad("routing."+tier, "%q is not a profile (known: %s)", name, strings.Join(c.ProfileNames(), ", "))
+			}
+		}
+		for _, tier := range Tiers {
+			if _, ok := c.Routing[tier]; !ok {
+				bad("routing."+tier, "missing: routing maps every tier (%s) to a profile", strings.Join(Tiers, ", "))
+			}
+		}
+	}
+
 	for _, model := range sortedKeys(c.Prices) {
 		pr := c.Prices[model]
 		if model == "" {
@@ -1042,3 +1075,26 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// The tiers a question is put in by its complexity (package
+// stagework/route), cheapest first. Config.Routing maps each to a
+// profile.
+const (
+	TierSimple   = "simple"
+	TierStandard = "standard"
+	TierComplex  = "complex"
+)
+
+// Tiers lists the tiers, cheapest first.
+var Tiers = []string{TierSimple, TierStandard, TierComplex}
+
+// RoutedProfile returns the profile Routing maps tier to; false when the
+// file has no routing or the tier is unknown.
+func (c *Config) RoutedProfile(tier string) (string, bool) {
+	name, ok := c.Routing[tier]
+	return name, ok && name != ""
+}
+
+// AutoProfile is the profile name (and "qlc-auto" the model) that asks
+// for the profile routing picks for the question (Config.Routing).
+const AutoProfile = "auto"

@@ -155,6 +155,25 @@ func TestParseConfigJSON(t *testing.T) {
 	}
 }
 
+func TestRouting(t *testing.T) {
+	c := DefaultConfig()
+	for tier, want := range map[string]string{TierSimple: "fast", TierStandard: "balanced", TierComplex: "deep"} {
+		if got, ok := c.RoutedProfile(tier); !ok || got != want {
+			t.Errorf("RoutedProfile(%s) = %q, %v; want %q", tier, got, ok, want)
+		}
+	}
+	if _, ok := c.RoutedProfile("hard"); ok {
+		t.Error("RoutedProfile(hard) found a profile")
+	}
+	c, err := ParseConfig([]byte(minimalYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.RoutedProfile(TierSimple); ok || c.Routing != nil {
+		t.Errorf("a file without routing routes: %v", c.Routing)
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	edit := func(old, new string) string {
 		if !strings.Contains(minimalYAML, old) {
@@ -217,6 +236,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad profile name", strings.Replace(minimalYAML, "  p:\n", "  Fast Profile:\n", 1), []string{"profiles.Fast Profile: bad name"}},
 		{"bad provider name", strings.Replace(minimalYAML, "  s: {kind: sim}", "  's p': {kind: sim}", 1), []string{"providers.s p: bad name"}},
 		{"unknown default profile", minimalYAML + "default_profile: nope\n", []string{`default_profile: "nope" is not a profile (known: p)`}},
+		{"routing unknown tier", minimalYAML + "routing: {simple: p, standard: p, complex: p, hard: p}\n", []string{"routing.hard: unknown tier (tiers: simple, standard, complex)"}},
+		{"routing unknown profile", minimalYAML + "routing: {simple: p, standard: nope, complex: p}\n", []string{`routing.standard: "nope" is not a profile (known: p)`}},
+		{"routing missing tier", minimalYAML + "routing: {simple: p, standard: p}\n", []string{"routing.complex: missing: routing maps every tier"}},
+		{"routing empty profile", minimalYAML + "routing: {simple: p, standard: p, complex: ''}\n", []string{"routing.complex: missing profile"}},
+		{"profile named auto", strings.Replace(minimalYAML, "  p:\n", "  auto:\n", 1), []string{`profiles.auto: the name "auto" is reserved`}},
 		{"negative price", minimalYAML + "prices: {m: {input: -1, output: 1}}\n", []string{"prices.m: input and output must be finite and >= 0"}},
 		{"bad user template", edit("curator:   {model: m}", "curator:   {model: m, user_template: '{{.Query'}"), []string{"profiles.p.stages.curator.user_template: bad template: template: prompt:1: unclosed action"}},
 		{"bad template field", edit("curator:   {model: m}", "curator:   {model: m, system_prompt: '{{.Answer}}'}"), []string{"curator.system_prompt:", "Answer"}},
