@@ -1099,21 +1099,14 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 	if !ok || e.cache == nil {
 		return e.launch(start, nil)
 	}
-	if ent, hit := e.cache.get(key); hit {
-		e.metrics.runCache.WithLabelValues("hit").Inc()
-		start.CachedFrom = ent.from
-		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
-	}
-	if ent, hit := e.remoteCacheGet(key); hit {
-		e.metrics.runCache.WithLabelValues("hit").Inc()
-		start.CachedFrom = ent.from
-		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
+	replay := func(result string, src replaySource) (*Hub, error) {
+		e.metrics.runCache.WithLabelValues(result).Inc()
+		start.CachedFrom = src.from
+		return e.launch(start, &src)
 	}
 	scope := nearScope(req, p)
-	if ent, hit := e.cache.getNear(scope, req.Query); hit {
-		e.metrics.runCache.WithLabelValues("near").Inc()
-		start.CachedFrom = ent.from
-		return e.launch(start, &replaySource{events: ent.events, from: ent.from})
+	if ent, result := e.keptLog(key, scope, req.Query); ent != nil {
+		return replay(result, replaySource{events: ent.events, from: ent.from})
 	}
 	existing, mine := e.cache.lead(key)
 	if existing != nil {
@@ -1127,19 +1120,13 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 			evs := leader.Events(1)
 			switch {
 			case len(evs) == 0 || !isTerminal(evs[len(evs)-1]):
-				e.metrics.runCache.WithLabelValues("shared").Inc()
-				start.CachedFrom = leader.RunID
-				return e.launch(start, &replaySource{leader: leader, from: leader.RunID})
+				return replay("shared", replaySource{leader: leader, from: leader.RunID})
 			case evs[len(evs)-1].GetRunCompleted() != nil:
-				e.metrics.runCache.WithLabelValues("hit").Inc()
-				start.CachedFrom = leader.RunID
-				return e.launch(start, &replaySource{events: evs, from: leader.RunID})
+				return replay("hit", replaySource{events: evs, from: leader.RunID})
 			}
 		}
 		if ent, hit := e.cache.get(key); hit { // it ended meanwhile
-			e.metrics.runCache.WithLabelValues("hit").Inc()
-			start.CachedFrom = ent.from
-			return e.launch(start, &replaySource{events: ent.events, from: ent.from})
+			return replay("hit", replaySource{events: ent.events, from: ent.from})
 		}
 		e.metrics.runCache.WithLabelValues("miss").Inc()
 		return e.launch(start, nil)
@@ -1155,6 +1142,22 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 		e.remoteCachePut(key, hub.RunID, hub.Events(1))
 	}
 	return hub, nil
+}
+
+// keptLog finds a kept log for a request: under its key here, then at the
+// key's owner among the gateways, then (when its profile opts in) a
+// near-duplicate question's in scope. result names which ("hit", "near").
+func (e *Engine) keptLog(key, scope, query string) (ent *cacheEntry, result string) {
+	if ent, ok := e.cache.get(key); ok {
+		return ent, "hit"
+	}
+	if ent, ok := e.remoteCacheGet(key); ok {
+		return ent, "hit"
+	}
+	if ent, ok := e.cache.getNear(scope, query); ok {
+		return ent, "near"
+	}
+	return nil, ""
 }
 
 // Resume re-activates a run from its log (StartRun.PriorEvents): finished

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // Telemetry keeps live statistics per (endpoint, model) of the stage
@@ -230,7 +232,7 @@ func (t *Telemetry) Snapshot() []*messages.ModelStats {
 		out = append(out, m)
 	}
 	slices.SortFunc(out, func(a, b *messages.ModelStats) int {
-		return strings.Compare(a.Endpoint+"\x00"+a.Model, b.Endpoint+"\x00"+b.Model)
+		return cmp.Or(strings.Compare(a.Endpoint, b.Endpoint), strings.Compare(a.Model, b.Model))
 	})
 	return out
 }
@@ -305,6 +307,16 @@ type PricePer1K struct {
 	Output float64 `json:"output_usd"`
 }
 
+// PriceOf is model's price in the profiles file per 1000 tokens, nil
+// without one.
+func PriceOf(cfg *stagework.Config, model string) *PricePer1K {
+	p, ok := cfg.Price(model)
+	if !ok {
+		return nil
+	}
+	return &PricePer1K{Input: p.Input / 1000, Output: p.Output / 1000}
+}
+
 // Quantiles of a latency in milliseconds, with the sample count.
 type Quantiles struct {
 	Count int64    `json:"count"`
@@ -376,7 +388,7 @@ func MergeModelStats(replies []*messages.ModelStatsReply) []ModelStatsView {
 		out = append(out, v)
 	}
 	slices.SortFunc(out, func(a, b ModelStatsView) int {
-		return strings.Compare(a.Endpoint+"\x00"+a.Model, b.Endpoint+"\x00"+b.Model)
+		return cmp.Or(strings.Compare(a.Endpoint, b.Endpoint), strings.Compare(a.Model, b.Model))
 	})
 	return out
 }
@@ -468,9 +480,7 @@ func (e *Engine) ModelStats() (views []ModelStatsView, complete bool) {
 	}
 	views = MergeModelStats(replies)
 	for i := range views {
-		if p, ok := e.cfg.Stages.Price(views[i].Model); ok {
-			views[i].Price = &PricePer1K{Input: p.Input / 1000, Output: p.Output / 1000}
-		}
+		views[i].Price = PriceOf(e.cfg.Stages, views[i].Model)
 	}
 	return views, complete
 }

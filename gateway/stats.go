@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/stagework"
@@ -27,9 +29,13 @@ func (s *Server) modelStats(w http.ResponseWriter, r *http.Request) {
 		}
 		p, _ := cfg.Profile(name)
 		for _, st := range p.Stages {
-			for _, m := range []struct{ provider, model string }{{st.Provider, st.Model}, fallbackOf(st.Fallback)} {
-				k := key{m.provider, m.model}
-				if m.model != "" && !allowed[k] {
+			refs := []stagework.ModelRef{{Provider: st.Provider, Model: st.Model}}
+			if st.Fallback != nil {
+				refs = append(refs, *st.Fallback)
+			}
+			for _, m := range refs {
+				k := key{m.Provider, m.Model}
+				if m.Model != "" && !allowed[k] {
 					allowed[k] = true
 					order = append(order, k)
 				}
@@ -51,37 +57,15 @@ func (s *Server) modelStats(w http.ResponseWriter, r *http.Request) {
 		if seen[k] {
 			continue
 		}
-		v := actors.ModelStatsView{Endpoint: k.endpoint, Model: k.model, Errors: map[string]int64{}, HTTPStatus: map[string]int64{}}
-		if p, ok := cfg.Price(k.model); ok {
-			v.Price = &actors.PricePer1K{Input: p.Input / 1000, Output: p.Output / 1000}
-		}
-		data = append(data, v)
+		data = append(data, actors.ModelStatsView{Endpoint: k.endpoint, Model: k.model, Errors: map[string]int64{}, HTTPStatus: map[string]int64{},
+			Price: actors.PriceOf(cfg, k.model)})
 	}
 	slices.SortFunc(data, func(a, b actors.ModelStatsView) int {
-		if a.Endpoint != b.Endpoint {
-			if a.Endpoint < b.Endpoint {
-				return -1
-			}
-			return 1
-		}
-		switch {
-		case a.Model < b.Model:
-			return -1
-		case a.Model > b.Model:
-			return 1
-		}
-		return 0
+		return cmp.Or(strings.Compare(a.Endpoint, b.Endpoint), strings.Compare(a.Model, b.Model))
 	})
 	writeJSON(w, http.StatusOK, struct {
 		Object   string                  `json:"object"`
 		Complete bool                    `json:"complete"`
 		Data     []actors.ModelStatsView `json:"data"`
 	}{"list", complete, data})
-}
-
-func fallbackOf(m *stagework.ModelRef) struct{ provider, model string } {
-	if m == nil {
-		return struct{ provider, model string }{}
-	}
-	return struct{ provider, model string }{m.Provider, m.Model}
 }
