@@ -138,18 +138,9 @@ func (c *Client) ChatStream(ctx context.Context, req ChatStreamRequest) (*ChatSt
 	if req.IncludeUsage {
 		body.StreamOptions = &streamOptions{IncludeUsage: true}
 	}
-	hr, err := c.newRequest(ctx, "POST", "/v1/chat/completions", body)
+	resp, err := c.postStream(ctx, "/v1/chat/completions", body)
 	if err != nil {
 		return nil, err
-	}
-	hr.Header.Set("Accept", "text/event-stream")
-	resp, err := c.cfg.HTTPClient.Do(hr)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		return nil, readAPIError(resp)
 	}
 	return &ChatStream{body: resp.Body, rd: newSSEReader(resp.Body), RunID: resp.Header.Get("X-QLC-Run-Id")}, nil
 }

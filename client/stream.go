@@ -232,18 +232,11 @@ func (s *Stream) Drop() {
 	}
 }
 
-// CreateRunStream starts a run with "stream": true (POST /v1/runs answers
-// with the run's event stream from seq 1, on the same connection) and
-// returns that stream; the run's id is Stream.RunID (the X-QLC-Run-Id
-// header). Should the connection drop, the stream resumes as Events does,
-// from GET /v1/runs/{id}/events with Last-Event-ID: the run does not
-// depend on the connection. A refusal is an *APIError.
-func (c *Client) CreateRunStream(ctx context.Context, req RunRequest) (*Stream, error) {
-	body := struct {
-		RunRequest
-		Stream bool `json:"stream"`
-	}{req, true}
-	hr, err := c.newRequest(ctx, "POST", "/v1/runs", body)
+// postStream POSTs body to path asking for an event stream, and returns
+// the response of a 2xx answer (its body is the stream, the caller's to
+// close); any other answer is an *APIError.
+func (c *Client) postStream(ctx context.Context, path string, body any) (*http.Response, error) {
+	hr, err := c.newRequest(ctx, "POST", path, body)
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +248,24 @@ func (c *Client) CreateRunStream(ctx context.Context, req RunRequest) (*Stream, 
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		return nil, readAPIError(resp)
+	}
+	return resp, nil
+}
+
+// CreateRunStream starts a run with "stream": true (POST /v1/runs answers
+// with the run's event stream from seq 1, on the same connection) and
+// returns that stream; the run's id is Stream.RunID (the X-QLC-Run-Id
+// header). Should the connection drop, the stream resumes as Events does,
+// from GET /v1/runs/{id}/events with Last-Event-ID: the run does not
+// depend on the connection. A refusal is an *APIError.
+func (c *Client) CreateRunStream(ctx context.Context, req RunRequest) (*Stream, error) {
+	body := struct {
+		RunRequest
+		Stream bool `json:"stream"`
+	}{req, true}
+	resp, err := c.postStream(ctx, "/v1/runs", body)
+	if err != nil {
+		return nil, err
 	}
 	id := resp.Header.Get("X-QLC-Run-Id")
 	if id == "" || resp.StatusCode != http.StatusOK {
