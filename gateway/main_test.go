@@ -4,8 +4,6 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
-
-	"github.com/qlc-project/qlc/internal/ops"
 )
 
 // TestMain fails the package's tests if a goroutine outlives them: every
@@ -22,9 +20,5 @@ import (
 // its hub's acknowledgement gets the hub's repeated one) starts it, and
 // Shutdown does not stop it.
 func TestMain(m *testing.M) {
-	// The test process collects garbage as a gateway or node process does
-	// (ops.DefaultGCPercent, unless GOGC is set): the benchmarks' latency
-	// tails are the product's.
-	ops.ApplyGCPercent(ops.DefaultGCPercent)
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 }

@@ -44,7 +44,6 @@ func run(args []string) error {
 	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
 	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
 	stageSlots := fs.Int("stage-slots", cli.EnvInt("QLC_STAGE_SLOTS", 128), "stage attempts of parallel strategies (moa, council, vote) run here at once, for runs coordinated on any node; beyond, a step goes to another node or waits in a weighted-fair queue per tenant; 0 = no limit (QLC_STAGE_SLOTS)")
-	gcPercent := fs.String("gc-percent", cli.Env("QLC_GC_PERCENT", "default"), "the garbage collector's target (GOGC), 25–10000; default 400: fewer collections on the per-token path, bounded by the memory budget (GOGC in the environment wins) (QLC_GC_PERCENT)")
 	memBudget := fs.String("memory-budget", cli.Env("QLC_MEMORY_BUDGET", ""), "heap budget (bytes or KiB/MiB/GiB): past 80 % finished runs leave memory, past 95 % new runs get 503 memory_budget; also the Go runtime's memory limit unless GOMEMLIMIT is set; empty: 90 % of the cgroup v2 memory limit, if any; none: off (QLC_MEMORY_BUDGET)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
 	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones, shared among the active tenants by weight (QLC_MAX_ACTIVE_RUNS)")
@@ -106,11 +105,6 @@ func run(args []string) error {
 		return err
 	}
 	cli.ApplyMemoryBudget(budget)
-	gcp, err := ops.ParseGCPercent(*gcPercent)
-	if err != nil {
-		return err
-	}
-	ops.ApplyGCPercent(gcp)
 	ecfg.MemoryBudget = budget
 	ecfg.RetainFinished = *retain
 	ring, err := cli.LoadKeyring(os.Getenv, !*local)
