@@ -43,9 +43,9 @@ type seriesBody struct {
 	Truncated bool              `json:"truncated"`
 }
 
-// runN starts n runs of profile with key and waits until the ledger has
+// consoleRuns starts n runs of profile with key and waits until the ledger has
 // want records for that key.
-func runN(t *testing.T, g *tenantGateway, key, profile string, n, want int) {
+func consoleRuns(t *testing.T, g *tenantGateway, key, profile string, n, want int) {
 	t.Helper()
 	for range n {
 		if code, _, _, e := postRun(t, g.URL, key, profile); code != http.StatusCreated {
@@ -59,8 +59,8 @@ func TestAdminUsageSeries(t *testing.T) {
 	g := startTenantGatewayProfiles(t, consoleProfiles, nil)
 	acme, acmeKey := newTenant(t, g, "Acme", "")
 	beta, betaKey := newTenant(t, g, "Beta", "")
-	runN(t, g, acmeKey, "instant", 3, 3)
-	runN(t, g, betaKey, "pricey", 1, 1)
+	consoleRuns(t, g, acmeKey, "instant", 3, 3)
+	consoleRuns(t, g, betaKey, "pricey", 1, 1)
 	admin := g.Dev.AdminKey
 	get := func(query string) seriesBody {
 		t.Helper()

@@ -34,30 +34,30 @@ type consoleTenant struct {
 	} `json:"keys"`
 }
 
-// js quotes s as a JavaScript string literal.
-func js(s string) string {
+// consoleJS quotes s as a JavaScript string literal.
+func consoleJS(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
 
-// setSelect picks value in the <select> id and tells the page (a change event).
-func (b *uiBrowser) setSelect(t *testing.T, id, value string) {
+// consoleSelect picks value in the <select> id and tells the page (a change event).
+func (b *uiBrowser) consoleSelect(t *testing.T, id, value string) {
 	t.Helper()
 	ok := uiEval[bool](t, b, fmt.Sprintf(`(() => { const s = document.getElementById(%s); s.value = %s;
-		if (s.value !== %s) return false; s.dispatchEvent(new Event('change')); return true; })()`, js(id), js(value), js(value)))
+		if (s.value !== %s) return false; s.dispatchEvent(new Event('change')); return true; })()`, consoleJS(id), consoleJS(value), consoleJS(value)))
 	if !ok {
 		t.Fatalf("select #%s has no option %q", id, value)
 	}
 }
 
-// clearField empties the input id.
-func (b *uiBrowser) clearField(t *testing.T, id string) {
+// consoleClear empties the input id.
+func (b *uiBrowser) consoleClear(t *testing.T, id string) {
 	t.Helper()
-	uiEval[chromedp.Void](t, b, fmt.Sprintf(`document.getElementById(%s).value = ''`, js(id)))
+	uiEval[chromedp.Void](t, b, fmt.Sprintf(`document.getElementById(%s).value = ''`, consoleJS(id)))
 }
 
-// auditSeqs lists the seqs the page's audit table shows, top to bottom.
-func (b *uiBrowser) auditSeqs(t *testing.T) []int64 {
+// consoleAuditSeqs lists the seqs the page's audit table shows, top to bottom.
+func (b *uiBrowser) consoleAuditSeqs(t *testing.T) []int64 {
 	t.Helper()
 	return uiEval[[]int64](t, b, `[...document.querySelectorAll('#audit-table tbody tr')].map((r) => Number(r.dataset.seq))`)
 }
@@ -97,7 +97,7 @@ func TestAdminConsoleUI(t *testing.T) {
 	if msg := uiEval[string](t, b, `document.getElementById('login-msg').textContent`); !strings.Contains(msg, "admin key") {
 		t.Errorf("signing in with a tenant key says %q", msg)
 	}
-	b.clearField(t, "admin-key")
+	b.consoleClear(t, "admin-key")
 	b.do(t, "sign in", chromedp.SendKeys(chromedp.ID("admin-key"), admin), chromedp.Click(chromedp.ID("login-btn")))
 	b.waitFor(t, "the console", `!document.getElementById('console').hidden && document.querySelector('#tenant-table tbody tr') !== null`)
 	if got := uiEval[string](t, b, `sessionStorage.getItem('qlc.admin.key') + '|' + localStorage.length + '|' + location.href`); got != admin+"|0|"+g.URL+"/admin" {
@@ -149,7 +149,7 @@ func TestAdminConsoleUI(t *testing.T) {
 	b.do(t, "change limits",
 		chromedp.Evaluate[chromedp.Void](`document.getElementById('tf-rpm').value = ''`), chromedp.SendKeys(chromedp.ID("tf-rpm"), "30"),
 		chromedp.SendKeys(chromedp.ID("tf-budget"), "500000"))
-	b.setSelect(t, "tf-period", "day")
+	b.consoleSelect(t, "tf-period", "day")
 	b.do(t, "save limits", chromedp.Click(chromedp.ID("tf-submit")))
 	b.waitFor(t, "the new limits", `document.querySelector('tr[data-tenant="acme"] .t-limits').textContent.includes('30 req/min')`)
 	if tn := getTenant("acme"); tn.Limits.RequestsPerMinute != 30 || tn.Limits.TokenBudget != 500000 || tn.Limits.BudgetPeriod != "day" ||
@@ -194,8 +194,8 @@ func TestAdminConsoleUI(t *testing.T) {
 	}
 
 	// Usage: runs by acme (instant) and the dev tenant (pricey).
-	runN(t, g, firstKey, "instant", 3, 3)
-	runN(t, g, g.Dev.TenantKey, "pricey", 1, 1)
+	consoleRuns(t, g, firstKey, "instant", 3, 3)
+	consoleRuns(t, g, g.Dev.TenantKey, "pricey", 1, 1)
 	var all struct{ Data []store.Usage }
 	call(t, "GET", g.URL+"/v1/usage", admin, "", &all)
 	var acmeCost float64
@@ -221,18 +221,18 @@ func TestAdminConsoleUI(t *testing.T) {
 		t.Errorf("top tenants by cost %v, want %s then acme", top, g.Dev.Tenant)
 	}
 	// By profile, by the hour: this hour's bucket has instant and pricey.
-	b.setSelect(t, "u-range", "24h")
-	b.setSelect(t, "u-group", "profile")
+	b.consoleSelect(t, "u-range", "24h")
+	b.consoleSelect(t, "u-group", "profile")
 	b.waitFor(t, "the chart by profile", `document.getElementById('u-chart').dataset.buckets === '24' &&
 		document.querySelector('#u-chart rect.bar[data-group="instant"]') !== null &&
 		document.querySelector('#u-chart rect.bar[data-group="pricey"]') !== null`)
-	b.setSelect(t, "u-metric", "runs")
+	b.consoleSelect(t, "u-metric", "runs")
 	b.waitFor(t, "runs by profile", `[...document.querySelectorAll('#u-chart rect.bar[data-group="instant"]')].reduce((s, r) => s + Number(r.dataset.value), 0) === 3`)
-	b.setSelect(t, "u-group", "model")
+	b.consoleSelect(t, "u-group", "model")
 	b.waitFor(t, "the chart by model", `document.querySelector('#u-chart rect.bar[data-group="big"]') !== null &&
 		document.querySelector('#u-chart rect.bar[data-group="g"]') !== null`)
 	// One tenant: only its models.
-	b.setSelect(t, "u-tenant", "acme")
+	b.consoleSelect(t, "u-tenant", "acme")
 	b.waitFor(t, "acme's models", `document.querySelector('#u-chart rect.bar[data-group="big"]') === null &&
 		document.querySelector('#u-chart rect.bar[data-group="g"]') !== null`)
 
@@ -255,22 +255,28 @@ func TestAdminConsoleUI(t *testing.T) {
 	if want := []string{"key.revoke", "key.create", "tenant.update", "tenant.create"}; !slices.Equal(actions, want) {
 		t.Errorf("the audit log shows %v, want %v", actions, want)
 	}
-	if got, want := b.auditSeqs(t), apiSeqs(""); !slices.Equal(got, want) {
+	if got, want := b.consoleAuditSeqs(t), apiSeqs(""); !slices.Equal(got, want) {
 		t.Errorf("the page's audit seqs %v, the API's %v", got, want)
 	}
-	b.setSelect(t, "a-action", "key.revoke")
+	b.consoleSelect(t, "a-action", "key.revoke")
 	b.waitFor(t, "the action filter", `document.querySelectorAll('#audit-table tbody tr').length === 1`)
-	if got, want := b.auditSeqs(t), apiSeqs("action=key.revoke"); !slices.Equal(got, want) {
+	if got, want := b.consoleAuditSeqs(t), apiSeqs("action=key.revoke"); !slices.Equal(got, want) {
 		t.Errorf("filtered by action: page %v, API %v", got, want)
 	}
 	if got := uiEval[string](t, b, `document.querySelector('#audit-table tbody tr td:nth-child(4)').textContent`); got != secondID {
 		t.Errorf("the revoke's target is %q, want %s", got, secondID)
 	}
-	b.setSelect(t, "a-action", "key.")
-	b.setSelect(t, "a-tenant", "acme")
+	b.consoleSelect(t, "a-action", "key.")
+	b.consoleSelect(t, "a-tenant", "acme")
 	b.waitFor(t, "the tenant filter", `document.querySelectorAll('#audit-table tbody tr').length === 2`)
-	if got, want := b.auditSeqs(t), apiSeqs("action=key.&tenant=acme"); !slices.Equal(got, want) {
+	if got, want := b.consoleAuditSeqs(t), apiSeqs("action=key.&tenant=acme"); !slices.Equal(got, want) {
 		t.Errorf("filtered by tenant: page %v, API %v", got, want)
+	}
+	b.consoleSelect(t, "a-period", "all") // from the start of time: the same two
+	b.consoleSelect(t, "a-period", "24")
+	b.waitFor(t, "the period filter", `document.querySelectorAll('#audit-table tbody tr').length === 2`)
+	if got, want := b.consoleAuditSeqs(t), apiSeqs("action=key.&tenant=acme&from=0"); !slices.Equal(got, want) {
+		t.Errorf("over all time: page %v, API %v", got, want)
 	}
 	b.do(t, "filter by an unknown actor", chromedp.SendKeys(chromedp.ID("a-actor"), "key_nobody"), chromedp.Click(chromedp.ID("a-apply")))
 	b.waitFor(t, "no entries", `document.querySelectorAll('#audit-table tbody tr').length === 0 &&

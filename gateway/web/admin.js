@@ -557,8 +557,10 @@
 
   async function refreshAudit() {
     const seq = ++auditSeq;
+    const period = $('a-period').value;
     const params = {
       order: 'desc', limit: 200,
+      from: period === 'all' ? '0' : new Date(Date.now() - Number(period) * HOUR).toISOString(),
       action: $('a-action').value,
       tenant: $('a-tenant').value,
       actor: $('a-actor').value.trim(),
@@ -606,7 +608,7 @@
     for (const id of ['u-range', 'u-group', 'u-metric', 'u-tenant']) $(id).addEventListener('change', refreshUsage);
     $('u-refresh').addEventListener('click', refreshUsage);
     $('audit-filters').addEventListener('submit', (ev) => { ev.preventDefault(); refreshAudit(); });
-    for (const id of ['a-action', 'a-tenant']) $(id).addEventListener('change', refreshAudit);
+    for (const id of ['a-period', 'a-action', 'a-tenant']) $(id).addEventListener('change', refreshAudit);
     const saved = sessionStorage.getItem(KEY_STORE);
     if (saved) signIn(saved);
   }
