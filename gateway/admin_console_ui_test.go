@@ -104,6 +104,10 @@ func TestAdminConsoleUI(t *testing.T) {
 		t.Errorf("after sign in: session key, localStorage size, address = %q", strings.ReplaceAll(got, admin, "<admin key>"))
 	}
 
+	// No runs yet: 30 empty days.
+	b.waitFor(t, "the empty usage chart", `document.getElementById('u-chart').dataset.state === 'empty' &&
+		document.getElementById('u-chart').dataset.buckets === '30' && document.querySelector('#u-chart rect.bar') === null`)
+
 	// Create a tenant whose name is markup, with two limits.
 	b.do(t, "open the new tenant form", chromedp.Click(chromedp.ID("tenant-new")), chromedp.WaitVisible(chromedp.ID("tf-name")))
 	b.do(t, "fill the form",
@@ -226,6 +230,9 @@ func TestAdminConsoleUI(t *testing.T) {
 	b.waitFor(t, "the chart by profile", `document.getElementById('u-chart').dataset.buckets === '24' &&
 		document.querySelector('#u-chart rect.bar[data-group="instant"]') !== null &&
 		document.querySelector('#u-chart rect.bar[data-group="pricey"]') !== null`)
+	if got := uiEval[string](t, b, `[...document.querySelectorAll('#u-table thead th')].map((th) => th.textContent).join(',')`); got != "Hour (UTC),pricey,instant" {
+		t.Errorf("the chart's table has columns %q", got)
+	}
 	b.consoleSelect(t, "u-metric", "runs")
 	b.waitFor(t, "runs by profile", `[...document.querySelectorAll('#u-chart rect.bar[data-group="instant"]')].reduce((s, r) => s + Number(r.dataset.value), 0) === 3`)
 	b.consoleSelect(t, "u-group", "model")

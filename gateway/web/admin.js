@@ -423,6 +423,7 @@
     } catch (err) {
       if (seq !== usageSeq) return;
       chart.dataset.state = 'error';
+      $('u-table').tBodies[0].replaceChildren();
       chart.replaceChildren(el('p', { class: 'msg bad', text: 'Usage: ' + err.message }));
     }
   }
@@ -498,7 +499,8 @@
         }, svg('title', { text: s.label + ' — ' + bucketLabel(t, width, true) + ': ' + metricText(metric, v) })));
       }
       if (i % every === 0) {
-        root.append(svg('text', { x: (L + i * slot + slot / 2).toFixed(2), y: H - B + 16, 'text-anchor': 'middle', text: bucketLabel(t, width, false) }));
+        const label = width === HOUR && n > 24 ? bucketLabel(t, DAY, false) + ' ' + bucketLabel(t, HOUR, false) : bucketLabel(t, width, false);
+        root.append(svg('text', { x: (L + i * slot + slot / 2).toFixed(2), y: H - B + 16, 'text-anchor': 'middle', text: label }));
       }
     });
     if (!series.length) {
@@ -507,10 +509,27 @@
     box.dataset.state = series.length ? 'data' : 'empty';
     box.dataset.buckets = String(starts.length);
     box.replaceChildren(root);
+    drawTable(series, starts, values, width, metric);
     legend.replaceChildren(...series.map((s) => el('li', { 'data-group': s.key === '\u0000other' ? 'other' : s.key },
       swatch(s.colour), el('span', { text: s.label }),
       el('span', { class: 'muted', text: metricText(metric, s.key === '\u0000other'
         ? ranked.slice(MAX_SERIES).reduce((a, [, v]) => a + v, 0) : totals.get(s.key)) }))));
+  }
+
+  // drawTable writes the chart's numbers as a table (#u-table): the
+  // buckets with usage, a column per series.
+  function drawTable(series, starts, values, width, metric) {
+    const table = $('u-table');
+    const head = el('tr', {}, el('th', { text: width === HOUR ? 'Hour (UTC)' : 'Day (UTC)' }),
+      ...series.map((s) => el('th', { text: s.label })));
+    const rows = [];
+    starts.forEach((t, i) => {
+      if (values[i].size === 0) return;
+      rows.push(el('tr', { 'data-start': new Date(t).toISOString() }, el('td', { class: 'mono', text: bucketLabel(t, width, true) }),
+        ...series.map((s) => el('td', { text: values[i].has(s.key) ? metricText(metric, values[i].get(s.key)) : '' }))));
+    });
+    table.tHead.replaceChildren(head);
+    table.tBodies[0].replaceChildren(...rows);
   }
 
   function swatch(colour) {
