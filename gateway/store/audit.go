@@ -95,7 +95,7 @@ func (s *Store) AuditFind(q AuditQuery) ([]AuditEntry, error) {
 		args = append(args, q.Target)
 	}
 	if q.Tenant != "" {
-		where.WriteString(" AND (target = ? OR (json_valid(detail) AND json_extract(detail, '$.tenant') = ?))")
+		where.WriteString(" AND (target = ? OR CASE WHEN json_valid(detail) THEN json_extract(detail, '$.tenant') END = ?)")
 		args = append(args, q.Tenant, q.Tenant)
 	}
 	order := "at, seq"
