@@ -252,6 +252,9 @@ func New(cfg Config) (*Server, error) {
 		mux.HandleFunc("DELETE /v1/admin/keys/{key_id}", s.adminRevokeKey)
 		mux.HandleFunc("GET /v1/admin/audit", s.adminAudit)
 		mux.HandleFunc("POST /v1/admin/discover-local", s.adminDiscoverLocal)
+		mux.HandleFunc("PUT /v1/provider-keys/{endpoint}", s.putProviderKey)
+		mux.HandleFunc("GET /v1/provider-keys", s.listProviderKeys)
+		mux.HandleFunc("DELETE /v1/provider-keys/{endpoint}", s.deleteProviderKey)
 	}
 	mux.Handle("GET /ui/session", s.localSession(http.HandlerFunc(s.uiSession)))
 	mux.HandleFunc("GET /healthz", s.healthz)
