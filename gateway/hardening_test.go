@@ -106,7 +106,7 @@ func TestRevocationReplicatesAsTombstone(t *testing.T) {
 	if len(revoked) != 1 || revoked[0].RevokedAt.IsZero() {
 		t.Fatalf("a's row: %+v", revoked)
 	}
-	b.receive(encodeRegistry(nil, revoked, nil))
+	b.receive(encodeRegistry(nil, revoked))
 	if keyWorks(b, key) {
 		t.Fatal("b: the revocation did not win over the newer file row")
 	}

@@ -210,7 +210,7 @@ func (t *Tenancy) broadcastProviderKeys(ks ...store.ProviderKey) {
 	if engine == nil {
 		return
 	}
-	rc := encodeRegistry(nil, nil, ks)
+	rc := encodeRegistry(nil, nil, ks...)
 	for _, p := range peers() {
 		_, _ = engine.SendRegistry(context.Background(), p, rc)
 	}

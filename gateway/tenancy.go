@@ -472,7 +472,7 @@ func (t *Tenancy) receive(rc *messages.RegistryChange) *messages.RegistryChange 
 		return nil
 	}
 	ts, ks := t.snapshot()
-	return encodeRegistry(ts, ks, t.providerKeySnapshot())
+	return encodeRegistry(ts, ks, t.providerKeySnapshot()...)
 }
 
 func (t *Tenancy) merge(rc *messages.RegistryChange) {
@@ -523,7 +523,7 @@ func (t *Tenancy) providerKeySnapshot() []store.ProviderKey {
 	return out
 }
 
-func encodeRegistry(ts []store.Tenant, ks []store.Key, pks []store.ProviderKey) *messages.RegistryChange {
+func encodeRegistry(ts []store.Tenant, ks []store.Key, pks ...store.ProviderKey) *messages.RegistryChange {
 	rc := &messages.RegistryChange{}
 	for _, k := range pks {
 		b, _ := json.Marshal(k) // sealed: the box, never the key
@@ -549,7 +549,7 @@ func (t *Tenancy) broadcast(ts []store.Tenant, ks []store.Key) {
 	if engine == nil {
 		return
 	}
-	rc := encodeRegistry(ts, ks, nil)
+	rc := encodeRegistry(ts, ks)
 	for _, p := range peers() {
 		_, _ = engine.SendRegistry(context.Background(), p, rc)
 	}
