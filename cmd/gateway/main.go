@@ -55,7 +55,7 @@ func run(args []string) error {
 	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
-	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, usage ledger, audit) and, in local mode, dev-keys.json (QLC_DATA_DIR)")
+	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, sealed provider keys, usage ledger, audit) and, in local mode, dev-keys.json and, without a cluster key, provider-keys.secret (QLC_DATA_DIR)")
 	devKeysFlag := fs.Bool("dev-keys", cli.EnvBool("QLC_DEV_KEYS"), "as -local does: make a dev tenant and an admin key in <data-dir>/dev-keys.json, which the web UI on this machine uses by itself (QLC_DEV_KEYS)")
 	tenantsFile := fs.String("tenants", cli.Env("QLC_TENANTS", ""), "tenants file (YAML or JSON): tenants, their keys and limits, admin keys (QLC_TENANTS)")
 	tlsCert := fs.String("tls-cert", cli.Env("QLC_TLS_CERT", ""), "PEM certificate (chain) for HTTPS on -addr; with -tls-key (QLC_TLS_CERT)")
