@@ -329,6 +329,12 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *messages.CancelRun:
 		c.cancel(ctx, m)
+	case *messages.ProviderKeyChanged:
+		if c.run != nil && m.RunId == c.run.RunId {
+			// The next attempts on the endpoint use the new key (or the
+			// endpoint's own); attempts already started keep theirs.
+			c.run.ProviderKeys = withProviderKey(c.run.ProviderKeys, m.Endpoint, m.ProviderKey)
+		}
 	case *messages.RunEventAck:
 		if c.ended && !c.acked && m.Seq >= uint64(len(c.log)) {
 			// The hub has the whole log. Keep it a while longer anyway, not

@@ -657,7 +657,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 		h.fail("coordinator_lost", fmt.Sprintf("%s; the run already moved %d times and is not moved again", why, maxFailovers))
 		return
 	}
-	start := proto.Clone(h.start).(*messages.StartRun)
+	start := h.startMessage() // with any provider key changed since the start
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
 	t0 := time.Now()
 	pid, err := e.placeRun(start, lost.Address)

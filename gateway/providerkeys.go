@@ -77,19 +77,40 @@ func (t *Tenancy) SetSecrets(ring *sealed.Ring) error {
 
 func providerKeyID(tenant, endpoint string) string { return tenant + "\x00" + endpoint }
 
-// putProviderKey stores k (newest wins) and caches it.
+// putProviderKey stores k (newest wins) and caches it; if it was applied,
+// the listeners (OnProviderKeyChange) are told, without the lock held.
 func (t *Tenancy) putProviderKey(k store.ProviderKey) (bool, error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	ok, err := t.st.PutProviderKey(k)
 	if err != nil || !ok {
+		t.mu.Unlock()
 		return ok, err
 	}
 	if k.Deleted {
 		k.KeyID, k.Box, k.Hint = "", nil, ""
 	}
 	t.providerKeys[providerKeyID(k.TenantID, k.Endpoint)] = k
+	listeners := t.keyListeners
+	t.mu.Unlock()
+	var sk *messages.SealedSecret
+	if !k.Deleted {
+		sk = &messages.SealedSecret{Endpoint: k.Endpoint, KeyId: k.KeyID, Box: k.Box}
+	}
+	for _, f := range listeners {
+		f(k.TenantID, k.Endpoint, sk)
+	}
 	return true, nil
+}
+
+// OnProviderKeyChange adds f to the functions told of every provider key
+// put or deleted (here or, replicated, on another gateway): sk is the new
+// sealed key, nil when deleted. f must not block. The gateway tells its
+// engine (actors.Engine.ProviderKeyChanged), so that the runs in flight use
+// the change from their next attempt.
+func (t *Tenancy) OnProviderKeyChange(f func(tenant, endpoint string, sk *messages.SealedSecret)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keyListeners = append(slices.Clip(t.keyListeners), f)
 }
 
 // keyHint is what the API shows of a key: its last 4 characters, for keys
@@ -174,30 +195,9 @@ func (t *Tenancy) sealedKeys(tenant string, p *stagework.Profile) []*messages.Se
 		return nil
 	}
 	var out []*messages.SealedSecret
-	for _, ep := range profileEndpoints(p) {
+	for _, ep := range p.Endpoints() {
 		if k, ok := t.providerKeys[providerKeyID(tenant, ep)]; ok && !k.Deleted {
 			out = append(out, &messages.SealedSecret{Endpoint: ep, KeyId: k.KeyID, Box: k.Box})
-		}
-	}
-	return out
-}
-
-// profileEndpoints lists the endpoints p's steps call (fallbacks included),
-// each once.
-func profileEndpoints(p *stagework.Profile) []string {
-	var out []string
-	add := func(ep string) {
-		if ep != "" && !slices.Contains(out, ep) {
-			out = append(out, ep)
-		}
-	}
-	for _, s := range p.Stages {
-		if s.Stage == stagework.StageTally {
-			continue
-		}
-		add(s.Provider)
-		if s.Fallback != nil {
-			add(s.Fallback.Provider)
 		}
 	}
 	return out

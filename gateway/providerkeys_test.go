@@ -366,3 +366,70 @@ func TestProviderKeysReplicate(t *testing.T) {
 		t.Fatalf("b after the deletion replicated: %+v", got)
 	}
 }
+
+// A key deleted while a run is in flight is not used by the run's next
+// attempt: the generator's first attempt (with the key) is held until the
+// DELETE has answered, then fails with a 500; its retry, and every later
+// stage, use the endpoint's own key. A key put meanwhile is used the same way.
+func TestProviderKeyChangeReachesRunsInFlight(t *testing.T) {
+	for _, c := range []struct {
+		name, change string
+		after        string
+	}{
+		{"delete", "DELETE", byokDefaultKey},
+		{"replace", "PUT", "sk-tenant-a-replaced-999999999999999"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const keyA = "sk-tenant-a-inflight-11111111111111111"
+			var mu sync.Mutex
+			var seen []string
+			arrived, release := make(chan struct{}), make(chan struct{})
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				seen = append(seen, r.Header.Get("Authorization"))
+				first := len(seen) == 1
+				mu.Unlock()
+				if first {
+					close(arrived)
+					<-release
+					http.Error(w, `{"error":{"message":"try again"}}`, http.StatusInternalServerError)
+					return
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprint(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+			}))
+			defer up.Close()
+			ring, _ := sealed.NewRing(bytes.Repeat([]byte{5}, 32))
+			g := startBYOKGateway(t, &authRecorder{Server: up}, ring, &syncBuffer{})
+			a := g.Dev.TenantKey
+			if code, body := textCall(t, "PUT", g.URL+"/v1/provider-keys/up", a, fmt.Sprintf(`{"api_key":%q}`, keyA)); code != http.StatusOK {
+				t.Fatalf("PUT: %d %s", code, body)
+			}
+			var v runView
+			if code, _ := call(t, "POST", g.URL+"/v1/runs", a, `{"profile":"byok","query":"in flight"}`, &v); code != http.StatusCreated {
+				t.Fatalf("POST /v1/runs: %d", code)
+			}
+			<-arrived
+			body := ""
+			if c.change == "PUT" {
+				body = fmt.Sprintf(`{"api_key":%q}`, c.after)
+			}
+			if code, out := textCall(t, c.change, g.URL+"/v1/provider-keys/up", a, body); code != http.StatusOK {
+				close(release)
+				t.Fatalf("%s: %d %s", c.change, code, out)
+			}
+			close(release)
+			waitStatusKey(t, g.URL, a, v.ID, "completed", &v)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 5 || seen[0] != "Bearer "+keyA {
+				t.Fatalf("the upstream saw %q: want the tenant's key once, then 4 more", seen)
+			}
+			for _, h := range seen[1:] {
+				if h != "Bearer "+c.after {
+					t.Fatalf("after the %s, an attempt used %q (all: %q)", c.change, h, seen)
+				}
+			}
+		})
+	}
+}

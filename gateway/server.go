@@ -16,6 +16,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/web"
+	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework/discover"
 )
 
@@ -230,6 +231,11 @@ func New(cfg Config) (*Server, error) {
 		if err := s.engine.Services().ServeLedger(s.ledgerState); err != nil {
 			return nil, err
 		}
+		// A provider key put or deleted reaches the runs in flight of its
+		// tenant (their next attempts).
+		s.tenancy.OnProviderKeyChange(func(tenant, endpoint string, sk *messages.SealedSecret) {
+			s.engine.ProviderKeyChanged(tenant, endpoint, sk)
+		})
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/runs", s.createRun)

@@ -48,6 +48,7 @@ type Tenancy struct {
 	// none can be stored). See providerkeys.go.
 	providerKeys map[string]store.ProviderKey
 	secrets      *sealed.Ring
+	keyListeners []func(tenant, endpoint string, sk *messages.SealedSecret)
 	// defaultRuns is concurrent_runs for a tenant created (admin API, tenants
 	// file) without one; 0: no limit.
 	defaultRuns int64

@@ -4777,6 +4777,69 @@ func (x *SealedSecret) GetBox() []byte {
 	return nil
 }
 
+// ProviderKeyChanged tells a run's coordinator that its tenant put
+// (provider_key set) or deleted (unset) its own key for endpoint: its next
+// attempts on that endpoint use the new key, or the endpoint's own.
+type ProviderKeyChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	ProviderKey   *SealedSecret          `protobuf:"bytes,3,opt,name=provider_key,json=providerKey,proto3" json:"provider_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProviderKeyChanged) Reset() {
+	*x = ProviderKeyChanged{}
+	mi := &file_qlc_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProviderKeyChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProviderKeyChanged) ProtoMessage() {}
+
+func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProviderKeyChanged.ProtoReflect.Descriptor instead.
+func (*ProviderKeyChanged) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ProviderKeyChanged) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ProviderKeyChanged) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ProviderKeyChanged) GetProviderKey() *SealedSecret {
+	if x != nil {
+		return x.ProviderKey
+	}
+	return nil
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -5159,7 +5222,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\fSealedSecret\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
-	"\x03box\x18\x03 \x01(\fR\x03box*\x84\x02\n" +
+	"\x03box\x18\x03 \x01(\fR\x03box\"\x80\x01\n" +
+	"\x12ProviderKeyChanged\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x127\n" +
+	"\fprovider_key\x18\x03 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -5189,7 +5256,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5253,10 +5320,11 @@ var file_qlc_proto_goTypes = []any{
 	(*CacheEntry)(nil),            // 59: qlc.v1.CacheEntry
 	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
 	(*SealedSecret)(nil),          // 61: qlc.v1.SealedSecret
-	nil,                           // 62: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 63: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 65: google.protobuf.Duration
+	(*ProviderKeyChanged)(nil),    // 62: qlc.v1.ProviderKeyChanged
+	nil,                           // 63: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 64: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -5269,7 +5337,7 @@ var file_qlc_proto_depIdxs = []int32{
 	1,  // 7: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	1,  // 8: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 9: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	64, // 10: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	65, // 10: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 11: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	15, // 12: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	17, // 13: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -5287,8 +5355,8 @@ var file_qlc_proto_depIdxs = []int32{
 	15, // 25: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 26: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 27: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	65, // 28: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	65, // 29: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	66, // 28: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	66, // 29: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 30: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 31: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 32: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -5299,10 +5367,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 37: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 38: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 39: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	65, // 40: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	65, // 41: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	66, // 40: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	66, // 41: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 42: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	65, // 43: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	66, // 43: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	25, // 44: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 45: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 46: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -5324,19 +5392,20 @@ var file_qlc_proto_depIdxs = []int32{
 	2,  // 62: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
 	61, // 63: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
 	1,  // 64: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	62, // 65: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	63, // 66: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	65, // 67: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	63, // 65: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	64, // 66: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	66, // 67: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
 	54, // 68: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	65, // 69: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	65, // 70: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	66, // 69: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	66, // 70: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
 	11, // 71: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
 	11, // 72: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	73, // [73:73] is the sub-list for method output_type
-	73, // [73:73] is the sub-list for method input_type
-	73, // [73:73] is the sub-list for extension type_name
-	73, // [73:73] is the sub-list for extension extendee
-	0,  // [0:73] is the sub-list for field type_name
+	61, // 73: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	74, // [74:74] is the sub-list for method output_type
+	74, // [74:74] is the sub-list for method input_type
+	74, // [74:74] is the sub-list for extension type_name
+	74, // [74:74] is the sub-list for extension extendee
+	0,  // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -5363,7 +5432,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   63,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
