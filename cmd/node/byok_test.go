@@ -171,3 +171,72 @@ profiles:
 		t.Fatalf("the database or a log is not among the files checked: %v", names)
 	}
 }
+
+// A tenant's key stored under the old cluster key keeps working through
+// the three phases of a key rotation (docs/keys.md), gateway and node
+// restarted at each: [OLD] → [NEW, +OLD] (the gateway re-seals the stored
+// key under NEW) → [NEW] (OLD is gone, the key still opens).
+func TestProviderKeySurvivesClusterKeyRotation(t *testing.T) {
+	const (
+		oldKey = testKey
+		newKey = "bmV3LWNsdXN0ZXIta2V5LWZvci1yb3RhdGlvbi0wMDA=" // 32 bytes
+		keyA   = "sk-tenant-rotation-proc-000000000000AB"
+	)
+	var mu sync.Mutex
+	var seen []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer up.Close()
+	pf := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(pf, []byte(fmt.Sprintf(`
+default_profile: byok
+providers:
+  up: {kind: openai, base_url: %s/v1}
+profiles:
+  byok:
+    provider: up
+    stages: {generator: {model: gpt-4o}, refiner: {model: gpt-4o}, validator: {model: gpt-4o}, curator: {model: gpt-4o}}
+`, up.URL)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir() // the gateway's store, kept across its restarts
+	for i, phase := range []struct{ primary, secondary string }{{oldKey, ""}, {newKey, oldKey}, {newKey, ""}} {
+		t.Setenv("QLC_CLUSTER_KEY_SECONDARY", phase.secondary)
+		node, na := launchNode(t, phase.primary, "-profiles", pf)
+		gwCmd, gw, _ := launchGateway(t, phase.primary, "-nodes", na.Actor, "-bind", "127.0.0.1:0", "-profiles", pf, "-data-dir", data)
+		if i == 0 {
+			r, _ := http.NewRequest("PUT", gw+"/v1/provider-keys/up", strings.NewReader(fmt.Sprintf(`{"api_key":%q}`, keyA)))
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("PUT: %v %v", resp, err)
+			}
+			resp.Body.Close()
+		}
+		code, v := postRun(t, gw, "byok")
+		if code != http.StatusCreated {
+			t.Fatalf("phase %d: POST /v1/runs: %d %v", i+1, code, v)
+		}
+		if last := streamEvents(t, gw, v["id"].(string), nil); last["type"] != "run_completed" {
+			t.Fatalf("phase %d: the run ended with %v", i+1, last)
+		}
+		mu.Lock()
+		got := seen
+		seen = nil
+		mu.Unlock()
+		if len(got) == 0 {
+			t.Fatalf("phase %d: the upstream saw no request", i+1)
+		}
+		for _, h := range got {
+			if h != "Bearer "+keyA {
+				t.Fatalf("phase %d: the upstream saw %q, want the tenant's key", i+1, h)
+			}
+		}
+		stopProcess(t, gwCmd)
+		stopProcess(t, node)
+	}
+}
