@@ -393,7 +393,13 @@ type Engine struct {
 	logger     *slog.Logger
 	stop       chan struct{}
 	wg         sync.WaitGroup
-	remote     *remote.Remote // nil in a single process
+	// toPack are finished runs whose logs compactFinished packs once they
+	// ended compactAfter ago. Bounded by the runs that end within
+	// compactAfter + compactEvery: each leaves at the first tick after
+	// that (packed, or left as it is if it cannot be).
+	toPackMu sync.Mutex
+	toPack   []*Hub
+	remote   *remote.Remote // nil in a single process
 	// coordRoot spawns this process's own coordinators under a guardian
 	// that stops (never restarts) one that fails. Its own root context:
 	// WithGuardian changes the context it is called on.
@@ -1343,6 +1349,7 @@ func (e *Engine) forget(id string) {
 // share is admitted without waiting for evict).
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
+	e.packLater(h)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {
 		if e.cache.ended(key, h) {
 			e.remoteCachePut(key, h.RunID, h.Events(1))
@@ -1381,6 +1388,8 @@ func (e *Engine) evictLoop() {
 	}
 	t := time.NewTicker(period)
 	defer t.Stop()
+	compact := time.NewTicker(compactEvery)
+	defer compact.Stop()
 	// The memory budget is checked more often than runs are evicted: a
 	// flood of runs fills memory within a second.
 	var memTick <-chan time.Time
@@ -1397,8 +1406,45 @@ func (e *Engine) evictLoop() {
 			e.checkMemory(heapInUse())
 		case <-t.C:
 			e.evict(time.Now())
+		case now := <-compact.C:
+			e.compactFinished(now)
 		}
 	}
+}
+
+// compactEvery is how often finished runs' logs are looked at for packing
+// (Hub.compact, compactAfter their end).
+const compactEvery = 250 * time.Millisecond
+
+// compactFinished packs the logs of the finished runs that ended
+// compactAfter ago or more: a retained run then costs its encoding (about
+// 20 bytes per token instead of 300), and the garbage collector no longer
+// traces one object per token of every run it keeps (its mark phases grew
+// with the retained runs and took one of two cores for tens of
+// milliseconds).
+func (e *Engine) compactFinished(now time.Time) {
+	e.toPackMu.Lock()
+	hubs := e.toPack
+	e.toPack = nil
+	e.toPackMu.Unlock()
+	var later []*Hub
+	for _, h := range hubs {
+		if ok, _ := h.compact(now, compactAfter); !ok && h.endedWithin(now, compactAfter) {
+			later = append(later, h)
+		}
+	}
+	if len(later) > 0 {
+		e.toPackMu.Lock()
+		e.toPack = append(e.toPack, later...)
+		e.toPackMu.Unlock()
+	}
+}
+
+// packLater queues a finished run's hub for compactFinished.
+func (e *Engine) packLater(h *Hub) {
+	e.toPackMu.Lock()
+	e.toPack = append(e.toPack, h)
+	e.toPackMu.Unlock()
 }
 
 // memoryCheckEvery is how often the heap is compared with MemoryBudget.
@@ -1593,7 +1639,7 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 	}
 	h := newHub(runID, tenant, profile, query, e.cfg.Hub, e.metrics, e.logger)
 	h.Created = created
-	h.log = log
+	h.log, h.n = log, len(log)
 	for _, ev := range log {
 		h.heapBytes += eventHeapBytes(ev)
 	}
@@ -1608,6 +1654,7 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 		return old, nil
 	}
 	e.hubs[runID] = h
+	e.packLater(h)
 	return h, nil
 }
 
