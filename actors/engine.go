@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qlc-project/qlc/internal/sealed"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/tokenizer"
@@ -64,6 +65,12 @@ type Config struct {
 	// Providers maps the provider names used in Stages to clients. Required:
 	// BuildProviders makes them from Stages.
 	Providers map[string]stagework.Provider
+	// Secrets opens the tenants' own provider keys that runs carry sealed
+	// (RunRequest.ProviderKeys, bring your own key): the ring derived from
+	// the cluster keyring (sealed.NewRing), the same on every process of a
+	// cluster. nil: a step whose run carries a key for its endpoint fails
+	// with an auth error rather than fall back to the endpoint's own key.
+	Secrets *sealed.Ring
 	// Retry is applied to every failed stage attempt. Default
 	// stagework.DefaultRetryPolicy().
 	Retry stagework.RetryPolicy
@@ -354,6 +361,12 @@ type RunRequest struct {
 	// profile "auto" (recorded in the run, shown in its resource); nil
 	// when the request named its profile.
 	Routing *messages.RunRouting
+	// ProviderKeys are the tenant's own keys for endpoints, sealed for it
+	// (internal/sealed, bound to Tenant and the endpoint): a step calling
+	// one of these endpoints opens its key at the attempt and uses it
+	// instead of the endpoint's. The gateway sets them; they ride in
+	// StartRun and StartStep, never in clear.
+	ProviderKeys []*messages.SealedSecret
 }
 
 // Engine runs consensus runs on an actor system: it owns the system, the
@@ -650,7 +663,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 		h.fail("coordinator_lost", fmt.Sprintf("%s; the run already moved %d times and is not moved again", why, maxFailovers))
 		return
 	}
-	start := proto.Clone(h.start).(*messages.StartRun)
+	start := h.startMessage() // with any provider key changed since the start
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
 	t0 := time.Now()
 	pid, err := e.placeRun(start, lost.Address)
@@ -849,7 +862,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger, cache: newRunCache(cfg.RunCache),
-		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
+		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, secrets: cfg.Secrets, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			telemetry: NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
@@ -1071,7 +1084,7 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	start := &messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
-		Estimate: estimate, Routing: req.Routing,
+		Estimate: estimate, Routing: req.Routing, ProviderKeys: req.ProviderKeys,
 	}
 	hub, err := e.startCached(req, start)
 	if err != nil {

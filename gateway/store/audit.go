@@ -12,7 +12,7 @@ import (
 type AuditEntry struct {
 	Seq    int64     `json:"seq"`
 	At     time.Time `json:"at"`
-	Actor  string    `json:"actor"`  // admin key id
+	Actor  string    `json:"actor"`  // admin key id; a tenant key's id for a tenant's own change (provider keys)
 	Action string    `json:"action"` // e.g. "tenant.create"
 	Target string    `json:"target"`
 	Detail string    `json:"detail"` // JSON text, never a key
