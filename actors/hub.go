@@ -495,6 +495,13 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		if a.coordinator == nil || !m.Who.Equal(a.coordinator) {
 			return
 		}
+		if a.hub.Done() {
+			// Nothing more to say to it; a PID keeps a pointer to the
+			// process it last reached, and with it the stopped
+			// coordinator and its whole log (detachedPID).
+			a.coordinator = detachedPID(a.coordinator)
+			return
+		}
 		// Terminated is a system message and overtakes user messages: the
 		// coordinator's last events may still be queued. A note to self
 		// queues behind them, so the check sees them.
@@ -840,5 +847,17 @@ func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size in
 	}
 	h.packed, h.log = p, nil
 	h.heapBytes = p.bytes()
+	h.coordinator = detachedPID(h.coordinator) // the stopped coordinator and its log go with it
 	return true, h.heapBytes
+}
+
+// detachedPID is a copy of pid without the process it caches. protoactor's
+// PID keeps a pointer to the local process it last reached and drops it
+// only at its next use; a PID kept after its actor stopped keeps the
+// stopped actor (a finished coordinator: its whole log) in memory.
+func detachedPID(pid *actor.PID) *actor.PID {
+	if pid == nil {
+		return nil
+	}
+	return actor.NewPID(pid.Address, pid.Id)
 }

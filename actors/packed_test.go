@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"weak"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -240,4 +241,55 @@ func restoredLog(runID string, evs []*messages.RunEvent) []*messages.RunEvent {
 		out[i] = c
 	}
 	return out
+}
+
+// A finished, packed run lets go of every event it logged: nothing keeps
+// the coordinator that wrote them (its PID, kept by the hub, cached the
+// stopped actor — and with it the whole log — until the run was evicted,
+// 15 minutes later: ~285 KB per retained run).
+func TestFinishedRunsLetGoOfTheirEvents(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	var events []weak.Pointer[messages.RunEvent]
+	var deltas []weak.Pointer[messages.TokenDelta]
+	var hubs []*Hub
+	for range 10 {
+		h, err := e.StartRun(RunRequest{Tenant: "t", Profile: "instant", Query: "How do Go channels work?"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range collect(t, h, 1) {
+			events = append(events, weak.Make(ev))
+			if d := ev.GetTokenDelta(); d != nil {
+				deltas = append(deltas, weak.Make(d))
+			}
+		}
+		hubs = append(hubs, h)
+	}
+	deadline := time.Now().Add(30 * time.Second) // a bound for a stuck engine, not a timing goal
+	for {
+		runtime.GC()
+		liveEv, liveD := 0, 0
+		for _, w := range events {
+			if w.Value() != nil {
+				liveEv++
+			}
+		}
+		for _, w := range deltas {
+			if w.Value() != nil {
+				liveD++
+			}
+		}
+		if liveEv == 0 && liveD == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the runs were packed, %d of %d logged events and %d of %d deltas are still in memory", liveEv, len(events), liveD, len(deltas))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, h := range hubs { // still retained, and readable
+		if evs := h.Events(1); len(evs) == 0 || !isTerminal(evs[len(evs)-1]) {
+			t.Fatalf("run %s reads %d events after packing", h.RunID, len(evs))
+		}
+	}
 }
