@@ -815,6 +815,16 @@ func (h *Hub) unpack(p *packedLog, i, j int) []*messages.RunEvent {
 // reads the run resource right after the end. Later reads decode.
 const compactAfter = 500 * time.Millisecond
 
+// Pack packs a finished run's log now (see compact), for a caller that has
+// read what it needed of the whole log at the end (the gateway's ledger
+// has billed and stored it): the engine's own tick would pack it
+// compactAfter later, and a busy gateway ends hundreds of runs in that
+// time. It reports whether it packed (false: the run is live, or packed).
+func (h *Hub) Pack() bool {
+	ok, _ := h.compact(time.Now(), 0)
+	return ok
+}
+
 // endedWithin reports whether the run ended less than d before now.
 func (h *Hub) endedWithin(now time.Time, d time.Duration) bool {
 	h.mu.Lock()

@@ -51,6 +51,9 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 		}
 		s.settle(u, a, run)
 		s.batches.runEnded(hub) // a batch item's run: its outcome, and its slot is free (batch.go)
+		// Billed and stored: the log in memory can shrink to its
+		// encoding now (actors.Hub.Pack), not half a second later.
+		hub.Pack()
 	}()
 }
 
