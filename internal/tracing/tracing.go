@@ -1,0 +1,215 @@
+package tracing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ErrProtocol is returned by Setup for an OTLP protocol it does not speak.
+var ErrProtocol = errors.New("tracing: unsupported OTLP protocol (want http/protobuf or grpc)")
+
+// ErrExporter is returned by Setup for an OTEL_TRACES_EXPORTER other than
+// otlp or none.
+var ErrExporter = errors.New("tracing: unsupported OTEL_TRACES_EXPORTER (want otlp or none)")
+
+// Config says who the process is. Every field is optional.
+type Config struct {
+	// ServiceName is the resource's service.name ("qlc-node",
+	// "qlc-gateway"); OTEL_SERVICE_NAME wins over it.
+	ServiceName string
+	// InstanceID is the resource's service.instance.id: the node's name or
+	// actor address, so a trace shows which process did what.
+	InstanceID string
+	// Logger receives the SDK's errors (an exporter that cannot reach its
+	// receiver); nil: slog.Default().
+	Logger *slog.Logger
+	// Getenv reads the environment for Setup's own decisions (on or off,
+	// which protocol); nil: os.Getenv. The exporter and the SDK read the
+	// process's environment themselves.
+	Getenv func(string) string
+}
+
+// Tracing is a process's tracing: on (an exporter and an SDK provider,
+// installed as OpenTelemetry's globals) or off. Its methods are safe for
+// concurrent use; Shutdown is idempotent.
+type Tracing struct {
+	provider *sdktrace.TracerProvider // nil when off
+	protocol string
+}
+
+// captureContent is CaptureContent's answer, set by Setup.
+var captureContent atomic.Bool
+
+// CaptureContent reports whether spans may record prompt and answer text
+// (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true with tracing on).
+func CaptureContent() bool { return captureContent.Load() }
+
+// enabled reports whether the environment asks for trace export.
+func enabled(getenv func(string) string) (bool, error) {
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
+		return false, nil
+	}
+	switch exp := strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER"))); exp {
+	case "none":
+		return false, nil
+	case "otlp":
+		return true, nil
+	case "":
+	default:
+		return false, fmt.Errorf("%w: %q", ErrExporter, exp)
+	}
+	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "", nil
+}
+
+// protocolOf is the OTLP protocol the environment names (the spec's
+// default: http/protobuf).
+func protocolOf(getenv func(string) string) string {
+	p := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if p == "" {
+		p = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	if p == "" {
+		p = "http/protobuf"
+	}
+	return strings.ToLower(strings.TrimSpace(p))
+}
+
+// Setup reads the environment and, if it asks for traces, installs an OTLP
+// exporter and SDK provider as OpenTelemetry's globals (see the package
+// doc). Off, it changes nothing and returns a Tracing whose Enabled is
+// false. It does not block on the receiver: export happens in the
+// background.
+func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
+	getenv := cfg.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	on, err := enabled(getenv)
+	if err != nil || !on {
+		captureContent.Store(false)
+		return &Tracing{}, err
+	}
+	protocol := protocolOf(getenv)
+	var exp sdktrace.SpanExporter
+	switch protocol {
+	case "http/protobuf":
+		exp, err = otlptracehttp.New(ctx)
+	case "grpc":
+		exp, err = otlptracegrpc.New(ctx)
+	default:
+		return &Tracing{}, fmt.Errorf("%w: %q", ErrProtocol, protocol)
+	}
+	if err != nil {
+		return &Tracing{}, fmt.Errorf("tracing: exporter: %w", err)
+	}
+	var attrs []attribute.KeyValue
+	if cfg.ServiceName != "" {
+		attrs = append(attrs, semconv.ServiceName(cfg.ServiceName))
+	}
+	if cfg.InstanceID != "" {
+		attrs = append(attrs, semconv.ServiceInstanceID(cfg.InstanceID))
+	}
+	// The environment (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME) is
+	// merged last, so it wins.
+	res, err := resource.New(ctx, resource.WithSchemaURL(semconv.SchemaURL), resource.WithAttributes(attrs...),
+		resource.WithTelemetrySDK(), resource.WithFromEnv())
+	if err != nil && res == nil {
+		_ = exp.Shutdown(ctx)
+		return &Tracing{}, fmt.Errorf("tracing: resource: %w", err)
+	}
+	// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batch
+	// processor reads OTEL_BSP_*.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("tracing: export", "error", err) }))
+	captureContent.Store(strings.EqualFold(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), "true"))
+	logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
+	return &Tracing{provider: tp, protocol: protocol}, nil
+}
+
+// Enabled reports whether spans are exported.
+func (t *Tracing) Enabled() bool { return t != nil && t.provider != nil }
+
+// Protocol is the OTLP protocol in use ("" when off).
+func (t *Tracing) Protocol() string {
+	if t == nil {
+		return ""
+	}
+	return t.protocol
+}
+
+// Shutdown exports the spans still queued (within ctx) and stops the
+// exporter. Off, it does nothing.
+func (t *Tracing) Shutdown(ctx context.Context) error {
+	if !t.Enabled() {
+		return nil
+	}
+	return t.provider.Shutdown(ctx)
+}
+
+// Inject returns ctx's span context as a message's trace_context (W3C
+// traceparent, and tracestate and baggage when there are any); nil when ctx
+// has no valid span (always, with tracing off).
+func Inject(ctx context.Context) map[string]string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return nil
+	}
+	c := propagation.MapCarrier{}
+	otel.GetTextMapPropagator().Inject(ctx, c)
+	if len(c) == 0 {
+		return nil
+	}
+	return c
+}
+
+// Extract returns ctx with the remote span context a message's
+// trace_context carries, for the receiver's spans to be its children; ctx
+// itself when tc is empty.
+func Extract(ctx context.Context, tc map[string]string) context.Context {
+	if len(tc) == 0 {
+		return ctx
+	}
+	return otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(tc))
+}
+
+// TraceID is ctx's trace id in hex, "" when it has none.
+func TraceID(ctx context.Context) string {
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		return sc.TraceID().String()
+	}
+	return ""
+}
+
+// TraceIDOf is the trace id a message's trace_context names (its W3C
+// traceparent, "00-<trace id>-<span id>-<flags>"), "" when none.
+func TraceIDOf(tc map[string]string) string {
+	tp := tc["traceparent"]
+	if len(tp) < 35 || tp[2] != '-' {
+		return ""
+	}
+	id := tp[3:35]
+	if id == "00000000000000000000000000000000" {
+		return ""
+	}
+	return id
+}
