@@ -52,8 +52,14 @@ type Tracing struct {
 	protocol string
 }
 
-// captureContent is CaptureContent's answer, set by Setup.
-var captureContent atomic.Bool
+// captureContent is CaptureContent's answer, set by Setup; on says
+// whether Setup installed a provider (Enabled).
+var captureContent, on atomic.Bool
+
+// Enabled reports whether Setup turned tracing on in this process: one
+// atomic load, for code that does work only to feed spans (a server span's
+// header parsing) to skip it when tracing is off.
+func Enabled() bool { return on.Load() }
 
 // CaptureContent reports whether spans may record prompt and answer text
 // (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true with tracing on).
@@ -103,8 +109,8 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	on, err := enabled(getenv)
-	if err != nil || !on {
+	want, err := enabled(getenv)
+	if err != nil || !want {
 		captureContent.Store(false)
 		return &Tracing{}, err
 	}
@@ -143,6 +149,7 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("tracing: export", "error", err) }))
 	captureContent.Store(strings.EqualFold(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), "true"))
+	on.Store(true)
 	logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
 	return &Tracing{provider: tp, protocol: protocol}, nil
 }
@@ -164,6 +171,8 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	if !t.Enabled() {
 		return nil
 	}
+	on.Store(false)
+	captureContent.Store(false)
 	return t.provider.Shutdown(ctx)
 }
 
@@ -212,4 +221,15 @@ func TraceIDOf(tc map[string]string) string {
 		return ""
 	}
 	return id
+}
+
+// Detach returns a context that carries ctx's span and nothing else: no
+// deadline, no cancellation, no values (context.Background() for a nil
+// ctx). Work that outlives a request (or must not end with it) keeps its
+// place in the request's trace.
+func Detach(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return trace.ContextWithSpan(context.Background(), trace.SpanFromContext(ctx))
 }
