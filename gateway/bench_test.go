@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -15,8 +16,40 @@ import (
 	"time"
 
 	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 )
+
+// benchTracing turns tracing on for a benchmark when QLC_BENCH_TRACING=1:
+// sampling 1.0 (always_on), exported with OTLP/HTTP to a receiver in this
+// process (which decodes every span: its cost is counted too). It returns
+// a function reporting the spans received per run; with tracing off it
+// does nothing. Compare `QLC_BENCH_TRACING=1 go test -bench ...` with the
+// same command without it.
+func benchTracing(b *testing.B) (report func(runs int)) {
+	if os.Getenv("QLC_BENCH_TRACING") != "1" {
+		return func(int) {}
+	}
+	rcv := &tracing.Receiver{}
+	srv := httptest.NewServer(rcv)
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	b.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	b.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+	tr, err := tracing.Setup(context.Background(), tracing.Config{ServiceName: "qlc-bench"})
+	if err != nil || !tr.Enabled() {
+		b.Fatalf("tracing: %v", err)
+	}
+	b.Cleanup(func() {
+		_ = tr.Shutdown(context.Background())
+		srv.Close()
+	})
+	return func(runs int) {
+		_ = tr.Shutdown(context.Background()) // flushes
+		if runs > 0 {
+			b.ReportMetric(float64(len(rcv.Spans()))/float64(runs), "spans/run")
+		}
+	}
+}
 
 // benchProfiles: "bulk" streams 4 stages of 50k tokens each at zero latency.
 const benchProfiles = `
@@ -51,6 +84,7 @@ profiles:
 // whole pipeline's cost per token (the simulator's own cost included; see
 // stagework's BenchmarkSimStream for it alone).
 func BenchmarkStreamToSSE(b *testing.B) {
+	report := benchTracing(b)
 	g := startGateway(b, benchProfiles, func(c *Config, e *actors.Config) { e.Hub.MaxLag = 1 << 20 })
 	var tokens int64
 	var m0, m1 runtime.MemStats
@@ -82,6 +116,7 @@ func BenchmarkStreamToSSE(b *testing.B) {
 	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(tokens), "allocs/token")
 	b.ReportMetric(float64(tokens)/el.Seconds(), "tokens/s")
 	b.ReportMetric(float64(el.Nanoseconds())/float64(tokens), "ns/token")
+	report(b.N)
 }
 
 // countTokens reads "tokens":N from a token_delta event's JSON.
@@ -125,6 +160,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // POST /v1/runs to reading the first token_delta on the run's SSE stream is
 // all QLC's (two HTTP round trips on loopback included). Reports p50/p99.
 func BenchmarkAddedTTFT(b *testing.B) {
+	report := benchTracing(b)
 	g := startGateway(b, benchProfiles, nil)
 	lat := make([]time.Duration, 0, b.N)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
@@ -152,6 +188,7 @@ func BenchmarkAddedTTFT(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(percentile(lat, 0.5).Microseconds()), "p50-µs")
 	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds()), "p99-µs")
+	report(b.N)
 }
 
 // BenchmarkAddedTTFTInProcess: the same without HTTP: Engine.StartRun to the
