@@ -142,12 +142,13 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 		_ = exp.Shutdown(ctx)
 		return &Tracing{}, fmt.Errorf("tracing: resource: %w", err)
 	}
-	// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batch
-	// processor reads OTEL_BSP_*.
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batcher
+	// reads OTEL_BSP_*.
+	onError := func(err error) { logger.Warn("tracing: export", "error", err) }
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newBatcher(exp, getenv, onError)), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("tracing: export", "error", err) }))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(onError))
 	captureContent.Store(strings.EqualFold(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), "true"))
 	on.Store(true)
 	logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
