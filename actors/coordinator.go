@@ -739,8 +739,7 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		kind, why = attemptHedge, a.hedgeWhy
 	}
 	actx, span := startSpan(a.stepCtx, "qlc.attempt", trace.WithAttributes(attrStep.String(a.step), attrAttempt.Int(int(number)),
-		attrAttemptKind.String(kind), attrAttemptReason.String(why), semconv.GenAIRequestModel(model.Model),
-		attribute.String("qlc.endpoint", model.Provider)))
+		attrAttemptKind.String(kind), attrAttemptReason.String(why), attribute.String("qlc.endpoint", model.Provider)))
 	if role == "" {
 		endSpan(&a.span, "", "superseded")
 		a.span = span
@@ -782,13 +781,21 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		}
 	}
 	if !countLater {
-		// The tokenizer's work on the attempt's path: counting, and
-		// trimming to the context window.
-		_, tspan := startSpan(actx, "qlc.tokenizer.fit", trace.WithAttributes(semconv.GenAIRequestModel(spec.Model),
-			attribute.Int("qlc.tokenizer.context_window", window)))
+		var fitStart time.Time
+		if span.IsRecording() {
+			fitStart = time.Now()
+		}
 		prompt, promptTokens, notes, err = stagework.FitPrompt(spec, in, window, counter)
-		tspan.SetAttributes(attribute.Int("qlc.tokenizer.prompt_tokens", promptTokens), attribute.Int("qlc.tokenizer.notes", len(notes)))
-		endSpan(&tspan, "", "")
+		if span.IsRecording() {
+			// The tokenizer's work on the attempt's path (counting, and
+			// trimming to the context window) is a local call: an event
+			// on the attempt with its duration, not a span of its own
+			// (spans cost more; the tokenizer actors' requests have
+			// theirs, TokenizerClient).
+			span.AddEvent("qlc.tokenizer.fit", trace.WithTimestamp(fitStart), trace.WithAttributes(
+				attribute.Int("qlc.tokenizer.context_window", window), attribute.Int("qlc.tokenizer.prompt_tokens", promptTokens),
+				attribute.Int("qlc.tokenizer.notes", len(notes)), attribute.Int64("qlc.tokenizer.duration_us", time.Since(fitStart).Microseconds())))
+		}
 		switch {
 		case errors.Is(err, stagework.ErrPromptTooLong):
 			c.fail(ctx, a, "prompt_too_long", fmt.Sprintf("%s: %v", stepTitle(a.spec), err))

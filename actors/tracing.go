@@ -3,12 +3,12 @@ package actors
 import (
 	"context"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/stagework"
 )
 
@@ -19,12 +19,7 @@ import (
 // placement of a run, and limiter and tokenizer requests. Through
 // OpenTelemetry's global provider: a no-op until internal/tracing's Setup
 // installs one. No span is ever started per token.
-//
-// It asks the global provider each time rather than keeping a Tracer: a
-// Tracer taken from OpenTelemetry's global stays bound to the first
-// provider ever installed, and tests and benchmarks install one after
-// another. The lookup is a map read, once per span, never per token.
-func tracer() trace.Tracer { return otel.Tracer("github.com/qlc-project/qlc/actors") }
+var tracer = tracing.NewTracer("github.com/qlc-project/qlc/actors")
 
 // QLC's own span attributes (the GenAI ones come from semconv).
 const (
@@ -94,5 +89,5 @@ func startSpan(parent context.Context, name string, opts ...trace.SpanStartOptio
 	if parent == nil {
 		parent = context.Background()
 	}
-	return tracer().Start(parent, name, opts...)
+	return tracer.Start(parent, name, opts...)
 }

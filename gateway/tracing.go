@@ -18,9 +18,8 @@ import (
 // tracer starts the gateway's spans: one server span per HTTP request
 // (its run's trace root, or the child of the client's W3C traceparent)
 // and the admission span. A no-op until internal/tracing's Setup installs
-// a provider. Looked up at each span, as actors' is: a Tracer kept from
-// the global stays bound to the first provider installed.
-func tracer() trace.Tracer { return otel.Tracer("github.com/qlc-project/qlc/gateway") }
+// a provider.
+var tracer = tracing.NewTracer("github.com/qlc-project/qlc/gateway")
 
 // traced gives every request a server span named by its route (mux's
 // pattern), under the client's traceparent when it sends one. With
@@ -41,7 +40,7 @@ func (s *Server) traced(mux *http.ServeMux, next http.Handler) http.Handler {
 		if route != "" {
 			attrs = append(attrs, semconv.HTTPRoute(route))
 		}
-		ctx, span := tracer().Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+		ctx, span := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 		defer span.End()
 		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r.WithContext(ctx))
