@@ -84,6 +84,14 @@ func endSpan(sp *trace.Span, errType, msg string) {
 	s.End()
 }
 
+// noSpan stands for every span with tracing off: OpenTelemetry's no-op span.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// spanOn reports whether tracing is on: a call site with attributes to
+// build skips building them when it is not (one atomic load), so tracing
+// off costs no allocation.
+func spanOn() bool { return tracing.Enabled() }
+
 // startSpan starts a span under parent (context.Background() when nil).
 func startSpan(parent context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	if parent == nil {
