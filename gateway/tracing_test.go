@@ -35,7 +35,7 @@ func TestRunTraceHonoursTraceparent(t *testing.T) {
 	var server sdktrace.ReadOnlySpan
 	waitUntil(t, "the request's server span", func() bool {
 		for _, s := range rec.Ended() {
-			if s.Name() == "POST /v1/runs" {
+			if s.Name() == "POST /v1/runs" && s.SpanContext().TraceID().String() == clientTrace {
 				server = s
 				return true
 			}
