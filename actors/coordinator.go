@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/qlc-project/qlc/internal/sealed"
 	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
@@ -45,6 +46,7 @@ type coordinatorDeps struct {
 
 	stages    *stagework.Config
 	providers map[string]stagework.Provider
+	secrets   *sealed.Ring // opens the tenants' own provider keys (Config.Secrets)
 	retry     stagework.RetryPolicy
 	timeouts  Timeouts
 	telemetry *Telemetry // live statistics per endpoint model (hedging reads its TTFT p95)
@@ -343,6 +345,12 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *messages.CancelRun:
 		c.cancel(ctx, m)
+	case *messages.ProviderKeyChanged:
+		if c.run != nil && m.RunId == c.run.RunId {
+			// The next attempts on the endpoint use the new key (or the
+			// endpoint's own); attempts already started keep theirs.
+			c.run.ProviderKeys = withProviderKey(c.run.ProviderKeys, m.Endpoint, m.ProviderKey)
+		}
 	case *messages.RunEventAck:
 		if c.ended && !c.acked && m.Seq >= uint64(len(c.log)) {
 			// The hub has the whole log. Keep it a while longer anyway, not
@@ -761,6 +769,7 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		c.fail(ctx, a, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.step, model.Provider))
 		return nil, false
 	}
+	sealedKey := providerKeyFor(c.run.GetProviderKeys(), model.Provider)
 	maxTokens := a.spec.MaxTokens
 	if mt := int(c.run.GetOptions().GetMaxTokens()); mt > 0 {
 		maxTokens = mt
@@ -829,6 +838,7 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		span.SetAttributes(genAIRequest(prov.Name(), req)...)
 	}
 	if !a.spec.Stage.Chain() && c.deps.stepHosts != nil {
+		// The stage host's worker opens the tenant's key, if any.
 		// A parallel step runs on a stage host, here or on another node.
 		if countLater {
 			promptTokens = stagework.PromptTokens(prompt, counter)
@@ -844,7 +854,7 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		}
 		st := &messages.StartStep{RunId: c.run.RunId, Tenant: c.run.Tenant, Weight: max(c.run.Weight, 1), Step: a.step, Stage: stage,
 			Attempt: number, Role: role, Coordinator: refOf(ctx.Self()), Provider: model.Provider, Model: model.Model,
-			Temperature: req.Temperature, MaxTokens: int32(req.MaxTokens), Seed: req.Seed, Query: req.Query, PromptTokens: int64(promptTokens),
+			Temperature: req.Temperature, MaxTokens: int32(req.MaxTokens), Seed: req.Seed, Query: req.Query, PromptTokens: int64(promptTokens), ProviderKey: sealedKey,
 			TraceContext: tracing.Inject(actx)}
 		st.Messages = make([]*messages.ChatMessage, len(prompt))
 		for i, m := range prompt {
@@ -852,6 +862,10 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		}
 		c.place(ctx, a, st)
 		return nil, true
+	}
+	if req.APIKey, err = openProviderKey(c.deps.secrets, c.run.Tenant, sealedKey); err != nil {
+		c.fail(ctx, a, "provider_key_unavailable", fmt.Sprintf("%s: %v", a.step, err))
+		return nil, false
 	}
 	w := &stageWorker{provider: prov, req: req, stage: stage, step: a.wireStep, attempt: number, coordinator: ctx.Self(),
 		timeouts: c.deps.timeouts, counter: counter, traceCtx: actx}

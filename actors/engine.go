@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qlc-project/qlc/internal/sealed"
 	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
@@ -67,6 +68,12 @@ type Config struct {
 	// Providers maps the provider names used in Stages to clients. Required:
 	// BuildProviders makes them from Stages.
 	Providers map[string]stagework.Provider
+	// Secrets opens the tenants' own provider keys that runs carry sealed
+	// (RunRequest.ProviderKeys, bring your own key): the ring derived from
+	// the cluster keyring (sealed.NewRing), the same on every process of a
+	// cluster. nil: a step whose run carries a key for its endpoint fails
+	// with an auth error rather than fall back to the endpoint's own key.
+	Secrets *sealed.Ring
 	// Retry is applied to every failed stage attempt. Default
 	// stagework.DefaultRetryPolicy().
 	Retry stagework.RetryPolicy
@@ -357,6 +364,12 @@ type RunRequest struct {
 	// profile "auto" (recorded in the run, shown in its resource); nil
 	// when the request named its profile.
 	Routing *messages.RunRouting
+	// ProviderKeys are the tenant's own keys for endpoints, sealed for it
+	// (internal/sealed, bound to Tenant and the endpoint): a step calling
+	// one of these endpoints opens its key at the attempt and uses it
+	// instead of the endpoint's. The gateway sets them; they ride in
+	// StartRun and StartStep, never in clear.
+	ProviderKeys []*messages.SealedSecret
 	// Ctx carries the caller's trace span (the gateway's request span):
 	// the run's placement span is its child and the run's trace is its
 	// trace. Only its span is used, never its deadline or values. Nil:
@@ -388,7 +401,13 @@ type Engine struct {
 	logger     *slog.Logger
 	stop       chan struct{}
 	wg         sync.WaitGroup
-	remote     *remote.Remote // nil in a single process
+	// toPack are finished runs whose logs compactFinished packs once they
+	// ended compactAfter ago. Bounded by the runs that end within
+	// compactAfter + compactEvery: each leaves at the first tick after
+	// that (packed, or left as it is if it cannot be).
+	toPackMu sync.Mutex
+	toPack   []*Hub
+	remote   *remote.Remote // nil in a single process
 	// coordRoot spawns this process's own coordinators under a guardian
 	// that stops (never restarts) one that fails. Its own root context:
 	// WithGuardian changes the context it is called on.
@@ -652,7 +671,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 		h.fail("coordinator_lost", fmt.Sprintf("%s; the run already moved %d times and is not moved again", why, maxFailovers))
 		return
 	}
-	start := proto.Clone(h.start).(*messages.StartRun)
+	start := h.startMessage() // with any provider key changed since the start
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
 	t0 := time.Now()
 	pid, err := e.placeRun(start, lost.Address)
@@ -851,7 +870,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger, cache: newRunCache(cfg.RunCache),
-		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
+		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, secrets: cfg.Secrets, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			telemetry: NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
@@ -1073,7 +1092,7 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	start := &messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
-		Estimate: estimate, Routing: req.Routing,
+		Estimate: estimate, Routing: req.Routing, ProviderKeys: req.ProviderKeys,
 	}
 	// The placement span covers choosing a node and its StartRunAck (or
 	// the cache's answer); the coordinator's run span is its child.
@@ -1354,6 +1373,7 @@ func (e *Engine) forget(id string) {
 // share is admitted without waiting for evict).
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
+	e.packLater(h)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {
 		if e.cache.ended(key, h) {
 			e.remoteCachePut(key, h.RunID, h.Events(1))
@@ -1392,6 +1412,8 @@ func (e *Engine) evictLoop() {
 	}
 	t := time.NewTicker(period)
 	defer t.Stop()
+	compact := time.NewTicker(compactEvery)
+	defer compact.Stop()
 	// The memory budget is checked more often than runs are evicted: a
 	// flood of runs fills memory within a second.
 	var memTick <-chan time.Time
@@ -1408,8 +1430,45 @@ func (e *Engine) evictLoop() {
 			e.checkMemory(heapInUse())
 		case <-t.C:
 			e.evict(time.Now())
+		case now := <-compact.C:
+			e.compactFinished(now)
 		}
 	}
+}
+
+// compactEvery is how often finished runs' logs are looked at for packing
+// (Hub.compact, compactAfter their end).
+const compactEvery = 250 * time.Millisecond
+
+// compactFinished packs the logs of the finished runs that ended
+// compactAfter ago or more: a retained run then costs its encoding (about
+// 20 bytes per token instead of 300), and the garbage collector no longer
+// traces one object per token of every run it keeps (its mark phases grew
+// with the retained runs and took one of two cores for tens of
+// milliseconds).
+func (e *Engine) compactFinished(now time.Time) {
+	e.toPackMu.Lock()
+	hubs := e.toPack
+	e.toPack = nil
+	e.toPackMu.Unlock()
+	var later []*Hub
+	for _, h := range hubs {
+		if ok, _ := h.compact(now, compactAfter); !ok && h.endedWithin(now, compactAfter) {
+			later = append(later, h)
+		}
+	}
+	if len(later) > 0 {
+		e.toPackMu.Lock()
+		e.toPack = append(e.toPack, later...)
+		e.toPackMu.Unlock()
+	}
+}
+
+// packLater queues a finished run's hub for compactFinished.
+func (e *Engine) packLater(h *Hub) {
+	e.toPackMu.Lock()
+	e.toPack = append(e.toPack, h)
+	e.toPackMu.Unlock()
 }
 
 // memoryCheckEvery is how often the heap is compared with MemoryBudget.
@@ -1604,7 +1663,7 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 	}
 	h := newHub(runID, tenant, profile, query, e.cfg.Hub, e.metrics, e.logger)
 	h.Created = created
-	h.log = log
+	h.log, h.n = log, len(log)
 	for _, ev := range log {
 		h.heapBytes += eventHeapBytes(ev)
 	}
@@ -1619,6 +1678,7 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 		return old, nil
 	}
 	e.hubs[runID] = h
+	e.packLater(h)
 	return h, nil
 }
 

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qlc-project/qlc/messages"
@@ -107,7 +110,9 @@ type Hub struct {
 
 	// mu guards the fields below it.
 	mu          sync.Mutex
-	log         []*messages.RunEvent // log[i].Seq == i+1
+	log         []*messages.RunEvent // log[i].Seq == i+1; nil once packed
+	n           int                  // events in the log (len(log), or packed's)
+	packed      *packedLog           // the finished log, compacted (compact); nil before
 	epoch       uint64
 	terminal    bool      // a RunCompleted/RunFailed/RunCancelled is in the log
 	endedAt     time.Time // when terminal became true
@@ -216,20 +221,28 @@ func (h *Hub) Done() bool {
 func (h *Hub) LastSeq() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return uint64(len(h.log))
+	return uint64(h.n)
 }
 
-// Events returns the log from fromSeq on (1 = all). The slice must not be modified.
+// Events returns the log from fromSeq on (1 = all). The slice must not be
+// modified. A packed log (compact) is decoded: each call returns new
+// messages.
 func (h *Hub) Events(fromSeq uint64) []*messages.RunEvent {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if fromSeq < 1 {
 		fromSeq = 1
 	}
-	if fromSeq > uint64(len(h.log)) {
+	h.mu.Lock()
+	if fromSeq > uint64(h.n) {
+		h.mu.Unlock()
 		return nil
 	}
-	return h.log[fromSeq-1:]
+	if p := h.packed; p != nil {
+		h.mu.Unlock()
+		return h.unpack(p, int(fromSeq-1), p.len())
+	}
+	evs := h.log[fromSeq-1:]
+	h.mu.Unlock()
+	return evs
 }
 
 // WaitDone blocks until the run ends or ctx is done.
@@ -287,7 +300,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 			h.logger.Warn("hub ignored an event from a stale coordinator", "epoch", ev.GetEpoch(), "current_epoch", h.epoch, "seq", ev.GetSeq())
 			continue
 		}
-		n := uint64(len(h.log))
+		n := uint64(h.n)
 		switch {
 		case ev.GetSeq() <= n:
 			continue // duplicate (a resend or a resumed coordinator's replay)
@@ -300,12 +313,13 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 			continue
 		case h.terminal:
 			continue
-		case len(h.log) >= h.cfg.MaxEvents:
+		case h.n >= h.cfg.MaxEvents:
 			cancelRun = true
 			continue
 		}
 		h.epoch = ev.GetEpoch()
 		h.log = append(h.log, ev)
+		h.n++
 		h.heapBytes += eventHeapBytes(ev)
 		appended++
 		h.metrics.observe(h.Profile, ev)
@@ -340,7 +354,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 // when the coordinator that would have ended it is gone.
 func (h *Hub) fail(code, reason string) {
 	h.mu.Lock()
-	ev := &messages.RunEvent{RunId: h.RunID, Seq: uint64(len(h.log)) + 1, Epoch: max(h.epoch, h.minEpoch), Time: timestamppb.Now(),
+	ev := &messages.RunEvent{RunId: h.RunID, Seq: uint64(h.n) + 1, Epoch: max(h.epoch, h.minEpoch), Time: timestamppb.Now(),
 		Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: reason, Code: code}}}
 	h.mu.Unlock()
 	h.logger.Error("run failed: coordinator lost", "code", code, "reason", reason)
@@ -397,7 +411,7 @@ func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*mess
 	h := s.hub
 	for {
 		h.mu.Lock()
-		n := uint64(len(h.log))
+		n := uint64(h.n)
 		if s.next <= n {
 			lag := n - s.next + 1
 			if !h.terminal && lag > uint64(h.cfg.MaxLag) && s.lastLag != freshLag && lag > s.lastLag {
@@ -407,8 +421,15 @@ func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*mess
 				return nil, &LaggedError{NextSeq: s.next}
 			}
 			end := min(n, s.next-1+uint64(h.cfg.MaxBatch))
-			evs := h.log[s.next-1 : end : end]
+			var evs []*messages.RunEvent
+			p := h.packed
+			if p == nil {
+				evs = h.log[s.next-1 : end : end]
+			}
 			h.mu.Unlock()
+			if p != nil { // immutable: decoded without the lock
+				evs = h.unpack(p, int(s.next-1), int(end))
+			}
 			s.next, s.lastLag = end+1, lag
 			return evs, nil
 		}
@@ -474,6 +495,13 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		}
 	case *actor.Terminated:
 		if a.coordinator == nil || !m.Who.Equal(a.coordinator) {
+			return
+		}
+		if a.hub.Done() {
+			// Nothing more to say to it; a PID keeps a pointer to the
+			// process it last reached, and with it the stopped
+			// coordinator and its whole log (detachedPID).
+			a.coordinator = detachedPID(a.coordinator)
 			return
 		}
 		// Terminated is a system message and overtakes user messages: the
@@ -628,4 +656,220 @@ func eventHeapBytes(ev *messages.RunEvent) int64 {
 		n += int64(len(k.RunCompleted.Answer))
 	}
 	return n
+}
+
+// packedLog is a finished run's log in two allocations that hold no
+// pointers. A live log is one RunEvent, oneof wrapper, kind and timestamp
+// per event (about 300 bytes and four objects the garbage collector must
+// trace, per token); packed, a token event is about 20 bytes, never
+// traced. Readers of a finished run decode the part they read
+// (Hub.unpack).
+//
+// Each event is a record: its length (varint), then epoch<<1 | has-time
+// (varint), the time as nanoseconds since the previous event's (zigzag
+// varint, when it has one), then the protobuf encoding of its kind alone
+// (RunEvent with only the oneof set). The run id is the log's, the seq is
+// the record's place (a hub's log holds seq i at i-1): neither is stored.
+type packedLog struct {
+	runID string
+	n     int        // events
+	data  []byte     // the records, back to back
+	index []packMark // index[k]: record k*packIndexEvery
+}
+
+// packMark is where a record starts, and the time (ns) its delta is from.
+type packMark struct {
+	off uint32
+	ns  int64
+}
+
+// packIndexEvery is how many records one index entry covers: a read from
+// seq s skips at most this many records by their lengths.
+const packIndexEvery = 64
+
+// packLog encodes evs, whose seqs are 1 to len(evs) and run ids runID; an
+// error (an event that is not so, or does not encode, a time that is not
+// a time, a log over 4 GiB) leaves the log as it was.
+func packLog(runID string, evs []*messages.RunEvent) (*packedLog, error) {
+	p := &packedLog{runID: runID, n: len(evs), index: make([]packMark, 0, (len(evs)+packIndexEvery-1)/packIndexEvery)}
+	size := 0
+	for _, ev := range evs {
+		size += proto.Size(ev) // more than packed: run id, seq and time go
+	}
+	p.data = make([]byte, 0, size)
+	var (
+		kind   messages.RunEvent // the event's kind only, marshalled
+		rec    []byte
+		prevNs int64
+	)
+	opts := proto.MarshalOptions{Deterministic: true}
+	for i, ev := range evs {
+		if ev.GetSeq() != uint64(i+1) || ev.GetRunId() != runID {
+			return nil, fmt.Errorf("actors: pack: event %d has seq %d, run %q", i+1, ev.GetSeq(), ev.GetRunId())
+		}
+		if i%packIndexEvery == 0 {
+			if len(p.data) > math.MaxUint32 {
+				return nil, fmt.Errorf("actors: a log of over %d bytes is too long to pack", len(p.data))
+			}
+			p.index = append(p.index, packMark{uint32(len(p.data)), prevNs})
+		}
+		rec = rec[:0]
+		head := ev.GetEpoch() << 1
+		if ev.GetEpoch() >= 1<<63 {
+			return nil, fmt.Errorf("actors: pack: event %d has epoch %d", i+1, ev.GetEpoch())
+		}
+		if t := ev.GetTime(); t != nil {
+			ns, ok := timeNanos(t)
+			if !ok {
+				return nil, fmt.Errorf("actors: pack: event %d has time %v", i+1, t)
+			}
+			rec = protowire.AppendVarint(rec, head|1)
+			rec = protowire.AppendVarint(rec, protowire.EncodeZigZag(ns-prevNs))
+			prevNs = ns
+		} else {
+			rec = protowire.AppendVarint(rec, head)
+		}
+		kind.Kind = ev.Kind
+		var err error
+		if rec, err = opts.MarshalAppend(rec, &kind); err != nil {
+			return nil, fmt.Errorf("actors: pack event %d: %w", i+1, err)
+		}
+		p.data = protowire.AppendBytes(p.data, rec)
+	}
+	p.data = append(make([]byte, 0, len(p.data)), p.data...) // the estimate was generous: keep what is used
+	return p, nil
+}
+
+// timeNanos is t as nanoseconds since 1970, if it is a valid time that
+// int64 nanoseconds hold (1678 to 2262).
+func timeNanos(t *timestamppb.Timestamp) (int64, bool) {
+	if t.CheckValid() != nil || t.Seconds < -9e9 || t.Seconds > 9e9 {
+		return 0, false
+	}
+	return t.Seconds*1e9 + int64(t.Nanos), true
+}
+
+func (p *packedLog) len() int { return p.n }
+
+// bytes is the memory the packed log holds.
+func (p *packedLog) bytes() int64 { return int64(cap(p.data) + 16*cap(p.index) + 64) }
+
+// decode returns events i to j-1 (0-based) as new messages.
+func (p *packedLog) decode(i, j int) ([]*messages.RunEvent, error) {
+	if i < 0 || j > p.n || i >= j {
+		return nil, nil
+	}
+	evs := make([]*messages.RunEvent, 0, j-i)
+	k := i / packIndexEvery * packIndexEvery
+	mark := p.index[k/packIndexEvery]
+	b, ns := p.data[mark.off:], mark.ns
+	for ; k < j; k++ {
+		rec, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return evs, fmt.Errorf("actors: packed event %d: %w", k+1, protowire.ParseError(n))
+		}
+		b = b[n:]
+		head, m := protowire.ConsumeVarint(rec)
+		if m < 0 {
+			return evs, fmt.Errorf("actors: packed event %d: %w", k+1, protowire.ParseError(m))
+		}
+		rec = rec[m:]
+		var t *timestamppb.Timestamp
+		if head&1 == 1 {
+			d, m := protowire.ConsumeVarint(rec)
+			if m < 0 {
+				return evs, fmt.Errorf("actors: packed event %d: %w", k+1, protowire.ParseError(m))
+			}
+			rec = rec[m:]
+			ns += protowire.DecodeZigZag(d)
+			t = &timestamppb.Timestamp{Seconds: ns / 1e9, Nanos: int32(ns % 1e9)}
+			if t.Nanos < 0 {
+				t.Seconds, t.Nanos = t.Seconds-1, t.Nanos+1e9
+			}
+		}
+		if k < i {
+			continue
+		}
+		ev := &messages.RunEvent{}
+		if err := proto.Unmarshal(rec, ev); err != nil {
+			return evs, fmt.Errorf("actors: packed event %d: %w", k+1, err)
+		}
+		ev.RunId, ev.Seq, ev.Epoch, ev.Time = p.runID, uint64(k+1), head>>1, t
+		evs = append(evs, ev)
+	}
+	return evs, nil
+}
+
+// unpack decodes events i to j-1 of the packed log p. A log QLC packed
+// itself always decodes; if one does not, the reader gets the events
+// before the bad one and the error is logged.
+func (h *Hub) unpack(p *packedLog, i, j int) []*messages.RunEvent {
+	evs, err := p.decode(i, j)
+	if err != nil {
+		h.logger.Error("a finished run's packed log does not decode", "err", err)
+	}
+	return evs
+}
+
+// compactAfter is how long a finished run's log stays as it was written
+// before it is packed: the run's end is billed, cached and answered from
+// it at once (they read it whole, within milliseconds), and a client often
+// reads the run resource right after the end. Later reads decode.
+const compactAfter = 500 * time.Millisecond
+
+// Pack packs a finished run's log now (see compact), for a caller that has
+// read what it needed of the whole log at the end (the gateway's ledger
+// has billed and stored it): the engine's own tick would pack it
+// compactAfter later, and a busy gateway ends hundreds of runs in that
+// time. It reports whether it packed (false: the run is live, or packed).
+func (h *Hub) Pack() bool {
+	ok, _ := h.compact(time.Now(), 0)
+	return ok
+}
+
+// endedWithin reports whether the run ended less than d before now.
+func (h *Hub) endedWithin(now time.Time, d time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.terminal && now.Sub(h.endedAt) < d
+}
+
+// compact packs a log that ended at least minAge before now (packedLog):
+// the memory of a retained finished run becomes its encoding, and the
+// garbage collector no longer traces it. It reports whether it packed, and
+// the log's memory then. Readers holding parts of the old log keep them;
+// new reads decode.
+func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size int64) {
+	h.mu.Lock()
+	if !h.terminal || h.packed != nil || h.n == 0 || now.Sub(h.endedAt) < minAge {
+		h.mu.Unlock()
+		return false, 0
+	}
+	evs := h.log // immutable once terminal: nothing is appended after the end
+	h.mu.Unlock()
+	p, err := packLog(h.RunID, evs)
+	if err != nil {
+		h.logger.Warn("a finished run's log was not packed", "err", err)
+		return false, 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.packed != nil || len(h.log) != len(evs) {
+		return false, 0
+	}
+	h.packed, h.log = p, nil
+	h.heapBytes = p.bytes()
+	h.coordinator = detachedPID(h.coordinator) // the stopped coordinator and its log go with it
+	return true, h.heapBytes
+}
+
+// detachedPID is a copy of pid without the process it caches. protoactor's
+// PID keeps a pointer to the local process it last reached and drops it
+// only at its next use; a PID kept after its actor stopped keeps the
+// stopped actor (a finished coordinator: its whole log) in memory.
+func detachedPID(pid *actor.PID) *actor.PID {
+	if pid == nil {
+		return nil
+	}
+	return actor.NewPID(pid.Address, pid.Id)
 }

@@ -124,10 +124,15 @@ func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 	for i, c := range m.Messages {
 		msgs[i] = stagework.Message{Role: c.Role, Content: c.Content}
 	}
+	apiKey, err := openProviderKey(h.deps.secrets, m.Tenant, m.ProviderKey)
+	if err != nil {
+		fail(err.Error())
+		return
+	}
 	w := &stageWorker{provider: prov, stage: m.Stage, step: m.Step, attempt: m.Attempt, coordinator: pidOf(m.Coordinator),
 		timeouts: h.deps.timeouts, counter: counter,
 		req: stagework.Request{Model: m.Model, Messages: msgs, Temperature: m.Temperature, MaxTokens: int(m.MaxTokens),
-			Seed: m.Seed, Stage: toWorkStage(m.Stage), Query: m.Query},
+			Seed: m.Seed, Stage: toWorkStage(m.Stage), Query: m.Query, APIKey: apiKey},
 		accept:   &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role},
 		traceCtx: tracing.Extract(context.Background(), m.TraceContext)}
 	w.promptTokens.Store(m.PromptTokens)

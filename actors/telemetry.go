@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/mapping"
+	"github.com/DataDog/sketches-go/ddsketch/store"
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -67,12 +69,20 @@ type modelWindow struct {
 	streamSeconds, costUSD  float64
 }
 
-func newSketch() *ddsketch.DDSketch {
-	s, err := ddsketch.LogCollapsingLowestDenseDDSketch(sketchAccuracy, sketchBins)
+// sketchMapping is every sketch's index mapping: a peer's sketch with
+// another does not decode.
+var sketchMapping = func() mapping.IndexMapping {
+	m, err := mapping.NewLogarithmicMapping(sketchAccuracy)
 	if err != nil {
-		panic(fmt.Sprintf("actors: sketch: %v", err)) // constant arguments: cannot happen
+		panic(fmt.Sprintf("actors: sketch mapping: %v", err)) // constant argument: cannot happen
 	}
-	return s
+	return m
+}()
+
+// newSketch is a window's sketch: dense, its lowest bins collapsing past
+// sketchBins.
+func newSketch() *ddsketch.DDSketch {
+	return ddsketch.NewDDSketch(sketchMapping, store.NewCollapsingLowestDenseStore(sketchBins), store.NewCollapsingLowestDenseStore(sketchBins))
 }
 
 func newModelWindow() *modelWindow {
@@ -254,7 +264,9 @@ func (r *ITLRecorder) Chunk(at time.Time, n int) {
 	}
 	if !r.last.IsZero() {
 		if r.s == nil {
-			r.s = newSketch()
+			// Sparse: an attempt's gaps fill tens of bins, and the
+			// sketch is encoded once and dropped.
+			r.s = ddsketch.NewDDSketch(sketchMapping, store.NewSparseStore(), store.NewSparseStore())
 		}
 		gap := at.Sub(r.last).Seconds() / float64(n)
 		_ = r.s.AddWithCount(math.Max(gap, 0), float64(n))
@@ -395,35 +407,53 @@ func MergeModelStats(replies []*messages.ModelStatsReply) []ModelStatsView {
 
 // mergeEncoded merges the encoded sketch b into *dst, or nothing if b does
 // not decode or holds values outside [0, maxSketchSeconds]. It decodes into
-// a sketch of its own and merges into a copy of *dst under recover: the
-// library panics on some malformed input, in the decode or in the merge
-// (found by FuzzMergeModelStats; kept in testdata), and a half-merged
-// sketch would be wrong.
+// a sparse sketch of its own under recover (the library panics on some
+// malformed input: found by FuzzMergeModelStats, kept in testdata), checks
+// every bin, and only then adds the bins to *dst: a bad sketch leaves *dst
+// as it was, and a good one costs its own bins, not a copy of *dst (a
+// worker's sketch holds tens of bins; the window's up to sketchBins).
 func mergeEncoded(dst **ddsketch.DDSketch, b []byte) (ok bool) {
 	if len(b) == 0 {
 		return false
 	}
-	defer func() {
-		if recover() != nil {
-			ok = false
+	type bin struct{ value, count float64 }
+	var bins []bin
+	func() {
+		defer func() {
+			if recover() != nil {
+				bins = nil
+			}
+		}()
+		tmp, err := ddsketch.DecodeDDSketch(b, store.SparseStoreConstructor, sketchMapping)
+		if err != nil || tmp.IsEmpty() {
+			return
+		}
+		good := true
+		tmp.ForEach(func(value, count float64) bool {
+			if !(value >= 0 && value <= maxSketchSeconds) || !(count > 0 && count <= maxSketchCount) {
+				good = false
+				return true
+			}
+			bins = append(bins, bin{value, count})
+			return false
+		})
+		if !good {
+			bins = nil
 		}
 	}()
-	tmp := newSketch()
-	if tmp.DecodeAndMergeWith(b) != nil || tmp.IsEmpty() {
+	if len(bins) == 0 {
 		return false
 	}
-	lo, err1 := tmp.GetMinValue()
-	hi, err2 := tmp.GetMaxValue()
-	if err1 != nil || err2 != nil || lo < 0 || hi > maxSketchSeconds || math.IsNaN(tmp.GetCount()) || math.IsInf(tmp.GetCount(), 0) {
-		return false
+	for _, x := range bins {
+		_ = (*dst).AddWithCount(x.value, x.count) // checked: cannot fail
 	}
-	cand := (*dst).Copy()
-	if cand.MergeWith(tmp) != nil {
-		return false
-	}
-	*dst = cand
 	return true
 }
+
+// maxSketchCount bounds one bin's count in a peer's sketch: more samples
+// than a node could record in a window is not a count QLC made (and an
+// infinite or huge one would poison every quantile).
+const maxSketchCount = 1 << 40
 
 // maxSketchSeconds bounds the latencies a sketch from a peer may hold (a
 // day): anything beyond is not a latency QLC measured.

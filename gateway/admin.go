@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/qlc-project/qlc/gateway/store"
@@ -194,6 +195,7 @@ func (s *Server) adminRevokeKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"id": k.ID, "tenant": k.TenantID, "revoked_at": k.RevokedAt})
 }
 
+// adminAudit serves GET /v1/admin/audit?from=&to=&actor=&action=&target=&tenant=&limit=&order=.
 func (s *Server) adminAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	from, e := timeParam(q.Get("from"), "from", time.Now().UTC().AddDate(0, 0, -30))
@@ -206,7 +208,31 @@ func (s *Server) adminAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	log, err := s.tenancy.Store().AuditLog(from, to, 10000)
+	aq := store.AuditQuery{From: from, To: to, Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target"),
+		Tenant: q.Get("tenant"), Limit: 10000}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, errInvalidParam("limit", "invalid_limit", "limit must be between 1 and 10000"))
+			return
+		}
+		aq.Limit = n
+	}
+	switch q.Get("order") {
+	case "", "asc":
+	case "desc":
+		aq.NewestFirst = true
+	default:
+		writeError(w, errInvalidParam("order", "invalid_order", "order must be asc (oldest first, the default) or desc"))
+		return
+	}
+	for _, f := range []struct{ name, v string }{{"actor", aq.Actor}, {"action", aq.Action}, {"target", aq.Target}, {"tenant", aq.Tenant}} {
+		if len(f.v) > 200 {
+			writeError(w, errInvalidParam(f.name, "invalid_filter", f.name+" must be at most 200 bytes"))
+			return
+		}
+	}
+	log, err := s.tenancy.Store().AuditFind(aq)
 	if err != nil {
 		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "could not read the audit log"))
 		return

@@ -57,7 +57,8 @@ func (s *Server) withAuth(next http.Handler) http.Handler {
 				writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "admin_key_required",
 					Message: "this endpoint needs an admin key"})
 				return
-			case p.admin && !adminPath && !(r.Method == http.MethodGet && (r.URL.Path == "/v1/usage" || r.URL.Path == "/v1/stats/models")):
+			case p.admin && !adminPath && !(r.Method == http.MethodGet && (r.URL.Path == "/v1/usage" || r.URL.Path == "/v1/stats/models")) &&
+				!(r.URL.Path == "/v1/provider-keys" || strings.HasPrefix(r.URL.Path, "/v1/provider-keys/")): // ?tenant= names the tenant
 				writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "tenant_key_required",
 					Message: "admin keys manage tenants; use a tenant's key for this endpoint"})
 				return

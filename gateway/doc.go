@@ -41,8 +41,11 @@
 //     SHA-256 hashes in the store (gateway/store), compared in constant time
 //     and never logged. A tenant key runs queries and sees only its tenant's
 //     runs (another tenant's run is a 404, exactly like a missing one); an
-//     admin key manages tenants (admin.go: /v1/admin/…, every change audited)
-//     and reads every tenant's usage. Keys given in clear in a tenants file or
+//     admin key manages tenants (admin.go: /v1/admin/…, every change audited;
+//     the audit log filtered by actor, action, target, tenant) and reads every
+//     tenant's usage — records, or sums by hour/day and tenant/profile/model
+//     (usage.go: usageSeries). The admin console (web: /admin) is a page over
+//     those endpoints. Keys given in clear in a tenants file or
 //     QLC_ADMIN_KEY need minKeyBits of entropy (keystrength.go).
 //   - A revoked key id is a tombstone: no restart, environment variable,
 //     tenants file or peer brings it back (the store's PutKey refuses any

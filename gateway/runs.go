@@ -106,9 +106,13 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	if e := s.routeAuto(p, &req); e != nil {
 		return nil, e
 	}
-	if _, err := s.engine.Stages().Profile(req.Profile); err != nil {
+	prof, err := s.engine.Stages().Profile(req.Profile)
+	if err != nil {
 		return nil, s.profileError(req.Profile)
 	}
+	// The tenant's own keys for the profile's endpoints, sealed: only the
+	// attempts that call those endpoints open them (providerkeys.go).
+	req.ProviderKeys = s.tenancy.sealedKeys(p.tenantID(), prof)
 	adm, e := s.admit(p, &req)
 	if e != nil {
 		return nil, e

@@ -16,6 +16,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/web"
+	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework/discover"
 )
 
@@ -230,6 +231,11 @@ func New(cfg Config) (*Server, error) {
 		if err := s.engine.Services().ServeLedger(s.ledgerState); err != nil {
 			return nil, err
 		}
+		// A provider key put or deleted reaches the runs in flight of its
+		// tenant (their next attempts).
+		s.tenancy.OnProviderKeyChange(func(tenant, endpoint string, sk *messages.SealedSecret) {
+			s.engine.ProviderKeyChanged(tenant, endpoint, sk)
+		})
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/runs", s.createRun)
@@ -252,6 +258,9 @@ func New(cfg Config) (*Server, error) {
 		mux.HandleFunc("DELETE /v1/admin/keys/{key_id}", s.adminRevokeKey)
 		mux.HandleFunc("GET /v1/admin/audit", s.adminAudit)
 		mux.HandleFunc("POST /v1/admin/discover-local", s.adminDiscoverLocal)
+		mux.HandleFunc("PUT /v1/provider-keys/{endpoint}", s.putProviderKey)
+		mux.HandleFunc("GET /v1/provider-keys", s.listProviderKeys)
+		mux.HandleFunc("DELETE /v1/provider-keys/{endpoint}", s.deleteProviderKey)
 	}
 	mux.Handle("GET /ui/session", s.localSession(http.HandlerFunc(s.uiSession)))
 	mux.HandleFunc("GET /healthz", s.healthz)

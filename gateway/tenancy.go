@@ -25,6 +25,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/internal/sealed"
 	"github.com/qlc-project/qlc/messages"
 )
 
@@ -42,6 +43,12 @@ type Tenancy struct {
 	mu      sync.RWMutex
 	tenants map[string]store.Tenant
 	keys    map[string]store.Key // by key id
+	// providerKeys are the tenants' own provider keys, sealed (tombstones
+	// included), by providerKeyID; secrets seals and re-seals them (nil:
+	// none can be stored). See providerkeys.go.
+	providerKeys map[string]store.ProviderKey
+	secrets      *sealed.Ring
+	keyListeners []func(tenant, endpoint string, sk *messages.SealedSecret)
 	// defaultRuns is concurrent_runs for a tenant created (admin API, tenants
 	// file) without one; 0: no limit.
 	defaultRuns int64
@@ -61,7 +68,7 @@ func NewTenancy(st *store.Store, logger *slog.Logger) (*Tenancy, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	t := &Tenancy{st: st, logger: logger, tenants: map[string]store.Tenant{}, keys: map[string]store.Key{}, defaultRuns: DefaultConcurrentRuns}
+	t := &Tenancy{st: st, logger: logger, tenants: map[string]store.Tenant{}, keys: map[string]store.Key{}, providerKeys: map[string]store.ProviderKey{}, defaultRuns: DefaultConcurrentRuns}
 	tenants, err := st.Tenants()
 	if err != nil {
 		return nil, fmt.Errorf("gateway: load tenants: %w", err)
@@ -75,6 +82,13 @@ func NewTenancy(st *store.Store, logger *slog.Logger) (*Tenancy, error) {
 	}
 	for _, k := range keys {
 		t.keys[k.ID] = k
+	}
+	pks, err := st.ProviderKeys()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: load provider keys: %w", err)
+	}
+	for _, k := range pks {
+		t.providerKeys[providerKeyID(k.TenantID, k.Endpoint)] = k
 	}
 	return t, nil
 }
@@ -459,7 +473,7 @@ func (t *Tenancy) receive(rc *messages.RegistryChange) *messages.RegistryChange 
 		return nil
 	}
 	ts, ks := t.snapshot()
-	return encodeRegistry(ts, ks)
+	return encodeRegistry(ts, ks, t.providerKeySnapshot()...)
 }
 
 func (t *Tenancy) merge(rc *messages.RegistryChange) {
@@ -483,10 +497,39 @@ func (t *Tenancy) merge(rc *messages.RegistryChange) {
 			t.logger.Error("registry change: store key", "key_id", k.ID, "error", err)
 		}
 	}
+	for _, b := range rc.GetProviderKeys() {
+		var k store.ProviderKey
+		if err := json.Unmarshal(b, &k); err != nil || k.TenantID == "" || k.Endpoint == "" || (!k.Deleted && (k.KeyID == "" || len(k.Box) == 0)) {
+			t.logger.Warn("registry change: bad provider key row", "error", err)
+			continue
+		}
+		if _, err := t.putProviderKey(k); err != nil {
+			t.logger.Error("registry change: store provider key", "tenant", k.TenantID, "endpoint", k.Endpoint, "error", err)
+		}
+	}
 }
 
-func encodeRegistry(ts []store.Tenant, ks []store.Key) *messages.RegistryChange {
+// providerKeySnapshot returns every provider key row (sealed), tombstones
+// included.
+func (t *Tenancy) providerKeySnapshot() []store.ProviderKey {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]store.ProviderKey, 0, len(t.providerKeys))
+	for _, k := range t.providerKeys {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b store.ProviderKey) int {
+		return strings.Compare(providerKeyID(a.TenantID, a.Endpoint), providerKeyID(b.TenantID, b.Endpoint))
+	})
+	return out
+}
+
+func encodeRegistry(ts []store.Tenant, ks []store.Key, pks ...store.ProviderKey) *messages.RegistryChange {
 	rc := &messages.RegistryChange{}
+	for _, k := range pks {
+		b, _ := json.Marshal(k) // sealed: the box, never the key
+		rc.ProviderKeys = append(rc.ProviderKeys, b)
+	}
 	for _, tn := range ts {
 		b, _ := json.Marshal(tn)
 		rc.Tenants = append(rc.Tenants, b)

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -49,6 +51,9 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 		}
 		s.settle(u, a, run)
 		s.batches.runEnded(hub) // a batch item's run: its outcome, and its slot is free (batch.go)
+		// Billed and stored: the log in memory can shrink to its
+		// encoding now (actors.Hub.Pack), not half a second later.
+		hub.Pack()
 	}()
 }
 
@@ -243,6 +248,10 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 			Message: "a tenant key sees only its own usage"})
 		return
 	}
+	if q.Has("bucket") || q.Has("group_by") {
+		s.usageSeries(w, q, tenant, from, to, limit)
+		return
+	}
 	recs, err := s.tenancy.Store().Usage(tenant, from, to, limit)
 	if err != nil {
 		s.logger.Error("ledger: usage", "error", err)
@@ -272,6 +281,62 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		sum.CostUSD += u.CostUSD
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "from": from, "to": to, "data": recs, "totals": sum})
+}
+
+// usageSeries serves GET /v1/usage with bucket= and/or group_by=: usage
+// summed in the store by UTC hour or day and by tenant, profile or model.
+// Without bucket, the rows are the groups, highest cost first (top tenants
+// by cost: group_by=tenant&limit=10).
+func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string, from, to time.Time, limit int) {
+	sq := store.SeriesQuery{TenantID: tenant, From: from, To: to, GroupBy: q.Get("group_by"), Limit: limit}
+	switch b := q.Get("bucket"); b {
+	case "hour":
+		sq.Bucket = store.BucketHour
+	case "day":
+		sq.Bucket = store.BucketDay
+	case "":
+		if q.Has("bucket") {
+			writeError(w, errInvalidParam("bucket", "invalid_bucket", "bucket must be hour or day"))
+			return
+		}
+	default:
+		writeError(w, errInvalidParam("bucket", "invalid_bucket", fmt.Sprintf("bucket %q: must be hour or day", b)))
+		return
+	}
+	switch sq.GroupBy {
+	case store.GroupTenant, store.GroupProfile, store.GroupModel:
+	case "":
+		if q.Has("group_by") {
+			writeError(w, errInvalidParam("group_by", "invalid_group_by", "group_by must be tenant, profile or model"))
+			return
+		}
+	default:
+		writeError(w, errInvalidParam("group_by", "invalid_group_by", fmt.Sprintf("group_by %q: must be tenant, profile or model", sq.GroupBy)))
+		return
+	}
+	if n := store.Buckets(from, to, sq.Bucket); sq.Bucket > 0 && n > store.MaxBuckets {
+		writeError(w, errInvalidParam("from", "too_many_buckets", fmt.Sprintf(
+			"from..to spans %d %s buckets, at most %d: narrow the range or use bigger buckets", n, q.Get("bucket"), store.MaxBuckets)))
+		return
+	}
+	rows, truncated, err := s.tenancy.Store().UsageSeries(sq)
+	if err != nil {
+		s.logger.Error("ledger: usage series", "error", err)
+		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "could not read the ledger"))
+		return
+	}
+	if rows == nil {
+		rows = []store.SeriesRow{}
+	}
+	out := map[string]any{"object": "usage.series", "from": from, "to": to, "bucket": nil, "group_by": nil,
+		"data": rows, "truncated": truncated}
+	if sq.Bucket > 0 {
+		out["bucket"] = q.Get("bucket")
+	}
+	if sq.GroupBy != "" {
+		out["group_by"] = sq.GroupBy
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // timeParam reads an RFC 3339 time or Unix seconds; def if empty.

@@ -381,6 +381,12 @@ type StartRun struct {
 	// routing is how a run asked for with profile "auto" chose its profile
 	// (stagework/route); nil for a run that named its profile.
 	Routing *RunRouting `protobuf:"bytes,12,opt,name=routing,proto3" json:"routing,omitempty"`
+	// provider_keys are the tenant's own keys for the endpoints the profile
+	// uses (bring your own key), sealed: AES-GCM under a key derived from the
+	// cluster key (internal/sealed), bound to the tenant and endpoint. Only
+	// the attempt that calls the endpoint opens one; a clear key never
+	// crosses a mailbox.
+	ProviderKeys []*SealedSecret `protobuf:"bytes,13,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"`
 	// trace_context carries the starter's trace (W3C traceparent and
 	// tracestate, as OpenTelemetry's TextMapPropagator writes them), so the
 	// coordinator's spans join the run's one trace; empty when tracing is
@@ -500,6 +506,13 @@ func (x *StartRun) GetCachedFrom() string {
 func (x *StartRun) GetRouting() *RunRouting {
 	if x != nil {
 		return x.Routing
+	}
+	return nil
+}
+
+func (x *StartRun) GetProviderKeys() []*SealedSecret {
+	if x != nil {
+		return x.ProviderKeys
 	}
 	return nil
 }
@@ -3506,7 +3519,8 @@ type RegistryChange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenants       [][]byte               `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	Keys          [][]byte               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
-	WantAll       bool                   `protobuf:"varint,3,opt,name=want_all,json=wantAll,proto3" json:"want_all,omitempty"` // the receiver answers with its whole registry
+	WantAll       bool                   `protobuf:"varint,3,opt,name=want_all,json=wantAll,proto3" json:"want_all,omitempty"`               // the receiver answers with its whole registry
+	ProviderKeys  [][]byte               `protobuf:"bytes,4,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"` // JSON store.ProviderKey rows: sealed, never a clear key
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3560,6 +3574,13 @@ func (x *RegistryChange) GetWantAll() bool {
 		return x.WantAll
 	}
 	return false
+}
+
+func (x *RegistryChange) GetProviderKeys() [][]byte {
+	if x != nil {
+		return x.ProviderKeys
+	}
+	return nil
 }
 
 // FitToBudget asks a tokenizer actor to cut text to at most max_tokens
@@ -3768,6 +3789,9 @@ type StartStep struct {
 	// queue: wait for a free stage slot (fair among tenants) instead of
 	// refusing at once when the node is at capacity.
 	Queue bool `protobuf:"varint,17,opt,name=queue,proto3" json:"queue,omitempty"`
+	// provider_key is the run's sealed key for provider (StartRun.provider_keys),
+	// opened by the worker at the attempt; unset: the endpoint's own key.
+	ProviderKey *SealedSecret `protobuf:"bytes,18,opt,name=provider_key,json=providerKey,proto3" json:"provider_key,omitempty"`
 	// trace_context is the attempt's span (W3C traceparent/tracestate): the
 	// worker's provider span is its child. Empty when tracing is off.
 	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -3922,6 +3946,13 @@ func (x *StartStep) GetQueue() bool {
 		return x.Queue
 	}
 	return false
+}
+
+func (x *StartStep) GetProviderKey() *SealedSecret {
+	if x != nil {
+		return x.ProviderKey
+	}
+	return nil
 }
 
 func (x *StartStep) GetTraceContext() map[string]string {
@@ -4716,6 +4747,132 @@ func (x *CacheStore) GetEvents() []*RunEvent {
 	return nil
 }
 
+// SealedSecret is a secret sealed for one tenant and one endpoint (a
+// tenant's own provider key): box is nonce || AES-GCM ciphertext under the
+// cluster-derived key named by key_id (internal/sealed).
+type SealedSecret struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	KeyId         string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Box           []byte                 `protobuf:"bytes,3,opt,name=box,proto3" json:"box,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealedSecret) Reset() {
+	*x = SealedSecret{}
+	mi := &file_qlc_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedSecret) ProtoMessage() {}
+
+func (x *SealedSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedSecret.ProtoReflect.Descriptor instead.
+func (*SealedSecret) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *SealedSecret) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *SealedSecret) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SealedSecret) GetBox() []byte {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+// ProviderKeyChanged tells a run's coordinator that its tenant put
+// (provider_key set) or deleted (unset) its own key for endpoint: its next
+// attempts on that endpoint use the new key, or the endpoint's own.
+type ProviderKeyChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	ProviderKey   *SealedSecret          `protobuf:"bytes,3,opt,name=provider_key,json=providerKey,proto3" json:"provider_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProviderKeyChanged) Reset() {
+	*x = ProviderKeyChanged{}
+	mi := &file_qlc_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProviderKeyChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProviderKeyChanged) ProtoMessage() {}
+
+func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProviderKeyChanged.ProtoReflect.Descriptor instead.
+func (*ProviderKeyChanged) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ProviderKeyChanged) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ProviderKeyChanged) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ProviderKeyChanged) GetProviderKey() *SealedSecret {
+	if x != nil {
+		return x.ProviderKey
+	}
+	return nil
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -4737,7 +4894,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\xa8\x04\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\xe3\x04\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -4752,7 +4909,8 @@ const file_qlc_proto_rawDesc = "" +
 	" \x01(\v2\x13.qlc.v1.RunEstimateR\bestimate\x12\x1f\n" +
 	"\vcached_from\x18\v \x01(\tR\n" +
 	"cachedFrom\x12,\n" +
-	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\x12G\n" +
+	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\x129\n" +
+	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\x12G\n" +
 	"\rtrace_context\x182 \x03(\v2\".qlc.v1.StartRun.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -4987,11 +5145,12 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06recent\x18\x01 \x03(\v2\x13.qlc.v1.LedgerEntryR\x06recent\x12'\n" +
 	"\x04open\x18\x02 \x03(\v2\x13.qlc.v1.LedgerEntryR\x04open\x12#\n" +
 	"\rperiod_tokens\x18\x03 \x01(\x03R\fperiodTokens\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"Y\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"~\n" +
 	"\x0eRegistryChange\x12\x18\n" +
 	"\atenants\x18\x01 \x03(\fR\atenants\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\fR\x04keys\x12\x19\n" +
-	"\bwant_all\x18\x03 \x01(\bR\awantAll\"r\n" +
+	"\bwant_all\x18\x03 \x01(\bR\awantAll\x12#\n" +
+	"\rprovider_keys\x18\x04 \x03(\fR\fproviderKeys\"r\n" +
 	"\vFitToBudget\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x12\n" +
@@ -5008,7 +5167,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x14\n" +
 	"\x05label\x18\a \x01(\tR\x05label\x12\x1b\n" +
 	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\x81\x05\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xba\x05\n" +
 	"\tStartStep\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x16\n" +
@@ -5028,7 +5187,8 @@ const file_qlc_proto_rawDesc = "" +
 	"\x04seed\x18\x0e \x01(\x03R\x04seed\x12\x14\n" +
 	"\x05query\x18\x0f \x01(\tR\x05query\x12#\n" +
 	"\rprompt_tokens\x18\x10 \x01(\x03R\fpromptTokens\x12\x14\n" +
-	"\x05queue\x18\x11 \x01(\bR\x05queue\x12H\n" +
+	"\x05queue\x18\x11 \x01(\bR\x05queue\x127\n" +
+	"\fprovider_key\x18\x12 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey\x12H\n" +
 	"\rtrace_context\x182 \x03(\v2#.qlc.v1.StartStep.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -5103,7 +5263,15 @@ const file_qlc_proto_rawDesc = "" +
 	"CacheStore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12(\n" +
-	"\x06events\x18\x03 \x03(\v2\x10.qlc.v1.RunEventR\x06events*\x84\x02\n" +
+	"\x06events\x18\x03 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"S\n" +
+	"\fSealedSecret\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
+	"\x03box\x18\x03 \x01(\fR\x03box\"\x80\x01\n" +
+	"\x12ProviderKeyChanged\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x127\n" +
+	"\fprovider_key\x18\x03 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -5133,7 +5301,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5196,13 +5364,15 @@ var file_qlc_proto_goTypes = []any{
 	(*CacheLookup)(nil),           // 58: qlc.v1.CacheLookup
 	(*CacheEntry)(nil),            // 59: qlc.v1.CacheEntry
 	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
-	nil,                           // 61: qlc.v1.StartRun.TraceContextEntry
-	nil,                           // 62: qlc.v1.Admit.TraceContextEntry
-	nil,                           // 63: qlc.v1.StartStep.TraceContextEntry
-	nil,                           // 64: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 65: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 66: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 67: google.protobuf.Duration
+	(*SealedSecret)(nil),          // 61: qlc.v1.SealedSecret
+	(*ProviderKeyChanged)(nil),    // 62: qlc.v1.ProviderKeyChanged
+	nil,                           // 63: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 64: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 65: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 66: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 67: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 69: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -5211,79 +5381,82 @@ var file_qlc_proto_depIdxs = []int32{
 	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
 	57, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
-	61, // 6: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
-	1,  // 7: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 8: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 9: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	66, // 10: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 11: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 12: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 13: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 14: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 15: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 16: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 17: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 18: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 19: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 20: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 21: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 22: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 23: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 24: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 25: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 26: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 27: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	67, // 28: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	67, // 29: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 30: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 31: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 32: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 33: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 34: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 35: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 36: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 37: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 38: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 39: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	67, // 40: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	67, // 41: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 42: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	67, // 43: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 44: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 45: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 46: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 47: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 48: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 49: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 50: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 51: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 52: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 53: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 54: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 55: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 56: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 57: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	62, // 58: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
-	44, // 59: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 60: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 61: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 62: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 63: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	63, // 64: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
-	1,  // 65: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	64, // 66: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	65, // 67: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	67, // 68: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 69: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	67, // 70: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	67, // 71: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 72: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 73: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	74, // [74:74] is the sub-list for method output_type
-	74, // [74:74] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	61, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
+	63, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	1,  // 8: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 9: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 10: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	68, // 11: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 12: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 13: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 14: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 15: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 16: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 17: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	30, // 18: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 19: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 20: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 21: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 22: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	11, // 23: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 24: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 25: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 26: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 27: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 28: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	69, // 29: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	69, // 30: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 31: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 32: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 33: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 34: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 35: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	21, // 36: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 37: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 38: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 39: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 40: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	69, // 41: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	69, // 42: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 43: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	69, // 44: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 45: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 46: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 47: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 48: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 49: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 50: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 51: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 52: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 53: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 54: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 55: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 56: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 57: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 58: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	64, // 59: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	44, // 60: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 61: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 62: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 63: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 64: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	61, // 65: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	65, // 66: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	1,  // 67: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	66, // 68: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	67, // 69: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	69, // 70: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 71: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	69, // 72: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	69, // 73: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	11, // 74: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	11, // 75: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	61, // 76: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -5310,7 +5483,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   65,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -149,6 +149,27 @@ type Profile struct {
 	Stages []StageSpec
 }
 
+// Endpoints lists the provider endpoints the profile's steps call, their
+// fallbacks' included, each once, in step order.
+func (p *Profile) Endpoints() []string {
+	var out []string
+	add := func(ep string) {
+		if ep != "" && !slices.Contains(out, ep) {
+			out = append(out, ep)
+		}
+	}
+	for _, s := range p.Stages {
+		if s.Stage == StageTally {
+			continue // calls no model
+		}
+		add(s.Provider)
+		if s.Fallback != nil {
+			add(s.Fallback.Provider)
+		}
+	}
+	return out
+}
+
 // IsChain reports whether the profile is the four-stage chain.
 func (p *Profile) IsChain() bool { return p.Strategy == "" || p.Strategy == StrategyChain }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -29,6 +30,46 @@ type Request struct {
 	Stage Stage
 	// Query is the user's question (the simulator writes about it).
 	Query string
+	// APIKey, when set, replaces the endpoint's configured key for this
+	// request: the tenant's own key for the endpoint (bring your own key).
+	// It never prints (Secret) and a provider redacts it from its errors.
+	APIKey Secret
+}
+
+// Secret is a credential that does not print: fmt, slog and encoding/json
+// show "[redacted]". Reveal gives the text, to put on the wire only.
+type Secret string
+
+const redacted = "[redacted]"
+
+// Reveal returns the secret's text.
+func (s Secret) Reveal() string { return string(s) }
+
+// String implements fmt.Stringer.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString implements fmt.GoStringer (%#v).
+func (s Secret) GoString() string { return `stagework.Secret("` + s.String() + `")` }
+
+// LogValue implements slog.LogValuer.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON implements json.Marshaler.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() + `"`), nil }
+
+// Format implements fmt.Formatter, so that %s, %v, %q and %x alike print
+// "[redacted]" (a string kind would otherwise leak through %x).
+func (s Secret) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprint(f, s.GoString())
+		return
+	}
+	fmt.Fprint(f, s.String())
 }
 
 // Chunk is one piece of streamed output.

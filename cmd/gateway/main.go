@@ -27,6 +27,7 @@ import (
 	"github.com/qlc-project/qlc/gateway"
 	"github.com/qlc-project/qlc/gateway/store"
 	"github.com/qlc-project/qlc/internal/ops"
+	"github.com/qlc-project/qlc/internal/sealed"
 	"github.com/qlc-project/qlc/stagework/discover"
 	"github.com/qlc-project/qlc/topology"
 )
@@ -54,7 +55,7 @@ func run(args []string) error {
 	nodes := fs.String("nodes", cli.Env("QLC_NODES", ""), "comma-separated actor addresses (host:port) of nodes that host runs; empty = this process hosts them (QLC_NODES)")
 	bind := fs.String("bind", cli.Env("QLC_BIND", "127.0.0.1:0"), "actor transport listen address, used with -nodes (QLC_BIND)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
-	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, usage ledger, audit) and, in local mode, dev-keys.json (QLC_DATA_DIR)")
+	dataDir := fs.String("data-dir", cli.Env("QLC_DATA_DIR", ".qlc"), "folder of the gateway's SQLite store (tenants, keys, sealed provider keys, usage ledger, audit) and, in local mode, dev-keys.json and, without a cluster key, provider-keys.secret (QLC_DATA_DIR)")
 	devKeysFlag := fs.Bool("dev-keys", cli.EnvBool("QLC_DEV_KEYS"), "as -local does: make a dev tenant and an admin key in <data-dir>/dev-keys.json, which the web UI on this machine uses by itself (QLC_DEV_KEYS)")
 	tenantsFile := fs.String("tenants", cli.Env("QLC_TENANTS", ""), "tenants file (YAML or JSON): tenants, their keys and limits, admin keys (QLC_TENANTS)")
 	tlsCert := fs.String("tls-cert", cli.Env("QLC_TLS_CERT", ""), "PEM certificate (chain) for HTTPS on -addr; with -tls-key (QLC_TLS_CERT)")
@@ -148,6 +149,11 @@ func run(args []string) error {
 			return err
 		}
 	}
+	secrets, err := providerKeyRing(ring, *dataDir, ecfg.Remote != nil, logger)
+	if err != nil {
+		return err
+	}
+	ecfg.Secrets = secrets
 	if members == nil {
 		// One process (or fixed nodes): this process counts tokens itself,
 		// with tokenizer actors if its CPU runs the SIMD path.
@@ -167,6 +173,11 @@ func run(args []string) error {
 		return err
 	}
 	defer tenancy.Store().Close()
+	if secrets != nil {
+		if err := tenancy.SetSecrets(secrets); err != nil {
+			return err
+		}
+	}
 	if members != nil {
 		self := engine.Address()
 		if err := tenancy.Replicate(engine.Services(), func() []string { return members.Gateways(self) }, time.Minute); err != nil {
@@ -360,6 +371,31 @@ func openTenancy(dataDir, tenantsFile string, dev bool, defaultRuns int64, logge
 	}
 	fmt.Fprintf(os.Stderr, "\n  API keys for local use are in %s (tenant_key, admin_key); the web UI uses them by itself\n", path)
 	return t, &dk, nil
+}
+
+// providerKeyRing is the ring that seals tenants' provider keys (bring
+// your own key): derived from the cluster keyring when there is one (every
+// node derives the same, and opens the keys of the steps it runs); without
+// a cluster key, when this process runs every run itself, from a local
+// secret made once in dataDir (mode 0600); otherwise none, and storing a
+// provider key is refused with a clear error.
+func providerKeyRing(ring cli.Keyring, dataDir string, remote bool, logger *slog.Logger) (*sealed.Ring, error) {
+	switch {
+	case len(ring.Primary) > 0:
+		return sealed.NewRing(ring.Primary, ring.Secondary...)
+	case remote:
+		logger.Warn("no cluster key: tenants cannot store provider keys (runs go to nodes, which could not open them)")
+		return nil, nil
+	}
+	path := filepath.Join(dataDir, "provider-keys.secret")
+	secret, created, err := gateway.LocalSecret(path)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		logger.Info("created the local secret that seals provider keys (no cluster key)", "file", path)
+	}
+	return sealed.NewRing(secret)
 }
 
 func displayAddr(a string) string {

@@ -24,6 +24,7 @@ import (
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/internal/ops"
+	"github.com/qlc-project/qlc/internal/sealed"
 	"github.com/qlc-project/qlc/topology"
 )
 
@@ -83,6 +84,13 @@ func run(args []string) error {
 	cli.ApplyMemoryBudget(budget)
 	cfg.MemoryBudget = budget
 	cfg.Remote = &actors.RemoteConfig{Bind: *bind, Advertise: *advertise, ClusterKey: key, SecondaryKeys: ring.Secondary, Insecure: *insecure}
+	if len(key) > 0 {
+		// Opens the tenants' provider keys that runs carry sealed (the
+		// gateway derives the same ring from the same keyring).
+		if cfg.Secrets, err = sealed.NewRing(key, ring.Secondary...); err != nil {
+			return err
+		}
+	}
 	kinds := []string{actors.KindCoordinator}
 	if cfg.Tokenizer = cli.TokenizerCapable(cli.SplitList(*disable)); cfg.Tokenizer {
 		cfg.PreloadTokenizer = true

@@ -198,7 +198,7 @@ func (a *app) adminCmd() *cobra.Command {
 		},
 	})
 
-	var from, to string
+	var aq client.AuditQuery
 	audit := &cobra.Command{
 		Use: "audit", Short: "The admin audit log", Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -206,7 +206,7 @@ func (a *app) adminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			es, err := c.AdminAudit(a.ctx, from, to)
+			es, err := c.AdminAuditFind(a.ctx, aq)
 			if err != nil {
 				return err
 			}
@@ -221,8 +221,14 @@ func (a *app) adminCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	audit.Flags().StringVar(&from, "from", "", "since (RFC 3339 or Unix seconds)")
-	audit.Flags().StringVar(&to, "to", "", "until (RFC 3339 or Unix seconds)")
+	audit.Flags().StringVar(&aq.From, "from", "", "since (RFC 3339 or Unix seconds)")
+	audit.Flags().StringVar(&aq.To, "to", "", "until (RFC 3339 or Unix seconds)")
+	audit.Flags().StringVar(&aq.Actor, "actor", "", "only this admin key id's changes")
+	audit.Flags().StringVar(&aq.Action, "action", "", `only this action ("key.revoke"), or a prefix ending in a dot ("key.")`)
+	audit.Flags().StringVar(&aq.Target, "target", "", "only this target (a tenant id, or a key id)")
+	audit.Flags().StringVar(&aq.Tenant, "tenant", "", "only entries about this tenant and its keys")
+	audit.Flags().IntVar(&aq.Limit, "limit", 0, "at most this many entries (default: the API's, 10000)")
+	audit.Flags().BoolVar(&aq.NewestFirst, "newest", false, "newest first (with --limit: the newest entries)")
 	c.AddCommand(tenants, keys, audit)
 	return c
 }

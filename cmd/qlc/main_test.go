@@ -404,6 +404,11 @@ func TestAdminCommands(t *testing.T) {
 			t.Errorf("audit lacks %q:\n%s", want, out)
 		}
 	}
+	out = admin("audit", "--action", "key.", "--tenant", "acme", "--newest")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(lines[1], "key.revoke") ||
+		!strings.Contains(lines[2], "key.create") || strings.Contains(out, "tenant.") {
+		t.Errorf("audit of acme's keys, newest first:\n%s", out)
+	}
 	// A tenant key is not an admin key.
 	_, errs, code := qlc(t, g.URL, g.TenantKey, "", "admin", "tenants")
 	if code != 1 || !strings.Contains(errs, "admin_key_required") || strings.Count(errs, "\n") != 1 {

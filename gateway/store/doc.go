@@ -41,6 +41,12 @@
 //     strategy's steps) live in the stages JSON column, where float64 text
 //     round-trips exactly; fields added to them (step, status) need no
 //     migration, and rows written before read with them empty.
+//   - Reports are computed in SQL: UsageSeries sums the ledger by UTC hour or
+//     day and by tenant, profile or model (a model's sums come from the
+//     stages JSON column, each step's cost rounded to nano-dollars before it
+//     is summed); AuditFind filters the audit log. Their SQL text varies only
+//     with which filters are set (bucket widths are two constants), so the
+//     statement cache stays small.
 //   - A nil slice is stored as NULL and an empty one as '[]', so both
 //     round-trip as they were given.
 //   - No foreign keys: tenants and keys are replicated between gateways with

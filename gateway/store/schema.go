@@ -128,6 +128,23 @@ var migrations = [][]string{
 		`CREATE UNIQUE INDEX IF NOT EXISTS batch_items_custom ON batch_items (batch_id, custom_id)`,
 		`CREATE INDEX IF NOT EXISTS batch_items_status ON batch_items (batch_id, status, idx)`,
 	},
+	// 5: tenants' own provider keys (bring your own key), sealed: box is
+	// AES-GCM under a key derived from the cluster key (internal/sealed),
+	// never the key in clear. A deletion is a tombstone (deleted, empty box)
+	// so that it replicates.
+	{
+		`CREATE TABLE IF NOT EXISTS provider_keys (
+			tenant_id  TEXT NOT NULL,
+			endpoint   TEXT NOT NULL,
+			key_id     TEXT NOT NULL, -- the derived key that sealed box ('' once deleted)
+			box        BLOB NOT NULL, -- nonce || ciphertext || tag
+			hint       TEXT NOT NULL, -- '…' and the last 4 characters, or ''
+			created_at INTEGER,
+			updated_at INTEGER NOT NULL,
+			deleted    INTEGER NOT NULL,
+			PRIMARY KEY (tenant_id, endpoint)
+		) WITHOUT ROWID`,
+	},
 }
 
 // migrate brings the database behind db to the newest version, len(migrations). It is idempotent:

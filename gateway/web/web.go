@@ -12,9 +12,11 @@ import (
 	"github.com/qlc-project/qlc/stagework"
 )
 
-// FS holds the UI's static files at its root: index.html, app.css and app.js.
+// FS holds the UI's static files at its root: index.html, app.css and app.js
+// (the asking UI), and admin.html, admin.css and admin.js (the admin
+// console, served at /admin).
 //
-//go:embed index.html app.css app.js
+//go:embed index.html app.css app.js admin.html admin.css admin.js
 var FS embed.FS
 
 // contentSecurityPolicy allows only this origin's own script, style and
@@ -58,13 +60,17 @@ func page() []byte {
 }
 
 // Handler serves the UI: "/" is index.html (with the stage table filled in),
-// other paths are files from FS, and anything else is 404. Only GET and HEAD are allowed. Responses carry a strict
+// "/admin" is the admin console (admin.html), other paths are files from FS, and anything else is 404. Only GET and HEAD are allowed. Responses carry a strict
 // Content-Security-Policy and "Cache-Control: no-cache" (files are small and
 // change with the binary, so the browser revalidates rather than guesses). It
 // is safe for concurrent use.
 func Handler() http.Handler {
 	files := http.FileServerFS(FS)
 	index := page()
+	admin, err := fs.ReadFile(FS, "admin.html")
+	if err != nil {
+		panic("web: admin.html is missing") // ruled out by a test
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -78,6 +84,10 @@ func Handler() http.Handler {
 		h.Set("Cache-Control", "no-cache")
 		if r.URL.Path == "/" {
 			http.ServeContent(w, r, "index.html", time.Time{}, bytes.NewReader(index))
+			return
+		}
+		if r.URL.Path == "/admin" {
+			http.ServeContent(w, r, "admin.html", time.Time{}, bytes.NewReader(admin))
 			return
 		}
 		files.ServeHTTP(w, r)

@@ -251,6 +251,16 @@ func (p *Provider) redact(s string) string {
 	return s
 }
 
+// redactKey removes key (a request's own key, Request.APIKey) from the
+// message of err if it is a ProviderError; it returns err.
+func redactKey(err error, key string) error {
+	if pe, ok := stagework.AsProviderError(err); ok && len(key) >= 4 {
+		pe.Message = strings.ReplaceAll(pe.Message, key, "[redacted]")
+		pe.Code = strings.ReplaceAll(pe.Code, key, "[redacted]")
+	}
+	return err
+}
+
 // snippet quotes at most n bytes of b for an error message, cut on a rune
 // boundary.
 func snippet(b []byte, n int) string {

@@ -153,7 +153,15 @@ func (p *Provider) Stream(ctx context.Context, req stagework.Request) (stagework
 		return nil, err
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
-	s := &stream{p: p, ctx: ctx, sctx: sctx, cancel: cancel, model: req.Model, start: time.Now()}
+	key := p.cfg.APIKey
+	if req.APIKey != "" {
+		key = req.APIKey.Reveal()
+		if strings.ContainsAny(key, "\r\n") {
+			cancel(nil)
+			return nil, p.newError(stagework.ErrAuth, 0, "", "the tenant's API key for this endpoint contains a line break", nil)
+		}
+	}
+	s := &stream{p: p, ctx: ctx, sctx: sctx, cancel: cancel, model: req.Model, start: time.Now(), apiKey: req.APIKey.Reveal()}
 	if d := p.cfg.FirstTokenTimeout; d > 0 {
 		s.firstTimer = time.AfterFunc(d, func() { cancel(&timeoutCause{what: "first token", d: d}) })
 	}
@@ -169,10 +177,13 @@ func (p *Provider) Stream(ctx context.Context, req stagework.Request) (stagework
 	h.Set("Content-Type", "application/json")
 	h.Set("Accept", "text/event-stream")
 	h.Set("User-Agent", p.cfg.UserAgent)
-	if p.cfg.APIKey != "" {
-		h.Set("Authorization", "Bearer "+p.cfg.APIKey)
+	if key != "" {
+		h.Set("Authorization", "Bearer "+key)
 	}
 	for k, v := range p.cfg.Headers {
+		if req.APIKey != "" && http.CanonicalHeaderKey(k) == "Authorization" {
+			continue // the tenant's own key wins over the endpoint's
+		}
 		h.Set(k, v)
 	}
 	// The caller's trace (its provider span) goes upstream as W3C
@@ -182,13 +193,13 @@ func (p *Provider) Stream(ctx context.Context, req stagework.Request) (stagework
 
 	resp, err := p.client.Do(hreq)
 	if err != nil {
-		e := p.transportError(ctx, sctx, err, "request failed")
+		e := redactKey(p.transportError(ctx, sctx, err, "request failed"), s.apiKey)
 		s.release()
 		p.logFailure(req.Model, e)
 		return nil, e
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := p.statusError(resp)
+		e := redactKey(p.statusError(resp), s.apiKey)
 		resp.Body.Close()
 		s.release()
 		p.logFailure(req.Model, e)
@@ -197,7 +208,7 @@ func (p *Provider) Stream(ctx context.Context, req stagework.Request) (stagework
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/json" {
 		// Not a stream: an error object sent with 200, or a server that
 		// ignored stream:true.
-		e := p.jsonInsteadOfStream(resp)
+		e := redactKey(p.jsonInsteadOfStream(resp), s.apiKey)
 		resp.Body.Close()
 		s.release()
 		p.logFailure(req.Model, e)

@@ -32,6 +32,7 @@ type stream struct {
 	cancel context.CancelCauseFunc // aborts the request, with a cause
 	model  string
 	start  time.Time
+	apiKey string // the request's own key (Request.APIKey), redacted from its errors; "" if none
 
 	body io.ReadCloser
 	dec  *sse.Decoder
@@ -234,6 +235,7 @@ func (s *stream) finishOK(drain bool) error {
 
 // fail records err as the stream's end and releases the connection.
 func (s *stream) fail(err error) error {
+	err = redactKey(err, s.apiKey)
 	s.err = err
 	s.release()
 	if pe, ok := stagework.AsProviderError(err); ok {
