@@ -102,6 +102,8 @@ type Hub struct {
 	Profile string
 	Query   string
 	Created time.Time
+	// TraceID is the run's trace id (hex) when tracing is on, else "".
+	TraceID string
 	cfg     HubConfig
 	metrics *Metrics
 	logger  *slog.Logger

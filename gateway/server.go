@@ -270,7 +270,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
 	})
-	s.handler = s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux))))
+	s.handler = s.traced(mux, s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux)))))
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", s.healthz)
 	ops.HandleFunc("GET /readyz", s.ready)

@@ -386,7 +386,12 @@ type StartRun struct {
 	// cluster key (internal/sealed), bound to the tenant and endpoint. Only
 	// the attempt that calls the endpoint opens one; a clear key never
 	// crosses a mailbox.
-	ProviderKeys  []*SealedSecret `protobuf:"bytes,13,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"`
+	ProviderKeys []*SealedSecret `protobuf:"bytes,13,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"`
+	// trace_context carries the starter's trace (W3C traceparent and
+	// tracestate, as OpenTelemetry's TextMapPropagator writes them), so the
+	// coordinator's spans join the run's one trace; empty when tracing is
+	// off. (Numbered apart from the run's own fields.)
+	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -508,6 +513,13 @@ func (x *StartRun) GetRouting() *RunRouting {
 func (x *StartRun) GetProviderKeys() []*SealedSecret {
 	if x != nil {
 		return x.ProviderKeys
+	}
+	return nil
+}
+
+func (x *StartRun) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -3019,7 +3031,11 @@ type Admit struct {
 	Precheck bool `protobuf:"varint,8,opt,name=precheck,proto3" json:"precheck,omitempty"`
 	// request counts one request that is not a run (e.g. POST /v1/tokenize)
 	// against requests_per_minute: no tokens, no run, nothing to settle.
-	Request       bool `protobuf:"varint,9,opt,name=request,proto3" json:"request,omitempty"`
+	Request bool `protobuf:"varint,9,opt,name=request,proto3" json:"request,omitempty"`
+	// trace_context is the gateway's admission span (W3C
+	// traceparent/tracestate): the limiter's span is its child. Empty when
+	// tracing is off.
+	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3115,6 +3131,13 @@ func (x *Admit) GetRequest() bool {
 		return x.Request
 	}
 	return false
+}
+
+func (x *Admit) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 // AdmitReply answers Admit. When refused, limit names the limit
@@ -3768,7 +3791,10 @@ type StartStep struct {
 	Queue bool `protobuf:"varint,17,opt,name=queue,proto3" json:"queue,omitempty"`
 	// provider_key is the run's sealed key for provider (StartRun.provider_keys),
 	// opened by the worker at the attempt; unset: the endpoint's own key.
-	ProviderKey   *SealedSecret `protobuf:"bytes,18,opt,name=provider_key,json=providerKey,proto3" json:"provider_key,omitempty"`
+	ProviderKey *SealedSecret `protobuf:"bytes,18,opt,name=provider_key,json=providerKey,proto3" json:"provider_key,omitempty"`
+	// trace_context is the attempt's span (W3C traceparent/tracestate): the
+	// worker's provider span is its child. Empty when tracing is off.
+	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3925,6 +3951,13 @@ func (x *StartStep) GetQueue() bool {
 func (x *StartStep) GetProviderKey() *SealedSecret {
 	if x != nil {
 		return x.ProviderKey
+	}
+	return nil
+}
+
+func (x *StartStep) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -4861,7 +4894,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\xd9\x03\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\xe3\x04\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -4877,7 +4910,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcached_from\x18\v \x01(\tR\n" +
 	"cachedFrom\x12,\n" +
 	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\x129\n" +
-	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\"n\n" +
+	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\x12G\n" +
+	"\rtrace_context\x182 \x03(\v2\".qlc.v1.StartRun.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
@@ -5068,7 +5105,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\x0fconcurrent_runs\x18\x03 \x01(\x03R\x0econcurrentRuns\x12!\n" +
 	"\ftoken_budget\x18\x04 \x01(\x03R\vtokenBudget\x12#\n" +
 	"\rbudget_period\x18\x05 \x01(\tR\fbudgetPeriod\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x03R\aversion\"\xa4\x02\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\"\xab\x03\n" +
 	"\x05Admit\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12,\n" +
@@ -5078,7 +5115,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x14period_start_unix_ms\x18\x06 \x01(\x03R\x11periodStartUnixMs\x12+\n" +
 	"\x12period_end_unix_ms\x18\a \x01(\x03R\x0fperiodEndUnixMs\x12\x1a\n" +
 	"\bprecheck\x18\b \x01(\bR\bprecheck\x12\x18\n" +
-	"\arequest\x18\t \x01(\bR\arequest\"r\n" +
+	"\arequest\x18\t \x01(\bR\arequest\x12D\n" +
+	"\rtrace_context\x182 \x03(\v2\x1f.qlc.v1.Admit.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
 	"\n" +
 	"AdmitReply\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
@@ -5126,7 +5167,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x14\n" +
 	"\x05label\x18\a \x01(\tR\x05label\x12\x1b\n" +
 	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xaf\x04\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xba\x05\n" +
 	"\tStartStep\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x16\n" +
@@ -5147,7 +5188,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05query\x18\x0f \x01(\tR\x05query\x12#\n" +
 	"\rprompt_tokens\x18\x10 \x01(\x03R\fpromptTokens\x12\x14\n" +
 	"\x05queue\x18\x11 \x01(\bR\x05queue\x127\n" +
-	"\fprovider_key\x18\x12 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey\"\x92\x01\n" +
+	"\fprovider_key\x18\x12 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey\x12H\n" +
+	"\rtrace_context\x182 \x03(\v2#.qlc.v1.StartStep.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
 	"\fStepAccepted\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
@@ -5256,7 +5301,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5321,10 +5366,13 @@ var file_qlc_proto_goTypes = []any{
 	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
 	(*SealedSecret)(nil),          // 61: qlc.v1.SealedSecret
 	(*ProviderKeyChanged)(nil),    // 62: qlc.v1.ProviderKeyChanged
-	nil,                           // 63: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 64: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
+	nil,                           // 63: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 64: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 65: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 66: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 67: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 69: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -5334,78 +5382,81 @@ var file_qlc_proto_depIdxs = []int32{
 	57, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
 	61, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	1,  // 7: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 8: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 9: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	65, // 10: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 11: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 12: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 13: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 14: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 15: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 16: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 17: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 18: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 19: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 20: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 21: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 22: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 23: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 24: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 25: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 26: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 27: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	66, // 28: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	66, // 29: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 30: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 31: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 32: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 33: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 34: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 35: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 36: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 37: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 38: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 39: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	66, // 40: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	66, // 41: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 42: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	66, // 43: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 44: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 45: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 46: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 47: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 48: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 49: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 50: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 51: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 52: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 53: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 54: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 55: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 56: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 57: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	44, // 58: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 59: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 60: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 61: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 62: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	61, // 63: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	1,  // 64: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	63, // 65: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	64, // 66: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	66, // 67: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 68: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	66, // 69: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	66, // 70: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 71: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 72: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	61, // 73: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	74, // [74:74] is the sub-list for method output_type
-	74, // [74:74] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	63, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	1,  // 8: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 9: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 10: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	68, // 11: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 12: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 13: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 14: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 15: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 16: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 17: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	30, // 18: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 19: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 20: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 21: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 22: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	11, // 23: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 24: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 25: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 26: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 27: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 28: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	69, // 29: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	69, // 30: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 31: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 32: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 33: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 34: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 35: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	21, // 36: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 37: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 38: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 39: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 40: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	69, // 41: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	69, // 42: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 43: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	69, // 44: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 45: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 46: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 47: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 48: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 49: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 50: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 51: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 52: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 53: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 54: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 55: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 56: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 57: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 58: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	64, // 59: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	44, // 60: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 61: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 62: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 63: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 64: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	61, // 65: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	65, // 66: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	1,  // 67: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	66, // 68: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	67, // 69: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	69, // 70: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 71: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	69, // 72: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	69, // 73: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	11, // 74: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	11, // 75: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	61, // 76: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -5432,7 +5483,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   64,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -163,6 +163,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	stopTracing, err := cli.StartTracing("qlc-gateway", engine.Address(), logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // after the engine's Shutdown: its last spans go out
 	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local || *devKeysFlag, int64(*defaultRuns), logger)
 	if err != nil {
 		return err

@@ -112,6 +112,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	stopTracing, err := cli.StartTracing("qlc-node", engine.Address(), logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // after the engine's Shutdown: its last spans go out
 	logger.Info("QLC node ready", "actor_address", engine.Address(), "ops", *opsAddr, "profiles", stages.ProfileNames())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
