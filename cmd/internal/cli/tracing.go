@@ -5,16 +5,25 @@ import (
 	"log/slog"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/qlc-project/qlc/internal/spanstore"
 	"github.com/qlc-project/qlc/internal/tracing"
 )
 
 // StartTracing turns OpenTelemetry tracing on when the standard OTEL_*
 // variables ask for it (internal/tracing), as service (qlc-node,
-// qlc-gateway) with instance as service.instance.id. The returned stop
-// flushes the spans still queued (at most 5 s); with tracing off both do
-// nothing.
-func StartTracing(service, instance string, logger *slog.Logger) (stop func(), err error) {
-	t, err := tracing.Setup(context.Background(), tracing.Config{ServiceName: service, InstanceID: instance, Logger: logger})
+// qlc-gateway) with instance as service.instance.id. store, if not nil,
+// is the console's in-process span store: it gets every span, and tracing
+// is on for it even without an exporter (-trace-store=0 passes nil). The
+// returned stop flushes the spans still queued (at most 5 s); with tracing
+// off both do nothing.
+func StartTracing(service, instance string, logger *slog.Logger, store *spanstore.Store) (stop func(), err error) {
+	cfg := tracing.Config{ServiceName: service, InstanceID: instance, Logger: logger}
+	if store != nil {
+		cfg.Processors = []sdktrace.SpanProcessor{store}
+	}
+	t, err := tracing.Setup(context.Background(), cfg)
 	if err != nil {
 		return func() {}, err
 	}
