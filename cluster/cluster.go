@@ -245,6 +245,25 @@ func (c *Cluster) Members() []Member {
 	return cloneMembers(*c.snap.Load())
 }
 
+// Suspects returns the names of the members memberlist holds as suspect now
+// (a probe failed; not yet declared dead, nor refuted), sorted. It takes
+// memberlist's node lock briefly and does not block on the network; empty
+// once fenced or shut down. The cluster console polls it: memberlist tells
+// no delegate when it suspects a member.
+func (c *Cluster) Suspects() []string {
+	if c.inactive.Load() {
+		return nil
+	}
+	var out []string
+	for _, n := range c.ml.Members() {
+		if n.State == memberlist.StateSuspect && n.Name != c.self {
+			out = append(out, n.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Member returns the alive (or suspect) member called name as this member sees it now, and whether there
 // is one. Unlike Members it copies one member, not the view: O(log n), for callers that poll one name
 // (the scale simulation watches hundreds of members for one change).
