@@ -109,6 +109,10 @@ type Config struct {
 	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
 	// before answering (the answer then shows status "cancelled"). Default 2 s.
 	CancelWait time.Duration
+	// Console is the membership the cluster console (GET /console) watches:
+	// members and their states, limiter hosts. Nil: the console shows this
+	// process only (no members, no limiter hosts).
+	Console ConsoleCluster
 	// Ready, if set, is asked by /readyz besides the actor system: e.g. in a
 	// cluster, whether any node hosts run coordinators. It must not block.
 	Ready func() error
@@ -202,6 +206,8 @@ type Server struct {
 
 	batches *batchManager // POST /v1/runs/batch (batch.go); nil without Tenancy
 
+	console *consoleHub // the cluster console's snapshots (console.go)
+
 	// Goroutines, each owned by the Server and waited for by Close: the
 	// runs waiting to be billed (accounting), and the background work
 	// (bg: recoverOpen, keepRuns, a limiter's settle after a failed admit,
@@ -253,6 +259,7 @@ func New(cfg Config) (*Server, error) {
 		mux.HandleFunc("GET /v1/admin/audit", s.adminAudit)
 		mux.HandleFunc("POST /v1/admin/discover-local", s.adminDiscoverLocal)
 	}
+	s.consoleRoutes(mux)
 	mux.Handle("GET /ui/session", s.localSession(http.HandlerFunc(s.uiSession)))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.ready)
@@ -276,6 +283,9 @@ func New(cfg Config) (*Server, error) {
 		s.goBackground(s.keepRuns)
 		s.goBackground(s.batches.run)
 	}
+	s.console = newConsoleHub(s, cfg.Console)
+	s.goBackground(func() { s.console.watchMembers(s.stop) })
+	s.goBackground(func() { s.console.pollNodes(s.stop) })
 	if cfg.FreeMemoryAfter > 0 {
 		s.mem = newMemRelease(cfg.FreeMemoryAfter)
 		s.goBackground(func() { s.mem.run(s.stop) })
