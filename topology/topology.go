@@ -133,7 +133,7 @@ type Membership struct {
 	// changed (capacity 1) is signalled after every membership update the
 	// loop applies, without blocking: Changed's reader.
 	changed chan struct{}
-	first  bool // the loop has not used Cluster.Transport yet (loop only, after Join)
+	first   bool // the loop has not used Cluster.Transport yet (loop only, after Join)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -151,7 +151,7 @@ func New(cfg Config) (*Membership, error) {
 		cfg: cfg, log: cfg.Logger.With("component", "topology"),
 		names: map[string]string{}, lost: map[string]time.Time{}, lostGateways: map[string]time.Time{},
 		events: make(chan actors.TopologyEvent, cfg.EventBuffer), changed: make(chan struct{}, 1),
-		stop:   make(chan struct{}), done: make(chan struct{}), first: true,
+		stop: make(chan struct{}), done: make(chan struct{}), first: true,
 	}, nil
 }
 

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"log/slog"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/internal/spanstore"
 	"github.com/qlc-project/qlc/internal/tracing"
 )
@@ -34,4 +36,22 @@ func StartTracing(service, instance string, logger *slog.Logger, store *spanstor
 			logger.Warn("tracing: flush at exit", "error", err)
 		}
 	}, nil
+}
+
+// TraceStoreFlag adds -trace-store (QLC_TRACE_STORE): how many finished
+// spans the process keeps in memory for the cluster console's waterfall.
+func TraceStoreFlag(fs *flag.FlagSet) *int {
+	return fs.Int("trace-store", EnvInt("QLC_TRACE_STORE", spanstore.DefaultMax),
+		"finished spans kept in memory for the cluster console's trace waterfall (no collector needed); 0 = none, and tracing stays off unless OTEL_* asks for export (QLC_TRACE_STORE)")
+}
+
+// NewTraceStore makes the span store -trace-store asks for and hands its
+// traces to the engine (actors.Config.TraceSpans); nil for n <= 0.
+func NewTraceStore(n int, cfg *actors.Config) *spanstore.Store {
+	if n <= 0 {
+		return nil
+	}
+	s := spanstore.New(n)
+	cfg.TraceSpans = s.Trace
+	return s
 }
