@@ -128,21 +128,39 @@ func (e *Engine) askNodes(q any) []any {
 	return out
 }
 
-// InFlight returns the hubs of the runs started or attached through this
-// process that have not ended, oldest first, at most max.
-func (e *Engine) InFlight(max int) []*Hub {
+// ConsoleHubs returns the hubs of the runs started or attached through
+// this process that have not ended (oldest first, at most inFlight), then
+// the most recently created of those that ended and are still held (newest
+// first, at most ended).
+func (e *Engine) ConsoleHubs(inFlight, ended int) (running, done []*Hub) {
 	e.mu.Lock()
 	hubs := make([]*Hub, 0, len(e.hubs))
 	for _, h := range e.hubs {
 		hubs = append(hubs, h)
 	}
 	e.mu.Unlock()
-	hubs = slices.DeleteFunc(hubs, func(h *Hub) bool { return h.Done() })
 	slices.SortFunc(hubs, func(a, b *Hub) int {
 		if c := a.Created.Compare(b.Created); c != 0 {
 			return c
 		}
 		return strings.Compare(a.RunID, b.RunID)
 	})
-	return hubs[:min(max, len(hubs))]
+	for _, h := range hubs {
+		if !h.Done() {
+			running = append(running, h)
+		}
+	}
+	for i := len(hubs) - 1; i >= 0 && len(done) < ended; i-- {
+		if hubs[i].Done() {
+			done = append(done, hubs[i])
+		}
+	}
+	return running[:min(inFlight, len(running))], done
+}
+
+// InFlight returns the hubs of the runs started or attached through this
+// process that have not ended, oldest first, at most max.
+func (e *Engine) InFlight(max int) []*Hub {
+	running, _ := e.ConsoleHubs(max, 0)
+	return running
 }

@@ -62,6 +62,7 @@ const (
 	consoleKeepGone    = 10 * time.Minute
 	consoleMaxChanges  = 50
 	consoleMaxRuns     = 100
+	consoleMaxEnded    = 20 // runs that ended, still held by the engine
 	consoleMaxTenants  = 100
 	consoleMaxSnapshot = 1 << 20 // bytes of JSON; past it runs' steps are dropped
 )
@@ -503,9 +504,11 @@ func (h *consoleHub) consoleLimiters() []consoleLimiterView {
 }
 
 // consoleRuns folds the in-flight runs (at most consoleMaxRuns, oldest
-// first) into their steps.
+// first), then the last consoleMaxEnded runs that ended (newest first),
+// into their steps.
 func (s *Server) consoleRuns() []consoleRunView {
-	hubs := s.engine.InFlight(consoleMaxRuns)
+	running, ended := s.engine.ConsoleHubs(consoleMaxRuns, consoleMaxEnded)
+	hubs := append(running, ended...)
 	out := make([]consoleRunView, 0, len(hubs))
 	for _, h := range hubs {
 		evs := h.Events(1)
