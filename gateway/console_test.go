@@ -114,7 +114,9 @@ func (f *fakeCluster) Suspects() []string {
 
 func (f *fakeCluster) Changed() <-chan struct{} { return f.changed }
 
-func (f *fakeCluster) LimiterHost(tenant string) (string, string, bool) { return "10.0.0.1:1", "v", true }
+func (f *fakeCluster) LimiterHost(tenant string) (string, string, bool) {
+	return "10.0.0.1:1", "v", true
+}
 
 func (f *fakeCluster) set(ms []ConsoleMember, sus []string) {
 	f.mu.Lock()
