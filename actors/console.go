@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -163,4 +164,16 @@ func (e *Engine) ConsoleHubs(inFlight, ended int) (running, done []*Hub) {
 func (e *Engine) InFlight(max int) []*Hub {
 	running, _ := e.ConsoleHubs(max, 0)
 	return running
+}
+
+// EndpointLost reports when the actor transport's connection to addr broke
+// (a killed process's connections break at once, long before the
+// membership declares it dead), if it did and addr has not come back
+// since. Non-blocking.
+func (e *Engine) EndpointLost(addr string) (time.Time, bool) {
+	at, ok := e.lostHosts.Load(addr)
+	if !ok {
+		return time.Time{}, false
+	}
+	return at.(time.Time), true
 }

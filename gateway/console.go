@@ -38,7 +38,8 @@ type ConsoleMember struct {
 type ConsoleCluster interface {
 	// Members returns the alive and suspect members, self included.
 	Members() []ConsoleMember
-	// Suspects names the members suspected now (a failed probe).
+	// Suspects names the members suspected now (a failed probe). The
+	// console adds those whose actor connection broke lately.
 	Suspects() []string
 	// Changed receives a value after each membership change (coalesced).
 	Changed() <-chan struct{}
@@ -400,12 +401,30 @@ func (h *consoleHub) publishLocked(now time.Time) {
 	}
 }
 
+// consoleEndpointLost is how long a member whose actor connection broke
+// shows as suspect (unless the membership declares it dead first).
+const consoleEndpointLost = 3 * time.Second
+
+// view reads the cluster's members and suspects: the members the
+// membership suspects, and those whose actor connection broke lately (a
+// killed process: its connections break at once, while the membership
+// needs a probe, then the suspicion timeout).
+func (h *consoleHub) view(now time.Time) ([]ConsoleMember, []string) {
+	ms, sus := h.cluster.Members(), h.cluster.Suspects()
+	for _, m := range ms {
+		if at, ok := h.s.engine.EndpointLost(m.RemoteAddr); ok && now.Sub(at) < consoleEndpointLost && !slices.Contains(sus, m.Name) {
+			sus = append(sus, m.Name)
+		}
+	}
+	return ms, sus
+}
+
 // members reads the cluster's view into the book; it reports a change.
 func (h *consoleHub) members(now time.Time) bool {
 	if h.cluster == nil {
 		return false
 	}
-	ms, sus := h.cluster.Members(), h.cluster.Suspects()
+	ms, sus := h.view(now)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.book.update(ms, sus, now) {
@@ -465,7 +484,7 @@ func (h *consoleHub) pollNodes(stop <-chan struct{}) {
 		limiters := h.consoleLimiters()
 		now := time.Now()
 		if h.cluster != nil {
-			ms, sus := h.cluster.Members(), h.cluster.Suspects()
+			ms, sus := h.view(now)
 			h.mu.Lock()
 			h.book.update(ms, sus, now)
 			h.book.setLoads(ms)
