@@ -171,7 +171,11 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("tracing: export", "error", err) }))
 	captureContent.Store(strings.EqualFold(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), "true"))
 	on.Store(true)
-	logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
+	if exp == nil {
+		logger.Info("tracing on, spans kept in this process only (no OTLP export configured)", "service", cfg.ServiceName, "instance", cfg.InstanceID)
+	} else {
+		logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
+	}
 	return &Tracing{provider: tp, protocol: protocol}, nil
 }
 
