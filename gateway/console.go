@@ -364,6 +364,14 @@ func (h *consoleHub) watched() bool {
 	return len(h.watchers) > 0
 }
 
+// nodesAskedSince reports whether the latest snapshot has the nodes'
+// answers to a query made at or after t.
+func (h *consoleHub) nodesAskedSince(t time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.nodesAt.Before(t) && h.latest != nil
+}
+
 // latestSnapshot returns the newest snapshot's sequence number and JSON.
 func (h *consoleHub) latestSnapshot() (uint64, []byte) {
 	h.mu.Lock()

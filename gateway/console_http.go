@@ -21,28 +21,28 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/admin/console/runs/{id}", s.consoleRun)
 }
 
-// consoleSnapshot answers the latest snapshot once (for scripts).
+// consoleSnapshot answers the latest snapshot once (for scripts); with
+// ?fresh=1, or before the first, it waits (at most 3 s) for the nodes to be
+// asked after the request came.
 func (s *Server) consoleSnapshot(w http.ResponseWriter, r *http.Request) {
-	_, cancel := s.console.watch() // counts as watched: the nodes are asked
+	asked := time.Now()
+	wake, cancel := s.console.watch() // counts as watched: the nodes are asked now
 	defer cancel()
-	seq, b := s.console.latestSnapshot()
-	if seq == 0 || r.URL.Query().Get("fresh") != "" {
-		// Nothing yet, or the caller wants the nodes asked now: wait for
-		// the poller's next snapshot (at most the node deadline).
-		deadline := time.After(3 * time.Second)
-		for s2, _ := s.console.latestSnapshot(); s2 == seq; s2, _ = s.console.latestSnapshot() {
+	if seq, _ := s.console.latestSnapshot(); seq == 0 || r.URL.Query().Get("fresh") != "" {
+		deadline := time.NewTimer(3 * time.Second)
+		defer deadline.Stop()
+	wait:
+		for !s.console.nodesAskedSince(asked) {
 			select {
-			case <-deadline:
-				s2 = seq + 1
+			case <-wake:
+			case <-deadline.C:
+				break wait
 			case <-r.Context().Done():
 				return
-			case <-time.After(20 * time.Millisecond):
-				continue
 			}
-			break
 		}
-		_, b = s.console.latestSnapshot()
 	}
+	_, b := s.console.latestSnapshot()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(b)

@@ -237,6 +237,10 @@ func TestConsoleStream(t *testing.T) {
 	if d.Run.ID != id || d.Spans == nil {
 		t.Fatalf("details %+v", d.Run)
 	}
+	var one consoleSnapshot
+	if code := do(t, "GET", gw.URL+"/v1/admin/console?fresh=1", "", &one); code != 200 || len(one.Nodes) != 1 || len(one.Runs) != 1 || len(one.Limiters) != 0 {
+		t.Fatalf("one snapshot: HTTP %d, %d nodes, %d runs, %d limiters", code, len(one.Nodes), len(one.Runs), len(one.Limiters))
+	}
 	if code := do(t, "GET", gw.URL+"/v1/admin/console/runs/nope", "", nil); code != 404 {
 		t.Fatalf("unknown run: HTTP %d", code)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,6 +79,16 @@ func gatewayLogTime(t *testing.T, member string) (time.Time, bool) {
 // loose.
 func TestConsoleInChromium(t *testing.T) {
 	c := startMemberCluster(t, 3)
+	for _, path := range []string{"/v1/admin/console", "/v1/admin/console/events"} {
+		resp, err := http.Get(c.gw + path) // the tenant's key (withKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("%s with a tenant key: HTTP %d, want 403", path, resp.StatusCode)
+		}
+	}
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromiumPath(t)), chromedp.Headless,
 		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1400, 1000))
