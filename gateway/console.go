@@ -257,14 +257,19 @@ type consoleStepView struct {
 // nodeViews turns the nodes' replies into the snapshot's section, naming
 // each node's member where the membership knows its address.
 func nodeViews(replies []*messages.ConsoleReply, members []consoleMemberView) []consoleNodeView {
-	byAddr := map[string]string{}
+	byAddr, gone := map[string]string{}, map[string]bool{}
 	for _, m := range members {
 		if m.State != memberDead && m.State != memberLeft {
 			byAddr[m.RemoteAddr] = m.Name
+		} else {
+			gone[m.RemoteAddr] = true
 		}
 	}
 	out := make([]consoleNodeView, 0, len(replies))
 	for _, r := range replies {
+		if gone[r.Node] && byAddr[r.Node] == "" {
+			continue // asked before it went: not a node any more
+		}
 		v := consoleNodeView{Node: r.Node, Member: byAddr[r.Node], Hosted: r.Hosted, Runs: []consoleHostedView{},
 			AttemptsRunning: r.AttemptsRunning, AttemptsWaiting: r.AttemptsWaiting, AttemptsTotal: r.AttemptsTotal,
 			AttemptsFailed: r.AttemptsFailed, RunSlotsInUse: r.RunSlotsInUse, RunsWaiting: r.RunsWaiting,
@@ -436,6 +441,10 @@ func (h *consoleHub) members(now time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.book.update(ms, sus, now) {
+		h.mu.Unlock()
+		limiters := h.consoleLimiters() // owners move with the membership (local, no I/O)
+		h.mu.Lock()
+		h.limiters = limiters
 		h.publishLocked(now)
 		return true
 	}

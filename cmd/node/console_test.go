@@ -147,6 +147,14 @@ func TestConsoleInChromium(t *testing.T) {
 	})()`)
 	spans, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('spancount').textContent`))
 	t.Logf("waterfall: %s", spans)
+	screenshot := func(name string) {
+		if dir := os.Getenv("QLC_UI_SCREENSHOTS"); dir != "" {
+			if buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, "console-"+name+".png"), buf, 0o644)
+			}
+		}
+	}
+	screenshot("run")
 
 	// Kill a node that is not the gossip seed.
 	victim := c.nodes[2]
@@ -155,6 +163,9 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	killed := time.Now()
 	waitFor("the killed node dead", `window.qlcConsole.seen.some(s => s.remote === '`+victim.act+`' && s.state === 'dead')`)
+	screenshot("dead")
+	waitFor("the dead node gone from the nodes and limiter owners", `![...document.querySelectorAll('#nodes tbody tr')].some(r => r.dataset.node === '`+victim.act+`') &&
+		![...document.querySelectorAll('#limiters tbody td')].some(td => td.textContent === '`+victim.act+`')`)
 	seen, err := chromedp.Run(ctx, chromedp.Evaluate[[]consoleSeen](`window.qlcConsole.seen.filter(s => s.remote === '`+victim.act+`')`))
 	if err != nil {
 		t.Fatal(err)
