@@ -494,9 +494,12 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	c.host("starting")
 	c.deps.metrics.coordinators.Inc()
 	c.hub = pidOf(m.Hub)
-	c.traceCtx, c.span = startSpan(tracing.Extract(context.Background(), m.TraceContext), "qlc.run", trace.WithAttributes(
-		attrRunID.String(m.RunId), attrTenant.String(m.Tenant), attrProfile.String(m.Profile),
-		attrEpoch.Int64(int64(m.Epoch)), attrNode.String(ctx.Self().Address)))
+	c.traceCtx, c.span = context.Background(), noSpan
+	if spanOn() {
+		c.traceCtx, c.span = startSpan(tracing.Extract(context.Background(), m.TraceContext), "qlc.run", trace.WithAttributes(
+			attrRunID.String(m.RunId), attrTenant.String(m.Tenant), attrProfile.String(m.Profile),
+			attrEpoch.Int64(int64(m.Epoch)), attrNode.String(ctx.Self().Address)))
+	}
 	c.logger = c.deps.logger.With("run_id", m.RunId)
 	if id := tracing.TraceID(c.traceCtx); id != "" {
 		c.logger = c.logger.With("trace_id", id)
@@ -693,7 +696,10 @@ func (c *coordinator) startStep(ctx actor.Context, id string) {
 	}
 	a := &stageAttempt{spec: spec, step: id, wireStep: wireStep(spec), model: stagework.ModelRef{Provider: spec.Provider, Model: spec.Model},
 		whyKind: attemptFirst, why: "first attempt"}
-	a.stepCtx, a.stepSpan = startSpan(c.traceCtx, "qlc.step "+id, trace.WithAttributes(attrStep.String(id), attrStage.String(spec.Stage.String())))
+	a.stepCtx, a.stepSpan = c.traceCtx, noSpan
+	if spanOn() {
+		a.stepCtx, a.stepSpan = startSpan(c.traceCtx, "qlc.step "+id, trace.WithAttributes(attrStep.String(id), attrStage.String(spec.Stage.String())))
+	}
 	c.running = append(c.running, a)
 	c.graph.Start(id, time.Now())
 	c.spawnWorker(ctx, a)
@@ -738,9 +744,11 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 	if role != "" {
 		kind, why = attemptHedge, a.hedgeWhy
 	}
-	actx, span := startSpan(a.stepCtx, "qlc.attempt", trace.WithAttributes(attrStep.String(a.step), attrAttempt.Int(int(number)),
-		attrAttemptKind.String(kind), attrAttemptReason.String(why), semconv.GenAIRequestModel(model.Model),
-		attribute.String("qlc.endpoint", model.Provider)))
+	actx, span := a.stepCtx, noSpan
+	if spanOn() {
+		actx, span = startSpan(a.stepCtx, "qlc.attempt", trace.WithAttributes(attrStep.String(a.step), attrAttempt.Int(int(number)),
+			attrAttemptKind.String(kind), attrAttemptReason.String(why), attribute.String("qlc.endpoint", model.Provider)))
+	}
 	if role == "" {
 		endSpan(&a.span, "", "superseded")
 		a.span = span
@@ -782,13 +790,21 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		}
 	}
 	if !countLater {
-		// The tokenizer's work on the attempt's path: counting, and
-		// trimming to the context window.
-		_, tspan := startSpan(actx, "qlc.tokenizer.fit", trace.WithAttributes(semconv.GenAIRequestModel(spec.Model),
-			attribute.Int("qlc.tokenizer.context_window", window)))
+		var fitStart time.Time
+		if span.IsRecording() {
+			fitStart = time.Now()
+		}
 		prompt, promptTokens, notes, err = stagework.FitPrompt(spec, in, window, counter)
-		tspan.SetAttributes(attribute.Int("qlc.tokenizer.prompt_tokens", promptTokens), attribute.Int("qlc.tokenizer.notes", len(notes)))
-		endSpan(&tspan, "", "")
+		if span.IsRecording() {
+			// The tokenizer's work on the attempt's path (counting, and
+			// trimming to the context window) is a local call: an event
+			// on the attempt with its duration, not a span of its own
+			// (spans cost more; the tokenizer actors' requests have
+			// theirs, TokenizerClient).
+			span.AddEvent("qlc.tokenizer.fit", trace.WithTimestamp(fitStart), trace.WithAttributes(
+				attribute.Int("qlc.tokenizer.context_window", window), attribute.Int("qlc.tokenizer.prompt_tokens", promptTokens),
+				attribute.Int("qlc.tokenizer.notes", len(notes)), attribute.Int64("qlc.tokenizer.duration_us", time.Since(fitStart).Microseconds())))
+		}
 		switch {
 		case errors.Is(err, stagework.ErrPromptTooLong):
 			c.fail(ctx, a, "prompt_too_long", fmt.Sprintf("%s: %v", stepTitle(a.spec), err))

@@ -1088,8 +1088,12 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	}
 	// The placement span covers choosing a node and its StartRunAck (or
 	// the cache's answer); the coordinator's run span is its child.
-	pctx, span := startSpan(req.Ctx, "qlc.placement", trace.WithAttributes(attrRunID.String(id), attrProfile.String(req.Profile)))
-	start.TraceContext = tracing.Inject(pctx)
+	span := noSpan
+	if spanOn() {
+		var pctx context.Context
+		pctx, span = startSpan(req.Ctx, "qlc.placement", trace.WithAttributes(attrRunID.String(id), attrProfile.String(req.Profile)))
+		start.TraceContext = tracing.Inject(pctx)
+	}
 	hub, err := e.startCached(req, start)
 	if err != nil {
 		endSpan(&span, "not_started", err.Error())

@@ -3,12 +3,12 @@ package actors
 import (
 	"context"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/stagework"
 )
 
@@ -19,7 +19,7 @@ import (
 // placement of a run, and limiter and tokenizer requests. Through
 // OpenTelemetry's global provider: a no-op until internal/tracing's Setup
 // installs one. No span is ever started per token.
-var tracer = otel.Tracer("github.com/qlc-project/qlc/actors")
+var tracer = tracing.NewTracer("github.com/qlc-project/qlc/actors")
 
 // QLC's own span attributes (the GenAI ones come from semconv).
 const (
@@ -83,6 +83,14 @@ func endSpan(sp *trace.Span, errType, msg string) {
 	}
 	s.End()
 }
+
+// noSpan stands for every span with tracing off: OpenTelemetry's no-op span.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// spanOn reports whether tracing is on: a call site with attributes to
+// build skips building them when it is not (one atomic load), so tracing
+// off costs no allocation.
+func spanOn() bool { return tracing.Enabled() }
 
 // startSpan starts a span under parent (context.Background() when nil).
 func startSpan(parent context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {

@@ -116,8 +116,11 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 		}
 	}()
 	start := time.Now()
-	ctx, w.span = tracer.Start(ctx, "chat "+w.req.Model, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(genAIRequest(w.provider.Name(), w.req)...), trace.WithAttributes(attrNode.String(self.Address)))
+	w.span = noSpan
+	if spanOn() {
+		ctx, w.span = tracer.Start(ctx, "chat "+w.req.Model, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(append(genAIRequest(w.provider.Name(), w.req), attrNode.String(self.Address))...))
+	}
 	if w.span.IsRecording() && tracing.CaptureContent() {
 		w.span.SetAttributes(semconv.GenAIInputMessagesKey.String(messagesJSON(w.req.Messages)))
 	}

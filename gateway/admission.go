@@ -241,8 +241,11 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (adm *admission, api
 	// The admission span: the tenant's limits (the limiter's precheck and
 	// Admit, on the limiter's node), the reservation and the ledger.
 	// Limiter requests outlive no request, but carry its span.
-	actx, span := tracer.Start(tracing.Detach(req.Ctx), "qlc.admission", trace.WithAttributes(attribute.String("qlc.tenant", p.tenantID()),
-		attribute.String("qlc.profile", req.Profile)))
+	actx, span := context.Background(), trace.SpanFromContext(context.Background())
+	if tracing.Enabled() {
+		actx, span = tracer.Start(tracing.Detach(req.Ctx), "qlc.admission", trace.WithAttributes(attribute.String("qlc.tenant", p.tenantID()),
+			attribute.String("qlc.profile", req.Profile)))
+	}
 	defer func() {
 		if apiErr != nil {
 			span.SetAttributes(semconv.ErrorTypeKey.String(apiErr.Code))

@@ -19,7 +19,7 @@ import (
 // (its run's trace root, or the child of the client's W3C traceparent)
 // and the admission span. A no-op until internal/tracing's Setup installs
 // a provider.
-var tracer = otel.Tracer("github.com/qlc-project/qlc/gateway")
+var tracer = tracing.NewTracer("github.com/qlc-project/qlc/gateway")
 
 // traced gives every request a server span named by its route (mux's
 // pattern), under the client's traceparent when it sends one. With

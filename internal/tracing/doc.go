@@ -15,7 +15,7 @@
 //     with OTEL_SDK_DISABLED=true).
 //  2. Otherwise Setup builds an OTLP exporter (OTEL_EXPORTER_OTLP_PROTOCOL or
 //     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/protobuf", the default, or
-//     "grpc"), a batch span processor (OTEL_BSP_*), the sampler
+//     "grpc"), a batch span processor (OTEL_BSP_*; batcher.go, which wakes its goroutine once per batch, not per span), the sampler
 //     (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG; the SDK's default is
 //     parentbased_always_on) and the resource (service.name,
 //     service.instance.id, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME), and

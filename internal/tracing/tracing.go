@@ -18,6 +18,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // ErrProtocol is returned by Setup for an OTLP protocol it does not speak.
@@ -156,11 +157,12 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 		}
 		return &Tracing{}, fmt.Errorf("tracing: resource: %w", err)
 	}
-	// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batch
-	// processor reads OTEL_BSP_*.
+	// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batcher
+	// reads OTEL_BSP_*.
+	onError := func(err error) { logger.Warn("tracing: export", "error", err) }
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if exp != nil {
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		opts = append(opts, sdktrace.WithSpanProcessor(newBatcher(exp, getenv, onError)))
 	}
 	for _, p := range cfg.Processors {
 		opts = append(opts, sdktrace.WithSpanProcessor(p))
@@ -168,7 +170,7 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("tracing: export", "error", err) }))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(onError))
 	captureContent.Store(strings.EqualFold(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), "true"))
 	on.Store(true)
 	if exp == nil {
@@ -257,4 +259,58 @@ func Detach(ctx context.Context) context.Context {
 		return context.Background()
 	}
 	return trace.ContextWithSpan(context.Background(), trace.SpanFromContext(ctx))
+}
+
+// Tracer is a named tracer of OpenTelemetry's global provider, looked up
+// again only when the global provider changes: a trace.Tracer kept from
+// the global stays bound to the first provider ever installed (tests and
+// benchmarks install one after another), and asking the SDK's provider for
+// a tracer at every span costs a lock and a map lookup. Safe for
+// concurrent use; the zero value is not usable (NewTracer).
+type Tracer struct {
+	name string
+	c    atomic.Pointer[tracerEntry]
+}
+
+type tracerEntry struct {
+	tp trace.TracerProvider
+	t  trace.Tracer
+}
+
+// NewTracer returns the tracer of instrumentation scope name.
+func NewTracer(name string) *Tracer { return &Tracer{name: name} }
+
+// noSpan is what Start returns with tracing off: OpenTelemetry's no-op span.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// Start starts a span, as trace.Tracer's Start does. With tracing off
+// (Enabled false) it returns ctx itself and a no-op span at the cost of
+// one atomic load: no context is derived, nothing is allocated.
+func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if !on.Load() {
+		return ctx, noSpan
+	}
+	tp := otel.GetTracerProvider()
+	e := t.c.Load()
+	if e == nil || e.tp != tp {
+		e = &tracerEntry{tp: tp, t: tp.Tracer(t.name)}
+		t.c.Store(e)
+	}
+	return e.t.Start(ctx, name, opts...)
+}
+
+// Use installs tp as OpenTelemetry's global provider, with the W3C
+// trace-context propagator, and turns tracing on, as Setup does with the
+// provider it builds; the returned function turns tracing off again and
+// puts a no-op provider back. For tests that record spans in memory
+// (go.opentelemetry.io/otel/sdk/trace/tracetest).
+func Use(tp trace.TracerProvider) (restore func()) {
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	on.Store(true)
+	return func() {
+		on.Store(false)
+		otel.SetTracerProvider(noop.NewTracerProvider())
+		otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator())
+	}
 }
