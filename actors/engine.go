@@ -181,6 +181,11 @@ type Config struct {
 	// completed stage attempt's duration (package internal/ops's flight
 	// recorder writes a trace when one is past its threshold). Nil: none.
 	Slow SlowWatcher
+	// TraceSpans, if set, returns the spans of one trace (hex id) from this
+	// process's in-process span store (internal/spanstore), for the
+	// cluster console's waterfall (TraceSpansQuery). It must not block.
+	// Nil: this process answers with none.
+	TraceSpans func(traceID string) []*messages.TraceSpan
 }
 
 // SlowWatcher hears how long runs take to their first token and stages to
@@ -520,6 +525,12 @@ func (s *runStarter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.ModelStatsQuery:
 		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address})
+		return
+	case *messages.ConsoleQuery:
+		ctx.Respond(s.e.consoleReply())
+		return
+	case *messages.TraceSpansQuery:
+		ctx.Respond(s.e.traceSpansReply(m.TraceId))
 		return
 	case stopHosted:
 		for _, c := range ctx.Children() {

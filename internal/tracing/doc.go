@@ -9,7 +9,10 @@
 //     OTEL_TRACES_EXPORTER=otlp in the environment (or with
 //     OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none) tracing is off:
 //     no exporter, no global provider, OpenTelemetry's no-op tracer, and
-//     Inject returns nil, so no message carries a trace context.
+//     Inject returns nil, so no message carries a trace context. Exception:
+//     Config.Processors (the cluster console's span store) turn tracing on
+//     without an exporter, their spans recorded in the process only (not
+//     with OTEL_SDK_DISABLED=true).
 //  2. Otherwise Setup builds an OTLP exporter (OTEL_EXPORTER_OTLP_PROTOCOL or
 //     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/protobuf", the default, or
 //     "grpc"), a batch span processor (OTEL_BSP_*; batcher.go, which wakes its goroutine once per batch, not per span), the sampler

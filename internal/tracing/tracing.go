@@ -43,6 +43,12 @@ type Config struct {
 	// which protocol); nil: os.Getenv. The exporter and the SDK read the
 	// process's environment themselves.
 	Getenv func(string) string
+	// Processors are span processors to register besides the exporter's
+	// (the console's in-process span store, internal/spanstore). With
+	// some, tracing is on even when the environment asks for no export:
+	// spans are recorded for them alone. OTEL_SDK_DISABLED=true still
+	// turns everything off.
+	Processors []sdktrace.SpanProcessor
 }
 
 // Tracing is a process's tracing: on (an exporter and an SDK provider,
@@ -111,16 +117,22 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 		logger = slog.Default()
 	}
 	want, err := enabled(getenv)
-	if err != nil || !want {
+	if err != nil {
 		captureContent.Store(false)
 		return &Tracing{}, err
 	}
+	if !want && (len(cfg.Processors) == 0 || strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true")) {
+		captureContent.Store(false)
+		return &Tracing{}, nil
+	}
 	protocol := protocolOf(getenv)
 	var exp sdktrace.SpanExporter
-	switch protocol {
-	case "http/protobuf":
+	switch {
+	case !want:
+		protocol = "" // processors only: nothing exported
+	case protocol == "http/protobuf":
 		exp, err = otlptracehttp.New(ctx)
-	case "grpc":
+	case protocol == "grpc":
 		exp, err = otlptracegrpc.New(ctx)
 	default:
 		return &Tracing{}, fmt.Errorf("%w: %q", ErrProtocol, protocol)
@@ -140,19 +152,32 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	res, err := resource.New(ctx, resource.WithSchemaURL(semconv.SchemaURL), resource.WithAttributes(attrs...),
 		resource.WithTelemetrySDK(), resource.WithFromEnv())
 	if err != nil && res == nil {
-		_ = exp.Shutdown(ctx)
+		if exp != nil {
+			_ = exp.Shutdown(ctx)
+		}
 		return &Tracing{}, fmt.Errorf("tracing: resource: %w", err)
 	}
 	// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batcher
 	// reads OTEL_BSP_*.
 	onError := func(err error) { logger.Warn("tracing: export", "error", err) }
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newBatcher(exp, getenv, onError)), sdktrace.WithResource(res))
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if exp != nil {
+		opts = append(opts, sdktrace.WithSpanProcessor(newBatcher(exp, getenv, onError)))
+	}
+	for _, p := range cfg.Processors {
+		opts = append(opts, sdktrace.WithSpanProcessor(p))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(onError))
 	captureContent.Store(strings.EqualFold(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), "true"))
 	on.Store(true)
-	logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
+	if exp == nil {
+		logger.Info("tracing on, spans kept in this process only (no OTLP export configured)", "service", cfg.ServiceName, "instance", cfg.InstanceID)
+	} else {
+		logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
+	}
 	return &Tracing{provider: tp, protocol: protocol}, nil
 }
 
