@@ -19,7 +19,10 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/qlc-project/qlc/actors"
+	"github.com/qlc-project/qlc/internal/spanstore"
 	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 )
@@ -40,8 +43,27 @@ func cpuTime() time.Duration {
 // exporter's, not a collector's. It returns a function reporting the spans
 // received per run; with tracing off it does nothing. Compare
 // `QLC_BENCH_TRACING=1 go test -bench ...` with the same command without it.
+//
+// QLC_BENCH_TRACING=store is what a gateway or node binary does by default
+// (no OTEL_* set, -trace-store at its default): every span goes to the
+// console's in-process span store, nothing is exported.
 func benchTracing(b *testing.B) (report func(runs int)) {
-	if os.Getenv("QLC_BENCH_TRACING") != "1" {
+	switch os.Getenv("QLC_BENCH_TRACING") {
+	case "1":
+	case "store":
+		store := spanstore.New(spanstore.DefaultMax)
+		tr, err := tracing.Setup(context.Background(), tracing.Config{ServiceName: "qlc-bench", Logger: slog.New(slog.DiscardHandler),
+			Processors: []sdktrace.SpanProcessor{store}})
+		if err != nil || !tr.Enabled() {
+			b.Fatalf("tracing: %v", err)
+		}
+		b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+		return func(int) {
+			if store.Len() == 0 {
+				b.Fatal("tracing to the span store recorded no span")
+			}
+		}
+	default:
 		return func(int) {}
 	}
 	var mu sync.Mutex

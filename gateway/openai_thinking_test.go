@@ -553,6 +553,8 @@ profiles:
 `, nil)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	defer client.CloseIdleConnections()
+	report := benchTracing(b) // QLC_BENCH_TRACING=store: as the binaries run by default
+	defer report(1)
 	for _, profile := range []string{"chain", "moa"} {
 		b.Run(profile, func(b *testing.B) {
 			body := `{"model":"qlc-` + profile + `-thinking","stream":true,"messages":[{"role":"user","content":"How do B-trees stay balanced?"}]}`

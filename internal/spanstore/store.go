@@ -41,9 +41,12 @@ type Store struct {
 	full bool
 }
 
+// stored is a finished span as the SDK handed it over: converted to a
+// TraceSpan only when its trace is asked for (most never are), so ending
+// a span costs the store a slot and a lock.
 type stored struct {
 	traceID trace.TraceID
-	span    *messages.TraceSpan
+	span    sdktrace.ReadOnlySpan
 }
 
 var _ sdktrace.SpanProcessor = (*Store)(nil)
@@ -80,9 +83,8 @@ func (s *Store) OnEnd(sp sdktrace.ReadOnlySpan) {
 	if !sc.IsSampled() {
 		return
 	}
-	m := convert(sp)
 	s.mu.Lock()
-	s.ring[s.next] = stored{traceID: sc.TraceID(), span: m}
+	s.ring[s.next] = stored{traceID: sc.TraceID(), span: sp}
 	s.next++
 	if s.next == len(s.ring) {
 		s.next, s.full = 0, true
@@ -98,24 +100,28 @@ func (s *Store) ForceFlush(context.Context) error { return nil }
 
 // Trace returns the stored spans of the trace with hex id traceID, in the
 // order they ended (at most MaxTraceSpans); nil for a malformed id or an
-// unknown trace. The spans are shared: callers must not modify them.
+// unknown trace.
 func (s *Store) Trace(traceID string) []*messages.TraceSpan {
 	id, err := trace.TraceIDFromHex(traceID)
 	if err != nil {
 		return nil
 	}
-	var out []*messages.TraceSpan
+	var found []sdktrace.ReadOnlySpan
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	start, n := 0, s.next
 	if s.full {
 		start, n = s.next, len(s.ring)
 	}
-	for i := 0; i < n && len(out) < MaxTraceSpans; i++ {
+	for i := 0; i < n && len(found) < MaxTraceSpans; i++ {
 		e := s.ring[(start+i)%len(s.ring)]
 		if e.traceID == id {
-			out = append(out, e.span)
+			found = append(found, e.span)
 		}
+	}
+	s.mu.Unlock()
+	var out []*messages.TraceSpan
+	for _, sp := range found { // a finished span is immutable: converted without the lock
+		out = append(out, convert(sp))
 	}
 	return out
 }
