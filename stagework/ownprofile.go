@@ -22,23 +22,26 @@ import (
 // MaxProfileSize bounds a tenant profile's definition, in bytes.
 const MaxProfileSize = 64 << 10
 
-// ErrReservedProfile is wrapped by ParseProfile's error for a name a
-// tenant profile may not take: a profile of the file's, or "auto".
+// ErrReservedProfile is wrapped by ParseProfile's error for the name
+// "auto" (it asks for the profile routing picks).
 var ErrReservedProfile = errors.New("stagework: the profile name is taken")
 
 // ParseProfile parses and checks one profile named name, in the shape of
 // an entry of the file's profiles section (YAML or JSON), against c's
 // provider endpoints. Every error wraps ErrInvalidConfig and names its
 // field relative to the profile (e.g. "stages.refiner.model: missing");
-// several problems are reported together. The name may not be one of c's
-// profiles or "auto" (ErrReservedProfile). The returned profile is new
-// (not in c.Profiles).
+// several problems are reported together. The name may not be "auto"
+// (ErrReservedProfile); whether it may be one of c's own profiles' names
+// is the caller's to say (the gateway refuses it when the profile is put,
+// and a run carries its definition, so a profile of the file's added
+// later under the same name does not change the runs of the tenant's).
+// The returned profile is new (not in c.Profiles).
 func (c *Config) ParseProfile(name string, data []byte) (*Profile, error) {
 	if len(data) > MaxProfileSize {
 		return nil, fmt.Errorf("%w: %d bytes, larger than %d", ErrInvalidConfig, len(data), MaxProfileSize)
 	}
-	if name == AutoProfile || c.Profiles[name] != nil {
-		return nil, fmt.Errorf("%w: %q is a profile of the server's profile file", ErrReservedProfile, name)
+	if name == AutoProfile {
+		return nil, fmt.Errorf("%w: %q asks for the profile routing picks", ErrReservedProfile, name)
 	}
 	var rp rawProfile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
