@@ -388,7 +388,7 @@ type RunRequest struct {
 // has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
 	cfg        Config
-	profiles   *profileResolver // the runs' profiles: the file's, or a tenant's own (tenantprofile.go)
+	profiles   *profileResolver                             // the runs' profiles: the file's, or a tenant's own (tenantprofile.go)
 	stats      statsCache                                   // the cluster's model statistics, for estimates
 	cache      *runCache                                    // the response cache; nil when off
 	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)

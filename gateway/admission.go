@@ -14,6 +14,7 @@ import (
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/store"
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // principalKey keys the request's principal in its context.
@@ -74,6 +75,7 @@ type admission struct {
 	tenant   string
 	runID    string
 	profile  string
+	prof     *stagework.Profile // the profile the run runs (the tenant's own or the file's), for billing
 	reserved int64
 	at       time.Time
 }
@@ -234,7 +236,9 @@ func (s *Server) countRequest(p principal) *apiError {
 // exact (the precheck can only refuse early what the Admit would refuse).
 func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiError) {
 	lim := p.tenant.Limits
-	if len(lim.Profiles) > 0 && !slices.Contains(lim.Profiles, req.Profile) {
+	// The allow-list is about the profile file's profiles: a tenant's own
+	// (req.ProfileDefinition) is the tenant's to run.
+	if len(lim.Profiles) > 0 && len(req.ProfileDefinition) == 0 && !slices.Contains(lim.Profiles, req.Profile) {
 		if _, err := s.engine.Stages().Profile(req.Profile); err != nil {
 			return nil, s.profileError(req.Profile)
 		}
