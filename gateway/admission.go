@@ -53,7 +53,8 @@ func (s *Server) withAuth(next http.Handler) http.Handler {
 					Message: "this endpoint needs an admin key"})
 				return
 			case p.admin && !adminPath && !(r.Method == http.MethodGet && (r.URL.Path == "/v1/usage" || r.URL.Path == "/v1/stats/models")) &&
-				!(r.URL.Path == "/v1/provider-keys" || strings.HasPrefix(r.URL.Path, "/v1/provider-keys/")): // ?tenant= names the tenant
+				!(r.URL.Path == "/v1/provider-keys" || strings.HasPrefix(r.URL.Path, "/v1/provider-keys/")) && // ?tenant= names the tenant
+				!strings.HasPrefix(r.URL.Path, "/v1/profiles/"): // a tenant's own profiles; ?tenant= names it
 				writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "tenant_key_required",
 					Message: "admin keys manage tenants; use a tenant's key for this endpoint"})
 				return
