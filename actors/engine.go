@@ -740,6 +740,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	root := e.system.Root
 	st, coord := found.Start, pidOf(found.Coordinator)
 	hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
+	hub.label = metricsLabel(st)
 	hub.start, hub.onLost, hub.onEnd, hub.coordinator = st, e.failover, e.runEnded, coord
 	e.mu.Lock()
 	if other, ok := e.hubs[runID]; ok {
@@ -1213,6 +1214,7 @@ func (e *Engine) Resume(start *messages.StartRun) (*Hub, error) {
 func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, error) {
 	id := start.RunId
 	hub := newHub(id, start.Tenant, start.Profile, start.Query, e.cfg.Hub, e.metrics, e.logger)
+	hub.label = metricsLabel(start)
 	hub.append(start.PriorEvents...)
 	hub.start = proto.Clone(start).(*messages.StartRun)
 	hub.start.PriorEvents = nil
@@ -1248,7 +1250,7 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 	}
 	start.Hub = refOf(hubPID)
 	if len(start.PriorEvents) == 0 {
-		e.metrics.runStarted(start.Profile)
+		e.metrics.runStarted(hub.label)
 	}
 	var coordPID *actor.PID
 	if replay != nil {

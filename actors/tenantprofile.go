@@ -91,6 +91,19 @@ func (e *Engine) Profile(name string, def []byte) (*stagework.Profile, error) {
 	return e.profiles.resolve(name, def)
 }
 
+// TenantProfileLabel is the profile label, in metrics, of every run of a
+// tenant's own profile: tenants name their profiles freely, and a label
+// value per name would grow the metrics without bound.
+const TenantProfileLabel = "tenant-own"
+
+// metricsLabel is the profile label of a run started with start.
+func metricsLabel(start *messages.StartRun) string {
+	if len(start.GetProfileDefinition()) > 0 {
+		return TenantProfileLabel
+	}
+	return start.GetProfile()
+}
+
 // startProfile resolves the profile of a run's start message.
 func (e *Engine) startProfile(start *messages.StartRun) (*stagework.Profile, error) {
 	return e.profiles.resolve(start.GetProfile(), start.GetProfileDefinition())

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 )
@@ -32,6 +34,13 @@ func TestRunWithItsTenantsOwnProfile(t *testing.T) {
 	}
 	if got := strings.Join(models, " "); got != "own-g own-r own-v own-c" || terminal(evs).GetRunCompleted() == nil {
 		t.Fatalf("stages started on %q; end %v", got, terminal(evs))
+	}
+	// Metrics label it "tenant-own", never by the tenant's name for it.
+	if got := testutil.ToFloat64(e.metrics.runsEnded.WithLabelValues(TenantProfileLabel, "completed")); got != 1 {
+		t.Fatalf("runs ended {profile=%s} = %v, want 1", TenantProfileLabel, got)
+	}
+	if got := testutil.CollectAndCount(e.metrics.runsEnded); got != 1 {
+		t.Fatalf("runs ended has %d series, want 1", got)
 	}
 	if p, ok := e.RunProfile(h); !ok || p.Name != "mine" || p.Stages[0].Model != "own-g" {
 		t.Fatalf("RunProfile: %+v %v", p, ok)
