@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,11 +15,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qlc-project/qlc/internal/sealed"
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 )
@@ -175,6 +180,11 @@ type coordinator struct {
 	deadlineGen int
 	started     time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
 	sawToken    bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
+	// traceCtx holds the run's span (span, "qlc.run", a child of the
+	// gateway's placement span that StartRun.trace_context names); the
+	// steps' spans are its children. A no-op span with tracing off.
+	traceCtx context.Context
+	span     trace.Span
 }
 
 // stageAttempt is the state of one running step.
@@ -201,6 +211,12 @@ type stageAttempt struct {
 	// hedgePlacing, for a hedge) tracks the offer.
 	placing, hedgePlacing *placement
 	avoid                 map[string]bool // hosts where an attempt of this step was lost
+	// Tracing: the step's span (stepCtx holds it), the current attempt's
+	// and the hedge's spans (siblings under the step), and why the next
+	// attempt (whyKind, why) and the next hedge (hedgeWhy) are made.
+	stepCtx                   context.Context
+	stepSpan, span, hedgeSpan trace.Span
+	whyKind, why, hedgeWhy    string
 }
 
 // placement is an offer of one attempt of a parallel step to stage hosts,
@@ -385,6 +401,10 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *actor.Stopping:
 		c.ended = true // a stopping coordinator starts nothing new
+		for _, a := range c.running {
+			c.endAttemptSpans(a, "coordinator stopped")
+		}
+		endSpan(&c.span, "", "coordinator stopped")
 		c.stopTimers()
 		c.releaseSlot()
 		c.unhost()
@@ -433,12 +453,15 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 		// The primary streamed before the hedge's worker even started.
 		c.cancelPlacement(ctx, a, a.hedgePlacing)
 		a.hedgePlacing = nil
+		endSpan(&a.hedgeSpan, "", "hedge not needed: the primary streamed first")
 	}
 	if a.hedge == nil {
 		return
 	}
 	if from.Equal(a.hedge) {
 		ctx.Stop(a.worker)
+		endSpan(&a.span, "", "lost the hedge race")
+		a.span, a.hedgeSpan = a.hedgeSpan, nil
 		a.worker, a.hedge = a.hedge, nil
 		a.bill = a.hedgeBill
 		a.model, a.onFallback, a.onModel = *a.spec.Fallback, true, 1
@@ -451,6 +474,7 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 	}
 	ctx.Stop(a.hedge)
 	a.hedge = nil
+	endSpan(&a.hedgeSpan, "", "lost the hedge race")
 	c.deps.metrics.hedges.WithLabelValues("lost").Inc()
 }
 
@@ -479,7 +503,16 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	c.host("starting")
 	c.deps.metrics.coordinators.Inc()
 	c.hub = pidOf(m.Hub)
+	c.traceCtx, c.span = context.Background(), noSpan
+	if spanOn() {
+		c.traceCtx, c.span = startSpan(tracing.Extract(context.Background(), m.TraceContext), "qlc.run", trace.WithAttributes(
+			attrRunID.String(m.RunId), attrTenant.String(m.Tenant), attrProfile.String(m.Profile),
+			attrEpoch.Int64(int64(m.Epoch)), attrNode.String(ctx.Self().Address)))
+	}
 	c.logger = c.deps.logger.With("run_id", m.RunId)
+	if id := tracing.TraceID(c.traceCtx); id != "" {
+		c.logger = c.logger.With("trace_id", id)
+	}
 	seed := uint64(m.GetOptions().GetSeed())
 	c.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	profile, err := c.deps.profiles.resolve(m.Profile, m.ProfileDefinition)
@@ -487,10 +520,12 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		if ctx.Sender() != nil {
 			ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: err.Error()})
 		}
+		endSpan(&c.span, "bad_profile", err.Error())
 		ctx.Stop(ctx.Self())
 		return
 	}
 	c.profile = profile
+	c.span.SetAttributes(attrStrategy.String(profile.Strategy))
 	c.graph = stagework.NewGraph(profile)
 	if ctx.Sender() != nil {
 		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self())})
@@ -544,6 +579,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		}
 	}
 	if c.ended {
+		endSpan(&c.span, "", "already ended")
 		ctx.Stop(ctx.Self())
 		return
 	}
@@ -667,7 +703,12 @@ func (c *coordinator) startStep(ctx actor.Context, id string) {
 	if spec.Stage == stagework.StageChairman {
 		c.emitAggregateRanking(ctx, spec)
 	}
-	a := &stageAttempt{spec: spec, step: id, wireStep: wireStep(spec), model: stagework.ModelRef{Provider: spec.Provider, Model: spec.Model}}
+	a := &stageAttempt{spec: spec, step: id, wireStep: wireStep(spec), model: stagework.ModelRef{Provider: spec.Provider, Model: spec.Model},
+		whyKind: attemptFirst, why: "first attempt"}
+	a.stepCtx, a.stepSpan = c.traceCtx, noSpan
+	if spanOn() {
+		a.stepCtx, a.stepSpan = startSpan(c.traceCtx, "qlc.step "+id, trace.WithAttributes(attrStep.String(id), attrStage.String(spec.Stage.String())))
+	}
 	c.running = append(c.running, a)
 	c.graph.Start(id, time.Now())
 	c.spawnWorker(ctx, a)
@@ -687,7 +728,9 @@ func (c *coordinator) spawnWorker(ctx actor.Context, a *stageAttempt) {
 	a.worker = pid // nil while a stage host is being offered the attempt
 	if a.spec.Hedge && a.spec.Fallback != nil && !a.onFallback {
 		wait, speculative := hedgeDelay(c.deps.telemetry, a.spec, a.model, c.deps.hedgeWait)
+		a.hedgeWhy = fmt.Sprintf("%s sent no first token within %v (its recent p95 TTFT on this node, or the default)", a.model.Model, wait)
 		if speculative {
+			a.hedgeWhy = fmt.Sprintf("speculative: %s's p95 TTFT is over the step's TTFT budget of %v", a.model.Model, a.spec.TTFTBudget)
 			c.deps.metrics.hedges.WithLabelValues("speculative").Inc()
 			c.logger.Info("speculative start: the primary's p95 TTFT is over the step's budget", "step", a.step,
 				"model", a.model.Model, "ttft_budget", a.spec.TTFTBudget)
@@ -706,6 +749,22 @@ const stepSeedStride = 104729
 // it has failed the run and returns false.
 func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stagework.ModelRef, number int32, role string) (*actor.PID, bool) {
 	stage := toMsgStage(a.spec.Stage)
+	kind, why := a.whyKind, a.why
+	if role != "" {
+		kind, why = attemptHedge, a.hedgeWhy
+	}
+	actx, span := a.stepCtx, noSpan
+	if spanOn() {
+		actx, span = startSpan(a.stepCtx, "qlc.attempt", trace.WithAttributes(attrStep.String(a.step), attrAttempt.Int(int(number)),
+			attrAttemptKind.String(kind), attrAttemptReason.String(why), attribute.String("qlc.endpoint", model.Provider)))
+	}
+	if role == "" {
+		endSpan(&a.span, "", "superseded")
+		a.span = span
+	} else {
+		endSpan(&a.hedgeSpan, "", "superseded")
+		a.hedgeSpan = span
+	}
 	prov, ok := c.deps.providers[model.Provider]
 	if !ok {
 		c.fail(ctx, a, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.step, model.Provider))
@@ -741,7 +800,21 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		}
 	}
 	if !countLater {
+		var fitStart time.Time
+		if span.IsRecording() {
+			fitStart = time.Now()
+		}
 		prompt, promptTokens, notes, err = stagework.FitPrompt(spec, in, window, counter)
+		if span.IsRecording() {
+			// The tokenizer's work on the attempt's path (counting, and
+			// trimming to the context window) is a local call: an event
+			// on the attempt with its duration, not a span of its own
+			// (spans cost more; the tokenizer actors' requests have
+			// theirs, TokenizerClient).
+			span.AddEvent("qlc.tokenizer.fit", trace.WithTimestamp(fitStart), trace.WithAttributes(
+				attribute.Int("qlc.tokenizer.context_window", window), attribute.Int("qlc.tokenizer.prompt_tokens", promptTokens),
+				attribute.Int("qlc.tokenizer.notes", len(notes)), attribute.Int64("qlc.tokenizer.duration_us", time.Since(fitStart).Microseconds())))
+		}
 		switch {
 		case errors.Is(err, stagework.ErrPromptTooLong):
 			c.fail(ctx, a, "prompt_too_long", fmt.Sprintf("%s: %v", stepTitle(a.spec), err))
@@ -762,6 +835,9 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		Seed:  seed,
 		Stage: a.spec.Stage, Query: c.run.Query,
 	}
+	if span.IsRecording() {
+		span.SetAttributes(genAIRequest(prov.Name(), req)...)
+	}
 	if !a.spec.Stage.Chain() && c.deps.stepHosts != nil {
 		// The stage host's worker opens the tenant's key, if any.
 		// A parallel step runs on a stage host, here or on another node.
@@ -779,7 +855,8 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		}
 		st := &messages.StartStep{RunId: c.run.RunId, Tenant: c.run.Tenant, Weight: max(c.run.Weight, 1), Step: a.step, Stage: stage,
 			Attempt: number, Role: role, Coordinator: refOf(ctx.Self()), Provider: model.Provider, Model: model.Model,
-			Temperature: req.Temperature, MaxTokens: int32(req.MaxTokens), Seed: req.Seed, Query: req.Query, PromptTokens: int64(promptTokens), ProviderKey: sealedKey}
+			Temperature: req.Temperature, MaxTokens: int32(req.MaxTokens), Seed: req.Seed, Query: req.Query, PromptTokens: int64(promptTokens), ProviderKey: sealedKey,
+			TraceContext: tracing.Inject(actx)}
 		st.Messages = make([]*messages.ChatMessage, len(prompt))
 		for i, m := range prompt {
 			st.Messages[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
@@ -792,7 +869,7 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		return nil, false
 	}
 	w := &stageWorker{provider: prov, req: req, stage: stage, step: a.wireStep, attempt: number, coordinator: ctx.Self(),
-		timeouts: c.deps.timeouts, counter: counter}
+		timeouts: c.deps.timeouts, counter: counter, traceCtx: actx}
 	w.promptTokens.Store(int64(promptTokens))
 	name := fmt.Sprintf("%s-%d", a.step, number)
 	if role != "" {
@@ -872,6 +949,7 @@ func (c *coordinator) offer(ctx actor.Context, a *stageAttempt, pl *placement) {
 		why := "no node could run it: " + strings.Join(pl.tried, "; ")
 		if pl.req.Role != "" {
 			a.hedgePlacing = nil // the primary goes on alone
+			endSpan(&a.hedgeSpan, "no_node", why)
 			return
 		}
 		a.placing = nil
@@ -1012,10 +1090,12 @@ func (c *coordinator) hedgeLoses(ctx actor.Context, a *stageAttempt, failed *act
 	if failed.Equal(a.hedge) {
 		ctx.Stop(a.hedge)
 		a.hedge = nil
+		endSpan(&a.hedgeSpan, "failed", "the hedge failed; the primary goes on")
 		c.deps.metrics.hedges.WithLabelValues("failed").Inc()
 		return true
 	}
 	// The primary failed first: the hedge is the attempt now.
+	endSpan(&a.span, "failed", "the primary failed; its hedge goes on")
 	c.settleHedge(ctx, a, a.hedge)
 	return true
 }
@@ -1072,6 +1152,13 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 		a.hedgePlacing = nil
 	}
 	c.stopAttemptTimers(a)
+	if a.span != nil && a.span.IsRecording() {
+		a.span.SetAttributes(semconv.GenAIUsageInputTokens(int(m.GetUsage().GetPromptTokens())),
+			semconv.GenAIUsageOutputTokens(int(m.GetUsage().GetCompletionTokens())))
+	}
+	endSpan(&a.span, "", "")
+	endSpan(&a.hedgeSpan, "", "hedge not needed")
+	endSpan(&a.stepSpan, "", "")
 	var cost float64
 	if p, ok := c.deps.stages.Price(a.model.Model); ok {
 		cost = p.Cost(fromMsgUsage(m.Usage))
@@ -1099,6 +1186,7 @@ func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messa
 		ctx.Stop(a.worker)
 	}
 	a.worker = nil
+	endSpan(&a.span, m.Kind, m.Message)
 	c.deps.metrics.providerErrors.WithLabelValues(a.model.Provider, m.Kind).Inc()
 	c.deps.telemetry.AttemptFailed(a.model.Provider, a.model.Model, m.Kind, m.HttpStatus)
 	c.logger.Warn("stage attempt failed", "step", a.step, "stage", a.spec.Stage.String(), "attempt", a.number,
@@ -1121,7 +1209,9 @@ func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messa
 			Usage: voidUsage(a)}}})
 		a.text.Reset() // void, and billed: a cancel before the retry must not bill it again
 	}
+	a.whyKind, a.why = attemptRetry, fmt.Sprintf("attempt %d on %s failed (%s): %s", a.number, a.model.Model, m.Kind, m.Message)
 	if d.Action == stagework.ActionFallback {
+		a.whyKind, a.why = attemptFallback, fmt.Sprintf("%s failed (%s): %s", a.model.Model, m.Kind, m.Message)
 		a.model = *a.spec.Fallback
 		a.onFallback = true
 		a.onModel = 0
@@ -1161,6 +1251,7 @@ func (c *coordinator) stepFailed(ctx actor.Context, a *stageAttempt, kind, reaso
 // what its cut-off attempt used).
 func (c *coordinator) leaveOut(ctx actor.Context, a *stageAttempt, code, reason string) {
 	usage := voidUsage(a)
+	endSpan(&a.stepSpan, code, reason)
 	c.stopAttempt(ctx, a)
 	c.removeAttempt(a)
 	c.graph.LeaveOut(a.step, reason)
@@ -1410,6 +1501,9 @@ func (c *coordinator) unsubscribe(pid *actor.PID) bool {
 // fail ends the run with a reason; a is the step that failed (nil when
 // the run fails as a whole). Every running step is stopped and billed.
 func (c *coordinator) fail(ctx actor.Context, a *stageAttempt, code, reason string) {
+	if a != nil {
+		endSpan(&a.stepSpan, code, reason) // before stopWorkers ends it as stopped
+	}
 	usage, per := c.runningUsage()
 	c.stopWorkers(ctx)
 	ev := &messages.RunFailed{Reason: reason, Code: code, Usage: usage, StepUsage: per}
@@ -1441,6 +1535,7 @@ func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 	c.ended = true
 	c.stopTimers()
 	c.stopWorkers(ctx)
+	c.endRunSpan(ev)
 	if c.hub == nil {
 		ctx.Stop(ctx.Self())
 		return
@@ -1491,6 +1586,34 @@ func (c *coordinator) stopAttempt(ctx actor.Context, a *stageAttempt) {
 		a.hedgePlacing = nil
 	}
 	c.stopAttemptTimers(a)
+	c.endAttemptSpans(a, "stopped")
+}
+
+// endAttemptSpans ends a step's open spans (its attempt's, its hedge's,
+// its own) with an outcome that is not an error of theirs.
+func (c *coordinator) endAttemptSpans(a *stageAttempt, outcome string) {
+	endSpan(&a.span, "", outcome)
+	endSpan(&a.hedgeSpan, "", outcome)
+	endSpan(&a.stepSpan, "", outcome)
+}
+
+// endRunSpan ends the run's span with its terminal event: a failure is
+// an error of type its code; usage goes on as the GenAI usage attributes.
+func (c *coordinator) endRunSpan(ev *messages.RunEvent) {
+	if c.span == nil {
+		return
+	}
+	if c.span.IsRecording() && c.usage != nil {
+		c.span.SetAttributes(semconv.GenAIUsageInputTokens(int(c.usage.PromptTokens)), semconv.GenAIUsageOutputTokens(int(c.usage.CompletionTokens)))
+	}
+	switch {
+	case ev.GetRunFailed() != nil:
+		endSpan(&c.span, ev.GetRunFailed().Code, ev.GetRunFailed().Reason)
+	case ev.GetRunCancelled() != nil:
+		endSpan(&c.span, "", "cancelled")
+	default:
+		endSpan(&c.span, "", "completed")
+	}
 }
 
 func (c *coordinator) stopAttemptTimers(a *stageAttempt) {

@@ -24,12 +24,15 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/asynkron/protoactor-go/router"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/qlc-project/qlc/internal/sealed"
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/tokenizer"
@@ -178,6 +181,11 @@ type Config struct {
 	// completed stage attempt's duration (package internal/ops's flight
 	// recorder writes a trace when one is past its threshold). Nil: none.
 	Slow SlowWatcher
+	// TraceSpans, if set, returns the spans of one trace (hex id) from this
+	// process's in-process span store (internal/spanstore), for the
+	// cluster console's waterfall (TraceSpansQuery). It must not block.
+	// Nil: this process answers with none.
+	TraceSpans func(traceID string) []*messages.TraceSpan
 }
 
 // SlowWatcher hears how long runs take to their first token and stages to
@@ -373,6 +381,11 @@ type RunRequest struct {
 	// file's. It rides in StartRun; every process parses and checks it
 	// again (tenantprofile.go).
 	ProfileDefinition []byte
+	// Ctx carries the caller's trace span (the gateway's request span):
+	// the run's placement span is its child and the run's trace is its
+	// trace. Only its span is used, never its deadline or values. Nil:
+	// no parent (a new trace, when tracing is on).
+	Ctx context.Context
 }
 
 // Engine runs consensus runs on an actor system: it owns the system, the
@@ -519,6 +532,12 @@ func (s *runStarter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.ModelStatsQuery:
 		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address})
+		return
+	case *messages.ConsoleQuery:
+		ctx.Respond(s.e.consoleReply())
+		return
+	case *messages.TraceSpansQuery:
+		ctx.Respond(s.e.traceSpansReply(m.TraceId))
 		return
 	case stopHosted:
 		for _, c := range ctx.Children() {
@@ -1096,11 +1115,24 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
 		Estimate: estimate, Routing: req.Routing, ProviderKeys: req.ProviderKeys, ProfileDefinition: req.ProfileDefinition,
 	}
+	// The placement span covers choosing a node and its StartRunAck (or
+	// the cache's answer); the coordinator's run span is its child.
+	span := noSpan
+	if spanOn() {
+		var pctx context.Context
+		pctx, span = startSpan(req.Ctx, "qlc.placement", trace.WithAttributes(attrRunID.String(id), attrProfile.String(req.Profile)))
+		start.TraceContext = tracing.Inject(pctx)
+	}
 	hub, err := e.startCached(req, start)
 	if err != nil {
+		endSpan(&span, "not_started", err.Error())
 		return nil, err
 	}
-	e.logger.Info("run accepted", "run_id", id, "tenant", req.Tenant, "profile", req.Profile, "query_bytes", len(req.Query),
+	if start.CachedFrom != "" {
+		span.SetAttributes(attribute.String("qlc.cached_from", start.CachedFrom))
+	}
+	endSpan(&span, "", "")
+	e.logger.Info("run accepted", "run_id", id, "trace_id", hub.TraceID, "tenant", req.Tenant, "profile", req.Profile, "query_bytes", len(req.Query),
 		"cached_from", start.CachedFrom)
 	return hub, nil
 }
@@ -1215,6 +1247,9 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 	id := start.RunId
 	hub := newHub(id, start.Tenant, start.Profile, start.Query, e.cfg.Hub, e.metrics, e.logger)
 	hub.label = metricsLabel(start)
+	if tid := tracing.TraceIDOf(start.TraceContext); tid != "" {
+		hub.TraceID, hub.logger = tid, hub.logger.With("trace_id", tid)
+	}
 	hub.append(start.PriorEvents...)
 	hub.start = proto.Clone(start).(*messages.StartRun)
 	hub.start.PriorEvents = nil

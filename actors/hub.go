@@ -105,6 +105,8 @@ type Hub struct {
 	label   string
 	Query   string
 	Created time.Time
+	// TraceID is the run's trace id (hex) when tracing is on, else "".
+	TraceID string
 	cfg     HubConfig
 	metrics *Metrics
 	logger  *slog.Logger

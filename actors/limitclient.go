@@ -8,8 +8,11 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 )
 
@@ -60,7 +63,25 @@ const admitAttempt = 600 * time.Millisecond
 // answered as the first (the limiter knows the runs it granted). m is not
 // changed: each try sends its own copy (an earlier one may still be on its
 // way through the transport).
-func (c *LimiterClient) Admit(ctx context.Context, m *messages.Admit) (*messages.AdmitReply, error) {
+func (c *LimiterClient) Admit(ctx context.Context, m *messages.Admit) (reply *messages.AdmitReply, err error) {
+	var tc map[string]string
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// A traced caller: one client span for the whole exchange, every
+		// try its child's context.
+		var span trace.Span
+		ctx, span = startSpan(ctx, "qlc.limiter.admit", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attrTenant.String(m.Tenant), attribute.Bool("qlc.limiter.precheck", m.Precheck)))
+		tc = tracing.Inject(ctx)
+		defer func() {
+			switch {
+			case err != nil:
+				endSpan(&span, "limiter_unavailable", err.Error())
+			default:
+				span.SetAttributes(attribute.Bool("qlc.limiter.ok", reply.Ok))
+				endSpan(&span, "", "")
+			}
+		}()
+	}
 	for {
 		pid, view, err := c.limiterPID(m.Tenant)
 		if err != nil {
@@ -69,6 +90,9 @@ func (c *LimiterClient) Admit(ctx context.Context, m *messages.Admit) (*messages
 		try := proto.Clone(m).(*messages.Admit)
 		if c.placer != nil {
 			try.View = view
+		}
+		if tc != nil {
+			try.TraceContext = tc
 		}
 		actx, cancel := context.WithTimeout(ctx, admitAttempt)
 		r, err := request(c.system, actx, pid, try)

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,8 +10,11 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 )
 
@@ -356,6 +360,25 @@ func sortWindow(w []admitted) {
 // possible and harmless: the real Admit, after the ledger write, decides
 // alone, which keeps the budget exact.
 func (l *tenantLimiter) admit(m *messages.Admit, now time.Time) *messages.AdmitReply {
+	if len(m.TraceContext) == 0 {
+		return l.decide(m, now)
+	}
+	// The gateway's admission is traced: this decision is its child, on
+	// the limiter's node.
+	_, span := startSpan(tracing.Extract(context.Background(), m.TraceContext), "qlc.limiter.admit", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attrTenant.String(m.Tenant), attrRunID.String(m.RunId), attribute.Bool("qlc.limiter.precheck", m.Precheck),
+			attribute.Int64("qlc.limiter.tokens", m.Tokens)))
+	r := l.decide(m, now)
+	span.SetAttributes(attribute.Bool("qlc.limiter.ok", r.Ok))
+	if !r.Ok {
+		span.SetAttributes(attribute.String("qlc.limiter.limit", r.Limit))
+	}
+	endSpan(&span, "", "")
+	return r
+}
+
+// decide is admit's decision.
+func (l *tenantLimiter) decide(m *messages.Admit, now time.Time) *messages.AdmitReply {
 	cut := now.Add(-limiterWindow)
 	i := 0
 	for i < len(l.window) && !l.window[i].at.After(cut) {

@@ -1,11 +1,13 @@
 package actors
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 )
@@ -131,7 +133,8 @@ func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 		timeouts: h.deps.timeouts, counter: counter,
 		req: stagework.Request{Model: m.Model, Messages: msgs, Temperature: m.Temperature, MaxTokens: int(m.MaxTokens),
 			Seed: m.Seed, Stage: toWorkStage(m.Stage), Query: m.Query, APIKey: apiKey},
-		accept: &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role}}
+		accept:   &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role},
+		traceCtx: tracing.Extract(context.Background(), m.TraceContext)}
 	w.promptTokens.Store(m.PromptTokens)
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }), key)
 	if err != nil {

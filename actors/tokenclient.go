@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qlc-project/qlc/messages"
 )
@@ -76,7 +79,13 @@ func (c *TokenizerClient) Close() {
 // this process's own), or here on the generic path when none answers in
 // time (ServedBy "local-fallback"). Not batched: a fit carries one large
 // text.
-func (c *TokenizerClient) FitToBudget(ctx context.Context, m *messages.FitToBudget) (*messages.FittedText, error) {
+func (c *TokenizerClient) FitToBudget(ctx context.Context, m *messages.FitToBudget) (ft *messages.FittedText, err error) {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		var span trace.Span
+		ctx, span = startSpan(ctx, "qlc.tokenizer.fit", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(semconv.GenAIRequestModel(m.Model), attribute.Int64("qlc.tokenizer.max_tokens", m.MaxTokens)))
+		defer func() { endTokenizerSpan(&span, ft.GetServedBy(), err) }()
+	}
 	var hosts []string
 	ask := c.cfg.Local
 	if c.cfg.Hosts != nil {
@@ -108,7 +117,13 @@ func (c *TokenizerClient) FitToBudget(ctx context.Context, m *messages.FitToBudg
 // maxTokenBatch); a node with nothing in flight sends at once. A request
 // whose ctx ends while it waits is dropped from the queue, not sent; when
 // MaxQueue requests already wait, it is counted here at once.
-func (c *TokenizerClient) CountTokens(ctx context.Context, m *messages.CountTokens) (*messages.TokenCounts, error) {
+func (c *TokenizerClient) CountTokens(ctx context.Context, m *messages.CountTokens) (counts *messages.TokenCounts, err error) {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		var span trace.Span
+		ctx, span = startSpan(ctx, "qlc.tokenizer.count", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(semconv.GenAIRequestModel(m.Model), attribute.Int("qlc.tokenizer.texts", len(m.Texts))))
+		defer func() { endTokenizerSpan(&span, counts.GetServedBy(), err) }()
+	}
 	var tc *messages.TokenCounts
 	if c.cfg.Hosts != nil {
 		p := &pendingCount{ctx: ctx, req: m, done: make(chan *messages.TokenCounts, 1)}
@@ -280,4 +295,14 @@ func (c *TokenizerClient) sendBatch(batch []*pendingCount) {
 		c.cfg.Metrics.tokenizerRequests.WithLabelValues("local-fallback").Inc()
 		p.done <- countTokens(p.req, "local-fallback", true)
 	}
+}
+
+// endTokenizerSpan ends a tokenizer request's span with who served it.
+func endTokenizerSpan(span *trace.Span, servedBy string, err error) {
+	if err != nil {
+		endSpan(span, "tokenize", err.Error())
+		return
+	}
+	(*span).SetAttributes(attribute.String("qlc.tokenizer.served_by", servedBy))
+	endSpan(span, "", "")
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +11,11 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 )
@@ -41,6 +45,13 @@ type stageWorker struct {
 	// the worker watches the coordinator: it stops when the coordinator
 	// is gone. Nil for a worker the coordinator spawned itself.
 	accept *messages.StepAccepted
+	// traceCtx holds the attempt's span (from the coordinator, or from
+	// StartStep.trace_context); the provider call's span is its child.
+	// Nil: no trace.
+	traceCtx context.Context
+	// span is the provider call's GenAI client span ("chat {model}"),
+	// owned by the stream goroutine.
+	span trace.Span
 }
 
 // Timeouts bound how long a stage worker waits on its provider. A hung or
@@ -77,7 +88,11 @@ func (w *stageWorker) Receive(ctx actor.Context) {
 			ctx.Request(w.coordinator, w.accept)
 			ctx.Watch(w.coordinator)
 		}
-		c, cancel := context.WithCancelCause(context.Background())
+		base := w.traceCtx
+		if base == nil {
+			base = context.Background()
+		}
+		c, cancel := context.WithCancelCause(base)
 		w.cancel = func() { cancel(context.Canceled) }
 		go w.stream(c, cancel, ctx.ActorSystem().Root, ctx.Self())
 	case *actor.Terminated:
@@ -101,6 +116,14 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 		}
 	}()
 	start := time.Now()
+	w.span = noSpan
+	if spanOn() {
+		ctx, w.span = tracer.Start(ctx, "chat "+w.req.Model, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(append(genAIRequest(w.provider.Name(), w.req), attrNode.String(self.Address))...))
+	}
+	if w.span.IsRecording() && tracing.CaptureContent() {
+		w.span.SetAttributes(semconv.GenAIInputMessagesKey.String(messagesJSON(w.req.Messages)))
+	}
 	// The watchdog cancels the request when the provider is silent too long:
 	// first for FirstToken, then for Stall after each token.
 	watchdog := time.AfterFunc(w.timeouts.FirstToken, func() {
@@ -169,6 +192,21 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 	if !ok {
 		usage = w.countUsage(output.String())
 	}
+	if w.span.IsRecording() {
+		finish := ""
+		if f, ok := s.(stagework.Finished); ok {
+			finish = f.FinishReason()
+		}
+		w.span.SetAttributes(semconv.GenAIResponseModel(w.req.Model), // the parser does not read the response's model: the requested one
+			semconv.GenAIUsageInputTokens(int(usage.PromptTokens)), semconv.GenAIUsageOutputTokens(int(usage.CompletionTokens)))
+		if finish != "" {
+			w.span.SetAttributes(semconv.GenAIResponseFinishReasons(finish))
+		}
+		if tracing.CaptureContent() {
+			w.span.SetAttributes(semconv.GenAIOutputMessagesKey.String(outputJSON(output.String(), finish)))
+		}
+	}
+	endSpan(&w.span, "", "")
 	root.RequestWithCustomSender(w.coordinator, &messages.StageAttemptDone{
 		Stage: w.stage, Step: w.step, Attempt: w.attempt, Usage: toMsgUsage(usage),
 		Ttft: durationpb.New(ttft), Duration: durationpb.New(time.Since(start)), Itl: itl.Encode(),
@@ -180,6 +218,7 @@ func (w *stageWorker) fail(ctx context.Context, root *actor.RootContext, self *a
 	if cause := context.Cause(ctx); errors.As(cause, &wd) {
 		err = &stagework.ProviderError{Kind: stagework.ErrTimeout, Provider: w.provider.Name(), Message: wd.what}
 	} else if ctx.Err() != nil {
+		endSpan(&w.span, "", "cancelled")
 		return // the worker was stopped (cancel, or the coordinator moved on)
 	}
 	f := &messages.StageAttemptFailed{
@@ -196,6 +235,7 @@ func (w *stageWorker) fail(ctx context.Context, root *actor.RootContext, self *a
 	} else if errors.Is(err, context.DeadlineExceeded) {
 		f.Kind = stagework.ErrTimeout.String()
 	}
+	endSpan(&w.span, f.Kind, f.Message)
 	root.RequestWithCustomSender(w.coordinator, f, self)
 }
 
@@ -208,4 +248,30 @@ func (w *stageWorker) countUsage(output string) stagework.Usage {
 	}
 	completion := int64(w.counter.Count(output))
 	return stagework.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion, Estimated: true}
+}
+
+// messagesJSON is a prompt in the GenAI conventions' gen_ai.input.messages
+// shape (recorded only when the operator opts in to content capture).
+func messagesJSON(msgs []stagework.Message) string {
+	type part struct {
+		Type    string `json:"type"`
+		Content string `json:"content"`
+	}
+	type msg struct {
+		Role  string `json:"role"`
+		Parts []part `json:"parts"`
+	}
+	out := make([]msg, len(msgs))
+	for i, m := range msgs {
+		out[i] = msg{Role: m.Role, Parts: []part{{Type: "text", Content: m.Content}}}
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+// outputJSON is an answer in the gen_ai.output.messages shape.
+func outputJSON(text, finish string) string {
+	b, _ := json.Marshal([]map[string]any{{"role": "assistant", "finish_reason": finish,
+		"parts": []map[string]string{{"type": "text", "content": text}}}})
+	return string(b)
 }

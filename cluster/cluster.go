@@ -53,6 +53,7 @@ type Cluster struct {
 	view       map[string]Member
 	graceful   map[string]bool // names that left saying so (not declared dead); pruned with tombstones
 	tomb       tombstones
+	suspected  map[string]time.Time // member name → when this member's probe of it failed (see Suspects)
 	fenceCause error
 
 	snap     atomic.Pointer[[]Member] // sorted alive members, rebuilt under mu
@@ -157,7 +158,7 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
-	mc.Logger = log.New(&logWriter{log: c.log, m: c.met}, "", 0)
+	mc.Logger = log.New(&logWriter{log: c.log, m: c.met, suspect: c.probeFailed}, "", 0)
 	d := &delegate{c: c}
 	mc.Delegate = d
 	mc.Events = d
@@ -243,6 +244,49 @@ func (c *Cluster) Self() Member {
 // shut down. It does not block on the network.
 func (c *Cluster) Members() []Member {
 	return cloneMembers(*c.snap.Load())
+}
+
+// suspectMemory is how long a failed probe of a member counts (Suspects):
+// longer than the suspicion timeout, after which the member is declared
+// dead (and leaves the view) or has refuted the suspicion.
+const suspectMemory = 2 * time.Second
+
+// probeFailed records that this member's probe of name failed (memberlist
+// then suspects it). Called from memberlist's logger; does not block.
+func (c *Cluster) probeFailed(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.suspected == nil || len(c.suspected) > 1024 {
+		c.suspected = map[string]time.Time{} // bounded; only recent failures matter
+	}
+	c.suspected[name] = time.Now()
+}
+
+// Suspects returns the names of the members in the view whose probe by
+// this member failed in the last suspectMemory (memberlist suspects them;
+// they are declared dead after the suspicion timeout unless they refute
+// it), sorted. memberlist tells no delegate when it suspects a member, nor
+// exposes the state: its log line is the signal. Suspicions gossiped by
+// other members are not seen here. It does not block on the network.
+func (c *Cluster) Suspects() []string {
+	if c.inactive.Load() {
+		return nil
+	}
+	now := time.Now()
+	var out []string
+	c.mu.Lock()
+	for name, at := range c.suspected {
+		if now.Sub(at) > suspectMemory {
+			delete(c.suspected, name)
+			continue
+		}
+		if _, ok := c.view[name]; ok {
+			out = append(out, name)
+		}
+	}
+	c.mu.Unlock()
+	slices.Sort(out)
+	return out
 }
 
 // Member returns the alive (or suspect) member called name as this member sees it now, and whether there

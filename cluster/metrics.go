@@ -78,6 +78,8 @@ func register(reg prometheus.Registerer, col prometheus.Collector) prometheus.Co
 type logWriter struct {
 	log *slog.Logger
 	m   *metrics
+	// suspect, if set, is told the member named by a failed probe.
+	suspect func(name string)
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -97,6 +99,12 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	switch {
 	case strings.Contains(line, "Suspect ") && strings.Contains(line, " has failed"):
 		w.m.suspicions.Inc()
+		if w.suspect != nil {
+			rest := line[strings.Index(line, "Suspect ")+len("Suspect "):]
+			if name, _, ok := strings.Cut(rest, " has failed"); ok {
+				w.suspect(name)
+			}
+		}
 	case strings.Contains(line, "as failed, suspect timeout reached"):
 		w.m.suspectTimeouts.Inc()
 	case strings.Contains(line, "Refuting a"):

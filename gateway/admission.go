@@ -11,8 +11,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/store"
+	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
 	"github.com/qlc-project/qlc/stagework"
 )
@@ -235,7 +241,22 @@ func (s *Server) countRequest(p principal) *apiError {
 // a run that passes is counted, written to the ledger and asked for; that
 // last Admit alone grants, after the ledger write, so the budget stays
 // exact (the precheck can only refuse early what the Admit would refuse).
-func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiError) {
+func (s *Server) admit(p principal, req *actors.RunRequest) (adm *admission, apiErr *apiError) {
+	// The admission span: the tenant's limits (the limiter's precheck and
+	// Admit, on the limiter's node), the reservation and the ledger.
+	// Limiter requests outlive no request, but carry its span.
+	actx, span := context.Background(), trace.SpanFromContext(context.Background())
+	if tracing.Enabled() {
+		actx, span = tracer.Start(tracing.Detach(req.Ctx), "qlc.admission", trace.WithAttributes(attribute.String("qlc.tenant", p.tenantID()),
+			attribute.String("qlc.profile", req.Profile)))
+	}
+	defer func() {
+		if apiErr != nil {
+			span.SetAttributes(semconv.ErrorTypeKey.String(apiErr.Code))
+			span.SetStatus(codes.Error, apiErr.Message)
+		}
+		span.End()
+	}()
 	lim := p.tenant.Limits
 	// The allow-list is about the profile file's profiles: a tenant's own
 	// (req.ProfileDefinition) is the tenant's to run.
@@ -263,7 +284,7 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 		if err != nil {
 			return nil, s.profileError(req.Profile)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AdmitTimeout)
+		ctx, cancel := context.WithTimeout(actx, s.cfg.AdmitTimeout)
 		reply, err := s.engine.Limiter().Admit(ctx, &messages.Admit{Tenant: tenant, Precheck: true, Tokens: floor, Limits: limitsOf(p),
 			PeriodStartUnixMs: periodStart, PeriodEndUnixMs: periodEnd})
 		cancel()
@@ -303,7 +324,7 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (*admission, *apiErr
 	}
 	m := &messages.Admit{Tenant: a.tenant, RunId: id, Tokens: tokens, Limits: limitsOf(p),
 		PeriodStartUnixMs: periodStart, PeriodEndUnixMs: periodEnd}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AdmitTimeout)
+	ctx, cancel := context.WithTimeout(actx, s.cfg.AdmitTimeout)
 	reply, err := s.engine.Limiter().Admit(ctx, m)
 	cancel()
 	s.metrics.admission.Observe(time.Since(start).Seconds())

@@ -278,7 +278,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	hub, e := s.start(who, actors.RunRequest{Profile: p.profile, Query: p.query, History: p.history, Seed: p.seed, MaxTokens: p.maxTokens,
-		NoCache: noCache(r, nil)})
+		NoCache: noCache(r, nil), Ctx: r.Context()})
 	if e != nil {
 		writeError(w, e)
 		return

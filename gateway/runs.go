@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/messages"
@@ -82,7 +84,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	hub, e := s.start(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens,
-		NoCache: noCache(r, req.Cache)})
+		NoCache: noCache(r, req.Cache), Ctx: r.Context()})
 	if e != nil {
 		writeError(w, e)
 		return
@@ -120,6 +122,9 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	adm.prof = prof
 	hub, err := s.engine.StartRun(req)
 	if err == nil {
+		if req.Ctx != nil {
+			trace.SpanFromContext(req.Ctx).SetAttributes(attribute.String("qlc.run.id", hub.RunID))
+		}
 		s.account(hub, adm)
 		return hub, nil
 	}
@@ -524,6 +529,7 @@ func decodeBody(body []byte, v any, strict bool) *apiError {
 type runView struct {
 	ID        string    `json:"id"`
 	Object    string    `json:"object"`
+	TraceID   string    `json:"trace_id,omitempty"` // the run's OpenTelemetry trace, when tracing is on
 	Status    string    `json:"status"`
 	Profile   string    `json:"profile"`
 	Query     string    `json:"query"`
@@ -616,7 +622,7 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // view folds a run's log into its resource.
 func (s *Server) view(h *actors.Hub) runView {
 	v := runView{
-		ID: h.RunID, Object: "run", Status: "running", Profile: h.Profile, Query: h.Query, CreatedAt: h.Created.UTC(),
+		ID: h.RunID, Object: "run", TraceID: h.TraceID, Status: "running", Profile: h.Profile, Query: h.Query, CreatedAt: h.Created.UTC(),
 		EventsURL: "/v1/runs/" + h.RunID + "/events", WSURL: "/v1/runs/" + h.RunID + "/ws", Stages: []stageView{},
 	}
 	evs := h.Events(1)

@@ -110,6 +110,10 @@ type Config struct {
 	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
 	// before answering (the answer then shows status "cancelled"). Default 2 s.
 	CancelWait time.Duration
+	// Console is the membership the cluster console (GET /console) watches:
+	// members and their states, limiter hosts. Nil: the console shows this
+	// process only (no members, no limiter hosts).
+	Console ConsoleCluster
 	// Ready, if set, is asked by /readyz besides the actor system: e.g. in a
 	// cluster, whether any node hosts run coordinators. It must not block.
 	Ready func() error
@@ -203,6 +207,8 @@ type Server struct {
 
 	batches *batchManager // POST /v1/runs/batch (batch.go); nil without Tenancy
 
+	console *consoleHub // the cluster console's snapshots (console.go)
+
 	// Goroutines, each owned by the Server and waited for by Close: the
 	// runs waiting to be billed (accounting), and the background work
 	// (bg: recoverOpen, keepRuns, a limiter's settle after a failed admit,
@@ -265,6 +271,7 @@ func New(cfg Config) (*Server, error) {
 		mux.HandleFunc("GET /v1/profiles/{name}", s.getTenantProfile)
 		mux.HandleFunc("DELETE /v1/profiles/{name}", s.deleteTenantProfile)
 	}
+	s.consoleRoutes(mux)
 	mux.Handle("GET /ui/session", s.localSession(http.HandlerFunc(s.uiSession)))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.ready)
@@ -273,7 +280,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
 	})
-	s.handler = s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux))))
+	s.handler = s.traced(mux, s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux)))))
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", s.healthz)
 	ops.HandleFunc("GET /readyz", s.ready)
@@ -288,6 +295,9 @@ func New(cfg Config) (*Server, error) {
 		s.goBackground(s.keepRuns)
 		s.goBackground(s.batches.run)
 	}
+	s.console = newConsoleHub(s, cfg.Console)
+	s.goBackground(func() { s.console.watchMembers(s.stop) })
+	s.goBackground(func() { s.console.pollNodes(s.stop) })
 	if cfg.FreeMemoryAfter > 0 {
 		s.mem = newMemRelease(cfg.FreeMemoryAfter)
 		s.goBackground(func() { s.mem.run(s.stop) })

@@ -298,6 +298,10 @@ type uiRun struct {
 	ID       string        `json:"id"`
 	Status   string        `json:"status"`
 	Estimate *estimateView `json:"estimate"`
+	Routing  *routingView  `json:"routing"`
+	Profile  string        `json:"profile"`
+	Cached   bool          `json:"cached"`
+	CachedFr string        `json:"cached_from"`
 	LastSeq  int64         `json:"last_seq"`
 	Answer   string        `json:"answer"`
 	Stages   []struct {

@@ -393,8 +393,13 @@ type StartRun struct {
 	// gateway and parsed and checked again by every process that runs it
 	// against its own profile file. Empty: profile is one of the file's.
 	ProfileDefinition []byte `protobuf:"bytes,14,opt,name=profile_definition,json=profileDefinition,proto3" json:"profile_definition,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// trace_context carries the starter's trace (W3C traceparent and
+	// tracestate, as OpenTelemetry's TextMapPropagator writes them), so the
+	// coordinator's spans join the run's one trace; empty when tracing is
+	// off. (Numbered apart from the run's own fields.)
+	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartRun) Reset() {
@@ -521,6 +526,13 @@ func (x *StartRun) GetProviderKeys() []*SealedSecret {
 func (x *StartRun) GetProfileDefinition() []byte {
 	if x != nil {
 		return x.ProfileDefinition
+	}
+	return nil
+}
+
+func (x *StartRun) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -3032,7 +3044,11 @@ type Admit struct {
 	Precheck bool `protobuf:"varint,8,opt,name=precheck,proto3" json:"precheck,omitempty"`
 	// request counts one request that is not a run (e.g. POST /v1/tokenize)
 	// against requests_per_minute: no tokens, no run, nothing to settle.
-	Request       bool `protobuf:"varint,9,opt,name=request,proto3" json:"request,omitempty"`
+	Request bool `protobuf:"varint,9,opt,name=request,proto3" json:"request,omitempty"`
+	// trace_context is the gateway's admission span (W3C
+	// traceparent/tracestate): the limiter's span is its child. Empty when
+	// tracing is off.
+	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3128,6 +3144,13 @@ func (x *Admit) GetRequest() bool {
 		return x.Request
 	}
 	return false
+}
+
+func (x *Admit) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 // AdmitReply answers Admit. When refused, limit names the limit
@@ -3789,7 +3812,10 @@ type StartStep struct {
 	Queue bool `protobuf:"varint,17,opt,name=queue,proto3" json:"queue,omitempty"`
 	// provider_key is the run's sealed key for provider (StartRun.provider_keys),
 	// opened by the worker at the attempt; unset: the endpoint's own key.
-	ProviderKey   *SealedSecret `protobuf:"bytes,18,opt,name=provider_key,json=providerKey,proto3" json:"provider_key,omitempty"`
+	ProviderKey *SealedSecret `protobuf:"bytes,18,opt,name=provider_key,json=providerKey,proto3" json:"provider_key,omitempty"`
+	// trace_context is the attempt's span (W3C traceparent/tracestate): the
+	// worker's provider span is its child. Empty when tracing is off.
+	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3946,6 +3972,13 @@ func (x *StartStep) GetQueue() bool {
 func (x *StartStep) GetProviderKey() *SealedSecret {
 	if x != nil {
 		return x.ProviderKey
+	}
+	return nil
+}
+
+func (x *StartStep) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -4861,6 +4894,524 @@ func (x *ProviderKeyChanged) GetProviderKey() *SealedSecret {
 	return nil
 }
 
+// ConsoleQuery asks a process's run starter for what the cluster console
+// (GET /console) shows of it: the runs it hosts, its stage attempts,
+// mailbox depths and breakers. Answered with ConsoleReply.
+type ConsoleQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsoleQuery) Reset() {
+	*x = ConsoleQuery{}
+	mi := &file_qlc_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsoleQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsoleQuery) ProtoMessage() {}
+
+func (x *ConsoleQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsoleQuery.ProtoReflect.Descriptor instead.
+func (*ConsoleQuery) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{62}
+}
+
+// ConsoleHostedRun is one run coordinator a process hosts.
+type ConsoleHostedRun struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // what the coordinator waits for now ("running", "waiting for a run slot", ...)
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsoleHostedRun) Reset() {
+	*x = ConsoleHostedRun{}
+	mi := &file_qlc_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsoleHostedRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsoleHostedRun) ProtoMessage() {}
+
+func (x *ConsoleHostedRun) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsoleHostedRun.ProtoReflect.Descriptor instead.
+func (*ConsoleHostedRun) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ConsoleHostedRun) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ConsoleHostedRun) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ConsoleHostedRun) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ConsoleHostedRun) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+// ConsoleBreaker is one provider endpoint's circuit breaker on a process.
+type ConsoleBreaker struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"` // closed, half-open, open
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsoleBreaker) Reset() {
+	*x = ConsoleBreaker{}
+	mi := &file_qlc_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsoleBreaker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsoleBreaker) ProtoMessage() {}
+
+func (x *ConsoleBreaker) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsoleBreaker.ProtoReflect.Descriptor instead.
+func (*ConsoleBreaker) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ConsoleBreaker) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ConsoleBreaker) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// ConsoleReply answers ConsoleQuery.
+type ConsoleReply struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Node            string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`                                               // the process's actor address
+	Runs            []*ConsoleHostedRun    `protobuf:"bytes,2,rep,name=runs,proto3" json:"runs,omitempty"`                                               // oldest first, at most 64
+	Hosted          int32                  `protobuf:"varint,3,opt,name=hosted,proto3" json:"hosted,omitempty"`                                          // every hosted coordinator (runs may be cut)
+	AttemptsRunning int32                  `protobuf:"varint,4,opt,name=attempts_running,json=attemptsRunning,proto3" json:"attempts_running,omitempty"` // stage attempts running on its stage host's slots
+	AttemptsWaiting int32                  `protobuf:"varint,5,opt,name=attempts_waiting,json=attemptsWaiting,proto3" json:"attempts_waiting,omitempty"` // stage attempts waiting for a slot
+	AttemptsTotal   int64                  `protobuf:"varint,6,opt,name=attempts_total,json=attemptsTotal,proto3" json:"attempts_total,omitempty"`       // finished stage attempts in the telemetry window (all models)
+	AttemptsFailed  int64                  `protobuf:"varint,7,opt,name=attempts_failed,json=attemptsFailed,proto3" json:"attempts_failed,omitempty"`
+	MailboxDepth    map[string]int64       `protobuf:"bytes,8,rep,name=mailbox_depth,json=mailboxDepth,proto3" json:"mailbox_depth,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // messages queued now, by actor kind
+	Breakers        []*ConsoleBreaker      `protobuf:"bytes,9,rep,name=breakers,proto3" json:"breakers,omitempty"`
+	RunSlotsInUse   int32                  `protobuf:"varint,10,opt,name=run_slots_in_use,json=runSlotsInUse,proto3" json:"run_slots_in_use,omitempty"`
+	RunsWaiting     int32                  `protobuf:"varint,11,opt,name=runs_waiting,json=runsWaiting,proto3" json:"runs_waiting,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConsoleReply) Reset() {
+	*x = ConsoleReply{}
+	mi := &file_qlc_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsoleReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsoleReply) ProtoMessage() {}
+
+func (x *ConsoleReply) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsoleReply.ProtoReflect.Descriptor instead.
+func (*ConsoleReply) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ConsoleReply) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ConsoleReply) GetRuns() []*ConsoleHostedRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+func (x *ConsoleReply) GetHosted() int32 {
+	if x != nil {
+		return x.Hosted
+	}
+	return 0
+}
+
+func (x *ConsoleReply) GetAttemptsRunning() int32 {
+	if x != nil {
+		return x.AttemptsRunning
+	}
+	return 0
+}
+
+func (x *ConsoleReply) GetAttemptsWaiting() int32 {
+	if x != nil {
+		return x.AttemptsWaiting
+	}
+	return 0
+}
+
+func (x *ConsoleReply) GetAttemptsTotal() int64 {
+	if x != nil {
+		return x.AttemptsTotal
+	}
+	return 0
+}
+
+func (x *ConsoleReply) GetAttemptsFailed() int64 {
+	if x != nil {
+		return x.AttemptsFailed
+	}
+	return 0
+}
+
+func (x *ConsoleReply) GetMailboxDepth() map[string]int64 {
+	if x != nil {
+		return x.MailboxDepth
+	}
+	return nil
+}
+
+func (x *ConsoleReply) GetBreakers() []*ConsoleBreaker {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
+}
+
+func (x *ConsoleReply) GetRunSlotsInUse() int32 {
+	if x != nil {
+		return x.RunSlotsInUse
+	}
+	return 0
+}
+
+func (x *ConsoleReply) GetRunsWaiting() int32 {
+	if x != nil {
+		return x.RunsWaiting
+	}
+	return 0
+}
+
+// TraceSpansQuery asks a process for the spans of one trace kept in its
+// bounded in-process span store (internal/spanstore).
+type TraceSpansQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TraceId       string                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // 32 hex digits
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceSpansQuery) Reset() {
+	*x = TraceSpansQuery{}
+	mi := &file_qlc_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceSpansQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceSpansQuery) ProtoMessage() {}
+
+func (x *TraceSpansQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceSpansQuery.ProtoReflect.Descriptor instead.
+func (*TraceSpansQuery) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *TraceSpansQuery) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+// TraceSpan is one finished span as the console draws it.
+type TraceSpan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TraceId       string                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	SpanId        string                 `protobuf:"bytes,2,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	ParentSpanId  string                 `protobuf:"bytes,3,opt,name=parent_span_id,json=parentSpanId,proto3" json:"parent_span_id,omitempty"` // "" for a root
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Kind          string                 `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`         // server, client, internal, ...
+	Service       string                 `protobuf:"bytes,6,opt,name=service,proto3" json:"service,omitempty"`   // service.name of the process that recorded it
+	Instance      string                 `protobuf:"bytes,7,opt,name=instance,proto3" json:"instance,omitempty"` // service.instance.id (actor address)
+	Start         *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=start,proto3" json:"start,omitempty"`
+	End           *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=end,proto3" json:"end,omitempty"`
+	Status        string                 `protobuf:"bytes,10,opt,name=status,proto3" json:"status,omitempty"` // "", ok, error
+	StatusMessage string                 `protobuf:"bytes,11,opt,name=status_message,json=statusMessage,proto3" json:"status_message,omitempty"`
+	Attributes    map[string]string      `protobuf:"bytes,12,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // at most 24, values cut to 256 bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceSpan) Reset() {
+	*x = TraceSpan{}
+	mi := &file_qlc_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceSpan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceSpan) ProtoMessage() {}
+
+func (x *TraceSpan) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceSpan.ProtoReflect.Descriptor instead.
+func (*TraceSpan) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *TraceSpan) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetSpanId() string {
+	if x != nil {
+		return x.SpanId
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetParentSpanId() string {
+	if x != nil {
+		return x.ParentSpanId
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *TraceSpan) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *TraceSpan) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetStatusMessage() string {
+	if x != nil {
+		return x.StatusMessage
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+// TraceSpansReply answers TraceSpansQuery.
+type TraceSpansReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Spans         []*TraceSpan           `protobuf:"bytes,2,rep,name=spans,proto3" json:"spans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceSpansReply) Reset() {
+	*x = TraceSpansReply{}
+	mi := &file_qlc_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceSpansReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceSpansReply) ProtoMessage() {}
+
+func (x *TraceSpansReply) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceSpansReply.ProtoReflect.Descriptor instead.
+func (*TraceSpansReply) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *TraceSpansReply) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *TraceSpansReply) GetSpans() []*TraceSpan {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -4882,7 +5433,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\x88\x04\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\x92\x05\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -4899,7 +5450,11 @@ const file_qlc_proto_rawDesc = "" +
 	"cachedFrom\x12,\n" +
 	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\x129\n" +
 	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\x12-\n" +
-	"\x12profile_definition\x18\x0e \x01(\fR\x11profileDefinition\"n\n" +
+	"\x12profile_definition\x18\x0e \x01(\fR\x11profileDefinition\x12G\n" +
+	"\rtrace_context\x182 \x03(\v2\".qlc.v1.StartRun.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
@@ -5090,7 +5645,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\x0fconcurrent_runs\x18\x03 \x01(\x03R\x0econcurrentRuns\x12!\n" +
 	"\ftoken_budget\x18\x04 \x01(\x03R\vtokenBudget\x12#\n" +
 	"\rbudget_period\x18\x05 \x01(\tR\fbudgetPeriod\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x03R\aversion\"\xa4\x02\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\"\xab\x03\n" +
 	"\x05Admit\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12,\n" +
@@ -5100,7 +5655,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x14period_start_unix_ms\x18\x06 \x01(\x03R\x11periodStartUnixMs\x12+\n" +
 	"\x12period_end_unix_ms\x18\a \x01(\x03R\x0fperiodEndUnixMs\x12\x1a\n" +
 	"\bprecheck\x18\b \x01(\bR\bprecheck\x12\x18\n" +
-	"\arequest\x18\t \x01(\bR\arequest\"r\n" +
+	"\arequest\x18\t \x01(\bR\arequest\x12D\n" +
+	"\rtrace_context\x182 \x03(\v2\x1f.qlc.v1.Admit.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
 	"\n" +
 	"AdmitReply\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
@@ -5149,7 +5708,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x14\n" +
 	"\x05label\x18\a \x01(\tR\x05label\x12\x1b\n" +
 	"\tserved_by\x18\b \x01(\tR\bservedBy\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xaf\x04\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xba\x05\n" +
 	"\tStartStep\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x16\n" +
@@ -5170,7 +5729,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05query\x18\x0f \x01(\tR\x05query\x12#\n" +
 	"\rprompt_tokens\x18\x10 \x01(\x03R\fpromptTokens\x12\x14\n" +
 	"\x05queue\x18\x11 \x01(\bR\x05queue\x127\n" +
-	"\fprovider_key\x18\x12 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey\"\x92\x01\n" +
+	"\fprovider_key\x18\x12 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey\x12H\n" +
+	"\rtrace_context\x182 \x03(\v2#.qlc.v1.StartStep.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
 	"\fStepAccepted\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
@@ -5249,7 +5812,56 @@ const file_qlc_proto_rawDesc = "" +
 	"\x12ProviderKeyChanged\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x127\n" +
-	"\fprovider_key\x18\x03 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey*\x84\x02\n" +
+	"\fprovider_key\x18\x03 \x01(\v2\x14.qlc.v1.SealedSecretR\vproviderKey\"\x0e\n" +
+	"\fConsoleQuery\"\x87\x01\n" +
+	"\x10ConsoleHostedRun\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"B\n" +
+	"\x0eConsoleBreaker\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\"\x9c\x04\n" +
+	"\fConsoleReply\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12,\n" +
+	"\x04runs\x18\x02 \x03(\v2\x18.qlc.v1.ConsoleHostedRunR\x04runs\x12\x16\n" +
+	"\x06hosted\x18\x03 \x01(\x05R\x06hosted\x12)\n" +
+	"\x10attempts_running\x18\x04 \x01(\x05R\x0fattemptsRunning\x12)\n" +
+	"\x10attempts_waiting\x18\x05 \x01(\x05R\x0fattemptsWaiting\x12%\n" +
+	"\x0eattempts_total\x18\x06 \x01(\x03R\rattemptsTotal\x12'\n" +
+	"\x0fattempts_failed\x18\a \x01(\x03R\x0eattemptsFailed\x12K\n" +
+	"\rmailbox_depth\x18\b \x03(\v2&.qlc.v1.ConsoleReply.MailboxDepthEntryR\fmailboxDepth\x122\n" +
+	"\bbreakers\x18\t \x03(\v2\x16.qlc.v1.ConsoleBreakerR\bbreakers\x12'\n" +
+	"\x10run_slots_in_use\x18\n" +
+	" \x01(\x05R\rrunSlotsInUse\x12!\n" +
+	"\fruns_waiting\x18\v \x01(\x05R\vrunsWaiting\x1a?\n" +
+	"\x11MailboxDepthEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\",\n" +
+	"\x0fTraceSpansQuery\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\tR\atraceId\"\xe4\x03\n" +
+	"\tTraceSpan\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\tR\atraceId\x12\x17\n" +
+	"\aspan_id\x18\x02 \x01(\tR\x06spanId\x12$\n" +
+	"\x0eparent_span_id\x18\x03 \x01(\tR\fparentSpanId\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x18\n" +
+	"\aservice\x18\x06 \x01(\tR\aservice\x12\x1a\n" +
+	"\binstance\x18\a \x01(\tR\binstance\x120\n" +
+	"\x05start\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x12\x16\n" +
+	"\x06status\x18\n" +
+	" \x01(\tR\x06status\x12%\n" +
+	"\x0estatus_message\x18\v \x01(\tR\rstatusMessage\x12A\n" +
+	"\n" +
+	"attributes\x18\f \x03(\v2!.qlc.v1.TraceSpan.AttributesEntryR\n" +
+	"attributes\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x0fTraceSpansReply\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
+	"\x05spans\x18\x02 \x03(\v2\x11.qlc.v1.TraceSpanR\x05spans*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -5279,7 +5891,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5344,10 +5956,22 @@ var file_qlc_proto_goTypes = []any{
 	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
 	(*SealedSecret)(nil),          // 61: qlc.v1.SealedSecret
 	(*ProviderKeyChanged)(nil),    // 62: qlc.v1.ProviderKeyChanged
-	nil,                           // 63: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 64: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
+	(*ConsoleQuery)(nil),          // 63: qlc.v1.ConsoleQuery
+	(*ConsoleHostedRun)(nil),      // 64: qlc.v1.ConsoleHostedRun
+	(*ConsoleBreaker)(nil),        // 65: qlc.v1.ConsoleBreaker
+	(*ConsoleReply)(nil),          // 66: qlc.v1.ConsoleReply
+	(*TraceSpansQuery)(nil),       // 67: qlc.v1.TraceSpansQuery
+	(*TraceSpan)(nil),             // 68: qlc.v1.TraceSpan
+	(*TraceSpansReply)(nil),       // 69: qlc.v1.TraceSpansReply
+	nil,                           // 70: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 71: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 72: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 73: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 74: qlc.v1.ModelStats.HttpStatusEntry
+	nil,                           // 75: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 76: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 77: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 78: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -5357,78 +5981,89 @@ var file_qlc_proto_depIdxs = []int32{
 	57, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
 	61, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	1,  // 7: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 8: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 9: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	65, // 10: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 11: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 12: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 13: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 14: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 15: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 16: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 17: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 18: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 19: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 20: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 21: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 22: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 23: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 24: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 25: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 26: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 27: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	66, // 28: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	66, // 29: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 30: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 31: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 32: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 33: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 34: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 35: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 36: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 37: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 38: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 39: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	66, // 40: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	66, // 41: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 42: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	66, // 43: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 44: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 45: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 46: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 47: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 48: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 49: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 50: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 51: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 52: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 53: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 54: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 55: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 56: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 57: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	44, // 58: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 59: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 60: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 61: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 62: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	61, // 63: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	1,  // 64: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	63, // 65: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	64, // 66: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	66, // 67: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 68: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	66, // 69: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	66, // 70: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 71: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 72: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	61, // 73: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	74, // [74:74] is the sub-list for method output_type
-	74, // [74:74] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	70, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	1,  // 8: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 9: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 10: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	77, // 11: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 12: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 13: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 14: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 15: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 16: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 17: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	30, // 18: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 19: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 20: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 21: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 22: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	11, // 23: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 24: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 25: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 26: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 27: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 28: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	78, // 29: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	78, // 30: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 31: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 32: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 33: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 34: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 35: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	21, // 36: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 37: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 38: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 39: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 40: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	78, // 41: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	78, // 42: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 43: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	78, // 44: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 45: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 46: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 47: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 48: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 49: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 50: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 51: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 52: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 53: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 54: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 55: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 56: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 57: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 58: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	71, // 59: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	44, // 60: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 61: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 62: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 63: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 64: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	61, // 65: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	72, // 66: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	1,  // 67: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	73, // 68: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	74, // 69: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	78, // 70: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 71: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	78, // 72: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	78, // 73: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	11, // 74: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	11, // 75: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	61, // 76: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	77, // 77: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	64, // 78: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
+	75, // 79: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	65, // 80: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
+	77, // 81: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	77, // 82: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	76, // 83: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	68, // 84: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
+	85, // [85:85] is the sub-list for method output_type
+	85, // [85:85] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -5455,7 +6090,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   64,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -108,6 +108,14 @@ type Buffered interface {
 	Buffered() bool
 }
 
+// Finished is an optional interface of a Stream: after Recv returned
+// io.EOF, FinishReason is why the model stopped as the provider said it
+// ("stop", "length", ...; "" when it said nothing). Tracing reads it for
+// gen_ai.response.finish_reasons.
+type Finished interface {
+	FinishReason() string
+}
+
 // Provider starts streamed completions. Implementations are safe for concurrent use.
 type Provider interface {
 	// Name is the provider's kind as written in profiles ("sim", "openai").

@@ -184,3 +184,11 @@ func (s *guardedStream) Buffered() bool {
 	b, ok := s.Stream.(Buffered)
 	return ok && b.Buffered()
 }
+
+// FinishReason passes the wrapped stream's FinishReason through (Finished).
+func (s *guardedStream) FinishReason() string {
+	if f, ok := s.Stream.(Finished); ok {
+		return f.FinishReason()
+	}
+	return ""
+}

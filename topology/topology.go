@@ -130,7 +130,10 @@ type Membership struct {
 	load   func() int        // set by Join, then read-only
 	names  map[string]string // actor address → the member last seen there (loop only)
 	events chan actors.TopologyEvent
-	first  bool // the loop has not used Cluster.Transport yet (loop only, after Join)
+	// changed (capacity 1) is signalled after every membership update the
+	// loop applies, without blocking: Changed's reader.
+	changed chan struct{}
+	first   bool // the loop has not used Cluster.Transport yet (loop only, after Join)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -147,8 +150,8 @@ func New(cfg Config) (*Membership, error) {
 	return &Membership{
 		cfg: cfg, log: cfg.Logger.With("component", "topology"),
 		names: map[string]string{}, lost: map[string]time.Time{}, lostGateways: map[string]time.Time{},
-		events: make(chan actors.TopologyEvent, cfg.EventBuffer),
-		stop:   make(chan struct{}), done: make(chan struct{}), first: true,
+		events: make(chan actors.TopologyEvent, cfg.EventBuffer), changed: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{}), first: true,
 	}, nil
 }
 
@@ -243,6 +246,29 @@ func (m *Membership) Members() []cluster.Member {
 	return nil
 }
 
+// Suspects returns the names of the members memberlist suspects now (see
+// cluster.Cluster.Suspects). Non-blocking, concurrent.
+func (m *Membership) Suspects() []string {
+	if c := m.current(); c != nil {
+		return c.Suspects()
+	}
+	return nil
+}
+
+// Changed returns a channel that receives a value after each membership
+// update (a member joined, left, was declared dead, changed its metadata;
+// a rejoin), coalesced: one pending signal at most, never blocking the
+// membership. For one reader (the gateway's cluster console), which reads
+// Members and Suspects when signalled. Load changes are not signalled.
+func (m *Membership) Changed() <-chan struct{} { return m.changed }
+
+func (m *Membership) signal() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
 // send delivers ev unless Close comes first.
 func (m *Membership) send(ev actors.TopologyEvent) bool {
 	select {
@@ -284,6 +310,7 @@ func (m *Membership) loop() {
 				// others are not gone: we are); Fenced follows.
 				continue
 			}
+			m.signal() // before the events: the console must not wait on the engine
 			if !m.apply(t) {
 				return
 			}

@@ -69,6 +69,7 @@ func run(args []string) error {
 	maxStreams := fs.Int("max-streams-per-key", cli.EnvInt("QLC_MAX_STREAMS_PER_KEY", 64), "concurrent event streams per API key when its tenant sets none (QLC_MAX_STREAMS_PER_KEY)")
 	advertise := fs.String("advertise", cli.Env("QLC_ADVERTISE", ""), "host nodes use to reach this gateway's actors; default -bind's host (QLC_ADVERTISE)")
 	addrFile := cli.AddrFileFlag(fs)
+	traceStore := cli.TraceStoreFlag(fs)
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
 	discoverLocal := cli.AutoFlag(fs, "discover-local", "QLC_DISCOVER_LOCAL", "at start, look for model servers on this machine's loopback (Ollama 11434, llama.cpp 8080/8081, vLLM 8000, LM Studio 1234) and add a provider for each and the profiles local, local-moa, local-council and local-vote; default: on with -local when runs execute here, else off")
 	discoverPorts := fs.String("discover-ports", cli.Env("QLC_DISCOVER_PORTS", ""), "ports -discover-local looks at, as kind:port items (kinds ollama, llamacpp, vllm, lmstudio), e.g. ollama:11434,vllm:8001; empty = the usual ports; always on loopback (QLC_DISCOVER_PORTS)")
@@ -159,10 +160,16 @@ func run(args []string) error {
 		// with tokenizer actors if its CPU runs the SIMD path.
 		ecfg.Tokenizer = cli.TokenizerCapable(nil)
 	}
+	spans := cli.NewTraceStore(*traceStore, &ecfg)
 	engine, err := actors.NewEngine(ecfg) // joins the cluster with a Topology
 	if err != nil {
 		return err
 	}
+	stopTracing, err := cli.StartTracing("qlc-gateway", engine.Address(), logger, spans)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // after the engine's Shutdown: its last spans go out
 	tenancy, devKeys, err := openTenancy(*dataDir, *tenantsFile, *local || *devKeysFlag, int64(*defaultRuns), logger)
 	if err != nil {
 		return err
@@ -192,6 +199,7 @@ func run(args []string) error {
 	}
 	if members != nil {
 		gcfg.Ready = members.Ready
+		gcfg.Console = consoleCluster{members}
 	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {

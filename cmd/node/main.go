@@ -49,6 +49,7 @@ func run(args []string) error {
 	disable := fs.String("disable-features", cli.Env("QLC_DISABLE_FEATURES", ""), "CPU features to pretend absent, e.g. avx2 (QLC_DISABLE_FEATURES)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
 	addrFile := cli.AddrFileFlag(fs)
+	traceStore := cli.TraceStoreFlag(fs)
 	opsFlags := cli.AddOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -108,10 +109,16 @@ func run(args []string) error {
 	}
 	defer members.Close() // after the engine's Shutdown (defers run last first)
 	cfg.Topology = members
+	spans := cli.NewTraceStore(*traceStore, &cfg)
 	engine, err := actors.NewEngine(cfg) // joins the cluster
 	if err != nil {
 		return err
 	}
+	stopTracing, err := cli.StartTracing("qlc-node", engine.Address(), logger, spans)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // after the engine's Shutdown: its last spans go out
 	logger.Info("QLC node ready", "actor_address", engine.Address(), "ops", *opsAddr, "profiles", stages.ProfileNames())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -48,6 +48,7 @@
   const STORE_KEY = 'qlc.apiKey'; // the API key the user gave (sent as a Bearer token)
   const STORE_RUNS = 'qlc_runs'; // recent runs: [{id, query, profile, created}]
   const STORE_PROFILE = 'qlc_profile';
+  const AUTO = 'auto'; // the profile that picks a profile per question (routing)
   const MAX_RECENT = 20;
   const DELTA_MEMORY = 4096; // recent deltas remembered to trim overlapping coalesced deltas
   const CHUNK_CHARS = 2048; // soft size of one output block (see StepView.appendText)
@@ -130,7 +131,11 @@
     const key = await authKey();
     const headers = { Accept: 'application/json' };
     if (key) headers.Authorization = 'Bearer ' + key;
-    const init = { method, headers, cache: 'no-store' };
+    // GETs must not come from the browser's cache. Not so for the rest: a
+    // 'no-store' fetch sends Cache-Control: no-cache, which asks the
+    // gateway to skip its response cache (POST /v1/runs), and browsers
+    // never cache a POST anyway.
+    const init = { method, headers, cache: method === 'GET' ? 'no-store' : 'default' };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -1157,7 +1162,7 @@
   const ui = {
     form: null, query: null, profile: null, seed: null, maxTokens: null,
     runBtn: null, cancelBtn: null, error: null, runStatus: null, runId: null,
-    runUsage: null, runEstimate: null, answer: null, answerCard: null, conn: null, recent: null,
+    runUsage: null, runEstimate: null, runRouting: null, runCached: null, answer: null, answerCard: null, conn: null, recent: null,
     recentEmpty: null, profileDesc: null,
     tenant: null, keyForm: null, apiKey: null, keySaved: null, keyForget: null, keyMsg: null,
   };
@@ -1684,6 +1689,29 @@
     ui.runEstimate.dataset.basis = est.basis || '';
   }
 
+  // showRouting says how a run asked for with profile "auto" got its
+  // profile: the question's tier, the profile, and why.
+  function showRouting(r) {
+    if (!r || typeof r.profile !== 'string') {
+      ui.runRouting.textContent = '';
+      ui.runRouting.dataset.tier = '';
+      ui.runRouting.dataset.profile = '';
+      return;
+    }
+    const why = Array.isArray(r.reasons) && r.reasons.length ? ' (' + r.reasons.join('; ') + ')' : '';
+    ui.runRouting.textContent = 'auto: ' + (r.tier || '?') + ' question → ' + r.profile + why;
+    ui.runRouting.dataset.tier = r.tier || '';
+    ui.runRouting.dataset.profile = r.profile;
+  }
+
+  // showCached marks a run answered from the response cache (or shared
+  // with an identical run in flight): no model was called for it.
+  function showCached(run) {
+    ui.runCached.hidden = !run.cached;
+    ui.runCached.dataset.cachedFrom = run.cached_from || '';
+    ui.runCached.title = run.cached ? 'answered from the response cache' + (run.cached_from ? ': the log of ' + run.cached_from : '') : '';
+  }
+
   function clearAnswer() {
     ui.answer.replaceChildren();
     ui.answer.dataset.status = 'empty';
@@ -1705,6 +1733,8 @@
     if (current) current.close();
     current = new RunView(run);
     showEstimate(run.estimate);
+    showRouting(run.routing);
+    showCached(run);
     markRecent(run.id);
     if (location.hash !== '#' + run.id) history.replaceState(null, '', '#' + run.id);
     if (TERMINAL.has(run.status) && strategyOfRun(run) === 'chain') {
@@ -1838,13 +1868,30 @@
     } else {
       ui.profile.replaceChildren(...used.flatMap(([, opts]) => opts));
     }
+    // With routing, "auto" picks the profile per question (by its tier).
+    if (profiles.routing && Object.keys(profiles.routing).length) {
+      const o = new Option('auto · chosen per question', AUTO);
+      o.dataset.strategy = 'auto';
+      o.title = 'The question\'s complexity picks the profile: ' + routingText(profiles.routing);
+      ui.profile.prepend(o);
+      names.push(AUTO);
+    }
     ui.profile.value = names.includes(want) ? want : (profiles.default || names[0] || '');
     describeProfile();
+  }
+
+  // routingText is "simple → fast, standard → balanced, complex → deep".
+  function routingText(routing) {
+    return Object.entries(routing).map(([tier, p]) => tier + ' → ' + p).join(', ');
   }
 
   // describeProfile says what the chosen profile does, and, with no run on
   // screen, lays out its steps.
   function describeProfile() {
+    if (ui.profile.value === AUTO && profiles.routing) {
+      ui.profileDesc.textContent = 'auto — the question\'s complexity picks the profile: ' + routingText(profiles.routing);
+      return;
+    }
     const p = (profiles.data || []).find((x) => x.name === ui.profile.value);
     if (!p) { ui.profileDesc.textContent = ''; return; }
     const strategy = strategyOfProfile(p);

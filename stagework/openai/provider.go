@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/stagework/sse"
 )
@@ -183,6 +186,10 @@ func (p *Provider) Stream(ctx context.Context, req stagework.Request) (stagework
 		}
 		h.Set(k, v)
 	}
+	// The caller's trace (its provider span) goes upstream as W3C
+	// traceparent, so a traced vLLM or proxy joins the run's trace. With
+	// tracing off the global propagator writes nothing.
+	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(h))
 
 	resp, err := p.client.Do(hreq)
 	if err != nil {

@@ -161,6 +161,9 @@ func (s *stream) step() (ch stagework.Chunk, ok bool, err error) {
 // Usage is the provider's last usage report; valid after Recv returned io.EOF.
 func (s *stream) Usage() (stagework.Usage, bool) { return s.usage, s.hasUsage }
 
+// FinishReason is the last finish_reason the stream carried (stagework.Finished).
+func (s *stream) FinishReason() string { return s.finish }
+
 // Close aborts the stream if it is still running (closing an HTTP/1.1
 // connection, resetting an HTTP/2 stream) and releases it. It may be called
 // more than once.

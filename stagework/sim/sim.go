@@ -167,14 +167,15 @@ func (s *Provider) Stream(ctx context.Context, req stagework.Request) (stagework
 	text, ends := newSimText(req.Stage, s.topic(req.Query), planSeed, textSeed, target, limit, prompt)
 
 	st := &simStream{
-		ctx:     ctx,
-		done:    ctx.Done(),
-		text:    text,
-		ends:    ends,
-		faultAt: -1,
-		fault:   fault,
-		sim:     s,
-		usage:   stagework.Usage{PromptTokens: estimatePromptTokens(req.Messages), Estimated: true},
+		ctx:       ctx,
+		done:      ctx.Done(),
+		text:      text,
+		ends:      ends,
+		faultAt:   -1,
+		fault:     fault,
+		sim:       s,
+		truncated: limit > 0,
+		usage:     stagework.Usage{PromptTokens: estimatePromptTokens(req.Messages), Estimated: true},
 	}
 	switch fault {
 	case faultError:
@@ -253,6 +254,8 @@ type simStream struct {
 	err     error // sticky end: io.EOF, an injected error, or errStreamClosed
 	usage   stagework.Usage
 	sim     *Provider
+	// truncated: the text was cut at the request's max_tokens.
+	truncated bool
 
 	timed bool
 	rng   *rand.Rand // latency jitter
@@ -372,6 +375,19 @@ func (st *simStream) Usage() (stagework.Usage, bool) {
 		return stagework.Usage{}, false
 	}
 	return st.usage, true
+}
+
+// FinishReason (stagework.Finished) is "stop" once the text has ended, as
+// a model's would: "length" when it was cut at the request's max_tokens
+// (TruncateAtMax); "" before the end.
+func (st *simStream) FinishReason() string {
+	switch {
+	case st.err != io.EOF:
+		return ""
+	case st.truncated:
+		return "length"
+	}
+	return "stop"
 }
 
 // Close ends the stream; later Recv calls return an error. Idempotent.
