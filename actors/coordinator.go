@@ -45,6 +45,7 @@ type coordinatorDeps struct {
 	hostLost  func(addr string) bool
 
 	stages    *stagework.Config
+	profiles  *profileResolver // a run's profile: the file's, or its tenant's own (StartRun.profile_definition)
 	providers map[string]stagework.Provider
 	secrets   *sealed.Ring // opens the tenants' own provider keys (Config.Secrets)
 	retry     stagework.RetryPolicy
@@ -514,7 +515,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	}
 	seed := uint64(m.GetOptions().GetSeed())
 	c.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	profile, err := c.deps.stages.Profile(m.Profile)
+	profile, err := c.deps.profiles.resolve(m.Profile, m.ProfileDefinition)
 	if err != nil {
 		if ctx.Sender() != nil {
 			ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: err.Error()})

@@ -375,6 +375,12 @@ type RunRequest struct {
 	// instead of the endpoint's. The gateway sets them; they ride in
 	// StartRun and StartStep, never in clear.
 	ProviderKeys []*messages.SealedSecret
+	// ProfileDefinition, when set, is the definition of the tenant's own
+	// profile named Profile (one entry of a profile file's "profiles"
+	// section, as JSON): the run uses it instead of a profile of the
+	// file's. It rides in StartRun; every process parses and checks it
+	// again (tenantprofile.go).
+	ProfileDefinition []byte
 	// Ctx carries the caller's trace span (the gateway's request span):
 	// the run's placement span is its child and the run's trace is its
 	// trace. Only its span is used, never its deadline or values. Nil:
@@ -395,6 +401,7 @@ type RunRequest struct {
 // has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
 	cfg        Config
+	profiles   *profileResolver                             // the runs' profiles: the file's, or a tenant's own (tenantprofile.go)
 	stats      statsCache                                   // the cluster's model statistics, for estimates
 	cache      *runCache                                    // the response cache; nil when off
 	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)
@@ -752,6 +759,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	root := e.system.Root
 	st, coord := found.Start, pidOf(found.Coordinator)
 	hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
+	hub.label = metricsLabel(st)
 	hub.start, hub.onLost, hub.onEnd, hub.coordinator = st, e.failover, e.runEnded, coord
 	e.mu.Lock()
 	if other, ok := e.hubs[runID]; ok {
@@ -881,6 +889,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger, cache: newRunCache(cfg.RunCache),
+		profiles: newProfileResolver(cfg.Stages),
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, secrets: cfg.Secrets, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			telemetry: NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
@@ -889,6 +898,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
+	e.deps.profiles = e.profiles
 	switch {
 	case cfg.Topology != nil:
 		e.placer = cfg.Topology
@@ -1071,7 +1081,7 @@ func (e *Engine) Metrics() *Metrics { return e.metrics }
 // StartRun validates the request, starts the run and returns its hub. The
 // run goes on in the background; follow it with Hub.Subscribe.
 func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
-	if _, err := e.cfg.Stages.Profile(req.Profile); err != nil {
+	if _, err := e.profiles.resolve(req.Profile, req.ProfileDefinition); err != nil {
 		return nil, err
 	}
 	if e.overMem.Load() {
@@ -1097,13 +1107,13 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 		hist[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
 	}
 	var estimate *messages.RunEstimate
-	if est, err := e.Estimate(req.Profile, req.Query, req.History, req.MaxTokens); err == nil {
+	if est, err := e.estimate(req.Profile, req.ProfileDefinition, req.Query, req.History, req.MaxTokens); err == nil {
 		estimate = toMsgEstimate(est)
 	}
 	start := &messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
-		Estimate: estimate, Routing: req.Routing, ProviderKeys: req.ProviderKeys,
+		Estimate: estimate, Routing: req.Routing, ProviderKeys: req.ProviderKeys, ProfileDefinition: req.ProfileDefinition,
 	}
 	// The placement span covers choosing a node and its StartRunAck (or
 	// the cache's answer); the coordinator's run span is its child.
@@ -1145,7 +1155,7 @@ const leaderWait = 5 * time.Second
 // from seq 1), or starts the run and leads it for the others; its log is
 // kept when it completes. Any other request starts its run.
 func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, error) {
-	p, _ := e.cfg.Stages.Profile(req.Profile)
+	p, _ := e.profiles.resolve(req.Profile, req.ProfileDefinition)
 	key, ok := cacheKey(req, p)
 	if !ok || e.cache == nil {
 		return e.launch(start, nil)
@@ -1223,7 +1233,7 @@ func (e *Engine) Resume(start *messages.StartRun) (*Hub, error) {
 	if start.Epoch <= last.GetEpoch() {
 		return nil, fmt.Errorf("actors: Resume epoch %d must be above the log's epoch %d", start.Epoch, last.GetEpoch())
 	}
-	if _, err := e.cfg.Stages.Profile(start.Profile); err != nil {
+	if _, err := e.startProfile(start); err != nil {
 		return nil, err
 	}
 	return e.launch(start, nil)
@@ -1236,6 +1246,7 @@ func (e *Engine) Resume(start *messages.StartRun) (*Hub, error) {
 func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, error) {
 	id := start.RunId
 	hub := newHub(id, start.Tenant, start.Profile, start.Query, e.cfg.Hub, e.metrics, e.logger)
+	hub.label = metricsLabel(start)
 	if tid := tracing.TraceIDOf(start.TraceContext); tid != "" {
 		hub.TraceID, hub.logger = tid, hub.logger.With("trace_id", tid)
 	}
@@ -1274,7 +1285,7 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 	}
 	start.Hub = refOf(hubPID)
 	if len(start.PriorEvents) == 0 {
-		e.metrics.runStarted(start.Profile)
+		e.metrics.runStarted(hub.label)
 	}
 	var coordPID *actor.PID
 	if replay != nil {

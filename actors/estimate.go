@@ -75,7 +75,13 @@ func msDuration(ms float64) time.Duration { return time.Duration(ms * float64(ti
 // question's tokens are approximated (4 bytes per token): the estimate
 // serves latency and a cost indication, and admission must stay cheap.
 func (e *Engine) Estimate(profile, query string, history []stagework.Message, maxTokens int) (stagework.RunEstimate, error) {
-	p, err := e.cfg.Stages.Profile(profile)
+	return e.estimate(profile, nil, query, history, maxTokens)
+}
+
+// estimate is Estimate of a run whose profile may be its tenant's own
+// (def: its definition; nil for the file's).
+func (e *Engine) estimate(profile string, def []byte, query string, history []stagework.Message, maxTokens int) (stagework.RunEstimate, error) {
+	p, err := e.profiles.resolve(profile, def)
 	if err != nil {
 		return stagework.RunEstimate{}, err
 	}

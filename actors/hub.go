@@ -100,6 +100,9 @@ type Hub struct {
 	RunID   string
 	Tenant  string
 	Profile string
+	// label is the run's profile in metrics labels: Profile, or
+	// TenantProfileLabel for a tenant's own profile (tenantprofile.go).
+	label   string
 	Query   string
 	Created time.Time
 	// TraceID is the run's trace id (hex) when tracing is on, else "".
@@ -144,7 +147,7 @@ type Hub struct {
 
 func newHub(runID, tenant, profile, query string, cfg HubConfig, m *Metrics, logger *slog.Logger) *Hub {
 	return &Hub{
-		RunID: runID, Tenant: tenant, Profile: profile, Query: query, Created: time.Now(),
+		RunID: runID, Tenant: tenant, Profile: profile, label: profile, Query: query, Created: time.Now(),
 		cfg: cfg, metrics: m, logger: logger.With("run_id", runID),
 		notify: make(chan struct{}),
 	}
@@ -322,7 +325,7 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 		h.n++
 		h.heapBytes += eventHeapBytes(ev)
 		appended++
-		h.metrics.observe(h.Profile, ev)
+		h.metrics.observe(h.label, ev)
 		if !h.sawToken && ev.GetTokenDelta() != nil { // the first delta only: the per-token path stays as it was
 			h.sawToken = true
 			h.metrics.firstToken(h.Created)

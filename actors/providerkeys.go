@@ -73,7 +73,7 @@ func (e *Engine) ProviderKeyChanged(tenant, endpoint string, sk *messages.Sealed
 	e.mu.Unlock()
 	n := 0
 	for _, h := range hubs {
-		p, err := e.cfg.Stages.Profile(h.Profile)
+		p, err := e.profiles.resolve(h.Profile, h.profileDefinition())
 		if err != nil || !slices.Contains(p.Endpoints(), endpoint) {
 			continue
 		}

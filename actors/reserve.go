@@ -22,7 +22,7 @@ func (e *Engine) Reservation(req RunRequest) (int64, error) { return e.reservati
 // reservation is Reservation; exact counts every prompt whole (the
 // reference the cheaper count is tested against).
 func (e *Engine) reservation(req RunRequest, exact bool) (int64, error) {
-	p, err := e.cfg.Stages.Profile(req.Profile)
+	p, err := e.profiles.resolve(req.Profile, req.ProfileDefinition)
 	if err != nil {
 		return 0, err
 	}
@@ -88,7 +88,7 @@ func (e *Engine) reservation(req RunRequest, exact bool) (int64, error) {
 // req.MaxTokens). A gateway asks a tenant's limiter with it before paying
 // for the real count (see Admit.precheck).
 func (e *Engine) ReservationFloor(req RunRequest) (int64, error) {
-	p, err := e.cfg.Stages.Profile(req.Profile)
+	p, err := e.profiles.resolve(req.Profile, req.ProfileDefinition)
 	if err != nil {
 		return 0, err
 	}

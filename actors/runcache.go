@@ -144,6 +144,12 @@ func cacheKey(req RunRequest, p *stagework.Profile) (string, bool) {
 	}
 	field(req.Tenant)
 	field(p.Name)
+	if len(req.ProfileDefinition) > 0 {
+		// The tenant's own profile: its definition, as it is now (a
+		// profile put again under the same name is another profile).
+		d := sha256.Sum256(req.ProfileDefinition)
+		field("own:" + hex.EncodeToString(d[:]))
+	}
 	field(fmt.Sprintf("%s|%+v", p.Strategy, p.Stages))
 	field(strings.Join(strings.Fields(req.Query), " "))
 	for _, m := range req.History {

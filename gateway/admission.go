@@ -20,6 +20,7 @@ import (
 	"github.com/qlc-project/qlc/gateway/store"
 	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // principalKey keys the request's principal in its context.
@@ -58,7 +59,8 @@ func (s *Server) withAuth(next http.Handler) http.Handler {
 					Message: "this endpoint needs an admin key"})
 				return
 			case p.admin && !adminPath && !(r.Method == http.MethodGet && (r.URL.Path == "/v1/usage" || r.URL.Path == "/v1/stats/models")) &&
-				!(r.URL.Path == "/v1/provider-keys" || strings.HasPrefix(r.URL.Path, "/v1/provider-keys/")): // ?tenant= names the tenant
+				!(r.URL.Path == "/v1/provider-keys" || strings.HasPrefix(r.URL.Path, "/v1/provider-keys/")) && // ?tenant= names the tenant
+				!strings.HasPrefix(r.URL.Path, "/v1/profiles/"): // a tenant's own profiles; ?tenant= names it
 				writeError(w, &apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "tenant_key_required",
 					Message: "admin keys manage tenants; use a tenant's key for this endpoint"})
 				return
@@ -80,6 +82,7 @@ type admission struct {
 	tenant   string
 	runID    string
 	profile  string
+	prof     *stagework.Profile // the profile the run runs (the tenant's own or the file's), for billing
 	reserved int64
 	at       time.Time
 }
@@ -255,7 +258,9 @@ func (s *Server) admit(p principal, req *actors.RunRequest) (adm *admission, api
 		span.End()
 	}()
 	lim := p.tenant.Limits
-	if len(lim.Profiles) > 0 && !slices.Contains(lim.Profiles, req.Profile) {
+	// The allow-list is about the profile file's profiles: a tenant's own
+	// (req.ProfileDefinition) is the tenant's to run.
+	if len(lim.Profiles) > 0 && len(req.ProfileDefinition) == 0 && !slices.Contains(lim.Profiles, req.Profile) {
 		if _, err := s.engine.Stages().Profile(req.Profile); err != nil {
 			return nil, s.profileError(req.Profile)
 		}

@@ -376,8 +376,10 @@ func (s *Server) batchItems(who principal, raw []json.RawMessage) ([]store.Batch
 		if it.Profile == "" {
 			it.Profile = s.defaultProfile(who)
 		}
-		if _, err := s.engine.Stages().Profile(it.Profile); err != nil {
-			bad("profile", "unknown_profile", fmt.Sprintf("unknown profile %q; known profiles: %s", it.Profile, strings.Join(s.engine.Stages().ProfileNames(), ", ")))
+		if _, _, own := s.ownProfile(who.tenant, it.Profile); own {
+			// The tenant's own profile: the allow-list is not about it.
+		} else if _, err := s.engine.Stages().Profile(it.Profile); err != nil {
+			bad("profile", "unknown_profile", s.profileErrorFor(who, it.Profile).Message)
 		} else if !who.allows(it.Profile) {
 			bad("profile", "profile_not_allowed", fmt.Sprintf("profile %q is not allowed for this tenant; allowed: %s", it.Profile, strings.Join(who.tenant.Limits.Profiles, ", ")))
 		}

@@ -85,7 +85,7 @@ func FuzzChatRequest(f *testing.F) {
 			}
 			return
 		}
-		p, e := s.parseChat(&req)
+		p, e := s.parseChat(principal{}, &req)
 		if e != nil {
 			if e.Status < 400 || e.Status > 499 || e.Code == "" || e.Message == "" {
 				t.Fatalf("unclear error: %+v", e)

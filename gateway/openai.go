@@ -75,14 +75,14 @@ type parsedChat struct {
 	usage     bool
 }
 
-func (s *Server) parseChat(req *chatRequest) (*parsedChat, *apiError) {
+func (s *Server) parseChat(who principal, req *chatRequest) (*parsedChat, *apiError) {
 	if req.Model == "" {
 		return nil, errInvalidParam("model", "missing_model", "model is required, e.g. \"qlc-"+s.engine.Stages().DefaultProfile+"\"")
 	}
-	profile, thinking, ok := s.resolveModel(req.Model)
+	profile, thinking, ok := s.resolveModel(who, req.Model)
 	if !ok {
 		return nil, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: ptr("model"),
-			Message: fmt.Sprintf("The model %q does not exist; use one of: %s", req.Model, strings.Join(s.modelNames(), ", "))}
+			Message: fmt.Sprintf("The model %q does not exist; use one of: %s", req.Model, strings.Join(s.modelNames(who), ", "))}
 	}
 	if req.N != nil && *req.N != 1 {
 		return nil, errInvalidParam("n", "unsupported_n", "only n=1 is supported")
@@ -139,8 +139,9 @@ func ptr[T any](v T) *T { return &v }
 // streamed as reasoning. A profile's own name wins: with profiles "x" and
 // "x-thinking" both defined, "qlc-x-thinking" is the profile x-thinking
 // (and the thinking variant of x is not reachable; /v1/models does not
-// list it).
-func (s *Server) resolveModel(model string) (profile string, thinking, ok bool) {
+// list it). The tenant's own profiles (tenantprofiles.go) are its models
+// too, and no other tenant's.
+func (s *Server) resolveModel(who principal, model string) (profile string, thinking, ok bool) {
 	name, ok := strings.CutPrefix(model, modelPrefix)
 	if !ok || name == "" {
 		return "", false, false
@@ -149,6 +150,9 @@ func (s *Server) resolveModel(model string) (profile string, thinking, ok bool) 
 	exists := func(n string) bool {
 		if n == stagework.AutoProfile {
 			return stages.Routing != nil // "qlc-auto": routing picks the profile
+		}
+		if _, _, own := s.ownProfile(who.tenant, n); own {
+			return true
 		}
 		_, err := stages.Profile(n)
 		return err == nil
@@ -167,37 +171,54 @@ func (s *Server) resolveModel(model string) (profile string, thinking, ok bool) 
 // thinkingSuffix ends the name of a profile's thinking model.
 const thinkingSuffix = "-thinking"
 
-// modelEntry is one model of /v1/models: its name and the profile it runs.
-type modelEntry struct{ name, profile string }
+// modelEntry is one model of /v1/models: its name and the profile it
+// runs; own: the tenant's own profile.
+type modelEntry struct {
+	name, profile string
+	own           bool
+}
 
 // models lists every model: "qlc-<profile>" for each profile, then
 // "qlc-<profile>-thinking" for each profile whose thinking name is not
 // itself a profile's name (see resolveModel).
-func (s *Server) models() []modelEntry {
+func (s *Server) models(who principal) []modelEntry {
 	stages := s.engine.Stages()
 	names := stages.ProfileNames()
+	own := map[string]bool{}
+	if !who.admin && who.tenant.Limits.MaxProfiles > 0 {
+		for _, tp := range s.tenancy.TenantProfilesOf(who.tenantID()) {
+			if !own[tp.Name] && stages.Profiles[tp.Name] == nil {
+				names = append(names, tp.Name)
+			}
+			own[tp.Name] = true
+		}
+	}
+	exists := func(n string) bool {
+		_, err := stages.Profile(n)
+		return err == nil || own[n]
+	}
 	out := make([]modelEntry, 0, 2*len(names))
 	if stages.Routing != nil {
 		names = append([]string{stagework.AutoProfile}, names...)
 	}
 	for _, n := range names {
-		out = append(out, modelEntry{modelPrefix + n, n})
+		out = append(out, modelEntry{modelPrefix + n, n, own[n]})
 	}
 	for _, n := range names {
 		if n == stagework.AutoProfile {
-			out = append(out, modelEntry{modelPrefix + n + thinkingSuffix, n})
+			out = append(out, modelEntry{modelPrefix + n + thinkingSuffix, n, false})
 			continue
 		}
-		if _, err := stages.Profile(n + thinkingSuffix); err != nil {
-			out = append(out, modelEntry{modelPrefix + n + thinkingSuffix, n})
+		if !exists(n + thinkingSuffix) {
+			out = append(out, modelEntry{modelPrefix + n + thinkingSuffix, n, own[n]})
 		}
 	}
 	return out
 }
 
-func (s *Server) modelNames() []string {
+func (s *Server) modelNames(who principal) []string {
 	var out []string
-	for _, m := range s.models() {
+	for _, m := range s.models(who) {
 		out = append(out, m.name)
 	}
 	return out
@@ -215,12 +236,19 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 		// Local marks a model whose profile runs on the model servers
 		// found on this machine (stagework/discover).
 		Local bool `json:"local,omitempty"`
+		// Owner is "tenant" for a model of the tenant's own profile
+		// (owned_by is then the tenant's id).
+		Owner string `json:"owner,omitempty"`
 	}
 	out := struct {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
-	for _, m := range s.models() {
+	for _, m := range s.models(who) {
+		if m.own {
+			out.Data = append(out.Data, model{ID: m.name, Object: "model", OwnedBy: who.tenantID(), Owner: "tenant"})
+			continue
+		}
 		if who.allows(m.profile) || m.profile == stagework.AutoProfile && s.autoAllowed(who) {
 			p, _ := s.engine.Stages().Profile(m.profile)
 			out.Data = append(out.Data, model{ID: m.name, Object: "model", Created: 0, OwnedBy: "qlc", Local: p != nil && p.Local})
@@ -235,12 +263,12 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	p, e := s.parseChat(&req)
+	who := principalOf(r)
+	p, e := s.parseChat(who, &req)
 	if e != nil {
 		writeError(w, e)
 		return
 	}
-	who := principalOf(r)
 	if req.Stream {
 		done, e := s.streamSlot(who)
 		if e != nil {
@@ -257,7 +285,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-QLC-Run-Id", hub.RunID)
 	final := ""
-	if prof, err := s.engine.Stages().Profile(hub.Profile); err == nil && len(prof.Stages) > 0 {
+	if prof := s.hubProfile(hub); prof != nil && len(prof.Stages) > 0 {
 		// The profile's last step is the final one until a StageStarted
 		// says otherwise (a council's fallback answer).
 		final = prof.Stages[len(prof.Stages)-1].StepID()

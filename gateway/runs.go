@@ -106,10 +106,12 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	if e := s.routeAuto(p, &req); e != nil {
 		return nil, e
 	}
-	prof, err := s.engine.Stages().Profile(req.Profile)
-	if err != nil {
-		return nil, s.profileError(req.Profile)
+	// The tenant's own profile of that name, else the profile file's.
+	prof, def, e := s.runProfile(p, req.Profile)
+	if e != nil {
+		return nil, e
 	}
+	req.ProfileDefinition = def
 	// The tenant's own keys for the profile's endpoints, sealed: only the
 	// attempts that call those endpoints open them (providerkeys.go).
 	req.ProviderKeys = s.tenancy.sealedKeys(p.tenantID(), prof)
@@ -117,6 +119,7 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	if e != nil {
 		return nil, e
 	}
+	adm.prof = prof
 	hub, err := s.engine.StartRun(req)
 	if err == nil {
 		if req.Ctx != nil {
@@ -127,8 +130,8 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	}
 	s.release(adm)
 	switch {
-	case errors.Is(err, stagework.ErrUnknownProfile):
-		return nil, s.profileError(req.Profile)
+	case errors.Is(err, stagework.ErrUnknownProfile), errors.Is(err, stagework.ErrInvalidConfig):
+		return nil, s.profileErrorFor(p, req.Profile)
 	case errors.Is(err, actors.ErrOverShare):
 		// The engine is shared among the tenants with runs: this one holds
 		// its share, others still have room (their runs are admitted).
@@ -359,6 +362,9 @@ type profileView struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	Strategy    string `json:"strategy"`
+	// Owner is "server" for a profile of the profile file, "tenant" for
+	// the tenant's own (PUT /v1/profiles/{name}).
+	Owner string `json:"owner"`
 	// Local marks a profile generated from the model servers found on
 	// this machine (stagework/discover).
 	Local bool `json:"local"`
@@ -413,26 +419,45 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 		if !who.allows(name) {
 			continue
 		}
+		if _, _, own := s.ownProfile(who.tenant, name); own {
+			continue // the tenant's own of that name is the one it runs (listed below)
+		}
 		p, _ := cfg.Profile(name)
-		pv := profileView{Name: name, Description: p.Description, Strategy: p.Strategy, Local: p.Local, Steps: []profileStepVw{}, Stages: []profileStageVw{}}
-		if p.IsChain() {
-			pv.Strategy = stagework.StrategyChain
-		}
-		for _, st := range p.Stages {
-			inputs := st.Inputs
-			if inputs == nil {
-				inputs = []string{}
-			}
-			pv.Steps = append(pv.Steps, profileStepVw{ID: st.StepID(), Stage: st.Stage.String(), Title: stepTitle(st.StepID(), messages.Stage(st.Stage)),
-				Provider: st.Provider, Model: st.Model, Inputs: inputs, MinInputs: st.MinInputs, Final: st.Final, Layer: st.Layer,
-				Method: st.Method, DeadlineMs: millis(st.Deadline)})
-			if p.IsChain() {
-				pv.Stages = append(pv.Stages, profileStageVw{Stage: st.Stage.String(), Provider: st.Provider, Model: st.Model})
+		out.Data = append(out.Data, viewProfile(p))
+	}
+	// The tenant's own profiles (tenantprofiles.go), after the file's.
+	if !who.admin && who.tenant.Limits.MaxProfiles > 0 {
+		for _, tp := range s.tenancy.TenantProfilesOf(who.tenantID()) {
+			if p, _, ok := s.ownProfile(who.tenant, tp.Name); ok {
+				pv := viewProfile(p)
+				pv.Owner = "tenant"
+				out.Data = append(out.Data, pv)
 			}
 		}
-		out.Data = append(out.Data, pv)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// viewProfile is p as GET /v1/profiles lists it (Owner "server": the
+// caller marks a tenant's own).
+func viewProfile(p *stagework.Profile) profileView {
+	pv := profileView{Name: p.Name, Description: p.Description, Strategy: p.Strategy, Owner: "server", Local: p.Local, Steps: []profileStepVw{}, Stages: []profileStageVw{}}
+	if p.IsChain() {
+		pv.Strategy = stagework.StrategyChain
+	}
+	for _, st := range p.Stages {
+		inputs := st.Inputs
+		if inputs == nil {
+			inputs = []string{}
+		}
+		pv.Steps = append(pv.Steps, profileStepVw{ID: st.StepID(), Stage: st.Stage.String(), Title: stepTitle(st.StepID(), messages.Stage(st.Stage)),
+			Provider: st.Provider, Model: st.Model, Inputs: inputs, MinInputs: st.MinInputs, Final: st.Final, Layer: st.Layer,
+			Method: st.Method, DeadlineMs: millis(st.Deadline)})
+		if p.IsChain() {
+			pv.Stages = append(pv.Stages, profileStageVw{Stage: st.Stage.String(), Provider: st.Provider, Model: st.Model})
+		}
+	}
+	return pv
 }
 
 // decodeJSON reads a bounded JSON body into v. strict rejects unknown
@@ -601,7 +626,7 @@ func (s *Server) view(h *actors.Hub) runView {
 		EventsURL: "/v1/runs/" + h.RunID + "/events", WSURL: "/v1/runs/" + h.RunID + "/ws", Stages: []stageView{},
 	}
 	evs := h.Events(1)
-	p, _ := s.engine.Stages().Profile(h.Profile)
+	p := s.hubProfile(h)
 	f := newRunFold(p, s.engine.Stages(), true)
 	f.fold(evs)
 	v.Strategy, v.Steps, v.Ranking = f.strategy, f.views(), f.ranking

@@ -267,6 +267,9 @@ func New(cfg Config) (*Server, error) {
 		mux.HandleFunc("PUT /v1/provider-keys/{endpoint}", s.putProviderKey)
 		mux.HandleFunc("GET /v1/provider-keys", s.listProviderKeys)
 		mux.HandleFunc("DELETE /v1/provider-keys/{endpoint}", s.deleteProviderKey)
+		mux.HandleFunc("PUT /v1/profiles/{name}", s.putTenantProfile)
+		mux.HandleFunc("GET /v1/profiles/{name}", s.getTenantProfile)
+		mux.HandleFunc("DELETE /v1/profiles/{name}", s.deleteTenantProfile)
 	}
 	s.consoleRoutes(mux)
 	mux.Handle("GET /ui/session", s.localSession(http.HandlerFunc(s.uiSession)))

@@ -49,6 +49,9 @@ type Tenancy struct {
 	providerKeys map[string]store.ProviderKey
 	secrets      *sealed.Ring
 	keyListeners []func(tenant, endpoint string, sk *messages.SealedSecret)
+	// tenantProfiles are the tenants' own profiles (tombstones included),
+	// by tenantProfileID. See tenantprofiles.go.
+	tenantProfiles map[string]store.TenantProfile
 	// defaultRuns is concurrent_runs for a tenant created (admin API, tenants
 	// file) without one; 0: no limit.
 	defaultRuns int64
@@ -68,7 +71,8 @@ func NewTenancy(st *store.Store, logger *slog.Logger) (*Tenancy, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	t := &Tenancy{st: st, logger: logger, tenants: map[string]store.Tenant{}, keys: map[string]store.Key{}, providerKeys: map[string]store.ProviderKey{}, defaultRuns: DefaultConcurrentRuns}
+	t := &Tenancy{st: st, logger: logger, tenants: map[string]store.Tenant{}, keys: map[string]store.Key{}, providerKeys: map[string]store.ProviderKey{},
+		tenantProfiles: map[string]store.TenantProfile{}, defaultRuns: DefaultConcurrentRuns}
 	tenants, err := st.Tenants()
 	if err != nil {
 		return nil, fmt.Errorf("gateway: load tenants: %w", err)
@@ -89,6 +93,13 @@ func NewTenancy(st *store.Store, logger *slog.Logger) (*Tenancy, error) {
 	}
 	for _, k := range pks {
 		t.providerKeys[providerKeyID(k.TenantID, k.Endpoint)] = k
+	}
+	tps, err := st.TenantProfiles()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: load tenant profiles: %w", err)
+	}
+	for _, p := range tps {
+		t.tenantProfiles[tenantProfileID(p.TenantID, p.Name)] = p
 	}
 	return t, nil
 }
@@ -473,7 +484,9 @@ func (t *Tenancy) receive(rc *messages.RegistryChange) *messages.RegistryChange 
 		return nil
 	}
 	ts, ks := t.snapshot()
-	return encodeRegistry(ts, ks, t.providerKeySnapshot()...)
+	rc = encodeRegistry(ts, ks, t.providerKeySnapshot()...)
+	addTenantProfiles(rc, t.tenantProfileSnapshot())
+	return rc
 }
 
 func (t *Tenancy) merge(rc *messages.RegistryChange) {
@@ -506,6 +519,26 @@ func (t *Tenancy) merge(rc *messages.RegistryChange) {
 		if _, err := t.putProviderKey(k); err != nil {
 			t.logger.Error("registry change: store provider key", "tenant", k.TenantID, "endpoint", k.Endpoint, "error", err)
 		}
+	}
+	for _, b := range rc.GetTenantProfiles() {
+		// A peer's row is stored as it came: checked again, against this
+		// gateway's profile file, by every run that uses it.
+		var p store.TenantProfile
+		if err := json.Unmarshal(b, &p); err != nil || p.TenantID == "" || p.Name == "" || (!p.Deleted && p.Definition == "") {
+			t.logger.Warn("registry change: bad tenant profile row", "error", err)
+			continue
+		}
+		if _, err := t.putTenantProfile(p); err != nil {
+			t.logger.Error("registry change: store tenant profile", "tenant", p.TenantID, "profile", p.Name, "error", err)
+		}
+	}
+}
+
+// addTenantProfiles adds tenant profile rows to a registry change.
+func addTenantProfiles(rc *messages.RegistryChange, ps []store.TenantProfile) {
+	for _, p := range ps {
+		b, _ := json.Marshal(p)
+		rc.TenantProfiles = append(rc.TenantProfiles, b)
 	}
 }
 

@@ -84,7 +84,10 @@ func (s *Server) settle(u store.Usage, a *admission, run *store.FinishedRun) {
 // used — each at its model's price, one row per step (runFold).
 func usageFromLog(evs []*messages.RunEvent, prices *stagework.Config, a *admission) store.Usage {
 	u := store.Usage{RunID: a.runID, TenantID: a.tenant, Profile: a.profile, AdmittedAt: a.at, Status: "abandoned", EndedAt: time.Now().UTC()}
-	p, _ := prices.Profile(a.profile)
+	p := a.prof
+	if p == nil {
+		p, _ = prices.Profile(a.profile)
+	}
 	f := newRunFold(p, prices, false)
 	f.fold(evs)
 	if f.status != "running" {

@@ -387,6 +387,12 @@ type StartRun struct {
 	// the attempt that calls the endpoint opens one; a clear key never
 	// crosses a mailbox.
 	ProviderKeys []*SealedSecret `protobuf:"bytes,13,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"`
+	// profile_definition is the definition of the tenant's own profile the
+	// run uses (named profile): one entry of a profile file's "profiles"
+	// section, as JSON (stagework.Config.ParseProfile), checked by the
+	// gateway and parsed and checked again by every process that runs it
+	// against its own profile file. Empty: profile is one of the file's.
+	ProfileDefinition []byte `protobuf:"bytes,14,opt,name=profile_definition,json=profileDefinition,proto3" json:"profile_definition,omitempty"`
 	// trace_context carries the starter's trace (W3C traceparent and
 	// tracestate, as OpenTelemetry's TextMapPropagator writes them), so the
 	// coordinator's spans join the run's one trace; empty when tracing is
@@ -513,6 +519,13 @@ func (x *StartRun) GetRouting() *RunRouting {
 func (x *StartRun) GetProviderKeys() []*SealedSecret {
 	if x != nil {
 		return x.ProviderKeys
+	}
+	return nil
+}
+
+func (x *StartRun) GetProfileDefinition() []byte {
+	if x != nil {
+		return x.ProfileDefinition
 	}
 	return nil
 }
@@ -3516,13 +3529,14 @@ func (x *LedgerState) GetError() string {
 // (the admin API on one gateway, the others apply them). Rows are JSON;
 // the newest updated_at wins.
 type RegistryChange struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenants       [][]byte               `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
-	Keys          [][]byte               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
-	WantAll       bool                   `protobuf:"varint,3,opt,name=want_all,json=wantAll,proto3" json:"want_all,omitempty"`               // the receiver answers with its whole registry
-	ProviderKeys  [][]byte               `protobuf:"bytes,4,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"` // JSON store.ProviderKey rows: sealed, never a clear key
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Tenants        [][]byte               `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	Keys           [][]byte               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	WantAll        bool                   `protobuf:"varint,3,opt,name=want_all,json=wantAll,proto3" json:"want_all,omitempty"`                      // the receiver answers with its whole registry
+	ProviderKeys   [][]byte               `protobuf:"bytes,4,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"`        // JSON store.ProviderKey rows: sealed, never a clear key
+	TenantProfiles [][]byte               `protobuf:"bytes,80,rep,name=tenant_profiles,json=tenantProfiles,proto3" json:"tenant_profiles,omitempty"` // JSON store.TenantProfile rows (tenants' own profiles)
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RegistryChange) Reset() {
@@ -3579,6 +3593,13 @@ func (x *RegistryChange) GetWantAll() bool {
 func (x *RegistryChange) GetProviderKeys() [][]byte {
 	if x != nil {
 		return x.ProviderKeys
+	}
+	return nil
+}
+
+func (x *RegistryChange) GetTenantProfiles() [][]byte {
+	if x != nil {
+		return x.TenantProfiles
 	}
 	return nil
 }
@@ -5412,7 +5433,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\xe3\x04\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\x92\x05\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -5428,7 +5449,8 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcached_from\x18\v \x01(\tR\n" +
 	"cachedFrom\x12,\n" +
 	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\x129\n" +
-	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\x12G\n" +
+	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\x12-\n" +
+	"\x12profile_definition\x18\x0e \x01(\fR\x11profileDefinition\x12G\n" +
 	"\rtrace_context\x182 \x03(\v2\".qlc.v1.StartRun.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -5663,12 +5685,13 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06recent\x18\x01 \x03(\v2\x13.qlc.v1.LedgerEntryR\x06recent\x12'\n" +
 	"\x04open\x18\x02 \x03(\v2\x13.qlc.v1.LedgerEntryR\x04open\x12#\n" +
 	"\rperiod_tokens\x18\x03 \x01(\x03R\fperiodTokens\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"~\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xa7\x01\n" +
 	"\x0eRegistryChange\x12\x18\n" +
 	"\atenants\x18\x01 \x03(\fR\atenants\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\fR\x04keys\x12\x19\n" +
 	"\bwant_all\x18\x03 \x01(\bR\awantAll\x12#\n" +
-	"\rprovider_keys\x18\x04 \x03(\fR\fproviderKeys\"r\n" +
+	"\rprovider_keys\x18\x04 \x03(\fR\fproviderKeys\x12'\n" +
+	"\x0ftenant_profiles\x18P \x03(\fR\x0etenantProfiles\"r\n" +
 	"\vFitToBudget\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x12\n" +

@@ -463,62 +463,70 @@ func (r *rawConfig) convert() (c *Config, broken map[string]bool, errs []error) 
 		c.Providers[name] = *p
 	}
 	for _, name := range sortedKeys(r.Profiles) {
-		rp := r.Profiles[name]
-		path := "profiles." + name
-		if rp == nil {
-			bad(path, "empty (needs stages)")
+		p, isBroken, perrs := convertProfile(name, "profiles."+name, r.Profiles[name])
+		errs = append(errs, perrs...)
+		if isBroken {
 			broken[name] = true
-			c.Profiles[name] = &Profile{Name: name}
-			continue
-		}
-		p := &Profile{Name: name, Description: rp.Description, Strategy: rp.Strategy, CacheUnseeded: rp.CacheUnseeded,
-			CacheNearDuplicates: rp.CacheNearDuplicates}
-		if !p.IsChain() {
-			if rp.Stages != nil {
-				bad(path+".stages", "applies only to strategy chain (strategy %s has its own shape)", rp.Strategy)
-			}
-			steps, errs2 := rp.expand(path)
-			errs = append(errs, errs2...)
-			if len(errs2) > 0 {
-				broken[name] = true
-			}
-			p.Stages = steps
-			c.Profiles[name] = p
-			continue
-		}
-		if rp.usesStrategyFields() {
-			bad(path, "proposers, aggregator, members, chairman, samples, judge, layers, count, method, min_* and step_deadline apply only to strategies moa, council and vote")
-			broken[name] = true
-		}
-		for stageName := range rp.Stages {
-			if st, err := ParseStage(stageName); err != nil || !st.Chain() || stageName != strings.ToLower(stageName) {
-				bad(path+".stages", "unknown stage %q (the stages are generator, refiner, validator, curator)", stageName)
-				broken[name] = true
-			}
-		}
-		for _, s := range Stages {
-			rs, ok := rp.Stages[s.String()]
-			spath := path + ".stages." + s.String()
-			if !ok {
-				bad(spath, "missing (every profile sets all four stages)")
-				broken[name] = true
-				continue
-			}
-			if rs == nil {
-				bad(spath, "empty (needs at least model)")
-				broken[name] = true
-				continue
-			}
-			sp := rs.spec(s, rp.Provider)
-			if prev := len(p.Stages); prev > 0 {
-				sp.Inputs, sp.MinInputs = []string{p.Stages[prev-1].StepID()}, 1
-			}
-			sp.Final = s == StageCurator
-			p.Stages = append(p.Stages, sp)
 		}
 		c.Profiles[name] = p
 	}
 	return c, broken, errs
+}
+
+// convertProfile builds one profile from its entry rp (the file's
+// profiles.<name>, or a tenant's own profile), naming fields under path.
+// broken: the profile is incomplete (validate does not count its stages
+// again).
+func convertProfile(name, path string, rp *rawProfile) (p *Profile, broken bool, errs []error) {
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	}
+	if rp == nil {
+		bad(path, "empty (needs stages)")
+		return &Profile{Name: name}, true, errs
+	}
+	p = &Profile{Name: name, Description: rp.Description, Strategy: rp.Strategy, CacheUnseeded: rp.CacheUnseeded,
+		CacheNearDuplicates: rp.CacheNearDuplicates}
+	if !p.IsChain() {
+		if rp.Stages != nil {
+			bad(path+".stages", "applies only to strategy chain (strategy %s has its own shape)", rp.Strategy)
+		}
+		steps, errs2 := rp.expand(path)
+		errs = append(errs, errs2...)
+		p.Stages = steps
+		return p, len(errs2) > 0, errs
+	}
+	if rp.usesStrategyFields() {
+		bad(path, "proposers, aggregator, members, chairman, samples, judge, layers, count, method, min_* and step_deadline apply only to strategies moa, council and vote")
+		broken = true
+	}
+	for stageName := range rp.Stages {
+		if st, err := ParseStage(stageName); err != nil || !st.Chain() || stageName != strings.ToLower(stageName) {
+			bad(path+".stages", "unknown stage %q (the stages are generator, refiner, validator, curator)", stageName)
+			broken = true
+		}
+	}
+	for _, s := range Stages {
+		rs, ok := rp.Stages[s.String()]
+		spath := path + ".stages." + s.String()
+		if !ok {
+			bad(spath, "missing (every profile sets all four stages)")
+			broken = true
+			continue
+		}
+		if rs == nil {
+			bad(spath, "empty (needs at least model)")
+			broken = true
+			continue
+		}
+		sp := rs.spec(s, rp.Provider)
+		if prev := len(p.Stages); prev > 0 {
+			sp.Inputs, sp.MinInputs = []string{p.Stages[prev-1].StepID()}, 1
+		}
+		sp.Final = s == StageCurator
+		p.Stages = append(p.Stages, sp)
+	}
+	return p, broken, errs
 }
 
 // spec turns a step's settings into a StageSpec with defaults filled in.
@@ -827,41 +835,7 @@ func (c *Config) validate(broken map[string]bool) []error {
 		bad("profiles", "none defined")
 	}
 	for _, name := range sortedKeys(c.Profiles) {
-		p := c.Profiles[name]
-		path := "profiles." + name
-		if p == nil {
-			bad(path, "empty")
-			continue
-		}
-		if !profileNameRE.MatchString(name) {
-			bad(path, "bad name (lower-case letters, digits, '.', '-', '_'; at most 64)")
-		}
-		if p.Name == "" {
-			p.Name = name
-		} else if p.Name != name {
-			bad(path, "Name %q differs from its key", p.Name)
-		}
-		if !p.IsChain() {
-			if !broken[name] {
-				c.validateSteps(&errs, path, p)
-			}
-			continue
-		}
-		if len(p.Stages) != len(Stages) {
-			if !broken[name] {
-				bad(path+".stages", "has %d stages, needs all four (generator, refiner, validator, curator)", len(p.Stages))
-			}
-			continue
-		}
-		for i := range p.Stages {
-			sp := &p.Stages[i]
-			spath := path + ".stages." + Stages[i].String()
-			if sp.Stage != Stages[i] {
-				bad(path+".stages", "stage %d is %s, want %s (pipeline order)", i, sp.Stage, Stages[i])
-				continue
-			}
-			c.checkStep(&errs, spath, sp)
-		}
+		c.validateProfile(&errs, name, "profiles."+name, c.Profiles[name], broken[name])
 	}
 
 	if c.DefaultProfile == "" {
@@ -906,6 +880,47 @@ func (c *Config) validate(broken map[string]bool) []error {
 		}
 	}
 	return errs
+}
+
+// validateProfile checks one profile p, named name, whose fields are
+// named under path; broken: convertProfile already reported it incomplete.
+func (c *Config) validateProfile(errs *[]error, name, path string, p *Profile, broken bool) {
+	bad := func(path, format string, args ...any) {
+		*errs = append(*errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	}
+	if p == nil {
+		*errs = append(*errs, fmt.Errorf("%w: %s: empty", ErrInvalidConfig, path))
+		return
+	}
+	if !profileNameRE.MatchString(name) {
+		bad(path, "bad name (lower-case letters, digits, '.', '-', '_'; at most 64)")
+	}
+	if p.Name == "" {
+		p.Name = name
+	} else if p.Name != name {
+		bad(path, "Name %q differs from its key", p.Name)
+	}
+	if !p.IsChain() {
+		if !broken {
+			c.validateSteps(errs, path, p)
+		}
+		return
+	}
+	if len(p.Stages) != len(Stages) {
+		if !broken {
+			bad(path+".stages", "has %d stages, needs all four (generator, refiner, validator, curator)", len(p.Stages))
+		}
+		return
+	}
+	for i := range p.Stages {
+		sp := &p.Stages[i]
+		spath := path + ".stages." + Stages[i].String()
+		if sp.Stage != Stages[i] {
+			bad(path+".stages", "stage %d is %s, want %s (pipeline order)", i, sp.Stage, Stages[i])
+			continue
+		}
+		c.checkStep(errs, spath, sp)
+	}
 }
 
 // checkStep checks one step's own settings (provider, model, sampling,

@@ -14,6 +14,10 @@ const (
 	PeriodMonth = "month" // resets on the 1st at 00:00 UTC
 )
 
+// MaxTenantProfiles is the largest max_profiles Validate accepts: every
+// gateway holds every tenant's profiles in memory.
+const MaxTenantProfiles = 1000
+
 // MaxWeight is the largest fair-share weight Validate accepts.
 const MaxWeight = 1000
 
@@ -28,6 +32,10 @@ type Limits struct {
 	Profiles          []string `json:"profiles,omitempty" yaml:"profiles"`           // allowed profiles; empty = all
 	Weight            int64    `json:"weight,omitempty" yaml:"weight"`               // fair-share weight; 0 = 1
 	MaxStreams        int64    `json:"max_streams,omitempty" yaml:"max_streams"`     // concurrent event streams per key
+	// MaxProfiles is how many profiles of its own the tenant may keep
+	// (PUT /v1/profiles/{name}). Unlike the other limits, 0 (the default)
+	// is none: a tenant's own profiles are off until an admin allows them.
+	MaxProfiles int64 `json:"max_profiles,omitempty" yaml:"max_profiles"`
 }
 
 // Validate reports every problem of l, each wrapping ErrInvalid and naming
@@ -48,6 +56,7 @@ func (l Limits) Validate() error {
 		{"token_budget", l.TokenBudget},
 		{"weight", l.Weight},
 		{"max_streams", l.MaxStreams},
+		{"max_profiles", l.MaxProfiles},
 	} {
 		if f.v < 0 {
 			bad(f.name, "%d is negative", f.v)
@@ -57,6 +66,9 @@ func (l Limits) Validate() error {
 	case PeriodNever, PeriodDay, PeriodWeek, PeriodMonth:
 	default:
 		bad("budget_period", "unknown period %q (want \"day\", \"week\", \"month\" or empty)", l.BudgetPeriod)
+	}
+	if l.MaxProfiles > MaxTenantProfiles {
+		bad("max_profiles", "%d is above the maximum %d", l.MaxProfiles, MaxTenantProfiles)
 	}
 	if l.Weight > MaxWeight {
 		bad("weight", "%d is above the maximum %d", l.Weight, MaxWeight)

@@ -145,6 +145,21 @@ var migrations = [][]string{
 			PRIMARY KEY (tenant_id, endpoint)
 		) WITHOUT ROWID`,
 	},
+	// 6: tenants' own profiles, and the limit on how many a tenant keeps.
+	// A deletion is a tombstone (deleted, empty definition) so that it
+	// replicates.
+	{
+		`ALTER TABLE tenants ADD COLUMN max_profiles INTEGER NOT NULL DEFAULT 0`,
+		`CREATE TABLE IF NOT EXISTS tenant_profiles (
+			tenant_id  TEXT NOT NULL,
+			name       TEXT NOT NULL,
+			definition TEXT NOT NULL, -- the profile as JSON (stagework.Config.ParseProfile); '' once deleted
+			created_at INTEGER,
+			updated_at INTEGER NOT NULL,
+			deleted    INTEGER NOT NULL,
+			PRIMARY KEY (tenant_id, name)
+		) WITHOUT ROWID`,
+	},
 }
 
 // migrate brings the database behind db to the newest version, len(migrations). It is idempotent:

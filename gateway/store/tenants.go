@@ -47,15 +47,15 @@ func (s *Store) PutTenant(t Tenant) (bool, error) {
 		return false, fmt.Errorf("store: put tenant %q: %w", t.ID, err)
 	}
 	res, err := s.exec(`INSERT INTO tenants
-		(id, name, rpm, tpm, concurrent_runs, token_budget, budget_period, profiles, weight, max_streams, created_at, updated_at, deleted)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		(id, name, rpm, tpm, concurrent_runs, token_budget, budget_period, profiles, weight, max_streams, created_at, updated_at, deleted, max_profiles)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET
 			name = excluded.name, rpm = excluded.rpm, tpm = excluded.tpm,
 			concurrent_runs = excluded.concurrent_runs, token_budget = excluded.token_budget,
 			budget_period = excluded.budget_period, profiles = excluded.profiles,
 			weight = excluded.weight, max_streams = excluded.max_streams,
 			created_at = excluded.created_at, updated_at = excluded.updated_at,
-			deleted = excluded.deleted
+			deleted = excluded.deleted, max_profiles = excluded.max_profiles
 		WHERE excluded.updated_at > tenants.updated_at`, args...)
 	if err != nil {
 		return false, fmt.Errorf("store: put tenant %q: %w", t.ID, err)
@@ -85,11 +85,11 @@ func tenantArgs(t Tenant) ([]any, error) {
 	}
 	l := t.Limits
 	return []any{t.ID, t.Name, l.RequestsPerMinute, l.TokensPerMinute, l.ConcurrentRuns, l.TokenBudget,
-		l.BudgetPeriod, profiles, l.Weight, l.MaxStreams, created, updated, t.Deleted}, nil
+		l.BudgetPeriod, profiles, l.Weight, l.MaxStreams, created, updated, t.Deleted, l.MaxProfiles}, nil
 }
 
 // tenantColumns are the columns scanTenant reads, in its order.
-const tenantColumns = `id, name, rpm, tpm, concurrent_runs, token_budget, budget_period, profiles, weight, max_streams, created_at, updated_at, deleted`
+const tenantColumns = `id, name, rpm, tpm, concurrent_runs, token_budget, budget_period, profiles, weight, max_streams, created_at, updated_at, deleted, max_profiles`
 
 // scanTenant reads one row of tenantColumns.
 func scanTenant(sc rowScanner) (Tenant, error) {
@@ -100,7 +100,7 @@ func scanTenant(sc rowScanner) (Tenant, error) {
 		l                = &t.Limits
 	)
 	if err := sc.Scan(&t.ID, &t.Name, &l.RequestsPerMinute, &l.TokensPerMinute, &l.ConcurrentRuns, &l.TokenBudget,
-		&l.BudgetPeriod, &profiles, &l.Weight, &l.MaxStreams, &created, &updated, &t.Deleted); err != nil {
+		&l.BudgetPeriod, &profiles, &l.Weight, &l.MaxStreams, &created, &updated, &t.Deleted, &l.MaxProfiles); err != nil {
 		return Tenant{}, err
 	}
 	if err := fromJSON(profiles, &l.Profiles); err != nil {
