@@ -309,7 +309,17 @@ func TestNearDuplicateQuestionFromTheCache(t *testing.T) {
 	}
 	first := run("near", "How does Raft elect a leader?")
 	// The log is kept by the run's end hook, just after its end is logged.
-	pollUntilTrue(t, "the first run's log kept", func() bool { n, _ := e.cache.stats(); return n == 1 })
+	// Kept, then indexed for near duplicates (two steps: wait for both).
+	pollUntilTrue(t, "the first run's log kept and indexed", func() bool {
+		n, _ := e.cache.stats()
+		e.cache.mu.Lock()
+		defer e.cache.mu.Unlock()
+		indexed := 0
+		for _, entries := range e.cache.near {
+			indexed += len(entries)
+		}
+		return n == 1 && indexed == 1
+	})
 	for _, c := range []struct {
 		q         string
 		fromFirst bool
