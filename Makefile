@@ -10,7 +10,7 @@ RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework
 
 ## run: the whole system on localhost:8080 (one process, simulated models)
 run:
-	$(GO) run ./cmd/gateway -local -addr localhost:8080
+	$(GO) run ./cmd/gateway -local -addr localhost:8080 -trace-store 4096
 
 ## test: every test (unit + race + browser); .ci/run calls this. One package
 ## at a time (-p 1): the multi-process cluster tests must not share the two

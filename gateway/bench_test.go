@@ -44,9 +44,9 @@ func cpuTime() time.Duration {
 // received per run; with tracing off it does nothing. Compare
 // `QLC_BENCH_TRACING=1 go test -bench ...` with the same command without it.
 //
-// QLC_BENCH_TRACING=store is what a gateway or node binary does by default
-// (no OTEL_* set, -trace-store at its default): every span goes to the
-// console's in-process span store, nothing is exported.
+// QLC_BENCH_TRACING=store is a gateway or node binary with -trace-store
+// set and no OTEL_* (make run): every span goes to the console's
+// in-process span store, nothing is exported.
 func benchTracing(b *testing.B) (report func(runs int)) {
 	switch os.Getenv("QLC_BENCH_TRACING") {
 	case "1":

@@ -553,7 +553,7 @@ profiles:
 `, nil)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	defer client.CloseIdleConnections()
-	report := benchTracing(b) // QLC_BENCH_TRACING=store: as the binaries run by default
+	report := benchTracing(b) // QLC_BENCH_TRACING=store: as make run does (-trace-store)
 	defer report(1)
 	for _, profile := range []string{"chain", "moa"} {
 		b.Run(profile, func(b *testing.B) {

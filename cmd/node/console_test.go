@@ -78,6 +78,7 @@ func gatewayLogTime(t *testing.T, member string) (time.Time, bool) {
 // the page drawing it is logged (BENCHMARKS.md); the bound asserted is
 // loose.
 func TestConsoleInChromium(t *testing.T) {
+	t.Setenv("QLC_TRACE_STORE", "4096") // the processes keep their spans for the waterfall
 	c := startMemberCluster(t, 3)
 	for _, path := range []string{"/v1/admin/console", "/v1/admin/console/events"} {
 		resp, err := http.Get(c.gw + path) // the tenant's key (withKey)

@@ -227,7 +227,7 @@
 
   function renderDetail(d) {
     const r = d.run;
-    $('detail-meta').textContent = r.profile + ' · ' + r.status + (r.trace_id ? ' · trace ' + r.trace_id : ' · no trace (tracing off)');
+    $('detail-meta').textContent = r.profile + ' · ' + r.status + (r.trace_id ? ' · trace ' + r.trace_id : ' · no trace (tracing off: start the gateway and nodes with -trace-store N, or OTEL_* for a collector)');
     const rows = document.createDocumentFragment();
     const t0 = d.timeline.length ? Date.parse(d.timeline[0].at) : 0;
     for (const e of d.timeline) {
