@@ -1475,6 +1475,12 @@ func (e *Engine) compactFinished(now time.Time) {
 	e.toPackMu.Unlock()
 	var later []*Hub
 	for _, h := range hubs {
+		e.mu.Lock()
+		held := e.hubs[h.RunID] == h
+		e.mu.Unlock()
+		if !held {
+			continue // evicted before its turn: not worth packing
+		}
 		if ok, _ := h.compact(now, compactAfter); !ok && h.endedWithin(now, compactAfter) {
 			later = append(later, h)
 		}
@@ -1613,6 +1619,7 @@ func (e *Engine) drop(hubs []*Hub) {
 		if pid := h.PID(); pid != nil {
 			e.system.Root.Stop(pid)
 		}
+		h.detachCoordinator() // a reader may hold the hub a while yet: not the stopped coordinator with it
 	}
 }
 

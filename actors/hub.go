@@ -830,6 +830,14 @@ func (h *Hub) Pack() bool {
 	return ok
 }
 
+// detachCoordinator replaces the hub's PID of its coordinator with a copy
+// that caches no process (detachedPID).
+func (h *Hub) detachCoordinator() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.coordinator = detachedPID(h.coordinator)
+}
+
 // endedWithin reports whether the run ended less than d before now.
 func (h *Hub) endedWithin(now time.Time, d time.Duration) bool {
 	h.mu.Lock()

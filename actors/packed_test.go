@@ -293,3 +293,51 @@ func TestFinishedRunsLetGoOfTheirEvents(t *testing.T) {
 		}
 	}
 }
+
+// Once finished runs are evicted, the heap comes back to within 10 % of
+// where it was before them (issue 17): nothing of a run outlives its
+// retention.
+func TestHeapReturnsAfterEviction(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.RetainFinished = 100 * time.Millisecond })
+	runMany := func(n int) {
+		for range n {
+			h, err := e.StartRun(RunRequest{Tenant: "t", Profile: "instant", Query: "How do Go channels work?"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			collect(t, h, 1)
+		}
+	}
+	settled := func() uint64 {
+		deadline := time.Now().Add(30 * time.Second) // a bound for a stuck engine, not a timing goal
+		for {
+			e.mu.Lock()
+			n := len(e.hubs)
+			e.mu.Unlock()
+			e.toPackMu.Lock()
+			n += len(e.toPack)
+			e.toPackMu.Unlock()
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d runs still held after their retention", n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		var m runtime.MemStats
+		for range 3 {
+			runtime.GC()
+		}
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	runMany(20) // warm: tokenizer tables, pools, the actor registry's shards
+	idle := settled()
+	runMany(300)
+	after := settled()
+	t.Logf("heap: %.1f MB before 300 runs, %.1f MB after they were evicted", float64(idle)/1e6, float64(after)/1e6)
+	if after > idle+idle/10 {
+		t.Errorf("heap %d bytes after the runs were evicted, %d before: more than 10 %% above", after, idle)
+	}
+}
