@@ -584,11 +584,26 @@ func (c *cluster) client(key string) *client.Client {
 }
 
 func (c *cluster) runToEnd(ctx context.Context, cl *client.Client, profile string) (*client.Run, error) {
-	r, err := cl.CreateRun(ctx, client.RunRequest{Query: "How do vector clocks work?", Profile: profile})
-	if err != nil {
-		return nil, fmt.Errorf("create a %s run: %w", profile, err)
+	// A refusal that says when to come back (503 with Retry-After: a node
+	// starved of CPU on a busy machine was taken for dead a moment) is
+	// retried as a client should, a few times.
+	for attempt := 1; ; attempt++ {
+		r, err := cl.CreateRun(ctx, client.RunRequest{Query: "How do vector clocks work?", Profile: profile})
+		var apiErr *client.APIError
+		if err != nil && attempt < 5 && errors.As(err, &apiErr) && apiErr.Status == http.StatusServiceUnavailable && apiErr.RetryAfter > 0 {
+			c.t.Logf("create a %s run: %v; retrying after %v", profile, err, apiErr.RetryAfter)
+			select {
+			case <-time.After(min(apiErr.RetryAfter, 3*time.Second)):
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create a %s run: %w", profile, err)
+		}
+		return c.wait(ctx, cl, r.ID)
 	}
-	return c.wait(ctx, cl, r.ID)
 }
 
 // wait polls a run until it ended (30 s at most).
