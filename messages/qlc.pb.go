@@ -386,7 +386,18 @@ type StartRun struct {
 	// cluster key (internal/sealed), bound to the tenant and endpoint. Only
 	// the attempt that calls the endpoint opens one; a clear key never
 	// crosses a mailbox.
-	ProviderKeys  []*SealedSecret `protobuf:"bytes,13,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"`
+	ProviderKeys []*SealedSecret `protobuf:"bytes,13,rep,name=provider_keys,json=providerKeys,proto3" json:"provider_keys,omitempty"`
+	// step_models are the cost/quality optimiser's choices for the run's
+	// steps with candidates (stagework.Optimise), in the order made: each
+	// step's first pick, then each change (a downgrade to fit the cost cap,
+	// a faster model to fit the latency cap). A step runs on its last
+	// entry's model; the coordinator logs each entry as a ModelChosen event.
+	// Empty: every step runs its profile's model.
+	StepModels []*StepModel `protobuf:"bytes,90,rep,name=step_models,json=stepModels,proto3" json:"step_models,omitempty"`
+	// budget is what the request asked of the run's cost, latency and
+	// quality; the coordinator stops the remaining optional steps once the
+	// run's real cost crosses budget.max_cost_usd. Nil: none asked.
+	Budget        *RunBudget `protobuf:"bytes,91,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -508,6 +519,20 @@ func (x *StartRun) GetRouting() *RunRouting {
 func (x *StartRun) GetProviderKeys() []*SealedSecret {
 	if x != nil {
 		return x.ProviderKeys
+	}
+	return nil
+}
+
+func (x *StartRun) GetStepModels() []*StepModel {
+	if x != nil {
+		return x.StepModels
+	}
+	return nil
+}
+
+func (x *StartRun) GetBudget() *RunBudget {
+	if x != nil {
+		return x.Budget
 	}
 	return nil
 }
@@ -809,6 +834,7 @@ type RunEvent struct {
 	//	*RunEvent_StepSkipped
 	//	*RunEvent_Ranking
 	//	*RunEvent_StepNote
+	//	*RunEvent_ModelChosen
 	Kind          isRunEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -978,6 +1004,15 @@ func (x *RunEvent) GetStepNote() *StepNote {
 	return nil
 }
 
+func (x *RunEvent) GetModelChosen() *StepModel {
+	if x != nil {
+		if x, ok := x.Kind.(*RunEvent_ModelChosen); ok {
+			return x.ModelChosen
+		}
+	}
+	return nil
+}
+
 type isRunEvent_Kind interface {
 	isRunEvent_Kind()
 }
@@ -1026,6 +1061,10 @@ type RunEvent_StepNote struct {
 	StepNote *StepNote `protobuf:"bytes,20,opt,name=step_note,json=stepNote,proto3,oneof"`
 }
 
+type RunEvent_ModelChosen struct {
+	ModelChosen *StepModel `protobuf:"bytes,30,opt,name=model_chosen,json=modelChosen,proto3,oneof"`
+}
+
 func (*RunEvent_StageStarted) isRunEvent_Kind() {}
 
 func (*RunEvent_TokenDelta) isRunEvent_Kind() {}
@@ -1047,6 +1086,8 @@ func (*RunEvent_StepSkipped) isRunEvent_Kind() {}
 func (*RunEvent_Ranking) isRunEvent_Kind() {}
 
 func (*RunEvent_StepNote) isRunEvent_Kind() {}
+
+func (*RunEvent_ModelChosen) isRunEvent_Kind() {}
 
 // RunEventAck tells a coordinator its run's hub has logged everything up to
 // seq, the terminal event included; the coordinator may then stop (until
@@ -4460,6 +4501,195 @@ func (x *RunRouting) GetProfile() string {
 	return ""
 }
 
+// StepModel is the model the cost/quality optimiser chose for a step, and
+// why (stagework.Choice): a first pick, or a change of it (from_model set).
+type StepModel struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Step     string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Provider string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	Model    string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Quality  int32                  `protobuf:"varint,4,opt,name=quality,proto3" json:"quality,omitempty"` // the candidate's declared tier, 1..5
+	Reason   string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// downgraded: moved to a cheaper, lower-quality model to fit the cost
+	// cap (or picked below the quality floor for want of a healthy one).
+	Downgraded      bool    `protobuf:"varint,6,opt,name=downgraded,proto3" json:"downgraded,omitempty"`
+	FromProvider    string  `protobuf:"bytes,7,opt,name=from_provider,json=fromProvider,proto3" json:"from_provider,omitempty"`
+	FromModel       string  `protobuf:"bytes,8,opt,name=from_model,json=fromModel,proto3" json:"from_model,omitempty"`
+	FromQuality     int32   `protobuf:"varint,9,opt,name=from_quality,json=fromQuality,proto3" json:"from_quality,omitempty"`
+	EstimateCostUsd float64 `protobuf:"fixed64,10,opt,name=estimate_cost_usd,json=estimateCostUsd,proto3" json:"estimate_cost_usd,omitempty"` // the run's predicted cost after this choice
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StepModel) Reset() {
+	*x = StepModel{}
+	mi := &file_qlc_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepModel) ProtoMessage() {}
+
+func (x *StepModel) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepModel.ProtoReflect.Descriptor instead.
+func (*StepModel) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *StepModel) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepModel) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *StepModel) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *StepModel) GetQuality() int32 {
+	if x != nil {
+		return x.Quality
+	}
+	return 0
+}
+
+func (x *StepModel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *StepModel) GetDowngraded() bool {
+	if x != nil {
+		return x.Downgraded
+	}
+	return false
+}
+
+func (x *StepModel) GetFromProvider() string {
+	if x != nil {
+		return x.FromProvider
+	}
+	return ""
+}
+
+func (x *StepModel) GetFromModel() string {
+	if x != nil {
+		return x.FromModel
+	}
+	return ""
+}
+
+func (x *StepModel) GetFromQuality() int32 {
+	if x != nil {
+		return x.FromQuality
+	}
+	return 0
+}
+
+func (x *StepModel) GetEstimateCostUsd() float64 {
+	if x != nil {
+		return x.EstimateCostUsd
+	}
+	return 0
+}
+
+// RunBudget is what a request asked of a run (stagework.Budget).
+type RunBudget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MaxCostUsd    float64                `protobuf:"fixed64,1,opt,name=max_cost_usd,json=maxCostUsd,proto3" json:"max_cost_usd,omitempty"`      // 0: no cap
+	MaxLatencyMs  int64                  `protobuf:"varint,2,opt,name=max_latency_ms,json=maxLatencyMs,proto3" json:"max_latency_ms,omitempty"` // 0: no cap
+	MinQuality    int32                  `protobuf:"varint,3,opt,name=min_quality,json=minQuality,proto3" json:"min_quality,omitempty"`         // 0: each step's default model's quality
+	Downgrade     bool                   `protobuf:"varint,4,opt,name=downgrade,proto3" json:"downgrade,omitempty"`                             // on_budget "downgrade"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunBudget) Reset() {
+	*x = RunBudget{}
+	mi := &file_qlc_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunBudget) ProtoMessage() {}
+
+func (x *RunBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunBudget.ProtoReflect.Descriptor instead.
+func (*RunBudget) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *RunBudget) GetMaxCostUsd() float64 {
+	if x != nil {
+		return x.MaxCostUsd
+	}
+	return 0
+}
+
+func (x *RunBudget) GetMaxLatencyMs() int64 {
+	if x != nil {
+		return x.MaxLatencyMs
+	}
+	return 0
+}
+
+func (x *RunBudget) GetMinQuality() int32 {
+	if x != nil {
+		return x.MinQuality
+	}
+	return 0
+}
+
+func (x *RunBudget) GetDowngrade() bool {
+	if x != nil {
+		return x.Downgrade
+	}
+	return false
+}
+
 // RunEstimate is a run's predicted latency and cost, made when it was
 // admitted (stagework.EstimateRun).
 type RunEstimate struct {
@@ -4476,7 +4706,7 @@ type RunEstimate struct {
 
 func (x *RunEstimate) Reset() {
 	*x = RunEstimate{}
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4488,7 +4718,7 @@ func (x *RunEstimate) String() string {
 func (*RunEstimate) ProtoMessage() {}
 
 func (x *RunEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4501,7 +4731,7 @@ func (x *RunEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEstimate.ProtoReflect.Descriptor instead.
 func (*RunEstimate) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{56}
+	return file_qlc_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RunEstimate) GetAnswerTtft() *durationpb.Duration {
@@ -4557,7 +4787,7 @@ type CacheLookup struct {
 
 func (x *CacheLookup) Reset() {
 	*x = CacheLookup{}
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4569,7 +4799,7 @@ func (x *CacheLookup) String() string {
 func (*CacheLookup) ProtoMessage() {}
 
 func (x *CacheLookup) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4582,7 +4812,7 @@ func (x *CacheLookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheLookup.ProtoReflect.Descriptor instead.
 func (*CacheLookup) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{57}
+	return file_qlc_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CacheLookup) GetKey() string {
@@ -4604,7 +4834,7 @@ type CacheEntry struct {
 
 func (x *CacheEntry) Reset() {
 	*x = CacheEntry{}
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4616,7 +4846,7 @@ func (x *CacheEntry) String() string {
 func (*CacheEntry) ProtoMessage() {}
 
 func (x *CacheEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4629,7 +4859,7 @@ func (x *CacheEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheEntry.ProtoReflect.Descriptor instead.
 func (*CacheEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{58}
+	return file_qlc_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CacheEntry) GetFound() bool {
@@ -4665,7 +4895,7 @@ type CacheStore struct {
 
 func (x *CacheStore) Reset() {
 	*x = CacheStore{}
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4677,7 +4907,7 @@ func (x *CacheStore) String() string {
 func (*CacheStore) ProtoMessage() {}
 
 func (x *CacheStore) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4690,7 +4920,7 @@ func (x *CacheStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStore.ProtoReflect.Descriptor instead.
 func (*CacheStore) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{59}
+	return file_qlc_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CacheStore) GetKey() string {
@@ -4728,7 +4958,7 @@ type SealedSecret struct {
 
 func (x *SealedSecret) Reset() {
 	*x = SealedSecret{}
-	mi := &file_qlc_proto_msgTypes[60]
+	mi := &file_qlc_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4740,7 +4970,7 @@ func (x *SealedSecret) String() string {
 func (*SealedSecret) ProtoMessage() {}
 
 func (x *SealedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[60]
+	mi := &file_qlc_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4753,7 +4983,7 @@ func (x *SealedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedSecret.ProtoReflect.Descriptor instead.
 func (*SealedSecret) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{60}
+	return file_qlc_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SealedSecret) GetEndpoint() string {
@@ -4791,7 +5021,7 @@ type ProviderKeyChanged struct {
 
 func (x *ProviderKeyChanged) Reset() {
 	*x = ProviderKeyChanged{}
-	mi := &file_qlc_proto_msgTypes[61]
+	mi := &file_qlc_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4803,7 +5033,7 @@ func (x *ProviderKeyChanged) String() string {
 func (*ProviderKeyChanged) ProtoMessage() {}
 
 func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[61]
+	mi := &file_qlc_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4816,7 +5046,7 @@ func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProviderKeyChanged.ProtoReflect.Descriptor instead.
 func (*ProviderKeyChanged) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{61}
+	return file_qlc_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ProviderKeyChanged) GetRunId() string {
@@ -4861,7 +5091,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\xd9\x03\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\xb8\x04\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -4877,7 +5107,10 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcached_from\x18\v \x01(\tR\n" +
 	"cachedFrom\x12,\n" +
 	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\x129\n" +
-	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\"n\n" +
+	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\x122\n" +
+	"\vstep_models\x18Z \x03(\v2\x11.qlc.v1.StepModelR\n" +
+	"stepModels\x12)\n" +
+	"\x06budget\x18[ \x01(\v2\x11.qlc.v1.RunBudgetR\x06budget\"n\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
@@ -4895,7 +5128,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcoordinator\x18\x01 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\":\n" +
 	"\x06Lagged\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
-	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\"\xf8\x05\n" +
+	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\"\xb0\x06\n" +
 	"\bRunEvent\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
@@ -4915,7 +5148,8 @@ const file_qlc_proto_rawDesc = "" +
 	"runPlanned\x128\n" +
 	"\fstep_skipped\x18\x12 \x01(\v2\x13.qlc.v1.StepSkippedH\x00R\vstepSkipped\x12+\n" +
 	"\aranking\x18\x13 \x01(\v2\x0f.qlc.v1.RankingH\x00R\aranking\x12/\n" +
-	"\tstep_note\x18\x14 \x01(\v2\x10.qlc.v1.StepNoteH\x00R\bstepNoteB\x06\n" +
+	"\tstep_note\x18\x14 \x01(\v2\x10.qlc.v1.StepNoteH\x00R\bstepNote\x126\n" +
+	"\fmodel_chosen\x18\x1e \x01(\v2\x11.qlc.v1.StepModelH\x00R\vmodelChosenB\x06\n" +
 	"\x04kind\"6\n" +
 	"\vRunEventAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
@@ -5198,7 +5432,29 @@ const file_qlc_proto_rawDesc = "" +
 	"RunRouting\x12\x12\n" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x18\n" +
-	"\aprofile\x18\x03 \x01(\tR\aprofile\"\xfb\x01\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\"\xb6\x02\n" +
+	"\tStepModel\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x18\n" +
+	"\aquality\x18\x04 \x01(\x05R\aquality\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"downgraded\x18\x06 \x01(\bR\n" +
+	"downgraded\x12#\n" +
+	"\rfrom_provider\x18\a \x01(\tR\ffromProvider\x12\x1d\n" +
+	"\n" +
+	"from_model\x18\b \x01(\tR\tfromModel\x12!\n" +
+	"\ffrom_quality\x18\t \x01(\x05R\vfromQuality\x12*\n" +
+	"\x11estimate_cost_usd\x18\n" +
+	" \x01(\x01R\x0festimateCostUsd\"\x92\x01\n" +
+	"\tRunBudget\x12 \n" +
+	"\fmax_cost_usd\x18\x01 \x01(\x01R\n" +
+	"maxCostUsd\x12$\n" +
+	"\x0emax_latency_ms\x18\x02 \x01(\x03R\fmaxLatencyMs\x12\x1f\n" +
+	"\vmin_quality\x18\x03 \x01(\x05R\n" +
+	"minQuality\x12\x1c\n" +
+	"\tdowngrade\x18\x04 \x01(\bR\tdowngrade\"\xfb\x01\n" +
 	"\vRunEstimate\x12:\n" +
 	"\vanswer_ttft\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"answerTtft\x125\n" +
@@ -5256,7 +5512,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5315,97 +5571,102 @@ var file_qlc_proto_goTypes = []any{
 	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
 	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
 	(*RunRouting)(nil),            // 56: qlc.v1.RunRouting
-	(*RunEstimate)(nil),           // 57: qlc.v1.RunEstimate
-	(*CacheLookup)(nil),           // 58: qlc.v1.CacheLookup
-	(*CacheEntry)(nil),            // 59: qlc.v1.CacheEntry
-	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
-	(*SealedSecret)(nil),          // 61: qlc.v1.SealedSecret
-	(*ProviderKeyChanged)(nil),    // 62: qlc.v1.ProviderKeyChanged
-	nil,                           // 63: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 64: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
+	(*StepModel)(nil),             // 57: qlc.v1.StepModel
+	(*RunBudget)(nil),             // 58: qlc.v1.RunBudget
+	(*RunEstimate)(nil),           // 59: qlc.v1.RunEstimate
+	(*CacheLookup)(nil),           // 60: qlc.v1.CacheLookup
+	(*CacheEntry)(nil),            // 61: qlc.v1.CacheEntry
+	(*CacheStore)(nil),            // 62: qlc.v1.CacheStore
+	(*SealedSecret)(nil),          // 63: qlc.v1.SealedSecret
+	(*ProviderKeyChanged)(nil),    // 64: qlc.v1.ProviderKeyChanged
+	nil,                           // 65: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 66: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 68: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
 	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
-	57, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
+	59, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
-	61, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	1,  // 7: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 8: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 9: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	65, // 10: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 11: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 12: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 13: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 14: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 15: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 16: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 17: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 18: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 19: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 20: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 21: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 22: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 23: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 24: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 25: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 26: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 27: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	66, // 28: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	66, // 29: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 30: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 31: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 32: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 33: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 34: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 35: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 36: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 37: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 38: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 39: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	66, // 40: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	66, // 41: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 42: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	66, // 43: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 44: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 45: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 46: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 47: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 48: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 49: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 50: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 51: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 52: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 53: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 54: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 55: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 56: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 57: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	44, // 58: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 59: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 60: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 61: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 62: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	61, // 63: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	1,  // 64: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	63, // 65: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	64, // 66: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	66, // 67: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 68: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	66, // 69: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	66, // 70: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 71: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 72: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	61, // 73: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	74, // [74:74] is the sub-list for method output_type
-	74, // [74:74] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	63, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
+	57, // 7: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
+	58, // 8: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
+	1,  // 9: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 10: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 11: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	67, // 12: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 13: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 14: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 15: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 16: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 17: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 18: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	30, // 19: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 20: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 21: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 22: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 23: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	57, // 24: qlc.v1.RunEvent.model_chosen:type_name -> qlc.v1.StepModel
+	11, // 25: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 26: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 27: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 28: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 29: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 30: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	68, // 31: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	68, // 32: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 33: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 34: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 35: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 36: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 37: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	21, // 38: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 39: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 40: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 41: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 42: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	68, // 43: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	68, // 44: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 45: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	68, // 46: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 47: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 48: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 49: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 50: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 51: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 52: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 53: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 54: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 55: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 56: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 57: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 58: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 59: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 60: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	44, // 61: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 62: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 63: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 64: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 65: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	63, // 66: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	1,  // 67: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	65, // 68: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	66, // 69: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	68, // 70: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 71: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	68, // 72: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	68, // 73: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	11, // 74: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	11, // 75: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	63, // 76: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -5425,6 +5686,7 @@ func file_qlc_proto_init() {
 		(*RunEvent_StepSkipped)(nil),
 		(*RunEvent_Ranking)(nil),
 		(*RunEvent_StepNote)(nil),
+		(*RunEvent_ModelChosen)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5432,7 +5694,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   64,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
