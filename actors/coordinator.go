@@ -174,6 +174,8 @@ type coordinator struct {
 	deadlineGen int
 	started     time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
 	sawToken    bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
+	spentUSD    float64   // the run's real cost so far, at the file's prices (budget.go)
+	capHit      bool      // the cost cap was crossed and the optional steps stopped
 }
 
 // stageAttempt is the state of one running step.
@@ -489,6 +491,8 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		ctx.Stop(ctx.Self())
 		return
 	}
+	// The optimiser's choices, made at admission (budget.go).
+	profile = profile.WithModels(stepModelsOf(m.GetStepModels()))
 	c.profile = profile
 	c.graph = stagework.NewGraph(profile)
 	if ctx.Sender() != nil {
@@ -526,13 +530,19 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 			id := stepOf(k.StageCompleted.Step, k.StageCompleted.Stage)
 			c.graph.Finish(id, k.StageCompleted.Model, k.StageCompleted.Output)
 			c.usage = addUsage(c.usage, k.StageCompleted.Usage)
+			c.spend(c.costOf(k.StageCompleted.Model, k.StageCompleted.Usage))
 			delete(void, id)
 		case *messages.RunEvent_StepSkipped:
 			c.graph.LeaveOut(k.StepSkipped.Step, k.StepSkipped.Reason)
 			if k.StepSkipped.Usage != nil {
 				c.usage = addUsage(c.usage, k.StepSkipped.Usage)
+				c.spend(c.costOf(c.modelOfStep(k.StepSkipped.Step), k.StepSkipped.Usage))
 			}
 			delete(void, k.StepSkipped.Step)
+		case *messages.RunEvent_StepNote:
+			if k.StepNote.Kind == "cost_cap" {
+				c.capHit = true
+			}
 		case *messages.RunEvent_Ranking:
 			if !k.Ranking.Aggregate {
 				c.rankings[k.Ranking.Step] = rankingIndices(k.Ranking)
@@ -549,6 +559,11 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	c.logger.Info("run started", "profile", m.Profile, "strategy", profile.Strategy, "epoch", m.Epoch, "resumed_at_seq", len(c.log))
 	if len(m.PriorEvents) == 0 && !profile.IsChain() {
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunPlanned{RunPlanned: planOf(profile)}})
+	}
+	if len(m.PriorEvents) == 0 {
+		for _, sm := range m.GetStepModels() {
+			c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_ModelChosen{ModelChosen: sm}})
+		}
 	}
 	for _, id := range open {
 		v := void[id]
@@ -1079,6 +1094,7 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 		m.GetUsage().GetPromptTokens(), m.GetUsage().GetCompletionTokens(), cost)
 	out := a.text.String()
 	c.usage = addUsage(c.usage, m.Usage)
+	c.spend(cost)
 	c.removeAttempt(a)
 	c.graph.Finish(a.step, a.model.Model, out)
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{
@@ -1086,6 +1102,7 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 	if a.spec.Stage == stagework.StageRanker {
 		c.ranked(ctx, a.spec, out)
 	}
+	c.checkCostCap(ctx)
 	c.advance(ctx)
 }
 
@@ -1165,6 +1182,7 @@ func (c *coordinator) leaveOut(ctx actor.Context, a *stageAttempt, code, reason 
 	c.graph.LeaveOut(a.step, reason)
 	if usage != nil {
 		c.usage = addUsage(c.usage, usage)
+		c.spend(c.costOf(a.model.Model, usage))
 	}
 	c.logger.Info("step left out", "step", a.step, "code", code, "reason", reason)
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StepSkipped{StepSkipped: &messages.StepSkipped{

@@ -367,6 +367,12 @@ type RunRequest struct {
 	// instead of the endpoint's. The gateway sets them; they ride in
 	// StartRun and StartStep, never in clear.
 	ProviderKeys []*messages.SealedSecret
+	// Budget is what the request asks of the run's cost, latency and
+	// quality (the cost/quality optimiser, PlanRun); zero: nothing.
+	Budget stagework.Budget
+	// Plan is the optimiser's choice of models for the run's steps, set
+	// by PlanRun (StartRun calls it when the gateway has not).
+	Plan *stagework.Plan
 }
 
 // Engine runs consensus runs on an actor system: it owns the system, the
@@ -1077,14 +1083,20 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	for i, m := range req.History {
 		hist[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
 	}
+	if err := e.PlanRun(&req); err != nil {
+		return nil, err
+	}
 	var estimate *messages.RunEstimate
-	if est, err := e.Estimate(req.Profile, req.Query, req.History, req.MaxTokens); err == nil {
+	if req.Plan != nil {
+		estimate = toMsgEstimate(req.Plan.Estimate)
+	} else if est, err := e.Estimate(req.Profile, req.Query, req.History, req.MaxTokens); err == nil {
 		estimate = toMsgEstimate(est)
 	}
 	start := &messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
 		Estimate: estimate, Routing: req.Routing, ProviderKeys: req.ProviderKeys,
+		StepModels: toMsgStepModels(req.Plan), Budget: toMsgBudget(req.Budget),
 	}
 	hub, err := e.startCached(req, start)
 	if err != nil {
@@ -1114,6 +1126,9 @@ const leaderWait = 5 * time.Second
 // kept when it completes. Any other request starts its run.
 func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, error) {
 	p, _ := e.cfg.Stages.Profile(req.Profile)
+	if req.Plan != nil {
+		p = req.Plan.Profile // its steps on the chosen models: part of the key
+	}
 	key, ok := cacheKey(req, p)
 	if !ok || e.cache == nil {
 		return e.launch(start, nil)

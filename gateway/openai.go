@@ -31,6 +31,8 @@ type chatRequest struct {
 	MaxCompletionTokens *int   `json:"max_completion_tokens"`
 	Seed                *int64 `json:"seed"`
 	N                   *int   `json:"n"`
+	// QLC's cost/quality fields, top level (budget.go).
+	budgetFields
 }
 
 type chatMessage struct {
@@ -240,6 +242,11 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	budget, e := req.budget()
+	if e != nil {
+		writeError(w, e)
+		return
+	}
 	who := principalOf(r)
 	if req.Stream {
 		done, e := s.streamSlot(who)
@@ -250,12 +257,13 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	hub, e := s.start(who, actors.RunRequest{Profile: p.profile, Query: p.query, History: p.history, Seed: p.seed, MaxTokens: p.maxTokens,
-		NoCache: noCache(r, nil)})
+		NoCache: noCache(r, nil), Budget: budget})
 	if e != nil {
 		writeError(w, e)
 		return
 	}
 	w.Header().Set("X-QLC-Run-Id", hub.RunID)
+	setBudgetHeaders(w, hub)
 	final := ""
 	if prof, err := s.engine.Stages().Profile(hub.Profile); err == nil && len(prof.Stages) > 0 {
 		// The profile's last step is the final one until a StageStarted

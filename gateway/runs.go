@@ -34,6 +34,8 @@ type createRunRequest struct {
 	// Cache false: the run calls the models even if an identical one was
 	// kept or is in flight (also Cache-Control: no-cache).
 	Cache *bool `json:"cache"`
+	// max_cost_usd, max_latency_ms, min_quality, on_budget (budget.go).
+	budgetFields
 }
 
 // noCache reports whether a request opts out of the response cache: a
@@ -72,6 +74,11 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", fmt.Sprintf("max_tokens must be between 0 and %d", maxTokensLimit)))
 		return
 	}
+	budget, e := req.budget()
+	if e != nil {
+		writeError(w, e)
+		return
+	}
 	who := principalOf(r)
 	if req.Stream {
 		done, e := s.streamSlot(who)
@@ -82,7 +89,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	hub, e := s.start(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens,
-		NoCache: noCache(r, req.Cache)})
+		NoCache: noCache(r, req.Cache), Budget: budget})
 	if e != nil {
 		writeError(w, e)
 		return
@@ -111,6 +118,11 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	// The tenant's own keys for the profile's endpoints, sealed: only the
 	// attempts that call those endpoints open them (providerkeys.go).
 	req.ProviderKeys = s.tenancy.sealedKeys(p.tenantID(), prof)
+	// The cost/quality optimiser, before admission: a run its budget
+	// cannot pay for is refused having reserved nothing.
+	if e := s.planRun(&req); e != nil {
+		return nil, e
+	}
 	adm, e := s.admit(p, &req)
 	if e != nil {
 		return nil, e
@@ -526,9 +538,14 @@ type runView struct {
 	Estimate *estimateView `json:"estimate,omitempty"`
 	// Routing says how the profile was chosen for a run asked for with
 	// profile "auto": the question's tier, why, and the profile.
-	Routing   *routingView `json:"routing,omitempty"`
-	EventsURL string       `json:"events_url"`
-	WSURL     string       `json:"ws_url"`
+	Routing *routingView `json:"routing,omitempty"`
+	// Budget is what the request asked of the run's cost, latency and
+	// quality; Models the cost/quality optimiser's choices, in the order
+	// made (each also a model_chosen event).
+	Budget    *budgetView       `json:"budget,omitempty"`
+	Models    []modelChoiceView `json:"models,omitempty"`
+	EventsURL string            `json:"events_url"`
+	WSURL     string            `json:"ws_url"`
 }
 
 // estimateView is a run's estimate (stagework.EstimateRun): the answer's
@@ -596,6 +613,9 @@ func (s *Server) view(h *actors.Hub) runView {
 	}
 	evs := h.Events(1)
 	p, _ := s.engine.Stages().Profile(h.Profile)
+	if p != nil {
+		p = p.WithModels(chosenModels(h.StepModels()))
+	}
 	f := newRunFold(p, s.engine.Stages(), true)
 	f.fold(evs)
 	v.Strategy, v.Steps, v.Ranking = f.strategy, f.views(), f.ranking
@@ -611,6 +631,7 @@ func (s *Server) view(h *actors.Hub) runView {
 	v.Status, v.Error = f.status, f.err
 	v.Estimate = toEstimateView(h.Estimate())
 	v.Routing = toRoutingView(h.Routing())
+	v.Budget, v.Models = toBudgetView(h.Budget()), toModelChoiceViews(h.StepModels())
 	if from := h.CachedFrom(); from != "" {
 		v.Cached, v.CachedFrom = true, from
 	}
