@@ -179,3 +179,41 @@ func setBudgetHeaders(w http.ResponseWriter, hub *actors.Hub) {
 		w.Header().Set("X-QLC-Models", strings.Join(pairs, ","))
 	}
 }
+
+// stepModelsOf is a run's optimiser choices: as its start carries them,
+// else (a run restored from the store) from its model_chosen events.
+func stepModelsOf(h *actors.Hub, evs []*messages.RunEvent) []*messages.StepModel {
+	if ms := h.StepModels(); len(ms) > 0 {
+		return ms
+	}
+	var out []*messages.StepModel
+	for _, ev := range evs {
+		if m := ev.GetModelChosen(); m != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// candidateView is one of a step's candidates in GET /v1/profiles.
+type candidateView struct {
+	Provider  string   `json:"provider"`
+	Model     string   `json:"model"`
+	Quality   int      `json:"quality"`
+	InputUSD  *float64 `json:"input_usd_per_1m,omitempty"`
+	OutputUSD *float64 `json:"output_usd_per_1m,omitempty"`
+}
+
+func toCandidateViews(cfg *stagework.Config, cs []stagework.Candidate) []candidateView {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]candidateView, len(cs))
+	for i, c := range cs {
+		out[i] = candidateView{Provider: c.Provider, Model: c.Model, Quality: c.Quality}
+		if p, ok := cfg.Price(c.Model); ok {
+			out[i].InputUSD, out[i].OutputUSD = &p.Input, &p.Output
+		}
+	}
+	return out
+}

@@ -124,6 +124,28 @@ func TestBudgetRunChoosesCandidates(t *testing.T) {
 	}
 }
 
+func TestBudgetProfilesListCandidates(t *testing.T) {
+	base := newTestGateway(t, budgetProfiles)
+	var out struct {
+		Data []struct {
+			Name  string
+			Steps []profileStepVw
+		}
+	}
+	do(t, "GET", base+"/v1/profiles", "", &out)
+	for _, p := range out.Data {
+		if p.Name != "tiered" {
+			continue
+		}
+		c := p.Steps[0].Candidates
+		if len(c) != 3 || c[1].Model != "mid" || c[1].Quality != 3 || c[1].InputUSD == nil || *c[1].InputUSD != 5 || !p.Steps[1].Optional {
+			t.Fatalf("steps %+v", p.Steps)
+		}
+		return
+	}
+	t.Fatal("no tiered profile listed")
+}
+
 func TestBudgetRefusedOverCostCap(t *testing.T) {
 	base := newTestGateway(t, budgetProfiles)
 	code, _, e := postBudgetRun(t, base, `{"profile":"tiered","query":"What is 2+2?","min_quality":"high","max_cost_usd":0.001}`)

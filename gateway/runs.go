@@ -398,6 +398,10 @@ type profileStepVw struct {
 	Method string `json:"method,omitempty"`
 	// DeadlineMs is the step's own time limit (0: none).
 	DeadlineMs float64 `json:"deadline_ms,omitempty"`
+	// Candidates are the models the cost/quality optimiser may choose
+	// for the step; Optional, a step a run over its cost cap stops.
+	Candidates []candidateView `json:"candidates,omitempty"`
+	Optional   bool            `json:"optional,omitempty"`
 }
 
 // listProfiles lists the profiles the tenant may use, and its default.
@@ -432,7 +436,7 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 			}
 			pv.Steps = append(pv.Steps, profileStepVw{ID: st.StepID(), Stage: st.Stage.String(), Title: stepTitle(st.StepID(), messages.Stage(st.Stage)),
 				Provider: st.Provider, Model: st.Model, Inputs: inputs, MinInputs: st.MinInputs, Final: st.Final, Layer: st.Layer,
-				Method: st.Method, DeadlineMs: millis(st.Deadline)})
+				Method: st.Method, DeadlineMs: millis(st.Deadline), Candidates: toCandidateViews(cfg, st.Candidates), Optional: st.Optional})
 			if p.IsChain() {
 				pv.Stages = append(pv.Stages, profileStageVw{Stage: st.Stage.String(), Provider: st.Provider, Model: st.Model})
 			}
@@ -614,7 +618,7 @@ func (s *Server) view(h *actors.Hub) runView {
 	evs := h.Events(1)
 	p, _ := s.engine.Stages().Profile(h.Profile)
 	if p != nil {
-		p = p.WithModels(chosenModels(h.StepModels()))
+		p = p.WithModels(chosenModels(stepModelsOf(h, evs)))
 	}
 	f := newRunFold(p, s.engine.Stages(), true)
 	f.fold(evs)
@@ -631,7 +635,7 @@ func (s *Server) view(h *actors.Hub) runView {
 	v.Status, v.Error = f.status, f.err
 	v.Estimate = toEstimateView(h.Estimate())
 	v.Routing = toRoutingView(h.Routing())
-	v.Budget, v.Models = toBudgetView(h.Budget()), toModelChoiceViews(h.StepModels())
+	v.Budget, v.Models = toBudgetView(h.Budget()), toModelChoiceViews(stepModelsOf(h, evs))
 	if from := h.CachedFrom(); from != "" {
 		v.Cached, v.CachedFrom = true, from
 	}
