@@ -526,6 +526,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 			if v := void[stepOf(k.StageRestarted.Step, k.StageRestarted.Stage)]; v != nil {
 				v.text.Reset()
 			}
+			c.spend(c.costOf(c.modelOfStep(stepOf(k.StageRestarted.Step, k.StageRestarted.Stage)), k.StageRestarted.Usage))
 		case *messages.RunEvent_StageCompleted:
 			id := stepOf(k.StageCompleted.Step, k.StageCompleted.Stage)
 			c.graph.Finish(id, k.StageCompleted.Model, k.StageCompleted.Output)
@@ -571,10 +572,13 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 			continue
 		}
 		spec, _ := c.graph.Spec(id)
+		moved := movedUsage(v.started, v.text.String())
+		c.spend(c.costOf(v.started.GetModel(), moved))
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
 			Stage: toMsgStage(spec.Stage), Step: wireStep(spec), Reason: "coordinator moved to another node; the step is redone",
-			Usage: movedUsage(v.started, v.text.String())}}})
+			Usage: moved}}})
 	}
+	c.checkCostCap(ctx) // a resumed run may have crossed its cap before the move
 	c.admit(ctx)
 }
 
@@ -1132,9 +1136,11 @@ func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messa
 		return
 	}
 	if m.TokensStreamed > 0 {
+		void := voidUsage(a)
+		c.spend(c.costOf(a.model.Model, void))
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
 			Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Reason: fmt.Sprintf("%s after %d tokens: %s", m.Kind, m.TokensStreamed, m.Message),
-			Usage: voidUsage(a)}}})
+			Usage: void}}})
 		a.text.Reset() // void, and billed: a cancel before the retry must not bill it again
 	}
 	if d.Action == stagework.ActionFallback {
