@@ -224,6 +224,19 @@ func TestBudgetOpenAI(t *testing.T) {
 	if resp.StatusCode != http.StatusUnprocessableEntity || e.Error.Code != "over_cost_cap" || !strings.Contains(e.Error.Message, "$0.000100") {
 		t.Fatalf("HTTP %d %s", resp.StatusCode, data)
 	}
+	// The thinking model tells the choices in its reasoning, streamed too.
+	for _, stream := range []string{"false", "true"} {
+		body := `{"model":"qlc-tiered-thinking","stream":` + stream + `,"messages":[{"role":"user","content":"What is 2+2?"}],"min_quality":"low","max_cost_usd":0.5}`
+		resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(data), "p1.1 runs on small: cheapest") || !strings.Contains(string(data), "aggregator runs on mid") {
+			t.Fatalf("thinking (stream %s): HTTP %d %s", stream, resp.StatusCode, data)
+		}
+	}
 	// Without budget fields: the defaults, no headers.
 	resp, _ = chat(``)
 	if resp.StatusCode != 200 || resp.Header.Get("X-QLC-Models") != "" {

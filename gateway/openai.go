@@ -739,6 +739,14 @@ func (v *chatView) add(ev *messages.RunEvent, out chatSink) (code, msg string) {
 			v.addLine(out, k.StepNote.Step, "— "+k.StepNote.Message)
 			v.note = k.StepNote.Message
 		}
+	case *messages.RunEvent_ModelChosen:
+		if m := k.ModelChosen; v.thinking {
+			verb := " runs on "
+			if m.Downgraded {
+				verb = " downgraded to "
+			}
+			v.addLine(out, "", "— "+m.Step+verb+m.Model+": "+m.Reason)
+		}
 	}
 	return "", ""
 }
