@@ -542,14 +542,15 @@ type runView struct {
 	Estimate *estimateView `json:"estimate,omitempty"`
 	// Routing says how the profile was chosen for a run asked for with
 	// profile "auto": the question's tier, why, and the profile.
-	Routing *routingView `json:"routing,omitempty"`
+	Routing   *routingView `json:"routing,omitempty"`
+	EventsURL string       `json:"events_url"`
+	WSURL     string       `json:"ws_url"`
+
 	// Budget is what the request asked of the run's cost, latency and
 	// quality; Models the cost/quality optimiser's choices, in the order
 	// made (each also a model_chosen event).
-	Budget    *budgetView       `json:"budget,omitempty"`
-	Models    []modelChoiceView `json:"models,omitempty"`
-	EventsURL string            `json:"events_url"`
-	WSURL     string            `json:"ws_url"`
+	Budget *budgetView       `json:"budget,omitempty"`
+	Models []modelChoiceView `json:"models,omitempty"`
 }
 
 // estimateView is a run's estimate (stagework.EstimateRun): the answer's

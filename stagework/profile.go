@@ -439,18 +439,20 @@ type rawProfile struct {
 }
 
 type rawStage struct {
-	Candidates   []*rawCandidate `yaml:"candidates"`
-	Optional     bool            `yaml:"optional"`
-	Provider     string          `yaml:"provider"`
-	Model        string          `yaml:"model"`
-	Temperature  *float64        `yaml:"temperature"`
-	MaxTokens    *int            `yaml:"max_tokens"`
-	Context      *int            `yaml:"context_window"`
-	Hedge        bool            `yaml:"hedge"`
-	TTFTBudget   time.Duration   `yaml:"ttft_budget"`
-	Fallback     *ModelRef       `yaml:"fallback"`
-	SystemPrompt string          `yaml:"system_prompt"`
-	UserTemplate string          `yaml:"user_template"`
+	Provider     string        `yaml:"provider"`
+	Model        string        `yaml:"model"`
+	Temperature  *float64      `yaml:"temperature"`
+	MaxTokens    *int          `yaml:"max_tokens"`
+	Context      *int          `yaml:"context_window"`
+	Hedge        bool          `yaml:"hedge"`
+	TTFTBudget   time.Duration `yaml:"ttft_budget"`
+	Fallback     *ModelRef     `yaml:"fallback"`
+	SystemPrompt string        `yaml:"system_prompt"`
+	UserTemplate string        `yaml:"user_template"`
+
+	// The cost/quality engine's (candidates.go).
+	Candidates []*rawCandidate `yaml:"candidates"`
+	Optional   bool            `yaml:"optional"`
 }
 
 // convert builds the Config. It reports structural problems (unknown or
