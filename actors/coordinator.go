@@ -185,6 +185,8 @@ type coordinator struct {
 	// steps' spans are its children. A no-op span with tracing off.
 	traceCtx context.Context
 	span     trace.Span
+	spentUSD float64 // the run's real cost so far, at the file's prices (budget.go)
+	capHit   bool    // the cost cap was crossed and the optional steps stopped
 }
 
 // stageAttempt is the state of one running step.
@@ -524,6 +526,8 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		ctx.Stop(ctx.Self())
 		return
 	}
+	// The optimiser's choices, made at admission (budget.go).
+	profile = profile.WithModels(stepModelsOf(m.GetStepModels()))
 	c.profile = profile
 	c.span.SetAttributes(attrStrategy.String(profile.Strategy))
 	c.graph = stagework.NewGraph(profile)
@@ -558,17 +562,24 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 			if v := void[stepOf(k.StageRestarted.Step, k.StageRestarted.Stage)]; v != nil {
 				v.text.Reset()
 			}
+			c.spend(c.costOf(c.modelOfStep(stepOf(k.StageRestarted.Step, k.StageRestarted.Stage)), k.StageRestarted.Usage))
 		case *messages.RunEvent_StageCompleted:
 			id := stepOf(k.StageCompleted.Step, k.StageCompleted.Stage)
 			c.graph.Finish(id, k.StageCompleted.Model, k.StageCompleted.Output)
 			c.usage = addUsage(c.usage, k.StageCompleted.Usage)
+			c.spend(c.costOf(k.StageCompleted.Model, k.StageCompleted.Usage))
 			delete(void, id)
 		case *messages.RunEvent_StepSkipped:
 			c.graph.LeaveOut(k.StepSkipped.Step, k.StepSkipped.Reason)
 			if k.StepSkipped.Usage != nil {
 				c.usage = addUsage(c.usage, k.StepSkipped.Usage)
+				c.spend(c.costOf(c.modelOfStep(k.StepSkipped.Step), k.StepSkipped.Usage))
 			}
 			delete(void, k.StepSkipped.Step)
+		case *messages.RunEvent_StepNote:
+			if k.StepNote.Kind == "cost_cap" {
+				c.capHit = true
+			}
 		case *messages.RunEvent_Ranking:
 			if !k.Ranking.Aggregate {
 				c.rankings[k.Ranking.Step] = rankingIndices(k.Ranking)
@@ -587,16 +598,24 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	if len(m.PriorEvents) == 0 && !profile.IsChain() {
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_RunPlanned{RunPlanned: planOf(profile)}})
 	}
+	if len(m.PriorEvents) == 0 {
+		for _, sm := range m.GetStepModels() {
+			c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_ModelChosen{ModelChosen: sm}})
+		}
+	}
 	for _, id := range open {
 		v := void[id]
 		if v == nil {
 			continue
 		}
 		spec, _ := c.graph.Spec(id)
+		moved := movedUsage(v.started, v.text.String())
+		c.spend(c.costOf(v.started.GetModel(), moved))
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
 			Stage: toMsgStage(spec.Stage), Step: wireStep(spec), Reason: "coordinator moved to another node; the step is redone",
-			Usage: movedUsage(v.started, v.text.String())}}})
+			Usage: moved}}})
 	}
+	c.checkCostCap(ctx) // a resumed run may have crossed its cap before the move
 	c.admit(ctx)
 }
 
@@ -1167,6 +1186,7 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 		m.GetUsage().GetPromptTokens(), m.GetUsage().GetCompletionTokens(), cost)
 	out := a.text.String()
 	c.usage = addUsage(c.usage, m.Usage)
+	c.spend(cost)
 	c.removeAttempt(a)
 	c.graph.Finish(a.step, a.model.Model, out)
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{
@@ -1174,6 +1194,7 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 	if a.spec.Stage == stagework.StageRanker {
 		c.ranked(ctx, a.spec, out)
 	}
+	c.checkCostCap(ctx)
 	c.advance(ctx)
 }
 
@@ -1204,9 +1225,11 @@ func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messa
 		return
 	}
 	if m.TokensStreamed > 0 {
+		void := voidUsage(a)
+		c.spend(c.costOf(a.model.Model, void))
 		c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{
 			Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Reason: fmt.Sprintf("%s after %d tokens: %s", m.Kind, m.TokensStreamed, m.Message),
-			Usage: voidUsage(a)}}})
+			Usage: void}}})
 		a.text.Reset() // void, and billed: a cancel before the retry must not bill it again
 	}
 	a.whyKind, a.why = attemptRetry, fmt.Sprintf("attempt %d on %s failed (%s): %s", a.number, a.model.Model, m.Kind, m.Message)
@@ -1257,6 +1280,7 @@ func (c *coordinator) leaveOut(ctx actor.Context, a *stageAttempt, code, reason 
 	c.graph.LeaveOut(a.step, reason)
 	if usage != nil {
 		c.usage = addUsage(c.usage, usage)
+		c.spend(c.costOf(a.model.Model, usage))
 	}
 	c.logger.Info("step left out", "step", a.step, "code", code, "reason", reason)
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StepSkipped{StepSkipped: &messages.StepSkipped{

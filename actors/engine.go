@@ -386,6 +386,12 @@ type RunRequest struct {
 	// trace. Only its span is used, never its deadline or values. Nil:
 	// no parent (a new trace, when tracing is on).
 	Ctx context.Context
+	// Budget is what the request asks of the run's cost, latency and
+	// quality (the cost/quality optimiser, PlanRun); zero: nothing.
+	Budget stagework.Budget
+	// Plan is the optimiser's choice of models for the run's steps, set
+	// by PlanRun (StartRun calls it when the gateway has not).
+	Plan *stagework.Plan
 }
 
 // Engine runs consensus runs on an actor system: it owns the system, the
@@ -1106,14 +1112,20 @@ func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	for i, m := range req.History {
 		hist[i] = &messages.ChatMessage{Role: m.Role, Content: m.Content}
 	}
+	if err := e.PlanRun(&req); err != nil {
+		return nil, err
+	}
 	var estimate *messages.RunEstimate
-	if est, err := e.estimate(req.Profile, req.ProfileDefinition, req.Query, req.History, req.MaxTokens); err == nil {
+	if req.Plan != nil {
+		estimate = toMsgEstimate(req.Plan.Estimate)
+	} else if est, err := e.estimate(req.Profile, req.ProfileDefinition, req.Query, req.History, req.MaxTokens); err == nil {
 		estimate = toMsgEstimate(est)
 	}
 	start := &messages.StartRun{
 		RunId: id, Tenant: req.Tenant, Profile: req.Profile, Query: req.Query, Epoch: 1, Weight: req.Weight,
 		Options:  &messages.RunOptions{History: hist, Seed: seed, MaxTokens: int32(req.MaxTokens)},
 		Estimate: estimate, Routing: req.Routing, ProviderKeys: req.ProviderKeys, ProfileDefinition: req.ProfileDefinition,
+		StepModels: toMsgStepModels(req.Plan), Budget: toMsgBudget(req.Budget),
 	}
 	// The placement span covers choosing a node and its StartRunAck (or
 	// the cache's answer); the coordinator's run span is its child.
@@ -1156,6 +1168,9 @@ const leaderWait = 5 * time.Second
 // kept when it completes. Any other request starts its run.
 func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, error) {
 	p, _ := e.profiles.resolve(req.Profile, req.ProfileDefinition)
+	if req.Plan != nil {
+		p = req.Plan.Profile // its steps on the chosen models: part of the key
+	}
 	key, ok := cacheKey(req, p)
 	if !ok || e.cache == nil {
 		return e.launch(start, nil)

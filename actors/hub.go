@@ -205,6 +205,22 @@ func (h *Hub) Estimate() *messages.RunEstimate {
 	return h.start.GetEstimate()
 }
 
+// StepModels are the cost/quality optimiser's choices for the run's
+// steps, in the order made (nil when the request set no budget).
+func (h *Hub) StepModels() []*messages.StepModel {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.start.GetStepModels()
+}
+
+// Budget is what the request asked of the run's cost, latency and
+// quality (nil: nothing).
+func (h *Hub) Budget() *messages.RunBudget {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.start.GetBudget()
+}
+
 // Routing is how the run's profile was chosen when the request asked
 // for profile "auto" (nil otherwise).
 func (h *Hub) Routing() *messages.RunRouting {

@@ -158,6 +158,9 @@ func cacheKey(req RunRequest, p *stagework.Profile) (string, bool) {
 	}
 	field(strconv.FormatInt(req.Seed, 10))
 	field(strconv.Itoa(req.MaxTokens))
+	if !req.Budget.IsZero() { // its cost cap may stop optional steps
+		field(fmt.Sprintf("budget %+v", req.Budget))
+	}
 	return hex.EncodeToString(h.Sum(nil)), true
 }
 

@@ -21,6 +21,7 @@ const (
 	EventStepSkipped    = "step_skipped"
 	EventRanking        = "ranking"
 	EventStepNote       = "step_note"
+	EventModelChosen    = "model_chosen" // the cost/quality optimiser's choice for a step
 	EventRunCompleted   = "run_completed"
 	EventRunFailed      = "run_failed"
 	EventRunCancelled   = "run_cancelled"

@@ -23,6 +23,7 @@ const (
 	evStepSkipped    = "step_skipped"
 	evRanking        = "ranking"
 	evStepNote       = "step_note"
+	evModelChosen    = "model_chosen"
 	evLagged         = "lagged"
 )
 
@@ -50,6 +51,8 @@ func eventType(ev *messages.RunEvent) string {
 		return evRanking
 	case *messages.RunEvent_StepNote:
 		return evStepNote
+	case *messages.RunEvent_ModelChosen:
+		return evModelChosen
 	}
 	return "unknown"
 }
@@ -313,6 +316,8 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 		if m.Raw != "" {
 			b = appendStrMax(b, "raw", m.Raw, max(long-(len(b)-n), len(ellipsis)+6))
 		}
+	case *messages.RunEvent_ModelChosen:
+		b = appendModelChosen(b, k.ModelChosen, long)
 	}
 	return append(b, '}')
 }
@@ -616,4 +621,29 @@ func appendEscaped(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, s[start:]...)
+}
+
+// appendModelChosen writes a model_chosen event's fields (docs/api.md,
+// Cost and quality): the step, its model and quality tier, why, whether
+// it is a downgrade and from what, and the run's estimated cost after it.
+func appendModelChosen(b []byte, m *messages.StepModel, long int) []byte {
+	b = appendStrMax(b, "step", m.Step, stepFieldMax)
+	b = appendStrMax(b, "model", m.Model, shortFieldMax)
+	b = appendStrMax(b, "provider", m.Provider, shortFieldMax)
+	if m.Quality > 0 {
+		b = append(b, `,"quality":`...)
+		b = strconv.AppendInt(b, int64(m.Quality), 10)
+	}
+	b = appendStrMax(b, "reason", m.Reason, long/2)
+	if m.Downgraded {
+		b = append(b, `,"downgraded":true`...)
+	}
+	if m.FromModel != "" {
+		b = appendStrMax(b, "from_model", m.FromModel, shortFieldMax)
+		b = appendStrMax(b, "from_provider", m.FromProvider, shortFieldMax)
+		b = append(b, `,"from_quality":`...)
+		b = strconv.AppendInt(b, int64(m.FromQuality), 10)
+	}
+	b = append(b, `,"estimate_cost_usd":`...)
+	return appendFloat(b, m.EstimateCostUsd)
 }

@@ -31,6 +31,8 @@ type chatRequest struct {
 	MaxCompletionTokens *int   `json:"max_completion_tokens"`
 	Seed                *int64 `json:"seed"`
 	N                   *int   `json:"n"`
+	// QLC's cost/quality fields, top level (budget.go).
+	budgetFields
 }
 
 type chatMessage struct {
@@ -269,6 +271,11 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	budget, e := req.budget()
+	if e != nil {
+		writeError(w, e)
+		return
+	}
 	if req.Stream {
 		done, e := s.streamSlot(who)
 		if e != nil {
@@ -278,12 +285,13 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	hub, e := s.start(who, actors.RunRequest{Profile: p.profile, Query: p.query, History: p.history, Seed: p.seed, MaxTokens: p.maxTokens,
-		NoCache: noCache(r, nil), Ctx: r.Context()})
+		NoCache: noCache(r, nil), Ctx: r.Context(), Budget: budget})
 	if e != nil {
 		writeError(w, e)
 		return
 	}
 	w.Header().Set("X-QLC-Run-Id", hub.RunID)
+	setBudgetHeaders(w, hub)
 	final := ""
 	if prof := s.hubProfile(hub); prof != nil && len(prof.Stages) > 0 {
 		// The profile's last step is the final one until a StageStarted
@@ -758,6 +766,14 @@ func (v *chatView) add(ev *messages.RunEvent, out chatSink) (code, msg string) {
 		if v.thinking {
 			v.addLine(out, k.StepNote.Step, "— "+k.StepNote.Message)
 			v.note = k.StepNote.Message
+		}
+	case *messages.RunEvent_ModelChosen:
+		if m := k.ModelChosen; v.thinking {
+			verb := " runs on "
+			if m.Downgraded {
+				verb = " downgraded to "
+			}
+			v.addLine(out, "", "— "+m.Step+verb+m.Model+": "+m.Reason)
 		}
 	}
 	return "", ""

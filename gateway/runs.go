@@ -36,6 +36,8 @@ type createRunRequest struct {
 	// Cache false: the run calls the models even if an identical one was
 	// kept or is in flight (also Cache-Control: no-cache).
 	Cache *bool `json:"cache"`
+	// max_cost_usd, max_latency_ms, min_quality, on_budget (budget.go).
+	budgetFields
 }
 
 // noCache reports whether a request opts out of the response cache: a
@@ -74,6 +76,11 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidParam("max_tokens", "invalid_max_tokens", fmt.Sprintf("max_tokens must be between 0 and %d", maxTokensLimit)))
 		return
 	}
+	budget, e := req.budget()
+	if e != nil {
+		writeError(w, e)
+		return
+	}
 	who := principalOf(r)
 	if req.Stream {
 		done, e := s.streamSlot(who)
@@ -84,7 +91,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		defer done()
 	}
 	hub, e := s.start(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens,
-		NoCache: noCache(r, req.Cache), Ctx: r.Context()})
+		NoCache: noCache(r, req.Cache), Ctx: r.Context(), Budget: budget})
 	if e != nil {
 		writeError(w, e)
 		return
@@ -115,6 +122,11 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	// The tenant's own keys for the profile's endpoints, sealed: only the
 	// attempts that call those endpoints open them (providerkeys.go).
 	req.ProviderKeys = s.tenancy.sealedKeys(p.tenantID(), prof)
+	// The cost/quality optimiser, before admission: a run its budget
+	// cannot pay for is refused having reserved nothing.
+	if e := s.planRun(&req); e != nil {
+		return nil, e
+	}
 	adm, e := s.admit(p, &req)
 	if e != nil {
 		return nil, e
@@ -397,6 +409,10 @@ type profileStepVw struct {
 	Method string `json:"method,omitempty"`
 	// DeadlineMs is the step's own time limit (0: none).
 	DeadlineMs float64 `json:"deadline_ms,omitempty"`
+	// Candidates are the models the cost/quality optimiser may choose
+	// for the step; Optional, a step a run over its cost cap stops.
+	Candidates []candidateView `json:"candidates,omitempty"`
+	Optional   bool            `json:"optional,omitempty"`
 }
 
 // listProfiles lists the profiles the tenant may use, and its default.
@@ -423,13 +439,13 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 			continue // the tenant's own of that name is the one it runs (listed below)
 		}
 		p, _ := cfg.Profile(name)
-		out.Data = append(out.Data, viewProfile(p))
+		out.Data = append(out.Data, viewProfile(cfg, p))
 	}
 	// The tenant's own profiles (tenantprofiles.go), after the file's.
 	if !who.admin && who.tenant.Limits.MaxProfiles > 0 {
 		for _, tp := range s.tenancy.TenantProfilesOf(who.tenantID()) {
 			if p, _, ok := s.ownProfile(who.tenant, tp.Name); ok {
-				pv := viewProfile(p)
+				pv := viewProfile(cfg, p)
 				pv.Owner = "tenant"
 				out.Data = append(out.Data, pv)
 			}
@@ -440,7 +456,7 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
 
 // viewProfile is p as GET /v1/profiles lists it (Owner "server": the
 // caller marks a tenant's own).
-func viewProfile(p *stagework.Profile) profileView {
+func viewProfile(cfg *stagework.Config, p *stagework.Profile) profileView {
 	pv := profileView{Name: p.Name, Description: p.Description, Strategy: p.Strategy, Owner: "server", Local: p.Local, Steps: []profileStepVw{}, Stages: []profileStageVw{}}
 	if p.IsChain() {
 		pv.Strategy = stagework.StrategyChain
@@ -452,7 +468,7 @@ func viewProfile(p *stagework.Profile) profileView {
 		}
 		pv.Steps = append(pv.Steps, profileStepVw{ID: st.StepID(), Stage: st.Stage.String(), Title: stepTitle(st.StepID(), messages.Stage(st.Stage)),
 			Provider: st.Provider, Model: st.Model, Inputs: inputs, MinInputs: st.MinInputs, Final: st.Final, Layer: st.Layer,
-			Method: st.Method, DeadlineMs: millis(st.Deadline)})
+			Method: st.Method, DeadlineMs: millis(st.Deadline), Candidates: toCandidateViews(cfg, st.Candidates), Optional: st.Optional})
 		if p.IsChain() {
 			pv.Stages = append(pv.Stages, profileStageVw{Stage: st.Stage.String(), Provider: st.Provider, Model: st.Model})
 		}
@@ -560,6 +576,12 @@ type runView struct {
 	Routing   *routingView `json:"routing,omitempty"`
 	EventsURL string       `json:"events_url"`
 	WSURL     string       `json:"ws_url"`
+
+	// Budget is what the request asked of the run's cost, latency and
+	// quality; Models the cost/quality optimiser's choices, in the order
+	// made (each also a model_chosen event).
+	Budget *budgetView       `json:"budget,omitempty"`
+	Models []modelChoiceView `json:"models,omitempty"`
 }
 
 // estimateView is a run's estimate (stagework.EstimateRun): the answer's
@@ -627,6 +649,9 @@ func (s *Server) view(h *actors.Hub) runView {
 	}
 	evs := h.Events(1)
 	p := s.hubProfile(h)
+	if p != nil {
+		p = p.WithModels(chosenModels(stepModelsOf(h, evs)))
+	}
 	f := newRunFold(p, s.engine.Stages(), true)
 	f.fold(evs)
 	v.Strategy, v.Steps, v.Ranking = f.strategy, f.views(), f.ranking
@@ -642,6 +667,7 @@ func (s *Server) view(h *actors.Hub) runView {
 	v.Status, v.Error = f.status, f.err
 	v.Estimate = toEstimateView(h.Estimate())
 	v.Routing = toRoutingView(h.Routing())
+	v.Budget, v.Models = toBudgetView(h.Budget()), toModelChoiceViews(stepModelsOf(h, evs))
 	if from := h.CachedFrom(); from != "" {
 		v.Cached, v.CachedFrom = true, from
 	}

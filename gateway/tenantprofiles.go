@@ -260,11 +260,11 @@ type tenantProfileView struct {
 	UpdatedAt  time.Time       `json:"updated_at"`
 }
 
-func viewTenantProfile(tp store.TenantProfile, p *stagework.Profile) tenantProfileView {
+func viewTenantProfile(cfg *stagework.Config, tp store.TenantProfile, p *stagework.Profile) tenantProfileView {
 	v := tenantProfileView{Object: "profile", Tenant: tp.TenantID, Definition: json.RawMessage(tp.Definition),
 		CreatedAt: tp.CreatedAt, UpdatedAt: tp.UpdatedAt}
 	if p != nil {
-		v.profileView = viewProfile(p)
+		v.profileView = viewProfile(cfg, p)
 	} else {
 		v.profileView = profileView{Name: tp.Name, Steps: []profileStepVw{}, Stages: []profileStageVw{}}
 	}
@@ -378,7 +378,7 @@ func (s *Server) putTenantProfile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.audit(r, "profile.put", tn.ID+"/"+name, map[string]string{"tenant": tn.ID, "profile": name})
-	writeJSON(w, http.StatusOK, viewTenantProfile(tp, p))
+	writeJSON(w, http.StatusOK, viewTenantProfile(s.engine.Stages(), tp, p))
 }
 
 func (s *Server) getTenantProfile(w http.ResponseWriter, r *http.Request) {
@@ -390,12 +390,12 @@ func (s *Server) getTenantProfile(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if tp, ok := s.tenancy.TenantProfile(tn.ID, name); ok && tn.Limits.MaxProfiles > 0 {
 		p, _ := s.engine.Profile(name, []byte(tp.Definition))
-		writeJSON(w, http.StatusOK, viewTenantProfile(tp, p))
+		writeJSON(w, http.StatusOK, viewTenantProfile(s.engine.Stages(), tp, p))
 		return
 	}
 	// A profile of the file's that the tenant may run.
 	if p, err := s.engine.Stages().Profile(name); err == nil && (principalOf(r).admin || principal{tenant: tn}.allows(name)) {
-		v := viewProfile(p)
+		v := viewProfile(s.engine.Stages(), p)
 		writeJSON(w, http.StatusOK, struct {
 			profileView
 			Object string `json:"object"`

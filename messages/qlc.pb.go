@@ -397,7 +397,18 @@ type StartRun struct {
 	// tracestate, as OpenTelemetry's TextMapPropagator writes them), so the
 	// coordinator's spans join the run's one trace; empty when tracing is
 	// off. (Numbered apart from the run's own fields.)
-	TraceContext  map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TraceContext map[string]string `protobuf:"bytes,50,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// step_models are the cost/quality optimiser's choices for the run's
+	// steps with candidates (stagework.Optimise), in the order made: each
+	// step's first pick, then each change (a downgrade to fit the cost cap,
+	// a faster model to fit the latency cap). A step runs on its last
+	// entry's model; the coordinator logs each entry as a ModelChosen event.
+	// Empty: every step runs its profile's model.
+	StepModels []*StepModel `protobuf:"bytes,90,rep,name=step_models,json=stepModels,proto3" json:"step_models,omitempty"`
+	// budget is what the request asked of the run's cost, latency and
+	// quality; the coordinator stops the remaining optional steps once the
+	// run's real cost crosses budget.max_cost_usd. Nil: none asked.
+	Budget        *RunBudget `protobuf:"bytes,91,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +544,20 @@ func (x *StartRun) GetProfileDefinition() []byte {
 func (x *StartRun) GetTraceContext() map[string]string {
 	if x != nil {
 		return x.TraceContext
+	}
+	return nil
+}
+
+func (x *StartRun) GetStepModels() []*StepModel {
+	if x != nil {
+		return x.StepModels
+	}
+	return nil
+}
+
+func (x *StartRun) GetBudget() *RunBudget {
+	if x != nil {
+		return x.Budget
 	}
 	return nil
 }
@@ -834,6 +859,7 @@ type RunEvent struct {
 	//	*RunEvent_StepSkipped
 	//	*RunEvent_Ranking
 	//	*RunEvent_StepNote
+	//	*RunEvent_ModelChosen
 	Kind          isRunEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1003,6 +1029,15 @@ func (x *RunEvent) GetStepNote() *StepNote {
 	return nil
 }
 
+func (x *RunEvent) GetModelChosen() *StepModel {
+	if x != nil {
+		if x, ok := x.Kind.(*RunEvent_ModelChosen); ok {
+			return x.ModelChosen
+		}
+	}
+	return nil
+}
+
 type isRunEvent_Kind interface {
 	isRunEvent_Kind()
 }
@@ -1051,6 +1086,10 @@ type RunEvent_StepNote struct {
 	StepNote *StepNote `protobuf:"bytes,20,opt,name=step_note,json=stepNote,proto3,oneof"`
 }
 
+type RunEvent_ModelChosen struct {
+	ModelChosen *StepModel `protobuf:"bytes,30,opt,name=model_chosen,json=modelChosen,proto3,oneof"`
+}
+
 func (*RunEvent_StageStarted) isRunEvent_Kind() {}
 
 func (*RunEvent_TokenDelta) isRunEvent_Kind() {}
@@ -1072,6 +1111,8 @@ func (*RunEvent_StepSkipped) isRunEvent_Kind() {}
 func (*RunEvent_Ranking) isRunEvent_Kind() {}
 
 func (*RunEvent_StepNote) isRunEvent_Kind() {}
+
+func (*RunEvent_ModelChosen) isRunEvent_Kind() {}
 
 // RunEventAck tells a coordinator its run's hub has logged everything up to
 // seq, the terminal event included; the coordinator may then stop (until
@@ -4514,6 +4555,195 @@ func (x *RunRouting) GetProfile() string {
 	return ""
 }
 
+// StepModel is the model the cost/quality optimiser chose for a step, and
+// why (stagework.Choice): a first pick, or a change of it (from_model set).
+type StepModel struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Step     string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Provider string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	Model    string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Quality  int32                  `protobuf:"varint,4,opt,name=quality,proto3" json:"quality,omitempty"` // the candidate's declared tier, 1..5
+	Reason   string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// downgraded: moved to a cheaper, lower-quality model to fit the cost
+	// cap (or picked below the quality floor for want of a healthy one).
+	Downgraded      bool    `protobuf:"varint,6,opt,name=downgraded,proto3" json:"downgraded,omitempty"`
+	FromProvider    string  `protobuf:"bytes,7,opt,name=from_provider,json=fromProvider,proto3" json:"from_provider,omitempty"`
+	FromModel       string  `protobuf:"bytes,8,opt,name=from_model,json=fromModel,proto3" json:"from_model,omitempty"`
+	FromQuality     int32   `protobuf:"varint,9,opt,name=from_quality,json=fromQuality,proto3" json:"from_quality,omitempty"`
+	EstimateCostUsd float64 `protobuf:"fixed64,10,opt,name=estimate_cost_usd,json=estimateCostUsd,proto3" json:"estimate_cost_usd,omitempty"` // the run's predicted cost after this choice
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StepModel) Reset() {
+	*x = StepModel{}
+	mi := &file_qlc_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepModel) ProtoMessage() {}
+
+func (x *StepModel) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepModel.ProtoReflect.Descriptor instead.
+func (*StepModel) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *StepModel) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepModel) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *StepModel) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *StepModel) GetQuality() int32 {
+	if x != nil {
+		return x.Quality
+	}
+	return 0
+}
+
+func (x *StepModel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *StepModel) GetDowngraded() bool {
+	if x != nil {
+		return x.Downgraded
+	}
+	return false
+}
+
+func (x *StepModel) GetFromProvider() string {
+	if x != nil {
+		return x.FromProvider
+	}
+	return ""
+}
+
+func (x *StepModel) GetFromModel() string {
+	if x != nil {
+		return x.FromModel
+	}
+	return ""
+}
+
+func (x *StepModel) GetFromQuality() int32 {
+	if x != nil {
+		return x.FromQuality
+	}
+	return 0
+}
+
+func (x *StepModel) GetEstimateCostUsd() float64 {
+	if x != nil {
+		return x.EstimateCostUsd
+	}
+	return 0
+}
+
+// RunBudget is what a request asked of a run (stagework.Budget).
+type RunBudget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MaxCostUsd    float64                `protobuf:"fixed64,1,opt,name=max_cost_usd,json=maxCostUsd,proto3" json:"max_cost_usd,omitempty"`      // 0: no cap
+	MaxLatencyMs  int64                  `protobuf:"varint,2,opt,name=max_latency_ms,json=maxLatencyMs,proto3" json:"max_latency_ms,omitempty"` // 0: no cap
+	MinQuality    int32                  `protobuf:"varint,3,opt,name=min_quality,json=minQuality,proto3" json:"min_quality,omitempty"`         // 0: each step's default model's quality
+	Downgrade     bool                   `protobuf:"varint,4,opt,name=downgrade,proto3" json:"downgrade,omitempty"`                             // on_budget "downgrade"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunBudget) Reset() {
+	*x = RunBudget{}
+	mi := &file_qlc_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunBudget) ProtoMessage() {}
+
+func (x *RunBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunBudget.ProtoReflect.Descriptor instead.
+func (*RunBudget) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *RunBudget) GetMaxCostUsd() float64 {
+	if x != nil {
+		return x.MaxCostUsd
+	}
+	return 0
+}
+
+func (x *RunBudget) GetMaxLatencyMs() int64 {
+	if x != nil {
+		return x.MaxLatencyMs
+	}
+	return 0
+}
+
+func (x *RunBudget) GetMinQuality() int32 {
+	if x != nil {
+		return x.MinQuality
+	}
+	return 0
+}
+
+func (x *RunBudget) GetDowngrade() bool {
+	if x != nil {
+		return x.Downgrade
+	}
+	return false
+}
+
 // RunEstimate is a run's predicted latency and cost, made when it was
 // admitted (stagework.EstimateRun).
 type RunEstimate struct {
@@ -4530,7 +4760,7 @@ type RunEstimate struct {
 
 func (x *RunEstimate) Reset() {
 	*x = RunEstimate{}
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4542,7 +4772,7 @@ func (x *RunEstimate) String() string {
 func (*RunEstimate) ProtoMessage() {}
 
 func (x *RunEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4555,7 +4785,7 @@ func (x *RunEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEstimate.ProtoReflect.Descriptor instead.
 func (*RunEstimate) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{56}
+	return file_qlc_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RunEstimate) GetAnswerTtft() *durationpb.Duration {
@@ -4611,7 +4841,7 @@ type CacheLookup struct {
 
 func (x *CacheLookup) Reset() {
 	*x = CacheLookup{}
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +4853,7 @@ func (x *CacheLookup) String() string {
 func (*CacheLookup) ProtoMessage() {}
 
 func (x *CacheLookup) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +4866,7 @@ func (x *CacheLookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheLookup.ProtoReflect.Descriptor instead.
 func (*CacheLookup) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{57}
+	return file_qlc_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CacheLookup) GetKey() string {
@@ -4658,7 +4888,7 @@ type CacheEntry struct {
 
 func (x *CacheEntry) Reset() {
 	*x = CacheEntry{}
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4670,7 +4900,7 @@ func (x *CacheEntry) String() string {
 func (*CacheEntry) ProtoMessage() {}
 
 func (x *CacheEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4683,7 +4913,7 @@ func (x *CacheEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheEntry.ProtoReflect.Descriptor instead.
 func (*CacheEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{58}
+	return file_qlc_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CacheEntry) GetFound() bool {
@@ -4719,7 +4949,7 @@ type CacheStore struct {
 
 func (x *CacheStore) Reset() {
 	*x = CacheStore{}
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4731,7 +4961,7 @@ func (x *CacheStore) String() string {
 func (*CacheStore) ProtoMessage() {}
 
 func (x *CacheStore) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4744,7 +4974,7 @@ func (x *CacheStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStore.ProtoReflect.Descriptor instead.
 func (*CacheStore) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{59}
+	return file_qlc_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CacheStore) GetKey() string {
@@ -4782,7 +5012,7 @@ type SealedSecret struct {
 
 func (x *SealedSecret) Reset() {
 	*x = SealedSecret{}
-	mi := &file_qlc_proto_msgTypes[60]
+	mi := &file_qlc_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4794,7 +5024,7 @@ func (x *SealedSecret) String() string {
 func (*SealedSecret) ProtoMessage() {}
 
 func (x *SealedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[60]
+	mi := &file_qlc_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4807,7 +5037,7 @@ func (x *SealedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedSecret.ProtoReflect.Descriptor instead.
 func (*SealedSecret) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{60}
+	return file_qlc_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SealedSecret) GetEndpoint() string {
@@ -4845,7 +5075,7 @@ type ProviderKeyChanged struct {
 
 func (x *ProviderKeyChanged) Reset() {
 	*x = ProviderKeyChanged{}
-	mi := &file_qlc_proto_msgTypes[61]
+	mi := &file_qlc_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4857,7 +5087,7 @@ func (x *ProviderKeyChanged) String() string {
 func (*ProviderKeyChanged) ProtoMessage() {}
 
 func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[61]
+	mi := &file_qlc_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4870,7 +5100,7 @@ func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProviderKeyChanged.ProtoReflect.Descriptor instead.
 func (*ProviderKeyChanged) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{61}
+	return file_qlc_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ProviderKeyChanged) GetRunId() string {
@@ -4905,7 +5135,7 @@ type ConsoleQuery struct {
 
 func (x *ConsoleQuery) Reset() {
 	*x = ConsoleQuery{}
-	mi := &file_qlc_proto_msgTypes[62]
+	mi := &file_qlc_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4917,7 +5147,7 @@ func (x *ConsoleQuery) String() string {
 func (*ConsoleQuery) ProtoMessage() {}
 
 func (x *ConsoleQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[62]
+	mi := &file_qlc_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4930,7 +5160,7 @@ func (x *ConsoleQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleQuery.ProtoReflect.Descriptor instead.
 func (*ConsoleQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{62}
+	return file_qlc_proto_rawDescGZIP(), []int{64}
 }
 
 // ConsoleHostedRun is one run coordinator a process hosts.
@@ -4946,7 +5176,7 @@ type ConsoleHostedRun struct {
 
 func (x *ConsoleHostedRun) Reset() {
 	*x = ConsoleHostedRun{}
-	mi := &file_qlc_proto_msgTypes[63]
+	mi := &file_qlc_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4958,7 +5188,7 @@ func (x *ConsoleHostedRun) String() string {
 func (*ConsoleHostedRun) ProtoMessage() {}
 
 func (x *ConsoleHostedRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[63]
+	mi := &file_qlc_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4971,7 +5201,7 @@ func (x *ConsoleHostedRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleHostedRun.ProtoReflect.Descriptor instead.
 func (*ConsoleHostedRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{63}
+	return file_qlc_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ConsoleHostedRun) GetRunId() string {
@@ -5013,7 +5243,7 @@ type ConsoleBreaker struct {
 
 func (x *ConsoleBreaker) Reset() {
 	*x = ConsoleBreaker{}
-	mi := &file_qlc_proto_msgTypes[64]
+	mi := &file_qlc_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5025,7 +5255,7 @@ func (x *ConsoleBreaker) String() string {
 func (*ConsoleBreaker) ProtoMessage() {}
 
 func (x *ConsoleBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[64]
+	mi := &file_qlc_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5038,7 +5268,7 @@ func (x *ConsoleBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleBreaker.ProtoReflect.Descriptor instead.
 func (*ConsoleBreaker) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{64}
+	return file_qlc_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ConsoleBreaker) GetEndpoint() string {
@@ -5075,7 +5305,7 @@ type ConsoleReply struct {
 
 func (x *ConsoleReply) Reset() {
 	*x = ConsoleReply{}
-	mi := &file_qlc_proto_msgTypes[65]
+	mi := &file_qlc_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5087,7 +5317,7 @@ func (x *ConsoleReply) String() string {
 func (*ConsoleReply) ProtoMessage() {}
 
 func (x *ConsoleReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[65]
+	mi := &file_qlc_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5100,7 +5330,7 @@ func (x *ConsoleReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleReply.ProtoReflect.Descriptor instead.
 func (*ConsoleReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{65}
+	return file_qlc_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ConsoleReply) GetNode() string {
@@ -5191,7 +5421,7 @@ type TraceSpansQuery struct {
 
 func (x *TraceSpansQuery) Reset() {
 	*x = TraceSpansQuery{}
-	mi := &file_qlc_proto_msgTypes[66]
+	mi := &file_qlc_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5433,7 @@ func (x *TraceSpansQuery) String() string {
 func (*TraceSpansQuery) ProtoMessage() {}
 
 func (x *TraceSpansQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[66]
+	mi := &file_qlc_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5446,7 @@ func (x *TraceSpansQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceSpansQuery.ProtoReflect.Descriptor instead.
 func (*TraceSpansQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{66}
+	return file_qlc_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *TraceSpansQuery) GetTraceId() string {
@@ -5247,7 +5477,7 @@ type TraceSpan struct {
 
 func (x *TraceSpan) Reset() {
 	*x = TraceSpan{}
-	mi := &file_qlc_proto_msgTypes[67]
+	mi := &file_qlc_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5259,7 +5489,7 @@ func (x *TraceSpan) String() string {
 func (*TraceSpan) ProtoMessage() {}
 
 func (x *TraceSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[67]
+	mi := &file_qlc_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5272,7 +5502,7 @@ func (x *TraceSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceSpan.ProtoReflect.Descriptor instead.
 func (*TraceSpan) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{67}
+	return file_qlc_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *TraceSpan) GetTraceId() string {
@@ -5370,7 +5600,7 @@ type TraceSpansReply struct {
 
 func (x *TraceSpansReply) Reset() {
 	*x = TraceSpansReply{}
-	mi := &file_qlc_proto_msgTypes[68]
+	mi := &file_qlc_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5382,7 +5612,7 @@ func (x *TraceSpansReply) String() string {
 func (*TraceSpansReply) ProtoMessage() {}
 
 func (x *TraceSpansReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[68]
+	mi := &file_qlc_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5395,7 +5625,7 @@ func (x *TraceSpansReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceSpansReply.ProtoReflect.Descriptor instead.
 func (*TraceSpansReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{68}
+	return file_qlc_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *TraceSpansReply) GetNode() string {
@@ -5433,7 +5663,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
 	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\x12\x1c\n" +
-	"\testimated\x18\x04 \x01(\bR\testimated\"\x92\x05\n" +
+	"\testimated\x18\x04 \x01(\bR\testimated\"\xf1\x05\n" +
 	"\bStartRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
@@ -5451,7 +5681,10 @@ const file_qlc_proto_rawDesc = "" +
 	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\x129\n" +
 	"\rprovider_keys\x18\r \x03(\v2\x14.qlc.v1.SealedSecretR\fproviderKeys\x12-\n" +
 	"\x12profile_definition\x18\x0e \x01(\fR\x11profileDefinition\x12G\n" +
-	"\rtrace_context\x182 \x03(\v2\".qlc.v1.StartRun.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\rtrace_context\x182 \x03(\v2\".qlc.v1.StartRun.TraceContextEntryR\ftraceContext\x122\n" +
+	"\vstep_models\x18Z \x03(\v2\x11.qlc.v1.StepModelR\n" +
+	"stepModels\x12)\n" +
+	"\x06budget\x18[ \x01(\v2\x11.qlc.v1.RunBudgetR\x06budget\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"n\n" +
@@ -5472,7 +5705,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcoordinator\x18\x01 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\":\n" +
 	"\x06Lagged\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
-	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\"\xf8\x05\n" +
+	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\"\xb0\x06\n" +
 	"\bRunEvent\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
@@ -5492,7 +5725,8 @@ const file_qlc_proto_rawDesc = "" +
 	"runPlanned\x128\n" +
 	"\fstep_skipped\x18\x12 \x01(\v2\x13.qlc.v1.StepSkippedH\x00R\vstepSkipped\x12+\n" +
 	"\aranking\x18\x13 \x01(\v2\x0f.qlc.v1.RankingH\x00R\aranking\x12/\n" +
-	"\tstep_note\x18\x14 \x01(\v2\x10.qlc.v1.StepNoteH\x00R\bstepNoteB\x06\n" +
+	"\tstep_note\x18\x14 \x01(\v2\x10.qlc.v1.StepNoteH\x00R\bstepNote\x126\n" +
+	"\fmodel_chosen\x18\x1e \x01(\v2\x11.qlc.v1.StepModelH\x00R\vmodelChosenB\x06\n" +
 	"\x04kind\"6\n" +
 	"\vRunEventAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
@@ -5784,7 +6018,29 @@ const file_qlc_proto_rawDesc = "" +
 	"RunRouting\x12\x12\n" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x18\n" +
-	"\aprofile\x18\x03 \x01(\tR\aprofile\"\xfb\x01\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\"\xb6\x02\n" +
+	"\tStepModel\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x18\n" +
+	"\aquality\x18\x04 \x01(\x05R\aquality\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"downgraded\x18\x06 \x01(\bR\n" +
+	"downgraded\x12#\n" +
+	"\rfrom_provider\x18\a \x01(\tR\ffromProvider\x12\x1d\n" +
+	"\n" +
+	"from_model\x18\b \x01(\tR\tfromModel\x12!\n" +
+	"\ffrom_quality\x18\t \x01(\x05R\vfromQuality\x12*\n" +
+	"\x11estimate_cost_usd\x18\n" +
+	" \x01(\x01R\x0festimateCostUsd\"\x92\x01\n" +
+	"\tRunBudget\x12 \n" +
+	"\fmax_cost_usd\x18\x01 \x01(\x01R\n" +
+	"maxCostUsd\x12$\n" +
+	"\x0emax_latency_ms\x18\x02 \x01(\x03R\fmaxLatencyMs\x12\x1f\n" +
+	"\vmin_quality\x18\x03 \x01(\x05R\n" +
+	"minQuality\x12\x1c\n" +
+	"\tdowngrade\x18\x04 \x01(\bR\tdowngrade\"\xfb\x01\n" +
 	"\vRunEstimate\x12:\n" +
 	"\vanswer_ttft\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"answerTtft\x125\n" +
@@ -5891,7 +6147,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5950,120 +6206,125 @@ var file_qlc_proto_goTypes = []any{
 	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
 	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
 	(*RunRouting)(nil),            // 56: qlc.v1.RunRouting
-	(*RunEstimate)(nil),           // 57: qlc.v1.RunEstimate
-	(*CacheLookup)(nil),           // 58: qlc.v1.CacheLookup
-	(*CacheEntry)(nil),            // 59: qlc.v1.CacheEntry
-	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
-	(*SealedSecret)(nil),          // 61: qlc.v1.SealedSecret
-	(*ProviderKeyChanged)(nil),    // 62: qlc.v1.ProviderKeyChanged
-	(*ConsoleQuery)(nil),          // 63: qlc.v1.ConsoleQuery
-	(*ConsoleHostedRun)(nil),      // 64: qlc.v1.ConsoleHostedRun
-	(*ConsoleBreaker)(nil),        // 65: qlc.v1.ConsoleBreaker
-	(*ConsoleReply)(nil),          // 66: qlc.v1.ConsoleReply
-	(*TraceSpansQuery)(nil),       // 67: qlc.v1.TraceSpansQuery
-	(*TraceSpan)(nil),             // 68: qlc.v1.TraceSpan
-	(*TraceSpansReply)(nil),       // 69: qlc.v1.TraceSpansReply
-	nil,                           // 70: qlc.v1.StartRun.TraceContextEntry
-	nil,                           // 71: qlc.v1.Admit.TraceContextEntry
-	nil,                           // 72: qlc.v1.StartStep.TraceContextEntry
-	nil,                           // 73: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 74: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 75: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 76: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 77: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 78: google.protobuf.Duration
+	(*StepModel)(nil),             // 57: qlc.v1.StepModel
+	(*RunBudget)(nil),             // 58: qlc.v1.RunBudget
+	(*RunEstimate)(nil),           // 59: qlc.v1.RunEstimate
+	(*CacheLookup)(nil),           // 60: qlc.v1.CacheLookup
+	(*CacheEntry)(nil),            // 61: qlc.v1.CacheEntry
+	(*CacheStore)(nil),            // 62: qlc.v1.CacheStore
+	(*SealedSecret)(nil),          // 63: qlc.v1.SealedSecret
+	(*ProviderKeyChanged)(nil),    // 64: qlc.v1.ProviderKeyChanged
+	(*ConsoleQuery)(nil),          // 65: qlc.v1.ConsoleQuery
+	(*ConsoleHostedRun)(nil),      // 66: qlc.v1.ConsoleHostedRun
+	(*ConsoleBreaker)(nil),        // 67: qlc.v1.ConsoleBreaker
+	(*ConsoleReply)(nil),          // 68: qlc.v1.ConsoleReply
+	(*TraceSpansQuery)(nil),       // 69: qlc.v1.TraceSpansQuery
+	(*TraceSpan)(nil),             // 70: qlc.v1.TraceSpan
+	(*TraceSpansReply)(nil),       // 71: qlc.v1.TraceSpansReply
+	nil,                           // 72: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 73: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 74: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 75: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 76: qlc.v1.ModelStats.HttpStatusEntry
+	nil,                           // 77: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 78: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 79: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 80: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
 	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
-	57, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
+	59, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
-	61, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	70, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
-	1,  // 8: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 9: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 10: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	77, // 11: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 12: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 13: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 14: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 15: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 16: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 17: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 18: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 19: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 20: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 21: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 22: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 23: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 24: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 25: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 26: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 27: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 28: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	78, // 29: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	78, // 30: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 31: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 32: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 33: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 34: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 35: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 36: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 37: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 38: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 39: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 40: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	78, // 41: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	78, // 42: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 43: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	78, // 44: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 45: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 46: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 47: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 48: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 49: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 50: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 51: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 52: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 53: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 54: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 55: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 56: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 57: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 58: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	71, // 59: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
-	44, // 60: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 61: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 62: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 63: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 64: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	61, // 65: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	72, // 66: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
-	1,  // 67: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	73, // 68: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	74, // 69: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	78, // 70: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 71: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	78, // 72: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	78, // 73: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 74: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 75: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	61, // 76: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	77, // 77: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
-	64, // 78: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	75, // 79: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
-	65, // 80: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	77, // 81: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	77, // 82: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	76, // 83: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
-	68, // 84: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
-	85, // [85:85] is the sub-list for method output_type
-	85, // [85:85] is the sub-list for method input_type
-	85, // [85:85] is the sub-list for extension type_name
-	85, // [85:85] is the sub-list for extension extendee
-	0,  // [0:85] is the sub-list for field type_name
+	63, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
+	72, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	57, // 8: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
+	58, // 9: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
+	1,  // 10: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 11: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 12: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	79, // 13: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 14: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	15, // 15: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	17, // 16: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	18, // 17: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	19, // 18: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	20, // 19: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	30, // 20: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	24, // 21: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	26, // 22: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	27, // 23: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	29, // 24: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	57, // 25: qlc.v1.RunEvent.model_chosen:type_name -> qlc.v1.StepModel
+	11, // 26: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 27: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 28: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	15, // 29: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 30: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 31: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	80, // 32: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	80, // 33: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 34: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 35: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 36: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 37: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 38: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	21, // 39: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 40: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 41: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 42: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 43: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	80, // 44: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	80, // 45: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 46: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	80, // 47: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	25, // 48: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 49: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 50: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 51: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	28, // 52: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 53: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	21, // 54: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	31, // 55: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	35, // 56: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	34, // 57: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 58: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 59: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 60: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	38, // 61: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	73, // 62: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	44, // 63: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	44, // 64: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 65: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 66: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 67: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	63, // 68: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	74, // 69: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	1,  // 70: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	75, // 71: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	76, // 72: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	80, // 73: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	54, // 74: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	80, // 75: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	80, // 76: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	11, // 77: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	11, // 78: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	63, // 79: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	79, // 80: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	66, // 81: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
+	77, // 82: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	67, // 83: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
+	79, // 84: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	79, // 85: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	78, // 86: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	70, // 87: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
+	88, // [88:88] is the sub-list for method output_type
+	88, // [88:88] is the sub-list for method input_type
+	88, // [88:88] is the sub-list for extension type_name
+	88, // [88:88] is the sub-list for extension extendee
+	0,  // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -6083,6 +6344,7 @@ func file_qlc_proto_init() {
 		(*RunEvent_StepSkipped)(nil),
 		(*RunEvent_Ranking)(nil),
 		(*RunEvent_StepNote)(nil),
+		(*RunEvent_ModelChosen)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -6090,7 +6352,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   76,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -252,6 +252,18 @@ type StageSpec struct {
 	// UserTemplate replaces the stage's default user-message template; empty
 	// keeps the default. A text/template over PromptData.
 	UserTemplate string
+	// Candidates are the models the cost/quality optimiser (Optimise) may
+	// run the step on, each with a quality tier; nil: the step always runs
+	// Model. With candidates, Provider and Model are the step's default
+	// (the first candidate when the file names no model), run when a
+	// request sets no budget.
+	Candidates []Candidate
+	// Optional marks a step the run can do without: when the run's real
+	// cost crosses its max_cost_usd, optional steps not yet finished are
+	// left out (StepSkipped, code cost_cap). Strategy steps only, never
+	// the final one; the steps reading it need no more than its other,
+	// non-optional inputs (validate checks).
+	Optional bool
 }
 
 // StepID is the step's id: ID, or the stage's name when ID is empty.
@@ -437,6 +449,10 @@ type rawStage struct {
 	Fallback     *ModelRef     `yaml:"fallback"`
 	SystemPrompt string        `yaml:"system_prompt"`
 	UserTemplate string        `yaml:"user_template"`
+
+	// The cost/quality engine's (candidates.go).
+	Candidates []*rawCandidate `yaml:"candidates"`
+	Optional   bool            `yaml:"optional"`
 }
 
 // convert builds the Config. It reports structural problems (unknown or
@@ -541,9 +557,15 @@ func (rs *rawStage) spec(role Stage, profileProvider string) StageSpec {
 		UserTemplate: rs.UserTemplate,
 		Hedge:        rs.Hedge,
 		TTFTBudget:   rs.TTFTBudget,
+		Optional:     rs.Optional,
 	}
 	if sp.Provider == "" {
 		sp.Provider = profileProvider
+	}
+	sp.Candidates = rs.candidates(sp.Provider)
+	if sp.Model == "" && len(sp.Candidates) > 0 {
+		// The default is the first candidate, on its own provider.
+		sp.Provider, sp.Model = sp.Candidates[0].Provider, sp.Candidates[0].Model
 	}
 	if rs.Temperature != nil {
 		sp.Temperature = *rs.Temperature
@@ -919,6 +941,9 @@ func (c *Config) validateProfile(errs *[]error, name, path string, p *Profile, b
 			bad(path+".stages", "stage %d is %s, want %s (pipeline order)", i, sp.Stage, Stages[i])
 			continue
 		}
+		if sp.Optional {
+			bad(spath+".optional", "applies only to steps of strategies moa, council and vote (each chain stage's prompt reads the stage before it)")
+		}
 		c.checkStep(errs, spath, sp)
 	}
 }
@@ -959,6 +984,7 @@ func (c *Config) checkStep(errs *[]error, spath string, sp *StageSpec) {
 			bad(spath+".fallback", "is the primary model itself (%s on %s)", fb.Model, fb.Provider)
 		}
 	}
+	c.checkCandidates(errs, spath, sp)
 	if sp.SystemPrompt != "" {
 		if err := checkTemplate(sp.Stage, sp.SystemPrompt); err != nil {
 			bad(spath+".system_prompt", "bad template: %v", err)
@@ -1031,6 +1057,7 @@ func (c *Config) validateSteps(errs *[]error, path string, p *Profile) {
 		}
 		c.checkStep(errs, spath, sp)
 	}
+	checkOptional(errs, path, p)
 }
 
 func (c *Config) checkRef(errs *[]error, path, field, provider string) {
@@ -1058,6 +1085,7 @@ var rawTypes = map[string]struct {
 	"stagework.SimConfig":      {"a sim block", reflect.TypeOf(SimConfig{})},
 	"stagework.ModelRef":       {"a fallback", reflect.TypeOf(ModelRef{})},
 	"stagework.Price":          {"a price", reflect.TypeOf(Price{})},
+	"stagework.rawCandidate":   {"a candidate", reflect.TypeOf(rawCandidate{})},
 }
 
 var unknownFieldRE = regexp.MustCompile(`field (.+) not found in type (\S+)`)

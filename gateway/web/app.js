@@ -1578,6 +1578,14 @@
           else Steps.notice(ev);
           this.deltas = [];
           break;
+        case 'model_chosen': {
+          // The cost/quality optimiser's choice for a step (a run with a budget).
+          const from = ev.from_model ? ' (was ' + ev.from_model + ')' : '';
+          Steps.notice({ kind: 'model_chosen', step: ev.step,
+            message: (ev.downgraded ? 'downgraded to ' : 'runs on ') + ev.model + from + ': ' + (ev.reason || '') });
+          this.deltas = [];
+          break;
+        }
         case 'run_completed': {
           this.usage = ev.usage || null;
           const answer = typeof ev.answer === 'string' ? ev.answer : this.streamedAnswer(ev.answer_bytes);
