@@ -28,6 +28,10 @@ type localCluster struct {
 	ownUIDs bool
 	// firewall: the partition chains are up (shutdown removes them).
 	firewall bool
+	// groups: the group partition chains are up (groups.go); uidOffset
+	// sets the nodes' uids apart from the partition scenario's.
+	groups    bool
+	uidOffset int
 	// gwArgs are extra flags of every gateway process (the soak suite's
 	// -retain-finished).
 	gwArgs []string
@@ -50,14 +54,20 @@ func newLocalCluster(bin, dir, profiles string, progress func(string, ...any)) (
 }
 
 func (c *localCluster) start(_ context.Context, scenario string, nodes int) (skip, err error) {
-	if scenario == "partition" {
+	if scenario == "partition" || contains(groupScenarios, scenario) {
 		if err := partitionSupport(); err != nil {
 			return err, nil
 		}
-		if err := firewallUp(); err != nil {
+		if contains(groupScenarios, scenario) {
+			err = groupFirewallUp()
+			c.groups, c.uidOffset = true, groupUIDOffset
+		} else {
+			err = firewallUp()
+			c.firewall = true
+		}
+		if err != nil {
 			return nil, err
 		}
-		c.firewall = true
 		// Nodes run under uids of their own: they must reach the binaries
 		// and the profile file.
 		for _, d := range []string{c.bin, c.dir} {
@@ -127,7 +137,7 @@ func (c *localCluster) startNode() (*proc, error) {
 	c.mu.Unlock()
 	var uid uint32
 	if c.ownUIDs {
-		uid = uint32(firstNodeUID + seq)
+		uid = uint32(firstNodeUID + c.uidOffset + seq)
 	}
 	addrFile, err := c.addrFile(name, uid)
 	if err != nil {
@@ -188,6 +198,7 @@ func (c *localCluster) startGatewayOn(addr string) error {
 		return fmt.Errorf("chaos: gateway: %w (log %s)", err, p.logPath)
 	}
 	addr = a.HTTP
+	p.gossip, p.act = a.Gossip, a.Actor
 	c.mu.Lock()
 	c.gw, c.gwURL = p, "http://"+addr
 	c.mu.Unlock()
@@ -314,5 +325,8 @@ func (c *localCluster) shutdown() {
 	wg.Wait()
 	if c.firewall {
 		firewallDown()
+	}
+	if c.groups {
+		groupFirewallDown()
 	}
 }

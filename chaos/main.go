@@ -81,8 +81,8 @@ var scenarios = []string{"kill", "pause", "partition", "gateway", "provider", "r
 
 func (c *Config) validate() error {
 	switch {
-	case c.Scenario != "all" && c.Scenario != "soak" && !contains(scenarios, c.Scenario):
-		return fmt.Errorf("chaos: unknown scenario %q (want %s or all)", c.Scenario, strings.Join(scenarios, ", "))
+	case c.Scenario != "all" && c.Scenario != "soak" && !contains(scenarios, c.Scenario) && !contains(groupScenarios, c.Scenario):
+		return fmt.Errorf("chaos: unknown scenario %q (want %s, %s or all)", c.Scenario, strings.Join(scenarios, ", "), strings.Join(groupScenarios, ", "))
 	case c.Runs < 0 || c.Faults < 0:
 		return errors.New("chaos: -runs and -faults must be >= 0")
 	case c.Concurrency < 1 || c.Concurrency > 200:
@@ -103,6 +103,9 @@ func (c *Config) validate() error {
 		return errors.New("chaos: -scenario soak runs on the local backend only (it samples the processes it started)")
 	case c.Duration < 20*time.Second || c.Duration > 24*time.Hour || c.FaultEvery < 0:
 		return errors.New("chaos: want 20s <= -duration <= 24h and -fault-every >= 0")
+	}
+	if contains(groupScenarios, c.Scenario) && c.Backend == "local" {
+		c.Nodes = max(c.Nodes, groupMinNodes) // split.go
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -126,7 +129,7 @@ func main() {
 func run(args []string) int {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all; or soak")
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all; or split, asymmetric (group partitions), soak")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs per scenario, at least (0: the scenario's default)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "runs in flight at once")
 	fs.IntVar(&cfg.Faults, "faults", cfg.Faults, "faults per scenario (0: the scenario's default)")

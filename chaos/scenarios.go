@@ -124,6 +124,8 @@ func scenarioOf(name string, cfg Config, def func(v, d int) int, rt time.Duratio
 		}}
 	case "partition":
 		return scenario{runs: def(cfg.Runs, 30), faults: def(cfg.Faults, 2), profile: "steady", runTimeout: rt, inject: injectPartitions}
+	case "split", "asymmetric": // split.go
+		return groupScenarioOf(name, cfg, def, rt)
 	case "gateway":
 		return scenario{runs: def(cfg.Runs, 30), faults: def(cfg.Faults, 4), profile: "steady", runTimeout: rt, inject: injectGatewayRestarts}
 	default: // rolling
