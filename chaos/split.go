@@ -143,7 +143,7 @@ func injectSplit(ctx context.Context, e *env) string {
 		}
 		affected += n
 		done++
-		side := fmt.Sprintf("{%s} | {gateway, %s}", names(cut), names(kept))
+		side := fmt.Sprintf("{%s} ⟂ {gateway, %s}", names(cut), names(kept))
 		sides = append(sides, side)
 		e.progress("split %d/%d: %s for %v (%d runs in flight on the gateway-less side)", done, e.faults, side, d.Round(time.Millisecond), n)
 		sleep(context.Background(), d) // never leave the cluster split
