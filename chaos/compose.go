@@ -443,7 +443,9 @@ func removeLeftovers() {
 
 func (c *composeCluster) start(_ context.Context, scenario string, nodes int) (skip, err error) {
 	if contains(groupScenarios, scenario) {
-		return errors.New("group partitions (split.go) are made on the local backend only so far: compose needs a network per group"), nil
+		if err := groupComposeSupport(); err != nil {
+			return err, nil
+		}
 	}
 	root, err := moduleDir()
 	if err != nil {

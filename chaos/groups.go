@@ -154,10 +154,11 @@ type groupFleet interface {
 
 var _ groupFleet = (*localCluster)(nil)
 
-func (c *localCluster) gateway() *proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.gw
+// gateway is the gateway's process (both backends).
+func (r *roster) gateway() *proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gw
 }
 
 func (c *localCluster) dropBetween(from, to []*proc, both bool) (time.Time, error) {

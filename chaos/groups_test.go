@@ -131,3 +131,21 @@ func TestGroupScenariosValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitGroupsOfThree(t *testing.T) {
+	ns := []*proc{{name: "n1"}, {name: "n2"}, {name: "n3"}}
+	for i := 0; i < 3; i++ {
+		cut, kept := splitGroups(ns, i)
+		if len(cut) != 2 || len(kept) != 1 || kept[0] != ns[i] || slices.Contains(cut, kept[0]) {
+			t.Errorf("fault %d: %v | %v", i, cut, kept)
+		}
+	}
+}
+
+func TestNSInput(t *testing.T) {
+	got := nsDropInput([]string{"172.18.0.2", "172.18.0.5"})
+	want := "*filter\n:QLC-GROUP - [0:0]\n-I OUTPUT 1 -j QLC-GROUP\n-A QLC-GROUP -d 172.18.0.2/32 -j DROP\n-A QLC-GROUP -d 172.18.0.5/32 -j DROP\nCOMMIT\n"
+	if got != want {
+		t.Errorf("got %q", got)
+	}
+}

@@ -32,9 +32,22 @@ func groupScenarioOf(name string, cfg Config, def func(v, d int) int, rt time.Du
 
 // splitGroups divides nodes (oldest first) into the half cut off from the
 // gateway at fault i (the older half on even faults, the younger on odd
-// ones) and the half that stays with it. Both halves have at least one
-// node; with four nodes or more, at least two.
+// ones) and the half that stays with it. With four nodes or more each half
+// has at least two; with three (compose), the gateway keeps one node (each
+// in turn) and the other two are cut off together, so each side still has
+// a peer.
 func splitGroups(nodes []*proc, i int) (cut, withGateway []*proc) {
+	if len(nodes) < groupMinNodes {
+		k := i % len(nodes)
+		for j, n := range nodes {
+			if j == k {
+				withGateway = append(withGateway, n)
+			} else {
+				cut = append(cut, n)
+			}
+		}
+		return cut, withGateway
+	}
 	h := len(nodes) / 2
 	older, younger := nodes[:h], nodes[h:]
 	if i%2 == 0 {
