@@ -508,8 +508,15 @@ func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.P
 
 // startOn hands StartRun to node's run starter, which spawns the
 // coordinator there; the coordinator's StartRunAck names it. One round trip.
+//
+// It gives up before SpawnTimeout once the placer no longer offers node (it
+// was declared dead meanwhile): in a split, a run's failover may first be
+// offered to a node on the same cut-off side, not yet declared dead, which
+// never answers; waiting the whole SpawnTimeout (2 s) for it made the
+// run's recovery 2.4 s instead of 0.5 s (chaos split scenario).
 func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, error) {
-	reply, err := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, e.cfg.SpawnTimeout).Result()
+	f := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, e.cfg.SpawnTimeout)
+	reply, err := awaitWhile(f.Result, func() bool { return slices.Contains(e.placer.Candidates(start.RunId), node) }, placementPoll)
 	if err != nil {
 		return nil, fmt.Errorf("no StartRunAck: %w", err)
 	}
@@ -523,6 +530,41 @@ func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, err
 		return nil, errors.New("StartRunAck names no coordinator")
 	}
 	return pidOf(ack.Coordinator), nil
+}
+
+// placementPoll is how often startOn asks the placer whether the node it
+// waits for is still offered.
+const placementPoll = 25 * time.Millisecond
+
+// errNodeGone: the node a run was offered to left the placer's candidates
+// (declared dead) before it answered.
+var errNodeGone = errors.New("the node left the cluster before it answered")
+
+// awaitWhile returns result's answer, or errNodeGone as soon as alive (asked
+// every poll) says false. result must return within a bounded time (a
+// future's timeout): its goroutine ends then.
+func awaitWhile(result func() (any, error), alive func() bool, poll time.Duration) (any, error) {
+	type answer struct {
+		v   any
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() { // ends when result returns (its future's timeout at the latest)
+		v, err := result()
+		done <- answer{v, err}
+	}()
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case a := <-done:
+			return a.v, a.err
+		case <-t.C:
+			if !alive() {
+				return nil, errNodeGone
+			}
+		}
+	}
 }
 
 // starterName is the well-known name of every process's run starter.
