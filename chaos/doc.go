@@ -28,6 +28,12 @@
 //     and with the run resource (GET /v1/runs/{id}).
 //  6. Stop everything it started (compose: down -v) and print the table.
 //
+// -scenario split and -scenario asymmetric (not part of all; split.go,
+// groups.go, groups_compose.go) are group partitions: the nodes in two
+// groups that each keep their peers, cut from each other both ways with
+// the gateway on either side in turn; or one node that cannot send to one
+// peer while that peer's packets reach it.
+//
 // -scenario soak (not part of all; soak.go) is a soak suite instead: a
 // local cluster under a steady mixed load for -duration, each process's
 // RSS, heap, goroutines and open files sampled every second, and a slope
