@@ -186,7 +186,7 @@ func injectSplit(ctx context.Context, e *env) string {
 	if len(sides) > 0 {
 		e.rep.extra = append(e.rep.extra, [2]string{"first two splits", sides[0] + first(sides[1:])})
 	}
-	return fmt.Sprintf("%d × the nodes split in two halves, the gateway with one half in turn (iptables between the groups, both ways), for %v–%v, then healed",
+	return fmt.Sprintf("%d × the nodes split in two groups that each keep a peer, the gateway with one group and then the other (iptables between the groups, both ways), for %v–%v, then healed",
 		done, e.cfg.PauseMin, e.cfg.PauseMax)
 }
 
