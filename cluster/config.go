@@ -81,12 +81,19 @@ type Config struct {
 	ProbeTimeout time.Duration
 
 	// SuspicionMult scales the suspicion timeout: SuspicionMult × max(1, log10(n)) × ProbeInterval.
-	// Default 2: with k = SuspicionMult-2 = 0 confirmations needed, the timeout is the minimum (200 ms for
-	// n < 10) instead of starting at SuspicionMaxTimeoutMult × that and shrinking.
+	// Default 4 (issue 18, "overload is not failure"): memberlist then expects k = SuspicionMult-2 = 2
+	// independent confirmations (Lifeguard's local-health-aware suspicion, when n >= 4): a suspicion
+	// starts at SuspicionMaxTimeoutMult × 400 ms and shrinks to 400 ms as other members confirm it. A
+	// crashed member is confirmed by every prober within a probe round or two (detection ≈ 0.5–1 s); a
+	// CPU-starved member that answers late is given the time to refute. The former default 2 (k = 0, a
+	// fixed 200 ms) declared a member dead whenever it missed ~2 probe periods of CPU, then fenced it
+	// and restarted its runs elsewhere (TestStarvedMemberIsNotDeclaredDead).
 	SuspicionMult int
 
-	// SuspicionMaxTimeoutMult bounds the suspicion timeout when confirmations are expected (k > 0).
-	// Default 2, so raising SuspicionMult cannot silently give multi-second detection (research §4.2).
+	// SuspicionMaxTimeoutMult bounds the suspicion timeout when confirmations are expected (k > 0): a
+	// suspicion nobody confirms times out after SuspicionMaxTimeoutMult × the minimum. Default 6
+	// (2.4 s for n < 10, Consul's value): long enough for a starved member to be scheduled and refute,
+	// short enough that a member only one prober can reach is still settled in seconds.
 	SuspicionMaxTimeoutMult int
 
 	// IndirectChecks is how many peers are asked to probe a member that missed a direct ack. Default 2.
@@ -157,8 +164,8 @@ func DefaultConfig() Config {
 		ClusterName:             "qlc",
 		ProbeInterval:           100 * time.Millisecond,
 		ProbeTimeout:            50 * time.Millisecond,
-		SuspicionMult:           2,
-		SuspicionMaxTimeoutMult: 2,
+		SuspicionMult:           4,
+		SuspicionMaxTimeoutMult: 6,
 		IndirectChecks:          2,
 		GossipInterval:          50 * time.Millisecond,
 		GossipNodes:             3,
