@@ -1,0 +1,129 @@
+package actors
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// AdaptiveLimit is a node's concurrency limit on the runs it hosts (running
+// plus queued for a run slot), adapted to the latency of its completed stage
+// attempts: Netflix concurrency-limits' Gradient2, written out here (about
+// 60 lines) because that library is not served to this build and its
+// dependencies (a metrics registry of its own) are more than the formula.
+//
+// Two moving averages of the samples are kept: a short one (the latency
+// now) and a long one (the latency the node delivers when not overloaded).
+// Their ratio is the gradient: while short ≤ Tolerance × long the limit may
+// grow by a small queue allowance (√limit) per sample, but only while the
+// hosted runs use at least half of it (an idle node does not inflate its
+// limit); past it the limit shrinks in proportion (at most halving per
+// sample, smoothed). When latency falls far below the long average (long >
+// 2 × short), the long one decays quickly towards it; a workload that got
+// slower for good moves the long average up over LongWindow samples, so the
+// node settles at a new baseline instead of shrinking for ever.
+//
+// It is pure: no clock, no goroutine; safe for concurrent use.
+type AdaptiveLimit struct {
+	cfg AdaptiveLimitConfig
+
+	mu          sync.Mutex
+	limit       float64
+	short, long float64 // moving averages of the samples, in seconds
+	n           int     // samples seen
+}
+
+// AdaptiveLimitConfig configures an AdaptiveLimit. Zero fields take the
+// defaults named on them.
+type AdaptiveLimitConfig struct {
+	// Initial is the limit before any sample. Required (> 0).
+	Initial int
+	// Min and Max bound the limit. Default 1 and Initial.
+	Min, Max int
+	// Tolerance is how much slower than the long-run latency the short-run
+	// latency may get before the limit shrinks. Default 2 (issue 18's
+	// figure: admitted runs' p99 at most twice the unloaded one).
+	Tolerance float64
+	// Smoothing weighs each new estimate (0..1). Default 0.2.
+	Smoothing float64
+	// ShortWindow and LongWindow are the moving averages' lengths in
+	// samples. Default 10 and 500.
+	ShortWindow, LongWindow int
+}
+
+// NewAdaptiveLimit returns a limit at cfg.Initial.
+func NewAdaptiveLimit(cfg AdaptiveLimitConfig) *AdaptiveLimit {
+	if cfg.Initial < 1 {
+		cfg.Initial = 1
+	}
+	if cfg.Min < 1 {
+		cfg.Min = 1
+	}
+	if cfg.Max < cfg.Min {
+		cfg.Max = max(cfg.Initial, cfg.Min)
+	}
+	if cfg.Tolerance <= 1 {
+		cfg.Tolerance = 2
+	}
+	if cfg.Smoothing <= 0 || cfg.Smoothing > 1 {
+		cfg.Smoothing = 0.2
+	}
+	if cfg.ShortWindow < 1 {
+		cfg.ShortWindow = 10
+	}
+	if cfg.LongWindow <= cfg.ShortWindow {
+		cfg.LongWindow = max(500, cfg.ShortWindow*10)
+	}
+	return &AdaptiveLimit{cfg: cfg, limit: float64(min(max(cfg.Initial, cfg.Min), cfg.Max))}
+}
+
+// Limit is the current limit.
+func (l *AdaptiveLimit) Limit() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int(l.limit)
+}
+
+// Latency is the short-run average of the samples (0 before any).
+func (l *AdaptiveLimit) Latency() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Duration(l.short * float64(time.Second))
+}
+
+// Sample feeds one completed stage attempt's latency, with inflight the
+// runs hosted when it completed, and returns the new limit.
+func (l *AdaptiveLimit) Sample(d time.Duration, inflight int) int {
+	if d <= 0 {
+		return l.Limit()
+	}
+	s := d.Seconds()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	if l.n == 1 {
+		l.short, l.long = s, s
+		return int(l.limit)
+	}
+	l.short = ewma(l.short, s, l.cfg.ShortWindow)
+	l.long = ewma(l.long, s, l.cfg.LongWindow)
+	if l.long > 2*l.short {
+		l.long *= 0.95 // latency fell well below the baseline: follow it down quickly
+	}
+	gradient := max(0.5, min(1, l.cfg.Tolerance*l.long/l.short))
+	if gradient == 1 && float64(inflight) < l.limit/2 {
+		return int(l.limit) // app-limited: no evidence the node could take more
+	}
+	next := l.limit*gradient + math.Sqrt(l.limit)
+	if gradient < 1 {
+		next = l.limit * gradient // overloaded: no queue allowance
+	}
+	next = l.limit*(1-l.cfg.Smoothing) + next*l.cfg.Smoothing
+	l.limit = min(float64(l.cfg.Max), max(float64(l.cfg.Min), next))
+	return int(l.limit)
+}
+
+func ewma(avg, x float64, window int) float64 {
+	a := 2 / (float64(window) + 1)
+	return avg + a*(x-avg)
+}
