@@ -501,10 +501,19 @@ func (x *StartRun) GetRouting() *RunRouting {
 
 // StartRunAck tells the starter the coordinator accepted (or refused) a run.
 type StartRunAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`             // empty when accepted
-	Coordinator   *ActorRef              `protobuf:"bytes,3,opt,name=coordinator,proto3" json:"coordinator,omitempty"` // the run's coordinator, when accepted
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	RunId       string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Error       string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`             // empty when accepted
+	Coordinator *ActorRef              `protobuf:"bytes,3,opt,name=coordinator,proto3" json:"coordinator,omitempty"` // the run's coordinator, when accepted
+	// code names why a node refused, when error is set: "node_saturated" (its
+	// adaptive run limit is reached: try another node, or refuse the run) or
+	// "draining"; empty for other refusals.
+	Code string `protobuf:"bytes,70,opt,name=code,proto3" json:"code,omitempty"`
+	// retry_after_ms is when a refusing node expects room again.
+	RetryAfterMs uint32 `protobuf:"varint,71,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// load is the node's load when it answered, accepted or not (issue 18:
+	// every ack reports it, fresher than the gossiped one).
+	Load          *NodeLoad `protobuf:"bytes,72,opt,name=load,proto3" json:"load,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -560,6 +569,96 @@ func (x *StartRunAck) GetCoordinator() *ActorRef {
 	return nil
 }
 
+func (x *StartRunAck) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *StartRunAck) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *StartRunAck) GetLoad() *NodeLoad {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+// NodeLoad is a node's pressure: what it runs, what it may run, and how fast.
+type NodeLoad struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Active         uint32                 `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`                                         // runs hosted: running or queued for a run slot
+	Limit          uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                                           // its adaptive limit on active (0: none)
+	Queued         uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`                                         // runs waiting for a run slot
+	StageLatencyMs uint32                 `protobuf:"varint,4,opt,name=stage_latency_ms,json=stageLatencyMs,proto3" json:"stage_latency_ms,omitempty"` // recent stage attempts' mean duration
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NodeLoad) Reset() {
+	*x = NodeLoad{}
+	mi := &file_qlc_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLoad) ProtoMessage() {}
+
+func (x *NodeLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLoad.ProtoReflect.Descriptor instead.
+func (*NodeLoad) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NodeLoad) GetActive() uint32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetQueued() uint32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetStageLatencyMs() uint32 {
+	if x != nil {
+		return x.StageLatencyMs
+	}
+	return 0
+}
+
 // CancelRun stops a run: the coordinator stops its workers, whose provider
 // requests are cancelled through their context, and emits RunCancelled.
 type CancelRun struct {
@@ -572,7 +671,7 @@ type CancelRun struct {
 
 func (x *CancelRun) Reset() {
 	*x = CancelRun{}
-	mi := &file_qlc_proto_msgTypes[6]
+	mi := &file_qlc_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +683,7 @@ func (x *CancelRun) String() string {
 func (*CancelRun) ProtoMessage() {}
 
 func (x *CancelRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[6]
+	mi := &file_qlc_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +696,7 @@ func (x *CancelRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRun.ProtoReflect.Descriptor instead.
 func (*CancelRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{6}
+	return file_qlc_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CancelRun) GetRunId() string {
@@ -627,7 +726,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_qlc_proto_msgTypes[7]
+	mi := &file_qlc_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +738,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[7]
+	mi := &file_qlc_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +751,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{7}
+	return file_qlc_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Subscribe) GetRunId() string {
@@ -687,7 +786,7 @@ type WatchRun struct {
 
 func (x *WatchRun) Reset() {
 	*x = WatchRun{}
-	mi := &file_qlc_proto_msgTypes[8]
+	mi := &file_qlc_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +798,7 @@ func (x *WatchRun) String() string {
 func (*WatchRun) ProtoMessage() {}
 
 func (x *WatchRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[8]
+	mi := &file_qlc_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +811,7 @@ func (x *WatchRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRun.ProtoReflect.Descriptor instead.
 func (*WatchRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{8}
+	return file_qlc_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchRun) GetCoordinator() *ActorRef {
@@ -734,7 +833,7 @@ type Lagged struct {
 
 func (x *Lagged) Reset() {
 	*x = Lagged{}
-	mi := &file_qlc_proto_msgTypes[9]
+	mi := &file_qlc_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +845,7 @@ func (x *Lagged) String() string {
 func (*Lagged) ProtoMessage() {}
 
 func (x *Lagged) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[9]
+	mi := &file_qlc_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +858,7 @@ func (x *Lagged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lagged.ProtoReflect.Descriptor instead.
 func (*Lagged) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{9}
+	return file_qlc_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Lagged) GetRunId() string {
@@ -803,7 +902,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_qlc_proto_msgTypes[10]
+	mi := &file_qlc_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +914,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[10]
+	mi := &file_qlc_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +927,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{10}
+	return file_qlc_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -1048,7 +1147,7 @@ type RunEventAck struct {
 
 func (x *RunEventAck) Reset() {
 	*x = RunEventAck{}
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1159,7 @@ func (x *RunEventAck) String() string {
 func (*RunEventAck) ProtoMessage() {}
 
 func (x *RunEventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1172,7 @@ func (x *RunEventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEventAck.ProtoReflect.Descriptor instead.
 func (*RunEventAck) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{11}
+	return file_qlc_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunEventAck) GetRunId() string {
@@ -1100,7 +1199,7 @@ type RunEventBatch struct {
 
 func (x *RunEventBatch) Reset() {
 	*x = RunEventBatch{}
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1211,7 @@ func (x *RunEventBatch) String() string {
 func (*RunEventBatch) ProtoMessage() {}
 
 func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1224,7 @@ func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEventBatch.ProtoReflect.Descriptor instead.
 func (*RunEventBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{12}
+	return file_qlc_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunEventBatch) GetEvents() []*RunEvent {
@@ -1159,7 +1258,7 @@ type StageStarted struct {
 
 func (x *StageStarted) Reset() {
 	*x = StageStarted{}
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1270,7 @@ func (x *StageStarted) String() string {
 func (*StageStarted) ProtoMessage() {}
 
 func (x *StageStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1283,7 @@ func (x *StageStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageStarted.ProtoReflect.Descriptor instead.
 func (*StageStarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{13}
+	return file_qlc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StageStarted) GetStage() Stage {
@@ -1263,7 +1362,7 @@ type TokenDelta struct {
 
 func (x *TokenDelta) Reset() {
 	*x = TokenDelta{}
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1374,7 @@ func (x *TokenDelta) String() string {
 func (*TokenDelta) ProtoMessage() {}
 
 func (x *TokenDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1387,7 @@ func (x *TokenDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDelta.ProtoReflect.Descriptor instead.
 func (*TokenDelta) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{14}
+	return file_qlc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TokenDelta) GetStage() Stage {
@@ -1331,7 +1430,7 @@ type TokenDeltaBatch struct {
 
 func (x *TokenDeltaBatch) Reset() {
 	*x = TokenDeltaBatch{}
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1442,7 @@ func (x *TokenDeltaBatch) String() string {
 func (*TokenDeltaBatch) ProtoMessage() {}
 
 func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1455,7 @@ func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDeltaBatch.ProtoReflect.Descriptor instead.
 func (*TokenDeltaBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{15}
+	return file_qlc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TokenDeltaBatch) GetDeltas() []*TokenDelta {
@@ -1382,7 +1481,7 @@ type StageCompleted struct {
 
 func (x *StageCompleted) Reset() {
 	*x = StageCompleted{}
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1493,7 @@ func (x *StageCompleted) String() string {
 func (*StageCompleted) ProtoMessage() {}
 
 func (x *StageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1506,7 @@ func (x *StageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageCompleted.ProtoReflect.Descriptor instead.
 func (*StageCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{16}
+	return file_qlc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StageCompleted) GetStage() Stage {
@@ -1476,7 +1575,7 @@ type StageRestarted struct {
 
 func (x *StageRestarted) Reset() {
 	*x = StageRestarted{}
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1587,7 @@ func (x *StageRestarted) String() string {
 func (*StageRestarted) ProtoMessage() {}
 
 func (x *StageRestarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1600,7 @@ func (x *StageRestarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageRestarted.ProtoReflect.Descriptor instead.
 func (*StageRestarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{17}
+	return file_qlc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StageRestarted) GetStage() Stage {
@@ -1548,7 +1647,7 @@ type RunCompleted struct {
 
 func (x *RunCompleted) Reset() {
 	*x = RunCompleted{}
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1659,7 @@ func (x *RunCompleted) String() string {
 func (*RunCompleted) ProtoMessage() {}
 
 func (x *RunCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1672,7 @@ func (x *RunCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCompleted.ProtoReflect.Descriptor instead.
 func (*RunCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{18}
+	return file_qlc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunCompleted) GetAnswer() string {
@@ -1622,7 +1721,7 @@ type RunFailed struct {
 
 func (x *RunFailed) Reset() {
 	*x = RunFailed{}
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1733,7 @@ func (x *RunFailed) String() string {
 func (*RunFailed) ProtoMessage() {}
 
 func (x *RunFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1746,7 @@ func (x *RunFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFailed.ProtoReflect.Descriptor instead.
 func (*RunFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{19}
+	return file_qlc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunFailed) GetReason() string {
@@ -1704,7 +1803,7 @@ type StepUsage struct {
 
 func (x *StepUsage) Reset() {
 	*x = StepUsage{}
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1815,7 @@ func (x *StepUsage) String() string {
 func (*StepUsage) ProtoMessage() {}
 
 func (x *StepUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1828,7 @@ func (x *StepUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepUsage.ProtoReflect.Descriptor instead.
 func (*StepUsage) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{20}
+	return file_qlc_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StepUsage) GetStep() string {
@@ -1775,7 +1874,7 @@ type StageAttemptDone struct {
 
 func (x *StageAttemptDone) Reset() {
 	*x = StageAttemptDone{}
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1886,7 @@ func (x *StageAttemptDone) String() string {
 func (*StageAttemptDone) ProtoMessage() {}
 
 func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1899,7 @@ func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptDone.ProtoReflect.Descriptor instead.
 func (*StageAttemptDone) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{21}
+	return file_qlc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StageAttemptDone) GetStage() Stage {
@@ -1879,7 +1978,7 @@ type StageAttemptFailed struct {
 
 func (x *StageAttemptFailed) Reset() {
 	*x = StageAttemptFailed{}
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +1990,7 @@ func (x *StageAttemptFailed) String() string {
 func (*StageAttemptFailed) ProtoMessage() {}
 
 func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2003,7 @@ func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptFailed.ProtoReflect.Descriptor instead.
 func (*StageAttemptFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{22}
+	return file_qlc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StageAttemptFailed) GetStage() Stage {
@@ -1990,7 +2089,7 @@ type RunPlanned struct {
 
 func (x *RunPlanned) Reset() {
 	*x = RunPlanned{}
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2101,7 @@ func (x *RunPlanned) String() string {
 func (*RunPlanned) ProtoMessage() {}
 
 func (x *RunPlanned) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2114,7 @@ func (x *RunPlanned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPlanned.ProtoReflect.Descriptor instead.
 func (*RunPlanned) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{23}
+	return file_qlc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RunPlanned) GetStrategy() string {
@@ -2049,7 +2148,7 @@ type PlannedStep struct {
 
 func (x *PlannedStep) Reset() {
 	*x = PlannedStep{}
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2160,7 @@ func (x *PlannedStep) String() string {
 func (*PlannedStep) ProtoMessage() {}
 
 func (x *PlannedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2173,7 @@ func (x *PlannedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedStep.ProtoReflect.Descriptor instead.
 func (*PlannedStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{24}
+	return file_qlc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PlannedStep) GetStep() string {
@@ -2150,7 +2249,7 @@ type StepSkipped struct {
 
 func (x *StepSkipped) Reset() {
 	*x = StepSkipped{}
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2261,7 @@ func (x *StepSkipped) String() string {
 func (*StepSkipped) ProtoMessage() {}
 
 func (x *StepSkipped) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2274,7 @@ func (x *StepSkipped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepSkipped.ProtoReflect.Descriptor instead.
 func (*StepSkipped) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{25}
+	return file_qlc_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StepSkipped) GetStep() string {
@@ -2226,7 +2325,7 @@ type Ranking struct {
 
 func (x *Ranking) Reset() {
 	*x = Ranking{}
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2337,7 @@ func (x *Ranking) String() string {
 func (*Ranking) ProtoMessage() {}
 
 func (x *Ranking) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2350,7 @@ func (x *Ranking) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ranking.ProtoReflect.Descriptor instead.
 func (*Ranking) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{26}
+	return file_qlc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Ranking) GetStep() string {
@@ -2288,7 +2387,7 @@ type RankedStep struct {
 
 func (x *RankedStep) Reset() {
 	*x = RankedStep{}
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2399,7 @@ func (x *RankedStep) String() string {
 func (*RankedStep) ProtoMessage() {}
 
 func (x *RankedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2412,7 @@ func (x *RankedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedStep.ProtoReflect.Descriptor instead.
 func (*RankedStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{27}
+	return file_qlc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RankedStep) GetStep() string {
@@ -2360,7 +2459,7 @@ type StepNote struct {
 
 func (x *StepNote) Reset() {
 	*x = StepNote{}
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2471,7 @@ func (x *StepNote) String() string {
 func (*StepNote) ProtoMessage() {}
 
 func (x *StepNote) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2484,7 @@ func (x *StepNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepNote.ProtoReflect.Descriptor instead.
 func (*StepNote) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{28}
+	return file_qlc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StepNote) GetStep() string {
@@ -2432,7 +2531,7 @@ type RunCancelled struct {
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2543,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2556,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{29}
+	return file_qlc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -2496,7 +2595,7 @@ type CountTokens struct {
 
 func (x *CountTokens) Reset() {
 	*x = CountTokens{}
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +2607,7 @@ func (x *CountTokens) String() string {
 func (*CountTokens) ProtoMessage() {}
 
 func (x *CountTokens) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +2620,7 @@ func (x *CountTokens) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokens.ProtoReflect.Descriptor instead.
 func (*CountTokens) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{30}
+	return file_qlc_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CountTokens) GetModel() string {
@@ -2563,7 +2662,7 @@ type CountTokensBatch struct {
 
 func (x *CountTokensBatch) Reset() {
 	*x = CountTokensBatch{}
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2674,7 @@ func (x *CountTokensBatch) String() string {
 func (*CountTokensBatch) ProtoMessage() {}
 
 func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2687,7 @@ func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokensBatch.ProtoReflect.Descriptor instead.
 func (*CountTokensBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{31}
+	return file_qlc_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CountTokensBatch) GetRequests() []*CountTokens {
@@ -2608,7 +2707,7 @@ type TokenCountsBatch struct {
 
 func (x *TokenCountsBatch) Reset() {
 	*x = TokenCountsBatch{}
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2620,7 +2719,7 @@ func (x *TokenCountsBatch) String() string {
 func (*TokenCountsBatch) ProtoMessage() {}
 
 func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2633,7 +2732,7 @@ func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCountsBatch.ProtoReflect.Descriptor instead.
 func (*TokenCountsBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{32}
+	return file_qlc_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TokenCountsBatch) GetResults() []*TokenCounts {
@@ -2653,7 +2752,7 @@ type TokenIDs struct {
 
 func (x *TokenIDs) Reset() {
 	*x = TokenIDs{}
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2764,7 @@ func (x *TokenIDs) String() string {
 func (*TokenIDs) ProtoMessage() {}
 
 func (x *TokenIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2777,7 @@ func (x *TokenIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIDs.ProtoReflect.Descriptor instead.
 func (*TokenIDs) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{33}
+	return file_qlc_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TokenIDs) GetIds() []int32 {
@@ -2704,7 +2803,7 @@ type TokenCounts struct {
 
 func (x *TokenCounts) Reset() {
 	*x = TokenCounts{}
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2815,7 @@ func (x *TokenCounts) String() string {
 func (*TokenCounts) ProtoMessage() {}
 
 func (x *TokenCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2828,7 @@ func (x *TokenCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCounts.ProtoReflect.Descriptor instead.
 func (*TokenCounts) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{34}
+	return file_qlc_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TokenCounts) GetCounts() []int64 {
@@ -2795,7 +2894,7 @@ type FindRun struct {
 
 func (x *FindRun) Reset() {
 	*x = FindRun{}
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +2906,7 @@ func (x *FindRun) String() string {
 func (*FindRun) ProtoMessage() {}
 
 func (x *FindRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +2919,7 @@ func (x *FindRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindRun.ProtoReflect.Descriptor instead.
 func (*FindRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{35}
+	return file_qlc_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FindRun) GetRunId() string {
@@ -2849,7 +2948,7 @@ type RunFound struct {
 
 func (x *RunFound) Reset() {
 	*x = RunFound{}
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +2960,7 @@ func (x *RunFound) String() string {
 func (*RunFound) ProtoMessage() {}
 
 func (x *RunFound) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +2973,7 @@ func (x *RunFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFound.ProtoReflect.Descriptor instead.
 func (*RunFound) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{36}
+	return file_qlc_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunFound) GetStart() *StartRun {
@@ -2910,7 +3009,7 @@ type TenantLimits struct {
 
 func (x *TenantLimits) Reset() {
 	*x = TenantLimits{}
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3021,7 @@ func (x *TenantLimits) String() string {
 func (*TenantLimits) ProtoMessage() {}
 
 func (x *TenantLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3034,7 @@ func (x *TenantLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
 func (*TenantLimits) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{37}
+	return file_qlc_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TenantLimits) GetRequestsPerMinute() int64 {
@@ -3013,7 +3112,7 @@ type Admit struct {
 
 func (x *Admit) Reset() {
 	*x = Admit{}
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3124,7 @@ func (x *Admit) String() string {
 func (*Admit) ProtoMessage() {}
 
 func (x *Admit) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3137,7 @@ func (x *Admit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admit.ProtoReflect.Descriptor instead.
 func (*Admit) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{38}
+	return file_qlc_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Admit) GetTenant() string {
@@ -3119,7 +3218,7 @@ type AdmitReply struct {
 
 func (x *AdmitReply) Reset() {
 	*x = AdmitReply{}
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3131,7 +3230,7 @@ func (x *AdmitReply) String() string {
 func (*AdmitReply) ProtoMessage() {}
 
 func (x *AdmitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3144,7 +3243,7 @@ func (x *AdmitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitReply.ProtoReflect.Descriptor instead.
 func (*AdmitReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{39}
+	return file_qlc_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AdmitReply) GetOk() bool {
@@ -3189,7 +3288,7 @@ type Settle struct {
 
 func (x *Settle) Reset() {
 	*x = Settle{}
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3300,7 @@ func (x *Settle) String() string {
 func (*Settle) ProtoMessage() {}
 
 func (x *Settle) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3313,7 @@ func (x *Settle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settle.ProtoReflect.Descriptor instead.
 func (*Settle) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{40}
+	return file_qlc_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Settle) GetTenant() string {
@@ -3246,7 +3345,7 @@ type SettleAck struct {
 
 func (x *SettleAck) Reset() {
 	*x = SettleAck{}
-	mi := &file_qlc_proto_msgTypes[41]
+	mi := &file_qlc_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3258,7 +3357,7 @@ func (x *SettleAck) String() string {
 func (*SettleAck) ProtoMessage() {}
 
 func (x *SettleAck) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[41]
+	mi := &file_qlc_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3271,7 +3370,7 @@ func (x *SettleAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleAck.ProtoReflect.Descriptor instead.
 func (*SettleAck) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{41}
+	return file_qlc_proto_rawDescGZIP(), []int{42}
 }
 
 // LedgerQuery asks a gateway's ledger what a limiter needs to rebuild a
@@ -3288,7 +3387,7 @@ type LedgerQuery struct {
 
 func (x *LedgerQuery) Reset() {
 	*x = LedgerQuery{}
-	mi := &file_qlc_proto_msgTypes[42]
+	mi := &file_qlc_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3300,7 +3399,7 @@ func (x *LedgerQuery) String() string {
 func (*LedgerQuery) ProtoMessage() {}
 
 func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[42]
+	mi := &file_qlc_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3313,7 +3412,7 @@ func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerQuery.ProtoReflect.Descriptor instead.
 func (*LedgerQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{42}
+	return file_qlc_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LedgerQuery) GetTenant() string {
@@ -3351,7 +3450,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_qlc_proto_msgTypes[43]
+	mi := &file_qlc_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3462,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[43]
+	mi := &file_qlc_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3475,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{43}
+	return file_qlc_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LedgerEntry) GetRunId() string {
@@ -3420,7 +3519,7 @@ type LedgerState struct {
 
 func (x *LedgerState) Reset() {
 	*x = LedgerState{}
-	mi := &file_qlc_proto_msgTypes[44]
+	mi := &file_qlc_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3432,7 +3531,7 @@ func (x *LedgerState) String() string {
 func (*LedgerState) ProtoMessage() {}
 
 func (x *LedgerState) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[44]
+	mi := &file_qlc_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3445,7 +3544,7 @@ func (x *LedgerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerState.ProtoReflect.Descriptor instead.
 func (*LedgerState) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{44}
+	return file_qlc_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LedgerState) GetRecent() []*LedgerEntry {
@@ -3490,7 +3589,7 @@ type RegistryChange struct {
 
 func (x *RegistryChange) Reset() {
 	*x = RegistryChange{}
-	mi := &file_qlc_proto_msgTypes[45]
+	mi := &file_qlc_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3502,7 +3601,7 @@ func (x *RegistryChange) String() string {
 func (*RegistryChange) ProtoMessage() {}
 
 func (x *RegistryChange) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[45]
+	mi := &file_qlc_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3515,7 +3614,7 @@ func (x *RegistryChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryChange.ProtoReflect.Descriptor instead.
 func (*RegistryChange) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{45}
+	return file_qlc_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RegistryChange) GetTenants() [][]byte {
@@ -3553,7 +3652,7 @@ type FitToBudget struct {
 
 func (x *FitToBudget) Reset() {
 	*x = FitToBudget{}
-	mi := &file_qlc_proto_msgTypes[46]
+	mi := &file_qlc_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3565,7 +3664,7 @@ func (x *FitToBudget) String() string {
 func (*FitToBudget) ProtoMessage() {}
 
 func (x *FitToBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[46]
+	mi := &file_qlc_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3578,7 +3677,7 @@ func (x *FitToBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FitToBudget.ProtoReflect.Descriptor instead.
 func (*FitToBudget) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{46}
+	return file_qlc_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FitToBudget) GetModel() string {
@@ -3628,7 +3727,7 @@ type FittedText struct {
 
 func (x *FittedText) Reset() {
 	*x = FittedText{}
-	mi := &file_qlc_proto_msgTypes[47]
+	mi := &file_qlc_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3640,7 +3739,7 @@ func (x *FittedText) String() string {
 func (*FittedText) ProtoMessage() {}
 
 func (x *FittedText) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[47]
+	mi := &file_qlc_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3653,7 +3752,7 @@ func (x *FittedText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FittedText.ProtoReflect.Descriptor instead.
 func (*FittedText) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{47}
+	return file_qlc_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FittedText) GetText() string {
@@ -3751,7 +3850,7 @@ type StartStep struct {
 
 func (x *StartStep) Reset() {
 	*x = StartStep{}
-	mi := &file_qlc_proto_msgTypes[48]
+	mi := &file_qlc_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3763,7 +3862,7 @@ func (x *StartStep) String() string {
 func (*StartStep) ProtoMessage() {}
 
 func (x *StartStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[48]
+	mi := &file_qlc_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3776,7 +3875,7 @@ func (x *StartStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
 func (*StartStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{48}
+	return file_qlc_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StartStep) GetRunId() string {
@@ -3913,7 +4012,7 @@ type StepAccepted struct {
 
 func (x *StepAccepted) Reset() {
 	*x = StepAccepted{}
-	mi := &file_qlc_proto_msgTypes[49]
+	mi := &file_qlc_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3925,7 +4024,7 @@ func (x *StepAccepted) String() string {
 func (*StepAccepted) ProtoMessage() {}
 
 func (x *StepAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[49]
+	mi := &file_qlc_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3938,7 +4037,7 @@ func (x *StepAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAccepted.ProtoReflect.Descriptor instead.
 func (*StepAccepted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{49}
+	return file_qlc_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StepAccepted) GetStep() string {
@@ -3992,7 +4091,7 @@ type StepRefused struct {
 
 func (x *StepRefused) Reset() {
 	*x = StepRefused{}
-	mi := &file_qlc_proto_msgTypes[50]
+	mi := &file_qlc_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4004,7 +4103,7 @@ func (x *StepRefused) String() string {
 func (*StepRefused) ProtoMessage() {}
 
 func (x *StepRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[50]
+	mi := &file_qlc_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4017,7 +4116,7 @@ func (x *StepRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepRefused.ProtoReflect.Descriptor instead.
 func (*StepRefused) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{50}
+	return file_qlc_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *StepRefused) GetStep() string {
@@ -4069,7 +4168,7 @@ type CancelStep struct {
 
 func (x *CancelStep) Reset() {
 	*x = CancelStep{}
-	mi := &file_qlc_proto_msgTypes[51]
+	mi := &file_qlc_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4081,7 +4180,7 @@ func (x *CancelStep) String() string {
 func (*CancelStep) ProtoMessage() {}
 
 func (x *CancelStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[51]
+	mi := &file_qlc_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4094,7 +4193,7 @@ func (x *CancelStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelStep.ProtoReflect.Descriptor instead.
 func (*CancelStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{51}
+	return file_qlc_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CancelStep) GetRunId() string {
@@ -4142,7 +4241,7 @@ type ModelStatsQuery struct {
 
 func (x *ModelStatsQuery) Reset() {
 	*x = ModelStatsQuery{}
-	mi := &file_qlc_proto_msgTypes[52]
+	mi := &file_qlc_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4154,7 +4253,7 @@ func (x *ModelStatsQuery) String() string {
 func (*ModelStatsQuery) ProtoMessage() {}
 
 func (x *ModelStatsQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[52]
+	mi := &file_qlc_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4167,7 +4266,7 @@ func (x *ModelStatsQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStatsQuery.ProtoReflect.Descriptor instead.
 func (*ModelStatsQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{52}
+	return file_qlc_proto_rawDescGZIP(), []int{53}
 }
 
 // ModelStats are one node's statistics of one (endpoint, model) over its
@@ -4194,7 +4293,7 @@ type ModelStats struct {
 
 func (x *ModelStats) Reset() {
 	*x = ModelStats{}
-	mi := &file_qlc_proto_msgTypes[53]
+	mi := &file_qlc_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4206,7 +4305,7 @@ func (x *ModelStats) String() string {
 func (*ModelStats) ProtoMessage() {}
 
 func (x *ModelStats) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[53]
+	mi := &file_qlc_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4219,7 +4318,7 @@ func (x *ModelStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStats.ProtoReflect.Descriptor instead.
 func (*ModelStats) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{53}
+	return file_qlc_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ModelStats) GetEndpoint() string {
@@ -4324,7 +4423,7 @@ type ModelStatsReply struct {
 
 func (x *ModelStatsReply) Reset() {
 	*x = ModelStatsReply{}
-	mi := &file_qlc_proto_msgTypes[54]
+	mi := &file_qlc_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4336,7 +4435,7 @@ func (x *ModelStatsReply) String() string {
 func (*ModelStatsReply) ProtoMessage() {}
 
 func (x *ModelStatsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[54]
+	mi := &file_qlc_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4349,7 +4448,7 @@ func (x *ModelStatsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStatsReply.ProtoReflect.Descriptor instead.
 func (*ModelStatsReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{54}
+	return file_qlc_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ModelStatsReply) GetModels() []*ModelStats {
@@ -4380,7 +4479,7 @@ type RunRouting struct {
 
 func (x *RunRouting) Reset() {
 	*x = RunRouting{}
-	mi := &file_qlc_proto_msgTypes[55]
+	mi := &file_qlc_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4392,7 +4491,7 @@ func (x *RunRouting) String() string {
 func (*RunRouting) ProtoMessage() {}
 
 func (x *RunRouting) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[55]
+	mi := &file_qlc_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4405,7 +4504,7 @@ func (x *RunRouting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRouting.ProtoReflect.Descriptor instead.
 func (*RunRouting) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{55}
+	return file_qlc_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RunRouting) GetTier() string {
@@ -4445,7 +4544,7 @@ type RunEstimate struct {
 
 func (x *RunEstimate) Reset() {
 	*x = RunEstimate{}
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4457,7 +4556,7 @@ func (x *RunEstimate) String() string {
 func (*RunEstimate) ProtoMessage() {}
 
 func (x *RunEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4470,7 +4569,7 @@ func (x *RunEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEstimate.ProtoReflect.Descriptor instead.
 func (*RunEstimate) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{56}
+	return file_qlc_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RunEstimate) GetAnswerTtft() *durationpb.Duration {
@@ -4526,7 +4625,7 @@ type CacheLookup struct {
 
 func (x *CacheLookup) Reset() {
 	*x = CacheLookup{}
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4538,7 +4637,7 @@ func (x *CacheLookup) String() string {
 func (*CacheLookup) ProtoMessage() {}
 
 func (x *CacheLookup) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4551,7 +4650,7 @@ func (x *CacheLookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheLookup.ProtoReflect.Descriptor instead.
 func (*CacheLookup) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{57}
+	return file_qlc_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CacheLookup) GetKey() string {
@@ -4573,7 +4672,7 @@ type CacheEntry struct {
 
 func (x *CacheEntry) Reset() {
 	*x = CacheEntry{}
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4585,7 +4684,7 @@ func (x *CacheEntry) String() string {
 func (*CacheEntry) ProtoMessage() {}
 
 func (x *CacheEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4598,7 +4697,7 @@ func (x *CacheEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheEntry.ProtoReflect.Descriptor instead.
 func (*CacheEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{58}
+	return file_qlc_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CacheEntry) GetFound() bool {
@@ -4634,7 +4733,7 @@ type CacheStore struct {
 
 func (x *CacheStore) Reset() {
 	*x = CacheStore{}
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4646,7 +4745,7 @@ func (x *CacheStore) String() string {
 func (*CacheStore) ProtoMessage() {}
 
 func (x *CacheStore) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4659,7 +4758,7 @@ func (x *CacheStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStore.ProtoReflect.Descriptor instead.
 func (*CacheStore) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{59}
+	return file_qlc_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CacheStore) GetKey() string {
@@ -4719,11 +4818,19 @@ const file_qlc_proto_rawDesc = "" +
 	" \x01(\v2\x13.qlc.v1.RunEstimateR\bestimate\x12\x1f\n" +
 	"\vcached_from\x18\v \x01(\tR\n" +
 	"cachedFrom\x12,\n" +
-	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\"n\n" +
+	"\arouting\x18\f \x01(\v2\x12.qlc.v1.RunRoutingR\arouting\"\xce\x01\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
-	"\vcoordinator\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\":\n" +
+	"\vcoordinator\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\x12\n" +
+	"\x04code\x18F \x01(\tR\x04code\x12$\n" +
+	"\x0eretry_after_ms\x18G \x01(\rR\fretryAfterMs\x12$\n" +
+	"\x04load\x18H \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"z\n" +
+	"\bNodeLoad\x12\x16\n" +
+	"\x06active\x18\x01 \x01(\rR\x06active\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06queued\x18\x03 \x01(\rR\x06queued\x12(\n" +
+	"\x10stage_latency_ms\x18\x04 \x01(\rR\x0estageLatencyMs\":\n" +
 	"\tCancelRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"o\n" +
@@ -5088,7 +5195,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -5097,142 +5204,144 @@ var file_qlc_proto_goTypes = []any{
 	(*Usage)(nil),                 // 4: qlc.v1.Usage
 	(*StartRun)(nil),              // 5: qlc.v1.StartRun
 	(*StartRunAck)(nil),           // 6: qlc.v1.StartRunAck
-	(*CancelRun)(nil),             // 7: qlc.v1.CancelRun
-	(*Subscribe)(nil),             // 8: qlc.v1.Subscribe
-	(*WatchRun)(nil),              // 9: qlc.v1.WatchRun
-	(*Lagged)(nil),                // 10: qlc.v1.Lagged
-	(*RunEvent)(nil),              // 11: qlc.v1.RunEvent
-	(*RunEventAck)(nil),           // 12: qlc.v1.RunEventAck
-	(*RunEventBatch)(nil),         // 13: qlc.v1.RunEventBatch
-	(*StageStarted)(nil),          // 14: qlc.v1.StageStarted
-	(*TokenDelta)(nil),            // 15: qlc.v1.TokenDelta
-	(*TokenDeltaBatch)(nil),       // 16: qlc.v1.TokenDeltaBatch
-	(*StageCompleted)(nil),        // 17: qlc.v1.StageCompleted
-	(*StageRestarted)(nil),        // 18: qlc.v1.StageRestarted
-	(*RunCompleted)(nil),          // 19: qlc.v1.RunCompleted
-	(*RunFailed)(nil),             // 20: qlc.v1.RunFailed
-	(*StepUsage)(nil),             // 21: qlc.v1.StepUsage
-	(*StageAttemptDone)(nil),      // 22: qlc.v1.StageAttemptDone
-	(*StageAttemptFailed)(nil),    // 23: qlc.v1.StageAttemptFailed
-	(*RunPlanned)(nil),            // 24: qlc.v1.RunPlanned
-	(*PlannedStep)(nil),           // 25: qlc.v1.PlannedStep
-	(*StepSkipped)(nil),           // 26: qlc.v1.StepSkipped
-	(*Ranking)(nil),               // 27: qlc.v1.Ranking
-	(*RankedStep)(nil),            // 28: qlc.v1.RankedStep
-	(*StepNote)(nil),              // 29: qlc.v1.StepNote
-	(*RunCancelled)(nil),          // 30: qlc.v1.RunCancelled
-	(*CountTokens)(nil),           // 31: qlc.v1.CountTokens
-	(*CountTokensBatch)(nil),      // 32: qlc.v1.CountTokensBatch
-	(*TokenCountsBatch)(nil),      // 33: qlc.v1.TokenCountsBatch
-	(*TokenIDs)(nil),              // 34: qlc.v1.TokenIDs
-	(*TokenCounts)(nil),           // 35: qlc.v1.TokenCounts
-	(*FindRun)(nil),               // 36: qlc.v1.FindRun
-	(*RunFound)(nil),              // 37: qlc.v1.RunFound
-	(*TenantLimits)(nil),          // 38: qlc.v1.TenantLimits
-	(*Admit)(nil),                 // 39: qlc.v1.Admit
-	(*AdmitReply)(nil),            // 40: qlc.v1.AdmitReply
-	(*Settle)(nil),                // 41: qlc.v1.Settle
-	(*SettleAck)(nil),             // 42: qlc.v1.SettleAck
-	(*LedgerQuery)(nil),           // 43: qlc.v1.LedgerQuery
-	(*LedgerEntry)(nil),           // 44: qlc.v1.LedgerEntry
-	(*LedgerState)(nil),           // 45: qlc.v1.LedgerState
-	(*RegistryChange)(nil),        // 46: qlc.v1.RegistryChange
-	(*FitToBudget)(nil),           // 47: qlc.v1.FitToBudget
-	(*FittedText)(nil),            // 48: qlc.v1.FittedText
-	(*StartStep)(nil),             // 49: qlc.v1.StartStep
-	(*StepAccepted)(nil),          // 50: qlc.v1.StepAccepted
-	(*StepRefused)(nil),           // 51: qlc.v1.StepRefused
-	(*CancelStep)(nil),            // 52: qlc.v1.CancelStep
-	(*ModelStatsQuery)(nil),       // 53: qlc.v1.ModelStatsQuery
-	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
-	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
-	(*RunRouting)(nil),            // 56: qlc.v1.RunRouting
-	(*RunEstimate)(nil),           // 57: qlc.v1.RunEstimate
-	(*CacheLookup)(nil),           // 58: qlc.v1.CacheLookup
-	(*CacheEntry)(nil),            // 59: qlc.v1.CacheEntry
-	(*CacheStore)(nil),            // 60: qlc.v1.CacheStore
-	nil,                           // 61: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 62: qlc.v1.ModelStats.HttpStatusEntry
-	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 64: google.protobuf.Duration
+	(*NodeLoad)(nil),              // 7: qlc.v1.NodeLoad
+	(*CancelRun)(nil),             // 8: qlc.v1.CancelRun
+	(*Subscribe)(nil),             // 9: qlc.v1.Subscribe
+	(*WatchRun)(nil),              // 10: qlc.v1.WatchRun
+	(*Lagged)(nil),                // 11: qlc.v1.Lagged
+	(*RunEvent)(nil),              // 12: qlc.v1.RunEvent
+	(*RunEventAck)(nil),           // 13: qlc.v1.RunEventAck
+	(*RunEventBatch)(nil),         // 14: qlc.v1.RunEventBatch
+	(*StageStarted)(nil),          // 15: qlc.v1.StageStarted
+	(*TokenDelta)(nil),            // 16: qlc.v1.TokenDelta
+	(*TokenDeltaBatch)(nil),       // 17: qlc.v1.TokenDeltaBatch
+	(*StageCompleted)(nil),        // 18: qlc.v1.StageCompleted
+	(*StageRestarted)(nil),        // 19: qlc.v1.StageRestarted
+	(*RunCompleted)(nil),          // 20: qlc.v1.RunCompleted
+	(*RunFailed)(nil),             // 21: qlc.v1.RunFailed
+	(*StepUsage)(nil),             // 22: qlc.v1.StepUsage
+	(*StageAttemptDone)(nil),      // 23: qlc.v1.StageAttemptDone
+	(*StageAttemptFailed)(nil),    // 24: qlc.v1.StageAttemptFailed
+	(*RunPlanned)(nil),            // 25: qlc.v1.RunPlanned
+	(*PlannedStep)(nil),           // 26: qlc.v1.PlannedStep
+	(*StepSkipped)(nil),           // 27: qlc.v1.StepSkipped
+	(*Ranking)(nil),               // 28: qlc.v1.Ranking
+	(*RankedStep)(nil),            // 29: qlc.v1.RankedStep
+	(*StepNote)(nil),              // 30: qlc.v1.StepNote
+	(*RunCancelled)(nil),          // 31: qlc.v1.RunCancelled
+	(*CountTokens)(nil),           // 32: qlc.v1.CountTokens
+	(*CountTokensBatch)(nil),      // 33: qlc.v1.CountTokensBatch
+	(*TokenCountsBatch)(nil),      // 34: qlc.v1.TokenCountsBatch
+	(*TokenIDs)(nil),              // 35: qlc.v1.TokenIDs
+	(*TokenCounts)(nil),           // 36: qlc.v1.TokenCounts
+	(*FindRun)(nil),               // 37: qlc.v1.FindRun
+	(*RunFound)(nil),              // 38: qlc.v1.RunFound
+	(*TenantLimits)(nil),          // 39: qlc.v1.TenantLimits
+	(*Admit)(nil),                 // 40: qlc.v1.Admit
+	(*AdmitReply)(nil),            // 41: qlc.v1.AdmitReply
+	(*Settle)(nil),                // 42: qlc.v1.Settle
+	(*SettleAck)(nil),             // 43: qlc.v1.SettleAck
+	(*LedgerQuery)(nil),           // 44: qlc.v1.LedgerQuery
+	(*LedgerEntry)(nil),           // 45: qlc.v1.LedgerEntry
+	(*LedgerState)(nil),           // 46: qlc.v1.LedgerState
+	(*RegistryChange)(nil),        // 47: qlc.v1.RegistryChange
+	(*FitToBudget)(nil),           // 48: qlc.v1.FitToBudget
+	(*FittedText)(nil),            // 49: qlc.v1.FittedText
+	(*StartStep)(nil),             // 50: qlc.v1.StartStep
+	(*StepAccepted)(nil),          // 51: qlc.v1.StepAccepted
+	(*StepRefused)(nil),           // 52: qlc.v1.StepRefused
+	(*CancelStep)(nil),            // 53: qlc.v1.CancelStep
+	(*ModelStatsQuery)(nil),       // 54: qlc.v1.ModelStatsQuery
+	(*ModelStats)(nil),            // 55: qlc.v1.ModelStats
+	(*ModelStatsReply)(nil),       // 56: qlc.v1.ModelStatsReply
+	(*RunRouting)(nil),            // 57: qlc.v1.RunRouting
+	(*RunEstimate)(nil),           // 58: qlc.v1.RunEstimate
+	(*CacheLookup)(nil),           // 59: qlc.v1.CacheLookup
+	(*CacheEntry)(nil),            // 60: qlc.v1.CacheEntry
+	(*CacheStore)(nil),            // 61: qlc.v1.CacheStore
+	nil,                           // 62: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 63: qlc.v1.ModelStats.HttpStatusEntry
+	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 65: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
-	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
-	57, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
-	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
+	12, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
+	58, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
+	57, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
 	1,  // 6: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 7: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 8: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	63, // 9: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 10: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 11: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 12: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 13: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 14: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 15: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 16: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 17: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 18: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 19: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 20: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	11, // 21: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 22: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 23: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 24: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 25: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 26: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	64, // 27: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	64, // 28: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 29: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 30: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 31: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 32: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 33: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 34: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 35: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 36: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 37: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 38: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	64, // 39: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	64, // 40: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 41: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	64, // 42: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 43: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 44: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 45: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 46: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 47: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 48: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 49: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 50: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 51: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 52: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 53: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 54: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 55: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 56: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	44, // 57: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 58: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 59: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 60: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 61: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	1,  // 62: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	61, // 63: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	62, // 64: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	64, // 65: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 66: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	64, // 67: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	64, // 68: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 69: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 70: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	71, // [71:71] is the sub-list for method output_type
-	71, // [71:71] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	7,  // 7: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
+	1,  // 8: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 9: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	64, // 10: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	15, // 11: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	16, // 12: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	18, // 13: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	19, // 14: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	20, // 15: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	21, // 16: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	31, // 17: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	25, // 18: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	27, // 19: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	28, // 20: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	30, // 21: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	12, // 22: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 23: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 24: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	16, // 25: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 26: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 27: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	65, // 28: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	65, // 29: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 30: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 31: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 32: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 33: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 34: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	22, // 35: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 36: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 37: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 38: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 39: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	65, // 40: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	65, // 41: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 42: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	65, // 43: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	26, // 44: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 45: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 46: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 47: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	29, // 48: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 49: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	22, // 50: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	32, // 51: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	36, // 52: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	35, // 53: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 54: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 55: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 56: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	39, // 57: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	45, // 58: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	45, // 59: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 60: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 61: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 62: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	1,  // 63: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	62, // 64: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	63, // 65: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	65, // 66: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	55, // 67: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	65, // 68: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	65, // 69: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	12, // 70: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	12, // 71: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	72, // [72:72] is the sub-list for method output_type
+	72, // [72:72] is the sub-list for method input_type
+	72, // [72:72] is the sub-list for extension type_name
+	72, // [72:72] is the sub-list for extension extendee
+	0,  // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -5240,7 +5349,7 @@ func file_qlc_proto_init() {
 	if File_qlc_proto != nil {
 		return
 	}
-	file_qlc_proto_msgTypes[10].OneofWrappers = []any{
+	file_qlc_proto_msgTypes[11].OneofWrappers = []any{
 		(*RunEvent_StageStarted)(nil),
 		(*RunEvent_TokenDelta)(nil),
 		(*RunEvent_StageCompleted)(nil),
@@ -5259,7 +5368,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   62,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
