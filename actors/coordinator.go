@@ -49,6 +49,25 @@ type coordinatorDeps struct {
 	hedgeWait    time.Duration // hedge delay before there are enough TTFT samples
 	metrics      *Metrics
 	logger       *slog.Logger
+	// runLimit is this node's adaptive limit on the runs placed here (nil:
+	// none), fed with every completed stage's duration; load reads the
+	// process's pressure for acks (nil: none reported).
+	runLimit *AdaptiveLimit
+	load     func() Load
+}
+
+// nodeLoad is l on the wire.
+func nodeLoad(l Load) *messages.NodeLoad {
+	return &messages.NodeLoad{Active: uint32(max(l.Active, 0)), Limit: uint32(max(l.Limit, 0)), Queued: uint32(max(l.Queued, 0)),
+		StageLatencyMs: uint32(l.StageLatency / time.Millisecond)}
+}
+
+// ackLoad is the process's load for a StartRunAck (nil without deps.load).
+func (d *coordinatorDeps) ackLoad() *messages.NodeLoad {
+	if d.load == nil {
+		return nil
+	}
+	return nodeLoad(d.load())
 }
 
 // hostedRun is what a hosted coordinator is doing now, for Drain's report.
@@ -484,7 +503,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 	c.profile = profile
 	c.graph = stagework.NewGraph(profile)
 	if ctx.Sender() != nil {
-		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self())})
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self()), Load: c.deps.ackLoad()})
 	}
 
 	// Rebuild from the prior log: finished steps are kept, interrupted
@@ -1448,6 +1467,9 @@ func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
 	c.log = append(c.log, ev)
 	if sc := ev.GetStageCompleted(); sc != nil {
 		c.deps.metrics.stageDone(sc) // on the node that ran it (the gateway's hub tells its own process)
+		if c.deps.runLimit != nil {
+			c.deps.runLimit.Sample(sc.GetDuration().AsDuration(), int(c.deps.hosted.Load()))
+		}
 	}
 	if c.hub != nil {
 		ctx.Send(c.hub, ev)

@@ -107,6 +107,11 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	if _, err := s.engine.Stages().Profile(req.Profile); err != nil {
 		return nil, s.profileError(req.Profile)
 	}
+	if full, after := s.engine.Saturated(); full {
+		// Every node announced it is at its run limit: refuse now, before
+		// the tenant's limiter, the reservation or a placement (issue 18).
+		return nil, s.saturated(p.tenant.ID, after)
+	}
 	adm, e := s.admit(p, &req)
 	if e != nil {
 		return nil, e
@@ -125,6 +130,8 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 		// its share, others still have room (their runs are admitted).
 		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "active_runs_share", RetryAfter: 1,
 			Message: "this tenant holds its share of the server's active runs (limit active_runs_share); retry when one of its runs ends"}
+	case errors.Is(err, actors.ErrSaturated):
+		return nil, s.saturated(p.tenant.ID, time.Second)
 	case errors.Is(err, actors.ErrMemoryBudget):
 		e := errServer(http.StatusServiceUnavailable, "memory_budget", "the server is near its memory budget; retry shortly")
 		e.RetryAfter = 2
@@ -135,12 +142,23 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 		return nil, e
 	case errors.Is(err, actors.ErrNoNode):
 		s.logger.Error("no node took the run", "error", err)
-		return nil, errServer(http.StatusServiceUnavailable, "no_node", "no node is available to run this; retry shortly")
+		e := errServer(http.StatusServiceUnavailable, "no_node", "no node is available to run this; retry shortly")
+		e.RetryAfter = 1
+		return nil, e
 	case errors.Is(err, actors.ErrShutdown):
 		return nil, errServer(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
 	}
 	s.logger.Error("start run failed", "error", err)
 	return nil, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
+}
+
+// saturated is the answer to a run no node has room for: 503
+// cluster_saturated with a Retry-After (whole seconds, at least 1).
+func (s *Server) saturated(tenant string, after time.Duration) *apiError {
+	s.metrics.refused.WithLabelValues(s.metrics.tenant(tenant), "cluster_saturated").Inc()
+	e := errServer(http.StatusServiceUnavailable, "cluster_saturated", "every node is at its run limit; retry after the Retry-After")
+	e.RetryAfter = max(1, int((after+time.Second-1)/time.Second))
+	return e
 }
 
 // defaultProfile is the profile a request naming none runs: the

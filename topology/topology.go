@@ -127,7 +127,7 @@ type Membership struct {
 	lostGateways map[string]time.Time // gateway actor address → when it was declared dead
 
 	self   string            // our actor address (set by Join, then read-only)
-	load   func() int        // set by Join, then read-only
+	load   func() actors.Load // set by Join, then read-only
 	names  map[string]string // actor address → the member last seen there (loop only)
 	events chan actors.TopologyEvent
 	first  bool // the loop has not used Cluster.Transport yet (loop only, after Join)
@@ -170,7 +170,7 @@ func (m *Membership) start() (*cluster.Cluster, error) {
 // Join implements actors.Topology: it joins the cluster announcing self
 // and starts the membership goroutine. It blocks for the join (about
 // Cluster.TCPTimeout per unreachable seed).
-func (m *Membership) Join(self string, load func() int) (<-chan actors.TopologyEvent, error) {
+func (m *Membership) Join(self string, load func() actors.Load) (<-chan actors.TopologyEvent, error) {
 	m.mu.Lock()
 	if m.joined {
 		m.mu.Unlock()
@@ -179,7 +179,7 @@ func (m *Membership) Join(self string, load func() int) (<-chan actors.TopologyE
 	m.joined = true
 	m.mu.Unlock()
 	if load == nil {
-		load = func() int { return 0 }
+		load = func() actors.Load { return actors.Load{} }
 	}
 	m.self, m.load = self, load
 	c, err := m.start()
@@ -288,7 +288,8 @@ func (m *Membership) loop() {
 				return
 			}
 		case <-load.C:
-			c.SetLoad(m.load())
+			l := m.load()
+			c.SetPressure(cluster.Pressure{Load: l.Active, Limit: l.Limit, Queued: l.Queued, StageLatency: l.StageLatency})
 		case <-c.Fenced():
 			if !m.rejoin(c) {
 				return
