@@ -10,14 +10,15 @@ import "sync"
 // cluster is at capacity) the engine stops asking node after node and
 // refuses at once. Safe for concurrent use; no clock.
 type retryBudget struct {
-	ratio, burst float64
+	ratio, burst int64 // in thousandths of a token (exact sums: ten successes at 0.1 earn one retry)
 
 	mu     sync.Mutex
-	tokens float64
+	tokens int64
 }
 
 func newRetryBudget(burst int, ratio float64) *retryBudget {
-	return &retryBudget{ratio: ratio, burst: float64(burst), tokens: float64(burst)}
+	b := int64(burst) * 1000
+	return &retryBudget{ratio: int64(ratio*1000 + 0.5), burst: b, tokens: b}
 }
 
 // earn records a success at the first try.
@@ -31,9 +32,9 @@ func (b *retryBudget) earn() {
 func (b *retryBudget) spend() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.tokens < 1 {
+	if b.tokens < 1000 {
 		return false
 	}
-	b.tokens--
+	b.tokens -= 1000
 	return true
 }
