@@ -126,9 +126,9 @@ type Membership struct {
 	lost         map[string]time.Time // actor address → when its member was declared dead
 	lostGateways map[string]time.Time // gateway actor address → when it was declared dead
 
-	self   string            // our actor address (set by Join, then read-only)
+	self   string             // our actor address (set by Join, then read-only)
 	load   func() actors.Load // set by Join, then read-only
-	names  map[string]string // actor address → the member last seen there (loop only)
+	names  map[string]string  // actor address → the member last seen there (loop only)
 	events chan actors.TopologyEvent
 	first  bool // the loop has not used Cluster.Transport yet (loop only, after Join)
 
