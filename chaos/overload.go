@@ -12,9 +12,10 @@ package main
 //     runs on the other CPUs (it must not be the bottleneck).
 //  2. Unloaded: one client in a closed loop for the calibration time: the
 //     unloaded p50 and p99 of a run.
-//  3. Capacity: a closed loop of 4 clients per node for the calibration
-//     time (a refused client waits 20 ms and asks again): capacity = runs
-//     completed per second.
+//  3. Capacity: closed loops of 4 clients per node, doubling, each for
+//     max(3 s, calibration/2) (a refused client waits 20 ms and asks
+//     again), until the throughput stops growing by 10 % or p99 passes 3×
+//     the unloaded one: capacity = the best runs completed per second.
 //  4. Overload: open-loop arrivals at 3× capacity for cfg.Duration (one
 //     request per arrival, at most maxOverloadInflight in flight): goodput,
 //     refusals by code, whether each refusal carried Retry-After and how
@@ -40,6 +41,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -239,7 +241,8 @@ type overloadFigures struct {
 	calib, dur                       time.Duration
 	unloadedP50, unloadedP99         time.Duration
 	capacity, offered                float64
-	capRefused                       int
+	capRefused, capClients           int
+	ramp                             []string
 	ok, lost, sent, skipped          int
 	goodput                          float64
 	p50, p99, max                    time.Duration
@@ -286,7 +289,7 @@ func (f *overloadFigures) write(w io.Writer) {
 	fmt.Fprintf(w, "Machine: %s. %d nodes, %s; the gateway on the other CPUs. Calibration %v per phase, overload %v.\n\n", f.machine, f.nodes, f.cpuLimit, f.calib, f.dur)
 	fmt.Fprintf(w, "| phase | figures |\n|---|---|\n")
 	fmt.Fprintf(w, "| unloaded (1 client) | p50 %s, p99 %s |\n", ms(f.unloadedP50), ms(f.unloadedP99))
-	fmt.Fprintf(w, "| capacity (closed loop, %d clients) | %.1f runs/s (%d refusals meanwhile) |\n", 4*f.nodes, f.capacity, f.capRefused)
+	fmt.Fprintf(w, "| capacity (closed loops, doubling) | %.1f runs/s at %d clients (%d refusals meanwhile); ramp: %s |\n", f.capacity, f.capClients, f.capRefused, strings.Join(f.ramp, "; "))
 	fmt.Fprintf(w, "| overload (open loop) | offered %.1f runs/s (%.1f×), %d sent, %d not sent (generator bound %d) |\n", f.offered, f.offered/max(f.capacity, 0.001), f.sent, f.skipped, maxOverloadInflight)
 	fmt.Fprintf(w, "| admitted | %d completed = %.1f runs/s; p50 %s, p99 %s, max %s |\n", f.ok, f.goodput, ms(f.p50), ms(f.p99), ms(f.max))
 	fmt.Fprintf(w, "| refused | %s |\n", counts(f.refusals))
@@ -395,19 +398,38 @@ func runOverload(ctx context.Context, cfg Config, bin, command string, progress 
 	}
 	f.unloadedP50, f.unloadedP99 = pct(ds, 0.50), pct(ds, 0.99)
 
-	clients := 4 * cfg.Nodes
-	progress("overload: capacity (closed loop, %d clients, %v)", clients, calib)
-	pctx, cancel = context.WithTimeout(ctx, calib)
-	t0 := time.Now()
-	capOut := closedLoop(pctx, base, clients)
-	el := time.Since(t0)
-	cancel()
-	for _, o := range capOut {
-		if o.refused() {
-			f.capRefused++
+	// Capacity: closed loops of doubling size (4 clients per node first),
+	// each for step, until the throughput stops growing by 10 % or p99
+	// passes 3× the unloaded one (or 512 clients): the best throughput seen.
+	step := max(3*time.Second, calib/2)
+	for clients := 4 * cfg.Nodes; clients <= 512 && ctx.Err() == nil; clients *= 2 {
+		progress("overload: capacity with %d clients (closed loop, %v)", clients, step)
+		pctx, cancel := context.WithTimeout(ctx, step)
+		t0 := time.Now()
+		capOut := closedLoop(pctx, base, clients)
+		el := time.Since(t0)
+		cancel()
+		refused := 0
+		for _, o := range capOut {
+			if o.refused() {
+				refused++
+			}
+		}
+		done := durations(capOut, answered)
+		rate := float64(len(done)) / el.Seconds()
+		p99 := time.Duration(0)
+		if len(done) > 0 {
+			p99 = pct(done, 0.99)
+		}
+		f.ramp = append(f.ramp, fmt.Sprintf("%d clients: %.1f runs/s, p99 %s, %d refused", clients, rate, ms(p99), refused))
+		grew := rate > f.capacity*1.1
+		if rate > f.capacity {
+			f.capacity, f.capClients, f.capRefused = rate, clients, refused
+		}
+		if !grew || p99 > 3*f.unloadedP99 {
+			break
 		}
 	}
-	f.capacity = float64(len(durations(capOut, answered))) / el.Seconds()
 	if f.capacity <= 0 {
 		fmt.Fprintln(os.Stderr, "chaos: overload: no capacity measured")
 		keep = true
@@ -420,7 +442,7 @@ func runOverload(ctx context.Context, cfg Config, bin, command string, progress 
 		rt = 60 * time.Second
 	}
 	progress("overload: %.1f runs/s (3× capacity %.1f) for %v", f.offered, f.capacity, cfg.Duration)
-	t0 = time.Now()
+	t0 := time.Now()
 	out, skipped := openLoop(ctx, base, f.offered, cfg.Duration, rt)
 	f.skipped, f.sent = skipped, len(out)
 	// Goodput over the offered window (runs still answering after it

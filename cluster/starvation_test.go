@@ -13,15 +13,15 @@ import (
 // it receives is held for starveDelay: longer than ProbeTimeout and than ProbeInterval, so each of
 // its acks misses the prober's deadline and it is suspected again and again). It is slow, not dead:
 // with the defaults (Lifeguard's confirmation-based suspicion, SuspicionMult 4 and
-// SuspicionMaxTimeoutMult 6) it refutes each suspicion before the suspicion times out, so no member
-// ever drops it from its view, and it never fences. A member that stops answering at all is still
+// SuspicionMaxTimeoutMult 6, probes every 200 ms) it refutes each suspicion before the suspicion times
+// out, so no member ever drops it from its view, and it never fences. A member that stops answering at all is still
 // declared dead (TestFencingAfterPartition), so starvation and death stay apart.
 //
-// With the former defaults (SuspicionMult 2, SuspicionMaxTimeoutMult 2: a fixed 200 ms suspicion
-// timeout, no confirmations) the same member was declared dead within a second: run with
+// With the former defaults (100 ms probes, SuspicionMult 2, SuspicionMaxTimeoutMult 2: a fixed 200 ms
+// suspicion timeout, no confirmations) the same member was declared dead within a second: run with
 // QLC_STARVE_OLD=1 to see it.
 func TestStarvedMemberIsNotDeclaredDead(t *testing.T) {
-	const starveDelay = 150 * time.Millisecond
+	const starveDelay = 250 * time.Millisecond
 	const starveFor = 4 * time.Second
 	done := checkGoroutines(t)
 	n := NewMemNetwork()
@@ -35,6 +35,7 @@ func TestStarvedMemberIsNotDeclaredDead(t *testing.T) {
 		}
 		if starveOld() {
 			c.SuspicionMult, c.SuspicionMaxTimeoutMult = 2, 2
+			c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
 		}
 		return c
 	}
