@@ -47,8 +47,16 @@ type AdaptiveLimitConfig struct {
 	// Smoothing weighs each new estimate (0..1). Default 0.2.
 	Smoothing float64
 	// ShortWindow and LongWindow are the moving averages' lengths in
-	// samples. Default 10 and 500.
+	// samples. Default 10 and 2000: the long one is the baseline, and must
+	// outlast an overload (at ~100 samples/s, ~20 s).
 	ShortWindow, LongWindow int
+}
+
+// DefaultActiveRunLimit is a gateway's adaptive limit on its unfinished
+// runs (Config.ActiveRunLimit) under a fixed maximum: it starts at 128 and
+// moves between 8 and max (each at most max).
+func DefaultActiveRunLimit(max int) AdaptiveLimitConfig {
+	return AdaptiveLimitConfig{Initial: min(128, max), Min: min(8, max), Max: max}
 }
 
 // NewAdaptiveLimit returns a limit at cfg.Initial.
@@ -72,7 +80,7 @@ func NewAdaptiveLimit(cfg AdaptiveLimitConfig) *AdaptiveLimit {
 		cfg.ShortWindow = 10
 	}
 	if cfg.LongWindow <= cfg.ShortWindow {
-		cfg.LongWindow = max(500, cfg.ShortWindow*10)
+		cfg.LongWindow = max(2000, cfg.ShortWindow*10)
 	}
 	return &AdaptiveLimit{cfg: cfg, limit: float64(min(max(cfg.Initial, cfg.Min), cfg.Max))}
 }

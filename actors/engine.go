@@ -182,6 +182,14 @@ type Config struct {
 	// every node, outside the budget.
 	PlacementRetries    int
 	PlacementRetryRatio float64
+	// ActiveRunLimit adapts how many runs this engine starts and keeps
+	// unfinished (below MaxActiveRuns) to the measured end-to-end duration
+	// of its completed runs (AdaptiveLimit): a gateway whose own CPU, or
+	// whose nodes, are the bottleneck stops admitting before its runs slow
+	// down, and Saturated reports it, so the excess is refused at once
+	// (ErrBusy with ErrSaturated). Zero Initial: off (a fixed
+	// MaxActiveRuns only); Max defaults to MaxActiveRuns.
+	ActiveRunLimit AdaptiveLimitConfig
 	// Tokenizer hosts a pool of tokenizer actors here: set it only where the
 	// CPU runs the tokenizer's SIMD path (AVX2).
 	Tokenizer bool
@@ -317,6 +325,9 @@ func (c *Config) validate() error {
 	if c.PlacementRetryRatio <= 0 {
 		c.PlacementRetryRatio = 0.1
 	}
+	if c.ActiveRunLimit.Initial > 0 && (c.ActiveRunLimit.Max == 0 || c.ActiveRunLimit.Max > c.MaxActiveRuns) {
+		c.ActiveRunLimit.Max = c.MaxActiveRuns
+	}
 	if c.RunLimit.Initial == 0 && c.RunSlots > 0 {
 		c.RunLimit = AdaptiveLimitConfig{Initial: c.RunSlots, Min: max(1, c.RunSlots/4), Max: c.RunSlots + max(2, c.RunSlots/4),
 			Tolerance: c.RunLimit.Tolerance, Smoothing: c.RunLimit.Smoothing, ShortWindow: c.RunLimit.ShortWindow, LongWindow: c.RunLimit.LongWindow}
@@ -409,6 +420,7 @@ type Engine struct {
 	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)
 	overMem    atomic.Bool                                  // past the memory budget's refusal mark
 	retries    *retryBudget                                 // bounds placement retries of new runs
+	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
 	system     *actor.ActorSystem
 	metrics    *Metrics
@@ -1001,6 +1013,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.deps.runLimit = NewAdaptiveLimit(cfg.RunLimit)
 	}
 	e.retries = newRetryBudget(10, cfg.PlacementRetryRatio)
+	if cfg.ActiveRunLimit.Initial > 0 {
+		e.activeLim = NewAdaptiveLimit(cfg.ActiveRunLimit)
+	}
 	tcfg := TokenizerClientConfig{Local: cfg.Tokenizer, Timeout: cfg.TokenizerTimeout, Metrics: m, Logger: cfg.Logger}
 	var limiters LimiterPlacer
 	if cfg.Topology != nil {
@@ -1180,6 +1195,9 @@ func (e *Engine) Metrics() *Metrics { return e.metrics }
 // and the Retry-After to suggest: a caller refuses the run at once, before
 // any work. False without such a placer. Non-blocking.
 func (e *Engine) Saturated() (bool, time.Duration) {
+	if e.activeFull() {
+		return true, saturatedRetryAfter
+	}
 	if hp, ok := e.placer.(HeadroomPlacer); ok {
 		return hp.Saturated()
 	}
@@ -1357,6 +1375,9 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 	if len(start.PriorEvents) > 0 {
 		// A resumed run was admitted before: count it, never refuse it.
 		e.admission.hold(start.Tenant, start.Weight, id)
+	} else if replay == nil && e.activeFull() {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w: %d unfinished runs, the adaptive limit", ErrBusy, ErrSaturated, e.activeLim.Limit())
 	} else if !e.admission.tryAcquire(start.Tenant, start.Weight, id) {
 		e.mu.Unlock()
 		return nil, e.busy(start.Tenant)
@@ -1484,12 +1505,21 @@ func (e *Engine) forget(id string) {
 // share is admitted without waiting for evict).
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
+	if e.activeLim != nil && h.CachedFrom() == "" {
+		e.activeLim.Sample(time.Since(h.Created), e.admission.stats().Running)
+	}
 	e.packLater(h)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {
 		if e.cache.ended(key, h) {
 			e.remoteCachePut(key, h.RunID, h.Events(1))
 		}
 	}
+}
+
+// activeFull reports whether the engine's unfinished runs reached its
+// adaptive limit (Config.ActiveRunLimit).
+func (e *Engine) activeFull() bool {
+	return e.activeLim != nil && e.admission.stats().Running >= e.activeLim.Limit()
 }
 
 // busy is the refusal of a run beyond its tenant's share of MaxActiveRuns,

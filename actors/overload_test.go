@@ -216,3 +216,33 @@ func TestNodeRefusesAtItsRunLimit(t *testing.T) {
 	}
 	pollUntilTrue(t, "both runs cancelled and unhosted", func() bool { return e.Hosted() == 0 })
 }
+
+// An engine at its adaptive limit on unfinished runs (a gateway whose runs
+// slowed down) says so (Saturated, which the gateway asks before any work)
+// and refuses a new run with ErrBusy and ErrSaturated; once a run ends it
+// takes runs again.
+func TestActiveRunLimitRefusesAtOnce(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.ActiveRunLimit = AdaptiveLimitConfig{Initial: 1, Min: 1, Max: 1}
+	})
+	if full, _ := e.Saturated(); full {
+		t.Fatal("an idle engine is saturated")
+	}
+	h, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full, after := e.Saturated(); !full || after <= 0 {
+		t.Fatalf("Saturated() = %v, %v with one run at a limit of 1", full, after)
+	}
+	if _, err := e.StartRun(RunRequest{Tenant: "b", Profile: "instant", Query: "q"}); !errors.Is(err, ErrBusy) || !errors.Is(err, ErrSaturated) {
+		t.Fatalf("second run: %v, want ErrBusy and ErrSaturated", err)
+	}
+	if err := e.Cancel(h.RunID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	pollUntilTrue(t, "room again", func() bool { full, _ := e.Saturated(); return !full })
+	if _, err := e.StartRun(RunRequest{Tenant: "b", Profile: "instant", Query: "q"}); err != nil {
+		t.Fatalf("after the run ended: %v", err)
+	}
+}

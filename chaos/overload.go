@@ -10,8 +10,8 @@ package main
 //     GOMAXPROCS=1, sharing it with a CPU-burning co-runner (this program,
 //     -burn), so each node gets about 1/(nodes+1) of one core. The gateway
 //     runs on the other CPUs (it must not be the bottleneck).
-//  2. Unloaded: one client in a closed loop for the calibration time: the
-//     unloaded p50 and p99 of a run.
+//  2. Unloaded: one client per node in a closed loop for the calibration
+//     time (max(5 s, min(15 s, duration/4))): the unloaded p50 and p99.
 //  3. Capacity: closed loops of 4 clients per node, doubling, each for
 //     max(3 s, calibration/2) (a refused client waits 20 ms and asks
 //     again), until the throughput stops growing by 10 % or p99 passes 3×
@@ -288,7 +288,7 @@ func (f *overloadFigures) write(w io.Writer) {
 	fmt.Fprintf(w, "\n## chaos: overload\n\n`%s`\n\n", f.command)
 	fmt.Fprintf(w, "Machine: %s. %d nodes, %s; the gateway on the other CPUs. Calibration %v per phase, overload %v.\n\n", f.machine, f.nodes, f.cpuLimit, f.calib, f.dur)
 	fmt.Fprintf(w, "| phase | figures |\n|---|---|\n")
-	fmt.Fprintf(w, "| unloaded (1 client) | p50 %s, p99 %s |\n", ms(f.unloadedP50), ms(f.unloadedP99))
+	fmt.Fprintf(w, "| unloaded (%d clients, closed loop) | p50 %s, p99 %s |\n", f.nodes, ms(f.unloadedP50), ms(f.unloadedP99))
 	fmt.Fprintf(w, "| capacity (closed loops, doubling) | %.1f runs/s at %d clients (%d refusals meanwhile); ramp: %s |\n", f.capacity, f.capClients, f.capRefused, strings.Join(f.ramp, "; "))
 	fmt.Fprintf(w, "| overload (open loop) | offered %.1f runs/s (%.1f×), %d sent, %d not sent (generator bound %d) |\n", f.offered, f.offered/max(f.capacity, 0.001), f.sent, f.skipped, maxOverloadInflight)
 	fmt.Fprintf(w, "| admitted | %d completed = %.1f runs/s; p50 %s, p99 %s, max %s |\n", f.ok, f.goodput, ms(f.p50), ms(f.p99), ms(f.max))
@@ -386,9 +386,9 @@ func runOverload(ctx context.Context, cfg Config, bin, command string, progress 
 	sleep(ctx, 2*time.Second)
 	before := readCounters(c)
 
-	progress("overload: unloaded p99 (1 client, %v)", calib)
+	progress("overload: unloaded p99 (%d clients, %v)", cfg.Nodes, calib)
 	pctx, cancel := context.WithTimeout(ctx, calib)
-	un := closedLoop(pctx, base, 1)
+	un := closedLoop(pctx, base, cfg.Nodes)
 	cancel()
 	ds := durations(un, answered)
 	if len(ds) == 0 {
