@@ -74,6 +74,12 @@ const maxOverloadInflight = 1000
 // refusalBudget is issue 18's bound on a refusal's latency.
 const refusalBudget = 5 * time.Millisecond
 
+// overloadClient keeps a connection per request in flight alive (the
+// shared clients keep 64): new connections for each request would measure
+// the kernel's accept queue and exhaust loopback ports, not admission.
+var overloadClient = &http.Client{Transport: withKey{&http.Transport{MaxIdleConns: maxOverloadInflight,
+	MaxIdleConnsPerHost: maxOverloadInflight, IdleConnTimeout: time.Minute}}}
+
 type outcome struct {
 	status     int
 	code       string // error.code of a refusal or error
@@ -93,7 +99,7 @@ func chatOnce(ctx context.Context, base string, n int) outcome {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/chat/completions", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	t0 := time.Now()
-	resp, err := streamClient.Do(req)
+	resp, err := overloadClient.Do(req)
 	if err != nil {
 		return outcome{err: err, dur: time.Since(t0)}
 	}
