@@ -29,9 +29,17 @@ type AdaptiveLimit struct {
 
 	mu          sync.Mutex
 	limit       float64
-	short, long float64 // moving averages of the samples, in seconds
+	short, long float64 // moving averages of the samples (seconds, or ratios to a key's baseline)
 	n           int     // samples seen
+	raw         float64 // short moving average of the durations as given (Latency)
+	// base holds, per key (SampleFor), a baseline duration in seconds
+	// that falls fast and rises slowly; at most maxLimitKeys keys.
+	base map[string]float64
 }
+
+// maxLimitKeys bounds AdaptiveLimit's baselines; samples of further keys
+// are taken as they are.
+const maxLimitKeys = 256
 
 // AdaptiveLimitConfig configures an AdaptiveLimit. Zero fields take the
 // defaults named on them.
@@ -93,22 +101,67 @@ func (l *AdaptiveLimit) Limit() int {
 	return int(l.limit)
 }
 
-// Latency is the short-run average of the samples (0 before any).
+// Latency is the short-run average of the durations sampled (0 before any).
 func (l *AdaptiveLimit) Latency() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Duration(l.short * float64(time.Second))
+	return time.Duration(l.raw * float64(time.Second))
 }
 
-// Sample feeds one completed stage attempt's latency, with inflight the
-// runs hosted when it completed, and returns the new limit.
+// Sample feeds one completed unit of work's latency, with inflight the
+// work in flight when it completed, and returns the new limit.
 func (l *AdaptiveLimit) Sample(d time.Duration, inflight int) int {
+	if d <= 0 {
+		return l.Limit()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.observeRaw(d.Seconds())
+	return l.sample(d.Seconds(), inflight)
+}
+
+// SampleFor is Sample for work of a kind (key: a model, a profile) whose
+// durations differ from other kinds': the limit follows d relative to the
+// kind's own baseline (a mean that follows a faster sample at once and a
+// slower one over LongWindow samples), so a mix of short and long work
+// does not read as a change of latency. The first sample of a kind sets
+// its baseline.
+func (l *AdaptiveLimit) SampleFor(key string, d time.Duration, inflight int) int {
 	if d <= 0 {
 		return l.Limit()
 	}
 	s := d.Seconds()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.observeRaw(s)
+	b, ok := l.base[key]
+	switch {
+	case !ok && len(l.base) >= maxLimitKeys:
+		return l.sample(s, inflight)
+	case !ok:
+		if l.base == nil {
+			l.base = map[string]float64{}
+		}
+		b = s
+	case s < b:
+		b = ewma(b, s, l.cfg.ShortWindow)
+	default:
+		b = ewma(b, s, l.cfg.LongWindow)
+	}
+	l.base[key] = b
+	return l.sample(s/b, inflight)
+}
+
+func (l *AdaptiveLimit) observeRaw(s float64) {
+	if l.raw == 0 {
+		l.raw = s
+		return
+	}
+	l.raw = ewma(l.raw, s, l.cfg.ShortWindow)
+}
+
+// sample moves the limit with one sample s; l.mu is held.
+func (l *AdaptiveLimit) sample(s float64, inflight int) int {
 	l.n++
 	if l.n == 1 {
 		l.short, l.long = s, s

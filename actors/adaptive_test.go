@@ -67,3 +67,33 @@ func TestAdaptiveLimitBounds(t *testing.T) {
 		t.Fatalf("limit pinned at %d after the workload got slower for good", got)
 	}
 }
+
+// TestAdaptiveLimitMixedWork: a busy node alternating short (100 ms) and
+// long (2 s) work of two kinds keeps its limit (SampleFor compares each
+// kind with its own baseline); when both kinds get 3× slower, it shrinks.
+func TestAdaptiveLimitMixedWork(t *testing.T) {
+	l := NewAdaptiveLimit(AdaptiveLimitConfig{Initial: 32, Min: 2, Max: 32})
+	for i := range 400 {
+		if i%2 == 0 {
+			l.SampleFor("fast", 100*time.Millisecond, 32)
+		} else {
+			l.SampleFor("slow", 2*time.Second, 32)
+		}
+	}
+	if got := l.Limit(); got != 32 {
+		t.Fatalf("mixed work at steady latency moved the limit to %d", got)
+	}
+	if got := l.Latency(); got <= 100*time.Millisecond || got >= 2*time.Second {
+		t.Fatalf("Latency %v is not an average of the raw durations", got)
+	}
+	for i := range 40 {
+		if i%2 == 0 {
+			l.SampleFor("fast", 300*time.Millisecond, 32)
+		} else {
+			l.SampleFor("slow", 6*time.Second, 32)
+		}
+	}
+	if got := l.Limit(); got >= 16 {
+		t.Fatalf("limit %d after both kinds got 3× slower, want below 16", got)
+	}
+}

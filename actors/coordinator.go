@@ -1468,7 +1468,8 @@ func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
 	if sc := ev.GetStageCompleted(); sc != nil {
 		c.deps.metrics.stageDone(sc) // on the node that ran it (the gateway's hub tells its own process)
 		if c.deps.runLimit != nil {
-			c.deps.runLimit.Sample(sc.GetDuration().AsDuration(), int(c.deps.hosted.Load()))
+			// Per model and step: stages of different lengths are not a change of latency.
+			c.deps.runLimit.SampleFor(sc.GetModel()+"\x00"+sc.GetStep()+"\x00"+sc.GetStage().String(), sc.GetDuration().AsDuration(), int(c.deps.hosted.Load()))
 		}
 	}
 	if c.hub != nil {

@@ -1506,7 +1506,7 @@ func (e *Engine) forget(id string) {
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
 	if e.activeLim != nil && h.CachedFrom() == "" {
-		e.activeLim.Sample(time.Since(h.Created), e.admission.stats().Running)
+		e.activeLim.SampleFor(h.Profile, time.Since(h.Created), e.admission.stats().Running)
 	}
 	e.packLater(h)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {
