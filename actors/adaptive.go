@@ -32,6 +32,7 @@ type AdaptiveLimit struct {
 	short, long float64 // moving averages of the samples (seconds, or ratios to a key's baseline)
 	n           int     // samples seen
 	raw         float64 // short moving average of the durations as given (Latency)
+	keyed       bool    // SampleFor was used: samples are ratios to the kinds' baselines, whose long-run mean is 1
 	// base holds, per key (SampleFor), a baseline duration in seconds
 	// that falls fast and rises slowly; at most maxLimitKeys keys.
 	base map[string]float64
@@ -122,10 +123,12 @@ func (l *AdaptiveLimit) Sample(d time.Duration, inflight int) int {
 
 // SampleFor is Sample for work of a kind (key: a model, a profile) whose
 // durations differ from other kinds': the limit follows d relative to the
-// kind's own baseline (a mean that follows a faster sample at once and a
-// slower one over LongWindow samples), so a mix of short and long work
-// does not read as a change of latency. The first sample of a kind sets
-// its baseline.
+// kind's own baseline (a mean that follows faster samples within
+// ShortWindow and slower ones over 10 × LongWindow samples, like Vegas'
+// minimum latency), so a mix of short and long work does not read as a
+// change of latency, and the limit shrinks once the recent mean ratio
+// passes Tolerance. The first sample of a kind sets its baseline. Use one
+// of Sample and SampleFor on a limit, not both.
 func (l *AdaptiveLimit) SampleFor(key string, d time.Duration, inflight int) int {
 	if d <= 0 {
 		return l.Limit()
@@ -146,11 +149,17 @@ func (l *AdaptiveLimit) SampleFor(key string, d time.Duration, inflight int) int
 	case s < b:
 		b = ewma(b, s, l.cfg.ShortWindow)
 	default:
-		b = ewma(b, s, l.cfg.LongWindow)
+		b = ewma(b, s, baselineRise*l.cfg.LongWindow)
 	}
 	l.base[key] = b
+	l.keyed = true
 	return l.sample(s/b, inflight)
 }
+
+// baselineRise is how much slower than LongWindow a kind's baseline
+// follows slower samples (SampleFor): an overload of a few minutes must
+// not become the new normal.
+const baselineRise = 10
 
 func (l *AdaptiveLimit) observeRaw(s float64) {
 	if l.raw == 0 {
@@ -169,6 +178,12 @@ func (l *AdaptiveLimit) sample(s float64, inflight int) int {
 	}
 	l.short = ewma(l.short, s, l.cfg.ShortWindow)
 	l.long = ewma(l.long, s, l.cfg.LongWindow)
+	if l.keyed {
+		// Ratios to baselines that fall with the fastest samples and rise
+		// only slowly: the reference is the baseline itself, so an
+		// overload cannot drift into the reference as a long mean would.
+		l.long = 1
+	}
 	if l.long > 2*l.short {
 		l.long *= 0.95 // latency fell well below the baseline: follow it down quickly
 	}

@@ -1468,8 +1468,10 @@ func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
 	if sc := ev.GetStageCompleted(); sc != nil {
 		c.deps.metrics.stageDone(sc) // on the node that ran it (the gateway's hub tells its own process)
 		if c.deps.runLimit != nil {
-			// Per model and step: stages of different lengths are not a change of latency.
-			c.deps.runLimit.SampleFor(sc.GetModel()+"\x00"+sc.GetStep()+"\x00"+sc.GetStage().String(), sc.GetDuration().AsDuration(), int(c.deps.hosted.Load()))
+			// Time per output token, per model and step: answers and stages
+			// of different lengths are not a change of latency.
+			per := sc.GetDuration().AsDuration() / time.Duration(1+sc.GetUsage().GetCompletionTokens())
+			c.deps.runLimit.SampleFor(sc.GetModel()+"\x00"+sc.GetStep()+"\x00"+sc.GetStage().String(), per, int(c.deps.hosted.Load()))
 		}
 	}
 	if c.hub != nil {

@@ -1506,7 +1506,12 @@ func (e *Engine) forget(id string) {
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
 	if e.activeLim != nil && h.CachedFrom() == "" {
-		e.activeLim.SampleFor(h.Profile, time.Since(h.Created), e.admission.stats().Running)
+		// A completed run's time per output token, per profile: answers
+		// of different lengths are not a change of latency.
+		if evs := h.Events(h.LastSeq()); len(evs) == 1 && evs[0].GetRunCompleted() != nil {
+			per := time.Since(h.Created) / time.Duration(1+evs[0].GetRunCompleted().GetUsage().GetCompletionTokens())
+			e.activeLim.SampleFor(h.Profile, per, e.admission.stats().Running)
+		}
 	}
 	e.packLater(h)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {

@@ -84,7 +84,8 @@ type Topology interface {
 // (issue 18): Active is the load placement compares (runs hosted plus
 // parallel steps running), Limit the adaptive limit on it (0: none; at
 // Limit the process refuses new runs), Queued the runs waiting for a run
-// slot, StageLatency its recent stage attempts' mean duration.
+// slot, StageLatency its recent stage attempts' mean time per output token
+// (what its adaptive limit follows).
 type Load struct {
 	Active, Limit, Queued int
 	StageLatency          time.Duration

@@ -596,7 +596,7 @@ type NodeLoad struct {
 	Active         uint32                 `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`                                         // runs hosted: running or queued for a run slot
 	Limit          uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                                           // its adaptive limit on active (0: none)
 	Queued         uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`                                         // runs waiting for a run slot
-	StageLatencyMs uint32                 `protobuf:"varint,4,opt,name=stage_latency_ms,json=stageLatencyMs,proto3" json:"stage_latency_ms,omitempty"` // recent stage attempts' mean duration
+	StageLatencyMs uint32                 `protobuf:"varint,4,opt,name=stage_latency_ms,json=stageLatencyMs,proto3" json:"stage_latency_ms,omitempty"` // recent stage attempts' mean time per output token (what its limit follows)
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
