@@ -230,6 +230,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	if s.refuseSaturated(w, r) {
+		return
+	}
 	var req chatRequest
 	if e := s.decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)

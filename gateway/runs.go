@@ -56,6 +56,9 @@ func noCache(r *http.Request, field *bool) bool {
 const maxTokensLimit = 1 << 20
 
 func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
+	if s.refuseSaturated(w, r) {
+		return
+	}
 	var req createRunRequest
 	if e := s.decodeJSON(w, r, &req, true); e != nil {
 		writeError(w, e)
@@ -150,6 +153,17 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	}
 	s.logger.Error("start run failed", "error", err)
 	return nil, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
+}
+
+// refuseSaturated answers 503 cluster_saturated and returns true when no
+// node (or this gateway) has room for a run: before the body is read, so
+// the excess of an overload costs the gateway as little as possible.
+func (s *Server) refuseSaturated(w http.ResponseWriter, r *http.Request) bool {
+	full, after := s.engine.Saturated()
+	if full {
+		writeError(w, s.saturated(principalOf(r).tenant.ID, after))
+	}
+	return full
 }
 
 // saturated is the answer to a run no node has room for: 503
