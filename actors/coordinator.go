@@ -54,6 +54,9 @@ type coordinatorDeps struct {
 	// process's pressure for acks (nil: none reported).
 	runLimit *AdaptiveLimit
 	load     func() Load
+	// queueDeadline is how long a new run may wait for a run slot
+	// (Config.QueueDeadline; 0: for ever).
+	queueDeadline time.Duration
 }
 
 // nodeLoad is l on the wire.
@@ -121,6 +124,16 @@ type retryTick struct {
 // deadline has passed (never leaves its mailbox).
 type deadlineTick struct{ gen int }
 
+// queueTimeout is a coordinator's timer to itself: its new run has waited
+// for a run slot for Config.QueueDeadline (never leaves its mailbox).
+type queueTimeout struct{}
+
+// CodeQueueTimeout is the RunFailed code of a new run that waited for a
+// run slot longer than Config.QueueDeadline: it left the queue before any
+// work, and the gateway answers it like a refusal (503 cluster_saturated
+// with Retry-After) when it still can.
+const CodeQueueTimeout = "queue_timeout"
+
 // slotGranted is the run slots' word to a coordinator whose run waited for
 // a slot: it holds one now (never leaves its mailbox).
 type slotGranted struct{}
@@ -146,6 +159,11 @@ func (c *coordinator) admit(ctx actor.Context) {
 		c.slot = slotWaiting
 		c.hostState("waiting for a run slot")
 		c.logger.Debug("run waits for a run slot", "tenant", c.run.Tenant)
+		if d := c.deps.queueDeadline; d > 0 && len(c.run.PriorEvents) == 0 {
+			// A new run leaves the queue at its deadline; a resumed one
+			// (admitted and under way before its node was lost) never does.
+			time.AfterFunc(d, func() { root.Send(self, &queueTimeout{}) })
+		}
 		return
 	}
 	c.slot = slotHeld
@@ -337,6 +355,11 @@ func (c *coordinator) Receive(ctx actor.Context) {
 	case *deadlineTick:
 		if m.gen == c.deadlineGen && !c.ended {
 			c.advance(ctx)
+		}
+	case *queueTimeout:
+		if c.slot == slotWaiting && !c.ended {
+			c.deps.metrics.placements.WithLabelValues("queue_timeout").Inc()
+			c.fail(ctx, nil, CodeQueueTimeout, fmt.Sprintf("waited %v for a run slot on a node at capacity; retry later", c.deps.queueDeadline))
 		}
 	case *slotGranted:
 		if c.slot == slotWaiting && !c.ended {

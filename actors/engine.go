@@ -182,6 +182,13 @@ type Config struct {
 	// every node, outside the budget.
 	PlacementRetries    int
 	PlacementRetryRatio float64
+	// QueueDeadline is how long a new run may wait for one of this
+	// process's run slots: past it the run leaves the queue before any work
+	// and ends with RunFailed code queue_timeout, which the gateway answers
+	// like a refusal (503 cluster_saturated with Retry-After) when it has
+	// not answered yet. A resumed run (failover) never leaves. Default 10 s;
+	// negative: no deadline.
+	QueueDeadline time.Duration
 	// ActiveRunLimit adapts how many runs this engine starts and keeps
 	// unfinished (below MaxActiveRuns) to the measured end-to-end duration
 	// of its completed runs (AdaptiveLimit): a gateway whose own CPU, or
@@ -318,6 +325,9 @@ func (c *Config) validate() error {
 	}
 	if c.SpawnTimeout == 0 {
 		c.SpawnTimeout = 2 * time.Second
+	}
+	if c.QueueDeadline == 0 {
+		c.QueueDeadline = 10 * time.Second
 	}
 	if c.PlacementRetries == 0 {
 		c.PlacementRetries = 2
@@ -1009,6 +1019,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.placer = &roundRobin{nodes: cfg.Nodes}
 	}
 	e.deps.stepHosts, e.deps.hostLost, e.deps.load = e.stepHosts, e.hostLost, e.load
+	e.deps.queueDeadline = max(cfg.QueueDeadline, 0)
 	if cfg.RunLimit.Initial > 0 {
 		e.deps.runLimit = NewAdaptiveLimit(cfg.RunLimit)
 	}

@@ -246,3 +246,50 @@ func TestActiveRunLimitRefusesAtOnce(t *testing.T) {
 		t.Fatalf("after the run ended: %v", err)
 	}
 }
+
+// A new run that waits for a run slot past QueueDeadline leaves the queue
+// before any work, ending with RunFailed code queue_timeout (which the
+// gateway answers like a refusal); the run holding the slot goes on.
+func TestQueuedRunLeavesAtItsDeadline(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.RunSlots, c.RunSlotHeadroom = 1, -1
+		c.QueueDeadline = 100 * time.Millisecond
+	})
+	running, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollUntilTrue(t, "the first run holds the slot", func() bool {
+		for _, ev := range running.Events(0) {
+			if ev.GetStageStarted() != nil {
+				return true
+			}
+		}
+		return false
+	})
+	queued, err := e.StartRun(RunRequest{Tenant: "a", Profile: "instant", Query: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := queued.WaitDone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs := queued.Events(0)
+	f := evs[len(evs)-1].GetRunFailed()
+	if f == nil || f.GetCode() != CodeQueueTimeout {
+		t.Fatalf("queued run ended with %v, want RunFailed %s", evs[len(evs)-1], CodeQueueTimeout)
+	}
+	for _, ev := range evs {
+		if ev.GetStageStarted() != nil || ev.GetTokenDelta() != nil {
+			t.Fatalf("the queued run did work before leaving the queue: %v", ev)
+		}
+	}
+	if running.Done() {
+		t.Fatal("the run holding the slot ended too")
+	}
+	if err := e.Cancel(running.RunID, "test over"); err != nil {
+		t.Fatal(err)
+	}
+}
