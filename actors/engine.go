@@ -1521,7 +1521,7 @@ func (e *Engine) runEnded(h *Hub) {
 		// of different lengths are not a change of latency.
 		if evs := h.Events(h.LastSeq()); len(evs) == 1 && evs[0].GetRunCompleted() != nil {
 			per := time.Since(h.Created) / time.Duration(1+evs[0].GetRunCompleted().GetUsage().GetCompletionTokens())
-			e.activeLim.SampleFor(h.Profile, per, e.admission.stats().Running)
+			e.activeLim.SampleFor(h.Profile, per, e.admission.inUse())
 		}
 	}
 	e.packLater(h)
@@ -1535,7 +1535,7 @@ func (e *Engine) runEnded(h *Hub) {
 // activeFull reports whether the engine's unfinished runs reached its
 // adaptive limit (Config.ActiveRunLimit).
 func (e *Engine) activeFull() bool {
-	return e.activeLim != nil && e.admission.stats().Running >= e.activeLim.Limit()
+	return e.activeLim != nil && e.admission.inUse() >= e.activeLim.Limit()
 }
 
 // busy is the refusal of a run beyond its tenant's share of MaxActiveRuns,
