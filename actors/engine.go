@@ -168,9 +168,10 @@ type Config struct {
 	// another node or refuses the run instead of waiting on a node that
 	// would only queue it. The limit is announced in the membership with
 	// the load. A resumed run (failover) is never refused. Zero Initial:
-	// derived from RunSlots (Initial RunSlots, Min RunSlots/4, Max RunSlots
-	// plus a queue of max(2, RunSlots/4)); no limit when RunSlots is 0 or
-	// Initial is negative.
+	// derived from RunSlots (Max and Initial RunSlots plus a queue of
+	// max(2, RunSlots/4), Min RunSlots/4): a node takes that many until its
+	// latency says otherwise; no limit when RunSlots is 0 or Initial is
+	// negative.
 	RunLimit AdaptiveLimitConfig
 	// PlacementRetries is how many further nodes a new run is offered to
 	// after one refused it or did not answer within SpawnTimeout (default
@@ -339,7 +340,8 @@ func (c *Config) validate() error {
 		c.ActiveRunLimit.Max = c.MaxActiveRuns
 	}
 	if c.RunLimit.Initial == 0 && c.RunSlots > 0 {
-		c.RunLimit = AdaptiveLimitConfig{Initial: c.RunSlots, Min: max(1, c.RunSlots/4), Max: c.RunSlots + max(2, c.RunSlots/4),
+		top := c.RunSlots + max(2, c.RunSlots/4)
+		c.RunLimit = AdaptiveLimitConfig{Initial: top, Min: max(1, c.RunSlots/4), Max: top,
 			Tolerance: c.RunLimit.Tolerance, Smoothing: c.RunLimit.Smoothing, ShortWindow: c.RunLimit.ShortWindow, LongWindow: c.RunLimit.LongWindow}
 	}
 	if c.TokenizerTimeout == 0 {
