@@ -131,7 +131,9 @@ cluster:
 	./scripts/cluster.sh
 
 ## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 6 min);
-## against local processes, saying so, where there is no Docker engine; prints figure tables
+## against local processes, saying so, where there is no Docker engine; then the overload scenario (issue 18:
+## 3× the measured capacity for $(OVERLOAD) on CPU-limited local nodes, about 1.5 min); prints figure tables
+OVERLOAD ?= 60s
 chaos:
 	@if docker info >/dev/null 2>&1; then \
 	  COMPOSE="$(COMPOSE)" $(GO) run ./chaos -backend compose -scenario all; \
@@ -139,6 +141,7 @@ chaos:
 	  echo "make chaos: no Docker engine on this machine: running the scenarios against local processes"; \
 	  $(GO) run ./chaos -scenario all; \
 	fi
+	$(GO) run ./chaos -scenario overload -duration $(OVERLOAD)
 
 ## chaos-smoke: the short version (about 2 min)
 chaos-smoke:
