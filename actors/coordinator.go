@@ -569,7 +569,7 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		return
 	}
 	// The optimiser's choices, made at admission (budget.go).
-	profile = profile.WithModels(stepModelsOf(m.GetStepModels()))
+	profile = profile.WithModels(ChosenModels(m.GetStepModels()))
 	c.profile = profile
 	c.span.SetAttributes(attrStrategy.String(profile.Strategy))
 	c.graph = stagework.NewGraph(profile)

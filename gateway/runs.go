@@ -682,7 +682,7 @@ func (s *Server) view(h *actors.Hub) runView {
 	evs := h.Events(1)
 	p := s.hubProfile(h)
 	if p != nil {
-		p = p.WithModels(chosenModels(stepModelsOf(h, evs)))
+		p = p.WithModels(actors.ChosenModels(stepModelsOf(h, evs)))
 	}
 	f := newRunFold(p, s.engine.Stages(), true)
 	f.fold(evs)
