@@ -4,7 +4,7 @@ PKGS      := ./...
 # `docker compose` (plugin) where present, else the standalone docker-compose.
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COVER_PKGS ?= $(PKGS)
-RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/... ./loadgen/... ./client/...
+RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/... ./loadgen/... ./client/... ./internal/tracing/... ./internal/spanstore/...
 
 .PHONY: run test vet fmt-check cover bench profile fuzz proto build images compose-up compose-down integ cluster chaos chaos-smoke soak tokenizer-corpus bench-tokenizer tokenizer-generate
 
@@ -132,7 +132,9 @@ cluster:
 
 ## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 6 min),
 ## then the group partitions (split, asymmetric: iptables, SKIPPED without root; about 3 min more); against local
-## processes, saying so, where there is no Docker engine; prints figure tables
+## processes, saying so, where there is no Docker engine; then the overload scenario (issue 18:
+## 3× the measured capacity for $(OVERLOAD) on CPU-limited local nodes, about 1.5 min); prints figure tables
+OVERLOAD ?= 60s
 chaos:
 	@if docker info >/dev/null 2>&1; then \
 	  backend="-backend compose"; \
@@ -140,7 +142,8 @@ chaos:
 	  echo "make chaos: no Docker engine on this machine: running the scenarios against local processes"; \
 	  backend=""; \
 	fi; rc=0; \
-	for s in all split asymmetric; do COMPOSE="$(COMPOSE)" $(GO) run ./chaos $$backend -scenario $$s || rc=$$?; done; exit $$rc
+	for s in all split asymmetric; do COMPOSE="$(COMPOSE)" $(GO) run ./chaos $$backend -scenario $$s || rc=$$?; done; \
+	$(GO) run ./chaos -scenario overload -duration $(OVERLOAD) || rc=$$?; exit $$rc
 
 ## chaos-smoke: the short version (about 2 min)
 chaos-smoke:

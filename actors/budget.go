@@ -138,8 +138,9 @@ func toMsgBudget(b stagework.Budget) *messages.RunBudget {
 	return &messages.RunBudget{MaxCostUsd: b.MaxCostUSD, MaxLatencyMs: b.MaxLatency.Milliseconds(), MinQuality: int32(b.MinQuality), Downgrade: b.Downgrade}
 }
 
-// stepModelsOf is each step's final model in step_models.
-func stepModelsOf(ms []*messages.StepModel) map[string]stagework.ModelRef {
+// ChosenModels is each step's final model in a run's step_models (the
+// optimiser's choices, in the order made); nil when it made none.
+func ChosenModels(ms []*messages.StepModel) map[string]stagework.ModelRef {
 	if len(ms) == 0 {
 		return nil
 	}

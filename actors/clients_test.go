@@ -185,10 +185,10 @@ type eventTopology struct {
 	events  chan TopologyEvent
 	joined  chan string
 	joinErr error
-	load    func() int
+	load    func() Load
 }
 
-func (f *eventTopology) Join(self string, load func() int) (<-chan TopologyEvent, error) {
+func (f *eventTopology) Join(self string, load func() Load) (<-chan TopologyEvent, error) {
 	if f.joinErr != nil {
 		return nil, f.joinErr
 	}
@@ -206,7 +206,7 @@ func TestEngineTopologyEvents(t *testing.T) {
 	if self := <-topo.joined; self != e.Address() {
 		t.Fatalf("joined as %q, want %q", self, e.Address())
 	}
-	if topo.load() != 0 {
+	if topo.load().Active != 0 {
 		t.Fatal("load of an idle engine")
 	}
 	// Unbuffered: each send returns once the engine's goroutine took it.

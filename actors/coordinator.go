@@ -57,6 +57,28 @@ type coordinatorDeps struct {
 	hedgeWait    time.Duration // hedge delay before there are enough TTFT samples
 	metrics      *Metrics
 	logger       *slog.Logger
+	// runLimit is this node's adaptive limit on the runs placed here (nil:
+	// none), fed with every completed stage's duration; load reads the
+	// process's pressure for acks (nil: none reported).
+	runLimit *AdaptiveLimit
+	load     func() Load
+	// queueDeadline is how long a new run may wait for a run slot
+	// (Config.QueueDeadline; 0: for ever).
+	queueDeadline time.Duration
+}
+
+// nodeLoad is l on the wire.
+func nodeLoad(l Load) *messages.NodeLoad {
+	return &messages.NodeLoad{Active: uint32(max(l.Active, 0)), Limit: uint32(max(l.Limit, 0)), Queued: uint32(max(l.Queued, 0)),
+		StageLatencyMs: uint32(l.StageLatency / time.Millisecond)}
+}
+
+// ackLoad is the process's load for a StartRunAck (nil without deps.load).
+func (d *coordinatorDeps) ackLoad() *messages.NodeLoad {
+	if d.load == nil {
+		return nil
+	}
+	return nodeLoad(d.load())
 }
 
 // hostedRun is what a hosted coordinator is doing now, for Drain's report.
@@ -110,6 +132,16 @@ type retryTick struct {
 // deadline has passed (never leaves its mailbox).
 type deadlineTick struct{ gen int }
 
+// queueTimeout is a coordinator's timer to itself: its new run has waited
+// for a run slot for Config.QueueDeadline (never leaves its mailbox).
+type queueTimeout struct{}
+
+// CodeQueueTimeout is the RunFailed code of a new run that waited for a
+// run slot longer than Config.QueueDeadline: it left the queue before any
+// work, and the gateway answers it like a refusal (503 cluster_saturated
+// with Retry-After) when it still can.
+const CodeQueueTimeout = "queue_timeout"
+
 // slotGranted is the run slots' word to a coordinator whose run waited for
 // a slot: it holds one now (never leaves its mailbox).
 type slotGranted struct{}
@@ -135,6 +167,11 @@ func (c *coordinator) admit(ctx actor.Context) {
 		c.slot = slotWaiting
 		c.hostState("waiting for a run slot")
 		c.logger.Debug("run waits for a run slot", "tenant", c.run.Tenant)
+		if d := c.deps.queueDeadline; d > 0 && len(c.run.PriorEvents) == 0 {
+			// A new run leaves the queue at its deadline; a resumed one
+			// (admitted and under way before its node was lost) never does.
+			time.AfterFunc(d, func() { root.Send(self, &queueTimeout{}) })
+		}
 		return
 	}
 	c.slot = slotHeld
@@ -340,6 +377,11 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		if m.gen == c.deadlineGen && !c.ended {
 			c.advance(ctx)
 		}
+	case *queueTimeout:
+		if c.slot == slotWaiting && !c.ended {
+			c.deps.metrics.placements.WithLabelValues("queue_timeout").Inc()
+			c.fail(ctx, nil, CodeQueueTimeout, fmt.Sprintf("waited %v for a run slot on a node at capacity; retry later", c.deps.queueDeadline))
+		}
 	case *slotGranted:
 		if c.slot == slotWaiting && !c.ended {
 			c.slot = slotHeld
@@ -527,12 +569,12 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 		return
 	}
 	// The optimiser's choices, made at admission (budget.go).
-	profile = profile.WithModels(stepModelsOf(m.GetStepModels()))
+	profile = profile.WithModels(ChosenModels(m.GetStepModels()))
 	c.profile = profile
 	c.span.SetAttributes(attrStrategy.String(profile.Strategy))
 	c.graph = stagework.NewGraph(profile)
 	if ctx.Sender() != nil {
-		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self())})
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Coordinator: refOf(ctx.Self()), Load: c.deps.ackLoad()})
 	}
 
 	// Rebuild from the prior log: finished steps are kept, interrupted
@@ -1582,6 +1624,12 @@ func (c *coordinator) emit(ctx actor.Context, ev *messages.RunEvent) {
 	c.log = append(c.log, ev)
 	if sc := ev.GetStageCompleted(); sc != nil {
 		c.deps.metrics.stageDone(sc) // on the node that ran it (the gateway's hub tells its own process)
+		if c.deps.runLimit != nil {
+			// Time per output token, per model and step: answers and stages
+			// of different lengths are not a change of latency.
+			per := sc.GetDuration().AsDuration() / time.Duration(1+sc.GetUsage().GetCompletionTokens())
+			c.deps.runLimit.SampleFor(sc.GetModel()+"\x00"+sc.GetStep()+"\x00"+sc.GetStage().String(), per, int(c.deps.hosted.Load()))
+		}
 	}
 	if c.hub != nil {
 		ctx.Send(c.hub, ev)

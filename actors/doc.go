@@ -19,10 +19,23 @@
 //
 //   - run starter (engine.go, "qlc-run-starter"): a node's entry point for
 //     runs placed by gateways; it spawns coordinators as its children,
-//     answers FindRun, and stops them all when the process is fenced.
+//     answers FindRun, and stops them all when the process is fenced. At
+//     the node's adaptive run limit (adaptive.go, Config.RunLimit) it
+//     refuses a new run at once (StartRunAck code node_saturated, with its
+//     load); a CancelRun reaches the run's coordinator (an abandoned
+//     placement).
 //   - fair queue of run slots (fairq.go): not an actor but the coordinators'
 //     shared admission: a node runs at most Config.RunSlots runs at once and
-//     hands freed slots to waiting runs in weighted-fair order per tenant.
+//     hands freed slots to waiting runs in weighted-fair order per tenant; a
+//     new run waits at most Config.QueueDeadline (then RunFailed
+//     queue_timeout, before any work).
+//   - placement (engine.go, placeRun): a new run goes to the placer's
+//     candidates in order; a node that refuses or does not ack within
+//     SpawnTimeout is skipped, never counted lost, within a retry budget
+//     (retrybudget.go); each further offer after a timeout has a higher
+//     epoch, fenced at the hub. A gateway's own adaptive limit on
+//     unfinished runs (Config.ActiveRunLimit) and the nodes' gossiped
+//     saturation make Saturated true: the excess is refused before any work.
 //   - tokenizer pool (tokenizer.go, "qlc-tokenizer"): a round-robin pool of
 //     tokenizer actors, only on hosts whose CPU runs the SIMD path; other
 //     processes reach it through a TokenizerClient, which batches requests

@@ -51,6 +51,10 @@ var (
 	ErrMemoryBudget = errors.New("actors: the process is near its memory budget")
 	ErrShutdown     = errors.New("actors: engine shut down")
 	ErrNoNode       = errors.New("actors: no node took the run")
+	// ErrSaturated comes with ErrBusy when every node that could take a
+	// new run is at its adaptive run limit (announced in the membership, or
+	// answered to the StartRun): refused at once, before any work.
+	ErrSaturated = errors.New("actors: every node is at its run limit")
 	// ErrLookupIncomplete: no node that answered has the run, but some
 	// did not answer in time (a loaded or unreachable node may have it):
 	// ask again shortly rather than conclude it does not exist.
@@ -167,6 +171,43 @@ type Config struct {
 	Topology Topology
 	// SpawnTimeout bounds placing a coordinator on a node. Default 2 s.
 	SpawnTimeout time.Duration
+	// RunLimit is the adaptive limit (AdaptiveLimit, fed with this
+	// process's completed stage durations) on the runs other processes
+	// place here: a StartRun beyond it is refused at once (StartRunAck code
+	// node_saturated, with a Retry-After and the load), so the gateway tries
+	// another node or refuses the run instead of waiting on a node that
+	// would only queue it. The limit is announced in the membership with
+	// the load. A resumed run (failover) is never refused. Zero Initial:
+	// derived from RunSlots (Max and Initial RunSlots plus a queue of
+	// max(2, RunSlots/4), Min RunSlots/4): a node takes that many until its
+	// latency says otherwise; no limit when RunSlots is 0 or Initial is
+	// negative.
+	RunLimit AdaptiveLimitConfig
+	// PlacementRetries is how many further nodes a new run is offered to
+	// after one refused it or did not answer within SpawnTimeout (default
+	// 2; negative: none); PlacementRetryRatio bounds all such retries to
+	// that share of the placements that succeeded at the first node, plus a
+	// burst of 10 (default 0.1, Google SRE's retry budget), so a cluster
+	// at capacity is not asked every run three times over. A timeout does
+	// not mark a node lost: it is only slow. Failovers of admitted runs try
+	// every node, outside the budget.
+	PlacementRetries    int
+	PlacementRetryRatio float64
+	// QueueDeadline is how long a new run may wait for one of this
+	// process's run slots: past it the run leaves the queue before any work
+	// and ends with RunFailed code queue_timeout, which the gateway answers
+	// like a refusal (503 cluster_saturated with Retry-After) when it has
+	// not answered yet. A resumed run (failover) never leaves. Default 10 s;
+	// negative: no deadline.
+	QueueDeadline time.Duration
+	// ActiveRunLimit adapts how many runs this engine starts and keeps
+	// unfinished (below MaxActiveRuns) to the measured end-to-end duration
+	// of its completed runs (AdaptiveLimit): a gateway whose own CPU, or
+	// whose nodes, are the bottleneck stops admitting before its runs slow
+	// down, and Saturated reports it, so the excess is refused at once
+	// (ErrBusy with ErrSaturated). Zero Initial: off (a fixed
+	// MaxActiveRuns only); Max defaults to MaxActiveRuns.
+	ActiveRunLimit AdaptiveLimitConfig
 	// Tokenizer hosts a pool of tokenizer actors here: set it only where the
 	// CPU runs the tokenizer's SIMD path (AVX2).
 	Tokenizer bool
@@ -301,6 +342,23 @@ func (c *Config) validate() error {
 	if c.SpawnTimeout == 0 {
 		c.SpawnTimeout = 2 * time.Second
 	}
+	if c.QueueDeadline == 0 {
+		c.QueueDeadline = 10 * time.Second
+	}
+	if c.PlacementRetries == 0 {
+		c.PlacementRetries = 2
+	}
+	if c.PlacementRetryRatio <= 0 {
+		c.PlacementRetryRatio = 0.1
+	}
+	if c.ActiveRunLimit.Initial > 0 && (c.ActiveRunLimit.Max == 0 || c.ActiveRunLimit.Max > c.MaxActiveRuns) {
+		c.ActiveRunLimit.Max = c.MaxActiveRuns
+	}
+	if c.RunLimit.Initial == 0 && c.RunSlots > 0 {
+		top := c.RunSlots + max(2, c.RunSlots/4)
+		c.RunLimit = AdaptiveLimitConfig{Initial: top, Min: max(1, c.RunSlots/4), Max: top,
+			Tolerance: c.RunLimit.Tolerance, Smoothing: c.RunLimit.Smoothing, ShortWindow: c.RunLimit.ShortWindow, LongWindow: c.RunLimit.LongWindow}
+	}
 	if c.TokenizerTimeout == 0 {
 		c.TokenizerTimeout = 250 * time.Millisecond
 	}
@@ -412,6 +470,8 @@ type Engine struct {
 	cache      *runCache                                    // the response cache; nil when off
 	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)
 	overMem    atomic.Bool                                  // past the memory budget's refusal mark
+	retries    *retryBudget                                 // bounds placement retries of new runs
+	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
 	system     *actor.ActorSystem
 	metrics    *Metrics
@@ -471,9 +531,18 @@ func (e *Engine) coordinatorProps() *actor.Props {
 var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })
 
 // placeRun starts a run's coordinator and hands it its StartRun: on this
-// process, or on the next node of cfg.Nodes that takes it (a node that does
-// not answer, or is draining, is skipped).
-func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.PID, error) {
+// process, or on the next node of the placer's candidates that takes it.
+//
+// Overload is not failure (issue 18): a node that refuses (at its run
+// limit, draining) or does not ack within SpawnTimeout (starved) is only
+// skipped for this run, never counted as lost. A new run is offered to at
+// most 1+PlacementRetries nodes, the retries within the engine's retry
+// budget; a failover (start.PriorEvents) tries every node. Each further
+// offer carries a higher epoch, and the hub (hub, when known) is fenced to
+// it, so a coordinator that a slow node spawns after its ack timed out can
+// never write into the run's log; it is told to stop (CancelRun to that
+// node's run starter, which orders it after the StartRun).
+func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string) (*actor.PID, error) {
 	id := start.RunId
 	if e.placer == nil {
 		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), "run/"+id)
@@ -485,17 +554,49 @@ func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.P
 		e.system.Root.Send(pid, start)
 		return pid, nil
 	}
+	resumed := len(start.PriorEvents) > 0
 	var errs []error
+	var refusal *placeRefusal
+	tried := 0
 	for _, node := range e.placer.Candidates(id) {
 		if slices.Contains(exclude, node) {
 			continue // the node just lost (membership may not know yet)
 		}
+		if tried > 0 && !resumed {
+			if tried > e.cfg.PlacementRetries || !e.retries.spend() {
+				e.metrics.placements.WithLabelValues("retry_budget").Inc()
+				errs = append(errs, errRetryBudget)
+				break
+			}
+		}
+		tried++
 		pid, err := e.startOn(node, start)
 		if err == nil {
+			if tried == 1 && !resumed {
+				e.retries.earn()
+			}
 			e.metrics.placements.WithLabelValues("remote").Inc()
 			return pid, nil
 		}
-		e.metrics.placements.WithLabelValues("refused").Inc()
+		var r *placeRefusal
+		switch {
+		case errors.As(err, &r):
+			e.metrics.placements.WithLabelValues("refused").Inc()
+			if refusal == nil || r.code == CodeNodeSaturated {
+				refusal = r
+			}
+		case errors.Is(err, errNoAck):
+			// Slow, not lost: the StartRun may still spawn a coordinator
+			// there. Stop it, and fence the hub to a higher epoch first.
+			e.metrics.placements.WithLabelValues("timeout").Inc()
+			e.system.Root.Send(actor.NewPID(node, starterName), &messages.CancelRun{RunId: id, Reason: "placed on another node (no StartRunAck in time)"})
+			start.Epoch++
+			if hub != nil {
+				hub.fenceBelow(start.Epoch)
+			}
+		default:
+			e.metrics.placements.WithLabelValues("refused").Inc()
+		}
 		e.logger.Warn("node did not take a run", "node", node, "run_id", id, "error", err)
 		errs = append(errs, fmt.Errorf("%s: %w", node, err))
 	}
@@ -503,8 +604,37 @@ func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.P
 		errs = append(errs, errors.New("no node hosts run coordinators"))
 	}
 	e.metrics.placements.WithLabelValues("failed").Inc()
+	if refusal != nil && refusal.code == CodeNodeSaturated {
+		return nil, fmt.Errorf("%w: %w: %w", ErrBusy, ErrSaturated, errors.Join(errs...))
+	}
 	return nil, fmt.Errorf("%w: %w", ErrNoNode, errors.Join(errs...))
 }
+
+// Codes of StartRunAck.code.
+const (
+	// CodeNodeSaturated: the node is at its adaptive run limit.
+	CodeNodeSaturated = "node_saturated"
+	// CodeDraining: the node is leaving the cluster.
+	CodeDraining = "draining"
+)
+
+// saturatedRetryAfter is the Retry-After a saturated node suggests: about
+// the time for some of its runs to end or its limit to move.
+const saturatedRetryAfter = time.Second
+
+// placeRefusal is a node's refusal of a StartRun (StartRunAck.error).
+type placeRefusal struct {
+	code, msg  string
+	retryAfter time.Duration
+}
+
+func (r *placeRefusal) Error() string { return "run refused: " + r.msg }
+
+// errNoAck: the node did not answer a StartRun within SpawnTimeout.
+var errNoAck = errors.New("no StartRunAck in time")
+
+// errRetryBudget: placement stopped offering the run to further nodes.
+var errRetryBudget = errors.New("placement retry budget spent")
 
 // startOn hands StartRun to node's run starter, which spawns the
 // coordinator there; the coordinator's StartRunAck names it. One round trip.
@@ -513,19 +643,21 @@ func (e *Engine) placeRun(start *messages.StartRun, exclude ...string) (*actor.P
 // was declared dead meanwhile): in a split, a run's failover may first be
 // offered to a node on the same cut-off side, not yet declared dead, which
 // never answers; waiting the whole SpawnTimeout (2 s) for it made the
-// run's recovery 2.4 s instead of 0.5 s (chaos split scenario).
+// run's recovery 2.4 s instead of 0.5 s (chaos split scenario). Giving up
+// early is an errNoAck like the timeout: placeRun cancels the run there and
+// fences the hub to a higher epoch before it tries the next node.
 func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, error) {
 	f := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, e.cfg.SpawnTimeout)
 	reply, err := awaitWhile(f.Result, func() bool { return slices.Contains(e.placer.Candidates(start.RunId), node) }, placementPoll)
 	if err != nil {
-		return nil, fmt.Errorf("no StartRunAck: %w", err)
+		return nil, fmt.Errorf("%w: %w", errNoAck, err)
 	}
 	ack, ok := reply.(*messages.StartRunAck)
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("unexpected answer %T", reply)
 	case ack.Error != "":
-		return nil, fmt.Errorf("run refused: %s", ack.Error)
+		return nil, &placeRefusal{code: ack.Code, msg: ack.Error, retryAfter: time.Duration(ack.RetryAfterMs) * time.Millisecond}
 	case pidOf(ack.Coordinator) == nil:
 		return nil, errors.New("StartRunAck names no coordinator")
 	}
@@ -603,12 +735,32 @@ func (s *runStarter) Receive(ctx actor.Context) {
 		ctx.Respond(&messages.RunFound{}) // not here
 		return
 	}
+	if c, ok := ctx.Message().(*messages.CancelRun); ok {
+		// An abandoned placement (placeRun gave up waiting for the ack and
+		// placed the run elsewhere): stop the coordinator if the StartRun,
+		// which came before this on the same stream, spawned one.
+		want := ctx.Self().Id + "/run/" + c.RunId
+		for _, ch := range ctx.Children() {
+			if ch.Id == want {
+				ctx.Send(ch, c)
+			}
+		}
+		return
+	}
 	m, ok := ctx.Message().(*messages.StartRun)
 	if !ok {
 		return
 	}
 	if s.e.deps.draining.Load() {
-		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: "node is draining"})
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: "node is draining", Code: CodeDraining})
+		return
+	}
+	if l := s.e.load(); s.e.deps.runLimit != nil && len(m.PriorEvents) == 0 && l.Saturated() {
+		// Refused at once, before any work: the gateway tries another node
+		// or refuses the run itself. A resumed run is never refused here.
+		s.e.metrics.placements.WithLabelValues("saturated").Inc()
+		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: fmt.Sprintf("node at its run limit (%d of %d)", l.Active, l.Limit),
+			Code: CodeNodeSaturated, RetryAfterMs: uint32(saturatedRetryAfter / time.Millisecond), Load: nodeLoad(l)})
 		return
 	}
 	pid, err := ctx.SpawnNamed(s.e.coordinatorProps(), "run/"+m.RunId)
@@ -740,7 +892,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 	start := h.startMessage() // with any provider key changed since the start
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
 	t0 := time.Now()
-	pid, err := e.placeRun(start, lost.Address)
+	pid, err := e.placeRun(start, h, lost.Address)
 	if err != nil {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))
@@ -887,8 +1039,15 @@ func stageSlotHeadroom(slots int) int {
 }
 
 // load is what this process announces as its load: the runs it hosts and
-// the stage attempts it runs for parallel steps.
-func (e *Engine) load() int { return e.Hosted() + e.deps.stageSlots.stats().Running }
+// the stage attempts it runs for parallel steps, its run limit, the runs
+// queued for a run slot, and its recent stage latency.
+func (e *Engine) load() Load {
+	l := Load{Active: e.Hosted() + e.deps.stageSlots.stats().Running, Queued: e.deps.slots.stats().Waiting}
+	if rl := e.deps.runLimit; rl != nil {
+		l.Limit, l.StageLatency = rl.Limit(), rl.Latency()
+	}
+	return l
+}
 
 // stepHosts lists the processes to offer a parallel step to, best first:
 // on a cluster, the coordinator hosts by the placer's order for key (the
@@ -953,7 +1112,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 	case len(cfg.Nodes) > 0:
 		e.placer = &roundRobin{nodes: cfg.Nodes}
 	}
-	e.deps.stepHosts, e.deps.hostLost = e.stepHosts, e.hostLost
+	e.deps.stepHosts, e.deps.hostLost, e.deps.load = e.stepHosts, e.hostLost, e.load
+	e.deps.queueDeadline = max(cfg.QueueDeadline, 0)
+	if cfg.RunLimit.Initial > 0 {
+		e.deps.runLimit = NewAdaptiveLimit(cfg.RunLimit)
+	}
+	e.retries = newRetryBudget(10, cfg.PlacementRetryRatio)
+	if cfg.ActiveRunLimit.Initial > 0 {
+		e.activeLim = NewAdaptiveLimit(cfg.ActiveRunLimit)
+	}
 	tcfg := TokenizerClientConfig{Local: cfg.Tokenizer, Timeout: cfg.TokenizerTimeout, Metrics: m, Logger: cfg.Logger}
 	var limiters LimiterPlacer
 	if cfg.Topology != nil {
@@ -1128,6 +1295,20 @@ func (e *Engine) Metrics() *Metrics { return e.metrics }
 
 // StartRun validates the request, starts the run and returns its hub. The
 // run goes on in the background; follow it with Hub.Subscribe.
+// Saturated reports whether every node that could take a new run announced
+// that it is at its run limit (the placer's gossiped view, HeadroomPlacer),
+// and the Retry-After to suggest: a caller refuses the run at once, before
+// any work. False without such a placer. Non-blocking.
+func (e *Engine) Saturated() (bool, time.Duration) {
+	if e.activeFull() {
+		return true, saturatedRetryAfter
+	}
+	if hp, ok := e.placer.(HeadroomPlacer); ok {
+		return hp.Saturated()
+	}
+	return false, 0
+}
+
 func (e *Engine) StartRun(req RunRequest) (*Hub, error) {
 	if _, err := e.profiles.resolve(req.Profile, req.ProfileDefinition); err != nil {
 		return nil, err
@@ -1325,6 +1506,9 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 	if len(start.PriorEvents) > 0 {
 		// A resumed run was admitted before: count it, never refuse it.
 		e.admission.hold(start.Tenant, start.Weight, id)
+	} else if replay == nil && e.activeFull() {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w: %d unfinished runs, the adaptive limit", ErrBusy, ErrSaturated, e.activeLim.Limit())
 	} else if !e.admission.tryAcquire(start.Tenant, start.Weight, id) {
 		e.mu.Unlock()
 		return nil, e.busy(start.Tenant)
@@ -1351,7 +1535,7 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 			return &replayer{runID: id, hub: hubPID, src: *replay, linger: e.deps.finishLinger}
 		}, actor.WithMailbox(e.metrics.mailbox("replayer"))), "replay/"+id)
 	} else {
-		coordPID, err = e.placeRun(start)
+		coordPID, err = e.placeRun(start, hub)
 	}
 	if err != nil {
 		root.Stop(hubPID)
@@ -1452,12 +1636,26 @@ func (e *Engine) forget(id string) {
 // share is admitted without waiting for evict).
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
+	if e.activeLim != nil && h.CachedFrom() == "" {
+		// A completed run's time per output token, per profile: answers
+		// of different lengths are not a change of latency.
+		if evs := h.Events(h.LastSeq()); len(evs) == 1 && evs[0].GetRunCompleted() != nil {
+			per := time.Since(h.Created) / time.Duration(1+evs[0].GetRunCompleted().GetUsage().GetCompletionTokens())
+			e.activeLim.SampleFor(h.Profile, per, e.admission.inUse())
+		}
+	}
 	e.packLater(h)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {
 		if e.cache.ended(key, h) {
 			e.remoteCachePut(key, h.RunID, h.Events(1))
 		}
 	}
+}
+
+// activeFull reports whether the engine's unfinished runs reached its
+// adaptive limit (Config.ActiveRunLimit).
+func (e *Engine) activeFull() bool {
+	return e.activeLim != nil && e.admission.inUse() >= e.activeLim.Limit()
 }
 
 // busy is the refusal of a run beyond its tenant's share of MaxActiveRuns,

@@ -248,6 +248,16 @@ func (s *runSlots) release(tenant, runID string) {
 }
 
 // stats returns the current counts.
+// inUse is stats().Running in O(1) (the admission check of every request).
+func (s *runSlots) inUse() int {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
+}
+
 func (s *runSlots) stats() slotStats {
 	if s == nil {
 		return slotStats{}

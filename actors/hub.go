@@ -567,6 +567,16 @@ type coordinatorGone struct {
 	why string
 }
 
+// fenceBelow makes the hub refuse events of epochs below epoch: a
+// placement that gave up on a slow node offers the run elsewhere at a
+// higher epoch, and whatever coordinator the slow node may still start
+// must not write into the log.
+func (h *Hub) fenceBelow(epoch uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.minEpoch = max(h.minEpoch, epoch)
+}
+
 // beginFailover claims the right to move the run away from lost: false if
 // the run ended, another failover is under way, or lost is no longer the
 // run's coordinator (it already moved).

@@ -1,5 +1,7 @@
 package actors
 
+import "time"
+
 // The engine's view of the cluster. Package actors never imports the
 // membership library: it depends on the Topology interface below, which
 // package topology implements over package cluster (memberlist), and which
@@ -75,7 +77,30 @@ type Topology interface {
 	// is closed; its reader (the engine's topology goroutine) must keep
 	// reading: the implementation blocks while the channel is full, and
 	// membership changes coalesce meanwhile.
-	Join(self string, load func() int) (<-chan TopologyEvent, error)
+	Join(self string, load func() Load) (<-chan TopologyEvent, error)
+}
+
+// Load is a process's pressure as it announces it in the membership
+// (issue 18): Active is the load placement compares (runs hosted plus
+// parallel steps running), Limit the adaptive limit on it (0: none; at
+// Limit the process refuses new runs), Queued the runs waiting for a run
+// slot, StageLatency its recent stage attempts' mean time per output token
+// (what its adaptive limit follows).
+type Load struct {
+	Active, Limit, Queued int
+	StageLatency          time.Duration
+}
+
+// Saturated reports whether l is at its limit.
+func (l Load) Saturated() bool { return l.Limit > 0 && l.Active >= l.Limit }
+
+// HeadroomPlacer is implemented by a Placer that knows the nodes' gossiped
+// pressure: Saturated reports whether every node that could take a new run
+// announced it is at its limit, with the Retry-After to suggest, so the
+// engine refuses at once (ErrSaturated) instead of asking each node. It does
+// not block and is called concurrently.
+type HeadroomPlacer interface {
+	Saturated() (bool, time.Duration)
 }
 
 // TopologyEventKind says what happened in the cluster.
@@ -183,6 +208,6 @@ func (s *StaticTopology) Gateways(skip string) []string {
 
 // Join returns a channel that is never written nor closed: fixed lists do
 // not change.
-func (s *StaticTopology) Join(string, func() int) (<-chan TopologyEvent, error) {
+func (s *StaticTopology) Join(string, func() Load) (<-chan TopologyEvent, error) {
 	return make(chan TopologyEvent), nil
 }

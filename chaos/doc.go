@@ -39,6 +39,12 @@
 // RSS, heap, goroutines and open files sampled every second, and a slope
 // test per series after warm-up (soakstat.go).
 //
+// -scenario overload (not part of all; overload.go, issue 18) offers 3×
+// the cluster's measured capacity for -duration (default 60 s) to CPU-limited
+// local nodes and reports goodput, refusals by code, their Retry-After and
+// latency, the admitted runs' p99 against the unloaded one, suspicions,
+// members declared dead and fencings, runs lost or restarted.
+//
 // The program exits 1 when a run was lost, a transcript defect was found or
 // tokens were streamed after a cancel; 2 when the cluster could not be set
 // up. See chaos/README.md.

@@ -35,6 +35,10 @@ type localCluster struct {
 	// gwArgs are extra flags of every gateway process (the soak suite's
 	// -retain-finished).
 	gwArgs []string
+	// nodeArgs are extra flags of every node process; nodeEnv extra
+	// environment; nodeWrap and gwWrap a command the processes run under
+	// (the overload scenario's CPU limits: taskset, GOMAXPROCS).
+	nodeArgs, nodeEnv, nodeWrap, gwWrap []string
 }
 
 var _ fleet = (*localCluster)(nil)
@@ -98,8 +102,21 @@ func (c *localCluster) spawnAs(name, binary string, args []string, pl *placement
 	}
 	p := &proc{name: name, logPath: logPath, done: make(chan struct{})}
 	p.sink = &logSink{f: f, node: name, pl: pl}
-	cmd := exec.Command(filepath.Join(c.bin, binary), args...)
+	path := filepath.Join(c.bin, binary)
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+c.key)
+	wrap := c.gwWrap
+	if binary == "node" {
+		wrap = c.nodeWrap
+		cmd.Env = append(cmd.Env, c.nodeEnv...)
+	}
+	if len(wrap) > 0 { // taskset execs the binary: the process (and its Pdeathsig) stays one
+		cmd = exec.Command(wrap[0], append(append(wrap[1:len(wrap):len(wrap)], path), args...)...)
+		cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+c.key)
+		if binary == "node" {
+			cmd.Env = append(cmd.Env, c.nodeEnv...)
+		}
+	}
 	cmd.Stdout, cmd.Stderr = p.sink, p.sink
 	// The children die with this program, however it ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -148,6 +165,7 @@ func (c *localCluster) startNode() (*proc, error) {
 	if len(seeds) > 0 {
 		args = append(args, "-seeds", strings.Join(seeds, ","))
 	}
+	args = append(args, c.nodeArgs...)
 	p, err := c.spawnAs(name, "node", args, c.pl, uid)
 	if err != nil {
 		return nil, err

@@ -60,7 +60,8 @@ type Config struct {
 	// repository's docker-compose.yml, with images built from the working
 	// tree; needs a Docker engine).
 	Backend string
-	// Duration is how long the soak suite loads the cluster.
+	// Duration is how long the soak suite loads the cluster, or the
+	// overload scenario offers 3× capacity (default overloadDuration).
 	Duration time.Duration
 	// FaultEvery is how often the soak suite replaces a node (a new node,
 	// then SIGTERM of the youngest); 0: never.
@@ -68,6 +69,9 @@ type Config struct {
 	// SoakDir is where the soak suite writes samples.csv, its plots and
 	// report.md (relative: to the module's folder).
 	SoakDir string
+	// Burn, when > 0, makes this program the overload scenario's
+	// CPU-burning co-runner for that long (internal).
+	Burn time.Duration
 }
 
 // DefaultConfig returns the defaults described on each field.
@@ -81,8 +85,12 @@ var scenarios = []string{"kill", "pause", "partition", "gateway", "provider", "r
 
 func (c *Config) validate() error {
 	switch {
-	case c.Scenario != "all" && c.Scenario != "soak" && !contains(scenarios, c.Scenario) && !contains(groupScenarios, c.Scenario):
-		return fmt.Errorf("chaos: unknown scenario %q (want %s, %s or all)", c.Scenario, strings.Join(scenarios, ", "), strings.Join(groupScenarios, ", "))
+	case c.Scenario != "all" && c.Scenario != "soak" && c.Scenario != "overload" && !contains(scenarios, c.Scenario) && !contains(groupScenarios, c.Scenario):
+		return fmt.Errorf("chaos: unknown scenario %q (want %s, all, %s, soak or overload)", c.Scenario, strings.Join(scenarios, ", "), strings.Join(groupScenarios, ", "))
+	case c.Scenario == "overload" && c.Backend != "local":
+		return errors.New("chaos: -scenario overload runs on the local backend only (it pins the processes it starts to CPUs)")
+	case c.Scenario == "overload" && (c.Duration < 5*time.Second || c.Duration > time.Hour):
+		return errors.New("chaos: -scenario overload wants 5s <= -duration <= 1h")
 	case c.Runs < 0 || c.Faults < 0:
 		return errors.New("chaos: -runs and -faults must be >= 0")
 	case c.Concurrency < 1 || c.Concurrency > 200:
@@ -101,7 +109,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("chaos: unknown backend %q (want local or compose)", c.Backend)
 	case c.Scenario == "soak" && c.Backend != "local":
 		return errors.New("chaos: -scenario soak runs on the local backend only (it samples the processes it started)")
-	case c.Duration < 20*time.Second || c.Duration > 24*time.Hour || c.FaultEvery < 0:
+	case c.Scenario != "overload" && (c.Duration < 20*time.Second || c.Duration > 24*time.Hour || c.FaultEvery < 0):
 		return errors.New("chaos: want 20s <= -duration <= 24h and -fault-every >= 0")
 	}
 	if contains(groupScenarios, c.Scenario) && c.Backend == "local" {
@@ -129,7 +137,7 @@ func main() {
 func run(args []string) int {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all; or split, asymmetric (group partitions), soak")
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all; or split, asymmetric (group partitions); or soak; or overload")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs per scenario, at least (0: the scenario's default)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "runs in flight at once")
 	fs.IntVar(&cfg.Faults, "faults", cfg.Faults, "faults per scenario (0: the scenario's default)")
@@ -147,8 +155,17 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "soak: how long the load runs")
 	fs.DurationVar(&cfg.FaultEvery, "fault-every", cfg.FaultEvery, "soak: replace a node (SIGTERM) this often; 0: never")
 	fs.StringVar(&cfg.SoakDir, "soak-dir", cfg.SoakDir, "soak: where samples.csv, the plots and report.md go")
+	fs.DurationVar(&cfg.Burn, "burn", 0, "internal: spin one CPU for this long (the overload scenario's co-runner)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if cfg.Burn > 0 {
+		return burn(cfg.Burn)
+	}
+	durationSet := false
+	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	if cfg.Scenario == "overload" && !durationSet {
+		cfg.Duration = overloadDuration
 	}
 	if err := cfg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -188,6 +205,9 @@ func run(args []string) int {
 	}
 	if cfg.Scenario == "soak" {
 		return runSoak(ctx, cfg, bin, command, progress)
+	}
+	if cfg.Scenario == "overload" {
+		return runOverload(ctx, cfg, bin, command, progress)
 	}
 	list := scenarios
 	if cfg.Scenario != "all" {

@@ -37,7 +37,8 @@ type Cluster struct {
 	self     string
 	feat     uint64
 	load     atomic.Int64
-	draining atomic.Bool // announced in metadata once Leave starts
+	pressure atomic.Pointer[Pressure] // the rest of SetPressure's value (Load is in load)
+	draining atomic.Bool              // announced in metadata once Leave starts
 
 	joinFailures atomic.Int64 // join attempts where no seed answered (tests read it)
 
@@ -98,7 +99,8 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	empty := []Member{}
 	c.snap.Store(&empty)
-	worst := meta{Load: 1<<31 - 1, Features: ^uint64(0), RemoteAddr: cfg.RemoteAddr, Version: cfg.Version, Kinds: cfg.Kinds}
+	worst := meta{Load: 1<<31 - 1, Features: ^uint64(0), RemoteAddr: cfg.RemoteAddr, Version: cfg.Version, Kinds: cfg.Kinds,
+		Draining: true, Limit: 1<<31 - 1, Queued: 1<<31 - 1, LatencyMs: 1<<31 - 1}
 	if n := len(worst.encode()); n > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("cluster: metadata is %d bytes, memberlist allows %d (shorten kinds, version or remote address)", n, memberlist.MetaMaxSize)
 	}
@@ -231,6 +233,9 @@ func (c *Cluster) Self() Member {
 		Kinds:      slices.Clone(c.cfg.Kinds),
 		Features:   featureNames(c.feat),
 		Load:       int(c.load.Load()),
+	}
+	if p := c.pressure.Load(); p != nil {
+		m.Limit, m.Queued, m.StageLatency = p.Limit, p.Queued, p.StageLatency
 	}
 	c.mu.Lock()
 	if v, ok := c.view[c.self]; ok {
@@ -371,6 +376,31 @@ func (c *Cluster) SetLoad(active int) {
 	select {
 	case c.loadKick <- struct{}{}:
 	default:
+	}
+}
+
+// Pressure is what a member announces about its load (issue 18): see Member's fields of the same names.
+type Pressure struct {
+	Load, Limit, Queued int
+	StageLatency        time.Duration
+}
+
+// SetPressure sets the load, limit, queue and stage latency announced in metadata, like SetLoad (never
+// blocks; at most one announcement per LoadUpdateInterval, with the latest values). The latency is
+// announced in whole milliseconds.
+func (c *Cluster) SetPressure(p Pressure) {
+	p.Limit, p.Queued = max(p.Limit, 0), max(p.Queued, 0)
+	p.StageLatency = p.StageLatency.Truncate(time.Millisecond)
+	old := c.pressure.Swap(&p)
+	changed := old == nil || old.Limit != p.Limit || old.Queued != p.Queued || old.StageLatency != p.StageLatency
+	if c.load.Swap(int64(max(p.Load, 0))) != int64(max(p.Load, 0)) {
+		changed = true
+	}
+	if changed {
+		select {
+		case c.loadKick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -712,8 +742,12 @@ type delegate struct{ c *Cluster }
 // NodeMeta encodes our metadata with the current load.
 func (d *delegate) NodeMeta(limit int) []byte {
 	c := d.c
-	b := meta{Load: int(c.load.Load()), Features: c.feat, RemoteAddr: c.cfg.RemoteAddr, Version: c.cfg.Version, Kinds: c.cfg.Kinds,
-		Draining: c.draining.Load()}.encode()
+	md := meta{Load: int(c.load.Load()), Features: c.feat, RemoteAddr: c.cfg.RemoteAddr, Version: c.cfg.Version, Kinds: c.cfg.Kinds,
+		Draining: c.draining.Load()}
+	if p := c.pressure.Load(); p != nil {
+		md.Limit, md.Queued, md.LatencyMs = p.Limit, p.Queued, int(p.StageLatency/time.Millisecond)
+	}
+	b := md.encode()
 	if len(b) > limit { // Start checked the worst case against MetaMaxSize
 		return nil
 	}

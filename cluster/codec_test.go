@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -58,18 +59,24 @@ func TestMetaRoundTrip(t *testing.T) {
 	if got, err := decodeMeta(b2); err != nil || got.RemoteAddr != m.RemoteAddr {
 		t.Fatalf("forward compatibility: %v", err)
 	}
+	// b ends with the flags and three pressure numbers, one byte each here.
+	v1 := len(b) - 4
 	for i := range b[:len(b)-1] { // every truncation fails cleanly...
-		if _, err := decodeMeta(b[:i]); err == nil {
-			t.Fatalf("truncated to %d bytes accepted", i)
+		older := i == v1 || i == v1+1 // ...but without the pressure (and flags) it is an older format
+		if _, err := decodeMeta(b[:i]); (err == nil) != older {
+			t.Fatalf("truncated to %d bytes: err %v", i, err)
 		}
 	}
-	// ...but the encoding without its trailing flags is the older format.
-	if got, err := decodeMeta(b[:len(b)-1]); err != nil || got.Draining || got.RemoteAddr != m.RemoteAddr {
+	if got, err := decodeMeta(b[:v1]); err != nil || got.Draining || got.Limit != 0 || got.RemoteAddr != m.RemoteAddr {
 		t.Fatalf("metadata without flags: %+v %v", got, err)
 	}
 	m.Draining = true
 	if got, err := decodeMeta(m.encode()); err != nil || !got.Draining {
 		t.Fatalf("draining flag lost: %+v %v", got, err)
+	}
+	m.Limit, m.Queued, m.LatencyMs = 48, 7, 1234
+	if got, err := decodeMeta(m.encode()); err != nil || got.Limit != 48 || got.Queued != 7 || got.LatencyMs != 1234 || !got.Draining {
+		t.Fatalf("pressure lost: %+v %v", got, err)
 	}
 	if names := featureNames(localFeatures([]string{"avx2"})); slices.Contains(names, "avx2") {
 		t.Fatal("disabled feature still present")
@@ -169,5 +176,23 @@ func TestDecide(t *testing.T) {
 		if got, _ := decide(self, tc.view, tc.a); got != tc.fence {
 			t.Errorf("%s: fence=%v", tc.name, got)
 		}
+	}
+}
+
+// TestPickPrefersUnsaturated: of the two rendezvous choices, one at its announced limit loses to one
+// with room, even with a lower load.
+func TestPickPrefersUnsaturated(t *testing.T) {
+	ms := []Member{
+		{Name: "a", Kinds: []string{"coordinator"}, Load: 4, Limit: 4},
+		{Name: "b", Kinds: []string{"coordinator"}, Load: 9, Limit: 20},
+	}
+	for i := range 50 {
+		key := fmt.Sprintf("run-%d", i)
+		if m, ok := pickLeastLoaded(ms, "coordinator", key, 2); !ok || m.Name != "b" {
+			t.Fatalf("%s: picked %s, want b (a is saturated)", key, m.Name)
+		}
+	}
+	if !ms[0].Saturated() || ms[1].Saturated() || (Member{Load: 9}).Saturated() {
+		t.Fatal("Saturated")
 	}
 }

@@ -17,8 +17,11 @@
 //     delivers every change of membership or metadata, in order, from one goroutine, coalescing when
 //     the reader is slow. SetLoad announces the number of active runs (rate-limited, never blocks).
 //     Seeds are re-joined every RejoinInterval, which re-merges healed partitions.
-//  4. Failure of another member: after about ProbeInterval + SuspicionMult×ProbeInterval + gossip
-//     (~0.45 s p50 on loopback with the defaults) it leaves every view and appears in Topology.Left. Its
+//  4. Failure of another member: after about ProbeInterval + the suspicion timeout + gossip it leaves
+//     every view and appears in Topology.Left. The suspicion timeout is SuspicionMult×ProbeInterval
+//     (800 ms) once k = SuspicionMult-2 other members confirmed the suspicion, as they do at once for a
+//     crashed member, and up to SuspicionMaxTimeoutMult times that (4.8 s) while none does: a member
+//     that is slow (CPU-starved) rather than dead has that long to refute (issue 18). Its
 //     name is tombstoned: if it was only paused or cut off and comes back, it is refused, not resurrected.
 //  5. Fencing: a member that learns it was declared dead (a fence notice from a member refusing its
 //     name, or its name among a peer's tombstones at push/pull; after a partition only the smaller side

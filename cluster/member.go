@@ -3,6 +3,7 @@ package cluster
 import (
 	"slices"
 	"sort"
+	"time"
 )
 
 // Member is one alive (or suspect) member as announced in its metadata. Values are copies: callers may
@@ -26,7 +27,16 @@ type Member struct {
 	// Draining is true once the member started a graceful Leave: it takes no
 	// new work (placement skips it) and finishes what it has.
 	Draining bool
+	// Limit is the member's adaptive limit on Load (issue 18; 0: none): at Limit it refuses new runs
+	// (see Saturated). Queued is how many of its runs wait for a run slot; StageLatency is its recent
+	// stage attempts' mean duration. All three lag like Load.
+	Limit, Queued int
+	StageLatency  time.Duration
 }
+
+// Saturated reports whether m announced a limit and a load at or above it: it refuses new runs until
+// one of its runs ends or its limit grows.
+func (m Member) Saturated() bool { return m.Limit > 0 && m.Load >= m.Limit }
 
 // Has reports whether m hosts kind.
 func (m Member) Has(kind string) bool { return slices.Contains(m.Kinds, kind) }
@@ -112,7 +122,8 @@ func pickLeastLoaded(members []Member, kind, key string, d int) (Member, bool) {
 	}
 	best := cs[0]
 	for _, c := range cs[1:d] {
-		if c.m.Load < best.m.Load {
+		cs, bs := c.m.Saturated(), best.m.Saturated()
+		if (bs && !cs) || (bs == cs && c.m.Load < best.m.Load) {
 			best = c
 		}
 	}

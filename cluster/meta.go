@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/klauspost/cpuid/v2"
 )
@@ -83,7 +84,10 @@ type meta struct {
 	RemoteAddr string
 	Version    string
 	Kinds      []string
-	Draining   bool // flags bit 0; the flags come last, so older readers ignore them
+	Draining   bool // flags bit 0; the flags come after the v1 fields, so older readers ignore them
+	// Pressure (issue 18), after the flags (older readers ignore it): the adaptive limit on Load
+	// (0: none), the runs queued for a run slot, and recent stage attempts' mean duration in ms.
+	Limit, Queued, LatencyMs int
 }
 
 func (m meta) encode() []byte {
@@ -105,7 +109,10 @@ func (m meta) encode() []byte {
 	if m.Draining {
 		flags |= 1
 	}
-	return binary.AppendUvarint(b, flags)
+	b = binary.AppendUvarint(b, flags)
+	b = binary.AppendUvarint(b, uint64(max(m.Limit, 0)))
+	b = binary.AppendUvarint(b, uint64(max(m.Queued, 0)))
+	return binary.AppendUvarint(b, uint64(max(m.LatencyMs, 0)))
 }
 
 func appendString(b []byte, s string) []byte {
@@ -140,6 +147,15 @@ func decodeMeta(b []byte) (meta, error) {
 	}
 	if r.err == nil && len(r.b) > 0 { // flags, absent in older encodings
 		m.Draining = r.uvarint()&1 != 0
+	}
+	if r.err == nil && len(r.b) > 0 { // pressure, absent in older encodings
+		for _, p := range []*int{&m.Limit, &m.Queued, &m.LatencyMs} {
+			v := r.uvarint()
+			if v > 1<<31-1 {
+				return meta{}, fmt.Errorf("%w: pressure %d out of range", errMeta, v)
+			}
+			*p = int(v)
+		}
 	}
 	if r.err != nil {
 		return meta{}, r.err
@@ -188,6 +204,7 @@ func memberFromMeta(name, addr string, raw []byte) (Member, error) {
 		return m, err
 	}
 	m.RemoteAddr, m.Version, m.Load, m.Draining = md.RemoteAddr, md.Version, md.Load, md.Draining
+	m.Limit, m.Queued, m.StageLatency = md.Limit, md.Queued, time.Duration(md.LatencyMs)*time.Millisecond
 	m.Kinds = slices.Clone(md.Kinds)
 	m.Features = featureNames(md.Features)
 	return m, nil

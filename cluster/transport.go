@@ -187,6 +187,7 @@ type FaultTransport struct {
 	packets chan *memberlist.Packet
 	streams chan net.Conn
 	paused  atomic.Bool
+	delay   atomic.Int64 // nanoseconds every incoming packet and stream is held (SetDelay)
 	stop    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -239,6 +240,32 @@ func (f *FaultTransport) Pause() { f.paused.Store(true) }
 // Resume lets traffic through again.
 func (f *FaultTransport) Resume() { f.paused.Store(false) }
 
+// SetDelay holds every incoming packet and stream (TCP fallback ping, push/pull) for d after it arrived
+// before memberlist sees it (0: none), in arrival order: a CPU-starved process reads its sockets late,
+// so its acks and refutations leave late, though nothing is lost. Tests of the failure detector under
+// starvation.
+func (f *FaultTransport) SetDelay(d time.Duration) { f.delay.Store(int64(max(d, 0))) }
+
+// hold waits until arrived plus the delay (SetDelay); false if the transport stops meanwhile.
+func (f *FaultTransport) hold(arrived time.Time) bool {
+	d := time.Duration(f.delay.Load())
+	if d <= 0 {
+		return true
+	}
+	wait := time.Until(arrived.Add(d))
+	if wait <= 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-f.stop:
+		return false
+	}
+}
+
 // Stats returns the counters so far.
 func (f *FaultTransport) Stats() TransportStats {
 	return TransportStats{
@@ -260,6 +287,9 @@ func (f *FaultTransport) forwardPackets() {
 			if f.paused.Load() {
 				f.dropped.Add(1)
 				continue
+			}
+			if !f.hold(p.Timestamp) {
+				return
 			}
 			f.pktRecv.Add(1)
 			f.pktBytesRecv.Add(int64(len(p.Buf)))
@@ -284,6 +314,10 @@ func (f *FaultTransport) forwardStreams() {
 				f.dropped.Add(1)
 				_ = c.Close()
 				continue
+			}
+			if !f.hold(time.Now()) {
+				_ = c.Close()
+				return
 			}
 			select {
 			case f.streams <- &countingConn{Conn: c, f: f}:

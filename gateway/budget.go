@@ -140,19 +140,6 @@ func toModelChoiceViews(ms []*messages.StepModel) []modelChoiceView {
 	return out
 }
 
-// chosenModels is the models a run's steps run on after the optimiser's
-// choices (nil when it made none).
-func chosenModels(ms []*messages.StepModel) map[string]stagework.ModelRef {
-	if len(ms) == 0 {
-		return nil
-	}
-	out := make(map[string]stagework.ModelRef, len(ms))
-	for _, m := range ms {
-		out[m.GetStep()] = stagework.ModelRef{Provider: m.GetProvider(), Model: m.GetModel()}
-	}
-	return out
-}
-
 // setBudgetHeaders tells an OpenAI client, which reads no run resource,
 // what the optimiser chose: X-QLC-Estimate-Cost-USD (the run's estimated
 // cost) and X-QLC-Models ("step=model" pairs, comma-separated, the final

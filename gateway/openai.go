@@ -260,6 +260,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	if s.refuseSaturated(w, r) {
+		return
+	}
 	var req chatRequest
 	if e := s.decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
@@ -361,6 +364,13 @@ func (s *Server) chatBlocking(w http.ResponseWriter, r *http.Request, hub *actor
 }
 
 func runFailedError(f *messages.RunFailed) *apiError {
+	if f.GetCode() == actors.CodeQueueTimeout {
+		// It waited for a node's run slot and left the queue before any
+		// work: the same answer as a refusal at the door.
+		e := errServer(http.StatusServiceUnavailable, "cluster_saturated", "the run waited too long for a node with room; retry after the Retry-After")
+		e.RetryAfter = 1
+		return e
+	}
 	return errServer(http.StatusBadGateway, "run_failed", "the consensus run failed: "+f.Reason)
 }
 

@@ -60,6 +60,9 @@ func noCache(r *http.Request, field *bool) bool {
 const maxTokensLimit = 1 << 20
 
 func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
+	if s.refuseSaturated(w, r) {
+		return
+	}
 	var req createRunRequest
 	if e := s.decodeJSON(w, r, &req, true); e != nil {
 		writeError(w, e)
@@ -127,6 +130,11 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	if e := s.planRun(&req); e != nil {
 		return nil, e
 	}
+	if full, after := s.engine.Saturated(); full {
+		// Every node announced it is at its run limit: refuse now, before
+		// the tenant's limiter, the reservation or a placement (issue 18).
+		return nil, s.saturated(p.tenant.ID, after)
+	}
 	adm, e := s.admit(p, &req)
 	if e != nil {
 		return nil, e
@@ -149,6 +157,8 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 		// its share, others still have room (their runs are admitted).
 		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "active_runs_share", RetryAfter: 1,
 			Message: "this tenant holds its share of the server's active runs (limit active_runs_share); retry when one of its runs ends"}
+	case errors.Is(err, actors.ErrSaturated):
+		return nil, s.saturated(p.tenant.ID, time.Second)
 	case errors.Is(err, actors.ErrMemoryBudget):
 		e := errServer(http.StatusServiceUnavailable, "memory_budget", "the server is near its memory budget; retry shortly")
 		e.RetryAfter = 2
@@ -159,12 +169,34 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 		return nil, e
 	case errors.Is(err, actors.ErrNoNode):
 		s.logger.Error("no node took the run", "error", err)
-		return nil, errServer(http.StatusServiceUnavailable, "no_node", "no node is available to run this; retry shortly")
+		e := errServer(http.StatusServiceUnavailable, "no_node", "no node is available to run this; retry shortly")
+		e.RetryAfter = 1
+		return nil, e
 	case errors.Is(err, actors.ErrShutdown):
 		return nil, errServer(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
 	}
 	s.logger.Error("start run failed", "error", err)
 	return nil, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
+}
+
+// refuseSaturated answers 503 cluster_saturated and returns true when no
+// node (or this gateway) has room for a run: before the body is read, so
+// the excess of an overload costs the gateway as little as possible.
+func (s *Server) refuseSaturated(w http.ResponseWriter, r *http.Request) bool {
+	full, after := s.engine.Saturated()
+	if full {
+		writeError(w, s.saturated(principalOf(r).tenant.ID, after))
+	}
+	return full
+}
+
+// saturated is the answer to a run no node has room for: 503
+// cluster_saturated with a Retry-After (whole seconds, at least 1).
+func (s *Server) saturated(tenant string, after time.Duration) *apiError {
+	s.metrics.refused.WithLabelValues(s.metrics.tenant(tenant), "cluster_saturated").Inc()
+	e := errServer(http.StatusServiceUnavailable, "cluster_saturated", "every node is at its run limit; retry after the Retry-After")
+	e.RetryAfter = max(1, int((after+time.Second-1)/time.Second))
+	return e
 }
 
 // defaultProfile is the profile a request naming none runs: the
@@ -650,7 +682,7 @@ func (s *Server) view(h *actors.Hub) runView {
 	evs := h.Events(1)
 	p := s.hubProfile(h)
 	if p != nil {
-		p = p.WithModels(chosenModels(stepModelsOf(h, evs)))
+		p = p.WithModels(actors.ChosenModels(stepModelsOf(h, evs)))
 	}
 	f := newRunFold(p, s.engine.Stages(), true)
 	f.fold(evs)

@@ -547,13 +547,17 @@ func addTenantProfiles(rc *messages.RegistryChange, ps []store.TenantProfile) {
 func (t *Tenancy) providerKeySnapshot() []store.ProviderKey {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	out := make([]store.ProviderKey, 0, len(t.providerKeys))
-	for _, k := range t.providerKeys {
-		out = append(out, k)
+	return sortedRows(t.providerKeys, func(k store.ProviderKey) string { return providerKeyID(k.TenantID, k.Endpoint) })
+}
+
+// sortedRows is m's rows ordered by their ids (a snapshot to send or
+// compare does not depend on map order).
+func sortedRows[K comparable, V any](m map[K]V, id func(V) string) []V {
+	out := make([]V, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
 	}
-	slices.SortFunc(out, func(a, b store.ProviderKey) int {
-		return strings.Compare(providerKeyID(a.TenantID, a.Endpoint), providerKeyID(b.TenantID, b.Endpoint))
-	})
+	slices.SortFunc(out, func(a, b V) int { return strings.Compare(id(a), id(b)) })
 	return out
 }
 

@@ -153,14 +153,7 @@ func (t *Tenancy) TenantProfilesOf(tenant string) []store.TenantProfile {
 func (t *Tenancy) tenantProfileSnapshot() []store.TenantProfile {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	out := make([]store.TenantProfile, 0, len(t.tenantProfiles))
-	for _, p := range t.tenantProfiles {
-		out = append(out, p)
-	}
-	slices.SortFunc(out, func(a, b store.TenantProfile) int {
-		return strings.Compare(tenantProfileID(a.TenantID, a.Name), tenantProfileID(b.TenantID, b.Name))
-	})
-	return out
+	return sortedRows(t.tenantProfiles, func(p store.TenantProfile) string { return tenantProfileID(p.TenantID, p.Name) })
 }
 
 func (t *Tenancy) broadcastTenantProfiles(ps ...store.TenantProfile) {

@@ -564,10 +564,19 @@ func (x *StartRun) GetBudget() *RunBudget {
 
 // StartRunAck tells the starter the coordinator accepted (or refused) a run.
 type StartRunAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`             // empty when accepted
-	Coordinator   *ActorRef              `protobuf:"bytes,3,opt,name=coordinator,proto3" json:"coordinator,omitempty"` // the run's coordinator, when accepted
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	RunId       string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Error       string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`             // empty when accepted
+	Coordinator *ActorRef              `protobuf:"bytes,3,opt,name=coordinator,proto3" json:"coordinator,omitempty"` // the run's coordinator, when accepted
+	// code names why a node refused, when error is set: "node_saturated" (its
+	// adaptive run limit is reached: try another node, or refuse the run) or
+	// "draining"; empty for other refusals.
+	Code string `protobuf:"bytes,70,opt,name=code,proto3" json:"code,omitempty"`
+	// retry_after_ms is when a refusing node expects room again.
+	RetryAfterMs uint32 `protobuf:"varint,71,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// load is the node's load when it answered, accepted or not (issue 18:
+	// every ack reports it, fresher than the gossiped one).
+	Load          *NodeLoad `protobuf:"bytes,72,opt,name=load,proto3" json:"load,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -623,6 +632,96 @@ func (x *StartRunAck) GetCoordinator() *ActorRef {
 	return nil
 }
 
+func (x *StartRunAck) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *StartRunAck) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *StartRunAck) GetLoad() *NodeLoad {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+// NodeLoad is a node's pressure: what it runs, what it may run, and how fast.
+type NodeLoad struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Active         uint32                 `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`                                         // runs hosted: running or queued for a run slot
+	Limit          uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                                           // its adaptive limit on active (0: none)
+	Queued         uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`                                         // runs waiting for a run slot
+	StageLatencyMs uint32                 `protobuf:"varint,4,opt,name=stage_latency_ms,json=stageLatencyMs,proto3" json:"stage_latency_ms,omitempty"` // recent stage attempts' mean time per output token (what its limit follows)
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NodeLoad) Reset() {
+	*x = NodeLoad{}
+	mi := &file_qlc_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLoad) ProtoMessage() {}
+
+func (x *NodeLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLoad.ProtoReflect.Descriptor instead.
+func (*NodeLoad) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NodeLoad) GetActive() uint32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetQueued() uint32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetStageLatencyMs() uint32 {
+	if x != nil {
+		return x.StageLatencyMs
+	}
+	return 0
+}
+
 // CancelRun stops a run: the coordinator stops its workers, whose provider
 // requests are cancelled through their context, and emits RunCancelled.
 type CancelRun struct {
@@ -635,7 +734,7 @@ type CancelRun struct {
 
 func (x *CancelRun) Reset() {
 	*x = CancelRun{}
-	mi := &file_qlc_proto_msgTypes[6]
+	mi := &file_qlc_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +746,7 @@ func (x *CancelRun) String() string {
 func (*CancelRun) ProtoMessage() {}
 
 func (x *CancelRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[6]
+	mi := &file_qlc_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +759,7 @@ func (x *CancelRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRun.ProtoReflect.Descriptor instead.
 func (*CancelRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{6}
+	return file_qlc_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CancelRun) GetRunId() string {
@@ -690,7 +789,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_qlc_proto_msgTypes[7]
+	mi := &file_qlc_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +801,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[7]
+	mi := &file_qlc_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +814,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{7}
+	return file_qlc_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Subscribe) GetRunId() string {
@@ -750,7 +849,7 @@ type WatchRun struct {
 
 func (x *WatchRun) Reset() {
 	*x = WatchRun{}
-	mi := &file_qlc_proto_msgTypes[8]
+	mi := &file_qlc_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +861,7 @@ func (x *WatchRun) String() string {
 func (*WatchRun) ProtoMessage() {}
 
 func (x *WatchRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[8]
+	mi := &file_qlc_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +874,7 @@ func (x *WatchRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRun.ProtoReflect.Descriptor instead.
 func (*WatchRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{8}
+	return file_qlc_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchRun) GetCoordinator() *ActorRef {
@@ -797,7 +896,7 @@ type Lagged struct {
 
 func (x *Lagged) Reset() {
 	*x = Lagged{}
-	mi := &file_qlc_proto_msgTypes[9]
+	mi := &file_qlc_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +908,7 @@ func (x *Lagged) String() string {
 func (*Lagged) ProtoMessage() {}
 
 func (x *Lagged) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[9]
+	mi := &file_qlc_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +921,7 @@ func (x *Lagged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lagged.ProtoReflect.Descriptor instead.
 func (*Lagged) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{9}
+	return file_qlc_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Lagged) GetRunId() string {
@@ -867,7 +966,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_qlc_proto_msgTypes[10]
+	mi := &file_qlc_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +978,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[10]
+	mi := &file_qlc_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +991,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{10}
+	return file_qlc_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -1127,7 +1226,7 @@ type RunEventAck struct {
 
 func (x *RunEventAck) Reset() {
 	*x = RunEventAck{}
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1238,7 @@ func (x *RunEventAck) String() string {
 func (*RunEventAck) ProtoMessage() {}
 
 func (x *RunEventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[11]
+	mi := &file_qlc_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1251,7 @@ func (x *RunEventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEventAck.ProtoReflect.Descriptor instead.
 func (*RunEventAck) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{11}
+	return file_qlc_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunEventAck) GetRunId() string {
@@ -1179,7 +1278,7 @@ type RunEventBatch struct {
 
 func (x *RunEventBatch) Reset() {
 	*x = RunEventBatch{}
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1290,7 @@ func (x *RunEventBatch) String() string {
 func (*RunEventBatch) ProtoMessage() {}
 
 func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[12]
+	mi := &file_qlc_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1303,7 @@ func (x *RunEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEventBatch.ProtoReflect.Descriptor instead.
 func (*RunEventBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{12}
+	return file_qlc_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunEventBatch) GetEvents() []*RunEvent {
@@ -1238,7 +1337,7 @@ type StageStarted struct {
 
 func (x *StageStarted) Reset() {
 	*x = StageStarted{}
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1349,7 @@ func (x *StageStarted) String() string {
 func (*StageStarted) ProtoMessage() {}
 
 func (x *StageStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[13]
+	mi := &file_qlc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1362,7 @@ func (x *StageStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageStarted.ProtoReflect.Descriptor instead.
 func (*StageStarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{13}
+	return file_qlc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StageStarted) GetStage() Stage {
@@ -1342,7 +1441,7 @@ type TokenDelta struct {
 
 func (x *TokenDelta) Reset() {
 	*x = TokenDelta{}
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1453,7 @@ func (x *TokenDelta) String() string {
 func (*TokenDelta) ProtoMessage() {}
 
 func (x *TokenDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[14]
+	mi := &file_qlc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1466,7 @@ func (x *TokenDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDelta.ProtoReflect.Descriptor instead.
 func (*TokenDelta) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{14}
+	return file_qlc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TokenDelta) GetStage() Stage {
@@ -1410,7 +1509,7 @@ type TokenDeltaBatch struct {
 
 func (x *TokenDeltaBatch) Reset() {
 	*x = TokenDeltaBatch{}
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1521,7 @@ func (x *TokenDeltaBatch) String() string {
 func (*TokenDeltaBatch) ProtoMessage() {}
 
 func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[15]
+	mi := &file_qlc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1534,7 @@ func (x *TokenDeltaBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDeltaBatch.ProtoReflect.Descriptor instead.
 func (*TokenDeltaBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{15}
+	return file_qlc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TokenDeltaBatch) GetDeltas() []*TokenDelta {
@@ -1461,7 +1560,7 @@ type StageCompleted struct {
 
 func (x *StageCompleted) Reset() {
 	*x = StageCompleted{}
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1572,7 @@ func (x *StageCompleted) String() string {
 func (*StageCompleted) ProtoMessage() {}
 
 func (x *StageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[16]
+	mi := &file_qlc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1585,7 @@ func (x *StageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageCompleted.ProtoReflect.Descriptor instead.
 func (*StageCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{16}
+	return file_qlc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StageCompleted) GetStage() Stage {
@@ -1555,7 +1654,7 @@ type StageRestarted struct {
 
 func (x *StageRestarted) Reset() {
 	*x = StageRestarted{}
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1666,7 @@ func (x *StageRestarted) String() string {
 func (*StageRestarted) ProtoMessage() {}
 
 func (x *StageRestarted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[17]
+	mi := &file_qlc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1679,7 @@ func (x *StageRestarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageRestarted.ProtoReflect.Descriptor instead.
 func (*StageRestarted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{17}
+	return file_qlc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StageRestarted) GetStage() Stage {
@@ -1627,7 +1726,7 @@ type RunCompleted struct {
 
 func (x *RunCompleted) Reset() {
 	*x = RunCompleted{}
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1738,7 @@ func (x *RunCompleted) String() string {
 func (*RunCompleted) ProtoMessage() {}
 
 func (x *RunCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[18]
+	mi := &file_qlc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1751,7 @@ func (x *RunCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCompleted.ProtoReflect.Descriptor instead.
 func (*RunCompleted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{18}
+	return file_qlc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunCompleted) GetAnswer() string {
@@ -1701,7 +1800,7 @@ type RunFailed struct {
 
 func (x *RunFailed) Reset() {
 	*x = RunFailed{}
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1812,7 @@ func (x *RunFailed) String() string {
 func (*RunFailed) ProtoMessage() {}
 
 func (x *RunFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[19]
+	mi := &file_qlc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1825,7 @@ func (x *RunFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFailed.ProtoReflect.Descriptor instead.
 func (*RunFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{19}
+	return file_qlc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunFailed) GetReason() string {
@@ -1783,7 +1882,7 @@ type StepUsage struct {
 
 func (x *StepUsage) Reset() {
 	*x = StepUsage{}
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1894,7 @@ func (x *StepUsage) String() string {
 func (*StepUsage) ProtoMessage() {}
 
 func (x *StepUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[20]
+	mi := &file_qlc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1907,7 @@ func (x *StepUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepUsage.ProtoReflect.Descriptor instead.
 func (*StepUsage) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{20}
+	return file_qlc_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StepUsage) GetStep() string {
@@ -1854,7 +1953,7 @@ type StageAttemptDone struct {
 
 func (x *StageAttemptDone) Reset() {
 	*x = StageAttemptDone{}
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1965,7 @@ func (x *StageAttemptDone) String() string {
 func (*StageAttemptDone) ProtoMessage() {}
 
 func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[21]
+	mi := &file_qlc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1978,7 @@ func (x *StageAttemptDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptDone.ProtoReflect.Descriptor instead.
 func (*StageAttemptDone) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{21}
+	return file_qlc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StageAttemptDone) GetStage() Stage {
@@ -1958,7 +2057,7 @@ type StageAttemptFailed struct {
 
 func (x *StageAttemptFailed) Reset() {
 	*x = StageAttemptFailed{}
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2069,7 @@ func (x *StageAttemptFailed) String() string {
 func (*StageAttemptFailed) ProtoMessage() {}
 
 func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[22]
+	mi := &file_qlc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2082,7 @@ func (x *StageAttemptFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageAttemptFailed.ProtoReflect.Descriptor instead.
 func (*StageAttemptFailed) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{22}
+	return file_qlc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StageAttemptFailed) GetStage() Stage {
@@ -2069,7 +2168,7 @@ type RunPlanned struct {
 
 func (x *RunPlanned) Reset() {
 	*x = RunPlanned{}
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2180,7 @@ func (x *RunPlanned) String() string {
 func (*RunPlanned) ProtoMessage() {}
 
 func (x *RunPlanned) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[23]
+	mi := &file_qlc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2193,7 @@ func (x *RunPlanned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPlanned.ProtoReflect.Descriptor instead.
 func (*RunPlanned) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{23}
+	return file_qlc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RunPlanned) GetStrategy() string {
@@ -2128,7 +2227,7 @@ type PlannedStep struct {
 
 func (x *PlannedStep) Reset() {
 	*x = PlannedStep{}
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2239,7 @@ func (x *PlannedStep) String() string {
 func (*PlannedStep) ProtoMessage() {}
 
 func (x *PlannedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[24]
+	mi := &file_qlc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2252,7 @@ func (x *PlannedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedStep.ProtoReflect.Descriptor instead.
 func (*PlannedStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{24}
+	return file_qlc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PlannedStep) GetStep() string {
@@ -2229,7 +2328,7 @@ type StepSkipped struct {
 
 func (x *StepSkipped) Reset() {
 	*x = StepSkipped{}
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2340,7 @@ func (x *StepSkipped) String() string {
 func (*StepSkipped) ProtoMessage() {}
 
 func (x *StepSkipped) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[25]
+	mi := &file_qlc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2353,7 @@ func (x *StepSkipped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepSkipped.ProtoReflect.Descriptor instead.
 func (*StepSkipped) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{25}
+	return file_qlc_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StepSkipped) GetStep() string {
@@ -2305,7 +2404,7 @@ type Ranking struct {
 
 func (x *Ranking) Reset() {
 	*x = Ranking{}
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2416,7 @@ func (x *Ranking) String() string {
 func (*Ranking) ProtoMessage() {}
 
 func (x *Ranking) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[26]
+	mi := &file_qlc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2429,7 @@ func (x *Ranking) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ranking.ProtoReflect.Descriptor instead.
 func (*Ranking) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{26}
+	return file_qlc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Ranking) GetStep() string {
@@ -2367,7 +2466,7 @@ type RankedStep struct {
 
 func (x *RankedStep) Reset() {
 	*x = RankedStep{}
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2478,7 @@ func (x *RankedStep) String() string {
 func (*RankedStep) ProtoMessage() {}
 
 func (x *RankedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[27]
+	mi := &file_qlc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2491,7 @@ func (x *RankedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedStep.ProtoReflect.Descriptor instead.
 func (*RankedStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{27}
+	return file_qlc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RankedStep) GetStep() string {
@@ -2439,7 +2538,7 @@ type StepNote struct {
 
 func (x *StepNote) Reset() {
 	*x = StepNote{}
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2550,7 @@ func (x *StepNote) String() string {
 func (*StepNote) ProtoMessage() {}
 
 func (x *StepNote) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[28]
+	mi := &file_qlc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2563,7 @@ func (x *StepNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepNote.ProtoReflect.Descriptor instead.
 func (*StepNote) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{28}
+	return file_qlc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StepNote) GetStep() string {
@@ -2511,7 +2610,7 @@ type RunCancelled struct {
 
 func (x *RunCancelled) Reset() {
 	*x = RunCancelled{}
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2622,7 @@ func (x *RunCancelled) String() string {
 func (*RunCancelled) ProtoMessage() {}
 
 func (x *RunCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[29]
+	mi := &file_qlc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2635,7 @@ func (x *RunCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCancelled.ProtoReflect.Descriptor instead.
 func (*RunCancelled) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{29}
+	return file_qlc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RunCancelled) GetReason() string {
@@ -2575,7 +2674,7 @@ type CountTokens struct {
 
 func (x *CountTokens) Reset() {
 	*x = CountTokens{}
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2686,7 @@ func (x *CountTokens) String() string {
 func (*CountTokens) ProtoMessage() {}
 
 func (x *CountTokens) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[30]
+	mi := &file_qlc_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2699,7 @@ func (x *CountTokens) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokens.ProtoReflect.Descriptor instead.
 func (*CountTokens) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{30}
+	return file_qlc_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CountTokens) GetModel() string {
@@ -2642,7 +2741,7 @@ type CountTokensBatch struct {
 
 func (x *CountTokensBatch) Reset() {
 	*x = CountTokensBatch{}
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2654,7 +2753,7 @@ func (x *CountTokensBatch) String() string {
 func (*CountTokensBatch) ProtoMessage() {}
 
 func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[31]
+	mi := &file_qlc_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2667,7 +2766,7 @@ func (x *CountTokensBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokensBatch.ProtoReflect.Descriptor instead.
 func (*CountTokensBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{31}
+	return file_qlc_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CountTokensBatch) GetRequests() []*CountTokens {
@@ -2687,7 +2786,7 @@ type TokenCountsBatch struct {
 
 func (x *TokenCountsBatch) Reset() {
 	*x = TokenCountsBatch{}
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2798,7 @@ func (x *TokenCountsBatch) String() string {
 func (*TokenCountsBatch) ProtoMessage() {}
 
 func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[32]
+	mi := &file_qlc_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2811,7 @@ func (x *TokenCountsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCountsBatch.ProtoReflect.Descriptor instead.
 func (*TokenCountsBatch) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{32}
+	return file_qlc_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TokenCountsBatch) GetResults() []*TokenCounts {
@@ -2732,7 +2831,7 @@ type TokenIDs struct {
 
 func (x *TokenIDs) Reset() {
 	*x = TokenIDs{}
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +2843,7 @@ func (x *TokenIDs) String() string {
 func (*TokenIDs) ProtoMessage() {}
 
 func (x *TokenIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[33]
+	mi := &file_qlc_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +2856,7 @@ func (x *TokenIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIDs.ProtoReflect.Descriptor instead.
 func (*TokenIDs) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{33}
+	return file_qlc_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TokenIDs) GetIds() []int32 {
@@ -2783,7 +2882,7 @@ type TokenCounts struct {
 
 func (x *TokenCounts) Reset() {
 	*x = TokenCounts{}
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +2894,7 @@ func (x *TokenCounts) String() string {
 func (*TokenCounts) ProtoMessage() {}
 
 func (x *TokenCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[34]
+	mi := &file_qlc_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +2907,7 @@ func (x *TokenCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCounts.ProtoReflect.Descriptor instead.
 func (*TokenCounts) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{34}
+	return file_qlc_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TokenCounts) GetCounts() []int64 {
@@ -2874,7 +2973,7 @@ type FindRun struct {
 
 func (x *FindRun) Reset() {
 	*x = FindRun{}
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +2985,7 @@ func (x *FindRun) String() string {
 func (*FindRun) ProtoMessage() {}
 
 func (x *FindRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[35]
+	mi := &file_qlc_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +2998,7 @@ func (x *FindRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindRun.ProtoReflect.Descriptor instead.
 func (*FindRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{35}
+	return file_qlc_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FindRun) GetRunId() string {
@@ -2928,7 +3027,7 @@ type RunFound struct {
 
 func (x *RunFound) Reset() {
 	*x = RunFound{}
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3039,7 @@ func (x *RunFound) String() string {
 func (*RunFound) ProtoMessage() {}
 
 func (x *RunFound) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[36]
+	mi := &file_qlc_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3052,7 @@ func (x *RunFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFound.ProtoReflect.Descriptor instead.
 func (*RunFound) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{36}
+	return file_qlc_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunFound) GetStart() *StartRun {
@@ -2989,7 +3088,7 @@ type TenantLimits struct {
 
 func (x *TenantLimits) Reset() {
 	*x = TenantLimits{}
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3001,7 +3100,7 @@ func (x *TenantLimits) String() string {
 func (*TenantLimits) ProtoMessage() {}
 
 func (x *TenantLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[37]
+	mi := &file_qlc_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3014,7 +3113,7 @@ func (x *TenantLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
 func (*TenantLimits) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{37}
+	return file_qlc_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TenantLimits) GetRequestsPerMinute() int64 {
@@ -3096,7 +3195,7 @@ type Admit struct {
 
 func (x *Admit) Reset() {
 	*x = Admit{}
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3207,7 @@ func (x *Admit) String() string {
 func (*Admit) ProtoMessage() {}
 
 func (x *Admit) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[38]
+	mi := &file_qlc_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3220,7 @@ func (x *Admit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admit.ProtoReflect.Descriptor instead.
 func (*Admit) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{38}
+	return file_qlc_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Admit) GetTenant() string {
@@ -3209,7 +3308,7 @@ type AdmitReply struct {
 
 func (x *AdmitReply) Reset() {
 	*x = AdmitReply{}
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3320,7 @@ func (x *AdmitReply) String() string {
 func (*AdmitReply) ProtoMessage() {}
 
 func (x *AdmitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[39]
+	mi := &file_qlc_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3333,7 @@ func (x *AdmitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitReply.ProtoReflect.Descriptor instead.
 func (*AdmitReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{39}
+	return file_qlc_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AdmitReply) GetOk() bool {
@@ -3279,7 +3378,7 @@ type Settle struct {
 
 func (x *Settle) Reset() {
 	*x = Settle{}
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3291,7 +3390,7 @@ func (x *Settle) String() string {
 func (*Settle) ProtoMessage() {}
 
 func (x *Settle) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[40]
+	mi := &file_qlc_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3304,7 +3403,7 @@ func (x *Settle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settle.ProtoReflect.Descriptor instead.
 func (*Settle) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{40}
+	return file_qlc_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Settle) GetTenant() string {
@@ -3336,7 +3435,7 @@ type SettleAck struct {
 
 func (x *SettleAck) Reset() {
 	*x = SettleAck{}
-	mi := &file_qlc_proto_msgTypes[41]
+	mi := &file_qlc_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3348,7 +3447,7 @@ func (x *SettleAck) String() string {
 func (*SettleAck) ProtoMessage() {}
 
 func (x *SettleAck) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[41]
+	mi := &file_qlc_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3361,7 +3460,7 @@ func (x *SettleAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleAck.ProtoReflect.Descriptor instead.
 func (*SettleAck) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{41}
+	return file_qlc_proto_rawDescGZIP(), []int{42}
 }
 
 // LedgerQuery asks a gateway's ledger what a limiter needs to rebuild a
@@ -3378,7 +3477,7 @@ type LedgerQuery struct {
 
 func (x *LedgerQuery) Reset() {
 	*x = LedgerQuery{}
-	mi := &file_qlc_proto_msgTypes[42]
+	mi := &file_qlc_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3489,7 @@ func (x *LedgerQuery) String() string {
 func (*LedgerQuery) ProtoMessage() {}
 
 func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[42]
+	mi := &file_qlc_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3502,7 @@ func (x *LedgerQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerQuery.ProtoReflect.Descriptor instead.
 func (*LedgerQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{42}
+	return file_qlc_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LedgerQuery) GetTenant() string {
@@ -3441,7 +3540,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_qlc_proto_msgTypes[43]
+	mi := &file_qlc_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3453,7 +3552,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[43]
+	mi := &file_qlc_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3466,7 +3565,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{43}
+	return file_qlc_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LedgerEntry) GetRunId() string {
@@ -3510,7 +3609,7 @@ type LedgerState struct {
 
 func (x *LedgerState) Reset() {
 	*x = LedgerState{}
-	mi := &file_qlc_proto_msgTypes[44]
+	mi := &file_qlc_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3522,7 +3621,7 @@ func (x *LedgerState) String() string {
 func (*LedgerState) ProtoMessage() {}
 
 func (x *LedgerState) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[44]
+	mi := &file_qlc_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3535,7 +3634,7 @@ func (x *LedgerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerState.ProtoReflect.Descriptor instead.
 func (*LedgerState) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{44}
+	return file_qlc_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LedgerState) GetRecent() []*LedgerEntry {
@@ -3582,7 +3681,7 @@ type RegistryChange struct {
 
 func (x *RegistryChange) Reset() {
 	*x = RegistryChange{}
-	mi := &file_qlc_proto_msgTypes[45]
+	mi := &file_qlc_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3693,7 @@ func (x *RegistryChange) String() string {
 func (*RegistryChange) ProtoMessage() {}
 
 func (x *RegistryChange) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[45]
+	mi := &file_qlc_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +3706,7 @@ func (x *RegistryChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryChange.ProtoReflect.Descriptor instead.
 func (*RegistryChange) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{45}
+	return file_qlc_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RegistryChange) GetTenants() [][]byte {
@@ -3659,7 +3758,7 @@ type FitToBudget struct {
 
 func (x *FitToBudget) Reset() {
 	*x = FitToBudget{}
-	mi := &file_qlc_proto_msgTypes[46]
+	mi := &file_qlc_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3671,7 +3770,7 @@ func (x *FitToBudget) String() string {
 func (*FitToBudget) ProtoMessage() {}
 
 func (x *FitToBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[46]
+	mi := &file_qlc_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3684,7 +3783,7 @@ func (x *FitToBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FitToBudget.ProtoReflect.Descriptor instead.
 func (*FitToBudget) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{46}
+	return file_qlc_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FitToBudget) GetModel() string {
@@ -3734,7 +3833,7 @@ type FittedText struct {
 
 func (x *FittedText) Reset() {
 	*x = FittedText{}
-	mi := &file_qlc_proto_msgTypes[47]
+	mi := &file_qlc_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3746,7 +3845,7 @@ func (x *FittedText) String() string {
 func (*FittedText) ProtoMessage() {}
 
 func (x *FittedText) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[47]
+	mi := &file_qlc_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3759,7 +3858,7 @@ func (x *FittedText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FittedText.ProtoReflect.Descriptor instead.
 func (*FittedText) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{47}
+	return file_qlc_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FittedText) GetText() string {
@@ -3863,7 +3962,7 @@ type StartStep struct {
 
 func (x *StartStep) Reset() {
 	*x = StartStep{}
-	mi := &file_qlc_proto_msgTypes[48]
+	mi := &file_qlc_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3875,7 +3974,7 @@ func (x *StartStep) String() string {
 func (*StartStep) ProtoMessage() {}
 
 func (x *StartStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[48]
+	mi := &file_qlc_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3888,7 +3987,7 @@ func (x *StartStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
 func (*StartStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{48}
+	return file_qlc_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StartStep) GetRunId() string {
@@ -4039,7 +4138,7 @@ type StepAccepted struct {
 
 func (x *StepAccepted) Reset() {
 	*x = StepAccepted{}
-	mi := &file_qlc_proto_msgTypes[49]
+	mi := &file_qlc_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4051,7 +4150,7 @@ func (x *StepAccepted) String() string {
 func (*StepAccepted) ProtoMessage() {}
 
 func (x *StepAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[49]
+	mi := &file_qlc_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4064,7 +4163,7 @@ func (x *StepAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAccepted.ProtoReflect.Descriptor instead.
 func (*StepAccepted) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{49}
+	return file_qlc_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StepAccepted) GetStep() string {
@@ -4118,7 +4217,7 @@ type StepRefused struct {
 
 func (x *StepRefused) Reset() {
 	*x = StepRefused{}
-	mi := &file_qlc_proto_msgTypes[50]
+	mi := &file_qlc_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4130,7 +4229,7 @@ func (x *StepRefused) String() string {
 func (*StepRefused) ProtoMessage() {}
 
 func (x *StepRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[50]
+	mi := &file_qlc_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4143,7 +4242,7 @@ func (x *StepRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepRefused.ProtoReflect.Descriptor instead.
 func (*StepRefused) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{50}
+	return file_qlc_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *StepRefused) GetStep() string {
@@ -4195,7 +4294,7 @@ type CancelStep struct {
 
 func (x *CancelStep) Reset() {
 	*x = CancelStep{}
-	mi := &file_qlc_proto_msgTypes[51]
+	mi := &file_qlc_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4207,7 +4306,7 @@ func (x *CancelStep) String() string {
 func (*CancelStep) ProtoMessage() {}
 
 func (x *CancelStep) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[51]
+	mi := &file_qlc_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4220,7 +4319,7 @@ func (x *CancelStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelStep.ProtoReflect.Descriptor instead.
 func (*CancelStep) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{51}
+	return file_qlc_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CancelStep) GetRunId() string {
@@ -4268,7 +4367,7 @@ type ModelStatsQuery struct {
 
 func (x *ModelStatsQuery) Reset() {
 	*x = ModelStatsQuery{}
-	mi := &file_qlc_proto_msgTypes[52]
+	mi := &file_qlc_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4280,7 +4379,7 @@ func (x *ModelStatsQuery) String() string {
 func (*ModelStatsQuery) ProtoMessage() {}
 
 func (x *ModelStatsQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[52]
+	mi := &file_qlc_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4293,7 +4392,7 @@ func (x *ModelStatsQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStatsQuery.ProtoReflect.Descriptor instead.
 func (*ModelStatsQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{52}
+	return file_qlc_proto_rawDescGZIP(), []int{53}
 }
 
 // ModelStats are one node's statistics of one (endpoint, model) over its
@@ -4320,7 +4419,7 @@ type ModelStats struct {
 
 func (x *ModelStats) Reset() {
 	*x = ModelStats{}
-	mi := &file_qlc_proto_msgTypes[53]
+	mi := &file_qlc_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4431,7 @@ func (x *ModelStats) String() string {
 func (*ModelStats) ProtoMessage() {}
 
 func (x *ModelStats) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[53]
+	mi := &file_qlc_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4444,7 @@ func (x *ModelStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStats.ProtoReflect.Descriptor instead.
 func (*ModelStats) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{53}
+	return file_qlc_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ModelStats) GetEndpoint() string {
@@ -4450,7 +4549,7 @@ type ModelStatsReply struct {
 
 func (x *ModelStatsReply) Reset() {
 	*x = ModelStatsReply{}
-	mi := &file_qlc_proto_msgTypes[54]
+	mi := &file_qlc_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4462,7 +4561,7 @@ func (x *ModelStatsReply) String() string {
 func (*ModelStatsReply) ProtoMessage() {}
 
 func (x *ModelStatsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[54]
+	mi := &file_qlc_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4475,7 +4574,7 @@ func (x *ModelStatsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStatsReply.ProtoReflect.Descriptor instead.
 func (*ModelStatsReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{54}
+	return file_qlc_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ModelStatsReply) GetModels() []*ModelStats {
@@ -4506,7 +4605,7 @@ type RunRouting struct {
 
 func (x *RunRouting) Reset() {
 	*x = RunRouting{}
-	mi := &file_qlc_proto_msgTypes[55]
+	mi := &file_qlc_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4518,7 +4617,7 @@ func (x *RunRouting) String() string {
 func (*RunRouting) ProtoMessage() {}
 
 func (x *RunRouting) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[55]
+	mi := &file_qlc_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4531,7 +4630,7 @@ func (x *RunRouting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRouting.ProtoReflect.Descriptor instead.
 func (*RunRouting) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{55}
+	return file_qlc_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RunRouting) GetTier() string {
@@ -4577,7 +4676,7 @@ type StepModel struct {
 
 func (x *StepModel) Reset() {
 	*x = StepModel{}
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4589,7 +4688,7 @@ func (x *StepModel) String() string {
 func (*StepModel) ProtoMessage() {}
 
 func (x *StepModel) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[56]
+	mi := &file_qlc_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4602,7 +4701,7 @@ func (x *StepModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepModel.ProtoReflect.Descriptor instead.
 func (*StepModel) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{56}
+	return file_qlc_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StepModel) GetStep() string {
@@ -4688,7 +4787,7 @@ type RunBudget struct {
 
 func (x *RunBudget) Reset() {
 	*x = RunBudget{}
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4700,7 +4799,7 @@ func (x *RunBudget) String() string {
 func (*RunBudget) ProtoMessage() {}
 
 func (x *RunBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[57]
+	mi := &file_qlc_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4713,7 +4812,7 @@ func (x *RunBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBudget.ProtoReflect.Descriptor instead.
 func (*RunBudget) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{57}
+	return file_qlc_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RunBudget) GetMaxCostUsd() float64 {
@@ -4760,7 +4859,7 @@ type RunEstimate struct {
 
 func (x *RunEstimate) Reset() {
 	*x = RunEstimate{}
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4772,7 +4871,7 @@ func (x *RunEstimate) String() string {
 func (*RunEstimate) ProtoMessage() {}
 
 func (x *RunEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[58]
+	mi := &file_qlc_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4785,7 +4884,7 @@ func (x *RunEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEstimate.ProtoReflect.Descriptor instead.
 func (*RunEstimate) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{58}
+	return file_qlc_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RunEstimate) GetAnswerTtft() *durationpb.Duration {
@@ -4841,7 +4940,7 @@ type CacheLookup struct {
 
 func (x *CacheLookup) Reset() {
 	*x = CacheLookup{}
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +4952,7 @@ func (x *CacheLookup) String() string {
 func (*CacheLookup) ProtoMessage() {}
 
 func (x *CacheLookup) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[59]
+	mi := &file_qlc_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +4965,7 @@ func (x *CacheLookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheLookup.ProtoReflect.Descriptor instead.
 func (*CacheLookup) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{59}
+	return file_qlc_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CacheLookup) GetKey() string {
@@ -4888,7 +4987,7 @@ type CacheEntry struct {
 
 func (x *CacheEntry) Reset() {
 	*x = CacheEntry{}
-	mi := &file_qlc_proto_msgTypes[60]
+	mi := &file_qlc_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4900,7 +4999,7 @@ func (x *CacheEntry) String() string {
 func (*CacheEntry) ProtoMessage() {}
 
 func (x *CacheEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[60]
+	mi := &file_qlc_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4913,7 +5012,7 @@ func (x *CacheEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheEntry.ProtoReflect.Descriptor instead.
 func (*CacheEntry) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{60}
+	return file_qlc_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CacheEntry) GetFound() bool {
@@ -4949,7 +5048,7 @@ type CacheStore struct {
 
 func (x *CacheStore) Reset() {
 	*x = CacheStore{}
-	mi := &file_qlc_proto_msgTypes[61]
+	mi := &file_qlc_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4961,7 +5060,7 @@ func (x *CacheStore) String() string {
 func (*CacheStore) ProtoMessage() {}
 
 func (x *CacheStore) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[61]
+	mi := &file_qlc_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4974,7 +5073,7 @@ func (x *CacheStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStore.ProtoReflect.Descriptor instead.
 func (*CacheStore) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{61}
+	return file_qlc_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CacheStore) GetKey() string {
@@ -5012,7 +5111,7 @@ type SealedSecret struct {
 
 func (x *SealedSecret) Reset() {
 	*x = SealedSecret{}
-	mi := &file_qlc_proto_msgTypes[62]
+	mi := &file_qlc_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5024,7 +5123,7 @@ func (x *SealedSecret) String() string {
 func (*SealedSecret) ProtoMessage() {}
 
 func (x *SealedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[62]
+	mi := &file_qlc_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5037,7 +5136,7 @@ func (x *SealedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedSecret.ProtoReflect.Descriptor instead.
 func (*SealedSecret) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{62}
+	return file_qlc_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SealedSecret) GetEndpoint() string {
@@ -5075,7 +5174,7 @@ type ProviderKeyChanged struct {
 
 func (x *ProviderKeyChanged) Reset() {
 	*x = ProviderKeyChanged{}
-	mi := &file_qlc_proto_msgTypes[63]
+	mi := &file_qlc_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5087,7 +5186,7 @@ func (x *ProviderKeyChanged) String() string {
 func (*ProviderKeyChanged) ProtoMessage() {}
 
 func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[63]
+	mi := &file_qlc_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5100,7 +5199,7 @@ func (x *ProviderKeyChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProviderKeyChanged.ProtoReflect.Descriptor instead.
 func (*ProviderKeyChanged) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{63}
+	return file_qlc_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ProviderKeyChanged) GetRunId() string {
@@ -5135,7 +5234,7 @@ type ConsoleQuery struct {
 
 func (x *ConsoleQuery) Reset() {
 	*x = ConsoleQuery{}
-	mi := &file_qlc_proto_msgTypes[64]
+	mi := &file_qlc_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5147,7 +5246,7 @@ func (x *ConsoleQuery) String() string {
 func (*ConsoleQuery) ProtoMessage() {}
 
 func (x *ConsoleQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[64]
+	mi := &file_qlc_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5160,7 +5259,7 @@ func (x *ConsoleQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleQuery.ProtoReflect.Descriptor instead.
 func (*ConsoleQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{64}
+	return file_qlc_proto_rawDescGZIP(), []int{65}
 }
 
 // ConsoleHostedRun is one run coordinator a process hosts.
@@ -5176,7 +5275,7 @@ type ConsoleHostedRun struct {
 
 func (x *ConsoleHostedRun) Reset() {
 	*x = ConsoleHostedRun{}
-	mi := &file_qlc_proto_msgTypes[65]
+	mi := &file_qlc_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5188,7 +5287,7 @@ func (x *ConsoleHostedRun) String() string {
 func (*ConsoleHostedRun) ProtoMessage() {}
 
 func (x *ConsoleHostedRun) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[65]
+	mi := &file_qlc_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5201,7 +5300,7 @@ func (x *ConsoleHostedRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleHostedRun.ProtoReflect.Descriptor instead.
 func (*ConsoleHostedRun) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{65}
+	return file_qlc_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ConsoleHostedRun) GetRunId() string {
@@ -5243,7 +5342,7 @@ type ConsoleBreaker struct {
 
 func (x *ConsoleBreaker) Reset() {
 	*x = ConsoleBreaker{}
-	mi := &file_qlc_proto_msgTypes[66]
+	mi := &file_qlc_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5255,7 +5354,7 @@ func (x *ConsoleBreaker) String() string {
 func (*ConsoleBreaker) ProtoMessage() {}
 
 func (x *ConsoleBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[66]
+	mi := &file_qlc_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5268,7 +5367,7 @@ func (x *ConsoleBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleBreaker.ProtoReflect.Descriptor instead.
 func (*ConsoleBreaker) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{66}
+	return file_qlc_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ConsoleBreaker) GetEndpoint() string {
@@ -5305,7 +5404,7 @@ type ConsoleReply struct {
 
 func (x *ConsoleReply) Reset() {
 	*x = ConsoleReply{}
-	mi := &file_qlc_proto_msgTypes[67]
+	mi := &file_qlc_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5317,7 +5416,7 @@ func (x *ConsoleReply) String() string {
 func (*ConsoleReply) ProtoMessage() {}
 
 func (x *ConsoleReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[67]
+	mi := &file_qlc_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5330,7 +5429,7 @@ func (x *ConsoleReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleReply.ProtoReflect.Descriptor instead.
 func (*ConsoleReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{67}
+	return file_qlc_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ConsoleReply) GetNode() string {
@@ -5421,7 +5520,7 @@ type TraceSpansQuery struct {
 
 func (x *TraceSpansQuery) Reset() {
 	*x = TraceSpansQuery{}
-	mi := &file_qlc_proto_msgTypes[68]
+	mi := &file_qlc_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5433,7 +5532,7 @@ func (x *TraceSpansQuery) String() string {
 func (*TraceSpansQuery) ProtoMessage() {}
 
 func (x *TraceSpansQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[68]
+	mi := &file_qlc_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5446,7 +5545,7 @@ func (x *TraceSpansQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceSpansQuery.ProtoReflect.Descriptor instead.
 func (*TraceSpansQuery) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{68}
+	return file_qlc_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *TraceSpansQuery) GetTraceId() string {
@@ -5477,7 +5576,7 @@ type TraceSpan struct {
 
 func (x *TraceSpan) Reset() {
 	*x = TraceSpan{}
-	mi := &file_qlc_proto_msgTypes[69]
+	mi := &file_qlc_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5489,7 +5588,7 @@ func (x *TraceSpan) String() string {
 func (*TraceSpan) ProtoMessage() {}
 
 func (x *TraceSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[69]
+	mi := &file_qlc_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5502,7 +5601,7 @@ func (x *TraceSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceSpan.ProtoReflect.Descriptor instead.
 func (*TraceSpan) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{69}
+	return file_qlc_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *TraceSpan) GetTraceId() string {
@@ -5600,7 +5699,7 @@ type TraceSpansReply struct {
 
 func (x *TraceSpansReply) Reset() {
 	*x = TraceSpansReply{}
-	mi := &file_qlc_proto_msgTypes[70]
+	mi := &file_qlc_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5612,7 +5711,7 @@ func (x *TraceSpansReply) String() string {
 func (*TraceSpansReply) ProtoMessage() {}
 
 func (x *TraceSpansReply) ProtoReflect() protoreflect.Message {
-	mi := &file_qlc_proto_msgTypes[70]
+	mi := &file_qlc_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5625,7 +5724,7 @@ func (x *TraceSpansReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceSpansReply.ProtoReflect.Descriptor instead.
 func (*TraceSpansReply) Descriptor() ([]byte, []int) {
-	return file_qlc_proto_rawDescGZIP(), []int{70}
+	return file_qlc_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *TraceSpansReply) GetNode() string {
@@ -5687,11 +5786,19 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06budget\x18[ \x01(\v2\x11.qlc.v1.RunBudgetR\x06budget\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"n\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
 	"\vStartRunAck\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x122\n" +
-	"\vcoordinator\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\":\n" +
+	"\vcoordinator\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\x12\n" +
+	"\x04code\x18F \x01(\tR\x04code\x12$\n" +
+	"\x0eretry_after_ms\x18G \x01(\rR\fretryAfterMs\x12$\n" +
+	"\x04load\x18H \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"z\n" +
+	"\bNodeLoad\x12\x16\n" +
+	"\x06active\x18\x01 \x01(\rR\x06active\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06queued\x18\x03 \x01(\rR\x06queued\x12(\n" +
+	"\x10stage_latency_ms\x18\x04 \x01(\rR\x0estageLatencyMs\":\n" +
 	"\tCancelRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"o\n" +
@@ -6147,7 +6254,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -6156,175 +6263,177 @@ var file_qlc_proto_goTypes = []any{
 	(*Usage)(nil),                 // 4: qlc.v1.Usage
 	(*StartRun)(nil),              // 5: qlc.v1.StartRun
 	(*StartRunAck)(nil),           // 6: qlc.v1.StartRunAck
-	(*CancelRun)(nil),             // 7: qlc.v1.CancelRun
-	(*Subscribe)(nil),             // 8: qlc.v1.Subscribe
-	(*WatchRun)(nil),              // 9: qlc.v1.WatchRun
-	(*Lagged)(nil),                // 10: qlc.v1.Lagged
-	(*RunEvent)(nil),              // 11: qlc.v1.RunEvent
-	(*RunEventAck)(nil),           // 12: qlc.v1.RunEventAck
-	(*RunEventBatch)(nil),         // 13: qlc.v1.RunEventBatch
-	(*StageStarted)(nil),          // 14: qlc.v1.StageStarted
-	(*TokenDelta)(nil),            // 15: qlc.v1.TokenDelta
-	(*TokenDeltaBatch)(nil),       // 16: qlc.v1.TokenDeltaBatch
-	(*StageCompleted)(nil),        // 17: qlc.v1.StageCompleted
-	(*StageRestarted)(nil),        // 18: qlc.v1.StageRestarted
-	(*RunCompleted)(nil),          // 19: qlc.v1.RunCompleted
-	(*RunFailed)(nil),             // 20: qlc.v1.RunFailed
-	(*StepUsage)(nil),             // 21: qlc.v1.StepUsage
-	(*StageAttemptDone)(nil),      // 22: qlc.v1.StageAttemptDone
-	(*StageAttemptFailed)(nil),    // 23: qlc.v1.StageAttemptFailed
-	(*RunPlanned)(nil),            // 24: qlc.v1.RunPlanned
-	(*PlannedStep)(nil),           // 25: qlc.v1.PlannedStep
-	(*StepSkipped)(nil),           // 26: qlc.v1.StepSkipped
-	(*Ranking)(nil),               // 27: qlc.v1.Ranking
-	(*RankedStep)(nil),            // 28: qlc.v1.RankedStep
-	(*StepNote)(nil),              // 29: qlc.v1.StepNote
-	(*RunCancelled)(nil),          // 30: qlc.v1.RunCancelled
-	(*CountTokens)(nil),           // 31: qlc.v1.CountTokens
-	(*CountTokensBatch)(nil),      // 32: qlc.v1.CountTokensBatch
-	(*TokenCountsBatch)(nil),      // 33: qlc.v1.TokenCountsBatch
-	(*TokenIDs)(nil),              // 34: qlc.v1.TokenIDs
-	(*TokenCounts)(nil),           // 35: qlc.v1.TokenCounts
-	(*FindRun)(nil),               // 36: qlc.v1.FindRun
-	(*RunFound)(nil),              // 37: qlc.v1.RunFound
-	(*TenantLimits)(nil),          // 38: qlc.v1.TenantLimits
-	(*Admit)(nil),                 // 39: qlc.v1.Admit
-	(*AdmitReply)(nil),            // 40: qlc.v1.AdmitReply
-	(*Settle)(nil),                // 41: qlc.v1.Settle
-	(*SettleAck)(nil),             // 42: qlc.v1.SettleAck
-	(*LedgerQuery)(nil),           // 43: qlc.v1.LedgerQuery
-	(*LedgerEntry)(nil),           // 44: qlc.v1.LedgerEntry
-	(*LedgerState)(nil),           // 45: qlc.v1.LedgerState
-	(*RegistryChange)(nil),        // 46: qlc.v1.RegistryChange
-	(*FitToBudget)(nil),           // 47: qlc.v1.FitToBudget
-	(*FittedText)(nil),            // 48: qlc.v1.FittedText
-	(*StartStep)(nil),             // 49: qlc.v1.StartStep
-	(*StepAccepted)(nil),          // 50: qlc.v1.StepAccepted
-	(*StepRefused)(nil),           // 51: qlc.v1.StepRefused
-	(*CancelStep)(nil),            // 52: qlc.v1.CancelStep
-	(*ModelStatsQuery)(nil),       // 53: qlc.v1.ModelStatsQuery
-	(*ModelStats)(nil),            // 54: qlc.v1.ModelStats
-	(*ModelStatsReply)(nil),       // 55: qlc.v1.ModelStatsReply
-	(*RunRouting)(nil),            // 56: qlc.v1.RunRouting
-	(*StepModel)(nil),             // 57: qlc.v1.StepModel
-	(*RunBudget)(nil),             // 58: qlc.v1.RunBudget
-	(*RunEstimate)(nil),           // 59: qlc.v1.RunEstimate
-	(*CacheLookup)(nil),           // 60: qlc.v1.CacheLookup
-	(*CacheEntry)(nil),            // 61: qlc.v1.CacheEntry
-	(*CacheStore)(nil),            // 62: qlc.v1.CacheStore
-	(*SealedSecret)(nil),          // 63: qlc.v1.SealedSecret
-	(*ProviderKeyChanged)(nil),    // 64: qlc.v1.ProviderKeyChanged
-	(*ConsoleQuery)(nil),          // 65: qlc.v1.ConsoleQuery
-	(*ConsoleHostedRun)(nil),      // 66: qlc.v1.ConsoleHostedRun
-	(*ConsoleBreaker)(nil),        // 67: qlc.v1.ConsoleBreaker
-	(*ConsoleReply)(nil),          // 68: qlc.v1.ConsoleReply
-	(*TraceSpansQuery)(nil),       // 69: qlc.v1.TraceSpansQuery
-	(*TraceSpan)(nil),             // 70: qlc.v1.TraceSpan
-	(*TraceSpansReply)(nil),       // 71: qlc.v1.TraceSpansReply
-	nil,                           // 72: qlc.v1.StartRun.TraceContextEntry
-	nil,                           // 73: qlc.v1.Admit.TraceContextEntry
-	nil,                           // 74: qlc.v1.StartStep.TraceContextEntry
-	nil,                           // 75: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 76: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 77: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 78: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 79: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 80: google.protobuf.Duration
+	(*NodeLoad)(nil),              // 7: qlc.v1.NodeLoad
+	(*CancelRun)(nil),             // 8: qlc.v1.CancelRun
+	(*Subscribe)(nil),             // 9: qlc.v1.Subscribe
+	(*WatchRun)(nil),              // 10: qlc.v1.WatchRun
+	(*Lagged)(nil),                // 11: qlc.v1.Lagged
+	(*RunEvent)(nil),              // 12: qlc.v1.RunEvent
+	(*RunEventAck)(nil),           // 13: qlc.v1.RunEventAck
+	(*RunEventBatch)(nil),         // 14: qlc.v1.RunEventBatch
+	(*StageStarted)(nil),          // 15: qlc.v1.StageStarted
+	(*TokenDelta)(nil),            // 16: qlc.v1.TokenDelta
+	(*TokenDeltaBatch)(nil),       // 17: qlc.v1.TokenDeltaBatch
+	(*StageCompleted)(nil),        // 18: qlc.v1.StageCompleted
+	(*StageRestarted)(nil),        // 19: qlc.v1.StageRestarted
+	(*RunCompleted)(nil),          // 20: qlc.v1.RunCompleted
+	(*RunFailed)(nil),             // 21: qlc.v1.RunFailed
+	(*StepUsage)(nil),             // 22: qlc.v1.StepUsage
+	(*StageAttemptDone)(nil),      // 23: qlc.v1.StageAttemptDone
+	(*StageAttemptFailed)(nil),    // 24: qlc.v1.StageAttemptFailed
+	(*RunPlanned)(nil),            // 25: qlc.v1.RunPlanned
+	(*PlannedStep)(nil),           // 26: qlc.v1.PlannedStep
+	(*StepSkipped)(nil),           // 27: qlc.v1.StepSkipped
+	(*Ranking)(nil),               // 28: qlc.v1.Ranking
+	(*RankedStep)(nil),            // 29: qlc.v1.RankedStep
+	(*StepNote)(nil),              // 30: qlc.v1.StepNote
+	(*RunCancelled)(nil),          // 31: qlc.v1.RunCancelled
+	(*CountTokens)(nil),           // 32: qlc.v1.CountTokens
+	(*CountTokensBatch)(nil),      // 33: qlc.v1.CountTokensBatch
+	(*TokenCountsBatch)(nil),      // 34: qlc.v1.TokenCountsBatch
+	(*TokenIDs)(nil),              // 35: qlc.v1.TokenIDs
+	(*TokenCounts)(nil),           // 36: qlc.v1.TokenCounts
+	(*FindRun)(nil),               // 37: qlc.v1.FindRun
+	(*RunFound)(nil),              // 38: qlc.v1.RunFound
+	(*TenantLimits)(nil),          // 39: qlc.v1.TenantLimits
+	(*Admit)(nil),                 // 40: qlc.v1.Admit
+	(*AdmitReply)(nil),            // 41: qlc.v1.AdmitReply
+	(*Settle)(nil),                // 42: qlc.v1.Settle
+	(*SettleAck)(nil),             // 43: qlc.v1.SettleAck
+	(*LedgerQuery)(nil),           // 44: qlc.v1.LedgerQuery
+	(*LedgerEntry)(nil),           // 45: qlc.v1.LedgerEntry
+	(*LedgerState)(nil),           // 46: qlc.v1.LedgerState
+	(*RegistryChange)(nil),        // 47: qlc.v1.RegistryChange
+	(*FitToBudget)(nil),           // 48: qlc.v1.FitToBudget
+	(*FittedText)(nil),            // 49: qlc.v1.FittedText
+	(*StartStep)(nil),             // 50: qlc.v1.StartStep
+	(*StepAccepted)(nil),          // 51: qlc.v1.StepAccepted
+	(*StepRefused)(nil),           // 52: qlc.v1.StepRefused
+	(*CancelStep)(nil),            // 53: qlc.v1.CancelStep
+	(*ModelStatsQuery)(nil),       // 54: qlc.v1.ModelStatsQuery
+	(*ModelStats)(nil),            // 55: qlc.v1.ModelStats
+	(*ModelStatsReply)(nil),       // 56: qlc.v1.ModelStatsReply
+	(*RunRouting)(nil),            // 57: qlc.v1.RunRouting
+	(*StepModel)(nil),             // 58: qlc.v1.StepModel
+	(*RunBudget)(nil),             // 59: qlc.v1.RunBudget
+	(*RunEstimate)(nil),           // 60: qlc.v1.RunEstimate
+	(*CacheLookup)(nil),           // 61: qlc.v1.CacheLookup
+	(*CacheEntry)(nil),            // 62: qlc.v1.CacheEntry
+	(*CacheStore)(nil),            // 63: qlc.v1.CacheStore
+	(*SealedSecret)(nil),          // 64: qlc.v1.SealedSecret
+	(*ProviderKeyChanged)(nil),    // 65: qlc.v1.ProviderKeyChanged
+	(*ConsoleQuery)(nil),          // 66: qlc.v1.ConsoleQuery
+	(*ConsoleHostedRun)(nil),      // 67: qlc.v1.ConsoleHostedRun
+	(*ConsoleBreaker)(nil),        // 68: qlc.v1.ConsoleBreaker
+	(*ConsoleReply)(nil),          // 69: qlc.v1.ConsoleReply
+	(*TraceSpansQuery)(nil),       // 70: qlc.v1.TraceSpansQuery
+	(*TraceSpan)(nil),             // 71: qlc.v1.TraceSpan
+	(*TraceSpansReply)(nil),       // 72: qlc.v1.TraceSpansReply
+	nil,                           // 73: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 74: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 75: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 76: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 77: qlc.v1.ModelStats.HttpStatusEntry
+	nil,                           // 78: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 79: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 80: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 81: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
 	3,  // 1: qlc.v1.StartRun.options:type_name -> qlc.v1.RunOptions
 	1,  // 2: qlc.v1.StartRun.hub:type_name -> qlc.v1.ActorRef
-	11, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
-	59, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
-	56, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
-	63, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	72, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
-	57, // 8: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
-	58, // 9: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
+	12, // 3: qlc.v1.StartRun.prior_events:type_name -> qlc.v1.RunEvent
+	60, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
+	57, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
+	64, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
+	73, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	58, // 8: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
+	59, // 9: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
 	1,  // 10: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 11: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
-	1,  // 12: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	79, // 13: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 14: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
-	15, // 15: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
-	17, // 16: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
-	18, // 17: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
-	19, // 18: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
-	20, // 19: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
-	30, // 20: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
-	24, // 21: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
-	26, // 22: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
-	27, // 23: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
-	29, // 24: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
-	57, // 25: qlc.v1.RunEvent.model_chosen:type_name -> qlc.v1.StepModel
-	11, // 26: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
-	0,  // 27: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
-	0,  // 28: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
-	15, // 29: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
-	0,  // 30: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
-	4,  // 31: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	80, // 32: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	80, // 33: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 34: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 35: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 36: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 37: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 38: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	21, // 39: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 40: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 41: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 42: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 43: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	80, // 44: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	80, // 45: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 46: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	80, // 47: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	25, // 48: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 49: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 50: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 51: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	28, // 52: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 53: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	21, // 54: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	31, // 55: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	35, // 56: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	34, // 57: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 58: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 59: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 60: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	38, // 61: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	73, // 62: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
-	44, // 63: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	44, // 64: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 65: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 66: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 67: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	63, // 68: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	74, // 69: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
-	1,  // 70: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	75, // 71: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	76, // 72: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	80, // 73: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	54, // 74: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	80, // 75: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	80, // 76: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	11, // 77: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	11, // 78: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	63, // 79: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	79, // 80: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
-	66, // 81: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	77, // 82: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
-	67, // 83: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	79, // 84: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	79, // 85: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	78, // 86: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
-	70, // 87: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
-	88, // [88:88] is the sub-list for method output_type
-	88, // [88:88] is the sub-list for method input_type
-	88, // [88:88] is the sub-list for extension type_name
-	88, // [88:88] is the sub-list for extension extendee
-	0,  // [0:88] is the sub-list for field type_name
+	7,  // 11: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
+	1,  // 12: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
+	1,  // 13: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
+	80, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	15, // 15: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
+	16, // 16: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
+	18, // 17: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
+	19, // 18: qlc.v1.RunEvent.stage_restarted:type_name -> qlc.v1.StageRestarted
+	20, // 19: qlc.v1.RunEvent.run_completed:type_name -> qlc.v1.RunCompleted
+	21, // 20: qlc.v1.RunEvent.run_failed:type_name -> qlc.v1.RunFailed
+	31, // 21: qlc.v1.RunEvent.run_cancelled:type_name -> qlc.v1.RunCancelled
+	25, // 22: qlc.v1.RunEvent.run_planned:type_name -> qlc.v1.RunPlanned
+	27, // 23: qlc.v1.RunEvent.step_skipped:type_name -> qlc.v1.StepSkipped
+	28, // 24: qlc.v1.RunEvent.ranking:type_name -> qlc.v1.Ranking
+	30, // 25: qlc.v1.RunEvent.step_note:type_name -> qlc.v1.StepNote
+	58, // 26: qlc.v1.RunEvent.model_chosen:type_name -> qlc.v1.StepModel
+	12, // 27: qlc.v1.RunEventBatch.events:type_name -> qlc.v1.RunEvent
+	0,  // 28: qlc.v1.StageStarted.stage:type_name -> qlc.v1.Stage
+	0,  // 29: qlc.v1.TokenDelta.stage:type_name -> qlc.v1.Stage
+	16, // 30: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
+	0,  // 31: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
+	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
+	81, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	81, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 38: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 39: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	22, // 40: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 41: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	81, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	81, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	81, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 52: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	29, // 53: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 54: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	22, // 55: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	32, // 56: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	36, // 57: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	35, // 58: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 59: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 60: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 61: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	39, // 62: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	74, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	45, // 64: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	45, // 65: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 66: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 67: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 68: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	75, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	76, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	77, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	81, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	55, // 75: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	81, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	81, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	12, // 78: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	12, // 79: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	64, // 80: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	80, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	67, // 82: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
+	78, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	68, // 84: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
+	80, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	80, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	79, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	71, // 88: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
+	89, // [89:89] is the sub-list for method output_type
+	89, // [89:89] is the sub-list for method input_type
+	89, // [89:89] is the sub-list for extension type_name
+	89, // [89:89] is the sub-list for extension extendee
+	0,  // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -6332,7 +6441,7 @@ func file_qlc_proto_init() {
 	if File_qlc_proto != nil {
 		return
 	}
-	file_qlc_proto_msgTypes[10].OneofWrappers = []any{
+	file_qlc_proto_msgTypes[11].OneofWrappers = []any{
 		(*RunEvent_StageStarted)(nil),
 		(*RunEvent_TokenDelta)(nil),
 		(*RunEvent_StageCompleted)(nil),
@@ -6352,7 +6461,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   78,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -78,7 +78,7 @@ func (m *member) has(kind actors.TopologyEventKind, addr string) bool {
 type memberOpts struct {
 	kinds []string
 	seeds []*member
-	load  func() int
+	load  func() actors.Load
 	tune  func(*Config)
 }
 

@@ -20,7 +20,55 @@ func (m *Membership) Candidates(runID string) []string {
 		return nil
 	}
 	first, ok := c.PickLeastLoaded(actors.KindCoordinator, runID)
-	return order(first, ok, c.Members(), actors.KindCoordinator, m.recentlyLost)
+	ms := c.Members()
+	out := order(first, ok, ms, actors.KindCoordinator, m.recentlyLost)
+	// Members that announced they are at their run limit go last (before
+	// them, the order above): they would refuse at once anyway.
+	full := map[string]bool{}
+	for _, mem := range ms {
+		if mem.Saturated() {
+			full[mem.RemoteAddr] = true
+		}
+	}
+	if len(full) > 0 {
+		slices.SortStableFunc(out, func(a, b string) int {
+			switch fa, fb := full[a], full[b]; {
+			case fa == fb:
+				return 0
+			case fa:
+				return 1
+			}
+			return -1
+		})
+	}
+	return out
+}
+
+// Saturated implements actors.HeadroomPlacer: true when at least one member
+// hosts run coordinators and every such member that is not draining
+// announced a load at or above its limit (cluster.Member.Saturated). The
+// view lags by the load interval plus gossip; a node that filled up since
+// refuses the StartRun itself, at once.
+func (m *Membership) Saturated() (bool, time.Duration) {
+	c := m.current()
+	if c == nil {
+		return false, 0
+	}
+	return saturated(c.Members())
+}
+
+func saturated(members []cluster.Member) (bool, time.Duration) {
+	n := 0
+	for _, mem := range members {
+		if !mem.Has(actors.KindCoordinator) || mem.Draining || mem.RemoteAddr == "" {
+			continue
+		}
+		if !mem.Saturated() {
+			return false, 0
+		}
+		n++
+	}
+	return n > 0, time.Second
 }
 
 // TokenizerHosts returns the actor addresses of members hosting tokenizer

@@ -126,9 +126,9 @@ type Membership struct {
 	lost         map[string]time.Time // actor address → when its member was declared dead
 	lostGateways map[string]time.Time // gateway actor address → when it was declared dead
 
-	self   string            // our actor address (set by Join, then read-only)
-	load   func() int        // set by Join, then read-only
-	names  map[string]string // actor address → the member last seen there (loop only)
+	self   string             // our actor address (set by Join, then read-only)
+	load   func() actors.Load // set by Join, then read-only
+	names  map[string]string  // actor address → the member last seen there (loop only)
 	events chan actors.TopologyEvent
 	// changed (capacity 1) is signalled after every membership update the
 	// loop applies, without blocking: Changed's reader.
@@ -173,7 +173,7 @@ func (m *Membership) start() (*cluster.Cluster, error) {
 // Join implements actors.Topology: it joins the cluster announcing self
 // and starts the membership goroutine. It blocks for the join (about
 // Cluster.TCPTimeout per unreachable seed).
-func (m *Membership) Join(self string, load func() int) (<-chan actors.TopologyEvent, error) {
+func (m *Membership) Join(self string, load func() actors.Load) (<-chan actors.TopologyEvent, error) {
 	m.mu.Lock()
 	if m.joined {
 		m.mu.Unlock()
@@ -182,7 +182,7 @@ func (m *Membership) Join(self string, load func() int) (<-chan actors.TopologyE
 	m.joined = true
 	m.mu.Unlock()
 	if load == nil {
-		load = func() int { return 0 }
+		load = func() actors.Load { return actors.Load{} }
 	}
 	m.self, m.load = self, load
 	c, err := m.start()
@@ -315,7 +315,8 @@ func (m *Membership) loop() {
 				return
 			}
 		case <-load.C:
-			c.SetLoad(m.load())
+			l := m.load()
+			c.SetPressure(cluster.Pressure{Load: l.Active, Limit: l.Limit, Queued: l.Queued, StageLatency: l.StageLatency})
 		case <-c.Fenced():
 			if !m.rejoin(c) {
 				return

@@ -106,7 +106,7 @@ func TestFencedRejoinAndAddressReuse(t *testing.T) {
 func TestPlacementOrder(t *testing.T) {
 	n := cluster.NewMemNetwork()
 	g := start(t, n, "gw", "gw:1", memberOpts{kinds: gateway})
-	busy := start(t, n, "busy", "busy:1", memberOpts{kinds: coord, seeds: []*member{g}, load: func() int { return 100 }})
+	busy := start(t, n, "busy", "busy:1", memberOpts{kinds: coord, seeds: []*member{g}, load: func() actors.Load { return actors.Load{Active: 100} }})
 	n1 := start(t, n, "n1", "n1:1", memberOpts{kinds: coord, seeds: []*member{g}})
 	n2 := start(t, n, "n2", "n2:1", memberOpts{kinds: coord, seeds: []*member{g}})
 	waitSee(t, []string{"gw:1", "busy:1", "n1:1", "n2:1"}, g, busy, n1, n2)

@@ -48,6 +48,7 @@ func run(args []string) error {
 	memBudget := fs.String("memory-budget", cli.Env("QLC_MEMORY_BUDGET", ""), "heap budget (bytes or KiB/MiB/GiB): past 80 % finished runs leave memory, past 95 % new runs get 503 memory_budget; also the Go runtime's memory limit unless GOMEMLIMIT is set; empty: 90 % of the cgroup v2 memory limit, if any; none: off (QLC_MEMORY_BUDGET)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
 	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones, shared among the active tenants by weight (QLC_MAX_ACTIVE_RUNS)")
+	adaptiveRuns := fs.Bool("adaptive-active-runs", os.Getenv("QLC_ADAPTIVE_ACTIVE_RUNS") != "false", "adapt the active runs admitted (at most max-active-runs) to the measured run latency, refusing the excess at once with 503 cluster_saturated; QLC_ADAPTIVE_ACTIVE_RUNS=false turns it off")
 	runHeadroom := fs.Int("active-run-headroom", cli.EnvInt("QLC_ACTIVE_RUN_HEADROOM", 0), "active runs no single tenant may hold, kept for the others; 0 = max-active-runs/8, -1 = none (QLC_ACTIVE_RUN_HEADROOM)")
 	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of cluster members; runs are then placed on the cluster's nodes (QLC_SEEDS)")
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:0"), "gossip (memberlist) listen address, with -seeds (QLC_GOSSIP_BIND)")
@@ -100,6 +101,9 @@ func run(args []string) error {
 	defer stopRecorder()
 	stages := ecfg.Stages
 	ecfg.MaxActiveRuns, ecfg.ActiveRunHeadroom = *maxRuns, *runHeadroom
+	if *adaptiveRuns {
+		ecfg.ActiveRunLimit = actors.DefaultActiveRunLimit(*maxRuns)
+	}
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	ecfg.StageSlots = *stageSlots
 	budget, err := cli.MemoryBudget(*memBudget, cli.CgroupMemoryMax())

@@ -42,6 +42,7 @@ func run(args []string) error {
 	stageSlots := fs.Int("stage-slots", cli.EnvInt("QLC_STAGE_SLOTS", 128), "stage attempts of parallel strategies (moa, council, vote) run here at once, for runs coordinated on any node; beyond, a step goes to another node or waits in a weighted-fair queue per tenant; 0 = no limit (QLC_STAGE_SLOTS)")
 	memBudget := fs.String("memory-budget", cli.Env("QLC_MEMORY_BUDGET", ""), "heap budget (bytes or KiB/MiB/GiB): past 80 % finished runs leave memory, past 95 % new runs get 503 memory_budget; also the Go runtime's memory limit unless GOMEMLIMIT is set; empty: 90 % of the cgroup v2 memory limit, if any; none: off (QLC_MEMORY_BUDGET)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
+	queueDeadline := fs.Duration("queue-deadline", cli.EnvDuration("QLC_QUEUE_DEADLINE", 10*time.Second), "a new run waiting longer than this for a run slot leaves the queue, answered as 503 cluster_saturated; negative = never (QLC_QUEUE_DEADLINE)")
 	drainTimeout := fs.Duration("drain-timeout", cli.EnvDuration("QLC_DRAIN_TIMEOUT", time.Minute), "on SIGTERM, how long to wait for hosted runs to finish (QLC_DRAIN_TIMEOUT)")
 	seeds := fs.String("seeds", cli.Env("QLC_SEEDS", ""), "comma-separated gossip addresses (host:port, DNS names allowed) of members to join; empty = start a cluster (QLC_SEEDS)")
 	gossipBind := fs.String("gossip-bind", cli.Env("QLC_GOSSIP_BIND", "127.0.0.1:7946"), "gossip (memberlist) listen address, TCP and UDP (QLC_GOSSIP_BIND)")
@@ -77,6 +78,7 @@ func run(args []string) error {
 	}
 	key := ring.Primary
 	cfg.RunSlots, cfg.RunSlotHeadroom = *runSlots, *slotHeadroom
+	cfg.QueueDeadline = *queueDeadline
 	cfg.StageSlots = *stageSlots
 	budget, err := cli.MemoryBudget(*memBudget, cli.CgroupMemoryMax())
 	if err != nil {

@@ -1,0 +1,295 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/qlc-project/qlc/messages"
+)
+
+// stubNode is a process that answers StartRun the way a test wants: a
+// node at its run limit, or a starved one that never acks. It records what
+// it was sent.
+type stubNode struct {
+	addr string
+	mu   sync.Mutex
+	got  []string // "start@epoch" / "cancel", in arrival order
+}
+
+func (s *stubNode) log() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.got...)
+}
+
+// startStubNode runs an actor system on loopback (plain-text transport)
+// with a run starter that answers reply's ack (nil: no answer).
+func startStubNode(t *testing.T, reply func(*messages.StartRun) *messages.StartRunAck) *stubNode {
+	t.Helper()
+	sys := actor.NewActorSystem()
+	r, err := startRemote(sys, "127.0.0.1", 0, "", []remote.ConfigOption{
+		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Shutdown(false) })
+	s := &stubNode{addr: sys.Address()}
+	props := actor.PropsFromFunc(func(ctx actor.Context) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch m := ctx.Message().(type) {
+		case *messages.StartRun:
+			s.got = append(s.got, "start@"+string(rune('0'+m.Epoch)))
+			if ack := reply(m); ack != nil {
+				ctx.Respond(ack)
+			}
+		case *messages.CancelRun:
+			s.got = append(s.got, "cancel")
+		}
+	})
+	if _, err := sys.Root.SpawnNamed(props, starterName); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var quietLogger = slog.New(slog.DiscardHandler)
+
+// orderPlacer offers every run to nodes(), in that order.
+type orderPlacer struct {
+	StaticTopology
+	nodes func() []string
+}
+
+func (p *orderPlacer) Candidates(string) []string { return p.nodes() }
+
+func saturatedAck(m *messages.StartRun) *messages.StartRunAck {
+	return &messages.StartRunAck{RunId: m.RunId, Error: "node at its run limit", Code: CodeNodeSaturated, RetryAfterMs: 1000,
+		Load: &messages.NodeLoad{Active: 4, Limit: 4}}
+}
+
+// Overload is not failure (issue 18): a run offered first to a starved node
+// (no StartRunAck in SpawnTimeout) and then to one at its run limit lands
+// on the third and completes. The starved node is told to stop whatever
+// it may still start (CancelRun after the StartRun), is not counted as
+// lost, and the run's log carries the epoch of the placement that took it,
+// so a late coordinator on the starved node could not write into it.
+func TestPlacementSkipsStarvedAndSaturatedNodes(t *testing.T) {
+	starved := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil })
+	full := startStubNode(t, saturatedAck)
+	var e *Engine
+	placer := &orderPlacer{nodes: func() []string { return []string{starved.addr, full.addr, e.Address()} }}
+	e = newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Logger = quietLogger // the transport logs its stubs' connections closing after the test
+		c.Topology = placer
+		c.SpawnTimeout = 300 * time.Millisecond
+	})
+	h, err := e.StartRun(RunRequest{Tenant: "a", Profile: "instant", Query: "q"})
+	if err != nil {
+		t.Fatalf("the run was not placed past a starved and a full node: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.WaitDone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	log := h.Events(0)
+	if last := log[len(log)-1]; last.GetRunCompleted() == nil {
+		t.Fatalf("run ended with %v", last)
+	}
+	for _, ev := range log {
+		if ev.GetEpoch() != 2 {
+			t.Fatalf("event %d has epoch %d; the placement after the starved node's timeout is epoch 2", ev.GetSeq(), ev.GetEpoch())
+		}
+	}
+	if c := h.Coordinator(); c == nil || c.Address != e.Address() {
+		t.Fatalf("coordinator %v, want on %s", c, e.Address())
+	}
+	pollUntilTrue(t, "the starved node is told to stop the run", func() bool { return len(starved.log()) == 2 })
+	if got := starved.log(); got[0] != "start@1" || got[1] != "cancel" {
+		t.Fatalf("starved node got %v, want [start@1 cancel]", got)
+	}
+	if got := full.log(); len(got) != 1 || got[0] != "start@2" {
+		t.Fatalf("full node got %v, want [start@2]", got)
+	}
+	if e.hostLost(starved.addr) || e.hostLost(full.addr) {
+		t.Fatal("a slow or full node was counted as lost")
+	}
+}
+
+// A cluster whose every node is at its run limit: each new run is offered
+// to at most 1+PlacementRetries nodes, the retries within the retry budget
+// (burst 10, then a tenth of first-try successes), and refused with
+// ErrBusy and ErrSaturated.
+func TestPlacementRetryBudget(t *testing.T) {
+	var nodes []*stubNode
+	for range 4 {
+		nodes = append(nodes, startStubNode(t, saturatedAck))
+	}
+	placer := &orderPlacer{nodes: func() []string {
+		var out []string
+		for _, n := range nodes {
+			out = append(out, n.addr)
+		}
+		return out
+	}}
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Logger = quietLogger // the transport logs its stubs' connections closing after the test
+		c.Topology = placer
+	})
+	asked := func() int {
+		n := 0
+		for _, s := range nodes {
+			n += len(s.log())
+		}
+		return n
+	}
+	for i := range 8 {
+		_, err := e.StartRun(RunRequest{Tenant: "a", Profile: "instant", Query: "q"})
+		if !errors.Is(err, ErrBusy) || !errors.Is(err, ErrSaturated) {
+			t.Fatalf("run %d: %v, want ErrBusy and ErrSaturated", i, err)
+		}
+	}
+	// 5 runs × 3 nodes spend the burst of 10 retries; 3 more runs ask one node each.
+	if got := asked(); got != 5*3+3 {
+		t.Fatalf("the nodes were asked %d times for 8 runs, want %d", got, 5*3+3)
+	}
+}
+
+// A node at its run limit refuses a new run at once with the code, a
+// Retry-After and its load; every ack carries the load; a resumed run
+// (failover of an admitted run) is never refused.
+func TestNodeRefusesAtItsRunLimit(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Logger = quietLogger // the transport logs its stubs' connections closing after the test
+		c.RunLimit = AdaptiveLimitConfig{Initial: 1, Min: 1, Max: 1}
+		c.FinishLinger = 50 * time.Millisecond // the stand-in hub never acknowledges
+	})
+	gw := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil }) // a stand-in hub's process
+	sys := actor.NewActorSystem()
+	r, err := startRemote(sys, "127.0.0.1", 0, "", []remote.ConfigOption{
+		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Shutdown(false) })
+	hub := &messages.ActorRef{Address: gw.addr, Id: "hub/x"}
+	starter := actor.NewPID(e.Address(), starterName)
+	ask := func(id string, prior []*messages.RunEvent) *messages.StartRunAck {
+		t.Helper()
+		start := &messages.StartRun{RunId: id, Tenant: "a", Profile: "slow", Query: "q", Hub: hub, Epoch: 1, PriorEvents: prior}
+		reply, err := sys.Root.RequestFuture(starter, start, 5*time.Second).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reply.(*messages.StartRunAck)
+	}
+	const first, second, resumed = "run_overload_first_000000000000", "run_overload_second_00000000000", "run_overload_resumed_0000000000"
+	if ack := ask(first, nil); ack.Error != "" || ack.GetLoad().GetLimit() != 1 {
+		t.Fatalf("first run: %+v", ack)
+	}
+	pollUntilTrue(t, "the first run hosted", func() bool { return e.Hosted() == 1 })
+	if ack := ask(second, nil); ack.Code != CodeNodeSaturated || ack.RetryAfterMs == 0 || ack.GetLoad().GetActive() != 1 || ack.GetLoad().GetLimit() != 1 {
+		t.Fatalf("second run at the limit: %+v", ack)
+	}
+	prior := []*messages.RunEvent{{RunId: resumed, Seq: 1, Epoch: 1,
+		Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{Stage: messages.Stage_STAGE_GENERATOR}}}}
+	if ack := ask(resumed, prior); ack.Error != "" {
+		t.Fatalf("a resumed run was refused: %+v", ack)
+	}
+	// A CancelRun to the run starter reaches the run's coordinator (how a
+	// placement abandons a slow node's late start).
+	for _, id := range []string{first, resumed} {
+		sys.Root.Send(starter, &messages.CancelRun{RunId: id, Reason: "test over"})
+	}
+	pollUntilTrue(t, "both runs cancelled and unhosted", func() bool { return e.Hosted() == 0 })
+}
+
+// An engine at its adaptive limit on unfinished runs (a gateway whose runs
+// slowed down) says so (Saturated, which the gateway asks before any work)
+// and refuses a new run with ErrBusy and ErrSaturated; once a run ends it
+// takes runs again.
+func TestActiveRunLimitRefusesAtOnce(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.ActiveRunLimit = AdaptiveLimitConfig{Initial: 1, Min: 1, Max: 1}
+	})
+	if full, _ := e.Saturated(); full {
+		t.Fatal("an idle engine is saturated")
+	}
+	h, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full, after := e.Saturated(); !full || after <= 0 {
+		t.Fatalf("Saturated() = %v, %v with one run at a limit of 1", full, after)
+	}
+	if _, err := e.StartRun(RunRequest{Tenant: "b", Profile: "instant", Query: "q"}); !errors.Is(err, ErrBusy) || !errors.Is(err, ErrSaturated) {
+		t.Fatalf("second run: %v, want ErrBusy and ErrSaturated", err)
+	}
+	if err := e.Cancel(h.RunID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	pollUntilTrue(t, "room again", func() bool { full, _ := e.Saturated(); return !full })
+	if _, err := e.StartRun(RunRequest{Tenant: "b", Profile: "instant", Query: "q"}); err != nil {
+		t.Fatalf("after the run ended: %v", err)
+	}
+}
+
+// A new run that waits for a run slot past QueueDeadline leaves the queue
+// before any work, ending with RunFailed code queue_timeout (which the
+// gateway answers like a refusal); the run holding the slot goes on.
+func TestQueuedRunLeavesAtItsDeadline(t *testing.T) {
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.RunSlots, c.RunSlotHeadroom = 1, -1
+		c.QueueDeadline = 100 * time.Millisecond
+	})
+	running, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollUntilTrue(t, "the first run holds the slot", func() bool {
+		for _, ev := range running.Events(0) {
+			if ev.GetStageStarted() != nil {
+				return true
+			}
+		}
+		return false
+	})
+	queued, err := e.StartRun(RunRequest{Tenant: "a", Profile: "instant", Query: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := queued.WaitDone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs := queued.Events(0)
+	f := evs[len(evs)-1].GetRunFailed()
+	if f == nil || f.GetCode() != CodeQueueTimeout {
+		t.Fatalf("queued run ended with %v, want RunFailed %s", evs[len(evs)-1], CodeQueueTimeout)
+	}
+	for _, ev := range evs {
+		if ev.GetStageStarted() != nil || ev.GetTokenDelta() != nil {
+			t.Fatalf("the queued run did work before leaving the queue: %v", ev)
+		}
+	}
+	if running.Done() {
+		t.Fatal("the run holding the slot ended too")
+	}
+	if err := e.Cancel(running.RunID, "test over"); err != nil {
+		t.Fatal(err)
+	}
+}

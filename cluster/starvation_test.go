@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestStarvedMemberIsNotDeclaredDead is issue 18's "overload is not failure" at the membership layer.
+// One member of four reads its socket late, as a CPU-starved process does (every packet and stream
+// it receives is held for starveDelay: longer than ProbeTimeout and than ProbeInterval, so each of
+// its acks misses the prober's deadline and it is suspected again and again). It is slow, not dead:
+// with the defaults (Lifeguard's confirmation-based suspicion, SuspicionMult 4 and
+// SuspicionMaxTimeoutMult 6, probes every 200 ms) it refutes each suspicion before the suspicion times
+// out, so no member ever drops it from its view, and it never fences. A member that stops answering at all is still
+// declared dead (TestFencingAfterPartition), so starvation and death stay apart.
+//
+// With the former defaults (100 ms probes, SuspicionMult 2, SuspicionMaxTimeoutMult 2: a fixed 200 ms
+// suspicion timeout, no confirmations) the same member was declared dead within a second: run with
+// QLC_STARVE_OLD=1 to see it.
+func TestStarvedMemberIsNotDeclaredDead(t *testing.T) {
+	const starveDelay = 250 * time.Millisecond
+	const starveFor = 4 * time.Second
+	done := checkGoroutines(t)
+	n := NewMemNetwork()
+	ta, tb, tc := n.NewTransport(), n.NewTransport(), n.NewTransport()
+	mv := n.NewTransport()
+	tv := WrapTransport(mv)
+	cfg := func(name string, tr *MemTransport, ft *FaultTransport, seeds ...string) Config {
+		c := testConfig(name, tr, seeds...)
+		if ft != nil {
+			c.Transport = ft
+		}
+		if starveOld() {
+			c.SuspicionMult, c.SuspicionMaxTimeoutMult = 2, 2
+			c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
+		}
+		return c
+	}
+	a := mustStart(t, cfg("a", ta, nil))
+	b := mustStart(t, cfg("b", tb, nil, ta.Addr()))
+	c := mustStart(t, cfg("c", tc, nil, ta.Addr()))
+	v := mustStart(t, cfg("v", mv, tv, ta.Addr()))
+	all := []*Cluster{a, b, c, v}
+	for _, x := range all {
+		waitFor(t, 5*time.Second, x.Name()+" sees 4", func() bool { return len(x.Members()) == 4 })
+	}
+
+	tv.SetDelay(starveDelay)
+	end := time.Now().Add(starveFor)
+	for time.Now().Before(end) {
+		for _, x := range []*Cluster{a, b, c} {
+			if !hasName(x.Members(), "v") {
+				t.Fatalf("%s dropped the starved member v from its view (declared dead under load)", x.Name())
+			}
+		}
+		select {
+		case <-v.Fenced():
+			t.Fatalf("the starved member fenced itself: %v", v.FenceCause())
+		default:
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tv.SetDelay(0)
+	var suspicions, timeouts float64
+	for _, x := range []*Cluster{a, b, c} {
+		suspicions += testutil.ToFloat64(x.met.suspicions)
+		timeouts += testutil.ToFloat64(x.met.suspectTimeouts)
+	}
+	t.Logf("while starved: %v suspicions of v, %v suspect timeouts, %v refutations by v",
+		suspicions, timeouts, testutil.ToFloat64(v.met.refutations))
+	if suspicions == 0 {
+		t.Fatal("v was never suspected: the delay does not exercise the failure detector")
+	}
+	if timeouts != 0 {
+		t.Fatalf("%v suspicions of v timed out (v was declared dead)", timeouts)
+	}
+	for _, x := range all {
+		waitFor(t, 5*time.Second, x.Name()+" still sees 4", func() bool { return len(x.Members()) == 4 })
+	}
+	for _, x := range all {
+		if err := x.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done()
+}
+
+func starveOld() bool { return os.Getenv("QLC_STARVE_OLD") != "" }
