@@ -192,7 +192,7 @@ func TestConfigValidate(t *testing.T) {
 	cfg := testConfig("", NewMemNetwork().NewTransport())
 	cfg.ClusterKey, cfg.Insecure = nil, true
 	got, err := cfg.validate()
-	if err != nil || got.NodeName == "" || got.ProbeInterval != 200*time.Millisecond {
+	if err != nil || got.NodeName == "" || got.ProbeInterval != 100*time.Millisecond || got.ProbeTimeout != 80*time.Millisecond || got.SuspicionMult != 4 {
 		t.Fatalf("defaults: %v %+v", err, got)
 	}
 	big := testConfig("x", NewMemNetwork().NewTransport())

@@ -13,7 +13,7 @@ import (
 // it receives is held for starveDelay: longer than ProbeTimeout and than ProbeInterval, so each of
 // its acks misses the prober's deadline and it is suspected again and again). It is slow, not dead:
 // with the defaults (Lifeguard's confirmation-based suspicion, SuspicionMult 4 and
-// SuspicionMaxTimeoutMult 6, probes every 200 ms) it refutes each suspicion before the suspicion times
+// SuspicionMaxTimeoutMult 6, probes every 100 ms with an 80 ms ack timeout) it refutes each suspicion before the suspicion times
 // out, so no member ever drops it from its view, and it never fences. A member that stops answering at all is still
 // declared dead (TestFencingAfterPartition), so starvation and death stay apart.
 //

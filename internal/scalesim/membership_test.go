@@ -35,8 +35,8 @@ func TestSimulateMembershipSmall(t *testing.T) {
 		t.Fatalf("want 2 timings of each, got %+v", res)
 	}
 	for i := range 2 {
-		// A death needs a probe, a suspicion timeout (800+ ms) and gossip:
-		// never instant, and with the shipped 200 ms probes never 10 s.
+		// A death needs a probe, a suspicion timeout (400+ ms) and gossip:
+		// never instant, and with the shipped 100 ms probes never 10 s.
 		if d := res.Death[i]; d < 100*time.Millisecond || d > 10*time.Second {
 			t.Errorf("death %d took %v", i, d)
 		}
@@ -47,7 +47,7 @@ func TestSimulateMembershipSmall(t *testing.T) {
 			t.Errorf("metadata change %d took %v", i, d)
 		}
 	}
-	// A probe and its ack every 200 ms (the shipped interval, stretched
+	// A probe and its ack every 100 ms (the shipped interval, stretched
 	// and divided back), gossip every 50 ms, re-joins every 3 s: hundreds
 	// of bytes and several packets per second at least, and not megabytes.
 	if res.BytesPerMember < 200 || res.BytesPerMember > 1e6 {
