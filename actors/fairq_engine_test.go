@@ -100,6 +100,22 @@ func cancelAndWait(t *testing.T, e *Engine, h *Hub) {
 	if terminal(h.Events(1)).GetRunCancelled() == nil {
 		t.Fatalf("run %s did not end cancelled: %v", h.RunID, terminal(h.Events(1)))
 	}
+	// The run's slot goes back in its end hook, just after the end is
+	// logged (a reader may see the end first).
+	for holds(e.admission, h.RunID) {
+		if ctx.Err() != nil {
+			t.Fatalf("run %s ended, its slot was never given back", h.RunID)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// holds reports whether s counts runID as holding a slot.
+func holds(s *runSlots, runID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.held[runID]
+	return ok
 }
 
 func wantSlots(t *testing.T, e *Engine, running, waiting int) {

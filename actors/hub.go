@@ -360,11 +360,13 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 		h.hasWaiters = false
 	}
 	h.mu.Unlock()
+	if ended && h.onEnd != nil {
+		// Before the readers wake: one that sees the run ended may start
+		// the next at once, and the ended run's slot must be back by then.
+		h.onEnd(h)
+	}
 	if wake {
 		close(ch)
-	}
-	if ended && h.onEnd != nil {
-		h.onEnd(h)
 	}
 	return cancelRun, gapFrom
 }

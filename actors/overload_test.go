@@ -35,6 +35,7 @@ func (s *stubNode) log() []string {
 // with a run starter that answers reply's ack (nil: no answer).
 func startStubNode(t *testing.T, reply func(*messages.StartRun) *messages.StartRunAck) *stubNode {
 	t.Helper()
+	skipSecondRemoteUnderRace(t)
 	sys := actor.NewActorSystem()
 	r, err := startRemote(sys, "127.0.0.1", 0, "", []remote.ConfigOption{
 		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()))})
@@ -64,6 +65,19 @@ func startStubNode(t *testing.T, reply func(*messages.StartRun) *messages.StartR
 
 var quietLogger = slog.New(slog.DiscardHandler)
 
+// skipSecondRemoteUnderRace skips a test that starts a second protoactor
+// remote in this process when the binary is race-built: each remote.Start
+// sets grpclog's global logger (grpclog.SetLoggerV2) while the first
+// remote's gRPC reads it, a race in the libraries, not in QLC
+// (../shared/research/actors.md, addendum). make test runs these tests
+// without -race; the process tests of cmd/node cover placement with -race.
+func skipSecondRemoteUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("a second protoactor remote in one process races in grpclog (SetLoggerV2); runs without -race")
+	}
+}
+
 // orderPlacer offers every run to nodes(), in that order.
 type orderPlacer struct {
 	StaticTopology
@@ -84,6 +98,7 @@ func saturatedAck(m *messages.StartRun) *messages.StartRunAck {
 // lost, and the run's log carries the epoch of the placement that took it,
 // so a late coordinator on the starved node could not write into it.
 func TestPlacementSkipsStarvedAndSaturatedNodes(t *testing.T) {
+	skipSecondRemoteUnderRace(t)
 	starved := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil })
 	full := startStubNode(t, saturatedAck)
 	var e *Engine
@@ -132,6 +147,7 @@ func TestPlacementSkipsStarvedAndSaturatedNodes(t *testing.T) {
 // (burst 10, then a tenth of first-try successes), and refused with
 // ErrBusy and ErrSaturated.
 func TestPlacementRetryBudget(t *testing.T) {
+	skipSecondRemoteUnderRace(t)
 	var nodes []*stubNode
 	for range 4 {
 		nodes = append(nodes, startStubNode(t, saturatedAck))
@@ -171,6 +187,7 @@ func TestPlacementRetryBudget(t *testing.T) {
 // Retry-After and its load; every ack carries the load; a resumed run
 // (failover of an admitted run) is never refused.
 func TestNodeRefusesAtItsRunLimit(t *testing.T) {
+	skipSecondRemoteUnderRace(t)
 	e := newSlotEngine(t, "", func(c *Config) {
 		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
 		c.Logger = quietLogger // the transport logs its stubs' connections closing after the test

@@ -1,0 +1,6 @@
+//go:build race
+
+package actors
+
+// raceEnabled: the test binary is race-built.
+const raceEnabled = true
