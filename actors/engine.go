@@ -480,9 +480,9 @@ type Engine struct {
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	// toPack are finished runs whose logs compactFinished packs once they
-	// ended compactAfter ago. Bounded by the runs that end within
-	// compactAfter + compactEvery: each leaves at the first tick after
-	// that (packed, or left as it is if it cannot be).
+	// ended compactAfter ago and no reader is on them. Bounded by the runs
+	// that end within packWithReadersAfter + compactEvery: each leaves at
+	// the first tick after that (packed, or left as it is if it cannot be).
 	toPackMu sync.Mutex
 	toPack   []*Hub
 	remote   *remote.Remote // nil in a single process
@@ -1736,7 +1736,7 @@ func (e *Engine) compactFinished(now time.Time) {
 		if !held {
 			continue // evicted before its turn: not worth packing
 		}
-		if ok, _ := h.compact(now, compactAfter); !ok && h.endedWithin(now, compactAfter) {
+		if ok, _ := h.compact(now, compactAfter); !ok && h.waitsToPack(now, compactAfter) {
 			later = append(later, h)
 		}
 	}

@@ -135,6 +135,7 @@ type Hub struct {
 	sawToken    bool               // a TokenDelta is in the log (Config.Slow was told the run's TTFT)
 	cacheKey    string             // the response cache's key of a run led for others (onEnd keeps its log)
 	nearScope   string             // and its near-duplicate scope ("" when its profile does not opt in)
+	packWanted  bool               // Pack was asked for while readers were on the log
 
 	// onLost is called from the hub actor when the coordinator is gone
 	// before the log ended; it must not block: the engine moves the run on
@@ -483,10 +484,15 @@ func (s *Subscription) Close() {
 		return
 	}
 	s.closed = true
-	s.hub.mu.Lock()
-	s.hub.subscribers--
-	s.hub.mu.Unlock()
-	s.hub.metrics.subscribers.Dec()
+	h := s.hub
+	h.mu.Lock()
+	h.subscribers--
+	pack := h.packWanted && h.subscribers == 0
+	h.mu.Unlock()
+	h.metrics.subscribers.Dec()
+	if pack {
+		h.Pack() // asked for while this reader was still on the log
+	}
 }
 
 // hubActor is the hub's mailbox: the coordinator sends it RunEvents. It
@@ -852,9 +858,15 @@ const compactAfter = 500 * time.Millisecond
 // read what it needed of the whole log at the end (the gateway's ledger
 // has billed and stored it): the engine's own tick would pack it
 // compactAfter later, and a busy gateway ends hundreds of runs in that
-// time. It reports whether it packed (false: the run is live, or packed).
+// time. It reports whether it packed (false: the run is live, packed, or
+// still being read: the engine's tick packs it once its readers are done).
 func (h *Hub) Pack() bool {
 	ok, _ := h.compact(time.Now(), 0)
+	if !ok {
+		h.mu.Lock()
+		h.packWanted = h.terminal && h.packed == nil // the last reader to leave packs it
+		h.mu.Unlock()
+	}
 	return ok
 }
 
@@ -866,11 +878,27 @@ func (h *Hub) detachCoordinator() {
 	h.coordinator = detachedPID(h.coordinator)
 }
 
-// endedWithin reports whether the run ended less than d before now.
-func (h *Hub) endedWithin(now time.Time, d time.Duration) bool {
+// readingAt reports whether readers are still on the log (open
+// subscriptions, e.g. a stream still writing out the end of a run that
+// ended faster than its reader read) and the run ended less than
+// packWithReadersAfter before now: packed now, each of their later reads
+// would decode — allocate again — what the live log shares. h.mu held.
+func (h *Hub) readingAt(now time.Time) bool {
+	return h.subscribers > 0 && now.Sub(h.endedAt) < packWithReadersAfter
+}
+
+// packWithReadersAfter is how long a finished run with readers still open
+// waits to be packed: a reader that has not finished by then is slow, and
+// the memory matters more than its decoding.
+const packWithReadersAfter = 30 * time.Second
+
+// waitsToPack reports whether a finished run not packed yet will be
+// packable later (it ended less than minAge ago, or readers are still on
+// it), so the engine keeps it in its packing queue.
+func (h *Hub) waitsToPack(now time.Time, minAge time.Duration) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.terminal && now.Sub(h.endedAt) < d
+	return h.terminal && h.packed == nil && (now.Sub(h.endedAt) < minAge || h.readingAt(now))
 }
 
 // compact packs a log that ended at least minAge before now (packedLog):
@@ -880,7 +908,7 @@ func (h *Hub) endedWithin(now time.Time, d time.Duration) bool {
 // new reads decode.
 func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size int64) {
 	h.mu.Lock()
-	if !h.terminal || h.packed != nil || h.n == 0 || now.Sub(h.endedAt) < minAge {
+	if !h.terminal || h.packed != nil || h.n == 0 || now.Sub(h.endedAt) < minAge || h.readingAt(now) {
 		h.mu.Unlock()
 		return false, 0
 	}

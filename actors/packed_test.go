@@ -84,7 +84,12 @@ func TestPackedLogReadsAsLogged(t *testing.T) {
 		t.Fatal("packed a log that ended just now, with an hour to wait")
 	}
 	sizeBefore := h.heapBytes
-	ok, size := h.compact(time.Now().Add(3*time.Second), compactAfter)
+	// A reader is on it: not packed while it reads (its next reads would
+	// decode), unless it is still there packWithReadersAfter later.
+	if ok, _ := h.compact(time.Now().Add(3*time.Second), compactAfter); ok || !h.waitsToPack(time.Now().Add(3*time.Second), compactAfter) {
+		t.Fatalf("packed (%v) under an open reader, or not kept for later", ok)
+	}
+	ok, size := h.compact(time.Now().Add(packWithReadersAfter+time.Second), compactAfter)
 	if !ok || h.packed == nil || h.log != nil {
 		t.Fatalf("not packed: %v", ok)
 	}

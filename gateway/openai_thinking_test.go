@@ -602,6 +602,14 @@ func thinkingFirst(b *testing.B, g *testGateway, client *http.Client, body strin
 		msg, _ := io.ReadAll(resp.Body)
 		b.Fatalf("chat: %d %s", resp.StatusCode, msg)
 	}
+	// The benchmark's own reader of the run's log, open until it has
+	// read it (a run is not packed while it is read).
+	hub, err := g.Engine.Hub(resp.Header.Get("X-QLC-Run-Id"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sub := hub.Subscribe(1)
+	defer sub.Close()
 	br.Reset(resp.Body)
 	var m firstChunk
 	var tokAt time.Time
@@ -634,10 +642,6 @@ func thinkingFirst(b *testing.B, g *testGateway, client *http.Client, body strin
 		}
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
-		b.Fatal(err)
-	}
-	hub, err := g.Engine.Hub(resp.Header.Get("X-QLC-Run-Id"))
-	if err != nil {
 		b.Fatal(err)
 	}
 	first := ""
