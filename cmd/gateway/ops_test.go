@@ -58,10 +58,12 @@ func TestOpsProfilingAndResources(t *testing.T) {
 		var run struct {
 			ID string `json:"id"`
 		}
+		// Read before the run starts: its recording may be written before
+		// POST returns.
+		before := recordings(t, opsBase)
 		if code := doJSON(t, http.DefaultClient, "POST", base+"/v1/runs", dk.TenantKey, `{"query":"why is the sky blue?"}`, &run); code != 200 && code != 201 && code != 202 {
 			t.Fatalf("POST /v1/runs: HTTP %d", code)
 		}
-		before := recordings(t, opsBase)
 		deadline := time.Now().Add(20 * time.Second)
 		for recordings(t, opsBase) == before {
 			if time.Now().After(deadline) {
