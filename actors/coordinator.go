@@ -30,8 +30,11 @@ import (
 
 // coordinatorDeps is what every coordinator on a node shares.
 type coordinatorDeps struct {
-	draining atomic.Bool  // refuse new runs (the node is leaving)
-	hosted   atomic.Int64 // coordinators running on this process
+	// dispatcher runs the run actors' mailboxes (coordinators, hubs, stage
+	// workers) on goroutines that keep their stacks (runpool.go).
+	dispatcher *runPool
+	draining   atomic.Bool  // refuse new runs (the node is leaving)
+	hosted     atomic.Int64 // coordinators running on this process
 	// hostedRuns says what each counted coordinator is doing (run@epoch →
 	// *hostedRun), for a drain that waits on them to say what it waits for.
 	hostedRuns sync.Map
@@ -936,7 +939,7 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 	if role != "" {
 		name += "-" + role
 	}
-	pid, spawnErr := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }), name)
+	pid, spawnErr := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }, actor.WithDispatcher(c.deps.dispatcher)), name)
 	if countLater {
 		// The worker's deltas queue behind this message: StageStarted
 		// still comes first in the log.

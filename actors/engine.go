@@ -523,7 +523,8 @@ func (e *Engine) Address() string { return e.system.Address() }
 // (never restarted with empty state), and its hub then ends the run.
 func (e *Engine) coordinatorProps() *actor.Props {
 	deps := e.deps
-	return actor.PropsFromProducer(func() actor.Actor { return newCoordinator(deps) }, actor.WithMailbox(e.metrics.mailbox("coordinator")))
+	return actor.PropsFromProducer(func() actor.Actor { return newCoordinator(deps) }, actor.WithMailbox(e.metrics.mailbox("coordinator")),
+		actor.WithDispatcher(deps.dispatcher))
 }
 
 // stopOnFailure is the guardian of coordinators spawned from the root: a
@@ -972,7 +973,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	e.admission.hold(st.Tenant, st.Weight, runID)
 	e.mu.Unlock()
 	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
-		actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+runID)
+		actor.WithMailbox(e.metrics.mailbox("hub")), actor.WithDispatcher(e.deps.dispatcher)), "hub/"+runID)
 	if err != nil {
 		e.forget(runID)
 		return nil, fmt.Errorf("actors: spawn hub: %w", err)
@@ -1098,7 +1099,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger, cache: newRunCache(cfg.RunCache),
 		profiles: newProfileResolver(cfg.Stages),
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, secrets: cfg.Secrets, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
-			telemetry: NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
+			dispatcher: newRunPool(runPoolThroughput, runPoolIdle, runPoolIdleFor),
+			telemetry:  NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
@@ -1177,7 +1179,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			}
 		}
 		props := actor.PropsFromProducer(func() actor.Actor { return &runStarter{e: e} },
-			actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("run-starter")))
+			actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("run-starter")), actor.WithDispatcher(e.deps.dispatcher))
 		if _, err := system.Root.SpawnNamed(props, starterName); err != nil {
 			return nil, fmt.Errorf("actors: run starter: %w", err)
 		}
@@ -1190,7 +1192,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		})
 	}
 	hostProps := actor.PropsFromProducer(func() actor.Actor { return newStageHost(e.deps) },
-		actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("stage-host")))
+		actor.WithSupervisor(stopOnFailure), actor.WithMailbox(m.mailbox("stage-host")), actor.WithDispatcher(e.deps.dispatcher))
 	if _, err := system.Root.SpawnNamed(hostProps, stageHostName); err != nil {
 		return nil, fmt.Errorf("actors: stage host: %w", err)
 	}
@@ -1519,7 +1521,7 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 
 	root := e.system.Root
 	hubPID, err := root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: hub} },
-		actor.WithMailbox(e.metrics.mailbox("hub"))), "hub/"+id)
+		actor.WithMailbox(e.metrics.mailbox("hub")), actor.WithDispatcher(e.deps.dispatcher)), "hub/"+id)
 	if err != nil {
 		e.forget(id)
 		return nil, fmt.Errorf("actors: spawn hub: %w", err)
@@ -1533,7 +1535,7 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 		hub.onLost = nil
 		coordPID, err = e.coordRoot.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 			return &replayer{runID: id, hub: hubPID, src: *replay, linger: e.deps.finishLinger}
-		}, actor.WithMailbox(e.metrics.mailbox("replayer"))), "replay/"+id)
+		}, actor.WithMailbox(e.metrics.mailbox("replayer")), actor.WithDispatcher(e.deps.dispatcher)), "replay/"+id)
 	} else {
 		coordPID, err = e.placeRun(start, hub)
 	}
@@ -1620,6 +1622,7 @@ func (e *Engine) Shutdown(ctx context.Context) {
 		e.remote.Shutdown(false)
 	}
 	e.system.Shutdown()
+	e.deps.dispatcher.Close()
 }
 
 func (e *Engine) forget(id string) {

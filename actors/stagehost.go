@@ -136,7 +136,7 @@ func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 		accept:   &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role},
 		traceCtx: tracing.Extract(context.Background(), m.TraceContext)}
 	w.promptTokens.Store(m.PromptTokens)
-	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }), key)
+	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }, actor.WithDispatcher(h.deps.dispatcher)), key)
 	if err != nil {
 		fail("cannot start stage worker: " + err.Error())
 		return

@@ -34,17 +34,38 @@ var modelPrefixes = []struct{ prefix, encoding string }{
 // EncodingNameForModel returns the encoding of an OpenAI model, or an error
 // wrapping ErrUnknownModel. A provider prefix such as "openai/" is ignored.
 func EncodingNameForModel(model string) (string, error) {
-	m := strings.ToLower(strings.TrimSpace(model))
+	if enc, ok := encodingName(model); ok {
+		return enc, nil
+	}
+	return "", fmt.Errorf("%w: %q has no known OpenAI encoding (use ResolveModel with Approximate for an estimate)", ErrUnknownModel, model)
+}
+
+// encodingName is EncodingNameForModel without building an error: every
+// run resolves its models, most of them not OpenAI's.
+func encodingName(model string) (string, bool) {
+	m := strings.TrimSpace(model)
+	if hasUpper(m) {
+		m = strings.ToLower(m)
+	}
 	m = strings.TrimPrefix(m, "openai/")
 	if enc, ok := modelEncodings[m]; ok {
-		return enc, nil
+		return enc, true
 	}
 	for _, p := range modelPrefixes {
 		if strings.HasPrefix(m, p.prefix) {
-			return p.encoding, nil
+			return p.encoding, true
 		}
 	}
-	return "", fmt.Errorf("%w: %q has no known OpenAI encoding (use ResolveModel with Approximate for an estimate)", ErrUnknownModel, model)
+	return "", false
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // ForModel returns the shared Encoding of an OpenAI model; unknown models are
@@ -99,10 +120,11 @@ func (r Resolution) Label() string {
 // are an error wrapping ErrUnknownModel; in Approximate mode they get
 // ApproximateEncoding, labelled as approximate.
 func ResolveModel(model string, mode Mode) (Resolution, error) {
-	name, err := EncodingNameForModel(model)
+	name, known := encodingName(model)
 	approx := false
-	if err != nil {
+	if !known {
 		if mode != Approximate {
+			_, err := EncodingNameForModel(model)
 			return Resolution{Model: model}, err
 		}
 		name, approx = ApproximateEncoding, true
