@@ -100,6 +100,15 @@ type Config struct {
 	FinishLinger time.Duration
 	// Hub bounds each run's log and subscribers. Default DefaultHubConfig().
 	Hub HubConfig
+	// CoordinatorSilence is how long a run's hub waits without a word from
+	// the run's coordinator before it moves the run to another node, as if
+	// the coordinator's node had died (silence.go): after a third of it the
+	// hub probes the coordinator (RunProbe), which answers at once whatever
+	// its model does, so only a coordinator that cannot reach the hub (an
+	// asymmetric cut, which the membership does not see) or whose process
+	// is frozen stays silent. Default 600 ms; negative: never (only the
+	// membership moves runs).
+	CoordinatorSilence time.Duration
 	// MaxActiveRuns bounds the unfinished runs (running or queued for a run
 	// slot) this engine keeps, shared among tenants like the run slots
 	// (runSlots' rules 1 and 2, without the queue): each tenant active in
@@ -342,6 +351,12 @@ func (c *Config) validate() error {
 	if c.SpawnTimeout == 0 {
 		c.SpawnTimeout = 2 * time.Second
 	}
+	if c.CoordinatorSilence == 0 {
+		c.CoordinatorSilence = DefaultCoordinatorSilence
+	}
+	if c.CoordinatorSilence > 0 && c.CoordinatorSilence < 30*time.Millisecond {
+		return fmt.Errorf("actors: CoordinatorSilence must be at least 30ms, or negative for off (got %v)", c.CoordinatorSilence)
+	}
 	if c.QueueDeadline == 0 {
 		c.QueueDeadline = 10 * time.Second
 	}
@@ -473,6 +488,7 @@ type Engine struct {
 	retries    *retryBudget                                 // bounds placement retries of new runs
 	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
+	silentAt   sync.Map                                     // actor address -> time.Time a coordinator there last went silent (silence.go)
 	system     *actor.ActorSystem
 	metrics    *Metrics
 	deps       *coordinatorDeps
@@ -512,6 +528,7 @@ type Engine struct {
 	// mu guards the fields below it.
 	mu       sync.Mutex
 	hubs     map[string]*Hub
+	live     map[string]*Hub // the unfinished runs that may fail over (the silence watch's)
 	shutdown bool
 }
 
@@ -545,7 +562,13 @@ var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
 func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string) (*actor.PID, error) {
 	id := start.RunId
 	if e.placer == nil {
-		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), "run/"+id)
+		name := "run/" + id
+		if len(start.PriorEvents) > 0 {
+			// A move within this process (its coordinator went silent):
+			// the old one may not have stopped yet.
+			name += fmt.Sprintf("@%d", start.Epoch)
+		}
+		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), name)
 		if err != nil {
 			e.metrics.placements.WithLabelValues("failed").Inc()
 			return nil, err
@@ -558,7 +581,7 @@ func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string)
 	var errs []error
 	var refusal *placeRefusal
 	tried := 0
-	for _, node := range e.placer.Candidates(id) {
+	for _, node := range e.silentLast(e.placer.Candidates(id)) {
 		if slices.Contains(exclude, node) {
 			continue // the node just lost (membership may not know yet)
 		}
@@ -879,15 +902,17 @@ func (e *Engine) goOwned(f func()) bool {
 // (finished stages are kept; the interrupted one is redone after a
 // StageRestarted), and the hub ignores anything the old one might still
 // send. If no node takes it, the run ends with RunFailed.
-func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
+//
+// It reports whether the run moved, and the new coordinator's epoch.
+func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) (uint64, bool) {
 	prior, epoch, n, ok := h.beginFailover(lost)
 	if !ok {
-		return
+		return 0, false
 	}
 	if n > maxFailovers {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s; the run already moved %d times and is not moved again", why, maxFailovers))
-		return
+		return 0, false
 	}
 	start := h.startMessage() // with any provider key changed since the start
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
@@ -896,7 +921,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 	if err != nil {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))
-		return
+		return 0, false
 	}
 	cancelled := h.endFailover(pid)
 	e.metrics.failovers.Inc()
@@ -908,6 +933,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 	}
 	e.logger.Warn("run moved to a new coordinator", "run_id", h.RunID, "reason", why, "epoch", start.Epoch,
 		"resumed_at_seq", len(prior), "node", pid.Address, "took", time.Since(t0))
+	return start.Epoch, true
 }
 
 // stopHostedActors stops every run coordinator hosted here (for gateways, their
@@ -967,6 +993,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 		return other, nil // attached concurrently
 	}
 	e.hubs[runID] = hub
+	e.live[runID] = hub
 	e.misses.forget(runID)
 	// Admitted by the gateway that died: counted, never refused.
 	e.admission.hold(st.Tenant, st.Weight, runID)
@@ -1100,7 +1127,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, secrets: cfg.Secrets, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			telemetry: NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
-		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
+		stop: make(chan struct{}), hubs: map[string]*Hub{}, live: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
@@ -1224,6 +1251,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e.wg.Add(1)
 	go e.evictLoop()
+	if cfg.CoordinatorSilence > 0 {
+		e.wg.Add(1)
+		go e.watchSilence(newSilenceRule(cfg.CoordinatorSilence))
+	}
 	if e.topo != nil {
 		// Last: the cluster learns our address only once we can serve it.
 		events, err := e.topo.Join(system.Address(), e.load)
@@ -1514,6 +1545,9 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 		return nil, e.busy(start.Tenant)
 	}
 	e.hubs[id] = hub
+	if replay == nil {
+		e.live[id] = hub
+	}
 	e.mu.Unlock()
 	e.misses.forget(id)
 
@@ -1629,6 +1663,7 @@ func (e *Engine) forget(id string) {
 		delete(e.hubs, id)
 		e.admission.release(h.Tenant, id)
 	}
+	delete(e.live, id)
 }
 
 // runEnded is every hub's onEnd: the run's log is complete, and its slot
@@ -1636,6 +1671,11 @@ func (e *Engine) forget(id string) {
 // share is admitted without waiting for evict).
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
+	e.mu.Lock()
+	if e.live[h.RunID] == h {
+		delete(e.live, h.RunID)
+	}
+	e.mu.Unlock()
 	if e.activeLim != nil && h.CachedFrom() == "" {
 		// A completed run's time per output token, per profile: answers
 		// of different lengths are not a change of latency.

@@ -33,8 +33,10 @@ import (
 //	kind         bound  full: what is dropped, and how the sender recovers
 //	hub          4096   RunEvent, RunEventBatch. A lostEvents note is queued (once until taken) and
 //	                    the hub asks the coordinator to resend from its last seq: the log stays whole.
+//	                    RunHeartbeat (an answer to the hub's own probe; it probes again).
 //	coordinator  1024   FindRun, and Subscribe of a new subscriber (from seq 1), from other gateways:
-//	                    the asker times out (Attach answers "not found"; the client asks again). A
+//	                    the asker times out (Attach answers "not found"; the client asks again);
+//	                    RunProbe (the hub probes again while the coordinator stays silent). A
 //	                    hub's resend after a gap (from seq > 1) is kept: it asks once per gap. Worker
 //	                    deltas, attempt results, CancelRun and RunEventAck are kept: dropping them
 //	                    would corrupt or never stop the run, and the protocol bounds them.
@@ -65,7 +67,7 @@ type lostEvents struct{}
 var mailboxPolicies = map[string]mailboxPolicy{
 	"hub": {Size: 4096, Note: lostEvents{}, Drop: func(m any) bool {
 		switch m.(type) {
-		case *messages.RunEvent, *messages.RunEventBatch:
+		case *messages.RunEvent, *messages.RunEventBatch, *messages.RunHeartbeat:
 			return true
 		}
 		return false
@@ -76,7 +78,7 @@ var mailboxPolicies = map[string]mailboxPolicy{
 			// A resend its hub asks after a gap (from_seq > 1) is kept: the
 			// hub asks once per gap. A new subscriber (from seq 1) may go.
 			return m.GetFromSeq() <= 1
-		case *messages.FindRun:
+		case *messages.FindRun, *messages.RunProbe:
 			return true
 		}
 		return false
