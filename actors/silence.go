@@ -25,8 +25,8 @@ import (
 //     coordinator answers each at once with a RunHeartbeat, from its
 //     mailbox, whatever its model does: a model slow to its first token, a
 //     run queued for a slot or a step between attempts is never silence;
-//   - after moveAfter without a word, and a probe out for at least
-//     probeAfter unanswered, the run moves as if the node had died
+//   - after moveAfter without a word, with a probe unanswered for at
+//     least probeAfter, the run moves as if the node had died
 //     (Engine.moveRun: a higher epoch, the hub fenced, the log resumed) and
 //     the old coordinator, which may still hear the gateway, is told it was
 //     superseded (RunSuperseded) and stops without a word.
@@ -65,9 +65,10 @@ func (r silenceRule) tick() time.Duration { return max(r.moveAfter/12, time.Mill
 
 // silence is what the rule remembers of one hub.
 type silence struct {
-	heard    uint64    // the hub's count at the last change
-	since    time.Time // when the count last changed (or watching began)
-	probedAt time.Time // the last probe sent since then (zero: none)
+	heard      uint64    // the hub's count at the last change
+	since      time.Time // when the count last changed (or watching began)
+	firstProbe time.Time // the first probe sent since then (zero: none)
+	lastProbe  time.Time // the last one
 }
 
 // silenceAction is what the watch does about one hub at one tick.
@@ -80,18 +81,23 @@ const (
 )
 
 // step advances s to now, given the hub's count of messages heard, and
-// says what to do.
+// says what to do. A move needs a probe that has gone unanswered for
+// probeAfter at least (a coordinator first looked at after a long time is
+// probed, not moved at once).
 func (r silenceRule) step(s *silence, heard uint64, now time.Time) silenceAction {
 	if s.since.IsZero() || heard != s.heard {
 		*s = silence{heard: heard, since: now}
 		return silenceOK
 	}
 	quiet := now.Sub(s.since)
-	if quiet >= r.moveAfter && !s.probedAt.IsZero() && now.Sub(s.probedAt) >= r.probeAfter {
+	if quiet >= r.moveAfter && !s.firstProbe.IsZero() && now.Sub(s.firstProbe) >= r.probeAfter {
 		return silenceMove
 	}
-	if quiet >= r.probeAfter && (s.probedAt.IsZero() || now.Sub(s.probedAt) >= r.probeAfter) {
-		s.probedAt = now
+	if quiet >= r.probeAfter && (s.lastProbe.IsZero() || now.Sub(s.lastProbe) >= r.probeAfter) {
+		if s.firstProbe.IsZero() {
+			s.firstProbe = now
+		}
+		s.lastProbe = now
 		return silenceProbe
 	}
 	return silenceOK

@@ -13,8 +13,8 @@ import (
 )
 
 // The silence rule on its own clock: probes after a third of the bound,
-// again every third while silent, and a move only once the bound passed
-// with a probe out for a third of it; anything heard starts it again.
+// again every third while silent, and a move once the bound passed with a
+// probe unanswered for a third of it; anything heard starts it again.
 func TestSilenceRule(t *testing.T) {
 	r := newSilenceRule(600 * time.Millisecond)
 	t0 := time.Unix(1000, 0)
@@ -32,28 +32,21 @@ func TestSilenceRule(t *testing.T) {
 		{400, 5, silenceProbe}, // probe again
 		{450, 6, silenceOK},    // heard (an answer, an event): the clock starts again
 		{640, 6, silenceOK},    // quiet 190 ms
-		{650, 6, silenceProbe},
-		{1000, 6, silenceProbe}, // quiet 550 ms: probe again (the last probe 350 ms ago)
+		{650, 6, silenceProbe}, // the first probe of this silence
+		{849, 6, silenceOK},
+		{850, 6, silenceProbe},
+		{1049, 6, silenceOK},   // quiet 599 ms
+		{1050, 6, silenceMove}, // quiet 600 ms, the first probe out 400 ms
 	}
 	for i, st := range steps {
 		if got := r.step(&s, st.heard, at(st.ms)); got != st.want {
 			t.Fatalf("step %d (%d ms, heard %d): %v, want %v", i, st.ms, st.heard, got, st.want)
 		}
 	}
-	// Quiet 600 ms at 1050, but the probe of 1000 has been out 50 ms
-	// only: no move until it has been out a third of the bound.
-	if got := r.step(&s, 6, at(1050)); got != silenceOK {
-		t.Fatalf("moved with a probe out 50 ms: %v", got)
-	}
-	if got := r.step(&s, 6, at(1199)); got != silenceOK {
-		t.Fatalf("moved with a probe out 199 ms: %v", got)
-	}
-	if got := r.step(&s, 6, at(1200)); got != silenceMove {
-		t.Fatalf("not moved after 750 ms of silence and a probe out 200 ms: %v", got)
-	}
 
-	// A coordinator that is never probed (the watch saw it only now after
-	// a long time) is probed first, never moved at once.
+	// A coordinator first looked at after a long time (the watch's tick
+	// came late, or the hub was moving) is probed first, never moved at
+	// once.
 	var fresh silence
 	r.step(&fresh, 1, at(0))
 	if got := r.step(&fresh, 1, at(5000)); got != silenceProbe {
@@ -64,6 +57,17 @@ func TestSilenceRule(t *testing.T) {
 	}
 	if got := r.step(&fresh, 1, at(5200)); got != silenceMove {
 		t.Fatalf("not moved once the probe went unanswered for 200 ms: %v", got)
+	}
+	// An answer just before the bound: not moved.
+	var answered silence
+	r.step(&answered, 1, at(0))
+	r.step(&answered, 1, at(200))
+	r.step(&answered, 1, at(400))
+	if got := r.step(&answered, 2, at(590)); got != silenceOK {
+		t.Fatalf("heard at 590 ms: %v", got)
+	}
+	if got := r.step(&answered, 2, at(600)); got != silenceOK {
+		t.Fatalf("moved 10 ms after an answer: %v", got)
 	}
 }
 
@@ -319,5 +323,40 @@ func checkSeqs(t *testing.T, evs []*messages.RunEvent) {
 		if ev.Seq != uint64(i+1) {
 			t.Fatalf("event %d has seq %d", i, ev.Seq)
 		}
+	}
+}
+
+// The watch's own stall (a tick 5 s late: the gateway was starved or
+// paused) is not its coordinators' silence: every clock starts again.
+func TestLateTickIsNotSilence(t *testing.T) {
+	h := newHub("run_l", "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
+	h.start, h.coordinator = &messages.StartRun{RunId: "run_l"}, actor.NewPID("node:1", "run/run_l")
+	h.onLost = func(*Hub, *actor.PID, string) {}
+	var probes, moves int
+	w := newSilenceWatch(newSilenceRule(600*time.Millisecond),
+		func(*Hub, *actor.PID) { probes++ }, func(*Hub, *actor.PID, time.Duration) { moves++ })
+	t0 := time.Unix(1000, 0)
+	for ms := 0; ms <= 300; ms += 50 {
+		w.check([]*Hub{h}, t0.Add(time.Duration(ms)*time.Millisecond))
+	}
+	if probes != 1 || moves != 0 {
+		t.Fatalf("300 ms of silence: %d probes, %d moves; want 1, 0", probes, moves)
+	}
+	late := t0.Add(5 * time.Second)
+	w.check([]*Hub{h}, late)
+	w.check([]*Hub{h}, late.Add(50*time.Millisecond))
+	if probes != 1 || moves != 0 {
+		t.Fatalf("after a late tick: %d probes, %d moves; want no new ones", probes, moves)
+	}
+	for ms := 100; ms <= 700; ms += 50 {
+		w.check([]*Hub{h}, late.Add(time.Duration(ms)*time.Millisecond))
+	}
+	if moves != 1 {
+		t.Fatalf("700 ms of silence after the late tick, probes unanswered: %d moves", moves)
+	}
+	// A hub the watch no longer gets (ended, evicted) is forgotten.
+	w.check(nil, late.Add(750*time.Millisecond))
+	if len(w.states) != 0 {
+		t.Fatalf("%d states kept for hubs no longer watched", len(w.states))
 	}
 }
