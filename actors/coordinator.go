@@ -439,6 +439,9 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		if c.run != nil && m.RunId == c.run.RunId {
 			to := pidOf(m.ReplyTo)
 			if to == nil {
+				to = ctx.Sender() // a peer probing for the hub (RelayProbe)
+			}
+			if to == nil {
 				to = c.hub
 			}
 			if to != nil {

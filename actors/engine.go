@@ -581,10 +581,10 @@ func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string)
 	var errs []error
 	var refusal *placeRefusal
 	tried := 0
-	for _, node := range e.silentLast(e.placer.Candidates(id)) {
-		if slices.Contains(exclude, node) {
-			continue // the node just lost (membership may not know yet)
-		}
+	candidates := slices.DeleteFunc(slices.Clone(e.silentLast(e.placer.Candidates(id))), func(n string) bool {
+		return slices.Contains(exclude, n) // the node just lost (membership may not know yet)
+	})
+	for i, node := range candidates {
 		if tried > 0 && !resumed {
 			if tried > e.cfg.PlacementRetries || !e.retries.spend() {
 				e.metrics.placements.WithLabelValues("retry_budget").Inc()
@@ -593,7 +593,15 @@ func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string)
 			}
 		}
 		tried++
-		pid, err := e.startOn(node, start)
+		wait := e.cfg.SpawnTimeout
+		if resumed && i < len(candidates)-1 {
+			// A moved run's reader waits on it: a node that does not
+			// answer within failoverAckWait is passed over (in a split, the
+			// first candidate may sit on the cut-off side, not yet declared
+			// dead); the last candidate gets the whole SpawnTimeout.
+			wait = min(wait, failoverAckWait)
+		}
+		pid, err := e.startOn(node, start, wait)
 		if err == nil {
 			if tried == 1 && !resumed {
 				e.retries.earn()
@@ -669,8 +677,8 @@ var errRetryBudget = errors.New("placement retry budget spent")
 // run's recovery 2.4 s instead of 0.5 s (chaos split scenario). Giving up
 // early is an errNoAck like the timeout: placeRun cancels the run there and
 // fences the hub to a higher epoch before it tries the next node.
-func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, error) {
-	f := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, e.cfg.SpawnTimeout)
+func (e *Engine) startOn(node string, start *messages.StartRun, wait time.Duration) (*actor.PID, error) {
+	f := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, wait)
 	reply, err := awaitWhile(f.Result, func() bool { return slices.Contains(e.placer.Candidates(start.RunId), node) }, placementPoll)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoAck, err)
@@ -690,6 +698,16 @@ func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, err
 // endpointWriterQueue is the initial size of the queue of messages to
 // one peer (protoactor's default: 1 000 000); it grows as a burst needs.
 const endpointWriterQueue = 1024
+
+// failoverAckWait is how long a moved run waits for a node's StartRunAck
+// before it is offered to the next candidate (the last one gets the whole
+// SpawnTimeout). An answer takes milliseconds on a live node (chaos moves:
+// 2–85 ms); in a split, the first candidate may be the other node of the
+// cut-off side, which the membership declares dead only 0.5–2 s later
+// (chaos split with the silence rule: one move waited 1.95 s for it).
+// Passing a node over is safe: placeRun cancels the run there and fences
+// the hub to a higher epoch first.
+const failoverAckWait = 250 * time.Millisecond
 
 // placementPoll is how often startOn asks the placer whether the node it
 // waits for is still offered.
@@ -745,6 +763,9 @@ func (s *runStarter) Receive(ctx actor.Context) {
 		return
 	case *messages.TraceSpansQuery:
 		ctx.Respond(s.e.traceSpansReply(m.TraceId))
+		return
+	case *messages.RelayProbe:
+		relayProbe(ctx, m)
 		return
 	case stopHosted:
 		for _, c := range ctx.Children() {

@@ -137,6 +137,7 @@ type Hub struct {
 	nearScope   string             // and its near-duplicate scope ("" when its profile does not opt in)
 	packWanted  bool               // Pack was asked for while readers were on the log
 	heard       uint64             // messages heard from the current coordinator (silence.go)
+	vouched     uint64             // its answers to peers' probes, passed on by them (silence.go)
 
 	// onLost is called from the hub actor when the coordinator is gone
 	// before the log ended; it must not block: the engine moves the run on

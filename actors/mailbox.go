@@ -44,7 +44,8 @@ import (
 //	                    answers 503 limiter_unavailable: slower, never wrong). Settle is kept (one per
 //	                    run; a lost one is also recovered from the ledger). The tenant limiter's queue
 //	                    of messages waiting for a rebuild is capped the same (maxPendingAdmits).
-//	run-starter  1024   StartRun, FindRun (the gateway's SpawnTimeout expires and it tries the next node).
+//	run-starter  1024   StartRun, FindRun (the gateway's SpawnTimeout expires and it tries the next node),
+//	                    RelayProbe (the hub asks again while the coordinator stays silent).
 //	tokenizer    1024   CountTokens, FitToBudget (the caller counts locally after TokenizerTimeout).
 //	worker       —      unbounded queue: only its coordinator talks to it (one start, one stop).
 //
@@ -86,7 +87,7 @@ var mailboxPolicies = map[string]mailboxPolicy{
 	"limiter": {Size: 4096, Drop: func(m any) bool { _, ok := m.(*messages.Admit); return ok }},
 	"run-starter": {Size: 1024, Drop: func(m any) bool {
 		switch m.(type) {
-		case *messages.StartRun, *messages.FindRun:
+		case *messages.StartRun, *messages.FindRun, *messages.RelayProbe:
 			return true
 		}
 		return false

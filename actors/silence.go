@@ -25,14 +25,25 @@ import (
 //     coordinator answers each at once with a RunHeartbeat, from its
 //     mailbox, whatever its model does: a model slow to its first token, a
 //     run queued for a slot or a step between attempts is never silence;
-//   - after moveAfter without a word, with a probe unanswered for at
-//     least probeAfter, the run moves as if the node had died
-//     (Engine.moveRun: a higher epoch, the hub fenced, the log resumed) and
-//     the old coordinator, which may still hear the gateway, is told it was
-//     superseded (RunSuperseded) and stops without a word.
+//   - from the second probe on, two other nodes are asked to probe the
+//     coordinator too (RelayProbe, memberlist's indirect probe for one
+//     run) and pass its answer on (RunHeartbeat.via_peer);
+//   - after moveAfter without a word, with a probe unanswered for at least
+//     probeAfter and a peer's answer since the first relay, the run moves
+//     as if the node had died (Engine.moveRun: a higher epoch, the hub
+//     fenced, the log resumed), and the old coordinator, which may still
+//     hear the gateway, is told it was superseded (RunSuperseded) and stops
+//     without a word.
 //
-// The gateway's own stalls are not the coordinator's silence: a tick that
-// comes late (the process was starved or paused) starts every clock again.
+// A coordinator that answers no one is not moved by this rule: its node is
+// frozen, starved or cut from everyone, and the membership judges that
+// (issue 18: a CPU-starved node stalls for more than 600 ms at times; the
+// first version of this rule, without the peers' word, moved 39 runs of
+// live nodes in the chaos overload scenario). The peer's answer reaches
+// the hub two hops after the coordinator answered a probe sent with it, so
+// a slow node's own answer comes first. The gateway's own stalls are not
+// the coordinator's silence either: a tick that comes late (the process
+// was starved or paused) starts every clock again.
 
 // DefaultCoordinatorSilence is Config.CoordinatorSilence's default: with
 // the probes at 200 ms, a cut run moves about 0.6–0.65 s after its last
@@ -69,36 +80,44 @@ type silence struct {
 	since      time.Time // when the count last changed (or watching began)
 	firstProbe time.Time // the first probe sent since then (zero: none)
 	lastProbe  time.Time // the last one
+	relayed    bool      // peers were asked to probe too
+	vouched    uint64    // the hub's count of peers' answers when they were first asked
 }
 
 // silenceAction is what the watch does about one hub at one tick.
 type silenceAction int
 
 const (
-	silenceOK    silenceAction = iota // heard lately, or waiting
-	silenceProbe                      // send a RunProbe
-	silenceMove                       // move the run
+	silenceOK         silenceAction = iota // heard lately, or waiting
+	silenceProbe                           // send a RunProbe
+	silenceProbeRelay                      // send a RunProbe, and RelayProbes to peers
+	silenceMove                            // move the run
 )
 
-// step advances s to now, given the hub's count of messages heard, and
-// says what to do. A move needs a probe that has gone unanswered for
-// probeAfter at least (a coordinator first looked at after a long time is
-// probed, not moved at once).
-func (r silenceRule) step(s *silence, heard uint64, now time.Time) silenceAction {
+// step advances s to now, given the hub's counts of messages heard from
+// its coordinator and of peers' answers for it, and says what to do. A
+// move needs a probe unanswered for probeAfter at least (a coordinator
+// first looked at after a long time is probed, not moved at once) and a
+// peer's answer since peers were first asked.
+func (r silenceRule) step(s *silence, heard, vouched uint64, now time.Time) silenceAction {
 	if s.since.IsZero() || heard != s.heard {
 		*s = silence{heard: heard, since: now}
 		return silenceOK
 	}
 	quiet := now.Sub(s.since)
-	if quiet >= r.moveAfter && !s.firstProbe.IsZero() && now.Sub(s.firstProbe) >= r.probeAfter {
+	if quiet >= r.moveAfter && !s.firstProbe.IsZero() && now.Sub(s.firstProbe) >= r.probeAfter && s.relayed && vouched > s.vouched {
 		return silenceMove
 	}
 	if quiet >= r.probeAfter && (s.lastProbe.IsZero() || now.Sub(s.lastProbe) >= r.probeAfter) {
+		s.lastProbe = now
 		if s.firstProbe.IsZero() {
 			s.firstProbe = now
+			return silenceProbe
 		}
-		s.lastProbe = now
-		return silenceProbe
+		if !s.relayed {
+			s.relayed, s.vouched = true, vouched
+		}
+		return silenceProbeRelay
 	}
 	return silenceOK
 }
@@ -112,13 +131,14 @@ type silenceWatch struct {
 	rule     silenceRule
 	states   map[*Hub]*silence
 	lastTick time.Time
-	// probe sends coord a RunProbe for h; move moves h's run away from
-	// coord (it must not block: Engine.failover runs it on a goroutine).
-	probe func(h *Hub, coord *actor.PID)
+	// probe sends coord a RunProbe for h, and with relay asks peers to
+	// probe it too; move moves h's run away from coord (it must not block:
+	// Engine.failover runs it on a goroutine).
+	probe func(h *Hub, coord *actor.PID, relay bool)
 	move  func(h *Hub, coord *actor.PID, quiet time.Duration)
 }
 
-func newSilenceWatch(rule silenceRule, probe func(*Hub, *actor.PID), move func(*Hub, *actor.PID, time.Duration)) *silenceWatch {
+func newSilenceWatch(rule silenceRule, probe func(*Hub, *actor.PID, bool), move func(*Hub, *actor.PID, time.Duration)) *silenceWatch {
 	return &silenceWatch{rule: rule, states: map[*Hub]*silence{}, probe: probe, move: move}
 }
 
@@ -129,7 +149,7 @@ func (w *silenceWatch) check(hubs []*Hub, now time.Time) {
 	seen := make(map[*Hub]bool, len(hubs))
 	for _, h := range hubs {
 		seen[h] = true
-		coord, heard, watched := h.silenceView()
+		coord, heard, vouched, watched := h.silenceView()
 		s := w.states[h]
 		if s == nil {
 			s = &silence{}
@@ -144,9 +164,11 @@ func (w *silenceWatch) check(hubs []*Hub, now time.Time) {
 			s.restart(heard, now)
 			continue
 		}
-		switch w.rule.step(s, heard, now) {
+		switch w.rule.step(s, heard, vouched, now) {
 		case silenceProbe:
-			w.probe(h, coord)
+			w.probe(h, coord, false)
+		case silenceProbeRelay:
+			w.probe(h, coord, true)
 		case silenceMove:
 			quiet := now.Sub(s.since)
 			*s = silence{}
@@ -161,12 +183,13 @@ func (w *silenceWatch) check(hubs []*Hub, now time.Time) {
 }
 
 // silenceView is what the watch needs of a hub: its coordinator, how many
-// messages it has heard from it, and whether to watch it now (live, a
-// coordinator known, not moving, a failover possible).
-func (h *Hub) silenceView() (coord *actor.PID, heard uint64, watched bool) {
+// messages it has heard from it and how many answers of it peers passed
+// on, and whether to watch it now (live, a coordinator known, not moving,
+// a failover possible).
+func (h *Hub) silenceView() (coord *actor.PID, heard, vouched uint64, watched bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.coordinator, h.heard, !h.terminal && !h.failingOver && h.coordinator != nil && h.onLost != nil && !h.closed
+	return h.coordinator, h.heard, h.vouched, !h.terminal && !h.failingOver && h.coordinator != nil && h.onLost != nil && !h.closed
 }
 
 // heartbeat records a coordinator's RunHeartbeat and reports whether it has
@@ -176,6 +199,10 @@ func (h *Hub) heartbeat(m *messages.RunHeartbeat) (behind bool) {
 	defer h.mu.Unlock()
 	if m.GetEpoch() < h.epoch || m.GetEpoch() < h.minEpoch {
 		return false // a fenced coordinator's
+	}
+	if m.GetViaPeer() {
+		h.vouched++ // alive, and reaches a peer: not a word to this hub
+		return false
 	}
 	h.heard++
 	return m.GetLastSeq() > uint64(h.n) && !h.terminal
@@ -211,14 +238,52 @@ func (e *Engine) liveHubs(buf []*Hub) []*Hub {
 	return buf
 }
 
-// probeCoordinator asks coord whether it still runs h's run.
-func (e *Engine) probeCoordinator(h *Hub, coord *actor.PID) {
+// probeCoordinator asks coord whether it still runs h's run, and with
+// relay asks up to relayPeers other coordinator hosts to ask it too.
+func (e *Engine) probeCoordinator(h *Hub, coord *actor.PID, relay bool) {
 	pid := h.PID()
 	if pid == nil {
 		return
 	}
 	e.metrics.silenceProbes.Inc()
 	e.system.Root.Send(coord, &messages.RunProbe{RunId: h.RunID, Epoch: h.currentEpoch(), ReplyTo: refOf(pid)})
+	if !relay || e.placer == nil {
+		return
+	}
+	n := 0
+	for _, node := range e.placer.Candidates(h.RunID) {
+		if node == coord.Address || node == e.Address() {
+			continue
+		}
+		e.system.Root.Send(actor.NewPID(node, starterName), &messages.RelayProbe{RunId: h.RunID, Coordinator: refOf(coord), Hub: refOf(pid)})
+		if n++; n == relayPeers {
+			break
+		}
+	}
+}
+
+// relayPeers is how many other nodes a hub asks to probe a silent
+// coordinator (memberlist asks three; two of three nodes besides the
+// coordinator's here).
+const relayPeers = 2
+
+// relayWait is how long a node waits for a coordinator's answer to a
+// probe it relays.
+const relayWait = 500 * time.Millisecond
+
+// relayProbe is a run starter's part of RelayProbe: probe the coordinator
+// and pass its answer on to the hub, marked as a peer's.
+func relayProbe(ctx actor.Context, m *messages.RelayProbe) {
+	coord, hub := pidOf(m.Coordinator), pidOf(m.Hub)
+	if coord == nil || hub == nil {
+		return
+	}
+	f := ctx.RequestFuture(coord, &messages.RunProbe{RunId: m.RunId}, relayWait)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if hb, ok := res.(*messages.RunHeartbeat); ok && err == nil {
+			ctx.Send(hub, &messages.RunHeartbeat{RunId: hb.RunId, Epoch: hb.Epoch, LastSeq: hb.LastSeq, ViaPeer: true})
+		}
+	})
 }
 
 // moveSilent moves a run whose coordinator said nothing for quiet, and

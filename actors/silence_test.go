@@ -13,72 +13,91 @@ import (
 )
 
 // The silence rule on its own clock: probes after a third of the bound,
-// again every third while silent, and a move once the bound passed with a
-// probe unanswered for a third of it; anything heard starts it again.
+// again every third while silent, peers asked from the second probe on,
+// and a move once the bound passed with a probe unanswered for a third of
+// it and a peer's answer since peers were asked; anything heard starts it
+// again.
 func TestSilenceRule(t *testing.T) {
 	r := newSilenceRule(600 * time.Millisecond)
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	var s silence
 	steps := []struct {
-		ms    int
-		heard uint64
-		want  silenceAction
+		ms             int
+		heard, vouched uint64
+		want           silenceAction
 	}{
-		{0, 5, silenceOK},      // first look: the clock starts
-		{150, 5, silenceOK},    // quiet 150 ms
-		{200, 5, silenceProbe}, // a third: probe
-		{250, 5, silenceOK},    // probed 50 ms ago
-		{400, 5, silenceProbe}, // probe again
-		{450, 6, silenceOK},    // heard (an answer, an event): the clock starts again
-		{640, 6, silenceOK},    // quiet 190 ms
-		{650, 6, silenceProbe}, // the first probe of this silence
-		{849, 6, silenceOK},
-		{850, 6, silenceProbe},
-		{1049, 6, silenceOK},   // quiet 599 ms
-		{1050, 6, silenceMove}, // quiet 600 ms, the first probe out 400 ms
+		{0, 5, 0, silenceOK},           // first look: the clock starts
+		{150, 5, 0, silenceOK},         // quiet 150 ms
+		{200, 5, 0, silenceProbe},      // a third: probe
+		{250, 5, 0, silenceOK},         // probed 50 ms ago
+		{400, 5, 0, silenceProbeRelay}, // probe again, and ask peers
+		{450, 6, 1, silenceOK},         // heard (an answer, an event): the clock starts again
+		{640, 6, 1, silenceOK},         // quiet 190 ms
+		{650, 6, 1, silenceProbe},      // the first probe of this silence
+		{849, 6, 1, silenceOK},
+		{850, 6, 1, silenceProbeRelay}, // peers asked (their answers so far: 1)
+		{900, 6, 2, silenceOK},         // a peer's answer
+		{1049, 6, 2, silenceOK},        // quiet 599 ms
+		{1050, 6, 2, silenceMove},      // quiet 600 ms, a probe out 400 ms, a peer vouched
 	}
 	for i, st := range steps {
-		if got := r.step(&s, st.heard, at(st.ms)); got != st.want {
-			t.Fatalf("step %d (%d ms, heard %d): %v, want %v", i, st.ms, st.heard, got, st.want)
+		if got := r.step(&s, st.heard, st.vouched, at(st.ms)); got != st.want {
+			t.Fatalf("step %d (%d ms, heard %d, vouched %d): %v, want %v", i, st.ms, st.heard, st.vouched, got, st.want)
 		}
+	}
+
+	// No peer's answer (the node answers no one: starved, frozen, cut
+	// from all): probed and relayed for ever, never moved by this rule.
+	var frozen silence
+	for ms := 0; ms <= 5000; ms += 50 {
+		if got := r.step(&frozen, 1, 7, at(ms)); got == silenceMove {
+			t.Fatalf("moved at %d ms with no peer's answer", ms)
+		}
+	}
+	// A peer's answer that came before peers were asked this time (an
+	// earlier silence's) does not count.
+	var stale silence
+	r.step(&stale, 1, 3, at(0))
+	r.step(&stale, 1, 3, at(200))
+	r.step(&stale, 1, 4, at(300)) // an old relay's answer, before this silence's relays
+	r.step(&stale, 1, 4, at(400)) // peers asked: their count is 4 now
+	if got := r.step(&stale, 1, 4, at(600)); got != silenceProbeRelay {
+		t.Fatalf("quiet 600 ms, no peer's answer since they were asked: %v, want another probe", got)
+	}
+	if got := r.step(&stale, 1, 5, at(650)); got != silenceMove {
+		t.Fatalf("a peer's answer after they were asked: %v, want a move", got)
 	}
 
 	// A coordinator first looked at after a long time (the watch's tick
 	// came late, or the hub was moving) is probed first, never moved at
 	// once.
 	var fresh silence
-	r.step(&fresh, 1, at(0))
-	if got := r.step(&fresh, 1, at(5000)); got != silenceProbe {
+	r.step(&fresh, 1, 0, at(0))
+	if got := r.step(&fresh, 1, 0, at(5000)); got != silenceProbe {
 		t.Fatalf("first look after 5 s of silence: %v, want a probe first", got)
 	}
-	if got := r.step(&fresh, 1, at(5199)); got != silenceOK {
+	if got := r.step(&fresh, 1, 1, at(5199)); got != silenceOK {
 		t.Fatalf("moved 199 ms after the first probe: %v", got)
 	}
-	if got := r.step(&fresh, 1, at(5200)); got != silenceMove {
-		t.Fatalf("not moved once the probe went unanswered for 200 ms: %v", got)
+	if got := r.step(&fresh, 1, 1, at(5200)); got != silenceProbeRelay {
+		t.Fatalf("200 ms after the first probe: %v, want the peers asked", got)
 	}
-	// An answer just before the bound: not moved.
-	var answered silence
-	r.step(&answered, 1, at(0))
-	r.step(&answered, 1, at(200))
-	r.step(&answered, 1, at(400))
-	if got := r.step(&answered, 2, at(590)); got != silenceOK {
-		t.Fatalf("heard at 590 ms: %v", got)
-	}
-	if got := r.step(&answered, 2, at(600)); got != silenceOK {
-		t.Fatalf("moved 10 ms after an answer: %v", got)
+	if got := r.step(&fresh, 1, 2, at(5250)); got != silenceMove {
+		t.Fatalf("a peer vouched, the first probe unanswered 250 ms: %v", got)
 	}
 }
 
-// stubCoordinator is a run's coordinator as its hub sees it: it records
-// the probes it gets and, if answer is set, answers them; streaming sends
-// an event every 20 ms.
+// stubCoordinator is a run's coordinator as its hub sees it. It records
+// the probes it gets and answers them as its mode says: "live" answers
+// all, "cut" answers only peers (its hub hears nothing from it: an
+// asymmetric cut), "frozen" answers none; streaming sends an event every
+// 20 ms.
 type stubCoordinator struct {
 	mu         sync.Mutex
 	probes     int
+	mode       string
 	superseded uint64
-	answer     bool
 	epoch      uint64
 }
 
@@ -92,10 +111,14 @@ func (s *stubCoordinator) Receive(ctx actor.Context) {
 	case *messages.RunProbe:
 		s.mu.Lock()
 		s.probes++
-		answer := s.answer
+		mode := s.mode
 		s.mu.Unlock()
-		if answer {
-			ctx.Send(pidOf(m.ReplyTo), &messages.RunHeartbeat{RunId: m.RunId, Epoch: s.epoch})
+		hb := &messages.RunHeartbeat{RunId: m.RunId, Epoch: s.epoch}
+		switch {
+		case mode == "live" && m.ReplyTo != nil:
+			ctx.Send(pidOf(m.ReplyTo), hb)
+		case (mode == "live" || mode == "cut") && m.ReplyTo == nil && ctx.Sender() != nil:
+			ctx.Respond(hb) // a peer's probe
 		}
 	case *stubStream:
 		m.seq++
@@ -121,7 +144,8 @@ func (s *stubCoordinator) probed() int {
 
 // watchedHub is a live run's hub and hub actor on system, its coordinator
 // a stub, watched with the rule d by a silence watch ticking on its own
-// goroutine until the test ends. moves counts the watch's verdicts.
+// goroutine until the test ends; a peer actor relays probes as a run
+// starter does. moves counts the watch's verdicts.
 func watchedHub(t *testing.T, system *actor.ActorSystem, d time.Duration, coord *stubCoordinator) (h *Hub, coordPID *actor.PID, moves func() int) {
 	t.Helper()
 	h = newHub("run_s", "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
@@ -129,6 +153,11 @@ func watchedHub(t *testing.T, system *actor.ActorSystem, d time.Duration, coord 
 	h.onLost = func(*Hub, *actor.PID, string) {}
 	hubPID := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &hubActor{hub: h} }))
 	coordPID = system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return coord }))
+	peer := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if m, ok := ctx.Message().(*messages.RelayProbe); ok {
+			relayProbe(ctx, m)
+		}
+	}))
 	h.mu.Lock()
 	h.pid, h.coordinator = hubPID, coordPID
 	h.mu.Unlock()
@@ -137,8 +166,11 @@ func watchedHub(t *testing.T, system *actor.ActorSystem, d time.Duration, coord 
 	var mu sync.Mutex
 	n := 0
 	rule := newSilenceRule(d)
-	w := newSilenceWatch(rule, func(h *Hub, c *actor.PID) {
+	w := newSilenceWatch(rule, func(h *Hub, c *actor.PID, relay bool) {
 		system.Root.Send(c, &messages.RunProbe{RunId: h.RunID, ReplyTo: refOf(h.PID())})
+		if relay {
+			system.Root.Send(peer, &messages.RelayProbe{RunId: h.RunID, Coordinator: refOf(c), Hub: refOf(h.PID())})
+		}
 	}, func(h *Hub, c *actor.PID, quiet time.Duration) {
 		mu.Lock()
 		n++
@@ -166,39 +198,45 @@ func watchedHub(t *testing.T, system *actor.ActorSystem, d time.Duration, coord 
 	return h, coordPID, func() int { mu.Lock(); defer mu.Unlock(); return n }
 }
 
-// A coordinator that cannot reach its hub (it gets the probes, its
-// answers never arrive: an asymmetric cut) is given up on after the bound;
-// one that answers the probes but sends no event (a model slow to its
-// first token) and one that streams are never.
+// A coordinator that cannot reach its hub but answers a peer (an
+// asymmetric cut) is given up on after the bound; one that answers its
+// hub's probes but sends no event (a model slow to its first token), one
+// that answers no one (a frozen or starved node: the membership's call)
+// and one that streams are never.
 func TestSilentCoordinatorIsGivenUpOn(t *testing.T) {
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
 	const d = 150 * time.Millisecond
 
-	muted := &stubCoordinator{}
-	_, _, mutedMoves := watchedHub(t, system, d, muted)
-	slow := &stubCoordinator{answer: true}
-	_, _, slowMoves := watchedHub(t, system, d, slow)
-	streaming := &stubCoordinator{}
+	cut := &stubCoordinator{mode: "cut"}
+	_, _, cutMoves := watchedHub(t, system, d, cut)
+	live := &stubCoordinator{mode: "live"}
+	_, _, liveMoves := watchedHub(t, system, d, live)
+	frozen := &stubCoordinator{mode: "frozen"}
+	_, _, frozenMoves := watchedHub(t, system, d, frozen)
+	streaming := &stubCoordinator{mode: "frozen"} // its events are all it says
 	sh, spid, streamMoves := watchedHub(t, system, d, streaming)
 	system.Root.Send(spid, &stubStream{hub: sh.PID()})
 
 	deadline := time.Now().Add(5 * time.Second)
-	for mutedMoves() == 0 && time.Now().Before(deadline) {
+	for cutMoves() == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if mutedMoves() == 0 {
-		t.Fatalf("a coordinator that answered none of %d probes was never given up on", muted.probed())
+	if cutMoves() == 0 {
+		t.Fatalf("a coordinator that answered peers but none of its hub's %d probes was never given up on", cut.probed())
 	}
-	if muted.probed() == 0 {
-		t.Fatal("given up on without a probe")
+	time.Sleep(8 * d) // well past the bound for the others
+	if n := liveMoves(); n != 0 {
+		t.Fatalf("a coordinator that answered its %d probes was given up on %d times", live.probed(), n)
 	}
-	time.Sleep(8 * d) // well past the bound for the other two
-	if n := slowMoves(); n != 0 {
-		t.Fatalf("a coordinator that answered its %d probes was given up on %d times", slow.probed(), n)
+	if live.probed() < 3 {
+		t.Fatalf("a silent but live coordinator was probed %d times in %v", live.probed(), 9*d)
 	}
-	if slow.probed() < 3 {
-		t.Fatalf("a silent but live coordinator was probed %d times in %v", slow.probed(), 9*d)
+	if n := frozenMoves(); n != 0 {
+		t.Fatalf("a coordinator that answered no one was given up on %d times (the membership's call)", n)
+	}
+	if frozen.probed() < 6 {
+		t.Fatalf("a frozen coordinator was probed %d times (its hub's and the peer's)", frozen.probed())
 	}
 	if n := streamMoves(); n != 0 {
 		t.Fatalf("a streaming coordinator was given up on %d times", n)
@@ -214,11 +252,11 @@ func TestSilentCoordinatorIsGivenUpOn(t *testing.T) {
 func TestHeartbeatEpochAndGap(t *testing.T) {
 	h := newHub("run_h", "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
 	h.append(&messages.RunEvent{RunId: "run_h", Seq: 1, Epoch: 2, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{Text: "a"}}})
-	_, before, _ := h.silenceView()
+	_, before, _, _ := h.silenceView()
 	if h.heartbeat(&messages.RunHeartbeat{RunId: "run_h", Epoch: 1, LastSeq: 9}) {
 		t.Fatal("a fenced coordinator's heartbeat asked for a resend")
 	}
-	if _, heard, _ := h.silenceView(); heard != before {
+	if _, heard, _, _ := h.silenceView(); heard != before {
 		t.Fatal("a fenced coordinator's heartbeat counted as heard")
 	}
 	if h.heartbeat(&messages.RunHeartbeat{RunId: "run_h", Epoch: 2, LastSeq: 1}) {
@@ -227,8 +265,14 @@ func TestHeartbeatEpochAndGap(t *testing.T) {
 	if !h.heartbeat(&messages.RunHeartbeat{RunId: "run_h", Epoch: 2, LastSeq: 3}) {
 		t.Fatal("a heartbeat two events ahead did not ask for them")
 	}
-	if _, heard, _ := h.silenceView(); heard != before+2 {
+	if _, heard, _, _ := h.silenceView(); heard != before+2 {
 		t.Fatalf("heard %d, want %d", heard, before+2)
+	}
+	if h.heartbeat(&messages.RunHeartbeat{RunId: "run_h", Epoch: 2, LastSeq: 5, ViaPeer: true}) {
+		t.Fatal("a peer's answer asked for a resend")
+	}
+	if _, heard, vouched, _ := h.silenceView(); heard != before+2 || vouched != 1 {
+		t.Fatalf("a peer's answer: heard %d (want %d), vouched %d (want 1)", heard, before+2, vouched)
 	}
 }
 
@@ -333,8 +377,14 @@ func TestLateTickIsNotSilence(t *testing.T) {
 	h.start, h.coordinator = &messages.StartRun{RunId: "run_l"}, actor.NewPID("node:1", "run/run_l")
 	h.onLost = func(*Hub, *actor.PID, string) {}
 	var probes, moves int
-	w := newSilenceWatch(newSilenceRule(600*time.Millisecond),
-		func(*Hub, *actor.PID) { probes++ }, func(*Hub, *actor.PID, time.Duration) { moves++ })
+	w := newSilenceWatch(newSilenceRule(600*time.Millisecond), func(h *Hub, _ *actor.PID, relay bool) {
+		probes++
+		if relay { // a peer vouches for it at once
+			h.mu.Lock()
+			h.vouched++
+			h.mu.Unlock()
+		}
+	}, func(*Hub, *actor.PID, time.Duration) { moves++ })
 	t0 := time.Unix(1000, 0)
 	for ms := 0; ms <= 300; ms += 50 {
 		w.check([]*Hub{h}, t0.Add(time.Duration(ms)*time.Millisecond))
