@@ -276,13 +276,13 @@ func TestHeartbeatEpochAndGap(t *testing.T) {
 	}
 }
 
-// A model slow to its first token (1.5 s, the bound 150 ms): the run's
+// A model slow to its first token (1 s, the bound 150 ms): the run's
 // real coordinator answers the probes, and the run is never moved.
 func TestSlowModelIsNotSilence(t *testing.T) {
 	const profiles = `
 default_profile: lazy
 providers:
-  lazy: {kind: sim, sim: {ttft: 1500ms, output_tokens: 5}}
+  lazy: {kind: sim, sim: {ttft: 1s, output_tokens: 5}}
 profiles:
   lazy:
     provider: lazy
@@ -306,7 +306,7 @@ profiles:
 		t.Fatalf("%v runs moved for silence", n)
 	}
 	if n := testutil.ToFloat64(e.metrics.silenceProbes); n < 10 {
-		t.Fatalf("%v probes in four 1.5 s waits for a first token (want about 40)", n)
+		t.Fatalf("%v probes in four 1 s waits for a first token (want about 70)", n)
 	}
 	_ = reg
 }
