@@ -311,7 +311,14 @@ func (h *Hub) currentEpoch() uint64 {
 // hostSilent reports whether a coordinator on addr went silent lately.
 func (e *Engine) hostSilent(addr string) bool {
 	at, ok := e.silentAt.Load(addr)
-	return ok && time.Since(at.(time.Time)) < silentHostMemory
+	if !ok {
+		return false
+	}
+	if time.Since(at.(time.Time)) < silentHostMemory {
+		return true
+	}
+	e.silentAt.CompareAndDelete(addr, at) // forgotten: replaced nodes' addresses do not pile up
+	return false
 }
 
 // silentLast returns candidates with the nodes where a coordinator went
