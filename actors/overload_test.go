@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -320,9 +321,11 @@ func TestMovedRunPassesAMuteCandidate(t *testing.T) {
 	skipSecondRemoteUnderRace(t)
 	// The run's first home: acks, and logs the generator's start and a
 	// token through the hub, as a coordinator does, then falls silent.
+	var firstAddr atomic.Value
 	first := startStubNode(t, func(m *messages.StartRun) *messages.StartRunAck {
-		return &messages.StartRunAck{RunId: m.RunId, Coordinator: &messages.ActorRef{Address: "", Id: starterName}}
+		return &messages.StartRunAck{RunId: m.RunId, Coordinator: &messages.ActorRef{Address: firstAddr.Load().(string), Id: starterName}}
 	})
+	firstAddr.Store(first.addr)
 	mute := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil })
 	var e *Engine
 	var mu sync.Mutex
@@ -340,10 +343,6 @@ func TestMovedRunPassesAMuteCandidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := h.Coordinator()
-	old.Address = first.addr
-	h.mu.Lock()
-	h.coordinator = old
-	h.mu.Unlock()
 	epoch := h.currentEpoch()
 	h.append(&messages.RunEvent{RunId: h.RunID, Seq: 1, Epoch: epoch, Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
 		Stage: messages.Stage_STAGE_GENERATOR, Model: "g", Attempt: 1}}},
