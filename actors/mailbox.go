@@ -49,8 +49,10 @@ import (
 //	tokenizer    1024   CountTokens, FitToBudget (the caller counts locally after TokenizerTimeout).
 //	worker       —      unbounded queue: only its coordinator talks to it (one start, one stop).
 //
-// Not bounded here: protoactor's EndpointWriter queue (its own, unbounded)
-// and the ledger/registry service actors (being moved to their own types).
+// Not bounded here: protoactor's EndpointWriter queue (its own, unbounded: a
+// ring that doubles when full, started at endpointWriterQueue envelopes, not
+// protoactor's 1 000 000 — 16 MB per peer) and the ledger/registry service
+// actors (being moved to their own types).
 type mailboxPolicy struct {
 	// Size is how many droppable messages the mailbox holds.
 	Size int
