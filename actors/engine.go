@@ -104,10 +104,11 @@ type Config struct {
 	// the run's coordinator before it moves the run to another node, as if
 	// the coordinator's node had died (silence.go): after a third of it the
 	// hub probes the coordinator (RunProbe), which answers at once whatever
-	// its model does, so only a coordinator that cannot reach the hub (an
-	// asymmetric cut, which the membership does not see) or whose process
-	// is frozen stays silent. Default 600 ms; negative: never (only the
-	// membership moves runs).
+	// its model does, so only a coordinator that cannot reach the hub stays
+	// silent; the run moves only if another node gets answers from it (an
+	// asymmetric cut, which the membership does not see; a node that
+	// answers no one is the membership's to judge). Default 600 ms;
+	// negative: never (only the membership moves runs).
 	CoordinatorSilence time.Duration
 	// MaxActiveRuns bounds the unfinished runs (running or queued for a run
 	// slot) this engine keeps, shared among tenants like the run slots
