@@ -435,6 +435,30 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *messages.Subscribe:
 		c.subscribe(ctx, m)
+	case *messages.RunProbe:
+		// A hub that heard nothing for a while asks whether this
+		// coordinator is still there (silence.go): answer at once, from
+		// the mailbox, whatever the model does.
+		if c.run != nil && m.RunId == c.run.RunId {
+			to := pidOf(m.ReplyTo)
+			if to == nil {
+				to = ctx.Sender() // a peer probing for the hub (RelayProbe)
+			}
+			if to == nil {
+				to = c.hub
+			}
+			if to != nil {
+				ctx.Send(to, &messages.RunHeartbeat{RunId: c.run.RunId, Epoch: c.run.Epoch, LastSeq: uint64(len(c.log))})
+			}
+		}
+	case *messages.RunSuperseded:
+		// The run moved to a coordinator of a higher epoch (its hub heard
+		// nothing from this one in time): stop without a word; the hub
+		// refuses this epoch's events anyway.
+		if c.run != nil && m.RunId == c.run.RunId && m.Epoch > c.run.Epoch {
+			c.logger.Warn("run moved to another coordinator; stopping this one", "epoch", c.run.Epoch, "new_epoch", m.Epoch, "reason", m.Reason)
+			ctx.Stop(ctx.Self())
+		}
 	case *messages.FindRun:
 		if c.run == nil {
 			ctx.Respond(&messages.RunFound{})

@@ -100,6 +100,16 @@ type Config struct {
 	FinishLinger time.Duration
 	// Hub bounds each run's log and subscribers. Default DefaultHubConfig().
 	Hub HubConfig
+	// CoordinatorSilence is how long a run's hub waits without a word from
+	// the run's coordinator before it moves the run to another node, as if
+	// the coordinator's node had died (silence.go): after a third of it the
+	// hub probes the coordinator (RunProbe), which answers at once whatever
+	// its model does, so only a coordinator that cannot reach the hub stays
+	// silent; the run moves only if another node gets answers from it (an
+	// asymmetric cut, which the membership does not see; a node that
+	// answers no one is the membership's to judge). Default 600 ms;
+	// negative: never (only the membership moves runs).
+	CoordinatorSilence time.Duration
 	// MaxActiveRuns bounds the unfinished runs (running or queued for a run
 	// slot) this engine keeps, shared among tenants like the run slots
 	// (runSlots' rules 1 and 2, without the queue): each tenant active in
@@ -342,6 +352,12 @@ func (c *Config) validate() error {
 	if c.SpawnTimeout == 0 {
 		c.SpawnTimeout = 2 * time.Second
 	}
+	if c.CoordinatorSilence == 0 {
+		c.CoordinatorSilence = DefaultCoordinatorSilence
+	}
+	if c.CoordinatorSilence > 0 && c.CoordinatorSilence < 30*time.Millisecond {
+		return fmt.Errorf("actors: CoordinatorSilence must be at least 30ms, or negative for off (got %v)", c.CoordinatorSilence)
+	}
 	if c.QueueDeadline == 0 {
 		c.QueueDeadline = 10 * time.Second
 	}
@@ -473,6 +489,7 @@ type Engine struct {
 	retries    *retryBudget                                 // bounds placement retries of new runs
 	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
+	silentAt   sync.Map                                     // actor address -> time.Time a coordinator there last went silent (silence.go)
 	system     *actor.ActorSystem
 	metrics    *Metrics
 	deps       *coordinatorDeps
@@ -512,6 +529,7 @@ type Engine struct {
 	// mu guards the fields below it.
 	mu       sync.Mutex
 	hubs     map[string]*Hub
+	live     map[string]*Hub // the unfinished runs that may fail over (the silence watch's)
 	shutdown bool
 }
 
@@ -546,7 +564,13 @@ var stopOnFailure = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
 func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string) (*actor.PID, error) {
 	id := start.RunId
 	if e.placer == nil {
-		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), "run/"+id)
+		name := "run/" + id
+		if len(start.PriorEvents) > 0 {
+			// A move within this process (its coordinator went silent):
+			// the old one may not have stopped yet.
+			name += fmt.Sprintf("@%d", start.Epoch)
+		}
+		pid, err := e.coordRoot.SpawnNamed(e.coordinatorProps(), name)
 		if err != nil {
 			e.metrics.placements.WithLabelValues("failed").Inc()
 			return nil, err
@@ -559,10 +583,10 @@ func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string)
 	var errs []error
 	var refusal *placeRefusal
 	tried := 0
-	for _, node := range e.placer.Candidates(id) {
-		if slices.Contains(exclude, node) {
-			continue // the node just lost (membership may not know yet)
-		}
+	candidates := slices.DeleteFunc(slices.Clone(e.silentLast(e.placer.Candidates(id))), func(n string) bool {
+		return slices.Contains(exclude, n) // the node just lost (membership may not know yet)
+	})
+	for i, node := range candidates {
 		if tried > 0 && !resumed {
 			if tried > e.cfg.PlacementRetries || !e.retries.spend() {
 				e.metrics.placements.WithLabelValues("retry_budget").Inc()
@@ -571,7 +595,15 @@ func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string)
 			}
 		}
 		tried++
-		pid, err := e.startOn(node, start)
+		wait := e.cfg.SpawnTimeout
+		if resumed && i < len(candidates)-1 {
+			// A moved run's reader waits on it: a node that does not
+			// answer within failoverAckWait is passed over (in a split, the
+			// first candidate may sit on the cut-off side, not yet declared
+			// dead); the last candidate gets the whole SpawnTimeout.
+			wait = min(wait, failoverAckWait)
+		}
+		pid, err := e.startOn(node, start, wait)
 		if err == nil {
 			if tried == 1 && !resumed {
 				e.retries.earn()
@@ -647,8 +679,8 @@ var errRetryBudget = errors.New("placement retry budget spent")
 // run's recovery 2.4 s instead of 0.5 s (chaos split scenario). Giving up
 // early is an errNoAck like the timeout: placeRun cancels the run there and
 // fences the hub to a higher epoch before it tries the next node.
-func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, error) {
-	f := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, e.cfg.SpawnTimeout)
+func (e *Engine) startOn(node string, start *messages.StartRun, wait time.Duration) (*actor.PID, error) {
+	f := e.system.Root.RequestFuture(actor.NewPID(node, starterName), start, wait)
 	reply, err := awaitWhile(f.Result, func() bool { return slices.Contains(e.placer.Candidates(start.RunId), node) }, placementPoll)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoAck, err)
@@ -664,6 +696,20 @@ func (e *Engine) startOn(node string, start *messages.StartRun) (*actor.PID, err
 	}
 	return pidOf(ack.Coordinator), nil
 }
+
+// endpointWriterQueue is the initial size of the queue of messages to
+// one peer (protoactor's default: 1 000 000); it grows as a burst needs.
+const endpointWriterQueue = 1024
+
+// failoverAckWait is how long a moved run waits for a node's StartRunAck
+// before it is offered to the next candidate (the last one gets the whole
+// SpawnTimeout). An answer takes milliseconds on a live node (chaos moves:
+// 2–85 ms); in a split, the first candidate may be the other node of the
+// cut-off side, which the membership declares dead only 0.5–2 s later
+// (chaos split with the silence rule: one move waited 1.95 s for it).
+// Passing a node over is safe: placeRun cancels the run there and fences
+// the hub to a higher epoch first.
+const failoverAckWait = 250 * time.Millisecond
 
 // placementPoll is how often startOn asks the placer whether the node it
 // waits for is still offered.
@@ -719,6 +765,9 @@ func (s *runStarter) Receive(ctx actor.Context) {
 		return
 	case *messages.TraceSpansQuery:
 		ctx.Respond(s.e.traceSpansReply(m.TraceId))
+		return
+	case *messages.RelayProbe:
+		relayProbe(ctx, m)
 		return
 	case stopHosted:
 		for _, c := range ctx.Children() {
@@ -880,15 +929,17 @@ func (e *Engine) goOwned(f func()) bool {
 // (finished stages are kept; the interrupted one is redone after a
 // StageRestarted), and the hub ignores anything the old one might still
 // send. If no node takes it, the run ends with RunFailed.
-func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
+//
+// It reports whether the run moved, and the new coordinator's epoch.
+func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) (uint64, bool) {
 	prior, epoch, n, ok := h.beginFailover(lost)
 	if !ok {
-		return
+		return 0, false
 	}
 	if n > maxFailovers {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s; the run already moved %d times and is not moved again", why, maxFailovers))
-		return
+		return 0, false
 	}
 	start := h.startMessage() // with any provider key changed since the start
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
@@ -897,7 +948,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 	if err != nil {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))
-		return
+		return 0, false
 	}
 	cancelled := h.endFailover(pid)
 	e.metrics.failovers.Inc()
@@ -909,6 +960,7 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) {
 	}
 	e.logger.Warn("run moved to a new coordinator", "run_id", h.RunID, "reason", why, "epoch", start.Epoch,
 		"resumed_at_seq", len(prior), "node", pid.Address, "took", time.Since(t0))
+	return start.Epoch, true
 }
 
 // stopHostedActors stops every run coordinator hosted here (for gateways, their
@@ -968,6 +1020,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 		return other, nil // attached concurrently
 	}
 	e.hubs[runID] = hub
+	e.live[runID] = hub
 	e.misses.forget(runID)
 	// Admitted by the gateway that died: counted, never refused.
 	e.admission.hold(st.Tenant, st.Weight, runID)
@@ -1102,7 +1155,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			dispatcher: newRunPool(runPoolThroughput, runPoolIdle, runPoolIdleFor),
 			telemetry:  NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
-		stop: make(chan struct{}), hubs: map[string]*Hub{}, topo: cfg.Topology,
+		stop: make(chan struct{}), hubs: map[string]*Hub{}, live: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
@@ -1142,6 +1195,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 			// with 256-delta batches, 1000 (its default) can pass gRPC's
 			// 4 MiB limit, and a refused message is lost (at most once).
 			remote.WithEndpointWriterBatchSize(64),
+			// The queue of messages to one peer (a ring that doubles when
+			// full) starts with room for 1 000 000 envelopes by default: a
+			// 16 MB slice of pointers per peer, allocated by the first
+			// message to it and scanned by every GC. A node of the soak's
+			// cluster (gateway and three peers) held 61 of its 87 MB of
+			// live heap in them, the GC's goal doubled that, and each
+			// replaced peer allocated 16 MB more.
+			remote.WithEndpointWriterQueueSize(endpointWriterQueue),
 		}
 		srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxTransportMsg), grpc.StatsHandler(transportStats{m})}
 		dialOpts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxTransportMsg)), grpc.WithStatsHandler(transportStats{m}),
@@ -1226,6 +1287,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e.wg.Add(1)
 	go e.evictLoop()
+	if cfg.CoordinatorSilence > 0 {
+		e.wg.Add(1)
+		go e.watchSilence(newSilenceRule(cfg.CoordinatorSilence))
+	}
 	if e.topo != nil {
 		// Last: the cluster learns our address only once we can serve it.
 		events, err := e.topo.Join(system.Address(), e.load)
@@ -1516,6 +1581,9 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 		return nil, e.busy(start.Tenant)
 	}
 	e.hubs[id] = hub
+	if replay == nil {
+		e.live[id] = hub
+	}
 	e.mu.Unlock()
 	e.misses.forget(id)
 
@@ -1632,6 +1700,7 @@ func (e *Engine) forget(id string) {
 		delete(e.hubs, id)
 		e.admission.release(h.Tenant, id)
 	}
+	delete(e.live, id)
 }
 
 // runEnded is every hub's onEnd: the run's log is complete, and its slot
@@ -1639,6 +1708,11 @@ func (e *Engine) forget(id string) {
 // share is admitted without waiting for evict).
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
+	e.mu.Lock()
+	if e.live[h.RunID] == h {
+		delete(e.live, h.RunID)
+	}
+	e.mu.Unlock()
 	if e.activeLim != nil && h.CachedFrom() == "" {
 		// A completed run's time per output token, per profile: answers
 		// of different lengths are not a change of latency.

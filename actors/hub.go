@@ -136,6 +136,8 @@ type Hub struct {
 	cacheKey    string             // the response cache's key of a run led for others (onEnd keeps its log)
 	nearScope   string             // and its near-duplicate scope ("" when its profile does not opt in)
 	packWanted  bool               // Pack was asked for while readers were on the log
+	heard       uint64             // messages heard from the current coordinator (silence.go)
+	vouched     uint64             // its answers to peers' probes, passed on by them (silence.go)
 
 	// onLost is called from the hub actor when the coordinator is gone
 	// before the log ended; it must not block: the engine moves the run on
@@ -314,12 +316,13 @@ func (h *Hub) append(evs ...*messages.RunEvent) (cancelRun bool) {
 // missing seq (the transport lost a message; the coordinator resends).
 func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom uint64) {
 	h.mu.Lock()
-	appended, ended := 0, false
+	appended, ended, heard := 0, false, false
 	for _, ev := range evs {
 		if ev.GetEpoch() < h.epoch || ev.GetEpoch() < h.minEpoch {
 			h.logger.Warn("hub ignored an event from a stale coordinator", "epoch", ev.GetEpoch(), "current_epoch", h.epoch, "seq", ev.GetSeq())
 			continue
 		}
+		heard = true // a duplicate too: the coordinator is there
 		n := uint64(h.n)
 		switch {
 		case ev.GetSeq() <= n:
@@ -352,6 +355,9 @@ func (h *Hub) appendEvents(evs []*messages.RunEvent) (cancelRun bool, gapFrom ui
 			h.endedAt = time.Now()
 			ended = true
 		}
+	}
+	if heard {
+		h.heard++
 	}
 	wake := appended > 0 && h.hasWaiters
 	var ch chan struct{}
@@ -514,6 +520,12 @@ func (a *hubActor) Receive(ctx actor.Context) {
 		a.received(ctx, []*messages.RunEvent{m})
 	case *messages.RunEventBatch:
 		a.received(ctx, m.Events)
+	case *messages.RunHeartbeat:
+		// The coordinator answered a probe (silence.go); if it logged
+		// events the hub has not, they were lost on the way: ask for them.
+		if a.hub.heartbeat(m) {
+			a.followUp(ctx, a.hub.LastSeq()+1)
+		}
 	case *messages.WatchRun:
 		if pid := pidOf(m.Coordinator); pid != nil {
 			a.coordinator = pid

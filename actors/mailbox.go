@@ -33,8 +33,10 @@ import (
 //	kind         bound  full: what is dropped, and how the sender recovers
 //	hub          4096   RunEvent, RunEventBatch. A lostEvents note is queued (once until taken) and
 //	                    the hub asks the coordinator to resend from its last seq: the log stays whole.
+//	                    RunHeartbeat (an answer to the hub's own probe; it probes again).
 //	coordinator  1024   FindRun, and Subscribe of a new subscriber (from seq 1), from other gateways:
-//	                    the asker times out (Attach answers "not found"; the client asks again). A
+//	                    the asker times out (Attach answers "not found"; the client asks again);
+//	                    RunProbe (the hub probes again while the coordinator stays silent). A
 //	                    hub's resend after a gap (from seq > 1) is kept: it asks once per gap. Worker
 //	                    deltas, attempt results, CancelRun and RunEventAck are kept: dropping them
 //	                    would corrupt or never stop the run, and the protocol bounds them.
@@ -42,12 +44,15 @@ import (
 //	                    answers 503 limiter_unavailable: slower, never wrong). Settle is kept (one per
 //	                    run; a lost one is also recovered from the ledger). The tenant limiter's queue
 //	                    of messages waiting for a rebuild is capped the same (maxPendingAdmits).
-//	run-starter  1024   StartRun, FindRun (the gateway's SpawnTimeout expires and it tries the next node).
+//	run-starter  1024   StartRun, FindRun (the gateway's SpawnTimeout expires and it tries the next node),
+//	                    RelayProbe (the hub asks again while the coordinator stays silent).
 //	tokenizer    1024   CountTokens, FitToBudget (the caller counts locally after TokenizerTimeout).
 //	worker       —      unbounded queue: only its coordinator talks to it (one start, one stop).
 //
-// Not bounded here: protoactor's EndpointWriter queue (its own, unbounded)
-// and the ledger/registry service actors (being moved to their own types).
+// Not bounded here: protoactor's EndpointWriter queue (its own, unbounded: a
+// ring that doubles when full, started at endpointWriterQueue envelopes, not
+// protoactor's 1 000 000 — 16 MB per peer) and the ledger/registry service
+// actors (being moved to their own types).
 type mailboxPolicy struct {
 	// Size is how many droppable messages the mailbox holds.
 	Size int
@@ -65,7 +70,7 @@ type lostEvents struct{}
 var mailboxPolicies = map[string]mailboxPolicy{
 	"hub": {Size: 4096, Note: lostEvents{}, Drop: func(m any) bool {
 		switch m.(type) {
-		case *messages.RunEvent, *messages.RunEventBatch:
+		case *messages.RunEvent, *messages.RunEventBatch, *messages.RunHeartbeat:
 			return true
 		}
 		return false
@@ -76,7 +81,7 @@ var mailboxPolicies = map[string]mailboxPolicy{
 			// A resend its hub asks after a gap (from_seq > 1) is kept: the
 			// hub asks once per gap. A new subscriber (from seq 1) may go.
 			return m.GetFromSeq() <= 1
-		case *messages.FindRun:
+		case *messages.FindRun, *messages.RunProbe:
 			return true
 		}
 		return false
@@ -84,7 +89,7 @@ var mailboxPolicies = map[string]mailboxPolicy{
 	"limiter": {Size: 4096, Drop: func(m any) bool { _, ok := m.(*messages.Admit); return ok }},
 	"run-starter": {Size: 1024, Drop: func(m any) bool {
 		switch m.(type) {
-		case *messages.StartRun, *messages.FindRun:
+		case *messages.StartRun, *messages.FindRun, *messages.RelayProbe:
 			return true
 		}
 		return false

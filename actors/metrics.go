@@ -37,6 +37,8 @@ type Metrics struct {
 	placements         *prometheus.CounterVec   // outcome
 	tokenizerRequests  *prometheus.CounterVec   // path
 	failovers          prometheus.Counter
+	silenceProbes      prometheus.Counter // RunProbes sent to coordinators that had said nothing for a while
+	silentCoordinators prometheus.Counter // runs moved because their coordinator stayed silent
 	tokenizerBatches   prometheus.Histogram
 	hedges             *prometheus.CounterVec // outcome
 	stepOffers         *prometheus.CounterVec // outcome
@@ -146,6 +148,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "qlc_failovers_total", Help: "Runs moved to a new coordinator after theirs was lost.",
 		}),
+		silenceProbes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "qlc_coordinator_probes_total", Help: "RunProbes this process's hubs sent to run coordinators they had heard nothing from for a third of -coordinator-silence.",
+		}),
+		silentCoordinators: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "qlc_silent_coordinators_total", Help: "Runs moved because their coordinator said nothing for -coordinator-silence and answered no probe (an asymmetric cut, a frozen process); also counted in qlc_failovers_total.",
+		}),
 		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_placements_total", Help: "Run placements, by outcome: local, remote, refused (a node said no or did not answer; the next was tried), failed (no node took it).",
 		}, []string{"outcome"}),
@@ -169,7 +177,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.runsStarted, m.runsEnded, m.activeRuns, m.stageDuration, m.stageTTFT,
 			m.tokensStreamed, m.stageRestarts, m.providerErrors, m.runCache, m.subscribers, m.droppedSubscribers, m.coordinators,
-			m.mailboxDepth, m.mailboxDropped, m.mailboxQueued, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.tokenizerBatches, m.hedges, m.stepOffers,
+			m.mailboxDepth, m.mailboxDropped, m.mailboxQueued, m.transportMsgs, m.transportBytes, m.placements, m.tokenizerRequests, m.failovers, m.silenceProbes, m.silentCoordinators, m.tokenizerBatches, m.hedges, m.stepOffers,
 			m.genaiDuration, m.genaiTTFT, m.genaiPerToken, m.genaiTokens,
 			m.slotsInUse, m.slotsWaiting)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,5 +309,66 @@ func TestQueuedRunLeavesAtItsDeadline(t *testing.T) {
 	}
 	if err := e.Cancel(running.RunID, "test over"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A moved run is offered to a node that does not answer (in a split, the
+// other node of the cut-off side, not yet declared dead) for
+// failoverAckWait only, not SpawnTimeout (8 s here): it lands on the
+// next candidate, at an epoch above the one offered to the mute node,
+// which is told to stop it.
+func TestMovedRunPassesAMuteCandidate(t *testing.T) {
+	skipSecondRemoteUnderRace(t)
+	// The run's first home: acks, and logs the generator's start and a
+	// token through the hub, as a coordinator does, then falls silent.
+	var firstAddr atomic.Value
+	first := startStubNode(t, func(m *messages.StartRun) *messages.StartRunAck {
+		return &messages.StartRunAck{RunId: m.RunId, Coordinator: &messages.ActorRef{Address: firstAddr.Load().(string), Id: starterName}}
+	})
+	firstAddr.Store(first.addr)
+	mute := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil })
+	var e *Engine
+	var mu sync.Mutex
+	nodes := []string{first.addr}
+	placer := &orderPlacer{nodes: func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), nodes...) }}
+	e = newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Logger = quietLogger
+		c.Topology = placer
+		c.SpawnTimeout = 8 * time.Second // (the estimates' stats query waits half of it on the stubs at shutdown)
+		c.CoordinatorSilence = -1        // the test moves the run itself
+	})
+	h, err := e.StartRun(RunRequest{Tenant: "a", Profile: "instant", Query: "What is a mutex?", Seed: 4, NoCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := h.Coordinator()
+	epoch := h.currentEpoch()
+	h.append(&messages.RunEvent{RunId: h.RunID, Seq: 1, Epoch: epoch, Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{
+		Stage: messages.Stage_STAGE_GENERATOR, Model: "g", Attempt: 1}}},
+		&messages.RunEvent{RunId: h.RunID, Seq: 2, Epoch: epoch, Kind: &messages.RunEvent_TokenDelta{TokenDelta: &messages.TokenDelta{
+			Stage: messages.Stage_STAGE_GENERATOR, Text: "Go "}}})
+	mu.Lock()
+	nodes = []string{mute.addr, e.Address()}
+	mu.Unlock()
+	e.moveSilent(h, old, time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.WaitDone(ctx); err != nil {
+		t.Fatalf("the moved run did not end: %v (waiting SpawnTimeout on the mute node?)", err)
+	}
+	log := h.Events(0)
+	if last := log[len(log)-1]; last.GetRunCompleted() == nil {
+		t.Fatalf("run ended with %v", last)
+	}
+	if c := h.Coordinator(); c.Address != e.Address() {
+		t.Fatalf("coordinator on %s, want %s", c.Address, e.Address())
+	}
+	if got := log[len(log)-1].GetEpoch(); got != epoch+2 {
+		t.Fatalf("the run ended at epoch %d, want %d (above the one offered to the mute node)", got, epoch+2)
+	}
+	pollUntilTrue(t, "the mute node is told to stop the run", func() bool { return len(mute.log()) == 2 })
+	if got := mute.log(); got[0] != "start@"+string(rune('0'+epoch+1)) || got[1] != "cancel" {
+		t.Fatalf("mute node got %v", got)
 	}
 }

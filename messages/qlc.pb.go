@@ -5741,6 +5741,275 @@ func (x *TraceSpansReply) GetSpans() []*TraceSpan {
 	return nil
 }
 
+// RunProbe asks a run's coordinator whether it is still there. A hub that
+// has heard nothing from its coordinator for a while (no event: a model
+// slow to its first token, a run queued for a slot, or a cut link) sends
+// it; the coordinator answers at once with a RunHeartbeat to reply_to,
+// whatever its model does. A hub that gets no answer moves the run
+// (actors/silence.go).
+type RunProbe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"` // the epoch the asker expects (informational)
+	ReplyTo       *ActorRef              `protobuf:"bytes,3,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunProbe) Reset() {
+	*x = RunProbe{}
+	mi := &file_qlc_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunProbe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunProbe) ProtoMessage() {}
+
+func (x *RunProbe) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunProbe.ProtoReflect.Descriptor instead.
+func (*RunProbe) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RunProbe) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunProbe) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RunProbe) GetReplyTo() *ActorRef {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return nil
+}
+
+// RunHeartbeat is a coordinator's answer to RunProbe: it runs the run at
+// epoch and has logged last_seq events (a hub that has fewer asks for the
+// rest: the transport is at most once). via_peer: another node probed the
+// coordinator for the hub (RelayProbe) and got this answer, so the
+// coordinator is alive and reaches that node, if not the hub.
+type RunHeartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LastSeq       uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	ViaPeer       bool                   `protobuf:"varint,4,opt,name=via_peer,json=viaPeer,proto3" json:"via_peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunHeartbeat) Reset() {
+	*x = RunHeartbeat{}
+	mi := &file_qlc_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunHeartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunHeartbeat) ProtoMessage() {}
+
+func (x *RunHeartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunHeartbeat.ProtoReflect.Descriptor instead.
+func (*RunHeartbeat) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *RunHeartbeat) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunHeartbeat) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RunHeartbeat) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *RunHeartbeat) GetViaPeer() bool {
+	if x != nil {
+		return x.ViaPeer
+	}
+	return false
+}
+
+// RelayProbe asks a node's run starter to probe a run's coordinator on the
+// hub's behalf and, if it answers within the node's time, to pass its
+// RunHeartbeat on to hub with via_peer set (memberlist's indirect probe,
+// for one run): a coordinator that answers a peer but not its hub sits
+// behind an asymmetric cut; one that answers nobody is starved or gone,
+// which is the membership's to judge.
+type RelayProbe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Coordinator   *ActorRef              `protobuf:"bytes,2,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	Hub           *ActorRef              `protobuf:"bytes,3,opt,name=hub,proto3" json:"hub,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayProbe) Reset() {
+	*x = RelayProbe{}
+	mi := &file_qlc_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayProbe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayProbe) ProtoMessage() {}
+
+func (x *RelayProbe) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayProbe.ProtoReflect.Descriptor instead.
+func (*RelayProbe) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *RelayProbe) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RelayProbe) GetCoordinator() *ActorRef {
+	if x != nil {
+		return x.Coordinator
+	}
+	return nil
+}
+
+func (x *RelayProbe) GetHub() *ActorRef {
+	if x != nil {
+		return x.Hub
+	}
+	return nil
+}
+
+// RunSuperseded tells a coordinator that its run moved to a coordinator of
+// a higher epoch (its hub heard nothing from it in time): a coordinator of
+// a lower epoch stops at once, emitting nothing (the hub refuses its
+// events anyway), so its model calls stop and its run slot goes back.
+type RunSuperseded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"` // the new coordinator's epoch
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunSuperseded) Reset() {
+	*x = RunSuperseded{}
+	mi := &file_qlc_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunSuperseded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunSuperseded) ProtoMessage() {}
+
+func (x *RunSuperseded) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunSuperseded.ProtoReflect.Descriptor instead.
+func (*RunSuperseded) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *RunSuperseded) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunSuperseded) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RunSuperseded) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -6224,7 +6493,25 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
 	"\x0fTraceSpansReply\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
-	"\x05spans\x18\x02 \x03(\v2\x11.qlc.v1.TraceSpanR\x05spans*\x84\x02\n" +
+	"\x05spans\x18\x02 \x03(\v2\x11.qlc.v1.TraceSpanR\x05spans\"d\n" +
+	"\bRunProbe\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12+\n" +
+	"\breply_to\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\areplyTo\"q\n" +
+	"\fRunHeartbeat\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x19\n" +
+	"\bvia_peer\x18\x04 \x01(\bR\aviaPeer\"{\n" +
+	"\n" +
+	"RelayProbe\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x122\n" +
+	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\"\n" +
+	"\x03hub\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\x03hub\"T\n" +
+	"\rRunSuperseded\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -6254,7 +6541,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -6329,15 +6616,19 @@ var file_qlc_proto_goTypes = []any{
 	(*TraceSpansQuery)(nil),       // 70: qlc.v1.TraceSpansQuery
 	(*TraceSpan)(nil),             // 71: qlc.v1.TraceSpan
 	(*TraceSpansReply)(nil),       // 72: qlc.v1.TraceSpansReply
-	nil,                           // 73: qlc.v1.StartRun.TraceContextEntry
-	nil,                           // 74: qlc.v1.Admit.TraceContextEntry
-	nil,                           // 75: qlc.v1.StartStep.TraceContextEntry
-	nil,                           // 76: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 77: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 78: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 79: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 80: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 81: google.protobuf.Duration
+	(*RunProbe)(nil),              // 73: qlc.v1.RunProbe
+	(*RunHeartbeat)(nil),          // 74: qlc.v1.RunHeartbeat
+	(*RelayProbe)(nil),            // 75: qlc.v1.RelayProbe
+	(*RunSuperseded)(nil),         // 76: qlc.v1.RunSuperseded
+	nil,                           // 77: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 78: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 79: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 80: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 81: qlc.v1.ModelStats.HttpStatusEntry
+	nil,                           // 82: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 83: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 84: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 85: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -6347,14 +6638,14 @@ var file_qlc_proto_depIdxs = []int32{
 	60, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	57, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
 	64, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	73, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	77, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
 	58, // 8: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
 	59, // 9: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
 	1,  // 10: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	7,  // 11: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
 	1,  // 12: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 13: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	80, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	84, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	15, // 15: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	16, // 16: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	18, // 17: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -6373,8 +6664,8 @@ var file_qlc_proto_depIdxs = []int32{
 	16, // 30: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 31: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	81, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	81, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	85, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	85, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -6385,10 +6676,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	81, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	81, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	85, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	85, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	81, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	85, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -6403,37 +6694,40 @@ var file_qlc_proto_depIdxs = []int32{
 	5,  // 60: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
 	1,  // 61: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
 	39, // 62: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	74, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	78, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
 	45, // 64: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
 	45, // 65: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
 	0,  // 66: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
 	1,  // 67: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
 	2,  // 68: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
 	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	75, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	79, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
 	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	76, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	77, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	81, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	80, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	81, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	85, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
 	55, // 75: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	81, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	81, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	85, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	85, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
 	12, // 78: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
 	12, // 79: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
 	64, // 80: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	80, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	84, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
 	67, // 82: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	78, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	82, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
 	68, // 84: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	80, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	80, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	79, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	84, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	84, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	83, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
 	71, // 88: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
-	89, // [89:89] is the sub-list for method output_type
-	89, // [89:89] is the sub-list for method input_type
-	89, // [89:89] is the sub-list for extension type_name
-	89, // [89:89] is the sub-list for extension extendee
-	0,  // [0:89] is the sub-list for field type_name
+	1,  // 89: qlc.v1.RunProbe.reply_to:type_name -> qlc.v1.ActorRef
+	1,  // 90: qlc.v1.RelayProbe.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 91: qlc.v1.RelayProbe.hub:type_name -> qlc.v1.ActorRef
+	92, // [92:92] is the sub-list for method output_type
+	92, // [92:92] is the sub-list for method input_type
+	92, // [92:92] is the sub-list for extension type_name
+	92, // [92:92] is the sub-list for extension extendee
+	0,  // [0:92] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -6461,7 +6755,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   79,
+			NumMessages:   83,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

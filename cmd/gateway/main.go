@@ -74,6 +74,7 @@ func run(args []string) error {
 	defaultRuns := fs.Int("default-concurrent-runs", cli.EnvInt("QLC_DEFAULT_CONCURRENT_RUNS", gateway.DefaultConcurrentRuns), "concurrent_runs of a tenant whose limits (admin API, tenants file) do not set it; 0 = no limit (QLC_DEFAULT_CONCURRENT_RUNS)")
 	discoverLocal := cli.AutoFlag(fs, "discover-local", "QLC_DISCOVER_LOCAL", "at start, look for model servers on this machine's loopback (Ollama 11434, llama.cpp 8080/8081, vLLM 8000, LM Studio 1234) and add a provider for each and the profiles local, local-moa, local-council and local-vote; default: on with -local when runs execute here, else off")
 	discoverPorts := fs.String("discover-ports", cli.Env("QLC_DISCOVER_PORTS", ""), "ports -discover-local looks at, as kind:port items (kinds ollama, llamacpp, vllm, lmstudio), e.g. ollama:11434,vllm:8001; empty = the usual ports; always on loopback (QLC_DISCOVER_PORTS)")
+	silence := fs.Duration("coordinator-silence", cli.EnvDuration("QLC_COORDINATOR_SILENCE", actors.DefaultCoordinatorSilence), "a run whose coordinator says nothing for this long and answers no probe (a third of it), while another node gets answers from it, moves to another node as if its node had died: an asymmetric cut the membership cannot see; negative = never (QLC_COORDINATOR_SILENCE)")
 	retain := fs.Duration("retain-finished", cli.EnvDuration("QLC_RETAIN_FINISHED", actors.DefaultConfig().RetainFinished), "how long a finished run's log stays in memory for late readers (then it is read from the store) (QLC_RETAIN_FINISHED)")
 	opsAddr := fs.String("ops-addr", cli.Env("QLC_OPS_ADDR", ""), "address of /healthz, /readyz, /metrics and /debug/pprof/ without a key, for operators only; empty: "+localOpsAddr+" with -local, else none; \"none\": none. On -addr, /metrics needs an admin key (QLC_OPS_ADDR)")
 	opsFlags := cli.AddOpsFlags(fs)
@@ -113,6 +114,7 @@ func run(args []string) error {
 	cli.ApplyMemoryBudget(budget)
 	ecfg.MemoryBudget = budget
 	ecfg.RetainFinished = *retain
+	ecfg.CoordinatorSilence = *silence
 	ring, err := cli.LoadKeyring(os.Getenv, !*local)
 	if err != nil {
 		return err
