@@ -288,6 +288,30 @@ func (h *Hub) WaitDone(ctx context.Context) error {
 	}
 }
 
+// waitSeq blocks until the log holds seq (or has ended), the hub is
+// closed, or ctx is done.
+func (h *Hub) waitSeq(ctx context.Context, seq uint64) error {
+	for {
+		h.mu.Lock()
+		if uint64(h.n) >= seq || h.terminal {
+			h.mu.Unlock()
+			return nil
+		}
+		if h.closed {
+			h.mu.Unlock()
+			return ErrHubClosed
+		}
+		ch := h.notify
+		h.hasWaiters = true
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // Subscribe returns a reader of the log from fromSeq on (fromSeq <= 1 means
 // the whole log). Close it when done.
 func (h *Hub) Subscribe(fromSeq uint64) *Subscription {

@@ -293,6 +293,9 @@ func New(cfg Config) (*Server, error) {
 		s.batches = newBatchManager(s) // before recoverOpen: the runs it bills tell it (runEnded)
 		s.goBackground(s.recoverOpen)
 		s.goBackground(s.keepRuns)
+		// Another gateway asked for a run that ended here and left memory:
+		// from the store (several gateways behind one address).
+		s.engine.SetKeptRuns(s.restore)
 		s.goBackground(s.batches.run)
 	}
 	s.console = newConsoleHub(s, cfg.Console)

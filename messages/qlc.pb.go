@@ -3016,11 +3016,15 @@ func (x *FindRun) GetSubscriber() *ActorRef {
 }
 
 // RunFound answers FindRun: how the run was started (prior_events empty),
-// and its coordinator.
+// and its coordinator; or, from a gateway, a run that ended there: its
+// start with the whole log as prior_events and no coordinator.
 type RunFound struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Start         *StartRun              `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
-	Coordinator   *ActorRef              `protobuf:"bytes,2,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Start       *StartRun              `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	Coordinator *ActorRef              `protobuf:"bytes,2,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	// last_seq is the coordinator's log length when it answered: the asking
+	// gateway waits for its copy to reach it before it answers its client.
+	LastSeq       uint64 `protobuf:"varint,110,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3067,6 +3071,13 @@ func (x *RunFound) GetCoordinator() *ActorRef {
 		return x.Coordinator
 	}
 	return nil
+}
+
+func (x *RunFound) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
 }
 
 // TenantLimits are a tenant's limits as the gateway knows them; 0 = none.
@@ -5976,10 +5987,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x120\n" +
 	"\n" +
 	"subscriber\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\n" +
-	"subscriber\"f\n" +
+	"subscriber\"\x81\x01\n" +
 	"\bRunFound\x12&\n" +
 	"\x05start\x18\x01 \x01(\v2\x10.qlc.v1.StartRunR\x05start\x122\n" +
-	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\"\xf5\x01\n" +
+	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\x19\n" +
+	"\blast_seq\x18n \x01(\x04R\alastSeq\"\xf5\x01\n" +
 	"\fTenantLimits\x12.\n" +
 	"\x13requests_per_minute\x18\x01 \x01(\x03R\x11requestsPerMinute\x12*\n" +
 	"\x11tokens_per_minute\x18\x02 \x01(\x03R\x0ftokensPerMinute\x12'\n" +

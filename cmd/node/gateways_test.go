@@ -1,0 +1,131 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// getRunVia reads a run's resource through the gateway at base, retrying a
+// 503 (run_lookup_incomplete on a loaded machine) after its Retry-After as
+// a client does; it returns the HTTP status and the body.
+func getRunVia(t *testing.T, base, method, id string) (int, map[string]any) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		req, _ := http.NewRequest(method, base+"/v1/runs/"+id, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && attempt < 5 {
+			time.Sleep(time.Second)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s %s: HTTP %d, body: %v", method, id, resp.StatusCode, err)
+		}
+		return resp.StatusCode, v
+	}
+}
+
+// Several gateways behind one address (a balancer, a Kubernetes Service)
+// share one cluster: any request may reach any of them. Two node processes
+// and two gateway processes: a run started through gateway A is streamed,
+// resumed, read and cancelled through gateway B while A is alive, and a
+// run that ended long enough ago for its coordinator to be gone is still
+// read through B (A answers from its copy).
+func TestAnyGatewayServesEveryRun(t *testing.T) {
+	c := startMemberCluster(t, 2)
+	_, gwB, _ := launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
+	gwA := c.gw
+	c.waitMembers(4)
+
+	// Streamed through both at once, from the start: the same events.
+	code, v := postRun(t, gwA, "medium")
+	if code != 201 {
+		t.Fatalf("POST: %d %v", code, v)
+	}
+	id := v["id"].(string)
+	lastA := make(chan map[string]any, 1)
+	go func() { lastA <- streamEvents(t, gwA, id, nil) }()
+	lastB := streamEvents(t, gwB, id, nil)
+	la := <-lastA
+	if la["type"] != "run_completed" || lastB["type"] != "run_completed" || la["answer"] != lastB["answer"] || la["seq"] != lastB["seq"] {
+		t.Fatalf("through A: %v %v; through B: %v %v", la["type"], la["seq"], lastB["type"], lastB["seq"])
+	}
+	// Resumed through B from the middle (Last-Event-ID).
+	req, _ := http.NewRequest("GET", gwB+"/v1/runs/"+id+"/events", nil)
+	req.Header.Set("Last-Event-ID", "10")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("resume through B: %v %v", err, resp)
+	}
+	if l := readEvents(t, resp.Body, 11, nil); l["type"] != "run_completed" || l["seq"] != lastB["seq"] {
+		t.Fatalf("resumed through B: ended with %v", l)
+	}
+	resp.Body.Close()
+	if code, v := getRunVia(t, gwB, "GET", id); code != 200 || v["status"] != "completed" {
+		t.Fatalf("GET through B: %d %v", code, v)
+	}
+
+	// Read and cancelled through B while it runs.
+	code, v = postRun(t, gwA, "slow")
+	if code != 201 {
+		t.Fatalf("POST: %d %v", code, v)
+	}
+	slow := v["id"].(string)
+	endA := make(chan map[string]any, 1)
+	go func() { endA <- streamEvents(t, gwA, slow, nil) }()
+	if code, v := getRunVia(t, gwB, "GET", slow); code != 200 || v["status"] != "running" {
+		t.Fatalf("GET through B: %d %v", code, v)
+	}
+	if code, v := getRunVia(t, gwB, "DELETE", slow); code != 200 || v["status"] != "cancelled" {
+		t.Fatalf("DELETE through B: %d %v", code, v)
+	}
+	select {
+	case l := <-endA:
+		if l["type"] != "run_cancelled" {
+			t.Fatalf("A's stream of the run cancelled through B ended with %v", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("A's stream did not end within 10 s of the cancel through B")
+	}
+	if code, v := getRunVia(t, gwA, "GET", slow); code != 200 || v["status"] != "cancelled" {
+		t.Fatalf("GET through A after the cancel through B: %d %v", code, v)
+	}
+
+	// Runs that ended, read through B once their coordinators are gone
+	// (the nodes are killed): A still has one in memory; gateway C has
+	// the other only in its store (-retain-finished 1s evicted it).
+	_, gwC, _ := launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf, "-retain-finished", "1s")
+	c.waitMembers(5)
+	ended := map[string]string{} // run id → answer
+	for _, gw := range []string{gwA, gwC} {
+		code, v = postRun(t, gw, "quick")
+		if code != 201 {
+			t.Fatalf("POST: %d %v", code, v)
+		}
+		id := v["id"].(string)
+		l := streamEvents(t, gw, id, nil)
+		if l["type"] != "run_completed" {
+			t.Fatalf("run ended with %v", l)
+		}
+		ended[id] = l["answer"].(string)
+	}
+	time.Sleep(1500 * time.Millisecond) // C's copy leaves memory (its store keeps it)
+	for _, m := range c.nodes {
+		_ = m.cmd.Process.Kill()
+	}
+	for id, answer := range ended {
+		if code, v := getRunVia(t, gwB, "GET", id); code != 200 || v["status"] != "completed" {
+			t.Fatalf("GET through B of a run ended elsewhere: %d %v", code, v)
+		}
+		if l := streamEvents(t, gwB, id, nil); l["type"] != "run_completed" || l["answer"] != answer {
+			t.Fatalf("events through B of a run ended elsewhere: %v, want the answer %q", l, answer)
+		}
+	}
+}
