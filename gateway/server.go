@@ -237,6 +237,10 @@ func New(cfg Config) (*Server, error) {
 		if err := s.engine.Services().ServeLedger(s.ledgerState); err != nil {
 			return nil, err
 		}
+		// GET /v1/usage through another gateway sums this ledger in.
+		if err := s.engine.Services().ServeUsage(s.usageReply); err != nil {
+			return nil, err
+		}
 		// A provider key put or deleted reaches the runs in flight of its
 		// tenant (their next attempts).
 		s.tenancy.OnProviderKeyChange(func(tenant, endpoint string, sk *messages.SealedSecret) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -261,6 +262,20 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "could not read the ledger"))
 		return
 	}
+	// The other gateways' ledgers (usage_cluster.go).
+	answers, asked, complete := s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit})
+	if asked > 0 {
+		lists := [][]store.Usage{recs}
+		for _, a := range answers {
+			var l []store.Usage
+			if json.Unmarshal(a.Rows, &l) != nil {
+				complete = false
+				continue
+			}
+			lists = append(lists, l)
+		}
+		recs = mergeRecords(lists, limit)
+	}
 	if recs == nil {
 		recs = []store.Usage{}
 	}
@@ -283,7 +298,8 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		sum.TotalTokens += u.TotalTokens
 		sum.CostUSD += u.CostUSD
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "from": from, "to": to, "data": recs, "totals": sum})
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "from": from, "to": to, "data": recs, "totals": sum,
+		"gateways": 1 + len(answers), "complete": complete})
 }
 
 // usageSeries serves GET /v1/usage with bucket= and/or group_by=: usage
@@ -328,11 +344,26 @@ func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string,
 		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "could not read the ledger"))
 		return
 	}
+	// The other gateways' ledgers (usage_cluster.go).
+	answers, asked, complete := s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit, series: true, sq: sq})
+	if asked > 0 {
+		lists := [][]store.SeriesRow{rows}
+		for _, a := range answers {
+			var l []store.SeriesRow
+			if json.Unmarshal(a.Rows, &l) != nil {
+				complete = false
+				continue
+			}
+			truncated = truncated || a.Truncated
+			lists = append(lists, l)
+		}
+		rows, truncated = mergeSeries(lists, truncated, limit)
+	}
 	if rows == nil {
 		rows = []store.SeriesRow{}
 	}
 	out := map[string]any{"object": "usage.series", "from": from, "to": to, "bucket": nil, "group_by": nil,
-		"data": rows, "truncated": truncated}
+		"data": rows, "truncated": truncated, "gateways": 1 + len(answers), "complete": complete}
 	if sq.Bucket > 0 {
 		out["bucket"] = q.Get("bucket")
 	}

@@ -5752,6 +5752,164 @@ func (x *TraceSpansReply) GetSpans() []*TraceSpan {
 	return nil
 }
 
+// UsageQuery asks another gateway for the usage its own ledger recorded
+// (GET /v1/usage through any gateway sums every gateway's: several
+// gateways behind one address each bill the runs admitted through them).
+// The fields are the request's, checked by the asking gateway.
+type UsageQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"` // "" = every tenant's (an admin key)
+	FromUnixMs    int64                  `protobuf:"varint,2,opt,name=from_unix_ms,json=fromUnixMs,proto3" json:"from_unix_ms,omitempty"`
+	ToUnixMs      int64                  `protobuf:"varint,3,opt,name=to_unix_ms,json=toUnixMs,proto3" json:"to_unix_ms,omitempty"`
+	Limit         int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	BucketSeconds int64                  `protobuf:"varint,5,opt,name=bucket_seconds,json=bucketSeconds,proto3" json:"bucket_seconds,omitempty"` // 0: records (not a series)
+	GroupBy       string                 `protobuf:"bytes,6,opt,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	Series        bool                   `protobuf:"varint,7,opt,name=series,proto3" json:"series,omitempty"` // bucket or group_by was asked for
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageQuery) Reset() {
+	*x = UsageQuery{}
+	mi := &file_qlc_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageQuery) ProtoMessage() {}
+
+func (x *UsageQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageQuery.ProtoReflect.Descriptor instead.
+func (*UsageQuery) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *UsageQuery) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *UsageQuery) GetFromUnixMs() int64 {
+	if x != nil {
+		return x.FromUnixMs
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetToUnixMs() int64 {
+	if x != nil {
+		return x.ToUnixMs
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetBucketSeconds() int64 {
+	if x != nil {
+		return x.BucketSeconds
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetGroupBy() string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return ""
+}
+
+func (x *UsageQuery) GetSeries() bool {
+	if x != nil {
+		return x.Series
+	}
+	return false
+}
+
+// UsageReply answers UsageQuery: rows is JSON, the records ([]store.Usage)
+// or the series ([]store.SeriesRow) of the asked gateway's ledger.
+type UsageReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          []byte                 `protobuf:"bytes,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageReply) Reset() {
+	*x = UsageReply{}
+	mi := &file_qlc_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageReply) ProtoMessage() {}
+
+func (x *UsageReply) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageReply.ProtoReflect.Descriptor instead.
+func (*UsageReply) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *UsageReply) GetRows() []byte {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *UsageReply) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *UsageReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -6236,7 +6394,23 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
 	"\x0fTraceSpansReply\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
-	"\x05spans\x18\x02 \x03(\v2\x11.qlc.v1.TraceSpanR\x05spans*\x84\x02\n" +
+	"\x05spans\x18\x02 \x03(\v2\x11.qlc.v1.TraceSpanR\x05spans\"\xd4\x01\n" +
+	"\n" +
+	"UsageQuery\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12 \n" +
+	"\ffrom_unix_ms\x18\x02 \x01(\x03R\n" +
+	"fromUnixMs\x12\x1c\n" +
+	"\n" +
+	"to_unix_ms\x18\x03 \x01(\x03R\btoUnixMs\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12%\n" +
+	"\x0ebucket_seconds\x18\x05 \x01(\x03R\rbucketSeconds\x12\x19\n" +
+	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x16\n" +
+	"\x06series\x18\a \x01(\bR\x06series\"T\n" +
+	"\n" +
+	"UsageReply\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\fR\x04rows\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -6266,7 +6440,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -6341,15 +6515,17 @@ var file_qlc_proto_goTypes = []any{
 	(*TraceSpansQuery)(nil),       // 70: qlc.v1.TraceSpansQuery
 	(*TraceSpan)(nil),             // 71: qlc.v1.TraceSpan
 	(*TraceSpansReply)(nil),       // 72: qlc.v1.TraceSpansReply
-	nil,                           // 73: qlc.v1.StartRun.TraceContextEntry
-	nil,                           // 74: qlc.v1.Admit.TraceContextEntry
-	nil,                           // 75: qlc.v1.StartStep.TraceContextEntry
-	nil,                           // 76: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 77: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 78: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 79: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 80: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 81: google.protobuf.Duration
+	(*UsageQuery)(nil),            // 73: qlc.v1.UsageQuery
+	(*UsageReply)(nil),            // 74: qlc.v1.UsageReply
+	nil,                           // 75: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 76: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 77: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 78: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 79: qlc.v1.ModelStats.HttpStatusEntry
+	nil,                           // 80: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 81: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 82: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 83: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -6359,14 +6535,14 @@ var file_qlc_proto_depIdxs = []int32{
 	60, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	57, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
 	64, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	73, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	75, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
 	58, // 8: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
 	59, // 9: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
 	1,  // 10: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	7,  // 11: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
 	1,  // 12: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 13: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	80, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	82, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	15, // 15: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	16, // 16: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	18, // 17: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -6385,8 +6561,8 @@ var file_qlc_proto_depIdxs = []int32{
 	16, // 30: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 31: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	81, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	81, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	83, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	83, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -6397,10 +6573,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	81, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	81, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	83, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	83, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	81, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	83, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -6415,31 +6591,31 @@ var file_qlc_proto_depIdxs = []int32{
 	5,  // 60: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
 	1,  // 61: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
 	39, // 62: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	74, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	76, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
 	45, // 64: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
 	45, // 65: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
 	0,  // 66: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
 	1,  // 67: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
 	2,  // 68: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
 	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	75, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	77, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
 	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	76, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	77, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	81, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	78, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	79, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	83, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
 	55, // 75: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	81, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	81, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	83, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	83, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
 	12, // 78: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
 	12, // 79: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
 	64, // 80: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	80, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	82, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
 	67, // 82: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	78, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	80, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
 	68, // 84: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	80, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	80, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	79, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	82, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	82, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	81, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
 	71, // 88: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
 	89, // [89:89] is the sub-list for method output_type
 	89, // [89:89] is the sub-list for method input_type
@@ -6473,7 +6649,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   79,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

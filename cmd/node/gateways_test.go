@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,6 +45,34 @@ func TestAnyGatewayServesEveryRun(t *testing.T) {
 	_, gwB, _ := launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
 	gwA := c.gw
 	c.waitMembers(4)
+
+	// Behind one address (gateway balance): runs are spread over both, and
+	// each is streamed and read through the balancer whichever gateway
+	// the next request reaches.
+	_, ba := launch(t, testKey, "gateway", "balance", "-addr", "127.0.0.1:0", "-backends", strings.TrimPrefix(gwA, "http://")+","+gwB, "-health-interval", "200ms")
+	bal := "http://" + ba.HTTP
+	waitReady(t, bal+"/readyz")
+	started := func(gw string) int {
+		n, _ := strconv.Atoi(metric(t, gw+"/metrics", `qlc_runs_started_total{profile="quick"}`))
+		return n
+	}
+	a0, b0 := started(gwA), started(gwB)
+	for range 4 {
+		code, v := postRun(t, bal, "quick")
+		if code != 201 {
+			t.Fatalf("POST through the balancer: %d %v", code, v)
+		}
+		id := v["id"].(string)
+		if l := streamEvents(t, bal, id, nil); l["type"] != "run_completed" {
+			t.Fatalf("through the balancer: ended with %v", l)
+		}
+		if code, v := getRunVia(t, bal, "GET", id); code != 200 || v["status"] != "completed" {
+			t.Fatalf("GET through the balancer: %d %v", code, v)
+		}
+	}
+	if a, b := started(gwA)-a0, started(gwB)-b0; a != 2 || b != 2 {
+		t.Fatalf("runs started through the balancer: %d on A, %d on B; want 2 and 2", a, b)
+	}
 
 	// Streamed through both at once, from the start: the same events.
 	code, v := postRun(t, gwA, "medium")
@@ -128,4 +158,26 @@ func TestAnyGatewayServesEveryRun(t *testing.T) {
 			t.Fatalf("events through B of a run ended elsewhere: %v, want the answer %q", l, answer)
 		}
 	}
+
+	// The usage ledger: each gateway bills the runs admitted through it;
+	// GET /v1/usage through any of them sums all three ledgers.
+	waitUntil(t, 10*time.Second, "usage through B to count the 8 runs of A, B and C", func() bool {
+		resp, err := http.Get(gwB + "/v1/usage")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var u struct {
+			Totals   struct{ Runs int }
+			Gateways int
+			Complete bool
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&u); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/usage: HTTP %d %v", resp.StatusCode, err)
+		}
+		if u.Totals.Runs > 8 || u.Gateways != 3 || !u.Complete {
+			t.Fatalf("usage through B: %+v; want at most 8 runs from 3 gateways, complete", u)
+		}
+		return u.Totals.Runs == 8
+	})
 }
