@@ -198,6 +198,7 @@ type Server struct {
 
 	opsHandler     http.Handler // /healthz, /readyz, /metrics without a key
 	metricsHandler http.Handler // Config.Gatherer in Prometheus' text format
+	routes         http.Handler // handler without the refusal at the door (refuse.go)
 
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per key id
@@ -284,7 +285,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
 	})
-	s.handler = s.traced(mux, s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux)))))
+	s.routes = s.traced(mux, s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux)))))
+	s.handler = s.refuseAtTheDoor(s.routes)
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", s.healthz)
 	ops.HandleFunc("GET /readyz", s.ready)
