@@ -6,8 +6,10 @@
 # load generator (qlc-load, closed loop of CONCURRENCY run streams on the
 # profile PROFILE: POST /v1/runs and its SSE stream to the end) on LOAD_CPU.
 # With two gateways the load goes through `gateway balance` (on LOAD_CPU).
+# No admission limit stands in the way (nodes -run-slots 0, gateways
+# QLC_ADAPTIVE_ACTIVE_RUNS=false): the load is what the processes carry.
 # For SECONDS of load it reads every process's CPU time (/proc/PID/stat) and
-# the tokens the nodes streamed (qlc_tokens_streamed_total), and prints runs/s,
+# the tokens streamed (qlc-load's count of token_delta tokens), and prints runs/s,
 # tokens/s, each process's CPU, and CPU per 1000 tokens: the gateway's and
 # the nodes'. With PPROF=1, a CPU profile of the (first) gateway during the
 # load into $OUT/gateway.cpu.pprof and its top listing.
@@ -57,7 +59,7 @@ hz=$(getconf CLK_TCK)
 
 declare -A pid ops
 node() { # node NAME [SEEDS]
-  taskset -c "$load_cpu" ./bin/node -gossip-bind 127.0.0.1:0 -bind 127.0.0.1:0 -ops-addr 127.0.0.1:0 -log-level warn \
+  taskset -c "$load_cpu" ./bin/node -run-slots 0 -gossip-bind 127.0.0.1:0 -bind 127.0.0.1:0 -ops-addr 127.0.0.1:0 -log-level warn \
     -addr-file "$out/$1.addrs" ${2:+-seeds "$2"} >"$out/$1.log" 2>&1 &
   pids+=($!); pid[$1]=$!
 }
@@ -67,7 +69,7 @@ node node2 "$seed"
 gws=()
 for i in $(seq "$n_gw"); do
   g=gateway$i
-  GOMAXPROCS=1 taskset -c "${gw_cpus[$((i - 1))]}" ./bin/gateway -addr 127.0.0.1:0 -ops-addr 127.0.0.1:0 -seeds "$seed" \
+  QLC_ADAPTIVE_ACTIVE_RUNS=false GOMAXPROCS=1 taskset -c "${gw_cpus[$((i - 1))]}" ./bin/gateway -addr 127.0.0.1:0 -ops-addr 127.0.0.1:0 -seeds "$seed" \
     -gossip-bind 127.0.0.1:0 -bind 127.0.0.1:0 -data-dir "$out/data$i" -dev-keys -default-concurrent-runs 0 \
     -log-format text -log-level warn -addr-file "$out/$g.addrs" >"$out/$g.log" 2>&1 &
   pids+=($!); pid[$g]=$!; gws+=("$g")
@@ -94,21 +96,12 @@ for g in "${gws[@]}"; do
   done
 done
 
-tokens() {
-  local t=0
-  for p in node1 node2; do
-    v=$(curl -fs "http://${ops[$p]}/metrics" | awk '/^qlc_tokens_streamed_total/ {s += $2} END {printf "%d", s}')
-    t=$((t + v))
-  done
-  echo "$t"
-}
 procs=(node1 node2 "${gws[@]}")
 [ "$n_gw" -gt 1 ] && procs+=(balancer)
 # Warm up, then measure.
 taskset -c "$load_cpu" ./bin/qlc-load -url "http://$api" -key "$key" -profile "$prof" -c 2 -n 20 -d 5s -json "" -html "" -progress off >/dev/null 2>&1 || true
 declare -A c0
 for p in "${procs[@]}"; do c0[$p]=$(cpu "${pid[$p]}"); done
-t0=$(tokens)
 s0=$(date +%s.%N)
 if [ "${PPROF:-0}" = 1 ]; then
   curl -fsS --max-time $((secs + 30)) -o "$out/gateway.cpu.pprof" "http://${ops[gateway1]}/debug/pprof/profile?seconds=$((secs - 2))" &
@@ -117,15 +110,12 @@ fi
 taskset -c "$load_cpu" ./bin/qlc-load -url "http://$api" -key "$key" -profile "$prof" -c "$conc" -n 1000000 -d "${secs}s" -drain 10s \
   -json "$out/load.json" -html "" -progress off >"$out/load.txt" 2>&1 || true
 s1=$(date +%s.%N)
-t1=$(tokens)
+t0=0
+t1=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["tokens"]))' "$out/load.json" 2>/dev/null || echo 0)
 declare -A c1
 for p in "${procs[@]}"; do c1[$p]=$(cpu "${pid[$p]}"); done
 [ "${PPROF:-0}" = 1 ] && { wait "$ppid" || true; $GO tool pprof -top -nodecount 35 bin/gateway "$out/gateway.cpu.pprof" >"$out/gateway.cpu.top.txt" 2>/dev/null || true; }
-runs=0
-for g in "${gws[@]}"; do
-  v=$(curl -fs "http://${ops[$g]}/metrics" | awk '/^qlc_runs_total\{/ && /outcome="completed"/ {s += $2} END {printf "%d", s}')
-  runs=$((runs + v))
-done
+runs=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["outcomes"].get("ok", 0)))' "$out/load.json" 2>/dev/null || echo 0)
 cleanup
 trap - EXIT INT TERM
 
