@@ -8,19 +8,19 @@
 # With two gateways the load goes through `gateway balance` (on LOAD_CPU).
 # No admission limit stands in the way (nodes -run-slots 0, gateways
 # QLC_ADAPTIVE_ACTIVE_RUNS=false): the load is what the processes carry.
-# For SECONDS of load it reads every process's CPU time (/proc/PID/stat) and
+# For LOAD_SECONDS of load it reads every process's CPU time (/proc/PID/stat) and
 # the tokens streamed (qlc-load's count of token_delta tokens), and prints runs/s,
 # tokens/s, each process's CPU, and CPU per 1000 tokens: the gateway's and
 # the nodes'. With PPROF=1, a CPU profile of the (first) gateway during the
 # load into $OUT/gateway.cpu.pprof and its top listing.
-#   GATEWAYS=1 GATEWAY_CPUS=1 LOAD_CPU=0 SECONDS=20 CONCURRENCY=16 PROFILE=instant ./scripts/gateway-capacity.sh
+#   GATEWAYS=1 GATEWAY_CPUS=1 LOAD_CPU=0 LOAD_SECONDS=15 CONCURRENCY=16 PROFILE=instant ./scripts/gateway-capacity.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 n_gw=${GATEWAYS:-1}
 gw_cpus=(${GATEWAY_CPUS:-1 1})
 load_cpu=${LOAD_CPU:-0}
-secs=${SECONDS_LOAD:-${SECONDS:-20}}
+secs=${LOAD_SECONDS:-15} # not SECONDS: bash's own (seconds since the shell started)
 conc=${CONCURRENCY:-16}
 prof=${PROFILE:-instant}
 out=${OUT:-.qlc/gateway-capacity/$(date -u +%Y%m%dT%H%M%SZ)}

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # make integ: brings the docker compose cluster (three nodes, two gateways
-# behind the balancer) up
-# from locally built FROM-scratch images, runs consensus runs through the
-# gateway, checks every one completes with all four stages, and tears the
-# cluster down. Skips, saying so, where there is no Docker engine.
+# behind the balancer) up from locally built FROM-scratch images, runs
+# consensus runs through the balancer, checks every one completes with all
+# four stages, and tears the cluster down. Skips, saying so, where there is no Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! docker info >/dev/null 2>&1; then
