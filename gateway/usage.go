@@ -244,6 +244,17 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	// scope=gateway: this gateway's ledger alone (the runs admitted
+	// through it); the default, cluster, sums every gateway's.
+	local := false
+	switch sc := q.Get("scope"); sc {
+	case "", "cluster":
+	case "gateway":
+		local = true
+	default:
+		writeError(w, errInvalidParam("scope", "invalid_scope", fmt.Sprintf("scope %q: must be cluster (every gateway's ledger, the default) or gateway (this one's)", sc)))
+		return
+	}
 	tenant := p.tenantID()
 	if p.admin {
 		tenant = q.Get("tenant") // "" = all
@@ -253,7 +264,7 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if q.Has("bucket") || q.Has("group_by") {
-		s.usageSeries(w, q, tenant, from, to, limit)
+		s.usageSeries(w, q, tenant, from, to, limit, local)
 		return
 	}
 	recs, err := s.tenancy.Store().Usage(tenant, from, to, limit)
@@ -263,7 +274,11 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The other gateways' ledgers (usage_cluster.go).
-	answers, asked, complete := s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit})
+	var answers []*messages.UsageReply
+	asked, complete := 0, true
+	if !local {
+		answers, asked, complete = s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit})
+	}
 	if asked > 0 {
 		lists := [][]store.Usage{recs}
 		for _, a := range answers {
@@ -306,7 +321,7 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 // summed in the store by UTC hour or day and by tenant, profile or model.
 // Without bucket, the rows are the groups, highest cost first (top tenants
 // by cost: group_by=tenant&limit=10).
-func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string, from, to time.Time, limit int) {
+func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string, from, to time.Time, limit int, local bool) {
 	sq := store.SeriesQuery{TenantID: tenant, From: from, To: to, GroupBy: q.Get("group_by"), Limit: limit}
 	switch b := q.Get("bucket"); b {
 	case "hour":
@@ -345,7 +360,11 @@ func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string,
 		return
 	}
 	// The other gateways' ledgers (usage_cluster.go).
-	answers, asked, complete := s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit, series: true, sq: sq})
+	var answers []*messages.UsageReply
+	asked, complete := 0, true
+	if !local {
+		answers, asked, complete = s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit, series: true, sq: sq})
+	}
 	if asked > 0 {
 		lists := [][]store.SeriesRow{rows}
 		for _, a := range answers {
