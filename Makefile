@@ -66,6 +66,15 @@ scalesim:
 profile:
 	GO="$(GO)" PROFILE_SECONDS="$(PROFILE_SECONDS)" PROFILE_CONCURRENCY="$(PROFILE_CONCURRENCY)" PROFILE_RUN="$(PROFILE_RUN)" ./scripts/profile.sh
 
+## gateway-capacity: what one gateway carries per CPU (runs/s, tokens/s, CPU per 1000 tokens beside
+## the nodes'), BENCHMARKS.md "Issue 18 item 3"; about 1 min; under flock /tmp/qlc-bench.lock.
+## Two gateways behind the balancer: make gateway-capacity GATEWAYS=2 GATEWAY_CPUS="1 1"
+GATEWAYS ?= 1
+GATEWAY_CPUS ?= 1 1
+.PHONY: gateway-capacity
+gateway-capacity:
+	GO="$(GO)" GATEWAYS="$(GATEWAYS)" GATEWAY_CPUS="$(GATEWAY_CPUS)" flock /tmp/qlc-bench.lock ./scripts/gateway-capacity.sh
+
 ## bench-peers: QLC side by side with Centrifugo v6.9.1 (uni_sse) and httputil.ReverseProxy, the
 ## table of BENCHMARKS.md's issue 11 (about 5 min, bounded; Centrifugo is built once into .qlc/bin,
 ## outside go.mod; under flock /tmp/qlc-bench.lock). Shrink it: BENCH_PEERS_ARGS="-rounds 1 -readers 100"
@@ -163,7 +172,7 @@ soak:
 integ:
 	./scripts/integ.sh
 
-## compose-up / compose-down: three nodes and a gateway in docker (http://localhost:8080). The
+## compose-up / compose-down: three nodes and two gateways behind a balancer in docker (http://localhost:8080). The
 ## cluster key and the first admin key are made on first use in .qlc/compose.env (0600) and reused;
 ## compose-up adds a key of the tenant dev there. ./scripts/compose.sh runs any compose command with them.
 compose-up: images

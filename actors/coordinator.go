@@ -466,7 +466,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 		st := proto.Clone(c.run).(*messages.StartRun)
 		st.PriorEvents = nil
-		ctx.Respond(&messages.RunFound{Start: st, Coordinator: refOf(ctx.Self())})
+		ctx.Respond(&messages.RunFound{Start: st, Coordinator: refOf(ctx.Self()), LastSeq: uint64(len(c.log))})
 		if m.Subscriber != nil {
 			c.subscribe(ctx, &messages.Subscribe{RunId: m.RunId, FromSeq: 1, Subscriber: m.Subscriber})
 		}

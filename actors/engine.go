@@ -525,6 +525,8 @@ type Engine struct {
 	admission *runSlots
 	// misses remembers run ids no node knew (Attach), briefly.
 	misses *negativeCache
+	// keptRuns is SetKeptRuns's func(string) *Hub (nil: none).
+	keptRuns atomic.Value
 
 	// mu guards the fields below it.
 	mu       sync.Mutex
@@ -782,6 +784,12 @@ func (s *runStarter) Receive(ctx actor.Context) {
 				return
 			}
 		}
+		if st := s.e.finishedRun(m.RunId); st != nil {
+			// Not hosted here, but this is a gateway that has the run's
+			// whole log (another gateway asks: Attach).
+			ctx.Respond(&messages.RunFound{Start: st})
+			return
+		}
 		ctx.Respond(&messages.RunFound{}) // not here
 		return
 	}
@@ -1009,6 +1017,22 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 		e.misses.add(runID)
 		return nil, ErrUnknownRun
 	}
+	if found.Coordinator == nil {
+		// Another gateway's copy of a run that ended (its coordinator is
+		// gone): kept here as a finished run, like one read from the store.
+		st := found.Start
+		var created time.Time
+		if evs := st.GetPriorEvents(); len(evs) > 0 && evs[0].GetTime() != nil {
+			created = evs[0].GetTime().AsTime()
+		}
+		h, err := e.Restore(runID, st.GetTenant(), st.GetProfile(), st.GetQuery(), created, st.GetPriorEvents())
+		if err != nil {
+			e.logger.Warn("a run another gateway kept does not restore", "run_id", runID, "error", err)
+			return nil, ErrUnknownRun
+		}
+		e.misses.forget(runID)
+		return h, nil
+	}
 	root := e.system.Root
 	st, coord := found.Start, pidOf(found.Coordinator)
 	hub := newHub(runID, st.Tenant, st.Profile, st.Query, e.cfg.Hub, e.metrics, e.logger)
@@ -1037,6 +1061,13 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
 	root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
 	e.logger.Info("attached to a run started by another gateway", "run_id", runID, "coordinator", coord.Address)
+	// Answer with what the coordinator had when it was asked, not an
+	// empty log: a GET through this gateway of a run started (or ended)
+	// through another must not read "running, last_seq 0". Bounded: a
+	// slow replay answers with the prefix it has.
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.SpawnTimeout/2)
+	defer cancel()
+	_ = hub.waitSeq(ctx, found.GetLastSeq())
 	return hub, nil
 }
 
@@ -1062,8 +1093,66 @@ func (e *Engine) findRun(runID string) (found *messages.RunFound, complete bool)
 			return found, true
 		}
 	}
+	if e.topo == nil {
+		return nil, complete
+	}
+	// No node has a coordinator for it: a run that ended through another
+	// gateway (several gateways behind one address: a client's next
+	// request may reach any of them). Those gateways have its log.
+	self := e.system.Address()
+	gateways := e.topo.Gateways(self)
+	answers = answers[:0]
+	for _, gw := range gateways {
+		answers = append(answers, e.askFindRun(gw, runID))
+	}
+	for _, answer := range answers {
+		res, err := answer()
+		if err != nil {
+			complete = false
+			continue
+		}
+		if found, ok := res.(*messages.RunFound); ok && len(found.Start.GetPriorEvents()) > 0 {
+			return found, true
+		}
+	}
 	return nil, complete
 }
+
+// finishedRun is how a gateway answers another's FindRun for a run that
+// ended here: the start's fields and the whole log as prior events (nil if
+// this process has no such finished run, or its log is over
+// maxCacheTransfer: the transport's messages are bounded). A run no
+// longer in memory comes from the kept-runs hook (SetKeptRuns).
+func (e *Engine) finishedRun(runID string) *messages.StartRun {
+	h, err := e.Hub(runID)
+	if err != nil {
+		kept, _ := e.keptRuns.Load().(func(string) *Hub)
+		if kept == nil {
+			return nil
+		}
+		if h = kept(runID); h == nil {
+			return nil
+		}
+	}
+	if !h.Done() {
+		return nil // unfinished: its coordinator answers for it
+	}
+	evs := h.Events(1)
+	size := 0
+	for _, ev := range evs {
+		size += proto.Size(ev)
+	}
+	if size > maxCacheTransfer {
+		e.logger.Warn("a finished run asked for by another gateway is too large to send", "run_id", runID, "bytes", size)
+		return nil
+	}
+	return &messages.StartRun{RunId: runID, Tenant: h.Tenant, Profile: h.Profile, Query: h.Query, PriorEvents: evs}
+}
+
+// SetKeptRuns gives the engine a way to find a finished run that is no
+// longer in memory (the gateway's store), to answer other gateways'
+// FindRun; keep returns nil if it has none. Call it once, before serving.
+func (e *Engine) SetKeptRuns(keep func(runID string) *Hub) { e.keptRuns.Store(keep) }
 
 // askFindRun sends FindRun to node's run starter and returns the wait for
 // its answer (a variable: tests stand in for silent nodes).

@@ -346,3 +346,17 @@ func TestHeapReturnsAfterEviction(t *testing.T) {
 		t.Errorf("heap %d bytes after the runs were evicted, %d before: more than 10 %% above", after, idle)
 	}
 }
+
+// BenchmarkPackLog is the end of every finished run on a gateway: its log
+// packed (about 900 token events, an instant-profile run).
+func BenchmarkPackLog(b *testing.B) {
+	h := finishedTestHub(HubConfig{MaxBatch: 64}, "run_packedpackedpackedpackedpack", 880)
+	evs := h.Events(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := packLog(h.RunID, evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(evs)), "ns/event")
+}

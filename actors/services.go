@@ -152,6 +152,36 @@ func (s *Services) ServeRegistry(fn func(*messages.RegistryChange) *messages.Reg
 	})
 }
 
+// usageName is the actor on every gateway that answers UsageQuery.
+const usageName = "qlc-usage"
+
+// ServeUsage makes this process answer other gateways' UsageQuery with
+// fn (its own ledger only).
+func (s *Services) ServeUsage(fn func(*messages.UsageQuery) *messages.UsageReply) error {
+	return s.serve(usageName, service{
+		accept: func(m proto.Message) bool { _, ok := m.(*messages.UsageQuery); return ok },
+		fn:     func(m proto.Message) proto.Message { return fn(m.(*messages.UsageQuery)) },
+		busy:   func(proto.Message) proto.Message { return &messages.UsageReply{Error: "busy"} },
+	})
+}
+
+// AskUsage asks the gateway at addr for its ledger's usage, waiting until
+// ctx's deadline (2 s without one).
+func (s *Services) AskUsage(ctx context.Context, addr string, q *messages.UsageQuery) (*messages.UsageReply, error) {
+	r, err := request(s.system, ctx, actor.NewPID(addr, usageName), q)
+	if err != nil {
+		return nil, err
+	}
+	u, ok := r.(*messages.UsageReply)
+	if !ok {
+		return nil, fmt.Errorf("actors: usage answered %T", r)
+	}
+	if u.Error != "" {
+		return nil, fmt.Errorf("actors: usage at %s: %s", addr, u.Error)
+	}
+	return u, nil
+}
+
 func (s *Services) serve(name string, svc service) error {
 	svc.name = name
 	_, err := s.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &serviceActor{s: s, svc: svc} }), name)

@@ -160,6 +160,10 @@ func envPort(env map[string]any, name string) (int, error) {
 	return n, nil
 }
 
+// scenarioService reports whether a compose service takes part in the
+// scenarios: the nodes and the gateway named "gateway".
+func scenarioService(name string) bool { return name == "gateway" || strings.HasPrefix(name, "node") }
+
 // layoutOf finds the node services, the gateway and its tenants file.
 func layoutOf(resolved []byte) (composeLayout, error) {
 	_, services, err := readCompose(resolved)
@@ -224,6 +228,13 @@ func rewriteCompose(resolved []byte, plan composePlan) ([]byte, error) {
 		return nil, err
 	}
 	for name, s := range services {
+		if !scenarioService(name) {
+			// The scenarios drive one gateway directly (its address,
+			// its process): the second gateway and the balancer in
+			// front of both are left out.
+			delete(services, name)
+			continue
+		}
 		svc, ok := s.(map[string]any)
 		if !ok {
 			return nil, fmt.Errorf("chaos: compose config: service %s is not a mapping", name)

@@ -217,6 +217,25 @@ func TestRewriteComposeLeavesProfileServicesOut(t *testing.T) {
 	}
 }
 
+// docker-compose.yml's second gateway and the balancer in front of both
+// are left out: the scenarios drive the gateway named "gateway" directly.
+func TestRewriteComposeLeavesOtherGatewaysOut(t *testing.T) {
+	more := strings.Replace(resolvedV1, "services:\n", "services:\n"+
+		"  balancer:\n    image: qlc-gateway:dev\n    command: [balance]\n"+
+		"  gateway2:\n    image: qlc-gateway:dev\n    environment: {QLC_ADDR: 0.0.0.0:8080, QLC_OPS_ADDR: 0.0.0.0:9080}\n", 1)
+	l, err := layoutOf([]byte(more))
+	if err != nil || l.gateway != "gateway" || !slices.Equal(l.nodes, []string{"node1", "node2"}) {
+		t.Fatalf("layout %+v, %v", l, err)
+	}
+	out, err := rewriteCompose([]byte(more), composePlan{key: "k", profiles: "/p", ports: map[string]int{"gateway": 1, "node1": 2, "node2": 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svcs := decodeServices(t, out); len(svcs) != 3 || svcs["gateway"] == nil {
+		t.Fatalf("rewritten services %v: want gateway, node1, node2 only", slices.Sorted(maps.Keys(svcs)))
+	}
+}
+
 func TestRewriteComposeWantsAPortForEveryService(t *testing.T) {
 	_, err := rewriteCompose([]byte(resolvedV1), composePlan{key: "k", profiles: "/p", ports: map[string]int{"gateway": 1, "node1": 2}})
 	if err == nil || !strings.Contains(err.Error(), "node2") {

@@ -35,6 +35,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -258,6 +259,12 @@ type overloadFigures struct {
 	refusalP99, refusalMax           time.Duration
 	delta                            clusterCounters
 	lostSamples                      []string
+	// Where the refusals' time went (schedstat.go): the overload phase's
+	// length, the gateway's and the load generator's CPU and wait for a
+	// CPU, and the gateway's own timing of its refusals.
+	window             time.Duration
+	gwSched, selfSched schedStat
+	serverRefusals     histogram
 }
 
 func (f *overloadFigures) goals() [][3]string {
@@ -300,6 +307,14 @@ func (f *overloadFigures) write(w io.Writer) {
 	fmt.Fprintf(w, "| overload (open loop) | offered %.1f runs/s (%.1f×), %d sent, %d not sent (generator bound %d) |\n", f.offered, f.offered/max(f.capacity, 0.001), f.sent, f.skipped, maxOverloadInflight)
 	fmt.Fprintf(w, "| admitted | %d completed = %.1f runs/s; p50 %s, p99 %s, max %s |\n", f.ok, f.goodput, ms(f.p50), ms(f.p99), ms(f.max))
 	fmt.Fprintf(w, "| refused | %s |\n", counts(f.refusals))
+	if le, n := f.serverRefusals.quantile(0.99); n > 0 {
+		p50, _ := f.serverRefusals.quantile(0.50)
+		fmt.Fprintf(w, "| refusals inside the gateway (handler entry → answer written, qlc_refusal_seconds) | %.0f timed; p50 ≤ %s, p99 ≤ %s (bucket bounds) |\n", n, secs(p50), secs(le))
+	}
+	if f.window > 0 {
+		fmt.Fprintf(w, "| the gateway's process in the overload phase | %s |\n", f.gwSched.describe(f.window))
+		fmt.Fprintf(w, "| the load generator (this program) | %s |\n", f.selfSched.describe(f.window))
+	}
 	fmt.Fprintf(w, "| failure detector | %.0f suspicions, %.0f suspect timeouts (declared dead), %.0f fencings |\n", f.delta.suspicions, f.delta.suspectTimeouts, f.delta.fencings)
 	fmt.Fprintf(w, "| lost / restarted | %d lost, %.0f stage restarts, %.0f failovers |\n\n", f.lost, f.delta.restarts, f.delta.failovers)
 	fmt.Fprintf(w, "| goal | measured | met |\n|---|---|---|\n")
@@ -451,8 +466,16 @@ func runOverload(ctx context.Context, cfg Config, bin, command string, progress 
 		rt = 60 * time.Second
 	}
 	progress("overload: %.1f runs/s (3× capacity %.1f) for %v", f.offered, f.capacity, cfg.Duration)
+	c.mu.Lock()
+	gwPid := strconv.Itoa(c.gw.cmd.Process.Pid)
+	c.mu.Unlock()
+	gwSched0, selfSched0 := readSchedStat(gwPid), readSchedStat("self")
+	refusals0 := readHistogram(metricsText(base+"/metrics"), "qlc_refusal_seconds")
 	t0 := time.Now()
 	out, skipped := openLoop(ctx, base, f.offered, cfg.Duration, rt)
+	f.window = time.Since(t0)
+	f.gwSched, f.selfSched = readSchedStat(gwPid).sub(gwSched0), readSchedStat("self").sub(selfSched0)
+	f.serverRefusals = readHistogram(metricsText(base+"/metrics"), "qlc_refusal_seconds").sub(refusals0)
 	f.skipped, f.sent = skipped, len(out)
 	// Goodput over the offered window (runs still answering after it
 	// count: they were admitted within it).
@@ -503,3 +526,14 @@ func runOverload(ctx context.Context, cfg Config, bin, command string, progress 
 
 // overloadDuration is the overload phase's length when -duration is not given.
 const overloadDuration = time.Minute
+
+// secs prints a histogram bucket bound in ms or µs.
+func secs(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case v < 1e-3:
+		return fmt.Sprintf("%.0f µs", v*1e6)
+	}
+	return fmt.Sprintf("%g ms", v*1e3)
+}

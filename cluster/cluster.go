@@ -251,6 +251,20 @@ func (c *Cluster) Members() []Member {
 	return cloneMembers(*c.snap.Load())
 }
 
+// EachMember calls f with each member of the current view, in name order,
+// until f returns false: Members without the copy, for hot paths (a
+// gateway's check of the cluster's saturation on every request for a
+// run). f must neither keep nor modify the member (its slices are
+// shared); it must not block. Concurrent calls are safe.
+func (c *Cluster) EachMember(f func(*Member) bool) {
+	ms := *c.snap.Load()
+	for i := range ms {
+		if !f(&ms[i]) {
+			return
+		}
+	}
+}
+
 // suspectMemory is how long a failed probe of a member counts (Suspects):
 // longer than the suspicion timeout, after which the member is declared
 // dead (and leaves the view) or has refuted the suspicion.

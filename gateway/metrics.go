@@ -22,6 +22,10 @@ type gatewayMetrics struct {
 	refused      *prometheus.CounterVec // tenant, limit
 	authFailures *prometheus.CounterVec // code
 	admission    prometheus.Histogram
+	// refusalSeconds: refusals of a run (429, 503) from the handler's
+	// entry to the answer written, by where (door: refuse.go's fast
+	// path; handler: the normal path) and status.
+	refusalSeconds *prometheus.HistogramVec
 
 	mu     sync.Mutex
 	labels map[string]bool
@@ -42,6 +46,9 @@ func newGatewayMetrics(reg prometheus.Registerer) *gatewayMetrics {
 		admission: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "qlc_admission_seconds",
 			Help:    "Time to admit a run: reservation in the ledger and the tenant limiter's answer.",
 			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 1}}),
+		refusalSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "qlc_refusal_seconds",
+			Help:    "Refusals of a run (429, 503) from the gateway handler's entry to the answer written, by where (door: before the body is read; handler) and status.",
+			Buckets: []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5}}, []string{"at", "status"}),
 		labels: map[string]bool{},
 	}
 	// Series that exist from the start at 0: one born at 1 has no increase
@@ -56,6 +63,7 @@ func newGatewayMetrics(reg prometheus.Registerer) *gatewayMetrics {
 		m.refused = register(reg, m.refused)
 		m.authFailures = register(reg, m.authFailures)
 		m.admission = register(reg, m.admission)
+		m.refusalSeconds = register(reg, m.refusalSeconds)
 	}
 	return m
 }

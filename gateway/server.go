@@ -198,6 +198,7 @@ type Server struct {
 
 	opsHandler     http.Handler // /healthz, /readyz, /metrics without a key
 	metricsHandler http.Handler // Config.Gatherer in Prometheus' text format
+	routes         http.Handler // handler without the refusal at the door (refuse.go)
 
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per key id
@@ -235,6 +236,10 @@ func New(cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.tenancy != nil {
 		if err := s.engine.Services().ServeLedger(s.ledgerState); err != nil {
+			return nil, err
+		}
+		// GET /v1/usage through another gateway sums this ledger in.
+		if err := s.engine.Services().ServeUsage(s.usageReply); err != nil {
 			return nil, err
 		}
 		// A provider key put or deleted reaches the runs in flight of its
@@ -280,7 +285,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("unknown_endpoint", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)))
 	})
-	s.handler = s.traced(mux, s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux)))))
+	s.routes = s.traced(mux, s.recoverer(s.loopbackOnly(s.withAuth(s.batchRoutes(mux)))))
+	s.handler = s.refuseAtTheDoor(s.routes)
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", s.healthz)
 	ops.HandleFunc("GET /readyz", s.ready)
@@ -293,6 +299,9 @@ func New(cfg Config) (*Server, error) {
 		s.batches = newBatchManager(s) // before recoverOpen: the runs it bills tell it (runEnded)
 		s.goBackground(s.recoverOpen)
 		s.goBackground(s.keepRuns)
+		// Another gateway asked for a run that ended here and left memory:
+		// from the store (several gateways behind one address).
+		s.engine.SetKeptRuns(s.restore)
 		s.goBackground(s.batches.run)
 	}
 	s.console = newConsoleHub(s, cfg.Console)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -243,6 +244,17 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	// scope=gateway: this gateway's ledger alone (the runs admitted
+	// through it); the default, cluster, sums every gateway's.
+	local := false
+	switch sc := q.Get("scope"); sc {
+	case "", "cluster":
+	case "gateway":
+		local = true
+	default:
+		writeError(w, errInvalidParam("scope", "invalid_scope", fmt.Sprintf("scope %q: must be cluster (every gateway's ledger, the default) or gateway (this one's)", sc)))
+		return
+	}
 	tenant := p.tenantID()
 	if p.admin {
 		tenant = q.Get("tenant") // "" = all
@@ -252,7 +264,7 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if q.Has("bucket") || q.Has("group_by") {
-		s.usageSeries(w, q, tenant, from, to, limit)
+		s.usageSeries(w, q, tenant, from, to, limit, local)
 		return
 	}
 	recs, err := s.tenancy.Store().Usage(tenant, from, to, limit)
@@ -260,6 +272,24 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		s.logger.Error("ledger: usage", "error", err)
 		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "could not read the ledger"))
 		return
+	}
+	// The other gateways' ledgers (usage_cluster.go).
+	var answers []*messages.UsageReply
+	asked, complete := 0, true
+	if !local {
+		answers, asked, complete = s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit})
+	}
+	if asked > 0 {
+		lists := [][]store.Usage{recs}
+		for _, a := range answers {
+			var l []store.Usage
+			if json.Unmarshal(a.Rows, &l) != nil {
+				complete = false
+				continue
+			}
+			lists = append(lists, l)
+		}
+		recs = mergeRecords(lists, limit)
 	}
 	if recs == nil {
 		recs = []store.Usage{}
@@ -283,14 +313,15 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 		sum.TotalTokens += u.TotalTokens
 		sum.CostUSD += u.CostUSD
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "from": from, "to": to, "data": recs, "totals": sum})
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "from": from, "to": to, "data": recs, "totals": sum,
+		"gateways": 1 + len(answers), "complete": complete})
 }
 
 // usageSeries serves GET /v1/usage with bucket= and/or group_by=: usage
 // summed in the store by UTC hour or day and by tenant, profile or model.
 // Without bucket, the rows are the groups, highest cost first (top tenants
 // by cost: group_by=tenant&limit=10).
-func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string, from, to time.Time, limit int) {
+func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string, from, to time.Time, limit int, local bool) {
 	sq := store.SeriesQuery{TenantID: tenant, From: from, To: to, GroupBy: q.Get("group_by"), Limit: limit}
 	switch b := q.Get("bucket"); b {
 	case "hour":
@@ -328,11 +359,30 @@ func (s *Server) usageSeries(w http.ResponseWriter, q url.Values, tenant string,
 		writeError(w, errServer(http.StatusInternalServerError, "internal_error", "could not read the ledger"))
 		return
 	}
+	// The other gateways' ledgers (usage_cluster.go).
+	var answers []*messages.UsageReply
+	asked, complete := 0, true
+	if !local {
+		answers, asked, complete = s.peerUsage(usageQuery{tenant: tenant, from: from, to: to, limit: limit, series: true, sq: sq})
+	}
+	if asked > 0 {
+		lists := [][]store.SeriesRow{rows}
+		for _, a := range answers {
+			var l []store.SeriesRow
+			if json.Unmarshal(a.Rows, &l) != nil {
+				complete = false
+				continue
+			}
+			truncated = truncated || a.Truncated
+			lists = append(lists, l)
+		}
+		rows, truncated = mergeSeries(lists, truncated, limit)
+	}
 	if rows == nil {
 		rows = []store.SeriesRow{}
 	}
 	out := map[string]any{"object": "usage.series", "from": from, "to": to, "bucket": nil, "group_by": nil,
-		"data": rows, "truncated": truncated}
+		"data": rows, "truncated": truncated, "gateways": 1 + len(answers), "complete": complete}
 	if sq.Bucket > 0 {
 		out["bucket"] = q.Get("bucket")
 	}

@@ -3016,11 +3016,15 @@ func (x *FindRun) GetSubscriber() *ActorRef {
 }
 
 // RunFound answers FindRun: how the run was started (prior_events empty),
-// and its coordinator.
+// and its coordinator; or, from a gateway, a run that ended there: its
+// start with the whole log as prior_events and no coordinator.
 type RunFound struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Start         *StartRun              `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
-	Coordinator   *ActorRef              `protobuf:"bytes,2,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Start       *StartRun              `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	Coordinator *ActorRef              `protobuf:"bytes,2,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	// last_seq is the coordinator's log length when it answered: the asking
+	// gateway waits for its copy to reach it before it answers its client.
+	LastSeq       uint64 `protobuf:"varint,110,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3067,6 +3071,13 @@ func (x *RunFound) GetCoordinator() *ActorRef {
 		return x.Coordinator
 	}
 	return nil
+}
+
+func (x *RunFound) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
 }
 
 // TenantLimits are a tenant's limits as the gateway knows them; 0 = none.
@@ -6010,6 +6021,164 @@ func (x *RunSuperseded) GetReason() string {
 	return ""
 }
 
+// UsageQuery asks another gateway for the usage its own ledger recorded
+// (GET /v1/usage through any gateway sums every gateway's: several
+// gateways behind one address each bill the runs admitted through them).
+// The fields are the request's, checked by the asking gateway.
+type UsageQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"` // "" = every tenant's (an admin key)
+	FromUnixMs    int64                  `protobuf:"varint,2,opt,name=from_unix_ms,json=fromUnixMs,proto3" json:"from_unix_ms,omitempty"`
+	ToUnixMs      int64                  `protobuf:"varint,3,opt,name=to_unix_ms,json=toUnixMs,proto3" json:"to_unix_ms,omitempty"`
+	Limit         int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	BucketSeconds int64                  `protobuf:"varint,5,opt,name=bucket_seconds,json=bucketSeconds,proto3" json:"bucket_seconds,omitempty"` // 0: records (not a series)
+	GroupBy       string                 `protobuf:"bytes,6,opt,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	Series        bool                   `protobuf:"varint,7,opt,name=series,proto3" json:"series,omitempty"` // bucket or group_by was asked for
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageQuery) Reset() {
+	*x = UsageQuery{}
+	mi := &file_qlc_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageQuery) ProtoMessage() {}
+
+func (x *UsageQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageQuery.ProtoReflect.Descriptor instead.
+func (*UsageQuery) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *UsageQuery) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *UsageQuery) GetFromUnixMs() int64 {
+	if x != nil {
+		return x.FromUnixMs
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetToUnixMs() int64 {
+	if x != nil {
+		return x.ToUnixMs
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetBucketSeconds() int64 {
+	if x != nil {
+		return x.BucketSeconds
+	}
+	return 0
+}
+
+func (x *UsageQuery) GetGroupBy() string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return ""
+}
+
+func (x *UsageQuery) GetSeries() bool {
+	if x != nil {
+		return x.Series
+	}
+	return false
+}
+
+// UsageReply answers UsageQuery: rows is JSON, the records ([]store.Usage)
+// or the series ([]store.SeriesRow) of the asked gateway's ledger.
+type UsageReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          []byte                 `protobuf:"bytes,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageReply) Reset() {
+	*x = UsageReply{}
+	mi := &file_qlc_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageReply) ProtoMessage() {}
+
+func (x *UsageReply) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageReply.ProtoReflect.Descriptor instead.
+func (*UsageReply) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *UsageReply) GetRows() []byte {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *UsageReply) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *UsageReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -6245,10 +6414,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x120\n" +
 	"\n" +
 	"subscriber\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\n" +
-	"subscriber\"f\n" +
+	"subscriber\"\x81\x01\n" +
 	"\bRunFound\x12&\n" +
 	"\x05start\x18\x01 \x01(\v2\x10.qlc.v1.StartRunR\x05start\x122\n" +
-	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\"\xf5\x01\n" +
+	"\vcoordinator\x18\x02 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\x19\n" +
+	"\blast_seq\x18n \x01(\x04R\alastSeq\"\xf5\x01\n" +
 	"\fTenantLimits\x12.\n" +
 	"\x13requests_per_minute\x18\x01 \x01(\x03R\x11requestsPerMinute\x12*\n" +
 	"\x11tokens_per_minute\x18\x02 \x01(\x03R\x0ftokensPerMinute\x12'\n" +
@@ -6511,7 +6681,23 @@ const file_qlc_proto_rawDesc = "" +
 	"\rRunSuperseded\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*\x84\x02\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xd4\x01\n" +
+	"\n" +
+	"UsageQuery\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12 \n" +
+	"\ffrom_unix_ms\x18\x02 \x01(\x03R\n" +
+	"fromUnixMs\x12\x1c\n" +
+	"\n" +
+	"to_unix_ms\x18\x03 \x01(\x03R\btoUnixMs\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12%\n" +
+	"\x0ebucket_seconds\x18\x05 \x01(\x03R\rbucketSeconds\x12\x19\n" +
+	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x16\n" +
+	"\x06series\x18\a \x01(\bR\x06series\"T\n" +
+	"\n" +
+	"UsageReply\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\fR\x04rows\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -6541,7 +6727,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -6620,15 +6806,17 @@ var file_qlc_proto_goTypes = []any{
 	(*RunHeartbeat)(nil),          // 74: qlc.v1.RunHeartbeat
 	(*RelayProbe)(nil),            // 75: qlc.v1.RelayProbe
 	(*RunSuperseded)(nil),         // 76: qlc.v1.RunSuperseded
-	nil,                           // 77: qlc.v1.StartRun.TraceContextEntry
-	nil,                           // 78: qlc.v1.Admit.TraceContextEntry
-	nil,                           // 79: qlc.v1.StartStep.TraceContextEntry
-	nil,                           // 80: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 81: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 82: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 83: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 84: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 85: google.protobuf.Duration
+	(*UsageQuery)(nil),            // 77: qlc.v1.UsageQuery
+	(*UsageReply)(nil),            // 78: qlc.v1.UsageReply
+	nil,                           // 79: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 80: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 81: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 82: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 83: qlc.v1.ModelStats.HttpStatusEntry
+	nil,                           // 84: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 85: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 86: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 87: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -6638,14 +6826,14 @@ var file_qlc_proto_depIdxs = []int32{
 	60, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	57, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
 	64, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	77, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	79, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
 	58, // 8: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
 	59, // 9: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
 	1,  // 10: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	7,  // 11: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
 	1,  // 12: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 13: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	84, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	86, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	15, // 15: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	16, // 16: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	18, // 17: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -6664,8 +6852,8 @@ var file_qlc_proto_depIdxs = []int32{
 	16, // 30: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 31: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	85, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	85, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	87, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	87, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -6676,10 +6864,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	85, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	85, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	87, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	87, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	85, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	87, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -6694,31 +6882,31 @@ var file_qlc_proto_depIdxs = []int32{
 	5,  // 60: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
 	1,  // 61: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
 	39, // 62: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	78, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	80, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
 	45, // 64: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
 	45, // 65: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
 	0,  // 66: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
 	1,  // 67: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
 	2,  // 68: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
 	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	79, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	81, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
 	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	80, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	81, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	85, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	82, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	83, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	87, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
 	55, // 75: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	85, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	85, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	87, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	87, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
 	12, // 78: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
 	12, // 79: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
 	64, // 80: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	84, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	86, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
 	67, // 82: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	82, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	84, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
 	68, // 84: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	84, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	84, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	83, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	86, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	86, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	85, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
 	71, // 88: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
 	1,  // 89: qlc.v1.RunProbe.reply_to:type_name -> qlc.v1.ActorRef
 	1,  // 90: qlc.v1.RelayProbe.coordinator:type_name -> qlc.v1.ActorRef
@@ -6755,7 +6943,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   83,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# make integ: brings the docker compose cluster (three nodes, a gateway) up
-# from locally built FROM-scratch images, runs consensus runs through the
-# gateway, checks every one completes with all four stages, and tears the
-# cluster down. Skips, saying so, where there is no Docker engine.
+# make integ: brings the docker compose cluster (three nodes, two gateways
+# behind the balancer) up from locally built FROM-scratch images, runs
+# consensus runs through the balancer, checks every one completes with all
+# four stages, and tears the cluster down. Skips, saying so, where there is no Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! docker info >/dev/null 2>&1; then
@@ -49,10 +49,11 @@ curl -fsS "$base/v1/chat/completions" -H "$auth" -H 'Content-Type: application/j
 # Without a key: 401.
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/models")
 [ "$code" = 401 ] && echo "no key: 401 ok" || { echo "no key: HTTP $code (want 401)"; fail=1; }
-# The usage ledger billed the runs (billing follows the end of a run).
+# The usage ledger billed the runs (billing follows the end of a run):
+# two gateways behind the balancer each billed theirs; either sums both.
 sleep 1
 curl -fsS "$base/v1/usage" -H "$auth" |
-  python3 -c 'import sys,json; d=json.load(sys.stdin); n=d["totals"]["runs"]; assert n >= 7, n; print("usage ledger: %d runs billed, %d tokens" % (n, d["totals"]["total_tokens"]))' || fail=1
+  python3 -c 'import sys,json; d=json.load(sys.stdin); n=d["totals"]["runs"]; assert n >= 7, n; assert d["gateways"] == 2 and d["complete"], d; print("usage ledger: %d runs billed, %d tokens, from %d gateways" % (n, d["totals"]["total_tokens"], d["gateways"]))' || fail=1
 # The admin key manages tenants; the tenant key does not.
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/admin/tenants" -H "$auth")
 [ "$code" = 403 ] && echo "tenant key on the admin API: 403 ok" || { echo "tenant key on the admin API: HTTP $code (want 403)"; fail=1; }

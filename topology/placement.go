@@ -54,19 +54,24 @@ func (m *Membership) Saturated() (bool, time.Duration) {
 	if c == nil {
 		return false, 0
 	}
-	return saturated(c.Members())
+	return saturated(c.EachMember) // no copy of the members: asked on every request for a run
 }
 
-func saturated(members []cluster.Member) (bool, time.Duration) {
-	n := 0
-	for _, mem := range members {
+func saturated(each func(func(*cluster.Member) bool)) (bool, time.Duration) {
+	n, room := 0, false
+	each(func(mem *cluster.Member) bool {
 		if !mem.Has(actors.KindCoordinator) || mem.Draining || mem.RemoteAddr == "" {
-			continue
+			return true
 		}
 		if !mem.Saturated() {
-			return false, 0
+			room = true
+			return false
 		}
 		n++
+		return true
+	})
+	if room {
+		return false, 0
 	}
 	return n > 0, time.Second
 }

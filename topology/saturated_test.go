@@ -27,7 +27,14 @@ func TestSaturated(t *testing.T) {
 		{"the one with room is draining", []cluster.Member{node("a", 4, 4, false), node("b", 0, 8, true)}, true},
 		{"no limit announced", []cluster.Member{node("a", 4, 4, false), node("b", 100, 0, false)}, false},
 	} {
-		got, after := saturated(c.members)
+		each := func(f func(*cluster.Member) bool) {
+			for i := range c.members {
+				if !f(&c.members[i]) {
+					return
+				}
+			}
+		}
+		got, after := saturated(each)
 		if got != c.want || (got && after <= 0) {
 			t.Errorf("%s: saturated = %v, %v; want %v with a Retry-After", c.name, got, after, c.want)
 		}

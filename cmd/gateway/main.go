@@ -3,6 +3,9 @@
 // (the run actors embedded), which is what `make run` starts; with -nodes it
 // places runs on `node` processes and streams their events.
 //
+// `gateway balance -backends a:8080,b:8080` is a balancer instead: several
+// gateways behind one address (internal/balance).
+//
 // Every flag has an environment variable (shown in -help); a flag given on
 // the command line wins.
 package main
@@ -35,6 +38,9 @@ import (
 func main() { cli.Main("gateway", run) }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "balance" {
+		return runBalance(args[1:])
+	}
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	addr := fs.String("addr", cli.Env("QLC_ADDR", ":8080"), "listen address (QLC_ADDR)")
 	local := fs.Bool("local", cli.EnvBool("QLC_LOCAL"), "local mode: text logs, run actors embedded (QLC_LOCAL)")

@@ -374,7 +374,10 @@ type usageList struct {
 
 func usageOf(tb testing.TB, base, key string) usageList {
 	tb.Helper()
-	req, err := http.NewRequest("GET", base+"/v1/usage", nil)
+	if !strings.Contains(base, "/v1/usage") {
+		base += "/v1/usage"
+	}
+	req, err := http.NewRequest("GET", base, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -386,7 +389,7 @@ func usageOf(tb testing.TB, base, key string) usageList {
 	defer resp.Body.Close()
 	var u usageList
 	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil || resp.StatusCode != 200 {
-		tb.Fatalf("GET %s/v1/usage: %d %v", base, resp.StatusCode, err)
+		tb.Fatalf("GET %s: %d %v", base, resp.StatusCode, err)
 	}
 	return u
 }
@@ -511,7 +514,8 @@ func TestBudgetHoldsAcrossTwoGateways(t *testing.T) {
 	seen := map[string]int{}
 	var billed int64
 	for _, base := range []string{a, b} {
-		u := waitUsage(t, base, tn.key, 30*time.Second, func(u usageList) bool { return len(u.Data) >= per[base] })
+		// This gateway's ledger alone (GET /v1/usage sums every gateway's).
+		u := waitUsage(t, base+"/v1/usage?scope=gateway", tn.key, 30*time.Second, func(u usageList) bool { return len(u.Data) >= per[base] })
 		checkTotals(t, base, u)
 		for _, rec := range u.Data {
 			seen[rec.RunID]++

@@ -318,8 +318,8 @@ func TestProvisioning(t *testing.T) {
 			}
 		}
 	}
-	if len(jobs) != 2 || jobs[gatewayJob] != 1 || jobs[nodeJob] != 3 {
-		t.Errorf("scrape jobs %v: want %s (1 target) and %s (3)", jobs, gatewayJob, nodeJob)
+	if len(jobs) != 2 || jobs[gatewayJob] != 2 || jobs[nodeJob] != 3 {
+		t.Errorf("scrape jobs %v: want %s (2 targets: the two gateways) and %s (3)", jobs, gatewayJob, nodeJob)
 	}
 
 	if os.Getenv("QLC_SKIP_PROMETHEUS") == "1" {

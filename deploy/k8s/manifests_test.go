@@ -104,6 +104,7 @@ func TestChecksCatch(t *testing.T) {
 		want   string
 	}{
 		{"no readiness probe", ".", func(s *set) { node(s).Containers[0].ReadinessProbe = nil }, "no readiness probe"},
+		{"one gateway", ".", func(s *set) { one := int32(1); s.statefulSet("qlc-gateway").Spec.Replicas = &one }, "fewer than 2 gateway replicas"},
 		{"no liveness probe", ".", func(s *set) { gw(s).Containers[0].LivenessProbe = nil }, "no liveness probe"},
 		{"probe on the API port", ".", func(s *set) {
 			gw(s).Containers[0].ReadinessProbe.HTTPGet.Port = intstr.FromString(portHTTP)
@@ -831,6 +832,13 @@ func (s *set) check(bins map[string]*binary) []string {
 	for _, w := range s.workloads() {
 		for _, p := range s.checkWorkload(w, bins) {
 			add("%s: %s", w, p)
+		}
+	}
+	for _, st := range s.statefulSets {
+		// Several gateways behind the Service (issue 18): any serves any
+		// run, so one pod's restart is not an outage of the API.
+		if st.Spec.Template.Labels["app.kubernetes.io/component"] == "gateway" && (st.Spec.Replicas == nil || *st.Spec.Replicas < 2) {
+			add("StatefulSet %s: fewer than 2 gateway replicas behind the Service", st.Name)
 		}
 	}
 	ps = append(ps, s.checkServices()...)

@@ -35,3 +35,31 @@ func TestRecordRunCapsRunsPerTenant(t *testing.T) {
 		}
 	}
 }
+
+// Under a large cap the trim runs every cap/64 runs of the tenant (its
+// scan walks cap index entries): the tenant holds its cap, plus at most
+// cap/64 runs kept since the last trim.
+func TestRecordRunTrimsEveryCapOver64Runs(t *testing.T) {
+	s := openTemp(t)
+	s.SetRunsPerTenant(256) // a trim every 4 runs
+	for i := 0; i < 300; i++ {
+		id := fmt.Sprint("r", i)
+		run := &FinishedRun{RunID: id, TenantID: "a", Profile: "p", Query: "q", CreatedAt: at(0), EndedAt: at(time.Duration(i) * time.Second), Log: []byte{1}}
+		if ok, err := s.RecordRun(usageOf(id, "a", at(0), 1), run); err != nil || !ok {
+			t.Fatalf("RecordRun %s: %v %v", id, ok, err)
+		}
+	}
+	var kept int
+	if err := s.r.QueryRow(`SELECT count(*) FROM runs WHERE tenant_id = 'a'`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept < 256 || kept > 256+4 {
+		t.Fatalf("kept %d runs, want 256 to 260", kept)
+	}
+	if _, err := s.Run("r299"); err != nil {
+		t.Fatalf("the newest run: %v", err)
+	}
+	if _, err := s.Run("r0"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the oldest run: %v, want trimmed", err)
+	}
+}

@@ -56,6 +56,11 @@ type Store struct {
 	// deletes a tenant's oldest beyond it); 0: no cap. Default
 	// DefaultRunsPerTenant; SetRunsPerTenant changes it.
 	runsPerTenant atomic.Int64
+	// sinceTrim counts, per tenant, the runs RecordRun kept since it last
+	// trimmed that tenant's (ledger.go, dueTrim); at most maxTrimTenants
+	// entries (then it starts over: every tenant is trimmed at its next run).
+	trimMu    sync.Mutex
+	sinceTrim map[string]int64
 
 	closeOnce sync.Once
 	closeErr  error
