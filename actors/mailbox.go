@@ -43,6 +43,7 @@ import (
 //	                    run; a lost one is also recovered from the ledger). The tenant limiter's queue
 //	                    of messages waiting for a rebuild is capped the same (maxPendingAdmits).
 //	run-starter  1024   StartRun, FindRun (the gateway's SpawnTimeout expires and it tries the next node).
+//	quota        1024   QuotaMessage (a Raft message of the tenant-budget group: Raft resends what is lost).
 //	tokenizer    1024   CountTokens, FitToBudget (the caller counts locally after TokenizerTimeout).
 //	worker       —      unbounded queue: only its coordinator talks to it (one start, one stop).
 //
@@ -82,6 +83,7 @@ var mailboxPolicies = map[string]mailboxPolicy{
 		return false
 	}},
 	"limiter": {Size: 4096, Drop: func(m any) bool { _, ok := m.(*messages.Admit); return ok }},
+	"quota":   {Size: 1024, Drop: func(m any) bool { _, ok := m.(*messages.QuotaMessage); return ok }},
 	"run-starter": {Size: 1024, Drop: func(m any) bool {
 		switch m.(type) {
 		case *messages.StartRun, *messages.FindRun:
