@@ -212,4 +212,3 @@ func BenchmarkLimiterAdmit(b *testing.B) {
 		})
 	}
 }
-
