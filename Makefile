@@ -133,7 +133,9 @@ cluster:
 ## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 6 min),
 ## then the group partitions (split, asymmetric: iptables, SKIPPED without root; about 3 min more); against local
 ## processes, saying so, where there is no Docker engine; then the overload scenario (issue 18:
-## 3× the measured capacity for $(OVERLOAD) on CPU-limited local nodes, about 1.5 min); prints figure tables
+## 3× the measured capacity for $(OVERLOAD) on CPU-limited local nodes, about 1.5 min); then the limits
+## scenario (issue 17: a tenant's budget under splits, pauses and kills, history-checked; local processes,
+## about 1 min); prints figure tables
 OVERLOAD ?= 60s
 chaos:
 	@if docker info >/dev/null 2>&1; then \
@@ -143,7 +145,8 @@ chaos:
 	  backend=""; \
 	fi; rc=0; \
 	for s in all split asymmetric; do COMPOSE="$(COMPOSE)" $(GO) run ./chaos $$backend -scenario $$s || rc=$$?; done; \
-	$(GO) run ./chaos -scenario overload -duration $(OVERLOAD) || rc=$$?; exit $$rc
+	$(GO) run ./chaos -scenario overload -duration $(OVERLOAD) || rc=$$?; \
+	$(GO) run ./chaos -scenario limits || rc=$$?; exit $$rc
 
 ## chaos-smoke: the short version (about 2 min)
 chaos-smoke:
