@@ -138,14 +138,14 @@ func FuzzReadWAL(f *testing.F) {
 
 // group is three Nodes on a MemNet, each logging into its own directory.
 type group struct {
-	t     *testing.T
+	t     testing.TB
 	net   *MemNet
 	dirs  map[uint64]string
 	mu    sync.Mutex
 	nodes map[uint64]*Node
 }
 
-func newGroup(t *testing.T) *group {
+func newGroup(t testing.TB) *group {
 	t.Helper()
 	g := &group{t: t, net: NewMemNet(), dirs: map[uint64]string{}, nodes: map[uint64]*Node{}}
 	for id := uint64(1); id <= 3; id++ {
@@ -290,5 +290,38 @@ func TestGrantsNeverExceedBudget(t *testing.T) {
 	}
 	if granted.Load() < budget/4 {
 		t.Fatalf("granted only %d of %d: the group hardly worked", granted.Load(), budget)
+	}
+}
+
+// BenchmarkAcquire measures one slice grant: a proposal committed by the
+// group (log appended and fsynced on a majority) and applied here — the
+// uncommon path of an admission, once per slice. BenchmarkTake is the
+// common path.
+func BenchmarkAcquire(b *testing.B) {
+	n := newGroup(b).node(1)
+	ctx := context.Background()
+	if _, err := n.Acquire(ctx, "t", 1, 1<<50, 1, 1); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := n.Acquire(ctx, "t", 1, 1<<50, 1, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkTake(b *testing.B) {
+	n := newGroup(b).node(1)
+	if _, err := n.Acquire(context.Background(), "t", 1, 1<<50, 1<<40, 1<<40); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if !n.Take("t", 1, 1) {
+			b.Fatal("no tokens")
+		}
 	}
 }
