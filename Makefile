@@ -4,7 +4,7 @@ PKGS      := ./...
 # `docker compose` (plugin) where present, else the standalone docker-compose.
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COVER_PKGS ?= $(PKGS)
-RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/... ./loadgen/... ./client/... ./internal/tracing/... ./internal/spanstore/...
+RACE_PKGS := ./actors/... ./quota/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/... ./loadgen/... ./client/... ./internal/tracing/... ./internal/spanstore/...
 
 .PHONY: run test vet fmt-check cover bench profile fuzz proto build images compose-up compose-down integ cluster chaos chaos-smoke soak tokenizer-corpus bench-tokenizer tokenizer-generate
 
@@ -104,6 +104,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzMergeModelStats$$' -fuzztime 30s -fuzzminimizetime 2s ./actors/
 	$(GO) test -run '^$$' -fuzz '^FuzzSign$$' -fuzztime 30s -fuzzminimizetime 2s ./internal/neardup/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadWAL$$' -fuzztime 20s -fuzzminimizetime 2s ./quota/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCommand$$' -fuzztime 20s -fuzzminimizetime 2s ./quota/
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEFrames$$' -fuzztime 30s -fuzzminimizetime 2s ./client/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChatChunk$$' -fuzztime 30s -fuzzminimizetime 2s ./client/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMix$$' -fuzztime 30s -fuzzminimizetime 2s ./loadgen/

@@ -325,3 +325,24 @@ func BenchmarkTake(b *testing.B) {
 		}
 	}
 }
+
+// FuzzDecodeCommand: whatever a log entry holds, a command DecodeCommand
+// accepts keeps the state's invariant when applied (allocated = Σ held,
+// never over the budget of the grant that allocated).
+func FuzzDecodeCommand(f *testing.F) {
+	f.Add([]byte(`{"op":"grant","holder":1,"inc":3,"tenant":"t","period":1,"budget":9,"min":1,"want":2}`))
+	f.Add([]byte(`{"op":"return","holder":1,"inc":3,"tenant":"t","period":1,"tokens":5}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := DecodeCommand(data)
+		if err != nil {
+			return
+		}
+		s := NewState()
+		s.Apply(Command{Op: OpGrant, Holder: 1, Inc: 3, Tenant: "t", Period: 1, Budget: 100, Min: 1, Want: 50})
+		r := s.Apply(c)
+		_, budget, allocated := s.Allocated(c.Tenant)
+		if allocated < 0 || (c.Op == OpGrant && !r.Refused && allocated > budget) {
+			t.Fatalf("%+v → %+v: allocated %d of %d", c, r, allocated, budget)
+		}
+	})
+}
