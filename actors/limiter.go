@@ -189,6 +189,11 @@ type tenantLimiter struct {
 	taken     map[string]takenSlice
 	waiting   []pendingMsg
 	acquiring bool
+	// gone are runs settled before this limiter knew them: a gateway that
+	// gave up waiting for an Admit settles the run at 0; an Admit of it
+	// still waiting for a slice is then refused, not granted to nobody.
+	// At most maxPendingAdmits (then forgotten at once).
+	gone map[string]bool
 }
 
 // takenSlice is what a run took of this node's slices.
@@ -242,6 +247,11 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 		l.acquiring = false
 		waiting := l.waiting
 		l.waiting = nil
+		if l.busy {
+			// A rebuild started meanwhile: they are decided after it.
+			l.pending = append(l.pending, waiting...)
+			return
+		}
 		for _, w := range waiting {
 			am := w.msg.(*messages.Admit)
 			now := time.Now()
@@ -528,6 +538,9 @@ func (l *tenantLimiter) decide(m *messages.Admit, now time.Time) *messages.Admit
 	if _, took := l.taken[m.RunId]; took && !m.Precheck {
 		return &messages.AdmitReply{Ok: true} // granted here from a slice: a repeated Admit
 	}
+	if l.gone[m.RunId] && !m.Precheck {
+		return refuse("settled", 0, "the run was given up by its gateway before it was decided")
+	}
 	if _, open := l.open[m.RunId]; open && !m.Precheck {
 		if l.granted[m.RunId] {
 			return &messages.AdmitReply{Ok: true} // a repeated Admit (the gateway retried)
@@ -637,6 +650,14 @@ func refuse(limit string, retryMS int64, msg string) *messages.AdmitReply {
 
 // settle ends a reservation at the run's real count.
 func (l *tenantLimiter) settle(m *messages.Settle) {
+	if _, ok := l.taken[m.RunId]; !ok && l.slices != nil {
+		if _, open := l.open[m.RunId]; !open {
+			if l.gone == nil || len(l.gone) >= maxPendingAdmits {
+				l.gone = map[string]bool{}
+			}
+			l.gone[m.RunId] = true
+		}
+	}
 	if t, ok := l.taken[m.RunId]; ok {
 		// What the run reserved and did not use goes back to this node's
 		// slices; a retried run that used more takes the rest if held (else

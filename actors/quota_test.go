@@ -165,6 +165,14 @@ func TestPartitionedLimiterHostGrantsOnlyItsSlices(t *testing.T) {
 	if r := ask(a, "a3", 30); !r.Ok {
 		t.Fatalf("a3 from what a1 gave back: %+v", r)
 	}
+	// A gateway that gave up on a run settles it at 0; its Admit, if it
+	// comes after (it waited for a slice), is not granted to nobody.
+	if _, err := e.system.Root.RequestFuture(b, &messages.Settle{Tenant: "p", RunId: "given-up", Tokens: 0}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	if r := ask(b, "given-up", 1); r.Ok || r.Limit != "settled" {
+		t.Fatalf("an Admit after its run was given up: %+v", r)
+	}
 	if !slices.Contains([]uint64{2, 3}, nodes[1].Leader()) {
 		t.Fatalf("leader %d: the majority side should lead", nodes[1].Leader())
 	}
