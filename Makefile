@@ -4,7 +4,7 @@ PKGS      := ./...
 # `docker compose` (plugin) where present, else the standalone docker-compose.
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COVER_PKGS ?= $(PKGS)
-RACE_PKGS := ./actors/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/... ./loadgen/... ./client/... ./internal/tracing/... ./internal/spanstore/...
+RACE_PKGS := ./actors/... ./quota/... ./cluster/... ./topology/... ./gateway/... ./stagework/... ./tokenizer/... ./chaos/... ./cmd/... ./loadgen/... ./client/... ./internal/tracing/... ./internal/spanstore/...
 
 .PHONY: run test vet fmt-check cover bench profile fuzz proto build images compose-up compose-down integ cluster chaos chaos-smoke soak tokenizer-corpus bench-tokenizer tokenizer-generate
 
@@ -113,6 +113,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzMergeModelStats$$' -fuzztime 30s -fuzzminimizetime 2s ./actors/
 	$(GO) test -run '^$$' -fuzz '^FuzzSign$$' -fuzztime 30s -fuzzminimizetime 2s ./internal/neardup/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 20s -fuzzminimizetime 2s ./tokenizer/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadWAL$$' -fuzztime 20s -fuzzminimizetime 2s ./quota/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCommand$$' -fuzztime 20s -fuzzminimizetime 2s ./quota/
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEFrames$$' -fuzztime 30s -fuzzminimizetime 2s ./client/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChatChunk$$' -fuzztime 30s -fuzzminimizetime 2s ./client/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMix$$' -fuzztime 30s -fuzzminimizetime 2s ./loadgen/
@@ -142,7 +144,9 @@ cluster:
 ## chaos: every fault scenario against the docker compose cluster (images built from the working tree, about 6 min),
 ## then the group partitions (split, asymmetric: iptables, SKIPPED without root; about 3 min more); against local
 ## processes, saying so, where there is no Docker engine; then the overload scenario (issue 18:
-## 3× the measured capacity for $(OVERLOAD) on CPU-limited local nodes, about 1.5 min); prints figure tables
+## 3× the measured capacity for $(OVERLOAD) on CPU-limited local nodes, about 1.5 min); then the limits
+## scenario (issue 17: a tenant's budget under splits, pauses and kills, history-checked; local processes,
+## about 1 min); prints figure tables
 OVERLOAD ?= 60s
 chaos:
 	@if docker info >/dev/null 2>&1; then \
@@ -152,7 +156,8 @@ chaos:
 	  backend=""; \
 	fi; rc=0; \
 	for s in all split asymmetric; do COMPOSE="$(COMPOSE)" $(GO) run ./chaos $$backend -scenario $$s || rc=$$?; done; \
-	$(GO) run ./chaos -scenario overload -duration $(OVERLOAD) || rc=$$?; exit $$rc
+	$(GO) run ./chaos -scenario overload -duration $(OVERLOAD) || rc=$$?; \
+	$(GO) run ./chaos -scenario limits || rc=$$?; exit $$rc
 
 ## chaos-smoke: the short version (about 2 min)
 chaos-smoke:

@@ -34,6 +34,7 @@ import (
 	"github.com/qlc-project/qlc/internal/sealed"
 	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/quota"
 	"github.com/qlc-project/qlc/stagework"
 	"github.com/qlc-project/qlc/tokenizer"
 )
@@ -179,6 +180,14 @@ type Config struct {
 	// hosts its tenant limiters and ledger, and counts tokens itself.
 	// Addresses other than this process's are reached over Remote.
 	Topology Topology
+	// Quota, when set, makes this node a member of the quota group that
+	// allocates tenants' token budgets in slices (actors/quota.go, package
+	// quota): tenant limiters hosted here grant budget tokens only from
+	// slices the group committed to this node, so no partition or split
+	// brain can overrun a budget. Needs Remote and a Topology implementing
+	// QuotaPeers. Nil: budgets are counted by each limiter alone (ledger
+	// rebuilds; a split brain can overrun).
+	Quota *QuotaConfig
 	// SpawnTimeout bounds placing a coordinator on a node. Default 2 s.
 	SpawnTimeout time.Duration
 	// RunLimit is the adaptive limit (AdaptiveLimit, fed with this
@@ -381,6 +390,9 @@ func (c *Config) validate() error {
 	if len(c.Nodes) > 0 && c.Remote == nil {
 		return errors.New("actors: Nodes need Remote (the actor transport) to reach nodes")
 	}
+	if c.Quota != nil && (c.Topology == nil || c.Remote == nil) {
+		return errors.New("actors: Quota needs Remote and Topology")
+	}
 	if len(c.Nodes) > 0 && c.Topology != nil {
 		return errors.New("actors: Nodes and Topology exclude each other")
 	}
@@ -518,6 +530,8 @@ type Engine struct {
 	placer Placer
 	// topo is Config.Topology (nil: a single process).
 	topo Topology
+	// quota is this node's member of the quota group (nil: none).
+	quota *quota.Node
 
 	// admission shares MaxActiveRuns among tenants: a run holds one of its
 	// slots from launch until its hub has the terminal event (or it is
@@ -1353,9 +1367,16 @@ func NewEngine(cfg Config) (*Engine, error) {
 		// answer only gateways that see the same limiter hosts as this node.
 		ledgers, view = cfg.Topology.LedgerHosts, cfg.Topology.LimiterView
 	}
+	var slices budgetSlices
+	if cfg.Quota != nil {
+		if err := e.startQuota(cfg.Quota); err != nil {
+			return nil, err
+		}
+		slices = e.quota
+	}
 	limiterMailbox := m.mailbox("limiter")
 	if _, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &limiterParent{ledgers: ledgers, view: view, spawn: e.goOwned, mailbox: limiterMailbox}
+		return &limiterParent{ledgers: ledgers, view: view, spawn: e.goOwned, mailbox: limiterMailbox, slices: slices}
 	}, actor.WithMailbox(limiterMailbox)), limitersName); err != nil {
 		return nil, fmt.Errorf("actors: tenant limiters: %w", err)
 	}
@@ -1771,6 +1792,9 @@ func (e *Engine) Shutdown(ctx context.Context) {
 	e.wg.Wait()
 	e.tokens.Close()
 	e.services.Close()
+	if e.quota != nil {
+		e.quota.Stop()
+	}
 	if e.remote != nil {
 		// Not Shutdown(true): protoactor's graceful path writes endpoint
 		// manager fields that in-flight sends read without a lock (a data

@@ -102,7 +102,7 @@ func (c *LimiterClient) Admit(ctx context.Context, m *messages.Admit) (reply *me
 			if !ok {
 				return nil, fmt.Errorf("%w: answered %T", ErrNoLimiter, r)
 			}
-			if reply.Limit != viewMismatch {
+			if reply.Limit != viewMismatch && reply.Limit != quotaUnavailable {
 				return reply, nil
 			}
 			err = errors.New(reply.Message) // membership is settling: ask again

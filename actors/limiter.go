@@ -16,6 +16,7 @@ import (
 
 	"github.com/qlc-project/qlc/internal/tracing"
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/quota"
 )
 
 // Tenant limiters: one actor per tenant holds the tenant's request, token,
@@ -69,6 +70,9 @@ type limiterParent struct {
 	// spawn runs a limiter's ledger reads on a goroutine the engine's
 	// Shutdown waits for (Engine.goOwned); false: shutting down, not run.
 	spawn func(func()) bool
+	// slices, when set, is the quota group's member on this node: budget
+	// tokens are granted only from the slices it holds (quota.go).
+	slices budgetSlices
 }
 
 func (p *limiterParent) Receive(ctx actor.Context) {
@@ -108,7 +112,8 @@ func (p *limiterParent) Receive(ctx actor.Context) {
 		}
 	}
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, spawn: p.spawn, open: map[string]int64{}, granted: map[string]bool{}}
+		return &tenantLimiter{tenant: tenant, ledgers: p.ledgers, spawn: p.spawn, slices: p.slices,
+			open: map[string]int64{}, granted: map[string]bool{}, taken: map[string]takenSlice{}}
 	}, actor.WithMailbox(p.mailbox)), tenant)
 	if err != nil {
 		ctx.Respond(&messages.AdmitReply{Message: "cannot start the tenant's limiter: " + err.Error()})
@@ -174,14 +179,53 @@ type tenantLimiter struct {
 	used    int64            // settled tokens in the period
 	pending []pendingMsg
 	busy    bool // a rebuild is under way
+
+	// With a quota group (slices != nil), the token budget is granted from
+	// this node's slices: taken records what each run granted here took
+	// (given back, less its real count, when it settles); waiting holds
+	// the Admits that found the slices short while a new slice is asked
+	// for (acquiring).
+	slices    budgetSlices
+	taken     map[string]takenSlice
+	waiting   []pendingMsg
+	acquiring bool
+	// gone are runs settled before this limiter knew them: a gateway that
+	// gave up waiting for an Admit settles the run at 0; an Admit of it
+	// still waiting for a slice is then refused, not granted to nobody.
+	// At most maxPendingAdmits (then forgotten at once).
+	gone map[string]bool
 }
+
+// takenSlice is what a run took of this node's slices.
+type takenSlice struct{ period, tokens int64 }
+
+// needSlice is decide's answer when the run passes every limit but this
+// node's slices of the budget are short: the limiter asks the quota group
+// for more before it answers.
+var needSlice = &messages.AdmitReply{Limit: "need_slice"}
+
+// quotaUnavailable is AdmitReply.Limit when the quota group did not answer
+// (this node is cut off from its majority): not a refusal; the gateway asks
+// again until its AdmitTimeout (then 503 limiter_unavailable).
+const quotaUnavailable = "quota_unavailable"
+
+// quotaTimeout bounds one request for a slice.
+var quotaTimeout = 2 * time.Second
+
+// sliceShare: a slice asked for is at least this fraction of the budget
+// (fewer log writes), and at least what the waiting runs need.
+const sliceShare = 8
+
+// acquired carries the quota group's answer back to the limiter.
+type acquired struct{ err error }
 
 func (l *tenantLimiter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		ctx.SetReceiveTimeout(limiterIdle)
 	case *actor.ReceiveTimeout:
-		if !l.busy {
+		if !l.busy && !l.acquiring {
+			l.giveBack()
 			ctx.Stop(ctx.Self())
 			return
 		}
@@ -198,7 +242,36 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 			l.rebuild(ctx, m.View, m.PeriodStartUnixMs)
 			return
 		}
-		ctx.Respond(l.admit(m, time.Now()))
+		l.answer(ctx, m, ctx.Sender())
+	case *acquired:
+		l.acquiring = false
+		waiting := l.waiting
+		l.waiting = nil
+		if l.busy {
+			// A rebuild started meanwhile: they are decided after it.
+			l.pending = append(l.pending, waiting...)
+			return
+		}
+		for _, w := range waiting {
+			am := w.msg.(*messages.Admit)
+			now := time.Now()
+			r := l.admit(am, now)
+			if r == needSlice {
+				switch {
+				case m.err == nil:
+					// A slice came but not enough for this run too: ask again.
+					l.waiting = append(l.waiting, w)
+					continue
+				case errors.Is(m.err, quota.ErrBudget):
+					r = l.budgetRefusal(am, now)
+				default:
+					r = &messages.AdmitReply{Limit: quotaUnavailable, RetryAfterMs: 100,
+						Message: "the tenant-budget group did not answer (no majority reachable from this node): " + m.err.Error()}
+				}
+			}
+			l.reply(ctx, w.sender, r)
+		}
+		l.acquire(ctx)
 	case *messages.Settle:
 		if l.busy {
 			l.pending = append(l.pending, pendingMsg{msg: m, sender: ctx.Sender()})
@@ -236,10 +309,7 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 					// this state rather than rebuild again and again.
 					l.view, l.period = pm.View, pm.PeriodStartUnixMs
 				}
-				reply := l.admit(pm, time.Now())
-				if p.sender != nil {
-					ctx.Send(p.sender, reply)
-				}
+				l.answer(ctx, pm, p.sender)
 			case *messages.Settle:
 				l.settle(pm)
 				if p.sender != nil {
@@ -255,6 +325,79 @@ func (l *tenantLimiter) Receive(ctx actor.Context) {
 			}
 		}
 	}
+}
+
+// answer decides m and answers sender, or, when this node's slices of the
+// budget are short, holds m while it asks the quota group for a slice.
+func (l *tenantLimiter) answer(ctx actor.Context, m *messages.Admit, sender *actor.PID) {
+	r := l.admit(m, time.Now())
+	if r != needSlice {
+		l.reply(ctx, sender, r)
+		return
+	}
+	if len(l.waiting) >= maxPendingAdmits {
+		return // dropped like an Admit that finds the mailbox full: the gateway asks again
+	}
+	l.waiting = append(l.waiting, pendingMsg{msg: m, sender: sender})
+	l.acquire(ctx)
+}
+
+func (l *tenantLimiter) reply(ctx actor.Context, sender *actor.PID, r *messages.AdmitReply) {
+	if sender != nil {
+		ctx.Send(sender, r)
+	}
+}
+
+// acquire asks the quota group, on a goroutine of the engine's, for a
+// slice of the budget large enough for the first waiting run (at least
+// 1/sliceShare of the budget, and what every waiting run needs); the
+// answer comes back as an acquired message. One request at a time.
+func (l *tenantLimiter) acquire(ctx actor.Context) {
+	if l.acquiring || len(l.waiting) == 0 {
+		return
+	}
+	first := l.waiting[0].msg.(*messages.Admit)
+	tenant, period, budget := l.tenant, first.PeriodStartUnixMs, l.limits.GetTokenBudget()
+	var all int64
+	for _, w := range l.waiting {
+		all += w.msg.(*messages.Admit).Tokens
+	}
+	slices, self, root := l.slices, ctx.Self(), ctx.ActorSystem().Root
+	need := max(1, first.Tokens-slices.Free(tenant, period))
+	want := max(need, all, budget/sliceShare)
+	l.acquiring = l.spawn(func() {
+		actx, cancel := context.WithTimeout(context.Background(), quotaTimeout)
+		defer cancel()
+		_, err := slices.Acquire(actx, tenant, period, budget, need, want)
+		root.Send(self, &acquired{err: err})
+	})
+}
+
+// giveBack returns the unused part of this node's slices to the quota
+// group (the limiter is going idle), on a goroutine of the engine's.
+func (l *tenantLimiter) giveBack() {
+	if l.slices == nil || l.limits.GetTokenBudget() <= 0 {
+		return
+	}
+	slices, tenant, period := l.slices, l.tenant, l.period
+	l.spawn(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), quotaTimeout)
+		defer cancel()
+		_ = slices.GiveBack(ctx, tenant, period) // not given back: stays allocated (wasted, never granted twice)
+	})
+}
+
+// budgetRefusal answers a run the quota group has no slice left for.
+func (l *tenantLimiter) budgetRefusal(m *messages.Admit, now time.Time) *messages.AdmitReply {
+	retry := int64(time.Hour / time.Millisecond)
+	if m.PeriodEndUnixMs > 0 {
+		retry = max(1000, m.PeriodEndUnixMs-now.UnixMilli())
+	}
+	if len(l.taken) > 0 {
+		retry = 1000 // running runs may settle for less than they reserved
+	}
+	return refuse("token_budget", retry, fmt.Sprintf("tenant's token budget of %d is used up for this period (allocated to the limiter hosts; this run reserves %d)",
+		l.limits.GetTokenBudget(), m.Tokens))
 }
 
 // rebuild asks every ledger for the tenant's recent usage and open
@@ -392,6 +535,12 @@ func (l *tenantLimiter) decide(m *messages.Admit, now time.Time) *messages.Admit
 		l.window = append(l.window, admitted{at: now}) // no run: nothing to settle
 		return &messages.AdmitReply{Ok: true}
 	}
+	if _, took := l.taken[m.RunId]; took && !m.Precheck {
+		return &messages.AdmitReply{Ok: true} // granted here from a slice: a repeated Admit
+	}
+	if l.gone[m.RunId] && !m.Precheck {
+		return refuse("settled", 0, "the run was given up by its gateway before it was decided")
+	}
 	if _, open := l.open[m.RunId]; open && !m.Precheck {
 		if l.granted[m.RunId] {
 			return &messages.AdmitReply{Ok: true} // a repeated Admit (the gateway retried)
@@ -411,6 +560,14 @@ func (l *tenantLimiter) decide(m *messages.Admit, now time.Time) *messages.Admit
 	}
 	if m.Precheck {
 		return &messages.AdmitReply{Ok: true}
+	}
+	if l.slices != nil && l.limits.GetTokenBudget() > 0 {
+		// The budget is granted only from this node's slices: no log
+		// write here; a new slice when they are short.
+		if !l.slices.Take(l.tenant, m.PeriodStartUnixMs, m.Tokens) {
+			return needSlice
+		}
+		l.taken[m.RunId] = takenSlice{period: m.PeriodStartUnixMs, tokens: m.Tokens}
 	}
 	l.window = append(l.window, admitted{at: now, run: m.RunId, tokens: m.Tokens})
 	l.open[m.RunId] = m.Tokens
@@ -461,7 +618,13 @@ func (l *tenantLimiter) check(m *messages.Admit, now time.Time) *messages.AdmitR
 				fmt.Sprintf("tenant is over its limit of %d tokens per minute (%d used or reserved in the last minute, this run reserves %d)", tpm, sum, m.Tokens))
 		}
 	}
-	if b := lim.GetTokenBudget(); b > 0 {
+	if b := lim.GetTokenBudget(); b > 0 && l.slices != nil {
+		// The quota group decides (decide takes from the slices); a
+		// precheck estimates from this replica's state.
+		if m.Precheck && m.Tokens > l.slices.Available(l.tenant, m.PeriodStartUnixMs, b) {
+			return l.budgetRefusal(m, now)
+		}
+	} else if b > 0 {
 		var reserved int64
 		for _, t := range l.open {
 			reserved += t
@@ -487,6 +650,25 @@ func refuse(limit string, retryMS int64, msg string) *messages.AdmitReply {
 
 // settle ends a reservation at the run's real count.
 func (l *tenantLimiter) settle(m *messages.Settle) {
+	if _, ok := l.taken[m.RunId]; !ok && l.slices != nil {
+		if _, open := l.open[m.RunId]; !open {
+			if l.gone == nil || len(l.gone) >= maxPendingAdmits {
+				l.gone = map[string]bool{}
+			}
+			l.gone[m.RunId] = true
+		}
+	}
+	if t, ok := l.taken[m.RunId]; ok {
+		// What the run reserved and did not use goes back to this node's
+		// slices; a retried run that used more takes the rest if held (else
+		// it is billed beyond, as without the group).
+		delete(l.taken, m.RunId)
+		if d := t.tokens - m.Tokens; d > 0 {
+			l.slices.Release(l.tenant, t.period, d)
+		} else if d < 0 {
+			l.slices.Take(l.tenant, t.period, -d)
+		}
+	}
 	if _, ok := l.open[m.RunId]; !ok {
 		return // not reserved here: the ledger the next rebuild reads has it
 	}

@@ -46,6 +46,7 @@ import (
 //	                    of messages waiting for a rebuild is capped the same (maxPendingAdmits).
 //	run-starter  1024   StartRun, FindRun (the gateway's SpawnTimeout expires and it tries the next node),
 //	                    RelayProbe (the hub asks again while the coordinator stays silent).
+//	quota        1024   QuotaMessage (a Raft message of the tenant-budget group: Raft resends what is lost).
 //	tokenizer    1024   CountTokens, FitToBudget (the caller counts locally after TokenizerTimeout).
 //	worker       —      unbounded queue: only its coordinator talks to it (one start, one stop).
 //
@@ -87,6 +88,7 @@ var mailboxPolicies = map[string]mailboxPolicy{
 		return false
 	}},
 	"limiter": {Size: 4096, Drop: func(m any) bool { _, ok := m.(*messages.Admit); return ok }},
+	"quota":   {Size: 1024, Drop: func(m any) bool { _, ok := m.(*messages.QuotaMessage); return ok }},
 	"run-starter": {Size: 1024, Drop: func(m any) bool {
 		switch m.(type) {
 		case *messages.StartRun, *messages.FindRun, *messages.RelayProbe:

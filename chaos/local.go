@@ -142,7 +142,11 @@ func (c *localCluster) spawnAs(name, binary string, args []string, pl *placement
 }
 
 // startNode starts a node that joins the live ones and waits until it is ready.
-func (c *localCluster) startNode() (*proc, error) {
+func (c *localCluster) startNode() (*proc, error) { return c.startNodeWith(nil, 0) }
+
+// startNodeWith is startNode with extra flags, under uid when not 0
+// (else the scenario's rule).
+func (c *localCluster) startNodeWith(extra []string, uid uint32) (*proc, error) {
 	var seeds []string
 	for _, n := range c.liveNodes() {
 		seeds = append(seeds, n.gossip)
@@ -152,8 +156,7 @@ func (c *localCluster) startNode() (*proc, error) {
 	seq := c.seq
 	name := fmt.Sprintf("node-%d", seq)
 	c.mu.Unlock()
-	var uid uint32
-	if c.ownUIDs {
+	if c.ownUIDs && uid == 0 {
 		uid = uint32(firstNodeUID + c.uidOffset + seq)
 	}
 	addrFile, err := c.addrFile(name, uid)
@@ -165,7 +168,7 @@ func (c *localCluster) startNode() (*proc, error) {
 	if len(seeds) > 0 {
 		args = append(args, "-seeds", strings.Join(seeds, ","))
 	}
-	args = append(args, c.nodeArgs...)
+	args = append(append(args, c.nodeArgs...), extra...)
 	p, err := c.spawnAs(name, "node", args, c.pl, uid)
 	if err != nil {
 		return nil, err

@@ -72,21 +72,27 @@ type Config struct {
 	// Burn, when > 0, makes this program the overload scenario's
 	// CPU-burning co-runner for that long (internal).
 	Burn time.Duration
+	// LimitsConsensus: the limits scenario's nodes form the quota group
+	// (-limiter-id); false runs the same faults with limiters counting
+	// alone, as before the group (limits.go).
+	LimitsConsensus bool
 }
 
 // DefaultConfig returns the defaults described on each field.
 func DefaultConfig() Config {
 	return Config{Scenario: "all", Concurrency: 6, Timeout: 5 * time.Minute, CancelRate: 0.1,
 		PauseMin: 5 * time.Second, PauseMax: 15 * time.Second, FaultRate: 0.1, HangRate: 0.02, Nodes: 3, Backend: "local",
-		Duration: 3 * time.Minute, FaultEvery: time.Minute, SoakDir: ".qlc/soak"}
+		Duration: 3 * time.Minute, FaultEvery: time.Minute, SoakDir: ".qlc/soak", LimitsConsensus: true}
 }
 
 var scenarios = []string{"kill", "pause", "partition", "gateway", "provider", "rolling", "parallel"}
 
 func (c *Config) validate() error {
 	switch {
-	case c.Scenario != "all" && c.Scenario != "soak" && c.Scenario != "overload" && !contains(scenarios, c.Scenario) && !contains(groupScenarios, c.Scenario):
-		return fmt.Errorf("chaos: unknown scenario %q (want %s, all, %s, soak or overload)", c.Scenario, strings.Join(scenarios, ", "), strings.Join(groupScenarios, ", "))
+	case c.Scenario != "all" && c.Scenario != "soak" && c.Scenario != "overload" && c.Scenario != "limits" && !contains(scenarios, c.Scenario) && !contains(groupScenarios, c.Scenario):
+		return fmt.Errorf("chaos: unknown scenario %q (want %s, all, %s, soak, overload or limits)", c.Scenario, strings.Join(scenarios, ", "), strings.Join(groupScenarios, ", "))
+	case c.Scenario == "limits" && c.Backend != "local":
+		return errors.New("chaos: -scenario limits runs on the local backend only (it gives each node a Raft id and a log folder)")
 	case c.Scenario == "overload" && c.Backend != "local":
 		return errors.New("chaos: -scenario overload runs on the local backend only (it pins the processes it starts to CPUs)")
 	case c.Scenario == "overload" && (c.Duration < 5*time.Second || c.Duration > time.Hour):
@@ -137,7 +143,7 @@ func main() {
 func run(args []string) int {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all; or split, asymmetric (group partitions); or soak; or overload")
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "kill, pause, partition, gateway, provider, rolling, parallel, or all; or split, asymmetric (group partitions); or soak; or overload; or limits (tenant budgets under faults, history-checked)")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs per scenario, at least (0: the scenario's default)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "runs in flight at once")
 	fs.IntVar(&cfg.Faults, "faults", cfg.Faults, "faults per scenario (0: the scenario's default)")
@@ -155,6 +161,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "soak: how long the load runs")
 	fs.DurationVar(&cfg.FaultEvery, "fault-every", cfg.FaultEvery, "soak: replace a node (SIGTERM) this often; 0: never")
 	fs.StringVar(&cfg.SoakDir, "soak-dir", cfg.SoakDir, "soak: where samples.csv, the plots and report.md go")
+	fs.BoolVar(&cfg.LimitsConsensus, "limits-consensus", cfg.LimitsConsensus, "limits: nodes form the quota group (false: limiters count alone, as before it)")
 	fs.DurationVar(&cfg.Burn, "burn", 0, "internal: spin one CPU for this long (the overload scenario's co-runner)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -208,6 +215,9 @@ func run(args []string) int {
 	}
 	if cfg.Scenario == "overload" {
 		return runOverload(ctx, cfg, bin, command, progress)
+	}
+	if cfg.Scenario == "limits" {
+		return runLimits(ctx, cfg, bin, command, progress)
 	}
 	list := scenarios
 	if cfg.Scenario != "all" {

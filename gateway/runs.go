@@ -93,13 +93,18 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 		}
 		defer done()
 	}
-	hub, e := s.start(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens,
+	hub, reserved, e := s.startReserving(who, actors.RunRequest{Profile: req.Profile, Query: req.Query, Seed: req.Seed, MaxTokens: req.MaxTokens,
 		NoCache: noCache(r, req.Cache), Ctx: r.Context(), Budget: budget})
 	if e != nil {
 		writeError(w, e)
 		return
 	}
 	w.Header().Set("Location", "/v1/runs/"+hub.RunID)
+	if reserved > 0 {
+		// What the run holds of the tenant's limits until it is billed (the
+		// chaos suite's history check of the budget reads it).
+		w.Header().Set("X-QLC-Reserved-Tokens", strconv.FormatInt(reserved, 10))
+	}
 	if req.Stream {
 		w.Header().Set("X-QLC-Run-Id", hub.RunID)
 		sub := hub.Subscribe(1)
@@ -113,13 +118,20 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 // start admits a run for p (its tenant's profiles and limits), starts it,
 // has it billed when it ends, and maps refusals to API errors.
 func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiError) {
+	hub, _, e := s.startReserving(p, req)
+	return hub, e
+}
+
+// startReserving is start, also returning the tokens the run reserved
+// against its tenant's limits (0: no limits).
+func (s *Server) startReserving(p principal, req actors.RunRequest) (*actors.Hub, int64, *apiError) {
 	if e := s.routeAuto(p, &req); e != nil {
-		return nil, e
+		return nil, 0, e
 	}
 	// The tenant's own profile of that name, else the profile file's.
 	prof, def, e := s.runProfile(p, req.Profile)
 	if e != nil {
-		return nil, e
+		return nil, 0, e
 	}
 	req.ProfileDefinition = def
 	// The tenant's own keys for the profile's endpoints, sealed: only the
@@ -128,16 +140,16 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 	// The cost/quality optimiser, before admission: a run its budget
 	// cannot pay for is refused having reserved nothing.
 	if e := s.planRun(&req); e != nil {
-		return nil, e
+		return nil, 0, e
 	}
 	if full, after := s.engine.Saturated(); full {
 		// Every node announced it is at its run limit: refuse now, before
 		// the tenant's limiter, the reservation or a placement (issue 18).
-		return nil, s.saturated(p.tenant.ID, after)
+		return nil, 0, s.saturated(p.tenant.ID, after)
 	}
 	adm, e := s.admit(p, &req)
 	if e != nil {
-		return nil, e
+		return nil, 0, e
 	}
 	adm.prof = prof
 	hub, err := s.engine.StartRun(req)
@@ -146,37 +158,37 @@ func (s *Server) start(p principal, req actors.RunRequest) (*actors.Hub, *apiErr
 			trace.SpanFromContext(req.Ctx).SetAttributes(attribute.String("qlc.run.id", hub.RunID))
 		}
 		s.account(hub, adm)
-		return hub, nil
+		return hub, adm.reserved, nil
 	}
 	s.release(adm)
 	switch {
 	case errors.Is(err, stagework.ErrUnknownProfile), errors.Is(err, stagework.ErrInvalidConfig):
-		return nil, s.profileErrorFor(p, req.Profile)
+		return nil, 0, s.profileErrorFor(p, req.Profile)
 	case errors.Is(err, actors.ErrOverShare):
 		// The engine is shared among the tenants with runs: this one holds
 		// its share, others still have room (their runs are admitted).
-		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "active_runs_share", RetryAfter: 1,
+		return nil, 0, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "active_runs_share", RetryAfter: 1,
 			Message: "this tenant holds its share of the server's active runs (limit active_runs_share); retry when one of its runs ends"}
 	case errors.Is(err, actors.ErrSaturated):
-		return nil, s.saturated(p.tenant.ID, time.Second)
+		return nil, 0, s.saturated(p.tenant.ID, time.Second)
 	case errors.Is(err, actors.ErrMemoryBudget):
 		e := errServer(http.StatusServiceUnavailable, "memory_budget", "the server is near its memory budget; retry shortly")
 		e.RetryAfter = 2
-		return nil, e
+		return nil, 0, e
 	case errors.Is(err, actors.ErrBusy):
 		e := errServer(http.StatusServiceUnavailable, "overloaded", "the server has too many active runs; retry shortly")
 		e.RetryAfter = 1
-		return nil, e
+		return nil, 0, e
 	case errors.Is(err, actors.ErrNoNode):
 		s.logger.Error("no node took the run", "error", err)
 		e := errServer(http.StatusServiceUnavailable, "no_node", "no node is available to run this; retry shortly")
 		e.RetryAfter = 1
-		return nil, e
+		return nil, 0, e
 	case errors.Is(err, actors.ErrShutdown):
-		return nil, errServer(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
+		return nil, 0, errServer(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
 	}
 	s.logger.Error("start run failed", "error", err)
-	return nil, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
+	return nil, 0, errServer(http.StatusInternalServerError, "internal_error", "could not start the run")
 }
 
 // refuseSaturated answers 503 cluster_saturated and returns true when no

@@ -6179,6 +6179,53 @@ func (x *UsageReply) GetError() string {
 	return ""
 }
 
+// QuotaMessage carries one Raft message of the tenant-budget group
+// (package quota) between its three nodes, over the authenticated actor
+// transport: data is a raftpb.Message as protobuf.
+type QuotaMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaMessage) Reset() {
+	*x = QuotaMessage{}
+	mi := &file_qlc_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaMessage) ProtoMessage() {}
+
+func (x *QuotaMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_qlc_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaMessage.ProtoReflect.Descriptor instead.
+func (*QuotaMessage) Descriptor() ([]byte, []int) {
+	return file_qlc_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *QuotaMessage) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_qlc_proto protoreflect.FileDescriptor
 
 const file_qlc_proto_rawDesc = "" +
@@ -6697,7 +6744,9 @@ const file_qlc_proto_rawDesc = "" +
 	"UsageReply\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\fR\x04rows\x12\x1c\n" +
 	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error*\x84\x02\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\"\n" +
+	"\fQuotaMessage\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data*\x84\x02\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_GENERATOR\x10\x01\x12\x11\n" +
@@ -6727,7 +6776,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -6808,15 +6857,16 @@ var file_qlc_proto_goTypes = []any{
 	(*RunSuperseded)(nil),         // 76: qlc.v1.RunSuperseded
 	(*UsageQuery)(nil),            // 77: qlc.v1.UsageQuery
 	(*UsageReply)(nil),            // 78: qlc.v1.UsageReply
-	nil,                           // 79: qlc.v1.StartRun.TraceContextEntry
-	nil,                           // 80: qlc.v1.Admit.TraceContextEntry
-	nil,                           // 81: qlc.v1.StartStep.TraceContextEntry
-	nil,                           // 82: qlc.v1.ModelStats.ErrorsEntry
-	nil,                           // 83: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 84: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 85: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 86: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 87: google.protobuf.Duration
+	(*QuotaMessage)(nil),          // 79: qlc.v1.QuotaMessage
+	nil,                           // 80: qlc.v1.StartRun.TraceContextEntry
+	nil,                           // 81: qlc.v1.Admit.TraceContextEntry
+	nil,                           // 82: qlc.v1.StartStep.TraceContextEntry
+	nil,                           // 83: qlc.v1.ModelStats.ErrorsEntry
+	nil,                           // 84: qlc.v1.ModelStats.HttpStatusEntry
+	nil,                           // 85: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 86: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 87: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 88: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -6826,14 +6876,14 @@ var file_qlc_proto_depIdxs = []int32{
 	60, // 4: qlc.v1.StartRun.estimate:type_name -> qlc.v1.RunEstimate
 	57, // 5: qlc.v1.StartRun.routing:type_name -> qlc.v1.RunRouting
 	64, // 6: qlc.v1.StartRun.provider_keys:type_name -> qlc.v1.SealedSecret
-	79, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
+	80, // 7: qlc.v1.StartRun.trace_context:type_name -> qlc.v1.StartRun.TraceContextEntry
 	58, // 8: qlc.v1.StartRun.step_models:type_name -> qlc.v1.StepModel
 	59, // 9: qlc.v1.StartRun.budget:type_name -> qlc.v1.RunBudget
 	1,  // 10: qlc.v1.StartRunAck.coordinator:type_name -> qlc.v1.ActorRef
 	7,  // 11: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
 	1,  // 12: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 13: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	86, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	87, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	15, // 15: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	16, // 16: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	18, // 17: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -6852,8 +6902,8 @@ var file_qlc_proto_depIdxs = []int32{
 	16, // 30: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 31: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	87, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	87, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	88, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	88, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -6864,10 +6914,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	87, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	87, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	88, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	88, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	87, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	88, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -6882,31 +6932,31 @@ var file_qlc_proto_depIdxs = []int32{
 	5,  // 60: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
 	1,  // 61: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
 	39, // 62: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	80, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	81, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
 	45, // 64: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
 	45, // 65: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
 	0,  // 66: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
 	1,  // 67: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
 	2,  // 68: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
 	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	81, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	82, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
 	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	82, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	83, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	87, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	83, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	84, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	88, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
 	55, // 75: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	87, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	87, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	88, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	88, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
 	12, // 78: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
 	12, // 79: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
 	64, // 80: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	86, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	87, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
 	67, // 82: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	84, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	85, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
 	68, // 84: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	86, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	86, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	85, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	87, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	87, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	86, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
 	71, // 88: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
 	1,  // 89: qlc.v1.RunProbe.reply_to:type_name -> qlc.v1.ActorRef
 	1,  // 90: qlc.v1.RelayProbe.coordinator:type_name -> qlc.v1.ActorRef
@@ -6943,7 +6993,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   85,
+			NumMessages:   86,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -137,21 +137,53 @@ func (m *Membership) LimiterView(tenant string) string {
 	return view
 }
 
-// limiterHost decides LimiterHost from one snapshot of the members.
+// limiterHost decides LimiterHost from one snapshot of the members: among
+// the quota group's members when any is seen (their limiters grant budget
+// tokens from slices the group allocated), else among the coordinators.
 func limiterHost(members []cluster.Member, tenant string) (string, string, bool) {
-	owner, ok := cluster.Topology{Members: members}.Owner(actors.KindCoordinator, "tenant/"+tenant)
+	kind := limiterKind(members)
+	owner, ok := cluster.Topology{Members: members}.Owner(kind, "tenant/"+tenant)
 	if !ok || owner.RemoteAddr == "" {
 		return "", "", false
 	}
-	return owner.RemoteAddr, viewOf(members), true
+	return owner.RemoteAddr, viewOf(members, kind), true
 }
 
+// limiterKind is the kind of the members that host tenant limiters.
+func limiterKind(members []cluster.Member) string {
+	for _, mem := range members {
+		if mem.Has(actors.KindQuota) {
+			return actors.KindQuota
+		}
+	}
+	return actors.KindCoordinator
+}
+
+// QuotaPeer returns the actor address of the quota group's member id (the
+// member announcing actors.KindQuotaPeer(id)); a draining member still
+// counts: it is still in the group.
+func (m *Membership) QuotaPeer(id uint64) (string, bool) {
+	c := m.current()
+	if c == nil {
+		return "", false
+	}
+	kind := actors.KindQuotaPeer(id)
+	for _, mem := range c.Members() {
+		if mem.Has(kind) && mem.RemoteAddr != "" {
+			return mem.RemoteAddr, true
+		}
+	}
+	return "", false
+}
+
+var _ actors.QuotaPeers = (*Membership)(nil)
+
 // viewOf names the set of limiter hosts: a hash of the sorted names of the
-// members hosting run coordinators, not draining.
-func viewOf(members []cluster.Member) string {
+// members of kind, not draining.
+func viewOf(members []cluster.Member, kind string) string {
 	var ns []string
 	for _, mem := range members {
-		if mem.Has(actors.KindCoordinator) && !mem.Draining {
+		if mem.Has(kind) && !mem.Draining {
 			ns = append(ns, mem.Name)
 		}
 	}

@@ -164,9 +164,9 @@ func TestOrder(t *testing.T) {
 		t.Fatalf("order without a first = %v, want %v", got, want)
 	}
 	// A draining member is not a limiter host, and not in the view.
-	withB := viewOf(ms)
+	withB := viewOf(ms, actors.KindCoordinator)
 	ms[1].Draining = false
-	if viewOf(ms) == withB {
+	if viewOf(ms, actors.KindCoordinator) == withB {
 		t.Fatal("the view ignores a member that stopped draining")
 	}
 }
@@ -271,5 +271,36 @@ func TestJoinOnceAndClose(t *testing.T) {
 	}
 	if _, err := New(Config{LostWarmup: -1}); err == nil {
 		t.Fatal("a negative duration was accepted")
+	}
+}
+
+// TestLimiterHostPrefersTheQuotaGroup: once a member of the quota group is
+// seen, every tenant's limiter is placed among the group's members (their
+// grants come from slices the group allocated), and the view names them.
+func TestLimiterHostPrefersTheQuotaGroup(t *testing.T) {
+	q := func(id uint64) []string {
+		return []string{actors.KindCoordinator, actors.KindQuota, actors.KindQuotaPeer(id)}
+	}
+	ms := []cluster.Member{
+		{Name: "plain", RemoteAddr: "p:1", Kinds: []string{actors.KindCoordinator}},
+		{Name: "q1", RemoteAddr: "q1:1", Kinds: q(1)},
+		{Name: "q2", RemoteAddr: "q2:1", Kinds: q(2)},
+	}
+	for i := range 50 {
+		addr, view, ok := limiterHost(ms, fmt.Sprint("tenant-", i))
+		if !ok || addr == "p:1" || view != viewOf(ms, actors.KindQuota) {
+			t.Fatalf("tenant-%d: %s %s %v: not a quota member", i, addr, view, ok)
+		}
+	}
+	if addr, _, _ := limiterHost(ms[:1], "t"); addr != "p:1" {
+		t.Fatalf("without the group: %s", addr)
+	}
+	if id, ok := actors.QuotaPeerID(actors.KindQuotaPeer(3)); !ok || id != 3 {
+		t.Fatal("QuotaPeerID does not read KindQuotaPeer")
+	}
+	for _, k := range []string{"quota", "quota-", "quota-0", "quota-x", "coordinator"} {
+		if _, ok := actors.QuotaPeerID(k); ok {
+			t.Fatalf("QuotaPeerID(%q) accepted", k)
+		}
 	}
 }

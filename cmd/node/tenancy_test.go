@@ -63,13 +63,20 @@ type tcluster struct {
 	seed  string // gossip address of the first node
 	nodes []*member
 	gws   []*tgateway
+	// nodeArgs, if set, gives node i (from 0) extra flags.
+	nodeArgs func(i int) []string
 }
 
 // newTCluster starts nodes node processes and gateways gateways, and waits
 // until every gateway sees every member.
 func newTCluster(tb testing.TB, nodes, gateways int) *tcluster {
 	tb.Helper()
-	c := &tcluster{tb: tb, pf: writeProfiles(tb)}
+	return startTCluster(&tcluster{tb: tb, pf: writeProfiles(tb)}, nodes, gateways)
+}
+
+// startTCluster starts c's nodes and gateways (newTCluster).
+func startTCluster(c *tcluster, nodes, gateways int) *tcluster {
+	c.tb.Helper()
 	for range nodes {
 		c.addNode()
 	}
@@ -97,6 +104,9 @@ func (c *tcluster) addNode() *member {
 	args := []string{"-profiles", c.pf, "-log-level", "warn"}
 	if c.seed != "" {
 		args = append(args, "-seeds", c.seed)
+	}
+	if c.nodeArgs != nil {
+		args = append(args, c.nodeArgs(len(c.nodes))...)
 	}
 	m := &member{}
 	var a cli.Addrs
