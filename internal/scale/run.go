@@ -368,7 +368,7 @@ func (m *measurer) step(ctx context.Context, rate float64) (Step, error) {
 		}
 		st.Errors["unfinished"] += n
 	}
-	st.Goodput, st.TokensPerSecond = steady(rep.Timeline, int(m.cfg.Warm/time.Second), int(m.cfg.Step/time.Second))
+	st.Offered, st.Goodput, st.TokensPerSecond = steady(rep.Timeline, int(m.cfg.Warm/time.Second), int(m.cfg.Step/time.Second))
 	ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
 	st.TTFTP50, st.TTFTP99 = ms(rep.Latency["ttft"].P50), ms(rep.Latency["ttft"].P99)
 	st.TTFTAnyP99, st.E2EP50 = ms(rep.Latency["ttft_any"].P99), ms(rep.Latency["e2e"].P50)
@@ -383,21 +383,22 @@ func (m *measurer) step(ctx context.Context, rate float64) (Step, error) {
 	return st, nil
 }
 
-// steady is completed runs and tokens per second over the timeline's
-// seconds [from, to).
-func steady(tl []loadgen.Second, from, to int) (runs, tokens float64) {
+// steady is requests sent, runs completed and tokens streamed per second
+// over the timeline's seconds [from, to).
+func steady(tl []loadgen.Second, from, to int) (sent, runs, tokens float64) {
 	n := 0
 	for _, s := range tl {
 		if s.T >= from && s.T < to {
+			sent += float64(s.Sent)
 			runs += float64(s.Done)
 			tokens += float64(s.Tokens)
 			n++
 		}
 	}
 	if n == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
-	return runs / float64(n), tokens / float64(n)
+	return sent / float64(n), runs / float64(n), tokens / float64(n)
 }
 
 // metric reads one unlabelled series from the gateway's ops listener (0
@@ -464,7 +465,8 @@ func makeTenant(ctx context.Context, base, adminKey string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	k, err := c.AdminCreateTenant(ctx, client.NewTenant{Name: "scale", ID: "scale"})
+	none := int64(0) // no concurrent-runs limit (absent would take the gateway's default)
+	k, err := c.AdminCreateTenant(ctx, client.NewTenant{Name: "scale", ID: "scale", Limits: &client.Limits{ConcurrentRuns: &none}})
 	if err != nil {
 		return "", fmt.Errorf("scale: making the tenant: %w", err)
 	}

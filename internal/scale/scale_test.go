@@ -136,7 +136,8 @@ func TestJudge(t *testing.T) {
 	}
 	cases := map[string]func(*Step){
 		"failed":       func(s *Step) { s.Errors = map[string]int{"503 cluster_saturated": 2, "connection": 1}; s.OK = 147 },
-		"goodput":      func(s *Step) { s.Goodput = 8.9 },
+		"goodput":      func(s *Step) { s.Goodput = 8.4 },
+		"sent":         func(s *Step) { s.Offered = 12; s.Goodput = 10 },
 		"ttft p99":     func(s *Step) { s.TTFTP99 = 2*time.Second + time.Millisecond },
 		"no run":       func(s *Step) { s.OK = 0 },
 		"nothing sent": func(s *Step) { s.Sent = 0 },
@@ -272,11 +273,11 @@ func TestTicks(t *testing.T) {
 }
 
 func TestSteady(t *testing.T) {
-	tl := []loadgen.Second{{T: 0, Done: 0}, {T: 1, Done: 5, Tokens: 100}, {T: 2, Done: 7, Tokens: 300}, {T: 3, Done: 100}}
-	if r, tok := steady(tl, 1, 3); r != 6 || tok != 200 {
-		t.Errorf("steady = %v, %v", r, tok)
+	tl := []loadgen.Second{{T: 0, Done: 0}, {T: 1, Sent: 4, Done: 5, Tokens: 100}, {T: 2, Sent: 8, Done: 7, Tokens: 300}, {T: 3, Done: 100}}
+	if sent, r, tok := steady(tl, 1, 3); sent != 6 || r != 6 || tok != 200 {
+		t.Errorf("steady = %v, %v, %v", sent, r, tok)
 	}
-	if r, _ := steady(tl, 10, 20); r != 0 {
+	if _, r, _ := steady(tl, 10, 20); r != 0 {
 		t.Errorf("empty window = %v", r)
 	}
 }

@@ -25,9 +25,11 @@ type SLO struct {
 	// over requests sent. Default 0.01.
 	MaxErrorShare float64
 	// MinGoodputShare: completed runs per second over the step's steady
-	// window must be at least this share of the offered rate (a cluster
-	// that falls behind is not keeping up even while its p99 still looks
-	// good). Default 0.9.
+	// window must be at least this share of the requests sent per second
+	// in the same window (a cluster that falls behind is not keeping up
+	// even while its p99 still looks good; the sends, not the nominal
+	// rate, so that Poisson noise in a short window does not count).
+	// Default 0.85.
 	MinGoodputShare float64
 }
 
@@ -36,7 +38,7 @@ func (s *SLO) defaults() {
 		s.MaxErrorShare = 0.01
 	}
 	if s.MinGoodputShare == 0 {
-		s.MinGoodputShare = 0.9
+		s.MinGoodputShare = 0.85
 	}
 }
 
@@ -48,8 +50,10 @@ type Step struct {
 	// Errors counts failed requests by code ("503 cluster_saturated",
 	// "connection", a streamed failure's code…).
 	Errors map[string]int `json:"errors,omitempty"`
-	// Goodput and TokensPerSecond are completed runs and streamed tokens
-	// per second over the step's steady window (after warm-up).
+	// Offered, Goodput and TokensPerSecond are requests sent, runs
+	// completed and tokens streamed per second over the step's steady
+	// window (after warm-up).
+	Offered         float64 `json:"offered"`
 	Goodput         float64 `json:"goodput"`
 	TokensPerSecond float64 `json:"tokens_per_s"`
 	// TTFT is the answer's first text; TTFTAny the first text of any step.
@@ -92,8 +96,12 @@ func (s SLO) Judge(st Step) (bool, string) {
 	if e := st.ErrorCount(); float64(e) > s.MaxErrorShare*float64(st.Sent) {
 		why = append(why, fmt.Sprintf("%d of %d failed (%s)", e, st.Sent, errorList(st.Errors)))
 	}
-	if st.Goodput < s.MinGoodputShare*st.Rate {
-		why = append(why, fmt.Sprintf("goodput %.2f/s < %.0f %% of %.2f/s", st.Goodput, 100*s.MinGoodputShare, st.Rate))
+	offered := st.Offered
+	if offered == 0 {
+		offered = st.Rate
+	}
+	if st.Goodput < s.MinGoodputShare*offered {
+		why = append(why, fmt.Sprintf("goodput %.2f/s < %.0f %% of %.2f/s sent", st.Goodput, 100*s.MinGoodputShare, offered))
 	}
 	return len(why) == 0, strings.Join(why, "; ")
 }
