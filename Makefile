@@ -57,7 +57,7 @@ bench:
 ## 6 min). Not in make test. Under flock /tmp/qlc-chaos.lock; builds the images first (FROM scratch).
 SCALE_NODES ?= 1,2,3,4
 SCALE_NODE_CPUS ?= 0.2
-SCALE_ARGS ?=
+SCALE_ARGS ?= -docker-shares 8192
 .PHONY: scale
 scale: images
 	CGO_ENABLED=0 $(GO) build -o bin/linux/qlc-scale ./cmd/qlc-scale

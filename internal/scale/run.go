@@ -168,11 +168,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	if cfg.DockerShares > 0 {
 		restore, old, err := setShares(filepath.Join("/sys/fs/cgroup/cpu/docker", "cpu.shares"), cfg.DockerShares)
-		if err != nil {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			logf("no cgroup v1 docker group here: its cpu.shares left alone")
+		case err != nil:
 			return nil, err
+		default:
+			defer restore()
+			logf("docker's cgroup cpu.shares %d → %d for the measurement (put back after)", old, cfg.DockerShares)
 		}
-		defer restore()
-		logf("docker's cgroup cpu.shares %d → %d for the measurement (put back after)", old, cfg.DockerShares)
 	}
 	logf("compose project %s: down (a clean start)", cfg.Project)
 	if err := cp.Down(ctx); err != nil {
@@ -521,7 +525,7 @@ func ParseBurn(out string) (float64, error) {
 func setShares(path string, shares int) (func(), int, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("scale: docker's cgroup: %w (cgroup v1 with the cgroupfs driver only; leave -docker-shares at 0 elsewhere)", err)
+		return nil, 0, fmt.Errorf("scale: docker's cgroup: %w", err)
 	}
 	old, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
