@@ -67,7 +67,7 @@ type reply struct {
 	// stats: counters summed over this worker's members, the busiest
 	// member's bytes, the process's CPU time.
 	PktBytes, StreamBytes, Pkts, Recv int64
-	CPU                           time.Duration
+	CPU                               time.Duration
 	// Sent is each member's bytes sent so far (the busiest member).
 	Sent map[string]int64 `json:"sent,omitempty"`
 }
