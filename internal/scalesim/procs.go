@@ -99,7 +99,10 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer, cfg WorkerConfi
 		outMu   sync.Mutex
 		wg      sync.WaitGroup
 	)
+	// The end of the input (the parent gone) stops the commands in flight.
+	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
+		cancel()
 		wg.Wait()
 		for _, m := range members {
 			if !m.dead {
