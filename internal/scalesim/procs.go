@@ -137,40 +137,55 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer, cfg WorkerConfi
 		}
 		return nil
 	}
+	startMember := func(name string, seeds []string, n int) (string, error) {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"},
+			Logger: log.New(io.Discard, "", 0)})
+		if err != nil {
+			return "", fmt.Errorf("%s: transport: %v", name, err)
+		}
+		ft := cluster.WrapTransport(nt)
+		cc := shippedConfig(cfg.Scale)
+		cc.NodeName, cc.Transport, cc.Seeds, cc.ClusterKey = name, ft, seeds, cfg.Key
+		cc.Kinds = []string{actors.KindCoordinator, actors.KindTokenizer}
+		cc.RemoteAddr = fmt.Sprintf("10.%d.%d.%d:8090", (n>>16)&255, (n>>8)&255, n&255)
+		cc.Version = "v0.15.0-3-g0e5f637"
+		cc.Logger = slog.New(slog.DiscardHandler)
+		cl, err := cluster.Start(cc)
+		if err != nil {
+			_ = ft.Shutdown()
+			return "", fmt.Errorf("%s: %v", name, err)
+		}
+		mu.Lock()
+		members = append(members, &workerMember{c: cl, ft: ft, name: name})
+		mu.Unlock()
+		return cl.Self().GossipAddr, nil
+	}
 	handle := func(c command) reply {
 		r := reply{ID: c.ID}
 		switch c.Op {
 		case "start":
+			// One member every Every, each joining on its own goroutine: a
+			// join blocks up to TCPTimeout per seed that does not answer,
+			// and waiting for each in turn would set the pace instead.
+			addrs := make([]string, len(c.Names))
+			errs := make([]error, len(c.Names))
+			var sw sync.WaitGroup
 			for i, name := range c.Names {
 				if i > 0 && !sleep(ctx, c.Every) {
-					r.Err = ctx.Err().Error()
-					return r
+					break
 				}
-				nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"},
-					Logger: log.New(io.Discard, "", 0)})
-				if err != nil {
-					r.Err = fmt.Sprintf("%s: transport: %v", name, err)
-					return r
-				}
-				ft := cluster.WrapTransport(nt)
-				cc := shippedConfig(cfg.Scale)
-				cc.NodeName, cc.Transport, cc.Seeds, cc.ClusterKey = name, ft, c.Seeds, cfg.Key
-				cc.Kinds = []string{actors.KindCoordinator, actors.KindTokenizer}
-				cc.RemoteAddr = fmt.Sprintf("10.0.%d.%d:8090", (len(members)>>8)&255, len(members)&255)
-				cc.Version = "v0.15.0-3-g0e5f637"
-				cc.Logger = slog.New(slog.DiscardHandler)
-				cl, err := cluster.Start(cc)
-				if err != nil {
-					_ = ft.Shutdown()
-					r.Err = fmt.Sprintf("%s: %v", name, err)
-					return r
-				}
-				mu.Lock()
-				members = append(members, &workerMember{c: cl, ft: ft, name: name})
-				mu.Unlock()
-				r.Addrs = append(r.Addrs, cl.Self().GossipAddr)
+				sw.Add(1)
+				go func() { // owned: waited for below
+					defer sw.Done()
+					addrs[i], errs[i] = startMember(name, c.Seeds, len(c.Names)*c.ID+i)
+				}()
 			}
-			r.OK = true
+			sw.Wait()
+			if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+				r.Err = err.Error()
+				return r
+			}
+			r.Addrs, r.OK = addrs, true
 		case "wait":
 			cond := func(m *workerMember) bool {
 				x, ok := m.c.Member(c.Name)
