@@ -130,8 +130,10 @@ type Results struct {
 	SLO        time.Duration `json:"slo_ttft_p99"`
 	Rows       []Row         `json:"rows"`
 	// Suspicions counts the gateway's suspicions of members over each
-	// size's search (overload must not look like failure).
+	// size's search, Deaths the suspicions it let time out (members
+	// declared dead): overload must not look like failure.
 	Suspicions map[int]int64 `json:"suspicions"`
+	Deaths     map[int]int64 `json:"deaths"`
 }
 
 // Run measures every size and writes the results into cfg.Out.
@@ -153,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	cp := &Compose{Repo: cfg.Repo, Project: cfg.Project, Override: ovPath}
-	res := &Results{Started: time.Now().UTC(), NodeCPUs: cfg.NodeCPUs, GatewayCPU: cfg.GatewayCPU, Suspicions: map[int]int64{}}
+	res := &Results{Started: time.Now().UTC(), NodeCPUs: cfg.NodeCPUs, GatewayCPU: cfg.GatewayCPU, Suspicions: map[int]int64{}, Deaths: map[int]int64{}}
 
 	if cfg.Burner != "" {
 		got, err := quotaCheck(ctx, cfg.Burner, cfg.NodeCPUs)
@@ -225,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if err := m.waitMembers(ctx, n+1); err != nil {
 			return res, err
 		}
-		susp0 := m.metric(ctx, "qlc_cluster_suspicions_total")
+		susp0, dead0 := m.metric(ctx, "qlc_cluster_suspicions_total"), m.metric(ctx, "qlc_cluster_suspect_timeouts_total")
 		if si == 0 {
 			st, err := m.step(ctx, cfg.Unloaded)
 			if err != nil {
@@ -261,6 +263,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		})
 		res.Rows = append(res.Rows, Row{Nodes: n, Outcome: out})
 		res.Suspicions[n] = m.metric(ctx, "qlc_cluster_suspicions_total") - susp0
+		res.Deaths[n] = m.metric(ctx, "qlc_cluster_suspect_timeouts_total") - dead0
 		if err != nil {
 			return res, err
 		}
@@ -297,9 +300,9 @@ func (r *Results) write(dir string) error {
 		fmt.Fprintf(&md, "Quota check: a CPU burner under --cpus %g got %.3f cores.\n\n", r.NodeCPUs, r.QuotaCheck)
 	}
 	WriteTable(&md, r.Rows)
-	md.WriteString("\nGateway suspicions of members during each size's search:")
+	md.WriteString("\nThe gateway's suspicions of members (declared dead) during each size's search:")
 	for _, row := range r.Rows {
-		fmt.Fprintf(&md, " %d node(s): %d;", row.Nodes, r.Suspicions[row.Nodes])
+		fmt.Fprintf(&md, " %d node(s): %d (%d);", row.Nodes, r.Suspicions[row.Nodes], r.Deaths[row.Nodes])
 	}
 	md.WriteString("\n\nEvery step:\n\n")
 	WriteSteps(&md, r.Rows)
