@@ -53,8 +53,8 @@ bench:
 ## scale: throughput against node count on the compose cluster (issue 15): for SCALE_NODES node counts,
 ## each node container under --cpus SCALE_NODE_CPUS and the gateway under a whole CPU, the highest Poisson
 ## rate of `fast` runs (64 tokens a stage) whose answer TTFT p99 stays within 2× the unloaded p99; a table
-## on stdout, scale.md/.json/.svg in .qlc/scale/<time>/ (about 12 min for 1,2,3,4; SCALE_NODES=1,3 about
-## 6 min). Not in make test. Under flock /tmp/qlc-chaos.lock; builds the images first (FROM scratch).
+## on stdout, scale.md/.json/.svg in .qlc/scale/<time>/ (about 13 min for 1,2,3,4; SCALE_NODES=1,3 about
+## 7 min). Not in make test. Under flock /tmp/qlc-chaos.lock; builds the images first (FROM scratch).
 SCALE_NODES ?= 1,2,3,4
 SCALE_NODE_CPUS ?= 0.2
 SCALE_ARGS ?= -docker-shares 8192

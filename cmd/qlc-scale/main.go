@@ -40,7 +40,7 @@ func run() error {
 	gwCPUs := flag.Float64("gateway-cpus", 1, "the gateway container's CPU quota (cores)")
 	step := flag.Duration("step", 15*time.Second, "how long each load step sends")
 	warm := flag.Duration("warm", 5*time.Second, "each step's warm-up, left out of throughput")
-	start := flag.Float64("start", 2, "first rate of the first size's search (runs/s)")
+	start := flag.Float64("start", 8, "first rate of the first size's search (runs/s)")
 	bisect := flag.Int("bisections", 3, "bisections after the doubling")
 	maxTokens := flag.Int("max-tokens", 64, "tokens a stage (the profile's stages cut to this)")
 	profile := flag.String("profile", "fast", "the profile of every run")

@@ -45,7 +45,7 @@ type Config struct {
 	// TTFT p99 × SLOFactor is the SLO for every size (defaults 1 run/s, 2).
 	Unloaded  float64
 	SLOFactor float64
-	// Start is the first rate of the first size's search (default 2
+	// Start is the first rate of the first size's search (default 8
 	// runs/s); later sizes start at 0.7 × the previous best scaled by the
 	// node count. Bisections as in SearchConfig (default 3).
 	Start      float64
@@ -91,7 +91,7 @@ func (c *Config) defaults() error {
 	def(&c.GatewayCPU, 1)
 	def(&c.Unloaded, 1)
 	def(&c.SLOFactor, 2)
-	def(&c.Start, 2)
+	def(&c.Start, 8)
 	for p, v := range map[*time.Duration]time.Duration{&c.Step: 15 * time.Second, &c.Warm: 5 * time.Second, &c.Drain: 20 * time.Second} {
 		if *p == 0 {
 			*p = v
