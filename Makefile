@@ -66,7 +66,8 @@ scale: images
 ## scalesim: the tables of docs/scale.md — run placement at 10–500 nodes (about 3 min), then membership with
 ## 50–500 in-process members of the shipped configuration (about 5 min; two busy cores, under flock
 ## /tmp/qlc-bench.lock). Other sizes or a stretched time scale (the starvation check):
-## make scalesim SCALESIM_ARGS="-what membership -members 250,500 -scale 4"
+## make scalesim SCALESIM_ARGS="-what membership -members 250,500 -scale 4"; members over 4 processes on real
+## loopback UDP/TCP: SCALESIM_ARGS="-what membership -members 500 -procs 4 -scale 5"
 SCALESIM_ARGS ?=
 .PHONY: scalesim
 scalesim:
