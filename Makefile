@@ -50,10 +50,24 @@ bench:
 	./scripts/idle-rss.sh
 	@echo "tokenizer figures: make tokenizer-corpus && make bench-tokenizer
 
+## scale: throughput against node count on the compose cluster (issue 15): for SCALE_NODES node counts,
+## each node container under --cpus SCALE_NODE_CPUS and the gateway under a whole CPU, the highest Poisson
+## rate of `fast` runs (64 tokens a stage) whose answer TTFT p99 stays within 2× the unloaded p99; a table
+## on stdout, scale.md/.json/.svg in .qlc/scale/<time>/ (about 13 min for 1,2,3,4; SCALE_NODES=1,3 about
+## 7 min). Not in make test. Under flock /tmp/qlc-chaos.lock; builds the images first (FROM scratch).
+SCALE_NODES ?= 1,2,3,4
+SCALE_NODE_CPUS ?= 0.2
+SCALE_ARGS ?= -docker-shares 8192
+.PHONY: scale
+scale: images
+	CGO_ENABLED=0 $(GO) build -o bin/linux/qlc-scale ./cmd/qlc-scale
+	COMPOSE="$(COMPOSE)" flock /tmp/qlc-chaos.lock bin/linux/qlc-scale -sizes $(SCALE_NODES) -node-cpus $(SCALE_NODE_CPUS) $(SCALE_ARGS)
+
 ## scalesim: the tables of docs/scale.md — run placement at 10–500 nodes (about 3 min), then membership with
 ## 50–500 in-process members of the shipped configuration (about 5 min; two busy cores, under flock
 ## /tmp/qlc-bench.lock). Other sizes or a stretched time scale (the starvation check):
-## make scalesim SCALESIM_ARGS="-what membership -members 250,500 -scale 4"
+## make scalesim SCALESIM_ARGS="-what membership -members 250,500 -scale 4"; members over 4 processes on real
+## loopback UDP/TCP: SCALESIM_ARGS="-what membership -members 500 -procs 4 -scale 5"
 SCALESIM_ARGS ?=
 .PHONY: scalesim
 scalesim:

@@ -43,11 +43,16 @@ func run() error {
 	seed := flag.Uint64("seed", 1, "random seed")
 	timeout := flag.Duration("timeout", 30*time.Minute, "bound on the whole run")
 	verbose := flag.Bool("v", false, "progress on stderr")
+	procs := flag.Int("procs", 0, "spread the members over this many processes on real loopback UDP/TCP (0: one process, in-memory network)")
+	workerMode := flag.Bool("worker", false, "internal: serve as one of -procs' worker processes (commands on stdin)")
 	memberLog := flag.String("member-log", "", "write the members' own logs (debug level) to this file")
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
+	if *workerMode {
+		return scalesim.RunWorker(ctx, os.Stdin, os.Stdout, scalesim.WorkerConfig{Scale: *scale, Key: []byte(scalesim.Key)})
+	}
 	ctx, cancel = context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	level := slog.LevelWarn
@@ -90,17 +95,37 @@ func run() error {
 		var rs []scalesim.Result
 		for _, n := range ns {
 			start := time.Now()
-			r, err := scalesim.SimulateMembership(ctx, scalesim.Config{
+			mc := scalesim.Config{
 				N: n, Seeds: *seeds, Reps: scalesim.RepsFor(n, *reps), Steady: *steady * time.Duration(*scale),
 				Scale: *scale, Seed: *seed, Logger: logger, MemberLogger: memberLogger,
-			})
+			}
+			var r scalesim.Result
+			if *procs > 0 {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				r, err = scalesim.SimulateMembershipProcs(ctx, scalesim.ProcsConfig{Config: mc, Procs: *procs, Exe: self,
+					Args: []string{"-worker", "-scale", strconv.Itoa(*scale)}})
+				if err != nil && r.Failed == "" {
+					return fmt.Errorf("%d members: %w", n, err)
+				}
+				logger.Info("membership", "n", n, "procs", *procs, "took", time.Since(start).Round(time.Second))
+				rs = append(rs, r)
+				continue
+			}
+			r, err := scalesim.SimulateMembership(ctx, mc)
 			if err != nil && r.Failed == "" {
 				return fmt.Errorf("%d members: %w", n, err)
 			}
 			logger.Info("membership", "n", n, "took", time.Since(start).Round(time.Second))
 			rs = append(rs, r)
 		}
-		fmt.Printf("## Membership: the shipped configuration (topology.DefaultConfig), %d seeds, in-memory network, times ÷ scale %d\n\n", *seeds, *scale)
+		where := "in-memory network, one process"
+		if *procs > 0 {
+			where = fmt.Sprintf("%d processes on loopback UDP/TCP", *procs)
+		}
+		fmt.Printf("## Membership: the shipped configuration (topology.DefaultConfig), %d seeds, %s, times ÷ scale %d\n\n", *seeds, where, *scale)
 		scalesim.WriteMembershipTable(os.Stdout, rs)
 	}
 	return nil

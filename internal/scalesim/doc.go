@@ -14,6 +14,14 @@
 //     what the process did with them (CPU use, timer lateness, members that
 //     were falsely declared dead) so a reader can tell protocol time from
 //     starvation; Config.Scale stretches every protocol interval to check.
+//   - Membership over processes (SimulateMembershipProcs, qlc-scalesim
+//     -procs P): the same life cycle with the members spread over P worker
+//     processes (RunWorker; this program again, driven by JSON lines on
+//     stdin/stdout), each member on its own real UDP+TCP port on loopback
+//     (memberlist's NetTransport, wrapped to count bytes). Each process has
+//     its own scheduler and GC, as deployed nodes do; the machine's cores
+//     are still shared. Times are wall-clock instants taken by the workers
+//     (one kernel clock), the latest over all of them.
 //   - Placement (SimulatePlacement): runs arrive (Poisson) and finish
 //     (exponential durations) on N coordinator hosts, each placed by
 //     cluster.Topology.PickLeastLoaded — the function Cluster.PickLeastLoaded

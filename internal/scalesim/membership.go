@@ -15,6 +15,10 @@ import (
 	"github.com/qlc-project/qlc/topology"
 )
 
+// Key is the simulations' cluster key (32 bytes: AES-256-GCM on every
+// packet, as a deployment's).
+const Key = "qlc-scalesim-key-0123456789abcde"
+
 // Config configures one membership simulation. Zero values take the
 // defaults named on each field.
 type Config struct {
@@ -268,7 +272,7 @@ func SimulateMembership(ctx context.Context, cfg Config) (Result, error) {
 	scale := time.Duration(cfg.Scale)
 	res := Result{N: cfg.N, Scale: cfg.Scale, Seeds: cfg.Seeds}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x5ca1e))
-	s := &sim{cfg: cfg, net: cluster.NewMemNetwork(), key: []byte("qlc-scalesim-key-0123456789abcde")}
+	s := &sim{cfg: cfg, net: cluster.NewMemNetwork(), key: []byte(Key)}
 	defer s.shutdown()
 
 	// 1. Start N members and wait until each sees N. Members() copies the
