@@ -39,6 +39,10 @@ type coordinatorDeps struct {
 	// stageSlots bound the parallel steps' attempts this process runs
 	// (its stage host's workers), fair among tenants.
 	stageSlots *runSlots
+	// stageCap adapts the stage slots' capacity to the process's CPU and
+	// its attempts' waits (nil: fixed); stageWaits measures those waits.
+	stageCap   *StageCapacity
+	stageWaits *attemptWaits
 	// stepHosts lists the processes to offer a parallel step to, best
 	// first; hostLost says whether an address's endpoint broke recently.
 	stepHosts func(key string) []string
@@ -70,7 +74,7 @@ type coordinatorDeps struct {
 // nodeLoad is l on the wire.
 func nodeLoad(l Load) *messages.NodeLoad {
 	return &messages.NodeLoad{Active: uint32(max(l.Active, 0)), Limit: uint32(max(l.Limit, 0)), Queued: uint32(max(l.Queued, 0)),
-		StageLatencyMs: uint32(l.StageLatency / time.Millisecond)}
+		StageLatencyMs: uint32(l.StageLatency / time.Millisecond), StageActive: uint32(max(l.StageActive, 0)), StageLimit: uint32(max(l.StageLimit, 0))}
 }
 
 // ackLoad is the process's load for a StartRunAck (nil without deps.load).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -47,12 +48,14 @@ func (h *stageHost) Receive(ctx actor.Context) {
 	case *stepGranted:
 		if m2 := h.waiting[m.key]; m2 != nil {
 			delete(h.waiting, m.key)
+			h.deps.stageWaits.done(m.key, time.Now(), true)
 			h.spawn(ctx, m2)
 		}
 	case *messages.CancelStep:
 		key := stepKey(m.RunId, m.Step, m.Attempt, m.Role)
 		if _, ok := h.waiting[key]; ok {
 			delete(h.waiting, key)
+			h.deps.stageWaits.done(key, time.Now(), false)
 			h.deps.stageSlots.release(m.Tenant, key)
 		}
 	case *actor.Terminated:
@@ -74,7 +77,7 @@ func (h *stageHost) refuse(ctx actor.Context, m *messages.StartStep, busy bool, 
 		h.deps.metrics.stepOffers.WithLabelValues("refused").Inc()
 	}
 	if to := pidOf(m.Coordinator); to != nil {
-		ctx.Send(to, &messages.StepRefused{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Busy: busy, Reason: reason})
+		ctx.Send(to, &messages.StepRefused{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Busy: busy, Reason: reason, Load: h.deps.ackLoad()})
 	}
 }
 
@@ -98,10 +101,12 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 	}
 	if !m.Queue {
 		h.deps.stageSlots.release(m.Tenant, key) // leaves the queue: another node may be free
-		h.refuse(ctx, m, true, "node is at its stage attempt capacity")
+		h.refuse(ctx, m, true, fmt.Sprintf("node is at its stage attempt capacity (%d running, limit %d)",
+			h.deps.stageSlots.inUse(), h.deps.stageSlots.capacityNow()))
 		return
 	}
 	h.waiting[key] = m
+	h.deps.stageWaits.wait(key, time.Now())
 	h.deps.metrics.stepOffers.WithLabelValues("queued").Inc()
 	ctx.Send(pidOf(m.Coordinator), &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Queued: true})
 }

@@ -660,8 +660,13 @@ type NodeLoad struct {
 	Limit          uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                                           // its adaptive limit on active (0: none)
 	Queued         uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`                                         // runs waiting for a run slot
 	StageLatencyMs uint32                 `protobuf:"varint,4,opt,name=stage_latency_ms,json=stageLatencyMs,proto3" json:"stage_latency_ms,omitempty"` // recent stage attempts' mean time per output token (what its limit follows)
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Stage attempts (parallel steps) running here and the node's adaptive
+	// limit on them (its share: StageCapacity; 0: none). At the limit the
+	// node refuses new attempts.
+	StageActive   uint32 `protobuf:"varint,120,opt,name=stage_active,json=stageActive,proto3" json:"stage_active,omitempty"`
+	StageLimit    uint32 `protobuf:"varint,121,opt,name=stage_limit,json=stageLimit,proto3" json:"stage_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeLoad) Reset() {
@@ -718,6 +723,20 @@ func (x *NodeLoad) GetQueued() uint32 {
 func (x *NodeLoad) GetStageLatencyMs() uint32 {
 	if x != nil {
 		return x.StageLatencyMs
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetStageActive() uint32 {
+	if x != nil {
+		return x.StageActive
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetStageLimit() uint32 {
+	if x != nil {
+		return x.StageLimit
 	}
 	return 0
 }
@@ -4211,6 +4230,7 @@ type StepRefused struct {
 	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	Busy          bool                   `protobuf:"varint,4,opt,name=busy,proto3" json:"busy,omitempty"`
 	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Load          *NodeLoad              `protobuf:"bytes,120,opt,name=load,proto3" json:"load,omitempty"` // the host's load when it refused (its stage attempts and their limit)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4278,6 +4298,13 @@ func (x *StepRefused) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *StepRefused) GetLoad() *NodeLoad {
+	if x != nil {
+		return x.Load
+	}
+	return nil
 }
 
 // CancelStep withdraws a StartStep that waits for a slot on a stage host.
@@ -4540,9 +4567,12 @@ func (x *ModelStats) GetWindow() *durationpb.Duration {
 
 // ModelStatsReply answers ModelStatsQuery.
 type ModelStatsReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Models        []*ModelStats          `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"` // the node's actor address
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Models []*ModelStats          `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	Node   string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"` // the node's actor address
+	// The node's circuit breaker per endpoint (provider name): "closed",
+	// "half-open" or "open". A breaker guards every model of its endpoint.
+	Breakers      map[string]string `protobuf:"bytes,120,rep,name=breakers,proto3" json:"breakers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4589,6 +4619,13 @@ func (x *ModelStatsReply) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *ModelStatsReply) GetBreakers() map[string]string {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
 }
 
 // RunRouting is the decision that picked a run's profile for profile
@@ -5793,12 +5830,15 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcoordinator\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\x12\n" +
 	"\x04code\x18F \x01(\tR\x04code\x12$\n" +
 	"\x0eretry_after_ms\x18G \x01(\rR\fretryAfterMs\x12$\n" +
-	"\x04load\x18H \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"z\n" +
+	"\x04load\x18H \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"\xbe\x01\n" +
 	"\bNodeLoad\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\rR\x06active\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x16\n" +
 	"\x06queued\x18\x03 \x01(\rR\x06queued\x12(\n" +
-	"\x10stage_latency_ms\x18\x04 \x01(\rR\x0estageLatencyMs\":\n" +
+	"\x10stage_latency_ms\x18\x04 \x01(\rR\x0estageLatencyMs\x12!\n" +
+	"\fstage_active\x18x \x01(\rR\vstageActive\x12\x1f\n" +
+	"\vstage_limit\x18y \x01(\rR\n" +
+	"stageLimit\":\n" +
 	"\tCancelRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"o\n" +
@@ -6080,13 +6120,14 @@ const file_qlc_proto_rawDesc = "" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12(\n" +
 	"\x06worker\x18\x04 \x01(\v2\x10.qlc.v1.ActorRefR\x06worker\x12\x16\n" +
-	"\x06queued\x18\x05 \x01(\bR\x06queued\"{\n" +
+	"\x06queued\x18\x05 \x01(\bR\x06queued\"\xa1\x01\n" +
 	"\vStepRefused\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12\x12\n" +
 	"\x04busy\x18\x04 \x01(\bR\x04busy\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"}\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12$\n" +
+	"\x04load\x18x \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"}\n" +
 	"\n" +
 	"CancelStep\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
@@ -6117,10 +6158,14 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a=\n" +
 	"\x0fHttpStatusEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"Q\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xd1\x01\n" +
 	"\x0fModelStatsReply\x12*\n" +
 	"\x06models\x18\x01 \x03(\v2\x12.qlc.v1.ModelStatsR\x06models\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"T\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12A\n" +
+	"\bbreakers\x18x \x03(\v2%.qlc.v1.ModelStatsReply.BreakersEntryR\bbreakers\x1a;\n" +
+	"\rBreakersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"T\n" +
 	"\n" +
 	"RunRouting\x12\x12\n" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x18\n" +
@@ -6254,7 +6299,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -6334,10 +6379,11 @@ var file_qlc_proto_goTypes = []any{
 	nil,                           // 75: qlc.v1.StartStep.TraceContextEntry
 	nil,                           // 76: qlc.v1.ModelStats.ErrorsEntry
 	nil,                           // 77: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 78: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 79: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 80: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 81: google.protobuf.Duration
+	nil,                           // 78: qlc.v1.ModelStatsReply.BreakersEntry
+	nil,                           // 79: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 80: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 81: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 82: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -6354,7 +6400,7 @@ var file_qlc_proto_depIdxs = []int32{
 	7,  // 11: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
 	1,  // 12: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 13: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	80, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	81, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	15, // 15: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	16, // 16: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	18, // 17: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -6373,8 +6419,8 @@ var file_qlc_proto_depIdxs = []int32{
 	16, // 30: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 31: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	81, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	81, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	82, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	82, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
 	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
 	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
 	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
@@ -6385,10 +6431,10 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
 	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
 	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	81, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	81, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	82, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	82, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
 	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	81, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	82, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
 	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
 	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
 	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
@@ -6412,28 +6458,30 @@ var file_qlc_proto_depIdxs = []int32{
 	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
 	75, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
 	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	76, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	77, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	81, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	55, // 75: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	81, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	81, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	12, // 78: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	12, // 79: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	64, // 80: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	80, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
-	67, // 82: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	78, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
-	68, // 84: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	80, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	80, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	79, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
-	71, // 88: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
-	89, // [89:89] is the sub-list for method output_type
-	89, // [89:89] is the sub-list for method input_type
-	89, // [89:89] is the sub-list for extension type_name
-	89, // [89:89] is the sub-list for extension extendee
-	0,  // [0:89] is the sub-list for field type_name
+	7,  // 72: qlc.v1.StepRefused.load:type_name -> qlc.v1.NodeLoad
+	76, // 73: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	77, // 74: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	82, // 75: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	55, // 76: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	78, // 77: qlc.v1.ModelStatsReply.breakers:type_name -> qlc.v1.ModelStatsReply.BreakersEntry
+	82, // 78: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	82, // 79: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	12, // 80: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	12, // 81: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	64, // 82: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	81, // 83: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	67, // 84: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
+	79, // 85: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	68, // 86: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
+	81, // 87: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	81, // 88: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	80, // 89: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	71, // 90: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
+	91, // [91:91] is the sub-list for method output_type
+	91, // [91:91] is the sub-list for method input_type
+	91, // [91:91] is the sub-list for extension type_name
+	91, // [91:91] is the sub-list for extension extendee
+	0,  // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -6461,7 +6509,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   79,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
