@@ -130,7 +130,7 @@ func TestAttemptWaits(t *testing.T) {
 	w.wait("b", t0)
 	w.wait("c", t0.Add(10*time.Millisecond))
 	w.done("a", t0.Add(30*time.Millisecond), true)
-	w.done("b", t0.Add(90*time.Millisecond), false) // withdrawn
+	w.done("b", t0.Add(90*time.Millisecond), false)                               // withdrawn
 	if got := w.take(t0.Add(50 * time.Millisecond)); got != 40*time.Millisecond { // c waits 40 ms
 		t.Fatalf("take: %v, want 40ms (c still waiting)", got)
 	}
