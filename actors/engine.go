@@ -722,7 +722,7 @@ type runStarter struct{ e *Engine }
 func (s *runStarter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.ModelStatsQuery:
-		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address})
+		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address, Breakers: s.e.breakerStates()})
 		return
 	case *messages.ConsoleQuery:
 		ctx.Respond(s.e.consoleReply())
