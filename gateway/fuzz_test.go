@@ -432,3 +432,40 @@ func FuzzParseResume(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBatchItemBudget: a batch item's budget fields, over the batch's,
+// either validate (and what is stored decodes back to the same budget) or
+// give a clear 400 naming the field; nothing panics.
+func FuzzBatchItemBudget(f *testing.F) {
+	for _, s := range []string{
+		`{"custom_id":"a","query":"q","max_cost_usd":0.5,"min_quality":"high"}`, `{"custom_id":"a","query":"q","min_quality":3,"max_latency_ms":900}`,
+		`{"custom_id":"a","query":"q","on_budget":"downgrade"}`, `{"custom_id":"a","query":"q","max_cost_usd":-1}`, `{"min_quality":null}`,
+		`{"min_quality":"best"}`, `{"max_latency_ms":1e30}`, `{"on_budget":5}`,
+	} {
+		f.Add([]byte(s), []byte(`{"max_cost_usd":2,"on_budget":"downgrade"}`))
+		f.Add([]byte(s), []byte(`{}`))
+	}
+	f.Fuzz(func(t *testing.T, item, batch []byte) {
+		var it batchItemRequest
+		var b createBatchRequest
+		if decodeBody(item, &it, true) != nil || decodeBody(batch, &b, true) != nil {
+			return
+		}
+		bf := it.budgetFields.over(b.budgetFields)
+		budget, e := bf.budget()
+		if e != nil {
+			if e.Status != 400 || e.Code == "" || e.Message == "" {
+				t.Fatalf("unclear error for %s over %s: %+v", item, batch, e)
+			}
+			return
+		}
+		stored, err := json.Marshal(bf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, e := itemBudget(string(stored))
+		if e != nil || back != budget {
+			t.Fatalf("stored %s decodes to %+v (%v), want %+v", stored, back, e, budget)
+		}
+	})
+}
