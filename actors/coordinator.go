@@ -249,6 +249,11 @@ type stageAttempt struct {
 	tokens     int32
 	bill       attemptPrompt // the current worker's prompt, to bill a void attempt
 	hedgeBill  attemptPrompt // the hedge's, until it wins
+	// lost is what the attempts that lost a hedge race used (their
+	// prompts), billed with the step's StageCompleted; lostModel is the
+	// last loser's model (its price).
+	lost      *messages.Usage
+	lostModel string
 	// A parallel step's attempt runs on a stage host of some node: until
 	// its worker announces itself (StepAccepted), placing (or
 	// hedgePlacing, for a hedge) tracks the offer.
@@ -507,6 +512,7 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 		return
 	}
 	if from.Equal(a.hedge) {
+		c.billLoser(a, a.bill, a.model.Model)
 		ctx.Stop(a.worker)
 		endSpan(&a.span, "", "lost the hedge race")
 		a.span, a.hedgeSpan = a.hedgeSpan, nil
@@ -520,10 +526,26 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 			Note: "hedged: the primary sent no first token within its recent p95; the fallback streamed first"}}})
 		return
 	}
+	c.billLoser(a, a.hedgeBill, a.spec.Fallback.Model)
 	ctx.Stop(a.hedge)
 	a.hedge = nil
 	endSpan(&a.hedgeSpan, "", "lost the hedge race")
 	c.deps.metrics.hedges.WithLabelValues("lost").Inc()
+}
+
+// billLoser counts what the attempt that lost a hedge race used: its
+// prompt (the provider had it; the loser streamed nothing, or it would
+// have won). It is billed with the step (StageCompleted.hedge_usage).
+func (c *coordinator) billLoser(a *stageAttempt, bill attemptPrompt, model string) {
+	if bill.counter == nil {
+		return
+	}
+	prompt := bill.tokens
+	if prompt == 0 {
+		prompt = int64(stagework.PromptTokens(bill.prompt, bill.counter))
+	}
+	a.lost = addUsage(a.lost, &messages.Usage{PromptTokens: prompt, TotalTokens: prompt, Estimated: true})
+	a.lostModel = model
 }
 
 // start takes a StartRun: a new run, or a resumed one whose prior log says
@@ -614,6 +636,10 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 			c.graph.Finish(id, k.StageCompleted.Model, k.StageCompleted.Output)
 			c.usage = addUsage(c.usage, k.StageCompleted.Usage)
 			c.spend(c.costOf(k.StageCompleted.Model, k.StageCompleted.Usage))
+			if hu := k.StageCompleted.HedgeUsage; hu != nil {
+				c.usage = addUsage(c.usage, hu)
+				c.spend(c.costOf(k.StageCompleted.HedgeModel, hu))
+			}
 			delete(void, id)
 		case *messages.RunEvent_StepSkipped:
 			c.graph.LeaveOut(k.StepSkipped.Step, k.StepSkipped.Reason)
@@ -1233,10 +1259,15 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 	out := a.text.String()
 	c.usage = addUsage(c.usage, m.Usage)
 	c.spend(cost)
+	if a.lost != nil {
+		c.usage = addUsage(c.usage, a.lost)
+		c.spend(c.costOf(a.lostModel, a.lost))
+	}
 	c.removeAttempt(a)
 	c.graph.Finish(a.step, a.model.Model, out)
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{
-		Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Output: out, Usage: m.Usage, Ttft: m.Ttft, Duration: m.Duration, Model: a.model.Model}}})
+		Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Output: out, Usage: m.Usage, Ttft: m.Ttft, Duration: m.Duration, Model: a.model.Model,
+		HedgeUsage: a.lost, HedgeModel: a.lostModel}}})
 	if a.spec.Stage == stagework.StageRanker {
 		c.ranked(ctx, a.spec, out)
 	}

@@ -151,7 +151,9 @@ func FuzzEventJSON(f *testing.F) {
 			{Seq: 13, Kind: &messages.RunEvent_Ranking{Ranking: &messages.Ranking{Aggregate: true, Ranked: ranked}}},
 			{Seq: 14, Kind: &messages.RunEvent_StepNote{StepNote: &messages.StepNote{Step: b, Kind: a, Message: a + long, Raw: b + long}}},
 			{Seq: 15, Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{Stage: proposer, Step: b, Reason: long}}},
-			{Seq: 16, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b + long, Code: b, Step: a, Stage: proposer}}},
+			{Seq: 16, Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{Stage: proposer, Step: b, Model: a, Output: long,
+				Usage: &messages.Usage{PromptTokens: 1}, HedgeModel: model, HedgeUsage: &messages.Usage{PromptTokens: 2, TotalTokens: 2}}}},
+			{Seq: 17, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b + long, Code: b, Step: a, Stage: proposer}}},
 		}
 		const deltas, tokensAll = 8, 36
 		want := map[uint64]string{}

@@ -1565,14 +1565,20 @@ func (x *TokenDeltaBatch) GetDeltas() []*TokenDelta {
 
 // StageCompleted closes a stage; output is its whole text.
 type StageCompleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stage         Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
-	Output        string                 `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
-	Usage         *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
-	Ttft          *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
-	Duration      *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
-	Model         string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
-	Step          string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"` // empty: the stage's name
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stage    Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Output   string                 `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	Usage    *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Ttft     *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
+	Duration *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	Model    string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	Step     string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"` // empty: the stage's name
+	// hedge_usage is what the attempts of this step that lost a hedge race
+	// (or a speculative start) used — their prompts: a loser had streamed
+	// nothing — billed with the step at hedge_model's price (the last
+	// loser's model). Absent without a hedge race.
+	HedgeUsage    *Usage `protobuf:"bytes,120,opt,name=hedge_usage,json=hedgeUsage,proto3" json:"hedge_usage,omitempty"`
+	HedgeModel    string `protobuf:"bytes,121,opt,name=hedge_model,json=hedgeModel,proto3" json:"hedge_model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1652,6 +1658,20 @@ func (x *StageCompleted) GetModel() string {
 func (x *StageCompleted) GetStep() string {
 	if x != nil {
 		return x.Step
+	}
+	return ""
+}
+
+func (x *StageCompleted) GetHedgeUsage() *Usage {
+	if x != nil {
+		return x.HedgeUsage
+	}
+	return nil
+}
+
+func (x *StageCompleted) GetHedgeModel() string {
+	if x != nil {
+		return x.HedgeModel
 	}
 	return ""
 }
@@ -5897,7 +5917,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06tokens\x18\x03 \x01(\x05R\x06tokens\x12\x12\n" +
 	"\x04step\x18\x04 \x01(\tR\x04step\"=\n" +
 	"\x0fTokenDeltaBatch\x12*\n" +
-	"\x06deltas\x18\x01 \x03(\v2\x12.qlc.v1.TokenDeltaR\x06deltas\"\x82\x02\n" +
+	"\x06deltas\x18\x01 \x03(\v2\x12.qlc.v1.TokenDeltaR\x06deltas\"\xd3\x02\n" +
 	"\x0eStageCompleted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12#\n" +
@@ -5905,7 +5925,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x04ttft\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04ttft\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12\x12\n" +
-	"\x04step\x18\a \x01(\tR\x04step\"\x86\x01\n" +
+	"\x04step\x18\a \x01(\tR\x04step\x12.\n" +
+	"\vhedge_usage\x18x \x01(\v2\r.qlc.v1.UsageR\n" +
+	"hedgeUsage\x12\x1f\n" +
+	"\vhedge_model\x18y \x01(\tR\n" +
+	"hedgeModel\"\x86\x01\n" +
 	"\x0eStageRestarted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
@@ -6421,67 +6445,68 @@ var file_qlc_proto_depIdxs = []int32{
 	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
 	82, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
 	82, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 38: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 39: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	22, // 40: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 41: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	82, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	82, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	82, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 52: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	29, // 53: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 54: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	22, // 55: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	32, // 56: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	36, // 57: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	35, // 58: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 59: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 60: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 61: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	39, // 62: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	74, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
-	45, // 64: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	45, // 65: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 66: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 67: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 68: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	75, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
-	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	7,  // 72: qlc.v1.StepRefused.load:type_name -> qlc.v1.NodeLoad
-	76, // 73: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	77, // 74: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	82, // 75: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	55, // 76: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	78, // 77: qlc.v1.ModelStatsReply.breakers:type_name -> qlc.v1.ModelStatsReply.BreakersEntry
-	82, // 78: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	82, // 79: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	12, // 80: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	12, // 81: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	64, // 82: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	81, // 83: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
-	67, // 84: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	79, // 85: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
-	68, // 86: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	81, // 87: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	81, // 88: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	80, // 89: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
-	71, // 90: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
-	91, // [91:91] is the sub-list for method output_type
-	91, // [91:91] is the sub-list for method input_type
-	91, // [91:91] is the sub-list for extension type_name
-	91, // [91:91] is the sub-list for extension extendee
-	0,  // [0:91] is the sub-list for field type_name
+	4,  // 35: qlc.v1.StageCompleted.hedge_usage:type_name -> qlc.v1.Usage
+	0,  // 36: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 37: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 38: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 39: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 40: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	22, // 41: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 42: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 43: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 44: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 45: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	82, // 46: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	82, // 47: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 48: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	82, // 49: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	26, // 50: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 51: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 52: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 53: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	29, // 54: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 55: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	22, // 56: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	32, // 57: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	36, // 58: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	35, // 59: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 60: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 61: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 62: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	39, // 63: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	74, // 64: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	45, // 65: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	45, // 66: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 67: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 68: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 69: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	64, // 70: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	75, // 71: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	1,  // 72: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	7,  // 73: qlc.v1.StepRefused.load:type_name -> qlc.v1.NodeLoad
+	76, // 74: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	77, // 75: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	82, // 76: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	55, // 77: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	78, // 78: qlc.v1.ModelStatsReply.breakers:type_name -> qlc.v1.ModelStatsReply.BreakersEntry
+	82, // 79: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	82, // 80: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	12, // 81: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	12, // 82: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	64, // 83: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	81, // 84: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	67, // 85: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
+	79, // 86: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	68, // 87: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
+	81, // 88: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	81, // 89: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	80, // 90: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	71, // 91: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
+	92, // [92:92] is the sub-list for method output_type
+	92, // [92:92] is the sub-list for method input_type
+	92, // [92:92] is the sub-list for extension type_name
+	92, // [92:92] is the sub-list for extension extendee
+	0,  // [0:92] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
