@@ -336,3 +336,19 @@ profiles:
 		t.Fatalf("announced full: the full node was offered %d more attempts (want 0); started here %v (want 8)", offers-stale, started())
 	}
 }
+
+// BenchmarkCapacitySample is one tick of the stage capacity loop: the
+// process's CPU time (getrusage), the slots' counts, the rule and the new
+// capacity — paid 4 times a second per process.
+func BenchmarkCapacitySample(b *testing.B) {
+	e := newSlotEngine(b, "", func(c *Config) {
+		c.StageSlots = 128
+		c.AdaptiveStageSlots = true
+		c.StageCapacity.Interval = time.Hour // the benchmark ticks
+	})
+	m := newCPUMeter(time.Now())
+	b.ReportAllocs()
+	for b.Loop() {
+		e.adaptStageSlots(time.Now(), m.sample(time.Now()))
+	}
+}
