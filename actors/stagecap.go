@@ -15,8 +15,8 @@ import (
 // waited for a slot, and sets the slots' capacity to its answer:
 //
 //   - overloaded — the smoothed CPU use (process CPU time over wall time
-//     and GOMAXPROCS) is over TargetCPU, or an attempt waited more than
-//     MaxQueueDelay for a slot: the limit drops to the attempts running now
+//     and GOMAXPROCS) is over TargetCPU, or an attempt holding a slot
+//     waited more than MaxQueueDelay to start (attemptWaits): the limit drops to the attempts running now
 //     (if fewer) times min(TargetCPU/cpu, MaxQueueDelay/delay), at most
 //     halving and at least a 5 % cut per sample. Running attempts are never
 //     stopped: the node refuses new ones (StepRefused busy) until it is back
@@ -52,9 +52,11 @@ type StageCapacityConfig struct {
 	// limit shrinks (0..1]. Default 0.85: the rest is for the node's own
 	// coordinators, gossip and the actor transport.
 	TargetCPU float64
-	// MaxQueueDelay is how long an attempt may wait for a stage slot
-	// before the limit shrinks. Default 50 ms (a first token's budget is
-	// hundreds of ms; a longer wait is better spent on another node).
+	// MaxQueueDelay is how long an attempt holding a slot may wait to start
+	// (the node's mailbox and scheduler) before the limit shrinks. Default
+	// 25 ms: an idle node starts one in microseconds; a first token's
+	// budget is hundreds of ms, and a longer wait is better spent on
+	// another node.
 	MaxQueueDelay time.Duration
 	// Smoothing weighs each CPU sample (0..1]. Default 0.5: one busy tick
 	// moves the average half way.
@@ -75,7 +77,7 @@ func (cfg StageCapacityConfig) withDefaults() StageCapacityConfig {
 		cfg.TargetCPU = 0.85
 	}
 	if cfg.MaxQueueDelay <= 0 {
-		cfg.MaxQueueDelay = 50 * time.Millisecond
+		cfg.MaxQueueDelay = 25 * time.Millisecond
 	}
 	if cfg.Smoothing <= 0 || cfg.Smoothing > 1 {
 		cfg.Smoothing = 0.5
@@ -91,8 +93,9 @@ type CapacitySample struct {
 	// CPU is the process's CPU time over wall time and GOMAXPROCS (0..1;
 	// negative: not measured).
 	CPU float64
-	// QueueDelay is the longest an attempt waited for a stage slot: those
-	// that got one in the interval, and the oldest still waiting.
+	// QueueDelay is the longest an attempt waited to start once it held a
+	// stage slot (attemptWaits): those that started in the interval, and
+	// the oldest still waiting.
 	QueueDelay time.Duration
 	// Running and Waiting are the attempts holding and waiting for a slot.
 	Running, Waiting int
@@ -147,11 +150,15 @@ func (c *StageCapacity) Observe(s CapacitySample) int {
 	return int(c.limit)
 }
 
-// attemptWaits measures how long stage attempts wait for a slot: the stage
-// host notes when one starts waiting and when it gets its slot (or
-// leaves); the capacity sampler takes the longest wait of the interval.
-// Bounded by the attempts waiting (the stage slots' queue). Safe for
-// concurrent use.
+// attemptWaits measures how long stage attempts wait to start once they
+// hold a slot — the node's own queueing delay (its stage host's mailbox,
+// then the scheduler until the worker first runs), which grows when its
+// CPU cannot keep up, whatever the limit. (A wait *for* a slot is not
+// counted: the limit itself causes it, and it would shrink the limit
+// further; waiters count as demand instead, CapacitySample.Waiting.) The
+// stage host notes when an attempt gets its slot, its worker when it first
+// runs; the capacity sampler takes the longest wait of the interval.
+// Bounded by the attempts holding slots. Safe for concurrent use.
 type attemptWaits struct {
 	mu      sync.Mutex
 	since   map[string]time.Time // waiting attempts by step key
@@ -167,8 +174,17 @@ func (w *attemptWaits) wait(key string, now time.Time) {
 	w.mu.Unlock()
 }
 
-// done notes that attempt key stopped waiting at now; granted: it got a
-// slot (its wait counts), else it left the queue.
+// start is wait unless key already waits (since it got its slot).
+func (w *attemptWaits) start(key string, now time.Time) {
+	w.mu.Lock()
+	if _, ok := w.since[key]; !ok {
+		w.since[key] = now
+	}
+	w.mu.Unlock()
+}
+
+// done notes that attempt key stopped waiting at now; granted: it started
+// (its wait counts), else it was withdrawn or failed to start.
 func (w *attemptWaits) done(key string, now time.Time, granted bool) {
 	w.mu.Lock()
 	if at, ok := w.since[key]; ok {
@@ -181,17 +197,25 @@ func (w *attemptWaits) done(key string, now time.Time, granted bool) {
 }
 
 // take returns the longest wait since the last take — of the attempts that
-// got a slot, and of those still waiting at now — and starts afresh.
+// started, and of those still waiting at now — and starts afresh.
 func (w *attemptWaits) take(now time.Time) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	d := w.longest
 	w.longest = 0
-	for _, at := range w.since {
+	for key, at := range w.since {
+		if now.Sub(at) > staleAttemptWait {
+			delete(w.since, key) // never started nor withdrawn: not a wait any more
+			continue
+		}
 		d = max(d, now.Sub(at))
 	}
 	return d
 }
+
+// staleAttemptWait: an attempt noted as waiting to start for longer is
+// forgotten (a bookkeeping slip must not hold the limit down for ever).
+const staleAttemptWait = 30 * time.Second
 
 // cpuMeter measures the process's CPU use between samples: CPU time over
 // wall time and GOMAXPROCS. Owned by one goroutine (capacityLoop).

@@ -141,6 +141,14 @@ func TestAttemptWaits(t *testing.T) {
 	if got := w.take(t0.Add(200 * time.Millisecond)); got != 0 {
 		t.Fatalf("take with nothing waiting: %v", got)
 	}
+	w.start("d", t0)
+	w.start("d", t0.Add(time.Second)) // already waiting: keeps t0
+	if got := w.take(t0.Add(2 * time.Second)); got != 2*time.Second {
+		t.Fatalf("take: %v, want d's 2s", got)
+	}
+	if got := w.take(t0.Add(time.Minute)); got != 0 || len(w.since) != 0 {
+		t.Fatalf("a wait of a minute: %v, %d left; want it forgotten", got, len(w.since))
+	}
 }
 
 // setCapacity: a shrink stops nothing that runs but grants nothing until

@@ -48,7 +48,6 @@ func (h *stageHost) Receive(ctx actor.Context) {
 	case *stepGranted:
 		if m2 := h.waiting[m.key]; m2 != nil {
 			delete(h.waiting, m.key)
-			h.deps.stageWaits.done(m.key, time.Now(), true)
 			h.spawn(ctx, m2)
 		}
 	case *messages.CancelStep:
@@ -61,7 +60,9 @@ func (h *stageHost) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		if m2 := h.running[m.Who.Id]; m2 != nil {
 			delete(h.running, m.Who.Id)
-			h.deps.stageSlots.release(m2.Tenant, stepKey(m2.RunId, m2.Step, m2.Attempt, m2.Role))
+			key := stepKey(m2.RunId, m2.Step, m2.Attempt, m2.Role)
+			h.deps.stageWaits.done(key, time.Now(), false) // stopped before it ran (normally a no-op)
+			h.deps.stageSlots.release(m2.Tenant, key)
 		}
 	case stopHosted:
 		for _, c := range ctx.Children() {
@@ -95,7 +96,11 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 	}
 	key := stepKey(m.RunId, m.Step, m.Attempt, m.Role)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	if h.deps.stageSlots.acquire(m.Tenant, max(m.Weight, 1), key, func() { root.Send(self, &stepGranted{key: key}) }) {
+	waits := h.deps.stageWaits
+	if h.deps.stageSlots.acquire(m.Tenant, max(m.Weight, 1), key, func() {
+		waits.wait(key, time.Now()) // it holds a slot: from now on, its wait to start counts
+		root.Send(self, &stepGranted{key: key})
+	}) {
 		h.spawn(ctx, m)
 		return
 	}
@@ -106,7 +111,6 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 		return
 	}
 	h.waiting[key] = m
-	h.deps.stageWaits.wait(key, time.Now())
 	h.deps.metrics.stepOffers.WithLabelValues("queued").Inc()
 	ctx.Send(pidOf(m.Coordinator), &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Queued: true})
 }
@@ -115,7 +119,10 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 // coordinator.
 func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 	key := stepKey(m.RunId, m.Step, m.Attempt, m.Role)
+	waits := h.deps.stageWaits
+	waits.start(key, time.Now())
 	fail := func(reason string) {
+		waits.done(key, time.Now(), false)
 		h.deps.stageSlots.release(m.Tenant, key)
 		h.refuse(ctx, m, false, reason)
 	}
@@ -139,6 +146,7 @@ func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 		req: stagework.Request{Model: m.Model, Messages: msgs, Temperature: m.Temperature, MaxTokens: int(m.MaxTokens),
 			Seed: m.Seed, Stage: toWorkStage(m.Stage), Query: m.Query, APIKey: apiKey},
 		accept:   &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role},
+		started:  func() { waits.done(key, time.Now(), true) },
 		traceCtx: tracing.Extract(context.Background(), m.TraceContext)}
 	w.promptTokens.Store(m.PromptTokens)
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }), key)
