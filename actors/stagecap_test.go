@@ -1,7 +1,9 @@
 package actors
 
 import (
+	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -358,5 +360,54 @@ func BenchmarkCapacitySample(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		e.adaptStageSlots(time.Now(), m.sample(time.Now()))
+	}
+}
+
+// BenchmarkStageCapacityUnderCPU measures the loop end to end with real
+// CPU: the engine's own capacity loop (250 ms ticks, getrusage) while
+// this process burns every core, then after the burn stops: how long
+// until the stage limit is at its floor (8 of 128) and back at 128. With
+// 32 attempts' worth of demand waiting throughout (the limit grows only
+// while in use), as a busy node has.
+func BenchmarkStageCapacityUnderCPU(b *testing.B) {
+	for b.Loop() {
+		e := newSlotEngine(b, "", func(c *Config) {
+			c.StageSlots = 128
+			c.AdaptiveStageSlots = true
+		})
+		for i := range 32 { // demand: 32 attempts hold slots (and keep the limit "in use")
+			e.deps.stageSlots.acquire("t", 1, fmt.Sprint("held-", i), func() {})
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range runtime.GOMAXPROCS(0) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					for i := 0; i < 1e5; i++ {
+					}
+				}
+			}()
+		}
+		t0 := time.Now()
+		for e.deps.stageSlots.capacityNow() > 8 && time.Since(t0) < 20*time.Second {
+			time.Sleep(10 * time.Millisecond)
+		}
+		down := time.Since(t0)
+		close(stop)
+		wg.Wait()
+		t1 := time.Now()
+		for e.deps.stageSlots.capacityNow() < 128 && time.Since(t1) < 20*time.Second {
+			time.Sleep(10 * time.Millisecond)
+		}
+		up := time.Since(t1)
+		b.ReportMetric(float64(down.Milliseconds()), "ms-to-floor")
+		b.ReportMetric(float64(up.Milliseconds()), "ms-to-max")
 	}
 }
