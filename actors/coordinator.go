@@ -136,6 +136,15 @@ type retryTick struct {
 // deadline has passed (never leaves its mailbox).
 type deadlineTick struct{ gen int }
 
+// lingerTick is a finished coordinator's timer to itself: resend its end to
+// a hub that has not acknowledged it, or stop. Its own timer (armLinger),
+// not protoactor's receive timeout, whose timer goroutine writes the actor
+// context without synchronisation (CancelReceiveTimeout) while the mailbox
+// goroutine may be in SetReceiveTimeout: a data race -race reported in
+// TestBudgetSurvivesNodeLoss when a resend came due as the hub's ack
+// arrived.
+type lingerTick struct{ gen int }
+
 // queueTimeout is a coordinator's timer to itself: its new run has waited
 // for a run slot for Config.QueueDeadline (never leaves its mailbox).
 type queueTimeout struct{}
@@ -219,6 +228,10 @@ type coordinator struct {
 	slotKey     string // the run's key in deps.slots
 	deadline    *time.Timer
 	deadlineGen int
+	// linger is the finished coordinator's timer (armLinger); lingerGen
+	// tells a superseded tick.
+	linger    *time.Timer
+	lingerGen int
 	started     time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
 	sawToken    bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
 	// traceCtx holds the run's span (span, "qlc.run", a child of the
@@ -419,19 +432,17 @@ func (c *coordinator) Receive(ctx actor.Context) {
 				ctx.Stop(ctx.Self())
 				return
 			}
-			ctx.SetReceiveTimeout(keepAfterAck)
+			c.armLinger(ctx, keepAfterAck)
 		}
-	case *actor.ReceiveTimeout:
-		if c.ended {
+	case *lingerTick:
+		if m.gen == c.lingerGen && c.ended {
 			if !c.acked && time.Since(c.endedAt) < c.deps.finishLinger && c.hub != nil {
 				// The transport is at most once: the end, or events before
 				// it, may be lost (an endpoint reset when a falsely fenced
 				// gateway rejoins). The last event again makes the hub see
 				// the gap and ask for the rest, or acknowledge again.
 				ctx.Send(c.hub, c.log[len(c.log)-1])
-				// A receive timeout fires once (protoactor cancels it
-				// before delivering it): arm the next resend.
-				ctx.SetReceiveTimeout(resendEnd)
+				c.armLinger(ctx, resendEnd) // the next resend
 				return
 			}
 			if !c.acked {
@@ -454,6 +465,9 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *actor.Stopping:
 		c.ended = true // a stopping coordinator starts nothing new
+		if c.linger != nil {
+			c.linger.Stop()
+		}
 		for _, a := range c.running {
 			c.endAttemptSpans(a, "coordinator stopped")
 		}
@@ -1643,7 +1657,17 @@ func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 	}
 	c.endedAt = time.Now()
 	c.hostState("ended, waiting for its hub to acknowledge the log")
-	ctx.SetReceiveTimeout(resendEnd)
+	c.armLinger(ctx, resendEnd)
+}
+
+// armLinger (re)arms the finished coordinator's timer: a lingerTick after d.
+func (c *coordinator) armLinger(ctx actor.Context, d time.Duration) {
+	if c.linger != nil {
+		c.linger.Stop()
+	}
+	c.lingerGen++
+	gen, self, root := c.lingerGen, ctx.Self(), ctx.ActorSystem().Root
+	c.linger = time.AfterFunc(d, func() { root.Send(self, &lingerTick{gen: gen}) })
 }
 
 // resendEnd is how often a finished coordinator resends its last event to a
