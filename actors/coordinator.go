@@ -232,8 +232,8 @@ type coordinator struct {
 	// tells a superseded tick.
 	linger    *time.Timer
 	lingerGen int
-	started     time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
-	sawToken    bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
+	started   time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
+	sawToken  bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
 	// traceCtx holds the run's span (span, "qlc.run", a child of the
 	// gateway's placement span that StartRun.trace_context names); the
 	// steps' spans are its children. A no-op span with tracing off.
