@@ -52,12 +52,13 @@ func (e *Engine) PlanRun(req *RunRequest) error {
 	}
 	p = withMaxTokens(p, req.MaxTokens)
 	views := e.cachedModelStats()
+	breakers := e.cachedBreakers()
 	plan, err := stagework.Optimise(stagework.PlanInput{
 		Profile:     p,
 		QueryTokens: approxTokens(req.Query, req.History),
 		Perf:        func(sp stagework.StageSpec) stagework.ModelPerf { return perfOf(e.cfg.Stages, views, sp) },
 		Price:       e.cfg.Stages.Price,
-		Health:      func(m stagework.ModelRef) string { return e.modelHealth(views, m) },
+		Health:      func(m stagework.ModelRef) string { return e.modelHealth(views, breakers, m) },
 		Budget:      req.Budget,
 	})
 	if err != nil {
@@ -68,12 +69,18 @@ func (e *Engine) PlanRun(req *RunRequest) error {
 }
 
 // modelHealth says why the optimiser should avoid model now: this
-// process's breaker of its endpoint is open, it failed most of its recent
+// process's breaker of its endpoint is open, or that of at least half the
+// nodes that call the endpoint (breakers: the nodes' breakers as the
+// cluster's model statistics carry them — the nodes run the stages, a
+// gateway often calls no model itself), it failed most of its recent
 // attempts cluster-wide, or its live p95 TTFT blew up (over blownFactor
 // times what the profiles file declares). "" when it is fine.
-func (e *Engine) modelHealth(views map[modelKey]ModelStatsView, m stagework.ModelRef) string {
+func (e *Engine) modelHealth(views map[modelKey]ModelStatsView, breakers map[string]BreakerCount, m stagework.ModelRef) string {
 	if g, ok := e.cfg.Providers[m.Provider].(*stagework.Guarded); ok && g.State().String() == "open" {
 		return "circuit breaker open"
+	}
+	if b := breakers[m.Provider]; b.Open > 0 && 2*b.Open >= b.Nodes {
+		return fmt.Sprintf("circuit breaker open on %d of the %d nodes that call %s", b.Open, b.Nodes, m.Provider)
 	}
 	v, ok := views[modelKey{m.Provider, m.Model}]
 	if !ok {

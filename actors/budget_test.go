@@ -121,3 +121,39 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The nodes' breakers, merged per endpoint, mark a model unhealthy when
+// open on at least half the nodes that call its endpoint; half-open and
+// closed ones do not, nor one open node of three.
+func TestModelHealthFromNodesBreakers(t *testing.T) {
+	e, _, _ := newProfileEngine(t, healthProfiles, nil)
+	reply := func(state string) *messages.ModelStatsReply {
+		return &messages.ModelStatsReply{Breakers: map[string]string{"flaky": state, "sim": "closed"}}
+	}
+	m := stagework.ModelRef{Provider: "flaky", Model: "flaky"}
+	for _, c := range []struct {
+		states []string
+		want   string
+	}{
+		{[]string{"open"}, "circuit breaker open on 1 of the 1 nodes that call flaky"},
+		{[]string{"open", "closed"}, "circuit breaker open on 1 of the 2 nodes that call flaky"},
+		{[]string{"open", "closed", "half-open"}, ""},
+		{[]string{"half-open", "closed"}, ""},
+		{nil, ""},
+	} {
+		var rs []*messages.ModelStatsReply
+		for _, s := range c.states {
+			rs = append(rs, reply(s))
+		}
+		b := MergeBreakers(rs)
+		if got := e.modelHealth(nil, b, m); got != c.want {
+			t.Errorf("breakers %v: health %q, want %q", c.states, got, c.want)
+		}
+		if got := e.modelHealth(nil, b, stagework.ModelRef{Provider: "sim", Model: "mid"}); got != "" {
+			t.Errorf("breakers %v: sim unhealthy: %q", c.states, got)
+		}
+	}
+	if b := MergeBreakers([]*messages.ModelStatsReply{reply("open"), reply("half-open"), reply("closed")})["flaky"]; b != (BreakerCount{Open: 1, HalfOpen: 1, Nodes: 3}) {
+		t.Fatalf("merged: %+v", b)
+	}
+}

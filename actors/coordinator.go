@@ -42,6 +42,10 @@ type coordinatorDeps struct {
 	// stageSlots bound the parallel steps' attempts this process runs
 	// (its stage host's workers), fair among tenants.
 	stageSlots *runSlots
+	// stageCap adapts the stage slots' capacity to the process's CPU and
+	// its attempts' waits (nil: fixed); stageWaits measures those waits.
+	stageCap   *StageCapacity
+	stageWaits *attemptWaits
 	// stepHosts lists the processes to offer a parallel step to, best
 	// first; hostLost says whether an address's endpoint broke recently.
 	stepHosts func(key string) []string
@@ -73,7 +77,7 @@ type coordinatorDeps struct {
 // nodeLoad is l on the wire.
 func nodeLoad(l Load) *messages.NodeLoad {
 	return &messages.NodeLoad{Active: uint32(max(l.Active, 0)), Limit: uint32(max(l.Limit, 0)), Queued: uint32(max(l.Queued, 0)),
-		StageLatencyMs: uint32(l.StageLatency / time.Millisecond)}
+		StageLatencyMs: uint32(l.StageLatency / time.Millisecond), StageActive: uint32(max(l.StageActive, 0)), StageLimit: uint32(max(l.StageLimit, 0))}
 }
 
 // ackLoad is the process's load for a StartRunAck (nil without deps.load).
@@ -134,6 +138,15 @@ type retryTick struct {
 // deadlineTick is a coordinator's timer to itself: a running step's
 // deadline has passed (never leaves its mailbox).
 type deadlineTick struct{ gen int }
+
+// lingerTick is a finished coordinator's timer to itself: resend its end to
+// a hub that has not acknowledged it, or stop. Its own timer (armLinger),
+// not protoactor's receive timeout, whose timer goroutine writes the actor
+// context without synchronisation (CancelReceiveTimeout) while the mailbox
+// goroutine may be in SetReceiveTimeout: a data race -race reported in
+// TestBudgetSurvivesNodeLoss when a resend came due as the hub's ack
+// arrived.
+type lingerTick struct{ gen int }
 
 // queueTimeout is a coordinator's timer to itself: its new run has waited
 // for a run slot for Config.QueueDeadline (never leaves its mailbox).
@@ -218,8 +231,12 @@ type coordinator struct {
 	slotKey     string // the run's key in deps.slots
 	deadline    *time.Timer
 	deadlineGen int
-	started     time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
-	sawToken    bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
+	// linger is the finished coordinator's timer (armLinger); lingerGen
+	// tells a superseded tick.
+	linger    *time.Timer
+	lingerGen int
+	started   time.Time // when this coordinator took the run (Config.Slow's TTFT counts from it)
+	sawToken  bool      // a delta was logged, or the run resumed: Config.Slow's TTFT is told or moot
 	// traceCtx holds the run's span (span, "qlc.run", a child of the
 	// gateway's placement span that StartRun.trace_context names); the
 	// steps' spans are its children. A no-op span with tracing off.
@@ -248,6 +265,11 @@ type stageAttempt struct {
 	tokens     int32
 	bill       attemptPrompt // the current worker's prompt, to bill a void attempt
 	hedgeBill  attemptPrompt // the hedge's, until it wins
+	// lost is what the attempts that lost a hedge race used (their
+	// prompts), billed with the step's StageCompleted; lostModel is the
+	// last loser's model (its price).
+	lost      *messages.Usage
+	lostModel string
 	// A parallel step's attempt runs on a stage host of some node: until
 	// its worker announces itself (StepAccepted), placing (or
 	// hedgePlacing, for a hedge) tracks the offer.
@@ -413,19 +435,17 @@ func (c *coordinator) Receive(ctx actor.Context) {
 				ctx.Stop(ctx.Self())
 				return
 			}
-			ctx.SetReceiveTimeout(keepAfterAck)
+			c.armLinger(ctx, keepAfterAck)
 		}
-	case *actor.ReceiveTimeout:
-		if c.ended {
+	case *lingerTick:
+		if m.gen == c.lingerGen && c.ended {
 			if !c.acked && time.Since(c.endedAt) < c.deps.finishLinger && c.hub != nil {
 				// The transport is at most once: the end, or events before
 				// it, may be lost (an endpoint reset when a falsely fenced
 				// gateway rejoins). The last event again makes the hub see
 				// the gap and ask for the rest, or acknowledge again.
 				ctx.Send(c.hub, c.log[len(c.log)-1])
-				// A receive timeout fires once (protoactor cancels it
-				// before delivering it): arm the next resend.
-				ctx.SetReceiveTimeout(resendEnd)
+				c.armLinger(ctx, resendEnd) // the next resend
 				return
 			}
 			if !c.acked {
@@ -472,6 +492,9 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case *actor.Stopping:
 		c.ended = true // a stopping coordinator starts nothing new
+		if c.linger != nil {
+			c.linger.Stop()
+		}
 		for _, a := range c.running {
 			c.endAttemptSpans(a, "coordinator stopped")
 		}
@@ -530,6 +553,7 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 		return
 	}
 	if from.Equal(a.hedge) {
+		c.billLoser(a, a.bill, a.model.Model)
 		ctx.Stop(a.worker)
 		endSpan(&a.span, "", "lost the hedge race")
 		a.span, a.hedgeSpan = a.hedgeSpan, nil
@@ -543,10 +567,26 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 			Note: "hedged: the primary sent no first token within its recent p95; the fallback streamed first"}}})
 		return
 	}
+	c.billLoser(a, a.hedgeBill, a.spec.Fallback.Model)
 	ctx.Stop(a.hedge)
 	a.hedge = nil
 	endSpan(&a.hedgeSpan, "", "lost the hedge race")
 	c.deps.metrics.hedges.WithLabelValues("lost").Inc()
+}
+
+// billLoser counts what the attempt that lost a hedge race used: its
+// prompt (the provider had it; the loser streamed nothing, or it would
+// have won). It is billed with the step (StageCompleted.hedge_usage).
+func (c *coordinator) billLoser(a *stageAttempt, bill attemptPrompt, model string) {
+	if bill.counter == nil {
+		return
+	}
+	prompt := bill.tokens
+	if prompt == 0 {
+		prompt = int64(stagework.PromptTokens(bill.prompt, bill.counter))
+	}
+	a.lost = addUsage(a.lost, &messages.Usage{PromptTokens: prompt, TotalTokens: prompt, Estimated: true})
+	a.lostModel = model
 }
 
 // start takes a StartRun: a new run, or a resumed one whose prior log says
@@ -637,6 +677,10 @@ func (c *coordinator) start(ctx actor.Context, m *messages.StartRun) {
 			c.graph.Finish(id, k.StageCompleted.Model, k.StageCompleted.Output)
 			c.usage = addUsage(c.usage, k.StageCompleted.Usage)
 			c.spend(c.costOf(k.StageCompleted.Model, k.StageCompleted.Usage))
+			if hu := k.StageCompleted.HedgeUsage; hu != nil {
+				c.usage = addUsage(c.usage, hu)
+				c.spend(c.costOf(k.StageCompleted.HedgeModel, hu))
+			}
 			delete(void, id)
 		case *messages.RunEvent_StepSkipped:
 			c.graph.LeaveOut(k.StepSkipped.Step, k.StepSkipped.Reason)
@@ -1256,10 +1300,15 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 	out := a.text.String()
 	c.usage = addUsage(c.usage, m.Usage)
 	c.spend(cost)
+	if a.lost != nil {
+		c.usage = addUsage(c.usage, a.lost)
+		c.spend(c.costOf(a.lostModel, a.lost))
+	}
 	c.removeAttempt(a)
 	c.graph.Finish(a.step, a.model.Model, out)
 	c.emit(ctx, &messages.RunEvent{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{
-		Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Output: out, Usage: m.Usage, Ttft: m.Ttft, Duration: m.Duration, Model: a.model.Model}}})
+		Stage: toMsgStage(a.spec.Stage), Step: a.wireStep, Output: out, Usage: m.Usage, Ttft: m.Ttft, Duration: m.Duration, Model: a.model.Model,
+		HedgeUsage: a.lost, HedgeModel: a.lostModel}}})
 	if a.spec.Stage == stagework.StageRanker {
 		c.ranked(ctx, a.spec, out)
 	}
@@ -1635,7 +1684,17 @@ func (c *coordinator) finish(ctx actor.Context, ev *messages.RunEvent) {
 	}
 	c.endedAt = time.Now()
 	c.hostState("ended, waiting for its hub to acknowledge the log")
-	ctx.SetReceiveTimeout(resendEnd)
+	c.armLinger(ctx, resendEnd)
+}
+
+// armLinger (re)arms the finished coordinator's timer: a lingerTick after d.
+func (c *coordinator) armLinger(ctx actor.Context, d time.Duration) {
+	if c.linger != nil {
+		c.linger.Stop()
+	}
+	c.lingerGen++
+	gen, self, root := c.lingerGen, ctx.Self(), ctx.ActorSystem().Root
+	c.linger = time.AfterFunc(d, func() { root.Send(self, &lingerTick{gen: gen}) })
 }
 
 // resendEnd is how often a finished coordinator resends its last event to a

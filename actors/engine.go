@@ -139,6 +139,17 @@ type Config struct {
 	// another node, or waits in a weighted-fair queue per tenant. A
 	// chain's stages run under their run's slot. 0: no limit.
 	StageSlots int
+	// StageCapacity adapts how many of the StageSlots this process uses to
+	// its measured CPU use and its attempts' wait for a slot
+	// (StageCapacity), when AdaptiveStageSlots is set: a node whose share
+	// is full refuses new attempts (the coordinator offers them to a node
+	// with room). Max defaults to (and is at most) StageSlots. The stage
+	// attempts and their limit are announced in the load either way.
+	StageCapacity StageCapacityConfig
+	// AdaptiveStageSlots turns StageCapacity on (the commands do, unless
+	// -stage-cpu-target is 0); without it, or with StageSlots 0, the stage
+	// slots are fixed (what tests that count slots want).
+	AdaptiveStageSlots bool
 	// RetainFinished is how long a finished run's log stays in memory for
 	// status queries and replay. Default 15 minutes.
 	RetainFinished time.Duration
@@ -774,7 +785,7 @@ type runStarter struct{ e *Engine }
 func (s *runStarter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.ModelStatsQuery:
-		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address})
+		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address, Breakers: s.e.breakerStates()})
 		return
 	case *messages.ConsoleQuery:
 		ctx.Respond(s.e.consoleReply())
@@ -1199,7 +1210,9 @@ func stageSlotHeadroom(slots int) int {
 // the stage attempts it runs for parallel steps, its run limit, the runs
 // queued for a run slot, and its recent stage latency.
 func (e *Engine) load() Load {
-	l := Load{Active: e.Hosted() + e.deps.stageSlots.stats().Running, Queued: e.deps.slots.stats().Waiting}
+	stage := e.deps.stageSlots.inUse()
+	l := Load{Active: e.Hosted() + stage, Queued: e.deps.slots.stats().Waiting,
+		StageActive: stage, StageLimit: e.deps.stageSlots.capacityNow()}
 	if rl := e.deps.runLimit; rl != nil {
 		l.Limit, l.StageLatency = rl.Limit(), rl.Latency()
 	}
@@ -1211,12 +1224,51 @@ func (e *Engine) load() Load {
 // less loaded of two rendezvous choices first: steps spread); else this
 // process.
 func (e *Engine) stepHosts(key string) []string {
-	if e.placer != nil {
-		if hosts := e.placer.Candidates(key); len(hosts) > 0 {
-			return hosts
+	var hosts []string
+	if sp, ok := e.placer.(StepPlacer); ok {
+		hosts = sp.StepCandidates(key)
+	} else if e.placer != nil {
+		hosts = e.placer.Candidates(key)
+	}
+	self := e.system.Address()
+	if len(hosts) == 0 {
+		return []string{self}
+	}
+	// This process's own share is known now, not a load interval late: a
+	// full one goes last.
+	if c := e.deps.stageSlots.capacityNow(); len(hosts) > 1 && c > 0 && e.deps.stageSlots.inUse() >= c {
+		if i := slices.Index(hosts, self); i >= 0 {
+			hosts = append(slices.Delete(hosts, i, i+1), self)
 		}
 	}
-	return []string{e.system.Address()}
+	return hosts
+}
+
+// adaptStageSlots feeds one interval's measures to the stage capacity and
+// sets the stage slots to its answer, which it returns.
+func (e *Engine) adaptStageSlots(now time.Time, cpu float64) int {
+	st := e.deps.stageSlots.stats()
+	n := e.deps.stageCap.Observe(CapacitySample{CPU: cpu, QueueDelay: e.deps.stageWaits.take(now), Running: st.Running, Waiting: st.Waiting})
+	e.deps.stageSlots.setCapacity(n, stageSlotHeadroom(n))
+	return n
+}
+
+// capacityLoop samples the process's CPU use and its attempts' waits every
+// StageCapacity.Interval and adapts the stage slots (owned by the engine:
+// it ends at Shutdown).
+func (e *Engine) capacityLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.deps.stageCap.cfg.Interval)
+	defer t.Stop()
+	cpu := newCPUMeter(time.Now())
+	for {
+		select {
+		case <-e.stop:
+			return
+		case now := <-t.C:
+			e.adaptStageSlots(now, cpu.sample(now))
+		}
+	}
 }
 
 // NewEngine starts an actor system and the run machinery on it.
@@ -1264,6 +1316,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
 	e.deps.profiles = e.profiles
+	if cfg.Registerer != nil {
+		_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "qlc_stage_attempt_limit", Help: "This process's limit on the stage attempts (parallel steps) it runs at once: the stage slots, adapted to its CPU use and its attempts' wait for a slot when adaptive (0: no limit).",
+		}, func() float64 { return float64(e.deps.stageSlots.capacityNow()) }))
+	}
 	switch {
 	case cfg.Topology != nil:
 		e.placer = cfg.Topology
@@ -1276,6 +1333,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.deps.runLimit = NewAdaptiveLimit(cfg.RunLimit)
 	}
 	e.retries = newRetryBudget(10, cfg.PlacementRetryRatio)
+	e.deps.stageWaits = newAttemptWaits()
+	if cfg.StageSlots > 0 && cfg.AdaptiveStageSlots {
+		sc := cfg.StageCapacity
+		if sc.Max <= 0 || sc.Max > cfg.StageSlots {
+			sc.Max = cfg.StageSlots
+		}
+		e.deps.stageCap = NewStageCapacity(sc)
+	}
 	if cfg.ActiveRunLimit.Initial > 0 {
 		e.activeLim = NewAdaptiveLimit(cfg.ActiveRunLimit)
 	}
@@ -1400,6 +1465,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.CoordinatorSilence > 0 {
 		e.wg.Add(1)
 		go e.watchSilence(newSilenceRule(cfg.CoordinatorSilence))
+	}
+	if e.deps.stageCap != nil {
+		e.wg.Add(1)
+		go e.capacityLoop()
 	}
 	if e.topo != nil {
 		// Last: the cluster learns our address only once we can serve it.

@@ -666,4 +666,22 @@ profiles:
 	if terminal(evs).GetRunCompleted() == nil {
 		t.Fatalf("run: %v", terminal(evs))
 	}
+	// The loser (the primary, cancelled) is billed: its prompt, with the
+	// step, at its model; the run's usage counts it.
+	var sum int64
+	var gen *messages.StageCompleted
+	for _, ev := range evs {
+		if c := ev.GetStageCompleted(); c != nil {
+			sum += c.GetUsage().GetTotalTokens() + c.GetHedgeUsage().GetTotalTokens()
+			if c.Stage == messages.Stage_STAGE_GENERATOR {
+				gen = c
+			}
+		}
+	}
+	if hu := gen.GetHedgeUsage(); hu.GetPromptTokens() <= 0 || hu.GetCompletionTokens() != 0 || gen.GetHedgeModel() != "big" {
+		t.Fatalf("the generator's hedge usage %v on %q; want the losing primary's prompt, on big", hu, gen.GetHedgeModel())
+	}
+	if got := terminal(evs).GetRunCompleted().GetUsage().GetTotalTokens(); got != sum {
+		t.Fatalf("run usage %d tokens, want the steps' %d (the loser's prompt included)", got, sum)
+	}
 }

@@ -27,6 +27,7 @@ type statsCache struct {
 	at         time.Time
 	refreshing bool
 	views      map[modelKey]ModelStatsView
+	breakers   map[string]BreakerCount // the nodes' breakers per endpoint
 }
 
 // cachedModelStats returns the last merged statistics, starting a refresh
@@ -38,19 +39,27 @@ func (e *Engine) cachedModelStats() map[modelKey]ModelStatsView {
 	if time.Since(c.at) > statsMaxAge && !c.refreshing {
 		c.refreshing = true
 		if !e.goOwned(func() {
-			views, _ := e.ModelStats()
+			views, breakers, _ := e.ClusterModelStats()
 			m := make(map[modelKey]ModelStatsView, len(views))
 			for _, v := range views {
 				m[modelKey{v.Endpoint, v.Model}] = v
 			}
 			c.mu.Lock()
-			c.views, c.at, c.refreshing = m, time.Now(), false
+			c.views, c.breakers, c.at, c.refreshing = m, breakers, time.Now(), false
 			c.mu.Unlock()
 		}) {
 			c.refreshing = false
 		}
 	}
 	return c.views
+}
+
+// cachedBreakers returns the nodes' breakers per endpoint as of the last
+// refresh of cachedModelStats (call that first).
+func (e *Engine) cachedBreakers() map[string]BreakerCount {
+	e.stats.mu.Lock()
+	defer e.stats.mu.Unlock()
+	return e.stats.breakers
 }
 
 // perfOf is step sp's model's performance from views when it has enough

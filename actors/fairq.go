@@ -58,7 +58,9 @@ import (
 // clamps a share.
 // A nil *runSlots admits everything.
 type runSlots struct {
-	capacity  int // C; 0: unlimited
+	// capacity and perTenant are guarded by mu: setCapacity changes them
+	// (the stage slots' adaptive limit).
+	capacity  int // C; 0: unlimited (then for good)
 	perTenant int // C-R: the most slots one tenant may hold
 
 	// window is how long a tenant stays active after its last grant once
@@ -140,13 +142,7 @@ type slotStats struct {
 // defaultRunSlotWindow, its clock the wall clock.
 func newRunSlots(capacity, headroom int) *runSlots {
 	capacity = max(capacity, 0)
-	switch {
-	case headroom < 0 || capacity <= 1:
-		headroom = 0
-	case headroom == 0:
-		headroom = max(1, capacity/8)
-	}
-	headroom = min(headroom, max(capacity-1, 0))
+	headroom = slotHeadroom(capacity, headroom)
 	s := &runSlots{capacity: capacity, perTenant: capacity - headroom, window: defaultRunSlotWindow,
 		now: time.Now, afterFunc: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
 		tenants: map[string]*slotTenant{}, held: map[string]string{}}
@@ -154,6 +150,52 @@ func newRunSlots(capacity, headroom int) *runSlots {
 		s.perTenant = math.MaxInt
 	}
 	return s
+}
+
+// slotHeadroom is newRunSlots' rule for the slots kept for other tenants.
+func slotHeadroom(capacity, headroom int) int {
+	switch {
+	case headroom < 0 || capacity <= 1:
+		headroom = 0
+	case headroom == 0:
+		headroom = max(1, capacity/8)
+	}
+	return min(headroom, max(capacity-1, 0))
+}
+
+// setCapacity changes the number of slots to capacity (at least 1) with
+// headroom as newRunSlots takes it (the stage slots' adaptive limit,
+// StageCapacity). Runs holding slots keep them (no preemption): past a
+// shrink, no run gets a slot until fewer than capacity hold one; a growth
+// grants waiting runs at once (before setCapacity returns). No-op on a
+// scheduler without a limit (capacity 0).
+func (s *runSlots) setCapacity(capacity, headroom int) {
+	if s == nil {
+		return
+	}
+	capacity = max(capacity, 1)
+	s.mu.Lock()
+	if s.capacity == 0 || s.capacity == capacity {
+		s.mu.Unlock()
+		return
+	}
+	s.capacity = capacity
+	s.perTenant = capacity - slotHeadroom(capacity, headroom)
+	granted := s.settle(s.now())
+	s.mu.Unlock()
+	for _, w := range granted {
+		w.grant()
+	}
+}
+
+// capacityNow is the current number of slots (0: no limit).
+func (s *runSlots) capacityNow() int {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.capacity
 }
 
 // acquire asks for a slot for run runID of tenant. It returns true when the
@@ -293,11 +335,14 @@ func (s *runSlots) tenantStats(tenant string) (running, waiting int) {
 // share returns how many slots tenant may hold now (its cap): 0 if it is
 // not active, math.MaxInt with no limit.
 func (s *runSlots) share(tenant string) int {
-	if s == nil || s.capacity == 0 {
+	if s == nil {
 		return math.MaxInt
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.capacity == 0 {
+		return math.MaxInt
+	}
 	t := s.tenants[tenant]
 	if t == nil {
 		return 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -53,12 +54,15 @@ func (h *stageHost) Receive(ctx actor.Context) {
 		key := stepKey(m.RunId, m.Step, m.Attempt, m.Role)
 		if _, ok := h.waiting[key]; ok {
 			delete(h.waiting, key)
+			h.deps.stageWaits.done(key, time.Now(), false)
 			h.deps.stageSlots.release(m.Tenant, key)
 		}
 	case *actor.Terminated:
 		if m2 := h.running[m.Who.Id]; m2 != nil {
 			delete(h.running, m.Who.Id)
-			h.deps.stageSlots.release(m2.Tenant, stepKey(m2.RunId, m2.Step, m2.Attempt, m2.Role))
+			key := stepKey(m2.RunId, m2.Step, m2.Attempt, m2.Role)
+			h.deps.stageWaits.done(key, time.Now(), false) // stopped before it ran (normally a no-op)
+			h.deps.stageSlots.release(m2.Tenant, key)
 		}
 	case stopHosted:
 		for _, c := range ctx.Children() {
@@ -74,7 +78,7 @@ func (h *stageHost) refuse(ctx actor.Context, m *messages.StartStep, busy bool, 
 		h.deps.metrics.stepOffers.WithLabelValues("refused").Inc()
 	}
 	if to := pidOf(m.Coordinator); to != nil {
-		ctx.Send(to, &messages.StepRefused{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Busy: busy, Reason: reason})
+		ctx.Send(to, &messages.StepRefused{Step: m.Step, Attempt: m.Attempt, Role: m.Role, Busy: busy, Reason: reason, Load: h.deps.ackLoad()})
 	}
 }
 
@@ -92,13 +96,18 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 	}
 	key := stepKey(m.RunId, m.Step, m.Attempt, m.Role)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	if h.deps.stageSlots.acquire(m.Tenant, max(m.Weight, 1), key, func() { root.Send(self, &stepGranted{key: key}) }) {
+	waits := h.deps.stageWaits
+	if h.deps.stageSlots.acquire(m.Tenant, max(m.Weight, 1), key, func() {
+		waits.wait(key, time.Now()) // it holds a slot: from now on, its wait to start counts
+		root.Send(self, &stepGranted{key: key})
+	}) {
 		h.spawn(ctx, m)
 		return
 	}
 	if !m.Queue {
 		h.deps.stageSlots.release(m.Tenant, key) // leaves the queue: another node may be free
-		h.refuse(ctx, m, true, "node is at its stage attempt capacity")
+		h.refuse(ctx, m, true, fmt.Sprintf("node is at its stage attempt capacity (%d running, limit %d)",
+			h.deps.stageSlots.inUse(), h.deps.stageSlots.capacityNow()))
 		return
 	}
 	h.waiting[key] = m
@@ -110,7 +119,10 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 // coordinator.
 func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 	key := stepKey(m.RunId, m.Step, m.Attempt, m.Role)
+	waits := h.deps.stageWaits
+	waits.start(key, time.Now())
 	fail := func(reason string) {
+		waits.done(key, time.Now(), false)
 		h.deps.stageSlots.release(m.Tenant, key)
 		h.refuse(ctx, m, false, reason)
 	}
@@ -134,6 +146,7 @@ func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 		req: stagework.Request{Model: m.Model, Messages: msgs, Temperature: m.Temperature, MaxTokens: int(m.MaxTokens),
 			Seed: m.Seed, Stage: toWorkStage(m.Stage), Query: m.Query, APIKey: apiKey},
 		accept:   &messages.StepAccepted{Step: m.Step, Attempt: m.Attempt, Role: m.Role},
+		started:  func() { waits.done(key, time.Now(), true) },
 		traceCtx: tracing.Extract(context.Background(), m.TraceContext)}
 	w.promptTokens.Store(m.PromptTokens)
 	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return w }, actor.WithDispatcher(h.deps.dispatcher)), key)

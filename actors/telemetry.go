@@ -311,6 +311,49 @@ type ModelStatsView struct {
 	CostUSD         float64  `json:"cost_usd"`
 	// Price is the profiles file's declared price per 1000 tokens, if any.
 	Price *PricePer1K `json:"price_per_1k,omitempty"`
+	// BreakerOpenNodes of the BreakerNodes that call this endpoint (every
+	// node that answered and has it configured) have its circuit breaker
+	// open now; a breaker guards all of an endpoint's models.
+	BreakerOpenNodes int `json:"breaker_open_nodes"`
+	BreakerNodes     int `json:"breaker_nodes"`
+}
+
+// BreakerCount is, for one endpoint, how many of the nodes that answered
+// have its circuit breaker open or half open, of the Nodes that have it.
+type BreakerCount struct {
+	Open, HalfOpen, Nodes int
+}
+
+// MergeBreakers counts the nodes' circuit breakers per endpoint
+// (ModelStatsReply.breakers). Unknown states count as closed.
+func MergeBreakers(replies []*messages.ModelStatsReply) map[string]BreakerCount {
+	out := map[string]BreakerCount{}
+	for _, r := range replies {
+		for endpoint, state := range r.GetBreakers() {
+			c := out[endpoint]
+			c.Nodes++
+			switch state {
+			case "open":
+				c.Open++
+			case "half-open":
+				c.HalfOpen++
+			}
+			out[endpoint] = c
+		}
+	}
+	return out
+}
+
+// breakerStates is this process's circuit breaker state per endpoint
+// (those with a breaker), for ModelStatsReply.
+func (e *Engine) breakerStates() map[string]string {
+	out := map[string]string{}
+	for name, p := range e.cfg.Providers {
+		if g, ok := p.(*stagework.Guarded); ok {
+			out[name] = g.State().String()
+		}
+	}
+	return out
 }
 
 // PricePer1K is a model's price in US dollars per 1000 tokens.
@@ -488,10 +531,17 @@ func quantilesMs(s *ddsketch.DDSketch) Quantiles {
 // model, more than memberlist's metadata holds (512 bytes), and merging
 // them exactly on demand costs one round trip per node only when asked.
 func (e *Engine) ModelStats() (views []ModelStatsView, complete bool) {
+	views, _, complete = e.ClusterModelStats()
+	return views, complete
+}
+
+// ClusterModelStats is ModelStats with the nodes' circuit breakers per
+// endpoint (MergeBreakers), also set on each view.
+func (e *Engine) ClusterModelStats() (views []ModelStatsView, breakers map[string]BreakerCount, complete bool) {
 	var replies []*messages.ModelStatsReply
 	complete = true
 	if e.placer == nil || e.remote == nil {
-		replies = append(replies, &messages.ModelStatsReply{Models: e.deps.telemetry.Snapshot(), Node: e.Address()})
+		replies = append(replies, &messages.ModelStatsReply{Models: e.deps.telemetry.Snapshot(), Node: e.Address(), Breakers: e.breakerStates()})
 	} else {
 		nodes := e.coordinatorHosts()
 		waits := make([]func() (any, error), len(nodes))
@@ -509,10 +559,13 @@ func (e *Engine) ModelStats() (views []ModelStatsView, complete bool) {
 		}
 	}
 	views = MergeModelStats(replies)
+	breakers = MergeBreakers(replies)
 	for i := range views {
 		views[i].Price = PriceOf(e.cfg.Stages, views[i].Model)
+		b := breakers[views[i].Endpoint]
+		views[i].BreakerOpenNodes, views[i].BreakerNodes = b.Open, b.Nodes
 	}
-	return views, complete
+	return views, breakers, complete
 }
 
 // coordinatorHosts lists the nodes that host coordinators, without moving a

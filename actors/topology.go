@@ -86,13 +86,32 @@ type Topology interface {
 // Limit the process refuses new runs), Queued the runs waiting for a run
 // slot, StageLatency its recent stage attempts' mean time per output token
 // (what its adaptive limit follows).
+//
+// StageActive is how many stage attempts of parallel steps it runs, and
+// StageLimit its adaptive limit on them (its share of the machine,
+// StageCapacity; 0: none): at StageLimit it refuses new attempts, and step
+// placement (StepPlacer) offers them to other nodes first.
 type Load struct {
-	Active, Limit, Queued int
-	StageLatency          time.Duration
+	Active, Limit, Queued   int
+	StageLatency            time.Duration
+	StageActive, StageLimit int
 }
 
 // Saturated reports whether l is at its limit.
 func (l Load) Saturated() bool { return l.Limit > 0 && l.Active >= l.Limit }
+
+// StageFull reports whether l's stage attempts are at their limit.
+func (l Load) StageFull() bool { return l.StageLimit > 0 && l.StageActive >= l.StageLimit }
+
+// StepPlacer is implemented by a Placer that knows the nodes' gossiped
+// stage-attempt load: StepCandidates returns the actor addresses to offer
+// a parallel step's attempt to (key: run id/step), best first, with the
+// nodes that announced their stage share full last. The engine uses
+// Candidates when the Placer does not implement it. It does not block and
+// is called concurrently.
+type StepPlacer interface {
+	StepCandidates(key string) []string
+}
 
 // HeadroomPlacer is implemented by a Placer that knows the nodes' gossiped
 // pressure: Saturated reports whether every node that could take a new run

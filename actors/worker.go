@@ -45,6 +45,9 @@ type stageWorker struct {
 	// the worker watches the coordinator: it stops when the coordinator
 	// is gone. Nil for a worker the coordinator spawned itself.
 	accept *messages.StepAccepted
+	// started, if set, is called when the worker first runs (the stage
+	// host measures how long attempts wait to start: StageCapacity).
+	started func()
 	// traceCtx holds the attempt's span (from the coordinator, or from
 	// StartStep.trace_context); the provider call's span is its child.
 	// Nil: no trace.
@@ -81,6 +84,9 @@ func (e errWatchdog) Error() string { return e.what }
 func (w *stageWorker) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		if w.started != nil {
+			w.started()
+		}
 		if w.accept != nil {
 			// Before any delta: the coordinator learns this PID first
 			// (one sender, one order).

@@ -100,7 +100,8 @@ func Start(cfg Config) (*Cluster, error) {
 	empty := []Member{}
 	c.snap.Store(&empty)
 	worst := meta{Load: 1<<31 - 1, Features: ^uint64(0), RemoteAddr: cfg.RemoteAddr, Version: cfg.Version, Kinds: cfg.Kinds,
-		Draining: true, Limit: 1<<31 - 1, Queued: 1<<31 - 1, LatencyMs: 1<<31 - 1}
+		Draining: true, Limit: 1<<31 - 1, Queued: 1<<31 - 1, LatencyMs: 1<<31 - 1,
+		StageActive: 1<<31 - 1, StageLimit: 1<<31 - 1}
 	if n := len(worst.encode()); n > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("cluster: metadata is %d bytes, memberlist allows %d (shorten kinds, version or remote address)", n, memberlist.MetaMaxSize)
 	}
@@ -236,6 +237,7 @@ func (c *Cluster) Self() Member {
 	}
 	if p := c.pressure.Load(); p != nil {
 		m.Limit, m.Queued, m.StageLatency = p.Limit, p.Queued, p.StageLatency
+		m.StageLoad, m.StageLimit = p.StageLoad, p.StageLimit
 	}
 	c.mu.Lock()
 	if v, ok := c.view[c.self]; ok {
@@ -395,8 +397,9 @@ func (c *Cluster) SetLoad(active int) {
 
 // Pressure is what a member announces about its load (issue 18): see Member's fields of the same names.
 type Pressure struct {
-	Load, Limit, Queued int
-	StageLatency        time.Duration
+	Load, Limit, Queued   int
+	StageLatency          time.Duration
+	StageLoad, StageLimit int
 }
 
 // SetPressure sets the load, limit, queue and stage latency announced in metadata, like SetLoad (never
@@ -404,9 +407,11 @@ type Pressure struct {
 // announced in whole milliseconds.
 func (c *Cluster) SetPressure(p Pressure) {
 	p.Limit, p.Queued = max(p.Limit, 0), max(p.Queued, 0)
+	p.StageLoad, p.StageLimit = max(p.StageLoad, 0), max(p.StageLimit, 0)
 	p.StageLatency = p.StageLatency.Truncate(time.Millisecond)
 	old := c.pressure.Swap(&p)
-	changed := old == nil || old.Limit != p.Limit || old.Queued != p.Queued || old.StageLatency != p.StageLatency
+	changed := old == nil || old.Limit != p.Limit || old.Queued != p.Queued || old.StageLatency != p.StageLatency ||
+		old.StageLoad != p.StageLoad || old.StageLimit != p.StageLimit
 	if c.load.Swap(int64(max(p.Load, 0))) != int64(max(p.Load, 0)) {
 		changed = true
 	}
@@ -760,6 +765,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 		Draining: c.draining.Load()}
 	if p := c.pressure.Load(); p != nil {
 		md.Limit, md.Queued, md.LatencyMs = p.Limit, p.Queued, int(p.StageLatency/time.Millisecond)
+		md.StageActive, md.StageLimit = p.StageLoad, p.StageLimit
 	}
 	b := md.encode()
 	if len(b) > limit { // Start checked the worst case against MetaMaxSize

@@ -59,10 +59,12 @@ func TestMetaRoundTrip(t *testing.T) {
 	if got, err := decodeMeta(b2); err != nil || got.RemoteAddr != m.RemoteAddr {
 		t.Fatalf("forward compatibility: %v", err)
 	}
-	// b ends with the flags and three pressure numbers, one byte each here.
-	v1 := len(b) - 4
+	// b ends with the flags, three pressure numbers and two stage numbers,
+	// one byte each here.
+	v1 := len(b) - 6
 	for i := range b[:len(b)-1] { // every truncation fails cleanly...
-		older := i == v1 || i == v1+1 // ...but without the pressure (and flags) it is an older format
+		// ...but without the stage numbers (the pressure, the flags) it is an older format
+		older := i == v1 || i == v1+1 || i == v1+4
 		if _, err := decodeMeta(b[:i]); (err == nil) != older {
 			t.Fatalf("truncated to %d bytes: err %v", i, err)
 		}
@@ -77,6 +79,13 @@ func TestMetaRoundTrip(t *testing.T) {
 	m.Limit, m.Queued, m.LatencyMs = 48, 7, 1234
 	if got, err := decodeMeta(m.encode()); err != nil || got.Limit != 48 || got.Queued != 7 || got.LatencyMs != 1234 || !got.Draining {
 		t.Fatalf("pressure lost: %+v %v", got, err)
+	}
+	m.StageActive, m.StageLimit = 300, 96
+	if got, err := decodeMeta(m.encode()); err != nil || got.StageActive != 300 || got.StageLimit != 96 || got.Limit != 48 {
+		t.Fatalf("stage load lost: %+v %v", got, err)
+	}
+	if got, err := decodeMeta(m.encode()[:len(m.encode())-3]); err != nil || got.StageActive != 0 || got.StageLimit != 0 || got.LatencyMs != 1234 {
+		t.Fatalf("an older node's metadata (no stage load): %+v %v", got, err)
 	}
 	if names := featureNames(localFeatures([]string{"avx2"})); slices.Contains(names, "avx2") {
 		t.Fatal("disabled feature still present")

@@ -32,7 +32,14 @@ type Member struct {
 	// stage attempts' mean duration. All three lag like Load.
 	Limit, Queued int
 	StageLatency  time.Duration
+	// StageLoad is how many stage attempts (parallel steps) it runs and StageLimit its adaptive limit on
+	// them (issue 14; 0: none): at StageLimit it refuses new attempts (see StageFull). Both lag like Load.
+	StageLoad, StageLimit int
 }
+
+// StageFull reports whether m announced a stage-attempt limit and as many attempts running: it refuses
+// new ones until one ends or its limit grows.
+func (m Member) StageFull() bool { return m.StageLimit > 0 && m.StageLoad >= m.StageLimit }
 
 // Saturated reports whether m announced a limit and a load at or above it: it refuses new runs until
 // one of its runs ends or its limit grows.

@@ -88,6 +88,10 @@ type meta struct {
 	// Pressure (issue 18), after the flags (older readers ignore it): the adaptive limit on Load
 	// (0: none), the runs queued for a run slot, and recent stage attempts' mean duration in ms.
 	Limit, Queued, LatencyMs int
+	// Stage attempts (issue 14), after the pressure (older readers ignore
+	// them): the parallel steps' attempts running and the adaptive limit
+	// on them (0: none).
+	StageActive, StageLimit int
 }
 
 func (m meta) encode() []byte {
@@ -112,7 +116,9 @@ func (m meta) encode() []byte {
 	b = binary.AppendUvarint(b, flags)
 	b = binary.AppendUvarint(b, uint64(max(m.Limit, 0)))
 	b = binary.AppendUvarint(b, uint64(max(m.Queued, 0)))
-	return binary.AppendUvarint(b, uint64(max(m.LatencyMs, 0)))
+	b = binary.AppendUvarint(b, uint64(max(m.LatencyMs, 0)))
+	b = binary.AppendUvarint(b, uint64(max(m.StageActive, 0)))
+	return binary.AppendUvarint(b, uint64(max(m.StageLimit, 0)))
 }
 
 func appendString(b []byte, s string) []byte {
@@ -153,6 +159,15 @@ func decodeMeta(b []byte) (meta, error) {
 			v := r.uvarint()
 			if v > 1<<31-1 {
 				return meta{}, fmt.Errorf("%w: pressure %d out of range", errMeta, v)
+			}
+			*p = int(v)
+		}
+	}
+	if r.err == nil && len(r.b) > 0 { // stage attempts, absent in older encodings
+		for _, p := range []*int{&m.StageActive, &m.StageLimit} {
+			v := r.uvarint()
+			if v > 1<<31-1 {
+				return meta{}, fmt.Errorf("%w: stage load %d out of range", errMeta, v)
 			}
 			*p = int(v)
 		}
@@ -205,6 +220,7 @@ func memberFromMeta(name, addr string, raw []byte) (Member, error) {
 	}
 	m.RemoteAddr, m.Version, m.Load, m.Draining = md.RemoteAddr, md.Version, md.Load, md.Draining
 	m.Limit, m.Queued, m.StageLatency = md.Limit, md.Queued, time.Duration(md.LatencyMs)*time.Millisecond
+	m.StageLoad, m.StageLimit = md.StageActive, md.StageLimit
 	m.Kinds = slices.Clone(md.Kinds)
 	m.Features = featureNames(md.Features)
 	return m, nil

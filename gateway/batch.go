@@ -31,6 +31,7 @@ package gateway
 //     follows or reads the runs of running items, and starts the rest.
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -51,6 +52,7 @@ import (
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/store"
 	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // Bounds of batches, each with its reason.
@@ -94,19 +96,23 @@ const (
 )
 
 // batchItemRequest is one item of POST /v1/runs/batch: the fields of POST
-// /v1/runs (without stream) and the caller's custom_id.
+// /v1/runs (without stream) and the caller's custom_id. Its budget fields
+// override the batch's, field by field.
 type batchItemRequest struct {
 	CustomID  string `json:"custom_id"`
 	Query     string `json:"query"`
 	Profile   string `json:"profile"`
 	Seed      int64  `json:"seed"`
 	MaxTokens int    `json:"max_tokens"`
+	budgetFields
 }
 
 // createBatchRequest is the body of POST /v1/runs/batch. Items are decoded
-// one by one, so that an error names its item.
+// one by one, so that an error names its item. The budget fields apply to
+// every item that does not set its own.
 type createBatchRequest struct {
 	Items []json.RawMessage `json:"items"`
+	budgetFields
 }
 
 // batchView is the batch resource (docs/api.md, Batches).
@@ -149,6 +155,11 @@ type batchItemView struct {
 type batchItemErr struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Type, Param and Status are set for an item refused over its budget:
+	// the error body POST /v1/runs answers with HTTP 422.
+	Type   string  `json:"type,omitempty"`
+	Param  *string `json:"param,omitempty"`
+	Status int     `json:"status,omitempty"`
 }
 
 // batchManager keeps the open batches of this gateway and starts their
@@ -265,10 +276,25 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	who := principalOf(r)
-	items, e := s.batchItems(who, req.Items)
+	if _, e := req.budgetFields.budget(); e != nil {
+		writeError(w, e)
+		return
+	}
+	items, e := s.batchItems(who, req.Items, req.budgetFields)
 	if e != nil {
 		writeError(w, e)
 		return
+	}
+	// Each item with a budget is planned now, as POST /v1/runs plans: one
+	// its budget cannot pay for is refused (failed, with the 422's code and
+	// message), the others are queued. It is planned again when its run
+	// starts (the cluster's statistics may have moved by then).
+	counts := map[string]int{}
+	for i := range items {
+		if e := s.planBatchItem(who, &items[i]); e != nil {
+			items[i].Status, items[i].ErrorCode, items[i].ErrorMessage, items[i].EndedAt = store.ItemFailed, e.Code, e.Message, time.Now().UTC()
+		}
+		counts[cmp.Or(items[i].Status, store.ItemQueued)]++
 	}
 	id, err := newBatchID()
 	if err != nil {
@@ -290,11 +316,17 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errServer(http.StatusServiceUnavailable, "store_unavailable", "the batch cannot be stored right now; retry shortly"))
 		return
 	}
-	m.add(b, len(items), false)
-	m.poke()
-	s.logger.Info("batch queued", "batch_id", id, "tenant", b.TenantID, "items", len(items))
+	if pending := counts[store.ItemQueued]; pending > 0 {
+		m.add(b, pending, false)
+		m.poke()
+	} else if err := m.st.EndBatch(id, time.Now().UTC()); err != nil {
+		s.logger.Error("store: end batch", "batch_id", id, "error", err)
+	} else {
+		b.EndedAt = time.Now().UTC() // every item refused: nothing to run
+	}
+	s.logger.Info("batch queued", "batch_id", id, "tenant", b.TenantID, "items", len(items), "refused", counts[store.ItemFailed])
 	w.Header().Set("Location", "/v1/runs/batch/"+id)
-	v := batchSummary(b, map[string]int{store.ItemQueued: len(items)})
+	v := batchSummary(b, counts)
 	writeJSON(w, http.StatusAccepted, v)
 }
 
@@ -335,7 +367,7 @@ type batchProblem struct {
 
 // batchItems validates every item as POST /v1/runs validates its body,
 // and returns them to be stored, or a 400 naming the first bad ones.
-func (s *Server) batchItems(who principal, raw []json.RawMessage) ([]store.BatchItem, *apiError) {
+func (s *Server) batchItems(who principal, raw []json.RawMessage, batchBudget budgetFields) ([]store.BatchItem, *apiError) {
 	switch {
 	case len(raw) == 0:
 		return nil, errInvalidParam("items", "empty_batch", `items is empty; send {"items":[{"custom_id":"…","query":"…"}, …]}`)
@@ -386,8 +418,19 @@ func (s *Server) batchItems(who principal, raw []json.RawMessage) ([]store.Batch
 		if it.MaxTokens < 0 || it.MaxTokens > maxTokensLimit {
 			bad("max_tokens", "invalid_max_tokens", fmt.Sprintf("max_tokens must be between 0 and %d", maxTokensLimit))
 		}
+		bf := it.budgetFields.over(batchBudget)
+		var budget []byte
+		if b, e := bf.budget(); e != nil {
+			param := ""
+			if e.Param != nil {
+				param = *e.Param
+			}
+			bad(param, e.Code, e.Message)
+		} else if !b.IsZero() {
+			budget, _ = json.Marshal(bf) // plain fields: cannot fail
+		}
 		items = append(items, store.BatchItem{Index: i, CustomID: it.CustomID, Query: it.Query, Profile: it.Profile,
-			Seed: it.Seed, MaxTokens: it.MaxTokens, Status: store.ItemQueued})
+			Seed: it.Seed, MaxTokens: it.MaxTokens, Budget: string(budget), Status: store.ItemQueued})
 	}
 	if len(problems) == 0 {
 		return items, nil
@@ -418,6 +461,36 @@ func (s *Server) batchItems(who principal, raw []json.RawMessage) ([]store.Batch
 		param += "." + p.param
 	}
 	return nil, errInvalidParam(param, p.code, msg.String())
+}
+
+// planBatchItem plans an item with a budget as POST /v1/runs would
+// (Server.start): nil when it has none or its budget can pay for it, else
+// the 422 (over_cost_cap, over_latency_cap, no_candidate) naming the cap
+// and the estimate.
+func (s *Server) planBatchItem(who principal, it *store.BatchItem) *apiError {
+	b, e := itemBudget(it.Budget)
+	if e != nil || b.IsZero() {
+		return e
+	}
+	req := actors.RunRequest{Profile: it.Profile, Query: it.Query, MaxTokens: it.MaxTokens, Budget: b}
+	_, def, e := s.runProfile(who, req.Profile)
+	if e != nil {
+		return e
+	}
+	req.ProfileDefinition = def
+	return s.planRun(&req)
+}
+
+// itemBudget decodes a stored item's budget ("" for none).
+func itemBudget(stored string) (stagework.Budget, *apiError) {
+	if stored == "" {
+		return stagework.Budget{}, nil
+	}
+	var f budgetFields
+	if err := json.Unmarshal([]byte(stored), &f); err != nil {
+		return stagework.Budget{}, errInvalid("invalid_budget", "the item's stored budget does not decode: "+err.Error())
+	}
+	return f.budget()
 }
 
 // newBatchID names a batch: "batch_" and 20 random bytes in hex.
@@ -537,6 +610,9 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		if it.ErrorCode != "" {
 			iv.Error = &batchItemErr{Code: it.ErrorCode, Message: it.ErrorMessage}
+			if param, ok := budgetErrorParam[it.ErrorCode]; ok {
+				iv.Error.Type, iv.Error.Param, iv.Error.Status = "invalid_request_error", &param, http.StatusUnprocessableEntity
+			}
 		}
 		v.Items = append(v.Items, iv)
 	}
@@ -893,7 +969,12 @@ func (m *batchManager) startNext(tenant string) (progress bool, retryAt time.Tim
 		fail("tenant_not_found", "the batch's tenant no longer exists")
 		return true, time.Time{}
 	}
-	req := actors.RunRequest{Profile: it.Profile, Query: it.Query, Seed: it.Seed, MaxTokens: it.MaxTokens}
+	budget, be := itemBudget(it.Budget)
+	if be != nil {
+		fail(be.Code, be.Message)
+		return true, time.Time{}
+	}
+	req := actors.RunRequest{Profile: it.Profile, Query: it.Query, Seed: it.Seed, MaxTokens: it.MaxTokens, Budget: budget}
 	m.startMu.Lock()
 	hub, e := m.s.start(principal{tenant: tn}, req)
 	if e != nil {

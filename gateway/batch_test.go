@@ -570,3 +570,89 @@ func TestBatchWaitsAndFailsAsAdmissionSays(t *testing.T) {
 		}
 	}
 }
+
+// Batch items take budgets like POST /v1/runs: batch-wide fields apply to
+// every item that does not set its own (field by field); an item its
+// budget cannot pay for is refused with the 422's code, message, type and
+// param (the same message as POST /v1/runs gives), while the others run on
+// their plans; a bad budget refuses the whole batch with a 400 naming the
+// item's field; a batch whose every item is refused ends at once.
+func TestBatchItemsWithBudgets(t *testing.T) {
+	g := startTenantGatewayProfiles(t, budgetProfiles, nil)
+	_, key := newTenant(t, g, "budgeted", `{}`)
+	const over = `{"profile":"tiered","query":"What is 2+2?","min_quality":"high","max_cost_usd":0.001}`
+	var direct struct{ Error apiError }
+	if code, _ := call(t, "POST", g.URL+"/v1/runs", key, over, &direct); code != http.StatusUnprocessableEntity || direct.Error.Code != "over_cost_cap" {
+		t.Fatalf("POST /v1/runs over its cap: HTTP %d %+v", code, direct.Error)
+	}
+	body, err := json.Marshal(map[string]any{
+		"min_quality": "medium", "max_cost_usd": 1, // batch-wide
+		"items": []map[string]any{
+			{"custom_id": "ok", "profile": "tiered", "query": "What is 2+2?"},
+			{"custom_id": "over", "profile": "tiered", "query": "What is 2+2?", "min_quality": "high", "max_cost_usd": 0.001},
+			{"custom_id": "late", "profile": "tiered", "query": "What is 2+2?", "min_quality": 5, "max_latency_ms": 20},
+			{"custom_id": "down", "profile": "tiered", "query": "What is 2+2?", "min_quality": "high", "max_cost_usd": 0.003, "on_budget": "downgrade"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := postBatch(t, g.URL, key, string(body))
+	if b.Status != "in_progress" || b.Total != 4 || b.Counts.Queued != 2 || b.Counts.Failed != 2 {
+		t.Fatalf("created batch: %+v", b)
+	}
+	done := waitBatch(t, g.URL, key, b.ID, "completed", func(v batchView) bool { return v.Status == "completed" })
+	if done.Counts != (batchCounts{Completed: 2, Failed: 2}) {
+		t.Fatalf("ended batch: %+v", done)
+	}
+	items := allItems(t, g.URL, key, b.ID, 10)
+	byID := map[string]batchItemView{}
+	for _, it := range items {
+		byID[it.CustomID] = it
+	}
+	o := byID["over"]
+	if o.Status != "failed" || o.RunID != "" || o.Error == nil || o.Error.Code != "over_cost_cap" || o.Error.Message != direct.Error.Message ||
+		o.Error.Type != "invalid_request_error" || o.Error.Param == nil || *o.Error.Param != "max_cost_usd" || o.Error.Status != 422 {
+		t.Fatalf("over: %+v (error %+v); want POST /v1/runs's 422: %+v", o, o.Error, direct.Error)
+	}
+	if l := byID["late"]; l.Status != "failed" || l.Error == nil || l.Error.Code != "over_latency_cap" || *l.Error.Param != "max_latency_ms" ||
+		!strings.Contains(l.Error.Message, "max_latency_ms 20") {
+		t.Fatalf("late: %+v (error %+v)", l, l.Error)
+	}
+	models := func(id string) []modelChoiceView {
+		t.Helper()
+		var run runView
+		if code, _ := call(t, "GET", g.URL+"/v1/runs/"+byID[id].RunID, key, "", &run); code != 200 || run.Status != "completed" {
+			t.Fatalf("%s's run %s: HTTP %d %s", id, byID[id].RunID, code, run.Status)
+		}
+		if run.Budget == nil {
+			t.Fatalf("%s's run has no budget", id)
+		}
+		return run.Models
+	}
+	// ok ran under the batch's budget: mid, the cheapest meeting medium.
+	if m := models("ok"); len(m) != 2 || m[0].Model != "mid" || m[1].Model != "mid" {
+		t.Fatalf("ok's choices: %+v", m)
+	}
+	// down was downgraded step by step to fit its own cap.
+	if m := models("down"); len(m) != 4 || !m[3].Downgraded {
+		t.Fatalf("down's choices: %+v", m)
+	}
+
+	// A bad budget, the batch's or an item's, is a 400 and queues nothing.
+	for raw, param := range map[string]string{
+		`{"max_cost_usd":-1,"items":[{"custom_id":"a","query":"q"}]}`:                             "max_cost_usd",
+		`{"items":[{"custom_id":"a","query":"q"},{"custom_id":"b","query":"q","on_budget":"x"}]}`: "items[1].on_budget",
+		`{"on_budget":"downgrade","items":[{"custom_id":"a","query":"q"}]}`:                       "on_budget", // the batch's own
+	} {
+		var e struct{ Error apiError }
+		if code, _ := call(t, "POST", g.URL+"/v1/runs/batch", key, raw, &e); code != http.StatusBadRequest || e.Error.Param == nil || *e.Error.Param != param {
+			t.Errorf("%s: HTTP %d %+v, want 400 naming %s", raw, code, e.Error, param)
+		}
+	}
+	// Every item over its cap: the batch ends at once.
+	all := postBatch(t, g.URL, key, `{"min_quality":"high","max_cost_usd":0.001,"items":[{"custom_id":"a","profile":"tiered","query":"q"}]}`)
+	if all.Status != "completed" || all.Counts != (batchCounts{Failed: 1}) || all.EndedAt == nil {
+		t.Fatalf("a batch of refused items: %+v", all)
+	}
+}

@@ -28,6 +28,28 @@ type budgetFields struct {
 	OnBudget string `json:"on_budget"`
 }
 
+// budgetErrorParam names the request field behind each refusal code of
+// the optimiser (HTTP 422).
+var budgetErrorParam = map[string]string{"over_cost_cap": "max_cost_usd", "over_latency_cap": "max_latency_ms", "no_candidate": "min_quality"}
+
+// over is f with each field it leaves unset taken from def (a batch's
+// fields under an item's).
+func (f budgetFields) over(def budgetFields) budgetFields {
+	if f.MaxCostUSD == nil {
+		f.MaxCostUSD = def.MaxCostUSD
+	}
+	if f.MaxLatencyMs == nil {
+		f.MaxLatencyMs = def.MaxLatencyMs
+	}
+	if len(f.MinQuality) == 0 || string(f.MinQuality) == "null" {
+		f.MinQuality = def.MinQuality
+	}
+	if f.OnBudget == "" {
+		f.OnBudget = def.OnBudget
+	}
+	return f
+}
+
 // budget validates the fields into a stagework.Budget.
 func (f budgetFields) budget() (stagework.Budget, *apiError) {
 	var b stagework.Budget
@@ -80,7 +102,7 @@ func (s *Server) planRun(req *actors.RunRequest) *apiError {
 	var be *stagework.BudgetError
 	if errors.As(err, &be) {
 		e := &apiError{Status: http.StatusUnprocessableEntity, Type: "invalid_request_error", Code: be.Code, Message: be.Message}
-		param := map[string]string{"over_cost_cap": "max_cost_usd", "over_latency_cap": "max_latency_ms", "no_candidate": "min_quality"}[be.Code]
+		param := budgetErrorParam[be.Code]
 		if param != "" {
 			e.Param = &param
 		}

@@ -3,10 +3,14 @@ package gateway
 import (
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qlc-project/qlc/messages"
+	"github.com/qlc-project/qlc/stagework"
 )
 
 // budgetProfiles: "tiered" is a moa whose proposer and aggregator choose
@@ -280,5 +284,39 @@ func TestBudgetMidRunStopsOptionalSteps(t *testing.T) {
 	}
 	if last := evs[len(evs)-1]; last["type"] != "run_completed" || time.Since(start) > 30*time.Second {
 		t.Fatalf("run ended %v after %v", last, time.Since(start))
+	}
+}
+
+// A step's hedge loser is billed in the ledger: its prompt at its model's
+// price, beside the winner's usage at the winner's; the row names the
+// winner's model.
+func TestUsageBillsHedgeLoser(t *testing.T) {
+	prices, err := stagework.ParseConfig([]byte(`
+providers:
+  sim: {kind: sim}
+prices:
+  big:   {input: 10, output: 10}
+  small: {input: 1, output: 1}
+profiles:
+  p:
+    provider: sim
+    stages: {generator: {model: big, hedge: true, fallback: {model: small}}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := []*messages.RunEvent{
+		{Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{Stage: messages.Stage_STAGE_GENERATOR, Model: "big", Provider: "sim"}}},
+		{Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{Stage: messages.Stage_STAGE_GENERATOR, Model: "small",
+			Usage:      &messages.Usage{PromptTokens: 1000, CompletionTokens: 1000, TotalTokens: 2000},
+			HedgeUsage: &messages.Usage{PromptTokens: 1000, TotalTokens: 1000, Estimated: true}, HedgeModel: "big"}}},
+	}
+	u := usageFromLog(evs, prices, &admission{profile: "p", runID: "r", tenant: "t"})
+	if u.PromptTokens != 2000 || u.CompletionTokens != 1000 || len(u.Stages) != 1 || u.Stages[0].Model != "small" {
+		t.Fatalf("usage %+v", u)
+	}
+	// small: 2000 tokens at $1/M; the loser on big: 1000 at $10/M.
+	if want := 0.002 + 0.01; math.Abs(u.CostUSD-want) > 1e-9 {
+		t.Fatalf("cost $%v, want $%v", u.CostUSD, want)
 	}
 }

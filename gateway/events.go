@@ -254,6 +254,17 @@ func appendEventJSON(b []byte, evs []*messages.RunEvent, s span, long int) []byt
 		b = append(b, `,"output_bytes":`...)
 		b = strconv.AppendInt(b, int64(len(m.Output)), 10)
 		b = appendUsage(b, m.Usage)
+		if hu := m.HedgeUsage; hu != nil {
+			// The hedge race's loser: billed with the step.
+			b = appendStrMax(b, "hedge_model", m.HedgeModel, shortFieldMax)
+			b = append(b, `,"hedge_usage":{"prompt_tokens":`...)
+			b = strconv.AppendInt(b, hu.GetPromptTokens(), 10)
+			b = append(b, `,"completion_tokens":`...)
+			b = strconv.AppendInt(b, hu.GetCompletionTokens(), 10)
+			b = append(b, `,"total_tokens":`...)
+			b = strconv.AppendInt(b, hu.GetTotalTokens(), 10)
+			b = append(b, '}')
+		}
 		b = appendMillis(b, "ttft_ms", m.GetTtft().AsDuration())
 		b = appendMillis(b, "duration_ms", m.GetDuration().AsDuration())
 	case *messages.RunEvent_StageRestarted:

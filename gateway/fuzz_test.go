@@ -151,7 +151,9 @@ func FuzzEventJSON(f *testing.F) {
 			{Seq: 13, Kind: &messages.RunEvent_Ranking{Ranking: &messages.Ranking{Aggregate: true, Ranked: ranked}}},
 			{Seq: 14, Kind: &messages.RunEvent_StepNote{StepNote: &messages.StepNote{Step: b, Kind: a, Message: a + long, Raw: b + long}}},
 			{Seq: 15, Kind: &messages.RunEvent_StageRestarted{StageRestarted: &messages.StageRestarted{Stage: proposer, Step: b, Reason: long}}},
-			{Seq: 16, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b + long, Code: b, Step: a, Stage: proposer}}},
+			{Seq: 16, Kind: &messages.RunEvent_StageCompleted{StageCompleted: &messages.StageCompleted{Stage: proposer, Step: b, Model: a, Output: long,
+				Usage: &messages.Usage{PromptTokens: 1}, HedgeModel: model, HedgeUsage: &messages.Usage{PromptTokens: 2, TotalTokens: 2}}}},
+			{Seq: 17, Kind: &messages.RunEvent_RunFailed{RunFailed: &messages.RunFailed{Reason: a + b + long, Code: b, Step: a, Stage: proposer}}},
 		}
 		const deltas, tokensAll = 8, 36
 		want := map[uint64]string{}
@@ -429,6 +431,43 @@ func FuzzParseResume(f *testing.F) {
 		id := string(appendEventID(nil, evs, span{lo: 0, hi: 1, from: 0, to: min(skip, 1<<16)}))
 		if s2, k2, ok := parseResume(id); !ok || s2 != seq || (min(skip, 1<<16) > 0 && k2 != min(skip, 1<<16)) {
 			t.Fatalf("id %q parsed as %d, %d, %v", id, s2, k2, ok)
+		}
+	})
+}
+
+// FuzzBatchItemBudget: a batch item's budget fields, over the batch's,
+// either validate (and what is stored decodes back to the same budget) or
+// give a clear 400 naming the field; nothing panics.
+func FuzzBatchItemBudget(f *testing.F) {
+	for _, s := range []string{
+		`{"custom_id":"a","query":"q","max_cost_usd":0.5,"min_quality":"high"}`, `{"custom_id":"a","query":"q","min_quality":3,"max_latency_ms":900}`,
+		`{"custom_id":"a","query":"q","on_budget":"downgrade"}`, `{"custom_id":"a","query":"q","max_cost_usd":-1}`, `{"min_quality":null}`,
+		`{"min_quality":"best"}`, `{"max_latency_ms":1e30}`, `{"on_budget":5}`,
+	} {
+		f.Add([]byte(s), []byte(`{"max_cost_usd":2,"on_budget":"downgrade"}`))
+		f.Add([]byte(s), []byte(`{}`))
+	}
+	f.Fuzz(func(t *testing.T, item, batch []byte) {
+		var it batchItemRequest
+		var b createBatchRequest
+		if decodeBody(item, &it, true) != nil || decodeBody(batch, &b, true) != nil {
+			return
+		}
+		bf := it.budgetFields.over(b.budgetFields)
+		budget, e := bf.budget()
+		if e != nil {
+			if e.Status != 400 || e.Code == "" || e.Message == "" {
+				t.Fatalf("unclear error for %s over %s: %+v", item, batch, e)
+			}
+			return
+		}
+		stored, err := json.Marshal(bf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, e := itemBudget(string(stored))
+		if e != nil || back != budget {
+			t.Fatalf("stored %s decodes to %+v (%v), want %+v", stored, back, e, budget)
 		}
 	})
 }

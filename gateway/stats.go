@@ -42,7 +42,7 @@ func (s *Server) modelStats(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	views, complete := s.engine.ModelStats()
+	views, breakers, complete := s.engine.ClusterModelStats()
 	seen := map[key]bool{}
 	data := []actors.ModelStatsView{}
 	for _, v := range views {
@@ -57,8 +57,9 @@ func (s *Server) modelStats(w http.ResponseWriter, r *http.Request) {
 		if seen[k] {
 			continue
 		}
+		b := breakers[k.endpoint]
 		data = append(data, actors.ModelStatsView{Endpoint: k.endpoint, Model: k.model, Errors: map[string]int64{}, HTTPStatus: map[string]int64{},
-			Price: actors.PriceOf(cfg, k.model)})
+			Price: actors.PriceOf(cfg, k.model), BreakerOpenNodes: b.Open, BreakerNodes: b.Nodes})
 	}
 	slices.SortFunc(data, func(a, b actors.ModelStatsView) int {
 		return cmp.Or(strings.Compare(a.Endpoint, b.Endpoint), strings.Compare(a.Model, b.Model))

@@ -161,6 +161,7 @@ func (f *runFold) event(ev *messages.RunEvent) {
 		s.output, s.done = m.Output, true
 		s.text.Reset()
 		s.ttft, s.duration = m.GetTtft().AsDuration(), m.GetDuration().AsDuration()
+		f.billStep(s, m.HedgeModel, m.HedgeUsage, at) // the hedge race's loser, at its model's price; then the winner
 		f.billStep(s, m.Model, m.Usage, at)
 	case *messages.RunEvent_StepSkipped:
 		m := k.StepSkipped

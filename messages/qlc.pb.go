@@ -660,8 +660,13 @@ type NodeLoad struct {
 	Limit          uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                                           // its adaptive limit on active (0: none)
 	Queued         uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`                                         // runs waiting for a run slot
 	StageLatencyMs uint32                 `protobuf:"varint,4,opt,name=stage_latency_ms,json=stageLatencyMs,proto3" json:"stage_latency_ms,omitempty"` // recent stage attempts' mean time per output token (what its limit follows)
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Stage attempts (parallel steps) running here and the node's adaptive
+	// limit on them (its share: StageCapacity; 0: none). At the limit the
+	// node refuses new attempts.
+	StageActive   uint32 `protobuf:"varint,120,opt,name=stage_active,json=stageActive,proto3" json:"stage_active,omitempty"`
+	StageLimit    uint32 `protobuf:"varint,121,opt,name=stage_limit,json=stageLimit,proto3" json:"stage_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeLoad) Reset() {
@@ -718,6 +723,20 @@ func (x *NodeLoad) GetQueued() uint32 {
 func (x *NodeLoad) GetStageLatencyMs() uint32 {
 	if x != nil {
 		return x.StageLatencyMs
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetStageActive() uint32 {
+	if x != nil {
+		return x.StageActive
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetStageLimit() uint32 {
+	if x != nil {
+		return x.StageLimit
 	}
 	return 0
 }
@@ -1546,14 +1565,20 @@ func (x *TokenDeltaBatch) GetDeltas() []*TokenDelta {
 
 // StageCompleted closes a stage; output is its whole text.
 type StageCompleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stage         Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
-	Output        string                 `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
-	Usage         *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
-	Ttft          *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
-	Duration      *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
-	Model         string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
-	Step          string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"` // empty: the stage's name
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stage    Stage                  `protobuf:"varint,1,opt,name=stage,proto3,enum=qlc.v1.Stage" json:"stage,omitempty"`
+	Output   string                 `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	Usage    *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Ttft     *durationpb.Duration   `protobuf:"bytes,4,opt,name=ttft,proto3" json:"ttft,omitempty"`
+	Duration *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	Model    string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	Step     string                 `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"` // empty: the stage's name
+	// hedge_usage is what the attempts of this step that lost a hedge race
+	// (or a speculative start) used — their prompts: a loser had streamed
+	// nothing — billed with the step at hedge_model's price (the last
+	// loser's model). Absent without a hedge race.
+	HedgeUsage    *Usage `protobuf:"bytes,120,opt,name=hedge_usage,json=hedgeUsage,proto3" json:"hedge_usage,omitempty"`
+	HedgeModel    string `protobuf:"bytes,121,opt,name=hedge_model,json=hedgeModel,proto3" json:"hedge_model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1633,6 +1658,20 @@ func (x *StageCompleted) GetModel() string {
 func (x *StageCompleted) GetStep() string {
 	if x != nil {
 		return x.Step
+	}
+	return ""
+}
+
+func (x *StageCompleted) GetHedgeUsage() *Usage {
+	if x != nil {
+		return x.HedgeUsage
+	}
+	return nil
+}
+
+func (x *StageCompleted) GetHedgeModel() string {
+	if x != nil {
+		return x.HedgeModel
 	}
 	return ""
 }
@@ -4222,6 +4261,7 @@ type StepRefused struct {
 	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	Busy          bool                   `protobuf:"varint,4,opt,name=busy,proto3" json:"busy,omitempty"`
 	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Load          *NodeLoad              `protobuf:"bytes,120,opt,name=load,proto3" json:"load,omitempty"` // the host's load when it refused (its stage attempts and their limit)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4289,6 +4329,13 @@ func (x *StepRefused) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *StepRefused) GetLoad() *NodeLoad {
+	if x != nil {
+		return x.Load
+	}
+	return nil
 }
 
 // CancelStep withdraws a StartStep that waits for a slot on a stage host.
@@ -4551,9 +4598,12 @@ func (x *ModelStats) GetWindow() *durationpb.Duration {
 
 // ModelStatsReply answers ModelStatsQuery.
 type ModelStatsReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Models        []*ModelStats          `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"` // the node's actor address
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Models []*ModelStats          `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	Node   string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"` // the node's actor address
+	// The node's circuit breaker per endpoint (provider name): "closed",
+	// "half-open" or "open". A breaker guards every model of its endpoint.
+	Breakers      map[string]string `protobuf:"bytes,120,rep,name=breakers,proto3" json:"breakers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4600,6 +4650,13 @@ func (x *ModelStatsReply) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *ModelStatsReply) GetBreakers() map[string]string {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
 }
 
 // RunRouting is the decision that picked a run's profile for profile
@@ -6278,12 +6335,15 @@ const file_qlc_proto_rawDesc = "" +
 	"\vcoordinator\x18\x03 \x01(\v2\x10.qlc.v1.ActorRefR\vcoordinator\x12\x12\n" +
 	"\x04code\x18F \x01(\tR\x04code\x12$\n" +
 	"\x0eretry_after_ms\x18G \x01(\rR\fretryAfterMs\x12$\n" +
-	"\x04load\x18H \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"z\n" +
+	"\x04load\x18H \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"\xbe\x01\n" +
 	"\bNodeLoad\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\rR\x06active\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x16\n" +
 	"\x06queued\x18\x03 \x01(\rR\x06queued\x12(\n" +
-	"\x10stage_latency_ms\x18\x04 \x01(\rR\x0estageLatencyMs\":\n" +
+	"\x10stage_latency_ms\x18\x04 \x01(\rR\x0estageLatencyMs\x12!\n" +
+	"\fstage_active\x18x \x01(\rR\vstageActive\x12\x1f\n" +
+	"\vstage_limit\x18y \x01(\rR\n" +
+	"stageLimit\":\n" +
 	"\tCancelRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"o\n" +
@@ -6342,7 +6402,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\x06tokens\x18\x03 \x01(\x05R\x06tokens\x12\x12\n" +
 	"\x04step\x18\x04 \x01(\tR\x04step\"=\n" +
 	"\x0fTokenDeltaBatch\x12*\n" +
-	"\x06deltas\x18\x01 \x03(\v2\x12.qlc.v1.TokenDeltaR\x06deltas\"\x82\x02\n" +
+	"\x06deltas\x18\x01 \x03(\v2\x12.qlc.v1.TokenDeltaR\x06deltas\"\xd3\x02\n" +
 	"\x0eStageCompleted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12#\n" +
@@ -6350,7 +6410,11 @@ const file_qlc_proto_rawDesc = "" +
 	"\x04ttft\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04ttft\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12\x12\n" +
-	"\x04step\x18\a \x01(\tR\x04step\"\x86\x01\n" +
+	"\x04step\x18\a \x01(\tR\x04step\x12.\n" +
+	"\vhedge_usage\x18x \x01(\v2\r.qlc.v1.UsageR\n" +
+	"hedgeUsage\x12\x1f\n" +
+	"\vhedge_model\x18y \x01(\tR\n" +
+	"hedgeModel\"\x86\x01\n" +
 	"\x0eStageRestarted\x12#\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\r.qlc.v1.StageR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
@@ -6566,13 +6630,14 @@ const file_qlc_proto_rawDesc = "" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12(\n" +
 	"\x06worker\x18\x04 \x01(\v2\x10.qlc.v1.ActorRefR\x06worker\x12\x16\n" +
-	"\x06queued\x18\x05 \x01(\bR\x06queued\"{\n" +
+	"\x06queued\x18\x05 \x01(\bR\x06queued\"\xa1\x01\n" +
 	"\vStepRefused\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12\x12\n" +
 	"\x04busy\x18\x04 \x01(\bR\x04busy\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"}\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12$\n" +
+	"\x04load\x18x \x01(\v2\x10.qlc.v1.NodeLoadR\x04load\"}\n" +
 	"\n" +
 	"CancelStep\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
@@ -6603,10 +6668,14 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a=\n" +
 	"\x0fHttpStatusEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"Q\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xd1\x01\n" +
 	"\x0fModelStatsReply\x12*\n" +
 	"\x06models\x18\x01 \x03(\v2\x12.qlc.v1.ModelStatsR\x06models\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"T\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12A\n" +
+	"\bbreakers\x18x \x03(\v2%.qlc.v1.ModelStatsReply.BreakersEntryR\bbreakers\x1a;\n" +
+	"\rBreakersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"T\n" +
 	"\n" +
 	"RunRouting\x12\x12\n" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x18\n" +
@@ -6776,7 +6845,7 @@ func file_qlc_proto_rawDescGZIP() []byte {
 }
 
 var file_qlc_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
+var file_qlc_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_qlc_proto_goTypes = []any{
 	(Stage)(0),                    // 0: qlc.v1.Stage
 	(*ActorRef)(nil),              // 1: qlc.v1.ActorRef
@@ -6863,10 +6932,11 @@ var file_qlc_proto_goTypes = []any{
 	nil,                           // 82: qlc.v1.StartStep.TraceContextEntry
 	nil,                           // 83: qlc.v1.ModelStats.ErrorsEntry
 	nil,                           // 84: qlc.v1.ModelStats.HttpStatusEntry
-	nil,                           // 85: qlc.v1.ConsoleReply.MailboxDepthEntry
-	nil,                           // 86: qlc.v1.TraceSpan.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 87: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 88: google.protobuf.Duration
+	nil,                           // 85: qlc.v1.ModelStatsReply.BreakersEntry
+	nil,                           // 86: qlc.v1.ConsoleReply.MailboxDepthEntry
+	nil,                           // 87: qlc.v1.TraceSpan.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 88: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 89: google.protobuf.Duration
 }
 var file_qlc_proto_depIdxs = []int32{
 	2,  // 0: qlc.v1.RunOptions.history:type_name -> qlc.v1.ChatMessage
@@ -6883,7 +6953,7 @@ var file_qlc_proto_depIdxs = []int32{
 	7,  // 11: qlc.v1.StartRunAck.load:type_name -> qlc.v1.NodeLoad
 	1,  // 12: qlc.v1.Subscribe.subscriber:type_name -> qlc.v1.ActorRef
 	1,  // 13: qlc.v1.WatchRun.coordinator:type_name -> qlc.v1.ActorRef
-	87, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	88, // 14: qlc.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	15, // 15: qlc.v1.RunEvent.stage_started:type_name -> qlc.v1.StageStarted
 	16, // 16: qlc.v1.RunEvent.token_delta:type_name -> qlc.v1.TokenDelta
 	18, // 17: qlc.v1.RunEvent.stage_completed:type_name -> qlc.v1.StageCompleted
@@ -6902,70 +6972,73 @@ var file_qlc_proto_depIdxs = []int32{
 	16, // 30: qlc.v1.TokenDeltaBatch.deltas:type_name -> qlc.v1.TokenDelta
 	0,  // 31: qlc.v1.StageCompleted.stage:type_name -> qlc.v1.Stage
 	4,  // 32: qlc.v1.StageCompleted.usage:type_name -> qlc.v1.Usage
-	88, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
-	88, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
-	0,  // 35: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
-	4,  // 36: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
-	4,  // 37: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
-	0,  // 38: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
-	4,  // 39: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
-	22, // 40: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
-	0,  // 41: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
-	4,  // 42: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
-	0,  // 43: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
-	4,  // 44: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
-	88, // 45: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
-	88, // 46: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
-	0,  // 47: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
-	88, // 48: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
-	26, // 49: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
-	0,  // 50: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
-	0,  // 51: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
-	4,  // 52: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
-	29, // 53: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
-	4,  // 54: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
-	22, // 55: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
-	32, // 56: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
-	36, // 57: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
-	35, // 58: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
-	1,  // 59: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
-	5,  // 60: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
-	1,  // 61: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
-	39, // 62: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
-	81, // 63: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
-	45, // 64: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
-	45, // 65: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
-	0,  // 66: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
-	1,  // 67: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
-	2,  // 68: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
-	64, // 69: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
-	82, // 70: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
-	1,  // 71: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
-	83, // 72: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
-	84, // 73: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
-	88, // 74: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
-	55, // 75: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
-	88, // 76: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
-	88, // 77: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
-	12, // 78: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
-	12, // 79: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
-	64, // 80: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
-	87, // 81: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
-	67, // 82: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
-	85, // 83: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
-	68, // 84: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
-	87, // 85: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
-	87, // 86: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
-	86, // 87: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
-	71, // 88: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
-	1,  // 89: qlc.v1.RunProbe.reply_to:type_name -> qlc.v1.ActorRef
-	1,  // 90: qlc.v1.RelayProbe.coordinator:type_name -> qlc.v1.ActorRef
-	1,  // 91: qlc.v1.RelayProbe.hub:type_name -> qlc.v1.ActorRef
-	92, // [92:92] is the sub-list for method output_type
-	92, // [92:92] is the sub-list for method input_type
-	92, // [92:92] is the sub-list for extension type_name
-	92, // [92:92] is the sub-list for extension extendee
-	0,  // [0:92] is the sub-list for field type_name
+	89, // 33: qlc.v1.StageCompleted.ttft:type_name -> google.protobuf.Duration
+	89, // 34: qlc.v1.StageCompleted.duration:type_name -> google.protobuf.Duration
+	4,  // 35: qlc.v1.StageCompleted.hedge_usage:type_name -> qlc.v1.Usage
+	0,  // 36: qlc.v1.StageRestarted.stage:type_name -> qlc.v1.Stage
+	4,  // 37: qlc.v1.StageRestarted.usage:type_name -> qlc.v1.Usage
+	4,  // 38: qlc.v1.RunCompleted.usage:type_name -> qlc.v1.Usage
+	0,  // 39: qlc.v1.RunFailed.stage:type_name -> qlc.v1.Stage
+	4,  // 40: qlc.v1.RunFailed.usage:type_name -> qlc.v1.Usage
+	22, // 41: qlc.v1.RunFailed.step_usage:type_name -> qlc.v1.StepUsage
+	0,  // 42: qlc.v1.StepUsage.stage:type_name -> qlc.v1.Stage
+	4,  // 43: qlc.v1.StepUsage.usage:type_name -> qlc.v1.Usage
+	0,  // 44: qlc.v1.StageAttemptDone.stage:type_name -> qlc.v1.Stage
+	4,  // 45: qlc.v1.StageAttemptDone.usage:type_name -> qlc.v1.Usage
+	89, // 46: qlc.v1.StageAttemptDone.ttft:type_name -> google.protobuf.Duration
+	89, // 47: qlc.v1.StageAttemptDone.duration:type_name -> google.protobuf.Duration
+	0,  // 48: qlc.v1.StageAttemptFailed.stage:type_name -> qlc.v1.Stage
+	89, // 49: qlc.v1.StageAttemptFailed.retry_after:type_name -> google.protobuf.Duration
+	26, // 50: qlc.v1.RunPlanned.steps:type_name -> qlc.v1.PlannedStep
+	0,  // 51: qlc.v1.PlannedStep.stage:type_name -> qlc.v1.Stage
+	0,  // 52: qlc.v1.StepSkipped.stage:type_name -> qlc.v1.Stage
+	4,  // 53: qlc.v1.StepSkipped.usage:type_name -> qlc.v1.Usage
+	29, // 54: qlc.v1.Ranking.ranked:type_name -> qlc.v1.RankedStep
+	4,  // 55: qlc.v1.RunCancelled.usage:type_name -> qlc.v1.Usage
+	22, // 56: qlc.v1.RunCancelled.step_usage:type_name -> qlc.v1.StepUsage
+	32, // 57: qlc.v1.CountTokensBatch.requests:type_name -> qlc.v1.CountTokens
+	36, // 58: qlc.v1.TokenCountsBatch.results:type_name -> qlc.v1.TokenCounts
+	35, // 59: qlc.v1.TokenCounts.tokens:type_name -> qlc.v1.TokenIDs
+	1,  // 60: qlc.v1.FindRun.subscriber:type_name -> qlc.v1.ActorRef
+	5,  // 61: qlc.v1.RunFound.start:type_name -> qlc.v1.StartRun
+	1,  // 62: qlc.v1.RunFound.coordinator:type_name -> qlc.v1.ActorRef
+	39, // 63: qlc.v1.Admit.limits:type_name -> qlc.v1.TenantLimits
+	81, // 64: qlc.v1.Admit.trace_context:type_name -> qlc.v1.Admit.TraceContextEntry
+	45, // 65: qlc.v1.LedgerState.recent:type_name -> qlc.v1.LedgerEntry
+	45, // 66: qlc.v1.LedgerState.open:type_name -> qlc.v1.LedgerEntry
+	0,  // 67: qlc.v1.StartStep.stage:type_name -> qlc.v1.Stage
+	1,  // 68: qlc.v1.StartStep.coordinator:type_name -> qlc.v1.ActorRef
+	2,  // 69: qlc.v1.StartStep.messages:type_name -> qlc.v1.ChatMessage
+	64, // 70: qlc.v1.StartStep.provider_key:type_name -> qlc.v1.SealedSecret
+	82, // 71: qlc.v1.StartStep.trace_context:type_name -> qlc.v1.StartStep.TraceContextEntry
+	1,  // 72: qlc.v1.StepAccepted.worker:type_name -> qlc.v1.ActorRef
+	7,  // 73: qlc.v1.StepRefused.load:type_name -> qlc.v1.NodeLoad
+	83, // 74: qlc.v1.ModelStats.errors:type_name -> qlc.v1.ModelStats.ErrorsEntry
+	84, // 75: qlc.v1.ModelStats.http_status:type_name -> qlc.v1.ModelStats.HttpStatusEntry
+	89, // 76: qlc.v1.ModelStats.window:type_name -> google.protobuf.Duration
+	55, // 77: qlc.v1.ModelStatsReply.models:type_name -> qlc.v1.ModelStats
+	85, // 78: qlc.v1.ModelStatsReply.breakers:type_name -> qlc.v1.ModelStatsReply.BreakersEntry
+	89, // 79: qlc.v1.RunEstimate.answer_ttft:type_name -> google.protobuf.Duration
+	89, // 80: qlc.v1.RunEstimate.duration:type_name -> google.protobuf.Duration
+	12, // 81: qlc.v1.CacheEntry.events:type_name -> qlc.v1.RunEvent
+	12, // 82: qlc.v1.CacheStore.events:type_name -> qlc.v1.RunEvent
+	64, // 83: qlc.v1.ProviderKeyChanged.provider_key:type_name -> qlc.v1.SealedSecret
+	88, // 84: qlc.v1.ConsoleHostedRun.since:type_name -> google.protobuf.Timestamp
+	67, // 85: qlc.v1.ConsoleReply.runs:type_name -> qlc.v1.ConsoleHostedRun
+	86, // 86: qlc.v1.ConsoleReply.mailbox_depth:type_name -> qlc.v1.ConsoleReply.MailboxDepthEntry
+	68, // 87: qlc.v1.ConsoleReply.breakers:type_name -> qlc.v1.ConsoleBreaker
+	88, // 88: qlc.v1.TraceSpan.start:type_name -> google.protobuf.Timestamp
+	88, // 89: qlc.v1.TraceSpan.end:type_name -> google.protobuf.Timestamp
+	87, // 90: qlc.v1.TraceSpan.attributes:type_name -> qlc.v1.TraceSpan.AttributesEntry
+	71, // 91: qlc.v1.TraceSpansReply.spans:type_name -> qlc.v1.TraceSpan
+	1,  // 92: qlc.v1.RunProbe.reply_to:type_name -> qlc.v1.ActorRef
+	1,  // 93: qlc.v1.RelayProbe.coordinator:type_name -> qlc.v1.ActorRef
+	1,  // 94: qlc.v1.RelayProbe.hub:type_name -> qlc.v1.ActorRef
+	95, // [95:95] is the sub-list for method output_type
+	95, // [95:95] is the sub-list for method input_type
+	95, // [95:95] is the sub-list for extension type_name
+	95, // [95:95] is the sub-list for extension extendee
+	0,  // [0:95] is the sub-list for field type_name
 }
 
 func init() { file_qlc_proto_init() }
@@ -6993,7 +7066,7 @@ func file_qlc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qlc_proto_rawDesc), len(file_qlc_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   86,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

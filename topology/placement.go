@@ -44,6 +44,45 @@ func (m *Membership) Candidates(runID string) []string {
 	return out
 }
 
+// StepCandidates implements actors.StepPlacer: the stage hosts for a
+// parallel step's attempt (key: run/step), best first — the rendezvous
+// owner of key among the coordinator hosts, then the others (not
+// draining; addresses declared dead within LostWarmup after them); members
+// that announced their stage-attempt share full (cluster.Member.StageFull)
+// go last, since they would refuse the attempt anyway. The view lags by the
+// load interval plus gossip: a host that filled up since refuses (busy), and
+// the coordinator offers the attempt to the next.
+func (m *Membership) StepCandidates(key string) []string {
+	c := m.current()
+	if c == nil {
+		return nil
+	}
+	return stepCandidates(c.Members(), key, m.recentlyLost)
+}
+
+func stepCandidates(ms []cluster.Member, key string, lost func(string) bool) []string {
+	first, ok := cluster.Topology{Members: ms}.Owner(actors.KindCoordinator, key)
+	out := order(first, ok, ms, actors.KindCoordinator, lost)
+	full := map[string]bool{}
+	for _, mem := range ms {
+		if mem.StageFull() {
+			full[mem.RemoteAddr] = true
+		}
+	}
+	if len(full) > 0 {
+		slices.SortStableFunc(out, func(a, b string) int {
+			switch fa, fb := full[a], full[b]; {
+			case fa == fb:
+				return 0
+			case fa:
+				return 1
+			}
+			return -1
+		})
+	}
+	return out
+}
+
 // Saturated implements actors.HeadroomPlacer: true when at least one member
 // hosts run coordinators and every such member that is not draining
 // announced a load at or above its limit (cluster.Member.Saturated). The

@@ -40,3 +40,56 @@ func TestSaturated(t *testing.T) {
 		}
 	}
 }
+
+// A parallel step's attempt goes to nodes with room in their stage share
+// first: a node that announced its share full gets no new attempt while
+// another has room (it is offered last, only when every node refused), and
+// the placement does not depend on the run load (a node at its run limit
+// may still run stage attempts). Gateways and draining nodes are never
+// offered one.
+func TestStepCandidatesPutFullSharesLast(t *testing.T) {
+	coord := []string{actors.KindCoordinator}
+	node := func(name string, stage, stageLimit int) cluster.Member {
+		return cluster.Member{Name: name, RemoteAddr: name + ":1", Kinds: coord, StageLoad: stage, StageLimit: stageLimit}
+	}
+	gw := cluster.Member{Name: "gw", RemoteAddr: "gw:1", Kinds: []string{actors.KindGateway}}
+	full := node("full", 6, 6)
+	members := []cluster.Member{gw, full, node("b", 3, 6), node("c", 0, 0)}
+	draining := node("d", 0, 8)
+	draining.Draining = true
+	members = append(members, draining)
+	runFull := node("runfull", 0, 8)
+	runFull.Load, runFull.Limit = 4, 4
+	members = append(members, runFull)
+	firsts := map[string]int{}
+	for i := range 200 {
+		key := "run_" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "/proposer-1"
+		out := stepCandidates(members, key, nil)
+		if len(out) != 4 || out[len(out)-1] != "full:1" {
+			t.Fatalf("%s: candidates %v; want 4 coordinator hosts with full:1 last", key, out)
+		}
+		for _, a := range out {
+			if a == "gw:1" || a == "d:1" {
+				t.Fatalf("%s: candidates %v include a gateway or a draining node", key, out)
+			}
+		}
+		firsts[out[0]]++
+	}
+	// The others share the first offers (rendezvous on the step's key).
+	for _, a := range []string{"b:1", "c:1", "runfull:1"} {
+		if firsts[a] == 0 {
+			t.Fatalf("%s never offered first in 200 steps: %v", a, firsts)
+		}
+	}
+	// Once full has room again, it takes its share of first offers.
+	members[1] = node("full", 5, 6)
+	n := 0
+	for i := range 200 {
+		if stepCandidates(members, "run_"+string(rune('a'+i%26))+string(rune('a'+i/26))+"/p", nil)[0] == "full:1" {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("a node with room again is never offered first")
+	}
+}

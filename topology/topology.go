@@ -316,7 +316,8 @@ func (m *Membership) loop() {
 			}
 		case <-load.C:
 			l := m.load()
-			c.SetPressure(cluster.Pressure{Load: l.Active, Limit: l.Limit, Queued: l.Queued, StageLatency: l.StageLatency})
+			c.SetPressure(cluster.Pressure{Load: l.Active, Limit: l.Limit, Queued: l.Queued, StageLatency: l.StageLatency,
+				StageLoad: l.StageActive, StageLimit: l.StageLimit})
 		case <-c.Fenced():
 			if !m.rejoin(c) {
 				return

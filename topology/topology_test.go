@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,5 +303,46 @@ func TestLimiterHostPrefersTheQuotaGroup(t *testing.T) {
 		if _, ok := actors.QuotaPeerID(k); ok {
 			t.Fatalf("QuotaPeerID(%q) accepted", k)
 		}
+	}
+}
+
+// TestStepCandidatesFromGossip: a node's stage attempts and their limit
+// travel in its metadata; while its share is full it is every step's last
+// candidate, and once it has room again it is offered steps first.
+func TestStepCandidatesFromGossip(t *testing.T) {
+	n := cluster.NewMemNetwork()
+	var full atomic.Bool
+	full.Store(true)
+	g := start(t, n, "gw", "gw:1", memberOpts{kinds: gateway})
+	f := start(t, n, "full", "full:1", memberOpts{kinds: coord, seeds: []*member{g}, load: func() actors.Load {
+		if full.Load() {
+			return actors.Load{StageActive: 8, StageLimit: 8}
+		}
+		return actors.Load{StageActive: 2, StageLimit: 8}
+	}})
+	n1 := start(t, n, "n1", "n1:1", memberOpts{kinds: coord, seeds: []*member{g}})
+	waitSee(t, []string{"gw:1", "full:1", "n1:1"}, g, f, n1)
+	waitFor(t, 10*time.Second, "gw sees full's stage load", func() bool {
+		return slices.ContainsFunc(g.Members(), func(m cluster.Member) bool { return m.RemoteAddr == "full:1" && m.StageFull() })
+	})
+	for i := range 40 {
+		if c := g.StepCandidates(fmt.Sprint("run_", i, "/p1.1")); len(c) != 2 || c[1] != "full:1" {
+			t.Fatalf("candidates %v: want n1:1 first, full:1 last", c)
+		}
+	}
+	full.Store(false)
+	waitFor(t, 10*time.Second, "gw sees full's room", func() bool {
+		return slices.ContainsFunc(g.Members(), func(m cluster.Member) bool {
+			return m.RemoteAddr == "full:1" && m.StageLoad == 2 && m.StageLimit == 8
+		})
+	})
+	first := 0
+	for i := range 40 {
+		if g.StepCandidates(fmt.Sprint("run_", i, "/p1.1"))[0] == "full:1" {
+			first++
+		}
+	}
+	if first == 0 {
+		t.Fatal("a node with room is never offered a step first")
 	}
 }

@@ -51,6 +51,7 @@ func run(args []string) error {
 	maxBody := fs.Int("max-body-bytes", cli.EnvInt("QLC_MAX_BODY_BYTES", 1<<20), "largest request body, in bytes (QLC_MAX_BODY_BYTES)")
 	runSlots := fs.Int("run-slots", cli.EnvInt("QLC_RUN_SLOTS", 64), "runs executed here at once; beyond, runs wait in a weighted-fair queue per tenant; 0 = no limit (QLC_RUN_SLOTS)")
 	stageSlots := fs.Int("stage-slots", cli.EnvInt("QLC_STAGE_SLOTS", 128), "stage attempts of parallel strategies (moa, council, vote) run here at once, for runs coordinated on any node; beyond, a step goes to another node or waits in a weighted-fair queue per tenant; 0 = no limit (QLC_STAGE_SLOTS)")
+	stageCPU := fs.Float64("stage-cpu-target", cli.EnvFloat("QLC_STAGE_CPU_TARGET", 0.85), "share of GOMAXPROCS this process may use before it takes fewer stage attempts (its stage-slots adapt to its CPU use and how long its attempts wait to start; a node whose share is full refuses attempts, which go to nodes with room); 0 = fixed stage-slots (QLC_STAGE_CPU_TARGET)")
 	memBudget := fs.String("memory-budget", cli.Env("QLC_MEMORY_BUDGET", ""), "heap budget (bytes or KiB/MiB/GiB): past 80 % finished runs leave memory, past 95 % new runs get 503 memory_budget; also the Go runtime's memory limit unless GOMEMLIMIT is set; empty: 90 % of the cgroup v2 memory limit, if any; none: off (QLC_MEMORY_BUDGET)")
 	slotHeadroom := fs.Int("run-slot-headroom", cli.EnvInt("QLC_RUN_SLOT_HEADROOM", 0), "run slots no single tenant may take, kept for the others; 0 = run-slots/8, -1 = none (QLC_RUN_SLOT_HEADROOM)")
 	maxRuns := fs.Int("max-active-runs", cli.EnvInt("QLC_MAX_ACTIVE_RUNS", 1000), "refuse new runs beyond this many active ones, shared among the active tenants by weight (QLC_MAX_ACTIVE_RUNS)")
@@ -113,6 +114,9 @@ func run(args []string) error {
 	}
 	ecfg.RunSlots, ecfg.RunSlotHeadroom = *runSlots, *slotHeadroom
 	ecfg.StageSlots = *stageSlots
+	if err := cli.StageCapacity(&ecfg, *stageCPU); err != nil {
+		return err
+	}
 	budget, err := cli.MemoryBudget(*memBudget, cli.CgroupMemoryMax())
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // budgetProfiles adds "tiered": a chain whose generator, refiner and
@@ -111,5 +112,95 @@ func TestBudgetChoiceReachesNodeAndSurvivesFailover(t *testing.T) {
 	}
 	if got := metric(t, c.gw+"/metrics", "qlc_coordinators_started_total"); got != "0" {
 		t.Fatalf("the gateway started %q coordinators itself, want 0", got)
+	}
+}
+
+// A node's circuit breaker reaches the gateway's optimiser: the node runs
+// the stages, so its breaker of the "flaky" endpoint opens while the
+// gateway's own stays closed (it calls no model); the cluster's model
+// statistics carry each node's breakers, GET /v1/stats/models shows it open
+// on 1 of 1 nodes, and a budgeted run passes over the cheaper flaky
+// candidate for mid, saying why.
+func TestNodeBreakerMarksCandidateUnhealthy(t *testing.T) {
+	pf := filepath.Join(t.TempDir(), "profiles.yaml")
+	body := strings.Replace(profiles, "providers:\n",
+		"providers:\n  flaky: {kind: sim, sim: {output_tokens: 20, error_rate: 1}, breaker: {failures: 1, open_for: 10m}}\n", 1) + `
+  flakyrun:
+    provider: flaky
+    stages: {generator: {model: cheap}, refiner: {model: r}, validator: {model: v}, curator: {model: c}}
+  breaky:
+    provider: quick
+    stages:
+      generator: {candidates: [{model: cheap, provider: flaky, quality: medium, price: {input: 1, output: 1}}, {model: mid, quality: medium, price: {input: 5, output: 5}}]}
+      refiner: {model: r}
+      validator: {model: v}
+      curator: {model: c}
+`
+	if err := os.WriteFile(pf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &memberCluster{t: t, pf: pf}
+	c.addNode()
+	_, c.gw, _ = launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", pf)
+	c.waitMembers(2)
+
+	// A run on the flaky endpoint fails on the node and opens its breaker.
+	code, v := postBudget(t, c.gw, `{"query":"q","profile":"flakyrun"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("POST: %d %v", code, v)
+	}
+	if last := streamEvents(t, c.gw, v["id"].(string), nil); last["type"] != "run_failed" {
+		t.Fatalf("the flaky run ended with %v", last)
+	}
+	resp, err := http.Get(c.gw + "/v1/stats/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats struct {
+		Data []struct {
+			Endpoint     string
+			Model        string
+			Open         int `json:"breaker_open_nodes"`
+			BreakerNodes int `json:"breaker_nodes"`
+		}
+	}
+	err = json.NewDecoder(resp.Body).Decode(&stats)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := false
+	for _, m := range stats.Data {
+		if m.Endpoint == "flaky" { // every model of the endpoint, "cheap" (attempts) and the others (none)
+			seen = true
+			if m.Open != 1 || m.BreakerNodes != 1 {
+				t.Fatalf("flaky's breakers: open on %d of %d nodes, want 1 of 1: %+v", m.Open, m.BreakerNodes, stats.Data)
+			}
+		}
+	}
+	if !seen {
+		t.Fatalf("no flaky endpoint in the model statistics: %+v", stats.Data)
+	}
+	// The optimiser reads the statistics through a cache (at most 2 s old,
+	// refreshed in the background): the first plans may predate the failure.
+	var why string
+	for i := 0; i < 20; i++ {
+		code, v := postBudget(t, c.gw, `{"query":"q","profile":"breaky","min_quality":"medium","max_cost_usd":1}`)
+		if code != http.StatusCreated {
+			t.Fatalf("POST: %d %v", code, v)
+		}
+		streamEvents(t, c.gw, v["id"].(string), nil)
+		models, _ := v["models"].([]any)
+		if len(models) == 1 {
+			m := models[0].(map[string]any)
+			if m["model"] == "mid" {
+				why = m["reason"].(string)
+				break
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if !strings.Contains(why, "circuit breaker open on 1 of the 1 nodes") {
+		t.Fatalf("the budgeted run's generator: reason %q, want mid chosen for flaky's breaker open on the node", why)
 	}
 }

@@ -44,6 +44,9 @@ type BatchItem struct {
 	Profile   string
 	Seed      int64
 	MaxTokens int
+	// Budget is the item's cost/quality constraints as the API's JSON
+	// ("" for none); like Query, only NextQueuedItem reads it.
+	Budget string
 
 	Status       string // Item*
 	RunID        string // "" before its run started
@@ -55,8 +58,9 @@ type BatchItem struct {
 	EndedAt      time.Time
 }
 
-// CreateBatch writes b and its items (each with Status ItemQueued) in one
-// transaction, unless the tenant already has maxOpen batches not ended
+// CreateBatch writes b and its items in one transaction, each with Status
+// ItemQueued, or ItemFailed (refused at once, e.g. over its budget: with its
+// ErrorCode, ErrorMessage and EndedAt) if given so, unless the tenant already has maxOpen batches not ended
 // (maxOpen > 0): then the error wraps ErrLimit and nothing is written.
 func (s *Store) CreateBatch(b Batch, items []BatchItem, maxOpen int) error {
 	switch {
@@ -83,14 +87,20 @@ func (s *Store) CreateBatch(b Batch, items []BatchItem, maxOpen int) error {
 			b.ID, b.TenantID, b.Total, created); err != nil {
 			return err
 		}
-		st, err := tx.Prepare(`INSERT INTO batch_items (batch_id, idx, custom_id, query, profile, seed, max_tokens,
-			status, run_id, answer, error_code, error_message, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', '', '', '', 0)`)
+		st, err := tx.Prepare(`INSERT INTO batch_items (batch_id, idx, custom_id, query, profile, seed, max_tokens, budget,
+			status, run_id, answer, error_code, error_message, attempts, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, 0, ?)`)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
 		for _, it := range items {
-			if _, err := st.Exec(b.ID, it.Index, it.CustomID, it.Query, it.Profile, it.Seed, it.MaxTokens, ItemQueued); err != nil {
+			status, code, msg, ended := ItemQueued, "", "", sql.NullInt64{}
+			if it.Status == ItemFailed {
+				status, code, msg = ItemFailed, it.ErrorCode, it.ErrorMessage
+				ended = sql.NullInt64{Int64: it.EndedAt.UnixNano(), Valid: !it.EndedAt.IsZero()}
+			}
+			if _, err := st.Exec(b.ID, it.Index, it.CustomID, it.Query, it.Profile, it.Seed, it.MaxTokens, it.Budget,
+				status, code, msg, ended); err != nil {
 				return err
 			}
 		}
@@ -250,16 +260,16 @@ func (s *Store) BatchItemIndex(id, customID string) (int, error) {
 // NextQueuedItem returns the queued item of a batch with the lowest index,
 // its query included; the error wraps ErrNotFound if none is queued.
 func (s *Store) NextQueuedItem(id string) (BatchItem, error) {
-	var q string
-	it, err := scanItem(s.queryRow(`SELECT `+itemColumns+`, query FROM batch_items
-		WHERE batch_id = ? AND status = ? ORDER BY idx LIMIT 1`, id, ItemQueued), &q)
+	var q, budget string
+	it, err := scanItem(s.queryRow(`SELECT `+itemColumns+`, query, budget FROM batch_items
+		WHERE batch_id = ? AND status = ? ORDER BY idx LIMIT 1`, id, ItemQueued), &q, &budget)
 	if errors.Is(err, sql.ErrNoRows) {
 		return BatchItem{}, fmt.Errorf("store: batch %q has no queued item: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return BatchItem{}, fmt.Errorf("store: next item of batch %q: %w", id, err)
 	}
-	it.Query = q
+	it.Query, it.Budget = q, budget
 	return it, nil
 }
 

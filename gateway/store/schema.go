@@ -160,6 +160,11 @@ var migrations = [][]string{
 			PRIMARY KEY (tenant_id, name)
 		) WITHOUT ROWID`,
 	},
+	// 7: a batch item's budget (max_cost_usd, max_latency_ms, min_quality,
+	// on_budget as the API's JSON; '' for none), applied when its run starts.
+	{
+		`ALTER TABLE batch_items ADD COLUMN budget TEXT NOT NULL DEFAULT ''`,
+	},
 }
 
 // migrate brings the database behind db to the newest version, len(migrations). It is idempotent:

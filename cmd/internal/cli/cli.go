@@ -48,6 +48,29 @@ func EnvDuration(key string, def time.Duration) time.Duration {
 	return def
 }
 
+// EnvFloat returns key's floating-point value, or def if unset or not a number.
+func EnvFloat(key string, def float64) float64 {
+	if v, ok := os.LookupEnv(key); ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return f
+		}
+	}
+	return def
+}
+
+// StageCapacity applies -stage-cpu-target to cfg: above 1 is an error;
+// 0 or below keeps the stage slots fixed; else the share of GOMAXPROCS
+// the process may use before it takes fewer stage attempts.
+func StageCapacity(cfg *actors.Config, target float64) error {
+	switch {
+	case target > 1:
+		return fmt.Errorf("-stage-cpu-target must be at most 1 (a share of GOMAXPROCS), got %v", target)
+	case target > 0:
+		cfg.AdaptiveStageSlots, cfg.StageCapacity.TargetCPU = true, target
+	}
+	return nil
+}
+
 // EnvBool returns key's boolean value (strconv.ParseBool), false if unset.
 func EnvBool(key string) bool {
 	b, _ := strconv.ParseBool(os.Getenv(key))
