@@ -269,33 +269,21 @@ func (h *Hub) Events(fromSeq uint64) []*messages.RunEvent {
 
 // WaitDone blocks until the run ends or ctx is done.
 func (h *Hub) WaitDone(ctx context.Context) error {
-	for {
-		h.mu.Lock()
-		if h.terminal {
-			h.mu.Unlock()
-			return nil
-		}
-		if h.closed {
-			h.mu.Unlock()
-			return ErrHubClosed
-		}
-		ch := h.notify
-		h.hasWaiters = true
-		h.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return h.waitUntil(ctx, func() bool { return h.terminal })
 }
 
 // waitSeq blocks until the log holds seq (or has ended), the hub is
 // closed, or ctx is done.
 func (h *Hub) waitSeq(ctx context.Context, seq uint64) error {
+	return h.waitUntil(ctx, func() bool { return uint64(h.n) >= seq || h.terminal })
+}
+
+// waitUntil blocks until ready (called under h.mu) is true, the hub is
+// closed, or ctx is done.
+func (h *Hub) waitUntil(ctx context.Context, ready func() bool) error {
 	for {
 		h.mu.Lock()
-		if uint64(h.n) >= seq || h.terminal {
+		if ready() {
 			h.mu.Unlock()
 			return nil
 		}

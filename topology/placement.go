@@ -24,15 +24,21 @@ func (m *Membership) Candidates(runID string) []string {
 	out := order(first, ok, ms, actors.KindCoordinator, m.recentlyLost)
 	// Members that announced they are at their run limit go last (before
 	// them, the order above): they would refuse at once anyway.
-	full := map[string]bool{}
+	return lastIf(out, ms, cluster.Member.Saturated)
+}
+
+// lastIf moves the addresses of the members for which full is true to the
+// end of out, keeping the order within each part.
+func lastIf(out []string, ms []cluster.Member, full func(cluster.Member) bool) []string {
+	last := map[string]bool{}
 	for _, mem := range ms {
-		if mem.Saturated() {
-			full[mem.RemoteAddr] = true
+		if full(mem) {
+			last[mem.RemoteAddr] = true
 		}
 	}
-	if len(full) > 0 {
+	if len(last) > 0 {
 		slices.SortStableFunc(out, func(a, b string) int {
-			switch fa, fb := full[a], full[b]; {
+			switch fa, fb := last[a], last[b]; {
 			case fa == fb:
 				return 0
 			case fa:
@@ -63,24 +69,7 @@ func (m *Membership) StepCandidates(key string) []string {
 func stepCandidates(ms []cluster.Member, key string, lost func(string) bool) []string {
 	first, ok := cluster.Topology{Members: ms}.Owner(actors.KindCoordinator, key)
 	out := order(first, ok, ms, actors.KindCoordinator, lost)
-	full := map[string]bool{}
-	for _, mem := range ms {
-		if mem.StageFull() {
-			full[mem.RemoteAddr] = true
-		}
-	}
-	if len(full) > 0 {
-		slices.SortStableFunc(out, func(a, b string) int {
-			switch fa, fb := full[a], full[b]; {
-			case fa == fb:
-				return 0
-			case fa:
-				return 1
-			}
-			return -1
-		})
-	}
-	return out
+	return lastIf(out, ms, cluster.Member.StageFull)
 }
 
 // Saturated implements actors.HeadroomPlacer: true when at least one member
