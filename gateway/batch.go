@@ -408,7 +408,14 @@ func (s *Server) batchItems(who principal, raw []json.RawMessage, batchBudget bu
 		if it.Profile == "" {
 			it.Profile = s.defaultProfile(who)
 		}
-		if _, _, own := s.ownProfile(who.tenant, it.Profile); own {
+		if it.Profile == stagework.AutoProfile {
+			// Routed when the item's run starts, as POST /v1/runs does.
+			if s.engine.Stages().Routing == nil {
+				bad("profile", "routing_not_configured", `profile "auto" needs routing in the profiles file; this server's file has none`)
+			} else if !s.autoAllowed(who) {
+				bad("profile", "profile_not_allowed", fmt.Sprintf(`profile "auto" routes to profiles this tenant may not run; allowed: %s`, strings.Join(who.tenant.Limits.Profiles, ", ")))
+			}
+		} else if _, _, own := s.ownProfile(who.tenant, it.Profile); own {
 			// The tenant's own profile: the allow-list is not about it.
 		} else if _, err := s.engine.Stages().Profile(it.Profile); err != nil {
 			bad("profile", "unknown_profile", s.profileErrorFor(who, it.Profile).Message)
@@ -473,6 +480,9 @@ func (s *Server) planBatchItem(who principal, it *store.BatchItem) *apiError {
 		return e
 	}
 	req := actors.RunRequest{Profile: it.Profile, Query: it.Query, MaxTokens: it.MaxTokens, Budget: b}
+	if e := s.routeAuto(who, &req); e != nil {
+		return e
+	}
 	_, def, e := s.runProfile(who, req.Profile)
 	if e != nil {
 		return e

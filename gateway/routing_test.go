@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -150,5 +151,51 @@ func TestAutoRoutingNotConfigured(t *testing.T) {
 	var eb errBody
 	if code := do(t, "POST", base+"/v1/chat/completions", body, &eb); code != http.StatusNotFound || eb.Error.Code != "model_not_found" {
 		t.Errorf("qlc-auto without routing: HTTP %d %+v", code, eb)
+	}
+}
+
+// TestBatchItemsWithAuto: a batch item may ask for profile "auto"; each is
+// routed when its run starts, as POST /v1/runs would, and an item a
+// tenant cannot route fails the batch's validation naming it.
+func TestBatchItemsWithAuto(t *testing.T) {
+	g := startTenantGatewayProfiles(t, routingProfiles, nil)
+	_, key := newTenant(t, g, "batch-auto", `{"profiles": ["small", "mid", "big"]}`)
+	want := []struct{ query, tier, profile string }{
+		{codeQuestion, "complex", "big"}, {"hello!", "simple", "small"}, {"Why is the sky blue?", "standard", "mid"},
+	}
+	var items []map[string]any
+	for i, c := range want {
+		items = append(items, map[string]any{"custom_id": fmt.Sprint("q", i), "query": c.query, "profile": "auto"})
+	}
+	items = append(items, map[string]any{"custom_id": "named", "query": "hello!", "profile": "mid"})
+	b := postBatch(t, g.URL, key, batchBody(t, items...))
+	waitBatch(t, g.URL, key, b.ID, "completed", func(v batchView) bool { return v.Status == "completed" })
+	got := allItems(t, g.URL, key, b.ID, 10)
+	if len(got) != 4 {
+		t.Fatalf("%d items; want 4", len(got))
+	}
+	for i, it := range got {
+		var run runView
+		if code, _ := call(t, "GET", g.URL+"/v1/runs/"+it.RunID, key, "", &run); code != 200 || it.Status != "completed" {
+			t.Fatalf("item %d: %+v; its run: HTTP %d", i, it, code)
+		}
+		if i == 3 {
+			if run.Profile != "mid" || run.Routing != nil {
+				t.Errorf("the named item ran %q with routing %+v", run.Profile, run.Routing)
+			}
+			continue
+		}
+		if run.Profile != want[i].profile || run.Routing == nil || run.Routing.Tier != want[i].tier {
+			t.Errorf("item %d (%q): ran %q, routing %+v; want tier %s → %s", i, want[i].query, run.Profile, run.Routing, want[i].tier, want[i].profile)
+		}
+	}
+
+	// A tenant that may run none of the routed profiles: the batch is
+	// refused, naming the item.
+	_, other := newTenant(t, g, "batch-other", `{"profiles": ["other"]}`)
+	var e errBody
+	code, _ := call(t, "POST", g.URL+"/v1/runs/batch", other, batchBody(t, map[string]any{"custom_id": "a", "query": "hello", "profile": "auto"}), &e)
+	if code != http.StatusBadRequest || e.Error.Code != "profile_not_allowed" || !strings.Contains(e.Error.Message, "items[0]") {
+		t.Errorf("auto for a tenant allowed only other: HTTP %d %+v", code, e)
 	}
 }
