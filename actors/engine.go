@@ -1676,15 +1676,20 @@ func (e *Engine) startCached(req RunRequest, start *messages.StartRun) (*Hub, er
 		e.metrics.runCache.WithLabelValues("miss").Inc()
 		return e.launch(start, nil)
 	}
+	if h, err, shared := e.sharedElsewhere(key, start, replay); shared {
+		e.cache.started(key, mine, nil)
+		return h, err
+	}
 	e.metrics.runCache.WithLabelValues("miss").Inc()
 	hub, err := e.launch(start, nil)
 	if err != nil {
 		e.cache.started(key, mine, nil)
+		e.releaseClaim(key, start.RunId)
 		return nil, err
 	}
 	e.cache.started(key, mine, hub)
-	if hub.setCacheKey(key, scope) && e.cache.ended(key, hub) { // it ended before: onEnd did not see the key
-		e.remoteCachePut(key, hub.RunID, hub.Events(1))
+	if hub.setCacheKey(key, scope) { // it ended before: onEnd did not see the key
+		e.cacheEnded(key, hub)
 	}
 	return hub, nil
 }
@@ -1905,9 +1910,17 @@ func (e *Engine) runEnded(h *Hub) {
 	}
 	e.packLater(h)
 	if key := h.getCacheKey(); key != "" && e.cache != nil {
-		if e.cache.ended(key, h) {
-			e.remoteCachePut(key, h.RunID, h.Events(1))
-		}
+		e.cacheEnded(key, h)
+	}
+}
+
+// cacheEnded keeps the log of a run started for key, here and at the key's
+// owner, when it completed; when it did not, its claim is released.
+func (e *Engine) cacheEnded(key string, h *Hub) {
+	if e.cache.ended(key, h) {
+		e.remoteCachePut(key, h.RunID, h.Events(1))
+	} else if evs := h.Events(h.LastSeq()); len(evs) != 1 || evs[0].GetRunCompleted() == nil {
+		e.releaseClaim(key, h.RunID) // no answer to share
 	}
 }
 

@@ -59,7 +59,26 @@ type runCache struct {
 	bytes    int64
 	inflight map[string]*inflightRun
 	near     map[string][]nearEntry // scope → kept questions, oldest first
+	// claims are the runs in flight, started through any gateway, for the
+	// keys this gateway owns (key → claim; at most maxClaims, each for at
+	// most claimTTL).
+	claims map[string]runClaim
 }
+
+// runClaim is a run in flight for a key (runCache.claims).
+type runClaim struct {
+	run string
+	at  time.Time
+}
+
+// maxClaims bounds the claims an owner keeps; when it is full of live
+// claims a new one is not recorded (that request's run is not shared with
+// other gateways: slower, never wrong). claimTTL outlasts any run that
+// should be shared (a claim is dropped earlier when its run ends).
+const (
+	maxClaims = 4096
+	claimTTL  = 10 * time.Minute
+)
 
 type cacheEntry struct {
 	key     string
@@ -90,7 +109,47 @@ func newRunCache(cfg RunCacheConfig) *runCache {
 		cfg.TTL = DefaultRunCacheTTL
 	}
 	return &runCache{maxBytes: cfg.MaxBytes, maxEntry: cfg.MaxEntryBytes, ttl: cfg.TTL, now: time.Now,
-		entries: map[string]*list.Element{}, inflight: map[string]*inflightRun{}, near: map[string][]nearEntry{}}
+		entries: map[string]*list.Element{}, inflight: map[string]*inflightRun{}, near: map[string][]nearEntry{},
+		claims: map[string]runClaim{}}
+}
+
+// claim returns the run in flight for key among every gateway's (this
+// gateway owns key), recording run as it when there is none (run ""
+// records nothing). stale, a run the asker found ended without an answer,
+// is no longer in flight.
+func (c *runCache) claim(key, run, stale string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if cl, ok := c.claims[key]; ok && now.Sub(cl.at) < claimTTL && cl.run != stale {
+		return cl.run
+	}
+	delete(c.claims, key)
+	if run == "" {
+		return ""
+	}
+	if len(c.claims) >= maxClaims {
+		for k, cl := range c.claims {
+			if now.Sub(cl.at) >= claimTTL {
+				delete(c.claims, k)
+			}
+		}
+		if len(c.claims) >= maxClaims {
+			return ""
+		}
+	}
+	c.claims[key] = runClaim{run: run, at: now}
+	return run
+}
+
+// release drops run's claim on key (it ended without an answer, or its log
+// is kept now).
+func (c *runCache) release(key, run string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.claims[key]; ok && cl.run == run {
+		delete(c.claims, key)
+	}
 }
 
 // nearScope is the key of a request without its question: near-duplicate
@@ -201,6 +260,9 @@ func (c *runCache) put(key, from string, events []*messages.RunEvent) bool {
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
 		c.remove(el)
+	}
+	if cl, ok := c.claims[key]; ok && cl.run == from {
+		delete(c.claims, key) // kept: a later request replays it
 	}
 	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, from: from, events: events, size: size, expires: c.now().Add(c.ttl)})
 	c.bytes += size
@@ -560,10 +622,83 @@ func (s *cacheServer) Receive(ctx actor.Context) {
 			ctx.Respond(&messages.CacheEntry{Found: true, From: ent.from, Events: ent.events})
 			return
 		}
-		ctx.Respond(&messages.CacheEntry{})
+		ctx.Respond(&messages.CacheEntry{InflightRunId: s.cache.claim(m.Key, m.ClaimRunId, m.StaleRunId)})
 	case *messages.CacheStore:
-		if n := len(m.Events); m.Key != "" && n > 0 && m.Events[n-1].GetRunCompleted() != nil {
+		switch n := len(m.Events); {
+		case m.Key == "":
+		case n == 0: // its run ended without an answer: no longer in flight
+			s.cache.release(m.Key, m.From)
+		case m.Events[n-1].GetRunCompleted() != nil:
 			s.cache.put(m.Key, m.From, m.Events)
 		}
 	}
+}
+
+// claimRun asks key's owner among the gateways (this one or another) for
+// the run in flight for key, recording run as it when there is none. It
+// returns that run ("" without a cluster, or when the owner does not answer
+// in time: then nothing is shared across gateways), or, when the owner
+// kept the key's log meanwhile, that log.
+func (e *Engine) claimRun(key, run, stale string) (inflight string, kept *cacheEntry) {
+	owner := e.cacheOwner(key)
+	switch owner {
+	case "":
+		return "", nil
+	case e.Address():
+		return e.cache.claim(key, run, stale), nil
+	}
+	res, err := e.system.Root.RequestFuture(actor.NewPID(owner, cacheName),
+		&messages.CacheLookup{Key: key, ClaimRunId: run, StaleRunId: stale}, cacheLookupTimeout).Result()
+	ent, ok := res.(*messages.CacheEntry)
+	if err != nil || !ok {
+		return "", nil
+	}
+	if n := len(ent.Events); ent.Found && n > 0 && ent.Events[n-1].GetRunCompleted() != nil {
+		e.cache.put(key, ent.From, ent.Events)
+		return "", &cacheEntry{key: key, from: ent.From, events: ent.Events}
+	}
+	return ent.InflightRunId, nil
+}
+
+// releaseClaim tells key's owner that run ended without an answer.
+func (e *Engine) releaseClaim(key, run string) {
+	switch owner := e.cacheOwner(key); owner {
+	case "":
+	case e.Address():
+		e.cache.release(key, run)
+	default:
+		e.system.Root.Send(actor.NewPID(owner, cacheName), &messages.CacheStore{Key: key, From: run})
+	}
+}
+
+// sharedElsewhere looks for an identical run in flight through another
+// gateway (claimRun) and, if there is one, follows it: a replayer here
+// stands in for its coordinator, as for a run shared on one gateway. A
+// claimed run that ended without an answer, or cannot be found, is
+// replaced by this one. nil: start this run (its claim is recorded).
+func (e *Engine) sharedElsewhere(key string, start *messages.StartRun, replay func(string, replaySource) (*Hub, error)) (*Hub, error, bool) {
+	stale := ""
+	for range 2 {
+		other, kept := e.claimRun(key, start.RunId, stale)
+		if kept != nil {
+			h, err := replay("hit", replaySource{events: kept.events, from: kept.from})
+			return h, err, true
+		}
+		if other == "" || other == start.RunId {
+			return nil, nil, false
+		}
+		if leader, err := e.Attach(other); err == nil {
+			evs := leader.Events(1)
+			switch {
+			case len(evs) == 0 || !isTerminal(evs[len(evs)-1]):
+				h, err := replay("shared", replaySource{leader: leader, from: other})
+				return h, err, true
+			case evs[len(evs)-1].GetRunCompleted() != nil:
+				h, err := replay("hit", replaySource{events: evs, from: other})
+				return h, err, true
+			}
+		}
+		stale = other
+	}
+	return nil, nil, false
 }

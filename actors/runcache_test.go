@@ -342,3 +342,53 @@ func TestNearDuplicateQuestionFromTheCache(t *testing.T) {
 		t.Fatalf("near hits %v, want 1", got)
 	}
 }
+
+// An owner's claims: the first run claiming a key is the one in flight for
+// it; a stale claim (its run ended without an answer) is replaced; a
+// release or the key's log being kept drops it; claims expire and are
+// bounded.
+func TestRunCacheClaims(t *testing.T) {
+	c := newRunCache(RunCacheConfig{})
+	now := time.Unix(1000, 0)
+	c.now = func() time.Time { return now }
+	if got := c.claim("k", "", ""); got != "" {
+		t.Fatalf("a lookup without a claim recorded %q", got)
+	}
+	if got := c.claim("k", "run_a", ""); got != "run_a" {
+		t.Fatalf("first claim: %q", got)
+	}
+	if got := c.claim("k", "run_b", ""); got != "run_a" {
+		t.Fatalf("second claim: %q; want the run in flight, run_a", got)
+	}
+	if got := c.claim("k", "run_b", "run_a"); got != "run_b" {
+		t.Fatalf("claim replacing the stale run_a: %q", got)
+	}
+	c.release("k", "run_a") // not the claim any more: kept
+	if got := c.claim("k", "", ""); got != "run_b" {
+		t.Fatalf("after releasing another run: %q", got)
+	}
+	c.release("k", "run_b")
+	if got := c.claim("k", "", ""); got != "" {
+		t.Fatalf("after release: %q", got)
+	}
+	c.claim("k", "run_c", "")
+	c.put("k", "run_c", []*messages.RunEvent{{Seq: 1, Kind: &messages.RunEvent_RunCompleted{RunCompleted: &messages.RunCompleted{}}}})
+	if got := c.claim("k", "", ""); got != "" {
+		t.Fatalf("after its log was kept: %q", got)
+	}
+	c.claim("old", "run_d", "")
+	now = now.Add(claimTTL)
+	if got := c.claim("old", "run_e", ""); got != "run_e" {
+		t.Fatalf("an expired claim was kept: %q", got)
+	}
+	for i := range maxClaims {
+		c.claim(fmt.Sprint("key-", i), "run", "")
+	}
+	if got := c.claim("one-more", "run_f", ""); got != "" || len(c.claims) > maxClaims {
+		t.Fatalf("a claim beyond maxClaims live ones: %q, %d kept", got, len(c.claims))
+	}
+	now = now.Add(claimTTL)
+	if got := c.claim("one-more", "run_f", ""); got != "run_f" {
+		t.Fatalf("expired claims were not made room for: %q", got)
+	}
+}

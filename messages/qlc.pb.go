@@ -5000,8 +5000,15 @@ func (x *RunEstimate) GetBasis() string {
 // CacheLookup asks the gateway that owns a response cache key (its
 // rendezvous owner among the gateways) for the log it keeps under it.
 type CacheLookup struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// claim_run_id, when set and nothing is kept for key, asks the owner to
+	// record that run as the one in flight for key, unless another is: the
+	// answer's inflight_run_id names the run in flight (identical requests
+	// through several gateways then follow one run). stale_run_id: a run
+	// the asker found ended without an answer; its claim is replaced.
+	ClaimRunId    string `protobuf:"bytes,2,opt,name=claim_run_id,json=claimRunId,proto3" json:"claim_run_id,omitempty"`
+	StaleRunId    string `protobuf:"bytes,3,opt,name=stale_run_id,json=staleRunId,proto3" json:"stale_run_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5043,12 +5050,27 @@ func (x *CacheLookup) GetKey() string {
 	return ""
 }
 
+func (x *CacheLookup) GetClaimRunId() string {
+	if x != nil {
+		return x.ClaimRunId
+	}
+	return ""
+}
+
+func (x *CacheLookup) GetStaleRunId() string {
+	if x != nil {
+		return x.StaleRunId
+	}
+	return ""
+}
+
 // CacheEntry answers CacheLookup: found, the run whose log it is, the log.
 type CacheEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
 	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
 	Events        []*RunEvent            `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	InflightRunId string                 `protobuf:"bytes,4,opt,name=inflight_run_id,json=inflightRunId,proto3" json:"inflight_run_id,omitempty"` // not found: the run in flight for the key, if any
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5102,6 +5124,13 @@ func (x *CacheEntry) GetEvents() []*RunEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *CacheEntry) GetInflightRunId() string {
+	if x != nil {
+		return x.InflightRunId
+	}
+	return ""
 }
 
 // CacheStore gives a completed run's log to the owner of its cache key.
@@ -6710,14 +6739,19 @@ const file_qlc_proto_rawDesc = "" +
 	"\rprompt_tokens\x18\x03 \x01(\x03R\fpromptTokens\x12#\n" +
 	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12\x19\n" +
 	"\bcost_usd\x18\x05 \x01(\x01R\acostUsd\x12\x14\n" +
-	"\x05basis\x18\x06 \x01(\tR\x05basis\"\x1f\n" +
+	"\x05basis\x18\x06 \x01(\tR\x05basis\"c\n" +
 	"\vCacheLookup\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\"`\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
+	"\fclaim_run_id\x18\x02 \x01(\tR\n" +
+	"claimRunId\x12 \n" +
+	"\fstale_run_id\x18\x03 \x01(\tR\n" +
+	"staleRunId\"\x88\x01\n" +
 	"\n" +
 	"CacheEntry\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12(\n" +
-	"\x06events\x18\x03 \x03(\v2\x10.qlc.v1.RunEventR\x06events\"\\\n" +
+	"\x06events\x18\x03 \x03(\v2\x10.qlc.v1.RunEventR\x06events\x12&\n" +
+	"\x0finflight_run_id\x18\x04 \x01(\tR\rinflightRunId\"\\\n" +
 	"\n" +
 	"CacheStore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +

@@ -543,3 +543,47 @@ func TestCacheAcrossGateways(t *testing.T) {
 		t.Fatalf("coordinators %d → %d", started, got)
 	}
 }
+
+// Identical requests in flight at once through two gateways follow one
+// run: the first claims the key at its owner among the gateways, the later
+// ones — through either gateway — find it in flight there and replay it
+// live (cached, cached_from the first); one coordinator runs the models.
+func TestIdenticalRunsShareAcrossGateways(t *testing.T) {
+	c := startMemberCluster(t, 1)
+	_, gwBURL, _ := launchGateway(t, testKey, "-seeds", c.seed, "-gossip-bind", "127.0.0.1:0", "-bind", "127.0.0.1:0", "-profiles", c.pf)
+	c.waitMembers(3)
+	post := func(base string) string {
+		t.Helper()
+		resp, err := http.Post(base+"/v1/runs", "application/json",
+			strings.NewReader(`{"query":"How do vector clocks work?","profile":"medium","seed":91}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v struct{ ID string }
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 201 {
+			t.Fatalf("POST %s: %d %v", base, resp.StatusCode, err)
+		}
+		return v.ID
+	}
+	before := c.hosted(c.nodes[0])
+	first := post(c.gw)
+	type req struct{ base, id string }
+	var later []req
+	for _, base := range []string{gwBURL, c.gw, gwBURL, gwBURL} {
+		later = append(later, req{base, post(base)}) // the first streams for ~2.4 s
+	}
+	last := streamEvents(t, c.gw, first, nil)
+	if last["type"] != "run_completed" {
+		t.Fatalf("first run ended with %v", last)
+	}
+	for i, r := range later {
+		l := streamEvents(t, r.base, r.id, nil)
+		if l["type"] != "run_completed" || l["answer"] != last["answer"] || l["cached"] != true || l["cached_from"] != first {
+			t.Errorf("identical request %d through %s: %v; want the first run's answer, cached from %s", i, r.base, l, first)
+		}
+	}
+	if got := c.hosted(c.nodes[0]); got != before+1 {
+		t.Errorf("coordinators started %d → %d for five identical requests in flight; want one run", before, got)
+	}
+}
