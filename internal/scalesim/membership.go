@@ -12,7 +12,6 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cluster"
-	"github.com/qlc-project/qlc/topology"
 )
 
 // Key is the simulations' cluster key (32 bytes: AES-256-GCM on every
@@ -171,16 +170,7 @@ type sim struct {
 // topology.DefaultConfig, a cluster key, the node's kinds), with this
 // simulation's transport, seeds and time scale.
 func (s *sim) clusterConfig(name string, tr *cluster.FaultTransport) cluster.Config {
-	cc := topology.DefaultConfig().Cluster
-	k := time.Duration(s.cfg.Scale)
-	cc.ProbeInterval *= k
-	cc.ProbeTimeout *= k
-	cc.GossipInterval *= k
-	cc.PushPullInterval *= k
-	cc.GossipToTheDeadTime *= k
-	cc.TCPTimeout *= k
-	cc.RejoinInterval *= k
-	cc.LoadUpdateInterval *= k
+	cc := shippedConfig(s.cfg.Scale)
 	cc.NodeName = name
 	cc.Transport = tr
 	cc.Seeds = slices.Clone(s.seeds)
