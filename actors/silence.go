@@ -35,6 +35,16 @@ import (
 //     hear the gateway, is told it was superseded (RunSuperseded) and stops
 //     without a word.
 //
+// The node's link is judged too, not only the run: a run moves only when
+// nothing at all came from its coordinator's node to this process's hubs
+// for linkQuiet (2 × probeAfter). An overloaded node's messages to the
+// gateway queue behind its token events (the transport keeps one stream per
+// peer), so a silent run's answer to a probe can arrive after a peer's relay
+// of the same answer, which travels other streams; but the congested stream
+// still delivers the node's other runs' events, while an asymmetric cut
+// delivers nothing (issue 18: 17 runs of a quarter-core node were moved at
+// once in the overload scenario before this).
+//
 // A coordinator that answers no one is not moved by this rule: its node is
 // frozen, starved or cut from everyone, and the membership judges that
 // (issue 18: a CPU-starved node stalls for more than 600 ms at times; the
@@ -70,6 +80,10 @@ type silenceRule struct {
 func newSilenceRule(d time.Duration) silenceRule {
 	return silenceRule{probeAfter: d / 3, moveAfter: d}
 }
+
+// linkQuiet is how long nothing may have come from a node before one of
+// its runs moves (see above).
+func (r silenceRule) linkQuiet() time.Duration { return 2 * r.probeAfter }
 
 // tick is how often the watch looks at every live run.
 func (r silenceRule) tick() time.Duration { return max(r.moveAfter/12, time.Millisecond) }
@@ -131,6 +145,11 @@ type silenceWatch struct {
 	rule     silenceRule
 	states   map[*Hub]*silence
 	lastTick time.Time
+	// linkHeard is, per node address, the tick at which a hub of this
+	// process last heard something new from a coordinator there; views
+	// is check's scratch.
+	linkHeard map[string]time.Time
+	views     []silenceViewOf
 	// probe sends coord a RunProbe for h, and with relay asks peers to
 	// probe it too; move moves h's run away from coord (it must not block:
 	// Engine.failover runs it on a goroutine).
@@ -139,7 +158,15 @@ type silenceWatch struct {
 }
 
 func newSilenceWatch(rule silenceRule, probe func(*Hub, *actor.PID, bool), move func(*Hub, *actor.PID, time.Duration)) *silenceWatch {
-	return &silenceWatch{rule: rule, states: map[*Hub]*silence{}, probe: probe, move: move}
+	return &silenceWatch{rule: rule, states: map[*Hub]*silence{}, linkHeard: map[string]time.Time{}, probe: probe, move: move}
+}
+
+// silenceViewOf is one hub's silenceView, taken once per tick.
+type silenceViewOf struct {
+	h              *Hub
+	coord          *actor.PID
+	heard, vouched uint64
+	watched        bool
 }
 
 // check looks at each of hubs (the live runs) at now.
@@ -147,9 +174,20 @@ func (w *silenceWatch) check(hubs []*Hub, now time.Time) {
 	late := !w.lastTick.IsZero() && now.Sub(w.lastTick) > w.rule.probeAfter
 	w.lastTick = now
 	seen := make(map[*Hub]bool, len(hubs))
+	// First every hub's view, and which nodes were heard from since the
+	// last tick (through any of their runs).
+	w.views = w.views[:0]
 	for _, h := range hubs {
+		v := silenceViewOf{h: h}
+		v.coord, v.heard, v.vouched, v.watched = h.silenceView()
+		w.views = append(w.views, v)
+		if s := w.states[h]; v.watched && s != nil && !s.since.IsZero() && s.heard != v.heard {
+			w.linkHeard[v.coord.Address] = now
+		}
+	}
+	for _, v := range w.views {
+		h, coord, heard, vouched, watched := v.h, v.coord, v.heard, v.vouched, v.watched
 		seen[h] = true
-		coord, heard, vouched, watched := h.silenceView()
 		s := w.states[h]
 		if s == nil {
 			s = &silence{}
@@ -164,7 +202,15 @@ func (w *silenceWatch) check(hubs []*Hub, now time.Time) {
 			s.restart(heard, now)
 			continue
 		}
-		switch w.rule.step(s, heard, vouched, now) {
+		act := w.rule.step(s, heard, vouched, now)
+		if act == silenceMove && now.Sub(w.linkHeard[coord.Address]) < w.rule.linkQuiet() {
+			// The node still talks to us: slow, not cut. Keep probing.
+			act = silenceOK
+			if now.Sub(s.lastProbe) >= w.rule.probeAfter {
+				s.lastProbe, act = now, silenceProbeRelay
+			}
+		}
+		switch act {
 		case silenceProbe:
 			w.probe(h, coord, false)
 		case silenceProbeRelay:
@@ -180,6 +226,12 @@ func (w *silenceWatch) check(hubs []*Hub, now time.Time) {
 			delete(w.states, h)
 		}
 	}
+	for addr, at := range w.linkHeard {
+		if now.Sub(at) > time.Minute {
+			delete(w.linkHeard, addr) // bounded by the nodes heard in the last minute
+		}
+	}
+	clear(w.views) // let ended runs go
 }
 
 // silenceView is what the watch needs of a hub: its coordinator, how many

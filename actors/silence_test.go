@@ -410,3 +410,49 @@ func TestLateTickIsNotSilence(t *testing.T) {
 		t.Fatalf("%d states kept for hubs no longer watched", len(w.states))
 	}
 }
+
+// A run whose node still sends this process other runs' events is slow, not
+// cut off (an overloaded node's stream to the gateway is queued behind its
+// token events, so a peer's relay of its answer can arrive first): it is
+// not moved while the node talks; once nothing at all comes from the node
+// it is, and another node's talk does not count.
+func TestSilentRunOfATalkingNodeIsNotMoved(t *testing.T) {
+	mk := func(id, addr string) *Hub {
+		h := newHub(id, "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
+		h.start, h.coordinator = &messages.StartRun{RunId: id}, actor.NewPID(addr, "run/"+id)
+		h.onLost = func(*Hub, *actor.PID, string) {}
+		return h
+	}
+	silent, busy, other := mk("run_s", "node:1"), mk("run_b", "node:1"), mk("run_o", "node:2")
+	moved := map[*Hub]int{}
+	w := newSilenceWatch(newSilenceRule(600*time.Millisecond), func(h *Hub, _ *actor.PID, relay bool) {
+		if relay { // a peer vouches for the silent coordinator at once
+			h.mu.Lock()
+			h.vouched++
+			h.mu.Unlock()
+		}
+	}, func(h *Hub, _ *actor.PID, _ time.Duration) { moved[h]++ })
+	hear := func(h *Hub) {
+		h.mu.Lock()
+		h.heard++
+		h.mu.Unlock()
+	}
+	t0 := time.Unix(1000, 0)
+	hubs := []*Hub{silent, busy, other}
+	ms := 0
+	for ; ms <= 3000; ms += 50 { // node 1 talks through its other run
+		hear(busy)
+		hear(other)
+		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
+	}
+	if moved[silent] != 0 {
+		t.Fatalf("a silent run of a node that talks was moved after 3 s")
+	}
+	for ; ms <= 4000; ms += 50 { // node 1 falls silent; node 2 talks on
+		hear(other)
+		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
+	}
+	if moved[silent] != 1 || moved[busy] != 1 || moved[other] != 0 {
+		t.Fatalf("after node 1's link fell silent for 1 s: moved %d, %d, %d; want 1, 1, 0", moved[silent], moved[busy], moved[other])
+	}
+}
