@@ -620,6 +620,9 @@ func renderTemplate(stage Stage, field, text string, data *PromptData) (string, 
 }
 
 func execTemplate(text string, data *PromptData) (string, error) {
+	if !strings.Contains(text, "{{") {
+		return strings.TrimSpace(text), nil // no action: the text is its own output
+	}
 	t, err := parseTemplate(text)
 	if err != nil {
 		return "", err
