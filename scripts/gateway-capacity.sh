@@ -28,32 +28,9 @@ mkdir -p "$out" bin
 CGO_ENABLED=0 $GO build -o bin/ ./cmd/node ./cmd/gateway ./cmd/qlc-load
 
 export QLC_CLUSTER_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
-pids=()
-cleanup() {
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-}
+me="gateway-capacity"
+. scripts/lib.sh
 trap cleanup EXIT INT TERM
-addr() {
-  for _ in $(seq 300); do
-    if [ -s "$1" ]; then
-      v=$(grep -o "\"$2\": *\"[^\"]*\"" "$1" | sed 's/.*"\([^"]*\)"$/\1/')
-      [ -n "$v" ] && { echo "$v"; return; }
-    fi
-    sleep 0.1
-  done
-  echo "gateway-capacity: no $2 address in $1 (see $out/*.log)" >&2
-  return 1
-}
-ready() {
-  for _ in $(seq 300); do curl -fs "http://$1/readyz" >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "gateway-capacity: $1 not ready (see $out/*.log)" >&2
-  return 1
-}
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
 hz=$(getconf CLK_TCK)
 

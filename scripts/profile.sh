@@ -34,37 +34,9 @@ if ! command -v dot >/dev/null; then
 fi
 
 export QLC_CLUSTER_KEY=${QLC_CLUSTER_KEY:-$(head -c 32 /dev/urandom | base64 | tr -d '\n')}
-pids=()
-cleanup() { # the gateway first (the last started): nodes leaving would move its runs
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
-  done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-}
+me="make profile"
+. scripts/lib.sh
 trap cleanup EXIT INT TERM
-
-# addr FILE KEY: a field of a process's -addr-file (waits up to 30 s for it).
-addr() {
-  for _ in $(seq 300); do
-    if [ -s "$1" ]; then
-      v=$(grep -o "\"$2\": *\"[^\"]*\"" "$1" | sed 's/.*"\([^"]*\)"$/\1/')
-      [ -n "$v" ] && { echo "$v"; return; }
-    fi
-    sleep 0.1
-  done
-  echo "make profile: no $2 address in $1 (see $out/*.log)" >&2
-  return 1
-}
-ready() {
-  for _ in $(seq 300); do curl -fs "http://$1/readyz" >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "make profile: $1 not ready (see $out/*.log)" >&2
-  return 1
-}
 
 node() { # node NAME [SEEDS]
   ./bin/node -gossip-bind 127.0.0.1:0 -bind 127.0.0.1:0 -ops-addr 127.0.0.1:0 -log-level warn \
