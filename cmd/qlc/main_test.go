@@ -409,6 +409,42 @@ func TestAdminCommands(t *testing.T) {
 		!strings.Contains(lines[2], "key.create") || strings.Contains(out, "tenant.") {
 		t.Errorf("audit of acme's keys, newest first:\n%s", out)
 	}
+	// A tenant made without --id (a random id, as the README's example
+	// does) is found by its name in every command that takes a tenant.
+	out = admin("tenants", "create", "Beta")
+	m = regexp.MustCompile(`tenant  (\S+)\nkey_id  (\S+)`).FindStringSubmatch(out)
+	if m == nil || m[1] == "Beta" {
+		t.Fatalf("create Beta printed %q", out)
+	}
+	betaID, betaKey := m[1], m[2]
+	if out := admin("keys", "beta"); !strings.Contains(out, betaKey) || !strings.Contains(out, betaID) || strings.Contains(out, keyID) {
+		t.Errorf("keys beta:\n%s", out)
+	}
+	admin("keys", "create", "Beta")
+	admin("tenants", "update", "Beta", "--limits", `{"requests_per_minute":7}`)
+	if out := admin("tenants", "show", "Beta"); !strings.Contains(out, `"id": "`+betaID) || !strings.Contains(out, `"requests_per_minute": 7`) {
+		t.Errorf("show Beta after update:\n%s", out)
+	}
+	if out := admin("audit", "--tenant", "Beta", "--action", "key."); !strings.Contains(out, "key.create") || !strings.Contains(out, betaID) {
+		t.Errorf("audit --tenant Beta:\n%s", out)
+	}
+	// A name that matches nothing, or two tenants but for case, is one
+	// error line, not an empty list; an exact name still wins.
+	admin("tenants", "create", "BETA")
+	if out := admin("keys", "Beta"); !strings.Contains(out, betaID) {
+		t.Errorf("keys Beta (exact) beside BETA:\n%s", out)
+	}
+	for _, args := range [][]string{{"keys", "nobody"}, {"keys", "beta"}, {"tenants", "show", "nobody"}} {
+		cmd := command(t, g.URL, "", append([]string{"admin"}, args...)...)
+		cmd.Env = append(cmd.Env, "QLC_ADMIN_KEY="+g.AdminKey)
+		var so, se bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &so, &se
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || so.Len() != 0 || strings.Count(se.String(), "\n") != 1 ||
+			!(strings.Contains(se.String(), "no tenant has the id or name") || strings.Contains(se.String(), "2 tenants are named \"beta\" but for case")) {
+			t.Errorf("qlc admin %v: %v, stdout %q, stderr %q", args, err, so.String(), se.String())
+		}
+	}
 	// A tenant key is not an admin key.
 	_, errs, code := qlc(t, g.URL, g.TenantKey, "", "admin", "tenants")
 	if code != 1 || !strings.Contains(errs, "admin_key_required") || strings.Count(errs, "\n") != 1 {
