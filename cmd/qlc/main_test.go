@@ -537,7 +537,53 @@ func TestOtherCommands(t *testing.T) {
 	if out, err := prof.CombinedOutput(); err != nil || !strings.Contains(string(out), "instant *") {
 		t.Fatalf("profiles from the config file: %v %s", err, out)
 	}
+	// Without QLC_CONFIG the file is in the user's config directory:
+	// $XDG_CONFIG_HOME/qlc/config.json, else ~/.config/qlc/config.json.
+	for _, xdg := range []bool{false, true} {
+		home := t.TempDir()
+		env := []string{"HOME=" + home}
+		dir := filepath.Join(home, ".config")
+		if xdg {
+			dir = filepath.Join(home, "xdg")
+			env = append(env, "XDG_CONFIG_HOME="+dir)
+		}
+		set := exec.Command(qlcBin, "config", "set", "url", g.URL)
+		set.Env = env
+		if out, err := set.CombinedOutput(); err != nil {
+			t.Fatalf("config set (xdg %v): %v %s", xdg, err, out)
+		}
+		setKey := exec.Command(qlcBin, "config", "set", "api_key", g.TenantKey)
+		setKey.Env = env
+		if out, err := setKey.CombinedOutput(); err != nil {
+			t.Fatalf("config set api_key: %v %s", err, out)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "qlc", "config.json")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("config file in the user config dir (xdg %v): %v %v", xdg, fi, err)
+		}
+		prof := exec.Command(qlcBin, "profiles")
+		prof.Env = env
+		if out, err := prof.CombinedOutput(); err != nil || !strings.Contains(string(out), "instant *") {
+			t.Fatalf("profiles from the user config dir (xdg %v): %v %s", xdg, err, out)
+		}
+	}
+	// usage --to: a period that ends before the run has none of it.
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	expect([]string{"usage", "--from", "2020-01-01T00:00:00Z", "--to", future, "--json"}, "", `"run_id": "`+run.ID)
+	if out, errs, code := qlc(t, g.URL, g.TenantKey, "", "usage", "--from", "2020-01-01T00:00:00Z", "--to", "2021-01-01T00:00:00Z", "--json"); code != 0 || strings.Contains(out, run.ID) {
+		t.Errorf("usage --to 2021: exit %d %s, out:\n%s", code, errs, out)
+	}
+	// cancel a running run.
+	live, err := c.CreateRun(context.Background(), client.RunRequest{Query: "a long question", Profile: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect([]string{"cancel", live.ID}, "", "run "+live.ID+" cancelled")
+	if r, err := c.GetRun(context.Background(), live.ID); err != nil || r.Status != "cancelled" {
+		t.Errorf("after qlc cancel: %v %v", r, err)
+	}
 	// Completions come with cobra.
 	expect([]string{"completion", "bash"}, "", "bash completion")
+	expect([]string{"completion", "zsh"}, "", "compdef _qlc qlc")
+	expect([]string{"completion", "fish"}, "", "complete -c qlc")
 	_ = io.Discard
 }
