@@ -609,6 +609,50 @@
     return e.action.startsWith('tenant.') ? tenantName(e.target) : '';
   }
 
+  // ---- local models ----
+
+  // lookLocal asks the gateway to look for model servers on its machine's
+  // loopback now (POST /v1/admin/discover-local) and shows what it found:
+  // each server with its models and the provider that serves from it, or,
+  // for a server found after the gateway started, that a restart adds it.
+  let localSeq = 0;
+  async function lookLocal() {
+    const seq = ++localSeq;
+    const note = $('l-note');
+    note.classList.remove('bad');
+    note.classList.add('muted');
+    note.textContent = 'Looking on this machine\u2019s loopback\u2026';
+    $('l-look').disabled = true;
+    try {
+      const data = await api('POST', '/v1/admin/discover-local');
+      if (seq !== localSeq) return;
+      const servers = data.servers || [];
+      $('l-table').tBodies[0].replaceChildren(...servers.map((s) => el('tr', { 'data-kind': s.kind, 'data-provider': s.provider || '' },
+        el('td', { text: s.title || s.kind }),
+        el('td', { class: 'mono', text: s.base_url }),
+        el('td', { class: 'mono', text: (s.models || []).join(', ') }),
+        el('td', { class: 'mono', text: s.provider || 'new \u2014 a restart adds it' }))));
+      $('l-table').hidden = servers.length === 0;
+      const profiles = data.profiles || [];
+      $('l-profiles').textContent = profiles.length ? 'Local profiles offered now: ' + profiles.join(', ') + '.' : 'No local profiles are offered now.';
+      $('l-profiles').hidden = false;
+      note.textContent = (servers.length === 0 ? 'No model server found on this machine.' :
+        servers.length + (servers.length === 1 ? ' server' : ' servers') + ' found.') +
+        (data.restart_required ? ' A server is new since the gateway started: restart it to add its profiles.' : '') +
+        ' Looked at ' + when(new Date().toISOString()) + '.';
+    } catch (err) {
+      if (seq !== localSeq) return;
+      $('l-table').hidden = true;
+      $('l-profiles').hidden = true;
+      showError(note, err.code === 'local_discovery_off' ?
+        'Looking for local models is off on this gateway (start it with -discover-local, or -local).' : 'Local models: ' + err.message);
+      note.classList.remove('muted');
+      note.classList.add('bad');
+    } finally {
+      if (seq === localSeq) $('l-look').disabled = false;
+    }
+  }
+
   // ---- wiring ----
 
   function init() {
@@ -626,6 +670,7 @@
     $('tenant-form').addEventListener('submit', submitForm);
     for (const id of ['u-range', 'u-group', 'u-metric', 'u-tenant']) $(id).addEventListener('change', refreshUsage);
     $('u-refresh').addEventListener('click', refreshUsage);
+    $('l-look').addEventListener('click', lookLocal);
     $('audit-filters').addEventListener('submit', (ev) => { ev.preventDefault(); refreshAudit(); });
     for (const id of ['a-period', 'a-action', 'a-tenant']) $(id).addEventListener('change', refreshAudit);
     const saved = sessionStorage.getItem(KEY_STORE);
