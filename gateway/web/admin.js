@@ -206,6 +206,7 @@
     if (l.profiles && l.profiles.length) parts.push('profiles: ' + l.profiles.join(', '));
     if (l.weight) parts.push('weight ' + l.weight);
     if (l.max_streams) parts.push(num(l.max_streams) + ' streams/key');
+    if (l.max_profiles) parts.push(num(l.max_profiles) + ' own profiles');
     return parts.join(' · ');
   }
 
@@ -291,6 +292,7 @@
     ['tf-budget', 'token_budget'],
     ['tf-weight', 'weight'],
     ['tf-streams', 'max_streams'],
+    ['tf-max-profiles', 'max_profiles'],
   ];
 
   function openForm(mode, t) {
