@@ -54,9 +54,9 @@ func (a *app) adminCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nt := client.NewTenant{Name: args[0], ID: id}
 			if limits != "" {
-				var l client.Limits
-				if err := json.Unmarshal([]byte(limits), &l); err != nil {
-					return usageErr("--limits: %v", err)
+				l, err := parseLimits(limits)
+				if err != nil {
+					return err
 				}
 				nt.Limits = &l
 			}
@@ -99,9 +99,9 @@ func (a *app) adminCmd() *cobra.Command {
 				p.Name = &name
 			}
 			if limits != "" {
-				var l client.Limits
-				if err := json.Unmarshal([]byte(limits), &l); err != nil {
-					return usageErr("--limits: %v", err)
+				l, err := parseLimits(limits)
+				if err != nil {
+					return err
 				}
 				p.Limits = &l
 			}
@@ -293,4 +293,20 @@ func findTenant(ts []client.Tenant, ref string) (*client.Tenant, error) {
 		ids[i] = t.ID + " (" + t.Name + ")"
 	}
 	return nil, fmt.Errorf("%d tenants are named %q but for case; give an id: %s", len(folded), ref, strings.Join(ids, ", "))
+}
+
+// parseLimits reads --limits: JSON of the API's limits, every field known
+// (a misspelt limit would otherwise be left out, silently, of the set that
+// replaces the tenant's).
+func parseLimits(text string) (client.Limits, error) {
+	var l client.Limits
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return l, usageErr("--limits: %v", err)
+	}
+	if dec.More() {
+		return l, usageErr("--limits: one JSON object")
+	}
+	return l, nil
 }

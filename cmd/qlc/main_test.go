@@ -428,6 +428,26 @@ func TestAdminCommands(t *testing.T) {
 	if out := admin("audit", "--tenant", "Beta", "--action", "key."); !strings.Contains(out, "key.create") || !strings.Contains(out, betaID) {
 		t.Errorf("audit --tenant Beta:\n%s", out)
 	}
+	// Every limit of the API goes through --limits (max_profiles: the
+	// tenant's own profiles), and a misspelt one is a usage error, not a
+	// limit silently left out of the set that replaces the old one.
+	admin("tenants", "update", "Beta", "--limits", `{"requests_per_minute":7,"max_profiles":3}`)
+	if out := admin("tenants", "show", "Beta"); !strings.Contains(out, `"max_profiles": 3`) {
+		t.Errorf("show Beta after max_profiles 3:\n%s", out)
+	}
+	if out := admin("tenants"); !strings.Contains(out, `"max_profiles":3`) {
+		t.Errorf("tenants lacks max_profiles:\n%s", out)
+	}
+	for _, args := range [][]string{{"tenants", "update", "Beta", "--limits", `{"max_profile":3}`}, {"tenants", "create", "Gamma", "--limits", `{"request_per_minute":3}`}} {
+		cmd := command(t, g.URL, "", append([]string{"admin"}, args...)...)
+		cmd.Env = append(cmd.Env, "QLC_ADMIN_KEY="+g.AdminKey)
+		var se bytes.Buffer
+		cmd.Stderr = &se
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(se.String(), "unknown field") {
+			t.Errorf("qlc admin %v: %v %q, want exit 2 naming the unknown field", args, err, se.String())
+		}
+	}
 	// A name that matches nothing, or two tenants but for case, is one
 	// error line, not an empty list; an exact name still wins.
 	admin("tenants", "create", "BETA")
