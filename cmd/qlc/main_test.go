@@ -592,10 +592,23 @@ func TestOtherCommands(t *testing.T) {
 	if out, errs, code := qlc(t, g.URL, g.TenantKey, "", "usage", "--from", "2020-01-01T00:00:00Z", "--to", "2021-01-01T00:00:00Z", "--json"); code != 0 || strings.Contains(out, run.ID) {
 		t.Errorf("usage --to 2021: exit %d %s, out:\n%s", code, errs, out)
 	}
-	// cancel a running run.
+	// runs lists a run in flight first, then the ended ones; cancel ends it.
 	live, err := c.CreateRun(context.Background(), client.RunRequest{Query: "a long question", Profile: "slow"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	out, errs, code := qlc(t, g.URL, g.TenantKey, "", "runs")
+	if lines := strings.Split(out, "\n"); code != 0 || len(lines) < 3 || !strings.HasPrefix(lines[1], live.ID) || !strings.Contains(lines[1], "running") ||
+		!strings.HasPrefix(lines[2], run.ID) || !strings.Contains(lines[2], "completed") {
+		t.Errorf("qlc runs with one run in flight: exit %d %s\n%s", code, errs, out)
+	}
+	out, _, _ = qlc(t, g.URL, g.TenantKey, "", "runs", "--json")
+	var rj struct {
+		InFlight []client.Run         `json:"in_flight"`
+		Ended    []client.UsageRecord `json:"ended"`
+	}
+	if err := json.Unmarshal([]byte(out), &rj); err != nil || len(rj.InFlight) != 1 || rj.InFlight[0].ID != live.ID || len(rj.Ended) != 1 || rj.Ended[0].RunID != run.ID {
+		t.Errorf("qlc runs --json: %v\n%s", err, out)
 	}
 	expect([]string{"cancel", live.ID}, "", "run "+live.ID+" cancelled")
 	if r, err := c.GetRun(context.Background(), live.ID); err != nil || r.Status != "cancelled" {
