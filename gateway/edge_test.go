@@ -840,6 +840,7 @@ func TestEdgeBadInputIsRefusedClearly(t *testing.T) {
 		{name: "cancel a finished run", method: "DELETE", path: "/v1/runs/" + aRun.ID, status: 409, code: "run_finished", mention: "already ended"},
 		{name: "list runs: limit 0", method: "GET", path: "/v1/runs?limit=0", status: 400, code: "invalid_limit", mention: "limit"},
 		{name: "list runs: limit too large", method: "GET", path: "/v1/runs?limit=101", status: 400, code: "invalid_limit", mention: "limit"},
+		{name: "list runs: unknown scope", method: "GET", path: "/v1/runs?scope=everywhere", status: 400, code: "invalid_scope", mention: "scope"},
 		{name: "PUT /v1/runs", method: "PUT", path: "/v1/runs", body: `{}`, status: 404, code: "unknown_endpoint", mention: "PUT"},
 		{name: "PUT a run", method: "PUT", path: "/v1/runs/" + aRun.ID, body: `{}`, status: 404, code: "unknown_endpoint", mention: "PUT"},
 		{name: "no such path", method: "GET", path: "/v1/nothing", status: 404, code: "unknown_endpoint", mention: "/v1/nothing"},
