@@ -1817,6 +1817,37 @@ func (e *Engine) Hub(runID string) (*Hub, error) {
 	return h, nil
 }
 
+// RunsInFlight lists the unfinished runs started through this engine (its
+// hubs) of tenant ("" for every tenant), newest first, at most max (0: all).
+// It holds the engine's lock while it copies the tenant's hubs out (O(hubs
+// kept)), and reads each hub's state after, never holding both locks.
+func (e *Engine) RunsInFlight(tenant string, max int) []*Hub {
+	e.mu.Lock()
+	all := make([]*Hub, 0, 8)
+	for _, h := range e.hubs {
+		if tenant == "" || h.Tenant == tenant {
+			all = append(all, h)
+		}
+	}
+	e.mu.Unlock()
+	out := all[:0]
+	for _, h := range all {
+		if !h.Done() {
+			out = append(out, h)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Hub) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.RunID, b.RunID)
+	})
+	if max > 0 && len(out) > max {
+		out = out[:max]
+	}
+	return out
+}
+
 // Cancel asks a run's coordinator to cancel it. It returns at once; the run's
 // log ends with RunCancelled when the coordinator has stopped its workers
 // (wait with Hub.WaitDone).

@@ -18,6 +18,7 @@ type Limits struct {
 	Profiles          []string `json:"profiles,omitempty"`
 	Weight            int64    `json:"weight,omitempty"`
 	MaxStreams        int64    `json:"max_streams,omitempty"`
+	MaxProfiles       int64    `json:"max_profiles,omitempty"` // profiles the tenant may define itself; 0 = none
 }
 
 // KeyInfo is a key's public record.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -122,6 +123,30 @@ func (c *Client) CreateRun(ctx context.Context, req RunRequest) (*Run, error) {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// RunList is GET /v1/runs: the caller's runs in flight admitted through the
+// gateway that answered (Scope "gateway"), newest first, each without its
+// steps' outputs. Ended runs are in the usage ledger (Usage).
+type RunList struct {
+	Object string `json:"object"`
+	Scope  string `json:"scope"`
+	Data   []Run  `json:"data"`
+}
+
+// RunsInFlight lists the caller's runs in flight (GET /v1/runs), at most
+// limit (0: the gateway's default, 20; at most 100). A gateway older than
+// the endpoint answers an *APIError with code "unknown_endpoint".
+func (c *Client) RunsInFlight(ctx context.Context, limit int) (*RunList, error) {
+	path := "/v1/runs"
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	var l RunList
+	if err := c.do(ctx, "GET", path, nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
 }
 
 // GetRun returns the run resource.

@@ -301,3 +301,49 @@ func TestAdminConsoleUI(t *testing.T) {
 	}
 	b.noProblems(t, "status of 403") // the tenant key's sign-in attempt
 }
+
+// The tenant form covers every limit, among them max_profiles (the tenant's
+// own profiles, off by default): the console shows it, a new tenant can be
+// given it, and editing another limit keeps it (the form replaces the
+// whole set, so a limit the form lacked was silently dropped).
+func TestAdminConsoleOwnProfilesLimit(t *testing.T) {
+	g := startTenantGatewayProfiles(t, consoleProfiles, nil)
+	admin := g.Dev.AdminKey
+	limitsOf := func(id string) store.Limits {
+		t.Helper()
+		var tn consoleTenant
+		if code, _ := call(t, "GET", g.URL+"/v1/admin/tenants/"+id, admin, "", &tn); code != http.StatusOK {
+			t.Fatalf("GET /v1/admin/tenants/%s: HTTP %d", id, code)
+		}
+		return tn.Limits
+	}
+	if code, _ := call(t, "POST", g.URL+"/v1/admin/tenants", admin, `{"id":"own","name":"Own","limits":{"max_profiles":3,"requests_per_minute":10}}`, nil); code != http.StatusCreated {
+		t.Fatalf("create: HTTP %d", code)
+	}
+	b := newUIBrowser(t)
+	b.do(t, "open the console", chromedp.Navigate(g.URL+"/admin"), chromedp.WaitVisible(chromedp.ID("admin-key")))
+	b.do(t, "sign in", chromedp.SendKeys(chromedp.ID("admin-key"), admin), chromedp.Click(chromedp.ID("login-btn")))
+	b.waitFor(t, "the tenant row", `document.querySelector('tr[data-tenant="own"]') !== null`)
+	if row := uiEval[string](t, b, `document.querySelector('tr[data-tenant="own"]').textContent`); !strings.Contains(row, "3 own profiles") {
+		t.Errorf("the tenant row does not show max_profiles: %q", row)
+	}
+	b.do(t, "edit limits", chromedp.Click(chromedp.CSS(`tr[data-tenant="own"] .t-edit`)), chromedp.WaitVisible(chromedp.ID("tf-rpm")))
+	if got := uiEval[string](t, b, `document.getElementById('tf-max-profiles').value`); got != "3" {
+		t.Errorf("the form starts with max_profiles %q, want 3", got)
+	}
+	b.consoleClear(t, "tf-rpm")
+	b.do(t, "raise requests/min", chromedp.SendKeys(chromedp.ID("tf-rpm"), "20"), chromedp.Click(chromedp.ID("tf-submit")))
+	b.waitFor(t, "the form to close", `document.getElementById('tenant-form').hidden`)
+	if l := limitsOf("own"); l.RequestsPerMinute != 20 || l.MaxProfiles != 3 {
+		t.Errorf("after editing requests/min: %+v, want requests_per_minute 20 and max_profiles 3 kept", l)
+	}
+	// A new tenant with own profiles allowed.
+	b.do(t, "open the new tenant form", chromedp.Click(chromedp.ID("tenant-new")), chromedp.WaitVisible(chromedp.ID("tf-name")))
+	b.do(t, "fill it", chromedp.SendKeys(chromedp.ID("tf-name"), "Second"), chromedp.SendKeys(chromedp.ID("tf-id"), "second"),
+		chromedp.SendKeys(chromedp.ID("tf-max-profiles"), "5"), chromedp.Click(chromedp.ID("tf-submit")))
+	b.waitFor(t, "the new key", `!document.getElementById('secret').hidden`)
+	if l := limitsOf("second"); l.MaxProfiles != 5 {
+		t.Errorf("a tenant created with 5 own profiles has %+v", l)
+	}
+	b.noProblems(t)
+}

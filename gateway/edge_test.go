@@ -838,7 +838,10 @@ func TestEdgeBadInputIsRefusedClearly(t *testing.T) {
 		{name: "negative from_seq", method: "GET", path: "/v1/runs/" + aRun.ID + "/events?from_seq=-1", status: 400, code: "invalid_from_seq", mention: "from_seq"},
 		{name: "bad Last-Event-ID", method: "GET", path: "/v1/runs/" + aRun.ID + "/events", hdr: []string{"Last-Event-ID", "x"}, status: 400, code: "invalid_last_event_id", mention: "Last-Event-ID"},
 		{name: "cancel a finished run", method: "DELETE", path: "/v1/runs/" + aRun.ID, status: 409, code: "run_finished", mention: "already ended"},
-		{name: "GET /v1/runs", method: "GET", path: "/v1/runs", status: 404, code: "unknown_endpoint", mention: "/v1/runs"},
+		{name: "list runs: limit 0", method: "GET", path: "/v1/runs?limit=0", status: 400, code: "invalid_limit", mention: "limit"},
+		{name: "list runs: limit too large", method: "GET", path: "/v1/runs?limit=101", status: 400, code: "invalid_limit", mention: "limit"},
+		{name: "list runs: unknown scope", method: "GET", path: "/v1/runs?scope=everywhere", status: 400, code: "invalid_scope", mention: "scope"},
+		{name: "PUT /v1/runs", method: "PUT", path: "/v1/runs", body: `{}`, status: 404, code: "unknown_endpoint", mention: "PUT"},
 		{name: "PUT a run", method: "PUT", path: "/v1/runs/" + aRun.ID, body: `{}`, status: 404, code: "unknown_endpoint", mention: "PUT"},
 		{name: "no such path", method: "GET", path: "/v1/nothing", status: 404, code: "unknown_endpoint", mention: "/v1/nothing"},
 	}

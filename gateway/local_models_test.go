@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/stagework/discover"
 	"github.com/qlc-project/qlc/stagework/openai"
@@ -198,4 +200,77 @@ func TestUILocalModelsInThePicker(t *testing.T) {
 		t.Errorf("picker option quick reads %q", labels["quick"])
 	}
 	b.noProblems(t)
+}
+
+// The admin console looks for local model servers on demand: "Look now"
+// lists the server found at start (with the provider that serves from it)
+// and one started since (a restart adds it), and the local profiles
+// offered; on a gateway that does not look, it says so.
+func TestAdminConsoleLocalModels(t *testing.T) {
+	listModels := func(ids string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte(`{"object":"list","data":[` + ids + `]}`))
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	portOf := func(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }
+	first := listModels(`{"id":"a-7b","owned_by":"vllm"}`)
+	dcfg := discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: portOf(first)}}, Hosts: []string{"127.0.0.1"}}
+	res, err := discover.Discover(context.Background(), dcfg)
+	if err != nil || len(res.Servers) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"},{"id":"c-1b","owned_by":"organization_owner"}`)
+	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
+	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
+		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
+			t.Fatal(err)
+		}
+		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
+			t.Fatal(err)
+		}
+		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
+	})
+	off := startTenantGatewayProfiles(t, "", nil)
+
+	b := newUIBrowser(t)
+	signIn := func(base, admin string) {
+		t.Helper()
+		b.do(t, "open the console", chromedp.Navigate(base+"/admin"), chromedp.WaitVisible(chromedp.ID("admin-key")))
+		b.do(t, "sign in", chromedp.SendKeys(chromedp.ID("admin-key"), admin), chromedp.Click(chromedp.ID("login-btn")))
+		b.waitFor(t, "the console", `!document.getElementById('console').hidden`)
+	}
+	signIn(g.URL, g.Dev.AdminKey)
+	if rows := uiEval[int](t, b, `document.querySelectorAll('#l-table tbody tr').length`); rows != 0 {
+		t.Fatalf("%d local servers shown before looking", rows) // looking is on demand, never at sign-in
+	}
+	b.do(t, "look for local models", chromedp.Click(chromedp.ID("l-look")))
+	b.waitFor(t, "two local servers", `document.querySelectorAll('#l-table tbody tr').length === 2 && !document.getElementById('l-look').disabled`)
+	rows := uiEval[[][]string](t, b, `[...document.querySelectorAll('#l-table tbody tr')].map((tr) => [...tr.cells].map((c) => c.textContent))`)
+	if rows[0][0] != "vLLM" || rows[0][1] != first.URL+"/v1" || rows[0][2] != "a-7b" || rows[0][3] != "local-vllm" {
+		t.Errorf("the server found at start reads %q", rows[0])
+	}
+	if rows[1][0] != "LM Studio" || rows[1][1] != second.URL+"/v1" || rows[1][2] != "b-3b, c-1b" || !strings.Contains(rows[1][3], "restart") {
+		t.Errorf("the server found since reads %q", rows[1])
+	}
+	if got := uiEval[string](t, b, `document.getElementById('l-profiles').textContent`); got != "Local profiles offered now: local." {
+		t.Errorf("profiles line %q", got)
+	}
+	if got := uiEval[string](t, b, `document.getElementById('l-note').textContent`); !strings.Contains(got, "2 servers found.") || !strings.Contains(got, "restart it") {
+		t.Errorf("note %q", got)
+	}
+	b.noProblems(t)
+
+	b.do(t, "sign out", chromedp.Click(chromedp.ID("signout")))
+	signIn(off.URL, off.Dev.AdminKey)
+	b.do(t, "look (discovery off)", chromedp.Click(chromedp.ID("l-look")))
+	b.waitFor(t, "the off note", `document.getElementById('l-note').classList.contains('bad')`)
+	if got := uiEval[string](t, b, `document.getElementById('l-note').textContent`); !strings.Contains(got, "off on this gateway") {
+		t.Errorf("discovery off: note %q", got)
+	}
+	if uiEval[bool](t, b, `!document.getElementById('l-table').hidden`) {
+		t.Error("discovery off: a server table is shown")
+	}
+	b.noProblems(t, "status of 404")
 }

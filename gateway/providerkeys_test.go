@@ -2,19 +2,28 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/gateway/store"
 	"github.com/qlc-project/qlc/internal/sealed"
+	"github.com/qlc-project/qlc/internal/tracing"
 )
 
 // authRecorder is an OpenAI-compatible upstream that records the
@@ -431,5 +440,71 @@ func TestProviderKeyChangeReachesRunsInFlight(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// With tracing on, no span of the PUT, of a run that uses the tenant's key,
+// or of a run whose upstream echoes a wrong key in its error carries the
+// key: names, attributes, status messages, events and their attributes.
+func TestProviderKeyNeverInATrace(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	restore := tracing.Use(tp)
+	defer func() { restore(); _ = tp.Shutdown(context.Background()) }()
+
+	up := newAuthRecorder(t)
+	ring, err := sealed.NewRing(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startBYOKGateway(t, up, ring, &syncBuffer{})
+	a := g.Dev.TenantKey
+	const keyA = "sk-trace-a-3333333333333333333333EFGH"
+	const badKey = "sk-bad-trace-a-44444444444444444444IJKL"
+	if code, body := textCall(t, "PUT", g.URL+"/v1/provider-keys/up", a, fmt.Sprintf(`{"api_key":%q}`, keyA)); code != http.StatusOK {
+		t.Fatalf("PUT: HTTP %d %s", code, body)
+	}
+	runWith(t, g, a, "byok-moa", "why is the sky blue? (traced)", "completed")
+	allEqual(t, "tenant A, moa", up.take(), "Bearer "+keyA)
+	if code, body := textCall(t, "PUT", g.URL+"/v1/provider-keys/up", a, fmt.Sprintf(`{"api_key":%q}`, badKey)); code != http.StatusOK {
+		t.Fatalf("PUT (bad key): HTTP %d %s", code, body)
+	}
+	runWith(t, g, a, "byok", "why is the sky blue? (traced, bad key)", "failed")
+	allEqual(t, "tenant A, bad key", up.take(), "Bearer "+badKey)
+
+	var all strings.Builder
+	attrs := func(kvs []attribute.KeyValue) {
+		for _, kv := range kvs {
+			fmt.Fprintf(&all, " %s=%s", kv.Key, kv.Value.Emit())
+		}
+	}
+	names := map[string]bool{}
+	waitUntil(t, "the runs' attempt spans, and the failed one's error", func() bool {
+		all.Reset()
+		clear(names)
+		errored := false
+		for _, s := range rec.Ended() {
+			names[s.Name()] = true
+			fmt.Fprintf(&all, "%s [%s]", s.Name(), s.Status().Description)
+			errored = errored || (s.Status().Code == codes.Error && strings.Contains(s.Status().Description, "Incorrect API key"))
+			attrs(s.Attributes())
+			for _, ev := range s.Events() {
+				fmt.Fprintf(&all, " event %s", ev.Name)
+				attrs(ev.Attributes)
+			}
+			all.WriteString("\n")
+		}
+		return errored && strings.Contains(all.String(), "gen_ai.")
+	})
+	if !strings.Contains(all.String(), "/v1/provider-keys") {
+		t.Errorf("no span of the PUT (spans: %v)", slices.Sorted(maps.Keys(names)))
+	}
+	for _, key := range []string{keyA, badKey, keyA[len(keyA)-12:], badKey[len(badKey)-12:], "Bearer "} {
+		if strings.Contains(all.String(), key) {
+			t.Errorf("a span carries the key %s…", key[:8])
+		}
+	}
+	if t.Failed() {
+		t.Logf("spans:\n%s", all.String())
 	}
 }

@@ -29,15 +29,19 @@ type usageQuery struct {
 	limit    int
 	series   bool
 	sq       store.SeriesQuery
+	// inFlight asks for the gateway's runs in flight (GET /v1/runs), not
+	// its ledger.
+	inFlight bool
 }
 
 func (q usageQuery) message() *messages.UsageQuery {
 	return &messages.UsageQuery{Tenant: q.tenant, FromUnixMs: q.from.UnixMilli(), ToUnixMs: q.to.UnixMilli(), Limit: int32(q.limit),
-		BucketSeconds: int64(q.sq.Bucket / time.Second), GroupBy: q.sq.GroupBy, Series: q.series}
+		BucketSeconds: int64(q.sq.Bucket / time.Second), GroupBy: q.sq.GroupBy, Series: q.series, InFlight: q.inFlight}
 }
 
 func usageQueryOf(m *messages.UsageQuery) usageQuery {
-	q := usageQuery{tenant: m.Tenant, from: time.UnixMilli(m.FromUnixMs).UTC(), to: time.UnixMilli(m.ToUnixMs).UTC(), limit: int(m.Limit), series: m.Series}
+	q := usageQuery{tenant: m.Tenant, from: time.UnixMilli(m.FromUnixMs).UTC(), to: time.UnixMilli(m.ToUnixMs).UTC(), limit: int(m.Limit), series: m.Series,
+		inFlight: m.InFlight}
 	q.sq = store.SeriesQuery{TenantID: q.tenant, From: q.from, To: q.to, GroupBy: m.GroupBy, Limit: q.limit, Bucket: time.Duration(m.BucketSeconds) * time.Second}
 	return q
 }
@@ -49,6 +53,13 @@ func (s *Server) usageReply(m *messages.UsageQuery) *messages.UsageReply {
 	var rows any
 	var truncated bool
 	var err error
+	if q.inFlight {
+		b, err := json.Marshal(s.runsInFlight(q.tenant, min(max(q.limit, 1), runListMax)))
+		if err != nil {
+			return &messages.UsageReply{Error: err.Error()}
+		}
+		return &messages.UsageReply{Rows: b}
+	}
 	if q.series {
 		rows, truncated, err = s.tenancy.Store().UsageSeries(q.sq)
 	} else {

@@ -59,7 +59,10 @@ func TestUsageQueryRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(back, q) {
 		t.Fatalf("round trip: %+v, want %+v", back, q)
 	}
-	if m := (usageQuery{tenant: "t", from: from, to: to, limit: 3}).message(); m.Series || m.BucketSeconds != 0 || m.GroupBy != "" {
+	if in := (usageQuery{tenant: "t", limit: 7, inFlight: true}); !usageQueryOf(in.message()).inFlight {
+		t.Fatal("in_flight lost on the way")
+	}
+	if m := (usageQuery{tenant: "t", from: from, to: to, limit: 3}).message(); m.Series || m.BucketSeconds != 0 || m.GroupBy != "" || m.InFlight {
 		t.Fatalf("records query as %v", m)
 	}
 }

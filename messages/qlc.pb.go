@@ -6120,6 +6120,11 @@ type UsageQuery struct {
 	BucketSeconds int64                  `protobuf:"varint,5,opt,name=bucket_seconds,json=bucketSeconds,proto3" json:"bucket_seconds,omitempty"` // 0: records (not a series)
 	GroupBy       string                 `protobuf:"bytes,6,opt,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
 	Series        bool                   `protobuf:"varint,7,opt,name=series,proto3" json:"series,omitempty"` // bucket or group_by was asked for
+	// in_flight asks for the asked gateway's runs in flight of tenant (at
+	// most limit) instead of its ledger: GET /v1/runs through any gateway
+	// lists the runs of every gateway. The reply's rows are JSON, the
+	// gateway's run list items.
+	InFlight      bool `protobuf:"varint,145,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6199,6 +6204,13 @@ func (x *UsageQuery) GetGroupBy() string {
 func (x *UsageQuery) GetSeries() bool {
 	if x != nil {
 		return x.Series
+	}
+	return false
+}
+
+func (x *UsageQuery) GetInFlight() bool {
+	if x != nil {
+		return x.InFlight
 	}
 	return false
 }
@@ -6831,7 +6843,7 @@ const file_qlc_proto_rawDesc = "" +
 	"\rRunSuperseded\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xd4\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xf2\x01\n" +
 	"\n" +
 	"UsageQuery\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12 \n" +
@@ -6842,7 +6854,8 @@ const file_qlc_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12%\n" +
 	"\x0ebucket_seconds\x18\x05 \x01(\x03R\rbucketSeconds\x12\x19\n" +
 	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x16\n" +
-	"\x06series\x18\a \x01(\bR\x06series\"T\n" +
+	"\x06series\x18\a \x01(\bR\x06series\x12\x1c\n" +
+	"\tin_flight\x18\x91\x01 \x01(\bR\binFlight\"T\n" +
 	"\n" +
 	"UsageReply\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\fR\x04rows\x12\x1c\n" +

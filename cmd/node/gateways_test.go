@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,6 +116,36 @@ func TestAnyGatewayServesEveryRun(t *testing.T) {
 		t.Fatalf("POST: %d %v", code, v)
 	}
 	slow := v["id"].(string)
+	// Listed as in flight through B, which neither admitted nor follows it
+	// (B asks A), and not in B's own list.
+	listed := func(path string) (ids []string, gateways float64) {
+		t.Helper()
+		resp, err := http.Get(gwB + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s through B: %v %v", path, resp, err)
+		}
+		defer resp.Body.Close()
+		var l struct {
+			Gateways float64 `json:"gateways"`
+			Data     []struct{ ID, Status string }
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range l.Data {
+			if r.Status != "running" {
+				t.Fatalf("GET %s lists %s as %s", path, r.ID, r.Status)
+			}
+			ids = append(ids, r.ID)
+		}
+		return ids, l.Gateways
+	}
+	if ids, n := listed("/v1/runs"); !slices.Equal(ids, []string{slow}) || n != 2 {
+		t.Fatalf("runs in flight through B: %v from %v gateways; want only %s, from 2", ids, n, slow)
+	}
+	if ids, _ := listed("/v1/runs?scope=gateway"); len(ids) != 0 {
+		t.Fatalf("B's own runs in flight: %v, want none", ids)
+	}
 	endA := make(chan map[string]any, 1)
 	go func() { endA <- streamEvents(t, gwA, slow, nil) }()
 	if code, v := getRunVia(t, gwB, "GET", slow); code != 200 || v["status"] != "running" {

@@ -54,9 +54,9 @@ func (a *app) adminCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nt := client.NewTenant{Name: args[0], ID: id}
 			if limits != "" {
-				var l client.Limits
-				if err := json.Unmarshal([]byte(limits), &l); err != nil {
-					return usageErr("--limits: %v", err)
+				l, err := parseLimits(limits)
+				if err != nil {
+					return err
 				}
 				nt.Limits = &l
 			}
@@ -75,16 +75,16 @@ func (a *app) adminCmd() *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&id, "id", "", "tenant id (default: made from the name)")
+	create.Flags().StringVar(&id, "id", "", `tenant id (default: a random "t_…"); other commands take the id or the name`)
 	create.Flags().StringVar(&limits, "limits", "", `limits as JSON, e.g. '{"requests_per_minute":60}'`)
 	show := &cobra.Command{
-		Use: "show TENANT_ID", Short: "Show a tenant with its limits and keys", Args: exactArgs(1, "a tenant id"),
+		Use: "show TENANT", Short: "Show a tenant (id or name) with its limits and keys", Args: exactArgs(1, "a tenant id or name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(true)
 			if err != nil {
 				return err
 			}
-			t, err := c.AdminTenant(a.ctx, args[0])
+			t, err := a.tenant(c, args[0])
 			if err != nil {
 				return err
 			}
@@ -92,16 +92,16 @@ func (a *app) adminCmd() *cobra.Command {
 		},
 	}
 	update := &cobra.Command{
-		Use: "update TENANT_ID", Short: "Rename a tenant or replace its limits", Args: exactArgs(1, "a tenant id"),
+		Use: "update TENANT", Short: "Rename a tenant (id or name) or replace its limits", Args: exactArgs(1, "a tenant id or name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var p client.TenantPatch
 			if cmd.Flags().Changed("name") {
 				p.Name = &name
 			}
 			if limits != "" {
-				var l client.Limits
-				if err := json.Unmarshal([]byte(limits), &l); err != nil {
-					return usageErr("--limits: %v", err)
+				l, err := parseLimits(limits)
+				if err != nil {
+					return err
 				}
 				p.Limits = &l
 			}
@@ -112,7 +112,11 @@ func (a *app) adminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, err := c.AdminUpdateTenant(a.ctx, args[0], p)
+			cur, err := a.tenant(c, args[0])
+			if err != nil {
+				return err
+			}
+			t, err := c.AdminUpdateTenant(a.ctx, cur.ID, p)
 			if err != nil {
 				return err
 			}
@@ -124,11 +128,11 @@ func (a *app) adminCmd() *cobra.Command {
 	tenants.AddCommand(create, show, update)
 
 	keys := &cobra.Command{
-		Use:   "keys [TENANT_ID]",
-		Short: "List keys (subcommands: create, revoke)",
+		Use:   "keys [TENANT]",
+		Short: "List keys, of one tenant (id or name) or all (subcommands: create, revoke)",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
-				return usageErr("keys takes at most a tenant id")
+				return usageErr("keys takes at most a tenant id or name")
 			}
 			return nil
 		},
@@ -145,11 +149,15 @@ func (a *app) adminCmd() *cobra.Command {
 				Tenant string `json:"tenant"`
 				client.KeyInfo
 			}
+			if len(args) == 1 {
+				t, err := findTenant(ts, args[0])
+				if err != nil {
+					return err
+				}
+				ts = []client.Tenant{*t}
+			}
 			var rows []row
 			for _, t := range ts {
-				if len(args) == 1 && t.ID != args[0] {
-					continue
-				}
 				for _, k := range t.Keys {
 					rows = append(rows, row{t.ID, k})
 				}
@@ -166,13 +174,17 @@ func (a *app) adminCmd() *cobra.Command {
 		},
 	}
 	keys.AddCommand(&cobra.Command{
-		Use: "create TENANT_ID", Short: "Issue a new key for a tenant (shown only now)", Args: exactArgs(1, "a tenant id"),
+		Use: "create TENANT", Short: "Issue a new key for a tenant (id or name; shown only now)", Args: exactArgs(1, "a tenant id or name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(true)
 			if err != nil {
 				return err
 			}
-			k, err := c.AdminCreateKey(a.ctx, args[0])
+			t, err := a.tenant(c, args[0])
+			if err != nil {
+				return err
+			}
+			k, err := c.AdminCreateKey(a.ctx, t.ID)
 			if err != nil {
 				return err
 			}
@@ -206,7 +218,15 @@ func (a *app) adminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			es, err := c.AdminAuditFind(a.ctx, aq)
+			q := aq
+			if q.Tenant != "" {
+				t, err := a.tenant(c, q.Tenant)
+				if err != nil {
+					return err
+				}
+				q.Tenant = t.ID
+			}
+			es, err := c.AdminAuditFind(a.ctx, q)
 			if err != nil {
 				return err
 			}
@@ -226,9 +246,67 @@ func (a *app) adminCmd() *cobra.Command {
 	audit.Flags().StringVar(&aq.Actor, "actor", "", "only this admin key id's changes")
 	audit.Flags().StringVar(&aq.Action, "action", "", `only this action ("key.revoke"), or a prefix ending in a dot ("key.")`)
 	audit.Flags().StringVar(&aq.Target, "target", "", "only this target (a tenant id, or a key id)")
-	audit.Flags().StringVar(&aq.Tenant, "tenant", "", "only entries about this tenant and its keys")
+	audit.Flags().StringVar(&aq.Tenant, "tenant", "", "only entries about this tenant (id or name) and its keys")
 	audit.Flags().IntVar(&aq.Limit, "limit", 0, "at most this many entries (default: the API's, 10000)")
 	audit.Flags().BoolVar(&aq.NewestFirst, "newest", false, "newest first (with --limit: the newest entries)")
 	c.AddCommand(tenants, keys, audit)
 	return c
+}
+
+// tenant finds the tenant ref names: its id, else its name (see findTenant).
+func (a *app) tenant(c *client.Client, ref string) (*client.Tenant, error) {
+	ts, err := c.AdminTenants(a.ctx)
+	if err != nil {
+		return nil, err
+	}
+	return findTenant(ts, ref)
+}
+
+// findTenant is the tenant whose id is ref, else the one whose name is ref,
+// else the one whose name is ref but for case: `qlc admin tenants create
+// acme` makes a tenant with a random id, and the next command a user types
+// says "acme". No match, or two names differing only by case, is an error
+// naming what to use, never a silently empty answer.
+func findTenant(ts []client.Tenant, ref string) (*client.Tenant, error) {
+	var folded []*client.Tenant
+	for i := range ts {
+		if ts[i].ID == ref {
+			return &ts[i], nil
+		}
+	}
+	for i := range ts {
+		if ts[i].Name == ref {
+			return &ts[i], nil
+		}
+		if strings.EqualFold(ts[i].Name, ref) {
+			folded = append(folded, &ts[i])
+		}
+	}
+	switch len(folded) {
+	case 1:
+		return folded[0], nil
+	case 0:
+		return nil, fmt.Errorf("no tenant has the id or name %q (qlc admin tenants lists them)", ref)
+	}
+	ids := make([]string, len(folded))
+	for i, t := range folded {
+		ids[i] = t.ID + " (" + t.Name + ")"
+	}
+	return nil, fmt.Errorf("%d tenants are named %q but for case; give an id: %s", len(folded), ref, strings.Join(ids, ", "))
+}
+
+// parseLimits reads --limits: JSON of the API's limits, every field known
+// (a misspelt limit would otherwise be left out, silently, of the set that
+// replaces the tenant's).
+func parseLimits(text string) (client.Limits, error) {
+	var l client.Limits
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return l, usageErr("--limits: %v", err)
+	}
+	if dec.More() {
+		return l, usageErr("--limits: one JSON object")
+	}
+	return l, nil
 }

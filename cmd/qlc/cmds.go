@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -22,20 +23,30 @@ func when(t time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05")
 }
 
-// runsCmd lists recent runs. The API has no list of runs; the usage ledger
-// has every ended run of the tenant with its status and cost, so that is
-// what it shows (a run still going is not listed until it ends).
+// runsCmd lists recent runs: those in flight (GET /v1/runs, the runs the
+// answering gateway admitted, with their tokens so far) first, then the
+// ended ones from the usage ledger with their status and cost.
 func (a *app) runsCmd() *cobra.Command {
 	var n int
 	var from string
 	c := &cobra.Command{
 		Use:   "runs",
-		Short: "Recent ended runs with status and cost (from the usage ledger)",
+		Short: "Recent runs: in flight, then ended ones with status and cost",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(false)
 			if err != nil {
 				return err
+			}
+			var live []client.Run
+			l, err := c.RunsInFlight(a.ctx, 100)
+			var ae *client.APIError
+			switch {
+			case errors.As(err, &ae) && ae.Code == "unknown_endpoint": // a gateway without the list: ended runs only
+			case err != nil:
+				return err
+			default:
+				live = l.Data
 			}
 			u, err := c.Usage(a.ctx, client.UsageQuery{From: from})
 			if err != nil {
@@ -43,14 +54,28 @@ func (a *app) runsCmd() *cobra.Command {
 			}
 			recs := u.Data
 			sort.SliceStable(recs, func(i, j int) bool { return recs[i].AdmittedAt.After(recs[j].AdmittedAt) })
-			if n > 0 && len(recs) > n {
-				recs = recs[:n]
+			if n > 0 && len(live) > n {
+				live = live[:n]
+			}
+			if n > 0 && len(recs) > n-len(live) {
+				recs = recs[:n-len(live)]
 			}
 			if a.jsonOut {
-				return a.printJSON(recs)
+				return a.printJSON(struct {
+					InFlight []client.Run         `json:"in_flight"`
+					Ended    []client.UsageRecord `json:"ended"`
+				}{append([]client.Run{}, live...), append([]client.UsageRecord{}, recs...)})
 			}
 			tw := a.table()
 			fmt.Fprintln(tw, "RUN\tPROFILE\tSTATUS\tTOKENS\tCOST\tSTARTED\tDURATION")
+			for _, r := range live {
+				var tokens int64
+				if r.Usage != nil {
+					tokens = r.Usage.TotalTokens
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Profile, r.Status, tokens, "-",
+					when(r.CreatedAt), time.Since(r.CreatedAt).Round(time.Second).String()+" so far")
+			}
 			for _, r := range recs {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t$%.6f\t%s\t%s\n", r.RunID, r.Profile, r.Status, r.TotalTokens, r.CostUSD,
 					when(r.AdmittedAt), (time.Duration(r.DurationMs) * time.Millisecond).String())

@@ -409,6 +409,62 @@ func TestAdminCommands(t *testing.T) {
 		!strings.Contains(lines[2], "key.create") || strings.Contains(out, "tenant.") {
 		t.Errorf("audit of acme's keys, newest first:\n%s", out)
 	}
+	// A tenant made without --id (a random id, as the README's example
+	// does) is found by its name in every command that takes a tenant.
+	out = admin("tenants", "create", "Beta")
+	m = regexp.MustCompile(`tenant  (\S+)\nkey_id  (\S+)`).FindStringSubmatch(out)
+	if m == nil || m[1] == "Beta" {
+		t.Fatalf("create Beta printed %q", out)
+	}
+	betaID, betaKey := m[1], m[2]
+	if out := admin("keys", "beta"); !strings.Contains(out, betaKey) || !strings.Contains(out, betaID) || strings.Contains(out, keyID) {
+		t.Errorf("keys beta:\n%s", out)
+	}
+	admin("keys", "create", "Beta")
+	admin("tenants", "update", "Beta", "--limits", `{"requests_per_minute":7}`)
+	if out := admin("tenants", "show", "Beta"); !strings.Contains(out, `"id": "`+betaID) || !strings.Contains(out, `"requests_per_minute": 7`) {
+		t.Errorf("show Beta after update:\n%s", out)
+	}
+	if out := admin("audit", "--tenant", "Beta", "--action", "key."); !strings.Contains(out, "key.create") || !strings.Contains(out, betaID) {
+		t.Errorf("audit --tenant Beta:\n%s", out)
+	}
+	// Every limit of the API goes through --limits (max_profiles: the
+	// tenant's own profiles), and a misspelt one is a usage error, not a
+	// limit silently left out of the set that replaces the old one.
+	admin("tenants", "update", "Beta", "--limits", `{"requests_per_minute":7,"max_profiles":3}`)
+	if out := admin("tenants", "show", "Beta"); !strings.Contains(out, `"max_profiles": 3`) {
+		t.Errorf("show Beta after max_profiles 3:\n%s", out)
+	}
+	if out := admin("tenants"); !strings.Contains(out, `"max_profiles":3`) {
+		t.Errorf("tenants lacks max_profiles:\n%s", out)
+	}
+	for _, args := range [][]string{{"tenants", "update", "Beta", "--limits", `{"max_profile":3}`}, {"tenants", "create", "Gamma", "--limits", `{"request_per_minute":3}`}} {
+		cmd := command(t, g.URL, "", append([]string{"admin"}, args...)...)
+		cmd.Env = append(cmd.Env, "QLC_ADMIN_KEY="+g.AdminKey)
+		var se bytes.Buffer
+		cmd.Stderr = &se
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(se.String(), "unknown field") {
+			t.Errorf("qlc admin %v: %v %q, want exit 2 naming the unknown field", args, err, se.String())
+		}
+	}
+	// A name that matches nothing, or two tenants but for case, is one
+	// error line, not an empty list; an exact name still wins.
+	admin("tenants", "create", "BETA")
+	if out := admin("keys", "Beta"); !strings.Contains(out, betaID) {
+		t.Errorf("keys Beta (exact) beside BETA:\n%s", out)
+	}
+	for _, args := range [][]string{{"keys", "nobody"}, {"keys", "beta"}, {"tenants", "show", "nobody"}} {
+		cmd := command(t, g.URL, "", append([]string{"admin"}, args...)...)
+		cmd.Env = append(cmd.Env, "QLC_ADMIN_KEY="+g.AdminKey)
+		var so, se bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &so, &se
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || so.Len() != 0 || strings.Count(se.String(), "\n") != 1 ||
+			!(strings.Contains(se.String(), "no tenant has the id or name") || strings.Contains(se.String(), "2 tenants are named \"beta\" but for case")) {
+			t.Errorf("qlc admin %v: %v, stdout %q, stderr %q", args, err, so.String(), se.String())
+		}
+	}
 	// A tenant key is not an admin key.
 	_, errs, code := qlc(t, g.URL, g.TenantKey, "", "admin", "tenants")
 	if code != 1 || !strings.Contains(errs, "admin_key_required") || strings.Count(errs, "\n") != 1 {
@@ -501,7 +557,66 @@ func TestOtherCommands(t *testing.T) {
 	if out, err := prof.CombinedOutput(); err != nil || !strings.Contains(string(out), "instant *") {
 		t.Fatalf("profiles from the config file: %v %s", err, out)
 	}
+	// Without QLC_CONFIG the file is in the user's config directory:
+	// $XDG_CONFIG_HOME/qlc/config.json, else ~/.config/qlc/config.json.
+	for _, xdg := range []bool{false, true} {
+		home := t.TempDir()
+		env := []string{"HOME=" + home}
+		dir := filepath.Join(home, ".config")
+		if xdg {
+			dir = filepath.Join(home, "xdg")
+			env = append(env, "XDG_CONFIG_HOME="+dir)
+		}
+		set := exec.Command(qlcBin, "config", "set", "url", g.URL)
+		set.Env = env
+		if out, err := set.CombinedOutput(); err != nil {
+			t.Fatalf("config set (xdg %v): %v %s", xdg, err, out)
+		}
+		setKey := exec.Command(qlcBin, "config", "set", "api_key", g.TenantKey)
+		setKey.Env = env
+		if out, err := setKey.CombinedOutput(); err != nil {
+			t.Fatalf("config set api_key: %v %s", err, out)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "qlc", "config.json")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("config file in the user config dir (xdg %v): %v %v", xdg, fi, err)
+		}
+		prof := exec.Command(qlcBin, "profiles")
+		prof.Env = env
+		if out, err := prof.CombinedOutput(); err != nil || !strings.Contains(string(out), "instant *") {
+			t.Fatalf("profiles from the user config dir (xdg %v): %v %s", xdg, err, out)
+		}
+	}
+	// usage --to: a period that ends before the run has none of it.
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	expect([]string{"usage", "--from", "2020-01-01T00:00:00Z", "--to", future, "--json"}, "", `"run_id": "`+run.ID)
+	if out, errs, code := qlc(t, g.URL, g.TenantKey, "", "usage", "--from", "2020-01-01T00:00:00Z", "--to", "2021-01-01T00:00:00Z", "--json"); code != 0 || strings.Contains(out, run.ID) {
+		t.Errorf("usage --to 2021: exit %d %s, out:\n%s", code, errs, out)
+	}
+	// runs lists a run in flight first, then the ended ones; cancel ends it.
+	live, err := c.CreateRun(context.Background(), client.RunRequest{Query: "a long question", Profile: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := qlc(t, g.URL, g.TenantKey, "", "runs")
+	if lines := strings.Split(out, "\n"); code != 0 || len(lines) < 3 || !strings.HasPrefix(lines[1], live.ID) || !strings.Contains(lines[1], "running") ||
+		!strings.HasPrefix(lines[2], run.ID) || !strings.Contains(lines[2], "completed") {
+		t.Errorf("qlc runs with one run in flight: exit %d %s\n%s", code, errs, out)
+	}
+	out, _, _ = qlc(t, g.URL, g.TenantKey, "", "runs", "--json")
+	var rj struct {
+		InFlight []client.Run         `json:"in_flight"`
+		Ended    []client.UsageRecord `json:"ended"`
+	}
+	if err := json.Unmarshal([]byte(out), &rj); err != nil || len(rj.InFlight) != 1 || rj.InFlight[0].ID != live.ID || len(rj.Ended) != 1 || rj.Ended[0].RunID != run.ID {
+		t.Errorf("qlc runs --json: %v\n%s", err, out)
+	}
+	expect([]string{"cancel", live.ID}, "", "run "+live.ID+" cancelled")
+	if r, err := c.GetRun(context.Background(), live.ID); err != nil || r.Status != "cancelled" {
+		t.Errorf("after qlc cancel: %v %v", r, err)
+	}
 	// Completions come with cobra.
 	expect([]string{"completion", "bash"}, "", "bash completion")
+	expect([]string{"completion", "zsh"}, "", "compdef _qlc qlc")
+	expect([]string{"completion", "fish"}, "", "complete -c qlc")
 	_ = io.Discard
 }

@@ -206,6 +206,7 @@
     if (l.profiles && l.profiles.length) parts.push('profiles: ' + l.profiles.join(', '));
     if (l.weight) parts.push('weight ' + l.weight);
     if (l.max_streams) parts.push(num(l.max_streams) + ' streams/key');
+    if (l.max_profiles) parts.push(num(l.max_profiles) + ' own profiles');
     return parts.join(' · ');
   }
 
@@ -291,6 +292,7 @@
     ['tf-budget', 'token_budget'],
     ['tf-weight', 'weight'],
     ['tf-streams', 'max_streams'],
+    ['tf-max-profiles', 'max_profiles'],
   ];
 
   function openForm(mode, t) {
@@ -609,6 +611,50 @@
     return e.action.startsWith('tenant.') ? tenantName(e.target) : '';
   }
 
+  // ---- local models ----
+
+  // lookLocal asks the gateway to look for model servers on its machine's
+  // loopback now (POST /v1/admin/discover-local) and shows what it found:
+  // each server with its models and the provider that serves from it, or,
+  // for a server found after the gateway started, that a restart adds it.
+  let localSeq = 0;
+  async function lookLocal() {
+    const seq = ++localSeq;
+    const note = $('l-note');
+    note.classList.remove('bad');
+    note.classList.add('muted');
+    note.textContent = 'Looking on this machine\u2019s loopback\u2026';
+    $('l-look').disabled = true;
+    try {
+      const data = await api('POST', '/v1/admin/discover-local');
+      if (seq !== localSeq) return;
+      const servers = data.servers || [];
+      $('l-table').tBodies[0].replaceChildren(...servers.map((s) => el('tr', { 'data-kind': s.kind, 'data-provider': s.provider || '' },
+        el('td', { text: s.title || s.kind }),
+        el('td', { class: 'mono', text: s.base_url }),
+        el('td', { class: 'mono', text: (s.models || []).join(', ') }),
+        el('td', { class: 'mono', text: s.provider || 'new \u2014 a restart adds it' }))));
+      $('l-table').hidden = servers.length === 0;
+      const profiles = data.profiles || [];
+      $('l-profiles').textContent = profiles.length ? 'Local profiles offered now: ' + profiles.join(', ') + '.' : 'No local profiles are offered now.';
+      $('l-profiles').hidden = false;
+      note.textContent = (servers.length === 0 ? 'No model server found on this machine.' :
+        servers.length + (servers.length === 1 ? ' server' : ' servers') + ' found.') +
+        (data.restart_required ? ' A server is new since the gateway started: restart it to add its profiles.' : '') +
+        ' Looked at ' + when(new Date().toISOString()) + '.';
+    } catch (err) {
+      if (seq !== localSeq) return;
+      $('l-table').hidden = true;
+      $('l-profiles').hidden = true;
+      showError(note, err.code === 'local_discovery_off' ?
+        'Looking for local models is off on this gateway (start it with -discover-local, or -local).' : 'Local models: ' + err.message);
+      note.classList.remove('muted');
+      note.classList.add('bad');
+    } finally {
+      if (seq === localSeq) $('l-look').disabled = false;
+    }
+  }
+
   // ---- wiring ----
 
   function init() {
@@ -626,6 +672,7 @@
     $('tenant-form').addEventListener('submit', submitForm);
     for (const id of ['u-range', 'u-group', 'u-metric', 'u-tenant']) $(id).addEventListener('change', refreshUsage);
     $('u-refresh').addEventListener('click', refreshUsage);
+    $('l-look').addEventListener('click', lookLocal);
     $('audit-filters').addEventListener('submit', (ev) => { ev.preventDefault(); refreshAudit(); });
     for (const id of ['a-period', 'a-action', 'a-tenant']) $(id).addEventListener('change', refreshAudit);
     const saved = sessionStorage.getItem(KEY_STORE);
