@@ -29,7 +29,8 @@ type report struct {
 	examples                                    []string
 	recovery                                    []time.Duration
 	resumes                                     []time.Duration
-	slowest                                     string // the run with the longest recovery
+	made                                        []time.Duration // fault → the redo event's own time
+	slowest                                     string          // the run with the longest recovery
 	slowestRec                                  time.Duration
 	unrecovered                                 int
 	restartGaps                                 []time.Duration
@@ -89,6 +90,7 @@ func (r *report) add(results []*runResult) {
 			}
 		}
 		r.resumes = append(r.resumes, x.resumes...)
+		r.made = append(r.made, x.made...)
 		r.unrecovered += x.lostFault
 		r.restartGaps = append(r.restartGaps, x.restartGaps...)
 		r.restarts += x.restarts
@@ -196,6 +198,9 @@ func (r *report) write(w io.Writer) {
 		row("slowest recovery", fmt.Sprintf("%s (%s)", r.slowest, ms(r.slowestRec)))
 	}
 	row("fault → the run's redo event (stage_restarted / stage_started) (p50 / p99 / max)", dist(r.resumes))
+	if len(r.made) > 0 {
+		row("fault → the redo event's time stamp, when its coordinator logged it (same clock on one host) (p50 / p99 / max)", dist(r.made))
+	}
 	if r.unrecovered > 0 {
 		row("affected runs that ended with no new token", fmt.Sprint(r.unrecovered))
 	}
