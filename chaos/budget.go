@@ -27,10 +27,12 @@ const (
 	budgetWorkers = 2
 	budgetRuns    = 24 // a tenant's budget: this many runs' reservations
 	budgetRotate  = 8  // refusals for the budget in a row: next tenant
-	budgetPaceMin = 300 * time.Millisecond
-	budgetPaceMax = 600 * time.Millisecond
 	budgetTenants = 64 // at most this many tenants per scenario
 )
+
+// budgetPace bounds a budget client's wait between two posts (a variable:
+// the tests run it faster).
+var budgetPace = [2]time.Duration{300 * time.Millisecond, 600 * time.Millisecond}
 
 // budgetProfile is the profile the budget load runs: four short stages on a
 // slow simulated model (about 4 s, 8 tokens a stage), so its runs hold
@@ -195,7 +197,7 @@ func (b *budgetLoad) work(ctx context.Context, rng *rand.Rand) {
 				b.progress("%v", err)
 			}
 		}
-		sleep(ctx, budgetPaceMin+time.Duration(rng.Int64N(int64(budgetPaceMax-budgetPaceMin))))
+		sleep(ctx, budgetPace[0]+time.Duration(rng.Int64N(int64(budgetPace[1]-budgetPace[0]))))
 	}
 }
 
