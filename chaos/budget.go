@@ -25,7 +25,7 @@ import (
 
 const (
 	budgetWorkers = 2
-	budgetRuns    = 24 // a tenant's budget: this many runs' reservations
+	budgetRuns    = 16 // a tenant's budget: this many runs' reservations
 	budgetRotate  = 8  // refusals for the budget in a row: next tenant
 	budgetTenants = 64 // at most this many tenants per scenario
 )
@@ -34,13 +34,13 @@ const (
 // the tests run it faster).
 var budgetPace = [2]time.Duration{300 * time.Millisecond, 600 * time.Millisecond}
 
-// budgetProfile is the profile the budget load runs: four short stages on a
-// slow simulated model (about 4 s, 8 tokens a stage), so its runs hold
-// their reservations for a while and cost the nodes little.
+// budgetProfile is the profile the budget load runs: four short stages
+// (4 tokens 50 ms apart each, about 1.2 s a run), so its runs cost the
+// nodes little beside the scenario's load.
 const budgetProfile = `
   budget:
-    description: Four short stages on a slow simulated model (about 4 s); the budget check's load.
-    provider: slow
+    description: Four short stages of 4 tokens (about 1.2 s); the budget check's load.
+    provider: quick
     stages:
       generator: {model: sim-a, max_tokens: 10}
       refiner:   {model: sim-a, max_tokens: 10}

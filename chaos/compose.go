@@ -366,10 +366,11 @@ type composeCluster struct {
 	cc            []string // the compose CLI
 	progress      func(format string, args ...any)
 
-	file    string            // the scenario's compose file, once written
-	network string            // the compose network the cluster talks on
-	ops     map[string]string // service → its published 127.0.0.1 address (node: ops port; gateway: API)
-	upped   bool              // `up` was run: shutdown takes the project down
+	file     string            // the scenario's compose file, once written
+	network  string            // the compose network the cluster talks on
+	ops      map[string]string // service → its published 127.0.0.1 address (node: ops port; gateway: API)
+	innerOps map[string]string // node service → its ops port inside the container (QLC_OPS_ADDR's)
+	upped    bool              // `up` was run: shutdown takes the project down
 
 	roster                           // its mu guards the fields below too; nodes: live incarnations, oldest first
 	incarnations map[string]int      // service → incarnations started
@@ -487,6 +488,16 @@ func (c *composeCluster) start(_ context.Context, scenario string, nodes int) (s
 	}
 	if len(layout.nodes) != nodes {
 		return nil, fmt.Errorf("chaos: docker-compose.yml has %d node services; -nodes must be %d with -backend compose", len(layout.nodes), len(layout.nodes))
+	}
+	if _, services, err := readCompose([]byte(resolved)); err == nil {
+		c.innerOps = map[string]string{}
+		for _, n := range layout.nodes {
+			if svc, ok := services[n].(map[string]any); ok {
+				if port, err := envPort(serviceEnv(svc), "QLC_OPS_ADDR"); err == nil {
+					c.innerOps[n] = strconv.Itoa(port)
+				}
+			}
+		}
 	}
 	plan := composePlan{key: key, adminKey: adminKey, profiles: c.profiles, ports: map[string]int{}}
 	for _, s := range append(slices.Clone(layout.nodes), layout.gateway) {
@@ -773,7 +784,15 @@ func (c *composeCluster) cut(p *proc) (time.Time, error) {
 	if err != nil {
 		return time.Now(), err
 	}
-	pr := startCutProbe("http://" + p.ops + "/readyz")
+	// The node's ops port at its address on the compose network, from this
+	// host (which has an address on every bridge network): what the cut
+	// takes away. Its published port may stop answering earlier (docker
+	// drops the port mapping first).
+	target := p.ops
+	if inner, ok := c.innerOps[p.service]; ok && ip != "" {
+		target = net.JoinHostPort(ip, inner)
+	}
+	pr := startCutProbe("http://" + target + "/readyz")
 	at := time.Now()
 	_, err = docker(20*time.Second, "network", "disconnect", c.network, p.container)
 	ret := time.Now()

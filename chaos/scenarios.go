@@ -31,7 +31,7 @@ providers:
   cutting: {kind: sim, sim: {%[1]s, cut_rate: %[2]g, cut_after: 40, error_rate: %[4]g, error_kind: connection}}
   hanging: {kind: sim, sim: {%[1]s, %[5]s error_rate: %[4]g, error_kind: timeout}}
   long:    {kind: sim, sim: {ttft: 50ms, ttft_jitter: 20ms, itl: 10ms, itl_jitter: 3ms, output_tokens: 150}}
-  slow:    {kind: sim, sim: {ttft: 100ms, ttft_jitter: 20ms, itl: 100ms, itl_jitter: 10ms, output_tokens: 8}}
+  quick:   {kind: sim, sim: {ttft: 50ms, ttft_jitter: 20ms, itl: 50ms, itl_jitter: 10ms, output_tokens: 4}}
 profiles:
   steady:
     description: Every stage on a healthy simulated model; about 3 s a run.
