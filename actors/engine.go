@@ -1020,6 +1020,13 @@ func (e *Engine) nodeLost(addr string) int {
 	return len(lost)
 }
 
+// moveRetryFor bounds how long a moved run is offered again, every
+// moveRetryEvery, while no node takes it (moveRun).
+const (
+	moveRetryFor   = 3 * time.Second
+	moveRetryEvery = 50 * time.Millisecond
+)
+
 // maxFailovers bounds how often one run moves: a run that kills every node
 // it lands on must end. Chaos runs kill nodes under a run several times in
 // a row, so the bound is generous.
@@ -1070,6 +1077,14 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) (uint64, bool) {
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
 	t0 := time.Now()
 	pid, err := e.placeRun(start, h, lost.Address)
+	for deadline := t0.Add(moveRetryFor); err != nil && errors.Is(err, ErrNoNode) && time.Now().Before(deadline) && !h.Done() && !e.ShuttingDown(); {
+		// No node took it: in a split of equal sides the gateway's side
+		// may fence its last node, which rejoins at once under a new name
+		// (at the lost address: no longer excluded); a run failed here is
+		// a run lost to its reader, a run placed a moment later is not.
+		time.Sleep(moveRetryEvery)
+		pid, err = e.placeRun(start, h)
+	}
 	if err != nil {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))

@@ -1,7 +1,9 @@
 package actors
 
 import (
+	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,4 +66,54 @@ func TestStaleCoordinatorMakesWayForANewerEpoch(t *testing.T) {
 	}
 	sys.Root.Send(starter, &messages.CancelRun{RunId: id, Reason: "test over"})
 	pollUntilTrue(t, "the run unhosted", func() bool { return e.Hosted() == 0 })
+}
+
+// A run whose coordinator is lost while no node can take it is offered
+// again for a while instead of failing at once: in a split of equal sides
+// the gateway's side may fence its last node, which rejoins under a new
+// name a moment later (issue 17: compose split, runs failed with
+// coordinator_lost, "no node hosts run coordinators").
+func TestMovedRunWaitsForANode(t *testing.T) {
+	skipSecondRemoteUnderRace(t)
+	var none atomic.Bool
+	var e *Engine
+	placer := &orderPlacer{nodes: func() []string {
+		if none.Load() {
+			return nil
+		}
+		return []string{e.Address()}
+	}}
+	e = newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Logger = quietLogger
+		c.Topology = placer
+	})
+	h, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord := h.Coordinator()
+	none.Store(true) // the only node is gone for now
+	moved := make(chan bool, 1)
+	go func() {
+		_, ok := e.moveRun(h, coord, "test: the coordinator's node was declared dead")
+		moved <- ok
+	}()
+	time.Sleep(300 * time.Millisecond) // several offers find no node
+	none.Store(false)                  // back (under a new name, at the same address)
+	if ok := <-moved; !ok {
+		t.Fatalf("the run was not moved once a node was back: %v", h.Events(0)[len(h.Events(0))-1])
+	}
+	pollUntilTrue(t, "the moved run's new coordinator streams", func() bool {
+		log := h.Events(0)
+		return len(log) > 0 && log[len(log)-1].GetEpoch() >= 2 && !h.Done()
+	})
+	if err := e.Cancel(h.RunID, "test over"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.WaitDone(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
