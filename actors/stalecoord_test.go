@@ -117,3 +117,44 @@ func TestMovedRunWaitsForANode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A process that came back at a known address (AddressReused) and has
+// answered a StartRun since its endpoint broke is not reset: runs placed on
+// it are the new process's, and a reset would tell their hubs that their
+// coordinators terminated (issue 17: compose kill, healthy runs moved a
+// second time). A process that has not answered yet is reset as before.
+func TestReusedAddressThatAnsweredIsNotReset(t *testing.T) {
+	skipSecondRemoteUnderRace(t)
+	node := startStubNode(t, func(m *messages.StartRun) *messages.StartRunAck {
+		return &messages.StartRunAck{RunId: m.RunId, Coordinator: &messages.ActorRef{Address: "x", Id: "run/" + m.RunId}}
+	})
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Logger = quietLogger
+		c.Topology = &orderPlacer{nodes: func() []string { return []string{node.addr} }}
+	})
+	var resets atomic.Int32
+	sub := e.system.EventStream.Subscribe(func(evt any) {
+		if t, ok := evt.(*remote.EndpointTerminatedEvent); ok && t.Address == node.addr {
+			resets.Add(1)
+		}
+	})
+	defer e.system.EventStream.Unsubscribe(sub)
+
+	e.lostHosts.Store(node.addr, time.Now()) // its endpoint broke (the old process died)
+	e.resetEndpoint(node.addr)               // back before anything was placed on it
+	if resets.Load() != 1 {
+		t.Fatalf("%d resets of an address whose new process never answered, want 1", resets.Load())
+	}
+	e.lostHosts.Store(node.addr, time.Now())
+	if _, err := e.startOn(node.addr, &messages.StartRun{RunId: "run_reused_address_0000000000000", Epoch: 2}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.resetEndpoint(node.addr) // the membership's news comes after a run was placed there
+	if resets.Load() != 1 {
+		t.Fatalf("the endpoint of a process that answered a StartRun since it came back was reset (%d resets)", resets.Load())
+	}
+	if e.hostLost(node.addr) {
+		t.Fatal("the address still counts as lost")
+	}
+}
