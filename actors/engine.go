@@ -512,7 +512,6 @@ type Engine struct {
 	retries    *retryBudget                                 // bounds placement retries of new runs
 	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
-	answered   sync.Map                                     // actor address -> time.Time of its last StartRunAck (startOn)
 	silentAt   sync.Map                                     // actor address -> time.Time a coordinator there last went silent (silence.go)
 	system     *actor.ActorSystem
 	metrics    *Metrics
@@ -714,9 +713,6 @@ func (e *Engine) startOn(node string, start *messages.StartRun, wait time.Durati
 		return nil, fmt.Errorf("%w: %w", errNoAck, err)
 	}
 	ack, ok := reply.(*messages.StartRunAck)
-	if ok {
-		e.answered.Store(node, time.Now()) // the endpoint to node works (resetEndpoint)
-	}
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("unexpected answer %T", reply)
@@ -2355,22 +2351,9 @@ func (e *Engine) ShuttingDown() bool {
 // same address (a restarted gateway, a node that rejoined), whose old
 // endpoint may sit in protoactor's 2 s reconnect wait. Watchers of actors
 // at addr are told they terminated (they did: the process is new).
-//
-// Not when the process at addr answered a StartRun since its endpoint
-// broke: the endpoint works already, and the coordinators placed there
-// are the new process's — telling their hubs they terminated moved
-// healthy runs a second time (compose kill: the membership's news of a
-// restarted container came after runs had moved onto it; each paid
-// another move, 250–400 ms with a dead first candidate).
 func (e *Engine) resetEndpoint(addr string) {
 	if e.remote == nil || addr == "" || addr == e.system.Address() {
 		return
-	}
-	if lost, ok := e.lostHosts.Load(addr); ok {
-		if at, ok := e.answered.Load(addr); ok && at.(time.Time).After(lost.(time.Time)) {
-			e.lostHosts.Delete(addr)
-			return
-		}
 	}
 	e.system.EventStream.Publish(&remote.EndpointTerminatedEvent{Address: addr})
 	e.lostHosts.Delete(addr) // it is back, not lost
