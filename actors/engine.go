@@ -780,10 +780,43 @@ const starterName = "qlc-run-starter"
 // a coordinator per StartRun (as its child, stopped if it fails) and
 // forwards the StartRun with the gateway as sender, so the coordinator's
 // StartRunAck goes straight back.
-type runStarter struct{ e *Engine }
+type runStarter struct {
+	e *Engine
+	// epochs is the epoch of each coordinator hosted here (a child), by
+	// run id; an entry goes when its child has stopped. Bounded by the
+	// coordinators hosted.
+	epochs map[string]uint64
+	// waiting holds, by run id, a StartRun of a higher epoch than the
+	// coordinator of that run still here, until that one has stopped
+	// (stopStale); at most one per hosted coordinator.
+	waiting map[string]waitingStart
+}
+
+// waitingStart is a StartRun and the gateway that sent it.
+type waitingStart struct {
+	m      *messages.StartRun
+	sender *actor.PID
+}
+
+// runChild is the child name of run id's coordinator.
+func runChild(id string) string { return "run/" + id }
 
 func (s *runStarter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *actor.Terminated:
+		// A hosted coordinator stopped: a StartRun that waited for it
+		// starts now (its name is free: the registry drops a name before
+		// the parent hears of the stop).
+		id, ok := strings.CutPrefix(m.Who.Id, ctx.Self().Id+"/"+runChild(""))
+		if !ok {
+			return
+		}
+		delete(s.epochs, id)
+		if w, ok := s.waiting[id]; ok {
+			delete(s.waiting, id)
+			s.spawn(ctx, w.m, w.sender)
+		}
+		return
 	case *messages.ModelStatsQuery:
 		ctx.Respond(&messages.ModelStatsReply{Models: s.e.deps.telemetry.Snapshot(), Node: ctx.Self().Address, Breakers: s.e.breakerStates()})
 		return
@@ -846,12 +879,61 @@ func (s *runStarter) Receive(ctx actor.Context) {
 			Code: CodeNodeSaturated, RetryAfterMs: uint32(saturatedRetryAfter / time.Millisecond), Load: nodeLoad(l)})
 		return
 	}
-	pid, err := ctx.SpawnNamed(s.e.coordinatorProps(), "run/"+m.RunId)
-	if err != nil {
-		ctx.Respond(&messages.StartRunAck{RunId: m.RunId, Error: "cannot start coordinator: " + err.Error()})
+	if s.stopStale(ctx, m) {
 		return
 	}
-	ctx.Forward(pid)
+	s.spawn(ctx, m, ctx.Sender())
+}
+
+// stopStale handles a StartRun for a run whose coordinator is still here,
+// from an older epoch: its hub moved the run away and fenced that epoch
+// (the node was declared dead, or silent, and was not), then brings it
+// back. The old coordinator goes on for nothing — the hub drops its events
+// — and holds the run's name: it is stopped, and the StartRun waits until
+// it has (Terminated). It reports whether m waits. A StartRun of the same
+// or a lower epoch is refused by the name, as before.
+func (s *runStarter) stopStale(ctx actor.Context, m *messages.StartRun) bool {
+	old, ok := s.epochs[m.RunId]
+	if !ok || m.GetEpoch() <= old {
+		return false
+	}
+	if w, ok := s.waiting[m.RunId]; ok {
+		if w.m.GetEpoch() >= m.GetEpoch() {
+			return false
+		}
+		ctx.Send(w.sender, &messages.StartRunAck{RunId: m.RunId, Error: fmt.Sprintf("superseded by epoch %d", m.GetEpoch())})
+	}
+	want := ctx.Self().Id + "/" + runChild(m.RunId)
+	for _, c := range ctx.Children() {
+		if c.Id == want {
+			if s.waiting == nil {
+				s.waiting = map[string]waitingStart{}
+			}
+			s.waiting[m.RunId] = waitingStart{m: m, sender: ctx.Sender()}
+			s.e.logger.Warn("a coordinator of an older epoch of the run is still here; stopping it before the new one starts",
+				"run_id", m.RunId, "epoch", old, "new_epoch", m.GetEpoch())
+			ctx.Stop(c)
+			return true
+		}
+	}
+	return false
+}
+
+// spawn starts m's coordinator and hands it m, with sender as the sender
+// (the coordinator's StartRunAck goes straight back to the gateway).
+func (s *runStarter) spawn(ctx actor.Context, m *messages.StartRun, sender *actor.PID) {
+	pid, err := ctx.SpawnNamed(s.e.coordinatorProps(), runChild(m.RunId))
+	if err != nil {
+		if sender != nil {
+			ctx.Send(sender, &messages.StartRunAck{RunId: m.RunId, Error: "cannot start coordinator: " + err.Error()})
+		}
+		return
+	}
+	if s.epochs == nil {
+		s.epochs = map[string]uint64{}
+	}
+	s.epochs[m.RunId] = m.GetEpoch()
+	ctx.RequestWithCustomSender(pid, m, sender)
 }
 
 // Drain makes this process refuse new runs and waits until the runs it
@@ -922,11 +1004,22 @@ func (e *Engine) nodeLost(addr string) int {
 	e.mu.Unlock()
 	for _, h := range lost {
 		// Each on its own goroutine (failover): placing a run may take round
-		// trips, and the caller is the engine's topology goroutine.
+		// trips, and the caller is the engine's topology goroutine. The old
+		// coordinator is not told to stop (as a silent one is): another
+		// gateway's hub may still follow it (TestClusterKeyRotationLosesNoRun
+		// failed 2 of 3 when it was); a node that gets the run back stops it
+		// then (runStarter.stopStale).
 		e.failover(h, h.Coordinator(), fmt.Sprintf("the node %s running the run's coordinator was declared dead", addr))
 	}
 	return len(lost)
 }
+
+// moveRetryFor bounds how long a moved run is offered again, every
+// moveRetryEvery, while no node takes it (moveRun).
+const (
+	moveRetryFor   = 3 * time.Second
+	moveRetryEvery = 50 * time.Millisecond
+)
 
 // maxFailovers bounds how often one run moves: a run that kills every node
 // it lands on must end. Chaos runs kill nodes under a run several times in
@@ -978,6 +1071,14 @@ func (e *Engine) moveRun(h *Hub, lost *actor.PID, why string) (uint64, bool) {
 	start.PriorEvents, start.Epoch, start.Hub = prior, epoch+1, refOf(h.PID())
 	t0 := time.Now()
 	pid, err := e.placeRun(start, h, lost.Address)
+	for deadline := t0.Add(moveRetryFor); err != nil && errors.Is(err, ErrNoNode) && time.Now().Before(deadline) && !h.Done() && !e.ShuttingDown(); {
+		// No node took it: in a split of equal sides the gateway's side
+		// may fence its last node, which rejoins at once under a new name
+		// (at the lost address: no longer excluded); a run failed here is
+		// a run lost to its reader, a run placed a moment later is not.
+		time.Sleep(moveRetryEvery)
+		pid, err = e.placeRun(start, h)
+	}
 	if err != nil {
 		h.endFailover(nil)
 		h.fail("coordinator_lost", fmt.Sprintf("%s, and no node could take the run over: %v", why, err))

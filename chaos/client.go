@@ -31,13 +31,15 @@ type runState struct {
 	live      map[string]bool // steps that streamed a token since their stage_started
 	recovered []time.Duration
 	resumes   []time.Duration // fault → the resuming stage_restarted / stage_started
+	made      []time.Duration // fault → that event's time (logged by the new coordinator)
 	lostFault int             // faults after which the run ended with no new token
 }
 
 // mark is an event's type and arrival time.
 type mark struct {
-	typ string
-	at  time.Time
+	typ  string
+	at   time.Time
+	made time.Time // the event's own time (the coordinator's clock); zero if none
 }
 
 // fault notes that the run's coordinator was hit at t. t may be in the
@@ -90,7 +92,7 @@ func (s *runState) observe(e event) {
 	if terminal(e.Type) {
 		s.ended, s.endedAt = true, e.at
 	}
-	m := mark{e.Type, e.at}
+	m := mark{e.Type, e.at, e.Time}
 	s.hist = append(s.hist, m)
 	s.step(m)
 }
@@ -104,6 +106,9 @@ func (s *runState) step(m mark) {
 	case m.typ == evStageRestarted || m.typ == evStageStarted:
 		if !s.resumed {
 			s.resumes = append(s.resumes, m.at.Sub(s.faultAt))
+			if !m.made.IsZero() {
+				s.made = append(s.made, m.made.Sub(s.faultAt))
+			}
 		}
 		s.resumed = true
 	case m.typ == evTokenDelta && s.resumed:
@@ -136,6 +141,7 @@ type runResult struct {
 
 	recovered []time.Duration
 	resumes   []time.Duration
+	made      []time.Duration
 	lostFault int
 }
 
@@ -338,7 +344,7 @@ func (d *driver) runOne(ctx context.Context, n, cancelAt int) *runResult {
 		delete(d.inflight, id)
 		d.mu.Unlock()
 		st.mu.Lock()
-		r.recovered, r.resumes, r.lostFault = st.recovered, st.resumes, st.lostFault
+		r.recovered, r.resumes, r.made, r.lostFault = st.recovered, st.resumes, st.made, st.lostFault
 		st.mu.Unlock()
 	}()
 

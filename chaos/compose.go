@@ -366,16 +366,20 @@ type composeCluster struct {
 	cc            []string // the compose CLI
 	progress      func(format string, args ...any)
 
-	file    string            // the scenario's compose file, once written
-	network string            // the compose network the cluster talks on
-	ops     map[string]string // service → its published 127.0.0.1 address (node: ops port; gateway: API)
-	upped   bool              // `up` was run: shutdown takes the project down
+	file     string            // the scenario's compose file, once written
+	network  string            // the compose network the cluster talks on
+	ops      map[string]string // service → its published 127.0.0.1 address (node: ops port; gateway: API)
+	innerOps map[string]string // node service → its ops port inside the container (QLC_OPS_ADDR's)
+	upped    bool              // `up` was run: shutdown takes the project down
 
 	roster                           // its mu guards the fields below too; nodes: live incarnations, oldest first
 	incarnations map[string]int      // service → incarnations started
 	paused       map[*proc]bool      // paused now
 	cutIP        map[*proc]string    // cut off now: its address before
 	ipChanged    int                 // nodes back on the network with another address
+	cutCmd       []time.Duration     // partition: disconnect command's start → its return
+	cutBite      []time.Duration     // partition: command's start → the probe's last answer (cutProbe)
+	cutUnseen    int                 // partition: cuts the probe did not see
 	followers    map[*proc]*exec.Cmd // docker logs -f, per incarnation
 	waiters      map[*proc]*exec.Cmd // docker wait, per incarnation
 	selfStarted  map[string]int      // service → starts by docker's restart policy seen by replace
@@ -484,6 +488,16 @@ func (c *composeCluster) start(_ context.Context, scenario string, nodes int) (s
 	}
 	if len(layout.nodes) != nodes {
 		return nil, fmt.Errorf("chaos: docker-compose.yml has %d node services; -nodes must be %d with -backend compose", len(layout.nodes), len(layout.nodes))
+	}
+	if _, services, err := readCompose([]byte(resolved)); err == nil {
+		c.innerOps = map[string]string{}
+		for _, n := range layout.nodes {
+			if svc, ok := services[n].(map[string]any); ok {
+				if port, err := envPort(serviceEnv(svc), "QLC_OPS_ADDR"); err == nil {
+					c.innerOps[n] = strconv.Itoa(port)
+				}
+			}
+		}
 	}
 	plan := composePlan{key: key, adminKey: adminKey, profiles: c.profiles, ports: map[string]int{}}
 	for _, s := range append(slices.Clone(layout.nodes), layout.gateway) {
@@ -770,14 +784,106 @@ func (c *composeCluster) cut(p *proc) (time.Time, error) {
 	if err != nil {
 		return time.Now(), err
 	}
+	// The node's ops port at its address on the compose network, from this
+	// host (which has an address on every bridge network): what the cut
+	// takes away. Its published port may stop answering earlier (docker
+	// drops the port mapping first).
+	target := p.ops
+	if inner, ok := c.innerOps[p.service]; ok && ip != "" {
+		target = net.JoinHostPort(ip, inner)
+	}
+	pr := startCutProbe("http://" + target + "/readyz")
 	at := time.Now()
-	if _, err := docker(20*time.Second, "network", "disconnect", c.network, p.container); err != nil {
+	_, err = docker(20*time.Second, "network", "disconnect", c.network, p.container)
+	ret := time.Now()
+	bite, seen := pr.stop(time.Second)
+	if err != nil {
 		return at, err
 	}
 	c.mu.Lock()
 	c.cutIP[p] = ip
+	c.cutCmd = append(c.cutCmd, ret.Sub(at))
+	if seen {
+		if bite.Before(at) { // the probe ran from just before the command
+			bite = at
+		}
+		c.cutBite = append(c.cutBite, bite.Sub(at))
+	} else {
+		c.cutUnseen++
+	}
 	c.mu.Unlock()
-	return at, nil
+	if !seen {
+		return at, nil
+	}
+	return bite, nil
+}
+
+// cutProbe asks a node's published ops port (/readyz) again and again while
+// `docker network disconnect` runs: the port goes with the container's
+// interface on the compose network, so the answers stop when the cut takes
+// effect. The docker CLI takes 30-60 ms to start, and the engine does more
+// (endpoint, firewall, interface) before it removes the interface and after:
+// the command's start and return only bound the moment (measured: BENCHMARKS.md
+// "compose: the quota group under every fault").
+type cutProbe struct {
+	done   chan struct{}
+	quit   chan struct{}
+	lastOK time.Time // when the last answer arrived
+	failed bool      // a request got no answer
+}
+
+// cutProbeTimeout: a request unanswered this long counts as cut (a node
+// that is merely slow makes the cut's time earlier, never later: the figure
+// it starts is then longer).
+const cutProbeTimeout = 200 * time.Millisecond
+
+func startCutProbe(url string) *cutProbe {
+	pr := &cutProbe{done: make(chan struct{}), quit: make(chan struct{})}
+	cl := &http.Client{Timeout: cutProbeTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	ready := make(chan struct{})
+	go func() { // owned by the probe: stop waits for it
+		defer close(pr.done)
+		defer cl.CloseIdleConnections()
+		first := true
+		for {
+			resp, err := cl.Get(url)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				pr.lastOK = time.Now()
+			} else if !first {
+				pr.failed = true
+				return
+			}
+			if first {
+				first = false
+				close(ready)
+			}
+			select {
+			case <-pr.quit:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	select { // a connection open before the command
+	case <-ready:
+	case <-time.After(cutProbeTimeout):
+	}
+	return pr
+}
+
+// stop waits up to within for the probe to see the cut and returns when the
+// last answer before it arrived; seen is false when no request went
+// unanswered.
+func (pr *cutProbe) stop(within time.Duration) (last time.Time, seen bool) {
+	select {
+	case <-pr.done:
+	case <-time.After(within):
+		close(pr.quit)
+		<-pr.done
+	}
+	return pr.lastOK, pr.failed && !pr.lastOK.IsZero()
 }
 
 // heal is `docker network connect` with the service's name as an alias
@@ -860,6 +966,7 @@ func (c *composeCluster) extras() [][2]string {
 		ids[p.container] = true
 	}
 	changed, self := c.ipChanged, 0
+	cutCmd, cutBite, cutUnseen := slices.Clone(c.cutCmd), slices.Clone(c.cutBite), c.cutUnseen
 	for _, n := range c.selfStarted {
 		self += n
 	}
@@ -874,6 +981,13 @@ func (c *composeCluster) extras() [][2]string {
 	out := [][2]string{{"containers restarted by docker's restart policy (RestartCount; found running at a restart)", fmt.Sprintf("%d; %d", restarts, self)}}
 	if changed > 0 {
 		out = append(out, [2]string{"cut-off nodes back on the network with another address", fmt.Sprint(changed)})
+	}
+	if len(cutCmd) > 0 {
+		out = append(out, [2]string{"docker network disconnect: command start → the node's ops port stops answering, the fault's time (p50 / max)", distShort(cutBite)},
+			[2]string{"docker network disconnect: command start → it returns (p50 / max)", distShort(cutCmd)})
+		if cutUnseen > 0 {
+			out = append(out, [2]string{"cuts the probe did not see (marked at the command's start)", fmt.Sprint(cutUnseen)})
+		}
 	}
 	return out
 }

@@ -76,6 +76,12 @@ type Config struct {
 	// (-limiter-id); false runs the same faults with limiters counting
 	// alone, as before the group (limits.go).
 	LimitsConsensus bool
+	// BudgetCheck runs the budget check beside a scenario's load (budget.go):
+	// tenants with small token budgets, every admission recorded and the
+	// history checked. Default: on with the compose backend (whose nodes are
+	// the quota group), off on local processes (which start no group; the
+	// limits scenario checks it there).
+	BudgetCheck bool
 }
 
 // DefaultConfig returns the defaults described on each field.
@@ -161,6 +167,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "soak: how long the load runs")
 	fs.DurationVar(&cfg.FaultEvery, "fault-every", cfg.FaultEvery, "soak: replace a node (SIGTERM) this often; 0: never")
 	fs.StringVar(&cfg.SoakDir, "soak-dir", cfg.SoakDir, "soak: where samples.csv, the plots and report.md go")
+	fs.BoolVar(&cfg.BudgetCheck, "budget-check", cfg.BudgetCheck, "record and check admissions of tenants with small token budgets beside the load (default: on with -backend compose)")
 	fs.BoolVar(&cfg.LimitsConsensus, "limits-consensus", cfg.LimitsConsensus, "limits: nodes form the quota group (false: limiters count alone, as before it)")
 	fs.DurationVar(&cfg.Burn, "burn", 0, "internal: spin one CPU for this long (the overload scenario's co-runner)")
 	if err := fs.Parse(args); err != nil {
@@ -169,8 +176,14 @@ func run(args []string) int {
 	if cfg.Burn > 0 {
 		return burn(cfg.Burn)
 	}
-	durationSet := false
-	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	durationSet, budgetSet := false, false
+	fs.Visit(func(f *flag.Flag) {
+		durationSet = durationSet || f.Name == "duration"
+		budgetSet = budgetSet || f.Name == "budget-check"
+	})
+	if !budgetSet {
+		cfg.BudgetCheck = cfg.Backend == "compose"
+	}
 	if cfg.Scenario == "overload" && !durationSet {
 		cfg.Duration = overloadDuration
 	}

@@ -29,7 +29,8 @@ type report struct {
 	examples                                    []string
 	recovery                                    []time.Duration
 	resumes                                     []time.Duration
-	slowest                                     string // the run with the longest recovery
+	made                                        []time.Duration // fault → the redo event's own time
+	slowest                                     string          // the run with the longest recovery
 	slowestRec                                  time.Duration
 	unrecovered                                 int
 	restartGaps                                 []time.Duration
@@ -37,6 +38,7 @@ type report struct {
 	quiescentTokens                             float64
 	extra                                       [][2]string
 	failedNoReason                              int
+	budget                                      *budgetResult // the budget check (budget.go), if it ran
 }
 
 func newReport(scenario, command string) *report {
@@ -88,6 +90,7 @@ func (r *report) add(results []*runResult) {
 			}
 		}
 		r.resumes = append(r.resumes, x.resumes...)
+		r.made = append(r.made, x.made...)
 		r.unrecovered += x.lostFault
 		r.restartGaps = append(r.restartGaps, x.restartGaps...)
 		r.restarts += x.restarts
@@ -99,7 +102,8 @@ func (r *report) add(results []*runResult) {
 
 // ok is whether the scenario kept QLC's promise.
 func (r *report) ok() bool {
-	return r.lost == 0 && r.defects == 0 && r.tokensAfterCancel == 0 && r.quiescentTokens == 0 && r.failedNoReason == 0
+	return r.lost == 0 && r.defects == 0 && r.tokensAfterCancel == 0 && r.quiescentTokens == 0 && r.failedNoReason == 0 &&
+		(r.budget == nil || len(r.budget.violations) == 0)
 }
 
 func pct(ds []time.Duration, p float64) time.Duration {
@@ -194,6 +198,9 @@ func (r *report) write(w io.Writer) {
 		row("slowest recovery", fmt.Sprintf("%s (%s)", r.slowest, ms(r.slowestRec)))
 	}
 	row("fault → the run's redo event (stage_restarted / stage_started) (p50 / p99 / max)", dist(r.resumes))
+	if len(r.made) > 0 {
+		row("fault → the redo event's time stamp, when its coordinator logged it (same clock on one host) (p50 / p99 / max)", dist(r.made))
+	}
 	if r.unrecovered > 0 {
 		row("affected runs that ended with no new token", fmt.Sprint(r.unrecovered))
 	}
@@ -203,10 +210,24 @@ func (r *report) write(w io.Writer) {
 	for _, kv := range r.extra {
 		row(kv[0], kv[1])
 	}
-	if len(r.examples) > 0 {
+	if r.budget != nil {
+		for _, kv := range r.budget.rows() {
+			row(kv[0], kv[1])
+		}
+	}
+	if len(r.examples) > 0 || (r.budget != nil && len(r.budget.violations) > 0) {
 		fmt.Fprintf(w, "\nFirst problems found:\n\n")
 		for _, e := range r.examples {
 			fmt.Fprintf(w, "- %s\n", e)
+		}
+		if r.budget != nil {
+			for i, v := range r.budget.violations {
+				if i == 10 {
+					fmt.Fprintf(w, "- … %d more budget violations\n", len(r.budget.violations)-10)
+					break
+				}
+				fmt.Fprintf(w, "- budget: %s\n", v)
+			}
 		}
 	}
 }
@@ -222,14 +243,18 @@ func backendSuffix(backend string) string {
 // summary is one row per scenario.
 func summary(w io.Writer, reps []*report) {
 	fmt.Fprintf(w, "\n### chaos summary%s\n\n%s\n\n", backendSuffix(reps[0].backend), machine())
-	fmt.Fprintln(w, "| scenario | faults | started | completed | failed | cancelled | lost | defects | tokens after cancel | recovery p50 / p99 / max |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | faults | started | completed | failed | cancelled | lost | defects | tokens after cancel | budget violations | recovery p50 / p99 / max |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range reps {
 		rec := "–"
 		if len(r.recovery) > 0 {
 			rec = fmt.Sprintf("%s / %s / %s", ms(pct(r.recovery, 0.5)), ms(pct(r.recovery, 0.99)), ms(slices.Max(r.recovery)))
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d | %s | %s | %s | %s |\n", r.scenario, r.faults, r.started, r.completed, r.failed, r.cancelled,
-			must0(r.lost), must0(r.defects), must0(r.tokensAfterCancel), rec)
+		bv := "– (not checked)"
+		if r.budget != nil && r.budget.attempts > 0 {
+			bv = must0(len(r.budget.violations))
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d | %s | %s | %s | %s | %s |\n", r.scenario, r.faults, r.started, r.completed, r.failed, r.cancelled,
+			must0(r.lost), must0(r.defects), must0(r.tokensAfterCancel), bv, rec)
 	}
 }

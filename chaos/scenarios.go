@@ -31,6 +31,7 @@ providers:
   cutting: {kind: sim, sim: {%[1]s, cut_rate: %[2]g, cut_after: 40, error_rate: %[4]g, error_kind: connection}}
   hanging: {kind: sim, sim: {%[1]s, %[5]s error_rate: %[4]g, error_kind: timeout}}
   long:    {kind: sim, sim: {ttft: 50ms, ttft_jitter: 20ms, itl: 10ms, itl_jitter: 3ms, output_tokens: 150}}
+  quick:   {kind: sim, sim: {ttft: 50ms, ttft_jitter: 20ms, itl: 50ms, itl_jitter: 10ms, output_tokens: 4}}
 profiles:
   steady:
     description: Every stage on a healthy simulated model; about 3 s a run.
@@ -59,7 +60,7 @@ profiles:
     aggregator: {model: sim-a, max_tokens: 200, fallback: {provider: backup, model: sim-b}}
     min_proposers: 2
     step_deadline: 20s
-`, base, faultRate, hangRate, faultRate/2, hang)
+`+budgetProfile, base, faultRate, hangRate, faultRate/2, hang)
 }
 
 // scenario is one scenario's parameters and fault injector.
@@ -190,6 +191,15 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 	}
 	d := newDriver(c.gatewayURL(), sc.profile, sc.cancelRate, sc.runTimeout, cfg.Seed)
 	e := &env{cfg: cfg, c: c, w: w, d: d, rng: rand.New(rand.NewPCG(cfg.Seed^0x5eed, cfg.Seed)), rep: rep, progress: progress, faults: sc.faults}
+	var budget *budgetLoad
+	if cfg.BudgetCheck {
+		if budget, err = startBudgetLoad(ctx, c.gatewayURL(), cfg.Seed, progress); err != nil {
+			progress("%s: %v", name, err)
+			rep.budget = &budgetResult{note: err.Error()}
+		} else {
+			progress("%s: budget check: tenants of %d tokens each, %d clients", name, budget.budget, budgetWorkers)
+		}
+	}
 	var injecting atomic.Bool
 	injecting.Store(true)
 	loadDone := make(chan struct{})
@@ -213,6 +223,13 @@ func runScenario(parent context.Context, name string, cfg Config, bin, command s
 	injecting.Store(false)
 	<-loadDone
 	progress("%s: load done", name)
+	if budget != nil {
+		// Before the quiescent-token check: it waits for the budget
+		// tenants' runs to end.
+		res := budget.finish(60 * time.Second)
+		rep.budget = &res
+		progress("%s: budget check: %d tenants, %d admissions, %d violations", name, res.tenants, res.attempts, len(res.violations))
+	}
 
 	rep.add(d.resultsCopy())
 	if rep.lost == 0 {

@@ -46,6 +46,7 @@ type event struct {
 		Step  string `json:"step"`
 		Final bool   `json:"final"`
 	} `json:"steps"` // run_planned
+	Time time.Time `json:"time"` // when the coordinator logged it (the cluster's clock)
 
 	at time.Time
 }
