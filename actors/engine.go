@@ -552,6 +552,9 @@ type Engine struct {
 	misses *negativeCache
 	// keptRuns is SetKeptRuns's func(string) *Hub (nil: none).
 	keptRuns atomic.Value
+	// logs reads back the logs of finished runs dropped from memory for
+	// the gateway's store (SetLogStore, LogStored), and caches a few.
+	logs *storedLogs
 
 	// mu guards the fields below it.
 	mu       sync.Mutex
@@ -1313,9 +1316,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, live: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
+		logs:      newStoredLogs(defaultStoredLogCache),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
 	e.deps.profiles = e.profiles
+	e.logs.gone = func(h *Hub) { e.drop([]*Hub{h}) }
 	if cfg.Registerer != nil {
 		_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "qlc_stage_attempt_limit", Help: "This process's limit on the stage attempts (parallel steps) it runs at once: the stage slots, adapted to its CPU use and its attempts' wait for a slot when adaptive (0: no limit).",
@@ -1981,6 +1986,7 @@ func (e *Engine) evictLoop() {
 			e.evict(time.Now())
 		case now := <-compact.C:
 			e.compactFinished(now)
+			e.logs.sweep(now)
 		}
 	}
 }
@@ -2143,6 +2149,7 @@ func (e *Engine) drop(hubs []*Hub) {
 	e.mu.Unlock()
 	for _, h := range hubs {
 		h.close()
+		e.logs.forget(h.RunID) // after close: a read under way caches nothing more for it
 		if pid := h.PID(); pid != nil {
 			e.system.Root.Stop(pid)
 		}
@@ -2209,6 +2216,18 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 // must hold the whole run, seq 1 to a terminal event. The hub is kept like
 // any finished run (Config.RetainFinished from now).
 func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time, log []*messages.RunEvent) (*Hub, error) {
+	return e.restore(runID, tenant, profile, query, created, log, false)
+}
+
+// RestoreStored is Restore of a log read from the store SetLogStore reads:
+// the hub serves it from memory for compactAfter (the reader that asked for
+// it reads it at once), then drops it and reads it back from the store
+// when asked for (LogStored).
+func (e *Engine) RestoreStored(runID, tenant, profile, query string, created time.Time, log []*messages.RunEvent) (*Hub, error) {
+	return e.restore(runID, tenant, profile, query, created, log, true)
+}
+
+func (e *Engine) restore(runID, tenant, profile, query string, created time.Time, log []*messages.RunEvent, stored bool) (*Hub, error) {
 	if len(log) == 0 || !isTerminal(log[len(log)-1]) {
 		return nil, fmt.Errorf("actors: restore %s: the log does not end the run", runID)
 	}
@@ -2225,6 +2244,13 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 	}
 	h.epoch = log[len(log)-1].GetEpoch()
 	h.terminal, h.endedAt = true, time.Now()
+	if stored {
+		e.logs.mu.Lock()
+		if e.logs.load != nil {
+			h.store = e.logs
+		}
+		e.logs.mu.Unlock()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.shutdown {

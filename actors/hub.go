@@ -116,6 +116,8 @@ type Hub struct {
 	log         []*messages.RunEvent // log[i].Seq == i+1; nil once packed
 	n           int                  // events in the log (len(log), or packed's)
 	packed      *packedLog           // the finished log, compacted (compact); nil before
+	store       *storedLogs          // the log is durably in the gateway's store (Engine.LogStored); nil: not known to be
+	offloaded   bool                 // and dropped from memory (compact): reads load it from store
 	epoch       uint64
 	terminal    bool      // a RunCompleted/RunFailed/RunCancelled is in the log
 	endedAt     time.Time // when terminal became true
@@ -262,9 +264,33 @@ func (h *Hub) Events(fromSeq uint64) []*messages.RunEvent {
 		h.mu.Unlock()
 		return h.unpack(p, int(fromSeq-1), p.len())
 	}
+	if h.offloaded {
+		n := h.n
+		h.mu.Unlock()
+		evs, err := h.readStored(int(fromSeq-1), n)
+		if err != nil {
+			h.logger.Error("a finished run's log could not be read back from the store", "error", err)
+		}
+		return evs
+	}
 	evs := h.log[fromSeq-1:]
 	h.mu.Unlock()
 	return evs
+}
+
+// readStored reads events i to j-1 (0-based) of a log dropped from memory
+// for the store (Engine.LogStored): decoded from the packed copy storedLogs
+// keeps or loads. Called without h.mu.
+func (h *Hub) readStored(i, j int) ([]*messages.RunEvent, error) {
+	p, err := h.store.get(h)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := p.decode(i, j)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
+	}
+	return evs, nil
 }
 
 // WaitDone blocks until the run ends or ctx is done.
@@ -444,7 +470,9 @@ func (s *Subscription) NextSeq() uint64 { return s.next }
 // after the run's terminal event was delivered, a *LaggedError if the run is
 // live and the subscriber is more than MaxLag events behind and further
 // behind than at its previous read (it is then closed), ErrHubClosed if the
-// hub was evicted, ErrIdle if idle fired first (nil: never), or ctx's error.
+// hub was evicted or its log could not be read back from the store
+// (ErrLogUnavailable, which wraps it), ErrIdle if idle fired first (nil:
+// never), or ctx's error.
 // A finished run's log is delivered whole, from any seq. The returned slice
 // is shared and read-only.
 func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*messages.RunEvent, error) {
@@ -462,13 +490,21 @@ func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*mess
 			}
 			end := min(n, s.next-1+uint64(h.cfg.MaxBatch))
 			var evs []*messages.RunEvent
-			p := h.packed
-			if p == nil {
+			p, stored := h.packed, h.offloaded
+			if p == nil && !stored {
 				evs = h.log[s.next-1 : end : end]
 			}
 			h.mu.Unlock()
-			if p != nil { // immutable: decoded without the lock
+			switch {
+			case p != nil: // immutable: decoded without the lock
 				evs = h.unpack(p, int(s.next-1), int(end))
+			case stored:
+				var err error
+				if evs, err = h.readStored(int(s.next-1), int(end)); err != nil {
+					h.logger.Error("a finished run's log could not be read back from the store", "error", err)
+					s.Close()
+					return nil, err
+				}
 			}
 			s.next, s.lastLag = end+1, lag
 			return evs, nil
@@ -887,7 +923,7 @@ func (h *Hub) Pack() bool {
 	ok, _ := h.compact(time.Now(), 0)
 	if !ok {
 		h.mu.Lock()
-		h.packWanted = h.terminal && h.packed == nil // the last reader to leave packs it
+		h.packWanted = h.terminal && !h.compacted() // the last reader to leave packs it
 		h.mu.Unlock()
 	}
 	return ok
@@ -921,19 +957,51 @@ const packWithReadersAfter = 30 * time.Second
 func (h *Hub) waitsToPack(now time.Time, minAge time.Duration) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.terminal && h.packed == nil && (now.Sub(h.endedAt) < minAge || h.readingAt(now))
+	return h.terminal && !h.compacted() && (now.Sub(h.endedAt) < minAge || h.readingAt(now))
 }
+
+// compacted reports whether the finished log is in its final form in
+// memory: dropped for the store, or packed when no store has it. h.mu held.
+func (h *Hub) compacted() bool {
+	return h.offloaded || (h.packed != nil && h.store == nil)
+}
+
+// markStored records that the run's whole log is durably in s: compact
+// then drops it from memory. False if the run has not ended.
+func (h *Hub) markStored(s *storedLogs) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.terminal {
+		return false
+	}
+	h.store = s
+	return true
+}
+
+// storedHubBytes is what evict counts for a finished run whose log is in
+// the store: the hub and its actor, not one byte per event.
+const storedHubBytes = 2048
 
 // compact packs a log that ended at least minAge before now (packedLog):
 // the memory of a retained finished run becomes its encoding, and the
-// garbage collector no longer traces it. It reports whether it packed, and
-// the log's memory then. Readers holding parts of the old log keep them;
-// new reads decode.
+// garbage collector no longer traces it; a log the store holds
+// (markStored) is dropped instead, packed or not, and read back from the
+// store when asked for. It reports whether it packed (or dropped), and the
+// log's memory then. Readers holding parts of the old log keep them; new
+// reads decode.
 func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size int64) {
 	h.mu.Lock()
-	if !h.terminal || h.packed != nil || h.n == 0 || now.Sub(h.endedAt) < minAge || h.readingAt(now) {
+	if !h.terminal || h.compacted() || h.n == 0 || now.Sub(h.endedAt) < minAge || h.readingAt(now) {
 		h.mu.Unlock()
 		return false, 0
+	}
+	if h.store != nil {
+		// The store has the log: memory keeps none of it.
+		h.offloaded, h.log, h.packed, h.packWanted = true, nil, nil, false
+		h.heapBytes = storedHubBytes
+		h.coordinator = detachedPID(h.coordinator)
+		h.mu.Unlock()
+		return true, storedHubBytes
 	}
 	evs := h.log // immutable once terminal: nothing is appended after the end
 	h.mu.Unlock()
@@ -944,7 +1012,7 @@ func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size in
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.packed != nil || len(h.log) != len(evs) {
+	if h.packed != nil || h.offloaded || len(h.log) != len(evs) {
 		return false, 0
 	}
 	h.packed, h.log = p, nil
