@@ -960,6 +960,14 @@ func (h *Hub) waitsToPack(now time.Time, minAge time.Duration) bool {
 	return h.terminal && !h.compacted() && (now.Sub(h.endedAt) < minAge || h.readingAt(now))
 }
 
+// LogInStore reports whether the run's log has left memory and is read
+// back from the gateway's store when asked for (Engine.LogStored).
+func (h *Hub) LogInStore() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.offloaded
+}
+
 // compacted reports whether the finished log is in its final form in
 // memory: dropped for the store, or packed when no store has it. h.mu held.
 func (h *Hub) compacted() bool {

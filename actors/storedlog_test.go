@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"google.golang.org/protobuf/proto"
 
@@ -92,14 +93,54 @@ func offloaded(h *Hub) bool {
 // bound that does not grow with the run's length (issue 17: ≤ 8 KB per
 // retained run; asserted here with room, ≤ 12 KiB, as a whole-heap
 // difference). Packed in memory, as before, a run of 4 000 tokens held
-// ~100 KB.
+// ~100 KB. Two batches of runs are measured and the lower figure counts:
+// whatever else the process does (an earlier test's engine winding down)
+// can only add to a heap difference.
 func TestRetainedStoredRunsCostNoLog(t *testing.T) {
 	const runs, perStep = 60, 1000
 	e, _, _ := newProfileEngine(t, longProfiles(perStep), nil)
 	st := &fileLogStore{dir: t.TempDir()}
 	e.SetLogStore(st.load)
-	for range 3 { // warm: tokenizer tables, pools, the actor registry's shards
-		finishStored(t, e, st)
+	// gone waits until the runs' logs left memory: their hubs dropped
+	// them, and their coordinators (which stop on the hub's
+	// acknowledgement) went with their copies.
+	gone := func(hubs []*Hub, logged []weak.Pointer[messages.RunEvent]) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second) // a bound for a stuck engine, not a timing goal
+		for _, h := range hubs {
+			for !offloaded(h) {
+				if time.Now().After(deadline) {
+					t.Fatalf("run %s still holds its log", h.RunID)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		for i := 0; i < len(logged); {
+			if runtime.GC(); logged[i].Value() == nil {
+				i++
+				continue
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("an event of run %d of %d is still in memory", i/3+1, len(hubs))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		e.logs.sweep(time.Now().Add(storedLogTTL))
+	}
+	var hubs []*Hub
+	run := func(n int) (tokens int) {
+		var logged []weak.Pointer[messages.RunEvent]
+		from := len(hubs)
+		for range n {
+			h, evs := finishStored(t, e, st)
+			hubs = append(hubs, h)
+			tokens += len(evs)
+			for _, i := range []int{0, len(evs) / 2, len(evs) - 1} {
+				logged = append(logged, weak.Make(evs[i]))
+			}
+		}
+		gone(hubs[from:], logged)
+		return tokens
 	}
 	heap := func() uint64 {
 		var m runtime.MemStats
@@ -109,32 +150,19 @@ func TestRetainedStoredRunsCostNoLog(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	before := heap()
-	hubs := make([]*Hub, 0, runs)
-	tokens := 0
-	for range runs {
-		h, evs := finishStored(t, e, st)
-		hubs = append(hubs, h)
-		tokens += len(evs)
+	run(3) // warm: tokenizer tables, pools, the actor registry's shards
+	batch := func() (perRun float64, events int) {
+		before := heap()
+		tokens := run(runs)
+		after := heap()
+		perRun = (float64(after) - float64(before)) / runs
+		t.Logf("heap per retained run of %d events: %.0f bytes (%d → %d)", tokens/runs, perRun, before, after)
+		return perRun, tokens / runs
 	}
-	deadline := time.Now().Add(30 * time.Second) // a bound for a stuck engine, not a timing goal
-	for _, h := range hubs {
-		for !offloaded(h) {
-			if time.Now().After(deadline) {
-				t.Fatalf("run %s still holds its log", h.RunID)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	// Coordinators stop on the hub's acknowledgement; give the last ones
-	// their moment, then read the heap with every run retained.
-	e.logs.sweep(time.Now().Add(storedLogTTL))
-	waitFor(t, "the coordinators to stop", func() bool { return e.Hosted() == 0 })
-	after := heap()
-	per := (float64(after) - float64(before)) / runs
-	t.Logf("heap per retained run of %d events: %.0f bytes (%d → %d)", tokens/runs, per, before, after)
-	if per > 12<<10 {
-		t.Errorf("a retained run of %d events costs %.0f bytes of heap, want ≤ 12 KiB whatever its length", tokens/runs, per)
+	a, events := batch()
+	b, _ := batch()
+	if per := min(a, b); per > 12<<10 {
+		t.Errorf("a retained run of %d events costs %.0f bytes of heap, want ≤ 12 KiB whatever its length", events, per)
 	}
 	for _, h := range hubs {
 		if got, err := e.Hub(h.RunID); err != nil || got != h {
