@@ -173,8 +173,9 @@ func TestRetainedStoredRunsCostNoLog(t *testing.T) {
 }
 
 // A run whose log left memory for the store reads exactly as it was
-// logged, whole, from any seq and through subscriptions in batches; reads
-// that come together share one load from the store.
+// logged, whole, from any seq, through subscriptions in batches and as
+// another gateway's FindRun answer; reads that come together share one
+// load from the store.
 func TestStoredRunReadsAsLogged(t *testing.T) {
 	e, _, _ := newProfileEngine(t, longProfiles(150), func(c *Config) { c.Hub.MaxBatch = 64 })
 	st := &fileLogStore{dir: t.TempDir()}
@@ -195,6 +196,12 @@ func TestStoredRunReadsAsLogged(t *testing.T) {
 	}
 	for _, from := range []uint64{1, 65, 200, uint64(len(want))} {
 		sameEvents(t, fmt.Sprintf("subscribed from seq %d", from), collect(t, h, from), want[from-1:])
+	}
+	// Another gateway asking for the run (FindRun) gets the whole log.
+	if found := e.finishedRun(h.RunID); found == nil {
+		t.Fatal("FindRun of a stored run: nothing")
+	} else {
+		sameEvents(t, "FindRun's prior events", found.GetPriorEvents(), want)
 	}
 	if n := st.loads.Load(); n != 1 {
 		t.Errorf("%d loads from the store for reads that came together, want 1 (cached)", n)
