@@ -150,8 +150,10 @@ type Config struct {
 	// -stage-cpu-target is 0); without it, or with StageSlots 0, the stage
 	// slots are fixed (what tests that count slots want).
 	AdaptiveStageSlots bool
-	// RetainFinished is how long a finished run's log stays in memory for
-	// status queries and replay. Default 15 minutes.
+	// RetainFinished is how long a finished run stays in memory for status
+	// queries and replay: its log, or, once the gateway's store has the log
+	// (LogStored), only its hub, the log being read from the store on
+	// demand. Default 15 minutes.
 	RetainFinished time.Duration
 	// MaxFinished caps how many finished runs are kept; the oldest go first.
 	// Default 10000.
