@@ -1325,6 +1325,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e.logs.gone = func(h *Hub) { e.drop([]*Hub{h}) }
 	if cfg.Registerer != nil {
 		_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "qlc_stored_log_cache_bytes", Help: "Memory held by the logs of finished runs read back from the gateway's store lately (packed; an LRU of at most 8 MiB, each kept 5 s after its last read).",
+		}, func() float64 { _, b := e.logs.stats(); return float64(b) }))
+		_ = cfg.Registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qlc_stored_log_loads_total", Help: "Finished runs' logs read back from the gateway's store because a reader asked for events of a run whose log had left memory.",
+		}, func() float64 { return float64(e.logs.loads.Load()) }))
+		_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "qlc_stage_attempt_limit", Help: "This process's limit on the stage attempts (parallel steps) it runs at once: the stage slots, adapted to its CPU use and its attempts' wait for a slot when adaptive (0: no limit).",
 		}, func() float64 { return float64(e.deps.stageSlots.capacityNow()) }))
 	}

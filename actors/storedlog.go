@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qlc-project/qlc/messages"
@@ -54,6 +55,8 @@ type storedLogs struct {
 	// lets go of the run, so that the next request for it reads the store
 	// afresh (or finds no such run) instead of a run without events.
 	gone func(h *Hub)
+	// loads counts the logs read from the store (a metric).
+	loads atomic.Int64
 
 	// mu guards the fields below it.
 	mu      sync.Mutex
@@ -140,6 +143,7 @@ func (s *storedLogs) get(h *Hub) (*packedLog, error) {
 
 // read loads h's log and packs it.
 func (s *storedLogs) read(load LogLoader, h *Hub) (*packedLog, error) {
+	s.loads.Add(1)
 	evs, err := load(h.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLogUnavailable, err)

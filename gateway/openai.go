@@ -335,6 +335,13 @@ func (s *Server) chatBlocking(w http.ResponseWriter, r *http.Request, hub *actor
 		return
 	}
 	evs := hub.Events(1)
+	if len(evs) == 0 {
+		// The log left memory for the store, which no longer gives it back.
+		e := errServer(http.StatusServiceUnavailable, "run_unavailable", "the run ended but its log could not be read; read it again with GET /v1/runs/"+hub.RunID)
+		e.RetryAfter = 1
+		writeError(w, e)
+		return
+	}
 	switch k := evs[len(evs)-1].Kind.(type) {
 	case *messages.RunEvent_RunCompleted:
 		u := k.RunCompleted.Usage

@@ -60,6 +60,7 @@ seq "$RUNS" | xargs -P "$CONC" -I{} bash -c one
 end=$(date +%s.%N)
 sleep 5
 read -r after afterobj < <(heap)
+curl -fs "http://127.0.0.1:$ops/metrics" | grep -E '^qlc_stored_log_(cache_bytes|loads_total) ' | tr '\n' ' '; echo
 [ -n "${PPROF:-}" ] && curl -fs -o "$PPROF" "http://127.0.0.1:$ops/debug/pprof/heap"
 rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 retained=$(( RUNS < 1000 ? RUNS : 1000 ))  # the tenant's cap of finished runs (MaxFinishedPerTenant)
