@@ -538,15 +538,34 @@ func (s *Subscription) Close() {
 		return
 	}
 	s.closed = true
-	h := s.hub
+	s.hub.metrics.subscribers.Dec()
+	s.hub.leave()
+}
+
+// leave is a reader's leaving the log (Subscription.Close, Hold's
+// release): the last one packs or drops a log that was asked to be while
+// readers were on it.
+func (h *Hub) leave() {
 	h.mu.Lock()
 	h.subscribers--
 	pack := h.packWanted && h.subscribers == 0
 	h.mu.Unlock()
-	h.metrics.subscribers.Dec()
 	if pack {
 		h.Pack() // asked for while this reader was still on the log
 	}
+}
+
+// Hold marks a reader that will read the log once the run ends (Events
+// after WaitDone, as a blocking chat completion does) until release is
+// called: as for an open Subscription, the finished log is not packed or
+// dropped for the store under it (for up to packWithReadersAfter after the
+// end), so the read shares the log as it was written instead of decoding
+// it, or loading it back from the store. release is idempotent.
+func (h *Hub) Hold() (release func()) {
+	h.mu.Lock()
+	h.subscribers++
+	h.mu.Unlock()
+	return sync.OnceFunc(h.leave)
 }
 
 // hubActor is the hub's mailbox: the coordinator sends it RunEvents. It

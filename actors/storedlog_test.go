@@ -301,3 +301,35 @@ func TestLogStoredWithoutAStore(t *testing.T) {
 	}
 	sameEvents(t, "packed", h.Events(1), want)
 }
+
+// A reader that holds the log (a blocking chat completion waiting for the
+// end) keeps it in memory until it lets go: its read after the end is of
+// the log as written, not a load from the store.
+func TestHoldKeepsTheLogForItsReader(t *testing.T) {
+	e, _, _ := newProfileEngine(t, longProfiles(50), nil)
+	st := &fileLogStore{dir: t.TempDir()}
+	e.SetLogStore(st.load)
+	h, err := e.StartRun(RunRequest{Tenant: "t", Query: "q", NoCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := h.Hold()
+	if err := h.WaitDone(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	want := h.Events(1)
+	st.put(t, h.RunID, want)
+	if !e.LogStored(h) || offloaded(h) {
+		t.Fatal("the log left memory under a reader holding it")
+	}
+	got := h.Events(1)
+	if &got[0] != &want[0] || st.loads.Load() != 0 {
+		t.Fatal("the held read did not share the log as written")
+	}
+	release()
+	release() // idempotent: one reader leaves once
+	if !offloaded(h) {
+		t.Fatal("the log stayed in memory after its reader let go")
+	}
+	sameEvents(t, "after the drop", h.Events(1), want)
+}

@@ -330,6 +330,11 @@ func (s *Server) cancelIfRunning(hub *actors.Hub, reason string) {
 }
 
 func (s *Server) chatBlocking(w http.ResponseWriter, r *http.Request, hub *actors.Hub, c *chunkWriter) {
+	// The log is read whole once the run ends: held in memory until then
+	// (the ledger drops a recorded run's log for the store moments after
+	// its end, and reading it back would cost a load from the store).
+	release := hub.Hold()
+	defer release()
 	if err := hub.WaitDone(r.Context()); err != nil {
 		s.cancelIfRunning(hub, "client disconnected")
 		return
