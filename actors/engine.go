@@ -557,6 +557,8 @@ type Engine struct {
 	// logs reads back the logs of finished runs dropped from memory for
 	// the gateway's store (SetLogStore, LogStored), and caches a few.
 	logs *storedLogs
+	// stopHub stops a hub's actor (Hub.stopActor: one func for every hub).
+	stopHub func(pid *actor.PID)
 
 	// mu guards the fields below it.
 	mu       sync.Mutex
@@ -1086,7 +1088,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 		return nil, fmt.Errorf("actors: spawn hub: %w", err)
 	}
 	hub.mu.Lock()
-	hub.pid = hubPID
+	hub.pid, hub.stopActor = hubPID, e.stopHub
 	hub.mu.Unlock()
 	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
 	root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
@@ -1323,6 +1325,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e.deps.profiles = e.profiles
 	e.logs.gone = func(h *Hub) { e.drop([]*Hub{h}) }
+	e.stopHub = func(pid *actor.PID) { e.system.Root.Stop(pid) }
 	if cfg.Registerer != nil {
 		_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "qlc_stored_log_cache_bytes", Help: "Memory held by the logs of finished runs read back from the gateway's store lately (packed; an LRU of at most 8 MiB, each kept 5 s after its last read).",
@@ -1814,7 +1817,7 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 	}
 	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coordPID)})
 	hub.mu.Lock()
-	hub.pid, hub.coordinator = hubPID, coordPID
+	hub.pid, hub.coordinator, hub.stopActor = hubPID, coordPID, e.stopHub
 	hub.mu.Unlock()
 	return hub, nil
 }

@@ -128,6 +128,7 @@ type Hub struct {
 	subscribers int
 	coordinator *actor.PID // who to send CancelRun to
 	pid         *actor.PID
+	stopActor   func(*actor.PID)   // stops the hub's actor once the log is in the store (compact); nil: it has none
 	start       *messages.StartRun // how the run was started (for a failover)
 	failingOver bool               // a failover is placing a new coordinator
 	minEpoch    uint64             // events below it are refused (a replaced coordinator's)
@@ -1023,11 +1024,23 @@ func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size in
 		return false, 0
 	}
 	if h.store != nil {
-		// The store has the log: memory keeps none of it.
+		// The store has the log: memory keeps none of it. Nor an actor:
+		// its mailbox took the run's events, acknowledged the log's end to
+		// the coordinator (before the run could be recorded) and has
+		// nothing more to do — a coordinator that missed the
+		// acknowledgement resends to nobody until its FinishLinger ends —
+		// and each hub actor is a process, its mailbox and an entry in
+		// the actor registry, whose map never shrinks (a peak of retained
+		// runs' actors stayed in the heap after they were evicted).
 		h.offloaded, h.log, h.packed, h.packWanted = true, nil, nil, false
 		h.heapBytes = storedHubBytes
 		h.coordinator = detachedPID(h.coordinator)
+		pid, stop := h.pid, h.stopActor
+		h.pid, h.stopActor = nil, nil
 		h.mu.Unlock()
+		if pid != nil && stop != nil {
+			stop(pid)
+		}
 		return true, storedHubBytes
 	}
 	evs := h.log // immutable once terminal: nothing is appended after the end

@@ -5,7 +5,8 @@
 # 5 s, forces a GC (/debug/pprof/heap?gc=1) and reads /metrics again. With
 # EVICT_AFTER (a duration, e.g. 20s) the gateway retains finished runs that
 # long, and the heap is read once more after they were evicted. PPROF=file
-# saves a heap profile after the runs.
+# saves a heap profile after the runs; PPROF_DIR=dir saves idle.pprof and
+# evicted.pprof there (GODEBUG=memprofilerate=1 for exact ones).
 #   RUNS=2000 CONC=4 MODEL=qlc-instant scripts/retained-heap.sh
 #   RUNS=300 MODEL=qlc-long scripts/retained-heap.sh   # 20 000-token runs
 set -euo pipefail
@@ -54,6 +55,7 @@ heap() {
 one  # warm-up
 sleep 2
 read -r idle idleobj < <(heap)
+[ -n "${PPROF_DIR:-}" ] && curl -fs -o "$PPROF_DIR/idle.pprof" "http://127.0.0.1:$ops/debug/pprof/heap"
 export -f one; export key url body
 start=$(date +%s.%N)
 seq "$RUNS" | xargs -P "$CONC" -I{} bash -c one
@@ -71,5 +73,6 @@ if [ -n "$EVICT_AFTER" ]; then
   secs=$(python3 -c "import re,sys; v='$EVICT_AFTER'; m=re.fullmatch(r'(\d+)(s|m)',v); print(int(m[1])*(60 if m[2]=='m' else 1))")
   sleep $(( secs + 5 ))
   read -r evicted evobj < <(heap)
+  [ -n "${PPROF_DIR:-}" ] && curl -fs -o "$PPROF_DIR/evicted.pprof" "http://127.0.0.1:$ops/debug/pprof/heap"
   awk -v i="$idle" -v a="$evicted" -v o="$evobj" 'BEGIN{ printf "after eviction: heap %.1f MB (%d objects), %+.1f %% of idle\n", a/1e6, o, (a-i)/i*100 }'
 fi
