@@ -80,7 +80,11 @@ if [ -n "$EVICT_AFTER" ]; then
   # one-time cost of up to ~9.4 MB that the first flood pays. A second flood
   # measures what runs leave behind once that is paid.
   seq "$RUNS" | xargs -P "$CONC" -I{} bash -c one
-  sleep $(( secs + 5 ))
+  sleep 5
+  read -r held heldobj < <(heap)
+  awk -v i="$evicted" -v a="$held" -v io="$evobj" -v ao="$heldobj" -v n="$retained" 'BEGIN{
+    printf "second flood: heap %.1f MB; %d retained: %.1f KB and %.1f objects per run over the first eviction\n", a/1e6, n, (a-i)/n/1000, (ao-io)/n }'
+  sleep "$secs"
   read -r again agobj < <(heap)
   awk -v i="$evicted" -v a="$again" -v o="$agobj" 'BEGIN{ printf "after a second flood and its eviction: heap %.1f MB (%d objects), %+.1f %% of the first eviction\n", a/1e6, o, (a-i)/i*100 }'
 fi
