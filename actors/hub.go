@@ -1025,13 +1025,14 @@ func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size in
 	}
 	if h.store != nil {
 		// The store has the log: memory keeps none of it. Nor an actor:
-		// its mailbox took the run's events, acknowledged the log's end to
-		// the coordinator (before the run could be recorded) and has
-		// nothing more to do — a coordinator that missed the
-		// acknowledgement resends to nobody until its FinishLinger ends —
-		// and each hub actor is a process, its mailbox and an entry in
-		// the actor registry, whose map never shrinks (a peak of retained
-		// runs' actors stayed in the heap after they were evicted).
+		// its mailbox took the run's events and acknowledged the log's end
+		// to the coordinator in the message that ended it (before the run
+		// could be recorded; a Stop is handled after the message under
+		// way), and has nothing more to do — a coordinator that missed the
+		// acknowledgement resends to nobody until its FinishLinger ends.
+		// Each hub actor is a process, its mailbox and context, and an
+		// entry in the actor registry: about a third of what a retained
+		// run cost.
 		h.offloaded, h.log, h.packed, h.packWanted = true, nil, nil, false
 		h.heapBytes = storedHubBytes
 		h.coordinator = detachedPID(h.coordinator)
