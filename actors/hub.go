@@ -1031,8 +1031,8 @@ func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size in
 		// way), and has nothing more to do — a coordinator that missed the
 		// acknowledgement resends to nobody until its FinishLinger ends.
 		// Each hub actor is a process, its mailbox and context, and an
-		// entry in the actor registry: about a third of what a retained
-		// run cost.
+		// entry in the actor registry: about a quarter of what a
+		// retained run cost (TestRetainedStoredRunsCostNoLog).
 		h.offloaded, h.log, h.packed, h.packWanted = true, nil, nil, false
 		h.heapBytes = storedHubBytes
 		h.coordinator = detachedPID(h.coordinator)
