@@ -150,8 +150,10 @@ type Config struct {
 	// -stage-cpu-target is 0); without it, or with StageSlots 0, the stage
 	// slots are fixed (what tests that count slots want).
 	AdaptiveStageSlots bool
-	// RetainFinished is how long a finished run's log stays in memory for
-	// status queries and replay. Default 15 minutes.
+	// RetainFinished is how long a finished run stays in memory for status
+	// queries and replay: its log, or, once the gateway's store has the log
+	// (LogStored), only its hub, the log being read from the store on
+	// demand. Default 15 minutes.
 	RetainFinished time.Duration
 	// MaxFinished caps how many finished runs are kept; the oldest go first.
 	// Default 10000.
@@ -552,6 +554,11 @@ type Engine struct {
 	misses *negativeCache
 	// keptRuns is SetKeptRuns's func(string) *Hub (nil: none).
 	keptRuns atomic.Value
+	// logs reads back the logs of finished runs dropped from memory for
+	// the gateway's store (SetLogStore, LogStored), and caches a few.
+	logs *storedLogs
+	// stopHub stops a hub's actor (Hub.stopActor: one func for every hub).
+	stopHub func(pid *actor.PID)
 
 	// mu guards the fields below it.
 	mu       sync.Mutex
@@ -1182,7 +1189,7 @@ func (e *Engine) Attach(runID string) (*Hub, error) {
 		return nil, fmt.Errorf("actors: spawn hub: %w", err)
 	}
 	hub.mu.Lock()
-	hub.pid = hubPID
+	hub.pid, hub.stopActor = hubPID, e.stopHub
 	hub.mu.Unlock()
 	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coord)})
 	root.Send(coord, &messages.Subscribe{RunId: runID, FromSeq: 1, Subscriber: refOf(hubPID)})
@@ -1414,10 +1421,19 @@ func NewEngine(cfg Config) (*Engine, error) {
 		stop: make(chan struct{}), hubs: map[string]*Hub{}, live: map[string]*Hub{}, topo: cfg.Topology,
 		admission: newRunSlots(cfg.MaxActiveRuns, cfg.ActiveRunHeadroom),
 		misses:    newNegativeCache(findRunMisses, findRunMissTTL),
+		logs:      newStoredLogs(defaultStoredLogCache),
 		coordRoot: actor.NewRootContext(system, nil).WithGuardian(stopOnFailure),
 	}
 	e.deps.profiles = e.profiles
+	e.logs.gone = func(h *Hub) { e.drop([]*Hub{h}) }
+	e.stopHub = func(pid *actor.PID) { e.system.Root.Stop(pid) }
 	if cfg.Registerer != nil {
+		_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "qlc_stored_log_cache_bytes", Help: "Memory held by the logs of finished runs read back from the gateway's store lately (packed; an LRU of at most 8 MiB, each kept 5 s after its last read).",
+		}, func() float64 { _, b := e.logs.stats(); return float64(b) }))
+		_ = cfg.Registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qlc_stored_log_loads_total", Help: "Finished runs' logs read back from the gateway's store because a reader asked for events of a run whose log had left memory.",
+		}, func() float64 { return float64(e.logs.loads.Load()) }))
 		_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "qlc_stage_attempt_limit", Help: "This process's limit on the stage attempts (parallel steps) it runs at once: the stage slots, adapted to its CPU use and its attempts' wait for a slot when adaptive (0: no limit).",
 		}, func() float64 { return float64(e.deps.stageSlots.capacityNow()) }))
@@ -1902,7 +1918,7 @@ func (e *Engine) launch(start *messages.StartRun, replay *replaySource) (*Hub, e
 	}
 	root.Send(hubPID, &messages.WatchRun{Coordinator: refOf(coordPID)})
 	hub.mu.Lock()
-	hub.pid, hub.coordinator = hubPID, coordPID
+	hub.pid, hub.coordinator, hub.stopActor = hubPID, coordPID, e.stopHub
 	hub.mu.Unlock()
 	return hub, nil
 }
@@ -2113,6 +2129,7 @@ func (e *Engine) evictLoop() {
 			e.evict(time.Now())
 		case now := <-compact.C:
 			e.compactFinished(now)
+			e.logs.sweep(now)
 		}
 	}
 }
@@ -2275,6 +2292,7 @@ func (e *Engine) drop(hubs []*Hub) {
 	e.mu.Unlock()
 	for _, h := range hubs {
 		h.close()
+		e.logs.forget(h.RunID) // after close: a read under way caches nothing more for it
 		if pid := h.PID(); pid != nil {
 			e.system.Root.Stop(pid)
 		}
@@ -2341,6 +2359,18 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 // must hold the whole run, seq 1 to a terminal event. The hub is kept like
 // any finished run (Config.RetainFinished from now).
 func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time, log []*messages.RunEvent) (*Hub, error) {
+	return e.restore(runID, tenant, profile, query, created, log, false)
+}
+
+// RestoreStored is Restore of a log read from the store SetLogStore reads:
+// the hub serves it from memory for compactAfter (the reader that asked for
+// it reads it at once), then drops it and reads it back from the store
+// when asked for (LogStored).
+func (e *Engine) RestoreStored(runID, tenant, profile, query string, created time.Time, log []*messages.RunEvent) (*Hub, error) {
+	return e.restore(runID, tenant, profile, query, created, log, true)
+}
+
+func (e *Engine) restore(runID, tenant, profile, query string, created time.Time, log []*messages.RunEvent, stored bool) (*Hub, error) {
 	if len(log) == 0 || !isTerminal(log[len(log)-1]) {
 		return nil, fmt.Errorf("actors: restore %s: the log does not end the run", runID)
 	}
@@ -2357,6 +2387,13 @@ func (e *Engine) Restore(runID, tenant, profile, query string, created time.Time
 	}
 	h.epoch = log[len(log)-1].GetEpoch()
 	h.terminal, h.endedAt = true, time.Now()
+	if stored {
+		e.logs.mu.Lock()
+		if e.logs.load != nil {
+			h.store = e.logs
+		}
+		e.logs.mu.Unlock()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.shutdown {

@@ -116,6 +116,8 @@ type Hub struct {
 	log         []*messages.RunEvent // log[i].Seq == i+1; nil once packed
 	n           int                  // events in the log (len(log), or packed's)
 	packed      *packedLog           // the finished log, compacted (compact); nil before
+	store       *storedLogs          // the log is durably in the gateway's store (Engine.LogStored); nil: not known to be
+	offloaded   bool                 // and dropped from memory (compact): reads load it from store
 	epoch       uint64
 	terminal    bool      // a RunCompleted/RunFailed/RunCancelled is in the log
 	endedAt     time.Time // when terminal became true
@@ -126,6 +128,7 @@ type Hub struct {
 	subscribers int
 	coordinator *actor.PID // who to send CancelRun to
 	pid         *actor.PID
+	stopActor   func(*actor.PID)   // stops the hub's actor once the log is in the store (compact); nil: it has none
 	start       *messages.StartRun // how the run was started (for a failover)
 	failingOver bool               // a failover is placing a new coordinator
 	minEpoch    uint64             // events below it are refused (a replaced coordinator's)
@@ -262,9 +265,33 @@ func (h *Hub) Events(fromSeq uint64) []*messages.RunEvent {
 		h.mu.Unlock()
 		return h.unpack(p, int(fromSeq-1), p.len())
 	}
+	if h.offloaded {
+		n := h.n
+		h.mu.Unlock()
+		evs, err := h.readStored(int(fromSeq-1), n)
+		if err != nil {
+			h.logger.Error("a finished run's log could not be read back from the store", "error", err)
+		}
+		return evs
+	}
 	evs := h.log[fromSeq-1:]
 	h.mu.Unlock()
 	return evs
+}
+
+// readStored reads events i to j-1 (0-based) of a log dropped from memory
+// for the store (Engine.LogStored): decoded from the packed copy storedLogs
+// keeps or loads. Called without h.mu.
+func (h *Hub) readStored(i, j int) ([]*messages.RunEvent, error) {
+	p, err := h.store.get(h)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := p.decode(i, j)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
+	}
+	return evs, nil
 }
 
 // WaitDone blocks until the run ends or ctx is done.
@@ -444,7 +471,9 @@ func (s *Subscription) NextSeq() uint64 { return s.next }
 // after the run's terminal event was delivered, a *LaggedError if the run is
 // live and the subscriber is more than MaxLag events behind and further
 // behind than at its previous read (it is then closed), ErrHubClosed if the
-// hub was evicted, ErrIdle if idle fired first (nil: never), or ctx's error.
+// hub was evicted or its log could not be read back from the store
+// (ErrLogUnavailable, which wraps it), ErrIdle if idle fired first (nil:
+// never), or ctx's error.
 // A finished run's log is delivered whole, from any seq. The returned slice
 // is shared and read-only.
 func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*messages.RunEvent, error) {
@@ -462,13 +491,21 @@ func (s *Subscription) Next(ctx context.Context, idle <-chan time.Time) ([]*mess
 			}
 			end := min(n, s.next-1+uint64(h.cfg.MaxBatch))
 			var evs []*messages.RunEvent
-			p := h.packed
-			if p == nil {
+			p, stored := h.packed, h.offloaded
+			if p == nil && !stored {
 				evs = h.log[s.next-1 : end : end]
 			}
 			h.mu.Unlock()
-			if p != nil { // immutable: decoded without the lock
+			switch {
+			case p != nil: // immutable: decoded without the lock
 				evs = h.unpack(p, int(s.next-1), int(end))
+			case stored:
+				var err error
+				if evs, err = h.readStored(int(s.next-1), int(end)); err != nil {
+					h.logger.Error("a finished run's log could not be read back from the store", "error", err)
+					s.Close()
+					return nil, err
+				}
 			}
 			s.next, s.lastLag = end+1, lag
 			return evs, nil
@@ -502,15 +539,34 @@ func (s *Subscription) Close() {
 		return
 	}
 	s.closed = true
-	h := s.hub
+	s.hub.metrics.subscribers.Dec()
+	s.hub.leave()
+}
+
+// leave is a reader's leaving the log (Subscription.Close, Hold's
+// release): the last one packs or drops a log that was asked to be while
+// readers were on it.
+func (h *Hub) leave() {
 	h.mu.Lock()
 	h.subscribers--
 	pack := h.packWanted && h.subscribers == 0
 	h.mu.Unlock()
-	h.metrics.subscribers.Dec()
 	if pack {
 		h.Pack() // asked for while this reader was still on the log
 	}
+}
+
+// Hold marks a reader that will read the log once the run ends (Events
+// after WaitDone, as a blocking chat completion does) until release is
+// called: as for an open Subscription, the finished log is not packed or
+// dropped for the store under it (for up to packWithReadersAfter after the
+// end), so the read shares the log as it was written instead of decoding
+// it, or loading it back from the store. release is idempotent.
+func (h *Hub) Hold() (release func()) {
+	h.mu.Lock()
+	h.subscribers++
+	h.mu.Unlock()
+	return sync.OnceFunc(h.leave)
 }
 
 // hubActor is the hub's mailbox: the coordinator sends it RunEvents. It
@@ -887,7 +943,7 @@ func (h *Hub) Pack() bool {
 	ok, _ := h.compact(time.Now(), 0)
 	if !ok {
 		h.mu.Lock()
-		h.packWanted = h.terminal && h.packed == nil // the last reader to leave packs it
+		h.packWanted = h.terminal && !h.compacted() // the last reader to leave packs it
 		h.mu.Unlock()
 	}
 	return ok
@@ -921,19 +977,72 @@ const packWithReadersAfter = 30 * time.Second
 func (h *Hub) waitsToPack(now time.Time, minAge time.Duration) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.terminal && h.packed == nil && (now.Sub(h.endedAt) < minAge || h.readingAt(now))
+	return h.terminal && !h.compacted() && (now.Sub(h.endedAt) < minAge || h.readingAt(now))
 }
+
+// LogInStore reports whether the run's log has left memory and is read
+// back from the gateway's store when asked for (Engine.LogStored).
+func (h *Hub) LogInStore() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.offloaded
+}
+
+// compacted reports whether the finished log is in its final form in
+// memory: dropped for the store, or packed when no store has it. h.mu held.
+func (h *Hub) compacted() bool {
+	return h.offloaded || (h.packed != nil && h.store == nil)
+}
+
+// markStored records that the run's whole log is durably in s: compact
+// then drops it from memory. False if the run has not ended.
+func (h *Hub) markStored(s *storedLogs) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.terminal {
+		return false
+	}
+	h.store = s
+	return true
+}
+
+// storedHubBytes is what evict counts for a finished run whose log is in
+// the store: the hub and its actor, not one byte per event.
+const storedHubBytes = 2048
 
 // compact packs a log that ended at least minAge before now (packedLog):
 // the memory of a retained finished run becomes its encoding, and the
-// garbage collector no longer traces it. It reports whether it packed, and
-// the log's memory then. Readers holding parts of the old log keep them;
-// new reads decode.
+// garbage collector no longer traces it; a log the store holds
+// (markStored) is dropped instead, packed or not, and read back from the
+// store when asked for. It reports whether it packed (or dropped), and the
+// log's memory then. Readers holding parts of the old log keep them; new
+// reads decode.
 func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size int64) {
 	h.mu.Lock()
-	if !h.terminal || h.packed != nil || h.n == 0 || now.Sub(h.endedAt) < minAge || h.readingAt(now) {
+	if !h.terminal || h.compacted() || h.n == 0 || now.Sub(h.endedAt) < minAge || h.readingAt(now) {
 		h.mu.Unlock()
 		return false, 0
+	}
+	if h.store != nil {
+		// The store has the log: memory keeps none of it. Nor an actor:
+		// its mailbox took the run's events and acknowledged the log's end
+		// to the coordinator in the message that ended it (before the run
+		// could be recorded; a Stop is handled after the message under
+		// way), and has nothing more to do — a coordinator that missed the
+		// acknowledgement resends to nobody until its FinishLinger ends.
+		// Each hub actor is a process, its mailbox and context, and an
+		// entry in the actor registry: about a quarter of what a
+		// retained run cost (TestRetainedStoredRunsCostNoLog).
+		h.offloaded, h.log, h.packed, h.packWanted = true, nil, nil, false
+		h.heapBytes = storedHubBytes
+		h.coordinator = detachedPID(h.coordinator)
+		pid, stop := h.pid, h.stopActor
+		h.pid, h.stopActor = nil, nil
+		h.mu.Unlock()
+		if pid != nil && stop != nil {
+			stop(pid)
+		}
+		return true, storedHubBytes
 	}
 	evs := h.log // immutable once terminal: nothing is appended after the end
 	h.mu.Unlock()
@@ -944,7 +1053,7 @@ func (h *Hub) compact(now time.Time, minAge time.Duration) (packed bool, size in
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.packed != nil || len(h.log) != len(evs) {
+	if h.packed != nil || h.offloaded || len(h.log) != len(evs) {
 		return false, 0
 	}
 	h.packed, h.log = p, nil

@@ -73,6 +73,11 @@ func (p *runPool) worker(fn func()) {
 	var timer *time.Timer
 	for {
 		fn()
+		// An idle worker must not keep its last batch: the closure holds
+		// the mailbox and its actor (a finished coordinator, with its whole
+		// log), and the select below takes fn's address, so the stack slot
+		// stays live until the next batch or runPoolIdleFor.
+		fn = nil
 		if p.idle.Add(1) > p.maxIdle {
 			p.idle.Add(-1)
 			return

@@ -330,11 +330,23 @@ func (s *Server) cancelIfRunning(hub *actors.Hub, reason string) {
 }
 
 func (s *Server) chatBlocking(w http.ResponseWriter, r *http.Request, hub *actors.Hub, c *chunkWriter) {
+	// The log is read whole once the run ends: held in memory until then
+	// (the ledger drops a recorded run's log for the store moments after
+	// its end, and reading it back would cost a load from the store).
+	release := hub.Hold()
+	defer release()
 	if err := hub.WaitDone(r.Context()); err != nil {
 		s.cancelIfRunning(hub, "client disconnected")
 		return
 	}
 	evs := hub.Events(1)
+	if len(evs) == 0 {
+		// The log left memory for the store, which no longer gives it back.
+		e := errServer(http.StatusServiceUnavailable, "run_unavailable", "the run ended but its log could not be read; read it again with GET /v1/runs/"+hub.RunID)
+		e.RetryAfter = 1
+		writeError(w, e)
+		return
+	}
 	switch k := evs[len(evs)-1].Kind.(type) {
 	case *messages.RunEvent_RunCompleted:
 		u := k.RunCompleted.Usage

@@ -303,6 +303,9 @@ func New(cfg Config) (*Server, error) {
 		// Another gateway asked for a run that ended here and left memory:
 		// from the store (several gateways behind one address).
 		s.engine.SetKeptRuns(s.restore)
+		// A finished run's log, once recorded, leaves memory and is read
+		// back from the store when asked for (actors.Engine.LogStored).
+		s.engine.SetLogStore(s.loadLog)
 		s.goBackground(s.batches.run)
 	}
 	s.console = newConsoleHub(s, cfg.Console)

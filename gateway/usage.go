@@ -50,34 +50,43 @@ func (s *Server) account(hub *actors.Hub, a *admission) {
 			run = &store.FinishedRun{RunID: hub.RunID, TenantID: hub.Tenant, Profile: hub.Profile, Query: hub.Query,
 				CreatedAt: hub.Created, EndedAt: u.EndedAt, Log: log}
 		}
-		s.settle(u, a, run)
+		stored := s.settle(u, a, run)
 		s.batches.runEnded(hub) // a batch item's run: its outcome, and its slot is free (batch.go)
-		// Billed and stored: the log in memory can shrink to its
-		// encoding now (actors.Hub.Pack), not half a second later.
-		hub.Pack()
+		// Billed and stored: the log in memory can go now, not half a
+		// second later — read back from the store when asked for
+		// (actors.Engine.LogStored), or, if the store does not have it,
+		// shrunk to its encoding (actors.Hub.Pack).
+		if !stored || !s.engine.LogStored(hub) {
+			hub.Pack()
+		}
 	}()
 }
 
 // settle records u (and the finished run, if any) and tells the limiter.
-func (s *Server) settle(u store.Usage, a *admission, run *store.FinishedRun) {
+// It reports whether run (not nil) is now in the store.
+func (s *Server) settle(u store.Usage, a *admission, run *store.FinishedRun) (stored bool) {
 	s.metrics.observeRun(u)
 	if s.tenancy == nil {
-		return
+		return false
 	}
 	if _, err := s.tenancy.Store().RecordRun(u, run); err != nil {
 		// The reservation stays in the ledger: the budget stays reserved
 		// (never overrun), and the next start retries the record.
 		s.logger.Error("ledger: record usage", "run_id", u.RunID, "tenant", u.TenantID, "error", err)
-		return
+		return false
 	}
+	// RecordRun keeps the run's log (or found it kept already: a run is
+	// stored once, by the gateway that settled it first).
+	stored = run != nil
 	if s.engine.ShuttingDown() {
-		return // the ledger has it; a limiter reads it when it rebuilds
+		return stored // the ledger has it; a limiter reads it when it rebuilds
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.engine.Limiter().Settle(ctx, a.tenant, a.runID, u.TotalTokens); err != nil {
 		s.logger.Warn("tenant limiter: settle (its next rebuild reads the ledger)", "run_id", a.runID, "error", err)
 	}
+	return stored
 }
 
 // usageFromLog bills a run from its log: every step's usage — finished
@@ -186,12 +195,28 @@ func (s *Server) restore(runID string) *actors.Hub {
 		s.logger.Error("ledger: a kept run's log does not decode", "run_id", runID, "error", err)
 		return nil
 	}
-	hub, err := s.engine.Restore(r.RunID, r.TenantID, r.Profile, r.Query, r.CreatedAt, batch.Events)
+	// Read from the store: while it stays in memory, it keeps no log there
+	// (once its first reader is served).
+	hub, err := s.engine.RestoreStored(r.RunID, r.TenantID, r.Profile, r.Query, r.CreatedAt, batch.Events)
 	if err != nil {
 		s.logger.Error("ledger: restore a kept run", "run_id", runID, "error", err)
 		return nil
 	}
 	return hub
+}
+
+// loadLog reads a finished run's log from the store, for a run whose hub
+// dropped it from memory (actors.Engine.LogStored).
+func (s *Server) loadLog(runID string) ([]*messages.RunEvent, error) {
+	r, err := s.tenancy.Store().Run(runID)
+	if err != nil {
+		return nil, err
+	}
+	var batch messages.RunEventBatch
+	if err := proto.Unmarshal(r.Log, &batch); err != nil {
+		return nil, fmt.Errorf("ledger: the kept log of run %s does not decode: %w", runID, err)
+	}
+	return batch.Events, nil
 }
 
 // keepRuns prunes kept runs older than Config.KeepRuns, now and hourly.
