@@ -94,6 +94,13 @@ func benchTracing(b *testing.B) (report func(runs int)) {
 			rcv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/v1/traces", bytes.NewReader(body)))
 		}
 		mu.Unlock()
+		if os.Getenv("QLC_BENCH_SPANS") != "" {
+			names := map[string]int{}
+			for _, s := range rcv.Spans() {
+				names[s.Service+" "+s.Kind+" "+s.Name]++
+			}
+			b.Logf("spans by name: %v", names)
+		}
 		if runs > 0 {
 			b.ReportMetric(float64(len(rcv.Spans()))/float64(runs), "spans/run")
 		}
