@@ -219,6 +219,15 @@ next:
 // limitAttrs is kvs without invalid ones, at most compactLimit, and how
 // many were dropped (an event's or a link's attributes).
 func limitAttrs(kvs []attribute.KeyValue) ([]attribute.KeyValue, int) {
+	if len(kvs) <= compactLimit {
+		ok := true
+		for _, kv := range kvs {
+			ok = ok && kv.Valid()
+		}
+		if ok {
+			return kvs, 0 // the option's copy (trace.NewEventConfig), or the caller's Link
+		}
+	}
 	out, dropped := kvs[:0:0], 0
 	for _, kv := range kvs {
 		if !kv.Valid() || len(out) >= compactLimit {

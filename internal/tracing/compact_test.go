@@ -163,6 +163,12 @@ func normalize(t *testing.T, reqs []*collectortrace.ExportTraceServiceRequest) *
 func TestCompactExportMatchesSDK(t *testing.T) {
 	trC, compact := capture(t, nil)
 	trS, sdk := capture(t, map[string]string{"QLC_TRACING_SDK": "true"})
+	for _, reqs := range [][]*collectortrace.ExportTraceServiceRequest{compact, sdk} {
+		b, _ := proto.Marshal(reqs[0])
+		if n, err := CountSpans(b); n != 3 || err != nil {
+			t.Errorf("CountSpans: %d, %v; want 3", n, err)
+		}
+	}
 	if !trC.Compact() || trS.Compact() {
 		t.Fatalf("compact %v, SDK run compact %v", trC.Compact(), trS.Compact())
 	}
