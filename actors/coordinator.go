@@ -555,7 +555,7 @@ func (c *coordinator) settleHedge(ctx actor.Context, a *stageAttempt, from *acto
 	if from.Equal(a.hedge) {
 		c.billLoser(a, a.bill, a.model.Model)
 		ctx.Stop(a.worker)
-		endSpan(&a.span, "", "lost the hedge race")
+		c.endAttempt(a, "", "lost the hedge race")
 		a.span, a.hedgeSpan = a.hedgeSpan, nil
 		a.worker, a.hedge = a.hedge, nil
 		a.bill = a.hedgeBill
@@ -885,8 +885,14 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 	if role != "" {
 		kind, why = attemptHedge, a.hedgeWhy
 	}
+	// A step's first attempt has no span of its own: its provider call (the
+	// "chat" span, on the worker's node) is the step's child and carries
+	// the GenAI attributes, and the tokenizer's fit is an event of the
+	// step. Retries, fallbacks and hedges get a qlc.attempt span with their
+	// kind and reason, their provider call beneath it. (Spans cost CPU on
+	// the run's path; issue 13 bounds tracing's added TTFT.)
 	actx, span := a.stepCtx, noSpan
-	if spanOn() {
+	if spanOn() && (number > 1 || role != "") {
 		actx, span = startSpan(a.stepCtx, "qlc.attempt", trace.WithAttributes(attrStep.String(a.step), attrAttempt.Int(int(number)),
 			attrAttemptKind.String(kind), attrAttemptReason.String(why), attribute.String("qlc.endpoint", model.Provider)))
 	}
@@ -933,17 +939,21 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 	}
 	if !countLater {
 		var fitStart time.Time
-		if span.IsRecording() {
+		fitSpan := span // the attempt's, or the step's for a first attempt
+		if !fitSpan.IsRecording() {
+			fitSpan = a.stepSpan
+		}
+		if fitSpan.IsRecording() {
 			fitStart = time.Now()
 		}
 		prompt, promptTokens, notes, err = stagework.FitPrompt(spec, in, window, counter)
-		if span.IsRecording() {
+		if fitSpan.IsRecording() {
 			// The tokenizer's work on the attempt's path (counting, and
 			// trimming to the context window) is a local call: an event
 			// on the attempt with its duration, not a span of its own
 			// (spans cost more; the tokenizer actors' requests have
 			// theirs, TokenizerClient).
-			span.AddEvent("qlc.tokenizer.fit", trace.WithTimestamp(fitStart), trace.WithAttributes(
+			fitSpan.AddEvent("qlc.tokenizer.fit", trace.WithTimestamp(fitStart), trace.WithAttributes(
 				attribute.Int("qlc.tokenizer.context_window", window), attribute.Int("qlc.tokenizer.prompt_tokens", promptTokens),
 				attribute.Int("qlc.tokenizer.notes", len(notes)), attribute.Int64("qlc.tokenizer.duration_us", time.Since(fitStart).Microseconds())))
 		}
@@ -1227,7 +1237,7 @@ func (c *coordinator) hedgeLoses(ctx actor.Context, a *stageAttempt, failed *act
 		return true
 	}
 	// The primary failed first: the hedge is the attempt now.
-	endSpan(&a.span, "failed", "the primary failed; its hedge goes on")
+	c.endAttempt(a, "failed", "the primary failed; its hedge goes on")
 	c.settleHedge(ctx, a, a.hedge)
 	return true
 }
@@ -1325,7 +1335,7 @@ func (c *coordinator) attemptFailed(ctx actor.Context, a *stageAttempt, m *messa
 		ctx.Stop(a.worker)
 	}
 	a.worker = nil
-	endSpan(&a.span, m.Kind, m.Message)
+	c.endAttempt(a, m.Kind, m.Message)
 	c.deps.metrics.providerErrors.WithLabelValues(a.model.Provider, m.Kind).Inc()
 	c.deps.telemetry.AttemptFailed(a.model.Provider, a.model.Model, m.Kind, m.HttpStatus)
 	c.logger.Warn("stage attempt failed", "step", a.step, "stage", a.spec.Stage.String(), "attempt", a.number,
@@ -1745,6 +1755,27 @@ func (c *coordinator) stopAttempt(ctx actor.Context, a *stageAttempt) {
 	}
 	c.stopAttemptTimers(a)
 	c.endAttemptSpans(a, "stopped")
+}
+
+// endAttempt ends the current attempt's span with an error type or an
+// outcome (endSpan). A step's first attempt has none: its end is an event
+// on the step's span ("qlc.attempt.end", with the attempt's number and the
+// error type or outcome), so a retry's or a hedge's reason has its
+// counterpart in the trace.
+func (c *coordinator) endAttempt(a *stageAttempt, errType, msg string) {
+	if a.span != nil && a.span.IsRecording() {
+		endSpan(&a.span, errType, msg)
+		return
+	}
+	a.span = nil
+	if a.stepSpan == nil || !a.stepSpan.IsRecording() {
+		return
+	}
+	attrs := []attribute.KeyValue{attrAttempt.Int(int(a.number)), attrOutcome.String(msg)}
+	if errType != "" {
+		attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
+	}
+	a.stepSpan.AddEvent("qlc.attempt.end", trace.WithAttributes(attrs...))
 }
 
 // endAttemptSpans ends a step's open spans (its attempt's, its hedge's,

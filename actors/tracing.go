@@ -13,8 +13,9 @@ import (
 )
 
 // tracer starts this package's spans: a run's coordinator ("qlc.run"), its
-// steps ("qlc.step"), each attempt of a step ("qlc.attempt": retries,
-// fallbacks and hedges are siblings under their step, with the reason),
+// steps ("qlc.step"), each attempt of a step after the first
+// ("qlc.attempt": retries, fallbacks and hedges are siblings under their
+// step, with the reason; a first attempt is its provider call alone),
 // each provider call ("chat {model}", the GenAI client span), the
 // placement of a run, and limiter and tokenizer requests. Through
 // OpenTelemetry's global provider: a no-op until internal/tracing's Setup

@@ -60,10 +60,12 @@ func (s *syncBuffer) String() string {
 
 // A run whose generator fails three times on its primary and then runs on
 // its fallback is one trace under the caller's span: placement, the run,
-// a span per step, and under the generator's step four sibling attempts
-// (first, retry, retry, fallback), each with its reason, the failed ones
-// with error.type, each with its provider call (a GenAI client span). The
-// coordinator's log lines carry the trace id.
+// a span per step, and under the generator's step its four attempts as
+// siblings: the first is its provider call (a GenAI client span) alone, its
+// failure also an event of the step; the retries and the fallback are
+// qlc.attempt spans, each with its reason, the failed ones with
+// error.type, each with its provider call beneath it. The coordinator's
+// log lines carry the trace id.
 func TestRunTraceWithRetriesAndFallback(t *testing.T) {
 	rec := recordSpans(t)
 	logs := &syncBuffer{}
@@ -93,7 +95,7 @@ func TestRunTraceWithRetriesAndFallback(t *testing.T) {
 	for _, s := range spans {
 		byID[s.SpanContext().SpanID()] = s
 	}
-	var genStep trace.SpanID
+	var genStep sdktrace.ReadOnlySpan
 	for _, s := range spans {
 		if s.SpanContext().TraceID() != tid {
 			t.Errorf("span %s is in trace %s, want %s", s.Name(), s.SpanContext().TraceID(), tid)
@@ -106,42 +108,69 @@ func TestRunTraceWithRetriesAndFallback(t *testing.T) {
 			t.Errorf("span %s's parent is not in the trace", s.Name())
 		}
 		if s.Name() == "qlc.step generator" {
-			genStep = s.SpanContext().SpanID()
+			genStep = s
 		}
 	}
+	if genStep == nil {
+		t.Fatal("no generator step span")
+	}
+	isChat := func(s sdktrace.ReadOnlySpan) bool {
+		ok := strings.HasPrefix(s.Name(), "chat ")
+		if ok && (attrOf(s, "gen_ai.operation.name") != "chat" || attrOf(s, "gen_ai.provider.name") != "sim" || s.SpanKind() != trace.SpanKindClient) {
+			t.Errorf("provider span %s: %v", s.Name(), s.Attributes())
+		}
+		return ok
+	}
 	var kinds, reasons []string
-	for _, s := range spans {
-		if s.Name() != "qlc.attempt" || s.Parent().SpanID() != genStep {
+	for _, s := range spans { // in the order they ended
+		if s.Parent().SpanID() != genStep.SpanContext().SpanID() {
 			continue
 		}
-		kinds = append(kinds, attrOf(s, "qlc.attempt.kind")+"/"+attrOf(s, "gen_ai.request.model")+"/"+attrOf(s, "error.type"))
-		reasons = append(reasons, attrOf(s, "qlc.attempt.reason"))
-		chats := 0
-		for _, c := range spans {
-			if c.Parent().SpanID() == s.SpanContext().SpanID() && strings.HasPrefix(c.Name(), "chat ") {
-				chats++
-				if attrOf(c, "gen_ai.operation.name") != "chat" || attrOf(c, "gen_ai.provider.name") != "sim" || c.SpanKind() != trace.SpanKindClient {
-					t.Errorf("provider span %s: %v", c.Name(), c.Attributes())
+		switch {
+		case isChat(s): // the first attempt
+			kinds = append(kinds, "first/"+attrOf(s, "gen_ai.request.model")+"/"+attrOf(s, "error.type"))
+		case s.Name() == "qlc.attempt":
+			kinds = append(kinds, attrOf(s, "qlc.attempt.kind")+"/"+attrOf(s, "gen_ai.request.model")+"/"+attrOf(s, "error.type"))
+			reasons = append(reasons, attrOf(s, "qlc.attempt.reason"))
+			chats := 0
+			for _, c := range spans {
+				if c.Parent().SpanID() == s.SpanContext().SpanID() && isChat(c) {
+					chats++
 				}
 			}
-		}
-		if chats != 1 {
-			t.Errorf("attempt %s has %d provider spans, want 1", attrOf(s, "qlc.attempt.number"), chats)
+			if chats != 1 {
+				t.Errorf("attempt %s has %d provider spans, want 1", attrOf(s, "qlc.attempt.number"), chats)
+			}
 		}
 	}
 	if got := strings.Join(kinds, " "); got != "first/primary/server retry/primary/server retry/primary/server fallback/backup/" {
 		t.Errorf("generator attempts: %s", got)
 	}
-	if len(reasons) == 4 && (!strings.Contains(reasons[1], "server") || !strings.Contains(reasons[3], "primary failed")) {
+	if len(reasons) == 3 && (!strings.Contains(reasons[0], "server") || !strings.Contains(reasons[2], "primary failed")) {
 		t.Errorf("attempt reasons: %q", reasons)
+	}
+	var ends []string
+	for _, ev := range genStep.Events() {
+		if ev.Name == "qlc.attempt.end" {
+			m := map[string]string{}
+			for _, kv := range ev.Attributes {
+				m[string(kv.Key)] = kv.Value.Emit()
+			}
+			ends = append(ends, m["qlc.attempt.number"]+"/"+m["error.type"])
+		}
+	}
+	if got := strings.Join(ends, " "); got != "1/server" {
+		t.Errorf("the step's qlc.attempt.end events: %q, want the first attempt's failure", got)
 	}
 	if !strings.Contains(logs.String(), `"msg":"run started","run_id":"`+h.RunID+`","trace_id":"`+tid.String()+`"`) {
 		t.Errorf("the coordinator's log lines lack the trace id:\n%s", logs.String())
 	}
 }
 
-// A hedge is a sibling attempt under its step with kind hedge and its
-// reason; the primary it beat ends with "lost the hedge race".
+// A hedge is an attempt span under its step with kind hedge and its
+// reason, beside the primary's provider call; the primary it beat ends
+// with "lost the hedge race" (an event of the step: a first attempt has no
+// span of its own).
 func TestHedgeTrace(t *testing.T) {
 	rec := recordSpans(t)
 	e, _, _ := newProfileEngine(t, `
@@ -162,26 +191,35 @@ profiles:
 		t.Fatal(err)
 	}
 	collect(t, h, 1)
-	var attempts []sdktrace.ReadOnlySpan
-	waitUntil(t, "both generator attempts' spans", func() bool {
-		attempts = nil
+	var hedge, primary, step sdktrace.ReadOnlySpan
+	waitUntil(t, "the generator's spans", func() bool {
+		hedge, primary, step = nil, nil, nil
 		for _, s := range rec.Ended() {
-			if s.Name() == "qlc.attempt" && attrOf(s, "qlc.step") == "generator" {
-				attempts = append(attempts, s)
+			switch {
+			case s.Name() == "qlc.attempt" && attrOf(s, "qlc.step") == "generator":
+				hedge = s
+			case s.Name() == "chat big":
+				primary = s
+			case s.Name() == "qlc.step generator":
+				step = s
 			}
 		}
-		return len(attempts) == 2
+		return hedge != nil && primary != nil && step != nil
 	})
-	byKind := map[string]sdktrace.ReadOnlySpan{}
-	for _, s := range attempts {
-		byKind[attrOf(s, "qlc.attempt.kind")] = s
+	if attrOf(hedge, "qlc.attempt.kind") != "hedge" || hedge.Parent().SpanID() != step.SpanContext().SpanID() ||
+		primary.Parent().SpanID() != step.SpanContext().SpanID() {
+		t.Fatalf("the hedge (%v) and the primary's call are not siblings under the step", hedge.Attributes())
 	}
-	first, hedge := byKind["first"], byKind["hedge"]
-	if first == nil || hedge == nil || first.Parent().SpanID() != hedge.Parent().SpanID() {
-		t.Fatalf("attempts are not a first and a hedge under one step: %v", attempts)
+	if attrOf(hedge, "gen_ai.request.model") != "small" || !strings.Contains(attrOf(hedge, "qlc.attempt.reason"), "no first token") {
+		t.Errorf("hedge %v", hedge.Attributes())
 	}
-	if attrOf(first, "qlc.outcome") != "lost the hedge race" || attrOf(hedge, "gen_ai.request.model") != "small" ||
-		!strings.Contains(attrOf(hedge, "qlc.attempt.reason"), "no first token") {
-		t.Errorf("first %v; hedge %v", first.Attributes(), hedge.Attributes())
+	lost := false
+	for _, ev := range step.Events() {
+		for _, kv := range ev.Attributes {
+			lost = lost || (ev.Name == "qlc.attempt.end" && kv.Key == "qlc.outcome" && kv.Value.AsString() == "lost the hedge race")
+		}
+	}
+	if !lost {
+		t.Errorf("the step has no qlc.attempt.end event saying the primary lost the hedge race: %v", step.Events())
 	}
 }

@@ -53,7 +53,7 @@ type stageWorker struct {
 	// Nil: no trace.
 	traceCtx context.Context
 	// span is the provider call's GenAI client span ("chat {model}"),
-	// owned by the stream goroutine.
+	// started by Receive, then owned by the stream goroutine.
 	span trace.Span
 }
 
@@ -100,6 +100,14 @@ func (w *stageWorker) Receive(ctx actor.Context) {
 		}
 		c, cancel := context.WithCancelCause(base)
 		w.cancel = func() { cancel(context.Canceled) }
+		// The provider call's span starts here, on the actor's goroutine,
+		// whose stack has grown already: as the stream goroutine's first
+		// call it grew that goroutine's stack (a copy) on every attempt.
+		w.span = noSpan
+		if spanOn() {
+			c, w.span = tracer.Start(c, "chat "+w.req.Model, trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(append(genAIRequest(w.provider.Name(), w.req), attrNode.String(ctx.Self().Address))...))
+		}
 		go w.stream(c, cancel, ctx.ActorSystem().Root, ctx.Self())
 	case *actor.Terminated:
 		if w.accept != nil && m.Who.Equal(w.coordinator) {
@@ -122,11 +130,6 @@ func (w *stageWorker) stream(ctx context.Context, cancel context.CancelCauseFunc
 		}
 	}()
 	start := time.Now()
-	w.span = noSpan
-	if spanOn() {
-		ctx, w.span = tracer.Start(ctx, "chat "+w.req.Model, trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(append(genAIRequest(w.provider.Name(), w.req), attrNode.String(self.Address))...))
-	}
 	if w.span.IsRecording() && tracing.CaptureContent() {
 		w.span.SetAttributes(semconv.GenAIInputMessagesKey.String(messagesJSON(w.req.Messages)))
 	}

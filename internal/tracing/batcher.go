@@ -9,8 +9,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
-// batcher is the span processor: the SDK's batch span processor without
-// its wake-up per span. The SDK's hands every ended span to its goroutine
+// queue is the batch export of ended spans (of the SDK's, or of QLC's
+// compact spans, compact.go): the SDK's batch span processor without its
+// wake-up per span. The SDK's hands every ended span to its goroutine
 // through a channel, waking it once per span; on a run's path that is a
 // goroutine switch per span, which on a small machine shows in the TTFT.
 // Here an ended span is appended to a slice under a mutex, and the
@@ -20,17 +21,18 @@ import (
 // The queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): spans beyond it are
 // dropped and counted, never blocking the caller. Each export is bounded by
 // OTEL_BSP_EXPORT_TIMEOUT.
-type batcher struct {
-	exp      sdktrace.SpanExporter
+type queue[T any] struct {
+	export   func(context.Context, []T) error // called by the queue's goroutine only
+	shutdown func(context.Context) error      // the exporter's, after the last export
 	delay    time.Duration
 	timeout  time.Duration
 	maxQueue int
 	maxBatch int
 	onError  func(error)
 
-	// mu guards queue and dropped.
+	// mu guards items and dropped.
 	mu      sync.Mutex
-	queue   []sdktrace.ReadOnlySpan
+	items   []T
 	dropped int64
 
 	wake     chan struct{}      // capacity 1: a batch is full
@@ -38,6 +40,13 @@ type batcher struct {
 	stop     chan struct{}      // closed by Shutdown
 	done     chan struct{}      // closed when the goroutine has exported the rest and ended
 	stopOnce sync.Once
+}
+
+// batcher is the queue as the SDK's span processor, in front of an SDK
+// exporter (OTLP over gRPC, or any protocol when the console's span store
+// is on: Setup's SDK path).
+type batcher struct {
+	*queue[sdktrace.ReadOnlySpan]
 }
 
 // envMillis reads a millisecond count (the OTEL_BSP_* unit), def when unset or bad.
@@ -55,11 +64,13 @@ func envInt(getenv func(string) string, key string, def int) int {
 	return def
 }
 
-// newBatcher starts the exporting goroutine; Shutdown stops it. The
+// newQueue starts the exporting goroutine; Shutdown stops it. The
 // defaults are the OpenTelemetry specification's.
-func newBatcher(exp sdktrace.SpanExporter, getenv func(string) string, onError func(error)) *batcher {
-	b := &batcher{
-		exp:      exp,
+func newQueue[T any](export func(context.Context, []T) error, shutdown func(context.Context) error,
+	getenv func(string) string, onError func(error)) *queue[T] {
+	q := &queue[T]{
+		export:   export,
+		shutdown: shutdown,
 		delay:    envMillis(getenv, "OTEL_BSP_SCHEDULE_DELAY", 5*time.Second),
 		timeout:  envMillis(getenv, "OTEL_BSP_EXPORT_TIMEOUT", 30*time.Second),
 		maxQueue: envInt(getenv, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
@@ -70,9 +81,14 @@ func newBatcher(exp sdktrace.SpanExporter, getenv func(string) string, onError f
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	b.maxBatch = min(b.maxBatch, b.maxQueue)
-	go b.loop()
-	return b
+	q.maxBatch = min(q.maxBatch, q.maxQueue)
+	go q.loop()
+	return q
+}
+
+// newBatcher is the queue in front of an SDK exporter.
+func newBatcher(exp sdktrace.SpanExporter, getenv func(string) string, onError func(error)) *batcher {
+	return &batcher{newQueue(exp.ExportSpans, exp.Shutdown, getenv, onError)}
 }
 
 // OnStart does nothing (sdktrace.SpanProcessor).
@@ -83,72 +99,78 @@ func (b *batcher) OnEnd(s sdktrace.ReadOnlySpan) {
 	if !s.SpanContext().IsSampled() {
 		return
 	}
-	b.mu.Lock()
-	if len(b.queue) >= b.maxQueue {
-		b.dropped++
-		b.mu.Unlock()
+	b.push(s)
+}
+
+// push queues an ended span, or drops it when the queue is full; it never
+// blocks on the exporter.
+func (q *queue[T]) push(s T) {
+	q.mu.Lock()
+	if len(q.items) >= q.maxQueue {
+		q.dropped++
+		q.mu.Unlock()
 		return
 	}
-	b.queue = append(b.queue, s)
-	full := len(b.queue) == b.maxBatch
-	b.mu.Unlock()
+	q.items = append(q.items, s)
+	full := len(q.items) == q.maxBatch
+	q.mu.Unlock()
 	if full {
 		select {
-		case b.wake <- struct{}{}:
+		case q.wake <- struct{}{}:
 		default:
 		}
 	}
 }
 
-func (b *batcher) loop() {
-	defer close(b.done)
-	t := time.NewTimer(b.delay)
+func (q *queue[T]) loop() {
+	defer close(q.done)
+	t := time.NewTimer(q.delay)
 	defer t.Stop()
 	for {
 		select {
-		case <-b.stop:
-			b.exportAll()
+		case <-q.stop:
+			q.exportAll()
 			return
 		case <-t.C:
-			b.exportAll()
-			t.Reset(b.delay)
-		case <-b.wake:
-			b.exportAll()
-		case ch := <-b.flush:
-			b.exportAll()
+			q.exportAll()
+			t.Reset(q.delay)
+		case <-q.wake:
+			q.exportAll()
+		case ch := <-q.flush:
+			q.exportAll()
 			close(ch)
 		}
 	}
 }
 
 // exportAll exports the queue in batches of at most maxBatch.
-func (b *batcher) exportAll() {
+func (q *queue[T]) exportAll() {
 	for {
-		b.mu.Lock()
-		n := min(len(b.queue), b.maxBatch)
+		q.mu.Lock()
+		n := min(len(q.items), q.maxBatch)
 		if n == 0 {
-			b.mu.Unlock()
+			q.mu.Unlock()
 			return
 		}
-		batch := make([]sdktrace.ReadOnlySpan, n)
-		copy(batch, b.queue)
-		b.queue = append(b.queue[:0], b.queue[n:]...)
-		b.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		err := b.exp.ExportSpans(ctx, batch)
+		batch := make([]T, n)
+		copy(batch, q.items)
+		q.items = append(q.items[:0], q.items[n:]...)
+		q.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), q.timeout)
+		err := q.export(ctx, batch)
 		cancel()
-		if err != nil && b.onError != nil {
-			b.onError(err)
+		if err != nil && q.onError != nil {
+			q.onError(err)
 		}
 	}
 }
 
 // ForceFlush exports every queued span (sdktrace.SpanProcessor).
-func (b *batcher) ForceFlush(ctx context.Context) error {
+func (q *queue[T]) ForceFlush(ctx context.Context) error {
 	ch := make(chan struct{})
 	select {
-	case b.flush <- ch:
-	case <-b.done:
+	case q.flush <- ch:
+	case <-q.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -163,19 +185,22 @@ func (b *batcher) ForceFlush(ctx context.Context) error {
 
 // Shutdown exports the rest and shuts the exporter down; idempotent
 // (sdktrace.SpanProcessor).
-func (b *batcher) Shutdown(ctx context.Context) error {
-	b.stopOnce.Do(func() { close(b.stop) })
+func (q *queue[T]) Shutdown(ctx context.Context) error {
+	q.stopOnce.Do(func() { close(q.stop) })
 	select {
-	case <-b.done:
+	case <-q.done:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return b.exp.Shutdown(ctx)
+	if q.shutdown == nil {
+		return nil
+	}
+	return q.shutdown(ctx)
 }
 
 // Dropped is how many spans found the queue full.
-func (b *batcher) Dropped() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.dropped
+func (q *queue[T]) Dropped() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
 }

@@ -55,7 +55,7 @@ func TestBatcher(t *testing.T) {
 	}
 	// The exporter is idle now: queue 13 more; 3 are dropped at the bound.
 	b.mu.Lock()
-	held := len(b.queue)
+	held := len(b.items)
 	b.mu.Unlock()
 	if held != 0 {
 		t.Fatalf("%d spans still queued", held)

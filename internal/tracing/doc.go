@@ -22,6 +22,11 @@
 //     installs them as OpenTelemetry's globals with the W3C trace-context and
 //     baggage propagators. The exporter itself reads the rest of the
 //     OTEL_EXPORTER_OTLP_* variables (headers, timeout, TLS, compression).
+//     With OTLP over HTTP and nothing else recording spans, the provider
+//     is QLC's own (compact.go: compact spans, written to OTLP protobuf by
+//     otlp.go) rather than the SDK's, which cost ~3× the CPU a span here;
+//     the SDK's stays for gRPC, the span store, TLS certificate and span
+//     limit variables, and QLC_TRACING_SDK=true (newCompact).
 //  3. Packages start spans from otel.Tracer; Inject and Extract move a span's
 //     context through a message's trace_context map (W3C traceparent and
 //     tracestate).

@@ -55,8 +55,16 @@ type Config struct {
 // installed as OpenTelemetry's globals) or off. Its methods are safe for
 // concurrent use; Shutdown is idempotent.
 type Tracing struct {
-	provider *sdktrace.TracerProvider // nil when off
+	provider provider // nil when off
 	protocol string
+	compact  bool
+}
+
+// provider is what Setup installs: the SDK's, or QLC's compact spans'.
+type provider interface {
+	trace.TracerProvider
+	Shutdown(context.Context) error
+	ForceFlush(context.Context) error
 }
 
 // captureContent is CaptureContent's answer, set by Setup; on says
@@ -157,17 +165,26 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 		}
 		return &Tracing{}, fmt.Errorf("tracing: resource: %w", err)
 	}
-	// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batcher
-	// reads OTEL_BSP_*.
 	onError := func(err error) { logger.Warn("tracing: export", "error", err) }
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if exp != nil {
-		opts = append(opts, sdktrace.WithSpanProcessor(newBatcher(exp, getenv, onError)))
+	var tp provider
+	compact := false
+	if cp, ok := newCompact(getenv, cfg, protocol, res, onError); ok {
+		// QLC's compact spans (compact.go): the SDK's exporter is not
+		// needed.
+		_ = exp.Shutdown(ctx)
+		tp, compact = cp, true
+	} else {
+		// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG); the batcher
+		// reads OTEL_BSP_*.
+		opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+		if exp != nil {
+			opts = append(opts, sdktrace.WithSpanProcessor(newBatcher(exp, getenv, onError)))
+		}
+		for _, p := range cfg.Processors {
+			opts = append(opts, sdktrace.WithSpanProcessor(p))
+		}
+		tp = sdktrace.NewTracerProvider(opts...)
 	}
-	for _, p := range cfg.Processors {
-		opts = append(opts, sdktrace.WithSpanProcessor(p))
-	}
-	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(onError))
@@ -176,10 +193,50 @@ func Setup(ctx context.Context, cfg Config) (*Tracing, error) {
 	if exp == nil {
 		logger.Info("tracing on, spans kept in this process only (no OTLP export configured)", "service", cfg.ServiceName, "instance", cfg.InstanceID)
 	} else {
-		logger.Info("tracing on", "protocol", protocol, "service", cfg.ServiceName, "instance", cfg.InstanceID)
+		logger.Info("tracing on", "protocol", protocol, "compact", compact, "service", cfg.ServiceName, "instance", cfg.InstanceID)
 	}
-	return &Tracing{provider: tp, protocol: protocol}, nil
+	return &Tracing{provider: tp, protocol: protocol, compact: compact}, nil
 }
+
+// sdkOnly are the variables that only the SDK's pipeline reads: with any
+// of them set, Setup uses it rather than the compact spans.
+var sdkOnly = []string{
+	"OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+	"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+	"OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+	"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT",
+	"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+}
+
+// newCompact builds the compact spans' provider (compact.go) when they
+// can serve the configuration: OTLP over HTTP (protobuf), no in-process
+// span processors (the console's store takes the SDK's spans), a sampler
+// and OTLP settings it parses, none of sdkOnly, and QLC_TRACING_SDK not
+// true (the SDK's pipeline on demand: to compare, or to rule the compact
+// one out).
+func newCompact(getenv func(string) string, cfg Config, protocol string, res *resource.Resource, onError func(error)) (*compactProvider, bool) {
+	if protocol != "http/protobuf" || len(cfg.Processors) > 0 || strings.EqualFold(getenv("QLC_TRACING_SDK"), "true") {
+		return nil, false
+	}
+	for _, k := range sdkOnly {
+		if getenv(k) != "" {
+			return nil, false
+		}
+	}
+	smp, ok := samplerFromEnv(getenv)
+	if !ok {
+		return nil, false
+	}
+	exp, err := newOTLPHTTP(getenv, res)
+	if err != nil {
+		return nil, false
+	}
+	return newCompactProvider(smp, newQueue(exp.export, exp.shutdown, getenv, onError)), true
+}
+
+// Compact reports whether spans are QLC's compact ones (compact.go)
+// rather than the SDK's.
+func (t *Tracing) Compact() bool { return t != nil && t.compact }
 
 // Enabled reports whether spans are exported.
 func (t *Tracing) Enabled() bool { return t != nil && t.provider != nil }
