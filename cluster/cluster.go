@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -117,7 +118,8 @@ func Start(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start memberlist: %w", err)
 	}
-	if seeds := c.seeds(); len(seeds) > 0 {
+	// The seeds' addresses, resolved, at most maxRejoinTargets of them (rejoin.go): one answer is enough.
+	if seeds := pickMissing(c.resolveSeeds(), nil, maxRejoinTargets, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))); len(seeds) > 0 {
 		if n, err := c.ml.Join(seeds); err != nil {
 			c.met.joinFailures.Inc()
 			c.joinFailures.Add(1)
@@ -719,40 +721,6 @@ func (c *Cluster) sideLocked() (int, string) {
 	return len(c.view), min
 }
 
-// rejoinLoop re-joins the seeds every RejoinInterval (every RejoinInterval/4 while we know no other
-// member): this heals partitions, which memberlist does not re-merge by itself, and finds seeds that
-// started after us. Each attempt resolves DNS names again.
-func (c *Cluster) rejoinLoop() {
-	defer c.wg.Done()
-	t := time.NewTimer(c.rejoinWait())
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-		}
-		c.life.Lock()
-		active := !c.closed && !c.left && !c.isFenced
-		c.life.Unlock()
-		if seeds := c.seeds(); active && len(seeds) > 0 {
-			if _, err := c.ml.Join(seeds); err != nil {
-				c.met.joinFailures.Inc()
-				c.joinFailures.Add(1)
-				c.log.Debug("cluster: re-join found no seed", "seeds", seeds, "err", err)
-			}
-		}
-		t.Reset(c.rejoinWait())
-	}
-}
-
-func (c *Cluster) rejoinWait() time.Duration {
-	if len(*c.snap.Load()) <= 1 {
-		return c.cfg.RejoinInterval / 4
-	}
-	return c.cfg.RejoinInterval
-}
-
 // delegate implements memberlist's Delegate, EventDelegate and AliveDelegate. memberlist calls them with
 // its node lock held (events and alive) or from its packet/stream goroutines; none of them blocks or
 // calls back into memberlist.
@@ -805,6 +773,11 @@ func (d *delegate) LocalState(join bool) []byte {
 // MergeRemoteState looks for our own name among the sender's tombstones.
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	c := d.c
+	kind := "periodic"
+	if join {
+		kind = "join"
+	}
+	c.met.pushPulls.WithLabelValues(kind).Inc()
 	if c.inactive.Load() {
 		return
 	}
