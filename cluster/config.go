@@ -153,6 +153,15 @@ type Config struct {
 	// of that. Default 30 s: at 500 members and 3 seeds each seed serves ~1.1 such push/pulls a second.
 	SeedResyncInterval time.Duration
 
+	// CompressGossip turns on memberlist's LZW compression of every packet and push/pull (memberlist's
+	// own default is on). Off by default (issue 15): memberlist compresses each packet with a new LZW
+	// writer, a 64 KB table allocated per ping, ack and gossip packet, and the garbage collection that
+	// follows was the largest CPU cost of 500 simulated members (the profile in docs/scale.md); the
+	// packets are a few hundred bytes of mostly random names and ciphertext-bound fields, which LZW
+	// shrinks little. Members with and without it interoperate (a compressed message is decoded
+	// whatever the receiver's setting).
+	CompressGossip bool
+
 	// LoadUpdateInterval is the minimum time between two load announcements (each is a metadata
 	// broadcast to the cluster). SetLoad never blocks; the newest value is sent. Default 250 ms.
 	LoadUpdateInterval time.Duration
