@@ -156,10 +156,10 @@ type Config struct {
 	// CompressGossip turns on memberlist's LZW compression of every packet and push/pull (memberlist's
 	// own default is on). Off by default (issue 15): memberlist compresses each packet with a new LZW
 	// writer, a 64 KB table allocated per ping, ack and gossip packet, and the garbage collection that
-	// follows was the largest CPU cost of 500 simulated members (the profile in docs/scale.md); the
-	// packets are a few hundred bytes of mostly random names and ciphertext-bound fields, which LZW
-	// shrinks little. Members with and without it interoperate (a compressed message is decoded
-	// whatever the receiver's setting).
+	// follows were the largest CPU cost of 500 simulated members (BENCHMARKS.md, issue 15: 22 % of the
+	// CPU, most of the garbage collection). The price is bigger packets and push/pulls (the saving
+	// was not measured separately; bytes per member with it off are in BENCHMARKS.md). Members with
+	// and without it interoperate (a compressed message is decoded whatever the receiver's setting).
 	CompressGossip bool
 
 	// LoadUpdateInterval is the minimum time between two load announcements (each is a metadata
