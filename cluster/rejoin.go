@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,7 +31,7 @@ import (
 //     have been declared dead while it still sees everyone alive, so rule 1 joins nothing. When the
 //     loop's own tick comes that late it push/pulls with one random member of its view (a member
 //     that declared us dead answers with its tombstones, and we fence): at most once per
-//     RejoinInterval, and spread over the members, not the seeds.
+//     RejoinInterval per process (see lastProcessStallJoin), spread over the members, not the seeds.
 //  3. Safety net. Every SeedResyncInterval × m(N) on average (uniformly 0.5–1.5 of it; m(N) is 1 up to
 //     32 members and grows by one per doubling beyond, as memberlist scales its own push/pull) one
 //     random seed is joined even when it is in the view, for views that disagree in ways rule 1 does
@@ -79,7 +80,7 @@ func (c *Cluster) rejoinLoop() {
 			continue
 		}
 		switch {
-		case stalled && now.Sub(lastStall) >= c.cfg.RejoinInterval:
+		case stalled && now.Sub(lastStall) >= c.cfg.RejoinInterval && processStallJoin(now, c.cfg.RejoinInterval):
 			lastStall = now
 			if peer, ok := c.randomPeer(rnd); ok {
 				c.join(rejoinStall, []string{peer})
@@ -97,6 +98,21 @@ func (c *Cluster) rejoinLoop() {
 		}
 		last = time.Now() // a Join's own duration is not a stall
 	}
+}
+
+// lastProcessStallJoin is when a Cluster of this process last push/pulled after a stall (unix nanos).
+// A stall is the process's, not a member's: where several Clusters share a process (tests, the
+// scale simulation's hundreds of members) every one of them sees it at once, and all pushing and
+// pulling full state right after it would make the next stall. One of them does, per RejoinInterval.
+var lastProcessStallJoin atomic.Int64
+
+// processStallJoin reports whether this process may push/pull after a stall now, and claims it.
+func processStallJoin(now time.Time, every time.Duration) bool {
+	last := lastProcessStallJoin.Load()
+	if now.UnixNano()-last < int64(every) {
+		return false
+	}
+	return lastProcessStallJoin.CompareAndSwap(last, now.UnixNano())
 }
 
 // join joins addrs and counts the attempt.

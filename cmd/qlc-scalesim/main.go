@@ -47,6 +47,7 @@ func run() error {
 	procs := flag.Int("procs", 0, "spread the members over this many processes on real loopback UDP/TCP (0: one process, in-memory network)")
 	workerMode := flag.Bool("worker", false, "internal: serve as one of -procs' worker processes (commands on stdin)")
 	memberLog := flag.String("member-log", "", "write the members' own logs (debug level) to this file")
+	compress := flag.Bool("compress", false, "turn on memberlist's per-packet compression (off as shipped; in-process simulation only)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	flag.Parse()
 
@@ -110,7 +111,7 @@ func run() error {
 			start := time.Now()
 			mc := scalesim.Config{
 				N: n, Seeds: *seeds, Reps: scalesim.RepsFor(n, *reps), Steady: *steady * time.Duration(*scale),
-				Scale: *scale, Seed: *seed, Logger: logger, MemberLogger: memberLogger,
+				Scale: *scale, Seed: *seed, Logger: logger, MemberLogger: memberLogger, Compress: *compress,
 			}
 			var r scalesim.Result
 			if *procs > 0 {

@@ -56,6 +56,9 @@ type Config struct {
 	Seed uint64
 	// Logger receives progress. Default: discard.
 	Logger *slog.Logger
+	// Compress turns on memberlist's per-packet LZW compression
+	// (cluster.Config.CompressGossip; off as shipped), to compare.
+	Compress bool
 	// MemberLogger receives the members' own logs (cluster and memberlist).
 	// Default: discard — hundreds of members logging through one handler
 	// serialise on it, and a slow writer then delays their acks.
@@ -175,6 +178,7 @@ type sim struct {
 // simulation's transport, seeds and time scale.
 func (s *sim) clusterConfig(name string, tr *cluster.FaultTransport) cluster.Config {
 	cc := shippedConfig(s.cfg.Scale)
+	cc.CompressGossip = s.cfg.Compress
 	cc.NodeName = name
 	cc.Transport = tr
 	cc.Seeds = slices.Clone(s.seeds)
