@@ -119,8 +119,9 @@ type Config struct {
 	// Default 3.
 	RetransmitMult int
 
-	// PushPullInterval is the period of full state exchange with one random member. Default 10 s; the
-	// periodic seed re-join (RejoinInterval) does the heavy lifting of healing partitions.
+	// PushPullInterval is the period of full state exchange with one random member (memberlist
+	// multiplies it by 1 up to 32 members and one more per doubling beyond). Default 10 s; the
+	// re-join of missing seeds (RejoinInterval) heals partitions.
 	PushPullInterval time.Duration
 
 	// GossipToTheDeadTime is how long we keep gossiping to members we declared dead, so a member that
@@ -134,10 +135,32 @@ type Config struct {
 	// probe timeouts up to this factor (memberlist's Lifeguard). Default 8.
 	AwarenessMaxMultiplier int
 
-	// RejoinInterval is the period at which Seeds are joined again, always: memberlist does not re-merge
-	// a healed partition by itself, and a node that started before its seeds needs to find them.
-	// While we know no other member, joins are retried every RejoinInterval/4. Default 3 s.
+	// RejoinInterval is the period at which the seeds are checked (±20 % jitter; RejoinInterval/4 while
+	// we know no other member): the seeds' addresses (DNS names resolved again) that no member of our
+	// view has are joined, at most 3 of them. That heals a partition (memberlist does not re-merge one by
+	// itself: the side without a seed joins the seeds on the other side, and the push/pull carries the
+	// tombstones that fence the smaller side) and finds seeds that started after us, while a steady
+	// cluster whose seeds are all members joins nobody (rejoin.go; until issue 15 every member joined
+	// every seed every interval, O(N²) bytes at the seeds). A member whose own ticks come later than
+	// ProbeTimeout + SuspicionMult × ProbeInterval (a pause: it may have been declared dead while it
+	// still sees everyone) push/pulls with one random member, at most once per RejoinInterval. Default 3 s.
 	RejoinInterval time.Duration
+
+	// SeedResyncInterval is the mean period of the safety-net join of one random seed, done even when
+	// every seed is a member (for views that disagree in ways the missing-seed rule does not see: a seed
+	// we see alive that sees us dead). It is multiplied, as memberlist multiplies PushPullInterval, by 1
+	// up to 32 members and one more per doubling beyond (×5 at 500), and jittered uniformly over 0.5–1.5
+	// of that. Default 30 s: at 500 members and 3 seeds each seed serves ~1.1 such push/pulls a second.
+	SeedResyncInterval time.Duration
+
+	// CompressGossip turns on memberlist's LZW compression of every packet and push/pull (memberlist's
+	// own default is on). Off by default (issue 15): memberlist compresses each packet with a new LZW
+	// writer, a 64 KB table allocated per ping, ack and gossip packet, and the garbage collection that
+	// follows were the largest CPU cost of 500 simulated members (BENCHMARKS.md, issue 15: 22 % of the
+	// CPU, most of the garbage collection). The price is bigger packets and push/pulls (the saving
+	// was not measured separately; bytes per member with it off are in BENCHMARKS.md). Members with
+	// and without it interoperate (a compressed message is decoded whatever the receiver's setting).
+	CompressGossip bool
 
 	// LoadUpdateInterval is the minimum time between two load announcements (each is a metadata
 	// broadcast to the cluster). SetLoad never blocks; the newest value is sent. Default 250 ms.
@@ -183,6 +206,7 @@ func DefaultConfig() Config {
 		TCPTimeout:              time.Second,
 		AwarenessMaxMultiplier:  8,
 		RejoinInterval:          3 * time.Second,
+		SeedResyncInterval:      30 * time.Second,
 		LoadUpdateInterval:      250 * time.Millisecond,
 		TombstoneTTL:            time.Hour,
 		PlacementChoices:        2,
@@ -275,7 +299,7 @@ func (c Config) validate() (Config, error) {
 		{&c.ProbeInterval, d.ProbeInterval}, {&c.ProbeTimeout, d.ProbeTimeout},
 		{&c.GossipInterval, d.GossipInterval}, {&c.PushPullInterval, d.PushPullInterval},
 		{&c.GossipToTheDeadTime, d.GossipToTheDeadTime}, {&c.TCPTimeout, d.TCPTimeout},
-		{&c.RejoinInterval, d.RejoinInterval}, {&c.LoadUpdateInterval, d.LoadUpdateInterval},
+		{&c.RejoinInterval, d.RejoinInterval}, {&c.SeedResyncInterval, d.SeedResyncInterval}, {&c.LoadUpdateInterval, d.LoadUpdateInterval},
 		{&c.TombstoneTTL, d.TombstoneTTL},
 	}
 	for _, x := range durs {

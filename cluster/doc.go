@@ -16,7 +16,8 @@
 //     (power of two choices, for run coordinators) read the current view without blocking. Updates
 //     delivers every change of membership or metadata, in order, from one goroutine, coalescing when
 //     the reader is slow. SetLoad announces the number of active runs (rate-limited, never blocks).
-//     Seeds are re-joined every RejoinInterval, which re-merges healed partitions.
+//     Every RejoinInterval the seeds that no member of our view has are joined again, which re-merges
+//     healed partitions and finds late seeds; a steady cluster joins nobody (rejoin.go).
 //  4. Failure of another member: after about ProbeInterval + the suspicion timeout + gossip it leaves
 //     every view and appears in Topology.Left. The suspicion timeout is SuspicionMult×ProbeInterval
 //     (800 ms) once k = SuspicionMult-2 other members confirmed the suspicion, as they do at once for a

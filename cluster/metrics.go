@@ -26,6 +26,8 @@ type metrics struct {
 	placements      *prometheus.CounterVec
 	rejected        prometheus.Counter
 	joinFailures    prometheus.Counter
+	rejoins         *prometheus.CounterVec
+	pushPulls       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,6 +51,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		leaves:          c("member_leaves_total", "Members that left this node's view (left, dead, or fenced)."),
 		rejected:        c("rejected_traffic_total", "Packets or streams refused because they did not decrypt with the cluster key or had another cluster's label (from memberlist's log)."),
 		joinFailures:    c("join_failures_total", "Join or re-join attempts in which no seed answered."),
+		rejoins: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_cluster_rejoins_total",
+			Help: "Background joins by reason: missing_seed (a seed no member of the view has), stall (this process was not scheduled long enough to be declared dead), resync (the rare safety-net join of a random seed).",
+		}, []string{"reason"})).(*prometheus.CounterVec),
+		pushPulls: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_cluster_push_pulls_total",
+			Help: "Full state exchanges this node took part in, either side, by kind: join (a join or re-join) or periodic (memberlist's PushPullInterval). Each carries the whole member list.",
+		}, []string{"kind"})).(*prometheus.CounterVec),
 		placements: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_cluster_placements_total",
 			Help: "Placement decisions by method (owner, least_loaded), kind, and result (ok, none).",

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,8 @@ func run() error {
 	procs := flag.Int("procs", 0, "spread the members over this many processes on real loopback UDP/TCP (0: one process, in-memory network)")
 	workerMode := flag.Bool("worker", false, "internal: serve as one of -procs' worker processes (commands on stdin)")
 	memberLog := flag.String("member-log", "", "write the members' own logs (debug level) to this file")
+	compress := flag.Bool("compress", false, "turn on memberlist's per-packet compression (off as shipped; in-process simulation only)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -55,6 +58,17 @@ func run() error {
 	}
 	ctx, cancel = context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelInfo
@@ -97,7 +111,7 @@ func run() error {
 			start := time.Now()
 			mc := scalesim.Config{
 				N: n, Seeds: *seeds, Reps: scalesim.RepsFor(n, *reps), Steady: *steady * time.Duration(*scale),
-				Scale: *scale, Seed: *seed, Logger: logger, MemberLogger: memberLogger,
+				Scale: *scale, Seed: *seed, Logger: logger, MemberLogger: memberLogger, Compress: *compress,
 			}
 			var r scalesim.Result
 			if *procs > 0 {

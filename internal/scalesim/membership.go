@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/qlc-project/qlc/actors"
@@ -24,8 +25,9 @@ type Config struct {
 	// N is the number of members in the steady state. Required, >= 3.
 	N int
 	// Seeds is how many of the first members every member lists as seeds
-	// (a deployment lists a few nodes, or a DNS name). Every member joins
-	// them again every RejoinInterval. Default 3.
+	// (a deployment lists a few nodes, or a DNS name). A member joins them
+	// again when they are missing from its view, and one of them every
+	// SeedResyncInterval × m(N) (cluster/rejoin.go). Default 3.
 	Seeds int
 	// Reps is how many times a join, a death and a metadata change are
 	// timed. Default 3.
@@ -54,6 +56,9 @@ type Config struct {
 	Seed uint64
 	// Logger receives progress. Default: discard.
 	Logger *slog.Logger
+	// Compress turns on memberlist's per-packet LZW compression
+	// (cluster.Config.CompressGossip; off as shipped), to compare.
+	Compress bool
 	// MemberLogger receives the members' own logs (cluster and memberlist).
 	// Default: discard — hundreds of members logging through one handler
 	// serialise on it, and a slow writer then delays their acks.
@@ -164,6 +169,8 @@ type sim struct {
 	seeds []string
 	all   []*member
 	next  int
+	// drains are the members' Updates readers; shutdown waits for them.
+	drains sync.WaitGroup
 }
 
 // clusterConfig is the configuration a node ships (cmd/node:
@@ -171,6 +178,7 @@ type sim struct {
 // simulation's transport, seeds and time scale.
 func (s *sim) clusterConfig(name string, tr *cluster.FaultTransport) cluster.Config {
 	cc := shippedConfig(s.cfg.Scale)
+	cc.CompressGossip = s.cfg.Compress
 	cc.NodeName = name
 	cc.Transport = tr
 	cc.Seeds = slices.Clone(s.seeds)
@@ -195,6 +203,8 @@ func (s *sim) add() (*member, error) {
 		_ = ft.Shutdown()
 		return nil, err
 	}
+	s.drains.Add(1)
+	go drainUpdates(c, &s.drains)
 	m := &member{c: c, ft: ft, name: name, addr: c.Self().GossipAddr}
 	s.all = append(s.all, m)
 	if len(s.seeds) < s.cfg.Seeds {
@@ -224,6 +234,17 @@ func (s *sim) shutdown() {
 			_ = m.c.Shutdown()
 		}
 	}
+	s.drains.Wait()
+}
+
+// drainUpdates reads c's topology updates until Shutdown closes the channel,
+// as a node's topology package does. Unread, each member's topology loop
+// would rebuild its pending update (a copy of the whole view) at every
+// change: a cost no node pays, and at 500 members a large one.
+func drainUpdates(c *cluster.Cluster, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for range c.Updates() {
+	}
 }
 
 // waitAll polls until cond holds for every member of ms (each checked until
@@ -251,6 +272,13 @@ func waitAll(ctx context.Context, t0 time.Time, ms []*member, poll, timeout time
 	}
 }
 
+// viewSize counts the members c sees without copying its view.
+func viewSize(c *cluster.Cluster) int {
+	n := 0
+	c.EachMember(func(*cluster.Member) bool { n++; return true })
+	return n
+}
+
 // SimulateMembership runs one simulation (see the package comment). It
 // returns an error if the members could not be started or never all saw
 // each other; timed-out waits after that are counted in Result.Missed.
@@ -265,8 +293,8 @@ func SimulateMembership(ctx context.Context, cfg Config) (Result, error) {
 	s := &sim{cfg: cfg, net: cluster.NewMemNetwork(), key: []byte(Key)}
 	defer s.shutdown()
 
-	// 1. Start N members and wait until each sees N. Members() copies the
-	// view: read it every 200 ms only.
+	// 1. Start N members and wait until each sees N (counted with
+	// EachMember, which copies nothing), reading the views every 200 ms.
 	t0 := time.Now()
 	startLag := startLagProbe()
 	for range cfg.N {
@@ -278,14 +306,24 @@ func SimulateMembership(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	startTimeout := max(60*time.Second, time.Duration(cfg.N)*200*time.Millisecond) * scale
+	lastLog := time.Now()
 	_, ok := waitAll(ctx, t0, s.all, 200*time.Millisecond, startTimeout, func(m *member) bool {
-		return len(m.c.Members()) == cfg.N
+		if time.Since(lastLog) > 15*time.Second {
+			lastLog = time.Now()
+			lo, hi, fenced := cfg.N, 0, 0
+			for _, x := range s.all {
+				v := viewSize(x.c)
+				lo, hi, fenced = min(lo, v), max(hi, v), fenced+b2i(isClosed(x.c.Fenced()))
+			}
+			log.Info("scalesim: starting", "n", cfg.N, "since", time.Since(t0).Round(time.Second), "views_min", lo, "views_max", hi, "fenced", fenced)
+		}
+		return viewSize(m.c) == cfg.N
 	})
 	res.StartLagMax = quantile(startLag.stop(), 1)
 	if !ok {
 		lo, hi, full := cfg.N, 0, 0
 		for _, m := range s.all {
-			v := len(m.c.Members())
+			v := viewSize(m.c)
 			lo, hi, full = min(lo, v), max(hi, v), full+b2i(v == cfg.N)
 		}
 		res.Failed = fmt.Sprintf("%d members did not all see each other within %v (views %d..%d, %d complete; longest stall while starting %v)", cfg.N, startTimeout, lo, hi, full, res.StartLagMax.Round(time.Millisecond))
@@ -337,7 +375,7 @@ func SimulateMembership(ctx context.Context, cfg Config) (Result, error) {
 	res.PacketsPerMember = pkts / n * perSec
 	res.MinView = cfg.N
 	for _, m := range s.all {
-		res.MinView = min(res.MinView, len(m.c.Members()))
+		res.MinView = min(res.MinView, viewSize(m.c))
 	}
 	log.Info("scalesim: steady window", "n", cfg.N, "bytes_per_member_s", int(res.BytesPerMember), "cpu", fmt.Sprintf("%.2f", res.CPU), "lag_p99", res.LagP99, "loss", res.Loss, "min_view", res.MinView)
 

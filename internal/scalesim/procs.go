@@ -101,6 +101,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer, cfg WorkerConfi
 	)
 	// The end of the input (the parent gone) stops the commands in flight.
 	ctx, cancel := context.WithCancel(ctx)
+	var drains sync.WaitGroup // one reader of Updates per member, ended by its Shutdown
 	defer func() {
 		cancel()
 		wg.Wait()
@@ -109,6 +110,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer, cfg WorkerConfi
 				_ = m.c.Shutdown()
 			}
 		}
+		drains.Wait()
 	}()
 	enc := json.NewEncoder(out)
 	send := func(r reply) {
@@ -155,6 +157,8 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer, cfg WorkerConfi
 			_ = ft.Shutdown()
 			return "", fmt.Errorf("%s: %v", name, err)
 		}
+		drains.Add(1)
+		go drainUpdates(cl, &drains)
 		mu.Lock()
 		members = append(members, &workerMember{c: cl, ft: ft, name: name})
 		mu.Unlock()
@@ -229,7 +233,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer, cfg WorkerConfi
 			}
 		case "views":
 			for _, m := range running() {
-				r.Views = append(r.Views, len(m.c.Members()))
+				r.Views = append(r.Views, viewSize(m.c))
 			}
 			mu.Lock()
 			for _, m := range members {
@@ -285,6 +289,7 @@ func shippedConfig(scale int) cluster.Config {
 	cc.GossipToTheDeadTime *= k
 	cc.TCPTimeout *= k
 	cc.RejoinInterval *= k
+	cc.SeedResyncInterval *= k
 	cc.LoadUpdateInterval *= k
 	return cc
 }
