@@ -1,3 +1,11 @@
+// Not in the race-built pass of make test: the race detector slows every member of the test 5-10×, so
+// under it all four are starved, not one, and the figure this test checks (a member whose packets
+// arrive 250 ms late refutes every suspicion in time) is not the one it runs; it failed 1 run in 4
+// there at load average 2-3 (before and after issue 15's re-join change), against about 1 in 10
+// without -race. The plain pass of make test runs it.
+
+//go:build !race
+
 package cluster
 
 import (
