@@ -370,15 +370,6 @@ func runOverload(ctx context.Context, cfg Config, bin, command string, progress 
 		c.nodeWrap = []string{ts, "-c", last}
 		c.gwWrap = []string{ts, "-c", others}
 		f.cpuLimit = fmt.Sprintf("all pinned to CPU %s (taskset) with GOMAXPROCS=1, sharing it with a CPU-burning co-runner: ~1/%d of a core each", last, cfg.Nodes+1)
-		// The load generator (this process, every thread) runs beside the
-		// nodes, not on the gateway's CPUs: an operator's clients are not on
-		// the gateway's host, and sharing its core measured the generator's
-		// contention (refusals waiting for a CPU the generator held).
-		if out, err := exec.Command(ts, "-a", "-p", "-c", last, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
-			progress("overload: could not pin the load generator to CPU %s: %v: %s", last, err, bytes.TrimSpace(out))
-		} else {
-			f.cpuLimit += fmt.Sprintf("; the load generator (this program) on CPU %s too", last)
-		}
 		self, err := os.Executable()
 		if err == nil {
 			burner = exec.Command(ts, "-c", last, self, "-burn", (calib*2 + cfg.Duration + 2*time.Minute).String())
