@@ -158,33 +158,13 @@ func (b *budgetLoad) work(ctx context.Context, rng *rand.Rand) {
 		b.seq++
 		n := b.seq
 		b.mu.Unlock()
-		a := attempt{gateway: 1, call: time.Now(), billed: -1}
-		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		var v struct {
-			ID string `json:"id"`
-		}
-		st, code, hdr, err := limitsRequest(actx, http.MethodPost, b.base+"/v1/runs", t.key, budgetQuery(n), &v)
-		cancel()
-		a.ret, a.code = time.Now(), code
-		switch {
-		case err != nil:
-			a.outcome = outUnknown
-		case st == http.StatusCreated:
-			a.outcome, a.run = outGranted, v.ID
-			a.reserved, _ = strconv.ParseInt(hdr.Get("X-QLC-Reserved-Tokens"), 10, 64)
-		case st == http.StatusTooManyRequests:
-			a.outcome = outRefused
-		case st >= 500:
-			a.outcome = outUnavailable
-		default:
-			a.outcome = outUnknown
-		}
+		a, err := postAttempt(ctx, 1, b.base, t.key, budgetQuery(n))
 		if err != nil && ctx.Err() != nil {
 			return // the load ended mid-request: not an attempt
 		}
 		b.mu.Lock()
 		t.hist = append(t.hist, a)
-		if a.outcome == outRefused && code == "token_budget" {
+		if a.outcome == outRefused && a.code == "token_budget" {
 			t.refusals++
 			t.reached = true
 		} else {

@@ -308,27 +308,7 @@ func runLimits(ctx context.Context, cfg Config, bin, command string, progress fu
 				n := seq
 				hmu.Unlock()
 				k := w % 2 // a worker keeps to one gateway: one side's waits do not slow the other's
-				a := attempt{gateway: k + 1, call: time.Now(), billed: -1}
-				actx, acancel := context.WithTimeout(load, 15*time.Second)
-				var v struct {
-					ID string `json:"id"`
-				}
-				st, code, hdr, err := limitsRequest(actx, http.MethodPost, l.urls[k]+"/v1/runs", created.Key, limitsQuery(n), &v)
-				acancel()
-				a.ret, a.code = time.Now(), code
-				switch {
-				case err != nil:
-					a.outcome = outUnknown
-				case st == http.StatusCreated:
-					a.outcome, a.run = outGranted, v.ID
-					a.reserved, _ = strconv.ParseInt(hdr.Get("X-QLC-Reserved-Tokens"), 10, 64)
-				case st == http.StatusTooManyRequests:
-					a.outcome = outRefused
-				case st >= 500:
-					a.outcome = outUnavailable
-				default:
-					a.outcome = outUnknown
-				}
+				a, err := postAttempt(load, k+1, l.urls[k], created.Key, limitsQuery(n))
 				if err != nil && load.Err() != nil {
 					return // the load ended mid-request: not an attempt
 				}
@@ -515,4 +495,33 @@ func writeLimitsReport(w io.Writer, command string, cfg Config, l *limitsCluster
 		}
 		fmt.Fprintf(w, "  - %s\n", v)
 	}
+}
+
+// postAttempt posts one run (body) to the gateway at base (numbered
+// gateway) with key and records the admission: its outcome, the code of a
+// refusal, the reserved tokens of a grant, when it was sent and answered.
+// err is the request's (the history check counts it as unknown).
+func postAttempt(ctx context.Context, gateway int, base, key, body string) (attempt, error) {
+	a := attempt{gateway: gateway, call: time.Now(), billed: -1}
+	actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var v struct {
+		ID string `json:"id"`
+	}
+	st, code, hdr, err := limitsRequest(actx, http.MethodPost, base+"/v1/runs", key, body, &v)
+	a.ret, a.code = time.Now(), code
+	switch {
+	case err != nil:
+		a.outcome = outUnknown
+	case st == http.StatusCreated:
+		a.outcome, a.run = outGranted, v.ID
+		a.reserved, _ = strconv.ParseInt(hdr.Get("X-QLC-Reserved-Tokens"), 10, 64)
+	case st == http.StatusTooManyRequests:
+		a.outcome = outRefused
+	case st >= 500:
+		a.outcome = outUnavailable
+	default:
+		a.outcome = outUnknown
+	}
+	return a, err
 }
