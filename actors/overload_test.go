@@ -195,16 +195,7 @@ func TestNodeRefusesAtItsRunLimit(t *testing.T) {
 		c.RunLimit = AdaptiveLimitConfig{Initial: 1, Min: 1, Max: 1}
 		c.FinishLinger = 50 * time.Millisecond // the stand-in hub never acknowledges
 	})
-	gw := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil }) // a stand-in hub's process
-	sys := actor.NewActorSystem()
-	r, err := startRemote(sys, "127.0.0.1", 0, "", []remote.ConfigOption{
-		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Shutdown(false) })
-	hub := &messages.ActorRef{Address: gw.addr, Id: "hub/x"}
-	starter := actor.NewPID(e.Address(), starterName)
+	sys, hub, starter := startRunAsker(t, e)
 	ask := func(id string, prior []*messages.RunEvent) *messages.StartRunAck {
 		t.Helper()
 		start := &messages.StartRun{RunId: id, Tenant: "a", Profile: "slow", Query: "q", Hub: hub, Epoch: 1, PriorEvents: prior}
@@ -371,4 +362,20 @@ func TestMovedRunPassesAMuteCandidate(t *testing.T) {
 	if got := mute.log(); got[0] != "start@"+string(rune('0'+epoch+1)) || got[1] != "cancel" {
 		t.Fatalf("mute node got %v", got)
 	}
+}
+
+// startRunAsker starts what a gateway is to engine e's run starter: a stand-in
+// hub's process (a stub node that acknowledges nothing: hub is its ref) and
+// an actor system on loopback (sys) to ask the starter (starter) with.
+func startRunAsker(t *testing.T, e *Engine) (sys *actor.ActorSystem, hub *messages.ActorRef, starter *actor.PID) {
+	t.Helper()
+	gw := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil })
+	sys = actor.NewActorSystem()
+	r, err := startRemote(sys, "127.0.0.1", 0, "", []remote.ConfigOption{
+		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Shutdown(false) })
+	return sys, &messages.ActorRef{Address: gw.addr, Id: "hub/x"}, actor.NewPID(e.Address(), starterName)
 }

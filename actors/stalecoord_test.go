@@ -7,11 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/remote"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/qlc-project/qlc/messages"
 )
 
@@ -28,16 +23,7 @@ func TestStaleCoordinatorMakesWayForANewerEpoch(t *testing.T) {
 		c.Logger = quietLogger
 		c.FinishLinger = 50 * time.Millisecond // the stand-in hub never acknowledges
 	})
-	gw := startStubNode(t, func(*messages.StartRun) *messages.StartRunAck { return nil }) // a stand-in hub's process
-	sys := actor.NewActorSystem()
-	r, err := startRemote(sys, "127.0.0.1", 0, "", []remote.ConfigOption{
-		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Shutdown(false) })
-	hub := &messages.ActorRef{Address: gw.addr, Id: "hub/x"}
-	starter := actor.NewPID(e.Address(), starterName)
+	sys, hub, starter := startRunAsker(t, e)
 	const id = "run_stale_coordinator_000000000"
 	prior := []*messages.RunEvent{{RunId: id, Seq: 1, Epoch: 1,
 		Kind: &messages.RunEvent_StageStarted{StageStarted: &messages.StageStarted{Stage: messages.Stage_STAGE_GENERATOR}}}}
