@@ -132,7 +132,9 @@ func TestAddProfilesOnlyAdds(t *testing.T) {
 			other, _ := extended(t, base, extraProfiles)
 			return e.AddProfiles(other, next, clients)
 		},
-		"runs elsewhere": func() error { return (&Engine{placer: &roundRobin{nodes: []string{"x"}}}).AddProfiles(base, next, clients) },
+		"runs elsewhere": func() error {
+			return (&Engine{placer: &roundRobin{nodes: []string{"x"}}}).AddProfiles(base, next, clients)
+		},
 	} {
 		if err := try(); err == nil {
 			t.Errorf("%s: accepted", name)

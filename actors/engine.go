@@ -68,7 +68,8 @@ type Config struct {
 	// Default slog.Default().
 	Logger *slog.Logger
 	// Stages holds the profiles and provider endpoints. Default
-	// stagework.DefaultConfig().
+	// stagework.DefaultConfig(). The engine never changes it; Engine.AddProfiles
+	// may add profiles and endpoints while it runs (Engine.Stages: the ones now).
 	Stages *stagework.Config
 	// Providers maps the provider names used in Stages to clients. Required:
 	// BuildProviders makes them from Stages.

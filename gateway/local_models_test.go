@@ -293,8 +293,9 @@ func TestUILocalModelsInThePicker(t *testing.T) {
 
 // The admin console looks for local model servers on demand: "Look now"
 // lists the server found at start (with the provider that serves from it)
-// and one started since (a restart adds it), and the local profiles
-// offered; on a gateway that does not look, it says so.
+// and one started since, added by the look at once (no restart), and the
+// local profiles offered now, the added ones among them; on a gateway that
+// does not look, it says so.
 func TestAdminConsoleLocalModels(t *testing.T) {
 	listModels := func(ids string) *httptest.Server {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -310,8 +311,6 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 	if err != nil || len(res.Servers) != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
-	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"},{"id":"c-1b","owned_by":"organization_owner"}`)
-	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
 	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
 		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
 			t.Fatal(err)
@@ -322,6 +321,9 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
 	})
 	off := startTenantGatewayProfiles(t, "", nil)
+	// Started after the gateway (the look on demand reads dcfg when asked).
+	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"},{"id":"c-1b","owned_by":"organization_owner"}`)
+	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
 
 	b := newUIBrowser(t)
 	signIn := func(base, admin string) {
@@ -340,14 +342,28 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 	if rows[0][0] != "vLLM" || rows[0][1] != first.URL+"/v1" || rows[0][2] != "a-7b" || rows[0][3] != "local-vllm" {
 		t.Errorf("the server found at start reads %q", rows[0])
 	}
-	if rows[1][0] != "LM Studio" || rows[1][1] != second.URL+"/v1" || rows[1][2] != "b-3b, c-1b" || !strings.Contains(rows[1][3], "restart") {
+	if rows[1][0] != "LM Studio" || rows[1][1] != second.URL+"/v1" || rows[1][2] != "b-3b, c-1b" || rows[1][3] != "local-lmstudio \u2014 added now" {
 		t.Errorf("the server found since reads %q", rows[1])
 	}
-	if got := uiEval[string](t, b, `document.getElementById('l-profiles').textContent`); got != "Local profiles offered now: local." {
+	added := "local-2, local-council, local-moa, local-vote"
+	if got := uiEval[string](t, b, `document.getElementById('l-profiles').textContent`); got != "Local profiles offered now: local, "+added+"." {
 		t.Errorf("profiles line %q", got)
 	}
-	if got := uiEval[string](t, b, `document.getElementById('l-note').textContent`); !strings.Contains(got, "2 servers found.") || !strings.Contains(got, "restart it") {
+	if got := uiEval[string](t, b, `document.getElementById('l-note').textContent`); !strings.Contains(got, "2 servers found.") ||
+		!strings.Contains(got, "Added now, usable at once: local-2, local-moa, local-council, local-vote.") || strings.Contains(got, "restart") {
 		t.Errorf("note %q", got)
+	}
+	// The API agrees: the added profiles are listed as local.
+	var profiles struct{ Data []profileView }
+	call(t, "GET", g.URL+"/v1/profiles", g.Dev.TenantKey, "", &profiles)
+	local := 0
+	for _, p := range profiles.Data {
+		if p.Local {
+			local++
+		}
+	}
+	if local != 5 {
+		t.Errorf("/v1/profiles lists %d local profiles, want 5", local)
 	}
 	b.noProblems(t)
 
