@@ -56,8 +56,8 @@ func (e *Engine) PlanRun(req *RunRequest) error {
 	plan, err := stagework.Optimise(stagework.PlanInput{
 		Profile:     p,
 		QueryTokens: approxTokens(req.Query, req.History),
-		Perf:        func(sp stagework.StageSpec) stagework.ModelPerf { return perfOf(e.cfg.Stages, views, sp) },
-		Price:       e.cfg.Stages.Price,
+		Perf:        func(sp stagework.StageSpec) stagework.ModelPerf { return perfOf(e.cat.stages(), views, sp) },
+		Price:       e.cat.stages().Price,
 		Health:      func(m stagework.ModelRef) string { return e.modelHealth(views, breakers, m) },
 		Budget:      req.Budget,
 	})
@@ -76,7 +76,7 @@ func (e *Engine) PlanRun(req *RunRequest) error {
 // attempts cluster-wide, or its live p95 TTFT blew up (over blownFactor
 // times what the profiles file declares). "" when it is fine.
 func (e *Engine) modelHealth(views map[modelKey]ModelStatsView, breakers map[string]BreakerCount, m stagework.ModelRef) string {
-	if g, ok := e.cfg.Providers[m.Provider].(*stagework.Guarded); ok && g.State().String() == "open" {
+	if g, ok := e.cat.providers()[m.Provider].(*stagework.Guarded); ok && g.State().String() == "open" {
 		return "circuit breaker open"
 	}
 	if b := breakers[m.Provider]; b.Open > 0 && 2*b.Open >= b.Nodes {
@@ -90,7 +90,7 @@ func (e *Engine) modelHealth(views map[modelKey]ModelStatsView, breakers map[str
 		return fmt.Sprintf("%.0f%% of its last %d attempts failed", 100*v.ErrorRate, v.Attempts)
 	}
 	if v.Succeeded >= estimateMinSamples && v.TTFTms.P95 != nil {
-		declared := e.cfg.Stages.DeclaredPerf(stagework.StageSpec{Provider: m.Provider, Model: m.Model}).TTFT
+		declared := e.cat.stages().DeclaredPerf(stagework.StageSpec{Provider: m.Provider, Model: m.Model}).TTFT
 		if declared <= 0 {
 			declared = stagework.AssumedTTFT
 		}
@@ -166,7 +166,7 @@ func (c *coordinator) costOf(model string, u *messages.Usage) float64 {
 	if u == nil {
 		return 0
 	}
-	if p, ok := c.deps.stages.Price(model); ok {
+	if p, ok := c.deps.cat.stages().Price(model); ok {
 		return p.Cost(fromMsgUsage(u))
 	}
 	return 0

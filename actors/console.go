@@ -51,7 +51,7 @@ func (e *Engine) consoleReply() *messages.ConsoleReply {
 		r.MailboxDepth[k] = max(c.Load(), 0)
 	}
 	q.mu.Unlock()
-	for name, p := range e.deps.providers {
+	for name, p := range e.cat.providers() {
 		if g, ok := p.(*stagework.Guarded); ok {
 			r.Breakers = append(r.Breakers, &messages.ConsoleBreaker{Endpoint: name, State: g.State().String()})
 		}

@@ -51,10 +51,9 @@ type coordinatorDeps struct {
 	stepHosts func(key string) []string
 	hostLost  func(addr string) bool
 
-	stages    *stagework.Config
+	cat       *catalogRef      // the profiles and provider clients, as they are now (catalog.go)
 	profiles  *profileResolver // a run's profile: the file's, or its tenant's own (StartRun.profile_definition)
-	providers map[string]stagework.Provider
-	secrets   *sealed.Ring // opens the tenants' own provider keys (Config.Secrets)
+	secrets   *sealed.Ring     // opens the tenants' own provider keys (Config.Secrets)
 	retry     stagework.RetryPolicy
 	timeouts  Timeouts
 	telemetry *Telemetry // live statistics per endpoint model (hedging reads its TTFT p95)
@@ -903,7 +902,7 @@ func (c *coordinator) startWorker(ctx actor.Context, a *stageAttempt, model stag
 		endSpan(&a.hedgeSpan, "", "superseded")
 		a.hedgeSpan = span
 	}
-	prov, ok := c.deps.providers[model.Provider]
+	prov, ok := c.deps.cat.provider(model.Provider)
 	if !ok {
 		c.fail(ctx, a, "bad_profile", fmt.Sprintf("%s: provider %q is not configured on this node", a.step, model.Provider))
 		return nil, false
@@ -1302,7 +1301,7 @@ func (c *coordinator) stageDone(ctx actor.Context, a *stageAttempt, m *messages.
 	endSpan(&a.hedgeSpan, "", "hedge not needed")
 	endSpan(&a.stepSpan, "", "")
 	var cost float64
-	if p, ok := c.deps.stages.Price(a.model.Model); ok {
+	if p, ok := c.deps.cat.stages().Price(a.model.Model); ok {
 		cost = p.Cost(fromMsgUsage(m.Usage))
 	}
 	c.deps.telemetry.AttemptDone(a.model.Provider, a.model.Model, m.GetTtft().AsDuration(), m.GetDuration().AsDuration(), m.Itl,

@@ -68,7 +68,8 @@ type Config struct {
 	// Default slog.Default().
 	Logger *slog.Logger
 	// Stages holds the profiles and provider endpoints. Default
-	// stagework.DefaultConfig().
+	// stagework.DefaultConfig(). The engine never changes it; Engine.AddProfiles
+	// may add profiles and endpoints while it runs (Engine.Stages: the ones now).
 	Stages *stagework.Config
 	// Providers maps the provider names used in Stages to clients. Required:
 	// BuildProviders makes them from Stages.
@@ -426,6 +427,12 @@ func (c *Config) validate() error {
 	if c.ActiveRunHeadroom >= c.MaxActiveRuns {
 		return fmt.Errorf("actors: ActiveRunHeadroom must be below MaxActiveRuns (got %d, %d)", c.ActiveRunHeadroom, c.MaxActiveRuns)
 	}
+	return c.checkClients()
+}
+
+// checkClients checks that every model a profile's step names has a
+// provider client.
+func (c *Config) checkClients() error {
 	for _, name := range c.Stages.ProfileNames() {
 		p, _ := c.Stages.Profile(name)
 		for _, s := range p.Stages {
@@ -506,6 +513,7 @@ type RunRequest struct {
 // has begun); and the clients' own (see TokenizerClient and Services).
 type Engine struct {
 	cfg        Config
+	cat        *catalogRef                                  // the profiles and provider clients (Config.Stages, Config.Providers, and what AddProfiles added)
 	profiles   *profileResolver                             // the runs' profiles: the file's, or a tenant's own (tenantprofile.go)
 	stats      statsCache                                   // the cluster's model statistics, for estimates
 	cache      *runCache                                    // the response cache; nil when off
@@ -1391,30 +1399,19 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}))
 	m := NewMetrics(cfg.Registerer)
 	m.slow = cfg.Slow
-	if cfg.Registerer != nil {
-		for name, p := range cfg.Providers {
-			if g, ok := p.(*stagework.Guarded); ok {
-				_ = cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-					Name: "qlc_provider_breaker_state", Help: "Circuit breaker state per provider endpoint: 0 closed, 1 half open, 2 open.",
-					ConstLabels: prometheus.Labels{"provider": name},
-				}, func() float64 { return float64(g.State()) }))
-			}
-		}
-	}
 	// Every endpoint's failure series and the cache's results exist from
 	// the start at 0 (a series born at 1 has no increase in Prometheus).
-	for name := range cfg.Providers {
-		for _, kind := range providerErrorKinds {
-			m.providerErrors.WithLabelValues(name, kind)
-		}
+	for name, p := range cfg.Providers {
+		m.addProvider(cfg.Registerer, name, p)
 	}
 	for _, r := range []string{"hit", "near", "shared", "miss"} {
 		m.runCache.WithLabelValues(r)
 	}
+	cat := newCatalogRef(cfg.Stages, cfg.Providers)
 	e := &Engine{
 		cfg: cfg, system: system, metrics: m, logger: cfg.Logger, cache: newRunCache(cfg.RunCache),
-		profiles: newProfileResolver(cfg.Stages),
-		deps: &coordinatorDeps{stages: cfg.Stages, providers: cfg.Providers, secrets: cfg.Secrets, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
+		cat: cat, profiles: newProfileResolver(cat),
+		deps: &coordinatorDeps{cat: cat, secrets: cfg.Secrets, retry: cfg.Retry, timeouts: cfg.Timeouts, hedgeWait: cfg.HedgeWait, metrics: m, logger: cfg.Logger,
 			dispatcher: newRunPool(runPoolThroughput, runPoolIdle, runPoolIdleFor),
 			telemetry:  NewTelemetry(cfg.TelemetryWindow), finishLinger: cmp.Or(cfg.FinishLinger, finishLinger),
 			slots: m.useRunSlots(newRunSlots(cfg.RunSlots, cfg.RunSlotHeadroom)), stageSlots: newRunSlots(cfg.StageSlots, stageSlotHeadroom(cfg.StageSlots))},
@@ -1650,8 +1647,9 @@ func (e *Engine) Services() *Services { return e.services }
 // System is the engine's actor system.
 func (e *Engine) System() *actor.ActorSystem { return e.system }
 
-// Stages is the profile configuration runs are started with.
-func (e *Engine) Stages() *stagework.Config { return e.cfg.Stages }
+// Stages is the profile configuration new runs are started with: a
+// snapshot, never to be changed (AddProfiles replaces it whole).
+func (e *Engine) Stages() *stagework.Config { return e.cat.stages() }
 
 // Metrics are the engine's metrics.
 func (e *Engine) Metrics() *Metrics { return e.metrics }

@@ -108,8 +108,8 @@ func (e *Engine) estimate(profile string, def []byte, query string, history []st
 	}
 	views := e.cachedModelStats()
 	return stagework.EstimateRun(p, (n+3)/4, func(sp stagework.StageSpec) stagework.ModelPerf {
-		return perfOf(e.cfg.Stages, views, sp)
-	}, e.cfg.Stages.Price), nil
+		return perfOf(e.cat.stages(), views, sp)
+	}, e.cat.stages().Price), nil
 }
 
 func toMsgEstimate(est stagework.RunEstimate) *messages.RunEstimate {

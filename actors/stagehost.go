@@ -90,7 +90,7 @@ func (h *stageHost) startStep(ctx actor.Context, m *messages.StartStep) {
 	case pidOf(m.Coordinator) == nil:
 		return
 	}
-	if _, ok := h.deps.providers[m.Provider]; !ok {
+	if _, ok := h.deps.cat.providers()[m.Provider]; !ok {
 		h.refuse(ctx, m, false, fmt.Sprintf("provider %q is not configured on this node", m.Provider))
 		return
 	}
@@ -126,7 +126,7 @@ func (h *stageHost) spawn(ctx actor.Context, m *messages.StartStep) {
 		h.deps.stageSlots.release(m.Tenant, key)
 		h.refuse(ctx, m, false, reason)
 	}
-	prov := h.deps.providers[m.Provider]
+	prov := h.deps.cat.providers()[m.Provider]
 	counter, err := counterFor(m.Model)
 	if err != nil {
 		fail("token counter: " + err.Error())

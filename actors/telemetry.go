@@ -348,7 +348,7 @@ func MergeBreakers(replies []*messages.ModelStatsReply) map[string]BreakerCount 
 // (those with a breaker), for ModelStatsReply.
 func (e *Engine) breakerStates() map[string]string {
 	out := map[string]string{}
-	for name, p := range e.cfg.Providers {
+	for name, p := range e.cat.providers() {
 		if g, ok := p.(*stagework.Guarded); ok {
 			out[name] = g.State().String()
 		}
@@ -561,7 +561,7 @@ func (e *Engine) ClusterModelStats() (views []ModelStatsView, breakers map[strin
 	views = MergeModelStats(replies)
 	breakers = MergeBreakers(replies)
 	for i := range views {
-		views[i].Price = PriceOf(e.cfg.Stages, views[i].Model)
+		views[i].Price = PriceOf(e.cat.stages(), views[i].Model)
 		b := breakers[views[i].Endpoint]
 		views[i].BreakerOpenNodes, views[i].BreakerNodes = b.Open, b.Nodes
 	}

@@ -28,21 +28,21 @@ const maxParsedProfiles = 256
 // tenant's own, parsed from its definition (cached by name and digest).
 // Safe for concurrent use.
 type profileResolver struct {
-	stages *stagework.Config
+	cat *catalogRef
 
 	mu     sync.Mutex
 	parsed map[string]*stagework.Profile // name "\x00" sha256(definition) → profile
 }
 
-func newProfileResolver(stages *stagework.Config) *profileResolver {
-	return &profileResolver{stages: stages, parsed: map[string]*stagework.Profile{}}
+func newProfileResolver(cat *catalogRef) *profileResolver {
+	return &profileResolver{cat: cat, parsed: map[string]*stagework.Profile{}}
 }
 
 // resolve returns the profile named name: the file's when def is empty,
 // else the one def defines. The profile returned is shared: never change it.
 func (r *profileResolver) resolve(name string, def []byte) (*stagework.Profile, error) {
 	if len(def) == 0 {
-		return r.stages.Profile(name)
+		return r.cat.stages().Profile(name)
 	}
 	sum := sha256.Sum256(def)
 	key := name + "\x00" + string(sum[:])
@@ -52,7 +52,7 @@ func (r *profileResolver) resolve(name string, def []byte) (*stagework.Profile, 
 	if ok {
 		return p, nil
 	}
-	p, err := r.stages.ParseProfile(name, def)
+	p, err := r.cat.stages().ParseProfile(name, def)
 	if err != nil {
 		return nil, fmt.Errorf("actors: the tenant's own profile %q: %w", name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,26 +107,33 @@ func TestLocalModelsDiscoveredListedAndRun(t *testing.T) {
 }
 
 // POST /v1/admin/discover-local looks again on demand: a server started
-// after the gateway is reported as new (restart_required), the one in use
-// with its provider; only an admin key may ask; with discovery off it is a
-// 404.
+// after the gateway is added to the running gateway at once (its provider,
+// a generated local profile whose name does not clash with the one made at
+// start), listed in /v1/profiles and /v1/models as local, and runs of it
+// (POST /v1/runs, /v1/chat/completions) complete with its text; what was
+// there is unchanged, looking again adds nothing; only an admin key may
+// ask; with discovery off it is a 404.
 func TestLocalDiscoveryOnDemand(t *testing.T) {
-	listModels := func(ids string) *httptest.Server {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	modelServer := func(ids string, mock *openai.Mock) *httptest.Server {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte(`{"object":"list","data":[` + ids + `]}`))
-		}))
+		})
+		if mock != nil {
+			mux.Handle("POST /v1/chat/completions", mock)
+		}
+		srv := httptest.NewServer(mux)
 		t.Cleanup(srv.Close)
 		return srv
 	}
 	portOf := func(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }
-	first := listModels(`{"id":"a-7b","owned_by":"vllm"}`)
+	first := modelServer(`{"id":"a-7b","owned_by":"vllm"}`, nil)
+	lateMock := &openai.Mock{Tokens: 4}
 	dcfg := discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: portOf(first)}}, Hosts: []string{"127.0.0.1"}}
 	res, err := discover.Discover(context.Background(), dcfg)
 	if err != nil || len(res.Servers) != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
-	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"}`)
-	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
 	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
 		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
 			t.Fatal(err)
@@ -135,21 +143,102 @@ func TestLocalDiscoveryOnDemand(t *testing.T) {
 		}
 		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
 	})
-	var out struct {
+	before := g.Engine.Stages()
+	// A server started after the gateway (the look on demand reads dcfg
+	// when asked).
+	second := modelServer(`{"id":"b-3b","owned_by":"organization_owner"}`, lateMock)
+	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
+
+	type discovery struct {
 		Servers []struct {
 			Kind, Provider string
 			Models         []string
+			Added          bool
 		}
 		Profiles        []string
-		RestartRequired bool `json:"restart_required"`
+		AddedProviders  []string `json:"added_providers"`
+		AddedProfiles   []string `json:"added_profiles"`
+		RestartRequired bool     `json:"restart_required"`
+		Error           string
 	}
+	var out discovery
 	if code, _ := call(t, "POST", g.URL+"/v1/admin/discover-local", g.Dev.AdminKey, "", &out); code != http.StatusOK {
 		t.Fatalf("HTTP %d", code)
 	}
-	if len(out.Servers) != 2 || out.Servers[0].Provider != "local-vllm" || out.Servers[1].Provider != "" || out.Servers[1].Kind != "lmstudio" ||
-		out.Servers[1].Models[0] != "b-3b" || !out.RestartRequired || len(out.Profiles) != 1 || out.Profiles[0] != "local" {
+	if len(out.Servers) != 2 || out.Servers[0].Provider != "local-vllm" || out.Servers[0].Added ||
+		out.Servers[1].Provider != "local-lmstudio" || !out.Servers[1].Added || out.Servers[1].Kind != "lmstudio" || out.Servers[1].Models[0] != "b-3b" ||
+		out.RestartRequired || out.Error != "" || !slices.Equal(out.Profiles, []string{"local", "local-2"}) ||
+		!slices.Equal(out.AddedProviders, []string{"local-lmstudio"}) || !slices.Equal(out.AddedProfiles, []string{"local-2"}) {
 		t.Fatalf("%+v", out)
 	}
+
+	// Listed as local, next to what was there, which is unchanged.
+	var profiles struct{ Data []profileView }
+	call(t, "GET", g.URL+"/v1/profiles", g.Dev.TenantKey, "", &profiles)
+	listed := map[string]profileView{}
+	for _, p := range profiles.Data {
+		listed[p.Name] = p
+	}
+	if p := listed["local-2"]; !p.Local || !strings.Contains(p.Description, "b-3b") || !strings.HasSuffix(p.Description, "(local)") {
+		t.Errorf("/v1/profiles local-2: %+v", p)
+	}
+	if p := listed["local"]; !p.Local || !strings.Contains(p.Description, "a-7b") {
+		t.Errorf("/v1/profiles local (found at start) changed: %+v", p)
+	}
+	after := g.Engine.Stages()
+	for name, p := range before.Profiles {
+		if after.Profiles[name] != p {
+			t.Errorf("profile %s replaced", name)
+		}
+	}
+	var models struct {
+		Data []struct {
+			ID    string
+			Local bool
+		}
+	}
+	call(t, "GET", g.URL+"/v1/models", g.Dev.TenantKey, "", &models)
+	if !slices.ContainsFunc(models.Data, func(m struct {
+		ID    string
+		Local bool
+	}) bool {
+		return m.ID == "qlc-local-2" && m.Local
+	}) {
+		t.Errorf("/v1/models lacks qlc-local-2 as local: %+v", models.Data)
+	}
+
+	// A run of the new profile completes with the new server's text.
+	var v runView
+	if code, _ := call(t, "POST", g.URL+"/v1/runs", g.Dev.TenantKey, `{"profile":"local-2","query":"What is new here?"}`, &v); code != http.StatusAccepted && code != http.StatusOK && code != http.StatusCreated {
+		t.Fatalf("POST /v1/runs local-2: HTTP %d %+v", code, v)
+	}
+	id := v.ID
+	waitUntil(t, "the local-2 run to end", func() bool {
+		call(t, "GET", g.URL+"/v1/runs/"+id, g.Dev.TenantKey, "", &v)
+		return v.Status != "running" && v.Status != "queued" && v.Status != "pending"
+	})
+	if v.Status != "completed" || !strings.Contains(v.Answer, "t0 t1 t2 t3") {
+		t.Fatalf("local-2 run: status %q, answer %q, error %+v", v.Status, v.Answer, v.Error)
+	}
+	var chat struct {
+		Choices []struct{ Message struct{ Content string } }
+	}
+	if code, _ := call(t, "POST", g.URL+"/v1/chat/completions", g.Dev.TenantKey, `{"model":"qlc-local-2","messages":[{"role":"user","content":"And now?"}]}`, &chat); code != http.StatusOK ||
+		len(chat.Choices) != 1 || !strings.Contains(chat.Choices[0].Message.Content, "t0 t1 t2 t3") {
+		t.Fatalf("chat completions qlc-local-2: HTTP %d %+v", code, chat)
+	}
+	if n := lateMock.Requests(); n != 8 {
+		t.Errorf("the server found on demand answered %d requests, want 8 (two runs of four stages)", n)
+	}
+
+	// Looking again adds nothing: the server is in use now.
+	out = discovery{}
+	call(t, "POST", g.URL+"/v1/admin/discover-local", g.Dev.AdminKey, "", &out)
+	if len(out.Servers) != 2 || out.Servers[1].Provider != "local-lmstudio" || out.Servers[1].Added || len(out.AddedProfiles) != 0 ||
+		!slices.Equal(out.Profiles, []string{"local", "local-2"}) || g.Engine.Stages() != after {
+		t.Fatalf("second look: %+v", out)
+	}
+
 	var e struct{ Error struct{ Code string } }
 	if code, _ := call(t, "POST", g.URL+"/v1/admin/discover-local", g.Dev.TenantKey, "", &e); code != http.StatusForbidden {
 		t.Fatalf("a tenant key: HTTP %d", code)
@@ -204,8 +293,9 @@ func TestUILocalModelsInThePicker(t *testing.T) {
 
 // The admin console looks for local model servers on demand: "Look now"
 // lists the server found at start (with the provider that serves from it)
-// and one started since (a restart adds it), and the local profiles
-// offered; on a gateway that does not look, it says so.
+// and one started since, added by the look at once (no restart), and the
+// local profiles offered now, the added ones among them; on a gateway that
+// does not look, it says so.
 func TestAdminConsoleLocalModels(t *testing.T) {
 	listModels := func(ids string) *httptest.Server {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -221,8 +311,6 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 	if err != nil || len(res.Servers) != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
-	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"},{"id":"c-1b","owned_by":"organization_owner"}`)
-	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
 	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
 		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
 			t.Fatal(err)
@@ -233,6 +321,9 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
 	})
 	off := startTenantGatewayProfiles(t, "", nil)
+	// Started after the gateway (the look on demand reads dcfg when asked).
+	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"},{"id":"c-1b","owned_by":"organization_owner"}`)
+	dcfg.Targets = append(dcfg.Targets, discover.Target{Kind: discover.LMStudio, Port: portOf(second)})
 
 	b := newUIBrowser(t)
 	signIn := func(base, admin string) {
@@ -245,26 +336,46 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 	if rows := uiEval[int](t, b, `document.querySelectorAll('#l-table tbody tr').length`); rows != 0 {
 		t.Fatalf("%d local servers shown before looking", rows) // looking is on demand, never at sign-in
 	}
-	b.do(t, "look for local models", chromedp.Click(chromedp.ID("l-look")))
-	b.waitFor(t, "two local servers", `document.querySelectorAll('#l-table tbody tr').length === 2 && !document.getElementById('l-look').disabled`)
+	// The button is pressed through the DOM: a mouse click at its
+	// coordinates is lost when the usage charts loading above it shift the
+	// page between measuring and clicking (1 run in ~12 lost it on main).
+	b.do(t, "look for local models", chromedp.Evaluate[chromedp.Void](`document.getElementById('l-look').click()`))
+	b.waitFor(t, "the look to end", `!document.getElementById('l-look').disabled && !document.getElementById('l-note').textContent.startsWith('Looking')`)
+	if n := uiEval[int](t, b, `document.querySelectorAll('#l-table tbody tr').length`); n != 2 {
+		t.Fatalf("%d servers shown, want 2; note %q", n, uiEval[string](t, b, `document.getElementById('l-note').textContent`))
+	}
 	rows := uiEval[[][]string](t, b, `[...document.querySelectorAll('#l-table tbody tr')].map((tr) => [...tr.cells].map((c) => c.textContent))`)
 	if rows[0][0] != "vLLM" || rows[0][1] != first.URL+"/v1" || rows[0][2] != "a-7b" || rows[0][3] != "local-vllm" {
 		t.Errorf("the server found at start reads %q", rows[0])
 	}
-	if rows[1][0] != "LM Studio" || rows[1][1] != second.URL+"/v1" || rows[1][2] != "b-3b, c-1b" || !strings.Contains(rows[1][3], "restart") {
+	if rows[1][0] != "LM Studio" || rows[1][1] != second.URL+"/v1" || rows[1][2] != "b-3b, c-1b" || rows[1][3] != "local-lmstudio \u2014 added now" {
 		t.Errorf("the server found since reads %q", rows[1])
 	}
-	if got := uiEval[string](t, b, `document.getElementById('l-profiles').textContent`); got != "Local profiles offered now: local." {
+	added := "local-2, local-council, local-moa, local-vote"
+	if got := uiEval[string](t, b, `document.getElementById('l-profiles').textContent`); got != "Local profiles offered now: local, "+added+"." {
 		t.Errorf("profiles line %q", got)
 	}
-	if got := uiEval[string](t, b, `document.getElementById('l-note').textContent`); !strings.Contains(got, "2 servers found.") || !strings.Contains(got, "restart it") {
+	if got := uiEval[string](t, b, `document.getElementById('l-note').textContent`); !strings.Contains(got, "2 servers found.") ||
+		!strings.Contains(got, "Added now, usable at once: local-2, local-moa, local-council, local-vote.") || strings.Contains(got, "restart") {
 		t.Errorf("note %q", got)
+	}
+	// The API agrees: the added profiles are listed as local.
+	var profiles struct{ Data []profileView }
+	call(t, "GET", g.URL+"/v1/profiles", g.Dev.TenantKey, "", &profiles)
+	local := 0
+	for _, p := range profiles.Data {
+		if p.Local {
+			local++
+		}
+	}
+	if local != 5 {
+		t.Errorf("/v1/profiles lists %d local profiles, want 5", local)
 	}
 	b.noProblems(t)
 
 	b.do(t, "sign out", chromedp.Click(chromedp.ID("signout")))
 	signIn(off.URL, off.Dev.AdminKey)
-	b.do(t, "look (discovery off)", chromedp.Click(chromedp.ID("l-look")))
+	b.do(t, "look (discovery off)", chromedp.Evaluate[chromedp.Void](`document.getElementById('l-look').click()`))
 	b.waitFor(t, "the off note", `document.getElementById('l-note').classList.contains('bad')`)
 	if got := uiEval[string](t, b, `document.getElementById('l-note').textContent`); !strings.Contains(got, "off on this gateway") {
 		t.Errorf("discovery off: note %q", got)

@@ -104,7 +104,9 @@ type Config struct {
 	FreeMemoryAfter int
 	// DiscoverLocal looks again for model servers on this machine, for
 	// POST /v1/admin/discover-local (admin key), which reports what it
-	// finds against the providers in use. Nil: the endpoint answers 404
+	// finds against the providers in use and adds the servers not in use
+	// to the running engine (their providers and generated local
+	// profiles: actors.Engine.AddProfiles). Nil: the endpoint answers 404
 	// (discovery is off).
 	DiscoverLocal func(context.Context) (discover.Result, error)
 	// CancelWait is how long DELETE /v1/runs/{id} waits for the run to end
@@ -195,6 +197,8 @@ type Server struct {
 	logger  *slog.Logger
 	handler http.Handler
 	metrics *gatewayMetrics
+
+	localMu sync.Mutex // one POST /v1/admin/discover-local adds at a time (localmodels.go)
 
 	opsHandler     http.Handler // /healthz, /readyz, /metrics without a key
 	metricsHandler http.Handler // Config.Gatherer in Prometheus' text format

@@ -157,8 +157,8 @@ func run(args []string) error {
 	}
 	dcfg := discover.DefaultConfig()
 	if lookLocal {
-		// Before the engine starts: its profiles and providers are fixed
-		// for its lifetime.
+		// Before the engine starts, so the first runs can use them; those
+		// found later are added on demand (POST /v1/admin/discover-local).
 		if dcfg.Targets, err = discover.ParseTargets(*discoverPorts); err != nil {
 			return fmt.Errorf("-discover-ports: %w", err)
 		}

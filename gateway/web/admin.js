@@ -615,8 +615,10 @@
 
   // lookLocal asks the gateway to look for model servers on its machine's
   // loopback now (POST /v1/admin/discover-local) and shows what it found:
-  // each server with its models and the provider that serves from it, or,
-  // for a server found after the gateway started, that a restart adds it.
+  // each server with its models and the provider that serves from it. A
+  // server found since the gateway started is added by the look itself (its
+  // provider and local profiles, usable by the next run): the row says
+  // "added"; one that could not be added says so and why.
   let localSeq = 0;
   async function lookLocal() {
     const seq = ++localSeq;
@@ -633,14 +635,15 @@
         el('td', { text: s.title || s.kind }),
         el('td', { class: 'mono', text: s.base_url }),
         el('td', { class: 'mono', text: (s.models || []).join(', ') }),
-        el('td', { class: 'mono', text: s.provider || 'new \u2014 a restart adds it' }))));
+        el('td', { class: 'mono', text: s.provider ? s.provider + (s.added ? ' \u2014 added now' : '') : 'not added \u2014 a restart may add it' }))));
       $('l-table').hidden = servers.length === 0;
       const profiles = data.profiles || [];
       $('l-profiles').textContent = profiles.length ? 'Local profiles offered now: ' + profiles.join(', ') + '.' : 'No local profiles are offered now.';
       $('l-profiles').hidden = false;
       note.textContent = (servers.length === 0 ? 'No model server found on this machine.' :
         servers.length + (servers.length === 1 ? ' server' : ' servers') + ' found.') +
-        (data.restart_required ? ' A server is new since the gateway started: restart it to add its profiles.' : '') +
+        ((data.added_profiles || []).length ? ' Added now, usable at once: ' + data.added_profiles.join(', ') + '.' : '') +
+        (data.restart_required ? ' A server could not be added while the gateway runs' + (data.error ? ' (' + data.error + ')' : '') + ': restart it to add its profiles.' : '') +
         ' Looked at ' + when(new Date().toISOString()) + '.';
     } catch (err) {
       if (seq !== localSeq) return;

@@ -199,9 +199,13 @@ func Apply(c *stagework.Config, servers []Server) (Added, error) {
 	if err != nil {
 		return Added{}, fmt.Errorf("discover: generated profiles: %w", err)
 	}
+	// Validate fills defaults in maps (sim providers, candidates' prices):
+	// the merged config gets its own maps, so c's are never written. The
+	// profiles c has are validated already: Validate writes none of them.
 	merged := *c
 	merged.Providers = maps.Clone(c.Providers)
 	merged.Profiles = maps.Clone(c.Profiles)
+	merged.Prices = maps.Clone(c.Prices)
 	maps.Copy(merged.Providers, extra.Providers)
 	for name, p := range extra.Profiles {
 		p.Local = true
@@ -224,4 +228,29 @@ func unique(base string, taken func(string) bool) string {
 			return n
 		}
 	}
+}
+
+// New are the servers of servers that no provider endpoint of c serves
+// yet (none of c's openai endpoints has the server's base URL), in order.
+func New(c *stagework.Config, servers []Server) []Server {
+	used := map[string]bool{}
+	for _, pc := range c.Providers {
+		if pc.Kind == stagework.KindOpenAI {
+			used[pc.BaseURL] = true
+		}
+	}
+	return slices.DeleteFunc(slices.Clone(servers), func(s Server) bool { return used[s.BaseURL] })
+}
+
+// Extend is Apply on a copy of base for the servers no endpoint of base
+// serves yet (New): base is never changed, and every provider and profile
+// of base is in next, unchanged (the same *Profile), so next may replace
+// base while runs read it. With nothing to add, next is base itself.
+func Extend(base *stagework.Config, servers []Server) (next *stagework.Config, added Added, err error) {
+	fresh := New(base, servers)
+	cp := *base
+	if added, err = Apply(&cp, fresh); err != nil || len(added.Providers) == 0 {
+		return base, Added{}, err
+	}
+	return &cp, added, nil
 }

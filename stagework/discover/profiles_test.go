@@ -144,3 +144,46 @@ func TestApplyNothingFound(t *testing.T) {
 		t.Fatalf("%+v %v", added, err)
 	}
 }
+
+// Extend adds only the servers no endpoint serves yet, on a copy: the base
+// is unchanged and its profiles are shared; with two or more new models the
+// strategies are generated under names that do not clash with the first
+// look's; with nothing new, the base itself comes back.
+func TestExtendAddsOnlyNewServers(t *testing.T) {
+	base := stagework.DefaultConfig()
+	first := Server{Kind: Ollama, Addr: "127.0.0.1:11434", BaseURL: "http://127.0.0.1:11434/v1", Models: []Model{{ID: "llama3.1:8b", Params: 8}}}
+	if _, err := Apply(base, []Server{first}); err != nil {
+		t.Fatal(err)
+	}
+	names, providers := base.ProfileNames(), len(base.Providers)
+	later := Server{Kind: LMStudio, Addr: "127.0.0.1:1234", BaseURL: "http://127.0.0.1:1234/v1", Models: []Model{{ID: "gemma-3-4b", Params: 4}, {ID: "phi4"}}}
+	if got := New(base, []Server{first, later}); len(got) != 1 || got[0].BaseURL != later.BaseURL {
+		t.Fatalf("New: %+v", got)
+	}
+	next, added, err := Extend(base, []Server{first, later})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(added.Providers, []string{"local-lmstudio"}) ||
+		!slices.Equal(added.Profiles, []string{"local-2", "local-moa", "local-council", "local-vote"}) {
+		t.Fatalf("added %+v", added)
+	}
+	if !slices.Equal(base.ProfileNames(), names) || len(base.Providers) != providers {
+		t.Fatal("the base was changed")
+	}
+	for _, name := range names {
+		if next.Profiles[name] != base.Profiles[name] {
+			t.Errorf("profile %s is not the base's", name)
+		}
+	}
+	if p, _ := next.Profile("local-2"); !p.Local || p.Stages[0].Provider != "local-lmstudio" || p.Stages[0].Model != "gemma-3-4b" {
+		t.Fatalf("local-2: %+v", p)
+	}
+	if p, _ := next.Profile("local"); p.Stages[0].Model != "llama3.1:8b" {
+		t.Fatalf("local changed: %+v", p)
+	}
+	again, none, err := Extend(next, []Server{first, later})
+	if err != nil || again != next || len(none.Providers)+len(none.Profiles) != 0 {
+		t.Fatalf("nothing new: %v %+v %v", again == next, none, err)
+	}
+}
