@@ -149,6 +149,12 @@ type Config struct {
 	// still sees everyone) push/pulls with one random member, at most once per RejoinInterval. Default 3 s.
 	RejoinInterval time.Duration
 
+	// RejoinAllSeedsUpTo: a member whose view has at most this many members joins every seed each
+	// RejoinInterval (up to 3), not only the missing ones (rejoin.go): in a small cluster that costs
+	// little and is the fast anti-entropy a starved member needs to refute a suspicion in time.
+	// Default 32 (where memberlist starts scaling its own push/pull); 0: only missing seeds.
+	RejoinAllSeedsUpTo int
+
 	// SeedResyncInterval is the mean period of the safety-net join of one random seed, done even when
 	// every seed is a member (for views that disagree in ways the missing-seed rule does not see: a seed
 	// we see alive that sees us dead). It is multiplied, as memberlist multiplies PushPullInterval, by 1
@@ -210,6 +216,7 @@ func DefaultConfig() Config {
 		AwarenessMaxMultiplier:  8,
 		RejoinInterval:          3 * time.Second,
 		SeedResyncInterval:      30 * time.Second,
+		RejoinAllSeedsUpTo:      32,
 		LoadUpdateInterval:      250 * time.Millisecond,
 		TombstoneTTL:            time.Hour,
 		PlacementChoices:        2,

@@ -34,6 +34,7 @@ func TestSteadyClusterJoinsNoSeed(t *testing.T) {
 		cfg := testConfig(string(rune('a'+i)), tr, seeds...)
 		cfg.RejoinInterval = 100 * time.Millisecond
 		cfg.SeedResyncInterval = time.Hour // the safety net is not under test here
+		cfg.RejoinAllSeedsUpTo = 0         // the missing-seed rule, as beyond 32 members
 		// memberlist's own anti-entropy (periodic push/pulls, not counted as joins) repairs a join
 		// that gossip did not bring to some member (each broadcast goes to 3 random members per
 		// relay: rarely, a member misses one): what the every-seed re-join used to repair.
