@@ -130,19 +130,7 @@ func TestLocalDiscoveryOnDemand(t *testing.T) {
 	first := modelServer(`{"id":"a-7b","owned_by":"vllm"}`, nil)
 	lateMock := &openai.Mock{Tokens: 4}
 	dcfg := discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: portOf(first)}}, Hosts: []string{"127.0.0.1"}}
-	res, err := discover.Discover(context.Background(), dcfg)
-	if err != nil || len(res.Servers) != 1 {
-		t.Fatalf("%+v %v", res, err)
-	}
-	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
-		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
-			t.Fatal(err)
-		}
-		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
-			t.Fatal(err)
-		}
-		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
-	})
+	g := startDiscoveringGateway(t, &dcfg)
 	before := g.Engine.Stages()
 	// A server started after the gateway (the look on demand reads dcfg
 	// when asked).
@@ -307,19 +295,7 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 	portOf := func(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }
 	first := listModels(`{"id":"a-7b","owned_by":"vllm"}`)
 	dcfg := discover.Config{Targets: []discover.Target{{Kind: discover.VLLM, Port: portOf(first)}}, Hosts: []string{"127.0.0.1"}}
-	res, err := discover.Discover(context.Background(), dcfg)
-	if err != nil || len(res.Servers) != 1 {
-		t.Fatalf("%+v %v", res, err)
-	}
-	g := startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
-		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
-			t.Fatal(err)
-		}
-		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
-			t.Fatal(err)
-		}
-		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, dcfg) }
-	})
+	g := startDiscoveringGateway(t, &dcfg)
 	off := startTenantGatewayProfiles(t, "", nil)
 	// Started after the gateway (the look on demand reads dcfg when asked).
 	second := listModels(`{"id":"b-3b","owned_by":"organization_owner"},{"id":"c-1b","owned_by":"organization_owner"}`)
@@ -384,4 +360,24 @@ func TestAdminConsoleLocalModels(t *testing.T) {
 		t.Error("discovery off: a server table is shown")
 	}
 	b.noProblems(t, "status of 404")
+}
+
+// startDiscoveringGateway starts a tenant gateway whose profiles include the
+// one local server *dcfg finds now, and which looks again with *dcfg as it
+// is then on demand (a test may add targets later).
+func startDiscoveringGateway(t *testing.T, dcfg *discover.Config) *tenantGateway {
+	t.Helper()
+	res, err := discover.Discover(context.Background(), *dcfg)
+	if err != nil || len(res.Servers) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	return startTenantGatewayProfiles(t, "", func(c *Config, ec *actors.Config) {
+		if _, err := discover.Apply(ec.Stages, res.Servers); err != nil {
+			t.Fatal(err)
+		}
+		if ec.Providers, err = actors.BuildProviders(ec.Stages, ec.Logger); err != nil {
+			t.Fatal(err)
+		}
+		c.DiscoverLocal = func(ctx context.Context) (discover.Result, error) { return discover.Discover(ctx, *dcfg) }
+	})
 }
