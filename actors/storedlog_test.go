@@ -142,14 +142,7 @@ func TestRetainedStoredRunsCostNoLog(t *testing.T) {
 		gone(hubs[from:], logged)
 		return tokens
 	}
-	heap := func() uint64 {
-		var m runtime.MemStats
-		for range 3 {
-			runtime.GC()
-		}
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
+	heap := heapAfterGC
 	run(3) // warm: tokenizer tables, pools, the actor registry's shards
 	batch := func() (perRun float64, events int) {
 		before := heap()
