@@ -1397,6 +1397,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		// protoactor logs every actor start and dead letter at Info; keep its warnings only.
 		return slog.New(levelFilter{quiet, slog.LevelWarn}).With("lib", "protoactor")
 	}))
+	compactRegistry(system)
 	m := NewMetrics(cfg.Registerer)
 	m.slow = cfg.Slow
 	// Every endpoint's failure series and the cache's results exist from
