@@ -29,9 +29,8 @@ func compactRegistry(system *actor.ActorSystem) {
 		sm.LocalPIDs[i] = cmap.New()
 	}
 	for _, b := range old.LocalPIDs {
-		for id, p := range b.Items() {
-			sm.GetBucket(id).Set(id, p)
-		}
+		// IterCb: no goroutines (Items and IterBuffered start one per shard).
+		b.IterCb(func(id string, p any) { sm.GetBucket(id).Set(id, p) })
 	}
 	system.ProcessRegistry.LocalPIDs = sm
 }
