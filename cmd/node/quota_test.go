@@ -1,12 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qlc-project/qlc/quota"
 )
 
 // TestBudgetHoldsWithTheQuotaGroup: three node processes form the quota
@@ -98,4 +106,132 @@ func TestBudgetHoldsWithTheQuotaGroup(t *testing.T) {
 		t.Fatalf("after the runs were cancelled, a new run is refused: %d %s", again.status, again.code)
 	}
 	mustCall(t, 200, "DELETE", b+"/v1/runs/"+again.id, tn.key, nil)
+}
+
+// TestLimiterIDSetting: the node process takes its member id from
+// -limiter-id / QLC_LIMITER_ID as quota.MemberID decides (an explicit id, or
+// "ordinal" from its host name, as a StatefulSet pod), refuses a bad value
+// before it joins anything, and with "ordinal" past the group runs as a
+// plain node. The cases with a pod's host name run the node in a UTS
+// namespace of its own (unshare -Ur -u, where user namespaces are allowed;
+// skipped elsewhere); the last case runs on this machine's host name and
+// expects what quota.MemberID says of it.
+func TestLimiterIDSetting(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type testCase struct {
+		name  string
+		host  string // run under this host name ("": the machine's)
+		env   []string
+		exits bool   // the process ends on its own with an error
+		text  string // in its output
+	}
+	dir := t.TempDir()
+	cases := []testCase{
+		{"id outside the group", "", []string{"QLC_LIMITER_ID=4"}, true,
+			"-limiter-id: quota: member id 4 is not one of the group's ids 1, 2, 3"},
+		{"not an id", "", []string{"QLC_LIMITER_ID=first"}, true,
+			`-limiter-id: quota: member id "first": want 0 (no member), one of 1, 2, 3, or "ordinal"`},
+		{"id without a log dir", "", []string{"QLC_LIMITER_ID=2"}, true,
+			"-limiter-id needs -limiter-dir"},
+		{"ordinal 0 is member 1", "qlc-node-0", []string{"QLC_LIMITER_ID=ordinal", "QLC_LIMITER_DIR=" + filepath.Join(dir, "q0")}, false,
+			`"msg":"quota group","limiter_id":1,"setting":"ordinal","hostname":"qlc-node-0","member":true`},
+		{"ordinal 2 is member 3", "qlc-node-2", []string{"QLC_LIMITER_ID=ordinal", "QLC_LIMITER_DIR=" + filepath.Join(dir, "q2")}, false,
+			`"msg":"quota group","limiter_id":3,"setting":"ordinal","hostname":"qlc-node-2","member":true`},
+		{"ordinal 3 is a plain node", "qlc-node-3", []string{"QLC_LIMITER_ID=ordinal", "QLC_LIMITER_DIR=" + filepath.Join(dir, "q3")}, false,
+			`"msg":"quota group","limiter_id":0,"setting":"ordinal","hostname":"qlc-node-3","member":false`},
+		{"ordinal on a Deployment's pod", "qlc-node-5d8f7b9c4-x2k9p", []string{"QLC_LIMITER_ID=ordinal"}, true,
+			`host name "qlc-node-5d8f7b9c4-x2k9p" does not end in -N`},
+	}
+	here := testCase{name: "ordinal on this host " + host, env: []string{"QLC_LIMITER_ID=ordinal"}}
+	switch id, err := quota.MemberID(quota.Ordinal, host, nil); {
+	case err != nil:
+		here.exits, here.text = true, "-limiter-id: "+err.Error()
+	case id != 0:
+		here.exits, here.text = true, "-limiter-id needs -limiter-dir"
+	default:
+		here.text = `"msg":"quota group","limiter_id":0,"setting":"ordinal","hostname":"` + host + `","member":false`
+	}
+	cases = append(cases, here)
+	unshare := exec.Command("unshare", "-Ur", "-u", "true").Run() == nil
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			bin, args := filepath.Join(binDir, "node"), slices.Clone(nodeListen)
+			if c.host != "" {
+				if !unshare {
+					t.Skip("unshare -Ur -u does not work here: no host name of a pod to run under")
+				}
+				// hostname(1) may be absent: the UTS namespace's name is set by
+				// writing it, then the node runs in that namespace.
+				args = append([]string{"-Ur", "-u", "sh", "-c", `echo "$0" >/proc/sys/kernel/hostname && exec "$@"`, c.host, bin}, args...)
+				bin = "unshare"
+			}
+			cmd := exec.Command(bin, args...)
+			cmd.Env = append(append(os.Environ(), "QLC_CLUSTER_KEY="+testKey, "QLC_LIMITER_ID=", "QLC_LIMITER_DIR="), c.env...)
+			var out lockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			deadline := time.After(30 * time.Second)
+			var werr error
+			ended := false
+		wait:
+			for {
+				select {
+				case werr = <-exited:
+					ended = true
+					break wait
+				case <-deadline:
+					break wait
+				case <-time.After(20 * time.Millisecond):
+					if !c.exits && strings.Contains(out.String(), c.text) {
+						break wait
+					}
+				}
+			}
+			if !ended {
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case werr = <-exited:
+				case <-time.After(15 * time.Second):
+					_ = cmd.Process.Kill()
+					werr = <-exited
+				}
+			}
+			text := out.String()
+			switch {
+			case c.exits && !ended:
+				t.Errorf("the node did not exit on its own; want an error with %q; output:\n%s", c.text, text)
+			case c.exits && werr == nil:
+				t.Errorf("the node exited 0; want an error with %q; output:\n%s", c.text, text)
+			case !c.exits && ended:
+				t.Errorf("the node exited by itself (%v); want it running with %q; output:\n%s", werr, c.text, text)
+			case !strings.Contains(text, c.text):
+				t.Errorf("output lacks %q:\n%s", c.text, text)
+			}
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
