@@ -81,7 +81,7 @@ func TestManifests(t *testing.T) {
 // objects) and expects the check to say so: each rule can fail.
 func TestChecksCatch(t *testing.T) {
 	bins := qlcBinaries(t)
-	node := func(s *set) *corev1.PodSpec { return &s.deployment("qlc-node").Spec.Template.Spec }
+	node := func(s *set) *corev1.PodSpec { return &s.statefulSet("qlc-node").Spec.Template.Spec }
 	gw := func(s *set) *corev1.PodSpec { return &s.statefulSet("qlc-gateway").Spec.Template.Spec }
 	setEnv := func(ps *corev1.PodSpec, name, value string) {
 		c := &ps.Containers[0]
@@ -194,7 +194,7 @@ func TestChecksCatch(t *testing.T) {
 		}, "PodDisruptionBudget qlc-node selects no workload"},
 		{"workload without PDB", ".", func(s *set) { s.pdbs = s.pdbs[:1] }, "no PodDisruptionBudget"},
 		{"workload selector off its pods", ".", func(s *set) {
-			s.deployment("qlc-node").Spec.Selector.MatchLabels["app.kubernetes.io/component"] = "nodes"
+			s.statefulSet("qlc-node").Spec.Selector.MatchLabels["app.kubernetes.io/component"] = "nodes"
 		}, "selector does not match its pod template"},
 		{"gossip open to every pod", ".", func(s *set) {
 			s.netpol("qlc-cluster").Spec.Ingress[0].From = nil
@@ -216,7 +216,7 @@ func TestChecksCatch(t *testing.T) {
 		}, "port https"},
 		{"HPA on a missing workload", "overlays/example", func(s *set) {
 			s.hpas[0].Spec.ScaleTargetRef.Name = "qlc-nodes"
-		}, "scales Deployment qlc-nodes, not in the set"},
+		}, "scales StatefulSet qlc-nodes, not in the set"},
 		{"HPA on a metric QLC does not export", "overlays/example", func(s *set) {
 			s.hpas[0].Spec.Metrics[0].Pods.Metric.Name = "qlc_runs_in_flight"
 		}, "qlc_runs_in_flight: QLC exports no such metric"},
