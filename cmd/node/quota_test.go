@@ -155,7 +155,8 @@ func TestLimiterIDSetting(t *testing.T) {
 		here.text = `"msg":"quota group","limiter_id":0,"setting":"ordinal","hostname":"` + host + `","member":false`
 	}
 	cases = append(cases, here)
-	unshare := exec.Command("unshare", "-Ur", "-u", "true").Run() == nil
+	// The probe does what each case does: a UTS namespace whose name it sets.
+	unshare := exec.Command("unshare", "-Ur", "-u", "sh", "-c", `echo qlc-probe-0 >/proc/sys/kernel/hostname && [ "$(cat /proc/sys/kernel/hostname)" = qlc-probe-0 ]`).Run() == nil
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			bin, args := filepath.Join(binDir, "node"), slices.Clone(nodeListen)
