@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -155,8 +157,7 @@ func TestLimiterIDSetting(t *testing.T) {
 		here.text = `"msg":"quota group","limiter_id":0,"setting":"ordinal","hostname":"` + host + `","member":false`
 	}
 	cases = append(cases, here)
-	// The probe does what each case does: a UTS namespace whose name it sets.
-	unshare := exec.Command("unshare", "-Ur", "-u", "sh", "-c", `echo qlc-probe-0 >/proc/sys/kernel/hostname && [ "$(cat /proc/sys/kernel/hostname)" = qlc-probe-0 ]`).Run() == nil
+	unshare := canSetHostname()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			bin, args := filepath.Join(binDir, "node"), slices.Clone(nodeListen)
@@ -235,4 +236,115 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestQuotaGroupByOrdinal: five node processes started as a StatefulSet's
+// pods are (deploy/k8s: QLC_LIMITER_ID=ordinal, the host names qlc-node-0
+// … qlc-node-4, a log directory each) form the quota group from the first
+// three, and the two past them run as plain nodes: they announce no member
+// id, they host runs, and the group grants and holds the budget as with
+// three nodes — also once member 1 is killed (two of three left).
+func TestQuotaGroupByOrdinal(t *testing.T) {
+	if !canSetHostname() {
+		t.Skip("unshare -Ur -u does not work here: no pod host names to start nodes under")
+	}
+	dir := t.TempDir()
+	const pods = 5
+	c := startTCluster(&tcluster{tb: t, pf: writeProfiles(t),
+		nodeHost: func(i int) string { return fmt.Sprintf("qlc-node-%d", i) },
+		nodeArgs: func(i int) []string {
+			return []string{"-limiter-id", "ordinal", "-limiter-dir", filepath.Join(dir, fmt.Sprint("data-qlc-node-", i))}
+		}}, pods, 1)
+	g := c.gws[0]
+
+	// What each pod announces, as the gateway saw it join.
+	kinds := map[string][]string{}
+	for _, l := range strings.Split(g.logText(t), "\n") {
+		var e struct {
+			Msg    string   `json:"msg"`
+			Member string   `json:"member"`
+			Kinds  []string `json:"kinds"`
+		}
+		if json.Unmarshal([]byte(l), &e) != nil || e.Msg != "cluster: member joined" {
+			continue
+		}
+		for i := range pods {
+			if strings.HasPrefix(e.Member, fmt.Sprintf("node-qlc-node-%d-", i)) {
+				kinds[fmt.Sprint(i)] = e.Kinds
+			}
+		}
+	}
+	for i := range pods {
+		k, ok := kinds[fmt.Sprint(i)]
+		quotaKinds := slices.DeleteFunc(slices.Clone(k), func(s string) bool { return !strings.HasPrefix(s, "quota") })
+		var want []string
+		if i < 3 {
+			want = []string{"quota", fmt.Sprintf("quota-%d", i+1)}
+		}
+		if !ok || !slices.Equal(quotaKinds, want) {
+			t.Errorf("qlc-node-%d: announced %v (joined: %v); want the quota kinds %v", i, k, ok, want)
+		}
+	}
+
+	r := reservation(t, "slow")
+	burst := func(name string, slots int64, attempts int) int64 {
+		t.Helper()
+		tn := createTenant(t, g.base, name, name, map[string]any{"token_budget": slots * r, "concurrent_runs": 0})
+		results := make([]posted, attempts)
+		gate := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range attempts {
+			wg.Go(func() {
+				<-gate
+				results[i] = postAs(g.base, tn.key, "slow")
+			})
+		}
+		close(gate)
+		wg.Wait()
+		var n int64
+		outcomes := map[string]int{}
+		for i, p := range results {
+			outcomes[fmt.Sprintf("%d %s", p.status, p.code)]++
+			switch {
+			case p.err != nil:
+				t.Errorf("%s: POST %d: %v", name, i, p.err)
+			case p.status == http.StatusCreated:
+				n++
+			case p.status == http.StatusTooManyRequests && p.code == "token_budget",
+				p.status == http.StatusServiceUnavailable && (p.code == "limiter_unavailable" || p.code == "no_node"):
+			default:
+				t.Errorf("%s: POST %d: %d %q, want 201, 429 token_budget or 503 limiter_unavailable", name, i, p.status, p.code)
+			}
+		}
+		t.Logf("figure: %s: %d POSTs for a budget of %d runs: %v", name, attempts, slots, outcomes)
+		if n > slots {
+			t.Errorf("%s: the budget was overrun: %d runs admitted, the budget holds %d", name, n, slots)
+		}
+		if n == 0 {
+			t.Errorf("%s: no run was admitted", name)
+		}
+		return n
+	}
+	attempts := 40
+	if raceEnabled {
+		attempts = 20
+	}
+	burst("five-pods", int64(attempts/2), attempts)
+
+	// Member 1 (ordinal 0) killed: members 2 and 3 still commit slices.
+	if err := c.nodes[0].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitMembers(g, pods)
+	burst("member-1-down", int64(attempts/4), attempts/2)
+
+	var plain int
+	for _, m := range c.nodes[3:] {
+		n, _ := strconv.Atoi(c.hosted(m))
+		plain += n
+	}
+	t.Logf("figure: runs hosted by the plain nodes (ordinals 3, 4): %d", plain)
+	if plain == 0 {
+		t.Error("the plain nodes hosted no run")
+	}
 }
