@@ -261,6 +261,7 @@ func TestChecksCatch(t *testing.T) {
 		{"log deleted on scale-down", ".", func(s *set) {
 			s.statefulSet("qlc-node").Spec.PersistentVolumeClaimRetentionPolicy.WhenScaled = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
 		}, "whenScaled Delete"},
+		{"volume not writable by the node", ".", func(s *set) { node(s).SecurityContext.FSGroup = nil }, "without a pod securityContext.fsGroup"},
 		{"no time to rejoin in a rolling update", ".", func(s *set) { s.statefulSet("qlc-node").Spec.MinReadySeconds = 0 }, "minReadySeconds 0"},
 		{"two members down by a drain", ".", func(s *set) {
 			s.pdbs[0].Spec.MaxUnavailable = ptr(intstr.FromInt32(2))
@@ -1047,6 +1048,11 @@ func (s *set) checkWorkload(w workload, bins map[string]*binary) []string {
 	}
 	if len(spec.Containers) == 0 {
 		add("no container")
+	}
+	// A fresh volume is root's: a non-root process writes to it only if
+	// the kubelet gives it the pod's fsGroup.
+	if len(w.claims) > 0 && (spec.SecurityContext == nil || spec.SecurityContext.FSGroup == nil) {
+		add("volumeClaimTemplates without a pod securityContext.fsGroup: a non-root process could not write to its volume")
 	}
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
