@@ -25,6 +25,7 @@ import (
 	"github.com/qlc-project/qlc/cmd/internal/cli"
 	"github.com/qlc-project/qlc/internal/ops"
 	"github.com/qlc-project/qlc/internal/sealed"
+	"github.com/qlc-project/qlc/quota"
 	"github.com/qlc-project/qlc/topology"
 )
 
@@ -50,7 +51,7 @@ func run(args []string) error {
 	gossipAdvertise := fs.String("gossip-advertise", cli.Env("QLC_GOSSIP_ADVERTISE", ""), "gossip address others use; default -gossip-bind (QLC_GOSSIP_ADVERTISE)")
 	disable := fs.String("disable-features", cli.Env("QLC_DISABLE_FEATURES", ""), "CPU features to pretend absent, e.g. avx2 (QLC_DISABLE_FEATURES)")
 	insecure := fs.Bool("insecure", cli.EnvBool("QLC_INSECURE"), "run gossip and the actor transport without a cluster key: loopback only, refused if an address bound or advertised is not (QLC_INSECURE)")
-	limiterID := fs.Uint64("limiter-id", uint64(cli.EnvInt("QLC_LIMITER_ID", 0)), "this node's id (1, 2 or 3) in the Raft group that allocates tenants' token budgets in slices, so no partition can overrun a budget; every id of 1-3 must be given to one node; 0 = not in the group (and with no group, budgets are counted by each tenant's limiter alone) (QLC_LIMITER_ID)")
+	limiterSetting := fs.String("limiter-id", cli.Env("QLC_LIMITER_ID", ""), "this node's id (1, 2 or 3) in the Raft group that allocates tenants' token budgets in slices, so no partition can overrun a budget; every id of 1-3 must be given to one node; ordinal = from the host name's -N, as a StatefulSet names its pods (-0, -1, -2 are 1, 2, 3; -3 and later are not in the group); empty or 0 = not in the group (and with no group, budgets are counted by each tenant's limiter alone) (QLC_LIMITER_ID)")
 	limiterDir := fs.String("limiter-dir", cli.Env("QLC_LIMITER_DIR", ""), "directory of this node's Raft log of the budget group; required with -limiter-id; keep it across restarts (QLC_LIMITER_DIR)")
 	addrFile := cli.AddrFileFlag(fs)
 	traceStore := cli.TraceStoreFlag(fs)
@@ -105,12 +106,20 @@ func run(args []string) error {
 		cfg.PreloadTokenizer = true
 		kinds = append(kinds, actors.KindTokenizer)
 	}
-	if *limiterID != 0 {
+	hostname, _ := os.Hostname()
+	limiterID, err := quota.MemberID(*limiterSetting, hostname, nil)
+	if err != nil {
+		return fmt.Errorf("node: -limiter-id: %w", err)
+	}
+	if *limiterSetting != "" {
+		logger.Info("quota group", "limiter_id", limiterID, "setting", *limiterSetting, "hostname", hostname, "member", limiterID != 0)
+	}
+	if limiterID != 0 {
 		if *limiterDir == "" {
 			return errors.New("node: -limiter-id needs -limiter-dir (the Raft log must outlive the process)")
 		}
-		cfg.Quota = &actors.QuotaConfig{ID: *limiterID, Dir: *limiterDir}
-		kinds = append(kinds, actors.KindQuota, actors.KindQuotaPeer(*limiterID))
+		cfg.Quota = &actors.QuotaConfig{ID: limiterID, Dir: *limiterDir}
+		kinds = append(kinds, actors.KindQuota, actors.KindQuotaPeer(limiterID))
 	}
 	tc := topology.DefaultConfig()
 	tc.NameBase = cli.Hostname("node")

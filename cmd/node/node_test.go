@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -114,8 +115,14 @@ var (
 // with the addresses it bound, once it listens.
 func launch(t testing.TB, key, name string, args ...string) (*exec.Cmd, cli.Addrs) {
 	t.Helper()
+	return launchAs(t, "", key, name, args...)
+}
+
+// launchAs is launch under host name host (startAs).
+func launchAs(t testing.TB, host, key, name string, args ...string) (*exec.Cmd, cli.Addrs) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), name+"-addrs.json")
-	cmd := start(t, key, name, append(args, "-addr-file", path)...)
+	cmd := startAs(t, host, key, name, append(args, "-addr-file", path)...)
 	var a cli.Addrs
 	waitUntil(t, 30*time.Second, name+" to write its addresses", func() bool {
 		var err error
@@ -134,7 +141,13 @@ func launch(t testing.TB, key, name string, args ...string) (*exec.Cmd, cli.Addr
 // launchNode starts a node on port 0 and waits until it is ready.
 func launchNode(t testing.TB, key string, args ...string) (*exec.Cmd, cli.Addrs) {
 	t.Helper()
-	cmd, a := launch(t, key, "node", append(slices.Clone(nodeListen), args...)...)
+	return launchNodeAs(t, "", key, args...)
+}
+
+// launchNodeAs is launchNode under host name host (startAs).
+func launchNodeAs(t testing.TB, host, key string, args ...string) (*exec.Cmd, cli.Addrs) {
+	t.Helper()
+	cmd, a := launchAs(t, host, key, "node", append(slices.Clone(nodeListen), args...)...)
 	waitReady(t, "http://"+a.Ops+"/readyz")
 	return cmd, a
 }
@@ -179,7 +192,22 @@ var procs []struct {
 // is how a restart finds its ledger).
 func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 	t.Helper()
+	return startAs(t, "", key, name, args...)
+}
+
+// startAs is start with the host name host ("": this machine's), as a
+// Kubernetes pod has its own: the binary runs in a UTS namespace of its own
+// (unshare, in a user namespace; canSetHostname says whether this machine
+// allows it) whose name is set before it starts.
+func startAs(t testing.TB, host, key, name string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	if host != "" {
+		// hostname(1) may be absent: the namespace's name is written, then
+		// the shell execs the binary (same process: signals reach it).
+		cmd = exec.Command("unshare", append([]string{"-Ur", "-u", "sh", "-c",
+			`echo "$0" >/proc/sys/kernel/hostname && exec "$@"`, host, filepath.Join(binDir, name)}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), "QLC_CLUSTER_KEY="+key)
 	if name == "gateway" {
 		cmd.Env = append(cmd.Env, "QLC_TENANTS="+tenantsFile, "QLC_DATA_DIR="+t.TempDir(),
@@ -213,6 +241,13 @@ func start(t testing.TB, key, name string, args ...string) *exec.Cmd {
 	})
 	return cmd
 }
+
+// canSetHostname reports whether startAs can run a process under a host
+// name of its own here (unprivileged user namespaces may be off).
+var canSetHostname = sync.OnceValue(func() bool {
+	return exec.Command("unshare", "-Ur", "-u", "sh", "-c",
+		`echo qlc-probe-0 >/proc/sys/kernel/hostname && [ "$(cat /proc/sys/kernel/hostname)" = qlc-probe-0 ]`).Run() == nil
+})
 
 // dumpGoroutines ends a process that ignored SIGTERM with SIGQUIT, which
 // makes a Go program print every goroutine's stack to its log (the

@@ -65,6 +65,9 @@ type tcluster struct {
 	gws   []*tgateway
 	// nodeArgs, if set, gives node i (from 0) extra flags.
 	nodeArgs func(i int) []string
+	// nodeHost, if set, gives node i (from 0) a host name of its own
+	// (startAs; check canSetHostname first).
+	nodeHost func(i int) string
 }
 
 // newTCluster starts nodes node processes and gateways gateways, and waits
@@ -110,7 +113,11 @@ func (c *tcluster) addNode() *member {
 	}
 	m := &member{}
 	var a cli.Addrs
-	m.cmd, a = launchNode(tb, testKey, args...)
+	host := ""
+	if c.nodeHost != nil {
+		host = c.nodeHost(len(c.nodes))
+	}
+	m.cmd, a = launchNodeAs(tb, host, testKey, args...)
 	m.gossip, m.ops, m.act = a.Gossip, a.Ops, a.Actor
 	if c.seed == "" {
 		c.seed = m.gossip

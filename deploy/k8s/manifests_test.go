@@ -30,6 +30,7 @@ import (
 
 	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/cluster"
+	"github.com/qlc-project/qlc/quota"
 )
 
 // What the binaries do on SIGTERM after preStop, besides the node's drain
@@ -81,7 +82,7 @@ func TestManifests(t *testing.T) {
 // objects) and expects the check to say so: each rule can fail.
 func TestChecksCatch(t *testing.T) {
 	bins := qlcBinaries(t)
-	node := func(s *set) *corev1.PodSpec { return &s.deployment("qlc-node").Spec.Template.Spec }
+	node := func(s *set) *corev1.PodSpec { return &s.statefulSet("qlc-node").Spec.Template.Spec }
 	gw := func(s *set) *corev1.PodSpec { return &s.statefulSet("qlc-gateway").Spec.Template.Spec }
 	setEnv := func(ps *corev1.PodSpec, name, value string) {
 		c := &ps.Containers[0]
@@ -194,7 +195,7 @@ func TestChecksCatch(t *testing.T) {
 		}, "PodDisruptionBudget qlc-node selects no workload"},
 		{"workload without PDB", ".", func(s *set) { s.pdbs = s.pdbs[:1] }, "no PodDisruptionBudget"},
 		{"workload selector off its pods", ".", func(s *set) {
-			s.deployment("qlc-node").Spec.Selector.MatchLabels["app.kubernetes.io/component"] = "nodes"
+			s.statefulSet("qlc-node").Spec.Selector.MatchLabels["app.kubernetes.io/component"] = "nodes"
 		}, "selector does not match its pod template"},
 		{"gossip open to every pod", ".", func(s *set) {
 			s.netpol("qlc-cluster").Spec.Ingress[0].From = nil
@@ -216,13 +217,63 @@ func TestChecksCatch(t *testing.T) {
 		}, "port https"},
 		{"HPA on a missing workload", "overlays/example", func(s *set) {
 			s.hpas[0].Spec.ScaleTargetRef.Name = "qlc-nodes"
-		}, "scales Deployment qlc-nodes, not in the set"},
+		}, "scales StatefulSet qlc-nodes, not in the set"},
 		{"HPA on a metric QLC does not export", "overlays/example", func(s *set) {
 			s.hpas[0].Spec.Metrics[0].Pods.Metric.Name = "qlc_runs_in_flight"
 		}, "qlc_runs_in_flight: QLC exports no such metric"},
 		{"image override for no image", "overlays/example", func(s *set) {
 			s.kusts[len(s.kusts)-1].Images[0].Name = "qlc-nod"
 		}, "image qlc-nod: no container uses it"},
+		// The quota group (issue 17): one pod per member id, its log on a
+		// volume of its own, never two members down by design.
+		{"quota group on 2 replicas", ".", func(s *set) { s.statefulSet("qlc-node").Spec.Replicas = ptr[int32](2) }, "quota group member 3: on 0 pods"},
+		{"quota group on 2 replicas by the overlay", "overlays/example", func(s *set) {
+			k := s.kusts[len(s.kusts)-1]
+			k.Replicas = append(k.Replicas, struct {
+				Name  string `json:"name"`
+				Count int64  `json:"count"`
+			}{"qlc-node", 2})
+		}, "replicas 2: the quota group needs 3"},
+		{"one literal id on every pod", ".", func(s *set) { setEnv(node(s), "QLC_LIMITER_ID", "1") }, "quota group member 1: on 3 pods"},
+		{"an id outside the group", ".", func(s *set) { setEnv(node(s), "QLC_LIMITER_ID", "first") }, `member id "first": want 0`},
+		{"ordinals from 1", ".", func(s *set) {
+			s.statefulSet("qlc-node").Spec.Ordinals = &appsv1.StatefulSetOrdinals{Start: 1}
+		}, "quota group member 1: on 0 pods"},
+		{"one host name for every pod", ".", func(s *set) { node(s).Hostname = "qlc-node" }, `host name "qlc-node" does not end in -N`},
+		{"ordinal on a Deployment", ".", func(s *set) {
+			st := s.statefulSet("qlc-node")
+			s.deployments = append(s.deployments, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "qlc-node-more"},
+				Spec: appsv1.DeploymentSpec{Selector: st.Spec.Selector, Template: st.Spec.Template}})
+		}, "Deployment qlc-node-more: QLC_LIMITER_ID=ordinal: a Deployment's pods have no ordinal"},
+		{"a literal id on a Deployment", ".", func(s *set) {
+			st := s.statefulSet("qlc-node")
+			d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "qlc-node-one"},
+				Spec: appsv1.DeploymentSpec{Replicas: ptr[int32](1), Selector: st.Spec.Selector, Template: *st.Spec.Template.DeepCopy()}}
+			setEnv(&d.Spec.Template.Spec, "QLC_LIMITER_ID", "3")
+			s.deployments = append(s.deployments, d)
+		}, "QLC_LIMITER_ID=3 on a Deployment: its pods may run side by side"},
+		{"no limiter dir", ".", func(s *set) { dropEnv(node(s), "QLC_LIMITER_DIR") }, "QLC_LIMITER_ID without QLC_LIMITER_DIR"},
+		{"limiter dir on the read-only root", ".", func(s *set) { setEnv(node(s), "QLC_LIMITER_DIR", "/var/qlc/quota") }, "QLC_LIMITER_DIR /var/qlc/quota is on the read-only root"},
+		{"limiter dir on an emptyDir", ".", func(s *set) { setEnv(node(s), "QLC_LIMITER_DIR", "/tmp/quota") }, "QLC_LIMITER_DIR /tmp/quota is on volume tmp, not on a volumeClaimTemplate"},
+		{"limiter dir by flag on an emptyDir", ".", func(s *set) {
+			node(s).Containers[0].Args = []string{"-limiter-dir", "/tmp/q"}
+		}, "QLC_LIMITER_DIR /tmp/q is on volume tmp"},
+		{"log deleted on scale-down", ".", func(s *set) {
+			s.statefulSet("qlc-node").Spec.PersistentVolumeClaimRetentionPolicy.WhenScaled = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+		}, "whenScaled Delete"},
+		{"volume not writable by the node", ".", func(s *set) { node(s).SecurityContext.FSGroup = nil }, "without a pod securityContext.fsGroup"},
+		{"no time to rejoin in a rolling update", ".", func(s *set) { s.statefulSet("qlc-node").Spec.MinReadySeconds = 0 }, "minReadySeconds 0"},
+		{"two members down by a drain", ".", func(s *set) {
+			s.pdbs[0].Spec.MaxUnavailable = ptr(intstr.FromInt32(2))
+		}, "want maxUnavailable: 1 (two of its three members up through every drain), not maxUnavailable 2"},
+		{"a percentage budget", ".", func(s *set) {
+			s.pdbs[0].Spec.MaxUnavailable = ptr(intstr.FromString("50%"))
+		}, "not maxUnavailable 50%"},
+		{"HPA below the group", "overlays/example", func(s *set) { s.hpas[0].Spec.MinReplicas = ptr[int32](2) }, "minReplicas 2: StatefulSet qlc-node runs the quota group"},
+		{"StatefulSet governed by no Service", ".", func(s *set) { s.statefulSet("qlc-node").Spec.ServiceName = "qlc-nodes" }, `serviceName "qlc-nodes" is no Service`},
+		{"StatefulSet governed by a Service with a virtual IP", ".", func(s *set) {
+			s.statefulSet("qlc-gateway").Spec.ServiceName = "qlc-gateway"
+		}, "serviceName qlc-gateway is not headless"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -242,6 +293,133 @@ func TestChecksCatch(t *testing.T) {
 				}
 			}
 			t.Errorf("no problem mentions %q; problems: %q", c.want, ps)
+		})
+	}
+}
+
+// TestQuotaGroupMembers: in every kustomization the node StatefulSet's
+// pods qlc-node-0, -1 and -2 are the quota group's members 1, 2 and 3, as
+// the node decides it (quota.MemberID on each pod's host name), and three
+// more replicas are plain nodes that leave the group as it is.
+func TestQuotaGroupMembers(t *testing.T) {
+	bins := qlcBinaries(t)
+	for _, dir := range kustomizationDirs(t, ".") {
+		s, err := loadSet(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := s.statefulSet("qlc-node")
+		w := workload{kind: "StatefulSet", name: st.Name}
+		ids := func() []uint64 {
+			setting, _ := limiterSettings(&st.Spec.Template.Spec.Containers[0])
+			var out []uint64
+			for i := range s.replicas(w) {
+				id, err := quota.MemberID(setting, podHostname(st, i), nil)
+				if err != nil {
+					t.Fatalf("%s: pod %d: %v", dir, i, err)
+				}
+				out = append(out, id)
+			}
+			return out
+		}
+		if got := ids(); !slices.Equal(got[:3], []uint64{1, 2, 3}) || slices.ContainsFunc(got[3:], func(id uint64) bool { return id != 0 }) {
+			t.Errorf("%s: member ids of qlc-node's pods %v, want 1, 2, 3 then plain nodes (0)", dir, got)
+		}
+		st.Spec.Replicas = ptr(*st.Spec.Replicas + 3)
+		for _, k := range s.kusts {
+			for i := range k.Replicas {
+				if k.Replicas[i].Name == st.Name {
+					k.Replicas[i].Count += 3
+				}
+			}
+		}
+		got := ids()
+		if !slices.Equal(got, append([]uint64{1, 2, 3}, make([]uint64, len(got)-3)...)) {
+			t.Errorf("%s: scaled up by 3: member ids %v, want 1, 2, 3 then plain nodes (0)", dir, got)
+		}
+		if ps := s.check(bins); len(ps) != 0 {
+			t.Errorf("%s: scaled up by 3: %q", dir, ps)
+		}
+		t.Logf("%s: %d replicas: member ids by ordinal %v", dir, len(got), got)
+	}
+}
+
+// TestQuotaGroupOff: deleting QLC_LIMITER_ID (docs/kubernetes.md, "Without
+// the group") leaves manifests that pass every rule, even at one replica.
+func TestQuotaGroupOff(t *testing.T) {
+	bins := qlcBinaries(t)
+	s, err := loadSet(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := s.statefulSet("qlc-node")
+	c := &st.Spec.Template.Spec.Containers[0]
+	n := len(c.Env)
+	c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "QLC_LIMITER_ID" })
+	if len(c.Env) != n-1 {
+		t.Fatalf("qlc-node sets QLC_LIMITER_ID %d times, want once", n-len(c.Env))
+	}
+	st.Spec.Replicas = ptr[int32](1)
+	if ps := s.check(bins); len(ps) != 0 {
+		t.Errorf("without QLC_LIMITER_ID: %q", ps)
+	}
+	if ps := s.checkQuotaGroup(); len(ps) != 0 {
+		t.Errorf("the quota rules apply without the group: %q", ps)
+	}
+}
+
+// TestKustomizeBuild: each kustomization builds with kustomize itself
+// (kubectl kustomize, or kustomize build; local files only, no network) and
+// what it renders passes every rule, with the overlays' replicas, images and
+// namespace applied. Where neither tool is installed the test is skipped:
+// TestManifests reads the same kustomizations by itself.
+func TestKustomizeBuild(t *testing.T) {
+	var tool []string
+	if p, err := exec.LookPath("kustomize"); err == nil {
+		tool = []string{p, "build"}
+	} else if p, err := exec.LookPath("kubectl"); err == nil {
+		tool = []string{p, "kustomize"}
+	} else {
+		t.Skip("neither kustomize nor kubectl is installed; TestManifests parses the kustomizations itself")
+	}
+	bins := qlcBinaries(t)
+	for _, dir := range kustomizationDirs(t, ".") {
+		t.Run(dir, func(t *testing.T) {
+			cmd := exec.Command(tool[0], append(tool[1:], dir)...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%s %s: %v\n%s", strings.Join(tool, " "), dir, err, stderr.String())
+			}
+			objs, err := decodeFile(dir+" as built", out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			built := &set{}
+			built.add(objs)
+			for _, p := range built.check(bins) {
+				t.Error(p)
+			}
+			parsed, err := loadSet(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The test's reading of the kustomization agrees with kustomize's:
+			// the same workloads, with the same replicas.
+			for _, w := range parsed.workloads() {
+				i := slices.IndexFunc(built.workloads(), func(b workload) bool { return b.kind == w.kind && b.name == w.name })
+				if i < 0 {
+					t.Errorf("%s is not in what kustomize built", w)
+					continue
+				}
+				if p, b := parsed.replicas(w), built.replicas(built.workloads()[i]); p != b {
+					t.Errorf("%s: %d replicas as the test reads the kustomization, %d as kustomize builds it", w, p, b)
+				}
+			}
+			if a, b := len(parsed.workloads()), len(built.workloads()); a != b {
+				t.Errorf("%d workloads read, %d built", a, b)
+			}
 		})
 	}
 }
@@ -490,6 +668,12 @@ func (s *set) addFile(path string) error {
 	if err != nil {
 		return err
 	}
+	s.add(objs)
+	return nil
+}
+
+// add sorts decoded objects into the set.
+func (s *set) add(objs []any) {
 	for _, o := range objs {
 		switch o := o.(type) {
 		case *appsv1.Deployment:
@@ -510,7 +694,6 @@ func (s *set) addFile(path string) error {
 			s.configMaps = append(s.configMaps, o)
 		}
 	}
-	return nil
 }
 
 var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
@@ -846,6 +1029,8 @@ func (s *set) check(bins map[string]*binary) []string {
 	ps = append(ps, s.checkNetworkPolicies()...)
 	ps = append(ps, s.checkHPAs()...)
 	ps = append(ps, s.checkKustomizations()...)
+	ps = append(ps, s.checkStatefulSets()...)
+	ps = append(ps, s.checkQuotaGroup()...)
 	return ps
 }
 
@@ -863,6 +1048,11 @@ func (s *set) checkWorkload(w workload, bins map[string]*binary) []string {
 	}
 	if len(spec.Containers) == 0 {
 		add("no container")
+	}
+	// A fresh volume is root's: a non-root process writes to it only if
+	// the kubelet gives it the pod's fsGroup.
+	if len(w.claims) > 0 && (spec.SecurityContext == nil || spec.SecurityContext.FSGroup == nil) {
+		add("volumeClaimTemplates without a pod securityContext.fsGroup: a non-root process could not write to its volume")
 	}
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
@@ -1478,3 +1668,219 @@ func decodeBase64(s string) ([]byte, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// checkStatefulSets: each names as its serviceName a headless Service of
+// the set that selects its pods (the pods' DNS names, kubernetes.io docs
+// "StatefulSet: Stable Network ID").
+func (s *set) checkStatefulSets() []string {
+	var ps []string
+	for _, st := range s.statefulSets {
+		svc := s.service(st.Spec.ServiceName)
+		switch {
+		case svc == nil:
+			ps = append(ps, fmt.Sprintf("StatefulSet %s: serviceName %q is no Service of the set", st.Name, st.Spec.ServiceName))
+		case svc.Spec.ClusterIP != corev1.ClusterIPNone:
+			ps = append(ps, fmt.Sprintf("StatefulSet %s: serviceName %s is not headless", st.Name, svc.Name))
+		case !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(st.Spec.Template.Labels)):
+			ps = append(ps, fmt.Sprintf("StatefulSet %s: serviceName %s does not select its pods", st.Name, svc.Name))
+		}
+	}
+	return ps
+}
+
+// quotaPeers are the quota group's member ids (quota.DefaultConfig: the
+// group is always these).
+var quotaPeers = quota.DefaultConfig().Peers
+
+// checkQuotaGroup: where nodes run the quota group (QLC_LIMITER_ID set and
+// not 0), each member id goes to exactly one pod, as quota.MemberID decides
+// it from each pod's host name; each member's Raft log is on a volume of
+// its own that outlives the pod; and nothing (a disruption budget, an
+// autoscaler, a scale-down's volume deletion, a rolling update) takes two
+// of the three members at once or a member's log.
+func (s *set) checkQuotaGroup() []string {
+	var ps []string
+	add := func(format string, a ...any) { ps = append(ps, fmt.Sprintf(format, a...)) }
+	members := map[uint64][]string{} // member id → the pods that would be it
+	inGroup := false
+	for _, w := range s.workloads() {
+		c := nodeContainer(w)
+		if c == nil {
+			continue
+		}
+		setting, dir := limiterSettings(c)
+		if setting == "" || setting == "0" {
+			continue
+		}
+		inGroup = true
+		st := s.statefulSetOf(w)
+		replicas := s.replicas(w)
+		switch {
+		case st == nil && setting == quota.Ordinal:
+			add("%s: QLC_LIMITER_ID=ordinal: a %s's pods have no ordinal in their host names (use a StatefulSet)", w, w.kind)
+		case st == nil:
+			add("%s: QLC_LIMITER_ID=%s on a %s: its pods may run side by side (a rolling update's surge), two processes as one member of the group", w, setting, w.kind)
+		default:
+			if setting == quota.Ordinal && replicas < int32(len(quotaPeers)) {
+				add("%s: replicas %d: the quota group needs %d (ordinals 0-%d are its members)", w, replicas, len(quotaPeers), len(quotaPeers)-1)
+			}
+			for i := range replicas {
+				host := podHostname(st, i)
+				id, err := quota.MemberID(setting, host, nil)
+				if err != nil {
+					add("%s: pod %s: QLC_LIMITER_ID: %v", w, host, err)
+					break
+				}
+				if id != 0 {
+					members[id] = append(members[id], w.name+"/"+host)
+				}
+			}
+			if p := st.Spec.PersistentVolumeClaimRetentionPolicy; p != nil && p.WhenScaled == appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
+				add("%s: persistentVolumeClaimRetentionPolicy whenScaled Delete: a scale-down below the group would delete a member's Raft log", w)
+			}
+			if st.Spec.MinReadySeconds < 5 {
+				add("%s: minReadySeconds %d: a rolling update could stop the next member before the replaced one is back in the group (want 5 or more)", w, st.Spec.MinReadySeconds)
+			}
+		}
+		// The Raft log: on a volume claim of the pod's own.
+		switch m := mountOf(c, dir); {
+		case dir == "":
+			add("%s: QLC_LIMITER_ID without QLC_LIMITER_DIR: the node refuses to start", w)
+		case m == nil:
+			add("%s: QLC_LIMITER_DIR %s is on the read-only root: mount the log's volume there", w, dir)
+		case !slices.ContainsFunc(w.claims, func(pvc corev1.PersistentVolumeClaim) bool { return pvc.Name == m.Name }):
+			add("%s: QLC_LIMITER_DIR %s is on volume %s, not on a volumeClaimTemplate: a member's Raft log must outlive its pod", w, dir, m.Name)
+		}
+		// Disruptions: one member at a time.
+		for _, pdb := range s.pdbs {
+			if sel := asSelector(pdb.Spec.Selector); sel == nil || sel.Empty() || !sel.Matches(labels.Set(w.pod.Labels)) {
+				continue
+			}
+			if mu := pdb.Spec.MaxUnavailable; mu == nil || mu.Type != intstr.Int || mu.IntVal != 1 || pdb.Spec.MinAvailable != nil {
+				add("PodDisruptionBudget %s: %s runs the quota group: want maxUnavailable: 1 (two of its three members up through every drain), not %s", pdb.Name, w, pdbBudget(pdb))
+			}
+		}
+		for _, h := range s.hpas {
+			if h.Spec.ScaleTargetRef.Kind == w.kind && h.Spec.ScaleTargetRef.Name == w.name {
+				if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < int32(len(quotaPeers)) {
+					lo := int32(1)
+					if h.Spec.MinReplicas != nil {
+						lo = *h.Spec.MinReplicas
+					}
+					add("HorizontalPodAutoscaler %s: minReplicas %d: %s runs the quota group, which needs %d pods", h.Name, lo, w, len(quotaPeers))
+				}
+			}
+		}
+	}
+	if !inGroup {
+		return ps
+	}
+	for _, id := range quotaPeers {
+		if pods := members[id]; len(pods) != 1 {
+			add("quota group member %d: on %d pods %v, want exactly one", id, len(pods), pods)
+		}
+	}
+	return ps
+}
+
+// nodeContainer is a workload's container running the node binary.
+func nodeContainer(w workload) *corev1.Container {
+	for i := range w.pod.Spec.Containers {
+		if c := &w.pod.Spec.Containers[i]; binaryOf(c.Image) == "node" {
+			return c
+		}
+	}
+	return nil
+}
+
+// limiterSettings returns what the node sees for -limiter-id and
+// -limiter-dir: the argument, else the environment variable's value.
+func limiterSettings(c *corev1.Container) (id, dir string) {
+	for _, e := range c.Env {
+		switch e.Name {
+		case "QLC_LIMITER_ID":
+			id = e.Value
+		case "QLC_LIMITER_DIR":
+			dir = e.Value
+		}
+	}
+	for i := 0; i < len(c.Args); i++ {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(c.Args[i], "-"), "=")
+		if !hasVal && i+1 < len(c.Args) {
+			i++
+			val = c.Args[i]
+		}
+		switch name {
+		case "limiter-id":
+			id = val
+		case "limiter-dir":
+			dir = val
+		}
+	}
+	return strings.TrimSpace(id), dir
+}
+
+func (s *set) statefulSetOf(w workload) *appsv1.StatefulSet {
+	if w.kind != "StatefulSet" {
+		return nil
+	}
+	return s.statefulSet(w.name)
+}
+
+// replicas is a workload's replica count as applied: the manifest's (unset:
+// 1), unless a kustomization's replicas override it (the last one wins:
+// kusts are in include order).
+func (s *set) replicas(w workload) int32 {
+	n := int32(1)
+	switch w.kind {
+	case "StatefulSet":
+		if r := s.statefulSet(w.name).Spec.Replicas; r != nil {
+			n = *r
+		}
+	case "Deployment":
+		if r := s.deployment(w.name).Spec.Replicas; r != nil {
+			n = *r
+		}
+	}
+	for _, k := range s.kusts {
+		for _, r := range k.Replicas {
+			if r.Name == w.name {
+				n = int32(r.Count)
+			}
+		}
+	}
+	return n
+}
+
+// podHostname is the host name the pod of index i (0-based) of a
+// StatefulSet has: its name, <statefulset>-<ordinal>, unless the template
+// fixes one; the FQDN under its Service with setHostnameAsFQDN.
+func podHostname(st *appsv1.StatefulSet, i int32) string {
+	start := int32(0)
+	if st.Spec.Ordinals != nil {
+		start = st.Spec.Ordinals.Start
+	}
+	ps := &st.Spec.Template.Spec
+	h := fmt.Sprintf("%s-%d", st.Name, start+i)
+	if ps.Hostname != "" {
+		h = ps.Hostname
+	}
+	if ps.SetHostnameAsFQDN != nil && *ps.SetHostnameAsFQDN {
+		h += "." + st.Spec.ServiceName + ".qlc.svc.cluster.local"
+	}
+	return h
+}
+
+func pdbBudget(pdb *policyv1.PodDisruptionBudget) string {
+	var parts []string
+	if pdb.Spec.MaxUnavailable != nil {
+		parts = append(parts, "maxUnavailable "+pdb.Spec.MaxUnavailable.String())
+	}
+	if pdb.Spec.MinAvailable != nil {
+		parts = append(parts, "minAvailable "+pdb.Spec.MinAvailable.String())
+	}
+	if len(parts) == 0 {
+		return "neither"
+	}
+	return strings.Join(parts, " and ")
+}
