@@ -33,8 +33,9 @@ type Config struct {
 	ID uint64
 	// Peers are the group's voters: fixed, 1, 2, 3 by default (no
 	// membership change: a replaced machine takes over an id with its
-	// log directory, or starts one afresh only if the group's log is kept
-	// by the two others).
+	// log directory; a member whose log is lost must not come back under
+	// its id with an empty one — it may vote twice in a term or forget a
+	// committed entry the others lack — only with the whole group reset).
 	Peers []uint64
 	// Dir holds the write-ahead log. Empty: memory only — for tests; a
 	// restart then forgets what this node voted and acknowledged, which
