@@ -1,0 +1,201 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Load gossip (issue 17).
+//
+// A member's load (Load, Limit, Queued, StageLatency, StageLoad, StageLimit) changes every few hundred
+// milliseconds. It used to be announced in memberlist metadata, and every metadata change (UpdateNode)
+// raises the member's incarnation. memberlist ignores a suspect or dead message whose incarnation is
+// older than the one it holds, so a cut right after an announcement that reached only some members left
+// those members deaf to the others' suspicion of it: Lifeguard then got fewer confirmations and the
+// suspicion ran near its maximum (BENCHMARKS.md, "compose — the quota group under every fault", item 5).
+//
+// Now load travels as memberlist user messages, piggybacked on gossip (Delegate.GetBroadcasts), and the
+// incarnation changes only for what is rare (draining, the re-announcement after a member left):
+//
+//   - Each message names its sender and carries a sequence that only grows: the maintenance loop takes
+//     max(last+1, wall-clock nanoseconds) for each announcement, so a member restarted under the same
+//     name starts above what it sent before.
+//   - A receiver keeps, per member of its view, the sequence of the load it holds, applies a message only
+//     when its sequence is higher, and then queues it for re-broadcast (epidemic, as serf's user events):
+//     it reaches every member even though each gossip round goes to GossipNodes of them. Load from a
+//     member not in the view (not yet joined, or gone) is ignored: the table is bounded by the view.
+//   - The queue (memberlist.TransmitLimitedQueue) holds at most one message per member name (a newer one
+//     replaces the queued one: NamedBroadcast) and drops a message after RetransmitMult × ⌈log10(N+1)⌉
+//     transmissions.
+//   - The metadata keeps the last announced load with its sequence as a snapshot (a joiner has it at
+//     once); a member's load is whichever of snapshot and message is newer. When a member joins our view
+//     we queue our own last load again, so the joiner learns our current load even if our snapshot is old.
+//   - Older members (before this change) send no sequence (0) and no load messages: their metadata load
+//     is taken as it comes. They ignore our load messages (not a fence notice), so they see our load
+//     only as of our last metadata change: placement quality during a rolling upgrade, not correctness.
+
+// wireLoadV1 tags a load message (after wireMagic); fence notices are wireFenceV1, push/pull state
+// wireStateV1.
+const wireLoadV1 = 3
+
+// maxLoadValue bounds every count in a load message (as in the metadata).
+const maxLoadValue = 1<<31 - 1
+
+// loadMsg is one member's load announcement. Encoded: wireMagic, wireLoadV1, length-prefixed sender,
+// uvarint sequence, then uvarints load, limit, queued, latency (ms), stage attempts, stage limit.
+// Decoders ignore bytes after these, so a later version may append fields.
+type loadMsg struct {
+	Sender string
+	Seq    uint64
+	Load, Limit, Queued, LatencyMs,
+	StageActive, StageLimit int
+}
+
+func (m loadMsg) encode() []byte {
+	b := make([]byte, 0, 16+len(m.Sender)+6*3)
+	b = append(b, wireMagic, wireLoadV1)
+	b = appendString(b, m.Sender)
+	b = binary.AppendUvarint(b, m.Seq)
+	for _, v := range []int{m.Load, m.Limit, m.Queued, m.LatencyMs, m.StageActive, m.StageLimit} {
+		b = binary.AppendUvarint(b, uint64(min(max(v, 0), maxLoadValue)))
+	}
+	return b
+}
+
+// decodeLoad parses a load message. It never panics on any input (FuzzDecodeWire).
+func decodeLoad(b []byte) (loadMsg, error) {
+	var m loadMsg
+	if len(b) < 2 || b[0] != wireMagic || b[1] != wireLoadV1 {
+		return m, fmt.Errorf("%w: not a load message", errMeta)
+	}
+	r := metaReader{b: b[2:]}
+	m.Sender = r.str()
+	m.Seq = r.uvarint()
+	for _, p := range []*int{&m.Load, &m.Limit, &m.Queued, &m.LatencyMs, &m.StageActive, &m.StageLimit} {
+		v := r.uvarint()
+		if r.err == nil && v > maxLoadValue {
+			return loadMsg{}, fmt.Errorf("%w: load value %d out of range", errMeta, v)
+		}
+		*p = int(v)
+	}
+	if r.err != nil {
+		return loadMsg{}, r.err
+	}
+	if m.Sender == "" {
+		return loadMsg{}, fmt.Errorf("%w: load message without a sender", errMeta)
+	}
+	return m, nil
+}
+
+// apply copies the load fields into mem.
+func (m loadMsg) apply(mem *Member) {
+	mem.Load, mem.Limit, mem.Queued = m.Load, m.Limit, m.Queued
+	mem.StageLatency = time.Duration(m.LatencyMs) * time.Millisecond
+	mem.StageLoad, mem.StageLimit = m.StageActive, m.StageLimit
+}
+
+// loadOf is the load part of meta as a message of name.
+func loadOf(name string, md meta) loadMsg {
+	return loadMsg{Sender: name, Seq: md.LoadSeq, Load: md.Load, Limit: md.Limit, Queued: md.Queued,
+		LatencyMs: md.LatencyMs, StageActive: md.StageActive, StageLimit: md.StageLimit}
+}
+
+// loadBroadcast is a queued load message. Named by its sender: a newer message of the same member
+// replaces the queued one.
+type loadBroadcast struct {
+	name string
+	msg  []byte
+}
+
+var _ memberlist.NamedBroadcast = loadBroadcast{}
+
+func (b loadBroadcast) Invalidates(other memberlist.Broadcast) bool {
+	o, ok := other.(loadBroadcast)
+	return ok && o.name == b.name
+}
+func (b loadBroadcast) Message() []byte { return b.msg }
+func (b loadBroadcast) Finished()       {}
+func (b loadBroadcast) Name() string    { return b.name }
+
+func loadBroadcastName(sender string) string { return "load/" + sender }
+
+// nextLoadSeq returns a sequence above every one this process used, and at least the wall clock in
+// nanoseconds (above what an earlier process of the same name sent, unless the clock went back).
+// Called only from the maintenance loop (and Start).
+func (c *Cluster) nextLoadSeq() uint64 {
+	seq := max(c.loadSeq+1, uint64(max(time.Now().UnixNano(), 0)))
+	c.loadSeq = seq
+	return seq
+}
+
+// currentLoad is the load set by SetLoad/SetPressure as a message with sequence seq.
+func (c *Cluster) currentLoad(seq uint64) loadMsg {
+	m := loadMsg{Sender: c.self, Seq: seq, Load: int(c.load.Load())}
+	if p := c.pressure.Load(); p != nil {
+		m.Limit, m.Queued, m.LatencyMs = p.Limit, p.Queued, int(p.StageLatency/time.Millisecond)
+		m.StageActive, m.StageLimit = p.StageLoad, p.StageLimit
+	}
+	return m
+}
+
+// announceLoad sends the current load to the cluster: applied to our own view entry and queued for
+// gossip. Called from the maintenance loop only.
+func (c *Cluster) announceLoad() {
+	if c.gone.Load() || c.inactive.Load() {
+		return
+	}
+	m := c.currentLoad(c.nextLoadSeq())
+	c.announced.Store(&m)
+	c.applyLoad(m)
+	c.bq.QueueBroadcast(loadBroadcast{name: loadBroadcastName(c.self), msg: m.encode()})
+	c.met.loadSent.Inc()
+}
+
+// requeueOwnLoad queues our last announced load again (a member joined: our metadata snapshot may be
+// older). Receivers that have it ignore it. Does not block.
+func (c *Cluster) requeueOwnLoad() {
+	if m := c.announced.Load(); m != nil && !c.gone.Load() {
+		c.bq.QueueBroadcast(loadBroadcast{name: loadBroadcastName(c.self), msg: m.encode()})
+	}
+}
+
+// applyLoad puts m into the view if its sender is in it and m is newer than the load we hold for it.
+// It reports whether m was applied.
+func (c *Cluster) applyLoad(m loadMsg) bool {
+	c.mu.Lock()
+	mem, ok := c.view[m.Sender]
+	if !ok || m.Seq <= c.loadSeqs[m.Sender] {
+		c.mu.Unlock()
+		return false
+	}
+	c.loadSeqs[m.Sender] = m.Seq
+	m.apply(&mem)
+	c.view[m.Sender] = mem
+	c.putLocked(mem)
+	c.mu.Unlock()
+	c.kickTopology()
+	return true
+}
+
+// receiveLoad handles a load message from the network: applied if newer, then passed on.
+func (c *Cluster) receiveLoad(b []byte) {
+	m, err := decodeLoad(b)
+	if err != nil {
+		c.met.loadReceived.WithLabelValues("bad").Inc()
+		return
+	}
+	if m.Sender == c.self {
+		c.met.loadReceived.WithLabelValues("own").Inc()
+		return
+	}
+	if !c.applyLoad(m) {
+		c.met.loadReceived.WithLabelValues("ignored").Inc()
+		return
+	}
+	c.met.loadReceived.WithLabelValues("applied").Inc()
+	// Re-broadcast what we had not seen (memberlist's buffer is not ours to keep).
+	c.bq.QueueBroadcast(loadBroadcast{name: loadBroadcastName(m.Sender), msg: append([]byte(nil), b...)})
+}
