@@ -45,7 +45,7 @@ type Cluster struct {
 	// Load gossip (load.go). bq holds our load messages and those we pass on, at most one per member
 	// name; announced is our last announced load (also the metadata's snapshot); loadSeq is its
 	// sequence (the maintenance loop's, and Start's, alone).
-	bq        *memberlist.TransmitLimitedQueue
+	bq        *loadQueue
 	announced atomic.Pointer[loadMsg]
 	loadSeq   uint64
 
@@ -110,10 +110,7 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	empty := []Member{}
 	c.snap.Store(&empty)
-	c.bq = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return max(len(*c.snap.Load()), 1) }, // no memberlist lock: GetBroadcasts may run under it
-		RetransmitMult: cfg.RetransmitMult,
-	}
+	c.bq = newLoadQueue(cfg.RetransmitMult, func() int { return len(*c.snap.Load()) }) // no memberlist lock: GetBroadcasts may run under it
 	first := c.currentLoad(c.nextLoadSeq())
 	c.announced.Store(&first)
 	worst := meta{Load: 1<<31 - 1, Features: ^uint64(0), RemoteAddr: cfg.RemoteAddr, Version: cfg.Version, Kinds: cfg.Kinds,
@@ -827,7 +824,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	if d.c.inactive.Load() {
 		return nil
 	}
-	return d.c.bq.GetBroadcasts(overhead, limit)
+	return d.c.bq.get(overhead, limit)
 }
 
 // LocalState is sent on every push/pull: our side and our recent tombstones.
@@ -928,6 +925,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	wasDraining := c.view[n.Name].Draining
 	delete(c.view, n.Name)
 	delete(c.loadSeqs, n.Name)
+	c.bq.remove(n.Name)
 	c.tomb.prune(now, c.cfg.TombstoneTTL)
 	c.tomb.add(n.Name, now)
 	if c.graceful == nil || len(c.graceful) > 4096 {

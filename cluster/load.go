@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math"
+	"slices"
+	"sync"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 )
 
 // Load gossip (issue 17).
@@ -27,9 +29,8 @@ import (
 //     when its sequence is higher, and then queues it for re-broadcast (epidemic, as serf's user events):
 //     it reaches every member even though each gossip round goes to GossipNodes of them. Load from a
 //     member not in the view (not yet joined, or gone) is ignored: the table is bounded by the view.
-//   - The queue (memberlist.TransmitLimitedQueue) holds at most one message per member name (a newer one
-//     replaces the queued one: NamedBroadcast) and drops a message after RetransmitMult × ⌈log10(N+1)⌉
-//     transmissions.
+//   - The queue (loadQueue) holds at most one message per member name (a newer one replaces the queued
+//     one) and drops a message after RetransmitMult × ⌈log10(N+1)⌉ transmissions.
 //   - The metadata keeps the last announced load with its sequence as a snapshot (a joiner has it at
 //     once); a member's load is whichever of snapshot and message is newer. When a member joins our view
 //     we queue our own last load again, so the joiner learns our current load even if our snapshot is old.
@@ -103,24 +104,93 @@ func loadOf(name string, md meta) loadMsg {
 		LatencyMs: md.LatencyMs, StageActive: md.StageActive, StageLimit: md.StageLimit}
 }
 
-// loadBroadcast is a queued load message. Named by its sender: a newer message of the same member
-// replaces the queued one.
-type loadBroadcast struct {
-	name string
-	msg  []byte
+// loadQueue holds the load messages to piggyback on gossip: at most one per member name (a newer message
+// of the same member replaces the queued one), each sent RetransmitMult × ⌈log10(N+1)⌉ times (as
+// memberlist's broadcasts), fewest transmissions first and, among equals, the newest first. Bounded by
+// the view: only our own load and that of members in the view are queued, and a member's entry is
+// dropped when it leaves.
+//
+// Not memberlist.TransmitLimitedQueue: in v0.7.0 it resets its id generator whenever a deletion empties
+// it, also in the middle of queueing (a named broadcast replacing the only queued one) or of
+// GetBroadcasts, so a later message may get the id of one still queued; two messages of the same
+// length and transmit count then compare equal in its btree and the later one silently replaces the
+// other (one member's load message lost, while the name map still points at it).
+type loadQueue struct {
+	mult     int
+	numNodes func() int
+
+	mu    sync.Mutex
+	items map[string]*loadItem
+	order uint64
 }
 
-var _ memberlist.NamedBroadcast = loadBroadcast{}
-
-func (b loadBroadcast) Invalidates(other memberlist.Broadcast) bool {
-	o, ok := other.(loadBroadcast)
-	return ok && o.name == b.name
+type loadItem struct {
+	name      string
+	msg       []byte
+	transmits int
+	order     uint64
 }
-func (b loadBroadcast) Message() []byte { return b.msg }
-func (b loadBroadcast) Finished()       {}
-func (b loadBroadcast) Name() string    { return b.name }
 
-func loadBroadcastName(sender string) string { return "load/" + sender }
+func newLoadQueue(mult int, numNodes func() int) *loadQueue {
+	return &loadQueue{mult: mult, numNodes: numNodes, items: make(map[string]*loadItem)}
+}
+
+// queue puts msg in place of what is queued under name, with no transmission yet.
+func (q *loadQueue) queue(name string, msg []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.order++
+	q.items[name] = &loadItem{name: name, msg: msg, order: q.order}
+}
+
+// remove drops what is queued under name.
+func (q *loadQueue) remove(name string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.items, name)
+}
+
+// len is how many messages are queued.
+func (q *loadQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// get returns messages that fit in limit bytes with overhead bytes each (memberlist's
+// Delegate.GetBroadcasts), counting one transmission for each.
+func (q *loadQueue) get(overhead, limit int) [][]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return nil
+	}
+	n := max(q.numNodes(), 1)
+	maxTransmits := q.mult * int(math.Ceil(math.Log10(float64(n+1))))
+	items := make([]*loadItem, 0, len(q.items))
+	for _, it := range q.items {
+		items = append(items, it)
+	}
+	slices.SortFunc(items, func(a, b *loadItem) int {
+		if a.transmits != b.transmits {
+			return a.transmits - b.transmits
+		}
+		return cmp.Compare(b.order, a.order)
+	})
+	var out [][]byte
+	used := 0
+	for _, it := range items {
+		if used+overhead+len(it.msg) > limit {
+			continue
+		}
+		used += overhead + len(it.msg)
+		out = append(out, it.msg)
+		if it.transmits++; it.transmits >= maxTransmits {
+			delete(q.items, it.name)
+		}
+	}
+	return out
+}
 
 // nextLoadSeq returns a sequence above every one this process used, and at least the wall clock in
 // nanoseconds (above what an earlier process of the same name sent, unless the clock went back).
@@ -150,7 +220,7 @@ func (c *Cluster) announceLoad() {
 	m := c.currentLoad(c.nextLoadSeq())
 	c.announced.Store(&m)
 	c.applyLoad(m)
-	c.bq.QueueBroadcast(loadBroadcast{name: loadBroadcastName(c.self), msg: m.encode()})
+	c.bq.queue(c.self, m.encode())
 	c.met.loadSent.Inc()
 }
 
@@ -158,7 +228,7 @@ func (c *Cluster) announceLoad() {
 // older). Receivers that have it ignore it. Does not block.
 func (c *Cluster) requeueOwnLoad() {
 	if m := c.announced.Load(); m != nil && !c.gone.Load() {
-		c.bq.QueueBroadcast(loadBroadcast{name: loadBroadcastName(c.self), msg: m.encode()})
+		c.bq.queue(c.self, m.encode())
 	}
 }
 
@@ -197,5 +267,5 @@ func (c *Cluster) receiveLoad(b []byte) {
 	}
 	c.met.loadReceived.WithLabelValues("applied").Inc()
 	// Re-broadcast what we had not seen (memberlist's buffer is not ours to keep).
-	c.bq.QueueBroadcast(loadBroadcast{name: loadBroadcastName(m.Sender), msg: append([]byte(nil), b...)})
+	c.bq.queue(m.Sender, append([]byte(nil), b...))
 }

@@ -107,8 +107,12 @@ func TestLoadMessageOrderAndUnknownSender(t *testing.T) {
 	a, b := cs[0], cs[1]
 	d := &delegate{c: a}
 	base := b.announced.Load().Seq
-	queued := func() int { return a.bq.NumQueued() }
-	drain := func() { a.bq.Reset() }
+	queued := func() int { return a.bq.len() }
+	drain := func() {
+		for _, n := range []string{"m0", "m1", "ghost"} {
+			a.bq.remove(n)
+		}
+	}
 
 	drain()
 	d.NotifyMsg(loadMsg{Sender: "m1", Seq: base + 1e12, Load: 5, Limit: 9}.encode())
@@ -225,7 +229,7 @@ func TestJoinerLearnsCurrentLoad(t *testing.T) {
 	a.SetPressure(Pressure{Load: 11, Limit: 40})
 	waitFor(t, 5*time.Second, "m1 sees m0's load", func() bool { m, _ := c.Member("m0"); return m.Load == 11 })
 	// Every copy of the message has gone out: nothing but the re-queue on a join can bring it to b.
-	waitFor(t, 5*time.Second, "queues empty", func() bool { return a.bq.NumQueued() == 0 && c.bq.NumQueued() == 0 })
+	waitFor(t, 5*time.Second, "queues empty", func() bool { return a.bq.len() == 0 && c.bq.len() == 0 })
 	if md, err := decodeMeta(a.ml.LocalNode().Meta); err != nil || md.Load != 0 {
 		t.Fatalf("m0's metadata snapshot already has the load (%+v, %v): the test needs an old one", md, err)
 	}
@@ -234,4 +238,53 @@ func TestJoinerLearnsCurrentLoad(t *testing.T) {
 		m, ok := b.Member("m0")
 		return ok && m.Load == 11 && m.Limit == 40
 	})
+}
+
+// The load queue keeps one message per member (the newest), sends the least sent first (newest among
+// equals), within the byte limit, and drops a message after RetransmitMult × ⌈log10(N+1)⌉ sends. The
+// sequence that lost a message in memberlist's TransmitLimitedQueue (a replacement that empties it, then
+// another member's message of the same length) keeps both here.
+func TestLoadQueue(t *testing.T) {
+	nodes := 3 // limit 3 × ⌈log10(4)⌉ = 3
+	q := newLoadQueue(3, func() int { return nodes })
+	msg := func(sender string, seq uint64) []byte { return loadMsg{Sender: sender, Seq: seq, Load: 1}.encode() }
+	q.queue("a", msg("a", 1))
+	q.queue("a", msg("a", 2)) // replaces
+	q.queue("b", msg("b", 1)) // same length as a's
+	if q.len() != 2 {
+		t.Fatalf("queued %d, want 2 (one per member)", q.len())
+	}
+	got := q.get(2, 1400)
+	if len(got) != 2 {
+		t.Fatalf("first get: %d messages, want 2", len(got))
+	}
+	if m, _ := decodeLoad(got[0]); m.Sender != "b" {
+		t.Fatalf("newest first: got %s first", m.Sender)
+	}
+	if m, _ := decodeLoad(got[1]); m.Sender != "a" || m.Seq != 2 {
+		t.Fatalf("a's newest message: %+v", m)
+	}
+	q.queue("c", msg("c", 1))
+	// Room for one message: the least sent (c) goes first.
+	if got := q.get(2, len(msg("c", 1))+2); len(got) != 1 {
+		t.Fatalf("limited get: %d messages", len(got))
+	} else if m, _ := decodeLoad(got[0]); m.Sender != "c" {
+		t.Fatalf("least sent first: got %s", m.Sender)
+	}
+	if got := q.get(2, 10); got != nil {
+		t.Fatalf("nothing fits in 10 bytes, got %d", len(got))
+	}
+	q.get(2, 1400) // a and b sent twice, c twice
+	if q.len() != 3 {
+		t.Fatalf("before the transmit limit: %d queued, want 3", q.len())
+	}
+	q.queue("c", msg("c", 2)) // a newer message starts again
+	q.get(2, 1400)            // a and b sent 3 times: dropped
+	if q.len() != 1 {
+		t.Fatalf("after the transmit limit: %d queued, want 1", q.len())
+	}
+	q.remove("c")
+	if q.len() != 0 || q.get(2, 1400) != nil {
+		t.Fatal("remove")
+	}
 }
