@@ -827,13 +827,23 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.c.bq.get(overhead, limit)
 }
 
-// LocalState is sent on every push/pull: our side and our recent tombstones.
+// LocalState is sent on every push/pull: our side, our recent tombstones, and the load we hold for
+// each member of our view (load.go).
 func (d *delegate) LocalState(join bool) []byte {
 	c := d.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, min := c.sideLocked()
-	return pushState{Sender: c.self, Count: n, Min: min, Dead: c.tomb.recent(maxStateTombstones)}.encode()
+	n, smallest := c.sideLocked()
+	loads := make([]loadMsg, 0, min(len(c.view), maxWireStrings))
+	for name, m := range c.view {
+		if len(loads) == cap(loads) {
+			break
+		}
+		l := loadMsg{Sender: name, Seq: c.loadSeqs[name], Load: m.Load, Limit: m.Limit, Queued: m.Queued,
+			LatencyMs: int(m.StageLatency / time.Millisecond), StageActive: m.StageLoad, StageLimit: m.StageLimit}
+		loads = append(loads, l)
+	}
+	return pushState{Sender: c.self, Count: n, Min: smallest, Dead: c.tomb.recent(maxStateTombstones), Loads: loads}.encode()
 }
 
 // MergeRemoteState looks for our own name among the sender's tombstones.
@@ -853,6 +863,11 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	if slices.Contains(s.Dead, c.self) {
 		c.accuse(accusation{Accuser: s.Sender, AccuserCount: s.Count, AccuserMin: s.Min, Via: "push-pull"})
+	}
+	for _, l := range s.Loads {
+		if l.Sender != c.self && c.applyLoad(l) {
+			c.met.loadReceived.WithLabelValues("push_pull").Inc()
+		}
 	}
 }
 
@@ -907,9 +922,6 @@ func (d *delegate) upsert(n *memberlist.Node, join bool) {
 	if join && !existed {
 		c.met.joins.Inc()
 		c.log.Info("cluster: member joined", "member", n.Name, "kinds", m.Kinds, "remote", m.RemoteAddr)
-		if n.Name != c.self {
-			c.requeueOwnLoad() // our snapshot in its view may be old
-		}
 	}
 	c.kickTopology()
 }

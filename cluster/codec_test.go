@@ -105,10 +105,17 @@ func TestWireRoundTrip(t *testing.T) {
 	if err != nil || got.Target != "old" || got.Accuser != "a" || got.AccuserCount != 3 || got.AccuserMin != "a" {
 		t.Fatalf("notice: %+v %v", got, err)
 	}
-	s := pushState{Sender: "a", Count: 2, Min: "a", Dead: []string{"x", "y"}}
+	s := pushState{Sender: "a", Count: 2, Min: "a", Dead: []string{"x", "y"}, Loads: []loadMsg{{Sender: "a", Seq: 9, Load: 3}, {Sender: "b", Seq: 1 << 60, StageLimit: 4}}}
 	gs, err := decodePushState(s.encode())
-	if err != nil || gs.Sender != "a" || gs.Count != 2 || !slices.Equal(gs.Dead, s.Dead) {
+	if err != nil || gs.Sender != "a" || gs.Count != 2 || !slices.Equal(gs.Dead, s.Dead) || !slices.Equal(gs.Loads, s.Loads) {
 		t.Fatalf("state: %+v %v", gs, err)
+	}
+	// An older member's state ends after the tombstones: no loads.
+	s.Loads = nil
+	older := s.encode()
+	older = older[:len(older)-1] // the zero load count
+	if gs, err := decodePushState(older); err != nil || gs.Loads != nil || !slices.Equal(gs.Dead, s.Dead) {
+		t.Fatalf("older state: %+v %v", gs, err)
 	}
 	if _, err := decodePushState(n.encode()); err == nil {
 		t.Fatal("notice decoded as state")
@@ -159,6 +166,7 @@ func FuzzDecodeMeta(f *testing.F) {
 func FuzzDecodeWire(f *testing.F) {
 	f.Add(fenceNotice{Target: "t", accusation: accusation{Accuser: "a", AccuserCount: 2, AccuserMin: "a"}}.encode())
 	f.Add(pushState{Sender: "s", Count: 1, Min: "s", Dead: []string{"d"}}.encode())
+	f.Add(pushState{Sender: "s", Count: 1, Min: "s", Loads: []loadMsg{{Sender: "s", Seq: 3, Load: 1}}}.encode())
 	f.Add(loadMsg{Sender: "n", Seq: 5, Load: 1, Limit: 2, Queued: 3, LatencyMs: 4, StageActive: 5, StageLimit: 6}.encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if n, err := decodeFenceNotice(b); err == nil {
@@ -167,8 +175,9 @@ func FuzzDecodeWire(f *testing.F) {
 			}
 		}
 		if s, err := decodePushState(b); err == nil {
-			if _, err := decodePushState(s.encode()); err != nil {
-				t.Fatal(err)
+			s2, err := decodePushState(s.encode())
+			if err != nil || !slices.Equal(s2.Loads, s.Loads) {
+				t.Fatalf("state re-encode: %+v vs %+v (%v)", s, s2, err)
 			}
 		}
 		if l, err := decodeLoad(b); err == nil {

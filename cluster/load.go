@@ -31,9 +31,13 @@ import (
 //     member not in the view (not yet joined, or gone) is ignored: the table is bounded by the view.
 //   - The queue (loadQueue) holds at most one message per member name (a newer one replaces the queued
 //     one) and drops a message after RetransmitMult × ⌈log10(N+1)⌉ transmissions.
-//   - The metadata keeps the last announced load with its sequence as a snapshot (a joiner has it at
-//     once); a member's load is whichever of snapshot and message is newer. When a member joins our view
-//     we queue our own last load again, so the joiner learns our current load even if our snapshot is old.
+//   - Gossip with a bounded number of transmissions may miss a member (a relay's copies all go to
+//     members that had it). Every push/pull (memberlist's anti-entropy, every PushPullInterval, and each
+//     join or re-join) carries the load we hold for every member of our view with its sequence
+//     (pushState.Loads), applied under the same rule: a missed load is repaired within a few push/pull
+//     rounds, and a joiner has everyone's load from its seed at once.
+//   - The metadata keeps the last announced load with its sequence as a snapshot; a member's load is
+//     whichever of snapshot and message is newer.
 //   - Older members (before this change) send no sequence (0) and no load messages: their metadata load
 //     is taken as it comes. They ignore our load messages (not a fence notice), so they see our load
 //     only as of our last metadata change: placement quality during a rolling upgrade, not correctness.
@@ -222,14 +226,6 @@ func (c *Cluster) announceLoad() {
 	c.applyLoad(m)
 	c.bq.queue(c.self, m.encode())
 	c.met.loadSent.Inc()
-}
-
-// requeueOwnLoad queues our last announced load again (a member joined: our metadata snapshot may be
-// older). Receivers that have it ignore it. Does not block.
-func (c *Cluster) requeueOwnLoad() {
-	if m := c.announced.Load(); m != nil && !c.gone.Load() {
-		c.bq.queue(c.self, m.encode())
-	}
 }
 
 // applyLoad puts m into the view if its sender is in it and m is newer than the load we hold for it.

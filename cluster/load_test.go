@@ -221,14 +221,14 @@ func TestLoadSnapshotAndMessageNewestWins(t *testing.T) {
 	d.NotifyLeave(old(2))
 }
 
-// A member that joins learns the others' current load at once, although their metadata snapshots
-// are older (each member queues its last load again when one joins).
+// A member that joins learns the others' current load at once, although their metadata snapshots are
+// older and every gossip copy of it has gone out: its join push/pull carries the seed's loads.
 func TestJoinerLearnsCurrentLoad(t *testing.T) {
 	cs, mn := startMembers(t, 2, nil)
 	a, c := cs[0], cs[1]
 	a.SetPressure(Pressure{Load: 11, Limit: 40})
 	waitFor(t, 5*time.Second, "m1 sees m0's load", func() bool { m, _ := c.Member("m0"); return m.Load == 11 })
-	// Every copy of the message has gone out: nothing but the re-queue on a join can bring it to b.
+	// Every copy of the message has gone out: nothing but the join's push/pull can bring it to b.
 	waitFor(t, 5*time.Second, "queues empty", func() bool { return a.bq.len() == 0 && c.bq.len() == 0 })
 	if md, err := decodeMeta(a.ml.LocalNode().Meta); err != nil || md.Load != 0 {
 		t.Fatalf("m0's metadata snapshot already has the load (%+v, %v): the test needs an old one", md, err)
@@ -286,5 +286,52 @@ func TestLoadQueue(t *testing.T) {
 	q.remove("c")
 	if q.len() != 0 || q.get(2, 1400) != nil {
 		t.Fatal("remove")
+	}
+}
+
+// A push/pull state carries the loads its sender holds; each is applied under the same rule as a load
+// message (newer only, members of the view only), so a member that missed every gossip copy of a load
+// gets it at the next push/pull. A state with a malformed load section still counts for fencing.
+func TestPushPullCarriesLoads(t *testing.T) {
+	cs, _ := startMembers(t, 2, nil)
+	a, b := cs[0], cs[1]
+	d := &delegate{c: a}
+	seq := b.announced.Load().Seq + 1e12
+	d.MergeRemoteState(pushState{Sender: "m1", Count: 2, Min: "m0", Loads: []loadMsg{
+		{Sender: "m1", Seq: seq, Load: 6, Limit: 8},
+		{Sender: "ghost", Seq: seq, Load: 3},
+		{Sender: "m0", Seq: 1 << 62, Load: 99}, // ours: we know better
+	}}.encode(), false)
+	if m, _ := a.Member("m1"); m.Load != 6 || m.Limit != 8 {
+		t.Fatalf("load from push/pull not applied: %+v", m)
+	}
+	if _, ok := a.Member("ghost"); ok {
+		t.Fatal("push/pull load added a member")
+	}
+	if m, _ := a.Member("m0"); m.Load == 99 {
+		t.Fatal("own load taken from a push/pull")
+	}
+	d.MergeRemoteState(pushState{Sender: "m1", Count: 2, Min: "m0", Loads: []loadMsg{{Sender: "m1", Seq: seq - 1, Load: 1}}}.encode(), false)
+	if m, _ := a.Member("m1"); m.Load != 6 {
+		t.Fatalf("an older load from push/pull replaced a newer one: %+v", m)
+	}
+	// What a member sends in its push/pull: every member of its view with the sequence it holds.
+	s, err := decodePushState(d.LocalState(false))
+	if err != nil || len(s.Loads) != 2 {
+		t.Fatalf("local state: %+v %v", s, err)
+	}
+	for _, l := range s.Loads {
+		if l.Sender == "m1" && (l.Seq != seq || l.Load != 6 || l.Limit != 8) {
+			t.Fatalf("m1 in the local state: %+v", l)
+		}
+		if l.Sender == "m0" && l.Seq != a.announced.Load().Seq {
+			t.Fatalf("m0 in the local state: %+v, announced %+v", l, *a.announced.Load())
+		}
+	}
+	// A malformed load section: the tombstones still accuse us.
+	bad := pushState{Sender: "x", Count: 5, Min: "a", Dead: []string{"m0"}}.encode()
+	bad = append(bad[:len(bad)-1], 3, 1, 'z') // three loads announced, one byte of the first
+	if s, err := decodePushState(bad); err != nil || s.Loads != nil || len(s.Dead) != 1 {
+		t.Fatalf("state with a bad load section: %+v %v", s, err)
 	}
 }

@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		metaUpdates:     c("metadata_updates_total", "Metadata announcements of this member (draining, re-announcement after a member left); each raises its incarnation."),
 		loadReceived: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_cluster_load_messages_received_total",
-			Help: "Load messages received by result: applied (newer; passed on), ignored (not newer, or its sender not in the view), own, bad (undecodable).",
+			Help: "Load messages received by result: applied (newer; passed on), ignored (not newer, or its sender not in the view), own, bad (undecodable); push_pull counts the loads taken from a push/pull state (anti-entropy).",
 		}, []string{"result"})).(*prometheus.CounterVec),
 		rejoins: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_cluster_rejoins_total",
