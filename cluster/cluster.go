@@ -42,6 +42,13 @@ type Cluster struct {
 	pressure atomic.Pointer[Pressure] // the rest of SetPressure's value (Load is in load)
 	draining atomic.Bool              // announced in metadata once Leave starts
 
+	// Load gossip (load.go). bq holds our load messages and those we pass on, at most one per member
+	// name; announced is our last announced load (also the metadata's snapshot); loadSeq is its
+	// sequence (the maintenance loop's, and Start's, alone).
+	bq        *loadQueue
+	announced atomic.Pointer[loadMsg]
+	loadSeq   uint64
+
 	joinFailures atomic.Int64 // join attempts where no seed answered (tests read it)
 
 	// life serialises Leave, fencing and Shutdown (memberlist panics on Leave after Shutdown).
@@ -57,6 +64,7 @@ type Cluster struct {
 	graceful   map[string]bool // names that left saying so (not declared dead); pruned with tombstones
 	tomb       tombstones
 	suspected  map[string]time.Time // member name → when this member's probe of it failed (see Suspects)
+	loadSeqs   map[string]uint64    // member in view → sequence of the load we hold for it (load.go)
 	fenceCause error
 
 	snap     atomic.Pointer[[]Member] // sorted alive members, rebuilt under mu
@@ -90,6 +98,7 @@ func Start(cfg Config) (*Cluster, error) {
 		self:        cfg.NodeName,
 		feat:        localFeatures(cfg.DisableFeatures),
 		view:        make(map[string]Member),
+		loadSeqs:    make(map[string]uint64),
 		kick:        make(chan struct{}, 1),
 		loadKick:    make(chan struct{}, 1),
 		bump:        make(chan struct{}, 1),
@@ -101,9 +110,12 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	empty := []Member{}
 	c.snap.Store(&empty)
+	c.bq = newLoadQueue(cfg.RetransmitMult, func() int { return len(*c.snap.Load()) }) // no memberlist lock: GetBroadcasts may run under it
+	first := c.currentLoad(c.nextLoadSeq())
+	c.announced.Store(&first)
 	worst := meta{Load: 1<<31 - 1, Features: ^uint64(0), RemoteAddr: cfg.RemoteAddr, Version: cfg.Version, Kinds: cfg.Kinds,
 		Draining: true, Limit: 1<<31 - 1, Queued: 1<<31 - 1, LatencyMs: 1<<31 - 1,
-		StageActive: 1<<31 - 1, StageLimit: 1<<31 - 1}
+		StageActive: 1<<31 - 1, StageLimit: 1<<31 - 1, LoadSeq: ^uint64(0)}
 	if n := len(worst.encode()); n > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("cluster: metadata is %d bytes, memberlist allows %d (shorten kinds, version or remote address)", n, memberlist.MetaMaxSize)
 	}
@@ -384,8 +396,9 @@ func (c *Cluster) placed(method, kind string, ok bool) {
 	c.met.placements.WithLabelValues(method, kind, res).Inc()
 }
 
-// SetLoad sets the load (active runs) announced in metadata. It never blocks: announcements are sent
-// by the maintenance loop at most once per LoadUpdateInterval, always with the latest value.
+// SetLoad sets the load (active runs) this member announces (gossiped as load messages, load.go). It
+// never blocks: announcements are sent by the maintenance loop at most once per LoadUpdateInterval,
+// always with the latest value.
 func (c *Cluster) SetLoad(active int) {
 	if active < 0 {
 		active = 0
@@ -406,7 +419,7 @@ type Pressure struct {
 	StageLoad, StageLimit int
 }
 
-// SetPressure sets the load, limit, queue and stage latency announced in metadata, like SetLoad (never
+// SetPressure sets the load, limit, queue and stage latency this member announces, like SetLoad (never
 // blocks; at most one announcement per LoadUpdateInterval, with the latest values). The latency is
 // announced in whole milliseconds.
 func (c *Cluster) SetPressure(p Pressure) {
@@ -460,6 +473,7 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	// we are gone, that we left on purpose (memberlist does not tell a
 	// leave from a death in NotifyLeave).
 	c.draining.Store(true)
+	c.met.metaUpdates.Inc()
 	if err := c.ml.UpdateNode(timeout / 2); err != nil {
 		c.log.Warn("cluster: could not announce draining", "err", err)
 	}
@@ -508,6 +522,7 @@ func (c *Cluster) fence(reason string) {
 	c.mu.Lock()
 	c.fenceCause = fmt.Errorf("%w: %s", ErrFenced, reason)
 	c.view = map[string]Member{}
+	c.loadSeqs = map[string]uint64{}
 	c.rebuildLocked()
 	c.mu.Unlock()
 	c.met.fencings.Inc()
@@ -658,7 +673,8 @@ func sameButLoad(a, b Member) bool {
 		slices.Equal(a.Kinds, b.Kinds) && slices.Equal(a.Features, b.Features)
 }
 
-// maintenanceLoop announces load (rate-limited), sends fence notices and evaluates accusations.
+// maintenanceLoop announces load (rate-limited), re-announces our metadata when a member left, sends
+// fence notices and evaluates accusations.
 func (c *Cluster) maintenanceLoop() {
 	defer c.wg.Done()
 	var (
@@ -673,14 +689,8 @@ func (c *Cluster) maintenanceLoop() {
 		}
 	}()
 	announce := func() {
-		if c.gone.Load() {
-			return
-		}
 		lastLoad = time.Now()
-		// The broadcast is queued at once; the timeout only bounds how long we wait for it to go out.
-		if err := c.ml.UpdateNode(4 * c.cfg.GossipInterval); err != nil {
-			c.log.Debug("cluster: load announcement not yet gossiped", "err", err)
-		}
+		c.announceLoad()
 	}
 	for {
 		select {
@@ -701,8 +711,12 @@ func (c *Cluster) maintenanceLoop() {
 			// produced (with the incarnation it last knew) are then ignored as stale when it heals,
 			// instead of killing us here (memberlist accepts a dead message whose incarnation equals
 			// the one it holds).
-			if !c.inactive.Load() {
-				announce()
+			if !c.inactive.Load() && !c.gone.Load() {
+				c.met.metaUpdates.Inc()
+				// The broadcast is queued at once; the timeout only bounds how long we wait for it to go out.
+				if err := c.ml.UpdateNode(4 * c.cfg.GossipInterval); err != nil {
+					c.log.Debug("cluster: re-announcement not yet gossiped", "err", err)
+				}
 			}
 		case <-loadFire:
 			loadFire, loadTimer = nil, nil
@@ -764,14 +778,14 @@ func (c *Cluster) sideLocked() (int, string) {
 // calls back into memberlist.
 type delegate struct{ c *Cluster }
 
-// NodeMeta encodes our metadata with the current load.
+// NodeMeta encodes our metadata with our last announced load (and its sequence) as a snapshot.
 func (d *delegate) NodeMeta(limit int) []byte {
 	c := d.c
-	md := meta{Load: int(c.load.Load()), Features: c.feat, RemoteAddr: c.cfg.RemoteAddr, Version: c.cfg.Version, Kinds: c.cfg.Kinds,
+	md := meta{Features: c.feat, RemoteAddr: c.cfg.RemoteAddr, Version: c.cfg.Version, Kinds: c.cfg.Kinds,
 		Draining: c.draining.Load()}
-	if p := c.pressure.Load(); p != nil {
-		md.Limit, md.Queued, md.LatencyMs = p.Limit, p.Queued, int(p.StageLatency/time.Millisecond)
-		md.StageActive, md.StageLimit = p.StageLoad, p.StageLimit
+	if l := c.announced.Load(); l != nil {
+		md.Load, md.Limit, md.Queued, md.LatencyMs = l.Load, l.Limit, l.Queued, l.LatencyMs
+		md.StageActive, md.StageLimit, md.LoadSeq = l.StageActive, l.StageLimit, l.Seq
 	}
 	b := md.encode()
 	if len(b) > limit { // Start checked the worst case against MetaMaxSize
@@ -780,13 +794,22 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-// NotifyMsg receives fence notices.
+// NotifyMsg receives our user messages: fence notices and load messages, told apart by their tag
+// (wireMagic, then wireFenceV1 or wireLoadV1). Anything else is ignored.
 func (d *delegate) NotifyMsg(b []byte) {
-	n, err := decodeFenceNotice(b)
-	if err != nil || n.Target != d.c.self || d.c.inactive.Load() {
+	if d.c.inactive.Load() || len(b) < 2 || b[0] != wireMagic {
 		return
 	}
-	d.c.accuse(n.accusation)
+	switch b[1] {
+	case wireFenceV1:
+		n, err := decodeFenceNotice(b)
+		if err != nil || n.Target != d.c.self {
+			return
+		}
+		d.c.accuse(n.accusation)
+	case wireLoadV1:
+		d.c.receiveLoad(b)
+	}
 }
 
 func (c *Cluster) accuse(a accusation) {
@@ -796,16 +819,31 @@ func (c *Cluster) accuse(a accusation) {
 	}
 }
 
-// GetBroadcasts: we broadcast nothing of our own.
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+// GetBroadcasts returns load messages to piggyback on a gossip or probe packet (load.go).
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if d.c.inactive.Load() {
+		return nil
+	}
+	return d.c.bq.get(overhead, limit)
+}
 
-// LocalState is sent on every push/pull: our side and our recent tombstones.
+// LocalState is sent on every push/pull: our side, our recent tombstones, and the load we hold for
+// each member of our view (load.go).
 func (d *delegate) LocalState(join bool) []byte {
 	c := d.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, min := c.sideLocked()
-	return pushState{Sender: c.self, Count: n, Min: min, Dead: c.tomb.recent(maxStateTombstones)}.encode()
+	n, smallest := c.sideLocked()
+	loads := make([]loadMsg, 0, min(len(c.view), maxWireStrings))
+	for name, m := range c.view {
+		if len(loads) == cap(loads) {
+			break
+		}
+		l := loadMsg{Sender: name, Seq: c.loadSeqs[name], Load: m.Load, Limit: m.Limit, Queued: m.Queued,
+			LatencyMs: int(m.StageLatency / time.Millisecond), StageActive: m.StageLoad, StageLimit: m.StageLimit}
+		loads = append(loads, l)
+	}
+	return pushState{Sender: c.self, Count: n, Min: smallest, Dead: c.tomb.recent(maxStateTombstones), Loads: loads}.encode()
 }
 
 // MergeRemoteState looks for our own name among the sender's tombstones.
@@ -825,6 +863,11 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	if slices.Contains(s.Dead, c.self) {
 		c.accuse(accusation{Accuser: s.Sender, AccuserCount: s.Count, AccuserMin: s.Min, Via: "push-pull"})
+	}
+	for _, l := range s.Loads {
+		if l.Sender != c.self && c.applyLoad(l) {
+			c.met.loadReceived.WithLabelValues("push_pull").Inc()
+		}
 	}
 }
 
@@ -860,12 +903,19 @@ func (d *delegate) upsert(n *memberlist.Node, join bool) {
 	if c.inactive.Load() {
 		return
 	}
-	m, err := memberFromMeta(n.Name, net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), n.Meta)
+	m, seq, err := memberFromMeta(n.Name, net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), n.Meta)
 	if err != nil {
 		c.log.Warn("cluster: member metadata unreadable; it will not be chosen for placement", "member", n.Name, "err", err)
 	}
 	c.mu.Lock()
-	_, existed := c.view[n.Name]
+	old, existed := c.view[n.Name]
+	if known := c.loadSeqs[n.Name]; existed && known > seq {
+		// A load message newer than this snapshot: keep its load.
+		m.Load, m.Limit, m.Queued, m.StageLatency = old.Load, old.Limit, old.Queued, old.StageLatency
+		m.StageLoad, m.StageLimit = old.StageLoad, old.StageLimit
+	} else {
+		c.loadSeqs[n.Name] = seq
+	}
 	c.view[n.Name] = m
 	c.putLocked(m)
 	c.mu.Unlock()
@@ -886,6 +936,8 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	c.mu.Lock()
 	wasDraining := c.view[n.Name].Draining
 	delete(c.view, n.Name)
+	delete(c.loadSeqs, n.Name)
+	c.bq.remove(n.Name)
 	c.tomb.prune(now, c.cfg.TombstoneTTL)
 	c.tomb.add(n.Name, now)
 	if c.graceful == nil || len(c.graceful) > 4096 {

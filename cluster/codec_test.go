@@ -59,12 +59,12 @@ func TestMetaRoundTrip(t *testing.T) {
 	if got, err := decodeMeta(b2); err != nil || got.RemoteAddr != m.RemoteAddr {
 		t.Fatalf("forward compatibility: %v", err)
 	}
-	// b ends with the flags, three pressure numbers and two stage numbers,
-	// one byte each here.
-	v1 := len(b) - 6
+	// b ends with the flags, three pressure numbers, two stage numbers and
+	// the load sequence, one byte each here.
+	v1 := len(b) - 7
 	for i := range b[:len(b)-1] { // every truncation fails cleanly...
-		// ...but without the stage numbers (the pressure, the flags) it is an older format
-		older := i == v1 || i == v1+1 || i == v1+4
+		// ...but without the load sequence (the stage numbers, the pressure, the flags) it is an older format
+		older := i == v1 || i == v1+1 || i == v1+4 || i == v1+6
 		if _, err := decodeMeta(b[:i]); (err == nil) != older {
 			t.Fatalf("truncated to %d bytes: err %v", i, err)
 		}
@@ -84,8 +84,15 @@ func TestMetaRoundTrip(t *testing.T) {
 	if got, err := decodeMeta(m.encode()); err != nil || got.StageActive != 300 || got.StageLimit != 96 || got.Limit != 48 {
 		t.Fatalf("stage load lost: %+v %v", got, err)
 	}
-	if got, err := decodeMeta(m.encode()[:len(m.encode())-3]); err != nil || got.StageActive != 0 || got.StageLimit != 0 || got.LatencyMs != 1234 {
+	if got, err := decodeMeta(m.encode()[:len(m.encode())-4]); err != nil || got.StageActive != 0 || got.StageLimit != 0 || got.LatencyMs != 1234 {
 		t.Fatalf("an older node's metadata (no stage load): %+v %v", got, err)
+	}
+	m.LoadSeq = 1_765_000_000_000_000_000 // wall-clock nanoseconds, as announced
+	if got, err := decodeMeta(m.encode()); err != nil || got.LoadSeq != m.LoadSeq || got.StageLimit != 96 || got.Load != 300 {
+		t.Fatalf("load sequence lost: %+v %v", got, err)
+	}
+	if got, err := decodeMeta(m.encode()[:len(m.encode())-9]); err != nil || got.LoadSeq != 0 || got.StageLimit != 96 {
+		t.Fatalf("an older node's metadata (no load sequence): %+v %v", got, err)
 	}
 	if names := featureNames(localFeatures([]string{"avx2"})); slices.Contains(names, "avx2") {
 		t.Fatal("disabled feature still present")
@@ -98,13 +105,44 @@ func TestWireRoundTrip(t *testing.T) {
 	if err != nil || got.Target != "old" || got.Accuser != "a" || got.AccuserCount != 3 || got.AccuserMin != "a" {
 		t.Fatalf("notice: %+v %v", got, err)
 	}
-	s := pushState{Sender: "a", Count: 2, Min: "a", Dead: []string{"x", "y"}}
+	s := pushState{Sender: "a", Count: 2, Min: "a", Dead: []string{"x", "y"}, Loads: []loadMsg{{Sender: "a", Seq: 9, Load: 3}, {Sender: "b", Seq: 1 << 60, StageLimit: 4}}}
 	gs, err := decodePushState(s.encode())
-	if err != nil || gs.Sender != "a" || gs.Count != 2 || !slices.Equal(gs.Dead, s.Dead) {
+	if err != nil || gs.Sender != "a" || gs.Count != 2 || !slices.Equal(gs.Dead, s.Dead) || !slices.Equal(gs.Loads, s.Loads) {
 		t.Fatalf("state: %+v %v", gs, err)
+	}
+	// An older member's state ends after the tombstones: no loads.
+	s.Loads = nil
+	older := s.encode()
+	older = older[:len(older)-1] // the zero load count
+	if gs, err := decodePushState(older); err != nil || gs.Loads != nil || !slices.Equal(gs.Dead, s.Dead) {
+		t.Fatalf("older state: %+v %v", gs, err)
 	}
 	if _, err := decodePushState(n.encode()); err == nil {
 		t.Fatal("notice decoded as state")
+	}
+	l := loadMsg{Sender: "node-a", Seq: 1 << 62, Load: 7, Limit: 48, Queued: 3, LatencyMs: 1234, StageActive: 300, StageLimit: 96}
+	gl, err := decodeLoad(l.encode())
+	if err != nil || gl != l {
+		t.Fatalf("load: %+v %v", gl, err)
+	}
+	// The tag tells the user messages apart: neither decodes as the other.
+	if _, err := decodeLoad(n.encode()); err == nil {
+		t.Fatal("notice decoded as load")
+	}
+	if _, err := decodeFenceNotice(l.encode()); err == nil {
+		t.Fatal("load decoded as notice")
+	}
+	// A later version may append fields; every truncation fails cleanly.
+	if gl, err := decodeLoad(append(l.encode(), 9, 9)); err != nil || gl != l {
+		t.Fatalf("load with appended fields: %+v %v", gl, err)
+	}
+	for i := range len(l.encode()) {
+		if _, err := decodeLoad(l.encode()[:i]); err == nil {
+			t.Fatalf("load truncated to %d bytes decoded", i)
+		}
+	}
+	if _, err := decodeLoad(loadMsg{Seq: 1}.encode()); err == nil {
+		t.Fatal("load without a sender decoded")
 	}
 }
 
@@ -128,6 +166,8 @@ func FuzzDecodeMeta(f *testing.F) {
 func FuzzDecodeWire(f *testing.F) {
 	f.Add(fenceNotice{Target: "t", accusation: accusation{Accuser: "a", AccuserCount: 2, AccuserMin: "a"}}.encode())
 	f.Add(pushState{Sender: "s", Count: 1, Min: "s", Dead: []string{"d"}}.encode())
+	f.Add(pushState{Sender: "s", Count: 1, Min: "s", Loads: []loadMsg{{Sender: "s", Seq: 3, Load: 1}}}.encode())
+	f.Add(loadMsg{Sender: "n", Seq: 5, Load: 1, Limit: 2, Queued: 3, LatencyMs: 4, StageActive: 5, StageLimit: 6}.encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if n, err := decodeFenceNotice(b); err == nil {
 			if _, err := decodeFenceNotice(n.encode()); err != nil {
@@ -135,8 +175,15 @@ func FuzzDecodeWire(f *testing.F) {
 			}
 		}
 		if s, err := decodePushState(b); err == nil {
-			if _, err := decodePushState(s.encode()); err != nil {
-				t.Fatal(err)
+			s2, err := decodePushState(s.encode())
+			if err != nil || !slices.Equal(s2.Loads, s.Loads) {
+				t.Fatalf("state re-encode: %+v vs %+v (%v)", s, s2, err)
+			}
+		}
+		if l, err := decodeLoad(b); err == nil {
+			// What decodes re-encodes to something that decodes to the same value.
+			if l2, err := decodeLoad(l.encode()); err != nil || l2 != l {
+				t.Fatalf("load re-encode mismatch: %+v vs %+v (%v)", l, l2, err)
 			}
 		}
 	})

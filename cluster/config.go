@@ -171,8 +171,9 @@ type Config struct {
 	// and without it interoperate (a compressed message is decoded whatever the receiver's setting).
 	CompressGossip bool
 
-	// LoadUpdateInterval is the minimum time between two load announcements (each is a metadata
-	// broadcast to the cluster). SetLoad never blocks; the newest value is sent. Default 250 ms.
+	// LoadUpdateInterval is the minimum time between two load announcements (each a load message
+	// gossiped to the cluster, load.go; not a metadata change). SetLoad never blocks; the newest value
+	// is sent. Default 250 ms.
 	LoadUpdateInterval time.Duration
 
 	// TombstoneTTL is how long a name declared dead (or left) is refused after it left our view.

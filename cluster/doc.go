@@ -10,12 +10,14 @@
 //     (NewNodeName: unique per process incarnation), Seeds, ClusterKey (ParseKey), Kinds, RemoteAddr,
 //     Version, DisableFeatures.
 //  2. Start: memberlist listens, announces our metadata (kinds, remote address, version, CPU features
-//     from cpuid minus DisableFeatures, load) and joins the seeds. If no seed answers it runs alone and
+//     from cpuid minus DisableFeatures, a snapshot of our load) and joins the seeds. If no seed answers it runs alone and
 //     keeps retrying; a seed list that includes ourselves is fine.
 //  3. Run: Members, Owner (rendezvous hashing, for cluster-unique keyed actors) and PickLeastLoaded
 //     (power of two choices, for run coordinators) read the current view without blocking. Updates
 //     delivers every change of membership or metadata, in order, from one goroutine, coalescing when
-//     the reader is slow. SetLoad announces the number of active runs (rate-limited, never blocks).
+//     the reader is slow. SetLoad/SetPressure announce the load (rate-limited, never blocks) as
+//     load messages gossiped beside the metadata, not in it: a metadata change raises the member's
+//     incarnation, and memberlist drops suspicions that carry an older one (load.go).
 //     Every RejoinInterval the seeds that no member of our view has are joined again, which re-merges
 //     healed partitions and finds late seeds; a steady cluster joins nobody (rejoin.go).
 //  4. Failure of another member: after about ProbeInterval + the suspicion timeout + gossip it leaves

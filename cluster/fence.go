@@ -112,12 +112,16 @@ func decodeFenceNotice(b []byte) (fenceNotice, error) {
 	return n, nil
 }
 
-// pushState is our delegate's LocalState: who we are, our side, and our recent tombstones.
+// pushState is our delegate's LocalState: who we are, our side, our recent tombstones, and the newest
+// load we hold for each member of our view (load.go: the anti-entropy of load gossip, and a joiner's
+// first view of everyone's load). The loads come after the tombstones (older readers ignore them),
+// each a length-prefixed load message.
 type pushState struct {
 	Sender string
 	Count  int
 	Min    string
 	Dead   []string
+	Loads  []loadMsg
 }
 
 func (s pushState) encode() []byte {
@@ -128,6 +132,10 @@ func (s pushState) encode() []byte {
 	b = binary.AppendUvarint(b, uint64(len(s.Dead)))
 	for _, d := range s.Dead {
 		b = appendString(b, d)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.Loads)))
+	for _, l := range s.Loads {
+		b = appendString(b, string(l.encode()))
 	}
 	return b
 }
@@ -152,7 +160,34 @@ func decodePushState(b []byte) (pushState, error) {
 		return pushState{}, r.err
 	}
 	s.Count = int(c)
+	s.Loads = decodeStateLoads(r.b)
 	return s, nil
+}
+
+// decodeStateLoads parses the loads after a push/pull state's tombstones; nil if absent or malformed
+// (the rest of the state still counts: fencing does not depend on load).
+func decodeStateLoads(b []byte) []loadMsg {
+	if len(b) == 0 {
+		return nil
+	}
+	r := metaReader{b: b}
+	n := r.uvarint()
+	if r.err != nil || n == 0 || n > uint64(len(r.b)) || n > maxWireStrings {
+		return nil
+	}
+	out := make([]loadMsg, 0, n)
+	for i := uint64(0); i < n; i++ {
+		raw := r.str()
+		if r.err != nil {
+			return nil
+		}
+		l, err := decodeLoad([]byte(raw))
+		if err != nil {
+			return nil
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // tombstones is the set of names that left our view, with the time they left. Not safe for concurrent

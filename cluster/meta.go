@@ -92,6 +92,10 @@ type meta struct {
 	// them): the parallel steps' attempts running and the adaptive limit
 	// on them (0: none).
 	StageActive, StageLimit int
+	// LoadSeq (issue 17), after the stage attempts (older readers ignore it): the sequence of the load
+	// above, as in load messages (load.go); 0 from older members. A member's load is whichever of this
+	// snapshot and its load messages has the higher sequence.
+	LoadSeq uint64
 }
 
 func (m meta) encode() []byte {
@@ -118,7 +122,8 @@ func (m meta) encode() []byte {
 	b = binary.AppendUvarint(b, uint64(max(m.Queued, 0)))
 	b = binary.AppendUvarint(b, uint64(max(m.LatencyMs, 0)))
 	b = binary.AppendUvarint(b, uint64(max(m.StageActive, 0)))
-	return binary.AppendUvarint(b, uint64(max(m.StageLimit, 0)))
+	b = binary.AppendUvarint(b, uint64(max(m.StageLimit, 0)))
+	return binary.AppendUvarint(b, m.LoadSeq)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -172,6 +177,9 @@ func decodeMeta(b []byte) (meta, error) {
 			*p = int(v)
 		}
 	}
+	if r.err == nil && len(r.b) > 0 { // load sequence, absent in older encodings
+		m.LoadSeq = r.uvarint()
+	}
 	if r.err != nil {
 		return meta{}, r.err
 	}
@@ -212,16 +220,17 @@ func (r *metaReader) str() string {
 
 // memberFromMeta builds a Member from a node's name, gossip address and metadata. Undecodable metadata
 // gives a member with no kinds (it is listed but never chosen for placement).
-func memberFromMeta(name, addr string, raw []byte) (Member, error) {
+// It also returns the sequence of the metadata's load (0 if absent or undecodable).
+func memberFromMeta(name, addr string, raw []byte) (Member, uint64, error) {
 	m := Member{Name: name, GossipAddr: addr}
 	md, err := decodeMeta(raw)
 	if err != nil {
-		return m, err
+		return m, 0, err
 	}
 	m.RemoteAddr, m.Version, m.Load, m.Draining = md.RemoteAddr, md.Version, md.Load, md.Draining
 	m.Limit, m.Queued, m.StageLatency = md.Limit, md.Queued, time.Duration(md.LatencyMs)*time.Millisecond
 	m.StageLoad, m.StageLimit = md.StageActive, md.StageLimit
 	m.Kinds = slices.Clone(md.Kinds)
 	m.Features = featureNames(md.Features)
-	return m, nil
+	return m, md.LoadSeq, nil
 }

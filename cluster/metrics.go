@@ -28,6 +28,9 @@ type metrics struct {
 	joinFailures    prometheus.Counter
 	rejoins         *prometheus.CounterVec
 	pushPulls       *prometheus.CounterVec
+	loadSent        prometheus.Counter
+	loadReceived    *prometheus.CounterVec
+	metaUpdates     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,6 +54,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		leaves:          c("member_leaves_total", "Members that left this node's view (left, dead, or fenced)."),
 		rejected:        c("rejected_traffic_total", "Packets or streams refused because they did not decrypt with the cluster key or had another cluster's label (from memberlist's log)."),
 		joinFailures:    c("join_failures_total", "Join or re-join attempts in which no seed answered."),
+		loadSent:        c("load_announcements_total", "Load announcements this member gossiped (user messages; at most one per LoadUpdateInterval)."),
+		metaUpdates:     c("metadata_updates_total", "Metadata announcements of this member (draining, re-announcement after a member left); each raises its incarnation."),
+		loadReceived: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qlc_cluster_load_messages_received_total",
+			Help: "Load messages received by result: applied (newer; passed on), ignored (not newer, or its sender not in the view), own, bad (undecodable); push_pull counts the loads taken from a push/pull state (anti-entropy).",
+		}, []string{"result"})).(*prometheus.CounterVec),
 		rejoins: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qlc_cluster_rejoins_total",
 			Help: "Background joins by reason: missing_seed (a seed no member of the view has), stall (this process was not scheduled long enough to be declared dead), resync (the rare safety-net join of a random seed).",
