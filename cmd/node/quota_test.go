@@ -43,17 +43,7 @@ func TestBudgetHoldsWithTheQuotaGroup(t *testing.T) {
 	if raceEnabled {
 		attempts = 45
 	}
-	results := make([]posted, attempts)
-	gate := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range attempts {
-		wg.Go(func() {
-			<-gate
-			results[i] = postAs(c.gws[i%2].base, tn.key, "slow")
-		})
-	}
-	close(gate)
-	wg.Wait()
+	results, _ := postBurst([]string{c.gws[0].base, c.gws[1].base}, tn.key, "slow", attempts)
 	admittedBy := map[string]string{}
 	outcomes := map[string]int{}
 	for i, p := range results {
@@ -86,6 +76,7 @@ func TestBudgetHoldsWithTheQuotaGroup(t *testing.T) {
 		// runs in make test's plain pass.
 		return
 	}
+	var wg sync.WaitGroup
 	for id, base := range admittedBy {
 		wg.Go(func() {
 			if code, _, _, err := apiCall("DELETE", base+"/v1/runs/"+id, tn.key, nil); err != nil || code != 200 {
@@ -290,17 +281,7 @@ func TestQuotaGroupByOrdinal(t *testing.T) {
 	burst := func(name string, slots int64, attempts int) int64 {
 		t.Helper()
 		tn := createTenant(t, g.base, name, name, map[string]any{"token_budget": slots * r, "concurrent_runs": 0})
-		results := make([]posted, attempts)
-		gate := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range attempts {
-			wg.Go(func() {
-				<-gate
-				results[i] = postAs(g.base, tn.key, "slow")
-			})
-		}
-		close(gate)
-		wg.Wait()
+		results, _ := postBurst([]string{g.base}, tn.key, "slow", attempts)
 		var n int64
 		outcomes := map[string]int{}
 		for i, p := range results {

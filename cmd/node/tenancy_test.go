@@ -344,6 +344,25 @@ type posted struct {
 }
 
 // postAs posts a run of profile with key. It may run on any goroutine.
+// postBurst sends n runs of profile as key at once (n goroutines released
+// together), item i to bases[i%len(bases)], and returns each outcome and
+// the time from the release until the last answer.
+func postBurst(bases []string, key, profile string, n int) ([]posted, time.Duration) {
+	results := make([]posted, n)
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-gate
+			results[i] = postAs(bases[i%len(bases)], key, profile)
+		})
+	}
+	t0 := time.Now()
+	close(gate)
+	wg.Wait()
+	return results, time.Since(t0)
+}
+
 func postAs(base, key, profile string) posted {
 	code, retry, v, err := apiCall("POST", base+"/v1/runs", key, map[string]any{"query": runQuery, "profile": profile})
 	p := posted{status: code, retryAfter: retry, at: time.Now(), err: err}
@@ -469,19 +488,7 @@ func TestBudgetHoldsAcrossTwoGateways(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("QLC_BUDGET_RACE_N")); err == nil && n > 0 && n <= 5000 {
 		attempts = n
 	}
-	results := make([]posted, attempts)
-	gate := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range attempts {
-		wg.Go(func() {
-			<-gate
-			results[i] = postAs(c.gws[i%2].base, tn.key, "slow")
-		})
-	}
-	t0 := time.Now()
-	close(gate)
-	wg.Wait()
-	elapsed := time.Since(t0)
+	results, elapsed := postBurst([]string{c.gws[0].base, c.gws[1].base}, tn.key, "slow", attempts)
 
 	admittedBy := map[string]string{} // run id -> gateway base
 	outcomes := map[string]int{}
@@ -514,6 +521,7 @@ func TestBudgetHoldsAcrossTwoGateways(t *testing.T) {
 	}
 
 	// Cancel every admitted run on the gateway that admitted it.
+	var wg sync.WaitGroup
 	for id, base := range admittedBy {
 		wg.Go(func() {
 			code, _, v, err := apiCall("DELETE", base+"/v1/runs/"+id, tn.key, nil)
