@@ -520,6 +520,7 @@ type Engine struct {
 	findRunVia func(node, runID string) func() (any, error) // nil: FindRun over the transport (tests replace it)
 	overMem    atomic.Bool                                  // past the memory budget's refusal mark
 	retries    *retryBudget                                 // bounds placement retries of new runs
+	own        *ownRuns                                     // this process's unfinished runs by node (ownruns.go)
 	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
 	silentAt   sync.Map                                     // actor address -> time.Time a coordinator there last went silent (silence.go)
@@ -650,6 +651,7 @@ func (e *Engine) placeRun(start *messages.StartRun, hub *Hub, exclude ...string)
 			if tried == 1 && !resumed {
 				e.retries.earn()
 			}
+			e.own.place(id, node)
 			e.metrics.placements.WithLabelValues("remote").Inc()
 			return pid, nil
 		}
@@ -1442,6 +1444,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 	case len(cfg.Nodes) > 0:
 		e.placer = &roundRobin{nodes: cfg.Nodes}
 	}
+	e.own = newOwnRuns()
+	if p, ok := e.placer.(OwnLoadPlacer); ok {
+		p.CountOwnRuns(e.own.count)
+	}
 	e.deps.stepHosts, e.deps.hostLost, e.deps.load = e.stepHosts, e.hostLost, e.load
 	e.deps.queueDeadline = max(cfg.QueueDeadline, 0)
 	if cfg.RunLimit.Initial > 0 {
@@ -2028,6 +2034,7 @@ func (e *Engine) Shutdown(ctx context.Context) {
 }
 
 func (e *Engine) forget(id string) {
+	e.own.end(id)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if h, ok := e.hubs[id]; ok {
@@ -2042,6 +2049,7 @@ func (e *Engine) forget(id string) {
 // share is admitted without waiting for evict).
 func (e *Engine) runEnded(h *Hub) {
 	e.admission.release(h.Tenant, h.RunID)
+	e.own.end(h.RunID)
 	e.mu.Lock()
 	if e.live[h.RunID] == h {
 		delete(e.live, h.RunID)

@@ -379,3 +379,87 @@ func startRunAsker(t *testing.T, e *Engine) (sys *actor.ActorSystem, hub *messag
 	t.Cleanup(func() { r.Shutdown(false) })
 	return sys, &messages.ActorRef{Address: gw.addr, Id: "hub/x"}, actor.NewPID(e.Address(), starterName)
 }
+
+// ownPlacer is an orderPlacer that takes the engine's count of its own
+// runs by node (OwnLoadPlacer).
+type ownPlacer struct {
+	orderPlacer
+	own atomic.Pointer[func(string) int]
+}
+
+func (p *ownPlacer) CountOwnRuns(f func(string) int) { p.own.Store(&f) }
+
+// The gateway counts the runs it placed on each node from the moment a
+// node takes one until the run ends (issue 18: what it placed since a
+// node's last load announcement it knows at once, so it refuses at the
+// door rather than offer the node a run it cannot take); a run that no
+// node took is not counted.
+func TestEngineCountsItsOwnRunsByNode(t *testing.T) {
+	skipSecondRemoteUnderRace(t)
+	full := startStubNode(t, saturatedAck)
+	var e *Engine
+	p := &ownPlacer{}
+	nodes := []string{full.addr}
+	var mu sync.Mutex
+	p.nodes = func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), nodes...) }
+	e = newSlotEngine(t, "", func(c *Config) {
+		c.Remote = &RemoteConfig{Bind: "127.0.0.1:0", Insecure: true}
+		c.Logger = quietLogger
+		c.Topology = p
+	})
+	own := p.own.Load()
+	if own == nil {
+		t.Fatal("the engine did not hand the placer its count of its own runs")
+	}
+	if _, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"}); !errors.Is(err, ErrSaturated) {
+		t.Fatalf("a run offered only to a full node: %v, want ErrSaturated", err)
+	}
+	if n := (*own)(full.addr); n != 0 {
+		t.Fatalf("%d runs counted on the node that refused", n)
+	}
+	mu.Lock()
+	nodes = []string{full.addr, e.Address()}
+	mu.Unlock()
+	var hubs []*Hub
+	for range 3 {
+		h, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubs = append(hubs, h)
+	}
+	if n, m := (*own)(e.Address()), (*own)(full.addr); n != 3 || m != 0 {
+		t.Fatalf("own runs: %d on the node that took three, %d on the full one", n, m)
+	}
+	if err := e.Cancel(hubs[0].RunID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hubs[0].WaitDone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pollUntilTrue(t, "the cancelled run no longer counted", func() bool { return (*own)(e.Address()) == 2 })
+	for _, h := range hubs[1:] {
+		_ = e.Cancel(h.RunID, "test")
+	}
+	pollUntilTrue(t, "no run counted", func() bool { return (*own)(e.Address()) == 0 })
+}
+
+func TestOwnRuns(t *testing.T) {
+	o := newOwnRuns()
+	o.place("r1", "a")
+	o.place("r2", "a")
+	o.place("r3", "b")
+	o.place("r2", "b") // moved
+	o.end("nope")
+	if a, b := o.count("a"), o.count("b"); a != 1 || b != 2 {
+		t.Fatalf("a %d, b %d; want 1 and 2", a, b)
+	}
+	o.end("r1")
+	o.end("r1")
+	o.end("r2")
+	if a, b := o.count("a"), o.count("b"); a != 0 || b != 1 || len(o.on) != 1 || len(o.of) != 1 {
+		t.Fatalf("a %d, b %d, maps %v %v", a, b, o.on, o.of)
+	}
+}

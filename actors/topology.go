@@ -122,6 +122,16 @@ type HeadroomPlacer interface {
 	Saturated() (bool, time.Duration)
 }
 
+// OwnLoadPlacer is implemented by a Placer that can count what this
+// process knows first-hand beside the gossiped loads: the engine hands it,
+// once before its first run, own(addr) = this process's unfinished runs on
+// the node at addr, and the placer takes a node's load as at least that
+// when it judges the node full (Saturated, the order of Candidates). own is
+// non-blocking and safe for concurrent use.
+type OwnLoadPlacer interface {
+	CountOwnRuns(own func(addr string) int)
+}
+
 // TopologyEventKind says what happened in the cluster.
 type TopologyEventKind int
 

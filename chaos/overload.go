@@ -265,6 +265,7 @@ type overloadFigures struct {
 	window             time.Duration
 	gwSched, selfSched schedStat
 	serverRefusals     histogram
+	doorRefusals       histogram // of serverRefusals, those at the door (the rest: the handler's)
 }
 
 func (f *overloadFigures) goals() [][3]string {
@@ -309,7 +310,7 @@ func (f *overloadFigures) write(w io.Writer) {
 	fmt.Fprintf(w, "| refused | %s |\n", counts(f.refusals))
 	if le, n := f.serverRefusals.quantile(0.99); n > 0 {
 		p50, _ := f.serverRefusals.quantile(0.50)
-		fmt.Fprintf(w, "| refusals inside the gateway (handler entry → answer written, qlc_refusal_seconds) | %.0f timed; p50 ≤ %s, p99 ≤ %s (bucket bounds) |\n", n, secs(p50), secs(le))
+		fmt.Fprintf(w, "| refusals inside the gateway (handler entry → answer written, qlc_refusal_seconds) | %.0f timed; p50 ≤ %s, p99 ≤ %s (bucket bounds)%s |\n", n, secs(p50), secs(le), f.refusalsWhere())
 	}
 	if f.window > 0 {
 		fmt.Fprintf(w, "| the gateway's process in the overload phase | %s |\n", f.gwSched.describe(f.window))
@@ -325,6 +326,23 @@ func (f *overloadFigures) write(w io.Writer) {
 		fmt.Fprintf(w, "\nlost: %s", s)
 	}
 	fmt.Fprintln(w)
+}
+
+// refusalsWhere splits the gateway's refusals into those at the door and
+// those of the normal path (a node's refusal after a round trip, a run that
+// left a node's queue at its deadline).
+func (f *overloadFigures) refusalsWhere() string {
+	door := f.doorRefusals
+	handler := f.serverRefusals.sub(door)
+	part := func(name string, h histogram) string {
+		le, n := h.quantile(0.99)
+		if n == 0 {
+			return name + " 0"
+		}
+		over5 := n - h.atMost(refusalBudget.Seconds())
+		return fmt.Sprintf("%s %.0f (p99 ≤ %s, %.0f over 5 ms)", name, n, secs(le), over5)
+	}
+	return "; " + part("at the door", door) + ", in the handler " + strings.TrimPrefix(part("", handler), " ")
 }
 
 func durations(os []outcome, keep func(outcome) bool) []time.Duration {
@@ -470,12 +488,16 @@ func runOverload(ctx context.Context, cfg Config, bin, command string, progress 
 	gwPid := strconv.Itoa(c.gw.cmd.Process.Pid)
 	c.mu.Unlock()
 	gwSched0, selfSched0 := readSchedStat(gwPid), readSchedStat("self")
-	refusals0 := readHistogram(metricsText(base+"/metrics"), "qlc_refusal_seconds")
+	m0 := metricsText(base + "/metrics")
+	refusals0 := readHistogram(m0, "qlc_refusal_seconds")
+	door0 := readHistogram(m0, "qlc_refusal_seconds", `at="door"`)
 	t0 := time.Now()
 	out, skipped := openLoop(ctx, base, f.offered, cfg.Duration, rt)
 	f.window = time.Since(t0)
 	f.gwSched, f.selfSched = readSchedStat(gwPid).sub(gwSched0), readSchedStat("self").sub(selfSched0)
-	f.serverRefusals = readHistogram(metricsText(base+"/metrics"), "qlc_refusal_seconds").sub(refusals0)
+	m1 := metricsText(base + "/metrics")
+	f.serverRefusals = readHistogram(m1, "qlc_refusal_seconds").sub(refusals0)
+	f.doorRefusals = readHistogram(m1, "qlc_refusal_seconds", `at="door"`).sub(door0)
 	f.skipped, f.sent = skipped, len(out)
 	// Goodput over the offered window (runs still answering after it
 	// count: they were admitted within it).

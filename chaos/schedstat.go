@@ -66,8 +66,9 @@ func (s schedStat) describe(wall time.Duration) string {
 // count), summed over its label sets.
 type histogram map[float64]float64
 
-// readHistogram reads name's buckets from a Prometheus text exposition.
-func readHistogram(text, name string) histogram {
+// readHistogram reads name's buckets from a Prometheus text exposition,
+// of the label sets that contain every one of match (e.g. `at="door"`).
+func readHistogram(text, name string, match ...string) histogram {
 	h := histogram{}
 	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -77,7 +78,7 @@ func readHistogram(text, name string) histogram {
 			continue
 		}
 		i := strings.Index(line, `le="`)
-		if i < 0 {
+		if i < 0 || slices.ContainsFunc(match, func(m string) bool { return !strings.Contains(line, m) }) {
 			continue
 		}
 		rest := line[i+4:]
@@ -127,6 +128,17 @@ func (h histogram) quantile(q float64) (float64, float64) {
 		}
 	}
 	return math.Inf(1), total
+}
+
+// atMost is the count of observations in buckets whose bound is ≤ bound.
+func (h histogram) atMost(bound float64) float64 {
+	best, n := math.Inf(-1), 0.0
+	for le, v := range h {
+		if le <= bound && le > best {
+			best, n = le, v
+		}
+	}
+	return n
 }
 
 // metricsText is the whole /metrics at url (the admin key sent, as

@@ -30,6 +30,17 @@ qlc_other_bucket{le="0.0001"} 7
 	if le, _ := d.quantile(1); !math.IsInf(le, 1) {
 		t.Fatalf("max %v", le)
 	}
+	handler := readHistogram(`qlc_refusal_seconds_bucket{at="door",status="503",le="0.005"} 104
+qlc_refusal_seconds_bucket{at="handler",status="503",le="0.005"} 3
+qlc_refusal_seconds_bucket{at="handler",status="503",le="1"} 9
+qlc_refusal_seconds_bucket{at="handler",status="503",le="+Inf"} 9
+`, "qlc_refusal_seconds", `at="handler"`)
+	if n := handler.atMost(0.005); n != 3 {
+		t.Fatalf("handler's refusals within 5 ms: %v, want 3", n)
+	}
+	if _, n := handler.quantile(1); n != 9 {
+		t.Fatalf("handler's refusals: %v, want 9", n)
+	}
 	if le, n := (histogram{}).quantile(0.99); le != 0 || n != 0 {
 		t.Fatalf("empty: %v %v", le, n)
 	}

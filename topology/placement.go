@@ -22,9 +22,25 @@ func (m *Membership) Candidates(runID string) []string {
 	first, ok := c.PickLeastLoaded(actors.KindCoordinator, runID)
 	ms := c.Members()
 	out := order(first, ok, ms, actors.KindCoordinator, m.recentlyLost)
-	// Members that announced they are at their run limit go last (before
-	// them, the order above): they would refuse at once anyway.
-	return lastIf(out, ms, cluster.Member.Saturated)
+	// Members at their run limit go last (before them, the order above):
+	// they would refuse at once anyway.
+	return lastIf(out, ms, m.full())
+}
+
+// CountOwnRuns implements actors.OwnLoadPlacer.
+func (m *Membership) CountOwnRuns(own func(addr string) int) { m.own.Store(&own) }
+
+// full is whether a member is at its run limit: by the load it announced,
+// or by this process's own runs there (the announcement lags; what this
+// process placed since, it knows at once).
+func (m *Membership) full() func(cluster.Member) bool {
+	own := m.own.Load()
+	if own == nil {
+		return cluster.Member.Saturated
+	}
+	return func(mem cluster.Member) bool {
+		return mem.Limit > 0 && max(mem.Load, (*own)(mem.RemoteAddr)) >= mem.Limit
+	}
 }
 
 // lastIf moves the addresses of the members for which full is true to the
@@ -73,25 +89,26 @@ func stepCandidates(ms []cluster.Member, key string, lost func(string) bool) []s
 }
 
 // Saturated implements actors.HeadroomPlacer: true when at least one member
-// hosts run coordinators and every such member that is not draining
-// announced a load at or above its limit (cluster.Member.Saturated). The
+// hosts run coordinators and every such member that is not draining is at
+// or above its limit: by the load it announced (cluster.Member.Saturated),
+// or by the runs this process placed there (CountOwnRuns). The announced
 // view lags by the load interval plus gossip; a node that filled up since
-// refuses the StartRun itself, at once.
+// with another gateway's runs refuses the StartRun itself.
 func (m *Membership) Saturated() (bool, time.Duration) {
 	c := m.current()
 	if c == nil {
 		return false, 0
 	}
-	return saturated(c.EachMember) // no copy of the members: asked on every request for a run
+	return saturated(c.EachMember, m.full()) // no copy of the members: asked on every request for a run
 }
 
-func saturated(each func(func(*cluster.Member) bool)) (bool, time.Duration) {
+func saturated(each func(func(*cluster.Member) bool), full func(cluster.Member) bool) (bool, time.Duration) {
 	n, room := 0, false
 	each(func(mem *cluster.Member) bool {
 		if !mem.Has(actors.KindCoordinator) || mem.Draining || mem.RemoteAddr == "" {
 			return true
 		}
-		if !mem.Saturated() {
+		if !full(*mem) {
 			room = true
 			return false
 		}

@@ -34,10 +34,53 @@ func TestSaturated(t *testing.T) {
 				}
 			}
 		}
-		got, after := saturated(each)
+		got, after := saturated(each, cluster.Member.Saturated)
 		if got != c.want || (got && after <= 0) {
 			t.Errorf("%s: saturated = %v, %v; want %v with a Retry-After", c.name, got, after, c.want)
 		}
+	}
+}
+
+// A node is full by the load it announced or by this process's own runs
+// there, whichever is more (issue 18: the announcement lags; the runs this
+// gateway placed since, it knows at once): the cluster is saturated, and
+// the full node offered last, without waiting for the next announcement.
+func TestOwnRunsFillANode(t *testing.T) {
+	coord := []string{actors.KindCoordinator}
+	a := cluster.Member{Name: "a", RemoteAddr: "a:1", Kinds: coord, Load: 1, Limit: 4}
+	b := cluster.Member{Name: "b", RemoteAddr: "b:1", Kinds: coord, Load: 3, Limit: 4}
+	members := []cluster.Member{a, b}
+	each := func(f func(*cluster.Member) bool) {
+		for i := range members {
+			if !f(&members[i]) {
+				return
+			}
+		}
+	}
+	own := map[string]int{}
+	m := &Membership{}
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated with room on both nodes and no own count")
+	}
+	m.CountOwnRuns(func(addr string) int { return own[addr] })
+	own["a:1"] = 4 // announced 1: we placed three more since
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated while b has room")
+	}
+	if out := lastIf([]string{"a:1", "b:1"}, members, m.full()); out[0] != "b:1" {
+		t.Fatalf("candidates %v: the node full of our runs should go last", out)
+	}
+	own["b:1"] = 2 // less than b announced: the announcement counts
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated while b announced 3 of 4 and holds 2 of ours")
+	}
+	own["b:1"] = 4
+	if got, after := saturated(each, m.full()); !got || after <= 0 {
+		t.Fatalf("saturated = %v, %v with our runs at both limits", got, after)
+	}
+	members[1].Limit = 0 // no limit announced: never full
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated though b announced no limit")
 	}
 }
 

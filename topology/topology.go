@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -125,6 +126,10 @@ type Membership struct {
 	lostMu       sync.Mutex
 	lost         map[string]time.Time // actor address → when its member was declared dead
 	lostGateways map[string]time.Time // gateway actor address → when it was declared dead
+
+	// own counts this process's unfinished runs on a node (the engine's,
+	// CountOwnRuns; nil: none): a node is taken as loaded by at least them.
+	own atomic.Pointer[func(addr string) int]
 
 	self   string             // our actor address (set by Join, then read-only)
 	load   func() actors.Load // set by Join, then read-only
