@@ -524,6 +524,7 @@ type Engine struct {
 	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
 	silentAt   sync.Map                                     // actor address -> time.Time a coordinator there last went silent (silence.go)
+	quietLinks atomic.Pointer[map[string]bool]              // nodes whose link is quiet now (silence.go, reportQuiet); read-only maps
 	system     *actor.ActorSystem
 	metrics    *Metrics
 	deps       *coordinatorDeps

@@ -155,6 +155,11 @@ type silenceWatch struct {
 	// Engine.failover runs it on a goroutine).
 	probe func(h *Hub, coord *actor.PID, relay bool)
 	move  func(h *Hub, coord *actor.PID, quiet time.Duration)
+	// quiet, when set, is told after every tick the nodes whose link is
+	// quiet now: every watched run there silent, and nothing from the node
+	// through any run, for linkQuiet at least (nil: none).
+	quiet    func(map[string]bool)
+	wasQuiet bool // the last report named a node
 }
 
 func newSilenceWatch(rule silenceRule, probe func(*Hub, *actor.PID, bool), move func(*Hub, *actor.PID, time.Duration)) *silenceWatch {
@@ -226,12 +231,53 @@ func (w *silenceWatch) check(hubs []*Hub, now time.Time) {
 			delete(w.states, h)
 		}
 	}
+	w.reportQuiet(now)
 	for addr, at := range w.linkHeard {
 		if now.Sub(at) > time.Minute {
 			delete(w.linkHeard, addr) // bounded by the nodes heard in the last minute
 		}
 	}
 	clear(w.views) // let ended runs go
+}
+
+// reportQuiet tells w.quiet which nodes' links are quiet at now (after
+// check): a node is when each watched run on it has heard nothing for
+// linkQuiet and neither has any other (linkHeard). A node the membership
+// has not yet declared dead but that no run here has heard from lately —
+// the other node of a split's cut-off side, a starved node — is offered a
+// moved run last (Engine.silentLast), not first and waited for.
+func (w *silenceWatch) reportQuiet(now time.Time) {
+	if w.quiet == nil {
+		return
+	}
+	lq := w.rule.linkQuiet()
+	var quiet, talking map[string]bool
+	for _, v := range w.views {
+		if !v.watched {
+			continue
+		}
+		a := v.coord.Address
+		s := w.states[v.h]
+		if s == nil || s.since.IsZero() || now.Sub(s.since) < lq || now.Sub(w.linkHeard[a]) < lq {
+			if talking == nil {
+				talking = map[string]bool{}
+			}
+			talking[a] = true
+			continue
+		}
+		if quiet == nil {
+			quiet = map[string]bool{}
+		}
+		quiet[a] = true
+	}
+	for a := range talking {
+		delete(quiet, a)
+	}
+	if len(quiet) == 0 && !w.wasQuiet {
+		return // nothing to say again: no allocation per tick in the common case
+	}
+	w.wasQuiet = len(quiet) > 0
+	w.quiet(quiet)
 }
 
 // silenceView is what the watch needs of a hub: its coordinator, how many
@@ -265,6 +311,7 @@ func (h *Hub) heartbeat(m *messages.RunHeartbeat) (behind bool) {
 func (e *Engine) watchSilence(rule silenceRule) {
 	defer e.wg.Done()
 	w := newSilenceWatch(rule, e.probeCoordinator, e.moveSilent)
+	w.quiet = func(m map[string]bool) { e.quietLinks.Store(&m) }
 	t := time.NewTicker(rule.tick())
 	defer t.Stop()
 	var hubs []*Hub
@@ -360,8 +407,12 @@ func (h *Hub) currentEpoch() uint64 {
 	return max(h.epoch, h.minEpoch, h.start.GetEpoch())
 }
 
-// hostSilent reports whether a coordinator on addr went silent lately.
+// hostSilent reports whether a coordinator on addr went silent lately, or
+// the node's link is quiet now (silenceWatch.reportQuiet).
 func (e *Engine) hostSilent(addr string) bool {
+	if q := e.quietLinks.Load(); q != nil && (*q)[addr] {
+		return true
+	}
 	at, ok := e.silentAt.Load(addr)
 	if !ok {
 		return false

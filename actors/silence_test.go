@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -454,5 +455,76 @@ func TestSilentRunOfATalkingNodeIsNotMoved(t *testing.T) {
 	}
 	if moved[silent] != 1 || moved[busy] != 1 || moved[other] != 0 {
 		t.Fatalf("after node 1's link fell silent for 1 s: moved %d, %d, %d; want 1, 1, 0", moved[silent], moved[busy], moved[other])
+	}
+}
+
+// A node none of whose runs here has heard anything for linkQuiet, and
+// from which nothing came through any run, is reported quiet (a moved run
+// is then offered to it last: in a split, the cut-off side's other node is
+// not yet declared dead when the first one's runs move); a node that talks
+// through any of its runs is not, and one that talks again is dropped.
+func TestQuietLinksAreReported(t *testing.T) {
+	mk := func(id, addr string) *Hub {
+		h := newHub(id, "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
+		h.start, h.coordinator = &messages.StartRun{RunId: id}, actor.NewPID(addr, "run/"+id)
+		h.onLost = func(*Hub, *actor.PID, string) {}
+		return h
+	}
+	a1, a2, b := mk("run_a1", "node:1"), mk("run_a2", "node:1"), mk("run_b", "node:2")
+	rule := newSilenceRule(600 * time.Millisecond)
+	w := newSilenceWatch(rule, func(*Hub, *actor.PID, bool) {}, func(*Hub, *actor.PID, time.Duration) {})
+	var reports []map[string]bool
+	w.quiet = func(m map[string]bool) { reports = append(reports, m) }
+	hear := func(h *Hub) {
+		h.mu.Lock()
+		h.heard++
+		h.mu.Unlock()
+	}
+	t0 := time.Unix(1000, 0)
+	hubs := []*Hub{a1, a2, b}
+	ms := 0
+	for ; ms <= 1000; ms += 50 { // both nodes talk (node 1 through one run only)
+		hear(a2)
+		hear(b)
+		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
+	}
+	if len(reports) != 0 {
+		t.Fatalf("quiet links reported while every node talks: %v", reports)
+	}
+	var quietAt time.Duration
+	for ; ms <= 2000; ms += 50 { // node 1 falls silent
+		hear(b)
+		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
+		if quietAt == 0 && len(reports) > 0 {
+			quietAt = time.Duration(ms-1000) * time.Millisecond
+		}
+	}
+	if len(reports) == 0 {
+		t.Fatal("node 1 silent for 1 s was never reported quiet")
+	}
+	if last := reports[len(reports)-1]; len(last) != 1 || !last["node:1"] {
+		t.Fatalf("quiet links %v, want node:1 only", last)
+	}
+	if quietAt < rule.linkQuiet() {
+		t.Fatalf("node 1 reported quiet %v after its last word, before linkQuiet (%v)", quietAt, rule.linkQuiet())
+	}
+	hear(a1)
+	w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
+	if last := reports[len(reports)-1]; len(last) != 0 {
+		t.Fatalf("node 1 talked again and is still reported quiet: %v", last)
+	}
+}
+
+// Nodes with a quiet link go last among the candidates, the order kept
+// otherwise.
+func TestQuietLinksGoLast(t *testing.T) {
+	e := &Engine{}
+	if got := e.silentLast([]string{"a", "b", "c"}); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("no quiet link: %v", got)
+	}
+	q := map[string]bool{"a": true}
+	e.quietLinks.Store(&q)
+	if got := e.silentLast([]string{"a", "b", "c"}); !slices.Equal(got, []string{"b", "c", "a"}) {
+		t.Fatalf("a's link quiet: %v, want [b c a]", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -88,6 +89,9 @@ func buildImages() error {
 type composeLayout struct {
 	nodes   []string // node services (node*), sorted
 	gateway string   // the gateway service
+	// bystanders are the other gateway services (gateway2): members the
+	// scenarios send nothing to, sorted.
+	bystanders []string
 	// tenants is the host path of the gateway's tenants file (mounted where
 	// its QLC_TENANTS points).
 	tenants string
@@ -161,8 +165,14 @@ func envPort(env map[string]any, name string) (int, error) {
 }
 
 // scenarioService reports whether a compose service takes part in the
-// scenarios: the nodes and the gateway named "gateway".
-func scenarioService(name string) bool { return name == "gateway" || strings.HasPrefix(name, "node") }
+// scenarios: the nodes, the gateway named "gateway" that the scenarios
+// drive, and the other gateways (gateway2), which stay members of the
+// cluster as the repository's file has them — nothing is sent to them, but
+// they probe, gossip and confirm suspicions like any member (a split puts
+// them on the driven gateway's side).
+func scenarioService(name string) bool {
+	return strings.HasPrefix(name, "gateway") || strings.HasPrefix(name, "node")
+}
 
 // layoutOf finds the node services, the gateway and its tenants file.
 func layoutOf(resolved []byte) (composeLayout, error) {
@@ -186,8 +196,11 @@ func layoutOf(resolved []byte) (composeLayout, error) {
 				return l, fmt.Errorf("chaos: compose config: service %s: %w", name, err)
 			}
 			l.nodes = append(l.nodes, name)
+		case strings.HasPrefix(name, "gateway"):
+			l.bystanders = append(l.bystanders, name)
 		}
 	}
+	slices.Sort(l.bystanders)
 	if l.gateway == "" || len(l.nodes) == 0 {
 		return l, fmt.Errorf("chaos: compose config: want a gateway service and node services, have %d nodes and gateway %q", len(l.nodes), l.gateway)
 	}
@@ -244,7 +257,7 @@ func rewriteCompose(resolved []byte, plan composePlan) ([]byte, error) {
 			return nil, fmt.Errorf("chaos: compose config: service %s has no environment mapping", name)
 		}
 		kind, listen := "node", "QLC_OPS_ADDR"
-		if name == "gateway" {
+		if strings.HasPrefix(name, "gateway") {
 			kind, listen = "gateway", "QLC_ADDR"
 		}
 		inner, err := envPort(env, listen)
@@ -388,6 +401,8 @@ type composeCluster struct {
 
 	engine *engineAPI // the engine's API on its local socket, or nil: the CLI
 
+	others []*proc // the bystander gateways (composeLayout.bystanders); guarded by mu
+
 	env []string // the scenario's secrets, for the compose CLI (the repository's file requires them)
 }
 
@@ -500,14 +515,15 @@ func (c *composeCluster) start(_ context.Context, scenario string, nodes int) (s
 		}
 	}
 	plan := composePlan{key: key, adminKey: adminKey, profiles: c.profiles, ports: map[string]int{}}
-	for _, s := range append(slices.Clone(layout.nodes), layout.gateway) {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		_, p, _ := net.SplitHostPort(a)
+	services := append(append(slices.Clone(layout.nodes), layout.gateway), layout.bystanders...)
+	addrs, err := freeAddrs(len(services))
+	if err != nil {
+		return nil, err
+	}
+	for i, s := range services {
+		_, p, _ := net.SplitHostPort(addrs[i])
 		plan.ports[s], _ = strconv.Atoi(p)
-		c.ops[s] = a
+		c.ops[s] = addrs[i]
 	}
 	out, err := rewriteCompose([]byte(resolved), plan)
 	if err != nil {
@@ -557,6 +573,22 @@ func (c *composeCluster) start(_ context.Context, scenario string, nodes int) (s
 	c.mu.Unlock()
 	if err := waitHTTP(c.gwURL+"/readyz", 30*time.Second, gw.done); err != nil {
 		return nil, fmt.Errorf("chaos: gateway: %w (log %s)", err, gw.logPath)
+	}
+	for _, s := range layout.bystanders {
+		id, err := c.containerOf(s)
+		if err != nil {
+			return nil, err
+		}
+		p, err := c.attach(s, id, since, nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := waitHTTP("http://"+c.ops[s]+"/readyz", 30*time.Second, p.done); err != nil {
+			return nil, fmt.Errorf("chaos: %s: %w (log %s)", s, err, p.logPath)
+		}
+		c.mu.Lock()
+		c.others = append(c.others, p)
+		c.mu.Unlock()
 	}
 	nets, err := docker(20*time.Second, "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", gw.container)
 	if err != nil {
@@ -948,6 +980,19 @@ func (c *composeCluster) restartGateway(kill bool) (time.Time, error) {
 	return at, nil
 }
 
+// waitMembers waits until the gateway counts n live members besides the
+// bystander gateways (callers count the nodes and the driven gateway).
+func (c *composeCluster) waitMembers(n int, within time.Duration) error {
+	return waitMembers(c.gatewayURL(), n+len(c.bystanders()), within)
+}
+
+// bystanders are the gateways the scenarios send nothing to.
+func (c *composeCluster) bystanders() []*proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.others)
+}
+
 func (c *composeCluster) words() faultWords {
 	return faultWords{kill: "docker kill -s KILL", replaced: "each container started again, joining under a new member name",
 		pause: "docker pause", resume: "docker unpause",
@@ -1072,17 +1117,39 @@ func (e *engineAPI) kill(id string) error {
 	return nil
 }
 
-// freeAddr is a loopback address with a port that was free a moment ago.
 // Only the compose backend uses it: the compose file must name the host
 // port each container publishes, and a container restarted in place keeps
 // it. (Publishing "127.0.0.1::9090" and asking `docker compose port` would
 // avoid the race, but a restart may then move the port.) The local backend
 // binds port 0 and reads the ports back (-addr-file).
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("chaos: free port: %w", err)
+//
+// freeAddrs is n distinct free addresses on 127.0.0.1 for docker to publish
+// on. They are drawn below the kernel's ephemeral range (32768–60999 by
+// default), where every outgoing connection of this machine also takes its
+// local port: a port asked of the kernel (":0"), closed and handed to
+// docker later was at times taken by then ("port is already allocated",
+// once in about 20 compose runs). All n are held open until all are found.
+func freeAddrs(n int) ([]string, error) {
+	var out []string
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for tries := 0; len(out) < n; tries++ {
+		if tries == 200 {
+			return nil, fmt.Errorf("chaos: no free port in %d–%d after %d tries", freePortMin, freePortMax, tries)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", freePortMin+mrand.IntN(freePortMax-freePortMin)))
+		if err != nil {
+			continue // taken
+		}
+		held = append(held, l)
+		out = append(out, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return out, nil
 }
+
+// The range freeAddrs draws from.
+const freePortMin, freePortMax = 20000, 32000

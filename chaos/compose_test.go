@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -217,22 +219,37 @@ func TestRewriteComposeLeavesProfileServicesOut(t *testing.T) {
 	}
 }
 
-// docker-compose.yml's second gateway and the balancer in front of both
-// are left out: the scenarios drive the gateway named "gateway" directly.
-func TestRewriteComposeLeavesOtherGatewaysOut(t *testing.T) {
+// docker-compose.yml's second gateway stays a member of the cluster (it
+// probes and confirms suspicions like any member; the scenarios send it
+// nothing) with the scenario's keys and profiles and a port of its own;
+// the balancer in front of both gateways is left out: the scenarios drive
+// the gateway named "gateway" directly.
+func TestRewriteComposeKeepsOtherGatewaysAsMembers(t *testing.T) {
 	more := strings.Replace(resolvedV1, "services:\n", "services:\n"+
 		"  balancer:\n    image: qlc-gateway:dev\n    command: [balance]\n"+
 		"  gateway2:\n    image: qlc-gateway:dev\n    environment: {QLC_ADDR: 0.0.0.0:8080, QLC_OPS_ADDR: 0.0.0.0:9080}\n", 1)
 	l, err := layoutOf([]byte(more))
-	if err != nil || l.gateway != "gateway" || !slices.Equal(l.nodes, []string{"node1", "node2"}) {
+	if err != nil || l.gateway != "gateway" || !slices.Equal(l.nodes, []string{"node1", "node2"}) || !slices.Equal(l.bystanders, []string{"gateway2"}) {
 		t.Fatalf("layout %+v, %v", l, err)
 	}
-	out, err := rewriteCompose([]byte(more), composePlan{key: "k", profiles: "/p", ports: map[string]int{"gateway": 1, "node1": 2, "node2": 3}})
+	if _, err := rewriteCompose([]byte(more), composePlan{key: "k", profiles: "/p", ports: map[string]int{"gateway": 1, "node1": 2, "node2": 3}}); err == nil || !strings.Contains(err.Error(), "gateway2") {
+		t.Fatalf("err %v, want one naming gateway2 (no port planned)", err)
+	}
+	out, err := rewriteCompose([]byte(more), composePlan{key: "k", adminKey: "a", profiles: "/p", ports: map[string]int{"gateway": 1, "node1": 2, "node2": 3, "gateway2": 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svcs := decodeServices(t, out); len(svcs) != 3 || svcs["gateway"] == nil {
-		t.Fatalf("rewritten services %v: want gateway, node1, node2 only", slices.Sorted(maps.Keys(svcs)))
+	svcs := decodeServices(t, out)
+	if len(svcs) != 4 || svcs["gateway"] == nil || svcs["gateway2"] == nil {
+		t.Fatalf("rewritten services %v: want gateway, gateway2, node1, node2", slices.Sorted(maps.Keys(svcs)))
+	}
+	g2 := svcs["gateway2"]
+	env := serviceEnv(g2)
+	if env["QLC_CLUSTER_KEY"] != "k" || env["QLC_ADMIN_KEY"] != "a" || env["QLC_PROFILES"] != profilesTarget {
+		t.Fatalf("gateway2's environment %v: want the scenario's cluster key, admin key and profiles", env)
+	}
+	if ports := fmt.Sprint(g2["ports"]); !strings.Contains(ports, "127.0.0.1:4:8080") {
+		t.Fatalf("gateway2's ports %s, want its API on 127.0.0.1:4", ports)
 	}
 }
 
@@ -503,5 +520,27 @@ func TestEngineKill(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "none.sock"))
 	if localEngine() != nil {
 		t.Fatal("a missing socket gave a local engine")
+	}
+}
+
+// The published ports are distinct, free, and below the ephemeral range.
+func TestFreeAddrsAreDistinct(t *testing.T) {
+	addrs, err := freeAddrs(50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		_, p, _ := net.SplitHostPort(a)
+		port, _ := strconv.Atoi(p)
+		if seen[a] || port < freePortMin || port >= freePortMax {
+			t.Fatalf("address %s: repeated or outside %d–%d", a, freePortMin, freePortMax)
+		}
+		seen[a] = true
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Fatalf("%s is not free once handed out: %v", a, err)
+		}
+		l.Close()
 	}
 }

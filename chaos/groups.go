@@ -150,9 +150,14 @@ type groupFleet interface {
 	dropBetween(from, to []*proc, both bool) (time.Time, error)
 	// healGroups removes every drop.
 	healGroups() error
+	// bystanders are members the scenarios send nothing to (compose's
+	// second gateway): they stay on the gateway's side of a split.
+	bystanders() []*proc
 }
 
 var _ groupFleet = (*localCluster)(nil)
+
+func (c *localCluster) bystanders() []*proc { return nil }
 
 // gateway is the gateway's process (both backends).
 func (r *roster) gateway() *proc {

@@ -110,7 +110,7 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	empty := []Member{}
 	c.snap.Store(&empty)
-	c.bq = newLoadQueue(cfg.RetransmitMult, func() int { return len(*c.snap.Load()) }) // no memberlist lock: GetBroadcasts may run under it
+	c.bq = newLoadQueue(loadRetransmitMult, func() int { return len(*c.snap.Load()) }) // no memberlist lock: GetBroadcasts may run under it
 	first := c.currentLoad(c.nextLoadSeq())
 	c.announced.Store(&first)
 	worst := meta{Load: 1<<31 - 1, Features: ^uint64(0), RemoteAddr: cfg.RemoteAddr, Version: cfg.Version, Kinds: cfg.Kinds,

@@ -30,7 +30,7 @@ import (
 //     it reaches every member even though each gossip round goes to GossipNodes of them. Load from a
 //     member not in the view (not yet joined, or gone) is ignored: the table is bounded by the view.
 //   - The queue (loadQueue) holds at most one message per member name (a newer one replaces the queued
-//     one) and drops a message after RetransmitMult × ⌈log10(N+1)⌉ transmissions.
+//     one) and drops a message after loadRetransmitMult × ⌈log10(N+1)⌉ transmissions.
 //   - Gossip with a bounded number of transmissions may miss a member (a relay's copies all go to
 //     members that had it). Every push/pull (memberlist's anti-entropy, every PushPullInterval, and each
 //     join or re-join) carries the load we hold for every member of our view with its sequence
@@ -102,6 +102,11 @@ func (m loadMsg) apply(mem *Member) {
 	mem.StageLoad, mem.StageLimit = m.StageActive, m.StageLimit
 }
 
+// loadRetransmitMult scales a load message's sends: loadRetransmitMult × ⌈log10(N+1)⌉ (memberlist's
+// broadcasts use Config.RetransmitMult, larger: a lost verdict costs a second, a lost load message
+// only until the next one).
+const loadRetransmitMult = 3
+
 // loadOf is the load part of meta as a message of name.
 func loadOf(name string, md meta) loadMsg {
 	return loadMsg{Sender: name, Seq: md.LoadSeq, Load: md.Load, Limit: md.Limit, Queued: md.Queued,
@@ -109,8 +114,8 @@ func loadOf(name string, md meta) loadMsg {
 }
 
 // loadQueue holds the load messages to piggyback on gossip: at most one per member name (a newer message
-// of the same member replaces the queued one), each sent RetransmitMult × ⌈log10(N+1)⌉ times (as
-// memberlist's broadcasts), fewest transmissions first and, among equals, the newest first. Bounded by
+// of the same member replaces the queued one), each sent loadRetransmitMult × ⌈log10(N+1)⌉ times (as
+// memberlist's broadcasts, with their own multiplier), fewest transmissions first and, among equals, the newest first. Bounded by
 // the view: only our own load and that of members in the view are queued, and a member's entry is
 // dropped when it leaves.
 //

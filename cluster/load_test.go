@@ -241,7 +241,7 @@ func TestJoinerLearnsCurrentLoad(t *testing.T) {
 }
 
 // The load queue keeps one message per member (the newest), sends the least sent first (newest among
-// equals), within the byte limit, and drops a message after RetransmitMult × ⌈log10(N+1)⌉ sends. The
+// equals), within the byte limit, and drops a message after loadRetransmitMult × ⌈log10(N+1)⌉ sends. The
 // sequence that lost a message in memberlist's TransmitLimitedQueue (a replacement that empties it, then
 // another member's message of the same length) keeps both here.
 func TestLoadQueue(t *testing.T) {
