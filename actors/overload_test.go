@@ -463,3 +463,79 @@ func TestOwnRuns(t *testing.T) {
 		t.Fatalf("a %d, b %d, maps %v %v", a, b, o.on, o.of)
 	}
 }
+
+// Places reserved at the door (Reserve) count against the room there is:
+// with an active-run limit of 2, two tickets take it (a third request is
+// full, Saturated says so, and so does the placer's room when it is the
+// smaller); a released ticket gives its place back, once; a ticket never
+// released gives it back after ticketTTL; a started run takes the place
+// of the ticket it used.
+func TestReservedPlacesCount(t *testing.T) {
+	defer func(d time.Duration) { ticketTTL = d }(ticketTTL)
+	ticketTTL = time.Hour
+	e := newSlotEngine(t, "", func(c *Config) {
+		c.ActiveRunLimit = AdaptiveLimitConfig{Initial: 2, Min: 2, Max: 2}
+	})
+	t1, full, _ := e.Reserve()
+	t2, full2, _ := e.Reserve()
+	if full || full2 || t1 == nil || t2 == nil {
+		t.Fatalf("two places of two: full %v %v", full, full2)
+	}
+	if _, full, after := e.Reserve(); !full || after <= 0 {
+		t.Fatalf("a third place: full %v, Retry-After %v", full, after)
+	}
+	if full, _ := e.Saturated(); !full {
+		t.Fatal("Saturated with both places reserved: false")
+	}
+	t1.Release()
+	t1.Release() // once only
+	if n := e.pending.Load(); n != 1 {
+		t.Fatalf("%d places reserved after one release (twice), want 1", n)
+	}
+	h, err := e.StartRun(RunRequest{Tenant: "a", Profile: "slow", Query: "q"})
+	if err != nil {
+		t.Fatalf("a run with a place free: %v", err)
+	}
+	t2.Release() // its run started: the run is the load now
+	ticketTTL = 30 * time.Millisecond
+	if _, full, _ := e.Reserve(); full { // that ticket is left to expire
+		t.Fatal("one run of two and no ticket: no place")
+	}
+	t3, full, _ := e.Reserve()
+	if !full || t3 != nil {
+		t.Fatalf("one run and one ticket of two: full %v", full)
+	}
+	if err := e.Cancel(h.RunID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	pollUntilTrue(t, "the run's place back", func() bool { _, full, _ := e.Reserve(); return !full })
+	pollUntilTrue(t, "tickets never released expire", func() bool { return e.pending.Load() == 0 })
+}
+
+// roomPlacer is an orderPlacer with a fixed room (HeadroomPlacer).
+type roomPlacer struct {
+	orderPlacer
+	free int
+}
+
+func (p *roomPlacer) Room() (int, bool) { return p.free, true }
+
+// The nodes' room bounds the places too, and a cluster whose room is
+// unknown never is full.
+func TestReservedPlacesCountTheNodesRoom(t *testing.T) {
+	p := &roomPlacer{free: 1}
+	p.nodes = func() []string { return nil }
+	e := newSlotEngine(t, "", func(c *Config) { c.Topology = p })
+	tk, full, _ := e.Reserve()
+	if full || tk == nil {
+		t.Fatal("one place of the nodes' one: full")
+	}
+	if _, full, _ := e.Reserve(); !full {
+		t.Fatal("a second place with the nodes' room 1: not full")
+	}
+	tk.Release()
+	p.free = 0
+	if full, _ := e.Saturated(); !full {
+		t.Fatal("no room on the nodes: not saturated")
+	}
+}
