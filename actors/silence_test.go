@@ -418,12 +418,7 @@ func TestLateTickIsNotSilence(t *testing.T) {
 // not moved while the node talks; once nothing at all comes from the node
 // it is, and another node's talk does not count.
 func TestSilentRunOfATalkingNodeIsNotMoved(t *testing.T) {
-	mk := func(id, addr string) *Hub {
-		h := newHub(id, "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
-		h.start, h.coordinator = &messages.StartRun{RunId: id}, actor.NewPID(addr, "run/"+id)
-		h.onLost = func(*Hub, *actor.PID, string) {}
-		return h
-	}
+	mk := func(id, addr string) *Hub { return idleHub(t, id, addr) }
 	silent, busy, other := mk("run_s", "node:1"), mk("run_b", "node:1"), mk("run_o", "node:2")
 	moved := map[*Hub]int{}
 	w := newSilenceWatch(newSilenceRule(600*time.Millisecond), func(h *Hub, _ *actor.PID, relay bool) {
@@ -433,24 +428,19 @@ func TestSilentRunOfATalkingNodeIsNotMoved(t *testing.T) {
 			h.mu.Unlock()
 		}
 	}, func(h *Hub, _ *actor.PID, _ time.Duration) { moved[h]++ })
-	hear := func(h *Hub) {
-		h.mu.Lock()
-		h.heard++
-		h.mu.Unlock()
-	}
 	t0 := time.Unix(1000, 0)
 	hubs := []*Hub{silent, busy, other}
 	ms := 0
 	for ; ms <= 3000; ms += 50 { // node 1 talks through its other run
-		hear(busy)
-		hear(other)
+		hearFrom(busy)
+		hearFrom(other)
 		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
 	}
 	if moved[silent] != 0 {
 		t.Fatalf("a silent run of a node that talks was moved after 3 s")
 	}
 	for ; ms <= 4000; ms += 50 { // node 1 falls silent; node 2 talks on
-		hear(other)
+		hearFrom(other)
 		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
 	}
 	if moved[silent] != 1 || moved[busy] != 1 || moved[other] != 0 {
@@ -464,28 +454,17 @@ func TestSilentRunOfATalkingNodeIsNotMoved(t *testing.T) {
 // not yet declared dead when the first one's runs move); a node that talks
 // through any of its runs is not, and one that talks again is dropped.
 func TestQuietLinksAreReported(t *testing.T) {
-	mk := func(id, addr string) *Hub {
-		h := newHub(id, "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
-		h.start, h.coordinator = &messages.StartRun{RunId: id}, actor.NewPID(addr, "run/"+id)
-		h.onLost = func(*Hub, *actor.PID, string) {}
-		return h
-	}
-	a1, a2, b := mk("run_a1", "node:1"), mk("run_a2", "node:1"), mk("run_b", "node:2")
+	a1, a2, b := idleHub(t, "run_a1", "node:1"), idleHub(t, "run_a2", "node:1"), idleHub(t, "run_b", "node:2")
 	rule := newSilenceRule(600 * time.Millisecond)
 	w := newSilenceWatch(rule, func(*Hub, *actor.PID, bool) {}, func(*Hub, *actor.PID, time.Duration) {})
 	var reports []map[string]bool
 	w.quiet = func(m map[string]bool) { reports = append(reports, m) }
-	hear := func(h *Hub) {
-		h.mu.Lock()
-		h.heard++
-		h.mu.Unlock()
-	}
 	t0 := time.Unix(1000, 0)
 	hubs := []*Hub{a1, a2, b}
 	ms := 0
 	for ; ms <= 1000; ms += 50 { // both nodes talk (node 1 through one run only)
-		hear(a2)
-		hear(b)
+		hearFrom(a2)
+		hearFrom(b)
 		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
 	}
 	if len(reports) != 0 {
@@ -493,7 +472,7 @@ func TestQuietLinksAreReported(t *testing.T) {
 	}
 	var quietAt time.Duration
 	for ; ms <= 2000; ms += 50 { // node 1 falls silent
-		hear(b)
+		hearFrom(b)
 		w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
 		if quietAt == 0 && len(reports) > 0 {
 			quietAt = time.Duration(ms-1000) * time.Millisecond
@@ -508,7 +487,7 @@ func TestQuietLinksAreReported(t *testing.T) {
 	if quietAt < rule.linkQuiet() {
 		t.Fatalf("node 1 reported quiet %v after its last word, before linkQuiet (%v)", quietAt, rule.linkQuiet())
 	}
-	hear(a1)
+	hearFrom(a1)
 	w.check(hubs, t0.Add(time.Duration(ms)*time.Millisecond))
 	if last := reports[len(reports)-1]; len(last) != 0 {
 		t.Fatalf("node 1 talked again and is still reported quiet: %v", last)
@@ -527,4 +506,20 @@ func TestQuietLinksGoLast(t *testing.T) {
 	if got := e.silentLast([]string{"a", "b", "c"}); !slices.Equal(got, []string{"b", "c", "a"}) {
 		t.Fatalf("a's link quiet: %v, want [b c a]", got)
 	}
+}
+
+// idleHub is a hub of run id whose coordinator is at addr, as the
+// silence watch sees it (no actors: the test counts what it heard).
+func idleHub(t *testing.T, id, addr string) *Hub {
+	h := newHub(id, "t", "p", "q", DefaultHubConfig(), NewMetrics(nil), testLogger(t))
+	h.start, h.coordinator = &messages.StartRun{RunId: id}, actor.NewPID(addr, "run/"+id)
+	h.onLost = func(*Hub, *actor.PID, string) {}
+	return h
+}
+
+// hearFrom counts one message from h's coordinator.
+func hearFrom(h *Hub) {
+	h.mu.Lock()
+	h.heard++
+	h.mu.Unlock()
 }
