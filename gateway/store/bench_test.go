@@ -137,3 +137,47 @@ func BenchmarkRecordRun(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRecordRunConcurrent is a gateway under load settling many runs
+// at once: 16×GOMAXPROCS goroutines each call RecordRun with a usage record
+// and a 3 KB log, every run id distinct ("parallel"); "serial" is one
+// caller, the latency of a run settled alone.
+func BenchmarkRecordRunConcurrent(b *testing.B) {
+	log := make([]byte, 3<<10)
+	for i := range log {
+		log[i] = byte(i * 7)
+	}
+	record := func(b *testing.B, s *Store, i int) {
+		run := "r" + strconv.Itoa(i)
+		now := base.Add(time.Duration(i) * time.Millisecond)
+		u := usageOf(run, "t"+strconv.Itoa(i%8), now, 1234)
+		fr := &FinishedRun{RunID: run, TenantID: u.TenantID, Profile: "fast", Query: "q", CreatedAt: now, EndedAt: u.EndedAt, Log: log}
+		if ok, err := s.RecordRun(u, fr); err != nil || !ok {
+			b.Fatalf("RecordRun = %v, %v", ok, err)
+		}
+	}
+	b.Run("serial", func(b *testing.B) {
+		s := openTemp(b)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(log)))
+		i := 0
+		for b.Loop() {
+			record(b, s, i)
+			i++
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	})
+	b.Run("parallel=16", func(b *testing.B) {
+		s := openTemp(b)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(log)))
+		b.SetParallelism(16)
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				record(b, s, int(next.Add(1)))
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	})
+}
