@@ -62,6 +62,19 @@ type Store struct {
 	trimMu    sync.Mutex
 	sinceTrim map[string]int64
 
+	// records queues RecordRun's records for the writer goroutine
+	// (groupcommit.go), which closes recorderDone when it has returned.
+	records      chan *recordReq
+	recorderDone chan struct{}
+	// recordMu guards recordsClosed: a sender holds it for reading across
+	// its send, and Close for writing while it closes records.
+	recordMu      sync.RWMutex
+	recordsClosed bool
+	// groups counts the transactions the writer began for a group of
+	// records, and redoneGroups those it rolled back and redid record by
+	// record (tests and benchmarks read them).
+	groups, redoneGroups atomic.Int64
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -120,6 +133,7 @@ func Open(path string) (*Store, error) {
 	}
 	s := &Store{w: w, r: r}
 	s.runsPerTenant.Store(DefaultRunsPerTenant)
+	s.startRecorder()
 	for _, q := range txStatements {
 		if _, err := s.prep(true, q); err != nil {
 			s.Close()
@@ -150,10 +164,15 @@ func dsn(abs string, readOnly bool) string {
 	return "file:" + esc + "?" + strings.Join(q, "&")
 }
 
-// Close closes the database. It is idempotent; calls after the first return
+// Close closes the database, after committing the records RecordRun
+// callers queued before it (each caller gets its answer); later RecordRun
+// calls return ErrClosed. It is idempotent; calls after the first return
 // the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// First the records queued: the writer commits them while the
+		// database is still open, so every caller gets its answer.
+		s.closeRecorder()
 		var errs []error
 		s.stmts.Range(func(_, v any) bool {
 			errs = append(errs, v.(*sql.Stmt).Close())
@@ -235,7 +254,7 @@ func (s *Store) exec(query string, args ...any) (sql.Result, error) {
 
 // txStatements are the statements run inside write transactions. Open
 // prepares them, so that txExec finds them cached.
-var txStatements = []string{insertUsageSQL, dropReservationSQL}
+var txStatements = []string{insertRunSQL, trimRunsSQL, insertUsageSQL, dropReservationSQL}
 
 // txExec runs a write statement within tx, a transaction of the write
 // connection.
