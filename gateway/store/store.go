@@ -41,7 +41,9 @@ const busyTimeoutMS = 5000
 // the writes queued before it.
 type Store struct {
 	// w is the single write connection. Every write, and every transaction
-	// that writes, goes through it; database/sql queues callers for it.
+	// that writes, goes through it; database/sql queues callers for it
+	// (RecordRun's records reach it through the record writer, one
+	// caller of many).
 	// Never call a method that uses w while holding a transaction of w: with
 	// one connection that deadlocks.
 	w *sql.DB
