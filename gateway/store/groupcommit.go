@@ -1,9 +1,6 @@
 package store
 
-import (
-	"database/sql"
-	"errors"
-)
+import "database/sql"
 
 // Group commit of RecordRun.
 //
@@ -33,9 +30,6 @@ const (
 	// ledger write is never dropped.
 	recordQueueLen = 4 * maxGroup
 )
-
-// ErrClosed reports a write asked of a closed store.
-var ErrClosed = errors.New("store: closed")
 
 // insertRunSQL keeps a finished run unless it is already kept.
 const insertRunSQL = `INSERT INTO runs (run_id, tenant_id, profile, query, created_at, ended_at, log)

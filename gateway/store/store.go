@@ -25,6 +25,9 @@ var (
 	ErrExists = errors.New("store: already exists")
 	// ErrInvalid reports an argument the store refuses to write.
 	ErrInvalid = errors.New("store: invalid argument")
+	// ErrClosed reports a RecordRun asked of a store that Close has
+	// begun to close.
+	ErrClosed = errors.New("store: closed")
 )
 
 // DefaultLimit is the row limit of Usage and AuditLog when the caller passes 0.
