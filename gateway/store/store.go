@@ -72,7 +72,8 @@ type Store struct {
 	records      chan *recordReq
 	recorderDone chan struct{}
 	// recordMu guards recordsClosed: a sender holds it for reading across
-	// its send, and Close for writing while it closes records.
+	// its send, and Close for writing while it closes records. It is never
+	// held together with trimMu (the writer takes trimMu, never recordMu).
 	recordMu      sync.RWMutex
 	recordsClosed bool
 	// groups counts the transactions the writer began for a group of
