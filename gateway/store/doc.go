@@ -6,13 +6,19 @@
 //
 //  1. Open creates the file (mode 0600, parent directories 0700) if needed,
 //     switches it to WAL and migrates its schema to the newest version
-//     (schema_version table; each migration runs once, in one transaction).
+//     (schema_version table; each migration runs once, in one transaction),
+//     and starts the Store's one goroutine, the record writer.
 //  2. Many goroutines call its methods at once. Writes go through a single
 //     write connection (database/sql queues callers for it), so writers of
 //     one process never see SQLITE_BUSY; reads use a small pool of read-only
 //     connections and, thanks to WAL, never wait for the writer. Statements
-//     are prepared once per connection and cached.
-//  3. Close closes both pools; SQLite checkpoints the WAL on the last close.
+//     are prepared once per connection and cached. RecordRun (and so
+//     RecordUsage) hands its record to the record writer, which commits the
+//     records queued together, up to 64, in one transaction (group commit,
+//     groupcommit.go); each caller returns once its own record committed.
+//  3. Close stops the record writer after it has committed every record
+//     queued (later RecordRun calls get ErrClosed), then closes both pools;
+//     SQLite checkpoints the WAL on the last close.
 //
 // Admission protocol: Reserve records a run's upper-bound token reservation
 // before the tenant's limiter is asked; DropReservation undoes it when the
@@ -23,8 +29,9 @@
 //
 // Durability: the database runs with journal_mode=WAL and synchronous=NORMAL.
 // A transaction is durable against the death of the process (kill -9, panic,
-// OOM kill) as soon as its call returns: the commit is in the WAL file, and
-// the next Open recovers it. It is NOT guaranteed durable against power loss
+// OOM kill) as soon as its call returns (RecordRun returns once the group
+// transaction holding its record has committed): the commit is in the WAL
+// file, and the next Open recovers it. It is NOT guaranteed durable against power loss
 // or a kernel crash: with synchronous=NORMAL the WAL is fsynced only at
 // checkpoints, so the last transactions before such a crash may be lost
 // (the database stays consistent; it just rolls back to an earlier commit).

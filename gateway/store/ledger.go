@@ -271,7 +271,10 @@ func (s *Store) dueTrim(tenant string, keep int64) bool {
 
 // RecordRun is RecordUsage that also keeps run (when not nil) in the same
 // transaction, and deletes the tenant's oldest kept runs beyond its cap
-// (SetRunsPerTenant; every cap/64 runs: dueTrim).
+// (SetRunsPerTenant; every cap/64 runs: dueTrim). Calls made at the same
+// time share transactions (groupcommit.go); each returns once its own
+// record is committed, with the answer it would have got alone. After
+// Close it returns an error wrapping ErrClosed.
 func (s *Store) RecordRun(u Usage, run *FinishedRun) (bool, error) {
 	args, err := usageArgs(u)
 	if err != nil {
@@ -292,39 +295,18 @@ func (s *Store) RecordRun(u Usage, run *FinishedRun) (bool, error) {
 		}
 		runArgs = []any{run.RunID, run.TenantID, run.Profile, run.Query, created, ended, run.Log}
 	}
-	var inserted bool
-	err = s.withTx(func(tx *sql.Tx) error {
-		if runArgs != nil {
-			res, err := s.txExec(tx, `INSERT INTO runs (run_id, tenant_id, profile, query, created_at, ended_at, log)
-				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`, runArgs...)
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				if keep := s.runsPerTenant.Load(); keep > 0 && s.dueTrim(run.TenantID, keep) {
-					if _, err := s.txExec(tx, trimRunsSQL, run.TenantID, keep); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		res, err := s.txExec(tx, insertUsageSQL, args...)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil || n == 0 {
-			// Already settled: its reservation went with the first record.
-			return err
-		}
-		inserted = true
-		_, err = s.txExec(tx, dropReservationSQL, u.RunID)
-		return err
-	})
-	if err != nil {
+	req := &recordReq{runID: u.RunID, usage: args, runArgs: runArgs, done: make(chan recordResult, 1)}
+	if run != nil {
+		req.tenant = run.TenantID
+	}
+	if err := s.enqueue(req); err != nil {
 		return false, fmt.Errorf("store: record usage of run %q: %w", u.RunID, err)
 	}
-	return inserted, nil
+	res := <-req.done
+	if res.err != nil {
+		return false, fmt.Errorf("store: record usage of run %q: %w", u.RunID, res.err)
+	}
+	return res.inserted, nil
 }
 
 // usageColumns are the columns scanUsage reads, in its order.

@@ -423,8 +423,8 @@ func TestLedgerSince(t *testing.T) {
 
 // TestSettleIsAtomic checks that RecordUsage's insert and reservation delete
 // are one transaction: a reader taking ledger snapshots while runs settle
-// sees each reserved run exactly once, either open or settled, never both or
-// neither.
+// (from several callers, in shared transactions) sees each reserved run
+// exactly once, either open or settled, never both or neither.
 func TestSettleIsAtomic(t *testing.T) {
 	s := openTemp(t)
 	const n = 200
@@ -464,11 +464,20 @@ func TestSettleIsAtomic(t *testing.T) {
 			}
 		}
 	}()
-	for i := range n {
-		if _, err := s.RecordUsage(usageOf(fmt.Sprintf("r%03d", i), "t1", at(time.Duration(i)), 50)); err != nil {
-			t.Fatal(err)
-		}
+	// 8 callers at once, so records share group transactions
+	// (groupcommit.go): each record still drops its own reservation.
+	const callers = 8
+	var settlers sync.WaitGroup
+	for c := range callers {
+		settlers.Go(func() {
+			for i := c; i < n; i += callers {
+				if _, err := s.RecordUsage(usageOf(fmt.Sprintf("r%03d", i), "t1", at(time.Duration(i)), 50)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
 	}
+	settlers.Wait()
 	close(done)
 	wg.Wait()
 	entries, sum, err := s.LedgerSince("t1", time.Time{}, time.Time{})

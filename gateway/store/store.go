@@ -25,6 +25,9 @@ var (
 	ErrExists = errors.New("store: already exists")
 	// ErrInvalid reports an argument the store refuses to write.
 	ErrInvalid = errors.New("store: invalid argument")
+	// ErrClosed reports a RecordRun asked of a store that Close has
+	// begun to close.
+	ErrClosed = errors.New("store: closed")
 )
 
 // DefaultLimit is the row limit of Usage and AuditLog when the caller passes 0.
@@ -41,7 +44,9 @@ const busyTimeoutMS = 5000
 // the writes queued before it.
 type Store struct {
 	// w is the single write connection. Every write, and every transaction
-	// that writes, goes through it; database/sql queues callers for it.
+	// that writes, goes through it; database/sql queues callers for it
+	// (RecordRun's records reach it through the record writer, one
+	// caller of many).
 	// Never call a method that uses w while holding a transaction of w: with
 	// one connection that deadlocks.
 	w *sql.DB
@@ -61,6 +66,20 @@ type Store struct {
 	// entries (then it starts over: every tenant is trimmed at its next run).
 	trimMu    sync.Mutex
 	sinceTrim map[string]int64
+
+	// records queues RecordRun's records for the writer goroutine
+	// (groupcommit.go), which closes recorderDone when it has returned.
+	records      chan *recordReq
+	recorderDone chan struct{}
+	// recordMu guards recordsClosed: a sender holds it for reading across
+	// its send, and Close for writing while it closes records. It is never
+	// held together with trimMu (the writer takes trimMu, never recordMu).
+	recordMu      sync.RWMutex
+	recordsClosed bool
+	// groups counts the transactions the writer began for a group of
+	// records, and redoneGroups those it rolled back and redid record by
+	// record (tests and benchmarks read them).
+	groups, redoneGroups atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -120,6 +139,7 @@ func Open(path string) (*Store, error) {
 	}
 	s := &Store{w: w, r: r}
 	s.runsPerTenant.Store(DefaultRunsPerTenant)
+	s.startRecorder()
 	for _, q := range txStatements {
 		if _, err := s.prep(true, q); err != nil {
 			s.Close()
@@ -150,10 +170,15 @@ func dsn(abs string, readOnly bool) string {
 	return "file:" + esc + "?" + strings.Join(q, "&")
 }
 
-// Close closes the database. It is idempotent; calls after the first return
+// Close closes the database, after committing the records RecordRun
+// callers queued before it (each caller gets its answer); later RecordRun
+// calls return ErrClosed. It is idempotent; calls after the first return
 // the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// First the records queued: the writer commits them while the
+		// database is still open, so every caller gets its answer.
+		s.closeRecorder()
 		var errs []error
 		s.stmts.Range(func(_, v any) bool {
 			errs = append(errs, v.(*sql.Stmt).Close())
@@ -235,7 +260,7 @@ func (s *Store) exec(query string, args ...any) (sql.Result, error) {
 
 // txStatements are the statements run inside write transactions. Open
 // prepares them, so that txExec finds them cached.
-var txStatements = []string{insertUsageSQL, dropReservationSQL}
+var txStatements = []string{insertRunSQL, trimRunsSQL, insertUsageSQL, dropReservationSQL}
 
 // txExec runs a write statement within tx, a transaction of the write
 // connection.
