@@ -73,10 +73,7 @@ func TestConcurrentReserveAndRecord(t *testing.T) {
 		t.Error(err)
 	}
 
-	got, err := s.Usage("", time.Time{}, time.Time{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := allUsage(t, s)
 	seen := map[string]int{}
 	for _, u := range got {
 		seen[u.RunID]++

@@ -138,10 +138,7 @@ func TestRecordRunConcurrentCallsLandOnce(t *testing.T) {
 			t.Errorf("run %s: %d of %d callers told inserted, want 1", id, n, answers[id])
 		}
 	}
-	got, err := s.Usage("", time.Time{}, time.Time{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := allUsage(t, s)
 	seen := map[string]int{}
 	for _, u := range got {
 		seen[u.RunID]++
@@ -306,15 +303,8 @@ func TestCloseCommitsQueuedRecords(t *testing.T) {
 		t.Errorf("RecordRun after Close: %v, want ErrClosed", err)
 	}
 
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	got, err := s.Usage("", time.Time{}, time.Time{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, path)
+	got := allUsage(t, s)
 	if len(got) != n+1 {
 		t.Errorf("reopened: %d usage records, want %d", len(got), n+1)
 	}
@@ -367,15 +357,8 @@ func TestCloseWhileRecording(t *testing.T) {
 	}
 	waitAnswered(t, &wg)
 
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	got, err := s.Usage("", time.Time{}, time.Time{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, path)
+	got := allUsage(t, s)
 	for _, u := range got {
 		if !committed[u.RunID] {
 			t.Errorf("run %s is in the file, but its caller was not told it committed", u.RunID)
@@ -384,4 +367,25 @@ func TestCloseWhileRecording(t *testing.T) {
 	if len(got) != len(committed) || len(refused) != callers {
 		t.Errorf("%d records in the file, %d committed, %d refused (want %d: one per caller)", len(got), len(committed), len(refused), callers)
 	}
+}
+
+// allUsage is every usage record s holds.
+func allUsage(t testing.TB, s *Store) []Usage {
+	t.Helper()
+	got, err := s.Usage("", time.Time{}, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// reopen opens the store file at path again, closed when the test ends.
+func reopen(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
