@@ -63,24 +63,16 @@ func (s *Server) refuseAtTheDoor(next http.Handler) http.Handler {
 			return
 		}
 		t0 := time.Now()
+		ticket, full, after := s.engine.Reserve()
 		tenant := s.cfg.Tenant
-		// Only a request the normal path would not turn away reserves a
-		// place: a bad key gets its 401 (an admin key its 403), a
-		// non-loopback host of a local-only gateway its refusal, from the
-		// normal path — and a client without a valid key cannot hold the
-		// cluster's places by sending its bodies slowly.
-		door := !s.cfg.LocalOnly || loopbackHost(r.Host)
-		if door && s.tenancy != nil {
+		if full && s.tenancy != nil {
 			p, e := s.tenancy.authenticate(r)
-			door = e == nil && !p.admin
+			if e != nil || p.admin {
+				full = false // its 401 or 403, from the normal path
+			}
 			tenant = p.tenant.ID
 		}
-		var ticket *actors.Ticket
-		full, after := false, time.Duration(0)
-		if door {
-			ticket, full, after = s.engine.Reserve()
-		}
-		if !full {
+		if !full || (s.cfg.LocalOnly && !loopbackHost(r.Host)) {
 			// The normal path; its refusals (a limit, a node that said no)
 			// are timed too, from here. The place reserved for its run is
 			// released once the run is started (startReserving) or, at

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -180,50 +179,5 @@ func TestDoorReservesThePlace(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("the slow upload, once its body arrived: HTTP %d, want 201", resp.StatusCode)
-	}
-}
-
-// Only a request with a valid key reserves a place at the door: slow
-// uploads without one (a bad key, no key) hold none, and a tenant's run is
-// admitted beside them; a valid key's slow upload holds the last place.
-func TestDoorReservesNoPlaceWithoutAValidKey(t *testing.T) {
-	g := startTenantGateway(t, func(_ *Config, e *actors.Config) {
-		e.ActiveRunLimit = actors.AdaptiveLimitConfig{Initial: 1, Min: 1, Max: 1}
-	})
-	host := strings.TrimPrefix(g.URL, "http://")
-	body := `{"query":"a slow upload","profile":"instant"}`
-	upload := func(auth string) net.Conn {
-		t.Helper()
-		conn, err := net.Dial("tcp", host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		fmt.Fprintf(conn, "POST /v1/runs HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-			host, auth, len(body), body[:10])
-		return conn
-	}
-	for _, auth := range []string{"", "Authorization: Bearer qlc_not_a_key\r\n", "Authorization: Bearer " + g.Dev.AdminKey + "\r\n"} {
-		upload(auth)
-	}
-	time.Sleep(100 * time.Millisecond) // past the door, bodies on their way
-	if full, _ := g.Engine.Saturated(); full {
-		t.Fatal("uploads without a tenant's valid key hold the only place")
-	}
-	held := upload("Authorization: Bearer " + g.Dev.TenantKey + "\r\n")
-	waitUntil(t, "the tenant's slow upload past the door", func() bool { full, _ := g.Engine.Saturated(); return full })
-	if code, _ := call(t, "POST", g.URL+"/v1/runs", g.Dev.TenantKey, `{"query":"one too many","profile":"instant"}`, nil); code != 503 {
-		t.Fatalf("a run while the only place is reserved: HTTP %d, want 503", code)
-	}
-	if _, err := io.WriteString(held, body[10:]); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(held), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("the tenant's slow upload, once its body arrived: HTTP %d, want 201", resp.StatusCode)
 	}
 }
