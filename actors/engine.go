@@ -521,7 +521,6 @@ type Engine struct {
 	overMem    atomic.Bool                                  // past the memory budget's refusal mark
 	retries    *retryBudget                                 // bounds placement retries of new runs
 	own        *ownRuns                                     // this process's unfinished runs by node (ownruns.go)
-	pending    atomic.Int64                                 // places reserved at the door and not yet used (Reserve)
 	activeLim  *AdaptiveLimit                               // Config.ActiveRunLimit; nil: off
 	lostHosts  sync.Map                                     // actor address -> time.Time its endpoint broke
 	silentAt   sync.Map                                     // actor address -> time.Time a coordinator there last went silent (silence.go)
@@ -1665,85 +1664,18 @@ func (e *Engine) Metrics() *Metrics { return e.metrics }
 
 // StartRun validates the request, starts the run and returns its hub. The
 // run goes on in the background; follow it with Hub.Subscribe.
-// Saturated reports whether there is no room for one more run: this
-// process at its adaptive active-run limit, or every node that could take
-// a new run at its run limit (the placer's view, HeadroomPlacer), counting
-// the places reserved at the door and not yet used (Reserve); with the
-// Retry-After to suggest: a caller refuses the run at once, before any
-// work. Non-blocking.
+// Saturated reports whether every node that could take a new run announced
+// that it is at its run limit (the placer's gossiped view, HeadroomPlacer),
+// and the Retry-After to suggest: a caller refuses the run at once, before
+// any work. False without such a placer. Non-blocking.
 func (e *Engine) Saturated() (bool, time.Duration) {
-	free, bounded := e.room()
-	if bounded && free <= int(e.pending.Load()) {
+	if e.activeFull() {
 		return true, saturatedRetryAfter
 	}
-	return false, 0
-}
-
-// room is how many more runs may start now, before the places reserved at
-// the door (Reserve), and whether that is bounded at all.
-func (e *Engine) room() (free int, bounded bool) {
-	if e.activeLim != nil {
-		free, bounded = max(0, e.activeLim.Limit()-e.admission.inUse()), true
-	}
 	if hp, ok := e.placer.(HeadroomPlacer); ok {
-		if f, b := hp.Room(); b {
-			if !bounded || f < free {
-				free = f
-			}
-			bounded = true
-		}
+		return hp.Saturated()
 	}
-	return free, bounded
-}
-
-// Reserve takes one of the places Saturated counts for a run about to be
-// started (the gateway's door, issue 18): while a request holds it, reads
-// its body and reaches StartRun, a later request finds the room taken and
-// is refused at once, rather than the first request past the door taking
-// the last place and the others being refused after their whole way in
-// (a node's refusal over the network, or Saturated in the handler: 717 of
-// 754 such refusals took over 5 ms, up to 1 s, in the chaos overload
-// scenario). It returns full (with a Retry-After) when there is no place;
-// otherwise a Ticket to release once StartRun returned (the run then
-// counts as its node's load) or the request ended without one. A ticket
-// not released within ticketTTL releases itself: a client that sends its
-// body slowly cannot hold places for long. Non-blocking.
-func (e *Engine) Reserve() (t *Ticket, full bool, after time.Duration) {
-	free, bounded := e.room()
-	if !bounded {
-		return nil, false, 0 // nothing to count against
-	}
-	for {
-		p := e.pending.Load()
-		if int(p) >= free {
-			return nil, true, saturatedRetryAfter
-		}
-		if e.pending.CompareAndSwap(p, p+1) {
-			break
-		}
-	}
-	t = &Ticket{e: e}
-	t.timer = time.AfterFunc(ticketTTL, t.Release)
-	return t, false, 0
-}
-
-// ticketTTL bounds how long a Ticket holds its place (a variable for tests).
-var ticketTTL = 2 * time.Second
-
-// Ticket is a place reserved for a run (Engine.Reserve).
-type Ticket struct {
-	e     *Engine
-	done  atomic.Bool
-	timer *time.Timer
-}
-
-// Release gives the place back; safe to call more than once, and on nil.
-func (t *Ticket) Release() {
-	if t == nil || !t.done.CompareAndSwap(false, true) {
-		return
-	}
-	t.e.pending.Add(-1)
-	t.timer.Stop()
+	return false, 0
 }
 
 func (e *Engine) StartRun(req RunRequest) (*Hub, error) {

@@ -114,16 +114,12 @@ type StepPlacer interface {
 }
 
 // HeadroomPlacer is implemented by a Placer that knows the nodes' gossiped
-// pressure: Room is how many more new runs the nodes that could take one
-// have room for (each node's limit less its load, by its announcement or
-// by this process's own runs there, whichever is more: OwnLoadPlacer),
-// and bounded is false when that is not known (no such node, or one
-// announces no limit): then nothing is refused for want of room. The
-// engine refuses at once (ErrSaturated) instead of asking each node when
-// the room is taken (Engine.Reserve). It does not block and is called
-// concurrently, on every request for a run.
+// pressure: Saturated reports whether every node that could take a new run
+// announced it is at its limit, with the Retry-After to suggest, so the
+// engine refuses at once (ErrSaturated) instead of asking each node. It does
+// not block and is called concurrently.
 type HeadroomPlacer interface {
-	Room() (free int, bounded bool)
+	Saturated() (bool, time.Duration)
 }
 
 // OwnLoadPlacer is implemented by a Placer that can count what this

@@ -2,19 +2,16 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/qlc-project/qlc/actors"
 	"github.com/qlc-project/qlc/stagework/discover"
 )
 
 // The refusal at the door (issue 18: every refusal in ≤ 5 ms). While no
-// node has room for a run (Engine.Reserve: the places the nodes have, less
-// those reserved by requests already past the door), a request that would
-// start one — POST /v1/runs, POST /v1/chat/completions — is answered here, in
+// node has room for a run (Engine.Saturated), a request that would start
+// one — POST /v1/runs, POST /v1/chat/completions — is answered here, in
 // the outermost handler: after the key is checked (a bad key still gets
 // its 401 from the normal path) and before tracing, routing, the body or
 // the JSON encoder. The answer is prepared bytes: 503 cluster_saturated
@@ -63,7 +60,7 @@ func (s *Server) refuseAtTheDoor(next http.Handler) http.Handler {
 			return
 		}
 		t0 := time.Now()
-		ticket, full, after := s.engine.Reserve()
+		full, after := s.engine.Saturated()
 		tenant := s.cfg.Tenant
 		if full && s.tenancy != nil {
 			p, e := s.tenancy.authenticate(r)
@@ -74,13 +71,7 @@ func (s *Server) refuseAtTheDoor(next http.Handler) http.Handler {
 		}
 		if !full || (s.cfg.LocalOnly && !loopbackHost(r.Host)) {
 			// The normal path; its refusals (a limit, a node that said no)
-			// are timed too, from here. The place reserved for its run is
-			// released once the run is started (startReserving) or, at
-			// the latest, when the request ends.
-			if ticket != nil {
-				defer ticket.Release()
-				r = r.WithContext(context.WithValue(r.Context(), ticketKey{}, ticket))
-			}
+			// are timed too, from here.
 			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 			next.ServeHTTP(sw, r)
 			if sw.status == http.StatusTooManyRequests || sw.status == http.StatusServiceUnavailable {
@@ -96,20 +87,6 @@ func (s *Server) refuseAtTheDoor(next http.Handler) http.Handler {
 		_, _ = w.Write(saturatedBody)
 		s.metrics.refusalSeconds.WithLabelValues("door", "503").Observe(time.Since(t0).Seconds())
 	})
-}
-
-// ticketKey is the request context's key of the place reserved at the
-// door for the request's run (actors.Engine.Reserve).
-type ticketKey struct{}
-
-// ticketOf is the place reserved for the run of a request with context ctx
-// (nil: none).
-func ticketOf(ctx context.Context) *actors.Ticket {
-	if ctx == nil {
-		return nil
-	}
-	t, _ := ctx.Value(ticketKey{}).(*actors.Ticket)
-	return t
 }
 
 // bodyRecorder is the http.ResponseWriter saturatedBody is made with.

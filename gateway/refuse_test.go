@@ -1,11 +1,7 @@
 package gateway
 
 import (
-	"bufio"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -139,45 +135,5 @@ func BenchmarkRefusal(b *testing.B) {
 				}
 			}
 		})
-	}
-}
-
-// A request past the door holds its run's place while it sends its body:
-// with room for one more run, a request whose body is still on its way
-// holds the place, a second request is refused at the door (not after its
-// own way in), and the first is admitted when its body arrives.
-func TestDoorReservesThePlace(t *testing.T) {
-	gw := startGateway(t, "", func(_ *Config, e *actors.Config) {
-		e.ActiveRunLimit = actors.AdaptiveLimitConfig{Initial: 2, Min: 2, Max: 2}
-	})
-	if code := do(t, "POST", gw.URL+"/v1/runs", `{"query":"hold one slot","profile":"slow"}`, nil); code != 201 {
-		t.Fatalf("the first run: HTTP %d", code)
-	}
-	body := `{"query":"a slow upload","profile":"instant"}`
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/runs HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-		strings.TrimPrefix(gw.URL, "http://"), len(body), body[:10])
-	waitUntil(t, "the slow upload past the door", func() bool { full, _ := gw.Engine.Saturated(); return full })
-	doorBefore := histogramCount(t, gw, "door", "503")
-	if code := do(t, "POST", gw.URL+"/v1/runs", `{"query":"one too many","profile":"instant"}`, nil); code != 503 {
-		t.Fatalf("a run while the last place is reserved: HTTP %d, want 503", code)
-	}
-	if n := histogramCount(t, gw, "door", "503"); n != doorBefore+1 {
-		t.Fatalf("refusals at the door: %d, want %d", n, doorBefore+1)
-	}
-	if _, err := io.WriteString(conn, body[10:]); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("the slow upload, once its body arrived: HTTP %d, want 201", resp.StatusCode)
 	}
 }

@@ -142,12 +142,9 @@ func (s *Server) startReserving(p principal, req actors.RunRequest) (*actors.Hub
 	if e := s.planRun(&req); e != nil {
 		return nil, 0, e
 	}
-	ticket := ticketOf(req.Ctx)
-	defer ticket.Release() // the run, once started, counts as its node's load
-	if full, after := s.engine.Saturated(); full && ticket == nil {
-		// Every node is at its run limit: refuse now, before the tenant's
-		// limiter, the reservation or a placement (issue 18). A request
-		// holding a place reserved at the door goes on.
+	if full, after := s.engine.Saturated(); full {
+		// Every node announced it is at its run limit: refuse now, before
+		// the tenant's limiter, the reservation or a placement (issue 18).
 		return nil, 0, s.saturated(p.tenant.ID, after)
 	}
 	adm, e := s.admit(p, &req)
@@ -198,9 +195,6 @@ func (s *Server) startReserving(p principal, req actors.RunRequest) (*actors.Hub
 // node (or this gateway) has room for a run: before the body is read, so
 // the excess of an overload costs the gateway as little as possible.
 func (s *Server) refuseSaturated(w http.ResponseWriter, r *http.Request) bool {
-	if ticketOf(r.Context()) != nil {
-		return false // a place was reserved for it at the door
-	}
 	full, after := s.engine.Saturated()
 	if full {
 		writeError(w, s.saturated(principalOf(r).tenant.ID, after))

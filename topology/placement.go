@@ -30,21 +30,17 @@ func (m *Membership) Candidates(runID string) []string {
 // CountOwnRuns implements actors.OwnLoadPlacer.
 func (m *Membership) CountOwnRuns(own func(addr string) int) { m.own.Store(&own) }
 
-// runLoad is a member's run load as this process sees it: what it announced,
-// or this process's own runs there if more (the announcement lags; what
-// this process placed since, it knows at once).
-func (m *Membership) runLoad() func(cluster.Member) int {
+// full is whether a member is at its run limit: by the load it announced,
+// or by this process's own runs there (the announcement lags; what this
+// process placed since, it knows at once).
+func (m *Membership) full() func(cluster.Member) bool {
 	own := m.own.Load()
 	if own == nil {
-		return func(mem cluster.Member) int { return mem.Load }
+		return cluster.Member.Saturated
 	}
-	return func(mem cluster.Member) int { return max(mem.Load, (*own)(mem.RemoteAddr)) }
-}
-
-// full is whether a member is at its run limit by load.
-func (m *Membership) full() func(cluster.Member) bool {
-	load := m.runLoad()
-	return func(mem cluster.Member) bool { return mem.Limit > 0 && load(mem) >= mem.Limit }
+	return func(mem cluster.Member) bool {
+		return mem.Limit > 0 && max(mem.Load, (*own)(mem.RemoteAddr)) >= mem.Limit
+	}
 }
 
 // lastIf moves the addresses of the members for which full is true to the
@@ -92,45 +88,37 @@ func stepCandidates(ms []cluster.Member, key string, lost func(string) bool) []s
 	return lastIf(out, ms, cluster.Member.StageFull)
 }
 
-// Room implements actors.HeadroomPlacer: the free run slots of the members
-// that host run coordinators and are not draining — each one's limit less
-// its load (by its announcement, or by the runs this process placed there:
-// CountOwnRuns) — and whether every such member has a limit. The announced
+// Saturated implements actors.HeadroomPlacer: true when at least one member
+// hosts run coordinators and every such member that is not draining is at
+// or above its limit: by the load it announced (cluster.Member.Saturated),
+// or by the runs this process placed there (CountOwnRuns). The announced
 // view lags by the load interval plus gossip; a node that filled up since
 // with another gateway's runs refuses the StartRun itself.
-func (m *Membership) Room() (free int, bounded bool) {
+func (m *Membership) Saturated() (bool, time.Duration) {
 	c := m.current()
 	if c == nil {
-		return 0, false
+		return false, 0
 	}
-	return room(c.EachMember, m.runLoad()) // no copy of the members: asked on every request for a run
+	return saturated(c.EachMember, m.full()) // no copy of the members: asked on every request for a run
 }
 
-// Saturated reports whether no member has room (Room), with the Retry-After
-// to suggest.
-func (m *Membership) Saturated() (bool, time.Duration) {
-	if free, bounded := m.Room(); bounded && free <= 0 {
-		return true, time.Second
-	}
-	return false, 0
-}
-
-func room(each func(func(*cluster.Member) bool), load func(cluster.Member) int) (free int, bounded bool) {
-	n := 0
-	bounded = true
+func saturated(each func(func(*cluster.Member) bool), full func(cluster.Member) bool) (bool, time.Duration) {
+	n, room := 0, false
 	each(func(mem *cluster.Member) bool {
 		if !mem.Has(actors.KindCoordinator) || mem.Draining || mem.RemoteAddr == "" {
 			return true
 		}
-		n++
-		if mem.Limit <= 0 {
-			bounded = false
+		if !full(*mem) {
+			room = true
 			return false
 		}
-		free += max(0, mem.Limit-load(*mem))
+		n++
 		return true
 	})
-	return free, bounded && n > 0
+	if room {
+		return false, 0
+	}
+	return n > 0, time.Second
 }
 
 // TokenizerHosts returns the actor addresses of members hosting tokenizer

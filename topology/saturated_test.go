@@ -23,7 +23,6 @@ func TestSaturated(t *testing.T) {
 	}{
 		{"no nodes", []cluster.Member{gw}, false},
 		{"all full", []cluster.Member{gw, node("a", 4, 4, false), node("b", 9, 8, false)}, true},
-		{"one over, one with room", []cluster.Member{node("a", 9, 4, false), node("b", 7, 8, false)}, false},
 		{"one has room", []cluster.Member{node("a", 4, 4, false), node("b", 7, 8, false)}, false},
 		{"the one with room is draining", []cluster.Member{node("a", 4, 4, false), node("b", 0, 8, true)}, true},
 		{"no limit announced", []cluster.Member{node("a", 4, 4, false), node("b", 100, 0, false)}, false},
@@ -35,9 +34,9 @@ func TestSaturated(t *testing.T) {
 				}
 			}
 		}
-		free, bounded := room(each, func(m cluster.Member) int { return m.Load })
-		if got := bounded && free == 0; got != c.want {
-			t.Errorf("%s: room = %d, %v; want saturated %v", c.name, free, bounded, c.want)
+		got, after := saturated(each, cluster.Member.Saturated)
+		if got != c.want || (got && after <= 0) {
+			t.Errorf("%s: saturated = %v, %v; want %v with a Retry-After", c.name, got, after, c.want)
 		}
 	}
 }
@@ -60,29 +59,28 @@ func TestOwnRunsFillANode(t *testing.T) {
 	}
 	own := map[string]int{}
 	m := &Membership{}
-	roomNow := func() (int, bool) { return room(each, m.runLoad()) }
-	if free, bounded := roomNow(); free != 4 || !bounded {
-		t.Fatalf("room %d, %v with loads 1/4 and 3/4; want 4", free, bounded)
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated with room on both nodes and no own count")
 	}
 	m.CountOwnRuns(func(addr string) int { return own[addr] })
 	own["a:1"] = 4 // announced 1: we placed three more since
-	if free, _ := roomNow(); free != 1 {
-		t.Fatalf("room %d with a full of our runs and b at 3 of 4; want 1", free)
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated while b has room")
 	}
 	if out := lastIf([]string{"a:1", "b:1"}, members, m.full()); out[0] != "b:1" {
 		t.Fatalf("candidates %v: the node full of our runs should go last", out)
 	}
 	own["b:1"] = 2 // less than b announced: the announcement counts
-	if free, _ := roomNow(); free != 1 {
-		t.Fatalf("room %d while b announced 3 of 4 and holds 2 of ours; want 1", free)
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated while b announced 3 of 4 and holds 2 of ours")
 	}
 	own["b:1"] = 4
-	if free, bounded := roomNow(); free != 0 || !bounded {
-		t.Fatalf("room %d, %v with our runs at both limits; want 0, bounded", free, bounded)
+	if got, after := saturated(each, m.full()); !got || after <= 0 {
+		t.Fatalf("saturated = %v, %v with our runs at both limits", got, after)
 	}
-	members[1].Limit = 0 // no limit announced: room unknown, never full
-	if _, bounded := roomNow(); bounded {
-		t.Fatal("bounded though b announced no limit")
+	members[1].Limit = 0 // no limit announced: never full
+	if got, _ := saturated(each, m.full()); got {
+		t.Fatal("saturated though b announced no limit")
 	}
 }
 
