@@ -140,8 +140,7 @@ func injectSplit(ctx context.Context, e *env) string {
 		for _, n := range cut {
 			before = append(before, e.onNode(n.name)...)
 		}
-		gwSide := append(append([]*proc{gw}, g.bystanders()...), kept...)
-		at, err := g.dropBetween(cut, gwSide, true)
+		at, err := g.dropBetween(cut, append(append([]*proc{gw}, g.bystanders()...), kept...), true)
 		if err != nil {
 			e.progress("split: %v", err)
 			_ = g.healGroups()
@@ -157,7 +156,7 @@ func injectSplit(ctx context.Context, e *env) string {
 		}
 		affected += n
 		done++
-		side := fmt.Sprintf("{%s} ⟂ {%s}", names(cut), names(gwSide))
+		side := fmt.Sprintf("{%s} ⟂ {%s}", names(cut), names(append(append([]*proc{gw}, g.bystanders()...), kept...)))
 		sides = append(sides, side)
 		e.progress("split %d/%d: %s for %v (%d runs in flight on the gateway-less side)", done, e.faults, side, d.Round(time.Millisecond), n)
 		sleep(context.Background(), d) // never leave the cluster split

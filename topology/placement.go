@@ -39,8 +39,7 @@ func (m *Membership) full() func(cluster.Member) bool {
 		return cluster.Member.Saturated
 	}
 	return func(mem cluster.Member) bool {
-		mem.Load = max(mem.Load, (*own)(mem.RemoteAddr)) // a copy: the view is not changed
-		return mem.Saturated()
+		return mem.Limit > 0 && max(mem.Load, (*own)(mem.RemoteAddr)) >= mem.Limit
 	}
 }
 
